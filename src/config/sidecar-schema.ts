@@ -1,0 +1,193 @@
+import { z } from 'zod';
+import { byteSize, duration } from './durations.ts';
+
+/*
+ * The sidecar configuration file. Every field is described here once; the
+ * README reference table is generated from these descriptions
+ * (`npm run docs:config`) and a unit test keeps the two in step.
+ */
+
+const hostPort = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. 127.0.0.1:8080 or [::1]:8080');
+
+const listener = (defaultPort: number, defaultAddress: string) =>
+  z.strictObject({
+    address: z.string().min(1).default(defaultAddress).describe('Address to bind.'),
+    port: z.number().int().min(0).max(65535).default(defaultPort).describe('Port to bind; 0 picks a free port.'),
+  });
+
+const stringMatch = z
+  .strictObject({
+    exact: z.string().optional().describe('Matches the whole value.'),
+    prefix: z.string().optional().describe('Matches the start of the value.'),
+    regex: z.string().max(512).optional().describe('ECMAScript regular expression, anchored to the whole value.'),
+  })
+  .refine((m) => [m.exact, m.prefix, m.regex].filter((v) => v !== undefined).length === 1, {
+    message: 'expected exactly one of exact, prefix, regex',
+  });
+
+const headerMatch = z.strictObject({
+  name: z.string().min(1).describe('Header (or query parameter) name; header names are case-insensitive.'),
+  exact: z.string().optional().describe('Value equals this.'),
+  prefix: z.string().optional().describe('Value starts with this.'),
+  regex: z.string().max(512).optional().describe('Value matches this anchored regular expression.'),
+  present: z.boolean().optional().describe('true: must be present (any value); false: must be absent.'),
+});
+
+const headerMutation = z.strictObject({
+  set: z.record(z.string(), z.string()).default({}).describe('Headers to set, replacing any value.'),
+  add: z.record(z.string(), z.string()).default({}).describe('Headers to append to existing values.'),
+  remove: z.array(z.string()).default([]).describe('Header names to remove.'),
+});
+
+const retryOn = z.enum(['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-status-codes', 'unavailable', 'resource-exhausted', 'cancelled', 'deadline-exceeded']);
+
+const retryPolicy = z.strictObject({
+  attempts: z.number().int().min(0).max(10).default(2).describe('Retries after the first attempt (0 disables).'),
+  perTryTimeout: duration.optional().describe('Timeout of each attempt; defaults to the route timeout.'),
+  retryOn: z
+    .array(retryOn)
+    .default(['connect-failure', 'reset', 'gateway-error', 'unavailable'])
+    .describe('Conditions that trigger a retry (Envoy names): 5xx, gateway-error (502/503/504), reset, connect-failure, retriable-status-codes, and gRPC statuses unavailable, resource-exhausted, cancelled, deadline-exceeded.'),
+  statusCodes: z.array(z.number().int().min(100).max(599)).default([]).describe('HTTP statuses retried when retryOn has retriable-status-codes.'),
+  backoff: z
+    .strictObject({
+      base: duration.default(25).describe('First backoff ceiling (full jitter).'),
+      max: duration.default(250).describe('Largest backoff ceiling.'),
+    })
+    .prefault({})
+    .describe('Backoff between attempts.'),
+  bufferLimit: byteSize.default(65536).describe('Largest request body kept in memory so an attempt can be replayed; bigger bodies are not retried.'),
+});
+
+const backend = z.strictObject({
+  service: z.string().optional().describe('Target service `name[.namespace]`; defaults to the service that owns the route.'),
+  subset: z.record(z.string(), z.string()).optional().describe('Only endpoints whose labels contain all of these (e.g. version: v2).'),
+  weight: z.number().int().min(0).max(10000).default(1).describe('Relative share of calls.'),
+});
+
+const route = z.strictObject({
+  name: z.string().optional().describe('Route name used in metrics and logs.'),
+  match: z
+    .strictObject({
+      path: stringMatch.optional().describe('Path match (exact, prefix or regex) on the path without query.'),
+      methods: z.array(z.string().toUpperCase()).optional().describe('Allowed methods; any when omitted.'),
+      headers: z.array(headerMatch).default([]).describe('Every header match must hold.'),
+      query: z.array(headerMatch).default([]).describe('Every query-parameter match must hold.'),
+    })
+    .prefault({})
+    .describe('Conditions; an empty match matches every call.'),
+  backends: z.array(backend).min(1).optional().describe('Weighted split between backends; defaults to all endpoints of the service.'),
+  timeout: duration.default(15_000).describe('Whole-call timeout until the response head, all attempts included.'),
+  retries: retryPolicy.optional().describe('Retry policy; only idempotent methods and gRPC calls with a retryable status are retried.'),
+  requestHeaders: headerMutation.prefault({}).describe('Request header changes.'),
+  responseHeaders: headerMutation.prefault({}).describe('Response header changes.'),
+});
+
+const endpoint = z.strictObject({
+  address: hostPort.describe('host:port of the endpoint (a peer sidecar inbound, or an external service).'),
+  weight: z.number().int().min(1).max(10000).default(1).describe('Weight for the weighted balancer.'),
+  labels: z.record(z.string(), z.string()).default({}).describe('Labels used by route subsets (e.g. version: v1).'),
+});
+
+const service = z.strictObject({
+  name: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a DNS label').describe('Service name.'),
+  namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a DNS label').default('default').describe('Namespace.'),
+  protocol: z.enum(['auto', 'http1', 'http2']).default('auto').describe('Upstream protocol; auto uses the protocol the app used.'),
+  endpoints: z.array(endpoint).min(1).describe('Endpoints of the service.'),
+  loadBalancer: z.enum(['round_robin', 'least_request', 'weighted']).default('least_request').describe('round_robin, least_request (power of two choices) or weighted (smooth weighted round robin).'),
+  connectTimeout: duration.default(2_000).describe('TCP connect timeout per endpoint.'),
+  maxConnectionsPerEndpoint: z.number().int().min(1).default(128).describe('HTTP/1.1 connections kept per endpoint.'),
+  retryBudget: z
+    .strictObject({
+      percent: z.number().min(0).max(100).default(20).describe('Retries allowed as a share of active requests.'),
+      minConcurrency: z.number().int().min(0).default(3).describe('Retries always allowed concurrently, whatever the share.'),
+    })
+    .prefault({})
+    .describe('Caps retries so they cannot multiply load during an outage.'),
+  outlierDetection: z
+    .strictObject({
+      consecutive5xx: z.number().int().min(1).default(5).describe('Consecutive 5xx answers that eject an endpoint.'),
+      consecutiveConnectFailures: z.number().int().min(1).default(3).describe('Consecutive connect failures or resets that eject an endpoint.'),
+      baseEjection: duration.default(30_000).describe('First ejection time; doubles with each repeated ejection.'),
+      maxEjectionPercent: z.number().min(0).max(100).default(50).describe('Never eject more than this share of endpoints.'),
+    })
+    .prefault({})
+    .describe('Passive health: the circuit breaker.'),
+  healthCheck: z
+    .strictObject({
+      path: z.string().startsWith('/').default('/healthz').describe('HTTP GET path probed.'),
+      interval: duration.default(5_000).describe('Time between probes.'),
+      timeout: duration.default(1_000).describe('Probe timeout.'),
+      unhealthyThreshold: z.number().int().min(1).default(2).describe('Failed probes before an endpoint is marked down.'),
+      healthyThreshold: z.number().int().min(1).default(1).describe('Passed probes before it is back.'),
+    })
+    .optional()
+    .describe('Optional active health checks.'),
+  routes: z.array(route).default([]).describe('Routes tried in order; when none is given every call goes to all endpoints.'),
+});
+
+export const sidecarConfigSchema = z.strictObject({
+  workload: z
+    .strictObject({
+      service: z.string().min(1).describe('Service this sidecar fronts.'),
+      namespace: z.string().min(1).default('default').describe('Namespace of the workload.'),
+    })
+    .describe('Who this sidecar is.'),
+  listeners: z
+    .strictObject({
+      outbound: listener(15001, '127.0.0.1').prefault({}).describe('Calls from the local app to the mesh.'),
+      inbound: listener(15006, '0.0.0.0').prefault({}).describe('Calls from the mesh to the local app.'),
+      admin: listener(15000, '127.0.0.1').prefault({}).describe('Admin endpoints: /live, /ready, /metrics, /config_dump.'),
+    })
+    .prefault({})
+    .describe('Bind addresses.'),
+  inbound: z
+    .strictObject({
+      app: z.url({ protocol: /^http$/ }).describe('URL of the local app, e.g. http://127.0.0.1:8080.'),
+      appProtocol: z.enum(['auto', 'http1', 'http2']).default('auto').describe('Protocol to the app; auto uses the protocol the caller used.'),
+      timeout: duration.default(60_000).describe('Time the app has to send its response head.'),
+      readinessPath: z.string().startsWith('/').optional().describe('Path probed on the app by /ready; when omitted a TCP connect is enough.'),
+    })
+    .describe('The local app behind the inbound listener.'),
+  limits: z
+    .strictObject({
+      maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384).describe('Largest request head in bytes (HTTP/1.1) / header list (HTTP/2).'),
+      maxHeadersCount: z.number().int().min(8).max(1000).default(100).describe('Most request headers accepted.'),
+      headersTimeout: duration.default(10_000).describe('Time a client has to send the whole request head.'),
+      requestTimeout: duration.default(300_000).describe('Time a client has to send the whole request.'),
+      idleTimeout: duration.default(60_000).describe('Idle keep-alive connection or HTTP/2 session closed after this.'),
+      maxConnections: z.number().int().min(1).default(10_000).describe('Connections per listener; more are refused.'),
+      http2MaxConcurrentStreams: z.number().int().min(1).default(250).describe('Concurrent HTTP/2 streams per connection.'),
+      http2MaxSessionMemory: z.number().int().min(1).default(10).describe('HTTP/2 session memory cap in MiB.'),
+      maxBodyBuffer: byteSize.default(1_048_576).describe('Largest body a filter may buffer.'),
+    })
+    .prefault({})
+    .describe('Hardening limits, set explicitly on every listener.'),
+  drain: z
+    .strictObject({
+      timeout: duration.default(15_000).describe('On SIGTERM, in-flight calls get this long before the process exits.'),
+    })
+    .prefault({})
+    .describe('Graceful shutdown.'),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
+      accessLog: z.boolean().default(true).describe('One JSON line per call.'),
+    })
+    .prefault({})
+    .describe('Logging.'),
+  services: z.array(service).default([]).describe('Static service registry: services the local app may call.'),
+});
+
+export type SidecarConfigInput = z.input<typeof sidecarConfigSchema>;
+export type SidecarConfig = z.output<typeof sidecarConfigSchema>;
+export type ServiceConfig = SidecarConfig['services'][number];
+export type RouteConfig = ServiceConfig['routes'][number];
+export type EndpointConfig = ServiceConfig['endpoints'][number];
+export type RetryConfig = NonNullable<RouteConfig['retries']>;
+export type HeaderMatchConfig = RouteConfig['match']['headers'][number];
+export type StringMatchConfig = NonNullable<RouteConfig['match']['path']>;
+export type HeaderMutationConfig = RouteConfig['requestHeaders'];
+export type LimitsConfig = SidecarConfig['limits'];

@@ -1,0 +1,45 @@
+import type { IncomingHttpHeaders } from 'node:http';
+
+export type Direction = 'inbound' | 'outbound';
+
+/**
+ * Everything a filter may know about one call. Built once by the stack from the
+ * codec's request; filters read it and may record decisions, never mutate the
+ * request line itself (path normalization happens before the chain, once).
+ */
+export interface CallContext {
+  readonly id: string;
+  readonly direction: Direction;
+  readonly startedAt: number;
+  readonly method: string;
+  /** Path without the query string, as forwarded. */
+  readonly path: string;
+  /** Raw query string without `?`, or ''. */
+  readonly query: string;
+  readonly authority: string;
+  /** Lower-cased request headers as received (after hop-by-hop removal). */
+  readonly headers: IncomingHttpHeaders;
+  readonly httpVersion: '1.1' | '2';
+  readonly isGrpc: boolean;
+  readonly source: {
+    readonly address: string;
+    readonly port: number;
+    /** SPIFFE ID of the peer when it presented a verified certificate. */
+    readonly principal: string | undefined;
+  };
+  readonly destination: {
+    readonly service: string;
+    readonly namespace: string;
+  };
+  /** Mutable per-call annotations (decision, rule, retries, upstream). */
+  readonly annotations: CallAnnotations;
+}
+
+export interface CallAnnotations {
+  decision?: 'allow' | 'deny';
+  reason?: string;
+  rule?: string;
+  upstream?: string;
+  retries: number;
+  route?: string;
+}

@@ -1,0 +1,27 @@
+/**
+ * The outcome of one per-call check. Results are values on the data path,
+ * never exceptions (see STYLE.md, "What we take" #5).
+ */
+export type Verdict = ContinueVerdict | RespondVerdict;
+
+export interface ContinueVerdict {
+  readonly kind: 'continue';
+}
+
+export interface RespondVerdict {
+  readonly kind: 'respond';
+  /** Stable reason code from src/errors/reason-codes.ts, e.g. `authz.denied`. */
+  readonly code: string;
+  /** Human-readable reason for the caller; never carries policy internals. */
+  readonly reason: string;
+  /** `namespace/policy#rule` that decided, when a rule decided. */
+  readonly rule?: string;
+  /** Extra response headers (e.g. `retry-after`). */
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export const CONTINUE: ContinueVerdict = Object.freeze({ kind: 'continue' });
+
+export function respond(code: string, reason: string, extra: Omit<RespondVerdict, 'kind' | 'code' | 'reason'> = {}): RespondVerdict {
+  return { kind: 'respond', code, reason, ...extra };
+}

@@ -1,0 +1,75 @@
+/**
+ * Every reason code meshgate puts in a deny or error reply, with the HTTP
+ * status and gRPC status it maps to. Codes are part of the contract: users
+ * alert on them. A unit test checks each is documented in the README.
+ */
+export interface ReasonCode {
+  readonly http: number;
+  /** gRPC status code number (grpc/status.h). */
+  readonly grpc: number;
+  readonly description: string;
+}
+
+export const GrpcStatus = {
+  OK: 0,
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+} as const;
+
+export const REASON_CODES = {
+  'route.not_found': {
+    http: 404,
+    grpc: GrpcStatus.UNIMPLEMENTED,
+    description: 'No service or route matches the request authority, path, method or headers.',
+  },
+  'request.malformed': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: 'The request could not be parsed or is missing its authority.',
+  },
+  'request.body_too_large': {
+    http: 413,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description: 'A filter needed the body and it exceeded the configured buffer limit.',
+  },
+  'upstream.timeout': {
+    http: 504,
+    grpc: GrpcStatus.DEADLINE_EXCEEDED,
+    description: 'The upstream did not answer within the route timeout (all attempts included).',
+  },
+  'upstream.unavailable': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'No healthy endpoint, or every attempt failed to connect.',
+  },
+  'upstream.reset': {
+    http: 502,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The upstream closed or reset the connection before a complete response head.',
+  },
+  'upstream.overloaded': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The upstream connection pool queue for this endpoint is full.',
+  },
+  'proxy.draining': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The sidecar is shutting down and accepts no new calls.',
+  },
+} as const satisfies Record<string, ReasonCode>;
+
+export type ReasonCodeName = keyof typeof REASON_CODES;
+
+export function reasonCode(code: string): ReasonCode {
+  return (REASON_CODES as Record<string, ReasonCode>)[code] ?? { http: 500, grpc: GrpcStatus.INTERNAL, description: 'unknown' };
+}

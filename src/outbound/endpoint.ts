@@ -1,0 +1,29 @@
+/**
+ * One upstream endpoint as the outbound stack sees it. The counters are owned
+ * by the cluster that holds the endpoint; balancers only read them.
+ */
+export interface UpstreamEndpoint {
+  /** `host:port`, unique within a cluster. */
+  readonly address: string;
+  readonly weight: number;
+  readonly labels: Readonly<Record<string, string>>;
+  /** Requests in flight to this endpoint right now. */
+  activeRequests: number;
+  /** False while active health checks say the endpoint is down. */
+  healthy: boolean;
+  /** Monotonic ms until which outlier detection keeps the endpoint out; 0 when in. */
+  ejectedUntil: number;
+}
+
+/** Picks one endpoint for the next attempt. */
+export interface Balancer {
+  /**
+   * @param candidates endpoints currently eligible (healthy, not ejected), never empty
+   * @param exclude endpoints already tried by this call, avoided when another exists
+   */
+  pick(candidates: readonly UpstreamEndpoint[], exclude?: ReadonlySet<UpstreamEndpoint>): UpstreamEndpoint;
+}
+
+export function createEndpoint(address: string, weight = 1, labels: Record<string, string> = {}): UpstreamEndpoint {
+  return { address, weight, labels: Object.freeze({ ...labels }), activeRequests: 0, healthy: true, ejectedUntil: 0 };
+}
