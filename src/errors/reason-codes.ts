@@ -61,6 +61,16 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'The upstream connection pool queue for this endpoint is full.',
   },
+  'request.cancelled': {
+    http: 499,
+    grpc: GrpcStatus.CANCELLED,
+    description: 'The caller went away before the response was complete (logged, never sent).',
+  },
+  'filter.error': {
+    http: 500,
+    grpc: GrpcStatus.INTERNAL,
+    description: 'A policy check could not be made; the call fails closed.',
+  },
   'proxy.draining': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,

@@ -1,0 +1,10 @@
+#!/usr/bin/env node
+// Plain JavaScript on purpose: this check must run on any Node before TypeScript sources load.
+const REQUIRED_MAJOR = 24;
+const major = Number(process.versions.node.split('.')[0]);
+if (major < REQUIRED_MAJOR) {
+  process.stderr.write(`meshgate: Node.js ${REQUIRED_MAJOR} or newer is required (this is ${process.version}); run it through npm scripts or install Node ${REQUIRED_MAJOR} LTS\n`);
+  process.exit(1);
+}
+const { main } = await import('../src/cli/main.ts');
+process.exitCode = await main(process.argv.slice(2));

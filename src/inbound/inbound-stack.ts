@@ -1,0 +1,90 @@
+import type { CallContext } from '../core/call-context.ts';
+import type { Filter } from '../core/filter.ts';
+import { runFilters } from '../core/filter.ts';
+import { respond } from '../core/verdict.ts';
+import type { Verdict } from '../core/verdict.ts';
+import { sendVerdict } from '../errors/reply.ts';
+import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
+import { recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
+import type { CallTelemetry } from '../proxy/call-telemetry.ts';
+import { forward } from '../proxy/forward.ts';
+import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
+import { upstreamRequestHeaders } from '../proxy/headers.ts';
+import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import type { UpstreamPool } from '../proxy/upstream-pool.ts';
+
+export interface InboundStackDeps {
+  readonly workload: { readonly service: string; readonly namespace: string };
+  readonly app: UpstreamPool;
+  readonly appProtocol: 'auto' | 'http1' | 'http2';
+  readonly appTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  /** The filter chain of the current policy snapshot, in the order of ARCHITECTURE.md. */
+  readonly filters: () => readonly Filter[];
+  /** Verified SPIFFE ID of the peer; undefined until mTLS lands on this listener. */
+  readonly peerPrincipal: (req: DownstreamRequest) => string | undefined;
+  readonly telemetry: CallTelemetry;
+}
+
+/**
+ * The inbound data path, one step per line:
+ *   listener -> peer identity -> CallContext -> filter chain -> local app -> telemetry
+ */
+export function createInboundStack(deps: InboundStackDeps): RequestHandler {
+  const { telemetry } = deps;
+  return (req, res) => {
+    const startedAt = telemetry.clock.monotonic();
+    const target = readRequestTarget(req); // codec: method, path, authority
+    if (typeof target === 'string') return rejectMalformed('inbound', req, res, target, telemetry);
+    const call = createCallContext(req, target, {
+      direction: 'inbound',
+      startedAt,
+      destination: deps.workload,
+      principal: deps.peerPrincipal(req), // TLS identity, verified by the listener
+    });
+    const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
+    if (verdict instanceof Promise) {
+      verdict.then(
+        (v) => afterFilters(v, call, req, res, deps),
+        () => afterFilters(respond('filter.error', 'a policy check failed'), call, req, res, deps),
+      );
+    } else {
+      afterFilters(verdict, call, req, res, deps);
+    }
+  };
+}
+
+function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamRequest, res: DownstreamResponse, deps: InboundStackDeps): void {
+  if (verdict.kind === 'respond') {
+    call.annotations.decision = 'deny';
+    call.annotations.rule = verdict.rule;
+    sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
+    recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 });
+    return;
+  }
+  const protocol = deps.appProtocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : deps.appProtocol;
+  const app: UpstreamTarget = { dispatcher: deps.app.dispatcher(protocol), label: deps.app.origin, done: () => {} };
+  let picked = false;
+  forward(
+    {
+      method: call.method,
+      path: pathWithQuery(call),
+      headers: upstreamRequestHeaders(call.headers, {
+        clientAddress: call.source.address,
+        proto: 'http',
+        requestId: call.id,
+        authority: call.authority,
+      }),
+      body: requestBody(req),
+      timeoutMs: deps.appTimeoutMs,
+      bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
+      retry: undefined, // the app is local: a retry would only hide its failure
+      pick: () => (picked ? undefined : ((picked = true), app)),
+    },
+    res,
+    (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
+  ).then((outcome: ForwardOutcome) => {
+    call.annotations.upstream = outcome.upstream;
+    recordCall(deps.telemetry, call, outcome);
+  });
+}

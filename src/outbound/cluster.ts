@@ -1,0 +1,115 @@
+import type { ServiceConfig } from '../config/sidecar-schema.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import type { AttemptResult, UpstreamTarget } from '../proxy/forward.ts';
+import { createUpstreamPool } from '../proxy/upstream-pool.ts';
+import type { UpstreamPool, UpstreamProtocol } from '../proxy/upstream-pool.ts';
+import { createBalancer } from './balancer.ts';
+import { createEndpoint } from './endpoint.ts';
+import type { UpstreamEndpoint } from './endpoint.ts';
+import { createHealthChecker, createHttpProbe } from './health-checker.ts';
+import { createOutlierDetector } from './outlier-detector.ts';
+import { createRetryBudget } from './retry-budget.ts';
+import type { RetryBudget } from './retry-budget.ts';
+
+export interface ClusterEvents {
+  onEject?(service: string, endpoint: string, untilMs: number): void;
+  onReturn?(service: string, endpoint: string): void;
+}
+
+/** Every endpoint of one service, with its balancer, circuit breaker and retry budget. */
+export interface Cluster {
+  readonly key: string;
+  readonly config: ServiceConfig;
+  readonly budget: RetryBudget;
+  /** Calls in flight to this service (all endpoints). */
+  active(): number;
+  /** Picks an endpoint for one attempt, or undefined when none is left to try. */
+  pick(protocol: UpstreamProtocol, subset: Readonly<Record<string, string>> | undefined, tried: ReadonlySet<string>): UpstreamTarget | undefined;
+  endpoints(): readonly UpstreamEndpoint[];
+  start(signal: AbortSignal): void;
+  close(): Promise<void>;
+}
+
+function inSubset(ep: UpstreamEndpoint, subset: Readonly<Record<string, string>> | undefined): boolean {
+  if (!subset) return true;
+  for (const [key, value] of Object.entries(subset)) if (ep.labels[key] !== value) return false;
+  return true;
+}
+
+export function createCluster(config: ServiceConfig, deps: { clock: Clock; random: Random; events?: ClusterEvents; idleTimeoutMs: number }): Cluster {
+  const key = `${config.name}.${config.namespace}`;
+  const endpoints = config.endpoints.map((e) => createEndpoint(e.address, e.weight, e.labels));
+  const pools = new Map<UpstreamEndpoint, UpstreamPool>();
+  for (const ep of endpoints) {
+    pools.set(
+      ep,
+      createUpstreamPool(`http://${ep.address}`, {
+        connectTimeoutMs: config.connectTimeout,
+        maxConnections: config.maxConnectionsPerEndpoint,
+        keepAliveTimeoutMs: Math.min(deps.idleTimeoutMs, 30_000),
+      }),
+    );
+  }
+  const balancer = createBalancer(config.loadBalancer, deps.random);
+  const outliers = createOutlierDetector(
+    {
+      consecutive5xx: config.outlierDetection.consecutive5xx,
+      consecutiveConnectFailures: config.outlierDetection.consecutiveConnectFailures,
+      baseEjectionMs: config.outlierDetection.baseEjection,
+      maxEjectionPercent: config.outlierDetection.maxEjectionPercent,
+      onEject: (ep, until) => deps.events?.onEject?.(key, ep.address, until),
+      onReturn: (ep) => deps.events?.onReturn?.(key, ep.address),
+    },
+    deps.clock,
+  );
+  outliers.eligible(endpoints);
+  const budget = createRetryBudget(config.retryBudget);
+  let active = 0;
+
+  const record = (ep: UpstreamEndpoint, result: AttemptResult): void => {
+    ep.activeRequests--;
+    active--;
+    if (result.kind === 'response') {
+      if (result.status >= 500) outliers.record5xx(ep);
+      else outliers.recordSuccess(ep);
+      return;
+    }
+    if (result.failure === 'connect-failure' || result.failure === 'reset') outliers.recordConnectFailure(ep);
+    else if (result.failure === 'timeout') outliers.record5xx(ep);
+  };
+
+  return {
+    key,
+    config,
+    budget,
+    active: () => active,
+    endpoints: () => endpoints,
+    pick(protocol, subset, tried) {
+      const pool = subset ? endpoints.filter((ep) => inSubset(ep, subset)) : endpoints;
+      if (pool.length === 0) return undefined;
+      const candidates = outliers.eligible(pool);
+      const untried = candidates.filter((ep) => !tried.has(ep.address));
+      // A retry goes to another endpoint when one exists, else the same one again.
+      const choices = untried.length > 0 ? untried : candidates;
+      if (choices.length === 0) return undefined;
+      const ep = balancer.pick(choices);
+      ep.activeRequests++;
+      active++;
+      const upstream = pools.get(ep)!;
+      return { dispatcher: upstream.dispatcher(protocol), label: ep.address, done: (result) => record(ep, result) };
+    },
+    start(signal) {
+      if (!config.healthCheck) return;
+      const hc = config.healthCheck;
+      const checker = createHealthChecker(
+        { path: hc.path, intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold },
+        createHttpProbe({ timeoutMs: hc.timeout }),
+        endpoints,
+      );
+      void checker.run(signal);
+    },
+    async close() {
+      await Promise.all([...pools.values()].map((p) => p.close()));
+    },
+  };
+}

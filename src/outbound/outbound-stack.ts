@@ -1,0 +1,115 @@
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { CallContext } from '../core/call-context.ts';
+import type { Random } from '../core/clock.ts';
+import type { Filter } from '../core/filter.ts';
+import { runFilters } from '../core/filter.ts';
+import { respond } from '../core/verdict.ts';
+import type { Verdict } from '../core/verdict.ts';
+import { sendVerdict } from '../errors/reply.ts';
+import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
+import { recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
+import type { CallTelemetry } from '../proxy/call-telemetry.ts';
+import { forward } from '../proxy/forward.ts';
+import { upstreamRequestHeaders } from '../proxy/headers.ts';
+import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import { destinationOf } from './destination.ts';
+import { createRetryPlan } from './retry-plan.ts';
+import { mutateHeaders, pickBackend } from './router.ts';
+import type { CompiledRoute } from './router.ts';
+import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
+
+export interface OutboundStackDeps {
+  readonly workload: { readonly service: string; readonly namespace: string };
+  readonly registry: ServiceRegistry;
+  readonly idleTimeoutMs: number;
+  readonly filters: () => readonly Filter[];
+  readonly telemetry: CallTelemetry;
+  readonly random: Random;
+}
+
+/**
+ * The outbound data path, one step per line:
+ *   listener -> destination (authority) -> CallContext -> filter chain -> route
+ *   -> backend split -> balancer + outlier detection -> retries/timeout -> upstream pool
+ */
+export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
+  const { telemetry } = deps;
+  return (req, res) => {
+    const startedAt = telemetry.clock.monotonic();
+    const target = readRequestTarget(req); // origin-form or absolute-form (HTTP proxy mode)
+    if (typeof target === 'string') return rejectMalformed('outbound', req, res, target, telemetry);
+    const dest = destinationOf(target.authority); // orders, orders.shop, orders.shop.svc.cluster.local[:port]
+    const namespace = dest.namespace ?? deps.workload.namespace;
+    const service = deps.registry.lookup(dest.name, namespace);
+    const call = createCallContext(req, target, {
+      direction: 'outbound',
+      startedAt,
+      destination: { service: dest.name, namespace },
+      principal: undefined, // the caller is the local app
+    });
+    if (!service) return deny(call, res, respond('route.not_found', `no service ${dest.name}.${namespace} in the registry`), deps);
+    const verdict = runFilters(deps.filters(), call);
+    if (verdict instanceof Promise) {
+      verdict.then(
+        (v) => afterFilters(v, service, call, req, res, deps),
+        () => deny(call, res, respond('filter.error', 'a policy check failed'), deps),
+      );
+    } else {
+      afterFilters(verdict, service, call, req, res, deps);
+    }
+  };
+}
+
+function deny(call: CallContext, res: DownstreamResponse, verdict: Verdict & { kind: 'respond' }, deps: OutboundStackDeps): void {
+  call.annotations.decision = 'deny';
+  call.annotations.rule = verdict.rule;
+  sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
+  recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 });
+}
+
+function findRoute(routes: readonly CompiledRoute[], call: CallContext): CompiledRoute | undefined {
+  for (const route of routes) if (route.matches(call.method, call.path, call.query, call.headers)) return route;
+  return undefined;
+}
+
+function afterFilters(
+  verdict: Verdict,
+  service: RegisteredService,
+  call: CallContext,
+  req: DownstreamRequest,
+  res: DownstreamResponse,
+  deps: OutboundStackDeps,
+): void {
+  if (verdict.kind === 'respond') return deny(call, res, verdict, deps);
+  const route = findRoute(service.routes, call); // path, method, headers, query
+  if (!route) return deny(call, res, respond('route.not_found', 'no route matches this request'), deps);
+  call.annotations.route = route.name;
+  const backend = pickBackend(route.backends, deps.random()); // weighted split
+  const cluster = backend && deps.registry.cluster(backend.service, backend.namespace);
+  if (!backend || !cluster) return deny(call, res, respond('upstream.unavailable', 'route has no backend with weight'), deps);
+  const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
+  const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
+  mutateHeaders(headers, route.requestHeaders);
+  const retry = route.retries
+    ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs }, cluster.budget, cluster.active, deps.random)
+    : undefined;
+  forward(
+    {
+      method: call.method,
+      path: pathWithQuery(call),
+      headers: headers as Record<string, string | string[]>,
+      body: requestBody(req),
+      timeoutMs: route.timeoutMs,
+      bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
+      retry,
+      pick: (tried) => cluster.pick(protocol, backend.subset, tried), // balancer skips ejected endpoints
+      mutateResponseHeaders: (out: OutgoingHttpHeaders) => mutateHeaders(out, route.responseHeaders),
+    },
+    res,
+    (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
+  ).then((outcome) => {
+    call.annotations.upstream = outcome.upstream;
+    call.annotations.retries = outcome.retries;
+    recordCall(deps.telemetry, call, outcome);
+  });
+}

@@ -1,0 +1,63 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { RetryConfig } from '../config/sidecar-schema.ts';
+import { backoffDelay } from '../core/backoff.ts';
+import type { Random } from '../core/clock.ts';
+import { GrpcStatus } from '../errors/reason-codes.ts';
+import type { RetryPlan } from '../proxy/forward.ts';
+import type { RetryBudget } from './retry-budget.ts';
+
+/** RFC 9110 §9.2.2: a repeat has the same effect as one call. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
+
+const GRPC_CONDITIONS: Record<string, number> = {
+  unavailable: GrpcStatus.UNAVAILABLE,
+  'resource-exhausted': GrpcStatus.RESOURCE_EXHAUSTED,
+  cancelled: GrpcStatus.CANCELLED,
+  'deadline-exceeded': GrpcStatus.DEADLINE_EXCEEDED,
+};
+
+/**
+ * Which attempts may be repeated. A connect failure is retried for any method
+ * (nothing reached the server). Responses and resets are retried only for
+ * idempotent methods, and gRPC calls only on the gRPC statuses listed, since a
+ * POST that reached the app may already have had its effect.
+ */
+export function createRetryPlan(
+  config: RetryConfig,
+  call: { method: string; isGrpc: boolean; routeTimeoutMs: number },
+  budget: RetryBudget,
+  activeRequests: () => number,
+  random: Random,
+): RetryPlan | undefined {
+  if (config.attempts === 0) return undefined;
+  const on = new Set(config.retryOn);
+  const idempotent = IDEMPOTENT.has(call.method);
+  const grpcStatuses = new Set(config.retryOn.flatMap((c) => (c in GRPC_CONDITIONS ? [GRPC_CONDITIONS[c]!] : [])));
+  const statusCodes = new Set(config.statusCodes);
+  return {
+    attempts: config.attempts,
+    perTryTimeoutMs: config.perTryTimeout ?? call.routeTimeoutMs,
+    bufferLimit: config.bufferLimit,
+    shouldRetryResponse(status: number, headers: IncomingHttpHeaders) {
+      if (call.isGrpc) {
+        // Only a trailers-only reply carries grpc-status in the head; anything else is streamed on.
+        const grpcStatus = headers['grpc-status'];
+        return typeof grpcStatus === 'string' && grpcStatuses.has(Number(grpcStatus));
+      }
+      if (!idempotent) return false;
+      if (on.has('5xx') && status >= 500) return true;
+      if (on.has('gateway-error') && (status === 502 || status === 503 || status === 504)) return true;
+      return on.has('retriable-status-codes') && statusCodes.has(status);
+    },
+    shouldRetryFailure(failure) {
+      if (failure === 'connect-failure') return on.has('connect-failure');
+      if (call.isGrpc || !idempotent) return false;
+      if (failure === 'reset') return on.has('reset');
+      if (failure === 'timeout') return on.has('5xx') || on.has('gateway-error');
+      return false;
+    },
+    backoffMs: (retry) => backoffDelay(retry - 1, { baseMs: config.backoff.base, maxMs: config.backoff.max }, random),
+    acquire: () => budget.tryAcquire(activeRequests()),
+    release: () => budget.release(),
+  };
+}

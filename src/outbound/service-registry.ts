@@ -1,0 +1,58 @@
+import type { ServiceConfig } from '../config/sidecar-schema.ts';
+import { ConfigError } from '../config/load.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import { createCluster } from './cluster.ts';
+import type { Cluster, ClusterEvents } from './cluster.ts';
+import { compileRoute, defaultRoute, splitService } from './router.ts';
+import type { CompiledRoute } from './router.ts';
+
+export interface RegisteredService {
+  readonly cluster: Cluster;
+  readonly routes: readonly CompiledRoute[];
+}
+
+/** Services the local app may call, keyed `name.namespace`, routes compiled once. */
+export interface ServiceRegistry {
+  lookup(name: string, namespace: string): RegisteredService | undefined;
+  cluster(name: string, namespace: string): Cluster | undefined;
+  services(): readonly RegisteredService[];
+  start(signal: AbortSignal): void;
+  close(): Promise<void>;
+}
+
+export function createServiceRegistry(
+  configs: readonly ServiceConfig[],
+  deps: { clock: Clock; random: Random; events?: ClusterEvents; idleTimeoutMs: number; file: string },
+): ServiceRegistry {
+  const byKey = new Map<string, RegisteredService>();
+  for (const config of configs) {
+    const key = `${config.name}.${config.namespace}`;
+    if (byKey.has(key)) throw new ConfigError(`${deps.file}: services: ${key} is listed twice`);
+    const owner = { name: config.name, namespace: config.namespace };
+    const routes = config.routes.length > 0 ? config.routes.map((r, i) => compileRoute(r, i, owner)) : [compileRoute(defaultRoute(owner), 0, owner)];
+    byKey.set(key, { cluster: createCluster(config, deps), routes });
+  }
+  // Every backend must name a known service: a typo is a start-up error, not a 404 at 3 a.m.
+  configs.forEach((config, s) => {
+    config.routes.forEach((route, r) => {
+      route.backends?.forEach((backend, b) => {
+        if (!backend.service) return;
+        const [name, namespace] = splitService(backend.service, config.namespace);
+        if (!byKey.has(`${name}.${namespace}`)) {
+          throw new ConfigError(`${deps.file}: services[${s}].routes[${r}].backends[${b}].service: unknown service "${name}.${namespace}"`);
+        }
+      });
+    });
+  });
+  return {
+    lookup: (name, namespace) => byKey.get(`${name}.${namespace}`),
+    cluster: (name, namespace) => byKey.get(`${name}.${namespace}`)?.cluster,
+    services: () => [...byKey.values()],
+    start(signal) {
+      for (const service of byKey.values()) service.cluster.start(signal);
+    },
+    async close() {
+      await Promise.all([...byKey.values()].map((s) => s.cluster.close()));
+    },
+  };
+}

@@ -1,0 +1,88 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import { randomUUID } from 'node:crypto';
+
+/** RFC 9110 §7.6.1 connection-specific fields, plus the legacy proxy ones. */
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+]);
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Names listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */
+function connectionListed(headers: IncomingHttpHeaders): Set<string> | undefined {
+  const value = headers.connection;
+  if (!value) return undefined;
+  return new Set(value.split(',').map((token) => token.trim().toLowerCase()).filter(Boolean));
+}
+
+export interface ForwardedFacts {
+  readonly clientAddress: string;
+  readonly proto: 'http' | 'https';
+  readonly requestId: string;
+  readonly authority: string;
+}
+
+/**
+ * Headers sent upstream: hop-by-hop and pseudo headers dropped, `host` carrying
+ * the original authority, `x-forwarded-for` and `forwarded` appended,
+ * `x-request-id` set. `te: trailers` survives because gRPC over HTTP/2 needs it.
+ */
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardedFacts): Record<string, string | string[]> {
+  const listed = connectionListed(headers);
+  const out: Record<string, string | string[]> = {};
+  for (const name of Object.keys(headers)) {
+    if (name.charCodeAt(0) === 58 /* ':' */) continue;
+    if (HOP_BY_HOP.has(name) || listed?.has(name)) continue;
+    const value = headers[name];
+    if (value !== undefined) out[name] = value;
+  }
+  if (typeof headers.te === 'string' && /(^|,)\s*trailers\s*(,|$)/i.test(headers.te)) out.te = 'trailers';
+  out.host = facts.authority;
+  out['x-request-id'] = facts.requestId;
+  const xff = headers['x-forwarded-for'];
+  out['x-forwarded-for'] = xff ? `${xff}, ${facts.clientAddress}` : facts.clientAddress;
+  out['x-forwarded-proto'] = typeof headers['x-forwarded-proto'] === 'string' ? headers['x-forwarded-proto'] : facts.proto;
+  const forwardedFor = facts.clientAddress.includes(':') ? `"[${facts.clientAddress}]"` : facts.clientAddress;
+  const element = `for=${forwardedFor};proto=${facts.proto}`;
+  out.forwarded = headers.forwarded ? `${headers.forwarded}, ${element}` : element;
+  return out;
+}
+
+/** Response headers safe to relay on either protocol (HTTP/2 forbids connection headers). */
+export function downstreamResponseHeaders(headers: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
+  const listed = typeof headers.connection === 'string' ? connectionListed({ connection: headers.connection }) : undefined;
+  const out: OutgoingHttpHeaders = {};
+  for (const name of Object.keys(headers)) {
+    if (name.charCodeAt(0) === 58) continue;
+    if (HOP_BY_HOP.has(name) || listed?.has(name)) continue;
+    const value = headers[name];
+    if (value !== undefined) out[name] = value;
+  }
+  return out;
+}
+
+/** Keeps a caller's request id when it is sane; otherwise makes one. */
+export function requestIdOf(headers: IncomingHttpHeaders): string {
+  const given = headers['x-request-id'];
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+}
+
+/** Authority of a request: `:authority` (HTTP/2) or `host` (HTTP/1.1). */
+export function authorityOf(headers: IncomingHttpHeaders): string | undefined {
+  const value = headers[':authority'] ?? headers.host;
+  return typeof value === 'string' && value.length > 0 ? value : undefined;
+}
+
+export function isGrpcRequest(headers: IncomingHttpHeaders): boolean {
+  const type = headers['content-type'];
+  return typeof type === 'string' && type.startsWith('application/grpc');
+}

@@ -1,0 +1,144 @@
+import http from 'node:http';
+import http2 from 'node:http2';
+import net from 'node:net';
+import type { Socket } from 'node:net';
+import type { LimitsConfig } from '../config/sidecar-schema.ts';
+
+export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
+export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
+export type RequestHandler = (req: DownstreamRequest, res: DownstreamResponse) => void;
+
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
+
+export interface HttpListener {
+  readonly name: string;
+  listen(port: number, host: string): Promise<net.AddressInfo>;
+  /** Stop accepting; idle keep-alive connections close, in-flight calls go on. */
+  stopAccepting(): Promise<void>;
+  /** Close everything that is left, now. */
+  destroy(): void;
+  /** Requests currently being served. */
+  inFlight(): number;
+}
+
+/**
+ * A cleartext listener that serves HTTP/1.1 and HTTP/2 with prior knowledge
+ * (h2c) on one port. Node has no server that does both without TLS, so we peek
+ * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
+ * the socket to the matching server. Every hardening limit is set explicitly.
+ */
+export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler): HttpListener {
+  let inFlight = 0;
+  const counted: RequestHandler = (req, res) => {
+    inFlight++;
+    let done = false;
+    const finish = (): void => {
+      if (done) return;
+      done = true;
+      inFlight--;
+    };
+    res.once('close', finish);
+    res.once('finish', finish);
+    handler(req, res);
+  };
+
+  const h1 = http.createServer(
+    {
+      maxHeaderSize: limits.maxHeaderSize,
+      headersTimeout: limits.headersTimeout,
+      requestTimeout: limits.requestTimeout,
+      keepAliveTimeout: limits.idleTimeout,
+      insecureHTTPParser: false,
+      requireHostHeader: true,
+      joinDuplicateHeaders: true,
+    },
+    counted,
+  );
+  h1.maxHeadersCount = limits.maxHeadersCount;
+  h1.timeout = limits.idleTimeout;
+
+  const h2 = http2.createServer(
+    {
+      maxSessionMemory: limits.http2MaxSessionMemory,
+      maxHeaderListPairs: limits.maxHeadersCount,
+      settings: {
+        maxConcurrentStreams: limits.http2MaxConcurrentStreams,
+        maxHeaderListSize: limits.maxHeaderSize,
+        enablePush: false,
+      },
+      // HTTP/2 rapid-reset and flood defences are Node's defaults; keep them.
+    },
+    counted,
+  );
+  h2.setTimeout(limits.idleTimeout);
+  const sessions = new Set<http2.ServerHttp2Session>();
+  h2.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+
+  const sockets = new Set<Socket>();
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    sniff(socket, h1, h2, limits.headersTimeout);
+  });
+  server.maxConnections = limits.maxConnections;
+
+  return {
+    name,
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve(server.address() as net.AddressInfo);
+        });
+      });
+    },
+    stopAccepting() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      h1.closeIdleConnections();
+      // HTTP/1.1 connections close after their current response (Connection: close).
+      h1.on('request', (_req, res) => res.setHeader('connection', 'close'));
+      for (const session of sessions) session.close();
+      return closed;
+    },
+    destroy() {
+      h1.closeAllConnections();
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+    },
+    inFlight: () => inFlight,
+  };
+}
+
+function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server, timeoutMs: number): void {
+  let seen: Buffer = Buffer.alloc(0);
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  const onData = (chunk: Buffer): void => {
+    seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    const prefixMatches = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+    if (prefixMatches && seen.length < H2_PREFACE.length) return;
+    clearTimeout(timer);
+    socket.off('data', onData);
+    socket.off('error', onError);
+    socket.pause();
+    socket.unshift(seen);
+    if (prefixMatches) {
+      // The HTTP/2 session drains bytes already buffered on the socket itself.
+      h2.emit('connection', socket);
+    } else {
+      h1.emit('connection', socket);
+      socket.resume();
+    }
+  };
+  const onError = (): void => {
+    clearTimeout(timer);
+    socket.destroy();
+  };
+  socket.on('data', onData);
+  socket.on('error', onError);
+  socket.once('close', () => clearTimeout(timer));
+}

@@ -1,0 +1,64 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Latency buckets (seconds): sub-millisecond hops up to slow upstreams. */
+export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * The sidecar's metrics, on a registry owned by this instance (never prom-client's
+ * global one), so two sidecars in one test process do not share counters.
+ */
+export interface SidecarMetrics {
+  readonly registry: Registry;
+  readonly requestsTotal: Counter<'direction' | 'source_principal' | 'destination_service' | 'response_code' | 'reason'>;
+  readonly requestDuration: Histogram<'direction' | 'destination_service'>;
+  readonly upstreamRetries: Counter<'destination_service'>;
+  readonly outlierEjections: Counter<'destination_service'>;
+  readonly inFlight: Gauge<'direction'>;
+  readonly tlsHandshakeErrors: Counter<'listener'>;
+}
+
+export function createSidecarMetrics(opts: { defaultMetrics: boolean }): SidecarMetrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
+  const registers = [registry];
+  return {
+    registry,
+    requestsTotal: new Counter({
+      name: 'meshgate_requests_total',
+      help: 'Calls handled, by direction, caller, destination, status and meshgate reason code (empty when the upstream answered).',
+      labelNames: ['direction', 'source_principal', 'destination_service', 'response_code', 'reason'],
+      registers,
+    }),
+    requestDuration: new Histogram({
+      name: 'meshgate_request_duration_seconds',
+      help: 'Time from the request head to the end of the response.',
+      labelNames: ['direction', 'destination_service'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    }),
+    upstreamRetries: new Counter({
+      name: 'meshgate_upstream_retries_total',
+      help: 'Retries sent to upstream services.',
+      labelNames: ['destination_service'],
+      registers,
+    }),
+    outlierEjections: new Counter({
+      name: 'meshgate_outlier_ejections_total',
+      help: 'Endpoints ejected by outlier detection.',
+      labelNames: ['destination_service'],
+      registers,
+    }),
+    inFlight: new Gauge({
+      name: 'meshgate_requests_in_flight',
+      help: 'Calls in flight.',
+      labelNames: ['direction'],
+      registers,
+    }),
+    tlsHandshakeErrors: new Counter({
+      name: 'meshgate_tls_handshake_errors_total',
+      help: 'Failed TLS handshakes by listener.',
+      labelNames: ['listener'],
+      registers,
+    }),
+  };
+}
