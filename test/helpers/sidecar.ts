@@ -1,0 +1,50 @@
+import { Writable } from 'node:stream';
+import { parseConfigText } from '../../src/config/load.ts';
+import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
+import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
+import { systemClock } from '../../src/core/clock.ts';
+import { startSidecar } from '../../src/sidecar/sidecar.ts';
+import type { RunningSidecar } from '../../src/sidecar/sidecar.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+
+export interface TestSidecar extends RunningSidecar {
+  /** Log lines written so far, parsed. */
+  readonly logs: Array<Record<string, unknown>>;
+  readonly outboundUrl: string;
+  readonly inboundUrl: string;
+  readonly adminUrl: string;
+}
+
+/**
+ * Starts a sidecar in this process on free loopback ports. `overrides` is the
+ * YAML document as an object; listeners default to port 0 on 127.0.0.1.
+ */
+export async function startTestSidecar(overrides: Partial<SidecarConfigInput> & Pick<SidecarConfigInput, 'inbound'>): Promise<TestSidecar> {
+  const logs: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  const input: SidecarConfigInput = {
+    workload: { service: 'test', namespace: 'default' },
+    listeners: {
+      outbound: { address: '127.0.0.1', port: 0 },
+      inbound: { address: '127.0.0.1', port: 0 },
+      admin: { address: '127.0.0.1', port: 0 },
+    },
+    log: { level: 'info', accessLog: true },
+    ...overrides,
+  };
+  const config = parseConfigText(JSON.stringify(input), 'test-sidecar.yaml', sidecarConfigSchema);
+  const logger = createLogger({ level: config.log.level, name: 'sidecar', destination: sink });
+  const running = await startSidecar(config, { logger, clock: systemClock, random: Math.random });
+  return {
+    ...running,
+    logs,
+    outboundUrl: `http://127.0.0.1:${running.outbound.port}`,
+    inboundUrl: `http://127.0.0.1:${running.inbound.port}`,
+    adminUrl: `http://127.0.0.1:${running.admin.port}`,
+  };
+}
