@@ -6,5 +6,8 @@ if (major < REQUIRED_MAJOR) {
   process.stderr.write(`meshgate: Node.js ${REQUIRED_MAJOR} or newer is required (this is ${process.version}); run it through npm scripts or install Node ${REQUIRED_MAJOR} LTS\n`);
   process.exit(1);
 }
+// Caches compiled code between runs (Node 22.1+): start-up matters for CLI commands and restarts.
+const { enableCompileCache } = await import('node:module');
+enableCompileCache?.();
 const { main } = await import('../src/cli/main.ts');
 process.exitCode = await main(process.argv.slice(2));

@@ -1,9 +1,5 @@
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfigFile } from '../config/load.ts';
-import { sidecarConfigSchema } from '../config/sidecar-schema.ts';
-import { systemClock } from '../core/clock.ts';
-import { startSidecar } from '../sidecar/sidecar.ts';
-import { createLogger } from '../telemetry/logger.ts';
+import { ConfigError } from '../config/load.ts';
 
 /** A usage problem: printed as one line, exit code 2. */
 class UsageError extends Error {}
@@ -44,7 +40,14 @@ const COMMANDS: Record<string, Command> = {
 async function runSidecar(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
   if (!values.config) throw new UsageError('meshgate sidecar: missing --config FILE');
+  // Loaded on demand so `--help` and other commands start fast.
+  const [{ loadConfigFile }, { sidecarConfigSchema }] = await Promise.all([import('../config/load.ts'), import('../config/sidecar-schema.ts')]);
   const config = await loadConfigFile(values.config, sidecarConfigSchema);
+  const [{ systemClock }, { startSidecar }, { createLogger }] = await Promise.all([
+    import('../core/clock.ts'),
+    import('../sidecar/sidecar.ts'),
+    import('../telemetry/logger.ts'),
+  ]);
   const logger = createLogger({ level: config.log.level, name: 'sidecar' });
   const sidecar = await startSidecar(config, {
     logger,

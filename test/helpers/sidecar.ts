@@ -3,6 +3,7 @@ import { parseConfigText } from '../../src/config/load.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
+import type { Clock } from '../../src/core/clock.ts';
 import { startSidecar } from '../../src/sidecar/sidecar.ts';
 import type { RunningSidecar } from '../../src/sidecar/sidecar.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
@@ -19,7 +20,10 @@ export interface TestSidecar extends RunningSidecar {
  * Starts a sidecar in this process on free loopback ports. `overrides` is the
  * YAML document as an object; listeners default to port 0 on 127.0.0.1.
  */
-export async function startTestSidecar(overrides: Partial<SidecarConfigInput> & Pick<SidecarConfigInput, 'inbound'>): Promise<TestSidecar> {
+export async function startTestSidecar(
+  overrides: Partial<SidecarConfigInput> & Pick<SidecarConfigInput, 'inbound'>,
+  deps: { clock?: Clock; random?: () => number } = {},
+): Promise<TestSidecar> {
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
@@ -39,7 +43,7 @@ export async function startTestSidecar(overrides: Partial<SidecarConfigInput> & 
   };
   const config = parseConfigText(JSON.stringify(input), 'test-sidecar.yaml', sidecarConfigSchema);
   const logger = createLogger({ level: config.log.level, name: 'sidecar', destination: sink });
-  const running = await startSidecar(config, { logger, clock: systemClock, random: Math.random });
+  const running = await startSidecar(config, { logger, clock: deps.clock ?? systemClock, random: deps.random ?? Math.random });
   return {
     ...running,
     logs,
