@@ -1,0 +1,54 @@
+# syntax=docker/dockerfile:1
+#
+# meshgate runs its TypeScript sources directly with Node's type stripping: there is no build
+# output, only a type check. The Node major must match the `node` devDependency (package.json).
+# `--omit=dev` drops that npm package, which is fine: this image's own node is 24.
+#
+#   docker build -t meshgate .
+#   docker run --rm -v "$PWD/sidecar.yaml:/etc/meshgate/sidecar.yaml:ro" meshgate
+
+ARG NODE_IMAGE=node:24-bookworm-slim
+
+# Stage 1: type-check with the dev dependencies, so a tree that does not type-check never
+# becomes an image. Nothing from this stage but a marker file reaches the final image.
+FROM ${NODE_IMAGE} AS check
+WORKDIR /src
+COPY package.json package-lock.json ./
+# --ignore-scripts: the `node` devDependency would download a second Node 24; the image has one.
+RUN npm ci --ignore-scripts --no-audit --no-fund
+COPY tsconfig.json ./
+COPY bin/ bin/
+COPY src/ src/
+# Called directly, not through npx: npx would put node_modules/.bin (whose `node` shim is not
+# installed with --ignore-scripts) first on PATH.
+RUN node_modules/.bin/tsc -p . && touch /typechecked
+
+# Stage 2: the runtime image, production dependencies only.
+FROM ${NODE_IMAGE}
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY bin/ bin/
+COPY src/ src/
+# The glob lets the build work while proto/ is still empty (git keeps no empty folders).
+COPY prot[o]/ proto/
+# BuildKit skips stages the final image does not use; this makes the type check one of them.
+COPY --from=check /typechecked /tmp/typechecked
+
+# Code stays owned by root and read-only to the process; a numeric user lets Kubernetes
+# verify runAsNonRoot.
+RUN groupadd --system --gid 10001 meshgate \
+ && useradd --system --uid 10001 --gid meshgate --no-create-home --shell /usr/sbin/nologin meshgate
+USER 10001:10001
+
+# admin, outbound, inbound
+EXPOSE 15000 15001 15006
+
+# Assumes the admin listener on its default port 15000 (Kubernetes ignores HEALTHCHECK; use
+# livenessProbe /live and readinessProbe /ready there).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD ["node", "-e", "fetch('http://127.0.0.1:15000/live').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+
+ENTRYPOINT ["node", "bin/meshgate.js"]
+CMD ["sidecar", "--config", "/etc/meshgate/sidecar.yaml"]

@@ -1,0 +1,63 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { loadConfigFile } from '../../src/config/load.ts';
+import { configReferenceSection, readConfigReference, renderConfigReference } from '../../src/config/reference.ts';
+import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
+import { REASON_CODES } from '../../src/errors/reason-codes.ts';
+import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
+
+/*
+ * The README is part of the contract (STYLE.md #3): users alert on reason
+ * codes and scrape metrics by the names documented there. These tests keep
+ * it in step with the code.
+ */
+
+const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+
+/** Cells of every markdown table row whose first cell is `name` in backticks, keyed by name. */
+function tableRows(markdown: string): Map<string, string[]> {
+  const rows = new Map<string, string[]>();
+  for (const line of markdown.split('\n')) {
+    const match = /^\|\s*`([^`]+)`\s*\|(.*)\|\s*$/.exec(line);
+    if (!match) continue;
+    const cells = match[2]!.split(/(?<!\\)\|/).map((cell) => cell.trim());
+    if (!rows.has(match[1]!)) rows.set(match[1]!, cells);
+  }
+  return rows;
+}
+
+const rows = tableRows(readme);
+
+describe('README', () => {
+  it('has the configuration reference that the schema generates', () => {
+    const section = readConfigReference(readme);
+    expect(section, 'README.md lost its <!-- config-reference:start/end --> markers').toBeDefined();
+    expect(section, 'README.md configuration reference is stale: run `npm run docs:config`').toBe(
+      configReferenceSection(renderConfigReference(sidecarConfigSchema)),
+    );
+  });
+
+  it.each(Object.entries(REASON_CODES))('documents reason code %s with its HTTP and gRPC status', (code, mapping) => {
+    const cells = rows.get(code);
+    expect(cells, `README.md reason-code table has no row for \`${code}\``).toBeDefined();
+    const [http, grpc] = cells!;
+    expect(Number.parseInt(http ?? '', 10), `README.md: HTTP status of ${code}`).toBe(mapping.http);
+    expect(Number.parseInt(grpc ?? '', 10), `README.md: gRPC status of ${code}`).toBe(mapping.grpc);
+  });
+
+  it('documents every metric the sidecar registers', () => {
+    const names = createSidecarMetrics({ defaultMetrics: false })
+      .registry.getMetricsAsArray()
+      .map((metric) => metric.name);
+    expect(names.length).toBeGreaterThan(0);
+    const missing = names.filter((name) => !rows.has(name));
+    expect(missing, 'metrics missing from the README metrics table').toEqual([]);
+  });
+
+  it('points at an example config that the schema accepts', async () => {
+    expect(readme).toContain('deploy/examples/sidecar.yaml');
+    const file = new URL('../../deploy/examples/sidecar.yaml', import.meta.url).pathname;
+    const config = await loadConfigFile(file, sidecarConfigSchema);
+    expect(config.services.map((s) => s.name)).toContain('orders');
+  });
+});
