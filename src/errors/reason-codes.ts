@@ -36,6 +36,16 @@ export const REASON_CODES = {
     grpc: GrpcStatus.INVALID_ARGUMENT,
     description: 'The request could not be parsed or is missing its authority.',
   },
+  'request.headers_too_large': {
+    http: 431,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: 'The request head exceeds limits.maxHeaderSize or has more fields than limits.maxHeadersCount.',
+  },
+  'request.timeout': {
+    http: 408,
+    grpc: GrpcStatus.DEADLINE_EXCEEDED,
+    description: 'The caller did not send the request head within limits.headersTimeout (or the request within limits.requestTimeout).',
+  },
   'request.body_too_large': {
     http: 413,
     grpc: GrpcStatus.RESOURCE_EXHAUSTED,
@@ -70,11 +80,6 @@ export const REASON_CODES = {
     http: 500,
     grpc: GrpcStatus.INTERNAL,
     description: 'A policy check could not be made; the call fails closed.',
-  },
-  'proxy.draining': {
-    http: 503,
-    grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The sidecar is shutting down and accepts no new calls.',
   },
 } as const satisfies Record<string, ReasonCode>;
 

@@ -19,6 +19,7 @@ export interface RequestTarget {
  */
 export function readRequestTarget(req: DownstreamRequest): RequestTarget | string {
   const method = req.method ?? 'GET';
+  if (!/^[A-Z][A-Z0-9-]{0,31}$/.test(method)) return 'invalid method';
   let url = req.url ?? '';
   let authority = authorityOf(req.headers);
   if (!url.startsWith('/')) {

@@ -80,7 +80,11 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
     let lastUpstream: string | undefined;
     let abortCurrent: ((err: Error) => void) | undefined;
 
-    const deadline = setTimeout(() => abortCurrent?.(new AttemptTimeoutError('route timeout')), request.timeoutMs);
+    let routeTimedOut = false;
+    const deadline = setTimeout(() => {
+      routeTimedOut = true;
+      abortCurrent?.(new AttemptTimeoutError('route timeout'));
+    }, request.timeoutMs);
 
     const finish = (outcome: Omit<ForwardOutcome, 'retries' | 'bytesOut' | 'upstream'>): void => {
       if (settled) return;
@@ -119,7 +123,11 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
       sleep(retry!.backoffMs(retries)).then(
         () => {
           if (settled) retry!.release();
-          else attempt(true);
+          else if (routeTimedOut) {
+            // The route deadline passed during the backoff: no attempt is left to abort.
+            retry!.release();
+            fail('timeout');
+          } else attempt(true);
         },
         () => retry!.release(),
       );

@@ -3,10 +3,21 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
+import { respond } from '../core/verdict.ts';
+import { sendVerdict } from '../errors/reply.ts';
 
 export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
 export type RequestHandler = (req: DownstreamRequest, res: DownstreamResponse) => void;
+
+/** :method, :path, :scheme, :authority (and :protocol) count toward HTTP/2's pair limit. */
+const PSEUDO_HEADERS = 5;
+
+function fieldCount(req: DownstreamRequest): number {
+  let count = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.charCodeAt(0) !== 58) count++;
+  return count;
+}
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
@@ -19,6 +30,8 @@ export interface HttpListener {
   destroy(): void;
   /** Requests currently being served. */
   inFlight(): number;
+  /** Resolves once no request is being served. */
+  whenIdle(): Promise<void>;
 }
 
 /**
@@ -29,13 +42,24 @@ export interface HttpListener {
  */
 export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler): HttpListener {
   let inFlight = 0;
+  let idleWaiters: Array<() => void> = [];
   const counted: RequestHandler = (req, res) => {
+    // Node drops header fields past maxHeadersCount silently; a request that hit the cap is refused instead.
+    if (fieldCount(req) > limits.maxHeadersCount) {
+      const verdict = respond('request.headers_too_large', `more than ${limits.maxHeadersCount} header fields`);
+      sendVerdict(res, verdict, { grpc: false, requestId: 'none' });
+      return;
+    }
     inFlight++;
     let done = false;
     const finish = (): void => {
       if (done) return;
       done = true;
       inFlight--;
+      if (inFlight === 0 && idleWaiters.length > 0) {
+        for (const wake of idleWaiters) wake();
+        idleWaiters = [];
+      }
     };
     res.once('close', finish);
     res.once('finish', finish);
@@ -54,13 +78,14 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     },
     counted,
   );
-  h1.maxHeadersCount = limits.maxHeadersCount;
+  h1.maxHeadersCount = limits.maxHeadersCount + 1;
+  h1.on('clientError', replyToClientError);
   h1.timeout = limits.idleTimeout;
 
   const h2 = http2.createServer(
     {
       maxSessionMemory: limits.http2MaxSessionMemory,
-      maxHeaderListPairs: limits.maxHeadersCount,
+      maxHeaderListPairs: limits.maxHeadersCount + 1 + PSEUDO_HEADERS,
       settings: {
         maxConcurrentStreams: limits.http2MaxConcurrentStreams,
         maxHeaderListSize: limits.maxHeaderSize,
@@ -110,7 +135,31 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       for (const socket of sockets) socket.destroy();
     },
     inFlight: () => inFlight,
+    whenIdle: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => idleWaiters.push(resolve))),
   };
+}
+
+/**
+ * Node's parser rejects a malformed HTTP/1.1 request before any handler runs;
+ * answer it in our format (JSON + reason code) and close, since the byte
+ * stream cannot be trusted after a parse error.
+ */
+function replyToClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (!socket.writable || err.code === 'ECONNRESET') {
+    socket.destroy();
+    return;
+  }
+  const [status, code] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'request.headers_too_large']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT'
+        ? [408, 'request.timeout']
+        : [400, 'request.malformed'];
+  const body = JSON.stringify({ code, reason: err.code ?? 'unparseable request' });
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
+      `x-meshgate-reason: ${code}\r\nconnection: close\r\n\r\n${body}`,
+  );
 }
 
 function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server, timeoutMs: number): void {

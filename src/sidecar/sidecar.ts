@@ -8,6 +8,7 @@ import { createOutboundStack } from '../outbound/outbound-stack.ts';
 import { createServiceRegistry } from '../outbound/service-registry.ts';
 import type { CallTelemetry } from '../proxy/call-telemetry.ts';
 import { createHttpListener } from '../proxy/listener.ts';
+import type { HttpListener } from '../proxy/listener.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -37,7 +38,11 @@ export interface RunningSidecar {
 /** The sidecar role: wires listeners, stacks, registry and admin from one frozen config. */
 export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Promise<RunningSidecar> {
   const { logger, clock, random } = deps;
-  const metrics = createSidecarMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
+  const listeners: { inbound?: HttpListener; outbound?: HttpListener } = {};
+  const metrics = createSidecarMetrics({
+    defaultMetrics: deps.defaultMetrics ?? false,
+    inFlight: (direction) => listeners[direction]?.inFlight() ?? 0,
+  });
   const telemetry: CallTelemetry = { clock, metrics, accessLog: createAccessLog(logger, config.log.accessLog) };
   const lifetime = new AbortController();
   let draining = false;
@@ -90,6 +95,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       random,
     }),
   );
+  listeners.inbound = inbound;
+  listeners.outbound = outbound;
   const admin = createAdminServer({
     registry: metrics.registry,
     async readiness() {
@@ -128,12 +135,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     async drain(timeoutMs = config.drain.timeout) {
       draining = true;
       const stopped = Promise.all([inbound.stopAccepting(), outbound.stopAccepting()]);
-      const deadline = clock.monotonic() + timeoutMs;
-      // In-flight calls finish on their own; poll cheaply rather than threading events through every stack.
-      while (inbound.inFlight() + outbound.inFlight() > 0 && clock.monotonic() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 25));
-      }
-      const completed = inbound.inFlight() + outbound.inFlight() === 0;
+      let timer: NodeJS.Timeout | undefined;
+      const completed = await Promise.race([
+        Promise.all([inbound.whenIdle(), outbound.whenIdle()]).then(() => true),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+      ]);
+      clearTimeout(timer);
       inbound.destroy();
       outbound.destroy();
       await stopped;

@@ -17,7 +17,11 @@ export interface SidecarMetrics {
   readonly tlsHandshakeErrors: Counter<'listener'>;
 }
 
-export function createSidecarMetrics(opts: { defaultMetrics: boolean }): SidecarMetrics {
+export function createSidecarMetrics(opts: {
+  defaultMetrics: boolean;
+  /** Read at scrape time, so the hot path does no gauge bookkeeping. */
+  inFlight?: (direction: 'inbound' | 'outbound') => number;
+}): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
   const registers = [registry];
@@ -53,6 +57,11 @@ export function createSidecarMetrics(opts: { defaultMetrics: boolean }): Sidecar
       help: 'Calls in flight.',
       labelNames: ['direction'],
       registers,
+      collect() {
+        if (!opts.inFlight) return;
+        this.set({ direction: 'inbound' }, opts.inFlight('inbound'));
+        this.set({ direction: 'outbound' }, opts.inFlight('outbound'));
+      },
     }),
     tlsHandshakeErrors: new Counter({
       name: 'meshgate_tls_handshake_errors_total',
