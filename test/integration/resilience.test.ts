@@ -238,3 +238,38 @@ describe('outlier detection', () => {
     expect(metrics).toMatch(/meshgate_outlier_ejections_total\{destination_service="orders.default"\} 1/);
   });
 });
+
+describe('active health checks', () => {
+  it('takes an endpoint whose health check fails out of rotation and puts it back when it passes', async () => {
+    let sickHealthy = false;
+    const sick = await server((req, res) => {
+      if (req.url === '/healthz') res.writeHead(sickHealthy ? 200 : 503).end();
+      else res.end('sick');
+    });
+    const fine = await server((_req, res) => res.end('fine'));
+    const sc = await sidecar({
+      inbound: { app: 'http://127.0.0.1:1' },
+      services: [
+        {
+          name: 'orders',
+          loadBalancer: 'round_robin',
+          endpoints: [{ address: sick.address }, { address: fine.address }],
+          healthCheck: { path: '/healthz', interval: '20ms', timeout: '500ms', unhealthyThreshold: 1, healthyThreshold: 1 },
+        },
+      ],
+    });
+    const endpointState = async () => {
+      const dump = (await (await request(`${sc.adminUrl}/config_dump`)).body.json()) as {
+        endpoints: Array<{ endpoints: Array<{ address: string; healthy: boolean }> }>;
+      };
+      return dump.endpoints[0]!.endpoints.find((e) => e.address === sick.address)!.healthy;
+    };
+    await expect.poll(endpointState, { timeout: 5_000, interval: 20 }).toBe(false);
+    for (let i = 0; i < 6; i++) expect((await call(sc, '/')).text).toBe('fine');
+    sickHealthy = true;
+    await expect.poll(endpointState, { timeout: 5_000, interval: 20 }).toBe(true);
+    const texts = new Set<string>();
+    for (let i = 0; i < 4; i++) texts.add((await call(sc, '/')).text);
+    expect(texts).toEqual(new Set(['fine', 'sick']));
+  });
+});
