@@ -11,6 +11,9 @@ Usage: meshgate <command> [options]
 
 Commands:
   sidecar --config FILE   run the sidecar (outbound :15001, inbound :15006, admin :15000)
+  ca --config FILE        run the certificate authority (gRPC :15012, admin :15013)
+  certs init --out DIR    create a root CA, token-signing key and ca.yaml for a new trust domain
+  token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
   demo                    run a local mesh on loopback and print calls as they happen
   help [command]          show help
 
@@ -20,6 +23,40 @@ Run 'meshgate <command> --help' for a command's options.`,
 Runs one sidecar next to a workload. FILE is YAML; see "Configuration reference"
 in the README. A bad file exits with status 2 and one line: file, field, problem.
 SIGTERM or SIGINT drains: no new calls, in-flight calls finish (drain.timeout), exit 0.`,
+  ca: `Usage: meshgate ca --config FILE
+
+Runs the meshgate CA: signs workload CSRs over gRPC + TLS for callers that
+prove who they are with a bootstrap token (or, to renew, their current
+certificate), and serves the trust bundle. FILE is YAML; relative paths in it
+resolve against FILE's folder. See "Workload identity (CA)" in the README.
+A bad file exits with status 2 and one line: file, field, problem.
+SIGTERM or SIGINT stops it (in-flight signings finish, exit 0).`,
+  certs: `Usage: meshgate certs init --out DIR [options]
+
+Creates the CA material of a new trust domain in DIR: root-ca.pem/.key,
+intermediate-ca.pem/.key (with --intermediate), token-signing.key and
+token-signing.pub.pem (ES256, for 'meshgate token'), trust-bundle.pem and a
+ready-to-use ca.yaml. Private keys are written with mode 0600. An existing
+file stops the run (exit 2) unless --force is given.
+
+Options:
+  --out DIR                     output folder (created if missing)
+  --trust-domain NAME           SPIFFE trust domain (default cluster.local)
+  --key-type ecdsa-p256|rsa-2048  CA key type (default ecdsa-p256)
+  --intermediate                sign workloads with an intermediate, so the root key can go offline
+  --root-ttl DURATION           root lifetime, e.g. 87600h (default, ten years)
+  --force                       overwrite existing files`,
+  token: `Usage: meshgate token --sa NAME --ns NAMESPACE [options]
+
+Prints a bootstrap token (a JWT shaped like a Kubernetes service-account token)
+for the workload spiffe://<trust-domain>/ns/NAMESPACE/sa/NAME. A sidecar outside
+Kubernetes presents it once; afterwards it renews with its certificate.
+
+Options:
+  --key FILE           token-signing private key (default ./certs/token-signing.key)
+  --ttl DURATION       token lifetime (default 24h)
+  --issuer NAME        iss claim; must be in the CA's tokens.issuers (default meshgate)
+  --audience NAME      aud claim; must be in the CA's tokens.audiences (default meshgate-ca)`,
   demo: `Usage: meshgate demo [--calls N]
 
 Starts two echo services, each behind its own sidecar on 127.0.0.1, and sends
@@ -30,6 +67,9 @@ type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
   sidecar: runSidecar,
+  ca: runCa,
+  certs: runCerts,
+  token: runToken,
   demo: async (args) => (await import('../demo/demo.ts')).runDemo(args),
   help: async (args) => {
     process.stdout.write(`${HELP[args[0] ?? ''] ?? HELP['']!}\n`);
@@ -71,6 +111,126 @@ async function runSidecar(args: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+}
+
+async function runCa(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  if (!values.config) throw new UsageError('meshgate ca: missing --config FILE');
+  const [{ loadConfigFile }, { caConfigSchema }, path] = await Promise.all([import('../config/load.ts'), import('../config/ca-schema.ts'), import('node:path')]);
+  const config = await loadConfigFile(values.config, caConfigSchema);
+  const [{ systemClock }, { startCa }, { createLogger }] = await Promise.all([
+    import('../core/clock.ts'),
+    import('../ca/ca-server.ts'),
+    import('../telemetry/logger.ts'),
+  ]);
+  const logger = createLogger({ level: config.log.level, name: 'ca' });
+  const ca = await startCa(config, {
+    logger,
+    clock: systemClock,
+    defaultMetrics: true,
+    configFile: values.config,
+    configDir: path.dirname(path.resolve(values.config)),
+  });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      ca.close().then(() => {
+        logger.flush();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function runCerts(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub !== 'init') throw new UsageError(`meshgate certs: expected "init", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate certs --help)`);
+  const { values } = parseArgs({
+    args: rest,
+    options: {
+      out: { type: 'string' },
+      'trust-domain': { type: 'string', default: 'cluster.local' },
+      'key-type': { type: 'string', default: 'ecdsa-p256' },
+      intermediate: { type: 'boolean', default: false },
+      'root-ttl': { type: 'string', default: '87600h' },
+      force: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (!values.out) throw new UsageError('meshgate certs init: missing --out DIR');
+  const keyType = values['key-type'];
+  if (keyType !== 'ecdsa-p256' && keyType !== 'rsa-2048') throw new UsageError(`meshgate certs init: --key-type: expected ecdsa-p256 or rsa-2048, got "${keyType}"`);
+  const [{ isValidTrustDomain }, rootTtlMs] = await Promise.all([import('../identity/spiffe-id.ts'), parseDurationFlag('certs init', 'root-ttl', values['root-ttl'])]);
+  if (!isValidTrustDomain(values['trust-domain'])) {
+    throw new UsageError(`meshgate certs init: --trust-domain: expected lower-case letters, digits, dots and dashes, got "${values['trust-domain']}"`);
+  }
+  const [{ writeCertsInit, FileExistsError }, { systemClock }] = await Promise.all([import('../ca/certs-init.ts'), import('../core/clock.ts')]);
+  let written: string[];
+  try {
+    written = await writeCertsInit({
+      outDir: values.out,
+      trustDomain: values['trust-domain'],
+      keyType,
+      intermediate: values.intermediate,
+      rootTtlMs,
+      force: values.force,
+      clock: systemClock,
+    });
+  } catch (err) {
+    if (err instanceof FileExistsError) throw new UsageError(`meshgate certs init: ${err.message}`);
+    throw err;
+  }
+  for (const file of written) process.stdout.write(`wrote ${file}\n`);
+  return 0;
+}
+
+async function runToken(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      sa: { type: 'string' },
+      ns: { type: 'string' },
+      key: { type: 'string', default: './certs/token-signing.key' },
+      ttl: { type: 'string', default: '24h' },
+      issuer: { type: 'string', default: 'meshgate' },
+      audience: { type: 'string', default: 'meshgate-ca' },
+    },
+    strict: true,
+  });
+  if (!values.sa) throw new UsageError('meshgate token: missing --sa NAME');
+  if (!values.ns) throw new UsageError('meshgate token: missing --ns NAMESPACE');
+  const ttlMs = await parseDurationFlag('token', 'ttl', values.ttl);
+  const [{ readFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([
+    import('node:fs/promises'),
+    import('../ca/token-mint.ts'),
+    import('../core/clock.ts'),
+  ]);
+  let keyPem: string;
+  try {
+    keyPem = await readFile(values.key, 'utf8');
+  } catch (err) {
+    throw new UsageError(`meshgate token: ${values.key}: cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  try {
+    const token = await mintToken({ keyPem, namespace: values.ns, serviceAccount: values.sa, ttlMs, issuer: values.issuer, audience: values.audience, clock: systemClock });
+    process.stdout.write(`${token}\n`);
+  } catch (err) {
+    if (err instanceof MintTokenError) throw new UsageError(`meshgate token: ${err.message === 'not a PEM private key' ? `${values.key}: ${err.message}` : err.message}`);
+    throw err;
+  }
+  return 0;
+}
+
+async function parseDurationFlag(command: string, flag: string, text: string): Promise<number> {
+  const { duration } = await import('../config/durations.ts');
+  const parsed = duration.safeParse(text);
+  if (!parsed.success || parsed.data <= 0) throw new UsageError(`meshgate ${command}: --${flag}: expected a duration like 30m, 24h or 87600h, got "${text}"`);
+  return parsed.data;
 }
 
 export async function main(argv: string[]): Promise<number> {

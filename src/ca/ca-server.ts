@@ -1,0 +1,219 @@
+import { X509Certificate } from 'node:crypto';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { createAdminServer } from '../admin/admin-server.ts';
+import type { CaConfig } from '../config/ca-schema.ts';
+import { ConfigError } from '../config/load.ts';
+import type { Clock } from '../core/clock.ts';
+import { loadCaApi } from '../identity/ca-api.ts';
+import { formatSpiffeId } from '../identity/spiffe-id.ts';
+import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { createAuditLog } from './audit-log.ts';
+import { loadCaMaterial } from './ca-material.ts';
+import type { CaMaterial } from './ca-material.ts';
+import { createCaMetrics } from './ca-metrics.ts';
+import type { CaMetrics } from './ca-metrics.ts';
+import { createCaService } from './ca-service.ts';
+import { createLeafSigner } from './leaf-signer.ts';
+import type { IssuedLeaf, LeafSigner } from './leaf-signer.ts';
+import { createRateLimiter } from './rate-limiter.ts';
+import { createServingCredentials } from './serving-credentials.ts';
+import type { ServingMaterial } from './serving-credentials.ts';
+import { createTokenVerifier } from './token-verifier.ts';
+
+export interface CaDeps {
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** Process-wide metrics (event loop, memory); off in tests. */
+  readonly defaultMetrics?: boolean;
+  /** Path of the config file, for error messages. */
+  readonly configFile?: string;
+  /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
+  readonly configDir?: string;
+  /** Serial numbers; a CSPRNG unless a test pins it. */
+  readonly randomBytes?: (size: number) => Buffer;
+}
+
+export interface RunningCa {
+  readonly grpcPort: number;
+  readonly adminPort: number;
+  readonly metrics: CaMetrics;
+  /** The roots served, PEM: what a client needs to verify the CA's serving certificate. */
+  readonly trustBundlePem: readonly string[];
+  /** Stops accepting; in-flight calls get a few seconds. */
+  close(): Promise<void>;
+}
+
+/** The CA's own identity in its serving certificate. */
+export const CA_NAMESPACE = 'meshgate-system';
+export const CA_SERVICE_ACCOUNT = 'meshgate-ca';
+
+/**
+ * The CA role: loads and cross-checks the signing material, issues its own
+ * serving certificate from it (renewed at half-life), and serves the CA API
+ * over TLS with optional client certificates (for renewal) plus an admin
+ * listener. Start-up problems throw ConfigError; after start, nothing the
+ * network sends can make it throw.
+ */
+export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa> {
+  const { logger, clock } = deps;
+  const configFile = deps.configFile ?? 'config';
+  const resolvePath = (file: string): string => path.resolve(deps.configDir ?? process.cwd(), file);
+
+  const material = await loadCaMaterial(config, { clock, resolvePath, configFile });
+  const verifier = await createTokenVerifier(config.tokens, { clock, trustDomain: config.trustDomain, resolvePath, configFile });
+  const signer = await createLeafSigner(material, { clock, ...(deps.randomBytes ? { randomBytes: deps.randomBytes } : {}) });
+  const metrics = createCaMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
+  metrics.signingCertExpiry.set(material.chainNotAfter.getTime() / 1000);
+  let audit;
+  try {
+    audit = await createAuditLog({ ...(config.audit.file ? { file: resolvePath(config.audit.file) } : {}), logger, clock });
+  } catch (err) {
+    throw new ConfigError(`${configFile}: audit.file: cannot open ${config.audit.file} for appending (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  const limiter = createRateLimiter({ requests: config.rateLimit.perIdentity.requests, windowMs: config.rateLimit.perIdentity.window, clock });
+
+  const clientCaPem = [...material.rootsPem, ...material.chainPem].join('');
+  let serving = await issueServingCertificate(config, signer, material);
+  const tls = createServingCredentials({ ...serving.material, clientCaPem });
+  const lifetime = new AbortController();
+  scheduleServingRenewal();
+
+  const api = loadCaApi();
+  const server = new grpc.Server({
+    // A CSR is a few KiB; nothing legitimate comes near this.
+    'grpc.max_receive_message_length': 64 * 1024,
+    'grpc.max_concurrent_streams': 100,
+  });
+  server.addService(api.service, createCaService({ config, material, verifier, signer, limiter, audit, metrics, logger, clock }));
+  let grpcPort: number;
+  try {
+    grpcPort = await new Promise<number>((resolve, reject) => {
+      server.bindAsync(hostPort(config.listen.address, config.listen.port), tls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+    });
+  } catch (err) {
+    await audit.close();
+    lifetime.abort();
+    const where = hostPort(config.listen.address, config.listen.port);
+    const message = (err as Error).message;
+    // grpc-js reports every bind failure as one message; keep the errno the CLI knows how to print.
+    if (/EADDRINUSE|address already in use/i.test(message)) throw Object.assign(new Error(`address in use: ${where}`), { code: 'EADDRINUSE', address: config.listen.address, port: config.listen.port });
+    throw new Error(`cannot listen on ${where}: ${message}`);
+  }
+
+  const admin = createAdminServer({
+    registry: metrics.registry,
+    readiness: async () => {
+      const now = clock.now();
+      const signingOk = material.chainNotAfter.getTime() > now;
+      const servingOk = serving.leaf.notAfter.getTime() > now;
+      return {
+        ready: signingOk && servingOk,
+        checks: {
+          signing: signingOk ? 'ok' : `issuing CA expired at ${material.chainNotAfter.toISOString()}`,
+          serving: servingOk ? 'ok' : `serving certificate expired at ${serving.leaf.notAfter.toISOString()}`,
+        },
+      };
+    },
+    configDump: () => ({
+      trustDomain: config.trustDomain,
+      listen: { ...config.listen, port: grpcPort },
+      signing: describeCert(material.signingCert.toString('pem')),
+      chain: material.chainPem.map(describeCert),
+      trustBundle: material.rootsPem.map(describeCert),
+      serving: { serial: serving.leaf.serial, notAfter: serving.leaf.notAfter.toISOString(), dnsNames: config.serving.dnsNames, ipAddresses: config.serving.ipAddresses },
+      tokens: {
+        issuers: config.tokens.issuers,
+        audiences: config.tokens.audiences,
+        algorithms: config.tokens.algorithms,
+        keys: config.tokens.jwksUri ?? config.tokens.jwksFile ?? config.tokens.publicKeyFile,
+        clockSkewMs: config.tokens.clockSkew,
+      },
+      leaf: config.leaf,
+      rateLimit: config.rateLimit,
+      audit: { file: config.audit.file ?? null },
+    }),
+  });
+  let adminAddress;
+  try {
+    adminAddress = await admin.listen(config.admin.port, config.admin.address);
+  } catch (err) {
+    server.forceShutdown();
+    await audit.close();
+    lifetime.abort();
+    throw err;
+  }
+  logger.info(
+    { grpcPort, adminPort: adminAddress.port, trustDomain: config.trustDomain, roots: material.rootsPem.length, servingSerial: serving.leaf.serial },
+    'meshgate ca listening',
+  );
+
+  return {
+    grpcPort,
+    adminPort: adminAddress.port,
+    metrics,
+    trustBundlePem: material.rootsPem,
+    async close() {
+      lifetime.abort();
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, 5_000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await admin.close();
+      await audit.close();
+    },
+  };
+
+  // The serving certificate lives leaf.maxTtl; a CA that runs for weeks renews it in place.
+  function scheduleServingRenewal(): void {
+    const halfLife = (serving.leaf.notAfter.getTime() - clock.now()) / 2;
+    const timer = setTimeout(() => {
+      issueServingCertificate(config, signer, material).then(
+        (next) => {
+          if (lifetime.signal.aborted) return;
+          serving = next;
+          tls.update({ ...next.material, clientCaPem });
+          logger.info({ serial: next.leaf.serial, notAfter: next.leaf.notAfter.toISOString() }, 'serving certificate renewed');
+          scheduleServingRenewal();
+        },
+        (err: unknown) => logger.error({ err }, 'serving certificate renewal failed'),
+      );
+    }, Math.max(1_000, Math.min(halfLife, 2 ** 31 - 1)));
+    timer.unref();
+    lifetime.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+  }
+}
+
+async function issueServingCertificate(
+  config: CaConfig,
+  signer: LeafSigner,
+  material: CaMaterial,
+): Promise<{ leaf: IssuedLeaf; material: Omit<ServingMaterial, 'clientCaPem'> }> {
+  const keys = await generateKeyPair('ecdsa-p256');
+  const leaf = await signer.sign({
+    publicKey: await x509.PublicKey.create(keys.publicKey),
+    keyType: 'ecdsa-p256',
+    spiffeId: formatSpiffeId({ trustDomain: config.trustDomain, namespace: CA_NAMESPACE, serviceAccount: CA_SERVICE_ACCOUNT }),
+    ttlMs: config.leaf.maxTtl,
+    dnsNames: config.serving.dnsNames,
+    ipAddresses: config.serving.ipAddresses,
+  });
+  return { leaf, material: { keyPem: await privateKeyToPem(keys.privateKey), certChainPem: [leaf.pem, ...material.chainPem].join('') } };
+}
+
+function hostPort(address: string, port: number): string {
+  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function describeCert(pem: string): { subject: string; serial: string; notAfter: string; fingerprint256: string } {
+  const cert = new X509Certificate(pem);
+  return { subject: cert.subject.replaceAll('\n', ', '), serial: cert.serialNumber, notAfter: new Date(cert.validTo).toISOString(), fingerprint256: cert.fingerprint256 };
+}
