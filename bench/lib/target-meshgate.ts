@@ -51,6 +51,8 @@ export function sidecarConfig(ports: SidecarPorts, upstreamPort: number): Record
       admin: { address: '127.0.0.1', port: ports.admin },
     },
     inbound: { app: `http://127.0.0.1:${upstreamPort}` },
+    // Plaintext hop: this row measures the HTTP data path; mTLS handshakes have their own bench.
+    mtls: { mode: 'DISABLE' },
     log: { level: 'warn', accessLog: false },
     services: [{ name: SERVICE, namespace: 'default', endpoints: [{ address: `127.0.0.1:${ports.inbound}` }] }],
   };

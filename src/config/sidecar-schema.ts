@@ -91,10 +91,30 @@ const endpoint = z.strictObject({
   labels: z.record(z.string(), z.string()).default({}).describe('Labels used by route subsets (e.g. version: v1).'),
 });
 
+const identity = z.strictObject({
+  trustDomain: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a trust domain like cluster.local').default('cluster.local').describe('SPIFFE trust domain of the mesh.'),
+  serviceAccount: z.string().optional().describe('Service account the workload runs as; defaults to workload.service. The CA decides, this only checks.'),
+  ca: z
+    .strictObject({
+      address: hostPort.describe('host:port of `meshgate ca` (gRPC over TLS).'),
+      trustBundleFile: z.string().min(1).describe('PEM roots that vouch for the CA (trust-bundle.pem from `meshgate certs init`).'),
+      serverName: z.string().default('meshgate-ca').describe('Name checked in the CA serving certificate.'),
+      timeout: duration.default(5_000).describe('Deadline of one signing call.'),
+    })
+    .describe('Where certificates come from.'),
+  tokenFile: z.string().optional().describe('Bootstrap token (JWT), re-read before every signing. Once a certificate exists, renewals authenticate with it.'),
+  keyType: z.enum(['ecdsa-p256', 'rsa-2048']).default('ecdsa-p256').describe('Workload key type; the key is generated in-process and never leaves it.'),
+  ttl: duration.default(86_400_000).describe('Requested certificate lifetime (the CA caps it).'),
+  renewFraction: z.number().min(0.1).max(0.9).default(0.5).describe('Renew after this fraction of the lifetime.'),
+  jitterFraction: z.number().min(0).max(0.2).default(0.05).describe('Random +/- share of the lifetime added to the renewal time.'),
+});
+
 const service = z.strictObject({
   name: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a DNS label').describe('Service name.'),
   namespace: z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected a DNS label').default('default').describe('Namespace.'),
   protocol: z.enum(['auto', 'http1', 'http2']).default('auto').describe('Upstream protocol; auto uses the protocol the app used.'),
+  tls: z.enum(['auto', 'mesh', 'none']).default('auto').describe('mesh: mutual TLS with SPIFFE ID check (peer sidecars); none: plaintext (services outside the mesh); auto: mesh when identity is configured.'),
+  identities: z.array(z.string().startsWith('spiffe://')).optional().describe('SPIFFE IDs the endpoints may present; default spiffe://<trust-domain>/ns/<namespace>/sa/<name>.'),
   endpoints: z.array(endpoint).min(1).describe('Endpoints of the service.'),
   loadBalancer: z.enum(['round_robin', 'least_request', 'weighted']).default('least_request').describe('round_robin, least_request (power of two choices) or weighted (smooth weighted round robin).'),
   connectTimeout: duration.default(2_000).describe('TCP connect timeout per endpoint.'),
@@ -171,6 +191,16 @@ export const sidecarConfigSchema = z.strictObject({
     })
     .prefault({})
     .describe('Graceful shutdown.'),
+  identity: identity.optional().describe('Workload identity: certificates from the meshgate CA. Required unless mtls.mode is DISABLE.'),
+  mtls: z
+    .strictObject({
+      mode: z
+        .enum(['STRICT', 'PERMISSIVE', 'DISABLE'])
+        .default('STRICT')
+        .describe('Inbound listener: STRICT accepts only mutual TLS from the mesh; PERMISSIVE also plaintext (migrations); DISABLE plaintext only, no identity.'),
+    })
+    .prefault({})
+    .describe('Mutual TLS between sidecars.'),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
@@ -179,6 +209,15 @@ export const sidecarConfigSchema = z.strictObject({
     .prefault({})
     .describe('Logging.'),
   services: z.array(service).default([]).describe('Static service registry: services the local app may call.'),
+}).superRefine((config, ctx) => {
+  if (config.mtls.mode !== 'DISABLE' && !config.identity) {
+    ctx.addIssue({ code: 'custom', path: ['identity'], message: `missing required field (mtls.mode is ${config.mtls.mode}; set identity, or mtls.mode: DISABLE for a plaintext mesh)` });
+  }
+  config.services.forEach((svc, i) => {
+    if (svc.tls === 'mesh' && !config.identity) {
+      ctx.addIssue({ code: 'custom', path: ['services', i, 'tls'], message: 'mesh needs identity to be configured' });
+    }
+  });
 });
 
 export type SidecarConfigInput = z.input<typeof sidecarConfigSchema>;
@@ -191,3 +230,4 @@ export type HeaderMatchConfig = RouteConfig['match']['headers'][number];
 export type StringMatchConfig = NonNullable<RouteConfig['match']['path']>;
 export type HeaderMutationConfig = RouteConfig['requestHeaders'];
 export type LimitsConfig = SidecarConfig['limits'];
+export type IdentityConfig = NonNullable<SidecarConfig['identity']>;

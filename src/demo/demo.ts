@@ -36,6 +36,7 @@ export async function runDemo(args: string[]): Promise<number> {
         listeners: { outbound: { port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { port: 0 } },
         inbound: { app: `http://127.0.0.1:${apps[name].port}` },
         log: { level: 'warn', accessLog: false },
+        mtls: { mode: 'DISABLE' },
         services: peers.map((p) => ({ ...p, routes: [{ retries: { attempts: 2 }, timeout: '5s' }] })),
       }),
       `demo:${name}`,

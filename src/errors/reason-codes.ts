@@ -61,6 +61,11 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'No healthy endpoint, or every attempt failed to connect.',
   },
+  'upstream.identity_mismatch': {
+    http: 502,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: "The upstream's certificate is valid but its SPIFFE ID is not one the destination is expected to have.",
+  },
   'upstream.reset': {
     http: 502,
     grpc: GrpcStatus.UNAVAILABLE,

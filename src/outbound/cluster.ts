@@ -2,7 +2,7 @@ import type { ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { AttemptResult, UpstreamTarget } from '../proxy/forward.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
-import type { UpstreamPool, UpstreamProtocol } from '../proxy/upstream-pool.ts';
+import type { UpstreamPool, UpstreamProtocol, UpstreamTls } from '../proxy/upstream-pool.ts';
 import { createBalancer } from './balancer.ts';
 import { createEndpoint } from './endpoint.ts';
 import type { UpstreamEndpoint } from './endpoint.ts';
@@ -36,18 +36,27 @@ function inSubset(ep: UpstreamEndpoint, subset: Readonly<Record<string, string>>
   return true;
 }
 
-export function createCluster(config: ServiceConfig, deps: { clock: Clock; random: Random; events?: ClusterEvents; idleTimeoutMs: number }): Cluster {
+export interface ClusterDeps {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly events?: ClusterEvents;
+  readonly idleTimeoutMs: number;
+  /** Mutual TLS to this service's endpoints; undefined for plaintext. */
+  readonly tls?: UpstreamTls;
+}
+
+export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster {
   const key = `${config.name}.${config.namespace}`;
   const endpoints = config.endpoints.map((e) => createEndpoint(e.address, e.weight, e.labels));
   const pools = new Map<UpstreamEndpoint, UpstreamPool>();
   for (const ep of endpoints) {
     pools.set(
       ep,
-      createUpstreamPool(`http://${ep.address}`, {
+      createUpstreamPool(ep.address, {
         connectTimeoutMs: config.connectTimeout,
         maxConnections: config.maxConnectionsPerEndpoint,
         keepAliveTimeoutMs: Math.min(deps.idleTimeoutMs, 30_000),
-      }),
+      }, deps.tls),
     );
   }
   const balancer = createBalancer(config.loadBalancer, deps.random);
@@ -74,7 +83,7 @@ export function createCluster(config: ServiceConfig, deps: { clock: Clock; rando
       else outliers.recordSuccess(ep);
       return;
     }
-    if (result.failure === 'connect-failure' || result.failure === 'reset') outliers.recordConnectFailure(ep);
+    if (result.failure === 'connect-failure' || result.failure === 'reset' || result.failure === 'identity') outliers.recordConnectFailure(ep);
     else if (result.failure === 'timeout') outliers.record5xx(ep);
   };
 

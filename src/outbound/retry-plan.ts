@@ -50,7 +50,8 @@ export function createRetryPlan(
       return on.has('retriable-status-codes') && statusCodes.has(status);
     },
     shouldRetryFailure(failure) {
-      if (failure === 'connect-failure') return on.has('connect-failure');
+      // A refused handshake is a connect failure: no request byte left the sidecar.
+      if (failure === 'connect-failure' || failure === 'identity') return on.has('connect-failure');
       if (call.isGrpc || !idempotent) return false;
       if (failure === 'reset') return on.has('reset');
       if (failure === 'timeout') return on.has('5xx') || on.has('gateway-error');

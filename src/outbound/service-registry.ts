@@ -1,6 +1,7 @@
 import type { ServiceConfig } from '../config/sidecar-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import type { UpstreamTls } from '../proxy/upstream-pool.ts';
 import { createCluster } from './cluster.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
 import { compileRoute, defaultRoute, splitService } from './router.ts';
@@ -22,7 +23,15 @@ export interface ServiceRegistry {
 
 export function createServiceRegistry(
   configs: readonly ServiceConfig[],
-  deps: { clock: Clock; random: Random; events?: ClusterEvents; idleTimeoutMs: number; file: string },
+  deps: {
+    clock: Clock;
+    random: Random;
+    events?: ClusterEvents;
+    idleTimeoutMs: number;
+    file: string;
+    /** mTLS settings for a service, or undefined when it is reached in plaintext. */
+    tlsFor?: (service: ServiceConfig) => UpstreamTls | undefined;
+  },
 ): ServiceRegistry {
   const byKey = new Map<string, RegisteredService>();
   for (const config of configs) {
@@ -30,7 +39,7 @@ export function createServiceRegistry(
     if (byKey.has(key)) throw new ConfigError(`${deps.file}: services: ${key} is listed twice`);
     const owner = { name: config.name, namespace: config.namespace };
     const routes = config.routes.length > 0 ? config.routes.map((r, i) => compileRoute(r, i, owner)) : [compileRoute(defaultRoute(owner), 0, owner)];
-    byKey.set(key, { cluster: createCluster(config, deps), routes });
+    byKey.set(key, { cluster: createCluster(config, { ...deps, tls: deps.tlsFor?.(config) }), routes });
   }
   // Every backend must name a known service: a typo is a start-up error, not a 404 at 3 a.m.
   configs.forEach((config, s) => {

@@ -2,6 +2,7 @@ import http from 'node:http';
 import http2 from 'node:http2';
 import net from 'node:net';
 import type { Socket } from 'node:net';
+import type tls from 'node:tls';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
@@ -32,7 +33,24 @@ export interface HttpListener {
   inFlight(): number;
   /** Resolves once no request is being served. */
   whenIdle(): Promise<void>;
+  /** SPIFFE ID of the verified peer that sent `req`, when it came over mutual TLS. */
+  peerPrincipal(req: DownstreamRequest): string | undefined;
 }
+
+/** Mutual TLS on a listener. The tls.Server is owned by the caller, who swaps its context on rotation. */
+export interface ListenerTls {
+  /** STRICT: TLS only. PERMISSIVE: plaintext accepted too, for migrations. */
+  readonly mode: 'STRICT' | 'PERMISSIVE';
+  /** Must request and verify client certificates and offer ALPN h2 and http/1.1. */
+  readonly server: tls.Server;
+  /** Checks a chain-verified peer (trust domain, one SPIFFE ID) and returns its principal or why it is refused. */
+  verifyPeer(socket: tls.TLSSocket): { principal: string } | { refused: string };
+  /** Counts a refused connection: a failed handshake, a refused peer, or plaintext on a STRICT port. */
+  onRefused(reason: string, detail: string): void;
+}
+
+/** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
+const TLS_HANDSHAKE = 0x16;
 
 /**
  * A cleartext listener that serves HTTP/1.1 and HTTP/2 with prior knowledge
@@ -40,7 +58,7 @@ export interface HttpListener {
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler): HttpListener {
+export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls): HttpListener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
   const counted: RequestHandler = (req, res) => {
@@ -102,11 +120,59 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     session.once('close', () => sessions.delete(session));
   });
 
+  // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
+  const socketPrincipals = new WeakMap<object, string>();
+  const sessionPrincipals = new WeakMap<object, string>();
+  let handshakePrincipal: string | undefined;
+  h2.on('session', (session) => {
+    // 'session' fires synchronously inside h2.emit('connection'), while handshakePrincipal is set.
+    if (handshakePrincipal !== undefined) sessionPrincipals.set(session, handshakePrincipal);
+  });
+  if (tlsOptions) {
+    tlsOptions.server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
+      const verdict = tlsOptions.verifyPeer(tlsSocket);
+      if ('refused' in verdict) {
+        tlsOptions.onRefused(verdict.refused, 'peer refused after handshake');
+        tlsSocket.destroy();
+        return;
+      }
+      socketPrincipals.set(tlsSocket, verdict.principal);
+      if (tlsSocket.alpnProtocol === 'h2') {
+        handshakePrincipal = verdict.principal;
+        h2.emit('connection', tlsSocket);
+        handshakePrincipal = undefined;
+      } else {
+        h1.emit('connection', tlsSocket);
+      }
+    });
+    tlsOptions.server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
+      tlsOptions.onRefused(classifyHandshakeError(err), err.code ?? err.message);
+      tlsSocket.destroy();
+    });
+  }
+  const route = (socket: Socket, firstByte: number): 'tls' | 'plain' | 'refuse' => {
+    if (!tlsOptions) return 'plain';
+    if (firstByte === TLS_HANDSHAKE) return 'tls';
+    return tlsOptions.mode === 'PERMISSIVE' ? 'plain' : 'refuse';
+  };
+
   const sockets = new Set<Socket>();
   const server = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
-    sniff(socket, h1, h2, limits.headersTimeout);
+    sniff(socket, limits.headersTimeout, (seen) => {
+      const where = route(socket, seen[0]!);
+      if (where === 'refuse') {
+        tlsOptions!.onRefused('plaintext', 'plaintext on a STRICT mTLS port');
+        socket.destroy();
+        return false;
+      }
+      if (where === 'tls') {
+        tlsOptions!.server.emit('connection', socket);
+        return true;
+      }
+      return plaintext(socket, seen, h1, h2);
+    });
   });
   server.maxConnections = limits.maxConnections;
 
@@ -135,6 +201,10 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       for (const socket of sockets) socket.destroy();
     },
     inFlight: () => inFlight,
+    peerPrincipal(req) {
+      if (req.httpVersion === '2.0') return sessionPrincipals.get((req as http2.Http2ServerRequest).stream.session as object);
+      return socketPrincipals.get(req.socket);
+    },
     whenIdle: () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => idleWaiters.push(resolve))),
   };
 }
@@ -162,26 +232,24 @@ function replyToClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   );
 }
 
-function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server, timeoutMs: number): void {
+/**
+ * Reads until the first bytes tell which server a connection is for, puts them
+ * back, and calls `dispatch` (which returns false when it refused the socket).
+ */
+function sniff(socket: Socket, timeoutMs: number, dispatch: (seen: Buffer) => boolean): void {
   let seen: Buffer = Buffer.alloc(0);
   const timer = setTimeout(() => socket.destroy(), timeoutMs);
   const onData = (chunk: Buffer): void => {
     seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
     const n = Math.min(seen.length, H2_PREFACE.length);
-    const prefixMatches = seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
-    if (prefixMatches && seen.length < H2_PREFACE.length) return;
+    // A partial HTTP/2 preface needs more bytes; anything else is decided by its first byte.
+    if (seen[0] !== TLS_HANDSHAKE && seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n)) && seen.length < H2_PREFACE.length) return;
     clearTimeout(timer);
     socket.off('data', onData);
     socket.off('error', onError);
     socket.pause();
     socket.unshift(seen);
-    if (prefixMatches) {
-      // The HTTP/2 session drains bytes already buffered on the socket itself.
-      h2.emit('connection', socket);
-    } else {
-      h1.emit('connection', socket);
-      socket.resume();
-    }
+    dispatch(seen);
   };
   const onError = (): void => {
     clearTimeout(timer);
@@ -190,4 +258,26 @@ function sniff(socket: Socket, h1: http.Server, h2: http2.Http2Server, timeoutMs
   socket.on('data', onData);
   socket.on('error', onError);
   socket.once('close', () => clearTimeout(timer));
+}
+
+/** Hands a cleartext socket to the HTTP/2 (prior knowledge) or HTTP/1.1 server. */
+function plaintext(socket: Socket, seen: Buffer, h1: http.Server, h2: http2.Http2Server): boolean {
+  if (seen.length >= H2_PREFACE.length && seen.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) {
+    // The HTTP/2 session drains bytes already buffered on the socket itself.
+    h2.emit('connection', socket);
+  } else {
+    h1.emit('connection', socket);
+    socket.resume();
+  }
+  return true;
+}
+
+/** Bounded reasons for the handshake error counter (never raw OpenSSL strings as labels). */
+function classifyHandshakeError(err: NodeJS.ErrnoException): string {
+  const text = `${err.code ?? ''} ${err.message}`.toUpperCase();
+  if (text.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || text.includes('NO CERTIFICATE')) return 'no_client_certificate';
+  if (text.includes('EXPIRED')) return 'certificate_expired';
+  if (text.includes('UNKNOWN_CA') || text.includes('CERTIFICATE_VERIFY_FAILED') || text.includes('SELF_SIGNED') || text.includes('UNABLE_TO_GET_ISSUER')) return 'untrusted_certificate';
+  if (text.includes('ECONNRESET')) return 'reset';
+  return 'handshake_failed';
 }

@@ -1,5 +1,5 @@
 /** How an attempt failed, as far as retries and outlier detection care. */
-export type AttemptFailure = 'connect-failure' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'other';
+export type AttemptFailure = 'connect-failure' | 'identity' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'other';
 
 const CONNECT_CODES = new Set([
   'ECONNREFUSED',
@@ -22,6 +22,16 @@ const RESET_CODES = new Set([
   'UND_ERR_INFO',
 ]);
 
+/** OpenSSL verification failures of the upstream's certificate: the request never left. */
+const TLS_VERIFY_CODES = new Set([
+  'CERT_HAS_EXPIRED',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_NOT_YET_VALID',
+]);
+
 export class AttemptTimeoutError extends Error {
   override readonly name = 'AttemptTimeoutError';
   readonly code = 'MESHGATE_ATTEMPT_TIMEOUT';
@@ -36,7 +46,8 @@ export function classifyUpstreamError(err: unknown): AttemptFailure {
   const code = (err as { code?: string } | null)?.code ?? '';
   if (err instanceof AttemptTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT') return 'timeout';
   if (err instanceof DownstreamGoneError || code === 'UND_ERR_ABORTED') return 'aborted';
-  if (CONNECT_CODES.has(code)) return 'connect-failure';
+  if (code === 'MESHGATE_PEER_IDENTITY') return 'identity';
+  if (CONNECT_CODES.has(code) || code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || TLS_VERIFY_CODES.has(code)) return 'connect-failure';
   if (RESET_CODES.has(code)) return 'reset';
   if (code === 'UND_ERR_QUEUE_FULL') return 'overloaded';
   return 'other';
@@ -48,6 +59,8 @@ export function reasonForFailure(failure: AttemptFailure): string {
       return 'upstream.timeout';
     case 'connect-failure':
       return 'upstream.unavailable';
+    case 'identity':
+      return 'upstream.identity_mismatch';
     case 'overloaded':
       return 'upstream.overloaded';
     default:

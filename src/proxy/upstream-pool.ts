@@ -1,5 +1,6 @@
-import { H2CClient, Pool } from 'undici';
-import type { Dispatcher } from 'undici';
+import tls from 'node:tls';
+import { Client, H2CClient, Pool } from 'undici';
+import type { Dispatcher, buildConnector } from 'undici';
 
 export type UpstreamProtocol = 'http1' | 'http2';
 
@@ -10,11 +11,20 @@ export interface UpstreamPoolOptions {
   readonly keepAliveTimeoutMs: number;
 }
 
+/** Mutual TLS to the upstream (a peer sidecar). */
+export interface UpstreamTls {
+  /** The context of the current workload certificate; read per new connection so rotation needs no pool rebuild. */
+  secureContext(): tls.SecureContext | undefined;
+  /** Called after chain verification: the server's SPIFFE ID must be one the destination may have. */
+  checkServerIdentity(host: string, cert: tls.PeerCertificate): Error | undefined;
+}
+
 /**
  * The connections to one origin: an HTTP/1.1 keep-alive pool and, created on
- * first use, one multiplexed HTTP/2 (h2c) connection. The sidecar speaks the
- * protocol the caller spoke unless the service config pins one, so gRPC stays
- * on HTTP/2 end to end and HTTP/1.1 apps are not forced onto h2.
+ * first use, one multiplexed HTTP/2 connection (h2c in plaintext, ALPN h2 over
+ * mTLS). The sidecar speaks the protocol the caller spoke unless the service
+ * config pins one, so gRPC stays on HTTP/2 end to end and HTTP/1.1 apps are not
+ * forced onto h2.
  */
 export interface UpstreamPool {
   readonly origin: string;
@@ -23,24 +33,25 @@ export interface UpstreamPool {
   destroy(): Promise<void>;
 }
 
-export function createUpstreamPool(origin: string, opts: UpstreamPoolOptions): UpstreamPool {
+export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, mtls?: UpstreamTls): UpstreamPool {
+  const origin = `${mtls ? 'https' : 'http'}://${address}`;
   let h1: Pool | undefined;
-  let h2: H2CClient | undefined;
+  let h2: Dispatcher | undefined;
+  const common = { keepAliveTimeout: opts.keepAliveTimeoutMs };
   return {
     origin,
     dispatcher(protocol) {
       if (protocol === 'http2') {
-        h2 ??= new H2CClient(origin, {
-          connect: { timeout: opts.connectTimeoutMs },
-          keepAliveTimeout: opts.keepAliveTimeoutMs,
-        });
+        h2 ??= mtls
+          ? new Client(origin, { ...common, allowH2: true, connect: meshConnector(mtls, ['h2'], opts.connectTimeoutMs) })
+          : new H2CClient(origin, { ...common, connect: { timeout: opts.connectTimeoutMs } });
         return h2;
       }
       h1 ??= new Pool(origin, {
+        ...common,
         connections: opts.maxConnections,
-        connect: { timeout: opts.connectTimeoutMs },
-        keepAliveTimeout: opts.keepAliveTimeoutMs,
         pipelining: 1,
+        connect: mtls ? meshConnector(mtls, ['http/1.1'], opts.connectTimeoutMs) : { timeout: opts.connectTimeoutMs },
       });
       return h1;
     },
@@ -50,5 +61,41 @@ export function createUpstreamPool(origin: string, opts: UpstreamPoolOptions): U
     async destroy() {
       await Promise.all([h1?.destroy(), h2?.destroy()]);
     },
+  };
+}
+
+/** undici connector for mesh mTLS: our certificate, the mesh roots, the expected SPIFFE ID, a connect deadline. */
+function meshConnector(mtls: UpstreamTls, alpn: string[], timeoutMs: number): buildConnector.connector {
+  return (options, callback) => {
+    const secureContext = mtls.secureContext();
+    if (!secureContext) {
+      callback(Object.assign(new Error('no workload certificate yet'), { code: 'ERR_TLS_NO_CERTIFICATE' }), null);
+      return;
+    }
+    let done = false;
+    const connectOptions: tls.ConnectionOptions = {
+      host: options.hostname,
+      port: Number(options.port),
+      secureContext,
+      ALPNProtocols: alpn,
+      rejectUnauthorized: true,
+      checkServerIdentity: mtls.checkServerIdentity,
+    };
+    const socket = tls.connect(connectOptions);
+    socket.setNoDelay(true);
+    const timer = setTimeout(() => finish(Object.assign(new Error('mTLS connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), timeoutMs);
+    const finish = (err: Error | null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) {
+        socket.destroy();
+        callback(err, null);
+      } else {
+        callback(null, socket);
+      }
+    };
+    socket.once('secureConnect', () => finish(null));
+    socket.once('error', (err) => finish(err));
   };
 }

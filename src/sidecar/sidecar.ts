@@ -60,7 +60,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       onReturn: (service, endpoint) => logger.info({ service, endpoint }, 'endpoint returned from ejection'),
     },
   });
-  const app = createUpstreamPool(config.inbound.app, {
+  const app = createUpstreamPool(new URL(config.inbound.app).host, {
     connectTimeoutMs: 2_000,
     maxConnections: 256,
     keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),

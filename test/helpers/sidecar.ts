@@ -39,6 +39,8 @@ export async function startTestSidecar(
       admin: { address: '127.0.0.1', port: 0 },
     },
     log: { level: 'info', accessLog: true },
+    // Plaintext unless a test brings identity: most tests exercise the HTTP data path.
+    mtls: { mode: 'DISABLE' },
     ...overrides,
   };
   const config = parseConfigText(JSON.stringify(input), 'test-sidecar.yaml', sidecarConfigSchema);

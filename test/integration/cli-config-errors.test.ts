@@ -18,7 +18,7 @@ async function meshgate(args: string[]): Promise<{ code: number; stdout: string;
   }
 }
 
-const VALID = `workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080" }\n`;
+const VALID = `workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080" }\nmtls: { mode: DISABLE }\n`;
 
 describe('meshgate sidecar: a bad config file exits 2 with one line naming file, field and problem', () => {
   let dir: string;
@@ -32,7 +32,8 @@ describe('meshgate sidecar: a bad config file exits 2 with one line naming file,
   const cases: Array<[string, string, string]> = [
     ['unknown key', `${VALID}listners: {}\n`, 'listners: unknown field'],
     ['unknown nested key', `${VALID}limits: { maxHeaderSise: 10 }\n`, 'limits.maxHeaderSise: unknown field'],
-    ['missing required section', `workload: { service: orders }\n`, 'inbound: missing required field (expected object)'],
+    ['missing required section', `workload: { service: orders }\nmtls: { mode: DISABLE }\n`, 'inbound: missing required field (expected object)'],
+    ['mTLS without identity', `workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080" }\n`, 'identity: missing required field (mtls.mode is STRICT'],
     ['missing required field', `inbound: { app: "http://127.0.0.1:8080" }\n`, 'workload: missing required field (expected object)'],
     ['wrong type', `${VALID}limits: { maxConnections: "many" }\n`, 'limits.maxConnections: expected number, got "many"'],
     ['bad duration', `${VALID}drain: { timeout: 5 }\n`, 'drain.timeout: expected a duration like 250ms, 5s, 2m or 1h, got 5'],

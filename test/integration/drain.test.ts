@@ -42,6 +42,7 @@ describe('SIGTERM drains the sidecar', () => {
         `listeners: { inbound: { address: 127.0.0.1, port: ${inbound} }, outbound: { port: ${outbound} }, admin: { port: ${admin} } }`,
         `inbound: { app: "${app.url}" }`,
         'drain: { timeout: 10s }',
+        'mtls: { mode: DISABLE }',
         'log: { level: warn }',
       ].join('\n'),
     );

@@ -1,0 +1,155 @@
+import type { Clock, Random } from '../core/clock.ts';
+import { backoffDelay, sleep } from '../core/backoff.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
+import type { CertificateFacts, KeyType } from './x509.ts';
+
+/** What a workload holds after a successful signing. The key never leaves this process. */
+export interface WorkloadCredentials {
+  readonly keyPem: string;
+  /** Leaf first, then intermediates. */
+  readonly chainPem: readonly string[];
+  /** Roots trusted for peers (several during a root rotation). */
+  readonly trustBundlePem: readonly string[];
+  readonly facts: CertificateFacts;
+}
+
+export interface SignedCertificate {
+  readonly chainPem: readonly string[];
+  readonly trustBundlePem: readonly string[];
+}
+
+/** Asks the CA to sign a CSR. `current` lets the CA authenticate a renewal by certificate. */
+export type CertificateSigner = (
+  request: { csrPem: string; ttlSeconds: number },
+  current: WorkloadCredentials | undefined,
+  signal: AbortSignal,
+) => Promise<SignedCertificate>;
+
+export interface CertificateManagerOptions {
+  readonly keyType: KeyType;
+  readonly ttlSeconds: number;
+  /** Renew after this fraction of the lifetime (0.5 = half-way). */
+  readonly renewFraction: number;
+  /** +/- share of the lifetime added at random to the renewal time, so sidecars do not renew in lockstep. */
+  readonly jitterFraction: number;
+  readonly expectedSpiffeId: string | undefined;
+  readonly retry: { readonly baseMs: number; readonly maxMs: number };
+}
+
+export interface CertificateManager {
+  /** The current credentials, or undefined before the first signing. Possibly expired: check valid(). */
+  current(): WorkloadCredentials | undefined;
+  /** True while the current certificate is within its validity period. */
+  valid(): boolean;
+  /** Called with every new certificate (never concurrently). */
+  onRotate(listener: (creds: WorkloadCredentials) => void): void;
+  /** Resolves with the first certificate; rejects if `signal` aborts first. */
+  first(signal?: AbortSignal): Promise<WorkloadCredentials>;
+  /** The renewal loop: attempt -> keep the last good certificate on failure -> sleep -> again. Never throws. */
+  run(signal: AbortSignal): Promise<void>;
+  /** Renewals and failures so far, for metrics and tests. */
+  stats(): { readonly issued: number; readonly failures: number; readonly lastError: string | undefined };
+}
+
+/**
+ * The sidecar's certificate loop, shaped like linkerd2-proxy's certify loop:
+ * a fresh key and CSR per attempt, renewal at a fraction of the lifetime with
+ * jitter, jittered backoff while the CA is away, and the old certificate kept
+ * serving until it expires (after which valid() turns false and readiness drops).
+ */
+export function createCertificateManager(
+  signer: CertificateSigner,
+  opts: CertificateManagerOptions,
+  deps: { clock: Clock; random: Random; logger: Logger },
+): CertificateManager {
+  let creds: WorkloadCredentials | undefined;
+  const listeners: Array<(c: WorkloadCredentials) => void> = [];
+  const waiters: Array<(c: WorkloadCredentials) => void> = [];
+  let issued = 0;
+  let failures = 0;
+  let lastError: string | undefined;
+
+  const attempt = async (signal: AbortSignal): Promise<WorkloadCredentials> => {
+    const keys = await generateKeyPair(opts.keyType);
+    const csrPem = await createCsr(keys, opts.keyType);
+    const signed = await signer({ csrPem, ttlSeconds: opts.ttlSeconds }, creds, signal);
+    const leaf = signed.chainPem[0];
+    if (!leaf) throw new Error('CA returned an empty certificate chain');
+    const facts = certificateFacts(leaf);
+    if (opts.expectedSpiffeId && facts.spiffeId !== opts.expectedSpiffeId) {
+      throw new Error(`CA issued ${facts.spiffeId ?? 'no SPIFFE ID'}, expected ${opts.expectedSpiffeId}`);
+    }
+    if (signed.trustBundlePem.length === 0) throw new Error('CA returned an empty trust bundle');
+    return { keyPem: await privateKeyToPem(keys.privateKey), chainPem: signed.chainPem, trustBundlePem: signed.trustBundlePem, facts };
+  };
+
+  const renewDelay = (c: WorkloadCredentials): number => {
+    const start = c.facts.notBefore.getTime();
+    const lifetime = c.facts.notAfter.getTime() - start;
+    const jitter = (deps.random() * 2 - 1) * opts.jitterFraction * lifetime;
+    const at = start + lifetime * opts.renewFraction + jitter;
+    return Math.max(0, at - deps.clock.now());
+  };
+
+  const install = (next: WorkloadCredentials): void => {
+    creds = next;
+    issued++;
+    for (const listener of listeners) {
+      try {
+        listener(next);
+      } catch (err) {
+        deps.logger.error({ err: (err as Error).message }, 'installing a rotated certificate failed');
+      }
+    }
+    for (const wake of waiters.splice(0)) wake(next);
+  };
+
+  return {
+    current: () => creds,
+    valid: () => creds !== undefined && deps.clock.now() < creds.facts.notAfter.getTime() && deps.clock.now() >= creds.facts.notBefore.getTime() - 60_000,
+    onRotate: (listener) => void listeners.push(listener),
+    first(signal) {
+      if (creds) return Promise.resolve(creds);
+      return new Promise((resolve, reject) => {
+        waiters.push(resolve);
+        signal?.addEventListener('abort', () => reject(signal.reason), { once: true });
+      });
+    },
+    async run(signal) {
+      let failuresInRow = 0;
+      while (!signal.aborted) {
+        let delay: number;
+        try {
+          const next = await attempt(signal);
+          install(next);
+          failuresInRow = 0;
+          lastError = undefined;
+          delay = renewDelay(next);
+          deps.logger.info(
+            { spiffeId: next.facts.spiffeId, serial: next.facts.serial, notAfter: next.facts.notAfter.toISOString(), renewInMs: Math.round(delay) },
+            'certificate issued',
+          );
+        } catch (err) {
+          if (signal.aborted) return;
+          failures++;
+          failuresInRow++;
+          lastError = (err as Error).message;
+          delay = backoffDelay(failuresInRow, opts.retry, deps.random) + opts.retry.baseMs;
+          // Retry well before the current certificate runs out, however long the backoff has grown.
+          if (creds) delay = Math.min(delay, Math.max(opts.retry.baseMs, (creds.facts.notAfter.getTime() - deps.clock.now()) / 4));
+          deps.logger.warn(
+            { err: lastError, retryInMs: Math.round(delay), servingUntil: creds?.facts.notAfter.toISOString() ?? null },
+            'certificate signing failed; keeping the current certificate',
+          );
+        }
+        try {
+          await sleep(delay, signal);
+        } catch {
+          return;
+        }
+      }
+    },
+    stats: () => ({ issued, failures, lastError }),
+  };
+}
