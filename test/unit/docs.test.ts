@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { configReferenceSection, readConfigReference, renderConfigReference } from '../../src/config/reference.ts';
+import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { REASON_CODES } from '../../src/errors/reason-codes.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
@@ -34,6 +35,17 @@ describe('README', () => {
     expect(section, 'README.md lost its <!-- config-reference:start/end --> markers').toBeDefined();
     expect(section, 'README.md configuration reference is stale: run `npm run docs:config`').toBe(
       configReferenceSection(renderConfigReference(sidecarConfigSchema)),
+    );
+  });
+
+  it('has the CA configuration reference that the CA schema generates', () => {
+    const start = '<!-- ca-config-reference:start -->';
+    const end = '<!-- ca-config-reference:end -->';
+    const from = readme.indexOf(start);
+    const to = readme.indexOf(end);
+    expect(from >= 0 && to > from, `README.md lost its ${start} ... ${end} markers`).toBe(true);
+    expect(readme.slice(from + start.length, to), 'README.md CA configuration reference is stale: run `node_modules/.bin/node scripts/ca-config-reference.ts`').toBe(
+      configReferenceSection(renderConfigReference(caConfigSchema)),
     );
   });
 
