@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { CaConfig } from '../config/ca-schema.ts';
 import type { Clock } from '../core/clock.ts';
+import { CA_REASON_METADATA_KEY } from '../identity/ca-api.ts';
 import type { SignRequest, SignResponse, TrustBundle, TrustBundleRequest } from '../identity/ca-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AuditLog } from './audit-log.ts';
@@ -32,8 +33,6 @@ export interface CaService extends grpc.UntypedServiceImplementation {
   getTrustBundle: grpc.handleUnaryCall<TrustBundleRequest, TrustBundle>;
 }
 
-/** Trailing metadata key carrying the stable refusal reason (e.g. `ca.token_expired`). */
-export const REASON_METADATA_KEY = 'meshgate-reason';
 
 type Proof = (WorkloadIdentity & { readonly ok: true; readonly proof: 'token' | 'certificate' }) | CaRefusal;
 
@@ -127,7 +126,7 @@ export function createCaService(deps: CaServiceDeps): CaService {
       logger.error({ err }, 'audit write failed');
     }
     const trailers = new grpc.Metadata();
-    trailers.set(REASON_METADATA_KEY, outcome.reason);
+    trailers.set(CA_REASON_METADATA_KEY, outcome.reason);
     callback({ code: CA_REASONS[outcome.reason].grpc, details: `${outcome.message} (${outcome.reason})`, metadata: trailers });
   }
 

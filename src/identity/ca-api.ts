@@ -16,6 +16,11 @@ import * as protoLoader from '@grpc/proto-loader';
 
 export const CA_PROTO_FILE = fileURLToPath(new URL('../../proto/meshgate/ca/v1/ca.proto', import.meta.url));
 export const CA_SERVICE_NAME = 'meshgate.ca.v1.CertificateAuthority';
+/**
+ * Trailing metadata of a refused Sign call: the stable reason, e.g.
+ * `ca.token_expired`, `ca.peer_certificate`, `ca.rate_limited` (README, "Workload identity (CA)").
+ */
+export const CA_REASON_METADATA_KEY = 'meshgate-reason';
 
 export interface SignRequest {
   /** PEM PKCS#10 CSR. Only its public key is used: the identity comes from the caller's proof. */
@@ -70,6 +75,12 @@ export function bearerMetadata(token: string): grpc.Metadata {
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${token}`);
   return metadata;
+}
+
+/** The CA's reason for a refused call (from the trailers), or undefined. */
+export function caRefusalReason(err: unknown): string | undefined {
+  const value = (err as Partial<grpc.ServiceError> | undefined)?.metadata?.get(CA_REASON_METADATA_KEY)[0];
+  return value === undefined ? undefined : String(value);
 }
 
 export interface CaClient {

@@ -9,8 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { SignJWT, UnsecuredJWT, decodeProtectedHeader, importSPKI, jwtVerify } from 'jose';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REASON_METADATA_KEY } from '../../src/ca/ca-service.ts';
-import { bearerMetadata } from '../../src/identity/ca-api.ts';
+import { bearerMetadata, caRefusalReason } from '../../src/identity/ca-api.ts';
 import type { SignResponse } from '../../src/identity/ca-api.ts';
 import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../../src/identity/x509.ts';
 import type { KeyType } from '../../src/identity/x509.ts';
@@ -31,7 +30,7 @@ async function refusal(promise: Promise<unknown>): Promise<{ code: number; reaso
     await promise;
   } catch (err) {
     const e = err as grpc.ServiceError;
-    return { code: e.code, reason: String(e.metadata?.get(REASON_METADATA_KEY)[0] ?? ''), details: e.details };
+    return { code: e.code, reason: caRefusalReason(e) ?? '', details: e.details };
   }
   throw new Error('expected the call to fail');
 }
