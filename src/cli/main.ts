@@ -124,6 +124,11 @@ async function runCa(args: string[]): Promise<number> {
     import('../telemetry/logger.ts'),
   ]);
   const logger = createLogger({ level: config.log.level, name: 'ca' });
+  // grpc-js writes its own diagnostics to console.error (process-wide setting): route them
+  // into the JSON log at debug, so stderr keeps the one-line error contract.
+  const grpc = await import('@grpc/grpc-js');
+  const grpcLog = logger.child({ component: 'grpc-js' });
+  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
   const ca = await startCa(config, {
     logger,
     clock: systemClock,
