@@ -213,10 +213,25 @@ export const sidecarConfigSchema = z.strictObject({
   if (config.mtls.mode !== 'DISABLE' && !config.identity) {
     ctx.addIssue({ code: 'custom', path: ['identity'], message: `missing required field (mtls.mode is ${config.mtls.mode}; set identity, or mtls.mode: DISABLE for a plaintext mesh)` });
   }
+  const known = new Set(config.services.map((svc) => `${svc.name}.${svc.namespace}`));
   config.services.forEach((svc, i) => {
+    if (known.size < config.services.length && config.services.findIndex((o) => o.name === svc.name && o.namespace === svc.namespace) !== i) {
+      ctx.addIssue({ code: 'custom', path: ['services', i, 'name'], message: `${svc.name}.${svc.namespace} is listed twice` });
+    }
     if (svc.tls === 'mesh' && !config.identity) {
       ctx.addIssue({ code: 'custom', path: ['services', i, 'tls'], message: 'mesh needs identity to be configured' });
     }
+    // Every backend must name a known service: a typo is a start-up error, not a 404 at 3 a.m.
+    svc.routes.forEach((route, r) => {
+      route.backends?.forEach((backend, b) => {
+        if (!backend.service) return;
+        const dot = backend.service.indexOf('.');
+        const ref = dot < 0 ? `${backend.service}.${svc.namespace}` : backend.service;
+        if (!known.has(ref)) {
+          ctx.addIssue({ code: 'custom', path: ['services', i, 'routes', r, 'backends', b, 'service'], message: `unknown service "${ref}"` });
+        }
+      });
+    });
   });
 });
 

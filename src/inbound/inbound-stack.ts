@@ -13,8 +13,13 @@ import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
 
+/** Envoy's header for the verified caller identity; apps and tools already read it. */
+const XFCC = 'x-forwarded-client-cert';
+
 export interface InboundStackDeps {
   readonly workload: { readonly service: string; readonly namespace: string };
+  /** This workload's SPIFFE ID, when it has one. */
+  readonly ownPrincipal: string | undefined;
   readonly app: UpstreamPool;
   readonly appProtocol: 'auto' | 'http1' | 'http2';
   readonly appTimeoutMs: number;
@@ -65,16 +70,20 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
   const protocol = deps.appProtocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : deps.appProtocol;
   const app: UpstreamTarget = { dispatcher: deps.app.dispatcher(protocol), label: deps.app.origin, done: () => {} };
   let picked = false;
+  const headers = upstreamRequestHeaders(call.headers, {
+    clientAddress: call.source.address,
+    proto: 'http',
+    requestId: call.id,
+    authority: call.authority,
+  });
+  // Only this sidecar may tell the app who called: a caller-supplied value is dropped, never passed on.
+  delete headers[XFCC];
+  if (call.source.principal) headers[XFCC] = `By=${deps.ownPrincipal ?? ''};URI=${call.source.principal}`;
   forward(
     {
       method: call.method,
       path: pathWithQuery(call),
-      headers: upstreamRequestHeaders(call.headers, {
-        clientAddress: call.source.address,
-        proto: 'http',
-        requestId: call.id,
-        authority: call.authority,
-      }),
+      headers,
       body: requestBody(req),
       timeoutMs: deps.appTimeoutMs,
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,

@@ -1,10 +1,9 @@
 import type { ServiceConfig } from '../config/sidecar-schema.ts';
-import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { UpstreamTls } from '../proxy/upstream-pool.ts';
 import { createCluster } from './cluster.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
-import { compileRoute, defaultRoute, splitService } from './router.ts';
+import { compileRoute, defaultRoute } from './router.ts';
 import type { CompiledRoute } from './router.ts';
 
 export interface RegisteredService {
@@ -28,31 +27,18 @@ export function createServiceRegistry(
     random: Random;
     events?: ClusterEvents;
     idleTimeoutMs: number;
-    file: string;
     /** mTLS settings for a service, or undefined when it is reached in plaintext. */
     tlsFor?: (service: ServiceConfig) => UpstreamTls | undefined;
   },
 ): ServiceRegistry {
   const byKey = new Map<string, RegisteredService>();
   for (const config of configs) {
+    // Duplicates and unknown backends were refused when the config was validated.
     const key = `${config.name}.${config.namespace}`;
-    if (byKey.has(key)) throw new ConfigError(`${deps.file}: services: ${key} is listed twice`);
     const owner = { name: config.name, namespace: config.namespace };
     const routes = config.routes.length > 0 ? config.routes.map((r, i) => compileRoute(r, i, owner)) : [compileRoute(defaultRoute(owner), 0, owner)];
     byKey.set(key, { cluster: createCluster(config, { ...deps, tls: deps.tlsFor?.(config) }), routes });
   }
-  // Every backend must name a known service: a typo is a start-up error, not a 404 at 3 a.m.
-  configs.forEach((config, s) => {
-    config.routes.forEach((route, r) => {
-      route.backends?.forEach((backend, b) => {
-        if (!backend.service) return;
-        const [name, namespace] = splitService(backend.service, config.namespace);
-        if (!byKey.has(`${name}.${namespace}`)) {
-          throw new ConfigError(`${deps.file}: services[${s}].routes[${r}].backends[${b}].service: unknown service "${name}.${namespace}"`);
-        }
-      });
-    });
-  });
   return {
     lookup: (name, namespace) => byKey.get(`${name}.${namespace}`),
     cluster: (name, namespace) => byKey.get(`${name}.${namespace}`)?.cluster,

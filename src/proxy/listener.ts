@@ -146,7 +146,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       }
     });
     tlsOptions.server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
-      tlsOptions.onRefused(classifyHandshakeError(err), err.code ?? err.message);
+      // With TLS 1.3 a refused client certificate often surfaces as a hang-up; the socket keeps the real reason.
+      const verifyError = tlsSocket.authorizationError ? String(tlsSocket.authorizationError) : undefined;
+      tlsOptions.onRefused(classifyHandshakeError(verifyError ?? `${err.code ?? ''} ${err.message}`), verifyError ?? err.code ?? err.message);
       tlsSocket.destroy();
     });
   }
@@ -273,11 +275,12 @@ function plaintext(socket: Socket, seen: Buffer, h1: http.Server, h2: http2.Http
 }
 
 /** Bounded reasons for the handshake error counter (never raw OpenSSL strings as labels). */
-function classifyHandshakeError(err: NodeJS.ErrnoException): string {
-  const text = `${err.code ?? ''} ${err.message}`.toUpperCase();
+function classifyHandshakeError(reason: string): string {
+  const text = reason.toUpperCase();
   if (text.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || text.includes('NO CERTIFICATE')) return 'no_client_certificate';
   if (text.includes('EXPIRED')) return 'certificate_expired';
-  if (text.includes('UNKNOWN_CA') || text.includes('CERTIFICATE_VERIFY_FAILED') || text.includes('SELF_SIGNED') || text.includes('UNABLE_TO_GET_ISSUER')) return 'untrusted_certificate';
+  if (text.includes('NOT_YET_VALID')) return 'certificate_not_yet_valid';
+  if (/UNKNOWN_CA|VERIFY_FAILED|SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY|SIGNATURE_FAILURE|INVALID_CA/.test(text)) return 'untrusted_certificate';
   if (text.includes('ECONNRESET')) return 'reset';
   return 'handshake_failed';
 }

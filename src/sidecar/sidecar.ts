@@ -15,6 +15,8 @@ import type { Logger } from '../telemetry/logger.ts';
 import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import { probeApp } from './app-probe.ts';
+import { startWorkloadIdentity } from './workload-identity.ts';
+import type { WorkloadIdentity } from './workload-identity.ts';
 
 export interface SidecarDeps {
   readonly logger: Logger;
@@ -31,85 +33,45 @@ export interface RunningSidecar {
   readonly inbound: AddressInfo;
   readonly admin: AddressInfo;
   readonly metrics: SidecarMetrics;
+  readonly identity: WorkloadIdentity | undefined;
   /** Stops accepting, lets in-flight calls finish up to `timeoutMs`, then closes everything. */
   drain(timeoutMs?: number): Promise<{ completed: boolean }>;
 }
 
-/** The sidecar role: wires listeners, stacks, registry and admin from one frozen config. */
+/**
+ * The sidecar role: wires listeners, stacks, registry and admin from one frozen
+ * config. Order matters: admin first (so /live answers and /ready explains what
+ * is missing), then the workload certificate, then the data listeners.
+ */
 export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Promise<RunningSidecar> {
   const { logger, clock, random } = deps;
   const listeners: { inbound?: HttpListener; outbound?: HttpListener } = {};
+  let identity: WorkloadIdentity | undefined;
   const metrics = createSidecarMetrics({
     defaultMetrics: deps.defaultMetrics ?? false,
     inFlight: (direction) => listeners[direction]?.inFlight() ?? 0,
+    certNotAfterMs: () => identity?.manager.current()?.facts.notAfter.getTime(),
   });
   const telemetry: CallTelemetry = { clock, metrics, accessLog: createAccessLog(logger, config.log.accessLog) };
   const lifetime = new AbortController();
   let draining = false;
+  let registry: ReturnType<typeof createServiceRegistry> | undefined;
 
-  const registry = createServiceRegistry(config.services, {
-    clock,
-    random,
-    idleTimeoutMs: config.limits.idleTimeout,
-    file: deps.configFile ?? 'config',
-    events: {
-      onEject: (service, endpoint, until) => {
-        metrics.outlierEjections.inc({ destination_service: service });
-        logger.warn({ service, endpoint, ejectedForMs: Math.round(until - clock.monotonic()) }, 'endpoint ejected by outlier detection');
-      },
-      onReturn: (service, endpoint) => logger.info({ service, endpoint }, 'endpoint returned from ejection'),
-    },
-  });
-  const app = createUpstreamPool(new URL(config.inbound.app).host, {
-    connectTimeoutMs: 2_000,
-    maxConnections: 256,
-    keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
-  });
-  // The policy-driven chains arrive with the policy issues; until then both are empty.
-  const inboundFilters: readonly Filter[] = [];
-  const outboundFilters: readonly Filter[] = [];
-
-  const inbound = createHttpListener(
-    'inbound',
-    config.limits,
-    createInboundStack({
-      workload: config.workload,
-      app,
-      appProtocol: config.inbound.appProtocol,
-      appTimeoutMs: config.inbound.timeout,
-      idleTimeoutMs: config.limits.idleTimeout,
-      filters: () => inboundFilters,
-      peerPrincipal: () => undefined,
-      telemetry,
-    }),
-  );
-  const outbound = createHttpListener(
-    'outbound',
-    config.limits,
-    createOutboundStack({
-      workload: config.workload,
-      registry,
-      idleTimeoutMs: config.limits.idleTimeout,
-      filters: () => outboundFilters,
-      telemetry,
-      random,
-    }),
-  );
-  listeners.inbound = inbound;
-  listeners.outbound = outbound;
   const admin = createAdminServer({
     registry: metrics.registry,
     async readiness() {
       const appCheck = await probeApp(config.inbound.app, config.inbound.readinessPath, 1_000);
-      const checks = { listeners: draining ? 'draining' : 'ok', app: appCheck };
-      return { ready: !draining && appCheck === 'ok', checks };
+      const certificate = !config.identity ? 'disabled' : identity?.manager.valid() ? 'ok' : (identity?.manager.stats().lastError ?? 'waiting for the first certificate');
+      const checks = { listeners: draining ? 'draining' : listeners.inbound ? 'ok' : 'starting', certificate, app: appCheck };
+      const ready = !draining && listeners.inbound !== undefined && appCheck === 'ok' && (certificate === 'ok' || certificate === 'disabled');
+      return { ready, checks };
     },
     configDump: () => ({
       workload: config.workload,
       config,
       policy: { version: null },
-      certificate: null,
-      endpoints: registry.services().map((s) => ({
+      certificate: describeCertificate(identity),
+      endpoints: registry?.services().map((s) => ({
         service: s.cluster.key,
         endpoints: s.cluster.endpoints().map((ep) => ({
           address: ep.address,
@@ -120,18 +82,92 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       })),
     }),
   });
+  const adminAddress = await admin.listen(config.listeners.admin.port, config.listeners.admin.address);
 
+  if (config.identity) {
+    identity = await startWorkloadIdentity(config.identity, config.workload, {
+      clock,
+      random,
+      logger,
+      signal: lifetime.signal,
+      handshakeTimeoutMs: config.limits.headersTimeout,
+    });
+  } else {
+    logger.warn('mtls.mode is DISABLE: sidecar-to-sidecar traffic is plaintext and carries no identity');
+  }
+
+  const services = createServiceRegistry(config.services, {
+    clock,
+    random,
+    idleTimeoutMs: config.limits.idleTimeout,
+    tlsFor: (service) => (identity && service.tls !== 'none' ? identity.upstreamTls(service) : undefined),
+    events: {
+      onEject: (service, endpoint, until) => {
+        metrics.outlierEjections.inc({ destination_service: service });
+        logger.warn({ service, endpoint, ejectedForMs: Math.round(until - clock.monotonic()) }, 'endpoint ejected by outlier detection');
+      },
+      onReturn: (service, endpoint) => logger.info({ service, endpoint }, 'endpoint returned from ejection'),
+    },
+  });
+  registry = services;
+  const app = createUpstreamPool(new URL(config.inbound.app).host, {
+    connectTimeoutMs: 2_000,
+    maxConnections: 256,
+    keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
+  });
+  // The policy-driven chains arrive with the policy issues; until then both are empty.
+  const inboundFilters: readonly Filter[] = [];
+  const outboundFilters: readonly Filter[] = [];
+  const inboundTls =
+    identity && config.mtls.mode !== 'DISABLE'
+      ? identity.listenerTls(config.mtls.mode, (reason, detail) => {
+          metrics.tlsHandshakeErrors.inc({ listener: 'inbound', reason });
+          logger.warn({ listener: 'inbound', reason, detail }, 'mTLS connection refused');
+        })
+      : undefined;
+
+  const inbound: HttpListener = createHttpListener(
+    'inbound',
+    config.limits,
+    createInboundStack({
+      workload: config.workload,
+      ownPrincipal: identity?.spiffeId,
+      app,
+      appProtocol: config.inbound.appProtocol,
+      appTimeoutMs: config.inbound.timeout,
+      idleTimeoutMs: config.limits.idleTimeout,
+      filters: () => inboundFilters,
+      peerPrincipal: (req) => inbound.peerPrincipal(req),
+      telemetry,
+    }),
+    inboundTls,
+  );
+  const outbound = createHttpListener(
+    'outbound',
+    config.limits,
+    createOutboundStack({
+      workload: config.workload,
+      registry: services,
+      idleTimeoutMs: config.limits.idleTimeout,
+      filters: () => outboundFilters,
+      telemetry,
+      random,
+    }),
+  );
   const bound = {
     outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address),
     inbound: await inbound.listen(config.listeners.inbound.port, config.listeners.inbound.address),
-    admin: await admin.listen(config.listeners.admin.port, config.listeners.admin.address),
+    admin: adminAddress,
   };
-  registry.start(lifetime.signal);
-  logger.info({ outbound: bound.outbound.port, inbound: bound.inbound.port, admin: bound.admin.port }, 'sidecar listening');
+  listeners.inbound = inbound;
+  listeners.outbound = outbound;
+  services.start(lifetime.signal);
+  logger.info({ outbound: bound.outbound.port, inbound: bound.inbound.port, admin: bound.admin.port, mtls: config.mtls.mode, spiffeId: identity?.spiffeId }, 'sidecar listening');
 
   return {
     ...bound,
     metrics,
+    identity,
     async drain(timeoutMs = config.drain.timeout) {
       draining = true;
       const stopped = Promise.all([inbound.stopAccepting(), outbound.stopAccepting()]);
@@ -145,8 +181,23 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       outbound.destroy();
       await stopped;
       lifetime.abort();
-      await Promise.all([registry.close(), app.close(), admin.close()]);
+      await Promise.all([services.close(), app.close(), admin.close()]);
       return { completed };
     },
+  };
+}
+
+/** What /config_dump shows of the certificate: identity and dates, never the key. */
+function describeCertificate(identity: WorkloadIdentity | undefined): unknown {
+  const creds = identity?.manager.current();
+  if (!identity || !creds) return identity ? { spiffeId: identity.spiffeId, state: 'waiting' } : null;
+  return {
+    spiffeId: creds.facts.spiffeId,
+    serial: creds.facts.serial,
+    notBefore: creds.facts.notBefore.toISOString(),
+    notAfter: creds.facts.notAfter.toISOString(),
+    valid: identity.manager.valid(),
+    trustBundleRoots: creds.trustBundlePem.length,
+    renewals: identity.manager.stats().issued,
   };
 }

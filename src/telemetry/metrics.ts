@@ -14,13 +14,16 @@ export interface SidecarMetrics {
   readonly upstreamRetries: Counter<'destination_service'>;
   readonly outlierEjections: Counter<'destination_service'>;
   readonly inFlight: Gauge<'direction'>;
-  readonly tlsHandshakeErrors: Counter<'listener'>;
+  readonly tlsHandshakeErrors: Counter<'listener' | 'reason'>;
+  readonly certExpiry: Gauge;
 }
 
 export function createSidecarMetrics(opts: {
   defaultMetrics: boolean;
   /** Read at scrape time, so the hot path does no gauge bookkeeping. */
   inFlight?: (direction: 'inbound' | 'outbound') => number;
+  /** notAfter of the current workload certificate (ms since the epoch), if any. */
+  certNotAfterMs?: () => number | undefined;
 }): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
@@ -65,9 +68,19 @@ export function createSidecarMetrics(opts: {
     }),
     tlsHandshakeErrors: new Counter({
       name: 'meshgate_tls_handshake_errors_total',
-      help: 'Failed TLS handshakes by listener.',
-      labelNames: ['listener'],
+      help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, foreign_trust_domain, no_spiffe_id, plaintext, handshake_failed, reset).',
+      labelNames: ['listener', 'reason'],
       registers,
+    }),
+    certExpiry: new Gauge({
+      name: 'meshgate_cert_expiry_timestamp_seconds',
+      help: 'notAfter of the workload certificate, in seconds since the epoch; absent without one.',
+      registers,
+      collect() {
+        const notAfter = opts.certNotAfterMs?.();
+        if (notAfter === undefined) this.reset();
+        else this.set(notAfter / 1000);
+      },
     }),
   };
 }
