@@ -84,12 +84,13 @@ export function createCertificateManager(
     return { keyPem: await privateKeyToPem(keys.privateKey), chainPem: signed.chainPem, trustBundlePem: signed.trustBundlePem, facts };
   };
 
+  // Measured from receipt, not notBefore: CAs backdate notBefore for clock skew,
+  // which would otherwise pull renewal of short-lived certificates far forward.
   const renewDelay = (c: WorkloadCredentials): number => {
-    const start = c.facts.notBefore.getTime();
-    const lifetime = c.facts.notAfter.getTime() - start;
+    const receivedAt = deps.clock.now();
+    const lifetime = Math.max(0, c.facts.notAfter.getTime() - receivedAt);
     const jitter = (deps.random() * 2 - 1) * opts.jitterFraction * lifetime;
-    const at = start + lifetime * opts.renewFraction + jitter;
-    return Math.max(0, at - deps.clock.now());
+    return Math.max(0, lifetime * opts.renewFraction + jitter);
   };
 
   const install = (next: WorkloadCredentials): void => {

@@ -26,6 +26,8 @@ export interface Cluster {
   /** Picks an endpoint for one attempt, or undefined when none is left to try. */
   pick(protocol: UpstreamProtocol, subset: Readonly<Record<string, string>> | undefined, tried: ReadonlySet<string>): UpstreamTarget | undefined;
   endpoints(): readonly UpstreamEndpoint[];
+  /** New connections for later calls (after a certificate rotation); in-flight calls are untouched. */
+  refreshConnections(): void;
   start(signal: AbortSignal): void;
   close(): Promise<void>;
 }
@@ -106,6 +108,9 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
       active++;
       const upstream = pools.get(ep)!;
       return { dispatcher: upstream.dispatcher(protocol), label: ep.address, done: (result) => record(ep, result) };
+    },
+    refreshConnections() {
+      for (const pool of pools.values()) pool.refresh();
     },
     start(signal) {
       if (!config.healthCheck) return;

@@ -16,6 +16,7 @@ export interface ServiceRegistry {
   lookup(name: string, namespace: string): RegisteredService | undefined;
   cluster(name: string, namespace: string): Cluster | undefined;
   services(): readonly RegisteredService[];
+  refreshConnections(): void;
   start(signal: AbortSignal): void;
   close(): Promise<void>;
 }
@@ -43,6 +44,9 @@ export function createServiceRegistry(
     lookup: (name, namespace) => byKey.get(`${name}.${namespace}`),
     cluster: (name, namespace) => byKey.get(`${name}.${namespace}`)?.cluster,
     services: () => [...byKey.values()],
+    refreshConnections() {
+      for (const service of byKey.values()) service.cluster.refreshConnections();
+    },
     start(signal) {
       for (const service of byKey.values()) service.cluster.start(signal);
     },

@@ -29,6 +29,12 @@ export interface UpstreamTls {
 export interface UpstreamPool {
   readonly origin: string;
   dispatcher(protocol: UpstreamProtocol): Dispatcher;
+  /**
+   * Later calls get fresh connections; calls in flight finish on the old ones,
+   * which then close. Used after a certificate rotation so new handshakes
+   * carry the new certificate and trust bundle.
+   */
+  refresh(): void;
   close(): Promise<void>;
   destroy(): Promise<void>;
 }
@@ -54,6 +60,12 @@ export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, m
         connect: mtls ? meshConnector(mtls, ['http/1.1'], opts.connectTimeoutMs) : { timeout: opts.connectTimeoutMs },
       });
       return h1;
+    },
+    refresh() {
+      const old = [h1, h2];
+      h1 = undefined;
+      h2 = undefined;
+      for (const dispatcher of old) void dispatcher?.close().catch(() => {});
     },
     async close() {
       await Promise.all([h1?.close(), h2?.close()]);

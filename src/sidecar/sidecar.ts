@@ -110,6 +110,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     },
   });
   registry = services;
+  // Mesh connections made with the previous certificate are replaced as they go idle.
+  identity?.manager.onRotate(() => services.refreshConnections());
   const app = createUpstreamPool(new URL(config.inbound.app).host, {
     connectTimeoutMs: 2_000,
     maxConnections: 256,

@@ -1,0 +1,174 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { parse as parseYaml } from 'yaml';
+import { Agent, request } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startCa } from '../../src/ca/ca-server.ts';
+import type { RunningCa } from '../../src/ca/ca-server.ts';
+import { mintToken } from '../../src/ca/token-mint.ts';
+import { caConfigSchema } from '../../src/config/ca-schema.ts';
+import type { CaConfigInput } from '../../src/config/ca-schema.ts';
+import { parseConfigText } from '../../src/config/load.ts';
+import { systemClock } from '../../src/core/clock.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
+import { freePort } from '../helpers/process.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+
+const cleanups: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn();
+});
+
+/** A CA on a fixed port with the real clock (certificates must be valid in real time), short leaves. */
+async function runCa(dir: string, port: number, overrides: Partial<CaConfigInput> = {}): Promise<RunningCa> {
+  const base = parseYaml(await readFile(path.join(dir, 'ca.yaml'), 'utf8')) as CaConfigInput;
+  const input = {
+    ...base,
+    listen: { address: '127.0.0.1', port },
+    admin: { address: '127.0.0.1', port: 0 },
+    leaf: { ttl: '2s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] },
+    rateLimit: { perIdentity: { requests: 10_000, window: '1m' } },
+    log: { level: 'silent' },
+    ...overrides,
+  };
+  const config = parseConfigText(JSON.stringify(input), 'rotation-ca.yaml', caConfigSchema);
+  const logger = createLogger({ level: 'silent', name: 'ca', destination: new Writable({ write: (_c, _e, done) => done() }) });
+  return startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'rotation-ca.yaml' });
+}
+
+async function meshPair(dir: string, caPort: number, ttl: string) {
+  const app = await startHttpServer(echoHandler('orders'));
+  cleanups.push(() => app.close());
+  const sidecar = async (name: string, extra: Record<string, unknown>): Promise<TestSidecar> => {
+    const tokenFile = path.join(dir, `${name}.token`);
+    const keyPem = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
+    await writeFile(tokenFile, await mintToken({ keyPem, namespace: 'shop', serviceAccount: name, ttlMs: 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: systemClock }));
+    const sc = await startTestSidecar({
+      workload: { service: name, namespace: 'shop' },
+      mtls: { mode: 'STRICT' },
+      identity: { ca: { address: `127.0.0.1:${caPort}`, trustBundleFile: path.join(dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile, ttl, jitterFraction: 0.1 },
+      log: { level: 'warn', accessLog: false },
+      inbound: { app: 'http://127.0.0.1:1' },
+      ...extra,
+    } as Parameters<typeof startTestSidecar>[0]);
+    cleanups.push(() => sc.drain(500));
+    return sc;
+  };
+  const orders = await sidecar('orders', { inbound: { app: app.url } });
+  const frontend = await sidecar('frontend', { services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }] });
+  return { app, orders, frontend };
+}
+
+/**
+ * A steady stream of calls (4 in parallel, each on a fresh connection now and
+ * then) until `until` resolves; returns how many succeeded and failed.
+ */
+async function steadyLoad(frontend: TestSidecar, until: Promise<unknown>): Promise<{ ok: number; failed: string[] }> {
+  let stop = false;
+  void until.finally(() => (stop = true));
+  const agent = new Agent({ connections: 4 });
+  const failed: string[] = [];
+  let ok = 0;
+  const deadline = Date.now() + 60_000; // bounded whatever happens
+  await Promise.all(
+    [0, 1, 2, 3].map(async (worker) => {
+      for (let i = 0; !stop && Date.now() < deadline; i++) {
+        try {
+          const res = await request(`${frontend.outboundUrl}/w${worker}/${i}`, { dispatcher: agent, headers: { host: 'orders' }, reset: i % 10 === 0 });
+          await res.body.dump();
+          if (res.statusCode === 200) ok++;
+          else failed.push(`${res.statusCode} ${String(res.headers['x-meshgate-reason'])}`);
+        } catch (err) {
+          failed.push((err as Error).message);
+        }
+      }
+    }),
+  );
+  await agent.close();
+  return { ok, failed };
+}
+
+const renewalsOf = (sc: TestSidecar) => sc.identity!.manager.stats().issued;
+
+describe('certificate rotation under load', () => {
+  it('rotates leaves every second on both sides with zero failed calls', async () => {
+    const dir = await createCaMaterialDir();
+    const caPort = await freePort();
+    const ca = await runCa(dir, caPort);
+    cleanups.push(() => ca.close());
+    const { orders, frontend } = await meshPair(dir, caPort, '2s');
+    const startOrders = renewalsOf(orders);
+    const startFrontend = renewalsOf(frontend);
+    const threeRotations = expect
+      .poll(() => Math.min(renewalsOf(orders) - startOrders, renewalsOf(frontend) - startFrontend), { timeout: 20_000, interval: 100 })
+      .toBeGreaterThanOrEqual(3);
+    const result = await steadyLoad(frontend, threeRotations);
+    await threeRotations;
+    expect(result.failed).toEqual([]);
+    expect(result.ok).toBeGreaterThan(50);
+  });
+
+  it('keeps serving while the CA is away longer than a rotation, and resumes rotating when it is back', async () => {
+    const dir = await createCaMaterialDir();
+    const caPort = await freePort();
+    let ca = await runCa(dir, caPort, { leaf: { ttl: '4s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
+    const { orders, frontend } = await meshPair(dir, caPort, '4s');
+    await ca.close();
+    const failuresBefore = orders.identity!.manager.stats().failures;
+    const renewalsBefore = renewalsOf(orders);
+    // Away for longer than the renewal point (half of the lifetime).
+    const caAway = expect.poll(() => orders.identity!.manager.stats().failures, { timeout: 10_000, interval: 100 }).toBeGreaterThan(failuresBefore + 2);
+    const whileAway = await steadyLoad(frontend, caAway);
+    await caAway;
+    expect(whileAway.failed).toEqual([]);
+    expect(orders.identity!.manager.valid()).toBe(true);
+    ca = await runCa(dir, caPort, { leaf: { ttl: '4s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
+    cleanups.push(() => ca.close());
+    await expect.poll(() => renewalsOf(orders), { timeout: 10_000, interval: 100 }).toBeGreaterThan(renewalsBefore);
+    const after = await request(`${frontend.outboundUrl}/after`, { headers: { host: 'orders' } });
+    expect(after.statusCode).toBe(200);
+    await after.body.dump();
+  });
+
+  it('rotates the root with an overlap (new root trusted, then used, then the old one dropped) with zero failed calls', async () => {
+    const dir = await createCaMaterialDir();
+    const next = await createCaMaterialDir();
+    const oldRoot = path.join(dir, 'root-ca.pem');
+    const newRoot = path.join(next, 'root-ca.pem');
+    const bundle = path.join(dir, 'trust-bundle.pem');
+    const caPort = await freePort();
+    let ca = await runCa(dir, caPort);
+    const { orders, frontend } = await meshPair(dir, caPort, '2s');
+    const phases: Array<{ signing: { certFile: string; keyFile: string; chainFiles: string[] }; roots: string[] }> = [
+      // 1. Trust both roots, still sign with the old one: every sidecar learns the new root at its next renewal.
+      { signing: { certFile: oldRoot, keyFile: path.join(dir, 'root-ca.key'), chainFiles: [] }, roots: [oldRoot, newRoot] },
+      // 2. Sign with the new root: peers already trust it.
+      { signing: { certFile: newRoot, keyFile: path.join(next, 'root-ca.key'), chainFiles: [] }, roots: [oldRoot, newRoot] },
+      // 3. Drop the old root once every certificate has been renewed from the new one.
+      { signing: { certFile: newRoot, keyFile: path.join(next, 'root-ca.key'), chainFiles: [] }, roots: [newRoot] },
+    ];
+    const rotate = (async () => {
+      for (const phase of phases) {
+        const pem = (await Promise.all(phase.roots.map((f) => readFile(f, 'utf8')))).join('');
+        await writeFile(bundle, pem);
+        await ca.close();
+        ca = await runCa(dir, caPort, { signing: phase.signing, trustBundle: { files: phase.roots } });
+        // Two renewals on each side: every live certificate and bundle now comes from this phase.
+        const [o, f] = [renewalsOf(orders), renewalsOf(frontend)];
+        await expect.poll(() => Math.min(renewalsOf(orders) - o, renewalsOf(frontend) - f), { timeout: 15_000, interval: 100 }).toBeGreaterThanOrEqual(2);
+      }
+    })();
+    const result = await steadyLoad(frontend, rotate);
+    await rotate;
+    cleanups.push(() => ca.close());
+    expect(result.failed).toEqual([]);
+    expect(result.ok).toBeGreaterThan(50);
+    const creds = orders.identity!.manager.current()!;
+    expect(creds.trustBundlePem).toHaveLength(1);
+    expect(creds.trustBundlePem[0]).toBe(await readFile(newRoot, 'utf8'));
+  });
+});
