@@ -160,6 +160,15 @@ export const sidecarConfigSchema = z.strictObject({
       outbound: listener(15001, '127.0.0.1').prefault({}).describe('Calls from the local app to the mesh.'),
       inbound: listener(15006, '0.0.0.0').prefault({}).describe('Calls from the mesh to the local app.'),
       admin: listener(15000, '127.0.0.1').prefault({}).describe('Admin endpoints: /live, /ready, /metrics, /config_dump.'),
+      edge: z
+        .strictObject({
+          address: z.string().min(1).default('0.0.0.0').describe('Address to bind.'),
+          port: z.number().int().min(0).max(65535).default(15443).describe('Port to bind.'),
+          certFile: z.string().min(1).describe('PEM certificate chain shown to callers outside the mesh; reloaded when the file changes.'),
+          keyFile: z.string().min(1).describe('PEM private key of certFile; reloaded with it.'),
+        })
+        .optional()
+        .describe('Optional TLS listener for callers outside the mesh (no client certificate): same inbound chain, no source principal.'),
     })
     .prefault({})
     .describe('Bind addresses.'),

@@ -11,16 +11,12 @@ import type { CertificateSigner, WorkloadCredentials } from './cert-manager.ts';
  * Kubernetes projected token rotates on disk).
  */
 export function createCaSigner(config: IdentityConfig, now: () => number): CertificateSigner {
-  return async ({ csrPem, ttlSeconds }, current, signal) => {
-    const roots = await readFile(config.ca.trustBundleFile);
-    const renewing = current !== undefined && now() < current.facts.notAfter.getTime();
-    const token = renewing ? undefined : await readToken(config.tokenFile);
-    if (!renewing && token === undefined) {
-      throw new Error(config.tokenFile ? `cannot read bootstrap token ${config.tokenFile}` : 'no bootstrap token (identity.tokenFile) and no valid certificate');
-    }
-    const credentials = renewing
-      ? grpc.credentials.createSsl(roots, Buffer.from(current.keyPem), Buffer.from(chainOf(current)))
-      : grpc.credentials.createSsl(roots);
+  const call = async (
+    credentials: grpc.ChannelCredentials,
+    request: { csrPem: string; ttlSeconds: number },
+    token: string | undefined,
+    signal: AbortSignal,
+  ) => {
     const client = createCaClient(config.ca.address, credentials, {
       'grpc.ssl_target_name_override': config.ca.serverName,
       'grpc.default_authority': config.ca.serverName,
@@ -28,12 +24,31 @@ export function createCaSigner(config: IdentityConfig, now: () => number): Certi
     const onAbort = (): void => client.close();
     signal.addEventListener('abort', onAbort, { once: true });
     try {
-      const reply = await client.sign({ csrPem, ttlSeconds }, token ? bearerMetadata(token) : undefined, config.ca.timeout);
+      const reply = await client.sign(request, token ? bearerMetadata(token) : undefined, config.ca.timeout);
       return { chainPem: reply.certChainPem, trustBundlePem: reply.trustBundlePem };
     } finally {
       signal.removeEventListener('abort', onAbort);
       client.close();
     }
+  };
+
+  return async (request, current, signal) => {
+    const roots = await readFile(config.ca.trustBundleFile);
+    if (current !== undefined && now() < current.facts.notAfter.getTime()) {
+      try {
+        return await call(grpc.credentials.createSsl(roots, Buffer.from(current.keyPem), Buffer.from(chainOf(current))), request, undefined, signal);
+      } catch (err) {
+        // The CA may no longer accept this certificate (its clock, a rotated root): a token still proves who we are.
+        const token = await readToken(config.tokenFile);
+        if ((err as grpc.ServiceError).code !== grpc.status.UNAUTHENTICATED || token === undefined) throw err;
+        return call(grpc.credentials.createSsl(roots), request, token, signal);
+      }
+    }
+    const token = await readToken(config.tokenFile);
+    if (token === undefined) {
+      throw new Error(config.tokenFile ? `cannot read bootstrap token ${config.tokenFile}` : 'no bootstrap token (identity.tokenFile) and no valid certificate');
+    }
+    return call(grpc.credentials.createSsl(roots), request, token, signal);
   };
 }
 

@@ -22,6 +22,12 @@ export interface InboundStackDeps {
   readonly ownPrincipal: string | undefined;
   readonly app: UpstreamPool;
   readonly appProtocol: 'auto' | 'http1' | 'http2';
+  /**
+   * Callers outside the mesh choose HTTP/2 on their own (browsers do over TLS),
+   * so on the edge `auto` keeps HTTP/2 to the app only for gRPC. In the mesh the
+   * calling sidecar mirrors its app's protocol, so HTTP/2 there means the app spoke it.
+   */
+  readonly edge: boolean;
   readonly appTimeoutMs: number;
   readonly idleTimeoutMs: number;
   /** The filter chain of the current policy snapshot, in the order of ARCHITECTURE.md. */
@@ -67,7 +73,7 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 });
     return;
   }
-  const protocol = deps.appProtocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : deps.appProtocol;
+  const protocol = deps.appProtocol !== 'auto' ? deps.appProtocol : call.httpVersion === '2' && (call.isGrpc || !deps.edge) ? 'http2' : 'http1';
   const app: UpstreamTarget = { dispatcher: deps.app.dispatcher(protocol), label: deps.app.origin, done: () => {} };
   let picked = false;
   const headers = upstreamRequestHeaders(call.headers, {

@@ -44,7 +44,7 @@ export interface ListenerTls {
   /** Must request and verify client certificates and offer ALPN h2 and http/1.1. */
   readonly server: tls.Server;
   /** Checks a chain-verified peer (trust domain, one SPIFFE ID) and returns its principal or why it is refused. */
-  verifyPeer(socket: tls.TLSSocket): { principal: string } | { refused: string };
+  verifyPeer(socket: tls.TLSSocket): { principal: string | undefined } | { refused: string };
   /** Counts a refused connection: a failed handshake, a refused peer, or plaintext on a STRICT port. */
   onRefused(reason: string, detail: string): void;
 }
@@ -136,7 +136,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
         tlsSocket.destroy();
         return;
       }
-      socketPrincipals.set(tlsSocket, verdict.principal);
+      if (verdict.principal !== undefined) socketPrincipals.set(tlsSocket, verdict.principal);
       if (tlsSocket.alpnProtocol === 'h2') {
         handshakePrincipal = verdict.principal;
         h2.emit('connection', tlsSocket);

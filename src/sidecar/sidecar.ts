@@ -14,6 +14,7 @@ import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import { createEdgeTls } from '../identity/edge-tls.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
 import type { WorkloadIdentity } from './workload-identity.ts';
@@ -32,6 +33,8 @@ export interface RunningSidecar {
   readonly outbound: AddressInfo;
   readonly inbound: AddressInfo;
   readonly admin: AddressInfo;
+  /** The edge TLS listener, when configured. */
+  readonly edge: AddressInfo | undefined;
   readonly metrics: SidecarMetrics;
   readonly identity: WorkloadIdentity | undefined;
   /** Stops accepting, lets in-flight calls finish up to `timeoutMs`, then closes everything. */
@@ -128,10 +131,9 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         })
       : undefined;
 
-  const inbound: HttpListener = createHttpListener(
-    'inbound',
-    config.limits,
+  const inboundStackFor = (edge: boolean) =>
     createInboundStack({
+      edge,
       workload: config.workload,
       ownPrincipal: identity?.spiffeId,
       app,
@@ -139,11 +141,25 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       appTimeoutMs: config.inbound.timeout,
       idleTimeoutMs: config.limits.idleTimeout,
       filters: () => inboundFilters,
-      peerPrincipal: (req) => inbound.peerPrincipal(req),
+      // Only mesh connections carry a principal; edge callers never do.
+      peerPrincipal: (req) => (edge ? undefined : inbound.peerPrincipal(req)),
       telemetry,
-    }),
-    inboundTls,
-  );
+    });
+  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls);
+  // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
+  const edgeConfig = config.listeners.edge;
+  const edgeTls = edgeConfig ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }) : undefined;
+  const edge = edgeTls
+    ? createHttpListener('edge', config.limits, inboundStackFor(true), {
+        mode: 'STRICT',
+        server: edgeTls.server,
+        verifyPeer: () => ({ principal: undefined }),
+        onRefused: (reason, detail) => {
+          metrics.tlsHandshakeErrors.inc({ listener: 'edge', reason });
+          logger.debug({ listener: 'edge', reason, detail }, 'edge TLS connection refused');
+        },
+      })
+    : undefined;
   const outbound = createHttpListener(
     'outbound',
     config.limits,
@@ -159,6 +175,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   const bound = {
     outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address),
     inbound: await inbound.listen(config.listeners.inbound.port, config.listeners.inbound.address),
+    edge: edge && edgeConfig ? await edge.listen(edgeConfig.port, edgeConfig.address) : undefined,
     admin: adminAddress,
   };
   listeners.inbound = inbound;
@@ -172,15 +189,16 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     identity,
     async drain(timeoutMs = config.drain.timeout) {
       draining = true;
-      const stopped = Promise.all([inbound.stopAccepting(), outbound.stopAccepting()]);
+      const data = edge ? [inbound, outbound, edge] : [inbound, outbound];
+      const stopped = Promise.all(data.map((l) => l.stopAccepting()));
       let timer: NodeJS.Timeout | undefined;
       const completed = await Promise.race([
-        Promise.all([inbound.whenIdle(), outbound.whenIdle()]).then(() => true),
+        Promise.all(data.map((l) => l.whenIdle())).then(() => true),
         new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
       ]);
       clearTimeout(timer);
-      inbound.destroy();
-      outbound.destroy();
+      for (const l of data) l.destroy();
+      edgeTls?.close();
       await stopped;
       lifetime.abort();
       await Promise.all([services.close(), app.close(), admin.close()]);
