@@ -6,6 +6,7 @@ import { systemClock } from '../core/clock.ts';
 import { startSidecar } from '../sidecar/sidecar.ts';
 import type { RunningSidecar } from '../sidecar/sidecar.ts';
 import { createLogger } from '../telemetry/logger.ts';
+import { startDemoCa } from './demo-ca.ts';
 import { startEchoApp } from './echo-app.ts';
 
 interface DemoCall {
@@ -25,6 +26,7 @@ export async function runDemo(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { calls: { type: 'string', default: '6' } }, strict: true });
   const rounds = Math.max(1, Math.min(1000, Number(values.calls) || 6));
   const logger = createLogger({ level: 'warn', name: 'demo' });
+  const ca = await startDemoCa({ clock: systemClock, logger });
   const apps = { frontend: await startEchoApp('frontend'), orders: await startEchoApp('orders') };
   const sidecars: Record<string, RunningSidecar> = {};
   // Inbound ports are needed in the peers' registries, so start each sidecar's inbound first.
@@ -36,7 +38,12 @@ export async function runDemo(args: string[]): Promise<number> {
         listeners: { outbound: { port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { port: 0 } },
         inbound: { app: `http://127.0.0.1:${apps[name].port}` },
         log: { level: 'warn', accessLog: false },
-        mtls: { mode: 'DISABLE' },
+        mtls: { mode: 'STRICT' },
+        identity: {
+          trustDomain: 'cluster.local',
+          ca: { address: ca.address, trustBundleFile: ca.trustBundleFile, serverName: 'localhost' },
+          tokenFile: await ca.tokenFile('default', name),
+        },
         services: peers.map((p) => ({ ...p, routes: [{ retries: { attempts: 2 }, timeout: '5s' }] })),
       }),
       `demo:${name}`,
@@ -45,9 +52,11 @@ export async function runDemo(args: string[]): Promise<number> {
     sidecars[name] = await startSidecar(config, { logger, clock: systemClock, random: Math.random });
   }
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
-  out('meshgate demo: two echo services, each behind a sidecar on 127.0.0.1');
+  out(`meshgate demo: a CA (${ca.address}) and two echo services, each behind a sidecar on 127.0.0.1, mutual TLS STRICT`);
   for (const [name, s] of Object.entries(sidecars)) {
+    const cert = s.identity?.manager.current()?.facts;
     out(`  ${name.padEnd(9)} app :${apps[name as keyof typeof apps].port}  outbound :${s.outbound.port}  inbound :${s.inbound.port}  admin http://127.0.0.1:${s.admin.port}/metrics`);
+    out(`  ${''.padEnd(9)} ${cert?.spiffeId ?? 'no identity'}  serial ${cert?.serial.slice(0, 12) ?? '-'}…  expires ${cert?.notAfter.toISOString() ?? '-'}`);
   }
   out('');
   const plan: DemoCall[] = [
@@ -76,19 +85,25 @@ export async function runDemo(args: string[]): Promise<number> {
       out(`${call.from} -> ${call.to} ${call.method} ${call.path} failed: ${(err as Error).message}`);
     }
   }
+  const plain = await request(`http://127.0.0.1:${sidecars.orders!.inbound.port}/orders/42`).then(
+    (r) => `answered ${r.statusCode}`,
+    (e: Error) => `refused (${(e as { code?: string }).code ?? e.message})`,
+  );
+  out(`plaintext caller -> orders inbound directly (no certificate): ${plain}`);
   out('');
   const metrics = await request(`http://127.0.0.1:${sidecars.orders!.admin.port}/metrics`).then((r) => r.body.text());
   const line = metrics.split('\n').find((l) => l.startsWith('meshgate_requests_total{direction="inbound"'));
   out(`orders sidecar /metrics: ${line ?? '(no inbound calls counted)'}`);
   await Promise.all(Object.values(sidecars).map((s) => s.drain(1_000)));
   await Promise.all(Object.values(apps).map((a) => a.close()));
+  await ca.close();
   return failures === 0 ? 0 : 1;
 }
 
 function summarize(text: string): string {
   try {
-    const seen = JSON.parse(text) as { service: string; host: string; requestId: string; bodyBytes: number };
-    return `${seen.service} saw host=${seen.host} body=${seen.bodyBytes}B request-id=${seen.requestId.slice(0, 8)}`;
+    const seen = JSON.parse(text) as { service: string; host: string; requestId: string; bodyBytes: number; caller?: string };
+    return `${seen.service} saw caller=${seen.caller ?? '-'} host=${seen.host} body=${seen.bodyBytes}B`;
   } catch {
     return text.slice(0, 60);
   }

@@ -20,6 +20,8 @@ export async function startEchoApp(name: string): Promise<EchoApp> {
         requestId: req.headers['x-request-id'],
         forwardedFor: req.headers['x-forwarded-for'],
         bodyBytes: Buffer.concat(chunks).length,
+        // The verified caller, as the inbound sidecar reports it (Envoy's XFCC format).
+        caller: /URI=([^;,]+)/.exec(String(req.headers['x-forwarded-client-cert'] ?? ''))?.[1],
       });
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
