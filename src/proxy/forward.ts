@@ -110,7 +110,8 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
       finish({ status: res.statusCode, reason: code });
     };
     const onDownstreamClose = (): void => {
-      if (!res.writableFinished) abortCurrent?.(new DownstreamGoneError('caller went away'));
+      // Not writableFinished: an Http2ServerResponse reports it once the caller reset the stream.
+      if (!res.writableEnded) abortCurrent?.(new DownstreamGoneError('caller went away'));
     };
     res.once('close', onDownstreamClose);
 
@@ -182,7 +183,15 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
           const out = downstreamResponseHeaders(headers as Record<string, string | string[]>);
           request.mutateResponseHeaders?.(out);
           try {
-            res.writeHead(statusCode, out as Record<string, string | string[]>);
+            if (out['grpc-status'] === undefined) {
+              res.writeHead(statusCode, out as Record<string, string | string[]>);
+            } else {
+              // A gRPC Trailers-Only reply (grpc-status in the head) must leave as one HEADERS frame
+              // with END_STREAM, which res.end() sends; written now, the client would take it for
+              // initial metadata and then see the stream end without a status.
+              res.statusCode = statusCode;
+              for (const [name, value] of Object.entries(out)) if (value !== undefined) res.setHeader(name, value);
+            }
           } catch {
             ctl.abort(new DownstreamGoneError('invalid response head'));
           }
