@@ -44,6 +44,8 @@ export interface CertificateManager {
   valid(): boolean;
   /** Called with every new certificate (never concurrently). */
   onRotate(listener: (creds: WorkloadCredentials) => void): void;
+  /** Called when the current certificate expires with no successor: time to fail closed. */
+  onExpire(listener: () => void): void;
   /** Resolves with the first certificate; rejects if `signal` aborts first. */
   first(signal?: AbortSignal): Promise<WorkloadCredentials>;
   /** The renewal loop: attempt -> keep the last good certificate on failure -> sleep -> again. Never throws. */
@@ -65,6 +67,8 @@ export function createCertificateManager(
 ): CertificateManager {
   let creds: WorkloadCredentials | undefined;
   const listeners: Array<(c: WorkloadCredentials) => void> = [];
+  const expireListeners: Array<() => void> = [];
+  let expiryTimer: NodeJS.Timeout | undefined;
   const waiters: Array<(c: WorkloadCredentials) => void> = [];
   let issued = 0;
   let failures = 0;
@@ -93,9 +97,22 @@ export function createCertificateManager(
     return Math.max(0, lifetime * opts.renewFraction + jitter);
   };
 
+  // setTimeout holds at most 2^31-1 ms (~24.8 days); longer lifetimes re-arm on the way.
+  const scheduleExpiry = (c: WorkloadCredentials): void => {
+    clearTimeout(expiryTimer);
+    const remaining = c.facts.notAfter.getTime() - deps.clock.now();
+    expiryTimer = setTimeout(() => {
+      if (creds !== c) return;
+      if (deps.clock.now() < c.facts.notAfter.getTime()) scheduleExpiry(c);
+      else for (const listener of expireListeners) listener();
+    }, Math.min(Math.max(0, remaining), 2_147_483_647));
+    expiryTimer.unref();
+  };
+
   const install = (next: WorkloadCredentials): void => {
     creds = next;
     issued++;
+    scheduleExpiry(next);
     for (const listener of listeners) {
       try {
         listener(next);
@@ -110,6 +127,7 @@ export function createCertificateManager(
     current: () => creds,
     valid: () => creds !== undefined && deps.clock.now() < creds.facts.notAfter.getTime() && deps.clock.now() >= creds.facts.notBefore.getTime() - 60_000,
     onRotate: (listener) => void listeners.push(listener),
+    onExpire: (listener) => void expireListeners.push(listener),
     first(signal) {
       if (creds) return Promise.resolve(creds);
       return new Promise((resolve, reject) => {
@@ -147,6 +165,7 @@ export function createCertificateManager(
         try {
           await sleep(delay, signal);
         } catch {
+          clearTimeout(expiryTimer);
           return;
         }
       }

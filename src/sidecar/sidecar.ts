@@ -115,6 +115,11 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   registry = services;
   // Mesh connections made with the previous certificate are replaced as they go idle.
   identity?.manager.onRotate(() => services.refreshConnections());
+  // An expired certificate ends mesh connections too, not only new handshakes: fail closed.
+  identity?.manager.onExpire(() => {
+    logger.error({ spiffeId: identity?.spiffeId }, 'workload certificate expired; outbound mesh calls fail until the CA is reachable');
+    services.refreshConnections();
+  });
   const app = createUpstreamPool(new URL(config.inbound.app).host, {
     connectTimeoutMs: 2_000,
     maxConnections: 256,

@@ -141,3 +141,24 @@ describe('mutual TLS between sidecars', () => {
     expect(app.hits()).toBe(hitsBefore);
   });
 });
+
+describe('PERMISSIVE mode', () => {
+  it('accepts mutual TLS and plaintext on the same port; only the mTLS caller has a principal', async () => {
+    const ca = await startTestCa();
+    const app = await startHttpServer(echoHandler('orders'));
+    const orders = await meshSidecar(ca, 'orders', { inbound: { app: app.url }, mtls: { mode: 'PERMISSIVE' } });
+    const frontend = await meshSidecar(ca, 'frontend', { services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }] });
+    try {
+      const viaMesh = await request(`${frontend.outboundUrl}/`, { headers: { host: 'orders' } });
+      expect(((await viaMesh.body.json()) as { headers: Record<string, string> }).headers['x-forwarded-client-cert']).toContain('URI=spiffe://cluster.local/ns/shop/sa/frontend');
+      const plain = await request(`${orders.inboundUrl}/`, { headers: { 'x-forwarded-client-cert': 'URI=spiffe://cluster.local/ns/shop/sa/admin' } });
+      expect(plain.statusCode).toBe(200);
+      expect(((await plain.body.json()) as { headers: Record<string, string> }).headers['x-forwarded-client-cert']).toBeUndefined();
+    } finally {
+      await frontend.drain(200);
+      await orders.drain(200);
+      await app.close();
+      await ca.close();
+    }
+  });
+});

@@ -172,3 +172,45 @@ describe('certificate rotation under load', () => {
     expect(creds.trustBundlePem[0]).toBe(await readFile(newRoot, 'utf8'));
   });
 });
+
+describe('readiness follows the certificate', () => {
+  it('boots with the CA away: admin answers, /ready says why; ready once the CA is up; fails closed after expiry', async () => {
+    const dir = await createCaMaterialDir();
+    const [caPort, adminPort, inboundPort] = await Promise.all([freePort(), freePort(), freePort()]);
+    const tokenFile = path.join(dir, 'orders.token');
+    const keyPem = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
+    await writeFile(tokenFile, await mintToken({ keyPem, namespace: 'shop', serviceAccount: 'orders', ttlMs: 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: systemClock }));
+    const app = await startHttpServer(echoHandler('orders'));
+    cleanups.push(() => app.close());
+    const starting = startTestSidecar({
+      workload: { service: 'orders', namespace: 'shop' },
+      listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: inboundPort }, admin: { address: '127.0.0.1', port: adminPort } },
+      mtls: { mode: 'STRICT' },
+      identity: { ca: { address: `127.0.0.1:${caPort}`, trustBundleFile: path.join(dir, 'trust-bundle.pem'), serverName: 'localhost', timeout: '1s' }, tokenFile, ttl: '2s' },
+      log: { level: 'warn', accessLog: false },
+      inbound: { app: app.url },
+      // The sidecar calls its own inbound listener over mTLS: a peer that accepts it while its certificate is valid.
+      services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${inboundPort}` }] }],
+    });
+    const readiness = async () => {
+      const res = await request(`http://127.0.0.1:${adminPort}/ready`).catch(() => undefined);
+      return res ? { status: res.statusCode, body: (await res.body.json()) as { checks: Record<string, string> } } : undefined;
+    };
+    await expect.poll(async () => (await readiness())?.status, { timeout: 5_000, interval: 50 }).toBe(503);
+    expect((await readiness())!.body.checks.certificate).not.toBe('ok');
+    const ca = await runCa(dir, caPort);
+    const sc = await starting;
+    cleanups.push(() => sc.drain(200));
+    await expect.poll(async () => (await readiness())?.status, { timeout: 5_000, interval: 50 }).toBe(200);
+    const before = await request(`${sc.outboundUrl}/`, { headers: { host: 'orders' }, reset: true });
+    expect(before.statusCode).toBe(200);
+    await before.body.dump();
+    await ca.close();
+    // Nobody renews: once the 2 s certificate expires the sidecar is not ready and makes no mesh connection.
+    await expect.poll(async () => (await readiness())?.status, { timeout: 10_000, interval: 100 }).toBe(503);
+    expect(sc.identity!.manager.valid()).toBe(false);
+    const res = await request(`${sc.outboundUrl}/`, { headers: { host: 'orders' } });
+    expect(res.statusCode).toBe(503);
+    expect(await res.body.json()).toMatchObject({ code: 'upstream.unavailable' });
+  });
+});
