@@ -148,6 +148,9 @@ const service = z.strictObject({
   routes: z.array(route).default([]).describe('Routes tried in order; when none is given every call goes to all endpoints.'),
 });
 
+/** A service pushed by the policy server: same defaults, and it may have no endpoint right now. */
+export const registryServiceSchema = service.extend({ endpoints: z.array(endpoint) });
+
 export const sidecarConfigSchema = z.strictObject({
   workload: z
     .strictObject({

@@ -1,4 +1,4 @@
-import type { ServiceConfig } from '../config/sidecar-schema.ts';
+import type { EndpointConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { AttemptResult, UpstreamTarget } from '../proxy/forward.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
@@ -26,10 +26,17 @@ export interface Cluster {
   /** Picks an endpoint for one attempt, or undefined when none is left to try. */
   pick(protocol: UpstreamProtocol, subset: Readonly<Record<string, string>> | undefined, tried: ReadonlySet<string>): UpstreamTarget | undefined;
   endpoints(): readonly UpstreamEndpoint[];
+  /** Replaces the endpoint set (registry push); unchanged endpoints keep their connections and state. */
+  setEndpoints(endpoints: readonly EndpointConfig[]): void;
   /** New connections for later calls (after a certificate rotation); in-flight calls are untouched. */
   refreshConnections(): void;
   start(signal: AbortSignal): void;
   close(): Promise<void>;
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k]);
 }
 
 function inSubset(ep: UpstreamEndpoint, subset: Readonly<Record<string, string>> | undefined): boolean {
@@ -49,17 +56,24 @@ export interface ClusterDeps {
 
 export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster {
   const key = `${config.name}.${config.namespace}`;
-  const endpoints = config.endpoints.map((e) => createEndpoint(e.address, e.weight, e.labels));
+  // Invariant: `endpoints` is mutated in place (the health checker holds the same array) and
+  // every endpoint in it has exactly one pool in `pools`.
+  const endpoints: UpstreamEndpoint[] = [];
   const pools = new Map<UpstreamEndpoint, UpstreamPool>();
-  for (const ep of endpoints) {
-    pools.set(
-      ep,
-      createUpstreamPool(ep.address, {
+  const poolFor = (address: string): UpstreamPool =>
+    createUpstreamPool(
+      address,
+      {
         connectTimeoutMs: config.connectTimeout,
         maxConnections: config.maxConnectionsPerEndpoint,
         keepAliveTimeoutMs: Math.min(deps.idleTimeoutMs, 30_000),
-      }, deps.tls),
+      },
+      deps.tls,
     );
+  for (const e of config.endpoints) {
+    const ep = createEndpoint(e.address, e.weight, e.labels);
+    endpoints.push(ep);
+    pools.set(ep, poolFor(ep.address));
   }
   const balancer = createBalancer(config.loadBalancer, deps.random);
   const outliers = createOutlierDetector(
@@ -111,6 +125,30 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
     },
     refreshConnections() {
       for (const pool of pools.values()) pool.refresh();
+    },
+    setEndpoints(next) {
+      const wanted = new Map(next.map((e) => [e.address, e]));
+      // Endpoints that stay keep their pools, counters and outlier state.
+      for (let i = endpoints.length - 1; i >= 0; i--) {
+        const ep = endpoints[i]!;
+        const want = wanted.get(ep.address);
+        if (want && want.weight === ep.weight && sameLabels(want.labels, ep.labels)) {
+          wanted.delete(ep.address);
+          continue;
+        }
+        endpoints.splice(i, 1);
+        outliers.forget(ep);
+        const pool = pools.get(ep)!;
+        pools.delete(ep);
+        // In-flight calls finish on the old connections.
+        void pool.close().catch(() => {});
+      }
+      for (const e of wanted.values()) {
+        const ep = createEndpoint(e.address, e.weight, e.labels);
+        endpoints.push(ep);
+        pools.set(ep, poolFor(ep.address));
+      }
+      outliers.eligible(endpoints);
     },
     start(signal) {
       if (!config.healthCheck) return;

@@ -52,7 +52,12 @@ export function createHealthChecker(
   };
 
   const apply = (ep: UpstreamEndpoint, passed: boolean): void => {
-    const s = streaks.get(ep)!;
+    // Endpoints can join the array between rounds (registry pushes): start their streak on first sight.
+    let s = streaks.get(ep);
+    if (!s) {
+      s = { passes: 0, failures: 0 };
+      streaks.set(ep, s);
+    }
     if (passed) {
       s.passes++;
       s.failures = 0;
@@ -68,10 +73,11 @@ export function createHealthChecker(
     async run(signal) {
       while (!signal.aborted) {
         try {
-          const results = await Promise.all(endpoints.map((ep) => probeOnce(ep, signal)));
+          const round = [...endpoints];
+          const results = await Promise.all(round.map((ep) => probeOnce(ep, signal)));
           // Probes cut short by shutdown say nothing about the endpoints.
           if (signal.aborted) return;
-          endpoints.forEach((ep, i) => apply(ep, results[i]!));
+          round.forEach((ep, i) => apply(ep, results[i]!));
         } catch {
           // Keep the last verdicts: a bug in one round must not stop health checking.
         }

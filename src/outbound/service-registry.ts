@@ -11,14 +11,36 @@ export interface RegisteredService {
   readonly routes: readonly CompiledRoute[];
 }
 
-/** Services the local app may call, keyed `name.namespace`, routes compiled once. */
+/** Services the local app may call, keyed `name.namespace`, routes compiled once per update. */
 export interface ServiceRegistry {
   lookup(name: string, namespace: string): RegisteredService | undefined;
   cluster(name: string, namespace: string): Cluster | undefined;
   services(): readonly RegisteredService[];
+  /**
+   * Replaces the whole service set (a registry push merged with the static
+   * config). A service whose settings are unchanged only gets its endpoints
+   * updated, keeping connections, outlier state and balancer position.
+   */
+  update(configs: readonly ServiceConfig[]): void;
   refreshConnections(): void;
   start(signal: AbortSignal): void;
   close(): Promise<void>;
+}
+
+interface Entry extends RegisteredService {
+  /** The config without endpoints, to tell an endpoint change from a settings change. */
+  readonly settings: string;
+  readonly cluster: Cluster;
+  routes: readonly CompiledRoute[];
+}
+
+function settingsOf(config: ServiceConfig): string {
+  return JSON.stringify({ ...config, endpoints: undefined });
+}
+
+function compileRoutes(config: ServiceConfig): CompiledRoute[] {
+  const owner = { name: config.name, namespace: config.namespace };
+  return config.routes.length > 0 ? config.routes.map((r, i) => compileRoute(r, i, owner)) : [compileRoute(defaultRoute(owner), 0, owner)];
 }
 
 export function createServiceRegistry(
@@ -32,25 +54,59 @@ export function createServiceRegistry(
     tlsFor?: (service: ServiceConfig) => UpstreamTls | undefined;
   },
 ): ServiceRegistry {
-  const byKey = new Map<string, RegisteredService>();
-  for (const config of configs) {
-    // Duplicates and unknown backends were refused when the config was validated.
-    const key = `${config.name}.${config.namespace}`;
-    const owner = { name: config.name, namespace: config.namespace };
-    const routes = config.routes.length > 0 ? config.routes.map((r, i) => compileRoute(r, i, owner)) : [compileRoute(defaultRoute(owner), 0, owner)];
-    byKey.set(key, { cluster: createCluster(config, { ...deps, tls: deps.tlsFor?.(config) }), routes });
-  }
+  let byKey = new Map<string, Entry>();
+  let signal: AbortSignal | undefined;
+  // Health checks of a replaced cluster stop with it.
+  const lifetimes = new Map<Cluster, AbortController>();
+
+  const build = (config: ServiceConfig): Entry => {
+    const cluster = createCluster(config, { ...deps, tls: deps.tlsFor?.(config) });
+    if (signal) startCluster(cluster);
+    return { cluster, routes: compileRoutes(config), settings: settingsOf(config) };
+  };
+  const startCluster = (cluster: Cluster): void => {
+    const own = new AbortController();
+    lifetimes.set(cluster, own);
+    cluster.start(AbortSignal.any([signal!, own.signal]));
+  };
+  const retire = (cluster: Cluster): void => {
+    lifetimes.get(cluster)?.abort();
+    lifetimes.delete(cluster);
+    void cluster.close().catch(() => {});
+  };
+
+  for (const config of configs) byKey.set(`${config.name}.${config.namespace}`, build(config));
+
   return {
     lookup: (name, namespace) => byKey.get(`${name}.${namespace}`),
     cluster: (name, namespace) => byKey.get(`${name}.${namespace}`)?.cluster,
     services: () => [...byKey.values()],
+    update(next) {
+      const updated = new Map<string, Entry>();
+      for (const config of next) {
+        const key = `${config.name}.${config.namespace}`;
+        const current = byKey.get(key);
+        if (current && current.settings === settingsOf(config)) {
+          current.cluster.setEndpoints(config.endpoints);
+          updated.set(key, current);
+        } else {
+          updated.set(key, build(config));
+          if (current) retire(current.cluster);
+        }
+      }
+      for (const [key, entry] of byKey) if (!updated.has(key)) retire(entry.cluster);
+      // One assignment: a call sees either the old set or the new one, never a mix.
+      byKey = updated;
+    },
     refreshConnections() {
       for (const service of byKey.values()) service.cluster.refreshConnections();
     },
-    start(signal) {
-      for (const service of byKey.values()) service.cluster.start(signal);
+    start(s) {
+      signal = s;
+      for (const service of byKey.values()) startCluster(service.cluster);
     },
     async close() {
+      for (const controller of lifetimes.values()) controller.abort();
       await Promise.all([...byKey.values()].map((s) => s.cluster.close()));
     },
   };

@@ -1,0 +1,33 @@
+import { describe, expect, it } from 'vitest';
+import { registryServiceSchema } from '../../../src/config/sidecar-schema.ts';
+import type { ServiceConfig } from '../../../src/config/sidecar-schema.ts';
+import { systemClock } from '../../../src/core/clock.ts';
+import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
+
+const svc = (name: string, addresses: string[], extra: Record<string, unknown> = {}): ServiceConfig =>
+  registryServiceSchema.parse({ name, namespace: 'shop', endpoints: addresses.map((address) => ({ address })), ...extra });
+
+describe('service registry updates (registry pushes)', () => {
+  it('adds and removes endpoints in place, keeping the cluster and the endpoints that stay', async () => {
+    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001', '127.0.0.1:1002'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000 });
+    const cluster = registry.cluster('orders', 'shop')!;
+    const kept = cluster.endpoints().find((e) => e.address === '127.0.0.1:1002')!;
+    registry.update([svc('orders', ['127.0.0.1:1002', '127.0.0.1:1003'])]);
+    expect(registry.cluster('orders', 'shop')).toBe(cluster);
+    expect(cluster.endpoints().map((e) => e.address).sort()).toEqual(['127.0.0.1:1002', '127.0.0.1:1003']);
+    expect(cluster.endpoints()).toContain(kept);
+    await registry.close();
+  });
+
+  it('replaces a service whose settings changed, adds new services and drops missing ones', async () => {
+    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001']), svc('billing', ['127.0.0.1:2001'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000 });
+    const before = registry.cluster('orders', 'shop');
+    registry.update([svc('orders', ['127.0.0.1:1001'], { loadBalancer: 'round_robin' }), svc('payments', [])]);
+    expect(registry.cluster('orders', 'shop')).not.toBe(before);
+    expect(registry.cluster('orders', 'shop')!.config.loadBalancer).toBe('round_robin');
+    expect(registry.lookup('billing', 'shop')).toBeUndefined();
+    expect(registry.cluster('payments', 'shop')!.endpoints()).toEqual([]);
+    expect(registry.cluster('payments', 'shop')!.pick('http1', undefined, new Set())).toBeUndefined();
+    await registry.close();
+  });
+});
