@@ -7,6 +7,8 @@ import type { CaConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
 import { loadCaApi } from '../identity/ca-api.ts';
+import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
+import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { formatSpiffeId } from '../identity/spiffe-id.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -19,8 +21,6 @@ import { createCaService } from './ca-service.ts';
 import { createLeafSigner } from './leaf-signer.ts';
 import type { IssuedLeaf, LeafSigner } from './leaf-signer.ts';
 import { createRateLimiter } from './rate-limiter.ts';
-import { createServingCredentials } from './serving-credentials.ts';
-import type { ServingMaterial } from './serving-credentials.ts';
 import { createTokenVerifier } from './token-verifier.ts';
 
 export interface CaDeps {
@@ -77,7 +77,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
 
   const clientCaPem = [...material.rootsPem, ...material.chainPem].join('');
   let serving = await issueServingCertificate(config, signer, material);
-  const tls = createServingCredentials({ ...serving.material, clientCaPem });
+  const tls = createGrpcServerCredentials({ ...serving.material, clientCaPem }, { clientCertificates: 'optional' });
   const lifetime = new AbortController();
   scheduleServingRenewal();
 

@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { CaConfig } from '../config/ca-schema.ts';
 import type { Clock } from '../core/clock.ts';
 import { CA_REASON_METADATA_KEY } from '../identity/ca-api.ts';
+import { grpcPeerIdentity } from '../identity/grpc-peer-identity.ts';
 import type { SignRequest, SignResponse, TrustBundle, TrustBundleRequest } from '../identity/ca-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AuditLog } from './audit-log.ts';
@@ -11,7 +12,6 @@ import { CA_REASONS, refuse } from './ca-reasons.ts';
 import type { CaRefusal } from './ca-reasons.ts';
 import { checkCsr } from './csr-check.ts';
 import type { LeafSigner } from './leaf-signer.ts';
-import { peerIdentity } from './peer-identity.ts';
 import type { RateLimiter } from './rate-limiter.ts';
 import type { TokenVerifier } from './token-verifier.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
@@ -56,9 +56,9 @@ export function createCaService(deps: CaServiceDeps): CaService {
       const verified = await verifier.verify(match[1]!);
       return verified.ok ? { ...verified, proof: 'token' } : verified;
     }
-    const peer = peerIdentity(call.getAuthContext?.(), config.trustDomain, clock);
+    const peer = grpcPeerIdentity(call.getAuthContext?.(), config.trustDomain, clock);
     if (!peer) return refuse('ca.token_missing', 'no bearer token, and no client certificate of this trust domain that verifies');
-    return peer.ok ? { ...peer, proof: 'certificate' } : peer;
+    return peer.ok ? { ...peer, proof: 'certificate' } : refuse('ca.peer_certificate', peer.message);
   }
 
   async function sign(call: grpc.ServerUnaryCall<SignRequest, SignResponse>): Promise<SignResponse | (CaRefusal & { spiffeId?: string })> {

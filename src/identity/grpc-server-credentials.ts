@@ -9,25 +9,32 @@ export interface ServingMaterial {
   readonly clientCaPem: string;
 }
 
-export interface ServingCredentials {
+export interface GrpcServerCredentials {
   readonly credentials: grpc.ServerCredentials;
   /** Swaps certificate and client CAs into the live listener; open connections keep theirs. */
   update(material: ServingMaterial): void;
 }
 
 /**
- * grpc-js's createSsl(…, true) makes client certificates mandatory (Node's
- * rejectUnauthorized defaults to true). The CA needs them optional: a first
- * request brings a bootstrap token and no certificate, a renewal brings a
- * certificate and no token. So this subclass sets requestCert without
- * rejectUnauthorized; grpc-js then reports a client certificate in the call's
- * auth context only when it verified (socket.authorized). The base class's
- * watcher protocol is what createSsl uses too; update() goes through it so
- * the http2 server gets setSecureContext() without a restart.
+ * - `optional` (the CA): a first request brings a bootstrap token and no
+ *   certificate, a renewal brings a certificate and no token. requestCert
+ *   without rejectUnauthorized; grpc-js then reports a client certificate in
+ *   the call's auth context only when it verified (socket.authorized).
+ * - `required` (the policy server): the TLS handshake itself fails without a
+ *   client certificate that chains to clientCaPem, so no call is ever
+ *   dispatched for an anonymous peer.
  */
-class OptionalClientCertCredentials extends grpc.ServerCredentials {
-  constructor(context: SecureContextOptions) {
-    super({ requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.2' }, context);
+export type ClientCertificates = 'optional' | 'required';
+
+/**
+ * grpc-js's createSsl() gives no way to swap the certificate of a running
+ * server. This subclass uses the base class's watcher protocol (what
+ * createSsl uses too): update() reaches the http2 server as
+ * setSecureContext() without a restart.
+ */
+class RotatingServerCredentials extends grpc.ServerCredentials {
+  constructor(clientCertificates: ClientCertificates, context: SecureContextOptions) {
+    super({ requestCert: true, rejectUnauthorized: clientCertificates === 'required', minVersion: 'TLSv1.2' }, context);
   }
 
   override _equals(other: grpc.ServerCredentials): boolean {
@@ -41,8 +48,8 @@ class OptionalClientCertCredentials extends grpc.ServerCredentials {
 
 const contextOf = (m: ServingMaterial): SecureContextOptions => ({ key: m.keyPem, cert: m.certChainPem, ca: m.clientCaPem });
 
-export function createServingCredentials(initial: ServingMaterial): ServingCredentials {
-  const credentials = new OptionalClientCertCredentials(contextOf(initial));
+export function createGrpcServerCredentials(initial: ServingMaterial, opts: { clientCertificates: ClientCertificates }): GrpcServerCredentials {
+  const credentials = new RotatingServerCredentials(opts.clientCertificates, contextOf(initial));
   return {
     credentials,
     update(material) {
