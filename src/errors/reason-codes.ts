@@ -76,6 +76,16 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'The upstream connection pool queue for this endpoint is full.',
   },
+  'authz.denied': {
+    http: 403,
+    grpc: GrpcStatus.PERMISSION_DENIED,
+    description: 'An AuthorizationPolicy denied the call (a DENY rule matched, no ALLOW rule matched, or no ALLOW policy applies: deny by default).',
+  },
+  'policy.unavailable': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The sidecar has no policy snapshot (never received one, none on disk) and policy.onNoPolicy is deny: it admits nothing.',
+  },
   'request.cancelled': {
     http: 499,
     grpc: GrpcStatus.CANCELLED,
