@@ -1,0 +1,209 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../../src/policy/snapshot-store.ts';
+import type { ReceivedSnapshot } from '../../../src/policy/snapshot-store.ts';
+import { validateDocumentShape } from '../../../src/policy/subscriber-validate.ts';
+import type { DocumentEnvelope, DocumentValidator } from '../../../src/policy/subscriber-validate.ts';
+import type { RegistryService } from '../../../src/policy/types.ts';
+import { createLogger } from '../../../src/telemetry/logger.ts';
+
+function capturingLogger() {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+      done();
+    },
+  });
+  return { logger: createLogger({ level: 'debug', name: 'test', destination: sink }), lines };
+}
+
+function doc(kind: string, name: string, spec: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}): DocumentEnvelope {
+  const body = { apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec, ...overrides };
+  const json = JSON.stringify(body);
+  return { kind, namespace: 'shop', name, json, digest: createHash('sha256').update(json).digest('hex') };
+}
+
+const orders: RegistryService = {
+  name: 'orders',
+  namespace: 'shop',
+  endpoints: [{ address: '10.0.0.7:15006', labels: { version: 'v1' }, weight: 1 }],
+  identities: ['spiffe://cluster.local/ns/shop/sa/orders'],
+  external: false,
+};
+
+function snapshot(version: string, documents: DocumentEnvelope[], services: RegistryService[] = [orders]): ReceivedSnapshot {
+  return { version, documents, services };
+}
+
+const keys = (docs: readonly { key: string }[]): string[] => docs.map((d) => d.key);
+
+describe('policy snapshot store', () => {
+  let dir: string;
+  let file: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-snap-'));
+    file = snapshotFileFor(path.join(dir, 'state'), { service: 'frontend', namespace: 'shop' });
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('names one file per workload inside stateDir', () => {
+    expect(file).toBe(path.join(dir, 'state', 'policy-snapshot.shop.frontend.json'));
+  });
+
+  it('persists atomically: a fresh store loads what the last one applied, and no temp file is left', async () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    expect(await store.load()).toBeUndefined();
+    store.apply(snapshot('v1', [doc('AuthorizationPolicy', 'allow-frontend', { rules: [] })]), 1_000);
+    const second = store.apply(snapshot('v2', [doc('AuthorizationPolicy', 'allow-frontend', { rules: [{ from: 'a' }] }), doc('RateLimitPolicy', 'rl')]), 2_000);
+    await store.flush();
+    expect(store.stats()).toMatchObject({ writeFailures: 0 });
+    expect(await readdir(path.dirname(file))).toEqual([path.basename(file)]);
+
+    const persisted = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
+    expect(persisted).toMatchObject({ format: 1, version: 'v2', receivedAt: new Date(2_000).toISOString(), services: [orders] });
+
+    const reloaded = createPolicySnapshotStore({ file, logger });
+    const loaded = await reloaded.load();
+    expect(loaded).toEqual(second.snapshot);
+    expect(reloaded.current()).toEqual(second.snapshot);
+    expect(loaded!.documents.map((d) => d.document.spec)).toEqual([{ rules: [{ from: 'a' }] }, {}]);
+  });
+
+  it('ignores a corrupt or foreign file with a logged error, never throwing', async () => {
+    const { mkdir } = await import('node:fs/promises');
+    await mkdir(path.dirname(file), { recursive: true });
+    for (const text of ['{"format":1,"version":"v1","receivedAt":"2026-', '[]', '{"format":99}', JSON.stringify({ format: 1, version: 'v1', receivedAt: 'x', documents: [], services: [] }), '']) {
+      await writeFile(file, text);
+      const { logger, lines } = capturingLogger();
+      const store = createPolicySnapshotStore({ file, logger });
+      await expect(store.load()).resolves.toBeUndefined();
+      expect(store.current()).toBeUndefined();
+      expect(lines.some((l) => l.level === 50 && String(l.msg).includes('corrupt'))).toBe(true);
+    }
+  });
+
+  it('drops a persisted document that no longer validates and keeps the rest', async () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    store.apply(snapshot('v1', [doc('AuthorizationPolicy', 'a'), doc('Route', 'r')]), 1_000);
+    await store.flush();
+    const stricter: DocumentValidator = (raw) => {
+      const r = validateDocumentShape(raw);
+      return r.ok && r.document.kind === 'Route' ? { ok: false, errors: [{ field: 'spec.routes', reason: 'required' }] } : r;
+    };
+    const capture = capturingLogger();
+    const loaded = await createPolicySnapshotStore({ file, logger: capture.logger, validate: stricter }).load();
+    expect(keys(loaded!.documents)).toEqual(['AuthorizationPolicy/shop/a']);
+    expect(capture.lines.some((l) => l.document === 'Route/shop/r' && l.level === 50)).toBe(true);
+  });
+
+  it('one bad document keeps its last good copy, the others apply, and the NACK lists it with field and reason', async () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    const goodA = doc('AuthorizationPolicy', 'a', { rules: ['old'] });
+    const first = store.apply(snapshot('v1', [goodA, doc('RateLimitPolicy', 'b', { limit: 1 }), doc('Route', 'gone')]), 1_000);
+    expect(first.ack).toEqual({ version: 'v1', accepted: true, errors: [] });
+
+    const badA = doc('AuthorizationPolicy', 'a', { rules: ['new'] }, { apiVersion: 'meshgate.dev/v2' });
+    const second = store.apply(snapshot('v2', [badA, doc('RateLimitPolicy', 'b', { limit: 2 }), doc('IPAccessPolicy', 'c')]), 2_000);
+    expect(second.ack).toEqual({
+      version: 'v2',
+      accepted: false,
+      errors: [{ document: 'AuthorizationPolicy/shop/a', field: 'apiVersion', reason: 'expected meshgate.dev/v1, got "meshgate.dev/v2"' }],
+    });
+    expect(second.changed).toBe(true);
+    expect(keys(second.snapshot.documents)).toEqual(['AuthorizationPolicy/shop/a', 'RateLimitPolicy/shop/b', 'IPAccessPolicy/shop/c']);
+    expect(second.snapshot.documents[0]!.envelope).toEqual(goodA);
+    expect(second.snapshot.documents[0]!.document.spec).toEqual({ rules: ['old'] });
+    expect(second.snapshot.documents[1]!.document.spec).toEqual({ limit: 2 });
+    expect(second.snapshot.refused).toEqual([{ key: 'AuthorizationPolicy/shop/a', kept: true }]);
+    expect(second.snapshot.version).toBe('v2');
+
+    // Still refused in the next version: the same old copy carries on, and survives a restart.
+    const third = store.apply(snapshot('v3', [badA, doc('RateLimitPolicy', 'b', { limit: 3 })]), 3_000);
+    expect(third.snapshot.documents[0]!.envelope).toEqual(goodA);
+    await store.flush();
+    const reloaded = await createPolicySnapshotStore({ file, logger }).load();
+    expect(reloaded!.documents[0]!.envelope).toEqual(goodA);
+    expect(reloaded!.refused).toEqual([{ key: 'AuthorizationPolicy/shop/a', kept: true }]);
+  });
+
+  it('a refused document with no previous copy is left out and reported as not kept', () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    const result = store.apply(snapshot('v1', [doc('Firewall', 'x'), doc('Route', 'r')]), 1_000);
+    expect(result.ack.accepted).toBe(false);
+    expect(result.ack.errors).toEqual([{ document: 'Firewall/shop/x', field: 'kind', reason: expect.stringContaining('unknown kind "Firewall"') }]);
+    expect(keys(result.snapshot.documents)).toEqual(['Route/shop/r']);
+    expect(result.snapshot.refused).toEqual([{ key: 'Firewall/shop/x', kept: false }]);
+  });
+
+  it('refuses JSON that does not parse, an envelope that disagrees with its document, and a key sent twice', () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    const broken = { ...doc('Route', 'broken'), json: '{"apiVersion":' };
+    const renamed = { ...doc('Route', 'real'), name: 'claimed' };
+    const result = store.apply(snapshot('v1', [broken, renamed, doc('Route', 'twice'), doc('Route', 'twice', { x: 1 })]), 1_000);
+    expect(result.ack.errors).toEqual([
+      { document: 'Route/shop/broken', field: '', reason: expect.stringContaining('not JSON') },
+      { document: 'Route/shop/claimed', field: 'metadata.name', reason: 'document says real, envelope says claimed' },
+      { document: 'Route/shop/twice', field: '', reason: expect.stringContaining('sent twice') },
+    ]);
+    expect(keys(result.snapshot.documents)).toEqual(['Route/shop/twice']);
+    expect(result.snapshot.documents[0]!.document.spec).toEqual({});
+  });
+
+  it('a validator that throws refuses that one document', () => {
+    const { logger } = capturingLogger();
+    const validate: DocumentValidator = (raw) => {
+      if ((raw as { metadata: { name: string } }).metadata.name === 'boom') throw new Error('bug');
+      return validateDocumentShape(raw);
+    };
+    const store = createPolicySnapshotStore({ file, logger, validate });
+    const result = store.apply(snapshot('v1', [doc('Route', 'boom'), doc('Route', 'fine')]), 1_000);
+    expect(result.ack.errors).toEqual([{ document: 'Route/shop/boom', field: '', reason: 'validator failed: bug' }]);
+    expect(keys(result.snapshot.documents)).toEqual(['Route/shop/fine']);
+  });
+
+  it('documents the server no longer sends are removed; an identical snapshot is not a change', () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    store.apply(snapshot('v1', [doc('Route', 'a'), doc('Route', 'b')]), 1_000);
+    const second = store.apply(snapshot('v2', [doc('Route', 'b')]), 2_000);
+    expect(keys(second.snapshot.documents)).toEqual(['Route/shop/b']);
+    const again = store.apply(snapshot('v2', [doc('Route', 'b')]), 3_000);
+    expect(again.changed).toBe(false);
+    expect(again.snapshot.receivedAt).toBe(3_000);
+  });
+
+  it('a failed write is logged and counted; the snapshot still applies in memory', async () => {
+    const { logger, lines } = capturingLogger();
+    const blocker = path.join(dir, 'not-a-dir');
+    await writeFile(blocker, 'x');
+    const store = createPolicySnapshotStore({ file: path.join(blocker, 'snap.json'), logger });
+    const result = store.apply(snapshot('v1', [doc('Route', 'a')]), 1_000);
+    await store.flush();
+    expect(result.ack.accepted).toBe(true);
+    expect(store.current()?.version).toBe('v1');
+    expect(store.stats()).toMatchObject({ writes: 0, writeFailures: 1, lastWriteError: expect.any(String) });
+    expect(lines.some((l) => l.level === 50 && String(l.msg).includes('cannot persist'))).toBe(true);
+  });
+
+  it('coalesces writes: the newest state is what ends up on disk', async () => {
+    const { logger } = capturingLogger();
+    const store = createPolicySnapshotStore({ file, logger });
+    for (let i = 1; i <= 20; i++) store.apply(snapshot(`v${i}`, [doc('Route', 'a', { i })]), i);
+    await store.flush();
+    expect(store.stats().writes).toBeLessThan(20);
+    const persisted = JSON.parse(await readFile(file, 'utf8')) as { version: string };
+    expect(persisted.version).toBe('v20');
+  });
+});
