@@ -115,20 +115,21 @@ describe('certificate rotation under load', () => {
   it('keeps serving while the CA is away longer than a rotation, and resumes rotating when it is back', async () => {
     const dir = await createCaMaterialDir();
     const caPort = await freePort();
-    let ca = await runCa(dir, caPort, { leaf: { ttl: '4s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
-    const { orders, frontend } = await meshPair(dir, caPort, '4s');
+    // Long enough that a loaded CI machine still gets several failed renewals in before expiry.
+    let ca = await runCa(dir, caPort, { leaf: { ttl: '10s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
+    const { orders, frontend } = await meshPair(dir, caPort, '10s');
     await ca.close();
     const failuresBefore = orders.identity!.manager.stats().failures;
     const renewalsBefore = renewalsOf(orders);
     // Away for longer than the renewal point (half of the lifetime).
-    const caAway = expect.poll(() => orders.identity!.manager.stats().failures, { timeout: 10_000, interval: 100 }).toBeGreaterThan(failuresBefore + 2);
+    const caAway = expect.poll(() => orders.identity!.manager.stats().failures, { timeout: 15_000, interval: 100 }).toBeGreaterThan(failuresBefore + 1);
     const whileAway = await steadyLoad(frontend, caAway);
     await caAway;
     expect(whileAway.failed).toEqual([]);
     expect(orders.identity!.manager.valid()).toBe(true);
-    ca = await runCa(dir, caPort, { leaf: { ttl: '4s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
+    ca = await runCa(dir, caPort, { leaf: { ttl: '10s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
     cleanups.push(() => ca.close());
-    await expect.poll(() => renewalsOf(orders), { timeout: 10_000, interval: 100 }).toBeGreaterThan(renewalsBefore);
+    await expect.poll(() => renewalsOf(orders), { timeout: 15_000, interval: 100 }).toBeGreaterThan(renewalsBefore);
     const after = await request(`${frontend.outboundUrl}/after`, { headers: { host: 'orders' } });
     expect(after.statusCode).toBe(200);
     await after.body.dump();
@@ -141,8 +142,9 @@ describe('certificate rotation under load', () => {
     const newRoot = path.join(next, 'root-ca.pem');
     const bundle = path.join(dir, 'trust-bundle.pem');
     const caPort = await freePort();
-    let ca = await runCa(dir, caPort);
-    const { orders, frontend } = await meshPair(dir, caPort, '2s');
+    // Leaves outlive a CA restart on a loaded machine; renewals still come every ~2 s.
+    let ca = await runCa(dir, caPort, { leaf: { ttl: '4s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
+    const { orders, frontend } = await meshPair(dir, caPort, '4s');
     const phases: Array<{ signing: { certFile: string; keyFile: string; chainFiles: string[] }; roots: string[] }> = [
       // 1. Trust both roots, still sign with the old one: every sidecar learns the new root at its next renewal.
       { signing: { certFile: oldRoot, keyFile: path.join(dir, 'root-ca.key'), chainFiles: [] }, roots: [oldRoot, newRoot] },
@@ -156,10 +158,11 @@ describe('certificate rotation under load', () => {
         const pem = (await Promise.all(phase.roots.map((f) => readFile(f, 'utf8')))).join('');
         await writeFile(bundle, pem);
         await ca.close();
-        ca = await runCa(dir, caPort, { signing: phase.signing, trustBundle: { files: phase.roots } });
-        // Two renewals on each side: every live certificate and bundle now comes from this phase.
         const [o, f] = [renewalsOf(orders), renewalsOf(frontend)];
-        await expect.poll(() => Math.min(renewalsOf(orders) - o, renewalsOf(frontend) - f), { timeout: 15_000, interval: 100 }).toBeGreaterThanOrEqual(2);
+        ca = await runCa(dir, caPort, { signing: phase.signing, trustBundle: { files: phase.roots }, leaf: { ttl: '4s', maxTtl: '1h', keyTypes: ['ecdsa-p256'] } });
+        // A renewal counted after the old CA closed was signed by this phase's CA: every live
+        // certificate and bundle now comes from this phase.
+        await expect.poll(() => Math.min(renewalsOf(orders) - o, renewalsOf(frontend) - f), { timeout: 15_000, interval: 100 }).toBeGreaterThanOrEqual(1);
       }
     })();
     const result = await steadyLoad(frontend, rotate);

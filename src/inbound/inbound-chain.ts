@@ -1,0 +1,33 @@
+import type { Filter } from '../core/filter.ts';
+import { respond } from '../core/verdict.ts';
+import { createAuthzFilter } from '../filters/authz/authz-filter.ts';
+import type { PolicyDocument } from '../policy/types.ts';
+
+export interface InboundChainOptions {
+  /** What to do with no policy snapshot at all (never received, none on disk). */
+  readonly onNoPolicy: 'deny' | 'allow';
+  /** Mesh-wide switch: admit calls when no ALLOW policy applies to the workload. */
+  readonly allowWhenNoAuthzPolicy: boolean;
+}
+
+/** Admits nothing: the fail-closed chain of a sidecar that has never had a policy. */
+const NO_POLICY: Filter = {
+  name: 'no-policy',
+  onRequest: () => respond('policy.unavailable', 'no policy snapshot yet; admitting nothing until one arrives'),
+};
+
+/**
+ * The inbound filter chain for one policy snapshot, in the order of
+ * ARCHITECTURE.md. Built once per snapshot version; calls only run it.
+ * `documents` undefined means no snapshot at all.
+ */
+export function buildInboundChain(documents: readonly PolicyDocument[] | undefined, opts: InboundChainOptions): readonly Filter[] {
+  if (documents === undefined) return opts.onNoPolicy === 'deny' ? [NO_POLICY] : [];
+  return [
+    // ip-access: cheapest refusal, before any token is parsed (arrives with issue 5)
+    // authn: mTLS peer is already verified by the listener; JWT and OAuth2 arrive with issue 5
+    createAuthzFilter(documents, { allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
+    // rate-limit: after authz, so denied callers spend no budget (arrives with issue 5)
+    // validate: last, since it may buffer the body (arrives with issue 5)
+  ];
+}
