@@ -1,0 +1,38 @@
+import type { ServerResponse } from 'node:http';
+
+/**
+ * Every error code of the policy-server admin API with its HTTP status.
+ * Codes are part of the contract (scripts branch on them); a unit test checks
+ * each is documented in the README's admin API section.
+ */
+export const ADMIN_ERROR_CODES = {
+  'admin.unauthenticated': { http: 401, description: 'No credentials, or a client certificate or bearer token that does not verify; `reason` says which.' },
+  'admin.forbidden': { http: 403, description: 'The caller has no role binding, or its role may not do this (a viewer writing, a developer writing to a production namespace).' },
+  'admin.invalid_document': { http: 400, description: 'The document does not validate or does not match the path; `errors` lists file, document, field and reason. Nothing was written.' },
+  'admin.not_found': { http: 404, description: 'No such document, or no such admin API path.' },
+  'admin.bad_request': { http: 400, description: 'A malformed path segment or query parameter.' },
+  'admin.method_not_allowed': { http: 405, description: 'The path exists but not with this method; `Allow` lists the methods.' },
+  'admin.body_too_large': { http: 413, description: 'The request body exceeds `adminApi.maxBodyBytes`.' },
+  'admin.audit_failed': { http: 500, description: 'The change attempt could not be recorded in the audit log; `applied` says whether the change took effect.' },
+  'admin.internal': { http: 500, description: 'An unexpected error; details are in the server log.' },
+} as const satisfies Record<string, { http: number; description: string }>;
+
+export type AdminErrorCode = keyof typeof ADMIN_ERROR_CODES;
+
+/** The one place admin API errors become bytes: `{code, reason, ...extra}` as JSON. */
+export function sendAdminError(res: ServerResponse, code: AdminErrorCode, reason: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): void {
+  sendJson(res, ADMIN_ERROR_CODES[code].http, { code, reason, ...extra }, headers);
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendText(res, status, 'application/json', `${JSON.stringify(body, null, 2)}\n`, headers);
+}
+
+export function sendText(res: ServerResponse, status: number, type: string, text: string, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(status, { ...headers, 'content-type': type, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
