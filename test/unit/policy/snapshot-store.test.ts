@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPolicySnapshotStore, snapshotFileFor } from '../../../src/policy/snapshot-store.ts';
-import type { ReceivedSnapshot } from '../../../src/policy/snapshot-store.ts';
+import type { PolicySnapshotStore, ReceivedSnapshot } from '../../../src/policy/snapshot-store.ts';
 import { validateDocumentShape } from '../../../src/policy/subscriber-validate.ts';
 import type { DocumentEnvelope, DocumentValidator } from '../../../src/policy/subscriber-validate.ts';
 import type { RegistryService } from '../../../src/policy/types.ts';
@@ -45,11 +45,19 @@ const keys = (docs: readonly { key: string }[]): string[] => docs.map((d) => d.k
 describe('policy snapshot store', () => {
   let dir: string;
   let file: string;
+  const opened: PolicySnapshotStore[] = [];
+  // Every store of a test, so its background writes end before the folder goes.
+  const createStore = (opts: Parameters<typeof createPolicySnapshotStore>[0]): PolicySnapshotStore => {
+    const store = createPolicySnapshotStore(opts);
+    opened.push(store);
+    return store;
+  };
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'meshgate-snap-'));
     file = snapshotFileFor(path.join(dir, 'state'), { service: 'frontend', namespace: 'shop' });
   });
   afterEach(async () => {
+    await Promise.all(opened.splice(0).map((store) => store.flush()));
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -59,7 +67,7 @@ describe('policy snapshot store', () => {
 
   it('persists atomically: a fresh store loads what the last one applied, and no temp file is left', async () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     expect(await store.load()).toBeUndefined();
     store.apply(snapshot('v1', [doc('AuthorizationPolicy', 'allow-frontend', { rules: [] })]), 1_000);
     const second = store.apply(snapshot('v2', [doc('AuthorizationPolicy', 'allow-frontend', { rules: [{ from: 'a' }] }), doc('RateLimitPolicy', 'rl')]), 2_000);
@@ -70,7 +78,7 @@ describe('policy snapshot store', () => {
     const persisted = JSON.parse(await readFile(file, 'utf8')) as Record<string, unknown>;
     expect(persisted).toMatchObject({ format: 1, version: 'v2', receivedAt: new Date(2_000).toISOString(), services: [orders] });
 
-    const reloaded = createPolicySnapshotStore({ file, logger });
+    const reloaded = createStore({ file, logger });
     const loaded = await reloaded.load();
     expect(loaded).toEqual(second.snapshot);
     expect(reloaded.current()).toEqual(second.snapshot);
@@ -83,7 +91,7 @@ describe('policy snapshot store', () => {
     for (const text of ['{"format":1,"version":"v1","receivedAt":"2026-', '[]', '{"format":99}', JSON.stringify({ format: 1, version: 'v1', receivedAt: 'x', documents: [], services: [] }), '']) {
       await writeFile(file, text);
       const { logger, lines } = capturingLogger();
-      const store = createPolicySnapshotStore({ file, logger });
+      const store = createStore({ file, logger });
       await expect(store.load()).resolves.toBeUndefined();
       expect(store.current()).toBeUndefined();
       expect(lines.some((l) => l.level === 50 && String(l.msg).includes('corrupt'))).toBe(true);
@@ -92,7 +100,7 @@ describe('policy snapshot store', () => {
 
   it('drops a persisted document that no longer validates and keeps the rest', async () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     store.apply(snapshot('v1', [doc('AuthorizationPolicy', 'a'), doc('Route', 'r')]), 1_000);
     await store.flush();
     const stricter: DocumentValidator = (raw) => {
@@ -100,14 +108,14 @@ describe('policy snapshot store', () => {
       return r.ok && r.document.kind === 'Route' ? { ok: false, errors: [{ field: 'spec.routes', reason: 'required' }] } : r;
     };
     const capture = capturingLogger();
-    const loaded = await createPolicySnapshotStore({ file, logger: capture.logger, validate: stricter }).load();
+    const loaded = await createStore({ file, logger: capture.logger, validate: stricter }).load();
     expect(keys(loaded!.documents)).toEqual(['AuthorizationPolicy/shop/a']);
     expect(capture.lines.some((l) => l.document === 'Route/shop/r' && l.level === 50)).toBe(true);
   });
 
   it('one bad document keeps its last good copy, the others apply, and the NACK lists it with field and reason', async () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     const goodA = doc('AuthorizationPolicy', 'a', { rules: ['old'] });
     const first = store.apply(snapshot('v1', [goodA, doc('RateLimitPolicy', 'b', { limit: 1 }), doc('Route', 'gone')]), 1_000);
     expect(first.ack).toEqual({ version: 'v1', accepted: true, errors: [] });
@@ -131,14 +139,14 @@ describe('policy snapshot store', () => {
     const third = store.apply(snapshot('v3', [badA, doc('RateLimitPolicy', 'b', { limit: 3 })]), 3_000);
     expect(third.snapshot.documents[0]!.envelope).toEqual(goodA);
     await store.flush();
-    const reloaded = await createPolicySnapshotStore({ file, logger }).load();
+    const reloaded = await createStore({ file, logger }).load();
     expect(reloaded!.documents[0]!.envelope).toEqual(goodA);
     expect(reloaded!.refused).toEqual([{ key: 'AuthorizationPolicy/shop/a', kept: true }]);
   });
 
   it('a refused document with no previous copy is left out and reported as not kept', () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     const result = store.apply(snapshot('v1', [doc('Firewall', 'x'), doc('Route', 'r')]), 1_000);
     expect(result.ack.accepted).toBe(false);
     expect(result.ack.errors).toEqual([{ document: 'Firewall/shop/x', field: 'kind', reason: expect.stringContaining('unknown kind "Firewall"') }]);
@@ -148,7 +156,7 @@ describe('policy snapshot store', () => {
 
   it('refuses JSON that does not parse, an envelope that disagrees with its document, and a key sent twice', () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     const broken = { ...doc('Route', 'broken'), json: '{"apiVersion":' };
     const renamed = { ...doc('Route', 'real'), name: 'claimed' };
     const result = store.apply(snapshot('v1', [broken, renamed, doc('Route', 'twice'), doc('Route', 'twice', { x: 1 })]), 1_000);
@@ -167,7 +175,7 @@ describe('policy snapshot store', () => {
       if ((raw as { metadata: { name: string } }).metadata.name === 'boom') throw new Error('bug');
       return validateDocumentShape(raw);
     };
-    const store = createPolicySnapshotStore({ file, logger, validate });
+    const store = createStore({ file, logger, validate });
     const result = store.apply(snapshot('v1', [doc('Route', 'boom'), doc('Route', 'fine')]), 1_000);
     expect(result.ack.errors).toEqual([{ document: 'Route/shop/boom', field: '', reason: 'validator failed: bug' }]);
     expect(keys(result.snapshot.documents)).toEqual(['Route/shop/fine']);
@@ -175,7 +183,7 @@ describe('policy snapshot store', () => {
 
   it('documents the server no longer sends are removed; an identical snapshot is not a change', () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     store.apply(snapshot('v1', [doc('Route', 'a'), doc('Route', 'b')]), 1_000);
     const second = store.apply(snapshot('v2', [doc('Route', 'b')]), 2_000);
     expect(keys(second.snapshot.documents)).toEqual(['Route/shop/b']);
@@ -188,7 +196,7 @@ describe('policy snapshot store', () => {
     const { logger, lines } = capturingLogger();
     const blocker = path.join(dir, 'not-a-dir');
     await writeFile(blocker, 'x');
-    const store = createPolicySnapshotStore({ file: path.join(blocker, 'snap.json'), logger });
+    const store = createStore({ file: path.join(blocker, 'snap.json'), logger });
     const result = store.apply(snapshot('v1', [doc('Route', 'a')]), 1_000);
     await store.flush();
     expect(result.ack.accepted).toBe(true);
@@ -199,7 +207,7 @@ describe('policy snapshot store', () => {
 
   it('coalesces writes: the newest state is what ends up on disk', async () => {
     const { logger } = capturingLogger();
-    const store = createPolicySnapshotStore({ file, logger });
+    const store = createStore({ file, logger });
     for (let i = 1; i <= 20; i++) store.apply(snapshot(`v${i}`, [doc('Route', 'a', { i })]), i);
     await store.flush();
     expect(store.stats().writes).toBeLessThan(20);
