@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { backoffDelay, sleep } from '../core/backoff.ts';
+import { sleep } from '../core/backoff.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { parseSpiffeId } from '../identity/spiffe-id.ts';
@@ -8,6 +8,8 @@ import type { PolicySnapshotStore, ReceivedSnapshot, RefusedDocument, StoredSnap
 import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials } from './policy-api.ts';
 import type { WireSnapshot } from './policy-api.ts';
 import { defaultPolicyServerIdentity } from './subscriber-config.ts';
+import { planReconnect } from './subscriber-reconnect.ts';
+import type { ReconnectPlan } from './subscriber-reconnect.ts';
 import type { PolicySubscriberConfig } from './subscriber-config.ts';
 import type { PolicyDocument, RegistryService } from './types.ts';
 
@@ -278,40 +280,34 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
     async run(signal) {
       try {
         await boot();
-        let next = 0;
+        const backoff = { baseMs: config.reconnect.base, maxMs: config.reconnect.max };
+        let current = 0;
         let failuresInRow = 0;
         while (!signal.aborted) {
-          const address = servers[next % servers.length]!;
-          let delay: number;
+          const address = servers[current]!;
+          let plan: ReconnectPlan;
           try {
             const why = await attempt(address, signal);
             if (signal.aborted) break;
             failuresInRow = 0;
             lastError = why;
-            // The replica may be going away (a rollout): the next one gets the reconnect.
-            next = (next + 1) % servers.length;
-            delay = Math.floor(random() * config.reconnect.base);
-            logger.warn({ err: why, server: address, next: servers[next], retryInMs: delay, version: effective?.version }, 'policy stream ended; keeping the current snapshot');
+            plan = planReconnect({ servers: servers.length, current, synced: true, failuresInRow }, backoff, random);
+            logger.warn({ err: why, server: address, next: servers[plan.next], retryInMs: plan.delayMs, version: effective?.version }, 'policy stream ended; keeping the current snapshot');
           } catch (err) {
             if (signal.aborted) break;
             failures++;
             failuresInRow++;
             lastError = (err as Error).message;
-            next = (next + 1) % servers.length;
-            // The next replica right away (with a little jitter); a backoff only once every replica has failed in this round.
-            const rounds = Math.floor(failuresInRow / servers.length);
-            delay =
-              failuresInRow % servers.length !== 0
-                ? Math.floor(random() * config.reconnect.base)
-                : backoffDelay(rounds, { baseMs: config.reconnect.base, maxMs: config.reconnect.max }, random) + config.reconnect.base;
+            plan = planReconnect({ servers: servers.length, current, synced: false, failuresInRow }, backoff, random);
             logger.warn(
-              { err: lastError, server: address, next: servers[next], retryInMs: delay, version: effective?.version ?? null, source: effective?.source ?? null },
+              { err: lastError, server: address, next: servers[plan.next], retryInMs: plan.delayMs, version: effective?.version ?? null, source: effective?.source ?? null },
               effective ? 'policy server unreachable; keeping the current snapshot' : 'policy server unreachable; no policy in force',
             );
           }
+          current = plan.next;
           noteDegraded();
           try {
-            await sleep(delay, signal);
+            await sleep(plan.delayMs, signal);
           } catch {
             break;
           }
