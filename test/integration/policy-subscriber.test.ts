@@ -13,6 +13,7 @@ import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from '.
 import { loadPolicyApi } from '../../src/policy/policy-api.ts';
 import type { ReceivedSubscribeRequest, WireDocument, WireSnapshot } from '../../src/policy/policy-api.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
+import type { PolicySnapshotStore } from '../../src/policy/snapshot-store.ts';
 import { createPolicySubscriber } from '../../src/policy/subscriber.ts';
 import type { EffectiveSnapshot, PolicySubscriber } from '../../src/policy/subscriber.ts';
 import { policySubscriberConfigSchema } from '../../src/policy/subscriber-config.ts';
@@ -156,7 +157,7 @@ describe('policy subscriber over mutual TLS', () => {
   let sidecar: WorkloadCredentials;
   let serverIdentity: WorkloadCredentials;
   let stateDir: string | undefined;
-  const running: Array<{ abort: AbortController; done: Promise<void> }> = [];
+  const running: Array<{ abort: AbortController; done: Promise<void>; store: PolicySnapshotStore }> = [];
   const servers: FakeServer[] = [];
 
   beforeAll(async () => {
@@ -170,6 +171,8 @@ describe('policy subscriber over mutual TLS', () => {
     for (const r of running.splice(0)) {
       r.abort.abort();
       await r.done;
+      // Background writes must end before the folder goes.
+      await r.store.flush();
     }
     for (const s of servers.splice(0)) s.kill();
     if (stateDir) await rm(stateDir, { recursive: true, force: true });
@@ -207,7 +210,7 @@ describe('policy subscriber over mutual TLS', () => {
     const seen: EffectiveSnapshot[] = [];
     sub.onSnapshot((e) => seen.push(e));
     const abort = new AbortController();
-    if (opts.start !== false) running.push({ abort, done: sub.run(abort.signal) });
+    if (opts.start !== false) running.push({ abort, done: sub.run(abort.signal), store });
     return { sub, store, clock, lines, seen, abort };
   }
 
