@@ -164,8 +164,8 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
 
   const boot = (): Promise<void> => {
     booted ??= (async () => {
-      if (store.current() !== undefined) return;
-      const loaded = await store.load();
+      // The store may have been loaded by its owner already; its state is then the disk copy.
+      const loaded = store.current() ?? (await store.load());
       // A server may have answered while the file was being read; its snapshot wins.
       if (!loaded || effective !== undefined) return;
       freshAt = loaded.receivedAt;

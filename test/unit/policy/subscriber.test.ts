@@ -102,6 +102,14 @@ describe('policy subscriber before any server answers', () => {
     expect(sub.ready()).toMatchObject({ ok: true, state: 'ok' });
   });
 
+  it('boots from a store its owner loaded already', async () => {
+    await persist('v3', 10_000_000);
+    const { sub, store } = setup();
+    await store.load();
+    await sub.boot();
+    expect(sub.current()).toMatchObject({ version: 'v3', source: 'disk' });
+  });
+
   it('a disk copy older than maxStaleness is enforced but degraded, with one warning', async () => {
     await persist('v7', 10_000_000 - 10 * 60_000);
     const { sub, lines, clock } = setup({ maxStaleness: '5m' });
