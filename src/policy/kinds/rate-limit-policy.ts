@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import type { PolicyLimits } from '../limits.ts';
+import { documentSchema, headerName, mode, positiveDuration, refineUniqueNames, ruleName, schemaParts } from './common.ts';
+
+/*
+ * RateLimitPolicy: token buckets keyed by who calls. `limit` is the sustained
+ * rate (requests per `per`), `burst` the bucket size (default: requests).
+ * `scope: global` shares counters between sidecars through Redis.
+ */
+
+export const RATE_LIMIT_KEY_RE = /^(source\.principal|source\.ip|header:[a-z0-9!#$%&'*+.^_`|~-]+|claim:[^\s]+)$/;
+
+const keyPart = z
+  .string()
+  .max(256)
+  .transform((k) => (k.startsWith('header:') ? `header:${k.slice(7).toLowerCase()}` : k))
+  .refine((k) => RATE_LIMIT_KEY_RE.test(k), 'expected source.principal, source.ip, header:NAME or claim:NAME')
+  .refine((k) => !k.startsWith('header:') || headerName.safeParse(k.slice(7)).success, 'expected an HTTP header name after "header:"');
+
+export function rateLimitPolicySpecSchema(limits: PolicyLimits) {
+  const p = schemaParts(limits);
+  const rule = z.strictObject({
+    name: ruleName.describe('Rule name in decision ids, metrics and counters.'),
+    match: p.match.optional(),
+    key: p.list(keyPart).min(1).describe('What a bucket is per: source.principal, source.ip, header:NAME, claim:NAME (combined when several).'),
+    limit: z
+      .strictObject({
+        requests: z.number().int().min(1).describe('Requests allowed per period.'),
+        per: positiveDuration.describe('The period, e.g. 1s or 1m.'),
+      })
+      .describe('Sustained rate.'),
+    burst: z.number().int().min(1).optional().describe('Bucket size: requests allowed at once; defaults to limit.requests.'),
+    scope: z.enum(['local', 'global']).default('local').describe('local: per sidecar; global: shared by every sidecar through Redis.'),
+  });
+  return z
+    .strictObject({
+      selector: p.selector,
+      mode,
+      rules: p.ruleList(rule).min(1).describe('Every matching rule takes a token; the call is refused (429, ratelimit.exceeded) when one bucket is empty.'),
+    })
+    .superRefine((spec, ctx) => refineUniqueNames(spec.rules, ctx, 'rules', 'rule name'));
+}
+
+export function rateLimitPolicySchema(limits: PolicyLimits) {
+  return documentSchema('RateLimitPolicy', schemaParts(limits), rateLimitPolicySpecSchema(limits));
+}
+
+export type RateLimitPolicySpec = z.output<ReturnType<typeof rateLimitPolicySpecSchema>>;
+export type RateLimitPolicyDocument = z.output<ReturnType<typeof rateLimitPolicySchema>>;
+export type RateLimitRule = RateLimitPolicySpec['rules'][number];
