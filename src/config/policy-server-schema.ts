@@ -77,11 +77,10 @@ export const policyServerConfigSchema = z
     adminApi: adminApiConfigSchema.prefault({}).describe('Admin API: authentication, role bindings, production namespaces, audit log.'),
     policies: z
       .strictObject({
-        folder: z.string().min(1).describe('Folder of policy documents (`*.yaml`, `*.yml`, `*.json`, any depth; names starting with `.` are ignored). Admin API writes land here as `<namespace>/<kind>-<name>.yaml`.'),
+        folder: z.string().min(1).describe('Folder of policy documents (`*.yaml`, `*.yml`, any depth; names starting with `.` are ignored), read as `meshgate policy check` reads it. Admin API writes land here as `<namespace>/<kind>-<name>.yaml`.'),
         pollFallback: duration
           .default(2_000)
           .describe('Full rescan of the folder (stat only; changed files re-read), in case file events are missed (network file systems, some container mounts). 0 disables.'),
-        maxFileBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1_048_576).describe('Larger files are rejected as a whole, with an error.'),
       })
       .describe('Where policy documents come from.'),
     registry: z

@@ -9,18 +9,18 @@ import { writeFileAtomic } from './atomic-file.ts';
 import type { DocumentStore, StoredDocument, StoreWriteResult } from './contracts.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 
-/** One file's documents after validation: the valid ones with their index, and the errors of the others. */
+/** One file's documents after validation: the valid ones with their index and digest, and the errors of the others. */
 export interface ParsedFile {
-  readonly documents: ReadonlyArray<{ readonly index: number; readonly document: PolicyDocument }>;
+  readonly documents: ReadonlyArray<{ readonly index: number; readonly document: PolicyDocument; readonly digest: string }>;
   readonly errors: readonly PolicyError[];
 }
 
-/** What the store needs from the policy model (src/policy): parse + validate, and the content digest. */
+/** What the store needs from the policy model (src/policy). */
 export interface PolicyModel {
-  /** `file` is how errors name the source: a path relative to the folder, or `api`. */
+  /** Parses and validates one file's text; `file` is how errors name the source: a path relative to the folder, or `api`. */
   parseFile(text: string, file: string): ParsedFile;
-  /** sha256 hex of the canonical JSON of the document. */
-  digest(document: PolicyDocument): string;
+  /** Files larger than this are rejected whole without being read. */
+  readonly maxFileBytes: number;
 }
 
 export interface DocumentStoreOptions {
@@ -29,7 +29,6 @@ export interface DocumentStoreOptions {
   readonly debounceMs: number;
   /** Full stat-only rescan period in case file events are missed; 0: events only. */
   readonly pollMs: number;
-  readonly maxFileBytes: number;
 }
 
 export interface FolderDocumentStore extends DocumentStore {
@@ -51,7 +50,9 @@ interface FileState {
   readonly stored: ReadonlyMap<DocumentKey, StoredDocument & { readonly index: number }>;
 }
 
-const POLICY_FILE = /\.(ya?ml|json)$/i;
+// As `meshgate policy check DIR` (src/policy/parse-documents.ts): the same files, so the same verdicts.
+const POLICY_FILE = /\.ya?ml$/i;
+const TOP_LEVEL_FIELD = '(top level)';
 
 const keyOf = (d: PolicyDocument): DocumentKey => `${d.kind}/${d.metadata.namespace}/${d.metadata.name}`;
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -124,22 +125,25 @@ export function createDocumentStore(
     const known = files.get(rel);
     if (known && known.stamp === stamp) return known;
     let parsed: ParsedFile;
-    if (st.size > opts.maxFileBytes) {
-      parsed = { documents: [], errors: [{ source: { file: rel, index: 0 }, document: undefined, field: '', reason: `file is ${st.size} bytes, larger than policies.maxFileBytes (${opts.maxFileBytes})` }] };
+    if (st.size > model.maxFileBytes) {
+      parsed = {
+        documents: [],
+        errors: [{ source: { file: rel, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `file too large: at most ${model.maxFileBytes} bytes (got ${st.size}); no document of it applies` }],
+      };
     } else {
       let text: string;
       try {
         text = await readFile(path.join(opts.folder, rel), 'utf8');
       } catch (err) {
-        parsed = { documents: [], errors: [{ source: { file: rel, index: 0 }, document: undefined, field: '', reason: `cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})` }] };
+        parsed = { documents: [], errors: [{ source: { file: rel, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})` }] };
         return { stamp: '', parsed, stored: new Map() };
       }
       parsed = model.parseFile(text, rel);
     }
     const stored = new Map<DocumentKey, StoredDocument & { index: number }>();
-    for (const { index, document } of parsed.documents) {
+    for (const { index, document, digest } of parsed.documents) {
       const key = keyOf(document);
-      if (!stored.has(key)) stored.set(key, { key, document, digest: model.digest(document), file: rel, index });
+      if (!stored.has(key)) stored.set(key, { key, document, digest, file: rel, index });
     }
     return { stamp, parsed, stored };
   }
@@ -147,6 +151,7 @@ export function createDocumentStore(
   /** Rebuilds the served set from the per-file states; true when documents or errors changed. */
   function rebuild(): boolean {
     const next = new Map<DocumentKey, StoredDocument>();
+    const firstSeen = new Map<DocumentKey, { file: string; index: number }>();
     const errors: PolicyError[] = [];
     const stale: DocumentKey[] = [];
     const paths = [...files.keys()].sort(cmp);
@@ -154,11 +159,13 @@ export function createDocumentStore(
       const state = files.get(rel)!;
       errors.push(...state.parsed.errors);
       for (const doc of [...state.stored.values()].sort((a, b) => a.index - b.index)) {
-        const first = next.get(doc.key);
+        const first = firstSeen.get(doc.key);
         if (first) {
-          errors.push({ source: { file: rel, index: doc.index }, document: doc.key, field: 'metadata.name', reason: `${doc.key} is already defined in ${first.file}; this copy is ignored` });
+          // Worded as parsePolicyFolder words it, so `meshgate policy check` and the server agree.
+          errors.push({ source: { file: rel, index: doc.index }, document: doc.key, field: 'metadata.name', reason: `duplicate: ${doc.key} is already defined in ${first.file} (document ${first.index}); this copy is ignored` });
           continue;
         }
+        firstSeen.set(doc.key, doc);
         next.set(doc.key, { key: doc.key, document: doc.document, digest: doc.digest, file: doc.file });
       }
     }
@@ -333,7 +340,7 @@ export function createDocumentStore(
         }
         // The caller reads its own write: the state is current before the promise resolves.
         await rescan();
-        return { ok: true, key, digest: model.digest(document), file: rel };
+        return { ok: true, key, digest: parsed.documents[0]!.digest, file: rel };
       });
     },
 

@@ -1,14 +1,17 @@
-import { createHash } from 'node:crypto';
 import { encodeService } from '../policy/policy-api.ts';
-import type { WireDocument, WireService, WireSnapshot } from '../policy/policy-api.ts';
-import type { PolicyDocument, RegistryService, WorkloadRef } from '../policy/types.ts';
+import type { WireDocument, WireSnapshot } from '../policy/policy-api.ts';
+import type { PolicyDocument, PolicySnapshot, RegistryService, WorkloadRef } from '../policy/types.ts';
 import type { StoredDocument } from './contracts.ts';
 
-/** What the builder needs from the policy model (src/policy). */
+/** What the builder needs from the policy model (src/policy/snapshot.ts). */
 export interface SnapshotModel {
-  /** Whether the document applies to the workload (its selector, and the mesh-root namespace rule). */
-  selects(document: PolicyDocument, workload: WorkloadRef): boolean;
-  /** Canonical JSON (sorted keys): what the sidecar receives, and what `digest` is computed over. */
+  /**
+   * The workload's documents (selector match) and registry part (narrowed to
+   * `destinations` and the backends of its Routes to them), under a content
+   * version that depends on nothing else.
+   */
+  compile(documents: readonly StoredDocument[], services: readonly RegistryService[], workload: WorkloadRef, destinations: readonly string[] | undefined): PolicySnapshot;
+  /** Canonical JSON (sorted keys): what the sidecar receives, and what a document's digest is computed over. */
   canonicalJson(document: PolicyDocument): string;
 }
 
@@ -30,12 +33,12 @@ export interface SnapshotBuilder {
 }
 
 /**
- * Snapshots per workload. The version is a content digest (sha256, first 16
- * hex characters) of the selected documents' keys and digests and of the
- * registry part, in canonical order: it does not depend on the replica, the
- * time or the order of events, so every replica with the same folder and
+ * Snapshots per workload. The version is the model's content digest of the
+ * selected documents and registry part: it does not depend on the replica,
+ * the time or the order of events, so every replica with the same folder and
  * registry computes the same version and a sidecar failing over sees no
- * change.
+ * change. Compiled once per (workload, destinations) group per change, and
+ * encoded once for every stream of the group.
  */
 export function createSnapshotBuilder(
   source: { documents(): readonly StoredDocument[]; services(): readonly RegistryService[] },
@@ -45,9 +48,10 @@ export function createSnapshotBuilder(
   encode?: (message: WireSnapshot) => Buffer,
 ): SnapshotBuilder {
   let cache = new Map<string, BuiltSnapshot>();
+  let documents: readonly StoredDocument[] | undefined;
+  let byKey = new Map<string, StoredDocument>();
   // Documents are immutable per digest: their wire form is built once across changes.
   let wireDocs = new Map<string, WireDocument>();
-  let sortedDocs: readonly StoredDocument[] | undefined;
 
   const wireDoc = (d: StoredDocument): WireDocument => {
     let w = wireDocs.get(d.digest);
@@ -64,26 +68,24 @@ export function createSnapshotBuilder(
       const key = `${workload.namespace}/${workload.service}|${wanted?.join(',') ?? '*'}`;
       const hit = cache.get(key);
       if (hit) return hit;
-      sortedDocs ??= [...source.documents()].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-      const documents = sortedDocs.filter((d) => model.selects(d.document, workload)).map(wireDoc);
-      const wantedSet = wanted ? new Set(wanted) : undefined;
-      const services: WireService[] = source
-        .services()
-        .filter((s) => !wantedSet || wantedSet.has(`${s.name}.${s.namespace}`))
-        .map(encodeService);
-      const hash = createHash('sha256');
-      hash.update(JSON.stringify(documents.map((d) => [d.kind, d.namespace, d.name, d.digest])));
-      hash.update('\n');
-      hash.update(JSON.stringify(services));
-      const version = hash.digest('hex').slice(0, 16);
-      const message: WireSnapshot = { version, documents, services, serverId };
-      const built: BuiltSnapshot = { version, message, encoded: encode?.(message) };
+      if (!documents) {
+        documents = source.documents();
+        byKey = new Map(documents.map((d) => [d.key, d]));
+      }
+      const snapshot = model.compile(documents, source.services(), workload, wanted);
+      const message: WireSnapshot = {
+        version: snapshot.version,
+        documents: snapshot.documents.map((doc) => wireDoc(byKey.get(`${doc.kind}/${doc.metadata.namespace}/${doc.metadata.name}`)!)),
+        services: snapshot.services.map(encodeService),
+        serverId,
+      };
+      const built: BuiltSnapshot = { version: snapshot.version, message, encoded: encode?.(message) };
       cache.set(key, built);
       return built;
     },
     invalidate() {
       cache = new Map();
-      sortedDocs = undefined;
+      documents = undefined;
       // Keep wire forms of documents still served; forget the rest.
       const live = new Set(source.documents().map((d) => d.digest));
       const kept = new Map<string, WireDocument>();

@@ -14,7 +14,7 @@ import { digestOf, fakeValidate } from '../../helpers/policy-fakes.ts';
 /** The store's seam to the policy model, filled with the fakes' envelope validation. */
 const model: PolicyModel = {
   parseFile(text, file) {
-    const documents: Array<{ index: number; document: PolicyDocument }> = [];
+    const documents: Array<{ index: number; document: PolicyDocument; digest: string }> = [];
     const errors: PolicyError[] = [];
     parseAllDocuments(text).forEach((doc, index) => {
       if (doc.errors.length > 0) {
@@ -22,12 +22,12 @@ const model: PolicyModel = {
         return;
       }
       const result = fakeValidate(doc.toJS(), file, index);
-      if ('document' in result) documents.push({ index, document: result.document });
+      if ('document' in result) documents.push({ index, document: result.document, digest: digestOf(result.document) });
       else errors.push(...result.errors);
     });
     return { documents, errors };
   },
-  digest: digestOf,
+  maxFileBytes: 4096,
 };
 
 const policy = (namespace: string, name: string, extra = ''): string =>
@@ -46,7 +46,7 @@ describe('folder document store', () => {
         done();
       },
     });
-    store = await openDocumentStore({ folder: dir, debounceMs: 10, pollMs, maxFileBytes: 4096 }, model, { logger: createLogger({ level: 'info', name: 't', destination: sink }), metrics });
+    store = await openDocumentStore({ folder: dir, debounceMs: 10, pollMs }, model, { logger: createLogger({ level: 'info', name: 't', destination: sink }), metrics });
     return store;
   };
   const changed = (): Promise<void> => new Promise((resolve) => store.onChange(resolve));
@@ -62,12 +62,13 @@ describe('folder document store', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('loads every yaml/json file at any depth, ignoring dot names and other extensions', async () => {
+  it('loads every yaml file at any depth, ignoring dot names and other extensions', async () => {
     await mkdir(path.join(dir, 'shop', 'deep'), { recursive: true });
     await mkdir(path.join(dir, '.registry'));
     await writeFile(path.join(dir, 'shop', 'a.yaml'), policy('shop', 'a'));
     await writeFile(path.join(dir, 'shop', 'deep', 'b.yml'), policy('shop', 'b'));
-    await writeFile(path.join(dir, 'c.json'), JSON.stringify({ apiVersion: 'meshgate.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'c', namespace: 'web' }, spec: {} }));
+    await writeFile(path.join(dir, 'c.YAML'), JSON.stringify({ apiVersion: 'meshgate.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'c', namespace: 'web' }, spec: {} }));
+    await writeFile(path.join(dir, 'd.json'), JSON.stringify({ apiVersion: 'meshgate.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'd', namespace: 'web' }, spec: {} }));
     await writeFile(path.join(dir, '.hidden.yaml'), policy('shop', 'hidden'));
     await writeFile(path.join(dir, '.registry', 'x.yaml'), policy('shop', 'x'));
     await writeFile(path.join(dir, 'notes.txt'), 'not a policy');
@@ -119,14 +120,14 @@ describe('folder document store', () => {
     await open();
     expect(store.documents()).toHaveLength(1);
     expect(store.documents()[0]!.file).toBe('a.yaml');
-    expect(store.errors()).toEqual([{ source: { file: 'b.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/same', field: 'metadata.name', reason: 'AuthorizationPolicy/shop/same is already defined in a.yaml; this copy is ignored' }]);
+    expect(store.errors()).toEqual([{ source: { file: 'b.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/same', field: 'metadata.name', reason: 'duplicate: AuthorizationPolicy/shop/same is already defined in a.yaml (document 0); this copy is ignored' }]);
   });
 
   it('rejects a file over maxFileBytes as a whole', async () => {
     await writeFile(path.join(dir, 'big.yaml'), `${policy('shop', 'big')}# ${'x'.repeat(5000)}\n`);
     await open();
     expect(store.documents()).toEqual([]);
-    expect(store.errors()[0]).toMatchObject({ source: { file: 'big.yaml', index: 0 }, reason: expect.stringContaining('larger than policies.maxFileBytes (4096)') });
+    expect(store.errors()[0]).toMatchObject({ source: { file: 'big.yaml', index: 0 }, field: '(top level)', reason: `file too large: at most 4096 bytes (got ${5000 + policy('shop', 'big').length + 3}); no document of it applies` });
   });
 
   it('put validates, then writes <namespace>/<kind>-<name>.yaml atomically; the state is current when it resolves', async () => {
