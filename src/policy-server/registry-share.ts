@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
@@ -36,7 +37,7 @@ interface ShareFile {
 /**
  * Replicas share their registrations through a folder (by default inside the
  * policy folder, which they share already): each writes
- * `<folder>/<serverId>.json` with the endpoints of its open streams, renews it
+ * `<folder>/<serverId>.<random>.json` with the endpoints of its open streams, renews it
  * every lease/3, and reads everyone else's. So a sidecar connected to replica
  * A is in the registry that replica B serves, and both compute the same
  * snapshot versions.
@@ -53,7 +54,8 @@ export function createRegistryShare(
   opts: RegistryShareOptions,
   deps: { clock: Clock; logger: Logger; metrics: PolicyServerMetrics },
 ): RegistryShare {
-  const ownFile = path.join(opts.folder, `${opts.serverId.replace(/[^A-Za-z0-9._-]/g, '_')}.json`);
+  // A random part per process: two replicas given the same serverId by mistake must not overwrite each other's file.
+  const ownFile = path.join(opts.folder, `${opts.serverId.replace(/[^A-Za-z0-9._-]/g, '_')}.${randomBytes(4).toString('hex')}.json`);
   const log = deps.logger.child({ component: 'registry-share' });
   let closed = false;
   let writeTimer: NodeJS.Timeout | undefined;
@@ -122,7 +124,7 @@ export function createRegistryShare(
         // Removed between readdir and read, or not ours: nothing to serve from it.
         continue;
       }
-      if (parsed.serverId === opts.serverId || typeof parsed.renewedAt !== 'number' || now - parsed.renewedAt > opts.leaseMs || !Array.isArray(parsed.endpoints)) continue;
+      if (typeof parsed.renewedAt !== 'number' || now - parsed.renewedAt > opts.leaseMs || !Array.isArray(parsed.endpoints)) continue;
       for (const e of parsed.endpoints) if (isEndpoint(e)) endpoints.push(e);
     }
     if (!closed) registry.setRemote(endpoints);

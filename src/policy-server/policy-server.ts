@@ -1,0 +1,308 @@
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
+import { ConfigError } from '../config/load.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import { createCaSigner } from '../identity/ca-signer.ts';
+import { createCertificateManager } from '../identity/cert-manager.ts';
+import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
+import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
+import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
+import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
+import type { WireSnapshot } from '../policy/policy-api.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { createAdminApi } from './admin-api.ts';
+import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
+import { createPolicyAuditLog } from './audit-log.ts';
+import type { PolicyAuditLog } from './audit-log.ts';
+import type { SubscriberDirectory } from './contracts.ts';
+import { openDocumentStore } from './document-store.ts';
+import type { FolderDocumentStore, PolicyModel } from './document-store.ts';
+import { createPolicyAdminListener } from './policy-admin-listener.ts';
+import type { PolicyAdminListener } from './policy-admin-listener.ts';
+import { createPolicyServerMetrics } from './policy-server-metrics.ts';
+import type { PolicyServerMetrics } from './policy-server-metrics.ts';
+import { createRbac } from './rbac.ts';
+import { createRegistryShare } from './registry-share.ts';
+import type { RegistryShare } from './registry-share.ts';
+import { createServiceRegistry } from './service-registry.ts';
+import { createSnapshotBuilder } from './snapshot-builder.ts';
+import type { SnapshotModel } from './snapshot-builder.ts';
+import { createSubscriptionService } from './subscription-service.ts';
+import type { SnapshotWrite, SubscribeCall } from './subscription-service.ts';
+
+/** The policy model as the server uses it: parse + validate a file, digest, selector, canonical JSON. */
+export type PolicyServerModel = PolicyModel & SnapshotModel;
+
+export interface PolicyServerDeps {
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly random: Random;
+  /** Process-wide metrics (event loop, memory); off in tests. */
+  readonly defaultMetrics?: boolean;
+  /** Path of the config file, for error messages. */
+  readonly configFile?: string;
+  /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
+  readonly configDir?: string;
+  /** The policy model; default: src/policy's validator. */
+  readonly model?: PolicyServerModel;
+  /** Replica name when config.serverId is absent; default `<hostname>-<pid>`. */
+  readonly defaultServerId?: string;
+}
+
+export interface RunningPolicyServer {
+  readonly grpcPort: number;
+  readonly adminPort: number;
+  readonly serverId: string;
+  /** The server's own SPIFFE ID (what sidecars must see in its certificate). */
+  readonly spiffeId: string;
+  readonly store: FolderDocumentStore;
+  readonly directory: SubscriberDirectory;
+  readonly metrics: PolicyServerMetrics;
+  readonly identity: CertificateManager;
+  /** Ends every stream with UNAVAILABLE (sidecars fail over at once), then stops listening. */
+  close(): Promise<void>;
+}
+
+/**
+ * The policy-server role. It is a mesh workload itself: it gets its serving
+ * certificate from `meshgate ca` (token first, then renewal by certificate),
+ * and rotates it into both listeners in place. Then it loads the policy
+ * folder, starts the registry (shared with other replicas through the file
+ * system) and serves PolicyDiscovery over mutual TLS, client certificates
+ * required, plus the admin listener.
+ *
+ * Start-up problems throw (ConfigError for a bad file or folder); after
+ * start, nothing a client sends can make it throw.
+ */
+export async function startPolicyServer(config: PolicyServerConfig, deps: PolicyServerDeps): Promise<RunningPolicyServer> {
+  const { logger, clock } = deps;
+  const configFile = deps.configFile ?? 'config';
+  const resolvePath = (file: string): string => path.resolve(deps.configDir ?? process.cwd(), file);
+  const serverId = config.serverId ?? deps.defaultServerId ?? `${hostname()}-${process.pid}`;
+  const model = deps.model ?? (await defaultModel());
+  const metrics = createPolicyServerMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
+  const spiffeId = policyServerSpiffeId(config.identity.trustDomain, config.identity.serviceAccount);
+  const lifetime = new AbortController();
+  const cleanups: Array<() => Promise<void> | void> = [() => lifetime.abort()];
+  const undo = async (): Promise<void> => {
+    for (const step of cleanups.reverse()) await step();
+  };
+
+  try {
+    // The identity first: nothing is served without a certificate to serve it with.
+    const identityConfig = {
+      ...config.identity,
+      ca: { ...config.identity.ca, trustBundleFile: resolvePath(config.identity.ca.trustBundleFile) },
+      ...(config.identity.tokenFile ? { tokenFile: resolvePath(config.identity.tokenFile) } : {}),
+    };
+    const manager = createCertificateManager(
+      createCaSigner(identityConfig, clock.now),
+      {
+        keyType: config.identity.keyType,
+        ttlSeconds: Math.round(config.identity.ttl / 1000),
+        renewFraction: config.identity.renewFraction,
+        jitterFraction: config.identity.jitterFraction,
+        expectedSpiffeId: spiffeId,
+        retry: { baseMs: 200, maxMs: 30_000 },
+      },
+      { clock, random: deps.random, logger: logger.child({ component: 'identity' }) },
+    );
+    void manager.run(lifetime.signal);
+    logger.info({ spiffeId, ca: config.identity.ca.address }, 'waiting for the serving certificate');
+    const creds = await manager.first(lifetime.signal);
+
+    const folder = resolvePath(config.policies.folder);
+    let store: FolderDocumentStore;
+    try {
+      store = await openDocumentStore(
+        { folder, debounceMs: config.push.debounce, pollMs: config.policies.pollFallback },
+        model,
+        { logger, metrics },
+      );
+    } catch (err) {
+      throw new ConfigError(`${configFile}: policies.folder: cannot use ${config.policies.folder} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    cleanups.push(() => store.close());
+
+    const registry = createServiceRegistry(config.registry.static);
+    let share: RegistryShare | undefined;
+    if (config.registry.shared.enabled) {
+      share = createRegistryShare(
+        registry,
+        {
+          folder: config.registry.shared.folder ? resolvePath(config.registry.shared.folder) : path.join(folder, '.registry'),
+          serverId,
+          leaseMs: config.registry.shared.lease,
+          debounceMs: config.push.debounce,
+        },
+        { clock, logger, metrics },
+      );
+      await share.start();
+      cleanups.push(() => share!.close());
+    }
+    metrics.registryEndpoints.set(registry.services().reduce((n, s) => n + s.endpoints.length, 0));
+
+    const api = loadPolicyApi();
+    const method = api.service.Subscribe as grpc.MethodDefinition<unknown, WireSnapshot>;
+    const serialize = method.responseSerialize;
+    // Snapshots are encoded once per workload group and the same bytes written to every stream of it.
+    const service: grpc.ServiceDefinition = {
+      Subscribe: { ...method, responseSerialize: (value: SnapshotWrite) => (Buffer.isBuffer(value) ? value : serialize(value)) } as grpc.MethodDefinition<unknown, SnapshotWrite>,
+    };
+    const builder = createSnapshotBuilder(
+      { documents: () => store.documents(), services: () => registry.services() },
+      model,
+      serverId,
+      (message) => serialize(message),
+    );
+    const subscriptions = createSubscriptionService(
+      {
+        trustDomain: config.identity.trustDomain,
+        serverId,
+        helloTimeoutMs: config.push.helloTimeout,
+        maxSubscribers: config.push.maxSubscribers,
+        debounceMs: config.push.debounce,
+      },
+      { builder, registry, metrics, logger, clock },
+    );
+    store.onChange(() => subscriptions.changed());
+
+    const material = (c: WorkloadCredentials): ServingMaterial => ({ keyPem: c.keyPem, certChainPem: c.chainPem.join(''), clientCaPem: c.trustBundlePem.join('') });
+    const grpcTls = createGrpcServerCredentials(material(creds), { clientCertificates: 'required' });
+    const server = new grpc.Server({
+      // An Ack with its errors is small; a flood of them is not a snapshot.
+      'grpc.max_receive_message_length': 1024 * 1024,
+      'grpc.max_send_message_length': 16 * 1024 * 1024,
+      // Notice dead sidecars (their endpoint leaves the registry) without waiting for TCP.
+      'grpc.keepalive_time_ms': 60_000,
+      'grpc.keepalive_timeout_ms': 20_000,
+      // Clients ping every 30 s (POLICY_CLIENT_OPTIONS); allow that with room.
+      'grpc.http2.min_ping_interval_without_data_ms': 10_000,
+    });
+    server.addService(service, { Subscribe: (call: SubscribeCall) => subscriptions.subscribe(call) });
+    const where = hostPort(config.listen.address, config.listen.port);
+    let grpcPort: number;
+    try {
+      grpcPort = await new Promise<number>((resolve, reject) => {
+        server.bindAsync(where, grpcTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
+      });
+    } catch (err) {
+      const message = (err as Error).message;
+      if (/EADDRINUSE|address already in use/i.test(message)) throw Object.assign(new Error(`address in use: ${where}`), { code: 'EADDRINUSE', address: config.listen.address, port: config.listen.port });
+      throw new Error(`cannot listen on ${where}: ${message}`);
+    }
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, 3_000);
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        }),
+    );
+    cleanups.push(() => subscriptions.closeAll('policy server shutting down'));
+
+    let audit: PolicyAuditLog;
+    try {
+      audit = await createPolicyAuditLog({ file: resolvePath(config.adminApi.audit.file) });
+    } catch (err) {
+      throw new ConfigError(`${configFile}: adminApi.audit.file: cannot open ${config.adminApi.audit.file} for appending (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+    }
+    cleanups.push(() => audit.close());
+    const auth = await createAdminAuthenticator(config.adminApi, { clock, resolvePath, configFile });
+    const adminApi = createAdminApi({
+      store,
+      directory: subscriptions,
+      audit,
+      auth,
+      rbac: createRbac(config.adminApi),
+      clock,
+      maxBodyBytes: config.adminApi.maxBodyBytes,
+      logger: logger.child({ component: 'admin-api' }),
+    });
+    const adminTls = (c: WorkloadCredentials) => ({ key: c.keyPem, cert: c.chainPem.join(''), ca: [...c.trustBundlePem] });
+    const admin: PolicyAdminListener = createPolicyAdminListener({
+      registry: metrics.registry,
+      mount: adminApi,
+      ...(config.admin.tls ? { tls: adminTlsServerOptions(adminTls(creds)) } : {}),
+      readiness: () => {
+        const certOk = manager.valid();
+        const folderOk = store.loaded();
+        return {
+          ready: certOk && folderOk,
+          checks: {
+            certificate: certOk ? 'ok' : (manager.stats().lastError ?? 'certificate expired'),
+            policies: folderOk ? 'ok' : 'policy folder not loaded',
+          },
+        };
+      },
+      configDump: () => ({
+        serverId,
+        spiffeId,
+        certificate: describeCertificate(manager),
+        listen: { ...config.listen, port: grpcPort },
+        admin: { ...config.admin, port: adminPort },
+        policies: { ...config.policies, folder, documents: store.documents().length, errors: store.errors().length, stale: store.stale() },
+        registry: { static: config.registry.static.length, shared: config.registry.shared, services: registry.services().length },
+        push: config.push,
+        subscribers: subscriptions.subscribers().length,
+      }),
+    });
+    let adminPort = 0;
+    adminPort = (await admin.listen(config.admin.port, config.admin.address)).port;
+    cleanups.push(() => admin.close());
+
+    manager.onRotate((next) => {
+      grpcTls.update(material(next));
+      if (config.admin.tls) admin.updateTls(adminTls(next));
+      logger.info({ serial: next.facts.serial, notAfter: next.facts.notAfter.toISOString() }, 'serving certificate rotated');
+    });
+    manager.onExpire(() => logger.error({ spiffeId }, 'serving certificate expired with no successor; sidecars cannot connect until the CA is reachable'));
+
+    logger.info(
+      { grpcPort, adminPort, serverId, spiffeId, folder, documents: store.documents().length, invalid: store.errors().length, adminTls: config.admin.tls },
+      'meshgate policy-server listening',
+    );
+
+    let closing: Promise<void> | undefined;
+    return {
+      grpcPort,
+      adminPort,
+      serverId,
+      spiffeId,
+      store,
+      directory: subscriptions,
+      metrics,
+      identity: manager,
+      close() {
+        closing ??= undo();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await undo();
+    throw err;
+  }
+}
+
+async function defaultModel(): Promise<PolicyServerModel> {
+  const { policyServerModel } = await import('./policy-model.ts');
+  return policyServerModel();
+}
+
+function hostPort(address: string, port: number): string {
+  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+function describeCertificate(manager: CertificateManager): unknown {
+  const c = manager.current();
+  if (!c) return { state: 'waiting' };
+  return { spiffeId: c.facts.spiffeId, serial: c.facts.serial, notBefore: c.facts.notBefore.toISOString(), notAfter: c.facts.notAfter.toISOString(), valid: manager.valid(), renewals: manager.stats().issued };
+}
