@@ -12,6 +12,8 @@ Usage: meshgate <command> [options]
 Commands:
   sidecar --config FILE   run the sidecar (outbound :15001, inbound :15006, admin :15000)
   ca --config FILE        run the certificate authority (gRPC :15012, admin :15013)
+  policy-server --config FILE
+                          serve policies and the service registry to sidecars (gRPC :15010, admin :15014)
   certs init --out DIR    create a root CA, token-signing key and ca.yaml for a new trust domain
   token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
   demo                    run a local mesh on loopback and print calls as they happen
@@ -31,6 +33,21 @@ certificate), and serves the trust bundle. FILE is YAML; relative paths in it
 resolve against FILE's folder. See "Workload identity (CA)" in the README.
 A bad file exits with status 2 and one line: file, field, problem.
 SIGTERM or SIGINT stops it (in-flight signings finish, exit 0).`,
+  'policy-server': `Usage: meshgate policy-server --config FILE
+
+Runs the policy server: loads and validates the policy documents of a folder
+(watched: a change reaches subscribed sidecars in well under a second),
+streams each sidecar the snapshot of its workload over mutual TLS (the
+workload is the SPIFFE ID of the sidecar's client certificate), records its
+ACKs and NACKs, and serves the service registry (sidecars register their
+endpoint while subscribed; static entries for the rest). The server is a mesh
+workload itself: it gets and renews its certificate from 'meshgate ca' as
+spiffe://<trust-domain>/ns/meshgate-system/sa/policy-server. Replicas pointed
+at one folder serve the same versions. The admin listener has /live, /ready,
+/metrics, /config_dump and the admin API (/api/v1/...).
+FILE is YAML; relative paths in it resolve against FILE's folder.
+A bad file exits with status 2 and one line: file, field, problem.
+SIGTERM or SIGINT stops it: streams end with UNAVAILABLE (sidecars fail over), exit 0.`,
   certs: `Usage: meshgate certs init --out DIR [options]
 
 Creates the CA material of a new trust domain in DIR: root-ca.pem/.key,
@@ -68,6 +85,7 @@ type Command = (args: string[]) => Promise<number>;
 const COMMANDS: Record<string, Command> = {
   sidecar: runSidecar,
   ca: runCa,
+  'policy-server': runPolicyServer,
   certs: runCerts,
   token: runToken,
   demo: async (args) => (await import('../demo/demo.ts')).runDemo(args),
@@ -143,6 +161,49 @@ async function runCa(args: string[]): Promise<number> {
       stopping = true;
       logger.info({ signal }, 'stopping');
       ca.close().then(() => {
+        logger.flush();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function runPolicyServer(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  if (!values.config) throw new UsageError('meshgate policy-server: missing --config FILE');
+  const [{ loadConfigFile }, { policyServerConfigSchema }, path] = await Promise.all([
+    import('../config/load.ts'),
+    import('../config/policy-server-schema.ts'),
+    import('node:path'),
+  ]);
+  const config = await loadConfigFile(values.config, policyServerConfigSchema);
+  const [{ systemClock }, { startPolicyServer }, { createLogger }, grpc] = await Promise.all([
+    import('../core/clock.ts'),
+    import('../policy-server/policy-server.ts'),
+    import('../telemetry/logger.ts'),
+    import('@grpc/grpc-js'),
+  ]);
+  const logger = createLogger({ level: config.log.level, name: 'policy-server' });
+  // As for the CA: grpc-js diagnostics go into the JSON log at debug, stderr keeps the one-line error contract.
+  const grpcLog = logger.child({ component: 'grpc-js' });
+  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
+  const server = await startPolicyServer(config, {
+    logger,
+    clock: systemClock,
+    random: Math.random,
+    defaultMetrics: true,
+    configFile: values.config,
+    configDir: path.dirname(path.resolve(values.config)),
+  });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      server.close().then(() => {
         logger.flush();
         resolve(0);
       });
