@@ -66,8 +66,6 @@ function parseText(text: string, file: string, validator: PolicyValidator, seen:
       reject(TOP_LEVEL_FIELD, `document too large: at most ${limits.maxDocumentBytes} bytes (got ${bytes})`);
       return;
     }
-    // A document of only comments, or the empty one after a trailing `---`.
-    if (doc.contents === null) return;
     let raw: unknown;
     try {
       raw = doc.toJS({ maxAliasCount: limits.maxAliasCount });
@@ -75,6 +73,8 @@ function parseText(text: string, file: string, validator: PolicyValidator, seen:
       reject(YAML_FIELD, `${(err as Error).message.split('\n')[0]} (at most ${limits.maxAliasCount} alias expansions)`);
       return;
     }
+    // A document of only comments, or the empty one after a trailing `---`.
+    if (raw === null || raw === undefined) return;
     const result = validator.validate(raw, source);
     if (!result.ok) {
       out.errors.push(...result.errors);
