@@ -168,7 +168,8 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
       },
       { builder, registry, metrics, logger, clock },
     );
-    store.onChange(() => subscriptions.changed());
+    // The store already coalesced its file events (push.debounce): push at once. Registry changes debounce in the service.
+    store.onChange(() => subscriptions.pushNow());
 
     const material = (c: WorkloadCredentials): ServingMaterial => ({ keyPem: c.keyPem, certChainPem: c.chainPem.join(''), clientCaPem: c.trustBundlePem.join('') });
     const grpcTls = createGrpcServerCredentials(material(creds), { clientCertificates: 'required' });

@@ -33,9 +33,9 @@ export type SubscribeCall = grpc.ServerDuplexStream<ReceivedSubscribeRequest, Sn
 export interface SubscriptionService extends SubscriberDirectory {
   /** The PolicyDiscovery/Subscribe handler. */
   subscribe(call: SubscribeCall): void;
-  /** Recomputes every subscriber's snapshot after the debounce window (documents or registry changed). */
+  /** Recomputes every subscriber's snapshot after the debounce window (the registry changed). */
   changed(): void;
-  /** Recomputes and pushes now; resolves when every changed snapshot has been queued. */
+  /** Recomputes every subscriber's snapshot now and queues the changed ones (the documents changed; the store debounced already). */
   pushNow(): void;
   /** Ends every stream with UNAVAILABLE, so sidecars reconnect (to another replica) at once. */
   closeAll(reason: string): void;
