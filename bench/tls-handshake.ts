@@ -44,6 +44,8 @@ const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_DIR = fileURLToPath(new URL('results/', import.meta.url));
 const RESULTS_FILE = join(RESULTS_DIR, 'tls-latest.json');
 const CLIENT_SA = 'client';
+/** Share of all CPUs other processes may use during a run before it is discarded (and the warning threshold). */
+const BUSY_LIMIT = 0.1;
 
 const ALL_TARGETS: readonly TlsTarget[] = [createNginxTlsTarget(), createMeshgateTlsTarget()];
 
@@ -68,7 +70,7 @@ function installExitHooks(group: ProcessGroup, interrupt: AbortController): void
 }
 
 function startWatchdog(group: ProcessGroup, settings: TlsBenchSettings, targetCount: number): void {
-  const limitS = Math.ceil(60 + targetCount * (settings.startTimeoutMs / 1000 + settings.warmupS + 30 + settings.runs * (settings.durationS + 25)));
+  const limitS = Math.ceil(60 + targetCount * (settings.startTimeoutMs / 1000 + settings.warmupS + 30 + settings.runs * (1 + settings.busyRetries) * (settings.durationS + 25)));
   setTimeout(() => {
     log(`watchdog: run exceeded ${limitS}s, killing children`);
     group.killAllSync();
@@ -92,6 +94,8 @@ interface Active {
   readonly runs: TlsRunResult[];
   /** When each measured run ran, on the monotonic clock (µs), to cut the CPU profile to them. */
   readonly windows: ProfileWindow[];
+  /** Runs thrown away because other processes took too much CPU meanwhile. */
+  readonly discarded: TlsRunResult[];
   failure?: string;
 }
 
@@ -226,7 +230,7 @@ async function main(): Promise<number> {
         continue;
       }
       log(`${target.id}: ready on 127.0.0.1:${result.started.port}, ${check.negotiated.protocol} ${check.negotiated.cipher} ${check.negotiated.group} ALPN ${check.negotiated.alpn}`);
-      actives.push({ target, started: result.started, negotiated: check.negotiated, runs: [], windows: [] });
+      actives.push({ target, started: result.started, negotiated: check.negotiated, runs: [], windows: [], discarded: [] });
     }
 
     const jobFor = (active: Active, durationS: number): TlsClientJob => ({
@@ -254,16 +258,25 @@ async function main(): Promise<number> {
       for (const active of order) {
         if (active.failure !== undefined) continue;
         try {
-          const run = await measureRun(group, active, jobFor(active, settings.durationS), upstream.child.process.pid);
-          if (interrupt.signal.aborted) return 130;
-          active.runs.push(run);
-          log(
-            `${active.target.id}: run ${i}/${settings.runs}: ${Math.round(run.perSecond)} handshakes/s, p50 ${run.p50Ms.toFixed(2)} ms, p99 ${run.p99Ms.toFixed(2)} ms` +
+          for (let attempt = 0; ; attempt++) {
+            const run = await measureRun(group, active, jobFor(active, settings.durationS), upstream.child.process.pid);
+            if (interrupt.signal.aborted) return 130;
+            const line =
+              `${active.target.id}: run ${i}/${settings.runs}: ${Math.round(run.perSecond)} handshakes/s, p50 ${run.p50Ms.toFixed(2)} ms, p99 ${run.p99Ms.toFixed(2)} ms` +
               (run.serverCpuUsPerConn !== undefined ? `, server ${Math.round(run.serverCpuUsPerConn)} µs CPU/conn (${Math.round(run.serverCpuShare! * 100)}% of a core)` : '') +
               `, client ${Math.round(run.clientCpuMs / run.elapsedS / 10)}% of a core` +
               (run.othersBusyShare !== undefined ? `, others ${Math.round(run.othersBusyShare * 100)}% of the machine` : '') +
-              (run.errors + run.non200 + run.reused > 0 ? `, ${run.errors} errors, ${run.non200} non-200, ${run.reused} resumed` : ''),
-          );
+              (run.errors + run.non200 + run.reused > 0 ? `, ${run.errors} errors, ${run.non200} non-200, ${run.reused} resumed` : '');
+            // Another process took a real share of the CPUs: this run says more about it than about the target.
+            if ((run.othersBusyShare ?? 0) > BUSY_LIMIT && attempt < settings.busyRetries) {
+              active.discarded.push(run);
+              log(`${line} -- discarded (other processes over ${BUSY_LIMIT * 100}%), again`);
+              continue;
+            }
+            active.runs.push(run);
+            log(line);
+            break;
+          }
         } catch (err) {
           if (interrupt.signal.aborted) return 130;
           active.failure = (err as Error).message.split('\n')[0] ?? 'error';
@@ -282,7 +295,7 @@ async function main(): Promise<number> {
 
     for (const active of actives) {
       const { target, runs } = active;
-      const base = { id: target.id, label: target.label, detail: active.started.detail, negotiated: active.negotiated, runs };
+      const base = { id: target.id, label: target.label, detail: active.started.detail, negotiated: active.negotiated, runs, discardedRuns: active.discarded };
       if (active.failure !== undefined) {
         rows.set(target.id, { ...base, status: 'failed', reason: active.failure });
         continue;
@@ -305,7 +318,7 @@ async function main(): Promise<number> {
     const othersMax = Math.max(0, ...actives.flatMap((a) => a.runs.map((r) => r.othersBusyShare ?? 0)));
     const busyNote =
       (busy > 0.1 ? `\nwarning: the machine was ${(busy * 100).toFixed(0)}% busy before the run; figures are noisy` : '') +
-      (othersMax > 0.1 ? `\nwarning: other processes used up to ${(othersMax * 100).toFixed(0)}% of the CPUs during a run; figures are noisy` : '');
+      (othersMax > BUSY_LIMIT ? `\nwarning: other processes used up to ${(othersMax * 100).toFixed(0)}% of the CPUs during a run; figures are noisy` : '');
     process.stdout.write(`\n${describe}\n${busyNote}${busyNote ? '\n' : ''}\n${renderTlsTable(ordered)}\n\n`);
     mkdirSync(RESULTS_DIR, { recursive: true });
     if (profile) {

@@ -32,6 +32,8 @@ export interface TlsRowResult {
   readonly vsNginx?: number;
   readonly profiled?: boolean;
   readonly runs: readonly TlsRunResult[];
+  /** Runs measured while other processes used too much CPU, then repeated. */
+  readonly discardedRuns?: readonly TlsRunResult[];
 }
 
 /** Share of failed connections above which a row's figures are flagged as not comparable. */
@@ -62,6 +64,8 @@ export function renderTlsTable(rows: readonly TlsRowResult[]): string {
 function notes(row: TlsRowResult): string {
   const parts: string[] = [];
   if (row.runs.length > 1) parts.push(`spread ${(spread(row.runs.map((r) => r.perSecond)) * 100).toFixed(1)}% over ${row.runs.length} runs`);
+  const discarded = row.discardedRuns?.length ?? 0;
+  if (discarded > 0) parts.push(`${discarded} busy-machine run${discarded > 1 ? 's' : ''} repeated`);
   if (row.handshakeP50Ms !== undefined) parts.push(`handshake p50 ${row.handshakeP50Ms.toFixed(2)} ms`);
   if (row.negotiated) parts.push(`${row.negotiated.protocol} ${row.negotiated.group}`);
   const completed = row.runs.reduce((sum, r) => sum + r.completed, 0);

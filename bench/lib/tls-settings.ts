@@ -26,6 +26,8 @@ export interface TlsBenchSettings {
   readonly targets: readonly string[] | undefined;
   /** How long a target has to become ready. */
   readonly startTimeoutMs: number;
+  /** How often a run is repeated when other processes used over 10% of the CPUs during it. */
+  readonly busyRetries: number;
   /** Write a V8 CPU profile of the sidecar and print where its time went. */
   readonly profile: boolean;
 }
@@ -47,6 +49,8 @@ export const TLS_SETTINGS_HELP = `Environment:
   BENCH_TLS_GROUPS     key-exchange groups the client offers, or auto (default ${DEFAULT_GROUPS})
   BENCH_TARGETS        comma list of ${TLS_TARGET_IDS.join(', ')}      (default: both)
   BENCH_START_TIMEOUT  seconds a target has to become ready          (default 15)
+  BENCH_BUSY_RETRIES   repeats of a run during which other processes
+                       used over 10% of the CPUs, 0 = keep every run  (default 2)
   BENCH_TLS_PROFILE    1 = V8 CPU profile of the sidecar, summarised (default off)`;
 
 export function readTlsSettings(env: NodeJS.ProcessEnv): TlsBenchSettings {
@@ -72,6 +76,7 @@ export function readTlsSettings(env: NodeJS.ProcessEnv): TlsBenchSettings {
     groups: groupsRaw === 'auto' ? undefined : groupsRaw,
     targets: targets && targets.length > 0 ? targets : undefined,
     startTimeoutMs: seconds(env, 'BENCH_START_TIMEOUT', 15, 1) * 1000,
+    busyRetries: integer(env, 'BENCH_BUSY_RETRIES', 2, 0),
     profile: profile !== '' && profile !== '0' && profile !== 'false',
   };
 }
