@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../telemetry/logger.ts';
-import { checkEnvelope, documentKey, validateDocumentShape } from './subscriber-validate.ts';
+import { checkEnvelope, documentKey, policyModelValidator } from './subscriber-validate.ts';
 import type { DocumentEnvelope, DocumentRejection, DocumentValidator } from './subscriber-validate.ts';
 import type { DocumentKey, PolicyDocument, RegistryService, WorkloadRef } from './types.ts';
 
@@ -99,9 +99,14 @@ interface PersistedFile {
  *
  * Invariant: current() only ever holds documents that passed `validate`.
  */
-export function createPolicySnapshotStore(opts: { file: string; logger: Logger; validate?: DocumentValidator }): PolicySnapshotStore {
+export function createPolicySnapshotStore(opts: {
+  file: string;
+  logger: Logger;
+  /** Default: the policy model's validator with default limits. */
+  validate?: DocumentValidator;
+}): PolicySnapshotStore {
   const { file, logger } = opts;
-  const validate = opts.validate ?? validateDocumentShape;
+  const validate = opts.validate ?? policyModelValidator();
   let state: StoredSnapshot | undefined;
   let pending: StoredSnapshot | undefined;
   let writing: Promise<void> | undefined;

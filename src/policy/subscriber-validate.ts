@@ -1,5 +1,7 @@
-import { POLICY_API_VERSION, POLICY_KINDS } from './types.ts';
+import { documentKeyOf } from './policy-error.ts';
 import type { DocumentKey, PolicyDocument } from './types.ts';
+import { createPolicyValidator } from './validate.ts';
+import type { PolicyValidator } from './validate.ts';
 
 /** One refused document, as the Ack carries it: kind/namespace/name, field path, reason. */
 export interface DocumentRejection {
@@ -26,31 +28,25 @@ export type DocumentValidator = (
 ) => { readonly ok: true; readonly document: PolicyDocument } | { readonly ok: false; readonly errors: readonly { readonly field: string; readonly reason: string }[] };
 
 export function documentKey(kind: string, namespace: string, name: string): DocumentKey {
-  return `${kind}/${namespace}/${name}`;
+  return documentKeyOf(kind, namespace, name);
 }
 
-const KINDS: ReadonlySet<string> = new Set(POLICY_KINDS);
+/** Where refusals of received documents say they come from (the model's errors carry a source). */
+const STREAM_SOURCE = Object.freeze({ file: 'policy-stream', index: 0 });
 
 /**
- * The envelope-level checks only: apiVersion, a known kind, metadata.
- * TODO(policy-model): compose with the model's per-document validator (spec
- * checks per kind) once src/policy exports it; pass it as `validate` meanwhile.
+ * The policy model's validator (src/policy/validate.ts), the same one the
+ * server ran: its output validates to itself, so a document the server sent
+ * passes here unless the two disagree (version skew, different limits) or
+ * the bytes were damaged. Pass a validator built with the server's limits
+ * when they differ from the defaults.
  */
-export const validateDocumentShape: DocumentValidator = (raw) => {
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) return fail('', 'expected an object');
-  const doc = raw as Record<string, unknown>;
-  if (doc.apiVersion !== POLICY_API_VERSION) return fail('apiVersion', `expected ${POLICY_API_VERSION}, got ${JSON.stringify(doc.apiVersion) ?? 'nothing'}`);
-  if (typeof doc.kind !== 'string' || !KINDS.has(doc.kind)) return fail('kind', `unknown kind ${JSON.stringify(doc.kind) ?? 'nothing'} (expected one of ${POLICY_KINDS.join(', ')})`);
-  const metadata = doc.metadata as Record<string, unknown> | undefined;
-  if (metadata === null || typeof metadata !== 'object' || Array.isArray(metadata)) return fail('metadata', 'expected an object');
-  if (typeof metadata.name !== 'string' || metadata.name === '') return fail('metadata.name', 'expected a non-empty string');
-  if (typeof metadata.namespace !== 'string' || metadata.namespace === '') return fail('metadata.namespace', 'expected a non-empty string');
-  if (doc.spec === null || typeof doc.spec !== 'object' || Array.isArray(doc.spec)) return fail('spec', 'expected an object');
-  return { ok: true, document: doc as unknown as PolicyDocument };
-};
-
-function fail(field: string, reason: string): { ok: false; errors: { field: string; reason: string }[] } {
-  return { ok: false, errors: [{ field, reason }] };
+export function policyModelValidator(validator: PolicyValidator = createPolicyValidator()): DocumentValidator {
+  return (raw) => {
+    const result = validator.validate(raw, STREAM_SOURCE);
+    if (result.ok) return { ok: true, document: result.document.document };
+    return { ok: false, errors: result.errors.map((e) => ({ field: e.field, reason: e.reason })) };
+  };
 }
 
 /**

@@ -18,6 +18,8 @@ import { createPolicySubscriber } from '../../src/policy/subscriber.ts';
 import type { EffectiveSnapshot, PolicySubscriber } from '../../src/policy/subscriber.ts';
 import { policySubscriberConfigSchema } from '../../src/policy/subscriber-config.ts';
 import type { PolicySubscriberConfigInput } from '../../src/policy/subscriber-config.ts';
+import { canonicalJson } from '../../src/policy/snapshot.ts';
+import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
@@ -44,8 +46,13 @@ async function workloadCredentials(ca: TestCa, namespace: string, serviceAccount
   };
 }
 
-function doc(kind: string, name: string, spec: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}): WireDocument {
-  const json = JSON.stringify({ apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec, ...overrides });
+const model = createPolicyValidator();
+
+/** A document as the policy server sends it: validated (defaults filled in), canonical JSON and its digest. Invalid ones go as written. */
+function doc(kind: string, name: string, spec: Record<string, unknown>): WireDocument {
+  const raw = { apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec };
+  const checked = model.validate(raw, { file: 'test', index: 0 });
+  const json = canonicalJson(checked.ok ? checked.document.document : raw);
   return { kind, namespace: 'shop', name, json, digest: createHash('sha256').update(json).digest('hex') };
 }
 
@@ -70,7 +77,7 @@ async function startFakePolicyServer(ca: TestCa, identity: WorkloadCredentials, 
   const streams: Stream[] = [];
   const acks: Array<NonNullable<ReceivedSubscribeRequest['ack']> & { peer: string | undefined }> = [];
   const refusals: string[] = [];
-  let snapshot = wireSnapshot('v1', [doc('AuthorizationPolicy', 'allow-frontend', { rules: ['v1'] })]);
+  let snapshot = wireSnapshot('v1', [doc('AuthorizationPolicy', 'allow-frontend', { action: 'ALLOW' })]);
   const server = new grpc.Server();
   server.addService(loadPolicyApi().service, {
     subscribe(call: grpc.ServerDuplexStream<ReceivedSubscribeRequest, WireSnapshot>) {
@@ -239,22 +246,22 @@ describe('policy subscriber over mutual TLS', () => {
     await waitFor('the first ACK', () => s.acks[0]);
     s.push(
       wireSnapshot('v2', [
-        doc('AuthorizationPolicy', 'allow-frontend', { rules: ['v2'] }, { apiVersion: 'meshgate.dev/v0' }),
-        doc('RateLimitPolicy', 'per-client', { requestsPerSecond: 10 }),
+        doc('AuthorizationPolicy', 'allow-frontend', { action: 'PERMIT' }),
+        doc('IPAccessPolicy', 'block-lab', { deny: ['10.99.0.0/16'] }),
       ]),
     );
     const nack = await waitFor('the NACK', () => s.acks[1]);
     expect(nack).toEqual({
       version: 'v2',
       accepted: false,
-      errors: [{ document: 'AuthorizationPolicy/shop/allow-frontend', field: 'apiVersion', reason: 'expected meshgate.dev/v1, got "meshgate.dev/v0"' }],
+      errors: [{ document: 'AuthorizationPolicy/shop/allow-frontend', field: 'spec.action', reason: 'expected one of ALLOW, DENY, AUDIT, got "PERMIT"' }],
       peer: SIDECAR_ID,
     });
     const applied = seen.at(-1)!;
     expect(applied.version).toBe('v2');
     expect(applied.documents.map((d) => [d.kind, d.spec])).toEqual([
-      ['AuthorizationPolicy', { rules: ['v1'] }],
-      ['RateLimitPolicy', { requestsPerSecond: 10 }],
+      ['AuthorizationPolicy', { action: 'ALLOW', mode: 'enforce', rules: [], selector: {} }],
+      ['IPAccessPolicy', { deny: ['10.99.0.0/16'], selector: {} }],
     ]);
     expect(applied.refused).toEqual([{ key: 'AuthorizationPolicy/shop/allow-frontend', kept: true }]);
     expect(sub.stats()).toMatchObject({ acks: 1, nacks: 1 });
@@ -283,7 +290,7 @@ describe('policy subscriber over mutual TLS', () => {
     const second = await subscriber([s.address]);
     const booted = await second.sub.first(AbortSignal.timeout(5_000));
     expect(booted).toMatchObject({ version: 'v1', source: 'disk', refused: [] });
-    expect(booted.documents.map((d) => d.spec)).toEqual([{ rules: ['v1'] }]);
+    expect(booted.documents.map((d) => d.spec)).toEqual([{ action: 'ALLOW', mode: 'enforce', rules: [], selector: {} }]);
     expect(state(second.sub)).toMatchObject({ version: 'v1', source: 'disk', hasPolicy: true, connectedTo: undefined });
     await waitFor('a failed connection attempt', () => second.sub.stats().failures > 0);
     expect(second.sub.ready()).toMatchObject({ ok: true });
@@ -318,7 +325,7 @@ describe('policy subscriber over mutual TLS', () => {
     await waitFor('the ACK from a', () => a.acks[0]);
     const firstSerial = a.streams[0]!.peerSerial;
     creds = await workloadCredentials(ca, 'shop', 'frontend');
-    b.push(wireSnapshot('v2', [doc('Route', 'canary')]));
+    b.push(wireSnapshot('v2', [doc('Route', 'canary', { service: 'orders' })]));
     a.dropStreams();
     await waitFor('the ACK from b', () => b.acks[0]);
     expect(b.streams[0]!.hello.currentVersion).toBe('v1');

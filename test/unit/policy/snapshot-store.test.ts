@@ -1,12 +1,14 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPolicySnapshotStore, snapshotFileFor } from '../../../src/policy/snapshot-store.ts';
 import type { PolicySnapshotStore, ReceivedSnapshot } from '../../../src/policy/snapshot-store.ts';
-import { validateDocumentShape } from '../../../src/policy/subscriber-validate.ts';
+import { policyModelValidator } from '../../../src/policy/subscriber-validate.ts';
+import { canonicalJson } from '../../../src/policy/snapshot.ts';
+import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import type { DocumentEnvelope, DocumentValidator } from '../../../src/policy/subscriber-validate.ts';
 import type { RegistryService } from '../../../src/policy/types.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
@@ -22,11 +24,19 @@ function capturingLogger() {
   return { logger: createLogger({ level: 'debug', name: 'test', destination: sink }), lines };
 }
 
-function doc(kind: string, name: string, spec: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}): DocumentEnvelope {
-  const body = { apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec, ...overrides };
-  const json = JSON.stringify(body);
+const model = createPolicyValidator();
+
+/** A document as the server sends it: validated (defaults filled in), canonical JSON, its digest. Invalid ones go as written. */
+function doc(kind: string, name: string, spec: Record<string, unknown>, overrides: Record<string, unknown> = {}): DocumentEnvelope {
+  const raw = { apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec, ...overrides };
+  const checked = model.validate(raw, { file: 'test', index: 0 });
+  const json = canonicalJson(checked.ok ? checked.document.document : raw);
   return { kind, namespace: 'shop', name, json, digest: createHash('sha256').update(json).digest('hex') };
 }
+
+const authz = (name: string, action: 'ALLOW' | 'DENY' = 'ALLOW', overrides: Record<string, unknown> = {}) => doc('AuthorizationPolicy', name, { action }, overrides);
+const ipDeny = (name: string, cidr: string) => doc('IPAccessPolicy', name, { deny: [cidr] });
+const route = (name: string, service = 'orders') => doc('Route', name, { service });
 
 const orders: RegistryService = {
   name: 'orders',
@@ -69,8 +79,8 @@ describe('policy snapshot store', () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
     expect(await store.load()).toBeUndefined();
-    store.apply(snapshot('v1', [doc('AuthorizationPolicy', 'allow-frontend', { rules: [] })]), 1_000);
-    const second = store.apply(snapshot('v2', [doc('AuthorizationPolicy', 'allow-frontend', { rules: [{ from: 'a' }] }), doc('RateLimitPolicy', 'rl')]), 2_000);
+    store.apply(snapshot('v1', [authz('allow-frontend')]), 1_000);
+    const second = store.apply(snapshot('v2', [authz('allow-frontend', 'DENY'), ipDeny('block', '10.0.0.0/8')]), 2_000);
     await store.flush();
     expect(store.stats()).toMatchObject({ writeFailures: 0 });
     expect(await readdir(path.dirname(file))).toEqual([path.basename(file)]);
@@ -82,11 +92,13 @@ describe('policy snapshot store', () => {
     const loaded = await reloaded.load();
     expect(loaded).toEqual(second.snapshot);
     expect(reloaded.current()).toEqual(second.snapshot);
-    expect(loaded!.documents.map((d) => d.document.spec)).toEqual([{ rules: [{ from: 'a' }] }, {}]);
+    expect(loaded!.documents.map((d) => d.document.spec)).toEqual([
+      { action: 'DENY', mode: 'enforce', rules: [], selector: {} },
+      { deny: ['10.0.0.0/8'], selector: {} },
+    ]);
   });
 
   it('ignores a corrupt or foreign file with a logged error, never throwing', async () => {
-    const { mkdir } = await import('node:fs/promises');
     await mkdir(path.dirname(file), { recursive: true });
     for (const text of ['{"format":1,"version":"v1","receivedAt":"2026-', '[]', '{"format":99}', JSON.stringify({ format: 1, version: 'v1', receivedAt: 'x', documents: [], services: [] }), '']) {
       await writeFile(file, text);
@@ -101,10 +113,11 @@ describe('policy snapshot store', () => {
   it('drops a persisted document that no longer validates and keeps the rest', async () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
-    store.apply(snapshot('v1', [doc('AuthorizationPolicy', 'a'), doc('Route', 'r')]), 1_000);
+    store.apply(snapshot('v1', [authz('a'), route('r')]), 1_000);
     await store.flush();
+    const modelCheck = policyModelValidator();
     const stricter: DocumentValidator = (raw) => {
-      const r = validateDocumentShape(raw);
+      const r = modelCheck(raw);
       return r.ok && r.document.kind === 'Route' ? { ok: false, errors: [{ field: 'spec.routes', reason: 'required' }] } : r;
     };
     const capture = capturingLogger();
@@ -116,27 +129,27 @@ describe('policy snapshot store', () => {
   it('one bad document keeps its last good copy, the others apply, and the NACK lists it with field and reason', async () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
-    const goodA = doc('AuthorizationPolicy', 'a', { rules: ['old'] });
-    const first = store.apply(snapshot('v1', [goodA, doc('RateLimitPolicy', 'b', { limit: 1 }), doc('Route', 'gone')]), 1_000);
+    const goodA = authz('a', 'DENY');
+    const first = store.apply(snapshot('v1', [goodA, ipDeny('b', '10.0.0.0/8'), route('gone')]), 1_000);
     expect(first.ack).toEqual({ version: 'v1', accepted: true, errors: [] });
 
-    const badA = doc('AuthorizationPolicy', 'a', { rules: ['new'] }, { apiVersion: 'meshgate.dev/v2' });
-    const second = store.apply(snapshot('v2', [badA, doc('RateLimitPolicy', 'b', { limit: 2 }), doc('IPAccessPolicy', 'c')]), 2_000);
+    const badA = doc('AuthorizationPolicy', 'a', { action: 'PERMIT' });
+    const second = store.apply(snapshot('v2', [badA, ipDeny('b', '192.168.0.0/16'), route('c')]), 2_000);
     expect(second.ack).toEqual({
       version: 'v2',
       accepted: false,
-      errors: [{ document: 'AuthorizationPolicy/shop/a', field: 'apiVersion', reason: 'expected meshgate.dev/v1, got "meshgate.dev/v2"' }],
+      errors: [{ document: 'AuthorizationPolicy/shop/a', field: 'spec.action', reason: 'expected one of ALLOW, DENY, AUDIT, got "PERMIT"' }],
     });
     expect(second.changed).toBe(true);
-    expect(keys(second.snapshot.documents)).toEqual(['AuthorizationPolicy/shop/a', 'RateLimitPolicy/shop/b', 'IPAccessPolicy/shop/c']);
+    expect(keys(second.snapshot.documents)).toEqual(['AuthorizationPolicy/shop/a', 'IPAccessPolicy/shop/b', 'Route/shop/c']);
     expect(second.snapshot.documents[0]!.envelope).toEqual(goodA);
-    expect(second.snapshot.documents[0]!.document.spec).toEqual({ rules: ['old'] });
-    expect(second.snapshot.documents[1]!.document.spec).toEqual({ limit: 2 });
+    expect(second.snapshot.documents[0]!.document.spec).toMatchObject({ action: 'DENY' });
+    expect(second.snapshot.documents[1]!.document.spec).toMatchObject({ deny: ['192.168.0.0/16'] });
     expect(second.snapshot.refused).toEqual([{ key: 'AuthorizationPolicy/shop/a', kept: true }]);
     expect(second.snapshot.version).toBe('v2');
 
     // Still refused in the next version: the same old copy carries on, and survives a restart.
-    const third = store.apply(snapshot('v3', [badA, doc('RateLimitPolicy', 'b', { limit: 3 })]), 3_000);
+    const third = store.apply(snapshot('v3', [badA, ipDeny('b', '172.16.0.0/12')]), 3_000);
     expect(third.snapshot.documents[0]!.envelope).toEqual(goodA);
     await store.flush();
     const reloaded = await createStore({ file, logger }).load();
@@ -147,9 +160,9 @@ describe('policy snapshot store', () => {
   it('a refused document with no previous copy is left out and reported as not kept', () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
-    const result = store.apply(snapshot('v1', [doc('Firewall', 'x'), doc('Route', 'r')]), 1_000);
+    const result = store.apply(snapshot('v1', [doc('Firewall', 'x', {}), route('r')]), 1_000);
     expect(result.ack.accepted).toBe(false);
-    expect(result.ack.errors).toEqual([{ document: 'Firewall/shop/x', field: 'kind', reason: expect.stringContaining('unknown kind "Firewall"') }]);
+    expect(result.ack.errors).toEqual([{ document: 'Firewall/shop/x', field: 'kind', reason: expect.stringContaining('got "Firewall"') }]);
     expect(keys(result.snapshot.documents)).toEqual(['Route/shop/r']);
     expect(result.snapshot.refused).toEqual([{ key: 'Firewall/shop/x', kept: false }]);
   });
@@ -157,26 +170,27 @@ describe('policy snapshot store', () => {
   it('refuses JSON that does not parse, an envelope that disagrees with its document, and a key sent twice', () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
-    const broken = { ...doc('Route', 'broken'), json: '{"apiVersion":' };
-    const renamed = { ...doc('Route', 'real'), name: 'claimed' };
-    const result = store.apply(snapshot('v1', [broken, renamed, doc('Route', 'twice'), doc('Route', 'twice', { x: 1 })]), 1_000);
+    const broken = { ...route('broken'), json: '{"apiVersion":' };
+    const renamed = { ...route('real'), name: 'claimed' };
+    const result = store.apply(snapshot('v1', [broken, renamed, route('twice'), route('twice', 'payments')]), 1_000);
     expect(result.ack.errors).toEqual([
       { document: 'Route/shop/broken', field: '', reason: expect.stringContaining('not JSON') },
       { document: 'Route/shop/claimed', field: 'metadata.name', reason: 'document says real, envelope says claimed' },
       { document: 'Route/shop/twice', field: '', reason: expect.stringContaining('sent twice') },
     ]);
     expect(keys(result.snapshot.documents)).toEqual(['Route/shop/twice']);
-    expect(result.snapshot.documents[0]!.document.spec).toEqual({});
+    expect(result.snapshot.documents[0]!.document.spec).toMatchObject({ service: 'orders' });
   });
 
   it('a validator that throws refuses that one document', () => {
     const { logger } = capturingLogger();
+    const modelCheck = policyModelValidator();
     const validate: DocumentValidator = (raw) => {
       if ((raw as { metadata: { name: string } }).metadata.name === 'boom') throw new Error('bug');
-      return validateDocumentShape(raw);
+      return modelCheck(raw);
     };
     const store = createStore({ file, logger, validate });
-    const result = store.apply(snapshot('v1', [doc('Route', 'boom'), doc('Route', 'fine')]), 1_000);
+    const result = store.apply(snapshot('v1', [route('boom'), route('fine')]), 1_000);
     expect(result.ack.errors).toEqual([{ document: 'Route/shop/boom', field: '', reason: 'validator failed: bug' }]);
     expect(keys(result.snapshot.documents)).toEqual(['Route/shop/fine']);
   });
@@ -184,10 +198,10 @@ describe('policy snapshot store', () => {
   it('documents the server no longer sends are removed; an identical snapshot is not a change', () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
-    store.apply(snapshot('v1', [doc('Route', 'a'), doc('Route', 'b')]), 1_000);
-    const second = store.apply(snapshot('v2', [doc('Route', 'b')]), 2_000);
+    store.apply(snapshot('v1', [route('a'), route('b')]), 1_000);
+    const second = store.apply(snapshot('v2', [route('b')]), 2_000);
     expect(keys(second.snapshot.documents)).toEqual(['Route/shop/b']);
-    const again = store.apply(snapshot('v2', [doc('Route', 'b')]), 3_000);
+    const again = store.apply(snapshot('v2', [route('b')]), 3_000);
     expect(again.changed).toBe(false);
     expect(again.snapshot.receivedAt).toBe(3_000);
   });
@@ -197,7 +211,7 @@ describe('policy snapshot store', () => {
     const blocker = path.join(dir, 'not-a-dir');
     await writeFile(blocker, 'x');
     const store = createStore({ file: path.join(blocker, 'snap.json'), logger });
-    const result = store.apply(snapshot('v1', [doc('Route', 'a')]), 1_000);
+    const result = store.apply(snapshot('v1', [route('a')]), 1_000);
     await store.flush();
     expect(result.ack.accepted).toBe(true);
     expect(store.current()?.version).toBe('v1');
@@ -208,7 +222,7 @@ describe('policy snapshot store', () => {
   it('coalesces writes: the newest state is what ends up on disk', async () => {
     const { logger } = capturingLogger();
     const store = createStore({ file, logger });
-    for (let i = 1; i <= 20; i++) store.apply(snapshot(`v${i}`, [doc('Route', 'a', { i })]), i);
+    for (let i = 1; i <= 20; i++) store.apply(snapshot(`v${i}`, [route('a', `svc-${i}`)]), i);
     await store.flush();
     expect(store.stats().writes).toBeLessThan(20);
     const persisted = JSON.parse(await readFile(file, 'utf8')) as { version: string };

@@ -11,6 +11,7 @@ import type { EffectiveSnapshot } from '../../../src/policy/subscriber.ts';
 import { policySubscriberConfigSchema } from '../../../src/policy/subscriber-config.ts';
 import type { PolicySubscriberConfigInput } from '../../../src/policy/subscriber-config.ts';
 import type { DocumentEnvelope } from '../../../src/policy/subscriber-validate.ts';
+import { canonicalJson } from '../../../src/policy/snapshot.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 
@@ -21,7 +22,7 @@ import { createFakeClock } from '../../helpers/fake-clock.ts';
  */
 
 function route(name: string): DocumentEnvelope {
-  const json = JSON.stringify({ apiVersion: 'meshgate.dev/v1', kind: 'Route', metadata: { name, namespace: 'shop' }, spec: {} });
+  const json = canonicalJson({ apiVersion: 'meshgate.dev/v1', kind: 'Route', metadata: { name, namespace: 'shop' }, spec: { routes: [], selector: {}, service: 'orders' } });
   return { kind: 'Route', namespace: 'shop', name, json, digest: createHash('sha256').update(json).digest('hex') };
 }
 
@@ -138,7 +139,7 @@ describe('policy subscriber before any server answers', () => {
     const { sub } = setup({ reconnect: { base: '10ms', max: '20ms' } });
     const abort = new AbortController();
     const done = sub.run(abort.signal);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    for (let i = 0; i < 500 && sub.stats().failures === 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
     abort.abort();
     await expect(done).resolves.toBeUndefined();
     expect(sub.stats()).toMatchObject({ lastError: 'no workload certificate yet' });
