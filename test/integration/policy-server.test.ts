@@ -1,7 +1,7 @@
 import { readFile, readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPolicyClient, decodeSnapshot, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
 import type { WireSnapshot } from '../../src/policy/policy-api.ts';
@@ -269,5 +269,61 @@ describe('meshgate policy-server', () => {
     await missing.body.dump();
     const metrics = await (await request(`http://127.0.0.1:${ps.server.adminPort}/metrics`)).body.text();
     for (const name of ['meshgate_policy_documents', 'meshgate_policy_subscribers', 'meshgate_policy_pushes_total', 'meshgate_policy_nacks_total']) expect(metrics).toContain(name);
+  });
+});
+
+describe('meshgate policy-server: admin over TLS, certificate rotation', () => {
+  let h: PolicyHarness;
+  beforeAll(async () => {
+    h = await createPolicyHarness();
+  });
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('with admin.tls, the admin listener serves the workload certificate and the admin API sees the caller\'s SPIFFE ID', async () => {
+    const ps = await h.start({ admin: { address: '127.0.0.1', port: 0, tls: true }, adminApi: { audit: { file: 'tls-audit.jsonl' }, roleBindings: [{ subjects: ['spiffe://cluster.local/ns/platform/*'], role: 'viewer' }] } });
+    const caller = await h.identity('platform', 'ops');
+    const dispatcher = new Agent({
+      connect: {
+        ca: h.ca.rootsPem,
+        key: caller.keyPem,
+        cert: caller.chainPem.join(''),
+        // The server's certificate names a SPIFFE ID, not a host.
+        checkServerIdentity: (_host: string, cert: { subjectaltname?: string }) =>
+          cert.subjectaltname === `URI:${ps.server.spiffeId}` ? undefined : new Error(`unexpected server ${cert.subjectaltname}`),
+      },
+    });
+    const whoami = await request(`https://127.0.0.1:${ps.server.adminPort}/api/v1/whoami`, { dispatcher });
+    expect(whoami.statusCode).toBe(200);
+    expect(await whoami.body.json()).toEqual({ subject: 'spiffe://cluster.local/ns/platform/sa/ops', via: 'mtls', role: 'viewer' });
+    const live = await request(`https://127.0.0.1:${ps.server.adminPort}/live`, { dispatcher });
+    expect(live.statusCode).toBe(200);
+    await live.body.dump();
+    await dispatcher.close();
+    await ps.close();
+  });
+
+  it('renews its serving certificate and new streams get the new one', async () => {
+    const ps = await h.start({ identity: { trustDomain: TRUST_DOMAIN, ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile: path.join(h.dir, 'policy-server.token'), ttl: '4s', jitterFraction: 0 } });
+    const firstSerial = ps.server.identity.current()!.facts.serial;
+    const rotated = await new Promise<string>((resolve) => ps.server.identity.onRotate((c) => resolve(c.facts.serial)));
+    expect(rotated).not.toBe(firstSerial);
+    const orders = await h.identity('shop', 'orders');
+    let seen: string | undefined;
+    const creds = grpc.credentials.createSsl(Buffer.from(orders.trustBundlePem.join('')), Buffer.from(orders.keyPem), Buffer.from(orders.chainPem.join('')), {
+      checkServerIdentity: (_host, cert) => {
+        seen = cert.serialNumber;
+        return undefined;
+      },
+    });
+    const client = createPolicyClient(ps.address, creds);
+    const sub = openSubscriber(client, { sidecarId: 'after-rotation' }, true);
+    await sub.next();
+    expect(seen?.toUpperCase()).toBe(ps.server.identity.current()!.facts.serial.toUpperCase());
+    expect(seen?.toUpperCase()).not.toBe(firstSerial.toUpperCase());
+    sub.close();
+    client.close();
+    await ps.close();
   });
 });
