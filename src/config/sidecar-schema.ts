@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { policySubscriberConfigSchema } from '../policy/subscriber-config.ts';
 import { byteSize, duration } from './durations.ts';
 
 /*
@@ -156,6 +157,8 @@ export const sidecarConfigSchema = z.strictObject({
     .strictObject({
       service: z.string().min(1).describe('Service this sidecar fronts.'),
       namespace: z.string().min(1).default('default').describe('Namespace of the workload.'),
+      address: hostPort.optional().describe('host:port where other sidecars reach this workload (registered with the policy server); default: the inbound listener address, or the hostname when it binds 0.0.0.0.'),
+      labels: z.record(z.string(), z.string()).default({}).describe('Labels registered with the endpoint (e.g. version: v2), used by route subsets.'),
     })
     .describe('Who this sidecar is.'),
   listeners: z
@@ -213,6 +216,15 @@ export const sidecarConfigSchema = z.strictObject({
     })
     .prefault({})
     .describe('Mutual TLS between sidecars.'),
+  policy: policySubscriberConfigSchema
+    .optional()
+    .describe('Policy from `meshgate policy-server` (authorization and the service registry). Without it the sidecar enforces no per-call policy.'),
+  authorization: z
+    .strictObject({
+      allowWhenNoPolicy: z.boolean().default(false).describe('Mesh-wide switch: admit calls to a workload that no ALLOW AuthorizationPolicy selects. Default false: deny by default.'),
+    })
+    .prefault({})
+    .describe('Authorization defaults.'),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),

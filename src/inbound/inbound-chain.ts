@@ -10,6 +10,13 @@ export interface InboundChainOptions {
   readonly allowWhenNoAuthzPolicy: boolean;
 }
 
+function unusablePolicy(keys: readonly string[]): Filter {
+  return {
+    name: 'unusable-policy',
+    onRequest: () => respond('policy.unavailable', `policy ${keys[0]}${keys.length > 1 ? ` and ${keys.length - 1} more` : ''} could not be applied; admitting nothing`),
+  };
+}
+
 /** Admits nothing: the fail-closed chain of a sidecar that has never had a policy. */
 const NO_POLICY: Filter = {
   name: 'no-policy',
@@ -21,8 +28,15 @@ const NO_POLICY: Filter = {
  * ARCHITECTURE.md. Built once per snapshot version; calls only run it.
  * `documents` undefined means no snapshot at all.
  */
-export function buildInboundChain(documents: readonly PolicyDocument[] | undefined, opts: InboundChainOptions): readonly Filter[] {
+export function buildInboundChain(
+  documents: readonly PolicyDocument[] | undefined,
+  opts: InboundChainOptions,
+  /** Enforcing documents the server sent that this sidecar could not use and has no older copy of. */
+  missing: readonly string[] = [],
+): readonly Filter[] {
   if (documents === undefined) return opts.onNoPolicy === 'deny' ? [NO_POLICY] : [];
+  // A DENY rule we could not read must not turn into an allow: admit nothing until it is fixed.
+  if (missing.length > 0) return [unusablePolicy(missing)];
   return [
     // ip-access: cheapest refusal, before any token is parsed (arrives with issue 5)
     // authn: mTLS peer is already verified by the listener; JWT and OAuth2 arrive with issue 5

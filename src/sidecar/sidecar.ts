@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
 import { createAdminServer } from '../admin/admin-server.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
@@ -17,6 +18,8 @@ import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import { createEdgeTls } from '../identity/edge-tls.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
+import { startWorkloadPolicy } from './workload-policy.ts';
+import type { WorkloadPolicy } from './workload-policy.ts';
 import type { WorkloadIdentity } from './workload-identity.ts';
 
 export interface SidecarDeps {
@@ -59,20 +62,28 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   const lifetime = new AbortController();
   let draining = false;
   let registry: ReturnType<typeof createServiceRegistry> | undefined;
+  const policyRef: { current?: WorkloadPolicy } = {};
 
   const admin = createAdminServer({
     registry: metrics.registry,
     async readiness() {
       const appCheck = await probeApp(config.inbound.app, config.inbound.readinessPath, 1_000);
       const certificate = !config.identity ? 'disabled' : identity?.manager.valid() ? 'ok' : (identity?.manager.stats().lastError ?? 'waiting for the first certificate');
-      const checks = { listeners: draining ? 'draining' : listeners.inbound ? 'ok' : 'starting', certificate, app: appCheck };
-      const ready = !draining && listeners.inbound !== undefined && appCheck === 'ok' && (certificate === 'ok' || certificate === 'disabled');
+      const policyState = policyRef.current?.ready();
+      const checks = {
+        listeners: draining ? 'draining' : listeners.inbound ? 'ok' : 'starting',
+        certificate,
+        policy: policyState ? (policyState.state === 'ok' ? 'ok' : `${policyState.state}: ${policyState.detail}`) : 'disabled',
+        app: appCheck,
+      };
+      const ready =
+        !draining && listeners.inbound !== undefined && appCheck === 'ok' && (certificate === 'ok' || certificate === 'disabled') && (policyState?.ok ?? true);
       return { ready, checks };
     },
     configDump: () => ({
       workload: config.workload,
       config,
-      policy: { version: null },
+      policy: policyRef.current?.describe() ?? { source: 'none' },
       certificate: describeCertificate(identity),
       endpoints: registry?.services().map((s) => ({
         service: s.cluster.key,
@@ -125,8 +136,14 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     maxConnections: 256,
     keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
   });
-  // The policy-driven chains arrive with the policy issues; until then both are empty.
-  const inboundFilters: readonly Filter[] = [];
+  // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
+  const policy = config.policy
+    ? await startWorkloadPolicy(config, { registry: services, credentials: () => identity?.manager.current(), metrics, clock, random, logger })
+    : undefined;
+  policyRef.current = policy;
+  if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
+  const noFilters: readonly Filter[] = [];
+  const inboundFilters = (): readonly Filter[] => policy?.inboundFilters() ?? noFilters;
   const outboundFilters: readonly Filter[] = [];
   const inboundTls =
     identity && config.mtls.mode !== 'DISABLE'
@@ -145,7 +162,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       appProtocol: config.inbound.appProtocol,
       appTimeoutMs: config.inbound.timeout,
       idleTimeoutMs: config.limits.idleTimeout,
-      filters: () => inboundFilters,
+      filters: inboundFilters,
       // Only mesh connections carry a principal; edge callers never do.
       peerPrincipal: (req) => (edge ? undefined : inbound.peerPrincipal(req)),
       telemetry,
@@ -186,6 +203,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   listeners.inbound = inbound;
   listeners.outbound = outbound;
   services.start(lifetime.signal);
+  await policy?.subscribe(advertisedAddress(config.listeners.inbound.address, bound.inbound.port), lifetime.signal);
   logger.info({ outbound: bound.outbound.port, inbound: bound.inbound.port, admin: bound.admin.port, mtls: config.mtls.mode, spiffeId: identity?.spiffeId }, 'sidecar listening');
 
   return {
@@ -210,6 +228,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       return { completed };
     },
   };
+}
+
+/** host:port peers use to reach this workload: the bound address, or the hostname behind a wildcard bind. */
+function advertisedAddress(bindAddress: string, port: number): string {
+  const host = bindAddress === '0.0.0.0' || bindAddress === '::' ? hostname() : bindAddress;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** What /config_dump shows of the certificate: identity and dates, never the key. */

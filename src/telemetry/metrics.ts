@@ -16,6 +16,7 @@ export interface SidecarMetrics {
   readonly inFlight: Gauge<'direction'>;
   readonly tlsHandshakeErrors: Counter<'listener' | 'reason'>;
   readonly certExpiry: Gauge;
+  readonly policyVersion: Gauge<'version' | 'source'>;
 }
 
 export function createSidecarMetrics(opts: {
@@ -70,6 +71,12 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_tls_handshake_errors_total',
       help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, foreign_trust_domain, no_spiffe_id, plaintext, handshake_failed, reset).',
       labelNames: ['listener', 'reason'],
+      registers,
+    }),
+    policyVersion: new Gauge({
+      name: 'meshgate_policy_snapshot_version',
+      help: 'The policy snapshot in force: 1 for its version (content digest) and source (server or disk); compare across sidecars for version skew.',
+      labelNames: ['version', 'source'],
       registers,
     }),
     certExpiry: new Gauge({

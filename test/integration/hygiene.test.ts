@@ -139,7 +139,7 @@ describe('admin endpoints', () => {
       expect(metrics).toContain('meshgate_request_duration_seconds_bucket');
       expect(metrics).toMatch(/meshgate_requests_in_flight\{direction="inbound"\} 0/);
       const dump = (await (await request(`${sc.adminUrl}/config_dump`)).body.json()) as Record<string, unknown>;
-      expect(dump).toMatchObject({ workload: { service: 'test', namespace: 'default' }, policy: { version: null } });
+      expect(dump).toMatchObject({ workload: { service: 'test', namespace: 'default' }, policy: { source: 'none' }, certificate: null });
       await app.close();
       const down = await request(`${sc.adminUrl}/ready`);
       expect(down.statusCode).toBe(503);

@@ -1,0 +1,140 @@
+import { hostname } from 'node:os';
+import type { SidecarConfig, ServiceConfig } from '../config/sidecar-schema.ts';
+import { registryServiceSchema } from '../config/sidecar-schema.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import type { Filter } from '../core/filter.ts';
+import type { WorkloadCredentials } from '../identity/cert-manager.ts';
+import { buildInboundChain } from '../inbound/inbound-chain.ts';
+import type { ServiceRegistry } from '../outbound/service-registry.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../policy/snapshot-store.ts';
+import { createPolicySubscriber } from '../policy/subscriber.ts';
+import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from '../policy/subscriber.ts';
+import type { PolicyDocument, RegistryService } from '../policy/types.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { SidecarMetrics } from '../telemetry/metrics.ts';
+
+/** Kinds whose loss could turn a deny into an allow. */
+const ENFORCING_KINDS = new Set(['AuthorizationPolicy', 'RequestAuthentication', 'IPAccessPolicy', 'RateLimitPolicy', 'ValidationPolicy']);
+
+export interface WorkloadPolicy {
+  /** The inbound chain of the snapshot in force (fail-closed chain before any). */
+  inboundFilters(): readonly Filter[];
+  /** Opens the stream once the inbound listener's address is known. */
+  subscribe(inboundAddress: string, signal: AbortSignal): Promise<void>;
+  ready(): PolicyReadiness;
+  describe(): unknown;
+}
+
+/**
+ * Keeps the sidecar's enforcement and registry on the policy in force: the disk
+ * copy at boot (before any listener opens), then every snapshot the stream
+ * brings. Each snapshot is compiled once into a new filter chain and swapped in
+ * with one assignment, so a call runs entirely on one version.
+ */
+export async function startWorkloadPolicy(
+  config: SidecarConfig,
+  deps: {
+    registry: ServiceRegistry;
+    credentials: () => WorkloadCredentials | undefined;
+    metrics: SidecarMetrics;
+    clock: Clock;
+    random: Random;
+    logger: Logger;
+  },
+): Promise<WorkloadPolicy> {
+  const policyConfig = config.policy!;
+  const logger = deps.logger.child({ component: 'policy' });
+  const chainOptions = { onNoPolicy: policyConfig.onNoPolicy, allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy };
+  let filters = buildInboundChain(undefined, chainOptions);
+  let inForce: EffectiveSnapshot | undefined;
+
+  const install = (snapshot: EffectiveSnapshot): void => {
+    const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
+    if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
+    filters = buildInboundChain(snapshot.documents, chainOptions, missing);
+    deps.registry.update(mergeServices(snapshot.services, snapshot.documents, config, logger));
+    deps.metrics.policyVersion.reset();
+    deps.metrics.policyVersion.set({ version: snapshot.version, source: snapshot.source }, 1);
+    inForce = snapshot;
+    logger.info({ version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length }, 'policy in force');
+  };
+
+  const store = createPolicySnapshotStore({ file: snapshotFileFor(policyConfig.stateDir, config.workload), logger });
+  let subscriber: PolicySubscriber | undefined;
+  const booted = await store.load();
+  if (booted) {
+    install({
+      version: booted.version,
+      receivedAt: booted.receivedAt,
+      source: 'disk',
+      documents: booted.documents.map((d) => d.document),
+      services: booted.services,
+      refused: booted.refused,
+    });
+  }
+
+  return {
+    inboundFilters: () => filters,
+    async subscribe(inboundAddress, signal) {
+      subscriber = createPolicySubscriber(policyConfig, {
+        credentials: deps.credentials,
+        hello: {
+          sidecarId: `${hostname()}-${process.pid}-${Math.round(deps.clock.now())}`,
+          address: config.workload.address ?? inboundAddress,
+          labels: config.workload.labels,
+        },
+        store,
+        clock: deps.clock,
+        random: deps.random,
+        logger,
+      });
+      subscriber.onSnapshot(install);
+      await subscriber.boot();
+      void subscriber.run(signal);
+    },
+    ready: () =>
+      subscriber?.ready() ??
+      (inForce
+        ? { ok: true, state: 'ok', detail: `disk copy ${inForce.version}` }
+        : { ok: policyConfig.onNoPolicy === 'allow', state: 'no-policy', detail: 'no policy snapshot yet' }),
+    describe: () => ({
+      version: inForce?.version ?? null,
+      source: inForce?.source ?? null,
+      receivedAt: inForce ? new Date(inForce.receivedAt).toISOString() : null,
+      status: subscriber?.current() ?? null,
+      stats: subscriber?.stats() ?? null,
+      servers: policyConfig.servers,
+    }),
+  };
+}
+
+/**
+ * The registry the outbound stack uses: services pushed by the policy server,
+ * routes from Route documents, and the static `services:` of the config file on
+ * top (an operator's override wins).
+ */
+function mergeServices(pushed: readonly RegistryService[], documents: readonly PolicyDocument[], config: SidecarConfig, logger: Logger): ServiceConfig[] {
+  const routes = new Map<string, unknown[]>();
+  for (const doc of documents) {
+    if (doc.kind !== 'Route') continue;
+    const ref = String(doc.spec.service);
+    const key = ref.includes('.') ? ref : `${ref}.${doc.metadata.namespace}`;
+    routes.set(key, doc.spec.routes as unknown[]);
+  }
+  const byKey = new Map<string, ServiceConfig>();
+  for (const svc of pushed) {
+    const key = `${svc.name}.${svc.namespace}`;
+    const parsed = registryServiceSchema.safeParse({
+      name: svc.name,
+      namespace: svc.namespace,
+      endpoints: svc.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight || 1 })),
+      ...(svc.identities.length > 0 ? { identities: svc.identities } : {}),
+      tls: svc.external ? 'none' : 'auto',
+      routes: routes.get(key) ?? [],
+    });
+    if (parsed.success) byKey.set(key, parsed.data);
+    else logger.warn({ service: key, error: parsed.error.issues[0]?.message }, 'registry entry ignored');
+  }
+  for (const svc of config.services) byKey.set(`${svc.name}.${svc.namespace}`, svc);
+  return [...byKey.values()];
+}
