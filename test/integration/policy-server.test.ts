@@ -304,6 +304,57 @@ describe('meshgate policy-server: admin over TLS, certificate rotation', () => {
     await ps.close();
   });
 
+  it('on the real store over mTLS: a NACK shows on /api/v1/sidecars; a developer write to a production namespace is 403 and audited', async () => {
+    const ps = await h.start({
+      admin: { address: '127.0.0.1', port: 0, tls: true },
+      adminApi: {
+        audit: { file: 'rbac-audit.jsonl' },
+        roleBindings: [{ subjects: ['spiffe://cluster.local/ns/platform/sa/dev'], role: 'developer' }],
+        productionNamespaces: ['payments'],
+      },
+    });
+    const dev = await h.identity('platform', 'dev');
+    const dispatcher = new Agent({
+      connect: {
+        ca: h.ca.rootsPem,
+        key: dev.keyPem,
+        cert: dev.chainPem.join(''),
+        checkServerIdentity: (_host: string, cert: { subjectaltname?: string }) =>
+          cert.subjectaltname === `URI:${ps.server.spiffeId}` ? undefined : new Error(`unexpected server ${cert.subjectaltname}`),
+      },
+    });
+    const api = (p: string, init: { method?: 'GET' | 'PUT'; body?: string } = {}) =>
+      request(`https://127.0.0.1:${ps.server.adminPort}/api/v1${p}`, { dispatcher, method: init.method ?? 'GET', body: init.body, headers: { 'content-type': 'application/yaml' } });
+    try {
+      const sub = ps.subscribe(await h.identity('shop', 'orders'), { sidecarId: 'orders-nacker' }, { autoAck: false });
+      const snapshot = await sub.next();
+      sub.ack(snapshot.version, false, [{ document: 'AuthorizationPolicy/shop/x', field: 'spec.rules[0]', reason: 'cannot enforce here' }]);
+      await eventually(() => ps.server.directory.subscribers().some((v) => v.lastNack !== undefined));
+      const sidecars = (await (await api('/sidecars')).body.json()) as { sidecars: Array<{ sidecarId: string; inSync: boolean; lastNack?: { errors: Array<{ reason: string }> } }> };
+      const nacker = sidecars.sidecars.find((v) => v.sidecarId === 'orders-nacker')!;
+      expect(nacker.inSync).toBe(false);
+      expect(nacker.lastNack?.errors[0]?.reason).toBe('cannot enforce here');
+      sub.close();
+
+      const doc = (ns: string) => `apiVersion: meshgate.dev/v1\nkind: AuthorizationPolicy\nmetadata: { name: p, namespace: ${ns} }\nspec: { action: ALLOW, rules: [{}] }\n`;
+      const forbidden = await api('/documents/AuthorizationPolicy/payments/p', { method: 'PUT', body: doc('payments') });
+      expect(forbidden.statusCode).toBe(403);
+      expect(await forbidden.body.json()).toMatchObject({ code: 'admin.forbidden' });
+      const allowed = await api('/documents/AuthorizationPolicy/shop/p', { method: 'PUT', body: doc('shop') });
+      expect(allowed.statusCode).toBe(201);
+      await allowed.body.dump();
+      await eventually(() => ps.server.store.documents().some((d) => d.key === 'AuthorizationPolicy/shop/p'));
+      const audit = (await (await api('/audit')).body.json()) as { entries: Array<{ document: string; result: string; actor: { subject: string; role: string } }> };
+      expect(audit.entries.map((e) => [e.document, e.result, e.actor.subject, e.actor.role])).toEqual([
+        ['AuthorizationPolicy/payments/p', 'forbidden', 'spiffe://cluster.local/ns/platform/sa/dev', 'developer'],
+        ['AuthorizationPolicy/shop/p', 'applied', 'spiffe://cluster.local/ns/platform/sa/dev', 'developer'],
+      ]);
+    } finally {
+      await dispatcher.close();
+      await ps.close();
+    }
+  });
+
   it('renews its serving certificate and new streams get the new one', async () => {
     const ps = await h.start({ identity: { trustDomain: TRUST_DOMAIN, ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile: path.join(h.dir, 'policy-server.token'), ttl: '4s', jitterFraction: 0 } });
     const firstSerial = ps.server.identity.current()!.facts.serial;
