@@ -38,8 +38,23 @@ export interface CallContext {
 export interface CallAnnotations {
   decision?: 'allow' | 'deny';
   reason?: string;
+  /** `namespace/policy#rule` that decided. */
   rule?: string;
+  /** Id of the decision, quoted in deny bodies and logs so an operator can find the trail. */
+  decisionId?: string;
   upstream?: string;
   retries: number;
   route?: string;
+  /** The verified request credential (JWT or OAuth2 introspection), set by the authn filter. */
+  auth?: RequestAuth;
+  /** Rules in shadow mode that would have denied this call (`namespace/policy#rule`). */
+  shadowDenials?: string[];
+}
+
+export interface RequestAuth {
+  /** `issuer/subject`, what AuthorizationPolicy `requestPrincipals` match. */
+  readonly principal: string;
+  readonly issuer: string;
+  readonly subject: string;
+  readonly claims: Readonly<Record<string, unknown>>;
 }
