@@ -11,6 +11,8 @@ import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface DemoCa {
+  /** The temp folder holding the CA material (removed on close). */
+  readonly dir: string;
   readonly address: string;
   readonly trustBundleFile: string;
   /** Writes a bootstrap token for `ns/sa` and returns its file. */
@@ -31,6 +33,7 @@ export async function startDemoCa(deps: { clock: Clock; logger: Logger }): Promi
   const ca = await startCa(config, { logger: deps.logger, clock: deps.clock, configDir: dir });
   const keyPem = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
   return {
+    dir,
     address: `127.0.0.1:${ca.grpcPort}`,
     trustBundleFile: path.join(dir, 'trust-bundle.pem'),
     async tokenFile(ns, sa) {

@@ -6,7 +6,9 @@ import { systemClock } from '../core/clock.ts';
 import { startSidecar } from '../sidecar/sidecar.ts';
 import type { RunningSidecar } from '../sidecar/sidecar.ts';
 import { createLogger } from '../telemetry/logger.ts';
+import path from 'node:path';
 import { startDemoCa } from './demo-ca.ts';
+import { startDemoPolicyServer } from './demo-policy.ts';
 import { startEchoApp } from './echo-app.ts';
 
 interface DemoCall {
@@ -23,15 +25,15 @@ interface DemoCall {
  * that app's outbound listener, so every call crosses two sidecars.
  */
 export async function runDemo(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { calls: { type: 'string', default: '6' } }, strict: true });
-  const rounds = Math.max(1, Math.min(1000, Number(values.calls) || 6));
-  const logger = createLogger({ level: 'warn', name: 'demo' });
+  const { values } = parseArgs({ args, options: { calls: { type: 'string', default: '8' } }, strict: true });
+  const rounds = Math.max(1, Math.min(1000, Number(values.calls) || 8));
+  const logger = createLogger({ level: 'error', name: 'demo' });
   const ca = await startDemoCa({ clock: systemClock, logger });
+  const policyServer = await startDemoPolicyServer(ca, { clock: systemClock, random: Math.random, logger });
   const apps = { frontend: await startEchoApp('frontend'), orders: await startEchoApp('orders') };
   const sidecars: Record<string, RunningSidecar> = {};
-  // Inbound ports are needed in the peers' registries, so start each sidecar's inbound first.
+  // No static services: each sidecar registers with the policy server and learns the others from it.
   for (const name of ['orders', 'frontend'] as const) {
-    const peers = Object.entries(sidecars).map(([peer, s]) => ({ name: peer, endpoints: [{ address: `127.0.0.1:${s.inbound.port}` }] }));
     const config = parseConfigText(
       JSON.stringify({
         workload: { service: name, namespace: 'default' },
@@ -44,7 +46,7 @@ export async function runDemo(args: string[]): Promise<number> {
           ca: { address: ca.address, trustBundleFile: ca.trustBundleFile, serverName: 'localhost' },
           tokenFile: await ca.tokenFile('default', name),
         },
-        services: peers.map((p) => ({ ...p, routes: [{ retries: { attempts: 2 }, timeout: '5s' }] })),
+        policy: { servers: [policyServer.address], stateDir: path.join(ca.dir, `state-${name}`) },
       }),
       `demo:${name}`,
       sidecarConfigSchema,
@@ -52,17 +54,21 @@ export async function runDemo(args: string[]): Promise<number> {
     sidecars[name] = await startSidecar(config, { logger, clock: systemClock, random: Math.random });
   }
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
-  out(`meshgate demo: a CA (${ca.address}) and two echo services, each behind a sidecar on 127.0.0.1, mutual TLS STRICT`);
+  out(`meshgate demo: a CA (${ca.address}), a policy server (${policyServer.address}) and two echo services,`);
+  out('each behind a sidecar on 127.0.0.1: mutual TLS STRICT, policy: frontend may GET/POST /orders on orders');
   for (const [name, s] of Object.entries(sidecars)) {
     const cert = s.identity?.manager.current()?.facts;
     out(`  ${name.padEnd(9)} app :${apps[name as keyof typeof apps].port}  outbound :${s.outbound.port}  inbound :${s.inbound.port}  admin http://127.0.0.1:${s.admin.port}/metrics`);
     out(`  ${''.padEnd(9)} ${cert?.spiffeId ?? 'no identity'}  serial ${cert?.serial.slice(0, 12) ?? '-'}…  expires ${cert?.notAfter.toISOString() ?? '-'}`);
   }
   out('');
+  await untilRoutable(sidecars.frontend!.outbound.port, 'orders');
   const plan: DemoCall[] = [
     { from: 'frontend', to: 'orders', method: 'GET', path: '/orders/42' },
     { from: 'frontend', to: 'orders.default', method: 'POST', path: '/orders', body: '{"item":"book","qty":1}' },
     { from: 'frontend', to: 'orders.default.svc.cluster.local:80', method: 'GET', path: '/orders?limit=5' },
+    { from: 'frontend', to: 'orders', method: 'DELETE', path: '/orders/42' },
+    { from: 'frontend', to: 'orders', method: 'GET', path: '/admin/users' },
     { from: 'frontend', to: 'payments', method: 'GET', path: '/charge' },
   ];
   let failures = 0;
@@ -78,8 +84,8 @@ export async function runDemo(args: string[]): Promise<number> {
       const text = await res.body.text();
       const ms = (performance.now() - started).toFixed(1);
       const reason = res.headers['x-meshgate-reason'];
-      const detail = reason ? `denied by meshgate: ${String(reason)}` : summarize(text);
-      out(`${call.from} -> ${call.to.padEnd(36)} ${call.method.padEnd(4)} ${call.path.padEnd(16)} ${res.statusCode} ${ms.padStart(6)} ms  ${detail}`);
+      const detail = reason ? `answered by meshgate: ${String(reason)}${ruleOf(text)}` : summarize(text);
+      out(`${call.from} -> ${call.to.padEnd(36)} ${call.method.padEnd(6)} ${call.path.padEnd(16)} ${res.statusCode} ${ms.padStart(6)} ms  ${detail}`);
     } catch (err) {
       failures++;
       out(`${call.from} -> ${call.to} ${call.method} ${call.path} failed: ${(err as Error).message}`);
@@ -96,8 +102,29 @@ export async function runDemo(args: string[]): Promise<number> {
   out(`orders sidecar /metrics: ${line ?? '(no inbound calls counted)'}`);
   await Promise.all(Object.values(sidecars).map((s) => s.drain(1_000)));
   await Promise.all(Object.values(apps).map((a) => a.close()));
+  await policyServer.close();
   await ca.close();
   return failures === 0 ? 0 : 1;
+}
+
+/** Waits (bounded) until the registry push has told `port`'s sidecar where `service` is. */
+async function untilRoutable(port: number, service: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const res = await request(`http://127.0.0.1:${port}/orders/0`, { headers: { host: service } });
+    await res.body.dump();
+    if (res.headers['x-meshgate-reason'] !== 'route.not_found') return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+function ruleOf(text: string): string {
+  try {
+    const body = JSON.parse(text) as { rule?: string; decision_id?: string };
+    return body.rule ? ` (rule ${body.rule})` : '';
+  } catch {
+    return '';
+  }
 }
 
 function summarize(text: string): string {
