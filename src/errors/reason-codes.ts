@@ -36,6 +36,11 @@ export const REASON_CODES = {
     grpc: GrpcStatus.INVALID_ARGUMENT,
     description: 'The request could not be parsed or is missing its authority.',
   },
+  'request.invalid_path': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: 'The path cannot be normalized safely: an encoded "/" or "\\" (%2F, %5C), a malformed escape, NUL, a control character, a raw "\\" or "#", a double-encoded ".", "/", "\\", "%" or NUL, or a dot segment with ";" parameters.',
+  },
   'request.headers_too_large': {
     http: 431,
     grpc: GrpcStatus.INVALID_ARGUMENT,

@@ -46,7 +46,7 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // codec: method, path, authority
-    if (typeof target === 'string') return rejectMalformed('inbound', req, res, target, telemetry);
+    if ('code' in target) return rejectMalformed('inbound', req, res, target, telemetry); // 400: malformed, or a path refused by normalization
     const call = createCallContext(req, target, {
       direction: 'inbound',
       startedAt,

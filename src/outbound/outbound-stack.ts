@@ -37,7 +37,7 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // origin-form or absolute-form (HTTP proxy mode)
-    if (typeof target === 'string') return rejectMalformed('outbound', req, res, target, telemetry);
+    if ('code' in target) return rejectMalformed('outbound', req, res, target, telemetry); // 400: malformed, or a path refused by normalization
     const dest = destinationOf(target.authority); // orders, orders.shop, orders.shop.svc.cluster.local[:port]
     const namespace = dest.namespace ?? deps.workload.namespace;
     const service = deps.registry.lookup(dest.name, namespace);

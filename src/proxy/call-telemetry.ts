@@ -4,6 +4,7 @@ import { sendVerdict } from '../errors/reply.ts';
 import type { Clock } from '../core/clock.ts';
 import type { CallOutcome } from '../telemetry/access-log.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import type { TargetRefusal } from './call.ts';
 import type { ForwardOutcome } from './forward.ts';
 import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
 
@@ -33,10 +34,10 @@ export function recordCall(t: CallTelemetry, call: CallContext, outcome: Pick<Fo
   }
 }
 
-/** A request whose target cannot be read never becomes a call: 400, counted, connection kept. */
-export function rejectMalformed(direction: Direction, req: DownstreamRequest, res: DownstreamResponse, reason: string, t: CallTelemetry): void {
+/** A request whose target cannot be read (or whose path is refused) never becomes a call: 400, counted, connection kept. */
+export function rejectMalformed(direction: Direction, req: DownstreamRequest, res: DownstreamResponse, refusal: TargetRefusal, t: CallTelemetry): void {
   const given = req.headers['x-request-id'];
   const requestId = typeof given === 'string' && given.length <= 128 ? given : 'none';
-  sendVerdict(res, respond('request.malformed', reason), { grpc: false, requestId });
-  t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: '400', reason: 'request.malformed' });
+  sendVerdict(res, respond(refusal.code, refusal.reason), { grpc: false, requestId });
+  t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: '400', reason: refusal.code });
 }

@@ -4,6 +4,7 @@ import type { Http2ServerRequest } from 'node:http2';
 import type { CallContext, Direction } from '../core/call-context.ts';
 import { authorityOf, isGrpcRequest, requestIdOf } from './headers.ts';
 import type { DownstreamRequest } from './listener.ts';
+import { normalizePath } from './path-normalize.ts';
 
 export interface RequestTarget {
   readonly method: string;
@@ -12,35 +13,48 @@ export interface RequestTarget {
   readonly authority: string;
 }
 
+/** Why a request never became a call: answered 400 with this reason code. */
+export interface TargetRefusal {
+  readonly code: 'request.malformed' | 'request.invalid_path';
+  readonly reason: string;
+}
+
 /**
  * Reads method, path, query and authority from either codec. Absolute-form
  * targets (`GET http://orders/x`, an app using us as an HTTP proxy) take their
- * authority from the URL, as RFC 9112 §3.2.2 requires.
+ * authority from the URL, as RFC 9112 §3.2.2 requires, and their path as sent
+ * (a URL parser would resolve dots and turn `\` into `/` before we could refuse it).
+ * The path is normalized here, once (./path-normalize.ts): filters match it
+ * and both stacks forward it, so the two never differ.
  */
-export function readRequestTarget(req: DownstreamRequest): RequestTarget | string {
+export function readRequestTarget(req: DownstreamRequest): RequestTarget | TargetRefusal {
+  const malformed = (reason: string): TargetRefusal => ({ code: 'request.malformed', reason });
   const method = req.method ?? 'GET';
-  if (!/^[A-Z][A-Z0-9-]{0,31}$/.test(method)) return 'invalid method';
+  if (!/^[A-Z][A-Z0-9-]{0,31}$/.test(method)) return malformed('invalid method');
   let url = req.url ?? '';
   let authority = authorityOf(req.headers);
   if (!url.startsWith('/')) {
-    if (/^https?:\/\//i.test(url)) {
-      let parsed: URL;
+    const absolute = /^https?:\/\/([^/?#\\]*)(.*)$/is.exec(url);
+    if (absolute) {
       try {
-        parsed = new URL(url);
+        authority = new URL(`http://${absolute[1]}`).host;
       } catch {
-        return 'unparseable absolute-form request target';
+        return malformed('unparseable absolute-form request target');
       }
-      authority = parsed.host;
-      url = `${parsed.pathname}${parsed.search}`;
+      const rest = absolute[2]!;
+      url = rest.startsWith('/') ? rest : `/${rest}`;
     } else if (!(url === '*' && method === 'OPTIONS')) {
-      return 'request target must start with /';
+      return malformed('request target must start with /');
     }
   }
-  if (!authority) return 'missing authority (Host header)';
+  if (!authority) return malformed('missing authority (Host header)');
   const q = url.indexOf('?');
+  const rawPath = q < 0 ? url : url.slice(0, q);
+  const normalized = rawPath === '*' ? { ok: true as const, path: rawPath } : normalizePath(rawPath);
+  if (!normalized.ok) return { code: 'request.invalid_path', reason: normalized.reason };
   return {
     method,
-    path: q < 0 ? url : url.slice(0, q),
+    path: normalized.path,
     query: q < 0 ? '' : url.slice(q + 1),
     authority,
   };
