@@ -86,6 +86,16 @@ export const REASON_CODES = {
     grpc: GrpcStatus.PERMISSION_DENIED,
     description: 'An AuthorizationPolicy denied the call (a DENY rule matched, no ALLOW rule matched, or no ALLOW policy applies: deny by default).',
   },
+  'ip.denied': {
+    http: 403,
+    grpc: GrpcStatus.PERMISSION_DENIED,
+    description: "An IPAccessPolicy refused the client's address (in a deny list, outside an allow list, or not determinable from x-forwarded-for).",
+  },
+  'ip.banned': {
+    http: 429,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description: 'The client address is on the temporary auto-ban list after repeated refused calls; retry-after says when the ban ends.',
+  },
   'policy.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
