@@ -16,6 +16,8 @@ export interface RespondVerdict {
   readonly reason: string;
   /** `namespace/policy#rule` that decided, when a rule decided. */
   readonly rule?: string;
+  /** Id of the decision (CallAnnotations.decisionId), quoted in the deny body so the caller can hand it to an operator. */
+  readonly decisionId?: string;
   /** Extra response headers (e.g. `retry-after`). */
   readonly headers?: Readonly<Record<string, string>>;
 }

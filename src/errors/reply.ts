@@ -25,17 +25,22 @@ export function sendVerdict(
   for (const [name, value] of Object.entries(extra)) res.setHeader(name, value);
   res.setHeader('x-meshgate-reason', verdict.code);
   res.setHeader('x-request-id', opts.requestId);
+  if (verdict.decisionId) res.setHeader('x-meshgate-decision-id', verdict.decisionId);
   if (opts.grpc) {
     res.statusCode = 200;
     res.setHeader('content-type', 'application/grpc');
     res.setHeader('grpc-status', String(mapping.grpc));
-    res.setHeader('grpc-message', encodeURIComponent(`${verdict.code}: ${verdict.reason}`));
+    // A gRPC client shows only the message: the decision id must be in it to be quoted.
+    const decision = verdict.decisionId ? ` (decision_id ${verdict.decisionId})` : '';
+    res.setHeader('grpc-message', encodeURIComponent(`${verdict.code}: ${verdict.reason}${decision}`));
     res.end();
     return;
   }
+  // Nothing of the policy beyond the deciding rule's name: callers must not learn the rules.
   const body = JSON.stringify({
     code: verdict.code,
     reason: verdict.reason,
+    ...(verdict.decisionId ? { decision_id: verdict.decisionId } : {}),
     ...(verdict.rule ? { rule: verdict.rule } : {}),
     request_id: opts.requestId,
   });

@@ -9,6 +9,9 @@ export const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
  */
 export interface SidecarMetrics {
   readonly registry: Registry;
+  /** One per AuthorizationPolicy decision (decision: allow | deny | audit); policy and rule come from policy documents, never from requests. */
+  readonly authzDecisions: Counter<'decision' | 'policy' | 'rule'>;
+  readonly shadowDenials: Counter<'policy' | 'rule'>;
   readonly requestsTotal: Counter<'direction' | 'source_principal' | 'destination_service' | 'response_code' | 'reason'>;
   readonly requestDuration: Histogram<'direction' | 'destination_service'>;
   readonly upstreamRetries: Counter<'destination_service'>;
@@ -48,6 +51,18 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_upstream_retries_total',
       help: 'Retries sent to upstream services.',
       labelNames: ['destination_service'],
+      registers,
+    }),
+    authzDecisions: new Counter({
+      name: 'meshgate_authz_decisions_total',
+      help: 'AuthorizationPolicy decisions: decision=allow|deny, plus decision=audit per matching AUDIT rule; policy=namespace/name and rule of the deciding rule (empty for deny or allow by default).',
+      labelNames: ['decision', 'policy', 'rule'],
+      registers,
+    }),
+    shadowDenials: new Counter({
+      name: 'meshgate_shadow_denials_total',
+      help: 'Allowed calls that a rule in shadow mode would have denied, per policy (namespace/name) and rule (empty: a shadow ALLOW policy none of whose rules matched).',
+      labelNames: ['policy', 'rule'],
       registers,
     }),
     outlierEjections: new Counter({

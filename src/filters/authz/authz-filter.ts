@@ -1,62 +1,95 @@
+import type { CallContext } from '../../core/call-context.ts';
+import type { Random } from '../../core/clock.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import { compileRule } from './authz-rules.ts';
-import type { RuleSpec, RuleTest } from './authz-rules.ts';
+import { compileAuthorization } from './authz-engine.ts';
+import type { AuthzDecision, AuthzEngine } from './authz-engine.ts';
+import { authzRequestOf } from './authz-request.ts';
+import { createDecisionIds } from './decision-id.ts';
 
-interface CompiledRule {
-  readonly id: string;
-  readonly test: RuleTest;
+/** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
+export interface AuthzMetrics {
+  readonly authzDecisions: { inc(labels: { decision: string; policy: string; rule: string }): void };
+  readonly shadowDenials: { inc(labels: { policy: string; rule: string }): void };
 }
 
-export interface AuthzOptions {
+export interface AuthzLogger {
+  info(fields: object, message: string): void;
+}
+
+/** What outlives every snapshot's filter: created once per sidecar. */
+export interface AuthzRuntime {
+  /** Source of decision ids; Math.random when absent. */
+  readonly random?: Random;
+  readonly metrics?: AuthzMetrics;
+  /** Denials, shadow denials and audits are logged with their decision id: the trail an operator looks up. */
+  readonly logger?: AuthzLogger;
+}
+
+export interface AuthzOptions extends AuthzRuntime {
   /** Mesh-wide switch: admit calls when no ALLOW policy applies to the workload. Default false (deny). */
   readonly allowWhenNoPolicy: boolean;
 }
 
 /**
- * Authorization from AuthorizationPolicy documents, compiled once per snapshot.
- * DENY rules are checked first; then, if the workload has ALLOW rules, one must
- * match; with none, the workload is deny-by-default unless `allowWhenNoPolicy`.
- * Shadow and AUDIT policies are not enforced here.
+ * Authorization from AuthorizationPolicy documents (semantics: authz-engine.ts),
+ * compiled once per snapshot into indexed matchers. Every call gets a decision
+ * id; the decision, the deciding rule (`namespace/policy#rule`) and the id go
+ * on `call.annotations` for the access log and the span, into the deny body,
+ * the metrics and, for denials, shadow denials and audits, the log.
  */
 export function createAuthzFilter(documents: readonly PolicyDocument[], opts: AuthzOptions): Filter {
-  const deny: CompiledRule[] = [];
-  const allow: CompiledRule[] = [];
-  for (const doc of documents) {
-    if (doc.kind !== 'AuthorizationPolicy' || doc.spec.mode === 'shadow') continue;
-    const action = (doc.spec.action as string | undefined) ?? 'ALLOW';
-    if (action === 'AUDIT') continue;
-    const rules = (doc.spec.rules as RuleSpec[] | undefined) ?? [];
-    rules.forEach((rule, i) => {
-      const id = `${doc.metadata.namespace}/${doc.metadata.name}#${rule.name ?? i}`;
-      const target = action === 'DENY' ? deny : allow;
-      target.push({ id, test: compileRule(rule, action === 'DENY' ? 'always-match' : 'never-match') });
-    });
-  }
-  const hasAllow = allow.length > 0 || documents.some((d) => d.kind === 'AuthorizationPolicy' && d.spec.mode !== 'shadow' && ((d.spec.action as string | undefined) ?? 'ALLOW') === 'ALLOW');
+  const engine: AuthzEngine = compileAuthorization(documents, { allowWhenNoPolicy: opts.allowWhenNoPolicy });
+  const nextId = createDecisionIds(opts.random ?? Math.random);
+  const { metrics, logger } = opts;
+
+  // Telemetry never breaks traffic (STYLE.md #8).
+  const report = (call: CallContext, decision: AuthzDecision, decisionId: string): void => {
+    try {
+      metrics?.authzDecisions.inc({ decision: decision.allow ? 'allow' : 'deny', policy: decision.rule?.policy ?? '', rule: decision.rule?.name ?? '' });
+      for (const rule of decision.audits) metrics?.authzDecisions.inc({ decision: 'audit', policy: rule.policy, rule: rule.name });
+      for (const rule of decision.shadowDenials) metrics?.shadowDenials.inc({ policy: rule.policy, rule: rule.name });
+      if (logger && (!decision.allow || decision.shadowDenials.length > 0 || decision.audits.length > 0)) {
+        logger.info(
+          {
+            decision_id: decisionId,
+            decision: decision.allow ? 'allow' : 'deny',
+            rule: decision.rule?.id,
+            reason: decision.reason,
+            ...(decision.shadowDenials.length > 0 ? { shadow_denials: decision.shadowDenials.map((r) => r.id) } : {}),
+            ...(decision.audits.length > 0 ? { audit: decision.audits.map((r) => r.id) } : {}),
+            request_id: call.id,
+            method: call.method,
+            path: call.path,
+            authority: call.authority,
+            source_principal: call.source.principal,
+            source_address: call.source.address,
+            request_principal: call.annotations.auth?.principal,
+          },
+          decision.allow ? (decision.shadowDenials.length > 0 ? 'authorization: shadow rules would deny' : 'authorization: audit') : 'authorization denied',
+        );
+      }
+    } catch {
+      // A broken metric or log sink must not fail the call.
+    }
+  };
+
   return {
     name: 'authz',
     onRequest(call) {
-      for (const rule of deny) {
-        if (rule.test(call)) {
-          call.annotations.decision = 'deny';
-          call.annotations.rule = rule.id;
-          return respond('authz.denied', 'denied by policy', { rule: rule.id });
-        }
+      const decision = engine.decide(authzRequestOf(call));
+      const decisionId = nextId();
+      const annotations = call.annotations;
+      annotations.decisionId = decisionId;
+      annotations.decision = decision.allow ? 'allow' : 'deny';
+      annotations.rule = decision.rule?.id;
+      if (decision.shadowDenials.length > 0) {
+        annotations.shadowDenials = [...(annotations.shadowDenials ?? []), ...decision.shadowDenials.map((r) => r.id)];
       }
-      if (!hasAllow) {
-        if (opts.allowWhenNoPolicy) return CONTINUE;
-        return respond('authz.denied', 'no ALLOW policy applies to this workload (deny by default)');
-      }
-      for (const rule of allow) {
-        if (rule.test(call)) {
-          call.annotations.decision = 'allow';
-          call.annotations.rule = rule.id;
-          return CONTINUE;
-        }
-      }
-      return respond('authz.denied', 'no ALLOW rule matches');
+      report(call, decision, decisionId);
+      if (decision.allow) return CONTINUE;
+      return respond('authz.denied', decision.reason, decision.rule ? { rule: decision.rule.id, decisionId } : { decisionId });
     },
   };
 }

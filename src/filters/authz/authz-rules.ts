@@ -1,40 +1,65 @@
 import { BlockList, isIPv6 } from 'node:net';
-import type { CallContext } from '../../core/call-context.ts';
-import { parseSpiffeId } from '../../identity/spiffe-id.ts';
+import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
+import { normalizePath } from '../../proxy/path-normalize.ts';
+import type { AuthzRequest } from './authz-request.ts';
 
-/** One compiled condition set: every present field must hold. */
-export type RuleTest = (call: CallContext) => boolean;
+/*
+ * One AuthorizationPolicy rule compiled into predicates, plus the keys the
+ * index (authz-index.ts) files it under. Semantics, as in Istio:
+ *   - a rule matches when one of its `from` entries, one of its `to` entries
+ *     and every `when` condition hold; an absent list holds;
+ *   - inside one entry every field present must hold; a field holds when one
+ *     of its values matches; a `not...` field holds when none matches;
+ *   - a value the call does not have (no peer principal, no JWT, no such claim
+ *     or header) matches no pattern, not even `*`: `principals: ["*"]` means
+ *     "any mTLS peer", `requestPrincipals: ["*"]` "any verified JWT"; so the
+ *     `not...` fields and `notValues` hold for it.
+ */
 
-interface FromSpec {
-  principals?: string[];
-  notPrincipals?: string[];
-  namespaces?: string[];
-  notNamespaces?: string[];
-  ipBlocks?: string[];
-  notIpBlocks?: string[];
-  requestPrincipals?: string[];
-  notRequestPrincipals?: string[];
+export type AuthzAction = 'ALLOW' | 'DENY' | 'AUDIT';
+export type AuthzMode = 'enforce' | 'shadow';
+
+/** The name of a rule in decisions, logs and metrics. */
+export interface RuleRef {
+  /** `namespace/policy#rule`; `namespace/policy` for a whole ALLOW policy none of whose rules matched (shadow mode). */
+  readonly id: string;
+  /** `namespace/policy`. */
+  readonly policy: string;
+  /** The rule's name, or its index in the policy; '' for a whole policy. */
+  readonly name: string;
 }
 
-interface ToSpec {
-  methods?: string[];
-  notMethods?: string[];
-  paths?: string[];
-  notPaths?: string[];
-  hosts?: string[];
-  ports?: number[];
-  grpc?: unknown;
+type Test = (req: AuthzRequest) => boolean;
+
+/** An exact path or a path prefix the index can look up; globs are filed under their literal prefix. */
+export type PathKey = { readonly exact: string } | { readonly prefix: string };
+
+export interface CompiledOperation {
+  /** Every field of the `to` entry (the index only narrows candidates). */
+  readonly test: Test;
+  /** Methods to file the operation under; undefined: any method. */
+  readonly methods: readonly string[] | undefined;
+  /** Paths to file it under; undefined: not indexable by path. */
+  readonly pathKeys: readonly PathKey[] | undefined;
 }
 
-export interface RuleSpec {
-  name?: string;
-  from?: FromSpec[];
-  to?: ToSpec[];
-  when?: unknown[];
+export interface CompiledRule extends RuleRef {
+  /** Position across the snapshot (documents in order, rules in order): the lowest matching ordinal decides. */
+  readonly ordinal: number;
+  readonly action: AuthzAction;
+  readonly mode: AuthzMode;
+  /** One per `to` entry; undefined when the rule has no `to` (any operation). */
+  readonly operations: readonly CompiledOperation[] | undefined;
+  /** Exact peer principals one of which the call must have; undefined: not indexable by principal. */
+  readonly principalKeys: readonly string[] | undefined;
+  /** `from` (one entry) and `when` (all conditions). */
+  readonly sourceAndConditions: Test;
 }
 
-/** `*`, `prefix*`, `*suffix` or exact: the wildcard forms of principals and hosts. */
-function wildcard(pattern: string): (value: string) => boolean {
+const ALWAYS: Test = () => true;
+
+/** `*`, `prefix*`, `*suffix` or exact (the single-`*` wildcard the schema allows). */
+export function wildcardMatcher(pattern: string): (value: string) => boolean {
   if (pattern === '*') return () => true;
   if (pattern.endsWith('*')) {
     const prefix = pattern.slice(0, -1);
@@ -47,29 +72,61 @@ function wildcard(pattern: string): (value: string) => boolean {
   return (v) => v === pattern;
 }
 
-/** Exact, `prefix*`, or a glob where `*` stands for one path segment (as in /orders/ * /items, without the spaces). */
-function pathPattern(pattern: string): (path: string) => boolean {
-  if (pattern.endsWith('*') && !pattern.slice(0, -1).includes('*')) {
+/**
+ * Peer principals may be written as Istio writes them, without the scheme
+ * (`cluster.local/ns/shop/sa/frontend`): they are matched as `spiffe://...`.
+ */
+export function canonicalPrincipal(pattern: string): string {
+  if (pattern.startsWith('*') || pattern.startsWith('spiffe://')) return pattern;
+  return `spiffe://${pattern}`;
+}
+
+/**
+ * A path pattern in the canonical form of request paths (escapes of unreserved
+ * characters decoded, other hex upper-cased), so `/caf%c3%a9` matches what
+ * the normalizer makes of `/caf%C3%A9`. A pattern the normalizer would refuse
+ * (an encoded `/`) is kept: no normalized request can match it.
+ */
+function canonicalPathPattern(pattern: string): string {
+  if (pattern === '*') return pattern;
+  const normalized = normalizePath(pattern);
+  return normalized.ok ? normalized.path : pattern;
+}
+
+function pathMatcher(pattern: string): Test {
+  if (pattern === '*') return ALWAYS;
+  const star = pattern.indexOf('*');
+  if (star < 0) return (req) => req.path === pattern;
+  if (star === pattern.length - 1) {
     const prefix = pattern.slice(0, -1);
-    return (p) => p.startsWith(prefix);
+    return (req) => req.path.startsWith(prefix);
   }
-  if (!pattern.includes('*')) return (p) => p === pattern;
+  // `*` stays within one segment, the last one included (`/orders/*/items/*`).
   const source = pattern
     .split('*')
-    .map((part) => part.replace(/[.+?^$(){}|\[\]\\]/g, '\\$&'))
+    .map((part) => part.replace(/[.+?^$(){}|[\]\\]/g, '\\$&'))
     .join('[^/]*');
   const re = new RegExp(`^${source}$`);
-  return (p) => re.test(p);
+  return (req) => re.test(req.path);
 }
 
-function anyOf<T>(patterns: readonly string[] | undefined, make: (p: string) => (v: T) => boolean): ((v: T) => boolean) | undefined {
-  if (!patterns || patterns.length === 0) return undefined;
+function pathKey(pattern: string): PathKey | undefined {
+  if (pattern === '*') return undefined;
+  const star = pattern.indexOf('*');
+  if (star < 0) return { exact: pattern };
+  return { prefix: pattern.slice(0, star) };
+}
+
+function anyMatches(patterns: readonly string[], make: (p: string) => (v: string) => boolean): (value: string) => boolean {
   const tests = patterns.map(make);
-  return (v) => tests.some((t) => t(v));
+  if (tests.length === 1) return tests[0]!;
+  return (v) => {
+    for (const t of tests) if (t(v)) return true;
+    return false;
+  };
 }
 
-function blockList(cidrs: readonly string[] | undefined): BlockList | undefined {
-  if (!cidrs || cidrs.length === 0) return undefined;
+export function blockListOf(cidrs: readonly string[]): BlockList {
   const list = new BlockList();
   for (const cidr of cidrs) {
     const [address, bits] = cidr.split('/') as [string, string | undefined];
@@ -80,72 +137,207 @@ function blockList(cidrs: readonly string[] | undefined): BlockList | undefined 
   return list;
 }
 
-function ipOf(call: CallContext): { address: string; type: 'ipv4' | 'ipv6' } {
-  const raw = call.source.address.startsWith('::ffff:') ? call.source.address.slice(7) : call.source.address;
-  return { address: raw, type: isIPv6(raw) ? 'ipv6' : 'ipv4' };
+function inBlocks(list: BlockList, req: AuthzRequest): boolean {
+  if (req.address === '') return false;
+  try {
+    return list.check(req.address, req.family);
+  } catch {
+    return false;
+  }
 }
 
-function compileFrom(spec: FromSpec): RuleTest {
-  const principal = anyOf<string>(spec.principals, wildcard);
-  const notPrincipal = anyOf<string>(spec.notPrincipals, wildcard);
-  const namespace = anyOf<string>(spec.namespaces, wildcard);
-  const notNamespace = anyOf<string>(spec.notNamespaces, wildcard);
-  const blocks = blockList(spec.ipBlocks);
-  const notBlocks = blockList(spec.notIpBlocks);
-  // JWT request principals arrive with the authentication filter; until then such a
-  // condition cannot hold, so an ALLOW rule using it admits no one.
-  const needsJwt = (spec.requestPrincipals?.length ?? 0) > 0;
-  return (call) => {
-    if (needsJwt) return false;
-    const id = call.source.principal;
-    if (principal && (!id || !principal(id))) return false;
-    if (notPrincipal && id && notPrincipal(id)) return false;
-    const ns = id ? parseSpiffeId(id)?.namespace : undefined;
-    if (namespace && (!ns || !namespace(ns))) return false;
-    if (notNamespace && ns && notNamespace(ns)) return false;
-    if (blocks || notBlocks) {
-      const ip = ipOf(call);
-      if (blocks && !blocks.check(ip.address, ip.type)) return false;
-      if (notBlocks && notBlocks.check(ip.address, ip.type)) return false;
-    }
+function all(tests: readonly Test[]): Test {
+  if (tests.length === 0) return ALWAYS;
+  if (tests.length === 1) return tests[0]!;
+  return (req) => {
+    for (const t of tests) if (!t(req)) return false;
     return true;
   };
 }
 
-function compileTo(spec: ToSpec): RuleTest {
-  const methods = spec.methods ? new Set(spec.methods.map((m) => m.toUpperCase())) : undefined;
-  const notMethods = spec.notMethods ? new Set(spec.notMethods.map((m) => m.toUpperCase())) : undefined;
-  const path = anyOf<string>(spec.paths, pathPattern);
-  const notPath = anyOf<string>(spec.notPaths, pathPattern);
-  const host = anyOf<string>(spec.hosts, wildcard);
-  const ports = spec.ports ? new Set(spec.ports) : undefined;
-  const needsGrpc = spec.grpc !== undefined;
-  return (call) => {
-    if (needsGrpc) return false;
-    if (methods && !methods.has(call.method)) return false;
-    if (notMethods && notMethods.has(call.method)) return false;
-    if (path && !path(call.path)) return false;
-    if (notPath && notPath(call.path)) return false;
-    if (host && !host(call.authority.toLowerCase())) return false;
-    if (ports) {
-      const port = Number(/:(\d+)$/.exec(call.authority)?.[1] ?? 80);
-      if (!ports.has(port)) return false;
-    }
-    return true;
+function some(tests: readonly Test[]): Test {
+  if (tests.length === 1) return tests[0]!;
+  return (req) => {
+    for (const t of tests) if (t(req)) return true;
+    return false;
   };
 }
 
-/**
- * A rule matches when one of its `from` entries, one of its `to` entries and
- * all of its `when` conditions hold (absent lists hold). Conditions this build
- * cannot evaluate yet (JWT principals, gRPC method, `when`) never hold, so an
- * ALLOW rule that uses them admits no one; DENY rules treat them the other way
- * (see compileRule's `failSafe`).
- */
-export function compileRule(rule: RuleSpec, failSafe: 'never-match' | 'always-match'): RuleTest {
-  const froms = rule.from?.map(compileFrom);
-  const tos = rule.to?.map(compileTo);
-  const unsupported = (rule.when?.length ?? 0) > 0 || rule.from?.some((f) => (f.requestPrincipals?.length ?? 0) > 0 || (f.notRequestPrincipals?.length ?? 0) > 0) || rule.to?.some((t) => t.grpc !== undefined);
-  if (unsupported) return () => failSafe === 'always-match';
-  return (call) => (!froms || froms.some((t) => t(call))) && (!tos || tos.some((t) => t(call)));
+/** `field` must match when given; `notField` must not. An absent value matches nothing. */
+function valueTests(read: (req: AuthzRequest) => string | undefined, yes: readonly string[] | undefined, no: readonly string[] | undefined, make: (p: string) => (v: string) => boolean, out: Test[]): void {
+  if (yes && yes.length > 0) {
+    const match = anyMatches(yes, make);
+    out.push((req) => {
+      const v = read(req);
+      return v !== undefined && match(v);
+    });
+  }
+  if (no && no.length > 0) {
+    const match = anyMatches(no, make);
+    out.push((req) => {
+      const v = read(req);
+      return v === undefined || !match(v);
+    });
+  }
+}
+
+type SourceSpec = NonNullable<AuthorizationRule['from']>[number];
+type OperationSpec = NonNullable<AuthorizationRule['to']>[number];
+type ConditionSpec = NonNullable<AuthorizationRule['when']>[number];
+
+const principalMatcher = (p: string) => wildcardMatcher(canonicalPrincipal(p));
+
+function compileSource(spec: SourceSpec): Test {
+  const tests: Test[] = [];
+  valueTests((r) => r.principal, spec.principals, spec.notPrincipals, principalMatcher, tests);
+  valueTests((r) => r.namespace, spec.namespaces, spec.notNamespaces, wildcardMatcher, tests);
+  if (spec.ipBlocks && spec.ipBlocks.length > 0) {
+    const list = blockListOf(spec.ipBlocks);
+    tests.push((req) => inBlocks(list, req));
+  }
+  if (spec.notIpBlocks && spec.notIpBlocks.length > 0) {
+    const list = blockListOf(spec.notIpBlocks);
+    tests.push((req) => !inBlocks(list, req));
+  }
+  valueTests((r) => r.requestPrincipal, spec.requestPrincipals, spec.notRequestPrincipals, wildcardMatcher, tests);
+  return all(tests);
+}
+
+function compileOperation(spec: OperationSpec): CompiledOperation {
+  const tests: Test[] = [];
+  const methods = spec.methods && spec.methods.length > 0 ? [...new Set(spec.methods.map((m) => m.toUpperCase()))] : undefined;
+  if (methods) {
+    const set = new Set(methods);
+    tests.push((req) => set.has(req.method));
+  }
+  if (spec.notMethods && spec.notMethods.length > 0) {
+    const set = new Set(spec.notMethods.map((m) => m.toUpperCase()));
+    tests.push((req) => !set.has(req.method));
+  }
+  let pathKeys: PathKey[] | undefined;
+  if (spec.paths && spec.paths.length > 0) {
+    const patterns = spec.paths.map(canonicalPathPattern);
+    const matchers = patterns.map(pathMatcher);
+    tests.push(some(matchers));
+    const keys = patterns.map(pathKey);
+    if (keys.every((k) => k !== undefined)) pathKeys = keys as PathKey[];
+  }
+  if (spec.notPaths && spec.notPaths.length > 0) {
+    const matchers = spec.notPaths.map(canonicalPathPattern).map(pathMatcher);
+    const any = some(matchers);
+    tests.push((req) => !any(req));
+  }
+  if (spec.hosts && spec.hosts.length > 0) {
+    // `example.com` also matches `example.com:8080`; `example.com:8080` only that port.
+    const match = anyMatches(
+      spec.hosts.map((h) => h.toLowerCase()),
+      wildcardMatcher,
+    );
+    tests.push((req) => match(req.authority) || match(req.host));
+  }
+  if (spec.ports && spec.ports.length > 0) {
+    const set = new Set(spec.ports);
+    tests.push((req) => set.has(req.port));
+  }
+  if (spec.grpc) {
+    const { service, method } = spec.grpc;
+    tests.push((req) => req.grpc !== undefined && (service === undefined || service === '*' || req.grpc.service === service) && (method === undefined || method === '*' || req.grpc.method === method));
+    // `/pkg.Service/Method` is an exact path, `/pkg.Service/` a prefix: the index can use them.
+    if (!pathKeys && service !== undefined && service !== '*') {
+      pathKeys = [method !== undefined && method !== '*' ? { exact: `/${service}/${method}` } : { prefix: `/${service}/` }];
+    }
+  }
+  return { test: all(tests), methods, pathKeys };
+}
+
+function claimPath(key: string): string[] {
+  return [...key.slice('request.auth.claims'.length).matchAll(/\[([^[\]]+)\]/g)].map((m) => m[1]!);
+}
+
+function claimValue(claims: Readonly<Record<string, unknown>> | undefined, path: readonly string[]): unknown {
+  let value: unknown = claims;
+  for (const name of path) {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return undefined;
+    value = (value as Record<string, unknown>)[name];
+  }
+  return value;
+}
+
+/** Claims may be strings, numbers, booleans or lists of them; a list matches when one element does. */
+function someScalar(value: unknown, match: (v: string) => boolean): boolean {
+  if (typeof value === 'string') return match(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return match(String(value));
+  if (Array.isArray(value)) {
+    for (const item of value) if ((typeof item === 'string' || typeof item === 'number' || typeof item === 'boolean') && match(String(item))) return true;
+  }
+  return false;
+}
+
+function compileCondition(spec: ConditionSpec): Test {
+  const key = spec.key;
+  let holds: (req: AuthzRequest, match: (v: string) => boolean) => boolean;
+  let make = wildcardMatcher;
+  if (key === 'source.ip') {
+    const yes = spec.values && spec.values.length > 0 ? blockListOf(spec.values) : undefined;
+    const no = spec.notValues && spec.notValues.length > 0 ? blockListOf(spec.notValues) : undefined;
+    return (req) => (!yes || inBlocks(yes, req)) && (!no || !inBlocks(no, req));
+  } else if (key === 'source.namespace') {
+    holds = (req, match) => req.namespace !== undefined && match(req.namespace);
+  } else if (key === 'source.principal') {
+    holds = (req, match) => req.principal !== undefined && match(req.principal);
+    make = principalMatcher;
+  } else if (key.startsWith('request.headers[')) {
+    const name = key.slice('request.headers['.length, -1).toLowerCase();
+    holds = (req, match) => someScalar(req.headers[name], match);
+  } else {
+    const path = claimPath(key);
+    holds = (req, match) => someScalar(claimValue(req.claims, path), match);
+  }
+  const tests: Test[] = [];
+  if (spec.values && spec.values.length > 0) {
+    const match = anyMatches(spec.values, make);
+    tests.push((req) => holds(req, match));
+  }
+  if (spec.notValues && spec.notValues.length > 0) {
+    const match = anyMatches(spec.notValues, make);
+    tests.push((req) => !holds(req, match));
+  }
+  return all(tests);
+}
+
+/** Exact principals when every `from` entry requires one of a list of them. */
+function principalKeys(from: readonly SourceSpec[] | undefined): string[] | undefined {
+  if (!from || from.length === 0) return undefined;
+  const keys = new Set<string>();
+  for (const entry of from) {
+    if (!entry.principals || entry.principals.length === 0) return undefined;
+    for (const p of entry.principals) {
+      if (p.includes('*')) return undefined;
+      keys.add(canonicalPrincipal(p));
+    }
+  }
+  return [...keys];
+}
+
+export function compileRule(rule: AuthorizationRule, at: { policy: string; index: number; ordinal: number; action: AuthzAction; mode: AuthzMode }): CompiledRule {
+  const name = rule.name ?? String(at.index);
+  const from = rule.from && rule.from.length > 0 ? some(rule.from.map(compileSource)) : ALWAYS;
+  const when = all((rule.when ?? []).map(compileCondition));
+  return {
+    id: `${at.policy}#${name}`,
+    policy: at.policy,
+    name,
+    ordinal: at.ordinal,
+    action: at.action,
+    mode: at.mode,
+    operations: rule.to && rule.to.length > 0 ? rule.to.map(compileOperation) : undefined,
+    principalKeys: principalKeys(rule.from),
+    sourceAndConditions: when === ALWAYS ? from : from === ALWAYS ? when : (req) => from(req) && when(req),
+  };
+}
+
+/** The rule's full predicate, without the index: the reference the index must agree with. */
+export function ruleMatches(rule: CompiledRule, req: AuthzRequest): boolean {
+  if (rule.operations && !rule.operations.some((op) => op.test(req))) return false;
+  return rule.sourceAndConditions(req);
 }

@@ -1,0 +1,203 @@
+import type { AuthzRequest } from './authz-request.ts';
+import type { CompiledOperation, CompiledRule, PathKey } from './authz-rules.ts';
+
+/*
+ * The rules of one action, filed so that a call looks at the few rules that
+ * could match it instead of scanning them all (ARCHITECTURE.md: no filter
+ * scans every rule on the hot path).
+ *
+ * A rule with several `to` entries is filed once per entry (a "clause"). A
+ * clause goes into the bucket of each of its methods (or the any-method
+ * bucket), and inside a bucket into the first of:
+ *   1. the path trie, when every path of the entry is exact, a prefix or a
+ *      glob (filed under the glob's literal prefix);
+ *   2. the principal map, when every `from` entry names exact peer principals;
+ *   3. the residual list (wildcard-only rules: `*` paths, principal
+ *      wildcards, conditions only).
+ * A lookup gathers the candidate clauses of the call's method and of the
+ * any-method bucket, then runs each candidate's full predicate: the index only
+ * narrows, it never decides. Among matching rules the lowest ordinal wins, so
+ * the result is the one a scan in document order would give
+ * (test/property/authz.property.test.ts checks that against `ruleMatches`).
+ */
+
+interface Clause {
+  readonly rule: CompiledRule;
+  readonly op: CompiledOperation | undefined;
+}
+
+function clauseMatches(clause: Clause, req: AuthzRequest): boolean {
+  return (clause.op === undefined || clause.op.test(req)) && clause.rule.sourceAndConditions(req);
+}
+
+/**
+ * A trie of path segments. A node stands for the path up to a `/`; `exact`
+ * holds clauses of paths ending there, `prefixes` those whose prefix continues
+ * with a partial segment (`/admin*` files `admin` at the root, `/orders/*`
+ * files `` at `orders`).
+ */
+interface TrieNode {
+  children: Map<string, TrieNode> | undefined;
+  exact: Clause[] | undefined;
+  prefixes: Map<string, Clause[]> | undefined;
+  longestPrefix: number;
+}
+
+const newNode = (): TrieNode => ({ children: undefined, exact: undefined, prefixes: undefined, longestPrefix: 0 });
+
+function childOf(node: TrieNode, segment: string): TrieNode {
+  node.children ??= new Map();
+  let child = node.children.get(segment);
+  if (!child) {
+    child = newNode();
+    node.children.set(segment, child);
+  }
+  return child;
+}
+
+function insertPath(root: TrieNode, key: PathKey, clause: Clause): void {
+  if ('exact' in key) {
+    let node = root;
+    for (const segment of key.exact.slice(1).split('/')) node = childOf(node, segment);
+    (node.exact ??= []).push(clause);
+    return;
+  }
+  const lastSlash = key.prefix.lastIndexOf('/');
+  let node = root;
+  if (lastSlash > 0) for (const segment of key.prefix.slice(1, lastSlash).split('/')) node = childOf(node, segment);
+  const rest = key.prefix.slice(lastSlash + 1);
+  node.prefixes ??= new Map();
+  let list = node.prefixes.get(rest);
+  if (!list) {
+    list = [];
+    node.prefixes.set(rest, list);
+  }
+  list.push(clause);
+  node.longestPrefix = Math.max(node.longestPrefix, rest.length);
+}
+
+function collectPath(root: TrieNode, path: string, out: Clause[][]): void {
+  if (path.charCodeAt(0) !== 47 /* / */) return; // `OPTIONS *`
+  let node: TrieNode | undefined = root;
+  let start = 1;
+  while (node) {
+    const end = path.indexOf('/', start);
+    const segment = end < 0 ? path.slice(start) : path.slice(start, end);
+    const prefixes = node.prefixes;
+    if (prefixes) {
+      // Whichever is fewer: the prefixes filed here, or the prefixes of this segment.
+      if (prefixes.size <= segment.length + 1) {
+        for (const [prefix, clauses] of prefixes) if (segment.startsWith(prefix)) out.push(clauses);
+      } else {
+        const longest = Math.min(segment.length, node.longestPrefix);
+        for (let n = 0; n <= longest; n++) {
+          const clauses = prefixes.get(segment.slice(0, n));
+          if (clauses) out.push(clauses);
+        }
+      }
+    }
+    node = node.children?.get(segment);
+    if (end < 0) {
+      if (node?.exact) out.push(node.exact);
+      return;
+    }
+    start = end + 1;
+  }
+}
+
+interface Bucket {
+  readonly trie: TrieNode;
+  readonly principals: Map<string, Clause[]>;
+  readonly residual: Clause[];
+}
+
+export interface RuleIndex {
+  /** Rules filed. */
+  readonly size: number;
+  /** The matching rule with the lowest ordinal. */
+  first(req: AuthzRequest): CompiledRule | undefined;
+  /** Every matching rule, in ordinal order. */
+  all(req: AuthzRequest): CompiledRule[];
+}
+
+const ANY_METHOD = '*';
+
+export function createRuleIndex(rules: readonly CompiledRule[]): RuleIndex {
+  const buckets = new Map<string, Bucket>();
+  const bucketOf = (method: string): Bucket => {
+    let bucket = buckets.get(method);
+    if (!bucket) {
+      bucket = { trie: newNode(), principals: new Map(), residual: [] };
+      buckets.set(method, bucket);
+    }
+    return bucket;
+  };
+  const file = (clause: Clause): void => {
+    for (const method of clause.op?.methods ?? [ANY_METHOD]) {
+      const bucket = bucketOf(method);
+      const pathKeys = clause.op?.pathKeys;
+      if (pathKeys) {
+        for (const key of pathKeys) insertPath(bucket.trie, key, clause);
+      } else if (clause.rule.principalKeys) {
+        for (const principal of clause.rule.principalKeys) {
+          let list = bucket.principals.get(principal);
+          if (!list) bucket.principals.set(principal, (list = []));
+          list.push(clause);
+        }
+      } else {
+        bucket.residual.push(clause);
+      }
+    }
+  };
+  for (const rule of rules) {
+    if (rule.operations) for (const op of rule.operations) file({ rule, op });
+    else file({ rule, op: undefined });
+  }
+  const any = buckets.get(ANY_METHOD);
+
+  // Reused across calls: lookups are synchronous, so one call never sees another's candidates.
+  const scratch: Clause[][] = [];
+  const collectBucket = (bucket: Bucket, req: AuthzRequest): void => {
+    collectPath(bucket.trie, req.path, scratch);
+    if (req.principal !== undefined && bucket.principals.size > 0) {
+      const clauses = bucket.principals.get(req.principal);
+      if (clauses) scratch.push(clauses);
+    }
+    if (bucket.residual.length > 0) scratch.push(bucket.residual);
+  };
+  const collect = (req: AuthzRequest): void => {
+    scratch.length = 0;
+    const own = buckets.get(req.method);
+    if (own) collectBucket(own, req);
+    if (any) collectBucket(any, req);
+  };
+
+  return {
+    size: rules.length,
+    first(req) {
+      if (rules.length === 0) return undefined;
+      collect(req);
+      let best: CompiledRule | undefined;
+      for (const clauses of scratch) {
+        for (const clause of clauses) {
+          if (best && clause.rule.ordinal >= best.ordinal) continue;
+          if (clauseMatches(clause, req)) best = clause.rule;
+        }
+      }
+      scratch.length = 0;
+      return best;
+    },
+    all(req) {
+      if (rules.length === 0) return [];
+      collect(req);
+      const found = new Map<number, CompiledRule>();
+      for (const clauses of scratch) {
+        for (const clause of clauses) {
+          if (!found.has(clause.rule.ordinal) && clauseMatches(clause, req)) found.set(clause.rule.ordinal, clause.rule);
+        }
+      }
+      scratch.length = 0;
+      return [...found.values()].sort((a, b) => a.ordinal - b.ordinal);
+    },
+  };
+}
