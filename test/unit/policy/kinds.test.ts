@@ -65,7 +65,14 @@ const INVALID: readonly Case[] = [
   ['a clock skew over 5m', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, clockSkew: 10m }]', `${KEY(AUTHN)}: spec.jwtRules[0].clockSkew: must be at most 5m`],
   ['a clock skew that is not a duration', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, clockSkew: "30 s" }]', `${KEY(AUTHN)}: spec.jwtRules[0].clockSkew: expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer), got "30 s"`],
   ['one issuer twice', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks }, { name: b, issuer: https://a, jwksUri: https://a/jwks }]', `${KEY(AUTHN)}: spec.jwtRules[1].issuer: issuer "https://a" is already used by jwtRules[0]`],
-  ['no JWT rules', AUTHN, 'jwtRules: []', `${KEY(AUTHN)}: spec.jwtRules: must not be empty`],
+  ['no JWT rules', AUTHN, 'jwtRules: []', `${KEY(AUTHN)}: spec.jwtRules: must not be empty (or give introspection)`],
+  ['neither JWT rules nor introspection', AUTHN, 'onMissingToken: deny', `${KEY(AUTHN)}: spec.jwtRules: must not be empty (or give introspection)`],
+  ['a plain-http introspection endpoint', AUTHN, 'introspection: { endpoint: "http://idp.example/introspect", clientId: c, clientSecretFile: s }', `${KEY(AUTHN)}: spec.introspection.endpoint: expected an https URL (plain http only for localhost), got "http://idp.example/introspect"`],
+  ['a client secret path instead of a file name', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: /var/run/secrets/kubernetes.io/serviceaccount/token }', `${KEY(AUTHN)}: spec.introspection.clientSecretFile: expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/"), got "/var/run/secrets/kubernetes.io/serviceaccount/token"`],
+  ['a client secret file that climbs', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: "..secret" }', `${KEY(AUTHN)}: spec.introspection.clientSecretFile: expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/"), got "..secret"`],
+  ['an introspection cache TTL over 1h', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s, cacheTtl: 2h }', `${KEY(AUTHN)}: spec.introspection.cacheTtl: must be at most 1h`],
+  ['an introspection cache of zero entries', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s, cacheSize: 0 }', `${KEY(AUTHN)}: spec.introspection.cacheSize: must be at least 1, got 0`],
+  ['introspection named like a JWT rule', AUTHN, 'jwtRules: [{ name: idp, issuer: https://a, jwksUri: https://a/jwks }]\nintrospection: { name: idp, endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s }', `${KEY(AUTHN)}: spec.introspection.name: rule name "idp" is already used by a JWT rule`],
   ['an unknown onMissingToken', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks }]\nonMissingToken: allow', `${KEY(AUTHN)}: spec.onMissingToken: expected one of deny, allow-anonymous, got "allow"`],
   // RateLimitPolicy
   ['an unknown key', RATE, 'rules: [{ name: a, key: [source.port], limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].key[0]: expected source.principal, source.ip, header:NAME or claim:NAME, got "source.port"`],
@@ -171,6 +178,28 @@ rules:
     expect(validDocument(doc(AUTHN, 'jwtRules: [{ name: a, issuer: i, jwksUri: "http://127.0.0.1:8080/jwks" }]')).kind).toBe(AUTHN);
   });
 
+  it('RequestAuthentication: introspection alone, with its defaults', () => {
+    const d = validDocument(doc(AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: orders, clientSecretFile: idp-secret }'));
+    if (!isKind(d, 'RequestAuthentication')) throw new Error('kind');
+    expect(d.spec.jwtRules).toEqual([]);
+    expect(d.spec.introspection).toEqual({
+      name: 'introspection',
+      endpoint: 'https://idp.example/introspect',
+      clientId: 'orders',
+      clientSecretFile: 'idp-secret',
+      clockSkew: 30_000,
+      cacheTtl: 60_000,
+      cacheSize: 10_000,
+      timeout: 2_000,
+      fromHeaders: [{ name: 'authorization', prefix: 'Bearer ' }],
+      forwardOriginalToken: false,
+    });
+    const withCookie = validDocument(doc(AUTHN, 'introspection: { endpoint: "http://localhost:9000/i", clientId: o, clientSecretFile: s, fromCookies: [sid], cacheTtl: 5m, timeout: 500ms }'));
+    if (!isKind(withCookie, 'RequestAuthentication')) throw new Error('kind');
+    expect(withCookie.spec.introspection).toMatchObject({ fromCookies: ['sid'], cacheTtl: 300_000, timeout: 500 });
+    expect(withCookie.spec.introspection!.fromHeaders).toBeUndefined();
+  });
+
   it('RateLimitPolicy: periods in ms, header keys lower-cased, local scope', () => {
     const d = validDocument(doc(RATE, 'rules: [{ name: per-tenant, match: { paths: ["/api/*"], methods: [post] }, key: [source.principal, "header:X-Tenant", "claim:sub"], limit: { requests: 100, per: 1m }, burst: 20 }]'));
     if (!isKind(d, 'RateLimitPolicy')) throw new Error('kind');
@@ -232,6 +261,7 @@ versions:
     const texts = [
       doc(AUTHZ, 'rules: [{ to: [{ methods: [get], hosts: ["*.A.com"] }] }]'),
       doc(AUTHN, 'jwtRules: [{ name: a, issuer: i, jwksUri: "https://i/jwks", clockSkew: 1m }]'),
+      doc(AUTHN, 'introspection: { endpoint: "https://i/introspect", clientId: c, clientSecretFile: s, cacheTtl: 90s }'),
       doc(RATE, 'rules: [{ name: a, key: ["header:X-A"], limit: { requests: 1, per: 1.5s } }]'),
       doc(IP, 'autoBan: { threshold: 1, window: 1h }'),
       doc(VALIDATION, 'rules: [{ name: a, maxBodyBytes: 1MiB, contentTypes: [TEXT/plain] }]'),
