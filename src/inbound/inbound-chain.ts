@@ -1,6 +1,7 @@
 import type { Filter } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
 import { createAuthzFilter } from '../filters/authz/authz-filter.ts';
+import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
 export interface InboundChainOptions {
@@ -8,6 +9,8 @@ export interface InboundChainOptions {
   readonly onNoPolicy: 'deny' | 'allow';
   /** Mesh-wide switch: admit calls when no ALLOW policy applies to the workload. */
   readonly allowWhenNoAuthzPolicy: boolean;
+  /** Decision ids, metrics and the decision log of authorization, created once per sidecar. */
+  readonly authz?: AuthzRuntime;
 }
 
 function unusablePolicy(keys: readonly string[]): Filter {
@@ -40,7 +43,7 @@ export function buildInboundChain(
   return [
     // ip-access: cheapest refusal, before any token is parsed (arrives with issue 5)
     // authn: mTLS peer is already verified by the listener; JWT and OAuth2 arrive with issue 5
-    createAuthzFilter(documents, { allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
+    createAuthzFilter(documents, { ...opts.authz, allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
     // rate-limit: after authz, so denied callers spend no budget (arrives with issue 5)
     // validate: last, since it may buffer the body (arrives with issue 5)
   ];

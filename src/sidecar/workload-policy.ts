@@ -44,7 +44,11 @@ export async function startWorkloadPolicy(
 ): Promise<WorkloadPolicy> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
-  const chainOptions = { onNoPolicy: policyConfig.onNoPolicy, allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy };
+  const chainOptions = {
+    onNoPolicy: policyConfig.onNoPolicy,
+    allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy,
+    authz: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'authz' }) },
+  };
   let filters = buildInboundChain(undefined, chainOptions);
   let inForce: EffectiveSnapshot | undefined;
 
