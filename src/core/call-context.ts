@@ -49,6 +49,21 @@ export interface CallAnnotations {
   auth?: RequestAuth;
   /** Rules in shadow mode that would have denied this call (`namespace/policy#rule`). */
   shadowDenials?: string[];
+  /**
+   * Changes to the request the local app receives, recorded by filters (authn
+   * strips a credential and sets the verified-claims header) and applied by the
+   * inbound stack only when the chain lets the call through.
+   */
+  upstreamEdits?: UpstreamRequestEdits;
+}
+
+export interface UpstreamRequestEdits {
+  /** Lower-case header names dropped from the forwarded request; applied before `setHeaders`. */
+  readonly removeHeaders: string[];
+  /** Lower-case header names set on the forwarded request, replacing any value. */
+  readonly setHeaders: Record<string, string>;
+  /** The forwarded query string (without `?`, '' for none) when a filter rewrote it. */
+  query?: string;
 }
 
 export interface RequestAuth {

@@ -1,4 +1,4 @@
-import type { CallContext } from '../core/call-context.ts';
+import type { CallContext, UpstreamRequestEdits } from '../core/call-context.ts';
 import type { Filter } from '../core/filter.ts';
 import { runFilters } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
@@ -82,13 +82,15 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     requestId: call.id,
     authority: call.authority,
   });
+  const edits = call.annotations.upstreamEdits; // e.g. authn: credential stripped, verified claims set
+  if (edits) applyUpstreamEdits(headers, edits);
   // Only this sidecar may tell the app who called: a caller-supplied value is dropped, never passed on.
   delete headers[XFCC];
   if (call.source.principal) headers[XFCC] = `By=${deps.ownPrincipal ?? ''};URI=${call.source.principal}`;
   forward(
     {
       method: call.method,
-      path: pathWithQuery(call),
+      path: edits?.query === undefined ? pathWithQuery(call) : edits.query === '' ? call.path : `${call.path}?${edits.query}`,
       headers,
       body: requestBody(req),
       timeoutMs: deps.appTimeoutMs,
@@ -102,4 +104,10 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome);
   });
+}
+
+/** Filters' changes to the forwarded request: removals first, so a filter can replace what the caller sent. */
+function applyUpstreamEdits(headers: Record<string, string | string[]>, edits: UpstreamRequestEdits): void {
+  for (const name of edits.removeHeaders) delete headers[name];
+  for (const [name, value] of Object.entries(edits.setHeaders)) headers[name] = value;
 }
