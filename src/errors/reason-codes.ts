@@ -96,6 +96,56 @@ export const REASON_CODES = {
     grpc: GrpcStatus.RESOURCE_EXHAUSTED,
     description: 'The client address is on the temporary auto-ban list after repeated refused calls; retry-after says when the ban ends.',
   },
+  'authn.missing_token': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: 'The call carries no token (in the locations the RequestAuthentication rules name) and a document says onMissingToken: deny (the default).',
+  },
+  'authn.jwt_invalid': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: 'The token is not a well-formed JWT, its signature does not verify with a key of its issuer (unknown kid included), it lacks exp, or the request carries two different tokens.',
+  },
+  'authn.jwt_expired': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: "The JWT is past its exp (beyond the rule's clockSkew).",
+  },
+  'authn.jwt_not_yet_valid': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: "The JWT's nbf (or iat) is in the future (beyond the rule's clockSkew).",
+  },
+  'authn.jwt_audience': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: "The JWT's aud holds none of the rule's audiences.",
+  },
+  'authn.jwt_issuer': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: "No JWT rule (and no introspection) accepts the token's issuer, or not in the location the token was sent in.",
+  },
+  'authn.jwt_algorithm': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: "The JWT's alg is not in the rule's allow-list (none and HS* never are).",
+  },
+  'authn.jwks_unavailable': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: "The issuer's key set could not be fetched and none is cached: the call fails closed.",
+  },
+  'authn.token_inactive': {
+    http: 401,
+    grpc: GrpcStatus.UNAUTHENTICATED,
+    description: "The introspection endpoint says the token is not active, or the answer's exp, nbf, iss or aud does not fit.",
+  },
+  'authn.introspection_unavailable': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The introspection endpoint failed, timed out or answered without a boolean active (or the client secret is unreadable): the call fails closed.',
+  },
   'policy.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,

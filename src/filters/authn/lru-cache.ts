@@ -1,0 +1,36 @@
+/** A bounded map that forgets the least recently used entry first. */
+export interface LruCache<V> {
+  get(key: string): V | undefined;
+  set(key: string, value: V): void;
+  delete(key: string): void;
+  readonly size: number;
+}
+
+/**
+ * LRU on a Map: insertion order is recency order, so a hit moves its entry to
+ * the end and eviction takes the first key. O(1) per operation.
+ */
+export function createLruCache<V>(maxEntries: number): LruCache<V> {
+  if (!Number.isInteger(maxEntries) || maxEntries < 1) throw new RangeError(`LRU size must be a positive integer, got ${maxEntries}`);
+  const entries = new Map<string, V>();
+  return {
+    get(key) {
+      const value = entries.get(key);
+      if (value === undefined) return undefined;
+      entries.delete(key);
+      entries.set(key, value);
+      return value;
+    },
+    set(key, value) {
+      entries.delete(key);
+      entries.set(key, value);
+      if (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
+    },
+    delete(key) {
+      entries.delete(key);
+    },
+    get size() {
+      return entries.size;
+    },
+  };
+}
