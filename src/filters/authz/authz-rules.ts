@@ -1,6 +1,6 @@
 import { BlockList, isIPv6 } from 'node:net';
 import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
-import { normalizePath } from '../../proxy/path-normalize.ts';
+import { normalizePath, pathForMatching } from '../../proxy/path-normalize.ts';
 import type { AuthzRequest } from './authz-request.ts';
 
 /*
@@ -82,15 +82,16 @@ export function canonicalPrincipal(pattern: string): string {
 }
 
 /**
- * A path pattern in the canonical form of request paths (escapes of unreserved
- * characters decoded, other hex upper-cased), so `/caf%c3%a9` matches what
- * the normalizer makes of `/caf%C3%A9`. A pattern the normalizer would refuse
- * (an encoded `/`) is kept: no normalized request can match it.
+ * A path pattern in the form request paths are matched in (escapes of
+ * unreserved characters decoded, other hex upper-cased, `;` parameters
+ * removed), so `/caf%c3%a9` matches what the normalizer makes of `/caf%C3%A9`
+ * and `/a;v=1` is `/a`. A pattern the normalizer would refuse (an encoded `/`)
+ * is kept: no normalized request can match it.
  */
 function canonicalPathPattern(pattern: string): string {
   if (pattern === '*') return pattern;
   const normalized = normalizePath(pattern);
-  return normalized.ok ? normalized.path : pattern;
+  return normalized.ok ? pathForMatching(normalized.path) : pattern;
 }
 
 function pathMatcher(pattern: string): Test {
