@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { policySubscriberConfigSchema } from '../policy/subscriber-config.ts';
 import { byteSize, duration } from './durations.ts';
+import { tracingConfigSchema } from './telemetry-schema.ts';
 
 /*
  * The sidecar configuration file. Every field is described here once; the
@@ -228,11 +229,30 @@ export const sidecarConfigSchema = z.strictObject({
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
-      accessLog: z.boolean().default(true).describe('One JSON line per call.'),
+      accessLog: z.boolean().default(true).describe('One JSON line per call (written at info whatever `level` says; turn it off here).'),
+      accessLogSampling: z
+        .number()
+        .default(1)
+        .describe('Share of successful calls logged, 0 to 1; calls with status >= 400 or a meshgate reason code are always logged. Out of range: 1, with one warning.'),
     })
     .prefault({})
     .describe('Logging.'),
   services: z.array(service).default([]).describe('Static service registry: services the local app may call.'),
+  telemetry: z
+    .strictObject({
+      tracing: tracingConfigSchema.prefault({}).describe('OpenTelemetry traces: a server span per inbound call, a client span per outbound call, exported over OTLP.'),
+      metrics: z
+        .strictObject({
+          requests: z
+            .boolean()
+            .default(true)
+            .describe('Count and time every call (meshgate_requests_total, meshgate_request_duration_seconds, meshgate_upstream_retries_total). Off only to measure their cost.'),
+        })
+        .prefault({})
+        .describe('Prometheus metrics on the admin listener.'),
+    })
+    .prefault({})
+    .describe('Traces and metrics (logs are under `log`).'),
 }).superRefine((config, ctx) => {
   if (config.mtls.mode !== 'DISABLE' && !config.identity) {
     ctx.addIssue({ code: 'custom', path: ['identity'], message: `missing required field (mtls.mode is ${config.mtls.mode}; set identity, or mtls.mode: DISABLE for a plaintext mesh)` });

@@ -45,6 +45,11 @@ export interface CallAnnotations {
   upstream?: string;
   retries: number;
   route?: string;
+  /**
+   * What rate limiting did to this call, for the access log and the span
+   * (`meshgate.ratelimit`): e.g. `allowed`, `limited`, `shadow_limited`. Set by the rate-limit filter.
+   */
+  rateLimit?: string;
   /** The verified request credential (JWT or OAuth2 introspection), set by the authn filter. */
   auth?: RequestAuth;
   /** Rules in shadow mode that would have denied this call (`namespace/policy#rule`). */

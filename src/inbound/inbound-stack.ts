@@ -5,8 +5,8 @@ import { respond } from '../core/verdict.ts';
 import type { Verdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
-import { recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
-import type { CallTelemetry } from '../proxy/call-telemetry.ts';
+import { beginCall, propagateTrace, recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
+import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
 import { upstreamRequestHeaders } from '../proxy/headers.ts';
@@ -43,6 +43,7 @@ export interface InboundStackDeps {
  */
 export function createInboundStack(deps: InboundStackDeps): RequestHandler {
   const { telemetry } = deps;
+  const destinationLabel = `${deps.workload.service}.${deps.workload.namespace}`;
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // codec: method, path, authority
@@ -53,24 +54,25 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
       destination: deps.workload,
       principal: deps.peerPrincipal(req), // TLS identity, verified by the listener
     });
+    const recording = beginCall(telemetry, call, req, destinationLabel); // server span (parent: the caller's trace context), bytes in
     const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
     if (verdict instanceof Promise) {
       verdict.then(
-        (v) => afterFilters(v, call, req, res, deps),
-        () => afterFilters(respond('filter.error', 'a policy check failed'), call, req, res, deps),
+        (v) => afterFilters(v, call, req, res, deps, recording),
+        () => afterFilters(respond('filter.error', 'a policy check failed'), call, req, res, deps, recording),
       );
     } else {
-      afterFilters(verdict, call, req, res, deps);
+      afterFilters(verdict, call, req, res, deps, recording);
     }
   };
 }
 
-function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamRequest, res: DownstreamResponse, deps: InboundStackDeps): void {
+function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamRequest, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
   if (verdict.kind === 'respond') {
     call.annotations.decision = 'deny';
     call.annotations.rule = verdict.rule;
     sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
-    recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 });
+    recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, recording);
     return;
   }
   const protocol = deps.appProtocol !== 'auto' ? deps.appProtocol : call.httpVersion === '2' && (call.isGrpc || !deps.edge) ? 'http2' : 'http1';
@@ -87,6 +89,7 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
   // Only this sidecar may tell the app who called: a caller-supplied value is dropped, never passed on.
   delete headers[XFCC];
   if (call.source.principal) headers[XFCC] = `By=${deps.ownPrincipal ?? ''};URI=${call.source.principal}`;
+  propagateTrace(deps.telemetry, recording, headers); // the app's spans become children of the server span
   forward(
     {
       method: call.method,
@@ -102,7 +105,7 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
   ).then((outcome: ForwardOutcome) => {
     call.annotations.upstream = outcome.upstream;
-    recordCall(deps.telemetry, call, outcome);
+    recordCall(deps.telemetry, call, outcome, recording);
   });
 }
 

@@ -7,8 +7,8 @@ import { respond } from '../core/verdict.ts';
 import type { Verdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
-import { recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
-import type { CallTelemetry } from '../proxy/call-telemetry.ts';
+import { UNKNOWN_DESTINATION, beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
+import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
@@ -47,24 +47,26 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
       destination: { service: dest.name, namespace },
       principal: undefined, // the caller is the local app
     });
-    if (!service) return deny(call, res, respond('route.not_found', `no service ${dest.name}.${namespace} in the registry`), deps);
+    // Client span (parent: the app's trace context) and bytes in; the app picks authorities, so unregistered ones share one label.
+    const recording = beginCall(telemetry, call, req, service ? `${dest.name}.${namespace}` : UNKNOWN_DESTINATION);
+    if (!service) return deny(call, res, respond('route.not_found', `no service ${dest.name}.${namespace} in the registry`), deps, recording);
     const verdict = runFilters(deps.filters(), call);
     if (verdict instanceof Promise) {
       verdict.then(
-        (v) => afterFilters(v, service, call, req, res, deps),
-        () => deny(call, res, respond('filter.error', 'a policy check failed'), deps),
+        (v) => afterFilters(v, service, call, req, res, deps, recording),
+        () => deny(call, res, respond('filter.error', 'a policy check failed'), deps, recording),
       );
     } else {
-      afterFilters(verdict, service, call, req, res, deps);
+      afterFilters(verdict, service, call, req, res, deps, recording);
     }
   };
 }
 
-function deny(call: CallContext, res: DownstreamResponse, verdict: Verdict & { kind: 'respond' }, deps: OutboundStackDeps): void {
+function deny(call: CallContext, res: DownstreamResponse, verdict: Verdict & { kind: 'respond' }, deps: OutboundStackDeps, recording: CallRecording): void {
   call.annotations.decision = 'deny';
   call.annotations.rule = verdict.rule;
   sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
-  recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 });
+  recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, recording);
 }
 
 function findRoute(routes: readonly CompiledRoute[], call: CallContext): CompiledRoute | undefined {
@@ -79,20 +81,23 @@ function afterFilters(
   req: DownstreamRequest,
   res: DownstreamResponse,
   deps: OutboundStackDeps,
+  recording: CallRecording,
 ): void {
-  if (verdict.kind === 'respond') return deny(call, res, verdict, deps);
+  if (verdict.kind === 'respond') return deny(call, res, verdict, deps, recording);
   const route = findRoute(service.routes, call); // path, method, headers, query
-  if (!route) return deny(call, res, respond('route.not_found', 'no route matches this request'), deps);
+  if (!route) return deny(call, res, respond('route.not_found', 'no route matches this request'), deps, recording);
   call.annotations.route = route.name;
   const backend = pickBackend(route.backends, deps.random()); // weighted split
   const cluster = backend && deps.registry.cluster(backend.service, backend.namespace);
-  if (!backend || !cluster) return deny(call, res, respond('upstream.unavailable', 'route has no backend with weight'), deps);
+  if (!backend || !cluster) return deny(call, res, respond('upstream.unavailable', 'route has no backend with weight'), deps, recording);
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
   mutateHeaders(headers, route.requestHeaders);
+  propagateTrace(deps.telemetry, recording, headers); // W3C out: the next hop's spans become children of the client span
   const retry = route.retries
     ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs }, cluster.budget, cluster.active, deps.random)
     : undefined;
+  let attempts = 0;
   forward(
     {
       method: call.method,
@@ -102,7 +107,7 @@ function afterFilters(
       timeoutMs: route.timeoutMs,
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry,
-      pick: (tried) => cluster.pick(protocol, backend.subset, tried), // balancer skips ejected endpoints
+      pick: (tried) => observeAttempt(recording, cluster.pick(protocol, backend.subset, tried), attempts++), // balancer skips ejected endpoints; each attempt an event on the span
       mutateResponseHeaders: (out: OutgoingHttpHeaders) => mutateHeaders(out, route.responseHeaders),
     },
     res,
@@ -110,6 +115,6 @@ function afterFilters(
   ).then((outcome) => {
     call.annotations.upstream = outcome.upstream;
     call.annotations.retries = outcome.retries;
-    recordCall(deps.telemetry, call, outcome);
+    recordCall(deps.telemetry, call, outcome, recording);
   });
 }

@@ -1,36 +1,138 @@
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import type { Attributes, Span } from '@opentelemetry/api';
 import type { CallContext, Direction } from '../core/call-context.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import type { Clock } from '../core/clock.ts';
-import type { CallOutcome } from '../telemetry/access-log.ts';
+import type { AccessLog } from '../telemetry/access-log.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
 import type { TargetRefusal } from './call.ts';
-import type { ForwardOutcome } from './forward.ts';
+import type { ForwardOutcome, UpstreamTarget } from './forward.ts';
 import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
+import { countRequestBytes } from './request-bytes.ts';
 
 export interface CallTelemetry {
   readonly clock: Clock;
   readonly metrics: SidecarMetrics;
-  readonly accessLog: (call: CallContext, outcome: CallOutcome) => void;
+  readonly accessLog: AccessLog;
+  readonly tracing: Tracing;
+  /** Per-call counters and the duration histogram; off only to measure their cost (`telemetry.metrics.requests`). */
+  readonly requestMetrics: boolean;
 }
 
-/** Ends a call's telemetry. Telemetry never throws into the data path (STYLE.md #8). */
-export function recordCall(t: CallTelemetry, call: CallContext, outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>): void {
+/**
+ * One call's telemetry from its request head to its end. Lives beside the
+ * CallContext rather than in it: filters see annotations, never spans.
+ */
+export interface CallRecording {
+  /** Undefined when tracing is off. A server span inbound, a client span outbound. */
+  readonly span: Span | undefined;
+  /** `destination_service` label value: bounded, so an outbound call to an unregistered name is `unknown`. */
+  readonly destinationLabel: string;
+  /** Request body bytes received so far. */
+  readonly bytesIn: () => number;
+}
+
+/** Label value of outbound calls to destinations that are not in the registry (the app chooses those names). */
+export const UNKNOWN_DESTINATION = 'unknown';
+
+/**
+ * Starts a call's telemetry: the span (its parent is the caller's trace
+ * context, W3C or B3) and the request byte count. Never throws.
+ */
+export function beginCall(t: CallTelemetry, call: CallContext, req: DownstreamRequest, destinationLabel: string): CallRecording {
+  let bytesIn: () => number = zero;
+  let span: Span | undefined;
+  try {
+    bytesIn = countRequestBytes(req);
+    const tracer = t.tracing.tracer;
+    if (tracer) {
+      const inbound = call.direction === 'inbound';
+      span = tracer.startSpan(
+        inbound ? call.method : `${call.method} ${destinationLabel}`,
+        { kind: inbound ? SpanKind.SERVER : SpanKind.CLIENT, attributes: startAttributes(call, inbound) },
+        t.tracing.extract(call.headers),
+      );
+    }
+  } catch {
+    // Telemetry never fails a call (STYLE.md #8).
+  }
+  return { span, destinationLabel, bytesIn };
+}
+
+/** Makes the call's span the parent of the next hop (W3C headers out). */
+export function propagateTrace(t: CallTelemetry, rec: CallRecording, headers: Record<string, string | string[]>): void {
+  if (!rec.span) return;
+  try {
+    t.tracing.inject(rec.span, headers);
+  } catch {
+    // The call goes on without trace context.
+  }
+}
+
+/**
+ * Records each upstream attempt as an event on the call's span (endpoint,
+ * outcome, resend count). Every attempt carries the same traceparent, so a
+ * retried call shows as sibling server spans under one client span, with the
+ * events telling which endpoint failed how.
+ */
+export function observeAttempt(rec: CallRecording, target: UpstreamTarget | undefined, attempt: number): UpstreamTarget | undefined {
+  const span = rec.span;
+  if (!target || !span || !span.isRecording()) return target;
+  return {
+    dispatcher: target.dispatcher,
+    label: target.label,
+    done(result) {
+      try {
+        span.addEvent('upstream_attempt', {
+          'server.address': target.label,
+          'http.request.resend_count': attempt,
+          ...(result.kind === 'response' ? { 'http.response.status_code': result.status } : { 'error.type': result.failure }),
+        });
+      } catch {
+        // Never in the way of the cluster's own bookkeeping below.
+      }
+      target.done(result);
+    },
+  };
+}
+
+/** Ends a call's telemetry: metrics, span, access log. Never throws into the data path (STYLE.md #8). */
+export function recordCall(
+  t: CallTelemetry,
+  call: CallContext,
+  outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>,
+  rec: CallRecording = { span: undefined, destinationLabel: `${call.destination.service}.${call.destination.namespace}`, bytesIn: zero },
+): void {
   try {
     const durationMs = t.clock.monotonic() - call.startedAt;
-    const destination = `${call.destination.service}.${call.destination.namespace}`;
-    t.metrics.requestsTotal.inc({
-      direction: call.direction,
-      source_principal: call.source.principal ?? '',
-      destination_service: destination,
-      response_code: String(outcome.status),
-      reason: outcome.reason ?? '',
+    const destination = rec.destinationLabel;
+    if (t.requestMetrics) {
+      t.metrics.requestsTotal.inc({
+        direction: call.direction,
+        source_principal: call.source.principal ?? '',
+        destination_service: destination,
+        response_code: String(outcome.status),
+        reason: outcome.reason ?? '',
+      });
+      t.metrics.requestDuration.observe({ direction: call.direction, destination_service: destination }, durationMs / 1000);
+      if (call.annotations.retries > 0) t.metrics.upstreamRetries.inc({ destination_service: destination }, call.annotations.retries);
+    }
+    const span = rec.span;
+    const spanContext = span?.spanContext();
+    if (span) endSpan(span, call, outcome);
+    t.accessLog(call, {
+      status: outcome.status,
+      reason: outcome.reason,
+      durationMs,
+      bytesIn: rec.bytesIn(),
+      bytesOut: outcome.bytesOut,
+      traceId: spanContext?.traceId,
+      spanId: spanContext?.spanId,
     });
-    t.metrics.requestDuration.observe({ direction: call.direction, destination_service: destination }, durationMs / 1000);
-    if (call.annotations.retries > 0) t.metrics.upstreamRetries.inc({ destination_service: destination }, call.annotations.retries);
-    t.accessLog(call, { status: outcome.status, reason: outcome.reason, durationMs, bytesIn: 0, bytesOut: outcome.bytesOut });
   } catch {
-    // A broken metric or log sink must not fail the call.
+    // A broken metric, span or log sink must not fail the call.
   }
 }
 
@@ -39,5 +141,80 @@ export function rejectMalformed(direction: Direction, req: DownstreamRequest, re
   const given = req.headers['x-request-id'];
   const requestId = typeof given === 'string' && given.length <= 128 ? given : 'none';
   sendVerdict(res, respond(refusal.code, refusal.reason), { grpc: false, requestId });
-  t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: '400', reason: refusal.code });
+  if (t.requestMetrics) t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: '400', reason: refusal.code });
+}
+
+function zero(): number {
+  return 0;
+}
+
+/**
+ * OTel HTTP semantic conventions (stable, v1.23+) plus meshgate's own. The
+ * query string is left out (tokens travel there), and no header but the user
+ * agent is read.
+ */
+function startAttributes(call: CallContext, inbound: boolean): Attributes {
+  const { host, port } = splitAuthority(call.authority);
+  const attributes: Attributes = {
+    'http.request.method': call.method,
+    'url.path': call.path,
+    'url.scheme': 'http',
+    'server.address': host,
+    'network.protocol.name': 'http',
+    'network.protocol.version': call.httpVersion,
+    'meshgate.request_id': call.id,
+    'meshgate.destination.service': `${call.destination.service}.${call.destination.namespace}`,
+  };
+  if (port !== undefined) attributes['server.port'] = port;
+  const agent = call.headers['user-agent'];
+  if (typeof agent === 'string') attributes['user_agent.original'] = agent;
+  if (inbound) {
+    attributes['client.address'] = call.source.address;
+    attributes['network.peer.address'] = call.source.address;
+    attributes['network.peer.port'] = call.source.port;
+    if (call.source.principal) attributes['meshgate.source.principal'] = call.source.principal;
+  } else {
+    attributes['url.full'] = `http://${call.authority}${call.path}`;
+  }
+  if (call.isGrpc) {
+    attributes['rpc.system'] = 'grpc';
+    const slash = call.path.lastIndexOf('/');
+    if (slash > 0) {
+      attributes['rpc.service'] = call.path.slice(1, slash);
+      attributes['rpc.method'] = call.path.slice(slash + 1);
+    }
+  }
+  return attributes;
+}
+
+function endSpan(span: Span, call: CallContext, outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>): void {
+  if (!span.isRecording()) {
+    span.end();
+    return;
+  }
+  const a = call.annotations;
+  const attributes: Attributes = { 'http.response.status_code': outcome.status };
+  if (a.decision) attributes['meshgate.decision'] = a.decision;
+  if (a.rule) attributes['meshgate.decision.rule'] = a.rule;
+  if (a.decisionId) attributes['meshgate.decision.id'] = a.decisionId;
+  if (a.rateLimit) attributes['meshgate.ratelimit'] = a.rateLimit;
+  if (outcome.reason) attributes['meshgate.reason'] = outcome.reason;
+  if (a.route) attributes['meshgate.route'] = a.route;
+  if (a.upstream) attributes['meshgate.upstream'] = a.upstream;
+  if (a.retries > 0) attributes['http.request.resend_count'] = a.retries;
+  if (call.direction === 'outbound' && call.source.principal) attributes['meshgate.source.principal'] = call.source.principal;
+  // Semantic conventions: a server span fails on 5xx only (a 4xx is the caller's error); a client span on any 4xx/5xx.
+  const failed = outcome.status >= 500 || (call.direction === 'outbound' && outcome.status >= 400);
+  if (failed) {
+    attributes['error.type'] = outcome.reason ?? String(outcome.status);
+    span.setStatus({ code: SpanStatusCode.ERROR, ...(outcome.reason ? { message: outcome.reason } : {}) });
+  }
+  span.setAttributes(attributes);
+  span.end();
+}
+
+function splitAuthority(authority: string): { host: string; port: number | undefined } {
+  const match = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(authority);
+  if (!match) return { host: authority, port: undefined };
+  return { host: match[1]!, port: match[2] === undefined ? undefined : Number(match[2]) };
 }

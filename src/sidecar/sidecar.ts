@@ -15,6 +15,10 @@ import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import { startTracing } from '../telemetry/tracing.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
+import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
+import { describeTracingSettings } from '../config/telemetry-schema.ts';
 import { createEdgeTls } from '../identity/edge-tls.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
@@ -30,6 +34,13 @@ export interface SidecarDeps {
   readonly defaultMetrics?: boolean;
   /** Path of the config file, for error messages. */
   readonly configFile?: string;
+  /**
+   * The role's tracing, made by the CLI from `telemetry.tracing` and the OTEL_*
+   * environment; the caller flushes and shuts it down after `drain`. Without
+   * it the sidecar starts its own from the config file alone and shuts it
+   * down in `drain`.
+   */
+  readonly tracing?: Tracing;
 }
 
 export interface RunningSidecar {
@@ -58,7 +69,23 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     inFlight: (direction) => listeners[direction]?.inFlight() ?? 0,
     certNotAfterMs: () => identity?.manager.current()?.facts.notAfter.getTime(),
   });
-  const telemetry: CallTelemetry = { clock, metrics, accessLog: createAccessLog(logger, config.log.accessLog) };
+  const tracing =
+    deps.tracing ??
+    (await startTracing(config.telemetry.tracing, {}, {
+      logger,
+      serviceName: `${config.workload.service}.${config.workload.namespace}`,
+      resource: { 'service.namespace': config.workload.namespace, 'meshgate.role': 'sidecar', 'meshgate.workload': config.workload.service },
+    }));
+  registerTracingMetrics(metrics.registry, tracing);
+  const sampling = config.log.accessLogSampling;
+  if (!(sampling >= 0 && sampling <= 1)) logger.warn({ accessLogSampling: sampling }, 'bad telemetry setting: log.accessLogSampling: expected a number from 0 to 1; logging every call');
+  const telemetry: CallTelemetry = {
+    clock,
+    metrics,
+    accessLog: createAccessLog(logger, { enabled: config.log.accessLog, sampling: sampling >= 0 && sampling <= 1 ? sampling : 1, random }),
+    tracing,
+    requestMetrics: config.telemetry.metrics.requests,
+  };
   const lifetime = new AbortController();
   let draining = false;
   let registry: ReturnType<typeof createServiceRegistry> | undefined;
@@ -82,7 +109,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     },
     configDump: () => ({
       workload: config.workload,
-      config,
+      config: { ...config, telemetry: { ...config.telemetry, tracing: describeTracingSettings(tracing.settings) } }, // export headers may hold a key
       policy: policyRef.current?.describe() ?? { source: 'none' },
       certificate: describeCertificate(identity),
       endpoints: registry?.services().map((s) => ({
@@ -225,6 +252,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       await stopped;
       lifetime.abort();
       await Promise.all([services.close(), app.close(), admin.close()]);
+      if (!deps.tracing) await tracing.shutdown(); // spans of the last calls leave before we return
       return { completed };
     },
   };

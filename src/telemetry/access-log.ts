@@ -1,4 +1,5 @@
 import type { CallContext } from '../core/call-context.ts';
+import type { Random } from '../core/clock.ts';
 import type { Logger } from './logger.ts';
 
 export interface CallOutcome {
@@ -6,18 +7,40 @@ export interface CallOutcome {
   /** meshgate reason code when meshgate answered instead of the upstream. */
   readonly reason: string | undefined;
   readonly durationMs: number;
+  /** Request body bytes received from the caller. */
   readonly bytesIn: number;
+  /** Response body bytes sent to the caller. */
   readonly bytesOut: number;
+  /** Trace of the call, when tracing is on. */
+  readonly traceId?: string | undefined;
+  readonly spanId?: string | undefined;
+}
+
+export type AccessLog = (call: CallContext, outcome: CallOutcome) => void;
+
+export interface AccessLogOptions {
+  readonly enabled: boolean;
+  /** Share of successful calls logged, 0 to 1. Errors (status >= 400, or a meshgate reason) are always logged. */
+  readonly sampling: number;
+  readonly random: Random;
 }
 
 /**
- * One JSON line per call. Fields are picked one by one: headers are never
- * dumped, so an Authorization header, a cookie or a token cannot leak here.
+ * One JSON line per call, on its own child logger: `log.level` governs the
+ * process's own messages, `log.accessLog` and its sampling govern these.
+ * Fields are picked one by one: headers are never dumped, so an
+ * Authorization header, a cookie or a token cannot leak here, and the path
+ * is logged without its query string (where tokens travel too).
  */
-export function createAccessLog(logger: Logger, enabled: boolean): (call: CallContext, outcome: CallOutcome) => void {
-  if (!enabled) return () => {};
-  const log = logger.child({ log: 'access' });
+export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessLog {
+  if (!opts.enabled) return () => {};
+  // Its own level: an operator who quiets the process log to `warn` keeps the access log.
+  const log = logger.child({ log: 'access' }, { level: 'info' });
+  const sampling = Number.isFinite(opts.sampling) ? Math.min(1, Math.max(0, opts.sampling)) : 1;
+  const random = opts.random;
   return (call, outcome) => {
+    if (sampling < 1 && outcome.status < 400 && outcome.reason === undefined && random() >= sampling) return;
+    const a = call.annotations;
     log.info({
       direction: call.direction,
       method: call.method,
@@ -34,11 +57,15 @@ export function createAccessLog(logger: Logger, enabled: boolean): (call: CallCo
       destination_service: `${call.destination.service}.${call.destination.namespace}`,
       user_agent: call.headers['user-agent'],
       request_id: call.id,
-      decision: call.annotations.decision,
-      rule: call.annotations.rule,
-      route: call.annotations.route,
-      upstream: call.annotations.upstream,
-      retries: call.annotations.retries,
+      trace_id: outcome.traceId,
+      span_id: outcome.spanId,
+      decision: a.decision,
+      rule: a.rule,
+      decision_id: a.decisionId,
+      ratelimit: a.rateLimit,
+      route: a.route,
+      upstream: a.upstream,
+      retries: a.retries,
     });
   };
 }
