@@ -1,5 +1,7 @@
 import type { Filter } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
+import { createAuthnFilter } from '../filters/authn/authn-filter.ts';
+import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { createAuthzFilter } from '../filters/authz/authz-filter.ts';
 import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
@@ -9,6 +11,12 @@ export interface InboundChainOptions {
   readonly onNoPolicy: 'deny' | 'allow';
   /** Mesh-wide switch: admit calls when no ALLOW policy applies to the workload. */
   readonly allowWhenNoAuthzPolicy: boolean;
+  /**
+   * Key sets and introspection caches of request authentication, created once
+   * per sidecar so they outlive every chain. Without it each chain gets its own
+   * (JWKS fetched again after every snapshot, shadow denials not counted).
+   */
+  readonly authn?: AuthnRuntime;
   /** Decision ids, metrics and the decision log of authorization, created once per sidecar. */
   readonly authz?: AuthzRuntime;
 }
@@ -42,7 +50,7 @@ export function buildInboundChain(
   if (missing.length > 0) return [unusablePolicy(missing)];
   return [
     // ip-access: cheapest refusal, before any token is parsed (arrives with issue 5)
-    // authn: mTLS peer is already verified by the listener; JWT and OAuth2 arrive with issue 5
+    createAuthnFilter(documents, opts.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
     createAuthzFilter(documents, { ...opts.authz, allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
     // rate-limit: after authz, so denied callers spend no budget (arrives with issue 5)
     // validate: last, since it may buffer the body (arrives with issue 5)

@@ -3,6 +3,7 @@ import type { SidecarConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import { registryServiceSchema } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
+import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
@@ -48,6 +49,8 @@ export async function startWorkloadPolicy(
     onNoPolicy: policyConfig.onNoPolicy,
     allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy,
     authz: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'authz' }) },
+    // Key sets and introspection answers outlive snapshots; shadow denials count in authz's metric.
+    authn: createAuthnRuntime({ clock: deps.clock, logger: deps.logger, onShadowDenial: (policy, rule) => deps.metrics.shadowDenials.inc({ policy, rule }) }),
   };
   let filters = buildInboundChain(undefined, chainOptions);
   let inForce: EffectiveSnapshot | undefined;

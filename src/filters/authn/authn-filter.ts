@@ -125,8 +125,12 @@ export function createAuthnFilter(documents: readonly PolicyDocument[], runtime:
 
   const shadowDenial = (call: CallContext, policy: string, rule: string, failure: AuthnFailure): void => {
     (call.annotations.shadowDenials ??= []).push(`${policy}#${rule}`);
-    runtime.onShadowDenial?.(policy, rule);
-    runtime.logger?.info({ component: 'authn', policy, rule, code: failure.code, reason: failure.reason, request_id: call.id }, 'shadow mode: authentication would deny this call');
+    try {
+      runtime.onShadowDenial?.(policy, rule);
+      runtime.logger?.info({ component: 'authn', policy, rule, code: failure.code, reason: failure.reason, request_id: call.id }, 'shadow mode: authentication would deny this call');
+    } catch {
+      // Telemetry never breaks traffic (STYLE.md #8).
+    }
   };
 
   /**
