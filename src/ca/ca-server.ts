@@ -12,6 +12,9 @@ import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { formatSpiffeId } from '../identity/spiffe-id.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { startTracing } from '../telemetry/tracing.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
+import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAuditLog } from './audit-log.ts';
 import { loadCaMaterial } from './ca-material.ts';
 import type { CaMaterial } from './ca-material.ts';
@@ -34,6 +37,8 @@ export interface CaDeps {
   readonly configDir?: string;
   /** Serial numbers; a CSPRNG unless a test pins it. */
   readonly randomBytes?: (size: number) => Buffer;
+  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
+  readonly tracing?: Tracing;
 }
 
 export interface RunningCa {
@@ -66,6 +71,10 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
   const verifier = await createTokenVerifier(config.tokens, { clock, trustDomain: config.trustDomain, resolvePath, configFile });
   const signer = await createLeafSigner(material, { clock, ...(deps.randomBytes ? { randomBytes: deps.randomBytes } : {}) });
   const metrics = createCaMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
+  const tracing =
+    deps.tracing ??
+    (await startTracing(config.telemetry.tracing, {}, { logger, serviceName: 'meshgate-ca', resource: { 'service.namespace': CA_NAMESPACE, 'meshgate.role': 'ca' } }));
+  registerTracingMetrics(metrics.registry, tracing);
   metrics.signingCertExpiry.set(material.chainNotAfter.getTime() / 1000);
   let audit;
   try {
@@ -87,7 +96,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
     'grpc.max_receive_message_length': 64 * 1024,
     'grpc.max_concurrent_streams': 100,
   });
-  server.addService(api.service, createCaService({ config, material, verifier, signer, limiter, audit, metrics, logger, clock }));
+  server.addService(api.service, createCaService({ config, material, verifier, signer, limiter, audit, metrics, logger, clock, tracing }));
   let grpcPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) => {
@@ -169,6 +178,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
       });
       await admin.close();
       await audit.close();
+      if (!deps.tracing) await tracing.shutdown();
     },
   };
 

@@ -1,10 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
+import type { Span } from '@opentelemetry/api';
 import type { CaConfig } from '../config/ca-schema.ts';
 import type { Clock } from '../core/clock.ts';
 import { CA_REASON_METADATA_KEY } from '../identity/ca-api.ts';
 import { grpcPeerIdentity } from '../identity/grpc-peer-identity.ts';
 import type { SignRequest, SignResponse, TrustBundle, TrustBundleRequest } from '../identity/ca-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { HeaderCarrier, Tracing } from '../telemetry/tracing.ts';
 import type { AuditLog } from './audit-log.ts';
 import type { CaMaterial } from './ca-material.ts';
 import type { CaMetrics } from './ca-metrics.ts';
@@ -26,6 +29,8 @@ export interface CaServiceDeps {
   readonly metrics: CaMetrics;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** Spans of Sign calls (server span, and the signing itself inside it); none when absent or off. */
+  readonly tracing?: Tracing;
 }
 
 export interface CaService extends grpc.UntypedServiceImplementation {
@@ -46,6 +51,7 @@ type Proof = (WorkloadIdentity & { readonly ok: true; readonly proof: 'token' | 
  */
 export function createCaService(deps: CaServiceDeps): CaService {
   const { config, material, verifier, signer, limiter, audit, metrics, logger, clock } = deps;
+  const tracer = deps.tracing?.tracer;
 
   async function prove(call: grpc.ServerUnaryCall<SignRequest, SignResponse>): Promise<Proof> {
     const values = call.metadata.get('authorization');
@@ -61,7 +67,7 @@ export function createCaService(deps: CaServiceDeps): CaService {
     return peer.ok ? { ...peer, proof: 'certificate' } : refuse('ca.peer_certificate', peer.message);
   }
 
-  async function sign(call: grpc.ServerUnaryCall<SignRequest, SignResponse>): Promise<SignResponse | (CaRefusal & { spiffeId?: string })> {
+  async function sign(call: grpc.ServerUnaryCall<SignRequest, SignResponse>, span: Span | undefined): Promise<SignResponse | (CaRefusal & { spiffeId?: string })> {
     const proof = await prove(call);
     if (!proof.ok) return proof;
     const { spiffeId } = proof;
@@ -71,11 +77,16 @@ export function createCaService(deps: CaServiceDeps): CaService {
     const requested = Number(call.request.ttlSeconds ?? 0) * 1000;
     const ttlMs = requested > 0 ? Math.min(requested, config.leaf.maxTtl) : config.leaf.ttl;
     let leaf;
+    const signing = span && tracer?.startSpan('sign certificate', { kind: SpanKind.INTERNAL, attributes: { 'meshgate.spiffe_id': spiffeId, 'meshgate.ca.key_type': csr.keyType } }, trace.setSpan(ROOT_CONTEXT, span));
     try {
       leaf = await signer.sign({ publicKey: csr.publicKey, keyType: csr.keyType, spiffeId, ttlMs });
+      signing?.setAttribute('meshgate.ca.serial', leaf.serial);
     } catch (err) {
+      signing?.setStatus({ code: SpanStatusCode.ERROR, message: 'signing failed' });
       logger.error({ err, spiffeId }, 'signing failed');
       return { ...refuse('ca.internal', 'signing failed'), spiffeId };
+    } finally {
+      signing?.end();
     }
     try {
       await audit.record({
@@ -107,15 +118,18 @@ export function createCaService(deps: CaServiceDeps): CaService {
     outcome: SignResponse | (CaRefusal & { spiffeId?: string }),
     started: number,
     callback: grpc.sendUnaryData<SignResponse>,
+    span: Span | undefined,
   ): Promise<void> {
     const seconds = (clock.monotonic() - started) / 1000;
     if (!('ok' in outcome)) {
       metrics.signings.inc({ result: 'issued' });
       metrics.signingDuration.observe({ result: 'issued' }, seconds);
+      endSignSpan(span, 'issued', outcome.spiffeId, grpc.status.OK);
       callback(null, outcome);
       return;
     }
     const result = outcome.reason.slice('ca.'.length);
+    endSignSpan(span, result, outcome.spiffeId, CA_REASONS[outcome.reason].grpc);
     metrics.signings.inc({ result });
     metrics.signingDuration.observe({ result }, seconds);
     const caller = call.getPeer();
@@ -130,15 +144,41 @@ export function createCaService(deps: CaServiceDeps): CaService {
     callback({ code: CA_REASONS[outcome.reason].grpc, details: `${outcome.message} (${outcome.reason})`, metadata: trailers });
   }
 
+  /** A server span per Sign call; its parent is the caller's trace context (gRPC metadata), if it sent one. */
+  function startSignSpan(call: grpc.ServerUnaryCall<SignRequest, SignResponse>): Span | undefined {
+    if (!tracer || !deps.tracing) return undefined;
+    try {
+      return tracer.startSpan(
+        'meshgate.ca.v1.CertificateAuthority/Sign',
+        { kind: SpanKind.SERVER, attributes: { 'rpc.system': 'grpc', 'rpc.service': 'meshgate.ca.v1.CertificateAuthority', 'rpc.method': 'Sign' } },
+        deps.tracing.extract(call.metadata.getMap() as HeaderCarrier),
+      );
+    } catch {
+      return undefined;
+    }
+  }
+
+  function endSignSpan(span: Span | undefined, result: string, spiffeId: string | undefined, code: grpc.status): void {
+    if (!span) return;
+    try {
+      span.setAttributes({ 'meshgate.ca.result': result, 'rpc.grpc.status_code': code, ...(spiffeId ? { 'meshgate.spiffe_id': spiffeId } : {}) });
+      if (code !== grpc.status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: `ca.${result}` });
+      span.end();
+    } catch {
+      // Tracing never fails a signing.
+    }
+  }
+
   return {
     sign(call, callback) {
       const started = clock.monotonic();
-      sign(call)
+      const span = startSignSpan(call);
+      sign(call, span)
         .catch((err: unknown) => {
           logger.error({ err }, 'sign failed');
           return refuse('ca.internal', 'internal error');
         })
-        .then((outcome) => reply(call, outcome, started, callback))
+        .then((outcome) => reply(call, outcome, started, callback, span))
         .catch((err: unknown) => logger.error({ err }, 'sign reply failed'));
     },
     getTrustBundle(_call, callback) {

@@ -1,5 +1,8 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
+import type { TracingConfig } from '../config/telemetry-schema.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
 
 /** A usage problem: printed as one line, exit code 2. */
 class UsageError extends Error {}
@@ -119,12 +122,18 @@ async function runSidecar(args: string[]): Promise<number> {
     import('../telemetry/logger.ts'),
   ]);
   const logger = createLogger({ level: config.log.level, name: 'sidecar' });
+  const tracing = await roleTracing(config.telemetry.tracing, logger, `${config.workload.service}.${config.workload.namespace}`, {
+    'service.namespace': config.workload.namespace,
+    'meshgate.role': 'sidecar',
+    'meshgate.workload': config.workload.service,
+  });
   const sidecar = await startSidecar(config, {
     logger,
     clock: systemClock,
     random: Math.random,
     defaultMetrics: true,
     configFile: values.config,
+    tracing,
   });
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -132,8 +141,9 @@ async function runSidecar(args: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       logger.info({ signal, timeoutMs: config.drain.timeout }, 'draining');
-      sidecar.drain().then(({ completed }) => {
+      sidecar.drain().then(async ({ completed }) => {
         logger.info({ completed }, 'drained');
+        await tracing.shutdown(); // the last calls' spans leave before exit
         logger.flush();
         resolve(0);
       });
@@ -159,12 +169,14 @@ async function runCa(args: string[]): Promise<number> {
   const grpc = await import('@grpc/grpc-js');
   const grpcLog = logger.child({ component: 'grpc-js' });
   grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
+  const tracing = await roleTracing(config.telemetry.tracing, logger, 'meshgate-ca', { 'service.namespace': 'meshgate-system', 'meshgate.role': 'ca' });
   const ca = await startCa(config, {
     logger,
     clock: systemClock,
     defaultMetrics: true,
     configFile: values.config,
     configDir: path.dirname(path.resolve(values.config)),
+    tracing,
   });
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -172,7 +184,8 @@ async function runCa(args: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'stopping');
-      ca.close().then(() => {
+      ca.close().then(async () => {
+        await tracing.shutdown();
         logger.flush();
         resolve(0);
       });
@@ -201,6 +214,7 @@ async function runPolicyServer(args: string[]): Promise<number> {
   // As for the CA: grpc-js diagnostics go into the JSON log at debug, stderr keeps the one-line error contract.
   const grpcLog = logger.child({ component: 'grpc-js' });
   grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
+  const tracing = await roleTracing(config.telemetry.tracing, logger, 'meshgate-policy-server', { 'service.namespace': 'meshgate-system', 'meshgate.role': 'policy-server' });
   const server = await startPolicyServer(config, {
     logger,
     clock: systemClock,
@@ -208,6 +222,7 @@ async function runPolicyServer(args: string[]): Promise<number> {
     defaultMetrics: true,
     configFile: values.config,
     configDir: path.dirname(path.resolve(values.config)),
+    tracing,
   });
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -215,7 +230,8 @@ async function runPolicyServer(args: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       logger.info({ signal }, 'stopping');
-      server.close().then(() => {
+      server.close().then(async () => {
+        await tracing.shutdown();
         logger.flush();
         resolve(0);
       });
@@ -223,6 +239,21 @@ async function runPolicyServer(args: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
+}
+
+/**
+ * A role's tracing from its `telemetry.tracing` section and the standard
+ * OTEL_* variables: the CLI is the one place that reads the environment
+ * (STYLE.md #6). Bad values fall back and are logged once; never throws.
+ */
+async function roleTracing(
+  section: TracingConfig,
+  logger: Logger,
+  serviceName: string,
+  resource: Record<string, string>,
+): Promise<Tracing> {
+  const { startTracing } = await import('../telemetry/tracing.ts');
+  return startTracing(section, process.env, { logger, serviceName, resource });
 }
 
 async function runCerts(args: string[]): Promise<number> {

@@ -2,6 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { isValidTrustDomain } from '../identity/spiffe-id.ts';
 import { duration } from './durations.ts';
+import { roleTelemetrySchema } from './telemetry-schema.ts';
 
 /*
  * The CA configuration file (`meshgate ca --config ca.yaml`). Every field is
@@ -107,6 +108,7 @@ export const caConfigSchema = z
       })
       .prefault({})
       .describe('Logging.'),
+    telemetry: roleTelemetrySchema,
   });
 
 export type CaConfigInput = z.input<typeof caConfigSchema>;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { adminApiConfigSchema } from '../policy-server/admin-config.ts';
 import { duration } from './durations.ts';
+import { roleTelemetrySchema } from './telemetry-schema.ts';
 import { sidecarConfigSchema } from './sidecar-schema.ts';
 
 /*
@@ -113,6 +114,7 @@ export const policyServerConfigSchema = z
       })
       .prefault({})
       .describe('Logging.'),
+    telemetry: roleTelemetrySchema,
   })
   .superRefine((config, ctx) => {
     const seen = new Set<string>();

@@ -13,6 +13,9 @@ import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
 import type { WireSnapshot } from '../policy/policy-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { startTracing } from '../telemetry/tracing.ts';
+import type { Tracing } from '../telemetry/tracing.ts';
+import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAdminApi } from './admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
 import { createPolicyAuditLog } from './audit-log.ts';
@@ -50,6 +53,8 @@ export interface PolicyServerDeps {
   readonly model?: PolicyServerModel;
   /** Replica name when config.serverId is absent; default `<hostname>-<pid>`. */
   readonly defaultServerId?: string;
+  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
+  readonly tracing?: Tracing;
 }
 
 export interface RunningPolicyServer {
@@ -84,9 +89,14 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   const serverId = config.serverId ?? deps.defaultServerId ?? `${hostname()}-${process.pid}`;
   const model = deps.model ?? (await defaultModel());
   const metrics = createPolicyServerMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
+  const tracing =
+    deps.tracing ??
+    (await startTracing(config.telemetry.tracing, {}, { logger, serviceName: 'meshgate-policy-server', resource: { 'service.namespace': 'meshgate-system', 'meshgate.role': 'policy-server', 'service.instance.id': serverId } }));
+  registerTracingMetrics(metrics.registry, tracing);
   const spiffeId = policyServerSpiffeId(config.identity.trustDomain, config.identity.serviceAccount);
   const lifetime = new AbortController();
   const cleanups: Array<() => Promise<void> | void> = [() => lifetime.abort()];
+  if (!deps.tracing) cleanups.push(() => tracing.shutdown());
   const undo = async (): Promise<void> => {
     for (const step of cleanups.reverse()) await step();
   };
@@ -166,7 +176,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
         maxSubscribers: config.push.maxSubscribers,
         debounceMs: config.push.debounce,
       },
-      { builder, registry, metrics, logger, clock },
+      { builder, registry, metrics, logger, clock, tracing },
     );
     // The store already coalesced its file events (push.debounce): push at once. Registry changes debounce in the service.
     store.onChange(() => subscriptions.pushNow());

@@ -1,9 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
+import { ROOT_CONTEXT, SpanKind } from '@opentelemetry/api';
 import type { Clock } from '../core/clock.ts';
 import { grpcPeerIdentity } from '../identity/grpc-peer-identity.ts';
 import type { ReceivedSubscribeRequest, WireSnapshot } from '../policy/policy-api.ts';
 import type { WorkloadRef } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { HeaderCarrier, Tracing } from '../telemetry/tracing.ts';
 import type { SubscriberDirectory, SubscriberView } from './contracts.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 import type { ServiceRegistry } from './service-registry.ts';
@@ -24,6 +26,8 @@ export interface SubscriptionDeps {
   readonly metrics: PolicyServerMetrics;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** A span per push round and per subscriber's first snapshot; none when absent or off. */
+  readonly tracing?: Tracing;
 }
 
 /** What is written to a stream: a message, or the same message already encoded (see policy-server.ts). */
@@ -88,6 +92,7 @@ const DESTINATION = new RegExp(`^${DNS_LABEL}\\.${DNS_LABEL}$`);
 export function createSubscriptionService(opts: SubscriptionOptions, deps: SubscriptionDeps): SubscriptionService {
   const { builder, registry, metrics, clock } = deps;
   const log = deps.logger.child({ component: 'subscriptions' });
+  const tracer = deps.tracing?.tracer;
   const subscribers = new Map<string, Subscriber>();
   let nextStream = 0;
   let pushTimer: NodeJS.Timeout | undefined;
@@ -99,9 +104,10 @@ export function createSubscriptionService(opts: SubscriptionOptions, deps: Subsc
     call.emit('error', { code, details });
   }
 
-  function send(sub: Subscriber, built: BuiltSnapshot): void {
-    if (sub.sent[sub.sent.length - 1] === built.version) return;
-    if (sub.blocked) return;
+  /** true when the snapshot was queued on the stream. */
+  function send(sub: Subscriber, built: BuiltSnapshot): boolean {
+    if (sub.sent[sub.sent.length - 1] === built.version) return false;
+    if (sub.blocked) return false;
     sub.sent.push(built.version);
     if (sub.sent.length > RECENT_VERSIONS) sub.sent.shift();
     metrics.pushes.inc();
@@ -113,15 +119,30 @@ export function createSubscriptionService(opts: SubscriptionOptions, deps: Subsc
         if (subscribers.has(sub.streamId)) send(sub, builder.build(sub.workload, sub.destinations));
       });
     }
+    return true;
   }
 
   function pushAll(): void {
     clearTimeout(pushTimer);
     pushTimer = undefined;
     const started = clock.monotonic();
+    // A root span per push round: how many streams got a new snapshot, and how long compiling them took.
+    const span = tracer?.startSpan('policy push', { kind: SpanKind.INTERNAL, root: true, attributes: { 'meshgate.policy.server_id': opts.serverId } }, ROOT_CONTEXT);
     builder.invalidate();
-    for (const sub of subscribers.values()) send(sub, builder.build(sub.workload, sub.destinations));
+    let pushed = 0;
+    const versions = new Set<string>();
+    for (const sub of subscribers.values()) {
+      const built = builder.build(sub.workload, sub.destinations);
+      if (send(sub, built)) {
+        pushed++;
+        versions.add(built.version);
+      }
+    }
     metrics.recomputeDuration.observe((clock.monotonic() - started) / 1000);
+    if (span) {
+      span.setAttributes({ 'meshgate.policy.subscribers': subscribers.size, 'meshgate.policy.pushed': pushed, 'meshgate.policy.versions': versions.size });
+      span.end();
+    }
   }
 
   function changed(): void {
@@ -260,7 +281,24 @@ export function createSubscriptionService(opts: SubscriptionOptions, deps: Subsc
             serverId: opts.serverId,
           });
         }
+        const joinSpan = tracer?.startSpan(
+          'policy subscribe',
+          {
+            kind: SpanKind.SERVER,
+            attributes: {
+              'rpc.system': 'grpc',
+              'rpc.service': 'meshgate.policy.v1.PolicyDiscovery',
+              'rpc.method': 'Subscribe',
+              'meshgate.spiffe_id': peer.spiffeId,
+              'meshgate.sidecar_id': hello.sidecarId,
+              'meshgate.policy.server_id': opts.serverId,
+            },
+          },
+          deps.tracing!.extract(call.metadata.getMap() as HeaderCarrier),
+        );
         const built = builder.build(workload, destinations);
+        joinSpan?.setAttributes({ 'meshgate.policy.version': built.version, 'meshgate.policy.current_version': hello.currentVersion });
+        joinSpan?.end();
         log.info(
           { sidecarId: hello.sidecarId, spiffeId: peer.spiffeId, address: hello.address || null, currentVersion: hello.currentVersion || null, version: built.version },
           'subscriber joined',
