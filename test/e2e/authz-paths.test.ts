@@ -112,7 +112,7 @@ describe('path tricks through two sidecars', () => {
           headers: { host: 'orders.shop' },
           key: frontendId.keyPem,
           cert: frontendId.chainPem.join('\n'),
-          ca: frontendId.trustBundlePem,
+          ca: [...frontendId.trustBundlePem],
           checkServerIdentity: () => undefined, // SPIFFE IDs are URI SANs; the sidecars check them, this test does not need to
           agent: false,
         },

@@ -33,6 +33,8 @@ import type { AuthzAction, AuthzMode, CompiledRule, RuleRef } from './authz-rule
 export interface AuthzEngineOptions {
   /** Admit calls when no enforced ALLOW policy applies (DENY rules still apply). Default false: deny. */
   readonly allowWhenNoPolicy: boolean;
+  /** Rules of one action up to which a plain scan replaces the index (default authz-index.ts SCAN_UP_TO; tests pass -1 to always index). */
+  readonly scanUpTo?: number;
 }
 
 export interface AuthzDecision {
@@ -109,12 +111,13 @@ function ref(rule: CompiledRule): RuleRef {
 export function compileAuthorization(documents: readonly PolicyDocument[], opts: AuthzEngineOptions): AuthzEngine {
   const { rules, allowPolicies, shadowAllowPolicies } = compileDocuments(documents);
   const pick = (action: AuthzAction, mode: AuthzMode | undefined) => rules.filter((r) => r.action === action && (mode === undefined || r.mode === mode));
-  const deny = createRuleIndex(pick('DENY', 'enforce'));
-  const allow = createRuleIndex(pick('ALLOW', 'enforce'));
-  const shadowDeny = createRuleIndex(pick('DENY', 'shadow'));
-  const shadowAllow = createRuleIndex(pick('ALLOW', 'shadow'));
+  const index = (list: readonly CompiledRule[]) => createRuleIndex(list, opts.scanUpTo);
+  const deny = index(pick('DENY', 'enforce'));
+  const allow = index(pick('ALLOW', 'enforce'));
+  const shadowDeny = index(pick('DENY', 'shadow'));
+  const shadowAllow = index(pick('ALLOW', 'shadow'));
   // AUDIT never enforces anything, so its mode makes no difference.
-  const audit = createRuleIndex(pick('AUDIT', undefined));
+  const audit = index(pick('AUDIT', undefined));
   const admitsWithoutPolicy = allowPolicies === 0 && opts.allowWhenNoPolicy;
 
   // Decisions without shadow or audit findings are shared: the common path allocates none.

@@ -30,7 +30,7 @@ function runTable(cases: Case[], allowWhenNoPolicy = false): void {
     const filter = createAuthzFilter(docs, { allowWhenNoPolicy });
     expect(outcome(filter.onRequest(call(input)) as Verdict)).toBe(expected);
     // The indexed decision is the one a plain scan of every rule gives.
-    const engine = compileAuthorization(docs, { allowWhenNoPolicy });
+    const engine = compileAuthorization(docs, { allowWhenNoPolicy, scanUpTo: -1 });
     const req = authzRequestOf(call(input));
     expect(engine.decide(req)).toEqual(engine.explain(req).decision);
   });
