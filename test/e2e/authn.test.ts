@@ -77,6 +77,8 @@ spec:
       jwksUri: ${jwks.url}/jwks
       audiences: [orders]
       algorithms: [ES256]
+      fromHeaders: [{ name: authorization, prefix: "Bearer " }]
+      fromParams: [access_token]
       forwardClaimsHeader: x-jwt-claims
 `,
     );
@@ -123,6 +125,12 @@ spec:
     expect(seen.authorization).toBeUndefined();
     expect(JSON.parse(Buffer.from(seen['x-jwt-claims']!, 'base64url').toString())).toMatchObject({ iss: ISSUER, sub: 'alice', tenant: 'acme' });
     expect(seen['x-forwarded-client-cert']).toContain('spiffe://cluster.local/ns/shop/sa/frontend');
+  });
+
+  it('a token in a query parameter is verified and cut out of the URL the app gets', async () => {
+    const res = await call(`/orders/1?page=2&access_token=${await token({ sub: 'alice' })}&sort=asc`);
+    expect(res.status).toBe(200);
+    expect(res.body.url).toBe('/orders/1?page=2&sort=asc');
   });
 
   it('an unauthenticated call is refused with 401 authn.missing_token', async () => {
