@@ -2,6 +2,7 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes, Span } from '@opentelemetry/api';
 import type { CallContext, Direction } from '../core/call-context.ts';
 import { respond } from '../core/verdict.ts';
+import { reasonCode } from '../errors/reason-codes.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import type { Clock } from '../core/clock.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
@@ -103,7 +104,7 @@ export function recordCall(
   t: CallTelemetry,
   call: CallContext,
   outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>,
-  rec: CallRecording = { span: undefined, destinationLabel: `${call.destination.service}.${call.destination.namespace}`, bytesIn: zero },
+  rec: CallRecording,
 ): void {
   try {
     const durationMs = t.clock.monotonic() - call.startedAt;
@@ -204,7 +205,13 @@ function endSpan(span: Span, call: CallContext, outcome: Pick<ForwardOutcome, 's
   if (a.retries > 0) attributes['http.request.resend_count'] = a.retries;
   if (call.direction === 'outbound' && call.source.principal) attributes['meshgate.source.principal'] = call.source.principal;
   // Semantic conventions: a server span fails on 5xx only (a 4xx is the caller's error); a client span on any 4xx/5xx.
-  const failed = outcome.status >= 500 || (call.direction === 'outbound' && outcome.status >= 400);
+  let failed = outcome.status >= 500 || (call.direction === 'outbound' && outcome.status >= 400);
+  if (call.isGrpc && outcome.reason) {
+    // meshgate's own gRPC replies are HTTP 200 with a grpc-status; the upstream's statuses travel in trailers it relays unread.
+    const code = reasonCode(outcome.reason).grpc;
+    attributes['rpc.grpc.status_code'] = code;
+    failed = call.direction === 'outbound' ? code !== 0 : GRPC_SERVER_ERRORS.has(code);
+  }
   if (failed) {
     attributes['error.type'] = outcome.reason ?? String(outcome.status);
     span.setStatus({ code: SpanStatusCode.ERROR, ...(outcome.reason ? { message: outcome.reason } : {}) });
@@ -212,6 +219,9 @@ function endSpan(span: Span, call: CallContext, outcome: Pick<ForwardOutcome, 's
   span.setAttributes(attributes);
   span.end();
 }
+
+/** gRPC codes that make a server span an error (semantic conventions): UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS. */
+const GRPC_SERVER_ERRORS = new Set([2, 4, 12, 13, 14, 15]);
 
 function splitAuthority(authority: string): { host: string; port: number | undefined } {
   const match = /^(\[[^\]]*\]|[^:]*)(?::(\d{1,5}))?$/.exec(authority);

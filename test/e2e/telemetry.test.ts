@@ -235,6 +235,26 @@ describe('telemetry of a call through two sidecars', () => {
     expect(spans.some((s) => s.resource['service.name'] === 'orders-app')).toBe(false);
   });
 
+  it('a denied gRPC call: rpc attributes and the gRPC status meshgate answered with', async () => {
+    const root = frontendApp.tracer!.startSpan('grpc call', { kind: SpanKind.CLIENT });
+    const headers: Record<string, string> = { 'content-type': 'application/grpc', te: 'trailers' };
+    frontendApp.inject(root, headers);
+    const res = await call('/shop.Orders/Get', { method: 'POST', headers, body: '' });
+    root.end();
+    expect(res.status).toBe(200); // gRPC: the status travels in grpc-status
+    const spans = await spansOfTrace(root.spanContext().traceId, 3);
+    const inb = spans.find((s) => s.resource['service.name'] === 'orders.shop')!;
+    expect(inb.attributes).toMatchObject({
+      'rpc.system': 'grpc',
+      'rpc.service': 'shop.Orders',
+      'rpc.method': 'Get',
+      'rpc.grpc.status_code': 7,
+      'meshgate.reason': 'authz.denied',
+      'meshgate.decision': 'deny',
+    });
+    expect(inb.status.code).toBe(0); // PERMISSION_DENIED is not a server error (semantic conventions)
+  });
+
   it('logs one access line per call on each sidecar, with bytes in and out, and never a token, a cookie or a key', async () => {
     const token = 'eyJhbGciOiJIUzI1NiJ9.SECRET-TOKEN-4711';
     const cookie = 'session=COOKIE-SECRET-0815';
