@@ -4,6 +4,8 @@ import { createAuthnFilter } from '../filters/authn/authn-filter.ts';
 import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { createAuthzFilter } from '../filters/authz/authz-filter.ts';
 import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
+import type { BanList } from '../filters/ip-access/ban-list.ts';
+import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
 export interface InboundChainOptions {
@@ -19,6 +21,11 @@ export interface InboundChainOptions {
   readonly authn?: AuthnRuntime;
   /** Decision ids, metrics and the decision log of authorization, created once per sidecar. */
   readonly authz?: AuthzRuntime;
+  /**
+   * The sidecar's auto-ban list, created once: it outlives every chain. Building
+   * a chain installs the snapshot's autoBan settings into it (see createIPAccessFilter).
+   */
+  readonly banList?: BanList;
 }
 
 function unusablePolicy(keys: readonly string[]): Filter {
@@ -49,7 +56,7 @@ export function buildInboundChain(
   // A DENY rule we could not read must not turn into an allow: admit nothing until it is fixed.
   if (missing.length > 0) return [unusablePolicy(missing)];
   return [
-    // ip-access: cheapest refusal, before any token is parsed (arrives with issue 5)
+    createIPAccessFilter(documents, { banList: opts.banList }), // ip-access: cheapest refusal, before any token is parsed
     createAuthnFilter(documents, opts.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
     createAuthzFilter(documents, { ...opts.authz, allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
     // rate-limit: after authz, so denied callers spend no budget (arrives with issue 5)

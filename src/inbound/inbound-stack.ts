@@ -2,7 +2,7 @@ import type { CallContext, UpstreamRequestEdits } from '../core/call-context.ts'
 import type { Filter } from '../core/filter.ts';
 import { runFilters } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
-import type { Verdict } from '../core/verdict.ts';
+import type { RespondVerdict, Verdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
 import { beginCall, propagateTrace, recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
@@ -35,6 +35,12 @@ export interface InboundStackDeps {
   /** Verified SPIFFE ID of the peer; undefined until mTLS lands on this listener. */
   readonly peerPrincipal: (req: DownstreamRequest) => string | undefined;
   readonly telemetry: CallTelemetry;
+  /**
+   * Told of every call the chain refused (not of upstream failures), after the
+   * reply is sent: the auto-ban list counts them (src/filters/ip-access/ban-list.ts).
+   * Must not throw.
+   */
+  readonly onRefused?: (call: CallContext, verdict: RespondVerdict) => void;
 }
 
 /**
@@ -73,6 +79,7 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     call.annotations.rule = verdict.rule;
     sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
     recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, recording);
+    deps.onRefused?.(call, verdict);
     return;
   }
   const protocol = deps.appProtocol !== 'auto' ? deps.appProtocol : call.httpVersion === '2' && (call.isGrpc || !deps.edge) ? 'http2' : 'http1';

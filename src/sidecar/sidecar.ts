@@ -4,6 +4,8 @@ import { createAdminServer } from '../admin/admin-server.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
+import { createBanList } from '../filters/ip-access/ban-list.ts';
+import { parseIp } from '../filters/ip-access/client-address.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createOutboundStack } from '../outbound/outbound-stack.ts';
 import { createServiceRegistry } from '../outbound/service-registry.ts';
@@ -68,6 +70,26 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     defaultMetrics: deps.defaultMetrics ?? false,
     inFlight: (direction) => listeners[direction]?.inFlight() ?? 0,
     certNotAfterMs: () => identity?.manager.current()?.facts.notAfter.getTime(),
+    bannedAddresses: () => banList.size(),
+  });
+  // Created once: bans and denial counts outlive the chain rebuilt on every policy snapshot.
+  let lastEvictionWarning = Number.NEGATIVE_INFINITY;
+  const banList = createBanList({
+    clock,
+    events: {
+      banned: (ban) => {
+        metrics.ipBans.inc();
+        logger.warn(ban, 'address banned after repeated refused calls');
+      },
+      evicted: (list, address) => {
+        metrics.ipBanEvictions.inc({ list });
+        if (clock.monotonic() - lastEvictionWarning < 60_000) return;
+        lastEvictionWarning = clock.monotonic();
+        logger.warn({ list, address }, 'auto-ban list full: entries dropped early (see meshgate_ip_ban_evictions_total; raise autoBan.maxEntries)');
+      },
+      lifted: (ban) => logger.warn(ban, 'ban lifted through the admin API'),
+      disabled: (bansDropped) => logger.info({ bansDropped }, 'auto-ban turned off by the policy in force; bans dropped'),
+    },
   });
   const tracing =
     deps.tracing ??
@@ -93,6 +115,15 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
 
   const admin = createAdminServer({
     registry: metrics.registry,
+    bans: {
+      list: () => banList.list(),
+      remove(text) {
+        const parsed = parseIp(text);
+        if (!parsed) return { status: 'invalid' };
+        const ban = banList.remove(parsed.address);
+        return ban ? { status: 'removed', ban } : { status: 'not_found' };
+      },
+    },
     async readiness() {
       const appCheck = await probeApp(config.inbound.app, config.inbound.readinessPath, 1_000);
       const certificate = !config.identity ? 'disabled' : identity?.manager.valid() ? 'ok' : (identity?.manager.stats().lastError ?? 'waiting for the first certificate');
@@ -165,7 +196,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   });
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
   const policy = config.policy
-    ? await startWorkloadPolicy(config, { registry: services, credentials: () => identity?.manager.current(), metrics, clock, random, logger })
+    ? await startWorkloadPolicy(config, { registry: services, credentials: () => identity?.manager.current(), metrics, clock, random, logger, banList })
     : undefined;
   policyRef.current = policy;
   if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
@@ -193,6 +224,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       // Only mesh connections carry a principal; edge callers never do.
       peerPrincipal: (req) => (edge ? undefined : inbound.peerPrincipal(req)),
       telemetry,
+      onRefused: (call, verdict) => banList.recordDenial(call, verdict.code), // every filter's refusals count toward auto-ban
     });
   const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls);
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.

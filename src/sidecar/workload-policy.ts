@@ -3,6 +3,7 @@ import type { SidecarConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import { registryServiceSchema } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
+import type { BanList } from '../filters/ip-access/ban-list.ts';
 import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
@@ -41,6 +42,8 @@ export async function startWorkloadPolicy(
     clock: Clock;
     random: Random;
     logger: Logger;
+    /** The sidecar's auto-ban list; each snapshot's chain installs its settings into it. */
+    banList?: BanList;
   },
 ): Promise<WorkloadPolicy> {
   const policyConfig = config.policy!;
@@ -48,6 +51,7 @@ export async function startWorkloadPolicy(
   const chainOptions = {
     onNoPolicy: policyConfig.onNoPolicy,
     allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy,
+    banList: deps.banList,
     authz: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'authz' }) },
     // Key sets and introspection answers outlive snapshots; shadow denials count in authz's metric.
     authn: createAuthnRuntime({ clock: deps.clock, logger: deps.logger, onShadowDenial: (policy, rule) => deps.metrics.shadowDenials.inc({ policy, rule }) }),

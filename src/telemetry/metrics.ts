@@ -20,6 +20,9 @@ export interface SidecarMetrics {
   readonly tlsHandshakeErrors: Counter<'listener' | 'reason'>;
   readonly certExpiry: Gauge;
   readonly policyVersion: Gauge<'version' | 'source'>;
+  readonly ipBans: Counter;
+  readonly ipBanEvictions: Counter<'list'>;
+  readonly ipBannedAddresses: Gauge;
 }
 
 export function createSidecarMetrics(opts: {
@@ -28,6 +31,8 @@ export function createSidecarMetrics(opts: {
   inFlight?: (direction: 'inbound' | 'outbound') => number;
   /** notAfter of the current workload certificate (ms since the epoch), if any. */
   certNotAfterMs?: () => number | undefined;
+  /** Addresses on the auto-ban list right now, read at scrape time. */
+  bannedAddresses?: () => number;
 }): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
@@ -93,6 +98,25 @@ export function createSidecarMetrics(opts: {
       help: 'The policy snapshot in force: 1 for its version (content digest) and source (server or disk); compare across sidecars for version skew.',
       labelNames: ['version', 'source'],
       registers,
+    }),
+    ipBans: new Counter({
+      name: 'meshgate_ip_bans_total',
+      help: 'Addresses put on the auto-ban list (IPAccessPolicy autoBan).',
+      registers,
+    }),
+    ipBanEvictions: new Counter({
+      name: 'meshgate_ip_ban_evictions_total',
+      help: 'Entries dropped early because the auto-ban list was full: list=bans (the ban expiring soonest) or list=counters (denial counts).',
+      labelNames: ['list'],
+      registers,
+    }),
+    ipBannedAddresses: new Gauge({
+      name: 'meshgate_ip_banned_addresses',
+      help: 'Addresses on the auto-ban list now.',
+      registers,
+      collect() {
+        this.set(opts.bannedAddresses?.() ?? 0);
+      },
     }),
     certExpiry: new Gauge({
       name: 'meshgate_cert_expiry_timestamp_seconds',
