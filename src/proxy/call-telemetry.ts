@@ -50,11 +50,9 @@ export function beginCall(t: CallTelemetry, call: CallContext, req: DownstreamRe
     const tracer = t.tracing.tracer;
     if (tracer) {
       const inbound = call.direction === 'inbound';
-      span = tracer.startSpan(
-        inbound ? call.method : `${call.method} ${destinationLabel}`,
-        { kind: inbound ? SpanKind.SERVER : SpanKind.CLIENT, attributes: startAttributes(call, inbound) },
-        t.tracing.extract(call.headers),
-      );
+      span = tracer.startSpan(inbound ? call.method : `${call.method} ${destinationLabel}`, { kind: inbound ? SpanKind.SERVER : SpanKind.CLIENT }, t.tracing.extract(call.headers));
+      // The samplers here never read attributes: an unsampled call (most, at low ratios) builds none.
+      if (span.isRecording()) span.setAttributes(startAttributes(call, inbound));
     }
   } catch {
     // Telemetry never fails a call (STYLE.md #8).

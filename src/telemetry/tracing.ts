@@ -188,7 +188,8 @@ export async function createTracing(settings: TracingSettings, deps: TracingDeps
     stats: () => ({ ...stats }),
     forceFlush: () => provider.forceFlush({ timeoutMillis: settings.timeoutMs }).catch(() => {}),
     shutdown() {
-      closed ??= provider.shutdown().catch(() => {});
+      // Bounded: a collector that is down must not hold a draining process past its export timeout.
+      closed ??= Promise.race([provider.shutdown().catch(() => {}), new Promise<void>((resolve) => setTimeout(resolve, Math.min(settings.timeoutMs, 5_000)).unref())]);
       return closed;
     },
   };
