@@ -6,14 +6,16 @@ import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { startNodeServer } from './lib/node-server.ts';
-import { createProcessGroup, findExecutable } from './lib/processes.ts';
+import { createProcessGroup, findExecutable, settlesWithin } from './lib/processes.ts';
 import type { ProcessGroup } from './lib/processes.ts';
 import { median } from './lib/stats.ts';
 import type { TlsClientJob } from './lib/tls-client.ts';
 import { connectOnce, createClientContext, negotiatedOf } from './lib/tls-connection.ts';
 import type { NegotiatedTls } from './lib/tls-connection.ts';
-import { groupCpuMs, machineSample } from './lib/tls-cpu.ts';
+import { groupCpuMs, groupPids, machineSample } from './lib/tls-cpu.ts';
 import { runTlsClient } from './lib/tls-load.ts';
+import { perfBreakdown, perfRecordArgs, renderPerf } from './lib/tls-perf.ts';
+import type { PerfColumn } from './lib/tls-perf.ts';
 import { startBenchPki } from './lib/tls-pki.ts';
 import type { BenchPki } from './lib/tls-pki.ts';
 import { renderProfile, summariseProfile } from './lib/tls-profile.ts';
@@ -70,7 +72,7 @@ function installExitHooks(group: ProcessGroup, interrupt: AbortController): void
 }
 
 function startWatchdog(group: ProcessGroup, settings: TlsBenchSettings, targetCount: number): void {
-  const limitS = Math.ceil(60 + targetCount * (settings.startTimeoutMs / 1000 + settings.warmupS + 30 + settings.runs * (1 + settings.busyRetries) * (settings.durationS + 25)));
+  const limitS = Math.ceil(60 + targetCount * (settings.startTimeoutMs / 1000 + settings.warmupS + 30 + (settings.runs * (1 + settings.busyRetries) + (settings.perf ? 1 : 0)) * (settings.durationS + 25)));
   setTimeout(() => {
     log(`watchdog: run exceeded ${limitS}s, killing children`);
     group.killAllSync();
@@ -111,14 +113,14 @@ async function preflight(port: number, context: TlsTargetContext): Promise<{ ok:
   return { ok: true, negotiated: negotiated! };
 }
 
-async function measureRun(group: ProcessGroup, active: Active, job: TlsClientJob, upstreamPgid: number | undefined): Promise<TlsRunResult> {
+async function measureRun(group: ProcessGroup, active: Active, job: TlsClientJob, upstreamPgid: number | undefined, counted = true): Promise<TlsRunResult> {
   const serverBefore = groupCpuMs(active.started.pgid);
   const upstreamBefore = groupCpuMs(upstreamPgid);
   const harnessBefore = process.cpuUsage();
   const machineBefore = machineSample();
   const startUs = Number(process.hrtime.bigint() / 1000n);
   const report = await runTlsClient(group, job);
-  active.windows.push({ startUs, endUs: Number(process.hrtime.bigint() / 1000n) });
+  if (counted) active.windows.push({ startUs, endUs: Number(process.hrtime.bigint() / 1000n) });
   const machineAfter = machineSample();
   const harness = process.cpuUsage(harnessBefore);
   const serverAfter = groupCpuMs(active.started.pgid);
@@ -195,6 +197,8 @@ async function main(): Promise<number> {
     );
     const upstream = await startNodeServer(group, 'upstream', 'echo.ts', [], 10_000);
     const profileDir = settings.profile ? group.tempDir('meshgate-bench-tls-prof-') : undefined;
+    const perfBinary = settings.perf ? findExecutable('perf', process.env['PATH']) : undefined;
+    if (settings.perf && perfBinary === undefined) log('BENCH_TLS_PERF: perf not found (apt-get install -y linux-perf); no breakdown');
     const context: TlsTargetContext = {
       group,
       pki,
@@ -205,6 +209,7 @@ async function main(): Promise<number> {
       pathEnv: process.env['PATH'],
       clientContext,
       profileDir,
+      perfMap: perfBinary !== undefined,
     };
 
     const rows = new Map<string, TlsRowResult>();
@@ -285,6 +290,27 @@ async function main(): Promise<number> {
       }
     }
 
+    const perfColumns: PerfColumn[] = [];
+    if (perfBinary !== undefined) {
+      const perfDir = group.tempDir('meshgate-bench-tls-perf-');
+      for (const active of actives) {
+        if (active.failure !== undefined || active.started.pgid === undefined) continue;
+        const file = join(perfDir, `${active.target.id}.data`);
+        log(`${active.target.id}: one more run under perf record (not counted)`);
+        const recorder = group.spawn({ name: 'perf', command: perfBinary, args: perfRecordArgs(groupPids(active.started.pgid), settings.durationS, file) });
+        try {
+          const run = await measureRun(group, active, jobFor(active, settings.durationS), upstream.child.process.pid, false);
+          await settlesWithin(recorder.exited, 15_000);
+          await recorder.stop(2000);
+          perfColumns.push({ label: active.target.id, cpuUsPerConn: run.serverCpuUsPerConn, breakdown: perfBreakdown(perfBinary, file) });
+        } catch (err) {
+          await recorder.stop(500);
+          log(`${active.target.id}: perf run failed (${(err as Error).message.split('\n')[0]})`);
+        }
+        if (interrupt.signal.aborted) return 130;
+      }
+    }
+
     for (const active of actives) await active.started.stop();
     await upstream.child.stop();
     let profile: ProfileSummary | undefined;
@@ -321,6 +347,9 @@ async function main(): Promise<number> {
       (othersMax > BUSY_LIMIT ? `\nwarning: other processes used up to ${(othersMax * 100).toFixed(0)}% of the CPUs during a run; figures are noisy` : '');
     process.stdout.write(`\n${describe}\n${busyNote}${busyNote ? '\n' : ''}\n${renderTlsTable(ordered)}\n\n`);
     mkdirSync(RESULTS_DIR, { recursive: true });
+    if (perfColumns.length > 0) {
+      process.stdout.write(`Server CPU per connection by component (perf record, one extra run per target, ${settings.durationS}s):\n${renderPerf(perfColumns)}\n\n`);
+    }
     if (profile) {
       copyFileSync(profile.file, join(RESULTS_DIR, 'tls-sidecar.cpuprofile'));
       process.stdout.write(`${renderProfile(profile)}\n(profile: bench/results/tls-sidecar.cpuprofile)\n\n`);
@@ -332,6 +361,7 @@ async function main(): Promise<number> {
       environment: { ...environment, othersBusyDuringRunsMax: Math.round(othersMax * 1000) / 1000 },
       upstreamBodyBytes: ECHO_BODY.length,
       rows: ordered,
+      ...(perfColumns.length > 0 ? { perf: perfColumns } : {}),
       ...(profile ? { sidecarProfile: { ...profile, file: 'bench/results/tls-sidecar.cpuprofile' } } : {}),
     };
     writeFileSync(RESULTS_FILE, `${JSON.stringify(report, null, 2)}\n`);

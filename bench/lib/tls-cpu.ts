@@ -26,16 +26,20 @@ function ticksPerSecond(): number {
   return clockTicksPerSecond;
 }
 
-/** CPU milliseconds (user + system, this process and waited-for children) of every process in group `pgid`, or undefined without /proc. */
-export function groupCpuMs(pgid: number | undefined): number | undefined {
-  if (pgid === undefined) return undefined;
+interface GroupMember {
+  readonly pid: number;
+  readonly cpuTicks: number;
+}
+
+/** Processes of group `pgid` with their CPU ticks (user + system, own and waited-for children); undefined without /proc. */
+function groupMembers(pgid: number): GroupMember[] | undefined {
   let entries: string[];
   try {
     entries = readdirSync('/proc');
   } catch {
     return undefined;
   }
-  let ticks = 0;
+  const members: GroupMember[] = [];
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
@@ -47,9 +51,23 @@ export function groupCpuMs(pgid: number | undefined): number | undefined {
     // Fields after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     if (Number(fields[2]) !== pgid) continue;
-    ticks += Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]);
+    members.push({ pid: Number(entry), cpuTicks: Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14]) });
   }
-  return (ticks * 1000) / ticksPerSecond();
+  return members;
+}
+
+/** CPU milliseconds of every process in group `pgid`, or undefined without /proc. */
+export function groupCpuMs(pgid: number | undefined): number | undefined {
+  if (pgid === undefined) return undefined;
+  const members = groupMembers(pgid);
+  if (members === undefined) return undefined;
+  return (members.reduce((sum, m) => sum + m.cpuTicks, 0) * 1000) / ticksPerSecond();
+}
+
+/** Pids of group `pgid` (the group leader alone when /proc cannot be read). */
+export function groupPids(pgid: number): number[] {
+  const members = groupMembers(pgid);
+  return members === undefined || members.length === 0 ? [pgid] : members.map((m) => m.pid);
 }
 
 export interface MachineSample {

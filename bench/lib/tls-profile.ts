@@ -3,9 +3,13 @@ import { join } from 'node:path';
 
 /*
  * BENCH_TLS_PROFILE=1: the sidecar runs with `node --cpu-prof`; this reads the
- * .cpuprofile it writes on exit and says where its busy time went. TLS record
- * and handshake work (OpenSSL, called from Node's C++ stream code, not from
- * JavaScript) shows up as "(program)"; JavaScript is grouped by where it lives.
+ * .cpuprofile it writes on exit and says where its JavaScript time went.
+ * OpenSSL work started from JavaScript (the first handshake flight, fed in by
+ * TLSSocket's initRead; getPeerCertificate) is charged to that JS frame.
+ * Native work in I/O callbacks with no JavaScript on the stack (where Node
+ * processes most TLS records and the client's second flight) can be counted
+ * as idle by V8's profiler, and idle is left out: for the whole split,
+ * including OpenSSL and the kernel, use BENCH_TLS_PERF (lib/tls-perf.ts).
  * Only samples taken during the measured runs count (start-up, module
  * loading and warm-up are left out); V8 and process.hrtime read the same
  * monotonic clock.

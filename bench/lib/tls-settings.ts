@@ -30,6 +30,8 @@ export interface TlsBenchSettings {
   readonly busyRetries: number;
   /** Write a V8 CPU profile of the sidecar and print where its time went. */
   readonly profile: boolean;
+  /** One extra run per target under `perf record`, broken down by component. */
+  readonly perf: boolean;
 }
 
 /*
@@ -51,7 +53,10 @@ export const TLS_SETTINGS_HELP = `Environment:
   BENCH_START_TIMEOUT  seconds a target has to become ready          (default 15)
   BENCH_BUSY_RETRIES   repeats of a run during which other processes
                        used over 10% of the CPUs, 0 = keep every run  (default 2)
-  BENCH_TLS_PROFILE    1 = V8 CPU profile of the sidecar, summarised (default off)`;
+  BENCH_TLS_PROFILE    1 = V8 CPU profile of the sidecar, summarised (default off)
+  BENCH_TLS_PERF       1 = one extra run per target under perf record,
+                       CPU per connection by component (OpenSSL,
+                       JS/V8, kernel, ...)                           (default off)`;
 
 export function readTlsSettings(env: NodeJS.ProcessEnv): TlsBenchSettings {
   const keyType = env['BENCH_KEY_TYPE']?.trim() || 'ecdsa-p256';
@@ -66,7 +71,10 @@ export function readTlsSettings(env: NodeJS.ProcessEnv): TlsBenchSettings {
     .filter((t) => t !== '');
   const unknown = (targets ?? []).filter((t) => !(TLS_TARGET_IDS as readonly string[]).includes(t));
   if (unknown.length > 0) throw new Error(`BENCH_TARGETS: unknown ${unknown.join(', ')} (known: ${TLS_TARGET_IDS.join(', ')})`);
-  const profile = env['BENCH_TLS_PROFILE']?.trim() ?? '';
+  const flag = (name: string): boolean => {
+    const raw = env[name]?.trim() ?? '';
+    return raw !== '' && raw !== '0' && raw !== 'false';
+  };
   return {
     durationS: seconds(env, 'BENCH_DURATION', 8, 1),
     warmupS: seconds(env, 'BENCH_WARMUP', 2, 0),
@@ -77,7 +85,8 @@ export function readTlsSettings(env: NodeJS.ProcessEnv): TlsBenchSettings {
     targets: targets && targets.length > 0 ? targets : undefined,
     startTimeoutMs: seconds(env, 'BENCH_START_TIMEOUT', 15, 1) * 1000,
     busyRetries: integer(env, 'BENCH_BUSY_RETRIES', 2, 0),
-    profile: profile !== '' && profile !== '0' && profile !== 'false',
+    profile: flag('BENCH_TLS_PROFILE'),
+    perf: flag('BENCH_TLS_PERF'),
   };
 }
 

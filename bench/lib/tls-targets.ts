@@ -1,4 +1,4 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type tls from 'node:tls';
 import { stringify } from 'yaml';
@@ -29,6 +29,8 @@ export interface TlsTargetContext {
   readonly clientContext: tls.SecureContext;
   /** When set, the sidecar writes a V8 CPU profile into this folder on exit. */
   readonly profileDir: string | undefined;
+  /** perf will be attached: the sidecar writes /tmp/perf-<pid>.map so JIT code has names. */
+  readonly perfMap: boolean;
 }
 
 export interface StartedTlsTarget {
@@ -106,7 +108,10 @@ async function startSidecar(context: TlsTargetContext): Promise<TlsTargetStart> 
   const invalid = await schemaProblem(yamlText, configFile);
   if (invalid !== undefined) return { ok: false, reason: `generated config rejected by src/config: ${invalid}` };
 
-  const profileArgs = context.profileDir ? ['--cpu-prof', '--cpu-prof-dir', context.profileDir] : [];
+  const profileArgs = [
+    ...(context.profileDir ? ['--cpu-prof', '--cpu-prof-dir', context.profileDir] : []),
+    ...(context.perfMap ? ['--perf-basic-prof-only-functions'] : []),
+  ];
   const child = context.group.spawn({
     name: 'meshgate',
     command: process.execPath,
@@ -125,7 +130,10 @@ async function startSidecar(context: TlsTargetContext): Promise<TlsTargetStart> 
       port: ports.inbound,
       pgid: child.process.pid,
       detail: `node ${profileArgs.join(' ')}${profileArgs.length ? ' ' : ''}bin/meshgate.js sidecar; identity.keyType ${context.keyType}, mtls STRICT`,
-      stop: () => child.stop(5000),
+      stop: async () => {
+        await child.stop(5000);
+        if (context.perfMap && child.process.pid !== undefined) rmSync(`/tmp/perf-${child.process.pid}.map`, { force: true });
+      },
     },
   };
 }
