@@ -20,6 +20,8 @@ Commands:
   certs init --out DIR    create a root CA, token-signing key and ca.yaml for a new trust domain
   token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
   policy check DIR        validate policy documents offline (exit 1 when one is invalid)
+  policy explain ...      allow or deny for one call, with the trail of rules (exit 1 on deny)
+  policy diff ...         replay an access log against two policy folders; list changed outcomes
   demo                    run a local mesh on loopback and print calls as they happen
   help [command]          show help
 
@@ -87,7 +89,41 @@ start with "." are skipped), or one FILE. Each problem is one line on stderr:
 where N counts the documents of a file from 0. An invalid document is
 rejected alone; a key defined twice keeps its first copy. Exits 1 when any
 document is invalid, otherwise prints "N documents valid" and exits 0.
-A missing or unreadable DIR exits 2.`,
+A missing or unreadable DIR exits 2.
+
+Also: meshgate policy explain --help, meshgate policy diff --help.`,
+  'policy explain': `Usage: meshgate policy explain --policies DIR --from PRINCIPAL --to SERVICE[.NS]
+         --method M --path P [--header k=v]... [--claims JSON | --jwt TOKEN] [--ip ADDR]
+
+Evaluates one inbound call against the policy documents of DIR with the code
+the sidecar runs: the documents that apply to the workload SERVICE.NS (NS
+defaults to "default"), the path normalized as the sidecar does, then IP
+access (only with --ip), authentication (--jwt: verified by the
+RequestAuthentication rules; --claims: taken as verified, request principal
+iss/sub) and authorization. Invalid documents are reported on stderr and do
+not apply. Prints "ALLOW" or "DENY (code) by rule", then one line per rule
+that matched or did not. Exits 0 on allow, 1 on deny, 2 on a usage error.
+
+Options:
+  --from PRINCIPAL        peer SPIFFE ID (omit, or "none", for a caller without one)
+  --method M              HTTP method (default GET)
+  --authority HOST        authority as sent (default SERVICE.NS)
+  --header k=v            request header, repeatable
+  --allow-when-no-policy  the sidecar's authorization.allowWhenNoPolicy switch
+  --json                  print the decision and the trail as JSON`,
+  'policy diff': `Usage: meshgate policy diff --old DIR --new DIR --requests ACCESS_LOG
+
+Replays the inbound calls of a sidecar access log (its JSON lines) against two
+policy folders, each evaluated as 'meshgate policy explain' does, and lists
+the calls whose outcome changes (allow -> deny, deny -> allow) with the rule
+on each side, then "N calls replayed, M changed". Lines that are not JSON or
+not inbound calls are counted and skipped. The log keeps no credentials:
+replayed calls carry no request principal. Exits 0 when nothing changed,
+1 when something did, 2 on a usage error.
+
+Options:
+  --allow-when-no-policy  the sidecar's authorization.allowWhenNoPolicy switch
+  --json                  print the replay count and the changed calls as JSON`,
   demo: `Usage: meshgate demo [--calls N]
 
 Starts two echo services, each behind its own sidecar on 127.0.0.1, and sends
@@ -338,7 +374,9 @@ async function runToken(args: string[]): Promise<number> {
 async function runPolicy(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === 'check') return runPolicyCheck(rest);
-  throw new UsageError(`meshgate policy: expected "check", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate policy --help)`);
+  if (sub === 'explain') return (await import('./policy-tools.ts')).runPolicyExplain(rest);
+  if (sub === 'diff') return (await import('./policy-tools.ts')).runPolicyDiff(rest);
+  throw new UsageError(`meshgate policy: expected "check", "explain" or "diff", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate policy --help)`);
 }
 
 async function runPolicyCheck(args: string[]): Promise<number> {
@@ -384,7 +422,7 @@ export async function main(argv: string[]): Promise<number> {
   const run = COMMANDS[command];
   try {
     if (!run) throw new UsageError(`meshgate: unknown command "${command}" (try meshgate --help)`);
-    if (rest.includes('--help') || rest.includes('-h')) return COMMANDS.help!([command]);
+    if (rest.includes('--help') || rest.includes('-h')) return COMMANDS.help!([HELP[`${command} ${rest[0]}`] ? `${command} ${rest[0]}` : command]);
     return await run(rest);
   } catch (err) {
     if (err instanceof ConfigError || err instanceof UsageError) {

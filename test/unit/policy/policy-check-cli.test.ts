@@ -65,7 +65,7 @@ describe('meshgate policy check', () => {
     ['no DIR', ['policy', 'check'], 'meshgate policy check: missing DIR\n'],
     ['a missing DIR', ['policy', 'check', '/nonexistent/policies'], 'meshgate policy check: /nonexistent/policies: no such file or folder\n'],
     ['two DIRs', ['policy', 'check', 'a', 'b'], 'meshgate policy check: expected one DIR or FILE, got 2\n'],
-    ['no subcommand', ['policy'], 'meshgate policy: expected "check", got nothing (try meshgate policy --help)\n'],
+    ['no subcommand', ['policy'], 'meshgate policy: expected "check", "explain" or "diff", got nothing (try meshgate policy --help)\n'],
   ])('exits 2 on a usage error: %s', async (_name, args, stderr) => {
     expect(await meshgate(args)).toEqual({ code: 2, stdout: '', stderr });
   });

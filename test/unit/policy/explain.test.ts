@@ -1,0 +1,127 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import type { CryptoKey } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { explainCall, formatTrail, parseWorkload, verdictLine } from '../../../src/policy/explain.ts';
+import type { ExplainCall } from '../../../src/policy/explain.ts';
+import { parsePolicyFolder } from '../../../src/policy/parse-documents.ts';
+import type { PolicyDocument } from '../../../src/policy/types.ts';
+import { FRONTEND, IDP, load, ORDERS, writePolicySets } from './explain-fixtures.ts';
+
+let dir: string;
+let docs: PolicyDocument[];
+let privateKey: CryptoKey;
+let oldDir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'meshgate-explain-'));
+  const pair = await generateKeyPair('ES256', { extractable: true });
+  privateKey = pair.privateKey;
+  const sets = await writePolicySets(dir, { ...(await exportJWK(pair.publicKey)), kid: 'e1', alg: 'ES256', use: 'sig' });
+  oldDir = sets.old;
+  docs = await load(sets.old);
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const call = (over: Partial<ExplainCall> = {}): ExplainCall => ({ from: FRONTEND, to: ORDERS, method: 'GET', path: '/orders/1', ...over });
+
+function token(claims: Record<string, unknown>): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT({ iss: IDP, sub: 'alice', aud: 'orders', iat: now, exp: now + 300, ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'e1' }).sign(privateKey);
+}
+
+describe('explainCall', () => {
+  it('reports the invalid document of the set and keeps the rest', async () => {
+    const parsed = await parsePolicyFolder(oldDir);
+    expect(parsed.errors.map((e) => e.field)).toEqual(['spec.action']);
+    expect(parsed.documents).toHaveLength(4);
+  });
+
+  it('allows by principal and path, naming the rule that decided and the ones that did not match', async () => {
+    const e = await explainCall(docs, call());
+    expect(verdictLine(e)).toBe('ALLOW');
+    expect(e.rule).toBe('shop/allow-frontend#frontend-orders');
+    expect(e.trail.filter((t) => t.stage === 'authz').map((t) => [t.rule, t.matched, t.decides])).toEqual([
+      ['shop/allow-frontend#frontend-orders', true, true],
+      ['shop/allow-frontend#idp-reports', false, false],
+      ['shop/deny-admin#admin', false, false],
+    ]);
+  });
+
+  it('denies by default when no ALLOW rule matches (another principal)', async () => {
+    const e = await explainCall(docs, call({ from: 'spiffe://cluster.local/ns/shop/sa/billing' }));
+    expect(verdictLine(e)).toBe('DENY (authz.denied) by default: no ALLOW rule matches');
+    expect(e.rule).toBeUndefined();
+  });
+
+  it.each([['/admin/users'], ['/orders/../admin'], ['/orders/%2e%2e/admin'], ['//admin'], ['/admin;x=1/users']])('denies %s by the DENY path rule, after normalizing it', async (path) => {
+    const e = await explainCall(docs, call({ path }));
+    expect(verdictLine(e)).toBe('DENY (authz.denied) by shop/deny-admin#admin');
+    expect(e.path.startsWith('/admin')).toBe(true);
+  });
+
+  it('refuses a path the sidecar refuses', async () => {
+    const e = await explainCall(docs, call({ path: '/orders%2F..%2Fadmin' }));
+    expect(e).toMatchObject({ allow: false, code: 'request.invalid_path' });
+  });
+
+  it('applies the IP deny list only when an address is given', async () => {
+    const denied = await explainCall(docs, call({ address: '203.0.113.7' }));
+    expect(verdictLine(denied)).toBe('DENY (ip.denied) by shop/blocklist#deny');
+    expect(denied.trail.find((t) => t.decides)?.stage).toBe('ip-access');
+    expect(verdictLine(await explainCall(docs, call({ address: '2001:db8::1' })))).toBe('DENY (ip.denied) by shop/blocklist#deny');
+    expect((await explainCall(docs, call({ address: '10.1.2.3' }))).allow).toBe(true);
+    expect((await explainCall(docs, call())).allow).toBe(true);
+  });
+
+  it('matches requestPrincipals with --claims (iss/sub, no verification)', async () => {
+    const reports = call({ from: undefined, path: '/reports/daily' });
+    expect((await explainCall(docs, reports)).allow).toBe(false);
+    const e = await explainCall(docs, { ...reports, claims: { iss: IDP, sub: 'alice' } });
+    expect(verdictLine(e)).toBe('ALLOW');
+    expect(e.rule).toBe('shop/allow-frontend#idp-reports');
+    expect(e.trail.find((t) => t.stage === 'authn')?.note).toContain(`${IDP}/alice`);
+    expect((await explainCall(docs, { ...reports, claims: { iss: 'https://other.example', sub: 'alice' } })).allow).toBe(false);
+  });
+
+  it('verifies --jwt with the authn filter: a good token allows, a bad one is refused by authn', async () => {
+    const reports = call({ from: undefined, path: '/reports/daily' });
+    const good = await explainCall(docs, { ...reports, jwt: await token({}) });
+    expect(verdictLine(good)).toBe('ALLOW');
+    const wrongAudience = await explainCall(docs, { ...reports, jwt: await token({ aud: 'billing' }) });
+    expect(wrongAudience.allow).toBe(false);
+    expect(wrongAudience.code).toMatch(/^authn\./);
+  });
+
+  it('selects documents for the destination workload', async () => {
+    // allow-frontend selects orders only: for payments no ALLOW policy applies (deny by default, or allow with the switch)
+    const payments = call({ to: { service: 'payments', namespace: 'shop' } });
+    expect((await explainCall(docs, payments)).reason).toMatch(/no ALLOW policy applies/);
+    expect((await explainCall(docs, payments, { allowWhenNoPolicy: true })).allow).toBe(true);
+    expect(verdictLine(await explainCall(docs, { ...payments, path: '/admin' }, { allowWhenNoPolicy: true }))).toBe('DENY (authz.denied) by shop/deny-admin#admin');
+    // another namespace: none of shop's documents apply
+    expect((await explainCall(docs, call({ to: { service: 'orders', namespace: 'other' }, path: '/admin' }), { allowWhenNoPolicy: true })).allow).toBe(true);
+  });
+
+  it('formats one trail line per entry', async () => {
+    const lines = formatTrail((await explainCall(docs, call({ path: '/orders/../admin', address: '10.0.0.1' }))).trail);
+    expect(lines).toEqual([
+      '  path      normalized /orders/../admin -> /admin',
+      '  ip-access shop/blocklist address 10.0.0.1 passes',
+      '  authn     not evaluated (no --jwt or --claims): no request principal',
+      '  authz     ALLOW enforce shop/allow-frontend#frontend-orders no match',
+      '  authz     ALLOW enforce shop/allow-frontend#idp-reports no match',
+      '  authz     DENY  enforce shop/deny-admin#admin matched <- decides',
+    ]);
+  });
+
+  it('parses SERVICE[.NS]', () => {
+    expect(parseWorkload('orders.shop')).toEqual(ORDERS);
+    expect(parseWorkload('orders')).toEqual({ service: 'orders', namespace: 'default' });
+    expect(parseWorkload('Orders')).toBeUndefined();
+  });
+});
