@@ -4,6 +4,7 @@ import type { Clock } from '../../core/clock.ts';
 import { authnFailure } from './authn-outcome.ts';
 import type { AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
 import type { KeySource } from './jwks-keys.ts';
+import { createLruCache } from './lru-cache.ts';
 
 /** Far larger than any real access token; bounds the work an unauthenticated caller can cause. */
 export const MAX_TOKEN_BYTES = 16_384;
@@ -30,12 +31,41 @@ export interface JwtVerifier {
  * A token signed with HS256 and an RSA public key as the secret is refused at
  * the allow-list, and could not find an RSA key at the key lookup either.
  */
+/** Verified tokens remembered per verifier; a hit skips the signature check (about 0.3 ms for ES256). */
+const VERIFIED_CACHE_SIZE = 1024;
+
+interface VerifiedEntry {
+  readonly outcome: AuthnOutcome;
+  /** The key that verified the signature: a hit counts only while the key set still has it. */
+  readonly key: unknown;
+  readonly kid: unknown;
+  readonly alg: string;
+  readonly expMs: number;
+  readonly nbfMs: number | undefined;
+}
+
 export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clock: Clock): JwtVerifier {
   const algorithms = new Set(opts.algorithms);
   const clockTolerance = Math.ceil(opts.clockSkewMs / 1000);
   const audience = opts.audiences && opts.audiences.length > 0 ? [...opts.audiences] : undefined;
+  const verified = createLruCache<VerifiedEntry>(VERIFIED_CACHE_SIZE);
   return {
     async verify(token) {
+      const hit = verified.get(token);
+      if (hit) {
+        // Same bytes, same verdict, as long as the time window holds and the key was not rotated out.
+        const now = clock.now();
+        const inWindow = now < hit.expMs + opts.clockSkewMs && (hit.nbfMs === undefined || now >= hit.nbfMs - opts.clockSkewMs);
+        const candidates = inWindow ? await keys.lookup(hit.kid as string | undefined, hit.alg) : 'unavailable';
+        if (candidates !== 'unavailable' && candidates.some((c) => c.key === hit.key)) return hit.outcome;
+        verified.delete(token);
+      }
+      return verifyFully(token);
+    },
+  };
+
+  async function verifyFully(token: string): Promise<AuthnOutcome> {
+    {
       if (token.length > MAX_TOKEN_BYTES) return authnFailure('authn.jwt_invalid', `token longer than ${MAX_TOKEN_BYTES} bytes`);
       let header: { alg?: unknown; kid?: unknown };
       try {
@@ -65,7 +95,16 @@ export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clo
             clockTolerance,
             currentDate: new Date(clock.now()),
           });
-          return success(token, payload, opts.issuer);
+          const outcome = success(token, payload, opts.issuer);
+          verified.set(token, {
+            outcome,
+            key: candidate.key,
+            kid: header.kid,
+            alg,
+            expMs: (payload.exp as number) * 1000,
+            nbfMs: typeof payload.nbf === 'number' ? payload.nbf * 1000 : undefined,
+          });
+          return outcome;
         } catch (err) {
           last = failureOf(err);
           // Claims are checked after the signature: a claim failure means this key verified, so it is final.
@@ -73,8 +112,8 @@ export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clo
         }
       }
       return last!;
-    },
-  };
+    }
+  }
 }
 
 const BAD_SIGNATURE = 'token signature does not verify with a key of the issuer';
