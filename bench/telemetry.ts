@@ -12,11 +12,14 @@ import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import type { ProcessGroup } from './lib/processes.ts';
 import { measureRequestBytesCost } from './lib/request-bytes-cost.ts';
+import { groupCpuMs, machineSample } from './lib/tls-cpu.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
 import { median, spread } from './lib/stats.ts';
+import { measureCallCost } from './lib/telemetry-call-cost.ts';
 import { createTelemetryTarget } from './lib/target-meshgate-telemetry.ts';
-import type { Target, TargetContext } from './lib/target.ts';
+import type { TelemetryMix } from './lib/target-meshgate-telemetry.ts';
+import type { StartedTarget, Target, TargetContext } from './lib/target.ts';
 
 /*
  * npm run bench:telemetry: what tracing, access logging and metrics cost.
@@ -24,7 +27,11 @@ import type { Target, TargetContext } from './lib/target.ts';
  * client span and a server span, two access log lines and two metric
  * updates), with telemetry all off, each kind alone, and all on, in one run
  * with one load generator and the same settings (BENCH_* as for npm run
- * bench). Then the cost of counting request body bytes, in process.
+ * bench). Every row's sidecar runs for the whole bench and the rows take
+ * turns, run after run, so a neighbour's burst of CPU (this machine is
+ * shared) lands on every row alike; next to req/s and latency each row
+ * reports the sidecar's CPU time per request, which does not depend on who
+ * else wanted the CPU. Then the cost of counting request body bytes, in process.
  * Writes bench/results/telemetry-latest.json.
  */
 
@@ -32,14 +39,16 @@ const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_FILE = fileURLToPath(new URL('results/telemetry-latest.json', import.meta.url));
 
 let sinkUrl = '';
-const ROWS: readonly Target[] = [
-  createTelemetryTarget('off', 'telemetry off', { metrics: false, accessLog: false, tracing: undefined }, () => sinkUrl),
-  createTelemetryTarget('metrics', 'metrics only', { metrics: true, accessLog: false, tracing: undefined }, () => sinkUrl),
-  createTelemetryTarget('access-log', 'access log only', { metrics: false, accessLog: true, tracing: undefined }, () => sinkUrl),
-  createTelemetryTarget('tracing', 'tracing only (every call sampled)', { metrics: false, accessLog: false, tracing: 1 }, () => sinkUrl),
-  createTelemetryTarget('all', 'all on (every call traced and logged)', { metrics: true, accessLog: true, tracing: 1 }, () => sinkUrl),
-  createTelemetryTarget('all-sampled', 'all on, 1% of traces and of access lines', { metrics: true, accessLog: true, tracing: 0.01, logSampling: 0.01 }, () => sinkUrl),
+const MIXES: ReadonlyArray<{ id: string; label: string; mix: TelemetryMix }> = [
+  { id: 'off', label: 'telemetry off', mix: { metrics: false, accessLog: false, tracing: undefined } },
+  { id: 'metrics', label: 'metrics only', mix: { metrics: true, accessLog: false, tracing: undefined } },
+  { id: 'access-log', label: 'access log only', mix: { metrics: false, accessLog: true, tracing: undefined } },
+  { id: 'tracing', label: 'tracing only (every call sampled)', mix: { metrics: false, accessLog: false, tracing: 1 } },
+  { id: 'tracing-1pct', label: 'tracing only, 1% sampled', mix: { metrics: false, accessLog: false, tracing: 0.01 } },
+  { id: 'all', label: 'all on (every call traced and logged)', mix: { metrics: true, accessLog: true, tracing: 1 } },
+  { id: 'all-sampled', label: 'all on, 1% of traces and of access lines', mix: { metrics: true, accessLog: true, tracing: 0.01, logSampling: 0.01 } },
 ];
+const ROWS: readonly Target[] = MIXES.map(({ id, label, mix }) => createTelemetryTarget(id, label, mix, () => sinkUrl));
 
 interface Row {
   readonly id: string;
@@ -49,7 +58,11 @@ interface Row {
   readonly rps?: number;
   readonly p50Ms?: number;
   readonly p99Ms?: number;
+  /** Sidecar CPU (user + system) per request, microseconds; median over runs. */
+  readonly cpuUsPerRequest?: number;
   readonly runs: readonly LoadResult[];
+  /** CPU share the rest of the machine used during each run. */
+  readonly othersBusy?: readonly number[];
 }
 
 function log(message: string): void {
@@ -67,62 +80,98 @@ function chooseLoadGenerator(group: ProcessGroup, settings: BenchSettings): Load
   return createAutocannonGenerator();
 }
 
-async function measure(target: Target, context: TargetContext, loadgen: LoadGenerator, settings: BenchSettings): Promise<Row> {
-  const base = { id: target.id, label: target.label, runs: [] as LoadResult[] };
-  const start = await target.start(context);
-  if (!start.ok) {
-    log(`${target.id}: skipped (${start.reason})`);
-    return { ...base, status: 'skipped', reason: start.reason };
-  }
-  const { url, headers, stop } = start.started;
-  try {
-    const res = await probe(url, headers, 3000);
-    if (res.status !== 200 || res.body !== ECHO_BODY) return { ...base, status: 'failed', reason: `pre-flight got HTTP ${res.status}` };
-    const request = { url, headers, connections: settings.connections };
-    if (settings.warmupS > 0) await loadgen.run({ ...request, durationS: settings.warmupS });
-    const runs: LoadResult[] = [];
-    for (let i = 1; i <= settings.runs; i++) {
-      const result = await loadgen.run({ ...request, durationS: settings.durationS });
-      runs.push(result);
-      log(`${target.id}: run ${i}/${settings.runs}: ${Math.round(result.rps)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms`);
+interface Live {
+  readonly target: Target;
+  readonly started: StartedTarget;
+  readonly runs: LoadResult[];
+  readonly cpuUs: number[];
+  readonly othersBusy: number[];
+}
+
+/** Starts every row's sidecar and checks it answers like the upstream; a row that cannot start is reported, not run. */
+async function startRows(targets: readonly Target[], context: TargetContext): Promise<{ live: Live[]; dead: Row[] }> {
+  const live: Live[] = [];
+  const dead: Row[] = [];
+  for (const target of targets) {
+    const start = await target.start(context);
+    if (!start.ok) {
+      log(`${target.id}: skipped (${start.reason})`);
+      dead.push({ id: target.id, label: target.label, status: 'skipped', reason: start.reason, runs: [] });
+      continue;
     }
-    return {
-      ...base,
-      status: 'ok',
-      runs,
-      rps: median(runs.map((r) => r.rps)),
-      p50Ms: median(runs.map((r) => r.p50Ms)),
-      p99Ms: median(runs.map((r) => r.p99Ms)),
-    };
-  } catch (err) {
-    return { ...base, status: 'failed', reason: (err as Error).message.split('\n')[0] ?? 'error' };
-  } finally {
-    await stop();
+    const res = await probe(start.started.url, start.started.headers, 3000).catch((err: Error) => ({ status: 0, body: err.message }));
+    if (res.status !== 200 || res.body !== ECHO_BODY) {
+      await start.started.stop();
+      dead.push({ id: target.id, label: target.label, status: 'failed', reason: `pre-flight got HTTP ${res.status}`, runs: [] });
+      continue;
+    }
+    live.push({ target, started: start.started, runs: [], cpuUs: [], othersBusy: [] });
   }
+  return { live, dead };
+}
+
+async function runOnce(row: Live, loadgen: LoadGenerator, settings: BenchSettings, durationS: number, record: boolean): Promise<void> {
+  const { url, headers, pgid } = row.started;
+  const cpuBefore = groupCpuMs(pgid);
+  const machineBefore = machineSample();
+  const result = await loadgen.run({ url, headers, connections: settings.connections, durationS });
+  const cpuAfter = groupCpuMs(pgid);
+  const machineAfter = machineSample();
+  if (!record) return;
+  row.runs.push(result);
+  const sidecarMs = cpuBefore !== undefined && cpuAfter !== undefined ? cpuAfter - cpuBefore : undefined;
+  if (sidecarMs !== undefined && result.requests > 0) row.cpuUs.push((sidecarMs * 1000) / result.requests);
+  const total = machineAfter.totalMs - machineBefore.totalMs;
+  // What the rest of the machine used: all busy time minus the sidecar's (wrk and the upstream count as "others" too).
+  if (total > 0 && sidecarMs !== undefined) row.othersBusy.push(Math.max(0, (machineAfter.busyMs - machineBefore.busyMs - sidecarMs) / total));
+  log(
+    `${row.target.id}: ${Math.round(result.rps)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms` +
+      (row.cpuUs.length > 0 ? `, ${row.cpuUs.at(-1)!.toFixed(0)} µs CPU/request` : ''),
+  );
+}
+
+function summarize(row: Live): Row {
+  const base = { id: row.target.id, label: row.target.label, runs: row.runs, othersBusy: row.othersBusy };
+  if (row.runs.length === 0) return { ...base, status: 'failed', reason: 'no run finished' };
+  return {
+    ...base,
+    status: 'ok',
+    rps: median(row.runs.map((r) => r.rps)),
+    p50Ms: median(row.runs.map((r) => r.p50Ms)),
+    p99Ms: median(row.runs.map((r) => r.p99Ms)),
+    ...(row.cpuUs.length > 0 ? { cpuUsPerRequest: median(row.cpuUs) } : {}),
+  };
 }
 
 function table(rows: readonly Row[]): string {
   const off = rows.find((r) => r.id === 'off' && r.status === 'ok');
-  const header = ['telemetry', 'req/s', 'vs off', 'p50 ms', 'p99 ms', 'p99 vs off', 'notes'];
+  const header = ['telemetry', 'req/s', 'vs off', 'p50 ms', 'p99 ms', 'CPU µs/req', 'CPU vs off', 'notes'];
+  const pct = (value: number, ref: number) => `${value >= ref ? '+' : ''}${(((value - ref) / ref) * 100).toFixed(1)}%`;
   const body = rows.map((r) => {
-    if (r.status !== 'ok') return [r.label, '-', '-', '-', '-', '-', `${r.status}: ${r.reason ?? ''}`];
+    if (r.status !== 'ok') return [r.label, '-', '-', '-', '-', '-', '-', `${r.status}: ${r.reason ?? ''}`];
     const failed = r.runs.reduce((n, x) => n + x.errors + x.non2xx, 0);
-    const notes = [r.runs.length > 1 ? `req/s spread ${(spread(r.runs.map((x) => x.rps)) * 100).toFixed(1)}%` : '', failed > 0 ? `${failed} failed responses` : '']
+    const notes = [
+      r.runs.length > 1 ? `req/s spread ${(spread(r.runs.map((x) => x.rps)) * 100).toFixed(0)}%` : '',
+      r.othersBusy && r.othersBusy.length > 0 ? `others used ${(median([...r.othersBusy]) * 100).toFixed(0)}% CPU` : '',
+      failed > 0 ? `${failed} failed responses` : '',
+    ]
       .filter(Boolean)
       .join('; ');
     return [
       r.label,
       Math.round(r.rps!).toLocaleString('en-US'),
-      off ? `${(((r.rps! - off.rps!) / off.rps!) * 100).toFixed(1)}%` : 'n/a',
+      off ? pct(r.rps!, off.rps!) : 'n/a',
       r.p50Ms!.toFixed(2),
       r.p99Ms!.toFixed(2),
-      off ? `${r.p99Ms! >= off.p99Ms! ? '+' : ''}${(r.p99Ms! - off.p99Ms!).toFixed(2)} ms` : 'n/a',
+      r.cpuUsPerRequest === undefined ? 'n/a' : r.cpuUsPerRequest.toFixed(0),
+      off?.cpuUsPerRequest !== undefined && r.cpuUsPerRequest !== undefined ? pct(r.cpuUsPerRequest, off.cpuUsPerRequest) : 'n/a',
       notes,
     ];
   });
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
-  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (i > 0 && i < 6 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
-  return [line(header), `| ${widths.map((w, i) => (i > 0 && i < 6 ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w))).join(' | ')} |`, ...body.map(line)].join('\n');
+  const numeric = (i: number) => i > 0 && i < 7;
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (numeric(i) ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
+  return [line(header), `| ${widths.map((w, i) => (numeric(i) ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w))).join(' | ')} |`, ...body.map(line)].join('\n');
 }
 
 async function main(): Promise<number> {
@@ -159,11 +208,27 @@ async function main(): Promise<number> {
       repoRoot: REPO_ROOT,
       pathEnv: process.env['PATH'],
     };
-    const rows: Row[] = [];
-    for (const target of rowsToRun) rows.push(await measure(target, context, loadgen, settings));
+    const { live, dead } = await startRows(rowsToRun, context);
+    if (settings.warmupS > 0) for (const row of live) await runOnce(row, loadgen, settings, settings.warmupS, false);
+    for (let run = 1; run <= settings.runs; run++) {
+      log(`round ${run}/${settings.runs}`);
+      for (const row of live) await runOnce(row, loadgen, settings, settings.durationS, true);
+    }
+    for (const row of live) await row.started.stop();
+    const byId = new Map([...live.map((row) => [row.target.id, summarize(row)] as const), ...dead.map((row) => [row.id, row] as const)]);
+    const rows = rowsToRun.map((t) => byId.get(t.id)!);
     const exported = await probe(`${sinkUrl}/stats`, {}, 2000).then((r) => JSON.parse(r.body) as { requests: number; bytes: number });
     await upstream.child.stop();
+
+    log('per-request telemetry CPU, in process (outbound + inbound call of one request)');
+    const callCost = await measureCallCost(MIXES, sinkUrl);
     await sink.child.stop();
+    const offNs = callCost.find((c) => c.id === 'off')?.ns ?? 0;
+    const costTable = [
+      '| telemetry | CPU ns per request (2 calls) | added by telemetry |',
+      '| --- | ---: | ---: |',
+      ...callCost.map((c) => `| ${c.label} | ${c.ns.toFixed(0)} | ${c.id === 'off' ? '-' : `${((c.ns - offNs) / 1000).toFixed(1)} µs`} |`),
+    ].join('\n');
 
     log('request body byte counting, in process (16 KiB chunks)');
     const bytesCost = await measureRequestBytesCost();
@@ -175,12 +240,12 @@ async function main(): Promise<number> {
       `| a counting PassThrough piped in between (avoided) | ${bytesCost.passThroughNs.toFixed(0)} | ${(bytesCost.passThroughNs - bytesCost.plainNs).toFixed(0)} ns |`,
     ].join('\n');
 
-    process.stdout.write(`\n${describe}\n${busy > 0.1 ? `warning: the machine was ${(busy * 100).toFixed(0)}% busy before the run\n` : ''}\n${table(rows)}\n\n${bytesTable}\n\n`);
+    process.stdout.write(`\n${describe}\n${busy > 0.1 ? `warning: the machine was ${(busy * 100).toFixed(0)}% busy before the run\n` : ''}\n${table(rows)}\n\n${costTable}\n\n${bytesTable}\n\n`);
     process.stdout.write(`The OTLP sink received ${exported.requests} export requests (${(exported.bytes / 1024 / 1024).toFixed(1)} MiB).\n`);
     mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true });
     writeFileSync(
       RESULTS_FILE,
-      `${JSON.stringify({ generatedAt: new Date().toISOString(), settings, environment: { node: process.version, cpus: cpus().length, loadGenerator: `${loadgen.name} ${loadgen.version}`, busyCpuBeforeRun: busy }, rows, requestBytesCounting: bytesCost, otlpSink: exported }, null, 2)}\n`,
+      `${JSON.stringify({ generatedAt: new Date().toISOString(), settings, environment: { node: process.version, cpus: cpus().length, loadGenerator: `${loadgen.name} ${loadgen.version}`, busyCpuBeforeRun: busy }, rows, callCost, requestBytesCounting: bytesCost, otlpSink: exported }, null, 2)}\n`,
     );
     log(`wrote ${RESULTS_FILE}`);
     return 0;

@@ -21,6 +21,8 @@ export interface StartedTarget {
   readonly url: string;
   readonly headers: Readonly<Record<string, string>>;
   readonly stop: () => Promise<void>;
+  /** Process group of the target's processes, for CPU accounting (bench:telemetry). */
+  readonly pgid?: number | undefined;
 }
 
 export type TargetStart =
