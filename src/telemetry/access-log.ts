@@ -35,7 +35,9 @@ export interface AccessLogOptions {
 export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessLog {
   if (!opts.enabled) return () => {};
   // Its own level: an operator who quiets the process log to `warn` keeps the access log.
-  const log = logger.child({ log: 'access' }, { level: 'info' });
+  // No redaction pass: the fields below are picked one by one and never hold a header map, a key or
+  // a token, and the process logger's wildcard paths would cost ~40% of each line (npm run bench:telemetry).
+  const log = logger.child({ log: 'access' }, { level: 'info', redact: [] });
   const sampling = Number.isFinite(opts.sampling) ? Math.min(1, Math.max(0, opts.sampling)) : 1;
   const random = opts.random;
   return (call, outcome) => {
