@@ -137,6 +137,43 @@ describe('telemetry of the other roles, the CLI and the degraded modes', () => {
     }
   });
 
+  it('a retried outbound call: each attempt an event on one client span, the resend count on the span', async () => {
+    const dead = await freePort(); // nothing listens: the attempt fails to connect
+    const sc = await startTestSidecar({
+      inbound: { app: 'http://127.0.0.1:1' },
+      services: [
+        {
+          name: 'flaky',
+          namespace: 'default',
+          loadBalancer: 'round_robin',
+          endpoints: [{ address: `127.0.0.1:${dead}` }, { address: app.address }],
+          routes: [{ name: 'retry-connect', retries: { attempts: 2, retryOn: ['connect-failure'], backoff: { base: '1ms', max: '2ms' } } }],
+        },
+      ],
+      telemetry: { tracing: { exporter: 'otlp-http', endpoint: receiver.httpUrl, batch: { scheduledDelay: '10ms' } } },
+    });
+    try {
+      const traceIds: string[] = [];
+      for (let i = 0; i < 2; i++) {
+        const traceId = `${String(i + 1).repeat(2)}${'0'.repeat(29)}7`;
+        traceIds.push(traceId);
+        const res = await request(`${sc.outboundUrl}/r${i}`, { headers: { host: 'flaky', traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
+        await res.body.dump();
+        expect(res.statusCode).toBe(200);
+      }
+      const spans = await receiver.waitFor((all) => traceIds.every((t) => all.some((s) => s.traceId === t)));
+      const retried = spans.find((s) => traceIds.includes(s.traceId) && s.events.length === 2)!;
+      expect(retried, 'one of two round-robin calls starts on the dead endpoint').toBeDefined();
+      expect(retried.events.map((e) => e.attributes)).toEqual([
+        { 'server.address': `127.0.0.1:${dead}`, 'http.request.resend_count': 0, 'error.type': 'connect-failure' },
+        { 'server.address': app.address, 'http.request.resend_count': 1, 'http.response.status_code': 200 },
+      ]);
+      expect(retried.attributes).toMatchObject({ 'http.request.resend_count': 1, 'meshgate.route': 'retry-connect', 'meshgate.upstream': app.address, 'http.response.status_code': 200 });
+    } finally {
+      await sc.drain(200);
+    }
+  });
+
   it('with telemetry.metrics.requests off no call is counted; the other metrics stay', async () => {
     const sc = await startTestSidecar({ inbound: { app: app.url }, log: { level: 'warn', accessLog: false }, telemetry: { metrics: { requests: false } } });
     try {
