@@ -171,21 +171,11 @@ async function runSidecar(args: string[]): Promise<number> {
     configFile: values.config,
     tracing,
   });
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal, timeoutMs: config.drain.timeout }, 'draining');
-      sidecar.drain().then(async ({ completed }) => {
-        logger.info({ completed }, 'drained');
-        await tracing.shutdown(); // the last calls' spans leave before exit
-        logger.flush();
-        resolve(0);
-      });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  return untilSignal(logger, async (signal) => {
+    logger.info({ signal, timeoutMs: config.drain.timeout }, 'draining');
+    const { completed } = await sidecar.drain();
+    logger.info({ completed }, 'drained');
+    await tracing.shutdown(); // the last calls' spans leave before exit
   });
 }
 
@@ -214,20 +204,30 @@ async function runCa(args: string[]): Promise<number> {
     configDir: path.dirname(path.resolve(values.config)),
     tracing,
   });
+  return untilSignal(logger, async (signal) => {
+    logger.info({ signal }, 'stopping');
+    await ca.close();
+    await tracing.shutdown();
+  });
+}
+
+/**
+ * Runs until SIGTERM or SIGINT, then `stop` once (a second signal is ignored), flushes the
+ * log and resolves with exit code 0: the shutdown every long-running role shares.
+ */
+function untilSignal(logger: { flush(): void }, stop: (signal: string) => Promise<void>): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const stop = (signal: string): void => {
+    const onSignal = (signal: string): void => {
       if (stopping) return;
       stopping = true;
-      logger.info({ signal }, 'stopping');
-      ca.close().then(async () => {
-        await tracing.shutdown();
+      void stop(signal).finally(() => {
         logger.flush();
         resolve(0);
       });
     };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
   });
 }
 
@@ -260,20 +260,10 @@ async function runPolicyServer(args: string[]): Promise<number> {
     configDir: path.dirname(path.resolve(values.config)),
     tracing,
   });
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const stop = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ signal }, 'stopping');
-      server.close().then(async () => {
-        await tracing.shutdown();
-        logger.flush();
-        resolve(0);
-      });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+  return untilSignal(logger, async (signal) => {
+    logger.info({ signal }, 'stopping');
+    await server.close();
+    await tracing.shutdown();
   });
 }
 
