@@ -1,4 +1,5 @@
 import type { CallContext } from './call-context.ts';
+import { CONTINUE } from './verdict.ts';
 import type { Verdict } from './verdict.ts';
 
 /**
@@ -22,7 +23,7 @@ export function runFilters(filters: readonly Filter[], call: CallContext): Verdi
     if (verdict instanceof Promise) return continueAsync(filters, i, verdict, call);
     if (verdict.kind === 'respond') return verdict;
   }
-  return { kind: 'continue' };
+  return CONTINUE;
 }
 
 async function continueAsync(
@@ -37,5 +38,5 @@ async function continueAsync(
     const verdict = await filters[i]!.onRequest(call);
     if (verdict.kind === 'respond') return verdict;
   }
-  return { kind: 'continue' };
+  return CONTINUE;
 }

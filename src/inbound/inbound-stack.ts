@@ -1,15 +1,15 @@
-import type { CallContext, UpstreamRequestEdits } from '../core/call-context.ts';
+import type { CallContext } from '../core/call-context.ts';
 import type { Filter } from '../core/filter.ts';
 import { runFilters } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
 import type { RespondVerdict, Verdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
-import { beginCall, propagateTrace, recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
+import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
-import { upstreamRequestHeaders } from '../proxy/headers.ts';
+import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
 
@@ -75,10 +75,7 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
 
 function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamRequest, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
   if (verdict.kind === 'respond') {
-    call.annotations.decision = 'deny';
-    call.annotations.rule = verdict.rule;
-    sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
-    recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, recording);
+    replyDenied(deps.telemetry, call, res, verdict, recording);
     deps.onRefused?.(call, verdict);
     return;
   }
@@ -92,7 +89,7 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     authority: call.authority,
   });
   const edits = call.annotations.upstreamEdits; // e.g. authn: credential stripped, verified claims set
-  if (edits) applyUpstreamEdits(headers, edits);
+  if (edits) mutateHeaders(headers, { remove: edits.removeHeaders, set: edits.setHeaders, add: {} });
   // Only this sidecar may tell the app who called: a caller-supplied value is dropped, never passed on.
   delete headers[XFCC];
   if (call.source.principal) headers[XFCC] = `By=${deps.ownPrincipal ?? ''};URI=${call.source.principal}`;
@@ -114,10 +111,4 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);
   });
-}
-
-/** Filters' changes to the forwarded request: removals first, so a filter can replace what the caller sent. */
-function applyUpstreamEdits(headers: Record<string, string | string[]>, edits: UpstreamRequestEdits): void {
-  for (const name of edits.removeHeaders) delete headers[name];
-  for (const [name, value] of Object.entries(edits.setHeaders)) headers[name] = value;
 }

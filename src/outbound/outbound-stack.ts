@@ -7,14 +7,14 @@ import { respond } from '../core/verdict.ts';
 import type { Verdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
-import { UNKNOWN_DESTINATION, beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed } from '../proxy/call-telemetry.ts';
+import { UNKNOWN_DESTINATION, beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
-import { upstreamRequestHeaders } from '../proxy/headers.ts';
+import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import { destinationOf } from './destination.ts';
 import { createRetryPlan } from './retry-plan.ts';
-import { mutateHeaders, pickBackend } from './router.ts';
+import { pickBackend } from './router.ts';
 import type { CompiledRoute } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
 
@@ -49,24 +49,17 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     });
     // Client span (parent: the app's trace context) and bytes in; the app picks authorities, so unregistered ones share one label.
     const recording = beginCall(telemetry, call, req, service ? `${dest.name}.${namespace}` : UNKNOWN_DESTINATION);
-    if (!service) return deny(call, res, respond('route.not_found', `no service ${dest.name}.${namespace} in the registry`), deps, recording);
+    if (!service) return replyDenied(deps.telemetry, call, res, respond('route.not_found', `no service ${dest.name}.${namespace} in the registry`), recording);
     const verdict = runFilters(deps.filters(), call);
     if (verdict instanceof Promise) {
       verdict.then(
         (v) => afterFilters(v, service, call, req, res, deps, recording),
-        () => deny(call, res, respond('filter.error', 'a policy check failed'), deps, recording),
+        () => replyDenied(deps.telemetry, call, res, respond('filter.error', 'a policy check failed'), recording),
       );
     } else {
       afterFilters(verdict, service, call, req, res, deps, recording);
     }
   };
-}
-
-function deny(call: CallContext, res: DownstreamResponse, verdict: Verdict & { kind: 'respond' }, deps: OutboundStackDeps, recording: CallRecording): void {
-  call.annotations.decision = 'deny';
-  call.annotations.rule = verdict.rule;
-  sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
-  recordCall(deps.telemetry, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, recording);
 }
 
 function findRoute(routes: readonly CompiledRoute[], call: CallContext): CompiledRoute | undefined {
@@ -83,13 +76,13 @@ function afterFilters(
   deps: OutboundStackDeps,
   recording: CallRecording,
 ): void {
-  if (verdict.kind === 'respond') return deny(call, res, verdict, deps, recording);
+  if (verdict.kind === 'respond') return replyDenied(deps.telemetry, call, res, verdict, recording);
   const route = findRoute(service.routes, call); // path, method, headers, query
-  if (!route) return deny(call, res, respond('route.not_found', 'no route matches this request'), deps, recording);
+  if (!route) return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no route matches this request'), recording);
   call.annotations.route = route.name;
   const backend = pickBackend(route.backends, deps.random()); // weighted split
   const cluster = backend && deps.registry.cluster(backend.service, backend.namespace);
-  if (!backend || !cluster) return deny(call, res, respond('upstream.unavailable', 'route has no backend with weight'), deps, recording);
+  if (!backend || !cluster) return replyDenied(deps.telemetry, call, res, respond('upstream.unavailable', 'route has no backend with weight'), recording);
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
   mutateHeaders(headers, route.requestHeaders);

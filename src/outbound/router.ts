@@ -114,16 +114,3 @@ export function pickBackend(backends: readonly RouteBackend[], random: number): 
   }
   return backends[backends.length - 1];
 }
-
-/** Applies set/add/remove to a plain header object, in that order. */
-export function mutateHeaders(headers: Record<string, string | string[] | number | undefined>, mutation: HeaderMutationConfig): void {
-  for (const name of mutation.remove) delete headers[name.toLowerCase()];
-  for (const [name, value] of Object.entries(mutation.set)) headers[name.toLowerCase()] = value;
-  for (const [name, value] of Object.entries(mutation.add)) {
-    const key = name.toLowerCase();
-    const existing = headers[key];
-    if (existing === undefined) headers[key] = value;
-    else if (Array.isArray(existing)) headers[key] = [...existing, value];
-    else headers[key] = [String(existing), value];
-  }
-}

@@ -2,6 +2,7 @@ import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes, Span } from '@opentelemetry/api';
 import type { CallContext, Direction } from '../core/call-context.ts';
 import { respond } from '../core/verdict.ts';
+import type { RespondVerdict } from '../core/verdict.ts';
 import { reasonCode } from '../errors/reason-codes.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import type { Clock } from '../core/clock.ts';
@@ -133,6 +134,14 @@ export function recordCall(
   } catch {
     // A broken metric, span or log sink must not fail the call.
   }
+}
+
+/** meshgate answers the call itself (a filter's deny, no route): the reply, the call's decision, its telemetry. */
+export function replyDenied(t: CallTelemetry, call: CallContext, res: DownstreamResponse, verdict: RespondVerdict, rec: CallRecording): void {
+  call.annotations.decision = 'deny';
+  call.annotations.rule = verdict.rule;
+  sendVerdict(res, verdict, { grpc: call.isGrpc, requestId: call.id });
+  recordCall(t, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, rec);
 }
 
 /** A request whose target cannot be read (or whose path is refused) never becomes a call: 400, counted, connection kept. */

@@ -86,3 +86,23 @@ export function isGrpcRequest(headers: IncomingHttpHeaders): boolean {
   const type = headers['content-type'];
   return typeof type === 'string' && type.startsWith('application/grpc');
 }
+
+/** A route's or a filter's header changes: removals first, so a change can replace what the caller sent. */
+export interface HeaderMutation {
+  readonly set: Readonly<Record<string, string>>;
+  readonly add: Readonly<Record<string, string>>;
+  readonly remove: readonly string[];
+}
+
+/** Applies set/add/remove to a plain header object, in that order. */
+export function mutateHeaders(headers: Record<string, string | string[] | number | undefined>, mutation: HeaderMutation): void {
+  for (const name of mutation.remove) delete headers[name.toLowerCase()];
+  for (const [name, value] of Object.entries(mutation.set)) headers[name.toLowerCase()] = value;
+  for (const [name, value] of Object.entries(mutation.add)) {
+    const key = name.toLowerCase();
+    const existing = headers[key];
+    if (existing === undefined) headers[key] = value;
+    else if (Array.isArray(existing)) headers[key] = [...existing, value];
+    else headers[key] = [String(existing), value];
+  }
+}

@@ -152,7 +152,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       tlsSocket.destroy();
     });
   }
-  const route = (socket: Socket, firstByte: number): 'tls' | 'plain' | 'refuse' => {
+  const route = (firstByte: number): 'tls' | 'plain' | 'refuse' => {
     if (!tlsOptions) return 'plain';
     if (firstByte === TLS_HANDSHAKE) return 'tls';
     return tlsOptions.mode === 'PERMISSIVE' ? 'plain' : 'refuse';
@@ -163,7 +163,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     sniff(socket, limits.headersTimeout, (seen) => {
-      const where = route(socket, seen[0]!);
+      const where = route(seen[0]!);
       if (where === 'refuse') {
         tlsOptions!.onRefused('plaintext', 'plaintext on a STRICT mTLS port');
         socket.destroy();
