@@ -16,7 +16,7 @@ import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import type { ProcessGroup } from './lib/processes.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
-import { median } from './lib/stats.ts';
+import { measureRuns } from './lib/measure.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import type { Target, TargetContext } from './lib/target.ts';
 
@@ -74,24 +74,8 @@ async function measure(target: Target, context: TargetContext, loadgen: LoadGene
       return { ...base, status: 'failed', reason };
     }
     const request = { url, headers, connections: settings.connections };
-    if (settings.warmupS > 0) await loadgen.run({ ...request, durationS: settings.warmupS });
-    const runs: LoadResult[] = [];
-    for (let i = 1; i <= settings.runs; i++) {
-      const result = await loadgen.run({ ...request, durationS: settings.durationS });
-      runs.push(result);
-      log(
-        `${target.id}: run ${i}/${settings.runs}: ${Math.round(result.rps)} req/s, p50 ${result.p50Ms.toFixed(2)} ms, p99 ${result.p99Ms.toFixed(2)} ms` +
-          (result.errors + result.non2xx > 0 ? `, ${result.errors} errors, ${result.non2xx} non-2xx` : ''),
-      );
-    }
-    return {
-      ...base,
-      status: 'ok',
-      runs,
-      rps: median(runs.map((r) => r.rps)),
-      p50Ms: median(runs.map((r) => r.p50Ms)),
-      p99Ms: median(runs.map((r) => r.p99Ms)),
-    };
+    const measured = await measureRuns(loadgen, request, settings, target.id, log);
+    return { ...base, status: 'ok', ...measured };
   } catch (err) {
     const reason = (err as Error).message.split('\n')[0] ?? 'error';
     log(`${target.id}: failed (${reason})`);
