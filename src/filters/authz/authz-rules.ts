@@ -1,6 +1,6 @@
 import { BlockList, isIPv6 } from 'node:net';
 import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
-import { normalizePath, pathForMatching } from '../../proxy/path-normalize.ts';
+import { canonicalPathPattern, pathPatternTest } from '../../policy/call-match.ts';
 import type { AuthzRequest } from './authz-request.ts';
 
 /*
@@ -81,34 +81,9 @@ export function canonicalPrincipal(pattern: string): string {
   return `spiffe://${pattern}`;
 }
 
-/**
- * A path pattern in the form request paths are matched in (escapes of
- * unreserved characters decoded, other hex upper-cased, `;` parameters
- * removed), so `/caf%c3%a9` matches what the normalizer makes of `/caf%C3%A9`
- * and `/a;v=1` is `/a`. A pattern the normalizer would refuse (an encoded `/`)
- * is kept: no normalized request can match it.
- */
-function canonicalPathPattern(pattern: string): string {
-  if (pattern === '*') return pattern;
-  const normalized = normalizePath(pattern);
-  return normalized.ok ? pathForMatching(normalized.path) : pattern;
-}
-
 function pathMatcher(pattern: string): Test {
-  if (pattern === '*') return ALWAYS;
-  const star = pattern.indexOf('*');
-  if (star < 0) return (req) => req.path === pattern;
-  if (star === pattern.length - 1) {
-    const prefix = pattern.slice(0, -1);
-    return (req) => req.path.startsWith(prefix);
-  }
-  // `*` stays within one segment, the last one included (`/orders/*/items/*`).
-  const source = pattern
-    .split('*')
-    .map((part) => part.replace(/[.+?^$(){}|[\]\\]/g, '\\$&'))
-    .join('[^/]*');
-  const re = new RegExp(`^${source}$`);
-  return (req) => re.test(req.path);
+  const test = pathPatternTest(pattern);
+  return (req) => test(req.path);
 }
 
 function pathKey(pattern: string): PathKey | undefined {
