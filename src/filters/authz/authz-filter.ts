@@ -6,7 +6,7 @@ import type { PolicyDocument } from '../../policy/types.ts';
 import { compileAuthorization } from './authz-engine.ts';
 import type { AuthzDecision, AuthzEngine } from './authz-engine.ts';
 import { authzRequestOf } from './authz-request.ts';
-import { createDecisionIds } from './decision-id.ts';
+import { createDecisionIds } from '../../core/decision-id.ts';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
 export interface AuthzMetrics {

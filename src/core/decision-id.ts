@@ -1,9 +1,9 @@
-import type { Random } from '../../core/clock.ts';
+import type { Random } from './clock.ts';
 
 const CHUNK = 36 ** 6;
 
 /**
- * Short ids for authorization decisions: 12 base-36 characters (about 62 bits)
+ * Short ids for policy decisions (authz, rate limits, validation): 12 base-36 characters (about 62 bits)
  * from the injected random source, so tests can fake them. Not a secret; long
  * enough that two decisions in one log never share an id.
  */
