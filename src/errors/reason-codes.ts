@@ -96,6 +96,16 @@ export const REASON_CODES = {
     grpc: GrpcStatus.RESOURCE_EXHAUSTED,
     description: 'The client address is on the temporary auto-ban list after repeated refused calls; retry-after says when the ban ends.',
   },
+  'ratelimit.exceeded': {
+    http: 429,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description: "A RateLimitPolicy rule's bucket for this caller is empty; retry-after says when a call will be admitted again.",
+  },
+  'ratelimit.unavailable': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'A scope: global rate-limit rule could not be counted (Redis unreachable, slower than rateLimit.redis.timeout, or not configured) and its failureMode is deny (the default): the call fails closed.',
+  },
   'authn.missing_token': {
     http: 401,
     grpc: GrpcStatus.UNAUTHENTICATED,
