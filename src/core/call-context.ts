@@ -33,7 +33,39 @@ export interface CallContext {
   };
   /** Mutable per-call annotations (decision, rule, retries, upstream). */
   readonly annotations: CallAnnotations;
+  /**
+   * The request body, for the few filters that must see it (validate). Set by
+   * the inbound stack (no outbound filter reads bodies yet); absent on calls
+   * built elsewhere (offline explain, tests, outbound), where a filter that
+   * needs the body must fail closed rather than skip its check.
+   */
+  readonly body?: RequestBody;
 }
+
+/**
+ * Access to a call's request body. Reading it is the exception: a call whose
+ * filters never call `read` keeps streaming to the upstream untouched.
+ */
+export interface RequestBody {
+  /** True when the request carries a body (Content-Length above 0, chunked, or an HTTP/2 stream not ended with its headers). */
+  readonly present: boolean;
+  /** The declared Content-Length (the codecs refuse a body that differs from it); undefined when chunked or unknown. */
+  readonly declaredLength: number | undefined;
+  /**
+   * Buffers the body up to `limit` bytes, once: later calls get the first
+   * call's result. Whatever was read is forwarded to the upstream first, then
+   * the rest of the stream, so a call that continues loses no byte.
+   */
+  read(limit: number): Promise<BodyRead>;
+}
+
+export type BodyRead =
+  /** The whole body, at most `limit` bytes. */
+  | { readonly kind: 'complete'; readonly bytes: Buffer }
+  /** More than `limit` bytes arrived; reading stopped there (the rest is still unread). */
+  | { readonly kind: 'too_large'; readonly received: number }
+  /** The caller reset the stream or the connection before the body ended. */
+  | { readonly kind: 'failed'; readonly reason: string };
 
 export interface CallAnnotations {
   decision?: 'allow' | 'deny';

@@ -156,6 +156,36 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'The introspection endpoint failed, timed out or answered without a boolean active (or the client secret is unreadable): the call fails closed.',
   },
+  'validate.body_too_large': {
+    http: 413,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description: "A ValidationPolicy rule's maxBodyBytes is exceeded (by the declared Content-Length or by the bytes read), or a body a rule must read is larger than limits.maxBodyBuffer.",
+  },
+  'validate.content_type': {
+    http: 415,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: "The call carries a body whose Content-Type is missing or not in the ValidationPolicy rule's contentTypes.",
+  },
+  'validate.missing_header': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: "A header in the ValidationPolicy rule's requiredHeaders is absent or empty.",
+  },
+  'validate.headers_too_large': {
+    http: 431,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: "The request headers exceed the ValidationPolicy rule's maxHeaderBytes.",
+  },
+  'validate.schema': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: "The JSON body does not satisfy the ValidationPolicy rule's jsonSchema; the reason names the first failing JSON pointer and what is wrong.",
+  },
+  'validate.malformed_json': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: 'A ValidationPolicy rule with a jsonSchema matched, and the body is absent, empty, not UTF-8 or not JSON.',
+  },
   'policy.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,

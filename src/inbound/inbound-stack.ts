@@ -4,13 +4,15 @@ import { runFilters } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
 import type { RespondVerdict, Verdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
-import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
+import { createCallContext, pathWithQuery, readRequestTarget } from '../proxy/call.ts';
 import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import { createRequestBody } from '../proxy/request-body.ts';
+import type { ForwardableBody } from '../proxy/request-body.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
 
 /** Envoy's header for the verified caller identity; apps and tools already read it. */
@@ -54,26 +56,28 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // codec: method, path, authority
     if ('code' in target) return rejectMalformed('inbound', req, res, target, telemetry); // 400: malformed, or a path refused by normalization
+    const body = createRequestBody(req); // read only if a filter needs it (validate); otherwise streamed untouched
     const call = createCallContext(req, target, {
       direction: 'inbound',
       startedAt,
       destination: deps.workload,
       principal: deps.peerPrincipal(req), // TLS identity, verified by the listener
+      body,
     });
     const recording = beginCall(telemetry, call, req, destinationLabel); // server span (parent: the caller's trace context), bytes in
     const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
     if (verdict instanceof Promise) {
       verdict.then(
-        (v) => afterFilters(v, call, req, res, deps, recording),
-        () => afterFilters(respond('filter.error', 'a policy check failed'), call, req, res, deps, recording),
+        (v) => afterFilters(v, call, body, res, deps, recording),
+        () => afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording),
       );
     } else {
-      afterFilters(verdict, call, req, res, deps, recording);
+      afterFilters(verdict, call, body, res, deps, recording);
     }
   };
 }
 
-function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamRequest, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
+function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
   if (verdict.kind === 'respond') {
     replyDenied(deps.telemetry, call, res, verdict, recording);
     deps.onRefused?.(call, verdict);
@@ -99,7 +103,7 @@ function afterFilters(verdict: Verdict, call: CallContext, req: DownstreamReques
       method: call.method,
       path: edits?.query === undefined ? pathWithQuery(call) : edits.query === '' ? call.path : `${call.path}?${edits.query}`,
       headers,
-      body: requestBody(req),
+      body: body.forwardable(), // the bytes a filter buffered, then the rest; the live stream when none did
       timeoutMs: deps.appTimeoutMs,
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry: undefined, // the app is local: a retry would only hide its failure

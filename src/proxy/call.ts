@@ -1,7 +1,7 @@
 import type { Readable } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
-import type { CallContext, Direction } from '../core/call-context.ts';
+import type { CallContext, Direction, RequestBody } from '../core/call-context.ts';
 import { authorityOf, isGrpcRequest, requestIdOf } from './headers.ts';
 import type { DownstreamRequest } from './listener.ts';
 import { normalizePath } from './path-normalize.ts';
@@ -74,7 +74,14 @@ export function requestBody(req: DownstreamRequest): Readable | null {
 export function createCallContext(
   req: DownstreamRequest,
   target: RequestTarget,
-  opts: { direction: Direction; startedAt: number; destination: { service: string; namespace: string }; principal: string | undefined },
+  opts: {
+    direction: Direction;
+    startedAt: number;
+    destination: { service: string; namespace: string };
+    principal: string | undefined;
+    /** The body accessor (./request-body.ts); the stack forwards what it hands back. */
+    body?: RequestBody;
+  },
 ): CallContext {
   return {
     id: requestIdOf(req.headers),
@@ -94,6 +101,7 @@ export function createCallContext(
     },
     destination: opts.destination,
     annotations: { retries: 0 },
+    body: opts.body,
   };
 }
 

@@ -1,0 +1,118 @@
+import { PassThrough } from 'node:stream';
+import type { Readable } from 'node:stream';
+import type { BodyRead, RequestBody } from '../core/call-context.ts';
+import { requestBody } from './call.ts';
+import type { DownstreamRequest } from './listener.ts';
+
+/** The stack's side of a call's body: filters see `RequestBody`, the stack also forwards it. */
+export interface ForwardableBody extends RequestBody {
+  /**
+   * What to send upstream: the live stream when no filter read the body (it
+   * keeps streaming with backpressure); otherwise the bytes read, then the
+   * unread rest of the stream. Call once, after the filter chain.
+   */
+  forwardable(): Readable | null;
+}
+
+const EMPTY: BodyRead = Object.freeze({ kind: 'complete', bytes: Buffer.alloc(0) });
+
+/** Shared by every call without a body: nothing to read, nothing allocated per call. */
+const NO_BODY: ForwardableBody = Object.freeze({
+  present: false,
+  declaredLength: undefined,
+  read: () => Promise.resolve(EMPTY),
+  forwardable: () => null,
+});
+
+/**
+ * Lazily buffered request body. Nothing is read unless a filter calls `read`,
+ * so calls no rule needs the body of stay streaming. `read` stops at the
+ * first chunk beyond the limit and pauses the stream there: at most `limit`
+ * plus one codec chunk (64 KiB for HTTP/1.1, a DATA frame for HTTP/2) is held.
+ */
+export function createRequestBody(req: DownstreamRequest): ForwardableBody {
+  const live = requestBody(req);
+  if (live === null) return NO_BODY;
+  const declaredLength = declaredLengthOf(req);
+  let result: Promise<BodyRead> | undefined;
+  // Invariant: `chunks` holds every byte consumed from `live` until forwardable() hands them on.
+  let chunks: Buffer[] = [];
+  let state: 'untouched' | 'reading' | 'complete' | 'partial' | 'failed' = 'untouched';
+
+  const readOnce = (source: Readable, limit: number): Promise<BodyRead> =>
+    new Promise<BodyRead>((resolve) => {
+      let received = 0;
+      const settle = (next: typeof state, outcome: BodyRead): void => {
+        source.off('data', onData);
+        source.off('end', onEnd);
+        source.off('error', onError);
+        source.off('close', onClose);
+        state = next;
+        resolve(outcome);
+      };
+      const onData = (chunk: Buffer): void => {
+        received += chunk.length;
+        chunks.push(chunk);
+        if (received > limit) {
+          source.pause();
+          settle('partial', { kind: 'too_large', received });
+        }
+      };
+      const onEnd = (): void => {
+        const bytes = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        chunks = [bytes];
+        settle('complete', { kind: 'complete', bytes });
+      };
+      const onError = (err: Error): void => settle('failed', { kind: 'failed', reason: err.message });
+      // A reset caller closes the request without 'end' (and without 'error' on HTTP/2).
+      const onClose = (): void => settle('failed', { kind: 'failed', reason: 'the caller closed the request before its body ended' });
+      state = 'reading';
+      source.on('data', onData);
+      source.once('end', onEnd);
+      source.once('error', onError);
+      source.once('close', onClose);
+    });
+
+  return {
+    present: live !== null,
+    declaredLength,
+    read(limit) {
+      // A declared length above the limit is refused without reading a byte.
+      result ??= declaredLength !== undefined && declaredLength > limit ? Promise.resolve({ kind: 'too_large', received: 0 }) : readOnce(live, limit);
+      return result;
+    },
+    forwardable() {
+      if (state === 'untouched') return live;
+      if (state === 'complete') {
+        const bytes = chunks[0]!;
+        chunks = [];
+        if (bytes.length === 0) return null;
+        const out = new PassThrough();
+        out.end(bytes);
+        return out;
+      }
+      // Partial (or failed): what was read, then the rest of the live stream, errors passed on.
+      const out = new PassThrough();
+      for (const chunk of chunks) out.write(chunk);
+      chunks = [];
+      if (state === 'failed') {
+        out.destroy(new Error('request body failed'));
+        return out;
+      }
+      live.once('error', (err) => out.destroy(err));
+      live.once('close', () => {
+        if (!live.readableEnded) out.destroy(new Error('the caller closed the request before its body ended'));
+      });
+      live.pipe(out);
+      return out;
+    },
+  };
+}
+
+function declaredLengthOf(req: DownstreamRequest): number | undefined {
+  // Chunked wins over a Content-Length on HTTP/1.1 (RFC 9112 §6.3); node:http refuses the pair anyway.
+  if (req.headers['transfer-encoding'] !== undefined) return undefined;
+  const value = req.headers['content-length'];
+  if (value === undefined || !/^\d{1,15}$/.test(value)) return undefined;
+  return Number(value);
+}
