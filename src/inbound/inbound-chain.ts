@@ -6,6 +6,8 @@ import { createAuthzFilter } from '../filters/authz/authz-filter.ts';
 import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { BanList } from '../filters/ip-access/ban-list.ts';
 import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
+import { createValidateFilter } from '../filters/validate/validate-filter.ts';
+import type { ValidateRuntime } from '../filters/validate/validate-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
 export interface InboundChainOptions {
@@ -21,6 +23,10 @@ export interface InboundChainOptions {
   readonly authn?: AuthnRuntime;
   /** Decision ids, metrics and the decision log of authorization, created once per sidecar. */
   readonly authz?: AuthzRuntime;
+  /** Decision ids, metrics and the log of input validation, created once per sidecar. */
+  readonly validate?: ValidateRuntime;
+  /** limits.maxBodyBuffer: the most of one request body the validate filter holds; 1 MiB when absent. */
+  readonly maxBodyBuffer?: number;
   /**
    * The sidecar's auto-ban list, created once: it outlives every chain. Building
    * a chain installs the snapshot's autoBan settings into it (see createIPAccessFilter).
@@ -60,6 +66,6 @@ export function buildInboundChain(
     createAuthnFilter(documents, opts.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
     createAuthzFilter(documents, { ...opts.authz, allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
     // rate-limit: after authz, so denied callers spend no budget (arrives with issue 5)
-    // validate: last, since it may buffer the body (arrives with issue 5)
+    createValidateFilter(documents, { ...opts.validate, maxBodyBuffer: opts.maxBodyBuffer ?? 1_048_576 }), // validate: last, since it may read and buffer the body (only when a matching rule needs it)
   ];
 }

@@ -53,6 +53,8 @@ export async function startWorkloadPolicy(
     allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy,
     banList: deps.banList,
     authz: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'authz' }) },
+    validate: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'validate' }) },
+    maxBodyBuffer: config.limits.maxBodyBuffer,
     // Key sets and introspection answers outlive snapshots; shadow denials count in authz's metric.
     authn: createAuthnRuntime({ clock: deps.clock, logger: deps.logger, onShadowDenial: (policy, rule) => deps.metrics.shadowDenials.inc({ policy, rule }) }),
   };

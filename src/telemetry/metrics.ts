@@ -12,6 +12,8 @@ export interface SidecarMetrics {
   /** One per AuthorizationPolicy decision (decision: allow | deny | audit); policy and rule come from policy documents, never from requests. */
   readonly authzDecisions: Counter<'decision' | 'policy' | 'rule'>;
   readonly shadowDenials: Counter<'policy' | 'rule'>;
+  /** One per ValidationPolicy rule that matched a call and was evaluated (decision: passed | failed | shadow_failed). */
+  readonly validationDecisions: Counter<'policy' | 'rule' | 'decision'>;
   readonly requestsTotal: Counter<'direction' | 'source_principal' | 'destination_service' | 'response_code' | 'reason'>;
   readonly requestDuration: Histogram<'direction' | 'destination_service'>;
   readonly upstreamRetries: Counter<'destination_service'>;
@@ -68,6 +70,12 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_shadow_denials_total',
       help: 'Allowed calls that a rule in shadow mode would have denied, per policy (namespace/name) and rule (empty: a shadow ALLOW policy none of whose rules matched).',
       labelNames: ['policy', 'rule'],
+      registers,
+    }),
+    validationDecisions: new Counter({
+      name: 'meshgate_validation_decisions_total',
+      help: 'ValidationPolicy rules evaluated for a call, by policy (namespace/name), rule and decision (passed, failed, shadow_failed).',
+      labelNames: ['policy', 'rule', 'decision'],
       registers,
     }),
     outlierEjections: new Counter({
