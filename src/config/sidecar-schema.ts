@@ -226,6 +226,31 @@ export const sidecarConfigSchema = z.strictObject({
     })
     .prefault({})
     .describe('Authorization defaults.'),
+  rateLimit: z
+    .strictObject({
+      redis: z
+        .strictObject({
+          url: z
+            .string()
+            .regex(/^rediss?:\/\/[^\s]+$/, 'expected redis://host:port[/db] or rediss:// for TLS')
+            .describe('Redis holding the counters of RateLimitPolicy rules with scope: global, shared by every sidecar. A password belongs in passwordFile, not here.'),
+          passwordFile: z.string().optional().describe('File holding the Redis password (AUTH), read at start; never logged.'),
+          username: z.string().optional().describe('Redis ACL user name.'),
+          timeout: duration.default(50).describe("Time a counter update may take; past it the rule's failureMode decides the call."),
+          keyPrefix: z.string().max(64).default('meshgate:rl:').describe('Prefix of every key meshgate writes.'),
+        })
+        .optional()
+        .describe('Without it, a scope: global rule cannot be counted and its failureMode (default deny) applies to every call it matches.'),
+      maxLocalBuckets: z
+        .number()
+        .int()
+        .min(1000)
+        .max(10_000_000)
+        .default(100_000)
+        .describe('Most per-caller buckets kept in memory; the least recently used is dropped first (a dropped bucket starts full).'),
+    })
+    .prefault({})
+    .describe('Rate limiting (RateLimitPolicy): local buckets in this sidecar, global ones in Redis.'),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
@@ -289,4 +314,5 @@ export type HeaderMatchConfig = RouteConfig['match']['headers'][number];
 export type StringMatchConfig = NonNullable<RouteConfig['match']['path']>;
 export type HeaderMutationConfig = RouteConfig['requestHeaders'];
 export type LimitsConfig = SidecarConfig['limits'];
+export type RateLimitConfig = SidecarConfig['rateLimit'];
 export type IdentityConfig = NonNullable<SidecarConfig['identity']>;

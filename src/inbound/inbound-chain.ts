@@ -5,6 +5,10 @@ import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { createAuthzFilter } from '../filters/authz/authz-filter.ts';
 import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { BanList } from '../filters/ip-access/ban-list.ts';
+import { createRateLimitFilter } from '../filters/ratelimit/ratelimit-filter.ts';
+import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
+import { createLocalBuckets } from '../filters/ratelimit/local-buckets.ts';
+import { systemClock } from '../core/clock.ts';
 import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
 import { createValidateFilter } from '../filters/validate/validate-filter.ts';
 import type { ValidateRuntime } from '../filters/validate/validate-filter.ts';
@@ -32,6 +36,12 @@ export interface InboundChainOptions {
    * a chain installs the snapshot's autoBan settings into it (see createIPAccessFilter).
    */
   readonly banList?: BanList;
+  /**
+   * Buckets and the Redis connection of rate limiting, created once per sidecar
+   * so counts survive a new snapshot. Without it each chain counts from full
+   * in its own buckets, with no Redis (global rules apply their failureMode).
+   */
+  readonly rateLimit?: RateLimitRuntime;
 }
 
 function unusablePolicy(keys: readonly string[]): Filter {
@@ -65,7 +75,7 @@ export function buildInboundChain(
     createIPAccessFilter(documents, { banList: opts.banList }), // ip-access: cheapest refusal, before any token is parsed
     createAuthnFilter(documents, opts.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
     createAuthzFilter(documents, { ...opts.authz, allowWhenNoPolicy: opts.allowWhenNoAuthzPolicy }), // authz: needs the identities above
-    // rate-limit: after authz, so denied callers spend no budget (arrives with issue 5)
+    createRateLimitFilter(documents, opts.rateLimit ?? { local: createLocalBuckets(100_000), clock: systemClock }), // rate-limit: after authz, so denied callers spend no budget
     createValidateFilter(documents, { ...opts.validate, maxBodyBuffer: opts.maxBodyBuffer ?? 1_048_576 }), // validate: last, since it may read and buffer the body (only when a matching rule needs it)
   ];
 }

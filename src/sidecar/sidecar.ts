@@ -21,9 +21,12 @@ import { startTracing } from '../telemetry/tracing.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { describeTracingSettings } from '../config/telemetry-schema.ts';
+import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
 import { createEdgeTls } from '../identity/edge-tls.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
+import { startRateLimiting } from './rate-limiting.ts';
+import type { SidecarRateLimiting } from './rate-limiting.ts';
 import { startWorkloadPolicy } from './workload-policy.ts';
 import type { WorkloadPolicy } from './workload-policy.ts';
 import type { WorkloadIdentity } from './workload-identity.ts';
@@ -71,6 +74,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     inFlight: (direction) => listeners[direction]?.inFlight() ?? 0,
     certNotAfterMs: () => identity?.manager.current()?.facts.notAfter.getTime(),
     bannedAddresses: () => banList.size(),
+    localBuckets: () => rateLimiting?.runtime.local.size ?? 0,
   });
   // Created once: bans and denial counts outlive the chain rebuilt on every policy snapshot.
   let lastEvictionWarning = Number.NEGATIVE_INFINITY;
@@ -112,6 +116,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   let draining = false;
   let registry: ReturnType<typeof createServiceRegistry> | undefined;
   const policyRef: { current?: WorkloadPolicy } = {};
+  // Only with a policy source: without one no RateLimitPolicy can arrive, so no Redis connection is opened.
+  let rateLimiting: SidecarRateLimiting | undefined;
 
   const admin = createAdminServer({
     registry: metrics.registry,
@@ -140,7 +146,12 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     },
     configDump: () => ({
       workload: config.workload,
-      config: { ...config, telemetry: { ...config.telemetry, tracing: describeTracingSettings(tracing.settings) } }, // export headers may hold a key
+      config: {
+        ...config,
+        telemetry: { ...config.telemetry, tracing: describeTracingSettings(tracing.settings) }, // export headers may hold a key
+        rateLimit: { ...config.rateLimit, redis: config.rateLimit.redis && { ...config.rateLimit.redis, url: redactRedisUrl(config.rateLimit.redis.url) } }, // a URL may hold a password
+      },
+      rateLimit: rateLimiting?.describe() ?? null,
       policy: policyRef.current?.describe() ?? { source: 'none' },
       certificate: describeCertificate(identity),
       endpoints: registry?.services().map((s) => ({
@@ -194,9 +205,19 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     maxConnections: 256,
     keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
   });
+  rateLimiting = config.policy ? await startRateLimiting(config.rateLimit, { metrics, clock, random, logger }) : undefined;
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
   const policy = config.policy
-    ? await startWorkloadPolicy(config, { registry: services, credentials: () => identity?.manager.current(), metrics, clock, random, logger, banList })
+    ? await startWorkloadPolicy(config, {
+        registry: services,
+        credentials: () => identity?.manager.current(),
+        metrics,
+        clock,
+        random,
+        logger,
+        banList,
+        rateLimit: rateLimiting?.runtime,
+      })
     : undefined;
   policyRef.current = policy;
   if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
@@ -283,7 +304,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       edgeTls?.close();
       await stopped;
       lifetime.abort();
-      await Promise.all([services.close(), app.close(), admin.close()]);
+      await Promise.all([services.close(), app.close(), admin.close(), rateLimiting?.close()]);
       if (!deps.tracing) await tracing.shutdown(); // spans of the last calls leave before we return
       return { completed };
     },

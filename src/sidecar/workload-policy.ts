@@ -4,6 +4,7 @@ import { registryServiceSchema } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import type { BanList } from '../filters/ip-access/ban-list.ts';
+import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
@@ -44,6 +45,8 @@ export async function startWorkloadPolicy(
     logger: Logger;
     /** The sidecar's auto-ban list; each snapshot's chain installs its settings into it. */
     banList?: BanList;
+    /** The sidecar's rate-limit buckets and Redis connection; every snapshot's chain counts in them. */
+    rateLimit?: RateLimitRuntime;
   },
 ): Promise<WorkloadPolicy> {
   const policyConfig = config.policy!;
@@ -52,6 +55,7 @@ export async function startWorkloadPolicy(
     onNoPolicy: policyConfig.onNoPolicy,
     allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy,
     banList: deps.banList,
+    rateLimit: deps.rateLimit,
     authz: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'authz' }) },
     validate: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'validate' }) },
     maxBodyBuffer: config.limits.maxBodyBuffer,

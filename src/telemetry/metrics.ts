@@ -25,6 +25,10 @@ export interface SidecarMetrics {
   readonly ipBans: Counter;
   readonly ipBanEvictions: Counter<'list'>;
   readonly ipBannedAddresses: Gauge;
+  /** One per RateLimitPolicy rule that matched a call; decision values in src/filters/ratelimit/ratelimit-runtime.ts. */
+  readonly rateLimitDecisions: Counter<'policy' | 'rule' | 'decision'>;
+  readonly rateLimitBucketEvictions: Counter;
+  readonly rateLimitLocalBuckets: Gauge;
 }
 
 export function createSidecarMetrics(opts: {
@@ -35,6 +39,8 @@ export function createSidecarMetrics(opts: {
   certNotAfterMs?: () => number | undefined;
   /** Addresses on the auto-ban list right now, read at scrape time. */
   bannedAddresses?: () => number;
+  /** Local rate-limit buckets in memory right now, read at scrape time. */
+  localBuckets?: () => number;
 }): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
@@ -124,6 +130,25 @@ export function createSidecarMetrics(opts: {
       registers,
       collect() {
         this.set(opts.bannedAddresses?.() ?? 0);
+      },
+    }),
+    rateLimitDecisions: new Counter({
+      name: 'meshgate_ratelimit_decisions_total',
+      help: 'RateLimitPolicy rules that matched a call, by policy (namespace/name), rule and decision (allowed, limited, shadow_limited, unavailable_denied, unavailable_allowed, fallback_allowed, fallback_limited).',
+      labelNames: ['policy', 'rule', 'decision'],
+      registers,
+    }),
+    rateLimitBucketEvictions: new Counter({
+      name: 'meshgate_ratelimit_bucket_evictions_total',
+      help: 'Local rate-limit buckets dropped before they were full again because rateLimit.maxLocalBuckets was reached (that caller starts with a full bucket).',
+      registers,
+    }),
+    rateLimitLocalBuckets: new Gauge({
+      name: 'meshgate_ratelimit_local_buckets',
+      help: 'Local rate-limit buckets in memory now.',
+      registers,
+      collect() {
+        this.set(opts.localBuckets?.() ?? 0);
       },
     }),
     certExpiry: new Gauge({

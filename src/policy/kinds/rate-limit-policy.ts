@@ -6,6 +6,7 @@ import { documentSchema, headerName, mode, positiveDuration, refineUniqueNames, 
  * RateLimitPolicy: token buckets keyed by who calls. `limit` is the sustained
  * rate (requests per `per`), `burst` the bucket size (default: requests).
  * `scope: global` shares counters between sidecars through Redis.
+ * Enforced by src/filters/ratelimit (GCRA: the same bucket in memory and in Redis).
  */
 
 export const RATE_LIMIT_KEY_RE = /^(source\.principal|source\.ip|header:[a-z0-9!#$%&'*+.^_`|~-]+|claim:[^\s]+)$/;
@@ -29,8 +30,23 @@ export function rateLimitPolicySpecSchema(limits: PolicyLimits) {
         per: positiveDuration.describe('The period, e.g. 1s or 1m.'),
       })
       .describe('Sustained rate.'),
-    burst: z.number().int().min(1).optional().describe('Bucket size: requests allowed at once; defaults to limit.requests.'),
+    burst: z.number().int().min(1).max(1_000_000).optional().describe('Bucket size: requests allowed at once; defaults to limit.requests.'),
     scope: z.enum(['local', 'global']).default('local').describe('local: per sidecar; global: shared by every sidecar through Redis.'),
+    failureMode: z
+      .enum(['deny', 'allow', 'local'])
+      .optional()
+      .describe(
+        'scope global only: what a call gets when Redis cannot answer in time. deny (the default): 503 ratelimit.unavailable; allow: admitted unlimited; local: the same limit counted by this sidecar alone.',
+      ),
+  })
+  .superRefine((rule, ctx) => {
+    if (rule.failureMode !== undefined && rule.scope !== 'global') {
+      ctx.addIssue({ code: 'custom', path: ['failureMode'], message: 'only applies to scope: global (a local bucket cannot fail)' });
+    }
+    // One token per emission interval: below a microsecond the bucket cannot be counted.
+    if (rule.limit.per > 0 && rule.limit.per * 1000 < rule.limit.requests) {
+      ctx.addIssue({ code: 'custom', path: ['limit', 'requests'], message: 'at most 1000 requests per millisecond of the period' });
+    }
   });
   return z
     .strictObject({

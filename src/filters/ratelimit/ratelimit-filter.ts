@@ -1,0 +1,207 @@
+import type { CallContext } from '../../core/call-context.ts';
+import { createDecisionIds } from '../../core/decision-id.ts';
+import type { Filter } from '../../core/filter.ts';
+import { CONTINUE, respond } from '../../core/verdict.ts';
+import type { RespondVerdict, Verdict } from '../../core/verdict.ts';
+import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
+import type { CallMatch } from '../../policy/call-match.ts';
+import type { RateLimitPolicySpec } from '../../policy/kinds/rate-limit-policy.ts';
+import type { PolicyDocument } from '../../policy/types.ts';
+import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
+import type { KeyPart } from './bucket-key.ts';
+import { bucketShape } from './gcra.ts';
+import type { BucketShape, TakeResult } from './gcra.ts';
+import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
+
+/*
+ * RateLimitPolicy enforcement, after authz (a denied caller spends no budget).
+ * Every rule whose match holds takes one token from its caller's bucket; the
+ * call is refused (429 ratelimit.exceeded) when an enforcing bucket is empty.
+ * Local rules are counted in memory and answer synchronously; global ones
+ * only when a local rule has not refused the call already, in Redis, all at
+ * once. Shadow rules take tokens from their own buckets and never refuse.
+ */
+
+interface CompiledRule {
+  /** `namespace/policy#rule`. */
+  readonly id: string;
+  readonly policy: string;
+  readonly name: string;
+  readonly shadow: boolean;
+  readonly global: boolean;
+  readonly failureMode: 'deny' | 'allow' | 'local';
+  readonly match: CallMatch;
+  readonly key: KeyPart;
+  readonly shape: BucketShape;
+  /** The rule and its shape: a changed limit starts new buckets. */
+  readonly bucketPrefix: string;
+  /** `ratelimit-policy` header value (draft-ietf-httpapi-ratelimit-headers). */
+  readonly policyHeader: string;
+}
+
+interface RuleOutcome {
+  readonly rule: CompiledRule;
+  readonly decision: RateLimitDecision;
+  readonly result: TakeResult | undefined;
+}
+
+function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
+  const rules: CompiledRule[] = [];
+  for (const doc of documents) {
+    if (doc.kind !== 'RateLimitPolicy') continue;
+    const spec = doc.spec as unknown as RateLimitPolicySpec;
+    const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
+    spec.rules.forEach((rule) => {
+      const shape = bucketShape(rule.limit, rule.burst);
+      const id = `${policy}#${rule.name}`;
+      rules.push({
+        id,
+        policy,
+        name: rule.name,
+        shadow: spec.mode === 'shadow',
+        global: rule.scope === 'global',
+        failureMode: rule.failureMode ?? 'deny',
+        match: compileCallMatch(rule.match),
+        key: compileKey(rule.key),
+        shape,
+        bucketPrefix: `${id}@${Math.round(shape.intervalMs * 1000)}/${shape.burst}`,
+        policyHeader: `"${rule.name}";q=${rule.limit.requests};w=${Math.max(1, Math.round(rule.limit.per / 1000))}`,
+      });
+    });
+  }
+  return rules;
+}
+
+export function createRateLimitFilter(documents: readonly PolicyDocument[], runtime: RateLimitRuntime): Filter {
+  const rules = compileRules(documents);
+  if (rules.length === 0) return { name: 'ratelimit', onRequest: () => CONTINUE };
+  const { local, store, clock, metrics } = runtime;
+  const nextId = createDecisionIds(runtime.random ?? Math.random);
+  const log = throttledLog(runtime, clock);
+
+  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision): RuleOutcome => {
+    const result = local.take(localBucketKey(rule.bucketPrefix, value), rule.shape, clock.monotonic());
+    return { rule, result, decision: result.allowed ? decisionIfAllowed : decisionIfLimited };
+  };
+
+  const takeGlobal = async (rule: CompiledRule, value: string): Promise<RuleOutcome> => {
+    const result = store ? await store.take(globalBucketKey(rule.bucketPrefix, value), rule.shape) : undefined;
+    if (result) return { rule, result, decision: result.allowed ? 'allowed' : rule.shadow ? 'shadow_limited' : 'limited' };
+    if (rule.failureMode === 'local') return takeLocal(rule, value, 'fallback_allowed', rule.shadow ? 'shadow_limited' : 'fallback_limited');
+    return { rule, result: undefined, decision: rule.failureMode === 'allow' || rule.shadow ? 'unavailable_allowed' : 'unavailable_denied' };
+  };
+
+  const conclude = (call: CallContext, outcomes: readonly RuleOutcome[]): Verdict => {
+    let refusal: RuleOutcome | undefined;
+    let retryAfterMs = 0;
+    let shadowLimited = false;
+    for (const outcome of outcomes) {
+      const { rule, decision } = outcome;
+      try {
+        metrics?.rateLimitDecisions.inc({ policy: rule.policy, rule: rule.name, decision });
+      } catch {
+        // A broken metric sink must not fail the call.
+      }
+      if (decision === 'shadow_limited') {
+        shadowLimited = true;
+        (call.annotations.shadowDenials ??= []).push(rule.id);
+        try {
+          metrics?.shadowDenials.inc({ policy: rule.policy, rule: rule.name });
+        } catch {
+          // as above
+        }
+        log(rule, call, 'rate limit: shadow rule would refuse');
+      } else if (decision === 'limited' || decision === 'fallback_limited' || decision === 'unavailable_denied') {
+        // The first refusing rule names the refusal; Retry-After waits for every empty bucket.
+        refusal ??= outcome;
+        retryAfterMs = Math.max(retryAfterMs, outcome.result?.retryAfterMs ?? 1000);
+      }
+    }
+    if (!refusal) {
+      call.annotations.rateLimit = shadowLimited ? 'shadow_limited' : 'allowed';
+      return CONTINUE;
+    }
+    call.annotations.rateLimit = refusal.decision;
+    const decisionId = (call.annotations.decisionId ??= nextId());
+    const retryAfter = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
+    if (refusal.decision === 'unavailable_denied') {
+      return respond('ratelimit.unavailable', 'the rate-limit counter store did not answer; the call fails closed', {
+        rule: refusal.rule.id,
+        decisionId,
+        headers: { 'retry-after': retryAfter },
+      });
+    }
+    log(refusal.rule, call, 'rate limited');
+    return refused(refusal.rule, decisionId, retryAfter);
+  };
+
+  return {
+    name: 'ratelimit',
+    onRequest(call) {
+      const matchPath = matchPathOf(call.path);
+      const outcomes: RuleOutcome[] = [];
+      let global: { rule: CompiledRule; value: string }[] | undefined;
+      let locallyRefused = false;
+      for (const rule of rules) {
+        if (!rule.match(call.method, matchPath)) continue;
+        const value = rule.key(call);
+        if (rule.global) {
+          (global ??= []).push({ rule, value });
+          continue;
+        }
+        const outcome = takeLocal(rule, value, 'allowed', rule.shadow ? 'shadow_limited' : 'limited');
+        outcomes.push(outcome);
+        if (outcome.decision === 'limited') locallyRefused = true;
+      }
+      // Refused here already: Redis is not asked, so a flood of refused calls costs it nothing.
+      if (!global || locallyRefused) return outcomes.length === 0 ? CONTINUE : conclude(call, outcomes);
+      return Promise.all(global.map(({ rule, value }) => takeGlobal(rule, value))).then((results) => conclude(call, [...outcomes, ...results]));
+    },
+  };
+}
+
+function refused(rule: CompiledRule, decisionId: string, retryAfter: string): RespondVerdict {
+  return respond('ratelimit.exceeded', `rate limit ${rule.name} exceeded; retry after ${retryAfter} s`, {
+    rule: rule.id,
+    decisionId,
+    headers: {
+      'retry-after': retryAfter,
+      'ratelimit-policy': rule.policyHeader,
+      ratelimit: `"${rule.name}";r=0;t=${retryAfter}`,
+    },
+  });
+}
+
+/** One log line per rule per second at most; the lines in between are counted in the next one. */
+function throttledLog(runtime: RateLimitRuntime, clock: RateLimitRuntime['clock']): (rule: CompiledRule, call: CallContext, message: string) => void {
+  const logger = runtime.logger;
+  if (!logger) return () => {};
+  const last = new Map<string, { at: number; suppressed: number }>();
+  return (rule, call, message) => {
+    const now = clock.monotonic();
+    const entry = last.get(rule.id);
+    if (entry && now - entry.at < 1000) {
+      entry.suppressed++;
+      return;
+    }
+    try {
+      logger.info(
+        {
+          decision_id: call.annotations.decisionId,
+          rule: rule.id,
+          request_id: call.id,
+          method: call.method,
+          path: call.path,
+          source_principal: call.source.principal,
+          source_address: call.source.address,
+          request_principal: call.annotations.auth?.principal,
+          ...(entry && entry.suppressed > 0 ? { suppressed: entry.suppressed } : {}),
+        },
+        message,
+      );
+    } catch {
+      // A broken log sink must not fail the call.
+    }
+    last.set(rule.id, { at: now, suppressed: 0 });
+  };
+}

@@ -1,0 +1,43 @@
+import type { Clock, Random } from '../../core/clock.ts';
+import type { LocalBuckets } from './local-buckets.ts';
+import type { RateLimitStore } from './redis-store.ts';
+
+/** What rate limiting did for one rule on one call; the `decision` label of meshgate_ratelimit_decisions_total. */
+export type RateLimitDecision =
+  | 'allowed'
+  | 'limited'
+  | 'shadow_limited'
+  /** scope global, Redis did not answer: failureMode deny refused the call. */
+  | 'unavailable_denied'
+  /** scope global, Redis did not answer: failureMode allow admitted it uncounted. */
+  | 'unavailable_allowed'
+  /** scope global, Redis did not answer: failureMode local counted it here and admitted it. */
+  | 'fallback_allowed'
+  | 'fallback_limited';
+
+/** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
+export interface RateLimitMetrics {
+  readonly rateLimitDecisions: { inc(labels: { policy: string; rule: string; decision: RateLimitDecision }): void };
+  readonly shadowDenials: { inc(labels: { policy: string; rule: string }): void };
+}
+
+export interface RateLimitLogger {
+  info(fields: object, message: string): void;
+}
+
+/**
+ * What outlives every snapshot's filter, created once per sidecar: the
+ * buckets (a new snapshot must not refill them), the Redis connection.
+ */
+export interface RateLimitRuntime {
+  readonly local: LocalBuckets;
+  /** Redis for scope: global rules; undefined when rateLimit.redis is not configured. */
+  readonly store?: RateLimitStore | undefined;
+  /** Local buckets run on clock.monotonic(). */
+  readonly clock: Clock;
+  /** Source of decision ids when no earlier filter made one; Math.random when absent. */
+  readonly random?: Random;
+  readonly metrics?: RateLimitMetrics;
+  /** Limited and shadow-limited calls, at most one line per rule per second (a flood must not become a log flood). */
+  readonly logger?: RateLimitLogger;
+}

@@ -1,0 +1,56 @@
+import type { RateLimitConfig } from '../config/sidecar-schema.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import { createLocalBuckets } from '../filters/ratelimit/local-buckets.ts';
+import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
+import { createRedisStore, redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
+import type { RateLimitStore } from '../filters/ratelimit/redis-store.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { SidecarMetrics } from '../telemetry/metrics.ts';
+
+/** How long start-up waits for Redis before opening listeners anyway (global rules then use their failureMode). */
+const REDIS_START_WAIT_MS = 2_000;
+
+export interface SidecarRateLimiting {
+  readonly runtime: RateLimitRuntime;
+  /** For /config_dump: the Redis URL without credentials and the connection state. */
+  describe(): unknown;
+  close(): Promise<void>;
+}
+
+/**
+ * The rate-limit state of one sidecar, created once: the local bucket table
+ * and the Redis connection outlive every policy snapshot.
+ */
+export async function startRateLimiting(
+  config: RateLimitConfig,
+  deps: { metrics: SidecarMetrics; clock: Clock; random: Random; logger: Logger },
+): Promise<SidecarRateLimiting> {
+  const logger = deps.logger.child({ component: 'ratelimit' });
+  let lastEvictionWarning = Number.NEGATIVE_INFINITY;
+  const local = createLocalBuckets(config.maxLocalBuckets, {
+    evicted: () => {
+      deps.metrics.rateLimitBucketEvictions.inc();
+      if (deps.clock.monotonic() - lastEvictionWarning < 60_000) return;
+      lastEvictionWarning = deps.clock.monotonic();
+      logger.warn({ maxLocalBuckets: config.maxLocalBuckets }, 'rate-limit bucket table full: buckets dropped early (see meshgate_ratelimit_bucket_evictions_total; raise rateLimit.maxLocalBuckets)');
+    },
+  });
+  const redisConfig = config.redis;
+  let store: RateLimitStore | undefined;
+  if (redisConfig) {
+    const url = redactRedisUrl(redisConfig.url);
+    store = createRedisStore(redisConfig, {
+      available: () => logger.info({ redis: url }, 'rate-limit store connected'),
+      unavailable: (error) => logger.warn({ redis: url, err: error.message }, "rate-limit store unavailable: global rules apply their failureMode until it is back"),
+    });
+    if (!(await store.whenReady(REDIS_START_WAIT_MS))) logger.warn({ redis: url }, 'rate-limit store not reachable at start; listeners open anyway');
+  }
+  return {
+    runtime: { local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger },
+    describe: () => ({
+      localBuckets: local.size,
+      redis: redisConfig ? { url: redactRedisUrl(redisConfig.url), status: store?.status() } : null,
+    }),
+    close: async () => store?.close(),
+  };
+}
