@@ -3,14 +3,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
-import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
-import { createPolicyValidator } from '../../src/policy/validate.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
+import { policyDoc, writeSnapshot as writeStaticSnapshot } from '../helpers/static-policy.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 
 /*
@@ -22,26 +19,8 @@ import type { TestSidecar } from '../helpers/sidecar.ts';
  * proxy, so each call names its client in x-forwarded-for.
  */
 
-const model = createPolicyValidator();
-
-function doc(kind: string, name: string, spec: Record<string, unknown>): PolicyDocument {
-  const result = model.validate({ apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec }, { file: 'test', index: 0 });
-  if (!result.ok) throw new Error(JSON.stringify(result.errors));
-  return result.document.document;
-}
-
-async function writeSnapshot(stateDir: string, service: string, documents: PolicyDocument[]): Promise<void> {
-  const store = createPolicySnapshotStore({ file: snapshotFileFor(stateDir, { service, namespace: 'shop' }), logger: createLogger({ level: 'silent', name: 'test' }) });
-  store.apply(
-    {
-      version: `static-${service}`,
-      documents: documents.map((d) => ({ kind: d.kind, namespace: 'shop', name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d) })),
-      services: [],
-    },
-    Date.now(),
-  );
-  await store.flush();
-}
+const doc = policyDoc;
+const writeSnapshot = (stateDir: string, service: string, documents: PolicyDocument[]) => writeStaticSnapshot(stateDir, { service }, documents);
 
 const edgePolicy = doc('IPAccessPolicy', 'edge', {
   deny: ['203.0.113.0/24'],

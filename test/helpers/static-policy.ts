@@ -1,0 +1,34 @@
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
+import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
+import type { PolicyDocument } from '../../src/policy/types.ts';
+import { createPolicyValidator } from '../../src/policy/validate.ts';
+import { createLogger } from '../../src/telemetry/logger.ts';
+
+/*
+ * Policy for a sidecar without a policy server: a last-known-good snapshot
+ * written to its stateDir before it starts, which it enforces from boot while
+ * no server answers (point `policy.servers` at a closed port).
+ */
+
+const validator = createPolicyValidator();
+
+/** A document through the real validator: defaults filled, exactly as a sidecar receives it. */
+export function policyDoc(kind: string, name: string, spec: Record<string, unknown>, namespace = 'shop'): PolicyDocument {
+  const result = validator.validate({ apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace }, spec }, { file: 'test', index: 0 });
+  if (!result.ok) throw new Error(JSON.stringify(result.errors));
+  return result.document.document;
+}
+
+export async function writeSnapshot(stateDir: string, workload: { service: string; namespace?: string }, documents: PolicyDocument[]): Promise<void> {
+  const namespace = workload.namespace ?? 'shop';
+  const store = createPolicySnapshotStore({ file: snapshotFileFor(stateDir, { service: workload.service, namespace }), logger: createLogger({ level: 'silent', name: 'test' }) });
+  store.apply(
+    {
+      version: `static-${workload.service}`,
+      documents: documents.map((d) => ({ kind: d.kind, namespace: d.metadata.namespace, name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d) })),
+      services: [],
+    },
+    Date.now(),
+  );
+  await store.flush();
+}
