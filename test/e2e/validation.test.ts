@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
+import http2 from 'node:http2';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -90,7 +91,7 @@ describe('ValidationPolicy through the inbound listener', () => {
     });
     sidecar = await startTestSidecar({
       workload: { service: 'orders', namespace: 'shop' },
-      inbound: { app: app.url },
+      inbound: { app: app.url, appProtocol: 'http1' }, // the test app speaks HTTP/1.1 only, also to HTTP/2 callers
       policy: { servers: ['127.0.0.1:1'], stateDir },
       authorization: { allowWhenNoPolicy: true },
       log: { level: 'info', accessLog: true },
@@ -147,6 +148,32 @@ describe('ValidationPolicy through the inbound listener', () => {
     expect(big).toMatchObject({ status: 413, json: { code: 'validate.body_too_large', rule: 'shop/orders-input#create', reason: 'request body exceeds 65536 bytes' } });
     expect(big.headers.connection).toBe('close');
     expect(app.hits()).toBe(hits);
+  });
+
+  it('HTTP/2: a JSON body is checked the same way; an oversized one is refused 413 without the rest being read', async () => {
+    const session = http2.connect(sidecar.inboundUrl);
+    const call = (body: Buffer, sent = body.length) =>
+      new Promise<{ status: number; json: Record<string, unknown> }>((resolve, reject) => {
+        const stream = session.request({ ':method': 'POST', ':path': '/orders', ':authority': 'orders.shop', 'content-type': 'application/json' });
+        let status = 0;
+        const chunks: Buffer[] = [];
+        stream.on('response', (h) => (status = Number(h[':status'])));
+        stream.on('data', (c: Buffer) => chunks.push(c));
+        stream.on('end', () => resolve({ status, json: JSON.parse(Buffer.concat(chunks).toString()) as Record<string, unknown> }));
+        stream.on('error', reject);
+        stream.write(body.subarray(0, sent));
+        if (sent === body.length) stream.end();
+      });
+    try {
+      const hits = app.hits();
+      expect(await call(Buffer.from('{"item":"ABC-1","qty":3}'))).toMatchObject({ status: 200, json: { body: '{"item":"ABC-1","qty":3}' } });
+      expect(await call(Buffer.from('{"item":"ABC-1","qty":"3"}'))).toMatchObject({ status: 400, json: { code: 'validate.schema', reason: 'JSON body at /qty: must be integer' } });
+      // 256 KiB sent, the stream never ended by the caller: the answer must not wait for the rest.
+      expect(await call(Buffer.alloc(256 * 1024, 0x20), 256 * 1024 - 1)).toMatchObject({ status: 413, json: { code: 'validate.body_too_large' } });
+      expect(app.hits()).toBe(hits + 1);
+    } finally {
+      session.close();
+    }
   });
 
   it('a 2 MiB upload to a path with no body rule streams through: the app reads before the caller has sent it all', async () => {
