@@ -97,8 +97,11 @@ interface Counter {
   previous: number;
 }
 
-/** Codes that never count toward a ban. */
-const NOT_COUNTED = new Set(['ip.denied', 'ip.banned']);
+/**
+ * Codes that never count toward a ban. `request.cancelled`: the validate
+ * filter answers it when the caller itself went away while its body was read.
+ */
+const NOT_COUNTED = new Set(['ip.denied', 'ip.banned', 'request.cancelled']);
 
 export function createBanList(deps: { clock: Clock; events?: BanListEvents }): BanList {
   const { clock } = deps;

@@ -64,6 +64,7 @@ describe('ban list: threshold and window', () => {
     ['5xx codes are the sidecar\'s trouble, not counted', [[0, 'policy.unavailable'], [0, 'filter.error'], [0, 'filter.error']], false],
     ['ip.denied is not counted (the lists refuse it already)', [[0, 'ip.denied'], [0, 'ip.denied'], [0, 'ip.denied']], false],
     ['ip.banned is not counted', [[0, 'ip.banned'], [0, 'ip.banned'], [0, 'ip.banned']], false],
+    ['request.cancelled is not counted (the caller left mid-body)', [[0, 'request.cancelled'], [0, 'request.cancelled'], [0, 'request.cancelled']], false],
     ['unknown codes map to 500: not counted', [[0, 'nope'], [0, 'nope'], [0, 'nope']], false],
   ];
   for (const [name, steps, expected] of cases) {
