@@ -12,6 +12,8 @@ import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
 import { isGrpcRequest } from '../proxy/headers.ts';
 import { normalizePath } from '../proxy/path-normalize.ts';
 import { selectDocuments } from './selector.ts';
+import { compileCallMatch, matchPathOf } from './call-match.ts';
+import type { RateLimitPolicySpec } from './kinds/rate-limit-policy.ts';
 import type { PolicyDocument, WorkloadRef } from './types.ts';
 
 /*
@@ -50,7 +52,7 @@ export interface ExplainOptions {
   readonly authnRuntime?: AuthnRuntime;
 }
 
-export type TrailStage = 'path' | 'ip-access' | 'authn' | 'authz';
+export type TrailStage = 'path' | 'ip-access' | 'authn' | 'authz' | 'ratelimit';
 
 export interface TrailEntry {
   readonly stage: TrailStage;
@@ -185,6 +187,8 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
   }
   if (!decision.rule) trail.push({ stage: 'authz', rule: '', matched: false, decides: true, note: decision.reason });
   for (const shadow of decision.shadowDenials) trail.push({ stage: 'authz', rule: shadow.id, matched: true, note: 'shadow: would deny' });
+  // 4. Rate limits: which buckets the call would take a token from (counts are live state, not in the policy).
+  if (decision.allow) trail.push(...rateLimitTrail(selected, ctx.method, path));
   return {
     allow: decision.allow,
     code: decision.allow ? undefined : 'authz.denied',
@@ -193,6 +197,27 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
     path,
     trail,
   };
+}
+
+function rateLimitTrail(documents: readonly PolicyDocument[], method: string, path: string): TrailEntry[] {
+  const entries: TrailEntry[] = [];
+  const matchPath = matchPathOf(path);
+  for (const doc of documents) {
+    if (doc.kind !== 'RateLimitPolicy') continue;
+    const spec = doc.spec as unknown as RateLimitPolicySpec;
+    for (const rule of spec.rules) {
+      const matched = compileCallMatch(rule.match)(method, matchPath);
+      const burst = rule.burst ?? rule.limit.requests;
+      entries.push({
+        stage: 'ratelimit',
+        rule: `${doc.metadata.namespace}/${doc.metadata.name}#${rule.name}`,
+        mode: spec.mode,
+        matched,
+        note: matched ? `takes a token: ${rule.limit.requests} per ${rule.limit.per} ms, burst ${burst}, per ${rule.key.join(' + ')}, ${rule.scope}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}` : undefined,
+      });
+    }
+  }
+  return entries;
 }
 
 function markDecider(trail: TrailEntry[], stage: TrailStage, rule: string | undefined): void {

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -26,6 +26,14 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
+
+async function validDocs(yaml: string): Promise<PolicyDocument[]> {
+  const sub = await mkdtemp(join(dir, 'extra-'));
+  await writeFile(join(sub, 'p.yaml'), yaml);
+  const parsed = await parsePolicyFolder(sub);
+  if (parsed.errors.length > 0) throw new Error(JSON.stringify(parsed.errors));
+  return load(sub);
+}
 
 const call = (over: Partial<ExplainCall> = {}): ExplainCall => ({ from: FRONTEND, to: ORDERS, method: 'GET', path: '/orders/1', ...over });
 
@@ -105,6 +113,34 @@ describe('explainCall', () => {
     expect(verdictLine(await explainCall(docs, { ...payments, path: '/admin' }, { allowWhenNoPolicy: true }))).toBe('DENY (authz.denied) by shop/deny-admin#admin');
     // another namespace: none of shop's documents apply
     expect((await explainCall(docs, call({ to: { service: 'orders', namespace: 'other' }, path: '/admin' }), { allowWhenNoPolicy: true })).allow).toBe(true);
+  });
+
+  it('lists the rate-limit rules an allowed call would take a token from, shadow ones marked', async () => {
+    const limits = await validDocs(`apiVersion: meshgate.dev/v1
+kind: RateLimitPolicy
+metadata: { name: limits, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  rules:
+    - { name: writes, match: { methods: [POST] }, key: [source.principal], limit: { requests: 10, per: 1s } }
+    - { name: reads, match: { paths: ["/orders/*"] }, key: ["claim:tenant", source.ip], limit: { requests: 100, per: 1m }, burst: 20, scope: global }
+---
+apiVersion: meshgate.dev/v1
+kind: RateLimitPolicy
+metadata: { name: trial, namespace: shop }
+spec:
+  mode: shadow
+  rules: [{ name: tight, key: [source.ip], limit: { requests: 1, per: 1s } }]
+`);
+    const e = await explainCall([...docs, ...limits], call());
+    expect(formatTrail(e.trail.filter((t) => t.stage === 'ratelimit'))).toEqual([
+      '  ratelimit shop/limits#writes no match',
+      '  ratelimit shop/limits#reads takes a token: 100 per 60000 ms, burst 20, per claim:tenant + source.ip, global',
+      '  ratelimit shop/trial#tight takes a token: 1 per 1000 ms, burst 1, per source.ip, local (shadow: never refuses)',
+    ]);
+    // A refused call spends no budget: no rate-limit entries.
+    const denied = await explainCall([...docs, ...limits], call({ from: 'spiffe://cluster.local/ns/shop/sa/billing' }));
+    expect(denied.trail.some((t) => t.stage === 'ratelimit')).toBe(false);
   });
 
   it('formats one trail line per entry', async () => {
