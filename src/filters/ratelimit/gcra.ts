@@ -11,6 +11,9 @@
  * have no burst size of their own.
  */
 
+/** Rounding slack of the comparison: far below any clock's resolution. */
+const EPSILON_MS = 1e-6;
+
 export interface BucketShape {
   /** Milliseconds per token: `per / requests`. */
   readonly intervalMs: number;
@@ -37,11 +40,13 @@ export interface TakeOutcome extends TakeResult {
 export function takeToken(tat: number | undefined, now: number, shape: BucketShape): TakeOutcome {
   const base = tat === undefined || tat < now ? now : tat;
   const next = base + shape.intervalMs;
-  const allowAt = next - shape.burst * shape.intervalMs;
-  if (now < allowAt) {
+  const allowAt = base - (shape.burst - 1) * shape.intervalMs; // not next - burst * interval: that rounds, and a full burst-1 bucket refused about half its calls
+  // Intervals like 1000/3 ms are not exact in floating point: a caller keeping exactly to the
+  // rate must not be refused by rounding, so a nanosecond of slack.
+  if (now + EPSILON_MS < allowAt) {
     return { allowed: false, remaining: 0, retryAfterMs: allowAt - now, resetMs: base - now, tat: base };
   }
-  return { allowed: true, remaining: Math.floor((now - allowAt) / shape.intervalMs), retryAfterMs: 0, resetMs: next - now, tat: next };
+  return { allowed: true, remaining: Math.max(0, Math.floor((now - allowAt) / shape.intervalMs)), retryAfterMs: 0, resetMs: next - now, tat: next };
 }
 
 export function bucketShape(limit: { readonly requests: number; readonly per: number }, burst: number | undefined): BucketShape {

@@ -39,6 +39,20 @@ describe('GCRA token bucket', () => {
     expect(admitted).toBe(3 + 100);
   });
 
+  it('admits every call of a caller that keeps exactly to the rate, even when the interval is no round number', () => {
+    for (const shape of [bucketShape({ requests: 3, per: 1000 }, 1), bucketShape({ requests: 7, per: 1000 }, 2), bucketShape({ requests: 1, per: 3 }, 1)]) {
+      let tat: number | undefined;
+      const refusedAt: number[] = [];
+      for (let k = 0; k < 1000; k++) {
+        const now = 5 + k * shape.intervalMs; // a fresh caller pacing itself at the rate
+        const r = takeToken(tat, now, shape);
+        tat = r.tat;
+        if (!r.allowed) refusedAt.push(k);
+      }
+      expect(refusedAt).toEqual([]);
+    }
+  });
+
   it('defaults the burst to the requests of the period', () => {
     expect(bucketShape({ requests: 5, per: 60_000 }, undefined)).toEqual({ intervalMs: 12_000, burst: 5 });
   });
