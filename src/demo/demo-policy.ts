@@ -7,7 +7,7 @@ import { startPolicyServer } from '../policy-server/policy-server.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { DemoCa } from './demo-ca.ts';
 
-/** What the demo mesh allows: frontend may read and create orders; nothing else reaches orders. */
+/** What the demo mesh allows: frontend may read and create orders (two creations a minute); nothing else reaches orders. */
 const DEMO_POLICY = `apiVersion: meshgate.dev/v1
 kind: AuthorizationPolicy
 metadata: { name: frontend-to-orders, namespace: default }
@@ -18,6 +18,17 @@ spec:
     - name: orders-api
       from: [{ principals: ["spiffe://cluster.local/ns/default/sa/frontend"] }]
       to: [{ methods: [GET, POST], paths: ["/orders", "/orders/*"] }]
+---
+apiVersion: meshgate.dev/v1
+kind: RateLimitPolicy
+metadata: { name: order-writes, namespace: default }
+spec:
+  selector: { services: [orders] }
+  rules:
+    - name: per-caller
+      match: { methods: [POST], paths: ["/orders"] }
+      key: [source.principal]
+      limit: { requests: 2, per: 1m }
 `;
 
 export interface DemoPolicyServer {
@@ -27,7 +38,7 @@ export interface DemoPolicyServer {
   close(): Promise<void>;
 }
 
-/** A policy server for the demo, in the CA's temp folder, with one AuthorizationPolicy. */
+/** A policy server for the demo, in the CA's temp folder, with one AuthorizationPolicy and one RateLimitPolicy. */
 export async function startDemoPolicyServer(ca: DemoCa, deps: { clock: Clock; random: Random; logger: Logger }): Promise<DemoPolicyServer> {
   const folder = path.join(ca.dir, 'policies');
   await mkdir(path.join(folder, 'default'), { recursive: true });

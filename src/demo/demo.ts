@@ -70,6 +70,8 @@ export async function runDemo(args: string[]): Promise<number> {
     { from: 'frontend', to: 'orders', method: 'DELETE', path: '/orders/42' },
     { from: 'frontend', to: 'orders', method: 'GET', path: '/admin/users' },
     { from: 'frontend', to: 'payments', method: 'GET', path: '/charge' },
+    { from: 'frontend', to: 'orders', method: 'POST', path: '/orders', body: '{"item":"pen","qty":2}' },
+    { from: 'frontend', to: 'orders', method: 'POST', path: '/orders', body: '{"item":"ink","qty":1}' }, // third creation this minute: 429
   ];
   let failures = 0;
   for (let i = 0; i < rounds; i++) {
