@@ -1,4 +1,3 @@
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -6,17 +5,12 @@ import { ECHO_BODY } from './lib/echo-body.ts';
 import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
 import type { FiltersRow } from './lib/filters-report.ts';
 import { createFiltersOffTarget, createFiltersOnTarget } from './lib/filters-targets.ts';
-import { probe } from './lib/http-probe.ts';
-import { createAutocannonGenerator } from './lib/load-autocannon.ts';
-import { createWrkGenerator } from './lib/load-wrk.ts';
-import type { LoadGenerator, LoadResult } from './lib/load.ts';
+import { chooseLoadGenerator, installExitHooks, measureTarget, selectTargets, startWatchdog } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { startNodeServer } from './lib/node-server.ts';
-import { createProcessGroup, findExecutable } from './lib/processes.ts';
-import type { ProcessGroup } from './lib/processes.ts';
+import { createProcessGroup } from './lib/processes.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
-import { measureRuns } from './lib/measure.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import type { Target, TargetContext } from './lib/target.ts';
 
@@ -38,78 +32,26 @@ function log(message: string): void {
   process.stderr.write(`[bench:filters] ${message}\n`);
 }
 
-function chooseLoadGenerator(group: ProcessGroup, settings: BenchSettings): LoadGenerator {
-  const wrk = findExecutable('wrk', process.env['PATH']);
-  if (settings.loadGenerator === 'wrk' && wrk === undefined) throw new Error('BENCH_LOADGEN=wrk but wrk is not installed (apt-get install -y wrk)');
-  if (wrk !== undefined && settings.loadGenerator !== 'autocannon') {
-    const version = /^wrk\s+(\S+)/m.exec(spawnSync(wrk, ['-v'], { encoding: 'utf8', timeout: 5000 }).stdout ?? '')?.[1] ?? 'unknown';
-    return createWrkGenerator(group, wrk, version);
-  }
-  log('wrk not found; using autocannon (figures are not comparable with wrk runs)');
-  return createAutocannonGenerator();
-}
-
-async function measure(target: Target, context: TargetContext, loadgen: LoadGenerator, settings: BenchSettings): Promise<FiltersRow> {
-  const base = { id: target.id, label: target.label, runs: [] as LoadResult[] };
-  log(`${target.id}: starting`);
-  let start;
-  try {
-    start = await target.start(context);
-  } catch (err) {
-    const reason = (err as Error).message.split('\n')[0] ?? 'error';
-    log(`${target.id}: failed (${reason})`);
-    return { ...base, status: 'failed', reason };
-  }
-  if (!start.ok) {
-    log(`${target.id}: skipped (${start.reason})`);
-    return { ...base, status: 'skipped', reason: start.reason };
-  }
-  const { url, headers, stop } = start.started;
-  try {
-    // The load request itself must pass every filter and reach the upstream.
-    const res = await probe(url, headers, 3000);
-    if (res.status !== 200 || res.body !== ECHO_BODY) {
-      const reason = `pre-flight GET ${url} got HTTP ${res.status}, body ${JSON.stringify(res.body.slice(0, 120))}`;
-      log(`${target.id}: failed (${reason})`);
-      return { ...base, status: 'failed', reason };
-    }
-    const request = { url, headers, connections: settings.connections };
-    const measured = await measureRuns(loadgen, request, settings, target.id, log);
-    return { ...base, status: 'ok', ...measured };
-  } catch (err) {
-    const reason = (err as Error).message.split('\n')[0] ?? 'error';
-    log(`${target.id}: failed (${reason})`);
-    return { ...base, status: 'failed', reason };
-  } finally {
-    await stop();
-  }
-}
-
 async function main(): Promise<number> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(`usage: npm run bench:filters\n\n${SETTINGS_HELP}\n  (BENCH_TARGETS ids: ${ROWS.map((r) => r.id).join(', ')})\n`);
     return 0;
   }
   let settings: BenchSettings;
+  let rowsToRun: readonly Target[];
   try {
     settings = readSettings(process.env);
+    rowsToRun = selectTargets(ROWS, settings);
   } catch (err) {
     process.stderr.write(`bench:filters: ${(err as Error).message}\n\n${SETTINGS_HELP}\n`);
     return 2;
   }
-  const rowsToRun = settings.targets ? ROWS.filter((r) => settings.targets!.includes(r.id)) : ROWS;
   const group = createProcessGroup();
-  process.on('SIGINT', () => void group.stopAll(1000).finally(() => process.exit(130)));
-  process.on('SIGTERM', () => void group.stopAll(1000).finally(() => process.exit(143)));
-  process.on('exit', () => group.killAllSync());
-  const perRowS = settings.startTimeoutMs / 1000 + 10 + settings.warmupS + 20 + settings.runs * (settings.durationS + 20);
-  setTimeout(() => {
-    log('watchdog: run overran; stopping');
-    group.killAllSync();
-    process.exit(1);
-  }, (60 + rowsToRun.length * perRowS) * 1000).unref();
+  const interrupt = new AbortController();
+  installExitHooks(group, interrupt, log);
+  startWatchdog(group, settings, rowsToRun.length, log);
   try {
-    const loadgen = chooseLoadGenerator(group, settings);
+    const loadgen = chooseLoadGenerator(group, settings, log);
     const busy = await busyShare(1000);
     const describe =
       `${loadgen.name} ${loadgen.version}, ${settings.connections} connections, ${settings.durationS}s x ${settings.runs} runs (median), ` +
@@ -126,7 +68,12 @@ async function main(): Promise<number> {
       pathEnv: process.env['PATH'],
     };
     const rows: FiltersRow[] = [];
-    for (const target of rowsToRun) rows.push(await measure(target, context, loadgen, settings));
+    for (const target of rowsToRun) {
+      const row = await measureTarget(target, context, loadgen, settings, log);
+      // Killed children make failed rows; an interrupted run must not pass them off as results.
+      if (interrupt.signal.aborted) return 130;
+      rows.push(row);
+    }
     await upstream.child.stop();
 
     const summary = filtersSummary(rows);

@@ -1,21 +1,15 @@
-import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, platform, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
-import { probe } from './lib/http-probe.ts';
-import { createAutocannonGenerator } from './lib/load-autocannon.ts';
-import { createWrkGenerator } from './lib/load-wrk.ts';
-import type { LoadGenerator, LoadResult } from './lib/load.ts';
+import { chooseLoadGenerator, installExitHooks, measureTarget, selectTargets, startWatchdog, versionOf } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
-import type { ProcessGroup } from './lib/processes.ts';
 import { renderTable } from './lib/report.ts';
 import type { RowResult } from './lib/report.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
-import { measureRuns } from './lib/measure.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createHttpProxyTarget } from './lib/target-http-proxy.ts';
 import { createMeshgateInboundTarget, createMeshgateTwoHopTarget } from './lib/target-meshgate.ts';
@@ -45,95 +39,6 @@ function log(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
 }
 
-/** On a signal: abort the run (no table, latest.json untouched), stop children, exit. */
-function installExitHooks(group: ProcessGroup, interrupt: AbortController): void {
-  const onSignal = (signal: NodeJS.Signals, code: number) => {
-    if (interrupt.signal.aborted) {
-      // Second Ctrl-C: do not wait for anything.
-      group.killAllSync();
-      process.exit(code);
-    }
-    interrupt.abort();
-    log(`${signal}: stopping children`);
-    void group.stopAll(1000).finally(() => process.exit(code));
-  };
-  process.on('SIGINT', () => onSignal('SIGINT', 130));
-  process.on('SIGTERM', () => onSignal('SIGTERM', 143));
-  process.on('SIGHUP', () => onSignal('SIGHUP', 129));
-  // Whatever else ends the process (a throw, process.exit) still takes the children with it.
-  process.on('exit', () => group.killAllSync());
-}
-
-/** Ends the process if the whole run overruns its worst-case length by a margin. */
-function startWatchdog(group: ProcessGroup, settings: BenchSettings, targetCount: number): void {
-  const perTargetS = settings.startTimeoutMs / 1000 + 10 + settings.warmupS + 20 + settings.runs * (settings.durationS + 20);
-  const limitS = Math.ceil(30 + targetCount * perTargetS);
-  setTimeout(() => {
-    log(`watchdog: run exceeded ${limitS}s, killing children`);
-    group.killAllSync();
-    process.exit(1);
-  }, limitS * 1000).unref();
-}
-
-function versionOf(binary: string, args: readonly string[], pattern: RegExp): string {
-  const result = spawnSync(binary, args, { encoding: 'utf8', timeout: 5000 });
-  const text = `${result.stdout ?? ''}${result.stderr ?? ''}`;
-  return pattern.exec(text)?.[1] ?? 'unknown';
-}
-
-function chooseLoadGenerator(group: ProcessGroup, settings: BenchSettings): LoadGenerator {
-  const wrk = findExecutable('wrk', process.env['PATH']);
-  if (settings.loadGenerator === 'wrk' && wrk === undefined) throw new Error('BENCH_LOADGEN=wrk but wrk is not installed (apt-get install -y wrk)');
-  if (wrk !== undefined && settings.loadGenerator !== 'autocannon') {
-    return createWrkGenerator(group, wrk, versionOf(wrk, ['-v'], /^wrk\s+(\S+)/m));
-  }
-  if (wrk === undefined) log('wrk not found; using autocannon (figures are not comparable with wrk runs)');
-  return createAutocannonGenerator();
-}
-
-function selectTargets(settings: BenchSettings): readonly Target[] {
-  if (settings.targets === undefined) return ALL_TARGETS;
-  const known = new Set(ALL_TARGETS.map((t) => t.id));
-  const unknown = settings.targets.filter((id) => !known.has(id));
-  if (unknown.length > 0) throw new Error(`BENCH_TARGETS: unknown ${unknown.join(', ')} (known: ${[...known].join(', ')})`);
-  return ALL_TARGETS.filter((t) => settings.targets!.includes(t.id));
-}
-
-async function measureTarget(target: Target, context: TargetContext, loadgen: LoadGenerator, settings: BenchSettings): Promise<RowResult> {
-  const base = { id: target.id, label: target.label, runs: [] as LoadResult[] };
-  log(`${target.id}: starting`);
-  const start = await target.start(context);
-  if (!start.ok) {
-    log(`${target.id}: skipped (${start.reason})`);
-    return { ...base, status: 'skipped', reason: start.reason };
-  }
-  const { url, headers, stop } = start.started;
-  try {
-    // A proxy that answers, but not with the upstream's body, would make every figure meaningless.
-    try {
-      const res = await probe(url, headers, 3000);
-      if (res.status !== 200 || res.body !== ECHO_BODY) {
-        const reason = `pre-flight GET ${url} got HTTP ${res.status}, body ${JSON.stringify(res.body.slice(0, 120))}`;
-        log(`${target.id}: failed (${reason})`);
-        return { ...base, status: 'failed', reason };
-      }
-    } catch (err) {
-      const reason = `pre-flight GET ${url}: ${(err as Error).message}`;
-      log(`${target.id}: failed (${reason})`);
-      return { ...base, status: 'failed', reason };
-    }
-    const request = { url, headers, connections: settings.connections };
-    const measured = await measureRuns(loadgen, request, settings, target.id, log);
-    return { ...base, status: 'ok', ...measured };
-  } catch (err) {
-    const reason = (err as Error).message.split('\n')[0] ?? 'error';
-    log(`${target.id}: failed (${reason})`);
-    return { ...base, status: 'failed', reason };
-  } finally {
-    await stop();
-  }
-}
-
 async function main(): Promise<number> {
   if (process.argv.includes('--help') || process.argv.includes('-h')) {
     process.stdout.write(`usage: npm run bench\n\n${SETTINGS_HELP}\n`);
@@ -143,7 +48,7 @@ async function main(): Promise<number> {
   let targets: readonly Target[];
   try {
     settings = readSettings(process.env);
-    targets = selectTargets(settings);
+    targets = selectTargets(ALL_TARGETS, settings);
   } catch (err) {
     process.stderr.write(`bench: ${(err as Error).message}\n\n${SETTINGS_HELP}\n`);
     return 2;
@@ -151,10 +56,10 @@ async function main(): Promise<number> {
 
   const group = createProcessGroup();
   const interrupt = new AbortController();
-  installExitHooks(group, interrupt);
-  startWatchdog(group, settings, targets.length);
+  installExitHooks(group, interrupt, log);
+  startWatchdog(group, settings, targets.length, log);
   try {
-    const loadgen = chooseLoadGenerator(group, settings);
+    const loadgen = chooseLoadGenerator(group, settings, log);
     const nginx = findExecutable('nginx', process.env['PATH']);
     const busy = await busyShare(1000);
     const environment = {
@@ -186,7 +91,7 @@ async function main(): Promise<number> {
 
     const measured: RowResult[] = [];
     for (const target of targets) {
-      const row = await measureTarget(target, context, loadgen, settings);
+      const row = await measureTarget(target, context, loadgen, settings, log);
       // Killed children make failed rows; an interrupted run must not pass them off as results.
       if (interrupt.signal.aborted) return 130;
       measured.push(row);

@@ -74,3 +74,16 @@ export async function readListeningPort(child: Child, firstLine: Promise<string>
     clearTimeout(timer);
   }
 }
+
+/** GET `url`, retried every 100 ms while the connection is refused, up to `deadlineMs`. */
+export async function probeUntilListening(url: string, headers: Readonly<Record<string, string>>, deadlineMs: number): Promise<ProbeResponse> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    try {
+      return await probe(url, headers, 3000);
+    } catch (err) {
+      if (Date.now() >= deadline || !/ECONNREFUSED/.test((err as Error).message)) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}

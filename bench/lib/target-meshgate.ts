@@ -91,7 +91,7 @@ export async function startMeshgateSidecar(context: TargetContext, entry: 'inbou
     entry === 'inbound'
       ? { url: `http://127.0.0.1:${ports.inbound}/`, headers: {} }
       : { url: `http://127.0.0.1:${ports.outbound}/`, headers: { Host: SERVICE } };
-  return { ok: true, started: { ...started, stop: () => child.stop(), pgid: child.process.pid } };
+  return { ok: true, started: { ...started, stop: () => child.stop(), pgid: child.process.pid, adminUrl: `http://127.0.0.1:${ports.admin}` } };
 }
 
 /**

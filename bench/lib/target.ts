@@ -23,6 +23,8 @@ export interface StartedTarget {
   readonly stop: () => Promise<void>;
   /** Process group of the target's processes, for CPU accounting (bench:telemetry). */
   readonly pgid?: number | undefined;
+  /** A meshgate row's admin listener, e.g. http://127.0.0.1:40125 (bench:ratelimit reads /metrics). */
+  readonly adminUrl?: string | undefined;
 }
 
 export type TargetStart =
