@@ -65,6 +65,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessL
       rule: a.rule,
       decision_id: a.decisionId,
       ratelimit: a.rateLimit,
+      shadow_denials: a.shadowDenials,
       route: a.route,
       upstream: a.upstream,
       retries: a.retries,
