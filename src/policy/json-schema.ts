@@ -15,7 +15,9 @@ const MAX_POINTER = 120;
 const MAX_MESSAGE = 160;
 
 /**
- * A compiler of ValidationPolicy JSON Schemas, made once per snapshot (an ajv
+ * A compiler of ValidationPolicy JSON Schemas: the policy validator compiles
+ * each schema once to refuse what ajv cannot compile, and the validate filter
+ * makes one per snapshot to check bodies against them (an ajv
  * instance with formats costs milliseconds; each schema then about one). The
  * policy validator already allows only local `$ref` ("#...") and checks every
  * regex for catastrophic backtracking; ajv gets no `loadSchema`, so a

@@ -3,8 +3,8 @@ import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
 import type { ValidationPolicySpec, ValidationRule } from '../../policy/kinds/validation-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import { createJsonSchemaCompiler } from './json-schema.ts';
-import type { JsonSchemaCheck } from './json-schema.ts';
+import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
+import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
 
 /*
  * ValidationPolicy rules compiled once per snapshot, and the checks of one

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { createJsonSchemaCompiler } from '../json-schema.ts';
 import type { PolicyLimits } from '../limits.ts';
 import { byteSize, documentSchema, headerName, mode, refineUniqueNames, ruleName, schemaParts } from './common.ts';
 import type { RegexUse } from './common.ts';
@@ -8,7 +9,8 @@ import type { RegexUse } from './common.ts';
  * Schema is kept as written (the validate filter compiles it); here it is only
  * made safe to compile: every `pattern` and `patternProperties` key is a regex
  * checked for catastrophic backtracking, and `$ref` may only point inside the
- * schema (`#...`): nothing is ever fetched.
+ * schema (`#...`): nothing is ever fetched. A schema ajv cannot compile is
+ * refused here, so it never reaches a sidecar.
  */
 
 const CHECK_FIELDS = ['maxBodyBytes', 'contentTypes', 'requiredHeaders', 'maxHeaderBytes', 'jsonSchema'] as const;
@@ -43,17 +45,40 @@ function walkJsonSchema(node: unknown, path: (string | number)[], visit: (key: s
   }
 }
 
+function compiles(source: string): boolean {
+  try {
+    new RegExp(source, 'u');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function validationPolicySpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
+  let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined; // made on the first schema: most validators see none
   const jsonSchema = z.record(z.string(), z.unknown()).superRefine((schema, ctx) => {
+    let safe = true;
     walkJsonSchema(schema, [], (key, value, path) => {
       if (key === '$ref' && (typeof value !== 'string' || !value.startsWith('#'))) {
+        safe = false;
         ctx.addIssue({ code: 'custom', path, message: 'only local references ("#/...") are allowed: nothing is fetched' });
       }
       if (key === 'pattern' && typeof value !== 'string') {
+        safe = false;
         ctx.addIssue({ code: 'custom', path, message: 'expected a regular expression string' });
       }
+      // An invalid regex is reported by the regex check, with its path: not twice.
+      if (key === 'pattern' && typeof value === 'string' && !compiles(value)) safe = false;
+      if (key === 'patternProperties' && value !== null && typeof value === 'object' && !Object.keys(value).every(compiles)) safe = false;
     });
+    if (!safe) return;
+    try {
+      compile ??= createJsonSchemaCompiler();
+      compile(schema);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `not a JSON Schema ajv can compile: ${(err as Error).message.slice(0, 200)}` });
+    }
   });
   const rule = z
     .strictObject({
