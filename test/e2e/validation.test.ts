@@ -197,9 +197,10 @@ describe('ValidationPolicy through the inbound listener', () => {
     expect(await post('/uploads/blob', 'x', { 'content-type': 'text/plain' })).toMatchObject({ status: 400, json: { code: 'validate.missing_header', reason: 'missing required header x-tenant' } });
   });
 
-  it('a shadow rule never refuses; its failures are counted', async () => {
-    const res = await post('/orders', JSON.stringify({ item: 'ABC-1', qty: 1 }), { 'content-type': 'application/json' });
+  it('a shadow rule never refuses; its failures are counted and in the access log', async () => {
+    const res = await post('/orders', JSON.stringify({ item: 'ABC-1', qty: 1 }), { 'content-type': 'application/json', 'x-request-id': 'shadow-1' });
     expect(res.status).toBe(200);
+    expect(sidecar.logs.find((l) => l.log === 'access' && l.request_id === 'shadow-1')).toMatchObject({ status: 200, shadow_denials: ['shop/next-version#api-version'] });
     const text = await metrics();
     expect(text).toMatch(/meshgate_shadow_denials_total\{policy="shop\/next-version",rule="api-version"\} [1-9]/);
     expect(text).toMatch(/meshgate_validation_decisions_total\{policy="shop\/next-version",rule="api-version",decision="shadow_failed"\} [1-9]/);
