@@ -120,6 +120,13 @@ describe('validate filter: what is read, when', () => {
     expect(chunked.t.produced()).toBeLessThanOrEqual(100 * KiB + 2 * 16 * KiB);
   });
 
+  it('a caller that resets while its body is read gets request.cancelled, and no rule is counted', async () => {
+    const doc = validation('schema', { rules: [{ name: 'r', jsonSchema: { type: 'object' } }] });
+    const { verdict, decisions } = await run([doc], { headers: json, generated: 1 * MiB, resetAfter: 2 * 16 * KiB });
+    expect(verdict).toMatchObject({ kind: 'respond', code: 'request.cancelled', reason: 'aborted' });
+    expect(decisions).toEqual([]);
+  });
+
   it('gRPC: the binary body is never read for a schema; header checks still apply', async () => {
     const doc = validation('grpc', { rules: [{ name: 'r', requiredHeaders: ['x-tenant'], jsonSchema: { type: 'object' } }] });
     const ok = await run([doc], { grpc: true, headers: tenant, body: Buffer.from([0, 0, 0, 0, 1, 9]) });

@@ -26,6 +26,8 @@ export interface CallInput {
   grpc?: boolean;
   /** A generated chunked body of this many bytes, in 16 KiB chunks; `produced()` says how many the filter pulled. */
   generated?: number;
+  /** With `generated`: the caller resets the stream after this many bytes. */
+  resetAfter?: number;
 }
 
 export interface TestCall {
@@ -49,6 +51,7 @@ export function testCall(over: CallInput = {}): TestCall {
     source = new Readable({
       highWaterMark: CHUNK,
       read() {
+        if (over.resetAfter !== undefined && produced >= over.resetAfter) return void this.destroy(new Error('aborted'));
         if (produced >= total) return void this.push(null);
         const size = Math.min(CHUNK, total - produced);
         produced += size;
