@@ -198,6 +198,9 @@ export const sidecarConfigSchema = z.strictObject({
       http2MaxConcurrentStreams: z.number().int().min(1).default(250).describe('Concurrent HTTP/2 streams per connection.'),
       http2MaxSessionMemory: z.number().int().min(1).default(10).describe('HTTP/2 session memory cap in MiB.'),
       maxBodyBuffer: byteSize.default(1_048_576).describe('Largest body a filter may buffer.'),
+      maxBufferedBodies: byteSize
+        .default(33_554_432)
+        .describe('Request body bytes all calls together may hold in memory while filters read them; past it a call that needs its body read gets 503 sidecar.overloaded. At least maxBodyBuffer.'),
     })
     .prefault({})
     .describe('Hardening limits, set explicitly on every listener.'),
@@ -279,6 +282,9 @@ export const sidecarConfigSchema = z.strictObject({
     .prefault({})
     .describe('Traces and metrics (logs are under `log`).'),
 }).superRefine((config, ctx) => {
+  if (config.limits.maxBufferedBodies < config.limits.maxBodyBuffer) {
+    ctx.addIssue({ code: 'custom', path: ['limits', 'maxBufferedBodies'], message: `must be at least limits.maxBodyBuffer (${config.limits.maxBodyBuffer} bytes), or no body could ever be read whole` });
+  }
   if (config.mtls.mode !== 'DISABLE' && !config.identity) {
     ctx.addIssue({ code: 'custom', path: ['identity'], message: `missing required field (mtls.mode is ${config.mtls.mode}; set identity, or mtls.mode: DISABLE for a plaintext mesh)` });
   }

@@ -65,7 +65,9 @@ export type BodyRead =
   /** More than `limit` bytes arrived; reading stopped there (the rest is still unread). */
   | { readonly kind: 'too_large'; readonly received: number }
   /** The caller reset the stream or the connection before the body ended. */
-  | { readonly kind: 'failed'; readonly reason: string };
+  | { readonly kind: 'failed'; readonly reason: string }
+  /** The sidecar-wide budget for buffered bodies (limits.maxBufferedBodies) is in use by other calls. */
+  | { readonly kind: 'over_budget' };
 
 export interface CallAnnotations {
   decision?: 'allow' | 'deny';

@@ -196,6 +196,11 @@ export const REASON_CODES = {
     grpc: GrpcStatus.CANCELLED,
     description: 'The caller went away before the response was complete (logged, never sent).',
   },
+  'sidecar.overloaded': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The sidecar sheds the call to stay within its memory bounds: every byte of limits.maxBufferedBodies is held by other calls whose bodies a filter is reading. Retryable; retry-after says when.',
+  },
   'filter.error': {
     http: 500,
     grpc: GrpcStatus.INTERNAL,

@@ -11,6 +11,7 @@ import { forward } from '../proxy/forward.ts';
 import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import type { BodyBudget } from '../proxy/body-budget.ts';
 import { createRequestBody } from '../proxy/request-body.ts';
 import type { ForwardableBody } from '../proxy/request-body.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
@@ -37,6 +38,8 @@ export interface InboundStackDeps {
   /** Verified SPIFFE ID of the peer; undefined until mTLS lands on this listener. */
   readonly peerPrincipal: (req: DownstreamRequest) => string | undefined;
   readonly telemetry: CallTelemetry;
+  /** Bytes of request bodies all calls may hold while filters read them (limits.maxBufferedBodies); unbounded without. */
+  readonly bodyBudget?: BodyBudget;
   /**
    * Told of every call the chain refused (not of upstream failures), after the
    * reply is sent: the auto-ban list counts them (src/filters/ip-access/ban-list.ts).
@@ -56,7 +59,9 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // codec: method, path, authority
     if ('code' in target) return rejectMalformed('inbound', req, res, target, telemetry); // 400: malformed, or a path refused by normalization
-    const body = createRequestBody(req); // read only if a filter needs it (validate); otherwise streamed untouched
+    const budget = deps.bodyBudget;
+    // Read only if a filter needs it (validate), within the sidecar's memory budget; otherwise streamed untouched.
+    const body = createRequestBody(req, budget && { budget, onCallEnd: (release) => res.once('close', release) });
     const call = createCallContext(req, target, {
       direction: 'inbound',
       startedAt,

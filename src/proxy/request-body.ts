@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { BodyRead, RequestBody } from '../core/call-context.ts';
 import { requestBody } from './call.ts';
+import type { BodyBudget } from './body-budget.ts';
 import type { DownstreamRequest } from './listener.ts';
 
 /** The stack's side of a call's body: filters see `RequestBody`, the stack also forwards it. */
@@ -30,9 +31,18 @@ const NO_BODY: ForwardableBody = Object.freeze({
  * first chunk beyond the limit and pauses the stream there: at most `limit`
  * plus one codec chunk (64 KiB for HTTP/1.1, a DATA frame for HTTP/2) is held.
  */
-export function createRequestBody(req: DownstreamRequest): ForwardableBody {
+export function createRequestBody(
+  req: DownstreamRequest,
+  /** Shared by every call of the sidecar; bytes held by this call are returned to it when `onCallEnd` fires. */
+  memory?: { readonly budget: BodyBudget; readonly onCallEnd: (release: () => void) => void },
+): ForwardableBody {
   const live = requestBody(req);
   if (live === null) return NO_BODY;
+  let reserved = 0;
+  if (memory) memory.onCallEnd(() => {
+    memory.budget.release(reserved);
+    reserved = 0;
+  });
   const declaredLength = declaredLengthOf(req);
   let result: Promise<BodyRead> | undefined;
   // Invariant: `chunks` holds every byte consumed from `live` until forwardable() hands them on.
@@ -51,6 +61,16 @@ export function createRequestBody(req: DownstreamRequest): ForwardableBody {
         resolve(outcome);
       };
       const onData = (chunk: Buffer): void => {
+        if (memory) {
+          if (!memory.budget.reserve(chunk.length)) {
+            // Kept and forwarded if the call goes on, but not counted: it was already in memory.
+            chunks.push(chunk);
+            source.pause();
+            settle('partial', { kind: 'over_budget' });
+            return;
+          }
+          reserved += chunk.length;
+        }
         received += chunk.length;
         chunks.push(chunk);
         if (received > limit) {

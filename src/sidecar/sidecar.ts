@@ -25,6 +25,7 @@ import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
 import { createEdgeTls } from '../identity/edge-tls.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
+import { createBodyBudget } from '../proxy/body-budget.ts';
 import { startRateLimiting } from './rate-limiting.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
 import { startWorkloadPolicy } from './workload-policy.ts';
@@ -75,7 +76,10 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     certNotAfterMs: () => identity?.manager.current()?.facts.notAfter.getTime(),
     bannedAddresses: () => banList.size(),
     localBuckets: () => rateLimiting?.runtime.local.size ?? 0,
+    bufferedBodyBytes: () => bodyBudget.inUse(),
   });
+  // One memory bound for the request bodies filters read, shared by the mesh and edge listeners.
+  const bodyBudget = createBodyBudget(config.limits.maxBufferedBodies);
   // Created once: bans and denial counts outlive the chain rebuilt on every policy snapshot.
   let lastEvictionWarning = Number.NEGATIVE_INFINITY;
   const banList = createBanList({
@@ -245,6 +249,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       // Only mesh connections carry a principal; edge callers never do.
       peerPrincipal: (req) => (edge ? undefined : inbound.peerPrincipal(req)),
       telemetry,
+      bodyBudget,
       onRefused: (call, verdict) => banList.recordDenial(call, verdict.code), // every filter's refusals count toward auto-ban
     });
   const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls);

@@ -29,6 +29,7 @@ export interface SidecarMetrics {
   readonly rateLimitDecisions: Counter<'policy' | 'rule' | 'decision'>;
   readonly rateLimitBucketEvictions: Counter;
   readonly rateLimitLocalBuckets: Gauge;
+  readonly bufferedBodyBytes: Gauge;
 }
 
 export function createSidecarMetrics(opts: {
@@ -41,6 +42,8 @@ export function createSidecarMetrics(opts: {
   bannedAddresses?: () => number;
   /** Local rate-limit buckets in memory right now, read at scrape time. */
   localBuckets?: () => number;
+  /** Request body bytes held for filters right now (limits.maxBufferedBodies), read at scrape time. */
+  bufferedBodyBytes?: () => number;
 }): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
@@ -149,6 +152,14 @@ export function createSidecarMetrics(opts: {
       registers,
       collect() {
         this.set(opts.localBuckets?.() ?? 0);
+      },
+    }),
+    bufferedBodyBytes: new Gauge({
+      name: 'meshgate_buffered_body_bytes',
+      help: 'Request body bytes held in memory while filters read them; calls needing more than limits.maxBufferedBodies allows get 503 sidecar.overloaded.',
+      registers,
+      collect() {
+        this.set(opts.bufferedBodyBytes?.() ?? 0);
       },
     }),
     certExpiry: new Gauge({

@@ -7,15 +7,12 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
-import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
-import { createPolicyValidator } from '../../src/policy/validate.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { policyDoc, writeSnapshot as writeStaticSnapshot } from '../helpers/static-policy.ts';
 
 /*
  * Input validation through the real inbound listener. The policy is a
@@ -25,26 +22,8 @@ import type { TestSidecar } from '../helpers/sidecar.ts';
  */
 
 const MiB = 1024 * 1024;
-const model = createPolicyValidator();
-
-function doc(kind: string, name: string, spec: Record<string, unknown>): PolicyDocument {
-  const result = model.validate({ apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec }, { file: 'test', index: 0 });
-  if (!result.ok) throw new Error(JSON.stringify(result.errors));
-  return result.document.document;
-}
-
-async function writeSnapshot(stateDir: string, documents: PolicyDocument[]): Promise<void> {
-  const store = createPolicySnapshotStore({ file: snapshotFileFor(stateDir, { service: 'orders', namespace: 'shop' }), logger: createLogger({ level: 'silent', name: 'test' }) });
-  store.apply(
-    {
-      version: 'static-validation',
-      documents: documents.map((d) => ({ kind: d.kind, namespace: 'shop', name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d) })),
-      services: [],
-    },
-    Date.now(),
-  );
-  await store.flush();
-}
+const doc = policyDoc;
+const writeSnapshot = (stateDir: string, documents: PolicyDocument[]) => writeStaticSnapshot(stateDir, { service: 'orders' }, documents);
 
 const input = doc('ValidationPolicy', 'orders-input', {
   rules: [

@@ -107,6 +107,11 @@ export function createValidateFilter(documents: readonly PolicyDocument[], opts:
     for (const rule of pending) limit = Math.max(limit, bodyNeed(rule, state.call, state.body)!);
     const read: BodyRead = await body.read(limit);
     if (read.kind === 'failed') return respond('request.cancelled', read.reason);
+    if (read.kind === 'over_budget') {
+      // The check cannot be made now: an enforcing rule fails closed (retryable), shadow rules let it pass unchecked.
+      if (pending.every((rule) => rule.shadow)) return CONTINUE;
+      return respond('sidecar.overloaded', 'the sidecar holds as many request bodies as it may (limits.maxBufferedBodies); retry shortly', { headers: { 'retry-after': '1' } });
+    }
     let parsed: ParsedJson | undefined;
     const json = (): ParsedJson => (parsed ??= parseJsonBody((read as Extract<BodyRead, { kind: 'complete' }>).bytes));
     for (const rule of pending) {

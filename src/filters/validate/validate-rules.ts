@@ -159,7 +159,7 @@ export function parseJsonBody(bytes: Buffer): ParsedJson {
 
 /** The checks on the body as read (`read` covers at least `bodyNeed(rule)` bytes). */
 export function checkBody(rule: CompiledValidationRule, read: BodyRead, body: BodyFacts, json: () => ParsedJson): RuleFailure | undefined {
-  if (read.kind === 'failed') return undefined; // the filter answers for the call: nobody is left to refuse
+  if (read.kind === 'failed' || read.kind === 'over_budget') return undefined; // the filter answers for the call itself
   const ownLimit = Math.min(rule.maxBodyBytes ?? Infinity, body.bufferLimit);
   const size = read.kind === 'complete' ? read.bytes.length : Infinity;
   if (size > ownLimit) {
