@@ -31,6 +31,12 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNIMPLEMENTED,
     description: 'No service or route matches the request authority, path, method or headers.',
   },
+  'route.unknown_version': {
+    // 404 like route.not_found: the request is well-formed, what it names does not exist (or no longer does, once operators remove a version).
+    http: 404,
+    grpc: GrpcStatus.NOT_FOUND,
+    description: 'The call pins a version (x-meshgate-version) that the Route of its destination does not declare; the reply does not list the versions.',
+  },
   'request.malformed': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,

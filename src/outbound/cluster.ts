@@ -16,6 +16,11 @@ export interface ClusterEvents {
   onReturn?(service: string, endpoint: string): void;
 }
 
+/** One endpoint picked for one attempt, with its labels: the outbound stack tells deprecated versions by them. */
+export interface ClusterTarget extends UpstreamTarget {
+  readonly labels: Readonly<Record<string, string>>;
+}
+
 /** Every endpoint of one service, with its balancer, circuit breaker and retry budget. */
 export interface Cluster {
   readonly key: string;
@@ -24,7 +29,7 @@ export interface Cluster {
   /** Calls in flight to this service (all endpoints). */
   active(): number;
   /** Picks an endpoint for one attempt, or undefined when none is left to try. */
-  pick(protocol: UpstreamProtocol, subset: Readonly<Record<string, string>> | undefined, tried: ReadonlySet<string>): UpstreamTarget | undefined;
+  pick(protocol: UpstreamProtocol, subset: Readonly<Record<string, string>> | undefined, tried: ReadonlySet<string>): ClusterTarget | undefined;
   endpoints(): readonly UpstreamEndpoint[];
   /** Replaces the endpoint set (registry push); unchanged endpoints keep their connections and state. */
   setEndpoints(endpoints: readonly EndpointConfig[]): void;
@@ -121,7 +126,7 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
       ep.activeRequests++;
       active++;
       const upstream = pools.get(ep)!;
-      return { dispatcher: upstream.dispatcher(protocol), label: ep.address, done: (result) => record(ep, result) };
+      return { dispatcher: upstream.dispatcher(protocol), label: ep.address, labels: ep.labels, done: (result) => record(ep, result) };
     },
     refreshConnections() {
       for (const pool of pools.values()) pool.refresh();

@@ -12,11 +12,15 @@ import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import type { Cluster, ClusterTarget } from './cluster.ts';
+import type { DeprecationReporter } from './deprecation-reporter.ts';
 import { destinationOf } from './destination.ts';
 import { createRetryPlan } from './retry-plan.ts';
 import { pickBackend } from './router.ts';
 import type { CompiledRoute } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
+import { pinnedVersion } from './versions.ts';
+import type { ServiceVersion } from './versions.ts';
 
 export interface OutboundStackDeps {
   readonly workload: { readonly service: string; readonly namespace: string };
@@ -25,12 +29,15 @@ export interface OutboundStackDeps {
   readonly filters: () => readonly Filter[];
   readonly telemetry: CallTelemetry;
   readonly random: Random;
+  /** Counts and logs calls answered by a deprecated version; absent in tests that do not look. */
+  readonly deprecations?: DeprecationReporter;
 }
 
 /**
  * The outbound data path, one step per line:
  *   listener -> destination (authority) -> CallContext -> filter chain -> route
- *   -> backend split -> balancer + outlier detection -> retries/timeout -> upstream pool
+ *   -> pinned version or backend split -> balancer + outlier detection -> retries/timeout
+ *   -> upstream pool -> deprecation headers on the response
  */
 export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
   const { telemetry } = deps;
@@ -80,9 +87,26 @@ function afterFilters(
   const route = findRoute(service.routes, call); // path, method, headers, query
   if (!route) return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no route matches this request'), recording);
   call.annotations.route = route.name;
-  const backend = pickBackend(route.backends, deps.random()); // weighted split
-  const cluster = backend && deps.registry.cluster(backend.service, backend.namespace);
-  if (!backend || !cluster) return replyDenied(deps.telemetry, call, res, respond('upstream.unavailable', 'route has no backend with weight'), recording);
+  const pinned = pinnedVersion(call.headers); // x-meshgate-version: NAME overrides the backend split
+  let cluster: Cluster | undefined;
+  let subset: Readonly<Record<string, string>> | undefined;
+  let version: ServiceVersion | undefined;
+  if (pinned !== undefined) {
+    version = service.versions?.byName(pinned);
+    // The reply names the destination only: which versions exist is the callers' Route document's business.
+    if (!version) return replyDenied(deps.telemetry, call, res, respond('route.unknown_version', `${service.cluster.key} has no version of that name`), recording);
+    cluster = service.cluster;
+    subset = version.subset; // no endpoint in it: the pick finds none and the call gets upstream.unavailable
+  } else {
+    const backend = pickBackend(route.backends, deps.random()); // weighted split
+    cluster = backend && deps.registry.cluster(backend.service, backend.namespace);
+    if (!backend || !cluster) return replyDenied(deps.telemetry, call, res, respond('upstream.unavailable', 'route has no backend with weight'), recording);
+    subset = backend.subset;
+  }
+  // Versions are label subsets of the destination's own endpoints; a backend on another service has none.
+  const versions = cluster === service.cluster && service.versions?.anyDeprecated ? service.versions : undefined;
+  const target = cluster;
+  let picked: ClusterTarget | undefined; // attempts are sequential: the last pick is the one whose response head is relayed
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
   mutateHeaders(headers, route.requestHeaders);
@@ -100,8 +124,19 @@ function afterFilters(
       timeoutMs: route.timeoutMs,
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry,
-      pick: (tried) => observeAttempt(recording, cluster.pick(protocol, backend.subset, tried), attempts++), // balancer skips ejected endpoints; each attempt an event on the span
-      mutateResponseHeaders: (out: OutgoingHttpHeaders) => mutateHeaders(out, route.responseHeaders),
+      pick: (tried) => observeAttempt(recording, (picked = target.pick(protocol, subset, tried)), attempts++), // balancer skips ejected endpoints; each attempt an event on the span
+      mutateResponseHeaders: (out: OutgoingHttpHeaders) => {
+        const deprecated = versions && picked ? versions.deprecatedVersionOf(picked.labels, version) : undefined;
+        if (deprecated) {
+          const h = deprecated.deprecation!.headers;
+          // Set before the route's own changes, so a route's responseHeaders can still remove or replace them.
+          out.sunset = h.sunset;
+          out.deprecation = h.deprecation;
+          out['x-meshgate-deprecation'] = h.message;
+          deps.deprecations?.report(target.key, deprecated);
+        }
+        mutateHeaders(out, route.responseHeaders);
+      },
     },
     res,
     (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),

@@ -5,10 +5,14 @@ import { createCluster } from './cluster.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
 import { compileRoute, defaultRoute } from './router.ts';
 import type { CompiledRoute } from './router.ts';
+import { compileVersions } from './versions.ts';
+import type { VersionConfig, VersionTable } from './versions.ts';
 
 export interface RegisteredService {
   readonly cluster: Cluster;
   readonly routes: readonly CompiledRoute[];
+  /** Named versions from the callers' Route document; undefined when it declares none. */
+  readonly versions: VersionTable | undefined;
 }
 
 /** Services the local app may call, keyed `name.namespace`, routes compiled once per update. */
@@ -20,8 +24,10 @@ export interface ServiceRegistry {
    * Replaces the whole service set (a registry push merged with the static
    * config). A service whose settings are unchanged only gets its endpoints
    * updated, keeping connections, outlier state and balancer position.
+   * `versions` (keyed `name.namespace`) are compiled here, once per update;
+   * they only name label subsets, so a change never rebuilds a cluster.
    */
-  update(configs: readonly ServiceConfig[]): void;
+  update(configs: readonly ServiceConfig[], versions?: ReadonlyMap<string, readonly VersionConfig[]>): void;
   refreshConnections(): void;
   start(signal: AbortSignal): void;
   close(): Promise<void>;
@@ -31,7 +37,7 @@ interface Entry extends RegisteredService {
   /** The config without endpoints, to tell an endpoint change from a settings change. */
   readonly settings: string;
   readonly cluster: Cluster;
-  routes: readonly CompiledRoute[];
+  readonly routes: readonly CompiledRoute[];
 }
 
 function settingsOf(config: ServiceConfig): string {
@@ -62,7 +68,7 @@ export function createServiceRegistry(
   const build = (config: ServiceConfig): Entry => {
     const cluster = createCluster(config, { ...deps, tls: deps.tlsFor?.(config) });
     if (signal) startCluster(cluster);
-    return { cluster, routes: compileRoutes(config), settings: settingsOf(config) };
+    return { cluster, routes: compileRoutes(config), settings: settingsOf(config), versions: undefined };
   };
   const startCluster = (cluster: Cluster): void => {
     const own = new AbortController();
@@ -81,16 +87,19 @@ export function createServiceRegistry(
     lookup: (name, namespace) => byKey.get(`${name}.${namespace}`),
     cluster: (name, namespace) => byKey.get(`${name}.${namespace}`)?.cluster,
     services: () => [...byKey.values()],
-    update(next) {
+    update(next, versions) {
       const updated = new Map<string, Entry>();
       for (const config of next) {
         const key = `${config.name}.${config.namespace}`;
         const current = byKey.get(key);
+        const declared = versions?.get(key);
+        const table = declared && declared.length > 0 ? compileVersions(declared) : undefined;
         if (current && current.settings === settingsOf(config)) {
           current.cluster.setEndpoints(config.endpoints);
-          updated.set(key, current);
+          // A new entry, not a mutation: a call in flight keeps the versions it started with.
+          updated.set(key, { ...current, versions: table });
         } else {
-          updated.set(key, build(config));
+          updated.set(key, { ...build(config), versions: table });
           if (current) retire(current.cluster);
         }
       }

@@ -8,6 +8,7 @@ import { createBanList } from '../filters/ip-access/ban-list.ts';
 import { parseIp } from '../filters/ip-access/client-address.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createOutboundStack } from '../outbound/outbound-stack.ts';
+import { createDeprecationReporter } from '../outbound/deprecation-reporter.ts';
 import { createServiceRegistry } from '../outbound/service-registry.ts';
 import type { CallTelemetry } from '../proxy/call-telemetry.ts';
 import { createHttpListener } from '../proxy/listener.ts';
@@ -277,6 +278,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       filters: () => outboundFilters,
       telemetry,
       random,
+      // Created once: its once-a-minute log state outlives registry updates.
+      deprecations: createDeprecationReporter({ caller: config.workload, counter: metrics.deprecatedCalls, clock, logger: logger.child({ component: 'versions' }) }),
     }),
   );
   const bound = {

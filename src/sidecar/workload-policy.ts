@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import type { SidecarConfig, ServiceConfig } from '../config/sidecar-schema.ts';
+import type { RouteConfig, SidecarConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import { registryServiceSchema } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
@@ -9,6 +9,7 @@ import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
+import type { VersionConfig } from '../outbound/versions.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from '../policy/snapshot-store.ts';
 import { createPolicySubscriber } from '../policy/subscriber.ts';
 import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from '../policy/subscriber.ts';
@@ -69,7 +70,8 @@ export async function startWorkloadPolicy(
     const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
     if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
     filters = buildInboundChain(snapshot.documents, chainOptions, missing);
-    deps.registry.update(mergeServices(snapshot.services, snapshot.documents, config, logger));
+    const merged = mergeServices(snapshot.services, snapshot.documents, config, logger);
+    deps.registry.update(merged.services, merged.versions);
     deps.metrics.policyVersion.reset();
     deps.metrics.policyVersion.set({ version: snapshot.version, source: snapshot.source }, 1);
     inForce = snapshot;
@@ -128,15 +130,25 @@ export async function startWorkloadPolicy(
 /**
  * The registry the outbound stack uses: services pushed by the policy server,
  * routes from Route documents, and the static `services:` of the config file on
- * top (an operator's override wins).
+ * top (an operator's override wins). A Route's versions apply to its
+ * destination wherever the endpoints come from: they only name label subsets,
+ * and a static entry has no versions of its own to override them with.
  */
-function mergeServices(pushed: readonly RegistryService[], documents: readonly PolicyDocument[], config: SidecarConfig, logger: Logger): ServiceConfig[] {
-  const routes = new Map<string, unknown[]>();
+function mergeServices(
+  pushed: readonly RegistryService[],
+  documents: readonly PolicyDocument[],
+  config: SidecarConfig,
+  logger: Logger,
+): { services: ServiceConfig[]; versions: Map<string, VersionConfig[]> } {
+  const routes = new Map<string, RouteConfig[]>();
+  const versions = new Map<string, VersionConfig[]>();
   for (const doc of documents) {
     if (doc.kind !== 'Route') continue;
     const ref = String(doc.spec.service);
     const key = ref.includes('.') ? ref : `${ref}.${doc.metadata.namespace}`;
-    routes.set(key, doc.spec.routes as unknown[]);
+    routes.set(key, doc.spec.routes as RouteConfig[]); // PolicyRoute fits RouteConfig (test/unit/policy/kinds.test.ts checks it at compile time)
+    // The same document as the routes (the last one wins for both), validated by the Route schema.
+    versions.set(key, (doc.spec.versions as VersionConfig[] | undefined) ?? []);
   }
   const byKey = new Map<string, ServiceConfig>();
   for (const svc of pushed) {
@@ -147,11 +159,12 @@ function mergeServices(pushed: readonly RegistryService[], documents: readonly P
       endpoints: svc.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight || 1 })),
       ...(svc.identities.length > 0 ? { identities: svc.identities } : {}),
       tls: svc.external ? 'none' : 'auto',
-      routes: routes.get(key) ?? [],
     });
-    if (parsed.success) byKey.set(key, parsed.data);
+    // Routes join after parsing: the Route schema already validated and defaulted them, with durations
+    // as milliseconds, which the config file's duration syntax ("15s") would refuse, dropping the service.
+    if (parsed.success) byKey.set(key, { ...parsed.data, routes: routes.get(key) ?? [] });
     else logger.warn({ service: key, error: parsed.error.issues[0]?.message }, 'registry entry ignored');
   }
   for (const svc of config.services) byKey.set(`${svc.name}.${svc.namespace}`, svc);
-  return [...byKey.values()];
+  return { services: [...byKey.values()], versions };
 }

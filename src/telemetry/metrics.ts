@@ -18,6 +18,8 @@ export interface SidecarMetrics {
   readonly requestDuration: Histogram<'direction' | 'destination_service'>;
   readonly upstreamRetries: Counter<'destination_service'>;
   readonly outlierEjections: Counter<'destination_service'>;
+  /** Calls answered by a deprecated version of a Route; both labels come from the registry and policy documents, never from requests. */
+  readonly deprecatedCalls: Counter<'destination_service' | 'version'>;
   readonly inFlight: Gauge<'direction'>;
   readonly tlsHandshakeErrors: Counter<'listener' | 'reason'>;
   readonly certExpiry: Gauge;
@@ -91,6 +93,12 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_outlier_ejections_total',
       help: 'Endpoints ejected by outlier detection.',
       labelNames: ['destination_service'],
+      registers,
+    }),
+    deprecatedCalls: new Counter({
+      name: 'meshgate_deprecated_calls_total',
+      help: 'Outbound calls answered by an endpoint of a deprecated version (Route versions[].deprecated), by destination (name.namespace) and version name.',
+      labelNames: ['destination_service', 'version'],
       registers,
     }),
     inFlight: new Gauge({

@@ -1,6 +1,6 @@
 import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
 import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
-import type { PolicyDocument } from '../../src/policy/types.ts';
+import type { PolicyDocument, RegistryService } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 
@@ -19,14 +19,20 @@ export function policyDoc(kind: string, name: string, spec: Record<string, unkno
   return result.document.document;
 }
 
-export async function writeSnapshot(stateDir: string, workload: { service: string; namespace?: string }, documents: PolicyDocument[]): Promise<void> {
+/** `services` stands in for the registry a policy server would push (Route routes apply to those, not to static `services:`). */
+export async function writeSnapshot(
+  stateDir: string,
+  workload: { service: string; namespace?: string },
+  documents: PolicyDocument[],
+  services: RegistryService[] = [],
+): Promise<void> {
   const namespace = workload.namespace ?? 'shop';
   const store = createPolicySnapshotStore({ file: snapshotFileFor(stateDir, { service: workload.service, namespace }), logger: createLogger({ level: 'silent', name: 'test' }) });
   store.apply(
     {
       version: `static-${workload.service}`,
       documents: documents.map((d) => ({ kind: d.kind, namespace: d.metadata.namespace, name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d) })),
-      services: [],
+      services,
     },
     Date.now(),
   );

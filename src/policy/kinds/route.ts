@@ -109,8 +109,16 @@ export function routeSpecSchema(limits: PolicyLimits) {
       .describe('Endpoint labels of this version (e.g. version: v2).'),
     deprecated: z
       .strictObject({
-        sunset: isoDate.describe('When the version goes away (Sunset header, RFC 8594).'),
-        message: z.string().min(1).max(1024).describe('Shown to callers (Deprecation warning) and in the log.'),
+        sunset: isoDate.describe('When the version goes away (Sunset header, RFC 8594). Calls still work after it: operators remove the version.'),
+        since: isoDate
+          .optional()
+          .describe('When the version became (or becomes) deprecated (Deprecation header, RFC 9745); without it the header says @0: deprecated, date unknown.'),
+        message: z.string().min(1).max(1024).describe('Shown to callers (x-meshgate-deprecation header, on one line) and in the log.'),
+      })
+      // A refinement, not a transform: the output stays the input, so validation stays idempotent (./common.ts).
+      .refine((d) => d.since === undefined || parsePolicyDate(d.since) <= parsePolicyDate(d.sunset), {
+        message: 'since must not be later than sunset (RFC 9745: a resource is deprecated before it goes away)',
+        path: ['since'],
       })
       .optional()
       .describe('Marks the version deprecated: calls still work and are answered with Deprecation and Sunset headers.'),
@@ -137,8 +145,13 @@ export type RouteDocument = z.output<ReturnType<typeof routeSchema>>;
 export type PolicyRoute = RouteSpec['routes'][number];
 export type RouteVersion = NonNullable<RouteSpec['versions']>[number];
 
+/** Milliseconds since the epoch; a bare date is midnight UTC (the sidecar reads dates the same way). */
+function parsePolicyDate(text: string): number {
+  return Date.parse(text.length === 10 ? `${text}T00:00:00Z` : text);
+}
+
 function isCalendarDate(text: string): boolean {
-  if (Number.isNaN(Date.parse(text.length === 10 ? `${text}T00:00:00Z` : text))) return false;
+  if (Number.isNaN(parsePolicyDate(text))) return false;
   // Date.parse rolls 2026-02-30 over into March: the day must survive a round trip.
   const year = Number(text.slice(0, 4));
   const month = Number(text.slice(5, 7));

@@ -30,4 +30,16 @@ describe('service registry updates (registry pushes)', () => {
     expect(registry.cluster('payments', 'shop')!.pick('http1', undefined, new Set())).toBeUndefined();
     await registry.close();
   });
+
+  it('compiles the versions given with an update, keeping the cluster when only they change', async () => {
+    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000 });
+    const cluster = registry.cluster('orders', 'shop');
+    expect(registry.lookup('orders', 'shop')!.versions).toBeUndefined();
+    registry.update([svc('orders', ['127.0.0.1:1001'])], new Map([['orders.shop', [{ name: 'v1', subset: { version: 'v1' } }]]]));
+    expect(registry.cluster('orders', 'shop')).toBe(cluster);
+    expect(registry.lookup('orders', 'shop')!.versions!.byName('v1')?.subset).toEqual({ version: 'v1' });
+    registry.update([svc('orders', ['127.0.0.1:1001'])], new Map([['orders.shop', []]]));
+    expect(registry.lookup('orders', 'shop')!.versions).toBeUndefined();
+    await registry.close();
+  });
 });

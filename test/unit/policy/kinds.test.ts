@@ -102,6 +102,8 @@ const INVALID: readonly Case[] = [
   ['a timeout that is not a duration', ROUTE, 'service: orders\nroutes: [{ timeout: fast }]', `${KEY(ROUTE)}: spec.routes[0].timeout: expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer), got "fast"`],
   ['eleven retries', ROUTE, 'service: orders\nroutes: [{ retries: { attempts: 11 } }]', `${KEY(ROUTE)}: spec.routes[0].retries.attempts: must be at most 10, got 11`],
   ['a sunset that is no date', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-02-30, message: bye } }]', `${KEY(ROUTE)}: spec.versions[0].deprecated.sunset: expected a calendar date like 2026-06-30 or 2026-06-30T00:00:00Z, got "2026-02-30"`],
+  ['a deprecation since after its sunset', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: 2026-07-01, message: bye } }]', `${KEY(ROUTE)}: spec.versions[0].deprecated.since: since must not be later than sunset (RFC 9745: a resource is deprecated before it goes away)`],
+  ['a since that is no date', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: soon, message: bye } }]', `${KEY(ROUTE)}: spec.versions[0].deprecated.since: expected an ISO 8601 date like 2026-06-30 or 2026-06-30T00:00:00Z, got "soon"`],
   ['one version twice', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 } }, { name: v1, subset: { version: v2 } }]', `${KEY(ROUTE)}: spec.versions[1].name: version name "v1" is already used by versions[0]`],
   ['an empty subset', ROUTE, 'service: orders\nversions: [{ name: v1, subset: {} }]', `${KEY(ROUTE)}: spec.versions[0].subset: expected at least one label`],
 ];
@@ -243,7 +245,7 @@ routes:
     timeout: 2s
     retries: { attempts: 1 }
 versions:
-  - { name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, message: "v1 goes away; use v2" } }
+  - { name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: "2026-01-15T09:00:00Z", message: "v1 goes away; use v2" } }
   - { name: v2, subset: { version: v2 } }`,
       ),
     );
@@ -254,6 +256,7 @@ versions:
     expect(route.retries).toMatchObject({ attempts: 1, retryOn: ['connect-failure', 'reset', 'gateway-error', 'unavailable'], backoff: { base: 25, max: 250 }, bufferLimit: 65536 });
     expect(route.requestHeaders).toEqual({ set: {}, add: {}, remove: [] });
     expect(d.spec.versions![0]!.deprecated!.sunset).toBe('2026-06-30');
+    expect(d.spec.versions![0]!.deprecated!.since).toBe('2026-01-15T09:00:00Z');
   });
 
   it('validates its own output to the same document (the sidecar validates again)', () => {
@@ -266,6 +269,7 @@ versions:
       doc(IP, 'autoBan: { threshold: 1, window: 1h }'),
       doc(VALIDATION, 'rules: [{ name: a, maxBodyBytes: 1MiB, contentTypes: [TEXT/plain] }]'),
       doc(ROUTE, 'service: orders\nroutes: [{ timeout: 1m, retries: { perTryTimeout: 250ms } }]'),
+      doc(ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: 2026-01-15, message: bye } }]'),
     ];
     for (const text of texts) {
       const first = validDocument(text, { validator });

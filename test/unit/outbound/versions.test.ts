@@ -1,0 +1,136 @@
+import { Writable } from 'node:stream';
+import { Counter, Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { deprecationHeaders, headerSafeMessage, MESSAGE_HEADER_LIMIT } from '../../../src/outbound/deprecation-headers.ts';
+import { createDeprecationReporter, DEPRECATION_LOG_INTERVAL_MS } from '../../../src/outbound/deprecation-reporter.ts';
+import { compileVersions, pinnedVersion } from '../../../src/outbound/versions.ts';
+import type { VersionConfig } from '../../../src/outbound/versions.ts';
+import { createLogger } from '../../../src/telemetry/logger.ts';
+import { createFakeClock } from '../../helpers/fake-clock.ts';
+
+const V1: VersionConfig = { name: 'v1', subset: { version: 'v1' }, deprecated: { sunset: '2026-06-30', message: 'v1 goes away; use v2' } };
+const V2: VersionConfig = { name: 'v2', subset: { version: 'v2' } };
+const LEGACY: VersionConfig = { name: 'legacy', subset: { track: 'legacy' }, deprecated: { sunset: '2026-03-01', since: '2025-12-01', message: 'legacy track' } };
+
+describe('version resolution', () => {
+  it('finds versions by their exact name only', () => {
+    const table = compileVersions([V1, V2]);
+    expect(table.byName('v2')?.subset).toEqual({ version: 'v2' });
+    expect(table.byName('V2')).toBeUndefined();
+    expect(table.byName('v3')).toBeUndefined();
+    expect(table.byName('')).toBeUndefined();
+  });
+
+  it('tells which deprecated version an endpoint belongs to from its labels', () => {
+    const table = compileVersions([V1, V2, LEGACY]);
+    expect(table.anyDeprecated).toBe(true);
+    expect(table.deprecatedVersionOf(Object.freeze({ version: 'v1', zone: 'a' }))?.name).toBe('v1');
+    expect(table.deprecatedVersionOf(Object.freeze({ version: 'v2' }))).toBeUndefined();
+    expect(table.deprecatedVersionOf(Object.freeze({}))).toBeUndefined();
+    // In two deprecated subsets: document order decides, unless the caller pinned one of them.
+    const both = Object.freeze({ version: 'v1', track: 'legacy' });
+    expect(table.deprecatedVersionOf(both)?.name).toBe('v1');
+    expect(table.deprecatedVersionOf(both, table.byName('legacy'))?.name).toBe('legacy');
+    // Pinned to a version that is not deprecated, on an endpoint that is also in a deprecated one: still deprecated.
+    expect(table.deprecatedVersionOf(Object.freeze({ version: 'v2', track: 'legacy' }), table.byName('v2'))?.name).toBe('legacy');
+  });
+
+  it('answers the same for the same labels object (cached per endpoint)', () => {
+    const table = compileVersions([V1]);
+    const labels = Object.freeze({ version: 'v1' });
+    expect(table.deprecatedVersionOf(labels)).toBe(table.deprecatedVersionOf(labels));
+    const none = Object.freeze({ version: 'v2' });
+    expect(table.deprecatedVersionOf(none)).toBeUndefined();
+    expect(table.deprecatedVersionOf(none)).toBeUndefined();
+  });
+
+  it('has nothing to check when no version is deprecated', () => {
+    expect(compileVersions([V2]).anyDeprecated).toBe(false);
+  });
+
+  it('reads the pinned version from x-meshgate-version; a repeated header names no version', () => {
+    expect(pinnedVersion({})).toBeUndefined();
+    expect(pinnedVersion({ 'x-meshgate-version': 'v2' })).toBe('v2');
+    expect(pinnedVersion({ 'x-meshgate-version': '' })).toBe('');
+    expect(pinnedVersion({ 'x-meshgate-version': ['v1', 'v2'] as unknown as string })).toBe('v1, v2');
+    expect(compileVersions([V1, V2]).byName(pinnedVersion({ 'x-meshgate-version': 'v1, v2' })!)).toBeUndefined();
+  });
+});
+
+describe('deprecation header values', () => {
+  it('Sunset is an IMF-fixdate, a bare date being midnight UTC (RFC 8594)', () => {
+    expect(deprecationHeaders({ sunset: '2026-06-30', message: 'm' }).sunset).toBe('Tue, 30 Jun 2026 00:00:00 GMT');
+    expect(deprecationHeaders({ sunset: '2026-06-30T12:30:15.750+02:00', message: 'm' }).sunset).toBe('Tue, 30 Jun 2026 10:30:15 GMT');
+  });
+
+  it('Deprecation is a structured-field date of since (RFC 9745), @0 without one', () => {
+    expect(deprecationHeaders({ sunset: '2026-06-30', since: '2026-01-15', message: 'm' }).deprecation).toBe(`@${Date.UTC(2026, 0, 15) / 1000}`);
+    expect(deprecationHeaders({ sunset: '2026-06-30', since: '2026-01-15T09:00:00.999Z', message: 'm' }).deprecation).toBe(`@${Date.UTC(2026, 0, 15, 9) / 1000}`);
+    // Not the sunset: a future date would tell clients the version is not deprecated yet.
+    expect(deprecationHeaders({ sunset: '2026-06-30', message: 'm' }).deprecation).toBe('@0');
+  });
+
+  it('puts the message on one line of visible ASCII', () => {
+    expect(headerSafeMessage('use v2\r\nSet-Cookie: x=1')).toBe('use v2 Set-Cookie: x=1');
+    expect(headerSafeMessage('  tabs\tand\u0000nul  and  spaces ')).toBe('tabs and nul and spaces');
+    expect(headerSafeMessage('100% done')).toBe('100%25 done');
+    expect(headerSafeMessage('bientôt – v2')).toBe('bient%C3%B4t %E2%80%93 v2');
+    expect(headerSafeMessage('a\u2028b')).toBe('a b');
+    expect(headerSafeMessage('x\ud800y')).toBe('x%EF%BF%BDy'); // a lone surrogate must not throw
+    for (const value of [headerSafeMessage('é'.repeat(1024)), headerSafeMessage('a'.repeat(1024) + 'é')]) {
+      expect(value.length).toBeLessThanOrEqual(MESSAGE_HEADER_LIMIT);
+      expect(value).toMatch(/^[\x20-\x7e]*$/);
+      expect(value).not.toMatch(/%[0-9A-F]?$/); // never an escape cut in half
+    }
+  });
+});
+
+describe('deprecation reporter', () => {
+  const setup = (start = Date.UTC(2026, 5, 1)) => {
+    const clock = createFakeClock(start);
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const registry = new Registry();
+    const counter = new Counter({ name: 'meshgate_deprecated_calls_total', help: 'h', labelNames: ['destination_service', 'version'] as const, registers: [registry] });
+    const reporter = createDeprecationReporter({ caller: { service: 'frontend', namespace: 'shop' }, counter, clock, logger: createLogger({ level: 'info', name: 't', destination: sink }) });
+    const count = async (version: string) => (await counter.get()).values.filter((v) => v.labels.version === version).reduce((sum, v) => sum + v.value, 0);
+    return { clock, lines, reporter, count };
+  };
+  const table = compileVersions([V1, V2, LEGACY]);
+
+  it('counts every call and logs once a minute per (destination, version), naming the caller', async () => {
+    const { clock, lines, reporter, count } = setup();
+    const v1 = table.byName('v1')!;
+    for (let i = 0; i < 5; i++) reporter.report('orders.shop', v1);
+    reporter.report('payments.shop', v1);
+    expect(await count('v1')).toBe(6);
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatchObject({ level: 30, caller: 'frontend.shop', destination: 'orders.shop', version: 'v1', sunset: '2026-06-30T00:00:00.000Z', calls: 1, message: 'v1 goes away; use v2', msg: 'call to a deprecated version' });
+    clock.advance(DEPRECATION_LOG_INTERVAL_MS - 1);
+    reporter.report('orders.shop', v1);
+    expect(lines).toHaveLength(2);
+    clock.advance(1);
+    reporter.report('orders.shop', v1);
+    expect(lines).toHaveLength(3);
+    expect(lines[2]).toMatchObject({ destination: 'orders.shop', calls: 6 }); // the calls the quiet minute swallowed, and this one
+  });
+
+  it('after the sunset the call still counts and the line is a warning', async () => {
+    const { lines, reporter, count } = setup(Date.UTC(2026, 5, 30));
+    reporter.report('orders.shop', table.byName('v1')!);
+    expect(await count('v1')).toBe(1);
+    expect(lines[0]).toMatchObject({ level: 40, version: 'v1', msg: 'call to a version past its sunset date' });
+  });
+
+  it('ignores a version that is not deprecated', async () => {
+    const { lines, reporter, count } = setup();
+    reporter.report('orders.shop', table.byName('v2')!);
+    expect(await count('v2')).toBe(0);
+    expect(lines).toHaveLength(0);
+  });
+});
