@@ -7,11 +7,11 @@ import type { MeasuredRow } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
-import { measureDecisionCost, renderCostTable } from './lib/ratelimit-decision-cost.ts';
+import { DECISION_CASES, measureDecisionCost, renderCostTable } from './lib/ratelimit-decision-cost.ts';
 import type { CostRow } from './lib/ratelimit-decision-cost.ts';
 import { createNginxLimitReqTarget, createRateLimitSidecarTarget, decisionNotes } from './lib/ratelimit-targets.ts';
 import { renderRatioTable } from './lib/ratio-report.ts';
-import { startRedisServer } from './lib/redis-server.ts';
+import { describeRedisStats, redisStats, resetRedisStats, startRedisServer } from './lib/redis-server.ts';
 import type { BenchRedis } from './lib/redis-server.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
@@ -24,12 +24,13 @@ import type { Target, TargetContext } from './lib/target.ts';
  *
  *  1. In process: the sidecar's rate-limit filter deciding calls (local rules,
  *     1 and 10 matching, a principal key and a long hashed header key; a
- *     global rule against a real redis-server with 1 and 64 calls in flight,
+ *     global rule against a real redis-server with 1, 16 and 64 calls in flight,
  *     next to the store alone and a PING). lib/ratelimit-decision-cost.ts.
  *  2. Over HTTP (wrk, BENCH_* as for npm run bench): req/s, p50, p99 direct,
  *     through nginx without and with limit_req, and through one sidecar
  *     inbound hop with no RateLimitPolicy, a local one and a global one (limits
- *     never reached), with each proxy's CPU per request.
+ *     never reached) and the global one without Redis (the async path with no
+ *     I/O), with each proxy's CPU per request.
  *
  * redis-server (loopback, no persistence) is started here and stopped at the
  * end. Writes bench/results/ratelimit-latest.json.
@@ -41,7 +42,6 @@ const RESULTS_FILE = fileURLToPath(new URL('results/ratelimit-latest.json', impo
 const DECISIONS = 'decisions';
 /** Seconds per in-process run; warm-up is BENCH_WARMUP capped at this. */
 const DECISION_RUN_S = 1;
-const DECISION_CASES = 9;
 
 function log(message: string): void {
   process.stderr.write(`[bench:ratelimit] ${message}\n`);
@@ -55,25 +55,27 @@ function httpRows(redis: BenchRedis | undefined, redisMissing: string): Target[]
     createRateLimitSidecarTarget({ id: 'sidecar', label: 'meshgate inbound, no RateLimitPolicy' }),
     createRateLimitSidecarTarget({ id: 'local', label: 'meshgate inbound, local rule (never reached)' }),
     createRateLimitSidecarTarget({ id: 'global', label: 'meshgate inbound, global rule in Redis (never reached)', redisUrl: redis?.url, redisMissing }),
+    createRateLimitSidecarTarget({ id: 'global-no-redis', label: 'meshgate inbound, global rule, no Redis (failureMode allow)' }),
   ];
 }
 
-const ROW_IDS = ['direct', 'nginx', 'nginx-limit-req', 'sidecar', 'local', 'global'];
+const ROW_IDS = ['direct', 'nginx', 'nginx-limit-req', 'sidecar', 'local', 'global', 'global-no-redis'];
 
 /** One line per rate-limited row: its extra sidecar CPU per request over the no-policy sidecar. */
 function summary(rows: readonly MeasuredRow[]): string {
   const base = rows.find((r) => r.id === 'sidecar' && r.status === 'ok');
   const lines: string[] = [];
-  for (const id of ['local', 'global', 'nginx-limit-req']) {
+  for (const id of ['local', 'global', 'global-no-redis', 'nginx-limit-req']) {
     const row = rows.find((r) => r.id === id && r.status === 'ok');
     const versus = id === 'nginx-limit-req' ? rows.find((r) => r.id === 'nginx' && r.status === 'ok') : base;
     if (!row || !versus) continue;
     const cpu = (r: MeasuredRow) => r.cpuUsPerRequest?.['proxy'];
-    const extraCpu = cpu(row) !== undefined && cpu(versus) !== undefined ? `${(cpu(row)! - cpu(versus)!).toFixed(1)} µs more proxy CPU per request` : 'proxy CPU n/a';
+    const delta = cpu(row) !== undefined && cpu(versus) !== undefined ? cpu(row)! - cpu(versus)! : undefined;
+    const extraCpu = delta === undefined ? 'proxy CPU n/a' : `proxy CPU per request ${delta >= 0 ? '+' : '−'}${Math.abs(delta).toFixed(1)} µs`;
     const redis = row.cpuUsPerRequest?.['redis'];
     lines.push(
       `${row.label} vs ${versus.label}: req/s ${(row.rps! / versus.rps!).toFixed(2)}x, ${extraCpu}` +
-        (redis !== undefined ? `, plus ${redis.toFixed(1)} µs redis-server CPU per request` : ''),
+        (redis !== undefined ? `, plus redis-server CPU ${redis.toFixed(1)} µs per request` : ''),
     );
   }
   return lines.join('\n');
@@ -167,7 +169,11 @@ async function main(): Promise<number> {
       for (const target of targets) {
         const row = await measureTarget(target, context, loadgen, settings, log, {
           cpuGroups: (started) => (target.id === 'direct' ? {} : { proxy: started.pgid, ...(target.id === 'global' ? { redis: redisPgid } : {}) }),
-          inspect: (started) => (started.adminUrl !== undefined && target.id !== 'sidecar' ? decisionNotes(started) : Promise.resolve([])),
+          ...(target.id === 'global' && redis ? { beforeRuns: () => resetRedisStats(redis.url) } : {}),
+          inspect: async (started) => [
+            ...(started.adminUrl !== undefined && target.id !== 'sidecar' ? await decisionNotes(started) : []),
+            ...(target.id === 'global' && redis ? [describeRedisStats(await redisStats(redis.url))] : []),
+          ],
         });
         // Killed children make failed rows; an interrupted run must not pass them off as results.
         if (interrupt.signal.aborted) return 130;
@@ -191,7 +197,7 @@ async function main(): Promise<number> {
       '',
       ...(decisions.length > 0 ? [renderCostTable(decisions), ''] : []),
       ...(rows.length > 0
-        ? [renderRatioTable(rows, 'sidecar', [cpuColumn('proxy', 'proxy CPU µs/req'), cpuColumn('redis', 'redis CPU µs/req')]), '', summary(rows), '']
+        ? [renderRatioTable(rows, 'sidecar', [cpuColumn('proxy', 'proxy CPU µs/req'), cpuColumn('redis', 'redis CPU µs/req')]), '', ...(summary(rows) ? [summary(rows), ''] : [])]
         : []),
       '',
     ];

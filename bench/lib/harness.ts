@@ -95,6 +95,8 @@ export interface MeasuredRow {
 export interface MeasureOptions {
   /** Process groups whose CPU time is divided by the requests of the measured runs (Linux /proc). */
   readonly cpuGroups?: (started: StartedTarget) => Readonly<Record<string, number | undefined>>;
+  /** Runs after the warm-up, right before the measured runs (e.g. to reset a server's counters). */
+  readonly beforeRuns?: (started: StartedTarget) => Promise<void>;
   /** Runs after the measured runs, before the target stops; its lines go to the row's notes. */
   readonly inspect?: (started: StartedTarget, runs: readonly LoadResult[]) => Promise<readonly string[]>;
 }
@@ -141,17 +143,18 @@ export async function measureTarget(
       return failed(`pre-flight GET ${url}: ${(err as Error).message}`);
     }
     const request = { url, headers, connections: settings.connections };
-    if (!options.cpuGroups) {
+    if (!options.cpuGroups && !options.beforeRuns) {
       const measured = await measureRuns(loadgen, request, settings, target.id, log);
       const notes = options.inspect ? await options.inspect(started, measured.runs) : undefined;
       return { ...base, status: 'ok', ...measured, ...(notes ? { notes } : {}) };
     }
-    // Warm-up outside the CPU accounting, so the figure covers the measured runs only.
+    // Warm-up outside the CPU accounting and beforeRuns, so they cover the measured runs only.
     if (settings.warmupS > 0) {
       log(`${target.id}: warm-up ${settings.warmupS}s`);
       await loadgen.run({ ...request, durationS: settings.warmupS });
     }
-    const groups = options.cpuGroups(started);
+    await options.beforeRuns?.(started);
+    const groups = options.cpuGroups?.(started) ?? {};
     const before = Object.fromEntries(Object.entries(groups).map(([name, pgid]) => [name, groupCpuMs(pgid)]));
     const measured = await measureRuns(loadgen, request, { ...settings, warmupS: 0 }, target.id, log);
     const requests = measured.runs.reduce((sum, r) => sum + r.requests, 0);

@@ -15,6 +15,7 @@ import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
 import { rateLimitDocument } from './ratelimit-policy.ts';
 import type { RateLimitBenchRules } from './ratelimit-policy.ts';
+import { redisStats, resetRedisStats } from './redis-server.ts';
 import { median } from './stats.ts';
 import { groupCpuMs } from './tls-cpu.ts';
 
@@ -27,8 +28,9 @@ import { groupCpuMs } from './tls-cpu.ts';
  *  - local cases answer synchronously: timed in batches of 64 calls over
  *    samples of >= 2 ms (a clock read per call would cost as much as the
  *    call); the figure is the median sample.
- *  - global cases are awaited with 1 or 64 calls in flight (64 lets ioredis
- *    pipeline them into one write); every call is timed on its own.
+ *  - global cases are awaited with 1, 16 or 64 calls in flight (auto-pipelining
+ *    puts the calls of one event-loop turn in one write; a sidecar under wrk's
+ *    50 connections sends about 12 per write); every call is timed on its own.
  *    Next to them, in the same run, the store alone (the Lua script, no filter)
  *    and an ioredis PING (the loopback round trip), so the time splits into
  *    filter, script and transport.
@@ -42,6 +44,10 @@ const SAMPLE_NS = 2_000_000n;
 const BATCH = 64;
 /** Long enough that localBucketKey hashes it (> 256 characters with the rule prefix). */
 const API_KEY_LENGTH = 300;
+/** Calls in flight of the global cases. */
+export const IN_FLIGHT = [1, 16, 64] as const;
+/** Cases measured with a redis: the watchdog's budget. */
+export const DECISION_CASES = 3 + 3 * IN_FLIGHT.length;
 /** Share of calls not admitted above which a row is flagged, as in the HTTP table. */
 const FAILED_SHARE_LIMIT = 0.001;
 
@@ -63,6 +69,10 @@ export interface CostRun {
   readonly callsPerS: number;
   /** redis-server CPU per call (µs), Linux only. */
   readonly redisCpuUs: number | undefined;
+  /** Calls per read event in Redis: how many calls auto-pipelining put in one write. */
+  readonly redisDepth: number | undefined;
+  /** Microseconds per script call inside Redis (INFO commandstats). */
+  readonly scriptUs: number | undefined;
   /** Calls that did not get `continue` (a refusal or Redis not answering in time). */
   readonly failed: number;
   readonly calls: number;
@@ -80,6 +90,8 @@ export interface CostRow {
   readonly p99Us?: number | undefined;
   readonly callsPerS?: number;
   readonly redisCpuUs?: number | undefined;
+  readonly redisDepth?: number | undefined;
+  readonly scriptUs?: number | undefined;
   readonly runs: readonly CostRun[];
 }
 
@@ -167,7 +179,7 @@ function runSync(c: SyncCase, runS: number): CostRun {
     calls += n;
   }
   const p50Us = median(wall);
-  return { cpuUs: median(cpu), p50Us, p99Us: undefined, callsPerS: 1e6 / p50Us, redisCpuUs: undefined, failed, calls };
+  return { cpuUs: median(cpu), p50Us, p99Us: undefined, callsPerS: 1e6 / p50Us, redisCpuUs: undefined, redisDepth: undefined, scriptUs: undefined, failed, calls };
 }
 
 function percentile(sorted: Float64Array, p: number): number {
@@ -175,12 +187,13 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 /** `c.inFlight` loops calling `c.call` back to back for `runS`; each call timed on its own. */
-async function runAsync(c: AsyncCase, runS: number, redisPgid: number | undefined): Promise<CostRun> {
+async function runAsync(c: AsyncCase, runS: number, redis: RedisUnderTest): Promise<CostRun> {
+  await resetRedisStats(redis.url);
   const latencies: number[] = [];
   let failed = 0;
   let next = 0;
   const cpuStart = process.cpuUsage();
-  const redisStart = groupCpuMs(redisPgid);
+  const redisStart = groupCpuMs(redis.pgid);
   const start = performance.now();
   const deadline = start + runS * 1000;
   const loop = async (): Promise<void> => {
@@ -194,7 +207,8 @@ async function runAsync(c: AsyncCase, runS: number, redisPgid: number | undefine
   await Promise.all(Array.from({ length: c.inFlight }, loop));
   const elapsedMs = performance.now() - start;
   const used = process.cpuUsage(cpuStart);
-  const redisEnd = groupCpuMs(redisPgid);
+  const redisEnd = groupCpuMs(redis.pgid);
+  const stats = await redisStats(redis.url);
   const calls = latencies.length;
   const sorted = Float64Array.from(latencies).sort();
   return {
@@ -203,6 +217,8 @@ async function runAsync(c: AsyncCase, runS: number, redisPgid: number | undefine
     p99Us: percentile(sorted, 0.99) * 1000,
     callsPerS: (calls * 1000) / elapsedMs,
     redisCpuUs: redisStart === undefined || redisEnd === undefined ? undefined : ((redisEnd - redisStart) * 1000) / calls,
+    redisDepth: stats.depth,
+    scriptUs: stats.scriptUsPerCall,
     failed,
     calls,
   };
@@ -260,8 +276,10 @@ function globalCases(calls: readonly CallContext[], store: RateLimitStore, ping:
 }
 
 function summarize(c: Case, runs: readonly CostRun[]): CostRow {
-  const redis = runs.map((r) => r.redisCpuUs).filter((v): v is number => v !== undefined);
-  const p99 = runs.map((r) => r.p99Us).filter((v): v is number => v !== undefined);
+  const defined = (values: readonly (number | undefined)[]) => {
+    const present = values.filter((v): v is number => v !== undefined);
+    return present.length > 0 ? median(present) : undefined;
+  };
   return {
     id: c.id,
     label: c.label,
@@ -269,9 +287,11 @@ function summarize(c: Case, runs: readonly CostRun[]): CostRow {
     status: 'ok',
     cpuUs: median(runs.map((r) => r.cpuUs)),
     p50Us: median(runs.map((r) => r.p50Us)),
-    p99Us: p99.length > 0 ? median(p99) : undefined,
+    p99Us: defined(runs.map((r) => r.p99Us)),
     callsPerS: median(runs.map((r) => r.callsPerS)),
-    redisCpuUs: redis.length > 0 ? median(redis) : undefined,
+    redisCpuUs: defined(runs.map((r) => r.redisCpuUs)),
+    redisDepth: defined(runs.map((r) => r.redisDepth)),
+    scriptUs: defined(runs.map((r) => r.scriptUs)),
     runs,
   };
 }
@@ -296,10 +316,11 @@ export async function measureDecisionCost(
     store = createRedisStore({ url: redis.url, timeout: 50, keyPrefix: 'meshgate:rl:' });
     if (!(await store.whenReady(5000))) throw new Error(`redis at ${redis.url} not ready after 5s`);
     ping = new Redis(redis.url, { enableAutoPipelining: true, maxRetriesPerRequest: 0 });
-    cases.push(...globalCases(calls, store, ping, 1), ...globalCases(calls, store, ping, 64));
+    for (const inFlight of IN_FLIGHT) cases.push(...globalCases(calls, store, ping, inFlight));
   }
   try {
-    const runOnce = async (c: Case, runS: number): Promise<CostRun> => (c.kind === 'sync' ? runSync(c, runS) : runAsync(c, runS, redis?.pgid));
+    // Async (global) cases exist only with a redis.
+    const runOnce = async (c: Case, runS: number): Promise<CostRun> => (c.kind === 'sync' ? runSync(c, runS) : runAsync(c, runS, redis!));
     if (settings.warmupS > 0) {
       log(`decision cost: warm-up ${settings.warmupS}s per case`);
       for (const c of cases) await runOnce(c, settings.warmupS);
@@ -317,7 +338,7 @@ export async function measureDecisionCost(
     }
     const rows = cases.map((c) => summarize(c, runs.get(c.id)!));
     if (!redis) {
-      for (const inFlight of [1, 64]) {
+      for (const inFlight of IN_FLIGHT) {
         rows.push({ id: `global-${inFlight}`, label: `global (Redis), ${inFlight} in flight`, inFlight, status: 'skipped', reason: redisMissing, runs: [] });
       }
     }
@@ -331,9 +352,9 @@ export async function measureDecisionCost(
 const us = (v: number | undefined): string => (v === undefined ? '-' : v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : Math.round(v).toLocaleString('en-US'));
 
 export function renderCostTable(rows: readonly CostRow[]): string {
-  const header = ['decision (in process)', 'in flight', 'CPU µs/call', 'latency p50 µs', 'latency p99 µs', 'calls/s', 'redis-server CPU µs/call', 'notes'];
+  const header = ['decision (in process)', 'in flight', 'CPU µs/call', 'latency p50 µs', 'latency p99 µs', 'calls/s', 'redis-server CPU µs/call', 'calls per Redis read', 'script µs in Redis', 'notes'];
   const body = rows.map((r) => {
-    if (r.status !== 'ok') return [r.label, String(r.inFlight ?? '-'), '-', '-', '-', '-', '-', `skipped: ${r.reason ?? ''}`];
+    if (r.status !== 'ok') return [r.label, String(r.inFlight ?? '-'), '-', '-', '-', '-', '-', '-', '-', `skipped: ${r.reason ?? ''}`];
     const failed = r.runs.reduce((sum, run) => sum + run.failed, 0);
     const calls = r.runs.reduce((sum, run) => sum + run.calls, 0);
     const notes = [
@@ -349,6 +370,8 @@ export function renderCostTable(rows: readonly CostRow[]): string {
       us(r.p99Us),
       Math.round(r.callsPerS!).toLocaleString('en-US'),
       us(r.redisCpuUs),
+      r.redisDepth === undefined ? '-' : r.redisDepth.toFixed(1),
+      us(r.scriptUs),
       notes.join('; '),
     ];
   });

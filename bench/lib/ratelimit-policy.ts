@@ -18,6 +18,8 @@ export interface RateLimitBenchRules {
   readonly key: readonly string[];
   /** The `match` of every rule; omitted: every call. */
   readonly match?: { readonly methods?: readonly string[]; readonly paths?: readonly string[] };
+  /** Global rules only; default deny. */
+  readonly failureMode?: 'deny' | 'allow';
 }
 
 /** One RateLimitPolicy selecting the bench workload, in input form (validate it with src/policy). */
@@ -34,8 +36,8 @@ export function rateLimitDocument(spec: RateLimitBenchRules): Record<string, unk
         key: spec.key,
         ...NEVER_REACHED,
         scope: spec.scope,
-        // Redis slower than rateLimit.redis.timeout shows up as 503s in the table, never as a fast row.
-        ...(spec.scope === 'global' ? { failureMode: 'deny' } : {}),
+        // deny: Redis slower than rateLimit.redis.timeout shows up as 503s in the table, never as a fast row.
+        ...(spec.scope === 'global' ? { failureMode: spec.failureMode ?? 'deny' } : {}),
       })),
     },
   };

@@ -14,7 +14,10 @@ import type { StartedTarget, Target } from './target.ts';
  *  - local:   one local rule keyed by source.ip, never reached;
  *  - global:  the same rule with scope: global, counted in the bench's
  *             redis-server (rateLimit.redis.url; default timeout 50 ms,
- *             failureMode deny, so a Redis that cannot keep up shows as 503s).
+ *             failureMode deny, so a Redis that cannot keep up shows as 503s);
+ *  - global-no-redis: the global rule with no rateLimit.redis and failureMode
+ *             allow: the filter chain goes asynchronous as with Redis, but
+ *             without I/O, so global minus this row is the Redis round trip.
  *
  * source.ip, like nginx's $binary_remote_addr: every load connection comes
  * from 127.0.0.1, so both count one bucket. Before measuring, a local or
@@ -35,20 +38,22 @@ export function createNginxLimitReqTarget(): Target {
 }
 
 export function createRateLimitSidecarTarget(options: {
-  readonly id: 'sidecar' | 'local' | 'global';
+  readonly id: 'sidecar' | 'local' | 'global' | 'global-no-redis';
   readonly label: string;
   /** The global row's Redis; undefined when redis-server is missing (the row is skipped with `redisMissing`). */
   readonly redisUrl?: string | undefined;
   readonly redisMissing?: string;
 }): Target {
-  const scope = options.id === 'global' ? 'global' : 'local';
+  const scope = options.id === 'local' ? 'local' : 'global';
+  const expected = options.id === 'global-no-redis' ? 'unavailable_allowed' : 'allowed';
   const policyName = `bench-${options.id}`;
   return {
     id: options.id,
     label: options.label,
     async start(context) {
       if (options.id === 'global' && options.redisUrl === undefined) return { ok: false, reason: options.redisMissing ?? 'no redis-server' };
-      const documents = options.id === 'sidecar' ? [] : [rateLimitDocument({ name: policyName, scope, rules: 1, key: ['source.ip'] })];
+      const failureMode = options.id === 'global-no-redis' ? 'allow' : 'deny';
+      const documents = options.id === 'sidecar' ? [] : [rateLimitDocument({ name: policyName, scope, rules: 1, key: ['source.ip'], failureMode })];
       const { start, snapshot } = await startMeshgateWithPolicy(context, documents, SOURCE, {
         authorization: { allowWhenNoPolicy: true },
         ...(options.redisUrl && options.id === 'global' ? { rateLimit: { redis: { url: options.redisUrl } } } : {}),
@@ -59,7 +64,7 @@ export function createRateLimitSidecarTarget(options: {
       try {
         const res = await probe(started.url, started.headers, 3000);
         const decisions = await rateLimitDecisions(started);
-        const allowed = decisions.get(`${BENCH_WORKLOAD.namespace}/${policyName} r0 allowed`) ?? 0;
+        const allowed = decisions.get(`${BENCH_WORKLOAD.namespace}/${policyName} r0 ${expected}`) ?? 0;
         if (res.status !== 200 || allowed < 1) {
           problem = `GET / got HTTP ${res.status}; decisions counted: ${[...decisions].map(([k, v]) => `${k}=${v}`).join(', ') || 'none'}`;
         }
