@@ -7,30 +7,52 @@ import type { BucketShape, TakeResult } from './gcra.ts';
  * its GCRA TAT (gcra.ts) in microseconds. The script reads Redis' own clock
  * (TIME), so sidecars with skewed clocks still count against one timeline,
  * and takes the token atomically. Keys expire when the bucket is full again,
- * so idle callers cost Redis nothing. One key per call keeps it Cluster-safe.
+ * so idle callers cost Redis nothing. The takes of one event-loop turn share
+ * one script call (their keys may hash to different slots: a standalone
+ * Redis or a Sentinel-managed primary, not Redis Cluster).
  *
  * Failure is an answer, not an exception: a call that cannot be counted in
  * `timeout` gets `undefined` and the rule's failureMode decides (fail closed
  * by default). Commands are never queued while disconnected.
  */
 
-// Microseconds keep sub-millisecond intervals exact; %.0f keeps all 16 digits (tostring would print 1.8e+15).
+// One call per bucket in KEYS, its interval (µs) and burst in ARGV[2i-1], ARGV[2i]; four values
+// per bucket back. Microseconds keep sub-millisecond intervals exact; %.0f keeps all 16 digits
+// (tostring would print 1.8e+15). allow_at = tat - (burst - 1) * interval, as in gcra.ts.
 const GCRA_SCRIPT = `
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local nxt = tat + interval
-local allow_at = nxt - burst * interval
-if now < allow_at then
-  return {0, string.format('%.0f', allow_at - now), string.format('%.0f', tat - now), 0}
+local out = {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  local allow_at = tat - (burst - 1) * interval
+  if now < allow_at then
+    out[#out + 1] = 0
+    out[#out + 1] = string.format('%.0f', allow_at - now)
+    out[#out + 1] = string.format('%.0f', tat - now)
+    out[#out + 1] = 0
+  else
+    local nxt = tat + interval
+    redis.call('SET', KEYS[i], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+    out[#out + 1] = 1
+    out[#out + 1] = '0'
+    out[#out + 1] = string.format('%.0f', nxt - now)
+    out[#out + 1] = math.floor((now - allow_at) / interval)
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
-return {1, '0', string.format('%.0f', nxt - now), math.floor((now - allow_at) / interval)}
+return out
 `;
+
+/**
+ * Most buckets in one script call. Takes of one event-loop turn go to Redis as
+ * one command: per-command client work (ioredis builds, encodes and settles
+ * each) was most of a global rule's cost, not the round trip.
+ */
+const MAX_BATCH = 128;
 
 export interface RedisStoreOptions {
   readonly url: string;
@@ -58,8 +80,14 @@ export interface RateLimitStore {
   close(): Promise<void>;
 }
 
-type GcraReply = [number, string, string, number];
-type RedisWithGcra = Redis & { meshgateGcra(key: string, intervalUs: number, burst: number): Promise<GcraReply> };
+type RedisWithGcra = Redis & { meshgateGcra(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Promise<(number | string)[]> };
+
+interface PendingTake {
+  readonly key: string;
+  readonly intervalUs: number;
+  readonly burst: number;
+  readonly resolve: (result: TakeResult | undefined) => void;
+}
 
 /** The URL without credentials, for logs and /config_dump. */
 export function redactRedisUrl(url: string): string {
@@ -80,7 +108,7 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
     retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     lazyConnect: false,
   }) as RedisWithGcra;
-  redis.defineCommand('meshgateGcra', { numberOfKeys: 1, lua: GCRA_SCRIPT });
+  redis.defineCommand('meshgateGcra', { lua: GCRA_SCRIPT }); // the number of keys comes first in each call
 
   let healthy: boolean | undefined;
   redis.on('ready', () => {
@@ -93,23 +121,50 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
     healthy = false;
   });
 
+  const succeeded = (): void => {
+    if (healthy !== true) {
+      healthy = true;
+      events.available?.();
+    }
+  };
+  const failed = (error: Error): void => {
+    if (healthy !== false) {
+      // e.g. timed out on a live connection: one line per outage too.
+      events.unavailable?.(error);
+      healthy = false;
+    }
+  };
+
+  const send = async (batch: readonly PendingTake[]): Promise<void> => {
+    const args: (string | number)[] = batch.map((p) => p.key);
+    for (const p of batch) args.push(p.intervalUs, p.burst);
+    try {
+      const reply = await redis.meshgateGcra(batch.length, ...args);
+      succeeded();
+      batch.forEach((p, i) => {
+        const o = i * 4;
+        p.resolve({ allowed: reply[o] === 1, retryAfterMs: Number(reply[o + 1]) / 1000, resetMs: Number(reply[o + 2]) / 1000, remaining: Number(reply[o + 3]) });
+      });
+    } catch (error) {
+      failed(error as Error);
+      for (const p of batch) p.resolve(undefined);
+    }
+  };
+
+  let queue: PendingTake[] = [];
+  const flush = (): void => {
+    const batch = queue;
+    queue = [];
+    for (let i = 0; i < batch.length; i += MAX_BATCH) void send(batch.slice(i, i + MAX_BATCH));
+  };
+
   return {
-    async take(key, shape) {
-      try {
-        const [allowed, retryUs, resetUs, remaining] = await redis.meshgateGcra(key, Math.max(1, Math.round(shape.intervalMs * 1000)), shape.burst);
-        if (healthy !== true) {
-          healthy = true;
-          events.available?.();
-        }
-        return { allowed: allowed === 1, remaining, retryAfterMs: Number(retryUs) / 1000, resetMs: Number(resetUs) / 1000 };
-      } catch (error) {
-        if (healthy !== false) {
-          // e.g. timed out on a live connection: one line per outage too.
-          events.unavailable?.(error as Error);
-          healthy = false;
-        }
-        return undefined;
-      }
+    take(key, shape) {
+      return new Promise((resolve) => {
+        // setImmediate runs after the poll phase: every call parsed from this turn's reads joins the batch.
+        if (queue.length === 0) setImmediate(flush);
+        queue.push({ key, intervalUs: Math.max(1, Math.round(shape.intervalMs * 1000)), burst: shape.burst, resolve });
+      });
     },
     status: () => redis.status,
     whenReady(timeoutMs) {
