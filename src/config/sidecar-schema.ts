@@ -239,7 +239,9 @@ export const sidecarConfigSchema = z.strictObject({
             .describe('Redis holding the counters of RateLimitPolicy rules with scope: global, shared by every sidecar. A password belongs in passwordFile, not here.'),
           passwordFile: z.string().optional().describe('File holding the Redis password (AUTH), read at start; never logged.'),
           username: z.string().optional().describe('Redis ACL user name.'),
-          timeout: duration.default(50).describe("Time a counter update may take; past it the rule's failureMode decides the call."),
+          timeout: duration
+            .default(100)
+            .describe("Time a counter update may take; past it the rule's failureMode decides the call. Well above a healthy Redis' sub-millisecond answer, so a sidecar whose event loop stalls under CPU pressure does not mistake its own lateness for an outage."),
           keyPrefix: z.string().max(64).default('meshgate:rl:').describe('Prefix of every key meshgate writes.'),
         })
         .optional()

@@ -9,7 +9,7 @@ import type { BucketShape, TakeResult } from './gcra.ts';
  * and takes the token atomically. Keys expire when the bucket is full again,
  * so idle callers cost Redis nothing. The takes of one event-loop turn share
  * one script call (their keys may hash to different slots: a standalone
- * Redis or a Sentinel-managed primary, not Redis Cluster).
+ * Redis, not Redis Cluster).
  *
  * Failure is an answer, not an exception: a call that cannot be counted in
  * `timeout` gets `undefined` and the rule's failureMode decides (fail closed
