@@ -2,6 +2,8 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
+import { measureChainCost, renderChainCost } from './lib/chain-cost.ts';
+import { createFiltersPolicy } from './lib/filters-policy.ts';
 import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
 import type { FiltersRow } from './lib/filters-report.ts';
 import { createFiltersOffTarget, createFiltersOnTarget } from './lib/filters-targets.ts';
@@ -75,13 +77,15 @@ async function main(): Promise<number> {
       rows.push(row);
     }
     await upstream.child.stop();
+    log('inbound chain in process: one filter added per row');
+    const chain = await measureChainCost(await createFiltersPolicy(), { runs: Math.max(3, settings.runs), calls: 20_000 });
 
     const summary = filtersSummary(rows);
     const busyNote = busy > 0.1 ? `warning: the machine was ${(busy * 100).toFixed(0)}% busy before the run; figures are noisy\n` : '';
-    process.stdout.write(`\n${describe}\n${busyNote}\n${renderFiltersTable(rows)}\n\n${summary ? `${summary}\n\n` : ''}`);
+    process.stdout.write(`\n${describe}\n${busyNote}\n${renderFiltersTable(rows)}\n\n${summary ? `${summary}\n\n` : ''}${renderChainCost(chain)}\n\n`);
     mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true });
     const environment = { node: process.version, cpus: cpus().length, loadGenerator: `${loadgen.name} ${loadgen.version}`, busyCpuBeforeRun: busy };
-    writeFileSync(RESULTS_FILE, `${JSON.stringify({ generatedAt: new Date().toISOString(), settings, environment, upstreamBodyBytes: ECHO_BODY.length, rows }, null, 2)}\n`);
+    writeFileSync(RESULTS_FILE, `${JSON.stringify({ generatedAt: new Date().toISOString(), settings, environment, upstreamBodyBytes: ECHO_BODY.length, rows, chain }, null, 2)}\n`);
     log(`wrote ${RESULTS_FILE}`);
     return 0;
   } finally {

@@ -10,7 +10,10 @@ import { BENCH_WORKLOAD } from './target-meshgate-policy.ts';
  *  - RequestAuthentication: one JWT rule, inline JWKS (an ES256 key made here);
  *  - AuthorizationPolicy: ALLOW, a few rules; the one that matches the load is
  *    by method, path and requestPrincipals (the JWT's iss/sub), so authz needs
- *    authn's verified claims.
+ *    authn's verified claims;
+ *  - RateLimitPolicy: a local bucket per verified `sub` claim, never emptied
+ *    (the cost of counting, not of refusing);
+ *  - ValidationPolicy: header checks on every call (no body is read: GETs).
  */
 
 const ISSUER = 'https://idp.bench.meshgate';
@@ -66,6 +69,18 @@ function documents(publicJwk: Record<string, unknown>): unknown[] {
           { name: 'bench-load', from: [{ requestPrincipals: [`${ISSUER}/${SUBJECT}`] }], to: [{ methods: ['GET', 'HEAD'], paths: ['/', '/api/*'] }] },
         ],
       },
+    },
+    {
+      apiVersion: 'meshgate.dev/v1',
+      kind: 'RateLimitPolicy',
+      metadata: metadata('bench-limits'),
+      spec: { selector, rules: [{ name: 'per-subject', key: ['claim:sub'], limit: { requests: 1_000_000, per: '1s' } }] },
+    },
+    {
+      apiVersion: 'meshgate.dev/v1',
+      kind: 'ValidationPolicy',
+      metadata: metadata('bench-input'),
+      spec: { selector, rules: [{ name: 'headers', requiredHeaders: ['authorization'], maxHeaderBytes: '16KiB' }] },
     },
   ];
 }
