@@ -182,7 +182,10 @@ export const sidecarConfigSchema = z.strictObject({
   inbound: z
     .strictObject({
       app: z.url({ protocol: /^http$/ }).describe('URL of the local app, e.g. http://127.0.0.1:8080.'),
-      appProtocol: z.enum(['auto', 'http1', 'http2']).default('auto').describe('Protocol to the app; auto uses the protocol the caller used.'),
+      appProtocol: z
+        .enum(['auto', 'http1', 'http2'])
+        .default('auto')
+        .describe('Protocol to the app; auto uses the protocol the caller used, except that HTTP/2 calls other than gRPC reach an app that does not speak h2c (asked once a minute at most) over HTTP/1.1.'),
       timeout: duration.default(60_000).describe('Time the app has to send its response head.'),
       readinessPath: z.string().startsWith('/').optional().describe('Path probed on the app by /ready; when omitted a TCP connect is enough.'),
     })

@@ -12,6 +12,7 @@ import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { BodyBudget } from '../proxy/body-budget.ts';
+import type { AppH2cProbe } from './app-h2c-probe.ts';
 import { createRequestBody } from '../proxy/request-body.ts';
 import type { ForwardableBody } from '../proxy/request-body.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
@@ -25,6 +26,8 @@ export interface InboundStackDeps {
   readonly ownPrincipal: string | undefined;
   readonly app: UpstreamPool;
   readonly appProtocol: 'auto' | 'http1' | 'http2';
+  /** With `auto`: whether the app speaks h2c, so HTTP/2 callers of an HTTP/1.1-only app are sent HTTP/1.1. */
+  readonly appH2c?: AppH2cProbe;
   /**
    * Callers outside the mesh choose HTTP/2 on their own (browsers do over TLS),
    * so on the edge `auto` keeps HTTP/2 to the app only for gRPC. In the mesh the
@@ -89,6 +92,16 @@ function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody
     return;
   }
   const protocol = deps.appProtocol !== 'auto' ? deps.appProtocol : call.httpVersion === '2' && (call.isGrpc || !deps.edge) ? 'http2' : 'http1';
+  // auto, an HTTP/2 caller, not gRPC: mirror it only if the app speaks h2c (asked once, then cached).
+  const h2c = protocol === 'http2' && deps.appProtocol === 'auto' && !call.isGrpc ? deps.appH2c?.speaksH2c() : undefined;
+  if (h2c instanceof Promise) {
+    h2c.then((speaks) => forwardToApp(speaks ? 'http2' : 'http1', call, body, res, deps, recording));
+    return;
+  }
+  forwardToApp(h2c === false ? 'http1' : protocol, call, body, res, deps, recording);
+}
+
+function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
   const app: UpstreamTarget = { dispatcher: deps.app.dispatcher(protocol), label: deps.app.origin, done: () => {} };
   let picked = false;
   const headers = upstreamRequestHeaders(call.headers, {

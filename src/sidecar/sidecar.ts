@@ -24,6 +24,7 @@ import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { describeTracingSettings } from '../config/telemetry-schema.ts';
 import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
 import { createEdgeTls } from '../identity/edge-tls.ts';
+import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
 import { createBodyBudget } from '../proxy/body-budget.ts';
@@ -237,6 +238,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         })
       : undefined;
 
+  // Asked once per minute at most, and only when an HTTP/2 caller needs the answer.
+  const appH2c = createAppH2cProbe(config.inbound.app, { clock });
   const inboundStackFor = (edge: boolean) =>
     createInboundStack({
       edge,
@@ -244,6 +247,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       ownPrincipal: identity?.spiffeId,
       app,
       appProtocol: config.inbound.appProtocol,
+      appH2c,
       appTimeoutMs: config.inbound.timeout,
       idleTimeoutMs: config.limits.idleTimeout,
       filters: inboundFilters,
