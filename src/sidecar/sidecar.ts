@@ -5,7 +5,7 @@ import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import { createBanList } from '../filters/ip-access/ban-list.ts';
-import { parseIp } from '../filters/ip-access/client-address.ts';
+import { parseIp } from '../proxy/client-address.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createOutboundStack } from '../outbound/outbound-stack.ts';
 import { createDeprecationReporter } from '../outbound/deprecation-reporter.ts';

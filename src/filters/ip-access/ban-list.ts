@@ -1,7 +1,7 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Clock } from '../../core/clock.ts';
 import { reasonCode } from '../../errors/reason-codes.ts';
-import type { ClientAddressResult } from './client-address.ts';
+import type { ClientAddressResult } from '../../proxy/client-address.ts';
 
 /*
  * The auto-ban list: a bounded, temporary deny list fed by the denials of

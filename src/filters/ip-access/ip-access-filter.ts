@@ -4,8 +4,8 @@ import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { IPAccessPolicySpec } from '../../policy/kinds/ip-access-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { AutoBanSettings, BanList } from './ban-list.ts';
-import { compileAddressSet, createClientAddressResolver } from './client-address.ts';
-import type { AddressSet, ClientAddressResult } from './client-address.ts';
+import { compileAddressSet, createClientAddressResolver } from '../../proxy/client-address.ts';
+import type { AddressSet, ClientAddressResult } from '../../proxy/client-address.ts';
 
 /*
  * IP access from IPAccessPolicy documents, compiled once per snapshot: the

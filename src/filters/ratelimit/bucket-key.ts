@@ -27,10 +27,18 @@ function claimText(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/** How `source.ip` finds the client: the connection's peer, or x-forwarded-for through trusted proxies (src/proxy/client-address.ts). */
+export type ClientAddress = (call: CallContext) => string | undefined;
+
+const connectionAddress: ClientAddress = (call) => unwrapMapped(call.source.address);
+
+/** Stands for a client a trusted proxy named with something that is not an address: one shared bucket. */
+const UNKNOWN_CLIENT = '\u0000?';
+
 /** One `key` entry of a RateLimitPolicy rule (validated: source.principal, source.ip, header:NAME, claim:NAME). */
-export function compileKeyPart(part: string): KeyPart {
+export function compileKeyPart(part: string, clientAddress: ClientAddress = connectionAddress): KeyPart {
   if (part === 'source.principal') return (call) => call.source.principal ?? MISSING;
-  if (part === 'source.ip') return (call) => unwrapMapped(call.source.address);
+  if (part === 'source.ip') return (call) => clientAddress(call) ?? UNKNOWN_CLIENT;
   if (part.startsWith('header:')) {
     const name = part.slice('header:'.length);
     return (call) => {
@@ -48,8 +56,8 @@ export function compileKeyPart(part: string): KeyPart {
 }
 
 /** The values of every part, separated by NUL (which no part value contains unquoted). */
-export function compileKey(parts: readonly string[]): KeyPart {
-  const compiled = parts.map(compileKeyPart);
+export function compileKey(parts: readonly string[], clientAddress?: ClientAddress): KeyPart {
+  const compiled = parts.map((part) => compileKeyPart(part, clientAddress));
   if (compiled.length === 1) return compiled[0]!;
   return (call) => {
     let key = compiled[0]!(call);

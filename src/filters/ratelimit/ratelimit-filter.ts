@@ -4,11 +4,12 @@ import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { RespondVerdict, Verdict } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
+import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
 import type { RateLimitPolicySpec } from '../../policy/kinds/rate-limit-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
-import type { KeyPart } from './bucket-key.ts';
+import type { ClientAddress, KeyPart } from './bucket-key.ts';
 import { bucketShape } from './gcra.ts';
 import type { BucketShape, TakeResult } from './gcra.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
@@ -51,6 +52,7 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
     if (doc.kind !== 'RateLimitPolicy') continue;
     const spec = doc.spec as unknown as RateLimitPolicySpec;
     const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
+    const clientAddress = clientAddressOf(spec.trustedProxies);
     spec.rules.forEach((rule) => {
       const shape = bucketShape(rule.limit, rule.burst);
       const id = `${policy}#${rule.name}`;
@@ -62,7 +64,7 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
         global: rule.scope === 'global',
         failureMode: rule.failureMode ?? 'deny',
         match: compileCallMatch(rule.match),
-        key: compileKey(rule.key),
+        key: compileKey(rule.key, clientAddress),
         shape,
         bucketPrefix: `${id}@${Math.round(shape.intervalMs * 1000)}/${shape.burst}`,
         policyHeader: `"${rule.name}";q=${rule.limit.requests};w=${Math.max(1, Math.round(rule.limit.per / 1000))}`,
@@ -70,6 +72,13 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
     });
   }
   return rules;
+}
+
+/** source.ip through the document's trusted proxies; undefined (the connection address) without any. */
+function clientAddressOf(trustedProxies: readonly string[] | undefined): ClientAddress | undefined {
+  if (!trustedProxies || trustedProxies.length === 0) return undefined;
+  const resolve = createClientAddressResolver(trustedProxies);
+  return (call) => resolve(call.source.address, call.headers)?.address;
 }
 
 export function createRateLimitFilter(documents: readonly PolicyDocument[], runtime: RateLimitRuntime): Filter {

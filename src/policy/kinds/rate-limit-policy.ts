@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { PolicyLimits } from '../limits.ts';
-import { documentSchema, headerName, mode, positiveDuration, refineUniqueNames, ruleName, schemaParts } from './common.ts';
+import { cidr, documentSchema, headerName, mode, positiveDuration, refineUniqueNames, ruleName, schemaParts } from './common.ts';
 
 /*
  * RateLimitPolicy: token buckets keyed by who calls. `limit` is the sustained
@@ -52,6 +52,10 @@ export function rateLimitPolicySpecSchema(limits: PolicyLimits) {
     .strictObject({
       selector: p.selector,
       mode,
+      trustedProxies: p
+        .list(cidr)
+        .optional()
+        .describe('Peers (load balancers, edge proxies) whose x-forwarded-for names the client for source.ip keys, as in IPAccessPolicy; without it source.ip is the connection address.'),
       rules: p.ruleList(rule).min(1).describe('Every matching rule takes a token; the call is refused (429, ratelimit.exceeded) when one bucket is empty.'),
     })
     .superRefine((spec, ctx) => refineUniqueNames(spec.rules, ctx, 'rules', 'rule name'));

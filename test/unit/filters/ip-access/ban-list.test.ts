@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../../src/core/call-context.ts';
 import { createBanList } from '../../../../src/filters/ip-access/ban-list.ts';
 import type { AutoBanSettings, BanView } from '../../../../src/filters/ip-access/ban-list.ts';
-import { parseIp } from '../../../../src/filters/ip-access/client-address.ts';
+import { parseIp } from '../../../../src/proxy/client-address.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
 
 function call(address: string): CallContext {

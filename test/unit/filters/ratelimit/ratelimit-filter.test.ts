@@ -127,6 +127,21 @@ describe('rate-limit filter', () => {
     expect(await codes(filter, [different(0), different(1), different(2)])).toEqual(['ok', 'ok', 'ok']);
   });
 
+  it('keys source.ip by x-forwarded-for only through trustedProxies: a load balancer does not make every client one bucket, a caller cannot pick its own', async () => {
+    const { runtime } = setup();
+    const filter = createRateLimitFilter(
+      [rateLimitPolicy('edge', { trustedProxies: ['10.0.0.0/8'], rules: [{ name: 'per-client', key: ['source.ip'], limit: { requests: 1, per: '1m' } }] })],
+      runtime,
+    );
+    const viaLb = (client: string) => call({ address: '10.1.2.3', headers: { 'x-forwarded-for': client } });
+    expect(await codes(filter, [viaLb('198.51.100.1'), viaLb('198.51.100.2'), viaLb('198.51.100.1')])).toEqual(['ok', 'ok', 'ratelimit.exceeded']);
+    // Not through a trusted proxy: the header is the caller's own words and is ignored.
+    const direct = (claimed: string) => call({ address: '203.0.113.7', headers: { 'x-forwarded-for': claimed } });
+    expect(await codes(filter, [direct('198.51.100.3'), direct('198.51.100.4')])).toEqual(['ok', 'ratelimit.exceeded']);
+    // A trusted proxy forwarding garbage: those callers share one bucket rather than get one each.
+    expect(await codes(filter, [viaLb('not-an-ip'), viaLb('still-not')])).toEqual(['ok', 'ratelimit.exceeded']);
+  });
+
   it('reads claims only from a verified token: a header named like the claim is no key, and callers without it share one bucket', async () => {
     const { runtime } = setup();
     const filter = createRateLimitFilter([rateLimitPolicy('limits', { rules: [{ name: 'r', key: ['claim:tenant'], limit: { requests: 2, per: '1m' } }] })], runtime);
