@@ -6,7 +6,7 @@ import {
   MAX_FORWARDED_HOPS,
   parseForwardedEntry,
   parseIp,
-} from '../../../../src/filters/ip-access/client-address.ts';
+} from '../../../src/proxy/client-address.ts';
 
 describe('parseIp: one canonical spelling per address', () => {
   const cases: Array<[string, string | undefined, string?]> = [
