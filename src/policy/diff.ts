@@ -8,7 +8,8 @@ import type { PolicyDocument } from './types.ts';
  * evaluation of `policy explain`; the calls whose outcome changes are listed.
  * The log keeps no credentials (no token, no claims): replayed calls carry no
  * request principal, and authn is not evaluated. IP access is evaluated with
- * the logged `source_address`.
+ * the logged `source_address`. No headers either: ValidationPolicy is not
+ * evaluated.
  */
 
 export interface ReplayedCall {
@@ -105,7 +106,9 @@ export async function diffPolicies(
 ): Promise<PolicyDiff> {
   const changed: ChangedCall[] = [];
   for (const { line, call } of calls) {
-    const [before, after] = await Promise.all([explainCall(oldDocuments, call, opts), explainCall(newDocuments, call, opts)]);
+    // The log keeps no headers: ValidationPolicy would refuse every replayed call that must carry one.
+    const replay: ExplainOptions = { ...opts, validation: false };
+    const [before, after] = await Promise.all([explainCall(oldDocuments, call, replay), explainCall(newDocuments, call, replay)]);
     if (before.allow === after.allow) continue;
     const outcome = (e: typeof before): Outcome => ({ allow: e.allow, code: e.code, rule: e.rule, reason: e.reason });
     changed.push({ line, call, old: outcome(before), new: outcome(after) });

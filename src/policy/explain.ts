@@ -12,15 +12,15 @@ import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
 import { isGrpcRequest } from '../proxy/headers.ts';
 import { normalizePath } from '../proxy/path-normalize.ts';
 import { selectDocuments } from './selector.ts';
-import { compileCallMatch, matchPathOf } from './call-match.ts';
-import type { RateLimitPolicySpec } from './kinds/rate-limit-policy.ts';
+import { rateLimitTrail, validateTrail } from './explain-stages.ts';
 import type { PolicyDocument, WorkloadRef } from './types.ts';
 
 /*
  * `meshgate policy explain`: one call description against a set of policy
  * documents, evaluated by the code the sidecar runs (the same filters and the
  * same authorization engine, src/inbound/inbound-chain.ts order: ip-access,
- * authn, authz) and reported with the trail of rules that matched or not.
+ * authn, authz, rate limit, validate; the last two in explain-stages.ts) and
+ * reported with the trail of rules that matched or not.
  * Pure apart from JWT verification against a `jwksUri` (fetched as the
  * sidecar would); no listener, no policy server.
  */
@@ -50,9 +50,11 @@ export interface ExplainOptions {
   readonly allowWhenNoPolicy?: boolean;
   /** For --jwt with a jwksUri; a fresh one by default. */
   readonly authnRuntime?: AuthnRuntime;
+  /** Evaluate ValidationPolicy (default true). `policy diff` turns it off: the access log keeps no headers to check. */
+  readonly validation?: boolean;
 }
 
-export type TrailStage = 'path' | 'ip-access' | 'authn' | 'authz' | 'ratelimit';
+export type TrailStage = 'path' | 'ip-access' | 'authn' | 'authz' | 'ratelimit' | 'validate';
 
 export interface TrailEntry {
   readonly stage: TrailStage;
@@ -69,7 +71,7 @@ export interface TrailEntry {
 
 export interface Explanation {
   readonly allow: boolean;
-  /** Reason code of the refusal (authz.denied, ip.denied, authn.*, request.invalid_path). */
+  /** Reason code of the refusal (authz.denied, ip.denied, authn.*, validate.*, request.invalid_path). */
   readonly code: string | undefined;
   /** The rule that decided, when one did. */
   readonly rule: string | undefined;
@@ -189,6 +191,16 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
   for (const shadow of decision.shadowDenials) trail.push({ stage: 'authz', rule: shadow.id, matched: true, note: 'shadow: would deny' });
   // 4. Rate limits: which buckets the call would take a token from (counts are live state, not in the policy).
   if (decision.allow) trail.push(...rateLimitTrail(selected, ctx.method, path));
+  // 5. Validation, last as in the chain: the head checks decide; the body is not described.
+  if (decision.allow && opts.validation !== false) {
+    const { entries, refusal } = validateTrail(selected, ctx);
+    if (refusal) {
+      // One decider per explanation: the authz rule let the call through, validation refused it.
+      const demoted = trail.map((t) => (t.stage === 'authz' && t.decides ? { ...t, decides: false } : t));
+      return { allow: false, code: refusal.code, rule: refusal.rule, reason: refusal.reason, path, trail: [...demoted, ...entries] };
+    }
+    trail.push(...entries);
+  }
   return {
     allow: decision.allow,
     code: decision.allow ? undefined : 'authz.denied',
@@ -197,27 +209,6 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
     path,
     trail,
   };
-}
-
-function rateLimitTrail(documents: readonly PolicyDocument[], method: string, path: string): TrailEntry[] {
-  const entries: TrailEntry[] = [];
-  const matchPath = matchPathOf(path);
-  for (const doc of documents) {
-    if (doc.kind !== 'RateLimitPolicy') continue;
-    const spec = doc.spec as unknown as RateLimitPolicySpec;
-    for (const rule of spec.rules) {
-      const matched = compileCallMatch(rule.match)(method, matchPath);
-      const burst = rule.burst ?? rule.limit.requests;
-      entries.push({
-        stage: 'ratelimit',
-        rule: `${doc.metadata.namespace}/${doc.metadata.name}#${rule.name}`,
-        mode: spec.mode,
-        matched,
-        note: matched ? `takes a token: ${rule.limit.requests} per ${rule.limit.per} ms, burst ${burst}, per ${rule.key.join(' + ')}, ${rule.scope}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}` : undefined,
-      });
-    }
-  }
-  return entries;
 }
 
 function markDecider(trail: TrailEntry[], stage: TrailStage, rule: string | undefined): void {

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { BodyRead, RequestBody } from '../core/call-context.ts';
@@ -43,7 +44,7 @@ export function createRequestBody(
     memory.budget.release(reserved);
     reserved = 0;
   });
-  const declaredLength = declaredLengthOf(req);
+  const declaredLength = declaredLengthOf(req.headers);
   let result: Promise<BodyRead> | undefined;
   // Invariant: `chunks` holds every byte consumed from `live` until forwardable() hands them on.
   let chunks: Buffer[] = [];
@@ -129,10 +130,11 @@ export function createRequestBody(
   };
 }
 
-function declaredLengthOf(req: DownstreamRequest): number | undefined {
+/** The Content-Length a request head declares; undefined when chunked or absent. Also used by `policy explain`. */
+export function declaredLengthOf(headers: IncomingHttpHeaders): number | undefined {
   // Chunked wins over a Content-Length on HTTP/1.1 (RFC 9112 §6.3); node:http refuses the pair anyway.
-  if (req.headers['transfer-encoding'] !== undefined) return undefined;
-  const value = req.headers['content-length'];
+  if (headers['transfer-encoding'] !== undefined) return undefined;
+  const value = headers['content-length'];
   if (value === undefined || !/^\d{1,15}$/.test(value)) return undefined;
   return Number(value);
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
@@ -82,5 +82,18 @@ describe('policy diff', () => {
     const log = parseAccessLog(LOG);
     const extra = await diffPolicies(oldDocs, newDocs.filter((d) => d.kind !== 'AuthorizationPolicy' || d.metadata.name === 'deny-admin').concat(oldDocs.filter((d) => d.metadata.name === 'allow-frontend')), log.calls);
     expect(extra.changed.every((c) => c.old.allow && !c.new.allow)).toBe(true);
+  });
+
+  it('does not replay ValidationPolicy: the log keeps no headers to check', async () => {
+    const sub = join(dir, 'validation');
+    await mkdir(sub);
+    await writeFile(join(sub, 'v.yaml'), `apiVersion: meshgate.dev/v1
+kind: ValidationPolicy
+metadata: { name: input, namespace: shop }
+spec:
+  rules: [{ name: tenant, requiredHeaders: [x-tenant] }]
+`);
+    const diff = await diffPolicies(oldDocs, [...oldDocs, ...(await load(sub))], parseAccessLog(LOG).calls);
+    expect(diff.changed).toEqual([]);
   });
 });

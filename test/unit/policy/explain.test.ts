@@ -143,6 +143,84 @@ spec:
     expect(denied.trail.some((t) => t.stage === 'ratelimit')).toBe(false);
   });
 
+  const VALIDATION = `apiVersion: meshgate.dev/v1
+kind: ValidationPolicy
+metadata: { name: input, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  rules:
+    - name: tenant
+      match: { paths: ["/orders/*"] }
+      requiredHeaders: [x-tenant]
+      maxHeaderBytes: 512
+    - name: create
+      match: { paths: ["/orders/*"], methods: [POST] }
+      contentTypes: [application/json]
+      maxBodyBytes: 1KiB
+      jsonSchema: { type: object, required: [item] }
+    - { name: other, match: { paths: ["/reports*"] }, requiredHeaders: [x-report] }
+---
+apiVersion: meshgate.dev/v1
+kind: ValidationPolicy
+metadata: { name: trial, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  mode: shadow
+  rules: [{ name: region, match: { paths: ["/orders/*"] }, requiredHeaders: [x-region] }]
+`;
+
+  it('refuses a call missing a required header with the validate rule, after the rate limits, as the sidecar would', async () => {
+    const input = await validDocs(VALIDATION);
+    const limits = await validDocs(`apiVersion: meshgate.dev/v1
+kind: RateLimitPolicy
+metadata: { name: limits, namespace: shop }
+spec:
+  rules: [{ name: all, key: [source.ip], limit: { requests: 10, per: 1s } }]
+`);
+    const e = await explainCall([...docs, ...limits, ...input], call());
+    expect(verdictLine(e)).toBe('DENY (validate.missing_header) by shop/input#tenant');
+    expect(e).toMatchObject({ allow: false, code: 'validate.missing_header', rule: 'shop/input#tenant', reason: 'missing required header x-tenant' });
+    // Chain order: authz let it through, the rate limit took a token, validation refused; one decider, and no rule checked after it.
+    expect(e.trail.filter((t) => t.stage !== 'path').map((t) => t.stage)).toEqual(['ip-access', 'authn', 'authz', 'authz', 'authz', 'ratelimit', 'validate']);
+    expect(e.trail.filter((t) => t.decides).map((t) => t.rule)).toEqual(['shop/input#tenant']);
+    expect(formatTrail(e.trail.filter((t) => t.stage === 'validate'))).toEqual(['  validate  shop/input#tenant validate.missing_header: missing required header x-tenant <- decides']);
+    // An empty value is missing too (the filter's own check).
+    expect((await explainCall([...docs, ...input], call({ headers: { 'x-tenant': ' ' } }))).code).toBe('validate.missing_header');
+  });
+
+  it('allows a call whose headers pass, lists body checks as not evaluated, and never refuses for a shadow rule', async () => {
+    const input = await validDocs(VALIDATION);
+    const e = await explainCall([...docs, ...input], call({ method: 'POST', headers: { 'x-tenant': 'acme', 'content-type': 'application/json; charset=utf-8' } }));
+    expect(verdictLine(e)).toBe('ALLOW');
+    expect(e.rule).toBe('shop/allow-frontend#frontend-orders');
+    expect(formatTrail(e.trail.filter((t) => t.stage === 'validate'))).toEqual([
+      '  validate  shop/input#tenant header checks pass',
+      '  validate  shop/input#create header checks pass; jsonSchema, maxBodyBytes need the body: not evaluated offline (a call without a body gets validate.malformed_json)',
+      '  validate  shop/input#other no match',
+      '  validate  shop/trial#region shadow: would refuse (validate.missing_header: missing required header x-region)',
+    ]);
+    // A declared Content-Length is a head check: decided without the body.
+    const declared = await explainCall([...docs, ...input], call({ method: 'POST', headers: { 'x-tenant': 'acme', 'content-type': 'application/json', 'content-length': '2048' } }));
+    expect(verdictLine(declared)).toBe('DENY (validate.body_too_large) by shop/input#create');
+  });
+
+  it('checks content types and header size from the --header flags', async () => {
+    const input = await validDocs(VALIDATION);
+    const xml = await explainCall([...docs, ...input], call({ method: 'POST', headers: { 'x-tenant': 'acme', 'content-type': 'text/xml' } }));
+    expect(xml).toMatchObject({ allow: false, code: 'validate.content_type', rule: 'shop/input#create' });
+    // No content type, no length: no body described, so no content to type (as the sidecar skips a call without a body).
+    const bare = await explainCall([...docs, ...input], call({ method: 'POST', headers: { 'x-tenant': 'acme' } }));
+    expect(bare.allow).toBe(true);
+    expect(bare.trail.find((t) => t.rule === 'shop/input#create')?.note).toContain('contentTypes not checked: no body described');
+    const big = await explainCall([...docs, ...input], call({ headers: { 'x-tenant': 'acme', cookie: 'c'.repeat(600) } }));
+    expect(big).toMatchObject({ allow: false, code: 'validate.headers_too_large', rule: 'shop/input#tenant' });
+    // A refused call never reaches validation, and `validation: false` (policy diff) skips it.
+    const denied = await explainCall([...docs, ...input], call({ from: 'spiffe://cluster.local/ns/shop/sa/billing' }));
+    expect(denied.code).toBe('authz.denied');
+    expect(denied.trail.some((t) => t.stage === 'validate')).toBe(false);
+    expect((await explainCall([...docs, ...input], call(), { validation: false })).allow).toBe(true);
+  });
+
   it('formats one trail line per entry', async () => {
     const lines = formatTrail((await explainCall(docs, call({ path: '/orders/../admin', address: '10.0.0.1' }))).trail);
     expect(lines).toEqual([

@@ -1,0 +1,94 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { CallContext } from '../core/call-context.ts';
+import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
+import type { BodyFacts } from '../filters/validate/validate-rules.ts';
+import { declaredLengthOf } from '../proxy/request-body.ts';
+import { compileCallMatch, matchPathOf } from './call-match.ts';
+import type { TrailEntry } from './explain.ts';
+import type { RateLimitPolicySpec } from './kinds/rate-limit-policy.ts';
+import type { PolicyDocument } from './types.ts';
+
+/*
+ * The stages of `policy explain` after authorization, for an allowed call, in
+ * the inbound chain's order: rate limit, then validate. Neither has the live
+ * state of a sidecar (bucket counts) nor a body, so each reports what the
+ * policy alone decides.
+ */
+
+/** A stage refused the call: the explanation's code, rule and reason. */
+export interface StageRefusal {
+  readonly code: string;
+  readonly rule: string;
+  readonly reason: string;
+}
+
+/** The RateLimitPolicy rules the call would take a token from (counts are live state, not in the policy: never a refusal). */
+export function rateLimitTrail(documents: readonly PolicyDocument[], method: string, path: string): TrailEntry[] {
+  const entries: TrailEntry[] = [];
+  const matchPath = matchPathOf(path);
+  for (const doc of documents) {
+    if (doc.kind !== 'RateLimitPolicy') continue;
+    const spec = doc.spec as unknown as RateLimitPolicySpec;
+    for (const rule of spec.rules) {
+      const matched = compileCallMatch(rule.match)(method, matchPath);
+      const burst = rule.burst ?? rule.limit.requests;
+      entries.push({
+        stage: 'ratelimit',
+        rule: `${doc.metadata.namespace}/${doc.metadata.name}#${rule.name}`,
+        mode: spec.mode,
+        matched,
+        note: matched ? `takes a token: ${rule.limit.requests} per ${rule.limit.per} ms, burst ${burst}, per ${rule.key.join(' + ')}, ${rule.scope}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}` : undefined,
+      });
+    }
+  }
+  return entries;
+}
+
+/**
+ * ValidationPolicy rules, in the validate filter's order, with its head checks
+ * (validate-rules.ts checkHead: required headers, header size, content type, a
+ * declared Content-Length above maxBodyBytes). The first failing enforcing rule
+ * refuses, as in the sidecar, and later rules are not checked. The body is
+ * never described: checks that read it are listed, not evaluated.
+ */
+export function validateTrail(documents: readonly PolicyDocument[], ctx: CallContext): { entries: TrailEntry[]; refusal: StageRefusal | undefined } {
+  const { rules } = compileValidationRules(documents);
+  const entries: TrailEntry[] = [];
+  const matchPath = matchPathOf(ctx.path);
+  const declaredLength = declaredLengthOf(ctx.headers);
+  // limits.maxBodyBuffer is sidecar configuration, unknown here: only the checks that read the body depend on it.
+  const body: BodyFacts = { present: describesBody(ctx.headers), declaredLength, bufferLimit: Infinity };
+  let headerBytes: number | undefined;
+  for (const rule of rules) {
+    const mode = rule.shadow ? 'shadow' : 'enforce';
+    if (!rule.match(ctx.method, matchPath)) {
+      entries.push({ stage: 'validate', rule: rule.id, mode, matched: false });
+      continue;
+    }
+    // hasSchema off: its head check ("a JSON body is required") is about the body, which explain never has.
+    const failure = checkHead({ ...rule, hasSchema: false }, ctx, body, () => (headerBytes ??= headerBytesOf(ctx.headers)));
+    if (failure && !rule.shadow) {
+      entries.push({ stage: 'validate', rule: rule.id, mode, matched: true, decides: true, note: `${failure.code}: ${failure.reason}` });
+      return { entries, refusal: { code: failure.code, rule: rule.id, reason: failure.reason } };
+    }
+    const notes = [failure ? `shadow: would refuse (${failure.code}: ${failure.reason})` : 'header checks pass'];
+    if (rule.contentTypes && !body.present) notes.push('contentTypes not checked: no body described (--header content-type or content-length)');
+    // gRPC bodies are never read by the sidecar: no body check applies to them.
+    if (!failure && !ctx.isGrpc) {
+      const needBody = [...(rule.hasSchema ? ['jsonSchema'] : []), ...(rule.maxBodyBytes !== undefined && declaredLength === undefined ? ['maxBodyBytes'] : [])];
+      if (needBody.length > 0) notes.push(`${needBody.join(', ')} need${needBody.length === 1 ? 's' : ''} the body: not evaluated offline${rule.hasSchema ? ' (a call without a body gets validate.malformed_json)' : ''}`);
+    }
+    entries.push({ stage: 'validate', rule: rule.id, mode, matched: true, note: notes.join('; ') });
+  }
+  return { entries, refusal: undefined };
+}
+
+/**
+ * Whether the described call carries a body: a head that declares one (as the
+ * sidecar reads an HTTP/1.1 head), or a content type (content comes with one;
+ * an HTTP/2 caller need not declare a length).
+ */
+function describesBody(headers: IncomingHttpHeaders): boolean {
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0') || headers['content-type'] !== undefined;
+}
