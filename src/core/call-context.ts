@@ -84,6 +84,12 @@ export interface CallAnnotations {
    * (`meshgate.ratelimit`): e.g. `allowed`, `limited`, `shadow_limited`. Set by the rate-limit filter.
    */
   rateLimit?: string;
+  /**
+   * The Route version (`versions[].name`) of the endpoint that answered an
+   * outbound call, for the access log and the span (`meshgate.version`). Set by
+   * the outbound stack when that endpoint belongs to a declared version.
+   */
+  version?: string;
   /** The verified request credential (JWT or OAuth2 introspection), set by the authn filter. */
   auth?: RequestAuth;
   /** Rules in shadow mode that would have denied this call (`namespace/policy#rule`). */

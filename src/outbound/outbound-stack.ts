@@ -104,7 +104,8 @@ function afterFilters(
     subset = backend.subset;
   }
   // Versions are label subsets of the destination's own endpoints; a backend on another service has none.
-  const versions = cluster === service.cluster && service.versions?.anyDeprecated ? service.versions : undefined;
+  const versionTable = cluster === service.cluster ? service.versions : undefined;
+  const versions = versionTable?.anyDeprecated ? versionTable : undefined;
   const target = cluster;
   let picked: ClusterTarget | undefined; // attempts are sequential: the last pick is the one whose response head is relayed
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
@@ -126,6 +127,9 @@ function afterFilters(
       retry,
       pick: (tried) => observeAttempt(recording, (picked = target.pick(protocol, subset, tried)), attempts++), // balancer skips ejected endpoints; each attempt an event on the span
       mutateResponseHeaders: (out: OutgoingHttpHeaders) => {
+        // Called once, for the response head relayed: `picked` is the endpoint that answered.
+        const answered = versionTable && picked ? versionTable.versionOf(picked.labels, version) : undefined;
+        if (answered) call.annotations.version = answered.name;
         const deprecated = versions && picked ? versions.deprecatedVersionOf(picked.labels, version) : undefined;
         if (deprecated) {
           const h = deprecated.deprecation!.headers;

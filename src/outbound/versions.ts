@@ -34,6 +34,13 @@ export interface VersionTable {
    * subset the labels contain.
    */
   deprecatedVersionOf(labels: Readonly<Record<string, string>>, preferred?: ServiceVersion): ServiceVersion | undefined;
+  /**
+   * The version an endpoint with these labels answered for: `preferred` (the
+   * pinned one, whose subset the endpoint is in), else the version
+   * deprecatedVersionOf names, so the log agrees with the deprecation headers,
+   * else the first version, in document order, whose subset the labels contain.
+   */
+  versionOf(labels: Readonly<Record<string, string>>, preferred?: ServiceVersion): ServiceVersion | undefined;
   /** False when no version is deprecated: the stack then skips the per-call check. */
   readonly anyDeprecated: boolean;
 }
@@ -45,6 +52,7 @@ function contains(labels: Readonly<Record<string, string>>, subset: Readonly<Rec
 
 export function compileVersions(configs: readonly VersionConfig[]): VersionTable {
   const byName = new Map<string, ServiceVersion>();
+  const all: ServiceVersion[] = [];
   const deprecated: ServiceVersion[] = [];
   for (const config of configs) {
     const version: ServiceVersion = {
@@ -55,20 +63,32 @@ export function compileVersions(configs: readonly VersionConfig[]): VersionTable
         : undefined,
     };
     byName.set(version.name, version);
+    all.push(version);
     if (version.deprecation) deprecated.push(version);
   }
   // Endpoint labels are frozen per endpoint (./endpoint.ts) and replaced, never mutated, so the
   // object is a sound cache key; the table and its cache are dropped at the next registry update.
   const cache = new WeakMap<object, ServiceVersion | null>();
+  const anyCache = new WeakMap<object, ServiceVersion | null>();
+  const deprecatedVersionOf = (labels: Readonly<Record<string, string>>, preferred?: ServiceVersion): ServiceVersion | undefined => {
+    if (preferred?.deprecation) return preferred; // the pinned endpoint is in its subset by construction
+    let found = cache.get(labels);
+    if (found === undefined) {
+      found = deprecated.find((v) => contains(labels, v.subset)) ?? null;
+      cache.set(labels, found);
+    }
+    return found ?? undefined;
+  };
   return {
     byName: (name) => byName.get(name),
     anyDeprecated: deprecated.length > 0,
-    deprecatedVersionOf(labels, preferred) {
-      if (preferred?.deprecation) return preferred; // the pinned endpoint is in its subset by construction
-      let found = cache.get(labels);
+    deprecatedVersionOf,
+    versionOf(labels, preferred) {
+      if (preferred) return preferred;
+      let found = anyCache.get(labels);
       if (found === undefined) {
-        found = deprecated.find((v) => contains(labels, v.subset)) ?? null;
-        cache.set(labels, found);
+        found = deprecatedVersionOf(labels) ?? all.find((v) => contains(labels, v.subset)) ?? null;
+        anyCache.set(labels, found);
       }
       return found ?? undefined;
     },

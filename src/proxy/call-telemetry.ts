@@ -206,6 +206,7 @@ function endSpan(span: Span, call: CallContext, outcome: Pick<ForwardOutcome, 's
   if (a.rule) attributes['meshgate.decision.rule'] = a.rule;
   if (a.decisionId) attributes['meshgate.decision.id'] = a.decisionId;
   if (a.rateLimit) attributes['meshgate.ratelimit'] = a.rateLimit;
+  if (a.version) attributes['meshgate.version'] = a.version;
   if (outcome.reason) attributes['meshgate.reason'] = outcome.reason;
   if (a.route) attributes['meshgate.route'] = a.route;
   if (a.upstream) attributes['meshgate.upstream'] = a.upstream;

@@ -67,6 +67,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessL
       ratelimit: a.rateLimit,
       shadow_denials: a.shadowDenials,
       route: a.route,
+      version: a.version,
       upstream: a.upstream,
       retries: a.retries,
     });

@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
+import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
@@ -14,7 +16,8 @@ import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
  * Route versions and deprecation on the caller's outbound side: one sidecar
  * (workload frontend.shop) whose last-known-good snapshot holds a Route for
  * orders and a registry with two echo endpoints labelled version v1 and v2.
- * No policy server answers (policy.servers points at a closed port).
+ * No policy server answers (policy.servers points at a closed port). Client
+ * spans go to an in-process OTLP receiver.
  */
 
 const SUNSET = '2099-12-31';
@@ -36,9 +39,11 @@ let stateDir: string;
 let v1: TestServer;
 let v2: TestServer;
 let sc: TestSidecar;
+let receiver: OtlpReceiver;
 
 beforeAll(async () => {
   stateDir = await mkdtemp(join(tmpdir(), 'meshgate-versions-'));
+  receiver = await startOtlpReceiver();
   v1 = await startHttpServer(echoHandler('v1'));
   v2 = await startHttpServer(echoHandler('v2'));
   await writeSnapshot(stateDir, { service: 'frontend' }, [route], [
@@ -58,11 +63,13 @@ beforeAll(async () => {
     inbound: { app: 'http://127.0.0.1:1' },
     policy: { servers: ['127.0.0.1:1'], stateDir },
     authorization: { allowWhenNoPolicy: true },
+    telemetry: { tracing: { exporter: 'otlp-http', endpoint: receiver.httpUrl, batch: { scheduledDelay: '10ms' } } },
   });
 });
 
 afterAll(async () => {
   await sc?.drain(200);
+  await receiver?.close();
   await v1?.close();
   await v2?.close();
   await rm(stateDir, { recursive: true, force: true });
@@ -77,6 +84,12 @@ async function call(headers: Record<string, string> = {}) {
 async function deprecatedCalls(version: string): Promise<number> {
   const text = await (await request(`${sc.adminUrl}/metrics`)).body.text();
   return sumOf(parsePrometheusText(text), 'meshgate_deprecated_calls_total', { destination_service: 'orders.shop', version });
+}
+
+/** The access-log line of the call sent with this x-request-id, once written (asynchronously). */
+async function accessLine(requestId: string): Promise<Record<string, unknown>> {
+  await expect.poll(() => sc.logs.some((l) => l.log === 'access' && l.request_id === requestId), { timeout: 2_000, interval: 20 }).toBe(true);
+  return sc.logs.find((l) => l.log === 'access' && l.request_id === requestId)!;
 }
 
 describe('Route versions on the outbound side', () => {
@@ -146,6 +159,37 @@ describe('Route versions on the outbound side', () => {
     expect(hits.v1).toBeLessThan(80);
     expect(marked).toBe(hits.v1);
     expect((await deprecatedCalls('v1')) - before.counted).toBe(hits.v1);
+  });
+
+  it('the version that answered is in the access log (version) and on the client span (meshgate.version)', async () => {
+    const traced: Array<{ traceId: string; version: string | undefined }> = [];
+    const send = async (name: string, headers: Record<string, string>) => {
+      const traceId = `${(traced.length + 1).toString(16).padStart(2, '0')}${'e'.repeat(29)}7`;
+      const res = await call({ ...headers, 'x-request-id': `versions-${name}`, traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
+      const line = await accessLine(`versions-${name}`);
+      traced.push({ traceId, version: line.version as string | undefined });
+      return { res, line };
+    };
+    expect((await send('pinned-v2', { 'x-meshgate-version': 'v2' })).line).toMatchObject({ direction: 'outbound', status: 200, route: 'split', version: 'v2' });
+    expect((await send('pinned-v1', { 'x-meshgate-version': 'v1' })).line).toMatchObject({ status: 200, version: 'v1' });
+    // Not pinned: the version of the endpoint the backend split picked.
+    for (let i = 0; i < 8; i++) {
+      const { res, line } = await send(`split-${i}`, {});
+      expect(line.version).toBe(res.body.name);
+    }
+    // No endpoint answered: no version, pinned or not.
+    const empty = await send('pinned-v3', { 'x-meshgate-version': 'v3' });
+    expect(empty.line).toMatchObject({ status: 503, reason: 'upstream.unavailable' });
+    expect(empty.line).not.toHaveProperty('version');
+    const unknown = await send('pinned-v9', { 'x-meshgate-version': 'v9' });
+    expect(unknown.line).toMatchObject({ status: 404, reason: 'route.unknown_version' });
+    expect(unknown.line).not.toHaveProperty('version');
+
+    const spans = await receiver.waitFor((all) => traced.every((t) => all.some((s) => s.traceId === t.traceId && s.kind === 3)));
+    for (const t of traced) {
+      const span = spans.find((s) => s.traceId === t.traceId && s.kind === 3)!;
+      expect(span.attributes['meshgate.version']).toBe(t.version);
+    }
   });
 });
 

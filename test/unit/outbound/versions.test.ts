@@ -44,6 +44,18 @@ describe('version resolution', () => {
     expect(table.deprecatedVersionOf(none)).toBeUndefined();
   });
 
+  it('names the version an endpoint answered for: the pinned one, else the deprecated one, else the first in document order', () => {
+    const table = compileVersions([V2, V1, LEGACY]);
+    expect(table.versionOf(Object.freeze({ version: 'v2', zone: 'a' }))?.name).toBe('v2');
+    expect(table.versionOf(Object.freeze({ zone: 'a' }))).toBeUndefined();
+    // In v2 and the deprecated legacy track: legacy, as the deprecation headers say, unless v2 was pinned.
+    const both = Object.freeze({ version: 'v2', track: 'legacy' });
+    expect(table.versionOf(both)?.name).toBe('legacy');
+    expect(table.versionOf(both, table.byName('v2'))?.name).toBe('v2');
+    expect(table.versionOf(both)).toBe(table.versionOf(both)); // cached per labels object
+    expect(compileVersions([V2, { name: 'all', subset: {} }]).versionOf(Object.freeze({ version: 'v3' }))?.name).toBe('all');
+  });
+
   it('has nothing to check when no version is deprecated', () => {
     expect(compileVersions([V2]).anyDeprecated).toBe(false);
   });

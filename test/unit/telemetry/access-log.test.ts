@@ -29,7 +29,7 @@ const call = (): CallContext => ({
   isGrpc: false,
   source: { address: '10.0.0.7', port: 5555, principal: 'spiffe://cluster.local/ns/shop/sa/frontend' },
   destination: { service: 'orders', namespace: 'shop' },
-  annotations: { retries: 1, decision: 'allow', rule: 'shop/p#r', decisionId: 'd-1', rateLimit: 'allowed', upstream: '127.0.0.1:8080' },
+  annotations: { retries: 1, decision: 'allow', rule: 'shop/p#r', decisionId: 'd-1', rateLimit: 'allowed', upstream: '127.0.0.1:8080', version: 'v2' },
 });
 const ok: CallOutcome = { status: 200, reason: undefined, durationMs: 1.23456, bytesIn: 10, bytesOut: 20, traceId: 'a'.repeat(32), spanId: 'b'.repeat(16) };
 
@@ -61,6 +61,7 @@ describe('access log', () => {
       decision_id: 'd-1',
       ratelimit: 'allowed',
       upstream: '127.0.0.1:8080',
+      version: 'v2',
       retries: 1,
     });
     expect(JSON.stringify(lines)).not.toMatch(/SECRET/);
