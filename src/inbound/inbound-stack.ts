@@ -62,9 +62,8 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // codec: method, path, authority
     if ('code' in target) return rejectMalformed('inbound', req, res, target, telemetry); // 400: malformed, or a path refused by normalization
-    const budget = deps.bodyBudget;
     // Read only if a filter needs it (validate), within the sidecar's memory budget; otherwise streamed untouched.
-    const body = createRequestBody(req, budget && { budget, onCallEnd: (release) => res.once('close', release) });
+    const body = createRequestBody(req, deps.bodyBudget, res);
     const call = createCallContext(req, target, {
       direction: 'inbound',
       startedAt,

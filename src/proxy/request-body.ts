@@ -34,16 +34,26 @@ const NO_BODY: ForwardableBody = Object.freeze({
  */
 export function createRequestBody(
   req: DownstreamRequest,
-  /** Shared by every call of the sidecar; bytes held by this call are returned to it when `onCallEnd` fires. */
-  memory?: { readonly budget: BodyBudget; readonly onCallEnd: (release: () => void) => void },
+  /** Shared by every call of the sidecar (limits.maxBufferedBodies); unbounded without. */
+  budget?: BodyBudget,
+  /** Emits 'close' when the call is over (the response): bytes this call holds go back to `budget` then. */
+  callEnd?: { once(event: 'close', listener: () => void): unknown },
 ): ForwardableBody {
   const live = requestBody(req);
   if (live === null) return NO_BODY;
   let reserved = 0;
-  if (memory) memory.onCallEnd(() => {
-    memory.budget.release(reserved);
-    reserved = 0;
-  });
+  let releaseScheduled = false;
+  // Registered only once bytes are held, so calls whose body no filter reads add no listener.
+  const reserve = (bytes: number): boolean => {
+    if (!budget) return true;
+    if (!budget.reserve(bytes)) return false;
+    reserved += bytes;
+    if (!releaseScheduled) {
+      releaseScheduled = true;
+      callEnd?.once('close', () => budget.release(reserved));
+    }
+    return true;
+  };
   const declaredLength = declaredLengthOf(req.headers);
   let result: Promise<BodyRead> | undefined;
   // Invariant: `chunks` holds every byte consumed from `live` until forwardable() hands them on.
@@ -62,15 +72,12 @@ export function createRequestBody(
         resolve(outcome);
       };
       const onData = (chunk: Buffer): void => {
-        if (memory) {
-          if (!memory.budget.reserve(chunk.length)) {
-            // Kept and forwarded if the call goes on, but not counted: it was already in memory.
-            chunks.push(chunk);
-            source.pause();
-            settle('partial', { kind: 'over_budget' });
-            return;
-          }
-          reserved += chunk.length;
+        if (!reserve(chunk.length)) {
+          // Kept and forwarded if the call goes on, but not counted: it was already in memory.
+          chunks.push(chunk);
+          source.pause();
+          settle('partial', { kind: 'over_budget' });
+          return;
         }
         received += chunk.length;
         chunks.push(chunk);

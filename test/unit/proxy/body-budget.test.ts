@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { BodyRead } from '../../../src/core/call-context.ts';
@@ -22,22 +23,21 @@ async function drain(stream: Readable | null): Promise<number> {
 describe('sidecar-wide budget for buffered request bodies', () => {
   it('refuses a read that would cross the budget, and gives the bytes back when the holding call ends', async () => {
     const budget = createBodyBudget(100);
-    const ends: (() => void)[] = [];
-    const memory = { budget, onCallEnd: (release: () => void) => void ends.push(release) };
+    const ends = [new EventEmitter(), new EventEmitter(), new EventEmitter()];
 
-    const first = createRequestBody(chunkedRequest(80), memory);
+    const first = createRequestBody(chunkedRequest(80), budget, ends[0]);
     expect(await first.read(1000)).toMatchObject({ kind: 'complete' });
     expect(budget.inUse()).toBe(80);
 
-    const second = createRequestBody(chunkedRequest(40), memory);
+    const second = createRequestBody(chunkedRequest(40), budget, ends[1]);
     expect(await second.read(1000)).toEqual({ kind: 'over_budget' });
     // Nothing is lost if the call goes on anyway (e.g. only shadow rules wanted the body).
     expect(await drain(second.forwardable())).toBe(40);
 
-    ends[0]!();
-    ends[1]!();
+    ends[0]!.emit('close');
+    ends[1]!.emit('close');
     expect(budget.inUse()).toBe(0);
-    const third = createRequestBody(chunkedRequest(40), memory);
+    const third = createRequestBody(chunkedRequest(40), budget, ends[2]);
     expect(await third.read(1000)).toMatchObject({ kind: 'complete' });
     expect(budget.inUse()).toBe(40);
   });
