@@ -1,5 +1,6 @@
 import type { RateLimitConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { createLogGate } from '../core/log-gate.ts';
 import { createLocalBuckets } from '../filters/ratelimit/local-buckets.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createRedisStore, redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
@@ -26,12 +27,11 @@ export async function startRateLimiting(
   deps: { metrics: SidecarMetrics; clock: Clock; random: Random; logger: Logger },
 ): Promise<SidecarRateLimiting> {
   const logger = deps.logger.child({ component: 'ratelimit' });
-  let lastEvictionWarning = Number.NEGATIVE_INFINITY;
+  const evictionWarnings = createLogGate(deps.clock, 60_000);
   const local = createLocalBuckets(config.maxLocalBuckets, {
     evicted: () => {
       deps.metrics.rateLimitBucketEvictions.inc();
-      if (deps.clock.monotonic() - lastEvictionWarning < 60_000) return;
-      lastEvictionWarning = deps.clock.monotonic();
+      if (evictionWarnings.pass() === undefined) return;
       logger.warn({ maxLocalBuckets: config.maxLocalBuckets }, 'rate-limit bucket table full: buckets dropped early (see meshgate_ratelimit_bucket_evictions_total; raise rateLimit.maxLocalBuckets)');
     },
   });

@@ -23,6 +23,7 @@ import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { describeTracingSettings } from '../config/telemetry-schema.ts';
 import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
+import { createLogGate } from '../core/log-gate.ts';
 import { createEdgeTls } from '../identity/edge-tls.ts';
 import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { probeApp } from './app-probe.ts';
@@ -83,7 +84,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   // One memory bound for the request bodies filters read, shared by the mesh and edge listeners.
   const bodyBudget = createBodyBudget(config.limits.maxBufferedBodies);
   // Created once: bans and denial counts outlive the chain rebuilt on every policy snapshot.
-  let lastEvictionWarning = Number.NEGATIVE_INFINITY;
+  const evictionWarnings = createLogGate(clock, 60_000);
   const banList = createBanList({
     clock,
     events: {
@@ -93,8 +94,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       },
       evicted: (list, address) => {
         metrics.ipBanEvictions.inc({ list });
-        if (clock.monotonic() - lastEvictionWarning < 60_000) return;
-        lastEvictionWarning = clock.monotonic();
+        if (evictionWarnings.pass() === undefined) return;
         logger.warn({ list, address }, 'auto-ban list full: entries dropped early (see meshgate_ip_ban_evictions_total; raise autoBan.maxEntries)');
       },
       lifted: (ban) => logger.warn(ban, 'ban lifted through the admin API'),

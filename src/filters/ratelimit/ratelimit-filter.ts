@@ -1,5 +1,6 @@
 import type { CallContext } from '../../core/call-context.ts';
 import { createDecisionIds } from '../../core/decision-id.ts';
+import { createLogGate } from '../../core/log-gate.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { RespondVerdict, Verdict } from '../../core/verdict.ts';
@@ -185,14 +186,10 @@ function refused(rule: CompiledRule, decisionId: string, retryAfter: string): Re
 function throttledLog(runtime: RateLimitRuntime, clock: RateLimitRuntime['clock']): (rule: CompiledRule, call: CallContext, message: string) => void {
   const logger = runtime.logger;
   if (!logger) return () => {};
-  const last = new Map<string, { at: number; suppressed: number }>();
+  const gate = createLogGate(clock, 1000);
   return (rule, call, message) => {
-    const now = clock.monotonic();
-    const entry = last.get(rule.id);
-    if (entry && now - entry.at < 1000) {
-      entry.suppressed++;
-      return;
-    }
+    const suppressed = gate.pass(rule.id);
+    if (suppressed === undefined) return;
     try {
       logger.info(
         {
@@ -204,13 +201,12 @@ function throttledLog(runtime: RateLimitRuntime, clock: RateLimitRuntime['clock'
           source_principal: call.source.principal,
           source_address: call.source.address,
           request_principal: call.annotations.auth?.principal,
-          ...(entry && entry.suppressed > 0 ? { suppressed: entry.suppressed } : {}),
+          ...(suppressed > 0 ? { suppressed } : {}),
         },
         message,
       );
     } catch {
       // A broken log sink must not fail the call.
     }
-    last.set(rule.id, { at: now, suppressed: 0 });
   };
 }
