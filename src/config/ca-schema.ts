@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import { z } from 'zod';
 import { isValidTrustDomain } from '../identity/spiffe-id.ts';
 import { duration } from './durations.ts';
-import { roleTelemetrySchema } from './telemetry-schema.ts';
+import { roleLogSchema, roleTelemetrySchema } from './telemetry-schema.ts';
 
 /*
  * The CA configuration file (`meshgate ca --config ca.yaml`). Every field is
@@ -102,12 +102,7 @@ export const caConfigSchema = z
       })
       .prefault({})
       .describe('Audit trail.'),
-    log: z
-      .strictObject({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
-      })
-      .prefault({})
-      .describe('Logging.'),
+    log: roleLogSchema,
     telemetry: roleTelemetrySchema,
   });
 

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { adminApiConfigSchema } from '../policy-server/admin-config.ts';
 import { duration } from './durations.ts';
-import { roleTelemetrySchema } from './telemetry-schema.ts';
+import { roleLogSchema, roleTelemetrySchema } from './telemetry-schema.ts';
 import { sidecarConfigSchema } from './sidecar-schema.ts';
 
 /*
@@ -108,12 +108,7 @@ export const policyServerConfigSchema = z
       })
       .prefault({})
       .describe('The subscription stream.'),
-    log: z
-      .strictObject({
-        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
-      })
-      .prefault({})
-      .describe('Logging.'),
+    log: roleLogSchema,
     telemetry: roleTelemetrySchema,
   })
   .superRefine((config, ctx) => {

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { policySubscriberConfigSchema } from '../policy/subscriber-config.ts';
 import { byteSize, duration } from './durations.ts';
-import { tracingConfigSchema } from './telemetry-schema.ts';
+import { logLevelSchema, tracingConfigSchema } from './telemetry-schema.ts';
 
 /*
  * The sidecar configuration file. Every field is described here once; the
@@ -261,7 +261,7 @@ export const sidecarConfigSchema = z.strictObject({
     .describe('Rate limiting (RateLimitPolicy): local buckets in this sidecar, global ones in Redis.'),
   log: z
     .strictObject({
-      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.'),
+      level: logLevelSchema,
       accessLog: z.boolean().default(true).describe('One JSON line per call (written at info whatever `level` says; turn it off here).'),
       accessLogSampling: z
         .number()

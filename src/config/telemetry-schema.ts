@@ -54,6 +54,12 @@ export const tracingConfigSchema = z.strictObject({
 
 export type TracingConfig = z.output<typeof tracingConfigSchema>;
 
+/** `log.level` of every role. */
+export const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info').describe('Log level.');
+
+/** The `log:` section of the CA and the policy server (the sidecar's adds its access log). */
+export const roleLogSchema = z.strictObject({ level: logLevelSchema }).prefault({}).describe('Logging.');
+
 /** The `telemetry:` section of the CA and the policy server: traces only. */
 export const roleTelemetrySchema = z
   .strictObject({

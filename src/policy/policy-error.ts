@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { valueAt } from '../config/load.ts';
 import type { DocumentKey, DocumentSource, PolicyError } from './types.ts';
 
 /*
@@ -32,15 +33,6 @@ export function formatFieldPath(path: readonly PropertyKey[]): string {
 
 export function documentKeyOf(kind: string, namespace: string, name: string): DocumentKey {
   return `${kind}/${namespace}/${name}`;
-}
-
-function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
-  let node: unknown = root;
-  for (const key of path) {
-    if (node === null || typeof node !== 'object') return undefined;
-    node = (node as Record<PropertyKey, unknown>)[key];
-  }
-  return node;
 }
 
 function shown(value: unknown): string {
