@@ -1,11 +1,11 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { CryptoKey, JWTPayload } from 'jose';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
@@ -41,19 +41,13 @@ describe('request authentication through two sidecars', () => {
     return { status: res.statusCode, headers: res.headers, body };
   };
 
-  const sidecar = async (name: string, extra: Record<string, unknown> = {}): Promise<TestSidecar> => {
-    const tokenFile = path.join(h.dir, `${name}.token`);
-    await writeFile(tokenFile, await h.ca.token('shop', name));
-    return startTestSidecar({
-      workload: { service: name, namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile },
-      policy: { servers: [ps.address], stateDir, reconnect: { base: '50ms', max: '200ms' } },
+  const sidecar = async (name: string, extra: Record<string, unknown> = {}): Promise<TestSidecar> =>
+    startTestSidecar({
+      ...(await meshSidecarConfig(h, name, { servers: [ps.address], stateDir })),
       inbound: { app: 'http://127.0.0.1:1' },
       log: { level: 'warn', accessLog: false },
       ...extra,
     } as Parameters<typeof startTestSidecar>[0]);
-  };
 
   beforeAll(async () => {
     const pair = await generateKeyPair('ES256');

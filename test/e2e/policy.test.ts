@@ -1,9 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
@@ -40,19 +40,13 @@ describe('policies from the policy server, enforced by sidecars', () => {
   let orders: TestSidecar | undefined;
   let frontend: TestSidecar;
 
-  const sidecar = async (name: string, extra: Record<string, unknown> = {}, servers = [ps.address], dir = stateDir): Promise<TestSidecar> => {
-    const tokenFile = path.join(h.dir, `${name}.token`);
-    await writeFile(tokenFile, await h.ca.token('shop', name));
-    return startTestSidecar({
-      workload: { service: name, namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile },
-      policy: { servers, stateDir: dir, reconnect: { base: '50ms', max: '200ms' } },
+  const sidecar = async (name: string, extra: Record<string, unknown> = {}, servers = [ps.address], dir = stateDir): Promise<TestSidecar> =>
+    startTestSidecar({
+      ...(await meshSidecarConfig(h, name, { servers, stateDir: dir })),
       inbound: { app: 'http://127.0.0.1:1' },
       log: { level: 'warn', accessLog: false },
       ...extra,
     } as Parameters<typeof startTestSidecar>[0]);
-  };
   /** A policy-less mesh caller (frontend identity) with a static route to one inbound port. */
   const directCaller = async (port: number, service = 'orders') => {
     const sc = await startTestSidecar({

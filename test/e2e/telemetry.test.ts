@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,7 +10,7 @@ import type { TracingConfig } from '../../src/config/telemetry-schema.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createTracing } from '../../src/telemetry/tracing.ts';
 import type { Tracing } from '../../src/telemetry/tracing.ts';
-import { createPolicyHarness } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import type { OtlpReceiver, ReceivedSpan } from '../helpers/otlp-receiver.ts';
@@ -61,20 +61,14 @@ describe('telemetry of a call through two sidecars', () => {
   /** Headers the orders app received, by x-request-id. */
   const seenByApp = new Map<string, IncomingHttpHeaders>();
 
-  const sidecar = async (name: string, tracing: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TestSidecar> => {
-    const tokenFile = path.join(h.dir, `${name}.token`);
-    await writeFile(tokenFile, await h.ca.token('shop', name));
-    return startTestSidecar({
-      workload: { service: name, namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile },
-      policy: { servers: [ps.address], stateDir: path.join(stateDir, name), reconnect: { base: '50ms', max: '200ms' } },
+  const sidecar = async (name: string, tracing: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TestSidecar> =>
+    startTestSidecar({
+      ...(await meshSidecarConfig(h, name, { servers: [ps.address], stateDir: path.join(stateDir, name) })),
       inbound: { app: 'http://127.0.0.1:1' },
       log: { level: 'info', accessLog: true },
       telemetry: { tracing: { ...tracing, batch: { scheduledDelay: '20ms' } } },
       ...extra,
     } as Parameters<typeof startTestSidecar>[0]);
-  };
 
   let calls = 0;
   /** A call from the frontend app; its x-request-id finds it in the app's view and the logs. */

@@ -60,6 +60,22 @@ export interface TestSubscriber {
   close(): void;
 }
 
+/**
+ * The config of a meshed sidecar for workload `name` in namespace shop: mTLS
+ * STRICT, a certificate from the harness CA (bootstrap token written to a
+ * file) and policy from `servers`. Tests spread their own sections over it.
+ */
+export async function meshSidecarConfig(h: PolicyHarness, name: string, policy: { servers: string[]; stateDir: string }) {
+  const tokenFile = path.join(h.dir, `${name}.token`);
+  await writeFile(tokenFile, await h.ca.token('shop', name));
+  return {
+    workload: { service: name, namespace: 'shop' },
+    mtls: { mode: 'STRICT' as const },
+    identity: { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile },
+    policy: { servers: policy.servers, stateDir: policy.stateDir, reconnect: { base: '50ms', max: '200ms' } },
+  };
+}
+
 export async function createPolicyHarness(): Promise<PolicyHarness> {
   const ca = await startTestCa();
   const dir = await mkdtemp(path.join(tmpdir(), 'meshgate-policy-'));
