@@ -1,4 +1,3 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
@@ -7,14 +6,13 @@ import { createFiltersPolicy } from './lib/filters-policy.ts';
 import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
 import type { FiltersRow } from './lib/filters-report.ts';
 import { createFiltersOffTarget, createFiltersOnTarget } from './lib/filters-targets.ts';
-import { chooseLoadGenerator, installExitHooks, measureTarget, selectTargets, startWatchdog } from './lib/harness.ts';
+import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
-import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup } from './lib/processes.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
-import type { Target, TargetContext } from './lib/target.ts';
+import type { Target } from './lib/target.ts';
 
 /*
  * npm run bench:filters: what the per-call filters cost. req/s, p50 and p99
@@ -25,7 +23,6 @@ import type { Target, TargetContext } from './lib/target.ts';
  * (BENCH_* as for npm run bench). Writes bench/results/filters-latest.json.
  */
 
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_FILE = fileURLToPath(new URL('results/filters-latest.json', import.meta.url));
 
 const ROWS: readonly Target[] = [createDirectTarget(), createFiltersOffTarget(), createFiltersOnTarget()];
@@ -60,15 +57,8 @@ async function main(): Promise<number> {
       `${settings.warmupS}s warm-up; node ${process.version}, ${cpus().length} CPUs`;
     log(describe);
     if (busy > 0.1) log(`warning: other processes used ${(busy * 100).toFixed(0)}% of the CPUs before the run; expect noisy figures`);
-    const upstream = await startNodeServer(group, 'upstream', 'echo.ts', [], 10_000);
-    const context: TargetContext = {
-      group,
-      upstreamUrl: `http://127.0.0.1:${upstream.port}`,
-      upstreamPort: upstream.port,
-      startTimeoutMs: settings.startTimeoutMs,
-      repoRoot: REPO_ROOT,
-      pathEnv: process.env['PATH'],
-    };
+    const upstream = await startEchoUpstream(group, settings);
+    const context = upstream.context;
     const rows: FiltersRow[] = [];
     for (const target of rowsToRun) {
       const row = await measureTarget(target, context, loadgen, settings, log);
@@ -76,27 +66,19 @@ async function main(): Promise<number> {
       if (interrupt.signal.aborted) return 130;
       rows.push(row);
     }
-    await upstream.child.stop();
+    await upstream.stop();
     log('inbound chain in process: one filter added per row');
     const chain = await measureChainCost(await createFiltersPolicy(), { runs: Math.max(3, settings.runs), calls: 20_000 });
 
     const summary = filtersSummary(rows);
     const busyNote = busy > 0.1 ? `warning: the machine was ${(busy * 100).toFixed(0)}% busy before the run; figures are noisy\n` : '';
     process.stdout.write(`\n${describe}\n${busyNote}\n${renderFiltersTable(rows)}\n\n${summary ? `${summary}\n\n` : ''}${renderChainCost(chain)}\n\n`);
-    mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true });
     const environment = { node: process.version, cpus: cpus().length, loadGenerator: `${loadgen.name} ${loadgen.version}`, busyCpuBeforeRun: busy };
-    writeFileSync(RESULTS_FILE, `${JSON.stringify({ generatedAt: new Date().toISOString(), settings, environment, upstreamBodyBytes: ECHO_BODY.length, rows, chain }, null, 2)}\n`);
-    log(`wrote ${RESULTS_FILE}`);
+    writeReport(RESULTS_FILE, { generatedAt: new Date().toISOString(), settings, environment, upstreamBodyBytes: ECHO_BODY.length, rows, chain }, log);
     return 0;
   } finally {
     await group.stopAll(2000);
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:filters: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('bench:filters', main);

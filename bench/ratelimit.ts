@@ -1,11 +1,9 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
-import { chooseLoadGenerator, installExitHooks, measureTarget, selectTargets, startWatchdog, versionOf } from './lib/harness.ts';
+import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, versionOf, writeReport } from './lib/harness.ts';
 import type { MeasuredRow } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
-import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import { DECISION_CASES, measureDecisionCost, renderCostTable } from './lib/ratelimit-decision-cost.ts';
 import type { CostRow } from './lib/ratelimit-decision-cost.ts';
@@ -17,7 +15,7 @@ import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
-import type { Target, TargetContext } from './lib/target.ts';
+import type { Target } from './lib/target.ts';
 
 /*
  * npm run bench:ratelimit: what rate limiting costs, in one run.
@@ -36,7 +34,6 @@ import type { Target, TargetContext } from './lib/target.ts';
  * end. Writes bench/results/ratelimit-latest.json.
  */
 
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_FILE = fileURLToPath(new URL('results/ratelimit-latest.json', import.meta.url));
 /** BENCH_TARGETS id of the in-process part. */
 const DECISIONS = 'decisions';
@@ -156,15 +153,8 @@ async function main(): Promise<number> {
     const targets = selectTargets(httpRows(redis, redisMissing), settings);
     const rows: MeasuredRow[] = [];
     if (targets.length > 0) {
-      const upstream = await startNodeServer(group, 'upstream', 'echo.ts', [], 10_000);
-      const context: TargetContext = {
-        group,
-        upstreamUrl: `http://127.0.0.1:${upstream.port}`,
-        upstreamPort: upstream.port,
-        startTimeoutMs: settings.startTimeoutMs,
-        repoRoot: REPO_ROOT,
-        pathEnv: process.env['PATH'],
-      };
+      const upstream = await startEchoUpstream(group, settings);
+      const context = upstream.context;
       const redisPgid = redis?.child.process.pid;
       for (const target of targets) {
         const row = await measureTarget(target, context, loadgen, settings, log, {
@@ -179,7 +169,7 @@ async function main(): Promise<number> {
         if (interrupt.signal.aborted) return 130;
         rows.push(row);
       }
-      await upstream.child.stop();
+      await upstream.stop();
     }
 
     const cpuColumn = (name: string, header: string) => ({
@@ -202,7 +192,6 @@ async function main(): Promise<number> {
       '',
     ];
     process.stdout.write(out.join('\n'));
-    mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true });
     const report = {
       generatedAt: new Date().toISOString(),
       settings,
@@ -211,18 +200,11 @@ async function main(): Promise<number> {
       decisions,
       rows,
     };
-    writeFileSync(RESULTS_FILE, `${JSON.stringify(report, null, 2)}\n`);
-    log(`wrote ${RESULTS_FILE}`);
+    writeReport(RESULTS_FILE, report, log);
     return 0;
   } finally {
     await group.stopAll(2000);
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench:ratelimit: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('bench:ratelimit', main);

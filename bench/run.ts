@@ -1,10 +1,8 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, platform, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
-import { chooseLoadGenerator, installExitHooks, measureTarget, selectTargets, startWatchdog, versionOf } from './lib/harness.ts';
+import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, versionOf, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
-import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import { renderTable } from './lib/report.ts';
 import type { RowResult } from './lib/report.ts';
@@ -14,7 +12,7 @@ import { createDirectTarget } from './lib/target-direct.ts';
 import { createHttpProxyTarget } from './lib/target-http-proxy.ts';
 import { createMeshgateInboundTarget, createMeshgateTwoHopTarget } from './lib/target-meshgate.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
-import type { Target, TargetContext } from './lib/target.ts';
+import type { Target } from './lib/target.ts';
 
 /*
  * npm run bench: req/s and latency through one proxy hop, next to baselines,
@@ -24,7 +22,6 @@ import type { Target, TargetContext } from './lib/target.ts';
  * the output.
  */
 
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_FILE = fileURLToPath(new URL('results/latest.json', import.meta.url));
 
 const ALL_TARGETS: readonly Target[] = [
@@ -79,15 +76,8 @@ async function main(): Promise<number> {
       log(`warning: other processes used ${(busy * 100).toFixed(0)}% of the CPUs before the run; expect noisy figures`);
     }
 
-    const upstream = await startNodeServer(group, 'upstream', 'echo.ts', [], 10_000);
-    const context: TargetContext = {
-      group,
-      upstreamUrl: `http://127.0.0.1:${upstream.port}`,
-      upstreamPort: upstream.port,
-      startTimeoutMs: settings.startTimeoutMs,
-      repoRoot: REPO_ROOT,
-      pathEnv: process.env['PATH'],
-    };
+    const upstream = await startEchoUpstream(group, settings);
+    const context = upstream.context;
 
     const measured: RowResult[] = [];
     for (const target of targets) {
@@ -96,27 +86,18 @@ async function main(): Promise<number> {
       if (interrupt.signal.aborted) return 130;
       measured.push(row);
     }
-    await upstream.child.stop();
+    await upstream.stop();
 
     const directRps = measured.find((r) => r.id === 'direct' && r.status === 'ok')?.rps;
     const rows = measured.map((r) => (r.rps !== undefined && directRps ? { ...r, rpsVsDirect: r.rps / directRps } : r));
 
     const busyNote = busy > 0.1 ? `\nwarning: the machine was ${(busy * 100).toFixed(0)}% busy before the run; figures are noisy\n` : '';
     process.stdout.write(`\n${describe}\n${busyNote}\n${renderTable(rows)}\n\n`);
-    mkdirSync(fileURLToPath(new URL('results/', import.meta.url)), { recursive: true });
-    const report = { generatedAt: new Date().toISOString(), settings, environment, upstreamBodyBytes: ECHO_BODY.length, rows };
-    writeFileSync(RESULTS_FILE, `${JSON.stringify(report, null, 2)}\n`);
-    log(`wrote ${RESULTS_FILE}`);
+    writeReport(RESULTS_FILE, { generatedAt: new Date().toISOString(), settings, environment, upstreamBodyBytes: ECHO_BODY.length, rows }, log);
     return 0;
   } finally {
     await group.stopAll(2000);
   }
 }
 
-main().then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exit(1);
-  },
-);
+runBench('bench', main);

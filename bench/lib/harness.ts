@@ -1,10 +1,14 @@
 import { spawnSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './echo-body.ts';
 import { probe } from './http-probe.ts';
 import { createAutocannonGenerator } from './load-autocannon.ts';
 import { createWrkGenerator } from './load-wrk.ts';
 import type { LoadGenerator, LoadResult } from './load.ts';
 import { measureRuns } from './measure.ts';
+import { startNodeServer } from './node-server.ts';
 import { findExecutable } from './processes.ts';
 import type { ProcessGroup } from './processes.ts';
 import type { BenchSettings } from './settings.ts';
@@ -13,8 +17,9 @@ import type { StartedTarget, Target, TargetContext } from './target.ts';
 
 /*
  * The pieces every wrk-driven bench entry (run.ts, filters.ts, ratelimit.ts)
- * shares: picking the load generator, exit hooks and watchdog, and measuring
- * one row (start, pre-flight, warm-up + runs, stop).
+ * shares: picking the load generator, exit hooks and watchdog, the echo
+ * upstream and target context, measuring one row (start, pre-flight, warm-up
+ * + runs, stop), writing the report and the process exit code.
  */
 
 export type Log = (message: string) => void;
@@ -171,4 +176,40 @@ export async function measureTarget(
   } finally {
     await started.stop();
   }
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/** The echo upstream every HTTP row proxies to, and the context targets start in. */
+export async function startEchoUpstream(group: ProcessGroup, settings: BenchSettings): Promise<{ context: TargetContext; stop: () => Promise<void> }> {
+  const upstream = await startNodeServer(group, 'upstream', 'echo.ts', [], 10_000);
+  return {
+    context: {
+      group,
+      upstreamUrl: `http://127.0.0.1:${upstream.port}`,
+      upstreamPort: upstream.port,
+      startTimeoutMs: settings.startTimeoutMs,
+      repoRoot: REPO_ROOT,
+      pathEnv: process.env['PATH'],
+    },
+    stop: () => upstream.child.stop(),
+  };
+}
+
+/** Writes a bench's report as JSON (bench/results/ is created when missing). */
+export function writeReport(file: string, report: object, log: Log): void {
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(report, null, 2)}\n`);
+  log(`wrote ${file}`);
+}
+
+/** Runs a bench entry point and exits with its code; an unexpected error exits 1 with its stack. */
+export function runBench(name: string, main: () => Promise<number>): void {
+  main().then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
 }
