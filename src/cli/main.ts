@@ -190,11 +190,7 @@ async function runCa(args: string[]): Promise<number> {
     import('../telemetry/logger.ts'),
   ]);
   const logger = createLogger({ level: config.log.level, name: 'ca' });
-  // grpc-js writes its own diagnostics to console.error (process-wide setting): route them
-  // into the JSON log at debug, so stderr keeps the one-line error contract.
-  const grpc = await import('@grpc/grpc-js');
-  const grpcLog = logger.child({ component: 'grpc-js' });
-  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
+  await grpcDiagnosticsToLog(logger);
   const tracing = await roleTracing(config.telemetry.tracing, logger, 'meshgate-ca', { 'service.namespace': 'meshgate-system', 'meshgate.role': 'ca' });
   const ca = await startCa(config, {
     logger,
@@ -209,6 +205,16 @@ async function runCa(args: string[]): Promise<number> {
     await ca.close();
     await tracing.shutdown();
   });
+}
+
+/**
+ * grpc-js writes its own diagnostics to console.error (a process-wide setting):
+ * route them into the JSON log at debug, so stderr keeps the one-line error contract.
+ */
+async function grpcDiagnosticsToLog(logger: { child(bindings: object): { debug(message: string): void } }): Promise<void> {
+  const grpc = await import('@grpc/grpc-js');
+  const grpcLog = logger.child({ component: 'grpc-js' });
+  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
 }
 
 /**
@@ -240,16 +246,13 @@ async function runPolicyServer(args: string[]): Promise<number> {
     import('node:path'),
   ]);
   const config = await loadConfigFile(values.config, policyServerConfigSchema);
-  const [{ systemClock }, { startPolicyServer }, { createLogger }, grpc] = await Promise.all([
+  const [{ systemClock }, { startPolicyServer }, { createLogger }] = await Promise.all([
     import('../core/clock.ts'),
     import('../policy-server/policy-server.ts'),
     import('../telemetry/logger.ts'),
-    import('@grpc/grpc-js'),
   ]);
   const logger = createLogger({ level: config.log.level, name: 'policy-server' });
-  // As for the CA: grpc-js diagnostics go into the JSON log at debug, stderr keeps the one-line error contract.
-  const grpcLog = logger.child({ component: 'grpc-js' });
-  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
+  await grpcDiagnosticsToLog(logger);
   const tracing = await roleTracing(config.telemetry.tracing, logger, 'meshgate-policy-server', { 'service.namespace': 'meshgate-system', 'meshgate.role': 'policy-server' });
   const server = await startPolicyServer(config, {
     logger,
