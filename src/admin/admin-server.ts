@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
+import { listenOn } from '../core/listen.ts';
 
 export interface ReadinessReport {
   readonly ready: boolean;
@@ -60,15 +61,7 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
     }
   });
   return {
-    listen(port, host) {
-      return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve(server.address() as AddressInfo);
-        });
-      });
-    },
+    listen: (port, host) => listenOn(server, port, host),
     close() {
       server.closeAllConnections();
       return new Promise((resolve) => server.close(() => resolve()));

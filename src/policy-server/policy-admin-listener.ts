@@ -3,6 +3,7 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
+import { listenOn } from '../core/listen.ts';
 
 export interface ReadinessReport {
   readonly ready: boolean;
@@ -68,15 +69,7 @@ export function createPolicyAdminListener(opts: PolicyAdminListenerOptions): Pol
   };
   const server = opts.tls ? https.createServer({ ...opts.tls, ...limits }, handler) : http.createServer(limits, handler);
   return {
-    listen(port, host) {
-      return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve(server.address() as AddressInfo);
-        });
-      });
-    },
+    listen: (port, host) => listenOn(server, port, host),
     updateTls(context) {
       if (server instanceof https.Server) server.setSecureContext(context);
     },

@@ -6,6 +6,7 @@ import type tls from 'node:tls';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
+import { listenOn } from '../core/listen.ts';
 
 export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -180,15 +181,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
 
   return {
     name,
-    listen(port, host) {
-      return new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => {
-          server.off('error', reject);
-          resolve(server.address() as net.AddressInfo);
-        });
-      });
-    },
+    listen: (port, host) => listenOn(server, port, host),
     stopAccepting() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       h1.closeIdleConnections();
