@@ -1,14 +1,16 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import type { CryptoKey, JWTPayload } from 'jose';
+import { generateKeyPair, SignJWT } from 'jose';
+import type { JWTPayload } from 'jose';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
+import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 
@@ -25,15 +27,14 @@ describe('request authentication through two sidecars', () => {
   let h: PolicyHarness;
   let ps: TestPolicyServer;
   let app: TestServer;
-  let jwks: TestServer;
+  let jwks: TestIdp;
   let stateDir: string;
   let orders: TestSidecar;
   let frontend: TestSidecar;
-  let signingKey: CryptoKey;
 
   const token = (claims: JWTPayload, lifetime = 300): Promise<string> => {
     const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ iss: ISSUER, aud: 'orders', iat: now, exp: now + lifetime, ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'e2e' }).sign(signingKey);
+    return jwks.sign({ iss: ISSUER, aud: 'orders', iat: now, exp: now + lifetime, ...claims });
   };
   const call = async (p: string, headers: Record<string, string> = {}) => {
     const res = await request(`${frontend.outboundUrl}${p}`, { headers: { host: 'orders.shop', ...headers } });
@@ -50,13 +51,7 @@ describe('request authentication through two sidecars', () => {
     } as Parameters<typeof startTestSidecar>[0]);
 
   beforeAll(async () => {
-    const pair = await generateKeyPair('ES256');
-    signingKey = pair.privateKey;
-    const publicJwk = { ...(await exportJWK(pair.publicKey)), kid: 'e2e', use: 'sig' };
-    jwks = await startHttpServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ keys: [publicJwk] }));
-    });
+    jwks = await startTestIdp();
     h = await createPolicyHarness();
     await h.write(
       'shop/authn.yaml',

@@ -1,8 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
-import type { CryptoKey } from 'jose';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
@@ -10,6 +8,8 @@ import type { PolicyHarness, TestPolicyServer } from '../integration/policy-serv
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
+import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 
@@ -50,16 +50,15 @@ describe('rate limiting through two sidecars', () => {
   let ps: TestPolicyServer;
   let ordersApp: TestServer;
   let paymentsApp: TestServer;
-  let jwks: TestServer;
+  let jwks: TestIdp;
   let stateDir: string;
   let orders: TestSidecar;
   let payments: TestSidecar;
   let frontend: TestSidecar;
-  let signingKey: CryptoKey;
 
   const token = (tenant: string): Promise<string> => {
     const now = Math.floor(Date.now() / 1000);
-    return new SignJWT({ iss: ISSUER, aud: 'orders', sub: `user-of-${tenant}`, tenant, iat: now, exp: now + 300 }).setProtectedHeader({ alg: 'ES256', kid: 'e2e' }).sign(signingKey);
+    return jwks.sign({ iss: ISSUER, aud: 'orders', sub: `user-of-${tenant}`, tenant, iat: now, exp: now + 300 });
   };
   const call = async (p: string, opts: { host?: string; method?: 'GET' | 'POST'; headers?: Record<string, string> } = {}) => {
     const res = await request(`${frontend.outboundUrl}${p}`, {
@@ -83,13 +82,7 @@ describe('rate limiting through two sidecars', () => {
     } as Parameters<typeof startTestSidecar>[0]);
 
   beforeAll(async () => {
-    const pair = await generateKeyPair('ES256');
-    signingKey = pair.privateKey;
-    const publicJwk = { ...(await exportJWK(pair.publicKey)), kid: 'e2e', use: 'sig' };
-    jwks = await startHttpServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ keys: [publicJwk] }));
-    });
+    jwks = await startTestIdp();
     h = await createPolicyHarness();
     await h.write(
       'shop/authn.yaml',
