@@ -149,7 +149,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     name: 'ratelimit',
     onRequest(call) {
       const matchPath = matchPathOf(call.path);
-      const outcomes: RuleOutcome[] = [];
+      let outcomes: RuleOutcome[] | undefined; // made only when a rule matches: most calls match none
       let global: { rule: CompiledRule; value: string }[] | undefined;
       let locallyRefused = false;
       for (const rule of rules) {
@@ -160,12 +160,13 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
           continue;
         }
         const outcome = takeLocal(rule, value, 'allowed', rule.shadow ? 'shadow_limited' : 'limited');
-        outcomes.push(outcome);
+        (outcomes ??= []).push(outcome);
         if (outcome.decision === 'limited') locallyRefused = true;
       }
       // Refused here already: Redis is not asked, so a flood of refused calls costs it nothing.
-      if (!global || locallyRefused) return outcomes.length === 0 ? CONTINUE : conclude(call, outcomes);
-      return Promise.all(global.map(({ rule, value }) => takeGlobal(rule, value))).then((results) => conclude(call, [...outcomes, ...results]));
+      if (!global || locallyRefused) return outcomes ? conclude(call, outcomes) : CONTINUE;
+      const counted = outcomes ?? [];
+      return Promise.all(global.map(({ rule, value }) => takeGlobal(rule, value))).then((results) => conclude(call, counted.concat(results)));
     },
   };
 }
