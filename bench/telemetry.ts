@@ -8,6 +8,7 @@ import { createAutocannonGenerator } from './lib/load-autocannon.ts';
 import { createWrkGenerator } from './lib/load-wrk.ts';
 import type { LoadGenerator, LoadResult } from './lib/load.ts';
 import { busyShare } from './lib/machine-load.ts';
+import { startEchoUpstream } from './lib/harness.ts';
 import { startNodeServer } from './lib/node-server.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import type { ProcessGroup } from './lib/processes.ts';
@@ -35,7 +36,6 @@ import type { StartedTarget, Target, TargetContext } from './lib/target.ts';
  * Writes bench/results/telemetry-latest.json.
  */
 
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const RESULTS_FILE = fileURLToPath(new URL('results/telemetry-latest.json', import.meta.url));
 
 let sinkUrl = '';
@@ -197,17 +197,10 @@ async function main(): Promise<number> {
     const describe = `${loadgen.name} ${loadgen.version}, ${settings.connections} connections, ${settings.durationS}s x ${settings.runs} runs (median), ${settings.warmupS}s warm-up; node ${process.version}, ${cpus().length} CPUs`;
     log(describe);
     if (busy > 0.1) log(`warning: other processes used ${(busy * 100).toFixed(0)}% of the CPUs before the run; expect noisy figures`);
-    const upstream = await startNodeServer(group, 'upstream', 'echo.ts', [], 10_000);
+    const upstream = await startEchoUpstream(group, settings);
     const sink = await startNodeServer(group, 'otlp-sink', 'otlp-sink.ts', [], 10_000);
     sinkUrl = `http://127.0.0.1:${sink.port}`;
-    const context: TargetContext = {
-      group,
-      upstreamUrl: `http://127.0.0.1:${upstream.port}`,
-      upstreamPort: upstream.port,
-      startTimeoutMs: settings.startTimeoutMs,
-      repoRoot: REPO_ROOT,
-      pathEnv: process.env['PATH'],
-    };
+    const context = upstream.context;
     const { live, dead } = await startRows(rowsToRun, context);
     if (settings.warmupS > 0) for (const row of live) await runOnce(row, loadgen, settings, settings.warmupS, false);
     for (let run = 1; run <= settings.runs; run++) {
@@ -218,7 +211,7 @@ async function main(): Promise<number> {
     const byId = new Map([...live.map((row) => [row.target.id, summarize(row)] as const), ...dead.map((row) => [row.id, row] as const)]);
     const rows = rowsToRun.map((t) => byId.get(t.id)!);
     const exported = await probe(`${sinkUrl}/stats`, {}, 2000).then((r) => JSON.parse(r.body) as { requests: number; bytes: number });
-    await upstream.child.stop();
+    await upstream.stop();
 
     log('per-request telemetry CPU, in process (outbound + inbound call of one request)');
     const callCost = await measureCallCost(MIXES, sinkUrl);
