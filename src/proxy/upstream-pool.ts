@@ -1,6 +1,7 @@
 import tls from 'node:tls';
 import { Client, H2CClient, Pool } from 'undici';
 import type { Dispatcher, buildConnector } from 'undici';
+import { iterableRequestBodies } from './h2-iterable-body.ts';
 
 export type UpstreamProtocol = 'http1' | 'http2';
 
@@ -48,9 +49,11 @@ export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, m
     origin,
     dispatcher(protocol) {
       if (protocol === 'http2') {
-        h2 ??= mtls
-          ? new Client(origin, { ...common, allowH2: true, connect: meshConnector(mtls, ['h2'], opts.connectTimeoutMs) })
-          : new H2CClient(origin, { ...common, connect: { timeout: opts.connectTimeoutMs } });
+        h2 ??= (
+          mtls
+            ? new Client(origin, { ...common, allowH2: true, connect: meshConnector(mtls, ['h2'], opts.connectTimeoutMs) })
+            : new H2CClient(origin, { ...common, connect: { timeout: opts.connectTimeoutMs } })
+        ).compose(iterableRequestBodies);
         return h2;
       }
       h1 ??= new Pool(origin, {
