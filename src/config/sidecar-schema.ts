@@ -200,6 +200,12 @@ export const sidecarConfigSchema = z.strictObject({
       maxConnections: z.number().int().min(1).default(10_000).describe('Connections per listener; more are refused.'),
       http2MaxConcurrentStreams: z.number().int().min(1).default(250).describe('Concurrent HTTP/2 streams per connection.'),
       http2MaxSessionMemory: z.number().int().min(1).default(10).describe('HTTP/2 session memory cap in MiB.'),
+      http2RapidResetMinStreams: z
+        .number()
+        .int()
+        .min(10)
+        .default(100)
+        .describe('HTTP/2 rapid-reset guard: once a connection has opened this many streams, it is closed with GOAWAY ENHANCE_YOUR_CALM if the caller reset at least half of them within 1 s of opening.'),
       maxBodyBuffer: byteSize.default(1_048_576).describe('Largest body a filter may buffer.'),
       maxBufferedBodies: byteSize
         .default(33_554_432)

@@ -7,6 +7,7 @@ import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { listenOn } from '../core/listen.ts';
+import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 
 export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -50,6 +51,12 @@ export interface ListenerTls {
   onRefused(reason: string, detail: string): void;
 }
 
+/** What a listener reports about callers it cut off. */
+export interface ListenerEvents {
+  /** A connection closed because its caller abused the protocol (reason: e.g. http2_rapid_reset). */
+  onAbuse(reason: string, remoteAddress: string | undefined): void;
+}
+
 /** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
 const TLS_HANDSHAKE = 0x16;
 
@@ -59,7 +66,7 @@ const TLS_HANDSHAKE = 0x16;
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls): HttpListener {
+export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, events?: ListenerEvents): HttpListener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
   const counted: RequestHandler = (req, res) => {
@@ -110,7 +117,8 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
         maxHeaderListSize: limits.maxHeaderSize,
         enablePush: false,
       },
-      // HTTP/2 rapid-reset and flood defences are Node's defaults; keep them.
+      // Flood defences for PING, SETTINGS and invalid frames are Node's defaults; rapid reset is
+      // ours (h2-reset-guard.ts), with nghttp2's own reset limit left behind it as a backstop.
     },
     counted,
   );
@@ -119,6 +127,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   h2.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
+    guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => events?.onAbuse('http2_rapid_reset', session.socket?.remoteAddress));
   });
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).

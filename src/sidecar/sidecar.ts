@@ -12,7 +12,7 @@ import { createDeprecationReporter } from '../outbound/deprecation-reporter.ts';
 import { createServiceRegistry } from '../outbound/service-registry.ts';
 import type { CallTelemetry } from '../proxy/call-telemetry.ts';
 import { createHttpListener } from '../proxy/listener.ts';
-import type { HttpListener } from '../proxy/listener.ts';
+import type { HttpListener, ListenerEvents } from '../proxy/listener.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -238,6 +238,15 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         })
       : undefined;
 
+  const abuseWarnings = createLogGate(clock, 10_000);
+  const listenerEvents = (listener: string): ListenerEvents => ({
+    onAbuse(reason, remoteAddress) {
+      metrics.connectionsClosed.inc({ listener, reason });
+      const heldBack = abuseWarnings.pass(`${listener}:${reason}`);
+      if (heldBack !== undefined) logger.warn({ listener, reason, remoteAddress, heldBack }, 'connection closed: the caller abused the protocol');
+    },
+  });
+
   // Asked once per minute at most, and only when an HTTP/2 caller needs the answer.
   const appH2c = createAppH2cProbe(config.inbound.app, { clock });
   const inboundStackFor = (edge: boolean) =>
@@ -257,7 +266,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       bodyBudget,
       onRefused: (call, verdict) => banList.recordDenial(call, verdict.code), // every filter's refusals count toward auto-ban
     });
-  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls);
+  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerEvents('inbound'));
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
   const edgeConfig = config.listeners.edge;
   const edgeTls = edgeConfig ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }) : undefined;
@@ -270,7 +279,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
           metrics.tlsHandshakeErrors.inc({ listener: 'edge', reason });
           logger.debug({ listener: 'edge', reason, detail }, 'edge TLS connection refused');
         },
-      })
+      }, listenerEvents('edge'))
     : undefined;
   const outbound = createHttpListener(
     'outbound',
@@ -285,6 +294,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       // Created once: its once-a-minute log state outlives registry updates.
       deprecations: createDeprecationReporter({ caller: config.workload, counter: metrics.deprecatedCalls, clock, logger: logger.child({ component: 'versions' }) }),
     }),
+    undefined,
+    listenerEvents('outbound'),
   );
   const bound = {
     outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address),

@@ -22,6 +22,7 @@ export interface SidecarMetrics {
   readonly deprecatedCalls: Counter<'destination_service' | 'version'>;
   readonly inFlight: Gauge<'direction'>;
   readonly tlsHandshakeErrors: Counter<'listener' | 'reason'>;
+  readonly connectionsClosed: Counter<'listener' | 'reason'>;
   readonly certExpiry: Gauge;
   readonly policyVersion: Gauge<'version' | 'source'>;
   readonly ipBans: Counter;
@@ -115,6 +116,12 @@ export function createSidecarMetrics(opts: {
     tlsHandshakeErrors: new Counter({
       name: 'meshgate_tls_handshake_errors_total',
       help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, foreign_trust_domain, no_spiffe_id, plaintext, handshake_failed, reset).',
+      labelNames: ['listener', 'reason'],
+      registers,
+    }),
+    connectionsClosed: new Counter({
+      name: 'meshgate_connections_closed_total',
+      help: 'Connections the sidecar closed because the caller abused the protocol, by listener and reason (http2_rapid_reset).',
       labelNames: ['listener', 'reason'],
       registers,
     }),

@@ -1,0 +1,44 @@
+import http2 from 'node:http2';
+import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+
+/** A stream the caller resets sooner than this after opening it counts as a premature reset. */
+const PREMATURE_MS = 1_000;
+
+/**
+ * HTTP/2 rapid reset (CVE-2023-44487): a caller opens streams and resets them
+ * at once, so each costs the sidecar a request's work and an upstream call
+ * while the concurrency limit never binds. nghttp2's own guard (a burst of
+ * 1 000 resets, then GOAWAY INTERNAL_ERROR) comes late and blames us.
+ *
+ * As Envoy does (overload.premature_reset_*), a connection is judged on the
+ * streams it opened: once it has opened `minStreams`, if at least half of them
+ * were reset by the caller within a second of opening, it gets GOAWAY
+ * ENHANCE_YOUR_CALM and is closed. A client that cancels now and then (gRPC
+ * deadlines, a user leaving a page) stays far under half and is never cut.
+ *
+ * A stream that closes `aborted` (before our response ended) was reset by the
+ * caller, whatever code it sent (NO_ERROR included), or by us on a failure
+ * mid-response, which is rare and rarely within its first second.
+ */
+export function guardAgainstResetFloods(session: ServerHttp2Session, minStreams: number, onFlood: () => void): void {
+  let opened = 0;
+  let premature = 0;
+  let cut = false;
+  session.on('stream', (stream: ServerHttp2Stream) => {
+    opened++;
+    const openedAt = performance.now();
+    stream.once('close', () => {
+      if (cut || !stream.aborted) return;
+      if (performance.now() - openedAt >= PREMATURE_MS) return;
+      premature++;
+      if (opened >= minStreams && premature * 2 >= opened) {
+        cut = true;
+        onFlood();
+        // The GOAWAY is queued before destroy() flushes and closes; destroy(code) alone would
+        // also emit the code as a session error.
+        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        session.destroy();
+      }
+    });
+  });
+}
