@@ -11,6 +11,7 @@ import type { FileView, ParsedFile, ServedDocument } from './document-merge.ts';
 import { listPolicyFolder } from './folder-listing.ts';
 import type { FolderListing, ListedFile } from './folder-listing.ts';
 import { createFolderWatch } from './folder-watch.ts';
+import { createFileSettle } from './file-settle.ts';
 import type { FolderWatch } from './folder-watch.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 
@@ -56,8 +57,6 @@ interface FileState extends FileView {
 
 /** While file events cannot be had and pollFallback is 0, the folder is rescanned this often all the same. */
 const EMERGENCY_POLL_MS = 2_000;
-/** A file changing without pause is taken as it is after this many settle periods. */
-const MAX_SETTLE_PERIODS = 20;
 
 const keyOf = (d: PolicyDocument): DocumentKey => `${d.kind}/${d.metadata.namespace}/${d.metadata.name}`;
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
@@ -92,17 +91,13 @@ export function createDocumentStore(
   deps: { logger: Logger; metrics: PolicyServerMetrics },
 ): FolderDocumentStore {
   const log = deps.logger.child({ component: 'document-store' });
-  const settleMs = opts.settleMs ?? 0;
   const files = new Map<string, FileState>();
   let served = new Map<DocumentKey, ServedDocument>();
   let staleKeys: DocumentKey[] = [];
   let currentErrors: PolicyError[] = [];
   const loggedErrors = new Set<string>();
   const reportedSkips = new Map<string, string>();
-  /** Files whose change (or deletion) waits to settle: the stamp seen, since when, and when the file first started changing. */
-  const settling = new Map<string, { stamp: string; since: number; first: number }>();
-  /** Stamps this store wrote itself (whole by construction): adopted without settling. */
-  const ownWrites = new Map<string, string>();
+  const settle = createFileSettle(opts.settleMs ?? 0);
   const listeners: Array<() => void> = [];
   let isLoaded = false;
   let closed = false;
@@ -184,19 +179,6 @@ export function createDocumentStore(
     for (const rel of reportedSkips.keys()) if (!listing.skipped.has(rel)) reportedSkips.delete(rel);
   }
 
-  /** ms until `rel`, as `stamp` now, counts as settled (0: now). `touchedAt`: its own latest time stamp, if any. */
-  function settleLeft(rel: string, stamp: string, touchedAt: number | undefined, now: number): number {
-    if (!isLoaded || settleMs <= 0 || ownWrites.get(rel) === stamp) return 0;
-    let s = settling.get(rel);
-    if (!s || s.stamp !== stamp) {
-      s = { stamp, since: now, first: s?.first ?? now };
-      settling.set(rel, s);
-    }
-    // Untouched for settleMs by its own clock, or seen unchanged that long by ours (a clock far off), or changing for too long.
-    const byTimestamps = touchedAt === undefined ? Number.POSITIVE_INFINITY : touchedAt + settleMs - now;
-    return Math.max(0, Math.min(byTimestamps, s.since + settleMs - now, s.first + MAX_SETTLE_PERIODS * settleMs - now));
-  }
-
   /** One pass over the folder; resolves with ms until a file that is still changing should be looked at again. */
   async function scanOnce(): Promise<number | undefined> {
     let listing: FolderListing;
@@ -215,15 +197,11 @@ export function createDocumentStore(
     reportSkipped(listing);
     const now = Date.now();
     let wait: number | undefined;
+    // The first load has no copy to protect: it takes the folder as it is.
     const settled = (rel: string, stamp: string, touchedAt: number | undefined): boolean => {
-      const left = settleLeft(rel, stamp, touchedAt, now);
-      if (left > 0) {
-        wait = Math.min(wait ?? left, left);
-        return false;
-      }
-      settling.delete(rel);
-      if (ownWrites.get(rel) === stamp) ownWrites.delete(rel);
-      return true;
+      const left = isLoaded ? settle.left(rel, stamp, touchedAt, now) : 0;
+      if (left > 0) wait = Math.min(wait ?? left, left);
+      return left === 0;
     };
     const underUnlisted = (rel: string): boolean => listing.unlisted.some((dir) => rel.startsWith(`${dir}/`));
     for (const rel of [...files.keys()]) {
@@ -233,7 +211,7 @@ export function createDocumentStore(
     for (const [rel, entry] of listing.files) {
       const stamp = stampOf(entry);
       if (files.get(rel)?.stamp === stamp) {
-        settling.delete(rel);
+        settle.unchanged(rel);
         continue;
       }
       const touchedAt = entry.stats ? Math.max(entry.stats.mtimeMs, entry.stats.ctimeMs) : undefined;
@@ -241,7 +219,7 @@ export function createDocumentStore(
       if (entry.stats && !settled(rel, stamp, touchedAt)) continue;
       files.set(rel, await loadFile(rel, entry, stamp));
     }
-    for (const rel of settling.keys()) if (!files.has(rel) && !listing.files.has(rel)) settling.delete(rel);
+    settle.prune((rel) => files.has(rel) || listing.files.has(rel));
     const changed = rebuild();
     const first = !isLoaded;
     isLoaded = true;
@@ -359,9 +337,9 @@ export function createDocumentStore(
   /** Notes what this store just wrote (or deleted): whole by construction, so the rescan adopts it without settling. */
   async function recordOwnWrite(rel: string): Promise<void> {
     try {
-      ownWrites.set(rel, stampOf({ stats: await stat(path.join(opts.folder, rel)) }));
+      settle.own(rel, stampOf({ stats: await stat(path.join(opts.folder, rel)) }));
     } catch {
-      ownWrites.set(rel, DELETED);
+      settle.own(rel, DELETED);
     }
   }
 
