@@ -82,6 +82,9 @@ export const policyServerConfigSchema = z
         pollFallback: duration
           .default(2_000)
           .describe('Full rescan of the folder (stat only; changed files re-read), in case file events are missed (network file systems, some container mounts). 0 disables.'),
+        settle: duration
+          .default(100)
+          .describe('A changed or deleted file counts only once it has stayed so for this long, so a file rewritten in place is never served half written. Writes through the admin API do not wait.'),
       })
       .describe('Where policy documents come from.'),
     registry: z

@@ -195,7 +195,7 @@ export const REASON_CODES = {
   'policy.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The sidecar has no policy snapshot (never received one, none on disk) and policy.onNoPolicy is deny: it admits nothing.',
+    description: 'The sidecar has no policy snapshot (never received one, none on disk) and policy.onNoPolicy is deny, or the only copy it has is a persisted one it cannot trust (possibly older than the policy last in force), or an enforcing document could not be applied: it admits nothing.',
   },
   'request.cancelled': {
     http: 499,

@@ -1,19 +1,21 @@
-import { watch } from 'node:fs';
-import type { FSWatcher, Stats } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { TOP_LEVEL_FIELD } from '../policy/policy-error.ts';
 import type { DocumentKey, PolicyDocument, PolicyError } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { writeFileAtomic } from './atomic-file.ts';
-import type { DocumentStore, StoredDocument, StoreWriteResult } from './contracts.ts';
+import type { DocumentStore, StoreWriteResult } from './contracts.ts';
+import { mergeFiles } from './document-merge.ts';
+import type { FileView, ParsedFile, ServedDocument } from './document-merge.ts';
+import { listPolicyFolder } from './folder-listing.ts';
+import type { FolderListing, ListedFile } from './folder-listing.ts';
+import { createFolderWatch } from './folder-watch.ts';
+import { createFileSettle } from './file-settle.ts';
+import type { FolderWatch } from './folder-watch.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 
-/** One file's documents after validation: the valid ones with their index and digest, and the errors of the others. */
-export interface ParsedFile {
-  readonly documents: ReadonlyArray<{ readonly index: number; readonly document: PolicyDocument; readonly digest: string }>;
-  readonly errors: readonly PolicyError[];
-}
+export type { ParsedFile } from './document-merge.ts';
 
 /** What the store needs from the policy model (src/policy). */
 export interface PolicyModel {
@@ -29,10 +31,16 @@ export interface DocumentStoreOptions {
   readonly debounceMs: number;
   /** Full stat-only rescan period in case file events are missed; 0: events only. */
   readonly pollMs: number;
+  /**
+   * A changed (or deleted) file is read into service only once it has stayed as
+   * it is for this long, so a file rewritten in place is not served half
+   * written. 0: at once. Writes of the store itself never wait.
+   */
+  readonly settleMs?: number;
 }
 
 export interface FolderDocumentStore extends DocumentStore {
-  /** Reads the folder now (the first call is the initial load). Resolves when the state is current. */
+  /** Reads the folder now (the first call is the initial load). Resolves when the state is current, changed files settled. */
   rescan(): Promise<void>;
   /** False until the first scan has completed. */
   loaded(): boolean;
@@ -42,39 +50,40 @@ export interface FolderDocumentStore extends DocumentStore {
   watch(): void;
 }
 
-interface FileState {
-  /** mtime, ctime, size and inode: a change of any means the file is read again. */
+interface FileState extends FileView {
+  /** mtime, ctime, size and inode (or the problem of a broken entry): a change of any means the file is read again. */
   readonly stamp: string;
-  readonly parsed: ParsedFile;
-  /** Stored documents of this file by key (the valid ones). */
-  readonly stored: ReadonlyMap<DocumentKey, StoredDocument & { readonly index: number }>;
 }
 
-// As `meshgate policy check DIR` (src/policy/parse-documents.ts): the same files, so the same verdicts.
-const POLICY_FILE = /\.ya?ml$/i;
-const TOP_LEVEL_FIELD = '(top level)';
+/** While file events cannot be had and pollFallback is 0, the folder is rescanned this often all the same. */
+const EMERGENCY_POLL_MS = 2_000;
 
 const keyOf = (d: PolicyDocument): DocumentKey => `${d.kind}/${d.metadata.namespace}/${d.metadata.name}`;
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+const stampOf = (entry: ListedFile): string =>
+  entry.stats ? `${entry.stats.mtimeMs}:${entry.stats.ctimeMs}:${entry.stats.size}:${entry.stats.ino}` : `broken:${entry.problem}`;
+const DELETED = 'deleted';
 
 /**
  * The policy documents of a folder, validated per document, kept current by
- * file events (fs.watch, recursive) with a periodic stat-only rescan behind
+ * file events (one watcher per folder) with a periodic stat-only rescan behind
  * them, and written to by the admin API through the same folder, so replicas
  * watching one folder converge on the same documents.
  *
- * Invariants:
+ * Invariants (which copy serves: src/policy-server/document-merge.ts):
  * - A document that fails validation is rejected alone: the other documents
  *   of its file and of the folder apply.
- * - A document that was valid and turns invalid (or whose file stops parsing)
- *   keeps its last valid copy in service until it is fixed or its file is
- *   deleted; the error is reported all the same. A replica started while the
- *   document is invalid has no earlier copy to keep, so replicas agree again
- *   once the document is fixed.
- * - The same key in two files: the file first in path order wins, the other
- *   copy is an error.
+ * - A document that was valid and turns invalid, and every document of a file
+ *   that stops parsing, is unreadable or empty, keeps its last valid copy in
+ *   service until it is fixed or its file is deleted; the error is reported
+ *   all the same. A replica started while the document is invalid has no
+ *   earlier copy to keep, so replicas agree again once the document is fixed.
+ * - A changed or deleted file counts once it has stayed so for settleMs.
+ * - The same key in two files: the serving copy keeps serving, the other copy is an error.
  * - A folder that cannot be read at all keeps the current state (a transient
  *   mount problem must not withdraw every policy); it is logged and counted.
+ *   So does a sub-folder: the files known under it are kept.
+ * - No entry stops the watcher or the scan; an entry left out is reported once.
  */
 export function createDocumentStore(
   opts: DocumentStoreOptions,
@@ -83,110 +92,62 @@ export function createDocumentStore(
 ): FolderDocumentStore {
   const log = deps.logger.child({ component: 'document-store' });
   const files = new Map<string, FileState>();
-  let served = new Map<DocumentKey, StoredDocument>();
+  let served = new Map<DocumentKey, ServedDocument>();
   let staleKeys: DocumentKey[] = [];
   let currentErrors: PolicyError[] = [];
   const loggedErrors = new Set<string>();
+  const reportedSkips = new Map<string, string>();
+  const settle = createFileSettle(opts.settleMs ?? 0);
   const listeners: Array<() => void> = [];
   let isLoaded = false;
   let closed = false;
-  let watcher: FSWatcher | undefined;
+  let folderWatch: FolderWatch | undefined;
+  let watchedDirs: readonly string[] = [opts.folder];
   let pollTimer: NodeJS.Timeout | undefined;
+  let emergencyTimer: NodeJS.Timeout | undefined;
   let debounceTimer: NodeJS.Timeout | undefined;
+  let settleWait: { timer: NodeJS.Timeout; wake: () => void } | undefined;
   let scanning: Promise<void> | undefined;
   let scanAgain = false;
   let writes: Promise<unknown> = Promise.resolve();
   let folderFailing = false;
 
-  const relative = (abs: string): string => path.relative(opts.folder, abs).split(path.sep).join('/');
-
-  async function listFiles(): Promise<Map<string, Stats>> {
-    const out = new Map<string, Stats>();
-    const entries = await readdir(opts.folder, { recursive: true, withFileTypes: true });
-    for (const entry of entries) {
-      const abs = path.join(entry.parentPath, entry.name);
-      const rel = relative(abs);
-      // Dot names: our temporary files, the shared registry, editors' swap files, Kubernetes' ..data.
-      if (rel.split('/').some((segment) => segment.startsWith('.')) || !POLICY_FILE.test(entry.name)) continue;
-      if (!entry.isFile() && !entry.isSymbolicLink()) continue;
-      try {
-        // stat follows symlinks: a ConfigMap mount is a folder of links into ..data.
-        const st = await stat(abs);
-        if (st.isFile()) out.set(rel, st);
-      } catch {
-        // Gone between readdir and stat.
-      }
-    }
-    return out;
-  }
-
-  async function loadFile(rel: string, st: Stats): Promise<FileState> {
-    const stamp = `${st.mtimeMs}:${st.ctimeMs}:${st.size}:${st.ino}`;
+  async function loadFile(rel: string, entry: ListedFile, stamp: string): Promise<FileState> {
     const known = files.get(rel);
     if (known && known.stamp === stamp) return known;
-    let parsed: ParsedFile;
-    if (st.size > model.maxFileBytes) {
-      parsed = {
-        documents: [],
-        errors: [{ source: { file: rel, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `file too large: at most ${model.maxFileBytes} bytes (got ${st.size}); no document of it applies` }],
-      };
-    } else {
-      let text: string;
-      try {
-        text = await readFile(path.join(opts.folder, rel), 'utf8');
-      } catch (err) {
-        parsed = { documents: [], errors: [{ source: { file: rel, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})` }] };
-        return { stamp: '', parsed, stored: new Map() };
-      }
-      parsed = model.parseFile(text, rel);
+    const fileError = (reason: string): FileState => ({
+      stamp,
+      mtimeMs: entry.stats?.mtimeMs ?? 0,
+      parsed: { documents: [], errors: [{ source: { file: rel, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason }] },
+      stored: new Map(),
+    });
+    if (!entry.stats) return fileError(entry.problem);
+    if (entry.stats.size > model.maxFileBytes) return fileError(`file too large: at most ${model.maxFileBytes} bytes (got ${entry.stats.size}); no document of it applies`);
+    let text: string;
+    try {
+      text = await readFile(path.join(opts.folder, rel), 'utf8');
+    } catch (err) {
+      // Stamp '': read again on the next scan.
+      return { ...fileError(`cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})`), stamp: '' };
     }
-    const stored = new Map<DocumentKey, StoredDocument & { index: number }>();
+    const parsed = model.parseFile(text, rel);
+    const stored = new Map<DocumentKey, ServedDocument>();
     for (const { index, document, digest } of parsed.documents) {
       const key = keyOf(document);
       if (!stored.has(key)) stored.set(key, { key, document, digest, file: rel, index });
     }
-    return { stamp, parsed, stored };
+    return { stamp, mtimeMs: entry.stats.mtimeMs, parsed, stored };
   }
 
   /** Rebuilds the served set from the per-file states; true when documents or errors changed. */
   function rebuild(): boolean {
-    const next = new Map<DocumentKey, StoredDocument>();
-    const firstSeen = new Map<DocumentKey, { file: string; index: number }>();
-    const errors: PolicyError[] = [];
-    const stale: DocumentKey[] = [];
-    const paths = [...files.keys()].sort(cmp);
-    for (const rel of paths) {
-      const state = files.get(rel)!;
-      errors.push(...state.parsed.errors);
-      for (const doc of [...state.stored.values()].sort((a, b) => a.index - b.index)) {
-        const first = firstSeen.get(doc.key);
-        if (first) {
-          // Worded as parsePolicyFolder words it, so `meshgate policy check` and the server agree.
-          errors.push({ source: { file: rel, index: doc.index }, document: doc.key, field: 'metadata.name', reason: `duplicate: ${doc.key} is already defined in ${first.file} (document ${first.index}); this copy is ignored` });
-          continue;
-        }
-        firstSeen.set(doc.key, doc);
-        next.set(doc.key, { key: doc.key, document: doc.document, digest: doc.digest, file: doc.file });
-      }
-    }
-    // Last valid copies: a document now in error (or in a file that no longer parses) stays served as it was.
-    const fileLevelErrors = new Set(errors.filter((e) => e.document === undefined).map((e) => e.source.file));
-    const erroredKeys = new Set(errors.filter((e) => e.document !== undefined).map((e) => `${e.source.file}\n${e.document}`));
-    for (const [key, previous] of served) {
-      if (next.has(key) || !files.has(previous.file)) continue;
-      if (fileLevelErrors.has(previous.file) || erroredKeys.has(`${previous.file}\n${key}`)) {
-        next.set(key, previous);
-        stale.push(key);
-      }
-    }
-    errors.sort((a, b) => cmp(a.source.file, b.source.file) || a.source.index - b.source.index || cmp(a.field, b.field));
-
-    const fingerprint = (docs: Map<DocumentKey, StoredDocument>, errs: PolicyError[]): string =>
+    const merged = mergeFiles(files, served);
+    const fingerprint = (docs: Map<DocumentKey, ServedDocument>, errs: PolicyError[]): string =>
       JSON.stringify([[...docs.values()].map((d) => [d.key, d.digest, d.file]).sort(), errs]);
-    const changed = fingerprint(next, errors) !== fingerprint(served, currentErrors);
-    served = next;
-    currentErrors = errors;
-    staleKeys = stale.sort(cmp);
+    const changed = fingerprint(merged.served, merged.errors) !== fingerprint(served, currentErrors);
+    served = merged.served;
+    currentErrors = merged.errors;
+    staleKeys = merged.stale;
     report();
     return changed;
   }
@@ -201,32 +162,71 @@ export function createDocumentStore(
       now.add(line);
       if (loggedErrors.has(line)) continue;
       loggedErrors.add(line);
-      const keptPrevious = e.document !== undefined && staleKeys.includes(e.document);
+      const keptPrevious = e.document === undefined ? staleKeys.some((k) => served.get(k)?.file === e.source.file) : staleKeys.includes(e.document);
       log.warn({ file: e.source.file, document: e.source.index, key: e.document ?? null, field: e.field, reason: e.reason, keptPrevious }, `policy document rejected: ${line}`);
     }
     // Forget fixed errors, so one that comes back is logged again.
     for (const line of loggedErrors) if (!now.has(line)) loggedErrors.delete(line);
   }
 
-  async function scanOnce(): Promise<void> {
-    let listing: Map<string, Stats>;
+  /** Entries the walk left out: each reported once, again only if it changes or comes back. */
+  function reportSkipped(listing: FolderListing): void {
+    for (const [rel, reason] of listing.skipped) {
+      if (reportedSkips.get(rel) === reason) continue;
+      reportedSkips.set(rel, reason);
+      log.warn({ entry: rel, reason }, `policy folder entry skipped: ${rel}: ${reason}`);
+    }
+    for (const rel of reportedSkips.keys()) if (!listing.skipped.has(rel)) reportedSkips.delete(rel);
+  }
+
+  /** One pass over the folder; resolves with ms until a file that is still changing should be looked at again. */
+  async function scanOnce(): Promise<number | undefined> {
+    let listing: FolderListing;
     try {
-      listing = await listFiles();
+      listing = await listPolicyFolder(opts.folder);
     } catch (err) {
       deps.metrics.folderErrors.inc();
       if (!folderFailing) log.error({ folder: opts.folder, err: (err as Error).message }, 'cannot read the policy folder; keeping the current documents');
       folderFailing = true;
-      return;
+      return undefined;
     }
     if (folderFailing) log.info({ folder: opts.folder }, 'policy folder readable again');
     folderFailing = false;
-    for (const rel of [...files.keys()]) if (!listing.has(rel)) files.delete(rel);
-    for (const [rel, st] of listing) files.set(rel, await loadFile(rel, st));
+    watchedDirs = listing.dirs;
+    folderWatch?.sync(watchedDirs);
+    reportSkipped(listing);
+    const now = Date.now();
+    let wait: number | undefined;
+    // The first load has no copy to protect: it takes the folder as it is.
+    const settled = (rel: string, stamp: string, touchedAt: number | undefined): boolean => {
+      const left = isLoaded ? settle.left(rel, stamp, touchedAt, now) : 0;
+      if (left > 0) wait = Math.min(wait ?? left, left);
+      return left === 0;
+    };
+    const underUnlisted = (rel: string): boolean => listing.unlisted.some((dir) => rel.startsWith(`${dir}/`));
+    for (const rel of [...files.keys()]) {
+      if (listing.files.has(rel) || underUnlisted(rel)) continue;
+      if (settled(rel, DELETED, undefined)) files.delete(rel);
+    }
+    for (const [rel, entry] of listing.files) {
+      const stamp = stampOf(entry);
+      if (files.get(rel)?.stamp === stamp) {
+        settle.unchanged(rel);
+        continue;
+      }
+      const touchedAt = entry.stats ? Math.max(entry.stats.mtimeMs, entry.stats.ctimeMs) : undefined;
+      // A broken entry keeps what it served (see mergeFiles): nothing to wait for.
+      if (entry.stats && !settled(rel, stamp, touchedAt)) continue;
+      files.set(rel, await loadFile(rel, entry, stamp));
+    }
+    settle.prune((rel) => files.has(rel) || listing.files.has(rel));
     const changed = rebuild();
     const first = !isLoaded;
     isLoaded = true;
     if (first) log.info({ folder: opts.folder, documents: served.size, invalid: currentErrors.length }, 'policy folder loaded');
     if (changed && !first && !closed) notify();
+    if (folderWatch?.degraded() && opts.pollMs <= 0) scheduleEmergencyPoll();
+    return wait;
   }
 
   function notify(): void {
@@ -239,6 +239,19 @@ export function createDocumentStore(
     }
   }
 
+  /** Waits `ms` for a changing file to settle; close() cuts it short. */
+  function settlePause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        settleWait = undefined;
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      settleWait = { timer, wake };
+    });
+  }
+
   // One scan at a time; requests during a scan cause exactly one more, so the last event is never lost.
   function rescan(): Promise<void> {
     if (scanning) {
@@ -248,7 +261,11 @@ export function createDocumentStore(
     scanning = (async () => {
       do {
         scanAgain = false;
-        await scanOnce();
+        const wait = await scanOnce();
+        if (wait !== undefined && !closed) {
+          await settlePause(wait);
+          scanAgain = true;
+        }
       } while (scanAgain && !closed);
     })().finally(() => {
       scanning = undefined;
@@ -264,17 +281,21 @@ export function createDocumentStore(
     }, opts.debounceMs);
   }
 
+  function scheduleEmergencyPoll(): void {
+    if (closed || emergencyTimer) return;
+    log.warn({ everyMs: EMERGENCY_POLL_MS }, 'file events are incomplete and policies.pollFallback is 0: rescanning the folder periodically until watching works again');
+    emergencyTimer = setTimeout(() => {
+      emergencyTimer = undefined;
+      void rescan();
+    }, EMERGENCY_POLL_MS);
+    emergencyTimer.unref();
+  }
+
   function startWatching(): void {
-    try {
-      watcher = watch(opts.folder, { recursive: true, persistent: false }, () => scheduleRescan());
-      watcher.on('error', (err) => {
-        log.warn({ err: err.message, pollMs: opts.pollMs }, 'policy folder watch failed; relying on the periodic rescan');
-        watcher?.close();
-        watcher = undefined;
-      });
-    } catch (err) {
-      log.warn({ err: (err as Error).message, pollMs: opts.pollMs }, 'cannot watch the policy folder; relying on the periodic rescan');
-    }
+    if (closed) return;
+    folderWatch = createFolderWatch(scheduleRescan, log);
+    folderWatch.sync(watchedDirs);
+    if (folderWatch.degraded() && opts.pollMs <= 0) scheduleEmergencyPoll();
     if (opts.pollMs > 0) {
       pollTimer = setInterval(() => void rescan(), opts.pollMs);
       pollTimer.unref();
@@ -287,13 +308,15 @@ export function createDocumentStore(
     return run;
   }
 
-  /** The file holding `key` now, served or in error, with how many documents it has. */
+  /** The file holding `key` now (the serving copy first), served or in error, with how many documents it has. */
   function locate(key: DocumentKey): { file: string; index: number; documents: number } | undefined {
     const count = (rel: string): number => {
       const p = files.get(rel)?.parsed;
       if (!p) return 0;
       return new Set([...p.documents.map((d) => d.index), ...p.errors.map((e) => e.source.index)]).size;
     };
+    const serving = served.get(key);
+    if (serving && files.get(serving.file)?.stored.get(key)) return { file: serving.file, index: files.get(serving.file)!.stored.get(key)!.index, documents: count(serving.file) };
     for (const [rel, state] of [...files].sort(([a], [b]) => cmp(a, b))) {
       const doc = state.stored.get(key);
       if (doc) return { file: rel, index: doc.index, documents: count(rel) };
@@ -308,6 +331,16 @@ export function createDocumentStore(
     const docs = parseAllDocuments(await readFile(abs, 'utf8'));
     const parts = (Array.isArray(docs) ? docs : [docs]).map((d, i) => (i === index ? text : String(d).replace(/\n*$/, '\n')));
     await writeFileAtomic(abs, parts.filter((p): p is string => p !== undefined).map((p) => p.replace(/^---\s*\n/, '')).join('---\n'));
+    await recordOwnWrite(rel);
+  }
+
+  /** Notes what this store just wrote (or deleted): whole by construction, so the rescan adopts it without settling. */
+  async function recordOwnWrite(rel: string): Promise<void> {
+    try {
+      settle.own(rel, stampOf({ stats: await stat(path.join(opts.folder, rel)) }));
+    } catch {
+      settle.own(rel, DELETED);
+    }
   }
 
   return {
@@ -337,6 +370,7 @@ export function createDocumentStore(
         } else {
           rel = at?.file ?? `${document.metadata.namespace}/${document.kind.toLowerCase()}-${document.metadata.name}.yaml`;
           await writeFileAtomic(path.join(opts.folder, ...rel.split('/')), body);
+          await recordOwnWrite(rel);
         }
         // The caller reads its own write: the state is current before the promise resolves.
         await rescan();
@@ -349,7 +383,10 @@ export function createDocumentStore(
         const at = locate(key);
         if (!at) return false;
         if (at.documents > 1) await rewriteMultiDocument(at.file, at.index, undefined);
-        else await rm(path.join(opts.folder, ...at.file.split('/')), { force: true });
+        else {
+          await rm(path.join(opts.folder, ...at.file.split('/')), { force: true });
+          await recordOwnWrite(at.file);
+        }
         await rescan();
         return true;
       });
@@ -358,8 +395,10 @@ export function createDocumentStore(
     async close() {
       closed = true;
       clearTimeout(debounceTimer);
+      clearTimeout(emergencyTimer);
       clearInterval(pollTimer);
-      watcher?.close();
+      settleWait?.wake();
+      folderWatch?.close();
       await scanning;
       await writes;
     },

@@ -55,7 +55,7 @@ export function createPolicyServerMetrics(opts: { defaultMetrics: boolean }): Po
     registryEndpoints: new Gauge({ name: 'meshgate_policy_registry_endpoints', help: 'Endpoints in the served registry (static and registered).', registers }),
     registryShareErrors: new Counter({
       name: 'meshgate_policy_registry_share_errors_total',
-      help: 'Failed writes (op=write) or reads (op=read) of the shared registry folder.',
+      help: 'Failed writes (op=write), reads (op=read) or deletions of expired files (op=expire) of the shared registry folder.',
       labelNames: ['op'],
       registers,
     }),

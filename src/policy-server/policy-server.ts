@@ -128,7 +128,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
     let store: FolderDocumentStore;
     try {
       store = await openDocumentStore(
-        { folder, debounceMs: config.push.debounce, pollMs: config.policies.pollFallback },
+        { folder, debounceMs: config.push.debounce, pollMs: config.policies.pollFallback, settleMs: config.policies.settle },
         model,
         { logger, metrics },
       );

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -12,7 +12,7 @@ import type { RegisteredEndpoint, ServiceRegistry } from './service-registry.ts'
 export interface RegistryShareOptions {
   readonly folder: string;
   readonly serverId: string;
-  /** A file not rewritten for this long is ignored: its replica is gone. */
+  /** A file not rewritten for this long is ignored: its replica is gone. After twice this long it is deleted. */
   readonly leaseMs: number;
   /** Coalesces bursts of registrations into one write. */
   readonly debounceMs: number;
@@ -48,6 +48,12 @@ interface ShareFile {
  *
  * Leases compare the writer's clock with the reader's: replicas need clocks
  * within a fraction of the lease of each other (NTP does far better).
+ *
+ * Expiry: a replica killed without close() (SIGKILL, OOM, node loss) leaves
+ * its file, and every restart adds one (the name has a random part). Any
+ * replica deletes a file not renewed for two leases, and a temporary file of
+ * a write cut short once it is that old. Deleting a live replica's file by
+ * mistake (a clock far off) costs little: it writes it again within lease/3.
  */
 export function createRegistryShare(
   registry: ServiceRegistry,
@@ -114,8 +120,12 @@ export function createRegistryShare(
     const now = deps.clock.now();
     const endpoints: RegisteredEndpoint[] = [];
     for (const name of names.sort()) {
-      if (!name.endsWith('.json') || name.startsWith('.')) continue;
       const file = path.join(opts.folder, name);
+      if (name.startsWith('.') && name.endsWith('.tmp')) {
+        await expireTemp(file, now);
+        continue;
+      }
+      if (!name.endsWith('.json') || name.startsWith('.')) continue;
       if (file === ownFile) continue;
       let parsed: ShareFile;
       try {
@@ -124,10 +134,36 @@ export function createRegistryShare(
         // Removed between readdir and read, or not ours: nothing to serve from it.
         continue;
       }
-      if (typeof parsed.renewedAt !== 'number' || now - parsed.renewedAt > opts.leaseMs || !Array.isArray(parsed.endpoints)) continue;
+      if (typeof parsed.renewedAt !== 'number' || !Array.isArray(parsed.endpoints)) continue;
+      const age = now - parsed.renewedAt;
+      if (age > 2 * opts.leaseMs) await expire(file, { serverId: parsed.serverId, notRenewedForMs: age });
+      if (age > opts.leaseMs) continue;
       for (const e of parsed.endpoints) if (isEndpoint(e)) endpoints.push(e);
     }
     if (!closed) registry.setRemote(endpoints);
+  };
+
+  /** Deletes the file of a replica gone for two leases; a failure is counted and retried on the next read. */
+  const expire = async (file: string, what: Record<string, unknown>): Promise<void> => {
+    if (closed) return;
+    try {
+      await rm(file, { force: true });
+      log.info({ file, ...what }, 'removed the shared registry file of a replica gone for two leases');
+    } catch (err) {
+      deps.metrics.registryShareErrors.inc({ op: 'expire' });
+      log.warn({ file, err: (err as Error).message }, 'cannot remove an expired shared registry file');
+    }
+  };
+
+  /** A temporary file left by a write that never finished (its writer was killed): judged by its mtime. */
+  const expireTemp = async (file: string, now: number): Promise<void> => {
+    let mtimeMs: number;
+    try {
+      ({ mtimeMs } = await stat(file));
+    } catch {
+      return; // renamed into place or removed meanwhile
+    }
+    if (now - mtimeMs > 2 * opts.leaseMs) await expire(file, { notWrittenForMs: Math.round(now - mtimeMs) });
   };
 
   // One read at a time; events during a read cause exactly one more.

@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../telemetry/logger.ts';
+import { outdatedFileFor, parsePersisted, persistedText, versionOf, writeFileAtomic } from './snapshot-file.ts';
 import { checkEnvelope, documentKey, policyModelValidator } from './subscriber-validate.ts';
 import type { DocumentEnvelope, DocumentRejection, DocumentValidator } from './subscriber-validate.ts';
 import type { DocumentKey, PolicyDocument, RegistryService, WorkloadRef } from './types.ts';
@@ -70,25 +70,34 @@ export interface PolicySnapshotStore {
    */
   apply(received: ReceivedSnapshot, receivedAt: number): ApplyResult;
   current(): StoredSnapshot | undefined;
-  /** Resolves when every state applied so far is on disk (or its write failed, logged). */
+  /** Resolves when every state applied so far is on disk (or its write failed, logged; it is retried later). */
   flush(): Promise<void>;
   stats(): { readonly writes: number; readonly writeFailures: number; readonly lastWriteError: string | undefined };
+  /** Whether what is in force would survive a restart: for /ready, metrics and /config_dump. */
+  persistence(): PersistenceStatus;
+  /** Stops retrying failed writes. */
+  close(): void;
+}
+
+export interface PersistenceStatus {
+  readonly file: string;
+  /** `failing`: the last write (or the boot check) failed; writes are retried with backoff. */
+  readonly state: 'ok' | 'failing';
+  /** The version the file on disk holds, as far as this process knows. */
+  readonly persistedVersion: string | undefined;
+  /** What a restart with no policy server would find: the copy in force, an older copy set aside (refused), an older copy in place, or none. */
+  readonly diskCopy: 'current' | 'outdated-set-aside' | 'outdated' | 'none';
+  readonly failures: number;
+  readonly lastError: string | undefined;
+  /** Epoch ms of the first failure of the current streak. */
+  readonly failingSince: number | undefined;
+  /** The copy found at boot and not trusted, and why; the owner admits nothing until a server answers. */
+  readonly refusedAtBoot: { readonly version: string | undefined; readonly reason: string } | undefined;
 }
 
 /** One file per workload, so sidecars of different workloads can share a stateDir. */
 export function snapshotFileFor(stateDir: string, workload: WorkloadRef): string {
   return path.join(stateDir, `policy-snapshot.${workload.namespace}.${workload.service}.json`);
-}
-
-const FORMAT = 1;
-
-interface PersistedFile {
-  readonly format: typeof FORMAT;
-  readonly version: string;
-  readonly receivedAt: string;
-  readonly documents: readonly DocumentEnvelope[];
-  readonly services: readonly RegistryService[];
-  readonly refused: readonly RefusedDocument[];
 }
 
 /**
@@ -97,6 +106,17 @@ interface PersistedFile {
  * fsync, rename, fsync of the folder), so a crash leaves the old file or the
  * new one, never half of either.
  *
+ * A copy that cannot be written must never be trusted later in its place
+ * (a restart would enforce an older policy: what a DENY added since is open):
+ * - a failed write is retried with backoff, counted and reported (persistence());
+ * - the older copy is renamed to <file>.outdated (a rename needs no free space),
+ *   and a boot that finds only that name refuses it;
+ * - a boot rewrites the copy it loads before trusting it: when stateDir takes
+ *   no write (read-only, full), a newer version may have been lost the same
+ *   way, so the copy is refused. So is a copy that cannot be read or parsed.
+ * A refused copy is never made current; the owner admits nothing until a
+ * server answers (see persistence().refusedAtBoot).
+ *
  * Invariant: current() only ever holds documents that passed `validate`.
  */
 export function createPolicySnapshotStore(opts: {
@@ -104,41 +124,161 @@ export function createPolicySnapshotStore(opts: {
   logger: Logger;
   /** Default: the policy model's validator with default limits. */
   validate?: DocumentValidator;
+  /** First retry of a failed write after this long, doubling up to 30 s. Default 1 s. */
+  retryMs?: number;
+  now?: () => number;
+  /** Each write's outcome (the boot check included), e.g. for metrics. */
+  onWrite?: (ok: boolean) => void;
 }): PolicySnapshotStore {
   const { file, logger } = opts;
   const validate = opts.validate ?? policyModelValidator();
+  const now = opts.now ?? Date.now;
+  const outdated = outdatedFileFor(file);
+  const retryBaseMs = opts.retryMs ?? 1_000;
   let state: StoredSnapshot | undefined;
   let pending: StoredSnapshot | undefined;
-  let writing: Promise<void> | undefined;
+  // Every write of the file (the boot check too) runs on this chain, one at a time.
+  let chain: Promise<void> = Promise.resolve();
+  let drainQueued = false;
+  let loading: Promise<StoredSnapshot | undefined> | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let retryDelay = retryBaseMs;
+  let closed = false;
   let writes = 0;
   let writeFailures = 0;
   let lastWriteError: string | undefined;
+  let failingSince: number | undefined;
+  let persistedVersion: string | undefined;
+  let persistedPrint: string | undefined;
+  let diskCopy: PersistenceStatus['diskCopy'] = 'none';
+  let refusedAtBoot: PersistenceStatus['refusedAtBoot'];
 
-  const persistLatest = async (): Promise<void> => {
+  const serial = (task: () => Promise<void>): Promise<void> => (chain = chain.then(task));
+
+  const written = (s: { version: string }, print: string | undefined): void => {
+    writes++;
+    if (failingSince !== undefined) logger.info({ file, version: s.version }, 'policy snapshot persisted again');
+    lastWriteError = undefined;
+    failingSince = undefined;
+    retryDelay = retryBaseMs;
+    persistedVersion = s.version;
+    persistedPrint = print;
+    diskCopy = 'current';
+    opts.onWrite?.(true);
+  };
+
+  const failed = (err: unknown): void => {
+    writeFailures++;
+    lastWriteError = (err as Error).message;
+    failingSince ??= now();
+    opts.onWrite?.(false);
+  };
+
+  /** After a failed write: the older copy must not pass for the current one on a restart. */
+  const setAsideOutdated = async (): Promise<void> => {
+    if (diskCopy === 'outdated-set-aside' || diskCopy === 'none') return;
+    try {
+      await rename(file, outdated);
+      diskCopy = 'outdated-set-aside';
+      logger.warn({ file, outdated, version: persistedVersion }, 'set the outdated policy snapshot aside: a restart without a policy server admits nothing rather than enforce it');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        diskCopy = 'none';
+        return;
+      }
+      if (diskCopy !== 'outdated') {
+        logger.error({ file, version: persistedVersion, err: (err as Error).message }, 'cannot set the outdated policy snapshot aside either: a restart refuses it only while stateDir takes no write');
+      }
+      diskCopy = 'outdated';
+    }
+  };
+
+  const drain = async (): Promise<void> => {
+    drainQueued = false;
     // Coalesces: while one write runs, only the newest state waits for the next.
     while (pending) {
       const next = pending;
       pending = undefined;
+      const print = fingerprint(next);
       try {
-        await writeFileAtomic(file, `${JSON.stringify(toPersisted(next))}\n`);
-        writes++;
-        lastWriteError = undefined;
+        await writeFileAtomic(file, persistedText(next));
+        written(next, print);
+        // The copy is the newest again: a set-aside one is history.
+        await rm(outdated, { force: true }).catch(() => undefined);
       } catch (err) {
-        writeFailures++;
-        lastWriteError = (err as Error).message;
-        logger.error({ err: lastWriteError, file, version: next.version }, 'cannot persist the policy snapshot; it applies in memory, but a restart without a server would not find it');
+        const first = failingSince === undefined;
+        failed(err);
+        if (first) logger.error({ err: lastWriteError, file, version: next.version }, 'cannot persist the policy snapshot; it applies in memory, and writes are retried (see /ready, meshgate_policy_snapshot_persisted)');
+        // The same documents on disk already (only the receipt time is newer): that copy is still right.
+        if (print !== persistedPrint) await setAsideOutdated();
+        scheduleRetry();
       }
     }
-    writing = undefined;
+  };
+
+  const queueDrain = (): void => {
+    if (drainQueued) return;
+    drainQueued = true;
+    void serial(drain);
+  };
+
+  const scheduleRetry = (): void => {
+    if (closed || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      if (!state || failingSince === undefined) return;
+      pending ??= state;
+      queueDrain();
+    }, retryDelay);
+    retryTimer.unref();
+    retryDelay = Math.min(retryDelay * 2, 30_000);
+  };
+
+  const refuse = (version: string | undefined, reason: string): undefined => {
+    refusedAtBoot = { version, reason };
+    logger.error({ file, version, reason }, 'not trusting the persisted policy snapshot: admitting nothing until a policy server answers');
+    return undefined;
+  };
+
+  const boot = async (): Promise<StoredSnapshot | undefined> => {
+    let text: string;
+    try {
+      text = await readFile(file, 'utf8');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT') return refuse(undefined, `cannot read ${file} (${code ?? (err as Error).message})`);
+      const aside = await readFile(outdated, 'utf8').catch(() => undefined);
+      if (aside === undefined) {
+        logger.info({ file }, 'no persisted policy snapshot');
+        return undefined;
+      }
+      diskCopy = 'outdated-set-aside';
+      return refuse(versionOf(aside), 'the persisted copy was set aside as outdated: a newer policy could not be written before the restart');
+    }
+    const loaded = readPersisted(text, file, validate, logger);
+    if (loaded === undefined) return refuse(undefined, `${file} is corrupt`);
+    diskCopy = 'outdated';
+    persistedVersion = loaded.version;
+    // Rewriting the copy proves stateDir takes writes now; if it does not, a newer copy may have been lost the same way.
+    let probe: unknown;
+    await serial(async () => {
+      try {
+        await writeFileAtomic(file, text);
+        written(loaded, fingerprint(loaded));
+        await rm(outdated, { force: true }).catch(() => undefined);
+      } catch (err) {
+        failed(err);
+        probe = err;
+      }
+    });
+    if (probe !== undefined) return refuse(loaded.version, `stateDir takes no write (${(probe as Error).message}): a newer policy may have failed to persist before the restart`);
+    if (state === undefined) state = loaded;
+    return loaded;
   };
 
   return {
     file,
-    async load() {
-      const loaded = await readPersisted(file, validate, logger);
-      if (loaded && state === undefined) state = loaded;
-      return loaded;
-    },
+    load: () => (loading ??= boot()),
     apply(received, receivedAt) {
       const previous = new Map((state?.documents ?? []).map((d) => [d.key, d]));
       const seen = new Set<DocumentKey>();
@@ -167,12 +307,27 @@ export function createPolicySnapshotStore(opts: {
       const changed = state === undefined || fingerprint(state) !== fingerprint(next);
       state = next;
       pending = next;
-      writing ??= persistLatest();
+      queueDrain();
       return { ack: { version: received.version, accepted: errors.length === 0, errors }, snapshot: next, changed };
     },
     current: () => state,
-    flush: () => writing ?? Promise.resolve(),
+    flush: () => chain,
     stats: () => ({ writes, writeFailures, lastWriteError }),
+    persistence: () => ({
+      file,
+      state: failingSince === undefined ? 'ok' : 'failing',
+      persistedVersion: diskCopy === 'none' ? undefined : persistedVersion,
+      diskCopy,
+      failures: writeFailures,
+      lastError: lastWriteError,
+      failingSince,
+      refusedAtBoot,
+    }),
+    close() {
+      closed = true;
+      clearTimeout(retryTimer);
+      retryTimer = undefined;
+    },
   };
 }
 
@@ -180,27 +335,7 @@ function fingerprint(s: StoredSnapshot): string {
   return JSON.stringify([s.version, s.documents.map((d) => [d.key, d.envelope.digest]), s.services, s.refused]);
 }
 
-function toPersisted(s: StoredSnapshot): PersistedFile {
-  return {
-    format: FORMAT,
-    version: s.version,
-    receivedAt: new Date(s.receivedAt).toISOString(),
-    documents: s.documents.map((d) => d.envelope),
-    services: s.services,
-    refused: s.refused,
-  };
-}
-
-async function readPersisted(file: string, validate: DocumentValidator, logger: Logger): Promise<StoredSnapshot | undefined> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') logger.info({ file }, 'no persisted policy snapshot');
-    else logger.error({ file, err: (err as Error).message }, 'cannot read the persisted policy snapshot; ignoring it');
-    return undefined;
-  }
+function readPersisted(text: string, file: string, validate: DocumentValidator, logger: Logger): StoredSnapshot | undefined {
   const parsed = parsePersisted(text);
   if (typeof parsed === 'string') {
     logger.error({ file, err: parsed }, 'persisted policy snapshot is corrupt; ignoring it');
@@ -216,77 +351,3 @@ async function readPersisted(file: string, validate: DocumentValidator, logger: 
   return { version: parsed.version, receivedAt: parsed.receivedAt, documents, services: parsed.services, refused: parsed.refused };
 }
 
-/** The persisted file, checked field by field; a string says what is wrong. */
-function parsePersisted(text: string): (Omit<PersistedFile, 'receivedAt'> & { receivedAt: number }) | string {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch (err) {
-    return `not JSON: ${(err as Error).message}`;
-  }
-  if (!isRecord(raw)) return 'expected a JSON object';
-  if (raw.format !== FORMAT) return `unknown format ${JSON.stringify(raw.format)} (expected ${FORMAT})`;
-  if (typeof raw.version !== 'string') return 'version: expected a string';
-  const receivedAt = typeof raw.receivedAt === 'string' ? Date.parse(raw.receivedAt) : Number.NaN;
-  if (Number.isNaN(receivedAt)) return 'receivedAt: expected an ISO date';
-  if (!Array.isArray(raw.documents) || !raw.documents.every(isEnvelope)) return 'documents: expected a list of {kind, namespace, name, json, digest}';
-  if (!Array.isArray(raw.services) || !raw.services.every(isService)) return 'services: expected a list of registry services';
-  const refused = Array.isArray(raw.refused) ? raw.refused.filter((r): r is RefusedDocument => isRecord(r) && typeof r.key === 'string' && typeof r.kept === 'boolean') : [];
-  return { format: FORMAT, version: raw.version, receivedAt, documents: raw.documents, services: raw.services, refused };
-}
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
-function isEnvelope(v: unknown): v is DocumentEnvelope {
-  return isRecord(v) && ['kind', 'namespace', 'name', 'json', 'digest'].every((k) => typeof v[k] === 'string');
-}
-
-function isStringRecord(v: unknown): v is Record<string, string> {
-  return isRecord(v) && Object.values(v).every((x) => typeof x === 'string');
-}
-
-function isService(v: unknown): v is RegistryService {
-  return (
-    isRecord(v) &&
-    typeof v.name === 'string' &&
-    typeof v.namespace === 'string' &&
-    typeof v.external === 'boolean' &&
-    Array.isArray(v.identities) &&
-    v.identities.every((i) => typeof i === 'string') &&
-    Array.isArray(v.endpoints) &&
-    v.endpoints.every((e) => isRecord(e) && typeof e.address === 'string' && typeof e.weight === 'number' && isStringRecord(e.labels))
-  );
-}
-
-/** Temp file in the same folder (rename is atomic only within a file system), fsync, rename, fsync the folder. */
-async function writeFileAtomic(file: string, text: string): Promise<void> {
-  const dir = path.dirname(file);
-  await mkdir(dir, { recursive: true, mode: 0o750 });
-  const tmp = `${file}.${randomUUID()}.tmp`;
-  try {
-    const handle = await open(tmp, 'w', 0o640);
-    try {
-      await handle.writeFile(text, 'utf8');
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await rename(tmp, file);
-  } catch (err) {
-    await unlink(tmp).catch(() => undefined);
-    throw err;
-  }
-  // Makes the rename itself durable; some file systems cannot fsync a folder, and the data is safe already.
-  try {
-    const handle = await open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  } catch {
-    /* best effort */
-  }
-}

@@ -32,7 +32,7 @@ export const policySubscriberConfigSchema = z
       .string()
       .min(1)
       .default('/var/lib/meshgate')
-      .describe('Folder where the last-known-good snapshot is persisted (one JSON file per workload, replaced atomically); the sidecar boots from it when no server answers.'),
+      .describe('Folder where the last-known-good snapshot is persisted (one JSON file per workload, replaced atomically); the sidecar boots from it when no server answers. Must be writable: a copy the sidecar cannot rewrite at boot, or one set aside after a failed write, is not trusted (nothing is admitted until a server answers).'),
     maxStaleness: duration
       .default(300_000)
       .describe('/ready reports `degraded` (still 200) when the sidecar runs on a copy that has not been confirmed by a server for longer than this.'),

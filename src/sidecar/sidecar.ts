@@ -80,6 +80,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     bannedAddresses: () => banList.size(),
     localBuckets: () => rateLimiting?.runtime.local.size ?? 0,
     bufferedBodyBytes: () => bodyBudget.inUse(),
+    policyPersisted: () => policyRef.current?.persisted(),
   });
   // One memory bound for the request bodies filters read, shared by the mesh and edge listeners.
   const bodyBudget = createBodyBudget(config.limits.maxBufferedBodies);

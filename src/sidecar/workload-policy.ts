@@ -10,7 +10,9 @@ import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
 import type { VersionConfig } from '../outbound/versions.ts';
+import { respond } from '../core/verdict.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from '../policy/snapshot-store.ts';
+import type { PersistenceStatus } from '../policy/snapshot-store.ts';
 import { createPolicySubscriber } from '../policy/subscriber.ts';
 import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from '../policy/subscriber.ts';
 import type { PolicyDocument, RegistryService } from '../policy/types.ts';
@@ -26,6 +28,8 @@ export interface WorkloadPolicy {
   /** Opens the stream once the inbound listener's address is known. */
   subscribe(inboundAddress: string, signal: AbortSignal): Promise<void>;
   ready(): PolicyReadiness;
+  /** False when the policy in force would not survive a restart (meshgate_policy_snapshot_persisted). */
+  persisted(): boolean;
   describe(): unknown;
 }
 
@@ -78,9 +82,19 @@ export async function startWorkloadPolicy(
     logger.info({ version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length }, 'policy in force');
   };
 
-  const store = createPolicySnapshotStore({ file: snapshotFileFor(policyConfig.stateDir, config.workload), logger });
+  const store = createPolicySnapshotStore({
+    file: snapshotFileFor(policyConfig.stateDir, config.workload),
+    logger,
+    now: () => deps.clock.now(),
+    onWrite: (ok) => {
+      if (!ok) deps.metrics.policyPersistFailures.inc();
+    },
+  });
   let subscriber: PolicySubscriber | undefined;
   const booted = await store.load();
+  const refusedCopy = store.persistence().refusedAtBoot;
+  // A copy that may be older than the policy last in force is not enforced, whatever onNoPolicy says: it is not "no policy".
+  if (!booted && refusedCopy) filters = [refusedCopyFilter];
   if (booted) {
     install({
       version: booted.version,
@@ -108,22 +122,67 @@ export async function startWorkloadPolicy(
         logger,
       });
       subscriber.onSnapshot(install);
+      signal.addEventListener('abort', () => store.close(), { once: true });
       await subscriber.boot();
       void subscriber.run(signal);
     },
-    ready: () =>
-      subscriber?.ready() ??
-      (inForce
-        ? { ok: true, state: 'ok', detail: `disk copy ${inForce.version}` }
-        : { ok: policyConfig.onNoPolicy === 'allow', state: 'no-policy', detail: 'no policy snapshot yet' }),
-    describe: () => ({
-      version: inForce?.version ?? null,
-      source: inForce?.source ?? null,
-      receivedAt: inForce ? new Date(inForce.receivedAt).toISOString() : null,
-      status: subscriber?.current() ?? null,
-      stats: subscriber?.stats() ?? null,
-      servers: policyConfig.servers,
-    }),
+    ready: () => {
+      const base =
+        subscriber?.ready() ??
+        (inForce
+          ? { ok: true, state: 'ok' as const, detail: `disk copy ${inForce.version}` }
+          : { ok: policyConfig.onNoPolicy === 'allow', state: 'no-policy' as const, detail: 'no policy snapshot yet' });
+      return withPersistence(base, inForce !== undefined, store.persistence());
+    },
+    persisted: () => {
+      const p = store.persistence();
+      return p.state === 'ok' && (inForce !== undefined || p.refusedAtBoot === undefined);
+    },
+    describe: () => {
+      const p = store.persistence();
+      return {
+        version: inForce?.version ?? null,
+        source: inForce?.source ?? null,
+        receivedAt: inForce ? new Date(inForce.receivedAt).toISOString() : null,
+        status: subscriber?.current() ?? null,
+        stats: subscriber?.stats() ?? null,
+        servers: policyConfig.servers,
+        persistence: { ...p, persisted: p.state === 'ok', failingSince: p.failingSince === undefined ? null : new Date(p.failingSince).toISOString() },
+      };
+    },
+  };
+}
+
+/** Admits nothing while the only policy at hand is a persisted copy that may be older than the one last in force. */
+const refusedCopyFilter: Filter = {
+  name: 'untrusted-policy-copy',
+  onRequest: () => respond('policy.unavailable', 'the persisted policy snapshot may be outdated; admitting nothing until a policy server answers'),
+};
+
+/**
+ * /ready's policy check with persistence folded in. A snapshot that could not
+ * be persisted is `degraded` but still ready (200): the sidecar enforces it
+ * correctly, and taking the workload out of service would turn a disk problem
+ * into an outage; the alert is meshgate_policy_snapshot_persisted == 0. A
+ * refused boot copy with nothing else in force admits nothing: not ready.
+ */
+function withPersistence(base: PolicyReadiness, inForce: boolean, p: PersistenceStatus): PolicyReadiness {
+  if (!inForce && p.refusedAtBoot) {
+    const version = p.refusedAtBoot.version ? ` (version ${p.refusedAtBoot.version})` : '';
+    return { ok: false, state: 'no-policy', detail: `persisted copy${version} not trusted: ${p.refusedAtBoot.reason}; admitting nothing until a policy server answers` };
+  }
+  if (!inForce || p.state === 'ok') return base;
+  const since = p.failingSince === undefined ? '' : ` since ${new Date(p.failingSince).toISOString()}`;
+  const onRestart = {
+    current: 'the copy on disk holds the same documents',
+    'outdated-set-aside': `the older copy${p.persistedVersion ? ` (version ${p.persistedVersion})` : ''} was set aside: a restart without a policy server admits nothing`,
+    outdated: `the older copy${p.persistedVersion ? ` (version ${p.persistedVersion})` : ''} is still on disk: a restart without a policy server refuses it only while stateDir takes no write`,
+    none: 'there is no copy on disk: a restart without a policy server has no policy',
+  }[p.diskCopy];
+  return {
+    ok: base.ok,
+    state: base.state === 'no-policy' ? base.state : 'degraded',
+    detail: `${base.detail}; not persisted: cannot write ${p.file}${since} (${p.lastError ?? 'unknown error'}), retrying; ${onRestart}`,
   };
 }
 

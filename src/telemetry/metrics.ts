@@ -25,6 +25,9 @@ export interface SidecarMetrics {
   readonly connectionsClosed: Counter<'listener' | 'reason'>;
   readonly certExpiry: Gauge;
   readonly policyVersion: Gauge<'version' | 'source'>;
+  /** 1 when the policy in force is on disk (a restart without a server finds it), 0 when not; read at scrape time. */
+  readonly policyPersisted: Gauge;
+  readonly policyPersistFailures: Counter;
   readonly ipBans: Counter;
   readonly ipBanEvictions: Counter<'list'>;
   readonly ipBannedAddresses: Gauge;
@@ -47,6 +50,8 @@ export function createSidecarMetrics(opts: {
   localBuckets?: () => number;
   /** Request body bytes held for filters right now (limits.maxBufferedBodies), read at scrape time. */
   bufferedBodyBytes?: () => number;
+  /** Whether the policy in force is persisted; undefined (no policy section): the gauge is absent. */
+  policyPersisted?: () => boolean | undefined;
 }): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
@@ -129,6 +134,21 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_policy_snapshot_version',
       help: 'The policy snapshot in force: 1 for its version (content digest) and source (server or disk); compare across sidecars for version skew.',
       labelNames: ['version', 'source'],
+      registers,
+    }),
+    policyPersisted: new Gauge({
+      name: 'meshgate_policy_snapshot_persisted',
+      help: 'Whether the policy snapshot in force is persisted in policy.stateDir (1) or not (0: writes fail, or the copy found at boot was not trusted); a restart without a policy server needs it. Alert when 0.',
+      registers,
+      collect() {
+        const persisted = opts.policyPersisted?.();
+        if (persisted === undefined) this.reset();
+        else this.set(persisted ? 1 : 0);
+      },
+    }),
+    policyPersistFailures: new Counter({
+      name: 'meshgate_policy_snapshot_persist_failures_total',
+      help: 'Failed writes of the persisted policy snapshot (policy.stateDir read-only, full, or gone), the check at boot included; retried with backoff.',
       registers,
     }),
     ipBans: new Counter({

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import * as grpc from '@grpc/grpc-js';
@@ -43,8 +43,9 @@ describe('meshgate policy-server (CLI)', () => {
     expect(missing).toMatchObject({ code: 2, stderr: 'meshgate policy-server: missing --config FILE\n' });
   });
 
-  it('serves sidecars, and on SIGTERM ends their streams with UNAVAILABLE and exits 0', async () => {
-    const file = path.join(h.dir, 'policy-server.yaml');
+  /** Starts `meshgate policy-server` on the harness folder; resolves with the child and its ports once it listens. */
+  const spawnServer = async (name: string, extra: string[] = []) => {
+    const file = path.join(h.dir, `${name}.yaml`);
     await writeFile(
       file,
       [
@@ -55,19 +56,28 @@ describe('meshgate policy-server (CLI)', () => {
         'listen: { address: 127.0.0.1, port: 0 }',
         'admin: { address: 127.0.0.1, port: 0 }',
         'policies: { folder: policies }',
-        'adminApi: { audit: { file: cli-audit.jsonl } }',
+        `adminApi: { audit: { file: ${name}-audit.jsonl } }`,
+        ...extra,
         '',
       ].join('\n'),
     );
     const child = spawn(process.execPath, [BIN, 'policy-server', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    try {
-      const listening = await new Promise<{ grpcPort: number; adminPort: number }>((resolve, reject) => {
-        child.once('exit', (code) => reject(new Error(`exited ${code}`)));
-        createInterface({ input: child.stdout }).on('line', (line) => {
-          const entry = JSON.parse(line) as { msg?: string; grpcPort: number; adminPort: number };
-          if (entry.msg === 'meshgate policy-server listening') resolve(entry);
-        });
+    const listening = await new Promise<{ grpcPort: number; adminPort: number }>((resolve, reject) => {
+      child.once('exit', (code) => reject(new Error(`exited ${code}`)));
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        const entry = JSON.parse(line) as { msg?: string; grpcPort: number; adminPort: number };
+        if (entry.msg === 'meshgate policy-server listening') resolve(entry);
       });
+    }).catch((err: unknown) => {
+      child.kill('SIGKILL');
+      throw err;
+    });
+    return { child, ...listening };
+  };
+
+  it('serves sidecars, and on SIGTERM ends their streams with UNAVAILABLE and exits 0', async () => {
+    const { child, ...listening } = await spawnServer('cli');
+    try {
       const ready = await request(`http://127.0.0.1:${listening.adminPort}/ready`);
       expect(ready.statusCode).toBe(200);
       await ready.body.dump();
@@ -85,6 +95,33 @@ describe('meshgate policy-server (CLI)', () => {
       client.close();
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');
+    }
+  });
+
+  it('the shared-registry file of a replica killed with SIGKILL is deleted by another replica once two leases passed', async () => {
+    const registry = path.join(h.folder, '.registry');
+    const lease = ['registry: { shared: { lease: 300ms } }'];
+    const killed = await spawnServer('killed', lease);
+    const [leftBehind, ...others] = (await readdir(registry)).filter((name) => name.endsWith('.json'));
+    expect(others).toEqual([]);
+    const exited = once(killed.child, 'exit');
+    killed.child.kill('SIGKILL');
+    await exited;
+    // Its file stays (with, if the kill came mid-renewal, a temporary file).
+    expect(await readdir(registry)).toContain(leftBehind);
+
+    const survivor = await h.start({ registry: { shared: { lease: '300ms' } } });
+    try {
+      // Only the survivor's own file is left.
+      await expect
+        .poll(async () => {
+          const names = await readdir(registry);
+          return names.length === 1 && names[0] !== leftBehind;
+        }, { timeout: 5_000 })
+        .toBe(true);
+      expect(survivor.logs.some((l) => l.msg === 'removed the shared registry file of a replica gone for two leases')).toBe(true);
+    } finally {
+      await survivor.close();
     }
   });
 });

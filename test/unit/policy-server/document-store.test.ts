@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, readdir, rm, unlink, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, open as openFile, readFile, readdir, rm, symlink, unlink, utimes, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -39,14 +39,14 @@ describe('folder document store', () => {
   let logs: Array<Record<string, unknown>>;
   let metrics: ReturnType<typeof createPolicyServerMetrics>;
 
-  const open = async (pollMs = 0): Promise<FolderDocumentStore> => {
+  const open = async (pollMs = 0, settleMs = 0): Promise<FolderDocumentStore> => {
     const sink = new Writable({
       write(chunk: Buffer, _e, done) {
         for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
         done();
       },
     });
-    store = await openDocumentStore({ folder: dir, debounceMs: 10, pollMs }, model, { logger: createLogger({ level: 'info', name: 't', destination: sink }), metrics });
+    store = await openDocumentStore({ folder: dir, debounceMs: 10, pollMs, settleMs }, model, { logger: createLogger({ level: 'info', name: 't', destination: sink }), metrics });
     return store;
   };
   const changed = (): Promise<void> => new Promise((resolve) => store.onChange(resolve));
@@ -114,13 +114,148 @@ describe('folder document store', () => {
     expect(keys()).toEqual(['AuthorizationPolicy/shop/q']);
   });
 
-  it('reports the second copy of a key as an error, the first file in path order wins', async () => {
+  it('reports the second copy of a key as an error; at the first load the copy in the least recently modified file serves', async () => {
     await writeFile(path.join(dir, 'a.yaml'), policy('shop', 'same', '  mode: enforce\n'));
     await writeFile(path.join(dir, 'b.yaml'), policy('shop', 'same', '  mode: shadow\n'));
+    await utimes(path.join(dir, 'a.yaml'), new Date(2_000_000_000_000), new Date(2_000_000_000_000));
+    await utimes(path.join(dir, 'b.yaml'), new Date(1_000_000_000_000), new Date(1_000_000_000_000));
     await open();
-    expect(store.documents()).toHaveLength(1);
-    expect(store.documents()[0]!.file).toBe('a.yaml');
-    expect(store.errors()).toEqual([{ source: { file: 'b.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/same', field: 'metadata.name', reason: 'duplicate: AuthorizationPolicy/shop/same is already defined in a.yaml (document 0); this copy is ignored' }]);
+    expect(store.documents().map((d) => [d.file, d.document.spec.mode])).toEqual([['b.yaml', 'shadow']]);
+    expect(store.errors()).toEqual([{ source: { file: 'a.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/same', field: 'metadata.name', reason: 'duplicate: AuthorizationPolicy/shop/same is already served from b.yaml (document 0); this copy is ignored' }]);
+  });
+
+  it('a copy of a serving document added in a file that sorts earlier is the one refused, named by its file; a restart keeps it so', async () => {
+    const orders = path.join(dir, '08-orders.yaml');
+    const x = path.join(dir, '07b-x.yaml');
+    await writeFile(orders, `${policy('shop', 'keep')}---\n${policy('shop', 'orders', '  mode: enforce\n')}`);
+    await open();
+    await writeFile(x, policy('shop', 'orders', '  mode: shadow\n'));
+    await store.rescan();
+    const serving = (): unknown[] => store.documents().filter((d) => d.key === 'AuthorizationPolicy/shop/orders').map((d) => [d.file, d.document.spec.mode]);
+    expect(serving()).toEqual([['08-orders.yaml', 'enforce']]);
+    const refused = { source: { file: '07b-x.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/orders', field: 'metadata.name', reason: 'duplicate: AuthorizationPolicy/shop/orders is already served from 08-orders.yaml (document 1); this copy is ignored' };
+    expect(store.errors()).toEqual([refused]);
+    expect(logs.filter((l) => String(l.msg).startsWith('policy document rejected: 07b-x.yaml'))).toHaveLength(1);
+
+    // The serving file breaks: its last valid copy stays, the duplicate still does not take over.
+    await writeFile(orders, 'apiVersion: [unclosed\n');
+    await store.rescan();
+    expect(serving()).toEqual([['08-orders.yaml', 'enforce']]);
+    await writeFile(orders, `${policy('shop', 'keep')}---\n${policy('shop', 'orders', '  mode: enforce\n')}`);
+    await store.rescan();
+    // An edit through the API lands in the serving file.
+    expect(await store.put(policy('shop', 'orders', '  mode: enforce\n  rules: []\n'.replace('  rules: []\n', '')))).toMatchObject({ ok: true, file: '08-orders.yaml' });
+
+    // A restart: the copy in the file modified first serves (the serving one, unless it was edited after the copy came).
+    await store.close();
+    await utimes(orders, new Date(1_000_000_000_000), new Date(1_000_000_000_000));
+    await open();
+    expect(serving()).toEqual([['08-orders.yaml', 'enforce']]);
+    expect(store.errors()).toEqual([refused]);
+
+    // Only when the serving copy goes does the other one serve.
+    await unlink(orders);
+    await store.rescan();
+    expect(serving()).toEqual([['07b-x.yaml', 'shadow']]);
+    expect(store.errors()).toEqual([]);
+  });
+
+  it('a file truncated to be rewritten keeps serving what it served until it is whole again; deleted, its documents leave', async () => {
+    const file = path.join(dir, 'deny.yaml');
+    await writeFile(file, `${policy('shop', 'one')}---\n${policy('shop', 'two')}`);
+    await open();
+    // Every state a writer leaves the file in while rewriting it in place, settle off: the rule alone holds.
+    const full = `${policy('shop', 'one', '  mode: shadow\n')}---\n${policy('shop', 'two', '  mode: shadow\n')}`;
+    for (const partial of ['', '\n', '# rewritten by config management\n', full.slice(0, 20), full.slice(0, full.indexOf('---') + 4), full.slice(0, full.length - 30)]) {
+      await writeFile(file, partial);
+      await store.rescan();
+      expect(keys(), JSON.stringify(partial)).toEqual(['AuthorizationPolicy/shop/one', 'AuthorizationPolicy/shop/two']);
+    }
+    await writeFile(file, '');
+    await store.rescan();
+    expect(store.stale()).toEqual(['AuthorizationPolicy/shop/one', 'AuthorizationPolicy/shop/two']);
+    expect(store.errors()).toEqual([
+      { source: { file: 'deny.yaml', index: 0 }, document: undefined, field: '(top level)', reason: 'file has no document (empty, or being rewritten); the 2 document(s) it served stay in service until it is written whole again or deleted' },
+    ]);
+    expect(logs.some((l) => l.level === 40 && String(l.msg).includes('deny.yaml: document 0: (top level): file has no document'))).toBe(true);
+
+    await writeFile(file, full);
+    await store.rescan();
+    expect(store.documents().map((d) => d.document.spec.mode)).toEqual(['shadow', 'shadow']);
+    expect(store.errors()).toEqual([]);
+    // A whole file without a document removes it.
+    await writeFile(file, policy('shop', 'one'));
+    await store.rescan();
+    expect(keys()).toEqual(['AuthorizationPolicy/shop/one']);
+    await writeFile(file, '');
+    await store.rescan();
+    expect(keys()).toEqual(['AuthorizationPolicy/shop/one']);
+    await unlink(file);
+    await store.rescan();
+    expect(keys()).toEqual([]);
+  });
+
+  it('with settleMs, a file written in place over time is never served half-written, nor a file deleted and written again', async () => {
+    const file = path.join(dir, 'deny.yaml');
+    const before = `${policy('shop', 'deny')}  action: DENY\n  selector: { services: [orders] }\n`;
+    await writeFile(file, before);
+    await open(0, 250);
+    const seen: string[] = [];
+    store.onChange(() => seen.push(JSON.stringify(store.documents().map((d) => d.document.spec))));
+    // A whole document at each chunk boundary, each one a policy that denies less: the fail-open states.
+    const after = `${policy('shop', 'deny')}  action: DENY\n  selector: { services: [orders] }\n  mode: enforce\n`;
+    const handle = await openFile(file, 'r+');
+    await handle.truncate(0);
+    for (let at = 0; at < after.length; at += 24) {
+      await handle.write(after.slice(at, at + 24), at);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await handle.close();
+    await unlink(file);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await writeFile(file, after);
+    await store.rescan();
+    expect(seen).toEqual([JSON.stringify([{ rules: [], action: 'DENY', selector: { services: ['orders'] }, mode: 'enforce' }])]);
+    expect(store.errors()).toEqual([]);
+  });
+
+  it('no entry stops the watcher: link loops and dangling links are errors reported once, a link to a folder is reported once, changes still apply', async () => {
+    await mkdir(path.join(dir, 'sub'));
+    await mkdir(path.join(dir, '..data'));
+    await writeFile(path.join(dir, 'a.yaml'), policy('shop', 'a'));
+    await writeFile(path.join(dir, '..data', 'real.yml'), policy('shop', 'linked'));
+    await symlink('..data/real.yml', path.join(dir, 'linked.yaml'));
+    await symlink('self.yaml', path.join(dir, 'self.yaml'));
+    await symlink('nowhere.yaml', path.join(dir, 'dangling.yaml'));
+    await symlink('..', path.join(dir, 'sub', 'up'));
+    await open(0);
+    // Events alone (pollFallback 0) still bring changes, however often the folder is scanned.
+    for (const name of ['b', 'c']) {
+      const next = changed();
+      await writeFile(path.join(dir, `${name}.yaml`), policy('shop', name));
+      await next;
+    }
+    await store.rescan();
+    expect(keys()).toEqual(['a', 'b', 'c', 'linked'].map((n) => `AuthorizationPolicy/shop/${n}`));
+    expect(store.errors().map((e) => `${e.source.file}: ${e.reason}`)).toEqual([
+      'dangling.yaml: cannot read file (ENOENT: dangling symbolic link to nowhere.yaml)',
+      'self.yaml: cannot read file (ELOOP: symbolic link loop)',
+    ]);
+
+    // A link whose target goes keeps what it served, as an unreadable file does; removing the link removes it.
+    await rm(path.join(dir, '..data'), { recursive: true });
+    await store.rescan();
+    expect(store.stale()).toEqual(['AuthorizationPolicy/shop/linked']);
+    const next = changed();
+    await unlink(path.join(dir, 'linked.yaml'));
+    await next;
+    expect(keys()).toEqual(['a', 'b', 'c'].map((n) => `AuthorizationPolicy/shop/${n}`));
+
+    const reported = (text: string): number => logs.filter((l) => String(l.msg).includes(text)).length;
+    expect(reported('self.yaml: document 0: (top level): cannot read file (ELOOP')).toBe(1);
+    expect(reported('dangling.yaml: document 0: (top level): cannot read file (ENOENT')).toBe(1);
+    expect(reported('policy folder entry skipped: sub/up: symbolic link to a folder')).toBe(1);
+    expect(logs.filter((l) => String(l.msg).includes('watch'))).toEqual([]);
   });
 
   it('rejects a file over maxFileBytes as a whole', async () => {

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -65,6 +65,36 @@ describe('registry shared between replicas', () => {
     await shareB.refresh();
     expect(b.services()).toEqual([]);
     await shareB.close();
+  });
+
+  it('deletes the files a replica killed without close left behind once two leases passed, its cut-short temp file too', async () => {
+    const clock = createFakeClock(Date.now());
+    const metrics = createPolicyServerMetrics({ defaultMetrics: false });
+    const r = createServiceRegistry([]);
+    const share = createRegistryShare(r, { folder: dir, serverId: 'b', leaseMs: 30_000, debounceMs: 1 }, { clock, logger: logger(), metrics });
+    await share.start();
+    const own = await readdir(dir);
+    // What three SIGKILLed restarts of replica a leave: one file per process, and a write cut short.
+    const left = { serverId: 'a', endpoints: [ep('10.0.0.9:1', 'a')] };
+    await writeFile(path.join(dir, 'a.00000001.json'), JSON.stringify({ ...left, renewedAt: clock.now() - 61_000 }));
+    await writeFile(path.join(dir, 'a.00000002.json'), JSON.stringify({ ...left, renewedAt: clock.now() - 45_000 }));
+    await writeFile(path.join(dir, 'a.00000003.json'), JSON.stringify({ ...left, renewedAt: clock.now() - 1_000 }));
+    const temp = path.join(dir, '.a.00000003.json.0123456789ab.tmp');
+    await writeFile(temp, '{"serverId":"a","renewedAt":');
+    await share.refresh();
+    // Past two leases: gone. Within two leases: kept (ignored past one). Live: served.
+    expect((await readdir(dir)).sort()).toEqual([temp, 'a.00000002.json', 'a.00000003.json', ...own].map((n) => path.basename(n)).sort());
+    expect(r.services()[0]!.endpoints.map((e) => e.address)).toEqual(['10.0.0.9:1']);
+    expect(logs.filter((l) => String(l.msg).startsWith('removed the shared registry file')).map((l) => path.basename(String(l.file)))).toEqual(['a.00000001.json']);
+
+    clock.advance(61_000);
+    const old = new Date(clock.now() - 61_000);
+    await utimes(temp, old, old);
+    await share.refresh();
+    expect(await readdir(dir)).toEqual(own);
+    expect(r.services()).toEqual([]);
+    await share.close();
+    expect(await readdir(dir)).toEqual([]);
   });
 
   it('degrades to this replica\'s own endpoints when the folder is unusable: one warning, counted', async () => {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
@@ -12,6 +12,9 @@ import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import type { DocumentEnvelope, DocumentValidator } from '../../../src/policy/subscriber-validate.ts';
 import type { RegistryService } from '../../../src/policy/types.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
+import { makeReadOnly, mountTinyDisk, unwritableSupport } from '../../helpers/unwritable.ts';
+
+const support = await unwritableSupport();
 
 function capturingLogger() {
   const lines: Array<Record<string, unknown>> = [];
@@ -67,6 +70,7 @@ describe('policy snapshot store', () => {
     file = snapshotFileFor(path.join(dir, 'state'), { service: 'frontend', namespace: 'shop' });
   });
   afterEach(async () => {
+    for (const store of opened) store.close();
     await Promise.all(opened.splice(0).map((store) => store.flush()));
     await rm(dir, { recursive: true, force: true });
   });
@@ -206,17 +210,133 @@ describe('policy snapshot store', () => {
     expect(again.snapshot.receivedAt).toBe(3_000);
   });
 
-  it('a failed write is logged and counted; the snapshot still applies in memory', async () => {
+  it('a failed write is logged, counted and shown in persistence(); the snapshot still applies in memory; a retry recovers', async () => {
     const { logger, lines } = capturingLogger();
     const blocker = path.join(dir, 'not-a-dir');
     await writeFile(blocker, 'x');
-    const store = createStore({ file: path.join(blocker, 'snap.json'), logger });
+    const outcomes: boolean[] = [];
+    const store = createStore({ file: path.join(blocker, 'state', 'snap.json'), logger, retryMs: 20, now: () => 5_000, onWrite: (ok) => outcomes.push(ok) });
     const result = store.apply(snapshot('v1', [route('a')]), 1_000);
     await store.flush();
     expect(result.ack.accepted).toBe(true);
     expect(store.current()?.version).toBe('v1');
-    expect(store.stats()).toMatchObject({ writes: 0, writeFailures: 1, lastWriteError: expect.any(String) });
-    expect(lines.some((l) => l.level === 50 && String(l.msg).includes('cannot persist'))).toBe(true);
+    expect(store.stats()).toMatchObject({ writes: 0, writeFailures: 1, lastWriteError: expect.stringContaining('ENOTDIR') });
+    expect(store.persistence()).toEqual({
+      file: path.join(blocker, 'state', 'snap.json'),
+      state: 'failing',
+      persistedVersion: undefined,
+      diskCopy: 'none',
+      failures: 1,
+      lastError: expect.stringContaining('ENOTDIR'),
+      failingSince: 5_000,
+      refusedAtBoot: undefined,
+    });
+    expect(lines.filter((l) => l.level === 50 && String(l.msg).includes('cannot persist'))).toHaveLength(1);
+
+    // The disk comes back: the retry writes what is in force, with no new snapshot needed.
+    await rm(blocker);
+    await expect.poll(() => store.persistence().state, { timeout: 3_000 }).toBe('ok');
+    await store.flush();
+    expect(store.persistence()).toMatchObject({ persistedVersion: 'v1', diskCopy: 'current', failures: expect.any(Number) });
+    expect(outcomes[0]).toBe(false);
+    expect(outcomes.at(-1)).toBe(true);
+    expect((JSON.parse(await readFile(path.join(blocker, 'state', 'snap.json'), 'utf8')) as { version: string }).version).toBe('v1');
+  });
+
+  it.skipIf(support.tinyDisk)('on a full disk the older copy is set aside, so a restart refuses it instead of enforcing it; a later write clears that', async () => {
+    const state = path.dirname(file);
+    await mkdir(state, { recursive: true });
+    const unmount = await mountTinyDisk(state, 65_536);
+    if (typeof unmount === 'string') throw new Error(unmount);
+    try {
+      const { logger } = capturingLogger();
+      const store = createStore({ file, logger, retryMs: 60_000 });
+      store.apply(snapshot('v1', [authz('allow-frontend')]), 1_000);
+      await store.flush();
+      expect(store.persistence()).toMatchObject({ state: 'ok', persistedVersion: 'v1', diskCopy: 'current' });
+      // Fill the disk: the next version cannot be written.
+      await writeFile(path.join(state, 'filler'), Buffer.alloc(65_536)).catch(() => undefined);
+      store.apply(snapshot('v2', [authz('allow-frontend', 'DENY')]), 2_000);
+      await store.flush();
+      expect(store.current()?.version).toBe('v2');
+      expect(store.persistence()).toMatchObject({ state: 'failing', persistedVersion: 'v1', diskCopy: 'outdated-set-aside', lastError: expect.stringContaining('ENOSPC') });
+      expect((await readdir(state)).sort()).toEqual(['filler', `${path.basename(file)}.outdated`]);
+
+      // A restart, the disk still full or freed: the v1 copy is not trusted.
+      for (const freed of [false, true]) {
+        if (freed) await rm(path.join(state, 'filler'));
+        const restarted = createStore({ file, logger });
+        expect(await restarted.load()).toBeUndefined();
+        expect(restarted.current()).toBeUndefined();
+        expect(restarted.persistence().refusedAtBoot).toEqual({ version: 'v1', reason: 'the persisted copy was set aside as outdated: a newer policy could not be written before the restart' });
+      }
+      // Once a snapshot is written again, the set-aside copy is gone and the next restart trusts the file.
+      const again = createStore({ file, logger });
+      again.apply(snapshot('v3', [authz('allow-frontend', 'DENY')]), 3_000);
+      await again.flush();
+      expect(await readdir(state)).toEqual([path.basename(file)]);
+      expect((await createStore({ file, logger }).load())?.version).toBe('v3');
+    } finally {
+      for (const store of opened) store.close();
+      await Promise.all(opened.map((store) => store.flush()));
+      await unmount();
+    }
+  });
+
+  it.skipIf(support.readOnly)('a restart in a stateDir that takes no write refuses the copy there: a newer one may have been lost', async () => {
+    const { logger, lines } = capturingLogger();
+    const store = createStore({ file, logger });
+    store.apply(snapshot('v1', [authz('allow-frontend')]), 1_000);
+    await store.flush();
+    const undo = await makeReadOnly(path.dirname(file));
+    if (typeof undo === 'string') throw new Error(undo);
+    try {
+      const outcomes: boolean[] = [];
+      const restarted = createStore({ file, logger, now: () => 9_000, onWrite: (ok) => outcomes.push(ok) });
+      expect(await restarted.load()).toBeUndefined();
+      expect(restarted.current()).toBeUndefined();
+      expect(restarted.persistence()).toMatchObject({
+        state: 'failing',
+        failingSince: 9_000,
+        refusedAtBoot: { version: 'v1', reason: expect.stringMatching(/^stateDir takes no write \(.*\): a newer policy may have failed to persist before the restart$/) },
+      });
+      expect(outcomes).toEqual([false]);
+      expect(lines.some((l) => l.msg === 'not trusting the persisted policy snapshot: admitting nothing until a policy server answers')).toBe(true);
+      // A snapshot from a server applies in memory all the same.
+      restarted.apply(snapshot('v2', [authz('allow-frontend', 'DENY')]), 10_000);
+      expect(restarted.current()?.version).toBe('v2');
+    } finally {
+      await undo();
+    }
+  });
+
+  it('a restart refuses an unreadable or corrupt copy, and a copy set aside as outdated', async () => {
+    const { logger } = capturingLogger();
+    await mkdir(path.dirname(file), { recursive: true });
+    await writeFile(file, '{"format":1,"version":"v1",');
+    const corrupt = createStore({ file, logger });
+    expect(await corrupt.load()).toBeUndefined();
+    expect(corrupt.persistence().refusedAtBoot).toEqual({ version: undefined, reason: `${file} is corrupt` });
+
+    await rm(file);
+    await mkdir(file);
+    const unreadable = createStore({ file, logger });
+    expect(await unreadable.load()).toBeUndefined();
+    expect(unreadable.persistence().refusedAtBoot).toEqual({ version: undefined, reason: `cannot read ${file} (EISDIR)` });
+    await rm(file, { recursive: true });
+
+    const writer = createStore({ file, logger });
+    writer.apply(snapshot('v7', [route('a')]), 1_000);
+    await writer.flush();
+    await rename(file, `${file}.outdated`);
+    const restarted = createStore({ file, logger });
+    expect(await restarted.load()).toBeUndefined();
+    expect(restarted.persistence().refusedAtBoot?.version).toBe('v7');
+    // Nothing persisted at all is not a refusal: onNoPolicy decides.
+    await rm(`${file}.outdated`);
+    const fresh = createStore({ file, logger });
+    expect(await fresh.load()).toBeUndefined();
+    expect(fresh.persistence().refusedAtBoot).toBeUndefined();
   });
 
   it('coalesces writes: the newest state is what ends up on disk', async () => {
