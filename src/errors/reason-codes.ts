@@ -82,6 +82,11 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'The upstream closed or reset the connection before a complete response head.',
   },
+  'upstream.protocol_error': {
+    http: 502,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The upstream answered with something that is not valid HTTP: a malformed status line, header or chunk, headers beyond the parser limit, or a body that does not match its Content-Length.',
+  },
   'upstream.overloaded': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
