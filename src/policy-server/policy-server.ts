@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
@@ -116,7 +117,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
         renewFraction: config.identity.renewFraction,
         jitterFraction: config.identity.jitterFraction,
         expectedSpiffeId: spiffeId,
-        retry: { baseMs: 200, maxMs: 30_000 },
+        retry: identityRetry(config.identity),
       },
       { clock, random: deps.random, logger: logger.child({ component: 'identity' }) },
     );
