@@ -101,7 +101,10 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
     active--;
     if (result.kind === 'response') {
       if (result.status >= 500) outliers.record5xx(ep);
-      else outliers.recordSuccess(ep);
+      else {
+        outliers.recordSuccess(ep);
+        ep.lastSuccessAt = deps.clock.monotonic();
+      }
       return;
     }
     if (result.failure === 'connect-failure' || result.failure === 'reset' || result.failure === 'identity') outliers.recordConnectFailure(ep);
