@@ -90,6 +90,11 @@ export const policyServerConfigSchema = z
     registry: z
       .strictObject({
         static: z.array(staticService).default([]).describe('Services that do not subscribe (outside the mesh, or not yet migrated).'),
+        warmup: duration
+          .default(45_000)
+          .describe(
+            'After start, snapshots say the registry is warming up for this long: sidecars registered before a restart may not have rejoined yet, so subscribers keep the endpoints they have and add the ones pushed, instead of dropping services that have not reconnected. Longer than the sidecars\' policy.reconnect.max (30s by default). 0 disables.',
+          ),
         shared: z
           .strictObject({
             enabled: z.boolean().default(true).describe('Publish this replica\'s registered endpoints to a shared folder and read the other replicas\', so every replica serves the same registry.'),

@@ -109,6 +109,17 @@ const identity = z.strictObject({
   ttl: duration.default(86_400_000).describe('Requested certificate lifetime (the CA caps it).'),
   renewFraction: z.number().min(0.1).max(0.9).default(0.5).describe('Renew after this fraction of the lifetime.'),
   jitterFraction: z.number().min(0).max(0.2).default(0.05).describe('Random +/- share of the lifetime added to the renewal time.'),
+  retry: z
+    .strictObject({
+      base: duration.default(200).describe('Backoff after the first failed signing; each failure in a row doubles the ceiling (full jitter, plus base).'),
+      max: duration.default(30_000).describe('Largest backoff ceiling between signing attempts.'),
+      probeInterval: duration
+        .default(500)
+        .describe('While waiting out a backoff, a TCP connect to identity.ca.address this often: when the CA answers again after being unreachable, the next attempt starts at once. 0 disables.'),
+    })
+    .prefault({})
+    .refine((r) => r.max >= r.base, { message: 'max must be at least base', path: ['max'] })
+    .describe('Retries while the CA is unreachable or refuses; the current certificate keeps serving meanwhile.'),
 });
 
 const service = z.strictObject({

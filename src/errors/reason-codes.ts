@@ -29,7 +29,7 @@ export const REASON_CODES = {
   'route.not_found': {
     http: 404,
     grpc: GrpcStatus.UNIMPLEMENTED,
-    description: 'No service or route matches the request authority, path, method or headers.',
+    description: 'No such service (never known to this sidecar: not in the registry, the static services, a Route or policy.destinations), or no route of it matches the request path, method or headers.',
   },
   'route.unknown_version': {
     // 404 like route.not_found: the request is well-formed, what it names does not exist (or no longer does, once operators remove a version).
@@ -72,6 +72,11 @@ export const REASON_CODES = {
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'No healthy endpoint, or every attempt failed to connect.',
   },
+  'upstream.no_endpoint': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The destination is a known service (in the registry, a static services entry, the destination of a Route in force, in policy.destinations, or listed by the registry earlier) with no endpoint right now.',
+  },
   'upstream.identity_mismatch': {
     http: 502,
     grpc: GrpcStatus.UNAVAILABLE,
@@ -81,6 +86,11 @@ export const REASON_CODES = {
     http: 502,
     grpc: GrpcStatus.UNAVAILABLE,
     description: 'The upstream closed or reset the connection before a complete response head.',
+  },
+  'upstream.protocol_error': {
+    http: 502,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'The upstream answered with something that is not valid HTTP: a malformed status line, header or chunk, headers beyond the parser limit, or a body that does not match its Content-Length.',
   },
   'upstream.overloaded': {
     http: 503,

@@ -1,6 +1,7 @@
 import type { Clock, Random } from '../core/clock.ts';
 import { backoffDelay, sleep } from '../core/backoff.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { ReachabilityProbe } from './ca-probe.ts';
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
 import type { CertificateFacts, KeyType } from './x509.ts';
 
@@ -34,7 +35,16 @@ export interface CertificateManagerOptions {
   /** +/- share of the lifetime added at random to the renewal time, so sidecars do not renew in lockstep. */
   readonly jitterFraction: number;
   readonly expectedSpiffeId: string | undefined;
-  readonly retry: { readonly baseMs: number; readonly maxMs: number };
+  readonly retry: {
+    readonly baseMs: number;
+    readonly maxMs: number;
+    /**
+     * While waiting out a backoff, ask `probe` every `probeIntervalMs` whether
+     * the CA answers; the first yes after a no ends the wait. 0 or no probe: the backoff alone.
+     */
+    readonly probeIntervalMs?: number;
+    readonly probe?: ReachabilityProbe;
+  };
 }
 
 export interface CertificateManager {
@@ -163,7 +173,8 @@ export function createCertificateManager(
           );
         }
         try {
-          await sleep(delay, signal);
+          const woke = await waitForRetry(delay, opts.retry, signal);
+          if (woke === 'reachable') deps.logger.info({ err: lastError }, 'CA reachable again; retrying now');
         } catch {
           clearTimeout(expiryTimer);
           return;
@@ -172,4 +183,40 @@ export function createCertificateManager(
     },
     stats: () => ({ issued, failures, lastError }),
   };
+}
+
+/**
+ * Sleeps `delayMs`, or less when the probe sees the CA come back: a "no"
+ * (the first probe goes at once) followed by a "yes". A CA that answers TCP
+ * but refused the signing (a bad token, a rate limit, a TLS mismatch) never
+ * gives the "no", so it gets the full backoff, not a retry per probe.
+ * Rejects when `signal` aborts.
+ */
+async function waitForRetry(delayMs: number, retry: CertificateManagerOptions['retry'], signal: AbortSignal): Promise<'elapsed' | 'reachable'> {
+  const interval = retry.probeIntervalMs ?? 0;
+  const probe = retry.probe;
+  if (!probe || interval <= 0 || interval >= delayMs) {
+    await sleep(delayMs, signal);
+    return 'elapsed';
+  }
+  const settled = new AbortController();
+  const stop = AbortSignal.any([signal, settled.signal]);
+  try {
+    return await new Promise<'elapsed' | 'reachable'>((resolve, reject) => {
+      sleep(delayMs, stop).then(() => resolve('elapsed'), reject);
+      void (async () => {
+        let sawDown = false;
+        // The first probe goes at once: whether the CA is down right now is what the next "yes" is measured against.
+        while (!stop.aborted) {
+          if (!(await probe(stop))) sawDown = true;
+          else if (sawDown && !stop.aborted) return resolve('reachable');
+          await sleep(interval, stop);
+        }
+      })().catch(() => {
+        // Aborted: the sleep above settles the promise.
+      });
+    });
+  } finally {
+    settled.abort();
+  }
 }

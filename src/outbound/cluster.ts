@@ -101,11 +101,15 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
     active--;
     if (result.kind === 'response') {
       if (result.status >= 500) outliers.record5xx(ep);
-      else outliers.recordSuccess(ep);
+      else {
+        outliers.recordSuccess(ep);
+        ep.lastSuccessAt = deps.clock.monotonic();
+      }
       return;
     }
     if (result.failure === 'connect-failure' || result.failure === 'reset' || result.failure === 'identity') outliers.recordConnectFailure(ep);
-    else if (result.failure === 'timeout') outliers.record5xx(ep);
+    // An endpoint that answers garbage is as broken as one answering 5xx.
+    else if (result.failure === 'timeout' || result.failure === 'protocol-error') outliers.record5xx(ep);
   };
 
   return {

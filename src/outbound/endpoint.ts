@@ -13,6 +13,8 @@ export interface UpstreamEndpoint {
   healthy: boolean;
   /** Monotonic ms until which outlier detection keeps the endpoint out; 0 when in. */
   ejectedUntil: number;
+  /** Monotonic ms of its last answer below 500; 0 before any. A registry update that drops every endpoint keeps recent ones (src/sidecar/registry-keeper.ts). */
+  lastSuccessAt: number;
 }
 
 /** Picks one endpoint for the next attempt. */
@@ -25,5 +27,5 @@ export interface Balancer {
 }
 
 export function createEndpoint(address: string, weight = 1, labels: Record<string, string> = {}): UpstreamEndpoint {
-  return { address, weight, labels: Object.freeze({ ...labels }), activeRequests: 0, healthy: true, ejectedUntil: 0 };
+  return { address, weight, labels: Object.freeze({ ...labels }), activeRequests: 0, healthy: true, ejectedUntil: 0, lastSuccessAt: 0 };
 }

@@ -99,10 +99,13 @@ function afterFilters(
     subset = version.subset; // no endpoint in it: the pick finds none and the call gets upstream.unavailable
   } else {
     const backend = pickBackend(route.backends, deps.random()); // weighted split
-    cluster = backend && deps.registry.cluster(backend.service, backend.namespace);
-    if (!backend || !cluster) return replyDenied(deps.telemetry, call, res, respond('upstream.unavailable', 'route has no backend with weight'), recording);
+    if (!backend) return replyDenied(deps.telemetry, call, res, respond('upstream.unavailable', 'route has no backend with weight'), recording);
+    cluster = deps.registry.cluster(backend.service, backend.namespace);
+    if (!cluster) return replyDenied(deps.telemetry, call, res, respond('upstream.no_endpoint', `no endpoint of ${backend.service}.${backend.namespace} is registered`), recording);
     subset = backend.subset;
   }
+  // A known service with nothing to call: 503, so alerts on 5xx fire; 404 stays "no such service".
+  if (cluster.endpoints().length === 0) return replyDenied(deps.telemetry, call, res, respond('upstream.no_endpoint', `no endpoint of ${cluster.key} is registered`), recording);
   // Versions are label subsets of the destination's own endpoints; a backend on another service has none.
   const versionTable = cluster === service.cluster ? service.versions : undefined;
   const versions = versionTable?.anyDeprecated ? versionTable : undefined;

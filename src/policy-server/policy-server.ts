@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
@@ -116,7 +117,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
         renewFraction: config.identity.renewFraction,
         jitterFraction: config.identity.jitterFraction,
         expectedSpiffeId: spiffeId,
-        retry: { baseMs: 200, maxMs: 30_000 },
+        retry: identityRetry(config.identity),
       },
       { clock, random: deps.random, logger: logger.child({ component: 'identity' }) },
     );
@@ -162,8 +163,11 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
     const service: grpc.ServiceDefinition = {
       Subscribe: { ...method, responseSerialize: (value: SnapshotWrite) => (Buffer.isBuffer(value) ? value : serialize(value)) } as grpc.MethodDefinition<unknown, SnapshotWrite>,
     };
+    // A restarted server knows no endpoint until its sidecars reconnect, each after its own backoff: until
+    // registry.warmup is over, snapshots say so, and subscribers keep what they had (snapshot-builder.ts).
+    let warming = config.registry.warmup > 0;
     const builder = createSnapshotBuilder(
-      { documents: () => store.documents(), services: () => registry.services() },
+      { documents: () => store.documents(), services: () => registry.services(), warming: () => warming },
       model,
       serverId,
       (message) => serialize(message),
@@ -180,6 +184,15 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
     );
     // The store already coalesced its file events (push.debounce): push at once. Registry changes debounce in the service.
     store.onChange(() => subscriptions.pushNow());
+    if (warming) {
+      logger.info({ warmupMs: config.registry.warmup }, 'registry warming up: subscribers keep endpoints missing from it until sidecars have had time to rejoin');
+      const warmupTimer = setTimeout(() => {
+        warming = false;
+        logger.info({ services: registry.services().length }, 'registry warm-up over: snapshots now list the registry as complete');
+        subscriptions.pushNow();
+      }, config.registry.warmup);
+      cleanups.push(() => clearTimeout(warmupTimer));
+    }
 
     const material = (c: WorkloadCredentials): ServingMaterial => ({ keyPem: c.keyPem, certChainPem: c.chainPem.join(''), clientCaPem: c.trustBundlePem.join('') });
     const grpcTls = createGrpcServerCredentials(material(creds), { clientCertificates: 'required' });
@@ -261,7 +274,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
         listen: { ...config.listen, port: grpcPort },
         admin: { ...config.admin, port: adminPort },
         policies: { ...config.policies, folder, documents: store.documents().length, errors: store.errors().length, stale: store.stale() },
-        registry: { static: config.registry.static.length, shared: config.registry.shared, services: registry.services().length },
+        registry: { static: config.registry.static.length, shared: config.registry.shared, services: registry.services().length, warmup: config.registry.warmup, warming },
         push: config.push,
         subscribers: subscriptions.subscribers().length,
       }),

@@ -15,6 +15,9 @@ export interface SnapshotModel {
   canonicalJson(document: PolicyDocument): string;
 }
 
+/** Appended to the content version of snapshots sent during the registry warm-up. */
+export const WARMING_SUFFIX = '-warming';
+
 export interface BuiltSnapshot {
   readonly version: string;
   readonly message: WireSnapshot;
@@ -41,7 +44,12 @@ export interface SnapshotBuilder {
  * encoded once for every stream of the group.
  */
 export function createSnapshotBuilder(
-  source: { documents(): readonly StoredDocument[]; services(): readonly RegistryService[] },
+  source: {
+    documents(): readonly StoredDocument[];
+    services(): readonly RegistryService[];
+    /** True during the registry warm-up after start (see policy-server.ts). */
+    warming?(): boolean;
+  },
   model: SnapshotModel,
   serverId: string,
   /** The response serializer of the gRPC method, to encode each snapshot once for all its streams. */
@@ -73,13 +81,18 @@ export function createSnapshotBuilder(
         byKey = new Map(documents.map((d) => [d.key, d]));
       }
       const snapshot = model.compile(documents, source.services(), workload, wanted);
+      const warming = source.warming?.() ?? false;
+      // The flag changes what a sidecar does with the registry, so it changes the version: the end of the
+      // warm-up reaches every stream even when the registry did not change.
+      const version = warming ? `${snapshot.version}${WARMING_SUFFIX}` : snapshot.version;
       const message: WireSnapshot = {
-        version: snapshot.version,
+        version,
         documents: snapshot.documents.map((doc) => wireDoc(byKey.get(`${doc.kind}/${doc.metadata.namespace}/${doc.metadata.name}`)!)),
         services: snapshot.services.map(encodeService),
         serverId,
+        registryWarming: warming,
       };
-      const built: BuiltSnapshot = { version: snapshot.version, message, encoded: encode?.(message) };
+      const built: BuiltSnapshot = { version, message, encoded: encode?.(message) };
       cache.set(key, built);
       return built;
     },

@@ -97,6 +97,8 @@ export interface WireSnapshot {
   readonly documents: readonly WireDocument[];
   readonly services: readonly WireService[];
   readonly serverId: string;
+  /** The replica is in its registry warm-up: endpoints missing from `services` may still be up (absent from older servers: false). */
+  readonly registryWarming?: boolean;
 }
 
 export interface PolicyApi {

@@ -44,6 +44,11 @@ export const policySubscriberConfigSchema = z
       .array(serviceRef)
       .optional()
       .describe('Services (name.namespace) the workload calls, so the server sends only their registry entries; omitted: the whole registry.'),
+    holdEndpoints: duration
+      .default(45_000)
+      .describe(
+        'When a registry update leaves a service with no endpoint (its sidecars not yet reconnected to a restarted policy server, say), the endpoints it had keep serving for this long if one of them answered a call below 500 within this window, or until an update lists endpoints again. Mutual TLS still checks every connection. 0 disables.',
+      ),
     connectTimeout: duration.default(10_000).describe('Time a server has to answer a subscription with its first snapshot before the sidecar tries the next one.'),
     reconnect: z
       .strictObject({

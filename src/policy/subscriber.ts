@@ -30,6 +30,12 @@ export interface EffectiveSnapshot {
    * fail-closed compiler should deny what it would have governed.
    */
   readonly refused: readonly RefusedDocument[];
+  /**
+   * The server said its registry is warming up (it restarted recently): a
+   * service or endpoint missing from `services` may still be up. Never set
+   * on a disk copy.
+   */
+  readonly registryWarming?: boolean;
 }
 
 export interface PolicySubscriberStatus {
@@ -125,7 +131,7 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
   let failures = 0;
   let lastError: string | undefined;
 
-  const install = (snapshot: StoredSnapshot, source: 'server' | 'disk'): void => {
+  const install = (snapshot: StoredSnapshot, source: 'server' | 'disk', registryWarming = false): void => {
     effective = {
       version: snapshot.version,
       receivedAt: snapshot.receivedAt,
@@ -133,6 +139,7 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
       documents: snapshot.documents.map((d) => d.document),
       services: snapshot.services,
       refused: snapshot.refused,
+      registryWarming,
     };
     const next = effective;
     for (const listener of listeners) {
@@ -206,7 +213,7 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
     freshAt = clock.now();
     lastError = undefined;
     noteDegraded();
-    if (result.changed || !wasServer) install(result.snapshot, 'server');
+    if (result.changed || !wasServer) install(result.snapshot, 'server', msg.registryWarming === true);
   };
 
   /**

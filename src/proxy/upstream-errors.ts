@@ -1,5 +1,5 @@
 /** How an attempt failed, as far as retries and outlier detection care. */
-export type AttemptFailure = 'connect-failure' | 'identity' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'other';
+export type AttemptFailure = 'connect-failure' | 'identity' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'protocol-error' | 'other';
 
 const CONNECT_CODES = new Set([
   'ECONNREFUSED',
@@ -21,6 +21,14 @@ const RESET_CODES = new Set([
   'ERR_HTTP2_STREAM_CANCEL',
   'UND_ERR_INFO',
 ]);
+
+/**
+ * The upstream answered, but not in HTTP: a response head or body undici's
+ * parser refuses (llhttp's HPE_* errors; undici 8 leaves `code` unset on some
+ * of them, hence the name check too), headers beyond its limit, or a body
+ * longer or shorter than its Content-Length.
+ */
+const PROTOCOL_CODES = new Set(['UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'UND_ERR_HEADERS_OVERFLOW']);
 
 /** OpenSSL verification failures of the upstream's certificate: the request never left. */
 const TLS_VERIFY_CODES = new Set([
@@ -50,6 +58,7 @@ export function classifyUpstreamError(err: unknown): AttemptFailure {
   if (CONNECT_CODES.has(code) || code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || TLS_VERIFY_CODES.has(code)) return 'connect-failure';
   if (RESET_CODES.has(code)) return 'reset';
   if (code === 'UND_ERR_QUEUE_FULL') return 'overloaded';
+  if (PROTOCOL_CODES.has(code) || code.startsWith('HPE_') || (err as { name?: string } | null)?.name === 'HTTPParserError') return 'protocol-error';
   return 'other';
 }
 
@@ -63,6 +72,8 @@ export function reasonForFailure(failure: AttemptFailure): string {
       return 'upstream.identity_mismatch';
     case 'overloaded':
       return 'upstream.overloaded';
+    case 'protocol-error':
+      return 'upstream.protocol_error';
     default:
       return 'upstream.reset';
   }

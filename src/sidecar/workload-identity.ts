@@ -1,6 +1,7 @@
 import tls from 'node:tls';
 import type { IdentityConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
@@ -39,7 +40,7 @@ export async function startWorkloadIdentity(
       renewFraction: config.renewFraction,
       jitterFraction: config.jitterFraction,
       expectedSpiffeId: spiffeId,
-      retry: { baseMs: 200, maxMs: 30_000 },
+      retry: identityRetry(config),
     },
     { clock: deps.clock, random: deps.random, logger: deps.logger.child({ component: 'identity' }) },
   );

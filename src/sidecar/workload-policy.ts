@@ -18,6 +18,7 @@ import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from '../po
 import type { PolicyDocument, RegistryService } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import { createRegistryKeeper } from './registry-keeper.ts';
 
 /** Kinds whose loss could turn a deny into an allow. */
 const ENFORCING_KINDS = new Set(['AuthorizationPolicy', 'RequestAuthentication', 'IPAccessPolicy', 'RateLimitPolicy', 'ValidationPolicy']);
@@ -69,17 +70,48 @@ export async function startWorkloadPolicy(
   };
   let filters = buildInboundChain(undefined, chainOptions);
   let inForce: EffectiveSnapshot | undefined;
+  const holdMs = policyConfig.holdEndpoints;
+  const keeper = createRegistryKeeper({
+    holdMs,
+    clock: deps.clock,
+    working: (name, namespace) => {
+      const since = deps.clock.monotonic() - holdMs;
+      return deps.registry.cluster(name, namespace)?.endpoints().some((ep) => ep.lastSuccessAt > 0 && ep.lastSuccessAt >= since) ?? false;
+    },
+    events: {
+      held: (service, endpoints, forMs) =>
+        logger.warn({ service, endpoints, holdMs: forMs }, 'registry update left a service with no endpoint; keeping its endpoints that answered recently (policy.holdEndpoints)'),
+      released: (service, why) => logger.info({ service, why }, 'held endpoints released'),
+    },
+  });
+  let recheck: NodeJS.Timeout | undefined;
+
+  // The registry part of a snapshot; run again when a hold ends, with the same snapshot.
+  const applyRegistry = (snapshot: EffectiveSnapshot): void => {
+    clearTimeout(recheck);
+    const kept = keeper.resolve(snapshot.services, snapshot.registryWarming === true);
+    const merged = mergeServices(kept.services, snapshot.documents, config, logger);
+    deps.registry.update(merged.services, merged.versions);
+    if (kept.recheckInMs !== undefined) {
+      recheck = setTimeout(() => {
+        if (inForce) applyRegistry(inForce);
+      }, kept.recheckInMs + 1);
+      recheck.unref();
+    }
+  };
 
   const install = (snapshot: EffectiveSnapshot): void => {
     const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
     if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
     filters = buildInboundChain(snapshot.documents, chainOptions, missing);
-    const merged = mergeServices(snapshot.services, snapshot.documents, config, logger);
-    deps.registry.update(merged.services, merged.versions);
+    inForce = snapshot;
+    applyRegistry(snapshot);
     deps.metrics.policyVersion.reset();
     deps.metrics.policyVersion.set({ version: snapshot.version, source: snapshot.source }, 1);
-    inForce = snapshot;
-    logger.info({ version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length }, 'policy in force');
+    logger.info(
+      { version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length, registryWarming: snapshot.registryWarming === true },
+      'policy in force',
+    );
   };
 
   const store = createPolicySnapshotStore({
@@ -123,6 +155,7 @@ export async function startWorkloadPolicy(
       });
       subscriber.onSnapshot(install);
       signal.addEventListener('abort', () => store.close(), { once: true });
+      signal.addEventListener('abort', () => clearTimeout(recheck), { once: true });
       await subscriber.boot();
       void subscriber.run(signal);
     },
@@ -187,11 +220,13 @@ function withPersistence(base: PolicyReadiness, inForce: boolean, p: Persistence
 }
 
 /**
- * The registry the outbound stack uses: services pushed by the policy server,
- * routes from Route documents, and the static `services:` of the config file on
- * top (an operator's override wins). A Route's versions apply to its
- * destination wherever the endpoints come from: they only name label subsets,
- * and a static entry has no versions of its own to override them with.
+ * The registry the outbound stack uses: services pushed by the policy server
+ * (as the registry keeper serves them), routes from Route documents, services
+ * known without endpoints (Route destinations, policy.destinations), and the
+ * static `services:` of the config file on top (an operator's override wins).
+ * A Route's versions apply to its destination wherever the endpoints come
+ * from: they only name label subsets, and a static entry has no versions of
+ * its own to override them with.
  */
 function mergeServices(
   pushed: readonly RegistryService[],
@@ -223,6 +258,14 @@ function mergeServices(
     // as milliseconds, which the config file's duration syntax ("15s") would refuse, dropping the service.
     if (parsed.success) byKey.set(key, { ...parsed.data, routes: routes.get(key) ?? [] });
     else logger.warn({ service: key, error: parsed.error.issues[0]?.message }, 'registry entry ignored');
+  }
+  // Known without a registry entry: the destination of a Route in force, or a service the config says the
+  // workload calls. With no endpoint, a call to one gets 503 upstream.no_endpoint, not 404 "no such service".
+  for (const key of [...routes.keys(), ...(config.policy?.destinations ?? [])]) {
+    if (byKey.has(key)) continue;
+    const dot = key.indexOf('.');
+    const parsed = registryServiceSchema.safeParse({ name: key.slice(0, dot), namespace: key.slice(dot + 1), endpoints: [] });
+    if (parsed.success) byKey.set(key, { ...parsed.data, routes: routes.get(key) ?? [] });
   }
   for (const svc of config.services) byKey.set(`${svc.name}.${svc.namespace}`, svc);
   return { services: [...byKey.values()], versions };

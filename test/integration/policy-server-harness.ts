@@ -101,6 +101,8 @@ export async function createPolicyHarness(): Promise<PolicyHarness> {
         admin: { address: '127.0.0.1', port: 0 },
         policies: { folder },
         push: { debounce: '20ms' },
+        // Versions without the warm-up's suffix, whatever the timing: tests of the warm-up opt in.
+        registry: { warmup: '0s' },
         adminApi: { audit: { file: path.join(dir, `audit-${n}.jsonl`) } },
         log: { level: 'info' },
         ...overrides,

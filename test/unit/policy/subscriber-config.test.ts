@@ -14,6 +14,7 @@ describe('policy subscriber config', () => {
       stateDir: '/var/lib/meshgate',
       maxStaleness: 300_000,
       onNoPolicy: 'deny',
+      holdEndpoints: 45_000,
       connectTimeout: 10_000,
       reconnect: { base: 500, max: 30_000 },
     });

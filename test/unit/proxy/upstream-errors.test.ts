@@ -1,0 +1,23 @@
+import { errors } from 'undici';
+import { describe, expect, it } from 'vitest';
+import { reasonCode } from '../../../src/errors/reason-codes.ts';
+import { classifyUpstreamError, reasonForFailure } from '../../../src/proxy/upstream-errors.ts';
+
+describe('classifyUpstreamError', () => {
+  it.each([
+    ['a parser error without a code (what undici 8 throws for a bad status line)', new errors.HTTPParserError('Response does not match the HTTP/1.1 protocol (Invalid response status)')],
+    ['a parser error with its llhttp code', Object.assign(new Error('bad chunk'), { code: 'HPE_INVALID_CHUNK_SIZE' })],
+    ['a body shorter or longer than Content-Length', new errors.ResponseContentLengthMismatchError()],
+    ['response headers beyond the parser limit', new errors.HeadersOverflowError()],
+  ])('names %s upstream.protocol_error, a 502', (_what, err) => {
+    const failure = classifyUpstreamError(err);
+    expect(failure).toBe('protocol-error');
+    expect(reasonForFailure(failure)).toBe('upstream.protocol_error');
+    expect(reasonCode('upstream.protocol_error').http).toBe(502);
+  });
+
+  it('keeps resets and refusals apart from protocol errors', () => {
+    expect(classifyUpstreamError(new errors.SocketError('other side closed'))).toBe('reset');
+    expect(classifyUpstreamError(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))).toBe('connect-failure');
+  });
+});
