@@ -40,12 +40,17 @@ export const REASON_CODES = {
   'request.malformed': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'The request could not be parsed or is missing its authority.',
+    description: 'The request could not be parsed, its request line is not single-space separated, or its authority is missing, repeated (two Host headers) or not a host name or address.',
   },
   'request.invalid_path': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
     description: 'The path cannot be normalized safely: an encoded "/" or "\\" (%2F, %5C), a malformed escape, NUL, a control character, a raw "\\" or "#", a double-encoded ".", "/", "\\", "%" or NUL, or a dot segment with ";" parameters.',
+  },
+  'request.unsupported': {
+    http: 501,
+    grpc: GrpcStatus.UNIMPLEMENTED,
+    description: 'The request has a form meshgate does not forward: OPTIONS * (asterisk-form), which asks about the server as a whole rather than a resource.',
   },
   'request.headers_too_large': {
     http: 431,

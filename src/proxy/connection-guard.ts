@@ -113,3 +113,23 @@ export function describeClientError(code: string | undefined): { status: number;
   }
   return { status: 400, code: 'request.malformed', reason: 'request is not valid HTTP/1.1' };
 }
+
+/** RFC 9112 §3: method SP request-target SP HTTP-version, separated by exactly one SP each. */
+const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\x00-\x20\x7f]+ HTTP\/\d\.\d\r?$/;
+const LF = 0x0a;
+
+/**
+ * Checks a connection's first request line, which node's parser would accept
+ * with repeated or other whitespace between its parts (a lenient parse RFC
+ * 9112 §3 allows and warns can be used to smuggle past a front proxy that
+ * reads the line differently). `incomplete` until a line feed arrives or
+ * `limit` bytes did (then node's parser answers 431).
+ */
+export function checkRequestLine(head: Buffer, limit: number): 'incomplete' | 'ok' | 'malformed' {
+  let start = 0;
+  // At least one empty line before the request line is ignored (RFC 9112 §2.2), as node's parser does.
+  while (start < head.length && (head[start] === 0x0d || head[start] === LF)) start++;
+  const end = head.indexOf(LF, start);
+  if (end < 0) return head.length >= limit ? 'ok' : 'incomplete';
+  return REQUEST_LINE.test(head.toString('latin1', start, end)) ? 'ok' : 'malformed';
+}

@@ -7,7 +7,7 @@ import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { listenOn } from '../core/listen.ts';
-import { connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
+import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
 import { DownstreamTimeoutError } from './downstream.ts';
 
@@ -106,7 +106,8 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       requestTimeout: limits.requestTimeout,
       keepAliveTimeout: limits.idleTimeout,
       insecureHTTPParser: false,
-      requireHostHeader: true,
+      // A missing Host is refused by readRequestTarget (./call.ts), with the JSON reply node's own 400 lacks.
+      requireHostHeader: false,
       joinDuplicateHeaders: true,
       connectionsCheckingInterval: checkingInterval(limits.headersTimeout),
     },
@@ -208,12 +209,22 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       handshakePrincipal = undefined;
     }
   };
-  const toH1 = (socket: Socket, deadline: HeadDeadline): void => {
-    h1FirstHead.set(socket, deadline);
+  /** Hands an HTTP/1.1 connection whose first bytes (its request line) are buffered in `seen` to the server. */
+  const toH1 = (socket: Socket, deadline: HeadDeadline, seen: Buffer): void => {
     deadline.onExpiry(() => refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT')));
     socket.once('close', () => deadline.clear());
+    if (checkRequestLine(seen, limits.maxHeaderSize) === 'malformed') {
+      deadline.clear();
+      refuseRaw(socket, { status: 400, code: 'request.malformed', reason: 'request line must be a method, a target and a version separated by single spaces' });
+      socket.resume(); // nothing after it is read as a request; the caller's close ends the connection
+      return;
+    }
+    h1FirstHead.set(socket, deadline);
     h1.emit('connection', socket);
+    socket.resume();
   };
+  /** Whether `seen` is enough to check an HTTP/1.1 connection's request line. */
+  const requestLineIn = (seen: Buffer): boolean => checkRequestLine(seen, limits.maxHeaderSize) !== 'incomplete';
 
   /** Raw sockets in their TLS handshake, by connection: the handshake has a deadline of its own. */
   const handshakes = new Map<string, HeadDeadline>();
@@ -230,9 +241,10 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       }
       if (verdict.principal !== undefined) socketPrincipals.set(tlsSocket, verdict.principal);
       // The request head gets its own headersTimeout once the handshake is done.
-      const deadline = startHeadDeadline(limits.headersTimeout, () => tlsSocket.destroy());
+      const deadline = startHeadDeadline(limits.headersTimeout, () => refuseRaw(tlsSocket, describeClientError('HPE_HEADERS_TIMEOUT')));
+      tlsSocket.once('close', () => deadline.clear());
       if (tlsSocket.alpnProtocol === 'h2') toH2(tlsSocket, deadline, verdict.principal);
-      else toH1(tlsSocket, deadline);
+      else readUntil(tlsSocket, requestLineIn, (seen) => toH1(tlsSocket, deadline, seen));
     });
     tlsOptions.server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
       // With TLS 1.3 a refused client certificate often surfaces as a hang-up; the socket keeps the real reason.
@@ -245,6 +257,13 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     if (!tlsOptions) return 'plain';
     if (firstByte === TLS_HANDSHAKE) return 'tls';
     return tlsOptions.mode === 'PERMISSIVE' ? 'plain' : 'refuse';
+  };
+  /** Enough of a new connection's first bytes to route it: TLS by its first byte, HTTP/2 by its preface, HTTP/1.1 by its request line. */
+  const decided = (seen: Buffer): boolean => {
+    if (seen[0] === TLS_HANDSHAKE) return true;
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    if (seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return seen.length >= H2_PREFACE.length;
+    return route(seen[0]!) === 'refuse' || requestLineIn(seen);
   };
   const handshakeTimedOut = (socket: Socket): void => {
     tlsOptions!.onRefused('handshake_timeout', `no TLS handshake within limits.headersTimeout (${limits.headersTimeout} ms)`);
@@ -276,7 +295,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       else refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT'));
     });
     socket.once('close', () => deadline.clear());
-    sniff(socket, (seen) => {
+    readUntil(socket, decided, (seen) => {
       const where = route(seen[0]!);
       if (where === 'refuse') {
         deadline.clear();
@@ -294,13 +313,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
         tlsOptions!.server.emit('connection', socket);
         return;
       }
-      if (isH2Preface(seen)) {
-        // The HTTP/2 session drains bytes already buffered on the socket itself.
-        toH2(socket, deadline);
-      } else {
-        toH1(socket, deadline);
-        socket.resume();
-      }
+      // The HTTP/2 session drains bytes already buffered on the socket itself.
+      if (isH2Preface(seen)) toH2(socket, deadline);
+      else toH1(socket, deadline, seen);
     });
   });
   server.maxConnections = limits.maxConnections;
@@ -333,17 +348,15 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
 }
 
 /**
- * Reads until the first bytes tell which server a connection is for, puts
- * them back, and calls `dispatch`. The connection's head deadline (set by the
- * caller) bounds the wait.
+ * Reads until `enough` says the bytes so far decide where a connection goes,
+ * puts them back, and calls `dispatch`. The connection's head deadline (set
+ * by the caller) bounds the wait.
  */
-function sniff(socket: Socket, dispatch: (seen: Buffer) => void): void {
+function readUntil(socket: Socket, enough: (seen: Buffer) => boolean, dispatch: (seen: Buffer) => void): void {
   let seen: Buffer = Buffer.alloc(0);
   const onData = (chunk: Buffer): void => {
     seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, H2_PREFACE.length);
-    // A partial HTTP/2 preface needs more bytes; anything else is decided by its first byte.
-    if (seen[0] !== TLS_HANDSHAKE && seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n)) && seen.length < H2_PREFACE.length) return;
+    if (!enough(seen)) return;
     socket.off('data', onData);
     socket.off('error', onError);
     socket.pause();
