@@ -293,6 +293,10 @@ export const sidecarConfigSchema = z.strictObject({
     .prefault({})
     .describe('Traces and metrics (logs are under `log`).'),
 }).superRefine((config, ctx) => {
+  if (config.limits.requestTimeout < config.limits.headersTimeout) {
+    // node:http refuses the pair at start-up with a RangeError; say it here, with the field.
+    ctx.addIssue({ code: 'custom', path: ['limits', 'requestTimeout'], message: `must be at least limits.headersTimeout (${config.limits.headersTimeout} ms): the head is part of the request` });
+  }
   if (config.limits.maxBufferedBodies < config.limits.maxBodyBuffer) {
     ctx.addIssue({ code: 'custom', path: ['limits', 'maxBufferedBodies'], message: `must be at least limits.maxBodyBuffer (${config.limits.maxBodyBuffer} bytes), or no body could ever be read whole` });
   }

@@ -60,7 +60,7 @@ export const REASON_CODES = {
   'request.timeout': {
     http: 408,
     grpc: GrpcStatus.DEADLINE_EXCEEDED,
-    description: 'The caller did not send the request head within limits.headersTimeout (or the request within limits.requestTimeout).',
+    description: 'The caller did not send the request head within limits.headersTimeout, or the request within limits.requestTimeout, or stopped sending its body for limits.idleTimeout (then logged, the connection closed).',
   },
   'request.body_too_large': {
     http: 413,
@@ -70,7 +70,7 @@ export const REASON_CODES = {
   'upstream.timeout': {
     http: 504,
     grpc: GrpcStatus.DEADLINE_EXCEEDED,
-    description: 'The upstream did not answer within the route timeout (all attempts included).',
+    description: 'The upstream did not answer within the route timeout (all attempts included), or sent nothing for limits.idleTimeout while the call waited for or relayed its response.',
   },
   'upstream.unavailable': {
     http: 503,
@@ -85,7 +85,7 @@ export const REASON_CODES = {
   'upstream.reset': {
     http: 502,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The upstream closed or reset the connection before a complete response head.',
+    description: 'The upstream closed or reset the connection before its response was complete.',
   },
   'upstream.overloaded': {
     http: 503,
@@ -205,7 +205,7 @@ export const REASON_CODES = {
   'request.cancelled': {
     http: 499,
     grpc: GrpcStatus.CANCELLED,
-    description: 'The caller went away before the response was complete (logged, never sent).',
+    description: 'The caller went away before the response was complete (logged, never sent). Only when the caller left: a call meshgate ended at its own timer is request.timeout or upstream.timeout.',
   },
   'sidecar.overloaded': {
     http: 503,

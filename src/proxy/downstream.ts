@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
-import type { DownstreamResponse } from './listener.ts';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
 
 /**
  * The listener closes a connection (HTTP/1.1) or stream (HTTP/2) with this
@@ -31,4 +31,10 @@ export function downstreamFate(res: DownstreamResponse): 'open' | 'gone' | Downs
   if (!carrier) return 'open';
   if (carrier.errored instanceof DownstreamTimeoutError) return carrier.errored;
   return carrier.destroyed ? 'gone' : 'open';
+}
+
+/** Whether the listener's timer, not the caller, closed this request (read while its body is read). */
+export function requestTimedOut(req: DownstreamRequest): boolean {
+  const carrier = req.httpVersion === '2.0' ? (req as Http2ServerRequest).stream : req.socket;
+  return (carrier as { errored?: unknown } | null)?.errored instanceof DownstreamTimeoutError;
 }
