@@ -212,7 +212,6 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   /** Hands an HTTP/1.1 connection whose first bytes (its request line) are buffered in `seen` to the server. */
   const toH1 = (socket: Socket, deadline: HeadDeadline, seen: Buffer): void => {
     deadline.onExpiry(() => refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT')));
-    socket.once('close', () => deadline.clear());
     if (checkRequestLine(seen, limits.maxHeaderSize) === 'malformed') {
       deadline.clear();
       refuseRaw(socket, { status: 400, code: 'request.malformed', reason: 'request line must be a method, a target and a version separated by single spaces' });

@@ -3,7 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueCert } from '../helpers/mesh-pki.ts';
+import { startTestCa } from '../helpers/ca-fixture.ts';
+import type { TestCa } from '../helpers/ca-fixture.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import type { TestCert } from '../helpers/mesh-pki.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import { H2_PREFACE_AND_SETTINGS, connectRaw } from '../helpers/raw-socket.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
@@ -173,6 +176,72 @@ describe('slow clients: TLS (edge listener; the mTLS listener shares its code)',
     expect(text).toMatch(/^HTTP\/1.1 408 /);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
     expect(app.hits()).toBe(hits);
+  });
+});
+
+describe('slow clients: the mutual TLS listener (STRICT)', () => {
+  let ca: TestCa;
+  let app: TestServer;
+  let sc: TestSidecar;
+  let cert: TestCert;
+  beforeAll(async () => {
+    ca = await startTestCa();
+    const tokenFile = path.join(ca.dir, 'orders.token');
+    await writeFile(tokenFile, await ca.token('shop', 'orders'));
+    app = await startHttpServer(echoHandler('app'));
+    sc = await startTestSidecar({
+      workload: { service: 'orders', namespace: 'shop' },
+      mtls: { mode: 'STRICT' },
+      identity: { trustDomain: 'cluster.local', ca: { address: ca.address, trustBundleFile: path.join(ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile },
+      inbound: { app: app.url },
+      limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' },
+    } as Parameters<typeof startTestSidecar>[0]);
+    cert = await issueCert({ spiffeId: 'spiffe://cluster.local/ns/shop/sa/frontend', issuer: await rootOf(ca.dir) });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+    await ca?.close();
+  });
+  const handshakeTimeouts = () => metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'inbound', reason: 'handshake_timeout' });
+
+  it('a connection that never starts its handshake, and one that trickles it, are closed at the deadline and counted', async () => {
+    const before = await handshakeTimeouts();
+    const silent = await connectRaw(sc.inbound.port);
+    const trickled = await connectRaw(sc.inbound.port);
+    trickled.trickle([Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff]), ...Array.from({ length: 40 }, () => Buffer.from([0x01]))], 50);
+    for (const conn of [silent, trickled]) {
+      const { afterMs, text } = await conn.closed;
+      expect(text).toBe(''); // no plaintext reply on a TLS-only port
+      expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    }
+    expect(await handshakeTimeouts()).toBe(before + 2);
+  });
+
+  it.each([['http/1.1'], ['h2']])('ALPN %s: a verified peer that completes the handshake and sends nothing is closed at the deadline, logged 408', async (alpn) => {
+    const hits = app.hits();
+    const logged = accessLines(sc, 'request.timeout').length;
+    const conn = await connectRaw(sc.inbound.port, { ALPNProtocols: [alpn], cert: cert.certPem, key: cert.keyPem, ca: ca.rootsPem, checkServerIdentity: () => undefined });
+    const { afterMs, text } = await conn.closed;
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    if (alpn === 'http/1.1') expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ status: 408, direction: 'inbound' })]);
+    expect(app.hits()).toBe(hits);
+  });
+
+  it('a verified peer that trickles its head gets 408 at the deadline; a prompt one is served', async () => {
+    const hits = app.hits();
+    const tlsOptions = { ALPNProtocols: ['http/1.1'], cert: cert.certPem, key: cert.keyPem, ca: ca.rootsPem, checkServerIdentity: () => undefined };
+    const slow = await connectRaw(sc.inbound.port, tlsOptions);
+    slow.trickle(LINES, 50);
+    const { text } = await slow.closed;
+    expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(app.hits()).toBe(hits);
+    const prompt = await connectRaw(sc.inbound.port, tlsOptions);
+    prompt.write('GET /prompt HTTP/1.1\r\nHost: orders\r\n\r\n');
+    await prompt.waitFor(/"url":"\/prompt"/);
+    prompt.destroy();
+    expect(app.hits()).toBe(hits + 1);
   });
 });
 
