@@ -205,10 +205,16 @@ export const sidecarConfigSchema = z.strictObject({
     .strictObject({
       maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384).describe('Largest request head in bytes (HTTP/1.1) / header list (HTTP/2).'),
       maxHeadersCount: z.number().int().min(8).max(1000).default(100).describe('Most request headers accepted.'),
-      headersTimeout: duration.default(10_000).describe('Time a client has to send the whole request head.'),
+      headersTimeout: duration.default(10_000).describe('Time a client has to send the whole request head (HTTP/2: its first HEADERS frame), from accept or, on TLS, from the end of the handshake; the TLS handshake gets as long again. Past it: 408 request.timeout, or the connection closed when no reply is possible.'),
       requestTimeout: duration.default(300_000).describe('Time a client has to send the whole request.'),
       idleTimeout: duration.default(60_000).describe('Idle keep-alive connection or HTTP/2 session closed after this.'),
       maxConnections: z.number().int().min(1).default(10_000).describe('Connections per listener; more are refused.'),
+      maxConnectionsPerSource: z
+        .number()
+        .int()
+        .min(1)
+        .default(1_000)
+        .describe('Connections one source address may hold open on a listener; more are refused (counted in meshgate_connections_refused_total). Behind a load balancer or NAT every client shares its address: raise it there.'),
       http2MaxConcurrentStreams: z.number().int().min(1).default(250).describe('Concurrent HTTP/2 streams per connection.'),
       http2MaxSessionMemory: z.number().int().min(1).default(10).describe('HTTP/2 session memory cap in MiB.'),
       http2RapidResetMinStreams: z
@@ -304,6 +310,10 @@ export const sidecarConfigSchema = z.strictObject({
     .prefault({})
     .describe('Traces and metrics (logs are under `log`).'),
 }).superRefine((config, ctx) => {
+  if (config.limits.requestTimeout < config.limits.headersTimeout) {
+    // node:http refuses the pair at start-up with a RangeError; say it here, with the field.
+    ctx.addIssue({ code: 'custom', path: ['limits', 'requestTimeout'], message: `must be at least limits.headersTimeout (${config.limits.headersTimeout} ms): the head is part of the request` });
+  }
   if (config.limits.maxBufferedBodies < config.limits.maxBodyBuffer) {
     ctx.addIssue({ code: 'custom', path: ['limits', 'maxBufferedBodies'], message: `must be at least limits.maxBodyBuffer (${config.limits.maxBodyBuffer} bytes), or no body could ever be read whole` });
   }

@@ -40,12 +40,17 @@ export const REASON_CODES = {
   'request.malformed': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'The request could not be parsed or is missing its authority.',
+    description: 'The request could not be parsed, its request line is not single-space separated, or its authority is missing, repeated (two Host headers) or not a host name or address.',
   },
   'request.invalid_path': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
     description: 'The path cannot be normalized safely: an encoded "/" or "\\" (%2F, %5C), a malformed escape, NUL, a control character, a raw "\\" or "#", a double-encoded ".", "/", "\\", "%" or NUL, or a dot segment with ";" parameters.',
+  },
+  'request.unsupported': {
+    http: 501,
+    grpc: GrpcStatus.UNIMPLEMENTED,
+    description: 'The request has a form meshgate does not forward: OPTIONS * (asterisk-form), which asks about the server as a whole rather than a resource.',
   },
   'request.headers_too_large': {
     http: 431,
@@ -55,7 +60,7 @@ export const REASON_CODES = {
   'request.timeout': {
     http: 408,
     grpc: GrpcStatus.DEADLINE_EXCEEDED,
-    description: 'The caller did not send the request head within limits.headersTimeout (or the request within limits.requestTimeout).',
+    description: 'The caller did not send the request head within limits.headersTimeout, or the request within limits.requestTimeout, or stopped sending its body for limits.idleTimeout (then logged, the connection closed).',
   },
   'request.body_too_large': {
     http: 413,
@@ -65,7 +70,7 @@ export const REASON_CODES = {
   'upstream.timeout': {
     http: 504,
     grpc: GrpcStatus.DEADLINE_EXCEEDED,
-    description: 'The upstream did not answer within the route timeout (all attempts included).',
+    description: 'The upstream did not answer within the route timeout (all attempts included), or sent nothing for limits.idleTimeout while the call waited for or relayed its response.',
   },
   'upstream.unavailable': {
     http: 503,
@@ -85,7 +90,7 @@ export const REASON_CODES = {
   'upstream.reset': {
     http: 502,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The upstream closed or reset the connection before a complete response head.',
+    description: 'The upstream closed or reset the connection before its response was complete.',
   },
   'upstream.protocol_error': {
     http: 502,
@@ -210,7 +215,7 @@ export const REASON_CODES = {
   'request.cancelled': {
     http: 499,
     grpc: GrpcStatus.CANCELLED,
-    description: 'The caller went away before the response was complete (logged, never sent).',
+    description: 'The caller went away before the response was complete (logged, never sent). Only when the caller left: a call meshgate ended at its own timer is request.timeout or upstream.timeout.',
   },
   'sidecar.overloaded': {
     http: 503,

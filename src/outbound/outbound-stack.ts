@@ -56,7 +56,7 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     });
     // Client span (parent: the app's trace context) and bytes in; the app picks authorities, so unregistered ones share one label.
     const recording = beginCall(telemetry, call, req, service ? `${dest.name}.${namespace}` : UNKNOWN_DESTINATION);
-    if (!service) return replyDenied(deps.telemetry, call, res, respond('route.not_found', `no service ${dest.name}.${namespace} in the registry`), recording);
+    if (!service) return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no service in the registry for this authority'), recording);
     const verdict = runFilters(deps.filters(), call);
     if (verdict instanceof Promise) {
       verdict.then(

@@ -144,12 +144,62 @@ export function replyDenied(t: CallTelemetry, call: CallContext, res: Downstream
   recordCall(t, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, rec);
 }
 
-/** A request whose target cannot be read (or whose path is refused) never becomes a call: 400, counted, connection kept. */
+/** A request whose target cannot be read (or whose path is refused) never becomes a call: 400, counted and logged, connection kept. */
 export function rejectMalformed(direction: Direction, req: DownstreamRequest, res: DownstreamResponse, refusal: TargetRefusal, t: CallTelemetry): void {
   const given = req.headers['x-request-id'];
   const requestId = typeof given === 'string' && given.length <= 128 ? given : 'none';
   sendVerdict(res, respond(refusal.code, refusal.reason), { grpc: false, requestId });
-  if (t.requestMetrics) t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: '400', reason: refusal.code });
+  recordRejection(t, direction, {
+    status: res.statusCode,
+    code: refusal.code,
+    address: req.socket?.remoteAddress ?? '',
+    port: req.socket?.remotePort ?? 0,
+    protocol: req.httpVersion === '2.0' ? '2' : '1.1',
+    method: req.method,
+    requestId,
+  });
+}
+
+/** What is known of a request refused before it became a call. */
+export interface Rejection {
+  readonly status: number;
+  readonly code: string;
+  readonly address: string;
+  readonly port: number;
+  readonly protocol: '1.1' | '2';
+  readonly method?: string | undefined;
+  readonly requestId?: string;
+}
+
+const METHOD_TOKEN = /^[A-Z][A-Z0-9-]{0,31}$/;
+
+/**
+ * A request refused by the codec or the listener (unparseable, its head too
+ * late or too large): counted in requests_total and access-logged like a call,
+ * with `-` for what was never read or must not be echoed (authority, path).
+ */
+export function recordRejection(t: CallTelemetry, direction: Direction, r: Rejection): void {
+  try {
+    if (t.requestMetrics) t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: String(r.status), reason: r.code });
+    const call: CallContext = {
+      id: r.requestId ?? 'none',
+      direction,
+      startedAt: t.clock.monotonic(),
+      method: r.method !== undefined && METHOD_TOKEN.test(r.method) ? r.method : '-',
+      path: '-',
+      query: '',
+      authority: '-',
+      headers: {},
+      httpVersion: r.protocol,
+      isGrpc: false,
+      source: { address: r.address, port: r.port, principal: undefined },
+      destination: { service: '', namespace: '' },
+      annotations: { retries: 0 },
+    };
+    t.accessLog(call, { status: r.status, reason: r.code, durationMs: 0, bytesIn: 0, bytesOut: 0 });
+  } catch {
+    // Telemetry never fails the listener.
+  }
 }
 
 function zero(): number {

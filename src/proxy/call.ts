@@ -13,10 +13,28 @@ export interface RequestTarget {
   readonly authority: string;
 }
 
-/** Why a request never became a call: answered 400 with this reason code. */
+/** Why a request never became a call: answered with this reason code (400, or 501 for a form meshgate does not forward). */
 export interface TargetRefusal {
-  readonly code: 'request.malformed' | 'request.invalid_path';
+  readonly code: 'request.malformed' | 'request.invalid_path' | 'request.unsupported';
   readonly reason: string;
+}
+
+/**
+ * A host name, an IPv4 address or a bracketed IPv6 address, with an optional
+ * port: what meshgate routes by. Stricter than RFC 3986's reg-name on purpose:
+ * a comma or a space is how two Host headers merged into one look.
+ */
+const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253})(?::[0-9]{1,5})?$/;
+
+/** Host fields in the raw head: more than one is malformed (RFC 9112 §3.2), whatever node joined them into. */
+function hostFields(req: DownstreamRequest): number {
+  let count = 0;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host') count++;
+  }
+  return count;
 }
 
 /**
@@ -32,6 +50,10 @@ export function readRequestTarget(req: DownstreamRequest): RequestTarget | Targe
   const method = req.method ?? 'GET';
   if (!/^[A-Z][A-Z0-9-]{0,31}$/.test(method)) return malformed('invalid method');
   let url = req.url ?? '';
+  if (hostFields(req) > 1) return malformed('more than one Host header');
+  const h2Host = req.headers[':authority'] !== undefined ? req.headers.host : undefined;
+  // RFC 9113 §8.3.1: a Host header naming another authority than :authority makes the request malformed.
+  if (h2Host !== undefined && h2Host !== req.headers[':authority']) return malformed('Host header differs from :authority');
   let authority = authorityOf(req.headers);
   if (!url.startsWith('/')) {
     const absolute = /^https?:\/\/([^/?#\\]*)(.*)$/is.exec(url);
@@ -43,14 +65,19 @@ export function readRequestTarget(req: DownstreamRequest): RequestTarget | Targe
       }
       const rest = absolute[2]!;
       url = rest.startsWith('/') ? rest : `/${rest}`;
-    } else if (!(url === '*' && method === 'OPTIONS')) {
+    } else if (url === '*' && method === 'OPTIONS') {
+      // Asterisk-form asks about the server as a whole (RFC 9110 §9.3.7): there is no resource to route or forward it to.
+      return { code: 'request.unsupported', reason: 'OPTIONS * is not forwarded' };
+    } else {
       return malformed('request target must start with /');
     }
   }
   if (!authority) return malformed('missing authority (Host header)');
+  // The reason never repeats the value: callers must not get their own input reflected.
+  if (!AUTHORITY.test(authority)) return malformed('authority (Host header) is not a host name or address with an optional port');
   const q = url.indexOf('?');
   const rawPath = q < 0 ? url : url.slice(0, q);
-  const normalized = rawPath === '*' ? { ok: true as const, path: rawPath } : normalizePath(rawPath);
+  const normalized = normalizePath(rawPath);
   if (!normalized.ok) return { code: 'request.invalid_path', reason: normalized.reason };
   return {
     method,

@@ -6,6 +6,8 @@ import { downstreamResponseHeaders } from './headers.ts';
 import type { DownstreamResponse } from './listener.ts';
 import { createReplayableBody } from './replayable-body.ts';
 import type { ReplayableBody } from './replayable-body.ts';
+import { reasonCode } from '../errors/reason-codes.ts';
+import { DownstreamTimeoutError, downstreamFate } from './downstream.ts';
 import { AttemptTimeoutError, DownstreamGoneError, classifyUpstreamError, reasonForFailure } from './upstream-errors.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
 
@@ -95,15 +97,19 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
     };
     const fail = (failure: AttemptFailure): void => {
       clearTimeout(deadline);
-      if (failure === 'aborted') {
-        finish({ status: 499, reason: 'request.cancelled' });
+      const fate = downstreamFate(res);
+      if (failure === 'aborted' || fate !== 'open') {
+        // Nothing reaches the caller any more. 499 only if it left; if a listener timer closed it, that timeout.
+        const code = fate instanceof DownstreamTimeoutError ? (fate.phase === 'request' ? 'request.timeout' : 'upstream.timeout') : 'request.cancelled';
+        finish({ status: reasonCode(code).http, reason: code });
         return;
       }
       const code = reasonForFailure(failure);
       if (headSent) {
         // Mid-stream failure: reset the caller so it cannot mistake a truncated body for a whole one.
+        // Logged with the reason's status (502, 504), not the 200 the caller saw before the reset.
         res.destroy();
-        finish({ status: res.statusCode, reason: code });
+        finish({ status: reasonCode(code).http, reason: code });
         return;
       }
       replyError(code, `upstream ${failure}`);
@@ -124,7 +130,11 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
       sleep(retry!.backoffMs(retries)).then(
         () => {
           if (settled) retry!.release();
-          else if (routeTimedOut) {
+          else if (downstreamFate(res) !== 'open') {
+            // The caller's side closed during the backoff: no attempt is left to abort, and none is sent.
+            retry!.release();
+            fail('aborted');
+          } else if (routeTimedOut) {
             // The route deadline passed during the backoff: no attempt is left to abort.
             retry!.release();
             fail('timeout');
@@ -222,19 +232,24 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
         },
         onResponseError(_ctl, err) {
           clearTimeout(perTry);
-          const failure = classifyUpstreamError(err);
-          const timedOutWholeRoute = err instanceof AttemptTimeoutError && err.message === 'route timeout';
+          // A caller that hangs up mid-body reaches undici as a body error (a reset) before its response closes:
+          // ask the downstream first, so neither the log nor outlier detection blames the upstream for it.
+          const fate = downstreamFate(res);
+          const failure: AttemptFailure =
+            fate === 'open' ? classifyUpstreamError(err) : fate instanceof DownstreamTimeoutError && fate.phase === 'response' ? 'timeout' : 'aborted';
+          // No further attempt once the whole route timed out or the caller's side closed.
+          const noRetry = (err instanceof AttemptTimeoutError && err.message === 'route timeout') || fate !== 'open';
           if (mode === 'discard') {
             // A response already chosen for retry failed while being drained: retry as planned,
             // unless the caller left or the whole route timed out.
-            if (failure !== 'aborted' && !timedOutWholeRoute) {
+            if (failure !== 'aborted' && !noRetry) {
               scheduleRetry();
               return;
             }
             retry!.release();
           }
           report({ kind: 'failure', failure });
-          if (!timedOutWholeRoute && canRetry() && retry!.shouldRetryFailure(failure) && retry!.acquire()) {
+          if (!noRetry && canRetry() && retry!.shouldRetryFailure(failure) && retry!.acquire()) {
             scheduleRetry();
             return;
           }

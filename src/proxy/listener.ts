@@ -8,6 +8,11 @@ import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { listenOn } from '../core/listen.ts';
 import { guardAgainstResetFloods } from './h2-reset-guard.ts';
+import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
+import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
+import { DownstreamTimeoutError } from './downstream.ts';
+
+export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
 
 export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
 export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
@@ -51,12 +56,6 @@ export interface ListenerTls {
   onRefused(reason: string, detail: string): void;
 }
 
-/** What a listener reports about callers it cut off. */
-export interface ListenerEvents {
-  /** A connection closed because its caller abused the protocol (reason: e.g. http2_rapid_reset). */
-  onAbuse(reason: string, remoteAddress: string | undefined): void;
-}
-
 /** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
 const TLS_HANDSHAKE = 0x16;
 
@@ -66,9 +65,11 @@ const TLS_HANDSHAKE = 0x16;
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, events?: ListenerEvents): HttpListener {
+export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, hooks: ListenerHooks = {}): HttpListener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
+  /** Calls in flight per HTTP/2 session, so an idle timeout can tell each how it ended. */
+  const h2Calls = new WeakMap<object, Set<http2.Http2ServerRequest>>();
   const counted: RequestHandler = (req, res) => {
     // Node drops header fields past maxHeadersCount silently; a request that hit the cap is refused instead.
     if (fieldCount(req) > limits.maxHeadersCount) {
@@ -89,6 +90,13 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     };
     res.once('close', finish);
     res.once('finish', finish);
+    if (req.httpVersion === '2.0') {
+      const session = (req as http2.Http2ServerRequest).stream.session as object;
+      let calls = h2Calls.get(session);
+      if (!calls) h2Calls.set(session, (calls = new Set()));
+      calls.add(req as http2.Http2ServerRequest);
+      res.once('close', () => calls.delete(req as http2.Http2ServerRequest));
+    }
     handler(req, res);
   };
 
@@ -99,14 +107,47 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       requestTimeout: limits.requestTimeout,
       keepAliveTimeout: limits.idleTimeout,
       insecureHTTPParser: false,
-      requireHostHeader: true,
+      // A missing Host is refused by readRequestTarget (./call.ts), with the JSON reply node's own 400 lacks.
+      requireHostHeader: false,
       joinDuplicateHeaders: true,
+      connectionsCheckingInterval: checkingInterval(limits.headersTimeout),
     },
     counted,
   );
   h1.maxHeadersCount = limits.maxHeadersCount + 1;
-  h1.on('clientError', replyToClientError);
+  // Node enforces headersTimeout and requestTimeout only on connections it tracks, and starts tracking
+  // when the server emits 'listening'. This server never listens (sockets are handed to it): start it here.
+  h1.emit('listening');
+  const lingerMs = limits.headersTimeout;
+  const rejected = (socket: Socket, status: number, code: string, protocol: '1.1' | '2'): void =>
+    hooks.onRejected?.({ status, code, address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, protocol });
+  /** Answers on a socket no response owns (status 408, 400, 431), logs it, and closes. */
+  const refuseRaw = (socket: Socket, refusal: { status: number; code: string; reason: string }): void => {
+    if (replyRaw(socket, refusal.status, refusal.code, refusal.reason, lingerMs)) rejected(socket, refusal.status, refusal.code, '1.1');
+  };
+  h1.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    if (err.code === 'ECONNRESET' || err instanceof DownstreamTimeoutError) {
+      socket.destroy();
+      return;
+    }
+    const call = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+    if (call && err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
+      // limits.requestTimeout while a call is in flight: the call logs it, as meshgate's timeout.
+      socket.destroy(new DownstreamTimeoutError('request'));
+      return;
+    }
+    refuseRaw(socket, describeClientError(err.code));
+  });
   h1.timeout = limits.idleTimeout;
+  // An idle timeout with a call in flight is meshgate's timeout, not a caller that left (see ./downstream.ts).
+  h1.on('timeout', (socket: Socket) => {
+    const call = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+    if (call && !call.writableEnded) socket.destroy(new DownstreamTimeoutError(call.req.complete ? 'response' : 'request'));
+    else socket.destroy();
+  });
+  /** Deadlines for the first request head of connections handed to the HTTP/1.1 server. */
+  const h1FirstHead = new WeakMap<object, HeadDeadline>();
+  h1.prependListener('request', (req: http.IncomingMessage) => h1FirstHead.get(req.socket)?.clear());
 
   const h2 = http2.createServer(
     {
@@ -127,7 +168,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   h2.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
-    guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => events?.onAbuse('http2_rapid_reset', session.socket?.remoteAddress));
+    guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
   });
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
@@ -138,8 +179,62 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     // 'session' fires synchronously inside h2.emit('connection'), while handshakePrincipal is set.
     if (handshakePrincipal !== undefined) sessionPrincipals.set(session, handshakePrincipal);
   });
+
+  // Until its first HEADERS frame is in, an HTTP/2 connection has its head deadline; then the idle timeout applies.
+  let handingOff: HeadDeadline | undefined;
+  h2.on('session', (session) => {
+    const deadline = handingOff; // set around h2.emit('connection'), like handshakePrincipal
+    if (!deadline) return;
+    session.once('stream', () => deadline.clear());
+    session.once('close', () => deadline.clear());
+    deadline.onExpiry(() => {
+      // No stream exists to answer on: the connection is closed (GOAWAY), and logged as the 408 it would get.
+      const socket = session.socket as Socket;
+      rejected(socket, 408, 'request.timeout', '2');
+      session.destroy();
+    });
+  });
+  h2.on('timeout', (session: http2.ServerHttp2Session) => {
+    // Idle with calls in flight: each is closed as meshgate's timeout, not as a caller that left (see ./downstream.ts).
+    for (const req of h2Calls.get(session) ?? []) {
+      const phase = req.stream.state?.remoteClose ? 'response' : 'request';
+      req.stream.destroy(new DownstreamTimeoutError(phase));
+    }
+    session.destroy();
+  });
+  const toH2 = (socket: Socket, deadline: HeadDeadline, principal?: string): void => {
+    handingOff = deadline;
+    handshakePrincipal = principal;
+    try {
+      h2.emit('connection', socket);
+    } finally {
+      handingOff = undefined;
+      handshakePrincipal = undefined;
+    }
+  };
+  /** Hands an HTTP/1.1 connection whose first bytes (its request line) are buffered in `seen` to the server. */
+  const toH1 = (socket: Socket, deadline: HeadDeadline, seen: Buffer): void => {
+    deadline.onExpiry(() => refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT')));
+    if (checkRequestLine(seen, limits.maxHeaderSize) === 'malformed') {
+      deadline.clear();
+      refuseRaw(socket, { status: 400, code: 'request.malformed', reason: 'request line must be a method, a target and a version separated by single spaces' });
+      socket.resume(); // nothing after it is read as a request; the caller's close ends the connection
+      return;
+    }
+    h1FirstHead.set(socket, deadline);
+    h1.emit('connection', socket);
+    socket.resume();
+  };
+  /** Whether `seen` is enough to check an HTTP/1.1 connection's request line. */
+  const requestLineIn = (seen: Buffer): boolean => checkRequestLine(seen, limits.maxHeaderSize) !== 'incomplete';
+
+  /** Raw sockets in their TLS handshake, by connection: the handshake has a deadline of its own. */
+  const handshakes = new Map<string, HeadDeadline>();
   if (tlsOptions) {
     tlsOptions.server.on('secureConnection', (tlsSocket: tls.TLSSocket) => {
+      const key = connectionKey(tlsSocket);
+      handshakes.get(key)?.clear();
+      handshakes.delete(key);
       const verdict = tlsOptions.verifyPeer(tlsSocket);
       if ('refused' in verdict) {
         tlsOptions.onRefused(verdict.refused, 'peer refused after handshake');
@@ -147,13 +242,11 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
         return;
       }
       if (verdict.principal !== undefined) socketPrincipals.set(tlsSocket, verdict.principal);
-      if (tlsSocket.alpnProtocol === 'h2') {
-        handshakePrincipal = verdict.principal;
-        h2.emit('connection', tlsSocket);
-        handshakePrincipal = undefined;
-      } else {
-        h1.emit('connection', tlsSocket);
-      }
+      // The request head gets its own headersTimeout once the handshake is done.
+      const deadline = startHeadDeadline(limits.headersTimeout, () => refuseRaw(tlsSocket, describeClientError('HPE_HEADERS_TIMEOUT')));
+      tlsSocket.once('close', () => deadline.clear());
+      if (tlsSocket.alpnProtocol === 'h2') toH2(tlsSocket, deadline, verdict.principal);
+      else readUntil(tlsSocket, requestLineIn, (seen) => toH1(tlsSocket, deadline, seen));
     });
     tlsOptions.server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
       // With TLS 1.3 a refused client certificate often surfaces as a hang-up; the socket keeps the real reason.
@@ -167,26 +260,68 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     if (firstByte === TLS_HANDSHAKE) return 'tls';
     return tlsOptions.mode === 'PERMISSIVE' ? 'plain' : 'refuse';
   };
+  /** Enough of a new connection's first bytes to route it: TLS by its first byte, HTTP/2 by its preface, HTTP/1.1 by its request line. */
+  const decided = (seen: Buffer): boolean => {
+    if (seen[0] === TLS_HANDSHAKE) return true;
+    const n = Math.min(seen.length, H2_PREFACE.length);
+    if (seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return seen.length >= H2_PREFACE.length;
+    return route(seen[0]!) === 'refuse' || requestLineIn(seen);
+  };
+  const handshakeTimedOut = (socket: Socket): void => {
+    tlsOptions!.onRefused('handshake_timeout', `no TLS handshake within limits.headersTimeout (${limits.headersTimeout} ms)`);
+    socket.destroy();
+  };
 
   const sockets = new Set<Socket>();
+  const sources = createSourceCounter(limits.maxConnectionsPerSource);
   const server = net.createServer({ noDelay: true }, (socket) => {
+    const source = socket.remoteAddress;
+    if (source === undefined) {
+      socket.destroy(); // already gone
+      return;
+    }
+    if (!sources.admit(source)) {
+      hooks.onConnectionRefused?.('max_connections_per_source', source);
+      socket.destroy();
+      return;
+    }
     sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    sniff(socket, limits.headersTimeout, (seen) => {
+    socket.once('close', () => {
+      sockets.delete(socket);
+      sources.release(source);
+    });
+    // One deadline from accept to the first request head (plaintext) or to the end of the TLS handshake.
+    const deadline = startHeadDeadline(limits.headersTimeout, () => {
+      // Nothing decided yet: a client that sent nothing (or part of a request line) on a port that takes plaintext gets a 408.
+      if (tlsOptions?.mode === 'STRICT') handshakeTimedOut(socket);
+      else refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT'));
+    });
+    socket.once('close', () => deadline.clear());
+    readUntil(socket, decided, (seen) => {
       const where = route(seen[0]!);
       if (where === 'refuse') {
+        deadline.clear();
         tlsOptions!.onRefused('plaintext', 'plaintext on a STRICT mTLS port');
         socket.destroy();
-        return false;
+        return;
       }
       if (where === 'tls') {
+        const key = connectionKey(socket);
+        handshakes.set(key, deadline);
+        socket.once('close', () => {
+          if (handshakes.get(key) === deadline) handshakes.delete(key);
+        });
+        deadline.onExpiry(() => handshakeTimedOut(socket));
         tlsOptions!.server.emit('connection', socket);
-        return true;
+        return;
       }
-      return plaintext(socket, seen, h1, h2);
+      // The HTTP/2 session drains bytes already buffered on the socket itself.
+      if (isH2Preface(seen)) toH2(socket, deadline);
+      else toH1(socket, deadline, seen);
     });
   });
   server.maxConnections = limits.maxConnections;
+  server.on('drop', (drop?: { remoteAddress?: string }) => hooks.onConnectionRefused?.('max_connections', drop?.remoteAddress ?? ''));
 
   return {
     name,
@@ -201,6 +336,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     },
     destroy() {
       h1.closeAllConnections();
+      h1.close(); // stops node's connection checking interval
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
     },
@@ -214,41 +350,15 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
 }
 
 /**
- * Node's parser rejects a malformed HTTP/1.1 request before any handler runs;
- * answer it in our format (JSON + reason code) and close, since the byte
- * stream cannot be trusted after a parse error.
+ * Reads until `enough` says the bytes so far decide where a connection goes,
+ * puts them back, and calls `dispatch`. The connection's head deadline (set
+ * by the caller) bounds the wait.
  */
-function replyToClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (!socket.writable || err.code === 'ECONNRESET') {
-    socket.destroy();
-    return;
-  }
-  const [status, code] =
-    err.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'request.headers_too_large']
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' || err.code === 'HPE_HEADERS_TIMEOUT'
-        ? [408, 'request.timeout']
-        : [400, 'request.malformed'];
-  const body = JSON.stringify({ code, reason: err.code ?? 'unparseable request' });
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-meshgate-reason: ${code}\r\nconnection: close\r\n\r\n${body}`,
-  );
-}
-
-/**
- * Reads until the first bytes tell which server a connection is for, puts them
- * back, and calls `dispatch` (which returns false when it refused the socket).
- */
-function sniff(socket: Socket, timeoutMs: number, dispatch: (seen: Buffer) => boolean): void {
+function readUntil(socket: Socket, enough: (seen: Buffer) => boolean, dispatch: (seen: Buffer) => void): void {
   let seen: Buffer = Buffer.alloc(0);
-  const timer = setTimeout(() => socket.destroy(), timeoutMs);
   const onData = (chunk: Buffer): void => {
     seen = seen.length === 0 ? chunk : Buffer.concat([seen, chunk]);
-    const n = Math.min(seen.length, H2_PREFACE.length);
-    // A partial HTTP/2 preface needs more bytes; anything else is decided by its first byte.
-    if (seen[0] !== TLS_HANDSHAKE && seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n)) && seen.length < H2_PREFACE.length) return;
-    clearTimeout(timer);
+    if (!enough(seen)) return;
     socket.off('data', onData);
     socket.off('error', onError);
     socket.pause();
@@ -256,24 +366,19 @@ function sniff(socket: Socket, timeoutMs: number, dispatch: (seen: Buffer) => bo
     dispatch(seen);
   };
   const onError = (): void => {
-    clearTimeout(timer);
     socket.destroy();
   };
   socket.on('data', onData);
   socket.on('error', onError);
-  socket.once('close', () => clearTimeout(timer));
 }
 
-/** Hands a cleartext socket to the HTTP/2 (prior knowledge) or HTTP/1.1 server. */
-function plaintext(socket: Socket, seen: Buffer, h1: http.Server, h2: http2.Http2Server): boolean {
-  if (seen.length >= H2_PREFACE.length && seen.subarray(0, H2_PREFACE.length).equals(H2_PREFACE)) {
-    // The HTTP/2 session drains bytes already buffered on the socket itself.
-    h2.emit('connection', socket);
-  } else {
-    h1.emit('connection', socket);
-    socket.resume();
-  }
-  return true;
+function isH2Preface(seen: Buffer): boolean {
+  return seen.length >= H2_PREFACE.length && seen.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
+}
+
+/** Interval of node's check of headersTimeout and requestTimeout: a tenth of headersTimeout, within 25 ms to 1 s. */
+function checkingInterval(headersTimeout: number): number {
+  return Math.min(1_000, Math.max(25, Math.floor(headersTimeout / 10)));
 }
 
 /** Bounded reasons for the handshake error counter (never raw OpenSSL strings as labels). */

@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import type { BodyRead, RequestBody } from '../core/call-context.ts';
 import { requestBody } from './call.ts';
 import type { BodyBudget } from './body-budget.ts';
+import { requestTimedOut } from './downstream.ts';
 import type { DownstreamRequest } from './listener.ts';
 
 /** The stack's side of a call's body: filters see `RequestBody`, the stack also forwards it. */
@@ -60,6 +61,8 @@ export function createRequestBody(
   let chunks: Buffer[] = [];
   let state: 'untouched' | 'reading' | 'complete' | 'partial' | 'failed' = 'untouched';
 
+  const failure = (reason: string): BodyRead =>
+    requestTimedOut(req) ? { kind: 'failed', reason: 'the request body did not arrive in time', timedOut: true } : { kind: 'failed', reason };
   const readOnce = (source: Readable, limit: number): Promise<BodyRead> =>
     new Promise<BodyRead>((resolve) => {
       let received = 0;
@@ -91,9 +94,9 @@ export function createRequestBody(
         chunks = [bytes];
         settle('complete', { kind: 'complete', bytes });
       };
-      const onError = (err: Error): void => settle('failed', { kind: 'failed', reason: err.message });
+      const onError = (err: Error): void => settle('failed', failure(err.message));
       // A reset caller closes the request without 'end' (and without 'error' on HTTP/2).
-      const onClose = (): void => settle('failed', { kind: 'failed', reason: 'the caller closed the request before its body ended' });
+      const onClose = (): void => settle('failed', failure('the caller closed the request before its body ended'));
       state = 'reading';
       source.on('data', onData);
       source.once('end', onEnd);

@@ -52,7 +52,8 @@ export class DownstreamGoneError extends Error {
 
 export function classifyUpstreamError(err: unknown): AttemptFailure {
   const code = (err as { code?: string } | null)?.code ?? '';
-  if (err instanceof AttemptTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT') return 'timeout';
+  // UND_ERR_BODY_TIMEOUT: the response body stalled past limits.idleTimeout, a meshgate timer (504, not a reset).
+  if (err instanceof AttemptTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
   if (err instanceof DownstreamGoneError || code === 'UND_ERR_ABORTED') return 'aborted';
   if (code === 'MESHGATE_PEER_IDENTITY') return 'identity';
   if (CONNECT_CODES.has(code) || code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || TLS_VERIFY_CODES.has(code)) return 'connect-failure';

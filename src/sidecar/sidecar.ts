@@ -10,9 +10,10 @@ import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createOutboundStack } from '../outbound/outbound-stack.ts';
 import { createDeprecationReporter } from '../outbound/deprecation-reporter.ts';
 import { createServiceRegistry } from '../outbound/service-registry.ts';
+import { recordRejection } from '../proxy/call-telemetry.ts';
 import type { CallTelemetry } from '../proxy/call-telemetry.ts';
 import { createHttpListener } from '../proxy/listener.ts';
-import type { HttpListener, ListenerEvents } from '../proxy/listener.ts';
+import type { HttpListener, ListenerHooks } from '../proxy/listener.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -239,12 +240,19 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         })
       : undefined;
 
-  const abuseWarnings = createLogGate(clock, 10_000);
-  const listenerEvents = (listener: string): ListenerEvents => ({
-    onAbuse(reason, remoteAddress) {
+  // Requests refused before they became calls are logged like calls; refused connections are counted, one warning a minute.
+  const connectionWarnings = createLogGate(clock, 60_000);
+  const listenerHooks = (listener: 'inbound' | 'outbound' | 'edge'): ListenerHooks => ({
+    onRejected: (rejection) => recordRejection(telemetry, listener === 'outbound' ? 'outbound' : 'inbound', rejection),
+    onConnectionRefused: (reason, address) => {
+      metrics.connectionsRefused.inc({ listener, reason });
+      const heldBack = connectionWarnings.pass(`${listener}:${reason}`);
+      if (heldBack !== undefined) logger.warn({ listener, reason, address, heldBack }, 'connection refused: listener limit reached (see meshgate_connections_refused_total)');
+    },
+    onAbuse: (reason, address) => {
       metrics.connectionsClosed.inc({ listener, reason });
-      const heldBack = abuseWarnings.pass(`${listener}:${reason}`);
-      if (heldBack !== undefined) logger.warn({ listener, reason, remoteAddress, heldBack }, 'connection closed: the caller abused the protocol');
+      const heldBack = connectionWarnings.pass(`${listener}:abuse:${reason}`);
+      if (heldBack !== undefined) logger.warn({ listener, reason, address, heldBack }, 'connection closed: the caller abused the protocol (see meshgate_connections_closed_total)');
     },
   });
 
@@ -267,7 +275,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       bodyBudget,
       onRefused: (call, verdict) => banList.recordDenial(call, verdict.code), // every filter's refusals count toward auto-ban
     });
-  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerEvents('inbound'));
+  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerHooks('inbound'));
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
   const edgeConfig = config.listeners.edge;
   const edgeTls = edgeConfig ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }) : undefined;
@@ -280,7 +288,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
           metrics.tlsHandshakeErrors.inc({ listener: 'edge', reason });
           logger.debug({ listener: 'edge', reason, detail }, 'edge TLS connection refused');
         },
-      }, listenerEvents('edge'))
+      }, listenerHooks('edge'))
     : undefined;
   const outbound = createHttpListener(
     'outbound',
@@ -296,7 +304,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       deprecations: createDeprecationReporter({ caller: config.workload, counter: metrics.deprecatedCalls, clock, logger: logger.child({ component: 'versions' }) }),
     }),
     undefined,
-    listenerEvents('outbound'),
+    listenerHooks('outbound'),
   );
   const bound = {
     outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address),

@@ -56,7 +56,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessL
       bytes_out: outcome.bytesOut,
       source_address: call.source.address,
       source_principal: call.source.principal,
-      destination_service: `${call.destination.service}.${call.destination.namespace}`,
+      destination_service: call.destination.service === '' ? undefined : `${call.destination.service}.${call.destination.namespace}`, // '' for requests refused before a destination was read
       user_agent: call.headers['user-agent'],
       request_id: call.id,
       trace_id: outcome.traceId,

@@ -23,6 +23,8 @@ export interface SidecarMetrics {
   readonly inFlight: Gauge<'direction'>;
   readonly tlsHandshakeErrors: Counter<'listener' | 'reason'>;
   readonly connectionsClosed: Counter<'listener' | 'reason'>;
+  /** Connections refused on accept (reason: max_connections, max_connections_per_source). */
+  readonly connectionsRefused: Counter<'listener' | 'reason'>;
   readonly certExpiry: Gauge;
   readonly policyVersion: Gauge<'version' | 'source'>;
   /** 1 when the policy in force is on disk (a restart without a server finds it), 0 when not; read at scrape time. */
@@ -120,7 +122,13 @@ export function createSidecarMetrics(opts: {
     }),
     tlsHandshakeErrors: new Counter({
       name: 'meshgate_tls_handshake_errors_total',
-      help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, foreign_trust_domain, no_spiffe_id, plaintext, handshake_failed, reset).',
+      help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, foreign_trust_domain, no_spiffe_id, plaintext, handshake_timeout, handshake_failed, reset).',
+      labelNames: ['listener', 'reason'],
+      registers,
+    }),
+    connectionsRefused: new Counter({
+      name: 'meshgate_connections_refused_total',
+      help: 'Connections refused on accept, by listener and reason: max_connections (limits.maxConnections), max_connections_per_source (limits.maxConnectionsPerSource).',
       labelNames: ['listener', 'reason'],
       registers,
     }),

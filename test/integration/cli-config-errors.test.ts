@@ -37,6 +37,7 @@ describe('meshgate sidecar: a bad config file exits 2 with one line naming file,
     ['missing required field', `inbound: { app: "http://127.0.0.1:8080" }\n`, 'workload: missing required field (expected object)'],
     ['wrong type', `${VALID}limits: { maxConnections: "many" }\n`, 'limits.maxConnections: expected number, got "many"'],
     ['bad duration', `${VALID}drain: { timeout: 5 }\n`, 'drain.timeout: expected a duration like 250ms, 5s, 2m or 1h, got 5'],
+    ['request timeout shorter than the head timeout', `${VALID}limits: { headersTimeout: 10s, requestTimeout: 5s }\n`, 'limits.requestTimeout: must be at least limits.headersTimeout (10000 ms)'],
     [
       'bad endpoint address',
       `${VALID}services: [{ name: pay, endpoints: [{ address: "localhost" }] }]\n`,

@@ -162,7 +162,7 @@ function spelling(path: string): fc.Arbitrary<string> {
 }
 
 function downstream(url: string): DownstreamRequest {
-  return { method: 'GET', url, headers: { host: 'orders' }, httpVersion: '1.1' } as unknown as DownstreamRequest;
+  return { method: 'GET', url, headers: { host: 'orders' }, rawHeaders: ['Host', 'orders'], httpVersion: '1.1' } as unknown as DownstreamRequest;
 }
 
 describe('authorization of encoded paths (property)', () => {

@@ -80,8 +80,10 @@ describe('pathForMatching', () => {
   });
 });
 
-function req(url: string, over: Partial<{ method: string; host: string }> = {}): DownstreamRequest {
-  return { method: over.method ?? 'GET', url, headers: over.host === undefined ? { host: 'orders' } : { host: over.host }, httpVersion: '1.1' } as unknown as DownstreamRequest;
+function req(url: string, over: Partial<{ method: string; host: string; rawHosts: string[] }> = {}): DownstreamRequest {
+  const host = over.host ?? 'orders';
+  const rawHosts = over.rawHosts ?? [host];
+  return { method: over.method ?? 'GET', url, headers: { host }, rawHeaders: rawHosts.flatMap((h) => ['Host', h]), httpVersion: '1.1' } as unknown as DownstreamRequest;
 }
 
 describe('readRequestTarget normalizes once, for matching and forwarding', () => {
@@ -104,7 +106,18 @@ describe('readRequestTarget normalizes once, for matching and forwarding', () =>
     expect(readRequestTarget(req('http://orders?x=1'))).toMatchObject({ path: '/', query: 'x=1', authority: 'orders' });
   });
 
-  it('leaves OPTIONS * alone', () => {
-    expect(readRequestTarget(req('*', { method: 'OPTIONS' }))).toMatchObject({ path: '*' });
+  it('answers OPTIONS * itself: asterisk-form names no resource to forward to', () => {
+    expect(readRequestTarget(req('*', { method: 'OPTIONS' }))).toEqual({ code: 'request.unsupported', reason: 'OPTIONS * is not forwarded' });
+    expect(readRequestTarget(req('*', { method: 'GET' }))).toMatchObject({ code: 'request.malformed' });
+  });
+
+  it('refuses two Host headers, whatever node joined them into, and an authority that is not a host[:port]', () => {
+    expect(readRequestTarget(req('/x', { host: 'orders, evil.example', rawHosts: ['orders', 'evil.example'] }))).toEqual({ code: 'request.malformed', reason: 'more than one Host header' });
+    for (const host of ['orders, evil.example', 'orders evil', 'orders:80:80', 'a/b', 'orders:abc', 'x@orders']) {
+      expect(readRequestTarget(req('/x', { host })), host).toMatchObject({ code: 'request.malformed' });
+    }
+    for (const host of ['orders', 'orders.shop.svc.cluster.local:8080', '10.0.0.1:15006', '[::1]:8080', 'my_service']) {
+      expect(readRequestTarget(req('/x', { host })), host).toMatchObject({ authority: host });
+    }
   });
 });

@@ -1,0 +1,242 @@
+import http from 'node:http';
+import http2 from 'node:http2';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectRaw } from '../helpers/raw-socket.ts';
+import { startHttpServer } from '../helpers/servers.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+
+/*
+ * Issue #10, defect 5: the status and reason a call is logged with say who
+ * ended it. 499 request.cancelled only when the caller left; 504 (or 408 while
+ * the caller was still sending) when a meshgate timer fired; 502 when the
+ * upstream failed. Timers are short (limits.idleTimeout 500 ms) so each case
+ * takes about a second.
+ */
+
+const IDLE_MS = 500;
+
+/** An app whose paths behave badly on purpose; each request is counted. */
+function misbehaving(): http.RequestListener {
+  return (req, res) => {
+    const url = req.url ?? '/';
+    if (url === '/slow-head') {
+      // Answers after the sidecar's idle timeout, well within the route timeout.
+      const timer = setTimeout(() => res.end('late'), IDLE_MS * 3);
+      res.on('close', () => clearTimeout(timer));
+    } else if (url === '/stall-body') {
+      res.writeHead(200);
+      res.write('first part');
+      const timer = setTimeout(() => res.end('never in time'), IDLE_MS * 3);
+      res.on('close', () => clearTimeout(timer));
+    } else if (url === '/reset') {
+      req.socket.destroy();
+    } else if (url === '/reset-mid-body') {
+      res.writeHead(200);
+      res.write('first part');
+      setTimeout(() => req.socket.destroy(), 20);
+    } else if (url === '/upload') {
+      req.resume();
+      req.on('end', () => res.end('got it'));
+    } else {
+      res.end('ok');
+    }
+  };
+}
+
+async function accessLine(sc: TestSidecar, path: string, protocol = 'HTTP/1.1'): Promise<Record<string, unknown>> {
+  // The access log is written asynchronously: wait for the line.
+  await expect.poll(() => sc.logs.some((l) => l.log === 'access' && l.path === path && l.protocol === protocol), { timeout: 5_000 }).toBe(true);
+  return sc.logs.filter((l) => l.log === 'access' && l.path === path && l.protocol === protocol).at(-1)!;
+}
+
+function clearLog(sc: TestSidecar): void {
+  sc.logs.length = 0;
+}
+
+describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => {
+  let app: TestServer;
+  let sc: TestSidecar;
+  beforeAll(async () => {
+    app = await startHttpServer(misbehaving());
+    sc = await startTestSidecar({
+      inbound: { app: app.url, timeout: '10s', appProtocol: 'http1' },
+      limits: { idleTimeout: `${IDLE_MS}ms`, headersTimeout: '1s', requestTimeout: '1s' },
+      services: [{ name: 'orders', endpoints: [{ address: app.address }], protocol: 'http1' }],
+    });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+  });
+
+  it.each([
+    ['inbound', () => sc.inbound.port],
+    ['outbound', () => sc.outbound.port],
+  ])('%s: the idle timeout firing while the app has not answered is 504 upstream.timeout, not 499', async (direction, port) => {
+    clearLog(sc);
+    const conn = await connectRaw(port());
+    conn.write('GET /slow-head HTTP/1.1\r\nHost: orders\r\n\r\n');
+    await conn.closed;
+    expect(await accessLine(sc, '/slow-head')).toMatchObject({ direction, status: 504, reason: 'upstream.timeout' });
+  });
+
+  it('inbound HTTP/2: a stream the idle timeout ended is 504 upstream.timeout, not 499', async () => {
+    clearLog(sc);
+    const client = http2.connect(sc.inboundUrl);
+    client.on('error', () => {});
+    const stream = client.request({ ':path': '/slow-head' });
+    stream.on('error', () => {});
+    stream.resume();
+    stream.end();
+    await new Promise((resolve) => stream.once('close', resolve));
+    client.destroy();
+    expect(await accessLine(sc, '/slow-head', 'HTTP/2')).toMatchObject({ status: 504, reason: 'upstream.timeout' });
+  });
+
+  it('a response body that stalls past the idle timeout is logged 504 upstream.timeout, not 200 or 502', async () => {
+    clearLog(sc);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('GET /stall-body HTTP/1.1\r\nHost: orders\r\n\r\n');
+    await conn.closed;
+    expect(conn.text()).toMatch(/^HTTP\/1.1 200/); // the caller saw the head, then a reset: never a whole body
+    expect(conn.text()).not.toMatch(/0\r\n\r\n$/);
+    expect(await accessLine(sc, '/stall-body')).toMatchObject({ status: 504, reason: 'upstream.timeout' });
+  });
+
+  it.each([
+    ['inbound', () => sc.inbound.port],
+    ['outbound', () => sc.outbound.port],
+  ])('%s: a caller that hangs up halfway through its body is 499 request.cancelled, not 502 upstream.reset', async (direction, port) => {
+    clearLog(sc);
+    const hits = app.hits();
+    const conn = await connectRaw(port());
+    conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+    await expect.poll(() => app.hits()).toBe(hits + 1); // the app is reading the body
+    conn.socket.resetAndDestroy();
+    expect(await accessLine(sc, '/upload')).toMatchObject({ direction, status: 499, reason: 'request.cancelled' });
+  });
+
+  it('a caller that stops sending its body is 408 request.timeout, not 499', async () => {
+    clearLog(sc);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nContent-Length: 100\r\n\r\nonly ten b');
+    await conn.closed;
+    expect(await accessLine(sc, '/upload')).toMatchObject({ status: 408, reason: 'request.timeout' });
+  });
+
+  it('a body trickled past limits.requestTimeout is 408 request.timeout, not 499', async () => {
+    clearLog(sc);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nContent-Length: 100\r\n\r\n');
+    // A byte every 100 ms: never idle for limits.idleTimeout, never done within limits.requestTimeout (1 s).
+    conn.trickle(Array.from({ length: 100 }, () => 'x'), 100);
+    const { afterMs } = await conn.closed;
+    expect(afterMs).toBeGreaterThanOrEqual(1_000 - 5);
+    expect(await accessLine(sc, '/upload')).toMatchObject({ status: 408, reason: 'request.timeout' });
+  });
+
+  it('an app that resets before its head is 502 upstream.reset', async () => {
+    clearLog(sc);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('GET /reset HTTP/1.1\r\nHost: orders\r\n\r\n');
+    const text = await conn.waitFor(/\r\n\r\n\{.*\}/);
+    expect(text).toMatch(/^HTTP\/1.1 502/);
+    conn.destroy();
+    expect(await accessLine(sc, '/reset')).toMatchObject({ status: 502, reason: 'upstream.reset' });
+  });
+
+  it('an app that resets mid-body is logged 502 upstream.reset (the caller saw 200, then a reset)', async () => {
+    clearLog(sc);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('GET /reset-mid-body HTTP/1.1\r\nHost: orders\r\n\r\n');
+    await conn.closed;
+    expect(conn.text()).toMatch(/^HTTP\/1.1 200/);
+    expect(await accessLine(sc, '/reset-mid-body')).toMatchObject({ status: 502, reason: 'upstream.reset' });
+  });
+});
+
+describe('who ended the call: HTTP/2 caller and h2c app', () => {
+  let app: http2.Http2Server;
+  let sc: TestSidecar;
+  let streams = 0;
+  beforeAll(async () => {
+    app = http2.createServer((req, res) => {
+      streams++;
+      req.resume();
+      req.on('end', () => res.end('got it'));
+    });
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve));
+    const port = (app.address() as AddressInfo).port;
+    sc = await startTestSidecar({
+      inbound: { app: 'http://127.0.0.1:1' },
+      limits: { idleTimeout: `${IDLE_MS * 10}ms` },
+      services: [{ name: 'orders', endpoints: [{ address: `127.0.0.1:${port}` }], protocol: 'http2' }],
+    });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await new Promise((resolve) => app.close(resolve));
+  });
+
+  it('a caller that drops its connection mid-upload is 499 request.cancelled, not 502 upstream.reset', async () => {
+    clearLog(sc);
+    const before = streams;
+    const client = http2.connect(sc.outboundUrl);
+    client.on('error', () => {});
+    const stream = client.request({ ':path': '/upload', ':method': 'POST', ':authority': 'orders' });
+    stream.on('error', () => {});
+    stream.write('part of a body');
+    await expect.poll(() => streams).toBe(before + 1); // the app has the stream
+    client.destroy();
+    expect(await accessLine(sc, '/upload', 'HTTP/2')).toMatchObject({ direction: 'outbound', status: 499, reason: 'request.cancelled' });
+  });
+});
+
+describe('who ended the call: a body a ValidationPolicy reads', () => {
+  let stateDir: string;
+  let app: TestServer;
+  let sc: TestSidecar;
+  beforeAll(async () => {
+    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-endings-'));
+    await writeSnapshot(stateDir, { service: 'orders' }, [
+      policyDoc('ValidationPolicy', 'orders-input', { rules: [{ name: 'create', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object' } }] }),
+    ]);
+    app = await startHttpServer(misbehaving());
+    sc = await startTestSidecar({
+      workload: { service: 'orders', namespace: 'shop' },
+      inbound: { app: app.url },
+      policy: { servers: ['127.0.0.1:1'], stateDir },
+      authorization: { allowWhenNoPolicy: true },
+      limits: { idleTimeout: `${IDLE_MS}ms` },
+    });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('a caller that stops sending a body being validated is 408 request.timeout; one that leaves is 499', async () => {
+    const hits = app.hits();
+    const stalled = await connectRaw(sc.inbound.port);
+    stalled.write('POST /orders HTTP/1.1\r\nHost: orders.shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":');
+    await stalled.closed;
+    expect(await accessLine(sc, '/orders')).toMatchObject({ status: 408, reason: 'request.timeout' });
+    clearLog(sc);
+    const leaving = await connectRaw(sc.inbound.port);
+    leaving.write('POST /orders HTTP/1.1\r\nHost: orders.shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":');
+    // The call is in flight (its body being read) before the caller resets.
+    await expect.poll(async () => (await (await request(`${sc.adminUrl}/metrics`)).body.text()).includes('meshgate_requests_in_flight{direction="inbound"} 1')).toBe(true);
+    leaving.socket.resetAndDestroy();
+    expect(await accessLine(sc, '/orders')).toMatchObject({ status: 499, reason: 'request.cancelled' });
+    expect(app.hits()).toBe(hits); // neither body was whole: the app saw neither call
+  });
+});

@@ -1,0 +1,224 @@
+import http2 from 'node:http2';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issueCert } from '../helpers/mesh-pki.ts';
+import { connectRaw } from '../helpers/raw-socket.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+
+/*
+ * Issue #10, defect 4: request heads that two parsers could read two ways are
+ * refused, never re-serialized and passed on. Each case is sent with a canary
+ * request behind it on the same connection: the canary gets its own answer
+ * (connection kept) or none (connection closed), never the refused request's.
+ */
+
+const CANARY = 'GET /canary HTTP/1.1\r\nHost: orders\r\n\r\n';
+
+interface Reply {
+  readonly status: number;
+  readonly headers: string;
+  readonly body: string;
+}
+
+/** Splits raw HTTP/1.1 replies (content-length or chunked bodies). */
+function replies(text: string): Reply[] {
+  const out: Reply[] = [];
+  let rest = text;
+  while (rest.startsWith('HTTP/1.1 ')) {
+    const headEnd = rest.indexOf('\r\n\r\n');
+    const headers = rest.slice(0, headEnd);
+    let body = '';
+    let next = headEnd + 4;
+    const length = /content-length: (\d+)/i.exec(headers);
+    if (length) {
+      body = rest.slice(next, next + Number(length[1]));
+      next += Number(length[1]);
+    } else if (/transfer-encoding: chunked/i.test(headers)) {
+      for (;;) {
+        const eol = rest.indexOf('\r\n', next);
+        const size = parseInt(rest.slice(next, eol), 16);
+        next = eol + 2 + size + 2;
+        if (!size) break;
+        body += rest.slice(eol + 2, eol + 2 + size);
+      }
+    }
+    out.push({ status: Number(headers.slice(9, 12)), headers, body });
+    rest = rest.slice(next);
+  }
+  return out;
+}
+
+/** Sends `payload` then the canary in one write; resolves with every reply once the server closed or both were answered. */
+async function sendWithCanary(port: number, payload: string): Promise<{ replies: Reply[]; closed: boolean }> {
+  const conn = await connectRaw(port);
+  conn.write(payload + CANARY);
+  const closedOrBoth = await Promise.race([
+    conn.closed.then(() => true),
+    conn.waitFor(/"url":"\/canary"/).then(
+      () => false,
+      () => true,
+    ),
+  ]);
+  const text = conn.text();
+  conn.destroy();
+  return { replies: replies(text), closed: closedOrBoth };
+}
+
+function lastAccess(sc: TestSidecar, direction: string, reason: string): Record<string, unknown> | undefined {
+  return sc.logs.filter((l) => l.log === 'access' && l.direction === direction && l.reason === reason).at(-1);
+}
+
+describe('request framing: HTTP/1.1 on both listeners', () => {
+  let app: TestServer;
+  let sc: TestSidecar;
+  beforeAll(async () => {
+    app = await startHttpServer(echoHandler('app'));
+    sc = await startTestSidecar({ inbound: { app: app.url }, services: [{ name: 'orders', endpoints: [{ address: app.address }] }] });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+  });
+  const listeners = [
+    ['inbound', () => sc.inbound.port],
+    ['outbound', () => sc.outbound.port],
+  ] as const;
+
+  describe.each(listeners)('%s', (direction, port) => {
+    it.each([
+      ['two Host headers', 'GET / HTTP/1.1\r\nHost: orders\r\nHost: evil.example\r\n\r\n'],
+      ['one Host header holding two values', 'GET / HTTP/1.1\r\nHost: orders, evil.example\r\n\r\n'],
+      ['a Host with a space', 'GET / HTTP/1.1\r\nHost: orders evil.example\r\n\r\n'],
+    ])('%s: 400 request.malformed without echoing the value, canary answered on its own', async (_case, payload) => {
+      const hits = app.hits();
+      const { replies: got } = await sendWithCanary(port(), payload);
+      expect(got.map((r) => r.status)).toEqual([400, 200]);
+      expect(got[0]!.headers).toContain('x-meshgate-reason: request.malformed');
+      const body = JSON.parse(got[0]!.body) as { code: string; reason: string };
+      expect(body.code).toBe('request.malformed');
+      expect(body.reason).not.toMatch(/evil|orders/);
+      expect(JSON.parse(got[1]!.body)).toMatchObject({ url: '/canary', headers: { host: 'orders' } });
+      expect(app.hits()).toBe(hits + 1); // the canary only
+      expect(lastAccess(sc, direction, 'request.malformed')).toMatchObject({ status: 400, authority: '-', path: '-' });
+    });
+
+    it.each([
+      ['two spaces before the target', 'GET  /x HTTP/1.1\r\nHost: orders\r\n\r\n'],
+      ['two spaces before the version', 'GET /x  HTTP/1.1\r\nHost: orders\r\n\r\n'],
+      ['a tab for a space', 'GET\t/x HTTP/1.1\r\nHost: orders\r\n\r\n'],
+    ])('request line with %s: 400 request.malformed, connection closed, canary never answered', async (_case, payload) => {
+      const hits = app.hits();
+      const { replies: got, closed } = await sendWithCanary(port(), payload);
+      expect(closed).toBe(true);
+      expect(got.map((r) => r.status)).toEqual([400]);
+      expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.malformed' });
+      expect(app.hits()).toBe(hits);
+      expect(lastAccess(sc, direction, 'request.malformed')).toMatchObject({ status: 400 });
+    });
+
+    it('a missing Host gets the JSON reason body like every other 400', async () => {
+      const hits = app.hits();
+      const { replies: got } = await sendWithCanary(port(), 'GET /x HTTP/1.1\r\nX-A: 1\r\n\r\n');
+      expect(got[0]!.status).toBe(400);
+      expect(got[0]!.headers).toContain('x-meshgate-reason: request.malformed');
+      expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.malformed', reason: 'missing authority (Host header)' });
+      expect(app.hits()).toBeLessThanOrEqual(hits + 1); // at most the canary
+    });
+
+    it('a head the parser refuses is answered without parser internals in the reason', async () => {
+      const hits = app.hits();
+      const { replies: got, closed } = await sendWithCanary(port(), 'GET / HTTP/1.1\r\nHost: orders\r\nBad Name: x\r\n\r\n');
+      expect(closed).toBe(true);
+      expect(got.map((r) => r.status)).toEqual([400]);
+      expect(got[0]!.body).not.toMatch(/HPE_|ERR_/);
+      expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.malformed' });
+      expect(app.hits()).toBe(hits);
+      expect(lastAccess(sc, direction, 'request.malformed')).toMatchObject({ status: 400 });
+    });
+
+    it('OPTIONS * gets a defined answer: 501 request.unsupported, canary answered on its own', async () => {
+      const hits = app.hits();
+      const { replies: got } = await sendWithCanary(port(), 'OPTIONS * HTTP/1.1\r\nHost: orders\r\n\r\n');
+      expect(got.map((r) => r.status)).toEqual([501, 200]);
+      expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.unsupported' });
+      expect(app.hits()).toBe(hits + 1);
+      expect(lastAccess(sc, direction, 'request.unsupported')).toMatchObject({ status: 501, method: 'OPTIONS' });
+    });
+  });
+
+  it('outbound: an unknown destination is 404 without the caller\'s Host in the reason', async () => {
+    const { replies: got } = await sendWithCanary(sc.outbound.port, 'GET / HTTP/1.1\r\nHost: nosuch-service\r\n\r\n');
+    expect(got[0]!.status).toBe(404);
+    expect(JSON.parse(got[0]!.body).reason).not.toContain('nosuch');
+  });
+
+  it('HTTP/2: a Host header that differs from :authority is refused', async () => {
+    const hits = app.hits();
+    const client = http2.connect(sc.inboundUrl);
+    try {
+      const stream = client.request({ ':path': '/', ':authority': 'orders', host: 'evil.example' });
+      stream.end();
+      const [headers, body] = await new Promise<[http2.IncomingHttpHeaders, string]>((resolve, reject) => {
+        let text = '';
+        let head: http2.IncomingHttpHeaders = {};
+        stream.on('response', (h) => (head = h));
+        stream.on('data', (c: Buffer) => (text += c.toString()));
+        stream.on('end', () => resolve([head, text]));
+        stream.on('error', reject);
+      });
+      expect(headers[':status']).toBe(400);
+      expect(JSON.parse(body)).toMatchObject({ code: 'request.malformed' });
+      expect(JSON.parse(body).reason).not.toContain('evil');
+      expect(app.hits()).toBe(hits);
+      expect(lastAccess(sc, 'inbound', 'request.malformed')).toMatchObject({ status: 400, protocol: 'HTTP/2' });
+    } finally {
+      client.close();
+    }
+  });
+});
+
+describe('request framing over TLS (edge listener)', () => {
+  let dir: string;
+  let app: TestServer;
+  let sc: TestSidecar;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-framing-'));
+    const cert = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });
+    await writeFile(path.join(dir, 'tls.crt'), cert.certPem);
+    await writeFile(path.join(dir, 'tls.key'), cert.keyPem);
+    app = await startHttpServer(echoHandler('app'));
+    sc = await startTestSidecar({
+      inbound: { app: app.url },
+      listeners: {
+        outbound: { address: '127.0.0.1', port: 0 },
+        inbound: { address: '127.0.0.1', port: 0 },
+        admin: { address: '127.0.0.1', port: 0 },
+        edge: { address: '127.0.0.1', port: 0, certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key') },
+      },
+    });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a request line with two spaces is refused, the canary behind it never answered; a clean one is served', async () => {
+    const hits = app.hits();
+    const bad = await connectRaw(sc.edge!.port, { ALPNProtocols: ['http/1.1'] });
+    bad.write(`GET  /x HTTP/1.1\r\nHost: orders\r\n\r\n${CANARY}`);
+    const { text } = await bad.closed;
+    expect(replies(text).map((r) => r.status)).toEqual([400]);
+    expect(app.hits()).toBe(hits);
+    const good = await connectRaw(sc.edge!.port, { ALPNProtocols: ['http/1.1'] });
+    good.write(CANARY);
+    await good.waitFor(/"url":"\/canary"/);
+    good.destroy();
+    expect(app.hits()).toBe(hits + 1);
+  });
+});

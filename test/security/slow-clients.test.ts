@@ -1,0 +1,276 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestCa } from '../helpers/ca-fixture.ts';
+import type { TestCa } from '../helpers/ca-fixture.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import type { TestCert } from '../helpers/mesh-pki.ts';
+import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
+import { H2_PREFACE_AND_SETTINGS, connectRaw } from '../helpers/raw-socket.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+
+/*
+ * Issue #10, defect 3: limits.headersTimeout holds on every listener and
+ * protocol. A slow or silent client is closed once its request head (or first
+ * HEADERS frame, or TLS handshake) is not in within the deadline, with a 408
+ * where a reply is possible; the app never sees it. Deadlines are short here
+ * (300 ms) so each case takes well under a second.
+ */
+
+const HEADERS_TIMEOUT_MS = 300;
+/** Generous upper bound for "closed at the deadline" on a loaded 2-core machine; the bug was "never" or "at the 60 s idle timeout". */
+const CLOSED_BY_MS = 2_000;
+const LINES = ['GET / HTTP/1.1\r\n', 'Host: test\r\n', 'X-A: 1\r\n', 'X-B: 2\r\n', 'X-C: 3\r\n', 'X-D: 4\r\n', 'X-E: 5\r\n', 'X-F: 6\r\n', 'X-G: 7\r\n', 'X-H: 8\r\n'];
+
+function accessLines(sc: TestSidecar, reason: string): Array<Record<string, unknown>> {
+  return sc.logs.filter((l) => l.log === 'access' && l.reason === reason);
+}
+
+async function metric(sc: TestSidecar, name: string, labels: Record<string, string>): Promise<number> {
+  return sumOf(parsePrometheusText(await (await request(`${sc.adminUrl}/metrics`)).body.text()), name, labels);
+}
+
+describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
+  let app: TestServer;
+  let sc: TestSidecar;
+  beforeAll(async () => {
+    app = await startHttpServer(echoHandler('app'));
+    sc = await startTestSidecar({
+      inbound: { app: app.url },
+      limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' },
+      services: [{ name: 'orders', endpoints: [{ address: app.address }] }],
+    });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+  });
+
+  it.each([
+    ['inbound', () => sc.inbound.port],
+    ['outbound', () => sc.outbound.port],
+  ])('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
+    const hits = app.hits();
+    const logged = accessLines(sc, 'request.timeout').length;
+    const conn = await connectRaw(port());
+    conn.trickle(LINES, 50);
+    const { afterMs, text } = await conn.closed;
+    expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(text).toContain('x-meshgate-reason: request.timeout');
+    expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'request.timeout' });
+    expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ direction, status: 408, protocol: 'HTTP/1.1', source_address: '127.0.0.1' })]);
+    expect(app.hits()).toBe(hits);
+  });
+
+  it('a partial head followed by silence gets 408, not the idle timeout', async () => {
+    const hits = app.hits();
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('GET / HTTP/1.1\r\nHost: test\r\n');
+    const { afterMs, text } = await conn.closed;
+    expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    expect(app.hits()).toBe(hits);
+  });
+
+  it('a connection that sends nothing gets 408 at the deadline', async () => {
+    const conn = await connectRaw(sc.inbound.port);
+    const { afterMs, text } = await conn.closed;
+    expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+  });
+
+  it('a keep-alive connection: the canary is answered, the next head trickled after it gets 408', async () => {
+    const hits = app.hits();
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('GET /canary HTTP/1.1\r\nHost: test\r\n\r\n');
+    await conn.waitFor(/"url":"\/canary"/);
+    expect(app.hits()).toBe(hits + 1);
+    conn.trickle(LINES, 50);
+    const { text } = await conn.closed;
+    const replies = text.match(/^HTTP\/1.1 \d{3}/gm);
+    expect(replies).toEqual(['HTTP/1.1 200', 'HTTP/1.1 408']);
+    expect(app.hits()).toBe(hits + 1);
+  });
+
+  it('h2c: a connection whose first HEADERS frame never comes is closed at the deadline, logged 408', async () => {
+    const logged = accessLines(sc, 'request.timeout').length;
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write(H2_PREFACE_AND_SETTINGS);
+    // PING frames keep an HTTP/2 connection busy without ever starting a request.
+    const ping = Buffer.from([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    conn.trickle(Array.from({ length: 40 }, () => ping), 50);
+    const { afterMs } = await conn.closed;
+    expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ direction: 'inbound', status: 408, protocol: 'HTTP/2' })]);
+  });
+
+  it('a request head sent in time is served: the deadline is not a request time limit', async () => {
+    const res = await request(`${sc.inboundUrl}/ok`);
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+  });
+});
+
+describe('slow clients: TLS (edge listener; the mTLS listener shares its code)', () => {
+  let dir: string;
+  let app: TestServer;
+  let sc: TestSidecar;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-slow-'));
+    const cert = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });
+    await writeFile(path.join(dir, 'tls.crt'), cert.certPem);
+    await writeFile(path.join(dir, 'tls.key'), cert.keyPem);
+    app = await startHttpServer(echoHandler('app'));
+    sc = await startTestSidecar({
+      inbound: { app: app.url },
+      limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' },
+      listeners: {
+        outbound: { address: '127.0.0.1', port: 0 },
+        inbound: { address: '127.0.0.1', port: 0 },
+        admin: { address: '127.0.0.1', port: 0 },
+        edge: { address: '127.0.0.1', port: 0, certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key') },
+      },
+    });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a TLS handshake trickled byte by byte is cut at its own deadline and counted', async () => {
+    const before = await metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'edge', reason: 'handshake_timeout' });
+    const conn = await connectRaw(sc.edge!.port);
+    // A TLS record header announcing 255 bytes of handshake, then one byte at a time.
+    conn.trickle([Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff]), ...Array.from({ length: 40 }, () => Buffer.from([0x01]))], 50);
+    const { afterMs } = await conn.closed;
+    expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    expect(await metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'edge', reason: 'handshake_timeout' })).toBe(before + 1);
+  });
+
+  it.each([['http/1.1'], ['h2']])('ALPN %s: a completed handshake followed by silence is closed at the deadline', async (alpn) => {
+    const hits = app.hits();
+    const logged = accessLines(sc, 'request.timeout').length;
+    const conn = await connectRaw(sc.edge!.port, { ALPNProtocols: [alpn] });
+    const { afterMs, text } = await conn.closed;
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    if (alpn === 'http/1.1') expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ status: 408, protocol: alpn === 'h2' ? 'HTTP/2' : 'HTTP/1.1' })]);
+    expect(app.hits()).toBe(hits);
+  });
+
+  it('a completed handshake followed by a trickled head gets 408 at the deadline', async () => {
+    const hits = app.hits();
+    const conn = await connectRaw(sc.edge!.port, { ALPNProtocols: ['http/1.1'] });
+    conn.trickle(LINES, 50);
+    const { afterMs, text } = await conn.closed;
+    expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    expect(app.hits()).toBe(hits);
+  });
+});
+
+describe('slow clients: the mutual TLS listener (STRICT)', () => {
+  let ca: TestCa;
+  let app: TestServer;
+  let sc: TestSidecar;
+  let cert: TestCert;
+  beforeAll(async () => {
+    ca = await startTestCa();
+    const tokenFile = path.join(ca.dir, 'orders.token');
+    await writeFile(tokenFile, await ca.token('shop', 'orders'));
+    app = await startHttpServer(echoHandler('app'));
+    sc = await startTestSidecar({
+      workload: { service: 'orders', namespace: 'shop' },
+      mtls: { mode: 'STRICT' },
+      identity: { trustDomain: 'cluster.local', ca: { address: ca.address, trustBundleFile: path.join(ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile },
+      inbound: { app: app.url },
+      limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' },
+    } as Parameters<typeof startTestSidecar>[0]);
+    cert = await issueCert({ spiffeId: 'spiffe://cluster.local/ns/shop/sa/frontend', issuer: await rootOf(ca.dir) });
+  });
+  afterAll(async () => {
+    await sc?.drain(100);
+    await app?.close();
+    await ca?.close();
+  });
+  const handshakeTimeouts = () => metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'inbound', reason: 'handshake_timeout' });
+
+  it('a connection that never starts its handshake, and one that trickles it, are closed at the deadline and counted', async () => {
+    const before = await handshakeTimeouts();
+    const silent = await connectRaw(sc.inbound.port);
+    const trickled = await connectRaw(sc.inbound.port);
+    trickled.trickle([Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff]), ...Array.from({ length: 40 }, () => Buffer.from([0x01]))], 50);
+    for (const conn of [silent, trickled]) {
+      const { afterMs, text } = await conn.closed;
+      expect(text).toBe(''); // no plaintext reply on a TLS-only port
+      expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    }
+    expect(await handshakeTimeouts()).toBe(before + 2);
+  });
+
+  it.each([['http/1.1'], ['h2']])('ALPN %s: a verified peer that completes the handshake and sends nothing is closed at the deadline, logged 408', async (alpn) => {
+    const hits = app.hits();
+    const logged = accessLines(sc, 'request.timeout').length;
+    const conn = await connectRaw(sc.inbound.port, { ALPNProtocols: [alpn], cert: cert.certPem, key: cert.keyPem, ca: ca.rootsPem, checkServerIdentity: () => undefined });
+    const { afterMs, text } = await conn.closed;
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    if (alpn === 'http/1.1') expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ status: 408, direction: 'inbound' })]);
+    expect(app.hits()).toBe(hits);
+  });
+
+  it('a verified peer that trickles its head gets 408 at the deadline; a prompt one is served', async () => {
+    const hits = app.hits();
+    const tlsOptions = { ALPNProtocols: ['http/1.1'], cert: cert.certPem, key: cert.keyPem, ca: ca.rootsPem, checkServerIdentity: () => undefined };
+    const slow = await connectRaw(sc.inbound.port, tlsOptions);
+    slow.trickle(LINES, 50);
+    const { text } = await slow.closed;
+    expect(text).toMatch(/^HTTP\/1.1 408 /);
+    expect(app.hits()).toBe(hits);
+    const prompt = await connectRaw(sc.inbound.port, tlsOptions);
+    prompt.write('GET /prompt HTTP/1.1\r\nHost: orders\r\n\r\n');
+    await prompt.waitFor(/"url":"\/prompt"/);
+    prompt.destroy();
+    expect(app.hits()).toBe(hits + 1);
+  });
+});
+
+describe('connections per source address', () => {
+  it('past limits.maxConnectionsPerSource a connection is refused and counted; closing one makes room', async () => {
+    const app = await startHttpServer(echoHandler('app'));
+    const sc = await startTestSidecar({ inbound: { app: app.url }, limits: { maxConnectionsPerSource: 3 } });
+    try {
+      const held = await Promise.all([1, 2, 3].map(() => connectRaw(sc.inbound.port)));
+      // The listener has taken all three (each sent a request and got its answer) before the fourth arrives.
+      for (const conn of held) conn.write('GET /held HTTP/1.1\r\nHost: test\r\n\r\n');
+      await Promise.all(held.map((conn) => conn.waitFor(/"url":"\/held"/)));
+      const fourth = await connectRaw(sc.inbound.port);
+      fourth.write('GET /refused HTTP/1.1\r\nHost: test\r\n\r\n');
+      expect((await fourth.closed).text).toBe('');
+      expect(await metric(sc, 'meshgate_connections_refused_total', { listener: 'inbound', reason: 'max_connections_per_source' })).toBe(1);
+      expect(app.hits()).toBe(3);
+      held[0]!.destroy();
+      await held[0]!.closed;
+      await expect
+        .poll(async () => {
+          const res = await request(`${sc.inboundUrl}/again`, { reset: true }).catch(() => undefined);
+          await res?.body.dump();
+          return res?.statusCode;
+        })
+        .toBe(200);
+    } finally {
+      await sc.drain(100);
+      await app.close();
+    }
+  });
+});
