@@ -28,7 +28,8 @@ export function guardAgainstResetFloods(session: ServerHttp2Session, minStreams:
     opened++;
     const openedAt = performance.now();
     stream.once('close', () => {
-      if (cut || !stream.aborted) return;
+      // Streams ended by the connection going away are no resets; a destroyed session takes no GOAWAY.
+      if (cut || !stream.aborted || session.destroyed || session.closed) return;
       if (performance.now() - openedAt >= PREMATURE_MS) return;
       premature++;
       if (opened >= minStreams && premature * 2 >= opened) {

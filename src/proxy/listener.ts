@@ -56,6 +56,17 @@ export interface ListenerTls {
   onRefused(reason: string, detail: string): void;
 }
 
+/**
+ * Our response is complete but the caller is still sending (an upload the
+ * upstream answered early, or one a timeout cut short): end the stream with
+ * RST_STREAM NO_ERROR, as RFC 9113 §8.1 allows, so it stops sending and its
+ * stream slot is free again. Node does this itself only for a request body
+ * nobody read.
+ */
+function endUnfinishedRequest(stream: http2.ServerHttp2Stream): void {
+  if (!stream.destroyed && !stream.closed && stream.state.remoteClose === 0) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+}
+
 /** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
 const TLS_HANDSHAKE = 0x16;
 
@@ -90,12 +101,16 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     };
     res.once('close', finish);
     res.once('finish', finish);
-    if (req.httpVersion === '2.0') {
-      const session = (req as http2.Http2ServerRequest).stream.session as object;
+    // A stream the caller already reset has no session any more (rapid reset): nothing to track.
+    const session = req.httpVersion === '2.0' ? (req as http2.Http2ServerRequest).stream.session : undefined;
+    if (session) {
       let calls = h2Calls.get(session);
       if (!calls) h2Calls.set(session, (calls = new Set()));
       calls.add(req as http2.Http2ServerRequest);
       res.once('close', () => calls.delete(req as http2.Http2ServerRequest));
+      // The stream's 'finish', not the response's: Http2ServerResponse emits 'finish' only once the stream closes.
+      const stream = (req as http2.Http2ServerRequest).stream;
+      stream.once('finish', () => endUnfinishedRequest(stream));
     }
     handler(req, res);
   };
