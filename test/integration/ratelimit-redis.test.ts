@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -23,6 +23,9 @@ import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 const skip = redisSkipReason();
 if (skip) console.log(`test/integration/ratelimit-redis.test.ts ${skip}`);
 
+/** Timer lateness allowed on a loaded 2-core CI machine, over a deadline. */
+const SLACK_MS = 60;
+
 const limits = policyDoc('RateLimitPolicy', 'shared-limits', {
   rules: [
     { name: 'shared', match: { paths: ['/shared/*'] }, key: ['source.ip'], limit: { requests: 4, per: '1m' }, scope: 'global' },
@@ -38,6 +41,7 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
   const dirs: string[] = [];
   let a: TestSidecar;
   let b: TestSidecar;
+  let passwordFile: string | undefined;
 
   const start = async (): Promise<TestSidecar> => {
     const stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-rl-'));
@@ -61,8 +65,22 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     return { status: res.statusCode, code: body?.code, rule: body?.rule, retryAfter: res.headers['retry-after'], ms: performance.now() - startedAt };
   };
 
+  /** Calls until one is admitted (polling: nothing outside the sidecar says when Redis is counted again). */
+  const firstAdmitted = async (sidecar: TestSidecar, p: string, withinMs: number) => {
+    const startedAt = performance.now();
+    let last = await call(sidecar, p);
+    while (last.status !== 200 && performance.now() - startedAt < withinMs) {
+      await new Promise((r) => setTimeout(r, 5));
+      last = await call(sidecar, p);
+    }
+    return { ...last, afterMs: performance.now() - startedAt };
+  };
+
   beforeAll(async () => {
     redis = await startTestRedis();
+    passwordFile = path.join(await mkdtemp(path.join(tmpdir(), 'meshgate-rl-pw-')), 'password');
+    dirs.push(path.dirname(passwordFile));
+    await writeFile(passwordFile, 's3cret\n');
     // The sidecars authenticate as a user with a password, as production Redis should require.
     const adminClient = new Redis(redis.url);
     await adminClient.call('ACL', 'SETUSER', 'user', 'on', '>s3cret', '~*', '+@all');
@@ -136,15 +154,55 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     const adminClient = new Redis(redis.url);
     await adminClient.call('ACL', 'SETUSER', 'user', 'on', '>s3cret', '~*', '+@all');
     await adminClient.quit();
-    // ioredis reconnects with backoff (at most 2 s between tries): poll, bounded.
-    const deadline = Date.now() + 10_000;
-    let back = await call(a, '/strict/2');
-    while (back.status !== 200 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      back = await call(a, '/strict/2');
-    }
+    // Redis answers the sidecars' user from here: counting must resume within one probe interval, not a backoff.
+    const answering = performance.now();
+    const back = await firstAdmitted(a, '/strict/2', 5_000);
     expect(back.status).toBe(200);
+    expect(back.afterMs).toBeLessThan(500);
     // The restarted Redis is empty: /open is counted again, from a full bucket.
     expect([(await call(a, '/open/3')).status, (await call(b, '/open/4')).status].sort()).toEqual([200, 429]);
+    expect(performance.now() - answering).toBeLessThan(2_000);
+  });
+
+  it('a frozen Redis (SIGSTOP: connected, answering nothing) costs a call at most the timeout, then nothing; counting resumes once it answers', async () => {
+    const store = createRedisStore({ url: redis.url, username: 'user', passwordFile: passwordFile!, timeout: 100, keyPrefix: 'frozen-test:' });
+    try {
+      await store.whenReady(2_000);
+      const shape = { intervalMs: 1, burst: 1000 };
+      expect(await store.take('warm', shape)).toMatchObject({ allowed: true });
+      expect((await call(a, '/strict/3')).status).toBe(200);
+      redis.freeze();
+      // The store alone: every take is answered (undefined) within its 100 ms, batching included.
+      const takes: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const startedAt = performance.now();
+        const results = await Promise.all([store.take(`k${i}`, shape), store.take(`k${i}`, shape), store.take('other', shape)]);
+        takes.push(performance.now() - startedAt);
+        expect(results).toEqual([undefined, undefined, undefined]);
+      }
+      expect(Math.max(...takes)).toBeLessThan(100 + SLACK_MS);
+      // Once the first batch timed out, the store knows Redis is not answering: the rest fail at once.
+      expect(takes.filter((ms) => ms >= 50).length).toBeLessThanOrEqual(1);
+      expect(store.status()).toBe('unresponsive');
+
+      // Through the sidecar (timeout 200 ms): failureMode deny answers 503 within the timeout.
+      const refused = [];
+      for (let i = 0; i < 10; i++) refused.push(await call(a, `/strict/frozen-${i}`));
+      for (const r of refused) expect(r).toMatchObject({ status: 503, code: 'ratelimit.unavailable' });
+      expect(Math.max(...refused.map((r) => r.ms))).toBeLessThan(200 + SLACK_MS);
+      const dump = JSON.parse(await (await request(`${a.adminUrl}/config_dump`)).body.text()) as { rateLimit: { redis: { status: string } } };
+      expect(dump.rateLimit.redis.status).toBe('unresponsive');
+
+      redis.thaw();
+      const answering = performance.now();
+      const resumed = await firstAdmitted(a, '/strict/thawed', 5_000);
+      expect(resumed.status).toBe(200);
+      expect(resumed.afterMs).toBeLessThan(500);
+      expect(await store.take('after', shape)).toMatchObject({ allowed: true });
+      expect(performance.now() - answering).toBeLessThan(2_000);
+    } finally {
+      redis.thaw();
+      await store.close();
+    }
   });
 });
