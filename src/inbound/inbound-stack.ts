@@ -125,6 +125,9 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry: undefined, // the app is local: a retry would only hide its failure
       pick: () => (picked ? undefined : ((picked = true), app)),
+      // Only this sidecar's own replies carry a reason code: callers' sidecars trust it to tell a
+      // policy refusal from an endpoint failure (src/outbound/peer-answers.ts), so an app cannot say one.
+      mutateResponseHeaders: (out) => void delete out['x-meshgate-reason'],
     },
     res,
     (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
