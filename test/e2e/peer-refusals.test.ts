@@ -72,7 +72,7 @@ describe('peer refusals through the mesh', () => {
   const call = async (host: string, p: string) => {
     const res = await request(`${frontend.outboundUrl}${p}`, { headers: { host } });
     const text = await res.body.text();
-    return { status: res.statusCode, reason: res.headers['x-meshgate-reason'], text };
+    return { status: res.statusCode, reason: res.headers['x-meshgate-reason'], headers: res.headers, text };
   };
   const metrics = async (sidecar: TestSidecar) => parsePrometheusText(await (await request(`${sidecar.adminUrl}/metrics`)).body.text());
   const served = async (sidecar: TestSidecar, reason?: string) =>
@@ -115,7 +115,14 @@ describe('peer refusals through the mesh', () => {
 
   it('503 ratelimit.unavailable from every peer ejects nobody, is not retried and spends no budget; both endpoints keep their calls', async () => {
     const before = { a: await served(a), b: await served(b) };
-    for (let i = 0; i < 20; i++) expect(await call('orders.shop', `/limited/${i}`)).toMatchObject({ status: 503, reason: 'ratelimit.unavailable' });
+    for (let i = 0; i < 20; i++) {
+      expect(await call('orders.shop', `/limited/${i}`)).toMatchObject({
+        status: 503,
+        reason: 'ratelimit.unavailable',
+        // The peer's RateLimit fields reach the caller: nothing admitted for now, under a 100/s policy 10 deep.
+        headers: { 'retry-after': '1', 'ratelimit-policy': '"shared";q=100;w=1;meshgate-burst=10', ratelimit: '"shared";r=0;t=1' },
+      });
+    }
     // Exactly one attempt per call, spread over both peers: no retry, no endpoint taken out.
     expect((await served(a)) - before.a + (await served(b)) - before.b).toBe(20);
     expect(await served(a, 'ratelimit.unavailable')).toBe(10);

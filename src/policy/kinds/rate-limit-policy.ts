@@ -38,6 +38,12 @@ export function rateLimitPolicySpecSchema(limits: PolicyLimits) {
       .describe(
         'scope global only: what a call gets when Redis cannot answer in time. deny (the default): 503 ratelimit.unavailable; allow: admitted unlimited; local: the same limit counted by this sidecar alone.',
       ),
+    responseHeaders: z
+      .enum(['all', 'refusals', 'none'])
+      .optional()
+      .describe(
+        'Which responses carry the rule in RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers): all (the default: every call it counted, so clients can slow down before a refusal), refusals (429 and 503 only), none. Shadow rules never do.',
+      ),
   })
   .superRefine((rule, ctx) => {
     if (rule.failureMode !== undefined && rule.scope !== 'global') {
