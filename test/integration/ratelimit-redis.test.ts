@@ -31,9 +31,27 @@ const limits = policyDoc('RateLimitPolicy', 'shared-limits', {
     { name: 'shared', match: { paths: ['/shared/*'] }, key: ['source.ip'], limit: { requests: 4, per: '1m' }, scope: 'global' },
     { name: 'strict', match: { paths: ['/strict/*'] }, key: ['source.ip'], limit: { requests: 1000, per: '1m' }, scope: 'global' },
     { name: 'lenient', match: { paths: ['/lenient/*'] }, key: ['source.ip'], limit: { requests: 2, per: '1m' }, scope: 'global', failureMode: 'local' },
+    { name: 'split', match: { paths: ['/split/*'] }, key: ['source.ip'], limit: { requests: 40, per: '1h' }, scope: 'global', failureMode: 'local' },
+    {
+      name: 'whole',
+      match: { paths: ['/whole/*'] },
+      key: ['source.ip'],
+      limit: { requests: 40, per: '1h' },
+      scope: 'global',
+      failureMode: 'local',
+      localFallback: 'per-replica',
+    },
     { name: 'open', match: { paths: ['/open/*'] }, key: ['source.ip'], limit: { requests: 1, per: '1m' }, scope: 'global', failureMode: 'allow' },
   ],
 });
+
+const ordersReplicas = {
+  name: 'orders',
+  namespace: 'shop',
+  endpoints: ['127.0.0.1:1', '127.0.0.1:2'].map((address) => ({ address, labels: {}, weight: 1 })),
+  identities: [],
+  external: false,
+};
 
 describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
   let redis: TestRedis;
@@ -46,7 +64,8 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
   const start = async (): Promise<TestSidecar> => {
     const stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-rl-'));
     dirs.push(stateDir);
-    await writeSnapshot(stateDir, { service: 'orders' }, [limits]);
+    // The registry lists two orders replicas (addresses no call goes to): a split fallback divides by 2.
+    await writeSnapshot(stateDir, { service: 'orders' }, [limits], [ordersReplicas]);
     return startTestSidecar({
       workload: { service: 'orders', namespace: 'shop' },
       inbound: { app: app.url },
@@ -140,12 +159,21 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     const strict = await call(a, '/strict/1');
     expect(strict).toMatchObject({ status: 503, code: 'ratelimit.unavailable', rule: 'shop/shared-limits#strict' });
     expect(strict.ms).toBeLessThan(1000);
-    // failureMode local: the same 2-per-minute limit, counted by this sidecar alone.
-    expect([(await call(a, '/lenient/1')).status, (await call(a, '/lenient/2')).status, (await call(a, '/lenient/3')).status]).toEqual([200, 200, 429]);
-    expect((await call(b, '/lenient/1')).status).toBe(200);
+    // failureMode local: the 2-per-minute limit split between the two replicas the registry lists.
+    expect([(await call(a, '/lenient/1')).status, (await call(a, '/lenient/2')).status]).toEqual([200, 429]);
+    expect([(await call(b, '/lenient/1')).status, (await call(b, '/lenient/2')).status]).toEqual([200, 429]);
     // failureMode allow: admitted uncounted.
     expect([(await call(a, '/open/1')).status, (await call(a, '/open/2')).status]).toEqual([200, 200]);
-    expect(a.logs.filter((l) => l.msg === 'rate-limit store unavailable: global rules apply their failureMode until it is back')).toHaveLength(1);
+    // 120 calls spread over both replicas: the split fallback holds the rule's total of 40, the per-replica one admits 40 on each.
+    const admitted = async (p: string) => {
+      const statuses = await Promise.all(Array.from({ length: 120 }, (_, i) => call(i % 2 === 0 ? a : b, `${p}/${i}`).then((r) => r.status)));
+      return statuses.filter((status) => status === 200).length;
+    };
+    expect(await admitted('/split')).toBe(40);
+    expect(await admitted('/whole')).toBe(80);
+    expect(a.logs.filter((l) => l.msg === 'rate-limit store unavailable: global rules apply their failureMode until it is back')).toEqual([
+      expect.objectContaining({ replicas: 2 }),
+    ]);
     const metrics = await (await request(`${a.adminUrl}/metrics`)).body.text();
     expect(metrics).toContain('meshgate_ratelimit_decisions_total{policy="shop/shared-limits",rule="strict",decision="unavailable_denied"} 1');
     expect(metrics).toContain('meshgate_ratelimit_decisions_total{policy="shop/shared-limits",rule="lenient",decision="fallback_limited"} 1');

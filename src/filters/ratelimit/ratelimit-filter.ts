@@ -36,6 +36,8 @@ interface CompiledRule {
   readonly shadow: boolean;
   readonly global: boolean;
   readonly failureMode: 'deny' | 'allow' | 'local';
+  /** failureMode local: the limit divided by the replicas (split) or whole on each (per-replica). */
+  readonly localFallback: 'split' | 'per-replica';
   readonly match: CallMatch;
   readonly key: KeyPart;
   readonly shape: BucketShape;
@@ -70,6 +72,7 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
         shadow: spec.mode === 'shadow',
         global: rule.scope === 'global',
         failureMode: rule.failureMode ?? 'deny',
+        localFallback: rule.localFallback ?? 'split',
         match: compileCallMatch(rule.match),
         key: compileKey(rule.key, clientAddress),
         shape,
@@ -80,6 +83,16 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
     });
   }
   return rules;
+}
+
+/**
+ * This replica's share of a bucket while Redis is away: the rate divided by
+ * the replicas (the interval multiplied), the burst too, at least one call.
+ * The bucket keeps its key: a change in the replica count reshapes it rather
+ * than handing every caller a full one.
+ */
+function splitShape(shape: BucketShape, replicas: number): BucketShape {
+  return { intervalMs: shape.intervalMs * replicas, burst: Math.max(1, Math.floor(shape.burst / replicas)) };
 }
 
 /** source.ip through the document's trusted proxies; undefined (the connection address) without any. */
@@ -96,15 +109,19 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
   const nextId = createDecisionIds(runtime.random ?? Math.random);
   const log = throttledLog(runtime, clock);
 
-  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision): RuleOutcome => {
-    const result = local.take(localBucketKey(rule.bucketPrefix, value), rule.shape, clock.monotonic());
+  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision, shape = rule.shape): RuleOutcome => {
+    const result = local.take(localBucketKey(rule.bucketPrefix, value), shape, clock.monotonic());
     return { rule, result, decision: result.allowed ? decisionIfAllowed : decisionIfLimited };
+  };
+  const fallbackShape = (rule: CompiledRule): BucketShape => {
+    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas?.() ?? 1)) : 1;
+    return replicas === 1 ? rule.shape : splitShape(rule.shape, replicas);
   };
 
   const takeGlobal = async (rule: CompiledRule, value: string): Promise<RuleOutcome> => {
     const result = store ? await store.take(globalBucketKey(rule.bucketPrefix, value), rule.shape) : undefined;
     if (result) return { rule, result, decision: result.allowed ? 'allowed' : rule.shadow ? 'shadow_limited' : 'limited' };
-    if (rule.failureMode === 'local') return takeLocal(rule, value, 'fallback_allowed', rule.shadow ? 'shadow_limited' : 'fallback_limited');
+    if (rule.failureMode === 'local') return takeLocal(rule, value, 'fallback_allowed', rule.shadow ? 'shadow_limited' : 'fallback_limited', fallbackShape(rule));
     return { rule, result: undefined, decision: rule.failureMode === 'allow' || rule.shadow ? 'unavailable_allowed' : 'unavailable_denied' };
   };
 
