@@ -111,6 +111,8 @@ interface PendingTake {
 /** The takes of one event-loop turn, sent together, under one deadline. */
 interface Batch {
   readonly takes: PendingTake[];
+  /** performance.now() of its first take. */
+  readonly openedAt: number;
   unsettled: number;
   deadline: NodeJS.Timeout | undefined;
 }
@@ -135,7 +137,9 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
     ...(opts.username ? { username: opts.username } : {}),
     ...(password ? { password } : {}),
     keyPrefix: opts.keyPrefix,
-    commandTimeout: opts.timeout,
+    // Only to drop commands a frozen Redis never answers from ioredis' queue: the batch deadline
+    // below answers the calls, and an ioredis timer would fire before a stalled loop reads the reply.
+    commandTimeout: Math.max(1000, 10 * opts.timeout),
     connectTimeout: Math.max(1000, opts.timeout),
     enableOfflineQueue: false, // a call waits for no reconnect: its failureMode answers at once
     maxRetriesPerRequest: 0,
@@ -151,6 +155,8 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
   let probeTimer: NodeJS.Timeout | undefined;
   let probeInFlight = false;
   let closed = false;
+  /** When Redis last answered anything (performance.now()). */
+  let lastAnswerAt = -Infinity;
 
   const becameAvailable = (): void => {
     unresponsive = false;
@@ -180,11 +186,12 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
     // A closed connection is probed by ioredis' reconnects ('ready' ends the outage).
     if (!unresponsive || probeInFlight || redis.status !== 'ready') return;
     probeInFlight = true;
-    const giveUp = setTimeout(() => (probeInFlight = false), opts.timeout);
+    const giveUp = setTimeout(() => setImmediate(() => (probeInFlight = false)), opts.timeout);
     redis.ping().then(
       () => {
         clearTimeout(giveUp);
         probeInFlight = false;
+        lastAnswerAt = performance.now();
         if (unresponsive && !closed) becameAvailable();
       },
       () => {
@@ -207,6 +214,7 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
     for (const p of batch) args.push(p.intervalUs, p.burst);
     try {
       const reply = await redis.meshgateGcra(batch.length, ...args);
+      lastAnswerAt = performance.now();
       if (!unresponsive) becameAvailable();
       batch.forEach((p, i) => {
         const o = i * 4;
@@ -214,10 +222,9 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
       });
     } catch (error) {
       for (const p of batch) p.settle(undefined);
-      // ioredis' own commandTimeout, should it fire before the batch deadline. A script error
-      // (ACL, OOM) fails these takes without declaring Redis unresponsive: a PING would pass.
-      if ((error as Error).message === 'Command timed out') stopAnswering(error as Error);
-      else becameUnavailable(error as Error);
+      // A script error (ACL, OOM) fails these takes without declaring Redis unresponsive: a PING
+      // would pass. ioredis' late commandTimeout comes after the deadline made that call already.
+      if ((error as Error).message !== 'Command timed out') becameUnavailable(error as Error);
     }
   };
 
@@ -231,12 +238,17 @@ export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEven
     batch.deadline = undefined;
     if (batch.unsettled === 0) return;
     for (const p of batch.takes) p.settle(undefined);
-    stopAnswering(new StoreTimeoutError(opts.timeout));
+    // Unresponsive only when nothing at all came back since this batch left: a Redis that answers,
+    // if slowly, fails the late calls one by one (their failureMode), not every call for a while.
+    if (lastAnswerAt < batch.openedAt) stopAnswering(new StoreTimeoutError(opts.timeout));
   };
   const openBatch = (): Batch => {
-    const batch: Batch = { takes: [], unsettled: 0, deadline: undefined };
+    const batch: Batch = { takes: [], openedAt: performance.now(), unsettled: 0, deadline: undefined };
     // The deadline starts with the batch's first take: no take waits longer than `timeout` for its answer.
-    batch.deadline = setTimeout(expire, opts.timeout, batch);
+    // Expired in the check phase, after this turn's reads: when the event loop itself was late
+    // (a stall, CPU pressure), a reply that arrived meanwhile is read first and the sidecar does
+    // not take its own lateness for a Redis outage. Timers run before reads in a loop turn.
+    batch.deadline = setTimeout(() => setImmediate(expire, batch), opts.timeout);
     // setImmediate runs after the poll phase: every call parsed from this turn's reads joins the batch.
     setImmediate(flush);
     return batch;
