@@ -58,6 +58,7 @@ export async function startRateLimiting(
     runtime: { local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas },
     describe: () => ({
       localBuckets: local.size,
+      replicas: replicas(), // what a split local fallback divides by
       redis: redisConfig ? { url: redactRedisUrl(redisConfig.url), status: store?.status() } : null,
     }),
     close: async () => store?.close(),

@@ -3,7 +3,7 @@ import { createDecisionIds } from '../../core/decision-id.ts';
 import { createLogGate } from '../../core/log-gate.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
-import type { RespondVerdict, Verdict } from '../../core/verdict.ts';
+import type { Verdict } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
