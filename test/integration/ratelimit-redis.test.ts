@@ -192,6 +192,31 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     expect(performance.now() - answering).toBeLessThan(2_000);
   });
 
+  it("a sidecar's own stalled event loop is not taken for a Redis outage, before or after the batch leaves", async () => {
+    const store = createRedisStore({ url: redis.url, username: 'user', passwordFile: passwordFile!, timeout: 100, keyPrefix: 'stall-test:' });
+    const stall = (ms: number): void => {
+      const until = performance.now() + ms; // the loop blocked, as under CPU pressure: nothing else runs
+      while (performance.now() < until);
+    };
+    try {
+      await store.whenReady(2_000);
+      const shape = { intervalMs: 1, burst: 1000 };
+      expect(await store.take('warm', shape)).toMatchObject({ allowed: true });
+      // Stalled before the batch left: the time is the sidecar's, not Redis'.
+      const before = store.take('before', shape);
+      stall(300);
+      expect(await before).toMatchObject({ allowed: true });
+      // Stalled while the reply waited in the socket: the deadline reads it before giving up.
+      const after = store.take('after', shape);
+      await new Promise((r) => setImmediate(r));
+      stall(300);
+      expect(await after).toMatchObject({ allowed: true });
+      expect(store.status()).toBe('ready');
+    } finally {
+      await store.close();
+    }
+  });
+
   it('a frozen Redis (SIGSTOP: connected, answering nothing) costs a call at most the timeout, then nothing; counting resumes once it answers', async () => {
     const store = createRedisStore({ url: redis.url, username: 'user', passwordFile: passwordFile!, timeout: 100, keyPrefix: 'frozen-test:' });
     try {
