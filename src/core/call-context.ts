@@ -100,6 +100,12 @@ export interface CallAnnotations {
    * inbound stack only when the chain lets the call through.
    */
   upstreamEdits?: UpstreamRequestEdits;
+  /**
+   * Lower-case headers a filter adds to the app's response when the chain lets
+   * the call through (the rate-limit fields), after the app's own values of the
+   * same name. Applied by the inbound stack.
+   */
+  responseHeaders?: Record<string, string>;
 }
 
 export interface UpstreamRequestEdits {

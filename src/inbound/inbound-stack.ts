@@ -125,6 +125,13 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry: undefined, // the app is local: a retry would only hide its failure
       pick: () => (picked ? undefined : ((picked = true), app)),
+      mutateResponseHeaders: (out) => {
+        // Only this sidecar's own replies carry a reason code: callers' sidecars trust it to tell a
+        // policy refusal from an endpoint failure (src/outbound/peer-answers.ts), so an app cannot say one.
+        delete out['x-meshgate-reason'];
+        const added = call.annotations.responseHeaders; // e.g. RateLimit fields of an admitted call
+        if (added) for (const [name, value] of Object.entries(added)) out[name] = appendField(out[name], value);
+      },
     },
     res,
     (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
@@ -132,4 +139,10 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);
   });
+}
+
+/** A list field's members after the app's own (RFC 9110 §5.3: one field line per value). */
+function appendField(existing: string | number | string[] | undefined, value: string): string | string[] {
+  if (existing === undefined) return value;
+  return Array.isArray(existing) ? [...existing, value] : [String(existing), value];
 }

@@ -8,6 +8,8 @@ import { createEndpoint } from './endpoint.ts';
 import type { UpstreamEndpoint } from './endpoint.ts';
 import { createHealthChecker, createHttpProbe } from './health-checker.ts';
 import { createOutlierDetector } from './outlier-detector.ts';
+import { classifyAnswer, reasonOf } from './peer-answers.ts';
+import type { AnswerKind } from './peer-answers.ts';
 import { createRetryBudget } from './retry-budget.ts';
 import type { RetryBudget } from './retry-budget.ts';
 
@@ -28,6 +30,8 @@ export interface Cluster {
   readonly budget: RetryBudget;
   /** Calls in flight to this service (all endpoints). */
   active(): number;
+  /** How a response head from one of its endpoints counts: a peer sidecar's x-meshgate-reason is believed only over mesh mTLS. */
+  classify(headers: Readonly<Record<string, string | string[] | undefined>>): AnswerKind;
   /** Picks an endpoint for one attempt, or undefined when none is left to try. */
   pick(protocol: UpstreamProtocol, subset: Readonly<Record<string, string>> | undefined, tried: ReadonlySet<string>): ClusterTarget | undefined;
   endpoints(): readonly UpstreamEndpoint[];
@@ -95,12 +99,18 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
   outliers.eligible(endpoints);
   const budget = createRetryBudget(config.retryBudget);
   let active = 0;
+  // Endpoints reached over mesh mTLS are peer sidecars, whose reason header an app cannot forge.
+  const peerSidecars = deps.tls !== undefined;
+  const classify = (headers: Readonly<Record<string, string | string[] | undefined>>): AnswerKind => classifyAnswer(reasonOf(headers), peerSidecars);
 
   const record = (ep: UpstreamEndpoint, result: AttemptResult): void => {
     ep.activeRequests--;
     active--;
     if (result.kind === 'response') {
-      if (result.status >= 500) outliers.record5xx(ep);
+      const kind = classify(result.headers);
+      // A refusal every endpoint would give says nothing about this one: neither a failure nor a success.
+      if (kind === 'shared-refusal') return;
+      if (kind === 'endpoint-failure' || result.status >= 500) outliers.record5xx(ep);
       else {
         outliers.recordSuccess(ep);
         ep.lastSuccessAt = deps.clock.monotonic();
@@ -117,6 +127,7 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
     config,
     budget,
     active: () => active,
+    classify,
     endpoints: () => endpoints,
     pick(protocol, subset, tried) {
       const pool = subset ? endpoints.filter((ep) => inSubset(ep, subset)) : endpoints;

@@ -116,7 +116,7 @@ function afterFilters(
   mutateHeaders(headers, route.requestHeaders);
   propagateTrace(deps.telemetry, recording, headers); // W3C out: the next hop's spans become children of the client span
   const retry = route.retries
-    ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs }, cluster.budget, cluster.active, deps.random)
+    ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs, classify: cluster.classify }, cluster.budget, cluster.active, deps.random)
     : undefined;
   let attempts = 0;
   forward(

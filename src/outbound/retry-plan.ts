@@ -4,6 +4,7 @@ import { backoffDelay } from '../core/backoff.ts';
 import type { Random } from '../core/clock.ts';
 import { GrpcStatus } from '../errors/reason-codes.ts';
 import type { RetryPlan } from '../proxy/forward.ts';
+import type { AnswerKind } from './peer-answers.ts';
 import type { RetryBudget } from './retry-budget.ts';
 
 /** RFC 9110 §9.2.2: a repeat has the same effect as one call. */
@@ -20,11 +21,13 @@ const GRPC_CONDITIONS: Record<string, number> = {
  * Which attempts may be repeated. A connect failure is retried for any method
  * (nothing reached the server). Responses and resets are retried only for
  * idempotent methods, and gRPC calls only on the gRPC statuses listed, since a
- * POST that reached the app may already have had its effect.
+ * POST that reached the app may already have had its effect. A peer sidecar's
+ * refusal that every endpoint would give (`classify`, peer-answers.ts) is never
+ * retried: another endpoint would answer the same, and the budget is kept.
  */
 export function createRetryPlan(
   config: RetryConfig,
-  call: { method: string; isGrpc: boolean; routeTimeoutMs: number },
+  call: { method: string; isGrpc: boolean; routeTimeoutMs: number; classify?: (headers: IncomingHttpHeaders) => AnswerKind },
   budget: RetryBudget,
   activeRequests: () => number,
   random: Random,
@@ -39,6 +42,7 @@ export function createRetryPlan(
     perTryTimeoutMs: config.perTryTimeout ?? call.routeTimeoutMs,
     bufferLimit: config.bufferLimit,
     shouldRetryResponse(status: number, headers: IncomingHttpHeaders) {
+      if (call.classify?.(headers) === 'shared-refusal') return false;
       if (call.isGrpc) {
         // Only a trailers-only reply carries grpc-status in the head; anything else is streamed on.
         const grpcStatus = headers['grpc-status'];

@@ -106,6 +106,8 @@ export function compileSnapshot(
   let needed: ReadonlySet<string> | undefined;
   if (destinations && destinations.length > 0) {
     const wanted = new Set(destinations.map((d) => (d.includes('.') ? d : `${d}.${workload.namespace}`)));
+    // Its own service too: a sidecar divides a global rate limit by its replicas when Redis is away (failureMode local).
+    wanted.add(`${workload.service}.${workload.namespace}`);
     for (const { document } of entries) {
       if (!isKind(document, 'Route')) continue;
       const target = resolveServiceRef(document.spec.service, document.metadata.namespace);

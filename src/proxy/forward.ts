@@ -11,7 +11,10 @@ import { DownstreamTimeoutError, downstreamFate } from './downstream.ts';
 import { AttemptTimeoutError, DownstreamGoneError, classifyUpstreamError, reasonForFailure } from './upstream-errors.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
 
-export type AttemptResult = { readonly kind: 'response'; readonly status: number } | { readonly kind: 'failure'; readonly failure: AttemptFailure };
+export type AttemptResult =
+  /** `headers`: the response head, for the cluster to tell a peer's policy refusal from an endpoint failure (src/outbound/peer-answers.ts). */
+  | { readonly kind: 'response'; readonly status: number; readonly headers: IncomingHttpHeaders }
+  | { readonly kind: 'failure'; readonly failure: AttemptFailure };
 
 /** One endpoint chosen for one attempt; `done` tells its cluster how it went. */
 export interface UpstreamTarget {
@@ -156,6 +159,7 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
       let mode: 'waiting' | 'stream' | 'discard' = 'waiting';
       let discarded = 0;
       let reported = false;
+      let head: IncomingHttpHeaders = {};
       let controller: Dispatcher.DispatchController | undefined;
       let pendingAbort: Error | undefined;
       const report = (result: AttemptResult): void => {
@@ -182,8 +186,9 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
           if (statusCode < 200) return;
           clearTimeout(perTry);
           const incoming = headers as IncomingHttpHeaders;
+          head = incoming;
           if (canRetry() && retry!.shouldRetryResponse(statusCode, incoming) && retry!.acquire()) {
-            report({ kind: 'response', status: statusCode });
+            report({ kind: 'response', status: statusCode, headers: incoming });
             mode = 'discard';
             return;
           }
@@ -224,7 +229,7 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
             scheduleRetry();
             return;
           }
-          report({ kind: 'response', status: res.statusCode });
+          report({ kind: 'response', status: res.statusCode, headers: head });
           const relayed = downstreamResponseHeaders(trailers as Record<string, string | string[]>);
           if (Object.keys(relayed).length > 0) res.addTrailers(relayed as Record<string, string>);
           res.end();

@@ -24,8 +24,16 @@ export interface SidecarRateLimiting {
  */
 export async function startRateLimiting(
   config: RateLimitConfig,
-  deps: { metrics: SidecarMetrics; clock: Clock; random: Random; logger: Logger },
+  deps: {
+    metrics: SidecarMetrics;
+    clock: Clock;
+    random: Random;
+    logger: Logger;
+    /** Endpoints of this sidecar's own service in the registry, for failureMode local with localFallback split. */
+    replicas?: () => number;
+  },
 ): Promise<SidecarRateLimiting> {
+  const replicas = (): number => Math.max(1, deps.replicas?.() ?? 1);
   const logger = deps.logger.child({ component: 'ratelimit' });
   const evictionWarnings = createLogGate(deps.clock, 60_000);
   const local = createLocalBuckets(config.maxLocalBuckets, {
@@ -41,14 +49,16 @@ export async function startRateLimiting(
     const url = redactRedisUrl(redisConfig.url);
     store = createRedisStore(redisConfig, {
       available: () => logger.info({ redis: url }, 'rate-limit store connected'),
-      unavailable: (error) => logger.warn({ redis: url, err: error.message }, "rate-limit store unavailable: global rules apply their failureMode until it is back"),
+      // replicas: what failureMode local with localFallback split divides each limit by.
+      unavailable: (error) => logger.warn({ redis: url, err: error.message, replicas: replicas() }, 'rate-limit store unavailable: global rules apply their failureMode until it is back'),
     });
     if (!(await store.whenReady(REDIS_START_WAIT_MS))) logger.warn({ redis: url }, 'rate-limit store not reachable at start; listeners open anyway');
   }
   return {
-    runtime: { local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger },
+    runtime: { local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas },
     describe: () => ({
       localBuckets: local.size,
+      replicas: replicas(), // what a split local fallback divides by
       redis: redisConfig ? { url: redactRedisUrl(redisConfig.url), status: store?.status() } : null,
     }),
     close: async () => store?.close(),

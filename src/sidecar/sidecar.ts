@@ -213,7 +213,9 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     maxConnections: 256,
     keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
   });
-  rateLimiting = config.policy ? await startRateLimiting(config.rateLimit, { metrics, clock, random, logger }) : undefined;
+  // Replicas of this workload's service as the registry lists them: a split local fallback divides limits by it.
+  const replicas = (): number => services.lookup(config.workload.service, config.workload.namespace)?.cluster.endpoints().length ?? 1;
+  rateLimiting = config.policy ? await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas }) : undefined;
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
   const policy = config.policy
     ? await startWorkloadPolicy(config, {

@@ -169,7 +169,12 @@ spec:
   it('a tenant keyed by a verified claim gets its limit, then 429 ratelimit.exceeded with retry-after and RateLimit headers; other tenants are admitted', async () => {
     const acme = await bearer('acme');
     const hitsBefore = ordersApp.hits();
-    for (let i = 0; i < 3; i++) expect((await call('/tenant/items', { headers: acme })).status).toBe(200);
+    // Admitted calls tell the client what is left (r) and for how long no more comes back (t: one token per 20 minutes).
+    const admitted = [];
+    for (let i = 0; i < 3; i++) admitted.push(await call('/tenant/items', { headers: acme }));
+    expect(admitted.map((r) => [r.status, r.headers['ratelimit-policy']])).toEqual(Array(3).fill([200, '"per-tenant";q=3;w=3600']));
+    // t is whole seconds, rounded down: 1200 when the call takes no measurable time.
+    expect(admitted.map((r) => r.headers.ratelimit)).toEqual([2, 1, 0].map((r) => expect.stringMatching(new RegExp(`^"per-tenant";r=${r};t=(1199|1200)$`))));
     expect(ordersApp.hits()).toBe(hitsBefore + 3);
 
     const refused = await call('/tenant/items', { headers: acme });

@@ -23,6 +23,10 @@ export interface TestRedis {
   stop(): Promise<void>;
   /** Starts it again on the same port, empty. */
   start(): Promise<void>;
+  /** SIGSTOP: the port still accepts connections and nothing is answered (a frozen or swapping Redis). */
+  freeze(): void;
+  /** SIGCONT: answers again, queued commands first. */
+  thaw(): void;
 }
 
 export async function startTestRedis(): Promise<TestRedis> {
@@ -55,11 +59,13 @@ export async function startTestRedis(): Promise<TestRedis> {
     url: `redis://127.0.0.1:${port}`,
     async stop() {
       const proc = child;
-      if (!proc || proc.exitCode !== null) return;
+      if (!proc || proc.exitCode !== null || proc.signalCode !== null) return; // killed by a signal: exitCode stays null
       const exited = new Promise((resolve) => proc.once('exit', resolve));
       proc.kill('SIGKILL');
       await exited;
     },
     start,
+    freeze: () => void child?.kill('SIGSTOP'),
+    thaw: () => void child?.kill('SIGCONT'),
   };
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -23,14 +23,35 @@ import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 const skip = redisSkipReason();
 if (skip) console.log(`test/integration/ratelimit-redis.test.ts ${skip}`);
 
+/** Timer lateness allowed on a loaded 2-core CI machine, over a deadline. */
+const SLACK_MS = 60;
+
 const limits = policyDoc('RateLimitPolicy', 'shared-limits', {
   rules: [
     { name: 'shared', match: { paths: ['/shared/*'] }, key: ['source.ip'], limit: { requests: 4, per: '1m' }, scope: 'global' },
     { name: 'strict', match: { paths: ['/strict/*'] }, key: ['source.ip'], limit: { requests: 1000, per: '1m' }, scope: 'global' },
     { name: 'lenient', match: { paths: ['/lenient/*'] }, key: ['source.ip'], limit: { requests: 2, per: '1m' }, scope: 'global', failureMode: 'local' },
+    { name: 'split', match: { paths: ['/split/*'] }, key: ['source.ip'], limit: { requests: 40, per: '1h' }, scope: 'global', failureMode: 'local' },
+    {
+      name: 'whole',
+      match: { paths: ['/whole/*'] },
+      key: ['source.ip'],
+      limit: { requests: 40, per: '1h' },
+      scope: 'global',
+      failureMode: 'local',
+      localFallback: 'per-replica',
+    },
     { name: 'open', match: { paths: ['/open/*'] }, key: ['source.ip'], limit: { requests: 1, per: '1m' }, scope: 'global', failureMode: 'allow' },
   ],
 });
+
+const ordersReplicas = {
+  name: 'orders',
+  namespace: 'shop',
+  endpoints: ['127.0.0.1:1', '127.0.0.1:2'].map((address) => ({ address, labels: {}, weight: 1 })),
+  identities: [],
+  external: false,
+};
 
 describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
   let redis: TestRedis;
@@ -38,11 +59,13 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
   const dirs: string[] = [];
   let a: TestSidecar;
   let b: TestSidecar;
+  let passwordFile: string | undefined;
 
   const start = async (): Promise<TestSidecar> => {
     const stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-rl-'));
     dirs.push(stateDir);
-    await writeSnapshot(stateDir, { service: 'orders' }, [limits]);
+    // The registry lists two orders replicas (addresses no call goes to): a split fallback divides by 2.
+    await writeSnapshot(stateDir, { service: 'orders' }, [limits], [ordersReplicas]);
     return startTestSidecar({
       workload: { service: 'orders', namespace: 'shop' },
       inbound: { app: app.url },
@@ -61,8 +84,22 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     return { status: res.statusCode, code: body?.code, rule: body?.rule, retryAfter: res.headers['retry-after'], ms: performance.now() - startedAt };
   };
 
+  /** Calls until one is admitted (polling: nothing outside the sidecar says when Redis is counted again). */
+  const firstAdmitted = async (sidecar: TestSidecar, p: string, withinMs: number) => {
+    const startedAt = performance.now();
+    let last = await call(sidecar, p);
+    while (last.status !== 200 && performance.now() - startedAt < withinMs) {
+      await new Promise((r) => setTimeout(r, 5));
+      last = await call(sidecar, p);
+    }
+    return { ...last, afterMs: performance.now() - startedAt };
+  };
+
   beforeAll(async () => {
     redis = await startTestRedis();
+    passwordFile = path.join(await mkdtemp(path.join(tmpdir(), 'meshgate-rl-pw-')), 'password');
+    dirs.push(path.dirname(passwordFile));
+    await writeFile(passwordFile, 's3cret\n');
     // The sidecars authenticate as a user with a password, as production Redis should require.
     const adminClient = new Redis(redis.url);
     await adminClient.call('ACL', 'SETUSER', 'user', 'on', '>s3cret', '~*', '+@all');
@@ -122,12 +159,21 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     const strict = await call(a, '/strict/1');
     expect(strict).toMatchObject({ status: 503, code: 'ratelimit.unavailable', rule: 'shop/shared-limits#strict' });
     expect(strict.ms).toBeLessThan(1000);
-    // failureMode local: the same 2-per-minute limit, counted by this sidecar alone.
-    expect([(await call(a, '/lenient/1')).status, (await call(a, '/lenient/2')).status, (await call(a, '/lenient/3')).status]).toEqual([200, 200, 429]);
-    expect((await call(b, '/lenient/1')).status).toBe(200);
+    // failureMode local: the 2-per-minute limit split between the two replicas the registry lists.
+    expect([(await call(a, '/lenient/1')).status, (await call(a, '/lenient/2')).status]).toEqual([200, 429]);
+    expect([(await call(b, '/lenient/1')).status, (await call(b, '/lenient/2')).status]).toEqual([200, 429]);
     // failureMode allow: admitted uncounted.
     expect([(await call(a, '/open/1')).status, (await call(a, '/open/2')).status]).toEqual([200, 200]);
-    expect(a.logs.filter((l) => l.msg === 'rate-limit store unavailable: global rules apply their failureMode until it is back')).toHaveLength(1);
+    // 120 calls spread over both replicas: the split fallback holds the rule's total of 40, the per-replica one admits 40 on each.
+    const admitted = async (p: string) => {
+      const statuses = await Promise.all(Array.from({ length: 120 }, (_, i) => call(i % 2 === 0 ? a : b, `${p}/${i}`).then((r) => r.status)));
+      return statuses.filter((status) => status === 200).length;
+    };
+    expect(await admitted('/split')).toBe(40);
+    expect(await admitted('/whole')).toBe(80);
+    expect(a.logs.filter((l) => l.msg === 'rate-limit store unavailable: global rules apply their failureMode until it is back')).toEqual([
+      expect.objectContaining({ replicas: 2 }),
+    ]);
     const metrics = await (await request(`${a.adminUrl}/metrics`)).body.text();
     expect(metrics).toContain('meshgate_ratelimit_decisions_total{policy="shop/shared-limits",rule="strict",decision="unavailable_denied"} 1');
     expect(metrics).toContain('meshgate_ratelimit_decisions_total{policy="shop/shared-limits",rule="lenient",decision="fallback_limited"} 1');
@@ -136,15 +182,80 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     const adminClient = new Redis(redis.url);
     await adminClient.call('ACL', 'SETUSER', 'user', 'on', '>s3cret', '~*', '+@all');
     await adminClient.quit();
-    // ioredis reconnects with backoff (at most 2 s between tries): poll, bounded.
-    const deadline = Date.now() + 10_000;
-    let back = await call(a, '/strict/2');
-    while (back.status !== 200 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 100));
-      back = await call(a, '/strict/2');
-    }
+    // Redis answers the sidecars' user from here: counting must resume within one probe interval, not a backoff.
+    const answering = performance.now();
+    const back = await firstAdmitted(a, '/strict/2', 5_000);
     expect(back.status).toBe(200);
+    expect(back.afterMs).toBeLessThan(500);
     // The restarted Redis is empty: /open is counted again, from a full bucket.
     expect([(await call(a, '/open/3')).status, (await call(b, '/open/4')).status].sort()).toEqual([200, 429]);
+    expect(performance.now() - answering).toBeLessThan(2_000);
+  });
+
+  it("a sidecar's own stalled event loop is not taken for a Redis outage, before or after the batch leaves", async () => {
+    const store = createRedisStore({ url: redis.url, username: 'user', passwordFile: passwordFile!, timeout: 100, keyPrefix: 'stall-test:' });
+    const stall = (ms: number): void => {
+      const until = performance.now() + ms; // the loop blocked, as under CPU pressure: nothing else runs
+      while (performance.now() < until);
+    };
+    try {
+      await store.whenReady(2_000);
+      const shape = { intervalMs: 1, burst: 1000 };
+      expect(await store.take('warm', shape)).toMatchObject({ allowed: true });
+      // Stalled before the batch left: the time is the sidecar's, not Redis'.
+      const before = store.take('before', shape);
+      stall(300);
+      expect(await before).toMatchObject({ allowed: true });
+      // Stalled while the reply waited in the socket: the deadline reads it before giving up.
+      const after = store.take('after', shape);
+      await new Promise((r) => setImmediate(r));
+      stall(300);
+      expect(await after).toMatchObject({ allowed: true });
+      expect(store.status()).toBe('ready');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a frozen Redis (SIGSTOP: connected, answering nothing) costs a call at most the timeout, then nothing; counting resumes once it answers', async () => {
+    const store = createRedisStore({ url: redis.url, username: 'user', passwordFile: passwordFile!, timeout: 100, keyPrefix: 'frozen-test:' });
+    try {
+      await store.whenReady(2_000);
+      const shape = { intervalMs: 1, burst: 1000 };
+      expect(await store.take('warm', shape)).toMatchObject({ allowed: true });
+      expect((await call(a, '/strict/3')).status).toBe(200);
+      redis.freeze();
+      // The store alone: every take is answered (undefined) within its 100 ms, batching included.
+      const takes: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const startedAt = performance.now();
+        const results = await Promise.all([store.take(`k${i}`, shape), store.take(`k${i}`, shape), store.take('other', shape)]);
+        takes.push(performance.now() - startedAt);
+        expect(results).toEqual([undefined, undefined, undefined]);
+      }
+      expect(Math.max(...takes)).toBeLessThan(100 + SLACK_MS);
+      // Once the first batch timed out, the store knows Redis is not answering: the rest fail at once.
+      expect(takes.filter((ms) => ms >= 50).length).toBeLessThanOrEqual(1);
+      expect(store.status()).toBe('unresponsive');
+
+      // Through the sidecar (timeout 200 ms): failureMode deny answers 503 within the timeout.
+      const refused = [];
+      for (let i = 0; i < 10; i++) refused.push(await call(a, `/strict/frozen-${i}`));
+      for (const r of refused) expect(r).toMatchObject({ status: 503, code: 'ratelimit.unavailable' });
+      expect(Math.max(...refused.map((r) => r.ms))).toBeLessThan(200 + SLACK_MS);
+      const dump = JSON.parse(await (await request(`${a.adminUrl}/config_dump`)).body.text()) as { rateLimit: { redis: { status: string } } };
+      expect(dump.rateLimit.redis.status).toBe('unresponsive');
+
+      redis.thaw();
+      const answering = performance.now();
+      const resumed = await firstAdmitted(a, '/strict/thawed', 5_000);
+      expect(resumed.status).toBe(200);
+      expect(resumed.afterMs).toBeLessThan(500);
+      expect(await store.take('after', shape)).toMatchObject({ allowed: true });
+      expect(performance.now() - answering).toBeLessThan(2_000);
+    } finally {
+      redis.thaw();
+      await store.close();
+    }
   });
 });

@@ -3,7 +3,7 @@ import { createDecisionIds } from '../../core/decision-id.ts';
 import { createLogGate } from '../../core/log-gate.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
-import type { RespondVerdict, Verdict } from '../../core/verdict.ts';
+import type { Verdict } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
@@ -13,6 +13,8 @@ import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
 import type { ClientAddress, KeyPart } from './bucket-key.ts';
 import { bucketShape } from './gcra.ts';
 import type { BucketShape, TakeResult } from './gcra.ts';
+import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
+import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
 
 /*
@@ -22,6 +24,8 @@ import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts
  * Local rules are counted in memory and answer synchronously; global ones
  * only when a local rule has not refused the call already, in Redis, all at
  * once. Shadow rules take tokens from their own buckets and never refuse.
+ * The RateLimit fields (ratelimit-headers.ts) go on refusals and, unless a
+ * rule says otherwise, on admitted calls, so a client can slow down first.
  */
 
 interface CompiledRule {
@@ -32,13 +36,17 @@ interface CompiledRule {
   readonly shadow: boolean;
   readonly global: boolean;
   readonly failureMode: 'deny' | 'allow' | 'local';
+  /** failureMode local: the limit divided by the replicas (split) or whole on each (per-replica). */
+  readonly localFallback: 'split' | 'per-replica';
   readonly match: CallMatch;
   readonly key: KeyPart;
   readonly shape: BucketShape;
   /** The rule and its shape: a changed limit starts new buckets. */
   readonly bucketPrefix: string;
-  /** `ratelimit-policy` header value (draft-ietf-httpapi-ratelimit-headers). */
-  readonly policyHeader: string;
+  /** Its `ratelimit-policy` item (draft-ietf-httpapi-ratelimit-headers). */
+  readonly policyItem: string;
+  /** Which responses carry its fields; shadow rules' never do (they refuse nothing). */
+  readonly headers: RateLimitHeaderMode;
 }
 
 interface RuleOutcome {
@@ -64,15 +72,27 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
         shadow: spec.mode === 'shadow',
         global: rule.scope === 'global',
         failureMode: rule.failureMode ?? 'deny',
+        localFallback: rule.localFallback ?? 'split',
         match: compileCallMatch(rule.match),
         key: compileKey(rule.key, clientAddress),
         shape,
         bucketPrefix: `${id}@${Math.round(shape.intervalMs * 1000)}/${shape.burst}`,
-        policyHeader: `"${rule.name}";q=${rule.limit.requests};w=${Math.max(1, Math.round(rule.limit.per / 1000))}`,
+        policyItem: policyItem(rule.name, rule.limit, shape.burst),
+        headers: spec.mode === 'shadow' ? 'none' : (rule.responseHeaders ?? 'all'),
       });
     });
   }
   return rules;
+}
+
+/**
+ * This replica's share of a bucket while Redis is away: the rate divided by
+ * the replicas (the interval multiplied), the burst too, at least one call.
+ * The bucket keeps its key: a change in the replica count reshapes it rather
+ * than handing every caller a full one.
+ */
+function splitShape(shape: BucketShape, replicas: number): BucketShape {
+  return { intervalMs: shape.intervalMs * replicas, burst: Math.max(1, Math.floor(shape.burst / replicas)) };
 }
 
 /** source.ip through the document's trusted proxies; undefined (the connection address) without any. */
@@ -89,15 +109,19 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
   const nextId = createDecisionIds(runtime.random ?? Math.random);
   const log = throttledLog(runtime, clock);
 
-  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision): RuleOutcome => {
-    const result = local.take(localBucketKey(rule.bucketPrefix, value), rule.shape, clock.monotonic());
+  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision, shape = rule.shape): RuleOutcome => {
+    const result = local.take(localBucketKey(rule.bucketPrefix, value), shape, clock.monotonic());
     return { rule, result, decision: result.allowed ? decisionIfAllowed : decisionIfLimited };
+  };
+  const fallbackShape = (rule: CompiledRule): BucketShape => {
+    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas?.() ?? 1)) : 1;
+    return replicas === 1 ? rule.shape : splitShape(rule.shape, replicas);
   };
 
   const takeGlobal = async (rule: CompiledRule, value: string): Promise<RuleOutcome> => {
     const result = store ? await store.take(globalBucketKey(rule.bucketPrefix, value), rule.shape) : undefined;
     if (result) return { rule, result, decision: result.allowed ? 'allowed' : rule.shadow ? 'shadow_limited' : 'limited' };
-    if (rule.failureMode === 'local') return takeLocal(rule, value, 'fallback_allowed', rule.shadow ? 'shadow_limited' : 'fallback_limited');
+    if (rule.failureMode === 'local') return takeLocal(rule, value, 'fallback_allowed', rule.shadow ? 'shadow_limited' : 'fallback_limited', fallbackShape(rule));
     return { rule, result: undefined, decision: rule.failureMode === 'allow' || rule.shadow ? 'unavailable_allowed' : 'unavailable_denied' };
   };
 
@@ -129,20 +153,19 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     }
     if (!refusal) {
       call.annotations.rateLimit = shadowLimited ? 'shadow_limited' : 'allowed';
+      const fields = rateLimitFields(outcomes, false);
+      if (fields) call.annotations.responseHeaders = { ...call.annotations.responseHeaders, ...fields };
       return CONTINUE;
     }
     call.annotations.rateLimit = refusal.decision;
     const decisionId = (call.annotations.decisionId ??= nextId());
     const retryAfter = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
+    const headers = { 'retry-after': retryAfter, ...rateLimitFields(outcomes, true) };
     if (refusal.decision === 'unavailable_denied') {
-      return respond('ratelimit.unavailable', 'the rate-limit counter store did not answer; the call fails closed', {
-        rule: refusal.rule.id,
-        decisionId,
-        headers: { 'retry-after': retryAfter },
-      });
+      return respond('ratelimit.unavailable', 'the rate-limit counter store did not answer; the call fails closed', { rule: refusal.rule.id, decisionId, headers });
     }
     log(refusal.rule, call, 'rate limited');
-    return refused(refusal.rule, decisionId, retryAfter);
+    return respond('ratelimit.exceeded', `rate limit ${refusal.rule.name} exceeded; retry after ${retryAfter} s`, { rule: refusal.rule.id, decisionId, headers });
   };
 
   return {
@@ -171,16 +194,22 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
   };
 }
 
-function refused(rule: CompiledRule, decisionId: string, retryAfter: string): RespondVerdict {
-  return respond('ratelimit.exceeded', `rate limit ${rule.name} exceeded; retry after ${retryAfter} s`, {
-    rule: rule.id,
-    decisionId,
-    headers: {
-      'retry-after': retryAfter,
-      'ratelimit-policy': rule.policyHeader,
-      ratelimit: `"${rule.name}";r=0;t=${retryAfter}`,
-    },
-  });
+/**
+ * The RateLimit-Policy and RateLimit fields for the rules that counted this
+ * call and send them on it; undefined when none does. A rule Redis could not
+ * count under failureMode deny admits nothing until Redis answers: r=0, t=1.
+ */
+function rateLimitFields(outcomes: readonly RuleOutcome[], refused: boolean): Record<string, string> | undefined {
+  let policy: string | undefined;
+  let limit: string | undefined;
+  for (const { rule, result, decision } of outcomes) {
+    if (rule.headers === 'none' || (rule.headers === 'refusals' && !refused)) continue;
+    const item = result ? serviceLimitItem(rule.name, result, rule.shape) : decision === 'unavailable_denied' ? refusedItem(rule.name, 1) : undefined;
+    if (item === undefined) continue; // admitted uncounted (failureMode allow): nothing true to say
+    policy = policy === undefined ? rule.policyItem : `${policy}, ${rule.policyItem}`;
+    limit = limit === undefined ? item : `${limit}, ${item}`;
+  }
+  return policy === undefined ? undefined : { 'ratelimit-policy': policy, ratelimit: limit! };
 }
 
 /** One log line per rule per second at most; the lines in between are counted in the next one. */

@@ -38,6 +38,12 @@ export interface RateLimitRuntime {
   /** Source of decision ids when no earlier filter made one; Math.random when absent. */
   readonly random?: Random;
   readonly metrics?: RateLimitMetrics;
+  /**
+   * Replicas of this sidecar's own service in the registry (at least 1): a
+   * global rule with failureMode local and localFallback split divides its
+   * limit by it while Redis is away. 1 when absent.
+   */
+  readonly replicas?: () => number;
   /** Limited and shadow-limited calls, at most one line per rule per second (a flood must not become a log flood). */
   readonly logger?: RateLimitLogger;
 }

@@ -38,10 +38,25 @@ export function rateLimitPolicySpecSchema(limits: PolicyLimits) {
       .describe(
         'scope global only: what a call gets when Redis cannot answer in time. deny (the default): 503 ratelimit.unavailable; allow: admitted unlimited; local: the same limit counted by this sidecar alone.',
       ),
+    localFallback: z
+      .enum(['split', 'per-replica'])
+      .optional()
+      .describe(
+        'failureMode local only: split (the default): each sidecar counts the limit divided by the replicas of its service in the registry, so the total stays near the limit; per-replica: each counts the whole limit (the total multiplies by the replicas).',
+      ),
+    responseHeaders: z
+      .enum(['all', 'refusals', 'none'])
+      .optional()
+      .describe(
+        'Which responses carry the rule in RateLimit-Policy and RateLimit (draft-ietf-httpapi-ratelimit-headers): all (the default: every call it counted, so clients can slow down before a refusal), refusals (429 and 503 only), none. Shadow rules never do.',
+      ),
   })
   .superRefine((rule, ctx) => {
     if (rule.failureMode !== undefined && rule.scope !== 'global') {
       ctx.addIssue({ code: 'custom', path: ['failureMode'], message: 'only applies to scope: global (a local bucket cannot fail)' });
+    }
+    if (rule.localFallback !== undefined && rule.failureMode !== 'local') {
+      ctx.addIssue({ code: 'custom', path: ['localFallback'], message: 'only applies to failureMode: local' });
     }
     // One token per emission interval: below a microsecond the bucket cannot be counted.
     if (rule.limit.per > 0 && rule.limit.per * 1000 < rule.limit.requests) {

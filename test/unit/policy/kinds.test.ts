@@ -81,6 +81,8 @@ const INVALID: readonly Case[] = [
   ['an unknown scope', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: cluster }]', `${KEY(RATE)}: spec.rules[0].scope: expected one of local, global, got "cluster"`],
   ['a rule without key', RATE, 'rules: [{ name: a, limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].key: missing required field (expected array)`],
   ['a rule without name', RATE, 'rules: [{ key: [source.ip], limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].name: missing required field (expected string)`],
+  ['a local fallback without failureMode local', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: global, localFallback: split }]', `${KEY(RATE)}: spec.rules[0].localFallback: only applies to failureMode: local`],
+  ['an unknown responseHeaders', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, responseHeaders: always }]', `${KEY(RATE)}: spec.rules[0].responseHeaders: expected one of all, refusals, none, got "always"`],
   // IPAccessPolicy
   ['a deny entry that is no address', IP, 'deny: [not-an-ip]', `${KEY(IP)}: spec.deny[0]: expected an IPv4 or IPv6 CIDR like 10.0.0.0/8 or 2001:db8::/32 (or one address), got "not-an-ip"`],
   ['an empty spec', IP, '{}', `${KEY(IP)}: spec: expected at least one of allow, deny, autoBan`],

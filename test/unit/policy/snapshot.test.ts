@@ -88,6 +88,12 @@ describe('compileSnapshot', () => {
     expect(compileSnapshot(documents, registry, orders, []).services).toHaveLength(registry.length);
   });
 
+  it("keeps the workload's own service with its destinations: its replicas split a global rate limit while Redis is away", () => {
+    const withOrders = [...registry, service('orders', 'shop', ['10.0.0.7:15006', '10.0.0.8:15006'])];
+    const snapshot = compileSnapshot(documents, withOrders, orders, ['cart']);
+    expect(snapshot.services.map((s) => `${s.name}.${s.namespace}`)).toEqual(['cart.shop', 'orders.shop']);
+  });
+
   it('keeps one copy of a key given twice, the same on every replica', () => {
     const twice = [...documents, { document: documents[0]!.document, digest: '0'.repeat(64) }];
     const a = compileSnapshot(twice, registry, orders);
