@@ -24,6 +24,7 @@ export function run(command: string, args: readonly string[], opts: { input?: st
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 127) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
+    child.stdin?.on('error', () => {}); // a command that exits without reading its input
     child.stdin?.end(opts.input ?? '');
   });
 }
