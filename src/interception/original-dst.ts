@@ -113,3 +113,22 @@ function compressIpv6(groups: string[]): string {
 function firstLine(err: unknown): string {
   return String((err as Error)?.message ?? err).split('\n')[0]!;
 }
+
+/** Where a captured connection was going, kept on its socket for the requests that arrive on it. */
+const ORIGINAL_DST = Symbol('meshgate.originalDestination');
+
+export function tagOriginalDestination(socket: Socket, dst: OriginalDestination): void {
+  (socket as unknown as Record<symbol, OriginalDestination>)[ORIGINAL_DST] = dst;
+}
+
+/**
+ * The original destination of the connection a request came on, if it was
+ * captured. `socket` is a request's socket: the raw socket (HTTP/1.1), a TLS
+ * socket over it (its `_parent`), or HTTP/2's socket proxy, which forwards
+ * property reads to the session's socket.
+ */
+export function originalDestinationOf(socket: unknown): OriginalDestination | undefined {
+  const s = socket as (Record<symbol, OriginalDestination | undefined> & { _parent?: Record<symbol, OriginalDestination | undefined> }) | null | undefined;
+  if (!s) return undefined;
+  return s[ORIGINAL_DST] ?? s._parent?.[ORIGINAL_DST];
+}

@@ -57,6 +57,13 @@ export interface ListenerEvents {
   onAbuse(reason: string, remoteAddress: string | undefined): void;
 }
 
+/**
+ * Takes an accepted connection over before the listener reads it (transparent
+ * interception, src/interception/): it calls `serve` for a connection the HTTP
+ * servers should have, and owns every other one.
+ */
+export type ConnectionDivert = (socket: Socket, serve: (socket: Socket) => void) => void;
+
 /** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
 const TLS_HANDSHAKE = 0x16;
 
@@ -66,7 +73,14 @@ const TLS_HANDSHAKE = 0x16;
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, events?: ListenerEvents): HttpListener {
+export function createHttpListener(
+  name: string,
+  limits: LimitsConfig,
+  handler: RequestHandler,
+  tlsOptions?: ListenerTls,
+  events?: ListenerEvents,
+  divert?: ConnectionDivert,
+): HttpListener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
   const counted: RequestHandler = (req, res) => {
@@ -169,9 +183,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   };
 
   const sockets = new Set<Socket>();
-  const server = net.createServer({ noDelay: true }, (socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+  const serve = (socket: Socket): void => {
     sniff(socket, limits.headersTimeout, (seen) => {
       const where = route(seen[0]!);
       if (where === 'refuse') {
@@ -185,6 +197,12 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       }
       return plaintext(socket, seen, h1, h2);
     });
+  };
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    if (divert) divert(socket, serve);
+    else serve(socket);
   });
   server.maxConnections = limits.maxConnections;
 
