@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 
 /*
  * Network namespaces for tests that need real iptables rules: created with a
@@ -54,15 +54,25 @@ export function uniqueName(prefix: string): string {
   return `${prefix}${randomBytes(3).toString('hex')}`;
 }
 
-/** Deletes every namespace (and its /etc/netns folder) whose name starts with `prefix`: leftovers of a crashed run. */
-export async function sweepNetns(prefix: string): Promise<string[]> {
+/**
+ * Deletes every namespace (and its /etc/netns folder) whose name starts with
+ * `prefix` and that is older than `minAgeMs`: leftovers of a crashed run. The
+ * age keeps a run from sweeping the namespaces of another run going on now.
+ */
+export async function sweepNetns(prefix: string, minAgeMs = 0): Promise<string[]> {
   const listed = await run('ip', ['netns', 'list']);
   const names = listed.stdout
     .split('\n')
     .map((line) => line.split(' ')[0]!)
     .filter((name) => name.startsWith(prefix));
-  for (const name of names) await deleteNetns(name);
-  return names;
+  const swept: string[] = [];
+  for (const name of names) {
+    const made = await stat(`/run/netns/${name}`).then((s) => s.mtimeMs, () => 0);
+    if (Date.now() - made < minAgeMs) continue;
+    await deleteNetns(name);
+    swept.push(name);
+  }
+  return swept;
 }
 
 export async function createNetns(name: string, hosts?: string): Promise<void> {
