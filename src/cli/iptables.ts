@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { isIPv4 } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
 import type { InterceptionSpec } from '../interception/iptables-rules.ts';
 
 /*
@@ -27,7 +27,8 @@ Options:
   --app-ports N,..              ports the app serves (checked: never excluded)
   --exclude-inbound-ports N,..  inbound ports left alone (e.g. kubelet probe ports)
   --exclude-outbound-ports N,.. outbound destination ports left alone
-  --exclude-outbound-cidrs C,.. outbound destinations left alone (IPv4 a.b.c.d/n)
+  --exclude-outbound-cidrs C,.. outbound destinations left alone (a.b.c.d/n; IPv6 ones are
+                                accepted and ignored, as IPv6 is not captured)
   --dry-run                     print the iptables-restore input, change nothing
   --cleanup                     remove the rules and chains`;
 
@@ -40,8 +41,9 @@ class FlagError extends Error {}
 export async function runIptables(args: string[], out: Out = defaultOut): Promise<number> {
   let spec: InterceptionSpec;
   let mode: 'apply' | 'dry-run' | 'cleanup';
+  let ignoredV6: string[];
   try {
-    ({ spec, mode } = parseFlags(args));
+    ({ spec, mode, ignoredV6 } = parseFlags(args));
   } catch (err) {
     const message = err instanceof FlagError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ? (err as Error).message.split('\n')[0] : undefined;
     if (message === undefined) throw err;
@@ -55,6 +57,8 @@ export async function runIptables(args: string[], out: Out = defaultOut): Promis
     return 2;
   }
   const rules = buildRules(spec);
+  // A dual-stack cluster's injector may list IPv6 ranges too; IPv6 is not captured, so there is nothing to exclude.
+  if (ignoredV6.length > 0) out.stderr(`meshgate iptables: warning: IPv6 CIDRs ignored (the rules capture IPv4 only): ${ignoredV6.join(',')}\n`);
   if (mode === 'dry-run') {
     out.stdout(restoreText(rules));
     return 0;
@@ -77,7 +81,7 @@ export async function runIptables(args: string[], out: Out = defaultOut): Promis
   return 0;
 }
 
-function parseFlags(args: string[]): { spec: InterceptionSpec; mode: 'apply' | 'dry-run' | 'cleanup' } {
+function parseFlags(args: string[]): { spec: InterceptionSpec; mode: 'apply' | 'dry-run' | 'cleanup'; ignoredV6: string[] } {
   const { values, positionals } = parseArgs({
     args,
     options: {
@@ -103,9 +107,14 @@ function parseFlags(args: string[]): { spec: InterceptionSpec; mode: 'apply' | '
     appPorts: list(values['app-ports']).map((p) => port('app-ports', p)),
     excludeInboundPorts: list(values['exclude-inbound-ports']).map((p) => port('exclude-inbound-ports', p)),
     excludeOutboundPorts: list(values['exclude-outbound-ports']).map((p) => port('exclude-outbound-ports', p)),
-    excludeOutboundCidrs: list(values['exclude-outbound-cidrs']).map(cidr),
+    excludeOutboundCidrs: [],
   };
-  return { spec, mode: values['dry-run'] ? 'dry-run' : values.cleanup ? 'cleanup' : 'apply' };
+  const cidrs = list(values['exclude-outbound-cidrs']).map(cidr);
+  return {
+    spec: { ...spec, excludeOutboundCidrs: cidrs.filter((c) => c.family === 4).map((c) => c.text) },
+    mode: values['dry-run'] ? 'dry-run' : values.cleanup ? 'cleanup' : 'apply',
+    ignoredV6: cidrs.filter((c) => c.family === 6).map((c) => c.text),
+  };
 }
 
 function list(text: string): string[] {
@@ -127,11 +136,13 @@ function uid(text: string): number {
   return n;
 }
 
-function cidr(text: string): string {
-  const [address, bits, extra] = text.split('/');
-  const prefix = bits === undefined ? 32 : /^\d{1,2}$/.test(bits) ? Number(bits) : Number.NaN;
-  if (extra !== undefined || !isIPv4(address ?? '') || !(prefix >= 0 && prefix <= 32)) {
-    throw new FlagError(`--exclude-outbound-cidrs: expected IPv4 CIDRs like 10.0.0.0/8, got "${text}" (the rules are IPv4 only)`);
+function cidr(text: string): { family: 4 | 6; text: string } {
+  const [address = '', bits, extra] = text.split('/');
+  const family = isIPv4(address) ? 4 : isIPv6(address) ? 6 : undefined;
+  const max = family === 6 ? 128 : 32;
+  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : Number.NaN;
+  if (extra !== undefined || family === undefined || !(prefix >= 0 && prefix <= max)) {
+    throw new FlagError(`--exclude-outbound-cidrs: expected CIDRs like 10.0.0.0/8, got "${text}"`);
   }
-  return `${address}/${prefix}`;
+  return { family, text: `${address}/${prefix}` };
 }

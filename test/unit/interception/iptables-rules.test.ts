@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { runIptables } from '../../../src/cli/iptables.ts';
 import { buildRules, restoreText, specProblems } from '../../../src/interception/iptables-rules.ts';
+import { classifyFirstBytes } from '../../../src/interception/protocol-sniff.ts';
 import type { InterceptionSpec } from '../../../src/interception/iptables-rules.ts';
 
 const spec: InterceptionSpec = {
@@ -81,11 +82,19 @@ describe('meshgate iptables', () => {
     expect(res).toEqual({ code: 0, stdout: GOLDEN, stderr: '' });
   });
 
+  it('accepts the IPv6 ranges of a dual-stack cluster and says it ignores them, since IPv6 is not captured', async () => {
+    const res = await cli(['--exclude-outbound-cidrs', '10.96.0.0/12,fd00:10:96::/112', '--dry-run']);
+    expect(res.code).toBe(0);
+    expect(res.stdout).toContain('-A MESHGATE_OUTPUT -d 10.96.0.0/12 -j RETURN');
+    expect(res.stdout).not.toContain('fd00');
+    expect(res.stderr).toBe('meshgate iptables: warning: IPv6 CIDRs ignored (the rules capture IPv4 only): fd00:10:96::/112\n');
+  });
+
   it.each([
     [['--bogus'], /^meshgate iptables: Unknown option '--bogus'/],
     [['--inbound-port', '70000', '--dry-run'], /^meshgate iptables: --inbound-port: expected a port from 1 to 65535, got "70000"$/],
     [['--proxy-uid', 'sidecar', '--dry-run'], /^meshgate iptables: --proxy-uid: expected a numeric uid, got "sidecar"$/],
-    [['--exclude-outbound-cidrs', 'fd00::/8', '--dry-run'], /^meshgate iptables: --exclude-outbound-cidrs: expected IPv4 CIDRs .* IPv4 only\)$/],
+    [['--exclude-outbound-cidrs', 'cluster', '--dry-run'], /^meshgate iptables: --exclude-outbound-cidrs: expected CIDRs like 10.0.0.0\/8, got "cluster"$/],
     [['--exclude-outbound-cidrs', '10.0.0.0/33', '--dry-run'], /--exclude-outbound-cidrs/],
     [['--dry-run', '--cleanup'], /^meshgate iptables: --dry-run and --cleanup exclude each other$/],
     [['--app-ports', '8080', '--exclude-inbound-ports', '8080', '--dry-run'], /8080 is also an app port/],
@@ -96,5 +105,23 @@ describe('meshgate iptables', () => {
     expect(res.stdout).toBe('');
     expect(res.stderr.split('\n')).toHaveLength(2); // one line, then the final newline
     expect(res.stderr.trimEnd()).toMatch(message);
+  });
+});
+
+describe('protocol detection on a captured connection', () => {
+  it.each([
+    ['GET / HTTP/1.1\r\n', 'http'],
+    ['PRI * HTTP/2.0\r\n', 'http'],
+    ['OPTIONS * HTTP/1.1', 'http'],
+    ['DELETE ', 'http'],
+    ['G', 'more'],
+    ['PO', 'more'],
+    ['DELET', 'more'],
+    ['\x16\x03\x01\x02\x00', 'other'], // a TLS client hello
+    ['\x00\x00\x00\x08\x04\xd2\x16\x2f', 'other'], // a PostgreSQL SSLRequest
+    ['GET/', 'other'],
+    ['get / HTTP/1.1', 'other'],
+  ])('%j is %s', (bytes, kind) => {
+    expect(classifyFirstBytes(Buffer.from(bytes, 'latin1'))).toBe(kind);
   });
 });
