@@ -27,7 +27,7 @@ import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
  *
  *   cp       10.254.1.2  meshgate ca :15012, meshgate policy-server :15010, OTLP relay :4318
  *   frontend 10.254.1.3  app + sidecar
- *   orders   10.254.1.4  app (:8080, probe port :8081) + sidecar; tcpdump on eth0
+ *   orders   10.254.1.4  app (:8080 and :9090, probe port :8081) + sidecar; tcpdump on eth0
  *   external 10.254.1.5  outside the mesh: HTTP :80, a client-first TCP service :5432, a server-first one :3306
  *   payments 10.254.1.6  app + sidecar
  */
@@ -38,7 +38,7 @@ const POD_APP = `${ROOT}test/fixtures/pod-app.ts`;
 const APP_UID = 1000;
 const PROXY_UID = 1337;
 const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
-const HOSTS = '10.254.1.4 orders.shop\n10.254.1.6 payments.shop\n10.254.1.5 external.example\n';
+const HOSTS = '10.254.1.4 orders.shop orders-admin.shop\n10.254.1.6 payments.shop\n10.254.1.5 external.example\n';
 
 const skip = await netnsUnavailable(['iptables', 'iptables-restore', 'tcpdump', 'setpriv']);
 if (skip) console.log(`netns-mesh.test.ts skipped: ${skip}`);
@@ -95,7 +95,7 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
 
   const controls = new Map<string, Client>();
   /** Asks the app of `pod` (over its control socket) to make a call from inside its namespace. */
-  const control = async <T,>(pod: string, what: 'http' | 'tcp', body: object): Promise<T> => {
+  const control = async <T,>(pod: string, what: 'http' | 'h2' | 'tcp', body: object): Promise<T> => {
     let client = controls.get(pod);
     if (!client) controls.set(pod, (client = new Client('http://app', { socketPath: path.join(work, 'sockets', `${pod}.sock`) })));
     const res = await client.request({ path: `/${what}`, method: 'POST', body: JSON.stringify(body) });
@@ -175,7 +175,8 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
 
     const meshPod = async (name: string, pod: Pod): Promise<void> => {
       // The init container's job: the rules, as root, before the app or the sidecar starts.
-      const rules = net0.spawn(pod, process.execPath, [MESHGATE, 'iptables', '--inbound-port', '15006', '--outbound-port', '15001', '--proxy-uid', String(PROXY_UID), '--app-ports', '8080', '--exclude-inbound-ports', '8081']);
+      const appPorts = name === 'orders' ? [8080, 9090] : [8080];
+      const rules = net0.spawn(pod, process.execPath, [MESHGATE, 'iptables', '--inbound-port', '15006', '--outbound-port', '15001', '--proxy-uid', String(PROXY_UID), '--app-ports', appPorts.join(','), '--exclude-inbound-ports', '8081']);
       await rules.line((l) => l.includes('rules installed'));
       step(`${name}: rules installed`);
       const stateDir = path.join(work, `state-${name}`);
@@ -190,13 +191,15 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
           identity: { ca: trust, tokenFile: await token('shop', name) },
           policy: { servers: ['10.254.1.2:15010'], stateDir, reconnect: { base: '50ms', max: '200ms' } },
           inbound: { app: 'http://127.0.0.1:8080' },
-          interception: { appPorts: [8080], protocolDetectionTimeout: '300ms', outboundTrafficPolicy: name === 'payments' ? 'REGISTRY_ONLY' : 'ALLOW_ANY' },
+          interception: { appPorts, protocolDetectionTimeout: '300ms', outboundTrafficPolicy: name === 'payments' ? 'REGISTRY_ONLY' : 'ALLOW_ANY' },
           telemetry: { tracing: { exporter: 'otlp-http', endpoint: 'http://10.254.1.2:4318', batch: { scheduledDelay: '20ms' } } },
           log: { level: 'info', accessLog: false },
+          // The orders app's second port, known to frontend as a service of its own (the registry has one address per workload).
+          services: name === 'frontend' ? [{ name: 'orders-admin', namespace: 'shop', endpoints: [{ address: '10.254.1.4:9090' }], identities: ['spiffe://cluster.local/ns/shop/sa/orders'] }] : [],
         }),
       );
       await chmod(config, 0o644);
-      const app = net0.spawn(pod, process.execPath, [POD_APP, '--http', '8080,8081', '--control', path.join(work, 'sockets', `${name}.sock`)], { uid: APP_UID });
+      const app = net0.spawn(pod, process.execPath, [POD_APP, '--http', '8080,8081,9090', '--control', path.join(work, 'sockets', `${name}.sock`)], { uid: APP_UID });
       await caUp; // the sidecar's first step is a certificate
       const sidecar = net0.spawn(pod, process.execPath, [MESHGATE, 'sidecar', '--config', config], { uid: PROXY_UID });
       sidecars.set(name, sidecar);
@@ -243,6 +246,14 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     // The orders app is told who called, by the orders sidecar that verified the client certificate.
     expect(seen.headers['x-forwarded-client-cert']).toBe(`By=spiffe://cluster.local/ns/shop/sa/orders;URI=${FRONTEND}`);
     expect(seen.remote).toBe('127.0.0.1'); // from its own sidecar, not from the network
+  });
+
+  it('an h2c caller is routed as well, and a call for the app\'s second port reaches that port', async () => {
+    const reply = await control<HttpReply>('frontend', 'h2', { url: 'http://orders-admin.shop/orders/h2' });
+    expect(reply.status).toBe(200);
+    const seen = JSON.parse(reply.body!) as { port: number; headers: Record<string, string> };
+    expect(seen.port).toBe(9090); // the original destination port, read back through the HTTP/2 session's TLS socket
+    expect(seen.headers['x-forwarded-client-cert']).toContain(`URI=${FRONTEND}`);
   });
 
   it('a policy denies another path, and a rate limit answers 429', async () => {
