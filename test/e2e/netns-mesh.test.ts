@@ -165,9 +165,11 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
       }),
     );
     const relay = net0.spawn(pods.cp, process.execPath, [`${ROOT}test/fixtures/unix-relay.ts`, '10.254.1.2', '4318', path.join(work, 'otlp.sock')]);
-    // The policy server gets its certificate from the CA first; the sidecars retry until both answer.
-    const psUp = caUp
-      .then(() => net0.spawn(pods.cp, process.execPath, [MESHGATE, 'policy-server', '--config', psConfig]).line((l) => l.includes('meshgate policy-server listening'), 60_000))
+    // Everything starts at once (node start-up is the slow part): the policy server and the
+    // sidecars retry the CA (from 200 ms, backing off) until it answers, as in a real cluster.
+    const psUp = net0
+      .spawn(pods.cp, process.execPath, [MESHGATE, 'policy-server', '--config', psConfig])
+      .line((l) => l.includes('meshgate policy-server listening'), 60_000)
       .then(() => step('policy server listening'));
 
     // The pod outside the mesh: no rules, no sidecar.
@@ -200,7 +202,6 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
       );
       await chmod(config, 0o644);
       const app = net0.spawn(pod, process.execPath, [POD_APP, '--http', '8080,8081,9090', '--control', path.join(work, 'sockets', `${name}.sock`)], { uid: APP_UID });
-      await caUp; // the sidecar's first step is a certificate
       const sidecar = net0.spawn(pod, process.execPath, [MESHGATE, 'sidecar', '--config', config], { uid: PROXY_UID });
       sidecars.set(name, sidecar);
       await Promise.all([app.line((l) => l === 'ready'), sidecar.line((l) => l.includes('"sidecar listening"'), 60_000)]);
@@ -212,6 +213,7 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
       meshPod('payments', pods.payments),
       external.line((l) => l === 'ready'),
       relay.line((l) => l === 'ready'),
+      caUp,
       psUp,
     ]);
 
