@@ -33,7 +33,7 @@ describe.skipIf(skip !== undefined)('meshgate iptables in a network namespace', 
       .join('\n');
 
   beforeAll(async () => {
-    await sweepNetns(PREFIX);
+    await sweepNetns(PREFIX, 10 * 60_000); // leftovers of a crashed run, never a run going on now
     await createNetns(ns);
     // Someone else's rule in the same table: ours must leave it alone.
     await runIn(ns, 'iptables', ['-t', 'nat', '-A', 'OUTPUT', '-p', 'udp', '--dport', '53', '-j', 'RETURN']);

@@ -46,7 +46,7 @@ describe('original destination', () => {
   describe.skipIf(skip !== undefined)('in a network namespace with a REDIRECT rule', () => {
     const ns = uniqueName(PREFIX);
     beforeAll(async () => {
-      await sweepNetns(PREFIX);
+      await sweepNetns(PREFIX, 10 * 60_000); // leftovers of a crashed run, never a run going on now
       await createNetns(ns);
       // A route for 10.254.200.0/24, so the connect gets as far as nat OUTPUT.
       await must('ip', ['-n', ns, 'link', 'add', 'v0', 'type', 'veth', 'peer', 'name', 'v1']);
