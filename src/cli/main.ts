@@ -3,6 +3,7 @@ import { ConfigError } from '../config/load.ts';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
+import { IPTABLES_HELP } from './iptables.ts';
 
 /** A usage problem: printed as one line, exit code 2. */
 class UsageError extends Error {}
@@ -21,6 +22,8 @@ Commands:
   token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
   policy check DIR        validate policy documents offline (exit 1 when one is invalid)
   policy explain ...      allow or deny for one call, with the trail of rules (exit 1 on deny)
+  iptables [--dry-run|--cleanup]
+                          install (or print, or remove) a pod's redirect rules to the sidecar
   policy diff ...         replay an access log against two policy folders; list changed outcomes
   demo                    run a local mesh on loopback and print calls as they happen
   help [command]          show help
@@ -124,6 +127,7 @@ replayed calls carry no request principal. Exits 0 when nothing changed,
 Options:
   --allow-when-no-policy  the sidecar's authorization.allowWhenNoPolicy switch
   --json                  print the replay count and the changed calls as JSON`,
+  iptables: IPTABLES_HELP,
   demo: `Usage: meshgate demo [--calls N]
 
 Starts two echo services, each behind its own sidecar on 127.0.0.1, and sends
@@ -139,6 +143,7 @@ const COMMANDS: Record<string, Command> = {
   certs: runCerts,
   token: runToken,
   policy: runPolicy,
+  iptables: async (args) => (await import('./iptables.ts')).runIptables(args),
   demo: async (args) => (await import('../demo/demo.ts')).runDemo(args),
   help: async (args) => {
     process.stdout.write(`${HELP[args[0] ?? ''] ?? HELP['']!}\n`);

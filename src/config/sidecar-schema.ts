@@ -201,6 +201,23 @@ export const sidecarConfigSchema = z.strictObject({
       readinessPath: z.string().startsWith('/').optional().describe('Path probed on the app by /ready; when omitted a TCP connect is enough.'),
     })
     .describe('The local app behind the inbound listener.'),
+  interception: z
+    .strictObject({
+      appPorts: z
+        .array(z.number().int().min(1).max(65535))
+        .min(1)
+        .optional()
+        .describe('Ports the app serves. A captured inbound connection to one of them reaches the app on that port (at the host of inbound.app); to any other port it is refused (meshgate_interception_refusals_total). Default: the port of inbound.app.'),
+      outboundTrafficPolicy: z
+        .enum(['ALLOW_ANY', 'REGISTRY_ONLY'])
+        .default('ALLOW_ANY')
+        .describe('Captured outbound traffic the registry does not route: ALLOW_ANY passes it through to where the app was dialling (HTTP to an unknown host, TLS, databases); REGISTRY_ONLY refuses it (HTTP: 404 route.not_found; other protocols: connection closed). Counted either way.'),
+      protocolDetectionTimeout: duration
+        .default(1_000)
+        .describe('How long a captured outbound connection may stay silent before it is taken for a server-first protocol (a database that speaks first) and passed through. List such ports in --exclude-outbound-ports to skip the wait.'),
+    })
+    .optional()
+    .describe('Transparent interception: the pod runs `meshgate iptables`, so the app needs no proxy settings. Needs Linux and the koffi package (SO_ORIGINAL_DST). Without this section a redirected connection is handled as if the app had dialled the listener.'),
   limits: z
     .strictObject({
       maxHeaderSize: z.number().int().min(1024).max(1_048_576).default(16_384).describe('Largest request head in bytes (HTTP/1.1) / header list (HTTP/2).'),

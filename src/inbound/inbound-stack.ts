@@ -49,6 +49,8 @@ export interface InboundStackDeps {
    * Must not throw.
    */
   readonly onRefused?: (call: CallContext, verdict: RespondVerdict) => void;
+  /** With interception: the app port a captured call was for (src/interception/); `app` when undefined. */
+  readonly appFor?: (req: DownstreamRequest) => UpstreamPool | undefined;
 }
 
 /**
@@ -72,19 +74,20 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
       body,
     });
     const recording = beginCall(telemetry, call, req, destinationLabel); // server span (parent: the caller's trace context), bytes in
+    const app = deps.appFor?.(req) ?? deps.app;
     const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
     if (verdict instanceof Promise) {
       verdict.then(
-        (v) => afterFilters(v, call, body, res, deps, recording),
-        () => afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording),
+        (v) => afterFilters(v, call, body, res, deps, recording, app),
+        () => afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording, app),
       );
     } else {
-      afterFilters(verdict, call, body, res, deps, recording);
+      afterFilters(verdict, call, body, res, deps, recording, app);
     }
   };
 }
 
-function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
+function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, app: UpstreamPool): void {
   if (verdict.kind === 'respond') {
     replyDenied(deps.telemetry, call, res, verdict, recording);
     deps.onRefused?.(call, verdict);
@@ -94,14 +97,14 @@ function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody
   // auto, an HTTP/2 caller, not gRPC: mirror it only if the app speaks h2c (asked once, then cached).
   const h2c = protocol === 'http2' && deps.appProtocol === 'auto' && !call.isGrpc ? deps.appH2c?.speaksH2c() : undefined;
   if (h2c instanceof Promise) {
-    h2c.then((speaks) => forwardToApp(speaks ? 'http2' : 'http1', call, body, res, deps, recording));
+    h2c.then((speaks) => forwardToApp(speaks ? 'http2' : 'http1', call, body, res, deps, recording, app));
     return;
   }
-  forwardToApp(h2c === false ? 'http1' : protocol, call, body, res, deps, recording);
+  forwardToApp(h2c === false ? 'http1' : protocol, call, body, res, deps, recording, app);
 }
 
-function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording): void {
-  const app: UpstreamTarget = { dispatcher: deps.app.dispatcher(protocol), label: deps.app.origin, done: () => {} };
+function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, pool: UpstreamPool): void {
+  const app: UpstreamTarget = { dispatcher: pool.dispatcher(protocol), label: pool.origin, done: () => {} };
   let picked = false;
   const headers = upstreamRequestHeaders(call.headers, {
     clientAddress: call.source.address,

@@ -31,6 +31,12 @@ export interface OutboundStackDeps {
   readonly random: Random;
   /** Counts and logs calls answered by a deprecated version; absent in tests that do not look. */
   readonly deprecations?: DeprecationReporter;
+  /**
+   * With interception: a call to a host the registry does not know, made on a
+   * captured connection, may go to where the app was dialling
+   * (src/interception/http-passthrough.ts). False: answered route.not_found.
+   */
+  readonly unregistered?: (req: DownstreamRequest, res: DownstreamResponse, call: CallContext, recording: CallRecording) => boolean;
 }
 
 /**
@@ -56,7 +62,10 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     });
     // Client span (parent: the app's trace context) and bytes in; the app picks authorities, so unregistered ones share one label.
     const recording = beginCall(telemetry, call, req, service ? `${dest.name}.${namespace}` : UNKNOWN_DESTINATION);
-    if (!service) return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no service in the registry for this authority'), recording);
+    if (!service) {
+      if (deps.unregistered?.(req, res, call, recording)) return;
+      return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no service in the registry for this authority'), recording);
+    }
     const verdict = runFilters(deps.filters(), call);
     if (verdict instanceof Promise) {
       verdict.then(

@@ -67,6 +67,13 @@ function endUnfinishedRequest(stream: http2.ServerHttp2Stream): void {
   if (!stream.destroyed && !stream.closed && stream.state.remoteClose === 0) stream.close(http2.constants.NGHTTP2_NO_ERROR);
 }
 
+/**
+ * Takes an accepted connection over before the listener reads it (transparent
+ * interception, src/interception/): it calls `serve` for a connection the HTTP
+ * servers should have, and owns every other one.
+ */
+export type ConnectionDivert = (socket: Socket, serve: (socket: Socket) => void) => void;
+
 /** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
 const TLS_HANDSHAKE = 0x16;
 
@@ -76,7 +83,14 @@ const TLS_HANDSHAKE = 0x16;
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, hooks: ListenerHooks = {}): HttpListener {
+export function createHttpListener(
+  name: string,
+  limits: LimitsConfig,
+  handler: RequestHandler,
+  tlsOptions?: ListenerTls,
+  hooks: ListenerHooks = {},
+  divert?: ConnectionDivert,
+): HttpListener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
   /** Calls in flight per HTTP/2 session, so an idle timeout can tell each how it ended. */
@@ -288,24 +302,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   };
 
   const sockets = new Set<Socket>();
-  const sources = createSourceCounter(limits.maxConnectionsPerSource);
-  const server = net.createServer({ noDelay: true }, (socket) => {
-    const source = socket.remoteAddress;
-    if (source === undefined) {
-      socket.destroy(); // already gone
-      return;
-    }
-    if (!sources.admit(source)) {
-      hooks.onConnectionRefused?.('max_connections_per_source', source);
-      socket.destroy();
-      return;
-    }
-    sockets.add(socket);
-    socket.once('close', () => {
-      sockets.delete(socket);
-      sources.release(source);
-    });
-    // One deadline from accept to the first request head (plaintext) or to the end of the TLS handshake.
+  /** From accept (or from the divert handing it back) to a server: sniff, then TLS, HTTP/2 or HTTP/1.1. */
+  const serve = (socket: Socket): void => {
+    // One deadline to the first request head (plaintext) or to the end of the TLS handshake.
     const deadline = startHeadDeadline(limits.headersTimeout, () => {
       // Nothing decided yet: a client that sent nothing (or part of a request line) on a port that takes plaintext gets a 408.
       if (tlsOptions?.mode === 'STRICT') handshakeTimedOut(socket);
@@ -334,6 +333,26 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       if (isH2Preface(seen)) toH2(socket, deadline);
       else toH1(socket, deadline, seen);
     });
+  };
+  const sources = createSourceCounter(limits.maxConnectionsPerSource);
+  const server = net.createServer({ noDelay: true }, (socket) => {
+    const source = socket.remoteAddress;
+    if (source === undefined) {
+      socket.destroy(); // already gone
+      return;
+    }
+    if (!sources.admit(source)) {
+      hooks.onConnectionRefused?.('max_connections_per_source', source);
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    socket.once('close', () => {
+      sockets.delete(socket);
+      sources.release(source);
+    });
+    if (divert) divert(socket, serve);
+    else serve(socket);
   });
   server.maxConnections = limits.maxConnections;
   server.on('drop', (drop?: { remoteAddress?: string }) => hooks.onConnectionRefused?.('max_connections', drop?.remoteAddress ?? ''));

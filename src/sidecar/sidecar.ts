@@ -30,6 +30,8 @@ import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { probeApp } from './app-probe.ts';
 import { startWorkloadIdentity } from './workload-identity.ts';
 import { createBodyBudget } from '../proxy/body-budget.ts';
+import { startInterception } from './interception.ts';
+import type { SidecarInterception } from './interception.ts';
 import { startRateLimiting } from './rate-limiting.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
 import { startWorkloadPolicy } from './workload-policy.ts';
@@ -126,6 +128,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   const policyRef: { current?: WorkloadPolicy } = {};
   // Only with a policy source: without one no RateLimitPolicy can arrive, so no Redis connection is opened.
   let rateLimiting: SidecarRateLimiting | undefined;
+  let interception: SidecarInterception | undefined;
 
   const admin = createAdminServer({
     registry: metrics.registry,
@@ -160,6 +163,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         rateLimit: { ...config.rateLimit, redis: config.rateLimit.redis && { ...config.rateLimit.redis, url: redactRedisUrl(config.rateLimit.redis.url) } }, // a URL may hold a password
       },
       rateLimit: rateLimiting?.describe() ?? null,
+      interception: interception?.describe() ?? null,
       policy: policyRef.current?.describe() ?? { source: 'none' },
       certificate: describeCertificate(identity),
       endpoints: registry?.services().map((s) => ({
@@ -258,6 +262,18 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     },
   });
 
+  const ownPorts = [adminAddress.port]; // the data listeners' ports join once they are bound
+  // Captured connections (config `interception`): koffi is loaded here only when the section is set.
+  const captured = await startInterception(config, {
+    telemetry,
+    logger,
+    clock,
+    app,
+    configFile: deps.configFile,
+    ownPorts: () => ownPorts,
+  });
+  interception = captured; // for /config_dump and drain
+
   // Asked once per minute at most, and only when an HTTP/2 caller needs the answer.
   const appH2c = createAppH2cProbe(config.inbound.app, { clock });
   const inboundStackFor = (edge: boolean) =>
@@ -276,8 +292,9 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       telemetry,
       bodyBudget,
       onRefused: (call, verdict) => banList.recordDenial(call, verdict.code), // every filter's refusals count toward auto-ban
+      appFor: edge ? undefined : captured?.appFor,
     });
-  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerHooks('inbound'));
+  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerHooks('inbound'), captured?.inbound);
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
   const edgeConfig = config.listeners.edge;
   const edgeTls = edgeConfig ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }) : undefined;
@@ -304,9 +321,11 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       random,
       // Created once: its once-a-minute log state outlives registry updates.
       deprecations: createDeprecationReporter({ caller: config.workload, counter: metrics.deprecatedCalls, clock, logger: logger.child({ component: 'versions' }) }),
+      unregistered: captured?.unregistered,
     }),
     undefined,
     listenerHooks('outbound'),
+    captured?.outbound,
   );
   const bound = {
     outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address),
@@ -314,6 +333,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
     edge: edge && edgeConfig ? await edge.listen(edgeConfig.port, edgeConfig.address) : undefined,
     admin: adminAddress,
   };
+  ownPorts.push(bound.outbound.port, bound.inbound.port, ...(bound.edge ? [bound.edge.port] : []));
   listeners.inbound = inbound;
   listeners.outbound = outbound;
   services.start(lifetime.signal);
@@ -338,7 +358,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
       edgeTls?.close();
       await stopped;
       lifetime.abort();
-      await Promise.all([services.close(), app.close(), admin.close(), rateLimiting?.close()]);
+      await Promise.all([services.close(), app.close(), admin.close(), rateLimiting?.close(), interception?.close()]);
       if (!deps.tracing) await tracing.shutdown(); // spans of the last calls leave before we return
       return { completed };
     },

@@ -38,6 +38,10 @@ export interface SidecarMetrics {
   readonly rateLimitBucketEvictions: Counter;
   readonly rateLimitLocalBuckets: Gauge;
   readonly bufferedBodyBytes: Gauge;
+  /** Captured outbound traffic sent on to its original destination unrouted; reason values in src/interception/outbound-divert.ts. */
+  readonly outboundPassthrough: Counter<'reason'>;
+  /** Captured connections refused; direction inbound|outbound, reason values in src/interception/. */
+  readonly interceptionRefusals: Counter<'direction' | 'reason'>;
 }
 
 export function createSidecarMetrics(opts: {
@@ -204,6 +208,18 @@ export function createSidecarMetrics(opts: {
       collect() {
         this.set(opts.bufferedBodyBytes?.() ?? 0);
       },
+    }),
+    outboundPassthrough: new Counter({
+      name: 'meshgate_outbound_passthrough_total',
+      help: 'Captured outbound traffic sent to its original destination without mesh routing (outboundTrafficPolicy ALLOW_ANY): reason=unregistered_host (one per HTTP call), not_http or server_first (one per connection).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    interceptionRefusals: new Counter({
+      name: 'meshgate_interception_refusals_total',
+      help: 'Captured connections (or HTTP calls) refused: inbound not_app_port; outbound registry_only (REGISTRY_ONLY), loop (the destination is the sidecar itself), connect_failed (the original destination did not answer).',
+      labelNames: ['direction', 'reason'],
+      registers,
     }),
     certExpiry: new Gauge({
       name: 'meshgate_cert_expiry_timestamp_seconds',
