@@ -33,6 +33,8 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'request.timeout',
   'request.body_too_large',
   'request.cancelled',
+  // OPTIONS * names no resource: every endpoint answers it alike.
+  'request.unsupported',
   'authz.denied',
   'ip.denied',
   // A ban or an empty bucket is about the caller: another endpoint must not be asked to ignore it.
@@ -66,6 +68,9 @@ export const ENDPOINT_FAILURES: ReadonlySet<string> = new Set([
   'upstream.identity_mismatch',
   'upstream.reset',
   'upstream.overloaded',
+  // The peer's app answered something that is not HTTP, or the peer had nowhere to send the call.
+  'upstream.protocol_error',
+  'upstream.no_endpoint',
   'policy.unavailable',
   'sidecar.overloaded',
   'filter.error',

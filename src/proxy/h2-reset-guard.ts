@@ -16,9 +16,9 @@ const PREMATURE_MS = 1_000;
  * ENHANCE_YOUR_CALM and is closed. A client that cancels now and then (gRPC
  * deadlines, a user leaving a page) stays far under half and is never cut.
  *
- * A stream that closes `aborted` (before our response ended) was reset by the
- * caller, whatever code it sent (NO_ERROR included), or by us on a failure
- * mid-response, which is rare and rarely within its first second.
+ * A stream that closes `aborted` (before our response ended) with an error
+ * code was reset by the caller, or by us on a failure mid-response, which is
+ * rare and rarely within its first second.
  */
 export function guardAgainstResetFloods(session: ServerHttp2Session, minStreams: number, onFlood: () => void): void {
   let opened = 0;
@@ -28,8 +28,10 @@ export function guardAgainstResetFloods(session: ServerHttp2Session, minStreams:
     opened++;
     const openedAt = performance.now();
     stream.once('close', () => {
-      // Streams ended by the connection going away are no resets; a destroyed session takes no GOAWAY.
-      if (cut || !stream.aborted || session.destroyed || session.closed) return;
+      // Streams ended by the connection going away are no resets: Node closes them with NO_ERROR
+      // when the socket ends, sometimes before the session knows, so only an error code counts.
+      // A caller resetting with NO_ERROR is left to nghttp2's own limit. A destroyed session takes no GOAWAY.
+      if (cut || !stream.aborted || stream.rstCode === http2.constants.NGHTTP2_NO_ERROR || session.destroyed || session.closed) return;
       if (performance.now() - openedAt >= PREMATURE_MS) return;
       premature++;
       if (opened >= minStreams && premature * 2 >= opened) {
