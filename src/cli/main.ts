@@ -3,6 +3,7 @@ import { ConfigError } from '../config/load.ts';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
+import { INJECT_HELP } from './inject-commands.ts';
 
 /** A usage problem: printed as one line, exit code 2. */
 class UsageError extends Error {}
@@ -19,6 +20,8 @@ Commands:
                           serve policies and the service registry to sidecars (gRPC :15010, admin :15014)
   certs init --out DIR    create a root CA, token-signing key and ca.yaml for a new trust domain
   token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
+  inject -f FILE          add the sidecar to Kubernetes manifests (to stdout)
+  injector --config FILE  run the Kubernetes admission webhook that adds the sidecar (HTTPS :15017)
   policy check DIR        validate policy documents offline (exit 1 when one is invalid)
   policy explain ...      allow or deny for one call, with the trail of rules (exit 1 on deny)
   policy diff ...         replay an access log against two policy folders; list changed outcomes
@@ -26,11 +29,16 @@ Commands:
   help [command]          show help
 
 Run 'meshgate <command> --help' for a command's options.`,
-  sidecar: `Usage: meshgate sidecar --config FILE
+  sidecar: `Usage: meshgate sidecar --config FILE [--workload-host HOST]
 
 Runs one sidecar next to a workload. FILE is YAML; see "Configuration reference"
 in the README. A bad file exits with status 2 and one line: file, field, problem.
-SIGTERM or SIGINT drains: no new calls, in-flight calls finish (drain.timeout), exit 0.`,
+SIGTERM or SIGINT drains: no new calls, in-flight calls finish (drain.timeout), exit 0.
+
+Options:
+  --workload-host HOST  address peers dial to reach this workload (workload.address
+                        becomes HOST:<inbound port>); injected pods pass their pod IP`,
+  ...INJECT_HELP,
   ca: `Usage: meshgate ca --config FILE
 
 Runs the meshgate CA: signs workload CSRs over gRPC + TLS for callers that
@@ -139,6 +147,11 @@ const COMMANDS: Record<string, Command> = {
   certs: runCerts,
   token: runToken,
   policy: runPolicy,
+  inject: async (args) => (await import('./inject-commands.ts')).runInject(args),
+  injector: async (args) => {
+    const running = await (await import('./inject-commands.ts')).startInjectorCommand(args);
+    return untilSignal(running.logger, running.stop);
+  },
   demo: async (args) => (await import('../demo/demo.ts')).runDemo(args),
   help: async (args) => {
     process.stdout.write(`${HELP[args[0] ?? ''] ?? HELP['']!}\n`);
@@ -147,11 +160,11 @@ const COMMANDS: Record<string, Command> = {
 };
 
 async function runSidecar(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'workload-host': { type: 'string' } }, strict: true });
   if (!values.config) throw new UsageError('meshgate sidecar: missing --config FILE');
   // Loaded on demand so `--help` and other commands start fast.
   const [{ loadConfigFile }, { sidecarConfigSchema }] = await Promise.all([import('../config/load.ts'), import('../config/sidecar-schema.ts')]);
-  const config = await loadConfigFile(values.config, sidecarConfigSchema);
+  const config = withWorkloadHost(await loadConfigFile(values.config, sidecarConfigSchema), values['workload-host']);
   const [{ systemClock }, { startSidecar }, { createLogger }] = await Promise.all([
     import('../core/clock.ts'),
     import('../sidecar/sidecar.ts'),
@@ -177,6 +190,14 @@ async function runSidecar(args: string[]): Promise<number> {
     logger.info({ completed }, 'drained');
     await tracing.shutdown(); // the last calls' spans leave before exit
   });
+}
+
+/** `--workload-host`: the pod IP is known only when the pod runs, after its config file was written. */
+function withWorkloadHost<C extends { readonly workload: object; readonly listeners: { readonly inbound: { readonly port: number } } }>(config: C, host: string | undefined): C {
+  if (host === undefined) return config;
+  if (!/^([A-Za-z0-9.-]+|[0-9a-fA-F:.]+)$/.test(host)) throw new UsageError(`meshgate sidecar: --workload-host: expected a host name or IP address, got "${host}"`);
+  const address = host.includes(':') ? `[${host}]:${config.listeners.inbound.port}` : `${host}:${config.listeners.inbound.port}`;
+  return Object.freeze({ ...config, workload: Object.freeze({ ...config.workload, address }) });
 }
 
 async function runCa(args: string[]): Promise<number> {
