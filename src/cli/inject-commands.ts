@@ -145,3 +145,37 @@ export async function startInjectorCommand(args: string[]): Promise<RunningInjec
     },
   };
 }
+
+export async function runCertsWebhook(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      dir: { type: 'string', default: 'certs' },
+      service: { type: 'string', default: 'meshgate-injector' },
+      namespace: { type: 'string', default: 'meshgate-system' },
+      ttl: { type: 'string', default: '8760h' },
+      force: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  const dnsLabel = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+  for (const flag of ['service', 'namespace'] as const) {
+    if (!dnsLabel.test(values[flag])) throw new ConfigError(`meshgate certs webhook: --${flag}: expected a DNS label, got "${values[flag]}"`);
+  }
+  const [{ duration }, { writeWebhookCert, WebhookCertError }, { FileExistsError }, { systemClock }] = await Promise.all([
+    import('../config/durations.ts'),
+    import('../ca/webhook-cert.ts'),
+    import('../ca/certs-init.ts'),
+    import('../core/clock.ts'),
+  ]);
+  const ttl = duration.safeParse(values.ttl);
+  if (!ttl.success || ttl.data <= 0) throw new ConfigError(`meshgate certs webhook: --ttl: expected a duration like 720h or 8760h, got "${values.ttl}"`);
+  try {
+    const written = await writeWebhookCert({ dir: values.dir, service: values.service, namespace: values.namespace, ttlMs: ttl.data, force: values.force, clock: systemClock });
+    for (const file of written) process.stdout.write(`wrote ${file}\n`);
+  } catch (err) {
+    if (err instanceof FileExistsError || err instanceof WebhookCertError) throw new ConfigError(`meshgate certs webhook: ${err.message}`);
+    throw err;
+  }
+  return 0;
+}

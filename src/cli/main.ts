@@ -18,7 +18,8 @@ Commands:
   ca --config FILE        run the certificate authority (gRPC :15012, admin :15013)
   policy-server --config FILE
                           serve policies and the service registry to sidecars (gRPC :15010, admin :15014)
-  certs init --out DIR    create a root CA, token-signing key and ca.yaml for a new trust domain
+  certs init [--out DIR]  create a root CA, token-signing key and ca.yaml for a new trust domain (in ./certs)
+  certs webhook           the injector's HTTPS certificate, signed by that CA
   token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
   inject -f FILE          add the sidecar to Kubernetes manifests (to stdout)
   injector --config FILE  run the Kubernetes admission webhook that adds the sidecar (HTTPS :15017)
@@ -62,20 +63,33 @@ at one folder serve the same versions. The admin listener has /live, /ready,
 FILE is YAML; relative paths in it resolve against FILE's folder.
 A bad file exits with status 2 and one line: file, field, problem.
 SIGTERM or SIGINT stops it: streams end with UNAVAILABLE (sidecars fail over), exit 0.`,
-  certs: `Usage: meshgate certs init --out DIR [options]
+  certs: `Usage: meshgate certs init [--out DIR] [options]
+       meshgate certs webhook [--dir DIR] [options]
 
-Creates the CA material of a new trust domain in DIR: root-ca.pem/.key,
+init creates the CA material of a new trust domain in DIR (default ./certs): root-ca.pem/.key,
 intermediate-ca.pem/.key (with --intermediate), token-signing.key and
 token-signing.pub.pem (ES256, for 'meshgate token'), trust-bundle.pem and a
 ready-to-use ca.yaml. Private keys are written with mode 0600. An existing
 file stops the run (exit 2) unless --force is given.
 
 Options:
-  --out DIR                     output folder (created if missing)
+  --out DIR                     output folder (created if missing; default certs)
   --trust-domain NAME           SPIFFE trust domain (default cluster.local)
   --key-type ecdsa-p256|rsa-2048  CA key type (default ecdsa-p256)
   --intermediate                sign workloads with an intermediate, so the root key can go offline
   --root-ttl DURATION           root lifetime, e.g. 87600h (default, ten years)
+  --force                       overwrite existing files
+
+webhook writes injector.pem and injector.key into DIR (default ./certs): the
+HTTPS certificate of 'meshgate injector' for the DNS names of its Service,
+signed by DIR's CA (the intermediate when there is one). The webhook's
+caBundle is then DIR/trust-bundle.pem.
+
+Options:
+  --dir DIR                     a 'certs init' folder (default certs)
+  --service NAME                Service of the injector (default meshgate-injector)
+  --namespace NS                its namespace (default meshgate-system)
+  --ttl DURATION                lifetime (default 8760h, never past the CA's)
   --force                       overwrite existing files`,
   token: `Usage: meshgate token --sa NAME --ns NAMESPACE [options]
 
@@ -308,11 +322,12 @@ async function roleTracing(
 
 async function runCerts(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'init') throw new UsageError(`meshgate certs: expected "init", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate certs --help)`);
+  if (sub === 'webhook') return (await import('./inject-commands.ts')).runCertsWebhook(rest);
+  if (sub !== 'init') throw new UsageError(`meshgate certs: expected "init" or "webhook", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate certs --help)`);
   const { values } = parseArgs({
     args: rest,
     options: {
-      out: { type: 'string' },
+      out: { type: 'string', default: 'certs' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'key-type': { type: 'string', default: 'ecdsa-p256' },
       intermediate: { type: 'boolean', default: false },
@@ -321,7 +336,6 @@ async function runCerts(args: string[]): Promise<number> {
     },
     strict: true,
   });
-  if (!values.out) throw new UsageError('meshgate certs init: missing --out DIR');
   const keyType = values['key-type'];
   if (keyType !== 'ecdsa-p256' && keyType !== 'rsa-2048') throw new UsageError(`meshgate certs init: --key-type: expected ecdsa-p256 or rsa-2048, got "${keyType}"`);
   const [{ isValidTrustDomain }, rootTtlMs] = await Promise.all([import('../identity/spiffe-id.ts'), parseDurationFlag('certs init', 'root-ttl', values['root-ttl'])]);
