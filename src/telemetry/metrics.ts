@@ -49,7 +49,7 @@ export function createSidecarMetrics(opts: {
   bufferedBodyBytes?: () => number;
 }): SidecarMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
   return {
     registry,
