@@ -53,8 +53,8 @@ export function sidecarContainer(config: InjectorConfig, resources: Json): Json 
       { name: 'OTEL_RESOURCE_ATTRIBUTES', value: 'k8s.pod.name=$(POD_NAME)' },
     ],
     ports: [
-      { name: 'mg-inbound', containerPort: SIDECAR_PORTS.inbound, protocol: 'TCP' },
-      { name: 'mg-admin', containerPort: admin, protocol: 'TCP' },
+      { name: 'mesh-inbound', containerPort: SIDECAR_PORTS.inbound, protocol: 'TCP' },
+      { name: 'meshgate-admin', containerPort: admin, protocol: 'TCP' },
     ],
     startupProbe: { httpGet: { path: SIDECAR_READY_PATH, port: admin }, periodSeconds: 1, timeoutSeconds: 3, failureThreshold: 600 },
     readinessProbe: { httpGet: { path: SIDECAR_READY_PATH, port: admin }, periodSeconds: 5, timeoutSeconds: 3, failureThreshold: 3 },
