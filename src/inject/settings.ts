@@ -1,12 +1,25 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { injectorConfigSchema } from '../config/injector-schema.ts';
-import type { InjectorConfig } from '../config/injector-schema.ts';
+import type { InjectorConfig, InjectorConfigInput } from '../config/injector-schema.ts';
 import { ConfigError, deepFreeze, loadConfigFile } from '../config/load.ts';
 import type { InjectionSettings } from './pod-injection.ts';
 
 /** Where `meshgate inject` looks for the trust bundle without --config: the default output of `meshgate certs init`. */
 export const DEFAULT_TRUST_BUNDLE = 'certs/trust-bundle.pem';
+
+/**
+ * `meshgate inject` without --config: the mesh of deploy/k8s (its injector
+ * config, deploy/k8s/base/config/injector.yaml, says the same; a test keeps
+ * them equal), so a file injected by hand matches what the webhook adds.
+ */
+export const DEFAULT_INJECTOR_CONFIG: InjectorConfigInput = {
+  mesh: {
+    trustBundleFile: DEFAULT_TRUST_BUNDLE,
+    redisUrl: 'redis://meshgate-redis.meshgate-system.svc:6379',
+    tracing: { exporter: 'otlp-grpc', endpoint: 'http://jaeger-collector.meshgate-system.svc:4317' },
+  },
+};
 
 export interface LoadedInjector {
   readonly config: InjectorConfig;
@@ -23,7 +36,7 @@ export interface LoadedInjector {
 export async function loadInjector(configFile: string | undefined): Promise<LoadedInjector> {
   const config = configFile
     ? await loadConfigFile(configFile, injectorConfigSchema)
-    : deepFreeze(injectorConfigSchema.parse({ mesh: { trustBundleFile: DEFAULT_TRUST_BUNDLE } }));
+    : deepFreeze(injectorConfigSchema.parse(DEFAULT_INJECTOR_CONFIG));
   const base = configFile ? path.dirname(path.resolve(configFile)) : process.cwd();
   const resolve = (file: string): string => path.resolve(base, file);
   const where = configFile ? `${configFile}: mesh.trustBundleFile` : 'meshgate inject (no --config)';
