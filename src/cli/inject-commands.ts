@@ -74,6 +74,8 @@ export async function runInject(args: string[]): Promise<number> {
         process.stderr.write(`${where}: cannot inject: ${report.outcome.message}\n`);
       } else if (report.outcome.status === 'skipped') {
         process.stderr.write(`${where}: left alone: ${report.outcome.reason}\n`);
+      } else {
+        for (const warning of report.outcome.warnings) process.stderr.write(`${where}: warning: ${warning}\n`);
       }
     }
     outputs.push(result.output);

@@ -66,7 +66,8 @@ export function decideAdmission(body: unknown, settings: InjectionSettings): Adm
       // The API server always sends metadata; should it not, the patch still applies (a spec exists: it has containers).
       const parents = typeof object.metadata === 'object' && object.metadata !== null ? [] : [{ op: 'add', path: '/metadata', value: {} }];
       const encoded = Buffer.from(JSON.stringify([...parents, ...patch])).toString('base64');
-      return answer({ allowed: true, patchType: 'JSONPatch', patch: encoded }, 'injected', `service ${outcome.service}`);
+      // Warnings reach the user who created the object (kubectl prints them), e.g. through the Deployment's controller events.
+      return answer({ allowed: true, patchType: 'JSONPatch', patch: encoded, ...(outcome.warnings.length > 0 ? { warnings: outcome.warnings.map((w) => `meshgate: ${w}`) } : {}) }, 'injected', `service ${outcome.service}`);
     }
   }
 }

@@ -31,7 +31,7 @@ export interface PodChange {
 }
 
 export type InjectionOutcome =
-  | { readonly status: 'injected'; readonly service: string; readonly changes: readonly PodChange[] }
+  | { readonly status: 'injected'; readonly service: string; readonly changes: readonly PodChange[]; readonly warnings: readonly string[] }
   /** Left alone on purpose: opted out, already injected, host network, no containers. */
   | { readonly status: 'skipped'; readonly reason: string }
   /** Cannot be injected safely as it is: the owner must change the pod. */
@@ -131,9 +131,15 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
     newAnnotations['prometheus.io/port'] = String(SIDECAR_PORTS.admin);
     newAnnotations['prometheus.io/path'] = '/metrics';
   }
+  // Registered endpoints carry no identity list: peers expect spiffe://<td>/ns/<namespace>/sa/<service>.
+  const warnings =
+    serviceAccount === service
+      ? []
+      : [`service account "${serviceAccount}" is not the service's name: peers expect spiffe://${settings.config.mesh.trustDomain}/ns/${input.namespace}/sa/${service} (upstream.identity_mismatch otherwise); run it as service account "${service}"`];
   return {
     status: 'injected',
     service,
+    warnings,
     changes: [
       { path: ['metadata', 'annotations'], value: newAnnotations },
       {

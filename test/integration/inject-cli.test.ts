@@ -55,9 +55,15 @@ describe('meshgate inject -f (golden files)', () => {
 
   it('adds the sidecar to every workload kind, as in the golden file, and says what it left alone', async () => {
     const { code, stdout, stderr } = await meshgate(['inject', '-f', 'test/fixtures/inject/workloads.yaml', '--config', CONFIG]);
-    expect(stderr).toBe(
-      'test/fixtures/inject/workloads.yaml: document 7 (Pod/legacy): left alone: opted out (meshgate.dev/inject: "false")\n' +
-        'test/fixtures/inject/workloads.yaml: document 8 (DaemonSet/node-exporter): left alone: hostNetwork pod: its traffic is the node\'s, which a sidecar must not capture\n',
+    const lines = stderr.trim().split('\n');
+    expect(lines.filter((l) => l.includes('left alone'))).toEqual([
+      'test/fixtures/inject/workloads.yaml: document 7 (Pod/legacy): left alone: opted out (meshgate.dev/inject: "false")',
+      'test/fixtures/inject/workloads.yaml: document 8 (DaemonSet/node-exporter): left alone: hostNetwork pod: its traffic is the node\'s, which a sidecar must not capture',
+    ]);
+    // Every injected workload but orders runs as the default service account.
+    expect(lines.filter((l) => l.includes('warning'))).toHaveLength(6);
+    expect(lines).toContain(
+      'test/fixtures/inject/workloads.yaml: document 0 (Pod/web): warning: service account "default" is not the service\'s name: peers expect spiffe://cluster.local/ns/shop/sa/web (upstream.identity_mismatch otherwise); run it as service account "web"',
     );
     expect(code).toBe(0);
     const goldenFile = join(FIXTURES, 'workloads.golden.yaml');

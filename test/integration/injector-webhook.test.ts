@@ -103,6 +103,16 @@ describe('meshgate injector (admission webhook over HTTPS)', () => {
     expect(await k8sProblems(pod)).toEqual([]);
   });
 
+  it('warns the pod\'s creator when its service account is not named like its service', async () => {
+    const { body } = await post(review((r) => (r.object.spec.serviceAccountName = 'default')));
+    const response = (body as Review & { response: { warnings?: string[] } }).response;
+    expect(response.allowed).toBe(true);
+    expect(response.warnings).toEqual([
+      'meshgate: service account "default" is not the service\'s name: peers expect spiffe://cluster.local/ns/shop/sa/orders (upstream.identity_mismatch otherwise); run it as service account "orders"',
+    ]);
+    expect((await post(review())).body.response.warnings).toBeUndefined();
+  });
+
   it('answers a dry run exactly like the real request (no side effects), counted apart', async () => {
     const real = (await post(review())).body as Review;
     const dry = (await post(review((r) => (r.dryRun = true)))).body as Review;
