@@ -39,6 +39,7 @@ JSON Patch that adds the sidecar, exactly as 'meshgate inject' would; also
 GET /live, /ready and /metrics. FILE is YAML (the injector config; tls.certFile
 and tls.keyFile are required here). The MutatingWebhookConfiguration in
 deploy/k8s sends it the pods of namespaces labelled meshgate.dev/inject=enabled.
+A renewed certificate is served as soon as its files change (a Secret update).
 SIGTERM or SIGINT stops it (exit 0).`,
 };
 
@@ -132,7 +133,8 @@ export async function startInjectorCommand(args: string[]): Promise<RunningInjec
   const logger = createLogger({ level: config.log.level, name: 'injector' });
   let server: ReturnType<typeof createInjectorServer>;
   try {
-    server = createInjectorServer({ settings, tls, logger, clock: systemClock, defaultMetrics: true });
+    const reloadFrom = { certFile: resolve(config.tls.certFile), keyFile: resolve(config.tls.keyFile) };
+    server = createInjectorServer({ settings, tls, reloadFrom, logger, clock: systemClock, defaultMetrics: true });
   } catch (err) {
     // A key that does not match its certificate, or PEM that does not parse.
     throw new ConfigError(`${values.config}: tls: ${(err as Error).message.split('\n')[0]}`);

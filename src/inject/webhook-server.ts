@@ -1,4 +1,9 @@
+import { watch } from 'node:fs';
+import type { FSWatcher } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import https from 'node:https';
+import path from 'node:path';
+import tls from 'node:tls';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -24,6 +29,8 @@ const MAX_BODY_BYTES = 4 * 1024 * 1024;
 export interface InjectorServerOptions {
   readonly settings: InjectionSettings;
   readonly tls: { readonly cert: string; readonly key: string };
+  /** The files `tls` was read from: watched, and a renewed pair is served from then on (the last good pair stays otherwise). */
+  readonly reloadFrom?: { readonly certFile: string; readonly keyFile: string };
   readonly logger: Logger;
   readonly clock: Clock;
   readonly defaultMetrics?: boolean;
@@ -104,13 +111,42 @@ export function createInjectorServer(opts: InjectorServerOptions): InjectorServe
     }
   }
 
+  const stopWatching = opts.reloadFrom ? watchCertificate(server, opts.reloadFrom, log) : () => {};
   return {
     registry,
     listen: (port, host) => listenOn(server, port, host),
     close() {
+      stopWatching();
       server.closeAllConnections();
       return new Promise((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+/**
+ * A Secret mounted in a pod is replaced by an atomic symlink swap in its
+ * folder: watch the folders, wait for the writer to finish, reload both files.
+ * A pair that does not load is logged and the previous one keeps serving.
+ */
+function watchCertificate(server: https.Server, files: { readonly certFile: string; readonly keyFile: string }, log: Logger): () => void {
+  let timer: NodeJS.Timeout | undefined;
+  const reload = (): void => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      Promise.all([readFile(files.certFile, 'utf8'), readFile(files.keyFile, 'utf8')])
+        .then(([cert, key]) => {
+          tls.createSecureContext({ cert, key }); // throws on a pair that does not match or parse
+          server.setSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+          log.info({ certFile: files.certFile }, 'injector certificate reloaded');
+        })
+        .catch((err: Error) => log.error({ certFile: files.certFile, err: err.message }, 'injector certificate not reloaded; keeping the previous one'));
+    }, 100);
+  };
+  const folders = new Set([path.dirname(path.resolve(files.certFile)), path.dirname(path.resolve(files.keyFile))]);
+  const watchers: FSWatcher[] = [...folders].map((folder) => watch(folder, { persistent: false }, reload));
+  return () => {
+    clearTimeout(timer);
+    for (const watcher of watchers) watcher.close();
   };
 }
 

@@ -1,8 +1,11 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeCertsInit } from '../../src/ca/certs-init.ts';
@@ -175,6 +178,58 @@ describe('meshgate injector (admission webhook over HTTPS)', () => {
     expect(get.statusCode).toBe(405);
     await get.body.dump();
     await expect(request(url.replace('https:', 'http:'), { headersTimeout: 2000 }).then((r) => r.body.dump())).rejects.toThrow();
+  });
+});
+
+describe('meshgate injector: certificate renewal', () => {
+  it('serves a renewed certificate once its files change, without a restart', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'meshgate-injector-renew-'));
+    const writes: string[] = [];
+    let onLine: (line: string) => void = () => {};
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString('utf8').split('\n').filter(Boolean)) {
+          writes.push(line);
+          onLine(line);
+        }
+        done();
+      },
+    });
+    await writeCertsInit({ outDir: dir, trustDomain: 'cluster.local', keyType: 'ecdsa-p256', intermediate: false, rootTtlMs: 86_400_000, force: false, clock: systemClock });
+    const issue = () => writeWebhookCert({ dir, service: 'meshgate-injector', namespace: 'meshgate-system', ttlMs: 3_600_000, force: true, clock: systemClock });
+    await issue();
+    await writeFile(join(dir, 'injector.yaml'), 'mesh: { trustBundleFile: trust-bundle.pem }\n');
+    const files = { certFile: join(dir, 'injector.pem'), keyFile: join(dir, 'injector.key') };
+    const server = createInjectorServer({
+      settings: (await loadInjector(join(dir, 'injector.yaml'))).settings,
+      tls: { cert: await readFile(files.certFile, 'utf8'), key: await readFile(files.keyFile, 'utf8') },
+      reloadFrom: files,
+      logger: createLogger({ level: 'info', name: 'injector', destination: sink }),
+      clock: systemClock,
+    });
+    const { port } = await server.listen(0, '127.0.0.1');
+    const servedSerial = async () => {
+      const ca = await readFile(join(dir, 'trust-bundle.pem'), 'utf8');
+      return new Promise<string>((resolve, reject) => {
+        const socket = tlsConnect({ host: '127.0.0.1', port, ca, servername: SERVICE_NAME }, () => {
+          resolve(socket.getPeerCertificate().serialNumber);
+          socket.end();
+        });
+        socket.once('error', reject);
+      });
+    };
+    try {
+      const before = await servedSerial();
+      const reloaded = new Promise<void>((resolve) => (onLine = (line) => line.includes('injector certificate reloaded') && resolve()));
+      await issue();
+      await reloaded;
+      const after = await servedSerial();
+      expect(after).not.toBe(before);
+      expect(after).toBe(new X509Certificate(await readFile(files.certFile, 'utf8')).serialNumber);
+    } finally {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
