@@ -138,6 +138,8 @@ describe('meshgate inject -f (golden files)', () => {
     [['inject'], 'meshgate inject: missing -f FILE'],
     [['inject', '-f', 'nope.yaml', '--config', CONFIG], 'meshgate inject: nope.yaml: cannot read file (no such file)'],
     [['inject', '-f', 'test/fixtures/inject/injector.yaml', '--bogus'], 'meshgate inject: Unknown option \'--bogus\''],
+    [['certs', 'webhook', '--dir', 'no-such-certs'], 'meshgate certs webhook: no-such-certs/root-ca.pem: cannot read (no such file; run `meshgate certs init` first)'],
+    [['certs', 'webhook', '--service', 'Injector'], 'meshgate certs webhook: --service: expected a DNS label, got "Injector"'],
   ])('%j exits 2 with one line', async (args, line) => {
     const { code, stderr } = await meshgate(args);
     expect(code).toBe(2);
