@@ -23,9 +23,14 @@ COPY src/ src/
 # installed with --ignore-scripts) first on PATH.
 RUN node_modules/.bin/tsc -p . && touch /typechecked
 
-# Stage 2: the runtime image, production dependencies only.
+# Stage 2: the runtime image, production dependencies only. One image for every role and for
+# the init container that `meshgate inject` adds to pods, which runs `meshgate iptables`: hence
+# iptables (its nft and legacy back ends). It runs as root there, with NET_ADMIN and NET_RAW only.
 FROM ${NODE_IMAGE}
 ENV NODE_ENV=production
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends iptables \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
@@ -37,13 +42,14 @@ COPY prot[o]/ proto/
 COPY --from=check /typechecked /tmp/typechecked
 
 # Code stays owned by root and read-only to the process; a numeric user lets Kubernetes
-# verify runAsNonRoot.
-RUN groupadd --system --gid 10001 meshgate \
- && useradd --system --uid 10001 --gid meshgate --no-create-home --shell /usr/sbin/nologin meshgate
-USER 10001:10001
+# verify runAsNonRoot. uid 1337 is the sidecar's: the redirect rules let its own traffic out
+# uncaptured (meshgate iptables --proxy-uid 1337), so an app must never run as it.
+RUN groupadd --system --gid 1337 meshgate \
+ && useradd --system --uid 1337 --gid meshgate --no-create-home --shell /usr/sbin/nologin meshgate
+USER 1337:1337
 
-# admin, outbound, inbound
-EXPOSE 15000 15001 15006
+# sidecar admin, outbound, inbound; policy-server gRPC and admin; CA gRPC and admin; injector
+EXPOSE 15000 15001 15006 15010 15014 15012 15013 15017
 
 # Assumes the admin listener on its default port 15000 (Kubernetes ignores HEALTHCHECK; use
 # livenessProbe /live and readinessProbe /ready there).

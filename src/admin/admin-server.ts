@@ -10,7 +10,8 @@ export interface ReadinessReport {
 }
 
 export interface AdminDeps {
-  readiness(): Promise<ReadinessReport>;
+  /** `skipApp`: `/ready?skip=app`, readiness without the local app (a native sidecar's startup probe: the app starts after it). */
+  readiness(opts?: { readonly skipApp: boolean }): Promise<ReadinessReport>;
   /** Effective configuration and state; must never contain a key or a token. */
   configDump(): unknown;
   readonly registry: Registry;
@@ -40,7 +41,7 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
       case '/live':
         return reply(res, 200, 'text/plain', 'live\n');
       case '/ready':
-        deps.readiness().then(
+        deps.readiness({ skipApp: new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('skip') === 'app' }).then(
           (report) => reply(res, report.ready ? 200 : 503, 'application/json', JSON.stringify(report)),
           (err: unknown) => reply(res, 503, 'application/json', JSON.stringify({ ready: false, checks: { readiness: String(err) } })),
         );

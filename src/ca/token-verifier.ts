@@ -1,6 +1,7 @@
 import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify } from 'jose';
+import { Agent, fetch as undiciFetch } from 'undici';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { CaTokensConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
@@ -103,14 +104,19 @@ function refusalOf(err: unknown): CaRefusal {
       return refuse('ca.token_malformed', 'token is not a valid JWT');
     default:
       // jose raises a plain TypeError for a key that does not fit the algorithm, and fetch errors from a remote JWKS.
-      if (e.message && /fetch|ECONN|ENOTFOUND|network/i.test(e.message)) return refuse('ca.token_keys_unavailable', 'token signing keys unavailable (JWKS)');
+      // A JWKS server that answers other than 200 (a 401 for a bad bearer token) or not JSON is unavailable too.
+      if (e.message && /fetch|ECONN|ENOTFOUND|network|Expected 200 OK|JSON Web Key Set HTTP response|certificate/i.test(e.message)) {
+        return refuse('ca.token_keys_unavailable', 'token signing keys unavailable (JWKS)');
+      }
       return refuse('ca.token_signature', 'token signature does not verify with a configured key');
   }
 }
 
 async function keySource(config: CaTokensConfig, deps: TokenVerifierDeps): Promise<JWTVerifyGetKey> {
   if (config.jwksUri) {
-    return createRemoteJWKSet(new URL(config.jwksUri), { timeoutDuration: 5_000, cooldownDuration: 30_000, cacheMaxAge: 600_000 });
+    const options = { timeoutDuration: 5_000, cooldownDuration: 30_000, cacheMaxAge: 600_000 };
+    if (!config.jwksCaFile && !config.jwksTokenFile) return createRemoteJWKSet(new URL(config.jwksUri), options);
+    return createRemoteJWKSet(new URL(config.jwksUri), { ...options, [customFetch]: await kubernetesFetch(config, deps) });
   }
   if (config.publicKeyFile) {
     const text = await readConfigFile(config.publicKeyFile, 'tokens.publicKeyFile', deps);
@@ -131,6 +137,29 @@ async function keySource(config: CaTokensConfig, deps: TokenVerifierDeps): Promi
   } catch (err) {
     throw new ConfigError(`${deps.configFile}: tokens.jwksFile: not a JWKS (${(err as Error).message.split('\n')[0]})`);
   }
+}
+
+/**
+ * The fetch of a JWKS served like the Kubernetes API server's: TLS checked
+ * against its own CA, a bearer token read at each fetch (projected tokens
+ * rotate). Both files are read once at start, so a wrong path fails the start.
+ */
+async function kubernetesFetch(config: CaTokensConfig, deps: TokenVerifierDeps): Promise<NonNullable<Parameters<typeof createRemoteJWKSet>[1]>[typeof customFetch]> {
+  const ca = config.jwksCaFile ? await readConfigFile(config.jwksCaFile, 'tokens.jwksCaFile', deps) : undefined;
+  const tokenFile = config.jwksTokenFile;
+  if (tokenFile) await readConfigFile(tokenFile, 'tokens.jwksTokenFile', deps);
+  // Short keep-alive: keys are fetched every few minutes at most, and an idle socket must not hold the process open.
+  const dispatcher = new Agent({ keepAliveTimeout: 1_000, ...(ca ? { connect: { ca } } : {}) });
+  return async (url, init) => {
+    const headers: Record<string, string> = Object.fromEntries(init.headers.entries());
+    if (tokenFile) {
+      const token = await readFile(deps.resolvePath(tokenFile), 'utf8').catch(() => undefined);
+      // Worded so the refusal is ca.token_keys_unavailable: the keys could not be fetched.
+      if (token === undefined) throw new Error('JWKS fetch: tokens.jwksTokenFile unreadable');
+      headers.authorization = `Bearer ${token.trim()}`;
+    }
+    return (await undiciFetch(url, { method: init.method, redirect: init.redirect, signal: init.signal, headers, dispatcher })) as unknown as Response;
+  };
 }
 
 async function readConfigFile(file: string, field: string, deps: TokenVerifierDeps): Promise<string> {

@@ -4,6 +4,7 @@ import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { IPTABLES_HELP } from './iptables.ts';
+import { INJECT_HELP } from './inject-commands.ts';
 
 /** A usage problem: printed as one line, exit code 2. */
 class UsageError extends Error {}
@@ -18,8 +19,11 @@ Commands:
   ca --config FILE        run the certificate authority (gRPC :15012, admin :15013)
   policy-server --config FILE
                           serve policies and the service registry to sidecars (gRPC :15010, admin :15014)
-  certs init --out DIR    create a root CA, token-signing key and ca.yaml for a new trust domain
+  certs init [--out DIR]  create a root CA, token-signing key and ca.yaml for a new trust domain (in ./certs)
+  certs webhook           the injector's HTTPS certificate, signed by that CA
   token --sa NAME --ns NS mint a bootstrap token for a workload outside Kubernetes
+  inject -f FILE          add the sidecar to Kubernetes manifests (to stdout)
+  injector --config FILE  run the Kubernetes admission webhook that adds the sidecar (HTTPS :15017)
   policy check DIR        validate policy documents offline (exit 1 when one is invalid)
   policy explain ...      allow or deny for one call, with the trail of rules (exit 1 on deny)
   iptables [--dry-run|--cleanup]
@@ -29,11 +33,16 @@ Commands:
   help [command]          show help
 
 Run 'meshgate <command> --help' for a command's options.`,
-  sidecar: `Usage: meshgate sidecar --config FILE
+  sidecar: `Usage: meshgate sidecar --config FILE [--workload-host HOST]
 
 Runs one sidecar next to a workload. FILE is YAML; see "Configuration reference"
 in the README. A bad file exits with status 2 and one line: file, field, problem.
-SIGTERM or SIGINT drains: no new calls, in-flight calls finish (drain.timeout), exit 0.`,
+SIGTERM or SIGINT drains: no new calls, in-flight calls finish (drain.timeout), exit 0.
+
+Options:
+  --workload-host HOST  address peers dial to reach this workload (workload.address
+                        becomes HOST:<inbound port>); injected pods pass their pod IP`,
+  ...INJECT_HELP,
   ca: `Usage: meshgate ca --config FILE
 
 Runs the meshgate CA: signs workload CSRs over gRPC + TLS for callers that
@@ -57,20 +66,33 @@ at one folder serve the same versions. The admin listener has /live, /ready,
 FILE is YAML; relative paths in it resolve against FILE's folder.
 A bad file exits with status 2 and one line: file, field, problem.
 SIGTERM or SIGINT stops it: streams end with UNAVAILABLE (sidecars fail over), exit 0.`,
-  certs: `Usage: meshgate certs init --out DIR [options]
+  certs: `Usage: meshgate certs init [--out DIR] [options]
+       meshgate certs webhook [--dir DIR] [options]
 
-Creates the CA material of a new trust domain in DIR: root-ca.pem/.key,
+init creates the CA material of a new trust domain in DIR (default ./certs): root-ca.pem/.key,
 intermediate-ca.pem/.key (with --intermediate), token-signing.key and
 token-signing.pub.pem (ES256, for 'meshgate token'), trust-bundle.pem and a
 ready-to-use ca.yaml. Private keys are written with mode 0600. An existing
 file stops the run (exit 2) unless --force is given.
 
 Options:
-  --out DIR                     output folder (created if missing)
+  --out DIR                     output folder (created if missing; default certs)
   --trust-domain NAME           SPIFFE trust domain (default cluster.local)
   --key-type ecdsa-p256|rsa-2048  CA key type (default ecdsa-p256)
   --intermediate                sign workloads with an intermediate, so the root key can go offline
   --root-ttl DURATION           root lifetime, e.g. 87600h (default, ten years)
+  --force                       overwrite existing files
+
+webhook writes injector.pem and injector.key into DIR (default ./certs): the
+HTTPS certificate of 'meshgate injector' for the DNS names of its Service,
+signed by DIR's CA (the intermediate when there is one). The webhook's
+caBundle is then DIR/trust-bundle.pem.
+
+Options:
+  --dir DIR                     a 'certs init' folder (default certs)
+  --service NAME                Service of the injector (default meshgate-injector)
+  --namespace NS                its namespace (default meshgate-system)
+  --ttl DURATION                lifetime (default 8760h, never past the CA's)
   --force                       overwrite existing files`,
   token: `Usage: meshgate token --sa NAME --ns NAMESPACE [options]
 
@@ -144,6 +166,11 @@ const COMMANDS: Record<string, Command> = {
   token: runToken,
   policy: runPolicy,
   iptables: async (args) => (await import('./iptables.ts')).runIptables(args),
+  inject: async (args) => (await import('./inject-commands.ts')).runInject(args),
+  injector: async (args) => {
+    const running = await (await import('./inject-commands.ts')).startInjectorCommand(args);
+    return untilSignal(running.logger, running.stop);
+  },
   demo: async (args) => (await import('../demo/demo.ts')).runDemo(args),
   help: async (args) => {
     process.stdout.write(`${HELP[args[0] ?? ''] ?? HELP['']!}\n`);
@@ -152,11 +179,11 @@ const COMMANDS: Record<string, Command> = {
 };
 
 async function runSidecar(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'workload-host': { type: 'string' } }, strict: true });
   if (!values.config) throw new UsageError('meshgate sidecar: missing --config FILE');
   // Loaded on demand so `--help` and other commands start fast.
   const [{ loadConfigFile }, { sidecarConfigSchema }] = await Promise.all([import('../config/load.ts'), import('../config/sidecar-schema.ts')]);
-  const config = await loadConfigFile(values.config, sidecarConfigSchema);
+  const config = withWorkloadHost(await loadConfigFile(values.config, sidecarConfigSchema), values['workload-host']);
   const [{ systemClock }, { startSidecar }, { createLogger }] = await Promise.all([
     import('../core/clock.ts'),
     import('../sidecar/sidecar.ts'),
@@ -182,6 +209,14 @@ async function runSidecar(args: string[]): Promise<number> {
     logger.info({ completed }, 'drained');
     await tracing.shutdown(); // the last calls' spans leave before exit
   });
+}
+
+/** `--workload-host`: the pod IP is known only when the pod runs, after its config file was written. */
+function withWorkloadHost<C extends { readonly workload: object; readonly listeners: { readonly inbound: { readonly port: number } } }>(config: C, host: string | undefined): C {
+  if (host === undefined) return config;
+  if (!/^([A-Za-z0-9.-]+|[0-9a-fA-F:.]+)$/.test(host)) throw new UsageError(`meshgate sidecar: --workload-host: expected a host name or IP address, got "${host}"`);
+  const address = host.includes(':') ? `[${host}]:${config.listeners.inbound.port}` : `${host}:${config.listeners.inbound.port}`;
+  return Object.freeze({ ...config, workload: Object.freeze({ ...config.workload, address }) });
 }
 
 async function runCa(args: string[]): Promise<number> {
@@ -292,11 +327,12 @@ async function roleTracing(
 
 async function runCerts(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub !== 'init') throw new UsageError(`meshgate certs: expected "init", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate certs --help)`);
+  if (sub === 'webhook') return (await import('./inject-commands.ts')).runCertsWebhook(rest);
+  if (sub !== 'init') throw new UsageError(`meshgate certs: expected "init" or "webhook", got ${sub === undefined ? 'nothing' : `"${sub}"`} (try meshgate certs --help)`);
   const { values } = parseArgs({
     args: rest,
     options: {
-      out: { type: 'string' },
+      out: { type: 'string', default: 'certs' },
       'trust-domain': { type: 'string', default: 'cluster.local' },
       'key-type': { type: 'string', default: 'ecdsa-p256' },
       intermediate: { type: 'boolean', default: false },
@@ -305,7 +341,6 @@ async function runCerts(args: string[]): Promise<number> {
     },
     strict: true,
   });
-  if (!values.out) throw new UsageError('meshgate certs init: missing --out DIR');
   const keyType = values['key-type'];
   if (keyType !== 'ecdsa-p256' && keyType !== 'rsa-2048') throw new UsageError(`meshgate certs init: --key-type: expected ecdsa-p256 or rsa-2048, got "${keyType}"`);
   const [{ isValidTrustDomain }, rootTtlMs] = await Promise.all([import('../identity/spiffe-id.ts'), parseDurationFlag('certs init', 'root-ttl', values['root-ttl'])]);

@@ -37,11 +37,24 @@ const tokens = z
     publicKeyFile: file.optional().describe('PEM public key (SPKI) that signs tokens, e.g. `token-signing.pub.pem` from `meshgate certs init`.'),
     jwksFile: file.optional().describe('JWKS file (JSON) of token signing keys, e.g. the cluster\'s `/openid/v1/jwks`.'),
     jwksUri: z.url({ protocol: /^https?$/ }).optional().describe('JWKS URL fetched and cached by the CA. The token\'s own `jku` / `x5u` headers are never followed.'),
+    jwksCaFile: file
+      .optional()
+      .describe('PEM roots that verify an https `jwksUri` instead of the system roots, e.g. the cluster CA `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`.'),
+    jwksTokenFile: file
+      .optional()
+      .describe('Bearer token sent with each `jwksUri` fetch (re-read every time, it rotates), e.g. the CA\'s own `/var/run/secrets/kubernetes.io/serviceaccount/token`: the API server serves its keys to authenticated callers only. https only.'),
     algorithms: z.array(z.enum(TOKEN_ALGORITHMS)).min(1).default(['ES256', 'RS256']).describe('Accepted signature algorithms (asymmetric only; `none` and HS* are never accepted).'),
     clockSkew: duration.default(30_000).describe('Tolerance for `exp` and `nbf` against the CA clock.'),
   })
   .refine((t) => [t.publicKeyFile, t.jwksFile, t.jwksUri].filter((v) => v !== undefined).length === 1, {
     message: 'expected exactly one of publicKeyFile, jwksFile, jwksUri',
+  })
+  .refine((t) => t.jwksUri !== undefined || (t.jwksCaFile === undefined && t.jwksTokenFile === undefined), {
+    message: 'jwksCaFile and jwksTokenFile need jwksUri',
+  })
+  // The token must never cross the network in the clear.
+  .refine((t) => t.jwksTokenFile === undefined || t.jwksUri?.startsWith('https:'), {
+    message: 'jwksTokenFile needs an https jwksUri',
   });
 
 export const caConfigSchema = z

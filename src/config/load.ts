@@ -58,7 +58,7 @@ export function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return node;
 }
 
-function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
+export function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
   if (issue.code === 'unrecognized_keys') {
     const key = issue.keys[0]!;
     return `${formatPath([...issue.path, key])}: unknown field`;

@@ -22,7 +22,7 @@ export interface PolicyServerMetrics {
 /** Metrics of one policy-server instance, on a registry of its own (never prom-client's global one). */
 export function createPolicyServerMetrics(opts: { defaultMetrics: boolean }): PolicyServerMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
   return {
     registry,

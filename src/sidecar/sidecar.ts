@@ -141,8 +141,8 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         return ban ? { status: 'removed', ban } : { status: 'not_found' };
       },
     },
-    async readiness() {
-      const appCheck = await probeApp(config.inbound.app, config.inbound.readinessPath, 1_000);
+    async readiness(opts) {
+      const appCheck = opts?.skipApp ? 'skipped' : await probeApp(config.inbound.app, config.inbound.readinessPath, 1_000);
       const certificate = !config.identity ? 'disabled' : identity?.manager.valid() ? 'ok' : (identity?.manager.stats().lastError ?? 'waiting for the first certificate');
       const policyState = policyRef.current?.ready();
       const checks = {
@@ -152,7 +152,7 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
         app: appCheck,
       };
       const ready =
-        !draining && listeners.inbound !== undefined && appCheck === 'ok' && (certificate === 'ok' || certificate === 'disabled') && (policyState?.ok ?? true);
+        !draining && listeners.inbound !== undefined && (appCheck === 'ok' || appCheck === 'skipped') && (certificate === 'ok' || certificate === 'disabled') && (policyState?.ok ?? true);
       return { ready, checks };
     },
     configDump: () => ({

@@ -60,7 +60,7 @@ export function createSidecarMetrics(opts: {
   policyPersisted?: () => boolean | undefined;
 }): SidecarMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'meshgate_process_' });
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
   return {
     registry,

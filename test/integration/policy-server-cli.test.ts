@@ -82,7 +82,8 @@ describe('meshgate policy-server (CLI)', () => {
       expect(ready.statusCode).toBe(200);
       await ready.body.dump();
       const metrics = await (await request(`http://127.0.0.1:${listening.adminPort}/metrics`)).body.text();
-      expect(metrics).toContain('meshgate_process_');
+      expect(metrics).toContain('process_cpu_seconds_total'); // the standard names, no prefix
+      expect(metrics).not.toContain('meshgate_process_');
 
       const client = createPolicyClient(`127.0.0.1:${listening.grpcPort}`, policyChannelCredentials(await h.identity('shop', 'orders'), policyServerSpiffeId(TRUST_DOMAIN)));
       const sub = openSubscriber(client, { sidecarId: 'cli-orders' }, true);

@@ -22,7 +22,7 @@ const scrape = parse(readFileSync(new URL('../../../deploy/grafana/prometheus.ym
 };
 
 function registered(): Map<string, string[]> {
-  const metrics = createSidecarMetrics({ defaultMetrics: false });
+  const metrics = createSidecarMetrics({ defaultMetrics: true }); // process_* and nodejs_*: the process panels
   const registry = new Registry();
   registerTracingMetrics(registry, tracingOff(TRACING_OFF_SETTINGS));
   const out = new Map<string, string[]>();
@@ -46,7 +46,7 @@ describe('deploy/grafana', () => {
 
   it.each(exprs)('$panel: queries only metrics and labels the sidecar exports', ({ expr }) => {
     const known = registered();
-    const names = [...expr.matchAll(/\b(meshgate_[a-z_]+)\b/g)].map((m) => m[1]!.replace(/_(bucket|sum|count)$/, ''));
+    const names = [...expr.matchAll(/\b((?:meshgate|process|nodejs)_[a-z0-9_]+)\b/g)].map((m) => m[1]!.replace(/_(bucket|sum|count)$/, ''));
     expect(names.length).toBeGreaterThan(0);
     for (const name of names) {
       // authz_decisions_total belongs to the authorization filter; accepted once registered, and named in the contract meanwhile.
