@@ -138,6 +138,8 @@ describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written
     await h.write('shop/deny.yaml', denySecret);
     await expect.poll(() => call('/secret/1'), { timeout: 5_000, interval: 20 }).toBe(403);
     await expect.poll(async () => (await dump()).policy.persistence.state, { timeout: 5_000 }).toBe('failing');
+    // The older copy is set aside just after the failed write is counted.
+    await expect.poll(async () => (await dump()).policy.persistence.diskCopy, { timeout: 5_000 }).toBe('outdated');
     expect((await dump()).policy.persistence).toMatchObject({ persistedVersion: v1, diskCopy: 'outdated', lastError: expect.any(String), failingSince: expect.any(String) });
     const ready = await admin(orders!, '/ready');
     expect(ready.status).toBe(200);
