@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
-import { parseIptablesArgs } from '../../src/inject/iptables-args.ts';
+import { parseIptablesFlags } from '../../src/interception/iptables-flags.ts';
 
 /*
  * `meshgate inject` as a user runs it: golden files for every workload kind.
@@ -91,7 +91,10 @@ describe('meshgate inject -f (golden files)', () => {
 
   it('writes iptables flags the iptables command parses back to the annotations\' values', async () => {
     const golden = templates(await readFile(join(FIXTURES, 'workloads.golden.yaml'), 'utf8'));
-    const args = (name: string) => parseIptablesArgs(golden.get(name)!.spec.initContainers[0].args.slice(1));
+    const args = (name: string) => {
+      const { spec, mode } = parseIptablesFlags(golden.get(name)!.spec.initContainers[0].args.slice(1));
+      return { ...spec, mode };
+    };
     expect(args('Pod/web')).toEqual({
       inboundPort: 15006,
       outboundPort: 15001,
