@@ -18,7 +18,7 @@ export interface ParsedFile {
 /** What the store needs from the policy model (src/policy). */
 export interface PolicyModel {
   /** Parses and validates one file's text; `file` is how errors name the source: a path relative to the folder, or `api`. */
-  parseFile(text: string, file: string): ParsedFile;
+  parseFile(text: string, file: string): ParsedFile | Promise<ParsedFile>;
   /** Files larger than this are rejected whole without being read. */
   readonly maxFileBytes: number;
 }
@@ -138,7 +138,7 @@ export function createDocumentStore(
         parsed = { documents: [], errors: [{ source: { file: rel, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})` }] };
         return { stamp: '', parsed, stored: new Map() };
       }
-      parsed = model.parseFile(text, rel);
+      parsed = await model.parseFile(text, rel);
     }
     const stored = new Map<DocumentKey, StoredDocument & { index: number }>();
     for (const { index, document, digest } of parsed.documents) {
@@ -320,7 +320,7 @@ export function createDocumentStore(
 
     put(text) {
       return serialised(async (): Promise<StoreWriteResult> => {
-        const parsed = model.parseFile(text, 'api');
+        const parsed = await model.parseFile(text, 'api');
         const indexes = new Set([...parsed.documents.map((d) => d.index), ...parsed.errors.map((e) => e.source.index)]);
         if (parsed.errors.length > 0) return { ok: false, errors: parsed.errors };
         if (indexes.size !== 1 || parsed.documents.length !== 1) {
