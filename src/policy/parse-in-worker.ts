@@ -31,7 +31,10 @@ export interface WorkerPolicyParser {
   close(): Promise<void>;
 }
 
-type Reply = { id: number; ok: true; documents: ValidDocument[]; errors: ParsedDocuments['errors'] } | { id: number; ok: false; message: string };
+type Reply =
+  | { ready: true }
+  | { id: number; ok: true; documents: ValidDocument[]; errors: ParsedDocuments['errors'] }
+  | { id: number; ok: false; message: string };
 
 interface Job {
   readonly request: ParseRequest;
@@ -44,8 +47,9 @@ export function createWorkerPolicyParser(options: WorkerParserOptions = {}): Wor
   const timeoutMs = options.timeoutMs ?? 30_000;
   const maxHeapMb = options.maxHeapMb ?? 512;
   const queue: Job[] = [];
-  let worker: Worker | undefined;
-  let current: { job: Job; timer: NodeJS.Timeout } | undefined;
+  let worker: { readonly thread: Worker; ready: boolean } | undefined;
+  // The job in hand; its timer runs from when the worker has it (a worker's start-up is not the file's time).
+  let current: { readonly job: Job; timer: NodeJS.Timeout | undefined } | undefined;
   let nextId = 0;
 
   const fileError = (file: string, reason: string): ParsedDocuments => ({
@@ -63,41 +67,55 @@ export function createWorkerPolicyParser(options: WorkerParserOptions = {}): Wor
   };
 
   /** The worker is gone (crashed, out of memory, or stopped by us): the file in hand fails, the next one gets a new worker. */
-  const lose = (w: Worker, reason: string): void => {
-    if (worker !== w) return;
+  const lose = (thread: Worker, reason: string): void => {
+    if (worker?.thread !== thread) return;
     worker = undefined;
-    void w.terminate();
+    void thread.terminate();
     if (current) finish(fileError(current.job.request.file, reason));
   };
 
-  const spawn = (): Worker => {
-    const w = new Worker(WORKER_URL, { workerData: { limits: options.limits ?? {} }, resourceLimits: { maxOldGenerationSizeMb: maxHeapMb } });
-    w.on('message', (reply: Reply) => {
+  const dispatch = (): void => {
+    if (!current || !worker?.ready || current.timer) return;
+    const { thread } = worker;
+    current.timer = setTimeout(() => lose(thread, `could not be parsed within ${timeoutMs} ms`), timeoutMs);
+    thread.postMessage(current.job.request);
+  };
+
+  const spawn = (): { thread: Worker; ready: boolean } => {
+    const thread = new Worker(WORKER_URL, { workerData: { limits: options.limits ?? {} }, resourceLimits: { maxOldGenerationSizeMb: maxHeapMb } });
+    const state = { thread, ready: false };
+    thread.on('message', (reply: Reply) => {
+      if ('ready' in reply) {
+        state.ready = true;
+        return dispatch();
+      }
       if (!current || reply.id !== current.job.request.id) return;
       if (!reply.ok) return finish(fileError(current.job.request.file, `could not be parsed (${reply.message})`));
       // Structured cloning drops the freeze the validator put on each document.
       finish({ documents: reply.documents.map((d) => deepFreeze(d)), errors: reply.errors });
     });
-    w.on('error', (err: Error & { code?: string }) => {
-      lose(w, err.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `could not be parsed: the parser ran out of memory (${maxHeapMb} MiB)` : `could not be parsed (${err.message.split('\n')[0]})`);
+    thread.on('error', (err: Error & { code?: string }) => {
+      lose(thread, err.code === 'ERR_WORKER_OUT_OF_MEMORY' ? `could not be parsed: the parser ran out of memory (${maxHeapMb} MiB)` : `could not be parsed (${err.message.split('\n')[0]})`);
     });
-    w.on('exit', (code) => lose(w, `could not be parsed: the parser stopped (exit code ${code})`));
-    return w;
+    thread.on('exit', (code) => lose(thread, `could not be parsed: the parser stopped (exit code ${code})`));
+    return state;
   };
 
   const startNext = (): void => {
     const job = queue.shift();
     if (!job) {
-      worker?.unref(); // an idle worker never keeps the process alive
+      worker?.thread.unref(); // an idle worker never keeps the process alive
       return;
     }
     worker ??= spawn();
-    worker.ref();
-    const w = worker;
-    const timer = setTimeout(() => lose(w, `could not be parsed within ${timeoutMs} ms`), timeoutMs);
-    current = { job, timer };
-    w.postMessage(job.request);
+    worker.thread.ref();
+    current = { job, timer: undefined };
+    dispatch();
   };
+
+  // Started now, idle and unref'd: its start-up (loading the validator) overlaps the caller's own.
+  worker = spawn();
+  worker.thread.unref();
 
   return {
     parse(text, file) {
@@ -107,7 +125,7 @@ export function createWorkerPolicyParser(options: WorkerParserOptions = {}): Wor
       });
     },
     async close() {
-      const w = worker;
+      const w = worker?.thread;
       worker = undefined;
       const waiting = queue.splice(0); // before finish(), which would start the next job
       if (current) finish(fileError(current.job.request.file, 'could not be parsed: the parser was stopped'));

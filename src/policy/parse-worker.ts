@@ -27,6 +27,8 @@ function serve(port: MessagePort, limits: Partial<PolicyLimits>): void {
       port.postMessage({ id, ok: false, message: (err as Error).message.split('\n')[0] });
     }
   });
+  // Modules loaded, validator built: the client's time budget for a file starts from here.
+  port.postMessage({ ready: true });
 }
 
 if (parentPort) serve(parentPort, (workerData as { limits?: Partial<PolicyLimits> } | undefined)?.limits ?? {});
