@@ -43,7 +43,7 @@ const stringMatch = z
   .strictObject({
     exact: z.string().optional().describe('Matches the whole value.'),
     prefix: z.string().optional().describe('Matches the start of the value.'),
-    regex: routeRegex.optional().describe('ECMAScript regular expression, anchored to the whole value.'),
+    regex: routeRegex.optional().describe('ECMAScript regular expression, anchored to the whole value; refused when it could backtrack catastrophically (checked as policy regexes are).'),
   })
   .refine((m) => [m.exact, m.prefix, m.regex].filter((v) => v !== undefined).length === 1, {
     message: 'expected exactly one of exact, prefix, regex',
@@ -53,7 +53,7 @@ const headerMatch = z.strictObject({
   name: z.string().min(1).describe('Header (or query parameter) name; header names are case-insensitive.'),
   exact: z.string().optional().describe('Value equals this.'),
   prefix: z.string().optional().describe('Value starts with this.'),
-  regex: routeRegex.optional().describe('Value matches this anchored regular expression.'),
+  regex: routeRegex.optional().describe('Value matches this anchored regular expression (checked as policy regexes are).'),
   present: z.boolean().optional().describe('true: must be present (any value); false: must be absent.'),
 });
 
