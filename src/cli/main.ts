@@ -345,17 +345,15 @@ async function runToken(args: string[]): Promise<number> {
   if (!values.sa) throw new UsageError('meshgate token: missing --sa NAME');
   if (!values.ns) throw new UsageError('meshgate token: missing --ns NAMESPACE');
   const ttlMs = await parseDurationFlag('token', 'ttl', values.ttl);
-  const [{ readFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([
-    import('node:fs/promises'),
+  const [{ readTextFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([
+    import('../config/text-file.ts'),
     import('../ca/token-mint.ts'),
     import('../core/clock.ts'),
   ]);
-  let keyPem: string;
-  try {
-    keyPem = await readFile(values.key, 'utf8');
-  } catch (err) {
-    throw new UsageError(`meshgate token: ${values.key}: cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-  }
+  // A PEM key is a few KiB: the cap only stops a wrong path (a device, a huge file) from being read whole.
+  const key = await readTextFile(values.key, 65_536);
+  if (!key.ok) throw new UsageError(`meshgate token: ${values.key}: ${key.reason}`);
+  const keyPem = key.text;
   try {
     const token = await mintToken({ keyPem, namespace: values.ns, serviceAccount: values.sa, ttlMs, issuer: values.issuer, audience: values.audience, clock: systemClock });
     process.stdout.write(`${token}\n`);

@@ -152,6 +152,8 @@ describe('meshgate: every bad input is one line per problem naming file and fiel
     expect(await meshgate(['policy', 'check', fifo])).toEqual({ code: 2, stdout: '', stderr: `meshgate policy check: ${fifo}: not a regular file (a FIFO)\n` });
     expect(await meshgate(['policy', 'check', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: 'meshgate policy check: /dev/zero: not a regular file (a character device)\n' });
     expect(await meshgate(['ca', '--config', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: '/dev/zero: not a regular file (a character device)\n' });
+    expect(await meshgate(['token', '--sa', 'web', '--ns', 'shop', '--key', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: 'meshgate token: /dev/zero: not a regular file (a character device)\n' });
+    expect(await meshgate(['policy', 'diff', '--old', dir, '--new', dir, '--requests', fifo])).toEqual({ code: 2, stdout: '', stderr: `meshgate policy diff: --requests ${fifo}: not a regular file (a FIFO)\n` });
   });
 
   it('sidecar: relative paths resolve against the config file\'s folder, wherever it is started from', async () => {
