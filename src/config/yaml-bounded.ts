@@ -1,4 +1,4 @@
-import { CST, isAlias, isMap, isScalar, isSeq, Lexer, LineCounter, parseAllDocuments } from 'yaml';
+import { CST, isMap, isScalar, isSeq, Lexer, LineCounter, parseAllDocuments } from 'yaml';
 import type { Node as YamlNode } from 'yaml';
 
 /*
@@ -196,9 +196,8 @@ function structureProblems(
       node.items.forEach((item, i) => children.push({ node: item, parent: visit, key: i }));
     } else if (isScalar(node) && typeof node.value === 'number' && !Number.isFinite(node.value)) {
       report(visit, node, `not a finite number: ${node.source ?? String(node.value)}`);
-    } else if (isAlias(node)) {
-      // Expanded (and counted) by toJS.
     }
+    // Aliases are left to toJS, which expands and counts them.
     // Reversed onto the stack, so problems come out in document order.
     for (let i = children.length - 1; i >= 0; i--) stack.push(children[i]!);
   }

@@ -113,10 +113,6 @@ export function createWorkerPolicyParser(options: WorkerParserOptions = {}): Wor
     dispatch();
   };
 
-  // Started now, idle and unref'd: its start-up (loading the validator) overlaps the caller's own.
-  worker = spawn();
-  worker.thread.unref();
-
   return {
     parse(text, file) {
       return new Promise<ParsedDocuments>((resolve) => {

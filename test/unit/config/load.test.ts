@@ -31,9 +31,10 @@ describe('config files: bounded before they are parsed', () => {
   it('refuses a file with too many nodes from a lexer pass, quickly', () => {
     // 120k keys in 1 MiB: the quadratic duplicate-key check this replaces took about a minute.
     const labels = Array.from({ length: 120_000 }, (_, i) => `${i.toString(36)}: 1`).join(', ');
-    const started = performance.now();
+    const started = process.cpuUsage();
     expect(problems(`labels: {${labels}}\n`)).toEqual(['sidecar.yaml: too many YAML nodes: at most 100000 values, keys and collections in one file']);
-    expect(performance.now() - started).toBeLessThan(3000);
+    const cpu = process.cpuUsage(started);
+    expect((cpu.user + cpu.system) / 1000).toBeLessThan(3000); // CPU time: a busy machine stretches wall time
   });
 
   it('refuses a file over 1 MiB before parsing it', () => {
