@@ -10,4 +10,11 @@ if (major < REQUIRED_MAJOR) {
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
 const { main } = await import('../src/cli/main.ts');
-process.exitCode = await main(process.argv.slice(2));
+const code = await main(process.argv.slice(2));
+process.exitCode = code;
+if (code !== 0) {
+  // A role that failed part-way through starting may still hold a listener: it must not keep a
+  // failed process alive. Exit once what was written to stdout and stderr has left.
+  await Promise.all([process.stdout, process.stderr].map((stream) => new Promise((resolve) => stream.write('', resolve))));
+  process.exit(code);
+}

@@ -36,7 +36,8 @@ Run 'meshgate <command> --help' for a command's options.`,
   sidecar: `Usage: meshgate sidecar --config FILE [--workload-host HOST]
 
 Runs one sidecar next to a workload. FILE is YAML; see "Configuration reference"
-in the README. A bad file exits with status 2 and one line: file, field, problem.
+in the README. Relative paths in it resolve against FILE's folder.
+A bad file exits with status 2 and one line per problem: file, field, problem.
 SIGTERM or SIGINT drains: no new calls, in-flight calls finish (drain.timeout), exit 0.
 
 Options:
@@ -49,7 +50,7 @@ Runs the meshgate CA: signs workload CSRs over gRPC + TLS for callers that
 prove who they are with a bootstrap token (or, to renew, their current
 certificate), and serves the trust bundle. FILE is YAML; relative paths in it
 resolve against FILE's folder. See "Workload identity (CA)" in the README.
-A bad file exits with status 2 and one line: file, field, problem.
+A bad file exits with status 2 and one line per problem: file, field, problem.
 SIGTERM or SIGINT stops it (in-flight signings finish, exit 0).`,
   'policy-server': `Usage: meshgate policy-server --config FILE
 
@@ -64,7 +65,7 @@ spiffe://<trust-domain>/ns/meshgate-system/sa/policy-server. Replicas pointed
 at one folder serve the same versions. The admin listener has /live, /ready,
 /metrics, /config_dump and the admin API (/api/v1/...).
 FILE is YAML; relative paths in it resolve against FILE's folder.
-A bad file exits with status 2 and one line: file, field, problem.
+A bad file exits with status 2 and one line per problem: file, field, problem.
 SIGTERM or SIGINT stops it: streams end with UNAVAILABLE (sidecars fail over), exit 0.`,
   certs: `Usage: meshgate certs init [--out DIR] [options]
        meshgate certs webhook [--dir DIR] [options]
@@ -114,7 +115,7 @@ start with "." are skipped), or one FILE. Each problem is one line on stderr:
 where N counts the documents of a file from 0. An invalid document is
 rejected alone; a key defined twice keeps its first copy. Exits 1 when any
 document is invalid, otherwise prints "N documents valid" and exits 0.
-A missing or unreadable DIR exits 2.
+A missing or unreadable DIR or FILE (or one that is not a regular file) exits 2.
 
 Also: meshgate policy explain --help, meshgate policy diff --help.`,
   'policy explain': `Usage: meshgate policy explain --policies DIR --from PRINCIPAL --to SERVICE[.NS]
@@ -182,7 +183,7 @@ async function runSidecar(args: string[]): Promise<number> {
   const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'workload-host': { type: 'string' } }, strict: true });
   if (!values.config) throw new UsageError('meshgate sidecar: missing --config FILE');
   // Loaded on demand so `--help` and other commands start fast.
-  const [{ loadConfigFile }, { sidecarConfigSchema }] = await Promise.all([import('../config/load.ts'), import('../config/sidecar-schema.ts')]);
+  const [{ loadConfigFile }, { sidecarConfigSchema }, path] = await Promise.all([import('../config/load.ts'), import('../config/sidecar-schema.ts'), import('node:path')]);
   const config = withWorkloadHost(await loadConfigFile(values.config, sidecarConfigSchema), values['workload-host']);
   const [{ systemClock }, { startSidecar }, { createLogger }] = await Promise.all([
     import('../core/clock.ts'),
@@ -201,6 +202,7 @@ async function runSidecar(args: string[]): Promise<number> {
     random: Math.random,
     defaultMetrics: true,
     configFile: values.config,
+    configDir: path.dirname(path.resolve(values.config)),
     tracing,
   });
   return untilSignal(logger, async (signal) => {
@@ -383,17 +385,15 @@ async function runToken(args: string[]): Promise<number> {
   if (!values.sa) throw new UsageError('meshgate token: missing --sa NAME');
   if (!values.ns) throw new UsageError('meshgate token: missing --ns NAMESPACE');
   const ttlMs = await parseDurationFlag('token', 'ttl', values.ttl);
-  const [{ readFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([
-    import('node:fs/promises'),
+  const [{ readTextFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([
+    import('../config/text-file.ts'),
     import('../ca/token-mint.ts'),
     import('../core/clock.ts'),
   ]);
-  let keyPem: string;
-  try {
-    keyPem = await readFile(values.key, 'utf8');
-  } catch (err) {
-    throw new UsageError(`meshgate token: ${values.key}: cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-  }
+  // A PEM key is a few KiB: the cap only stops a wrong path (a device, a huge file) from being read whole.
+  const key = await readTextFile(values.key, 65_536);
+  if (!key.ok) throw new UsageError(`meshgate token: ${values.key}: ${key.reason}`);
+  const keyPem = key.text;
   try {
     const token = await mintToken({ keyPem, namespace: values.ns, serviceAccount: values.sa, ttlMs, issuer: values.issuer, audience: values.audience, clock: systemClock });
     process.stdout.write(`${token}\n`);
@@ -417,15 +417,24 @@ async function runPolicyCheck(args: string[]): Promise<number> {
   const [target, extra] = positionals;
   if (target === undefined) throw new UsageError('meshgate policy check: missing DIR');
   if (extra !== undefined) throw new UsageError(`meshgate policy check: expected one DIR or FILE, got ${positionals.length}`);
-  const [{ readFile, stat }, { parsePolicyFolder, parsePolicyText }, { formatPolicyError }] = await Promise.all([
+  const [{ stat }, { parsePolicyFolder, parsePolicyText }, { formatPolicyError }, { readTextFile }, { DEFAULT_POLICY_LIMITS }] = await Promise.all([
     import('node:fs/promises'),
     import('../policy/parse-documents.ts'),
     import('../policy/policy-error.ts'),
+    import('../config/text-file.ts'),
+    import('../policy/limits.ts'),
   ]);
   let result: Awaited<ReturnType<typeof parsePolicyFolder>>;
   try {
-    result = (await stat(target)).isDirectory() ? await parsePolicyFolder(target) : parsePolicyText(await readFile(target, 'utf8'), target);
+    if ((await stat(target)).isDirectory()) result = await parsePolicyFolder(target);
+    else {
+      // Not readFile: a FIFO would block it forever and /dev/zero never ends.
+      const read = await readTextFile(target, DEFAULT_POLICY_LIMITS.maxFileBytes);
+      if (!read.ok) throw new UsageError(`meshgate policy check: ${target}: ${read.reason}`);
+      result = parsePolicyText(read.text, target);
+    }
   } catch (err) {
+    if (err instanceof UsageError) throw err;
     // Only file-system errors are the user's to fix; anything else is a bug and keeps its stack.
     const code = (err as NodeJS.ErrnoException).code;
     if (typeof code !== 'string') throw err;

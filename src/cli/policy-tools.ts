@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readTextFile } from '../config/text-file.ts';
 import { parseArgs } from 'node:util';
 import { parsePolicyFolder } from '../policy/parse-documents.ts';
 import { formatPolicyError } from '../policy/policy-error.ts';
@@ -120,14 +120,10 @@ export async function runPolicyDiff(args: string[]): Promise<number> {
   if (!values.old) return fail('missing --old DIR');
   if (!values.new) return fail('missing --new DIR');
   if (!values.requests) return fail('missing --requests ACCESS_LOG');
-  let text: string;
-  try {
-    text = await readFile(values.requests, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (typeof code !== 'string') throw err;
-    return fail(`--requests ${values.requests}: ${code === 'ENOENT' ? 'no such file' : `cannot read (${code})`}`);
-  }
+  // Not readFile: a FIFO would block it forever and /dev/zero never ends. 256 MiB of log is far more than one replay needs.
+  const requests = await readTextFile(values.requests, 256 * 1_048_576);
+  if (!requests.ok) return fail(`--requests ${values.requests}: ${requests.reason}`);
+  const text = requests.text;
   let oldDocs: PolicyDocument[];
   let newDocs: PolicyDocument[];
   try {

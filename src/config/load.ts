@@ -1,42 +1,73 @@
-import { readFile } from 'node:fs/promises';
-import { parseDocument } from 'yaml';
 import type { z } from 'zod';
+import { readTextFile } from './text-file.ts';
+import { parseYaml } from './yaml-bounded.ts';
+import type { YamlBounds } from './yaml-bounded.ts';
 
-/** A configuration problem, already worded as the single line the user sees. */
+/** A configuration problem, already worded as the lines the user sees (one per problem). */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
 /**
- * Reads, parses, validates, defaults and freezes one YAML file. Every role loads
- * its config through here, so every bad file fails the same way:
- * `FILE: FIELD.PATH: what is wrong (expected ...)`.
+ * Bounds on a role's config file, checked before the work they bound: the
+ * size before the file is read, nodes and documents before it is parsed,
+ * keys per mapping and aliases before it is converted. The largest real
+ * config (a static registry of a few hundred services) is far below each.
  */
-export async function loadConfigFile<S extends z.ZodType>(file: string, schema: S): Promise<z.output<S>> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigError(`${file}: cannot read file (${code === 'ENOENT' ? 'no such file' : code ?? String(err)})`);
-  }
-  return parseConfigText(text, file, schema);
+export interface ConfigFileLimits extends YamlBounds {
+  readonly maxBytes: number;
+  /** Problem lines reported for one file; the rest are counted in a last line. */
+  readonly maxProblems: number;
 }
 
-export function parseConfigText<S extends z.ZodType>(text: string, file: string, schema: S): z.output<S> {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length > 0) {
-    const first = doc.errors[0]!;
-    const line = first.linePos?.[0];
-    throw new ConfigError(`${file}:${line ? `${line.line}:${line.col}` : ''} invalid YAML: ${first.message.split('\n')[0]}`);
+export const CONFIG_FILE_LIMITS: ConfigFileLimits = Object.freeze({
+  maxBytes: 1_048_576,
+  maxNodes: 100_000,
+  maxDocuments: 1,
+  maxKeysPerMapping: 1000,
+  maxAliasCount: 100,
+  maxProblems: 20,
+});
+
+/**
+ * Reads, parses, validates, defaults and freezes one YAML file. Every role loads
+ * its config through here, so every bad file fails the same way, one line per
+ * problem: `FILE: FIELD.PATH: what is wrong (expected ...)`, or
+ * `FILE:LINE:COLUMN: ...` where the problem is in the YAML itself.
+ */
+export async function loadConfigFile<S extends z.ZodType>(file: string, schema: S, limits: ConfigFileLimits = CONFIG_FILE_LIMITS): Promise<z.output<S>> {
+  const read = await readTextFile(file, limits.maxBytes);
+  if (!read.ok) throw new ConfigError(`${file}: ${read.reason}`);
+  return parseConfigText(read.text, file, schema, limits);
+}
+
+export function parseConfigText<S extends z.ZodType>(text: string, file: string, schema: S, limits: ConfigFileLimits = CONFIG_FILE_LIMITS): z.output<S> {
+  const bytes = Buffer.byteLength(text);
+  if (bytes > limits.maxBytes) throw new ConfigError(`${file}: file too large: at most ${limits.maxBytes} bytes (got ${bytes})`);
+  const parsed = parseYaml(text, limits, { maxProblems: limits.maxProblems });
+  if (!parsed.ok) throw new ConfigError(`${file}: ${parsed.reason}`);
+  const doc = parsed.documents[0];
+  if (doc && doc.problems.length > 0) {
+    throw configError(
+      file,
+      doc.problems.map((p) => {
+        const at = p.line > 0 ? `${file}:${p.line}:${p.column}` : file;
+        return p.syntax ? `${at}: invalid YAML: ${p.reason}` : `${at}: ${formatPath(p.path)}: ${p.reason}`;
+      }),
+      limits.maxProblems,
+    );
   }
-  const raw: unknown = doc.toJS() ?? {};
+  const raw: unknown = doc?.value ?? {};
   const result = schema.safeParse(raw);
   if (!result.success) {
-    const issue = result.error.issues[0]!;
-    throw new ConfigError(`${file}: ${describeIssue(issue, raw)}`);
+    throw configError(file, result.error.issues.flatMap((issue) => describeIssue(issue, raw).map((line) => `${file}: ${line}`)), limits.maxProblems);
   }
   return deepFreeze(result.data);
+}
+
+function configError(file: string, lines: string[], max: number): ConfigError {
+  const shown = lines.length > max ? [...lines.slice(0, max - 1), `${file}: ... and ${lines.length - max + 1} more problems`] : lines;
+  return new ConfigError(shown.join('\n'));
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
@@ -58,21 +89,23 @@ export function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
   return node;
 }
 
-export function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
-  if (issue.code === 'unrecognized_keys') {
-    const key = issue.keys[0]!;
-    return `${formatPath([...issue.path, key])}: unknown field`;
-  }
+/** A value for "got ...": primitives as JSON, a list or mapping by its kind (never a deep serialisation). */
+function shown(value: unknown): string {
+  if (Array.isArray(value)) return 'a list';
+  if (value !== null && typeof value === 'object') return 'a mapping';
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** One zod issue -> its lines (unknown keys give one line per key). */
+export function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string[] {
+  if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => `${formatPath([...issue.path, key])}: unknown field`);
   const where = formatPath(issue.path);
   const actual = valueAt(raw, issue.path);
-  if (issue.code === 'invalid_type' && actual === undefined) {
-    return `${where}: missing required field (expected ${issue.expected})`;
-  }
-  if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) {
-    return `${where}: expected ${issue.expected}, got ${JSON.stringify(actual)?.slice(0, 60)}`;
-  }
-  const got = actual === undefined ? '' : `, got ${JSON.stringify(actual)?.slice(0, 60)}`;
-  return `${where}: ${issue.message}${got}`;
+  if (issue.code === 'invalid_type' && actual === undefined) return [`${where}: missing required field (expected ${issue.expected})`];
+  if (issue.code === 'invalid_type' && issue.message.startsWith('Invalid input')) return [`${where}: expected ${issue.expected}, got ${shown(actual)}`];
+  const got = actual === undefined || typeof actual === 'object' ? '' : `, got ${shown(actual)}`;
+  return [`${where}: ${issue.message}${got}`];
 }
 
 export function deepFreeze<T>(value: T): T {

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { policySubscriberConfigSchema } from '../policy/subscriber-config.ts';
+import { createRegexSafetyChecker } from '../policy/regex-safety.ts';
 import { byteSize, duration } from './durations.ts';
 import { logLevelSchema, tracingConfigSchema } from './telemetry-schema.ts';
 
@@ -19,11 +20,30 @@ const listener = (defaultPort: number, defaultAddress: string) =>
     port: z.number().int().min(0).max(65535).default(defaultPort).describe('Port to bind; 0 picks a free port.'),
   });
 
+/**
+ * A route regex, checked as policy regexes are (src/policy/regex-safety.ts):
+ * it must compile, and must not backtrack catastrophically as the router
+ * runs it (anchored), or one crafted path could stall the sidecar.
+ */
+const routeRegex = z
+  .string()
+  .max(512)
+  .superRefine((written, ctx) => {
+    try {
+      new RegExp(written);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `not a valid regular expression (${(err as Error).message.replace(/^Invalid regular expression: /, '')})` });
+      return;
+    }
+    const problem = createRegexSafetyChecker().check(`^(?:${written})$`);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+
 const stringMatch = z
   .strictObject({
     exact: z.string().optional().describe('Matches the whole value.'),
     prefix: z.string().optional().describe('Matches the start of the value.'),
-    regex: z.string().max(512).optional().describe('ECMAScript regular expression, anchored to the whole value.'),
+    regex: routeRegex.optional().describe('ECMAScript regular expression, anchored to the whole value; refused when it could backtrack catastrophically (checked as policy regexes are).'),
   })
   .refine((m) => [m.exact, m.prefix, m.regex].filter((v) => v !== undefined).length === 1, {
     message: 'expected exactly one of exact, prefix, regex',
@@ -33,7 +53,7 @@ const headerMatch = z.strictObject({
   name: z.string().min(1).describe('Header (or query parameter) name; header names are case-insensitive.'),
   exact: z.string().optional().describe('Value equals this.'),
   prefix: z.string().optional().describe('Value starts with this.'),
-  regex: z.string().max(512).optional().describe('Value matches this anchored regular expression.'),
+  regex: routeRegex.optional().describe('Value matches this anchored regular expression (checked as policy regexes are).'),
   present: z.boolean().optional().describe('true: must be present (any value); false: must be absent.'),
 });
 

@@ -52,7 +52,7 @@ export function sidecarConfigYaml(workload: SidecarWorkload, config: InjectorCon
     ...(config.mesh.tracing ? { telemetry: { tracing: stripUndefined(config.mesh.tracing) as TracingInput } } : {}),
   };
   const parsed = sidecarConfigSchema.safeParse(input);
-  if (!parsed.success) return { problem: `the sidecar config would be invalid: ${describeIssue(parsed.error.issues[0]!, input)}` };
+  if (!parsed.success) return { problem: `the sidecar config would be invalid: ${describeIssue(parsed.error.issues[0]!, input)[0]}` };
   const header = `# meshgate sidecar config for ${workload.service}.${workload.namespace}, written by the injector.\n`;
   return { yaml: header + stringify(input, { lineWidth: 0 }) };
 }

@@ -1,5 +1,7 @@
 import type { IncomingMessage } from 'node:http';
-import { LineCounter, parseAllDocuments } from 'yaml';
+import { parseYaml } from '../config/yaml-bounded.ts';
+import { DEFAULT_POLICY_LIMITS } from '../policy/limits.ts';
+import { formatFieldPath } from '../policy/policy-error.ts';
 
 export type BodyResult = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly tooLarge: true };
 
@@ -52,26 +54,34 @@ export type ParsedBody =
   | { readonly ok: false; readonly field: string; readonly reason: string };
 
 /**
- * One YAML (or JSON: YAML 1.2 reads it) document. Duplicate keys are an
- * error and alias expansion is bounded by the yaml library's default
- * (maxAliasCount 100), against billion-laughs bodies.
+ * One YAML (or JSON: YAML 1.2 reads it) document, read within the policy
+ * limits before the work they bound (src/config/yaml-bounded.ts): nodes and
+ * documents counted first, duplicate keys found in linear time, keys per
+ * mapping and alias expansion ("billion laughs") capped. The yaml package's
+ * own duplicate-key check is quadratic: a 250 KiB body of one mapping took
+ * seconds of the event loop.
  */
 export function parseDocumentBody(text: string): ParsedBody {
-  const lineCounter = new LineCounter();
-  const docs = parseAllDocuments(text, { prettyErrors: false, uniqueKeys: true, lineCounter });
-  if (!Array.isArray(docs) || docs.length === 0) return { ok: false, field: '', reason: 'empty body: expected one policy document' };
+  const limits = DEFAULT_POLICY_LIMITS;
+  const parsed = parseYaml(text, {
+    maxNodes: limits.maxNodesPerFile,
+    maxDocuments: limits.maxDocumentsPerFile,
+    maxKeysPerMapping: limits.maxKeysPerMapping,
+    maxAliasCount: limits.maxAliasCount,
+  }, { maxProblems: 1 });
+  if (!parsed.ok) return { ok: false, field: '', reason: parsed.reason };
+  const docs = parsed.documents;
+  if (docs.length === 0) return { ok: false, field: '', reason: 'empty body: expected one policy document' };
   if (docs.length !== 1) return { ok: false, field: '', reason: `expected one policy document, got ${docs.length}` };
   const doc = docs[0]!;
-  const problem = doc.errors[0];
+  const problem = doc.problems[0];
   if (problem) {
-    const at = lineCounter.linePos(problem.pos[0]);
-    return { ok: false, field: '', reason: `invalid YAML at ${at.line}:${at.col}: ${problem.message.split('\n')[0]}` };
+    const at = problem.line > 0 ? ` at ${problem.line}:${problem.column}` : '';
+    return problem.syntax || problem.path.length === 0
+      ? { ok: false, field: '', reason: `invalid YAML${at}: ${problem.reason}` }
+      : { ok: false, field: formatFieldPath(problem.path), reason: `invalid YAML${at}: ${problem.reason}` };
   }
-  try {
-    const value: unknown = doc.toJS();
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) return { ok: false, field: '', reason: 'expected a mapping (a policy document)' };
-    return { ok: true, value };
-  } catch (err) {
-    return { ok: false, field: '', reason: `invalid YAML: ${(err as Error).message.split('\n')[0]}` };
-  }
+  const value = doc.value;
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return { ok: false, field: '', reason: 'expected a mapping (a policy document)' };
+  return { ok: true, value };
 }

@@ -20,7 +20,7 @@ export type { ParsedFile } from './document-merge.ts';
 /** What the store needs from the policy model (src/policy). */
 export interface PolicyModel {
   /** Parses and validates one file's text; `file` is how errors name the source: a path relative to the folder, or `api`. */
-  parseFile(text: string, file: string): ParsedFile;
+  parseFile(text: string, file: string): ParsedFile | Promise<ParsedFile>;
   /** Files larger than this are rejected whole without being read. */
   readonly maxFileBytes: number;
 }
@@ -130,7 +130,7 @@ export function createDocumentStore(
       // Stamp '': read again on the next scan.
       return { ...fileError(`cannot read file (${(err as NodeJS.ErrnoException).code ?? String(err)})`), stamp: '' };
     }
-    const parsed = model.parseFile(text, rel);
+    const parsed = await model.parseFile(text, rel);
     const stored = new Map<DocumentKey, ServedDocument>();
     for (const { index, document, digest } of parsed.documents) {
       const key = keyOf(document);
@@ -353,7 +353,7 @@ export function createDocumentStore(
 
     put(text) {
       return serialised(async (): Promise<StoreWriteResult> => {
-        const parsed = model.parseFile(text, 'api');
+        const parsed = await model.parseFile(text, 'api');
         const indexes = new Set([...parsed.documents.map((d) => d.index), ...parsed.errors.map((e) => e.source.index)]);
         if (parsed.errors.length > 0) return { ok: false, errors: parsed.errors };
         if (indexes.size !== 1 || parsed.documents.length !== 1) {

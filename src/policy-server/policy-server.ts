@@ -88,7 +88,8 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   const configFile = deps.configFile ?? 'config';
   const resolvePath = (file: string): string => path.resolve(deps.configDir ?? process.cwd(), file);
   const serverId = config.serverId ?? deps.defaultServerId ?? `${hostname()}-${process.pid}`;
-  const model = deps.model ?? (await defaultModel());
+  const ownModel = deps.model ? undefined : await defaultModel();
+  const model = deps.model ?? ownModel!;
   const metrics = createPolicyServerMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
   const tracing =
     deps.tracing ??
@@ -97,6 +98,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   const spiffeId = policyServerSpiffeId(config.identity.trustDomain, config.identity.serviceAccount);
   const lifetime = new AbortController();
   const cleanups: Array<() => Promise<void> | void> = [() => lifetime.abort()];
+  if (ownModel) cleanups.push(() => ownModel.close()); // its parser's worker thread, after the store (cleanups run in reverse)
   if (!deps.tracing) cleanups.push(() => tracing.shutdown());
   const undo = async (): Promise<void> => {
     for (const step of cleanups.reverse()) await step();
@@ -316,7 +318,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   }
 }
 
-async function defaultModel(): Promise<PolicyServerModel> {
+async function defaultModel(): Promise<PolicyServerModel & { close(): Promise<void> }> {
   const { policyServerModel } = await import('./policy-model.ts');
   return policyServerModel();
 }

@@ -10,6 +10,12 @@ export interface PolicyLimits {
   readonly maxDocumentBytes: number;
   /** Bytes of one policy file (every document in it); a bigger file is rejected whole. */
   readonly maxFileBytes: number;
+  /** Documents of one file, counted before it is parsed; a file with more is rejected whole. */
+  readonly maxDocumentsPerFile: number;
+  /** YAML values, keys and collections of one file, counted before it is parsed; a file with more is rejected whole. */
+  readonly maxNodesPerFile: number;
+  /** Entries of one mapping (checked before duplicate keys are looked for and the document is converted). */
+  readonly maxKeysPerMapping: number;
   /** Entries of a rule list: rules, jwtRules, routes, versions. */
   readonly maxRules: number;
   /** Entries of any other list (principals, paths, CIDRs, values, keys, labels...). */
@@ -31,6 +37,9 @@ export interface PolicyLimits {
 export const DEFAULT_POLICY_LIMITS: PolicyLimits = Object.freeze({
   maxDocumentBytes: 256 * 1024,
   maxFileBytes: 8 * 1024 * 1024,
+  maxDocumentsPerFile: 1000,
+  maxNodesPerFile: 200_000,
+  maxKeysPerMapping: 1000,
   maxRules: 1000,
   maxListValues: 256,
   maxPatternLength: 512,

@@ -1,7 +1,8 @@
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { LineCounter, parseAllDocuments } from 'yaml';
-import { TOP_LEVEL_FIELD, YAML_FIELD } from './policy-error.ts';
+import { readTextFile } from '../config/text-file.ts';
+import { parseYaml } from '../config/yaml-bounded.ts';
+import { formatFieldPath, TOP_LEVEL_FIELD, YAML_FIELD } from './policy-error.ts';
 import { createPolicyValidator } from './validate.ts';
 import type { PolicyValidator, ValidDocument } from './validate.ts';
 import type { PolicyLimits } from './limits.ts';
@@ -49,46 +50,49 @@ function parseText(text: string, file: string, validator: PolicyValidator, seen:
     out.errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `file too large: at most ${limits.maxFileBytes} bytes (got ${fileBytes}); no document of it applies` });
     return;
   }
-  const lineCounter = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true, strict: true });
-  Array.from(docs).forEach((doc, index) => {
-    const source: DocumentSource = { file, index };
+  const parsed = parseYaml(
+    text,
+    { maxNodes: limits.maxNodesPerFile, maxDocuments: limits.maxDocumentsPerFile, maxKeysPerMapping: limits.maxKeysPerMapping, maxAliasCount: limits.maxAliasCount },
+    { strict: true, maxProblems: limits.maxErrorsPerDocument },
+  );
+  if (!parsed.ok) {
+    out.errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `${parsed.reason}; no document of it applies` });
+    return;
+  }
+  for (const doc of parsed.documents) {
+    const source: DocumentSource = { file, index: doc.index };
     const reject = (field: string, reason: string, document?: DocumentKey) => out.errors.push({ source, document, field, reason });
-    if (doc.errors.length > 0) {
-      const first = doc.errors[0]!;
-      const { line, col } = lineCounter.linePos(first.pos[0]);
-      reject(YAML_FIELD, `line ${line}, column ${col}: ${first.message.split('\n')[0]}`);
-      return;
-    }
-    const [start, , end] = doc.range;
-    const bytes = Buffer.byteLength(text.slice(start, end));
+    const bytes = Buffer.byteLength(text.slice(doc.start, doc.end));
     if (bytes > limits.maxDocumentBytes) {
       reject(TOP_LEVEL_FIELD, `document too large: at most ${limits.maxDocumentBytes} bytes (got ${bytes})`);
-      return;
+      continue;
     }
-    let raw: unknown;
-    try {
-      raw = doc.toJS({ maxAliasCount: limits.maxAliasCount });
-    } catch (err) {
-      reject(YAML_FIELD, `${(err as Error).message.split('\n')[0]} (at most ${limits.maxAliasCount} alias expansions)`);
-      return;
+    if (doc.problems.length > 0) {
+      // A syntax error often causes the next ones: the first is the one to fix.
+      const problems = doc.problems[0]!.syntax ? doc.problems.slice(0, 1) : doc.problems;
+      for (const p of problems) {
+        const at = p.line > 0 ? `line ${p.line}, column ${p.column}: ` : '';
+        reject(p.syntax || p.path.length === 0 ? YAML_FIELD : formatFieldPath(p.path), `${at}${p.reason}`);
+      }
+      continue;
     }
+    const raw = doc.value;
     // A document of only comments, or the empty one after a trailing `---`.
-    if (raw === null || raw === undefined) return;
+    if (raw === null || raw === undefined) continue;
     const result = validator.validate(raw, source);
     if (!result.ok) {
       out.errors.push(...result.errors);
-      return;
+      continue;
     }
     const first = seen.get(result.document.key);
     if (first) {
       const where = first.file === file ? `document ${first.index} of this file` : `${first.file} (document ${first.index})`;
       reject('metadata.name', `duplicate: ${result.document.key} is already defined in ${where}; this copy is ignored`, result.document.key);
-      return;
+      continue;
     }
     seen.set(result.document.key, source);
     out.documents.push(result.document);
-  });
+  }
 }
 
 /** One YAML (or JSON) text, possibly several `---` documents. */
@@ -155,17 +159,10 @@ export async function parsePolicyFolder(dir: string, options: FolderParseOptions
   for (const rel of files) {
     const file = options.relativePaths ? rel : path.join(dir, rel);
     const full = path.join(dir, rel);
-    try {
-      const size = (await stat(full)).size;
-      if (size > validator.limits.maxFileBytes) {
-        errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `file too large: at most ${validator.limits.maxFileBytes} bytes (got ${size}); no document of it applies` });
-        continue;
-      }
-      texts.push({ file, text: await readFile(full, 'utf8') });
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `cannot read file (${code ?? String(err)})` });
-    }
+    const read = await readTextFile(full, validator.limits.maxFileBytes);
+    if (read.ok) texts.push({ file, text: read.text });
+    // Worded as the policy server's document store words it ("file too large: ...; no document of it applies").
+    else errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: read.reason.startsWith('file too large') ? `${read.reason}; no document of it applies` : read.reason });
   }
   const parsed = parsePolicyFiles(texts, { validator });
   // Read errors sort with the parse errors by file, as they would have appeared in order.

@@ -2,6 +2,8 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { createAdminServer } from '../admin/admin-server.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
+import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
+import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import { createBanList } from '../filters/ip-access/ban-list.ts';
@@ -46,6 +48,8 @@ export interface SidecarDeps {
   readonly defaultMetrics?: boolean;
   /** Path of the config file, for error messages. */
   readonly configFile?: string;
+  /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
+  readonly configDir?: string;
   /**
    * The role's tracing, made by the CLI from `telemetry.tracing` and the OTEL_*
    * environment; the caller flushes and shuts it down after `drain`. Without
@@ -72,7 +76,8 @@ export interface RunningSidecar {
  * config. Order matters: admin first (so /live answers and /ready explains what
  * is missing), then the workload certificate, then the data listeners.
  */
-export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Promise<RunningSidecar> {
+export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Promise<RunningSidecar> {
+  const config = deps.configDir === undefined ? loaded : resolveSidecarPaths(loaded, deps.configDir);
   const { logger, clock, random } = deps;
   const listeners: { inbound?: HttpListener; outbound?: HttpListener } = {};
   let identity: WorkloadIdentity | undefined;
@@ -297,7 +302,14 @@ export async function startSidecar(config: SidecarConfig, deps: SidecarDeps): Pr
   const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerHooks('inbound'), captured?.inbound);
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
   const edgeConfig = config.listeners.edge;
-  const edgeTls = edgeConfig ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }) : undefined;
+  const edgeTls = edgeConfig
+    ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }).catch((err: NodeJS.ErrnoException) => {
+        // A file-system error names its file; anything else is the pair itself (bad PEM, key not matching).
+        const field = err.syscall && err.path === edgeConfig.keyFile ? 'keyFile' : 'certFile';
+        const problem = err.syscall ? `cannot read ${err.path} (${err.code})` : `not a usable certificate and key pair (${err.message.split('\n')[0]})`;
+        throw new ConfigError(`${deps.configFile ?? 'config'}: listeners.edge.${field}: ${problem}`);
+      })
+    : undefined;
   const edge = edgeTls
     ? createHttpListener('edge', config.limits, inboundStackFor(true), {
         mode: 'STRICT',

@@ -1,15 +1,19 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile, execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { issueCert } from '../helpers/mesh-pki.ts';
 
 const run = promisify(execFile);
 const BIN = join(import.meta.dirname, '../../bin/meshgate.js');
 
 async function meshgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
+    // A killed run (a hang) has code null, so it fails every expectation of an exit code.
     const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { timeout: 15_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
@@ -81,5 +85,104 @@ describe('meshgate sidecar: a bad config file exits 2 with one line naming file,
       expect(code).toBe(0);
       expect(stdout).toContain(`meshgate ${command}`);
     }
+  });
+});
+
+const BOMB = ['a: &a [x, x, x, x, x, x, x, x, x, x]', ...'bcdefgh'.split('').map((c, i) => `${c}: &${c} [${Array(10).fill(`*${'abcdefgh'[i]}`).join(', ')}]`)].join('\n');
+
+describe('meshgate: every bad input is one line per problem naming file and field, exit 2, never a stack', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'meshgate-cfg-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const write = async (name: string, content: string | Buffer): Promise<string> => {
+    const file = join(dir, name);
+    await writeFile(file, content);
+    return file;
+  };
+
+  it.each(['sidecar', 'ca', 'policy-server'])('%s: a billion-laughs config', async (role) => {
+    const file = await write(`bomb-${role}.yaml`, `${BOMB}\n`);
+    expect(await meshgate([role, '--config', file])).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `${file}: (top level): Excessive alias count indicates a resource exhaustion attack (at most 100 alias expansions)\n`,
+    });
+  });
+
+  it('sidecar: route regexes are checked before the start (invalid, and catastrophic backtracking)', async () => {
+    const routes = '[{ match: { path: { regex: "/(a+)+" } } }, { match: { path: { regex: "([a-z" } } }]';
+    const file = await write('regex.yaml', `${VALID}services: [{ name: pay, endpoints: [{ address: "127.0.0.1:1" }], routes: ${routes} }]\n`);
+    const { code, stderr } = await meshgate(['sidecar', '--config', file]);
+    expect(code).toBe(2);
+    expect(stderr.trim().split('\n')).toEqual([
+      `${file}: services[0].routes[0].match.path.regex: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way, got "/(a+)+"`,
+      `${file}: services[0].routes[1].match.path.regex: not a valid regular expression (/([a-z/: Unterminated character class), got "([a-z"`,
+    ]);
+  });
+
+  it('sidecar: several mistakes are all reported, one line each', async () => {
+    const file = await write('many.yaml', 'workload: { service: 7 }\ninbound: { app: "http://127.0.0.1:8080" }\nmtls: { mode: WHAT }\nlistners: {}\n');
+    const { code, stderr } = await meshgate(['sidecar', '--config', file]);
+    expect(code).toBe(2);
+    expect(stderr.trim().split('\n')).toEqual([
+      `${file}: workload.service: expected string, got 7`,
+      `${file}: mtls.mode: Invalid option: expected one of "STRICT"|"PERMISSIVE"|"DISABLE", got "WHAT"`,
+      `${file}: listners: unknown field`,
+    ]);
+  });
+
+  it.each([
+    ['a YAML syntax error, with its line and column', 'workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080"\nmtls: { mode: DISABLE }\n', (f: string) => `${f}:3:1: invalid YAML: Flow map in block collection must be sufficiently indented and end with a }`],
+    ['a number out of range', `${VALID}limits: { maxConnections: 1e400 }\n`, (f: string) => `${f}:4:27: limits.maxConnections: not a finite number: 1e400`],
+    ['a file that is not UTF-8', Buffer.from('workload: { service: "caf\xe9" }\n', 'latin1'), (f: string) => `${f}: not UTF-8 text: byte 0xE9 at line 1, column 26 (save the file as UTF-8)`],
+    ['a file over 1 MiB', `${VALID}# ${'x'.repeat(1_100_000)}\n`, (f: string) => `${f}: file too large: at most 1048576 bytes (got ${VALID.length + 1_100_003})`],
+  ])('sidecar: %s', async (name, content, line) => {
+    const file = await write(`${name.replaceAll(' ', '-')}.yaml`, content);
+    expect(await meshgate(['sidecar', '--config', file])).toEqual({ code: 2, stdout: '', stderr: `${line(file)}\n` });
+  });
+
+  it('a FIFO or a device as a config or policy file: refused at once, no hang, no RangeError', async () => {
+    const fifo = join(dir, 'fifo.yaml');
+    execFileSync('mkfifo', [fifo]);
+    expect(await meshgate(['sidecar', '--config', fifo])).toEqual({ code: 2, stdout: '', stderr: `${fifo}: not a regular file (a FIFO)\n` });
+    expect(await meshgate(['policy', 'check', fifo])).toEqual({ code: 2, stdout: '', stderr: `meshgate policy check: ${fifo}: not a regular file (a FIFO)\n` });
+    expect(await meshgate(['policy', 'check', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: 'meshgate policy check: /dev/zero: not a regular file (a character device)\n' });
+    expect(await meshgate(['ca', '--config', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: '/dev/zero: not a regular file (a character device)\n' });
+    expect(await meshgate(['token', '--sa', 'web', '--ns', 'shop', '--key', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: 'meshgate token: /dev/zero: not a regular file (a character device)\n' });
+    expect(await meshgate(['policy', 'diff', '--old', dir, '--new', dir, '--requests', fifo])).toEqual({ code: 2, stdout: '', stderr: `meshgate policy diff: --requests ${fifo}: not a regular file (a FIFO)\n` });
+  });
+
+  it('sidecar: relative paths resolve against the config file\'s folder, wherever it is started from', async () => {
+    const folder = join(dir, 'etc');
+    await mkdir(folder);
+    const cert = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });
+    await writeFile(join(folder, 'edge.pem'), cert.certPem);
+    await writeFile(join(folder, 'edge.key'), cert.keyPem);
+    const ports = 'admin: { port: 0 }, inbound: { address: 127.0.0.1, port: 0 }, outbound: { port: 0 }';
+    const file = join(folder, 'sidecar.yaml');
+    await writeFile(file, `${VALID}listeners: { ${ports}, edge: { address: 127.0.0.1, port: 0, certFile: edge.pem, keyFile: edge.key } }\n`);
+    // Started from another folder (the test's temporary root), where edge.pem does not exist.
+    const child = spawn(process.execPath, [BIN, 'sidecar', '--config', 'etc/sidecar.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = once(child, 'exit');
+    const listening = new Promise<boolean>((resolve) => {
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line.includes('"sidecar listening"')) resolve(true);
+      });
+      void exited.then(() => resolve(false));
+    });
+    expect(await listening, stderr).toBe(true);
+    child.kill('SIGTERM');
+    await exited;
+
+    await writeFile(file, `${VALID}listeners: { ${ports}, edge: { address: 127.0.0.1, port: 0, certFile: missing.pem, keyFile: edge.key } }\n`);
+    const missing = await meshgate(['sidecar', '--config', file]);
+    expect(missing).toMatchObject({ code: 2, stderr: `${file}: listeners.edge.certFile: cannot read ${join(folder, 'missing.pem')} (ENOENT)\n` });
   });
 });

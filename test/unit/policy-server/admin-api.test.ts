@@ -296,16 +296,16 @@ describe('admin API writes', () => {
   });
 
   it('400s bodies that are not one YAML mapping', async () => {
-    const cases: Array<[string, string]> = [
+    const cases: Array<[string, string, string?]> = [
       ['', 'empty body: expected one policy document'],
       ['a: 1\n---\nb: 2\n', 'expected one policy document, got 2'],
       ['- 1\n- 2\n', 'expected a mapping (a policy document)'],
-      ['kind: A\nkind: B\n', 'invalid YAML at 2:1: Map keys must be unique'],
+      ['kind: A\nkind: B\n', 'invalid YAML at 2:1: Map keys must be unique ("kind" is also on line 1)', 'kind'],
     ];
-    for (const [body, reason] of cases) {
+    for (const [body, reason, field = ''] of cases) {
       const res = await call('PUT', DOC_URL, { subject: 'admin', body });
       expect(res.status, body).toBe(400);
-      expect(res.json, body).toEqual({ code: 'admin.invalid_document', reason: 'AuthorizationPolicy/shop/allow-web is not valid', errors: [{ file: 'api', document: 0, key: null, field: '', reason }] });
+      expect(res.json, body).toEqual({ code: 'admin.invalid_document', reason: 'AuthorizationPolicy/shop/allow-web is not valid', errors: [{ file: 'api', document: 0, key: null, field, reason }] });
     }
     expect(store.puts).toEqual([]);
   });

@@ -1,10 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY_LIMITS, resolvePolicyLimits } from '../../../src/policy/limits.ts';
 import { REGEX_TOO_COMPLEX_REASON, REGEX_UNSAFE_REASON, createRegexSafetyChecker } from '../../../src/policy/regex-safety.ts';
+import { parsePolicyText } from '../../../src/policy/parse-documents.ts';
 import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import { doc, errorLines } from './helpers.ts';
 
 const KEY = 'p.yaml: document 0 (AuthorizationPolicy/shop/p1)';
+
+/** CPU time of this process since `since`, in ms. */
+const cpuMs = (since: NodeJS.CpuUsage): number => {
+  const used = process.cpuUsage(since);
+  return (used.user + used.system) / 1000;
+};
 
 describe('policy limits', () => {
   it('has the documented defaults', () => {
@@ -69,6 +76,48 @@ describe('policy limits', () => {
     const routes = ['a', 'b', 'c'].map((r) => `{ match: { path: { regex: "/${r}" } } }`).join(', ');
     expect(errorLines(doc('Route', `service: orders\nroutes: [${routes}]`), { validator })).toEqual([
       'p.yaml: document 0 (Route/shop/p1): spec.routes[2].match.path.regex: too many regular expressions in one document: at most 2',
+    ]);
+  });
+
+  it('refuses a mapping with too many keys, naming the mapping and the limit', () => {
+    const keys = Array.from({ length: 5000 }, (_, i) => `    k${i}: v`).join('\n');
+    expect(errorLines(doc('AuthorizationPolicy', `rules: []\nx:\n${keys}`))).toEqual(['p.yaml: document 0: spec.x: line 7, column 7: too many keys: at most 1000 in one mapping (got 5000)']);
+  });
+
+  // Before the bounds, yaml's pairwise duplicate-key check made 40k keys cost 15 s and 160k keys
+  // minutes, on the policy server's event loop. Generous bounds on CPU time (not wall time, which
+  // a busy machine stretches): they fail only on that.
+  it('refuses a huge mapping quickly', () => {
+    const keys = Array.from({ length: 40_000 }, (_, i) => `    k${i}: v`).join('\n');
+    const started = process.cpuUsage();
+    const lines = errorLines(doc('AuthorizationPolicy', `rules: []\nx:\n${keys}`));
+    expect(cpuMs(started)).toBeLessThan(6000);
+    expect(lines).toEqual([expect.stringMatching(/^p\.yaml: document 0: \(top level\): document too large: at most 262144 bytes/)]);
+  });
+
+  it('refuses a file with too many nodes before parsing it, stopping at the limit', () => {
+    const keys = Array.from({ length: 160_000 }, (_, i) => `  k${i}: v`).join('\n');
+    const started = process.cpuUsage();
+    const lines = errorLines(`x:\n${keys}\n`);
+    expect(cpuMs(started)).toBeLessThan(3000);
+    expect(lines).toEqual(['p.yaml: document 0: (top level): too many YAML nodes: at most 200000 values, keys and collections in one file; no document of it applies']);
+  });
+
+  it('refuses a file with too many documents before parsing it', () => {
+    const small = doc('IPAccessPolicy', 'deny: [10.0.0.0/8]');
+    expect(errorLines(Array(1001).fill(small).join('---\n'))).toEqual([
+      'p.yaml: document 0: (top level): too many documents: at most 1000 in one file; no document of it applies',
+    ]);
+    const validator = createPolicyValidator({ limits: { maxDocumentsPerFile: 2 } });
+    expect(parsePolicyText(`${small}---\n# only a comment\n`, 'p.yaml', { validator }).errors).toEqual([]);
+  });
+
+  it('refuses duplicate keys, numbers out of range and keys that are not plain values, each with its field', () => {
+    const lines = errorLines(doc('AuthorizationPolicy', 'rules: [{ to: [{ paths: [/a] }] }]\nrules: []\nx: { n: 1e400, [a]: b }'));
+    expect(lines).toEqual([
+      'p.yaml: document 0: spec.rules: line 6, column 3: Map keys must be unique ("rules" is also on line 5)',
+      'p.yaml: document 0: spec.x.n: line 7, column 11: not a finite number: 1e400',
+      'p.yaml: document 0: spec.x: line 7, column 18: a mapping key must be a plain value, not a list, mapping or alias',
     ]);
   });
 
