@@ -53,7 +53,8 @@ const tokens = z
     message: 'jwksCaFile and jwksTokenFile need jwksUri',
   })
   // The token must never cross the network in the clear.
-  .refine((t) => t.jwksTokenFile === undefined || t.jwksUri?.startsWith('https:'), {
+  // A missing jwksUri is the refinement above's line; this one is about its scheme.
+  .refine((t) => t.jwksTokenFile === undefined || t.jwksUri === undefined || t.jwksUri.startsWith('https:'), {
     message: 'jwksTokenFile needs an https jwksUri',
   });
 
