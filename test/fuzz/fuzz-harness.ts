@@ -148,9 +148,20 @@ export function fuzzTarget<T>(target: FuzzTarget<T>, setup?: () => void): void {
         stored = `\nstored as ${storeInput(target.name, codec.encode((details.counterexample as [T])[0]), codec.ext)} (the short run replays it from now on)`;
       }
       const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
-      throw new Error(`${(await fc.asyncDefaultReportMessage(details)) ?? 'property failed'}\n${cause}${stored}`);
+      // A counterexample can be megabytes: the report keeps its start (the stored file has all of it).
+      const report = (await fc.asyncDefaultReportMessage(details)) ?? 'property failed';
+      throw new Error(`${report.length > 4000 ? `${report.slice(0, 4000)}... (${report.length} characters)` : report}\n${cause.slice(0, 2000)}${stored}`);
     }, testTimeout);
   });
+}
+
+/**
+ * The most one input of `chars` characters may take: linear work with a wide
+ * margin (50 us a character, 2 s to start), since test machines are shared and
+ * busy. What it catches is super-linear work and hangs, not a slow constant.
+ */
+export function timeBudgetMs(chars: number): number {
+  return 2000 + chars * 0.05;
 }
 
 /** Milliseconds `fn` took; for "never hangs" bounds on one input. */
