@@ -10,8 +10,8 @@ import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
 import { normalizePath } from '../../src/proxy/path-normalize.ts';
-import { spawnSidecar, stop } from '../fixtures/child-sidecar.ts';
-import type { ChildSidecar } from '../fixtures/child-sidecar.ts';
+import { spawnMeshgate, stopChild } from './child-process.ts';
+import type { ChildMeshgate } from './child-process.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -80,7 +80,7 @@ async function startCountingApp(name: string, forbidden: RegExp | undefined): Pr
 }
 
 export interface LiveMesh {
-  readonly sidecar: ChildSidecar;
+  readonly sidecar: ChildMeshgate;
   readonly inboundApp: CountingApp;
   readonly outboundApp: CountingApp;
   /** What the reference listener parsed, as the sidecar would forward it. */
@@ -104,7 +104,7 @@ export async function startLiveMesh(): Promise<LiveMesh> {
     workload,
     listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
     inbound: { app: inboundApp.url, appProtocol: 'http1', timeout: '2s' },
-    services: [{ name: OUTBOUND_HOST, protocol: 'http1', tls: 'none', endpoints: [{ address: outboundApp.url.slice('http://'.length) }], routes: [{ timeout: '2s' }] }],
+    services: [{ name: OUTBOUND_HOST, namespace: 'shop', protocol: 'http1', tls: 'none', endpoints: [{ address: outboundApp.url.slice('http://'.length) }], routes: [{ timeout: '2s' }] }],
     authorization: { allowWhenNoPolicy: true },
     policy: { servers: ['127.0.0.1:1'], stateDir: dir },
     // Short enough that a connection the fuzzer leaves half-sent ends while the run goes on.
@@ -112,11 +112,7 @@ export async function startLiveMesh(): Promise<LiveMesh> {
     log: { level: 'info', accessLog: false },
     mtls: { mode: 'DISABLE' },
   };
-  const sidecar = await spawnSidecar(dir, 'fuzz-sidecar', config);
-  let stderr = '';
-  sidecar.child.stderr!.on('data', (chunk: Buffer) => {
-    stderr = (stderr + chunk.toString()).slice(-20_000);
-  });
+  const sidecar = await spawnMeshgate('sidecar', join(dir, 'sidecar.yaml'), config);
 
   // The reference: the listener code with the sidecar's own limits, answering every request itself.
   const { limits } = parseConfigText(JSON.stringify(config), 'fuzz.yaml', sidecarConfigSchema);
@@ -135,9 +131,9 @@ export async function startLiveMesh(): Promise<LiveMesh> {
     outboundApp,
     referenceSeen,
     referencePort,
-    stderr: () => stderr,
+    stderr: () => sidecar.stderr(),
     async close() {
-      await stop(sidecar);
+      await stopChild(sidecar);
       await reference.stopAccepting().catch(() => {});
       reference.destroy();
       await inboundApp.close();
