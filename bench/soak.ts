@@ -182,8 +182,16 @@ async function main(): Promise<number> {
   const reportTimer = setInterval(closeWindow, reportEvery * 1000);
   const pushTimer = setInterval(() => {
     generation++;
-    pushes.push({ generation, atS: elapsedS(), appliedS: {} });
+    const push: Push = { generation, atS: elapsedS(), appliedS: {} };
+    pushes.push(push);
     mesh.pushPolicy(generation);
+    // Polled closely until in force everywhere, so the time to apply is measured to a quarter second.
+    void (async () => {
+      while (Object.keys(push.appliedS).length < mesh.sidecars.length && elapsedS() < push.atS + PUSH_DEADLINE_S) {
+        await new Promise((resolve) => setTimeout(resolve, 250));
+        await poll();
+      }
+    })();
   }, 60_000);
   // A fresh token now and then (they live an hour).
   const tokenTimer = setInterval(() => void mesh.token().then((t) => (token = t)), 10 * 60_000);
@@ -204,6 +212,19 @@ async function main(): Promise<number> {
   const warm = windows.find((w) => w.endS >= WARM_UP_S) ?? windows[0]!;
   const last = windows.at(-1)!;
   const growth = Object.fromEntries(mesh.sidecars.map((s) => [s.name, { fromKiB: warm.rssKiB[s.name], toKiB: last.rssKiB[s.name], growthKiB: last.rssKiB[s.name]! - warm.rssKiB[s.name]!, fdsFrom: warm.fds[s.name], fdsTo: last.fds[s.name] }]));
+  // Least-squares slope of RSS over the windows after warm-up: steadier than two samples between GCs.
+  const after = windows.filter((w) => w.endS >= warm.endS);
+  const slopeMiBPerHour = (name: string): number | null => {
+    if (after.length < 6) return null; // under 3 minutes of windows the trend is GC noise
+    const xs = after.map((w) => w.endS / 3600);
+    const ys = after.map((w) => w.rssKiB[name]! / 1024);
+    const mx = xs.reduce((a, b) => a + b, 0) / xs.length;
+    const my = ys.reduce((a, b) => a + b, 0) / ys.length;
+    const num = xs.reduce((sum, x, i) => sum + (x - mx) * (ys[i]! - my), 0);
+    const den = xs.reduce((sum, x) => sum + (x - mx) ** 2, 0);
+    return den === 0 ? null : Number((num / den).toFixed(1));
+  };
+  for (const s of mesh.sidecars) Object.assign(growth[s.name]!, { slopeMiBPerHour: slopeMiBPerHour(s.name), maxKiB: Math.max(...after.map((w) => w.rssKiB[s.name]!)) });
   const summary = {
     startedAt: new Date(Date.now() - elapsedS() * 1000).toISOString(),
     minutes,
@@ -217,7 +238,7 @@ async function main(): Promise<number> {
     p99OverTime: windows.map((w) => ({ atS: Math.round(w.endS), p50Ms: Number(w.p50Ms.toFixed(2)), p99Ms: Number(w.p99Ms.toFixed(2)), calls: w.calls, errors: w.errors })),
     rssGrowthAfterWarmUp: { fromS: Math.round(warm.endS), toS: Math.round(last.endS), bySidecar: growth },
     rotations: Object.fromEntries([...serials].map(([name, set]) => [name, Math.max(0, set.size - 1)])),
-    pushes: pushes.map((p) => ({ generation: p.generation, atS: Math.round(p.atS), appliedS: Object.fromEntries(Object.entries(p.appliedS).map(([k, v]) => [k, Number(v.toFixed(1))])) })),
+    pushes: pushes.map((p) => ({ generation: p.generation, atS: Math.round(p.atS), appliedS: Object.fromEntries(Object.entries(p.appliedS).map(([k, v]) => [k, Number(v.toFixed(2))])) })),
     problems: [...processProblems, ...pushProblems],
     windows,
   };
@@ -226,8 +247,9 @@ async function main(): Promise<number> {
   log(`soak summary: ${totalCalls} calls in ${minutes} min at ${rate}/s, ${totalErrors} errors${errorKinds.size > 0 ? `: ${[...errorKinds].map(([k, n]) => `${k} x${n}`).join('; ')}` : ''}`);
   log(`  outcomes: ${[...byClass].map(([name, outcomes]) => `${name}: ${[...outcomes].map(([o, n]) => `${o} x${n}`).join(', ')}`).join(' | ')}`);
   log(`  p99 over time (ms): ${windows.map((w) => `${fmt(w.endS)} ${w.p99Ms.toFixed(1)}`).join(', ')}`);
-  log(`  RSS growth after ${fmt(warm.endS)}: ${mesh.sidecars.map((s) => `${s.name} ${(growth[s.name]!.growthKiB / 1024).toFixed(1)} MiB`).join(', ')}; fds ${mesh.sidecars.map((s) => `${s.name} ${growth[s.name]!.fdsFrom}->${growth[s.name]!.fdsTo}`).join(', ')}`);
-  log(`  certificate rotations: ${Object.entries(summary.rotations).map(([k, n]) => `${k} ${n}`).join(', ')}; policy pushes in force: ${pushes.length - pushProblems.length}/${pushes.length}`);
+  log(`  RSS growth after ${fmt(warm.endS)}: ${mesh.sidecars.map((s) => `${s.name} ${(growth[s.name]!.growthKiB / 1024).toFixed(1)} MiB (trend ${(growth[s.name] as { slopeMiBPerHour?: number | null }).slopeMiBPerHour ?? '-'} MiB/h)`).join(', ')}; fds ${mesh.sidecars.map((s) => `${s.name} ${growth[s.name]!.fdsFrom}->${growth[s.name]!.fdsTo}`).join(', ')}`);
+  const slowest = Math.max(0, ...pushes.flatMap((p) => Object.values(p.appliedS)));
+  log(`  certificate rotations: ${Object.entries(summary.rotations).map(([k, n]) => `${k} ${n}`).join(', ')}; policy pushes in force: ${pushes.length - pushProblems.length}/${pushes.length} (slowest ${slowest.toFixed(2)} s)`);
   for (const problem of summary.problems) log(`  problem: ${problem}`);
   writeReport(outFile, summary, log);
 

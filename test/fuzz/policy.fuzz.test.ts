@@ -150,6 +150,9 @@ fuzzTarget<string>({
       expect(formatPolicyError(error), 'one line').toMatch(ONE_LINE);
       expect(formatPolicyError(error).length).toBeLessThan(1000);
     }
+    // The same text as a document a sidecar receives on the stream: a verdict, never an exception.
+    const envelope = checkEnvelope({ kind: 'AuthorizationPolicy', namespace: 'shop', name: 'orders-allow', json: text, digest: '' }, policyModelValidator(validator));
+    if (!envelope.ok) for (const e of envelope.errors) expect(typeof e.field === 'string' && typeof e.reason === 'string' && e.reason.length > 0).toBe(true);
     const keys = result.documents.map((d) => d.key);
     expect(new Set(keys).size, 'a key twice').toBe(keys.length);
     for (const valid of result.documents) {
