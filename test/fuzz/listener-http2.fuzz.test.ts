@@ -217,8 +217,8 @@ fuzzTarget<StoredConnection[]>(
   {
     name: 'listener-http2',
     arbitrary: fc.array(connection, { minLength: 1, maxLength: 5 }),
-    shortRuns: 12,
-    shortMs: 8000,
+    shortRuns: 10,
+    shortMs: 5000,
     async check(connections) {
       batches++;
       try {

@@ -137,7 +137,7 @@ fuzzTarget<string>({
   name: 'policy-decode',
   arbitrary: policyText,
   shortRuns: 500,
-  shortMs: 4000,
+  shortMs: 3000,
   check(text) {
     const file = 'policies/shop.yaml';
     const { value: result, ms } = timed(() => parsePolicyText(text, file, { validator }));
