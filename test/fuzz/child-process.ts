@@ -36,11 +36,26 @@ export async function spawnMeshgate(role: 'sidecar', file: string, config: objec
   child.stderr!.on('data', (chunk: Buffer) => {
     stderr = (stderr + chunk.toString()).slice(-20_000);
   });
-  const ports = await new Promise<{ outbound: number; inbound: number; admin: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${role}: no '${listeningMsg}' line within ${START_TIMEOUT_MS} ms: ${stderr}`)), START_TIMEOUT_MS);
+  const listening = listeningLine(child, role, listeningMsg, () => stderr);
+  const started = (async () => {
+    const ports = await listening;
+    await waitForLive(`http://127.0.0.1:${ports.admin}/live`, START_TIMEOUT_MS);
+    return ports;
+  })();
+  // A child that did not come up is not left running behind the test.
+  const ports = await started.catch((err: unknown) => {
+    child.kill('SIGKILL');
+    throw err;
+  });
+  return { pid: child.pid!, child, ...ports, stderr: () => stderr };
+}
+
+function listeningLine(child: ChildProcess, role: string, listeningMsg: string, stderr: () => string): Promise<{ outbound: number; inbound: number; admin: number }> {
+  return new Promise<{ outbound: number; inbound: number; admin: number }>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${role}: no '${listeningMsg}' line within ${START_TIMEOUT_MS} ms: ${stderr()}`)), START_TIMEOUT_MS);
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`${role} exited with ${code}: ${stderr}`));
+      reject(new Error(`${role} exited with ${code}: ${stderr()}`));
     });
     createInterface({ input: child.stdout! }).on('line', (line) => {
       let entry: { msg?: string; outbound: number; inbound: number; admin: number };
@@ -54,8 +69,6 @@ export async function spawnMeshgate(role: 'sidecar', file: string, config: objec
       resolve(entry);
     });
   });
-  await waitForLive(`http://127.0.0.1:${ports.admin}/live`, START_TIMEOUT_MS);
-  return { pid: child.pid!, child, ...ports, stderr: () => stderr };
 }
 
 /** SIGTERM (the role drains), SIGKILL after 5 s. */

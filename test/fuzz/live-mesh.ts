@@ -112,7 +112,10 @@ export async function startLiveMesh(): Promise<LiveMesh> {
     log: { level: 'info', accessLog: false },
     mtls: { mode: 'DISABLE' },
   };
-  const sidecar = await spawnMeshgate('sidecar', join(dir, 'sidecar.yaml'), config);
+  const sidecar = await spawnMeshgate('sidecar', join(dir, 'sidecar.yaml'), config).catch(async (err: unknown) => {
+    await Promise.all([inboundApp.close(), outboundApp.close(), rm(dir, { recursive: true, force: true })]);
+    throw err;
+  });
 
   // The reference: the listener code with the sidecar's own limits, answering every request itself.
   const { limits } = parseConfigText(JSON.stringify(config), 'fuzz.yaml', sidecarConfigSchema);
