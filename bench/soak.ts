@@ -90,6 +90,8 @@ async function main(): Promise<number> {
   };
   process.once('SIGINT', stopOnSignal);
   process.once('SIGTERM', stopOnSignal);
+  // Whatever ends the run (an error while starting included), no child is left behind.
+  process.once('exit', () => group.killAllSync());
 
   log(`soak: starting the mesh (CA, policy server, 3 sidecars as child processes)`);
   const mesh = await startSoakMesh(group, log);
