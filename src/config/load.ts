@@ -3,9 +3,23 @@ import { readTextFile } from './text-file.ts';
 import { parseYaml } from './yaml-bounded.ts';
 import type { YamlBounds } from './yaml-bounded.ts';
 
-/** A configuration problem, already worded as the lines the user sees (one per problem). */
+/**
+ * A configuration problem, already worded as the lines the user sees (one per
+ * problem). Line breaks and control characters a message quotes from the file
+ * (a key, a value) are escaped, so each problem stays one line whatever the
+ * file holds.
+ */
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
+  /** One problem per element of `lines` when given; otherwise `message` is one problem. */
+  constructor(message: string, lines?: readonly string[]) {
+    super(lines ? lines.map(oneLine).join('\n') : oneLine(message));
+  }
+}
+
+/** C0/C1 controls and the Unicode line and paragraph separators, as \uXXXX escapes (\n and \r as such). */
+export function oneLine(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g, (c) => (c === '\n' ? '\\n' : c === '\r' ? '\\r' : `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
 
 /**
@@ -67,14 +81,16 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
 
 function configError(file: string, lines: string[], max: number): ConfigError {
   const shown = lines.length > max ? [...lines.slice(0, max - 1), `${file}: ... and ${lines.length - max + 1} more problems`] : lines;
-  return new ConfigError(shown.join('\n'));
+  return new ConfigError(shown.join('\n'), shown);
 }
 
 function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
   for (const key of path) {
     if (typeof key === 'number') out += `[${key}]`;
-    else out += out === '' ? String(key) : `.${String(key)}`;
+    // A key that is not a plain name (spaces, dots, line breaks) is quoted, so the path reads unambiguously.
+    else if (/^[A-Za-z_$][\w$-]*$/.test(String(key))) out += out === '' ? String(key) : `.${String(key)}`;
+    else out += `[${JSON.stringify(String(key))}]`;
   }
   return out === '' ? '(top level)' : out;
 }

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { valueAt } from '../config/load.ts';
+import { oneLine, valueAt } from '../config/load.ts';
 import type { DocumentKey, DocumentSource, PolicyError } from './types.ts';
 
 /*
@@ -17,7 +17,8 @@ export const YAML_FIELD = '(yaml)';
 
 export function formatPolicyError(err: PolicyError): string {
   const key = err.document === undefined ? '' : ` (${err.document})`;
-  return `${err.source.file}: document ${err.source.index}${key}: ${err.field}: ${err.reason}`;
+  // Values quoted from the document may hold line breaks (JSON.stringify leaves U+2028 as it is): escaped, one line.
+  return oneLine(`${err.source.file}: document ${err.source.index}${key}: ${err.field}: ${err.reason}`);
 }
 
 export function formatFieldPath(path: readonly PropertyKey[]): string {

@@ -55,7 +55,8 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
 /** The key as far as the raw document tells it, for error messages (before validation). */
 function rawKey(raw: Record<string, unknown>): DocumentKey | undefined {
   const metadata = raw.metadata;
-  if (typeof raw.kind !== 'string' || !isPlainObject(metadata)) return undefined;
+  // Every part bounded: the key is quoted in each error line of the document.
+  if (typeof raw.kind !== 'string' || raw.kind.length > 63 || !isPlainObject(metadata)) return undefined;
   const { namespace, name } = metadata;
   if (typeof namespace !== 'string' || typeof name !== 'string' || namespace.length > 63 || name.length > 63) return undefined;
   return documentKeyOf(raw.kind, namespace, name);

@@ -79,6 +79,8 @@ export function readRequestTarget(req: DownstreamRequest): RequestTarget | Targe
   const rawPath = q < 0 ? url : url.slice(0, q);
   const normalized = normalizePath(rawPath);
   if (!normalized.ok) return { code: 'request.invalid_path', reason: normalized.reason };
+  // As in the path: HTTP/2 lets bytes through in `:path` that no HTTP/1.1 request line may carry.
+  if (q >= 0 && /[^\x21-\x7e]/.test(url.slice(q + 1))) return malformed('control character, space or character outside ASCII in the query');
   return {
     method,
     path: normalized.path,

@@ -14,7 +14,10 @@
  *   - `%2F` and `%5C` (encoded `/` and `\`) are refused by default, never decoded
  *     into a separator (`encodedSeparators: 'keep'` keeps them encoded instead);
  *   - refused outright: a malformed escape, NUL (raw or `%00`), control
- *     characters and spaces, a raw `\` (WHATWG URL parsers treat it as `/`), a
+ *     characters and spaces, a raw character outside ASCII (HTTP/1.1 parsers
+ *     refuse it in a request line; HTTP/2 lets it through in `:path`, so an
+ *     HTTP/2 caller could otherwise make us send an HTTP/1.1 app a request line
+ *     it cannot parse), a raw `\` (WHATWG URL parsers treat it as `/`), a
  *     `#`, a double-encoded `.`, `/`, `\`, `%` or NUL (`%252e`: harmless here,
  *     but an app that decodes twice would see a dot segment), and a dot segment
  *     carrying `;` parameters (`..;`: Tomcat's traversal trick);
@@ -35,7 +38,7 @@ export interface NormalizeOptions {
 export type NormalizedPath = { readonly ok: true; readonly path: string } | { readonly ok: false; readonly reason: string };
 
 /** Anything that may need work: escapes, refused characters, `//`, or a segment starting with `.`. */
-const NEEDS_WORK = /[%\\#\x00-\x20\x7f]|\/\/|\/\.\.?(?:[/;]|$)/;
+const NEEDS_WORK = /[%\\#\x00-\x20\x7f-\uffff]|\/\/|\/\.\.?(?:[/;]|$)/;
 
 /** `%25` followed by the hex of NUL, `%`, `.`, `/` or `\`: a double-encoded character that matters. */
 const DOUBLE_ENCODED = /%25(?:00|25|2e|2f|5c)/i;
@@ -90,6 +93,7 @@ export function normalizePath(raw: string, opts: NormalizeOptions = {}): Normali
       continue;
     }
     if (code <= 0x20 || code === 0x7f) return { ok: false, reason: code === 0 ? 'NUL in path' : 'control character or space in path' };
+    if (code > 0x7f) return { ok: false, reason: 'character outside ASCII in path (percent-encode it)' };
     if (code === 92 /* \ */) return { ok: false, reason: 'backslash in path' };
     if (code === 35 /* # */) return { ok: false, reason: 'fragment (#) in path' };
     decoded += raw[i];

@@ -67,6 +67,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clo
   async function verifyFully(token: string): Promise<AuthnOutcome> {
     {
       if (token.length > MAX_TOKEN_BYTES) return authnFailure('authn.jwt_invalid', `token longer than ${MAX_TOKEN_BYTES} bytes`);
+      if (!isCanonicalCompactJws(token)) return authnFailure('authn.jwt_invalid', 'token is not a JWT (compact JWS)');
       let header: { alg?: unknown; kid?: unknown };
       try {
         header = decodeProtectedHeader(token);
@@ -114,6 +115,21 @@ export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clo
       return last!;
     }
   }
+}
+
+/** RFC 7515 §7.1: three base64url segments (no padding) joined by dots; the signature is empty only for alg none. */
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
+
+/**
+ * One spelling per token. Node's base64 decoder skips characters outside the
+ * alphabet and ignores the unused low bits of the last character, so without
+ * this `a.b.c`, `a.b. c` and `a.b.d` (c and d differing only in those bits)
+ * would all verify as one token: a blocklist or log keyed by the token text
+ * would see three different ones.
+ */
+function isCanonicalCompactJws(token: string): boolean {
+  if (!COMPACT_JWS.test(token)) return false;
+  return token.split('.').every((segment) => Buffer.from(segment, 'base64url').toString('base64url') === segment);
 }
 
 const BAD_SIGNATURE = 'token signature does not verify with a key of the issuer';

@@ -53,6 +53,20 @@ describe('parsePolicyText', () => {
     expect(parsePolicyText(json, 'api').documents[0]!.key).toBe('IPAccessPolicy/shop/j');
   });
 
+  it('words every error on one line, even when the document quotes a line break (found by test/fuzz/policy.fuzz.test.ts)', () => {
+    const text = `apiVersion: "\u2028"\nkind: AuthorizationPolicy\nmetadata: { name: a, namespace: shop }\nspec: { rules: [{ "to\\nx": 1 }] }\n`;
+    const lines = parsePolicyText(text, 'p.yaml').errors.map(formatPolicyError);
+    expect(lines).toEqual([
+      'p.yaml: document 0 (AuthorizationPolicy/shop/a): apiVersion: expected meshgate.dev/v1, got "\\u2028"',
+      'p.yaml: document 0 (AuthorizationPolicy/shop/a): spec.rules[0]["to\\nx"]: unknown field',
+    ]);
+  });
+
+  it('keeps an error line short when the document has a very long kind (found by test/fuzz/policy.fuzz.test.ts)', () => {
+    const lines = parsePolicyText(`apiVersion: meshgate.dev/v1\nkind: ${'K'.repeat(8000)}\nmetadata: { name: a, namespace: shop }\nspec: {}\n`, 'p.yaml').errors.map(formatPolicyError);
+    expect(lines).toEqual([expect.stringMatching(/^p\.yaml: document 0: kind: expected one of AuthorizationPolicy, .*, got "K{59}$/)]);
+  });
+
   it('refuses a file over maxFileBytes whole', () => {
     const result = parsePolicyText(`${allow('a')}# ${'x'.repeat(200)}\n`, 'p.yaml', { limits: { maxFileBytes: 100 } });
     expect(result.documents).toEqual([]);

@@ -42,6 +42,10 @@ describe('normalizePath', () => {
     ['raw NUL refused', '/a\u0000b', refused('NUL in path')],
     ['control character refused', '/a\u0007b', refused(/control/)],
     ['space refused', '/a b', refused(/space/)],
+    // Found by test/fuzz/listener-http2.fuzz.test.ts: an HTTP/2 :path carried it to an HTTP/1.1 app, which refused the request line.
+    ['raw non-ASCII refused', '/caf\u00e9', refused('character outside ASCII in path (percent-encode it)')],
+    ['raw non-ASCII after a normalized prefix refused', '/a/../\u4e2d', refused(/outside ASCII/)],
+    ['percent-encoded non-ASCII kept', '/caf%c3%a9', ok('/caf%C3%A9')],
     ['truncated escape refused', '/a%2', refused('invalid percent-encoding in path')],
     ['non-hex escape refused', '/a%zz', refused('invalid percent-encoding in path')],
     ['lone % refused', '/50%', refused('invalid percent-encoding in path')],
@@ -119,5 +123,12 @@ describe('readRequestTarget normalizes once, for matching and forwarding', () =>
     for (const host of ['orders', 'orders.shop.svc.cluster.local:8080', '10.0.0.1:15006', '[::1]:8080', 'my_service']) {
       expect(readRequestTarget(req('/x', { host })), host).toMatchObject({ authority: host });
     }
+  });
+
+  it('refuses a query no HTTP/1.1 request line could carry (an HTTP/2 :path can; found by test/fuzz/listener-http2.fuzz.test.ts)', () => {
+    for (const query of ['x=caf\u00e9', 'a b', 'a\u0001']) {
+      expect(readRequestTarget(req(`/orders?${query}`))).toEqual({ code: 'request.malformed', reason: 'control character, space or character outside ASCII in the query' });
+    }
+    expect(readRequestTarget(req('/orders?x=caf%C3%A9&y=%20'))).toMatchObject({ path: '/orders', query: 'x=caf%C3%A9&y=%20' });
   });
 });

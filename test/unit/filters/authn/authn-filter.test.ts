@@ -43,6 +43,19 @@ async function run(filter: ReturnType<typeof createAuthnFilter>, call: CallConte
   return v.kind === 'continue' ? 'continue' : `${v.code}${v.rule ? ` ${v.rule}` : ''}`;
 }
 
+/**
+ * The token with the last character of its signature changed in bits the
+ * bytes do not use (a 256-byte RSA signature leaves the low 4 bits of its
+ * last base64url character unused): the same bytes, another text.
+ */
+function otherSpellingOfLastChar(token: string): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  const last = alphabet.indexOf(token.at(-1)!);
+  const other = `${token.slice(0, -1)}${alphabet[last ^ 1]}`;
+  expect(Buffer.from(other.split('.')[2]!, 'base64url')).toEqual(Buffer.from(token.split('.')[2]!, 'base64url'));
+  return other;
+}
+
 const bearer = (token: string): CallContext => makeCall({ headers: { authorization: `Bearer ${token}` } });
 
 describe('authn filter: JWT verification', () => {
@@ -73,6 +86,10 @@ describe('authn filter: JWT verification', () => {
     ['an embedded jwk header is not used', async () => mint({ key: stranger, now: NOW, kid: null, header: { jwk: stranger.publicJwk } }), `authn.jwt_invalid ${RULE}`],
     ['not a JWT at all', async () => 'opaque-token-value', 'authn.jwt_invalid shop/users#malformed-token'],
     ['a JWT-shaped string that does not decode', async () => 'a.b.c', 'authn.jwt_invalid shop/users#malformed-token'],
+    // Found by test/fuzz/jwt.fuzz.test.ts: other spellings of a valid token used to verify as that token.
+    ['a valid token with a space inside its signature', async () => (await mint({ key: rsa, now: NOW })).replace(/\.([^.]{10})([^.]*)$/, '.$1 $2'), `authn.jwt_invalid ${RULE}`],
+    ['a valid token with padding on its signature', async () => `${await mint({ key: rsa, now: NOW })}==`, `authn.jwt_invalid ${RULE}`],
+    ['a valid token whose signature ends in a character differing only in unused bits', async () => otherSpellingOfLastChar(await mint({ key: rsa, now: NOW })), `authn.jwt_invalid ${RULE}`],
   ];
   for (const [name, token, expected] of cases) {
     it(name, async () => {
