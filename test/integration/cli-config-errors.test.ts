@@ -57,12 +57,12 @@ describe('meshgate sidecar: a bad config file exits 2 with one line naming file,
     [
       'an alias bomb',
       `a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n${VALID}`,
-      'invalid YAML: Excessive alias count indicates a resource exhaustion attack (at most 100 alias expansions)',
+      'Excessive alias count indicates a resource exhaustion attack (at most 100 alias expansions)',
     ],
-    ['an alias inside its own anchor', `workload: &w { service: *w }\ninbound: { app: "http://127.0.0.1:8080" }\nmtls: { mode: DISABLE }\n`, 'workload.service: expected string, got a value that contains itself'],
+    ['an alias inside its own anchor', `workload: &w { service: *w }\ninbound: { app: "http://127.0.0.1:8080" }\nmtls: { mode: DISABLE }\n`, 'workload.service: expected string, got a mapping'],
     ['a key with a line break', `${VALID}"lim\\nits": {}\n`, '["lim\\nits"]: unknown field'],
     ['a key with a Unicode line separator', `${VALID}"lim\\u2028its": {}\n`, '["lim\\u2028its"]: unknown field'],
-    ['a key that is a list', `${VALID}? [a, b]\n: 1\n`, '["[ a, b ]"]: unknown field'],
+    ['a key that is a list', `${VALID}? [a, b]\n: 1\n`, 'a mapping key must be a plain value, not a list, mapping or alias'],
   ];
 
   for (const [name, yaml, expected] of cases) {
