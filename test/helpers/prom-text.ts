@@ -118,8 +118,10 @@ function parseSample(line: string, where: string): Sample {
   const valueMatch = /^ (\S+)( -?\d+)?$/.exec(rest);
   if (!valueMatch) throw new Error(`expected " value [timestamp]", ${where}`);
   const text = valueMatch[1]!;
-  const value = text === '+Inf' ? Infinity : text === '-Inf' ? -Infinity : text === 'NaN' ? Number.NaN : Number(text);
-  if (Number.isNaN(value) && text !== 'NaN') throw new Error(`value is not a number, ${where}`);
+  // prom-client writes NaN as "Nan" (e.g. nodejs_eventloop_lag_* before the first sample); Prometheus reads any case.
+  const isNaNText = text.toLowerCase() === 'nan';
+  const value = text === '+Inf' ? Infinity : text === '-Inf' ? -Infinity : isNaNText ? Number.NaN : Number(text);
+  if (Number.isNaN(value) && !isNaNText) throw new Error(`value is not a number, ${where}`);
   return { name, labels, value };
 }
 
