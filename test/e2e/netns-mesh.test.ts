@@ -324,11 +324,16 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
   });
 
   it('a capture on the orders veth shows TLS records only: no request line or Host header in plaintext', async () => {
-    await appHttp('frontend', 'http://orders.shop/orders/99');
+    const reply = await appHttp('frontend', 'http://orders.shop/orders/99');
+    expect(reply.status).toBe(200);
+    const meshPackets = async () =>
+      tcpPayloads(await readFile(path.join(work, 'orders.pcap'))).filter(
+        (p) => (p.src === '10.254.1.3' && p.dstPort === 8080) || (p.dst === '10.254.1.3' && p.srcPort === 8080),
+      );
+    // tcpdump -U writes each packet as it goes, but a busy machine may lag: wait for the call's packets before stopping it.
+    await expect.poll(async () => (await meshPackets()).length, { timeout: 5_000, interval: 50 }).toBeGreaterThan(0);
     await tcpdump.kill('SIGTERM'); // flushes the file
-    const payloads = tcpPayloads(await readFile(path.join(work, 'orders.pcap'))).filter(
-      (p) => (p.src === '10.254.1.3' && p.dstPort === 8080) || (p.dst === '10.254.1.3' && p.srcPort === 8080),
-    );
+    const payloads = await meshPackets();
     expect(payloads.length).toBeGreaterThan(0);
     // Case-sensitive on purpose: the TLS client hello names ALPN "http/1.1" in the clear, which is fine.
     const text = Buffer.concat(payloads.map((p) => p.data)).toString('latin1');
