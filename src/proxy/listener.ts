@@ -102,11 +102,24 @@ export function createHttpListener(
       sendVerdict(res, verdict, { grpc: false, requestId: 'none' });
       return;
     }
+    // A stream the caller already reset has no session any more (rapid reset): nothing to track.
+    const session = req.httpVersion === '2.0' ? (req as http2.Http2ServerRequest).stream.session : undefined;
+    let calls: Set<http2.Http2ServerRequest> | undefined;
+    if (session) {
+      calls = h2Calls.get(session);
+      if (!calls) h2Calls.set(session, (calls = new Set()));
+      calls.add(req as http2.Http2ServerRequest);
+      // The stream's 'finish', not the response's: Http2ServerResponse emits 'finish' only once the stream closes.
+      const stream = (req as http2.Http2ServerRequest).stream;
+      stream.once('finish', () => endUnfinishedRequest(stream));
+    }
     inFlight++;
     let done = false;
+    // One listener pair per call does all the bookkeeping of its end.
     const finish = (): void => {
       if (done) return;
       done = true;
+      calls?.delete(req as http2.Http2ServerRequest);
       inFlight--;
       if (inFlight === 0 && idleWaiters.length > 0) {
         for (const wake of idleWaiters) wake();
@@ -115,17 +128,6 @@ export function createHttpListener(
     };
     res.once('close', finish);
     res.once('finish', finish);
-    // A stream the caller already reset has no session any more (rapid reset): nothing to track.
-    const session = req.httpVersion === '2.0' ? (req as http2.Http2ServerRequest).stream.session : undefined;
-    if (session) {
-      let calls = h2Calls.get(session);
-      if (!calls) h2Calls.set(session, (calls = new Set()));
-      calls.add(req as http2.Http2ServerRequest);
-      res.once('close', () => calls.delete(req as http2.Http2ServerRequest));
-      // The stream's 'finish', not the response's: Http2ServerResponse emits 'finish' only once the stream closes.
-      const stream = (req as http2.Http2ServerRequest).stream;
-      stream.once('finish', () => endUnfinishedRequest(stream));
-    }
     handler(req, res);
   };
 
