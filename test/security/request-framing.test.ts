@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCert } from '../helpers/mesh-pki.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
+import { watchRefusal } from './catalogue.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
@@ -95,7 +96,7 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       ['one Host header holding two values', 'GET / HTTP/1.1\r\nHost: orders, evil.example\r\n\r\n'],
       ['a Host with a space', 'GET / HTTP/1.1\r\nHost: orders evil.example\r\n\r\n'],
     ])('%s: 400 request.malformed without echoing the value, canary answered on its own', async (_case, payload) => {
-      const hits = app.hits();
+      const watch = await watchRefusal(sc, [app]);
       const { replies: got } = await sendWithCanary(port(), payload);
       expect(got.map((r) => r.status)).toEqual([400, 200]);
       expect(got[0]!.headers).toContain('x-meshgate-reason: request.malformed');
@@ -103,8 +104,8 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       expect(body.code).toBe('request.malformed');
       expect(body.reason).not.toMatch(/evil|orders/);
       expect(JSON.parse(got[1]!.body)).toMatchObject({ url: '/canary', headers: { host: 'orders' } });
-      expect(app.hits()).toBe(hits + 1); // the canary only
-      expect(lastAccess(sc, direction, 'request.malformed')).toMatchObject({ status: 400, authority: '-', path: '-' });
+      const line = await watch.refused({ reason: 'request.malformed', status: 400, direction, upstreamHits: 1 }); // the canary only
+      expect(line).toMatchObject({ authority: '-', path: '-' });
     });
 
     it.each([
