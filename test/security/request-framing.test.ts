@@ -70,10 +70,6 @@ async function sendWithCanary(port: number, payload: string): Promise<{ replies:
   return { replies: replies(text), closed: closedOrBoth };
 }
 
-function lastAccess(sc: TestSidecar, direction: string, reason: string): Record<string, unknown> | undefined {
-  return sc.logs.filter((l) => l.log === 'access' && l.direction === direction && l.reason === reason).at(-1);
-}
-
 describe('request framing: HTTP/1.1 on both listeners', () => {
   let app: TestServer;
   let sc: TestSidecar;
@@ -113,53 +109,53 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       ['two spaces before the version', 'GET /x  HTTP/1.1\r\nHost: orders\r\n\r\n'],
       ['a tab for a space', 'GET\t/x HTTP/1.1\r\nHost: orders\r\n\r\n'],
     ])('request line with %s: 400 request.malformed, connection closed, canary never answered', async (_case, payload) => {
-      const hits = app.hits();
+      const watch = await watchRefusal(sc, [app]);
       const { replies: got, closed } = await sendWithCanary(port(), payload);
       expect(closed).toBe(true);
       expect(got.map((r) => r.status)).toEqual([400]);
       expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.malformed' });
-      expect(app.hits()).toBe(hits);
-      expect(lastAccess(sc, direction, 'request.malformed')).toMatchObject({ status: 400 });
+      await watch.refused({ reason: 'request.malformed', status: 400, direction });
     });
 
     it('a missing Host gets the JSON reason body like every other 400', async () => {
-      const hits = app.hits();
+      const watch = await watchRefusal(sc, [app]);
       const { replies: got } = await sendWithCanary(port(), 'GET /x HTTP/1.1\r\nX-A: 1\r\n\r\n');
-      expect(got[0]!.status).toBe(400);
+      expect(got.map((r) => r.status)).toEqual([400, 200]);
       expect(got[0]!.headers).toContain('x-meshgate-reason: request.malformed');
       expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.malformed', reason: 'missing authority (Host header)' });
-      expect(app.hits()).toBeLessThanOrEqual(hits + 1); // at most the canary
+      await watch.refused({ reason: 'request.malformed', status: 400, direction, upstreamHits: 1 }); // the canary only
     });
 
     it('a head the parser refuses is answered without parser internals in the reason', async () => {
-      const hits = app.hits();
+      const watch = await watchRefusal(sc, [app]);
       const { replies: got, closed } = await sendWithCanary(port(), 'GET / HTTP/1.1\r\nHost: orders\r\nBad Name: x\r\n\r\n');
       expect(closed).toBe(true);
       expect(got.map((r) => r.status)).toEqual([400]);
       expect(got[0]!.body).not.toMatch(/HPE_|ERR_/);
       expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.malformed' });
-      expect(app.hits()).toBe(hits);
-      expect(lastAccess(sc, direction, 'request.malformed')).toMatchObject({ status: 400 });
+      await watch.refused({ reason: 'request.malformed', status: 400, direction });
     });
 
     it('OPTIONS * gets a defined answer: 501 request.unsupported, canary answered on its own', async () => {
-      const hits = app.hits();
+      const watch = await watchRefusal(sc, [app]);
       const { replies: got } = await sendWithCanary(port(), 'OPTIONS * HTTP/1.1\r\nHost: orders\r\n\r\n');
       expect(got.map((r) => r.status)).toEqual([501, 200]);
       expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.unsupported' });
-      expect(app.hits()).toBe(hits + 1);
-      expect(lastAccess(sc, direction, 'request.unsupported')).toMatchObject({ status: 501, method: 'OPTIONS' });
+      const line = await watch.refused({ reason: 'request.unsupported', status: 501, direction, upstreamHits: 1 });
+      expect(line).toMatchObject({ method: 'OPTIONS' });
     });
   });
 
   it('outbound: an unknown destination is 404 without the caller\'s Host in the reason', async () => {
+    const watch = await watchRefusal(sc, [app]);
     const { replies: got } = await sendWithCanary(sc.outbound.port, 'GET / HTTP/1.1\r\nHost: nosuch-service\r\n\r\n');
-    expect(got[0]!.status).toBe(404);
+    expect(got.map((r) => r.status)).toEqual([404, 200]);
     expect(JSON.parse(got[0]!.body).reason).not.toContain('nosuch');
+    await watch.refused({ reason: 'route.not_found', status: 404, direction: 'outbound', upstreamHits: 1 }); // the canary only
   });
 
   it('HTTP/2: a Host header that differs from :authority is refused', async () => {
-    const hits = app.hits();
+    const watch = await watchRefusal(sc, [app]);
     const client = http2.connect(sc.inboundUrl);
     try {
       const stream = client.request({ ':path': '/', ':authority': 'orders', host: 'evil.example' });
@@ -175,8 +171,8 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       expect(headers[':status']).toBe(400);
       expect(JSON.parse(body)).toMatchObject({ code: 'request.malformed' });
       expect(JSON.parse(body).reason).not.toContain('evil');
-      expect(app.hits()).toBe(hits);
-      expect(lastAccess(sc, 'inbound', 'request.malformed')).toMatchObject({ status: 400, protocol: 'HTTP/2' });
+      const line = await watch.refused({ reason: 'request.malformed', status: 400, direction: 'inbound' });
+      expect(line).toMatchObject({ protocol: 'HTTP/2' });
     } finally {
       client.close();
     }
@@ -210,12 +206,13 @@ describe('request framing over TLS (edge listener)', () => {
   });
 
   it('a request line with two spaces is refused, the canary behind it never answered; a clean one is served', async () => {
-    const hits = app.hits();
+    const watch = await watchRefusal(sc, [app]);
     const bad = await connectRaw(sc.edge!.port, { ALPNProtocols: ['http/1.1'] });
     bad.write(`GET  /x HTTP/1.1\r\nHost: orders\r\n\r\n${CANARY}`);
     const { text } = await bad.closed;
     expect(replies(text).map((r) => r.status)).toEqual([400]);
-    expect(app.hits()).toBe(hits);
+    await watch.refused({ reason: 'request.malformed', status: 400, direction: 'inbound' }); // edge refusals count as inbound
+    const hits = app.hits();
     const good = await connectRaw(sc.edge!.port, { ALPNProtocols: ['http/1.1'] });
     good.write(CANARY);
     await good.waitFor(/"url":"\/canary"/);
