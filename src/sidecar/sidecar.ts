@@ -317,7 +317,9 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
         verifyPeer: () => ({ principal: undefined }),
         onRefused: (reason, detail) => {
           metrics.tlsHandshakeErrors.inc({ listener: 'edge', reason });
-          logger.debug({ listener: 'edge', reason, detail }, 'edge TLS connection refused');
+          // Public callers (scanners, old clients) fail handshakes routinely: one line per reason a minute, the counter has them all.
+          const heldBack = connectionWarnings.pass(`edge:tls:${reason}`);
+          if (heldBack !== undefined) logger.warn({ listener: 'edge', reason, detail, heldBack }, 'edge TLS connection refused (see meshgate_tls_handshake_errors_total)');
         },
       }, listenerHooks('edge'))
     : undefined;

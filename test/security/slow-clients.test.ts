@@ -7,12 +7,12 @@ import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
-import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import { H2_PREFACE_AND_SETTINGS, connectRaw } from '../helpers/raw-socket.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { watchRefusal } from './catalogue.ts';
 
 /*
  * Issue #10, defect 3: limits.headersTimeout holds on every listener and
@@ -26,14 +26,6 @@ const HEADERS_TIMEOUT_MS = 300;
 /** Generous upper bound for "closed at the deadline" on a loaded 2-core machine; the bug was "never" or "at the 60 s idle timeout". */
 const CLOSED_BY_MS = 2_000;
 const LINES = ['GET / HTTP/1.1\r\n', 'Host: test\r\n', 'X-A: 1\r\n', 'X-B: 2\r\n', 'X-C: 3\r\n', 'X-D: 4\r\n', 'X-E: 5\r\n', 'X-F: 6\r\n', 'X-G: 7\r\n', 'X-H: 8\r\n'];
-
-function accessLines(sc: TestSidecar, reason: string): Array<Record<string, unknown>> {
-  return sc.logs.filter((l) => l.log === 'access' && l.reason === reason);
-}
-
-async function metric(sc: TestSidecar, name: string, labels: Record<string, string>): Promise<number> {
-  return sumOf(parsePrometheusText(await (await request(`${sc.adminUrl}/metrics`)).body.text()), name, labels);
-}
 
 describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
   let app: TestServer;
@@ -54,9 +46,8 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
   it.each([
     ['inbound', () => sc.inbound.port],
     ['outbound', () => sc.outbound.port],
-  ])('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
-    const hits = app.hits();
-    const logged = accessLines(sc, 'request.timeout').length;
+  ] as const)('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(port());
     conn.trickle(LINES, 50);
     const { afterMs, text } = await conn.closed;
@@ -65,42 +56,43 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'request.timeout' });
     expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ direction, status: 408, protocol: 'HTTP/1.1', source_address: '127.0.0.1' })]);
-    expect(app.hits()).toBe(hits);
+    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction });
+    expect(line).toMatchObject({ protocol: 'HTTP/1.1', source_address: '127.0.0.1' });
   });
 
   it('a partial head followed by silence gets 408, not the idle timeout', async () => {
-    const hits = app.hits();
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write('GET / HTTP/1.1\r\nHost: test\r\n');
     const { afterMs, text } = await conn.closed;
     expect(text).toMatch(/^HTTP\/1.1 408 /);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    expect(app.hits()).toBe(hits);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
   });
 
   it('a connection that sends nothing gets 408 at the deadline', async () => {
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     const { afterMs, text } = await conn.closed;
     expect(text).toMatch(/^HTTP\/1.1 408 /);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
   });
 
   it('a keep-alive connection: the canary is answered, the next head trickled after it gets 408', async () => {
-    const hits = app.hits();
     const conn = await connectRaw(sc.inbound.port);
     conn.write('GET /canary HTTP/1.1\r\nHost: test\r\n\r\n');
     await conn.waitFor(/"url":"\/canary"/);
-    expect(app.hits()).toBe(hits + 1);
+    const watch = await watchRefusal(sc, [app]);
     conn.trickle(LINES, 50);
     const { text } = await conn.closed;
     const replies = text.match(/^HTTP\/1.1 \d{3}/gm);
     expect(replies).toEqual(['HTTP/1.1 200', 'HTTP/1.1 408']);
-    expect(app.hits()).toBe(hits + 1);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
   });
 
   it('h2c: a connection whose first HEADERS frame never comes is closed at the deadline, logged 408', async () => {
-    const logged = accessLines(sc, 'request.timeout').length;
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write(H2_PREFACE_AND_SETTINGS);
     // PING frames keep an HTTP/2 connection busy without ever starting a request.
@@ -109,7 +101,8 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     const { afterMs } = await conn.closed;
     expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ direction: 'inbound', status: 408, protocol: 'HTTP/2' })]);
+    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
+    expect(line).toMatchObject({ protocol: 'HTTP/2' });
   });
 
   it('a request head sent in time is served: the deadline is not a request time limit', async () => {
@@ -147,35 +140,34 @@ describe('slow clients: TLS (edge listener; the mTLS listener shares its code)',
   });
 
   it('a TLS handshake trickled byte by byte is cut at its own deadline and counted', async () => {
-    const before = await metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'edge', reason: 'handshake_timeout' });
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.edge!.port);
     // A TLS record header announcing 255 bytes of handshake, then one byte at a time.
     conn.trickle([Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff]), ...Array.from({ length: 40 }, () => Buffer.from([0x01]))], 50);
     const { afterMs } = await conn.closed;
     expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    expect(await metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'edge', reason: 'handshake_timeout' })).toBe(before + 1);
+    await watch.refused({ reason: 'handshake_timeout', counter: { name: 'meshgate_tls_handshake_errors_total', labels: { listener: 'edge', reason: 'handshake_timeout' } } });
   });
 
   it.each([['http/1.1'], ['h2']])('ALPN %s: a completed handshake followed by silence is closed at the deadline', async (alpn) => {
-    const hits = app.hits();
-    const logged = accessLines(sc, 'request.timeout').length;
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.edge!.port, { ALPNProtocols: [alpn] });
     const { afterMs, text } = await conn.closed;
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
     if (alpn === 'http/1.1') expect(text).toMatch(/^HTTP\/1.1 408 /);
-    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ status: 408, protocol: alpn === 'h2' ? 'HTTP/2' : 'HTTP/1.1' })]);
-    expect(app.hits()).toBe(hits);
+    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' }); // edge calls count as inbound
+    expect(line).toMatchObject({ protocol: alpn === 'h2' ? 'HTTP/2' : 'HTTP/1.1' });
   });
 
   it('a completed handshake followed by a trickled head gets 408 at the deadline', async () => {
-    const hits = app.hits();
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.edge!.port, { ALPNProtocols: ['http/1.1'] });
     conn.trickle(LINES, 50);
     const { afterMs, text } = await conn.closed;
     expect(text).toMatch(/^HTTP\/1.1 408 /);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    expect(app.hits()).toBe(hits);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
   });
 });
 
@@ -203,40 +195,39 @@ describe('slow clients: the mutual TLS listener (STRICT)', () => {
     await app?.close();
     await ca?.close();
   });
-  const handshakeTimeouts = () => metric(sc, 'meshgate_tls_handshake_errors_total', { listener: 'inbound', reason: 'handshake_timeout' });
+  const handshakeTimeouts = { name: 'meshgate_tls_handshake_errors_total', labels: { listener: 'inbound', reason: 'handshake_timeout' } };
 
-  it('a connection that never starts its handshake, and one that trickles it, are closed at the deadline and counted', async () => {
-    const before = await handshakeTimeouts();
-    const silent = await connectRaw(sc.inbound.port);
-    const trickled = await connectRaw(sc.inbound.port);
-    trickled.trickle([Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff]), ...Array.from({ length: 40 }, () => Buffer.from([0x01]))], 50);
-    for (const conn of [silent, trickled]) {
-      const { afterMs, text } = await conn.closed;
-      expect(text).toBe(''); // no plaintext reply on a TLS-only port
-      expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    }
-    expect(await handshakeTimeouts()).toBe(before + 2);
+  it.each([
+    ['never starts its handshake', []],
+    ['trickles its handshake', [Buffer.from([0x16, 0x03, 0x01, 0x00, 0xff]), ...Array.from({ length: 40 }, () => Buffer.from([0x01]))]],
+  ])('a connection that %s is closed at the deadline, logged and counted', async (_case, parts) => {
+    const watch = await watchRefusal(sc, [app]);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.trickle(parts, 50);
+    const { afterMs, text } = await conn.closed;
+    expect(text).toBe(''); // no plaintext reply on a TLS-only port
+    expect(afterMs).toBeLessThan(CLOSED_BY_MS);
+    await watch.refused({ reason: 'handshake_timeout', counter: handshakeTimeouts, message: /mTLS connection refused/ });
   });
 
   it.each([['http/1.1'], ['h2']])('ALPN %s: a verified peer that completes the handshake and sends nothing is closed at the deadline, logged 408', async (alpn) => {
-    const hits = app.hits();
-    const logged = accessLines(sc, 'request.timeout').length;
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port, { ALPNProtocols: [alpn], cert: cert.certPem, key: cert.keyPem, ca: ca.rootsPem, checkServerIdentity: () => undefined });
     const { afterMs, text } = await conn.closed;
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
     if (alpn === 'http/1.1') expect(text).toMatch(/^HTTP\/1.1 408 /);
-    expect(accessLines(sc, 'request.timeout').slice(logged)).toEqual([expect.objectContaining({ status: 408, direction: 'inbound' })]);
-    expect(app.hits()).toBe(hits);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
   });
 
   it('a verified peer that trickles its head gets 408 at the deadline; a prompt one is served', async () => {
-    const hits = app.hits();
+    const watch = await watchRefusal(sc, [app]);
     const tlsOptions = { ALPNProtocols: ['http/1.1'], cert: cert.certPem, key: cert.keyPem, ca: ca.rootsPem, checkServerIdentity: () => undefined };
     const slow = await connectRaw(sc.inbound.port, tlsOptions);
     slow.trickle(LINES, 50);
     const { text } = await slow.closed;
     expect(text).toMatch(/^HTTP\/1.1 408 /);
-    expect(app.hits()).toBe(hits);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
+    const hits = app.hits();
     const prompt = await connectRaw(sc.inbound.port, tlsOptions);
     prompt.write('GET /prompt HTTP/1.1\r\nHost: orders\r\n\r\n');
     await prompt.waitFor(/"url":"\/prompt"/);
@@ -254,11 +245,11 @@ describe('connections per source address', () => {
       // The listener has taken all three (each sent a request and got its answer) before the fourth arrives.
       for (const conn of held) conn.write('GET /held HTTP/1.1\r\nHost: test\r\n\r\n');
       await Promise.all(held.map((conn) => conn.waitFor(/"url":"\/held"/)));
+      const watch = await watchRefusal(sc, [app]);
       const fourth = await connectRaw(sc.inbound.port);
       fourth.write('GET /refused HTTP/1.1\r\nHost: test\r\n\r\n');
       expect((await fourth.closed).text).toBe('');
-      expect(await metric(sc, 'meshgate_connections_refused_total', { listener: 'inbound', reason: 'max_connections_per_source' })).toBe(1);
-      expect(app.hits()).toBe(3);
+      await watch.refused({ reason: 'max_connections_per_source', counter: { name: 'meshgate_connections_refused_total', labels: { listener: 'inbound', reason: 'max_connections_per_source' } } });
       held[0]!.destroy();
       await held[0]!.closed;
       await expect
