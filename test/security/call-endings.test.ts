@@ -12,6 +12,7 @@ import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import { watchRefusal } from './catalogue.ts';
 
 /*
  * Issue #10, defect 5: the status and reason a call is logged with say who
@@ -51,16 +52,6 @@ function misbehaving(): http.RequestListener {
   };
 }
 
-async function accessLine(sc: TestSidecar, path: string, protocol = 'HTTP/1.1'): Promise<Record<string, unknown>> {
-  // The access log is written asynchronously: wait for the line.
-  await expect.poll(() => sc.logs.some((l) => l.log === 'access' && l.path === path && l.protocol === protocol), { timeout: 5_000 }).toBe(true);
-  return sc.logs.filter((l) => l.log === 'access' && l.path === path && l.protocol === protocol).at(-1)!;
-}
-
-function clearLog(sc: TestSidecar): void {
-  sc.logs.length = 0;
-}
-
 describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => {
   let app: TestServer;
   let sc: TestSidecar;
@@ -80,16 +71,17 @@ describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => 
   it.each([
     ['inbound', () => sc.inbound.port],
     ['outbound', () => sc.outbound.port],
-  ])('%s: the idle timeout firing while the app has not answered is 504 upstream.timeout, not 499', async (direction, port) => {
-    clearLog(sc);
+  ] as const)('%s: the idle timeout firing while the app has not answered is 504 upstream.timeout, not 499', async (direction, port) => {
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(port());
     conn.write('GET /slow-head HTTP/1.1\r\nHost: orders\r\n\r\n');
     await conn.closed;
-    expect(await accessLine(sc, '/slow-head')).toMatchObject({ direction, status: 504, reason: 'upstream.timeout' });
+    const line = await watch.refused({ reason: 'upstream.timeout', status: 504, direction: direction, upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/slow-head', protocol: 'HTTP/1.1' });
   });
 
   it('inbound HTTP/2: a stream the idle timeout ended is 504 upstream.timeout, not 499', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [app]);
     const client = http2.connect(sc.inboundUrl);
     client.on('error', () => {});
     const stream = client.request({ ':path': '/slow-head' });
@@ -98,68 +90,75 @@ describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => 
     stream.end();
     await new Promise((resolve) => stream.once('close', resolve));
     client.destroy();
-    expect(await accessLine(sc, '/slow-head', 'HTTP/2')).toMatchObject({ status: 504, reason: 'upstream.timeout' });
+    const line = await watch.refused({ reason: 'upstream.timeout', status: 504, direction: 'inbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/slow-head', protocol: 'HTTP/2' });
   });
 
   it('a response body that stalls past the idle timeout is logged 504 upstream.timeout, not 200 or 502', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write('GET /stall-body HTTP/1.1\r\nHost: orders\r\n\r\n');
     await conn.closed;
     expect(conn.text()).toMatch(/^HTTP\/1.1 200/); // the caller saw the head, then a reset: never a whole body
     expect(conn.text()).not.toMatch(/0\r\n\r\n$/);
-    expect(await accessLine(sc, '/stall-body')).toMatchObject({ status: 504, reason: 'upstream.timeout' });
+    const line = await watch.refused({ reason: 'upstream.timeout', status: 504, direction: 'inbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/stall-body', protocol: 'HTTP/1.1' });
   });
 
   it.each([
     ['inbound', () => sc.inbound.port],
     ['outbound', () => sc.outbound.port],
-  ])('%s: a caller that hangs up halfway through its body is 499 request.cancelled, not 502 upstream.reset', async (direction, port) => {
-    clearLog(sc);
+  ] as const)('%s: a caller that hangs up halfway through its body is 499 request.cancelled, not 502 upstream.reset', async (direction, port) => {
+    const watch = await watchRefusal(sc, [app]);
     const hits = app.hits();
     const conn = await connectRaw(port());
     conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
     await expect.poll(() => app.hits()).toBe(hits + 1); // the app is reading the body
     conn.socket.resetAndDestroy();
-    expect(await accessLine(sc, '/upload')).toMatchObject({ direction, status: 499, reason: 'request.cancelled' });
+    const line = await watch.refused({ reason: 'request.cancelled', status: 499, direction: direction, upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/upload', protocol: 'HTTP/1.1' });
   });
 
   it('a caller that stops sending its body is 408 request.timeout, not 499', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nContent-Length: 100\r\n\r\nonly ten b');
     await conn.closed;
-    expect(await accessLine(sc, '/upload')).toMatchObject({ status: 408, reason: 'request.timeout' });
+    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/upload', protocol: 'HTTP/1.1' });
   });
 
   it('a body trickled past limits.requestTimeout is 408 request.timeout, not 499', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nContent-Length: 100\r\n\r\n');
     // A byte every 100 ms: never idle for limits.idleTimeout, never done within limits.requestTimeout (1 s).
     conn.trickle(Array.from({ length: 100 }, () => 'x'), 100);
     const { afterMs } = await conn.closed;
     expect(afterMs).toBeGreaterThanOrEqual(1_000 - 5);
-    expect(await accessLine(sc, '/upload')).toMatchObject({ status: 408, reason: 'request.timeout' });
+    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/upload', protocol: 'HTTP/1.1' });
   });
 
   it('an app that resets before its head is 502 upstream.reset', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write('GET /reset HTTP/1.1\r\nHost: orders\r\n\r\n');
     const text = await conn.waitFor(/\r\n\r\n\{.*\}/);
     expect(text).toMatch(/^HTTP\/1.1 502/);
     conn.destroy();
-    expect(await accessLine(sc, '/reset')).toMatchObject({ status: 502, reason: 'upstream.reset' });
+    const line = await watch.refused({ reason: 'upstream.reset', status: 502, direction: 'inbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/reset', protocol: 'HTTP/1.1' });
   });
 
   it('an app that resets mid-body is logged 502 upstream.reset (the caller saw 200, then a reset)', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
     conn.write('GET /reset-mid-body HTTP/1.1\r\nHost: orders\r\n\r\n');
     await conn.closed;
     expect(conn.text()).toMatch(/^HTTP\/1.1 200/);
-    expect(await accessLine(sc, '/reset-mid-body')).toMatchObject({ status: 502, reason: 'upstream.reset' });
+    const line = await watch.refused({ reason: 'upstream.reset', status: 502, direction: 'inbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/reset-mid-body', protocol: 'HTTP/1.1' });
   });
 });
 
@@ -187,7 +186,7 @@ describe('who ended the call: HTTP/2 caller and h2c app', () => {
   });
 
   it('a caller that drops its connection mid-upload is 499 request.cancelled, not 502 upstream.reset', async () => {
-    clearLog(sc);
+    const watch = await watchRefusal(sc, [{ hits: () => streams }]);
     const before = streams;
     const client = http2.connect(sc.outboundUrl);
     client.on('error', () => {});
@@ -196,7 +195,8 @@ describe('who ended the call: HTTP/2 caller and h2c app', () => {
     stream.write('part of a body');
     await expect.poll(() => streams).toBe(before + 1); // the app has the stream
     client.destroy();
-    expect(await accessLine(sc, '/upload', 'HTTP/2')).toMatchObject({ direction: 'outbound', status: 499, reason: 'request.cancelled' });
+    const line = await watch.refused({ reason: 'request.cancelled', status: 499, direction: 'outbound', upstreamHits: 1 });
+    expect(line).toMatchObject({ path: '/upload', protocol: 'HTTP/2' });
   });
 });
 
@@ -225,18 +225,18 @@ describe('who ended the call: a body a ValidationPolicy reads', () => {
   });
 
   it('a caller that stops sending a body being validated is 408 request.timeout; one that leaves is 499', async () => {
-    const hits = app.hits();
+    const stalledWatch = await watchRefusal(sc, [app]);
     const stalled = await connectRaw(sc.inbound.port);
     stalled.write('POST /orders HTTP/1.1\r\nHost: orders.shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":');
     await stalled.closed;
-    expect(await accessLine(sc, '/orders')).toMatchObject({ status: 408, reason: 'request.timeout' });
-    clearLog(sc);
+    // Neither body was whole: the app sees neither call.
+    expect(await stalledWatch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' })).toMatchObject({ path: '/orders' });
+    const leavingWatch = await watchRefusal(sc, [app]);
     const leaving = await connectRaw(sc.inbound.port);
     leaving.write('POST /orders HTTP/1.1\r\nHost: orders.shop\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"a":');
     // The call is in flight (its body being read) before the caller resets.
     await expect.poll(async () => (await (await request(`${sc.adminUrl}/metrics`)).body.text()).includes('meshgate_requests_in_flight{direction="inbound"} 1')).toBe(true);
     leaving.socket.resetAndDestroy();
-    expect(await accessLine(sc, '/orders')).toMatchObject({ status: 499, reason: 'request.cancelled' });
-    expect(app.hits()).toBe(hits); // neither body was whole: the app saw neither call
+    expect(await leavingWatch.refused({ reason: 'request.cancelled', status: 499, direction: 'inbound' })).toMatchObject({ path: '/orders' });
   });
 });
