@@ -5,7 +5,8 @@ import * as grpc from '@grpc/grpc-js';
 import { createAdminServer } from '../admin/admin-server.ts';
 import type { CaConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
-import type { Clock } from '../core/clock.ts';
+import { runBackgroundLoop } from '../core/background-loop.ts';
+import type { Clock, Random } from '../core/clock.ts';
 import { loadCaApi } from '../identity/ca-api.ts';
 import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
@@ -35,6 +36,8 @@ export interface CaDeps {
   readonly configFile?: string;
   /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
   readonly configDir?: string;
+  /** Jitter of retry backoffs; Math.random unless a test pins it. */
+  readonly random?: Random;
   /** Serial numbers; a CSPRNG unless a test pins it. */
   readonly randomBytes?: (size: number) => Buffer;
   /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
@@ -54,6 +57,9 @@ export interface RunningCa {
 /** The CA's own identity in its serving certificate. */
 export const CA_NAMESPACE = 'meshgate-system';
 export const CA_SERVICE_ACCOUNT = 'meshgate-ca';
+
+/** After a failed renewal of the CA's own serving certificate: 1 s, doubling to at most 5 min (full jitter). */
+const SERVING_RENEWAL_BACKOFF = { baseMs: 1_000, maxMs: 300_000 };
 
 /**
  * The CA role: loads and cross-checks the signing material, issues its own
@@ -182,23 +188,29 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
     },
   };
 
-  // The serving certificate lives leaf.maxTtl; a CA that runs for weeks renews it in place.
+  // The serving certificate lives leaf.maxTtl; a CA that runs for weeks renews it in place, at half-life, and keeps
+  // retrying a failed renewal until the certificate it serves has expired (readiness then says so).
   function scheduleServingRenewal(): void {
-    const halfLife = (serving.leaf.notAfter.getTime() - clock.now()) / 2;
-    const timer = setTimeout(() => {
-      issueServingCertificate(config, signer, material).then(
-        (next) => {
-          if (lifetime.signal.aborted) return;
-          serving = next;
-          tls.update({ ...next.material, clientCaPem });
-          logger.info({ serial: next.leaf.serial, notAfter: next.leaf.notAfter.toISOString() }, 'serving certificate renewed');
-          scheduleServingRenewal();
-        },
-        (err: unknown) => logger.error({ err }, 'serving certificate renewal failed'),
-      );
-    }, Math.max(1_000, Math.min(halfLife, 2 ** 31 - 1)));
-    timer.unref();
-    lifetime.signal.addEventListener('abort', () => clearTimeout(timer), { once: true });
+    const halfLifeLeft = (): number => (serving.leaf.notAfter.getTime() - clock.now()) / 2;
+    void runBackgroundLoop(
+      async () => {
+        const next = await issueServingCertificate(config, signer, material);
+        if (lifetime.signal.aborted) return 0;
+        serving = next;
+        tls.update({ ...next.material, clientCaPem });
+        logger.info({ serial: next.leaf.serial, notAfter: next.leaf.notAfter.toISOString() }, 'serving certificate renewed');
+        return Math.max(1_000, halfLifeLeft());
+      },
+      {
+        signal: lifetime.signal,
+        firstDelayMs: Math.max(1_000, halfLifeLeft()),
+        backoff: SERVING_RENEWAL_BACKOFF,
+        random: deps.random ?? Math.random,
+        // Each retry comes before the current certificate runs out, however long the backoff has grown.
+        maxRetryDelayMs: () => Math.max(1_000, halfLifeLeft()),
+        onError: (err, failuresInRow, retryInMs) => logger.error({ err, failuresInRow, retryInMs }, 'serving certificate renewal failed; retrying'),
+      },
+    );
   }
 }
 
