@@ -5,8 +5,8 @@ import { formatPolicyError } from '../policy/policy-error.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
 /*
- * `meshgate policy explain` and `meshgate policy diff` (logic: src/policy/explain.ts
- * and src/policy/diff.ts). A usage problem is one line on stderr and exit 2.
+ * `meshgate policy explain` and `meshgate policy diff` (logic: src/policy-tools/explain.ts
+ * and src/policy-tools/diff.ts). A usage problem is one line on stderr and exit 2.
  */
 
 function usage(command: string, message: string): number {
@@ -55,7 +55,7 @@ export async function runPolicyExplain(args: string[]): Promise<number> {
   if (!values.to) return fail('missing --to SERVICE[.NS]');
   if (!values.path) return fail('missing --path P');
   if (values.claims !== undefined && values.jwt !== undefined) return fail('--claims and --jwt exclude each other');
-  const [{ explainCall, parseWorkload, verdictLine, formatTrail }, { isIP }] = await Promise.all([import('../policy/explain.ts'), import('node:net')]);
+  const [{ explainCall, parseWorkload, verdictLine, formatTrail }, { isIP }] = await Promise.all([import('../policy-tools/explain.ts'), import('node:net')]);
   const to = parseWorkload(values.to);
   if (!to) return fail(`--to: expected SERVICE or SERVICE.NAMESPACE (lower-case DNS labels), got "${values.to}"`);
   if (!values.path.startsWith('/')) return fail(`--path: expected a path starting with /, got "${values.path}"`);
@@ -133,7 +133,7 @@ export async function runPolicyDiff(args: string[]): Promise<number> {
     if (err instanceof ToolUsage) return fail(err.message);
     throw err;
   }
-  const { parseAccessLog, diffPolicies, formatChange, summaryLine } = await import('../policy/diff.ts');
+  const { parseAccessLog, diffPolicies, formatChange, summaryLine } = await import('../policy-tools/diff.ts');
   const log = parseAccessLog(text);
   const diff = await diffPolicies(oldDocs, newDocs, log.calls, { allowWhenNoPolicy: values['allow-when-no-policy'] });
   if (values.json) {

@@ -1,6 +1,6 @@
 import { explainCall, parseWorkload } from './explain.ts';
 import type { ExplainCall, ExplainOptions } from './explain.ts';
-import type { PolicyDocument } from './types.ts';
+import type { PolicyDocument } from '../policy/types.ts';
 
 /*
  * `meshgate policy diff`: recorded calls (access-log JSON lines, field names

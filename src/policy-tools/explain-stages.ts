@@ -3,10 +3,10 @@ import type { CallContext } from '../core/call-context.ts';
 import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
 import type { BodyFacts } from '../filters/validate/validate-rules.ts';
 import { declaredLengthOf } from '../proxy/request-body.ts';
-import { compileCallMatch, matchPathOf } from './call-match.ts';
+import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
 import type { TrailEntry } from './explain.ts';
-import type { RateLimitPolicySpec } from './kinds/rate-limit-policy.ts';
-import type { PolicyDocument } from './types.ts';
+import type { RateLimitPolicySpec } from '../policy/kinds/rate-limit-policy.ts';
+import type { PolicyDocument } from '../policy/types.ts';
 
 /*
  * The stages of `policy explain` after authorization, for an allowed call, in

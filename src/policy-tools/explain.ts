@@ -3,17 +3,17 @@ import type { CallContext, RequestAuth } from '../core/call-context.ts';
 import { systemClock } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
-import { createAuthnFilter } from '../filters/authn/authn-filter.ts';
 import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { compileAuthorization } from '../filters/authz/authz-engine.ts';
 import { authzRequestOf } from '../filters/authz/authz-request.ts';
 import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
+import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import { isGrpcRequest } from '../proxy/headers.ts';
 import { normalizePath } from '../proxy/path-normalize.ts';
-import { selectDocuments } from './selector.ts';
+import { selectDocuments } from '../policy/selector.ts';
 import { rateLimitTrail, validateTrail } from './explain-stages.ts';
-import type { PolicyDocument, WorkloadRef } from './types.ts';
+import type { PolicyDocument, WorkloadRef } from '../policy/types.ts';
 
 /*
  * `meshgate policy explain`: one call description against a set of policy
@@ -98,7 +98,7 @@ export function authOfClaims(claims: Readonly<Record<string, unknown>>): Request
 }
 
 /** A CallContext as src/proxy/call.ts createCallContext builds one, from a description. */
-function callContextOf(call: ExplainCall, path: string, query: string): CallContext {
+export function callContextOf(call: ExplainCall, path: string, query: string): CallContext {
   const headers: IncomingHttpHeaders = {};
   for (const [k, v] of Object.entries(call.headers ?? {})) headers[k.toLowerCase()] = v;
   if (call.jwt !== undefined) headers.authorization = `Bearer ${call.jwt}`;
@@ -126,13 +126,89 @@ function docId(doc: PolicyDocument): string {
   return `${doc.metadata.namespace}/${doc.metadata.name}`;
 }
 
-function refused(verdict: RespondVerdict, path: string, trail: TrailEntry[]): Explanation {
-  return { allow: false, code: verdict.code, rule: verdict.rule, reason: verdict.reason, path, trail };
+/** What one stage of the chain concluded: entries for the trail, and the refusal when it refused. */
+interface StageOutcome {
+  readonly entries: readonly TrailEntry[];
+  readonly refusal?: { readonly code: string; readonly rule: string | undefined; readonly reason: string };
+  /** The authz stage's decision: the answer when no later stage refuses. */
+  readonly decision?: { readonly allow: boolean; readonly rule: string | undefined; readonly reason: string };
+}
+
+interface StageInput {
+  readonly filter: Filter;
+  readonly ctx: CallContext;
+  readonly call: ExplainCall;
+  readonly selected: readonly PolicyDocument[];
+  readonly opts: ExplainOptions;
+}
+
+function fromVerdict(verdict: RespondVerdict): StageOutcome['refusal'] {
+  return { code: verdict.code, rule: verdict.rule, reason: verdict.reason };
 }
 
 /**
+ * How each filter of the inbound chain is explained, by its name. The chain
+ * itself (which filters, in which order) is the one the sidecar builds: a
+ * filter added to it without a stage here makes explain fail loudly instead
+ * of skipping it.
+ */
+const STAGES: Readonly<Record<string, (input: StageInput) => Promise<StageOutcome>>> = Object.freeze({
+  async 'ip-access'({ filter, ctx, call, selected }) {
+    // Only when an address is given: without one, an allow list would refuse every description.
+    if (call.address === undefined) return { entries: [{ stage: 'ip-access', rule: '', matched: false, note: 'not evaluated (no --ip)' }] };
+    // Each document on its own for the trail; the chain's filter decides.
+    const entries: TrailEntry[] = [];
+    for (const doc of selected.filter((d) => d.kind === 'IPAccessPolicy')) {
+      const verdict = await createIPAccessFilter([doc]).onRequest(ctx);
+      const hit = verdict.kind === 'respond';
+      entries.push({ stage: 'ip-access', rule: hit ? (verdict.rule ?? docId(doc)) : docId(doc), matched: hit, note: hit ? verdict.reason : `address ${call.address} passes` });
+    }
+    const verdict = await filter.onRequest(ctx);
+    if (verdict.kind === 'continue') return { entries };
+    markDecider(entries, 'ip-access', verdict.rule);
+    return { entries, refusal: fromVerdict(verdict) };
+  },
+
+  async authn({ filter, ctx, call }) {
+    // Claims are taken as verified; with neither claims nor a token there is no request principal to speak of.
+    if (call.claims) return { entries: [{ stage: 'authn', rule: '', matched: false, note: `claims taken as verified: request principal ${ctx.annotations.auth!.principal}` }] };
+    if (call.jwt === undefined) return { entries: [{ stage: 'authn', rule: '', matched: false, note: 'not evaluated (no --jwt or --claims): no request principal' }] };
+    const verdict = await filter.onRequest(ctx);
+    if (verdict.kind === 'respond') return { entries: [{ stage: 'authn', rule: verdict.rule ?? '', matched: true, decides: true, note: verdict.reason }], refusal: fromVerdict(verdict) };
+    const auth = ctx.annotations.auth;
+    return { entries: [{ stage: 'authn', rule: '', matched: auth !== undefined, note: auth ? `token verified: request principal ${auth.principal}` : 'token not verified by any rule (anonymous)' }] };
+  },
+
+  async authz({ filter, ctx, selected, opts }) {
+    // The chain's filter decides; the engine it compiles, explained by its plain scan, gives the trail.
+    const verdict = await filter.onRequest(ctx);
+    const { decision, rules } = compileAuthorization(selected, { allowWhenNoPolicy: opts.allowWhenNoPolicy ?? false }).explain(authzRequestOf(ctx));
+    const entries: TrailEntry[] = rules.map((rule) => ({ stage: 'authz', rule: rule.id, action: rule.action, mode: rule.mode, matched: rule.matched, decides: decision.rule?.id === rule.id }));
+    if (!decision.rule) entries.push({ stage: 'authz', rule: '', matched: false, decides: true, note: decision.reason });
+    for (const shadow of decision.shadowDenials) entries.push({ stage: 'authz', rule: shadow.id, matched: true, note: 'shadow: would deny' });
+    if ((verdict.kind === 'continue') !== decision.allow) throw new Error('policy explain: the authorization trail disagrees with the authz filter');
+    const outcome = { allow: decision.allow, rule: decision.rule?.id, reason: decision.reason };
+    // The explanation quotes the engine's reason (which rule, or no ALLOW policy); the caller's reply says less.
+    return { entries, decision: outcome, ...(verdict.kind === 'respond' ? { refusal: { code: verdict.code, rule: outcome.rule, reason: outcome.reason } } : {}) };
+  },
+
+  // Which buckets the call would take a token from: counts are live state, not in the policy, so never a refusal.
+  async ratelimit({ ctx, selected }) {
+    return { entries: rateLimitTrail(selected, ctx.method, ctx.path) };
+  },
+
+  // The head checks decide; the body is never described.
+  async validate({ ctx, selected, opts }) {
+    if (opts.validation === false) return { entries: [] };
+    const { entries, refusal } = validateTrail(selected, ctx);
+    return { entries, ...(refusal ? { refusal } : {}) };
+  },
+});
+
+/**
  * Evaluates one call against `documents` (all of them: the ones that apply to
- * the destination workload are selected here, as the policy server does).
+ * the destination workload are selected here, as the policy server does),
+ * through the inbound chain the sidecar builds for them, stage by stage.
  */
 export async function explainCall(documents: readonly PolicyDocument[], call: ExplainCall, opts: ExplainOptions = {}): Promise<Explanation> {
   const selected = selectDocuments(documents, call.to);
@@ -148,67 +224,26 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
   if (path !== rawPath) trail.push({ stage: 'path', rule: '', matched: false, note: `normalized ${rawPath} -> ${path}` });
   const ctx = callContextOf(call, path, q < 0 ? '' : call.path.slice(q + 1));
 
-  // 1. IP access, only when an address is given: each document on its own for the trail, then the filter as the sidecar builds it.
-  if (call.address !== undefined) {
-    const ipDocs = selected.filter((d) => d.kind === 'IPAccessPolicy');
-    for (const doc of ipDocs) {
-      const verdict = await createIPAccessFilter([doc]).onRequest(ctx);
-      trail.push({ stage: 'ip-access', rule: verdict.kind === 'respond' ? (verdict.rule ?? docId(doc)) : docId(doc), matched: verdict.kind === 'respond', note: verdict.kind === 'respond' ? verdict.reason : `address ${call.address} passes` });
+  const chain = buildInboundChain(selected, {
+    onNoPolicy: 'deny',
+    allowWhenNoAuthzPolicy: opts.allowWhenNoPolicy ?? false,
+    authn: opts.authnRuntime ?? createAuthnRuntime({ clock: systemClock }),
+  });
+  let decision: StageOutcome['decision'];
+  for (const filter of chain) {
+    const stage = STAGES[filter.name];
+    if (!stage) throw new Error(`policy explain: no stage explains the inbound filter '${filter.name}'`);
+    const outcome = await stage({ filter, ctx, call, selected, opts });
+    decision = outcome.decision ?? decision;
+    if (outcome.refusal) {
+      // One decider per explanation: a stage after authz that refuses takes it over from the allowing rule.
+      const earlier = outcome.decision ? trail : trail.map((t) => (t.stage === 'authz' && t.decides ? { ...t, decides: false } : t));
+      return { allow: false, ...outcome.refusal, path, trail: [...earlier, ...outcome.entries] };
     }
-    const verdict = await createIPAccessFilter(selected).onRequest(ctx);
-    if (verdict.kind === 'respond') {
-      markDecider(trail, 'ip-access', verdict.rule);
-      return refused(verdict, path, trail);
-    }
-  } else {
-    trail.push({ stage: 'ip-access', rule: '', matched: false, note: 'not evaluated (no --ip)' });
+    trail.push(...outcome.entries);
   }
-
-  // 2. Authentication: claims taken as verified, or the token through the authn filter.
-  if (call.claims) {
-    trail.push({ stage: 'authn', rule: '', matched: false, note: `claims taken as verified: request principal ${ctx.annotations.auth!.principal}` });
-  } else if (call.jwt !== undefined) {
-    const runtime = opts.authnRuntime ?? createAuthnRuntime({ clock: systemClock });
-    const filter: Filter = createAuthnFilter(selected, runtime);
-    const verdict = await filter.onRequest(ctx);
-    if (verdict.kind === 'respond') {
-      trail.push({ stage: 'authn', rule: verdict.rule ?? '', matched: true, decides: true, note: verdict.reason });
-      return refused(verdict, path, trail);
-    }
-    const auth = ctx.annotations.auth;
-    trail.push({ stage: 'authn', rule: '', matched: auth !== undefined, note: auth ? `token verified: request principal ${auth.principal}` : 'token not verified by any rule (anonymous)' });
-  } else {
-    trail.push({ stage: 'authn', rule: '', matched: false, note: 'not evaluated (no --jwt or --claims): no request principal' });
-  }
-
-  // 3. Authorization: the engine the authz filter compiles, explained by its plain scan.
-  const engine = compileAuthorization(selected, { allowWhenNoPolicy: opts.allowWhenNoPolicy ?? false });
-  const { decision, rules } = engine.explain(authzRequestOf(ctx));
-  for (const rule of rules) {
-    trail.push({ stage: 'authz', rule: rule.id, action: rule.action, mode: rule.mode, matched: rule.matched, decides: decision.rule?.id === rule.id });
-  }
-  if (!decision.rule) trail.push({ stage: 'authz', rule: '', matched: false, decides: true, note: decision.reason });
-  for (const shadow of decision.shadowDenials) trail.push({ stage: 'authz', rule: shadow.id, matched: true, note: 'shadow: would deny' });
-  // 4. Rate limits: which buckets the call would take a token from (counts are live state, not in the policy).
-  if (decision.allow) trail.push(...rateLimitTrail(selected, ctx.method, path));
-  // 5. Validation, last as in the chain: the head checks decide; the body is not described.
-  if (decision.allow && opts.validation !== false) {
-    const { entries, refusal } = validateTrail(selected, ctx);
-    if (refusal) {
-      // One decider per explanation: the authz rule let the call through, validation refused it.
-      const demoted = trail.map((t) => (t.stage === 'authz' && t.decides ? { ...t, decides: false } : t));
-      return { allow: false, code: refusal.code, rule: refusal.rule, reason: refusal.reason, path, trail: [...demoted, ...entries] };
-    }
-    trail.push(...entries);
-  }
-  return {
-    allow: decision.allow,
-    code: decision.allow ? undefined : 'authz.denied',
-    rule: decision.rule?.id,
-    reason: decision.reason,
-    path,
-    trail,
-  };
+  if (!decision) throw new Error('policy explain: the inbound chain has no authorization stage');
+  return { allow: decision.allow, code: decision.allow ? undefined : 'authz.denied', rule: decision.rule, reason: decision.reason, path, trail };
 }
 
 function markDecider(trail: TrailEntry[], stage: TrailStage, rule: string | undefined): void {

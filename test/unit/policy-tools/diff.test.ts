@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { diffPolicies, formatChange, parseAccessLog, summaryLine } from '../../../src/policy/diff.ts';
+import { diffPolicies, formatChange, parseAccessLog, summaryLine } from '../../../src/policy-tools/diff.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
 import { BILLING, FRONTEND, load, writePolicySets } from './explain-fixtures.ts';
 
