@@ -58,7 +58,7 @@ export interface RunningCa {
 export const CA_NAMESPACE = 'meshgate-system';
 export const CA_SERVICE_ACCOUNT = 'meshgate-ca';
 
-/** After a failed renewal of the CA's own serving certificate: 1 s, doubling to at most 5 min (full jitter). */
+/** After a failed renewal of the CA's own serving certificate: 2 s, doubling to at most 5 min (full jitter, plus 1 s). */
 const SERVING_RENEWAL_BACKOFF = { baseMs: 1_000, maxMs: 300_000 };
 
 /**

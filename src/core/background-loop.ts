@@ -18,7 +18,7 @@ export interface BackgroundLoopOptions {
   readonly signal: AbortSignal;
   /** Before the first run; default 0. */
   readonly firstDelayMs?: number;
-  /** After a failed step: full jitter up to base * 2^(failures - 1), capped at max, plus base. */
+  /** After a failed step: full jitter up to base * 2^failures-in-a-row, capped at max, plus base. */
   readonly backoff: BackoffOptions;
   readonly random: Random;
   /** A failed step, with how many failed in a row and when the next try comes. Must not throw. */
@@ -27,6 +27,12 @@ export interface BackgroundLoopOptions {
   readonly maxRetryDelayMs?: () => number;
   /** Keeps the process alive while waiting; default false (a loop never holds a process open by itself). */
   readonly ref?: boolean;
+  /**
+   * Waits out the backoff after a failure instead of a plain timer, and may end
+   * it early (e.g. as soon as a probe sees the server back). Rejects or
+   * resolves when the signal aborts.
+   */
+  readonly waitAfterFailure?: (ms: number, signal: AbortSignal) => Promise<unknown>;
 }
 
 /** setTimeout holds at most 2^31-1 ms (~24.8 days); longer waits re-arm on the way. */
@@ -36,14 +42,19 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export async function runBackgroundLoop(step: LoopStep, opts: BackgroundLoopOptions): Promise<void> {
   let waitMs = opts.firstDelayMs ?? 0;
   let failuresInRow = 0;
-  while (await wait(waitMs, opts.signal, opts.ref ?? false)) {
+  const waitNext = async (): Promise<boolean> => {
+    if (failuresInRow === 0 || !opts.waitAfterFailure) return wait(waitMs, opts.signal, opts.ref ?? false);
+    await opts.waitAfterFailure(waitMs, opts.signal).catch(() => undefined);
+    return !opts.signal.aborted;
+  };
+  while (await waitNext()) {
     try {
       waitMs = Math.max(0, await step(opts.signal));
       failuresInRow = 0;
     } catch (err) {
       if (opts.signal.aborted) return;
       failuresInRow++;
-      const backoff = backoffDelay(failuresInRow - 1, opts.backoff, opts.random) + opts.backoff.baseMs;
+      const backoff = backoffDelay(failuresInRow, opts.backoff, opts.random) + opts.backoff.baseMs;
       waitMs = Math.max(0, Math.min(backoff, opts.maxRetryDelayMs?.() ?? Infinity));
       opts.onError(err, failuresInRow, waitMs);
     }

@@ -1,5 +1,6 @@
 import type { Clock, Random } from '../core/clock.ts';
-import { backoffDelay, sleep } from '../core/backoff.ts';
+import { sleep } from '../core/backoff.ts';
+import { runBackgroundLoop } from '../core/background-loop.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { ReachabilityProbe } from './ca-probe.ts';
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
@@ -146,40 +147,39 @@ export function createCertificateManager(
       });
     },
     async run(signal) {
-      let failuresInRow = 0;
-      while (!signal.aborted) {
-        let delay: number;
-        try {
-          const next = await attempt(signal);
+      await runBackgroundLoop(
+        async (stepSignal) => {
+          const next = await attempt(stepSignal);
           install(next);
-          failuresInRow = 0;
           lastError = undefined;
-          delay = renewDelay(next);
+          const delay = renewDelay(next);
           deps.logger.info(
             { spiffeId: next.facts.spiffeId, serial: next.facts.serial, notAfter: next.facts.notAfter.toISOString(), renewInMs: Math.round(delay) },
             'certificate issued',
           );
-        } catch (err) {
-          if (signal.aborted) return;
-          failures++;
-          failuresInRow++;
-          lastError = (err as Error).message;
-          delay = backoffDelay(failuresInRow, opts.retry, deps.random) + opts.retry.baseMs;
+          return delay;
+        },
+        {
+          signal,
+          backoff: opts.retry,
+          random: deps.random,
           // Retry well before the current certificate runs out, however long the backoff has grown.
-          if (creds) delay = Math.min(delay, Math.max(opts.retry.baseMs, (creds.facts.notAfter.getTime() - deps.clock.now()) / 4));
-          deps.logger.warn(
-            { err: lastError, retryInMs: Math.round(delay), servingUntil: creds?.facts.notAfter.toISOString() ?? null },
-            'certificate signing failed; keeping the current certificate',
-          );
-        }
-        try {
-          const woke = await waitForRetry(delay, opts.retry, signal);
-          if (woke === 'reachable') deps.logger.info({ err: lastError }, 'CA reachable again; retrying now');
-        } catch {
-          clearTimeout(expiryTimer);
-          return;
-        }
-      }
+          maxRetryDelayMs: () => (creds ? Math.max(opts.retry.baseMs, (creds.facts.notAfter.getTime() - deps.clock.now()) / 4) : Infinity),
+          onError: (err, _failuresInRow, retryInMs) => {
+            failures++;
+            lastError = (err as Error).message;
+            deps.logger.warn(
+              { err: lastError, retryInMs: Math.round(retryInMs), servingUntil: creds?.facts.notAfter.toISOString() ?? null },
+              'certificate signing failed; keeping the current certificate',
+            );
+          },
+          waitAfterFailure: async (ms, waitSignal) => {
+            if ((await waitForRetry(ms, opts.retry, waitSignal)) === 'reachable') deps.logger.info({ err: lastError }, 'CA reachable again; retrying now');
+          },
+          ref: true, // the sidecar runs for its certificate: this loop is what keeps it going
+        },
+      );
+      clearTimeout(expiryTimer);
     },
     stats: () => ({ issued, failures, lastError }),
   };

@@ -21,17 +21,17 @@ describe('runBackgroundLoop', () => {
       { signal: controller.signal, firstDelayMs: 1_000, backoff, random: () => 1, onError: (_err, n, retryInMs) => errors.push([n, retryInMs]) },
     );
     const start = Date.now();
-    await vi.advanceTimersByTimeAsync(10_100);
-    // random() = 1: the ceiling itself, plus base: 100+100, 200+100, 400+100, 800+100, then capped 1000+100.
+    await vi.advanceTimersByTimeAsync(11_000);
+    // random() = 1: the ceiling itself, plus base: 200+100, 400+100, 800+100, then capped 1000+100.
     expect(errors).toEqual([
-      [1, 200],
-      [2, 300],
-      [3, 500],
-      [4, 900],
+      [1, 300],
+      [2, 500],
+      [3, 900],
+      [4, 1_100],
       [5, 1_100],
       [6, 1_100],
     ]);
-    expect(runsAt.map((t) => t - start)).toEqual([1_000, 1_200, 1_500, 2_000, 2_900, 4_000, 5_100, 10_100]);
+    expect(runsAt.map((t) => t - start)).toEqual([1_000, 1_300, 1_800, 2_700, 3_800, 4_900, 6_000, 11_000]);
     controller.abort();
     await done;
   });
