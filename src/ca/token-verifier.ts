@@ -1,13 +1,15 @@
 import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, jwtVerify } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { CaTokensConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
+import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
+import type { JwtProblem, JwtRejection } from '../identity/jwt-checks.ts';
 import { refuse } from './ca-reasons.ts';
-import type { CaRefusal } from './ca-reasons.ts';
+import type { CaReason, CaRefusal } from './ca-reasons.ts';
 import { identityFromClaims } from './workload-claims.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
 
@@ -30,9 +32,6 @@ export interface TokenVerifierDeps {
   readonly configFile: string;
 }
 
-/** Far larger than any real service-account token; bounds the work an unauthenticated caller can cause. */
-const MAX_TOKEN_BYTES = 16_384;
-
 /**
  * Verifies bootstrap tokens with jose: signature, `alg` in the allow-list,
  * `iss`, `aud`, `exp` (required), `nbf`, with the configured clock skew
@@ -45,20 +44,12 @@ const MAX_TOKEN_BYTES = 16_384;
 export async function createTokenVerifier(config: CaTokensConfig, deps: TokenVerifierDeps): Promise<TokenVerifier> {
   const getKey = await keySource(config, deps);
   const algorithms = [...config.algorithms];
+  const algorithmSet: ReadonlySet<string> = new Set(algorithms);
   const clockTolerance = Math.ceil(config.clockSkew / 1000);
   return {
     async verify(token) {
-      if (token.length > MAX_TOKEN_BYTES) return refuse('ca.token_malformed', `token longer than ${MAX_TOKEN_BYTES} bytes`);
-      let alg: unknown;
-      try {
-        alg = decodeProtectedHeader(token).alg;
-      } catch {
-        return refuse('ca.token_malformed', 'token is not a JWT (compact JWS)');
-      }
-      // Checked here as well as by jose so the refusal names the algorithm (it is not secret).
-      if (typeof alg !== 'string' || !algorithms.includes(alg as (typeof algorithms)[number])) {
-        return refuse('ca.token_algorithm', `token algorithm ${JSON.stringify(alg)?.slice(0, 20)} not allowed (allowed: ${algorithms.join(', ')})`);
-      }
+      const header = readJwtHeader(token, algorithmSet);
+      if (isJwtRejection(header)) return refusalOf(header);
       try {
         const { payload } = await jwtVerify(token, getKey, {
           algorithms,
@@ -72,44 +63,29 @@ export async function createTokenVerifier(config: CaTokensConfig, deps: TokenVer
         if (typeof identity === 'string') return refuse('ca.token_claims', `token: ${identity}`);
         return { ok: true, issuer: payload.iss!, ...identity };
       } catch (err) {
-        return refusalOf(err);
+        return refusalOf(joseRejection(err, 'token signature does not verify with a configured key'));
       }
     },
   };
 }
 
-function refusalOf(err: unknown): CaRefusal {
-  const e = err as { code?: string; claim?: string; reason?: string; message?: string };
-  switch (e.code) {
-    case 'ERR_JWT_EXPIRED':
-      return refuse('ca.token_expired', 'token expired');
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (e.reason === 'missing') return refuse('ca.token_claims', `token lacks the "${e.claim}" claim`);
-      if (e.claim === 'iss') return refuse('ca.token_issuer', 'token issuer not accepted');
-      if (e.claim === 'aud') return refuse('ca.token_audience', 'token audience not accepted');
-      if (e.claim === 'nbf' || e.claim === 'iat') return refuse('ca.token_not_yet_valid', `token not valid yet ("${e.claim}" is in the future)`);
-      return refuse('ca.token_claims', `token claim "${e.claim}" is invalid`);
-    case 'ERR_JOSE_ALG_NOT_ALLOWED':
-    case 'ERR_JOSE_NOT_SUPPORTED':
-      return refuse('ca.token_algorithm', 'token algorithm not allowed');
-    case 'ERR_JWKS_NO_MATCHING_KEY':
-    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
-    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
-      return refuse('ca.token_signature', 'token signature does not verify with a configured key');
-    case 'ERR_JWKS_TIMEOUT':
-    case 'ERR_JWKS_INVALID':
-      return refuse('ca.token_keys_unavailable', 'token signing keys unavailable (JWKS)');
-    case 'ERR_JWS_INVALID':
-    case 'ERR_JWT_INVALID':
-      return refuse('ca.token_malformed', 'token is not a valid JWT');
-    default:
-      // jose raises a plain TypeError for a key that does not fit the algorithm, and fetch errors from a remote JWKS.
-      // A JWKS server that answers other than 200 (a 401 for a bad bearer token) or not JSON is unavailable too.
-      if (e.message && /fetch|ECONN|ENOTFOUND|network|Expected 200 OK|JSON Web Key Set HTTP response|certificate/i.test(e.message)) {
-        return refuse('ca.token_keys_unavailable', 'token signing keys unavailable (JWKS)');
-      }
-      return refuse('ca.token_signature', 'token signature does not verify with a configured key');
-  }
+/** The CA's reason for each way a token fails (ca-reasons.ts). */
+const REASONS: Readonly<Record<JwtProblem, CaReason>> = Object.freeze({
+  malformed: 'ca.token_malformed',
+  algorithm: 'ca.token_algorithm',
+  unsupported: 'ca.token_algorithm',
+  expired: 'ca.token_expired',
+  not_yet_valid: 'ca.token_not_yet_valid',
+  issuer: 'ca.token_issuer',
+  audience: 'ca.token_audience',
+  missing_claim: 'ca.token_claims',
+  invalid_claim: 'ca.token_claims',
+  signature: 'ca.token_signature',
+  keys_unavailable: 'ca.token_keys_unavailable',
+});
+
+function refusalOf(rejection: JwtRejection): CaRefusal {
+  return refuse(REASONS[rejection.problem], rejection.reason);
 }
 
 async function keySource(config: CaTokensConfig, deps: TokenVerifierDeps): Promise<JWTVerifyGetKey> {

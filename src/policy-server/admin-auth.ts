@@ -3,10 +3,11 @@ import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket, TlsOptions } from 'node:tls';
-import { createLocalJWKSet, createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify } from 'jose';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
+import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
 import { spiffeIdOfCertificate } from '../identity/spiffe-id.ts';
 import type { AdminApiConfig, AdminJwtConfig } from './admin-config.ts';
 
@@ -35,9 +36,6 @@ export interface AdminAuthDeps {
   /** Config file name, for start-up errors. */
   readonly configFile: string;
 }
-
-/** Far larger than any real token; bounds the work an unauthenticated caller can cause. */
-const MAX_TOKEN_BYTES = 16_384;
 
 /**
  * TLS options for the admin listener: client certificates are requested and
@@ -117,19 +115,11 @@ export async function createAdminAuthenticator(config: Pick<AdminApiConfig, 'mtl
 async function createJwtCheck(config: AdminJwtConfig, deps: AdminAuthDeps): Promise<(token: string) => Promise<AdminCaller | AdminAuthFailure>> {
   const getKey = await keySource(config, deps);
   const algorithms = [...config.algorithms];
+  const algorithmSet: ReadonlySet<string> = new Set(algorithms);
   const clockTolerance = Math.ceil(config.clockSkew / 1000);
   return async (token) => {
-    if (token.length > MAX_TOKEN_BYTES) return { ok: false, reason: `token longer than ${MAX_TOKEN_BYTES} bytes` };
-    let alg: unknown;
-    try {
-      alg = decodeProtectedHeader(token).alg;
-    } catch {
-      return { ok: false, reason: 'token is not a JWT (compact JWS)' };
-    }
-    // Checked here as well as by jose so the reason names the algorithm (it is not secret).
-    if (typeof alg !== 'string' || !algorithms.includes(alg as (typeof algorithms)[number])) {
-      return { ok: false, reason: `token algorithm ${JSON.stringify(alg)?.slice(0, 20)} not allowed (allowed: ${algorithms.join(', ')})` };
-    }
+    const header = readJwtHeader(token, algorithmSet);
+    if (isJwtRejection(header)) return { ok: false, reason: header.reason };
     try {
       const { payload } = await jwtVerify(token, getKey, {
         algorithms,
@@ -143,36 +133,9 @@ async function createJwtCheck(config: AdminJwtConfig, deps: AdminAuthDeps): Prom
       if (typeof subject !== 'string' || subject === '') return { ok: false, reason: `token has no string "${config.subjectClaim}" claim` };
       return { ok: true, subject, via: 'jwt' };
     } catch (err) {
-      return { ok: false, reason: failureReason(err) };
+      return { ok: false, reason: joseRejection(err, 'token signature does not verify with a configured key').reason };
     }
   };
-}
-
-function failureReason(err: unknown): string {
-  const e = err as { code?: string; claim?: string; reason?: string; message?: string };
-  switch (e.code) {
-    case 'ERR_JWT_EXPIRED':
-      return 'token expired';
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (e.reason === 'missing') return `token lacks the "${e.claim}" claim`;
-      if (e.claim === 'iss') return 'token issuer not accepted';
-      if (e.claim === 'aud') return 'token audience not accepted';
-      if (e.claim === 'nbf' || e.claim === 'iat') return `token not valid yet ("${e.claim}" is in the future)`;
-      return `token claim "${e.claim}" is invalid`;
-    case 'ERR_JOSE_ALG_NOT_ALLOWED':
-    case 'ERR_JOSE_NOT_SUPPORTED':
-      return 'token algorithm not allowed';
-    case 'ERR_JWKS_TIMEOUT':
-    case 'ERR_JWKS_INVALID':
-      return 'token signing keys unavailable (JWKS)';
-    case 'ERR_JWS_INVALID':
-    case 'ERR_JWT_INVALID':
-      return 'token is not a valid JWT';
-    default:
-      // No matching key, a bad signature, and jose's TypeError for a key that does not fit the algorithm.
-      if (e.message && /fetch|ECONN|ENOTFOUND|network/i.test(e.message)) return 'token signing keys unavailable (JWKS)';
-      return 'token signature does not verify with a configured key';
-  }
 }
 
 async function keySource(config: AdminJwtConfig, deps: AdminAuthDeps): Promise<JWTVerifyGetKey> {

@@ -1,13 +1,14 @@
-import { decodeProtectedHeader, jwtVerify } from 'jose';
+import { jwtVerify } from 'jose';
 import type { JWTPayload } from 'jose';
 import type { Clock } from '../../core/clock.ts';
+import { isJwtRejection, joseRejection, readJwtHeader } from '../../identity/jwt-checks.ts';
+import type { JwtProblem, JwtRejection } from '../../identity/jwt-checks.ts';
 import { authnFailure } from './authn-outcome.ts';
-import type { AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
+import type { AuthnCode, AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
 import type { KeySource } from './jwks-keys.ts';
 import { createLruCache } from './lru-cache.ts';
 
-/** Far larger than any real access token; bounds the work an unauthenticated caller can cause. */
-export const MAX_TOKEN_BYTES = 16_384;
+export { MAX_TOKEN_BYTES } from '../../identity/jwt-checks.ts';
 
 export interface JwtVerifierOptions {
   readonly issuer: string;
@@ -66,26 +67,16 @@ export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clo
 
   async function verifyFully(token: string): Promise<AuthnOutcome> {
     {
-      if (token.length > MAX_TOKEN_BYTES) return authnFailure('authn.jwt_invalid', `token longer than ${MAX_TOKEN_BYTES} bytes`);
-      if (!isCanonicalCompactJws(token)) return authnFailure('authn.jwt_invalid', 'token is not a JWT (compact JWS)');
-      let header: { alg?: unknown; kid?: unknown };
-      try {
-        header = decodeProtectedHeader(token);
-      } catch {
-        return authnFailure('authn.jwt_invalid', 'token is not a JWT (compact JWS)');
-      }
-      const alg = header.alg;
-      // Checked here as well as by jose so the refusal names the algorithm (it is not secret).
-      if (typeof alg !== 'string' || !algorithms.has(alg)) {
-        return authnFailure('authn.jwt_algorithm', `token algorithm ${JSON.stringify(alg ?? null).slice(0, 20)} not allowed (allowed: ${[...algorithms].join(', ')})`);
-      }
+      const header = readJwtHeader(token, algorithms);
+      if (isJwtRejection(header)) return failureOf(header);
+      const { alg } = header;
       if (header.kid !== undefined && typeof header.kid !== 'string') return authnFailure('authn.jwt_invalid', 'token header kid is not a string');
       const candidates = await keys.lookup(header.kid, alg);
       if (candidates === 'unavailable') return authnFailure('authn.jwks_unavailable', 'signing keys of the token issuer are unavailable');
       if (candidates.length === 0) {
         return authnFailure('authn.jwt_invalid', header.kid === undefined ? `no ${alg} key in the issuer key set` : 'no key with the token kid in the issuer key set');
       }
-      let last: AuthnFailure | undefined;
+      let last: JwtRejection | undefined;
       for (const candidate of candidates) {
         try {
           const { payload } = await jwtVerify(token, candidate.key, {
@@ -107,29 +98,14 @@ export function createJwtVerifier(opts: JwtVerifierOptions, keys: KeySource, clo
           });
           return outcome;
         } catch (err) {
-          last = failureOf(err);
+          last = joseRejection(err, BAD_SIGNATURE);
           // Claims are checked after the signature: a claim failure means this key verified, so it is final.
-          if (last.reason !== BAD_SIGNATURE) return last;
+          if (last.problem !== 'signature') return failureOf(last);
         }
       }
-      return last!;
+      return failureOf(last!);
     }
   }
-}
-
-/** RFC 7515 §7.1: three base64url segments (no padding) joined by dots; the signature is empty only for alg none. */
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
-
-/**
- * One spelling per token. Node's base64 decoder skips characters outside the
- * alphabet and ignores the unused low bits of the last character, so without
- * this `a.b.c`, `a.b. c` and `a.b.d` (c and d differing only in those bits)
- * would all verify as one token: a blocklist or log keyed by the token text
- * would see three different ones.
- */
-function isCanonicalCompactJws(token: string): boolean {
-  if (!COMPACT_JWS.test(token)) return false;
-  return token.split('.').every((segment) => Buffer.from(segment, 'base64url').toString('base64url') === segment);
 }
 
 const BAD_SIGNATURE = 'token signature does not verify with a key of the issuer';
@@ -144,26 +120,21 @@ function success(token: string, payload: JWTPayload, issuer: string): AuthnOutco
   };
 }
 
-function failureOf(err: unknown): AuthnFailure {
-  const e = err as { code?: string; claim?: string; reason?: string };
-  switch (e.code) {
-    case 'ERR_JWT_EXPIRED':
-      return authnFailure('authn.jwt_expired', 'token expired');
-    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (e.reason === 'missing') return authnFailure('authn.jwt_invalid', `token lacks the "${e.claim}" claim`);
-      if (e.claim === 'iss') return authnFailure('authn.jwt_issuer', 'token issuer not accepted');
-      if (e.claim === 'aud') return authnFailure('authn.jwt_audience', 'token audience not accepted');
-      if (e.claim === 'nbf' || e.claim === 'iat') return authnFailure('authn.jwt_not_yet_valid', `token not valid yet ("${e.claim}" is in the future)`);
-      return authnFailure('authn.jwt_invalid', `token claim "${e.claim}" is invalid`);
-    case 'ERR_JOSE_ALG_NOT_ALLOWED':
-      return authnFailure('authn.jwt_algorithm', 'token algorithm not allowed');
-    case 'ERR_JOSE_NOT_SUPPORTED':
-      return authnFailure('authn.jwt_invalid', 'token uses an unsupported JOSE feature (e.g. an unknown crit header)');
-    case 'ERR_JWS_INVALID':
-    case 'ERR_JWT_INVALID':
-      return authnFailure('authn.jwt_invalid', 'token is not a valid JWT');
-    default:
-      // Signature mismatch, and jose's TypeError for a key that does not fit the algorithm.
-      return authnFailure('authn.jwt_invalid', BAD_SIGNATURE);
-  }
+/** The authn filter's reason codes for a rejected token. */
+const CODES: Readonly<Record<JwtProblem, AuthnCode>> = Object.freeze({
+  malformed: 'authn.jwt_invalid',
+  algorithm: 'authn.jwt_algorithm',
+  unsupported: 'authn.jwt_invalid',
+  expired: 'authn.jwt_expired',
+  not_yet_valid: 'authn.jwt_not_yet_valid',
+  issuer: 'authn.jwt_issuer',
+  audience: 'authn.jwt_audience',
+  missing_claim: 'authn.jwt_invalid',
+  invalid_claim: 'authn.jwt_invalid',
+  signature: 'authn.jwt_invalid',
+  keys_unavailable: 'authn.jwks_unavailable',
+});
+
+function failureOf(rejection: JwtRejection): AuthnFailure {
+  return authnFailure(CODES[rejection.problem], rejection.reason);
 }
