@@ -34,12 +34,16 @@ export function rotateServerCredentials(server: tls.Server, creds: WorkloadCrede
 }
 
 /**
- * After OpenSSL verified the chain and validity: the peer must carry exactly
- * one SPIFFE ID, of our trust domain.
+ * After OpenSSL verified the chain and validity: the peer must be a leaf
+ * (OpenSSL accepts a cA certificate as a client's own; the X.509-SVID spec
+ * says a leaf never sets cA, and a CA's key signs certificates, not
+ * handshakes) carrying exactly one SPIFFE ID, of our trust domain.
  */
 export function verifyMeshPeer(socket: tls.TLSSocket, trustDomain: string): { principal: string } | { refused: string } {
   if (!socket.authorized) return { refused: 'untrusted_certificate' };
-  const id = spiffeIdOfCertificate(socket.getPeerCertificate().subjectaltname);
+  const cert = socket.getPeerCertificate();
+  if (cert.ca) return { refused: 'not_a_client_certificate' };
+  const id = spiffeIdOfCertificate(cert.subjectaltname);
   const parsed = id ? parseSpiffeId(id) : undefined;
   if (!id || !parsed) return { refused: 'no_spiffe_id' };
   if (parsed.trustDomain !== trustDomain) return { refused: 'foreign_trust_domain' };

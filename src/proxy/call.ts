@@ -26,13 +26,19 @@ export interface TargetRefusal {
  */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{1,253})(?::[0-9]{1,5})?$/;
 
-/** Host fields in the raw head: more than one is malformed (RFC 9112 §3.2), whatever node joined them into. */
-function hostFields(req: DownstreamRequest): number {
+/**
+ * Fields named `lowerName` in the raw head. Host and Authorization hold one
+ * value each (RFC 9112 §3.2, RFC 9110 §11.6.2), so two are malformed, whatever
+ * node made of them: HTTP/1.1 joins them with a comma, but HTTP/2 keeps the
+ * first Authorization and silently drops the rest, so a token the caller sent
+ * beside another would be verified alone.
+ */
+function fieldCount(req: DownstreamRequest, lowerName: string): number {
   let count = 0;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.length === 4 && name.toLowerCase() === 'host') count++;
+    if (name.length === lowerName.length && name.toLowerCase() === lowerName) count++;
   }
   return count;
 }
@@ -50,7 +56,8 @@ export function readRequestTarget(req: DownstreamRequest): RequestTarget | Targe
   const method = req.method ?? 'GET';
   if (!/^[A-Z][A-Z0-9-]{0,31}$/.test(method)) return malformed('invalid method');
   let url = req.url ?? '';
-  if (hostFields(req) > 1) return malformed('more than one Host header');
+  if (fieldCount(req, 'host') > 1) return malformed('more than one Host header');
+  if (fieldCount(req, 'authorization') > 1) return malformed('more than one Authorization header');
   const h2Host = req.headers[':authority'] !== undefined ? req.headers.host : undefined;
   // RFC 9113 §8.3.1: a Host header naming another authority than :authority makes the request malformed.
   if (h2Host !== undefined && h2Host !== req.headers[':authority']) return malformed('Host header differs from :authority');

@@ -423,6 +423,11 @@ function classifyHandshakeError(reason: string): string {
   if (text.includes('PEER_DID_NOT_RETURN_A_CERTIFICATE') || text.includes('NO CERTIFICATE')) return 'no_client_certificate';
   if (text.includes('EXPIRED')) return 'certificate_expired';
   if (text.includes('NOT_YET_VALID')) return 'certificate_not_yet_valid';
+  // A certificate without the clientAuth extended key usage (e.g. a server's own).
+  if (text.includes('INVALID_PURPOSE')) return 'not_a_client_certificate';
+  // The handshake signature (CertificateVerify) does not verify with the certificate's key: a certificate without its key.
+  if (/^ERR_SSL_(?:PROVIDER_SIGNATURE_FAILURE|BAD_SIGNATURE)\b/.test(text.trim())) return 'key_mismatch';
+  if (/UNSUPPORTED_PROTOCOL|WRONG_VERSION_NUMBER|VERSION_TOO_LOW/.test(text)) return 'unsupported_protocol';
   if (/UNKNOWN_CA|VERIFY_FAILED|SELF_SIGNED|UNABLE_TO_GET_ISSUER|UNABLE_TO_VERIFY|SIGNATURE_FAILURE|INVALID_CA/.test(text)) return 'untrusted_certificate';
   if (text.includes('ECONNRESET')) return 'reset';
   return 'handshake_failed';

@@ -14,7 +14,8 @@
  *   - `%2F` and `%5C` (encoded `/` and `\`) are refused by default, never decoded
  *     into a separator (`encodedSeparators: 'keep'` keeps them encoded instead);
  *   - refused outright: a malformed escape, NUL (raw or `%00`), control
- *     characters and spaces, a raw character outside ASCII (HTTP/1.1 parsers
+ *     characters and spaces, escaped bytes that are not UTF-8 (`%C0%AE`, an
+ *     overlong `.`), a raw character outside ASCII (HTTP/1.1 parsers
  *     refuse it in a request line; HTTP/2 lets it through in `:path`, so an
  *     HTTP/2 caller could otherwise make us send an HTTP/1.1 app a request line
  *     it cannot parse), a raw `\` (WHATWG URL parsers treat it as `/`), a
@@ -29,6 +30,8 @@
  * Invariant: normalizePath is idempotent — a normalized path normalizes to
  * itself (test/property/path-normalize.property.test.ts checks it).
  */
+
+import { isUtf8 } from 'node:buffer';
 
 export interface NormalizeOptions {
   /** `%2F` / `%5C`: refuse the request (default) or keep them encoded. Never decoded. */
@@ -63,6 +66,22 @@ function isUnreserved(code: number): boolean {
 }
 
 const HEX = '0123456789ABCDEF';
+
+/**
+ * Each run of escaped bytes at or above 0x80 (kept encoded, upper-case hex)
+ * must be UTF-8 (RFC 3986 §2.5). An overlong encoding such as `%C0%AE` matches
+ * no rule written for `.`, yet a lax decoder in the app reads it as one: a
+ * dot segment the normalizer never saw.
+ */
+function escapesAreUtf8(decoded: string): boolean {
+  if (decoded.indexOf('%') < 0) return true;
+  for (const run of decoded.match(/(?:%[89A-F][0-9A-F])+/g) ?? []) {
+    const bytes = Buffer.alloc(run.length / 3);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = Number.parseInt(run.slice(i * 3 + 1, i * 3 + 3), 16);
+    if (!isUtf8(bytes)) return false;
+  }
+  return true;
+}
 
 /**
  * The canonical form of an origin-form path (no query string). `raw` must start
@@ -100,6 +119,7 @@ export function normalizePath(raw: string, opts: NormalizeOptions = {}): Normali
   }
   // Checked on the decoded text: `%25%32e` becomes `%252e` only after decoding.
   if (DOUBLE_ENCODED.test(decoded)) return { ok: false, reason: 'double-encoded character in path' };
+  if (!escapesAreUtf8(decoded)) return { ok: false, reason: 'percent-encoded bytes in path are not UTF-8 (e.g. an overlong encoding)' };
 
   const segments = decoded.split('/');
   const out: string[] = [];

@@ -126,7 +126,7 @@ export function createSidecarMetrics(opts: {
     }),
     tlsHandshakeErrors: new Counter({
       name: 'meshgate_tls_handshake_errors_total',
-      help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, foreign_trust_domain, no_spiffe_id, plaintext, handshake_timeout, handshake_failed, reset).',
+      help: 'Connections refused by mutual TLS, by listener and reason (no_client_certificate, untrusted_certificate, certificate_expired, certificate_not_yet_valid, not_a_client_certificate, key_mismatch, unsupported_protocol, foreign_trust_domain, no_spiffe_id, plaintext, handshake_timeout, handshake_failed, reset).',
       labelNames: ['listener', 'reason'],
       registers,
     }),

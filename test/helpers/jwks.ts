@@ -9,8 +9,8 @@ import { startHttpServer } from './servers.ts';
 export interface TestIdp {
   /** Base URL of the JWKS server; the key set is at `${url}/jwks` (any path answers). */
   readonly url: string;
-  /** A token with `claims` signed by the served key. */
-  sign(claims: JWTPayload): Promise<string>;
+  /** A token with `claims` signed by the served key; `header` adds protected header members (e.g. `crit`). */
+  sign(claims: JWTPayload, header?: Record<string, unknown>): Promise<string>;
   /** With `tls`: the PEM certificate the server presents (self-signed, for 127.0.0.1), to trust. */
   readonly caPem?: string;
   /** JWKS requests answered so far (also those refused for their bearer token). */
@@ -44,7 +44,11 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ keys: [publicJwk] }));
   };
-  const sign = (claims: JWTPayload): Promise<string> => new SignJWT(claims).setProtectedHeader({ alg, kid }).sign(pair.privateKey);
+  const sign = (claims: JWTPayload, header: Record<string, unknown> = {}): Promise<string> =>
+    new SignJWT(claims)
+      .setProtectedHeader({ ...header, alg, kid })
+      // jose refuses to sign a `crit` it does not know: tell it these are understood (the verifier is what a test exercises).
+      .sign(pair.privateKey, Array.isArray(header.crit) ? { crit: Object.fromEntries(header.crit.map((name: string) => [name, true])) } : undefined);
   if (!opts.tls) {
     const server = await startHttpServer(handler);
     return { url: server.url, sign, fetches: () => fetches, close: () => server.close() };

@@ -25,14 +25,18 @@ export async function issueCert(opts: {
   notBefore?: Date;
   notAfter?: Date;
   isCa?: boolean;
+  /** Extended key usages (OIDs); default serverAuth and clientAuth. */
+  extendedKeyUsages?: string[];
+  /** Subject alternative names instead of the one SPIFFE URI (e.g. a DNS name only). */
+  sans?: Array<{ type: 'url' | 'dns'; value: string }>;
 }): Promise<TestCert> {
   const keys = (await generateKeyPair('ecdsa-p256')) as webcrypto.CryptoKeyPair;
   const notBefore = opts.notBefore ?? new Date(Date.now() - 60_000);
   const notAfter = opts.notAfter ?? new Date(Date.now() + 3_600_000);
   const extensions = [
     new x509.BasicConstraintsExtension(opts.isCa ?? false, undefined, true),
-    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: opts.spiffeId }], true),
+    new x509.ExtendedKeyUsageExtension(opts.extendedKeyUsages ?? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+    new x509.SubjectAlternativeNameExtension(opts.sans ?? [{ type: 'url', value: opts.spiffeId }], true),
   ];
   const serialNumber = randomBytes(8).toString('hex').replace(/^[89a-f]/, '1');
   const cert = opts.issuer

@@ -38,6 +38,11 @@ describe('normalizePath', () => {
     ['double-encoded slash refused', '/a%252Fb', refused('double-encoded character in path')],
     ['double encoding assembled by decoding refused', '/%25%32e', refused('double-encoded character in path')],
     ['triple-encoded % refused', '/%2525', refused('double-encoded character in path')],
+    ['overlong UTF-8 dot refused', '/x/%c0%ae%c0%ae/admin', refused(/not UTF-8/)],
+    ['three-byte overlong dot refused', '/x/%E0%80%AE/admin', refused(/not UTF-8/)],
+    ['a byte never in UTF-8 refused', '/a%FFb', refused(/not UTF-8/)],
+    ['a truncated UTF-8 sequence refused', '/caf%C3', refused(/not UTF-8/)],
+    ['UTF-8 escapes split by a slash stay separate runs', '/caf%C3%A9/%E2%80%93', ok('/caf%C3%A9/%E2%80%93')],
     ['encoded NUL refused', '/a%00b', refused('NUL in path')],
     ['raw NUL refused', '/a\u0000b', refused('NUL in path')],
     ['control character refused', '/a\u0007b', refused(/control/)],
@@ -123,6 +128,13 @@ describe('readRequestTarget normalizes once, for matching and forwarding', () =>
     for (const host of ['orders', 'orders.shop.svc.cluster.local:8080', '10.0.0.1:15006', '[::1]:8080', 'my_service']) {
       expect(readRequestTarget(req('/x', { host })), host).toMatchObject({ authority: host });
     }
+  });
+
+  it('refuses two Authorization headers (HTTP/2 would keep the first silently)', () => {
+    const twice = { ...req('/x'), headers: { host: 'orders', authorization: 'Bearer a' }, rawHeaders: ['Host', 'orders', 'Authorization', 'Bearer a', 'authorization', 'Bearer b'] };
+    expect(readRequestTarget(twice as unknown as DownstreamRequest)).toEqual({ code: 'request.malformed', reason: 'more than one Authorization header' });
+    const once = { ...req('/x'), headers: { host: 'orders', authorization: 'Bearer a' }, rawHeaders: ['Host', 'orders', 'Authorization', 'Bearer a'] };
+    expect(readRequestTarget(once as unknown as DownstreamRequest)).toMatchObject({ path: '/x' });
   });
 
   it('refuses a query no HTTP/1.1 request line could carry (an HTTP/2 :path can; found by test/fuzz/listener-http2.fuzz.test.ts)', () => {
