@@ -1,6 +1,6 @@
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
 import { documentDigest } from '../../src/policy/snapshot.ts';
-import type { DocumentEnvelope } from '../../src/policy/subscriber-validate.ts';
+import type { DocumentEnvelope } from '../../src/sidecar/policy/subscriber-validate.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { probeUntilListening } from './http-probe.ts';
@@ -10,7 +10,7 @@ import type { TargetContext, TargetStart } from './target.ts';
 /*
  * A sidecar with policy in force and no policy server or CA (bench:filters,
  * bench:ratelimit): the documents are validated with the project's policy
- * validator and written, through src/policy/snapshot-store.ts (the code the
+ * validator and written, through src/sidecar/policy/snapshot-store.ts (the code the
  * sidecar reads it with), as the last-known-good snapshot of the bench
  * workload in a temp stateDir. The `policy:` section points at 127.0.0.1:1,
  * where nothing answers, so the sidecar boots from that file. mTLS stays

@@ -10,7 +10,7 @@ import type { Clock, Random } from '../core/clock.ts';
 import { loadCaApi } from '../identity/ca-api.ts';
 import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
-import { formatSpiffeId } from '../identity/spiffe-id.ts';
+import { formatSpiffeId } from '../core/spiffe-id.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { startTracing } from '../telemetry/tracing.ts';

@@ -2,7 +2,7 @@ import { createPrivateKey, randomUUID } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Clock } from '../core/clock.ts';
-import { formatSpiffeId, parseSpiffeId } from '../identity/spiffe-id.ts';
+import { formatSpiffeId, parseSpiffeId } from '../core/spiffe-id.ts';
 
 export interface MintTokenOptions {
   /** PEM private key: EC P-256 (ES256, what `certs init` writes) or RSA (RS256). */

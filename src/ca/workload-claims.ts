@@ -1,4 +1,4 @@
-import { formatSpiffeId, parseSpiffeId } from '../identity/spiffe-id.ts';
+import { formatSpiffeId, parseSpiffeId } from '../core/spiffe-id.ts';
 
 /** Who a verified token speaks for. */
 export interface WorkloadIdentity {

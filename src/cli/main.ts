@@ -345,7 +345,7 @@ async function runCerts(args: string[]): Promise<number> {
   });
   const keyType = values['key-type'];
   if (keyType !== 'ecdsa-p256' && keyType !== 'rsa-2048') throw new UsageError(`meshgate certs init: --key-type: expected ecdsa-p256 or rsa-2048, got "${keyType}"`);
-  const [{ isValidTrustDomain }, rootTtlMs] = await Promise.all([import('../identity/spiffe-id.ts'), parseDurationFlag('certs init', 'root-ttl', values['root-ttl'])]);
+  const [{ isValidTrustDomain }, rootTtlMs] = await Promise.all([import('../core/spiffe-id.ts'), parseDurationFlag('certs init', 'root-ttl', values['root-ttl'])]);
   if (!isValidTrustDomain(values['trust-domain'])) {
     throw new UsageError(`meshgate certs init: --trust-domain: expected lower-case letters, digits, dots and dashes, got "${values['trust-domain']}"`);
   }

@@ -1,6 +1,6 @@
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { isValidTrustDomain } from '../identity/spiffe-id.ts';
+import { isValidTrustDomain } from '../core/spiffe-id.ts';
 import { duration } from './durations.ts';
 import { roleLogSchema, roleTelemetrySchema } from './telemetry-schema.ts';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { adminApiConfigSchema } from '../policy-server/admin-config.ts';
+import { adminApiConfigSchema } from './admin-api-schema.ts';
 import { duration } from './durations.ts';
 import { roleLogSchema, roleTelemetrySchema } from './telemetry-schema.ts';
 import { sidecarConfigSchema } from './sidecar-schema.ts';

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { policySubscriberConfigSchema } from '../policy/subscriber-config.ts';
-import { createRegexSafetyChecker } from '../policy/regex-safety.ts';
+import { policySubscriberConfigSchema } from './policy-subscriber-schema.ts';
+import { createRegexSafetyChecker } from './regex-safety.ts';
 import { byteSize, duration } from './durations.ts';
 import { logLevelSchema, tracingConfigSchema } from './telemetry-schema.ts';
 
@@ -21,7 +21,7 @@ const listener = (defaultPort: number, defaultAddress: string) =>
   });
 
 /**
- * A route regex, checked as policy regexes are (src/policy/regex-safety.ts):
+ * A route regex, checked as policy regexes are (src/config/regex-safety.ts):
  * it must compile, and must not backtrack catastrophically as the router
  * runs it (anchored), or one crafted path could stall the sidecar.
  */

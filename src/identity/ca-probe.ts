@@ -1,9 +1,6 @@
 import net from 'node:net';
 import type { IdentityConfig } from '../config/sidecar-schema.ts';
-import type { CertificateManagerOptions } from './cert-manager.ts';
-
-/** Answers whether something accepts TCP connections at an address right now. */
-export type ReachabilityProbe = (signal: AbortSignal) => Promise<boolean>;
+import type { CertificateManagerOptions, ReachabilityProbe } from './cert-manager.ts';
 
 /**
  * A TCP connect to `host:port` (`[v6]:port` too), closed at once. It tells

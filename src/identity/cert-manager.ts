@@ -2,7 +2,6 @@ import type { Clock, Random } from '../core/clock.ts';
 import { sleep } from '../core/backoff.ts';
 import { runBackgroundLoop } from '../core/background-loop.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { ReachabilityProbe } from './ca-probe.ts';
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
 import type { CertificateFacts, KeyType } from './x509.ts';
 
@@ -27,6 +26,9 @@ export type CertificateSigner = (
   current: WorkloadCredentials | undefined,
   signal: AbortSignal,
 ) => Promise<SignedCertificate>;
+
+/** Whether the CA answers at all (a TCP connect): resolves false rather than rejecting. */
+export type ReachabilityProbe = (signal: AbortSignal) => Promise<boolean>;
 
 export interface CertificateManagerOptions {
   readonly keyType: KeyType;

@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto';
 import type { ServerUnaryCall } from '@grpc/grpc-js';
 import type { Clock } from '../core/clock.ts';
-import { parseSpiffeId, spiffeIdOfCertificate } from './spiffe-id.ts';
+import { parseSpiffeId, spiffeIdOfCertificate } from '../core/spiffe-id.ts';
 
 /** grpc-js does not export the AuthContext type from its index. */
 export type GrpcAuthContext = ReturnType<ServerUnaryCall<unknown, unknown>['getAuthContext']>;

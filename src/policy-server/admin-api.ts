@@ -4,7 +4,7 @@ import type { PolicyError } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AdminAuthenticator, AdminCaller } from './admin-auth.ts';
 import { parseDocumentBody, readBody } from './admin-body.ts';
-import type { AdminRole } from './admin-config.ts';
+import type { AdminRole } from '../config/admin-api-schema.ts';
 import { documentDiff, documentYaml } from './admin-diff.ts';
 import { sendAdminError, sendJson, sendText } from './admin-errors.ts';
 import type { AdminErrorCode } from './admin-errors.ts';

@@ -8,8 +8,8 @@ import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
 import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
-import { spiffeIdOfCertificate } from '../identity/spiffe-id.ts';
-import type { AdminApiConfig, AdminJwtConfig } from './admin-config.ts';
+import { spiffeIdOfCertificate } from '../core/spiffe-id.ts';
+import type { AdminApiConfig, AdminJwtConfig } from '../config/admin-api-schema.ts';
 
 /** Who the caller proved to be; its role comes later, from RBAC. */
 export interface AdminCaller {

@@ -1,5 +1,5 @@
 import { MESH_ROOT_NAMESPACE } from '../policy/types.ts';
-import type { AdminRbacConfig, AdminRole } from './admin-config.ts';
+import type { AdminRbacConfig, AdminRole } from '../config/admin-api-schema.ts';
 
 export type AdminAction = 'read' | 'write';
 

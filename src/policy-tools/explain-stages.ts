@@ -4,7 +4,6 @@ import { checkHead, compileValidationRules, headerBytesOf } from '../filters/val
 import type { BodyFacts } from '../filters/validate/validate-rules.ts';
 import { declaredLengthOf } from '../proxy/request-body.ts';
 import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
-import type { TrailEntry } from './explain.ts';
 import type { RateLimitPolicySpec } from '../policy/kinds/rate-limit-policy.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
@@ -14,6 +13,22 @@ import type { PolicyDocument } from '../policy/types.ts';
  * state of a sidecar (bucket counts) nor a body, so each reports what the
  * policy alone decides.
  */
+
+/** One line of an explanation's trail. */
+export type TrailStage = 'path' | 'ip-access' | 'authn' | 'authz' | 'ratelimit' | 'validate';
+
+export interface TrailEntry {
+  readonly stage: TrailStage;
+  /** `namespace/policy#rule`, `namespace/policy` for a whole document, or '' for a stage note. */
+  readonly rule: string;
+  /** ALLOW, DENY, AUDIT for authz rules. */
+  readonly action?: string;
+  readonly mode?: string;
+  readonly matched: boolean;
+  /** This entry decided the outcome. */
+  readonly decides?: boolean;
+  readonly note?: string;
+}
 
 /** A stage refused the call: the explanation's code, rule and reason. */
 export interface StageRefusal {

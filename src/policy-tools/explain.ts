@@ -10,9 +10,12 @@ import { authzRequestOf } from '../filters/authz/authz-request.ts';
 import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import { isGrpcRequest } from '../proxy/headers.ts';
-import { normalizePath } from '../proxy/path-normalize.ts';
+import { normalizePath } from '../core/path-normalize.ts';
 import { selectDocuments } from '../policy/selector.ts';
 import { rateLimitTrail, validateTrail } from './explain-stages.ts';
+import type { TrailEntry, TrailStage } from './explain-stages.ts';
+
+export type { TrailEntry, TrailStage } from './explain-stages.ts';
 import type { PolicyDocument, WorkloadRef } from '../policy/types.ts';
 
 /*
@@ -52,21 +55,6 @@ export interface ExplainOptions {
   readonly authnRuntime?: AuthnRuntime;
   /** Evaluate ValidationPolicy (default true). `policy diff` turns it off: the access log keeps no headers to check. */
   readonly validation?: boolean;
-}
-
-export type TrailStage = 'path' | 'ip-access' | 'authn' | 'authz' | 'ratelimit' | 'validate';
-
-export interface TrailEntry {
-  readonly stage: TrailStage;
-  /** `namespace/policy#rule`, `namespace/policy` for a whole document, or '' for a stage note. */
-  readonly rule: string;
-  /** ALLOW, DENY, AUDIT for authz rules. */
-  readonly action?: string;
-  readonly mode?: string;
-  readonly matched: boolean;
-  /** This entry decided the outcome. */
-  readonly decides?: boolean;
-  readonly note?: string;
 }
 
 export interface Explanation {

@@ -1,4 +1,4 @@
-import { normalizePath, pathForMatching } from '../proxy/path-normalize.ts';
+import { normalizePath, pathForMatching } from '../core/path-normalize.ts';
 
 /*
  * The `match` block every per-call policy kind shares (paths and methods),

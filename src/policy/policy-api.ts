@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { formatSpiffeId, spiffeIdOfCertificate } from '../identity/spiffe-id.ts';
+import { formatSpiffeId, spiffeIdOfCertificate } from '../core/spiffe-id.ts';
 import { MESH_ROOT_NAMESPACE } from './types.ts';
 import type { PolicyDocument, RegistryService } from './types.ts';
 

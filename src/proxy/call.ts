@@ -4,7 +4,7 @@ import type { Http2ServerRequest } from 'node:http2';
 import type { CallContext, Direction, RequestBody } from '../core/call-context.ts';
 import { authorityOf, isGrpcRequest, requestIdOf } from './headers.ts';
 import type { DownstreamRequest } from './listener.ts';
-import { normalizePath } from './path-normalize.ts';
+import { normalizePath } from '../core/path-normalize.ts';
 
 export interface RequestTarget {
   readonly method: string;

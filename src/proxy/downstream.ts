@@ -1,6 +1,9 @@
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
+
+/** A call as either codec hands it over. */
+export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
+export type DownstreamResponse = ServerResponse | Http2ServerResponse;
 
 /**
  * The listener closes a connection (HTTP/1.1) or stream (HTTP/2) with this

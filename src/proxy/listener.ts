@@ -11,11 +11,11 @@ import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
 import { DownstreamTimeoutError } from './downstream.ts';
+import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 
 export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
 
-export type DownstreamRequest = http.IncomingMessage | http2.Http2ServerRequest;
-export type DownstreamResponse = http.ServerResponse | http2.Http2ServerResponse;
+export type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 export type RequestHandler = (req: DownstreamRequest, res: DownstreamResponse) => void;
 
 /** :method, :path, :scheme, :authority (and :protocol) count toward HTTP/2's pair limit. */

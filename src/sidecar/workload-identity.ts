@@ -6,7 +6,7 @@ import { createCaSigner } from '../identity/ca-signer.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
 import { createMeshTlsServer, expectIdentity, meshSecureContextOptions, rotateServerCredentials, verifyMeshPeer } from '../identity/mesh-tls.ts';
-import { formatSpiffeId } from '../identity/spiffe-id.ts';
+import { formatSpiffeId } from '../core/spiffe-id.ts';
 import type { ListenerTls } from '../proxy/listener.ts';
 import type { UpstreamTls } from '../proxy/upstream-pool.ts';
 import type { Logger } from '../telemetry/logger.ts';

@@ -9,7 +9,7 @@ import { parseConfigText } from '../../src/config/load.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
-import { normalizePath } from '../../src/proxy/path-normalize.ts';
+import { normalizePath } from '../../src/core/path-normalize.ts';
 import { spawnMeshgate, stopChild } from './child-process.ts';
 import type { ChildMeshgate } from './child-process.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';

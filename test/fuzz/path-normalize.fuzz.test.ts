@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { expect } from 'vitest';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import type { DownstreamRequest } from '../../src/proxy/listener.ts';
-import { normalizePath, pathForMatching } from '../../src/proxy/path-normalize.ts';
+import { normalizePath, pathForMatching } from '../../src/core/path-normalize.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
 
 /*

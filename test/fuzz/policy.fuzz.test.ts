@@ -12,7 +12,7 @@ import { buildInboundChain } from '../../src/inbound/inbound-chain.ts';
 import { parsePolicyText } from '../../src/policy/parse-documents.ts';
 import { formatPolicyError } from '../../src/policy/policy-error.ts';
 import { canonicalJson, compileSnapshot, documentDigest } from '../../src/policy/snapshot.ts';
-import { checkEnvelope, policyModelValidator } from '../../src/policy/subscriber-validate.ts';
+import { checkEnvelope, policyModelValidator } from '../../src/sidecar/policy/subscriber-validate.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';

@@ -1,4 +1,4 @@
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
 import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
 import type { PolicyDocument, RegistryService } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';

@@ -13,7 +13,7 @@ import { systemClock } from '../../src/core/clock.ts';
 import { expectIdentity } from '../../src/identity/mesh-tls.ts';
 import { createAdminApi } from '../../src/policy-server/admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from '../../src/policy-server/admin-auth.ts';
-import { adminApiConfigSchema } from '../../src/policy-server/admin-config.ts';
+import { adminApiConfigSchema } from '../../src/config/admin-api-schema.ts';
 import { createPolicyAuditLog } from '../../src/policy-server/audit-log.ts';
 import type { PolicyAuditLog } from '../../src/policy-server/audit-log.ts';
 import type { AuditEntry } from '../../src/policy-server/contracts.ts';

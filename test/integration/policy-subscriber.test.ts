@@ -12,12 +12,12 @@ import { createGrpcServerCredentials } from '../../src/identity/grpc-server-cred
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from '../../src/identity/x509.ts';
 import { loadPolicyApi } from '../../src/policy/policy-api.ts';
 import type { ReceivedSubscribeRequest, WireDocument, WireSnapshot } from '../../src/policy/policy-api.ts';
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/policy/snapshot-store.ts';
-import type { PolicySnapshotStore } from '../../src/policy/snapshot-store.ts';
-import { createPolicySubscriber } from '../../src/policy/subscriber.ts';
-import type { EffectiveSnapshot, PolicySubscriber } from '../../src/policy/subscriber.ts';
-import { policySubscriberConfigSchema } from '../../src/policy/subscriber-config.ts';
-import type { PolicySubscriberConfigInput } from '../../src/policy/subscriber-config.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
+import type { PolicySnapshotStore } from '../../src/sidecar/policy/snapshot-store.ts';
+import { createPolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
+import type { EffectiveSnapshot, PolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
+import { policySubscriberConfigSchema } from '../../src/config/policy-subscriber-schema.ts';
+import type { PolicySubscriberConfigInput } from '../../src/config/policy-subscriber-schema.ts';
 import { canonicalJson } from '../../src/policy/snapshot.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';

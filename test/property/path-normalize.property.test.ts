@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { normalizePath } from '../../src/proxy/path-normalize.ts';
+import { normalizePath } from '../../src/core/path-normalize.ts';
 
 /*
- * Properties of path normalization (src/proxy/path-normalize.ts), over paths
+ * Properties of path normalization (src/core/path-normalize.ts), over paths
  * built from the pieces encoding tricks are made of.
  */
 

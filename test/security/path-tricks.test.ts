@@ -18,7 +18,7 @@ import { watchRefusal } from './catalogue.ts';
  * authz.denied) or refused as malformed (400 request.invalid_path /
  * request.malformed), logged and counted once, and never reaches the app;
  * the paths that are allowed reach the app in their normalized spelling
- * (src/proxy/path-normalize.ts), which is also what the rules matched.
+ * (src/core/path-normalize.ts), which is also what the rules matched.
  */
 
 const DENIED = { status: 403, reason: 'authz.denied' } as const;

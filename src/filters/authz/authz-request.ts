@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { isIPv6 } from 'node:net';
 import type { CallContext } from '../../core/call-context.ts';
-import { parseSpiffeId } from '../../identity/spiffe-id.ts';
-import { pathForMatching } from '../../proxy/path-normalize.ts';
+import { parseSpiffeId } from '../../core/spiffe-id.ts';
+import { pathForMatching } from '../../core/path-normalize.ts';
 
 /**
  * What AuthorizationPolicy rules read about one call, derived once per call so
@@ -12,7 +12,7 @@ import { pathForMatching } from '../../proxy/path-normalize.ts';
 export interface AuthzRequest {
   /** Upper-case HTTP method (POST for gRPC). */
   readonly method: string;
-  /** The normalized path without `;` parameters (src/proxy/path-normalize.ts). */
+  /** The normalized path without `;` parameters (src/core/path-normalize.ts). */
   readonly path: string;
   /** Lower-cased authority as sent, with its port if any. */
   readonly authority: string;

@@ -9,7 +9,7 @@ import { stringify } from 'yaml';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAdminApi } from '../../../src/policy-server/admin-api.ts';
 import type { AdminAuthenticator } from '../../../src/policy-server/admin-auth.ts';
-import { adminApiConfigSchema } from '../../../src/policy-server/admin-config.ts';
+import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
 import { createPolicyAuditLog } from '../../../src/policy-server/audit-log.ts';
 import type { PolicyAuditLog } from '../../../src/policy-server/audit-log.ts';
 import type { AuditEntry, AuditLog } from '../../../src/policy-server/contracts.ts';

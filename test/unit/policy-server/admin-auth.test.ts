@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError } from '../../../src/config/load.ts';
 import { createAdminAuthenticator, peerSpiffeId } from '../../../src/policy-server/admin-auth.ts';
 import type { AdminAuthenticator } from '../../../src/policy-server/admin-auth.ts';
-import { adminApiConfigSchema } from '../../../src/policy-server/admin-config.ts';
-import type { AdminApiConfigInput } from '../../../src/policy-server/admin-config.ts';
+import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
+import type { AdminApiConfigInput } from '../../../src/config/admin-api-schema.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 
 const clock = createFakeClock(1_800_000_000_000);

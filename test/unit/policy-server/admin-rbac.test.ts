@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { adminApiConfigSchema } from '../../../src/policy-server/admin-config.ts';
+import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
 import { createRbac } from '../../../src/policy-server/rbac.ts';
 
 const config = adminApiConfigSchema.parse({

@@ -1,5 +1,5 @@
-import { backoffDelay } from '../core/backoff.ts';
-import type { Random } from '../core/clock.ts';
+import { backoffDelay } from '../../core/backoff.ts';
+import type { Random } from '../../core/clock.ts';
 
 export interface ReconnectPlan {
   /** Index into the server list of the next attempt. */

@@ -1,43 +1,19 @@
 import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from '../telemetry/logger.ts';
+import type { Logger } from '../../telemetry/logger.ts';
 import { outdatedFileFor, parsePersisted, persistedText, versionOf, writeFileAtomic } from './snapshot-file.ts';
+import type { EffectiveDocument, RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
+
+export type { EffectiveDocument, RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
 import { checkEnvelope, documentKey, policyModelValidator } from './subscriber-validate.ts';
 import type { DocumentEnvelope, DocumentRejection, DocumentValidator } from './subscriber-validate.ts';
-import type { DocumentKey, PolicyDocument, RegistryService, WorkloadRef } from './types.ts';
+import type { DocumentKey, PolicyDocument, RegistryService, WorkloadRef } from '../../policy/types.ts';
 
 /** A snapshot as received from a server, before validation. */
 export interface ReceivedSnapshot {
   readonly version: string;
   readonly documents: readonly DocumentEnvelope[];
   readonly services: readonly RegistryService[];
-}
-
-/** One document in force, with the envelope it came in (what the disk copy keeps). */
-export interface EffectiveDocument {
-  readonly key: DocumentKey;
-  readonly envelope: DocumentEnvelope;
-  readonly document: PolicyDocument;
-}
-
-/** A refused document of the current version: `kept` when its previous good copy still applies. */
-export interface RefusedDocument {
-  readonly key: DocumentKey;
-  readonly kept: boolean;
-}
-
-/**
- * What the sidecar enforces: the documents of `version` that validated, plus
- * the last good copy of each refused one that had one.
- */
-export interface StoredSnapshot {
-  /** The server's version this state was built from. */
-  readonly version: string;
-  /** Epoch ms when it was received (for a disk copy: when the server last sent it). */
-  readonly receivedAt: number;
-  readonly documents: readonly EffectiveDocument[];
-  readonly services: readonly RegistryService[];
-  readonly refused: readonly RefusedDocument[];
 }
 
 export interface AckResult {

@@ -4,16 +4,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createPolicySnapshotStore } from '../../../src/policy/snapshot-store.ts';
-import type { PolicySnapshotStore } from '../../../src/policy/snapshot-store.ts';
-import { createPolicySubscriber } from '../../../src/policy/subscriber.ts';
-import type { EffectiveSnapshot } from '../../../src/policy/subscriber.ts';
-import { policySubscriberConfigSchema } from '../../../src/policy/subscriber-config.ts';
-import type { PolicySubscriberConfigInput } from '../../../src/policy/subscriber-config.ts';
-import type { DocumentEnvelope } from '../../../src/policy/subscriber-validate.ts';
-import { canonicalJson } from '../../../src/policy/snapshot.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
-import { createFakeClock } from '../../helpers/fake-clock.ts';
+import { createPolicySnapshotStore } from '../../../../src/sidecar/policy/snapshot-store.ts';
+import type { PolicySnapshotStore } from '../../../../src/sidecar/policy/snapshot-store.ts';
+import { createPolicySubscriber } from '../../../../src/sidecar/policy/subscriber.ts';
+import type { EffectiveSnapshot } from '../../../../src/sidecar/policy/subscriber.ts';
+import { policySubscriberConfigSchema } from '../../../../src/config/policy-subscriber-schema.ts';
+import type { PolicySubscriberConfigInput } from '../../../../src/config/policy-subscriber-schema.ts';
+import type { DocumentEnvelope } from '../../../../src/sidecar/policy/subscriber-validate.ts';
+import { canonicalJson } from '../../../../src/policy/snapshot.ts';
+import { createLogger } from '../../../../src/telemetry/logger.ts';
+import { createFakeClock } from '../../../helpers/fake-clock.ts';
 
 /*
  * The subscriber without a network: what it enforces and reports before any

@@ -2,8 +2,34 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { DocumentEnvelope } from './subscriber-validate.ts';
-import type { RefusedDocument, StoredSnapshot } from './snapshot-store.ts';
-import type { RegistryService } from './types.ts';
+import type { DocumentKey, PolicyDocument, RegistryService } from '../../policy/types.ts';
+
+/** One document in force, with the envelope it came in (what the disk copy keeps). */
+export interface EffectiveDocument {
+  readonly key: DocumentKey;
+  readonly envelope: DocumentEnvelope;
+  readonly document: PolicyDocument;
+}
+
+/** A refused document of the current version: `kept` when its previous good copy still applies. */
+export interface RefusedDocument {
+  readonly key: DocumentKey;
+  readonly kept: boolean;
+}
+
+/**
+ * What the sidecar enforces: the documents of `version` that validated, plus
+ * the last good copy of each refused one that had one.
+ */
+export interface StoredSnapshot {
+  /** The server's version this state was built from. */
+  readonly version: string;
+  /** Epoch ms when it was received (for a disk copy: when the server last sent it). */
+  readonly receivedAt: number;
+  readonly documents: readonly EffectiveDocument[];
+  readonly services: readonly RegistryService[];
+  readonly refused: readonly RefusedDocument[];
+}
 
 /*
  * The last-known-good file of a sidecar: its format, and how it is written

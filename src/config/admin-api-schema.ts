@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { byteSize, duration } from '../config/durations.ts';
+import { byteSize, duration } from './durations.ts';
 
 /*
  * The `adminApi:` section of the policy-server configuration: who may call

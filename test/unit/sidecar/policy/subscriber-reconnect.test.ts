@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planReconnect } from '../../../src/policy/subscriber-reconnect.ts';
+import { planReconnect } from '../../../../src/sidecar/policy/subscriber-reconnect.ts';
 
 const backoff = { baseMs: 500, maxMs: 30_000 };
 const top = () => 0.999_999;

@@ -1,17 +1,17 @@
 import type * as grpc from '@grpc/grpc-js';
-import { sleep } from '../core/backoff.ts';
-import type { Clock, Random } from '../core/clock.ts';
-import type { WorkloadCredentials } from '../identity/cert-manager.ts';
-import { parseSpiffeId } from '../identity/spiffe-id.ts';
-import type { Logger } from '../telemetry/logger.ts';
+import { sleep } from '../../core/backoff.ts';
+import type { Clock, Random } from '../../core/clock.ts';
+import type { WorkloadCredentials } from '../../identity/cert-manager.ts';
+import { parseSpiffeId } from '../../core/spiffe-id.ts';
+import type { Logger } from '../../telemetry/logger.ts';
 import type { PolicySnapshotStore, ReceivedSnapshot, RefusedDocument, StoredSnapshot } from './snapshot-store.ts';
-import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials } from './policy-api.ts';
-import type { WireSnapshot } from './policy-api.ts';
-import { defaultPolicyServerIdentity } from './subscriber-config.ts';
+import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials } from '../../policy/policy-api.ts';
+import type { WireSnapshot } from '../../policy/policy-api.ts';
+import { defaultPolicyServerIdentity } from '../../config/policy-subscriber-schema.ts';
 import { planReconnect } from './subscriber-reconnect.ts';
 import type { ReconnectPlan } from './subscriber-reconnect.ts';
-import type { PolicySubscriberConfig } from './subscriber-config.ts';
-import type { PolicyDocument, RegistryService } from './types.ts';
+import type { PolicySubscriberConfig } from '../../config/policy-subscriber-schema.ts';
+import type { PolicyDocument, RegistryService } from '../../policy/types.ts';
 
 /** What the sidecar enforces, handed to onSnapshot listeners (compile it once per call). */
 export interface EffectiveSnapshot {

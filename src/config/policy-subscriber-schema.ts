@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration } from '../config/durations.ts';
+import { duration } from './durations.ts';
 
 /*
  * The sidecar's `policy:` section: where the policy stream comes from and how
