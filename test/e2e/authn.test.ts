@@ -13,6 +13,7 @@ import { startTestIdp } from '../helpers/jwks.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * End to end: frontend's app -> frontend sidecar -> mTLS -> orders sidecar
@@ -91,10 +92,7 @@ spec:
     orders = await sidecar('orders', { inbound: { app: app.url } });
     frontend = await sidecar('frontend');
     const alice = await token({ sub: 'alice' });
-    const deadline = Date.now() + 10_000;
-    while ((await call('/orders/1', { authorization: `Bearer ${alice}` }).catch(() => ({ status: 0 }))).status !== 200 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    await eventually(() => call('/orders/1', { authorization: `Bearer ${alice}` }), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/orders/1') to answer 200" });
   }, 30_000);
 
   afterAll(async () => {

@@ -11,6 +11,7 @@ import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * Path tricks end to end: frontend's app -> frontend sidecar (outbound) ->
@@ -158,8 +159,7 @@ describe('path tricks through two sidecars', () => {
       services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }],
     } as Parameters<typeof startTestSidecar>[0]);
     frontendId = await h.identity('shop', 'frontend');
-    const deadline = Date.now() + 10_000;
-    while ((await viaMesh('/public/ready')).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => viaMesh('/public/ready'), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "viaMesh('/public/ready') to answer 200" });
   });
   afterAll(async () => {
     await frontend?.drain(200);

@@ -15,6 +15,7 @@ import { freePort } from '../helpers/process.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * An injected pod without the cluster: the sidecar config the injector writes
@@ -85,17 +86,17 @@ describe('a pod injected by meshgate, run on loopback', () => {
     );
     const file = parse(annotations['meshgate.dev/sidecar-config']!.replaceAll(PATHS.trustBundleFile, trustBundleFile).replaceAll(PATHS.tokenFile, tokenFile));
     // Loopback ports of our choosing instead of the pod's; everything else as injected.
-    sidecar = await startTestSidecar({ ...file, listeners: undefined, workload: { ...file.workload, address: '127.0.0.1:15006' }, log: { level: 'silent' } });
+    const started = await startTestSidecar({ ...file, listeners: undefined, workload: { ...file.workload, address: '127.0.0.1:15006' }, log: { level: 'silent' } });
+    sidecar = started;
 
-    const deadline = Date.now() + 15_000;
-    let status = 0;
-    while (status !== 200 && Date.now() < deadline) {
-      const res = await request(`${sidecar.adminUrl}${SIDECAR_READY_PATH}`);
-      status = res.statusCode;
-      await res.body.dump();
-      if (status !== 200) await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-    expect(status).toBe(200);
+    await eventually(
+      async () => {
+        const res = await request(`${started.adminUrl}${SIDECAR_READY_PATH}`);
+        await res.body.dump();
+        return res.statusCode;
+      },
+      { until: (status) => status === 200, timeoutMs: 15_000, what: 'the injected sidecar to be ready' },
+    );
     const dump = (await (await request(`${sidecar.adminUrl}/config_dump`)).body.json()) as { certificate: { spiffeId: string } };
     expect(dump.certificate.spiffeId).toBe('spiffe://cluster.local/ns/shop/sa/orders');
     // The app is not up: the full readiness still waits for it.

@@ -9,6 +9,7 @@ import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { TRUST_DOMAIN, createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * #11: 404 route.not_found means "no such service". A service the sidecar
@@ -70,8 +71,7 @@ describe('a known service with no endpoint answers 503, an unknown one 404', () 
       log: { level: 'warn', accessLog: false },
     } as Parameters<typeof startTestSidecar>[0]);
     // The registry push (orders' endpoint) reaches frontend asynchronously.
-    const deadline = Date.now() + 10_000;
-    while ((await call('orders.shop')).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => call('orders.shop'), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('orders.shop') to answer 200" });
   });
   afterAll(async () => {
     await frontend?.drain(200);

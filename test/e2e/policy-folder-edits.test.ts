@@ -10,6 +10,7 @@ import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * Edits an operator makes to the policy folder of a live mesh (CA, policy
@@ -102,8 +103,7 @@ describe('policy folder edits on a live mesh never let a denied call through', (
     orders = await sidecar('orders', app.url);
     frontend = await sidecar('frontend', 'http://127.0.0.1:1');
     // The registry push (orders' endpoint) and the policy reach frontend and orders asynchronously.
-    const deadline = Date.now() + 10_000;
-    while ((await call('/orders/1')) !== 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    await eventually(() => call('/orders/1'), { until: (status) => status === 200, timeoutMs: 10_000, what: "call('/orders/1') to answer 200" });
     if ((await call('/secret/1')) !== 403) throw new Error('the mesh did not come up with the DENY policy in force');
     reached.clear();
   });

@@ -11,6 +11,7 @@ import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { makeReadOnly, unwritableSupport } from '../helpers/unwritable.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * The operator's sequence on a live mesh (CA, policy server, two sidecars over
@@ -110,8 +111,7 @@ describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written
     stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-state-'));
     orders = await sidecar('orders', app.url);
     frontend = await sidecar('frontend', 'http://127.0.0.1:1');
-    const deadline = Date.now() + 10_000;
-    while ((await call('/orders/1')) !== 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    await eventually(() => call('/orders/1'), { until: (status) => status === 200, timeoutMs: 10_000, what: "call('/orders/1') to answer 200" });
   });
   afterAll(async () => {
     await undoReadOnly?.();

@@ -9,6 +9,7 @@ import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 
@@ -82,8 +83,7 @@ describe('policies from the policy server, enforced by sidecars', () => {
     // No static services: frontend finds orders through the registry the server pushes.
     frontend = await sidecar('frontend');
     // The registry push (orders' endpoint) and the policy reach frontend and orders asynchronously.
-    const deadline = Date.now() + 5_000;
-    while ((await call('/orders/1')) !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => call('/orders/1'), { until: (status) => status === 200, timeoutMs: 5_000, what: "call('/orders/1') to answer 200" });
   });
   afterAll(async () => {
     await frontend?.drain(200);

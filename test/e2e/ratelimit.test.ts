@@ -12,6 +12,7 @@ import { startTestIdp } from '../helpers/jwks.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * End to end: frontend's app -> frontend sidecar -> mTLS -> orders (or
@@ -147,10 +148,7 @@ spec:
     frontend = await sidecar('frontend');
     // /health matches no rule: it spends no budget while the snapshots and the registry arrive.
     for (const host of ['orders.shop', 'payments.shop']) {
-      const deadline = Date.now() + 10_000;
-      while ((await call('/health', { host }).catch(() => ({ status: 0 }))).status !== 200 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await eventually(() => call('/health', { host }), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/health') to answer 200" });
     }
   }, 30_000);
 

@@ -19,6 +19,7 @@ import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * frontend app -> frontend sidecar (outbound) -> mTLS -> orders sidecar
@@ -110,8 +111,7 @@ describe('telemetry of a call through two sidecars', () => {
     stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-telemetry-'));
     orders = await sidecar('orders', { exporter: 'otlp-http', endpoint: receiver.httpUrl }, { inbound: { app: ordersApp.url } });
     frontend = await sidecar('frontend', { exporter: 'otlp-grpc', endpoint: receiver.grpcUrl });
-    const deadline = Date.now() + 10_000;
-    while ((await call('/orders/0')).status !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await eventually(() => call('/orders/0'), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/orders/0') to answer 200" });
   });
   afterAll(async () => {
     await frontend?.drain(200);

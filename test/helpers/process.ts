@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { request } from 'undici';
+import { eventually } from './eventually.ts';
 
 /** A port the OS says is free right now (for child processes that need a number up front). */
 export async function freePort(): Promise<number> {
@@ -12,16 +13,12 @@ export async function freePort(): Promise<number> {
 
 /** Polls a /live URL until it answers 200, or throws after `timeoutMs`. */
 export async function waitForLive(url: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
+  await eventually(
+    async () => {
       const res = await request(url, { signal: AbortSignal.timeout(1000) });
       await res.body.dump();
-      if (res.statusCode === 200) return;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline) throw new Error(`${url} not live after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+      return res.statusCode;
+    },
+    { until: (status) => status === 200, timeoutMs, intervalMs: 50, what: `${url} to be live` },
+  );
 }

@@ -67,9 +67,7 @@ describe('sidecar-wide budget for buffered request bodies', () => {
       slow.on('error', reject);
     });
     slow.write(`{"pad":"${'x'.repeat(60 * KiB)}`);
-    const deadline = Date.now() + 5_000;
-    while ((await metric('meshgate_buffered_body_bytes')) < 60 * KiB && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    expect(await metric('meshgate_buffered_body_bytes')).toBeGreaterThanOrEqual(60 * KiB);
+    await expect.poll(() => metric('meshgate_buffered_body_bytes'), { timeout: 5_000 }).toBeGreaterThanOrEqual(60 * KiB);
 
     const shed = await post('/orders', JSON.stringify({ pad: 'y'.repeat(8 * KiB) }));
     expect(shed).toEqual({ status: 503, code: 'sidecar.overloaded', retryAfter: '1' });

@@ -16,6 +16,7 @@ import type { PolicyServerDeps, RunningPolicyServer } from '../../src/policy-ser
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
+import { eventually as waitUntil } from '../helpers/eventually.ts';
 
 /*
  * In-process policy servers for the integration tests: a test CA, a policy
@@ -214,9 +215,5 @@ export function openSubscriber(client: PolicyClient, hello: Hello, autoAck: bool
 
 /** Polls `check` on every event-loop turn until it holds (for state with no event of its own, e.g. the directory). */
 export async function eventually(check: () => boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`${what} not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  await waitUntil(check, { timeoutMs, what, intervalMs: 5 });
 }

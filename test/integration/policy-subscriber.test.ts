@@ -24,6 +24,7 @@ import { createLogger } from '../../src/telemetry/logger.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 /*
  * The sidecar's policy subscriber against a small in-process PolicyDiscovery
@@ -139,13 +140,7 @@ async function closedPort(): Promise<number> {
 }
 
 async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 8_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  return (await eventually(probe, { timeoutMs, what })) as T;
 }
 
 function capturingLogger() {
