@@ -8,7 +8,7 @@ import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { listenOn } from '../core/listen.ts';
 import { guardAgainstResetFloods } from './h2-reset-guard.ts';
-import { watchCodecRefusals } from './h2-codec-guard.ts';
+import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
 import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
 import { DownstreamTimeoutError } from './downstream.ts';
@@ -27,13 +27,6 @@ function fieldCount(req: DownstreamRequest): number {
   for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.charCodeAt(0) !== 58) count++;
   return count;
 }
-
-/** HTTP/2 frames the codec found invalid (each malformed request is one) before the connection is closed. */
-const MAX_INVALID_FRAMES = 100;
-/** Streams refused (past SETTINGS_MAX_CONCURRENT_STREAMS) per connection before it is closed. */
-const MAX_REJECTED_STREAMS = 100;
-/** Entries in one SETTINGS frame (RFC 9113 defines 6; node's default is 32). */
-const MAX_SETTINGS_ENTRIES = 32;
 
 const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
@@ -198,12 +191,9 @@ export function createHttpListener(
         enablePush: false,
       },
       // PING and SETTINGS floods meet nghttp2's limit of 1 000 unanswered control frames, CONTINUATION
-      // floods its limit per header block; rapid reset is ours (h2-reset-guard.ts), with nghttp2's own
-      // reset limit behind it. Set here rather than left to node's defaults (1 000 invalid frames,
-      // 100 rejected streams): a caller gets a few mistakes, not a thousand refusals to log.
-      maxSessionInvalidFrames: MAX_INVALID_FRAMES,
-      maxSessionRejectedStreams: MAX_REJECTED_STREAMS,
-      maxSettings: MAX_SETTINGS_ENTRIES,
+      // floods its limit per header block, invalid frames and refused streams ours (h2-codec-guard.ts);
+      // rapid reset is ours too (h2-reset-guard.ts), with nghttp2's own reset limit behind it.
+      ...H2_CODEC_BOUNDS,
     },
     counted,
   );
@@ -213,16 +203,7 @@ export function createHttpListener(
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
     guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
-    const address = session.socket?.remoteAddress ?? '';
-    const port = session.socket?.remotePort ?? 0;
-    watchCodecRefusals(session, limits.http2MaxConcurrentStreams, {
-      onConnectionError: (reason) => hooks.onAbuse?.(reason, address),
-      // No stream is left to answer on: each is logged as the reply it would have had.
-      onStreamsRefused: (kind, count) => {
-        const [status, code] = kind === 'malformed' ? [400, 'request.malformed'] : [503, 'request.refused_stream'];
-        for (let i = 0; i < count; i++) hooks.onRejected?.({ status, code, address, port, protocol: '2' });
-      },
-    });
+    watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks);
   });
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).

@@ -76,6 +76,16 @@ describe('HTTP/2 header blocks no conforming client sends', () => {
       await watch.refused({ reason: 'request.malformed', status: 400, direction, upstreamHits: 1 }); // the canary only
     });
 
+    it('a malformed stream and then the caller leaves: still logged and counted once', async () => {
+      const watch = await watchRefusal(sc, [app]);
+      const conn = await connectH2(port());
+      conn.write(requestFrame(1, withField(['X-Upper', '1'])));
+      await conn.waitForFrame((f) => f.type === FrameType.RST_STREAM && f.streamId === 1);
+      expect(rstCode(conn.frames(), 1)).toBe(NGHTTP2_PROTOCOL_ERROR);
+      conn.destroy();
+      await watch.refused({ reason: 'request.malformed', status: 400, direction });
+    });
+
     it(':authority and host disagree: 400 request.malformed from meshgate, canary answered', async () => {
       const watch = await watchRefusal(sc, [app]);
       const conn = await connectH2(port());
