@@ -57,6 +57,11 @@ export const REASON_CODES = {
     grpc: GrpcStatus.INVALID_ARGUMENT,
     description: 'The request head exceeds limits.maxHeaderSize or has more fields than limits.maxHeadersCount.',
   },
+  'request.refused_stream': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'HTTP/2: the caller opened more concurrent streams than limits.http2MaxConcurrentStreams; the stream was reset with REFUSED_STREAM (safe to retry) and is logged as the 503 it would have had.',
+  },
   'request.timeout': {
     http: 408,
     grpc: GrpcStatus.DEADLINE_EXCEEDED,

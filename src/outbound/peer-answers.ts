@@ -31,6 +31,8 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'request.invalid_path',
   'request.headers_too_large',
   'request.timeout',
+  // Only ever logged (the stream was reset, no answer went out), and about the caller's connection.
+  'request.refused_stream',
   'request.body_too_large',
   'request.cancelled',
   // OPTIONS * names no resource: every endpoint answers it alike.

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
+import type { H2ConnectionErrorReason } from './h2-codec-guard.ts';
 
 /**
  * Connection-level defences of a data listener, before any request reaches a
@@ -22,8 +23,8 @@ export interface ListenerHooks {
   onRejected?(rejection: ListenerRejection): void;
   /** A connection refused on accept: the listener is full (maxConnections) or its source address is (maxConnectionsPerSource). */
   onConnectionRefused?(reason: 'max_connections' | 'max_connections_per_source', address: string): void;
-  /** A connection closed because its caller abused the protocol (http2_rapid_reset). */
-  onAbuse?(reason: 'http2_rapid_reset', address: string | undefined): void;
+  /** A connection closed because its caller abused the protocol (http2_rapid_reset) or the HTTP/2 codec found a connection error (./h2-codec-guard.ts). */
+  onAbuse?(reason: 'http2_rapid_reset' | H2ConnectionErrorReason, address: string | undefined): void;
 }
 
 /**

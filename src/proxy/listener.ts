@@ -8,6 +8,7 @@ import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { listenOn } from '../core/listen.ts';
 import { guardAgainstResetFloods } from './h2-reset-guard.ts';
+import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
 import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
 import { DownstreamTimeoutError } from './downstream.ts';
@@ -189,8 +190,10 @@ export function createHttpListener(
         maxHeaderListSize: limits.maxHeaderSize,
         enablePush: false,
       },
-      // Flood defences for PING, SETTINGS and invalid frames are Node's defaults; rapid reset is
-      // ours (h2-reset-guard.ts), with nghttp2's own reset limit left behind it as a backstop.
+      // PING and SETTINGS floods meet nghttp2's limit of 1 000 unanswered control frames, CONTINUATION
+      // floods its limit per header block, invalid frames and refused streams ours (h2-codec-guard.ts);
+      // rapid reset is ours too (h2-reset-guard.ts), with nghttp2's own reset limit behind it.
+      ...H2_CODEC_BOUNDS,
     },
     counted,
   );
@@ -200,6 +203,7 @@ export function createHttpListener(
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
     guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
+    watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks);
   });
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).

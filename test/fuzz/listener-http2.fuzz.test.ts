@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { fuzzTarget } from './fuzz-harness.ts';
-import { CLIENT_PREFACE, Flag, frame, FrameType, headerBlock, settingsPayload, u32 } from './h2-frames.ts';
+import { CLIENT_PREFACE, Flag, frame, FrameType, headerBlock, settingsPayload, u32 } from '../helpers/h2-frames.ts';
 import { OUTBOUND_HOST, runBatch, startLiveMesh, toChunks } from './live-mesh.ts';
 import type { LiveMesh, StoredConnection } from './live-mesh.ts';
 

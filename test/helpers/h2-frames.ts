@@ -1,5 +1,5 @@
 /*
- * A tiny HTTP/2 frame encoder (RFC 9113 §4.1, HPACK RFC 7541) for fuzzing:
+ * A tiny HTTP/2 frame encoder and decoder (RFC 9113 §4.1, HPACK RFC 7541) for fuzzing and attacks:
  * it writes whatever it is told, valid or not (lengths, flags, stream ids),
  * so a test can send frames no conforming client would.
  */
@@ -73,4 +73,40 @@ export function u32(value: number): Buffer {
   const out = Buffer.alloc(4);
   out.writeUInt32BE(value >>> 0);
   return out;
+}
+
+export interface ReceivedFrame {
+  readonly type: number;
+  readonly flags: number;
+  readonly streamId: number;
+  readonly payload: Buffer;
+}
+
+/** Splits received bytes into whole frames (a trailing partial frame is left out). */
+export function parseFrames(bytes: Buffer): ReceivedFrame[] {
+  const frames: ReceivedFrame[] = [];
+  let at = 0;
+  while (at + 9 <= bytes.length) {
+    const length = bytes.readUIntBE(at, 3);
+    if (at + 9 + length > bytes.length) break;
+    frames.push({ type: bytes[at + 3]!, flags: bytes[at + 4]!, streamId: bytes.readUInt32BE(at + 5) & 0x7fffffff, payload: bytes.subarray(at + 9, at + 9 + length) });
+    at += 9 + length;
+  }
+  return frames;
+}
+
+/** The error code of the first GOAWAY among `frames`, if any. */
+export function goawayCode(frames: ReadonlyArray<ReceivedFrame>): number | undefined {
+  const goaway = frames.find((f) => f.type === FrameType.GOAWAY);
+  return goaway?.payload.readUInt32BE(4);
+}
+
+/** The error code of the RST_STREAM on `streamId`, if any. */
+export function rstCode(frames: ReadonlyArray<ReceivedFrame>, streamId: number): number | undefined {
+  return frames.find((f) => f.type === FrameType.RST_STREAM && f.streamId === streamId)?.payload.readUInt32BE(0);
+}
+
+/** The :status of the response HEADERS on `streamId`, when sent as a static-table index or a literal (as node does for small responses). */
+export function hasResponse(frames: ReadonlyArray<ReceivedFrame>, streamId: number): boolean {
+  return frames.some((f) => f.type === FrameType.HEADERS && f.streamId === streamId);
 }
