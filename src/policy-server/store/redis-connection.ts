@@ -63,6 +63,7 @@ export function createPolicyStoreConnection(
   let isUp = false;
   let down: { since: number; error: string } | undefined = { since: deps.clock.now(), error: 'not connected yet' };
   let closed = false;
+  let everUp = false;
   let probeTimer: NodeJS.Timeout | undefined;
   let raising: Promise<void> | undefined;
   deps.metrics.storeConnected.set(0);
@@ -96,7 +97,9 @@ export function createPolicyStoreConnection(
         for (const listener of upListeners) await listener();
         for (const wake of [...upWaiters]) wake();
         upWaiters.clear();
-        if (was) log.info({ downForMs: deps.clock.now() - was.since }, 'policy store (Redis) reachable: state read again');
+        if (everUp) log.info({ downForMs: deps.clock.now() - (was?.since ?? 0) }, 'policy store (Redis) reachable again: state read again');
+        else log.info('policy store (Redis) connected');
+        everUp = true;
       } catch (err) {
         isUp = false;
         markDown('connect', err as Error);
