@@ -85,13 +85,17 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis (store: red
     const [a, b] = replicas as [TestPolicyServer, TestPolicyServer];
     const onA = a.subscribe(ids.orders!, { sidecarId: 'orders-admin-a' });
     const onB = b.subscribe(ids.orders!, { sidecarId: 'orders-admin-b' });
-    const [beforeA, beforeB] = await Promise.all([onA.next(), onB.next()]);
+    // The previous test's sidecars have left: both replicas settle on an empty registry first.
+    const settled = (s: WireSnapshot): boolean => s.services.length === 0;
+    const [beforeA, beforeB] = await Promise.all([onA.until(settled), onB.until(settled)]);
+    expect(beforeA.version).toBe(beforeB.version);
     expect(beforeA.documents.map((d) => d.name)).toEqual(['orders-get']);
     const token = await kit.token();
     const put = await adminCall(a.server.adminPort, token, 'PUT', '/api/v1/documents/AuthorizationPolicy/shop/orders-deny-admin', authz('shop', 'orders-deny-admin', ['orders'], 'DENY'));
     expect(put.status, JSON.stringify(put.json)).toBe(201);
     expect(put.json.file).toBe('redis:shop/authorizationpolicy-orders-deny-admin.yaml');
-    const [afterA, afterB] = await Promise.all([onA.until((s) => s.version !== beforeA.version), onB.until((s) => s.version !== beforeB.version)]);
+    const denied = (s: WireSnapshot): boolean => s.documents.some((d) => d.name === 'orders-deny-admin');
+    const [afterA, afterB] = await Promise.all([onA.until(denied, 2_000), onB.until(denied, 2_000)]);
     expect(afterB.version).toBe(afterA.version);
     expect(afterB.documents.map((d) => d.name)).toEqual(['orders-deny-admin', 'orders-get']);
 
