@@ -33,15 +33,17 @@
  * Options: --subscribers N (1000), --changes R (10), --channels C (16),
  *          --identities K (8), --timeout S (30), --deadline S (300), --debounce D (50ms),
  *          --no-register (streams register no address: snapshots carry no endpoints,
- *          which separates the cost of the registry part from the rest)
+ *          which separates the cost of the registry part from the rest),
+ *          --replicas R (1; with 2 or more: a redis-server and R policy servers with
+ *          `store: redis` reading the same folder, the channels spread over them
+ *          round-robin, so each subscriber's destination registered on another
+ *          replica; memory is replica 1's, pushes are summed over all)
  */
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { request } from 'undici';
@@ -56,6 +58,7 @@ import { createCsr, generateKeyPair, privateKeyToPem } from '../src/identity/x50
 import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../src/policy/policy-api.ts';
 import type { ClientIdentity, PolicyClient, PolicyStream, WireSnapshot } from '../src/policy/policy-api.ts';
 import { writeFileAtomic } from '../src/policy-server/atomic-file.ts';
+import { spawnPolicyServer, startPushRedis, stopChild } from './lib/push-replicas.ts';
 
 const { values } = parseArgs({
   options: {
@@ -67,6 +70,7 @@ const { values } = parseArgs({
     deadline: { type: 'string', default: '300' },
     debounce: { type: 'string', default: '50ms' },
     'no-register': { type: 'boolean', default: false },
+    replicas: { type: 'string', default: '1' },
   },
   strict: true,
 });
@@ -74,8 +78,9 @@ const N = Number(values.subscribers);
 const CHANGES = Number(values.changes);
 const CHANNELS = Number(values.channels);
 const IDENTITIES = Number(values.identities);
+const REPLICAS = Number(values.replicas);
 const TIMEOUT_MS = Number(values.timeout) * 1000;
-for (const [name, v] of Object.entries({ subscribers: N, changes: CHANGES, channels: CHANNELS, identities: IDENTITIES, timeout: TIMEOUT_MS })) {
+for (const [name, v] of Object.entries({ subscribers: N, changes: CHANGES, channels: CHANNELS, identities: IDENTITIES, timeout: TIMEOUT_MS, replicas: REPLICAS })) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`--${name}: expected a positive integer`);
 }
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -88,6 +93,8 @@ const watchdog = setTimeout(() => {
 watchdog.unref();
 
 let child: ChildProcess | undefined;
+const others: ChildProcess[] = [];
+let redisChild: ChildProcess | undefined;
 let dir: string | undefined;
 let caClose: (() => Promise<void>) | undefined;
 const clients: PolicyClient[] = [];
@@ -97,13 +104,8 @@ async function cleanup(): Promise<void> {
   inspector?.close();
   for (const s of streams) s.cancel();
   for (const c of clients) c.close();
-  if (child && child.exitCode === null) {
-    const exited = new Promise((resolve) => child!.once('exit', resolve));
-    child.kill('SIGTERM');
-    const force = setTimeout(() => child?.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(force);
-  }
+  await Promise.all([child, ...others].map(stopChild));
+  await stopChild(redisChild);
   await caClose?.();
   if (dir) await rm(dir, { recursive: true, force: true });
 }
@@ -177,15 +179,25 @@ async function serverMemory(pid: number): Promise<{ rss: number; heapUsed: numbe
   return { rss: Number(/^VmRSS:\s+(\d+) kB/m.exec(status)![1]) * 1024, heapUsed: Number(evaluated.result?.value) };
 }
 
-async function metric(adminPort: number, name: string): Promise<number> {
+async function metricOf(adminPort: number, name: string): Promise<number> {
   const text = await (await request(`http://127.0.0.1:${adminPort}/metrics`)).body.text();
   const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
   return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : Number.NaN;
 }
 
+/** Summed over every replica's /metrics. */
+let adminPorts: number[] = [];
+async function metric(_adminPort: number, name: string): Promise<number> {
+  const values_ = await Promise.all(adminPorts.map((p) => metricOf(p, name)));
+  return values_.reduce((a, b) => a + b, 0);
+}
+
 try {
   dir = await mkdtemp(path.join(tmpdir(), 'meshgate-bench-push-'));
-  process.stderr.write(`bench:push: ${N} subscribers over ${CHANNELS} channels / ${IDENTITIES} certificates, ${CHANGES} changes, debounce ${values.debounce}, ${cpus().length} CPUs, Node ${process.version}\n`);
+  process.stderr.write(
+    `bench:push: ${N} subscribers over ${CHANNELS} channels / ${IDENTITIES} certificates, ${REPLICAS} replica(s)${REPLICAS > 1 ? ' (store: redis)' : ''}, ${CHANGES} changes, debounce ${values.debounce}, ${cpus().length} CPUs, Node ${process.version}\n`,
+  );
+  const redisUrl = REPLICAS > 1 ? await startPushRedis().then((r) => ((redisChild = r.child), r.url)) : undefined;
   await writeCertsInit({ outDir: dir, trustDomain: TD, keyType: 'ecdsa-p256', intermediate: false, rootTtlMs: 86_400_000 * 365, force: false, clock: systemClock });
   const caConfig = caConfigSchema.parse({
     trustDomain: TD,
@@ -218,6 +230,7 @@ try {
       'policies: { folder: policies }',
       `push: { debounce: ${values.debounce}, maxSubscribers: ${N + 100} }`,
       'adminApi: { audit: { file: policy-audit.jsonl } }',
+      ...(redisUrl ? ['store: redis', `redis: { url: "${redisUrl}" }`] : []),
       'log: { level: info }',
       '',
     ].join('\n'),
@@ -225,32 +238,14 @@ try {
 
   // The real CLI, with its own heap: its memory is the server's alone.
   // With the inspector on, so memory is read after a full GC (as test/fixtures/child-sidecar.ts does).
-  child = spawn(process.execPath, ['--inspect=127.0.0.1:0', path.join(ROOT, 'bin/meshgate.js'), 'policy-server', '--config', path.join(dir, 'policy-server.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  const inspectorUrl = new Promise<string>((resolve) => {
-    child!.stderr!.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      const url = /Debugger listening on (ws:\/\/\S+)/.exec(stderr)?.[1];
-      if (url) resolve(url);
-    });
-  });
-  const ports = await new Promise<{ grpcPort: number; adminPort: number }>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`policy-server did not start within 20 s: ${stderr.split('\n')[0]}`)), 20_000);
-    child!.once('exit', (code) => reject(new Error(`policy-server exited ${code}: ${stderr.split('\n')[0]}`)));
-    createInterface({ input: child!.stdout! }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: string; grpcPort?: number; adminPort?: number };
-        if (entry.msg === 'meshgate policy-server listening') {
-          clearTimeout(timer);
-          resolve({ grpcPort: entry.grpcPort!, adminPort: entry.adminPort! });
-        }
-      } catch {
-        // Not a log line.
-      }
-    });
-  });
-  const address = `127.0.0.1:${ports.grpcPort}`;
-  inspector = new WebSocket(await inspectorUrl);
+  const bin = path.join(ROOT, 'bin/meshgate.js');
+  const configFile = path.join(dir, 'policy-server.yaml');
+  const servers = await Promise.all(Array.from({ length: REPLICAS }, (_, r) => spawnPolicyServer(bin, configFile, { inspect: r === 0 })));
+  child = servers[0]!.child;
+  others.push(...servers.slice(1).map((s) => s.child));
+  const ports = servers[0]!;
+  adminPorts = servers.map((s) => s.adminPort);
+  inspector = new WebSocket(await ports.inspectorUrl);
   await once(inspector, 'open');
 
   const identities: ClientIdentity[] = await Promise.all(
@@ -263,7 +258,8 @@ try {
     }),
   );
   const channels = Array.from({ length: CHANNELS }, (_, c) => {
-    const client = createPolicyClient(address, policyChannelCredentials(identities[c % IDENTITIES]!, policyServerSpiffeId(TD)));
+    // Channel c on replica c mod R: with 8 identities and 2 replicas, each service's destination registered on the other replica.
+    const client = createPolicyClient(`127.0.0.1:${servers[c % REPLICAS]!.grpcPort}`, policyChannelCredentials(identities[c % IDENTITIES]!, policyServerSpiffeId(TD)));
     clients.push(client);
     return client;
   });
@@ -381,7 +377,7 @@ try {
   const open_ = await metric(ports.adminPort, 'meshgate_policy_subscribers');
   const fanoutRow = await measure(`${N} subscribers`, subscribers);
 
-  const rows = [baselineRow, fanoutRow];
+  const rows = [baselineRow, { ...fanoutRow, label: REPLICAS > 1 ? `${fanoutRow.label} over ${REPLICAS} replicas` : fanoutRow.label }];
   const header = ['row', 'changes', 'last ACK p50 ms', 'last ACK p99 ms', 'last ACK max ms', 'delivery p50 ms', 'delivery p99 ms', 'pushes/change', 'server recompute ms'];
   const lines = rows.map((r) => [
     r.label,
@@ -398,12 +394,14 @@ try {
   const fmt = (cells: string[]): string => `| ${cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join(' | ')} |`;
   process.stdout.write(`${[fmt(header), `| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`, ...lines.map(fmt)].join('\n')}\n\n`);
   const mib = (b: number): string => (b / 1024 / 1024).toFixed(1);
+  // Streams replica 1 took on after the first subscriber (channel c is on replica c mod R).
+  const onFirst = subscribers.filter((_, i) => i > 0 && (i % CHANNELS) % REPLICAS === 0).length;
   process.stdout.write(
     [
       `subscribers open on the server: ${open_}; all ${N} subscribed and ACKed in ${connectMs.toFixed(0)} ms (quiet after ${settledMs.toFixed(0)} ms)`,
-      `server memory after a full GC, 1 subscriber -> ${N}:`,
-      `  RSS       ${mib(memBefore.rss)} -> ${mib(memAfter.rss)} MiB: ${((memAfter.rss - memBefore.rss) / (N - 1) / 1024).toFixed(1)} KiB per subscriber`,
-      `  heap used ${mib(memBefore.heapUsed)} -> ${mib(memAfter.heapUsed)} MiB: ${((memAfter.heapUsed - memBefore.heapUsed) / (N - 1) / 1024).toFixed(1)} KiB per subscriber`,
+      REPLICAS > 1 ? `replica 1's memory after a full GC (it holds ${Math.ceil(N / REPLICAS)} of the streams), 1 subscriber -> ${N}:` : `server memory after a full GC, 1 subscriber -> ${N}:`,
+      `  RSS       ${mib(memBefore.rss)} -> ${mib(memAfter.rss)} MiB: ${((memAfter.rss - memBefore.rss) / onFirst / 1024).toFixed(1)} KiB per subscriber`,
+      `  heap used ${mib(memBefore.heapUsed)} -> ${mib(memAfter.heapUsed)} MiB: ${((memAfter.heapUsed - memBefore.heapUsed) / onFirst / 1024).toFixed(1)} KiB per subscriber`,
       '',
     ].join('\n'),
   );

@@ -62,7 +62,8 @@ ACKs and NACKs, and serves the service registry (sidecars register their
 endpoint while subscribed; static entries for the rest). The server is a mesh
 workload itself: it gets and renews its certificate from 'meshgate ca' as
 spiffe://<trust-domain>/ns/meshgate-system/sa/policy-server. Replicas pointed
-at one folder serve the same versions. The admin listener has /live, /ready,
+at one folder serve the same versions; replicas that share no disk (pods) use
+'store: redis' for the registry and admin writes. The admin listener has /live, /ready,
 /metrics, /config_dump and the admin API (/api/v1/...).
 FILE is YAML; relative paths in it resolve against FILE's folder.
 A bad file exits with status 2 and one line per problem: file, field, problem.

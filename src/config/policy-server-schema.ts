@@ -54,6 +54,32 @@ const staticService = z.strictObject({
   external: z.boolean().default(false).describe('Outside the mesh: reached in plaintext, no identity check.'),
 });
 
+/**
+ * The Redis of `store: redis`: the same client as the sidecars' global rate
+ * limits (src/core/redis-client.ts), standalone or through Sentinel.
+ */
+const redisStore = z.strictObject({
+  url: z
+    .string()
+    .regex(/^rediss?:\/\/[^\s]+$/, 'expected redis://host:port[/db] or rediss:// for TLS')
+    .describe('Redis holding the shared registry, the admin API\'s documents and the audit trail (rediss:// for TLS). With `sentinel`, only the scheme, the database and the credentials of the URL apply. A password belongs in passwordFile, not here.'),
+  passwordFile: z.string().optional().describe('File holding the Redis password (AUTH), read at start; never logged.'),
+  username: z.string().optional().describe('Redis ACL user name.'),
+  sentinel: z
+    .strictObject({
+      name: z.string().min(1).describe('Name of the monitored primary (the `sentinel monitor` name).'),
+      addresses: z.array(hostPort).min(1).describe('Sentinels, host:port each.'),
+      passwordFile: z.string().optional().describe('File holding the Sentinels\' own password, if they require one.'),
+    })
+    .optional()
+    .describe('Find the primary through Redis Sentinel instead of the URL\'s host (failover follows the Sentinels).'),
+  keyPrefix: z.string().max(64).default('meshgate:ps:').describe('Prefix of every key and channel the policy servers use.'),
+  timeout: duration.default(2_000).describe('Time a Redis command may take before the replica counts Redis as unreachable.'),
+  lease: duration
+    .default(15_000)
+    .describe('TTL of the key holding a replica\'s registered endpoints; renewed every lease/3. A replica killed without closing drops out of the others\' registries within one to two leases.'),
+});
+
 export const policyServerConfigSchema = z
   .strictObject({
     serverId: z
@@ -87,6 +113,11 @@ export const policyServerConfigSchema = z
           .describe('A changed or deleted file counts only once it has stayed so for this long, so a file rewritten in place is never served half written. Writes through the admin API do not wait.'),
       })
       .describe('Where policy documents come from.'),
+    store: z
+      .enum(['folder', 'redis'])
+      .default('folder')
+      .describe('Where replicas share state. `folder`: the registry through files in registry.shared.folder, admin API writes into policies.folder (one host, or a shared volume). `redis`: the registry, admin API documents and the audit trail in Redis (`redis:`), for replicas that share no disk; policies.folder is then read-only to the server (a ConfigMap).'),
+    redis: redisStore.optional().describe('Redis for `store: redis`.'),
     registry: z
       .strictObject({
         static: z.array(staticService).default([]).describe('Services that do not subscribe (outside the mesh, or not yet migrated).'),
@@ -120,6 +151,7 @@ export const policyServerConfigSchema = z
     telemetry: roleTelemetrySchema,
   })
   .superRefine((config, ctx) => {
+    if (config.store === 'redis' && !config.redis) ctx.addIssue({ code: 'custom', path: ['redis'], message: 'store: redis needs a redis: section (at least url)' });
     const seen = new Set<string>();
     config.registry.static.forEach((svc, i) => {
       const key = `${svc.name}.${svc.namespace}`;

@@ -205,7 +205,11 @@ export function createAdminApi(deps: AdminApiDeps): AdminRequestHandler {
         return fail(req, res, 'admin.invalid_document', `${r.key} is not valid`, { errors: mismatch });
       }
       // The store gets the YAML shown in the diff, so what was checked against the path is what is written.
-      const result = await deps.store.put(after);
+      const result = await deps.store.put(after, actor);
+      if (!result.ok && 'refused' in result) {
+        await record({ ...base, diff, result: 'rejected', reason: result.reason });
+        return fail(req, res, result.refused === 'read_only' ? 'admin.read_only' : 'admin.store_unavailable', result.reason);
+      }
       if (!result.ok) {
         const errors = result.errors.map(toAdminError);
         await record({ ...base, diff, result: 'rejected', reason: summarise(errors) });
@@ -228,7 +232,11 @@ export function createAdminApi(deps: AdminApiDeps): AdminRequestHandler {
         await record({ ...base, diff, result: 'forbidden', reason: refusal });
         return fail(req, res, 'admin.forbidden', refusal);
       }
-      const removed = await deps.store.remove(r.key);
+      const removed = await deps.store.remove(r.key, actor);
+      if (typeof removed === 'object') {
+        await record({ ...base, diff: '', result: 'rejected', reason: removed.reason });
+        return fail(req, res, removed.refused === 'read_only' ? 'admin.read_only' : 'admin.store_unavailable', removed.reason);
+      }
       if (!removed) {
         await record({ ...base, diff: '', result: 'rejected', reason: 'no such document' });
         return fail(req, res, 'admin.not_found', `no document ${r.key}`);

@@ -25,7 +25,15 @@ export interface StoredDocument {
 
 export type StoreWriteResult =
   | { readonly ok: true; readonly key: DocumentKey; readonly digest: string; readonly file: string }
-  | { readonly ok: false; readonly errors: readonly PolicyError[] };
+  | { readonly ok: false; readonly errors: readonly PolicyError[] }
+  | StoreRefusal;
+
+/** A write the store cannot take: the document lives where the API may not write, or the store is unreachable. Nothing was written. */
+export interface StoreRefusal {
+  readonly ok: false;
+  readonly refused: 'read_only' | 'unavailable';
+  readonly reason: string;
+}
 
 /**
  * Every valid document, read from the watched policy folder. Writes from the
@@ -37,9 +45,9 @@ export interface DocumentStore {
   /** Documents rejected by validation, with file/document/field/reason. The rest apply. */
   errors(): readonly PolicyError[];
   /** Validates and writes one document (YAML or JSON text). Invalid: nothing is written. */
-  put(text: string): Promise<StoreWriteResult>;
+  put(text: string, actor?: Actor): Promise<StoreWriteResult>;
   /** Removes a document written through the API or the folder; false when absent. */
-  remove(key: DocumentKey): Promise<boolean>;
+  remove(key: DocumentKey, actor?: Actor): Promise<boolean | StoreRefusal>;
   /** Called after every change that reached the in-memory state (debounced by the store). */
   onChange(listener: () => void): void;
   close(): Promise<void>;

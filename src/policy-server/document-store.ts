@@ -37,6 +37,12 @@ export interface DocumentStoreOptions {
    * written. 0: at once. Writes of the store itself never wait.
    */
   readonly settleMs?: number;
+  /**
+   * Documents from elsewhere (the admin API's, in Redis), as virtual files
+   * merged with the folder's by the same rules (mergeFiles); a change of
+   * theirs rebuilds the served set at once.
+   */
+  readonly overlay?: { files(): ReadonlyMap<string, FileView>; onChange(listener: () => void): void };
 }
 
 export interface FolderDocumentStore extends DocumentStore {
@@ -141,7 +147,7 @@ export function createDocumentStore(
 
   /** Rebuilds the served set from the per-file states; true when documents or errors changed. */
   function rebuild(): boolean {
-    const merged = mergeFiles(files, served);
+    const merged = mergeFiles(opts.overlay ? new Map([...files, ...opts.overlay.files()]) : files, served);
     const fingerprint = (docs: Map<DocumentKey, ServedDocument>, errs: PolicyError[]): string =>
       JSON.stringify([[...docs.values()].map((d) => [d.key, d.digest, d.file]).sort(), errs]);
     const changed = fingerprint(merged.served, merged.errors) !== fingerprint(served, currentErrors);
@@ -342,6 +348,10 @@ export function createDocumentStore(
       settle.own(rel, DELETED);
     }
   }
+
+  opts.overlay?.onChange(() => {
+    if (!closed && rebuild() && isLoaded) notify();
+  });
 
   return {
     documents: () => [...served.values()],

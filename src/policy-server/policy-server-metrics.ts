@@ -17,6 +17,10 @@ export interface PolicyServerMetrics {
   readonly registryShareErrors: Counter<'op'>;
   /** The policy folder could not be read (folder missing, permissions). */
   readonly folderErrors: Counter;
+  /** store: redis: 1 while Redis answers, 0 while the replica serves its last merged state (degraded). */
+  readonly storeConnected: Gauge;
+  /** store: redis: failed Redis operations, by op. */
+  readonly storeErrors: Counter<'op'>;
 }
 
 /** Metrics of one policy-server instance, on a registry of its own (never prom-client's global one). */
@@ -60,5 +64,16 @@ export function createPolicyServerMetrics(opts: { defaultMetrics: boolean }): Po
       registers,
     }),
     folderErrors: new Counter({ name: 'meshgate_policy_folder_errors_total', help: 'Scans of the policy folder that failed as a whole (missing folder, permissions).', registers }),
+    storeConnected: new Gauge({
+      name: 'meshgate_policy_store_connected',
+      help: 'store: redis: 1 while Redis answers; 0 while this replica is degraded (serving its last merged registry and documents, admin writes refused).',
+      registers,
+    }),
+    storeErrors: new Counter({
+      name: 'meshgate_policy_store_errors_total',
+      help: 'store: redis: failed Redis operations by op (connect, publish, renew, read, expire, documents, write, audit).',
+      labelNames: ['op'],
+      registers,
+    }),
   };
 }

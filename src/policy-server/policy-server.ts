@@ -19,19 +19,15 @@ import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAdminApi } from './admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
-import { createPolicyAuditLog } from './audit-log.ts';
-import type { PolicyAuditLog } from './audit-log.ts';
 import type { SubscriberDirectory } from './contracts.ts';
-import { openDocumentStore } from './document-store.ts';
 import type { FolderDocumentStore, PolicyModel } from './document-store.ts';
 import { createPolicyAdminListener } from './policy-admin-listener.ts';
 import type { PolicyAdminListener } from './policy-admin-listener.ts';
 import { createPolicyServerMetrics } from './policy-server-metrics.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 import { createRbac } from './rbac.ts';
-import { createRegistryShare } from './registry-share.ts';
-import type { RegistryShare } from './registry-share.ts';
 import { createServiceRegistry } from './service-registry.ts';
+import { openPolicyStore } from './store/policy-store.ts';
 import { createSnapshotBuilder } from './snapshot-builder.ts';
 import type { SnapshotModel } from './snapshot-builder.ts';
 import { createSubscriptionService } from './subscription-service.ts';
@@ -128,34 +124,11 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
     const creds = await manager.first(lifetime.signal);
 
     const folder = resolvePath(config.policies.folder);
-    let store: FolderDocumentStore;
-    try {
-      store = await openDocumentStore(
-        { folder, debounceMs: config.push.debounce, pollMs: config.policies.pollFallback, settleMs: config.policies.settle },
-        model,
-        { logger, metrics },
-      );
-    } catch (err) {
-      throw new ConfigError(`${configFile}: policies.folder: cannot use ${config.policies.folder} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
-    }
-    cleanups.push(() => store.close());
-
     const registry = createServiceRegistry(config.registry.static);
-    let share: RegistryShare | undefined;
-    if (config.registry.shared.enabled) {
-      share = createRegistryShare(
-        registry,
-        {
-          folder: config.registry.shared.folder ? resolvePath(config.registry.shared.folder) : path.join(folder, '.registry'),
-          serverId,
-          leaseMs: config.registry.shared.lease,
-          debounceMs: config.push.debounce,
-        },
-        { clock, logger, metrics },
-      );
-      await share.start();
-      cleanups.push(() => share!.close());
-    }
+    const policyStore = await openPolicyStore(config, registry, serverId, { logger, clock, metrics, model, configFile, resolvePath, signal: lifetime.signal });
+    cleanups.push(...policyStore.cleanups);
+    const store = policyStore.documents;
+    const audit = policyStore.audit;
     metrics.registryEndpoints.set(registry.services().reduce((n, s) => n + s.endpoints.length, 0));
 
     const api = loadPolicyApi();
@@ -235,13 +208,6 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
     );
     cleanups.push(() => subscriptions.closeAll('policy server shutting down'));
 
-    let audit: PolicyAuditLog;
-    try {
-      audit = await createPolicyAuditLog({ file: resolvePath(config.adminApi.audit.file) });
-    } catch (err) {
-      throw new ConfigError(`${configFile}: adminApi.audit.file: cannot open ${config.adminApi.audit.file} for appending (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-    }
-    cleanups.push(() => audit.close());
     const auth = await createAdminAuthenticator(config.adminApi, { clock, resolvePath, configFile });
     const adminApi = createAdminApi({
       store,
@@ -266,6 +232,8 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
           checks: {
             certificate: certOk ? 'ok' : (manager.stats().lastError ?? 'certificate expired'),
             policies: folderOk ? 'ok' : 'policy folder not loaded',
+            // Degraded is still ready: the replica serves its last merged state, and an unready one would leave its sidecars nowhere to go.
+            ...(config.store === 'redis' ? { store: policyStore.health() } : {}),
           },
         };
       },
@@ -276,7 +244,8 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
         listen: { ...config.listen, port: grpcPort },
         admin: { ...config.admin, port: adminPort },
         policies: { ...config.policies, folder, documents: store.documents().length, errors: store.errors().length, stale: store.stale() },
-        registry: { static: config.registry.static.length, shared: config.registry.shared, services: registry.services().length, warmup: config.registry.warmup, warming },
+        store: policyStore.describe(),
+        registry: { static: config.registry.static.length, shared: config.store === 'folder' ? config.registry.shared : 'redis', services: registry.services().length, warmup: config.registry.warmup, warming },
         push: config.push,
         subscribers: subscriptions.subscribers().length,
       }),

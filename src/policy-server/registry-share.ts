@@ -226,7 +226,7 @@ export function createRegistryShare(
   };
 }
 
-function isEndpoint(e: unknown): e is RegisteredEndpoint {
+export function isEndpoint(e: unknown): e is RegisteredEndpoint {
   const v = e as Partial<RegisteredEndpoint> | null;
   return (
     v !== null &&

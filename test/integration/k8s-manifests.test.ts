@@ -44,10 +44,15 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
     expect(ca.tokens).toMatchObject({ audiences: ['meshgate-ca'], jwksUri: 'https://kubernetes.default.svc/openid/v1/jwks', jwksTokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token' });
     const ps = parseConfigText(config('meshgate-policy-server-config', 'policy-server.yaml'), 'policy-server.yaml', policyServerConfigSchema);
     expect(ps.identity.serviceAccount).toBe(find(objects, 'Deployment', 'meshgate-policy-server')!.spec.template.spec.serviceAccountName);
+    // Replicas in separate pods share no disk (#17): registry and admin writes in the mesh's Redis, the folder a ConfigMap.
+    expect(ps.store).toBe('redis');
+    const policyServerPod = find(objects, 'Deployment', 'meshgate-policy-server')!.spec.template.spec;
+    expect(policyServerPod.volumes.filter((v: { persistentVolumeClaim?: unknown }) => v.persistentVolumeClaim)).toEqual([]);
+    expect(policyServerPod.volumes.find((v: { name: string }) => v.name === 'policies').configMap.name).toBe('meshgate-policies');
     const injector = parseConfigText(config('meshgate-injector-config', 'injector.yaml'), 'injector.yaml', injectorConfigSchema);
     expect(injector.listen.port).toBe(15017);
     // Every address a sidecar is given names a Service of this rendering, on a port it serves.
-    for (const address of [injector.mesh.ca.address, ...injector.mesh.policyServers, new URL(injector.mesh.redisUrl!).host, new URL(injector.mesh.tracing!.endpoint!).host]) {
+    for (const address of [injector.mesh.ca.address, ...injector.mesh.policyServers, new URL(injector.mesh.redisUrl!).host, new URL(ps.redis!.url).host, new URL(injector.mesh.tracing!.endpoint!).host]) {
       const [host, port] = address.split(':');
       const service = find(objects, 'Service', host!.split('.')[0]!);
       expect(service, address).toBeDefined();
@@ -127,13 +132,14 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
 
 describe('deploy/k8s/overlays/production', () => {
   const objects = renders[1]![1];
-  it('changes what production needs: images, injector config, replicas, a shared registry volume, system namespaces excluded', () => {
+  it('changes what production needs: images, injector config, replicas, Redis on a storage class, system namespaces excluded', () => {
     const images = objects.filter((o) => o.kind === 'Deployment').flatMap((d) => d.spec.template.spec.containers.map((c: { image: string }) => c.image));
     expect(images.filter((i) => i.includes('meshgate'))).toEqual(Array(3).fill('registry.example.com/platform/meshgate:0.1.0'));
     const injector = parseConfigText(find(objects, 'ConfigMap', 'meshgate-injector-config')!.data['injector.yaml'], 'injector.yaml', injectorConfigSchema);
     expect(injector.sidecar.image).toBe('registry.example.com/platform/meshgate:0.1.0');
     expect(find(objects, 'Deployment', 'meshgate-ca')!.spec.replicas).toBe(2);
-    expect(find(objects, 'PersistentVolumeClaim', 'meshgate-policy-registry')!.spec.accessModes).toEqual(['ReadWriteMany']);
+    expect(find(objects, 'PersistentVolumeClaim', 'meshgate-policy-registry')).toBeUndefined();
+    expect(find(objects, 'PersistentVolumeClaim', 'meshgate-redis-data')!.spec).toMatchObject({ accessModes: ['ReadWriteOnce'], storageClassName: 'standard' });
     const selector = find(objects, 'MutatingWebhookConfiguration', 'meshgate-injector')!.webhooks[0].namespaceSelector;
     expect(selector.matchExpressions[0].values).toContain('kube-system');
     expect(selector.matchLabels).toEqual({ 'meshgate.dev/inject': 'enabled' });

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { createRedisClient } from '../../core/redis-client.ts';
 import type { BucketShape, TakeResult } from './gcra.ts';
 
 /*
@@ -117,10 +117,7 @@ interface Batch {
   deadline: NodeJS.Timeout | undefined;
 }
 
-/** The URL without credentials, for logs and /config_dump. */
-export function redactRedisUrl(url: string): string {
-  return url.replace(/^(rediss?:\/\/)[^@/]*@/, '$1');
-}
+export { redactRedisUrl } from '../../core/redis-client.ts';
 
 class StoreTimeoutError extends Error {
   constructor(ms: number) {
@@ -132,10 +129,7 @@ class StoreTimeoutError extends Error {
 const NO_ANSWER: Promise<undefined> = Promise.resolve(undefined);
 
 export function createRedisStore(opts: RedisStoreOptions, events: RedisStoreEvents = {}): RateLimitStore {
-  const password = opts.passwordFile ? readFileSync(opts.passwordFile, 'utf8').trim() : undefined;
-  const redis = new Redis(opts.url, {
-    ...(opts.username ? { username: opts.username } : {}),
-    ...(password ? { password } : {}),
+  const redis = createRedisClient(opts, {
     keyPrefix: opts.keyPrefix,
     // Only to drop commands a frozen Redis never answers from ioredis' queue: the batch deadline
     // below answers the calls, and an ioredis timer would fire before a stalled loop reads the reply.

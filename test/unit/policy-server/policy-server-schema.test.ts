@@ -41,4 +41,33 @@ describe('policy-server config', () => {
     expect(bad(`${minimal}push: { debounce: fast }\n`)).toBe('ps.yaml: push.debounce: expected a duration like 250ms, 5s, 2m or 1h, got "fast"');
     expect(bad(`${minimal}listen: { port: 15010, tls: true }\n`)).toBe('ps.yaml: listen.tls: unknown field');
   });
+
+  it('store: folder by default; store: redis needs a redis: section, with Sentinel and TLS optional', () => {
+    expect(parseConfigText(minimal, 'ps.yaml', policyServerConfigSchema).store).toBe('folder');
+    const bad = (text: string): string => {
+      try {
+        parseConfigText(text, 'ps.yaml', policyServerConfigSchema);
+      } catch (err) {
+        return (err as Error).message;
+      }
+      throw new Error('expected a ConfigError');
+    };
+    expect(bad(`${minimal}store: redis\n`)).toBe('ps.yaml: redis: store: redis needs a redis: section (at least url)');
+    expect(bad(`${minimal}store: etcd\n`)).toMatch(/^ps\.yaml: store: /);
+    expect(bad(`${minimal}store: redis\nredis: { url: "http://r:6379" }\n`)).toMatch(/^ps\.yaml: redis\.url: expected redis:\/\/host:port\[\/db\] or rediss:\/\/ for TLS/);
+    const config = parseConfigText(
+      `${minimal}store: redis\nredis:\n  url: rediss://redis.example:6380/2\n  username: policy\n  passwordFile: redis.pass\n  sentinel: { name: mesh, addresses: ["10.0.0.1:26379", "[::1]:26379"] }\n`,
+      'ps.yaml',
+      policyServerConfigSchema,
+    );
+    expect(config.redis).toEqual({
+      url: 'rediss://redis.example:6380/2',
+      username: 'policy',
+      passwordFile: 'redis.pass',
+      sentinel: { name: 'mesh', addresses: ['10.0.0.1:26379', '[::1]:26379'] },
+      keyPrefix: 'meshgate:ps:',
+      timeout: 2_000,
+      lease: 15_000,
+    });
+  });
 });
