@@ -1,6 +1,5 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
-import type { H2ConnectionErrorReason } from './h2-codec-guard.ts';
 
 /**
  * Connection-level defences of a data listener, before any request reaches a
@@ -17,6 +16,9 @@ export interface ListenerRejection {
   readonly port: number;
   readonly protocol: '1.1' | '2';
 }
+
+/** Connection errors HTTP/2's codec found, as counted (./h2-codec-guard.ts classifies them). */
+export type H2ConnectionErrorReason = 'http2_flood' | 'http2_flow_control' | 'http2_protocol_error';
 
 export interface ListenerHooks {
   /** A request refused before a handler saw it: answered when a reply was possible, closed otherwise. Must not throw. */

@@ -1,9 +1,9 @@
 import http2 from 'node:http2';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
-import type { ListenerHooks } from './connection-guard.ts';
+import type { H2ConnectionErrorReason, ListenerHooks } from './connection-guard.ts';
 
 /** Why the HTTP/2 codec (nghttp2, or node around it) closed a connection: a bounded label set. */
-export type H2ConnectionErrorReason = 'http2_flood' | 'http2_flow_control' | 'http2_protocol_error';
+export type { H2ConnectionErrorReason } from './connection-guard.ts';
 
 /**
  * Node's HTTP/2 server bounds, set explicitly rather than left to node's
