@@ -23,7 +23,7 @@ export interface ListenerHooks {
   /** A connection refused on accept: the listener is full (maxConnections) or its source address is (maxConnectionsPerSource). */
   onConnectionRefused?(reason: 'max_connections' | 'max_connections_per_source', address: string): void;
   /** A connection closed because its caller abused the protocol (http2_rapid_reset). */
-  onAbuse?(reason: 'http2_rapid_reset', address: string | undefined): void;
+  onAbuse?(reason: 'http2_rapid_reset' | 'http2_protocol_error', address: string | undefined): void;
 }
 
 /**

@@ -10,7 +10,7 @@ import { listenOn } from '../core/listen.ts';
 import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
-import { DownstreamTimeoutError } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
 
 export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
 
@@ -167,7 +167,14 @@ export function createHttpListener(
       socket.destroy(new DownstreamTimeoutError('request'));
       return;
     }
-    refuseRaw(socket, describeClientError(err.code));
+    const refusal = describeClientError(err.code);
+    if (call && !call.writableEnded) {
+      // The body of a call in flight did not parse: answered here, logged and counted once by the call.
+      markRefused(socket, new DownstreamRefusedError(refusal.status, refusal.code, refusal.reason));
+      if (!replyRaw(socket, refusal.status, refusal.code, refusal.reason, lingerMs)) socket.destroy();
+      return;
+    }
+    refuseRaw(socket, refusal);
   });
   h1.timeout = limits.idleTimeout;
   // An idle timeout with a call in flight is meshgate's timeout, not a caller that left (see ./downstream.ts).
@@ -201,6 +208,9 @@ export function createHttpListener(
     session.once('close', () => sessions.delete(session));
     guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
   });
+  // nghttp2 refused the caller's frames (e.g. DATA beyond the declared content-length) and node tore the
+  // session down: counted as a closed connection (calls in flight on it are logged 400, see ./downstream.ts).
+  h2.on('sessionError', (_err: Error, session: http2.ServerHttp2Session) => hooks.onAbuse?.('http2_protocol_error', session.socket?.remoteAddress));
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
   const socketPrincipals = new WeakMap<object, string>();
