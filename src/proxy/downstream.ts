@@ -37,6 +37,19 @@ export class DownstreamRefusedError extends Error {
 
 const REFUSED = Symbol('meshgate.downstreamRefused');
 
+/**
+ * nghttp2 errors (ERR_HTTP2_ERROR's errno) that mean the caller's frames broke the protocol:
+ * PROTO (e.g. DATA beyond content-length), FRAME_SIZE_ERROR, HEADER_COMP, FLOW_CONTROL,
+ * HTTP_HEADER, HTTP_MESSAGING, FLOODED. Not CALLBACK_FAILURE (-902): node's own, seen when a
+ * caller drops a connection with many streams open.
+ */
+const CALLER_H2_ERRORS = new Set([-505, -522, -523, -524, -531, -532, -904]);
+
+export function isCallerProtocolError(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number } | null | undefined;
+  return e?.code === 'ERR_HTTP2_ERROR' && e.errno !== undefined && CALLER_H2_ERRORS.has(e.errno);
+}
+
 /** Marks the socket (HTTP/1.1) or stream (HTTP/2) of an in-flight call the listener refused (see DownstreamRefusedError). */
 export function markRefused(socket: object, refusal: DownstreamRefusedError): void {
   (socket as { [REFUSED]?: DownstreamRefusedError })[REFUSED] = refusal;
@@ -47,7 +60,7 @@ function refusalOf(carrier: object | null | undefined): DownstreamRefusedError |
   if (marked) return marked;
   // Node destroys an HTTP/2 session whose frames nghttp2 refused (DATA beyond its content-length, a flood),
   // and each of its streams with ERR_HTTP2_ERROR: the caller broke the protocol, it did not leave.
-  if ((carrier as { errored?: { code?: string } | null } | null | undefined)?.errored?.code === 'ERR_HTTP2_ERROR') {
+  if (isCallerProtocolError((carrier as { errored?: unknown } | null | undefined)?.errored)) {
     return new DownstreamRefusedError(400, 'request.malformed', 'the HTTP/2 connection broke the protocol');
   }
   return undefined;

@@ -10,7 +10,7 @@ import { listenOn } from '../core/listen.ts';
 import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
-import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, isCallerProtocolError, markRefused } from './downstream.ts';
 
 export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
 
@@ -210,7 +210,10 @@ export function createHttpListener(
   });
   // nghttp2 refused the caller's frames (e.g. DATA beyond the declared content-length) and node tore the
   // session down: counted as a closed connection (calls in flight on it are logged 400, see ./downstream.ts).
-  h2.on('sessionError', (_err: Error, session: http2.ServerHttp2Session) => hooks.onAbuse?.('http2_protocol_error', session.socket?.remoteAddress));
+  // Not a socket error nor a failure of node's own (a caller dropping a busy connection): only frames nghttp2 refused.
+  h2.on('sessionError', (err: Error, session: http2.ServerHttp2Session) => {
+    if (isCallerProtocolError(err)) hooks.onAbuse?.('http2_protocol_error', session.socket?.remoteAddress);
+  });
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
   const socketPrincipals = new WeakMap<object, string>();
