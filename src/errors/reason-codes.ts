@@ -210,7 +210,7 @@ export const REASON_CODES = {
   'validate.malformed_json': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'A ValidationPolicy rule with a jsonSchema matched, and the body is absent, empty, not UTF-8 or not JSON.',
+    description: 'A ValidationPolicy rule with a jsonSchema matched, and the body is absent, empty, not UTF-8, not JSON, or nested more than 1000 levels deep.',
   },
   'policy.unavailable': {
     http: 503,

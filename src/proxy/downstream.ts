@@ -22,16 +22,66 @@ export class DownstreamTimeoutError extends Error {
 }
 
 /**
+ * The listener answered a call's connection itself because the rest of its
+ * request did not parse (a chunk extension beyond node's limit, a bad chunk):
+ * that refusal is the call's outcome, logged and counted once, by the call.
+ */
+export class DownstreamRefusedError extends Error {
+  override readonly name = 'DownstreamRefusedError';
+  readonly code = 'MESHGATE_DOWNSTREAM_REFUSED';
+  readonly status: number;
+  readonly reasonCode: string;
+  constructor(status: number, reasonCode: string, reason: string) {
+    super(reason);
+    this.status = status;
+    this.reasonCode = reasonCode;
+  }
+}
+
+const REFUSED = Symbol('meshgate.downstreamRefused');
+
+/**
+ * nghttp2 errors (ERR_HTTP2_ERROR's errno) that mean the caller's frames broke the protocol:
+ * PROTO (e.g. DATA beyond content-length), FRAME_SIZE_ERROR, HEADER_COMP, FLOW_CONTROL,
+ * HTTP_HEADER, HTTP_MESSAGING, FLOODED. Not CALLBACK_FAILURE (-902): node's own, seen when a
+ * caller drops a connection with many streams open.
+ */
+const CALLER_H2_ERRORS = new Set([-505, -522, -523, -524, -531, -532, -904]);
+
+export function isCallerProtocolError(err: unknown): boolean {
+  const e = err as { code?: string; errno?: number } | null | undefined;
+  return e?.code === 'ERR_HTTP2_ERROR' && e.errno !== undefined && CALLER_H2_ERRORS.has(e.errno);
+}
+
+/** Marks the socket (HTTP/1.1) or stream (HTTP/2) of an in-flight call the listener refused (see DownstreamRefusedError). */
+export function markRefused(socket: object, refusal: DownstreamRefusedError): void {
+  (socket as { [REFUSED]?: DownstreamRefusedError })[REFUSED] = refusal;
+}
+
+function refusalOf(carrier: object | null | undefined): DownstreamRefusedError | undefined {
+  const marked = (carrier as { [REFUSED]?: DownstreamRefusedError } | null | undefined)?.[REFUSED];
+  if (marked) return marked;
+  // Node destroys an HTTP/2 session whose frames nghttp2 refused (DATA beyond its content-length, a flood),
+  // and each of its streams with ERR_HTTP2_ERROR: the caller broke the protocol, it did not leave.
+  if (isCallerProtocolError((carrier as { errored?: unknown } | null | undefined)?.errored)) {
+    return new DownstreamRefusedError(400, 'request.malformed', 'the HTTP/2 connection broke the protocol');
+  }
+  return undefined;
+}
+
+/**
  * Whether the caller's side of a call is still open; when it is not, the
  * listener's timeout that closed it, or 'gone' when the caller left. Asked
  * when an attempt fails: a caller that hangs up mid-body surfaces first as a
  * body error on the upstream request, before its response's 'close' event.
  */
-export function downstreamFate(res: DownstreamResponse): 'open' | 'gone' | DownstreamTimeoutError {
+export function downstreamFate(res: DownstreamResponse): 'open' | 'gone' | DownstreamTimeoutError | DownstreamRefusedError {
   const stream = (res as Http2ServerResponse).stream as (NodeJS.ReadableStream & { destroyed: boolean; errored: Error | null }) | undefined;
   // The request's socket, not the response's: a pipelined response gets its socket only when its turn comes.
   const carrier = stream ?? (res as ServerResponse).req?.socket;
   if (!carrier) return 'open';
+  const refused = refusalOf(carrier);
+  if (refused) return refused;
   if (carrier.errored instanceof DownstreamTimeoutError) return carrier.errored;
   return carrier.destroyed ? 'gone' : 'open';
 }
@@ -40,4 +90,9 @@ export function downstreamFate(res: DownstreamResponse): 'open' | 'gone' | Downs
 export function requestTimedOut(req: DownstreamRequest): boolean {
   const carrier = req.httpVersion === '2.0' ? (req as Http2ServerRequest).stream : req.socket;
   return (carrier as { errored?: unknown } | null)?.errored instanceof DownstreamTimeoutError;
+}
+
+/** The listener's refusal of this request's remaining bytes, if it made one (read while its body is read). */
+export function requestRefused(req: DownstreamRequest): DownstreamRefusedError | undefined {
+  return refusalOf(req.httpVersion === '2.0' ? (req as Http2ServerRequest).stream : req.socket);
 }

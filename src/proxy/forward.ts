@@ -7,7 +7,7 @@ import type { DownstreamResponse } from './listener.ts';
 import { createReplayableBody } from './replayable-body.ts';
 import type { ReplayableBody } from './replayable-body.ts';
 import { reasonCode } from '../errors/reason-codes.ts';
-import { DownstreamTimeoutError, downstreamFate } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
 import { AttemptTimeoutError, DownstreamGoneError, classifyUpstreamError, reasonForFailure } from './upstream-errors.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
 
@@ -101,6 +101,10 @@ export function forward(request: ForwardRequest, downstream: DownstreamResponse,
     const fail = (failure: AttemptFailure): void => {
       clearTimeout(deadline);
       const fate = downstreamFate(res);
+      if (fate instanceof DownstreamRefusedError) {
+        finish({ status: fate.status, reason: fate.reasonCode });
+        return;
+      }
       if (failure === 'aborted' || fate !== 'open') {
         // Nothing reaches the caller any more. 499 only if it left; if a listener timer closed it, that timeout.
         const code = fate instanceof DownstreamTimeoutError ? (fate.phase === 'request' ? 'request.timeout' : 'upstream.timeout') : 'request.cancelled';

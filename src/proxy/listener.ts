@@ -11,7 +11,7 @@ import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
 import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
-import { DownstreamTimeoutError } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
 import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 
 export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
@@ -168,7 +168,14 @@ export function createHttpListener(
       socket.destroy(new DownstreamTimeoutError('request'));
       return;
     }
-    refuseRaw(socket, describeClientError(err.code));
+    const refusal = describeClientError(err.code);
+    if (call && !call.writableEnded) {
+      // The body of a call in flight did not parse: answered here, logged and counted once by the call.
+      markRefused(socket, new DownstreamRefusedError(refusal.status, refusal.code, refusal.reason));
+      if (!replyRaw(socket, refusal.status, refusal.code, refusal.reason, lingerMs)) socket.destroy();
+      return;
+    }
+    refuseRaw(socket, refusal);
   });
   h1.timeout = limits.idleTimeout;
   // An idle timeout with a call in flight is meshgate's timeout, not a caller that left (see ./downstream.ts).

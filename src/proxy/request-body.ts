@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import type { BodyRead, RequestBody } from '../core/call-context.ts';
 import { requestBody } from './call.ts';
 import type { BodyBudget } from './body-budget.ts';
-import { requestTimedOut } from './downstream.ts';
+import { requestRefused, requestTimedOut } from './downstream.ts';
 import type { DownstreamRequest } from './listener.ts';
 
 /** The stack's side of a call's body: filters see `RequestBody`, the stack also forwards it. */
@@ -61,8 +61,11 @@ export function createRequestBody(
   let chunks: Buffer[] = [];
   let state: 'untouched' | 'reading' | 'complete' | 'partial' | 'failed' = 'untouched';
 
-  const failure = (reason: string): BodyRead =>
-    requestTimedOut(req) ? { kind: 'failed', reason: 'the request body did not arrive in time', timedOut: true } : { kind: 'failed', reason };
+  const failure = (reason: string): BodyRead => {
+    const refused = requestRefused(req);
+    if (refused) return { kind: 'failed', reason: refused.message, refused: refused.reasonCode };
+    return requestTimedOut(req) ? { kind: 'failed', reason: 'the request body did not arrive in time', timedOut: true } : { kind: 'failed', reason };
+  };
   const readOnce = (source: Readable, limit: number): Promise<BodyRead> =>
     new Promise<BodyRead>((resolve) => {
       let received = 0;

@@ -106,7 +106,7 @@ export function createValidateFilter(documents: readonly PolicyDocument[], opts:
     let limit = 0;
     for (const rule of pending) limit = Math.max(limit, bodyNeed(rule, state.call, state.body)!);
     const read: BodyRead = await body.read(limit);
-    if (read.kind === 'failed') return respond(read.timedOut ? 'request.timeout' : 'request.cancelled', read.reason);
+    if (read.kind === 'failed') return respond(read.refused ?? (read.timedOut ? 'request.timeout' : 'request.cancelled'), read.reason);
     if (read.kind === 'over_budget') {
       // The check cannot be made now: an enforcing rule fails closed (retryable), shadow rules let it pass unchecked.
       if (pending.every((rule) => rule.shadow)) return CONTINUE;

@@ -142,7 +142,39 @@ export type ParsedJson = { readonly ok: true; readonly value: unknown } | { read
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
+/**
+ * Deepest JSON nesting a body may have. JSON.parse takes any depth, but a
+ * recursive schema ($ref to itself) is checked by recursion: 10 000 levels
+ * overflowed the stack, answered 500 filter.error as if the sidecar had failed.
+ */
+export const MAX_JSON_DEPTH = 1000;
+
+const OPEN_BRACE = 0x7b;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACE = 0x7d;
+const CLOSE_BRACKET = 0x5d;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/** Whether `bytes` opens more than `max` objects or arrays inside each other (strings skipped); one pass, no allocation. */
+function nestsDeeperThan(bytes: Buffer, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i];
+    if (inString) {
+      if (b === BACKSLASH) i++;
+      else if (b === QUOTE) inString = false;
+    } else if (b === QUOTE) inString = true;
+    else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+      if (++depth > max) return true;
+    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) depth--;
+  }
+  return false;
+}
+
 export function parseJsonBody(bytes: Buffer): ParsedJson {
+  if (nestsDeeperThan(bytes, MAX_JSON_DEPTH)) return { ok: false, reason: `request body nests JSON deeper than ${MAX_JSON_DEPTH} levels` };
   let text: string;
   try {
     text = UTF8.decode(bytes);
