@@ -101,6 +101,8 @@ export async function startWorkloadPolicy(
   };
 
   const install = (snapshot: EffectiveSnapshot): void => {
+    // The subscriber's boot hands over the disk copy this sidecar already installed before its listeners opened.
+    if (snapshot.source === 'disk' && inForce?.source === 'disk' && inForce.version === snapshot.version && inForce.receivedAt === snapshot.receivedAt) return;
     const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
     if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
     filters = buildInboundChain(snapshot.documents, chainOptions, missing);
