@@ -8,6 +8,7 @@ import type { Logger } from '../telemetry/logger.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 import type { RegisteredEndpoint, ServiceRegistry } from './service-registry.ts';
+import { runBackgroundLoop } from '../core/background-loop.ts';
 
 export interface RegistryShareOptions {
   readonly folder: string;
@@ -65,7 +66,7 @@ export function createRegistryShare(
   const log = deps.logger.child({ component: 'registry-share' });
   let closed = false;
   let writeTimer: NodeJS.Timeout | undefined;
-  let renewTimer: NodeJS.Timeout | undefined;
+  const renewals = new AbortController();
   let watcher: FSWatcher | undefined;
   let writing: Promise<void> = Promise.resolve();
   let writeFailing = false;
@@ -204,21 +205,22 @@ export function createRegistryShare(
       } catch {
         // No events on this file system: the lease timer alone keeps the view fresh.
       }
-      const tick = (): void => {
-        renewTimer = setTimeout(() => {
-          void write(true).then(refresh).finally(() => {
-            if (!closed) tick();
-          });
-        }, Math.max(100, Math.floor(opts.leaseMs / 3)));
-        renewTimer.unref();
-      };
-      tick();
+      const every = Math.max(100, Math.floor(opts.leaseMs / 3));
+      void runBackgroundLoop(
+        async () => {
+          await write(true);
+          await refresh();
+          return every;
+        },
+        // Write and read failures are counted and logged inside; a failed renewal is simply tried again at the renewal pace.
+        { signal: renewals.signal, firstDelayMs: every, backoff: { baseMs: every, maxMs: every }, random: () => 0, onError: (err) => log.warn({ err: (err as Error).message }, 'renewing the shared registry failed') },
+      );
     },
     refresh,
     async close() {
       closed = true;
       clearTimeout(writeTimer);
-      clearTimeout(renewTimer);
+      renewals.abort();
       watcher?.close();
       await writing;
       await rm(ownFile, { force: true }).catch(() => undefined);

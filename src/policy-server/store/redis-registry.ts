@@ -5,6 +5,7 @@ import type { RegistryShare } from '../registry-share.ts';
 import { isEndpoint } from '../registry-share.ts';
 import type { RegisteredEndpoint, ServiceRegistry } from '../service-registry.ts';
 import type { PolicyStoreConnection } from './redis-connection.ts';
+import { runBackgroundLoop } from '../../core/background-loop.ts';
 
 export interface RedisRegistryOptions {
   readonly serverId: string;
@@ -63,7 +64,7 @@ export function createRedisRegistryShare(
   const remote = new Map<string, RemoteReplica>();
   let closed = false;
   let writeTimer: NodeJS.Timeout | undefined;
-  let renewTimer: NodeJS.Timeout | undefined;
+  const renewals = new AbortController();
   let writing: Promise<void> = Promise.resolve();
   /** Our state changed while it could not be written: write it when Redis is back. */
   let dirty = true;
@@ -191,23 +192,21 @@ export function createRedisRegistryShare(
 
   return {
     async start() {
-      const tick = (): void => {
-        renewTimer = setTimeout(() => {
-          void renew()
-            .then(expireSilent)
-            .catch(() => undefined)
-            .finally(() => {
-              if (!closed) tick();
-            });
-        }, Math.max(50, Math.floor(opts.leaseMs / 3)));
-        renewTimer.unref();
-      };
-      tick();
+      const every = Math.max(50, Math.floor(opts.leaseMs / 3));
+      void runBackgroundLoop(
+        async () => {
+          await renew();
+          await expireSilent();
+          return every;
+        },
+        // Redis errors are counted by the connection and /ready says degraded; a failed renewal is tried again at the renewal pace.
+        { signal: renewals.signal, firstDelayMs: every, backoff: { baseMs: every, maxMs: every }, random: () => 0, onError: () => undefined },
+      );
     },
     refresh: () => readAll(false),
     async close() {
       clearTimeout(writeTimer);
-      clearTimeout(renewTimer);
+      renewals.abort();
       await writing;
       closed = true;
       if (!conn.up()) return;

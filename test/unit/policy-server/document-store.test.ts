@@ -314,7 +314,7 @@ describe('folder document store', () => {
     await rm(dir, { recursive: true });
     await store.rescan();
     expect(keys()).toEqual(['AuthorizationPolicy/shop/a']);
-    expect((await metrics.folderErrors.get()).values[0]!.value).toBe(1);
+    expect((await metrics.folderErrors.get()).values[0]!.value).toBeGreaterThanOrEqual(1); // the watcher may rescan (and count) too
     expect(logs.some((l) => l.msg === 'cannot read the policy folder; keeping the current documents')).toBe(true);
     await mkdir(dir);
   });
