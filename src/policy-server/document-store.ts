@@ -14,6 +14,7 @@ import { createFolderWatch } from './folder-watch.ts';
 import { createFileSettle } from './file-settle.ts';
 import type { FolderWatch } from './folder-watch.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
+import { runBackgroundLoop } from '../core/background-loop.ts';
 
 export type { ParsedFile } from './document-merge.ts';
 
@@ -109,7 +110,7 @@ export function createDocumentStore(
   let closed = false;
   let folderWatch: FolderWatch | undefined;
   let watchedDirs: readonly string[] = [opts.folder];
-  let pollTimer: NodeJS.Timeout | undefined;
+  const polling = new AbortController();
   let emergencyTimer: NodeJS.Timeout | undefined;
   let debounceTimer: NodeJS.Timeout | undefined;
   let settleWait: { timer: NodeJS.Timeout; wake: () => void } | undefined;
@@ -303,8 +304,9 @@ export function createDocumentStore(
     folderWatch.sync(watchedDirs);
     if (folderWatch.degraded() && opts.pollMs <= 0) scheduleEmergencyPoll();
     if (opts.pollMs > 0) {
-      pollTimer = setInterval(() => void rescan(), opts.pollMs);
-      pollTimer.unref();
+      // Scan failures are counted and logged inside rescan: a poll is simply tried again at its pace.
+      const every = opts.pollMs;
+      void runBackgroundLoop(async () => (await rescan(), every), { signal: polling.signal, firstDelayMs: every, backoff: { baseMs: every, maxMs: every }, random: () => 0, onError: () => undefined });
     }
   }
 
@@ -406,7 +408,7 @@ export function createDocumentStore(
       closed = true;
       clearTimeout(debounceTimer);
       clearTimeout(emergencyTimer);
-      clearInterval(pollTimer);
+      polling.abort();
       settleWait?.wake();
       folderWatch?.close();
       await scanning;
