@@ -33,6 +33,8 @@ export interface BackgroundLoopOptions {
    * resolves when the signal aborts.
    */
   readonly waitAfterFailure?: (ms: number, signal: AbortSignal) => Promise<unknown>;
+  /** Every other wait (tests pass one that counts instead of sleeping); a timer by default. */
+  readonly wait?: (ms: number, signal: AbortSignal) => Promise<unknown>;
 }
 
 /** setTimeout holds at most 2^31-1 ms (~24.8 days); longer waits re-arm on the way. */
@@ -42,9 +44,17 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 export async function runBackgroundLoop(step: LoopStep, opts: BackgroundLoopOptions): Promise<void> {
   let waitMs = opts.firstDelayMs ?? 0;
   let failuresInRow = 0;
+  let first = true;
   const waitNext = async (): Promise<boolean> => {
-    if (failuresInRow === 0 || !opts.waitAfterFailure) return wait(waitMs, opts.signal, opts.ref ?? false);
-    await opts.waitAfterFailure(waitMs, opts.signal).catch(() => undefined);
+    // No first delay: the first run starts at once (later zero waits still yield to the event loop).
+    if (first) {
+      first = false;
+      if (waitMs === 0) return !opts.signal.aborted;
+    }
+    const custom = failuresInRow > 0 && opts.waitAfterFailure ? opts.waitAfterFailure : opts.wait;
+    if (!custom) return wait(waitMs, opts.signal, opts.ref ?? false);
+    if (opts.signal.aborted) return false;
+    await custom(waitMs, opts.signal).catch(() => undefined);
     return !opts.signal.aborted;
   };
   while (await waitNext()) {

@@ -1,5 +1,6 @@
 import { request, type Dispatcher } from 'undici';
 import { sleep as defaultSleep } from '../core/backoff.ts';
+import { runBackgroundLoop } from '../core/background-loop.ts';
 import type { UpstreamEndpoint } from './endpoint.ts';
 
 /** Resolves true when the endpoint passed; may reject, which counts as a failure. */
@@ -70,24 +71,25 @@ export function createHealthChecker(
   };
 
   return {
-    async run(signal) {
-      while (!signal.aborted) {
-        try {
+    run: (signal) =>
+      runBackgroundLoop(
+        async () => {
           const round = [...endpoints];
           const results = await Promise.all(round.map((ep) => probeOnce(ep, signal)));
           // Probes cut short by shutdown say nothing about the endpoints.
-          if (signal.aborted) return;
-          round.forEach((ep, i) => apply(ep, results[i]!));
-        } catch {
-          // Keep the last verdicts: a bug in one round must not stop health checking.
-        }
-        try {
-          await sleep(opts.intervalMs, signal);
-        } catch {
-          // Aborted: the loop condition ends it.
-        }
-      }
-    },
+          if (!signal.aborted) round.forEach((ep, i) => apply(ep, results[i]!));
+          return opts.intervalMs;
+        },
+        {
+          signal,
+          // A failed round (a bug, never a failed probe) keeps the last verdicts and tries again at the same pace.
+          backoff: { baseMs: opts.intervalMs, maxMs: opts.intervalMs },
+          random: () => 0,
+          onError: () => undefined,
+          wait: sleep,
+          ref: true,
+        },
+      ),
   };
 }
 
