@@ -1,5 +1,5 @@
 import type * as grpc from '@grpc/grpc-js';
-import { sleep } from '../../core/backoff.ts';
+import { runBackgroundLoop } from '../../core/background-loop.ts';
 import type { Clock, Random } from '../../core/clock.ts';
 import type { WorkloadCredentials } from '../../identity/cert-manager.ts';
 import { parseSpiffeId } from '../../core/spiffe-id.ts';
@@ -285,23 +285,24 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
   return {
     boot,
     async run(signal) {
-      try {
-        await boot();
-        const backoff = { baseMs: config.reconnect.base, maxMs: config.reconnect.max };
-        let current = 0;
-        let failuresInRow = 0;
-        while (!signal.aborted) {
+      await boot();
+      const backoff = { baseMs: config.reconnect.base, maxMs: config.reconnect.max };
+      let current = 0;
+      let failuresInRow = 0;
+      // One stream per step: connect -> Hello -> snapshots until it ends; the step says how long to wait before the next server.
+      await runBackgroundLoop(
+        async () => {
           const address = servers[current]!;
           let plan: ReconnectPlan;
           try {
             const why = await attempt(address, signal);
-            if (signal.aborted) break;
+            if (signal.aborted) return 0;
             failuresInRow = 0;
             lastError = why;
             plan = planReconnect({ servers: servers.length, current, synced: true, failuresInRow }, backoff, random);
             logger.warn({ err: why, server: address, next: servers[plan.next], retryInMs: plan.delayMs, version: effective?.version }, 'policy stream ended; keeping the current snapshot');
           } catch (err) {
-            if (signal.aborted) break;
+            if (signal.aborted) return 0;
             failures++;
             failuresInRow++;
             lastError = (err as Error).message;
@@ -313,15 +314,17 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
           }
           current = plan.next;
           noteDegraded();
-          try {
-            await sleep(plan.delayMs, signal);
-          } catch {
-            break;
-          }
-        }
-      } catch (err) {
-        logger.error({ err: (err as Error).message }, 'policy subscriber stopped on an unexpected error');
-      }
+          return plan.delayMs;
+        },
+        {
+          signal,
+          backoff,
+          random,
+          ref: true,
+          // A bug in one step must not end the subscription for good: logged, and the next step follows a backoff.
+          onError: (err, failuresInRow, retryInMs) => logger.error({ err: (err as Error).message, failuresInRow, retryInMs }, 'policy subscriber step failed unexpectedly; retrying'),
+        },
+      );
     },
     onSnapshot(listener) {
       listeners.push(listener);
