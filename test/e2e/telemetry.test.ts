@@ -208,7 +208,10 @@ describe('telemetry of a call through two sidecars', () => {
     const res = await call('/orders/9', { headers: { traceparent: `00-${traceId}-1111111111111111-00` } });
     expect(res.status).toBe(200);
     expect(seenByApp.get(res.requestId)!.traceparent).toMatch(new RegExp(`^00-${traceId}-[0-9a-f]{16}-00$`));
-    await new Promise((r) => setTimeout(r, 200));
+    // A sampled call after it: once its spans are in, the unsampled call's would have been too.
+    const sampledTrace = '00112233445566778899aabbccddeeff';
+    expect((await call('/orders/10', { headers: { traceparent: `00-${sampledTrace}-2222222222222222-01` } })).status).toBe(200);
+    await expect.poll(() => receiver.spans().filter((s) => s.traceId === sampledTrace).length, { timeout: 5_000 }).toBeGreaterThanOrEqual(2);
     expect(receiver.spans().filter((s) => s.traceId === traceId)).toEqual([]);
   });
 

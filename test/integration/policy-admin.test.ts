@@ -264,8 +264,7 @@ describe('policy-server admin API over TLS', () => {
     await call('GET', '/api/v1/documents', { token: `${token}x` });
     const signature = token.split('.')[2]!;
     expect(await readFile(auditFile, 'utf8')).not.toContain(signature);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    expect(logLines.join('')).toContain('admin: put AuthorizationPolicy/shop/token-check applied');
+    await expect.poll(() => logLines.join('')).toContain('admin: put AuthorizationPolicy/shop/token-check applied');
     expect(logLines.join('')).not.toContain(signature);
   });
 });
