@@ -65,6 +65,7 @@ const redisStore = z.strictObject({
     .describe('Redis holding the shared registry, the admin API\'s documents and the audit trail (rediss:// for TLS). With `sentinel`, only the scheme, the database and the credentials of the URL apply. A password belongs in passwordFile, not here.'),
   passwordFile: z.string().optional().describe('File holding the Redis password (AUTH), read at start; never logged.'),
   username: z.string().optional().describe('Redis ACL user name.'),
+  caFile: z.string().optional().describe('PEM bundle of the CA that signs the Redis server certificate, for rediss:// with a private CA; the system roots otherwise.'),
   sentinel: z
     .strictObject({
       name: z.string().min(1).describe('Name of the monitored primary (the `sentinel monitor` name).'),

@@ -302,6 +302,7 @@ export const sidecarConfigSchema = z.strictObject({
             .describe('Redis holding the counters of RateLimitPolicy rules with scope: global, shared by every sidecar. A password belongs in passwordFile, not here.'),
           passwordFile: z.string().optional().describe('File holding the Redis password (AUTH), read at start; never logged.'),
           username: z.string().optional().describe('Redis ACL user name.'),
+          caFile: z.string().optional().describe('PEM bundle of the CA that signs the Redis server certificate, for rediss:// with a private CA; the system roots otherwise.'),
           timeout: duration
             .default(100)
             .describe("Time a counter update may take; past it the rule's failureMode decides the call. Well above a healthy Redis' sub-millisecond answer, so a sidecar whose event loop stalls under CPU pressure does not mistake its own lateness for an outage."),

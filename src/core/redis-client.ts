@@ -15,6 +15,8 @@ export interface RedisConnectionOptions {
   readonly url: string;
   readonly username?: string | undefined;
   readonly passwordFile?: string | undefined;
+  /** PEM bundle that signs the server's certificate, for rediss:// with a private CA (the system roots otherwise). */
+  readonly caFile?: string | undefined;
   readonly sentinel?: { readonly name: string; readonly addresses: readonly string[]; readonly passwordFile?: string | undefined } | undefined;
 }
 
@@ -40,7 +42,8 @@ export function createRedisClient(conn: RedisConnectionOptions, tuning: RedisOpt
     ...(conn.username ? { username: conn.username } : {}),
     ...(password ? { password } : {}),
   };
-  if (!conn.sentinel) return new Redis(conn.url, { ...credentials, ...tuning });
+  const tlsOptions = conn.caFile ? { ca: readFileSync(conn.caFile, 'utf8') } : {};
+  if (!conn.sentinel) return new Redis(conn.url, { ...credentials, ...(conn.caFile && conn.url.startsWith('rediss:') ? { tls: tlsOptions } : {}), ...tuning });
   // Through Sentinel the URL gives the scheme (TLS to the primary and to the Sentinels), the database and credentials.
   const url = new URL(conn.url);
   const tls = url.protocol === 'rediss:';
@@ -54,7 +57,7 @@ export function createRedisClient(conn: RedisConnectionOptions, tuning: RedisOpt
     name: conn.sentinel.name,
     db,
     ...(sentinelPassword ? { sentinelPassword } : {}),
-    ...(tls ? { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
+    ...(tls ? { tls: tlsOptions, enableTLSForSentinelMode: true, sentinelTLS: tlsOptions } : {}),
     ...tuning,
   });
 }

@@ -28,7 +28,7 @@ export async function issueCert(opts: {
   /** Extended key usages (OIDs); default serverAuth and clientAuth. */
   extendedKeyUsages?: string[];
   /** Subject alternative names instead of the one SPIFFE URI (e.g. a DNS name only). */
-  sans?: Array<{ type: 'url' | 'dns'; value: string }>;
+  sans?: Array<{ type: 'url' | 'dns' | 'ip'; value: string }>;
 }): Promise<TestCert> {
   const keys = (await generateKeyPair('ecdsa-p256')) as webcrypto.CryptoKeyPair;
   const notBefore = opts.notBefore ?? new Date(Date.now() - 60_000);

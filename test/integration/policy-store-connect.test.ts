@@ -4,6 +4,8 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRedisClient } from '../../src/core/redis-client.ts';
+import { issueCert } from '../helpers/mesh-pki.ts';
 import { freePort } from '../helpers/process.ts';
 import { redisReplicaKit } from '../helpers/policy-redis.ts';
 import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
@@ -32,6 +34,26 @@ async function startSentinel(dir: string, primaryPort: number): Promise<{ port: 
     child.stdout!.on('data', (chunk: Buffer) => {
       out += chunk.toString();
       if (out.includes('+monitor master mesh')) resolve();
+    });
+  });
+  child.stdout!.resume();
+  return { port, child };
+}
+
+/** redis-server serving TLS only, with the given certificate, ready once it accepts. */
+async function startTlsRedis(dir: string, files: { ca: string; cert: string; key: string }): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const child = spawn(
+    'redis-server',
+    ['--port', '0', '--tls-port', String(port), '--tls-cert-file', files.cert, '--tls-key-file', files.key, '--tls-ca-cert-file', files.ca, '--tls-auth-clients', 'no', '--bind', '127.0.0.1', '--save', '', '--dir', dir],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.once('exit', (code) => reject(new Error(`TLS redis-server exited ${code}: ${out}`)));
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('Ready to accept connections')) resolve();
     });
   });
   child.stdout!.resume();
@@ -76,6 +98,45 @@ describe.skipIf(skip !== undefined)('policy store connections (store: redis)', (
     expect(dump).not.toContain('policy-secret');
     sub.close();
     await ps.close();
+  });
+
+  it('speaks TLS (rediss://) to a Redis whose certificate a private CA signs, trusting only the configured caFile', async () => {
+    const ca = await issueCert({ spiffeId: 'spiffe://test/ca', isCa: true, sans: [{ type: 'dns', value: 'redis-ca' }] });
+    const server = await issueCert({ spiffeId: 'spiffe://test/redis', issuer: ca, sans: [{ type: 'ip', value: '127.0.0.1' }] });
+    const files = { ca: path.join(h.dir, 'redis-ca.pem'), cert: path.join(h.dir, 'redis.crt'), key: path.join(h.dir, 'redis.key') };
+    await writeFile(files.ca, ca.certPem);
+    await writeFile(files.cert, server.certPem);
+    await writeFile(files.key, server.keyPem);
+    const tlsRedis = await startTlsRedis(h.dir, files);
+    try {
+      const url = `rediss://127.0.0.1:${tlsRedis.port}`;
+      // The system roots do not know the private CA: without caFile the handshake fails.
+      const untrusting = createRedisClient({ url }, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      const refused: string[] = [];
+      untrusting.on('error', (err: Error) => refused.push(err.message));
+      await expect(untrusting.connect()).rejects.toThrow();
+      expect(refused.join('; ')).toMatch(/certificate/i);
+      untrusting.disconnect();
+
+      const kit = await redisReplicaKit(h, url);
+      const base = await kit.overrides('tls', {});
+      const ps = await h.start({ ...base, redis: { ...base.redis!, caFile: files.ca } });
+      const billing = await h.identity('shop', 'billing');
+      const sub = ps.subscribe(billing, { sidecarId: 'billing-tls', address: '10.1.0.3:15006' });
+      await sub.next();
+      const reader = createRedisClient({ url, caFile: files.ca }, {});
+      await expect
+        .poll(async () => {
+          const keys = (await reader.keys('meshgate:ps:registry:replica-*')).filter((k) => !k.endsWith(':replicas'));
+          return (await Promise.all(keys.map((k) => reader.get(k)))).some((b) => b?.includes('10.1.0.3:15006'));
+        }, { timeout: 5_000, interval: 20 })
+        .toBe(true);
+      reader.disconnect();
+      sub.close();
+      await ps.close();
+    } finally {
+      tlsRedis.child.kill('SIGKILL');
+    }
   });
 
   it('finds the primary through Sentinel', async () => {

@@ -76,6 +76,8 @@ export interface RedisStoreOptions {
   readonly url: string;
   readonly username?: string | undefined;
   readonly passwordFile?: string | undefined;
+  /** PEM bundle of a private CA for rediss:// (src/core/redis-client.ts). */
+  readonly caFile?: string | undefined;
   /** Milliseconds a take may last, from the call to its answer, before it counts as failed. */
   readonly timeout: number;
   readonly keyPrefix: string;

@@ -97,6 +97,7 @@ export async function openPolicyStore(config: PolicyServerConfig, registry: Serv
       {
         ...redisConfig,
         ...(redisConfig.passwordFile ? { passwordFile: resolvePath(redisConfig.passwordFile) } : {}),
+        ...(redisConfig.caFile ? { caFile: resolvePath(redisConfig.caFile) } : {}),
         ...(redisConfig.sentinel ? { sentinel: { ...redisConfig.sentinel, ...(redisConfig.sentinel.passwordFile ? { passwordFile: resolvePath(redisConfig.sentinel.passwordFile) } : {}) } } : {}),
       },
       { logger, metrics, clock },
