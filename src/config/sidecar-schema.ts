@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { policySubscriberConfigSchema } from './policy-subscriber-schema.ts';
-import { createRegexSafetyChecker } from './regex-safety.ts';
+import { CONFIG_ROUTE_BOUNDS, routeSchema } from './route-schema.ts';
 import { byteSize, duration } from './durations.ts';
 import { logLevelSchema, tracingConfigSchema } from './telemetry-schema.ts';
 
@@ -20,92 +20,7 @@ const listener = (defaultPort: number, defaultAddress: string) =>
     port: z.number().int().min(0).max(65535).default(defaultPort).describe('Port to bind; 0 picks a free port.'),
   });
 
-/**
- * A route regex, checked as policy regexes are (src/config/regex-safety.ts):
- * it must compile, and must not backtrack catastrophically as the router
- * runs it (anchored), or one crafted path could stall the sidecar.
- */
-const routeRegex = z
-  .string()
-  .max(512)
-  .superRefine((written, ctx) => {
-    try {
-      new RegExp(written);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: `not a valid regular expression (${(err as Error).message.replace(/^Invalid regular expression: /, '')})` });
-      return;
-    }
-    const problem = createRegexSafetyChecker().check(`^(?:${written})$`);
-    if (problem) ctx.addIssue({ code: 'custom', message: problem });
-  });
-
-const stringMatch = z
-  .strictObject({
-    exact: z.string().optional().describe('Matches the whole value.'),
-    prefix: z.string().optional().describe('Matches the start of the value.'),
-    regex: routeRegex.optional().describe('ECMAScript regular expression, anchored to the whole value; refused when it could backtrack catastrophically (checked as policy regexes are).'),
-  })
-  .refine((m) => [m.exact, m.prefix, m.regex].filter((v) => v !== undefined).length === 1, {
-    message: 'expected exactly one of exact, prefix, regex',
-  });
-
-const headerMatch = z.strictObject({
-  name: z.string().min(1).describe('Header (or query parameter) name; header names are case-insensitive.'),
-  exact: z.string().optional().describe('Value equals this.'),
-  prefix: z.string().optional().describe('Value starts with this.'),
-  regex: routeRegex.optional().describe('Value matches this anchored regular expression (checked as policy regexes are).'),
-  present: z.boolean().optional().describe('true: must be present (any value); false: must be absent.'),
-});
-
-const headerMutation = z.strictObject({
-  set: z.record(z.string(), z.string()).default({}).describe('Headers to set, replacing any value.'),
-  add: z.record(z.string(), z.string()).default({}).describe('Headers to append to existing values.'),
-  remove: z.array(z.string()).default([]).describe('Header names to remove.'),
-});
-
-const retryOn = z.enum(['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-status-codes', 'unavailable', 'resource-exhausted', 'cancelled', 'deadline-exceeded']);
-
-const retryPolicy = z.strictObject({
-  attempts: z.number().int().min(0).max(10).default(2).describe('Retries after the first attempt (0 disables).'),
-  perTryTimeout: duration.optional().describe('Timeout of each attempt; defaults to the route timeout.'),
-  retryOn: z
-    .array(retryOn)
-    .default(['connect-failure', 'reset', 'gateway-error', 'unavailable'])
-    .describe('Conditions that trigger a retry (Envoy names): 5xx, gateway-error (502/503/504), reset, connect-failure, retriable-status-codes, and gRPC statuses unavailable, resource-exhausted, cancelled, deadline-exceeded.'),
-  statusCodes: z.array(z.number().int().min(100).max(599)).default([]).describe('HTTP statuses retried when retryOn has retriable-status-codes.'),
-  backoff: z
-    .strictObject({
-      base: duration.default(25).describe('First backoff ceiling (full jitter).'),
-      max: duration.default(250).describe('Largest backoff ceiling.'),
-    })
-    .prefault({})
-    .describe('Backoff between attempts.'),
-  bufferLimit: byteSize.default(65536).describe('Largest request body kept in memory so an attempt can be replayed; bigger bodies are not retried.'),
-});
-
-const backend = z.strictObject({
-  service: z.string().optional().describe('Target service `name[.namespace]`; defaults to the service that owns the route.'),
-  subset: z.record(z.string(), z.string()).optional().describe('Only endpoints whose labels contain all of these (e.g. version: v2).'),
-  weight: z.number().int().min(0).max(10000).default(1).describe('Relative share of calls.'),
-});
-
-const route = z.strictObject({
-  name: z.string().optional().describe('Route name used in metrics and logs.'),
-  match: z
-    .strictObject({
-      path: stringMatch.optional().describe('Path match (exact, prefix or regex) on the path without query.'),
-      methods: z.array(z.string().toUpperCase()).optional().describe('Allowed methods; any when omitted.'),
-      headers: z.array(headerMatch).default([]).describe('Every header match must hold.'),
-      query: z.array(headerMatch).default([]).describe('Every query-parameter match must hold.'),
-    })
-    .prefault({})
-    .describe('Conditions; an empty match matches every call.'),
-  backends: z.array(backend).min(1).optional().describe('Weighted split between backends; defaults to all endpoints of the service.'),
-  timeout: duration.default(15_000).describe('Whole-call timeout until the response head, all attempts included.'),
-  retries: retryPolicy.optional().describe('Retry policy; only idempotent methods and gRPC calls with a retryable status are retried.'),
-  requestHeaders: headerMutation.prefault({}).describe('Request header changes.'),
-  responseHeaders: headerMutation.prefault({}).describe('Response header changes.'),
-});
+const route = routeSchema(CONFIG_ROUTE_BOUNDS);
 
 const endpoint = z.strictObject({
   address: hostPort.describe('host:port of the endpoint (a peer sidecar inbound, or an external service).'),

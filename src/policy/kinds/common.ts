@@ -1,8 +1,11 @@
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
-import { byteSize as configByteSize, duration as configDuration } from '../../config/durations.ts';
+import { duration, httpMethod } from '../../config/schema-primitives.ts';
 import { POLICY_API_VERSION } from '../types.ts';
 import type { PolicyLimits } from '../limits.ts';
+
+// The pieces a sidecar config shares with policy documents live with the config schemas.
+export { byteSize, duration, headerName, httpMethod, serviceRef } from '../../config/schema-primitives.ts';
 
 /*
  * Schema pieces shared by the policy kinds. Schemas are built per set of
@@ -20,45 +23,18 @@ const DNS_LABEL_MESSAGE = 'expected a DNS label (lower-case letters, digits and 
 
 export const dnsLabel = z.string().max(63, DNS_LABEL_MESSAGE).regex(DNS_LABEL_RE, DNS_LABEL_MESSAGE);
 
-/** `name` or `name.namespace`, each a DNS label. */
-export const serviceRef = z
-  .string()
-  .max(127)
-  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$/, 'expected a service as name or name.namespace (DNS labels)');
-
 /** Rule and version names: used in rule ids (`namespace/policy#rule`), metrics labels and logs. */
 export const ruleName = z
   .string()
   .max(63, 'expected a rule name (letters, digits, "-", "_" and ".", at most 63 characters)')
   .regex(/^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$/, 'expected a rule name (letters, digits, "-", "_" and ".", at most 63 characters)');
 
-/** A duration (`250ms`, `30s`, `2m`, `1h`) or an integer number of milliseconds; parsed to milliseconds. */
-export const duration = z.union([z.number().int().nonnegative(), configDuration], {
-  error: 'expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer)',
-});
-
 export const positiveDuration = duration.refine((ms) => ms > 0, 'must be longer than 0');
-
-/** A size (`65536`, `64KiB`, `10MiB`); parsed to bytes. */
-export const byteSize = z.union(configByteSize.options, { error: 'expected a size like 65536, 64KiB or 10MiB' });
 
 export const mode = z
   .enum(['enforce', 'shadow'])
   .default('enforce')
   .describe('enforce: decisions apply; shadow: evaluated and counted as would-deny (meshgate_shadow_denials_total), never enforced.');
-
-export const httpMethod = z
-  .string()
-  .toUpperCase()
-  .regex(/^[A-Z]+$/, 'expected an HTTP method like GET or POST');
-
-/** Lower-cased, as HTTP/2 and Node present header names. */
-export const headerName = z
-  .string()
-  .min(1)
-  .max(256)
-  .toLowerCase()
-  .regex(/^[a-z0-9!#$%&'*+.^_`|~-]+$/, 'expected an HTTP header name');
 
 /** A single-`*` wildcard: `*`, `prefix*`, `*suffix` or an exact value. */
 export function isWildcardPattern(text: string): boolean {

@@ -1,100 +1,20 @@
 import { z } from 'zod';
 import type { PolicyLimits } from '../limits.ts';
-import { byteSize, documentSchema, duration, headerName, httpMethod, refineUniqueNames, ruleName, schemaParts, serviceRef } from './common.ts';
+import { routeSchema as configRouteSchema } from '../../config/route-schema.ts';
+import { documentSchema, refineUniqueNames, ruleName, schemaParts, serviceRef } from './common.ts';
 import type { RegexUse } from './common.ts';
 
 /*
  * Route: how the callers picked by `selector` reach `service`: routes tried in
- * order (the same shape, defaults and output as a sidecar config's
- * services[].routes, so src/outbound/router.ts compiles either), plus named
- * versions (label subsets) with optional deprecation.
- *
- * Why a mirror and not an import of the sidecar schema: policy documents must
- * re-validate to themselves (durations come out as milliseconds and must be
- * accepted as milliseconds), their lists are bounded by PolicyLimits, and
- * their regexes are checked for catastrophic backtracking. A unit test keeps
- * the field names of both in step (test/unit/policy/kinds.test.ts).
+ * order (one schema with a sidecar config's services[].routes,
+ * src/config/route-schema.ts, so src/outbound/router.ts compiles either),
+ * plus named versions (label subsets) with optional deprecation.
  */
 
 export function routeSpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
-  const regex = z.string().min(1).max(limits.maxPatternLength);
-
-  const stringMatch = z
-    .strictObject({
-      exact: z.string().max(limits.maxPatternLength).optional().describe('Matches the whole value.'),
-      prefix: z.string().max(limits.maxPatternLength).optional().describe('Matches the start of the value.'),
-      regex: regex.optional().describe('ECMAScript regular expression, anchored to the whole value; checked for catastrophic backtracking.'),
-    })
-    .refine((m) => [m.exact, m.prefix, m.regex].filter((v) => v !== undefined).length === 1, 'expected exactly one of exact, prefix, regex');
-
-  const headerMatch = z
-    .strictObject({
-      name: z.string().min(1).max(256).describe('Header (or query parameter) name; header names are case-insensitive.'),
-      exact: z.string().max(limits.maxPatternLength).optional().describe('Value equals this.'),
-      prefix: z.string().max(limits.maxPatternLength).optional().describe('Value starts with this.'),
-      regex: regex.optional().describe('Value matches this anchored regular expression.'),
-      present: z.boolean().optional().describe('true: must be present (any value); false: must be absent.'),
-    })
-    .refine((m) => [m.exact, m.prefix, m.regex, m.present].filter((v) => v !== undefined).length <= 1, 'expected at most one of exact, prefix, regex, present');
-
-  const headerMutation = z.strictObject({
-    set: z
-      .record(headerName, z.string().max(limits.maxStringLength))
-      .default({})
-      .refine((r) => Object.keys(r).length <= limits.maxListValues, `at most ${limits.maxListValues} headers`)
-      .describe('Headers to set, replacing any value.'),
-    add: z
-      .record(headerName, z.string().max(limits.maxStringLength))
-      .default({})
-      .refine((r) => Object.keys(r).length <= limits.maxListValues, `at most ${limits.maxListValues} headers`)
-      .describe('Headers to append to existing values.'),
-    remove: p.list(headerName).default([]).describe('Header names to remove.'),
-  });
-
-  const retryOn = z.enum(['5xx', 'gateway-error', 'reset', 'connect-failure', 'retriable-status-codes', 'unavailable', 'resource-exhausted', 'cancelled', 'deadline-exceeded']);
-
-  const retryPolicy = z.strictObject({
-    attempts: z.number().int().min(0).max(10).default(2).describe('Retries after the first attempt (0 disables).'),
-    perTryTimeout: duration.optional().describe('Timeout of each attempt; defaults to the route timeout.'),
-    retryOn: p
-      .list(retryOn)
-      .default(['connect-failure', 'reset', 'gateway-error', 'unavailable'])
-      .describe('Conditions that trigger a retry (Envoy names).'),
-    statusCodes: p.list(z.number().int().min(100).max(599)).default([]).describe('HTTP statuses retried when retryOn has retriable-status-codes.'),
-    backoff: z
-      .strictObject({
-        base: duration.default(25).describe('First backoff ceiling (full jitter).'),
-        max: duration.default(250).describe('Largest backoff ceiling.'),
-      })
-      .prefault({})
-      .describe('Backoff between attempts.'),
-    bufferLimit: byteSize.default(65536).describe('Largest request body kept in memory so an attempt can be replayed.'),
-  });
-
-  const backend = z.strictObject({
-    service: serviceRef.optional().describe('Target service `name[.namespace]` (namespace defaults to that of spec.service); defaults to spec.service.'),
-    subset: z.record(z.string().max(253), z.string().max(63)).optional().describe('Only endpoints whose labels contain all of these (e.g. version: v2).'),
-    weight: z.number().int().min(0).max(10000).default(1).describe('Relative share of calls.'),
-  });
-
-  const route = z.strictObject({
-    name: z.string().max(63).optional().describe('Route name used in metrics and logs.'),
-    match: z
-      .strictObject({
-        path: stringMatch.optional().describe('Path match (exact, prefix or regex) on the path without query.'),
-        methods: p.list(httpMethod).optional().describe('Allowed methods; any when omitted.'),
-        headers: p.list(headerMatch).default([]).describe('Every header match must hold.'),
-        query: p.list(headerMatch).default([]).describe('Every query-parameter match must hold.'),
-      })
-      .prefault({})
-      .describe('Conditions; an empty match matches every call.'),
-    backends: p.list(backend).min(1).optional().describe('Weighted split between backends; defaults to all endpoints of the service.'),
-    timeout: duration.default(15_000).describe('Whole-call timeout until the response head, all attempts included.'),
-    retries: retryPolicy.optional().describe('Retry policy; only idempotent methods and retryable gRPC statuses are retried.'),
-    requestHeaders: headerMutation.prefault({}).describe('Request header changes.'),
-    responseHeaders: headerMutation.prefault({}).describe('Response header changes.'),
-  });
+  // The sidecar config's route schema, with this document's bounds; its regexes are checked per document (routeRegexes).
+  const route = configRouteSchema({ maxListValues: limits.maxListValues, maxPatternLength: limits.maxPatternLength, maxStringLength: limits.maxStringLength, regexCheck: 'later' });
 
   const isoDate = z
     .string()

@@ -307,8 +307,8 @@ function fieldTree(schema: z.ZodType): unknown {
   }
 }
 
-describe('Route mirrors the sidecar route schema', () => {
-  it('has the same fields, at every level', () => {
+describe('Route and the sidecar config share one route schema', () => {
+  it('has the same fields, at every level (src/config/route-schema.ts builds both)', () => {
     const services = sidecarConfigSchema.shape.services.unwrap().element;
     const sidecarRoute = services.shape.routes.unwrap().element;
     const policyRoute = routeSchema(DEFAULT_POLICY_LIMITS).shape.spec.shape.routes.unwrap().element;
