@@ -236,6 +236,12 @@ function droppedSpanCounter(onDrop: () => void): MeterProvider {
   return { getMeter: () => meter };
 }
 
+/** Who a role's spans come from: the default `service.name` and the role's resource attributes. */
+export interface TracingIdentity {
+  readonly serviceName: string;
+  readonly resource: Readonly<Record<string, string>>;
+}
+
 /**
  * A role's tracing from its `telemetry.tracing` section and the environment
  * the CLI read: resolves the settings, reports each value that fell back to a
