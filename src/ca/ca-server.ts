@@ -13,7 +13,6 @@ import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { formatSpiffeId } from '../core/spiffe-id.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { startTracing } from '../telemetry/tracing.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAuditLog } from './audit-log.ts';
@@ -40,8 +39,8 @@ export interface CaDeps {
   readonly random?: Random;
   /** Serial numbers; a CSPRNG unless a test pins it. */
   readonly randomBytes?: (size: number) => Buffer;
-  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
-  readonly tracing?: Tracing;
+  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller shuts it down after `close`. */
+  readonly tracing: Tracing;
 }
 
 export interface RunningCa {
@@ -77,9 +76,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
   const verifier = await createTokenVerifier(config.tokens, { clock, trustDomain: config.trustDomain, resolvePath, configFile });
   const signer = await createLeafSigner(material, { clock, ...(deps.randomBytes ? { randomBytes: deps.randomBytes } : {}) });
   const metrics = createCaMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
-  const tracing =
-    deps.tracing ??
-    (await startTracing(config.telemetry.tracing, {}, { logger, serviceName: 'meshgate-ca', resource: { 'service.namespace': CA_NAMESPACE, 'meshgate.role': 'ca' } }));
+  const { tracing } = deps;
   registerTracingMetrics(metrics.registry, tracing);
   metrics.signingCertExpiry.set(material.chainNotAfter.getTime() / 1000);
   let audit;
@@ -184,7 +181,6 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
       });
       await admin.close();
       await audit.close();
-      if (!deps.tracing) await tracing.shutdown();
     },
   };
 

@@ -14,7 +14,6 @@ import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
 import type { WireSnapshot } from '../policy/policy-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { startTracing } from '../telemetry/tracing.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAdminApi } from './admin-api.ts';
@@ -50,8 +49,8 @@ export interface PolicyServerDeps {
   readonly model?: PolicyServerModel;
   /** Replica name when config.serverId is absent; default `<hostname>-<pid>`. */
   readonly defaultServerId?: string;
-  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
-  readonly tracing?: Tracing;
+  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller shuts it down after `close`. */
+  readonly tracing: Tracing;
 }
 
 export interface RunningPolicyServer {
@@ -87,15 +86,12 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   const ownModel = deps.model ? undefined : await defaultModel();
   const model = deps.model ?? ownModel!;
   const metrics = createPolicyServerMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
-  const tracing =
-    deps.tracing ??
-    (await startTracing(config.telemetry.tracing, {}, { logger, serviceName: 'meshgate-policy-server', resource: { 'service.namespace': 'meshgate-system', 'meshgate.role': 'policy-server', 'service.instance.id': serverId } }));
+  const { tracing } = deps;
   registerTracingMetrics(metrics.registry, tracing);
   const spiffeId = policyServerSpiffeId(config.identity.trustDomain, config.identity.serviceAccount);
   const lifetime = new AbortController();
   const cleanups: Array<() => Promise<void> | void> = [() => lifetime.abort()];
   if (ownModel) cleanups.push(() => ownModel.close()); // its parser's worker thread, after the store (cleanups run in reverse)
-  if (!deps.tracing) cleanups.push(() => tracing.shutdown());
   const undo = async (): Promise<void> => {
     for (const step of cleanups.reverse()) await step();
   };
