@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { createAdminServer } from '../admin/admin-server.ts';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
@@ -20,8 +21,6 @@ import { createAdminApi } from './admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
 import type { SubscriberDirectory } from './contracts.ts';
 import type { FolderDocumentStore, PolicyModel } from './document-store.ts';
-import { createPolicyAdminListener } from './policy-admin-listener.ts';
-import type { PolicyAdminListener } from './policy-admin-listener.ts';
 import { createPolicyServerMetrics } from './policy-server-metrics.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 import { createRbac } from './rbac.ts';
@@ -216,9 +215,11 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
       logger: logger.child({ component: 'admin-api' }),
     });
     const adminTls = (c: WorkloadCredentials) => ({ key: c.keyPem, cert: c.chainPem.join(''), ca: [...c.trustBundlePem] });
-    const admin: PolicyAdminListener = createPolicyAdminListener({
+    const admin = createAdminServer({
       registry: metrics.registry,
-      mount: adminApi,
+      routes: adminApi,
+      // The admin API takes request bodies and bearer tokens: more room than a GET-only listener.
+      limits: { maxHeaderSize: 16_384, requestTimeout: 30_000, headersTimeout: 10_000 },
       ...(config.admin.tls ? { tls: adminTlsServerOptions(adminTls(creds)) } : {}),
       readiness: () => {
         const certOk = manager.valid();
