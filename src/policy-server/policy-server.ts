@@ -1,11 +1,11 @@
 import { hostname } from 'node:os';
-import { isIP } from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createAdminServer } from '../admin/admin-server.ts';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { bindGrpc, stopGrpc } from '../core/listen.ts';
 import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
@@ -177,30 +177,8 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
     server.addService(service, { Subscribe: (call: SubscribeCall) => subscriptions.subscribe(call) });
-    const where = hostPort(config.listen.address, config.listen.port);
-    let grpcPort: number;
-    try {
-      grpcPort = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(where, grpcTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
-      });
-    } catch (err) {
-      const message = (err as Error).message;
-      if (/EADDRINUSE|address already in use/i.test(message)) throw Object.assign(new Error(`address in use: ${where}`), { code: 'EADDRINUSE', address: config.listen.address, port: config.listen.port });
-      throw new Error(`cannot listen on ${where}: ${message}`);
-    }
-    cleanups.push(
-      () =>
-        new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, 3_000);
-          server.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
-        }),
-    );
+    const grpcPort = await bindGrpc(server, config.listen.address, config.listen.port, grpcTls.credentials);
+    cleanups.push(() => stopGrpc(server, 3_000));
     cleanups.push(() => subscriptions.closeAll('policy server shutting down'));
 
     const auth = await createAdminAuthenticator(config.adminApi, { clock, resolvePath, configFile });
@@ -287,10 +265,6 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
 async function defaultModel(): Promise<PolicyServerModel & { close(): Promise<void> }> {
   const { policyServerModel } = await import('./policy-model.ts');
   return policyServerModel();
-}
-
-function hostPort(address: string, port: number): string {
-  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function describeCertificate(manager: CertificateManager): unknown {
