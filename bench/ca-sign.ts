@@ -32,6 +32,7 @@ import { bearerMetadata, createCaClient } from '../src/identity/ca-api.ts';
 import type { CaClient } from '../src/identity/ca-api.ts';
 import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../src/identity/x509.ts';
 import type { KeyType } from '../src/identity/x509.ts';
+import { noTracing } from '../src/telemetry/tracing.ts';
 
 const { values } = parseArgs({
   options: {
@@ -97,7 +98,7 @@ try {
     log: { level: 'warn' },
   });
   const logger = pino({ level: 'warn' });
-  const ca = await startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'bench' });
+  const ca = await startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'bench', tracing: noTracing('meshgate-ca') });
 
   const workloads = await Promise.all(
     Array.from({ length: clients }, async (_, i) => {

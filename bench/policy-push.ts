@@ -58,6 +58,7 @@ import { createCsr, generateKeyPair, privateKeyToPem } from '../src/identity/x50
 import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../src/policy/policy-api.ts';
 import type { ClientIdentity, PolicyClient, PolicyStream, WireSnapshot } from '../src/policy/policy-api.ts';
 import { writeFileAtomic } from '../src/policy-server/atomic-file.ts';
+import { noTracing } from '../src/telemetry/tracing.ts';
 import { spawnPolicyServer, startPushRedis, stopChild } from './lib/push-replicas.ts';
 
 const { values } = parseArgs({
@@ -209,7 +210,7 @@ try {
     rateLimit: { perIdentity: { requests: 1_000_000, window: '1m' } },
     log: { level: 'warn' },
   });
-  const ca = await startCa(caConfig, { logger: pino({ level: 'warn' }), clock: systemClock, configDir: dir, configFile: 'bench' });
+  const ca = await startCa(caConfig, { logger: pino({ level: 'warn' }), clock: systemClock, configDir: dir, configFile: 'bench', tracing: noTracing('meshgate-ca') });
   caClose = () => ca.close();
   const tokenKey = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
   const token = (ns: string, sa: string) => mintToken({ keyPem: tokenKey, namespace: ns, serviceAccount: sa, ttlMs: 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: systemClock });

@@ -12,6 +12,7 @@ import { systemClock } from '../../src/core/clock.ts';
 import { bearerMetadata, createCaClient } from '../../src/identity/ca-api.ts';
 import { createCsr, generateKeyPair, privateKeyToPem } from '../../src/identity/x509.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
+import { noTracing } from '../../src/telemetry/tracing.ts';
 import type { TlsKeyType } from './tls-settings.ts';
 
 /*
@@ -57,7 +58,7 @@ export async function startBenchPki(dir: string, keyType: TlsKeyType): Promise<B
   };
   const config = parseConfigText(JSON.stringify(input), 'bench-ca.yaml', caConfigSchema);
   const logger = createLogger({ level: 'warn', name: 'ca', destination: process.stderr });
-  const ca: RunningCa = await startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'bench-ca.yaml' });
+  const ca: RunningCa = await startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'bench-ca.yaml', tracing: noTracing('meshgate-ca') });
   const caAddress = `127.0.0.1:${ca.grpcPort}`;
   const tokenKeyPem = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
   const client = createCaClient(caAddress, grpc.credentials.createSsl(Buffer.from(ca.trustBundlePem.join(''))));

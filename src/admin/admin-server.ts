@@ -1,7 +1,15 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
+import { sendErrorBody, sendText } from './admin-reply.ts';
+import type { AdminRoute } from './admin-reply.ts';
+import { banRoutes } from './ban-routes.ts';
+import type { BanAdmin } from './ban-routes.ts';
+
+export type { BanAdmin } from './ban-routes.ts';
 
 export interface ReadinessReport {
   readonly ready: boolean;
@@ -9,60 +17,79 @@ export interface ReadinessReport {
   readonly checks: Readonly<Record<string, string>>;
 }
 
+/** Extra admin paths, tried after the built-in ones: answers the requests it knows, returns false for the rest. */
+export type AdminRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
 export interface AdminDeps {
   /** `skipApp`: `/ready?skip=app`, readiness without the local app (a native sidecar's startup probe: the app starts after it). */
-  readiness(opts?: { readonly skipApp: boolean }): Promise<ReadinessReport>;
+  readiness(opts?: { readonly skipApp: boolean }): ReadinessReport | Promise<ReadinessReport>;
   /** Effective configuration and state; must never contain a key or a token. */
   configDump(): unknown;
   readonly registry: Registry;
   /** The sidecar's auto-ban list: `GET /bans`, `DELETE /bans/{address}`. Absent: those paths are 404. */
   readonly bans?: BanAdmin;
-}
-
-export interface BanAdmin {
-  /** Live bans as JSON values (`{address, until, reason, count}`). */
-  list(): readonly unknown[];
-  /** Lifts one ban; `address` as the operator wrote it. */
-  remove(address: string): { readonly status: 'removed'; readonly ban: unknown } | { readonly status: 'not_found' | 'invalid' };
+  /** A role's own paths (the policy server's admin API under /api/v1/). */
+  readonly routes?: AdminRoutes;
+  /** TLS options; plain HTTP when absent. */
+  readonly tls?: TlsOptions;
+  /** node:http limits; the defaults suit GET-only listeners. */
+  readonly limits?: { readonly maxHeaderSize: number; readonly requestTimeout: number; readonly headersTimeout: number };
 }
 
 export interface AdminServer {
   listen(port: number, host: string): Promise<AddressInfo>;
+  /** Swaps a rotated certificate into a TLS listener; open connections keep theirs. */
+  updateTls(context: SecureContextOptions): void;
   close(): Promise<void>;
 }
 
-/** The admin listener every role has: /live, /ready, /metrics, /config_dump (and /bans on a sidecar). */
+const READ = ['GET', 'HEAD'] as const;
+const DEFAULT_LIMITS = { maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5_000 };
+
+/**
+ * The admin listener every role has: /live, /ready, /metrics, /config_dump,
+ * /bans on a sidecar, and a role's own routes on the same port. An unknown
+ * path is 404 and a known path with another method 405 with `Allow`, both
+ * `{code, reason}` as JSON, whichever role answers.
+ */
 export function createAdminServer(deps: AdminDeps): AdminServer {
-  const server = http.createServer({ maxHeaderSize: 8192, requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => {
+  const builtIn = new Map<string, AdminRoute>([
+    ['/live', { methods: READ, handle: (_req, res) => sendText(res, 200, 'text/plain', 'live\n') }],
+    ['/ready', { methods: READ, handle: (req, res) => ready(deps, req, res) }],
+    [
+      '/metrics',
+      {
+        methods: READ,
+        handle: (_req, res) =>
+          void deps.registry.metrics().then(
+            (text) => sendText(res, 200, deps.registry.contentType, text),
+            () => sendText(res, 500, 'text/plain', 'metrics unavailable\n'),
+          ),
+      },
+    ],
+    ['/config_dump', { methods: READ, handle: (_req, res) => sendText(res, 200, 'application/json', JSON.stringify(deps.configDump(), null, 2)) }],
+  ]);
+  const bans = deps.bans ? banRoutes(deps.bans) : undefined;
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
-    if (deps.bans && path.startsWith('/bans/') && req.method === 'DELETE') return deleteBan(deps.bans, path.slice('/bans/'.length), req, res);
-    if (req.method !== 'GET' && req.method !== 'HEAD') return reply(res, 405, 'text/plain', 'method not allowed\n');
-    switch (path) {
-      case '/live':
-        return reply(res, 200, 'text/plain', 'live\n');
-      case '/ready':
-        deps.readiness({ skipApp: new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('skip') === 'app' }).then(
-          (report) => reply(res, report.ready ? 200 : 503, 'application/json', JSON.stringify(report)),
-          (err: unknown) => reply(res, 503, 'application/json', JSON.stringify({ ready: false, checks: { readiness: String(err) } })),
-        );
-        return;
-      case '/metrics':
-        deps.registry.metrics().then(
-          (text) => reply(res, 200, deps.registry.contentType, text),
-          () => reply(res, 500, 'text/plain', 'metrics unavailable\n'),
-        );
-        return;
-      case '/config_dump':
-        return reply(res, 200, 'application/json', JSON.stringify(deps.configDump(), null, 2));
-      case '/bans':
-        if (!deps.bans) return reply(res, 404, 'text/plain', 'not found\n');
-        return reply(res, 200, 'application/json', JSON.stringify(deps.bans.list()));
-      default:
-        return reply(res, 404, 'text/plain', 'not found\n');
+    const route = builtIn.get(path) ?? bans?.(path);
+    if (route) {
+      const method = req.method ?? 'GET';
+      if (!route.methods.includes(method)) {
+        return sendErrorBody(res, 405, 'admin.method_not_allowed', `${method} not allowed on ${path}`, {}, { allow: route.methods.join(', ') });
+      }
+      return route.handle(req, res, path);
     }
-  });
+    if (deps.routes?.(req, res)) return;
+    sendErrorBody(res, 404, 'admin.not_found', `no admin path ${path}`);
+  };
+  const limits = deps.limits ?? DEFAULT_LIMITS;
+  const server = deps.tls ? https.createServer({ ...deps.tls, ...limits }, handler) : http.createServer(limits, handler);
   return {
     listen: (port, host) => listenOn(server, port, host),
+    updateTls(context) {
+      if (server instanceof https.Server) server.setSecureContext(context);
+    },
     close() {
       server.closeAllConnections();
       return new Promise((resolve) => server.close(() => resolve()));
@@ -70,26 +97,13 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
   };
 }
 
-/**
- * The one state-changing admin route. The listener is loopback by default;
- * on top of that a browser is turned away (it sends Origin on a DELETE), so a
- * web page open on the host cannot lift bans through it.
- */
-function deleteBan(bans: BanAdmin, encoded: string, req: http.IncomingMessage, res: http.ServerResponse): void {
-  if (req.headers.origin !== undefined) return reply(res, 403, 'application/json', JSON.stringify({ error: 'requests from a browser are refused' }));
-  let address: string;
-  try {
-    address = decodeURIComponent(encoded);
-  } catch {
-    return reply(res, 400, 'application/json', JSON.stringify({ error: 'expected /bans/{address}' }));
-  }
-  const result = bans.remove(address);
-  if (result.status === 'removed') return reply(res, 200, 'application/json', JSON.stringify(result.ban));
-  if (result.status === 'invalid') return reply(res, 400, 'application/json', JSON.stringify({ error: `not an IP address: ${address}` }));
-  return reply(res, 404, 'application/json', JSON.stringify({ error: `${address} is not banned` }));
-}
-
-function reply(res: http.ServerResponse, status: number, type: string, body: string): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store' });
-  res.end(body);
+function ready(deps: AdminDeps, req: http.IncomingMessage, res: http.ServerResponse): void {
+  const skipApp = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('skip') === 'app';
+  // A readiness check that throws is an unready role, not a dropped connection.
+  Promise.resolve()
+    .then(() => deps.readiness({ skipApp }))
+    .then(
+      (report) => sendText(res, report.ready ? 200 : 503, 'application/json', JSON.stringify(report)),
+      (err: unknown) => sendText(res, 503, 'application/json', JSON.stringify({ ready: false, checks: { readiness: String(err) } })),
+    );
 }

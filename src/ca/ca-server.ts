@@ -1,5 +1,4 @@
 import { X509Certificate } from 'node:crypto';
-import { isIP } from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createAdminServer } from '../admin/admin-server.ts';
@@ -7,13 +6,13 @@ import type { CaConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import { runBackgroundLoop } from '../core/background-loop.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { bindGrpc, stopGrpc } from '../core/listen.ts';
 import { loadCaApi } from '../identity/ca-api.ts';
 import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { formatSpiffeId } from '../core/spiffe-id.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { startTracing } from '../telemetry/tracing.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAuditLog } from './audit-log.ts';
@@ -40,8 +39,8 @@ export interface CaDeps {
   readonly random?: Random;
   /** Serial numbers; a CSPRNG unless a test pins it. */
   readonly randomBytes?: (size: number) => Buffer;
-  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
-  readonly tracing?: Tracing;
+  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller shuts it down after `close`. */
+  readonly tracing: Tracing;
 }
 
 export interface RunningCa {
@@ -77,9 +76,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
   const verifier = await createTokenVerifier(config.tokens, { clock, trustDomain: config.trustDomain, resolvePath, configFile });
   const signer = await createLeafSigner(material, { clock, ...(deps.randomBytes ? { randomBytes: deps.randomBytes } : {}) });
   const metrics = createCaMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
-  const tracing =
-    deps.tracing ??
-    (await startTracing(config.telemetry.tracing, {}, { logger, serviceName: 'meshgate-ca', resource: { 'service.namespace': CA_NAMESPACE, 'meshgate.role': 'ca' } }));
+  const { tracing } = deps;
   registerTracingMetrics(metrics.registry, tracing);
   metrics.signingCertExpiry.set(material.chainNotAfter.getTime() / 1000);
   let audit;
@@ -105,17 +102,11 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
   server.addService(api.service, createCaService({ config, material, verifier, signer, limiter, audit, metrics, logger, clock, tracing }));
   let grpcPort: number;
   try {
-    grpcPort = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(hostPort(config.listen.address, config.listen.port), tls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
-    });
+    grpcPort = await bindGrpc(server, config.listen.address, config.listen.port, tls.credentials);
   } catch (err) {
     await audit.close();
     lifetime.abort();
-    const where = hostPort(config.listen.address, config.listen.port);
-    const message = (err as Error).message;
-    // grpc-js reports every bind failure as one message; keep the errno the CLI knows how to print.
-    if (/EADDRINUSE|address already in use/i.test(message)) throw Object.assign(new Error(`address in use: ${where}`), { code: 'EADDRINUSE', address: config.listen.address, port: config.listen.port });
-    throw new Error(`cannot listen on ${where}: ${message}`);
+    throw err;
   }
 
   const admin = createAdminServer({
@@ -172,19 +163,9 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
     trustBundlePem: material.rootsPem,
     async close() {
       lifetime.abort();
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, 5_000);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
-        });
-      });
+      await stopGrpc(server, 5_000);
       await admin.close();
       await audit.close();
-      if (!deps.tracing) await tracing.shutdown();
     },
   };
 
@@ -229,10 +210,6 @@ async function issueServingCertificate(
     ipAddresses: config.serving.ipAddresses,
   });
   return { leaf, material: { keyPem: await privateKeyToPem(keys.privateKey), certChainPem: [leaf.pem, ...material.chainPem].join('') } };
-}
-
-function hostPort(address: string, port: number): string {
-  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function describeCert(pem: string): { subject: string; serial: string; notAfter: string; fingerprint256: string } {

@@ -1,13 +1,10 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
-import type { TracingConfig } from '../config/telemetry-schema.ts';
-import type { Logger } from '../telemetry/logger.ts';
-import type { Tracing } from '../telemetry/tracing.ts';
 import { IPTABLES_HELP } from './iptables.ts';
 import { INJECT_HELP } from './inject-commands.ts';
-
-/** A usage problem: printed as one line, exit code 2. */
-class UsageError extends Error {}
+import { CA_ROLE, POLICY_SERVER_ROLE, SIDECAR_ROLE } from './roles.ts';
+import { runRole, untilSignal } from './run-role.ts';
+import { UsageError } from './usage-error.ts';
 
 const HELP: Record<string, string> = {
   '': `meshgate: a service-mesh sidecar proxy and its control plane
@@ -161,9 +158,9 @@ calls between them through both sidecars, printing each as it happens.`,
 type Command = (args: string[]) => Promise<number>;
 
 const COMMANDS: Record<string, Command> = {
-  sidecar: runSidecar,
-  ca: runCa,
-  'policy-server': runPolicyServer,
+  sidecar: (args) => runRole(SIDECAR_ROLE, args),
+  ca: (args) => runRole(CA_ROLE, args),
+  'policy-server': (args) => runRole(POLICY_SERVER_ROLE, args),
   certs: runCerts,
   token: runToken,
   policy: runPolicy,
@@ -179,154 +176,6 @@ const COMMANDS: Record<string, Command> = {
     return 0;
   },
 };
-
-async function runSidecar(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, 'workload-host': { type: 'string' } }, strict: true });
-  if (!values.config) throw new UsageError('meshgate sidecar: missing --config FILE');
-  // Loaded on demand so `--help` and other commands start fast.
-  const [{ loadConfigFile }, { sidecarConfigSchema }, path] = await Promise.all([import('../config/load.ts'), import('../config/sidecar-schema.ts'), import('node:path')]);
-  const config = withWorkloadHost(await loadConfigFile(values.config, sidecarConfigSchema), values['workload-host']);
-  const [{ systemClock }, { startSidecar }, { createLogger }] = await Promise.all([
-    import('../core/clock.ts'),
-    import('../sidecar/sidecar.ts'),
-    import('../telemetry/logger.ts'),
-  ]);
-  const logger = createLogger({ level: config.log.level, name: 'sidecar' });
-  const tracing = await roleTracing(config.telemetry.tracing, logger, `${config.workload.service}.${config.workload.namespace}`, {
-    'service.namespace': config.workload.namespace,
-    'meshgate.role': 'sidecar',
-    'meshgate.workload': config.workload.service,
-  });
-  const sidecar = await startSidecar(config, {
-    logger,
-    clock: systemClock,
-    random: Math.random,
-    defaultMetrics: true,
-    configFile: values.config,
-    configDir: path.dirname(path.resolve(values.config)),
-    tracing,
-  });
-  return untilSignal(logger, async (signal) => {
-    logger.info({ signal, timeoutMs: config.drain.timeout }, 'draining');
-    const { completed } = await sidecar.drain();
-    logger.info({ completed }, 'drained');
-    await tracing.shutdown(); // the last calls' spans leave before exit
-  });
-}
-
-/** `--workload-host`: the pod IP is known only when the pod runs, after its config file was written. */
-function withWorkloadHost<C extends { readonly workload: object; readonly listeners: { readonly inbound: { readonly port: number } } }>(config: C, host: string | undefined): C {
-  if (host === undefined) return config;
-  if (!/^([A-Za-z0-9.-]+|[0-9a-fA-F:.]+)$/.test(host)) throw new UsageError(`meshgate sidecar: --workload-host: expected a host name or IP address, got "${host}"`);
-  const address = host.includes(':') ? `[${host}]:${config.listeners.inbound.port}` : `${host}:${config.listeners.inbound.port}`;
-  return Object.freeze({ ...config, workload: Object.freeze({ ...config.workload, address }) });
-}
-
-async function runCa(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
-  if (!values.config) throw new UsageError('meshgate ca: missing --config FILE');
-  const [{ loadConfigFile }, { caConfigSchema }, path] = await Promise.all([import('../config/load.ts'), import('../config/ca-schema.ts'), import('node:path')]);
-  const config = await loadConfigFile(values.config, caConfigSchema);
-  const [{ systemClock }, { startCa }, { createLogger }] = await Promise.all([
-    import('../core/clock.ts'),
-    import('../ca/ca-server.ts'),
-    import('../telemetry/logger.ts'),
-  ]);
-  const logger = createLogger({ level: config.log.level, name: 'ca' });
-  await grpcDiagnosticsToLog(logger);
-  const tracing = await roleTracing(config.telemetry.tracing, logger, 'meshgate-ca', { 'service.namespace': 'meshgate-system', 'meshgate.role': 'ca' });
-  const ca = await startCa(config, {
-    logger,
-    clock: systemClock,
-    defaultMetrics: true,
-    configFile: values.config,
-    configDir: path.dirname(path.resolve(values.config)),
-    tracing,
-  });
-  return untilSignal(logger, async (signal) => {
-    logger.info({ signal }, 'stopping');
-    await ca.close();
-    await tracing.shutdown();
-  });
-}
-
-/**
- * grpc-js writes its own diagnostics to console.error (a process-wide setting):
- * route them into the JSON log at debug, so stderr keeps the one-line error contract.
- */
-async function grpcDiagnosticsToLog(logger: { child(bindings: object): { debug(message: string): void } }): Promise<void> {
-  const grpc = await import('@grpc/grpc-js');
-  const grpcLog = logger.child({ component: 'grpc-js' });
-  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
-}
-
-/**
- * Runs until SIGTERM or SIGINT, then `stop` once (a second signal is ignored), flushes the
- * log and resolves with exit code 0: the shutdown every long-running role shares.
- */
-function untilSignal(logger: { flush(): void }, stop: (signal: string) => Promise<void>): Promise<number> {
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const onSignal = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      void stop(signal).finally(() => {
-        logger.flush();
-        resolve(0);
-      });
-    };
-    process.once('SIGTERM', () => onSignal('SIGTERM'));
-    process.once('SIGINT', () => onSignal('SIGINT'));
-  });
-}
-
-async function runPolicyServer(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' } }, strict: true });
-  if (!values.config) throw new UsageError('meshgate policy-server: missing --config FILE');
-  const [{ loadConfigFile }, { policyServerConfigSchema }, path] = await Promise.all([
-    import('../config/load.ts'),
-    import('../config/policy-server-schema.ts'),
-    import('node:path'),
-  ]);
-  const config = await loadConfigFile(values.config, policyServerConfigSchema);
-  const [{ systemClock }, { startPolicyServer }, { createLogger }] = await Promise.all([
-    import('../core/clock.ts'),
-    import('../policy-server/policy-server.ts'),
-    import('../telemetry/logger.ts'),
-  ]);
-  const logger = createLogger({ level: config.log.level, name: 'policy-server' });
-  await grpcDiagnosticsToLog(logger);
-  const tracing = await roleTracing(config.telemetry.tracing, logger, 'meshgate-policy-server', { 'service.namespace': 'meshgate-system', 'meshgate.role': 'policy-server' });
-  const server = await startPolicyServer(config, {
-    logger,
-    clock: systemClock,
-    random: Math.random,
-    defaultMetrics: true,
-    configFile: values.config,
-    configDir: path.dirname(path.resolve(values.config)),
-    tracing,
-  });
-  return untilSignal(logger, async (signal) => {
-    logger.info({ signal }, 'stopping');
-    await server.close();
-    await tracing.shutdown();
-  });
-}
-
-/**
- * A role's tracing from its `telemetry.tracing` section and the standard
- * OTEL_* variables: the CLI is the one place that reads the environment
- * (STYLE.md #6). Bad values fall back and are logged once; never throws.
- */
-async function roleTracing(
-  section: TracingConfig,
-  logger: Logger,
-  serviceName: string,
-  resource: Record<string, string>,
-): Promise<Tracing> {
-  const { startTracing } = await import('../telemetry/tracing.ts');
-  return startTracing(section, process.env, { logger, serviceName, resource });
-}
 
 async function runCerts(args: string[]): Promise<number> {
   const [sub, ...rest] = args;

@@ -9,6 +9,7 @@ import { caConfigSchema } from '../config/ca-schema.ts';
 import { parseConfigText } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { noTracing } from '../telemetry/tracing.ts';
 
 export interface DemoCa {
   /** The temp folder holding the CA material (removed on close). */
@@ -30,7 +31,7 @@ export async function startDemoCa(deps: { clock: Clock; logger: Logger }): Promi
     'demo:ca.yaml',
     caConfigSchema,
   );
-  const ca = await startCa(config, { logger: deps.logger, clock: deps.clock, configDir: dir });
+  const ca = await startCa(config, { logger: deps.logger, clock: deps.clock, configDir: dir, tracing: noTracing('meshgate-ca') });
   const keyPem = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
   return {
     dir,

@@ -5,6 +5,7 @@ import { policyServerConfigSchema } from '../config/policy-server-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import { startPolicyServer } from '../policy-server/policy-server.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { noTracing } from '../telemetry/tracing.ts';
 import type { DemoCa } from './demo-ca.ts';
 
 /** What the demo mesh allows: frontend may read and create orders (two creations a minute); nothing else reaches orders. */
@@ -60,6 +61,6 @@ export async function startDemoPolicyServer(ca: DemoCa, deps: { clock: Clock; ra
     'demo:policy-server.yaml',
     policyServerConfigSchema,
   );
-  const server = await startPolicyServer(config, { ...deps, configDir: ca.dir, defaultServerId: 'demo' });
+  const server = await startPolicyServer(config, { ...deps, configDir: ca.dir, defaultServerId: 'demo', tracing: noTracing('meshgate-policy-server') });
   return { address: `127.0.0.1:${server.grpcPort}`, folder, close: () => server.close() };
 }

@@ -6,6 +6,7 @@ import { systemClock } from '../core/clock.ts';
 import { startSidecar } from '../sidecar/sidecar.ts';
 import type { RunningSidecar } from '../sidecar/sidecar.ts';
 import { createLogger } from '../telemetry/logger.ts';
+import { noTracing } from '../telemetry/tracing.ts';
 import path from 'node:path';
 import { startDemoCa } from './demo-ca.ts';
 import { startDemoPolicyServer } from './demo-policy.ts';
@@ -51,7 +52,7 @@ export async function runDemo(args: string[]): Promise<number> {
       `demo:${name}`,
       sidecarConfigSchema,
     );
-    sidecars[name] = await startSidecar(config, { logger, clock: systemClock, random: Math.random });
+    sidecars[name] = await startSidecar(config, { logger, clock: systemClock, random: Math.random, tracing: noTracing(`${name}.default`) });
   }
   const out = (line: string): boolean => process.stdout.write(`${line}\n`);
   out(`meshgate demo: a CA (${ca.address}), a policy server (${policyServer.address}) and two echo services,`);

@@ -1,4 +1,5 @@
 import type { ServerResponse } from 'node:http';
+import { ADMIN_LISTENER_ERRORS, sendErrorBody, sendJson, sendText } from '../admin/admin-reply.ts';
 
 /**
  * Every error code of the policy-server admin API with its HTTP status.
@@ -9,9 +10,8 @@ export const ADMIN_ERROR_CODES = {
   'admin.unauthenticated': { http: 401, description: 'No credentials, or a client certificate or bearer token that does not verify; `reason` says which.' },
   'admin.forbidden': { http: 403, description: 'The caller has no role binding, or its role may not do this (a viewer writing, a developer writing to a production namespace).' },
   'admin.invalid_document': { http: 400, description: 'The document does not validate or does not match the path; `errors` lists file, document, field and reason. Nothing was written.' },
-  'admin.not_found': { http: 404, description: 'No such document, or no such admin API path.' },
+  ...ADMIN_LISTENER_ERRORS,
   'admin.bad_request': { http: 400, description: 'A malformed path segment or query parameter.' },
-  'admin.method_not_allowed': { http: 405, description: 'The path exists but not with this method; `Allow` lists the methods.' },
   'admin.body_too_large': { http: 413, description: 'The request body exceeds `adminApi.maxBodyBytes`.' },
   'admin.read_only': { http: 409, description: 'With `store: redis`, the document comes from the mounted policy folder (a ConfigMap), which the admin API does not write: change it there. Nothing was written.' },
   'admin.store_unavailable': { http: 503, description: 'With `store: redis`, Redis is unreachable (the replica is degraded): writes are refused until it is back. Nothing was written; retry.' },
@@ -21,20 +21,9 @@ export const ADMIN_ERROR_CODES = {
 
 export type AdminErrorCode = keyof typeof ADMIN_ERROR_CODES;
 
-/** The one place admin API errors become bytes: `{code, reason, ...extra}` as JSON. */
+/** The one place admin API errors become bytes: `{code, reason, ...extra}` as JSON, as the admin listener's own. */
 export function sendAdminError(res: ServerResponse, code: AdminErrorCode, reason: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): void {
-  sendJson(res, ADMIN_ERROR_CODES[code].http, { code, reason, ...extra }, headers);
+  sendErrorBody(res, ADMIN_ERROR_CODES[code].http, code, reason, extra, headers);
 }
 
-export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  sendText(res, status, 'application/json', `${JSON.stringify(body, null, 2)}\n`, headers);
-}
-
-export function sendText(res: ServerResponse, status: number, type: string, text: string, headers: Record<string, string> = {}): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  res.writeHead(status, { ...headers, 'content-type': type, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
-  res.end(text);
-}
+export { sendJson, sendText };

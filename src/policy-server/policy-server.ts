@@ -1,10 +1,11 @@
 import { hostname } from 'node:os';
-import { isIP } from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { createAdminServer } from '../admin/admin-server.ts';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { bindGrpc, stopGrpc } from '../core/listen.ts';
 import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
@@ -14,15 +15,12 @@ import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
 import type { WireSnapshot } from '../policy/policy-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { startTracing } from '../telemetry/tracing.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAdminApi } from './admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
 import type { SubscriberDirectory } from './contracts.ts';
 import type { FolderDocumentStore, PolicyModel } from './document-store.ts';
-import { createPolicyAdminListener } from './policy-admin-listener.ts';
-import type { PolicyAdminListener } from './policy-admin-listener.ts';
 import { createPolicyServerMetrics } from './policy-server-metrics.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 import { createRbac } from './rbac.ts';
@@ -50,8 +48,8 @@ export interface PolicyServerDeps {
   readonly model?: PolicyServerModel;
   /** Replica name when config.serverId is absent; default `<hostname>-<pid>`. */
   readonly defaultServerId?: string;
-  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment (the caller shuts it down); without it, from the config file alone. */
-  readonly tracing?: Tracing;
+  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller shuts it down after `close`. */
+  readonly tracing: Tracing;
 }
 
 export interface RunningPolicyServer {
@@ -87,15 +85,12 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   const ownModel = deps.model ? undefined : await defaultModel();
   const model = deps.model ?? ownModel!;
   const metrics = createPolicyServerMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
-  const tracing =
-    deps.tracing ??
-    (await startTracing(config.telemetry.tracing, {}, { logger, serviceName: 'meshgate-policy-server', resource: { 'service.namespace': 'meshgate-system', 'meshgate.role': 'policy-server', 'service.instance.id': serverId } }));
+  const { tracing } = deps;
   registerTracingMetrics(metrics.registry, tracing);
   const spiffeId = policyServerSpiffeId(config.identity.trustDomain, config.identity.serviceAccount);
   const lifetime = new AbortController();
   const cleanups: Array<() => Promise<void> | void> = [() => lifetime.abort()];
   if (ownModel) cleanups.push(() => ownModel.close()); // its parser's worker thread, after the store (cleanups run in reverse)
-  if (!deps.tracing) cleanups.push(() => tracing.shutdown());
   const undo = async (): Promise<void> => {
     for (const step of cleanups.reverse()) await step();
   };
@@ -182,30 +177,8 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
       'grpc.http2.min_ping_interval_without_data_ms': 10_000,
     });
     server.addService(service, { Subscribe: (call: SubscribeCall) => subscriptions.subscribe(call) });
-    const where = hostPort(config.listen.address, config.listen.port);
-    let grpcPort: number;
-    try {
-      grpcPort = await new Promise<number>((resolve, reject) => {
-        server.bindAsync(where, grpcTls.credentials, (err, port) => (err ? reject(err) : resolve(port)));
-      });
-    } catch (err) {
-      const message = (err as Error).message;
-      if (/EADDRINUSE|address already in use/i.test(message)) throw Object.assign(new Error(`address in use: ${where}`), { code: 'EADDRINUSE', address: config.listen.address, port: config.listen.port });
-      throw new Error(`cannot listen on ${where}: ${message}`);
-    }
-    cleanups.push(
-      () =>
-        new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, 3_000);
-          server.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
-        }),
-    );
+    const grpcPort = await bindGrpc(server, config.listen.address, config.listen.port, grpcTls.credentials);
+    cleanups.push(() => stopGrpc(server, 3_000));
     cleanups.push(() => subscriptions.closeAll('policy server shutting down'));
 
     const auth = await createAdminAuthenticator(config.adminApi, { clock, resolvePath, configFile });
@@ -220,9 +193,11 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
       logger: logger.child({ component: 'admin-api' }),
     });
     const adminTls = (c: WorkloadCredentials) => ({ key: c.keyPem, cert: c.chainPem.join(''), ca: [...c.trustBundlePem] });
-    const admin: PolicyAdminListener = createPolicyAdminListener({
+    const admin = createAdminServer({
       registry: metrics.registry,
-      mount: adminApi,
+      routes: adminApi,
+      // The admin API takes request bodies and bearer tokens: more room than a GET-only listener.
+      limits: { maxHeaderSize: 16_384, requestTimeout: 30_000, headersTimeout: 10_000 },
       ...(config.admin.tls ? { tls: adminTlsServerOptions(adminTls(creds)) } : {}),
       readiness: () => {
         const certOk = manager.valid();
@@ -290,10 +265,6 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
 async function defaultModel(): Promise<PolicyServerModel & { close(): Promise<void> }> {
   const { policyServerModel } = await import('./policy-model.ts');
   return policyServerModel();
-}
-
-function hostPort(address: string, port: number): string {
-  return isIP(address) === 6 ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
 function describeCertificate(manager: CertificateManager): unknown {

@@ -21,7 +21,6 @@ import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
-import { startTracing } from '../telemetry/tracing.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { describeTracingSettings } from '../config/telemetry-schema.ts';
@@ -52,11 +51,9 @@ export interface SidecarDeps {
   readonly configDir?: string;
   /**
    * The role's tracing, made by the CLI from `telemetry.tracing` and the OTEL_*
-   * environment; the caller flushes and shuts it down after `drain`. Without
-   * it the sidecar starts its own from the config file alone and shuts it
-   * down in `drain`.
+   * environment; the caller flushes and shuts it down after `drain`.
    */
-  readonly tracing?: Tracing;
+  readonly tracing: Tracing;
 }
 
 export interface RunningSidecar {
@@ -110,13 +107,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       disabled: (bansDropped) => logger.info({ bansDropped }, 'auto-ban turned off by the policy in force; bans dropped'),
     },
   });
-  const tracing =
-    deps.tracing ??
-    (await startTracing(config.telemetry.tracing, {}, {
-      logger,
-      serviceName: `${config.workload.service}.${config.workload.namespace}`,
-      resource: { 'service.namespace': config.workload.namespace, 'meshgate.role': 'sidecar', 'meshgate.workload': config.workload.service },
-    }));
+  const { tracing } = deps;
   registerTracingMetrics(metrics.registry, tracing);
   const sampling = config.log.accessLogSampling;
   if (!(sampling >= 0 && sampling <= 1)) logger.warn({ accessLogSampling: sampling }, 'bad telemetry setting: log.accessLogSampling: expected a number from 0 to 1; logging every call');
@@ -373,7 +364,6 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       await stopped;
       lifetime.abort();
       await Promise.all([services.close(), app.close(), admin.close(), rateLimiting?.close(), interception?.close()]);
-      if (!deps.tracing) await tracing.shutdown(); // spans of the last calls leave before we return
       return { completed };
     },
   };

@@ -74,6 +74,11 @@ export function tracingOff(settings: TracingSettings): Tracing {
   };
 }
 
+/** Tracing off for a role run without the CLI (the demo, benchmarks): no exporter, headers untouched. */
+export function noTracing(serviceName: string): Tracing {
+  return tracingOff(resolveTracingSettings(undefined, {}, { serviceName }).settings);
+}
+
 export interface TracingDeps {
   readonly logger: Logger;
   /** Resource attributes of the role (`meshgate.role`, `service.namespace`, ...); `service.name` comes from the settings. */
@@ -234,6 +239,12 @@ function droppedSpanCounter(onDrop: () => void): MeterProvider {
     };
   }) as Meter['createCounter'];
   return { getMeter: () => meter };
+}
+
+/** Who a role's spans come from: the default `service.name` and the role's resource attributes. */
+export interface TracingIdentity {
+  readonly serviceName: string;
+  readonly resource: Readonly<Record<string, string>>;
 }
 
 /**

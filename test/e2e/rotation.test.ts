@@ -12,6 +12,7 @@ import type { CaConfigInput } from '../../src/config/ca-schema.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
+import { noTracing } from '../../src/telemetry/tracing.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
 import { freePort } from '../helpers/process.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
@@ -37,7 +38,7 @@ async function runCa(dir: string, port: number, overrides: Partial<CaConfigInput
   };
   const config = parseConfigText(JSON.stringify(input), 'rotation-ca.yaml', caConfigSchema);
   const logger = createLogger({ level: 'silent', name: 'ca', destination: new Writable({ write: (_c, _e, done) => done() }) });
-  return startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'rotation-ca.yaml' });
+  return startCa(config, { logger, clock: systemClock, configDir: dir, configFile: 'rotation-ca.yaml', tracing: noTracing('meshgate-ca') });
 }
 
 async function meshPair(dir: string, caPort: number, ttl: string) {

@@ -16,6 +16,8 @@ import { bearerMetadata, createCaClient } from '../../src/identity/ca-api.ts';
 import type { CaClient } from '../../src/identity/ca-api.ts';
 import type { KeyType } from '../../src/identity/x509.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
+import { startTracing } from '../../src/telemetry/tracing.ts';
+import { CA_ROLE } from '../../src/cli/roles.ts';
 import { createFakeClock } from './fake-clock.ts';
 
 /**
@@ -83,7 +85,8 @@ export async function startTestCa(
   } as CaConfigInput;
   const config = parseConfigText(JSON.stringify(input), 'test-ca.yaml', caConfigSchema);
   const logger = createLogger({ level: config.log.level, name: 'ca', destination: sink });
-  const ca = await startCa(config, { logger, clock, configDir: dir, configFile: 'test-ca.yaml' });
+  const tracing = await startTracing(config.telemetry.tracing, {}, { logger, ...CA_ROLE.tracing(config) });
+  const ca = await startCa(config, { logger, clock, configDir: dir, configFile: 'test-ca.yaml', tracing });
   const rootsPem = ca.trustBundlePem.join('');
   const tokenKeyPem = await readFile(path.join(dir, 'token-signing.key'), 'utf8');
   const address = `127.0.0.1:${ca.grpcPort}`;
@@ -117,6 +120,7 @@ export async function startTestCa(
     async close() {
       for (const client of clients) client.close();
       await ca.close();
+      await tracing.shutdown();
       if (!opts.dir) await rm(dir, { recursive: true, force: true });
     },
   };

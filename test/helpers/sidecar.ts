@@ -6,7 +6,9 @@ import { systemClock } from '../../src/core/clock.ts';
 import type { Clock } from '../../src/core/clock.ts';
 import { startSidecar } from '../../src/sidecar/sidecar.ts';
 import type { RunningSidecar } from '../../src/sidecar/sidecar.ts';
+import { SIDECAR_ROLE } from '../../src/cli/roles.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
+import { startTracing } from '../../src/telemetry/tracing.ts';
 
 export interface TestSidecar extends RunningSidecar {
   /** Log lines written so far, parsed. */
@@ -45,9 +47,16 @@ export async function startTestSidecar(
   };
   const config = parseConfigText(JSON.stringify(input), 'test-sidecar.yaml', sidecarConfigSchema);
   const logger = createLogger({ level: config.log.level, name: 'sidecar', destination: sink });
-  const running = await startSidecar(config, { logger, clock: deps.clock ?? systemClock, random: deps.random ?? Math.random });
+  // As the CLI does, without the OTEL_* environment: off unless the test's config turns it on.
+  const tracing = await startTracing(config.telemetry.tracing, {}, { logger, ...SIDECAR_ROLE.tracing(config) });
+  const running = await startSidecar(config, { logger, clock: deps.clock ?? systemClock, random: deps.random ?? Math.random, tracing });
   return {
     ...running,
+    async drain(timeoutMs) {
+      const drained = await running.drain(timeoutMs);
+      await tracing.shutdown(); // the last calls' spans leave before the test looks for them
+      return drained;
+    },
     logs,
     outboundUrl: `http://127.0.0.1:${running.outbound.port}`,
     inboundUrl: `http://127.0.0.1:${running.inbound.port}`,

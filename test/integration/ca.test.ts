@@ -4,10 +4,13 @@ import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT, UnsecuredJWT, decodeProtectedHeader, importSPKI, jwtVerify } from 'jose';
 import { request } from 'undici';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearerMetadata, caRefusalReason } from '../../src/identity/ca-api.ts';
 import type { SignResponse } from '../../src/identity/ca-api.ts';
@@ -313,6 +316,21 @@ describe('meshgate ca: start-up errors are one line naming file and field', () =
     ['HS256 in the allow-list', (y) => y.replace('algorithms: [ES256]', 'algorithms: [HS256]'), 'tokens.algorithms[0]'],
     ['a missing trust bundle file', (y) => y.replace('files: [trust-bundle.pem]', 'files: [nope.pem]'), 'trustBundle.files[0]: cannot read nope.pem (ENOENT)'],
   ];
+  it('a gRPC port in use: exit 1 and one line naming the address', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      const file = path.join(dir, 'port-in-use.yaml');
+      const config = parseYaml(await readFile(path.join(dir, 'ca.yaml'), 'utf8')) as Record<string, unknown>;
+      await writeFile(file, stringifyYaml({ ...config, listen: { address: '127.0.0.1', port }, admin: { address: '127.0.0.1', port: 0 } }));
+      const { code, stderr } = await meshgate(['ca', '--config', file]);
+      expect({ code, lines: stderr.trim().split('\n') }).toEqual({ code: 1, lines: [`meshgate ca: address in use: 127.0.0.1:${port}`] });
+    } finally {
+      taken.close();
+    }
+  });
+
   for (const [name, edit, expected] of cases) {
     it(name, async () => {
       const file = path.join(dir, `${name.replaceAll(' ', '-')}.yaml`);

@@ -14,6 +14,8 @@ import type { ClientIdentity, DocumentError, Hello, PolicyClient, PolicyStream, 
 import { startPolicyServer } from '../../src/policy-server/policy-server.ts';
 import type { PolicyServerDeps, RunningPolicyServer } from '../../src/policy-server/policy-server.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
+import { startTracing } from '../../src/telemetry/tracing.ts';
+import { POLICY_SERVER_ROLE } from '../../src/cli/roles.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { eventually as waitUntil } from '../helpers/eventually.ts';
@@ -117,7 +119,8 @@ export async function createPolicyHarness(): Promise<PolicyHarness> {
         },
       });
       const logger = createLogger({ level: config.log.level, name: 'policy-server', destination: sink });
-      const server = await startPolicyServer(config, { logger, clock: systemClock, random: Math.random, configDir: dir, defaultServerId: `replica-${n}`, ...deps });
+      const tracing = deps.tracing ?? (await startTracing(config.telemetry.tracing, {}, { logger, ...POLICY_SERVER_ROLE.tracing(config) }));
+      const server = await startPolicyServer(config, { logger, clock: systemClock, random: Math.random, configDir: dir, defaultServerId: `replica-${n}`, ...deps, tracing });
       const address = `127.0.0.1:${server.grpcPort}`;
       const clients: PolicyClient[] = [];
       const subs: TestSubscriber[] = [];
@@ -136,6 +139,7 @@ export async function createPolicyHarness(): Promise<PolicyHarness> {
           for (const s of subs) s.close();
           for (const c of clients) c.close();
           await server.close();
+          if (!deps.tracing) await tracing.shutdown();
         },
       };
       servers.push(running);

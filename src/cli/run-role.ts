@@ -1,0 +1,120 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import type { ParseArgsOptionsConfig } from 'node:util';
+import type { ZodType } from 'zod';
+import type { TracingConfig } from '../config/telemetry-schema.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Tracing, TracingIdentity } from '../telemetry/tracing.ts';
+import { UsageError } from './usage-error.ts';
+
+/** What every role's `start` is given: the same for the sidecar, the CA and the policy server. */
+export interface RoleDeps {
+  readonly logger: Logger;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly defaultMetrics: true;
+  readonly configFile: string;
+  readonly configDir: string;
+  /** Started here from `telemetry.tracing` and the OTEL_* environment; shut down here after `stop`. */
+  readonly tracing: Tracing;
+}
+
+/** Config fields runRole reads itself; every role's schema has them. */
+interface RoleConfig {
+  readonly log: { readonly level: string };
+  readonly telemetry: { readonly tracing?: TracingConfig | undefined };
+}
+
+/**
+ * One long-running role as the CLI runs it. Modules are loaded on demand
+ * (in `schema` and `start`) so `--help` and the other commands start fast.
+ */
+export interface RoleDescriptor<C extends RoleConfig, R> {
+  /** The command name: also the logger's name and the prefix of usage errors. */
+  readonly name: string;
+  /** Flags besides `--config`. */
+  readonly flags?: ParseArgsOptionsConfig;
+  schema(): Promise<ZodType<C>>;
+  /** Applies the extra flags to the loaded config (throws UsageError on a bad value). */
+  withFlags?(config: C, values: Readonly<Record<string, unknown>>): C;
+  /** grpc-js diagnostics go to the JSON log (the roles that serve gRPC). */
+  readonly grpc?: boolean;
+  tracing(config: C): TracingIdentity;
+  start(config: C, deps: RoleDeps): Promise<R>;
+  /** After SIGTERM or SIGINT: drain or close; tracing is shut down after it. */
+  stop(running: R, ctx: { readonly signal: string; readonly logger: Logger; readonly config: C }): Promise<void>;
+}
+
+/**
+ * The bootstrap every role shares: flags, config read and validated once,
+ * logger, tracing, start, then run until a signal and stop. A bad flag or
+ * file throws (UsageError, ConfigError) and main turns it into one line and
+ * exit code 2; after a signal the role stops and the exit code is 0.
+ */
+export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R>, args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { config: { type: 'string', short: 'c' }, ...role.flags }, strict: true });
+  const configFile = values.config;
+  if (typeof configFile !== 'string' || configFile === '') throw new UsageError(`meshgate ${role.name}: missing --config FILE`);
+  const [{ loadConfigFile }, schema] = await Promise.all([import('../config/load.ts'), role.schema()]);
+  const loaded = await loadConfigFile(configFile, schema);
+  const config = role.withFlags ? role.withFlags(loaded, values) : loaded;
+  const [{ systemClock }, { createLogger }, { startTracing }] = await Promise.all([
+    import('../core/clock.ts'),
+    import('../telemetry/logger.ts'),
+    import('../telemetry/tracing.ts'),
+  ]);
+  const logger = createLogger({ level: config.log.level, name: role.name });
+  if (role.grpc) await grpcDiagnosticsToLog(logger);
+  // The CLI is the one place that reads the environment: OTEL_* joins the file's section here.
+  const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...role.tracing(config) });
+  let running: R;
+  try {
+    running = await role.start(config, {
+      logger,
+      clock: systemClock,
+      random: Math.random,
+      defaultMetrics: true,
+      configFile,
+      configDir: path.dirname(path.resolve(configFile)),
+      tracing,
+    });
+  } catch (err) {
+    await tracing.shutdown();
+    throw err;
+  }
+  return untilSignal(logger, async (signal) => {
+    await role.stop(running, { signal, logger, config });
+    await tracing.shutdown(); // the last calls' spans leave before exit
+  });
+}
+
+/**
+ * grpc-js writes its own diagnostics to console.error (a process-wide setting):
+ * route them into the JSON log at debug, so stderr keeps the one-line error contract.
+ */
+async function grpcDiagnosticsToLog(logger: Logger): Promise<void> {
+  const grpc = await import('@grpc/grpc-js');
+  const grpcLog = logger.child({ component: 'grpc-js' });
+  grpc.setLogger({ error: (...args: unknown[]) => grpcLog.debug(args.map(String).join(' ')) });
+}
+
+/**
+ * Runs until SIGTERM or SIGINT, then `stop` once (a second signal is ignored), flushes the
+ * log and resolves with exit code 0: the shutdown every long-running command shares.
+ */
+export function untilSignal(logger: { flush(): void }, stop: (signal: string) => Promise<void>): Promise<number> {
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      void stop(signal).finally(() => {
+        logger.flush();
+        resolve(0);
+      });
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+}
