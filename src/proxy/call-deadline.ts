@@ -11,29 +11,7 @@ import { AttemptTimeoutError } from './upstream-errors.ts';
  * attempts and backoffs included. When it passes, no further attempt is made.
  */
 export function routeDeadline(next: Dispatch<CallOptions>): Dispatch<CallOptions> {
-  return (opts, handler) => {
-    let abort: ((err: Error) => void) | undefined;
-    const timer = setTimeout(() => abort?.(new AttemptTimeoutError('route')), opts.request.timeoutMs);
-    next(opts, {
-      onRequestStart(ctl, context) {
-        abort = (err) => ctl.abort(err);
-        handler.onRequestStart(ctl, context);
-      },
-      onResponseStart(ctl, statusCode, headers) {
-        clearTimeout(timer); // the attempts stage passes on only the final head it relays
-        handler.onResponseStart(ctl, statusCode, headers);
-      },
-      onResponseData: (ctl, chunk) => handler.onResponseData(ctl, chunk),
-      onResponseEnd(ctl, trailers) {
-        clearTimeout(timer);
-        handler.onResponseEnd(ctl, trailers);
-      },
-      onResponseError(ctl, err) {
-        clearTimeout(timer);
-        handler.onResponseError(ctl, err);
-      },
-    });
-  };
+  return (opts, handler) => next(opts, untilHead(handler, opts.request.timeoutMs, 'route'));
 }
 
 /**
@@ -44,26 +22,30 @@ export function perTryDeadline(next: Dispatch<AttemptOptions>): Dispatch<Attempt
   return (opts, handler) => {
     const retry = opts.request.retry;
     if (!retry || retry.perTryTimeoutMs >= opts.request.timeoutMs) return next(opts, handler);
-    let timer: NodeJS.Timeout | undefined;
-    const perTry: CallHandler = {
-      onRequestStart(ctl, context) {
-        timer = setTimeout(() => ctl.abort(new AttemptTimeoutError('try')), retry.perTryTimeoutMs);
-        handler.onRequestStart(ctl, context);
-      },
-      onResponseStart(ctl, statusCode, headers) {
-        if (statusCode >= 200) clearTimeout(timer); // an interim 1xx is not the answer
-        handler.onResponseStart(ctl, statusCode, headers);
-      },
-      onResponseData: (ctl, chunk) => handler.onResponseData(ctl, chunk),
-      onResponseEnd(ctl, trailers) {
-        clearTimeout(timer);
-        handler.onResponseEnd(ctl, trailers);
-      },
-      onResponseError(ctl, err) {
-        clearTimeout(timer);
-        handler.onResponseError(ctl, err);
-      },
-    };
-    next(opts, perTry);
+    next(opts, untilHead(handler, retry.perTryTimeoutMs, 'try'));
+  };
+}
+
+/** Aborts with the scope's timeout unless a final response head (not an interim 1xx), the end or an error comes first. */
+function untilHead(handler: CallHandler, ms: number, scope: 'route' | 'try'): CallHandler {
+  let timer: NodeJS.Timeout | undefined;
+  return {
+    onRequestStart(ctl, context) {
+      timer = setTimeout(() => ctl.abort(new AttemptTimeoutError(scope)), ms);
+      handler.onRequestStart(ctl, context);
+    },
+    onResponseStart(ctl, statusCode, headers) {
+      if (statusCode >= 200) clearTimeout(timer);
+      handler.onResponseStart(ctl, statusCode, headers);
+    },
+    onResponseData: (ctl, chunk) => handler.onResponseData(ctl, chunk),
+    onResponseEnd(ctl, trailers) {
+      clearTimeout(timer);
+      handler.onResponseEnd(ctl, trailers);
+    },
+    onResponseError(ctl, err) {
+      clearTimeout(timer);
+      handler.onResponseError(ctl, err);
+    },
   };
 }
