@@ -8,7 +8,7 @@ import { createCallContext, pathWithQuery, readRequestTarget } from '../proxy/ca
 import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
-import type { ForwardOutcome, UpstreamTarget } from '../proxy/forward.ts';
+import type { ForwardOutcome, UpstreamTarget } from '../proxy/upstream-call.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { BodyBudget } from '../proxy/body-budget.ts';

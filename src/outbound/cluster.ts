@@ -1,6 +1,6 @@
 import type { EndpointConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
-import type { AttemptResult, UpstreamTarget } from '../proxy/forward.ts';
+import type { AttemptResult, UpstreamTarget } from '../proxy/upstream-call.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import type { UpstreamPool, UpstreamProtocol, UpstreamTls } from '../proxy/upstream-pool.ts';
 import { createBalancer } from './balancer.ts';

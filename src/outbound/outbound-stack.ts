@@ -1,10 +1,8 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { CallContext } from '../core/call-context.ts';
 import type { Random } from '../core/clock.ts';
-import type { Filter } from '../core/filter.ts';
-import { runFilters } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
-import type { Verdict } from '../core/verdict.ts';
+import type { RespondVerdict } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
 import { UNKNOWN_DESTINATION, beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
@@ -20,13 +18,12 @@ import { pickBackend } from './router.ts';
 import type { CompiledRoute } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
 import { pinnedVersion } from './versions.ts';
-import type { ServiceVersion } from './versions.ts';
+import type { ServiceVersion, VersionTable } from './versions.ts';
 
 export interface OutboundStackDeps {
   readonly workload: { readonly service: string; readonly namespace: string };
   readonly registry: ServiceRegistry;
   readonly idleTimeoutMs: number;
-  readonly filters: () => readonly Filter[];
   readonly telemetry: CallTelemetry;
   readonly random: Random;
   /** Counts and logs calls answered by a deprecated version; absent in tests that do not look. */
@@ -39,11 +36,19 @@ export interface OutboundStackDeps {
   readonly unregistered?: (req: DownstreamRequest, res: DownstreamResponse, call: CallContext, recording: CallRecording) => boolean;
 }
 
+/** Where a call goes once its route is known: a cluster, the label subset of its endpoints, and the version asked for. */
+interface Backend {
+  readonly cluster: Cluster;
+  readonly subset: Readonly<Record<string, string>> | undefined;
+  /** The version pinned by x-meshgate-version, if any. */
+  readonly version: ServiceVersion | undefined;
+  /** The destination's versions, when the backend is the destination's own cluster (versions are subsets of its endpoints). */
+  readonly versions: VersionTable | undefined;
+}
+
 /**
- * The outbound data path, one step per line:
- *   listener -> destination (authority) -> CallContext -> filter chain -> route
- *   -> pinned version or backend split -> balancer + outlier detection -> retries/timeout
- *   -> upstream pool -> deprecation headers on the response
+ * The outbound data path, one step per line. No filter chain: per-call policy
+ * is enforced by the destination's inbound sidecar.
  */
 export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
   const { telemetry } = deps;
@@ -53,28 +58,18 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     if ('code' in target) return rejectMalformed('outbound', req, res, target, telemetry); // 400: malformed, or a path refused by normalization
     const dest = destinationOf(target.authority); // orders, orders.shop, orders.shop.svc.cluster.local[:port]
     const namespace = dest.namespace ?? deps.workload.namespace;
-    const service = deps.registry.lookup(dest.name, namespace);
-    const call = createCallContext(req, target, {
-      direction: 'outbound',
-      startedAt,
-      destination: { service: dest.name, namespace },
-      principal: undefined, // the caller is the local app
-    });
+    const service = deps.registry.lookup(dest.name, namespace); // registry lookup
+    const call = createCallContext(req, target, { direction: 'outbound', startedAt, destination: { service: dest.name, namespace }, principal: undefined }); // the caller is the local app
     // Client span (parent: the app's trace context) and bytes in; the app picks authorities, so unregistered ones share one label.
     const recording = beginCall(telemetry, call, req, service ? `${dest.name}.${namespace}` : UNKNOWN_DESTINATION);
-    if (!service) {
-      if (deps.unregistered?.(req, res, call, recording)) return;
-      return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no service in the registry for this authority'), recording);
-    }
-    const verdict = runFilters(deps.filters(), call);
-    if (verdict instanceof Promise) {
-      verdict.then(
-        (v) => afterFilters(v, service, call, req, res, deps, recording),
-        () => replyDenied(deps.telemetry, call, res, respond('filter.error', 'a policy check failed'), recording),
-      );
-    } else {
-      afterFilters(verdict, service, call, req, res, deps, recording);
-    }
+    if (!service && deps.unregistered?.(req, res, call, recording)) return; // interception: passthrough to where the app dialled
+    if (!service) return replyDenied(telemetry, call, res, respond('route.not_found', 'no service in the registry for this authority'), recording);
+    const route = findRoute(service.routes, call); // first route whose path, methods, headers and query match
+    if (!route) return replyDenied(telemetry, call, res, respond('route.not_found', 'no route matches this request'), recording);
+    call.annotations.route = route.name;
+    const backend = chooseBackend(service, route, call, deps); // pinned version or weighted backend split
+    if ('code' in backend) return replyDenied(telemetry, call, res, backend, recording);
+    forwardCall(req, res, call, route, backend, deps, recording); // pick endpoint -> forward with deadline and retries -> relay
   };
 }
 
@@ -83,43 +78,39 @@ function findRoute(routes: readonly CompiledRoute[], call: CallContext): Compile
   return undefined;
 }
 
-function afterFilters(
-  verdict: Verdict,
-  service: RegisteredService,
-  call: CallContext,
+/** x-meshgate-version: NAME overrides the route's backend split; a known service with nothing to call is refused here. */
+function chooseBackend(service: RegisteredService, route: CompiledRoute, call: CallContext, deps: OutboundStackDeps): Backend | RespondVerdict {
+  let backend: Backend;
+  const pinned = pinnedVersion(call.headers);
+  if (pinned !== undefined) {
+    const version = service.versions?.byName(pinned);
+    // The reply names the destination only: which versions exist is the callers' Route document's business.
+    if (!version) return respond('route.unknown_version', `${service.cluster.key} has no version of that name`);
+    // No endpoint in the version's subset: the pick finds none and the call gets upstream.unavailable.
+    backend = { cluster: service.cluster, subset: version.subset, version, versions: service.versions };
+  } else {
+    const split = pickBackend(route.backends, deps.random()); // weighted split
+    if (!split) return respond('upstream.unavailable', 'route has no backend with weight');
+    const cluster = deps.registry.cluster(split.service, split.namespace);
+    if (!cluster) return respond('upstream.no_endpoint', `no endpoint of ${split.service}.${split.namespace} is registered`);
+    backend = { cluster, subset: split.subset, version: undefined, versions: cluster === service.cluster ? service.versions : undefined };
+  }
+  // A known service with nothing to call: 503, so alerts on 5xx fire; 404 stays "no such service".
+  if (backend.cluster.endpoints().length === 0) return respond('upstream.no_endpoint', `no endpoint of ${backend.cluster.key} is registered`);
+  return backend;
+}
+
+/** Picks an endpoint per attempt and forwards with the route's deadline and retries; the answering endpoint's version shapes the relayed head. */
+function forwardCall(
   req: DownstreamRequest,
   res: DownstreamResponse,
+  call: CallContext,
+  route: CompiledRoute,
+  backend: Backend,
   deps: OutboundStackDeps,
   recording: CallRecording,
 ): void {
-  if (verdict.kind === 'respond') return replyDenied(deps.telemetry, call, res, verdict, recording);
-  const route = findRoute(service.routes, call); // path, method, headers, query
-  if (!route) return replyDenied(deps.telemetry, call, res, respond('route.not_found', 'no route matches this request'), recording);
-  call.annotations.route = route.name;
-  const pinned = pinnedVersion(call.headers); // x-meshgate-version: NAME overrides the backend split
-  let cluster: Cluster | undefined;
-  let subset: Readonly<Record<string, string>> | undefined;
-  let version: ServiceVersion | undefined;
-  if (pinned !== undefined) {
-    version = service.versions?.byName(pinned);
-    // The reply names the destination only: which versions exist is the callers' Route document's business.
-    if (!version) return replyDenied(deps.telemetry, call, res, respond('route.unknown_version', `${service.cluster.key} has no version of that name`), recording);
-    cluster = service.cluster;
-    subset = version.subset; // no endpoint in it: the pick finds none and the call gets upstream.unavailable
-  } else {
-    const backend = pickBackend(route.backends, deps.random()); // weighted split
-    if (!backend) return replyDenied(deps.telemetry, call, res, respond('upstream.unavailable', 'route has no backend with weight'), recording);
-    cluster = deps.registry.cluster(backend.service, backend.namespace);
-    if (!cluster) return replyDenied(deps.telemetry, call, res, respond('upstream.no_endpoint', `no endpoint of ${backend.service}.${backend.namespace} is registered`), recording);
-    subset = backend.subset;
-  }
-  // A known service with nothing to call: 503, so alerts on 5xx fire; 404 stays "no such service".
-  if (cluster.endpoints().length === 0) return replyDenied(deps.telemetry, call, res, respond('upstream.no_endpoint', `no endpoint of ${cluster.key} is registered`), recording);
-  // Versions are label subsets of the destination's own endpoints; a backend on another service has none.
-  const versionTable = cluster === service.cluster ? service.versions : undefined;
-  const versions = versionTable?.anyDeprecated ? versionTable : undefined;
-  const target = cluster;
-  let picked: ClusterTarget | undefined; // attempts are sequential: the last pick is the one whose response head is relayed
+  const { cluster, subset } = backend;
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
   mutateHeaders(headers, route.requestHeaders);
@@ -127,6 +118,7 @@ function afterFilters(
   const retry = route.retries
     ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs, classify: cluster.classify }, cluster.budget, cluster.active, deps.random)
     : undefined;
+  let picked: ClusterTarget | undefined; // attempts are sequential: the last pick is the one whose response head is relayed
   let attempts = 0;
   forward(
     {
@@ -137,22 +129,8 @@ function afterFilters(
       timeoutMs: route.timeoutMs,
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry,
-      pick: (tried) => observeAttempt(recording, (picked = target.pick(protocol, subset, tried)), attempts++), // balancer skips ejected endpoints; each attempt an event on the span
-      mutateResponseHeaders: (out: OutgoingHttpHeaders) => {
-        // Called once, for the response head relayed: `picked` is the endpoint that answered.
-        const answered = versionTable && picked ? versionTable.versionOf(picked.labels, version) : undefined;
-        if (answered) call.annotations.version = answered.name;
-        const deprecated = versions && picked ? versions.deprecatedVersionOf(picked.labels, version) : undefined;
-        if (deprecated) {
-          const h = deprecated.deprecation!.headers;
-          // Set before the route's own changes, so a route's responseHeaders can still remove or replace them.
-          out.sunset = h.sunset;
-          out.deprecation = h.deprecation;
-          out['x-meshgate-deprecation'] = h.message;
-          deps.deprecations?.report(target.key, deprecated);
-        }
-        mutateHeaders(out, route.responseHeaders);
-      },
+      pick: (tried) => observeAttempt(recording, (picked = cluster.pick(protocol, subset, tried)), attempts++), // balancer skips ejected endpoints; each attempt an event on the span
+      mutateResponseHeaders: (out) => relayedHead(out, picked, call, route, backend, deps.deprecations), // called once, for the head relayed
     },
     res,
     (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
@@ -161,4 +139,23 @@ function afterFilters(
     call.annotations.retries = outcome.retries;
     recordCall(deps.telemetry, call, outcome, recording);
   });
+}
+
+/** The response head relayed: the answering endpoint's version in the log, deprecation headers, then the route's own changes. */
+function relayedHead(out: OutgoingHttpHeaders, picked: ClusterTarget | undefined, call: CallContext, route: CompiledRoute, backend: Backend, deprecations: DeprecationReporter | undefined): void {
+  const { versions, version } = backend;
+  if (versions && picked) {
+    const answered = versions.versionOf(picked.labels, version);
+    if (answered) call.annotations.version = answered.name;
+    const deprecated = versions.anyDeprecated ? versions.deprecatedVersionOf(picked.labels, version) : undefined;
+    if (deprecated) {
+      const h = deprecated.deprecation!.headers;
+      // Set before the route's own changes, so a route's responseHeaders can still remove or replace them.
+      out.sunset = h.sunset;
+      out.deprecation = h.deprecation;
+      out['x-meshgate-deprecation'] = h.message;
+      deprecations?.report(backend.cluster.key, deprecated);
+    }
+  }
+  mutateHeaders(out, route.responseHeaders);
 }

@@ -10,7 +10,7 @@ import type { AccessLog } from '../telemetry/access-log.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import type { TargetRefusal } from './call.ts';
-import type { ForwardOutcome, UpstreamTarget } from './forward.ts';
+import type { ForwardOutcome, UpstreamTarget } from './upstream-call.ts';
 import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
 import { countRequestBytes } from './request-bytes.ts';
 

@@ -1,3 +1,6 @@
+import { DownstreamTimeoutError } from './downstream.ts';
+import type { downstreamFate } from './downstream.ts';
+
 /** How an attempt failed, as far as retries and outlier detection care. */
 export type AttemptFailure = 'connect-failure' | 'identity' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'protocol-error' | 'other';
 
@@ -40,9 +43,32 @@ const TLS_VERIFY_CODES = new Set([
   'CERT_NOT_YET_VALID',
 ]);
 
+/** A meshgate deadline ended the attempt: the route's (all attempts, no retry after it) or the per-try one (may be retried). */
 export class AttemptTimeoutError extends Error {
   override readonly name = 'AttemptTimeoutError';
   readonly code = 'MESHGATE_ATTEMPT_TIMEOUT';
+  readonly scope: 'route' | 'try';
+  constructor(scope: 'route' | 'try') {
+    super(scope === 'route' ? 'route timeout' : 'per-try timeout');
+    this.scope = scope;
+  }
+}
+
+/** The route's deadline passed: the call ends, whatever attempts are left. */
+export function isRouteTimeout(err: unknown): boolean {
+  return err instanceof AttemptTimeoutError && err.scope === 'route';
+}
+
+/** No endpoint left to try: answered upstream.unavailable, never retried. */
+export class NoEndpointError extends Error {
+  override readonly name = 'NoEndpointError';
+  readonly code = 'MESHGATE_NO_ENDPOINT';
+}
+
+/** undici refused the request itself (it threw from dispatch, e.g. a header it will not send): the caller's request is malformed. */
+export class DispatchRefusedError extends Error {
+  override readonly name = 'DispatchRefusedError';
+  readonly code = 'MESHGATE_DISPATCH_REFUSED';
 }
 
 export class DownstreamGoneError extends Error {
@@ -55,6 +81,8 @@ export function classifyUpstreamError(err: unknown): AttemptFailure {
   // UND_ERR_BODY_TIMEOUT: the response body stalled past limits.idleTimeout, a meshgate timer (504, not a reset).
   if (err instanceof AttemptTimeoutError || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'timeout';
   if (err instanceof DownstreamGoneError || code === 'UND_ERR_ABORTED') return 'aborted';
+  if (err instanceof NoEndpointError) return 'connect-failure';
+  if (err instanceof DispatchRefusedError) return 'other';
   if (code === 'MESHGATE_PEER_IDENTITY') return 'identity';
   if (CONNECT_CODES.has(code) || code.startsWith('ERR_SSL') || code.startsWith('ERR_TLS') || TLS_VERIFY_CODES.has(code)) return 'connect-failure';
   if (RESET_CODES.has(code)) return 'reset';
@@ -78,4 +106,14 @@ export function reasonForFailure(failure: AttemptFailure): string {
     default:
       return 'upstream.reset';
   }
+}
+
+/**
+ * How an attempt failed, asking the caller's side first: a caller that hangs up mid-body reaches
+ * undici as a body error (a reset) before its response closes, and neither the log nor outlier
+ * detection may blame the upstream for it.
+ */
+export function failureOf(err: unknown, fate: ReturnType<typeof downstreamFate>): AttemptFailure {
+  if (fate === 'open') return classifyUpstreamError(err);
+  return fate instanceof DownstreamTimeoutError && fate.phase === 'response' ? 'timeout' : 'aborted';
 }

@@ -233,7 +233,6 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
   const noFilters: readonly Filter[] = [];
   const inboundFilters = (): readonly Filter[] => policy?.inboundFilters() ?? noFilters;
-  const outboundFilters: readonly Filter[] = [];
   const inboundTls =
     identity && config.mtls.mode !== 'DISABLE'
       ? identity.listenerTls(config.mtls.mode, (reason, detail) => {
@@ -321,7 +320,6 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       workload: config.workload,
       registry: services,
       idleTimeoutMs: config.limits.idleTimeout,
-      filters: () => outboundFilters,
       telemetry,
       random,
       // Created once: its once-a-minute log state outlives registry updates.

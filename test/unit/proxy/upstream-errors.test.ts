@@ -1,7 +1,7 @@
 import { errors } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { reasonCode } from '../../../src/errors/reason-codes.ts';
-import { classifyUpstreamError, reasonForFailure } from '../../../src/proxy/upstream-errors.ts';
+import { AttemptTimeoutError, classifyUpstreamError, isRouteTimeout, reasonForFailure } from '../../../src/proxy/upstream-errors.ts';
 
 describe('classifyUpstreamError', () => {
   it.each([
@@ -19,5 +19,17 @@ describe('classifyUpstreamError', () => {
   it('keeps resets and refusals apart from protocol errors', () => {
     expect(classifyUpstreamError(new errors.SocketError('other side closed'))).toBe('reset');
     expect(classifyUpstreamError(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }))).toBe('connect-failure');
+  });
+});
+
+describe('attempt timeouts', () => {
+  it('tells the route timeout from a per-try one by its scope, not its message; both are 504 upstream.timeout', () => {
+    const route = new AttemptTimeoutError('route');
+    const perTry = new AttemptTimeoutError('try');
+    expect([isRouteTimeout(route), isRouteTimeout(perTry)]).toEqual([true, false]);
+    expect(isRouteTimeout(Object.assign(new AttemptTimeoutError('try'), { message: 'route timeout' }))).toBe(false);
+    expect(isRouteTimeout(new Error('route timeout'))).toBe(false);
+    for (const err of [route, perTry]) expect(reasonForFailure(classifyUpstreamError(err))).toBe('upstream.timeout');
+    expect(reasonCode('upstream.timeout').http).toBe(504);
   });
 });

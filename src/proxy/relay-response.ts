@@ -1,0 +1,105 @@
+import type { ServerResponse } from 'node:http';
+import type { Dispatcher } from 'undici';
+import { reasonCode } from '../errors/reason-codes.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
+import type { DownstreamResponse } from './downstream.ts';
+import { downstreamResponseHeaders } from './headers.ts';
+import type { CallHandler, CallProgress, ErrorReply, ForwardOutcome, ForwardRequest } from './upstream-call.ts';
+import type { AttemptFailure } from './upstream-errors.ts';
+import { DispatchRefusedError, DownstreamGoneError, failureOf, reasonForFailure } from './upstream-errors.ts';
+
+/**
+ * The caller's end of an upstream call, the handler the stages of forward.ts
+ * wrap: relays the response head (after the stack's header changes), the body
+ * with backpressure, and the trailers (gRPC status lives there); turns a
+ * failure into meshgate's reply, or a reset once the head went out; aborts the
+ * call when the caller goes away. `settle` gets the outcome once.
+ */
+export function relayResponse(
+  downstream: DownstreamResponse,
+  request: Pick<ForwardRequest, 'mutateResponseHeaders'>,
+  replyError: ErrorReply,
+  progress: CallProgress,
+  settle: (outcome: ForwardOutcome) => void,
+): CallHandler {
+  // Http2ServerResponse mirrors ServerResponse's API; TypeScript cannot unify their overloads.
+  const res = downstream as ServerResponse;
+  let controller: Dispatcher.DispatchController | undefined;
+  let settled = false;
+  let headSent = false;
+  let bytesOut = 0;
+
+  const finish = (status: number, reason: string | undefined): void => {
+    if (settled) return;
+    settled = true;
+    res.off('close', onDownstreamClose);
+    settle({ status, reason, upstream: progress.upstream, retries: progress.retries, bytesOut });
+  };
+  const fail = (failure: AttemptFailure): void => {
+    const fate = downstreamFate(res);
+    if (fate instanceof DownstreamRefusedError) return finish(fate.status, fate.reasonCode);
+    if (failure === 'aborted' || fate !== 'open') {
+      // Nothing reaches the caller any more. 499 only if it left; if a listener timer closed it, that timeout.
+      const code = fate instanceof DownstreamTimeoutError ? (fate.phase === 'request' ? 'request.timeout' : 'upstream.timeout') : 'request.cancelled';
+      return finish(reasonCode(code).http, code);
+    }
+    const code = reasonForFailure(failure);
+    if (headSent) {
+      // Mid-stream failure: reset the caller so it cannot mistake a truncated body for a whole one.
+      // Logged with the reason's status (502, 504), not the 200 the caller saw before the reset.
+      res.destroy();
+      return finish(reasonCode(code).http, code);
+    }
+    replyError(code, `upstream ${failure}`);
+    finish(res.statusCode, code);
+  };
+  const onDownstreamClose = (): void => {
+    // Not writableFinished: an Http2ServerResponse reports it once the caller reset the stream.
+    if (!res.writableEnded) controller?.abort(new DownstreamGoneError('caller went away'));
+  };
+  res.once('close', onDownstreamClose);
+
+  return {
+    onRequestStart(ctl) {
+      controller = ctl;
+    },
+    onResponseStart(ctl, statusCode, headers) {
+      headSent = true;
+      const out = downstreamResponseHeaders(headers as Record<string, string | string[]>);
+      request.mutateResponseHeaders?.(out);
+      try {
+        if (out['grpc-status'] === undefined) {
+          res.writeHead(statusCode, out as Record<string, string | string[]>);
+        } else {
+          // A gRPC Trailers-Only reply (grpc-status in the head) must leave as one HEADERS frame
+          // with END_STREAM, which res.end() sends; written now, the client would take it for
+          // initial metadata and then see the stream end without a status.
+          res.statusCode = statusCode;
+          for (const [name, value] of Object.entries(out)) if (value !== undefined) res.setHeader(name, value);
+        }
+      } catch {
+        ctl.abort(new DownstreamGoneError('invalid response head'));
+      }
+    },
+    onResponseData(ctl, chunk) {
+      bytesOut += chunk.length;
+      if (!res.write(chunk)) {
+        ctl.pause();
+        res.once('drain', () => ctl.resume());
+      }
+    },
+    onResponseEnd(_ctl, trailers) {
+      const relayed = downstreamResponseHeaders(trailers as Record<string, string | string[]>);
+      if (Object.keys(relayed).length > 0) res.addTrailers(relayed as Record<string, string>);
+      res.end();
+      finish(res.statusCode, undefined);
+    },
+    onResponseError(_ctl, err) {
+      if (err instanceof DispatchRefusedError) {
+        replyError('request.malformed', err.message);
+        return finish(res.statusCode, 'request.malformed');
+      }
+      fail(failureOf(err, downstreamFate(res)));
+    },
+  };
+}

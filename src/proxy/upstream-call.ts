@@ -1,0 +1,127 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import type { downstreamFate } from './downstream.ts';
+import type { AttemptFailure } from './upstream-errors.ts';
+
+/*
+ * What the stages of one upstream call share (src/proxy/forward.ts composes
+ * them). A stage is an undici-style interceptor: it takes the next dispatch
+ * and returns one that wraps the handler it is given, as undici's
+ * Dispatcher.compose() does with its interceptors (lib/interceptor/retry.js).
+ */
+
+export type AttemptResult =
+  /** `headers`: the response head, for the cluster to tell a peer's policy refusal from an endpoint failure (src/outbound/peer-answers.ts). */
+  | { readonly kind: 'response'; readonly status: number; readonly headers: IncomingHttpHeaders }
+  | { readonly kind: 'failure'; readonly failure: AttemptFailure };
+
+/** One endpoint chosen for one attempt; `done` tells its cluster how it went. */
+export interface UpstreamTarget {
+  readonly dispatcher: Dispatcher;
+  readonly label: string;
+  done(result: AttemptResult): void;
+}
+
+export interface RetryPlan {
+  /** Attempts after the first. */
+  readonly attempts: number;
+  readonly perTryTimeoutMs: number;
+  readonly bufferLimit: number;
+  shouldRetryResponse(status: number, headers: IncomingHttpHeaders): boolean;
+  shouldRetryFailure(failure: AttemptFailure): boolean;
+  backoffMs(retry: number): number;
+  /** Retry budget: false when retrying now would exceed it. */
+  acquire(): boolean;
+  release(): void;
+}
+
+export interface ForwardRequest {
+  readonly method: string;
+  /** Path with query string. */
+  readonly path: string;
+  readonly headers: Record<string, string | string[]>;
+  readonly body: Readable | null;
+  /** Time until the response head, all attempts included. */
+  readonly timeoutMs: number;
+  /** Longest silence while the response body streams; 0 for none. */
+  readonly bodyTimeoutMs: number;
+  readonly retry: RetryPlan | undefined;
+  pick(tried: ReadonlySet<string>): UpstreamTarget | undefined;
+  mutateResponseHeaders?(headers: OutgoingHttpHeaders): void;
+}
+
+export interface ForwardOutcome {
+  readonly status: number;
+  /** Reason code when meshgate, not the upstream, produced the reply. */
+  readonly reason: string | undefined;
+  readonly upstream: string | undefined;
+  readonly retries: number;
+  readonly bytesOut: number;
+}
+
+export type ErrorReply = (code: string, reason: string) => void;
+
+/** What the attempts stage tells the relay for the outcome: the endpoint last tried and the retries made. */
+export interface CallProgress {
+  upstream: string | undefined;
+  retries: number;
+}
+
+export interface CallOptions {
+  readonly request: ForwardRequest;
+  readonly progress: CallProgress;
+  /** Whether the caller's side is still open (src/proxy/downstream.ts). */
+  fate(): ReturnType<typeof downstreamFate>;
+}
+
+/** One attempt: the options of the call plus the endpoint picked and the body to send it. */
+export interface AttemptOptions extends CallOptions {
+  readonly target: UpstreamTarget;
+  readonly body: Readable | null;
+}
+
+/** undici's handler, with the hooks every stage implements made required. */
+export type CallHandler = Required<Pick<Dispatcher.DispatchHandler, 'onRequestStart' | 'onResponseStart' | 'onResponseData' | 'onResponseEnd' | 'onResponseError'>>;
+
+export type Dispatch<O> = (opts: O, handler: CallHandler) => void;
+
+/**
+ * A controller handed out before the one it stands for exists: undici hands its own over only once
+ * the request starts, and the attempts stage hands one to the stages above for all attempts (as
+ * undici's RetryHandler does). An abort meanwhile is kept and applied when a controller is attached.
+ */
+export class HandOverController implements Dispatcher.DispatchController {
+  #target: Dispatcher.DispatchController | undefined;
+  #paused = false;
+  #reason: Error | null = null;
+
+  get aborted(): boolean {
+    return this.#reason !== null;
+  }
+  get paused(): boolean {
+    return this.#paused;
+  }
+  get reason(): Error | null {
+    return this.#reason;
+  }
+  /** Stands for `target` from now on; undefined between attempts, when an abort is only kept. */
+  attach(target: Dispatcher.DispatchController | undefined): void {
+    this.#target = target;
+    if (!target) return;
+    if (this.#reason) target.abort(this.#reason);
+    else if (this.#paused) target.pause();
+  }
+  abort(reason: Error): void {
+    this.#reason ??= reason;
+    this.#target?.abort(reason);
+  }
+  pause(): void {
+    this.#paused = true;
+    this.#target?.pause();
+  }
+  resume(): void {
+    this.#paused = false;
+    this.#target?.resume();
+  }
+}
