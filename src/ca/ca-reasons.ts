@@ -1,4 +1,4 @@
-import { GrpcStatus } from '../errors/reason-codes.ts';
+import { GrpcStatus } from '../core/reason-codes.ts';
 
 /**
  * Every reason the CA refuses a signing, with its gRPC status. The reason is

@@ -1,3 +1,5 @@
+import type { ReasonCodeName } from './reason-codes.ts';
+
 /**
  * The outcome of one per-call check. Results are values on the data path,
  * never exceptions (see STYLE.md, "What we take" #5).
@@ -10,8 +12,8 @@ export interface ContinueVerdict {
 
 export interface RespondVerdict {
   readonly kind: 'respond';
-  /** Stable reason code from src/errors/reason-codes.ts, e.g. `authz.denied`. */
-  readonly code: string;
+  /** Stable reason code from src/core/reason-codes.ts, e.g. `authz.denied`: a code not in the table does not compile. */
+  readonly code: ReasonCodeName;
   /** Human-readable reason for the caller; never carries policy internals. */
   readonly reason: string;
   /** `namespace/policy#rule` that decided, when a rule decided. */
@@ -24,6 +26,6 @@ export interface RespondVerdict {
 
 export const CONTINUE: ContinueVerdict = Object.freeze({ kind: 'continue' });
 
-export function respond(code: string, reason: string, extra: Omit<RespondVerdict, 'kind' | 'code' | 'reason'> = {}): RespondVerdict {
+export function respond(code: ReasonCodeName, reason: string, extra: Omit<RespondVerdict, 'kind' | 'code' | 'reason'> = {}): RespondVerdict {
   return { kind: 'respond', code, reason, ...extra };
 }

@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import type { RespondVerdict } from '../core/verdict.ts';
-import { reasonCode } from './reason-codes.ts';
+import { reasonCode } from '../core/reason-codes.ts';
 
 export type AnyResponse = ServerResponse | Http2ServerResponse;
 

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
 import type { Clock } from '../core/clock.ts';
-import type { ReasonCodeName } from '../errors/reason-codes.ts';
+import type { ReasonCodeName } from '../core/reason-codes.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { AdmissionReviewError, decideAdmission } from './admission.ts';
 import type { InjectionSettings } from './pod-injection.ts';

@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { RetryConfig } from '../config/sidecar-schema.ts';
 import { backoffDelay } from '../core/backoff.ts';
 import type { Random } from '../core/clock.ts';
-import { GrpcStatus } from '../errors/reason-codes.ts';
+import { GrpcStatus } from '../core/reason-codes.ts';
 import type { RetryPlan } from '../proxy/upstream-call.ts';
 import type { AnswerKind } from './peer-answers.ts';
 import type { RetryBudget } from './retry-budget.ts';

@@ -3,7 +3,7 @@ import type { Attributes, Span } from '@opentelemetry/api';
 import type { CallContext, Direction } from '../core/call-context.ts';
 import { respond } from '../core/verdict.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
-import { reasonCode } from '../errors/reason-codes.ts';
+import { reasonCode } from '../core/reason-codes.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import type { Clock } from '../core/clock.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';

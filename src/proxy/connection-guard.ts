@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
+import type { ReasonCodeName } from '../core/reason-codes.ts';
 
 /**
  * Connection-level defences of a data listener, before any request reaches a
@@ -10,7 +11,7 @@ import type { Socket } from 'node:net';
 /** What a listener refused before a handler ran; the sidecar logs and counts it like a call. */
 export interface ListenerRejection {
   readonly status: number;
-  /** Reason code (src/errors/reason-codes.ts). */
+  /** Reason code (src/core/reason-codes.ts). */
   readonly code: string;
   readonly address: string;
   readonly port: number;
@@ -111,7 +112,7 @@ export function replyRaw(socket: Socket, status: number, code: string, reason: s
 }
 
 /** How node's HTTP/1.1 parser errors are answered: status, reason code, and a reason without parser internals. */
-export function describeClientError(code: string | undefined): { status: number; code: string; reason: string } {
+export function describeClientError(code: string | undefined): { status: number; code: ReasonCodeName; reason: string } {
   if (code === 'HPE_HEADER_OVERFLOW') return { status: 431, code: 'request.headers_too_large', reason: 'request head larger than limits.maxHeaderSize' };
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'HPE_HEADERS_TIMEOUT') {
     return { status: 408, code: 'request.timeout', reason: 'request not received within limits.headersTimeout or limits.requestTimeout' };

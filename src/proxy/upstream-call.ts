@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { downstreamFate } from './downstream.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
+import type { ReasonCodeName } from '../core/reason-codes.ts';
 
 /*
  * What the stages of one upstream call share (src/proxy/forward.ts composes
@@ -54,13 +55,13 @@ export interface ForwardRequest {
 export interface ForwardOutcome {
   readonly status: number;
   /** Reason code when meshgate, not the upstream, produced the reply. */
-  readonly reason: string | undefined;
+  readonly reason: ReasonCodeName | undefined;
   readonly upstream: string | undefined;
   readonly retries: number;
   readonly bytesOut: number;
 }
 
-export type ErrorReply = (code: string, reason: string) => void;
+export type ErrorReply = (code: ReasonCodeName, reason: string) => void;
 
 /** What the attempts stage tells the relay for the outcome: the endpoint last tried and the retries made. */
 export interface CallProgress {

@@ -1,5 +1,6 @@
 import { DownstreamTimeoutError } from './downstream.ts';
 import type { downstreamFate } from './downstream.ts';
+import type { ReasonCodeName } from '../core/reason-codes.ts';
 
 /** How an attempt failed, as far as retries and outlier detection care. */
 export type AttemptFailure = 'connect-failure' | 'identity' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'protocol-error' | 'other';
@@ -91,7 +92,7 @@ export function classifyUpstreamError(err: unknown): AttemptFailure {
   return 'other';
 }
 
-export function reasonForFailure(failure: AttemptFailure): string {
+export function reasonForFailure(failure: AttemptFailure): ReasonCodeName {
   switch (failure) {
     case 'timeout':
       return 'upstream.timeout';

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
 import type { Verdict } from '../../src/core/verdict.ts';
-import { reasonCode } from '../../src/errors/reason-codes.ts';
+import { reasonCode } from '../../src/core/reason-codes.ts';
 import { createAuthnFilter } from '../../src/filters/authn/authn-filter.ts';
 import { createAuthnRuntime } from '../../src/filters/authn/authn-runtime.ts';
 import type { Filter } from '../../src/core/filter.ts';

@@ -5,7 +5,7 @@ import { afterAll, expect } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import type { CallContext, RequestBody } from '../../src/core/call-context.ts';
 import type { Verdict } from '../../src/core/verdict.ts';
-import { REASON_CODES } from '../../src/errors/reason-codes.ts';
+import { REASON_CODES } from '../../src/core/reason-codes.ts';
 import { createAuthnRuntime } from '../../src/filters/authn/authn-runtime.ts';
 import { createLocalBuckets } from '../../src/filters/ratelimit/local-buckets.ts';
 import { buildInboundChain } from '../../src/inbound/inbound-chain.ts';

@@ -4,7 +4,7 @@ import { loadConfigFile } from '../../src/config/load.ts';
 import { configReferenceSection, readConfigReference, renderConfigReference } from '../../src/config/reference.ts';
 import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
-import { REASON_CODES } from '../../src/errors/reason-codes.ts';
+import { REASON_CODES } from '../../src/core/reason-codes.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
 
 /*

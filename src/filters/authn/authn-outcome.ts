@@ -1,6 +1,6 @@
 import type { RequestAuth } from '../../core/call-context.ts';
 
-/** The reason codes the authentication filter answers with (see src/errors/reason-codes.ts). */
+/** The reason codes the authentication filter answers with (see src/core/reason-codes.ts). */
 export type AuthnCode =
   | 'authn.missing_token'
   | 'authn.jwt_invalid'

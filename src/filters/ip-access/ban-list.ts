@@ -1,7 +1,8 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Clock } from '../../core/clock.ts';
-import { reasonCode } from '../../errors/reason-codes.ts';
+import { reasonCode } from '../../core/reason-codes.ts';
 import type { ClientAddressResult } from '../../proxy/client-address.ts';
+import type { ReasonCodeName } from '../../core/reason-codes.ts';
 
 /*
  * The auto-ban list: a bounded, temporary deny list fed by the denials of
@@ -69,7 +70,7 @@ export interface BanList {
    * other than ip.denied (an address the lists refuse gains nothing from a
    * ban) and ip.banned (a ban is not extended by knocking on it).
    */
-  recordDenial(call: CallContext, code: string): void;
+  recordDenial(call: CallContext, code: ReasonCodeName): void;
   /** Live bans, soonest expiry first. */
   list(): BanView[];
   /** Lifts the ban of `address` (canonical form); the removed ban, or undefined when there was none. */

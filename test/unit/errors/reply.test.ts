@@ -4,7 +4,7 @@ import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { respond } from '../../../src/core/verdict.ts';
 import { sendVerdict } from '../../../src/errors/reply.ts';
-import { REASON_CODES } from '../../../src/errors/reason-codes.ts';
+import { REASON_CODES } from '../../../src/core/reason-codes.ts';
 
 /** A real server whose every request is answered by sendVerdict with `verdict`. */
 async function answering(handler: (res: http.ServerResponse) => void): Promise<{ url: string; close(): Promise<void> }> {

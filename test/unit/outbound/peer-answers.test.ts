@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { registryServiceSchema, sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import type { RetryConfig } from '../../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
-import { REASON_CODES } from '../../../src/errors/reason-codes.ts';
+import { REASON_CODES } from '../../../src/core/reason-codes.ts';
 import { createCluster } from '../../../src/outbound/cluster.ts';
 import type { Cluster } from '../../../src/outbound/cluster.ts';
 import { ENDPOINT_FAILURES, SHARED_REFUSALS, classifyAnswer } from '../../../src/outbound/peer-answers.ts';

@@ -1,6 +1,6 @@
 import { errors } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { reasonCode } from '../../../src/errors/reason-codes.ts';
+import { reasonCode } from '../../../src/core/reason-codes.ts';
 import { AttemptTimeoutError, classifyUpstreamError, isRouteTimeout, reasonForFailure } from '../../../src/proxy/upstream-errors.ts';
 
 describe('classifyUpstreamError', () => {

@@ -3,7 +3,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
-import { REASON_CODES } from '../../../src/errors/reason-codes.ts';
+import { REASON_CODES } from '../../../src/core/reason-codes.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { tracingOff } from '../../../src/telemetry/tracing.ts';
 import { registerTracingMetrics } from '../../../src/telemetry/tracing-metrics.ts';

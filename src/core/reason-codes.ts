@@ -236,6 +236,11 @@ export const REASON_CODES = {
 
 export type ReasonCodeName = keyof typeof REASON_CODES;
 
-export function reasonCode(code: string): ReasonCode {
-  return (REASON_CODES as Record<string, ReasonCode>)[code] ?? { http: 500, grpc: GrpcStatus.INTERNAL, description: 'unknown' };
+/** Whether a string from outside (a peer's x-meshgate-reason, a log) is one of ours. */
+export function isReasonCodeName(code: string): code is ReasonCodeName {
+  return Object.hasOwn(REASON_CODES, code);
+}
+
+export function reasonCode(code: ReasonCodeName): ReasonCode {
+  return REASON_CODES[code];
 }
