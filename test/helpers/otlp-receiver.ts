@@ -197,11 +197,11 @@ function hex(id: Buffer | string | undefined): string {
 
 function attributesOf(list: WireKeyValue[] | undefined): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const kv of list ?? []) out[kv.key] = valueOf(kv.value);
+  for (const kv of list ?? []) out[kv.key] = wireValueOf(kv.value);
   return out;
 }
 
-function valueOf(value: WireValue | undefined): unknown {
+function wireValueOf(value: WireValue | undefined): unknown {
   if (!value) return undefined;
   if (value.stringValue !== undefined && (value.value === undefined || value.value === 'stringValue')) return value.stringValue;
   switch (value.value) {
@@ -212,7 +212,7 @@ function valueOf(value: WireValue | undefined): unknown {
     case 'doubleValue':
       return value.doubleValue;
     case 'arrayValue':
-      return (value.arrayValue?.values ?? []).map(valueOf);
+      return (value.arrayValue?.values ?? []).map(wireValueOf);
     case 'bytesValue':
       return value.bytesValue;
     default:

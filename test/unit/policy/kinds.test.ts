@@ -14,8 +14,9 @@ import { doc, errorLines, validDocument } from './helpers.ts';
 
 // Compile-time checks: a policy Route compiles with the sidecar's router, and
 // every typed document is a PolicyDocument.
-export const routeFitsRouter = (route: PolicyRoute): RouteConfig => route;
-export const typedIsPolicyDocument = (d: TypedPolicyDocument): PolicyDocument => d;
+type Fits<T, U extends T> = U;
+type _RouteFitsRouter = Fits<RouteConfig, PolicyRoute>;
+type _TypedIsPolicyDocument = Fits<PolicyDocument, TypedPolicyDocument>;
 
 const ecPublicJwk = () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'jwk' }), kid: 'k1' });
 const ecPrivateJwk = () => ({ ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }), kid: 'k1' });
