@@ -1,6 +1,7 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
+import { isKind } from '../../policy/document-kinds.ts';
 import type { IPAccessPolicySpec } from '../../policy/kinds/ip-access-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { AutoBanSettings, BanList } from './ban-list.ts';
@@ -45,8 +46,8 @@ export function createIPAccessFilter(documents: readonly PolicyDocument[], opts:
   const checks: CompiledDocument[] = [];
   const banDocs: { id: string; spec: IPAccessPolicySpec }[] = [];
   for (const doc of documents) {
-    if (doc.kind !== 'IPAccessPolicy') continue;
-    const spec = doc.spec as unknown as IPAccessPolicySpec;
+    if (!isKind(doc, 'IPAccessPolicy')) continue;
+    const spec = doc.spec;
     const id = `${doc.metadata.namespace}/${doc.metadata.name}`;
     if (spec.autoBan) banDocs.push({ id, spec });
     const allow = spec.allow && spec.allow.length > 0 ? compileAddressSet(spec.allow) : undefined;

@@ -7,7 +7,7 @@ import type { Verdict } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
-import type { RateLimitPolicySpec } from '../../policy/kinds/rate-limit-policy.ts';
+import { isKind } from '../../policy/document-kinds.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
 import type { ClientAddress, KeyPart } from './bucket-key.ts';
@@ -58,8 +58,8 @@ interface RuleOutcome {
 function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
   const rules: CompiledRule[] = [];
   for (const doc of documents) {
-    if (doc.kind !== 'RateLimitPolicy') continue;
-    const spec = doc.spec as unknown as RateLimitPolicySpec;
+    if (!isKind(doc, 'RateLimitPolicy')) continue;
+    const spec = doc.spec;
     const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
     const clientAddress = clientAddressOf(spec.trustedProxies);
     spec.rules.forEach((rule) => {

@@ -1,7 +1,7 @@
 import type { BodyRead, CallContext } from '../../core/call-context.ts';
 import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
-import type { ValidationPolicySpec, ValidationRule } from '../../policy/kinds/validation-policy.ts';
+import { isKind } from '../../policy/document-kinds.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
 import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
@@ -56,10 +56,10 @@ export function compileValidationRules(documents: readonly PolicyDocument[]): { 
   const problems: CompileProblem[] = [];
   let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined;
   for (const doc of documents) {
-    if (doc.kind !== 'ValidationPolicy') continue;
-    const spec = doc.spec as unknown as ValidationPolicySpec;
+    if (!isKind(doc, 'ValidationPolicy')) continue;
+    const spec = doc.spec;
     const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
-    for (const rule of spec.rules as readonly ValidationRule[]) {
+    for (const rule of spec.rules) {
       const id = `${policy}#${rule.name}`;
       let schema: JsonSchemaCheck | undefined;
       if (rule.jsonSchema) {
