@@ -6,7 +6,7 @@ import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
-import { createBanList } from '../filters/ip-access/ban-list.ts';
+import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import { parseIp } from '../proxy/client-address.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createOutboundStack } from '../outbound/outbound-stack.ts';
@@ -34,6 +34,7 @@ import { startWorkloadIdentity } from './workload-identity.ts';
 import { createBodyBudget } from '../proxy/body-budget.ts';
 import { startInterception } from './interception.ts';
 import type { SidecarInterception } from './interception.ts';
+import { createSidecarFilterRuntimes } from './filter-runtimes.ts';
 import { startRateLimiting } from './rate-limiting.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
 import { startWorkloadPolicy } from './workload-policy.ts';
@@ -94,8 +95,9 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   const bodyBudget = createBodyBudget(config.limits.maxBufferedBodies);
   // Created once: bans and denial counts outlive the chain rebuilt on every policy snapshot.
   const evictionWarnings = createLogGate(clock, 60_000);
-  const banList = createBanList({
+  const ipAccess = createIPAccessRuntime({
     clock,
+    random,
     events: {
       banned: (ban) => {
         metrics.ipBans.inc();
@@ -110,6 +112,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       disabled: (bansDropped) => logger.info({ bansDropped }, 'auto-ban turned off by the policy in force; bans dropped'),
     },
   });
+  const banList = ipAccess.banList;
   const tracing =
     deps.tracing ??
     (await startTracing(config.telemetry.tracing, {}, {
@@ -234,8 +237,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
         clock,
         random,
         logger,
-        banList,
-        rateLimit: rateLimiting?.runtime,
+        runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: rateLimiting!.runtime }),
       })
     : undefined;
   policyRef.current = policy;

@@ -1,5 +1,4 @@
 import type { CallContext } from '../../core/call-context.ts';
-import { createDecisionIds } from '../../core/decision-id.ts';
 import { createLogGate } from '../../core/log-gate.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
@@ -16,6 +15,7 @@ import type { BucketShape, TakeResult } from './gcra.ts';
 import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
 import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
+import type { FilterKind } from '../filter-kind.ts';
 
 /*
  * RateLimitPolicy enforcement, after authz (a denied caller spends no budget).
@@ -106,7 +106,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
   const rules = compileRules(documents);
   if (rules.length === 0) return { name: 'ratelimit', onRequest: () => CONTINUE };
   const { local, store, clock, metrics } = runtime;
-  const nextId = createDecisionIds(runtime.random ?? Math.random);
+  const nextId = runtime.nextDecisionId;
   const log = throttledLog(runtime, clock);
 
   const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision, shape = rule.shape): RuleOutcome => {
@@ -114,7 +114,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     return { rule, result, decision: result.allowed ? decisionIfAllowed : decisionIfLimited };
   };
   const fallbackShape = (rule: CompiledRule): BucketShape => {
-    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas?.() ?? 1)) : 1;
+    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas())) : 1;
     return replicas === 1 ? rule.shape : splitShape(rule.shape, replicas);
   };
 
@@ -193,6 +193,9 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     },
   };
 }
+
+/** Rate limiting: after authz, so denied callers spend no budget. */
+export const rateLimitKind: FilterKind<RateLimitRuntime> = { name: 'ratelimit', compile: createRateLimitFilter };
 
 /**
  * The RateLimit-Policy and RateLimit fields for the rules that counted this

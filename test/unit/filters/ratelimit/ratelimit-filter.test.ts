@@ -6,7 +6,7 @@ import type { BucketShape, TakeResult } from '../../../../src/filters/ratelimit/
 import { takeToken } from '../../../../src/filters/ratelimit/gcra.ts';
 import { createLocalBuckets } from '../../../../src/filters/ratelimit/local-buckets.ts';
 import { createRateLimitFilter } from '../../../../src/filters/ratelimit/ratelimit-filter.ts';
-import type { RateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
+import { createRateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitStore } from '../../../../src/filters/ratelimit/redis-store.ts';
 import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
@@ -48,7 +48,7 @@ function setup(withStore = false) {
   const shadow: string[] = [];
   const logs: { fields: Record<string, unknown>; message: string }[] = [];
   const store = withStore ? fakeStore(clock) : undefined;
-  const runtime: RateLimitRuntime = {
+  const runtime = createRateLimitRuntime({
     local: createLocalBuckets(10_000),
     store,
     clock,
@@ -58,7 +58,7 @@ function setup(withStore = false) {
       shadowDenials: { inc: ({ policy, rule }) => void shadow.push(`${policy}#${rule}`) },
     },
     logger: { info: (fields, message) => void logs.push({ fields: fields as Record<string, unknown>, message }) },
-  };
+  });
   return { clock, counts, shadow, logs, store, runtime };
 }
 
