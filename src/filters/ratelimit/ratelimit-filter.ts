@@ -5,7 +5,8 @@ import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { Verdict } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
-import type { CallMatch } from '../../policy/call-match.ts';
+import { createCallMatchIndex } from '../../policy/call-match-index.ts';
+import type { CallMatchEntry } from '../../policy/call-match-index.ts';
 import { isKind } from '../../policy/document-kinds.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
@@ -38,7 +39,6 @@ interface CompiledRule {
   readonly failureMode: 'deny' | 'allow' | 'local';
   /** failureMode local: the limit divided by the replicas (split) or whole on each (per-replica). */
   readonly localFallback: 'split' | 'per-replica';
-  readonly match: CallMatch;
   readonly key: KeyPart;
   readonly shape: BucketShape;
   /** The rule and its shape: a changed limit starts new buckets. */
@@ -55,8 +55,9 @@ interface RuleOutcome {
   readonly result: TakeResult | undefined;
 }
 
-function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
-  const rules: CompiledRule[] = [];
+/** Every rule of the snapshot's RateLimitPolicy documents, in document and rule order, with its `match` block for the index. */
+function compileRules(documents: readonly PolicyDocument[]): CallMatchEntry<CompiledRule>[] {
+  const rules: CallMatchEntry<CompiledRule>[] = [];
   for (const doc of documents) {
     if (!isKind(doc, 'RateLimitPolicy')) continue;
     const spec = doc.spec;
@@ -65,7 +66,8 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
     spec.rules.forEach((rule) => {
       const shape = bucketShape(rule.limit, rule.burst);
       const id = `${policy}#${rule.name}`;
-      rules.push({
+      const match = compileCallMatch(rule.match);
+      const compiled: CompiledRule = {
         id,
         policy,
         name: rule.name,
@@ -73,13 +75,13 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
         global: rule.scope === 'global',
         failureMode: rule.failureMode ?? 'deny',
         localFallback: rule.localFallback ?? 'split',
-        match: compileCallMatch(rule.match),
         key: compileKey(rule.key, clientAddress),
         shape,
         bucketPrefix: `${id}@${Math.round(shape.intervalMs * 1000)}/${shape.burst}`,
         policyItem: policyItem(rule.name, rule.limit, shape.burst),
         headers: spec.mode === 'shadow' ? 'none' : (rule.responseHeaders ?? 'all'),
-      });
+      };
+      rules.push({ rule: compiled, match, spec: rule.match });
     });
   }
   return rules;
@@ -103,8 +105,10 @@ function clientAddressOf(trustedProxies: readonly string[] | undefined): ClientA
 }
 
 export function createRateLimitFilter(documents: readonly PolicyDocument[], runtime: RateLimitRuntime): Filter {
-  const rules = compileRules(documents);
-  if (rules.length === 0) return { name: 'ratelimit', onRequest: () => CONTINUE };
+  const entries = compileRules(documents);
+  if (entries.length === 0) return { name: 'ratelimit', onRequest: () => CONTINUE };
+  // Only the rules that could match a call are looked at; every one that matches counts, in rule order.
+  const rules = createCallMatchIndex(entries);
   const { local, store, clock, metrics } = runtime;
   const nextId = runtime.nextDecisionId;
   const log = throttledLog(runtime, clock);
@@ -175,8 +179,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
       let outcomes: RuleOutcome[] | undefined; // made only when a rule matches: most calls match none
       let global: { rule: CompiledRule; value: string }[] | undefined;
       let locallyRefused = false;
-      for (const rule of rules) {
-        if (!rule.match(call.method, matchPath)) continue;
+      for (const rule of rules.matching(call.method, matchPath)) {
         const value = rule.key(call);
         if (rule.global) {
           (global ??= []).push({ rule, value });

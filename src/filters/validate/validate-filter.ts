@@ -57,7 +57,7 @@ interface CallState {
  * refuses the call; a shadow rule's is recorded on the call, counted and logged.
  */
 export function createValidateFilter(documents: readonly PolicyDocument[], runtime: ValidateRuntime): Filter {
-  const { rules, problems } = compileValidationRules(documents);
+  const { rules, index, problems } = compileValidationRules(documents);
   const { metrics, logger, maxBodyBuffer, nextDecisionId: nextId } = runtime;
   for (const problem of problems) {
     try {
@@ -137,8 +137,8 @@ export function createValidateFilter(documents: readonly PolicyDocument[], runti
       const matchPath = matchPathOf(call.path);
       let state: CallState | undefined;
       let pending: CompiledValidationRule[] | undefined;
-      for (const rule of rules) {
-        if (!rule.match(call.method, matchPath)) continue;
+      // Only the rules that could match a call are looked at; every one that matches applies, in rule order.
+      for (const rule of index.matching(call.method, matchPath)) {
         state ??= {
           call,
           body: { present: call.body ? call.body.present : hasBodyHeaders(call), declaredLength: call.body?.declaredLength, bufferLimit: maxBodyBuffer },

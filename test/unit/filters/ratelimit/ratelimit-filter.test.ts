@@ -116,6 +116,22 @@ describe('rate-limit filter', () => {
     expect(await codes(filter, [post('/orders/1'), post('/orders/2;x=1'), post('/other'), post('/orders/3')])).toEqual(['ok', 'ok', 'ok', 'ratelimit.exceeded']);
   });
 
+  it('with many rules (looked up by method and path), every matching rule counts and the first empty one names the refusal', async () => {
+    const { runtime, counts } = setup();
+    // Twelve rules: more than a scan handles, so the filter looks them up in its index.
+    const rules = [
+      ...Array.from({ length: 10 }, (_, i) => ({ name: `other-${i}`, key: ['source.principal'], limit: { requests: 1, per: '1m' }, match: { paths: [`/other-${i}/*`] } })),
+      { name: 'orders-post', key: ['source.principal'], limit: { requests: 1, per: '1m' }, match: { paths: ['/orders/*'], methods: ['POST'] } },
+      { name: 'everything', key: ['source.principal'], limit: { requests: 1, per: '1m' } },
+    ];
+    const filter = createRateLimitFilter([rateLimitPolicy('limits', { rules })], runtime);
+    const post = () => call({ principal: FRONTEND, method: 'POST', path: '/orders/1' });
+    expect(await codes(filter, [post()])).toEqual(['ok']);
+    const refused = await filter.onRequest(post());
+    expect(refused).toMatchObject({ code: 'ratelimit.exceeded', rule: 'shop/limits#orders-post' });
+    expect(counts).toEqual({ 'shop/limits#orders-post:allowed': 1, 'shop/limits#everything:allowed': 1, 'shop/limits#orders-post:limited': 1, 'shop/limits#everything:limited': 1 });
+  });
+
   it.each([
     ['source.ip', (i: number) => call({ address: i < 2 ? '10.0.0.1' : '::ffff:10.0.0.1' }), (i: number) => call({ address: `10.0.0.${i + 2}` })],
     ['header:x-api-key', () => call({ headers: { 'x-api-key': 'k1' } }), (i: number) => call({ headers: { 'x-api-key': `other-${i}` } })],
