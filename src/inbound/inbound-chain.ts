@@ -2,7 +2,7 @@ import type { Filter } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
 import { authnKind } from '../filters/authn/authn-filter.ts';
 import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
-import type { AuthnRuntime, AuthnRuntimeDeps } from '../filters/authn/authn-runtime.ts';
+import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { authzKind, createAuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { FilterDeps } from '../filters/filter-kind.ts';
@@ -39,13 +39,11 @@ export interface InboundChainOptions {
  * outside a sidecar (policy explain, benches, tests); the sidecar builds its
  * own with its telemetry (src/sidecar/filter-runtimes.ts).
  */
-export function createInboundRuntimes(
-  deps: FilterDeps & { readonly allowWhenNoAuthzPolicy: boolean; readonly authn?: Omit<AuthnRuntimeDeps, keyof FilterDeps> },
-): InboundRuntimes {
+export function createInboundRuntimes(deps: FilterDeps & { readonly allowWhenNoAuthzPolicy: boolean }): InboundRuntimes {
   const base: FilterDeps = { clock: deps.clock, random: deps.random };
   return {
     ipAccess: createIPAccessRuntime(base),
-    authn: createAuthnRuntime({ ...deps.authn, ...base }),
+    authn: createAuthnRuntime(base),
     authz: createAuthzRuntime({ ...base, allowWhenNoPolicy: deps.allowWhenNoAuthzPolicy }),
     rateLimit: createRateLimitRuntime(base),
     validate: createValidateRuntime(base),

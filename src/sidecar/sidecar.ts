@@ -229,17 +229,18 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   const replicas = (): number => services.lookup(config.workload.service, config.workload.namespace)?.cluster.endpoints().length ?? 1;
   rateLimiting = config.policy ? await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas }) : undefined;
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
-  const policy = config.policy
-    ? await startWorkloadPolicy(config, {
-        registry: services,
-        credentials: () => identity?.manager.current(),
-        metrics,
-        clock,
-        random,
-        logger,
-        runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: rateLimiting!.runtime }),
-      })
-    : undefined;
+  const policy =
+    config.policy && rateLimiting
+      ? await startWorkloadPolicy(config, {
+          registry: services,
+          credentials: () => identity?.manager.current(),
+          metrics,
+          clock,
+          random,
+          logger,
+          runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: rateLimiting.runtime }),
+        })
+      : undefined;
   policyRef.current = policy;
   if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
   const noFilters: readonly Filter[] = [];
