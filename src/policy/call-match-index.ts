@@ -50,13 +50,25 @@ interface Bucket<T> {
   readonly residual: Filed<T>[];
 }
 
+/** One frozen single-rule answer per rule: a call that matches one rule (the common case) allocates nothing. */
+function singlesOf<T>(entries: readonly CallMatchEntry<T>[]): readonly (readonly T[])[] {
+  return entries.map((e) => Object.freeze([e.rule]));
+}
+
 function createScan<T>(entries: readonly CallMatchEntry<T>[]): CallMatchIndex<T> {
+  const singles = singlesOf(entries);
   return {
     size: entries.length,
     matching(method, matchPath) {
-      let found: T[] | undefined; // made only when a rule matches: most calls match none
-      for (const entry of entries) if (entry.match(method, matchPath)) (found ??= []).push(entry.rule);
-      return found ?? NONE;
+      let first = -1;
+      let found: T[] | undefined; // made only when a second rule matches
+      for (let i = 0; i < entries.length; i++) {
+        const entry = entries[i]!;
+        if (!entry.match(method, matchPath)) continue;
+        if (first < 0) first = i;
+        else (found ??= [entries[first]!.rule]).push(entry.rule);
+      }
+      return found ?? (first < 0 ? NONE : singles[first]!);
     },
   };
 }
@@ -84,6 +96,7 @@ export function createCallMatchIndex<T>(entries: readonly CallMatchEntry<T>[], s
     }
   });
   const any = buckets.get(ANY_METHOD);
+  const singles = singlesOf(entries);
 
   // Reused across calls: lookups are synchronous, so one call never sees another's candidates.
   const scratch: Filed<T>[][] = [];
@@ -105,6 +118,7 @@ export function createCallMatchIndex<T>(entries: readonly CallMatchEntry<T>[], s
       let found: Filed<T>[] | undefined;
       for (const filed of candidates) if (filed.match(method, matchPath)) (found ??= []).push(filed);
       if (!found) return NONE;
+      if (found.length === 1) return singles[found[0]!.ordinal]!;
       // A rule filed under several of its paths may be found more than once; rule order is the ordinal's.
       if (found.length > 1) {
         found.sort((a, b) => a.ordinal - b.ordinal);
