@@ -23,7 +23,8 @@ import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { CallContext } from '../src/core/call-context.ts';
 import { compileAuthorization } from '../src/filters/authz/authz-engine.ts';
-import { createAuthzFilter } from '../src/filters/authz/authz-filter.ts';
+import { systemClock } from '../src/core/clock.ts';
+import { createAuthzFilter, createAuthzRuntime } from '../src/filters/authz/authz-filter.ts';
 import { authzRequestOf } from '../src/filters/authz/authz-request.ts';
 import type { AuthzRequest } from '../src/filters/authz/authz-request.ts';
 import { compileRule, ruleMatches } from '../src/filters/authz/authz-rules.ts';
@@ -211,7 +212,7 @@ for (const count of ruleCounts) {
   const compileMs = performance.now() - compileStart;
   const calls = Array.from({ length: 1024 }, (_, i) => callFor(i, count));
   const requests = calls.map(authzRequestOf);
-  const filter = createAuthzFilter(docs, { allowWhenNoPolicy: false, metrics: createSidecarMetrics({ defaultMetrics: false }) });
+  const filter = createAuthzFilter(docs, createAuthzRuntime({ clock: systemClock, random: Math.random, allowWhenNoPolicy: false, metrics: createSidecarMetrics({ defaultMetrics: false }) }));
   const scan = plainScan(docs);
   // The index must agree with the scan on every call it is timed on.
   for (const req of requests) if (engine.decide(req).allow !== scan(req)) throw new Error(`index and scan disagree on ${req.method} ${req.path}`);

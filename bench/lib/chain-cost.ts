@@ -1,6 +1,7 @@
 import type { CallContext } from '../../src/core/call-context.ts';
 import { runFilters } from '../../src/core/filter.ts';
-import { buildInboundChain } from '../../src/inbound/inbound-chain.ts';
+import { systemClock } from '../../src/core/clock.ts';
+import { buildInboundChain, createInboundRuntimes } from '../../src/inbound/inbound-chain.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import type { FiltersPolicy } from './filters-policy.ts';
@@ -43,7 +44,7 @@ function benchCall(policy: FiltersPolicy): CallContext {
 
 async function timeChain(documents: readonly PolicyDocument[], policy: FiltersPolicy, calls: number): Promise<number> {
   // The sidecar's own choices: deny by default, so the rows without authorization are refusals.
-  const chain = buildInboundChain(documents, { onNoPolicy: 'deny', allowWhenNoAuthzPolicy: true });
+  const chain = buildInboundChain(documents, { onNoPolicy: 'deny', runtimes: createInboundRuntimes({ clock: systemClock, random: Math.random, allowWhenNoAuthzPolicy: true }) });
   const started = performance.now();
   for (let i = 0; i < calls; i++) {
     const verdict = runFilters(chain, benchCall(policy));

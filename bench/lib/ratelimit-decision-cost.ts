@@ -7,6 +7,7 @@ import { globalBucketKey } from '../../src/filters/ratelimit/bucket-key.ts';
 import { bucketShape } from '../../src/filters/ratelimit/gcra.ts';
 import { createLocalBuckets } from '../../src/filters/ratelimit/local-buckets.ts';
 import { createRateLimitFilter } from '../../src/filters/ratelimit/ratelimit-filter.ts';
+import { createRateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
 import { createRedisStore } from '../../src/filters/ratelimit/redis-store.ts';
 import type { RateLimitStore } from '../../src/filters/ratelimit/redis-store.ts';
@@ -225,11 +226,13 @@ async function runAsync(c: AsyncCase, runS: number, redis: RedisUnderTest): Prom
 }
 
 function localCases(calls: readonly CallContext[]): Case[] {
-  const runtime = (): RateLimitRuntime => ({
-    local: createLocalBuckets(100_000),
-    clock: systemClock,
-    metrics: createSidecarMetrics({ defaultMetrics: false }),
-  });
+  const runtime = (): RateLimitRuntime =>
+    createRateLimitRuntime({
+      local: createLocalBuckets(100_000),
+      clock: systemClock,
+      random: Math.random,
+      metrics: createSidecarMetrics({ defaultMetrics: false }),
+    });
   const sync = (id: string, label: string, filter: Filter): SyncCase => ({ kind: 'sync', id, label, call: (i) => filter.onRequest(calls[i % CALLERS]!) });
   return [
     sync('local-1', 'local, 1 rule, key source.principal', filterFor({ name: 'local-1', scope: 'local', rules: 1, key: ['source.principal'] }, runtime())),
@@ -245,7 +248,7 @@ function localCases(calls: readonly CallContext[]): Case[] {
 function globalCases(calls: readonly CallContext[], store: RateLimitStore, ping: Redis, inFlight: number): Case[] {
   const filter = filterFor(
     { name: 'global-1', scope: 'global', rules: 1, key: ['source.principal'] },
-    { local: createLocalBuckets(100_000), store, clock: systemClock, metrics: createSidecarMetrics({ defaultMetrics: false }) },
+    createRateLimitRuntime({ local: createLocalBuckets(100_000), store, clock: systemClock, random: Math.random, metrics: createSidecarMetrics({ defaultMetrics: false }) }),
   );
   const shape = bucketShape({ requests: 1_000_000, per: 1000 }, 1_000_000);
   const keys = calls.map((c) => globalBucketKey('default/store-only#r0@1/1000000', c.source.principal!));

@@ -4,7 +4,7 @@ import { checkHead, compileValidationRules, headerBytesOf } from '../filters/val
 import type { BodyFacts } from '../filters/validate/validate-rules.ts';
 import { declaredLengthOf } from '../proxy/request-body.ts';
 import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
-import type { RateLimitPolicySpec } from '../policy/kinds/rate-limit-policy.ts';
+import { isKind } from '../policy/document-kinds.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
 /*
@@ -42,8 +42,8 @@ export function rateLimitTrail(documents: readonly PolicyDocument[], method: str
   const entries: TrailEntry[] = [];
   const matchPath = matchPathOf(path);
   for (const doc of documents) {
-    if (doc.kind !== 'RateLimitPolicy') continue;
-    const spec = doc.spec as unknown as RateLimitPolicySpec;
+    if (!isKind(doc, 'RateLimitPolicy')) continue;
+    const spec = doc.spec;
     for (const rule of spec.rules) {
       const matched = compileCallMatch(rule.match)(method, matchPath);
       const burst = rule.burst ?? rule.limit.requests;

@@ -3,12 +3,12 @@ import type { CallContext, RequestAuth } from '../core/call-context.ts';
 import { systemClock } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
-import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { compileAuthorization } from '../filters/authz/authz-engine.ts';
 import { authzRequestOf } from '../filters/authz/authz-request.ts';
-import { createIPAccessFilter } from '../filters/ip-access/ip-access-filter.ts';
-import { buildInboundChain } from '../inbound/inbound-chain.ts';
+import type { FilterDeps } from '../filters/filter-kind.ts';
+import { createIPAccessFilter, createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
+import { buildInboundChain, createInboundRuntimes } from '../inbound/inbound-chain.ts';
 import { isGrpcRequest } from '../proxy/headers.ts';
 import { normalizePath } from '../core/path-normalize.ts';
 import { selectDocuments } from '../policy/selector.ts';
@@ -128,6 +128,7 @@ interface StageInput {
   readonly call: ExplainCall;
   readonly selected: readonly PolicyDocument[];
   readonly opts: ExplainOptions;
+  readonly deps: FilterDeps;
 }
 
 function fromVerdict(verdict: RespondVerdict): StageOutcome['refusal'] {
@@ -141,13 +142,14 @@ function fromVerdict(verdict: RespondVerdict): StageOutcome['refusal'] {
  * of skipping it.
  */
 const STAGES: Readonly<Record<string, (input: StageInput) => Promise<StageOutcome>>> = Object.freeze({
-  async 'ip-access'({ filter, ctx, call, selected }) {
+  async 'ip-access'({ filter, ctx, call, selected, deps }) {
     // Only when an address is given: without one, an allow list would refuse every description.
     if (call.address === undefined) return { entries: [{ stage: 'ip-access', rule: '', matched: false, note: 'not evaluated (no --ip)' }] };
     // Each document on its own for the trail; the chain's filter decides.
     const entries: TrailEntry[] = [];
     for (const doc of selected.filter((d) => d.kind === 'IPAccessPolicy')) {
-      const verdict = await createIPAccessFilter([doc]).onRequest(ctx);
+      // A ban list of its own: the trail must not reconfigure the chain's.
+      const verdict = await createIPAccessFilter([doc], createIPAccessRuntime(deps)).onRequest(ctx);
       const hit = verdict.kind === 'respond';
       entries.push({ stage: 'ip-access', rule: hit ? (verdict.rule ?? docId(doc)) : docId(doc), matched: hit, note: hit ? verdict.reason : `address ${call.address} passes` });
     }
@@ -212,16 +214,15 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
   if (path !== rawPath) trail.push({ stage: 'path', rule: '', matched: false, note: `normalized ${rawPath} -> ${path}` });
   const ctx = callContextOf(call, path, q < 0 ? '' : call.path.slice(q + 1));
 
-  const chain = buildInboundChain(selected, {
-    onNoPolicy: 'deny',
-    allowWhenNoAuthzPolicy: opts.allowWhenNoPolicy ?? false,
-    authn: opts.authnRuntime ?? createAuthnRuntime({ clock: systemClock }),
-  });
+  // An offline tool at the edge, like the CLI: the real clock (token expiry) and randomness (decision ids).
+  const deps: FilterDeps = { clock: systemClock, random: Math.random };
+  const runtimes = createInboundRuntimes({ ...deps, allowWhenNoAuthzPolicy: opts.allowWhenNoPolicy ?? false });
+  const chain = buildInboundChain(selected, { onNoPolicy: 'deny', runtimes: opts.authnRuntime ? { ...runtimes, authn: opts.authnRuntime } : runtimes });
   let decision: StageOutcome['decision'];
   for (const filter of chain) {
     const stage = STAGES[filter.name];
     if (!stage) throw new Error(`policy explain: no stage explains the inbound filter '${filter.name}'`);
-    const outcome = await stage({ filter, ctx, call, selected, opts });
+    const outcome = await stage({ filter, ctx, call, selected, opts, deps });
     decision = outcome.decision ?? decision;
     if (outcome.refusal) {
       // One decider per explanation: a stage after authz that refuses takes it over from the allowing rule.

@@ -2,6 +2,7 @@ import type { RateLimitConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import { createLogGate } from '../core/log-gate.ts';
 import { createLocalBuckets } from '../filters/ratelimit/local-buckets.ts';
+import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createRedisStore, redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
 import type { RateLimitStore } from '../filters/ratelimit/redis-store.ts';
@@ -55,7 +56,7 @@ export async function startRateLimiting(
     if (!(await store.whenReady(REDIS_START_WAIT_MS))) logger.warn({ redis: url }, 'rate-limit store not reachable at start; listeners open anyway');
   }
   return {
-    runtime: { local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas },
+    runtime: createRateLimitRuntime({ local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas }),
     describe: () => ({
       localBuckets: local.size,
       replicas: replicas(), // what a split local fallback divides by

@@ -6,7 +6,7 @@ import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
-import { createBanList } from '../filters/ip-access/ban-list.ts';
+import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import { parseIp } from '../proxy/client-address.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createOutboundStack } from '../outbound/outbound-stack.ts';
@@ -33,6 +33,7 @@ import { startWorkloadIdentity } from './workload-identity.ts';
 import { createBodyBudget } from '../proxy/body-budget.ts';
 import { startInterception } from './interception.ts';
 import type { SidecarInterception } from './interception.ts';
+import { createSidecarFilterRuntimes } from './filter-runtimes.ts';
 import { startRateLimiting } from './rate-limiting.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
 import { startWorkloadPolicy } from './workload-policy.ts';
@@ -91,8 +92,9 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   const bodyBudget = createBodyBudget(config.limits.maxBufferedBodies);
   // Created once: bans and denial counts outlive the chain rebuilt on every policy snapshot.
   const evictionWarnings = createLogGate(clock, 60_000);
-  const banList = createBanList({
+  const ipAccess = createIPAccessRuntime({
     clock,
+    random,
     events: {
       banned: (ban) => {
         metrics.ipBans.inc();
@@ -108,6 +110,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
     },
   });
   const { tracing } = deps;
+  const banList = ipAccess.banList;
   registerTracingMetrics(metrics.registry, tracing);
   const sampling = config.log.accessLogSampling;
   if (!(sampling >= 0 && sampling <= 1)) logger.warn({ accessLogSampling: sampling }, 'bad telemetry setting: log.accessLogSampling: expected a number from 0 to 1; logging every call');
@@ -217,18 +220,18 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   const replicas = (): number => services.lookup(config.workload.service, config.workload.namespace)?.cluster.endpoints().length ?? 1;
   rateLimiting = config.policy ? await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas }) : undefined;
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
-  const policy = config.policy
-    ? await startWorkloadPolicy(config, {
-        registry: services,
-        credentials: () => identity?.manager.current(),
-        metrics,
-        clock,
-        random,
-        logger,
-        banList,
-        rateLimit: rateLimiting?.runtime,
-      })
-    : undefined;
+  const policy =
+    config.policy && rateLimiting
+      ? await startWorkloadPolicy(config, {
+          registry: services,
+          credentials: () => identity?.manager.current(),
+          metrics,
+          clock,
+          random,
+          logger,
+          runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: rateLimiting.runtime }),
+        })
+      : undefined;
   policyRef.current = policy;
   if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
   const noFilters: readonly Filter[] = [];

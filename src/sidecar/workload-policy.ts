@@ -3,11 +3,9 @@ import type { RouteConfig, SidecarConfig, ServiceConfig } from '../config/sideca
 import { registryServiceSchema } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
-import type { BanList } from '../filters/ip-access/ban-list.ts';
-import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
-import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
+import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
 import type { VersionConfig } from '../outbound/versions.ts';
 import { respond } from '../core/verdict.ts';
@@ -49,25 +47,13 @@ export async function startWorkloadPolicy(
     clock: Clock;
     random: Random;
     logger: Logger;
-    /** The sidecar's auto-ban list; each snapshot's chain installs its settings into it. */
-    banList?: BanList;
-    /** The sidecar's rate-limit buckets and Redis connection; every snapshot's chain counts in them. */
-    rateLimit?: RateLimitRuntime;
+    /** The filters' state, created once by the sidecar: every snapshot's chain is compiled against it. */
+    runtimes: InboundRuntimes;
   },
 ): Promise<WorkloadPolicy> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
-  const chainOptions = {
-    onNoPolicy: policyConfig.onNoPolicy,
-    allowWhenNoAuthzPolicy: config.authorization.allowWhenNoPolicy,
-    banList: deps.banList,
-    rateLimit: deps.rateLimit,
-    authz: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'authz' }) },
-    validate: { random: deps.random, metrics: deps.metrics, logger: deps.logger.child({ component: 'validate' }) },
-    maxBodyBuffer: config.limits.maxBodyBuffer,
-    // Key sets and introspection answers outlive snapshots; shadow denials count in authz's metric.
-    authn: createAuthnRuntime({ clock: deps.clock, logger: deps.logger, onShadowDenial: (policy, rule) => deps.metrics.shadowDenials.inc({ policy, rule }) }),
-  };
+  const chainOptions = { onNoPolicy: policyConfig.onNoPolicy, runtimes: deps.runtimes };
   let filters = buildInboundChain(undefined, chainOptions);
   let inForce: EffectiveSnapshot | undefined;
   const holdMs = policyConfig.holdEndpoints;

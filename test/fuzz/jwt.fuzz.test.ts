@@ -122,7 +122,7 @@ beforeAll(async () => {
       authnDoc(`jwtRules:\n  - { name: local, issuer: "${ISSUER}", audiences: [orders], algorithms: [ES256], jwks: { keys: [${JSON.stringify(ec.publicJwk)}] }, ${locations} }`, 'local'),
       authnDoc(`jwtRules:\n  - { name: remote, issuer: "${REMOTE_ISSUER}", audiences: [orders], algorithms: [RS256], jwksUri: "${jwks.url}/jwks", ${locations} }`, 'remote'),
     ],
-    createAuthnRuntime({ clock, jwksTimings: { timeoutMs: 2000 } }),
+    createAuthnRuntime({ random: () => 0.5, clock, jwksTimings: { timeoutMs: 2000 } }),
   );
   seeds = [await mint({ key: ec, now: NOW }), await mint({ key: rsa, now: NOW, iss: REMOTE_ISSUER })];
   // The seeds themselves pass: the mutations are what gets refused.

@@ -8,7 +8,9 @@ import type { Verdict } from '../../src/core/verdict.ts';
 import { REASON_CODES } from '../../src/core/reason-codes.ts';
 import { createAuthnRuntime } from '../../src/filters/authn/authn-runtime.ts';
 import { createLocalBuckets } from '../../src/filters/ratelimit/local-buckets.ts';
-import { buildInboundChain } from '../../src/inbound/inbound-chain.ts';
+import { buildInboundChain, createInboundRuntimes } from '../../src/inbound/inbound-chain.ts';
+import { createRateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
+import { createValidateRuntime } from '../../src/filters/validate/validate-filter.ts';
 import { parsePolicyText } from '../../src/policy/parse-documents.ts';
 import { formatPolicyError } from '../../src/policy/policy-error.ts';
 import { canonicalJson, compileSnapshot, documentDigest } from '../../src/policy/snapshot.ts';
@@ -244,10 +246,12 @@ fuzzTarget<CompileInput>({
     const clock = createFakeClock(1_800_000_000_000);
     const chain = buildInboundChain(snapshot.documents, {
       onNoPolicy: 'deny',
-      allowWhenNoAuthzPolicy: true,
-      authn: createAuthnRuntime({ clock, dispatcher: offline, secretsDir: '/nonexistent', jwksTimings: { timeoutMs: 200 } }),
-      rateLimit: { local: createLocalBuckets(1000), clock },
-      maxBodyBuffer: 4096,
+      runtimes: {
+        ...createInboundRuntimes({ clock, random: () => 0.5, allowWhenNoAuthzPolicy: true }),
+        authn: createAuthnRuntime({ random: () => 0.5, clock, dispatcher: offline, secretsDir: '/nonexistent', jwksTimings: { timeoutMs: 200 } }),
+        rateLimit: createRateLimitRuntime({ local: createLocalBuckets(1000), clock, random: () => 0.5 }),
+        validate: createValidateRuntime({ clock, random: () => 0.5, maxBodyBuffer: 4096 }),
+      },
     });
     for (const input of calls) {
       const call = callOf(input);

@@ -9,6 +9,7 @@ import type { DownstreamRequest } from '../../src/proxy/listener.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
 import { ADMIN, FRONTEND, call, policy } from '../unit/filters/authz-fixtures.ts';
 import type { CallInput } from '../unit/filters/authz-fixtures.ts';
+import { authzRuntime } from '../helpers/filter-runtimes.ts';
 
 /*
  * Properties of authorization (src/filters/authz/), over random policies and
@@ -170,7 +171,7 @@ describe('authorization of encoded paths (property)', () => {
     policy('allow-all', { rules: [{ name: 'any' }] }),
     policy('deny', { action: 'DENY', rules: [{ name: 'admin', to: [{ paths: ['/admin*'] }] }, { name: 'secret', to: [{ paths: ['/internal/secret', '/internal/secret/*'] }] }] }),
   ];
-  const filter = createAuthzFilter(docs, { allowWhenNoPolicy: false });
+  const filter = createAuthzFilter(docs, authzRuntime({ allowWhenNoPolicy: false }));
 
   it('every spelling of a denied path is refused at the door or denied by the rule', () => {
     fc.assert(

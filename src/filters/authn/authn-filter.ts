@@ -1,15 +1,14 @@
 import { decodeJwt } from 'jose';
 import type { CallContext, UpstreamRequestEdits } from '../../core/call-context.ts';
-import { systemClock } from '../../core/clock.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { Verdict } from '../../core/verdict.ts';
 import { isKind } from '../../policy/document-kinds.ts';
 import type { IntrospectionRule, JwtRule, RequestAuthenticationDocument } from '../../policy/kinds/request-authentication.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
+import type { FilterKind } from '../filter-kind.ts';
 import { authnFailure } from './authn-outcome.ts';
 import type { AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
-import { createAuthnRuntime } from './authn-runtime.ts';
 import type { AuthnRuntime } from './authn-runtime.ts';
 import type { IntrospectionSettings } from './introspection-client.ts';
 import { createIntrospectionVerifier } from './introspection-verifier.ts';
@@ -69,7 +68,7 @@ const PASS: Filter = { name: 'authn', onRequest: () => CONTINUE };
  * applied in `namespace/name` order; an issuer a later document names again is
  * ignored with a warning.
  */
-export function createAuthnFilter(documents: readonly PolicyDocument[], runtime: AuthnRuntime = createAuthnRuntime({ clock: systemClock })): Filter {
+export function createAuthnFilter(documents: readonly PolicyDocument[], runtime: AuthnRuntime): Filter {
   const docs = documents
     .filter((d): d is PolicyDocument & RequestAuthenticationDocument => isKind(d, 'RequestAuthentication'))
     .sort((a, b) => policyId(a).localeCompare(policyId(b)));
@@ -199,6 +198,9 @@ export function createAuthnFilter(documents: readonly PolicyDocument[], runtime:
     },
   };
 }
+
+/** Request authentication: after ip-access, before authz (which matches requestPrincipals). */
+export const authnKind: FilterKind<AuthnRuntime> = { name: 'authn', compile: createAuthnFilter };
 
 function policyId(doc: PolicyDocument): string {
   return `${doc.metadata.namespace}/${doc.metadata.name}`;

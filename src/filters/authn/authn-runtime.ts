@@ -1,6 +1,7 @@
 import type { Dispatcher } from 'undici';
 import type { Clock } from '../../core/clock.ts';
 import type { Logger } from '../../telemetry/logger.ts';
+import type { FilterDeps } from '../filter-kind.ts';
 import { createIntrospectionClient } from './introspection-client.ts';
 import type { IntrospectionClient, IntrospectionSettings } from './introspection-client.ts';
 import { createJwksCache, DEFAULT_JWKS_TIMINGS } from './jwks-cache.ts';
@@ -10,8 +11,7 @@ import { createSecretFiles } from './secret-files.ts';
 /** Where `introspection.clientSecretFile` names are looked up unless the sidecar says otherwise. */
 export const DEFAULT_AUTHN_SECRETS_DIR = '/var/run/secrets/meshgate/authn';
 
-export interface AuthnRuntimeDeps {
-  readonly clock: Clock;
+export interface AuthnRuntimeDeps extends FilterDeps {
   readonly logger?: Logger;
   /** undici dispatcher for JWKS and introspection requests; undici's global one when omitted. */
   readonly dispatcher?: Dispatcher;

@@ -1,5 +1,4 @@
 import type { CallContext } from '../../core/call-context.ts';
-import type { Random } from '../../core/clock.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
@@ -7,6 +6,7 @@ import { compileAuthorization } from './authz-engine.ts';
 import type { AuthzDecision, AuthzEngine } from './authz-engine.ts';
 import { authzRequestOf } from './authz-request.ts';
 import { createDecisionIds } from '../../core/decision-id.ts';
+import type { FilterDeps, FilterKind } from '../filter-kind.ts';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
 export interface AuthzMetrics {
@@ -18,18 +18,24 @@ export interface AuthzLogger {
   info(fields: object, message: string): void;
 }
 
-/** What outlives every snapshot's filter: created once per sidecar. */
-export interface AuthzRuntime {
-  /** Source of decision ids; Math.random when absent. */
-  readonly random?: Random;
+export interface AuthzRuntimeDeps extends FilterDeps {
+  /** Mesh-wide switch (authorization.allowWhenNoPolicy): admit calls when no ALLOW policy applies to the workload. */
+  readonly allowWhenNoPolicy: boolean;
   readonly metrics?: AuthzMetrics;
   /** Denials, shadow denials and audits are logged with their decision id: the trail an operator looks up. */
   readonly logger?: AuthzLogger;
 }
 
-export interface AuthzOptions extends AuthzRuntime {
-  /** Mesh-wide switch: admit calls when no ALLOW policy applies to the workload. Default false (deny). */
+/** What outlives every snapshot's filter: created once per sidecar. */
+export interface AuthzRuntime {
   readonly allowWhenNoPolicy: boolean;
+  readonly nextDecisionId: () => string;
+  readonly metrics: AuthzMetrics | undefined;
+  readonly logger: AuthzLogger | undefined;
+}
+
+export function createAuthzRuntime(deps: AuthzRuntimeDeps): AuthzRuntime {
+  return { allowWhenNoPolicy: deps.allowWhenNoPolicy, nextDecisionId: createDecisionIds(deps.random), metrics: deps.metrics, logger: deps.logger };
 }
 
 /**
@@ -39,10 +45,9 @@ export interface AuthzOptions extends AuthzRuntime {
  * on `call.annotations` for the access log and the span, into the deny body,
  * the metrics and, for denials, shadow denials and audits, the log.
  */
-export function createAuthzFilter(documents: readonly PolicyDocument[], opts: AuthzOptions): Filter {
-  const engine: AuthzEngine = compileAuthorization(documents, { allowWhenNoPolicy: opts.allowWhenNoPolicy });
-  const nextId = createDecisionIds(opts.random ?? Math.random);
-  const { metrics, logger } = opts;
+export function createAuthzFilter(documents: readonly PolicyDocument[], runtime: AuthzRuntime): Filter {
+  const engine: AuthzEngine = compileAuthorization(documents, { allowWhenNoPolicy: runtime.allowWhenNoPolicy });
+  const { metrics, logger, nextDecisionId: nextId } = runtime;
 
   // Telemetry never breaks traffic (STYLE.md #8).
   const report = (call: CallContext, decision: AuthzDecision, decisionId: string): void => {
@@ -93,3 +98,6 @@ export function createAuthzFilter(documents: readonly PolicyDocument[], opts: Au
     },
   };
 }
+
+/** Authorization: after authn, whose verified identities its rules match. */
+export const authzKind: FilterKind<AuthzRuntime> = { name: 'authz', compile: createAuthzFilter };

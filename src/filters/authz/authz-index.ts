@@ -1,6 +1,8 @@
 import type { AuthzRequest } from './authz-request.ts';
 import { ruleMatches } from './authz-rules.ts';
-import type { CompiledOperation, CompiledRule, PathKey } from './authz-rules.ts';
+import type { CompiledOperation, CompiledRule } from './authz-rules.ts';
+import { collectPath, createPathTrie, insertPath } from '../../policy/path-trie.ts';
+import type { PathTrie } from '../../policy/path-trie.ts';
 
 /*
  * The rules of one action, filed so that a call looks at the few rules that
@@ -32,83 +34,8 @@ function clauseMatches(clause: Clause, req: AuthzRequest): boolean {
   return (clause.op === undefined || clause.op.test(req)) && clause.rule.sourceAndConditions(req);
 }
 
-/**
- * A trie of path segments. A node stands for the path up to a `/`; `exact`
- * holds clauses of paths ending there, `prefixes` those whose prefix continues
- * with a partial segment (`/admin*` files `admin` at the root, `/orders/*`
- * files `` at `orders`).
- */
-interface TrieNode {
-  children: Map<string, TrieNode> | undefined;
-  exact: Clause[] | undefined;
-  prefixes: Map<string, Clause[]> | undefined;
-  longestPrefix: number;
-}
-
-const newNode = (): TrieNode => ({ children: undefined, exact: undefined, prefixes: undefined, longestPrefix: 0 });
-
-function childOf(node: TrieNode, segment: string): TrieNode {
-  node.children ??= new Map();
-  let child = node.children.get(segment);
-  if (!child) {
-    child = newNode();
-    node.children.set(segment, child);
-  }
-  return child;
-}
-
-function insertPath(root: TrieNode, key: PathKey, clause: Clause): void {
-  if ('exact' in key) {
-    let node = root;
-    for (const segment of key.exact.slice(1).split('/')) node = childOf(node, segment);
-    (node.exact ??= []).push(clause);
-    return;
-  }
-  const lastSlash = key.prefix.lastIndexOf('/');
-  let node = root;
-  if (lastSlash > 0) for (const segment of key.prefix.slice(1, lastSlash).split('/')) node = childOf(node, segment);
-  const rest = key.prefix.slice(lastSlash + 1);
-  node.prefixes ??= new Map();
-  let list = node.prefixes.get(rest);
-  if (!list) {
-    list = [];
-    node.prefixes.set(rest, list);
-  }
-  list.push(clause);
-  node.longestPrefix = Math.max(node.longestPrefix, rest.length);
-}
-
-function collectPath(root: TrieNode, path: string, out: Clause[][]): void {
-  if (path.charCodeAt(0) !== 47 /* / */) return; // `OPTIONS *`
-  let node: TrieNode | undefined = root;
-  let start = 1;
-  while (node) {
-    const end = path.indexOf('/', start);
-    const segment = end < 0 ? path.slice(start) : path.slice(start, end);
-    const prefixes = node.prefixes;
-    if (prefixes) {
-      // Whichever is fewer: the prefixes filed here, or the prefixes of this segment.
-      if (prefixes.size <= segment.length + 1) {
-        for (const [prefix, clauses] of prefixes) if (segment.startsWith(prefix)) out.push(clauses);
-      } else {
-        const longest = Math.min(segment.length, node.longestPrefix);
-        for (let n = 0; n <= longest; n++) {
-          const clauses = prefixes.get(segment.slice(0, n));
-          if (clauses) out.push(clauses);
-        }
-      }
-    }
-    node = node.children?.get(segment);
-    if (end < 0) {
-      if (node?.exact) out.push(node.exact);
-      return;
-    }
-    start = end + 1;
-  }
-}
-
 interface Bucket {
-  readonly trie: TrieNode;
+  readonly trie: PathTrie<Clause>;
   readonly principals: Map<string, Clause[]>;
   readonly residual: Clause[];
 }
@@ -146,7 +73,7 @@ export function createRuleIndex(rules: readonly CompiledRule[], scanUpTo = SCAN_
   const bucketOf = (method: string): Bucket => {
     let bucket = buckets.get(method);
     if (!bucket) {
-      bucket = { trie: newNode(), principals: new Map(), residual: [] };
+      bucket = { trie: createPathTrie<Clause>(), principals: new Map(), residual: [] };
       buckets.set(method, bucket);
     }
     return bucket;

@@ -1,6 +1,8 @@
 import { BlockList, isIPv6 } from 'node:net';
 import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
 import { canonicalPathPattern, pathPatternTest } from '../../policy/call-match.ts';
+import { pathKey } from '../../policy/path-trie.ts';
+import type { PathKey } from '../../policy/path-trie.ts';
 import type { AuthzRequest } from './authz-request.ts';
 
 /*
@@ -31,8 +33,6 @@ export interface RuleRef {
 
 type Test = (req: AuthzRequest) => boolean;
 
-/** An exact path or a path prefix the index can look up; globs are filed under their literal prefix. */
-export type PathKey = { readonly exact: string } | { readonly prefix: string };
 
 export interface CompiledOperation {
   /** Every field of the `to` entry (the index only narrows candidates). */
@@ -84,13 +84,6 @@ export function canonicalPrincipal(pattern: string): string {
 function pathMatcher(pattern: string): Test {
   const test = pathPatternTest(pattern);
   return (req) => test(req.path);
-}
-
-function pathKey(pattern: string): PathKey | undefined {
-  if (pattern === '*') return undefined;
-  const star = pattern.indexOf('*');
-  if (star < 0) return { exact: pattern };
-  return { prefix: pattern.slice(0, star) };
 }
 
 function anyMatches(patterns: readonly string[], make: (p: string) => (v: string) => boolean): (value: string) => boolean {

@@ -1,9 +1,12 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
+import { isKind } from '../../policy/document-kinds.ts';
 import type { IPAccessPolicySpec } from '../../policy/kinds/ip-access-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import type { AutoBanSettings, BanList } from './ban-list.ts';
+import type { FilterDeps, FilterKind } from '../filter-kind.ts';
+import { createBanList } from './ban-list.ts';
+import type { AutoBanSettings, BanList, BanListEvents } from './ban-list.ts';
 import { compileAddressSet, createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { AddressSet, ClientAddressResult } from '../../proxy/client-address.ts';
 
@@ -32,21 +35,30 @@ interface CompiledDocument {
   readonly deny: AddressSet | undefined;
 }
 
-export interface IPAccessOptions {
+/** What outlives every snapshot's filter: created once per sidecar. */
+export interface IPAccessRuntime {
   /**
-   * The sidecar's ban list, which outlives this filter: constructing the
-   * filter installs this snapshot's auto-ban settings into it (or turns
-   * auto-ban off when no document has one).
+   * The sidecar's ban list: compiling a snapshot installs its auto-ban
+   * settings into it (or turns auto-ban off when no document has one).
    */
-  readonly banList?: BanList;
+  readonly banList: BanList;
 }
 
-export function createIPAccessFilter(documents: readonly PolicyDocument[], opts: IPAccessOptions = {}): Filter {
+export interface IPAccessRuntimeDeps extends FilterDeps {
+  /** Bans, evictions and lifts, for the metrics and the log. */
+  readonly events?: BanListEvents;
+}
+
+export function createIPAccessRuntime(deps: IPAccessRuntimeDeps): IPAccessRuntime {
+  return { banList: createBanList({ clock: deps.clock, ...(deps.events ? { events: deps.events } : {}) }) };
+}
+
+export function createIPAccessFilter(documents: readonly PolicyDocument[], runtime: IPAccessRuntime): Filter {
   const checks: CompiledDocument[] = [];
   const banDocs: { id: string; spec: IPAccessPolicySpec }[] = [];
   for (const doc of documents) {
-    if (doc.kind !== 'IPAccessPolicy') continue;
-    const spec = doc.spec as unknown as IPAccessPolicySpec;
+    if (!isKind(doc, 'IPAccessPolicy')) continue;
+    const spec = doc.spec;
     const id = `${doc.metadata.namespace}/${doc.metadata.name}`;
     if (spec.autoBan) banDocs.push({ id, spec });
     const allow = spec.allow && spec.allow.length > 0 ? compileAddressSet(spec.allow) : undefined;
@@ -55,13 +67,13 @@ export function createIPAccessFilter(documents: readonly PolicyDocument[], opts:
     checks.push({ id, resolve: createClientAddressResolver(spec.trustedProxies ?? []), allow, deny });
   }
 
-  const banList = opts.banList;
+  const banList = runtime.banList;
   const banRule = banDocs[0] ? `${banDocs[0].id}#autoBan` : undefined;
   const banAddress = banDocs.length > 0 ? createClientAddressResolver(banDocs.flatMap((d) => d.spec.trustedProxies ?? [])) : undefined;
-  banList?.configure(
+  banList.configure(
     banAddress ? { settings: strictest(banDocs.map((d) => d.spec.autoBan!)), clientAddress: (call) => banAddress(call.source.address, call.headers) } : undefined,
   );
-  const bans = banList && banAddress ? { list: banList, address: banAddress } : undefined;
+  const bans = banAddress ? { list: banList, address: banAddress } : undefined;
 
   if (checks.length === 0 && !bans) return { name: 'ip-access', onRequest: () => CONTINUE };
   return {
@@ -88,6 +100,9 @@ export function createIPAccessFilter(documents: readonly PolicyDocument[], opts:
     },
   };
 }
+
+/** IP access: the first filter of the inbound chain. */
+export const ipAccessKind: FilterKind<IPAccessRuntime> = { name: 'ip-access', compile: createIPAccessFilter };
 
 /** One setting from several documents: the one that bans soonest, longest and most. */
 function strictest(all: readonly NonNullable<IPAccessPolicySpec['autoBan']>[]): AutoBanSettings {

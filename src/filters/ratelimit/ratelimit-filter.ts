@@ -1,13 +1,13 @@
 import type { CallContext } from '../../core/call-context.ts';
-import { createDecisionIds } from '../../core/decision-id.ts';
 import { createLogGate } from '../../core/log-gate.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { Verdict } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
-import type { CallMatch } from '../../policy/call-match.ts';
-import type { RateLimitPolicySpec } from '../../policy/kinds/rate-limit-policy.ts';
+import { createCallMatchIndex } from '../../policy/call-match-index.ts';
+import type { CallMatchEntry } from '../../policy/call-match-index.ts';
+import { isKind } from '../../policy/document-kinds.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
 import type { ClientAddress, KeyPart } from './bucket-key.ts';
@@ -16,6 +16,7 @@ import type { BucketShape, TakeResult } from './gcra.ts';
 import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
 import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
+import type { FilterKind } from '../filter-kind.ts';
 
 /*
  * RateLimitPolicy enforcement, after authz (a denied caller spends no budget).
@@ -38,7 +39,6 @@ interface CompiledRule {
   readonly failureMode: 'deny' | 'allow' | 'local';
   /** failureMode local: the limit divided by the replicas (split) or whole on each (per-replica). */
   readonly localFallback: 'split' | 'per-replica';
-  readonly match: CallMatch;
   readonly key: KeyPart;
   readonly shape: BucketShape;
   /** The rule and its shape: a changed limit starts new buckets. */
@@ -55,17 +55,19 @@ interface RuleOutcome {
   readonly result: TakeResult | undefined;
 }
 
-function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
-  const rules: CompiledRule[] = [];
+/** Every rule of the snapshot's RateLimitPolicy documents, in document and rule order, with its `match` block for the index. */
+function compileRules(documents: readonly PolicyDocument[]): CallMatchEntry<CompiledRule>[] {
+  const rules: CallMatchEntry<CompiledRule>[] = [];
   for (const doc of documents) {
-    if (doc.kind !== 'RateLimitPolicy') continue;
-    const spec = doc.spec as unknown as RateLimitPolicySpec;
+    if (!isKind(doc, 'RateLimitPolicy')) continue;
+    const spec = doc.spec;
     const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
     const clientAddress = clientAddressOf(spec.trustedProxies);
     spec.rules.forEach((rule) => {
       const shape = bucketShape(rule.limit, rule.burst);
       const id = `${policy}#${rule.name}`;
-      rules.push({
+      const match = compileCallMatch(rule.match);
+      const compiled: CompiledRule = {
         id,
         policy,
         name: rule.name,
@@ -73,13 +75,13 @@ function compileRules(documents: readonly PolicyDocument[]): CompiledRule[] {
         global: rule.scope === 'global',
         failureMode: rule.failureMode ?? 'deny',
         localFallback: rule.localFallback ?? 'split',
-        match: compileCallMatch(rule.match),
         key: compileKey(rule.key, clientAddress),
         shape,
         bucketPrefix: `${id}@${Math.round(shape.intervalMs * 1000)}/${shape.burst}`,
         policyItem: policyItem(rule.name, rule.limit, shape.burst),
         headers: spec.mode === 'shadow' ? 'none' : (rule.responseHeaders ?? 'all'),
-      });
+      };
+      rules.push({ rule: compiled, match, spec: rule.match });
     });
   }
   return rules;
@@ -103,10 +105,12 @@ function clientAddressOf(trustedProxies: readonly string[] | undefined): ClientA
 }
 
 export function createRateLimitFilter(documents: readonly PolicyDocument[], runtime: RateLimitRuntime): Filter {
-  const rules = compileRules(documents);
-  if (rules.length === 0) return { name: 'ratelimit', onRequest: () => CONTINUE };
+  const entries = compileRules(documents);
+  if (entries.length === 0) return { name: 'ratelimit', onRequest: () => CONTINUE };
+  // Only the rules that could match a call are looked at; every one that matches counts, in rule order.
+  const rules = createCallMatchIndex(entries);
   const { local, store, clock, metrics } = runtime;
-  const nextId = createDecisionIds(runtime.random ?? Math.random);
+  const nextId = runtime.nextDecisionId;
   const log = throttledLog(runtime, clock);
 
   const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision, shape = rule.shape): RuleOutcome => {
@@ -114,7 +118,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     return { rule, result, decision: result.allowed ? decisionIfAllowed : decisionIfLimited };
   };
   const fallbackShape = (rule: CompiledRule): BucketShape => {
-    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas?.() ?? 1)) : 1;
+    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas())) : 1;
     return replicas === 1 ? rule.shape : splitShape(rule.shape, replicas);
   };
 
@@ -175,8 +179,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
       let outcomes: RuleOutcome[] | undefined; // made only when a rule matches: most calls match none
       let global: { rule: CompiledRule; value: string }[] | undefined;
       let locallyRefused = false;
-      for (const rule of rules) {
-        if (!rule.match(call.method, matchPath)) continue;
+      for (const rule of rules.matching(call.method, matchPath)) {
         const value = rule.key(call);
         if (rule.global) {
           (global ??= []).push({ rule, value });
@@ -193,6 +196,9 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     },
   };
 }
+
+/** Rate limiting: after authz, so denied callers spend no budget. */
+export const rateLimitKind: FilterKind<RateLimitRuntime> = { name: 'ratelimit', compile: createRateLimitFilter };
 
 /**
  * The RateLimit-Policy and RateLimit fields for the rules that counted this

@@ -1,4 +1,7 @@
-import type { Clock, Random } from '../../core/clock.ts';
+import type { Clock } from '../../core/clock.ts';
+import { createDecisionIds } from '../../core/decision-id.ts';
+import type { FilterDeps } from '../filter-kind.ts';
+import { createLocalBuckets } from './local-buckets.ts';
 import type { LocalBuckets } from './local-buckets.ts';
 import type { RateLimitStore } from './redis-store.ts';
 
@@ -25,18 +28,11 @@ export interface RateLimitLogger {
   info(fields: object, message: string): void;
 }
 
-/**
- * What outlives every snapshot's filter, created once per sidecar: the
- * buckets (a new snapshot must not refill them), the Redis connection.
- */
-export interface RateLimitRuntime {
-  readonly local: LocalBuckets;
+export interface RateLimitRuntimeDeps extends FilterDeps {
+  /** The bucket table; a table of 100 000 buckets when absent. */
+  readonly local?: LocalBuckets;
   /** Redis for scope: global rules; undefined when rateLimit.redis is not configured. */
   readonly store?: RateLimitStore | undefined;
-  /** Local buckets run on clock.monotonic(). */
-  readonly clock: Clock;
-  /** Source of decision ids when no earlier filter made one; Math.random when absent. */
-  readonly random?: Random;
   readonly metrics?: RateLimitMetrics;
   /**
    * Replicas of this sidecar's own service in the registry (at least 1): a
@@ -46,4 +42,33 @@ export interface RateLimitRuntime {
   readonly replicas?: () => number;
   /** Limited and shadow-limited calls, at most one line per rule per second (a flood must not become a log flood). */
   readonly logger?: RateLimitLogger;
+}
+
+/**
+ * What outlives every snapshot's filter, created once per sidecar: the
+ * buckets (a new snapshot must not refill them), the Redis connection.
+ */
+export interface RateLimitRuntime {
+  readonly local: LocalBuckets;
+  readonly store: RateLimitStore | undefined;
+  /** Local buckets run on clock.monotonic(). */
+  readonly clock: Clock;
+  /** Decision ids of refusals when no earlier filter made one. */
+  readonly nextDecisionId: () => string;
+  readonly metrics: RateLimitMetrics | undefined;
+  readonly replicas: () => number;
+  readonly logger: RateLimitLogger | undefined;
+}
+
+export function createRateLimitRuntime(deps: RateLimitRuntimeDeps): RateLimitRuntime {
+  const replicas = deps.replicas;
+  return {
+    local: deps.local ?? createLocalBuckets(100_000),
+    store: deps.store,
+    clock: deps.clock,
+    nextDecisionId: createDecisionIds(deps.random),
+    metrics: deps.metrics,
+    replicas: replicas ? () => replicas() : () => 1,
+    logger: deps.logger,
+  };
 }

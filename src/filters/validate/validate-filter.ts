@@ -1,11 +1,11 @@
 import type { BodyRead, CallContext } from '../../core/call-context.ts';
-import type { Random } from '../../core/clock.ts';
 import { createDecisionIds } from '../../core/decision-id.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { Verdict } from '../../core/verdict.ts';
 import { matchPathOf } from '../../policy/call-match.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
+import type { FilterDeps, FilterKind } from '../filter-kind.ts';
 import { bodyNeed, checkBody, checkHead, compileValidationRules, headerBytesOf, parseJsonBody } from './validate-rules.ts';
 import type { BodyFacts, CompiledValidationRule, ParsedJson, RuleFailure } from './validate-rules.ts';
 
@@ -20,18 +20,24 @@ export interface ValidateLogger {
   error(fields: object, message: string): void;
 }
 
-/** What outlives every snapshot's filter: created once per sidecar. */
-export interface ValidateRuntime {
-  /** Source of decision ids; Math.random when absent. */
-  readonly random?: Random;
+export interface ValidateRuntimeDeps extends FilterDeps {
+  /** limits.maxBodyBuffer: the most bytes of one body the filter holds in memory; 1 MiB when absent. */
+  readonly maxBodyBuffer?: number;
   readonly metrics?: ValidateMetrics;
   /** Refusals and shadow failures are logged with their decision id; schemas ajv cannot compile, once per snapshot. */
   readonly logger?: ValidateLogger;
 }
 
-export interface ValidateOptions extends ValidateRuntime {
-  /** limits.maxBodyBuffer: the most bytes of one body the filter holds in memory. */
+/** What outlives every snapshot's filter: created once per sidecar. */
+export interface ValidateRuntime {
   readonly maxBodyBuffer: number;
+  readonly nextDecisionId: () => string;
+  readonly metrics: ValidateMetrics | undefined;
+  readonly logger: ValidateLogger | undefined;
+}
+
+export function createValidateRuntime(deps: ValidateRuntimeDeps): ValidateRuntime {
+  return { maxBodyBuffer: deps.maxBodyBuffer ?? 1_048_576, nextDecisionId: createDecisionIds(deps.random), metrics: deps.metrics, logger: deps.logger };
 }
 
 /** Per call: a header size computed at most once, a decision id made only when a rule fails. */
@@ -50,10 +56,9 @@ interface CallState {
  * and the stack then forwards the bytes read. An enforcing rule's failure
  * refuses the call; a shadow rule's is recorded on the call, counted and logged.
  */
-export function createValidateFilter(documents: readonly PolicyDocument[], opts: ValidateOptions): Filter {
-  const { rules, problems } = compileValidationRules(documents);
-  const { metrics, logger, maxBodyBuffer } = opts;
-  const nextId = createDecisionIds(opts.random ?? Math.random);
+export function createValidateFilter(documents: readonly PolicyDocument[], runtime: ValidateRuntime): Filter {
+  const { rules, index, problems } = compileValidationRules(documents);
+  const { metrics, logger, maxBodyBuffer, nextDecisionId: nextId } = runtime;
   for (const problem of problems) {
     try {
       logger?.error({ rule: problem.rule, error: problem.error }, 'validation: JSON Schema does not compile; the rule refuses every call it matches (filter.error)');
@@ -132,8 +137,8 @@ export function createValidateFilter(documents: readonly PolicyDocument[], opts:
       const matchPath = matchPathOf(call.path);
       let state: CallState | undefined;
       let pending: CompiledValidationRule[] | undefined;
-      for (const rule of rules) {
-        if (!rule.match(call.method, matchPath)) continue;
+      // Only the rules that could match a call are looked at; every one that matches applies, in rule order.
+      for (const rule of index.matching(call.method, matchPath)) {
         state ??= {
           call,
           body: { present: call.body ? call.body.present : hasBodyHeaders(call), declaredLength: call.body?.declaredLength, bufferLimit: maxBodyBuffer },
@@ -154,6 +159,9 @@ export function createValidateFilter(documents: readonly PolicyDocument[], opts:
     },
   };
 }
+
+/** Input validation: last, since it may read and buffer the body (only when a matching rule needs it). */
+export const validateKind: FilterKind<ValidateRuntime> = { name: 'validate', compile: createValidateFilter };
 
 /** Without a body accessor, what the head says: a Content-Length above 0, or chunked. */
 function hasBodyHeaders(call: CallContext): boolean {

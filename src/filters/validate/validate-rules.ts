@@ -1,7 +1,9 @@
 import type { BodyRead, CallContext } from '../../core/call-context.ts';
 import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
-import type { ValidationPolicySpec, ValidationRule } from '../../policy/kinds/validation-policy.ts';
+import { createCallMatchIndex } from '../../policy/call-match-index.ts';
+import type { CallMatchEntry, CallMatchIndex } from '../../policy/call-match-index.ts';
+import { isKind } from '../../policy/document-kinds.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
 import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
@@ -50,16 +52,24 @@ export interface CompileProblem {
   readonly error: string;
 }
 
+export interface CompiledValidation {
+  /** Every rule, in document and rule order. */
+  readonly rules: readonly CompiledValidationRule[];
+  /** The same rules filed by method and path: the ones a call matches, in that order. */
+  readonly index: CallMatchIndex<CompiledValidationRule>;
+  readonly problems: readonly CompileProblem[];
+}
+
 /** Compiles every ValidationPolicy among the workload's documents (the sidecar already selected them). */
-export function compileValidationRules(documents: readonly PolicyDocument[]): { rules: CompiledValidationRule[]; problems: CompileProblem[] } {
-  const rules: CompiledValidationRule[] = [];
+export function compileValidationRules(documents: readonly PolicyDocument[]): CompiledValidation {
+  const entries: CallMatchEntry<CompiledValidationRule>[] = [];
   const problems: CompileProblem[] = [];
   let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined;
   for (const doc of documents) {
-    if (doc.kind !== 'ValidationPolicy') continue;
-    const spec = doc.spec as unknown as ValidationPolicySpec;
+    if (!isKind(doc, 'ValidationPolicy')) continue;
+    const spec = doc.spec;
     const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
-    for (const rule of spec.rules as readonly ValidationRule[]) {
+    for (const rule of spec.rules) {
       const id = `${policy}#${rule.name}`;
       let schema: JsonSchemaCheck | undefined;
       if (rule.jsonSchema) {
@@ -70,22 +80,24 @@ export function compileValidationRules(documents: readonly PolicyDocument[]): { 
           problems.push({ rule: id, error: (err as Error).message });
         }
       }
-      rules.push({
+      const match = compileCallMatch(rule.match);
+      const compiled: CompiledValidationRule = {
         id,
         policy,
         name: rule.name,
         shadow: spec.mode === 'shadow',
-        match: compileCallMatch(rule.match),
+        match,
         maxBodyBytes: rule.maxBodyBytes,
         contentTypes: rule.contentTypes,
         requiredHeaders: rule.requiredHeaders,
         maxHeaderBytes: rule.maxHeaderBytes,
         hasSchema: rule.jsonSchema !== undefined,
         schema,
-      });
+      };
+      entries.push({ rule: compiled, match, spec: rule.match });
     }
   }
-  return { rules, problems };
+  return { rules: entries.map((e) => e.rule), index: createCallMatchIndex(entries), problems };
 }
 
 /** What the head checks know of the body without reading it. */

@@ -4,6 +4,7 @@ import type { AnyResponse } from '../../../src/errors/reply.ts';
 import { sendVerdict } from '../../../src/errors/reply.ts';
 import { createAuthzFilter } from '../../../src/filters/authz/authz-filter.ts';
 import { call, fixedRandom, policy } from './authz-fixtures.ts';
+import { authzRuntime } from '../../helpers/filter-runtimes.ts';
 
 /** Records what sendVerdict writes. */
 function fakeResponse() {
@@ -26,7 +27,7 @@ const docs = [policy('allow-all', { rules: [{ name: 'any' }] }), policy('no-admi
 describe('authz deny replies', () => {
   const deny = () => {
     const c = call({ path: '/admin' });
-    const verdict = createAuthzFilter(docs, { allowWhenNoPolicy: false, random: fixedRandom(0.125, 0.5) }).onRequest(c) as Verdict & { kind: 'respond' };
+    const verdict = createAuthzFilter(docs, authzRuntime({ allowWhenNoPolicy: false, random: fixedRandom(0.125, 0.5) })).onRequest(c) as Verdict & { kind: 'respond' };
     return { verdict, decisionId: c.annotations.decisionId! };
   };
 

@@ -7,6 +7,7 @@ import type { PolicyDocument } from '../../../src/policy/types.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { ADMIN, FRONTEND, call, fixedRandom, policy } from './authz-fixtures.ts';
 import type { CallInput } from './authz-fixtures.ts';
+import { authzRuntime } from '../../helpers/filter-runtimes.ts';
 
 const allowFrontendReads = policy('allow-frontend', {
   action: 'ALLOW',
@@ -27,7 +28,7 @@ type Case = [name: string, docs: PolicyDocument[], input: CallInput, expected: s
 
 function runTable(cases: Case[], allowWhenNoPolicy = false): void {
   it.each(cases)('%s', (_name, docs, input, expected) => {
-    const filter = createAuthzFilter(docs, { allowWhenNoPolicy });
+    const filter = createAuthzFilter(docs, authzRuntime({ allowWhenNoPolicy }));
     expect(outcome(filter.onRequest(call(input)) as Verdict)).toBe(expected);
     // The indexed decision is the one a plain scan of every rule gives.
     const engine = compileAuthorization(docs, { allowWhenNoPolicy, scanUpTo: -1 });
@@ -57,13 +58,13 @@ describe('authz: decision order and defaults', () => {
   ]);
 
   it('allow-by-default switch admits calls when no ALLOW policy applies, but DENY still denies', () => {
-    const filter = createAuthzFilter([denyAdminPath], { allowWhenNoPolicy: true });
+    const filter = createAuthzFilter([denyAdminPath], authzRuntime({ allowWhenNoPolicy: true }));
     expect(outcome(filter.onRequest(call()) as Verdict)).toBe('allow');
     expect(outcome(filter.onRequest(call({ path: '/admin' })) as Verdict)).toBe('authz.denied shop/deny-admin#admin');
   });
 
   it('allow-by-default switch does not apply once an ALLOW policy exists', () => {
-    const filter = createAuthzFilter([allowFrontendReads], { allowWhenNoPolicy: true });
+    const filter = createAuthzFilter([allowFrontendReads], authzRuntime({ allowWhenNoPolicy: true }));
     expect(outcome(filter.onRequest(call({ principal: ADMIN })) as Verdict)).toBe('authz.denied');
   });
 });
@@ -188,26 +189,26 @@ describe('authz: when', () => {
 describe('authz: decision id, annotations, deny body, metrics, log', () => {
   it('records the decision, the deciding rule and a decision id on the call', () => {
     const c = call({ principal: FRONTEND });
-    createAuthzFilter([allowFrontendReads], { allowWhenNoPolicy: false, random: fixedRandom(0.5, 0.25) }).onRequest(c);
+    createAuthzFilter([allowFrontendReads], authzRuntime({ allowWhenNoPolicy: false, random: fixedRandom(0.5, 0.25) })).onRequest(c);
     expect(c.annotations).toMatchObject({ decision: 'allow', rule: 'shop/allow-frontend#reads', decisionId: expect.stringMatching(/^[0-9a-z]{12}$/) });
   });
 
   it('carries the decision id and rule in the deny verdict, and nothing else of the policy', () => {
     const c = call({ path: '/admin' });
-    const verdict = createAuthzFilter([allowAll, denyAdminPath], { allowWhenNoPolicy: false, random: fixedRandom(0.1, 0.9) }).onRequest(c) as Verdict;
+    const verdict = createAuthzFilter([allowAll, denyAdminPath], authzRuntime({ allowWhenNoPolicy: false, random: fixedRandom(0.1, 0.9) })).onRequest(c) as Verdict;
     expect(verdict).toEqual({ kind: 'respond', code: 'authz.denied', reason: 'denied by policy', rule: 'shop/deny-admin#admin', decisionId: c.annotations.decisionId });
     expect(c.annotations.decision).toBe('deny');
   });
 
   it('a default deny has a decision id and no rule', () => {
-    const verdict = createAuthzFilter([], { allowWhenNoPolicy: false }).onRequest(call()) as Verdict;
+    const verdict = createAuthzFilter([], authzRuntime({ allowWhenNoPolicy: false })).onRequest(call()) as Verdict;
     expect(verdict).toEqual({ kind: 'respond', code: 'authz.denied', reason: 'no ALLOW policy applies to this workload (deny by default)', decisionId: expect.stringMatching(/^[0-9a-z]{12}$/) });
   });
 
   it('decision ids come from the injected random source', () => {
     const ids = (seed: number) => {
       const c = call();
-      createAuthzFilter([allowAll], { allowWhenNoPolicy: false, random: fixedRandom(seed, seed / 2) }).onRequest(c);
+      createAuthzFilter([allowAll], authzRuntime({ allowWhenNoPolicy: false, random: fixedRandom(seed, seed / 2) })).onRequest(c);
       return c.annotations.decisionId;
     };
     expect(ids(0.3)).toBe(ids(0.3));
@@ -216,7 +217,7 @@ describe('authz: decision id, annotations, deny body, metrics, log', () => {
 
   it('counts decisions per policy and rule, and audits apart', async () => {
     const metrics = createSidecarMetrics({ defaultMetrics: false });
-    const filter = createAuthzFilter([allowAll, denyAdminPath, policy('audit-admin', { action: 'AUDIT', rules: [{ name: 'a', to: [{ paths: ['/admin*'] }] }] })], { allowWhenNoPolicy: false, metrics });
+    const filter = createAuthzFilter([allowAll, denyAdminPath, policy('audit-admin', { action: 'AUDIT', rules: [{ name: 'a', to: [{ paths: ['/admin*'] }] }] })], authzRuntime({ allowWhenNoPolicy: false, metrics }));
     filter.onRequest(call());
     filter.onRequest(call());
     filter.onRequest(call({ path: '/admin' }));
@@ -233,8 +234,8 @@ describe('authz: decision id, annotations, deny body, metrics, log', () => {
     const lines: Array<[Record<string, unknown>, string]> = [];
     const logger = { info: (fields: object, message: string) => lines.push([fields as Record<string, unknown>, message]) };
     const c = call({ path: '/admin/users', principal: FRONTEND });
-    createAuthzFilter([allowAll, denyAdminPath], { allowWhenNoPolicy: false, logger }).onRequest(c);
-    createAuthzFilter([allowAll, denyAdminPath], { allowWhenNoPolicy: false, logger }).onRequest(call());
+    createAuthzFilter([allowAll, denyAdminPath], authzRuntime({ allowWhenNoPolicy: false, logger })).onRequest(c);
+    createAuthzFilter([allowAll, denyAdminPath], authzRuntime({ allowWhenNoPolicy: false, logger })).onRequest(call());
     expect(lines).toEqual([
       [
         expect.objectContaining({ decision_id: c.annotations.decisionId, decision: 'deny', rule: 'shop/deny-admin#admin', path: '/admin/users', source_principal: FRONTEND, request_id: 'r1' }),
@@ -245,11 +246,11 @@ describe('authz: decision id, annotations, deny body, metrics, log', () => {
 
   it('a throwing metrics sink or logger never fails the call', () => {
     const broken = { inc: () => { throw new Error('sink down'); } };
-    const filter = createAuthzFilter([denyAdminPath], {
+    const filter = createAuthzFilter([denyAdminPath], authzRuntime({
       allowWhenNoPolicy: false,
       metrics: { authzDecisions: broken, shadowDenials: broken },
       logger: { info: () => { throw new Error('log down'); } },
-    });
+    }));
     expect(outcome(filter.onRequest(call()) as Verdict)).toBe('authz.denied');
   });
 });
@@ -260,7 +261,7 @@ describe('authz: shadow mode', () => {
   it('a shadow DENY rule never denies, and is recorded, counted and logged as would-deny', async () => {
     const metrics = createSidecarMetrics({ defaultMetrics: false });
     const lines: Array<[object, string]> = [];
-    const filter = createAuthzFilter([allowAll, shadowDeny], { allowWhenNoPolicy: false, metrics, logger: { info: (f, m) => lines.push([f, m]) } });
+    const filter = createAuthzFilter([allowAll, shadowDeny], authzRuntime({ allowWhenNoPolicy: false, metrics, logger: { info: (f, m) => lines.push([f, m]) } }));
     const c = call({ method: 'DELETE', path: '/admin/x' });
     expect(outcome(filter.onRequest(c) as Verdict)).toBe('allow');
     expect(c.annotations.shadowDenials).toEqual(['shop/new-deny#no-deletes', 'shop/new-deny#no-admin']);
@@ -282,19 +283,19 @@ describe('authz: shadow mode', () => {
   it('keeps shadow denials another filter recorded', () => {
     const c = call({ method: 'DELETE' });
     c.annotations.shadowDenials = ['shop/jwt#require-token'];
-    createAuthzFilter([allowAll, shadowDeny], { allowWhenNoPolicy: false }).onRequest(c);
+    createAuthzFilter([allowAll, shadowDeny], authzRuntime({ allowWhenNoPolicy: false })).onRequest(c);
     expect(c.annotations.shadowDenials).toEqual(['shop/jwt#require-token', 'shop/new-deny#no-deletes']);
   });
 
   it('does not report shadow denials for calls that are denied anyway', () => {
     const c = call({ method: 'DELETE', principal: ADMIN });
-    expect(outcome(createAuthzFilter([allowFrontendReads, shadowDeny], { allowWhenNoPolicy: false }).onRequest(c) as Verdict)).toBe('authz.denied');
+    expect(outcome(createAuthzFilter([allowFrontendReads, shadowDeny], authzRuntime({ allowWhenNoPolicy: false })).onRequest(c) as Verdict)).toBe('authz.denied');
     expect(c.annotations.shadowDenials).toBeUndefined();
   });
 
   it('a shadow ALLOW policy reports the calls it would stop admitting when the workload is allow-by-default', () => {
     const shadowAllow = policy('first-allow', { action: 'ALLOW', mode: 'shadow', rules: [{ name: 'frontend', from: [{ principals: [FRONTEND] }] }] });
-    const filter = createAuthzFilter([shadowAllow], { allowWhenNoPolicy: true });
+    const filter = createAuthzFilter([shadowAllow], authzRuntime({ allowWhenNoPolicy: true }));
     const stranger = call({ principal: ADMIN });
     const friend = call({ principal: FRONTEND });
     expect(outcome(filter.onRequest(stranger) as Verdict)).toBe('allow');

@@ -8,6 +8,7 @@ import type { DownstreamRequest } from '../../../src/proxy/listener.ts';
 import { createRequestBody } from '../../../src/proxy/request-body.ts';
 import { policyDoc } from '../../helpers/static-policy.ts';
 import { testCall } from '../filters/validate/validate-fixtures.ts';
+import { validateRuntime } from '../../helpers/filter-runtimes.ts';
 
 function chunkedRequest(size: number): DownstreamRequest {
   const source = Readable.from([Buffer.alloc(size / 2, 0x61), Buffer.alloc(size / 2, 0x62)]);
@@ -48,13 +49,13 @@ describe('sidecar-wide budget for buffered request bodies', () => {
       ...input.call,
       body: { present: true, declaredLength: undefined, read: (): Promise<BodyRead> => Promise.resolve({ kind: 'over_budget' }) },
     });
-    const enforce = createValidateFilter([policyDoc('ValidationPolicy', 'orders', spec('enforce'))], { maxBodyBuffer: 1024 });
+    const enforce = createValidateFilter([policyDoc('ValidationPolicy', 'orders', spec('enforce'))], validateRuntime({ maxBodyBuffer: 1024 }));
     expect(await enforce.onRequest(overBudget(testCall({ headers: { 'content-type': 'application/json' }, body: '{}', chunked: true })))).toMatchObject({
       kind: 'respond',
       code: 'sidecar.overloaded',
       headers: { 'retry-after': '1' },
     });
-    const shadow = createValidateFilter([policyDoc('ValidationPolicy', 'orders', spec('shadow'))], { maxBodyBuffer: 1024 });
+    const shadow = createValidateFilter([policyDoc('ValidationPolicy', 'orders', spec('shadow'))], validateRuntime({ maxBodyBuffer: 1024 }));
     expect(await shadow.onRequest(overBudget(testCall({ headers: { 'content-type': 'application/json' }, body: '{}', chunked: true })))).toEqual({ kind: 'continue' });
   });
 });

@@ -31,7 +31,7 @@ afterAll(async () => {
 
 function setup(spec?: string, shadowCounts: string[] = []) {
   const clock = createFakeClock(NOW * 1000);
-  const runtime = createAuthnRuntime({ clock, onShadowDenial: (policy, rule) => shadowCounts.push(`${policy}#${rule}`) });
+  const runtime = createAuthnRuntime({ random: () => 0.5, clock, onShadowDenial: (policy, rule) => shadowCounts.push(`${policy}#${rule}`) });
   const docSpec =
     spec ??
     `jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${jwks.url}/jwks", audiences: [${AUDIENCE}], forwardClaimsHeader: x-jwt-claims }]`;
@@ -184,7 +184,7 @@ describe('authn filter: where the token travels', () => {
     const docs = [
       authnDoc(`jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${jwks.url}/jwks", fromCookies: [session] }, { name: other, issuer: "https://other.example", jwksUri: "${jwks.url}/jwks" }]`),
     ];
-    const filter = createAuthnFilter(docs, createAuthnRuntime({ clock: createFakeClock(NOW * 1000) }));
+    const filter = createAuthnFilter(docs, createAuthnRuntime({ random: () => 0.5, clock: createFakeClock(NOW * 1000) }));
     expect(await run(filter, bearer(await mint({ key: rsa, now: NOW })))).toBe('authn.jwt_issuer shop/users#idp');
   });
 });
@@ -205,7 +205,7 @@ describe('authn filter: calls without a token', () => {
   });
 
   it('no RequestAuthentication document: tokens are not read, nobody is authenticated', async () => {
-    const filter = createAuthnFilter([], createAuthnRuntime({ clock: createFakeClock(NOW * 1000) }));
+    const filter = createAuthnFilter([], createAuthnRuntime({ random: () => 0.5, clock: createFakeClock(NOW * 1000) }));
     const call = bearer(await mint({ key: rsa, now: NOW }));
     expect(await run(filter, call)).toBe('continue');
     expect(call.annotations.auth).toBeUndefined();
@@ -252,7 +252,7 @@ describe('authn filter: shadow mode', () => {
 
   it('an enforcing document still refuses what its rules own and its onMissingToken', async () => {
     const counts: string[] = [];
-    const runtime = createAuthnRuntime({ clock: createFakeClock(NOW * 1000), onShadowDenial: (p, r) => counts.push(`${p}#${r}`) });
+    const runtime = createAuthnRuntime({ random: () => 0.5, clock: createFakeClock(NOW * 1000), onShadowDenial: (p, r) => counts.push(`${p}#${r}`) });
     const filter = createAuthnFilter(
       [
         authnDoc(`jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${jwks.url}/jwks" }]`, 'enforced'),
@@ -279,7 +279,7 @@ describe('authn filter: JWKS fetching', () => {
     await server?.close();
     server = await startJsonServer(handler);
     clock = createFakeClock(NOW * 1000);
-    runtime = createAuthnRuntime({ clock, jwksTimings: timings });
+    runtime = createAuthnRuntime({ random: () => 0.5, clock, jwksTimings: timings });
     filter = createAuthnFilter([authnDoc(`jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${server.url}/jwks" }]`)], runtime);
   };
   const token = (key: TestKey, kid?: string) => mint({ key, now: clock.now() / 1000, ...(kid ? { kid } : {}) });
@@ -360,7 +360,7 @@ describe('authn filter: JWKS fetching', () => {
 
   it('JWKS unreachable (connection refused): 503', async () => {
     const url = await deadUrl();
-    const f = createAuthnFilter([authnDoc(`jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${url}/jwks" }]`)], createAuthnRuntime({ clock: createFakeClock(NOW * 1000) }));
+    const f = createAuthnFilter([authnDoc(`jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${url}/jwks" }]`)], createAuthnRuntime({ random: () => 0.5, clock: createFakeClock(NOW * 1000) }));
     const v = await f.onRequest(bearer(await mint({ key: rsa, now: NOW })));
     expect(v).toMatchObject({ kind: 'respond', code: 'authn.jwks_unavailable' });
     expect((v as { headers?: unknown }).headers).toBeUndefined();

@@ -65,7 +65,7 @@ beforeEach(() => {
 
 function setup(extra = '', endpoint = `${server.url}/introspect`) {
   const clock = createFakeClock(NOW * 1000);
-  const runtime = createAuthnRuntime({ clock, secretsDir: dir });
+  const runtime = createAuthnRuntime({ random: () => 0.5, clock, secretsDir: dir });
   const spec = `introspection: { endpoint: "${endpoint}", clientId: meshgate-orders, clientSecretFile: idp-secret, issuer: "${ISSUER}", audiences: [orders]${extra} }`;
   return { clock, runtime, filter: createAuthnFilter([authnDoc(spec)], runtime) };
 }
@@ -189,7 +189,7 @@ describe('authn filter: OAuth2 introspection', () => {
     const clock = createFakeClock(NOW * 1000);
     const filter = createAuthnFilter(
       [authnDoc(`introspection: { endpoint: "${server.url}/introspect", clientId: meshgate-orders, clientSecretFile: missing-secret }`)],
-      createAuthnRuntime({ clock, secretsDir: dir }),
+      createAuthnRuntime({ random: () => 0.5, clock, secretsDir: dir }),
     );
     expect(await run(filter, 'opaque-alice')).toBe(`authn.introspection_unavailable ${RULE}`);
     expect(server.hits()).toBe(before);
@@ -204,7 +204,7 @@ describe('authn filter: OAuth2 introspection', () => {
           `jwtRules: [{ name: idp, issuer: "https://jwt.example", jwks: { keys: [${JSON.stringify(key.publicJwk)}] } }]\nintrospection: { endpoint: "${server.url}/introspect", clientId: meshgate-orders, clientSecretFile: idp-secret }`,
         ),
       ],
-      createAuthnRuntime({ clock, secretsDir: dir }),
+      createAuthnRuntime({ random: () => 0.5, clock, secretsDir: dir }),
     );
     const before = server.hits();
     expect(await run(filter, await mint({ key, now: NOW, iss: 'https://jwt.example' }))).toBe('continue https://jwt.example/alice');

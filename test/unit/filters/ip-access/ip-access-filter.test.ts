@@ -6,6 +6,7 @@ import { createIPAccessFilter } from '../../../../src/filters/ip-access/ip-acces
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
 import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
+import { ipAccessRuntime } from '../../../helpers/filter-runtimes.ts';
 
 const model = createPolicyValidator();
 
@@ -69,12 +70,12 @@ describe('ip-access filter: allow and deny lists', () => {
   ];
   for (const [name, docs, [address, xff], expected] of cases) {
     it(name, () => {
-      expect(outcome(createIPAccessFilter(docs).onRequest(call(address, xff)))).toBe(expected);
+      expect(outcome(createIPAccessFilter(docs, ipAccessRuntime()).onRequest(call(address, xff)))).toBe(expected);
     });
   }
 
   it('the deny body names the address the sidecar saw', () => {
-    const verdict = createIPAccessFilter([behindLb]).onRequest(call('10.0.0.2', '203.0.113.1'));
+    const verdict = createIPAccessFilter([behindLb], ipAccessRuntime()).onRequest(call('10.0.0.2', '203.0.113.1'));
     expect(verdict).toMatchObject({ kind: 'respond', code: 'ip.denied', reason: 'address 203.0.113.1 is not allowed' });
   });
 });

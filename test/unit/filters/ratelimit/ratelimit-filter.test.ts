@@ -6,7 +6,7 @@ import type { BucketShape, TakeResult } from '../../../../src/filters/ratelimit/
 import { takeToken } from '../../../../src/filters/ratelimit/gcra.ts';
 import { createLocalBuckets } from '../../../../src/filters/ratelimit/local-buckets.ts';
 import { createRateLimitFilter } from '../../../../src/filters/ratelimit/ratelimit-filter.ts';
-import type { RateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
+import { createRateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitStore } from '../../../../src/filters/ratelimit/redis-store.ts';
 import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
@@ -48,7 +48,7 @@ function setup(withStore = false) {
   const shadow: string[] = [];
   const logs: { fields: Record<string, unknown>; message: string }[] = [];
   const store = withStore ? fakeStore(clock) : undefined;
-  const runtime: RateLimitRuntime = {
+  const runtime = createRateLimitRuntime({
     local: createLocalBuckets(10_000),
     store,
     clock,
@@ -58,7 +58,7 @@ function setup(withStore = false) {
       shadowDenials: { inc: ({ policy, rule }) => void shadow.push(`${policy}#${rule}`) },
     },
     logger: { info: (fields, message) => void logs.push({ fields: fields as Record<string, unknown>, message }) },
-  };
+  });
   return { clock, counts, shadow, logs, store, runtime };
 }
 
@@ -114,6 +114,22 @@ describe('rate-limit filter', () => {
     const post = (path: string) => call({ principal: FRONTEND, method: 'POST', path });
     expect(await codes(filter, [call({ principal: FRONTEND }), call({ principal: FRONTEND }), call({ principal: FRONTEND })])).toEqual(['ok', 'ok', 'ok']);
     expect(await codes(filter, [post('/orders/1'), post('/orders/2;x=1'), post('/other'), post('/orders/3')])).toEqual(['ok', 'ok', 'ok', 'ratelimit.exceeded']);
+  });
+
+  it('with many rules (looked up by method and path), every matching rule counts and the first empty one names the refusal', async () => {
+    const { runtime, counts } = setup();
+    // Twelve rules: more than a scan handles, so the filter looks them up in its index.
+    const rules = [
+      ...Array.from({ length: 10 }, (_, i) => ({ name: `other-${i}`, key: ['source.principal'], limit: { requests: 1, per: '1m' }, match: { paths: [`/other-${i}/*`] } })),
+      { name: 'orders-post', key: ['source.principal'], limit: { requests: 1, per: '1m' }, match: { paths: ['/orders/*'], methods: ['POST'] } },
+      { name: 'everything', key: ['source.principal'], limit: { requests: 1, per: '1m' } },
+    ];
+    const filter = createRateLimitFilter([rateLimitPolicy('limits', { rules })], runtime);
+    const post = () => call({ principal: FRONTEND, method: 'POST', path: '/orders/1' });
+    expect(await codes(filter, [post()])).toEqual(['ok']);
+    const refused = await filter.onRequest(post());
+    expect(refused).toMatchObject({ code: 'ratelimit.exceeded', rule: 'shop/limits#orders-post' });
+    expect(counts).toEqual({ 'shop/limits#orders-post:allowed': 1, 'shop/limits#everything:allowed': 1, 'shop/limits#orders-post:limited': 1, 'shop/limits#everything:limited': 1 });
   });
 
   it.each([

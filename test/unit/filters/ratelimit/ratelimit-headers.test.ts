@@ -3,7 +3,7 @@ import type { Verdict } from '../../../../src/core/verdict.ts';
 import { createLocalBuckets } from '../../../../src/filters/ratelimit/local-buckets.ts';
 import { policyItem } from '../../../../src/filters/ratelimit/ratelimit-headers.ts';
 import { createRateLimitFilter } from '../../../../src/filters/ratelimit/ratelimit-filter.ts';
-import type { RateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
+import { createRateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
 import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
@@ -27,12 +27,12 @@ function doc(spec: Record<string, unknown>): PolicyDocument {
 
 function setup(spec: Record<string, unknown>, storeDown = false) {
   const clock = createFakeClock(0);
-  const runtime: RateLimitRuntime = {
+  const runtime = createRateLimitRuntime({
     local: createLocalBuckets(1000),
     clock,
     random: () => 0.5,
     ...(storeDown ? { store: { take: async () => undefined, status: () => 'reconnecting', whenReady: async () => false, close: async () => {} } } : {}),
-  };
+  });
   const filter = createRateLimitFilter([doc(spec)], runtime);
   /** One call from the frontend: what the filter answered and the headers it put on an admitted call. */
   const send = async (path = '/orders/1') => {

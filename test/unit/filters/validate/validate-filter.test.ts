@@ -4,6 +4,7 @@ import { createValidateFilter } from '../../../../src/filters/validate/validate-
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
 import { recordingMetrics, testCall, validation } from './validate-fixtures.ts';
 import type { CallInput } from './validate-fixtures.ts';
+import { validateRuntime } from '../../../helpers/filter-runtimes.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -33,7 +34,7 @@ const valid = JSON.stringify({ item: 'ABC-1', qty: 2, email: 'a@example.com' });
 
 async function run(documents: PolicyDocument[], input: CallInput, maxBodyBuffer = 1 * MiB) {
   const rec = recordingMetrics();
-  const filter = createValidateFilter(documents, { maxBodyBuffer, metrics: rec.metrics, random: () => 0.5 });
+  const filter = createValidateFilter(documents, validateRuntime({ maxBodyBuffer, metrics: rec.metrics, random: () => 0.5 }));
   const t = testCall(input);
   const pending = filter.onRequest(t.call);
   const synchronous = !(pending instanceof Promise);

@@ -1,0 +1,31 @@
+import type { SidecarConfig } from '../config/sidecar-schema.ts';
+import type { Clock, Random } from '../core/clock.ts';
+import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
+import { createAuthzRuntime } from '../filters/authz/authz-filter.ts';
+import type { IPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
+import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
+import { createValidateRuntime } from '../filters/validate/validate-filter.ts';
+import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { SidecarMetrics } from '../telemetry/metrics.ts';
+
+/**
+ * The sidecar's inbound filter runtimes, created once at start: every policy
+ * snapshot's chain is compiled against them, so key sets, buckets, bans and
+ * counters survive a new snapshot. The ban list and the rate-limit runtime are
+ * made earlier (the admin API and the metrics read them) and passed in.
+ */
+export function createSidecarFilterRuntimes(
+  config: SidecarConfig,
+  deps: { clock: Clock; random: Random; logger: Logger; metrics: SidecarMetrics; ipAccess: IPAccessRuntime; rateLimit: RateLimitRuntime },
+): InboundRuntimes {
+  const { clock, random, logger, metrics } = deps;
+  return {
+    ipAccess: deps.ipAccess,
+    // Key sets and introspection answers outlive snapshots; shadow denials count in authz's metric.
+    authn: createAuthnRuntime({ clock, random, logger, onShadowDenial: (policy, rule) => metrics.shadowDenials.inc({ policy, rule }) }),
+    authz: createAuthzRuntime({ clock, random, allowWhenNoPolicy: config.authorization.allowWhenNoPolicy, metrics, logger: logger.child({ component: 'authz' }) }),
+    rateLimit: deps.rateLimit,
+    validate: createValidateRuntime({ clock, random, maxBodyBuffer: config.limits.maxBodyBuffer, metrics, logger: logger.child({ component: 'validate' }) }),
+  };
+}
