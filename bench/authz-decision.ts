@@ -22,13 +22,13 @@ import { writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
 import type { CallContext } from '../src/core/call-context.ts';
-import { compileAuthorization } from '../src/filters/authz/authz-engine.ts';
 import { systemClock } from '../src/core/clock.ts';
+import { compileAuthorization } from '../src/filters/authz/authz-engine.ts';
 import { createAuthzFilter, createAuthzRuntime } from '../src/filters/authz/authz-filter.ts';
-import { authzRequestOf } from '../src/filters/authz/authz-request.ts';
 import type { AuthzRequest } from '../src/filters/authz/authz-request.ts';
-import { compileRule, ruleMatches } from '../src/filters/authz/authz-rules.ts';
+import { authzRequestOf } from '../src/filters/authz/authz-request.ts';
 import type { AuthzAction, CompiledRule } from '../src/filters/authz/authz-rules.ts';
+import { compileRule, ruleMatches } from '../src/filters/authz/authz-rules.ts';
 import { isKind } from '../src/policy/document-kinds.ts';
 import type { PolicyDocument } from '../src/policy/types.ts';
 import { createPolicyValidator } from '../src/policy/validate.ts';
@@ -95,7 +95,12 @@ function documentsFor(count: number): PolicyDocument[] {
   const docs: PolicyDocument[] = [];
   for (const [action, rules] of byAction) {
     for (let start = 0; start < rules.length; start += 1000) {
-      const raw = { apiVersion: 'meshgate.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: `${action.toLowerCase()}-${start / 1000}`, namespace: 'mesh' }, spec: { action, rules: rules.slice(start, start + 1000) } };
+      const raw = {
+        apiVersion: 'meshgate.dev/v1',
+        kind: 'AuthorizationPolicy',
+        metadata: { name: `${action.toLowerCase()}-${start / 1000}`, namespace: 'mesh' },
+        spec: { action, rules: rules.slice(start, start + 1000) },
+      };
       const result = validator.validate(raw, { file: 'bench', index: docs.length });
       if (!result.ok) throw new Error(`bench policy invalid: ${result.errors.map((e) => `${e.field}: ${e.reason}`).join('; ')}`);
       docs.push(result.document.document);
@@ -123,17 +128,39 @@ function callFor(i: number, count: number): CallContext {
     case 0: // allowed by a principal + prefix rule (or a near miss when svc is not that kind)
       return { ...base, method: 'GET', path: `/api/v1/svc${svc - (svc % 10)}/orders/42`, headers: {}, isGrpc: false, source: peer(principalOf(svc - (svc % 10))) };
     case 1: // exact path with a header condition
-      return { ...base, method: 'POST', path: `/api/v1/svc${svc - (svc % 10) + 4}/items/${svc - (svc % 10) + 4}`, headers: { 'x-tenant': `t${(svc - (svc % 10) + 4) % 7}` }, isGrpc: false, source: peer(principalOf(1)) };
+      return {
+        ...base,
+        method: 'POST',
+        path: `/api/v1/svc${svc - (svc % 10) + 4}/items/${svc - (svc % 10) + 4}`,
+        headers: { 'x-tenant': `t${(svc - (svc % 10) + 4) % 7}` },
+        isGrpc: false,
+        source: peer(principalOf(1)),
+      };
     case 2: // a DENY prefix
       return { ...base, method: 'GET', path: `/internal/svc${svc - (svc % 10) + 7}/keys`, headers: {}, isGrpc: false, source: peer(principalOf(2)) };
     case 3: // gRPC
-      return { ...base, method: 'POST', path: `/pkg${svc - (svc % 10) + 9}.Service/Get`, headers: { 'content-type': 'application/grpc' }, isGrpc: true, httpVersion: '2', source: peer(principalOf(3)) };
+      return {
+        ...base,
+        method: 'POST',
+        path: `/pkg${svc - (svc % 10) + 9}.Service/Get`,
+        headers: { 'content-type': 'application/grpc' },
+        isGrpc: true,
+        httpVersion: '2',
+        source: peer(principalOf(3)),
+      };
     case 4: // a principal-only rule
       return { ...base, method: 'PUT', path: `/anything/${i}`, headers: {}, isGrpc: false, source: peer(principalOf(svc - (svc % 10) + 8)) };
     case 5: // no rule matches: denied by default
       return { ...base, method: 'GET', path: `/api/v1/unknown/${i}`, headers: {}, isGrpc: false, source: peer('spiffe://cluster.local/ns/x/sa/stranger') };
     case 6: // a glob
-      return { ...base, method: 'GET', path: `/api/v1/svc${svc - (svc % 10) + 6}/7/items`, headers: {}, isGrpc: false, source: peer(`spiffe://cluster.local/ns/ns${(svc - (svc % 10) + 6) % 50}/sa/any`) };
+      return {
+        ...base,
+        method: 'GET',
+        path: `/api/v1/svc${svc - (svc % 10) + 6}/7/items`,
+        headers: {},
+        isGrpc: false,
+        source: peer(`spiffe://cluster.local/ns/ns${(svc - (svc % 10) + 6) % 50}/sa/any`),
+      };
     default: // plaintext caller on a deep path
       return { ...base, method: 'GET', path: `/static/assets/v${i}/app.js`, headers: {}, isGrpc: false, source: peer(undefined) };
   }
@@ -146,7 +173,9 @@ function plainScan(docs: readonly PolicyDocument[]): (req: AuthzRequest) => bool
   for (const doc of docs) {
     if (!isKind(doc, 'AuthorizationPolicy')) continue;
     if (doc.spec.action === 'ALLOW') allowPolicies++;
-    doc.spec.rules.forEach((rule, index) => rules.push(compileRule(rule, { policy: `${doc.metadata.namespace}/${doc.metadata.name}`, index, ordinal: rules.length, action: doc.spec.action, mode: doc.spec.mode })));
+    doc.spec.rules.forEach((rule, index) =>
+      rules.push(compileRule(rule, { policy: `${doc.metadata.namespace}/${doc.metadata.name}`, index, ordinal: rules.length, action: doc.spec.action, mode: doc.spec.mode })),
+    );
   }
   const deny = rules.filter((r) => r.action === 'DENY');
   const allow = rules.filter((r) => r.action === 'ALLOW');
@@ -230,6 +259,10 @@ for (const r of rows) {
     `| ${r.rules.toLocaleString('en-US')} | ${r.compileMs.toFixed(1)} ms | ${fmt(r.decideUs.cpu)} | ${fmt(r.filterUs.cpu)} | ${fmt(r.scanUs.cpu)} | ${(r.scanUs.cpu / r.decideUs.cpu).toFixed(1)}× | ${Math.round(r.busyBefore * 100)}% |`,
   );
 }
-console.log('\nµs are CPU time of this process per call (wall-clock figures are in --json). "other load": share of the CPUs other processes used just before the row; above ~10% every figure is inflated.');
-console.log(`\ncalls: 1024, a fixed mix (${Math.round((rows[0]?.allowedShare ?? 0) * 100)}% allowed with ${rows[0]?.rules ?? 0} rules; ${Math.round((rows.at(-1)?.allowedShare ?? 0) * 100)}% with ${rows.at(-1)?.rules ?? 0})`);
+console.log(
+  '\nµs are CPU time of this process per call (wall-clock figures are in --json). "other load": share of the CPUs other processes used just before the row; above ~10% every figure is inflated.',
+);
+console.log(
+  `\ncalls: 1024, a fixed mix (${Math.round((rows[0]?.allowedShare ?? 0) * 100)}% allowed with ${rows[0]?.rules ?? 0} rules; ${Math.round((rows.at(-1)?.allowedShare ?? 0) * 100)}% with ${rows.at(-1)?.rules ?? 0})`,
+);
 if (values.json) await writeFile(values.json, `${JSON.stringify({ node: process.version, cpu: cpus()[0]?.model, cpus: cpus().length, seconds, rows }, null, 2)}\n`);

@@ -28,10 +28,10 @@ import { createLeafSigner } from '../src/ca/leaf-signer.ts';
 import { mintToken } from '../src/ca/token-mint.ts';
 import { caConfigSchema } from '../src/config/ca-schema.ts';
 import { systemClock } from '../src/core/clock.ts';
-import { bearerMetadata, createCaClient } from '../src/identity/ca-api.ts';
 import type { CaClient } from '../src/identity/ca-api.ts';
-import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../src/identity/x509.ts';
+import { bearerMetadata, createCaClient } from '../src/identity/ca-api.ts';
 import type { KeyType } from '../src/identity/x509.ts';
+import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../src/identity/x509.ts';
 import { noTracing } from '../src/telemetry/tracing.ts';
 
 const { values } = parseArgs({
@@ -120,9 +120,7 @@ try {
   const tokenClients: CaClient[] = workloads.map(() => createCaClient(address, grpc.credentials.createSsl(roots)));
   // Warm-up: connections, JIT, and a certificate per workload for the renewal row.
   const first = await Promise.all(workloads.map((w, i) => tokenClients[i]!.sign({ csrPem: w.csr }, bearerMetadata(w.token))));
-  const renewClients: CaClient[] = workloads.map((w, i) =>
-    createCaClient(address, grpc.credentials.createSsl(roots, Buffer.from(w.keyPem), Buffer.from(first[i]!.certChainPem.join('')))),
-  );
+  const renewClients: CaClient[] = workloads.map((w, i) => createCaClient(address, grpc.credentials.createSsl(roots, Buffer.from(w.keyPem), Buffer.from(first[i]!.certChainPem.join('')))));
   await Promise.all(workloads.map((w, i) => renewClients[i]!.sign({ csrPem: w.csr })));
 
   const material = await loadCaMaterial(config, { clock: systemClock, resolvePath: (f) => path.join(dir, f), configFile: 'bench' });
@@ -130,11 +128,7 @@ try {
   const publicKeys = await Promise.all(workloads.map((w) => x509.PublicKey.create(w.keys.publicKey)));
 
   const rows: Row[] = [];
-  rows.push(
-    await drive('signer only (in-process)', clients, (i) =>
-      signer.sign({ publicKey: publicKeys[i]!, keyType, spiffeId: `spiffe://cluster.local/ns/bench/sa/client-${i}`, ttlMs: 3_600_000 }),
-    ),
-  );
+  rows.push(await drive('signer only (in-process)', clients, (i) => signer.sign({ publicKey: publicKeys[i]!, keyType, spiffeId: `spiffe://cluster.local/ns/bench/sa/client-${i}`, ttlMs: 3_600_000 })));
   rows.push(await drive('Sign over gRPC+TLS, token', clients, (i) => tokenClients[i]!.sign({ csrPem: workloads[i]!.csr }, bearerMetadata(workloads[i]!.token))));
   rows.push(await drive('Sign over gRPC+mTLS, renewal', clients, (i) => renewClients[i]!.sign({ csrPem: workloads[i]!.csr })));
 

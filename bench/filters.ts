@@ -1,18 +1,18 @@
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { ECHO_BODY } from './lib/echo-body.ts';
 import { measureChainCost, renderChainCost } from './lib/chain-cost.ts';
+import { ECHO_BODY } from './lib/echo-body.ts';
 import { createFiltersPolicy } from './lib/filters-policy.ts';
-import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
 import type { FiltersRow } from './lib/filters-report.ts';
+import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
 import { createFiltersOffTarget, createFiltersOnTarget } from './lib/filters-targets.ts';
 import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { createProcessGroup } from './lib/processes.ts';
-import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
-import { createDirectTarget } from './lib/target-direct.ts';
+import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { Target } from './lib/target.ts';
+import { createDirectTarget } from './lib/target-direct.ts';
 
 /*
  * npm run bench:filters: what the per-call filters cost. req/s, p50 and p99

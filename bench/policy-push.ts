@@ -39,12 +39,14 @@
  *          round-robin, so each subscriber's destination registered on another
  *          replica; memory is replica 1's, pushes are summed over all)
  */
-import { once } from 'node:events';
+
 import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { request } from 'undici';
 import { startCa } from '../src/ca/ca-server.ts';
@@ -53,10 +55,9 @@ import { mintToken } from '../src/ca/token-mint.ts';
 import { caConfigSchema } from '../src/config/ca-schema.ts';
 import { systemClock } from '../src/core/clock.ts';
 import { bearerMetadata, createCaClient } from '../src/identity/ca-api.ts';
-import * as grpc from '@grpc/grpc-js';
 import { createCsr, generateKeyPair, privateKeyToPem } from '../src/identity/x509.ts';
-import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../src/policy/policy-api.ts';
 import type { ClientIdentity, PolicyClient, PolicyStream, WireSnapshot } from '../src/policy/policy-api.ts';
+import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../src/policy/policy-api.ts';
 import { writeFileAtomic } from '../src/policy-server/atomic-file.ts';
 import { noTracing } from '../src/telemetry/tracing.ts';
 import { spawnPolicyServer, startPushRedis, stopChild } from './lib/push-replicas.ts';

@@ -1,21 +1,21 @@
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
-import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, versionOf, writeReport } from './lib/harness.ts';
 import type { MeasuredRow } from './lib/harness.ts';
+import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, versionOf, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
-import { DECISION_CASES, measureDecisionCost, renderCostTable } from './lib/ratelimit-decision-cost.ts';
 import type { CostRow } from './lib/ratelimit-decision-cost.ts';
+import { DECISION_CASES, measureDecisionCost, renderCostTable } from './lib/ratelimit-decision-cost.ts';
 import { createNginxLimitReqTarget, createRateLimitSidecarTarget, decisionNotes } from './lib/ratelimit-targets.ts';
 import { renderRatioTable } from './lib/ratio-report.ts';
-import { describeRedisStats, redisStats, resetRedisStats, startRedisServer } from './lib/redis-server.ts';
 import type { BenchRedis } from './lib/redis-server.ts';
-import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
+import { describeRedisStats, redisStats, resetRedisStats, startRedisServer } from './lib/redis-server.ts';
 import type { BenchSettings } from './lib/settings.ts';
+import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
+import type { Target } from './lib/target.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
-import type { Target } from './lib/target.ts';
 
 /*
  * npm run bench:ratelimit: what rate limiting costs, in one run.
@@ -71,8 +71,7 @@ function summary(rows: readonly MeasuredRow[]): string {
     const extraCpu = delta === undefined ? 'proxy CPU n/a' : `proxy CPU per request ${delta >= 0 ? '+' : '−'}${Math.abs(delta).toFixed(1)} µs`;
     const redis = row.cpuUsPerRequest?.['redis'];
     lines.push(
-      `${row.label} vs ${versus.label}: req/s ${(row.rps! / versus.rps!).toFixed(2)}x, ${extraCpu}` +
-        (redis !== undefined ? `, plus redis-server CPU ${redis.toFixed(1)} µs per request` : ''),
+      `${row.label} vs ${versus.label}: req/s ${(row.rps! / versus.rps!).toFixed(2)}x, ${extraCpu}` + (redis !== undefined ? `, plus redis-server CPU ${redis.toFixed(1)} µs per request` : ''),
     );
   }
   return lines.join('\n');

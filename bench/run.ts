@@ -4,15 +4,15 @@ import { ECHO_BODY } from './lib/echo-body.ts';
 import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, versionOf, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
-import { renderTable } from './lib/report.ts';
 import type { RowResult } from './lib/report.ts';
-import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
+import { renderTable } from './lib/report.ts';
 import type { BenchSettings } from './lib/settings.ts';
+import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
+import type { Target } from './lib/target.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createHttpProxyTarget } from './lib/target-http-proxy.ts';
 import { createMeshgateInboundTarget, createMeshgateTwoHopTarget } from './lib/target-meshgate.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
-import type { Target } from './lib/target.ts';
 
 /*
  * npm run bench: req/s and latency through one proxy hop, next to baselines,
@@ -24,13 +24,7 @@ import type { Target } from './lib/target.ts';
 
 const RESULTS_FILE = fileURLToPath(new URL('results/latest.json', import.meta.url));
 
-const ALL_TARGETS: readonly Target[] = [
-  createDirectTarget(),
-  createNginxTarget(),
-  createHttpProxyTarget(),
-  createMeshgateInboundTarget(),
-  createMeshgateTwoHopTarget(),
-];
+const ALL_TARGETS: readonly Target[] = [createDirectTarget(), createNginxTarget(), createHttpProxyTarget(), createMeshgateInboundTarget(), createMeshgateTwoHopTarget()];
 
 function log(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);

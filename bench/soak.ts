@@ -2,8 +2,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { runBench, writeReport } from './lib/harness.ts';
 import { createProcessGroup } from './lib/processes.ts';
-import { CLASSES, createLoadClients, quantile, startLoad } from './lib/soak-load.ts';
 import type { CallRecord } from './lib/soak-load.ts';
+import { CLASSES, createLoadClients, quantile, startLoad } from './lib/soak-load.ts';
 import { LIMITED_PER_SECOND, processFootprint, sidecarState, startSoakMesh } from './lib/soak-mesh.ts';
 
 /*
@@ -149,7 +149,10 @@ async function main(): Promise<number> {
   const closeWindow = (): void => {
     const records: CallRecord[] = load.take();
     const endS = elapsedS();
-    const latencies = records.filter((r) => !r.error).map((r) => r.ms).sort((a, b) => a - b);
+    const latencies = records
+      .filter((r) => !r.error)
+      .map((r) => r.ms)
+      .sort((a, b) => a - b);
     const errors = records.filter((r) => r.error);
     for (const r of records) byClass.get(r.cls)!.set(r.outcome, (byClass.get(r.cls)!.get(r.outcome) ?? 0) + 1);
     for (const r of errors) errorKinds.set(`${r.cls} -> ${r.outcome}`, (errorKinds.get(`${r.cls} -> ${r.outcome}`) ?? 0) + 1);
@@ -210,10 +213,17 @@ async function main(): Promise<number> {
   await poll();
   closeWindow();
 
-  const pushProblems = pushes.filter((p) => mesh.sidecars.some((s) => !(p.appliedS[s.name]! <= PUSH_DEADLINE_S))).map((p) => `push ${p.generation} at ${fmt(p.atS)} not in force on every sidecar within ${PUSH_DEADLINE_S} s: ${JSON.stringify(p.appliedS)}`);
+  const pushProblems = pushes
+    .filter((p) => mesh.sidecars.some((s) => !(p.appliedS[s.name]! <= PUSH_DEADLINE_S)))
+    .map((p) => `push ${p.generation} at ${fmt(p.atS)} not in force on every sidecar within ${PUSH_DEADLINE_S} s: ${JSON.stringify(p.appliedS)}`);
   const warm = windows.find((w) => w.endS >= WARM_UP_S) ?? windows[0]!;
   const last = windows.at(-1)!;
-  const growth = Object.fromEntries(mesh.sidecars.map((s) => [s.name, { fromKiB: warm.rssKiB[s.name], toKiB: last.rssKiB[s.name], growthKiB: last.rssKiB[s.name]! - warm.rssKiB[s.name]!, fdsFrom: warm.fds[s.name], fdsTo: last.fds[s.name] }]));
+  const growth = Object.fromEntries(
+    mesh.sidecars.map((s) => [
+      s.name,
+      { fromKiB: warm.rssKiB[s.name], toKiB: last.rssKiB[s.name], growthKiB: last.rssKiB[s.name]! - warm.rssKiB[s.name]!, fdsFrom: warm.fds[s.name], fdsTo: last.fds[s.name] },
+    ]),
+  );
   // Least-squares slope of RSS over the windows after warm-up: steadier than two samples between GCs.
   const after = windows.filter((w) => w.endS >= warm.endS);
   const slopeMiBPerHour = (name: string): number | null => {
@@ -249,9 +259,15 @@ async function main(): Promise<number> {
   log(`soak summary: ${totalCalls} calls in ${minutes} min at ${rate}/s, ${totalErrors} errors${errorKinds.size > 0 ? `: ${[...errorKinds].map(([k, n]) => `${k} x${n}`).join('; ')}` : ''}`);
   log(`  outcomes: ${[...byClass].map(([name, outcomes]) => `${name}: ${[...outcomes].map(([o, n]) => `${o} x${n}`).join(', ')}`).join(' | ')}`);
   log(`  p99 over time (ms): ${windows.map((w) => `${fmt(w.endS)} ${w.p99Ms.toFixed(1)}`).join(', ')}`);
-  log(`  RSS growth after ${fmt(warm.endS)}: ${mesh.sidecars.map((s) => `${s.name} ${(growth[s.name]!.growthKiB / 1024).toFixed(1)} MiB (trend ${(growth[s.name] as { slopeMiBPerHour?: number | null }).slopeMiBPerHour ?? '-'} MiB/h)`).join(', ')}; fds ${mesh.sidecars.map((s) => `${s.name} ${growth[s.name]!.fdsFrom}->${growth[s.name]!.fdsTo}`).join(', ')}`);
+  log(
+    `  RSS growth after ${fmt(warm.endS)}: ${mesh.sidecars.map((s) => `${s.name} ${(growth[s.name]!.growthKiB / 1024).toFixed(1)} MiB (trend ${(growth[s.name] as { slopeMiBPerHour?: number | null }).slopeMiBPerHour ?? '-'} MiB/h)`).join(', ')}; fds ${mesh.sidecars.map((s) => `${s.name} ${growth[s.name]!.fdsFrom}->${growth[s.name]!.fdsTo}`).join(', ')}`,
+  );
   const slowest = Math.max(0, ...pushes.flatMap((p) => Object.values(p.appliedS)));
-  log(`  certificate rotations: ${Object.entries(summary.rotations).map(([k, n]) => `${k} ${n}`).join(', ')}; policy pushes in force: ${pushes.length - pushProblems.length}/${pushes.length} (slowest ${slowest.toFixed(2)} s)`);
+  log(
+    `  certificate rotations: ${Object.entries(summary.rotations)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ')}; policy pushes in force: ${pushes.length - pushProblems.length}/${pushes.length} (slowest ${slowest.toFixed(2)} s)`,
+  );
   for (const problem of summary.problems) log(`  problem: ${problem}`);
   writeReport(outFile, summary, log);
 

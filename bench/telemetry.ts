@@ -3,24 +3,24 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
+import { startEchoUpstream } from './lib/harness.ts';
 import { probe } from './lib/http-probe.ts';
+import type { LoadGenerator, LoadResult } from './lib/load.ts';
 import { createAutocannonGenerator } from './lib/load-autocannon.ts';
 import { createWrkGenerator } from './lib/load-wrk.ts';
-import type { LoadGenerator, LoadResult } from './lib/load.ts';
 import { busyShare } from './lib/machine-load.ts';
-import { startEchoUpstream } from './lib/harness.ts';
 import { startNodeServer } from './lib/node-server.ts';
-import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import type { ProcessGroup } from './lib/processes.ts';
+import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import { measureRequestBytesCost } from './lib/request-bytes-cost.ts';
-import { groupCpuMs, machineSample } from './lib/tls-cpu.ts';
-import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { BenchSettings } from './lib/settings.ts';
+import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import { median, spread } from './lib/stats.ts';
-import { measureCallCost } from './lib/telemetry-call-cost.ts';
-import { createTelemetryTarget } from './lib/target-meshgate-telemetry.ts';
-import type { TelemetryMix } from './lib/target-meshgate-telemetry.ts';
 import type { StartedTarget, Target, TargetContext } from './lib/target.ts';
+import type { TelemetryMix } from './lib/target-meshgate-telemetry.ts';
+import { createTelemetryTarget } from './lib/target-meshgate-telemetry.ts';
+import { measureCallCost } from './lib/telemetry-call-cost.ts';
+import { groupCpuMs, machineSample } from './lib/tls-cpu.ts';
 
 /*
  * npm run bench:telemetry: what tracing, access logging and metrics cost.
@@ -186,11 +186,14 @@ async function main(): Promise<number> {
   process.on('SIGTERM', () => void group.stopAll(1000).finally(() => process.exit(143)));
   process.on('exit', () => group.killAllSync());
   const perRowS = settings.startTimeoutMs / 1000 + 10 + settings.warmupS + 20 + settings.runs * (settings.durationS + 20);
-  setTimeout(() => {
-    log('watchdog: run overran; stopping');
-    group.killAllSync();
-    process.exit(1);
-  }, (120 + rowsToRun.length * perRowS) * 1000).unref();
+  setTimeout(
+    () => {
+      log('watchdog: run overran; stopping');
+      group.killAllSync();
+      process.exit(1);
+    },
+    (120 + rowsToRun.length * perRowS) * 1000,
+  ).unref();
   try {
     const loadgen = chooseLoadGenerator(group, settings);
     const busy = await busyShare(1000);

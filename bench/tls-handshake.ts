@@ -6,26 +6,26 @@ import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './lib/echo-body.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { startNodeServer } from './lib/node-server.ts';
-import { createProcessGroup, findExecutable, settlesWithin } from './lib/processes.ts';
 import type { ProcessGroup } from './lib/processes.ts';
+import { createProcessGroup, findExecutable, settlesWithin } from './lib/processes.ts';
 import { median } from './lib/stats.ts';
 import type { TlsClientJob } from './lib/tls-client.ts';
-import { connectOnce, createClientContext, negotiatedOf } from './lib/tls-connection.ts';
 import type { NegotiatedTls } from './lib/tls-connection.ts';
+import { connectOnce, createClientContext, negotiatedOf } from './lib/tls-connection.ts';
 import { groupCpuMs, groupPids, machineSample } from './lib/tls-cpu.ts';
 import { runTlsClient } from './lib/tls-load.ts';
-import { perfBreakdown, perfRecordArgs, renderPerf } from './lib/tls-perf.ts';
 import type { PerfColumn } from './lib/tls-perf.ts';
-import { startBenchPki } from './lib/tls-pki.ts';
+import { perfBreakdown, perfRecordArgs, renderPerf } from './lib/tls-perf.ts';
 import type { BenchPki } from './lib/tls-pki.ts';
-import { renderProfile, summariseProfile } from './lib/tls-profile.ts';
+import { startBenchPki } from './lib/tls-pki.ts';
 import type { ProfileSummary, ProfileWindow } from './lib/tls-profile.ts';
-import { renderTlsTable } from './lib/tls-report.ts';
+import { renderProfile, summariseProfile } from './lib/tls-profile.ts';
 import type { TlsRowResult, TlsRunResult } from './lib/tls-report.ts';
-import { readTlsSettings, TLS_SETTINGS_HELP } from './lib/tls-settings.ts';
+import { renderTlsTable } from './lib/tls-report.ts';
 import type { TlsBenchSettings } from './lib/tls-settings.ts';
-import { createMeshgateTlsTarget, createNginxTlsTarget } from './lib/tls-targets.ts';
+import { readTlsSettings, TLS_SETTINGS_HELP } from './lib/tls-settings.ts';
 import type { StartedTlsTarget, TlsTarget, TlsTargetContext } from './lib/tls-targets.ts';
+import { createMeshgateTlsTarget, createNginxTlsTarget } from './lib/tls-targets.ts';
 
 /*
  * npm run bench:tls — new mutual-TLS connections per second through a meshgate
@@ -72,7 +72,9 @@ function installExitHooks(group: ProcessGroup, interrupt: AbortController): void
 }
 
 function startWatchdog(group: ProcessGroup, settings: TlsBenchSettings, targetCount: number): void {
-  const limitS = Math.ceil(60 + targetCount * (settings.startTimeoutMs / 1000 + settings.warmupS + 30 + (settings.runs * (1 + settings.busyRetries) + (settings.perf ? 1 : 0)) * (settings.durationS + 25)));
+  const limitS = Math.ceil(
+    60 + targetCount * (settings.startTimeoutMs / 1000 + settings.warmupS + 30 + (settings.runs * (1 + settings.busyRetries) + (settings.perf ? 1 : 0)) * (settings.durationS + 25)),
+  );
   setTimeout(() => {
     log(`watchdog: run exceeded ${limitS}s, killing children`);
     group.killAllSync();

@@ -1,6 +1,6 @@
 import type { CallContext } from '../../src/core/call-context.ts';
-import { runFilters } from '../../src/core/filter.ts';
 import { systemClock } from '../../src/core/clock.ts';
+import { runFilters } from '../../src/core/filter.ts';
 import { buildInboundChain, createInboundRuntimes } from '../../src/inbound/inbound-chain.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';

@@ -91,8 +91,6 @@ export async function createFiltersPolicy(): Promise<FiltersPolicy> {
   const publicJwk = { ...(await exportJWK(pair.publicKey)), kid: 'bench', alg: 'ES256', use: 'sig' };
   const now = Math.floor(Date.now() / 1000);
   // Valid for a day: longer than any run.
-  const token = await new SignJWT({ iss: ISSUER, sub: SUBJECT, aud: AUDIENCE, iat: now, exp: now + 86_400 })
-    .setProtectedHeader({ alg: 'ES256', kid: 'bench', typ: 'JWT' })
-    .sign(pair.privateKey);
+  const token = await new SignJWT({ iss: ISSUER, sub: SUBJECT, aud: AUDIENCE, iat: now, exp: now + 86_400 }).setProtectedHeader({ alg: 'ES256', kid: 'bench', typ: 'JWT' }).sign(pair.privateKey);
   return { authorization: `Bearer ${token}`, documents: documents(publicJwk) };
 }

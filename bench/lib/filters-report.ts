@@ -18,8 +18,5 @@ export function filtersSummary(rows: readonly FiltersRow[]): string | undefined 
   const on = rows.find((r) => r.id === 'on' && r.status === 'ok');
   if (!off || !on) return undefined;
   const usPerCall = (1_000_000 / on.rps! - 1_000_000 / off.rps!).toFixed(1);
-  return (
-    `all filters on vs off: req/s ${ratio(on.rps, off.rps)}, p50 ${ratio(on.p50Ms, off.p50Ms)}, p99 ${ratio(on.p99Ms, off.p99Ms)} ` +
-    `(${usPerCall} µs more per call at saturation, 1e6/req/s)`
-  );
+  return `all filters on vs off: req/s ${ratio(on.rps, off.rps)}, p50 ${ratio(on.p50Ms, off.p50Ms)}, p99 ${ratio(on.p99Ms, off.p99Ms)} ` + `(${usPerCall} µs more per call at saturation, 1e6/req/s)`;
 }

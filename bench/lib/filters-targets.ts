@@ -1,8 +1,8 @@
 import { createFiltersPolicy } from './filters-policy.ts';
 import { probe } from './http-probe.ts';
+import type { Target } from './target.ts';
 import { startMeshgateSidecar } from './target-meshgate.ts';
 import { startMeshgateWithPolicy } from './target-meshgate-policy.ts';
-import type { Target } from './target.ts';
 
 /*
  * bench:filters rows: one sidecar, inbound listener -> upstream (1 hop), the

@@ -4,16 +4,16 @@ import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ECHO_BODY } from './echo-body.ts';
 import { probe } from './http-probe.ts';
+import type { LoadGenerator, LoadResult } from './load.ts';
 import { createAutocannonGenerator } from './load-autocannon.ts';
 import { createWrkGenerator } from './load-wrk.ts';
-import type { LoadGenerator, LoadResult } from './load.ts';
 import { measureRuns } from './measure.ts';
 import { startNodeServer } from './node-server.ts';
-import { findExecutable } from './processes.ts';
 import type { ProcessGroup } from './processes.ts';
+import { findExecutable } from './processes.ts';
 import type { BenchSettings } from './settings.ts';
-import { groupCpuMs } from './tls-cpu.ts';
 import type { StartedTarget, Target, TargetContext } from './target.ts';
+import { groupCpuMs } from './tls-cpu.ts';
 
 /*
  * The pieces every wrk-driven bench entry (run.ts, filters.ts, ratelimit.ts)
@@ -112,14 +112,7 @@ export interface MeasureOptions {
  * warm-up and measured runs, stop. Never throws: a broken target is a row
  * that says why.
  */
-export async function measureTarget(
-  target: Target,
-  context: TargetContext,
-  loadgen: LoadGenerator,
-  settings: BenchSettings,
-  log: Log,
-  options: MeasureOptions = {},
-): Promise<MeasuredRow> {
+export async function measureTarget(target: Target, context: TargetContext, loadgen: LoadGenerator, settings: BenchSettings, log: Log, options: MeasureOptions = {}): Promise<MeasuredRow> {
   const base = { id: target.id, label: target.label, runs: [] as LoadResult[] };
   const failed = (reason: string): MeasuredRow => {
     log(`${target.id}: failed (${reason})`);

@@ -6,13 +6,7 @@ import type { Child, ProcessGroup } from './processes.ts';
  * Starts one of the servers in bench/servers/ in its own Node process (the
  * harness's own node, so the same version) and returns its port.
  */
-export async function startNodeServer(
-  group: ProcessGroup,
-  name: string,
-  script: string,
-  args: readonly string[],
-  deadlineMs: number,
-): Promise<{ child: Child; port: number }> {
+export async function startNodeServer(group: ProcessGroup, name: string, script: string, args: readonly string[], deadlineMs: number): Promise<{ child: Child; port: number }> {
   let resolveLine: (line: string) => void = () => {};
   const firstLine = new Promise<string>((resolve) => {
     resolveLine = resolve;

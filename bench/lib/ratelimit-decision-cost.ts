@@ -7,15 +7,15 @@ import { globalBucketKey } from '../../src/filters/ratelimit/bucket-key.ts';
 import { bucketShape } from '../../src/filters/ratelimit/gcra.ts';
 import { createLocalBuckets } from '../../src/filters/ratelimit/local-buckets.ts';
 import { createRateLimitFilter } from '../../src/filters/ratelimit/ratelimit-filter.ts';
-import { createRateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
-import { createRedisStore } from '../../src/filters/ratelimit/redis-store.ts';
+import { createRateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitStore } from '../../src/filters/ratelimit/redis-store.ts';
+import { createRedisStore } from '../../src/filters/ratelimit/redis-store.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
-import { rateLimitDocument } from './ratelimit-policy.ts';
 import type { RateLimitBenchRules } from './ratelimit-policy.ts';
+import { rateLimitDocument } from './ratelimit-policy.ts';
 import { redisStats, resetRedisStats } from './redis-server.ts';
 import { median } from './stats.ts';
 import { groupCpuMs } from './tls-cpu.ts';
@@ -304,12 +304,7 @@ function summarize(c: Case, runs: readonly CostRun[]): CostRow {
  * interleave the cases, so a neighbour's burst of CPU lands on all of them).
  * `redis` undefined: the global cases are skipped rows saying `redisMissing`.
  */
-export async function measureDecisionCost(
-  settings: CostSettings,
-  redis: RedisUnderTest | undefined,
-  redisMissing: string,
-  log: (message: string) => void,
-): Promise<CostRow[]> {
+export async function measureDecisionCost(settings: CostSettings, redis: RedisUnderTest | undefined, redisMissing: string, log: (message: string) => void): Promise<CostRow[]> {
   const calls = callerCalls();
   const cases: Case[] = localCases(calls);
   let store: RateLimitStore | undefined;
@@ -355,7 +350,18 @@ export async function measureDecisionCost(
 const us = (v: number | undefined): string => (v === undefined ? '-' : v < 10 ? v.toFixed(2) : v < 100 ? v.toFixed(1) : Math.round(v).toLocaleString('en-US'));
 
 export function renderCostTable(rows: readonly CostRow[]): string {
-  const header = ['decision (in process)', 'in flight', 'CPU µs/call', 'latency p50 µs', 'latency p99 µs', 'calls/s', 'redis-server CPU µs/call', 'calls per Redis read', 'script µs in Redis', 'notes'];
+  const header = [
+    'decision (in process)',
+    'in flight',
+    'CPU µs/call',
+    'latency p50 µs',
+    'latency p99 µs',
+    'calls/s',
+    'redis-server CPU µs/call',
+    'calls per Redis read',
+    'script µs in Redis',
+    'notes',
+  ];
   const body = rows.map((r) => {
     if (r.status !== 'ok') return [r.label, String(r.inFlight ?? '-'), '-', '-', '-', '-', '-', '-', '-', `skipped: ${r.reason ?? ''}`];
     const failed = r.runs.reduce((sum, run) => sum + run.failed, 0);

@@ -1,8 +1,8 @@
 import { probe } from './http-probe.ts';
 import { rateLimitDocument } from './ratelimit-policy.ts';
+import type { StartedTarget, Target } from './target.ts';
 import { BENCH_WORKLOAD, startMeshgateWithPolicy } from './target-meshgate-policy.ts';
 import { createNginxTarget } from './target-nginx.ts';
-import type { StartedTarget, Target } from './target.ts';
 
 /*
  * bench:ratelimit rows. The three sidecar rows boot from a snapshot (no policy

@@ -10,8 +10,7 @@ import { spread } from './stats.ts';
 /** Share of failed responses above which a row's figures are flagged as not comparable. */
 const ERROR_SHARE_LIMIT = 0.001;
 
-export const ratio = (value: number | undefined, base: number | undefined): string =>
-  value === undefined || base === undefined || base === 0 ? 'n/a' : `${(value / base).toFixed(2)}x`;
+export const ratio = (value: number | undefined, base: number | undefined): string => (value === undefined || base === undefined || base === 0 ? 'n/a' : `${(value / base).toFixed(2)}x`);
 
 export interface ExtraColumn {
   readonly header: string;

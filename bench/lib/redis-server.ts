@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
-import { findExecutable, freePorts } from './processes.ts';
 import type { Child, ProcessGroup } from './processes.ts';
+import { findExecutable, freePorts } from './processes.ts';
 
 /*
  * A throw-away redis-server for the global rate-limit rows: loopback only, no

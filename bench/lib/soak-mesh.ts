@@ -6,15 +6,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { CryptoKey } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { request } from 'undici';
 import { parse as parseYaml, stringify } from 'yaml';
 import { mintToken } from '../../src/ca/token-mint.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { waitForHttpOk } from './http-probe.ts';
-import { freePorts } from './processes.ts';
 import type { Child, ProcessGroup } from './processes.ts';
+import { freePorts } from './processes.ts';
 
 /*
  * The soak's mesh, built from the real parts as the e2e tests are: a CA
@@ -209,7 +209,9 @@ export async function startSoakMesh(group: ProcessGroup, log: (line: string) => 
   const signingKey = readFileSync(join(caDir, 'token-signing.key'), 'utf8');
   const writeToken = async (ns: string, sa: string): Promise<string> => {
     const file = join(dir, `${ns}-${sa}.token`);
-    writeFileSync(file, await mintToken({ keyPem: signingKey, namespace: ns, serviceAccount: sa, ttlMs: 24 * 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: systemClock }), { mode: 0o600 });
+    writeFileSync(file, await mintToken({ keyPem: signingKey, namespace: ns, serviceAccount: sa, ttlMs: 24 * 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: systemClock }), {
+      mode: 0o600,
+    });
     return file;
   };
   const identity = async (sa: string, ns = NS) => ({
@@ -282,8 +284,7 @@ export async function startSoakMesh(group: ProcessGroup, log: (line: string) => 
         .setIssuedAt()
         .setExpirationTime('1h')
         .sign(idp.privateKey as CryptoKey),
-    echoClient: () =>
-      new EchoService(`127.0.0.1:${frontend.outbound}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'echo' }) as unknown as EchoClient,
+    echoClient: () => new EchoService(`127.0.0.1:${frontend.outbound}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': 'echo' }) as unknown as EchoClient,
     pushPolicy(generation) {
       // Written aside and renamed, as an editor or a ConfigMap update would: the server never reads half a file.
       const target = join(folder, NS, 'soak-push.yaml');

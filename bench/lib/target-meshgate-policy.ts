@@ -1,11 +1,11 @@
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
 import { documentDigest } from '../../src/policy/snapshot.ts';
-import type { DocumentEnvelope } from '../../src/sidecar/policy/subscriber-validate.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
+import type { DocumentEnvelope } from '../../src/sidecar/policy/subscriber-validate.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { probeUntilListening } from './http-probe.ts';
-import { startMeshgateSidecar } from './target-meshgate.ts';
 import type { TargetContext, TargetStart } from './target.ts';
+import { startMeshgateSidecar } from './target-meshgate.ts';
 
 /*
  * A sidecar with policy in force and no policy server or CA (bench:filters,

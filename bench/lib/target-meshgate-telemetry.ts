@@ -1,5 +1,5 @@
-import { startMeshgateSidecar } from './target-meshgate.ts';
 import type { Target } from './target.ts';
+import { startMeshgateSidecar } from './target-meshgate.ts';
 
 /*
  * bench:telemetry rows: the same sidecar path (outbound -> inbound of one
@@ -27,10 +27,7 @@ export function createTelemetryTarget(id: string, label: string, mix: TelemetryM
         log: { level: 'warn', accessLog: mix.accessLog, accessLogSampling: mix.logSampling ?? 1 },
         telemetry: {
           metrics: { requests: mix.metrics },
-          tracing:
-            mix.tracing === undefined
-              ? { exporter: 'none' }
-              : { exporter: 'otlp-http', endpoint: sinkUrl(), samplingRatio: mix.tracing, batch: { scheduledDelay: '1s' } },
+          tracing: mix.tracing === undefined ? { exporter: 'none' } : { exporter: 'otlp-http', endpoint: sinkUrl(), samplingRatio: mix.tracing, batch: { scheduledDelay: '1s' } },
         },
       }),
   };

@@ -88,9 +88,7 @@ export async function startMeshgateSidecar(context: TargetContext, entry: 'inbou
     return { ok: false, reason: ready.reason };
   }
   const started: { url: string; headers: Record<string, string> } =
-    entry === 'inbound'
-      ? { url: `http://127.0.0.1:${ports.inbound}/`, headers: {} }
-      : { url: `http://127.0.0.1:${ports.outbound}/`, headers: { Host: SERVICE } };
+    entry === 'inbound' ? { url: `http://127.0.0.1:${ports.inbound}/`, headers: {} } : { url: `http://127.0.0.1:${ports.outbound}/`, headers: { Host: SERVICE } };
   return { ok: true, started: { ...started, stop: () => child.stop(), pgid: child.process.pid, adminUrl: `http://127.0.0.1:${ports.admin}` } };
 }
 

@@ -27,9 +27,7 @@ export interface StartedTarget {
   readonly adminUrl?: string | undefined;
 }
 
-export type TargetStart =
-  | { readonly ok: true; readonly started: StartedTarget }
-  | { readonly ok: false; readonly reason: string };
+export type TargetStart = { readonly ok: true; readonly started: StartedTarget } | { readonly ok: false; readonly reason: string };
 
 export interface Target {
   /** Stable id, used by BENCH_TARGETS and in latest.json. */

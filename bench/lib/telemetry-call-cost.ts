@@ -1,17 +1,17 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import pino from 'pino';
-import { resolveTracingSettings } from '../../src/config/telemetry-schema.ts';
 import type { TracingConfig } from '../../src/config/telemetry-schema.ts';
+import { resolveTracingSettings } from '../../src/config/telemetry-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { createCallContext } from '../../src/proxy/call.ts';
-import { beginCall, propagateTrace, recordCall } from '../../src/proxy/call-telemetry.ts';
 import type { CallTelemetry } from '../../src/proxy/call-telemetry.ts';
+import { beginCall, propagateTrace, recordCall } from '../../src/proxy/call-telemetry.ts';
 import type { DownstreamRequest } from '../../src/proxy/listener.ts';
 import { createAccessLog } from '../../src/telemetry/access-log.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
-import { createTracing, tracingOff } from '../../src/telemetry/tracing.ts';
 import type { Tracing } from '../../src/telemetry/tracing.ts';
+import { createTracing, tracingOff } from '../../src/telemetry/tracing.ts';
 import type { TelemetryMix } from './target-meshgate-telemetry.ts';
 
 /*
@@ -38,7 +38,10 @@ async function telemetryFor(mix: TelemetryMix, sinkUrl: string): Promise<{ telem
   const logger = createLogger({ level: 'warn', name: 'bench', destination });
   const metrics = createSidecarMetrics({ defaultMetrics: false });
   const section = { exporter: 'otlp-http', endpoint: sinkUrl, samplingRatio: mix.tracing ?? 1, batch: { scheduledDelay: 200 } } as TracingConfig;
-  const tracing = mix.tracing === undefined ? tracingOff(resolveTracingSettings(undefined, {}, { serviceName: 'bench' }).settings) : await createTracing(resolveTracingSettings(section, {}, { serviceName: 'bench.default' }).settings, { logger });
+  const tracing =
+    mix.tracing === undefined
+      ? tracingOff(resolveTracingSettings(undefined, {}, { serviceName: 'bench' }).settings)
+      : await createTracing(resolveTracingSettings(section, {}, { serviceName: 'bench.default' }).settings, { logger });
   const telemetry: CallTelemetry = {
     clock: systemClock,
     metrics,

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { TLSSocket } from 'node:tls';
-import { connectOnce, createClientContext, negotiatedOf } from './tls-connection.ts';
 import type { NegotiatedTls } from './tls-connection.ts';
+import { connectOnce, createClientContext, negotiatedOf } from './tls-connection.ts';
 
 /*
  * The load generator of `npm run bench:tls`, in its own process so it never
@@ -62,10 +62,7 @@ function percentile(sorted: Float64Array, p: number): number {
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2] ?? '') as TlsClientJob;
-  const context = createClientContext(
-    { keyPem: readFileSync(job.keyFile, 'utf8'), certPem: readFileSync(job.certFile, 'utf8'), caPem: readFileSync(job.caFile, 'utf8') },
-    job.groups,
-  );
+  const context = createClientContext({ keyPem: readFileSync(job.keyFile, 'utf8'), certPem: readFileSync(job.certFile, 'utf8'), caPem: readFileSync(job.caFile, 'utf8') }, job.groups);
   const target = { host: job.host, port: job.port, timeoutMs: 5000 };
   const totals: number[] = [];
   const handshakes: number[] = [];

@@ -72,7 +72,20 @@ function groupOf(url: string, functionName: string, repoRoot: string): string {
   return 'JS: other';
 }
 
-const TLS_FRAMES = new Set(['initRead', 'onhandshakedone', 'onServerSocketSecure', 'TLSSocket._finishInit', 'TLSSocket._wrapHandle', 'TLSSocket._init', 'TLSSocket', 'tlsConnectionListener', 'TLSSocket.getPeerCertificate', 'onnewsession', 'onnewsessionclient', 'loadSession']);
+const TLS_FRAMES = new Set([
+  'initRead',
+  'onhandshakedone',
+  'onServerSocketSecure',
+  'TLSSocket._finishInit',
+  'TLSSocket._wrapHandle',
+  'TLSSocket._init',
+  'TLSSocket',
+  'tlsConnectionListener',
+  'TLSSocket.getPeerCertificate',
+  'onnewsession',
+  'onnewsessionclient',
+  'loadSession',
+]);
 
 /**
  * What a sample was doing, from the innermost frame of its stack that tells:
@@ -88,14 +101,17 @@ function phaseOf(frame: ProfileNode['callFrame'], repoRoot: string): string | un
   if (url.includes('node_modules/undici')) return 'upstream request to the app (undici)';
   if (TLS_FRAMES.has(functionName) || url.includes('/src/identity/mesh-tls')) return 'TLS handshake, peer certificate, TLS socket set-up';
   if (url.startsWith('node:_http') || url.startsWith('node:internal/http')) return 'HTTP/1.1 server (parse request, write response)';
-  if (url.startsWith('node:net') || url.startsWith('node:internal/stream_base') || functionName === 'shutdown' || functionName === 'writev') return 'socket I/O: accept, read, write (+ TLS records), close';
+  if (url.startsWith('node:net') || url.startsWith('node:internal/stream_base') || functionName === 'shutdown' || functionName === 'writev')
+    return 'socket I/O: accept, read, write (+ TLS records), close';
   if (url.replace(/^file:\/\//, '').startsWith(repoRoot)) return 'meshgate code (src/)';
   return undefined;
 }
 
 /** Summarises the newest .cpuprofile in `dir`, or undefined when there is none. */
 export function summariseProfile(dir: string, repoRoot: string, windows: readonly ProfileWindow[]): ProfileSummary | undefined {
-  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).sort();
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .sort();
   const file = files.at(-1);
   if (file === undefined) return undefined;
   const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile;
@@ -139,7 +155,13 @@ export function summariseProfile(dir: string, repoRoot: string, windows: readonl
     groups.set(group, (groups.get(group) ?? 0) + us);
     const phase = phaseOfNode(id);
     phases.set(phase, (phases.get(phase) ?? 0) + us);
-    const where = frame.url === '' ? '' : ` ${frame.url.replace(/^file:\/\//, '').replace(repoRoot, '').replace(/^\//, '')}:${frame.lineNumber + 1}`;
+    const where =
+      frame.url === ''
+        ? ''
+        : ` ${frame.url
+            .replace(/^file:\/\//, '')
+            .replace(repoRoot, '')
+            .replace(/^\//, '')}:${frame.lineNumber + 1}`;
     const name = `${frame.functionName || '(anonymous)'}${where}`;
     functions.set(name, (functions.get(name) ?? 0) + us);
   }

@@ -71,7 +71,13 @@ function notes(row: TlsRowResult): string {
   const completed = row.runs.reduce((sum, r) => sum + r.completed, 0);
   const failed = row.runs.reduce((sum, r) => sum + r.errors + r.non200, 0);
   const reused = row.runs.reduce((sum, r) => sum + r.reused, 0);
-  if (failed > 0) parts.push(`${failed} failed connections (${row.runs.flatMap((r) => r.errorSamples).slice(0, 2).join(', ')})`);
+  if (failed > 0)
+    parts.push(
+      `${failed} failed connections (${row.runs
+        .flatMap((r) => r.errorSamples)
+        .slice(0, 2)
+        .join(', ')})`,
+    );
   if (reused > 0) parts.push(`NOT COMPARABLE: ${reused} resumed sessions`);
   if (completed + failed > 0 && failed / (completed + failed) > ERROR_SHARE_LIMIT) parts.push('NOT COMPARABLE: failed connections');
   if (row.profiled) parts.push('CPU-profiled (slower)');

@@ -4,10 +4,10 @@ import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
-import { sendErrorBody, sendText } from './admin-reply.ts';
 import type { AdminRoute } from './admin-reply.ts';
-import { banRoutes } from './ban-routes.ts';
+import { sendErrorBody, sendText } from './admin-reply.ts';
 import type { BanAdmin } from './ban-routes.ts';
+import { banRoutes } from './ban-routes.ts';
 
 export type { BanAdmin } from './ban-routes.ts';
 

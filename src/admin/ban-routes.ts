@@ -1,6 +1,6 @@
 import type http from 'node:http';
-import { sendText } from './admin-reply.ts';
 import type { AdminRoute } from './admin-reply.ts';
+import { sendText } from './admin-reply.ts';
 
 export interface BanAdmin {
   /** Live bans as JSON values (`{address, until, reason, count}`). */

@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { CaReason } from './ca-reasons.ts';

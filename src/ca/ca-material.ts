@@ -1,5 +1,5 @@
-import { X509Certificate, createPrivateKey, webcrypto } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { CaConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
@@ -76,7 +76,8 @@ export async function loadCaMaterial(config: Pick<CaConfig, 'signing' | 'trustBu
   // Walk signing -> intermediates -> a root; each link checked by signature, not by name.
   let cursor = signing;
   for (const next of chain) {
-    if (!cursor.checkIssued(next) || !cursor.verify(next.publicKey)) fail('signing.chainFiles', `${next.subject.replaceAll('\n', ', ')} did not issue ${cursor.subject.replaceAll('\n', ', ')} (order: nearest first)`);
+    if (!cursor.checkIssued(next) || !cursor.verify(next.publicKey))
+      fail('signing.chainFiles', `${next.subject.replaceAll('\n', ', ')} did not issue ${cursor.subject.replaceAll('\n', ', ')} (order: nearest first)`);
     cursor = next;
   }
   const anchored = roots.some((root) => root.raw.equals(cursor.raw) || (cursor.checkIssued(root) && cursor.verify(root.publicKey)));

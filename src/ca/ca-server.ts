@@ -7,22 +7,22 @@ import { ConfigError } from '../config/load.ts';
 import { runBackgroundLoop } from '../core/background-loop.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import { bindGrpc, stopGrpc } from '../core/listen.ts';
-import { loadCaApi } from '../identity/ca-api.ts';
-import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
-import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { formatSpiffeId } from '../core/spiffe-id.ts';
+import { loadCaApi } from '../identity/ca-api.ts';
+import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
+import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAuditLog } from './audit-log.ts';
-import { loadCaMaterial } from './ca-material.ts';
 import type { CaMaterial } from './ca-material.ts';
-import { createCaMetrics } from './ca-metrics.ts';
+import { loadCaMaterial } from './ca-material.ts';
 import type { CaMetrics } from './ca-metrics.ts';
+import { createCaMetrics } from './ca-metrics.ts';
 import { createCaService } from './ca-service.ts';
-import { createLeafSigner } from './leaf-signer.ts';
 import type { IssuedLeaf, LeafSigner } from './leaf-signer.ts';
+import { createLeafSigner } from './leaf-signer.ts';
 import { createRateLimiter } from './rate-limiter.ts';
 import { createTokenVerifier } from './token-verifier.ts';
 
@@ -151,10 +151,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
     lifetime.abort();
     throw err;
   }
-  logger.info(
-    { grpcPort, adminPort: adminAddress.port, trustDomain: config.trustDomain, roots: material.rootsPem.length, servingSerial: serving.leaf.serial },
-    'meshgate ca listening',
-  );
+  logger.info({ grpcPort, adminPort: adminAddress.port, trustDomain: config.trustDomain, roots: material.rootsPem.length, servingSerial: serving.leaf.serial }, 'meshgate ca listening');
 
   return {
     grpcPort,
@@ -195,11 +192,7 @@ export async function startCa(config: CaConfig, deps: CaDeps): Promise<RunningCa
   }
 }
 
-async function issueServingCertificate(
-  config: CaConfig,
-  signer: LeafSigner,
-  material: CaMaterial,
-): Promise<{ leaf: IssuedLeaf; material: Omit<ServingMaterial, 'clientCaPem'> }> {
+async function issueServingCertificate(config: CaConfig, signer: LeafSigner, material: CaMaterial): Promise<{ leaf: IssuedLeaf; material: Omit<ServingMaterial, 'clientCaPem'> }> {
   const keys = await generateKeyPair('ecdsa-p256');
   const leaf = await signer.sign({
     publicKey: await x509.PublicKey.create(keys.publicKey),

@@ -1,18 +1,18 @@
 import * as grpc from '@grpc/grpc-js';
-import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { Span } from '@opentelemetry/api';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { CaConfig } from '../config/ca-schema.ts';
 import type { Clock } from '../core/clock.ts';
+import type { SignRequest, SignResponse, TrustBundle, TrustBundleRequest } from '../identity/ca-api.ts';
 import { CA_REASON_METADATA_KEY } from '../identity/ca-api.ts';
 import { grpcPeerIdentity } from '../identity/grpc-peer-identity.ts';
-import type { SignRequest, SignResponse, TrustBundle, TrustBundleRequest } from '../identity/ca-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { HeaderCarrier, Tracing } from '../telemetry/tracing.ts';
 import type { AuditLog } from './audit-log.ts';
 import type { CaMaterial } from './ca-material.ts';
 import type { CaMetrics } from './ca-metrics.ts';
-import { CA_REASONS, refuse } from './ca-reasons.ts';
 import type { CaRefusal } from './ca-reasons.ts';
+import { CA_REASONS, refuse } from './ca-reasons.ts';
 import { checkCsr } from './csr-check.ts';
 import type { LeafSigner } from './leaf-signer.ts';
 import type { RateLimiter } from './rate-limiter.ts';
@@ -37,7 +37,6 @@ export interface CaService extends grpc.UntypedServiceImplementation {
   sign: grpc.handleUnaryCall<SignRequest, SignResponse>;
   getTrustBundle: grpc.handleUnaryCall<TrustBundleRequest, TrustBundle>;
 }
-
 
 type Proof = (WorkloadIdentity & { readonly ok: true; readonly proof: 'token' | 'certificate' }) | CaRefusal;
 
@@ -77,7 +76,9 @@ export function createCaService(deps: CaServiceDeps): CaService {
     const requested = Number(call.request.ttlSeconds ?? 0) * 1000;
     const ttlMs = requested > 0 ? Math.min(requested, config.leaf.maxTtl) : config.leaf.ttl;
     let leaf;
-    const signing = span && tracer?.startSpan('sign certificate', { kind: SpanKind.INTERNAL, attributes: { 'meshgate.spiffe_id': spiffeId, 'meshgate.ca.key_type': csr.keyType } }, trace.setSpan(ROOT_CONTEXT, span));
+    const signing =
+      span &&
+      tracer?.startSpan('sign certificate', { kind: SpanKind.INTERNAL, attributes: { 'meshgate.spiffe_id': spiffeId, 'meshgate.ca.key_type': csr.keyType } }, trace.setSpan(ROOT_CONTEXT, span));
     try {
       leaf = await signer.sign({ publicKey: csr.publicKey, keyType: csr.keyType, spiffeId, ttlMs });
       signing?.setAttribute('meshgate.ca.serial', leaf.serial);

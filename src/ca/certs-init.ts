@@ -1,9 +1,9 @@
+import { webcrypto } from 'node:crypto';
 import { lstat, mkdir, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { webcrypto } from 'node:crypto';
 import type { Clock } from '../core/clock.ts';
-import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 import type { KeyType } from '../identity/x509.ts';
+import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
 
 export interface CertsInitOptions {
   readonly outDir: string;
@@ -138,7 +138,10 @@ function pem(cert: x509.X509Certificate): string {
 
 async function publicKeyToPem(key: webcrypto.CryptoKey): Promise<string> {
   const der = Buffer.from(await webcrypto.subtle.exportKey('spki', key));
-  return `-----BEGIN PUBLIC KEY-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END PUBLIC KEY-----\n`;
+  return `-----BEGIN PUBLIC KEY-----\n${der
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n')}\n-----END PUBLIC KEY-----\n`;
 }
 
 async function exists(file: string): Promise<boolean> {

@@ -1,8 +1,8 @@
 import { createPublicKey } from 'node:crypto';
 import type { LeafKeyType } from '../config/ca-schema.ts';
 import { x509 } from '../identity/x509.ts';
-import { refuse } from './ca-reasons.ts';
 import type { CaRefusal } from './ca-reasons.ts';
+import { refuse } from './ca-reasons.ts';
 
 export interface CheckedCsr {
   readonly ok: true;

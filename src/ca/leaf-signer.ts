@@ -49,9 +49,7 @@ export async function createLeafSigner(material: CaMaterial, deps: LeafSignerDep
   const random = deps.randomBytes ?? cryptoRandomBytes;
   const issuerSki = material.signingCert.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
   // The AKI must equal the issuer's SKI byte for byte, or chain builders that match on it fail.
-  const aki = issuerSki
-    ? new x509.AuthorityKeyIdentifierExtension(issuerSki, false)
-    : await x509.AuthorityKeyIdentifierExtension.create(material.signingCert.publicKey, false);
+  const aki = issuerSki ? new x509.AuthorityKeyIdentifierExtension(issuerSki, false) : await x509.AuthorityKeyIdentifierExtension.create(material.signingCert.publicKey, false);
   const basicConstraints = new x509.BasicConstraintsExtension(false, undefined, true);
   const eku = new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth], false);
   const keyUsage = {

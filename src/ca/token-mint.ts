@@ -1,5 +1,5 @@
-import { createPrivateKey, randomUUID } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { createPrivateKey, randomUUID } from 'node:crypto';
 import { SignJWT } from 'jose';
 import type { Clock } from '../core/clock.ts';
 import { formatSpiffeId, parseSpiffeId } from '../core/spiffe-id.ts';

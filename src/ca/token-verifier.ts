@@ -1,17 +1,17 @@
 import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
+import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import { createLocalJWKSet, createRemoteJWKSet, customFetch, jwtVerify } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
-import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { CaTokensConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
-import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
 import type { JwtProblem, JwtRejection } from '../identity/jwt-checks.ts';
-import { refuse } from './ca-reasons.ts';
+import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
 import type { CaReason, CaRefusal } from './ca-reasons.ts';
-import { identityFromClaims } from './workload-claims.ts';
+import { refuse } from './ca-reasons.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
+import { identityFromClaims } from './workload-claims.ts';
 
 export interface VerifiedToken extends WorkloadIdentity {
   readonly ok: true;

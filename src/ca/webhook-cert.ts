@@ -60,12 +60,17 @@ export async function writeWebhookCert(opts: WebhookCertOptions): Promise<string
     publicKey: keys.publicKey,
     signingKey,
     signingAlgorithm: alg,
-    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16))).toString('hex').replace(/^[89a-f]/, '7'),
+    serialNumber: Buffer.from(webcrypto.getRandomValues(new Uint8Array(16)))
+      .toString('hex')
+      .replace(/^[89a-f]/, '7'),
     extensions: [
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth], false),
-      new x509.SubjectAlternativeNameExtension(names.map((value) => ({ type: 'dns' as const, value })), false),
+      new x509.SubjectAlternativeNameExtension(
+        names.map((value) => ({ type: 'dns' as const, value })),
+        false,
+      ),
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
       await x509.AuthorityKeyIdentifierExtension.create(signerCert, false),
     ],
@@ -87,7 +92,7 @@ async function readSigner(dir: string, name: string): Promise<string> {
     return await readFile(path.join(dir, name), 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new WebhookCertError(`${path.join(dir, name)}: cannot read (${code === 'ENOENT' ? 'no such file; run `meshgate certs init` first' : code ?? String(err)})`);
+    throw new WebhookCertError(`${path.join(dir, name)}: cannot read (${code === 'ENOENT' ? 'no such file; run `meshgate certs init` first' : (code ?? String(err))})`);
   }
 }
 

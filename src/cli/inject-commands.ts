@@ -101,7 +101,7 @@ async function readInput(file: string): Promise<string> {
     return await readFile(file, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new ConfigError(`meshgate inject: ${file}: cannot read file (${code === 'ENOENT' ? 'no such file' : code ?? String(err)})`);
+    throw new ConfigError(`meshgate inject: ${file}: cannot read file (${code === 'ENOENT' ? 'no such file' : (code ?? String(err))})`);
   }
 }
 

@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
-import { IPTABLES_HELP } from './iptables.ts';
 import { INJECT_HELP } from './inject-commands.ts';
+import { IPTABLES_HELP } from './iptables.ts';
 import { CA_ROLE, POLICY_SERVER_ROLE, SIDECAR_ROLE } from './roles.ts';
 import { runRole, untilSignal } from './run-role.ts';
 import { UsageError } from './usage-error.ts';
@@ -235,11 +235,7 @@ async function runToken(args: string[]): Promise<number> {
   if (!values.sa) throw new UsageError('meshgate token: missing --sa NAME');
   if (!values.ns) throw new UsageError('meshgate token: missing --ns NAMESPACE');
   const ttlMs = await parseDurationFlag('token', 'ttl', values.ttl);
-  const [{ readTextFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([
-    import('../config/text-file.ts'),
-    import('../ca/token-mint.ts'),
-    import('../core/clock.ts'),
-  ]);
+  const [{ readTextFile }, { mintToken, MintTokenError }, { systemClock }] = await Promise.all([import('../config/text-file.ts'), import('../ca/token-mint.ts'), import('../core/clock.ts')]);
   // A PEM key is a few KiB: the cap only stops a wrong path (a device, a huge file) from being read whole.
   const key = await readTextFile(values.key, 65_536);
   if (!key.ok) throw new UsageError(`meshgate token: ${values.key}: ${key.reason}`);

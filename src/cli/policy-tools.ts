@@ -1,5 +1,5 @@
-import { readTextFile } from '../config/text-file.ts';
 import { parseArgs } from 'node:util';
+import { readTextFile } from '../config/text-file.ts';
 import { parsePolicyFolder } from '../policy/parse-documents.ts';
 import { formatPolicyError } from '../policy/policy-error.ts';
 import type { PolicyDocument } from '../policy/types.ts';

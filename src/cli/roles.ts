@@ -1,7 +1,7 @@
+import type { RunningCa } from '../ca/ca-server.ts';
 import type { CaConfig } from '../config/ca-schema.ts';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
-import type { RunningCa } from '../ca/ca-server.ts';
 import type { RunningPolicyServer } from '../policy-server/policy-server.ts';
 import type { RunningSidecar } from '../sidecar/sidecar.ts';
 import type { RoleDescriptor } from './run-role.ts';

@@ -1,6 +1,6 @@
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import type { ParseArgsOptionsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 import type { ZodType } from 'zod';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
@@ -59,11 +59,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
   const [{ loadConfigFile }, schema] = await Promise.all([import('../config/load.ts'), role.schema()]);
   const loaded = await loadConfigFile(configFile, schema);
   const config = role.withFlags ? role.withFlags(loaded, values) : loaded;
-  const [{ systemClock }, { createLogger }, { startTracing }] = await Promise.all([
-    import('../core/clock.ts'),
-    import('../telemetry/logger.ts'),
-    import('../telemetry/tracing.ts'),
-  ]);
+  const [{ systemClock }, { createLogger }, { startTracing }] = await Promise.all([import('../core/clock.ts'), import('../telemetry/logger.ts'), import('../telemetry/tracing.ts')]);
   const logger = createLogger({ level: config.log.level, name: role.name });
   if (role.grpc) await grpcDiagnosticsToLog(logger);
   // The CLI is the one place that reads the environment: OTEL_* joins the file's section here.

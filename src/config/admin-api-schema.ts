@@ -31,12 +31,10 @@ const pattern = z
 
 const LOOPBACK_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 
-const jwksUri = z
-  .url({ protocol: /^https?$/ })
-  .refine((uri) => {
-    const url = new URL(uri);
-    return url.protocol === 'https:' || LOOPBACK_HOSTS.has(url.hostname);
-  }, 'expected an https:// URL (http:// only for a loopback address): keys fetched in the clear could be swapped');
+const jwksUri = z.url({ protocol: /^https?$/ }).refine((uri) => {
+  const url = new URL(uri);
+  return url.protocol === 'https:' || LOOPBACK_HOSTS.has(url.hostname);
+}, 'expected an https:// URL (http:// only for a loopback address): keys fetched in the clear could be swapped');
 
 const jwt = z
   .strictObject({
@@ -44,39 +42,30 @@ const jwt = z
     audiences: z.array(z.string().min(1)).min(1).default(['meshgate-policy-admin']).describe('Accepted `aud` values; a token must name at least one.'),
     publicKeyFile: file.optional().describe('PEM public key (SPKI) that signs admin tokens.'),
     jwksFile: file.optional().describe('JWKS file (JSON) of admin token signing keys.'),
-    jwksUri: jwksUri.optional().describe('JWKS URL fetched and cached by the server (https, or http to a loopback address). The token\'s `jku` / `x5u` headers are never followed.'),
+    jwksUri: jwksUri.optional().describe("JWKS URL fetched and cached by the server (https, or http to a loopback address). The token's `jku` / `x5u` headers are never followed."),
     algorithms: z.array(z.enum(ADMIN_JWT_ALGORITHMS)).min(1).default(['ES256', 'RS256']).describe('Accepted signature algorithms (asymmetric only; `none` and HS* are never accepted).'),
     clockSkew: duration.default(30_000).describe('Tolerance for `exp` and `nbf` against the server clock.'),
-    subjectClaim: z.string().min(1).default('sub').describe('Claim whose (string) value is the caller\'s subject in role bindings and the audit log.'),
+    subjectClaim: z.string().min(1).default('sub').describe("Claim whose (string) value is the caller's subject in role bindings and the audit log."),
   })
   .refine((t) => [t.publicKeyFile, t.jwksFile, t.jwksUri].filter((v) => v !== undefined).length === 1, {
     message: 'expected exactly one of publicKeyFile, jwksFile, jwksUri',
   });
 
 const binding = z.strictObject({
-  subjects: z
-    .array(pattern)
-    .min(1)
-    .describe('SPIFFE IDs (mTLS) or JWT subjects; a trailing `*` matches any suffix, e.g. `spiffe://cluster.local/ns/platform/*`.'),
+  subjects: z.array(pattern).min(1).describe('SPIFFE IDs (mTLS) or JWT subjects; a trailing `*` matches any suffix, e.g. `spiffe://cluster.local/ns/platform/*`.'),
   role: z.enum(ADMIN_ROLES).describe('`admin` (everything), `developer` (read; write outside production namespaces), `viewer` (read).'),
 });
 
 export const adminApiConfigSchema = z.strictObject({
   mtls: z
     .strictObject({
-      enabled: z.boolean().default(true).describe('Accept a verified client certificate\'s SPIFFE ID as the caller (only when the admin listener serves TLS).'),
-      trustDomains: z
-        .array(z.string().min(1))
-        .default([])
-        .describe('Accepted trust domains of client SPIFFE IDs; empty: any that chains to the trust bundle.'),
+      enabled: z.boolean().default(true).describe("Accept a verified client certificate's SPIFFE ID as the caller (only when the admin listener serves TLS)."),
+      trustDomains: z.array(z.string().min(1)).default([]).describe('Accepted trust domains of client SPIFFE IDs; empty: any that chains to the trust bundle.'),
     })
     .prefault({})
     .describe('Callers identified by their mTLS client certificate (URI SAN `spiffe://...`).'),
   jwt: jwt.optional().describe('Callers identified by a bearer JWT (`Authorization: Bearer ...`); omit to accept client certificates only.'),
-  roleBindings: z
-    .array(binding)
-    .default([])
-    .describe('Who has which role. A caller matching no binding is refused everything (403); matching several, it gets the strongest role.'),
+  roleBindings: z.array(binding).default([]).describe('Who has which role. A caller matching no binding is refused everything (403); matching several, it gets the strongest role.'),
   productionNamespaces: z
     .array(pattern)
     .default([])
@@ -88,7 +77,12 @@ export const adminApiConfigSchema = z.strictObject({
     .prefault({})
     .describe('Audit log of admin API changes.'),
   maxBodyBytes: byteSize
-    .pipe(z.number().min(1024, 'expected at least 1KiB').max(16 * 1024 * 1024, 'expected at most 16MiB'))
+    .pipe(
+      z
+        .number()
+        .min(1024, 'expected at least 1KiB')
+        .max(16 * 1024 * 1024, 'expected at most 16MiB'),
+    )
     .default(262_144)
     .describe('Largest accepted request body (a policy document); larger bodies get 413.'),
 });

@@ -63,7 +63,11 @@ export const injectorConfigSchema = z.strictObject({
     .describe('The injected sidecar container.'),
   mesh: z
     .strictObject({
-      trustDomain: z.string().regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a trust domain like cluster.local').default('cluster.local').describe('SPIFFE trust domain.'),
+      trustDomain: z
+        .string()
+        .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'expected a trust domain like cluster.local')
+        .default('cluster.local')
+        .describe('SPIFFE trust domain.'),
       trustBundleFile: z.string().min(1).default('trust-bundle.pem').describe('PEM roots of the mesh (trust-bundle.pem from `meshgate certs init`), read at start and copied into each injected pod.'),
       ca: z
         .strictObject({
@@ -74,28 +78,26 @@ export const injectorConfigSchema = z.strictObject({
         .describe('Where sidecars get certificates.'),
       token: z
         .strictObject({
-          audience: z.string().min(1).default('meshgate-ca').describe('Audience of the projected service-account token; must be in the CA\'s tokens.audiences.'),
+          audience: z.string().min(1).default('meshgate-ca').describe("Audience of the projected service-account token; must be in the CA's tokens.audiences."),
           expirationSeconds: z.number().int().min(600).max(86_400).default(600).describe('Lifetime of the projected token (the kubelet refreshes it); Kubernetes accepts 600 and more.'),
         })
         .prefault({})
         .describe('Bootstrap token: a projected service-account token mounted into the sidecar.'),
-      policyServers: z
-        .array(hostPort)
-        .default(['meshgate-policy-server.meshgate-system.svc:15010'])
-        .describe('policy.servers of each sidecar; empty: sidecars run without a policy server.'),
-      redisUrl: z.string().regex(/^rediss?:\/\/[^\s]+$/, 'expected redis://host:port[/db]').optional().describe('rateLimit.redis.url of each sidecar (global rate limits).'),
+      policyServers: z.array(hostPort).default(['meshgate-policy-server.meshgate-system.svc:15010']).describe('policy.servers of each sidecar; empty: sidecars run without a policy server.'),
+      redisUrl: z
+        .string()
+        .regex(/^rediss?:\/\/[^\s]+$/, 'expected redis://host:port[/db]')
+        .optional()
+        .describe('rateLimit.redis.url of each sidecar (global rate limits).'),
       tracing: tracingConfigSchema.optional().describe('telemetry.tracing of each sidecar, e.g. { exporter: otlp-grpc, endpoint: http://jaeger-collector.meshgate-system.svc:4317 }.'),
     })
     .prefault({})
-    .describe('Mesh-wide settings written into each sidecar\'s config.'),
+    .describe("Mesh-wide settings written into each sidecar's config."),
   interception: z
     .strictObject({
       excludeInboundPorts: z.array(port).default([]).describe('Inbound ports never redirected to the sidecar, in every pod.'),
       excludeOutboundPorts: z.array(port).default([]).describe('Outbound ports never redirected, e.g. a database the apps reach directly.'),
-      excludeOutboundCidrs: z
-        .array(z.string().refine(isCidr, 'expected a CIDR like 10.0.0.0/8'))
-        .default([])
-        .describe('Outbound destinations never redirected, e.g. the API server\'s address.'),
+      excludeOutboundCidrs: z.array(z.string().refine(isCidr, 'expected a CIDR like 10.0.0.0/8')).default([]).describe("Outbound destinations never redirected, e.g. the API server's address."),
     })
     .prefault({})
     .describe('Defaults of the `meshgate iptables` init container; pods add to them with annotations.'),

@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { readTextFile } from './text-file.ts';
-import { parseYaml } from './yaml-bounded.ts';
 import type { YamlBounds } from './yaml-bounded.ts';
+import { parseYaml } from './yaml-bounded.ts';
 
 /**
  * A configuration problem, already worded as the lines the user sees (one per
@@ -74,7 +74,11 @@ export function parseConfigText<S extends z.ZodType>(text: string, file: string,
   const raw: unknown = doc?.value ?? {};
   const result = schema.safeParse(raw);
   if (!result.success) {
-    throw configError(file, result.error.issues.flatMap((issue) => describeIssue(issue, raw).map((line) => `${file}: ${line}`)), limits.maxProblems);
+    throw configError(
+      file,
+      result.error.issues.flatMap((issue) => describeIssue(issue, raw).map((line) => `${file}: ${line}`)),
+      limits.maxProblems,
+    );
   }
   return deepFreeze(result.data);
 }

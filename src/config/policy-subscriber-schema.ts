@@ -8,13 +8,9 @@ import { duration } from './durations.ts';
  * Every field has a description: the README reference is generated from them.
  */
 
-const hostPort = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. policy-server.meshgate-system:15010');
+const hostPort = z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'expected host:port, e.g. policy-server.meshgate-system:15010');
 
-const serviceRef = z
-  .string()
-  .regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected name.namespace, e.g. orders.shop');
+const serviceRef = z.string().regex(/^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.[a-z0-9]([-a-z0-9]*[a-z0-9])?$/, 'expected name.namespace, e.g. orders.shop');
 
 export const policySubscriberConfigSchema = z
   .strictObject({
@@ -32,18 +28,15 @@ export const policySubscriberConfigSchema = z
       .string()
       .min(1)
       .default('/var/lib/meshgate')
-      .describe('Folder where the last-known-good snapshot is persisted (one JSON file per workload, replaced atomically); the sidecar boots from it when no server answers. Must be writable: a copy the sidecar cannot rewrite at boot, or one set aside after a failed write, is not trusted (nothing is admitted until a server answers).'),
-    maxStaleness: duration
-      .default(300_000)
-      .describe('/ready reports `degraded` (still 200) when the sidecar runs on a copy that has not been confirmed by a server for longer than this.'),
+      .describe(
+        'Folder where the last-known-good snapshot is persisted (one JSON file per workload, replaced atomically); the sidecar boots from it when no server answers. Must be writable: a copy the sidecar cannot rewrite at boot, or one set aside after a failed write, is not trusted (nothing is admitted until a server answers).',
+      ),
+    maxStaleness: duration.default(300_000).describe('/ready reports `degraded` (still 200) when the sidecar runs on a copy that has not been confirmed by a server for longer than this.'),
     onNoPolicy: z
       .enum(['deny', 'allow'])
       .default('deny')
       .describe('With no snapshot at all (none received, none on disk): deny admits nothing and /ready is 503; allow admits every call and must be set explicitly.'),
-    destinations: z
-      .array(serviceRef)
-      .optional()
-      .describe('Services (name.namespace) the workload calls, so the server sends only their registry entries; omitted: the whole registry.'),
+    destinations: z.array(serviceRef).optional().describe('Services (name.namespace) the workload calls, so the server sends only their registry entries; omitted: the whole registry.'),
     holdEndpoints: duration
       .default(45_000)
       .describe(

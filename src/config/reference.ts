@@ -133,7 +133,9 @@ function typeName(schema: Schema): string {
     case 'boolean':
       return 'boolean';
     case 'enum':
-      return `one of ${Object.values((def as z.core.$ZodEnumDef).entries).map((v) => `\`${String(v)}\``).join(', ')}`;
+      return `one of ${Object.values((def as z.core.$ZodEnumDef).entries)
+        .map((v) => `\`${String(v)}\``)
+        .join(', ')}`;
     case 'literal':
       return (def as z.core.$ZodLiteralDef<z.core.util.Literal>).values.map((v) => `\`${String(v)}\``).join(', ');
     case 'object':

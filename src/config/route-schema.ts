@@ -85,7 +85,9 @@ export function routeSchema(bounds: RouteSchemaBounds) {
     perTryTimeout: duration.optional().describe('Timeout of each attempt; defaults to the route timeout.'),
     retryOn: list(z.enum(RETRY_ON))
       .default(['connect-failure', 'reset', 'gateway-error', 'unavailable'])
-      .describe('Conditions that trigger a retry (Envoy names): 5xx, gateway-error (502/503/504), reset, connect-failure, retriable-status-codes, and gRPC statuses unavailable, resource-exhausted, cancelled, deadline-exceeded.'),
+      .describe(
+        'Conditions that trigger a retry (Envoy names): 5xx, gateway-error (502/503/504), reset, connect-failure, retriable-status-codes, and gRPC statuses unavailable, resource-exhausted, cancelled, deadline-exceeded.',
+      ),
     statusCodes: list(z.number().int().min(100).max(599)).default([]).describe('HTTP statuses retried when retryOn has retriable-status-codes.'),
     backoff: z
       .strictObject({

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { byteSize as sizeText, duration as durationText } from './durations.ts';
+import { duration as durationText, byteSize as sizeText } from './durations.ts';
 
 /*
  * Schema pieces that the sidecar config and policy documents share, so one

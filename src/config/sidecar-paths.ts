@@ -20,13 +20,16 @@ export function resolveSidecarPaths(config: SidecarConfig, dir: string): Sidecar
       ...(identity.tokenFile === undefined ? {} : { tokenFile: at(identity.tokenFile) }),
     },
     policy: policy && { ...policy, stateDir: at(policy.stateDir) },
-    rateLimit: rateLimit.redis === undefined ? rateLimit : {
-      ...rateLimit,
-      redis: {
-        ...rateLimit.redis,
-        ...(rateLimit.redis.passwordFile === undefined ? {} : { passwordFile: at(rateLimit.redis.passwordFile) }),
-        ...(rateLimit.redis.caFile === undefined ? {} : { caFile: at(rateLimit.redis.caFile) }),
-      },
-    },
+    rateLimit:
+      rateLimit.redis === undefined
+        ? rateLimit
+        : {
+            ...rateLimit,
+            redis: {
+              ...rateLimit.redis,
+              ...(rateLimit.redis.passwordFile === undefined ? {} : { passwordFile: at(rateLimit.redis.passwordFile) }),
+              ...(rateLimit.redis.caFile === undefined ? {} : { caFile: at(rateLimit.redis.caFile) }),
+            },
+          },
   });
 }

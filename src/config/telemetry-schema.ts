@@ -39,9 +39,9 @@ export const tracingConfigSchema = z.strictObject({
     .number()
     .optional()
     .describe(
-      'Share of new traces sampled, 0 to 1; a call that arrives with a trace context follows its caller\'s decision (parent-based). Default: OTEL_TRACES_SAMPLER_ARG for a traceidratio sampler, else 1. Out of range: 1, with one warning.',
+      "Share of new traces sampled, 0 to 1; a call that arrives with a trace context follows its caller's decision (parent-based). Default: OTEL_TRACES_SAMPLER_ARG for a traceidratio sampler, else 1. Out of range: 1, with one warning.",
     ),
-  serviceName: z.string().optional().describe('`service.name` of the spans. Default: OTEL_SERVICE_NAME, else the role\'s own (the sidecar: `<service>.<namespace>`).'),
+  serviceName: z.string().optional().describe("`service.name` of the spans. Default: OTEL_SERVICE_NAME, else the role's own (the sidecar: `<service>.<namespace>`)."),
   batch: z
     .strictObject({
       maxQueueSize: z.number().optional().describe('Spans waiting for export; beyond it new spans are dropped and counted. Default 2048 (OTEL_BSP_MAX_QUEUE_SIZE).'),
@@ -141,8 +141,7 @@ export function resolveTracingSettings(file: TracingConfig | undefined, env: Env
     if (compressionEnv.value === 'gzip' || compressionEnv.value === 'none') compression = compressionEnv.value;
     else warnings.push(`${compressionEnv.name}: expected gzip or none, got ${quote(compressionEnv.value)}; using none`);
   }
-  const maxQueueSize =
-    positive(file?.batch.maxQueueSize, 'telemetry.tracing.batch.maxQueueSize', true, warnings) ?? positiveEnv(named(read, 'OTEL_BSP_MAX_QUEUE_SIZE'), warnings, true) ?? 2048;
+  const maxQueueSize = positive(file?.batch.maxQueueSize, 'telemetry.tracing.batch.maxQueueSize', true, warnings) ?? positiveEnv(named(read, 'OTEL_BSP_MAX_QUEUE_SIZE'), warnings, true) ?? 2048;
   let maxExportBatchSize =
     positive(file?.batch.maxExportBatchSize, 'telemetry.tracing.batch.maxExportBatchSize', true, warnings) ??
     positiveEnv(named(read, 'OTEL_BSP_MAX_EXPORT_BATCH_SIZE'), warnings, true) ??
@@ -152,9 +151,7 @@ export function resolveTracingSettings(file: TracingConfig | undefined, env: Env
     maxExportBatchSize = maxQueueSize;
   }
   const scheduledDelayMs =
-    positive(file?.batch.scheduledDelay, 'telemetry.tracing.batch.scheduledDelay', undefined, warnings) ??
-    positiveEnv(named(read, 'OTEL_BSP_SCHEDULE_DELAY'), warnings) ??
-    5_000;
+    positive(file?.batch.scheduledDelay, 'telemetry.tracing.batch.scheduledDelay', undefined, warnings) ?? positiveEnv(named(read, 'OTEL_BSP_SCHEDULE_DELAY'), warnings) ?? 5_000;
   return {
     settings: Object.freeze({
       exporter,
@@ -206,12 +203,7 @@ function resolveExporter(
   return 'none';
 }
 
-function resolveEndpoint(
-  exporter: 'otlp-grpc' | 'otlp-http',
-  fromFile: string | undefined,
-  fromEnv: { name: string; value: string } | undefined,
-  warnings: string[],
-): string | undefined {
+function resolveEndpoint(exporter: 'otlp-grpc' | 'otlp-http', fromFile: string | undefined, fromEnv: { name: string; value: string } | undefined, warnings: string[]): string | undefined {
   const field = fromFile !== undefined ? 'telemetry.tracing.endpoint' : fromEnv?.name;
   const raw = fromFile ?? fromEnv?.value ?? (exporter === 'otlp-grpc' ? 'http://localhost:4317' : 'http://localhost:4318');
   let url: URL;

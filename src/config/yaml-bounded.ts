@@ -1,5 +1,5 @@
-import { CST, isMap, isScalar, isSeq, Lexer, LineCounter, parseAllDocuments } from 'yaml';
 import type { Node as YamlNode } from 'yaml';
+import { CST, isMap, isScalar, isSeq, Lexer, LineCounter, parseAllDocuments } from 'yaml';
 
 /*
  * YAML text -> plain values, with the work bounded before it is done. The
@@ -155,12 +155,7 @@ function pathOf(visit: Visit): (string | number)[] {
  * in document order. Iterative with parent links: deep nesting costs neither
  * stack nor a path copy per node.
  */
-function structureProblems(
-  root: unknown,
-  bounds: YamlBounds,
-  maxProblems: number,
-  at: (offset: number) => { line: number; column: number },
-): YamlProblem[] {
+function structureProblems(root: unknown, bounds: YamlBounds, maxProblems: number, at: (offset: number) => { line: number; column: number }): YamlProblem[] {
   const problems: YamlProblem[] = [];
   const report = (visit: Visit, node: YamlNode | undefined, reason: string) => problems.push({ path: pathOf(visit), ...at(node?.range?.[0] ?? 0), reason, syntax: false });
   const stack: Visit[] = [{ node: root, parent: undefined, key: undefined }];

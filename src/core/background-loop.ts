@@ -1,5 +1,5 @@
-import { backoffDelay } from './backoff.ts';
 import type { BackoffOptions } from './backoff.ts';
+import { backoffDelay } from './backoff.ts';
 import type { Random } from './clock.ts';
 
 /*

@@ -66,7 +66,12 @@ export type BodyRead =
   /** More than `limit` bytes arrived; reading stopped there (the rest is still unread). */
   | { readonly kind: 'too_large'; readonly received: number }
   /** The caller reset the stream or the connection before the body ended. */
-  | { readonly kind: 'failed'; readonly reason: string; /** The listener's timer closed the request (limits.idleTimeout, requestTimeout), not the caller. */ readonly timedOut?: boolean; /** The listener refused the rest of the request (its body did not parse) with this reason code. */ readonly refused?: ReasonCodeName }
+  | {
+      readonly kind: 'failed';
+      readonly reason: string /** The listener's timer closed the request (limits.idleTimeout, requestTimeout), not the caller. */;
+      readonly timedOut?: boolean /** The listener refused the rest of the request (its body did not parse) with this reason code. */;
+      readonly refused?: ReasonCodeName;
+    }
   /** The sidecar-wide budget for buffered bodies (limits.maxBufferedBodies) is in use by other calls. */
   | { readonly kind: 'over_budget' };
 

@@ -8,6 +8,9 @@ const CHUNK = 36 ** 6;
  * enough that two decisions in one log never share an id.
  */
 export function createDecisionIds(random: Random): () => string {
-  const chunk = (): string => Math.floor(random() * CHUNK).toString(36).padStart(6, '0');
+  const chunk = (): string =>
+    Math.floor(random() * CHUNK)
+      .toString(36)
+      .padStart(6, '0');
   return () => chunk() + chunk();
 }

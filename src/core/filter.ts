@@ -1,6 +1,6 @@
 import type { CallContext } from './call-context.ts';
-import { CONTINUE } from './verdict.ts';
 import type { Verdict } from './verdict.ts';
+import { CONTINUE } from './verdict.ts';
 
 /**
  * The one interface every per-call check implements. A filter's configuration
@@ -26,12 +26,7 @@ export function runFilters(filters: readonly Filter[], call: CallContext): Verdi
   return CONTINUE;
 }
 
-async function continueAsync(
-  filters: readonly Filter[],
-  index: number,
-  pending: Promise<Verdict>,
-  call: CallContext,
-): Promise<Verdict> {
+async function continueAsync(filters: readonly Filter[], index: number, pending: Promise<Verdict>, call: CallContext): Promise<Verdict> {
   const first = await pending;
   if (first.kind === 'respond') return first;
   for (let i = index + 1; i < filters.length; i++) {

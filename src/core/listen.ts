@@ -1,5 +1,5 @@
-import { isIP } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
+import { isIP } from 'node:net';
 
 /**
  * Binds `server` and resolves with the bound address (for port 0, the port the

@@ -29,7 +29,8 @@ export const REASON_CODES = {
   'route.not_found': {
     http: 404,
     grpc: GrpcStatus.UNIMPLEMENTED,
-    description: 'No such service (never known to this sidecar: not in the registry, the static services, a Route or policy.destinations), or no route of it matches the request path, method or headers.',
+    description:
+      'No such service (never known to this sidecar: not in the registry, the static services, a Route or policy.destinations), or no route of it matches the request path, method or headers.',
   },
   'route.unknown_version': {
     // 404 like route.not_found: the request is well-formed, what it names does not exist (or no longer does, once operators remove a version).
@@ -45,7 +46,8 @@ export const REASON_CODES = {
   'request.invalid_path': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'The path cannot be normalized safely: an encoded "/" or "\\" (%2F, %5C), a malformed escape, NUL, a control character, a raw "\\" or "#", a double-encoded ".", "/", "\\", "%" or NUL, or a dot segment with ";" parameters.',
+    description:
+      'The path cannot be normalized safely: an encoded "/" or "\\" (%2F, %5C), a malformed escape, NUL, a control character, a raw "\\" or "#", a double-encoded ".", "/", "\\", "%" or NUL, or a dot segment with ";" parameters.',
   },
   'request.unsupported': {
     http: 501,
@@ -60,12 +62,14 @@ export const REASON_CODES = {
   'request.refused_stream': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'HTTP/2: the caller opened more concurrent streams than limits.http2MaxConcurrentStreams; the stream was reset with REFUSED_STREAM (safe to retry) and is logged as the 503 it would have had.',
+    description:
+      'HTTP/2: the caller opened more concurrent streams than limits.http2MaxConcurrentStreams; the stream was reset with REFUSED_STREAM (safe to retry) and is logged as the 503 it would have had.',
   },
   'request.timeout': {
     http: 408,
     grpc: GrpcStatus.DEADLINE_EXCEEDED,
-    description: 'The caller did not send the request head within limits.headersTimeout, or the request within limits.requestTimeout, or stopped sending its body for limits.idleTimeout (then logged, the connection closed).',
+    description:
+      'The caller did not send the request head within limits.headersTimeout, or the request within limits.requestTimeout, or stopped sending its body for limits.idleTimeout (then logged, the connection closed).',
   },
   'request.body_too_large': {
     http: 413,
@@ -85,7 +89,8 @@ export const REASON_CODES = {
   'upstream.no_endpoint': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The destination is a known service (in the registry, a static services entry, the destination of a Route in force, in policy.destinations, or listed by the registry earlier) with no endpoint right now.',
+    description:
+      'The destination is a known service (in the registry, a static services entry, the destination of a Route in force, in policy.destinations, or listed by the registry earlier) with no endpoint right now.',
   },
   'upstream.identity_mismatch': {
     http: 502,
@@ -100,7 +105,8 @@ export const REASON_CODES = {
   'upstream.protocol_error': {
     http: 502,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The upstream answered with something that is not valid HTTP: a malformed status line, header or chunk, headers beyond the parser limit, or a body that does not match its Content-Length.',
+    description:
+      'The upstream answered with something that is not valid HTTP: a malformed status line, header or chunk, headers beyond the parser limit, or a body that does not match its Content-Length.',
   },
   'upstream.overloaded': {
     http: 503,
@@ -130,7 +136,8 @@ export const REASON_CODES = {
   'ratelimit.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'A scope: global rate-limit rule could not be counted (Redis unreachable, slower than rateLimit.redis.timeout, or not configured) and its failureMode is deny (the default): the call fails closed.',
+    description:
+      'A scope: global rate-limit rule could not be counted (Redis unreachable, slower than rateLimit.redis.timeout, or not configured) and its failureMode is deny (the default): the call fails closed.',
   },
   'authn.missing_token': {
     http: 401,
@@ -215,17 +222,20 @@ export const REASON_CODES = {
   'policy.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The sidecar has no policy snapshot (never received one, none on disk) and policy.onNoPolicy is deny, or the only copy it has is a persisted one it cannot trust (possibly older than the policy last in force), or an enforcing document could not be applied: it admits nothing.',
+    description:
+      'The sidecar has no policy snapshot (never received one, none on disk) and policy.onNoPolicy is deny, or the only copy it has is a persisted one it cannot trust (possibly older than the policy last in force), or an enforcing document could not be applied: it admits nothing.',
   },
   'request.cancelled': {
     http: 499,
     grpc: GrpcStatus.CANCELLED,
-    description: 'The caller went away before the response was complete (logged, never sent). Only when the caller left: a call meshgate ended at its own timer is request.timeout or upstream.timeout.',
+    description:
+      'The caller went away before the response was complete (logged, never sent). Only when the caller left: a call meshgate ended at its own timer is request.timeout or upstream.timeout.',
   },
   'sidecar.overloaded': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,
-    description: 'The sidecar sheds the call to stay within its memory bounds: every byte of limits.maxBufferedBodies is held by other calls whose bodies a filter is reading. Retryable; retry-after says when.',
+    description:
+      'The sidecar sheds the call to stay within its memory bounds: every byte of limits.maxBufferedBodies is held by other calls whose bodies a filter is reading. Retryable; retry-after says when.',
   },
   'filter.error': {
     http: 500,

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
-import { Redis } from 'ioredis';
 import type { RedisOptions } from 'ioredis';
+import { Redis } from 'ioredis';
 
 /*
  * The one way meshgate builds an ioredis client, for the sidecars' global

@@ -1,13 +1,13 @@
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { parseConfigText } from '../config/load.ts';
 import { sidecarConfigSchema } from '../config/sidecar-schema.ts';
 import { systemClock } from '../core/clock.ts';
-import { startSidecar } from '../sidecar/sidecar.ts';
 import type { RunningSidecar } from '../sidecar/sidecar.ts';
+import { startSidecar } from '../sidecar/sidecar.ts';
 import { createLogger } from '../telemetry/logger.ts';
 import { noTracing } from '../telemetry/tracing.ts';
-import path from 'node:path';
 import { startDemoCa } from './demo-ca.ts';
 import { startDemoPolicyServer } from './demo-policy.ts';
 import { startEchoApp } from './echo-app.ts';

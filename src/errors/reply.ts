@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
-import type { RespondVerdict } from '../core/verdict.ts';
 import { reasonCode } from '../core/reason-codes.ts';
+import type { RespondVerdict } from '../core/verdict.ts';
 
 export type AnyResponse = ServerResponse | Http2ServerResponse;
 
@@ -10,11 +10,7 @@ export type AnyResponse = ServerResponse | Http2ServerResponse;
  * gRPC callers get a trailers-only reply (HTTP 200 + grpc-status) because a
  * gRPC client ignores HTTP bodies; everyone else gets JSON.
  */
-export function sendVerdict(
-  res: AnyResponse,
-  verdict: RespondVerdict,
-  opts: { grpc: boolean; requestId: string },
-): void {
+export function sendVerdict(res: AnyResponse, verdict: RespondVerdict, opts: { grpc: boolean; requestId: string }): void {
   if (res.headersSent) {
     // The response already started: the only honest signal left is a reset.
     res.destroy();

@@ -11,12 +11,7 @@ import type { CertificateSigner, WorkloadCredentials } from './cert-manager.ts';
  * Kubernetes projected token rotates on disk).
  */
 export function createCaSigner(config: IdentityConfig, now: () => number): CertificateSigner {
-  const call = async (
-    credentials: grpc.ChannelCredentials,
-    request: { csrPem: string; ttlSeconds: number },
-    token: string | undefined,
-    signal: AbortSignal,
-  ) => {
+  const call = async (credentials: grpc.ChannelCredentials, request: { csrPem: string; ttlSeconds: number }, token: string | undefined, signal: AbortSignal) => {
     const client = createCaClient(config.ca.address, credentials, {
       'grpc.ssl_target_name_override': config.ca.serverName,
       'grpc.default_authority': config.ca.serverName,

@@ -1,9 +1,9 @@
-import type { Clock, Random } from '../core/clock.ts';
-import { sleep } from '../core/backoff.ts';
 import { runBackgroundLoop } from '../core/background-loop.ts';
+import { sleep } from '../core/backoff.ts';
+import type { Clock, Random } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
 import type { CertificateFacts, KeyType } from './x509.ts';
+import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
 
 /** What a workload holds after a successful signing. The key never leaves this process. */
 export interface WorkloadCredentials {
@@ -21,11 +21,7 @@ export interface SignedCertificate {
 }
 
 /** Asks the CA to sign a CSR. `current` lets the CA authenticate a renewal by certificate. */
-export type CertificateSigner = (
-  request: { csrPem: string; ttlSeconds: number },
-  current: WorkloadCredentials | undefined,
-  signal: AbortSignal,
-) => Promise<SignedCertificate>;
+export type CertificateSigner = (request: { csrPem: string; ttlSeconds: number }, current: WorkloadCredentials | undefined, signal: AbortSignal) => Promise<SignedCertificate>;
 
 /** Whether the CA answers at all (a TCP connect): resolves false rather than rejecting. */
 export type ReachabilityProbe = (signal: AbortSignal) => Promise<boolean>;
@@ -73,11 +69,7 @@ export interface CertificateManager {
  * jitter, jittered backoff while the CA is away, and the old certificate kept
  * serving until it expires (after which valid() turns false and readiness drops).
  */
-export function createCertificateManager(
-  signer: CertificateSigner,
-  opts: CertificateManagerOptions,
-  deps: { clock: Clock; random: Random; logger: Logger },
-): CertificateManager {
+export function createCertificateManager(signer: CertificateSigner, opts: CertificateManagerOptions, deps: { clock: Clock; random: Random; logger: Logger }): CertificateManager {
   let creds: WorkloadCredentials | undefined;
   const listeners: Array<(c: WorkloadCredentials) => void> = [];
   const expireListeners: Array<() => void> = [];
@@ -114,11 +106,14 @@ export function createCertificateManager(
   const scheduleExpiry = (c: WorkloadCredentials): void => {
     clearTimeout(expiryTimer);
     const remaining = c.facts.notAfter.getTime() - deps.clock.now();
-    expiryTimer = setTimeout(() => {
-      if (creds !== c) return;
-      if (deps.clock.now() < c.facts.notAfter.getTime()) scheduleExpiry(c);
-      else for (const listener of expireListeners) listener();
-    }, Math.min(Math.max(0, remaining), 2_147_483_647));
+    expiryTimer = setTimeout(
+      () => {
+        if (creds !== c) return;
+        if (deps.clock.now() < c.facts.notAfter.getTime()) scheduleExpiry(c);
+        else for (const listener of expireListeners) listener();
+      },
+      Math.min(Math.max(0, remaining), 2_147_483_647),
+    );
     expiryTimer.unref();
   };
 
@@ -155,10 +150,7 @@ export function createCertificateManager(
           install(next);
           lastError = undefined;
           const delay = renewDelay(next);
-          deps.logger.info(
-            { spiffeId: next.facts.spiffeId, serial: next.facts.serial, notAfter: next.facts.notAfter.toISOString(), renewInMs: Math.round(delay) },
-            'certificate issued',
-          );
+          deps.logger.info({ spiffeId: next.facts.spiffeId, serial: next.facts.serial, notAfter: next.facts.notAfter.toISOString(), renewInMs: Math.round(delay) }, 'certificate issued');
           return delay;
         },
         {

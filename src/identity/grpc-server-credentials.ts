@@ -1,5 +1,5 @@
-import * as grpc from '@grpc/grpc-js';
 import type { SecureContextOptions } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
 
 export interface ServingMaterial {
   readonly keyPem: string;

@@ -10,18 +10,7 @@ import { decodeProtectedHeader } from 'jose';
 /** Far larger than any real token; bounds the work an unauthenticated caller can cause. */
 export const MAX_TOKEN_BYTES = 16_384;
 
-export type JwtProblem =
-  | 'malformed'
-  | 'algorithm'
-  | 'unsupported'
-  | 'expired'
-  | 'not_yet_valid'
-  | 'issuer'
-  | 'audience'
-  | 'missing_claim'
-  | 'invalid_claim'
-  | 'signature'
-  | 'keys_unavailable';
+export type JwtProblem = 'malformed' | 'algorithm' | 'unsupported' | 'expired' | 'not_yet_valid' | 'issuer' | 'audience' | 'missing_claim' | 'invalid_claim' | 'signature' | 'keys_unavailable';
 
 export interface JwtRejection {
   readonly problem: JwtProblem;

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
-import type { WorkloadCredentials } from './cert-manager.ts';
 import { parseSpiffeId, spiffeIdOfCertificate } from '../core/spiffe-id.ts';
+import type { WorkloadCredentials } from './cert-manager.ts';
 
 /**
  * TLS settings for sidecar-to-sidecar traffic: TLS 1.3 preferred, 1.2 the

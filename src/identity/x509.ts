@@ -2,8 +2,8 @@
 // Reflect metadata polyfill loaded first. It is the maintained X.509 library
 // that builds and signs ECDSA P-256 certificates and CSRs (node-forge signs RSA only).
 import 'reflect-metadata';
+import { webcrypto, X509Certificate } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
-import { X509Certificate, webcrypto } from 'node:crypto';
 
 x509.cryptoProvider.set(webcrypto as never);
 
@@ -26,7 +26,10 @@ export async function generateKeyPair(type: KeyType): Promise<CryptoKeyPair> {
 
 export async function privateKeyToPem(key: CryptoKey): Promise<string> {
   const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', key));
-  return `-----BEGIN PRIVATE KEY-----\n${der.toString('base64').match(/.{1,64}/g)!.join('\n')}\n-----END PRIVATE KEY-----\n`;
+  return `-----BEGIN PRIVATE KEY-----\n${der
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n')}\n-----END PRIVATE KEY-----\n`;
 }
 
 /** A CSR carrying only the public key: the CA decides the identity, not the request. */

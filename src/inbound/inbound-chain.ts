@@ -1,18 +1,18 @@
 import type { Filter } from '../core/filter.ts';
 import { respond } from '../core/verdict.ts';
 import { authnKind } from '../filters/authn/authn-filter.ts';
-import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
-import { authzKind, createAuthzRuntime } from '../filters/authz/authz-filter.ts';
+import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import type { AuthzRuntime } from '../filters/authz/authz-filter.ts';
+import { authzKind, createAuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { FilterDeps } from '../filters/filter-kind.ts';
-import { createIPAccessRuntime, ipAccessKind } from '../filters/ip-access/ip-access-filter.ts';
 import type { IPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
+import { createIPAccessRuntime, ipAccessKind } from '../filters/ip-access/ip-access-filter.ts';
 import { rateLimitKind } from '../filters/ratelimit/ratelimit-filter.ts';
-import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
-import { createValidateRuntime, validateKind } from '../filters/validate/validate-filter.ts';
+import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import type { ValidateRuntime } from '../filters/validate/validate-filter.ts';
+import { createValidateRuntime, validateKind } from '../filters/validate/validate-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 
 /**

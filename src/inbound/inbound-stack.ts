@@ -1,21 +1,21 @@
 import type { CallContext } from '../core/call-context.ts';
 import type { Filter } from '../core/filter.ts';
 import { runFilters } from '../core/filter.ts';
-import { respond } from '../core/verdict.ts';
 import type { RespondVerdict, Verdict } from '../core/verdict.ts';
+import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
+import type { BodyBudget } from '../proxy/body-budget.ts';
 import { createCallContext, pathWithQuery, readRequestTarget } from '../proxy/call.ts';
-import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
+import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
-import type { ForwardOutcome, UpstreamTarget } from '../proxy/upstream-call.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
-import type { BodyBudget } from '../proxy/body-budget.ts';
-import type { AppH2cProbe } from './app-h2c-probe.ts';
-import { createRequestBody } from '../proxy/request-body.ts';
 import type { ForwardableBody } from '../proxy/request-body.ts';
+import { createRequestBody } from '../proxy/request-body.ts';
+import type { ForwardOutcome, UpstreamTarget } from '../proxy/upstream-call.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
+import type { AppH2cProbe } from './app-h2c-probe.ts';
 
 /** Envoy's header for the verified caller identity; apps and tools already read it. */
 const XFCC = 'x-forwarded-client-cert';

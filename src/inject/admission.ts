@@ -1,5 +1,5 @@
-import { injectPod } from './pod-injection.ts';
 import type { InjectionOutcome, InjectionSettings } from './pod-injection.ts';
+import { injectPod } from './pod-injection.ts';
 
 /*
  * AdmissionReview v1 in, AdmissionReview v1 out: the webhook's decision for
@@ -67,7 +67,11 @@ export function decideAdmission(body: unknown, settings: InjectionSettings): Adm
       const parents = typeof object.metadata === 'object' && object.metadata !== null ? [] : [{ op: 'add', path: '/metadata', value: {} }];
       const encoded = Buffer.from(JSON.stringify([...parents, ...patch])).toString('base64');
       // Warnings reach the user who created the object (kubectl prints them), e.g. through the Deployment's controller events.
-      return answer({ allowed: true, patchType: 'JSONPatch', patch: encoded, ...(outcome.warnings.length > 0 ? { warnings: outcome.warnings.map((w) => `meshgate: ${w}`) } : {}) }, 'injected', `service ${outcome.service}`);
+      return answer(
+        { allowed: true, patchType: 'JSONPatch', patch: encoded, ...(outcome.warnings.length > 0 ? { warnings: outcome.warnings.map((w) => `meshgate: ${w}`) } : {}) },
+        'injected',
+        `service ${outcome.service}`,
+      );
     }
   }
 }

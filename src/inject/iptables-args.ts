@@ -51,14 +51,7 @@ export const IPTABLES_DEFAULTS = { inboundPort: 15006, outboundPort: 15001, prox
 
 /** The argv after `meshgate iptables`, in a fixed order so injected pods are stable (golden files). */
 export function buildIptablesArgs(settings: Omit<IptablesSettings, 'mode'> & { readonly mode?: IptablesSettings['mode'] }): string[] {
-  const args = [
-    IPTABLES_FLAGS.inboundPort,
-    String(settings.inboundPort),
-    IPTABLES_FLAGS.outboundPort,
-    String(settings.outboundPort),
-    IPTABLES_FLAGS.proxyUid,
-    String(settings.proxyUid),
-  ];
+  const args = [IPTABLES_FLAGS.inboundPort, String(settings.inboundPort), IPTABLES_FLAGS.outboundPort, String(settings.outboundPort), IPTABLES_FLAGS.proxyUid, String(settings.proxyUid)];
   const list = (flag: string, values: readonly (number | string)[]): void => {
     if (values.length > 0) args.push(flag, values.join(','));
   };

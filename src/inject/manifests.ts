@@ -1,7 +1,7 @@
-import { parseAllDocuments } from 'yaml';
 import type { Document } from 'yaml';
-import { injectPod } from './pod-injection.ts';
+import { parseAllDocuments } from 'yaml';
 import type { InjectionOutcome, InjectionSettings } from './pod-injection.ts';
+import { injectPod } from './pod-injection.ts';
 
 /*
  * `meshgate inject -f FILE`: every pod template of a multi-document YAML

@@ -59,7 +59,7 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
     return { status: 'skipped', reason: 'already injected' };
   }
   if (containers.length === 0) return { status: 'skipped', reason: 'no containers' };
-  if (spec.hostNetwork === true) return { status: 'skipped', reason: 'hostNetwork pod: its traffic is the node\'s, which a sidecar must not capture' };
+  if (spec.hostNetwork === true) return { status: 'skipped', reason: "hostNetwork pod: its traffic is the node's, which a sidecar must not capture" };
 
   const service = annotations[ANNOTATIONS.service] ?? labels['app.kubernetes.io/name'] ?? labels.app;
   if (service === undefined) {
@@ -106,10 +106,7 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   }
   const serviceAccount = typeof spec.serviceAccountName === 'string' ? spec.serviceAccountName : typeof spec.serviceAccount === 'string' ? spec.serviceAccount : 'default';
   const version = labels.version ?? labels['app.kubernetes.io/version'];
-  const sidecarConfig = sidecarConfigYaml(
-    { service, namespace: input.namespace, serviceAccount, appPort, labels: version !== undefined ? { version } : {} },
-    settings.config,
-  );
+  const sidecarConfig = sidecarConfigYaml({ service, namespace: input.namespace, serviceAccount, appPort, labels: version !== undefined ? { version } : {} }, settings.config);
   if ('problem' in sidecarConfig) return { status: 'refused', message: sidecarConfig.problem };
 
   const iptablesArgs = buildIptablesArgs({
@@ -135,7 +132,9 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   const warnings =
     serviceAccount === service
       ? []
-      : [`service account "${serviceAccount}" is not the service's name: peers expect spiffe://${settings.config.mesh.trustDomain}/ns/${input.namespace}/sa/${service} (upstream.identity_mismatch otherwise); run it as service account "${service}"`];
+      : [
+          `service account "${serviceAccount}" is not the service's name: peers expect spiffe://${settings.config.mesh.trustDomain}/ns/${input.namespace}/sa/${service} (upstream.identity_mismatch otherwise); run it as service account "${service}"`,
+        ];
   return {
     status: 'injected',
     service,
@@ -155,7 +154,9 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
 function resolveAppPort(annotation: string | undefined, containers: readonly Json[], problems: string[]): number | undefined {
   const tcpPorts = containers.flatMap((c) => asArray(c.ports).map(asObject)).filter((p) => p.protocol === undefined || p.protocol === 'TCP');
   if (annotation === undefined) {
-    const first = asArray(containers[0]?.ports).map(asObject).find((p) => p.protocol === undefined || p.protocol === 'TCP');
+    const first = asArray(containers[0]?.ports)
+      .map(asObject)
+      .find((p) => p.protocol === undefined || p.protocol === 'TCP');
     return typeof first?.containerPort === 'number' ? first.containerPort : undefined;
   }
   if (/^\d{1,5}$/.test(annotation) && Number(annotation) >= 1 && Number(annotation) <= 65535) return Number(annotation);

@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { injectorConfigSchema } from '../config/injector-schema.ts';
 import type { InjectorConfig, InjectorConfigInput } from '../config/injector-schema.ts';
+import { injectorConfigSchema } from '../config/injector-schema.ts';
 import { ConfigError, deepFreeze, loadConfigFile } from '../config/load.ts';
 import type { InjectionSettings } from './pod-injection.ts';
 
@@ -34,9 +34,7 @@ export interface LoadedInjector {
  * trust bundle from ./certs.
  */
 export async function loadInjector(configFile: string | undefined): Promise<LoadedInjector> {
-  const config = configFile
-    ? await loadConfigFile(configFile, injectorConfigSchema)
-    : deepFreeze(injectorConfigSchema.parse(DEFAULT_INJECTOR_CONFIG));
+  const config = configFile ? await loadConfigFile(configFile, injectorConfigSchema) : deepFreeze(injectorConfigSchema.parse(DEFAULT_INJECTOR_CONFIG));
   const base = configFile ? path.dirname(path.resolve(configFile)) : process.cwd();
   const resolve = (file: string): string => path.resolve(base, file);
   const where = configFile ? `${configFile}: mesh.trustBundleFile` : 'meshgate inject (no --config)';
@@ -46,7 +44,7 @@ export async function loadInjector(configFile: string | undefined): Promise<Load
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const hint = configFile ? '' : '; run `meshgate certs init` first, or pass --config';
-    throw new ConfigError(`${where}: cannot read ${config.mesh.trustBundleFile} (${code === 'ENOENT' ? 'no such file' : code ?? String(err)})${hint}`);
+    throw new ConfigError(`${where}: cannot read ${config.mesh.trustBundleFile} (${code === 'ENOENT' ? 'no such file' : (code ?? String(err))})${hint}`);
   }
   const certificates = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (certificates.length === 0) throw new ConfigError(`${where}: ${config.mesh.trustBundleFile} holds no PEM certificate`);

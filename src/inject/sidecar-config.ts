@@ -1,8 +1,8 @@
 import { stringify } from 'yaml';
 import type { InjectorConfig } from '../config/injector-schema.ts';
 import { describeIssue } from '../config/load.ts';
-import { sidecarConfigSchema } from '../config/sidecar-schema.ts';
 import type { SidecarConfigInput } from '../config/sidecar-schema.ts';
+import { sidecarConfigSchema } from '../config/sidecar-schema.ts';
 import { PATHS, SIDECAR_PORTS } from './annotations.ts';
 
 type TracingInput = NonNullable<SidecarConfigInput['telemetry']>['tracing'];

@@ -1,14 +1,14 @@
-import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
+import { watch } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { listenOn } from '../core/listen.ts';
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../core/clock.ts';
+import { listenOn } from '../core/listen.ts';
 import type { ReasonCodeName } from '../core/reason-codes.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { AdmissionReviewError, decideAdmission } from './admission.ts';
@@ -82,7 +82,10 @@ export function createInjectorServer(opts: InjectorServerOptions): InjectorServe
 
   async function handleReview(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = opts.clock.monotonic();
-    const type = String(req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    const type = String(req.headers['content-type'] ?? '')
+      .split(';')[0]!
+      .trim()
+      .toLowerCase();
     if (type !== 'application/json') {
       reviews.inc({ result: 'malformed', dry_run: 'false' });
       return sendError(res, 415, 'request.malformed', `expected content-type application/json, got ${JSON.stringify(type)}`);

@@ -1,11 +1,11 @@
-import { Agent } from 'undici';
 import type { Dispatcher } from 'undici';
+import { Agent } from 'undici';
 import type { CallContext } from '../core/call-context.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { pathWithQuery, requestBody } from '../proxy/call.ts';
-import { propagateTrace, recordCall } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
+import { propagateTrace, recordCall } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse } from '../proxy/listener.ts';

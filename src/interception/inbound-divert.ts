@@ -1,6 +1,6 @@
 import type { ConnectionDivert } from '../proxy/listener.ts';
-import { tagOriginalDestination } from './original-dst.ts';
 import type { OriginalDstReader } from './original-dst.ts';
+import { tagOriginalDestination } from './original-dst.ts';
 import type { InterceptionReporter } from './reporter.ts';
 
 /*

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { restoreText } from './iptables-rules.ts';
 import type { Rule, RuleSet } from './iptables-rules.ts';
+import { restoreText } from './iptables-rules.ts';
 
 /*
  * Installs and removes a RuleSet with the iptables the system has (Debian's
@@ -90,8 +90,11 @@ export async function hasGlobalIpv6(file = '/proc/net/if_inet6'): Promise<boolea
 
 function failure(command: string, result: CommandResult): IptablesError {
   if (result.code === 127) return new IptablesError(`${command} not found (install the iptables package; Debian's uses the nf_tables backend)`);
-  const line = result.stderr.split('\n').find((l) => l.trim() !== '')?.trim() ?? `exit code ${result.code}`;
+  const line =
+    result.stderr
+      .split('\n')
+      .find((l) => l.trim() !== '')
+      ?.trim() ?? `exit code ${result.code}`;
   const hint = /permission denied|you must be root|operation not permitted/i.test(line) ? ' (needs root or the NET_ADMIN capability)' : '';
   return new IptablesError(`${command} failed: ${line}${hint}`);
 }
-

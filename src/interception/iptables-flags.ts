@@ -1,5 +1,5 @@
-import { parseArgs } from 'node:util';
 import { isIPv4, isIPv6 } from 'node:net';
+import { parseArgs } from 'node:util';
 import type { InterceptionSpec } from './iptables-rules.ts';
 
 /*

@@ -1,5 +1,5 @@
-import { isIPv6 } from 'node:net';
 import type { Socket } from 'node:net';
+import { isIPv6 } from 'node:net';
 
 /*
  * Where a REDIRECTed connection was going. Linux keeps it in conntrack and

@@ -1,9 +1,9 @@
-import net from 'node:net';
 import type { Socket } from 'node:net';
+import net from 'node:net';
 import { networkInterfaces } from 'node:os';
 import type { ConnectionDivert } from '../proxy/listener.ts';
-import { plainAddress, tagOriginalDestination } from './original-dst.ts';
 import type { OriginalDestination, OriginalDstReader } from './original-dst.ts';
+import { plainAddress, tagOriginalDestination } from './original-dst.ts';
 import { classifyFirstBytes } from './protocol-sniff.ts';
 import type { InterceptionReporter } from './reporter.ts';
 
@@ -86,7 +86,7 @@ export function createOutboundDivert(opts: OutboundDivertOptions): OutboundDiver
       return;
     }
     if (isOwnListener(dst) || dialled.has(`${plainAddress(socket.remoteAddress ?? '')}:${socket.remotePort}`)) {
-      opts.report.refused('outbound', 'loop', dst, isOwnListener(dst) ? 'the original destination is a sidecar listener' : 'the sidecar\'s own connection was captured: does it run as --proxy-uid?');
+      opts.report.refused('outbound', 'loop', dst, isOwnListener(dst) ? 'the original destination is a sidecar listener' : "the sidecar's own connection was captured: does it run as --proxy-uid?");
       socket.destroy();
       return;
     }

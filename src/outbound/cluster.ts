@@ -1,17 +1,17 @@
 import type { EndpointConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { AttemptResult, UpstreamTarget } from '../proxy/upstream-call.ts';
-import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import type { UpstreamPool, UpstreamProtocol, UpstreamTls } from '../proxy/upstream-pool.ts';
+import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createBalancer } from './balancer.ts';
-import { createEndpoint } from './endpoint.ts';
 import type { UpstreamEndpoint } from './endpoint.ts';
+import { createEndpoint } from './endpoint.ts';
 import { createHealthChecker, createHttpProbe } from './health-checker.ts';
 import { createOutlierDetector } from './outlier-detector.ts';
-import { classifyAnswer, reasonOf } from './peer-answers.ts';
 import type { AnswerKind } from './peer-answers.ts';
-import { createRetryBudget } from './retry-budget.ts';
+import { classifyAnswer, reasonOf } from './peer-answers.ts';
 import type { RetryBudget } from './retry-budget.ts';
+import { createRetryBudget } from './retry-budget.ts';
 
 export interface ClusterEvents {
   onEject?(service: string, endpoint: string, untilMs: number): void;

@@ -1,6 +1,6 @@
-import { request, type Dispatcher } from 'undici';
-import { sleep as defaultSleep } from '../core/backoff.ts';
+import { type Dispatcher, request } from 'undici';
 import { runBackgroundLoop } from '../core/background-loop.ts';
+import { sleep as defaultSleep } from '../core/backoff.ts';
 import type { UpstreamEndpoint } from './endpoint.ts';
 
 /** Resolves true when the endpoint passed; may reject, which counts as a failure. */
@@ -35,12 +35,7 @@ interface Streak {
  * An endpoint flips only after a streak (thresholds), so one lost probe does
  * not take it out and one lucky probe does not bring it back.
  */
-export function createHealthChecker(
-  opts: HealthCheckOptions,
-  probe: HealthProbe,
-  endpoints: readonly UpstreamEndpoint[],
-  deps: HealthCheckerDeps = {},
-): HealthChecker {
+export function createHealthChecker(opts: HealthCheckOptions, probe: HealthProbe, endpoints: readonly UpstreamEndpoint[], deps: HealthCheckerDeps = {}): HealthChecker {
   const sleep = deps.sleep ?? defaultSleep;
   const streaks = new Map<UpstreamEndpoint, Streak>(endpoints.map((ep) => [ep, { passes: 0, failures: 0 }]));
 

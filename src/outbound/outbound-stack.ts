@@ -1,12 +1,12 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { CallContext } from '../core/call-context.ts';
 import type { Random } from '../core/clock.ts';
-import { respond } from '../core/verdict.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
+import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
-import { UNKNOWN_DESTINATION, beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
+import { beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed, replyDenied, UNKNOWN_DESTINATION } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
@@ -14,11 +14,11 @@ import type { Cluster, ClusterTarget } from './cluster.ts';
 import type { DeprecationReporter } from './deprecation-reporter.ts';
 import { destinationOf } from './destination.ts';
 import { createRetryPlan } from './retry-plan.ts';
-import { pickBackend } from './router.ts';
 import type { CompiledRoute } from './router.ts';
+import { pickBackend } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
-import { pinnedVersion } from './versions.ts';
 import type { ServiceVersion, VersionTable } from './versions.ts';
+import { pinnedVersion } from './versions.ts';
 
 export interface OutboundStackDeps {
   readonly workload: { readonly service: string; readonly namespace: string };
@@ -101,15 +101,7 @@ function chooseBackend(service: RegisteredService, route: CompiledRoute, call: C
 }
 
 /** Picks an endpoint per attempt and forwards with the route's deadline and retries; the answering endpoint's version shapes the relayed head. */
-function forwardCall(
-  req: DownstreamRequest,
-  res: DownstreamResponse,
-  call: CallContext,
-  route: CompiledRoute,
-  backend: Backend,
-  deps: OutboundStackDeps,
-  recording: CallRecording,
-): void {
+function forwardCall(req: DownstreamRequest, res: DownstreamResponse, call: CallContext, route: CompiledRoute, backend: Backend, deps: OutboundStackDeps, recording: CallRecording): void {
   const { cluster, subset } = backend;
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });

@@ -1,12 +1,12 @@
 import type { ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { UpstreamTls } from '../proxy/upstream-pool.ts';
-import { createCluster } from './cluster.ts';
 import type { Cluster, ClusterEvents } from './cluster.ts';
-import { compileRoute, defaultRoute } from './router.ts';
+import { createCluster } from './cluster.ts';
 import type { CompiledRoute } from './router.ts';
-import { compileVersions } from './versions.ts';
+import { compileRoute, defaultRoute } from './router.ts';
 import type { VersionConfig, VersionTable } from './versions.ts';
+import { compileVersions } from './versions.ts';
 
 export interface RegisteredService {
   readonly cluster: Cluster;

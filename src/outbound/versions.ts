@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { deprecationHeaders, parsePolicyDate } from './deprecation-headers.ts';
 import type { DeprecationConfig, DeprecationHeaders } from './deprecation-headers.ts';
+import { deprecationHeaders, parsePolicyDate } from './deprecation-headers.ts';
 
 /** The request header a calling app pins a version with. Forwarded as sent: the destination app may want to know. */
 export const VERSION_HEADER = 'x-meshgate-version';
@@ -58,9 +58,7 @@ export function compileVersions(configs: readonly VersionConfig[]): VersionTable
     const version: ServiceVersion = {
       name: config.name,
       subset: Object.freeze({ ...config.subset }),
-      deprecation: config.deprecated
-        ? { sunsetMs: parsePolicyDate(config.deprecated.sunset), message: config.deprecated.message, headers: deprecationHeaders(config.deprecated) }
-        : undefined,
+      deprecation: config.deprecated ? { sunsetMs: parsePolicyDate(config.deprecated.sunset), message: config.deprecated.message, headers: deprecationHeaders(config.deprecated) } : undefined,
     };
     byName.set(version.name, version);
     all.push(version);

@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AdminRole } from '../config/admin-api-schema.ts';
 import type { Clock } from '../core/clock.ts';
 import type { PolicyError } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AdminAuthenticator, AdminCaller } from './admin-auth.ts';
 import { parseDocumentBody, readBody } from './admin-body.ts';
-import type { AdminRole } from '../config/admin-api-schema.ts';
 import { documentDiff, documentYaml } from './admin-diff.ts';
-import { sendAdminError, sendJson, sendText } from './admin-errors.ts';
 import type { AdminErrorCode } from './admin-errors.ts';
+import { sendAdminError, sendJson, sendText } from './admin-errors.ts';
 import { MAX_AUDIT_READ } from './audit-log.ts';
 import type { Actor, AuditEntry, AuditLog, DocumentStore, StoredDocument, SubscriberDirectory } from './contracts.ts';
 import type { Rbac } from './rbac.ts';
@@ -125,7 +125,10 @@ export function createAdminApi(deps: AdminApiDeps): AdminRequestHandler {
 
   /** Appends the entry; false (and an error log) when the audit log could not take it. */
   async function record(entry: AuditEntry): Promise<boolean> {
-    log?.info({ subject: entry.actor.subject, via: entry.actor.via, role: entry.actor.role, action: entry.action, document: entry.document, result: entry.result, reason: entry.reason }, `admin: ${entry.action} ${entry.document} ${entry.result}`);
+    log?.info(
+      { subject: entry.actor.subject, via: entry.actor.via, role: entry.actor.role, action: entry.action, document: entry.document, result: entry.result, reason: entry.reason },
+      `admin: ${entry.action} ${entry.document} ${entry.result}`,
+    );
     try {
       await deps.audit.append(entry);
       return true;
@@ -197,9 +200,7 @@ export function createAdminApi(deps: AdminApiDeps): AdminRequestHandler {
         await record({ ...base, diff, result: 'forbidden', reason: refusal });
         return fail(req, res, 'admin.forbidden', refusal);
       }
-      const mismatch: AdminDocumentError[] = parsed.ok
-        ? pathMismatches(parsed.value, r)
-        : [{ file: 'api', document: 0, key: null, field: parsed.field, reason: parsed.reason }];
+      const mismatch: AdminDocumentError[] = parsed.ok ? pathMismatches(parsed.value, r) : [{ file: 'api', document: 0, key: null, field: parsed.field, reason: parsed.reason }];
       if (mismatch.length > 0) {
         await record({ ...base, diff, result: 'rejected', reason: summarise(mismatch) });
         return fail(req, res, 'admin.invalid_document', `${r.key} is not valid`, { errors: mismatch });
@@ -305,7 +306,13 @@ function pathMismatches(value: unknown, r: Extract<Route, { name: 'document' }>)
   const out: AdminDocumentError[] = [];
   for (const [field, actual, expected] of checks) {
     if (actual !== expected) {
-      out.push({ file: 'api', document: 0, key: r.key, field, reason: `does not match the path: expected ${JSON.stringify(expected)}, got ${actual === undefined ? 'nothing' : JSON.stringify(actual)?.slice(0, 80)}` });
+      out.push({
+        file: 'api',
+        document: 0,
+        key: r.key,
+        field,
+        reason: `does not match the path: expected ${JSON.stringify(expected)}, got ${actual === undefined ? 'nothing' : JSON.stringify(actual)?.slice(0, 80)}`,
+      });
     }
   }
   return out;

@@ -3,13 +3,13 @@ import { readFile } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket, TlsOptions } from 'node:tls';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify } from 'jose';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, jwtVerify } from 'jose';
+import type { AdminApiConfig, AdminJwtConfig } from '../config/admin-api-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
-import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
 import { spiffeIdOfCertificate } from '../core/spiffe-id.ts';
-import type { AdminApiConfig, AdminJwtConfig } from '../config/admin-api-schema.ts';
+import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
 
 /** Who the caller proved to be; its role comes later, from RBAC. */
 export interface AdminCaller {

@@ -49,9 +49,7 @@ export function readBody(req: IncomingMessage, max: number): Promise<BodyResult>
   });
 }
 
-export type ParsedBody =
-  | { readonly ok: true; readonly value: unknown }
-  | { readonly ok: false; readonly field: string; readonly reason: string };
+export type ParsedBody = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly field: string; readonly reason: string };
 
 /**
  * One YAML (or JSON: YAML 1.2 reads it) document, read within the policy
@@ -63,12 +61,16 @@ export type ParsedBody =
  */
 export function parseDocumentBody(text: string): ParsedBody {
   const limits = DEFAULT_POLICY_LIMITS;
-  const parsed = parseYaml(text, {
-    maxNodes: limits.maxNodesPerFile,
-    maxDocuments: limits.maxDocumentsPerFile,
-    maxKeysPerMapping: limits.maxKeysPerMapping,
-    maxAliasCount: limits.maxAliasCount,
-  }, { maxProblems: 1 });
+  const parsed = parseYaml(
+    text,
+    {
+      maxNodes: limits.maxNodesPerFile,
+      maxDocuments: limits.maxDocumentsPerFile,
+      maxKeysPerMapping: limits.maxKeysPerMapping,
+      maxAliasCount: limits.maxAliasCount,
+    },
+    { maxProblems: 1 },
+  );
   if (!parsed.ok) return { ok: false, field: '', reason: parsed.reason };
   const docs = parsed.documents;
   if (docs.length === 0) return { ok: false, field: '', reason: 'empty body: expected one policy document' };

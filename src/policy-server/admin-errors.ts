@@ -13,7 +13,10 @@ export const ADMIN_ERROR_CODES = {
   ...ADMIN_LISTENER_ERRORS,
   'admin.bad_request': { http: 400, description: 'A malformed path segment or query parameter.' },
   'admin.body_too_large': { http: 413, description: 'The request body exceeds `adminApi.maxBodyBytes`.' },
-  'admin.read_only': { http: 409, description: 'With `store: redis`, the document comes from the mounted policy folder (a ConfigMap), which the admin API does not write: change it there. Nothing was written.' },
+  'admin.read_only': {
+    http: 409,
+    description: 'With `store: redis`, the document comes from the mounted policy folder (a ConfigMap), which the admin API does not write: change it there. Nothing was written.',
+  },
   'admin.store_unavailable': { http: 503, description: 'With `store: redis`, Redis is unreachable (the replica is degraded): writes are refused until it is back. Nothing was written; retry.' },
   'admin.audit_failed': { http: 500, description: 'The change attempt could not be recorded in the audit log; `applied` says whether the change took effect.' },
   'admin.internal': { http: 500, description: 'An unexpected error; details are in the server log.' },

@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import type { AuditEntry, AuditLog } from './contracts.ts';
 
 export interface PolicyAuditLog extends AuditLog {

@@ -98,9 +98,7 @@ export function mergeFiles(files: ReadonlyMap<string, FileView>, previous: Reado
   const stale: DocumentKey[] = [];
   for (const [key, list] of candidates) {
     const incumbent = previous.get(key);
-    const winner =
-      (incumbent && list.find((c) => c.doc.file === incumbent.file)) ??
-      [...list].sort((a, b) => a.mtimeMs - b.mtimeMs || cmp(a.doc.file, b.doc.file) || a.doc.index - b.doc.index)[0]!;
+    const winner = (incumbent && list.find((c) => c.doc.file === incumbent.file)) ?? [...list].sort((a, b) => a.mtimeMs - b.mtimeMs || cmp(a.doc.file, b.doc.file) || a.doc.index - b.doc.index)[0]!;
     served.set(key, winner.doc);
     if (winner.stale) stale.push(key);
     for (const other of list) {

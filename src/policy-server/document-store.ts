@@ -1,20 +1,20 @@
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { runBackgroundLoop } from '../core/background-loop.ts';
 import { TOP_LEVEL_FIELD } from '../policy/policy-error.ts';
 import type { DocumentKey, PolicyDocument, PolicyError } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import type { DocumentStore, StoreWriteResult } from './contracts.ts';
-import { mergeFiles } from './document-merge.ts';
 import type { FileView, ParsedFile, ServedDocument } from './document-merge.ts';
-import { listPolicyFolder } from './folder-listing.ts';
-import type { FolderListing, ListedFile } from './folder-listing.ts';
-import { createFolderWatch } from './folder-watch.ts';
+import { mergeFiles } from './document-merge.ts';
 import { createFileSettle } from './file-settle.ts';
+import type { FolderListing, ListedFile } from './folder-listing.ts';
+import { listPolicyFolder } from './folder-listing.ts';
 import type { FolderWatch } from './folder-watch.ts';
+import { createFolderWatch } from './folder-watch.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
-import { runBackgroundLoop } from '../core/background-loop.ts';
 
 export type { ParsedFile } from './document-merge.ts';
 
@@ -67,8 +67,7 @@ const EMERGENCY_POLL_MS = 2_000;
 
 const keyOf = (d: PolicyDocument): DocumentKey => `${d.kind}/${d.metadata.namespace}/${d.metadata.name}`;
 const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
-const stampOf = (entry: ListedFile): string =>
-  entry.stats ? `${entry.stats.mtimeMs}:${entry.stats.ctimeMs}:${entry.stats.size}:${entry.stats.ino}` : `broken:${entry.problem}`;
+const stampOf = (entry: ListedFile): string => (entry.stats ? `${entry.stats.mtimeMs}:${entry.stats.ctimeMs}:${entry.stats.size}:${entry.stats.ino}` : `broken:${entry.problem}`);
 const DELETED = 'deleted';
 
 /**
@@ -92,11 +91,7 @@ const DELETED = 'deleted';
  *   So does a sub-folder: the files known under it are kept.
  * - No entry stops the watcher or the scan; an entry left out is reported once.
  */
-export function createDocumentStore(
-  opts: DocumentStoreOptions,
-  model: PolicyModel,
-  deps: { logger: Logger; metrics: PolicyServerMetrics },
-): FolderDocumentStore {
+export function createDocumentStore(opts: DocumentStoreOptions, model: PolicyModel, deps: { logger: Logger; metrics: PolicyServerMetrics }): FolderDocumentStore {
   const log = deps.logger.child({ component: 'document-store' });
   const files = new Map<string, FileState>();
   let served = new Map<DocumentKey, ServedDocument>();
@@ -149,8 +144,7 @@ export function createDocumentStore(
   /** Rebuilds the served set from the per-file states; true when documents or errors changed. */
   function rebuild(): boolean {
     const merged = mergeFiles(opts.overlay ? new Map([...files, ...opts.overlay.files()]) : files, served);
-    const fingerprint = (docs: Map<DocumentKey, ServedDocument>, errs: PolicyError[]): string =>
-      JSON.stringify([[...docs.values()].map((d) => [d.key, d.digest, d.file]).sort(), errs]);
+    const fingerprint = (docs: Map<DocumentKey, ServedDocument>, errs: PolicyError[]): string => JSON.stringify([[...docs.values()].map((d) => [d.key, d.digest, d.file]).sort(), errs]);
     const changed = fingerprint(merged.served, merged.errors) !== fingerprint(served, currentErrors);
     served = merged.served;
     currentErrors = merged.errors;
@@ -338,7 +332,13 @@ export function createDocumentStore(
     const abs = path.join(opts.folder, rel);
     const docs = parseAllDocuments(await readFile(abs, 'utf8'));
     const parts = (Array.isArray(docs) ? docs : [docs]).map((d, i) => (i === index ? text : String(d).replace(/\n*$/, '\n')));
-    await writeFileAtomic(abs, parts.filter((p): p is string => p !== undefined).map((p) => p.replace(/^---\s*\n/, '')).join('---\n'));
+    await writeFileAtomic(
+      abs,
+      parts
+        .filter((p): p is string => p !== undefined)
+        .map((p) => p.replace(/^---\s*\n/, ''))
+        .join('---\n'),
+    );
     await recordOwnWrite(rel);
   }
 
@@ -419,11 +419,7 @@ export function createDocumentStore(
 }
 
 /** Creates the folder if needed, loads it once, then watches it. */
-export async function openDocumentStore(
-  opts: DocumentStoreOptions,
-  model: PolicyModel,
-  deps: { logger: Logger; metrics: PolicyServerMetrics },
-): Promise<FolderDocumentStore> {
+export async function openDocumentStore(opts: DocumentStoreOptions, model: PolicyModel, deps: { logger: Logger; metrics: PolicyServerMetrics }): Promise<FolderDocumentStore> {
   await mkdir(opts.folder, { recursive: true });
   const store = createDocumentStore(opts, model, deps);
   await store.rescan();

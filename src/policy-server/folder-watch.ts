@@ -1,5 +1,5 @@
-import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
+import { watch } from 'node:fs';
 import type { Logger } from '../telemetry/logger.ts';
 
 export interface FolderWatch {

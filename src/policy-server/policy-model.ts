@@ -1,6 +1,6 @@
 import { resolvePolicyLimits } from '../policy/limits.ts';
-import { parsePolicyText } from '../policy/parse-documents.ts';
 import type { ParsedDocuments } from '../policy/parse-documents.ts';
+import { parsePolicyText } from '../policy/parse-documents.ts';
 import { createWorkerPolicyParser } from '../policy/parse-in-worker.ts';
 import { canonicalJson, compileSnapshot } from '../policy/snapshot.ts';
 import { createPolicyValidator } from '../policy/validate.ts';

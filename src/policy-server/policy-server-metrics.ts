@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export interface PolicyServerMetrics {
   readonly registry: Registry;
@@ -52,7 +52,7 @@ export function createPolicyServerMetrics(opts: { defaultMetrics: boolean }): Po
     }),
     recomputeDuration: new Histogram({
       name: 'meshgate_policy_recompute_duration_seconds',
-      help: 'Time to recompute and queue every subscriber\'s snapshot after a change.',
+      help: "Time to recompute and queue every subscriber's snapshot after a change.",
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
       registers,
     }),

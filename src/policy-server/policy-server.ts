@@ -2,18 +2,18 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createAdminServer } from '../admin/admin-server.ts';
-import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import { ConfigError } from '../config/load.ts';
+import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import { bindGrpc, stopGrpc } from '../core/listen.ts';
 import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
-import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
-import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
+import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
-import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
+import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import type { WireSnapshot } from '../policy/policy-api.ts';
+import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
@@ -21,15 +21,15 @@ import { createAdminApi } from './admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
 import type { SubscriberDirectory } from './contracts.ts';
 import type { FolderDocumentStore, PolicyModel } from './document-store.ts';
-import { createPolicyServerMetrics } from './policy-server-metrics.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
+import { createPolicyServerMetrics } from './policy-server-metrics.ts';
 import { createRbac } from './rbac.ts';
 import { createServiceRegistry } from './service-registry.ts';
-import { openPolicyStore } from './store/policy-store.ts';
-import { createSnapshotBuilder } from './snapshot-builder.ts';
 import type { SnapshotModel } from './snapshot-builder.ts';
-import { createSubscriptionService } from './subscription-service.ts';
+import { createSnapshotBuilder } from './snapshot-builder.ts';
+import { openPolicyStore } from './store/policy-store.ts';
 import type { SnapshotWrite, SubscribeCall } from './subscription-service.ts';
+import { createSubscriptionService } from './subscription-service.ts';
 
 /** The policy model as the server uses it: parse + validate a file, digest, selector, canonical JSON. */
 export type PolicyServerModel = PolicyModel & SnapshotModel;
@@ -136,12 +136,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
     // A restarted server knows no endpoint until its sidecars reconnect, each after its own backoff: until
     // registry.warmup is over, snapshots say so, and subscribers keep what they had (snapshot-builder.ts).
     let warming = config.registry.warmup > 0;
-    const builder = createSnapshotBuilder(
-      { documents: () => store.documents(), services: () => registry.services(), warming: () => warming },
-      model,
-      serverId,
-      (message) => serialize(message),
-    );
+    const builder = createSnapshotBuilder({ documents: () => store.documents(), services: () => registry.services(), warming: () => warming }, model, serverId, (message) => serialize(message));
     const subscriptions = createSubscriptionService(
       {
         trustDomain: config.identity.trustDomain,
@@ -220,7 +215,13 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
         admin: { ...config.admin, port: adminPort },
         policies: { ...config.policies, folder, documents: store.documents().length, errors: store.errors().length, stale: store.stale() },
         store: policyStore.describe(),
-        registry: { static: config.registry.static.length, shared: config.store === 'folder' ? config.registry.shared : 'redis', services: registry.services().length, warmup: config.registry.warmup, warming },
+        registry: {
+          static: config.registry.static.length,
+          shared: config.store === 'folder' ? config.registry.shared : 'redis',
+          services: registry.services().length,
+          warmup: config.registry.warmup,
+          warming,
+        },
         push: config.push,
         subscribers: subscriptions.subscribers().length,
       }),
@@ -270,5 +271,12 @@ async function defaultModel(): Promise<PolicyServerModel & { close(): Promise<vo
 function describeCertificate(manager: CertificateManager): unknown {
   const c = manager.current();
   if (!c) return { state: 'waiting' };
-  return { spiffeId: c.facts.spiffeId, serial: c.facts.serial, notBefore: c.facts.notBefore.toISOString(), notAfter: c.facts.notAfter.toISOString(), valid: manager.valid(), renewals: manager.stats().issued };
+  return {
+    spiffeId: c.facts.spiffeId,
+    serial: c.facts.serial,
+    notBefore: c.facts.notBefore.toISOString(),
+    notAfter: c.facts.notAfter.toISOString(),
+    valid: manager.valid(),
+    renewals: manager.stats().issued,
+  };
 }

@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
-import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
+import { watch } from 'node:fs';
+import { mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { runBackgroundLoop } from '../core/background-loop.ts';
 import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { writeFileAtomic } from './atomic-file.ts';
 import type { PolicyServerMetrics } from './policy-server-metrics.ts';
 import type { RegisteredEndpoint, ServiceRegistry } from './service-registry.ts';
-import { runBackgroundLoop } from '../core/background-loop.ts';
 
 export interface RegistryShareOptions {
   readonly folder: string;
@@ -56,11 +56,7 @@ interface ShareFile {
  * a write cut short once it is that old. Deleting a live replica's file by
  * mistake (a clock far off) costs little: it writes it again within lease/3.
  */
-export function createRegistryShare(
-  registry: ServiceRegistry,
-  opts: RegistryShareOptions,
-  deps: { clock: Clock; logger: Logger; metrics: PolicyServerMetrics },
-): RegistryShare {
+export function createRegistryShare(registry: ServiceRegistry, opts: RegistryShareOptions, deps: { clock: Clock; logger: Logger; metrics: PolicyServerMetrics }): RegistryShare {
   // A random part per process: two replicas given the same serverId by mistake must not overwrite each other's file.
   const ownFile = path.join(opts.folder, `${opts.serverId.replace(/[^A-Za-z0-9._-]/g, '_')}.${randomBytes(4).toString('hex')}.json`);
   const log = deps.logger.child({ component: 'registry-share' });
@@ -91,7 +87,7 @@ export function createRegistryShare(
         writeFailing = false;
       } catch (err) {
         deps.metrics.registryShareErrors.inc({ op: 'write' });
-        if (!writeFailing) log.warn({ file: ownFile, err: (err as Error).message }, 'cannot write the shared registry; other replicas will not see this replica\'s endpoints');
+        if (!writeFailing) log.warn({ file: ownFile, err: (err as Error).message }, "cannot write the shared registry; other replicas will not see this replica's endpoints");
         writeFailing = true;
       }
     });
@@ -112,7 +108,7 @@ export function createRegistryShare(
       names = await readdir(opts.folder);
     } catch (err) {
       deps.metrics.registryShareErrors.inc({ op: 'read' });
-      if (!readFailing) log.warn({ folder: opts.folder, err: (err as Error).message }, 'cannot read the shared registry; serving this replica\'s endpoints only');
+      if (!readFailing) log.warn({ folder: opts.folder, err: (err as Error).message }, "cannot read the shared registry; serving this replica's endpoints only");
       readFailing = true;
       registry.setRemote([]);
       return;
@@ -213,7 +209,13 @@ export function createRegistryShare(
           return every;
         },
         // Write and read failures are counted and logged inside; a failed renewal is simply tried again at the renewal pace.
-        { signal: renewals.signal, firstDelayMs: every, backoff: { baseMs: every, maxMs: every }, random: () => 0, onError: (err) => log.warn({ err: (err as Error).message }, 'renewing the shared registry failed') },
+        {
+          signal: renewals.signal,
+          firstDelayMs: every,
+          backoff: { baseMs: every, maxMs: every },
+          random: () => 0,
+          onError: (err) => log.warn({ err: (err as Error).message }, 'renewing the shared registry failed'),
+        },
       );
     },
     refresh,

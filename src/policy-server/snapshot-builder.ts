@@ -1,5 +1,5 @@
-import { encodeService } from '../policy/policy-api.ts';
 import type { WireDocument, WireSnapshot } from '../policy/policy-api.ts';
+import { encodeService } from '../policy/policy-api.ts';
 import type { PolicyDocument, PolicySnapshot, RegistryService, WorkloadRef } from '../policy/types.ts';
 import type { StoredDocument } from './contracts.ts';
 

@@ -299,10 +299,7 @@ export function createSubscriptionService(opts: SubscriptionOptions, deps: Subsc
         const built = builder.build(workload, destinations);
         joinSpan?.setAttributes({ 'meshgate.policy.version': built.version, 'meshgate.policy.current_version': hello.currentVersion });
         joinSpan?.end();
-        log.info(
-          { sidecarId: hello.sidecarId, spiffeId: peer.spiffeId, address: hello.address || null, currentVersion: hello.currentVersion || null, version: built.version },
-          'subscriber joined',
-        );
+        log.info({ sidecarId: hello.sidecarId, spiffeId: peer.spiffeId, address: hello.address || null, currentVersion: hello.currentVersion || null, version: built.version }, 'subscriber joined');
         send(sub, built);
         return;
       }

@@ -1,6 +1,6 @@
-import { explainCall, parseWorkload } from './explain.ts';
-import type { ExplainCall, ExplainOptions } from './explain.ts';
 import type { PolicyDocument } from '../policy/types.ts';
+import type { ExplainCall, ExplainOptions } from './explain.ts';
+import { explainCall, parseWorkload } from './explain.ts';
 
 /*
  * `meshgate policy diff`: recorded calls (access-log JSON lines, field names
@@ -98,12 +98,7 @@ export interface PolicyDiff {
   readonly changed: readonly ChangedCall[];
 }
 
-export async function diffPolicies(
-  oldDocuments: readonly PolicyDocument[],
-  newDocuments: readonly PolicyDocument[],
-  calls: readonly ReplayedCall[],
-  opts: ExplainOptions = {},
-): Promise<PolicyDiff> {
+export async function diffPolicies(oldDocuments: readonly PolicyDocument[], newDocuments: readonly PolicyDocument[], calls: readonly ReplayedCall[], opts: ExplainOptions = {}): Promise<PolicyDiff> {
   const changed: ChangedCall[] = [];
   for (const { line, call } of calls) {
     // The log keeps no headers: ValidationPolicy would refuse every replayed call that must carry one.

@@ -1,11 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CallContext } from '../core/call-context.ts';
-import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
 import type { BodyFacts } from '../filters/validate/validate-rules.ts';
-import { declaredLengthOf } from '../proxy/request-body.ts';
+import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
 import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
 import { isKind } from '../policy/document-kinds.ts';
 import type { PolicyDocument } from '../policy/types.ts';
+import { declaredLengthOf } from '../proxy/request-body.ts';
 
 /*
  * The stages of `policy explain` after authorization, for an allowed call, in
@@ -52,7 +52,9 @@ export function rateLimitTrail(documents: readonly PolicyDocument[], method: str
         rule: `${doc.metadata.namespace}/${doc.metadata.name}#${rule.name}`,
         mode: spec.mode,
         matched,
-        note: matched ? `takes a token: ${rule.limit.requests} per ${rule.limit.per} ms, burst ${burst}, per ${rule.key.join(' + ')}, ${rule.scope}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}` : undefined,
+        note: matched
+          ? `takes a token: ${rule.limit.requests} per ${rule.limit.per} ms, burst ${burst}, per ${rule.key.join(' + ')}, ${rule.scope}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}`
+          : undefined,
       });
     }
   }
@@ -91,7 +93,8 @@ export function validateTrail(documents: readonly PolicyDocument[], ctx: CallCon
     // gRPC bodies are never read by the sidecar: no body check applies to them.
     if (!failure && !ctx.isGrpc) {
       const needBody = [...(rule.hasSchema ? ['jsonSchema'] : []), ...(rule.maxBodyBytes !== undefined && declaredLength === undefined ? ['maxBodyBytes'] : [])];
-      if (needBody.length > 0) notes.push(`${needBody.join(', ')} need${needBody.length === 1 ? 's' : ''} the body: not evaluated offline${rule.hasSchema ? ' (a call without a body gets validate.malformed_json)' : ''}`);
+      if (needBody.length > 0)
+        notes.push(`${needBody.join(', ')} need${needBody.length === 1 ? 's' : ''} the body: not evaluated offline${rule.hasSchema ? ' (a call without a body gets validate.malformed_json)' : ''}`);
     }
     entries.push({ stage: 'validate', rule: rule.id, mode, matched: true, note: notes.join('; ') });
   }

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { CallContext, RequestAuth } from '../core/call-context.ts';
 import { systemClock } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
+import { normalizePath } from '../core/path-normalize.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
 import type { AuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { compileAuthorization } from '../filters/authz/authz-engine.ts';
@@ -9,13 +10,13 @@ import { authzRequestOf } from '../filters/authz/authz-request.ts';
 import type { FilterDeps } from '../filters/filter-kind.ts';
 import { createIPAccessFilter, createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import { buildInboundChain, createInboundRuntimes } from '../inbound/inbound-chain.ts';
-import { isGrpcRequest } from '../proxy/headers.ts';
-import { normalizePath } from '../core/path-normalize.ts';
 import { selectDocuments } from '../policy/selector.ts';
-import { rateLimitTrail, validateTrail } from './explain-stages.ts';
+import { isGrpcRequest } from '../proxy/headers.ts';
 import type { TrailEntry, TrailStage } from './explain-stages.ts';
+import { rateLimitTrail, validateTrail } from './explain-stages.ts';
 
 export type { TrailEntry, TrailStage } from './explain-stages.ts';
+
 import type { PolicyDocument, WorkloadRef } from '../policy/types.ts';
 
 /*

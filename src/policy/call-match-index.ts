@@ -1,7 +1,7 @@
-import { canonicalPathPattern } from './call-match.ts';
 import type { CallMatch, CallMatchSpec } from './call-match.ts';
-import { collectPath, createPathTrie, insertPath, pathKey } from './path-trie.ts';
+import { canonicalPathPattern } from './call-match.ts';
 import type { PathTrie } from './path-trie.ts';
+import { collectPath, createPathTrie, insertPath, pathKey } from './path-trie.ts';
 
 /*
  * The rules of rate limiting and validation, filed by their `match` block

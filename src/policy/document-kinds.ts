@@ -1,28 +1,22 @@
 import type { z } from 'zod';
-import { authorizationPolicySchema } from './kinds/authorization-policy.ts';
 import type { AuthorizationPolicyDocument } from './kinds/authorization-policy.ts';
+import { authorizationPolicySchema } from './kinds/authorization-policy.ts';
 import type { RegexUse } from './kinds/common.ts';
-import { ipAccessPolicySchema } from './kinds/ip-access-policy.ts';
 import type { IPAccessPolicyDocument } from './kinds/ip-access-policy.ts';
-import { rateLimitPolicySchema } from './kinds/rate-limit-policy.ts';
+import { ipAccessPolicySchema } from './kinds/ip-access-policy.ts';
 import type { RateLimitPolicyDocument } from './kinds/rate-limit-policy.ts';
-import { requestAuthenticationSchema } from './kinds/request-authentication.ts';
+import { rateLimitPolicySchema } from './kinds/rate-limit-policy.ts';
 import type { RequestAuthenticationDocument } from './kinds/request-authentication.ts';
-import { routeRegexes, routeSchema } from './kinds/route.ts';
+import { requestAuthenticationSchema } from './kinds/request-authentication.ts';
 import type { RouteDocument } from './kinds/route.ts';
-import { validationPolicyRegexes, validationPolicySchema } from './kinds/validation-policy.ts';
+import { routeRegexes, routeSchema } from './kinds/route.ts';
 import type { ValidationPolicyDocument } from './kinds/validation-policy.ts';
+import { validationPolicyRegexes, validationPolicySchema } from './kinds/validation-policy.ts';
 import type { PolicyLimits } from './limits.ts';
 import type { PolicyDocument, PolicyKind } from './types.ts';
 
 /** A validated document with its spec typed by kind: narrow with `isKind`. */
-export type TypedPolicyDocument =
-  | AuthorizationPolicyDocument
-  | RequestAuthenticationDocument
-  | RateLimitPolicyDocument
-  | IPAccessPolicyDocument
-  | ValidationPolicyDocument
-  | RouteDocument;
+export type TypedPolicyDocument = AuthorizationPolicyDocument | RequestAuthenticationDocument | RateLimitPolicyDocument | IPAccessPolicyDocument | ValidationPolicyDocument | RouteDocument;
 
 export type DocumentOfKind<K extends PolicyKind> = Extract<TypedPolicyDocument, { kind: K }>;
 

@@ -1,5 +1,5 @@
-import { Ajv } from 'ajv';
 import type { ErrorObject } from 'ajv';
+import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 
 /** The first way a JSON value fails its schema: where (a JSON pointer) and what ajv says. */

@@ -2,11 +2,11 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { readTextFile } from '../config/text-file.ts';
 import { parseYaml } from '../config/yaml-bounded.ts';
-import { formatFieldPath, TOP_LEVEL_FIELD, YAML_FIELD } from './policy-error.ts';
-import { createPolicyValidator } from './validate.ts';
-import type { PolicyValidator, ValidDocument } from './validate.ts';
 import type { PolicyLimits } from './limits.ts';
+import { formatFieldPath, TOP_LEVEL_FIELD, YAML_FIELD } from './policy-error.ts';
 import type { DocumentKey, DocumentSource, PolicyError } from './types.ts';
+import type { PolicyValidator, ValidDocument } from './validate.ts';
+import { createPolicyValidator } from './validate.ts';
 
 /*
  * Policy text -> validated documents. One bad document is rejected alone and
@@ -47,7 +47,12 @@ function parseText(text: string, file: string, validator: PolicyValidator, seen:
   const limits = validator.limits;
   const fileBytes = Buffer.byteLength(text);
   if (fileBytes > limits.maxFileBytes) {
-    out.errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: `file too large: at most ${limits.maxFileBytes} bytes (got ${fileBytes}); no document of it applies` });
+    out.errors.push({
+      source: { file, index: 0 },
+      document: undefined,
+      field: TOP_LEVEL_FIELD,
+      reason: `file too large: at most ${limits.maxFileBytes} bytes (got ${fileBytes}); no document of it applies`,
+    });
     return;
   }
   const parsed = parseYaml(
@@ -132,7 +137,15 @@ export async function listPolicyFiles(dir: string): Promise<string[]> {
       if (entry.name.startsWith('.')) continue;
       const child = rel === '' ? entry.name : `${rel}/${entry.name}`;
       if (entry.isDirectory()) await walk(child);
-      else if (POLICY_FILE_RE.test(entry.name) && (entry.isFile() || (entry.isSymbolicLink() && (await stat(path.join(dir, child)).then((s) => s.isFile(), () => false))))) {
+      else if (
+        POLICY_FILE_RE.test(entry.name) &&
+        (entry.isFile() ||
+          (entry.isSymbolicLink() &&
+            (await stat(path.join(dir, child)).then(
+              (s) => s.isFile(),
+              () => false,
+            ))))
+      ) {
         found.push(child);
       }
     }
@@ -162,7 +175,13 @@ export async function parsePolicyFolder(dir: string, options: FolderParseOptions
     const read = await readTextFile(full, validator.limits.maxFileBytes);
     if (read.ok) texts.push({ file, text: read.text });
     // Worded as the policy server's document store words it ("file too large: ...; no document of it applies").
-    else errors.push({ source: { file, index: 0 }, document: undefined, field: TOP_LEVEL_FIELD, reason: read.reason.startsWith('file too large') ? `${read.reason}; no document of it applies` : read.reason });
+    else
+      errors.push({
+        source: { file, index: 0 },
+        document: undefined,
+        field: TOP_LEVEL_FIELD,
+        reason: read.reason.startsWith('file too large') ? `${read.reason}; no document of it applies` : read.reason,
+      });
   }
   const parsed = parsePolicyFiles(texts, { validator });
   // Read errors sort with the parse errors by file, as they would have appeared in order.

@@ -31,10 +31,7 @@ export interface WorkerPolicyParser {
   close(): Promise<void>;
 }
 
-type Reply =
-  | { ready: true }
-  | { id: number; ok: true; documents: ValidDocument[]; errors: ParsedDocuments['errors'] }
-  | { id: number; ok: false; message: string };
+type Reply = { ready: true } | { id: number; ok: true; documents: ValidDocument[]; errors: ParsedDocuments['errors'] } | { id: number; ok: false; message: string };
 
 interface Job {
   readonly request: ParseRequest;

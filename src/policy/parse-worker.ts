@@ -1,5 +1,5 @@
-import { parentPort, workerData } from 'node:worker_threads';
 import type { MessagePort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import type { PolicyLimits } from './limits.ts';
 import { parsePolicyText } from './parse-documents.ts';
 import { createPolicyValidator } from './validate.ts';

@@ -1,10 +1,10 @@
-import { fileURLToPath } from 'node:url';
 import type { PeerCertificate } from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { formatSpiffeId, spiffeIdOfCertificate } from '../core/spiffe-id.ts';
-import { MESH_ROOT_NAMESPACE } from './types.ts';
 import type { PolicyDocument, RegistryService } from './types.ts';
+import { MESH_ROOT_NAMESPACE } from './types.ts';
 
 /*
  * The meshgate policy API (proto/meshgate/policy/v1/policy.proto), loaded at

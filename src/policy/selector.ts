@@ -1,5 +1,5 @@
-import { MESH_ROOT_NAMESPACE } from './types.ts';
 import type { PolicyDocument, WorkloadRef } from './types.ts';
+import { MESH_ROOT_NAMESPACE } from './types.ts';
 
 /**
  * Whether a document applies to a workload. A document applies to workloads of

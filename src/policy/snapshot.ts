@@ -89,12 +89,7 @@ export function snapshotVersion(documents: readonly { readonly key: DocumentKey;
  * them send calls to; absent or empty, the whole registry is included.
  * Documents whose digest is given are not hashed again.
  */
-export function compileSnapshot(
-  documents: readonly SnapshotDocumentInput[],
-  services: readonly RegistryService[],
-  workload: WorkloadRef,
-  destinations?: readonly string[],
-): PolicySnapshot {
+export function compileSnapshot(documents: readonly SnapshotDocumentInput[], services: readonly RegistryService[], workload: WorkloadRef, destinations?: readonly string[]): PolicySnapshot {
   const entries = documents
     .map((input) => ('document' in input ? input : { document: input, digest: documentDigest(input) }))
     .filter((entry) => documentApplies(entry.document, workload))

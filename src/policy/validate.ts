@@ -1,14 +1,14 @@
 import { deepFreeze } from '../config/load.ts';
-import { createKindDefinitions } from './document-kinds.ts';
-import type { KindDefinition } from './document-kinds.ts';
-import { resolvePolicyLimits } from './limits.ts';
-import type { PolicyLimits } from './limits.ts';
-import { capErrors, documentKeyOf, formatFieldPath, issuesToErrors } from './policy-error.ts';
-import { createRegexSafetyChecker } from '../config/regex-safety.ts';
 import type { RegexSafetyChecker, RegexSafetyOptions } from '../config/regex-safety.ts';
+import { createRegexSafetyChecker } from '../config/regex-safety.ts';
+import type { KindDefinition } from './document-kinds.ts';
+import { createKindDefinitions } from './document-kinds.ts';
+import type { PolicyLimits } from './limits.ts';
+import { resolvePolicyLimits } from './limits.ts';
+import { capErrors, documentKeyOf, formatFieldPath, issuesToErrors } from './policy-error.ts';
 import { documentDigest } from './snapshot.ts';
-import { POLICY_API_VERSION, POLICY_KINDS } from './types.ts';
 import type { DocumentKey, DocumentSource, PolicyDocument, PolicyError, PolicyKind } from './types.ts';
+import { POLICY_API_VERSION, POLICY_KINDS } from './types.ts';
 
 /*
  * One validator for every place a document enters: the policy folder, the
@@ -27,9 +27,7 @@ export interface ValidDocument {
   readonly digest: string;
 }
 
-export type ValidationResult =
-  | { readonly ok: true; readonly document: ValidDocument }
-  | { readonly ok: false; readonly key: DocumentKey | undefined; readonly errors: readonly PolicyError[] };
+export type ValidationResult = { readonly ok: true; readonly document: ValidDocument } | { readonly ok: false; readonly key: DocumentKey | undefined; readonly errors: readonly PolicyError[] };
 
 export interface PolicyValidator {
   readonly limits: PolicyLimits;
@@ -139,7 +137,10 @@ export function createPolicyValidator(options: PolicyValidatorOptions = {}): Pol
       if (typeof kind !== 'string' || !(POLICY_KINDS as readonly string[]).includes(kind)) {
         const errors: { path: (string | number)[]; reason: string }[] = [];
         if (raw.apiVersion !== POLICY_API_VERSION) {
-          errors.push({ path: ['apiVersion'], reason: raw.apiVersion === undefined ? `missing required field (expected ${POLICY_API_VERSION})` : `expected ${POLICY_API_VERSION}, got ${JSON.stringify(raw.apiVersion)?.slice(0, 60)}` });
+          errors.push({
+            path: ['apiVersion'],
+            reason: raw.apiVersion === undefined ? `missing required field (expected ${POLICY_API_VERSION})` : `expected ${POLICY_API_VERSION}, got ${JSON.stringify(raw.apiVersion)?.slice(0, 60)}`,
+          });
         }
         errors.push({
           path: ['kind'],

@@ -1,18 +1,18 @@
-import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { Attributes, Span } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
 import type { CallContext, Direction } from '../core/call-context.ts';
-import { respond } from '../core/verdict.ts';
-import type { RespondVerdict } from '../core/verdict.ts';
-import { reasonCode } from '../core/reason-codes.ts';
-import { sendVerdict } from '../errors/reply.ts';
 import type { Clock } from '../core/clock.ts';
+import { reasonCode } from '../core/reason-codes.ts';
+import type { RespondVerdict } from '../core/verdict.ts';
+import { respond } from '../core/verdict.ts';
+import { sendVerdict } from '../errors/reply.ts';
 import type { AccessLog } from '../telemetry/access-log.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import type { TargetRefusal } from './call.ts';
-import type { ForwardOutcome, UpstreamTarget } from './upstream-call.ts';
 import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
 import { countRequestBytes } from './request-bytes.ts';
+import type { ForwardOutcome, UpstreamTarget } from './upstream-call.ts';
 
 export interface CallTelemetry {
   readonly clock: Clock;
@@ -99,12 +99,7 @@ export function observeAttempt(rec: CallRecording, target: UpstreamTarget | unde
 }
 
 /** Ends a call's telemetry: metrics, span, access log. Never throws into the data path (STYLE.md #8). */
-export function recordCall(
-  t: CallTelemetry,
-  call: CallContext,
-  outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>,
-  rec: CallRecording,
-): void {
+export function recordCall(t: CallTelemetry, call: CallContext, outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>, rec: CallRecording): void {
   try {
     const durationMs = t.clock.monotonic() - call.startedAt;
     const destination = rec.destinationLabel;

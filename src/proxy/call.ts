@@ -1,10 +1,10 @@
-import type { Readable } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
+import type { Readable } from 'node:stream';
 import type { CallContext, Direction, RequestBody } from '../core/call-context.ts';
+import { normalizePath } from '../core/path-normalize.ts';
 import { authorityOf, isGrpcRequest, requestIdOf } from './headers.ts';
 import type { DownstreamRequest } from './listener.ts';
-import { normalizePath } from '../core/path-normalize.ts';
 
 export interface RequestTarget {
   readonly method: string;

@@ -1,5 +1,5 @@
-import http2 from 'node:http2';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import http2 from 'node:http2';
 import type { H2ConnectionErrorReason, ListenerHooks } from './connection-guard.ts';
 
 /** Why the HTTP/2 codec (nghttp2, or node around it) closed a connection: a bounded label set. */

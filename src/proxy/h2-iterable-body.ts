@@ -1,5 +1,5 @@
-import { Readable } from 'node:stream';
 import type { Duplex } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 
 /**

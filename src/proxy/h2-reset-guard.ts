@@ -1,5 +1,5 @@
-import http2 from 'node:http2';
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
+import http2 from 'node:http2';
 
 /** A stream the caller resets sooner than this after opening it counts as a premature reset. */
 const PREMATURE_MS = 1_000;

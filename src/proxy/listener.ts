@@ -1,18 +1,18 @@
 import http from 'node:http';
 import http2 from 'node:http2';
-import net from 'node:net';
 import type { Socket } from 'node:net';
+import net from 'node:net';
 import type tls from 'node:tls';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
+import { listenOn } from '../core/listen.ts';
 import { respond } from '../core/verdict.ts';
 import { sendVerdict } from '../errors/reply.ts';
-import { listenOn } from '../core/listen.ts';
-import { guardAgainstResetFloods } from './h2-reset-guard.ts';
-import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
-import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
-import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
+import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
 import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
+import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
+import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 
 export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
 
@@ -84,14 +84,7 @@ const TLS_HANDSHAKE = 0x16;
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(
-  name: string,
-  limits: LimitsConfig,
-  handler: RequestHandler,
-  tlsOptions?: ListenerTls,
-  hooks: ListenerHooks = {},
-  divert?: ConnectionDivert,
-): HttpListener {
+export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, hooks: ListenerHooks = {}, divert?: ConnectionDivert): HttpListener {
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
   /** Calls in flight per HTTP/2 session, so an idle timeout can tell each how it ended. */

@@ -1,13 +1,13 @@
 import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
+import type { ReasonCodeName } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
-import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
 import type { DownstreamResponse } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
 import { downstreamResponseHeaders } from './headers.ts';
 import type { CallHandler, CallProgress, ErrorReply, ForwardOutcome, ForwardRequest } from './upstream-call.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
 import { DispatchRefusedError, DownstreamGoneError, failureOf, reasonForFailure } from './upstream-errors.ts';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
 
 /**
  * The caller's end of an upstream call, the handler the stages of forward.ts

@@ -1,5 +1,5 @@
-import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 
 export interface ReplayableBody {
   /** A fresh stream for the next attempt: what was recorded so far, then the live rest. */

@@ -1,9 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { PassThrough } from 'node:stream';
 import type { Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import type { BodyRead, RequestBody } from '../core/call-context.ts';
-import { requestBody } from './call.ts';
 import type { BodyBudget } from './body-budget.ts';
+import { requestBody } from './call.ts';
 import { requestRefused, requestTimedOut } from './downstream.ts';
 import type { DownstreamRequest } from './listener.ts';
 

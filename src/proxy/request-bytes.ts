@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { DownstreamRequest } from './listener.ts';
 import { requestBody } from './call.ts';
+import type { DownstreamRequest } from './listener.ts';
 
 const NONE = (): number => 0;
 

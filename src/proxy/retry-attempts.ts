@@ -1,9 +1,9 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { sleep } from '../core/backoff.ts';
 import { createReplayableBody } from './replayable-body.ts';
-import { HandOverController } from './upstream-call.ts';
 import type { AttemptOptions, AttemptResult, CallHandler, CallOptions, Dispatch } from './upstream-call.ts';
-import { DispatchRefusedError, DownstreamGoneError, NoEndpointError, failureOf, isRouteTimeout } from './upstream-errors.ts';
+import { HandOverController } from './upstream-call.ts';
+import { DispatchRefusedError, DownstreamGoneError, failureOf, isRouteTimeout, NoEndpointError } from './upstream-errors.ts';
 
 /** Responses dropped before a retry are drained up to this size to keep the connection. */
 const DISCARD_LIMIT = 64 * 1024;
@@ -27,8 +27,7 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
     let committed = false; // a response head went on to the caller: no attempt after this one
     caller.onRequestStart(controller, undefined);
 
-    const canRetry = (): boolean =>
-      retry !== undefined && progress.retries < retry.attempts && !committed && (request.body === null || (replay?.replayable() ?? false));
+    const canRetry = (): boolean => retry !== undefined && progress.retries < retry.attempts && !committed && (request.body === null || (replay?.replayable() ?? false));
 
     /** Call only after `retry.acquire()` succeeded; the retried attempt releases it. */
     const scheduleRetry = (): void => {

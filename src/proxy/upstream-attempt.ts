@@ -1,5 +1,5 @@
-import { HandOverController } from './upstream-call.ts';
 import type { AttemptOptions, CallHandler } from './upstream-call.ts';
+import { HandOverController } from './upstream-call.ts';
 import { DispatchRefusedError } from './upstream-errors.ts';
 
 /**

@@ -1,9 +1,9 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
+import type { ReasonCodeName } from '../core/reason-codes.ts';
 import type { downstreamFate } from './downstream.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
 
 /*
  * What the stages of one upstream call share (src/proxy/forward.ts composes
@@ -14,8 +14,7 @@ import type { ReasonCodeName } from '../core/reason-codes.ts';
 
 export type AttemptResult =
   /** `headers`: the response head, for the cluster to tell a peer's policy refusal from an endpoint failure (src/outbound/peer-answers.ts). */
-  | { readonly kind: 'response'; readonly status: number; readonly headers: IncomingHttpHeaders }
-  | { readonly kind: 'failure'; readonly failure: AttemptFailure };
+  { readonly kind: 'response'; readonly status: number; readonly headers: IncomingHttpHeaders } | { readonly kind: 'failure'; readonly failure: AttemptFailure };
 
 /** One endpoint chosen for one attempt; `done` tells its cluster how it went. */
 export interface UpstreamTarget {

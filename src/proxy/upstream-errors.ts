@@ -1,19 +1,11 @@
-import { DownstreamTimeoutError } from './downstream.ts';
-import type { downstreamFate } from './downstream.ts';
 import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { downstreamFate } from './downstream.ts';
+import { DownstreamTimeoutError } from './downstream.ts';
 
 /** How an attempt failed, as far as retries and outlier detection care. */
 export type AttemptFailure = 'connect-failure' | 'identity' | 'reset' | 'timeout' | 'overloaded' | 'aborted' | 'protocol-error' | 'other';
 
-const CONNECT_CODES = new Set([
-  'ECONNREFUSED',
-  'UND_ERR_CONNECT_TIMEOUT',
-  'ENOTFOUND',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EAI_AGAIN',
-  'EADDRNOTAVAIL',
-]);
+const CONNECT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL']);
 const RESET_CODES = new Set([
   'ECONNRESET',
   'EPIPE',

@@ -1,6 +1,6 @@
 import tls from 'node:tls';
+import type { buildConnector, Dispatcher } from 'undici';
 import { Client, H2CClient, Pool } from 'undici';
-import type { Dispatcher, buildConnector } from 'undici';
 import { iterableRequestBodies } from './h2-iterable-body.ts';
 
 export type UpstreamProtocol = 'http1' | 'http2';

@@ -6,12 +6,12 @@ import { createInboundDivert } from '../interception/inbound-divert.ts';
 import { InterceptionUnavailableError, loadOriginalDstReader, originalDestinationOf } from '../interception/original-dst.ts';
 import { createOutboundDivert } from '../interception/outbound-divert.ts';
 import { createInterceptionReporter } from '../interception/reporter.ts';
+import type { OutboundStackDeps } from '../outbound/outbound-stack.ts';
 import type { CallTelemetry } from '../proxy/call-telemetry.ts';
 import type { ConnectionDivert, DownstreamRequest } from '../proxy/listener.ts';
-import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
+import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { OutboundStackDeps } from '../outbound/outbound-stack.ts';
 
 /*
  * The sidecar's side of transparent interception (config `interception`):

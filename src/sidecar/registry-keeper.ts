@@ -74,7 +74,11 @@ export function createRegistryKeeper(opts: RegistryKeeperOptions): RegistryKeepe
           if (until === undefined && opts.holdMs > 0 && opts.working(had.name, had.namespace)) {
             until = now + opts.holdMs;
             holds.set(key, until);
-            opts.events?.held?.(key, had.endpoints.map((e) => e.address), opts.holdMs);
+            opts.events?.held?.(
+              key,
+              had.endpoints.map((e) => e.address),
+              opts.holdMs,
+            );
           }
           if (until !== undefined && now < until) {
             next.set(key, { ...(update ?? had), endpoints: had.endpoints });

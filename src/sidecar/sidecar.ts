@@ -1,44 +1,44 @@
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import { createAdminServer } from '../admin/admin-server.ts';
-import type { SidecarConfig } from '../config/sidecar-schema.ts';
-import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
 import { ConfigError } from '../config/load.ts';
+import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
+import type { SidecarConfig } from '../config/sidecar-schema.ts';
+import { describeTracingSettings } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
+import { createLogGate } from '../core/log-gate.ts';
 import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
-import { parseIp } from '../proxy/client-address.ts';
+import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
+import { createEdgeTls } from '../identity/edge-tls.ts';
+import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
-import { createOutboundStack } from '../outbound/outbound-stack.ts';
 import { createDeprecationReporter } from '../outbound/deprecation-reporter.ts';
+import { createOutboundStack } from '../outbound/outbound-stack.ts';
 import { createServiceRegistry } from '../outbound/service-registry.ts';
-import { recordRejection } from '../proxy/call-telemetry.ts';
+import { createBodyBudget } from '../proxy/body-budget.ts';
 import type { CallTelemetry } from '../proxy/call-telemetry.ts';
-import { createHttpListener } from '../proxy/listener.ts';
+import { recordRejection } from '../proxy/call-telemetry.ts';
+import { parseIp } from '../proxy/client-address.ts';
 import type { HttpListener, ListenerHooks } from '../proxy/listener.ts';
+import { createHttpListener } from '../proxy/listener.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createAccessLog } from '../telemetry/access-log.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
-import { describeTracingSettings } from '../config/telemetry-schema.ts';
-import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
-import { createLogGate } from '../core/log-gate.ts';
-import { createEdgeTls } from '../identity/edge-tls.ts';
-import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { probeApp } from './app-probe.ts';
-import { startWorkloadIdentity } from './workload-identity.ts';
-import { createBodyBudget } from '../proxy/body-budget.ts';
-import { startInterception } from './interception.ts';
-import type { SidecarInterception } from './interception.ts';
 import { createSidecarFilterRuntimes } from './filter-runtimes.ts';
-import { startRateLimiting } from './rate-limiting.ts';
+import type { SidecarInterception } from './interception.ts';
+import { startInterception } from './interception.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
-import { startWorkloadPolicy } from './workload-policy.ts';
-import type { WorkloadPolicy } from './workload-policy.ts';
+import { startRateLimiting } from './rate-limiting.ts';
 import type { WorkloadIdentity } from './workload-identity.ts';
+import { startWorkloadIdentity } from './workload-identity.ts';
+import type { WorkloadPolicy } from './workload-policy.ts';
+import { startWorkloadPolicy } from './workload-policy.ts';
 
 export interface SidecarDeps {
   readonly logger: Logger;
@@ -150,8 +150,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
         policy: policyState ? (policyState.state === 'ok' ? 'ok' : `${policyState.state}: ${policyState.detail}`) : 'disabled',
         app: appCheck,
       };
-      const ready =
-        !draining && listeners.inbound !== undefined && (appCheck === 'ok' || appCheck === 'skipped') && (certificate === 'ok' || certificate === 'disabled') && (policyState?.ok ?? true);
+      const ready = !draining && listeners.inbound !== undefined && (appCheck === 'ok' || appCheck === 'skipped') && (certificate === 'ok' || certificate === 'disabled') && (policyState?.ok ?? true);
       return { ready, checks };
     },
     configDump: () => ({
@@ -304,17 +303,23 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       })
     : undefined;
   const edge = edgeTls
-    ? createHttpListener('edge', config.limits, inboundStackFor(true), {
-        mode: 'STRICT',
-        server: edgeTls.server,
-        verifyPeer: () => ({ principal: undefined }),
-        onRefused: (reason, detail) => {
-          metrics.tlsHandshakeErrors.inc({ listener: 'edge', reason });
-          // Public callers (scanners, old clients) fail handshakes routinely: one line per reason a minute, the counter has them all.
-          const heldBack = connectionWarnings.pass(`edge:tls:${reason}`);
-          if (heldBack !== undefined) logger.warn({ listener: 'edge', reason, detail, heldBack }, 'edge TLS connection refused (see meshgate_tls_handshake_errors_total)');
+    ? createHttpListener(
+        'edge',
+        config.limits,
+        inboundStackFor(true),
+        {
+          mode: 'STRICT',
+          server: edgeTls.server,
+          verifyPeer: () => ({ principal: undefined }),
+          onRefused: (reason, detail) => {
+            metrics.tlsHandshakeErrors.inc({ listener: 'edge', reason });
+            // Public callers (scanners, old clients) fail handshakes routinely: one line per reason a minute, the counter has them all.
+            const heldBack = connectionWarnings.pass(`edge:tls:${reason}`);
+            if (heldBack !== undefined) logger.warn({ listener: 'edge', reason, detail, heldBack }, 'edge TLS connection refused (see meshgate_tls_handshake_errors_total)');
+          },
         },
-      }, listenerHooks('edge'))
+        listenerHooks('edge'),
+      )
     : undefined;
   const outbound = createHttpListener(
     'outbound',
@@ -355,10 +360,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       const data = edge ? [inbound, outbound, edge] : [inbound, outbound];
       const stopped = Promise.all(data.map((l) => l.stopAccepting()));
       let timer: NodeJS.Timeout | undefined;
-      const completed = await Promise.race([
-        Promise.all(data.map((l) => l.whenIdle())).then(() => true),
-        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
-      ]);
+      const completed = await Promise.race([Promise.all(data.map((l) => l.whenIdle())).then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)))]);
       clearTimeout(timer);
       for (const l of data) l.destroy();
       edgeTls?.close();

@@ -1,12 +1,12 @@
 import tls from 'node:tls';
 import type { IdentityConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { formatSpiffeId } from '../core/spiffe-id.ts';
 import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
-import { createCertificateManager } from '../identity/cert-manager.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
+import { createCertificateManager } from '../identity/cert-manager.ts';
 import { createMeshTlsServer, expectIdentity, meshSecureContextOptions, rotateServerCredentials, verifyMeshPeer } from '../identity/mesh-tls.ts';
-import { formatSpiffeId } from '../core/spiffe-id.ts';
 import type { ListenerTls } from '../proxy/listener.ts';
 import type { UpstreamTls } from '../proxy/upstream-pool.ts';
 import type { Logger } from '../telemetry/logger.ts';

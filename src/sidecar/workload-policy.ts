@@ -1,21 +1,21 @@
 import { hostname } from 'node:os';
-import type { RouteConfig, SidecarConfig, ServiceConfig } from '../config/sidecar-schema.ts';
+import type { RouteConfig, ServiceConfig, SidecarConfig } from '../config/sidecar-schema.ts';
 import { registryServiceSchema } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
+import { respond } from '../core/verdict.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
-import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
+import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
 import type { VersionConfig } from '../outbound/versions.ts';
-import { respond } from '../core/verdict.ts';
-import { createPolicySnapshotStore, snapshotFileFor } from './policy/snapshot-store.ts';
-import type { PersistenceStatus } from './policy/snapshot-store.ts';
-import { createPolicySubscriber } from './policy/subscriber.ts';
-import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from './policy/subscriber.ts';
 import type { PolicyDocument, RegistryService } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import type { PersistenceStatus } from './policy/snapshot-store.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from './policy/snapshot-store.ts';
+import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from './policy/subscriber.ts';
+import { createPolicySubscriber } from './policy/subscriber.ts';
 import { createRegistryKeeper } from './registry-keeper.ts';
 
 /** Kinds whose loss could turn a deny into an allow. */
@@ -62,7 +62,12 @@ export async function startWorkloadPolicy(
     clock: deps.clock,
     working: (name, namespace) => {
       const since = deps.clock.monotonic() - holdMs;
-      return deps.registry.cluster(name, namespace)?.endpoints().some((ep) => ep.lastSuccessAt > 0 && ep.lastSuccessAt >= since) ?? false;
+      return (
+        deps.registry
+          .cluster(name, namespace)
+          ?.endpoints()
+          .some((ep) => ep.lastSuccessAt > 0 && ep.lastSuccessAt >= since) ?? false
+      );
     },
     events: {
       held: (service, endpoints, forMs) =>

@@ -1,5 +1,5 @@
-import { Counter } from 'prom-client';
 import type { Registry } from 'prom-client';
+import { Counter } from 'prom-client';
 import type { Tracing } from './tracing.ts';
 
 /**

@@ -1,12 +1,12 @@
-import { ROOT_CONTEXT, TraceFlags, createNoopMeter, trace } from '@opentelemetry/api';
 import type { Context, Meter, MeterProvider, Span, Tracer } from '@opentelemetry/api';
+import { createNoopMeter, ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
 import { ExportResultCode, SDK_INFO, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { B3Propagator } from '@opentelemetry/propagator-b3';
 import { resourceFromAttributes } from '@opentelemetry/resources';
-import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
-import { resolveTracingSettings } from '../config/telemetry-schema.ts';
+import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { TracingConfig, TracingSettings } from '../config/telemetry-schema.ts';
+import { resolveTracingSettings } from '../config/telemetry-schema.ts';
 import type { Logger } from './logger.ts';
 
 /** Incoming headers (node:http's shape) or outgoing ones (what undici takes). */
@@ -156,7 +156,8 @@ export async function createTracing(settings: TracingSettings, deps: TracingDeps
         exportTimeoutMillis: settings.timeoutMs + 1_000,
         selfObsMeterProvider: droppedSpanCounter(() => {
           stats.droppedSpans++;
-          if (stats.droppedSpans === 1) log.warn({ maxQueueSize: settings.batch.maxQueueSize }, 'trace export queue full; new spans are dropped (counted in meshgate_trace_spans_total{result="dropped"})');
+          if (stats.droppedSpans === 1)
+            log.warn({ maxQueueSize: settings.batch.maxQueueSize }, 'trace export queue full; new spans are dropped (counted in meshgate_trace_spans_total{result="dropped"})');
         }),
       }),
     ],
@@ -252,19 +253,12 @@ export interface TracingIdentity {
  * the CLI read: resolves the settings, reports each value that fell back to a
  * default once, and starts the SDK. Never throws.
  */
-export async function startTracing(
-  section: TracingConfig | undefined,
-  env: Readonly<Record<string, string | undefined>>,
-  deps: TracingDeps & { readonly serviceName: string },
-): Promise<Tracing> {
+export async function startTracing(section: TracingConfig | undefined, env: Readonly<Record<string, string | undefined>>, deps: TracingDeps & { readonly serviceName: string }): Promise<Tracing> {
   const { settings, warnings } = resolveTracingSettings(section, env, { serviceName: deps.serviceName });
   for (const warning of warnings) deps.logger.warn({ component: 'tracing' }, `bad telemetry setting: ${warning}`);
   const tracing = await createTracing(settings, deps);
   if (tracing.tracer) {
-    deps.logger.info(
-      { component: 'tracing', exporter: settings.exporter, endpoint: settings.endpoint, samplingRatio: settings.samplingRatio, serviceName: settings.serviceName },
-      'tracing on',
-    );
+    deps.logger.info({ component: 'tracing', exporter: settings.exporter, endpoint: settings.endpoint, samplingRatio: settings.samplingRatio, serviceName: settings.serviceName }, 'tracing on');
   }
   return tracing;
 }

@@ -1,19 +1,19 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { generateKeyPair, SignJWT } from 'jose';
 import type { JWTPayload } from 'jose';
+import { generateKeyPair, SignJWT } from 'jose';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestIdp } from '../helpers/jwks.ts';
-import type { TestIdp } from '../helpers/jwks.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
 import { eventually } from '../helpers/eventually.ts';
+import type { TestIdp } from '../helpers/jwks.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * End to end: frontend's app -> frontend sidecar -> mTLS -> orders sidecar
@@ -145,7 +145,9 @@ spec:
     const wrongAudience = await call('/orders/1', { authorization: `Bearer ${await token({ sub: 'alice', aud: 'payments' })}` });
     expect([wrongAudience.status, wrongAudience.body.code]).toEqual([401, 'authn.jwt_audience']);
     const other = await generateKeyPair('ES256');
-    const forgedToken = await new SignJWT({ iss: ISSUER, sub: 'alice', aud: 'orders', exp: Math.floor(Date.now() / 1000) + 60 }).setProtectedHeader({ alg: 'ES256', kid: 'e2e' }).sign(other.privateKey);
+    const forgedToken = await new SignJWT({ iss: ISSUER, sub: 'alice', aud: 'orders', exp: Math.floor(Date.now() / 1000) + 60 })
+      .setProtectedHeader({ alg: 'ES256', kid: 'e2e' })
+      .sign(other.privateKey);
     const forged = await call('/orders/1', { authorization: `Bearer ${forgedToken}` });
     expect([forged.status, forged.body.code]).toEqual([401, 'authn.jwt_invalid']);
   });

@@ -1,17 +1,17 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
-import { createPolicyHarness } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
 import { eventually } from '../helpers/eventually.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness } from '../integration/policy-server-harness.ts';
 
 /*
  * Path tricks end to end: frontend's app -> frontend sidecar (outbound) ->
@@ -196,23 +196,22 @@ describe('path tricks through two sidecars', () => {
     expect(Object.keys(reply.body).sort()).toEqual(['code', 'decision_id', 'reason', 'request_id', 'rule']);
     expect(reply.body).toMatchObject({ code: 'authz.denied', reason: 'denied by policy', rule: 'shop/no-admin#admin', decision_id: expect.stringMatching(/^[0-9a-z]{12}$/) });
     const id = reply.body.decision_id;
-    await expect.poll(() => orders.logs.filter((line) => line.decision_id === id).map((line) => [line.msg, line.rule, line.path, line.source_principal]), { timeout: 2_000 }).toContainEqual([
-      'authorization denied',
-      'shop/no-admin#admin',
-      '/admin/users',
-      FRONTEND,
-    ]);
+    await expect
+      .poll(() => orders.logs.filter((line) => line.decision_id === id).map((line) => [line.msg, line.rule, line.path, line.source_principal]), { timeout: 2_000 })
+      .toContainEqual(['authorization denied', 'shop/no-admin#admin', '/admin/users', FRONTEND]);
     const byDefault = await direct('/elsewhere');
     expect(Object.keys(byDefault.body).sort()).toEqual(['code', 'decision_id', 'reason', 'request_id']);
   });
 
   it('counts decisions per rule on /metrics', async () => {
     const text = await new Promise<string>((resolve, reject) => {
-      http.get(`${orders.adminUrl}/metrics`, (res) => {
-        let body = '';
-        res.on('data', (c: Buffer) => (body += c.toString('utf8')));
-        res.on('end', () => resolve(body));
-      }).on('error', reject);
+      http
+        .get(`${orders.adminUrl}/metrics`, (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => (body += c.toString('utf8')));
+          res.on('end', () => resolve(body));
+        })
+        .on('error', reject);
     });
     expect(text).toMatch(/meshgate_authz_decisions_total\{decision="deny",policy="shop\/no-admin",rule="admin"\} [1-9]/);
     expect(text).toMatch(/meshgate_authz_decisions_total\{decision="allow",policy="shop\/frontend-public",rule="public"\} [1-9]/);

@@ -5,12 +5,12 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { Client } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueCert } from '../helpers/mesh-pki.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { issueCert } from '../helpers/mesh-pki.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /** The serial of the certificate the edge listener shows right now. */
 function servedSerial(port: number): Promise<string> {

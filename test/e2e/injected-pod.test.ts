@@ -1,21 +1,21 @@
 import { randomUUID } from 'node:crypto';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parse } from 'yaml';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { injectorConfigSchema } from '../../src/config/injector-schema.ts';
 import { PATHS } from '../../src/inject/annotations.ts';
 import { injectPod } from '../../src/inject/pod-injection.ts';
 import { SIDECAR_READY_PATH } from '../../src/inject/pod-parts.ts';
-import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
+import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
+import { eventually } from '../helpers/eventually.ts';
+import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestIdp } from '../helpers/jwks.ts';
 import { freePort } from '../helpers/process.ts';
-import type { TestIdp } from '../helpers/jwks.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { eventually } from '../helpers/eventually.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /*
  * An injected pod without the cluster: the sidecar config the injector writes

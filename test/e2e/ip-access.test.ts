@@ -4,11 +4,11 @@ import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PolicyDocument } from '../../src/policy/types.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot as writeStaticSnapshot } from '../helpers/static-policy.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
 
 /*
  * IP access through the real inbound listener. The policy is static: a

@@ -2,15 +2,14 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
-import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
-import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /** A sidecar with identity from `ca`, for workload `ns/sa`. */
 async function meshSidecar(ca: TestCa, name: string, extra: Record<string, unknown> = {}): Promise<TestSidecar> {
@@ -127,7 +126,10 @@ describe('mutual TLS between sidecars', () => {
       expect(result).not.toBe(200);
       await expect.poll(() => counted(reason), { timeout: 2_000 }).toBe(before + 1);
     }
-    const plain = await request(`${orders.inboundUrl}/`).then((r) => r.statusCode, (e: { code?: string }) => e.code);
+    const plain = await request(`${orders.inboundUrl}/`).then(
+      (r) => r.statusCode,
+      (e: { code?: string }) => e.code,
+    );
     expect(plain).not.toBe(200);
     await expect.poll(() => counted('plaintext'), { timeout: 2_000 }).toBe(1);
     expect(app.hits()).toBe(hitsBefore);

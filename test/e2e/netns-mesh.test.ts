@@ -5,16 +5,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client } from 'undici';
-import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { mintToken } from '../../src/ca/token-mint.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
 import { netnsUnavailable, sweepNetns } from '../helpers/netns.ts';
-import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { tcpPayloads } from '../helpers/pcap.ts';
-import { POD_NET_PREFIX, createPodNetwork } from '../helpers/pod-network.ts';
 import type { Pod, PodNetwork, PodProcess } from '../helpers/pod-network.ts';
+import { createPodNetwork, POD_NET_PREFIX } from '../helpers/pod-network.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 
 /*
@@ -95,7 +95,7 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
 
   const controls = new Map<string, Client>();
   /** Asks the app of `pod` (over its control socket) to make a call from inside its namespace. */
-  const control = async <T,>(pod: string, what: 'http' | 'h2' | 'tcp', body: object): Promise<T> => {
+  const control = async <T>(pod: string, what: 'http' | 'h2' | 'tcp', body: object): Promise<T> => {
     let client = controls.get(pod);
     if (!client) controls.set(pod, (client = new Client('http://app', { socketPath: path.join(work, 'sockets', `${pod}.sock`) })));
     const res = await client.request({ path: `/${what}`, method: 'POST', body: JSON.stringify(body) });
@@ -140,7 +140,19 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     const tokenKeyPem = await readFile(path.join(caDir, 'token-signing.key'), 'utf8');
     const token = async (ns: string, sa: string): Promise<string> => {
       const file = path.join(work, `${sa}.token`);
-      await writeFile(file, await mintToken({ keyPem: tokenKeyPem, namespace: ns, serviceAccount: sa, ttlMs: 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: { now: () => Date.now(), monotonic: () => performance.now() } }), { mode: 0o644 });
+      await writeFile(
+        file,
+        await mintToken({
+          keyPem: tokenKeyPem,
+          namespace: ns,
+          serviceAccount: sa,
+          ttlMs: 3_600_000,
+          issuer: 'meshgate',
+          audience: 'meshgate-ca',
+          clock: { now: () => Date.now(), monotonic: () => performance.now() },
+        }),
+        { mode: 0o644 },
+      );
       return file;
     };
     const ca = net0.spawn(pods.cp, process.execPath, [MESHGATE, 'ca', '--config', path.join(caDir, 'ca.yaml')]);
@@ -178,7 +190,20 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     const meshPod = async (name: string, pod: Pod): Promise<void> => {
       // The init container's job: the rules, as root, before the app or the sidecar starts.
       const appPorts = name === 'orders' ? [8080, 9090] : [8080];
-      const rules = net0.spawn(pod, process.execPath, [MESHGATE, 'iptables', '--inbound-port', '15006', '--outbound-port', '15001', '--proxy-uid', String(PROXY_UID), '--app-ports', appPorts.join(','), '--exclude-inbound-ports', '8081']);
+      const rules = net0.spawn(pod, process.execPath, [
+        MESHGATE,
+        'iptables',
+        '--inbound-port',
+        '15006',
+        '--outbound-port',
+        '15001',
+        '--proxy-uid',
+        String(PROXY_UID),
+        '--app-ports',
+        appPorts.join(','),
+        '--exclude-inbound-ports',
+        '8081',
+      ]);
       await rules.line((l) => l.includes('rules installed'));
       step(`${name}: rules installed`);
       const stateDir = path.join(work, `state-${name}`);
@@ -250,7 +275,7 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     expect(seen.remote).toBe('127.0.0.1'); // from its own sidecar, not from the network
   });
 
-  it('an h2c caller is routed as well, and a call for the app\'s second port reaches that port', async () => {
+  it("an h2c caller is routed as well, and a call for the app's second port reaches that port", async () => {
     const reply = await control<HttpReply>('frontend', 'h2', { url: 'http://orders-admin.shop/orders/h2' });
     expect(reply.status).toBe(200);
     const seen = JSON.parse(reply.body!) as { port: number; headers: Record<string, string> };
@@ -327,9 +352,7 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     const reply = await appHttp('frontend', 'http://orders.shop/orders/99');
     expect(reply.status).toBe(200);
     const meshPackets = async () =>
-      tcpPayloads(await readFile(path.join(work, 'orders.pcap'))).filter(
-        (p) => (p.src === '10.254.1.3' && p.dstPort === 8080) || (p.dst === '10.254.1.3' && p.srcPort === 8080),
-      );
+      tcpPayloads(await readFile(path.join(work, 'orders.pcap'))).filter((p) => (p.src === '10.254.1.3' && p.dstPort === 8080) || (p.dst === '10.254.1.3' && p.srcPort === 8080));
     // tcpdump -U writes each packet as it goes, but a busy machine may lag: wait for the call's packets before stopping it.
     await expect.poll(async () => (await meshPackets()).length, { timeout: 5_000, interval: 50 }).toBeGreaterThan(0);
     await tcpdump.kill('SIGTERM'); // flushes the file

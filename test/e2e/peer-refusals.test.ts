@@ -3,14 +3,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import type { PolicyHarness } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * A caller's outlier detection and retries through a real mesh (mTLS STRICT,
@@ -75,8 +75,7 @@ describe('peer refusals through the mesh', () => {
     return { status: res.statusCode, reason: res.headers['x-meshgate-reason'], headers: res.headers, text };
   };
   const metrics = async (sidecar: TestSidecar) => parsePrometheusText(await (await request(`${sidecar.adminUrl}/metrics`)).body.text());
-  const served = async (sidecar: TestSidecar, reason?: string) =>
-    sumOf(await metrics(sidecar), 'meshgate_requests_total', { direction: 'inbound', ...(reason ? { reason } : {}) });
+  const served = async (sidecar: TestSidecar, reason?: string) => sumOf(await metrics(sidecar), 'meshgate_requests_total', { direction: 'inbound', ...(reason ? { reason } : {}) });
 
   beforeAll(async () => {
     h = await createPolicyHarness();
@@ -96,11 +95,7 @@ describe('peer refusals through the mesh', () => {
     frontend = await startTestSidecar({
       ...mesh,
       inbound: { app: 'http://127.0.0.1:1' },
-      services: [
-        service('orders', [a, b], { attempts: 2, retryOn: ['5xx'] }),
-        service('orders-degraded', [a, noPolicy], { attempts: 2, retryOn: ['5xx'] }),
-        service('orders-forged', [a, forging]),
-      ],
+      services: [service('orders', [a, b], { attempts: 2, retryOn: ['5xx'] }), service('orders-degraded', [a, noPolicy], { attempts: 2, retryOn: ['5xx'] }), service('orders-forged', [a, forging])],
       log: { level: 'warn', accessLog: false },
     } as Parameters<typeof startTestSidecar>[0]);
     sidecars.push(frontend);

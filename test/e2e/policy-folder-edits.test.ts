@@ -1,16 +1,16 @@
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import http from 'node:http';
-import { open, rm, mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
 import { eventually } from '../helpers/eventually.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * Edits an operator makes to the policy folder of a live mesh (CA, policy

@@ -1,17 +1,17 @@
-import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
-import { makeReadOnly, unwritableSupport } from '../helpers/unwritable.ts';
 import { eventually } from '../helpers/eventually.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import { makeReadOnly, unwritableSupport } from '../helpers/unwritable.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * The operator's sequence on a live mesh (CA, policy server, two sidecars over
@@ -47,7 +47,11 @@ spec:
 `;
 
 interface Dump {
-  policy: { version: string | null; source: string | null; persistence: { state: string; persistedVersion?: string; diskCopy: string; lastError?: string; failingSince: string | null; failures: number } };
+  policy: {
+    version: string | null;
+    source: string | null;
+    persistence: { state: string; persistedVersion?: string; diskCopy: string; lastError?: string; failingSince: string | null; failures: number };
+  };
 }
 
 describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written', () => {
@@ -169,7 +173,9 @@ describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written
       const refused = await admin(orders, '/ready');
       expect(refused.status).toBe(503);
       expect((JSON.parse(refused.text) as { checks: { policy: string } }).checks.policy).toMatch(
-        new RegExp(`^no-policy: persisted copy \\(version ${v1}\\) not trusted: stateDir takes no write \\(.*\\): a newer policy may have failed to persist before the restart; admitting nothing until a policy server answers$`),
+        new RegExp(
+          `^no-policy: persisted copy \\(version ${v1}\\) not trusted: stateDir takes no write \\(.*\\): a newer policy may have failed to persist before the restart; admitting nothing until a policy server answers$`,
+        ),
       );
       expect(await metric(orders, 'meshgate_policy_snapshot_persisted')).toBe(0);
 
@@ -182,10 +188,13 @@ describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written
       await expect.poll(() => metric(orders!, 'meshgate_policy_snapshot_persisted'), { timeout: 5_000 }).toBe(1);
       // Registry changes (sidecars reconnecting) bring new versions for a while: each is persisted in turn.
       await expect
-        .poll(async () => {
-          const { version, source, persistence } = (await dump()).policy;
-          return { source, state: persistence.state, diskCopy: persistence.diskCopy, sameVersion: persistence.persistedVersion === version };
-        }, { timeout: 5_000 })
+        .poll(
+          async () => {
+            const { version, source, persistence } = (await dump()).policy;
+            return { source, state: persistence.state, diskCopy: persistence.diskCopy, sameVersion: persistence.persistedVersion === version };
+          },
+          { timeout: 5_000 },
+        )
         .toEqual({ source: 'server', state: 'ok', diskCopy: 'current', sameVersion: true });
       expect(reached.get('secret') ?? 0).toBe(0);
     } finally {

@@ -1,24 +1,24 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
-import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { adminCall, redisReplicaKit } from '../helpers/policy-redis.ts';
+import { stringify } from 'yaml';
 import type { RedisReplicaKit } from '../helpers/policy-redis.ts';
+import { adminCall, redisReplicaKit } from '../helpers/policy-redis.ts';
 import { freePort } from '../helpers/process.ts';
-import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { TestRedis } from '../helpers/redis.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { TRUST_DOMAIN, createPolicyHarness, eventually, meshSidecarConfig } from '../integration/policy-server-harness.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from '../integration/policy-server-harness.ts';
 
 /*
  * #17 end to end: two `meshgate policy-server` processes with `store: redis`,
@@ -151,7 +151,9 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis, as process
 
   async function sidecar(name: string, servers: string[], app: string): Promise<TestSidecar> {
     const base = await meshSidecarConfig(h, name, { servers, stateDir });
-    const sc = await startTestSidecar({ ...base, policy: { ...base.policy, holdEndpoints: '0s' }, inbound: { app }, log: { level: 'warn', accessLog: false } } as Parameters<typeof startTestSidecar>[0]);
+    const sc = await startTestSidecar({ ...base, policy: { ...base.policy, holdEndpoints: '0s' }, inbound: { app }, log: { level: 'warn', accessLog: false } } as Parameters<
+      typeof startTestSidecar
+    >[0]);
     sidecars.push(sc);
     return sc;
   }
@@ -225,7 +227,7 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis, as process
     await eventually(() => load.answered() >= 100, 10_000, '100 calls before the fault');
     await a.kill();
     await eventually(() => b.logs.some((l) => l.msg === 'subscriber joined' && String(l.spiffeId).endsWith('/sa/orders')), 10_000, 'orders to register on B');
-    await eventually(() => b.logs.some((l) => String(l.msg).startsWith('replica gone')), 10_000, 'A to expire from B\'s view');
+    await eventually(() => b.logs.some((l) => String(l.msg).startsWith('replica gone')), 10_000, "A to expire from B's view");
     const after = load.answered();
     await eventually(() => load.answered() - after >= 200, 15_000, '200 calls after A is gone');
     const outcomes = await load.stop();

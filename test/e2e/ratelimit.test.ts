@@ -3,16 +3,16 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestIdp } from '../helpers/jwks.ts';
-import type { TestIdp } from '../helpers/jwks.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
 import { eventually } from '../helpers/eventually.ts';
+import type { TestIdp } from '../helpers/jwks.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
+import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * End to end: frontend's app -> frontend sidecar -> mTLS -> orders (or
@@ -189,8 +189,12 @@ spec:
 
     // The operator finds the refusal by its decision id, in the decision log and the access log.
     const id = refused.body.decision_id;
-    await expect.poll(() => orders.logs.find((l) => l.msg === 'rate limited' && l.decision_id === id), { timeout: 2_000, interval: 20 }).toMatchObject({ rule: 'shop/orders-limits#per-tenant', source_principal: FRONTEND, request_principal: `${ISSUER}/user-of-acme` });
-    await expect.poll(() => orders.logs.find((l) => l.log === 'access' && l.decision_id === id), { timeout: 2_000, interval: 20 }).toMatchObject({ status: 429, reason: 'ratelimit.exceeded', ratelimit: 'limited', rule: 'shop/orders-limits#per-tenant' });
+    await expect
+      .poll(() => orders.logs.find((l) => l.msg === 'rate limited' && l.decision_id === id), { timeout: 2_000, interval: 20 })
+      .toMatchObject({ rule: 'shop/orders-limits#per-tenant', source_principal: FRONTEND, request_principal: `${ISSUER}/user-of-acme` });
+    await expect
+      .poll(() => orders.logs.find((l) => l.log === 'access' && l.decision_id === id), { timeout: 2_000, interval: 20 })
+      .toMatchObject({ status: 429, reason: 'ratelimit.exceeded', ratelimit: 'limited', rule: 'shop/orders-limits#per-tenant' });
 
     // Same caller workload, another tenant: its own bucket.
     expect((await call('/tenant/items', { headers: await bearer('globex') })).status).toBe(200);

@@ -1,22 +1,22 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
-import { stringify } from 'yaml';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
 import { freePort } from '../helpers/process.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { TRUST_DOMAIN, createPolicyHarness, eventually, meshSidecarConfig } from '../integration/policy-server-harness.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from '../integration/policy-server-harness.ts';
 
 /*
  * #11: a policy server down longer than its registry lease, restarted while
@@ -229,7 +229,10 @@ describe('policy server restarted after an outage longer than the registry lease
     const frontend = await sidecar('frontend', [`127.0.0.1:${port}`], { inbound: { app: 'http://127.0.0.1:1' } });
     // Frontend knows orders only from the registry push.
     await expect
-      .poll(async () => (await request(`${frontend.outboundUrl}/orders/1`, { headers: { host: 'orders.shop' } }).then(async (r) => (await r.body.dump(), r.statusCode))), { timeout: 10_000, interval: 50 })
+      .poll(async () => await request(`${frontend.outboundUrl}/orders/1`, { headers: { host: 'orders.shop' } }).then(async (r) => (await r.body.dump(), r.statusCode)), {
+        timeout: 10_000,
+        interval: 50,
+      })
       .toBe(200);
 
     const load = startLoad(frontend);

@@ -1,14 +1,14 @@
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { parse as parseYaml } from 'yaml';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startCa } from '../../src/ca/ca-server.ts';
+import { parse as parseYaml } from 'yaml';
 import type { RunningCa } from '../../src/ca/ca-server.ts';
+import { startCa } from '../../src/ca/ca-server.ts';
 import { mintToken } from '../../src/ca/token-mint.ts';
-import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import type { CaConfigInput } from '../../src/config/ca-schema.ts';
+import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
@@ -16,8 +16,8 @@ import { noTracing } from '../../src/telemetry/tracing.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
 import { freePort } from '../helpers/process.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 const cleanups: Array<() => Promise<unknown>> = [];
 afterEach(async () => {
@@ -105,9 +105,7 @@ describe('certificate rotation under load', () => {
     const { orders, frontend } = await meshPair(dir, caPort, '4s');
     const startOrders = renewalsOf(orders);
     const startFrontend = renewalsOf(frontend);
-    const threeRotations = expect
-      .poll(() => Math.min(renewalsOf(orders) - startOrders, renewalsOf(frontend) - startFrontend), { timeout: 30_000, interval: 100 })
-      .toBeGreaterThanOrEqual(3);
+    const threeRotations = expect.poll(() => Math.min(renewalsOf(orders) - startOrders, renewalsOf(frontend) - startFrontend), { timeout: 30_000, interval: 100 }).toBeGreaterThanOrEqual(3);
     const result = await steadyLoad(frontend, threeRotations);
     await threeRotations;
     expect(result.failed).toEqual([]);

@@ -5,21 +5,21 @@ import path from 'node:path';
 import { SpanKind } from '@opentelemetry/api';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { resolveTracingSettings } from '../../src/config/telemetry-schema.ts';
 import type { TracingConfig } from '../../src/config/telemetry-schema.ts';
+import { resolveTracingSettings } from '../../src/config/telemetry-schema.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { createTracing } from '../../src/telemetry/tracing.ts';
 import type { Tracing } from '../../src/telemetry/tracing.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
-import type { OtlpReceiver, ReceivedSpan } from '../helpers/otlp-receiver.ts';
-import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
-import { startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
+import { createTracing } from '../../src/telemetry/tracing.ts';
 import { eventually } from '../helpers/eventually.ts';
+import type { OtlpReceiver, ReceivedSpan } from '../helpers/otlp-receiver.ts';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * frontend app -> frontend sidecar (outbound) -> mTLS -> orders sidecar
@@ -159,9 +159,7 @@ describe('telemetry of a call through two sidecars', () => {
       'meshgate.upstream': `127.0.0.1:${orders.inbound.port}`,
       'meshgate.request_id': res.requestId,
     });
-    expect(out!.events).toEqual([
-      { name: 'upstream_attempt', attributes: { 'server.address': `127.0.0.1:${orders.inbound.port}`, 'http.request.resend_count': 0, 'http.response.status_code': 200 } },
-    ]);
+    expect(out!.events).toEqual([{ name: 'upstream_attempt', attributes: { 'server.address': `127.0.0.1:${orders.inbound.port}`, 'http.request.resend_count': 0, 'http.response.status_code': 200 } }]);
     expect(inb!.attributes).toMatchObject({
       'http.request.method': 'GET',
       'url.path': '/orders/7',
@@ -289,12 +287,7 @@ describe('telemetry of a call through two sidecars', () => {
     expect(line(frontend)).toMatchObject({ upstream: `127.0.0.1:${orders.inbound.port}`, retries: 0 });
 
     await spansOfTrace(String(line(orders)!.trace_id), 3);
-    const everything = [
-      JSON.stringify(frontend.logs),
-      JSON.stringify(orders.logs),
-      JSON.stringify(ps.logs),
-      ...receiver.rawBodies().map((b) => b.toString('latin1')),
-    ].join('\n');
+    const everything = [JSON.stringify(frontend.logs), JSON.stringify(orders.logs), JSON.stringify(ps.logs), ...receiver.rawBodies().map((b) => b.toString('latin1'))].join('\n');
     for (const secret of ['SECRET-TOKEN-4711', 'COOKIE-SECRET-0815', 'QUERY-SECRET-42', 'APIKEY-SECRET-99']) expect(everything).not.toContain(secret);
   });
 

@@ -1,17 +1,17 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter, once } from 'node:events';
-import http2 from 'node:http2';
 import { mkdtemp, rm } from 'node:fs/promises';
+import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PolicyDocument } from '../../src/policy/types.ts';
-import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot as writeStaticSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -86,7 +86,7 @@ describe('ValidationPolicy through the inbound listener', () => {
     const res = await request(`${sidecar.inboundUrl}${p}`, { method: 'POST', headers: { host: 'orders.shop', ...headers }, body });
     return { status: res.statusCode, headers: res.headers, json: (await res.body.json()) as Record<string, unknown> };
   };
-  const metrics = async (): Promise<string> => (await (await request(`${sidecar.adminUrl}/metrics`)).body.text());
+  const metrics = async (): Promise<string> => await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
 
   it('a valid JSON POST reaches the app with its exact bytes', async () => {
     // Odd spacing and key order: the app must get what the caller sent, not a re-serialization.
@@ -123,7 +123,15 @@ describe('ValidationPolicy through the inbound listener', () => {
     expect(await post('/orders', '{"item":', { 'content-type': 'application/json' })).toMatchObject({ status: 400, json: { code: 'validate.malformed_json' } });
     expect(await post('/orders', 'item=ABC-1', { 'content-type': 'application/x-www-form-urlencoded' })).toMatchObject({ status: 415, json: { code: 'validate.content_type' } });
     // A chunked body of 1 MiB against maxBodyBytes 64KiB: refused once 64 KiB are read, the connection closed.
-    const big = await post('/orders', Readable.from((function* () { for (let i = 0; i < 16; i++) yield Buffer.alloc(64 * 1024, 0x20); })()), { 'content-type': 'application/json' });
+    const big = await post(
+      '/orders',
+      Readable.from(
+        (function* () {
+          for (let i = 0; i < 16; i++) yield Buffer.alloc(64 * 1024, 0x20);
+        })(),
+      ),
+      { 'content-type': 'application/json' },
+    );
     expect(big).toMatchObject({ status: 413, json: { code: 'validate.body_too_large', rule: 'shop/orders-input#create', reason: 'request body exceeds 65536 bytes' } });
     expect(big.headers.connection).toBe('close');
     expect(app.hits()).toBe(hits);

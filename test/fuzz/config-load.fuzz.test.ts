@@ -58,9 +58,62 @@ identity:
 };
 
 const TEXT_PIECES = [
-  '\n', '\r\n', '\r', ' ', '  ', '\t', ':', ': ', '- ', '-', '{', '}', '[', ']', ',', '"', "'", '#', '&a ', '*a', '&b [*a, *a, *a]', '!!binary ', '!!str ', '!!int ',
-  '!!map ', '!!set ', '!custom ', '? ', '|', '>', '---\n', '...\n', '%YAML 1.2\n', '<<: *a', '\u0000', '\ufeff', '\u2028', '\u0085', 'é', '\ud800', '~', 'null', 'true',
-  '0x1F', '1e400', '-0', '.inf', '.nan', '99999999999999999999', '0o17', '2001-12-14', '"\\u0000"', '"a\\nb"', '__proto__', 'constructor', 'prototype',
+  '\n',
+  '\r\n',
+  '\r',
+  ' ',
+  '  ',
+  '\t',
+  ':',
+  ': ',
+  '- ',
+  '-',
+  '{',
+  '}',
+  '[',
+  ']',
+  ',',
+  '"',
+  "'",
+  '#',
+  '&a ',
+  '*a',
+  '&b [*a, *a, *a]',
+  '!!binary ',
+  '!!str ',
+  '!!int ',
+  '!!map ',
+  '!!set ',
+  '!custom ',
+  '? ',
+  '|',
+  '>',
+  '---\n',
+  '...\n',
+  '%YAML 1.2\n',
+  '<<: *a',
+  '\u0000',
+  '\ufeff',
+  '\u2028',
+  '\u0085',
+  'é',
+  '\ud800',
+  '~',
+  'null',
+  'true',
+  '0x1F',
+  '1e400',
+  '-0',
+  '.inf',
+  '.nan',
+  '99999999999999999999',
+  '0o17',
+  '2001-12-14',
+  '"\\u0000"',
+  '"a\\nb"',
+  '__proto__',
+  'constructor',
+  'prototype',
 ];
 
 /** A valid file with random edits: insertions, deletions, a replaced range. */
@@ -93,15 +146,15 @@ const hostileText = fc.oneof(
   fc.constantFrom('a: &a [*a]\n', 'workload: &w { service: *w }\n', 'x: &x { y: *x }\nworkload: *x\n', '<<: [*a]\n', 'a: &a {b: 1}\n<<: *a\n<<: *a\n'),
   fc.integer({ min: 10, max: 3000 }).map((depth) => `workload: ${'['.repeat(depth)}${']'.repeat(depth)}\n`),
   fc.integer({ min: 10, max: 3000 }).map((depth) => `workload: ${'{a: '.repeat(depth)}1${'}'.repeat(depth)}\n`),
-  fc.tuple(fc.string({ unit: 'binary', maxLength: 20 }), fc.jsonValue({ maxDepth: 3 })).map(([key, value]) => `${stringify({ workload: { service: 'x' }, inbound: { app: 'http://a' }, mtls: { mode: 'DISABLE' }, [key]: value })}`),
+  fc
+    .tuple(fc.string({ unit: 'binary', maxLength: 20 }), fc.jsonValue({ maxDepth: 3 }))
+    .map(([key, value]) => `${stringify({ workload: { service: 'x' }, inbound: { app: 'http://a' }, mtls: { mode: 'DISABLE' }, [key]: value })}`),
   fc.integer({ min: 1000, max: 200_000 }).map((n) => `workload: { service: ${'x'.repeat(n)} }\n`),
 );
 
 /** Random values in a valid file's shape: the schema sees wrong types at every level. */
 const wrongShapes = (role: Role) =>
-  fc.jsonValue({ maxDepth: 4 }).chain((value) =>
-    fc.constantFrom(...Object.keys(parseConfigObject(role))).map((key) => stringify({ ...parseConfigObject(role), [key]: value })),
-  );
+  fc.jsonValue({ maxDepth: 4 }).chain((value) => fc.constantFrom(...Object.keys(parseConfigObject(role))).map((key) => stringify({ ...parseConfigObject(role), [key]: value })));
 
 function parseConfigObject(role: Role): Record<string, unknown> {
   return JSON.parse(JSON.stringify(parseYaml(VALID[role]))) as Record<string, unknown>;

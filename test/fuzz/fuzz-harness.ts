@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
 import { describe, it } from 'vitest';
-import { FUZZ_TARGETS } from './targets.ts';
 import type { FuzzTargetName } from './targets.ts';
+import { FUZZ_TARGETS } from './targets.ts';
 
 /*
  * One fuzz target = an arbitrary, a check that throws when a property does not
@@ -126,32 +126,36 @@ export function fuzzTarget<T>(target: FuzzTarget<T>, setup?: () => void): void {
       else it(`stored input ${file} holds`, replay, 30_000);
     }
 
-    it(`random inputs (${settings.long ? `long run, ${Math.round(settings.timeMs / 1000)} s` : `${settings.numRuns} runs`}, seed ${settings.seed})`, async () => {
-      const started = performance.now();
-      const property = fc.asyncProperty(target.arbitrary, async (input) => {
-        await target.check(input);
-      });
-      const details = await fc.check(property, {
-        seed: settings.seed,
-        numRuns: settings.numRuns,
-        plugins: [fc.interruptAfterTimeLimit(settings.timeMs)],
-        // Long runs shrink for a bounded time: a failure found late still reports an input.
-        ...(settings.long ? { endOnFailure: false } : {}),
-      });
-      const seconds = ((performance.now() - started) / 1000).toFixed(1);
-      if (settings.long || details.failed) {
-        console.log(`fuzz ${target.name}: seed ${settings.seed}, ${details.numRuns} runs in ${seconds} s${details.failed ? ', FAILED' : ''}`);
-      }
-      if (!details.failed) return;
-      let stored = '';
-      if (settings.long && details.counterexample) {
-        stored = `\nstored as ${storeInput(target.name, codec.encode((details.counterexample as [T])[0]), codec.ext)} (the short run replays it from now on)`;
-      }
-      const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
-      // A counterexample can be megabytes: the report keeps its start (the stored file has all of it).
-      const report = (await fc.asyncDefaultReportMessage(details)) ?? 'property failed';
-      throw new Error(`${report.length > 4000 ? `${report.slice(0, 4000)}... (${report.length} characters)` : report}\n${cause.slice(0, 2000)}${stored}`);
-    }, testTimeout);
+    it(
+      `random inputs (${settings.long ? `long run, ${Math.round(settings.timeMs / 1000)} s` : `${settings.numRuns} runs`}, seed ${settings.seed})`,
+      async () => {
+        const started = performance.now();
+        const property = fc.asyncProperty(target.arbitrary, async (input) => {
+          await target.check(input);
+        });
+        const details = await fc.check(property, {
+          seed: settings.seed,
+          numRuns: settings.numRuns,
+          plugins: [fc.interruptAfterTimeLimit(settings.timeMs)],
+          // Long runs shrink for a bounded time: a failure found late still reports an input.
+          ...(settings.long ? { endOnFailure: false } : {}),
+        });
+        const seconds = ((performance.now() - started) / 1000).toFixed(1);
+        if (settings.long || details.failed) {
+          console.log(`fuzz ${target.name}: seed ${settings.seed}, ${details.numRuns} runs in ${seconds} s${details.failed ? ', FAILED' : ''}`);
+        }
+        if (!details.failed) return;
+        let stored = '';
+        if (settings.long && details.counterexample) {
+          stored = `\nstored as ${storeInput(target.name, codec.encode((details.counterexample as [T])[0]), codec.ext)} (the short run replays it from now on)`;
+        }
+        const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+        // A counterexample can be megabytes: the report keeps its start (the stored file has all of it).
+        const report = (await fc.asyncDefaultReportMessage(details)) ?? 'property failed';
+        throw new Error(`${report.length > 4000 ? `${report.slice(0, 4000)}... (${report.length} characters)` : report}\n${cause.slice(0, 2000)}${stored}`);
+      },
+      testTimeout,
+    );
   });
 }
 

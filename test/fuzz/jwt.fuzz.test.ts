@@ -1,13 +1,13 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
-import type { Verdict } from '../../src/core/verdict.ts';
+import type { Filter } from '../../src/core/filter.ts';
 import { reasonCode } from '../../src/core/reason-codes.ts';
+import type { Verdict } from '../../src/core/verdict.ts';
 import { createAuthnFilter } from '../../src/filters/authn/authn-filter.ts';
 import { createAuthnRuntime } from '../../src/filters/authn/authn-runtime.ts';
-import type { Filter } from '../../src/core/filter.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
-import { authnDoc, b64url, ISSUER, jwksOf, makeCall, makeKey, mint, startJsonServer } from '../unit/filters/authn/authn-fixtures.ts';
 import type { JsonServer, TestKey } from '../unit/filters/authn/authn-fixtures.ts';
+import { authnDoc, b64url, ISSUER, jwksOf, makeCall, makeKey, mint, startJsonServer } from '../unit/filters/authn/authn-fixtures.ts';
 import { fuzzTarget } from './fuzz-harness.ts';
 
 /*
@@ -29,24 +29,49 @@ let filter: Filter;
 let seeds: string[] = [];
 
 const HEADER_VALUES: unknown[] = [
-  'ES256', 'RS256', 'HS256', 'none', 'None', 'PS256', 'EdDSA', 'ES512', '', 'e1', 'k1', 'unknown', 'a'.repeat(5000), 0, -1, 1e308, true, null, [], {}, ['ES256'], { alg: 'ES256' },
-  'https://evil.example/jwks', '../../etc/passwd', '\u0000', '\ud800', '__proto__',
+  'ES256',
+  'RS256',
+  'HS256',
+  'none',
+  'None',
+  'PS256',
+  'EdDSA',
+  'ES512',
+  '',
+  'e1',
+  'k1',
+  'unknown',
+  'a'.repeat(5000),
+  0,
+  -1,
+  1e308,
+  true,
+  null,
+  [],
+  {},
+  ['ES256'],
+  { alg: 'ES256' },
+  'https://evil.example/jwks',
+  '../../etc/passwd',
+  '\u0000',
+  '\ud800',
+  '__proto__',
 ];
 const HEADER_KEYS = ['alg', 'kid', 'typ', 'crit', 'b64', 'jku', 'jwk', 'x5u', 'x5c', 'cty', 'zip', 'enc', '__proto__', 'constructor'];
 
 const jsonish = fc.oneof(fc.constantFrom(...HEADER_VALUES), fc.jsonValue({ maxDepth: 2 }), fc.string({ unit: 'binary', maxLength: 10 }));
 
 const header = fc.oneof(
-  fc.record({ alg: fc.constantFrom('ES256', 'RS256'), kid: fc.constantFrom('e1', 'k1', 'r1') }).chain((base) =>
-    fc.dictionary(fc.constantFrom(...HEADER_KEYS), jsonish, { maxKeys: 4 }).map((extra) => ({ ...base, ...extra })),
-  ),
+  fc
+    .record({ alg: fc.constantFrom('ES256', 'RS256'), kid: fc.constantFrom('e1', 'k1', 'r1') })
+    .chain((base) => fc.dictionary(fc.constantFrom(...HEADER_KEYS), jsonish, { maxKeys: 4 }).map((extra) => ({ ...base, ...extra }))),
   jsonish,
 );
 
 const payload = fc.oneof(
-  fc.record({ iss: fc.constantFrom(ISSUER, REMOTE_ISSUER), sub: fc.constant('alice'), aud: fc.constant('orders'), exp: fc.constant(NOW + 300) }).chain((base) =>
-    fc.dictionary(fc.constantFrom('iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'role'), jsonish, { maxKeys: 3 }).map((extra) => ({ ...base, ...extra })),
-  ),
+  fc
+    .record({ iss: fc.constantFrom(ISSUER, REMOTE_ISSUER), sub: fc.constant('alice'), aud: fc.constant('orders'), exp: fc.constant(NOW + 300) })
+    .chain((base) => fc.dictionary(fc.constantFrom('iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'role'), jsonish, { maxKeys: 3 }).map((extra) => ({ ...base, ...extra }))),
   jsonish,
 );
 
@@ -72,9 +97,40 @@ interface TokenInput {
 }
 
 const mutation: fc.Arbitrary<TokenInput['mutation']> = fc.oneof(
-  { weight: 5, arbitrary: fc.record({ kind: fc.constant('segments' as const), header: fc.option(encoded(header), { nil: undefined }), payload: fc.option(encoded(payload), { nil: undefined }), signature: fc.option(fc.oneof(fc.constant(''), fc.base64String({ maxLength: 100 }).map((s) => s.replace(/=/g, ''))), { nil: undefined }) }, { requiredKeys: ['kind'] }) },
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('edit' as const), at: fc.nat(), remove: fc.nat({ max: 8 }), insert: fc.oneof(fc.constantFrom('.', '..', '=', ' ', '%', '\u0000', 'é', 'eyJ'), fc.string({ unit: 'binary', maxLength: 4 })) }) },
-  { weight: 1, arbitrary: fc.record({ kind: fc.constant('raw' as const), token: fc.oneof(fc.constantFrom('', '.', '..', '...', 'a.b.c', 'a.b.c.d.e', 'eyJ.eyJ.', 'Bearer', ' '), fc.string({ unit: 'binary', maxLength: 60 })) }) },
+  {
+    weight: 5,
+    arbitrary: fc.record(
+      {
+        kind: fc.constant('segments' as const),
+        header: fc.option(encoded(header), { nil: undefined }),
+        payload: fc.option(encoded(payload), { nil: undefined }),
+        signature: fc.option(
+          fc.oneof(
+            fc.constant(''),
+            fc.base64String({ maxLength: 100 }).map((s) => s.replace(/=/g, '')),
+          ),
+          { nil: undefined },
+        ),
+      },
+      { requiredKeys: ['kind'] },
+    ),
+  },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('edit' as const),
+      at: fc.nat(),
+      remove: fc.nat({ max: 8 }),
+      insert: fc.oneof(fc.constantFrom('.', '..', '=', ' ', '%', '\u0000', 'é', 'eyJ'), fc.string({ unit: 'binary', maxLength: 4 })),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      kind: fc.constant('raw' as const),
+      token: fc.oneof(fc.constantFrom('', '.', '..', '...', 'a.b.c', 'a.b.c.d.e', 'eyJ.eyJ.', 'Bearer', ' '), fc.string({ unit: 'binary', maxLength: 60 })),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('long' as const), repeat: fc.integer({ min: 2, max: 400 }) }) },
 );
 

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { fuzzTarget } from './fuzz-harness.ts';
-import { OUTBOUND_HOST, runBatch, startLiveMesh, toChunks } from './live-mesh.ts';
 import type { LiveMesh, StoredConnection } from './live-mesh.ts';
+import { OUTBOUND_HOST, runBatch, startLiveMesh, toChunks } from './live-mesh.ts';
 
 /*
  * A live sidecar (child process) fed random HTTP/1.1 bytes on its inbound and
@@ -36,11 +36,45 @@ const BASES = [
 ];
 
 const INSERTS = [
-  '\r', '\n', '\r\n', '\r\n\r\n', ' ', '\t', '\u0000', ':', ';', ',', '"', '%', '/', '\\', '..', '/../', '?', '#', '\u00ff', '\u0080',
-  'Transfer-Encoding: chunked\r\n', 'Transfer-Encoding : chunked\r\n', 'Transfer-Encoding: xchunked\r\n', ' Transfer-Encoding: chunked\r\n',
-  'Content-Length: 0\r\n', 'Content-Length: 99999\r\n', 'Content-Length: -1\r\n', 'Content-Length: +5\r\n', 'Content-Length: 5, 5\r\n',
-  `Host: ${H}\r\n`, 'Host: other\r\n', 'Connection: close\r\n', 'Connection: keep-alive, x-drop\r\nx-drop: 1\r\n', 'X-Folded: a\r\n b\r\n',
-  'ffffffffffffffff\r\n', '0\r\n\r\n', '5;ext="x"\r\nhello\r\n', `GET /smuggled HTTP/1.1\r\nHost: ${H}\r\n\r\n`, `x-${'a'.repeat(70)}: 1\r\n`,
+  '\r',
+  '\n',
+  '\r\n',
+  '\r\n\r\n',
+  ' ',
+  '\t',
+  '\u0000',
+  ':',
+  ';',
+  ',',
+  '"',
+  '%',
+  '/',
+  '\\',
+  '..',
+  '/../',
+  '?',
+  '#',
+  '\u00ff',
+  '\u0080',
+  'Transfer-Encoding: chunked\r\n',
+  'Transfer-Encoding : chunked\r\n',
+  'Transfer-Encoding: xchunked\r\n',
+  ' Transfer-Encoding: chunked\r\n',
+  'Content-Length: 0\r\n',
+  'Content-Length: 99999\r\n',
+  'Content-Length: -1\r\n',
+  'Content-Length: +5\r\n',
+  'Content-Length: 5, 5\r\n',
+  `Host: ${H}\r\n`,
+  'Host: other\r\n',
+  'Connection: close\r\n',
+  'Connection: keep-alive, x-drop\r\nx-drop: 1\r\n',
+  'X-Folded: a\r\n b\r\n',
+  'ffffffffffffffff\r\n',
+  '0\r\n\r\n',
+  '5;ext="x"\r\nhello\r\n',
+  `GET /smuggled HTTP/1.1\r\nHost: ${H}\r\n\r\n`,
+  `x-${'a'.repeat(70)}: 1\r\n`,
   'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n',
 ];
 

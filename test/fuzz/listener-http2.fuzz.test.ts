@@ -1,9 +1,9 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, expect } from 'vitest';
+import { CLIENT_PREFACE, Flag, FrameType, frame, headerBlock, settingsPayload, u32 } from '../helpers/h2-frames.ts';
 import { fuzzTarget } from './fuzz-harness.ts';
-import { CLIENT_PREFACE, Flag, frame, FrameType, headerBlock, settingsPayload, u32 } from '../helpers/h2-frames.ts';
-import { OUTBOUND_HOST, runBatch, startLiveMesh, toChunks } from './live-mesh.ts';
 import type { LiveMesh, StoredConnection } from './live-mesh.ts';
+import { OUTBOUND_HOST, runBatch, startLiveMesh, toChunks } from './live-mesh.ts';
 
 /*
  * A live sidecar (child process) fed random HTTP/2 frame sequences (h2c,
@@ -18,14 +18,58 @@ import type { LiveMesh, StoredConnection } from './live-mesh.ts';
 
 const STREAM_IDS = [1, 3, 5, 7, 9, 0, 2, 4, 0x7fffffff, 0x80000001, 101];
 
-const PATHS = ['/orders/1', '/orders?x=1', '/public/a', '/admin', '/admin/users', '/public/../admin', '/public/%2e%2e/admin', '/a%2Fb', '//x', '*', '', 'orders', '/é', '/a b', '/a\u0000b', '/ok#frag'];
+const PATHS = [
+  '/orders/1',
+  '/orders?x=1',
+  '/public/a',
+  '/admin',
+  '/admin/users',
+  '/public/../admin',
+  '/public/%2e%2e/admin',
+  '/a%2Fb',
+  '//x',
+  '*',
+  '',
+  'orders',
+  '/é',
+  '/a b',
+  '/a\u0000b',
+  '/ok#frag',
+];
 const METHODS = ['GET', 'POST', 'HEAD', 'OPTIONS', 'DELETE', 'CONNECT', 'get', 'G T', ''];
 const EXTRA_FIELDS: Array<[string, string]> = [
-  ['content-type', 'application/json'], ['content-length', '5'], ['content-length', '0'], ['content-length', '99999'], ['content-length', 'x'], ['content-length', '-1'],
-  ['transfer-encoding', 'chunked'], ['connection', 'close'], ['keep-alive', '5'], ['upgrade', 'h2c'], ['te', 'trailers'], ['te', 'gzip'], ['host', 'other'], ['host', OUTBOUND_HOST],
-  ['Upper-Case', 'x'], ['x-crlf', 'v\r\nx-injected: 1'], ['x-nul', 'a\u0000b'], ['x-space ', 'v'], ['', 'empty-name'], [':method', 'POST'], [':path', '/admin'], [':status', '200'],
-  [':protocol', 'websocket'], [':unknown', 'x'], ['cookie', 'a=1'], ['cookie', 'b=2'], ['x-request-id', 'fuzz'], ['x-forwarded-for', '203.0.113.9'], ['x-huge', 'v'.repeat(20_000)],
-  ['authorization', 'Bearer a.b.c'], ['grpc-timeout', '1S'], ['content-type', 'application/grpc'],
+  ['content-type', 'application/json'],
+  ['content-length', '5'],
+  ['content-length', '0'],
+  ['content-length', '99999'],
+  ['content-length', 'x'],
+  ['content-length', '-1'],
+  ['transfer-encoding', 'chunked'],
+  ['connection', 'close'],
+  ['keep-alive', '5'],
+  ['upgrade', 'h2c'],
+  ['te', 'trailers'],
+  ['te', 'gzip'],
+  ['host', 'other'],
+  ['host', OUTBOUND_HOST],
+  ['Upper-Case', 'x'],
+  ['x-crlf', 'v\r\nx-injected: 1'],
+  ['x-nul', 'a\u0000b'],
+  ['x-space ', 'v'],
+  ['', 'empty-name'],
+  [':method', 'POST'],
+  [':path', '/admin'],
+  [':status', '200'],
+  [':protocol', 'websocket'],
+  [':unknown', 'x'],
+  ['cookie', 'a=1'],
+  ['cookie', 'b=2'],
+  ['x-request-id', 'fuzz'],
+  ['x-forwarded-for', '203.0.113.9'],
+  ['x-huge', 'v'.repeat(20_000)],
+  ['authorization', 'Bearer a.b.c'],
+  ['grpc-timeout', '1S'],
+  ['content-type', 'application/grpc'],
 ];
 
 interface RequestSpec {
@@ -64,7 +108,11 @@ const request: fc.Arbitrary<RequestSpec> = fc.record({
   kind: fc.constant('request' as const),
   stream: fc.oneof({ weight: 8, arbitrary: fc.constant('next' as const) }, { weight: 1, arbitrary: fc.constantFrom(...STREAM_IDS) }),
   method: fc.oneof({ weight: 4, arbitrary: fc.constantFrom('GET', 'POST') }, { weight: 1, arbitrary: fc.constantFrom(...METHODS) }),
-  path: fc.oneof({ weight: 3, arbitrary: fc.constantFrom('/orders/1', '/public/a', '/orders?x=1') }, { weight: 2, arbitrary: fc.constantFrom(...PATHS) }, { weight: 1, arbitrary: fc.string({ unit: 'binary-ascii', maxLength: 20 }).map((s) => `/${s}`) }),
+  path: fc.oneof(
+    { weight: 3, arbitrary: fc.constantFrom('/orders/1', '/public/a', '/orders?x=1') },
+    { weight: 2, arbitrary: fc.constantFrom(...PATHS) },
+    { weight: 1, arbitrary: fc.string({ unit: 'binary-ascii', maxLength: 20 }).map((s) => `/${s}`) },
+  ),
   authority: fc.oneof({ weight: 5, arbitrary: fc.constant(OUTBOUND_HOST) }, { weight: 1, arbitrary: fc.constantFrom(undefined, '', 'other', `${OUTBOUND_HOST}:80`, 'a b', 'x\r\ny') }),
   scheme: fc.oneof({ weight: 5, arbitrary: fc.constant('http') }, { weight: 1, arbitrary: fc.constantFrom(undefined, 'https', '', 'ftp') }),
   extra: fc.oneof({ weight: 3, arbitrary: fc.constant<Array<[string, string]>>([]) }, { weight: 2, arbitrary: fc.array(fc.constantFrom(...EXTRA_FIELDS), { maxLength: 4 }) }),
@@ -92,7 +140,15 @@ const raw: fc.Arbitrary<RawSpec> = fc.oneof(
     type: fc.constant(FrameType.SETTINGS),
     flags: fc.constantFrom(0, 0, Flag.ACK),
     stream: fc.constantFrom(0, 0, 1),
-    payload: fc.array(fc.tuple(fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 0xffff })), fc.oneof(fc.constantFrom(0, 1, 16_383, 16_384, 16_777_215, 16_777_216, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1), fc.nat())), { maxLength: 5 }).map((entries) => settingsPayload(entries).toString('base64')),
+    payload: fc
+      .array(
+        fc.tuple(
+          fc.oneof(fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 0xffff })),
+          fc.oneof(fc.constantFrom(0, 1, 16_383, 16_384, 16_777_215, 16_777_216, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 1), fc.nat()),
+        ),
+        { maxLength: 5 },
+      )
+      .map((entries) => settingsPayload(entries).toString('base64')),
     lie: fc.constant(undefined),
   }),
   fc.record({
@@ -100,7 +156,9 @@ const raw: fc.Arbitrary<RawSpec> = fc.oneof(
     type: fc.constantFrom(FrameType.WINDOW_UPDATE, FrameType.RST_STREAM, FrameType.PING, FrameType.PRIORITY, FrameType.GOAWAY),
     flags: fc.constantFrom(0, Flag.ACK),
     stream: fc.constantFrom(0, 1, 3),
-    payload: fc.tuple(fc.constantFrom(0, 1, 3, 8, 0x7fffffff, 0xffffffff), fc.constantFrom(4, 5, 8)).map(([value, size]) => Buffer.concat([u32(value), Buffer.alloc(size - 4, value === 3 ? 3 : 0)]).toString('base64')),
+    payload: fc
+      .tuple(fc.constantFrom(0, 1, 3, 8, 0x7fffffff, 0xffffffff), fc.constantFrom(4, 5, 8))
+      .map(([value, size]) => Buffer.concat([u32(value), Buffer.alloc(size - 4, value === 3 ? 3 : 0)]).toString('base64')),
     lie: fc.constant(undefined),
   }),
 );
@@ -175,21 +233,32 @@ const gentleRequest: fc.Arbitrary<RequestSpec> = fc.record({
   data: fc.array(fc.constantFrom(1, 100), { maxLength: 2 }),
   endStream: fc.constantFrom('headers' as const, 'data' as const),
 });
-const gentleControl: fc.Arbitrary<RawSpec> = fc.record({
-  kind: fc.constant('raw' as const),
-  type: fc.constantFrom(FrameType.PING, FrameType.WINDOW_UPDATE),
-  flags: fc.constant(0),
-  stream: fc.constant(0),
-  payload: fc.constant(Buffer.alloc(8, 1).toString('base64')),
-  lie: fc.constant(undefined),
-}).map((spec) => (spec.type === FrameType.WINDOW_UPDATE ? { ...spec, payload: u32(65_535).toString('base64') } : spec));
+const gentleControl: fc.Arbitrary<RawSpec> = fc
+  .record({
+    kind: fc.constant('raw' as const),
+    type: fc.constantFrom(FrameType.PING, FrameType.WINDOW_UPDATE),
+    flags: fc.constant(0),
+    stream: fc.constant(0),
+    payload: fc.constant(Buffer.alloc(8, 1).toString('base64')),
+    lie: fc.constant(undefined),
+  })
+  .map((spec) => (spec.type === FrameType.WINDOW_UPDATE ? { ...spec, payload: u32(65_535).toString('base64') } : spec));
 
 const connection: fc.Arbitrary<StoredConnection> = fc
   .record({
     preface: fc.constantFrom('ok', 'ok', 'ok', 'ok', 'no-settings', 'truncated', 'garbled'),
     frames: fc.oneof(
-      { weight: 1, arbitrary: fc.array(fc.oneof({ weight: 3, arbitrary: gentleRequest as fc.Arbitrary<FrameSpec> }, { weight: 1, arbitrary: gentleControl as fc.Arbitrary<FrameSpec> }), { minLength: 1, maxLength: 4 }) },
-      { weight: 2, arbitrary: fc.array(fc.oneof({ weight: 3, arbitrary: request as fc.Arbitrary<FrameSpec> }, { weight: 2, arbitrary: raw as fc.Arbitrary<FrameSpec> }), { minLength: 1, maxLength: 8 }) },
+      {
+        weight: 1,
+        arbitrary: fc.array(fc.oneof({ weight: 3, arbitrary: gentleRequest as fc.Arbitrary<FrameSpec> }, { weight: 1, arbitrary: gentleControl as fc.Arbitrary<FrameSpec> }), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+      },
+      {
+        weight: 2,
+        arbitrary: fc.array(fc.oneof({ weight: 3, arbitrary: request as fc.Arbitrary<FrameSpec> }, { weight: 2, arbitrary: raw as fc.Arbitrary<FrameSpec> }), { minLength: 1, maxLength: 8 }),
+      },
     ),
     splitEvery: fc.oneof({ weight: 3, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.integer({ min: 1, max: 64 }) }),
   })

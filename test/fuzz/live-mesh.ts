@@ -1,18 +1,18 @@
-import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { parseConfigText } from '../../src/config/load.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
+import { normalizePath } from '../../src/core/path-normalize.ts';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
-import { normalizePath } from '../../src/core/path-normalize.ts';
-import { spawnMeshgate, stopChild } from './child-process.ts';
-import type { ChildMeshgate } from './child-process.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import type { ChildMeshgate } from './child-process.ts';
+import { spawnMeshgate, stopChild } from './child-process.ts';
 
 /*
  * A live sidecar for fuzzing its listeners, and what it is judged against.

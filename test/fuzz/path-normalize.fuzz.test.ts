@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import { normalizePath, pathForMatching } from '../../src/core/path-normalize.ts';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import type { DownstreamRequest } from '../../src/proxy/listener.ts';
-import { normalizePath, pathForMatching } from '../../src/core/path-normalize.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
 
 /*
@@ -14,9 +14,59 @@ import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
  */
 
 const PIECES = [
-  '/', '//', '.', '..', './', '../', '%2e', '%2E', '%2e%2e', '.%2E', '%2f', '%2F', '%5c', '%5C', '%25', '%252e', '%252f', '%25%32%65', '%2525', '%41', '%7e',
-  '%3b', '%3f', '%23', '%C3%A9', '%20', '%00', '%', '%z', '%0', '%G0', ';', ';x=1', '..;', '.;', '\\', '#', '?', ' ', '\t', '\r', '\n', '\u0000', '\u007f',
-  'é', '\u2028', '\ud800', '*', ':', '@', 'a', 'admin', 'ADMIN',
+  '/',
+  '//',
+  '.',
+  '..',
+  './',
+  '../',
+  '%2e',
+  '%2E',
+  '%2e%2e',
+  '.%2E',
+  '%2f',
+  '%2F',
+  '%5c',
+  '%5C',
+  '%25',
+  '%252e',
+  '%252f',
+  '%25%32%65',
+  '%2525',
+  '%41',
+  '%7e',
+  '%3b',
+  '%3f',
+  '%23',
+  '%C3%A9',
+  '%20',
+  '%00',
+  '%',
+  '%z',
+  '%0',
+  '%G0',
+  ';',
+  ';x=1',
+  '..;',
+  '.;',
+  '\\',
+  '#',
+  '?',
+  ' ',
+  '\t',
+  '\r',
+  '\n',
+  '\u0000',
+  '\u007f',
+  'é',
+  '\u2028',
+  '\ud800',
+  '*',
+  ':',
+  '@',
+  'a',
+  'admin',
+  'ADMIN',
 ];
 const pieces = (max: number) => fc.array(fc.constantFrom(...PIECES), { maxLength: max }).map((parts) => parts.join(''));
 const anyChars = fc.string({ unit: 'binary', maxLength: 60 });
@@ -104,7 +154,13 @@ const methodArb = fc.oneof(fc.constantFrom('GET', 'POST', 'OPTIONS', 'CONNECT', 
 const urlArb = fc.oneof(
   path,
   fc.tuple(path, fc.string({ unit: 'binary', maxLength: 30 })).map(([p, q]) => `${p}?${q}`),
-  fc.tuple(fc.constantFrom('http://', 'https://', 'HTTP://', 'http:/', 'ftp://', 'http://user@', 'http://[::1', 'http://a:99999'), fc.string({ unit: 'binary-ascii', maxLength: 20 }), fc.oneof(path, fc.constant(''))).map(([s, h, p]) => `${s}${h}${p}`),
+  fc
+    .tuple(
+      fc.constantFrom('http://', 'https://', 'HTTP://', 'http:/', 'ftp://', 'http://user@', 'http://[::1', 'http://a:99999'),
+      fc.string({ unit: 'binary-ascii', maxLength: 20 }),
+      fc.oneof(path, fc.constant('')),
+    )
+    .map(([s, h, p]) => `${s}${h}${p}`),
   fc.constantFrom('*', '', '?', 'a', '//evil.example/x', '/\\evil'),
 );
 

@@ -4,19 +4,19 @@ import { MockAgent } from 'undici';
 import { afterAll, expect } from 'vitest';
 import { parseAllDocuments, stringify } from 'yaml';
 import type { CallContext, RequestBody } from '../../src/core/call-context.ts';
-import type { Verdict } from '../../src/core/verdict.ts';
 import { REASON_CODES } from '../../src/core/reason-codes.ts';
+import type { Verdict } from '../../src/core/verdict.ts';
 import { createAuthnRuntime } from '../../src/filters/authn/authn-runtime.ts';
 import { createLocalBuckets } from '../../src/filters/ratelimit/local-buckets.ts';
-import { buildInboundChain, createInboundRuntimes } from '../../src/inbound/inbound-chain.ts';
 import { createRateLimitRuntime } from '../../src/filters/ratelimit/ratelimit-runtime.ts';
 import { createValidateRuntime } from '../../src/filters/validate/validate-filter.ts';
+import { buildInboundChain, createInboundRuntimes } from '../../src/inbound/inbound-chain.ts';
 import { parsePolicyText } from '../../src/policy/parse-documents.ts';
 import { formatPolicyError } from '../../src/policy/policy-error.ts';
 import { canonicalJson, compileSnapshot, documentDigest } from '../../src/policy/snapshot.ts';
-import { checkEnvelope, policyModelValidator } from '../../src/sidecar/policy/subscriber-validate.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
+import { checkEnvelope, policyModelValidator } from '../../src/sidecar/policy/subscriber-validate.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
 
@@ -37,19 +37,140 @@ const validator = createPolicyValidator();
 // ---- inputs -------------------------------------------------------------------
 
 const TEXT_PIECES = [
-  '\n', '\n---\n', ' ', '  ', ':', ': ', '- ', '{', '}', '[', ']', ',', '"', "'", '#', '&a ', '*a', '<<: *a\n', '!!binary ', '!!set ', '!x ', '? ', '|', '>',
-  '\u0000', '\ufeff', '\u2028', 'é', '\ud800', 'null', '~', '1e400', '.nan', '0x10', '__proto__', '*', '/', '..', '%2e',
+  '\n',
+  '\n---\n',
+  ' ',
+  '  ',
+  ':',
+  ': ',
+  '- ',
+  '{',
+  '}',
+  '[',
+  ']',
+  ',',
+  '"',
+  "'",
+  '#',
+  '&a ',
+  '*a',
+  '<<: *a\n',
+  '!!binary ',
+  '!!set ',
+  '!x ',
+  '? ',
+  '|',
+  '>',
+  '\u0000',
+  '\ufeff',
+  '\u2028',
+  'é',
+  '\ud800',
+  'null',
+  '~',
+  '1e400',
+  '.nan',
+  '0x10',
+  '__proto__',
+  '*',
+  '/',
+  '..',
+  '%2e',
 ];
 
 /** Strings and values that sit at the edges of what the schemas accept. */
 const ODD_VALUES: unknown[] = [
-  '', '*', '**', '/', '/*', '/admin*', '*admin', '/a/../b', '/a?b', 'spiffe://cluster.local/ns/shop/sa/x', 'spiffe://*', '10.0.0.0/8', '::/0', '0.0.0.0/0', '10.0.0.0/33',
-  '::ffff:10.0.0.1', 'fe80::1%eth0', 'GET', 'get', 'CONNECT', 'a'.repeat(600), 'a'.repeat(9000), '(a+)+$', '^(a|a)*$', '(?<x>a)\\k<x>', '[', '\\', '(?=a)', '\\p{L}+', '#/$defs/tag',
-  '#/definitions/none', 'https://evil.example/s.json', 'http://localhost/jwks', '5s', '0s', '-1s', '1.5s', '99999999h', '10MiB', '0B', 'header:x', 'claim:sub', 'claim:', 'source.ip',
-  'request.auth.claims[role]', 'request.headers[]', '__proto__', 'constructor', 'toString', '\u0000', 'é', '\u2028', '2026-02-30', '2030-06-30T00:00:00Z', 'ALLOW', 'DENY', 'AUDIT',
-  'shadow', 'enforce', 'global', 'local', 'application/json', 'text/*', '*/*', 0, -1, 1, 1.5, 65536, 2 ** 31, 2 ** 53, 1e308, -0, true, false, null, [], {}, [{}], { type: 'string' },
-  { $ref: '#' }, { $ref: '#/properties/a' }, { pattern: '(a+)+$' }, { format: 'email' }, { type: 'nope' }, { minimum: 'x' }, { properties: { a: { $ref: '#/$defs/missing' } } },
-  { $defs: { a: { $ref: '#/$defs/a' } }, $ref: '#/$defs/a' }, { allOf: [{ $ref: '#' }] }, { kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' }, { kty: 'RSA', n: 'AQAB', e: 'AQAB' },
+  '',
+  '*',
+  '**',
+  '/',
+  '/*',
+  '/admin*',
+  '*admin',
+  '/a/../b',
+  '/a?b',
+  'spiffe://cluster.local/ns/shop/sa/x',
+  'spiffe://*',
+  '10.0.0.0/8',
+  '::/0',
+  '0.0.0.0/0',
+  '10.0.0.0/33',
+  '::ffff:10.0.0.1',
+  'fe80::1%eth0',
+  'GET',
+  'get',
+  'CONNECT',
+  'a'.repeat(600),
+  'a'.repeat(9000),
+  '(a+)+$',
+  '^(a|a)*$',
+  '(?<x>a)\\k<x>',
+  '[',
+  '\\',
+  '(?=a)',
+  '\\p{L}+',
+  '#/$defs/tag',
+  '#/definitions/none',
+  'https://evil.example/s.json',
+  'http://localhost/jwks',
+  '5s',
+  '0s',
+  '-1s',
+  '1.5s',
+  '99999999h',
+  '10MiB',
+  '0B',
+  'header:x',
+  'claim:sub',
+  'claim:',
+  'source.ip',
+  'request.auth.claims[role]',
+  'request.headers[]',
+  '__proto__',
+  'constructor',
+  'toString',
+  '\u0000',
+  'é',
+  '\u2028',
+  '2026-02-30',
+  '2030-06-30T00:00:00Z',
+  'ALLOW',
+  'DENY',
+  'AUDIT',
+  'shadow',
+  'enforce',
+  'global',
+  'local',
+  'application/json',
+  'text/*',
+  '*/*',
+  0,
+  -1,
+  1,
+  1.5,
+  65536,
+  2 ** 31,
+  2 ** 53,
+  1e308,
+  -0,
+  true,
+  false,
+  null,
+  [],
+  {},
+  [{}],
+  { type: 'string' },
+  { $ref: '#' },
+  { $ref: '#/properties/a' },
+  { pattern: '(a+)+$' },
+  { format: 'email' },
+  { type: 'nope' },
+  { minimum: 'x' },
+  { properties: { a: { $ref: '#/$defs/missing' } } },
+  { $defs: { a: { $ref: '#/$defs/a' } }, $ref: '#/$defs/a' },
+  { allOf: [{ $ref: '#' }] },
+  { kty: 'EC', crv: 'P-256', x: 'AAAA', y: 'AAAA' },
+  { kty: 'RSA', n: 'AQAB', e: 'AQAB' },
 ];
 
 type Path = Array<string | number>;
@@ -87,16 +208,14 @@ const newValue = fc.oneof(
 );
 
 /** A seed document with a few nodes replaced, removed or grafted from elsewhere. */
-const mutatedDocument = fc
-  .tuple(fc.nat({ max: SEED_DOCS.length - 1 }), fc.array(fc.tuple(fc.nat(), newValue), { minLength: 1, maxLength: 4 }))
-  .map(([which, edits]) => {
-    let doc: unknown = SEED_DOCS[which];
-    for (const [at, value] of edits) {
-      const paths = nodePaths(doc);
-      doc = replaced(doc, paths[at % paths.length]!, value);
-    }
-    return doc;
-  });
+const mutatedDocument = fc.tuple(fc.nat({ max: SEED_DOCS.length - 1 }), fc.array(fc.tuple(fc.nat(), newValue), { minLength: 1, maxLength: 4 })).map(([which, edits]) => {
+  let doc: unknown = SEED_DOCS[which];
+  for (const [at, value] of edits) {
+    const paths = nodePaths(doc);
+    doc = replaced(doc, paths[at % paths.length]!, value);
+  }
+  return doc;
+});
 
 /** The corpus text with random character edits. */
 const mutatedText = fc
@@ -119,7 +238,9 @@ const hostileText = fc.oneof(
   }),
   fc.constantFrom('spec: &s { rules: [*s] }\nkind: AuthorizationPolicy\n', 'a: &a [*a]\n', '&a [*a]\n'),
   fc.integer({ min: 30, max: 5000 }).map((depth) => `apiVersion: meshgate.dev/v1\nkind: Route\nmetadata: { name: a, namespace: b }\nspec: ${'['.repeat(depth)}${']'.repeat(depth)}\n`),
-  fc.integer({ min: 200, max: 3000 }).map((n) => stringify({ ...SEED_DOCS[1], spec: { action: 'DENY', rules: Array.from({ length: n }, (_, i) => ({ name: `r${i}`, to: [{ paths: [`/p${i}*`] }] })) } })),
+  fc
+    .integer({ min: 200, max: 3000 })
+    .map((n) => stringify({ ...SEED_DOCS[1], spec: { action: 'DENY', rules: Array.from({ length: n }, (_, i) => ({ name: `r${i}`, to: [{ paths: [`/p${i}*`] }] })) } })),
   fc.integer({ min: 100, max: 2000 }).map((n) => Array.from({ length: n }, (_, i) => stringify({ ...SEED_DOCS[4], metadata: { name: `d${i % 50}`, namespace: 'shop' } })).join('---\n')),
   fc.integer({ min: 10_000, max: 400_000 }).map((n) => stringify({ ...SEED_DOCS[4], spec: { deny: [`10.0.0.0/8${'0'.repeat(n)}`] } })),
 );
@@ -189,7 +310,10 @@ const callArb: fc.Arbitrary<CallInput> = fc.record({
   path: fc.constantFrom('/', '/orders', '/orders/1', '/admin', '/admin/x', '/public/a', '/v2/items', '/items/7', '/shop.v1.Orders/Get'),
   headers: fc.dictionary(
     fc.constantFrom('authorization', 'x-tenant', 'content-type', 'x-request-id', 'x-canary', 'cookie', 'x-forwarded-for', 'x-jwt-claims'),
-    fc.oneof(fc.constantFrom('Bearer a.b.c', 'Bearer eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlIn0.x', 'acme', 'application/json', 'text/plain', 'session=x', '203.0.113.9, 10.0.0.1', 'yes'), fc.string({ maxLength: 20 })),
+    fc.oneof(
+      fc.constantFrom('Bearer a.b.c', 'Bearer eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2lkcC5leGFtcGxlIn0.x', 'acme', 'application/json', 'text/plain', 'session=x', '203.0.113.9, 10.0.0.1', 'yes'),
+      fc.string({ maxLength: 20 }),
+    ),
     { maxKeys: 4 },
   ),
   address: fc.constantFrom('10.0.0.5', '203.0.113.7', '127.0.0.1', '::1', '2001:db8::1'),

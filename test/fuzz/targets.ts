@@ -3,16 +3,7 @@
  * test/fuzz/regressions/<name>/. scripts/fuzz.ts splits a long run's time over
  * this list, so a target missing here would get no time (the harness refuses it).
  */
-export const FUZZ_TARGETS = [
-  'path-normalize',
-  'request-target',
-  'policy-decode',
-  'policy-compile',
-  'config-load',
-  'jwt-header',
-  'listener-http1',
-  'listener-http2',
-] as const;
+export const FUZZ_TARGETS = ['path-normalize', 'request-target', 'policy-decode', 'policy-compile', 'config-load', 'jwt-header', 'listener-http1', 'listener-http2'] as const;
 
 export type FuzzTargetName = (typeof FUZZ_TARGETS)[number];
 

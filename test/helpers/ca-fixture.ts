@@ -3,21 +3,21 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
-import { startCa } from '../../src/ca/ca-server.ts';
+import { parse as parseYaml } from 'yaml';
 import type { RunningCa } from '../../src/ca/ca-server.ts';
+import { startCa } from '../../src/ca/ca-server.ts';
 import { writeCertsInit } from '../../src/ca/certs-init.ts';
 import { mintToken } from '../../src/ca/token-mint.ts';
-import { caConfigSchema } from '../../src/config/ca-schema.ts';
+import { CA_ROLE } from '../../src/cli/roles.ts';
 import type { CaConfigInput } from '../../src/config/ca-schema.ts';
+import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { parseConfigText } from '../../src/config/load.ts';
-import { parse as parseYaml } from 'yaml';
 import type { Clock } from '../../src/core/clock.ts';
-import { bearerMetadata, createCaClient } from '../../src/identity/ca-api.ts';
 import type { CaClient } from '../../src/identity/ca-api.ts';
+import { bearerMetadata, createCaClient } from '../../src/identity/ca-api.ts';
 import type { KeyType } from '../../src/identity/x509.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { startTracing } from '../../src/telemetry/tracing.ts';
-import { CA_ROLE } from '../../src/cli/roles.ts';
 import { createFakeClock } from './fake-clock.ts';
 
 /**
@@ -62,9 +62,7 @@ export interface TestCa {
  * fake clock and an audit file. `overrides` replaces top-level sections of
  * the generated ca.yaml (paths in it are relative to `dir`).
  */
-export async function startTestCa(
-  opts: { keyType?: KeyType; intermediate?: boolean; dir?: string; overrides?: Partial<CaConfigInput> } = {},
-): Promise<TestCa> {
+export async function startTestCa(opts: { keyType?: KeyType; intermediate?: boolean; dir?: string; overrides?: Partial<CaConfigInput> } = {}): Promise<TestCa> {
   const clock = createFakeClock(Date.now());
   const dir = opts.dir ?? (await createCaMaterialDir({ ...opts, clock }));
   const logs: Array<Record<string, unknown>> = [];
@@ -100,8 +98,7 @@ export async function startTestCa(
     logs,
     rootsPem,
     tokenKeyPem,
-    token: (ns, sa, ttlMs = 3_600_000) =>
-      mintToken({ keyPem: tokenKeyPem, namespace: ns, serviceAccount: sa, ttlMs, issuer: 'meshgate', audience: 'meshgate-ca', clock }),
+    token: (ns, sa, ttlMs = 3_600_000) => mintToken({ keyPem: tokenKeyPem, namespace: ns, serviceAccount: sa, ttlMs, issuer: 'meshgate', audience: 'meshgate-ca', clock }),
     client(identity) {
       const credentials = identity
         ? grpc.credentials.createSsl(Buffer.from(rootsPem), Buffer.from(identity.keyPem), Buffer.from(identity.chainPem))

@@ -1,5 +1,5 @@
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 
 /*
  * An upstream that fails on purpose, for the attack catalogue's upstream-fault

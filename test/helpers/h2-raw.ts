@@ -1,7 +1,7 @@
-import { connectRaw } from './raw-socket.ts';
-import type { RawConnection } from './raw-socket.ts';
-import { CLIENT_PREFACE, Flag, frame, FrameType, headerBlock, parseFrames } from './h2-frames.ts';
 import type { ReceivedFrame } from './h2-frames.ts';
+import { CLIENT_PREFACE, Flag, FrameType, frame, headerBlock, parseFrames } from './h2-frames.ts';
+import type { RawConnection } from './raw-socket.ts';
+import { connectRaw } from './raw-socket.ts';
 
 /* Raw HTTP/2 (h2c, prior knowledge) connections for the HTTP/2 attack cases (h2-headers, h2-floods). */
 
@@ -56,7 +56,11 @@ export async function connectH2(port: number, settings: Buffer = Buffer.alloc(0)
     waitForFrame,
     async body(streamId: number) {
       await waitForFrame((f) => f.streamId === streamId && (f.type === FrameType.DATA || f.type === FrameType.HEADERS) && (f.flags & Flag.END_STREAM) !== 0);
-      return Buffer.concat(frames().filter((f) => f.type === FrameType.DATA && f.streamId === streamId).map((f) => f.payload)).toString('utf8');
+      return Buffer.concat(
+        frames()
+          .filter((f) => f.type === FrameType.DATA && f.streamId === streamId)
+          .map((f) => f.payload),
+      ).toString('utf8');
     },
   });
 }

@@ -1,7 +1,7 @@
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { JWTPayload } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { generateKeyPair as generateCertKeys, privateKeyToPem, x509 } from '../../src/identity/x509.ts';
 import { startHttpServer } from './servers.ts';
 
@@ -60,7 +60,12 @@ export async function startTestIdp(opts: TestIdpOptions = {}): Promise<TestIdp> 
     notBefore: new Date(Date.now() - 60_000),
     notAfter: new Date(Date.now() + 3_600_000),
     signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'ip', value: '127.0.0.1' }, { type: 'dns', value: 'localhost' }])],
+    extensions: [
+      new x509.SubjectAlternativeNameExtension([
+        { type: 'ip', value: '127.0.0.1' },
+        { type: 'dns', value: 'localhost' },
+      ]),
+    ],
   });
   const caPem = cert.toString('pem');
   const server = https.createServer({ cert: caPem, key: await privateKeyToPem(keys.privateKey) }, handler);

@@ -100,7 +100,10 @@ export function strategicMerge(base: unknown, patch: unknown): unknown {
 }
 
 function jsonPatch(target: Record<string, any>, op: { op: string; path: string; value?: unknown }): void {
-  const keys = op.path.split('/').slice(1).map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
+  const keys = op.path
+    .split('/')
+    .slice(1)
+    .map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
   let parent: any = target;
   for (const key of keys.slice(0, -1)) {
     parent = parent[Array.isArray(parent) ? Number(key) : key];

@@ -38,7 +38,9 @@ export async function issueCert(opts: {
     new x509.ExtendedKeyUsageExtension(opts.extendedKeyUsages ?? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
     new x509.SubjectAlternativeNameExtension(opts.sans ?? [{ type: 'url', value: opts.spiffeId }], true),
   ];
-  const serialNumber = randomBytes(8).toString('hex').replace(/^[89a-f]/, '1');
+  const serialNumber = randomBytes(8)
+    .toString('hex')
+    .replace(/^[89a-f]/, '1');
   const cert = opts.issuer
     ? await x509.X509CertificateGenerator.create({
         serialNumber,

@@ -21,7 +21,7 @@ export interface Run {
 export function run(command: string, args: readonly string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<Run> {
   return new Promise((resolve) => {
     const child = execFile(command, args, { env: { ...process.env, PATH }, timeout: opts.timeoutMs ?? 15_000 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? ((err as { code: number }).code) : 127) : 0;
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 127) : 0;
       resolve({ code, stdout: String(stdout), stderr: String(stderr) });
     });
     child.stdin?.on('error', () => {}); // a command that exits without reading its input
@@ -67,7 +67,10 @@ export async function sweepNetns(prefix: string, minAgeMs = 0): Promise<string[]
     .filter((name) => name.startsWith(prefix));
   const swept: string[] = [];
   for (const name of names) {
-    const made = await stat(`/run/netns/${name}`).then((s) => s.mtimeMs, () => 0);
+    const made = await stat(`/run/netns/${name}`).then(
+      (s) => s.mtimeMs,
+      () => 0,
+    );
     if (Date.now() - made < minAgeMs) continue;
     await deleteNetns(name);
     swept.push(name);

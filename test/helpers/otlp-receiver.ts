@@ -105,10 +105,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
         if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
         bodies.push(body);
         counts.http++;
-        const request =
-          req.headers['content-type'] === 'application/json'
-            ? (JSON.parse(body.toString('utf8')) as WireRequest)
-            : (exportMethod.requestDeserialize(body) as WireRequest);
+        const request = req.headers['content-type'] === 'application/json' ? (JSON.parse(body.toString('utf8')) as WireRequest) : (exportMethod.requestDeserialize(body) as WireRequest);
         accept(request);
         res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end(exportMethod.responseSerialize({}));
       } catch (err) {
@@ -128,9 +125,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
       callback(null, {});
     },
   });
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
-  );
+  const grpcPort = await new Promise<number>((resolve, reject) => grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))));
 
   return {
     httpUrl: `http://127.0.0.1:${httpPort}`,

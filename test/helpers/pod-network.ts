@@ -1,6 +1,6 @@
+import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import type { ChildProcess } from 'node:child_process';
 import { createNetns, deleteNetns, must, uniqueName } from './netns.ts';
 
 /*
@@ -62,7 +62,10 @@ export async function createPodNetwork(): Promise<PodNetwork> {
     spawn(pod, command, args, opts = {}) {
       const drop = opts.uid === undefined ? [] : ['setpriv', `--reuid=${opts.uid}`, `--regid=${opts.uid}`, '--clear-groups', '--inh-caps=-all'];
       const child = spawn('ip', ['netns', 'exec', pod.ns, ...drop, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-      const label = `${[command, ...args].map((a) => path.basename(a)).slice(0, 3).join(' ')} in ${pod.ns}`;
+      const label = `${[command, ...args]
+        .map((a) => path.basename(a))
+        .slice(0, 3)
+        .join(' ')} in ${pod.ns}`;
       let output = '';
       let pending = '';
       const lines: string[] = [];

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import { parse as parseYaml } from 'yaml';
-import type { DocumentStore, StoredDocument, StoreWriteResult, SubscriberDirectory, SubscriberView } from '../../src/policy-server/contracts.ts';
-import { POLICY_API_VERSION, POLICY_KINDS } from '../../src/policy/types.ts';
 import type { PolicyDocument, PolicyError, RegistryService } from '../../src/policy/types.ts';
+import { POLICY_API_VERSION, POLICY_KINDS } from '../../src/policy/types.ts';
+import type { DocumentStore, StoredDocument, StoreWriteResult, SubscriberDirectory, SubscriberView } from '../../src/policy-server/contracts.ts';
 
 /*
  * Small in-memory stand-ins for the policy-server seams, for tests of the

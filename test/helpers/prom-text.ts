@@ -62,9 +62,7 @@ export function parsePrometheusText(text: string): Map<string, MetricFamily> {
 export function sumOf(families: Map<string, MetricFamily>, name: string, labels: Record<string, string> = {}): number {
   const family = familyOf(families, name);
   if (!family) return 0;
-  return family.samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0);
+  return family.samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((sum, s) => sum + s.value, 0);
 }
 
 function familyOf(families: Map<string, MetricFamily>, sampleName: string): MetricFamily | undefined {

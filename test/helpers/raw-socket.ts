@@ -20,9 +20,7 @@ export interface RawConnection {
 export function connectRaw(port: number, tlsOptions?: tls.ConnectionOptions): Promise<RawConnection> {
   return new Promise((resolve, reject) => {
     const startedAt = performance.now();
-    const socket: net.Socket = tlsOptions
-      ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...tlsOptions })
-      : net.connect(port, '127.0.0.1');
+    const socket: net.Socket = tlsOptions ? tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, ...tlsOptions }) : net.connect(port, '127.0.0.1');
     let received = Buffer.alloc(0);
     const waiters = new Set<() => void>();
     let trickleTimer: NodeJS.Timeout | undefined;

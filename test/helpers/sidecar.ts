@@ -1,12 +1,12 @@
 import { Writable } from 'node:stream';
-import { parseConfigText } from '../../src/config/load.ts';
-import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
-import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
-import { systemClock } from '../../src/core/clock.ts';
-import type { Clock } from '../../src/core/clock.ts';
-import { startSidecar } from '../../src/sidecar/sidecar.ts';
-import type { RunningSidecar } from '../../src/sidecar/sidecar.ts';
 import { SIDECAR_ROLE } from '../../src/cli/roles.ts';
+import { parseConfigText } from '../../src/config/load.ts';
+import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
+import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
+import type { Clock } from '../../src/core/clock.ts';
+import { systemClock } from '../../src/core/clock.ts';
+import type { RunningSidecar } from '../../src/sidecar/sidecar.ts';
+import { startSidecar } from '../../src/sidecar/sidecar.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { startTracing } from '../../src/telemetry/tracing.ts';
 
@@ -22,10 +22,7 @@ export interface TestSidecar extends RunningSidecar {
  * Starts a sidecar in this process on free loopback ports. `overrides` is the
  * YAML document as an object; listeners default to port 0 on 127.0.0.1.
  */
-export async function startTestSidecar(
-  overrides: Partial<SidecarConfigInput> & Pick<SidecarConfigInput, 'inbound'>,
-  deps: { clock?: Clock; random?: () => number } = {},
-): Promise<TestSidecar> {
+export async function startTestSidecar(overrides: Partial<SidecarConfigInput> & Pick<SidecarConfigInput, 'inbound'>, deps: { clock?: Clock; random?: () => number } = {}): Promise<TestSidecar> {
   const logs: Array<Record<string, unknown>> = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {

@@ -1,7 +1,7 @@
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
 import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
 import type { PolicyDocument, RegistryService } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 
 /*
@@ -20,12 +20,7 @@ export function policyDoc(kind: string, name: string, spec: Record<string, unkno
 }
 
 /** `services` stands in for the registry a policy server would push (Route routes apply to those, not to static `services:`). */
-export async function writeSnapshot(
-  stateDir: string,
-  workload: { service: string; namespace?: string },
-  documents: PolicyDocument[],
-  services: RegistryService[] = [],
-): Promise<void> {
+export async function writeSnapshot(stateDir: string, workload: { service: string; namespace?: string }, documents: PolicyDocument[], services: RegistryService[] = []): Promise<void> {
   const namespace = workload.namespace ?? 'shop';
   const store = createPolicySnapshotStore({ file: snapshotFileFor(stateDir, { service: workload.service, namespace }), logger: createLogger({ level: 'silent', name: 'test' }) });
   store.apply(

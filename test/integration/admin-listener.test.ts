@@ -1,11 +1,11 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { createPolicyHarness } from './policy-server-harness.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness, TestPolicyServer } from './policy-server-harness.ts';
+import { createPolicyHarness } from './policy-server-harness.ts';
 
 /* One admin listener for every role: the same refusals, whichever role a script or probe talks to. */
 

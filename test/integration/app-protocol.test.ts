@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAppH2cProbe } from '../../src/inbound/app-h2c-probe.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /*
  * inbound.appProtocol: auto with an HTTP/2 (h2c) caller. The sidecar mirrors

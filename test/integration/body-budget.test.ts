@@ -1,13 +1,13 @@
-import http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -53,7 +53,12 @@ describe('sidecar-wide budget for buffered request bodies', () => {
 
   const metric = async (name: string): Promise<number> => {
     const text = await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
-    return Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1]);
+    return Number(
+      text
+        .split('\n')
+        .find((l) => l.startsWith(`${name} `))
+        ?.split(' ')[1],
+    );
   };
 
   it('a slow caller holding most of the budget makes the next body read answer 503 sidecar.overloaded, until it finishes', async () => {

@@ -5,10 +5,10 @@ import type * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bearerMetadata, caRefusalReason } from '../../src/identity/ca-api.ts';
 import { createCsr, generateKeyPair } from '../../src/identity/x509.ts';
-import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
-import { startTestIdp } from '../helpers/jwks.ts';
+import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
 
 /*
  * Bootstrap tokens in Kubernetes: the CA takes the pod's projected
@@ -104,7 +104,7 @@ describe('meshgate ca with Kubernetes projected service-account tokens', () => {
     expect(await reasonOf(t.client().sign({ csrPem: await csr() }, bearerMetadata(token)))).toBe(reason);
   });
 
-  it('fails closed (keys unavailable) when the API server refuses the CA\'s own token', async () => {
+  it("fails closed (keys unavailable) when the API server refuses the CA's own token", async () => {
     const other = await startTestIdp({ alg: 'RS256', tls: true, bearer: 'a-token-the-ca-does-not-have' });
     const otherDir = await createCaMaterialDir();
     await writeFile(path.join(otherDir, 'cluster-ca.crt'), other.caPem!);
@@ -124,7 +124,7 @@ describe('meshgate ca with Kubernetes projected service-account tokens', () => {
     }
   });
 
-  it('fails closed when the JWKS server\'s certificate is not from the configured CA', async () => {
+  it("fails closed when the JWKS server's certificate is not from the configured CA", async () => {
     const otherDir = await createCaMaterialDir();
     const stranger = await startTestIdp({ alg: 'RS256', tls: true });
     await writeFile(path.join(otherDir, 'cluster-ca.crt'), idp.caPem!); // the cluster CA, but the server is another one
@@ -143,4 +143,3 @@ describe('meshgate ca with Kubernetes projected service-account tokens', () => {
     }
   });
 });
-

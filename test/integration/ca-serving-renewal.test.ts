@@ -1,7 +1,7 @@
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
+import { startTestCa } from '../helpers/ca-fixture.ts';
 
 /** The serial of the certificate the CA serves on a fresh TLS connection. */
 async function servedSerial(ca: TestCa): Promise<string> {

@@ -1,23 +1,23 @@
-import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
-import type { webcrypto } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import type { webcrypto } from 'node:crypto';
+import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createServer } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { SignJWT, UnsecuredJWT, decodeProtectedHeader, importSPKI, jwtVerify } from 'jose';
+import { decodeProtectedHeader, importSPKI, jwtVerify, SignJWT, UnsecuredJWT } from 'jose';
 import { request } from 'undici';
-import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { bearerMetadata, caRefusalReason } from '../../src/identity/ca-api.ts';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import type { SignResponse } from '../../src/identity/ca-api.ts';
-import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../../src/identity/x509.ts';
+import { bearerMetadata, caRefusalReason } from '../../src/identity/ca-api.ts';
 import type { KeyType } from '../../src/identity/x509.ts';
-import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
+import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../../src/identity/x509.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
+import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 
 const HOUR = 3_600_000;
 const BIN = path.join(import.meta.dirname, '../../bin/meshgate.js');
@@ -57,7 +57,12 @@ describe('meshgate ca: signing (ECDSA root, intermediate signer)', () => {
       name: 'CN=admin, O=evil',
       keys: keys as never,
       signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: 'spiffe://cluster.local/ns/kube-system/sa/admin' }, { type: 'dns', value: 'evil.example' }])],
+      extensions: [
+        new x509.SubjectAlternativeNameExtension([
+          { type: 'url', value: 'spiffe://cluster.local/ns/kube-system/sa/admin' },
+          { type: 'dns', value: 'evil.example' },
+        ]),
+      ],
     });
     const res = await t.client().sign({ csrPem: csr.toString('pem') }, bearerMetadata(await t.token('shop', 'frontend')));
     const leaf = leafOf(res);
@@ -108,38 +113,97 @@ describe('meshgate ca: signing (ECDSA root, intermediate signer)', () => {
     const key = () => createPrivateKey(t.tokenKeyPem);
     const sec = (ms: number) => Math.floor(ms / 1000);
     const cases: Array<[string, () => Promise<string>, string]> = [
-      ['expired token', () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('meshgate-ca').setExpirationTime(sec(t.clock.now() - 5 * 60_000)).sign(key()), 'ca.token_expired'],
-      ['nbf in the future', () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('meshgate-ca').setNotBefore(sec(t.clock.now() + 10 * 60_000)).setExpirationTime(sec(t.clock.now() + HOUR)).sign(key()), 'ca.token_not_yet_valid'],
-      ['wrong audience', () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('someone-else').setExpirationTime(sec(t.clock.now() + HOUR)).sign(key()), 'ca.token_audience'],
-      ['wrong issuer', () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('https://evil.example').setAudience('meshgate-ca').setExpirationTime(sec(t.clock.now() + HOUR)).sign(key()), 'ca.token_issuer'],
+      [
+        'expired token',
+        () =>
+          new SignJWT(claims())
+            .setProtectedHeader({ alg: 'ES256' })
+            .setIssuer('meshgate')
+            .setAudience('meshgate-ca')
+            .setExpirationTime(sec(t.clock.now() - 5 * 60_000))
+            .sign(key()),
+        'ca.token_expired',
+      ],
+      [
+        'nbf in the future',
+        () =>
+          new SignJWT(claims())
+            .setProtectedHeader({ alg: 'ES256' })
+            .setIssuer('meshgate')
+            .setAudience('meshgate-ca')
+            .setNotBefore(sec(t.clock.now() + 10 * 60_000))
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .sign(key()),
+        'ca.token_not_yet_valid',
+      ],
+      [
+        'wrong audience',
+        () =>
+          new SignJWT(claims())
+            .setProtectedHeader({ alg: 'ES256' })
+            .setIssuer('meshgate')
+            .setAudience('someone-else')
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .sign(key()),
+        'ca.token_audience',
+      ],
+      [
+        'wrong issuer',
+        () =>
+          new SignJWT(claims())
+            .setProtectedHeader({ alg: 'ES256' })
+            .setIssuer('https://evil.example')
+            .setAudience('meshgate-ca')
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .sign(key()),
+        'ca.token_issuer',
+      ],
       [
         'signature by another key',
-        () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('meshgate-ca').setExpirationTime(sec(t.clock.now() + HOUR)).sign(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey),
+        () =>
+          new SignJWT(claims())
+            .setProtectedHeader({ alg: 'ES256' })
+            .setIssuer('meshgate')
+            .setAudience('meshgate-ca')
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .sign(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey),
         'ca.token_signature',
       ],
       [
         'alg: none',
-        async () => new UnsecuredJWT(claims()).setIssuer('meshgate').setAudience('meshgate-ca').setExpirationTime(sec(t.clock.now() + HOUR)).encode(),
+        async () =>
+          new UnsecuredJWT(claims())
+            .setIssuer('meshgate')
+            .setAudience('meshgate-ca')
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .encode(),
         'ca.token_algorithm',
       ],
       [
         'HS256 signed with the public key as the secret',
         async () => {
           const publicPem = await readFile(path.join(t.dir, 'token-signing.pub.pem'));
-          return new SignJWT(claims()).setProtectedHeader({ alg: 'HS256' }).setIssuer('meshgate').setAudience('meshgate-ca').setExpirationTime(sec(t.clock.now() + HOUR)).sign(new Uint8Array(publicPem));
+          return new SignJWT(claims())
+            .setProtectedHeader({ alg: 'HS256' })
+            .setIssuer('meshgate')
+            .setAudience('meshgate-ca')
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .sign(new Uint8Array(publicPem));
         },
         'ca.token_algorithm',
       ],
       [
         'valid signature but a namespace that is not a DNS label',
-        () => new SignJWT(claims('../kube-system', 'admin')).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('meshgate-ca').setExpirationTime(sec(t.clock.now() + HOUR)).sign(key()),
+        () =>
+          new SignJWT(claims('../kube-system', 'admin'))
+            .setProtectedHeader({ alg: 'ES256' })
+            .setIssuer('meshgate')
+            .setAudience('meshgate-ca')
+            .setExpirationTime(sec(t.clock.now() + HOUR))
+            .sign(key()),
         'ca.token_claims',
       ],
-      [
-        'a token without exp',
-        () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('meshgate-ca').sign(key()),
-        'ca.token_claims',
-      ],
+      ['a token without exp', () => new SignJWT(claims()).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setAudience('meshgate-ca').sign(key()), 'ca.token_claims'],
       ['not a JWT', async () => 'not-a-jwt', 'ca.token_malformed'],
     ];
     for (const [name, makeToken, reason] of cases) {
@@ -309,7 +373,11 @@ describe('meshgate ca: start-up errors are one line naming file and field', () =
   });
 
   const cases: Array<[string, (yaml: string) => string, string]> = [
-    ['two token key sources', (y) => y.replace('publicKeyFile: token-signing.pub.pem', 'publicKeyFile: token-signing.pub.pem\n  jwksUri: https://example.com/jwks'), 'tokens: expected exactly one of publicKeyFile, jwksFile, jwksUri'],
+    [
+      'two token key sources',
+      (y) => y.replace('publicKeyFile: token-signing.pub.pem', 'publicKeyFile: token-signing.pub.pem\n  jwksUri: https://example.com/jwks'),
+      'tokens: expected exactly one of publicKeyFile, jwksFile, jwksUri',
+    ],
     ['unknown field', (y) => `${y}\nleafs: {}\n`, 'leafs: unknown field'],
     ['ttl above maxTtl', (y) => y.replace('ttl: 24h', 'ttl: 72h'), 'leaf: ttl must not exceed maxTtl'],
     ['a signing key that does not match', (y) => y.replace('keyFile: root-ca.key', 'keyFile: token-signing.key'), 'signing.keyFile: does not match the public key of signing.certFile'],

@@ -147,7 +147,11 @@ describe('meshgate: every bad input is one line per problem naming file and fiel
   });
 
   it.each([
-    ['a YAML syntax error, with its line and column', 'workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080"\nmtls: { mode: DISABLE }\n', (f: string) => `${f}:3:1: invalid YAML: Flow map in block collection must be sufficiently indented and end with a }`],
+    [
+      'a YAML syntax error, with its line and column',
+      'workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080"\nmtls: { mode: DISABLE }\n',
+      (f: string) => `${f}:3:1: invalid YAML: Flow map in block collection must be sufficiently indented and end with a }`,
+    ],
     ['a number out of range', `${VALID}limits: { maxConnections: 1e400 }\n`, (f: string) => `${f}:4:27: limits.maxConnections: not a finite number: 1e400`],
     ['a file that is not UTF-8', Buffer.from('workload: { service: "caf\xe9" }\n', 'latin1'), (f: string) => `${f}: not UTF-8 text: byte 0xE9 at line 1, column 26 (save the file as UTF-8)`],
     ['a file over 1 MiB', `${VALID}# ${'x'.repeat(1_100_000)}\n`, (f: string) => `${f}: file too large: at most 1048576 bytes (got ${VALID.length + 1_100_003})`],
@@ -163,11 +167,19 @@ describe('meshgate: every bad input is one line per problem naming file and fiel
     expect(await meshgate(['policy', 'check', fifo])).toEqual({ code: 2, stdout: '', stderr: `meshgate policy check: ${fifo}: not a regular file (a FIFO)\n` });
     expect(await meshgate(['policy', 'check', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: 'meshgate policy check: /dev/zero: not a regular file (a character device)\n' });
     expect(await meshgate(['ca', '--config', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: '/dev/zero: not a regular file (a character device)\n' });
-    expect(await meshgate(['token', '--sa', 'web', '--ns', 'shop', '--key', '/dev/zero'])).toEqual({ code: 2, stdout: '', stderr: 'meshgate token: /dev/zero: not a regular file (a character device)\n' });
-    expect(await meshgate(['policy', 'diff', '--old', dir, '--new', dir, '--requests', fifo])).toEqual({ code: 2, stdout: '', stderr: `meshgate policy diff: --requests ${fifo}: not a regular file (a FIFO)\n` });
+    expect(await meshgate(['token', '--sa', 'web', '--ns', 'shop', '--key', '/dev/zero'])).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: 'meshgate token: /dev/zero: not a regular file (a character device)\n',
+    });
+    expect(await meshgate(['policy', 'diff', '--old', dir, '--new', dir, '--requests', fifo])).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `meshgate policy diff: --requests ${fifo}: not a regular file (a FIFO)\n`,
+    });
   });
 
-  it('sidecar: relative paths resolve against the config file\'s folder, wherever it is started from', async () => {
+  it("sidecar: relative paths resolve against the config file's folder, wherever it is started from", async () => {
     const folder = join(dir, 'etc');
     await mkdir(folder);
     const cert = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });

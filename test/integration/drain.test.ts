@@ -3,11 +3,11 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort, waitForLive } from '../helpers/process.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { startHttpServer } from '../helpers/servers.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/meshgate.js');
 
@@ -54,7 +54,16 @@ describe('SIGTERM drains the sidecar', () => {
       await slowCallArrived;
       child.kill('SIGTERM');
       // Readiness drops and the listener stops accepting while the slow call is still open.
-      await expect.poll(async () => request(`http://127.0.0.1:${inbound}/quick`).then(() => 'accepted', (e: { code?: string }) => e.code), { timeout: 5_000 }).toBe('ECONNREFUSED');
+      await expect
+        .poll(
+          async () =>
+            request(`http://127.0.0.1:${inbound}/quick`).then(
+              () => 'accepted',
+              (e: { code?: string }) => e.code,
+            ),
+          { timeout: 5_000 },
+        )
+        .toBe('ECONNREFUSED');
       release.shift()!();
       expect(await slow).toEqual({ status: 200, text: 'finished' });
       const [code] = await exited;

@@ -3,8 +3,8 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /*
  * Real gRPC (grpc-js on both ends) through outbound -> inbound -> app. gRPC
@@ -12,9 +12,18 @@ import type { TestSidecar } from '../helpers/sidecar.ts';
  * every status assertion here also proves trailers survive both hops.
  */
 
-interface EchoRequest { message: string; delay_ms?: number }
-interface StreamRequest { message: string; count: number }
-interface EchoReply { message: string; seq: number }
+interface EchoRequest {
+  message: string;
+  delay_ms?: number;
+}
+interface StreamRequest {
+  message: string;
+  count: number;
+}
+interface EchoReply {
+  message: string;
+  seq: number;
+}
 interface EchoClient extends grpc.Client {
   Unary(req: EchoRequest, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, reply?: EchoReply) => void): grpc.ClientUnaryCall;
   ServerStream(req: StreamRequest, md?: grpc.Metadata): grpc.ClientReadableStream<EchoReply>;
@@ -54,7 +63,11 @@ const handlers: grpc.UntypedServiceImplementation = {
   },
 };
 
-interface UnaryResult { err: grpc.ServiceError | null; reply?: EchoReply; trailers?: grpc.Metadata }
+interface UnaryResult {
+  err: grpc.ServiceError | null;
+  reply?: EchoReply;
+  trailers?: grpc.Metadata;
+}
 
 /** One unary call: its handle, and the outcome once both the callback and the final status arrived. */
 function unary(client: EchoClient, req: EchoRequest, opts: grpc.CallOptions = {}, md = new grpc.Metadata()) {
@@ -80,9 +93,7 @@ describe('gRPC through outbound -> inbound -> app', () => {
   beforeAll(async () => {
     app = new grpc.Server();
     app.addService(EchoService.service, handlers);
-    const port = await new Promise<number>((resolve, reject) =>
-      app.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-    );
+    const port = await new Promise<number>((resolve, reject) => app.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
     server = await startTestSidecar({ workload: { service: 'orders' }, inbound: { app: `http://127.0.0.1:${port}` } });
     client = await startTestSidecar({
       workload: { service: 'frontend' },

@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import http from 'node:http';
 import http2 from 'node:http2';
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /*
  * HTTP/2 through outbound -> inbound -> app. Both sidecars use the protocol
@@ -63,7 +63,12 @@ async function startApp(handler: Handler) {
   };
 }
 
-interface H2Reply { status: number; headers: http2.IncomingHttpHeaders; body: Buffer; trailers: http2.IncomingHttpHeaders }
+interface H2Reply {
+  status: number;
+  headers: http2.IncomingHttpHeaders;
+  body: Buffer;
+  trailers: http2.IncomingHttpHeaders;
+}
 
 function h2Call(session: http2.ClientHttp2Session, path: string, body: Buffer): Promise<H2Reply> {
   return new Promise((resolve, reject) => {

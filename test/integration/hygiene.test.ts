@@ -1,10 +1,10 @@
 import net from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /** Sends raw bytes and returns everything the server wrote until it closed or went quiet. */
 function raw(port: number, payload: string): Promise<string> {
@@ -114,10 +114,7 @@ describe('header hygiene and hardening', () => {
 
   it('never uses the lenient HTTP parser: conflicting Content-Length and Transfer-Encoding is refused', async () => {
     const before = app.hits();
-    const reply = await raw(
-      sc.inbound.port,
-      'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n',
-    );
+    const reply = await raw(sc.inbound.port, 'POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n');
     expect(reply).toMatch(/^HTTP\/1.1 400/);
     expect(reply).not.toContain('/smuggled');
     expect(app.hits()).toBe(before);

@@ -3,13 +3,13 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
-import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
+import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { startWorkloadIdentity } from '../../src/sidecar/workload-identity.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
+import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import { eventually } from './policy-server-harness.ts';
 
 /*
@@ -97,8 +97,11 @@ describe('identity retry while the CA is away', () => {
   });
 
   it('refuses a retry.max below retry.base, naming the field', () => {
-    const input = { workload: { service: 'orders' }, inbound: { app: 'http://127.0.0.1:1' }, identity: { ca: { address: '127.0.0.1:1', trustBundleFile: 'x.pem' }, retry: { base: '10s', max: '1s' } } };
+    const input = {
+      workload: { service: 'orders' },
+      inbound: { app: 'http://127.0.0.1:1' },
+      identity: { ca: { address: '127.0.0.1:1', trustBundleFile: 'x.pem' }, retry: { base: '10s', max: '1s' } },
+    };
     expect(() => parseConfigText(JSON.stringify(input), 'sidecar.yaml', sidecarConfigSchema)).toThrow(/identity\.retry\.max: max must be at least base/);
   });
 });
-

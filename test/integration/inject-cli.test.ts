@@ -3,8 +3,8 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { parseIptablesFlags } from '../../src/interception/iptables-flags.ts';
 
@@ -58,7 +58,7 @@ describe('meshgate inject -f (golden files)', () => {
     const lines = stderr.trim().split('\n');
     expect(lines.filter((l) => l.includes('left alone'))).toEqual([
       'test/fixtures/inject/workloads.yaml: document 7 (Pod/legacy): left alone: opted out (meshgate.dev/inject: "false")',
-      'test/fixtures/inject/workloads.yaml: document 8 (DaemonSet/node-exporter): left alone: hostNetwork pod: its traffic is the node\'s, which a sidecar must not capture',
+      "test/fixtures/inject/workloads.yaml: document 8 (DaemonSet/node-exporter): left alone: hostNetwork pod: its traffic is the node's, which a sidecar must not capture",
     ]);
     // Every injected workload but orders runs as the default service account.
     expect(lines.filter((l) => l.includes('warning'))).toHaveLength(6);
@@ -89,7 +89,7 @@ describe('meshgate inject -f (golden files)', () => {
     expect(golden.get('CronJob/nightly')!.spec.initContainers[1].name).toBe('meshgate-proxy');
   });
 
-  it('writes iptables flags the iptables command parses back to the annotations\' values', async () => {
+  it("writes iptables flags the iptables command parses back to the annotations' values", async () => {
     const golden = templates(await readFile(join(FIXTURES, 'workloads.golden.yaml'), 'utf8'));
     const args = (name: string) => {
       const { spec, mode } = parseIptablesFlags(golden.get(name)!.spec.initContainers[0].args.slice(1));
@@ -140,7 +140,7 @@ describe('meshgate inject -f (golden files)', () => {
   it.each([
     [['inject'], 'meshgate inject: missing -f FILE'],
     [['inject', '-f', 'nope.yaml', '--config', CONFIG], 'meshgate inject: nope.yaml: cannot read file (no such file)'],
-    [['inject', '-f', 'test/fixtures/inject/injector.yaml', '--bogus'], 'meshgate inject: Unknown option \'--bogus\''],
+    [['inject', '-f', 'test/fixtures/inject/injector.yaml', '--bogus'], "meshgate inject: Unknown option '--bogus'"],
     [['certs', 'webhook', '--dir', 'no-such-certs'], 'meshgate certs webhook: no-such-certs/root-ca.pem: cannot read (no such file; run `meshgate certs init` first)'],
     [['certs', 'webhook', '--service', 'Injector'], 'meshgate certs webhook: --service: expected a DNS label, got "Injector"'],
   ])('%j exits 2 with one line', async (args, line) => {

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,8 +12,8 @@ import { writeCertsInit } from '../../src/ca/certs-init.ts';
 import { writeWebhookCert } from '../../src/ca/webhook-cert.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { loadInjector } from '../../src/inject/settings.ts';
-import { createInjectorServer } from '../../src/inject/webhook-server.ts';
 import type { InjectorServer } from '../../src/inject/webhook-server.ts';
+import { createInjectorServer } from '../../src/inject/webhook-server.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { k8sProblems } from '../helpers/k8s-schema.ts';
 import { freePort } from '../helpers/process.ts';
@@ -36,7 +36,10 @@ function applyPatch(document: any, ops: { op: string; path: string; value: unkno
   const doc = structuredClone(document);
   for (const op of ops) {
     expect(op.op).toBe('add');
-    const keys = op.path.split('/').slice(1).map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
+    const keys = op.path
+      .split('/')
+      .slice(1)
+      .map((k) => k.replaceAll('~1', '/').replaceAll('~0', '~'));
     let parent = doc;
     for (const key of keys.slice(0, -1)) {
       expect(parent[key], `parent of ${op.path} exists`).toBeTypeOf('object');
@@ -58,7 +61,10 @@ describe('meshgate injector (admission webhook over HTTPS)', () => {
     dir = await mkdtemp(join(tmpdir(), 'meshgate-injector-'));
     await writeCertsInit({ outDir: dir, trustDomain: 'cluster.local', keyType: 'ecdsa-p256', intermediate: true, rootTtlMs: 86_400_000, force: false, clock: systemClock });
     await writeWebhookCert({ dir, service: 'meshgate-injector', namespace: 'meshgate-system', ttlMs: 3_600_000, force: false, clock: systemClock });
-    await writeFile(join(dir, 'injector.yaml'), 'listen: { address: 127.0.0.1, port: 0 }\ntls: { certFile: injector.pem, keyFile: injector.key }\nmesh: { trustBundleFile: trust-bundle.pem }\nlog: { level: silent }\n');
+    await writeFile(
+      join(dir, 'injector.yaml'),
+      'listen: { address: 127.0.0.1, port: 0 }\ntls: { certFile: injector.pem, keyFile: injector.key }\nmesh: { trustBundleFile: trust-bundle.pem }\nlog: { level: silent }\n',
+    );
     const { settings } = await loadInjector(join(dir, 'injector.yaml'));
     server = createInjectorServer({
       settings,
@@ -89,7 +95,7 @@ describe('meshgate injector (admission webhook over HTTPS)', () => {
     return copy;
   }
 
-  it('answers a Deployment\'s pod with a JSON Patch that yields a valid pod with the sidecar', async () => {
+  it("answers a Deployment's pod with a JSON Patch that yields a valid pod with the sidecar", async () => {
     const { status, body } = await post(review());
     expect(status).toBe(200);
     const reply = body as Review;
@@ -106,7 +112,7 @@ describe('meshgate injector (admission webhook over HTTPS)', () => {
     expect(await k8sProblems(pod)).toEqual([]);
   });
 
-  it('warns the pod\'s creator when its service account is not named like its service', async () => {
+  it("warns the pod's creator when its service account is not named like its service", async () => {
     const { body } = await post(review((r) => (r.object.spec.serviceAccountName = 'default')));
     const response = (body as Review & { response: { warnings?: string[] } }).response;
     expect(response.allowed).toBe(true);
@@ -153,9 +159,21 @@ describe('meshgate injector (admission webhook over HTTPS)', () => {
   it.each([
     ['a body that is not JSON', '{"kind":', { 'content-type': 'application/json' }, 400, 'body is not JSON'],
     ['another content type', '{}', { 'content-type': 'text/plain' }, 415, 'expected content-type application/json'],
-    ['an AdmissionReview v1beta1', JSON.stringify({ apiVersion: 'admission.k8s.io/v1beta1', kind: 'AdmissionReview', request: { uid: 'x' } }), { 'content-type': 'application/json' }, 400, 'expected an AdmissionReview of apiVersion admission.k8s.io/v1'],
+    [
+      'an AdmissionReview v1beta1',
+      JSON.stringify({ apiVersion: 'admission.k8s.io/v1beta1', kind: 'AdmissionReview', request: { uid: 'x' } }),
+      { 'content-type': 'application/json' },
+      400,
+      'expected an AdmissionReview of apiVersion admission.k8s.io/v1',
+    ],
     ['a review without uid', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: {} }), { 'content-type': 'application/json' }, 400, 'request.uid: missing'],
-    ['a CREATE without the object', JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'u', operation: 'CREATE', kind: { kind: 'Pod' }, resource: { resource: 'pods' } } }), { 'content-type': 'application/json' }, 400, 'request.object: missing'],
+    [
+      'a CREATE without the object',
+      JSON.stringify({ apiVersion: 'admission.k8s.io/v1', kind: 'AdmissionReview', request: { uid: 'u', operation: 'CREATE', kind: { kind: 'Pod' }, resource: { resource: 'pods' } } }),
+      { 'content-type': 'application/json' },
+      400,
+      'request.object: missing',
+    ],
   ])('answers %s with a 4xx {code, reason}', async (_name, body, headers, status, reason) => {
     const res = await post(body, headers);
     expect(res.status).toBe(status);
@@ -240,7 +258,10 @@ describe('meshgate injector (the command)', () => {
       await writeCertsInit({ outDir: dir, trustDomain: 'cluster.local', keyType: 'ecdsa-p256', intermediate: false, rootTtlMs: 86_400_000, force: false, clock: systemClock });
       await writeWebhookCert({ dir, service: 'meshgate-injector', namespace: 'meshgate-system', ttlMs: 3_600_000, force: false, clock: systemClock });
       const port = await freePort();
-      await writeFile(join(dir, 'injector.yaml'), `listen: { address: 127.0.0.1, port: ${port} }\ntls: { certFile: injector.pem, keyFile: injector.key }\nmesh: { trustBundleFile: trust-bundle.pem }\n`);
+      await writeFile(
+        join(dir, 'injector.yaml'),
+        `listen: { address: 127.0.0.1, port: ${port} }\ntls: { certFile: injector.pem, keyFile: injector.key }\nmesh: { trustBundleFile: trust-bundle.pem }\n`,
+      );
       const child = spawn(process.execPath, [join(import.meta.dirname, '../../bin/meshgate.js'), 'injector', '--config', join(dir, 'injector.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stdout = '';
       child.stdout.setEncoding('utf8');

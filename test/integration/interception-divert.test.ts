@@ -1,13 +1,13 @@
-import net from 'node:net';
 import type { AddressInfo } from 'node:net';
+import net from 'node:net';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import type { OriginalDestination } from '../../src/interception/original-dst.ts';
 import { createOutboundDivert } from '../../src/interception/outbound-divert.ts';
 import { createInterceptionReporter } from '../../src/interception/reporter.ts';
-import { createHttpListener } from '../../src/proxy/listener.ts';
 import type { HttpListener } from '../../src/proxy/listener.ts';
+import { createHttpListener } from '../../src/proxy/listener.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';

@@ -1,9 +1,9 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { applyRules } from '../../src/interception/iptables-apply.ts';
 import type { CommandRunner } from '../../src/interception/iptables-apply.ts';
-import { buildRules } from '../../src/interception/iptables-rules.ts';
+import { applyRules } from '../../src/interception/iptables-apply.ts';
 import type { InterceptionSpec } from '../../src/interception/iptables-rules.ts';
+import { buildRules } from '../../src/interception/iptables-rules.ts';
 import { createNetns, deleteNetns, netnsUnavailable, run, runIn, sweepNetns, uniqueName } from '../helpers/netns.ts';
 
 /*
@@ -71,7 +71,21 @@ describe.skipIf(skip !== undefined)('meshgate iptables in a network namespace', 
   });
 
   it('says in one line, exit 1, when iptables refuses (no NET_ADMIN)', async () => {
-    const res = await run('ip', ['netns', 'exec', ns, 'setpriv', '--reuid=1000', '--regid=1000', '--clear-groups', '--inh-caps=-all', process.execPath, `${ROOT}bin/meshgate.js`, 'iptables', '--app-ports', '8080']);
+    const res = await run('ip', [
+      'netns',
+      'exec',
+      ns,
+      'setpriv',
+      '--reuid=1000',
+      '--regid=1000',
+      '--clear-groups',
+      '--inh-caps=-all',
+      process.execPath,
+      `${ROOT}bin/meshgate.js`,
+      'iptables',
+      '--app-ports',
+      '8080',
+    ]);
     expect(res.code).toBe(1);
     expect(res.stderr.trimEnd().split('\n')).toHaveLength(1);
     expect(res.stderr).toMatch(/^meshgate iptables: iptables failed: .*\(needs root or the NET_ADMIN capability\)/);

@@ -4,11 +4,11 @@ import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { injectorConfigSchema } from '../../src/config/injector-schema.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import { policyServerConfigSchema } from '../../src/config/policy-server-schema.ts';
-import { parsePolicyText } from '../../src/policy/parse-documents.ts';
 import { DEFAULT_INJECTOR_CONFIG } from '../../src/inject/settings.ts';
+import { parsePolicyText } from '../../src/policy/parse-documents.ts';
 import { k8sProblems } from '../helpers/k8s-schema.ts';
-import { readYamlObjects, renderKustomization } from '../helpers/kustomize.ts';
 import type { K8sObject } from '../helpers/kustomize.ts';
+import { readYamlObjects, renderKustomization } from '../helpers/kustomize.ts';
 
 /*
  * deploy/k8s as the API server would see it: the base and the production
@@ -28,7 +28,8 @@ const renders: Array<[string, K8sObject[]]> = [
 ];
 
 const find = (objects: K8sObject[], kind: string, name: string): K8sObject | undefined => objects.find((o) => o.kind === kind && o.metadata.name === name);
-const podSpecs = (objects: K8sObject[]) => objects.filter((o) => o.kind === 'Deployment').map((d) => ({ deployment: d, spec: d.spec.template.spec, labels: d.spec.template.metadata.labels as Record<string, string> }));
+const podSpecs = (objects: K8sObject[]) =>
+  objects.filter((o) => o.kind === 'Deployment').map((d) => ({ deployment: d, spec: d.spec.template.spec, labels: d.spec.template.metadata.labels as Record<string, string> }));
 const selects = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
 
 describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
@@ -38,7 +39,7 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
     expect(problems).toEqual([]);
   });
 
-  it('has the meshgate roles each role config file describes, valid by meshgate\'s own schemas', () => {
+  it("has the meshgate roles each role config file describes, valid by meshgate's own schemas", () => {
     const config = (name: string, key: string) => find(objects, 'ConfigMap', name)!.data[key] as string;
     const ca = parseConfigText(config('meshgate-ca-config', 'ca.yaml'), 'ca.yaml', caConfigSchema);
     expect(ca.tokens).toMatchObject({ audiences: ['meshgate-ca'], jwksUri: 'https://kubernetes.default.svc/openid/v1/jwks', jwksTokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token' });
@@ -52,11 +53,20 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
     const injector = parseConfigText(config('meshgate-injector-config', 'injector.yaml'), 'injector.yaml', injectorConfigSchema);
     expect(injector.listen.port).toBe(15017);
     // Every address a sidecar is given names a Service of this rendering, on a port it serves.
-    for (const address of [injector.mesh.ca.address, ...injector.mesh.policyServers, new URL(injector.mesh.redisUrl!).host, new URL(ps.redis!.url).host, new URL(injector.mesh.tracing!.endpoint!).host]) {
+    for (const address of [
+      injector.mesh.ca.address,
+      ...injector.mesh.policyServers,
+      new URL(injector.mesh.redisUrl!).host,
+      new URL(ps.redis!.url).host,
+      new URL(injector.mesh.tracing!.endpoint!).host,
+    ]) {
       const [host, port] = address.split(':');
       const service = find(objects, 'Service', host!.split('.')[0]!);
       expect(service, address).toBeDefined();
-      expect(service!.spec.ports.map((p: { port: number }) => p.port), address).toContain(Number(port));
+      expect(
+        service!.spec.ports.map((p: { port: number }) => p.port),
+        address,
+      ).toContain(Number(port));
     }
   });
 
@@ -74,7 +84,7 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
     }
   });
 
-  it('resolves every reference: volumes, service accounts, Service and PDB selectors, the webhook\'s Service', () => {
+  it("resolves every reference: volumes, service accounts, Service and PDB selectors, the webhook's Service", () => {
     for (const { deployment, spec, labels } of podSpecs(objects)) {
       const name = deployment.metadata.name;
       for (const v of spec.volumes ?? []) {
@@ -83,7 +93,10 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
         if (v.persistentVolumeClaim) expect(find(objects, 'PersistentVolumeClaim', v.persistentVolumeClaim.claimName), `${name}: claim`).toBeDefined();
       }
       if (spec.serviceAccountName) expect(find(objects, 'ServiceAccount', spec.serviceAccountName), `${name}: service account`).toBeDefined();
-      expect(objects.some((o) => o.kind === 'PodDisruptionBudget' && selects(o.spec.selector.matchLabels, labels)), `${name}: no PodDisruptionBudget`).toBe(true);
+      expect(
+        objects.some((o) => o.kind === 'PodDisruptionBudget' && selects(o.spec.selector.matchLabels, labels)),
+        `${name}: no PodDisruptionBudget`,
+      ).toBe(true);
       expect(selects(deployment.spec.selector.matchLabels, labels), `${name}: selector`).toBe(true);
     }
     for (const service of objects.filter((o) => o.kind === 'Service')) {
@@ -98,14 +111,14 @@ describe.each(renders)('deploy/k8s/%s', (_name, objects) => {
     expect(target.spec.ports.map((p: { port: number }) => p.port)).toContain(webhook.clientConfig.service.port);
   });
 
-  it('states the webhook\'s failure policy and selects meshed namespaces only', () => {
+  it("states the webhook's failure policy and selects meshed namespaces only", () => {
     const webhook = find(objects, 'MutatingWebhookConfiguration', 'meshgate-injector')!.webhooks[0];
     expect(webhook).toMatchObject({ failurePolicy: 'Fail', sideEffects: 'None', admissionReviewVersions: ['v1'], clientConfig: { service: { path: '/inject' } } });
     expect(webhook.namespaceSelector.matchLabels).toEqual({ 'meshgate.dev/inject': 'enabled' });
     expect(webhook.rules).toEqual([{ operations: ['CREATE'], apiGroups: [''], apiVersions: ['v1'], resources: ['pods'], scope: 'Namespaced' }]);
   });
 
-  it('grants least privilege: one ClusterRole (read the cluster\'s JWKS), no API token for anything else, non-root read-only containers', () => {
+  it("grants least privilege: one ClusterRole (read the cluster's JWKS), no API token for anything else, non-root read-only containers", () => {
     const roles = objects.filter((o) => o.kind === 'ClusterRole' || o.kind === 'Role');
     expect(roles.map((r) => r.rules)).toEqual([[{ nonResourceURLs: ['/openid/v1/jwks', '/.well-known/openid-configuration'], verbs: ['get'] }]]);
     const binding = objects.find((o) => o.kind === 'ClusterRoleBinding')!;

@@ -4,12 +4,12 @@ import { mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { parseAllDocuments } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
 import { expectedInjectorConfigReference, readInjectorConfigReference } from '../../scripts/injector-config-reference.ts';
 import { k8sProblems } from '../helpers/k8s-schema.ts';
-import { readYamlObjects, renderKustomization } from '../helpers/kustomize.ts';
 import type { K8sObject } from '../helpers/kustomize.ts';
+import { readYamlObjects, renderKustomization } from '../helpers/kustomize.ts';
 
 /*
  * The README's "Run it in Kubernetes" walk-through, as far as it runs without
@@ -114,6 +114,8 @@ describe('README: Run it in Kubernetes', () => {
   });
 
   it('has the injector configuration reference the schema generates', () => {
-    expect(readInjectorConfigReference(README), 'README.md injector configuration reference is stale: run `node_modules/.bin/node scripts/injector-config-reference.ts`').toBe(expectedInjectorConfigReference());
+    expect(readInjectorConfigReference(README), 'README.md injector configuration reference is stale: run `node_modules/.bin/node scripts/injector-config-reference.ts`').toBe(
+      expectedInjectorConfigReference(),
+    );
   });
 });

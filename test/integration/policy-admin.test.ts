@@ -7,23 +7,23 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { SignJWT } from 'jose';
 import { Agent, request } from 'undici';
-import { stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { adminApiConfigSchema } from '../../src/config/admin-api-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { expectIdentity } from '../../src/identity/mesh-tls.ts';
 import { createAdminApi } from '../../src/policy-server/admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from '../../src/policy-server/admin-auth.ts';
-import { adminApiConfigSchema } from '../../src/config/admin-api-schema.ts';
-import { createPolicyAuditLog } from '../../src/policy-server/audit-log.ts';
 import type { PolicyAuditLog } from '../../src/policy-server/audit-log.ts';
+import { createPolicyAuditLog } from '../../src/policy-server/audit-log.ts';
 import type { AuditEntry } from '../../src/policy-server/contracts.ts';
 import { createRbac } from '../../src/policy-server/rbac.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
-import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
-import { authzPolicy, createFakeDocumentStore, createFakeSubscriberDirectory } from '../helpers/policy-fakes.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
 import type { FakeDocumentStore } from '../helpers/policy-fakes.ts';
+import { authzPolicy, createFakeDocumentStore, createFakeSubscriberDirectory } from '../helpers/policy-fakes.ts';
 
 /*
  * The admin API as the policy-server role serves it: node:https on
@@ -161,7 +161,7 @@ describe('policy-server admin API over TLS', () => {
     expect(res.json).toEqual({ code: 'admin.unauthenticated', reason: 'no credentials: present a client certificate or a bearer token' });
   });
 
-  it('401s a client certificate from another CA, even with an admin\'s SPIFFE ID', async () => {
+  it("401s a client certificate from another CA, even with an admin's SPIFFE ID", async () => {
     const res = await call('GET', '/api/v1/documents', { as: agent(certs.stranger) });
     expect(res.status).toBe(401);
     expect(res.json.code).toBe('admin.unauthenticated');

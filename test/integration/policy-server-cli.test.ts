@@ -7,8 +7,8 @@ import * as grpc from '@grpc/grpc-js';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPolicyClient, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
-import { TRUST_DOMAIN, createPolicyHarness, openSubscriber } from './policy-server-harness.ts';
 import type { PolicyHarness } from './policy-server-harness.ts';
+import { createPolicyHarness, openSubscriber, TRUST_DOMAIN } from './policy-server-harness.ts';
 
 const BIN = path.join(import.meta.dirname, '../../bin/meshgate.js');
 
@@ -115,10 +115,13 @@ describe('meshgate policy-server (CLI)', () => {
     try {
       // Only the survivor's own file is left.
       await expect
-        .poll(async () => {
-          const names = await readdir(registry);
-          return names.length === 1 && names[0] !== leftBehind;
-        }, { timeout: 5_000 })
+        .poll(
+          async () => {
+            const names = await readdir(registry);
+            return names.length === 1 && names[0] !== leftBehind;
+          },
+          { timeout: 5_000 },
+        )
         .toBe(true);
       expect(survivor.logs.some((l) => l.msg === 'removed the shared registry file of a replica gone for two leases')).toBe(true);
     } finally {

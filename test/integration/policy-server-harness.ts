@@ -3,21 +3,21 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
+import { POLICY_SERVER_ROLE } from '../../src/cli/roles.ts';
 import { parseConfigText } from '../../src/config/load.ts';
-import { policyServerConfigSchema } from '../../src/config/policy-server-schema.ts';
 import type { PolicyServerConfigInput } from '../../src/config/policy-server-schema.ts';
+import { policyServerConfigSchema } from '../../src/config/policy-server-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from '../../src/identity/x509.ts';
-import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
 import type { ClientIdentity, DocumentError, Hello, PolicyClient, PolicyStream, WireSnapshot } from '../../src/policy/policy-api.ts';
-import { startPolicyServer } from '../../src/policy-server/policy-server.ts';
+import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
 import type { PolicyServerDeps, RunningPolicyServer } from '../../src/policy-server/policy-server.ts';
+import { startPolicyServer } from '../../src/policy-server/policy-server.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { startTracing } from '../../src/telemetry/tracing.ts';
-import { POLICY_SERVER_ROLE } from '../../src/cli/roles.ts';
-import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
+import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import { eventually as waitUntil } from '../helpers/eventually.ts';
 
 /*

@@ -1,8 +1,8 @@
 import { setTimeout } from 'node:timers/promises';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyHarness } from './policy-server-harness.ts';
 import type { PolicyHarness } from './policy-server-harness.ts';
+import { createPolicyHarness } from './policy-server-harness.ts';
 
 /*
  * A large policy file costs seconds of parsing and validation. On the

@@ -1,12 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
 import type { WireSnapshot } from '../../src/policy/policy-api.ts';
-import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
-import type { TestRedis } from '../helpers/redis.ts';
-import { ADMIN_SUBJECT, adminCall, metric, readiness, redisReplicaKit } from '../helpers/policy-redis.ts';
 import type { RedisReplicaKit } from '../helpers/policy-redis.ts';
-import { createPolicyHarness, eventually } from './policy-server-harness.ts';
+import { ADMIN_SUBJECT, adminCall, metric, readiness, redisReplicaKit } from '../helpers/policy-redis.ts';
+import type { TestRedis } from '../helpers/redis.ts';
+import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { PolicyHarness, TestPolicyServer, TestSubscriber } from './policy-server-harness.ts';
+import { createPolicyHarness, eventually } from './policy-server-harness.ts';
 
 /*
  * #17: replicas with `store: redis` and no shared disk (each its own copy of
@@ -101,7 +101,9 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis (store: red
 
     // Every replica reads the same audit trail, with the author.
     const audit = await adminCall(b.server.adminPort, token, 'GET', '/api/v1/audit?limit=5');
-    expect(audit.json.entries).toEqual([expect.objectContaining({ action: 'put', document: 'AuthorizationPolicy/shop/orders-deny-admin', result: 'applied', actor: expect.objectContaining({ subject: ADMIN_SUBJECT }) })]);
+    expect(audit.json.entries).toEqual([
+      expect.objectContaining({ action: 'put', document: 'AuthorizationPolicy/shop/orders-deny-admin', result: 'applied', actor: expect.objectContaining({ subject: ADMIN_SUBJECT }) }),
+    ]);
 
     // The ConfigMap's documents are not the API's to change.
     const folderDoc = await adminCall(b.server.adminPort, token, 'PUT', '/api/v1/documents/AuthorizationPolicy/shop/orders-get', authz('shop', 'orders-get', ['orders', 'stock']));
@@ -149,7 +151,11 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis (store: red
 
     // Redis back with nothing in it (no persistence): the replicas write back what they hold.
     await redis.start();
-    await eventually(() => a.logs.some((l) => String(l.msg).startsWith('policy store (Redis) reachable again')) && b.logs.some((l) => String(l.msg).startsWith('policy store (Redis) reachable again')), 10_000, 'both back');
+    await eventually(
+      () => a.logs.some((l) => String(l.msg).startsWith('policy store (Redis) reachable again')) && b.logs.some((l) => String(l.msg).startsWith('policy store (Redis) reachable again')),
+      10_000,
+      'both back',
+    );
     expect((await readiness(a.server.adminPort)).body.checks.store).toBe('ok');
     expect(await metric(a.server.adminPort, 'meshgate_policy_store_connected')).toBe(1);
     expect([...a.logs, ...b.logs].filter((l) => String(l.msg).startsWith('Redis had no admin documents'))).toHaveLength(1);

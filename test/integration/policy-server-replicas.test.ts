@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
-import { createPolicyClient, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
 import type { Hello, PolicyClient, WireSnapshot } from '../../src/policy/policy-api.ts';
-import { TRUST_DOMAIN, createPolicyHarness, eventually, openSubscriber } from './policy-server-harness.ts';
+import { createPolicyClient, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
 import type { PolicyHarness, TestPolicyServer, TestSubscriber } from './policy-server-harness.ts';
+import { createPolicyHarness, eventually, openSubscriber, TRUST_DOMAIN } from './policy-server-harness.ts';
 
 /*
  * Availability: two replicas pointed at one policy folder (and so one shared
@@ -81,10 +81,7 @@ describe('policy-server replicas', () => {
 
     // A sidecar leaving one replica leaves both registries.
     onB.close();
-    const [lessA, lessB] = await Promise.all([
-      watchA.until((s) => s.services[0]?.endpoints.length === 1),
-      watchB.until((s) => s.services[0]?.endpoints.length === 1),
-    ]);
+    const [lessA, lessB] = await Promise.all([watchA.until((s) => s.services[0]?.endpoints.length === 1), watchB.until((s) => s.services[0]?.endpoints.length === 1)]);
     expect(lessA.version).toBe(lessB.version);
     expect(lessA.services[0]!.endpoints.map((e) => e.address)).toEqual(['10.0.0.1:15006']);
     for (const s of [onA, watchA, watchB]) s.close();
@@ -126,7 +123,12 @@ describe('policy-server replicas', () => {
     expect(second.services).toEqual(first.services);
     await eventually(() => b.server.directory.subscribers().find((s) => s.sidecarId === 'orders-failover')?.ackedVersion === first.version);
     // Its endpoint moved with it: B registered it from the new stream, A's file is gone.
-    expect(b.server.directory.registry().find((s) => s.name === 'orders')?.endpoints.map((e) => e.address)).toContain('10.0.0.7:15006');
+    expect(
+      b.server.directory
+        .registry()
+        .find((s) => s.name === 'orders')
+        ?.endpoints.map((e) => e.address),
+    ).toContain('10.0.0.7:15006');
     client.close();
   });
 });

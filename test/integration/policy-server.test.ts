@@ -1,14 +1,14 @@
-import { readFile, readdir, unlink } from 'node:fs/promises';
+import { readdir, readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPolicyClient, decodeSnapshot, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
-import type { WireSnapshot } from '../../src/policy/policy-api.ts';
-import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
-import { TRUST_DOMAIN, createPolicyHarness, eventually, openSubscriber } from './policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from './policy-server-harness.ts';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
+import type { WireSnapshot } from '../../src/policy/policy-api.ts';
+import { createPolicyClient, decodeSnapshot, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import type { PolicyHarness, TestPolicyServer } from './policy-server-harness.ts';
+import { createPolicyHarness, eventually, openSubscriber, TRUST_DOMAIN } from './policy-server-harness.ts';
 
 /*
  * meshgate policy-server over real gRPC and real mutual TLS on 127.0.0.1
@@ -64,7 +64,7 @@ describe('meshgate policy-server', () => {
     expect(await ready.body.json()).toEqual({ ready: true, checks: { certificate: 'ok', policies: 'ok' } });
   });
 
-  it('sends a subscriber its workload\'s documents only', async () => {
+  it("sends a subscriber its workload's documents only", async () => {
     const sub = ps.subscribe(orders, { sidecarId: 'orders-1' });
     const first = await sub.next();
     expect(names(first)).toEqual(['AuthorizationPolicy/meshgate-system/mesh-wide', 'AuthorizationPolicy/shop/everyone-in-shop', 'AuthorizationPolicy/shop/orders-only']);
@@ -151,16 +151,14 @@ describe('meshgate policy-server', () => {
     sub.close();
   });
 
-  it('registers a subscriber\'s endpoint for the others while its stream is open', async () => {
+  it("registers a subscriber's endpoint for the others while its stream is open", async () => {
     const watcher = ps.subscribe(frontend, { sidecarId: 'frontend-watch', destinations: ['orders.shop'] });
     const empty = await watcher.next();
     expect(empty.services).toEqual([]);
     const member = ps.subscribe(orders, { sidecarId: 'orders-member', address: '10.1.2.3:15006', labels: { version: 'v2' } });
     await member.next();
     const withEndpoint = await watcher.until((s) => s.services.length > 0);
-    expect(withEndpoint.services).toEqual([
-      { name: 'orders', namespace: 'shop', endpoints: [{ address: '10.1.2.3:15006', labels: { version: 'v2' }, weight: 1 }], identities: [], external: false },
-    ]);
+    expect(withEndpoint.services).toEqual([{ name: 'orders', namespace: 'shop', endpoints: [{ address: '10.1.2.3:15006', labels: { version: 'v2' }, weight: 1 }], identities: [], external: false }]);
     expect(ps.server.directory.registry()).toContainEqual(expect.objectContaining({ name: 'orders', namespace: 'shop' }));
     member.close();
     const gone = await watcher.until((s) => s.services.length === 0);
@@ -173,7 +171,12 @@ describe('meshgate policy-server', () => {
     const watcher = ps.subscribe(frontend, { sidecarId: 'frontend-watch-2', destinations: ['orders.shop', 'frontend.shop'] });
     await watcher.next();
     // An orders certificate pretending, by every field it has, to be frontend.
-    const liar = ps.subscribe(orders, { sidecarId: 'spiffe://cluster.local/ns/shop/sa/frontend', address: '10.9.9.9:15006', labels: { app: 'frontend', service: 'frontend', namespace: 'shop' }, destinations: ['frontend.shop'] });
+    const liar = ps.subscribe(orders, {
+      sidecarId: 'spiffe://cluster.local/ns/shop/sa/frontend',
+      address: '10.9.9.9:15006',
+      labels: { app: 'frontend', service: 'frontend', namespace: 'shop' },
+      destinations: ['frontend.shop'],
+    });
     const snapshot = await liar.next();
     expect(names(snapshot)).toContain('AuthorizationPolicy/shop/orders-only');
     expect(names(snapshot)).not.toContain('AuthorizationPolicy/shop/frontend-only');
@@ -215,7 +218,7 @@ describe('meshgate policy-server', () => {
     client2.close();
   });
 
-  it('a client refuses a server whose certificate is not the policy server\'s SPIFFE ID', async () => {
+  it("a client refuses a server whose certificate is not the policy server's SPIFFE ID", async () => {
     const client = createPolicyClient(ps.address, policyChannelCredentials(orders, policyServerSpiffeId(TRUST_DOMAIN, 'someone-else')));
     const sub = openSubscriber(client, { sidecarId: 'picky' }, true);
     expect((await sub.ended).code).toBe(grpc.status.UNAVAILABLE);
@@ -281,8 +284,11 @@ describe('meshgate policy-server: admin over TLS, certificate rotation', () => {
     await h?.close();
   });
 
-  it('with admin.tls, the admin listener serves the workload certificate and the admin API sees the caller\'s SPIFFE ID', async () => {
-    const ps = await h.start({ admin: { address: '127.0.0.1', port: 0, tls: true }, adminApi: { audit: { file: 'tls-audit.jsonl' }, roleBindings: [{ subjects: ['spiffe://cluster.local/ns/platform/*'], role: 'viewer' }] } });
+  it("with admin.tls, the admin listener serves the workload certificate and the admin API sees the caller's SPIFFE ID", async () => {
+    const ps = await h.start({
+      admin: { address: '127.0.0.1', port: 0, tls: true },
+      adminApi: { audit: { file: 'tls-audit.jsonl' }, roleBindings: [{ subjects: ['spiffe://cluster.local/ns/platform/*'], role: 'viewer' }] },
+    });
     const caller = await h.identity('platform', 'ops');
     const dispatcher = new Agent({
       connect: {
@@ -356,7 +362,15 @@ describe('meshgate policy-server: admin over TLS, certificate rotation', () => {
   });
 
   it('renews its serving certificate and new streams get the new one', async () => {
-    const ps = await h.start({ identity: { trustDomain: TRUST_DOMAIN, ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile: path.join(h.dir, 'policy-server.token'), ttl: '4s', jitterFraction: 0 } });
+    const ps = await h.start({
+      identity: {
+        trustDomain: TRUST_DOMAIN,
+        ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' },
+        tokenFile: path.join(h.dir, 'policy-server.token'),
+        ttl: '4s',
+        jitterFraction: 0,
+      },
+    });
     const firstSerial = ps.server.identity.current()!.facts.serial;
     const rotated = await new Promise<string>((resolve) => ps.server.identity.onRotate((c) => resolve(c.facts.serial)));
     expect(rotated).not.toBe(firstSerial);

@@ -1,17 +1,17 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisClient } from '../../src/core/redis-client.ts';
 import { issueCert } from '../helpers/mesh-pki.ts';
-import { freePort } from '../helpers/process.ts';
 import { redisReplicaKit } from '../helpers/policy-redis.ts';
-import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
+import { freePort } from '../helpers/process.ts';
 import type { TestRedis } from '../helpers/redis.ts';
-import { createPolicyHarness } from './policy-server-harness.ts';
+import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { PolicyHarness } from './policy-server-harness.ts';
+import { createPolicyHarness } from './policy-server-harness.ts';
 
 /*
  * How a policy server reaches Redis with `store: redis`, on real servers:
@@ -45,7 +45,26 @@ async function startTlsRedis(dir: string, files: { ca: string; cert: string; key
   const port = await freePort();
   const child = spawn(
     'redis-server',
-    ['--port', '0', '--tls-port', String(port), '--tls-cert-file', files.cert, '--tls-key-file', files.key, '--tls-ca-cert-file', files.ca, '--tls-auth-clients', 'no', '--bind', '127.0.0.1', '--save', '', '--dir', dir],
+    [
+      '--port',
+      '0',
+      '--tls-port',
+      String(port),
+      '--tls-cert-file',
+      files.cert,
+      '--tls-key-file',
+      files.key,
+      '--tls-ca-cert-file',
+      files.ca,
+      '--tls-auth-clients',
+      'no',
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--dir',
+      dir,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   await new Promise<void>((resolve, reject) => {
@@ -126,10 +145,13 @@ describe.skipIf(skip !== undefined)('policy store connections (store: redis)', (
       await sub.next();
       const reader = createRedisClient({ url, caFile: files.ca }, {});
       await expect
-        .poll(async () => {
-          const keys = (await reader.keys('meshgate:ps:registry:replica-*')).filter((k) => !k.endsWith(':replicas'));
-          return (await Promise.all(keys.map((k) => reader.get(k)))).some((b) => b?.includes('10.1.0.3:15006'));
-        }, { timeout: 5_000, interval: 20 })
+        .poll(
+          async () => {
+            const keys = (await reader.keys('meshgate:ps:registry:replica-*')).filter((k) => !k.endsWith(':replicas'));
+            return (await Promise.all(keys.map((k) => reader.get(k)))).some((b) => b?.includes('10.1.0.3:15006'));
+          },
+          { timeout: 5_000, interval: 20 },
+        )
         .toBe(true);
       reader.disconnect();
       sub.close();
@@ -155,11 +177,14 @@ describe.skipIf(skip !== undefined)('policy store connections (store: redis)', (
     const sub = ps.subscribe(payments, { sidecarId: 'payments-sentinel', address: '10.1.0.2:15006' });
     await sub.next();
     await expect
-      .poll(async () => {
-        const keys = (await admin.keys('meshgate:ps:registry:replica-*')).filter((k) => !k.endsWith(':replicas'));
-        const bodies = await Promise.all(keys.map((k) => admin.get(k)));
-        return bodies.some((b) => b?.includes('10.1.0.2:15006'));
-      }, { timeout: 5_000, interval: 20 })
+      .poll(
+        async () => {
+          const keys = (await admin.keys('meshgate:ps:registry:replica-*')).filter((k) => !k.endsWith(':replicas'));
+          const bodies = await Promise.all(keys.map((k) => admin.get(k)));
+          return bodies.some((b) => b?.includes('10.1.0.2:15006'));
+        },
+        { timeout: 5_000, interval: 20 },
+      )
       .toBe(true);
     sub.close();
     await ps.close();

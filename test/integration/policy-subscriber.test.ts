@@ -1,4 +1,4 @@
-import { X509Certificate, createHash } from 'node:crypto';
+import { createHash, X509Certificate } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -6,25 +6,25 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { PolicySubscriberConfigInput } from '../../src/config/policy-subscriber-schema.ts';
+import { policySubscriberConfigSchema } from '../../src/config/policy-subscriber-schema.ts';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
 import { grpcPeerIdentity } from '../../src/identity/grpc-peer-identity.ts';
 import { createGrpcServerCredentials } from '../../src/identity/grpc-server-credentials.ts';
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from '../../src/identity/x509.ts';
-import { loadPolicyApi } from '../../src/policy/policy-api.ts';
 import type { ReceivedSubscribeRequest, WireDocument, WireSnapshot } from '../../src/policy/policy-api.ts';
-import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
-import type { PolicySnapshotStore } from '../../src/sidecar/policy/snapshot-store.ts';
-import { createPolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
-import type { EffectiveSnapshot, PolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
-import { policySubscriberConfigSchema } from '../../src/config/policy-subscriber-schema.ts';
-import type { PolicySubscriberConfigInput } from '../../src/config/policy-subscriber-schema.ts';
+import { loadPolicyApi } from '../../src/policy/policy-api.ts';
 import { canonicalJson } from '../../src/policy/snapshot.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
+import type { PolicySnapshotStore } from '../../src/sidecar/policy/snapshot-store.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
+import type { EffectiveSnapshot, PolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
+import { createPolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
-import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
-import { createFakeClock } from '../helpers/fake-clock.ts';
+import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import { eventually } from '../helpers/eventually.ts';
+import { createFakeClock } from '../helpers/fake-clock.ts';
 
 /*
  * The sidecar's policy subscriber against a small in-process PolicyDiscovery
@@ -101,13 +101,8 @@ async function startFakePolicyServer(ca: TestCa, identity: WorkloadCredentials, 
       call.on('error', () => undefined);
     },
   });
-  const credentials = createGrpcServerCredentials(
-    { keyPem: identity.keyPem, certChainPem: identity.chainPem.join(''), clientCaPem: ca.rootsPem },
-    { clientCertificates: 'required' },
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${opts.port ?? 0}`, credentials.credentials, (err, p) => (err ? reject(err) : resolve(p))),
-  );
+  const credentials = createGrpcServerCredentials({ keyPem: identity.keyPem, certChainPem: identity.chainPem.join(''), clientCaPem: ca.rootsPem }, { clientCertificates: 'required' });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync(`127.0.0.1:${opts.port ?? 0}`, credentials.credentials, (err, p) => (err ? reject(err) : resolve(p))));
   return {
     address: `127.0.0.1:${port}`,
     port,
@@ -239,12 +234,7 @@ describe('policy subscriber over mutual TLS', () => {
     const s = await server();
     const { sub, seen } = await subscriber([s.address]);
     await waitFor('the first ACK', () => s.acks[0]);
-    s.push(
-      wireSnapshot('v2', [
-        doc('AuthorizationPolicy', 'allow-frontend', { action: 'PERMIT' }),
-        doc('IPAccessPolicy', 'block-lab', { deny: ['10.99.0.0/16'] }),
-      ]),
-    );
+    s.push(wireSnapshot('v2', [doc('AuthorizationPolicy', 'allow-frontend', { action: 'PERMIT' }), doc('IPAccessPolicy', 'block-lab', { deny: ['10.99.0.0/16'] })]));
     const nack = await waitFor('the NACK', () => s.acks[1]);
     expect(nack).toEqual({
       version: 'v2',

@@ -5,12 +5,12 @@ import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore } from '../../src/filters/ratelimit/redis-store.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
-import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { TestRedis } from '../helpers/redis.ts';
+import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -171,9 +171,7 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     };
     expect(await admitted('/split')).toBe(40);
     expect(await admitted('/whole')).toBe(80);
-    expect(a.logs.filter((l) => l.msg === 'rate-limit store unavailable: global rules apply their failureMode until it is back')).toEqual([
-      expect.objectContaining({ replicas: 2 }),
-    ]);
+    expect(a.logs.filter((l) => l.msg === 'rate-limit store unavailable: global rules apply their failureMode until it is back')).toEqual([expect.objectContaining({ replicas: 2 })]);
     const metrics = await (await request(`${a.adminUrl}/metrics`)).body.text();
     expect(metrics).toContain('meshgate_ratelimit_decisions_total{policy="shop/shared-limits",rule="strict",decision="unavailable_denied"} 1');
     expect(metrics).toContain('meshgate_ratelimit_decisions_total{policy="shop/shared-limits",rule="lenient",decision="fallback_limited"} 1');

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
-import { createPolicyHarness } from './policy-server-harness.ts';
 import type { PolicyHarness } from './policy-server-harness.ts';
+import { createPolicyHarness } from './policy-server-harness.ts';
 
 /*
  * The policy server's registry warm-up on the wire: snapshots sent in the

@@ -1,10 +1,10 @@
-import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
+import { afterEach, describe, expect, it } from 'vitest';
 import { createFakeClock } from '../helpers/fake-clock.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterEach(async () => {
@@ -56,7 +56,14 @@ describe('load balancing', () => {
             { address: v1.address, labels: { version: 'v1' } },
             { address: v2.address, labels: { version: 'v2' } },
           ],
-          routes: [{ backends: [{ subset: { version: 'v1' }, weight: 80 }, { subset: { version: 'v2' }, weight: 20 }] }],
+          routes: [
+            {
+              backends: [
+                { subset: { version: 'v1' }, weight: 80 },
+                { subset: { version: 'v2' }, weight: 20 },
+              ],
+            },
+          ],
         },
       ],
     });

@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -27,7 +27,15 @@ const route = policyDoc('Route', 'orders-versions', {
   selector: { services: ['frontend'] },
   service: 'orders',
   // One call in four to v1 when nothing is pinned.
-  routes: [{ name: 'split', backends: [{ subset: { version: 'v1' }, weight: 1 }, { subset: { version: 'v2' }, weight: 3 }] }],
+  routes: [
+    {
+      name: 'split',
+      backends: [
+        { subset: { version: 'v1' }, weight: 1 },
+        { subset: { version: 'v2' }, weight: 3 },
+      ],
+    },
+  ],
   versions: [
     { name: 'v1', subset: { version: 'v1' }, deprecated: { sunset: SUNSET, since: SINCE, message: 'orders v1 goes away;\nmove to v2 – see the wiki' } },
     { name: 'v2', subset: { version: 'v2' } },
@@ -46,18 +54,23 @@ beforeAll(async () => {
   receiver = await startOtlpReceiver();
   v1 = await startHttpServer(echoHandler('v1'));
   v2 = await startHttpServer(echoHandler('v2'));
-  await writeSnapshot(stateDir, { service: 'frontend' }, [route], [
-    {
-      name: 'orders',
-      namespace: 'shop',
-      endpoints: [
-        { address: v1.address, labels: { version: 'v1' }, weight: 1 },
-        { address: v2.address, labels: { version: 'v2' }, weight: 1 },
-      ],
-      identities: [],
-      external: true,
-    },
-  ]);
+  await writeSnapshot(
+    stateDir,
+    { service: 'frontend' },
+    [route],
+    [
+      {
+        name: 'orders',
+        namespace: 'shop',
+        endpoints: [
+          { address: v1.address, labels: { version: 'v1' }, weight: 1 },
+          { address: v2.address, labels: { version: 'v2' }, weight: 1 },
+        ],
+        identities: [],
+        external: true,
+      },
+    ],
+  );
   sc = await startTestSidecar({
     workload: { service: 'frontend', namespace: 'shop' },
     inbound: { app: 'http://127.0.0.1:1' },

@@ -7,10 +7,10 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryOf, spawnSidecar, stop } from '../fixtures/child-sidecar.ts';
 import type { ChildSidecar } from '../fixtures/child-sidecar.ts';
-import { startHttpServer } from '../helpers/servers.ts';
+import { memoryOf, spawnSidecar, stop } from '../fixtures/child-sidecar.ts';
 import type { TestServer } from '../helpers/servers.ts';
+import { startHttpServer } from '../helpers/servers.ts';
 
 /*
  * 50 MiB each way through outbound -> inbound -> app, with both sidecars in
@@ -109,9 +109,11 @@ describe.skipIf(process.platform !== 'linux')('50 MiB streamed through two sidec
     mtls: { mode: 'DISABLE' }, // the plaintext data path; TLS costs are not what this measures
   });
   const upload = async (bytes: number, query = '', onPull?: () => void) => {
-    const body = Readable.from((function* () {
-      for (const chunk of pattern(bytes)) yield (onPull?.(), chunk);
-    })());
+    const body = Readable.from(
+      (function* () {
+        for (const chunk of pattern(bytes)) yield (onPull?.(), chunk);
+      })(),
+    );
     const res = await request(`http://127.0.0.1:${client!.outbound}/upload${query}`, {
       method: 'POST',
       headers: { host: 'orders', 'content-type': 'application/octet-stream' },
@@ -127,8 +129,7 @@ describe.skipIf(process.platform !== 'linux')('50 MiB streamed through two sidec
   const memoryWatch = async (): Promise<() => Promise<Array<{ retained: number; peak: number }>>> => {
     const sidecars = [client!, server!];
     const before = await Promise.all(sidecars.map((s) => memoryOf(s, { resetPeak: true })));
-    return async () =>
-      (await Promise.all(sidecars.map((s) => memoryOf(s)))).map((m, i) => ({ retained: m.rssKiB - before[i]!.rssKiB, peak: m.hwmKiB - before[i]!.rssKiB }));
+    return async () => (await Promise.all(sidecars.map((s) => memoryOf(s)))).map((m, i) => ({ retained: m.rssKiB - before[i]!.rssKiB, peak: m.hwmKiB - before[i]!.rssKiB }));
   };
 
   beforeAll(async () => {

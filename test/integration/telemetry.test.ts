@@ -3,18 +3,18 @@ import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
-import { Readable } from 'node:stream';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { Client, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCsr, generateKeyPair } from '../../src/identity/x509.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
-import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { freePort, waitForLive } from '../helpers/process.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 
 const BIN = join(import.meta.dirname, '../../bin/meshgate.js');
@@ -127,11 +127,13 @@ describe('telemetry of the other roles, the CLI and the degraded modes', () => {
       session.close();
       expect(JSON.parse(Buffer.concat(chunks).toString())).toMatchObject({ bytes: 4321 });
 
-      await expect.poll(() => sc.logs.filter((l) => l.log === 'access').map((l) => [l.method, l.protocol, l.bytes_in])).toEqual([
-        ['POST', 'HTTP/1.1', 5000],
-        ['PUT', 'HTTP/1.1', 777],
-        ['POST', 'HTTP/2', 4321],
-      ]);
+      await expect
+        .poll(() => sc.logs.filter((l) => l.log === 'access').map((l) => [l.method, l.protocol, l.bytes_in]))
+        .toEqual([
+          ['POST', 'HTTP/1.1', 5000],
+          ['PUT', 'HTTP/1.1', 777],
+          ['POST', 'HTTP/2', 4321],
+        ]);
     } finally {
       await sc.drain(200);
     }

@@ -4,12 +4,12 @@ import type { Verdict } from '../../src/core/verdict.ts';
 import { compileAuthorization } from '../../src/filters/authz/authz-engine.ts';
 import { createAuthzFilter } from '../../src/filters/authz/authz-filter.ts';
 import { authzRequestOf } from '../../src/filters/authz/authz-request.ts';
+import type { PolicyDocument } from '../../src/policy/types.ts';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import type { DownstreamRequest } from '../../src/proxy/listener.ts';
-import type { PolicyDocument } from '../../src/policy/types.ts';
-import { ADMIN, FRONTEND, call, policy } from '../unit/filters/authz-fixtures.ts';
-import type { CallInput } from '../unit/filters/authz-fixtures.ts';
 import { authzRuntime } from '../helpers/filter-runtimes.ts';
+import type { CallInput } from '../unit/filters/authz-fixtures.ts';
+import { ADMIN, call, FRONTEND, policy } from '../unit/filters/authz-fixtures.ts';
 
 /*
  * Properties of authorization (src/filters/authz/), over random policies and
@@ -65,7 +65,9 @@ const condition = fc.oneof(
   fc.record({ key: fc.constant('source.namespace'), notValues: list(namespace) }),
 );
 
-const rule = fc.record({ from: opt(fc.array(source, { minLength: 1, maxLength: 2 })), to: opt(fc.array(operation, { minLength: 1, maxLength: 2 })), when: opt(fc.array(condition, { minLength: 1, maxLength: 2 })) }).map(defined);
+const rule = fc
+  .record({ from: opt(fc.array(source, { minLength: 1, maxLength: 2 })), to: opt(fc.array(operation, { minLength: 1, maxLength: 2 })), when: opt(fc.array(condition, { minLength: 1, maxLength: 2 })) })
+  .map(defined);
 
 interface PolicySpec {
   action: 'ALLOW' | 'DENY' | 'AUDIT';
@@ -108,7 +110,9 @@ describe('authorization (property)', () => {
           const req = authzRequestOf(call(input));
           const decision = engine.decide(req);
           expect(decision).toEqual(engine.explain(req).decision);
-          outcomes.add(`${decision.allow ? 'allow' : 'deny'} ${decision.rule ? 'by a rule' : 'by default'}${decision.shadowDenials.length > 0 ? ' +shadow' : ''}${decision.audits.length > 0 ? ' +audit' : ''}`);
+          outcomes.add(
+            `${decision.allow ? 'allow' : 'deny'} ${decision.rule ? 'by a rule' : 'by default'}${decision.shadowDenials.length > 0 ? ' +shadow' : ''}${decision.audits.length > 0 ? ' +audit' : ''}`,
+          );
         }
       }),
       { numRuns: 400 },
@@ -153,8 +157,7 @@ const DENIED = ['/admin', '/admin/users/7', '/internal/secret', '/internal/secre
 /** One spelling of `path`: characters percent-encoded in either case, dot segments, repeated slashes and `;` parameters inserted. */
 function spelling(path: string): fc.Arbitrary<string> {
   const segments = path.slice(1).split('/');
-  const encodeChar = (c: string) =>
-    fc.constantFrom(c, c, `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`, `%${c.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`);
+  const encodeChar = (c: string) => fc.constantFrom(c, c, `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`, `%${c.charCodeAt(0).toString(16).padStart(2, '0').toUpperCase()}`);
   const segment = (name: string) =>
     fc.tuple(fc.tuple(...[...name].map(encodeChar)), fc.constantFrom('', '', ';', ';jsessionid=1', ';a=b;c')).map(([chars, param]) => chars.join('') + (name === '' ? '' : param));
   const noise = fc.constantFrom('', '', '', './', '%2e/', 'x/../', 'x/%2e%2e/', 'x/.%2E/', '/', '//', 'x;y/../');
@@ -169,22 +172,31 @@ function downstream(url: string): DownstreamRequest {
 describe('authorization of encoded paths (property)', () => {
   const docs = [
     policy('allow-all', { rules: [{ name: 'any' }] }),
-    policy('deny', { action: 'DENY', rules: [{ name: 'admin', to: [{ paths: ['/admin*'] }] }, { name: 'secret', to: [{ paths: ['/internal/secret', '/internal/secret/*'] }] }] }),
+    policy('deny', {
+      action: 'DENY',
+      rules: [
+        { name: 'admin', to: [{ paths: ['/admin*'] }] },
+        { name: 'secret', to: [{ paths: ['/internal/secret', '/internal/secret/*'] }] },
+      ],
+    }),
   ];
   const filter = createAuthzFilter(docs, authzRuntime({ allowWhenNoPolicy: false }));
 
   it('every spelling of a denied path is refused at the door or denied by the rule', () => {
     fc.assert(
-      fc.property(fc.constantFrom(...DENIED).chain((p) => fc.tuple(fc.constant(p), spelling(p))), ([denied, raw]) => {
-        const target = readRequestTarget(downstream(raw));
-        if ('code' in target) {
-          // Refused with 400 before any filter runs (a leading `\` is not even a path).
-          expect(['request.invalid_path', 'request.malformed']).toContain(target.code);
-          return;
-        }
-        const verdict = filter.onRequest(call({ path: target.path })) as Verdict;
-        expect(verdict, `${raw} -> ${target.path} (a spelling of ${denied})`).toMatchObject({ kind: 'respond', code: 'authz.denied', rule: expect.stringMatching(/^shop\/deny#/) });
-      }),
+      fc.property(
+        fc.constantFrom(...DENIED).chain((p) => fc.tuple(fc.constant(p), spelling(p))),
+        ([denied, raw]) => {
+          const target = readRequestTarget(downstream(raw));
+          if ('code' in target) {
+            // Refused with 400 before any filter runs (a leading `\` is not even a path).
+            expect(['request.invalid_path', 'request.malformed']).toContain(target.code);
+            return;
+          }
+          const verdict = filter.onRequest(call({ path: target.path })) as Verdict;
+          expect(verdict, `${raw} -> ${target.path} (a spelling of ${denied})`).toMatchObject({ kind: 'respond', code: 'authz.denied', rule: expect.stringMatching(/^shop\/deny#/) });
+        },
+      ),
       { numRuns: 3000 },
     );
   });

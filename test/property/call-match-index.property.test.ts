@@ -1,12 +1,12 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { compileValidationRules } from '../../src/filters/validate/validate-rules.ts';
-import { compileCallMatch, matchPathOf } from '../../src/policy/call-match.ts';
 import type { CallMatchSpec } from '../../src/policy/call-match.ts';
-import { createCallMatchIndex } from '../../src/policy/call-match-index.ts';
+import { compileCallMatch, matchPathOf } from '../../src/policy/call-match.ts';
 import type { CallMatchEntry } from '../../src/policy/call-match-index.ts';
-import { createPolicyValidator } from '../../src/policy/validate.ts';
+import { createCallMatchIndex } from '../../src/policy/call-match-index.ts';
 import type { PolicyDocument } from '../../src/policy/types.ts';
+import { createPolicyValidator } from '../../src/policy/validate.ts';
 
 /*
  * The index rate limiting and validation look their rules up in

@@ -8,11 +8,58 @@ import { normalizePath } from '../../src/core/path-normalize.ts';
  */
 
 const PIECES = [
-  '/', '//', '.', '..', '%2e', '%2E', '%2e%2e', '.%2E', '%2f', '%2F', '%5c', '%5C', '%25', '%252e', '%2525', '%41', '%61', '%7e', '%7E',
-  '%3b', '%3B', '%3a', '%C3%A9', '%c3%a9', '%20', '%00', '%', '%z', '%zz', '~', '-', '_', 'a', 'B', 'admin', 'ADMIN', ';', ';x=1', '..;', '\\', '#', ' ', '*', ':', '@', '!',
+  '/',
+  '//',
+  '.',
+  '..',
+  '%2e',
+  '%2E',
+  '%2e%2e',
+  '.%2E',
+  '%2f',
+  '%2F',
+  '%5c',
+  '%5C',
+  '%25',
+  '%252e',
+  '%2525',
+  '%41',
+  '%61',
+  '%7e',
+  '%7E',
+  '%3b',
+  '%3B',
+  '%3a',
+  '%C3%A9',
+  '%c3%a9',
+  '%20',
+  '%00',
+  '%',
+  '%z',
+  '%zz',
+  '~',
+  '-',
+  '_',
+  'a',
+  'B',
+  'admin',
+  'ADMIN',
+  ';',
+  ';x=1',
+  '..;',
+  '\\',
+  '#',
+  ' ',
+  '*',
+  ':',
+  '@',
+  '!',
 ];
 const piecePath = fc.array(fc.constantFrom(...PIECES), { maxLength: 16 }).map((parts) => `/${parts.join('')}`);
-const anyPath = fc.oneof(piecePath, fc.string({ maxLength: 40 }).map((s) => `/${s}`));
+const anyPath = fc.oneof(
+  piecePath,
+  fc.string({ maxLength: 40 }).map((s) => `/${s}`),
+);
 
 /**
  * What an app that percent-decodes once sees as the segments of a forwarded

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRaw } from '../helpers/raw-socket.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 import { watchRefusal } from './catalogue.ts';
 
@@ -102,7 +102,10 @@ describe('bodies and heads over the limits', () => {
     const conn = await connectRaw(sc.inbound.port);
     conn.write(`POST /upload HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n`);
     // 16 KiB at a time, never the last chunk: the sidecar must stop on its own count.
-    conn.trickle(Array.from({ length: 64 }, () => chunk), 5);
+    conn.trickle(
+      Array.from({ length: 64 }, () => chunk),
+      5,
+    );
     const text = await conn.waitFor(/\r\n\r\n\{.*\}$/s);
     expect(text).toMatch(/^HTTP\/1.1 413 .*x-meshgate-reason: validate.body_too_large/s);
     await conn.closed;
@@ -152,7 +155,7 @@ describe('bodies and heads over the limits', () => {
     await watch.refused({ reason: 'request.headers_too_large', status: 431, direction: 'inbound' });
   });
 
-  it('a chunk extension beyond node\'s 16 KiB limit (`1;aaaa...`) on a call in flight: 400 request.malformed, logged once by the call', async () => {
+  it("a chunk extension beyond node's 16 KiB limit (`1;aaaa...`) on a call in flight: 400 request.malformed, logged once by the call", async () => {
     const watch = await watchRefusal(sc, [app]);
     const { conn, status, reason } = await send(`POST /upload HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1;${'a'.repeat(20_000)}\r\nx\r\n0\r\n\r\n`);
     expect({ status, reason }).toEqual({ status: 400, reason: 'request.malformed' });
@@ -202,9 +205,7 @@ describe('bodies and heads over the limits', () => {
       const goaway = new Promise<number>((resolve) => call.session.once('goaway', resolve));
       call.stream.write('{"a":');
       // The call is in flight (its body being read for the schema) before the excess arrives.
-      await expect
-        .poll(async () => (await (await request(`${sc.adminUrl}/metrics`)).body.text()).includes('meshgate_requests_in_flight{direction="inbound"} 1'))
-        .toBe(true);
+      await expect.poll(async () => (await (await request(`${sc.adminUrl}/metrics`)).body.text()).includes('meshgate_requests_in_flight{direction="inbound"} 1')).toBe(true);
       call.stream.write(Buffer.alloc(1000, ' '));
       const code = await goaway;
       await call.closed;

@@ -1,16 +1,16 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import http2 from 'node:http2';
-import { mkdtemp, rm } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRaw } from '../helpers/raw-socket.ts';
-import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 import { watchRefusal } from './catalogue.ts';
 
@@ -133,7 +133,10 @@ describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => 
     const conn = await connectRaw(sc.inbound.port);
     conn.write('POST /upload HTTP/1.1\r\nHost: orders\r\nContent-Length: 100\r\n\r\n');
     // A byte every 100 ms: never idle for limits.idleTimeout, never done within limits.requestTimeout (1 s).
-    conn.trickle(Array.from({ length: 100 }, () => 'x'), 100);
+    conn.trickle(
+      Array.from({ length: 100 }, () => 'x'),
+      100,
+    );
     const { afterMs } = await conn.closed;
     expect(afterMs).toBeGreaterThanOrEqual(1_000 - 5);
     const line = await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound', upstreamHits: 1 });

@@ -1,7 +1,7 @@
 import { request } from 'undici';
 import { expect } from 'vitest';
-import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { MetricFamily } from '../helpers/prom-text.ts';
+import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 
 /*

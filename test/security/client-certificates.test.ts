@@ -5,14 +5,14 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { x509 } from '../../src/identity/x509.ts';
-import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
-import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -82,8 +82,7 @@ describe('client certificates on the STRICT inbound listener', () => {
   let good: TestCert;
   const certs: Record<string, TestCert> = {};
   const port = () => sc.inbound.port;
-  const withCert = (cert: TestCert | undefined, extra: tls.ConnectionOptions = {}) =>
-    attempt(port(), { ca: ca.rootsPem, ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}), ...extra });
+  const withCert = (cert: TestCert | undefined, extra: tls.ConnectionOptions = {}) => attempt(port(), { ca: ca.rootsPem, ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}), ...extra });
 
   beforeAll(async () => {
     ca = await startTestCa();
@@ -105,7 +104,14 @@ describe('client certificates on the STRICT inbound listener', () => {
     certs.notYetValid = await issueCert({ spiffeId: ID, issuer: root, notBefore: new Date(Date.now() + hour), notAfter: new Date(Date.now() + 2 * hour) });
     certs.dnsOnly = await issueCert({ spiffeId: ID, issuer: root, sans: [{ type: 'dns', value: 'frontend.shop.svc' }] });
     certs.httpsUri = await issueCert({ spiffeId: ID, issuer: root, sans: [{ type: 'url', value: 'https://frontend.shop/' }] });
-    certs.twoIds = await issueCert({ spiffeId: ID, issuer: root, sans: [{ type: 'url', value: ID }, { type: 'url', value: 'spiffe://cluster.local/ns/kube-system/sa/admin' }] });
+    certs.twoIds = await issueCert({
+      spiffeId: ID,
+      issuer: root,
+      sans: [
+        { type: 'url', value: ID },
+        { type: 'url', value: 'spiffe://cluster.local/ns/kube-system/sa/admin' },
+      ],
+    });
     certs.foreignDomain = await issueCert({ spiffeId: 'spiffe://evil.example/ns/shop/sa/frontend', issuer: root });
     certs.caFlagged = await issueCert({ spiffeId: ID, issuer: root, isCa: true });
     certs.serverOnly = await issueCert({ spiffeId: ID, issuer: root, extendedKeyUsages: [x509.ExtendedKeyUsage.serverAuth] });

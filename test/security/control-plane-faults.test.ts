@@ -1,16 +1,15 @@
-import { rm } from 'node:fs/promises';
-import path from 'node:path';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/core/clock.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -141,9 +140,7 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
     await expect
       .poll(() => ps.server.store.errors().map((e) => `${e.source.file}: ${e.field}: ${e.reason}`), { timeout: 5_000 })
       .toEqual([expect.stringMatching(/^shop\/deny\.yaml: spec\.action: .*ALLOW.*DENY/)]);
-    expect((await ps.server.metrics.registry.getSingleMetric('meshgate_policy_documents')!.get()).values).toContainEqual(
-      expect.objectContaining({ labels: { state: 'invalid' }, value: 1 }),
-    );
+    expect((await ps.server.metrics.registry.getSingleMetric('meshgate_policy_documents')!.get()).values).toContainEqual(expect.objectContaining({ labels: { state: 'invalid' }, value: 1 }));
     // The server keeps the last valid copy of the document: the DENY is still enforced.
     const watch = await watchRefusal(orders, [app]);
     expect(await call('/secret/malformed')).toEqual({ status: 403, reason: 'authz.denied' });
@@ -197,10 +194,14 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
     ['behind by three minutes (past the two minutes of notBefore tolerance)', -180_000],
   ] as const)('a sidecar clock %s: its certificate is not valid by its clock, so /ready is 503 and it makes no mesh call (fail closed)', async (_case, skewMs) => {
     const clock: Clock = { now: () => Date.now() + skewMs, monotonic: () => performance.now() };
-    const skewed = await meshSidecar(`skewed-${skewMs > 0 ? 'ahead' : 'behind'}`, {
-      policy: undefined,
-      services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }],
-    }, clock);
+    const skewed = await meshSidecar(
+      `skewed-${skewMs > 0 ? 'ahead' : 'behind'}`,
+      {
+        policy: undefined,
+        services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }],
+      },
+      clock,
+    );
     try {
       const ready = await readiness(skewed);
       expect(ready.status).toBe(503);
@@ -224,9 +225,7 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
     const failuresBefore = orders.identity!.manager.stats().failures;
     await h.ca.ca.close();
     // Past the renewal point (half of 6 s) on both sides, well before expiry: several failed renewals.
-    const seen = await load(
-      expect.poll(() => orders.identity!.manager.stats().failures, { timeout: 8_000, interval: 50 }).toBeGreaterThan(failuresBefore + 1),
-    );
+    const seen = await load(expect.poll(() => orders.identity!.manager.stats().failures, { timeout: 8_000, interval: 50 }).toBeGreaterThan(failuresBefore + 1));
     expect(only(seen.orders)).toEqual(['200']);
     expect(only(seen.secret)).toEqual(['403 authz.denied']);
     expect(orders.identity!.manager.valid()).toBe(true);

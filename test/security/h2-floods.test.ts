@@ -1,12 +1,12 @@
 import http2 from 'node:http2';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { frame, FrameType, goawayCode, headerBlock, settingsPayload, u32 } from '../helpers/h2-frames.ts';
+import { FrameType, frame, goawayCode, headerBlock, settingsPayload, u32 } from '../helpers/h2-frames.ts';
 import { connectH2, requestFields, requestFrame } from '../helpers/h2-raw.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -116,39 +116,42 @@ describe('HTTP/2 floods and window abuse', () => {
     await expectReady(sc);
   });
 
-  it.each(['inbound', 'outbound'] as const)('%s: a caller advertising a zero window asks for 64 MiB: the sidecar stops reading the upstream, and the idle timeout ends the stream', async (direction) => {
-    let written = 0;
-    const { sc, app } = await sidecarWith(
-      (_req, res) => {
-        res.writeHead(200, { 'content-type': 'application/octet-stream' });
-        const chunk = Buffer.alloc(64 * 1024, 0x61);
-        const pump = (): void => {
-          while (written < 64 * MiB) {
-            written += chunk.length;
-            if (!res.write(chunk)) return void res.once('drain', pump);
-          }
-          res.end();
-        };
-        pump();
-      },
-      { idleTimeout: '1s' },
-    );
-    const watch = await watchRefusal(sc, [app]);
-    const rssBefore = process.memoryUsage().rss;
-    const conn = await connectH2(portOf(sc, direction), settingsPayload([[0x4, 0]])); // SETTINGS_INITIAL_WINDOW_SIZE 0
-    conn.write(requestFrame(1, requestFields(AUTHORITY, '/big')));
-    const { afterMs } = await conn.closed;
-    expect(afterMs).toBeGreaterThanOrEqual(900);
-    expect(afterMs).toBeLessThan(5000);
-    // Nothing but the response head went out, and the upstream was held back by the sidecar's buffers alone.
-    expect(conn.frames().filter((f) => f.type === FrameType.DATA && f.payload.length > 0)).toEqual([]);
-    expect(written).toBeLessThan(8 * MiB);
-    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(48 * MiB);
-    // Logged once as meshgate's timeout (504), the upstream having been asked once.
-    const line = await watch.refused({ reason: 'upstream.timeout', status: 504, direction, upstreamHits: 1 });
-    expect(line).toMatchObject({ path: '/big', protocol: 'HTTP/2' });
-    await expectReady(sc);
-  });
+  it.each(['inbound', 'outbound'] as const)(
+    '%s: a caller advertising a zero window asks for 64 MiB: the sidecar stops reading the upstream, and the idle timeout ends the stream',
+    async (direction) => {
+      let written = 0;
+      const { sc, app } = await sidecarWith(
+        (_req, res) => {
+          res.writeHead(200, { 'content-type': 'application/octet-stream' });
+          const chunk = Buffer.alloc(64 * 1024, 0x61);
+          const pump = (): void => {
+            while (written < 64 * MiB) {
+              written += chunk.length;
+              if (!res.write(chunk)) return void res.once('drain', pump);
+            }
+            res.end();
+          };
+          pump();
+        },
+        { idleTimeout: '1s' },
+      );
+      const watch = await watchRefusal(sc, [app]);
+      const rssBefore = process.memoryUsage().rss;
+      const conn = await connectH2(portOf(sc, direction), settingsPayload([[0x4, 0]])); // SETTINGS_INITIAL_WINDOW_SIZE 0
+      conn.write(requestFrame(1, requestFields(AUTHORITY, '/big')));
+      const { afterMs } = await conn.closed;
+      expect(afterMs).toBeGreaterThanOrEqual(900);
+      expect(afterMs).toBeLessThan(5000);
+      // Nothing but the response head went out, and the upstream was held back by the sidecar's buffers alone.
+      expect(conn.frames().filter((f) => f.type === FrameType.DATA && f.payload.length > 0)).toEqual([]);
+      expect(written).toBeLessThan(8 * MiB);
+      expect(process.memoryUsage().rss - rssBefore).toBeLessThan(48 * MiB);
+      // Logged once as meshgate's timeout (504), the upstream having been asked once.
+      const line = await watch.refused({ reason: 'upstream.timeout', status: 504, direction, upstreamHits: 1 });
+      expect(line).toMatchObject({ path: '/big', protocol: 'HTTP/2' });
+      await expectReady(sc);
+    },
+  );
 });
 
 // A header block that decodes to a flood of fields is in h2-headers.test.ts (HPACK bomb); rapid reset in h2-rapid-reset.test.ts.

@@ -1,12 +1,12 @@
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Flag, frame, FrameType, headerBlock, hpackInt, rstCode } from '../helpers/h2-frames.ts';
-import { connectH2, requestFields, requestFrame, stillOpen } from '../helpers/h2-raw.ts';
+import { Flag, FrameType, frame, headerBlock, hpackInt, rstCode } from '../helpers/h2-frames.ts';
 import type { Field } from '../helpers/h2-raw.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { connectH2, requestFields, requestFrame, stillOpen } from '../helpers/h2-raw.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { memoryOf, spawnSidecar, stop } from '../fixtures/child-sidecar.ts';
 import type { ChildSidecar } from '../fixtures/child-sidecar.ts';
+import { memoryOf, spawnSidecar, stop } from '../fixtures/child-sidecar.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 
 /*

@@ -1,21 +1,21 @@
-import { createHmac, createPublicKey } from 'node:crypto';
 import type { JsonWebKey } from 'node:crypto';
+import { createHmac, createPublicKey } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { JWTPayload } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestIdp } from '../helpers/jwks.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
-import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
 import { H2_PREFACE_AND_SETTINGS } from '../helpers/raw-socket.ts';
+import type { TestServer } from '../helpers/servers.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -242,7 +242,14 @@ describe('JWT attack tokens against a route that requires a token', () => {
   it("HTTP/2, two Authorization fields (alice's token first): 400 request.malformed, never the first one silently", async () => {
     const t = await token();
     const watch = await watchRefusal(sc, [app, attacker]);
-    const fields: Array<[string, string]> = [[':method', 'GET'], [':scheme', 'http'], [':path', '/orders/1'], [':authority', 'orders'], ['authorization', `Bearer ${t}`], ['authorization', 'Bearer garbage']];
+    const fields: Array<[string, string]> = [
+      [':method', 'GET'],
+      [':scheme', 'http'],
+      [':path', '/orders/1'],
+      [':authority', 'orders'],
+      ['authorization', `Bearer ${t}`],
+      ['authorization', 'Bearer garbage'],
+    ];
     expect(await rawH2Request(sc.inbound.port, fields)).toBe(400);
     const line = await watch.refused({ reason: 'request.malformed', status: 400, direction: 'inbound' });
     expect(line.protocol).toBe('HTTP/2');

@@ -3,10 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRaw } from '../helpers/raw-socket.ts';
-import { startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 import { watchRefusal } from './catalogue.ts';
 

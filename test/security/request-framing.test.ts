@@ -1,15 +1,15 @@
-import http2 from 'node:http2';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCert } from '../helpers/mesh-pki.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
-import { watchRefusal } from './catalogue.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
+import { watchRefusal } from './catalogue.ts';
 
 /*
  * Issue #10, defect 4: request heads that two parsers could read two ways are
@@ -146,7 +146,7 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
     });
   });
 
-  it('outbound: an unknown destination is 404 without the caller\'s Host in the reason', async () => {
+  it("outbound: an unknown destination is 404 without the caller's Host in the reason", async () => {
     const watch = await watchRefusal(sc, [app]);
     const { replies: got } = await sendWithCanary(sc.outbound.port, 'GET / HTTP/1.1\r\nHost: nosuch-service\r\n\r\n');
     expect(got.map((r) => r.status)).toEqual([404, 200]);

@@ -3,15 +3,15 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
-import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
-import { H2_PREFACE_AND_SETTINGS, connectRaw } from '../helpers/raw-socket.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { issueCert, rootOf } from '../helpers/mesh-pki.ts';
+import { connectRaw, H2_PREFACE_AND_SETTINGS } from '../helpers/raw-socket.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -97,7 +97,10 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     conn.write(H2_PREFACE_AND_SETTINGS);
     // PING frames keep an HTTP/2 connection busy without ever starting a request.
     const ping = Buffer.from([0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
-    conn.trickle(Array.from({ length: 40 }, () => ping), 50);
+    conn.trickle(
+      Array.from({ length: 40 }, () => ping),
+      50,
+    );
     const { afterMs } = await conn.closed;
     expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);

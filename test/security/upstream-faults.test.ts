@@ -5,11 +5,11 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startFaultUpstream } from '../helpers/fault-upstream.ts';
 import type { FaultMode, FaultUpstream } from '../helpers/fault-upstream.ts';
+import { startFaultUpstream } from '../helpers/fault-upstream.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
+import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -221,7 +221,9 @@ describe.skipIf(process.platform !== 'linux')('upstream faults: the caller gets 
       expect(after.peak - before.rss).toBeLessThan(RSS_GROWTH_LIMIT);
       await watch.refused({ reason: 'request.cancelled', status: 499, direction: 'outbound', upstreamHits: 1 });
       await expect.poll(() => fault.open()).toBe(openBefore);
-      console.log(`huge response, slow reader: read ${(read / 2 ** 20).toFixed(1)} MiB, upstream at most ${(ahead / 2 ** 20).toFixed(1)} MiB ahead; RSS peak +${((after.peak - before.rss) / 2 ** 20).toFixed(1)} MiB`);
+      console.log(
+        `huge response, slow reader: read ${(read / 2 ** 20).toFixed(1)} MiB, upstream at most ${(ahead / 2 ** 20).toFixed(1)} MiB ahead; RSS peak +${((after.peak - before.rss) / 2 ** 20).toFixed(1)} MiB`,
+      );
       await canary('outbound');
     });
   });

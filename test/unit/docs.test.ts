@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { configReferenceSection, readConfigReference, renderConfigReference } from '../../src/config/reference.ts';
-import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { REASON_CODES } from '../../src/core/reason-codes.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
@@ -33,9 +33,7 @@ describe('README', () => {
   it('has the configuration reference that the schema generates', () => {
     const section = readConfigReference(readme);
     expect(section, 'README.md lost its <!-- config-reference:start/end --> markers').toBeDefined();
-    expect(section, 'README.md configuration reference is stale: run `npm run docs:config`').toBe(
-      configReferenceSection(renderConfigReference(sidecarConfigSchema)),
-    );
+    expect(section, 'README.md configuration reference is stale: run `npm run docs:config`').toBe(configReferenceSection(renderConfigReference(sidecarConfigSchema)));
   });
 
   it('has the CA configuration reference that the CA schema generates', () => {

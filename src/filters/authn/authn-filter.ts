@@ -1,21 +1,21 @@
 import { decodeJwt } from 'jose';
 import type { CallContext, UpstreamRequestEdits } from '../../core/call-context.ts';
 import type { Filter } from '../../core/filter.ts';
-import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { Verdict } from '../../core/verdict.ts';
+import { CONTINUE, respond } from '../../core/verdict.ts';
 import { isKind } from '../../policy/document-kinds.ts';
 import type { IntrospectionRule, JwtRule, RequestAuthenticationDocument } from '../../policy/kinds/request-authentication.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { FilterKind } from '../filter-kind.ts';
-import { authnFailure } from './authn-outcome.ts';
 import type { AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
+import { authnFailure } from './authn-outcome.ts';
 import type { AuthnRuntime } from './authn-runtime.ts';
 import type { IntrospectionSettings } from './introspection-client.ts';
 import { createIntrospectionVerifier } from './introspection-verifier.ts';
 import { createInlineKeySource } from './jwks-keys.ts';
 import { createJwtVerifier, MAX_TOKEN_BYTES } from './jwt-verifier.ts';
-import { createTokenLocations, locationKey } from './token-locations.ts';
 import type { FoundToken, TokenLocation } from './token-locations.ts';
+import { createTokenLocations, locationKey } from './token-locations.ts';
 
 /** One JWT rule or the introspection of one document, compiled. */
 interface Credential {
@@ -69,9 +69,7 @@ const PASS: Filter = { name: 'authn', onRequest: () => CONTINUE };
  * ignored with a warning.
  */
 export function createAuthnFilter(documents: readonly PolicyDocument[], runtime: AuthnRuntime): Filter {
-  const docs = documents
-    .filter((d): d is PolicyDocument & RequestAuthenticationDocument => isKind(d, 'RequestAuthentication'))
-    .sort((a, b) => policyId(a).localeCompare(policyId(b)));
+  const docs = documents.filter((d): d is PolicyDocument & RequestAuthenticationDocument => isKind(d, 'RequestAuthentication')).sort((a, b) => policyId(a).localeCompare(policyId(b)));
   const byIssuer = new Map<string, Credential>();
   let introspection: Credential | undefined;
   const policies: Policy[] = [];

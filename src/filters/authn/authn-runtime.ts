@@ -2,10 +2,10 @@ import type { Dispatcher } from 'undici';
 import type { Clock } from '../../core/clock.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { FilterDeps } from '../filter-kind.ts';
-import { createIntrospectionClient } from './introspection-client.ts';
 import type { IntrospectionClient, IntrospectionSettings } from './introspection-client.ts';
-import { createJwksCache, DEFAULT_JWKS_TIMINGS } from './jwks-cache.ts';
+import { createIntrospectionClient } from './introspection-client.ts';
 import type { JwksCache, JwksCacheStats, JwksTimings } from './jwks-cache.ts';
+import { createJwksCache, DEFAULT_JWKS_TIMINGS } from './jwks-cache.ts';
 import { createSecretFiles } from './secret-files.ts';
 
 /** Where `introspection.clientSecretFile` names are looked up unless the sidecar says otherwise. */

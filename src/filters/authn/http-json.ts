@@ -1,5 +1,5 @@
-import { request } from 'undici';
 import type { Dispatcher } from 'undici';
+import { request } from 'undici';
 
 export interface HttpJsonRequest {
   readonly method: 'GET' | 'POST';

@@ -1,6 +1,6 @@
 import type { Clock } from '../../core/clock.ts';
-import { authnFailure } from './authn-outcome.ts';
 import type { AuthnOutcome } from './authn-outcome.ts';
+import { authnFailure } from './authn-outcome.ts';
 import type { IntrospectionClient } from './introspection-client.ts';
 
 export interface IntrospectionCheck {

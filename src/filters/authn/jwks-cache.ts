@@ -2,8 +2,8 @@ import type { Dispatcher } from 'undici';
 import type { Clock } from '../../core/clock.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import { fetchJson } from './http-json.ts';
-import { keysFor, parseJwks } from './jwks-keys.ts';
 import type { KeySource, VerificationKey } from './jwks-keys.ts';
+import { keysFor, parseJwks } from './jwks-keys.ts';
 
 export interface JwksTimings {
   /** Age after which the next lookup refreshes the set in the background (the cached set keeps serving). */

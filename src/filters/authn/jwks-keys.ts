@@ -1,5 +1,5 @@
-import { createPublicKey } from 'node:crypto';
 import type { JsonWebKey, KeyObject } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 
 /** One public verification key of a key set. */
 export interface VerificationKey {
@@ -81,11 +81,7 @@ export function keysFor(keys: readonly VerificationKey[], kid: string | undefine
   const wanted = ALG_KEY[alg];
   if (!wanted) return [];
   return keys.filter(
-    (k) =>
-      k.kty === wanted.kty &&
-      (wanted.crv === undefined || (k.crv !== undefined && wanted.crv.includes(k.crv))) &&
-      (k.alg === undefined || k.alg === alg) &&
-      (kid === undefined || k.kid === kid),
+    (k) => k.kty === wanted.kty && (wanted.crv === undefined || (k.crv !== undefined && wanted.crv.includes(k.crv))) && (k.alg === undefined || k.alg === alg) && (kid === undefined || k.kid === kid),
   );
 }
 

@@ -1,10 +1,10 @@
-import { jwtVerify } from 'jose';
 import type { JWTPayload } from 'jose';
+import { jwtVerify } from 'jose';
 import type { Clock } from '../../core/clock.ts';
-import { isJwtRejection, joseRejection, readJwtHeader } from '../../identity/jwt-checks.ts';
 import type { JwtProblem, JwtRejection } from '../../identity/jwt-checks.ts';
-import { authnFailure } from './authn-outcome.ts';
+import { isJwtRejection, joseRejection, readJwtHeader } from '../../identity/jwt-checks.ts';
 import type { AuthnCode, AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
+import { authnFailure } from './authn-outcome.ts';
 import type { KeySource } from './jwks-keys.ts';
 import { createLruCache } from './lru-cache.ts';
 

@@ -33,7 +33,10 @@ export function createSecretFiles(dir: string, deps: { clock: Clock; logger?: Lo
       // Kubernetes Secrets and `echo` both leave a trailing newline that is not part of the secret.
       value = text.replace(/\r?\n$/, '');
     } catch (err) {
-      deps.logger?.error({ component: 'authn', file: path.join(dir, name), error: (err as NodeJS.ErrnoException).code ?? (err as Error).message }, value === undefined ? 'client secret file unreadable: token introspection is unavailable' : 'client secret file unreadable: keeping the value read before');
+      deps.logger?.error(
+        { component: 'authn', file: path.join(dir, name), error: (err as NodeJS.ErrnoException).code ?? (err as Error).message },
+        value === undefined ? 'client secret file unreadable: token introspection is unavailable' : 'client secret file unreadable: keeping the value read before',
+      );
     }
     cache.set(name, { value, readAt: now });
     return value;

@@ -1,11 +1,11 @@
 import { isKind } from '../../policy/document-kinds.ts';
 import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import { createRuleIndex } from './authz-index.ts';
 import type { RuleIndex } from './authz-index.ts';
+import { createRuleIndex } from './authz-index.ts';
 import type { AuthzRequest } from './authz-request.ts';
-import { compileRule, ruleMatches } from './authz-rules.ts';
 import type { AuthzAction, AuthzMode, CompiledRule, RuleRef } from './authz-rules.ts';
+import { compileRule, ruleMatches } from './authz-rules.ts';
 
 /*
  * The authorization decision for one workload's AuthorizationPolicy documents,

@@ -1,12 +1,12 @@
 import type { CallContext } from '../../core/call-context.ts';
+import { createDecisionIds } from '../../core/decision-id.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import { compileAuthorization } from './authz-engine.ts';
-import type { AuthzDecision, AuthzEngine } from './authz-engine.ts';
-import { authzRequestOf } from './authz-request.ts';
-import { createDecisionIds } from '../../core/decision-id.ts';
 import type { FilterDeps, FilterKind } from '../filter-kind.ts';
+import type { AuthzDecision, AuthzEngine } from './authz-engine.ts';
+import { compileAuthorization } from './authz-engine.ts';
+import { authzRequestOf } from './authz-request.ts';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
 export interface AuthzMetrics {

@@ -1,8 +1,8 @@
-import type { AuthzRequest } from './authz-request.ts';
-import { ruleMatches } from './authz-rules.ts';
-import type { CompiledOperation, CompiledRule } from './authz-rules.ts';
-import { collectPath, createPathTrie, insertPath } from '../../policy/path-trie.ts';
 import type { PathTrie } from '../../policy/path-trie.ts';
+import { collectPath, createPathTrie, insertPath } from '../../policy/path-trie.ts';
+import type { AuthzRequest } from './authz-request.ts';
+import type { CompiledOperation, CompiledRule } from './authz-rules.ts';
+import { ruleMatches } from './authz-rules.ts';
 
 /*
  * The rules of one action, filed so that a call looks at the few rules that

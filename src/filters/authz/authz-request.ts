@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { isIPv6 } from 'node:net';
 import type { CallContext } from '../../core/call-context.ts';
-import { parseSpiffeId } from '../../core/spiffe-id.ts';
 import { pathForMatching } from '../../core/path-normalize.ts';
+import { parseSpiffeId } from '../../core/spiffe-id.ts';
 
 /**
  * What AuthorizationPolicy rules read about one call, derived once per call so

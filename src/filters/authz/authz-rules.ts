@@ -1,8 +1,8 @@
 import { BlockList, isIPv6 } from 'node:net';
-import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
 import { canonicalPathPattern, pathPatternTest } from '../../policy/call-match.ts';
-import { pathKey } from '../../policy/path-trie.ts';
+import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
 import type { PathKey } from '../../policy/path-trie.ts';
+import { pathKey } from '../../policy/path-trie.ts';
 import type { AuthzRequest } from './authz-request.ts';
 
 /*
@@ -32,7 +32,6 @@ export interface RuleRef {
 }
 
 type Test = (req: AuthzRequest) => boolean;
-
 
 export interface CompiledOperation {
   /** Every field of the `to` entry (the index only narrows candidates). */
@@ -133,7 +132,13 @@ function some(tests: readonly Test[]): Test {
 }
 
 /** `field` must match when given; `notField` must not. An absent value matches nothing. */
-function valueTests(read: (req: AuthzRequest) => string | undefined, yes: readonly string[] | undefined, no: readonly string[] | undefined, make: (p: string) => (v: string) => boolean, out: Test[]): void {
+function valueTests(
+  read: (req: AuthzRequest) => string | undefined,
+  yes: readonly string[] | undefined,
+  no: readonly string[] | undefined,
+  make: (p: string) => (v: string) => boolean,
+  out: Test[],
+): void {
   if (yes && yes.length > 0) {
     const match = anyMatches(yes, make);
     out.push((req) => {

@@ -1,8 +1,8 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Clock } from '../../core/clock.ts';
+import type { ReasonCodeName } from '../../core/reason-codes.ts';
 import { reasonCode } from '../../core/reason-codes.ts';
 import type { ClientAddressResult } from '../../proxy/client-address.ts';
-import type { ReasonCodeName } from '../../core/reason-codes.ts';
 
 /*
  * The auto-ban list: a bounded, temporary deny list fed by the denials of

@@ -4,11 +4,11 @@ import { CONTINUE, respond } from '../../core/verdict.ts';
 import { isKind } from '../../policy/document-kinds.ts';
 import type { IPAccessPolicySpec } from '../../policy/kinds/ip-access-policy.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import type { FilterDeps, FilterKind } from '../filter-kind.ts';
-import { createBanList } from './ban-list.ts';
-import type { AutoBanSettings, BanList, BanListEvents } from './ban-list.ts';
-import { compileAddressSet, createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { AddressSet, ClientAddressResult } from '../../proxy/client-address.ts';
+import { compileAddressSet, createClientAddressResolver } from '../../proxy/client-address.ts';
+import type { FilterDeps, FilterKind } from '../filter-kind.ts';
+import type { AutoBanSettings, BanList, BanListEvents } from './ban-list.ts';
+import { createBanList } from './ban-list.ts';
 
 /*
  * IP access from IPAccessPolicy documents, compiled once per snapshot: the
@@ -70,9 +70,7 @@ export function createIPAccessFilter(documents: readonly PolicyDocument[], runti
   const banList = runtime.banList;
   const banRule = banDocs[0] ? `${banDocs[0].id}#autoBan` : undefined;
   const banAddress = banDocs.length > 0 ? createClientAddressResolver(banDocs.flatMap((d) => d.spec.trustedProxies ?? [])) : undefined;
-  banList.configure(
-    banAddress ? { settings: strictest(banDocs.map((d) => d.spec.autoBan!)), clientAddress: (call) => banAddress(call.source.address, call.headers) } : undefined,
-  );
+  banList.configure(banAddress ? { settings: strictest(banDocs.map((d) => d.spec.autoBan!)), clientAddress: (call) => banAddress(call.source.address, call.headers) } : undefined);
   const bans = banAddress ? { list: banList, address: banAddress } : undefined;
 
   if (checks.length === 0 && !bans) return { name: 'ip-access', onRequest: () => CONTINUE };

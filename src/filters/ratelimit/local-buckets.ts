@@ -1,5 +1,5 @@
-import { takeToken } from './gcra.ts';
 import type { BucketShape, TakeResult } from './gcra.ts';
+import { takeToken } from './gcra.ts';
 
 /*
  * The buckets of local rules (and of global rules falling back to local): one
@@ -46,7 +46,8 @@ export function createLocalBuckets(maxEntries: number, events: LocalBucketEvents
     take(key, shape, now) {
       const tat = tats.get(key);
       const outcome = takeToken(tat, now, shape);
-      if (tat !== undefined) tats.delete(key); // re-inserted below: most recently used
+      if (tat !== undefined)
+        tats.delete(key); // re-inserted below: most recently used
       else if (tats.size >= maxEntries) makeRoom(now);
       tats.set(key, outcome.tat);
       return outcome;

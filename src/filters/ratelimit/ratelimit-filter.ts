@@ -1,22 +1,22 @@
 import type { CallContext } from '../../core/call-context.ts';
-import { createLogGate } from '../../core/log-gate.ts';
 import type { Filter } from '../../core/filter.ts';
-import { CONTINUE, respond } from '../../core/verdict.ts';
+import { createLogGate } from '../../core/log-gate.ts';
 import type { Verdict } from '../../core/verdict.ts';
+import { CONTINUE, respond } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
-import { createClientAddressResolver } from '../../proxy/client-address.ts';
-import { createCallMatchIndex } from '../../policy/call-match-index.ts';
 import type { CallMatchEntry } from '../../policy/call-match-index.ts';
+import { createCallMatchIndex } from '../../policy/call-match-index.ts';
 import { isKind } from '../../policy/document-kinds.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
-import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
-import type { ClientAddress, KeyPart } from './bucket-key.ts';
-import { bucketShape } from './gcra.ts';
-import type { BucketShape, TakeResult } from './gcra.ts';
-import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
-import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
-import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
+import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { FilterKind } from '../filter-kind.ts';
+import type { ClientAddress, KeyPart } from './bucket-key.ts';
+import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
+import type { BucketShape, TakeResult } from './gcra.ts';
+import { bucketShape } from './gcra.ts';
+import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
+import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
+import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
 
 /*
  * RateLimitPolicy enforcement, after authz (a denied caller spends no budget).

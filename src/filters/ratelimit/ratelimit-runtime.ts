@@ -1,8 +1,8 @@
 import type { Clock } from '../../core/clock.ts';
 import { createDecisionIds } from '../../core/decision-id.ts';
 import type { FilterDeps } from '../filter-kind.ts';
-import { createLocalBuckets } from './local-buckets.ts';
 import type { LocalBuckets } from './local-buckets.ts';
+import { createLocalBuckets } from './local-buckets.ts';
 import type { RateLimitStore } from './redis-store.ts';
 
 /** What rate limiting did for one rule on one call; the `decision` label of meshgate_ratelimit_decisions_total. */

@@ -1,13 +1,13 @@
 import type { BodyRead, CallContext } from '../../core/call-context.ts';
 import { createDecisionIds } from '../../core/decision-id.ts';
 import type { Filter } from '../../core/filter.ts';
-import { CONTINUE, respond } from '../../core/verdict.ts';
 import type { Verdict } from '../../core/verdict.ts';
+import { CONTINUE, respond } from '../../core/verdict.ts';
 import { matchPathOf } from '../../policy/call-match.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { FilterDeps, FilterKind } from '../filter-kind.ts';
-import { bodyNeed, checkBody, checkHead, compileValidationRules, headerBytesOf, parseJsonBody } from './validate-rules.ts';
 import type { BodyFacts, CompiledValidationRule, ParsedJson, RuleFailure } from './validate-rules.ts';
+import { bodyNeed, checkBody, checkHead, compileValidationRules, headerBytesOf, parseJsonBody } from './validate-rules.ts';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
 export interface ValidateMetrics {

@@ -1,12 +1,12 @@
 import type { BodyRead, CallContext } from '../../core/call-context.ts';
-import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
-import { createCallMatchIndex } from '../../policy/call-match-index.ts';
+import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatchEntry, CallMatchIndex } from '../../policy/call-match-index.ts';
+import { createCallMatchIndex } from '../../policy/call-match-index.ts';
 import { isKind } from '../../policy/document-kinds.ts';
-import type { PolicyDocument } from '../../policy/types.ts';
-import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
 import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
+import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
+import type { PolicyDocument } from '../../policy/types.ts';
 
 /*
  * ValidationPolicy rules compiled once per snapshot, and the checks of one

@@ -1,21 +1,21 @@
 import path from 'node:path';
-import type { PolicyServerConfig } from '../../config/policy-server-schema.ts';
 import { ConfigError } from '../../config/load.ts';
+import type { PolicyServerConfig } from '../../config/policy-server-schema.ts';
 import type { Clock } from '../../core/clock.ts';
 import { redactRedisUrl } from '../../core/redis-client.ts';
 import type { Logger } from '../../telemetry/logger.ts';
-import { createPolicyAuditLog } from '../audit-log.ts';
 import type { PolicyAuditLog } from '../audit-log.ts';
-import { openDocumentStore } from '../document-store.ts';
+import { createPolicyAuditLog } from '../audit-log.ts';
 import type { FolderDocumentStore, PolicyModel } from '../document-store.ts';
+import { openDocumentStore } from '../document-store.ts';
 import type { PolicyServerMetrics } from '../policy-server-metrics.ts';
-import { createRegistryShare } from '../registry-share.ts';
 import type { RegistryShare } from '../registry-share.ts';
+import { createRegistryShare } from '../registry-share.ts';
 import type { ServiceRegistry } from '../service-registry.ts';
 import { createRedisAuditLog } from './redis-audit.ts';
-import { createPolicyStoreConnection } from './redis-connection.ts';
 import type { PolicyStoreConnection } from './redis-connection.ts';
-import { VIRTUAL_PREFIX, createRedisDocuments } from './redis-documents.ts';
+import { createPolicyStoreConnection } from './redis-connection.ts';
+import { createRedisDocuments, VIRTUAL_PREFIX } from './redis-documents.ts';
 import { createRedisRegistryShare } from './redis-registry.ts';
 
 /** Where one replica's documents, shared registry and audit trail live (config `store`). */
@@ -140,7 +140,15 @@ export async function openPolicyStore(config: PolicyServerConfig, registry: Serv
         if (!problem) return 'ok';
         return `degraded: Redis unreachable since ${new Date(problem.since).toISOString()} (${problem.error}); serving the last merged registry and documents, admin writes refused`;
       },
-      describe: () => ({ type: 'redis', url: redactRedisUrl(redisConfig.url), sentinel: redisConfig.sentinel ?? null, keyPrefix: redisConfig.keyPrefix, lease: redisConfig.lease, connected: conn.up(), adminDocuments: docs.stats() }),
+      describe: () => ({
+        type: 'redis',
+        url: redactRedisUrl(redisConfig.url),
+        sentinel: redisConfig.sentinel ?? null,
+        keyPrefix: redisConfig.keyPrefix,
+        lease: redisConfig.lease,
+        connected: conn.up(),
+        adminDocuments: docs.stats(),
+      }),
       cleanups,
     };
   } catch (err) {

@@ -1,5 +1,5 @@
-import { MAX_AUDIT_READ } from '../audit-log.ts';
 import type { PolicyAuditLog } from '../audit-log.ts';
+import { MAX_AUDIT_READ } from '../audit-log.ts';
 import type { AuditEntry } from '../contracts.ts';
 import type { PolicyStoreConnection } from './redis-connection.ts';
 

@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../../core/clock.ts';
-import { createRedisClient, redactRedisUrl } from '../../core/redis-client.ts';
 import type { RedisConnectionOptions } from '../../core/redis-client.ts';
+import { createRedisClient, redactRedisUrl } from '../../core/redis-client.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { PolicyServerMetrics } from '../policy-server-metrics.ts';
 
@@ -42,10 +42,7 @@ const RETRY_MS = 250;
  * Subscriptions are made again by hand before onUp, so no message published
  * after a full read can be missed.
  */
-export function createPolicyStoreConnection(
-  opts: PolicyStoreConnectionOptions,
-  deps: { logger: Logger; metrics: PolicyServerMetrics; clock: Clock },
-): PolicyStoreConnection {
+export function createPolicyStoreConnection(opts: PolicyStoreConnectionOptions, deps: { logger: Logger; metrics: PolicyServerMetrics; clock: Clock }): PolicyStoreConnection {
   const log = deps.logger.child({ component: 'policy-store', redis: redactRedisUrl(opts.url) });
   const tuning = {
     commandTimeout: opts.timeout,

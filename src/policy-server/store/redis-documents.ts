@@ -77,12 +77,7 @@ const virtualFile = (key: DocumentKey): string => {
  * restarted without persistence), the first replica to notice writes back
  * the documents it holds, so an outage never withdraws an admin-written DENY.
  */
-export function createRedisDocuments(
-  conn: PolicyStoreConnection,
-  model: PolicyModel,
-  opts: { readonly debounceMs: number },
-  deps: { logger: Logger; clock: Clock },
-): RedisDocuments {
+export function createRedisDocuments(conn: PolicyStoreConnection, model: PolicyModel, opts: { readonly debounceMs: number }, deps: { logger: Logger; clock: Clock }): RedisDocuments {
   const hashKey = `${conn.prefix}documents`;
   const counterKey = `${conn.prefix}documents:version`;
   const channel = `${conn.prefix}documents`;
@@ -138,12 +133,21 @@ export function createRedisDocuments(
       nextParsed.set(rec.key, { version: rec.version, view });
     }
     if (closed) return;
-    const before = [...records.values()].map((r) => `${r.key}@${r.version}`).sort().join();
+    const before = [...records.values()]
+      .map((r) => `${r.key}@${r.version}`)
+      .sort()
+      .join();
     records = next;
     views = nextViews;
     parsedByKey = nextParsed;
     counter = Number(rawCounter ?? 0);
-    if ([...records.values()].map((r) => `${r.key}@${r.version}`).sort().join() !== before) for (const listener of listeners) listener();
+    if (
+      [...records.values()]
+        .map((r) => `${r.key}@${r.version}`)
+        .sort()
+        .join() !== before
+    )
+      for (const listener of listeners) listener();
   };
 
   /** One read at a time; requests meanwhile cause one more. A failure keeps the current documents. */

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
+import { runBackgroundLoop } from '../../core/background-loop.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { RegistryShare } from '../registry-share.ts';
 import { isEndpoint } from '../registry-share.ts';
 import type { RegisteredEndpoint, ServiceRegistry } from '../service-registry.ts';
 import type { PolicyStoreConnection } from './redis-connection.ts';
-import { runBackgroundLoop } from '../../core/background-loop.ts';
 
 export interface RedisRegistryOptions {
   readonly serverId: string;
@@ -22,10 +22,7 @@ interface RemoteReplica {
   deadline: number;
 }
 
-type Message =
-  | { readonly id: string; readonly op: 'set'; readonly endpoints: readonly unknown[] }
-  | { readonly id: string; readonly op: 'renew' }
-  | { readonly id: string; readonly op: 'del' };
+type Message = { readonly id: string; readonly op: 'set'; readonly endpoints: readonly unknown[] } | { readonly id: string; readonly op: 'renew' } | { readonly id: string; readonly op: 'del' };
 
 /**
  * The registry shared between replicas through Redis (`store: redis`).
@@ -50,12 +47,7 @@ type Message =
  * may have restarted empty, and the other replicas write their keys again as
  * they reconnect.
  */
-export function createRedisRegistryShare(
-  registry: ServiceRegistry,
-  conn: PolicyStoreConnection,
-  opts: RedisRegistryOptions,
-  deps: { clock: Clock; logger: Logger },
-): RegistryShare {
+export function createRedisRegistryShare(registry: ServiceRegistry, conn: PolicyStoreConnection, opts: RedisRegistryOptions, deps: { clock: Clock; logger: Logger }): RegistryShare {
   const id = `${opts.serverId}.${randomBytes(4).toString('hex')}`;
   const channel = `${conn.prefix}registry`;
   const keyOf = (replica: string): string => `${conn.prefix}registry:${replica}`;
@@ -87,11 +79,16 @@ export function createRedisRegistryShare(
       dirty = false;
       try {
         await conn.run('publish', (r) =>
-          r.multi().set(keyOf(id), body, 'PX', opts.leaseMs).sadd(replicasKey, id).publish(channel, JSON.stringify({ id, op: 'set', endpoints })).exec(),
+          r
+            .multi()
+            .set(keyOf(id), body, 'PX', opts.leaseMs)
+            .sadd(replicasKey, id)
+            .publish(channel, JSON.stringify({ id, op: 'set', endpoints }))
+            .exec(),
         );
       } catch (err) {
         dirty = true;
-        log.debug({ err: (err as Error).message }, 'cannot publish this replica\'s endpoints; retried when Redis is back');
+        log.debug({ err: (err as Error).message }, "cannot publish this replica's endpoints; retried when Redis is back");
       }
     });
     return writing;
@@ -175,7 +172,13 @@ export function createRedisRegistryShare(
   const renew = async (): Promise<void> => {
     if (!conn.up()) return;
     if (dirty) return publishOwn();
-    const [[, expired]] = ((await conn.run('renew', (r) => r.multi().pexpire(keyOf(id), opts.leaseMs).publish(channel, JSON.stringify({ id, op: 'renew' })).exec())) ?? [[null, 0]]) as [[unknown, number]];
+    const [[, expired]] = ((await conn.run('renew', (r) =>
+      r
+        .multi()
+        .pexpire(keyOf(id), opts.leaseMs)
+        .publish(channel, JSON.stringify({ id, op: 'renew' }))
+        .exec(),
+    )) ?? [[null, 0]]) as [[unknown, number]];
     // The key is gone (evicted, or Redis restarted empty): write it again.
     if (expired === 0) await publishOwn();
   };
@@ -212,7 +215,14 @@ export function createRedisRegistryShare(
       if (!conn.up()) return;
       // Its sidecars reconnect elsewhere and register there; the others drop this replica at once.
       await conn
-        .run('publish', (r) => r.multi().del(keyOf(id)).srem(replicasKey, id).publish(channel, JSON.stringify({ id, op: 'del' })).exec())
+        .run('publish', (r) =>
+          r
+            .multi()
+            .del(keyOf(id))
+            .srem(replicasKey, id)
+            .publish(channel, JSON.stringify({ id, op: 'del' }))
+            .exec(),
+        )
         .catch(() => undefined);
     },
   };

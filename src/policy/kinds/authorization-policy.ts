@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { PolicyLimits } from '../limits.ts';
-import { WILDCARD_MESSAGE, cidr, documentSchema, headerName, httpMethod, isCidr, isWildcardPattern, mode, refineUniqueNames, ruleName, schemaParts } from './common.ts';
+import { cidr, documentSchema, headerName, httpMethod, isCidr, isWildcardPattern, mode, refineUniqueNames, ruleName, schemaParts, WILDCARD_MESSAGE } from './common.ts';
 
 /*
  * AuthorizationPolicy, modelled on Istio's: DENY policies are evaluated before

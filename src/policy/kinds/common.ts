@@ -1,8 +1,8 @@
 import { BlockList, isIP } from 'node:net';
 import { z } from 'zod';
 import { duration, httpMethod } from '../../config/schema-primitives.ts';
-import { POLICY_API_VERSION } from '../types.ts';
 import type { PolicyLimits } from '../limits.ts';
+import { POLICY_API_VERSION } from '../types.ts';
 
 // The pieces a sidecar config shares with policy documents live with the config schemas.
 export { byteSize, duration, headerName, httpMethod, serviceRef } from '../../config/schema-primitives.ts';
@@ -31,10 +31,7 @@ export const ruleName = z
 
 export const positiveDuration = duration.refine((ms) => ms > 0, 'must be longer than 0');
 
-export const mode = z
-  .enum(['enforce', 'shadow'])
-  .default('enforce')
-  .describe('enforce: decisions apply; shadow: evaluated and counted as would-deny (meshgate_shadow_denials_total), never enforced.');
+export const mode = z.enum(['enforce', 'shadow']).default('enforce').describe('enforce: decisions apply; shadow: evaluated and counted as would-deny (meshgate_shadow_denials_total), never enforced.');
 
 /** A single-`*` wildcard: `*`, `prefix*`, `*suffix` or an exact value. */
 export function isWildcardPattern(text: string): boolean {
@@ -96,15 +93,16 @@ export function schemaParts(limits: PolicyLimits) {
     });
   const selector = z
     .strictObject({
-      services: list(dnsLabel)
-        .optional()
-        .describe('Service names; absent or empty: every service of the document namespace (in meshgate-system: services of that name in every namespace).'),
+      services: list(dnsLabel).optional().describe('Service names; absent or empty: every service of the document namespace (in meshgate-system: services of that name in every namespace).'),
     })
     .prefault({})
     .describe('Which workloads the document applies to: those of its namespace (every namespace for meshgate-system) whose service is listed.');
   const labels = z
     .record(
-      z.string().max(253).regex(/^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$/, 'expected a label key'),
+      z
+        .string()
+        .max(253)
+        .regex(/^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$/, 'expected a label key'),
       z.string().max(63),
     )
     .refine((record) => Object.keys(record).length <= limits.maxListValues, `at most ${limits.maxListValues} labels`);

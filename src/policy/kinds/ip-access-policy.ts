@@ -15,10 +15,7 @@ export function ipAccessPolicySpecSchema(limits: PolicyLimits) {
       selector: p.selector,
       allow: p.list(cidr).optional().describe('Only these CIDRs are admitted (IPv4 and IPv6); any address when omitted.'),
       deny: p.list(cidr).optional().describe('These CIDRs are refused (ip.denied); checked before allow.'),
-      trustedProxies: p
-        .list(cidr)
-        .optional()
-        .describe('Proxies whose x-forwarded-for is believed: the client address is the last one not in this list. Without it, x-forwarded-for is ignored.'),
+      trustedProxies: p.list(cidr).optional().describe('Proxies whose x-forwarded-for is believed: the client address is the last one not in this list. Without it, x-forwarded-for is ignored.'),
       autoBan: z
         .strictObject({
           threshold: z.number().int().min(1).describe('Denied or rate-limited calls from one address that trigger a ban.'),

@@ -1,5 +1,5 @@
-import { createPublicKey } from 'node:crypto';
 import type { JsonWebKey } from 'node:crypto';
+import { createPublicKey } from 'node:crypto';
 import { z } from 'zod';
 import type { PolicyLimits } from '../limits.ts';
 import { documentSchema, duration, headerName, mode, positiveDuration, refineUniqueNames, ruleName, schemaParts } from './common.ts';
@@ -130,7 +130,10 @@ export function requestAuthenticationSpecSchema(limits: PolicyLimits) {
         .describe('Inline key set, instead of jwksUri.'),
       audiences: p.list(z.string().min(1).max(limits.maxPatternLength)).optional().describe('Accepted `aud` values; one must be in the token. Any audience when omitted.'),
       algorithms: p.list(algorithm).min(1).default(['RS256', 'ES256']).describe('Allowed `alg` values (asymmetric only; never none or HS*).'),
-      clockSkew: duration.refine((ms) => ms <= 300_000, 'must be at most 5m').default(30_000).describe('Leeway for exp and nbf.'),
+      clockSkew: duration
+        .refine((ms) => ms <= 300_000, 'must be at most 5m')
+        .default(30_000)
+        .describe('Leeway for exp and nbf.'),
       ...tokenLocations,
     })
     .superRefine((rule, ctx) => {
@@ -152,10 +155,19 @@ export function requestAuthenticationSpecSchema(limits: PolicyLimits) {
       clientSecretFile: secretFileName.describe("File name of the client secret in the sidecar's authentication secrets folder."),
       issuer: z.string().min(1).max(limits.maxPatternLength).optional().describe('Expected `iss` when the answer has one; the principal issuer when it has none (else the endpoint URL).'),
       audiences: p.list(z.string().min(1).max(limits.maxPatternLength)).optional().describe('Accepted `aud` values, checked when the answer has an `aud`.'),
-      clockSkew: duration.refine((ms) => ms <= 300_000, 'must be at most 5m').default(30_000).describe('Leeway for exp and nbf of the answer.'),
-      cacheTtl: positiveDuration.refine((ms) => ms <= 3_600_000, 'must be at most 1h').default(60_000).describe("How long an answer is reused; never past the token's exp."),
+      clockSkew: duration
+        .refine((ms) => ms <= 300_000, 'must be at most 5m')
+        .default(30_000)
+        .describe('Leeway for exp and nbf of the answer.'),
+      cacheTtl: positiveDuration
+        .refine((ms) => ms <= 3_600_000, 'must be at most 1h')
+        .default(60_000)
+        .describe("How long an answer is reused; never past the token's exp."),
       cacheSize: z.number().int().min(1).max(1_000_000).default(10_000).describe('Answers kept (least recently used dropped first).'),
-      timeout: positiveDuration.refine((ms) => ms <= 30_000, 'must be at most 30s').default(2_000).describe('Per introspection request; past it the call is refused with 503.'),
+      timeout: positiveDuration
+        .refine((ms) => ms <= 30_000, 'must be at most 30s')
+        .default(2_000)
+        .describe('Per introspection request; past it the call is refused with 503.'),
       ...tokenLocations,
     })
     .transform(withDefaultLocation);

@@ -1,8 +1,8 @@
 import { z } from 'zod';
-import type { PolicyLimits } from '../limits.ts';
 import { routeSchema as configRouteSchema } from '../../config/route-schema.ts';
-import { documentSchema, refineUniqueNames, ruleName, schemaParts, serviceRef } from './common.ts';
+import type { PolicyLimits } from '../limits.ts';
 import type { RegexUse } from './common.ts';
+import { documentSchema, refineUniqueNames, ruleName, schemaParts, serviceRef } from './common.ts';
 
 /*
  * Route: how the callers picked by `selector` reach `service`: routes tried in
@@ -30,9 +30,7 @@ export function routeSpecSchema(limits: PolicyLimits) {
     deprecated: z
       .strictObject({
         sunset: isoDate.describe('When the version goes away (Sunset header, RFC 8594). Calls still work after it: operators remove the version.'),
-        since: isoDate
-          .optional()
-          .describe('When the version became (or becomes) deprecated (Deprecation header, RFC 9745); without it the header says @0: deprecated, date unknown.'),
+        since: isoDate.optional().describe('When the version became (or becomes) deprecated (Deprecation header, RFC 9745); without it the header says @0: deprecated, date unknown.'),
         message: z.string().min(1).max(1024).describe('Shown to callers (x-meshgate-deprecation header, on one line) and in the log.'),
       })
       // A refinement, not a transform: the output stays the input, so validation stays idempotent (./common.ts).

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { createJsonSchemaCompiler } from '../json-schema.ts';
 import type { PolicyLimits } from '../limits.ts';
-import { byteSize, documentSchema, headerName, mode, refineUniqueNames, ruleName, schemaParts } from './common.ts';
 import type { RegexUse } from './common.ts';
+import { byteSize, documentSchema, headerName, mode, refineUniqueNames, ruleName, schemaParts } from './common.ts';
 
 /*
  * ValidationPolicy: input checks before the call reaches the app. The JSON

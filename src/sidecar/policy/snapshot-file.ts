@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import type { DocumentEnvelope } from './subscriber-validate.ts';
 import type { DocumentKey, PolicyDocument, RegistryService } from '../../policy/types.ts';
+import type { DocumentEnvelope } from './subscriber-validate.ts';
 
 /** One document in force, with the envelope it came in (what the disk copy keeps). */
 export interface EffectiveDocument {

@@ -1,13 +1,14 @@
 import { readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from '../../telemetry/logger.ts';
-import { outdatedFileFor, parsePersisted, persistedText, versionOf, writeFileAtomic } from './snapshot-file.ts';
 import type { EffectiveDocument, RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
+import { outdatedFileFor, parsePersisted, persistedText, versionOf, writeFileAtomic } from './snapshot-file.ts';
 
 export type { EffectiveDocument, RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
-import { checkEnvelope, documentKey, policyModelValidator } from './subscriber-validate.ts';
-import type { DocumentEnvelope, DocumentRejection, DocumentValidator } from './subscriber-validate.ts';
+
 import type { DocumentKey, PolicyDocument, RegistryService, WorkloadRef } from '../../policy/types.ts';
+import type { DocumentEnvelope, DocumentRejection, DocumentValidator } from './subscriber-validate.ts';
+import { checkEnvelope, documentKey, policyModelValidator } from './subscriber-validate.ts';
 
 /** A snapshot as received from a server, before validation. */
 export interface ReceivedSnapshot {
@@ -184,7 +185,11 @@ export function createPolicySnapshotStore(opts: {
       } catch (err) {
         const first = failingSince === undefined;
         failed(err);
-        if (first) logger.error({ err: lastWriteError, file, version: next.version }, 'cannot persist the policy snapshot; it applies in memory, and writes are retried (see /ready, meshgate_policy_snapshot_persisted)');
+        if (first)
+          logger.error(
+            { err: lastWriteError, file, version: next.version },
+            'cannot persist the policy snapshot; it applies in memory, and writes are retried (see /ready, meshgate_policy_snapshot_persisted)',
+          );
         // The same documents on disk already (only the receipt time is newer): that copy is still right.
         if (print !== persistedPrint) await setAsideOutdated();
         scheduleRetry();
@@ -326,4 +331,3 @@ function readPersisted(text: string, file: string, validate: DocumentValidator, 
   }
   return { version: parsed.version, receivedAt: parsed.receivedAt, documents, services: parsed.services, refused: parsed.refused };
 }
-

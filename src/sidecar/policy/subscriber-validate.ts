@@ -1,7 +1,7 @@
 import { documentKeyOf } from '../../policy/policy-error.ts';
 import type { DocumentKey, PolicyDocument } from '../../policy/types.ts';
-import { createPolicyValidator } from '../../policy/validate.ts';
 import type { PolicyValidator } from '../../policy/validate.ts';
+import { createPolicyValidator } from '../../policy/validate.ts';
 
 /** One refused document, as the Ack carries it: kind/namespace/name, field path, reason. */
 export interface DocumentRejection {

@@ -1,17 +1,17 @@
 import type * as grpc from '@grpc/grpc-js';
+import type { PolicySubscriberConfig } from '../../config/policy-subscriber-schema.ts';
+import { defaultPolicyServerIdentity } from '../../config/policy-subscriber-schema.ts';
 import { runBackgroundLoop } from '../../core/background-loop.ts';
 import type { Clock, Random } from '../../core/clock.ts';
-import type { WorkloadCredentials } from '../../identity/cert-manager.ts';
 import { parseSpiffeId } from '../../core/spiffe-id.ts';
+import type { WorkloadCredentials } from '../../identity/cert-manager.ts';
+import type { WireSnapshot } from '../../policy/policy-api.ts';
+import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials } from '../../policy/policy-api.ts';
+import type { PolicyDocument, RegistryService } from '../../policy/types.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { PolicySnapshotStore, ReceivedSnapshot, RefusedDocument, StoredSnapshot } from './snapshot-store.ts';
-import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials } from '../../policy/policy-api.ts';
-import type { WireSnapshot } from '../../policy/policy-api.ts';
-import { defaultPolicyServerIdentity } from '../../config/policy-subscriber-schema.ts';
-import { planReconnect } from './subscriber-reconnect.ts';
 import type { ReconnectPlan } from './subscriber-reconnect.ts';
-import type { PolicySubscriberConfig } from '../../config/policy-subscriber-schema.ts';
-import type { PolicyDocument, RegistryService } from '../../policy/types.ts';
+import { planReconnect } from './subscriber-reconnect.ts';
 
 /** What the sidecar enforces, handed to onSnapshot listeners (compile it once per call). */
 export interface EffectiveSnapshot {
@@ -194,12 +194,19 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
     return defaultPolicyServerIdentity(own.trustDomain);
   };
 
-  const applySnapshot = (address: string, msg: WireSnapshot, ack: (a: { version: string; accepted: boolean; errors: readonly { document: string; field: string; reason: string }[] }) => void): void => {
+  const applySnapshot = (
+    address: string,
+    msg: WireSnapshot,
+    ack: (a: { version: string; accepted: boolean; errors: readonly { document: string; field: string; reason: string }[] }) => void,
+  ): void => {
     const result = store.apply(fromWire(msg), clock.now());
     ack(result.ack);
     if (result.ack.accepted) {
       acks++;
-      logger.info({ version: msg.version, serverId: msg.serverId, server: address, documents: result.snapshot.documents.length, services: result.snapshot.services.length, changed: result.changed }, 'policy snapshot applied');
+      logger.info(
+        { version: msg.version, serverId: msg.serverId, server: address, documents: result.snapshot.documents.length, services: result.snapshot.services.length, changed: result.changed },
+        'policy snapshot applied',
+      );
     } else {
       nacks++;
       logger.warn(

@@ -1,8 +1,8 @@
 import { Registry } from 'prom-client';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createAdminServer } from '../../../src/admin/admin-server.ts';
 import type { AdminDeps, AdminServer } from '../../../src/admin/admin-server.ts';
+import { createAdminServer } from '../../../src/admin/admin-server.ts';
 
 const open: AdminServer[] = [];
 afterEach(async () => {

@@ -10,10 +10,7 @@ describe('loadCaMaterial: refuses material that does not fit together', () => {
   let a: string;
   let b: string;
   const load = (signing: { certFile: string; keyFile: string; chainFiles?: string[] }, roots: string[], at = clock) =>
-    loadCaMaterial(
-      { signing: { chainFiles: [], ...signing }, trustBundle: { files: roots } },
-      { clock: at, resolvePath: (f) => (path.isAbsolute(f) ? f : path.join(a, f)), configFile: 'ca.yaml' },
-    );
+    loadCaMaterial({ signing: { chainFiles: [], ...signing }, trustBundle: { files: roots } }, { clock: at, resolvePath: (f) => (path.isAbsolute(f) ? f : path.join(a, f)), configFile: 'ca.yaml' });
   beforeAll(async () => {
     a = await createCaMaterialDir({ intermediate: true, clock });
     b = await createCaMaterialDir({ clock });
@@ -38,8 +35,18 @@ describe('loadCaMaterial: refuses material that does not fit together', () => {
   });
 
   it.each<[string, Parameters<typeof load>[0], () => string[], string]>([
-    ['a key of another certificate', { certFile: 'root-ca.pem', keyFile: 'intermediate-ca.key' }, () => ['trust-bundle.pem'], 'ca.yaml: signing.keyFile: does not match the public key of signing.certFile'],
-    ['a signer no root in the bundle issued', { certFile: 'intermediate-ca.pem', keyFile: 'intermediate-ca.key' }, () => [path.join(b, 'root-ca.pem')], 'ca.yaml: trustBundle.files: no root in the trust bundle issued the signing certificate'],
+    [
+      'a key of another certificate',
+      { certFile: 'root-ca.pem', keyFile: 'intermediate-ca.key' },
+      () => ['trust-bundle.pem'],
+      'ca.yaml: signing.keyFile: does not match the public key of signing.certFile',
+    ],
+    [
+      'a signer no root in the bundle issued',
+      { certFile: 'intermediate-ca.pem', keyFile: 'intermediate-ca.key' },
+      () => [path.join(b, 'root-ca.pem')],
+      'ca.yaml: trustBundle.files: no root in the trust bundle issued the signing certificate',
+    ],
     ['a key file that is not a key', { certFile: 'root-ca.pem', keyFile: 'root-ca.pem' }, () => ['trust-bundle.pem'], 'ca.yaml: signing.keyFile: not a PEM private key'],
     ['a certificate file that holds none', { certFile: 'root-ca.key', keyFile: 'root-ca.key' }, () => ['trust-bundle.pem'], 'ca.yaml: signing.certFile: root-ca.key holds no PEM certificate'],
     ['a chain in the wrong place', { certFile: 'root-ca.pem', keyFile: 'root-ca.key', chainFiles: ['intermediate-ca.pem'] }, () => ['trust-bundle.pem'], 'ca.yaml: signing.chainFiles:'],

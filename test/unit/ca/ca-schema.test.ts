@@ -44,8 +44,16 @@ describe('ca.yaml schema', () => {
     ['ttl above maxTtl', `${MINIMAL}leaf: { ttl: 72h }\n`, 'ca.yaml: leaf: ttl must not exceed maxTtl'],
     ['a bad window', `${MINIMAL}rateLimit: { perIdentity: { window: 60 } }\n`, 'ca.yaml: rateLimit.perIdentity.window: expected a duration'],
     ['an unknown field', `${MINIMAL}tokens2: {}\n`, 'ca.yaml: tokens2: unknown field'],
-    ['a JWKS token without a JWKS URL', MINIMAL.replace('publicKeyFile: token.pub.pem', 'publicKeyFile: token.pub.pem, jwksTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token'), 'ca.yaml: tokens: jwksCaFile and jwksTokenFile need jwksUri'],
-    ['a JWKS token sent over plain http', MINIMAL.replace('publicKeyFile: token.pub.pem', 'jwksUri: "http://kubernetes.default.svc/openid/v1/jwks", jwksTokenFile: token'), 'ca.yaml: tokens: jwksTokenFile needs an https jwksUri'],
+    [
+      'a JWKS token without a JWKS URL',
+      MINIMAL.replace('publicKeyFile: token.pub.pem', 'publicKeyFile: token.pub.pem, jwksTokenFile: /var/run/secrets/kubernetes.io/serviceaccount/token'),
+      'ca.yaml: tokens: jwksCaFile and jwksTokenFile need jwksUri',
+    ],
+    [
+      'a JWKS token sent over plain http',
+      MINIMAL.replace('publicKeyFile: token.pub.pem', 'jwksUri: "http://kubernetes.default.svc/openid/v1/jwks", jwksTokenFile: token'),
+      'ca.yaml: tokens: jwksTokenFile needs an https jwksUri',
+    ],
   ])('refuses %s with one line naming the field', (_name, yaml, expected) => {
     const message = errorOf(yaml);
     expect(message).toContain(expected);

@@ -6,7 +6,10 @@ import { createCsr, generateKeyPair, x509 } from '../../../src/identity/x509.ts'
 const BOTH = ['ecdsa-p256', 'rsa-2048'] as const;
 
 async function rsaCsr(bits: number): Promise<string> {
-  const keys = (await webcrypto.subtle.generateKey({ name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
+  const keys = (await webcrypto.subtle.generateKey({ name: 'RSASSA-PKCS1-v1_5', modulusLength: bits, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' }, true, [
+    'sign',
+    'verify',
+  ])) as webcrypto.CryptoKeyPair;
   return (await x509.Pkcs10CertificateRequestGenerator.create({ name: 'O=x', keys: keys as never, signingAlgorithm: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' } })).toString('pem');
 }
 
@@ -34,7 +37,11 @@ describe('checkCsr', () => {
     const a = await generateKeyPair('ecdsa-p256');
     const b = await generateKeyPair('ecdsa-p256');
     // Public key of a, signed with the private key of b.
-    const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: 'O=x', keys: { publicKey: a.publicKey, privateKey: b.privateKey } as never, signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } });
+    const csr = await x509.Pkcs10CertificateRequestGenerator.create({
+      name: 'O=x',
+      keys: { publicKey: a.publicKey, privateKey: b.privateKey } as never,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
+    });
     expect(await checkCsr(csr.toString('pem'), BOTH)).toMatchObject({ ok: false, reason: 'ca.csr_signature' });
   });
 

@@ -1,16 +1,16 @@
-import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { SignJWT, exportJWK } from 'jose';
+import { exportJWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTokenVerifier } from '../../../src/ca/token-verifier.ts';
 import type { TokenVerifier } from '../../../src/ca/token-verifier.ts';
-import { caConfigSchema } from '../../../src/config/ca-schema.ts';
+import { createTokenVerifier } from '../../../src/ca/token-verifier.ts';
 import type { CaTokensConfig } from '../../../src/config/ca-schema.ts';
+import { caConfigSchema } from '../../../src/config/ca-schema.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 
 const clock = createFakeClock(1_800_000_000_000);
@@ -36,7 +36,12 @@ function verifier(tokens: Record<string, unknown>): Promise<TokenVerifier> {
 }
 
 function jwt(claims: Record<string, unknown> = SA, header: Record<string, unknown> = {}) {
-  return new SignJWT(claims).setProtectedHeader({ alg: 'ES256', ...header }).setIssuer('meshgate').setAudience('meshgate-ca').setIssuedAt(NOW).setExpirationTime(NOW + 600);
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256', ...header })
+    .setIssuer('meshgate')
+    .setAudience('meshgate-ca')
+    .setIssuedAt(NOW)
+    .setExpirationTime(NOW + 600);
 }
 
 describe('createTokenVerifier', () => {
@@ -44,7 +49,12 @@ describe('createTokenVerifier', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'meshgate-tokens-'));
     await writeFile(path.join(dir, 'ec.pub.pem'), ec.publicKey.export({ format: 'pem', type: 'spki' }));
-    const jwks = { keys: [{ ...(await exportJWK(other.publicKey)), kid: 'other' }, { ...(await exportJWK(rsa.publicKey)), kid: 'k8s', alg: 'RS256', use: 'sig' }] };
+    const jwks = {
+      keys: [
+        { ...(await exportJWK(other.publicKey)), kid: 'other' },
+        { ...(await exportJWK(rsa.publicKey)), kid: 'k8s', alg: 'RS256', use: 'sig' },
+      ],
+    };
     await writeFile(path.join(dir, 'jwks.json'), JSON.stringify(jwks));
     pem = await verifier({ publicKeyFile: 'ec.pub.pem' });
   });
@@ -68,10 +78,34 @@ describe('createTokenVerifier', () => {
   });
 
   it('tolerates clock skew up to tokens.clockSkew, and no more', async () => {
-    expect(await pem.verify(await jwt().setExpirationTime(NOW - 20).sign(ec.privateKey))).toMatchObject({ ok: true });
-    expect(await pem.verify(await jwt().setExpirationTime(NOW - 40).sign(ec.privateKey))).toMatchObject({ ok: false, reason: 'ca.token_expired' });
-    expect(await pem.verify(await jwt().setNotBefore(NOW + 20).sign(ec.privateKey))).toMatchObject({ ok: true });
-    expect(await pem.verify(await jwt().setNotBefore(NOW + 40).sign(ec.privateKey))).toMatchObject({ ok: false, reason: 'ca.token_not_yet_valid' });
+    expect(
+      await pem.verify(
+        await jwt()
+          .setExpirationTime(NOW - 20)
+          .sign(ec.privateKey),
+      ),
+    ).toMatchObject({ ok: true });
+    expect(
+      await pem.verify(
+        await jwt()
+          .setExpirationTime(NOW - 40)
+          .sign(ec.privateKey),
+      ),
+    ).toMatchObject({ ok: false, reason: 'ca.token_expired' });
+    expect(
+      await pem.verify(
+        await jwt()
+          .setNotBefore(NOW + 20)
+          .sign(ec.privateKey),
+      ),
+    ).toMatchObject({ ok: true });
+    expect(
+      await pem.verify(
+        await jwt()
+          .setNotBefore(NOW + 40)
+          .sign(ec.privateKey),
+      ),
+    ).toMatchObject({ ok: false, reason: 'ca.token_not_yet_valid' });
   });
 
   it('reads time from the injected clock', async () => {
@@ -87,10 +121,38 @@ describe('createTokenVerifier', () => {
   it.each<[string, () => Promise<string>, string]>([
     ['a token signed by another key', () => jwt().sign(other.privateKey), 'ca.token_signature'],
     ['RS256 against an EC key', () => jwt(SA, { alg: 'RS256' }).sign(rsa.privateKey), 'ca.token_signature'],
-    ['an algorithm outside the allow-list', () => new SignJWT(SA).setProtectedHeader({ alg: 'ES384' }).setIssuer('meshgate').setAudience('meshgate-ca').setExpirationTime(NOW + 60).sign(generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey), 'ca.token_algorithm'],
+    [
+      'an algorithm outside the allow-list',
+      () =>
+        new SignJWT(SA)
+          .setProtectedHeader({ alg: 'ES384' })
+          .setIssuer('meshgate')
+          .setAudience('meshgate-ca')
+          .setExpirationTime(NOW + 60)
+          .sign(generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey),
+      'ca.token_algorithm',
+    ],
     ['HS256 keyed with the PEM public key', () => jwt(SA, { alg: 'HS256' }).sign(new Uint8Array(Buffer.from(ec.publicKey.export({ format: 'pem', type: 'spki' })))), 'ca.token_algorithm'],
-    ['a missing iss', () => new SignJWT(SA).setProtectedHeader({ alg: 'ES256' }).setAudience('meshgate-ca').setExpirationTime(NOW + 60).sign(ec.privateKey), 'ca.token_claims'],
-    ['a missing aud', () => new SignJWT(SA).setProtectedHeader({ alg: 'ES256' }).setIssuer('meshgate').setExpirationTime(NOW + 60).sign(ec.privateKey), 'ca.token_claims'],
+    [
+      'a missing iss',
+      () =>
+        new SignJWT(SA)
+          .setProtectedHeader({ alg: 'ES256' })
+          .setAudience('meshgate-ca')
+          .setExpirationTime(NOW + 60)
+          .sign(ec.privateKey),
+      'ca.token_claims',
+    ],
+    [
+      'a missing aud',
+      () =>
+        new SignJWT(SA)
+          .setProtectedHeader({ alg: 'ES256' })
+          .setIssuer('meshgate')
+          .setExpirationTime(NOW + 60)
+          .sign(ec.privateKey),
+      'ca.token_claims',
+    ],
     ['a wrong issuer', () => jwt().setIssuer('evil').sign(ec.privateKey), 'ca.token_issuer'],
     ['a wrong audience', () => jwt().setAudience('evil').sign(ec.privateKey), 'ca.token_audience'],
     ['a token with no service account', () => jwt({ sub: 'alice' }).sign(ec.privateKey), 'ca.token_claims'],

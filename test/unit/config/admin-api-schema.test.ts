@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, parseConfigText } from '../../../src/config/load.ts';
 import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
+import { ConfigError, parseConfigText } from '../../../src/config/load.ts';
 
 const parse = (yaml: string) => parseConfigText(yaml, 'admin.yaml', adminApiConfigSchema);
 const JWT = 'jwt: { issuers: [https://login.example.com], publicKeyFile: admin.pub.pem';

@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfigFile, parseConfigText } from '../../../src/config/load.ts';
-import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import { resolveSidecarPaths } from '../../../src/config/sidecar-paths.ts';
+import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import { readTextFile } from '../../../src/config/text-file.ts';
 
 const VALID = 'workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080" }\nmtls: { mode: DISABLE }\n';
@@ -124,7 +124,7 @@ describe('config files: reading', () => {
 });
 
 describe('sidecar relative paths', () => {
-  it('resolve against the config file\'s folder; absolute ones stay', () => {
+  it("resolve against the config file's folder; absolute ones stay", () => {
     const config = parseConfigText(
       `${VALID.replace('mtls: { mode: DISABLE }', 'mtls: { mode: STRICT }')}identity: { ca: { address: "ca:15012", trustBundleFile: certs/bundle.pem }, tokenFile: /var/run/token }\n` +
         'listeners: { edge: { certFile: edge.pem, keyFile: ../keys/edge.key } }\npolicy: { servers: ["ps:15010"], stateDir: state }\nrateLimit: { redis: { url: "redis://r:6379", passwordFile: redis.pass } }\n',

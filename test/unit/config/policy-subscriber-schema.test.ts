@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfigText } from '../../../src/config/load.ts';
-import { renderConfigReference } from '../../../src/config/reference.ts';
 import { defaultPolicyServerIdentity, policySubscriberConfigSchema } from '../../../src/config/policy-subscriber-schema.ts';
+import { renderConfigReference } from '../../../src/config/reference.ts';
 
 const parse = (yaml: string) => parseConfigText(yaml, 'policy.yaml', policySubscriberConfigSchema);
 

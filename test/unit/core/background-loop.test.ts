@@ -69,7 +69,7 @@ describe('runBackgroundLoop', () => {
     expect(runs).toBe(1);
   });
 
-  it('waits past setTimeout\'s 24.8-day ceiling without firing early', async () => {
+  it("waits past setTimeout's 24.8-day ceiling without firing early", async () => {
     const controller = new AbortController();
     let runs = 0;
     const thirtyDays = 30 * 24 * 3600 * 1000;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
+import { normalizePath, pathForMatching } from '../../../src/core/path-normalize.ts';
 import { readRequestTarget } from '../../../src/proxy/call.ts';
 import type { DownstreamRequest } from '../../../src/proxy/listener.ts';
-import { normalizePath, pathForMatching } from '../../../src/core/path-normalize.ts';
 
 const ok = (path: string) => ({ ok: true, path });
 const refused = (reason: string | RegExp) => ({ ok: false, reason: typeof reason === 'string' ? reason : expect.stringMatching(reason) });

@@ -2,9 +2,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
+import { REASON_CODES } from '../../../src/core/reason-codes.ts';
 import { respond } from '../../../src/core/verdict.ts';
 import { sendVerdict } from '../../../src/errors/reply.ts';
-import { REASON_CODES } from '../../../src/core/reason-codes.ts';
 
 /** A real server whose every request is answered by sendVerdict with `verdict`. */
 async function answering(handler: (res: http.ServerResponse) => void): Promise<{ url: string; close(): Promise<void> }> {
@@ -49,7 +49,11 @@ describe('sendVerdict: the one place that turns a refusal into a reply', () => {
     close = srv.close;
     // Never a whole response: the request fails, or its body does.
     const outcome = await request(srv.url).then(
-      (res) => res.body.text().then(() => 'complete', () => 'reset'),
+      (res) =>
+        res.body.text().then(
+          () => 'complete',
+          () => 'reset',
+        ),
       () => 'reset',
     );
     expect(outcome).toBe('reset');

@@ -3,8 +3,8 @@ import type { Verdict } from '../../../src/core/verdict.ts';
 import type { AnyResponse } from '../../../src/errors/reply.ts';
 import { sendVerdict } from '../../../src/errors/reply.ts';
 import { createAuthzFilter } from '../../../src/filters/authz/authz-filter.ts';
-import { call, fixedRandom, policy } from './authz-fixtures.ts';
 import { authzRuntime } from '../../helpers/filter-runtimes.ts';
+import { call, fixedRandom, policy } from './authz-fixtures.ts';
 
 /** Records what sendVerdict writes. */
 function fakeResponse() {

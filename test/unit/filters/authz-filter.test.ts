@@ -5,9 +5,9 @@ import { createAuthzFilter } from '../../../src/filters/authz/authz-filter.ts';
 import { authzRequestOf } from '../../../src/filters/authz/authz-request.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
-import { ADMIN, FRONTEND, call, fixedRandom, policy } from './authz-fixtures.ts';
-import type { CallInput } from './authz-fixtures.ts';
 import { authzRuntime } from '../../helpers/filter-runtimes.ts';
+import type { CallInput } from './authz-fixtures.ts';
+import { ADMIN, call, FRONTEND, fixedRandom, policy } from './authz-fixtures.ts';
 
 const allowFrontendReads = policy('allow-frontend', {
   action: 'ALLOW',
@@ -47,8 +47,27 @@ describe('authz: decision order and defaults', () => {
     ['ALLOW: a trailing * is a prefix', [allowFrontendReads], { principal: FRONTEND, path: '/orders/1/items' }, 'allow'],
     ['DENY before ALLOW', [allowFrontendReads, denyAdminPath], { principal: FRONTEND, path: '/admin/x' }, 'authz.denied shop/deny-admin#admin'],
     ['DENY before ALLOW whatever the document order', [denyAdminPath, allowAll], { path: '/admin' }, 'authz.denied shop/deny-admin#admin'],
-    ['the first matching DENY rule in document order decides', [policy('d1', { action: 'DENY', rules: [{ name: 'a', to: [{ paths: ['/x/*'] }] }, { name: 'b', to: [{ paths: ['/x/y'] }] }] }), allowAll], { path: '/x/y' }, 'authz.denied shop/d1#a'],
-    ['a rule without a name is named by its index', [policy('d', { action: 'DENY', rules: [{ to: [{ paths: ['/a'] }] }, { to: [{ paths: ['/b'] }] }] }), allowAll], { path: '/b' }, 'authz.denied shop/d#1'],
+    [
+      'the first matching DENY rule in document order decides',
+      [
+        policy('d1', {
+          action: 'DENY',
+          rules: [
+            { name: 'a', to: [{ paths: ['/x/*'] }] },
+            { name: 'b', to: [{ paths: ['/x/y'] }] },
+          ],
+        }),
+        allowAll,
+      ],
+      { path: '/x/y' },
+      'authz.denied shop/d1#a',
+    ],
+    [
+      'a rule without a name is named by its index',
+      [policy('d', { action: 'DENY', rules: [{ to: [{ paths: ['/a'] }] }, { to: [{ paths: ['/b'] }] }] }), allowAll],
+      { path: '/b' },
+      'authz.denied shop/d#1',
+    ],
     ['an ALLOW policy without rules admits nothing', [policy('empty', { action: 'ALLOW', rules: [] })], {}, 'authz.denied'],
     ['an empty rule matches every call', [allowAll], { path: '/anything', method: 'PATCH' }, 'allow'],
     ['AUDIT never decides (deny by default stays)', [policy('audit', { action: 'AUDIT', rules: [{}] })], {}, 'authz.denied'],
@@ -102,8 +121,18 @@ describe('authz: from', () => {
     ['notRequestPrincipals: no JWT holds', [allowIf({ from: [{ notRequestPrincipals: ['*'] }] })], {}, 'allow'],
     ['every field of one entry must hold', [allowIf({ from: [{ principals: [FRONTEND], ipBlocks: ['192.168.0.0/16'] }] })], { principal: FRONTEND }, 'authz.denied'],
     ['one of several entries is enough', [allowIf({ from: [{ principals: [ADMIN] }, { ipBlocks: ['10.0.0.0/8'] }] })], { principal: FRONTEND }, 'allow'],
-    ['DENY on a JWT principal denies only that principal', [allowAll, policy('d', { action: 'DENY', rules: [{ name: 'm', from: [{ requestPrincipals: ['*/mallory'] }] }] })], { jwt: { principal: 'https://idp.example/mallory' } }, 'authz.denied shop/d#m'],
-    ['DENY on a JWT principal lets others through', [allowAll, policy('d', { action: 'DENY', rules: [{ name: 'm', from: [{ requestPrincipals: ['*/mallory'] }] }] })], { jwt: { principal: 'https://idp.example/alice' } }, 'allow'],
+    [
+      'DENY on a JWT principal denies only that principal',
+      [allowAll, policy('d', { action: 'DENY', rules: [{ name: 'm', from: [{ requestPrincipals: ['*/mallory'] }] }] })],
+      { jwt: { principal: 'https://idp.example/mallory' } },
+      'authz.denied shop/d#m',
+    ],
+    [
+      'DENY on a JWT principal lets others through',
+      [allowAll, policy('d', { action: 'DENY', rules: [{ name: 'm', from: [{ requestPrincipals: ['*/mallory'] }] }] })],
+      { jwt: { principal: 'https://idp.example/alice' } },
+      'allow',
+    ],
   ]);
 });
 
@@ -180,9 +209,24 @@ describe('authz: when', () => {
     ['source.ip: notValues', [when([{ key: 'source.ip', notValues: ['10.0.0.0/8'] }])], { address: '10.9.9.9' }, 'authz.denied'],
     ['source.namespace', [when([{ key: 'source.namespace', values: ['shop'] }])], { principal: FRONTEND }, 'allow'],
     ['source.principal (Istio form)', [when([{ key: 'source.principal', values: ['cluster.local/ns/ops/*'] }])], { principal: ADMIN }, 'allow'],
-    ['every condition must hold', [when([{ key: 'source.namespace', values: ['shop'] }, { key: 'request.headers[x-tenant]', values: ['acme'] }])], { principal: FRONTEND }, 'authz.denied'],
+    [
+      'every condition must hold',
+      [
+        when([
+          { key: 'source.namespace', values: ['shop'] },
+          { key: 'request.headers[x-tenant]', values: ['acme'] },
+        ]),
+      ],
+      { principal: FRONTEND },
+      'authz.denied',
+    ],
     ['values and notValues together', [when([{ key: 'request.auth.claims[role]', values: ['*'], notValues: ['guest'] }])], jwt({ role: 'guest' }), 'authz.denied'],
-    ['DENY with a claim condition denies only matching tokens', [allowAll, policy('d', { action: 'DENY', rules: [{ name: 'guest', when: [{ key: 'request.auth.claims[role]', values: ['guest'] }] }] })], jwt({ role: 'user' }), 'allow'],
+    [
+      'DENY with a claim condition denies only matching tokens',
+      [allowAll, policy('d', { action: 'DENY', rules: [{ name: 'guest', when: [{ key: 'request.auth.claims[role]', values: ['guest'] }] }] })],
+      jwt({ role: 'user' }),
+      'allow',
+    ],
   ]);
 });
 
@@ -217,7 +261,10 @@ describe('authz: decision id, annotations, deny body, metrics, log', () => {
 
   it('counts decisions per policy and rule, and audits apart', async () => {
     const metrics = createSidecarMetrics({ defaultMetrics: false });
-    const filter = createAuthzFilter([allowAll, denyAdminPath, policy('audit-admin', { action: 'AUDIT', rules: [{ name: 'a', to: [{ paths: ['/admin*'] }] }] })], authzRuntime({ allowWhenNoPolicy: false, metrics }));
+    const filter = createAuthzFilter(
+      [allowAll, denyAdminPath, policy('audit-admin', { action: 'AUDIT', rules: [{ name: 'a', to: [{ paths: ['/admin*'] }] }] })],
+      authzRuntime({ allowWhenNoPolicy: false, metrics }),
+    );
     filter.onRequest(call());
     filter.onRequest(call());
     filter.onRequest(call({ path: '/admin' }));
@@ -245,18 +292,36 @@ describe('authz: decision id, annotations, deny body, metrics, log', () => {
   });
 
   it('a throwing metrics sink or logger never fails the call', () => {
-    const broken = { inc: () => { throw new Error('sink down'); } };
-    const filter = createAuthzFilter([denyAdminPath], authzRuntime({
-      allowWhenNoPolicy: false,
-      metrics: { authzDecisions: broken, shadowDenials: broken },
-      logger: { info: () => { throw new Error('log down'); } },
-    }));
+    const broken = {
+      inc: () => {
+        throw new Error('sink down');
+      },
+    };
+    const filter = createAuthzFilter(
+      [denyAdminPath],
+      authzRuntime({
+        allowWhenNoPolicy: false,
+        metrics: { authzDecisions: broken, shadowDenials: broken },
+        logger: {
+          info: () => {
+            throw new Error('log down');
+          },
+        },
+      }),
+    );
     expect(outcome(filter.onRequest(call()) as Verdict)).toBe('authz.denied');
   });
 });
 
 describe('authz: shadow mode', () => {
-  const shadowDeny = policy('new-deny', { action: 'DENY', mode: 'shadow', rules: [{ name: 'no-deletes', to: [{ methods: ['DELETE'] }] }, { name: 'no-admin', to: [{ paths: ['/admin*'] }] }] });
+  const shadowDeny = policy('new-deny', {
+    action: 'DENY',
+    mode: 'shadow',
+    rules: [
+      { name: 'no-deletes', to: [{ methods: ['DELETE'] }] },
+      { name: 'no-admin', to: [{ paths: ['/admin*'] }] },
+    ],
+  });
 
   it('a shadow DENY rule never denies, and is recorded, counted and logged as would-deny', async () => {
     const metrics = createSidecarMetrics({ defaultMetrics: false });

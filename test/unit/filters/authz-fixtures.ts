@@ -1,6 +1,6 @@
 import type { CallContext, RequestAuth } from '../../../src/core/call-context.ts';
-import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
+import { createPolicyValidator } from '../../../src/policy/validate.ts';
 
 /* Shared by the authz unit, property and bench code: validated policies and calls. */
 

@@ -25,7 +25,11 @@ describe('src/inject layering', () => {
   it('imports only config, core, errors and telemetry besides itself', () => {
     const found = imports('inject');
     expect(found.length).toBeGreaterThan(5);
-    for (const { file, target } of found) expect(['inject', 'config', 'core', 'errors', 'telemetry'].some((t) => target.startsWith(t)), `${file} imports ${target}`).toBe(true);
+    for (const { file, target } of found)
+      expect(
+        ['inject', 'config', 'core', 'errors', 'telemetry'].some((t) => target.startsWith(t)),
+        `${file} imports ${target}`,
+      ).toBe(true);
   });
 
   it('is imported by no lower folder', () => {

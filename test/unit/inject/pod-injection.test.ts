@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
-import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
 import { injectorConfigSchema } from '../../../src/config/injector-schema.ts';
 import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
-import { injectPod } from '../../../src/inject/pod-injection.ts';
 import type { InjectionOutcome } from '../../../src/inject/pod-injection.ts';
+import { injectPod } from '../../../src/inject/pod-injection.ts';
 
 const settings = {
   config: injectorConfigSchema.parse({}),
@@ -57,7 +57,7 @@ describe('injectPod', () => {
 
   it.each([
     ['a probe on the captured app port', pod({ container: { livenessProbe: { httpGet: { port: 8080, path: '/' } } } }), 'container "web" livenessProbe uses port 8080, which the sidecar captures'],
-    ['an app running as the proxy uid', pod({ spec: { securityContext: { runAsUser: 1337 } } }), 'runs as uid 1337, the sidecar\'s'],
+    ['an app running as the proxy uid', pod({ spec: { securityContext: { runAsUser: 1337 } } }), "runs as uid 1337, the sidecar's"],
     ['no service name', pod({ labels: { tier: 'web' } }), 'cannot tell the service'],
     ['a service that is no DNS label', pod({ labels: { app: 'Web_App' } }), 'is not a DNS label'],
     ['a bad inject value', pod({ annotations: { 'meshgate.dev/inject': 'yes' } }), 'expected "true" or "false"'],
@@ -79,8 +79,11 @@ describe('injectPod', () => {
     expect(init.args.join(' ')).toContain('--exclude-inbound-ports 8080');
   });
 
-  it('keeps the pod\'s own annotations, volumes and init containers, and its Prometheus annotations when it has them', () => {
-    const input = pod({ annotations: { team: 'payments', 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090' }, spec: { volumes: [{ name: 'data', emptyDir: {} }], initContainers: [{ name: 'migrate', image: 'm:1' }] } });
+  it("keeps the pod's own annotations, volumes and init containers, and its Prometheus annotations when it has them", () => {
+    const input = pod({
+      annotations: { team: 'payments', 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090' },
+      spec: { volumes: [{ name: 'data', emptyDir: {} }], initContainers: [{ name: 'migrate', image: 'm:1' }] },
+    });
     const { annotations, volumes, initContainers } = injected(injectPod(input, settings));
     expect(annotations).toMatchObject({ team: 'payments', 'prometheus.io/port': '9090' });
     expect(volumes.map((v: any) => v.name)).toEqual(['data', 'meshgate-config', 'meshgate-token', 'meshgate-state']);

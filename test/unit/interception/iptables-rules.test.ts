@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { runIptables } from '../../../src/cli/iptables.ts';
+import type { InterceptionSpec } from '../../../src/interception/iptables-rules.ts';
 import { buildRules, restoreText, specProblems } from '../../../src/interception/iptables-rules.ts';
 import { classifyFirstBytes } from '../../../src/interception/protocol-sniff.ts';
-import type { InterceptionSpec } from '../../../src/interception/iptables-rules.ts';
 
 const spec: InterceptionSpec = {
   inboundPort: 15006,
@@ -76,8 +76,21 @@ describe('iptables rules', () => {
 describe('meshgate iptables', () => {
   it('--dry-run prints the rules of the flags the injector passes and changes nothing', async () => {
     const res = await cli([
-      '--inbound-port', '15006', '--outbound-port', '15001', '--proxy-uid', '1337', '--app-ports', '8080,9090',
-      '--exclude-inbound-ports', '8081', '--exclude-outbound-ports', '5432', '--exclude-outbound-cidrs', '10.96.0.1/32,169.254.169.254', '--dry-run',
+      '--inbound-port',
+      '15006',
+      '--outbound-port',
+      '15001',
+      '--proxy-uid',
+      '1337',
+      '--app-ports',
+      '8080,9090',
+      '--exclude-inbound-ports',
+      '8081',
+      '--exclude-outbound-ports',
+      '5432',
+      '--exclude-outbound-cidrs',
+      '10.96.0.1/32,169.254.169.254',
+      '--dry-run',
     ]);
     expect(res).toEqual({ code: 0, stdout: GOLDEN, stderr: '' });
   });

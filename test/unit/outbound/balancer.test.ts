@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { Random } from '../../../src/core/clock.ts';
-import { createBalancer, type BalancerKind } from '../../../src/outbound/balancer.ts';
+import { type BalancerKind, createBalancer } from '../../../src/outbound/balancer.ts';
 import { createLeastRequestBalancer } from '../../../src/outbound/balancer-least-request.ts';
 import { createRoundRobinBalancer } from '../../../src/outbound/balancer-round-robin.ts';
 import { createWeightedBalancer } from '../../../src/outbound/balancer-weighted.ts';
-import { createEndpoint, type Balancer, type UpstreamEndpoint } from '../../../src/outbound/endpoint.ts';
+import { type Balancer, createEndpoint, type UpstreamEndpoint } from '../../../src/outbound/endpoint.ts';
 
 /** mulberry32: a small seeded PRNG so runs are repeatable. */
 function seeded(seed: number): Random {

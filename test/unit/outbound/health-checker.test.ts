@@ -10,10 +10,7 @@ const opts: HealthCheckOptions = { path: '/healthz', intervalMs: 5_000, timeoutM
  * Runs the checker for exactly `rounds` probe rounds: the fake sleep resolves at
  * once and aborts after the last round. Returns ep.healthy after each round.
  */
-async function runRounds(
-  results: readonly (boolean | Error)[],
-  ep: UpstreamEndpoint = createEndpoint('10.0.0.1:80'),
-): Promise<{ history: boolean[]; paths: string[]; sleeps: number[] }> {
+async function runRounds(results: readonly (boolean | Error)[], ep: UpstreamEndpoint = createEndpoint('10.0.0.1:80')): Promise<{ history: boolean[]; paths: string[]; sleeps: number[] }> {
   const history: boolean[] = [];
   const paths: string[] = [];
   const sleeps: number[] = [];

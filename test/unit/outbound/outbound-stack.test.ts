@@ -3,18 +3,18 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
 import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
+import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
 import { createOutboundStack } from '../../../src/outbound/outbound-stack.ts';
-import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import type { ServiceRegistry } from '../../../src/outbound/service-registry.ts';
+import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { tracingOff } from '../../../src/telemetry/tracing.ts';
-import { startHttpServer } from '../../helpers/servers.ts';
 import type { TestServer } from '../../helpers/servers.ts';
+import { startHttpServer } from '../../helpers/servers.ts';
 
 /*
  * The outbound stack on its own, in process: a node:http server running

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { registryServiceSchema, sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import type { RetryConfig } from '../../../src/config/sidecar-schema.ts';
+import { registryServiceSchema, sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
 import { REASON_CODES } from '../../../src/core/reason-codes.ts';
-import { createCluster } from '../../../src/outbound/cluster.ts';
 import type { Cluster } from '../../../src/outbound/cluster.ts';
-import { ENDPOINT_FAILURES, SHARED_REFUSALS, classifyAnswer } from '../../../src/outbound/peer-answers.ts';
-import { createRetryPlan } from '../../../src/outbound/retry-plan.ts';
+import { createCluster } from '../../../src/outbound/cluster.ts';
+import { classifyAnswer, ENDPOINT_FAILURES, SHARED_REFUSALS } from '../../../src/outbound/peer-answers.ts';
 import { createRetryBudget } from '../../../src/outbound/retry-budget.ts';
+import { createRetryPlan } from '../../../src/outbound/retry-plan.ts';
 import type { UpstreamTls } from '../../../src/proxy/upstream-pool.ts';
 
 /*
@@ -46,7 +46,16 @@ function retriesOf(retries: Record<string, unknown>): RetryConfig {
 function answer(c: Cluster, n: number, status: number, headers: Record<string, string>): boolean {
   const first = c.endpoints()[0]!;
   for (let i = 0; i < n && first.ejectedUntil === 0; i++) {
-    const target = c.pick('http1', undefined, new Set(c.endpoints().filter((ep) => ep !== first).map((ep) => ep.address)))!;
+    const target = c.pick(
+      'http1',
+      undefined,
+      new Set(
+        c
+          .endpoints()
+          .filter((ep) => ep !== first)
+          .map((ep) => ep.address),
+      ),
+    )!;
     expect(target.label).toBe(first.address);
     target.done({ kind: 'response', status, headers });
   }

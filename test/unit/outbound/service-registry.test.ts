@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { registryServiceSchema } from '../../../src/config/sidecar-schema.ts';
 import type { ServiceConfig } from '../../../src/config/sidecar-schema.ts';
+import { registryServiceSchema } from '../../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
 import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
 
@@ -14,7 +14,12 @@ describe('service registry updates (registry pushes)', () => {
     const kept = cluster.endpoints().find((e) => e.address === '127.0.0.1:1002')!;
     registry.update([svc('orders', ['127.0.0.1:1002', '127.0.0.1:1003'])]);
     expect(registry.cluster('orders', 'shop')).toBe(cluster);
-    expect(cluster.endpoints().map((e) => e.address).sort()).toEqual(['127.0.0.1:1002', '127.0.0.1:1003']);
+    expect(
+      cluster
+        .endpoints()
+        .map((e) => e.address)
+        .sort(),
+    ).toEqual(['127.0.0.1:1002', '127.0.0.1:1003']);
     expect(cluster.endpoints()).toContain(kept);
     await registry.close();
   });

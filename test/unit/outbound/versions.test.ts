@@ -3,8 +3,8 @@ import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { deprecationHeaders, headerSafeMessage, MESSAGE_HEADER_LIMIT } from '../../../src/outbound/deprecation-headers.ts';
 import { createDeprecationReporter, DEPRECATION_LOG_INTERVAL_MS } from '../../../src/outbound/deprecation-reporter.ts';
-import { compileVersions, pinnedVersion } from '../../../src/outbound/versions.ts';
 import type { VersionConfig } from '../../../src/outbound/versions.ts';
+import { compileVersions, pinnedVersion } from '../../../src/outbound/versions.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 
@@ -122,7 +122,16 @@ describe('deprecation reporter', () => {
     reporter.report('payments.shop', v1);
     expect(await count('v1')).toBe(6);
     expect(lines).toHaveLength(2);
-    expect(lines[0]).toMatchObject({ level: 30, caller: 'frontend.shop', destination: 'orders.shop', version: 'v1', sunset: '2026-06-30T00:00:00.000Z', calls: 1, message: 'v1 goes away; use v2', msg: 'call to a deprecated version' });
+    expect(lines[0]).toMatchObject({
+      level: 30,
+      caller: 'frontend.shop',
+      destination: 'orders.shop',
+      version: 'v1',
+      sunset: '2026-06-30T00:00:00.000Z',
+      calls: 1,
+      message: 'v1 goes away; use v2',
+      msg: 'call to a deprecated version',
+    });
     clock.advance(DEPRECATION_LOG_INTERVAL_MS - 1);
     reporter.report('orders.shop', v1);
     expect(lines).toHaveLength(2);

@@ -1,22 +1,22 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
-import { stringify } from 'yaml';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
 import { createAdminApi } from '../../../src/policy-server/admin-api.ts';
 import type { AdminAuthenticator } from '../../../src/policy-server/admin-auth.ts';
-import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
-import { createPolicyAuditLog } from '../../../src/policy-server/audit-log.ts';
 import type { PolicyAuditLog } from '../../../src/policy-server/audit-log.ts';
+import { createPolicyAuditLog } from '../../../src/policy-server/audit-log.ts';
 import type { AuditEntry, AuditLog } from '../../../src/policy-server/contracts.ts';
 import { createRbac } from '../../../src/policy-server/rbac.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
-import { authzPolicy, createFakeDocumentStore, createFakeSubscriberDirectory } from '../../helpers/policy-fakes.ts';
 import type { FakeDocumentStore, FakeSubscriberDirectory } from '../../helpers/policy-fakes.ts';
+import { authzPolicy, createFakeDocumentStore, createFakeSubscriberDirectory } from '../../helpers/policy-fakes.ts';
 
 /*
  * The handler on a plain node:http server, with a stand-in authenticator
@@ -158,7 +158,7 @@ describe('admin API reads', () => {
     });
   });
 
-  it('shows the folder\'s validation errors', async () => {
+  it("shows the folder's validation errors", async () => {
     store.setErrors([{ source: { file: 'shop/bad.yaml', index: 1 }, document: 'RateLimitPolicy/shop/burst', field: 'spec.limits[0].window', reason: 'expected a duration like 250ms, 5s, 2m or 1h' }]);
     expect((await call('GET', '/api/v1/errors', { subject: 'viewer' })).json).toEqual({
       errors: [{ file: 'shop/bad.yaml', document: 1, key: 'RateLimitPolicy/shop/burst', field: 'spec.limits[0].window', reason: 'expected a duration like 250ms, 5s, 2m or 1h' }],
@@ -188,7 +188,9 @@ describe('admin API reads', () => {
   });
 
   it('serves the registry', async () => {
-    directory.services = [{ name: 'orders', namespace: 'shop', endpoints: [{ address: '10.0.0.7:15006', labels: {}, weight: 1 }], identities: ['spiffe://cluster.local/ns/shop/sa/orders'], external: false }];
+    directory.services = [
+      { name: 'orders', namespace: 'shop', endpoints: [{ address: '10.0.0.7:15006', labels: {}, weight: 1 }], identities: ['spiffe://cluster.local/ns/shop/sa/orders'], external: false },
+    ];
     expect((await call('GET', '/api/v1/registry', { subject: 'viewer' })).json).toEqual({ services: directory.services });
   });
 
@@ -256,14 +258,14 @@ describe('admin API writes', () => {
     expect(entries[0]!.diff).toContain('-  action: ALLOW\n+  action: DENY\n');
   });
 
-  it('403s a viewer\'s writes, audited; a subject without a binding is refused and not audited', async () => {
+  it("403s a viewer's writes, audited; a subject without a binding is refused and not audited", async () => {
     expect((await call('PUT', DOC_URL, { subject: 'viewer', body: yamlBody() })).json).toEqual({ code: 'admin.forbidden', reason: 'role viewer may not write' });
     expect((await call('PUT', DOC_URL, { subject: 'stranger', body: yamlBody() })).json).toEqual({ code: 'admin.forbidden', reason: 'no role binding for stranger' });
     expect(store.puts).toEqual([]);
     expect((await audit.read()).map((e) => [e.actor.subject, e.result])).toEqual([['viewer', 'forbidden']]);
   });
 
-  it('400s an invalid document with the store\'s exact errors, writes nothing, audits it as rejected', async () => {
+  it("400s an invalid document with the store's exact errors, writes nothing, audits it as rejected", async () => {
     const body = stringify({ apiVersion: 'meshgate.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'allow-web', namespace: 'shop' }, spec: { rules: 'all' } });
     const res = await call('PUT', DOC_URL, { subject: 'admin', body });
     expect(res.status).toBe(400);
@@ -289,7 +291,7 @@ describe('admin API writes', () => {
     expect(store.puts).toEqual([]);
   });
 
-  it('judges a developer by the path\'s namespace: a production document cannot be smuggled through another path', async () => {
+  it("judges a developer by the path's namespace: a production document cannot be smuggled through another path", async () => {
     const res = await call('PUT', DOC_URL, { subject: 'dev', body: yamlBody({}, 'prod') });
     expect(res.status).toBe(400);
     expect(store.puts).toEqual([]);

@@ -1,16 +1,16 @@
 import { generateKeyPairSync } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { SignJWT, exportJWK } from 'jose';
+import { exportJWK, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ConfigError } from '../../../src/config/load.ts';
-import { createAdminAuthenticator, peerSpiffeId } from '../../../src/policy-server/admin-auth.ts';
-import type { AdminAuthenticator } from '../../../src/policy-server/admin-auth.ts';
-import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
 import type { AdminApiConfigInput } from '../../../src/config/admin-api-schema.ts';
+import { adminApiConfigSchema } from '../../../src/config/admin-api-schema.ts';
+import { ConfigError } from '../../../src/config/load.ts';
+import type { AdminAuthenticator } from '../../../src/policy-server/admin-auth.ts';
+import { createAdminAuthenticator, peerSpiffeId } from '../../../src/policy-server/admin-auth.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 
 const clock = createFakeClock(1_800_000_000_000);
@@ -30,7 +30,12 @@ function authenticator(input: AdminApiConfigInput): Promise<AdminAuthenticator> 
 const JWT = { issuers: ['https://login.example.com'], audiences: ['meshgate-policy-admin'], publicKeyFile: 'admin.pub.pem' };
 
 function token(claims: Record<string, unknown> = { sub: 'alice@example.com' }, header: { alg: string; kid?: string } = { alg: 'ES256' }) {
-  return new SignJWT(claims).setProtectedHeader(header).setIssuer('https://login.example.com').setAudience('meshgate-policy-admin').setIssuedAt(NOW).setExpirationTime(NOW + 600);
+  return new SignJWT(claims)
+    .setProtectedHeader(header)
+    .setIssuer('https://login.example.com')
+    .setAudience('meshgate-policy-admin')
+    .setIssuedAt(NOW)
+    .setExpirationTime(NOW + 600);
 }
 
 /** A request as the handler sees it: headers, and a socket that may be a TLS socket. */
@@ -117,9 +122,13 @@ describe('admin authentication', () => {
     });
 
     it('refuses an expired token, beyond the clock skew', async () => {
-      const withinSkew = await token().setExpirationTime(NOW - 20).sign(ec.privateKey);
+      const withinSkew = await token()
+        .setExpirationTime(NOW - 20)
+        .sign(ec.privateKey);
       expect(await auth.authenticate(request({ authorization: `Bearer ${withinSkew}` }))).toMatchObject({ ok: true });
-      const expired = await token().setExpirationTime(NOW - 60).sign(ec.privateKey);
+      const expired = await token()
+        .setExpirationTime(NOW - 60)
+        .sign(ec.privateKey);
       expect(await auth.authenticate(request({ authorization: `Bearer ${expired}` }))).toEqual({ ok: false, reason: 'token expired' });
     });
 
@@ -158,7 +167,9 @@ describe('admin authentication', () => {
     });
 
     it('judges a request with an Authorization header by its token alone', async () => {
-      const expired = await token().setExpirationTime(NOW - 600).sign(ec.privateKey);
+      const expired = await token()
+        .setExpirationTime(NOW - 600)
+        .sign(ec.privateKey);
       const withCert = tlsSocket({ authorized: true, san: `URI:${SPIFFE}` });
       expect(await auth.authenticate(request({ authorization: `Bearer ${expired}` }, withCert))).toEqual({ ok: false, reason: 'token expired' });
       expect(await auth.authenticate(request({ authorization: 'Basic YWxpY2U6c2VjcmV0' }, withCert))).toEqual({ ok: false, reason: 'Authorization header is not "Bearer <token>"' });
@@ -179,8 +190,6 @@ describe('admin authentication', () => {
   });
 
   it('fails at start-up with a one-line error for an unreadable key file', async () => {
-    await expect(authenticator({ jwt: { ...JWT, publicKeyFile: 'missing.pem' } })).rejects.toThrow(
-      new ConfigError('policy-server.yaml: adminApi.jwt.publicKeyFile: cannot read missing.pem (ENOENT)'),
-    );
+    await expect(authenticator({ jwt: { ...JWT, publicKeyFile: 'missing.pem' } })).rejects.toThrow(new ConfigError('policy-server.yaml: adminApi.jwt.publicKeyFile: cannot read missing.pem (ENOENT)'));
   });
 });

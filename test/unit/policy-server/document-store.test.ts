@@ -1,13 +1,13 @@
-import { mkdtemp, open as openFile, readFile, readdir, rm, symlink, unlink, utimes, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { parseAllDocuments } from 'yaml';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { openDocumentStore } from '../../../src/policy-server/document-store.ts';
-import type { FolderDocumentStore, PolicyModel } from '../../../src/policy-server/document-store.ts';
-import { createPolicyServerMetrics } from '../../../src/policy-server/policy-server-metrics.ts';
+import { parseAllDocuments } from 'yaml';
 import type { PolicyDocument, PolicyError } from '../../../src/policy/types.ts';
+import type { FolderDocumentStore, PolicyModel } from '../../../src/policy-server/document-store.ts';
+import { openDocumentStore } from '../../../src/policy-server/document-store.ts';
+import { createPolicyServerMetrics } from '../../../src/policy-server/policy-server-metrics.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { digestOf, fakeValidate } from '../../helpers/policy-fakes.ts';
 
@@ -50,7 +50,11 @@ describe('folder document store', () => {
     return store;
   };
   const changed = (): Promise<void> => new Promise((resolve) => store.onChange(resolve));
-  const keys = (): string[] => store.documents().map((d) => d.key).sort();
+  const keys = (): string[] =>
+    store
+      .documents()
+      .map((d) => d.key)
+      .sort();
 
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'meshgate-store-'));
@@ -83,7 +87,10 @@ describe('folder document store', () => {
     await open();
     expect(keys()).toEqual(['AuthorizationPolicy/shop/also-good', 'AuthorizationPolicy/shop/good']);
     expect(store.errors()).toEqual([{ source: { file: 'mixed.yaml', index: 1 }, document: 'AuthorizationPolicy/shop/Bad_Name', field: 'metadata.name', reason: 'expected a DNS label' }]);
-    expect((await metrics.documents.get()).values.map((v) => [v.labels.state, v.value]).sort()).toEqual([['invalid', 1], ['valid', 2]]);
+    expect((await metrics.documents.get()).values.map((v) => [v.labels.state, v.value]).sort()).toEqual([
+      ['invalid', 1],
+      ['valid', 2],
+    ]);
     const warn = logs.find((l) => l.msg === 'policy document rejected: mixed.yaml: document 1 (AuthorizationPolicy/shop/Bad_Name): metadata.name: expected a DNS label');
     expect(warn).toMatchObject({ level: 40, file: 'mixed.yaml', document: 1, field: 'metadata.name' });
   });
@@ -121,7 +128,14 @@ describe('folder document store', () => {
     await utimes(path.join(dir, 'b.yaml'), new Date(1_000_000_000_000), new Date(1_000_000_000_000));
     await open();
     expect(store.documents().map((d) => [d.file, d.document.spec.mode])).toEqual([['b.yaml', 'shadow']]);
-    expect(store.errors()).toEqual([{ source: { file: 'a.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/same', field: 'metadata.name', reason: 'duplicate: AuthorizationPolicy/shop/same is already served from b.yaml (document 0); this copy is ignored' }]);
+    expect(store.errors()).toEqual([
+      {
+        source: { file: 'a.yaml', index: 0 },
+        document: 'AuthorizationPolicy/shop/same',
+        field: 'metadata.name',
+        reason: 'duplicate: AuthorizationPolicy/shop/same is already served from b.yaml (document 0); this copy is ignored',
+      },
+    ]);
   });
 
   it('a copy of a serving document added in a file that sorts earlier is the one refused, named by its file; a restart keeps it so', async () => {
@@ -131,9 +145,18 @@ describe('folder document store', () => {
     await open();
     await writeFile(x, policy('shop', 'orders', '  mode: shadow\n'));
     await store.rescan();
-    const serving = (): unknown[] => store.documents().filter((d) => d.key === 'AuthorizationPolicy/shop/orders').map((d) => [d.file, d.document.spec.mode]);
+    const serving = (): unknown[] =>
+      store
+        .documents()
+        .filter((d) => d.key === 'AuthorizationPolicy/shop/orders')
+        .map((d) => [d.file, d.document.spec.mode]);
     expect(serving()).toEqual([['08-orders.yaml', 'enforce']]);
-    const refused = { source: { file: '07b-x.yaml', index: 0 }, document: 'AuthorizationPolicy/shop/orders', field: 'metadata.name', reason: 'duplicate: AuthorizationPolicy/shop/orders is already served from 08-orders.yaml (document 1); this copy is ignored' };
+    const refused = {
+      source: { file: '07b-x.yaml', index: 0 },
+      document: 'AuthorizationPolicy/shop/orders',
+      field: 'metadata.name',
+      reason: 'duplicate: AuthorizationPolicy/shop/orders is already served from 08-orders.yaml (document 1); this copy is ignored',
+    };
     expect(store.errors()).toEqual([refused]);
     expect(logs.filter((l) => String(l.msg).startsWith('policy document rejected: 07b-x.yaml'))).toHaveLength(1);
 
@@ -175,7 +198,12 @@ describe('folder document store', () => {
     await store.rescan();
     expect(store.stale()).toEqual(['AuthorizationPolicy/shop/one', 'AuthorizationPolicy/shop/two']);
     expect(store.errors()).toEqual([
-      { source: { file: 'deny.yaml', index: 0 }, document: undefined, field: '(top level)', reason: 'file has no document (empty, or being rewritten); the 2 document(s) it served stay in service until it is written whole again or deleted' },
+      {
+        source: { file: 'deny.yaml', index: 0 },
+        document: undefined,
+        field: '(top level)',
+        reason: 'file has no document (empty, or being rewritten); the 2 document(s) it served stay in service until it is written whole again or deleted',
+      },
     ]);
     expect(logs.some((l) => l.level === 40 && String(l.msg).includes('deny.yaml: document 0: (top level): file has no document'))).toBe(true);
 
@@ -262,7 +290,11 @@ describe('folder document store', () => {
     await writeFile(path.join(dir, 'big.yaml'), `${policy('shop', 'big')}# ${'x'.repeat(5000)}\n`);
     await open();
     expect(store.documents()).toEqual([]);
-    expect(store.errors()[0]).toMatchObject({ source: { file: 'big.yaml', index: 0 }, field: '(top level)', reason: `file too large: at most 4096 bytes (got ${5000 + policy('shop', 'big').length + 3}); no document of it applies` });
+    expect(store.errors()[0]).toMatchObject({
+      source: { file: 'big.yaml', index: 0 },
+      field: '(top level)',
+      reason: `file too large: at most 4096 bytes (got ${5000 + policy('shop', 'big').length + 3}); no document of it applies`,
+    });
   });
 
   it('put validates, then writes <namespace>/<kind>-<name>.yaml atomically; the state is current when it resolves', async () => {

@@ -9,7 +9,12 @@ describe('policy-server config', () => {
     const config = parseConfigText(minimal, 'ps.yaml', policyServerConfigSchema);
     expect(config.listen).toEqual({ address: '0.0.0.0', port: 15010 });
     expect(config.admin).toEqual({ address: '127.0.0.1', port: 15014, tls: false });
-    expect(config.identity).toMatchObject({ trustDomain: 'cluster.local', serviceAccount: 'policy-server', ca: { serverName: 'meshgate-ca', timeout: 5_000 }, retry: { base: 200, max: 30_000, probeInterval: 500 } });
+    expect(config.identity).toMatchObject({
+      trustDomain: 'cluster.local',
+      serviceAccount: 'policy-server',
+      ca: { serverName: 'meshgate-ca', timeout: 5_000 },
+      retry: { base: 200, max: 30_000, probeInterval: 500 },
+    });
     expect(config.policies).toEqual({ folder: 'policies', pollFallback: 2_000, settle: 100 });
     expect(config.push).toEqual({ debounce: 50, helloTimeout: 10_000, maxSubscribers: 20_000 });
     expect(config.registry).toEqual({ static: [], warmup: 45_000, shared: { enabled: true, lease: 30_000 } });

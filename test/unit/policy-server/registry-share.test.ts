@@ -5,8 +5,8 @@ import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPolicyServerMetrics } from '../../../src/policy-server/policy-server-metrics.ts';
 import { createRegistryShare } from '../../../src/policy-server/registry-share.ts';
-import { createServiceRegistry } from '../../../src/policy-server/service-registry.ts';
 import type { RegisteredEndpoint } from '../../../src/policy-server/service-registry.ts';
+import { createServiceRegistry } from '../../../src/policy-server/service-registry.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 
@@ -43,7 +43,7 @@ describe('registry shared between replicas', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('each replica serves the other\'s endpoints; a file not renewed within the lease is ignored; close removes its file', async () => {
+  it("each replica serves the other's endpoints; a file not renewed within the lease is ignored; close removes its file", async () => {
     const clock = createFakeClock(Date.now());
     const metrics = createPolicyServerMetrics({ defaultMetrics: false });
     const a = createServiceRegistry([]);
@@ -97,7 +97,7 @@ describe('registry shared between replicas', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it('degrades to this replica\'s own endpoints when the folder is unusable: one warning, counted', async () => {
+  it("degrades to this replica's own endpoints when the folder is unusable: one warning, counted", async () => {
     const notAFolder = path.join(dir, 'file');
     await writeFile(notAFolder, 'x');
     const metrics = createPolicyServerMetrics({ defaultMetrics: false });
@@ -108,7 +108,10 @@ describe('registry shared between replicas', () => {
     await share.refresh();
     expect(r.services()[0]!.endpoints.map((e) => e.address)).toEqual(['10.0.0.1:1']);
     const counted = (await metrics.registryShareErrors.get()).values.map((v) => [v.labels.op, v.value]).sort();
-    expect(counted).toEqual([['read', 2], ['write', 1]]);
+    expect(counted).toEqual([
+      ['read', 2],
+      ['write', 1],
+    ]);
     expect(logs.filter((l) => l.level === 40).map((l) => l.msg)).toEqual([
       "cannot write the shared registry; other replicas will not see this replica's endpoints",
       "cannot read the shared registry; serving this replica's endpoints only",

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createServiceRegistry } from '../../../src/policy-server/service-registry.ts';
 import type { RegisteredEndpoint } from '../../../src/policy-server/service-registry.ts';
+import { createServiceRegistry } from '../../../src/policy-server/service-registry.ts';
 
 const ep = (over: Partial<RegisteredEndpoint>): RegisteredEndpoint => ({
   streamId: 's1',
@@ -16,7 +16,13 @@ const ep = (over: Partial<RegisteredEndpoint>): RegisteredEndpoint => ({
 
 const STATIC = [
   { name: 'payments', namespace: 'external', endpoints: [{ address: 'pay.example:443', labels: {}, weight: 1 }], identities: [], external: true },
-  { name: 'orders', namespace: 'shop', endpoints: [{ address: '10.0.0.9:15006', labels: { version: 'legacy' }, weight: 5 }], identities: ['spiffe://cluster.local/ns/shop/sa/orders'], external: false },
+  {
+    name: 'orders',
+    namespace: 'shop',
+    endpoints: [{ address: '10.0.0.9:15006', labels: { version: 'legacy' }, weight: 5 }],
+    identities: ['spiffe://cluster.local/ns/shop/sa/orders'],
+    external: false,
+  },
 ];
 
 describe('service registry', () => {

@@ -8,8 +8,8 @@ import type { WireSnapshot } from '../../../src/policy/policy-api.ts';
 import { createPolicyServerMetrics } from '../../../src/policy-server/policy-server-metrics.ts';
 import { createServiceRegistry } from '../../../src/policy-server/service-registry.ts';
 import type { BuiltSnapshot, SnapshotBuilder } from '../../../src/policy-server/snapshot-builder.ts';
-import { createSubscriptionService } from '../../../src/policy-server/subscription-service.ts';
 import type { SubscribeCall } from '../../../src/policy-server/subscription-service.ts';
+import { createSubscriptionService } from '../../../src/policy-server/subscription-service.ts';
 import { issueCert } from '../../helpers/mesh-pki.ts';
 
 /** A stand-in for a grpc-js server duplex stream: records writes, and can be made to report a full buffer. */

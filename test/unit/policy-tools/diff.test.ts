@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { diffPolicies, formatChange, parseAccessLog, summaryLine } from '../../../src/policy-tools/diff.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
+import { diffPolicies, formatChange, parseAccessLog, summaryLine } from '../../../src/policy-tools/diff.ts';
 import { BILLING, FRONTEND, load, writePolicySets } from './explain-fixtures.ts';
 
 let dir: string;
@@ -80,19 +80,26 @@ describe('policy diff', () => {
 
   it('adding a DENY rule never turns a deny into an allow', async () => {
     const log = parseAccessLog(LOG);
-    const extra = await diffPolicies(oldDocs, newDocs.filter((d) => d.kind !== 'AuthorizationPolicy' || d.metadata.name === 'deny-admin').concat(oldDocs.filter((d) => d.metadata.name === 'allow-frontend')), log.calls);
+    const extra = await diffPolicies(
+      oldDocs,
+      newDocs.filter((d) => d.kind !== 'AuthorizationPolicy' || d.metadata.name === 'deny-admin').concat(oldDocs.filter((d) => d.metadata.name === 'allow-frontend')),
+      log.calls,
+    );
     expect(extra.changed.every((c) => c.old.allow && !c.new.allow)).toBe(true);
   });
 
   it('does not replay ValidationPolicy: the log keeps no headers to check', async () => {
     const sub = join(dir, 'validation');
     await mkdir(sub);
-    await writeFile(join(sub, 'v.yaml'), `apiVersion: meshgate.dev/v1
+    await writeFile(
+      join(sub, 'v.yaml'),
+      `apiVersion: meshgate.dev/v1
 kind: ValidationPolicy
 metadata: { name: input, namespace: shop }
 spec:
   rules: [{ name: tenant, requiredHeaders: [x-tenant] }]
-`);
+`,
+    );
     const diff = await diffPolicies(oldDocs, [...oldDocs, ...(await load(sub))], parseAccessLog(LOG).calls);
     expect(diff.changed).toEqual([]);
   });

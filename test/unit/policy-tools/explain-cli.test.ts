@@ -65,8 +65,16 @@ describe('meshgate policy explain and diff', () => {
 
   it.each([
     ['no --policies', ['policy', 'explain', '--to', 'orders', '--path', '/'], 'meshgate policy explain: missing --policies DIR\n'],
-    ['a bad --to', ['policy', 'explain', '--policies', '.', '--to', 'Orders', '--path', '/'], 'meshgate policy explain: --to: expected SERVICE or SERVICE.NAMESPACE (lower-case DNS labels), got "Orders"\n'],
-    ['bad --claims', ['policy', 'explain', '--policies', '.', '--to', 'orders', '--path', '/', '--claims', '[1]'], 'meshgate policy explain: --claims: expected a JSON object, e.g. {"iss":"https://idp.example","sub":"alice"}\n'],
+    [
+      'a bad --to',
+      ['policy', 'explain', '--policies', '.', '--to', 'Orders', '--path', '/'],
+      'meshgate policy explain: --to: expected SERVICE or SERVICE.NAMESPACE (lower-case DNS labels), got "Orders"\n',
+    ],
+    [
+      'bad --claims',
+      ['policy', 'explain', '--policies', '.', '--to', 'orders', '--path', '/', '--claims', '[1]'],
+      'meshgate policy explain: --claims: expected a JSON object, e.g. {"iss":"https://idp.example","sub":"alice"}\n',
+    ],
     ['a bad --ip', ['policy', 'explain', '--policies', '.', '--to', 'orders', '--path', '/', '--ip', 'x'], 'meshgate policy explain: --ip: expected an IPv4 or IPv6 address, got "x"\n'],
     ['a missing folder', ['policy', 'explain', '--policies', '/nonexistent/p', '--to', 'orders', '--path', '/'], 'meshgate policy explain: --policies /nonexistent/p: no such folder\n'],
     ['no --requests', ['policy', 'diff', '--old', 'a', '--new', 'b'], 'meshgate policy diff: missing --requests ACCESS_LOG\n'],

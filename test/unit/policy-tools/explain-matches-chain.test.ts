@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runFilters } from '../../../src/core/filter.ts';
 import { createAuthnRuntime } from '../../../src/filters/authn/authn-runtime.ts';
 import { buildInboundChain, createInboundRuntimes } from '../../../src/inbound/inbound-chain.ts';
-import { callContextOf, explainCall } from '../../../src/policy-tools/explain.ts';
-import type { ExplainCall } from '../../../src/policy-tools/explain.ts';
 import { selectDocuments } from '../../../src/policy/selector.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
+import type { ExplainCall } from '../../../src/policy-tools/explain.ts';
+import { callContextOf, explainCall } from '../../../src/policy-tools/explain.ts';
 import { BILLING, FRONTEND, IDP, load, ORDERS, writePolicySets } from './explain-fixtures.ts';
 
 /*
@@ -53,7 +53,10 @@ describe('policy explain and the sidecar chain', () => {
         const call: ExplainCall = { from: c.from, to: ORDERS, method: c.method, path: c.path, address: c.address, ...(c.token >= 0 ? { jwt: tokens[c.token]! } : {}) };
         const explained = await explainCall(documents, call, { authnRuntime: createAuthnRuntime({ random: () => 0.5, clock: { now: Date.now, monotonic: () => performance.now() } }) });
         const q = c.path.indexOf('?');
-        const chain = buildInboundChain(selectDocuments(documents, ORDERS), { onNoPolicy: 'deny', runtimes: createInboundRuntimes({ clock: { now: Date.now, monotonic: () => performance.now() }, random: () => 0.5, allowWhenNoAuthzPolicy: false }) });
+        const chain = buildInboundChain(selectDocuments(documents, ORDERS), {
+          onNoPolicy: 'deny',
+          runtimes: createInboundRuntimes({ clock: { now: Date.now, monotonic: () => performance.now() }, random: () => 0.5, allowWhenNoAuthzPolicy: false }),
+        });
         const ctx = callContextOf(call, explained.path || c.path, q < 0 ? '' : c.path.slice(q + 1));
         const verdict = await runFilters(chain, ctx);
         expect({ allow: explained.allow, code: explained.code }).toEqual(verdict.kind === 'continue' ? { allow: true, code: undefined } : { allow: false, code: verdict.code });

@@ -1,13 +1,13 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import type { CryptoKey } from 'jose';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { explainCall, formatTrail, parseWorkload, verdictLine } from '../../../src/policy-tools/explain.ts';
-import type { ExplainCall } from '../../../src/policy-tools/explain.ts';
 import { parsePolicyFolder } from '../../../src/policy/parse-documents.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
+import type { ExplainCall } from '../../../src/policy-tools/explain.ts';
+import { explainCall, formatTrail, parseWorkload, verdictLine } from '../../../src/policy-tools/explain.ts';
 import { FRONTEND, IDP, load, ORDERS, writePolicySets } from './explain-fixtures.ts';
 
 let dir: string;

@@ -1,5 +1,5 @@
-import { parsePolicyText } from '../../../src/policy/parse-documents.ts';
 import type { ParseOptions } from '../../../src/policy/parse-documents.ts';
+import { parsePolicyText } from '../../../src/policy/parse-documents.ts';
 import { formatPolicyError } from '../../../src/policy/policy-error.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
 

@@ -1,15 +1,15 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
-import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import type { RouteConfig } from '../../../src/config/sidecar-schema.ts';
+import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import type { TypedPolicyDocument } from '../../../src/policy/document-kinds.ts';
 import { isKind } from '../../../src/policy/document-kinds.ts';
-import { routeSchema } from '../../../src/policy/kinds/route.ts';
 import type { PolicyRoute } from '../../../src/policy/kinds/route.ts';
+import { routeSchema } from '../../../src/policy/kinds/route.ts';
 import { DEFAULT_POLICY_LIMITS } from '../../../src/policy/limits.ts';
-import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
+import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import { doc, errorLines, validDocument } from './helpers.ts';
 
 // Compile-time checks: a policy Route compiles with the sidecar's router, and
@@ -38,76 +38,281 @@ const INVALID: readonly Case[] = [
   ['an unknown action', AUTHZ, 'action: PERMIT', `${KEY(AUTHZ)}: spec.action: expected one of ALLOW, DENY, AUDIT, got "PERMIT"`],
   ['an unknown mode', AUTHZ, 'mode: dry-run', `${KEY(AUTHZ)}: spec.mode: expected one of enforce, shadow, got "dry-run"`],
   ['a misspelt rule field', AUTHZ, 'rules: [{ form: [] }]', `${KEY(AUTHZ)}: spec.rules[0].form: unknown field`],
-  ['a wildcard in the middle', AUTHZ, 'rules: [{ from: [{ principals: ["spiffe://*/ns/*"] }] }]', `${KEY(AUTHZ)}: spec.rules[0].from[0].principals[0]: expected an exact value, "*", or one "*" at the start or end, got "spiffe://*/ns/*"`],
-  ['a CIDR with a bad prefix', AUTHZ, 'rules: [{ from: [{ ipBlocks: [10.0.0.0/33] }] }]', `${KEY(AUTHZ)}: spec.rules[0].from[0].ipBlocks[0]: expected an IPv4 or IPv6 CIDR like 10.0.0.0/8 or 2001:db8::/32 (or one address), got "10.0.0.0/33"`],
-  ['an IPv6 zone in a CIDR', AUTHZ, 'rules: [{ from: [{ notIpBlocks: ["fe80::1%eth0"] }] }]', `${KEY(AUTHZ)}: spec.rules[0].from[0].notIpBlocks[0]: expected an IPv4 or IPv6 CIDR like 10.0.0.0/8 or 2001:db8::/32 (or one address), got "fe80::1%eth0"`],
+  [
+    'a wildcard in the middle',
+    AUTHZ,
+    'rules: [{ from: [{ principals: ["spiffe://*/ns/*"] }] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].from[0].principals[0]: expected an exact value, "*", or one "*" at the start or end, got "spiffe://*/ns/*"`,
+  ],
+  [
+    'a CIDR with a bad prefix',
+    AUTHZ,
+    'rules: [{ from: [{ ipBlocks: [10.0.0.0/33] }] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].from[0].ipBlocks[0]: expected an IPv4 or IPv6 CIDR like 10.0.0.0/8 or 2001:db8::/32 (or one address), got "10.0.0.0/33"`,
+  ],
+  [
+    'an IPv6 zone in a CIDR',
+    AUTHZ,
+    'rules: [{ from: [{ notIpBlocks: ["fe80::1%eth0"] }] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].from[0].notIpBlocks[0]: expected an IPv4 or IPv6 CIDR like 10.0.0.0/8 or 2001:db8::/32 (or one address), got "fe80::1%eth0"`,
+  ],
   ['a relative path', AUTHZ, 'rules: [{ to: [{ paths: [orders] }] }]', `${KEY(AUTHZ)}: spec.rules[0].to[0].paths[0]: expected a path starting with "/" (or "*"), got "orders"`],
-  ['a dot-dot path', AUTHZ, 'rules: [{ to: [{ notPaths: [/public/../admin] }] }]', `${KEY(AUTHZ)}: spec.rules[0].to[0].notPaths[0]: never matches a normalized path: "." and ".." segments are resolved before matching`],
+  [
+    'a dot-dot path',
+    AUTHZ,
+    'rules: [{ to: [{ notPaths: [/public/../admin] }] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].to[0].notPaths[0]: never matches a normalized path: "." and ".." segments are resolved before matching`,
+  ],
   ['a path with a query', AUTHZ, 'rules: [{ to: [{ paths: ["/a?b=1"] }] }]', `${KEY(AUTHZ)}: spec.rules[0].to[0].paths[0]: paths match without the query: no "?", "#" or spaces`],
   ['a bad method', AUTHZ, 'rules: [{ to: [{ methods: ["GET /"] }] }]', `${KEY(AUTHZ)}: spec.rules[0].to[0].methods[0]: expected an HTTP method like GET or POST, got "GET /"`],
   ['port 0', AUTHZ, 'rules: [{ to: [{ ports: [0] }] }]', `${KEY(AUTHZ)}: spec.rules[0].to[0].ports[0]: must be at least 1, got 0`],
   ['an empty gRPC match', AUTHZ, 'rules: [{ to: [{ grpc: {} }] }]', `${KEY(AUTHZ)}: spec.rules[0].to[0].grpc: expected service, method or both`],
-  ['an empty source', AUTHZ, 'rules: [{ from: [{}] }]', `${KEY(AUTHZ)}: spec.rules[0].from[0]: expected at least one of principals, notPrincipals, namespaces, notNamespaces, ipBlocks, notIpBlocks, requestPrincipals, notRequestPrincipals (omit "from" to match any source)`],
+  [
+    'an empty source',
+    AUTHZ,
+    'rules: [{ from: [{}] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].from[0]: expected at least one of principals, notPrincipals, namespaces, notNamespaces, ipBlocks, notIpBlocks, requestPrincipals, notRequestPrincipals (omit "from" to match any source)`,
+  ],
   ['an empty from list', AUTHZ, 'rules: [{ from: [] }]', `${KEY(AUTHZ)}: spec.rules[0].from: must not be empty`],
-  ['an unknown condition key', AUTHZ, 'rules: [{ when: [{ key: request.body, values: [x] }] }]', `${KEY(AUTHZ)}: spec.rules[0].when[0].key: expected request.auth.claims[NAME], request.headers[NAME], source.ip, source.namespace or source.principal, got "request.body"`],
+  [
+    'an unknown condition key',
+    AUTHZ,
+    'rules: [{ when: [{ key: request.body, values: [x] }] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].when[0].key: expected request.auth.claims[NAME], request.headers[NAME], source.ip, source.namespace or source.principal, got "request.body"`,
+  ],
   ['a condition without values', AUTHZ, 'rules: [{ when: [{ key: "request.headers[x-tenant]" }] }]', `${KEY(AUTHZ)}: spec.rules[0].when[0]: expected values, notValues or both`],
-  ['a source.ip condition with a non-CIDR', AUTHZ, 'rules: [{ when: [{ key: source.ip, values: [office] }] }]', `${KEY(AUTHZ)}: spec.rules[0].when[0].values[0]: expected an IPv4 or IPv6 CIDR (the key is source.ip), got "office"`],
+  [
+    'a source.ip condition with a non-CIDR',
+    AUTHZ,
+    'rules: [{ when: [{ key: source.ip, values: [office] }] }]',
+    `${KEY(AUTHZ)}: spec.rules[0].when[0].values[0]: expected an IPv4 or IPv6 CIDR (the key is source.ip), got "office"`,
+  ],
   ['two rules with one name', AUTHZ, 'rules: [{ name: a }, { name: a }]', `${KEY(AUTHZ)}: spec.rules[1].name: rule name "a" is already used by rules[0]`],
-  ['a selector with a bad service', AUTHZ, 'selector: { services: [Orders] }', `${KEY(AUTHZ)}: spec.selector.services[0]: expected a DNS label (lower-case letters, digits and "-", at most 63 characters), got "Orders"`],
+  [
+    'a selector with a bad service',
+    AUTHZ,
+    'selector: { services: [Orders] }',
+    `${KEY(AUTHZ)}: spec.selector.services[0]: expected a DNS label (lower-case letters, digits and "-", at most 63 characters), got "Orders"`,
+  ],
   // RequestAuthentication
-  ['alg none', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, algorithms: [none] }]', `${KEY(AUTHN)}: spec.jwtRules[0].algorithms[0]: "none" is never accepted: tokens must be signed`],
-  ['HS256', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, algorithms: [HS256] }]', `${KEY(AUTHN)}: spec.jwtRules[0].algorithms[0]: HS256 is not accepted: symmetric algorithms invite key-type confusion; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA`],
+  [
+    'alg none',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, algorithms: [none] }]',
+    `${KEY(AUTHN)}: spec.jwtRules[0].algorithms[0]: "none" is never accepted: tokens must be signed`,
+  ],
+  [
+    'HS256',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, algorithms: [HS256] }]',
+    `${KEY(AUTHN)}: spec.jwtRules[0].algorithms[0]: HS256 is not accepted: symmetric algorithms invite key-type confusion; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA`,
+  ],
   ['no key source', AUTHN, 'jwtRules: [{ name: a, issuer: https://a }]', `${KEY(AUTHN)}: spec.jwtRules[0]: expected exactly one of jwksUri, jwks`],
-  ['a plain-http JWKS', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: "http://idp.example/jwks" }]', `${KEY(AUTHN)}: spec.jwtRules[0].jwksUri: expected an https URL (plain http only for localhost), got "http://idp.example/jwks"`],
-  ['a symmetric inline key', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwks: { keys: [{ kty: oct, k: c2VjcmV0 }] } }]', `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys[0].kty: symmetric keys (kty oct) are not accepted: JWT rules verify with public keys only`],
-  ['a private inline key', AUTHN, `jwtRules: [{ name: a, issuer: https://a, jwks: { keys: [${JSON.stringify(ecPrivateJwk())}] } }]`, `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys[0].d: private key material: inline JWKS must hold public keys only`],
-  ['keys that fit no algorithm', AUTHN, `jwtRules: [{ name: a, issuer: https://a, algorithms: [RS256], jwks: { keys: [${JSON.stringify(ecPublicJwk())}] } }]`, `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys: no key fits algorithms RS256`],
-  ['a broken inline key', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwks: { keys: [{ kty: EC, crv: P-256, x: AAAA, y: AAAA }] } }]', `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys[0]: not a usable public key (Invalid JWK EC key)`],
+  [
+    'a plain-http JWKS',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwksUri: "http://idp.example/jwks" }]',
+    `${KEY(AUTHN)}: spec.jwtRules[0].jwksUri: expected an https URL (plain http only for localhost), got "http://idp.example/jwks"`,
+  ],
+  [
+    'a symmetric inline key',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwks: { keys: [{ kty: oct, k: c2VjcmV0 }] } }]',
+    `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys[0].kty: symmetric keys (kty oct) are not accepted: JWT rules verify with public keys only`,
+  ],
+  [
+    'a private inline key',
+    AUTHN,
+    `jwtRules: [{ name: a, issuer: https://a, jwks: { keys: [${JSON.stringify(ecPrivateJwk())}] } }]`,
+    `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys[0].d: private key material: inline JWKS must hold public keys only`,
+  ],
+  [
+    'keys that fit no algorithm',
+    AUTHN,
+    `jwtRules: [{ name: a, issuer: https://a, algorithms: [RS256], jwks: { keys: [${JSON.stringify(ecPublicJwk())}] } }]`,
+    `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys: no key fits algorithms RS256`,
+  ],
+  [
+    'a broken inline key',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwks: { keys: [{ kty: EC, crv: P-256, x: AAAA, y: AAAA }] } }]',
+    `${KEY(AUTHN)}: spec.jwtRules[0].jwks.keys[0]: not a usable public key (Invalid JWK EC key)`,
+  ],
   ['a clock skew over 5m', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, clockSkew: 10m }]', `${KEY(AUTHN)}: spec.jwtRules[0].clockSkew: must be at most 5m`],
-  ['a clock skew that is not a duration', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, clockSkew: "30 s" }]', `${KEY(AUTHN)}: spec.jwtRules[0].clockSkew: expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer), got "30 s"`],
-  ['one issuer twice', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks }, { name: b, issuer: https://a, jwksUri: https://a/jwks }]', `${KEY(AUTHN)}: spec.jwtRules[1].issuer: issuer "https://a" is already used by jwtRules[0]`],
+  [
+    'a clock skew that is not a duration',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks, clockSkew: "30 s" }]',
+    `${KEY(AUTHN)}: spec.jwtRules[0].clockSkew: expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer), got "30 s"`,
+  ],
+  [
+    'one issuer twice',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks }, { name: b, issuer: https://a, jwksUri: https://a/jwks }]',
+    `${KEY(AUTHN)}: spec.jwtRules[1].issuer: issuer "https://a" is already used by jwtRules[0]`,
+  ],
   ['no JWT rules', AUTHN, 'jwtRules: []', `${KEY(AUTHN)}: spec.jwtRules: must not be empty (or give introspection)`],
   ['neither JWT rules nor introspection', AUTHN, 'onMissingToken: deny', `${KEY(AUTHN)}: spec.jwtRules: must not be empty (or give introspection)`],
-  ['a plain-http introspection endpoint', AUTHN, 'introspection: { endpoint: "http://idp.example/introspect", clientId: c, clientSecretFile: s }', `${KEY(AUTHN)}: spec.introspection.endpoint: expected an https URL (plain http only for localhost), got "http://idp.example/introspect"`],
-  ['a client secret path instead of a file name', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: /var/run/secrets/kubernetes.io/serviceaccount/token }', `${KEY(AUTHN)}: spec.introspection.clientSecretFile: expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/"), got "/var/run/secrets/kubernetes.io/serviceaccount/token"`],
-  ['a client secret file that climbs', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: "..secret" }', `${KEY(AUTHN)}: spec.introspection.clientSecretFile: expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/"), got "..secret"`],
-  ['an introspection cache TTL over 1h', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s, cacheTtl: 2h }', `${KEY(AUTHN)}: spec.introspection.cacheTtl: must be at most 1h`],
-  ['an introspection cache of zero entries', AUTHN, 'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s, cacheSize: 0 }', `${KEY(AUTHN)}: spec.introspection.cacheSize: must be at least 1, got 0`],
-  ['introspection named like a JWT rule', AUTHN, 'jwtRules: [{ name: idp, issuer: https://a, jwksUri: https://a/jwks }]\nintrospection: { name: idp, endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s }', `${KEY(AUTHN)}: spec.introspection.name: rule name "idp" is already used by a JWT rule`],
-  ['an unknown onMissingToken', AUTHN, 'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks }]\nonMissingToken: allow', `${KEY(AUTHN)}: spec.onMissingToken: expected one of deny, allow-anonymous, got "allow"`],
+  [
+    'a plain-http introspection endpoint',
+    AUTHN,
+    'introspection: { endpoint: "http://idp.example/introspect", clientId: c, clientSecretFile: s }',
+    `${KEY(AUTHN)}: spec.introspection.endpoint: expected an https URL (plain http only for localhost), got "http://idp.example/introspect"`,
+  ],
+  [
+    'a client secret path instead of a file name',
+    AUTHN,
+    'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: /var/run/secrets/kubernetes.io/serviceaccount/token }',
+    `${KEY(AUTHN)}: spec.introspection.clientSecretFile: expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/"), got "/var/run/secrets/kubernetes.io/serviceaccount/token"`,
+  ],
+  [
+    'a client secret file that climbs',
+    AUTHN,
+    'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: "..secret" }',
+    `${KEY(AUTHN)}: spec.introspection.clientSecretFile: expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/"), got "..secret"`,
+  ],
+  [
+    'an introspection cache TTL over 1h',
+    AUTHN,
+    'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s, cacheTtl: 2h }',
+    `${KEY(AUTHN)}: spec.introspection.cacheTtl: must be at most 1h`,
+  ],
+  [
+    'an introspection cache of zero entries',
+    AUTHN,
+    'introspection: { endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s, cacheSize: 0 }',
+    `${KEY(AUTHN)}: spec.introspection.cacheSize: must be at least 1, got 0`,
+  ],
+  [
+    'introspection named like a JWT rule',
+    AUTHN,
+    'jwtRules: [{ name: idp, issuer: https://a, jwksUri: https://a/jwks }]\nintrospection: { name: idp, endpoint: "https://idp.example/introspect", clientId: c, clientSecretFile: s }',
+    `${KEY(AUTHN)}: spec.introspection.name: rule name "idp" is already used by a JWT rule`,
+  ],
+  [
+    'an unknown onMissingToken',
+    AUTHN,
+    'jwtRules: [{ name: a, issuer: https://a, jwksUri: https://a/jwks }]\nonMissingToken: allow',
+    `${KEY(AUTHN)}: spec.onMissingToken: expected one of deny, allow-anonymous, got "allow"`,
+  ],
   // RateLimitPolicy
-  ['an unknown key', RATE, 'rules: [{ name: a, key: [source.port], limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].key[0]: expected source.principal, source.ip, header:NAME or claim:NAME, got "source.port"`],
+  [
+    'an unknown key',
+    RATE,
+    'rules: [{ name: a, key: [source.port], limit: { requests: 1, per: 1s } }]',
+    `${KEY(RATE)}: spec.rules[0].key[0]: expected source.principal, source.ip, header:NAME or claim:NAME, got "source.port"`,
+  ],
   ['zero requests', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 0, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].limit.requests: must be at least 1, got 0`],
   ['a zero period', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 0s } }]', `${KEY(RATE)}: spec.rules[0].limit.per: must be longer than 0`],
-  ['an unknown scope', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: cluster }]', `${KEY(RATE)}: spec.rules[0].scope: expected one of local, global, got "cluster"`],
+  [
+    'an unknown scope',
+    RATE,
+    'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: cluster }]',
+    `${KEY(RATE)}: spec.rules[0].scope: expected one of local, global, got "cluster"`,
+  ],
   ['a rule without key', RATE, 'rules: [{ name: a, limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].key: missing required field (expected array)`],
   ['a rule without name', RATE, 'rules: [{ key: [source.ip], limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].name: missing required field (expected string)`],
-  ['a local fallback without failureMode local', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: global, localFallback: split }]', `${KEY(RATE)}: spec.rules[0].localFallback: only applies to failureMode: local`],
-  ['an unknown responseHeaders', RATE, 'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, responseHeaders: always }]', `${KEY(RATE)}: spec.rules[0].responseHeaders: expected one of all, refusals, none, got "always"`],
+  [
+    'a local fallback without failureMode local',
+    RATE,
+    'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: global, localFallback: split }]',
+    `${KEY(RATE)}: spec.rules[0].localFallback: only applies to failureMode: local`,
+  ],
+  [
+    'an unknown responseHeaders',
+    RATE,
+    'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, responseHeaders: always }]',
+    `${KEY(RATE)}: spec.rules[0].responseHeaders: expected one of all, refusals, none, got "always"`,
+  ],
   // IPAccessPolicy
   ['a deny entry that is no address', IP, 'deny: [not-an-ip]', `${KEY(IP)}: spec.deny[0]: expected an IPv4 or IPv6 CIDR like 10.0.0.0/8 or 2001:db8::/32 (or one address), got "not-an-ip"`],
   ['an empty spec', IP, '{}', `${KEY(IP)}: spec: expected at least one of allow, deny, autoBan`],
   ['a zero-sized ban list', IP, 'autoBan: { threshold: 5, maxEntries: 0 }', `${KEY(IP)}: spec.autoBan.maxEntries: must be at least 1, got 0`],
   ['a mode (IP access has none)', IP, 'deny: [10.0.0.0/8]\nmode: shadow', `${KEY(IP)}: spec.mode: unknown field`],
   // ValidationPolicy
-  ['a rule with no check', VALIDATION, 'rules: [{ name: a }]', `${KEY(VALIDATION)}: spec.rules[0]: expected at least one check: maxBodyBytes, contentTypes, requiredHeaders, maxHeaderBytes, jsonSchema`],
-  ['a bad media type', VALIDATION, 'rules: [{ name: a, contentTypes: [json] }]', `${KEY(VALIDATION)}: spec.rules[0].contentTypes[0]: expected a media type like application/json or text/*, got "json"`],
+  [
+    'a rule with no check',
+    VALIDATION,
+    'rules: [{ name: a }]',
+    `${KEY(VALIDATION)}: spec.rules[0]: expected at least one check: maxBodyBytes, contentTypes, requiredHeaders, maxHeaderBytes, jsonSchema`,
+  ],
+  [
+    'a bad media type',
+    VALIDATION,
+    'rules: [{ name: a, contentTypes: [json] }]',
+    `${KEY(VALIDATION)}: spec.rules[0].contentTypes[0]: expected a media type like application/json or text/*, got "json"`,
+  ],
   ['a bad size', VALIDATION, 'rules: [{ name: a, maxBodyBytes: 10MB }]', `${KEY(VALIDATION)}: spec.rules[0].maxBodyBytes: expected a size like 65536, 64KiB or 10MiB, got "10MB"`],
-  ['a remote $ref', VALIDATION, 'rules: [{ name: a, jsonSchema: { properties: { a: { $ref: "https://evil.example/s.json" } } } }]', `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.properties.a.$ref: only local references ("#/...") are allowed: nothing is fetched`],
-  ['a catastrophic pattern', VALIDATION, 'rules: [{ name: a, jsonSchema: { properties: { id: { type: string, pattern: "(a+)+$" } } } }]', `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.properties.id.pattern: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way`],
-  ['a catastrophic patternProperties key', VALIDATION, 'rules: [{ name: a, jsonSchema: { patternProperties: { "(x+x+)+y": {} } } }]', `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.patternProperties["(x+x+)+y"]: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way`],
-  ['an invalid unicode pattern', VALIDATION, 'rules: [{ name: a, jsonSchema: { pattern: "[z-a]" } }]', `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.pattern: not a valid regular expression (/[z-a]/u: Range out of order in character class)`],
+  [
+    'a remote $ref',
+    VALIDATION,
+    'rules: [{ name: a, jsonSchema: { properties: { a: { $ref: "https://evil.example/s.json" } } } }]',
+    `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.properties.a.$ref: only local references ("#/...") are allowed: nothing is fetched`,
+  ],
+  [
+    'a catastrophic pattern',
+    VALIDATION,
+    'rules: [{ name: a, jsonSchema: { properties: { id: { type: string, pattern: "(a+)+$" } } } }]',
+    `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.properties.id.pattern: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way`,
+  ],
+  [
+    'a catastrophic patternProperties key',
+    VALIDATION,
+    'rules: [{ name: a, jsonSchema: { patternProperties: { "(x+x+)+y": {} } } }]',
+    `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.patternProperties["(x+x+)+y"]: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way`,
+  ],
+  [
+    'an invalid unicode pattern',
+    VALIDATION,
+    'rules: [{ name: a, jsonSchema: { pattern: "[z-a]" } }]',
+    `${KEY(VALIDATION)}: spec.rules[0].jsonSchema.pattern: not a valid regular expression (/[z-a]/u: Range out of order in character class)`,
+  ],
   // Route
   ['a bad destination', ROUTE, 'service: Orders', `${KEY(ROUTE)}: spec.service: expected a service as name or name.namespace (DNS labels), got "Orders"`],
-  ['a catastrophic path regex', ROUTE, 'service: orders\nroutes: [{ match: { path: { regex: "(a+)+$" } } }]', `${KEY(ROUTE)}: spec.routes[0].match.path.regex: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way`],
-  ['a regex that escapes its anchors', ROUTE, 'service: orders\nroutes: [{ match: { headers: [{ name: x-v, regex: "a)|(b" }] } }]', `${KEY(ROUTE)}: spec.routes[0].match.headers[0].regex: not a valid regular expression (/a)|(b/: Unmatched ')')`],
+  [
+    'a catastrophic path regex',
+    ROUTE,
+    'service: orders\nroutes: [{ match: { path: { regex: "(a+)+$" } } }]',
+    `${KEY(ROUTE)}: spec.routes[0].match.path.regex: regex can backtrack catastrophically (ambiguous repetition such as (a+)+ or (a|a)*); rewrite it so each character can match only one way`,
+  ],
+  [
+    'a regex that escapes its anchors',
+    ROUTE,
+    'service: orders\nroutes: [{ match: { headers: [{ name: x-v, regex: "a)|(b" }] } }]',
+    `${KEY(ROUTE)}: spec.routes[0].match.headers[0].regex: not a valid regular expression (/a)|(b/: Unmatched ')')`,
+  ],
   ['two path matchers', ROUTE, 'service: orders\nroutes: [{ match: { path: { exact: /a, prefix: /b } } }]', `${KEY(ROUTE)}: spec.routes[0].match.path: expected exactly one of exact, prefix, regex`],
-  ['a timeout that is not a duration', ROUTE, 'service: orders\nroutes: [{ timeout: fast }]', `${KEY(ROUTE)}: spec.routes[0].timeout: expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer), got "fast"`],
+  [
+    'a timeout that is not a duration',
+    ROUTE,
+    'service: orders\nroutes: [{ timeout: fast }]',
+    `${KEY(ROUTE)}: spec.routes[0].timeout: expected a duration like 250ms, 5s, 2m or 1h (or milliseconds as an integer), got "fast"`,
+  ],
   ['eleven retries', ROUTE, 'service: orders\nroutes: [{ retries: { attempts: 11 } }]', `${KEY(ROUTE)}: spec.routes[0].retries.attempts: must be at most 10, got 11`],
-  ['a sunset that is no date', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-02-30, message: bye } }]', `${KEY(ROUTE)}: spec.versions[0].deprecated.sunset: expected a calendar date like 2026-06-30 or 2026-06-30T00:00:00Z, got "2026-02-30"`],
-  ['a deprecation since after its sunset', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: 2026-07-01, message: bye } }]', `${KEY(ROUTE)}: spec.versions[0].deprecated.since: since must not be later than sunset (RFC 9745: a resource is deprecated before it goes away)`],
-  ['a since that is no date', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: soon, message: bye } }]', `${KEY(ROUTE)}: spec.versions[0].deprecated.since: expected an ISO 8601 date like 2026-06-30 or 2026-06-30T00:00:00Z, got "soon"`],
-  ['one version twice', ROUTE, 'service: orders\nversions: [{ name: v1, subset: { version: v1 } }, { name: v1, subset: { version: v2 } }]', `${KEY(ROUTE)}: spec.versions[1].name: version name "v1" is already used by versions[0]`],
+  [
+    'a sunset that is no date',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-02-30, message: bye } }]',
+    `${KEY(ROUTE)}: spec.versions[0].deprecated.sunset: expected a calendar date like 2026-06-30 or 2026-06-30T00:00:00Z, got "2026-02-30"`,
+  ],
+  [
+    'a deprecation since after its sunset',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: 2026-07-01, message: bye } }]',
+    `${KEY(ROUTE)}: spec.versions[0].deprecated.since: since must not be later than sunset (RFC 9745: a resource is deprecated before it goes away)`,
+  ],
+  [
+    'a since that is no date',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, deprecated: { sunset: 2026-06-30, since: soon, message: bye } }]',
+    `${KEY(ROUTE)}: spec.versions[0].deprecated.since: expected an ISO 8601 date like 2026-06-30 or 2026-06-30T00:00:00Z, got "soon"`,
+  ],
+  [
+    'one version twice',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 } }, { name: v1, subset: { version: v2 } }]',
+    `${KEY(ROUTE)}: spec.versions[1].name: version name "v1" is already used by versions[0]`,
+  ],
   ['an empty subset', ROUTE, 'service: orders\nversions: [{ name: v1, subset: {} }]', `${KEY(ROUTE)}: spec.versions[0].subset: expected at least one label`],
 ];
 
@@ -120,8 +325,16 @@ describe('policy kinds: invalid fields', () => {
 describe('policy kinds: the envelope', () => {
   it.each([
     ['a wrong apiVersion', doc(AUTHZ, '{}').replace('meshgate.dev/v1', 'meshgate.dev/v2'), `${KEY(AUTHZ)}: apiVersion: expected meshgate.dev/v1, got "meshgate.dev/v2"`],
-    ['an unknown kind', doc('Gateway', '{}'), 'p.yaml: document 0 (Gateway/shop/p1): kind: expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, IPAccessPolicy, ValidationPolicy, Route, got "Gateway"'],
-    ['a name that is no DNS label', doc(AUTHZ, '{}', '{ name: Bad_Name, namespace: shop }'), 'p.yaml: document 0 (AuthorizationPolicy/shop/Bad_Name): metadata.name: expected a DNS label (lower-case letters, digits and "-", at most 63 characters), got "Bad_Name"'],
+    [
+      'an unknown kind',
+      doc('Gateway', '{}'),
+      'p.yaml: document 0 (Gateway/shop/p1): kind: expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, IPAccessPolicy, ValidationPolicy, Route, got "Gateway"',
+    ],
+    [
+      'a name that is no DNS label',
+      doc(AUTHZ, '{}', '{ name: Bad_Name, namespace: shop }'),
+      'p.yaml: document 0 (AuthorizationPolicy/shop/Bad_Name): metadata.name: expected a DNS label (lower-case letters, digits and "-", at most 63 characters), got "Bad_Name"',
+    ],
     ['no namespace', doc(AUTHZ, '{}', '{ name: p1 }'), 'p.yaml: document 0: metadata.namespace: missing required field (expected string)'],
     ['no spec', 'apiVersion: meshgate.dev/v1\nkind: Route\nmetadata: { name: p1, namespace: shop }\n', `${KEY(ROUTE)}: spec: missing required field (expected object)`],
     ['an unknown top-level field', `${doc(AUTHZ, '{}')}status: {}\n`, `${KEY(AUTHZ)}: status: unknown field`],
@@ -176,7 +389,9 @@ rules:
       fromHeaders: [{ name: 'authorization', prefix: 'Bearer ' }],
       forwardOriginalToken: false,
     });
-    const inline = validDocument(doc(AUTHN, `jwtRules: [{ name: a, issuer: i, algorithms: [ES256], jwks: { keys: [${JSON.stringify(ecPublicJwk())}] }, fromCookies: [session], clockSkew: 5s }]\nonMissingToken: allow-anonymous`));
+    const inline = validDocument(
+      doc(AUTHN, `jwtRules: [{ name: a, issuer: i, algorithms: [ES256], jwks: { keys: [${JSON.stringify(ecPublicJwk())}] }, fromCookies: [session], clockSkew: 5s }]\nonMissingToken: allow-anonymous`),
+    );
     if (!isKind(inline, 'RequestAuthentication')) throw new Error('kind');
     expect(inline.spec.jwtRules[0]!.fromHeaders).toBeUndefined();
     expect(inline.spec.jwtRules[0]!.clockSkew).toBe(5000);
@@ -206,7 +421,9 @@ rules:
   });
 
   it('RateLimitPolicy: periods in ms, header keys lower-cased, local scope', () => {
-    const d = validDocument(doc(RATE, 'rules: [{ name: per-tenant, match: { paths: ["/api/*"], methods: [post] }, key: [source.principal, "header:X-Tenant", "claim:sub"], limit: { requests: 100, per: 1m }, burst: 20 }]'));
+    const d = validDocument(
+      doc(RATE, 'rules: [{ name: per-tenant, match: { paths: ["/api/*"], methods: [post] }, key: [source.principal, "header:X-Tenant", "claim:sub"], limit: { requests: 100, per: 1m }, burst: 20 }]'),
+    );
     if (!isKind(d, 'RateLimitPolicy')) throw new Error('kind');
     expect(d.spec.rules[0]).toEqual({
       name: 'per-tenant',
@@ -226,7 +443,10 @@ rules:
 
   it('ValidationPolicy: sizes in bytes, media types lower-cased, the JSON Schema as written', () => {
     const d = validDocument(
-      doc(VALIDATION, 'rules: [{ name: body, match: { paths: ["/orders*"] }, maxBodyBytes: 64KiB, contentTypes: [Application/JSON, "text/*"], requiredHeaders: [X-Request-Id], jsonSchema: { type: object, properties: { id: { type: string, pattern: "^[a-z]+$" }, pattern: { type: string } }, required: [id] } }]'),
+      doc(
+        VALIDATION,
+        'rules: [{ name: body, match: { paths: ["/orders*"] }, maxBodyBytes: 64KiB, contentTypes: [Application/JSON, "text/*"], requiredHeaders: [X-Request-Id], jsonSchema: { type: object, properties: { id: { type: string, pattern: "^[a-z]+$" }, pattern: { type: string } }, required: [id] } }]',
+      ),
     );
     if (!isKind(d, 'ValidationPolicy')) throw new Error('kind');
     expect(d.spec.rules[0]!.maxBodyBytes).toBe(65536);

@@ -1,7 +1,7 @@
 import { isSafe } from 'redos-detector';
 import { describe, expect, it, vi } from 'vitest';
+import { createRegexSafetyChecker, REGEX_TOO_COMPLEX_REASON, REGEX_UNSAFE_REASON } from '../../../src/config/regex-safety.ts';
 import { DEFAULT_POLICY_LIMITS, resolvePolicyLimits } from '../../../src/policy/limits.ts';
-import { REGEX_TOO_COMPLEX_REASON, REGEX_UNSAFE_REASON, createRegexSafetyChecker } from '../../../src/config/regex-safety.ts';
 import { parsePolicyText } from '../../../src/policy/parse-documents.ts';
 import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import { doc, errorLines } from './helpers.ts';
@@ -47,9 +47,7 @@ describe('policy limits', () => {
 
   it('caps the length of a pattern', () => {
     const long = `/${'a'.repeat(512)}`;
-    expect(errorLines(doc('AuthorizationPolicy', `rules: [{ to: [{ paths: ["${long}"] }] }]`))).toEqual([
-      `${KEY}: spec.rules[0].to[0].paths[0]: too long: at most 512 characters (got 513)`,
-    ]);
+    expect(errorLines(doc('AuthorizationPolicy', `rules: [{ to: [{ paths: ["${long}"] }] }]`))).toEqual([`${KEY}: spec.rules[0].to[0].paths[0]: too long: at most 512 characters (got 513)`]);
   });
 
   it('caps any string, before the schema runs', () => {
@@ -72,7 +70,16 @@ describe('policy limits', () => {
   });
 
   it('refuses an alias bomb', () => {
-    const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(',')}]`)].join('\n');
+    const bomb = [
+      'a: &a ["x","x","x","x","x","x","x","x","x","x"]',
+      ...Array.from(
+        { length: 8 },
+        (_, i) =>
+          `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+            .fill(`*${String.fromCharCode(97 + i)}`)
+            .join(',')}]`,
+      ),
+    ].join('\n');
     const lines = errorLines(`${bomb}\n`);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatch(/^p\.yaml: document 0: \(yaml\): .*at most 100 alias expansions/);
@@ -112,9 +119,7 @@ describe('policy limits', () => {
 
   it('refuses a file with too many documents before parsing it', () => {
     const small = doc('IPAccessPolicy', 'deny: [10.0.0.0/8]');
-    expect(errorLines(Array(1001).fill(small).join('---\n'))).toEqual([
-      'p.yaml: document 0: (top level): too many documents: at most 1000 in one file; no document of it applies',
-    ]);
+    expect(errorLines(Array(1001).fill(small).join('---\n'))).toEqual(['p.yaml: document 0: (top level): too many documents: at most 1000 in one file; no document of it applies']);
     const validator = createPolicyValidator({ limits: { maxDocumentsPerFile: 2 } });
     expect(parsePolicyText(`${small}---\n# only a comment\n`, 'p.yaml', { validator }).errors).toEqual([]);
   });

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createWorkerPolicyParser } from '../../../src/policy/parse-in-worker.ts';
-import type { WorkerPolicyParser } from '../../../src/policy/parse-in-worker.ts';
 import { parsePolicyText } from '../../../src/policy/parse-documents.ts';
+import type { WorkerPolicyParser } from '../../../src/policy/parse-in-worker.ts';
+import { createWorkerPolicyParser } from '../../../src/policy/parse-in-worker.ts';
 import { formatPolicyError } from '../../../src/policy/policy-error.ts';
 import { doc } from './helpers.ts';
 
@@ -31,7 +31,9 @@ describe('policy files parsed on a worker thread', () => {
     parser = createWorkerPolicyParser({ timeoutMs: 1500 });
     await parser.parse(text, 'warm-up.yaml'); // the worker's start-up is not counted; this only makes the test quick
     // About 4 s of CPU (600 documents of 250 CIDRs, within every limit); the small file after it, a few ms.
-    const slow = Array.from({ length: 600 }, (_, i) => doc('IPAccessPolicy', `deny: [${Array.from({ length: 250 }, (_, j) => `"10.${i % 250}.${j}.0/24"`).join(', ')}]`, `{ name: p${i}, namespace: shop }`)).join('---\n');
+    const slow = Array.from({ length: 600 }, (_, i) =>
+      doc('IPAccessPolicy', `deny: [${Array.from({ length: 250 }, (_, j) => `"10.${i % 250}.${j}.0/24"`).join(', ')}]`, `{ name: p${i}, namespace: shop }`),
+    ).join('---\n');
     const [timedOut, next] = await Promise.all([parser.parse(slow, 'slow.yaml'), parser.parse(text, 'after.yaml')]);
     expect(timedOut.documents).toEqual([]);
     expect(timedOut.errors.map(formatPolicyError)).toEqual(['slow.yaml: document 0: (top level): could not be parsed within 1500 ms; no document of it applies']);

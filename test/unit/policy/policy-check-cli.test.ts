@@ -24,7 +24,10 @@ describe('meshgate policy check', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'meshgate-policy-check-'));
     await mkdir(join(dir, 'good', 'shop'), { recursive: true });
-    await writeFile(join(dir, 'good', 'shop', 'authz.yaml'), `${doc('AuthorizationPolicy', 'rules: [{ to: [{ methods: [GET] }] }]', '{ name: a, namespace: shop }')}---\n${doc('IPAccessPolicy', 'deny: [10.0.0.0/8]', '{ name: b, namespace: shop }')}`);
+    await writeFile(
+      join(dir, 'good', 'shop', 'authz.yaml'),
+      `${doc('AuthorizationPolicy', 'rules: [{ to: [{ methods: [GET] }] }]', '{ name: a, namespace: shop }')}---\n${doc('IPAccessPolicy', 'deny: [10.0.0.0/8]', '{ name: b, namespace: shop }')}`,
+    );
     await writeFile(join(dir, 'good', 'route.yml'), doc('Route', 'service: orders\nroutes: [{ match: { path: { prefix: /v2 } }, timeout: 2s }]', '{ name: r, namespace: shop }'));
     await mkdir(join(dir, 'bad'));
     await writeFile(

@@ -5,27 +5,44 @@ import { canonicalJson, compileSnapshot, documentDigest, snapshotVersion } from 
 import type { PolicyDocument, RegistryService, WorkloadRef } from '../../../src/policy/types.ts';
 import { doc } from './helpers.ts';
 
-const policies = (methods = 'GET', elsewhere = '{}') => [
-  doc('AuthorizationPolicy', `rules: [{ to: [{ methods: [${methods}] }] }]`, '{ name: allow-reads, namespace: shop }'),
-  doc('IPAccessPolicy', 'deny: [10.0.0.0/8]', '{ name: block, namespace: meshgate-system }'),
-  doc('RateLimitPolicy', 'selector: { services: [cart] }\nrules: [{ name: a, key: [source.ip], limit: { requests: 5, per: 1s } }]', '{ name: cart-only, namespace: shop }'),
-  doc('AuthorizationPolicy', elsewhere, '{ name: elsewhere, namespace: billing }'),
-  doc('Route', 'selector: { services: [orders] }\nservice: payments.billing\nroutes: [{ backends: [{ service: payments-v2, weight: 1 }, { service: fraud.risk, weight: 1 }] }]', '{ name: to-payments, namespace: shop }'),
-].join('---\n');
+const policies = (methods = 'GET', elsewhere = '{}') =>
+  [
+    doc('AuthorizationPolicy', `rules: [{ to: [{ methods: [${methods}] }] }]`, '{ name: allow-reads, namespace: shop }'),
+    doc('IPAccessPolicy', 'deny: [10.0.0.0/8]', '{ name: block, namespace: meshgate-system }'),
+    doc('RateLimitPolicy', 'selector: { services: [cart] }\nrules: [{ name: a, key: [source.ip], limit: { requests: 5, per: 1s } }]', '{ name: cart-only, namespace: shop }'),
+    doc('AuthorizationPolicy', elsewhere, '{ name: elsewhere, namespace: billing }'),
+    doc(
+      'Route',
+      'selector: { services: [orders] }\nservice: payments.billing\nroutes: [{ backends: [{ service: payments-v2, weight: 1 }, { service: fraud.risk, weight: 1 }] }]',
+      '{ name: to-payments, namespace: shop }',
+    ),
+  ].join('---\n');
 
 const parse = (text: string) => parsePolicyText(text, 'p.yaml').documents;
 const documents = parse(policies());
 const orders: WorkloadRef = { service: 'orders', namespace: 'shop' };
 
 function service(name: string, namespace: string, addresses: string[] = ['10.0.0.1:15006']): RegistryService {
-  return { name, namespace, endpoints: addresses.map((address) => ({ address, labels: { version: 'v1', zone: 'a' }, weight: 1 })), identities: [`spiffe://cluster.local/ns/${namespace}/sa/${name}`], external: false };
+  return {
+    name,
+    namespace,
+    endpoints: addresses.map((address) => ({ address, labels: { version: 'v1', zone: 'a' }, weight: 1 })),
+    identities: [`spiffe://cluster.local/ns/${namespace}/sa/${name}`],
+    external: false,
+  };
 }
 
-const registry = [service('payments', 'billing', ['10.0.0.2:15006', '10.0.0.1:15006']), service('payments-v2', 'billing'), service('fraud', 'risk'), service('cart', 'shop'), service('search', 'shop')];
+const registry = [
+  service('payments', 'billing', ['10.0.0.2:15006', '10.0.0.1:15006']),
+  service('payments-v2', 'billing'),
+  service('fraud', 'risk'),
+  service('cart', 'shop'),
+  service('search', 'shop'),
+];
 
 describe('canonicalJson', () => {
   it('sorts keys at every level, keeps array order, drops undefined members', () => {
-    expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: undefined }, 'é': true, A: null })).toBe('{"A":null,"a":{"d":[3,{"y":2,"z":1}]},"b":1,"é":true}');
+    expect(canonicalJson({ b: 1, a: { d: [3, { z: 1, y: 2 }], c: undefined }, é: true, A: null })).toBe('{"A":null,"a":{"d":[3,{"y":2,"z":1}]},"b":1,"é":true}');
   });
 
   it('refuses values JSON cannot carry', () => {

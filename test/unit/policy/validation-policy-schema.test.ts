@@ -25,7 +25,11 @@ describe('ValidationPolicy jsonSchema: compiled when the document is validated',
 
   it('accepts local references, formats and keywords it does not know (x-*, OpenAPI)', () => {
     expect(() =>
-      validDocument(rule('{ type: object, x-owner: orders-team, properties: { id: { $ref: "#/$defs/id" }, at: { type: string, format: date-time }, m: { type: string, nullable: true, example: hi } }, $defs: { id: { type: string, pattern: "^[a-z]+$" } } }')),
+      validDocument(
+        rule(
+          '{ type: object, x-owner: orders-team, properties: { id: { $ref: "#/$defs/id" }, at: { type: string, format: date-time }, m: { type: string, nullable: true, example: hi } }, $defs: { id: { type: string, pattern: "^[a-z]+$" } } }',
+        ),
+      ),
     ).not.toThrow();
   });
 });

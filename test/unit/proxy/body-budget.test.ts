@@ -6,9 +6,9 @@ import { createValidateFilter } from '../../../src/filters/validate/validate-fil
 import { createBodyBudget } from '../../../src/proxy/body-budget.ts';
 import type { DownstreamRequest } from '../../../src/proxy/listener.ts';
 import { createRequestBody } from '../../../src/proxy/request-body.ts';
+import { validateRuntime } from '../../helpers/filter-runtimes.ts';
 import { policyDoc } from '../../helpers/static-policy.ts';
 import { testCall } from '../filters/validate/validate-fixtures.ts';
-import { validateRuntime } from '../../helpers/filter-runtimes.ts';
 
 function chunkedRequest(size: number): DownstreamRequest {
   const source = Readable.from([Buffer.alloc(size / 2, 0x61), Buffer.alloc(size / 2, 0x62)]);

@@ -1,12 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import {
-  compileAddressSet,
-  connectionAddress,
-  createClientAddressResolver,
-  MAX_FORWARDED_HOPS,
-  parseForwardedEntry,
-  parseIp,
-} from '../../../src/proxy/client-address.ts';
+import { compileAddressSet, connectionAddress, createClientAddressResolver, MAX_FORWARDED_HOPS, parseForwardedEntry, parseIp } from '../../../src/proxy/client-address.ts';
 
 describe('parseIp: one canonical spelling per address', () => {
   const cases: Array<[string, string | undefined, string?]> = [

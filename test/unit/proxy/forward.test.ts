@@ -6,8 +6,8 @@ import { respond } from '../../../src/core/verdict.ts';
 import { sendVerdict } from '../../../src/errors/reply.ts';
 import { forward } from '../../../src/proxy/forward.ts';
 import type { AttemptResult, ForwardOutcome, ForwardRequest, RetryPlan, UpstreamTarget } from '../../../src/proxy/upstream-call.ts';
-import { startHttpServer } from '../../helpers/servers.ts';
 import type { TestServer } from '../../helpers/servers.ts';
+import { startHttpServer } from '../../helpers/servers.ts';
 
 /*
  * The stages of one upstream call (src/proxy/forward.ts: route deadline,
@@ -79,10 +79,8 @@ async function caller(call: Omit<ForwardRequest, 'method' | 'path' | 'headers' |
   const outcomes: Array<Promise<ForwardOutcome>> = [];
   const server = http.createServer((req, res) => {
     outcomes.push(
-      forward(
-        { method: 'GET', path: req.url!, body: null, bodyTimeoutMs: 10_000, ...call, headers: { 'x-request-id': 'test', ...call.headers } },
-        res,
-        (code, reason) => sendVerdict(res, respond(code, reason), { grpc: false, requestId: 'test' }),
+      forward({ method: 'GET', path: req.url!, body: null, bodyTimeoutMs: 10_000, ...call, headers: { 'x-request-id': 'test', ...call.headers } }, res, (code, reason) =>
+        sendVerdict(res, respond(code, reason), { grpc: false, requestId: 'test' }),
       ),
     );
   });
@@ -103,7 +101,11 @@ async function caller(call: Omit<ForwardRequest, 'method' | 'path' | 'headers' |
     },
     async getBroken() {
       const error = await request(url, { dispatcher: agent }).then(
-        (res) => res.body.text().then(() => undefined, (err: unknown) => err),
+        (res) =>
+          res.body.text().then(
+            () => undefined,
+            (err: unknown) => err,
+          ),
         (err: unknown) => err,
       );
       return { error, outcome: await outcomes.at(-1)! };

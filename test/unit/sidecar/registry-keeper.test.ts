@@ -11,8 +11,7 @@ const svc = (name: string, ...addresses: string[]): RegistryService => ({
   external: false,
 });
 
-const addressesOf = (services: readonly RegistryService[]): Record<string, string[]> =>
-  Object.fromEntries(services.map((s) => [`${s.name}.${s.namespace}`, s.endpoints.map((e) => e.address)]));
+const addressesOf = (services: readonly RegistryService[]): Record<string, string[]> => Object.fromEntries(services.map((s) => [`${s.name}.${s.namespace}`, s.endpoints.map((e) => e.address)]));
 
 function keeper(opts: { holdMs?: number; working?: Set<string> } = {}) {
   const clock = createFakeClock();

@@ -1,8 +1,8 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
-import { createAccessLog } from '../../../src/telemetry/access-log.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
+import { createAccessLog } from '../../../src/telemetry/access-log.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 
 function capture(level = 'info') {

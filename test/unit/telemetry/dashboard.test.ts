@@ -39,7 +39,15 @@ const TARGET_LABELS = ['namespace', 'service', 'pod', 'le'];
 describe('deploy/grafana', () => {
   it('has the panels the runbook names', () => {
     const titles = dashboard.panels.map((p) => p.title);
-    for (const title of ['Requests per second', 'Error rate (5xx share)', 'Latency p50 / p99 (inbound)', 'Denials by reason', 'Limited calls (429)', 'Certificate expiry (time left)', 'Policy versions in force per workload']) {
+    for (const title of [
+      'Requests per second',
+      'Error rate (5xx share)',
+      'Latency p50 / p99 (inbound)',
+      'Denials by reason',
+      'Limited calls (429)',
+      'Certificate expiry (time left)',
+      'Policy versions in force per workload',
+    ]) {
       expect(titles).toContain(title);
     }
   });

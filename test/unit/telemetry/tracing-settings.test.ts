@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { describeTracingSettings, resolveTracingSettings } from '../../../src/config/telemetry-schema.ts';
 import type { TracingConfig } from '../../../src/config/telemetry-schema.ts';
+import { describeTracingSettings, resolveTracingSettings } from '../../../src/config/telemetry-schema.ts';
 
 const section = (fields: Partial<TracingConfig> = {}): TracingConfig => ({ batch: {}, ...fields }) as TracingConfig;
 const resolve = (file: Partial<TracingConfig> | undefined, env: Record<string, string> = {}) =>
@@ -70,13 +70,28 @@ describe('tracing settings: the file, then OTEL_* variables, then defaults', () 
   it.each([
     [{ samplingRatio: 2 }, {}, 'telemetry.tracing.samplingRatio: expected a number from 0 to 1, got 2; using 1', { samplingRatio: 1 }],
     [{}, { OTEL_TRACES_SAMPLER: 'traceidratio', OTEL_TRACES_SAMPLER_ARG: 'half' }, 'OTEL_TRACES_SAMPLER_ARG: expected a number from 0 to 1, got "half"; using 1', { samplingRatio: 1 }],
-    [{}, { OTEL_TRACES_SAMPLER: 'jaeger_remote' }, 'OTEL_TRACES_SAMPLER: expected parentbased_traceidratio, traceidratio, always_on or always_off, got "jaeger_remote"; sampling everything', { samplingRatio: 1 }],
+    [
+      {},
+      { OTEL_TRACES_SAMPLER: 'jaeger_remote' },
+      'OTEL_TRACES_SAMPLER: expected parentbased_traceidratio, traceidratio, always_on or always_off, got "jaeger_remote"; sampling everything',
+      { samplingRatio: 1 },
+    ],
     [{ exporter: 'otlp-http', endpoint: 'not a url' }, {}, 'telemetry.tracing.endpoint: not a URL ("not a url"); tracing export is off', { exporter: 'none' }],
     [{}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'ftp://c:21' }, 'OTEL_EXPORTER_OTLP_ENDPOINT: expected an http:// or https:// URL, got "ftp://c:21"; tracing export is off', { exporter: 'none' }],
     [{}, { OTEL_TRACES_EXPORTER: 'zipkin' }, 'OTEL_TRACES_EXPORTER: meshgate exports over OTLP only, got "zipkin"; tracing is off', { exporter: 'none' }],
     [{}, { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' }, 'OTEL_EXPORTER_OTLP_PROTOCOL: expected grpc or http/protobuf, got "http/json"; using http/protobuf', { exporter: 'otlp-http' }],
-    [{ exporter: 'otlp-http', batch: { maxQueueSize: 10, maxExportBatchSize: 20 } }, {}, 'telemetry.tracing.batch.maxExportBatchSize: 20 exceeds maxQueueSize 10; using 10', { batch: { maxQueueSize: 10, maxExportBatchSize: 10, scheduledDelayMs: 5000 } }],
-    [{ exporter: 'otlp-http' }, { OTEL_BSP_MAX_QUEUE_SIZE: '-5' }, 'OTEL_BSP_MAX_QUEUE_SIZE: expected a positive integer, got "-5"; using the default', { batch: { maxQueueSize: 2048, maxExportBatchSize: 512, scheduledDelayMs: 5000 } }],
+    [
+      { exporter: 'otlp-http', batch: { maxQueueSize: 10, maxExportBatchSize: 20 } },
+      {},
+      'telemetry.tracing.batch.maxExportBatchSize: 20 exceeds maxQueueSize 10; using 10',
+      { batch: { maxQueueSize: 10, maxExportBatchSize: 10, scheduledDelayMs: 5000 } },
+    ],
+    [
+      { exporter: 'otlp-http' },
+      { OTEL_BSP_MAX_QUEUE_SIZE: '-5' },
+      'OTEL_BSP_MAX_QUEUE_SIZE: expected a positive integer, got "-5"; using the default',
+      { batch: { maxQueueSize: 2048, maxExportBatchSize: 512, scheduledDelayMs: 5000 } },
+    ],
   ] as const)('a bad value falls back to a safe default and says so once: %j %j', (file, env, warning, expected) => {
     const { settings, warnings } = resolve(file as Partial<TracingConfig>, env as Record<string, string>);
     expect(warnings).toEqual([warning]);

@@ -1,12 +1,12 @@
 import { Writable } from 'node:stream';
 import { SpanKind, trace } from '@opentelemetry/api';
-import { ExportResultCode } from '@opentelemetry/core';
 import type { ExportResult } from '@opentelemetry/core';
+import { ExportResultCode } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
 import type { TracingSettings } from '../../../src/config/telemetry-schema.ts';
+import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createTracing, startTracing } from '../../../src/telemetry/tracing.ts';
 import { registerTracingMetrics } from '../../../src/telemetry/tracing-metrics.ts';

@@ -3,11 +3,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../../src/core/call-context.ts';
 import type { Verdict } from '../../../../src/core/verdict.ts';
 import { createAuthnFilter } from '../../../../src/filters/authn/authn-filter.ts';
-import { createAuthnRuntime } from '../../../../src/filters/authn/authn-runtime.ts';
 import type { AuthnRuntime } from '../../../../src/filters/authn/authn-runtime.ts';
+import { createAuthnRuntime } from '../../../../src/filters/authn/authn-runtime.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
-import { AUDIENCE, authnDoc, b64url, deadUrl, ISSUER, jwksOf, json, makeCall, makeKey, mint, startJsonServer } from './authn-fixtures.ts';
 import type { JsonServer, TestKey } from './authn-fixtures.ts';
+import { AUDIENCE, authnDoc, b64url, deadUrl, ISSUER, json, jwksOf, makeCall, makeKey, mint, startJsonServer } from './authn-fixtures.ts';
 
 const NOW = 1_800_000_000;
 const RULE = 'shop/users#idp';
@@ -32,9 +32,7 @@ afterAll(async () => {
 function setup(spec?: string, shadowCounts: string[] = []) {
   const clock = createFakeClock(NOW * 1000);
   const runtime = createAuthnRuntime({ random: () => 0.5, clock, onShadowDenial: (policy, rule) => shadowCounts.push(`${policy}#${rule}`) });
-  const docSpec =
-    spec ??
-    `jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${jwks.url}/jwks", audiences: [${AUDIENCE}], forwardClaimsHeader: x-jwt-claims }]`;
+  const docSpec = spec ?? `jwtRules: [{ name: idp, issuer: "${ISSUER}", jwksUri: "${jwks.url}/jwks", audiences: [${AUDIENCE}], forwardClaimsHeader: x-jwt-claims }]`;
   return { clock, runtime, filter: createAuthnFilter([authnDoc(docSpec)], runtime) };
 }
 
@@ -65,10 +63,7 @@ describe('authn filter: JWT verification', () => {
     ['alg none', async () => `${b64url({ alg: 'none', kid: 'k1' })}.${b64url({ iss: ISSUER, sub: 'alice', aud: AUDIENCE, exp: NOW + 300 })}.`, `authn.jwt_algorithm ${RULE}`],
     [
       'RS256/HS256 confusion: HS256 signed with the RSA public key as the secret',
-      () =>
-        new SignJWT({ iss: ISSUER, sub: 'alice', aud: AUDIENCE, exp: NOW + 300 })
-          .setProtectedHeader({ alg: 'HS256', kid: 'k1' })
-          .sign(new TextEncoder().encode(rsa.publicPem)),
+      () => new SignJWT({ iss: ISSUER, sub: 'alice', aud: AUDIENCE, exp: NOW + 300 }).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).sign(new TextEncoder().encode(rsa.publicPem)),
       `authn.jwt_algorithm ${RULE}`,
     ],
     ['ES256 token where the set has only an RSA key: no key of that type', () => mint({ key: ec, now: NOW, kid: null }), `authn.jwt_invalid ${RULE}`],
@@ -81,7 +76,11 @@ describe('authn filter: JWT verification', () => {
     ['an issuer no rule names', () => mint({ key: rsa, now: NOW, iss: 'https://evil.example' }), 'authn.jwt_issuer shop/users#unknown-issuer'],
     ['no exp', () => mint({ key: rsa, now: NOW, exp: null }), `authn.jwt_invalid ${RULE}`],
     ['signed by another key with the same kid', () => mint({ key: stranger, now: NOW }), `authn.jwt_invalid ${RULE}`],
-    ['a tampered payload', async () => (await mint({ key: rsa, now: NOW })).replace(/\.[^.]+\./, `.${b64url({ iss: ISSUER, sub: 'root', aud: AUDIENCE, exp: NOW + 300 })}.`), `authn.jwt_invalid ${RULE}`],
+    [
+      'a tampered payload',
+      async () => (await mint({ key: rsa, now: NOW })).replace(/\.[^.]+\./, `.${b64url({ iss: ISSUER, sub: 'root', aud: AUDIENCE, exp: NOW + 300 })}.`),
+      `authn.jwt_invalid ${RULE}`,
+    ],
     ['jku pointing at another key set is not followed', () => mint({ key: stranger, now: NOW, header: { jku: `${attacker.url}/jwks`, x5u: `${attacker.url}/x5u` } }), `authn.jwt_invalid ${RULE}`],
     ['an embedded jwk header is not used', async () => mint({ key: stranger, now: NOW, kid: null, header: { jwk: stranger.publicJwk } }), `authn.jwt_invalid ${RULE}`],
     ['not a JWT at all', async () => 'opaque-token-value', 'authn.jwt_invalid shop/users#malformed-token'],

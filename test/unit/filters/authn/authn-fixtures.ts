@@ -1,10 +1,10 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import type { CryptoKey, JWK, JWTPayload } from 'jose';
+import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import type { CallContext } from '../../../../src/core/call-context.ts';
-import { doc, validDocument } from '../../policy/helpers.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
+import { doc, validDocument } from '../../policy/helpers.ts';
 
 export const ISSUER = 'https://idp.example';
 export const AUDIENCE = 'orders';

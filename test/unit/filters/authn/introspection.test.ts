@@ -9,8 +9,8 @@ import { createAuthnRuntime } from '../../../../src/filters/authn/authn-runtime.
 import { createIntrospectionClient } from '../../../../src/filters/authn/introspection-client.ts';
 import { createSecretFiles } from '../../../../src/filters/authn/secret-files.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
-import { authnDoc, deadUrl, ISSUER, makeCall, makeKey, mint, startJsonServer } from './authn-fixtures.ts';
 import type { JsonServer } from './authn-fixtures.ts';
+import { authnDoc, deadUrl, ISSUER, makeCall, makeKey, mint, startJsonServer } from './authn-fixtures.ts';
 
 const NOW = 1_800_000_000;
 const SECRET = 's3cret with spaces&=';

@@ -14,7 +14,9 @@ describe('JWKS parsing and key choice', () => {
   const ed = jwk('ed25519', { kid: 'd1' });
 
   it('keeps asymmetric signing keys only', () => {
-    const keys = parseJwks({ keys: [rsa.pub, ec.pub, ed.pub, { kty: 'oct', k: 'c2VjcmV0', kid: 'h1' }, { ...jwk('rsa').pub, use: 'enc', kid: 'x' }, { kty: 'EC', crv: 'P-256', x: 'AA', y: 'AA' }, 'junk'] });
+    const keys = parseJwks({
+      keys: [rsa.pub, ec.pub, ed.pub, { kty: 'oct', k: 'c2VjcmV0', kid: 'h1' }, { ...jwk('rsa').pub, use: 'enc', kid: 'x' }, { kty: 'EC', crv: 'P-256', x: 'AA', y: 'AA' }, 'junk'],
+    });
     expect(typeof keys === 'string' ? keys : keys.map((k) => k.kid)).toEqual(['r1', 'e1', 'd1']);
   });
 

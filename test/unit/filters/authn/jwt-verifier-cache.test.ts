@@ -1,7 +1,7 @@
-import { SignJWT, generateKeyPair } from 'jose';
+import { generateKeyPair, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { createJwtVerifier } from '../../../../src/filters/authn/jwt-verifier.ts';
 import type { KeySource } from '../../../../src/filters/authn/jwks-keys.ts';
+import { createJwtVerifier } from '../../../../src/filters/authn/jwt-verifier.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
 
 describe('verified-token cache', () => {

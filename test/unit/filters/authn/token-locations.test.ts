@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { UpstreamRequestEdits } from '../../../../src/core/call-context.ts';
-import { createTokenLocations } from '../../../../src/filters/authn/token-locations.ts';
 import type { TokenLocation } from '../../../../src/filters/authn/token-locations.ts';
+import { createTokenLocations } from '../../../../src/filters/authn/token-locations.ts';
 import { makeCall } from './authn-fixtures.ts';
 
 const BEARER: TokenLocation = { kind: 'header', name: 'authorization', prefix: 'Bearer ' };
@@ -25,7 +25,14 @@ describe('token locations', () => {
     ['percent-encoded parameter name and value', [PARAM], {}, 'access%5Ftoken=t%2E1', ['t.1'], { query: '' }],
     ['a parameter twice', [PARAM], {}, 'access_token=t1&access_token=t2', ['t1', 't2'], { query: '' }],
     ['a malformed escape elsewhere does not throw', [PARAM], {}, 'x=%E0%A4%A&access_token=t1', ['t1'], { query: 'x=%E0%A4%A' }],
-    ['several locations, in order', [BEARER, COOKIE, PARAM], { authorization: 'Bearer t1', cookie: 'session=t1' }, 'access_token=t1', ['t1', 't1', 't1'], { removeHeaders: ['authorization', 'cookie'], query: '' }],
+    [
+      'several locations, in order',
+      [BEARER, COOKIE, PARAM],
+      { authorization: 'Bearer t1', cookie: 'session=t1' },
+      'access_token=t1',
+      ['t1', 't1', 't1'],
+      { removeHeaders: ['authorization', 'cookie'], query: '' },
+    ],
   ];
   for (const [name, locations, headers, query, tokens, edits] of cases) {
     it(name, () => {

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../../src/core/call-context.ts';
-import { createBanList } from '../../../../src/filters/ip-access/ban-list.ts';
+import type { ReasonCodeName } from '../../../../src/core/reason-codes.ts';
 import type { AutoBanSettings, BanView } from '../../../../src/filters/ip-access/ban-list.ts';
+import { createBanList } from '../../../../src/filters/ip-access/ban-list.ts';
 import { parseIp } from '../../../../src/proxy/client-address.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
-import type { ReasonCodeName } from '../../../../src/core/reason-codes.ts';
 
 function call(address: string): CallContext {
   return {
@@ -62,10 +62,42 @@ describe('ban list: threshold and window', () => {
     ['spread over two windows, weighted: too slow', [[0], [59_000], [119_000]], false],
     ['two windows apart: counting starts over', [[0], [0], [120_000]], false],
     ['previous window weighs in (2 * 0.5 + 2 = 3)', [[0], [1], [90_000], [90_000]], true],
-    ['5xx codes are the sidecar\'s trouble, not counted', [[0, 'policy.unavailable'], [0, 'filter.error'], [0, 'filter.error']], false],
-    ['ip.denied is not counted (the lists refuse it already)', [[0, 'ip.denied'], [0, 'ip.denied'], [0, 'ip.denied']], false],
-    ['ip.banned is not counted', [[0, 'ip.banned'], [0, 'ip.banned'], [0, 'ip.banned']], false],
-    ['request.cancelled is not counted (the caller left mid-body)', [[0, 'request.cancelled'], [0, 'request.cancelled'], [0, 'request.cancelled']], false],
+    [
+      "5xx codes are the sidecar's trouble, not counted",
+      [
+        [0, 'policy.unavailable'],
+        [0, 'filter.error'],
+        [0, 'filter.error'],
+      ],
+      false,
+    ],
+    [
+      'ip.denied is not counted (the lists refuse it already)',
+      [
+        [0, 'ip.denied'],
+        [0, 'ip.denied'],
+        [0, 'ip.denied'],
+      ],
+      false,
+    ],
+    [
+      'ip.banned is not counted',
+      [
+        [0, 'ip.banned'],
+        [0, 'ip.banned'],
+        [0, 'ip.banned'],
+      ],
+      false,
+    ],
+    [
+      'request.cancelled is not counted (the caller left mid-body)',
+      [
+        [0, 'request.cancelled'],
+        [0, 'request.cancelled'],
+        [0, 'request.cancelled'],
+      ],
+      false,
+    ],
   ];
   for (const [name, steps, expected] of cases) {
     it(name, () => {

@@ -8,10 +8,10 @@ import { createLocalBuckets } from '../../../../src/filters/ratelimit/local-buck
 import { createRateLimitFilter } from '../../../../src/filters/ratelimit/ratelimit-filter.ts';
 import { createRateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitStore } from '../../../../src/filters/ratelimit/redis-store.ts';
-import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
+import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
-import { FRONTEND, ADMIN, call } from '../authz-fixtures.ts';
+import { ADMIN, call, FRONTEND } from '../authz-fixtures.ts';
 
 const validator = createPolicyValidator();
 

@@ -1,13 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import type { Verdict } from '../../../../src/core/verdict.ts';
 import { createLocalBuckets } from '../../../../src/filters/ratelimit/local-buckets.ts';
-import { policyItem } from '../../../../src/filters/ratelimit/ratelimit-headers.ts';
 import { createRateLimitFilter } from '../../../../src/filters/ratelimit/ratelimit-filter.ts';
+import { policyItem } from '../../../../src/filters/ratelimit/ratelimit-headers.ts';
 import { createRateLimitRuntime } from '../../../../src/filters/ratelimit/ratelimit-runtime.ts';
-import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
+import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
-import { FRONTEND, call } from '../authz-fixtures.ts';
+import { call, FRONTEND } from '../authz-fixtures.ts';
 
 /*
  * The RateLimit-Policy and RateLimit fields against

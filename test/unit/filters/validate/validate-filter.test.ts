@@ -2,9 +2,9 @@ import { describe, expect, it } from 'vitest';
 import type { Verdict } from '../../../../src/core/verdict.ts';
 import { createValidateFilter } from '../../../../src/filters/validate/validate-filter.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
-import { recordingMetrics, testCall, validation } from './validate-fixtures.ts';
-import type { CallInput } from './validate-fixtures.ts';
 import { validateRuntime } from '../../../helpers/filter-runtimes.ts';
+import type { CallInput } from './validate-fixtures.ts';
+import { recordingMetrics, testCall, validation } from './validate-fixtures.ts';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -45,15 +45,31 @@ async function run(documents: PolicyDocument[], input: CallInput, maxBodyBuffer 
 describe('validate filter: each check passing and failing', () => {
   it.each<[string, CallInput, { code?: string; status?: string; rule?: string; reason?: string | RegExp }]>([
     ['a valid JSON order', { headers: json, body: valid }, {}],
-    ['required header absent', { headers: { 'content-type': 'application/json' }, body: valid }, { code: 'validate.missing_header', rule: 'shop/orders#headers', reason: 'missing required header x-tenant' }],
+    [
+      'required header absent',
+      { headers: { 'content-type': 'application/json' }, body: valid },
+      { code: 'validate.missing_header', rule: 'shop/orders#headers', reason: 'missing required header x-tenant' },
+    ],
     ['required header empty', { headers: { ...json, 'x-tenant': '  ' }, body: valid }, { code: 'validate.missing_header' }],
     ['headers over maxHeaderBytes', { headers: { ...json, cookie: 'c'.repeat(600) }, body: valid }, { code: 'validate.headers_too_large', reason: /^request headers are \d+ bytes, more than 512$/ }],
-    ['a content type not listed', { headers: { ...tenant, 'content-type': 'text/plain' }, body: valid }, { code: 'validate.content_type', rule: 'shop/orders#create', reason: 'content type "text/plain" is not accepted' }],
+    [
+      'a content type not listed',
+      { headers: { ...tenant, 'content-type': 'text/plain' }, body: valid },
+      { code: 'validate.content_type', rule: 'shop/orders#create', reason: 'content type "text/plain" is not accepted' },
+    ],
     ['a body without content type', { headers: tenant, body: valid }, { code: 'validate.content_type', reason: 'content type (none) is not accepted' }],
     ['a content type by wildcard', { path: '/uploads/a.csv', headers: { ...tenant, 'content-type': 'text/csv' }, body: 'a,b\n' }, {}],
-    ['Content-Length over maxBodyBytes', { headers: json, body: `{"item":"ABC-1","qty":1,"pad":"${'x'.repeat(5000)}"}` }, { code: 'validate.body_too_large', reason: /^request body of \d+ bytes exceeds 4096$/ }],
+    [
+      'Content-Length over maxBodyBytes',
+      { headers: json, body: `{"item":"ABC-1","qty":1,"pad":"${'x'.repeat(5000)}"}` },
+      { code: 'validate.body_too_large', reason: /^request body of \d+ bytes exceeds 4096$/ },
+    ],
     ['a chunked body over maxBodyBytes', { headers: json, body: `{"pad":"${'x'.repeat(5000)}"}`, chunked: true }, { code: 'validate.body_too_large', reason: 'request body exceeds 4096 bytes' }],
-    ['a schema violation, through $ref', { headers: json, body: JSON.stringify({ item: 'abc', qty: 1 }) }, { code: 'validate.schema', reason: 'JSON body at /item: must match pattern "^[A-Z]{3}-[0-9]+$"' }],
+    [
+      'a schema violation, through $ref',
+      { headers: json, body: JSON.stringify({ item: 'abc', qty: 1 }) },
+      { code: 'validate.schema', reason: 'JSON body at /item: must match pattern "^[A-Z]{3}-[0-9]+$"' },
+    ],
     ['a schema violation, minimum', { headers: json, body: JSON.stringify({ item: 'ABC-1', qty: 0 }) }, { code: 'validate.schema', reason: 'JSON body at /qty: must be >= 1' }],
     ['a required property missing', { headers: json, body: JSON.stringify({ item: 'ABC-1' }) }, { code: 'validate.schema', reason: "JSON body at /: must have required property 'qty'" }],
     ['a format', { headers: json, body: JSON.stringify({ item: 'ABC-1', qty: 1, email: 'nope' }) }, { code: 'validate.schema', reason: 'JSON body at /email: must match format "email"' }],
@@ -158,7 +174,18 @@ describe('validate filter: match, several rules, shadow mode', () => {
   });
 
   it('a shadow document never refuses: its failures go on the call, the shadow and decision counters', async () => {
-    const shadow = validation('strict', { mode: 'shadow', rules: [{ name: 'tenant', requiredHeaders: ['x-tenant'] }, { name: 'small', maxBodyBytes: 16 }, { name: 'shape', jsonSchema: { type: 'array' } }] }, 'ops');
+    const shadow = validation(
+      'strict',
+      {
+        mode: 'shadow',
+        rules: [
+          { name: 'tenant', requiredHeaders: ['x-tenant'] },
+          { name: 'small', maxBodyBytes: 16 },
+          { name: 'shape', jsonSchema: { type: 'array' } },
+        ],
+      },
+      'ops',
+    );
     const body = JSON.stringify({ item: 'ABC-1', qty: 1 });
     const { verdict, t, decisions, shadow: shadowed } = await run([shadow], { headers: { 'content-type': 'application/json' }, body, chunked: true });
     expect(verdict).toEqual({ kind: 'continue' });

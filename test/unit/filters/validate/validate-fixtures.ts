@@ -1,10 +1,10 @@
 import { Readable } from 'node:stream';
 import type { CallContext } from '../../../../src/core/call-context.ts';
-import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
-import { createRequestBody } from '../../../../src/proxy/request-body.ts';
-import type { ForwardableBody } from '../../../../src/proxy/request-body.ts';
+import { createPolicyValidator } from '../../../../src/policy/validate.ts';
 import type { DownstreamRequest } from '../../../../src/proxy/listener.ts';
+import type { ForwardableBody } from '../../../../src/proxy/request-body.ts';
+import { createRequestBody } from '../../../../src/proxy/request-body.ts';
 
 /* ValidationPolicy documents through the real validator, and calls with a real lazily read body. */
 

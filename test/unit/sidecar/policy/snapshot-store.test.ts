@@ -1,16 +1,16 @@
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createPolicySnapshotStore, snapshotFileFor } from '../../../../src/sidecar/policy/snapshot-store.ts';
-import type { PolicySnapshotStore, ReceivedSnapshot } from '../../../../src/sidecar/policy/snapshot-store.ts';
-import { policyModelValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
 import { canonicalJson } from '../../../../src/policy/snapshot.ts';
-import { createPolicyValidator } from '../../../../src/policy/validate.ts';
-import type { DocumentEnvelope, DocumentValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
 import type { RegistryService } from '../../../../src/policy/types.ts';
+import { createPolicyValidator } from '../../../../src/policy/validate.ts';
+import type { PolicySnapshotStore, ReceivedSnapshot } from '../../../../src/sidecar/policy/snapshot-store.ts';
+import { createPolicySnapshotStore, snapshotFileFor } from '../../../../src/sidecar/policy/snapshot-store.ts';
+import type { DocumentEnvelope, DocumentValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
+import { policyModelValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
 import { createLogger } from '../../../../src/telemetry/logger.ts';
 import { makeReadOnly, mountTinyDisk, unwritableSupport } from '../../../helpers/unwritable.ts';
 
