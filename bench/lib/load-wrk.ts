@@ -33,7 +33,7 @@ export function createWrkGenerator(group: ProcessGroup, binary: string, version:
 const TIME_UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** Parses the text wrk prints with `--latency`; throws when a figure is missing. */
-export function parseWrkOutput(text: string): LoadResult {
+function parseWrkOutput(text: string): LoadResult {
   const rps = /^Requests\/sec:\s+([\d.]+)/m.exec(text);
   const requests = /^\s*(\d+) requests in /m.exec(text);
   const p50 = /^\s+50(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$/m.exec(text);

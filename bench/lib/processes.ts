@@ -35,7 +35,7 @@ export interface Child {
   readonly stop: (graceMs?: number) => Promise<void>;
 }
 
-export interface SpawnOptions {
+interface SpawnOptions {
   readonly name: string;
   readonly command: string;
   readonly args: readonly string[];

@@ -46,7 +46,7 @@ const BATCH = 64;
 /** Long enough that localBucketKey hashes it (> 256 characters with the rule prefix). */
 const API_KEY_LENGTH = 300;
 /** Calls in flight of the global cases. */
-export const IN_FLIGHT = [1, 16, 64] as const;
+const IN_FLIGHT = [1, 16, 64] as const;
 /** Cases measured with a redis: the watchdog's budget. */
 export const DECISION_CASES = 3 + 3 * IN_FLIGHT.length;
 /** Share of calls not admitted above which a row is flagged, as in the HTTP table. */
@@ -61,7 +61,7 @@ export interface CostSettings {
   readonly warmupS: number;
 }
 
-export interface CostRun {
+interface CostRun {
   /** CPU time of this process per call (µs). */
   readonly cpuUs: number;
   /** Wall time per call (µs): a call's own latency (global), or the batch average (local). */

@@ -7,7 +7,7 @@ import { BENCH_WORKLOAD } from './target-meshgate-policy.ts';
  * cost of counting, not of refusing.
  */
 
-export const NEVER_REACHED = { limit: { requests: 1_000_000, per: '1s' }, burst: 1_000_000 } as const;
+const NEVER_REACHED = { limit: { requests: 1_000_000, per: '1s' }, burst: 1_000_000 } as const;
 
 export interface RateLimitBenchRules {
   readonly name: string;

@@ -81,7 +81,7 @@ export function createRateLimitSidecarTarget(options: {
 }
 
 /** meshgate_ratelimit_decisions_total from the sidecar's /metrics, as `policy rule decision` -> count. */
-export async function rateLimitDecisions(started: StartedTarget): Promise<Map<string, number>> {
+async function rateLimitDecisions(started: StartedTarget): Promise<Map<string, number>> {
   const counts = new Map<string, number>();
   if (started.adminUrl === undefined) return counts;
   const res = await probe(`${started.adminUrl}/metrics`, {}, 3000);

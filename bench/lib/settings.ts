@@ -3,7 +3,7 @@
  * receives the parsed values.
  */
 
-export type LoadGeneratorName = 'wrk' | 'autocannon';
+type LoadGeneratorName = 'wrk' | 'autocannon';
 
 export interface BenchSettings {
   /** Measured seconds per run. */

@@ -13,9 +13,9 @@ import type { EchoClient } from './soak-mesh.ts';
  * 5xx, or a call that failed or took longer than CALL_TIMEOUT_MS.
  */
 
-export const CALL_TIMEOUT_MS = 5000;
+const CALL_TIMEOUT_MS = 5000;
 
-export interface Outcome {
+interface Outcome {
   /** HTTP status, or `grpc:<code>`. */
   readonly status: string;
   readonly reason: string | undefined;
@@ -59,7 +59,7 @@ function outcomeKey(o: Outcome): string {
   return o.reason ? `${o.status} ${o.reason}` : o.status;
 }
 
-export function isError(cls: CallClass, outcome: Outcome): boolean {
+function isError(cls: CallClass, outcome: Outcome): boolean {
   if (/^5\d\d$/.test(outcome.status)) return true;
   return !cls.expect.includes(outcomeKey(outcome));
 }
@@ -151,7 +151,7 @@ export function createLoadClients(outboundPort: number, echo: EchoClient, token:
 }
 
 /** A fixed order of classes by weight (largest remainder), so every 100 calls carry the same mix. */
-export function classCycle(classes: readonly CallClass[]): CallClass[] {
+function classCycle(classes: readonly CallClass[]): CallClass[] {
   const total = classes.reduce((sum, c) => sum + c.weight, 0);
   const cycle: CallClass[] = [];
   const credit = classes.map(() => 0);

@@ -30,12 +30,12 @@ import { freePorts } from './processes.ts';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = join(ROOT, 'bin', 'meshgate.js');
 const NS = 'shop';
-export const ISSUER = 'https://soak-idp.example';
+const ISSUER = 'https://soak-idp.example';
 /** Requests per second per caller on /limited (the RateLimitPolicy in force). */
 export const LIMITED_PER_SECOND = 5;
 const START_TIMEOUT_MS = 60_000;
 
-export interface SoakSidecar {
+interface SoakSidecar {
   readonly name: string;
   readonly child: Child;
   readonly pid: number;

@@ -27,7 +27,7 @@ export interface WrittenSnapshot {
 }
 
 /** Validates `rawDocuments` (input form) and writes them as the snapshot file in `stateDir`; `source` names them in errors. */
-export async function writePolicySnapshot(stateDir: string, rawDocuments: readonly unknown[], source: string): Promise<WrittenSnapshot> {
+async function writePolicySnapshot(stateDir: string, rawDocuments: readonly unknown[], source: string): Promise<WrittenSnapshot> {
   const validator = createPolicyValidator();
   const envelopes: DocumentEnvelope[] = rawDocuments.map((raw, index) => {
     const result = validator.validate(raw, { file: source, index });

@@ -42,7 +42,7 @@ interface SidecarPorts {
 }
 
 /** The sidecar config of both rows (input form of src/config/sidecar-schema.ts). */
-export function sidecarConfig(ports: SidecarPorts, upstreamPort: number): Record<string, unknown> {
+function sidecarConfig(ports: SidecarPorts, upstreamPort: number): Record<string, unknown> {
   return {
     workload: { service: SERVICE, namespace: 'default' },
     listeners: {

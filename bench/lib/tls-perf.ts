@@ -15,7 +15,7 @@ import { spawnSync } from 'node:child_process';
  * handshake there, and the V8 profiler counts that time as idle.
  */
 
-export const PERF_COMPONENTS = [
+const PERF_COMPONENTS = [
   'OpenSSL (handshake crypto, X.509, records)',
   'JavaScript and V8 (JIT code, builtins, GC, compiler)',
   'Node C++ bindings and libuv',
@@ -27,7 +27,7 @@ export const PERF_COMPONENTS = [
   'other',
 ] as const;
 
-export type PerfComponent = (typeof PERF_COMPONENTS)[number];
+type PerfComponent = (typeof PERF_COMPONENTS)[number];
 
 export interface PerfBreakdown {
   readonly samples: number;

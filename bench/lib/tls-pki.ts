@@ -39,7 +39,7 @@ export interface BenchPki {
   close(): Promise<void>;
 }
 
-export interface IssuedFiles {
+interface IssuedFiles {
   readonly spiffeId: string;
   readonly keyFile: string;
   readonly chainFile: string;

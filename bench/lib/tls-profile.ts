@@ -29,7 +29,7 @@ interface CpuProfile {
   readonly timeDeltas: readonly number[];
 }
 
-export interface ProfileShare {
+interface ProfileShare {
   readonly name: string;
   readonly ms: number;
   /** Of busy (non-idle) time. */

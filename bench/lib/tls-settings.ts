@@ -7,7 +7,7 @@
 
 export type TlsKeyType = 'ecdsa-p256' | 'rsa-2048';
 
-export const TLS_TARGET_IDS = ['nginx', 'meshgate-inbound'] as const;
+const TLS_TARGET_IDS = ['nginx', 'meshgate-inbound'] as const;
 
 export interface TlsBenchSettings {
   /** Measured seconds per run. */

@@ -9,16 +9,14 @@ import { sendErrorBody, sendText } from './admin-reply.ts';
 import type { BanAdmin } from './ban-routes.ts';
 import { banRoutes } from './ban-routes.ts';
 
-export type { BanAdmin } from './ban-routes.ts';
-
-export interface ReadinessReport {
+interface ReadinessReport {
   readonly ready: boolean;
   /** Each check by name: `ok`, or what is missing. */
   readonly checks: Readonly<Record<string, string>>;
 }
 
 /** Extra admin paths, tried after the built-in ones: answers the requests it knows, returns false for the rest. */
-export type AdminRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+type AdminRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
 
 export interface AdminDeps {
   /** `skipApp`: `/ready?skip=app`, readiness without the local app (a native sidecar's startup probe: the app starts after it). */

@@ -4,7 +4,7 @@ import type { Clock } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { CaReason } from './ca-reasons.ts';
 
-export type AuditRecord =
+type AuditRecord =
   | {
       readonly event: 'issued';
       readonly spiffeId: string;

@@ -4,7 +4,7 @@ import type { Clock } from '../core/clock.ts';
 import { x509 } from '../identity/x509.ts';
 import type { CaMaterial } from './ca-material.ts';
 
-export interface LeafRequest {
+interface LeafRequest {
   /** From the CSR: the only thing taken from it. */
   readonly publicKey: x509.PublicKey;
   readonly keyType: LeafKeyType;

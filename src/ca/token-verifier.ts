@@ -13,7 +13,7 @@ import { refuse } from './ca-reasons.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
 import { identityFromClaims } from './workload-claims.ts';
 
-export interface VerifiedToken extends WorkloadIdentity {
+interface VerifiedToken extends WorkloadIdentity {
   readonly ok: true;
   readonly issuer: string;
 }

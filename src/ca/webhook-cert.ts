@@ -14,7 +14,7 @@ import { CERTS_INIT_FILES, FileExistsError } from './certs-init.ts';
  * webhook Service, which is why it is made here and not by `meshgate ca`.
  */
 
-export const WEBHOOK_CERT_FILES = { cert: 'injector.pem', key: 'injector.key' } as const;
+const WEBHOOK_CERT_FILES = { cert: 'injector.pem', key: 'injector.key' } as const;
 
 export interface WebhookCertOptions {
   /** A `meshgate certs init` folder; the files are written there too. */
@@ -31,7 +31,7 @@ export class WebhookCertError extends Error {
 }
 
 /** The names the API server may dial: `<service>.<namespace>.svc` is the one it uses. */
-export function webhookDnsNames(service: string, namespace: string): string[] {
+function webhookDnsNames(service: string, namespace: string): string[] {
   return [service, `${service}.${namespace}`, `${service}.${namespace}.svc`, `${service}.${namespace}.svc.cluster.local`];
 }
 

@@ -9,7 +9,7 @@ import type { Tracing, TracingIdentity } from '../telemetry/tracing.ts';
 import { UsageError } from './usage-error.ts';
 
 /** What every role's `start` is given: the same for the sidecar, the CA and the policy server. */
-export interface RoleDeps {
+interface RoleDeps {
   readonly logger: Logger;
   readonly clock: Clock;
   readonly random: Random;

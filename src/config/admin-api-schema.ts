@@ -15,9 +15,9 @@ import { byteSize, duration } from './durations.ts';
  * HMAC secret would be shared with every token issuer, and a verifier that
  * accepts HS256 with a public key as the secret is the classic JWT forgery.
  */
-export const ADMIN_JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'] as const;
+const ADMIN_JWT_ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'] as const;
 
-export const ADMIN_ROLES = ['admin', 'developer', 'viewer'] as const;
+const ADMIN_ROLES = ['admin', 'developer', 'viewer'] as const;
 
 export type AdminRole = (typeof ADMIN_ROLES)[number];
 

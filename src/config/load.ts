@@ -34,7 +34,7 @@ export interface ConfigFileLimits extends YamlBounds {
   readonly maxProblems: number;
 }
 
-export const CONFIG_FILE_LIMITS: ConfigFileLimits = Object.freeze({
+const CONFIG_FILE_LIMITS: ConfigFileLimits = Object.freeze({
   maxBytes: 1_048_576,
   maxNodes: 100_000,
   maxDocuments: 1,

@@ -11,8 +11,8 @@ import { byteSize, duration } from './durations.ts';
  * milliseconds as a number although the file must spell it `15s`.
  */
 
-export const CONFIG_REFERENCE_START = '<!-- config-reference:start -->';
-export const CONFIG_REFERENCE_END = '<!-- config-reference:end -->';
+const CONFIG_REFERENCE_START = '<!-- config-reference:start -->';
+const CONFIG_REFERENCE_END = '<!-- config-reference:end -->';
 
 type Schema = z.core.$ZodType;
 

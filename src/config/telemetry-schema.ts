@@ -13,8 +13,8 @@ import { duration } from './durations.ts';
  * in; nothing below reads `process.env`.
  */
 
-export const TRACING_EXPORTERS = ['otlp-grpc', 'otlp-http', 'none'] as const;
-export type TracingExporter = (typeof TRACING_EXPORTERS)[number];
+const TRACING_EXPORTERS = ['otlp-grpc', 'otlp-http', 'none'] as const;
+type TracingExporter = (typeof TRACING_EXPORTERS)[number];
 
 export const tracingConfigSchema = z.strictObject({
   exporter: z

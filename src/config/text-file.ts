@@ -64,7 +64,7 @@ function fileKind(st: { isFIFO(): boolean; isCharacterDevice(): boolean; isBlock
 }
 
 /** Strict UTF-8 (a leading BOM is dropped); the reason names the line and column of the first bad byte. */
-export function decodeUtf8(bytes: Uint8Array): TextFileResult {
+function decodeUtf8(bytes: Uint8Array): TextFileResult {
   try {
     return { ok: true, text: new TextDecoder('utf-8', { fatal: true }).decode(bytes) };
   } catch {

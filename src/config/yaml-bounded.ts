@@ -25,7 +25,7 @@ export interface YamlBounds {
 /** Nesting of [ ] and { } the lexer pass lets through: far above any real file, well below a stack overflow. */
 const MAX_FLOW_DEPTH = 1000;
 
-export interface YamlProblem {
+interface YamlProblem {
   /** Keys and indexes down to the node; empty for a syntax error. */
   readonly path: readonly (string | number)[];
   /** 1-based position in the text; 0 when the problem is the whole document's. */
@@ -36,7 +36,7 @@ export interface YamlProblem {
   readonly syntax: boolean;
 }
 
-export interface YamlDocument {
+interface YamlDocument {
   /** Position of the document in the text, from 0. */
   readonly index: number;
   /** Character offsets of the document in the text. */
@@ -56,7 +56,7 @@ export type YamlParseResult =
 const NOT_CONTENT = new Set<string | null>(['doc-mode', 'doc-start', 'doc-end', 'newline', 'space', 'comment', 'byte-order-mark', 'directive', 'directive-line']);
 
 /** The first limit the text crosses, found by a lexer pass that stops there; undefined when within. */
-export function scanYaml(text: string, bounds: Pick<YamlBounds, 'maxNodes' | 'maxDocuments'>): string | undefined {
+function scanYaml(text: string, bounds: Pick<YamlBounds, 'maxNodes' | 'maxDocuments'>): string | undefined {
   let nodes = 0;
   let documents = 0;
   // A document starts at `---`, or at the first content after the start of the text or a `...`.

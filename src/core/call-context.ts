@@ -75,7 +75,7 @@ export type BodyRead =
   /** The sidecar-wide budget for buffered bodies (limits.maxBufferedBodies) is in use by other calls. */
   | { readonly kind: 'over_budget' };
 
-export interface CallAnnotations {
+interface CallAnnotations {
   decision?: 'allow' | 'deny';
   reason?: ReasonCodeName;
   /** `namespace/policy#rule` that decided. */

@@ -29,7 +29,7 @@ export function parseSpiffeId(uri: string): SpiffeId | undefined {
  * The URI SANs of a certificate as Node reports them (`subjectaltname` of
  * getPeerCertificate(), or X509Certificate#subjectAltName): "URI:spiffe://..., DNS:...".
  */
-export function uriSans(subjectAltName: string | undefined): string[] {
+function uriSans(subjectAltName: string | undefined): string[] {
   if (!subjectAltName) return [];
   const out: string[] = [];
   // Node quotes entries that contain a comma; meshgate IDs never do, so a split on ", " is exact for them.

@@ -14,8 +14,8 @@ import * as protoLoader from '@grpc/proto-loader';
  * repeated fields arrive as '' / 0 / [].
  */
 
-export const CA_PROTO_FILE = fileURLToPath(new URL('../../proto/meshgate/ca/v1/ca.proto', import.meta.url));
-export const CA_SERVICE_NAME = 'meshgate.ca.v1.CertificateAuthority';
+const CA_PROTO_FILE = fileURLToPath(new URL('../../proto/meshgate/ca/v1/ca.proto', import.meta.url));
+const CA_SERVICE_NAME = 'meshgate.ca.v1.CertificateAuthority';
 /**
  * Trailing metadata of a refused Sign call: the stable reason, e.g.
  * `ca.token_expired`, `ca.peer_certificate`, `ca.rate_limited` (README, "Workload identity (CA)").
@@ -53,7 +53,7 @@ export interface CaApi {
   readonly Client: grpc.ServiceClientConstructor;
 }
 
-export const PROTO_LOADER_OPTIONS: protoLoader.Options = Object.freeze({
+const PROTO_LOADER_OPTIONS: protoLoader.Options = Object.freeze({
   keepCase: false,
   longs: Number,
   enums: String,

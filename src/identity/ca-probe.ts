@@ -8,7 +8,7 @@ import type { CertificateManagerOptions, ReachabilityProbe } from './cert-manage
  * answers", which is all the certificate loop needs to know that the CA is
  * back: the signing attempt that follows does the real check.
  */
-export function tcpProbe(address: string, timeoutMs: number): ReachabilityProbe {
+function tcpProbe(address: string, timeoutMs: number): ReachabilityProbe {
   const colon = address.lastIndexOf(':');
   const host = address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
   const port = Number(address.slice(colon + 1));

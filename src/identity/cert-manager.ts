@@ -15,7 +15,7 @@ export interface WorkloadCredentials {
   readonly facts: CertificateFacts;
 }
 
-export interface SignedCertificate {
+interface SignedCertificate {
   readonly chainPem: readonly string[];
   readonly trustBundlePem: readonly string[];
 }

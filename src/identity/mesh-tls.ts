@@ -50,7 +50,7 @@ export function verifyMeshPeer(socket: tls.TLSSocket, trustDomain: string): { pr
   return { principal: id };
 }
 
-export class PeerIdentityError extends Error {
+class PeerIdentityError extends Error {
   override readonly name = 'PeerIdentityError';
   readonly code = 'MESHGATE_PEER_IDENTITY';
 }

@@ -14,7 +14,7 @@ export { x509 };
 
 export type KeyType = 'ecdsa-p256' | 'rsa-2048';
 
-export function algorithmOf(type: KeyType): (webcrypto.EcKeyGenParams & webcrypto.EcdsaParams) | webcrypto.RsaHashedKeyGenParams {
+function algorithmOf(type: KeyType): (webcrypto.EcKeyGenParams & webcrypto.EcdsaParams) | webcrypto.RsaHashedKeyGenParams {
   return type === 'ecdsa-p256'
     ? { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' }
     : { name: 'RSASSA-PKCS1-v1_5', modulusLength: 2048, publicExponent: new Uint8Array([1, 0, 1]), hash: 'SHA-256' };

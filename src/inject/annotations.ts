@@ -32,7 +32,7 @@ export const INJECTED = {
 } as const;
 
 /** Namespace label the MutatingWebhookConfiguration's namespaceSelector matches. */
-export const NAMESPACE_LABEL = { key: 'meshgate.dev/inject', value: 'enabled' } as const;
+const NAMESPACE_LABEL = { key: 'meshgate.dev/inject', value: 'enabled' } as const;
 
 /** Names of what the injector adds; a pod that already has one of the containers is left alone. */
 export const NAMES = {

@@ -24,7 +24,7 @@
  * configured; the command ignores them with a warning (it captures IPv4 only).
  */
 
-export const IPTABLES_FLAGS = {
+const IPTABLES_FLAGS = {
   inboundPort: '--inbound-port',
   outboundPort: '--outbound-port',
   proxyUid: '--proxy-uid',
@@ -47,7 +47,7 @@ export interface IptablesSettings {
   readonly mode: 'apply' | 'dry-run' | 'cleanup';
 }
 
-export const IPTABLES_DEFAULTS = { inboundPort: 15006, outboundPort: 15001, proxyUid: 1337 } as const;
+const IPTABLES_DEFAULTS = { inboundPort: 15006, outboundPort: 15001, proxyUid: 1337 } as const;
 
 /** The argv after `meshgate iptables`, in a fixed order so injected pods are stable (golden files). */
 export function buildIptablesArgs(settings: Omit<IptablesSettings, 'mode'> & { readonly mode?: IptablesSettings['mode'] }): string[] {

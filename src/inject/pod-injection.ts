@@ -25,7 +25,7 @@ export interface InjectionInput {
 }
 
 /** A whole value to put at `path`, relative to the pod (template). */
-export interface PodChange {
+interface PodChange {
   readonly path: readonly ['metadata', 'annotations'] | readonly ['spec', 'initContainers'] | readonly ['spec', 'volumes'];
   readonly value: unknown;
 }

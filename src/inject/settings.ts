@@ -6,7 +6,7 @@ import { ConfigError, deepFreeze, loadConfigFile } from '../config/load.ts';
 import type { InjectionSettings } from './pod-injection.ts';
 
 /** Where `meshgate inject` looks for the trust bundle without --config: the default output of `meshgate certs init`. */
-export const DEFAULT_TRUST_BUNDLE = 'certs/trust-bundle.pem';
+const DEFAULT_TRUST_BUNDLE = 'certs/trust-bundle.pem';
 
 /**
  * `meshgate inject` without --config: the mesh of deploy/k8s (its injector

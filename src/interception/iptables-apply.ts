@@ -10,7 +10,7 @@ import { restoreText } from './iptables-rules.ts';
  * the two jumps into them are checked (-C) first and added only when missing.
  */
 
-export interface CommandResult {
+interface CommandResult {
   readonly code: number;
   readonly stderr: string;
 }
@@ -23,7 +23,7 @@ export class IptablesError extends Error {}
 // Root's tools live in sbin, which some shells (and `su` without -l) leave off PATH.
 const SBIN = '/usr/local/sbin:/usr/sbin:/sbin';
 
-export const runCommand: CommandRunner = (command, args, stdin) =>
+const runCommand: CommandRunner = (command, args, stdin) =>
   new Promise((resolve) => {
     const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, PATH: `${process.env.PATH ?? ''}:${SBIN}` } });
     let stderr = '';

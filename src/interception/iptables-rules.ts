@@ -13,7 +13,7 @@
  * one on ::1. iptables-apply.ts says so when the pod has a global IPv6 address.
  */
 
-export const CHAINS = {
+const CHAINS = {
   inbound: 'MESHGATE_INBOUND',
   inboundRedirect: 'MESHGATE_IN_REDIRECT',
   output: 'MESHGATE_OUTPUT',
@@ -21,7 +21,7 @@ export const CHAINS = {
 } as const;
 
 /** The contract's admin and edge ports (ARCHITECTURE.md): the sidecar's own, never captured inbound. */
-export const SIDECAR_FIXED_PORTS: readonly number[] = [15000, 15443];
+const SIDECAR_FIXED_PORTS: readonly number[] = [15000, 15443];
 
 export interface InterceptionSpec {
   readonly inboundPort: number;

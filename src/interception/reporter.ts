@@ -12,9 +12,9 @@ import type { OriginalDestination } from './original-dst.ts';
  */
 
 /** unregistered_host: HTTP to a host the registry does not know; not_http: the client spoke first, not HTTP; server_first: it stayed silent. */
-export type PassthroughReason = 'unregistered_host' | 'not_http' | 'server_first';
+type PassthroughReason = 'unregistered_host' | 'not_http' | 'server_first';
 /** not_app_port (inbound); registry_only, loop, connect_failed (outbound). */
-export type RefusalReason = 'not_app_port' | 'registry_only' | 'loop' | 'connect_failed';
+type RefusalReason = 'not_app_port' | 'registry_only' | 'loop' | 'connect_failed';
 
 export interface InterceptionReporter {
   passthrough(reason: PassthroughReason, dst: OriginalDestination): void;

@@ -84,7 +84,7 @@ export function compileRoute(config: RouteConfig, index: number, owner: { name: 
   };
 }
 
-export function splitService(ref: string, defaultNamespace: string): [string, string] {
+function splitService(ref: string, defaultNamespace: string): [string, string] {
   const dot = ref.indexOf('.');
   return dot < 0 ? [ref, defaultNamespace] : [ref.slice(0, dot), ref.slice(dot + 1)];
 }

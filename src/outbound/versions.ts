@@ -3,7 +3,7 @@ import type { DeprecationConfig, DeprecationHeaders } from './deprecation-header
 import { deprecationHeaders, parsePolicyDate } from './deprecation-headers.ts';
 
 /** The request header a calling app pins a version with. Forwarded as sent: the destination app may want to know. */
-export const VERSION_HEADER = 'x-meshgate-version';
+const VERSION_HEADER = 'x-meshgate-version';
 
 /** One named version of a destination, as a Route document's `versions` gives it. */
 export interface VersionConfig {
@@ -12,7 +12,7 @@ export interface VersionConfig {
   readonly deprecated?: DeprecationConfig | undefined;
 }
 
-export interface Deprecation {
+interface Deprecation {
   readonly sunsetMs: number;
   readonly message: string;
   readonly headers: DeprecationHeaders;

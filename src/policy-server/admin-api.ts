@@ -29,7 +29,7 @@ export interface AdminApiDeps {
 export type AdminRequestHandler = (req: IncomingMessage, res: ServerResponse) => boolean;
 
 /** A validation error as the admin API shows it: `document` is the 0-based index in the file, `key` its kind/namespace/name. */
-export interface AdminDocumentError {
+interface AdminDocumentError {
   readonly file: string;
   readonly document: number;
   readonly key: string | null;
@@ -72,7 +72,7 @@ function route(path: string): RouteResult {
   return { name: 'document', methods: ['GET', 'PUT', 'DELETE'], kind, namespace, docName, key: `${kind}/${namespace}/${docName}` };
 }
 
-export function toAdminError(e: PolicyError): AdminDocumentError {
+function toAdminError(e: PolicyError): AdminDocumentError {
   return { file: e.source.file, document: e.source.index, key: e.document ?? null, field: e.field, reason: e.reason };
 }
 

@@ -91,7 +91,7 @@ const DELETED = 'deleted';
  *   So does a sub-folder: the files known under it are kept.
  * - No entry stops the watcher or the scan; an entry left out is reported once.
  */
-export function createDocumentStore(opts: DocumentStoreOptions, model: PolicyModel, deps: { logger: Logger; metrics: PolicyServerMetrics }): FolderDocumentStore {
+function createDocumentStore(opts: DocumentStoreOptions, model: PolicyModel, deps: { logger: Logger; metrics: PolicyServerMetrics }): FolderDocumentStore {
   const log = deps.logger.child({ component: 'document-store' });
   const files = new Map<string, FileState>();
   let served = new Map<DocumentKey, ServedDocument>();

@@ -1,9 +1,9 @@
 import type { AdminRbacConfig, AdminRole } from '../config/admin-api-schema.ts';
 import { MESH_ROOT_NAMESPACE } from '../policy/types.ts';
 
-export type AdminAction = 'read' | 'write';
+type AdminAction = 'read' | 'write';
 
-export type RbacDecision = { readonly allowed: true; readonly role: AdminRole } | { readonly allowed: false; readonly role: AdminRole | undefined; readonly reason: string };
+type RbacDecision = { readonly allowed: true; readonly role: AdminRole } | { readonly allowed: false; readonly role: AdminRole | undefined; readonly reason: string };
 
 export interface Rbac {
   /** The strongest role bound to the subject; undefined when no binding matches. */

@@ -16,7 +16,7 @@ export interface SnapshotModel {
 }
 
 /** Appended to the content version of snapshots sent during the registry warm-up. */
-export const WARMING_SUFFIX = '-warming';
+const WARMING_SUFFIX = '-warming';
 
 export interface BuiltSnapshot {
   readonly version: string;

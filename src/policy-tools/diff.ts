@@ -29,7 +29,7 @@ export interface ParsedLog {
 const GRPC_PATH = /^\/[^/]+\.[^/]+\/[^/]+$/;
 
 /** One access-log record as a call description, or undefined when it is not an inbound call. */
-export function callOfLogRecord(record: Record<string, unknown>): ExplainCall | undefined {
+function callOfLogRecord(record: Record<string, unknown>): ExplainCall | undefined {
   if (record.direction !== 'inbound') return undefined;
   const str = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
   const method = str(record.method);
@@ -79,7 +79,7 @@ export function parseAccessLog(text: string): ParsedLog {
   return { calls, notJson, notInbound };
 }
 
-export interface Outcome {
+interface Outcome {
   readonly allow: boolean;
   readonly code: string | undefined;
   readonly rule: string | undefined;

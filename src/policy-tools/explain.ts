@@ -15,7 +15,7 @@ import { isGrpcRequest } from '../proxy/headers.ts';
 import type { TrailEntry, TrailStage } from './explain-stages.ts';
 import { rateLimitTrail, validateTrail } from './explain-stages.ts';
 
-export type { TrailEntry, TrailStage } from './explain-stages.ts';
+export type { TrailEntry } from './explain-stages.ts';
 
 import type { PolicyDocument, WorkloadRef } from '../policy/types.ts';
 
@@ -80,7 +80,7 @@ export function parseWorkload(text: string): WorkloadRef | undefined {
 }
 
 /** The request principal of claims as the authn filter forms it: `iss/sub`. */
-export function authOfClaims(claims: Readonly<Record<string, unknown>>): RequestAuth {
+function authOfClaims(claims: Readonly<Record<string, unknown>>): RequestAuth {
   const issuer = typeof claims.iss === 'string' ? claims.iss : '';
   const subject = typeof claims.sub === 'string' ? claims.sub : '';
   return { principal: `${issuer}/${subject}`, issuer, subject, claims };

@@ -34,7 +34,7 @@ export interface CallMatchIndex<T> {
 }
 
 /** Up to this many rules, trying each in order costs less than a lookup (as for authz: bench/authz-decision.ts). */
-export const MATCH_SCAN_UP_TO = 8;
+const MATCH_SCAN_UP_TO = 8;
 
 const NONE: readonly never[] = Object.freeze([]);
 const ANY_METHOD = '*';

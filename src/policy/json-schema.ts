@@ -3,7 +3,7 @@ import { Ajv } from 'ajv';
 import addFormats from 'ajv-formats';
 
 /** The first way a JSON value fails its schema: where (a JSON pointer) and what ajv says. */
-export interface SchemaViolation {
+interface SchemaViolation {
   readonly pointer: string;
   readonly message: string;
 }

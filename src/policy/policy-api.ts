@@ -18,14 +18,14 @@ import { MESH_ROOT_NAMESPACE } from './types.ts';
  * a received SubscribeRequest naming the member that is set ('hello' | 'ack').
  */
 
-export const POLICY_PROTO_FILE = fileURLToPath(new URL('../../proto/meshgate/policy/v1/policy.proto', import.meta.url));
-export const POLICY_SERVICE_NAME = 'meshgate.policy.v1.PolicyDiscovery';
+const POLICY_PROTO_FILE = fileURLToPath(new URL('../../proto/meshgate/policy/v1/policy.proto', import.meta.url));
+const POLICY_SERVICE_NAME = 'meshgate.policy.v1.PolicyDiscovery';
 
 /** The policy server is a mesh workload: spiffe://<td>/ns/meshgate-system/sa/policy-server. */
-export const POLICY_SERVER_NAMESPACE = MESH_ROOT_NAMESPACE;
-export const POLICY_SERVER_SERVICE_ACCOUNT = 'policy-server';
+const POLICY_SERVER_NAMESPACE = MESH_ROOT_NAMESPACE;
+const POLICY_SERVER_SERVICE_ACCOUNT = 'policy-server';
 /** TLS server name (SNI and :authority) a client sends; the certificate is checked by SPIFFE ID, not by this name. */
-export const POLICY_SERVER_NAME = 'meshgate-policy-server';
+const POLICY_SERVER_NAME = 'meshgate-policy-server';
 
 export function policyServerSpiffeId(trustDomain: string, serviceAccount: string = POLICY_SERVER_SERVICE_ACCOUNT): string {
   return formatSpiffeId({ trustDomain, namespace: POLICY_SERVER_NAMESPACE, serviceAccount });
@@ -50,7 +50,7 @@ export interface DocumentError {
   readonly reason: string;
 }
 
-export interface Ack {
+interface Ack {
   readonly version: string;
   /** false is a NACK: the sidecar keeps enforcing its previous version. */
   readonly accepted: boolean;
@@ -77,7 +77,7 @@ export interface WireDocument {
   readonly digest: string;
 }
 
-export interface WireEndpoint {
+interface WireEndpoint {
   readonly address: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly weight: number;
@@ -107,7 +107,7 @@ export interface PolicyApi {
   readonly Client: grpc.ServiceClientConstructor;
 }
 
-export const POLICY_PROTO_LOADER_OPTIONS: protoLoader.Options = Object.freeze({
+const POLICY_PROTO_LOADER_OPTIONS: protoLoader.Options = Object.freeze({
   keepCase: false,
   longs: Number,
   enums: String,
@@ -156,7 +156,7 @@ export function policyChannelCredentials(identity: ClientIdentity, expectedServe
  * it), and keepalive pings notice a dead server or path within ~40 s so the
  * client can fail over instead of waiting on a silent TCP connection.
  */
-export const POLICY_CLIENT_OPTIONS: grpc.ClientOptions = Object.freeze({
+const POLICY_CLIENT_OPTIONS: grpc.ClientOptions = Object.freeze({
   'grpc.ssl_target_name_override': POLICY_SERVER_NAME,
   'grpc.default_authority': POLICY_SERVER_NAME,
   'grpc.keepalive_time_ms': 30_000,

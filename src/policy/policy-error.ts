@@ -46,7 +46,7 @@ function isPrimitive(value: unknown): boolean {
 }
 
 /** One zod issue -> field path and reason (unknown keys give one entry per key). */
-export function describeIssue(issue: z.core.$ZodIssue, raw: unknown): { field: string; reason: string }[] {
+function describeIssue(issue: z.core.$ZodIssue, raw: unknown): { field: string; reason: string }[] {
   if (issue.code === 'unrecognized_keys') {
     return issue.keys.map((key) => ({ field: formatFieldPath([...issue.path, key]), reason: 'unknown field' }));
   }

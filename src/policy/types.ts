@@ -11,7 +11,7 @@ export const POLICY_KINDS = ['AuthorizationPolicy', 'RequestAuthentication', 'Ra
 export type PolicyKind = (typeof POLICY_KINDS)[number];
 
 /** Which workloads a document applies to. */
-export interface WorkloadSelector {
+interface WorkloadSelector {
   /** Service names in the document's namespace; absent or empty: every workload of the namespace. */
   readonly services?: readonly string[];
 }

@@ -27,7 +27,7 @@ export interface ValidDocument {
   readonly digest: string;
 }
 
-export type ValidationResult = { readonly ok: true; readonly document: ValidDocument } | { readonly ok: false; readonly key: DocumentKey | undefined; readonly errors: readonly PolicyError[] };
+type ValidationResult = { readonly ok: true; readonly document: ValidDocument } | { readonly ok: false; readonly key: DocumentKey | undefined; readonly errors: readonly PolicyError[] };
 
 export interface PolicyValidator {
   readonly limits: PolicyLimits;
@@ -42,7 +42,7 @@ export interface PolicyValidatorOptions {
   readonly regexChecker?: RegexSafetyChecker;
 }
 
-export function documentKey(doc: { readonly kind: string; readonly metadata: { readonly namespace: string; readonly name: string } }): DocumentKey {
+function documentKey(doc: { readonly kind: string; readonly metadata: { readonly namespace: string; readonly name: string } }): DocumentKey {
   return documentKeyOf(doc.kind, doc.metadata.namespace, doc.metadata.name);
 }
 

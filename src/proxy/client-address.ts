@@ -13,7 +13,7 @@ import { BlockList, isIP } from 'node:net';
  * by writing the same address another way.
  */
 
-export type IpFamily = 'ipv4' | 'ipv6';
+type IpFamily = 'ipv4' | 'ipv6';
 
 /**
  * CIDRs split by family. IPv6 entries never match IPv4 clients (Node's

@@ -9,7 +9,7 @@ import type { ReasonCodeName } from '../core/reason-codes.ts';
  */
 
 /** What a listener refused before a handler ran; the sidecar logs and counts it like a call. */
-export interface ListenerRejection {
+interface ListenerRejection {
   readonly status: number;
   /** Reason code (src/core/reason-codes.ts). */
   readonly code: string;

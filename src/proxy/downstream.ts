@@ -49,7 +49,7 @@ const REFUSED = Symbol('meshgate.downstreamRefused');
  */
 const CALLER_H2_ERRORS = new Set([-505, -522, -523, -524, -531, -532, -904]);
 
-export function isCallerProtocolError(err: unknown): boolean {
+function isCallerProtocolError(err: unknown): boolean {
   const e = err as { code?: string; errno?: number } | null | undefined;
   return e?.code === 'ERR_HTTP2_ERROR' && e.errno !== undefined && CALLER_H2_ERRORS.has(e.errno);
 }

@@ -1,9 +1,7 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import http2 from 'node:http2';
 import type { H2ConnectionErrorReason, ListenerHooks } from './connection-guard.ts';
-
 /** Why the HTTP/2 codec (nghttp2, or node around it) closed a connection: a bounded label set. */
-export type { H2ConnectionErrorReason } from './connection-guard.ts';
 
 /**
  * Node's HTTP/2 server bounds, set explicitly rather than left to node's

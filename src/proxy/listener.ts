@@ -14,7 +14,7 @@ import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './d
 import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
 import { guardAgainstResetFloods } from './h2-reset-guard.ts';
 
-export type { ListenerHooks, ListenerRejection } from './connection-guard.ts';
+export type { ListenerHooks } from './connection-guard.ts';
 
 export type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 export type RequestHandler = (req: DownstreamRequest, res: DownstreamResponse) => void;

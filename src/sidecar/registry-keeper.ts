@@ -13,7 +13,7 @@ export interface RegistryKeeperOptions {
   };
 }
 
-export interface KeptRegistry {
+interface KeptRegistry {
   readonly services: readonly RegistryService[];
   /** `name.namespace` of services served on held endpoints. */
   readonly held: readonly string[];

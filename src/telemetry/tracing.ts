@@ -12,7 +12,7 @@ import type { Logger } from './logger.ts';
 /** Incoming headers (node:http's shape) or outgoing ones (what undici takes). */
 export type HeaderCarrier = Record<string, string | string[] | undefined>;
 
-export interface TracingStats {
+interface TracingStats {
   /** Spans the collector accepted. */
   readonly exportedSpans: number;
   /** Spans in export requests that failed (collector down, refused, timed out). */

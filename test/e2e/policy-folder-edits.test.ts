@@ -1,5 +1,5 @@
 import { mkdtemp, open, rm } from 'node:fs/promises';
-import http from 'node:http';
+import type http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';

@@ -23,13 +23,13 @@ import { FUZZ_TARGETS } from './targets.ts';
 const REGRESSIONS = fileURLToPath(new URL('./regressions/', import.meta.url));
 
 /** How an input is kept on disk: raw bytes or JSON. */
-export interface InputCodec<T> {
+interface InputCodec<T> {
   readonly ext: 'json' | 'bin';
   encode(input: T): Buffer;
   decode(data: Buffer): T;
 }
 
-export const jsonCodec = <T>(): InputCodec<T> => ({
+const jsonCodec = <T>(): InputCodec<T> => ({
   ext: 'json',
   encode: (input) => Buffer.from(`${JSON.stringify(input, null, 1)}\n`),
   decode: (data) => JSON.parse(data.toString('utf8')) as T,
@@ -53,7 +53,7 @@ export interface FuzzTarget<T> {
   readonly knownFailures?: Readonly<Record<string, string>>;
 }
 
-export interface FuzzSettings {
+interface FuzzSettings {
   readonly long: boolean;
   readonly seed: number;
   readonly numRuns: number;
@@ -73,7 +73,7 @@ function envNumber(name: string): number | undefined {
   return value;
 }
 
-export function fuzzSettings(name: string, shortRuns: number, shortMs: number): FuzzSettings {
+function fuzzSettings(name: string, shortRuns: number, shortMs: number): FuzzSettings {
   const targetMs = envNumber('FUZZ_TARGET_MS');
   const long = targetMs !== undefined;
   return {
@@ -85,7 +85,7 @@ export function fuzzSettings(name: string, shortRuns: number, shortMs: number): 
 }
 
 /** Stored inputs of a target: file name and bytes, in name order. */
-export function storedInputs(name: string): Array<{ file: string; data: Buffer }> {
+function storedInputs(name: string): Array<{ file: string; data: Buffer }> {
   const dir = join(REGRESSIONS, name);
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
@@ -95,7 +95,7 @@ export function storedInputs(name: string): Array<{ file: string; data: Buffer }
 }
 
 /** Writes a failing input where the short run replays it; returns its path. */
-export function storeInput(name: string, data: Buffer, ext: string): string {
+function storeInput(name: string, data: Buffer, ext: string): string {
   const dir = join(REGRESSIONS, name);
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${createHash('sha256').update(data).digest('hex').slice(0, 16)}.${ext}`);

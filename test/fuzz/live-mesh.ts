@@ -32,7 +32,7 @@ import { spawnMeshgate, stopChild } from './child-process.ts';
 /** Requests a party saw, as `METHOD path?query`. */
 type Seen = string[];
 
-export interface CountingApp {
+interface CountingApp {
   readonly url: string;
   readonly seen: Seen;
   /** Why a request the app got was not well formed (or a parse error the app's own strict parser hit). */
@@ -151,7 +151,7 @@ export async function startLiveMesh(): Promise<LiveMesh> {
  * the parser sees the split points), then reads until the peer closes or goes
  * quiet for `idleMs`. Never throws: resets and refusals are outcomes too.
  */
-export async function exchange(port: number, chunks: readonly Buffer[], idleMs = 250, capMs = 4000): Promise<Buffer> {
+async function exchange(port: number, chunks: readonly Buffer[], idleMs = 250, capMs = 4000): Promise<Buffer> {
   const socket = net.connect({ port, host: '127.0.0.1', noDelay: true });
   const received: Buffer[] = [];
   socket.on('data', (chunk: Buffer) => received.push(chunk));
@@ -174,7 +174,7 @@ export async function exchange(port: number, chunks: readonly Buffer[], idleMs =
 }
 
 /** Waits until an app has had no new request for `quietMs` (late forwards land before the batch is judged). */
-export async function settle(apps: readonly CountingApp[], quietMs = 300, capMs = 5000): Promise<void> {
+async function settle(apps: readonly CountingApp[], quietMs = 300, capMs = 5000): Promise<void> {
   const started = performance.now();
   while (performance.now() - started < capMs) {
     const last = Math.max(...apps.map((a) => a.lastRequestAt));
@@ -185,7 +185,7 @@ export async function settle(apps: readonly CountingApp[], quietMs = 300, capMs 
 }
 
 /** Entries of `a` not covered by `b`, counting repeats (multiset difference). */
-export function notIn(a: readonly string[], b: readonly string[]): string[] {
+function notIn(a: readonly string[], b: readonly string[]): string[] {
   const left = new Map<string, number>();
   for (const x of b) left.set(x, (left.get(x) ?? 0) + 1);
   const extra: string[] = [];
@@ -198,7 +198,7 @@ export function notIn(a: readonly string[], b: readonly string[]): string[] {
 }
 
 /** /ready's status, or why it did not answer within `timeoutMs`. */
-export async function readyStatus(adminPort: number, timeoutMs = 1000): Promise<number | string> {
+async function readyStatus(adminPort: number, timeoutMs = 1000): Promise<number | string> {
   try {
     const res = await request(`http://127.0.0.1:${adminPort}/ready`, { signal: AbortSignal.timeout(timeoutMs) });
     await res.body.dump();

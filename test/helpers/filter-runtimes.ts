@@ -9,7 +9,7 @@ import { createValidateRuntime } from '../../src/filters/validate/validate-filte
 import { createFakeClock } from './fake-clock.ts';
 
 /** A clock that moves only when told and a fixed random source: filters built with these are deterministic. */
-export function testFilterDeps(random: Random = () => 0.5): FilterDeps {
+function testFilterDeps(random: Random = () => 0.5): FilterDeps {
   return { clock: createFakeClock(), random };
 }
 

@@ -51,7 +51,7 @@ function hpackString(text: string): Buffer {
 }
 
 /** Literal header field without indexing, new name (RFC 7541 §6.2.2): no dynamic table, no Huffman. */
-export function hpackLiteral(name: string, value: string): Buffer {
+function hpackLiteral(name: string, value: string): Buffer {
   return Buffer.concat([Buffer.from([0x00]), hpackString(name), hpackString(value)]);
 }
 
@@ -107,6 +107,6 @@ export function rstCode(frames: ReadonlyArray<ReceivedFrame>, streamId: number):
 }
 
 /** The :status of the response HEADERS on `streamId`, when sent as a static-table index or a literal (as node does for small responses). */
-export function hasResponse(frames: ReadonlyArray<ReceivedFrame>, streamId: number): boolean {
+function hasResponse(frames: ReadonlyArray<ReceivedFrame>, streamId: number): boolean {
   return frames.some((f) => f.type === FrameType.HEADERS && f.streamId === streamId);
 }

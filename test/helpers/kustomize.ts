@@ -81,7 +81,7 @@ export function renderKustomization(dir: string): K8sObject[] {
 }
 
 /** Strategic merge as kustomize does it for the fields deploy/k8s patches: maps merge, named list items merge by name. */
-export function strategicMerge(base: unknown, patch: unknown): unknown {
+function strategicMerge(base: unknown, patch: unknown): unknown {
   if (Array.isArray(base) && Array.isArray(patch) && patch.every((p) => p && typeof p === 'object' && 'name' in p)) {
     const out = base.map((item) => structuredClone(item));
     for (const p of patch) {

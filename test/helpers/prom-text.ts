@@ -7,7 +7,7 @@
  * first violation, with the line.
  */
 
-export interface Sample {
+interface Sample {
   readonly name: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly value: number;

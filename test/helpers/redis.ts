@@ -8,7 +8,7 @@ import { freePort } from './process.ts';
  * they were skipped, and in CI (CI=true) a missing server is a failure.
  */
 
-export const redisServerAvailable = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+const redisServerAvailable = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 
 export function redisSkipReason(): string | undefined {
   if (redisServerAvailable) return undefined;

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import { POLICY_SERVER_ROLE } from '../../src/cli/roles.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { PolicyServerConfigInput } from '../../src/config/policy-server-schema.ts';

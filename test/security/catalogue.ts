@@ -18,12 +18,12 @@ export interface Counting {
 }
 
 /** The counter a refusal moves by one: its family and the labels that single out its series. */
-export interface CounterRef {
+interface CounterRef {
   readonly name: string;
   readonly labels: Record<string, string>;
 }
 
-export interface RefusalExpectation {
+interface RefusalExpectation {
   /** The reason code in the one log line (`reason` field). */
   readonly reason: string;
   /** Access-logged refusals: the status in the log line, and by default the meshgate_requests_total series counted. */
@@ -44,11 +44,11 @@ export interface RefusalWatch {
   logsSince(): Array<Record<string, unknown>>;
 }
 
-export async function scrape(sc: TestSidecar): Promise<Map<string, MetricFamily>> {
+async function scrape(sc: TestSidecar): Promise<Map<string, MetricFamily>> {
   return parsePrometheusText(await (await request(`${sc.adminUrl}/metrics`)).body.text());
 }
 
-export async function counterValue(sc: TestSidecar, ref: CounterRef): Promise<number> {
+async function counterValue(sc: TestSidecar, ref: CounterRef): Promise<number> {
   return sumOf(await scrape(sc), ref.name, ref.labels);
 }
 

@@ -57,7 +57,7 @@ function rawH2Request(port: number, fields: Array<[string, string]>): Promise<nu
         if (got[at + 3] !== 1 || got.readUInt32BE(at + 5) !== 1 || at + 10 > got.length) continue;
         socket.destroy();
         // The first field of a response is :status; nghttp2 sends the ones in the static table indexed (RFC 7541 Appendix A).
-        const indexed: Record<number, number> = { 0x88: 200, 0x8c: 400, 0x8d: 404 };
+        const indexed: Record<number, number> = { 136: 200, 140: 400, 141: 404 };
         resolve(indexed[got[at + 9]!] ?? -1);
         return;
       }

@@ -13,7 +13,7 @@ export type AuthnCode =
   | 'authn.token_inactive'
   | 'authn.introspection_unavailable';
 
-export interface AuthnSuccess {
+interface AuthnSuccess {
   readonly ok: true;
   readonly auth: RequestAuth;
   /** base64url JSON of the verified claims, for `forwardClaimsHeader`. */

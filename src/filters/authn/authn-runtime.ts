@@ -9,7 +9,7 @@ import { createJwksCache, DEFAULT_JWKS_TIMINGS } from './jwks-cache.ts';
 import { createSecretFiles } from './secret-files.ts';
 
 /** Where `introspection.clientSecretFile` names are looked up unless the sidecar says otherwise. */
-export const DEFAULT_AUTHN_SECRETS_DIR = '/var/run/secrets/meshgate/authn';
+const DEFAULT_AUTHN_SECRETS_DIR = '/var/run/secrets/meshgate/authn';
 
 export interface AuthnRuntimeDeps extends FilterDeps {
   readonly logger?: Logger;

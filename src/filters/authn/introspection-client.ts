@@ -17,7 +17,7 @@ export interface IntrospectionSettings {
 }
 
 /** The endpoint's word on one token. */
-export type IntrospectionAnswer =
+type IntrospectionAnswer =
   | { readonly state: 'active'; readonly claims: Readonly<Record<string, unknown>> }
   | { readonly state: 'inactive' }
   | { readonly state: 'unavailable'; readonly problem: string };

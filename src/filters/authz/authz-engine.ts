@@ -49,7 +49,7 @@ export interface AuthzDecision {
   readonly audits: readonly RuleRef[];
 }
 
-export interface RuleTrace {
+interface RuleTrace {
   readonly id: string;
   readonly action: AuthzAction;
   readonly mode: AuthzMode;
@@ -57,7 +57,7 @@ export interface RuleTrace {
 }
 
 /** A decision with every rule and whether it matched, by a plain scan (for `policy explain` and tests). */
-export interface AuthzExplanation {
+interface AuthzExplanation {
   readonly decision: AuthzDecision;
   readonly rules: readonly RuleTrace[];
 }
@@ -69,9 +69,9 @@ export interface AuthzEngine {
   readonly ruleCount: number;
 }
 
-export const REASON_DENY_RULE = 'denied by policy';
-export const REASON_NO_ALLOW_MATCH = 'no ALLOW rule matches';
-export const REASON_NO_POLICY = 'no ALLOW policy applies to this workload (deny by default)';
+const REASON_DENY_RULE = 'denied by policy';
+const REASON_NO_ALLOW_MATCH = 'no ALLOW rule matches';
+const REASON_NO_POLICY = 'no ALLOW policy applies to this workload (deny by default)';
 const REASON_ALLOW_RULE = 'allowed by policy';
 const REASON_ALLOW_NO_POLICY = 'no ALLOW policy applies to this workload (allowWhenNoPolicy)';
 

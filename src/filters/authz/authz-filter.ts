@@ -9,12 +9,12 @@ import { compileAuthorization } from './authz-engine.ts';
 import { authzRequestOf } from './authz-request.ts';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
-export interface AuthzMetrics {
+interface AuthzMetrics {
   readonly authzDecisions: { inc(labels: { decision: string; policy: string; rule: string }): void };
   readonly shadowDenials: { inc(labels: { policy: string; rule: string }): void };
 }
 
-export interface AuthzLogger {
+interface AuthzLogger {
   info(fields: object, message: string): void;
 }
 

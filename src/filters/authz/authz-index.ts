@@ -52,7 +52,7 @@ export interface RuleIndex {
 const ANY_METHOD = '*';
 
 /** Up to this many rules, trying each in order costs less than a lookup (bench/authz-decision.ts). */
-export const SCAN_UP_TO = 8;
+const SCAN_UP_TO = 8;
 
 function createRuleScan(rules: readonly CompiledRule[]): RuleIndex {
   return {

@@ -58,7 +58,7 @@ export interface CompiledRule extends RuleRef {
 const ALWAYS: Test = () => true;
 
 /** `*`, `prefix*`, `*suffix` or exact (the single-`*` wildcard the schema allows). */
-export function wildcardMatcher(pattern: string): (value: string) => boolean {
+function wildcardMatcher(pattern: string): (value: string) => boolean {
   if (pattern === '*') return () => true;
   if (pattern.endsWith('*')) {
     const prefix = pattern.slice(0, -1);
@@ -75,7 +75,7 @@ export function wildcardMatcher(pattern: string): (value: string) => boolean {
  * Peer principals may be written as Istio writes them, without the scheme
  * (`cluster.local/ns/shop/sa/frontend`): they are matched as `spiffe://...`.
  */
-export function canonicalPrincipal(pattern: string): string {
+function canonicalPrincipal(pattern: string): string {
   if (pattern.startsWith('*') || pattern.startsWith('spiffe://')) return pattern;
   return `spiffe://${pattern}`;
 }
@@ -94,7 +94,7 @@ function anyMatches(patterns: readonly string[], make: (p: string) => (v: string
   };
 }
 
-export function blockListOf(cidrs: readonly string[]): BlockList {
+function blockListOf(cidrs: readonly string[]): BlockList {
   const list = new BlockList();
   for (const cidr of cidrs) {
     const [address, bits] = cidr.split('/') as [string, string | undefined];

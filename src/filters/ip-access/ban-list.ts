@@ -39,7 +39,7 @@ export interface BanView {
 }
 
 /** A live ban, as the filter sees it. */
-export interface BanHit {
+interface BanHit {
   /** Milliseconds until the ban ends (> 0). */
   readonly remainingMs: number;
 }

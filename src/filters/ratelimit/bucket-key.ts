@@ -36,7 +36,7 @@ const connectionAddress: ClientAddress = (call) => unwrapMapped(call.source.addr
 const UNKNOWN_CLIENT = '\u0000?';
 
 /** One `key` entry of a RateLimitPolicy rule (validated: source.principal, source.ip, header:NAME, claim:NAME). */
-export function compileKeyPart(part: string, clientAddress: ClientAddress = connectionAddress): KeyPart {
+function compileKeyPart(part: string, clientAddress: ClientAddress = connectionAddress): KeyPart {
   if (part === 'source.principal') return (call) => call.source.principal ?? MISSING;
   if (part === 'source.ip') return (call) => clientAddress(call) ?? UNKNOWN_CLIENT;
   if (part.startsWith('header:')) {

@@ -19,12 +19,12 @@ export type RateLimitDecision =
   | 'fallback_limited';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
-export interface RateLimitMetrics {
+interface RateLimitMetrics {
   readonly rateLimitDecisions: { inc(labels: { policy: string; rule: string; decision: RateLimitDecision }): void };
   readonly shadowDenials: { inc(labels: { policy: string; rule: string }): void };
 }
 
-export interface RateLimitLogger {
+interface RateLimitLogger {
   info(fields: object, message: string): void;
 }
 

@@ -70,7 +70,7 @@ const MAX_BATCH = 128;
  * default backoff it ended up to 2 s late). A probe is one connect attempt or
  * one PING on loopback-cheap paths, ten a second per sidecar.
  */
-export const PROBE_INTERVAL_MS = 100;
+const PROBE_INTERVAL_MS = 100;
 
 export interface RedisStoreOptions {
   readonly url: string;

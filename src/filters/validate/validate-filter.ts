@@ -10,12 +10,12 @@ import type { BodyFacts, CompiledValidationRule, ParsedJson, RuleFailure } from 
 import { bodyNeed, checkBody, checkHead, compileValidationRules, headerBytesOf, parseJsonBody } from './validate-rules.ts';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
-export interface ValidateMetrics {
+interface ValidateMetrics {
   readonly validationDecisions: { inc(labels: { policy: string; rule: string; decision: 'passed' | 'failed' | 'shadow_failed' }): void };
   readonly shadowDenials: { inc(labels: { policy: string; rule: string }): void };
 }
 
-export interface ValidateLogger {
+interface ValidateLogger {
   info(fields: object, message: string): void;
   error(fields: object, message: string): void;
 }

@@ -16,14 +16,7 @@ import type { PolicyDocument } from '../../policy/types.ts';
  * when a matching rule has such a check.
  */
 
-export type ValidateCode =
-  | 'validate.body_too_large'
-  | 'validate.content_type'
-  | 'validate.missing_header'
-  | 'validate.headers_too_large'
-  | 'validate.schema'
-  | 'validate.malformed_json'
-  | 'filter.error';
+type ValidateCode = 'validate.body_too_large' | 'validate.content_type' | 'validate.missing_header' | 'validate.headers_too_large' | 'validate.schema' | 'validate.malformed_json' | 'filter.error';
 
 export interface RuleFailure {
   readonly code: ValidateCode;
@@ -47,7 +40,7 @@ export interface CompiledValidationRule {
   readonly schema: JsonSchemaCheck | undefined;
 }
 
-export interface CompileProblem {
+interface CompileProblem {
   readonly rule: string;
   readonly error: string;
 }
@@ -159,7 +152,7 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true });
  * recursive schema ($ref to itself) is checked by recursion: 10 000 levels
  * overflowed the stack, answered 500 filter.error as if the sidecar had failed.
  */
-export const MAX_JSON_DEPTH = 1000;
+const MAX_JSON_DEPTH = 1000;
 
 const OPEN_BRACE = 0x7b;
 const OPEN_BRACKET = 0x5b;

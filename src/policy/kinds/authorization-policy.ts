@@ -11,7 +11,7 @@ import { cidr, documentSchema, headerName, httpMethod, isCidr, isWildcardPattern
  */
 
 /** `request.auth.claims[NAME]` (nested: `[a][b]`), `request.headers[NAME]`, `source.ip|namespace|principal`. */
-export const CONDITION_KEY_RE = /^(request\.auth\.claims(\[[^[\]]+\])+|request\.headers\[[^[\]]+\]|source\.ip|source\.namespace|source\.principal)$/;
+const CONDITION_KEY_RE = /^(request\.auth\.claims(\[[^[\]]+\])+|request\.headers\[[^[\]]+\]|source\.ip|source\.namespace|source\.principal)$/;
 
 const SOURCE_FIELDS = ['principals', 'notPrincipals', 'namespaces', 'notNamespaces', 'ipBlocks', 'notIpBlocks', 'requestPrincipals', 'notRequestPrincipals'] as const;
 const OPERATION_FIELDS = ['methods', 'notMethods', 'paths', 'notPaths', 'hosts', 'ports', 'grpc'] as const;
@@ -21,7 +21,7 @@ const grpcName = z
   .max(256)
   .regex(/^(\*|[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*)$/, 'expected a fully qualified gRPC name like shop.v1.Orders (or "*")');
 
-export function authorizationPolicySpecSchema(limits: PolicyLimits) {
+function authorizationPolicySpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   const cidrs = () => p.list(cidr);
   const hostPattern = p
@@ -104,6 +104,6 @@ export function authorizationPolicySchema(limits: PolicyLimits) {
   return documentSchema('AuthorizationPolicy', schemaParts(limits), authorizationPolicySpecSchema(limits));
 }
 
-export type AuthorizationPolicySpec = z.output<ReturnType<typeof authorizationPolicySpecSchema>>;
+type AuthorizationPolicySpec = z.output<ReturnType<typeof authorizationPolicySpecSchema>>;
 export type AuthorizationPolicyDocument = z.output<ReturnType<typeof authorizationPolicySchema>>;
 export type AuthorizationRule = AuthorizationPolicySpec['rules'][number];

@@ -18,10 +18,10 @@ export { byteSize, duration, headerName, httpMethod, serviceRef } from '../../co
  * validated, so validation must be idempotent.
  */
 
-export const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+const DNS_LABEL_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const DNS_LABEL_MESSAGE = 'expected a DNS label (lower-case letters, digits and "-", at most 63 characters)';
 
-export const dnsLabel = z.string().max(63, DNS_LABEL_MESSAGE).regex(DNS_LABEL_RE, DNS_LABEL_MESSAGE);
+const dnsLabel = z.string().max(63, DNS_LABEL_MESSAGE).regex(DNS_LABEL_RE, DNS_LABEL_MESSAGE);
 
 /** Rule and version names: used in rule ids (`namespace/policy#rule`), metrics labels and logs. */
 export const ruleName = z
@@ -50,7 +50,7 @@ export const WILDCARD_MESSAGE = 'expected an exact value, "*", or one "*" at the
  * match the normalized path (issue 5), so a rule that could only match a
  * non-normalized path (`//`, `.` or `..` segments) is a mistake and refused.
  */
-export function pathPatternProblem(text: string): string | undefined {
+function pathPatternProblem(text: string): string | undefined {
   if (text === '*') return undefined;
   if (!text.startsWith('/')) return 'expected a path starting with "/" (or "*")';
   if (text.includes('**')) return '"**" is not supported: "*" matches within one segment, a trailing "*" any suffix';

@@ -8,7 +8,7 @@ import { cidr, documentSchema, positiveDuration, schemaParts } from './common.ts
  * Deny wins over allow; with an allow list, an address outside it is refused.
  */
 
-export function ipAccessPolicySpecSchema(limits: PolicyLimits) {
+function ipAccessPolicySpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   return z
     .strictObject({

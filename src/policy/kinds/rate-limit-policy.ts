@@ -9,7 +9,7 @@ import { cidr, documentSchema, headerName, mode, positiveDuration, refineUniqueN
  * Enforced by src/filters/ratelimit (GCRA: the same bucket in memory and in Redis).
  */
 
-export const RATE_LIMIT_KEY_RE = /^(source\.principal|source\.ip|header:[a-z0-9!#$%&'*+.^_`|~-]+|claim:[^\s]+)$/;
+const RATE_LIMIT_KEY_RE = /^(source\.principal|source\.ip|header:[a-z0-9!#$%&'*+.^_`|~-]+|claim:[^\s]+)$/;
 
 const keyPart = z
   .string()
@@ -18,7 +18,7 @@ const keyPart = z
   .refine((k) => RATE_LIMIT_KEY_RE.test(k), 'expected source.principal, source.ip, header:NAME or claim:NAME')
   .refine((k) => !k.startsWith('header:') || headerName.safeParse(k.slice(7)).success, 'expected an HTTP header name after "header:"');
 
-export function rateLimitPolicySpecSchema(limits: PolicyLimits) {
+function rateLimitPolicySpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   const rule = z
     .strictObject({
@@ -81,6 +81,6 @@ export function rateLimitPolicySchema(limits: PolicyLimits) {
   return documentSchema('RateLimitPolicy', schemaParts(limits), rateLimitPolicySpecSchema(limits));
 }
 
-export type RateLimitPolicySpec = z.output<ReturnType<typeof rateLimitPolicySpecSchema>>;
+type RateLimitPolicySpec = z.output<ReturnType<typeof rateLimitPolicySpecSchema>>;
 export type RateLimitPolicyDocument = z.output<ReturnType<typeof rateLimitPolicySchema>>;
-export type RateLimitRule = RateLimitPolicySpec['rules'][number];
+type RateLimitRule = RateLimitPolicySpec['rules'][number];

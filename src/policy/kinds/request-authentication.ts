@@ -14,11 +14,11 @@ import { documentSchema, duration, headerName, mode, positiveDuration, refineUni
  * operator chose, never a path.
  */
 
-export const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
-export type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
+const JWT_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+type JwtAlgorithm = (typeof JWT_ALGORITHMS)[number];
 
 /** The header tokens are read from when a rule names no location. */
-export const DEFAULT_TOKEN_HEADER = Object.freeze({ name: 'authorization', prefix: 'Bearer ' });
+const DEFAULT_TOKEN_HEADER = Object.freeze({ name: 'authorization', prefix: 'Bearer ' });
 
 const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'];
 
@@ -93,7 +93,7 @@ const secretFileName = z
   .regex(/^[A-Za-z0-9_][A-Za-z0-9._-]*$/, 'expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/")')
   .refine((text) => !text.includes('..'), 'expected a file name in the sidecar secrets folder (letters, digits, ".", "_", "-"; no "/")');
 
-export function requestAuthenticationSpecSchema(limits: PolicyLimits) {
+function requestAuthenticationSpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   const tokenName = z
     .string()
@@ -204,7 +204,7 @@ export function requestAuthenticationSchema(limits: PolicyLimits) {
   return documentSchema('RequestAuthentication', schemaParts(limits), requestAuthenticationSpecSchema(limits));
 }
 
-export type RequestAuthenticationSpec = z.output<ReturnType<typeof requestAuthenticationSpecSchema>>;
+type RequestAuthenticationSpec = z.output<ReturnType<typeof requestAuthenticationSpecSchema>>;
 export type RequestAuthenticationDocument = z.output<ReturnType<typeof requestAuthenticationSchema>>;
 export type JwtRule = RequestAuthenticationSpec['jwtRules'][number];
 export type IntrospectionRule = NonNullable<RequestAuthenticationSpec['introspection']>;

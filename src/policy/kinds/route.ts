@@ -11,7 +11,7 @@ import { documentSchema, refineUniqueNames, ruleName, schemaParts, serviceRef } 
  * plus named versions (label subsets) with optional deprecation.
  */
 
-export function routeSpecSchema(limits: PolicyLimits) {
+function routeSpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   // The sidecar config's route schema, with this document's bounds; its regexes are checked per document (routeRegexes).
   const route = configRouteSchema({ maxListValues: limits.maxListValues, maxPatternLength: limits.maxPatternLength, maxStringLength: limits.maxStringLength, regexCheck: 'later' });
@@ -58,10 +58,10 @@ export function routeSchema(limits: PolicyLimits) {
   return documentSchema('Route', schemaParts(limits), routeSpecSchema(limits));
 }
 
-export type RouteSpec = z.output<ReturnType<typeof routeSpecSchema>>;
+type RouteSpec = z.output<ReturnType<typeof routeSpecSchema>>;
 export type RouteDocument = z.output<ReturnType<typeof routeSchema>>;
 export type PolicyRoute = RouteSpec['routes'][number];
-export type RouteVersion = NonNullable<RouteSpec['versions']>[number];
+type RouteVersion = NonNullable<RouteSpec['versions']>[number];
 
 /** Milliseconds since the epoch; a bare date is midnight UTC (the sidecar reads dates the same way). */
 function parsePolicyDate(text: string): number {

@@ -54,7 +54,7 @@ function compiles(source: string): boolean {
   }
 }
 
-export function validationPolicySpecSchema(limits: PolicyLimits) {
+function validationPolicySpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined; // made on the first schema: most validators see none
   const jsonSchema = z.record(z.string(), z.unknown()).superRefine((schema, ctx) => {
@@ -104,9 +104,9 @@ export function validationPolicySchema(limits: PolicyLimits) {
   return documentSchema('ValidationPolicy', schemaParts(limits), validationPolicySpecSchema(limits));
 }
 
-export type ValidationPolicySpec = z.output<ReturnType<typeof validationPolicySpecSchema>>;
+type ValidationPolicySpec = z.output<ReturnType<typeof validationPolicySpecSchema>>;
 export type ValidationPolicyDocument = z.output<ReturnType<typeof validationPolicySchema>>;
-export type ValidationRule = ValidationPolicySpec['rules'][number];
+type ValidationRule = ValidationPolicySpec['rules'][number];
 
 /** JSON Schema regexes (`pattern`, `patternProperties` keys): unanchored, `u` flag, as JSON Schema runs them. */
 export function validationPolicyRegexes(doc: ValidationPolicyDocument): RegexUse[] {

@@ -4,7 +4,7 @@ import type { Logger } from '../../telemetry/logger.ts';
 import type { EffectiveDocument, RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
 import { outdatedFileFor, parsePersisted, persistedText, versionOf, writeFileAtomic } from './snapshot-file.ts';
 
-export type { EffectiveDocument, RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
+export type { RefusedDocument, StoredSnapshot } from './snapshot-file.ts';
 
 import type { DocumentKey, PolicyDocument, RegistryService, WorkloadRef } from '../../policy/types.ts';
 import type { DocumentEnvelope, DocumentRejection, DocumentValidator } from './subscriber-validate.ts';
@@ -17,14 +17,14 @@ export interface ReceivedSnapshot {
   readonly services: readonly RegistryService[];
 }
 
-export interface AckResult {
+interface AckResult {
   readonly version: string;
   /** False when any document was refused (a NACK); the rest of the version applies all the same. */
   readonly accepted: boolean;
   readonly errors: readonly DocumentRejection[];
 }
 
-export interface ApplyResult {
+interface ApplyResult {
   readonly ack: AckResult;
   readonly snapshot: StoredSnapshot;
   /** False when the documents and services in force are what they were before. */

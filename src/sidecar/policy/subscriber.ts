@@ -38,7 +38,7 @@ export interface EffectiveSnapshot {
   readonly registryWarming?: boolean;
 }
 
-export interface PolicySubscriberStatus {
+interface PolicySubscriberStatus {
   readonly version: string;
   readonly receivedAt: number;
   readonly source: 'server' | 'disk';
