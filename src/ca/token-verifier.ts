@@ -1,13 +1,13 @@
 import { createPublicKey } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch } from 'jose';
 import { Agent, fetch as undiciFetch } from 'undici';
 import type { CaTokensConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
 import type { JwtProblem, JwtRejection } from '../identity/jwt-checks.ts';
-import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
+import { createConfiguredJwtCheck } from '../identity/jwt-checks.ts';
 import type { CaReason, CaRefusal } from './ca-reasons.ts';
 import { refuse } from './ca-reasons.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
@@ -42,29 +42,18 @@ export interface TokenVerifierDeps {
  * headers are ignored: keys come from configuration only.
  */
 export async function createTokenVerifier(config: CaTokensConfig, deps: TokenVerifierDeps): Promise<TokenVerifier> {
-  const getKey = await keySource(config, deps);
-  const algorithms = [...config.algorithms];
-  const algorithmSet: ReadonlySet<string> = new Set(algorithms);
-  const clockTolerance = Math.ceil(config.clockSkew / 1000);
+  const check = createConfiguredJwtCheck(
+    { algorithms: config.algorithms, issuers: config.issuers, audiences: config.audiences, clockSkewMs: config.clockSkew },
+    await keySource(config, deps),
+    deps.clock,
+  );
   return {
     async verify(token) {
-      const header = readJwtHeader(token, algorithmSet);
-      if (isJwtRejection(header)) return refusalOf(header);
-      try {
-        const { payload } = await jwtVerify(token, getKey, {
-          algorithms,
-          issuer: [...config.issuers],
-          audience: [...config.audiences],
-          requiredClaims: ['exp', 'iss', 'aud'],
-          clockTolerance,
-          currentDate: new Date(deps.clock.now()),
-        });
-        const identity = identityFromClaims(payload, deps.trustDomain);
-        if (typeof identity === 'string') return refuse('ca.token_claims', `token: ${identity}`);
-        return { ok: true, issuer: payload.iss!, ...identity };
-      } catch (err) {
-        return refusalOf(joseRejection(err, 'token signature does not verify with a configured key'));
-      }
+      const checked = await check(token);
+      if ('problem' in checked) return refusalOf(checked);
+      const identity = identityFromClaims(checked.payload, deps.trustDomain);
+      if (typeof identity === 'string') return refuse('ca.token_claims', `token: ${identity}`);
+      return { ok: true, issuer: checked.payload.iss!, ...identity };
     },
   };
 }

@@ -1,4 +1,6 @@
-import { decodeProtectedHeader } from 'jose';
+import type { JWTPayload, JWTVerifyGetKey } from 'jose';
+import { decodeProtectedHeader, jwtVerify } from 'jose';
+import type { Clock } from '../core/clock.ts';
 
 /*
  * What the three JWT verifiers (bootstrap tokens at the CA, admin-API tokens
@@ -93,4 +95,40 @@ export function joseRejection(err: unknown, signatureReason: string): JwtRejecti
       // jose raises a plain TypeError for a key that does not fit the algorithm.
       return { problem: 'signature', reason: signatureReason };
   }
+}
+
+/** What a token checked against configured keys must carry: the CA's bootstrap tokens and admin-API tokens. */
+export interface ConfiguredJwtRules {
+  readonly algorithms: readonly string[];
+  readonly issuers: readonly string[];
+  readonly audiences: readonly string[];
+  readonly clockSkewMs: number;
+}
+
+/**
+ * A check of tokens against configured keys: the header checks above, then
+ * jose (signature by a key of `getKey`, `iss`, `aud` and `exp` required, `nbf`)
+ * at the injected clock's time with the configured skew. Never throws.
+ */
+export function createConfiguredJwtCheck(rules: ConfiguredJwtRules, getKey: JWTVerifyGetKey, clock: Clock): (token: string) => Promise<{ readonly payload: JWTPayload } | JwtRejection> {
+  const algorithms = [...rules.algorithms];
+  const allowed: ReadonlySet<string> = new Set(algorithms);
+  const clockTolerance = Math.ceil(rules.clockSkewMs / 1000);
+  return async (token) => {
+    const header = readJwtHeader(token, allowed);
+    if (isJwtRejection(header)) return header;
+    try {
+      const { payload } = await jwtVerify(token, getKey, {
+        algorithms,
+        issuer: [...rules.issuers],
+        audience: [...rules.audiences],
+        requiredClaims: ['exp', 'iss', 'aud'],
+        clockTolerance,
+        currentDate: new Date(clock.now()),
+      });
+      return { payload };
+    } catch (err) {
+      return joseRejection(err, 'token signature does not verify with a configured key');
+    }
+  };
 }

@@ -4,12 +4,12 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { TLSSocket, TlsOptions } from 'node:tls';
 import type { JSONWebKeySet, JWTVerifyGetKey } from 'jose';
-import { createLocalJWKSet, createRemoteJWKSet, jwtVerify } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet } from 'jose';
 import type { AdminApiConfig, AdminJwtConfig } from '../config/admin-api-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
 import { spiffeIdOfCertificate } from '../core/spiffe-id.ts';
-import { isJwtRejection, joseRejection, readJwtHeader } from '../identity/jwt-checks.ts';
+import { createConfiguredJwtCheck } from '../identity/jwt-checks.ts';
 
 /** Who the caller proved to be; its role comes later, from RBAC. */
 export interface AdminCaller {
@@ -113,28 +113,17 @@ export async function createAdminAuthenticator(config: Pick<AdminApiConfig, 'mtl
 }
 
 async function createJwtCheck(config: AdminJwtConfig, deps: AdminAuthDeps): Promise<(token: string) => Promise<AdminCaller | AdminAuthFailure>> {
-  const getKey = await keySource(config, deps);
-  const algorithms = [...config.algorithms];
-  const algorithmSet: ReadonlySet<string> = new Set(algorithms);
-  const clockTolerance = Math.ceil(config.clockSkew / 1000);
+  const check = createConfiguredJwtCheck(
+    { algorithms: config.algorithms, issuers: config.issuers, audiences: config.audiences, clockSkewMs: config.clockSkew },
+    await keySource(config, deps),
+    deps.clock,
+  );
   return async (token) => {
-    const header = readJwtHeader(token, algorithmSet);
-    if (isJwtRejection(header)) return { ok: false, reason: header.reason };
-    try {
-      const { payload } = await jwtVerify(token, getKey, {
-        algorithms,
-        issuer: [...config.issuers],
-        audience: [...config.audiences],
-        requiredClaims: ['exp', 'iss', 'aud'],
-        clockTolerance,
-        currentDate: new Date(deps.clock.now()),
-      });
-      const subject = payload[config.subjectClaim];
-      if (typeof subject !== 'string' || subject === '') return { ok: false, reason: `token has no string "${config.subjectClaim}" claim` };
-      return { ok: true, subject, via: 'jwt' };
-    } catch (err) {
-      return { ok: false, reason: joseRejection(err, 'token signature does not verify with a configured key').reason };
-    }
+    const checked = await check(token);
+    if ('problem' in checked) return { ok: false, reason: checked.reason };
+    const subject = checked.payload[config.subjectClaim];
+    if (typeof subject !== 'string' || subject === '') return { ok: false, reason: `token has no string "${config.subjectClaim}" claim` };
+    return { ok: true, subject, via: 'jwt' };
   };
 }
 
