@@ -185,6 +185,8 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
     const back = await firstAdmitted(a, '/strict/2', 5_000);
     expect(back.status).toBe(200);
     expect(back.afterMs).toBeLessThan(500);
+    // Each sidecar probes on its own: b too must count in Redis again before both share /open's bucket.
+    expect((await firstAdmitted(b, '/strict/2b', 5_000)).afterMs).toBeLessThan(500);
     // The restarted Redis is empty: /open is counted again, from a full bucket.
     expect([(await call(a, '/open/3')).status, (await call(b, '/open/4')).status].sort()).toEqual([200, 429]);
     expect(performance.now() - answering).toBeLessThan(2_000);
