@@ -1,6 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import type { GrpcApi } from '../core/grpc-api.ts';
+import { loadGrpcApi } from '../core/grpc-api.ts';
 
 /*
  * The meshgate CA API (proto/meshgate/ca/v1/ca.proto), loaded at run time:
@@ -47,27 +48,10 @@ export interface TrustBundle {
   readonly rootsPem: string[];
 }
 
-export interface CaApi {
-  /** Handed to grpc.Server#addService. */
-  readonly service: grpc.ServiceDefinition;
-  readonly Client: grpc.ServiceClientConstructor;
-}
-
-const PROTO_LOADER_OPTIONS: protoLoader.Options = Object.freeze({
-  keepCase: false,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
+export type CaApi = GrpcApi;
 
 export function loadCaApi(): CaApi {
-  const definition = protoLoader.loadSync(CA_PROTO_FILE, PROTO_LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
-    meshgate: { ca: { v1: { CertificateAuthority: grpc.ServiceClientConstructor } } };
-  };
-  const Client = pkg.meshgate.ca.v1.CertificateAuthority;
-  return { service: Client.service, Client };
+  return loadGrpcApi(CA_PROTO_FILE, 'meshgate.ca.v1', 'CertificateAuthority');
 }
 
 /** `authorization: Bearer <token>`: how a bootstrap token travels to the CA. */

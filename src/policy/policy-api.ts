@@ -1,7 +1,8 @@
 import type { PeerCertificate } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import type { GrpcApi } from '../core/grpc-api.ts';
+import { loadGrpcApi } from '../core/grpc-api.ts';
 import { formatSpiffeId, spiffeIdOfCertificate } from '../core/spiffe-id.ts';
 import type { PolicyDocument, RegistryService } from './types.ts';
 import { MESH_ROOT_NAMESPACE } from './types.ts';
@@ -101,27 +102,10 @@ export interface WireSnapshot {
   readonly registryWarming?: boolean;
 }
 
-export interface PolicyApi {
-  /** Handed to grpc.Server#addService. */
-  readonly service: grpc.ServiceDefinition;
-  readonly Client: grpc.ServiceClientConstructor;
-}
-
-const POLICY_PROTO_LOADER_OPTIONS: protoLoader.Options = Object.freeze({
-  keepCase: false,
-  longs: Number,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-});
+export type PolicyApi = GrpcApi;
 
 export function loadPolicyApi(): PolicyApi {
-  const definition = protoLoader.loadSync(POLICY_PROTO_FILE, POLICY_PROTO_LOADER_OPTIONS);
-  const pkg = grpc.loadPackageDefinition(definition) as unknown as {
-    meshgate: { policy: { v1: { PolicyDiscovery: grpc.ServiceClientConstructor } } };
-  };
-  const Client = pkg.meshgate.policy.v1.PolicyDiscovery;
-  return { service: Client.service, Client };
+  return loadGrpcApi(POLICY_PROTO_FILE, 'meshgate.policy.v1', 'PolicyDiscovery');
 }
 
 /** The TLS material a sidecar holds (a WorkloadCredentials from src/identity/cert-manager.ts fits). */
