@@ -1,6 +1,7 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
 import http2 from 'node:http2';
 import type { H2ConnectionErrorReason, ListenerHooks } from './connection-guard.ts';
+import type { ResetFloodGuard } from './h2-reset-guard.ts';
 /** Why the HTTP/2 codec (nghttp2, or node around it) closed a connection: a bounded label set. */
 
 /**
@@ -70,7 +71,7 @@ function classify(error: unknown): H2ConnectionErrorReason | undefined {
  *   Streams skipped while the handler had SETTINGS_MAX_CONCURRENT_STREAMS open
  *   were refused for concurrency; any other were malformed.
  */
-export function watchCodecRefusals(session: ServerHttp2Session, maxConcurrentStreams: number, hooks: CodecRefusalHooks): void {
+export function watchCodecRefusals(session: ServerHttp2Session, maxConcurrentStreams: number, hooks: CodecRefusalHooks, resets: ResetFloodGuard): void {
   const address = session.socket?.remoteAddress ?? '';
   const port = session.socket?.remotePort ?? 0;
   let seen = -1; // highest stream id the handler saw; client ids are odd
@@ -78,6 +79,7 @@ export function watchCodecRefusals(session: ServerHttp2Session, maxConcurrentStr
   let openAfterLast = 0; // streams open just after the last one arrived: the most the codec can have counted since
   const gap = (upTo: number): void => {
     const missing = Math.min(MAX_PER_GAP, (upTo - seen) / 2 - 1);
+    if (missing <= 0) return; // the usual case: the next stream id, nothing skipped
     const [status, code] = openAfterLast >= maxConcurrentStreams ? [503, 'request.refused_stream'] : [400, 'request.malformed'];
     for (let i = 0; i < missing; i++) hooks.onRejected?.({ status, code, address, port, protocol: '2' });
   };
@@ -87,7 +89,12 @@ export function watchCodecRefusals(session: ServerHttp2Session, maxConcurrentStr
     seen = Math.max(seen, id);
     open++;
     openAfterLast = open;
-    stream.once('close', () => open--);
+    // One close listener per stream for both guards (the rapid-reset count rides on it).
+    const openedAt = resets.opened();
+    stream.once('close', () => {
+      open--;
+      resets.closed(stream, openedAt);
+    });
   });
 
   /** A stream refused during its headers: nghttp2 processed it (its last stream id), the handler never saw it. */

@@ -20,14 +20,23 @@ const PREMATURE_MS = 1_000;
  * code was reset by the caller, or by us on a failure mid-response, which is
  * rare and rarely within its first second.
  */
-export function guardAgainstResetFloods(session: ServerHttp2Session, minStreams: number, onFlood: () => void): void {
+/** Counts a session's streams as they open and close; the codec guard's one stream listener drives it. */
+export interface ResetFloodGuard {
+  /** A stream opened; returns when, for closed(). */
+  opened(): number;
+  closed(stream: ServerHttp2Stream, openedAt: number): void;
+}
+
+export function createResetFloodGuard(session: ServerHttp2Session, minStreams: number, onFlood: () => void): ResetFloodGuard {
   let opened = 0;
   let premature = 0;
   let cut = false;
-  session.on('stream', (stream: ServerHttp2Stream) => {
-    opened++;
-    const openedAt = performance.now();
-    stream.once('close', () => {
+  return {
+    opened() {
+      opened++;
+      return performance.now();
+    },
+    closed(stream, openedAt) {
       // Streams ended by the connection going away are no resets: Node closes them with NO_ERROR
       // when the socket ends, sometimes before the session knows, so only an error code counts.
       // A caller resetting with NO_ERROR is left to nghttp2's own limit. A destroyed session takes no GOAWAY.
@@ -42,6 +51,6 @@ export function guardAgainstResetFloods(session: ServerHttp2Session, minStreams:
         session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
         session.destroy();
       }
-    });
-  });
+    },
+  };
 }

@@ -12,7 +12,7 @@ import { checkRequestLine, connectionKey, createSourceCounter, describeClientErr
 import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
 import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
-import { guardAgainstResetFloods } from './h2-reset-guard.ts';
+import { createResetFloodGuard } from './h2-reset-guard.ts';
 
 export type { ListenerHooks } from './connection-guard.ts';
 
@@ -202,8 +202,8 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   h2.on('session', (session) => {
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
-    guardAgainstResetFloods(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
-    watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks);
+    const resets = createResetFloodGuard(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
+    watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks, resets);
   });
 
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
