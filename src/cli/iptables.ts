@@ -1,5 +1,5 @@
+import type { InterceptionSpec } from '../config/interception-spec.ts';
 import { IptablesFlagError, parseIptablesFlags } from '../interception/iptables-flags.ts';
-import type { InterceptionSpec } from '../interception/iptables-rules.ts';
 
 /*
  * `meshgate iptables`: the pod's redirect rules (the init container of an

@@ -24,42 +24,20 @@
  * configured; the command ignores them with a warning (it captures IPv4 only).
  */
 
-const IPTABLES_FLAGS = {
-  inboundPort: '--inbound-port',
-  outboundPort: '--outbound-port',
-  proxyUid: '--proxy-uid',
-  appPorts: '--app-ports',
-  excludeInboundPorts: '--exclude-inbound-ports',
-  excludeOutboundPorts: '--exclude-outbound-ports',
-  excludeOutboundCidrs: '--exclude-outbound-cidrs',
-  dryRun: '--dry-run',
-  cleanup: '--cleanup',
-} as const;
-
-export interface IptablesSettings {
-  readonly inboundPort: number;
-  readonly outboundPort: number;
-  readonly proxyUid: number;
-  readonly appPorts: readonly number[];
-  readonly excludeInboundPorts: readonly number[];
-  readonly excludeOutboundPorts: readonly number[];
-  readonly excludeOutboundCidrs: readonly string[];
-  readonly mode: 'apply' | 'dry-run' | 'cleanup';
-}
-
-const IPTABLES_DEFAULTS = { inboundPort: 15006, outboundPort: 15001, proxyUid: 1337 } as const;
+import { type InterceptionSpec, IPTABLES_FLAGS, type IptablesMode } from '../config/interception-spec.ts';
 
 /** The argv after `meshgate iptables`, in a fixed order so injected pods are stable (golden files). */
-export function buildIptablesArgs(settings: Omit<IptablesSettings, 'mode'> & { readonly mode?: IptablesSettings['mode'] }): string[] {
-  const args = [IPTABLES_FLAGS.inboundPort, String(settings.inboundPort), IPTABLES_FLAGS.outboundPort, String(settings.outboundPort), IPTABLES_FLAGS.proxyUid, String(settings.proxyUid)];
+export function buildIptablesArgs(settings: InterceptionSpec & { readonly mode?: IptablesMode }): string[] {
+  const flag = (name: keyof typeof IPTABLES_FLAGS): string => `--${IPTABLES_FLAGS[name]}`;
+  const args = [flag('inboundPort'), String(settings.inboundPort), flag('outboundPort'), String(settings.outboundPort), flag('proxyUid'), String(settings.proxyUid)];
   const list = (flag: string, values: readonly (number | string)[]): void => {
     if (values.length > 0) args.push(flag, values.join(','));
   };
-  list(IPTABLES_FLAGS.appPorts, settings.appPorts);
-  list(IPTABLES_FLAGS.excludeInboundPorts, settings.excludeInboundPorts);
-  list(IPTABLES_FLAGS.excludeOutboundPorts, settings.excludeOutboundPorts);
-  list(IPTABLES_FLAGS.excludeOutboundCidrs, settings.excludeOutboundCidrs);
-  if (settings.mode === 'dry-run') args.push(IPTABLES_FLAGS.dryRun);
-  if (settings.mode === 'cleanup') args.push(IPTABLES_FLAGS.cleanup);
+  list(flag('appPorts'), settings.appPorts);
+  list(flag('excludeInboundPorts'), settings.excludeInboundPorts);
+  list(flag('excludeOutboundPorts'), settings.excludeOutboundPorts);
+  list(flag('excludeOutboundCidrs'), settings.excludeOutboundCidrs);
+  if (settings.mode === 'dry-run') args.push(flag('dryRun'));
+  if (settings.mode === 'cleanup') args.push(flag('cleanup'));
   return args;
 }

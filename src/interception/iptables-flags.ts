@@ -1,14 +1,12 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { parseArgs } from 'node:util';
-import type { InterceptionSpec } from './iptables-rules.ts';
+import { IPTABLES_FLAGS as F, type InterceptionSpec, IPTABLES_DEFAULTS, type IptablesMode } from '../config/interception-spec.ts';
 
 /*
  * The flags of `meshgate iptables`, read here and nowhere else: the command
  * parses them, and the injector's tests read the init containers it writes
  * back through this same parser (src/inject/iptables-args.ts builds them).
  */
-
-export type IptablesMode = 'apply' | 'dry-run' | 'cleanup';
 
 /** A bad flag or value, worded as the one line the CLI prints. */
 export class IptablesFlagError extends Error {}
@@ -17,15 +15,15 @@ export function parseIptablesFlags(args: string[]): { spec: InterceptionSpec; mo
   const { values, positionals } = parseArgs({
     args,
     options: {
-      'inbound-port': { type: 'string', default: '15006' },
-      'outbound-port': { type: 'string', default: '15001' },
-      'proxy-uid': { type: 'string', default: '1337' },
-      'app-ports': { type: 'string', default: '' },
-      'exclude-inbound-ports': { type: 'string', default: '' },
-      'exclude-outbound-ports': { type: 'string', default: '' },
-      'exclude-outbound-cidrs': { type: 'string', default: '' },
-      'dry-run': { type: 'boolean', default: false },
-      cleanup: { type: 'boolean', default: false },
+      [F.inboundPort]: { type: 'string', default: String(IPTABLES_DEFAULTS.inboundPort) },
+      [F.outboundPort]: { type: 'string', default: String(IPTABLES_DEFAULTS.outboundPort) },
+      [F.proxyUid]: { type: 'string', default: String(IPTABLES_DEFAULTS.proxyUid) },
+      [F.appPorts]: { type: 'string', default: '' },
+      [F.excludeInboundPorts]: { type: 'string', default: '' },
+      [F.excludeOutboundPorts]: { type: 'string', default: '' },
+      [F.excludeOutboundCidrs]: { type: 'string', default: '' },
+      [F.dryRun]: { type: 'boolean', default: false },
+      [F.cleanup]: { type: 'boolean', default: false },
     },
     allowPositionals: true,
     strict: true,

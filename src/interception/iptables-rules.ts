@@ -13,6 +13,8 @@
  * one on ::1. iptables-apply.ts says so when the pod has a global IPv6 address.
  */
 
+import type { InterceptionSpec } from '../config/interception-spec.ts';
+
 const CHAINS = {
   inbound: 'MESHGATE_INBOUND',
   inboundRedirect: 'MESHGATE_IN_REDIRECT',
@@ -22,20 +24,6 @@ const CHAINS = {
 
 /** The contract's admin and edge ports (ARCHITECTURE.md): the sidecar's own, never captured inbound. */
 const SIDECAR_FIXED_PORTS: readonly number[] = [15000, 15443];
-
-export interface InterceptionSpec {
-  readonly inboundPort: number;
-  readonly outboundPort: number;
-  readonly proxyUid: number;
-  /** Ports the app serves; mesh calls to them are captured and reach the app through the sidecar. */
-  readonly appPorts: readonly number[];
-  /** Inbound ports left alone (e.g. the ports kubelet probes). */
-  readonly excludeInboundPorts: readonly number[];
-  /** Outbound destination ports left alone (e.g. a database the app reaches directly). */
-  readonly excludeOutboundPorts: readonly number[];
-  /** Outbound destinations left alone, IPv4 CIDRs (a.b.c.d/n). */
-  readonly excludeOutboundCidrs: readonly string[];
-}
 
 /** A rule: the chain it is appended to and the iptables arguments after `-A CHAIN`. */
 export interface Rule {

@@ -1,8 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InterceptionSpec } from '../../src/config/interception-spec.ts';
 import type { CommandRunner } from '../../src/interception/iptables-apply.ts';
 import { applyRules } from '../../src/interception/iptables-apply.ts';
-import type { InterceptionSpec } from '../../src/interception/iptables-rules.ts';
 import { buildRules } from '../../src/interception/iptables-rules.ts';
 import { createNetns, deleteNetns, netnsUnavailable, run, runIn, sweepNetns, uniqueName } from '../helpers/netns.ts';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { runIptables } from '../../../src/cli/iptables.ts';
-import type { InterceptionSpec } from '../../../src/interception/iptables-rules.ts';
+import type { InterceptionSpec } from '../../../src/config/interception-spec.ts';
 import { buildRules, restoreText, specProblems } from '../../../src/interception/iptables-rules.ts';
 import { classifyFirstBytes } from '../../../src/interception/protocol-sniff.ts';
 
