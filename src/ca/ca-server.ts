@@ -5,15 +5,14 @@ import { createAdminServer } from '../admin/admin-server.ts';
 import type { CaConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import { runBackgroundLoop } from '../core/background-loop.ts';
-import type { Clock, Random } from '../core/clock.ts';
+import type { Random } from '../core/clock.ts';
 import { bindGrpc, stopGrpc } from '../core/listen.ts';
 import { formatSpiffeId } from '../core/spiffe-id.ts';
 import { loadCaApi } from '../identity/ca-api.ts';
 import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
-import type { Logger } from '../telemetry/logger.ts';
-import type { Tracing } from '../telemetry/tracing.ts';
+import type { RoleDeps } from '../telemetry/role-deps.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAuditLog } from './audit-log.ts';
 import type { CaMaterial } from './ca-material.ts';
@@ -26,21 +25,11 @@ import { createLeafSigner } from './leaf-signer.ts';
 import { createRateLimiter } from './rate-limiter.ts';
 import { createTokenVerifier } from './token-verifier.ts';
 
-export interface CaDeps {
-  readonly logger: Logger;
-  readonly clock: Clock;
-  /** Process-wide metrics (event loop, memory); off in tests. */
-  readonly defaultMetrics?: boolean;
-  /** Path of the config file, for error messages. */
-  readonly configFile?: string;
-  /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
-  readonly configDir?: string;
+export interface CaDeps extends RoleDeps {
   /** Jitter of retry backoffs; Math.random unless a test pins it. */
   readonly random?: Random;
   /** Serial numbers; a CSPRNG unless a test pins it. */
   readonly randomBytes?: (size: number) => Buffer;
-  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller shuts it down after `close`. */
-  readonly tracing: Tracing;
 }
 
 export interface RunningCa {

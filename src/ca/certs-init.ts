@@ -1,9 +1,10 @@
 import { webcrypto } from 'node:crypto';
-import { lstat, mkdir, unlink, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../core/clock.ts';
 import type { KeyType } from '../identity/x509.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
+import { refuseExisting, writeMaterial } from './material-files.ts';
 
 export interface CertsInitOptions {
   readonly outDir: string;
@@ -14,16 +15,6 @@ export interface CertsInitOptions {
   readonly rootTtlMs: number;
   readonly force: boolean;
   readonly clock: Clock;
-}
-
-/** A file `certs init` would write already exists and --force was not given. */
-export class FileExistsError extends Error {
-  override readonly name = 'FileExistsError';
-  readonly file: string;
-  constructor(file: string) {
-    super(`${file}: already exists (use --force to overwrite)`);
-    this.file = file;
-  }
 }
 
 export const CERTS_INIT_FILES = {
@@ -62,9 +53,7 @@ export async function writeCertsInit(opts: CertsInitOptions): Promise<string[]> 
     CERTS_INIT_FILES.config,
   ];
   const files = names.map((name) => path.join(opts.outDir, name));
-  if (!opts.force) {
-    for (const file of files) if (await exists(file)) throw new FileExistsError(file);
-  }
+  await refuseExisting(files, opts.force);
 
   const now = opts.clock.now();
   const notBefore = new Date(now - BACKDATE_MS);
@@ -120,10 +109,7 @@ export async function writeCertsInit(opts: CertsInitOptions): Promise<string[]> 
 
   await mkdir(opts.outDir, { recursive: true, mode: 0o700 });
   for (const [name, { data, secret }] of out) {
-    const file = path.join(opts.outDir, name);
-    if (opts.force) await unlink(file).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
-    // 'wx': never follow a file (or symlink) that appeared since the check above.
-    await writeFile(file, data, { flag: 'wx', mode: secret ? 0o600 : 0o644 });
+    await writeMaterial(path.join(opts.outDir, name), data, secret, opts.force);
   }
   return files;
 }
@@ -142,16 +128,6 @@ async function publicKeyToPem(key: webcrypto.CryptoKey): Promise<string> {
     .toString('base64')
     .match(/.{1,64}/g)!
     .join('\n')}\n-----END PUBLIC KEY-----\n`;
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await lstat(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
-  }
 }
 
 function caYaml(opts: CertsInitOptions): string {

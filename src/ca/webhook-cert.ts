@@ -1,9 +1,10 @@
 import { createPrivateKey, webcrypto } from 'node:crypto';
-import { lstat, readFile, unlink, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Clock } from '../core/clock.ts';
 import { generateKeyPair, privateKeyToPem, x509 } from '../identity/x509.ts';
-import { CERTS_INIT_FILES, FileExistsError } from './certs-init.ts';
+import { CERTS_INIT_FILES } from './certs-init.ts';
+import { pathExists, refuseExisting, writeMaterial } from './material-files.ts';
 
 /*
  * `meshgate certs webhook`: the injector's HTTPS serving certificate, signed by
@@ -37,8 +38,8 @@ function webhookDnsNames(service: string, namespace: string): string[] {
 
 export async function writeWebhookCert(opts: WebhookCertOptions): Promise<string[]> {
   const files = [path.join(opts.dir, WEBHOOK_CERT_FILES.cert), path.join(opts.dir, WEBHOOK_CERT_FILES.key)];
-  if (!opts.force) for (const file of files) if (await exists(file)) throw new FileExistsError(file);
-  const intermediate = await exists(path.join(opts.dir, CERTS_INIT_FILES.intermediateCert));
+  await refuseExisting(files, opts.force);
+  const intermediate = await pathExists(path.join(opts.dir, CERTS_INIT_FILES.intermediateCert));
   const signerName = intermediate ? 'intermediate-ca' : 'root-ca';
   const signerCertPem = await readSigner(opts.dir, `${signerName}.pem`);
   const signerKeyPem = await readSigner(opts.dir, `${signerName}.key`);
@@ -77,13 +78,8 @@ export async function writeWebhookCert(opts: WebhookCertOptions): Promise<string
   });
   // The chain the TLS server sends: the leaf, then the intermediate; the root stays in the caBundle.
   const chain = `${cert.toString('pem')}\n${intermediate ? `${signerCertPem.trim()}\n` : ''}`;
-  for (const [file, data, mode] of [
-    [files[0]!, chain, 0o644],
-    [files[1]!, await privateKeyToPem(keys.privateKey), 0o600],
-  ] as const) {
-    if (opts.force) await unlink(file).catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : Promise.reject(err)));
-    await writeFile(file, data, { flag: 'wx', mode });
-  }
+  await writeMaterial(files[0]!, chain, false, opts.force);
+  await writeMaterial(files[1]!, await privateKeyToPem(keys.privateKey), true, opts.force);
   return files;
 }
 
@@ -93,15 +89,5 @@ async function readSigner(dir: string, name: string): Promise<string> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new WebhookCertError(`${path.join(dir, name)}: cannot read (${code === 'ENOENT' ? 'no such file; run `meshgate certs init` first' : (code ?? String(err))})`);
-  }
-}
-
-async function exists(file: string): Promise<boolean> {
-  try {
-    await lstat(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw err;
   }
 }

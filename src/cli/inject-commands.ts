@@ -169,7 +169,7 @@ export async function runCertsWebhook(args: string[]): Promise<number> {
   const [{ duration }, { writeWebhookCert, WebhookCertError }, { FileExistsError }, { systemClock }] = await Promise.all([
     import('../config/durations.ts'),
     import('../ca/webhook-cert.ts'),
-    import('../ca/certs-init.ts'),
+    import('../ca/material-files.ts'),
     import('../core/clock.ts'),
   ]);
   const ttl = duration.safeParse(values.ttl);

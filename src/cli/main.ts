@@ -199,7 +199,7 @@ async function runCerts(args: string[]): Promise<number> {
   if (!isValidTrustDomain(values['trust-domain'])) {
     throw new UsageError(`meshgate certs init: --trust-domain: expected lower-case letters, digits, dots and dashes, got "${values['trust-domain']}"`);
   }
-  const [{ writeCertsInit, FileExistsError }, { systemClock }] = await Promise.all([import('../ca/certs-init.ts'), import('../core/clock.ts')]);
+  const [{ writeCertsInit }, { FileExistsError }, { systemClock }] = await Promise.all([import('../ca/certs-init.ts'), import('../ca/material-files.ts'), import('../core/clock.ts')]);
   let written: string[];
   try {
     written = await writeCertsInit({

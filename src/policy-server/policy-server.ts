@@ -2,9 +2,8 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { createAdminServer } from '../admin/admin-server.ts';
-import { ConfigError } from '../config/load.ts';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
-import type { Clock, Random } from '../core/clock.ts';
+import type { Random } from '../core/clock.ts';
 import { bindGrpc, stopGrpc } from '../core/listen.ts';
 import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
@@ -14,8 +13,7 @@ import type { ServingMaterial } from '../identity/grpc-server-credentials.ts';
 import { createGrpcServerCredentials } from '../identity/grpc-server-credentials.ts';
 import type { WireSnapshot } from '../policy/policy-api.ts';
 import { loadPolicyApi, policyServerSpiffeId } from '../policy/policy-api.ts';
-import type { Logger } from '../telemetry/logger.ts';
-import type { Tracing } from '../telemetry/tracing.ts';
+import type { RoleDeps } from '../telemetry/role-deps.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { createAdminApi } from './admin-api.ts';
 import { adminTlsServerOptions, createAdminAuthenticator } from './admin-auth.ts';
@@ -34,22 +32,12 @@ import { createSubscriptionService } from './subscription-service.ts';
 /** The policy model as the server uses it: parse + validate a file, digest, selector, canonical JSON. */
 export type PolicyServerModel = PolicyModel & SnapshotModel;
 
-export interface PolicyServerDeps {
-  readonly logger: Logger;
-  readonly clock: Clock;
+export interface PolicyServerDeps extends RoleDeps {
   readonly random: Random;
-  /** Process-wide metrics (event loop, memory); off in tests. */
-  readonly defaultMetrics?: boolean;
-  /** Path of the config file, for error messages. */
-  readonly configFile?: string;
-  /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
-  readonly configDir?: string;
   /** The policy model; default: src/policy's validator. */
   readonly model?: PolicyServerModel;
   /** Replica name when config.serverId is absent; default `<hostname>-<pid>`. */
   readonly defaultServerId?: string;
-  /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller shuts it down after `close`. */
-  readonly tracing: Tracing;
 }
 
 export interface RunningPolicyServer {

@@ -78,19 +78,8 @@ export interface WireDocument {
   readonly digest: string;
 }
 
-interface WireEndpoint {
-  readonly address: string;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly weight: number;
-}
-
-export interface WireService {
-  readonly name: string;
-  readonly namespace: string;
-  readonly endpoints: readonly WireEndpoint[];
-  readonly identities: readonly string[];
-  readonly external: boolean;
-}
+/** A registry service on the wire: the same fields as in the policy model. */
+export type WireService = RegistryService;
 
 /** PolicySnapshot on the wire. */
 export interface WireSnapshot {

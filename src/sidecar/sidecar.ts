@@ -5,7 +5,7 @@ import { ConfigError } from '../config/load.ts';
 import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import { describeTracingSettings } from '../config/telemetry-schema.ts';
-import type { Clock, Random } from '../core/clock.ts';
+import type { Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import { createLogGate } from '../core/log-gate.ts';
 import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
@@ -24,10 +24,9 @@ import type { HttpListener, ListenerHooks } from '../proxy/listener.ts';
 import { createHttpListener } from '../proxy/listener.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createAccessLog } from '../telemetry/access-log.ts';
-import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import { createSidecarMetrics } from '../telemetry/metrics.ts';
-import type { Tracing } from '../telemetry/tracing.ts';
+import type { RoleDeps } from '../telemetry/role-deps.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { probeApp } from './app-probe.ts';
 import { createSidecarFilterRuntimes } from './filter-runtimes.ts';
@@ -40,21 +39,8 @@ import { startWorkloadIdentity } from './workload-identity.ts';
 import type { WorkloadPolicy } from './workload-policy.ts';
 import { startWorkloadPolicy } from './workload-policy.ts';
 
-export interface SidecarDeps {
-  readonly logger: Logger;
-  readonly clock: Clock;
+export interface SidecarDeps extends RoleDeps {
   readonly random: Random;
-  /** Process-wide metrics (event loop, memory); off in tests that run several sidecars. */
-  readonly defaultMetrics?: boolean;
-  /** Path of the config file, for error messages. */
-  readonly configFile?: string;
-  /** Relative paths in the config resolve against this (the config file's folder); default: the working directory. */
-  readonly configDir?: string;
-  /**
-   * The role's tracing, made by the CLI from `telemetry.tracing` and the OTEL_*
-   * environment; the caller flushes and shuts it down after `drain`.
-   */
-  readonly tracing: Tracing;
 }
 
 export interface RunningSidecar {
