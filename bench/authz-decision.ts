@@ -29,7 +29,7 @@ import type { AuthzRequest } from '../src/filters/authz/authz-request.ts';
 import { authzRequestOf } from '../src/filters/authz/authz-request.ts';
 import type { AuthzAction, CompiledRule } from '../src/filters/authz/authz-rules.ts';
 import { compileRule, ruleMatches } from '../src/filters/authz/authz-rules.ts';
-import { isKind } from '../src/policy/document-kinds.ts';
+import { isKind } from '../src/policy/typed-documents.ts';
 import type { PolicyDocument } from '../src/policy/types.ts';
 import { createPolicyValidator } from '../src/policy/validate.ts';
 import { createSidecarMetrics } from '../src/telemetry/metrics.ts';

@@ -20,11 +20,6 @@ export interface RedisConnectionOptions {
   readonly sentinel?: { readonly name: string; readonly addresses: readonly string[]; readonly passwordFile?: string | undefined } | undefined;
 }
 
-/** The URL without credentials, for logs and /config_dump. */
-export function redactRedisUrl(url: string): string {
-  return url.replace(/^(rediss?:\/\/)[^@/]*@/, '$1');
-}
-
 function readSecret(file: string): string {
   return readFileSync(file, 'utf8').trim();
 }

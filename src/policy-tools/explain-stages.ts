@@ -3,7 +3,7 @@ import type { CallContext } from '../core/call-context.ts';
 import type { BodyFacts } from '../filters/validate/validate-rules.ts';
 import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
 import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
-import { isKind } from '../policy/document-kinds.ts';
+import { isKind } from '../policy/typed-documents.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 import { declaredLengthOf } from '../proxy/request-body.ts';
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { isKind } from './document-kinds.ts';
 import { resolveServiceRef } from './kinds/route.ts';
 import { documentApplies } from './selector.ts';
+import { isKind } from './typed-documents.ts';
 import type { DocumentKey, PolicyDocument, PolicySnapshot, RegistryEndpoint, RegistryService, WorkloadRef } from './types.ts';
 
 /*

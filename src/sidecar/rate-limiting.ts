@@ -1,11 +1,12 @@
 import type { RateLimitConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import { createLogGate } from '../core/log-gate.ts';
+import { redactRedisUrl } from '../core/redis-url.ts';
 import { createLocalBuckets } from '../filters/ratelimit/local-buckets.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import type { RateLimitStore } from '../filters/ratelimit/redis-store.ts';
-import { createRedisStore, redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
+import { createRedisStore } from '../filters/ratelimit/redis-store.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 

@@ -8,9 +8,8 @@ import { describeTracingSettings } from '../config/telemetry-schema.ts';
 import type { Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import { createLogGate } from '../core/log-gate.ts';
+import { redactRedisUrl } from '../core/redis-url.ts';
 import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
-import { redactRedisUrl } from '../filters/ratelimit/redis-store.ts';
-import { createEdgeTls } from '../identity/edge-tls.ts';
 import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
 import { createDeprecationReporter } from '../outbound/deprecation-reporter.ts';
@@ -29,15 +28,11 @@ import { createSidecarMetrics } from '../telemetry/metrics.ts';
 import type { RoleDeps } from '../telemetry/role-deps.ts';
 import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { probeApp } from './app-probe.ts';
-import { createSidecarFilterRuntimes } from './filter-runtimes.ts';
 import type { SidecarInterception } from './interception.ts';
 import { startInterception } from './interception.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
-import { startRateLimiting } from './rate-limiting.ts';
 import type { WorkloadIdentity } from './workload-identity.ts';
-import { startWorkloadIdentity } from './workload-identity.ts';
 import type { WorkloadPolicy } from './workload-policy.ts';
-import { startWorkloadPolicy } from './workload-policy.ts';
 
 export interface SidecarDeps extends RoleDeps {
   readonly random: Random;
@@ -163,7 +158,10 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   });
   const adminAddress = await admin.listen(config.listeners.admin.port, config.listeners.admin.address);
 
+  // What is not configured is not loaded: certificates (x509, the CA's gRPC client), policy (the kinds' schemas,
+  // the subscriber's gRPC, the filters' libraries), Redis and edge TLS are imported only when their section is set.
   if (config.identity) {
+    const { startWorkloadIdentity } = await import('./workload-identity.ts');
     identity = await startWorkloadIdentity(config.identity, config.workload, {
       clock,
       random,
@@ -203,20 +201,26 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   });
   // Replicas of this workload's service as the registry lists them: a split local fallback divides limits by it.
   const replicas = (): number => services.lookup(config.workload.service, config.workload.namespace)?.cluster.endpoints().length ?? 1;
-  rateLimiting = config.policy ? await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas }) : undefined;
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
-  const policy =
-    config.policy && rateLimiting
-      ? await startWorkloadPolicy(config, {
-          registry: services,
-          credentials: () => identity?.manager.current(),
-          metrics,
-          clock,
-          random,
-          logger,
-          runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: rateLimiting.runtime }),
-        })
-      : undefined;
+  let policy: WorkloadPolicy | undefined;
+  if (config.policy) {
+    const [{ startRateLimiting }, { startWorkloadPolicy }, { createSidecarFilterRuntimes }] = await Promise.all([
+      import('./rate-limiting.ts'),
+      import('./workload-policy.ts'),
+      import('./filter-runtimes.ts'),
+    ]);
+    const started = await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas });
+    rateLimiting = started;
+    policy = await startWorkloadPolicy(config, {
+      registry: services,
+      credentials: () => identity?.manager.current(),
+      metrics,
+      clock,
+      random,
+      logger,
+      runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: started.runtime }),
+    });
+  }
   policyRef.current = policy;
   if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
   const noFilters: readonly Filter[] = [];
@@ -281,7 +285,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
   const edgeConfig = config.listeners.edge;
   const edgeTls = edgeConfig
-    ? await createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }).catch((err: NodeJS.ErrnoException) => {
+    ? await (await import('../identity/edge-tls.ts')).createEdgeTls(edgeConfig, { logger, handshakeTimeoutMs: config.limits.headersTimeout }).catch((err: NodeJS.ErrnoException) => {
         // A file-system error names its file; anything else is the pair itself (bad PEM, key not matching).
         const field = err.syscall && err.path === edgeConfig.keyFile ? 'keyFile' : 'certFile';
         const problem = err.syscall ? `cannot read ${err.path} (${err.code})` : `not a usable certificate and key pair (${err.message.split('\n')[0]})`;

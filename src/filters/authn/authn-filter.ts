@@ -3,8 +3,8 @@ import type { CallContext, UpstreamRequestEdits } from '../../core/call-context.
 import type { Filter } from '../../core/filter.ts';
 import type { Verdict } from '../../core/verdict.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
-import { isKind } from '../../policy/document-kinds.ts';
 import type { IntrospectionRule, JwtRule, RequestAuthenticationDocument } from '../../policy/kinds/request-authentication.ts';
+import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { FilterKind } from '../filter-kind.ts';
 import type { AuthnFailure, AuthnOutcome } from './authn-outcome.ts';

@@ -1,5 +1,5 @@
-import { isKind } from '../../policy/document-kinds.ts';
 import type { AuthorizationRule } from '../../policy/kinds/authorization-policy.ts';
+import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { RuleIndex } from './authz-index.ts';
 import { createRuleIndex } from './authz-index.ts';

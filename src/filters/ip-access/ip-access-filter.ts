@@ -1,8 +1,8 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Filter } from '../../core/filter.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
-import { isKind } from '../../policy/document-kinds.ts';
 import type { IPAccessPolicySpec } from '../../policy/kinds/ip-access-policy.ts';
+import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { AddressSet, ClientAddressResult } from '../../proxy/client-address.ts';
 import { compileAddressSet, createClientAddressResolver } from '../../proxy/client-address.ts';

@@ -6,7 +6,7 @@ import { CONTINUE, respond } from '../../core/verdict.ts';
 import { compileCallMatch, matchPathOf } from '../../policy/call-match.ts';
 import type { CallMatchEntry } from '../../policy/call-match-index.ts';
 import { createCallMatchIndex } from '../../policy/call-match-index.ts';
-import { isKind } from '../../policy/document-kinds.ts';
+import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { FilterKind } from '../filter-kind.ts';

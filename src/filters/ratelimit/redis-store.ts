@@ -119,8 +119,6 @@ interface Batch {
   deadline: NodeJS.Timeout | undefined;
 }
 
-export { redactRedisUrl } from '../../core/redis-client.ts';
-
 class StoreTimeoutError extends Error {
   constructor(ms: number) {
     super(`no answer within ${ms} ms`);

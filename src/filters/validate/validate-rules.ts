@@ -3,9 +3,9 @@ import type { CallMatch } from '../../policy/call-match.ts';
 import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatchEntry, CallMatchIndex } from '../../policy/call-match-index.ts';
 import { createCallMatchIndex } from '../../policy/call-match-index.ts';
-import { isKind } from '../../policy/document-kinds.ts';
 import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
 import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
+import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 
 /*

@@ -2,7 +2,7 @@ import path from 'node:path';
 import { ConfigError } from '../../config/load.ts';
 import type { PolicyServerConfig } from '../../config/policy-server-schema.ts';
 import type { Clock } from '../../core/clock.ts';
-import { redactRedisUrl } from '../../core/redis-client.ts';
+import { redactRedisUrl } from '../../core/redis-url.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { PolicyAuditLog } from '../audit-log.ts';
 import { createPolicyAuditLog } from '../audit-log.ts';

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis';
 import type { Clock } from '../../core/clock.ts';
 import type { RedisConnectionOptions } from '../../core/redis-client.ts';
-import { createRedisClient, redactRedisUrl } from '../../core/redis-client.ts';
+import { createRedisClient } from '../../core/redis-client.ts';
+import { redactRedisUrl } from '../../core/redis-url.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { PolicyServerMetrics } from '../policy-server-metrics.ts';
 
