@@ -1,4 +1,5 @@
-import { isSafe } from 'redos-detector';
+import { createRequire } from 'node:module';
+import type { isSafe as IsSafe } from 'redos-detector';
 
 /*
  * Why redos-detector (tjenkinson/redos-detector) and not the alternatives:
@@ -51,6 +52,8 @@ export function createRegexSafetyChecker(options: RegexSafetyOptions = {}): Rege
   const timeout = options.timeoutMs ?? 2000;
   const cacheSize = options.cacheSize ?? 4096;
   const cache = new Map<string, string | undefined>();
+  // Loaded on the first pattern, not with the config schemas: most sidecars' configs hold no regex at all.
+  let isSafe: typeof IsSafe | undefined;
 
   const analyse = (source: string, flags: string): string | undefined => {
     let regex: RegExp;
@@ -59,7 +62,8 @@ export function createRegexSafetyChecker(options: RegexSafetyOptions = {}): Rege
     } catch (err) {
       return `not a valid regular expression (${(err as Error).message.replace(/^Invalid regular expression: /, '')})`;
     }
-    let result: ReturnType<typeof isSafe>;
+    isSafe ??= (createRequire(import.meta.url)('redos-detector') as { isSafe: typeof IsSafe }).isSafe;
+    let result: ReturnType<typeof IsSafe>;
     try {
       result = isSafe(regex, { maxSteps, maxScore, timeout });
     } catch (err) {

@@ -1,0 +1,76 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { stringify } from 'yaml';
+import { freePort, waitForLive } from '../helpers/process.ts';
+
+/*
+ * A sidecar's memory and start-up are paid once per pod: what its config does
+ * not use must not be imported. Each of these packages costs 5-25 MB of RSS
+ * and tens of milliseconds when loaded alone; a static import from a module
+ * every sidecar loads would bring it back, and this test names it.
+ */
+
+const REPO = path.resolve(import.meta.dirname, '../..');
+const OPTIONAL = {
+  '@grpc/grpc-js': 'gRPC: the policy subscriber and the CA client',
+  '@grpc/proto-loader': 'gRPC service definitions',
+  '@peculiar/x509': 'certificates (mTLS)',
+  ajv: 'the JSON Schema compiler (ValidationPolicy)',
+  jose: 'JWT verification (RequestAuthentication)',
+  ioredis: 'the Redis client (global rate limits)',
+  '@opentelemetry/sdk-trace': 'the tracing SDK (tracing off)',
+  '@opentelemetry/exporter-trace-otlp-proto': 'the OTLP exporter (tracing off)',
+  koffi: 'the FFI for original destinations (interception)',
+  'redos-detector': 'the regex safety check of policy documents',
+};
+
+let child: ChildProcess | undefined;
+let dir: string | undefined;
+afterEach(() => {
+  child?.kill('SIGKILL');
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function packagesLoadedBy(config: Record<string, unknown>): Promise<string[]> {
+  dir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-'));
+  const configFile = path.join(dir, 'sidecar.yaml');
+  const record = path.join(dir, 'loaded.txt');
+  writeFileSync(record, '');
+  writeFileSync(configFile, stringify(config));
+  child = spawn(process.execPath, ['--import', path.join(REPO, 'test/fixtures/record-packages.mjs'), path.join(REPO, 'bin/meshgate.js'), 'sidecar', '--config', configFile], {
+    env: { ...process.env, MESHGATE_LOAD_RECORD: record },
+    stdio: 'ignore',
+  });
+  const admin = (config.listeners as { admin: { port: number } }).admin.port;
+  await waitForLive(`http://127.0.0.1:${admin}/live`, 20_000);
+  return readFileSync(record, 'utf8').split('\n').filter(Boolean);
+}
+
+async function plaintextSidecar(): Promise<Record<string, unknown>> {
+  const [outbound, inbound, admin] = [await freePort(), await freePort(), await freePort()];
+  return {
+    workload: { service: 'orders', namespace: 'default' },
+    listeners: { outbound: { address: '127.0.0.1', port: outbound }, inbound: { address: '127.0.0.1', port: inbound }, admin: { address: '127.0.0.1', port: admin } },
+    inbound: { app: 'http://127.0.0.1:1' },
+    mtls: { mode: 'DISABLE' },
+    log: { level: 'error' },
+  };
+}
+
+describe('what a sidecar imports', () => {
+  it('a plaintext sidecar with no policy, tracing off, loads none of the optional packages', async () => {
+    const loaded = await packagesLoadedBy(await plaintextSidecar());
+    expect(loaded).toContain('undici'); // the recorder works: the data path's client is always there
+    const unexpected = loaded.filter((name) => name in OPTIONAL).map((name) => `${name} (${OPTIONAL[name as keyof typeof OPTIONAL]})`);
+    expect(unexpected).toEqual([]);
+  });
+
+  it('tracing turned on loads the SDK and its exporter, and only then', async () => {
+    const config = await plaintextSidecar();
+    const loaded = await packagesLoadedBy({ ...config, telemetry: { tracing: { exporter: 'otlp-http', endpoint: 'http://127.0.0.1:1/v1/traces' } } });
+    expect(loaded).toEqual(expect.arrayContaining(['@opentelemetry/sdk-trace', '@opentelemetry/exporter-trace-otlp-proto']));
+  });
+});
