@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 #
-# meshgate runs its TypeScript sources directly with Node's type stripping: there is no build
-# output, only a type check. The Node major must match the `node` devDependency (package.json).
+# The image runs the bundle `npm run build` makes (dist/meshgate/: one minified module graph,
+# less memory and a faster start than the TypeScript sources, which a checkout runs with Node's
+# type stripping). The Node major must match the `node` devDependency (package.json).
 # `--omit=dev` drops that npm package, which is fine: this image's own node is 24.
 #
 #   docker build -t meshgate .
@@ -9,9 +10,9 @@
 
 ARG NODE_IMAGE=node:24-bookworm-slim
 
-# Stage 1: type-check with the dev dependencies, so a tree that does not type-check never
-# becomes an image. Nothing from this stage but a marker file reaches the final image.
-FROM ${NODE_IMAGE} AS check
+# Stage 1: type-check and bundle with the dev dependencies, so a tree that does not type-check
+# never becomes an image. Only the bundle reaches the final image.
+FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 # --ignore-scripts: the `node` devDependency would download a second Node 24; the image has one.
@@ -19,9 +20,10 @@ RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY bin/ bin/
 COPY src/ src/
+COPY scripts/build.ts scripts/
 # Called directly, not through npx: npx would put node_modules/.bin (whose `node` shim is not
 # installed with --ignore-scripts) first on PATH.
-RUN node_modules/.bin/tsc -p . && touch /typechecked
+RUN node_modules/.bin/tsc -p . && node scripts/build.ts
 
 # Stage 2: the runtime image, production dependencies only. One image for every role and for
 # the init container that `meshgate inject` adds to pods, which runs `meshgate iptables`: hence
@@ -35,11 +37,11 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY bin/ bin/
-COPY src/ src/
+# No src/ in the image: bin/meshgate.js runs the bundle when there are no sources beside it.
+# koffi (interception's FFI) is the one package the bundle loads from node_modules.
+COPY --from=build /src/dist/ dist/
 # The glob lets the build work while proto/ is still empty (git keeps no empty folders).
 COPY prot[o]/ proto/
-# BuildKit skips stages the final image does not use; this makes the type check one of them.
-COPY --from=check /typechecked /tmp/typechecked
 
 # Code stays owned by root and read-only to the process; a numeric user lets Kubernetes
 # verify runAsNonRoot. uid 1337 is the sidecar's: the redirect rules let its own traffic out

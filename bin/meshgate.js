@@ -9,7 +9,12 @@ if (major < REQUIRED_MAJOR) {
 // Caches compiled code between runs (Node 22.1+): start-up matters for CLI commands and restarts.
 const { enableCompileCache } = await import('node:module');
 enableCompileCache?.();
-const { main } = await import('../src/cli/main.ts');
+// The bundle (`npm run build`, dist/meshgate/) where there are no sources beside it, as in the container
+// image, or when MESHGATE_BUNDLE=1 asks for it; the TypeScript sources otherwise, so a checkout never runs
+// a stale bundle.
+const { existsSync } = await import('node:fs');
+const bundled = !existsSync(new URL('../src/cli/main.ts', import.meta.url)) || process.env.MESHGATE_BUNDLE === '1';
+const { main } = await import(bundled ? '../dist/meshgate/main.js' : '../src/cli/main.ts');
 const code = await main(process.argv.slice(2));
 process.exitCode = code;
 if (code !== 0) {

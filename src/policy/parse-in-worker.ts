@@ -38,7 +38,8 @@ interface Job {
   readonly resolve: (result: ParsedDocuments) => void;
 }
 
-const WORKER_URL = new URL('./parse-worker.ts', import.meta.url);
+// Beside this file: parse-worker.ts in the sources, parse-worker.js in the bundle (scripts/build.ts).
+const WORKER_URL = new URL(`./parse-worker${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url);
 
 export function createWorkerPolicyParser(options: WorkerParserOptions = {}): WorkerPolicyParser {
   const timeoutMs = options.timeoutMs ?? 30_000;
