@@ -6,9 +6,10 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { CaTokensConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import type { JwtProblem, JwtRejection } from '../identity/jwt-checks.ts';
 import { createConfiguredJwtCheck } from '../identity/jwt-checks.ts';
-import type { CaReason, CaRefusal } from './ca-reasons.ts';
+import type { CaRefusal } from './ca-reasons.ts';
 import { refuse } from './ca-reasons.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
 import { identityFromClaims } from './workload-claims.ts';
@@ -59,7 +60,7 @@ export async function createTokenVerifier(config: CaTokensConfig, deps: TokenVer
 }
 
 /** The CA's reason for each way a token fails (ca-reasons.ts). */
-const REASONS: Readonly<Record<JwtProblem, CaReason>> = Object.freeze({
+const REASONS: Readonly<Record<JwtProblem, ReasonCode<'ca'>>> = Object.freeze({
   malformed: 'ca.token_malformed',
   algorithm: 'ca.token_algorithm',
   unsupported: 'ca.token_algorithm',

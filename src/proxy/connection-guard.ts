@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { Socket } from 'node:net';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 
 /**
  * Connection-level defences of a data listener, before any request reaches a
@@ -112,7 +112,7 @@ export function replyRaw(socket: Socket, status: number, code: string, reason: s
 }
 
 /** How node's HTTP/1.1 parser errors are answered: status, reason code, and a reason without parser internals. */
-export function describeClientError(code: string | undefined): { status: number; code: ReasonCodeName; reason: string } {
+export function describeClientError(code: string | undefined): { status: number; code: ReasonCode<'data'>; reason: string } {
   if (code === 'HPE_HEADER_OVERFLOW') return { status: 431, code: 'request.headers_too_large', reason: 'request head larger than limits.maxHeaderSize' };
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'HPE_HEADERS_TIMEOUT') {
     return { status: 408, code: 'request.timeout', reason: 'request not received within limits.headersTimeout or limits.requestTimeout' };

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 
 /** A call as either codec hands it over. */
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
@@ -31,8 +31,8 @@ export class DownstreamRefusedError extends Error {
   override readonly name = 'DownstreamRefusedError';
   readonly code = 'MESHGATE_DOWNSTREAM_REFUSED';
   readonly status: number;
-  readonly reasonCode: ReasonCodeName;
-  constructor(status: number, reasonCode: ReasonCodeName, reason: string) {
+  readonly reasonCode: ReasonCode<'data'>;
+  constructor(status: number, reasonCode: ReasonCode<'data'>, reason: string) {
     super(reason);
     this.status = status;
     this.reasonCode = reasonCode;

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
 import type { DownstreamResponse } from './downstream.ts';
 import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
@@ -30,7 +30,7 @@ export function relayResponse(
   let headSent = false;
   let bytesOut = 0;
 
-  const finish = (status: number, reason: ReasonCodeName | undefined): void => {
+  const finish = (status: number, reason: ReasonCode<'data'> | undefined): void => {
     if (settled) return;
     settled = true;
     res.off('close', onDownstreamClose);
