@@ -38,7 +38,7 @@ export function relayResponse(
   };
   const fail = (failure: AttemptFailure): void => {
     const fate = downstreamFate(res);
-    if (fate instanceof DownstreamRefusedError) return finish(fate.status, fate.reasonCode);
+    if (fate instanceof DownstreamRefusedError) return finish(reasonCode(fate.reasonCode).http, fate.reasonCode);
     if (failure === 'aborted' || fate !== 'open') {
       // Nothing reaches the caller any more. 499 only if it left; if a listener timer closed it, that timeout.
       const code = fate instanceof DownstreamTimeoutError ? (fate.phase === 'request' ? 'request.timeout' : 'upstream.timeout') : 'request.cancelled';
