@@ -1,4 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ReasonCode } from '../core/reason-codes.ts';
+import { reasonCode } from '../core/reason-codes.ts';
 
 /** A path the admin listener routes itself: the methods it takes (405 with `Allow` for the others) and its answer. */
 export interface AdminRoute {
@@ -7,18 +9,12 @@ export interface AdminRoute {
 }
 
 /**
- * The admin listener's own refusals, in the shape of every admin error:
- * `{code, reason}` as JSON with `x-meshgate-reason`. The policy server's
- * admin API adds its codes to these (policy-server/admin-errors.ts).
+ * An admin error, in the shape of every admin API's: `{code, reason, ...extra}`
+ * as JSON with the code's status (the `admin` section of src/core/reason-codes.ts),
+ * the code also in `x-meshgate-reason`.
  */
-export const ADMIN_LISTENER_ERRORS = {
-  'admin.not_found': { http: 404, description: 'No such document, or no such admin path.' },
-  'admin.method_not_allowed': { http: 405, description: 'The path exists but not with this method; `Allow` lists the methods.' },
-} as const satisfies Record<string, { http: number; description: string }>;
-
-/** An admin error: `{code, reason, ...extra}` as JSON, the code also in `x-meshgate-reason`. */
-export function sendErrorBody(res: ServerResponse, status: number, code: string, reason: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): void {
-  sendJson(res, status, { code, reason, ...extra }, { ...headers, 'x-meshgate-reason': code });
+export function sendAdminError(res: ServerResponse, code: ReasonCode<'admin'>, reason: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): void {
+  sendJson(res, reasonCode(code).http, { code, reason, ...extra }, { ...headers, 'x-meshgate-reason': code });
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -5,7 +5,7 @@ import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
 import type { AdminRoute } from './admin-reply.ts';
-import { sendErrorBody, sendText } from './admin-reply.ts';
+import { sendAdminError, sendText } from './admin-reply.ts';
 import type { BanAdmin } from './ban-routes.ts';
 import { banRoutes } from './ban-routes.ts';
 
@@ -74,12 +74,12 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
     if (route) {
       const method = req.method ?? 'GET';
       if (!route.methods.includes(method)) {
-        return sendErrorBody(res, 405, 'admin.method_not_allowed', `${method} not allowed on ${path}`, {}, { allow: route.methods.join(', ') });
+        return sendAdminError(res, 'admin.method_not_allowed', `${method} not allowed on ${path}`, {}, { allow: route.methods.join(', ') });
       }
       return route.handle(req, res, path);
     }
     if (deps.routes?.(req, res)) return;
-    sendErrorBody(res, 404, 'admin.not_found', `no admin path ${path}`);
+    sendAdminError(res, 'admin.not_found', `no admin path ${path}`);
   };
   const limits = deps.limits ?? DEFAULT_LIMITS;
   const server = deps.tls ? https.createServer({ ...deps.tls, ...limits }, handler) : http.createServer(limits, handler);

@@ -1,8 +1,8 @@
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import type { Clock } from '../core/clock.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import type { Logger } from '../telemetry/logger.ts';
-import type { CaReason } from './ca-reasons.ts';
 
 type AuditRecord =
   | {
@@ -17,7 +17,7 @@ type AuditRecord =
     }
   | {
       readonly event: 'refused';
-      readonly reason: CaReason;
+      readonly reason: ReasonCode<'ca'>;
       readonly message: string;
       /** Known when the refusal came after authentication (bad CSR, rate limit). */
       readonly spiffeId?: string;

@@ -3,6 +3,7 @@ import type { Span } from '@opentelemetry/api';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
 import type { CaConfig } from '../config/ca-schema.ts';
 import type { Clock } from '../core/clock.ts';
+import { reasonCode } from '../core/reason-codes.ts';
 import type { SignRequest, SignResponse, TrustBundle, TrustBundleRequest } from '../identity/ca-api.ts';
 import { CA_REASON_METADATA_KEY } from '../identity/ca-api.ts';
 import { grpcPeerIdentity } from '../identity/grpc-peer-identity.ts';
@@ -12,7 +13,7 @@ import type { AuditLog } from './audit-log.ts';
 import type { CaMaterial } from './ca-material.ts';
 import type { CaMetrics } from './ca-metrics.ts';
 import type { CaRefusal } from './ca-reasons.ts';
-import { CA_REASONS, refuse } from './ca-reasons.ts';
+import { refuse } from './ca-reasons.ts';
 import { checkCsr } from './csr-check.ts';
 import type { LeafSigner } from './leaf-signer.ts';
 import type { RateLimiter } from './rate-limiter.ts';
@@ -130,7 +131,7 @@ export function createCaService(deps: CaServiceDeps): CaService {
       return;
     }
     const result = outcome.reason.slice('ca.'.length);
-    endSignSpan(span, result, outcome.spiffeId, CA_REASONS[outcome.reason].grpc);
+    endSignSpan(span, result, outcome.spiffeId, reasonCode(outcome.reason).grpc);
     metrics.signings.inc({ result });
     metrics.signingDuration.observe({ result }, seconds);
     const caller = call.getPeer();
@@ -142,7 +143,7 @@ export function createCaService(deps: CaServiceDeps): CaService {
     }
     const trailers = new grpc.Metadata();
     trailers.set(CA_REASON_METADATA_KEY, outcome.reason);
-    callback({ code: CA_REASONS[outcome.reason].grpc, details: `${outcome.message} (${outcome.reason})`, metadata: trailers });
+    callback({ code: reasonCode(outcome.reason).grpc, details: `${outcome.message} (${outcome.reason})`, metadata: trailers });
   }
 
   /** A server span per Sign call; its parent is the caller's trace context (gRPC metadata), if it sent one. */

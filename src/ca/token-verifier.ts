@@ -6,9 +6,8 @@ import { Agent, fetch as undiciFetch } from 'undici';
 import type { CaTokensConfig } from '../config/ca-schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Clock } from '../core/clock.ts';
-import type { JwtProblem, JwtRejection } from '../identity/jwt-checks.ts';
-import { createConfiguredJwtCheck } from '../identity/jwt-checks.ts';
-import type { CaReason, CaRefusal } from './ca-reasons.ts';
+import { createConfiguredJwtCheck, JWT_PROBLEM_CODES } from '../identity/jwt-checks.ts';
+import type { CaRefusal } from './ca-reasons.ts';
 import { refuse } from './ca-reasons.ts';
 import type { WorkloadIdentity } from './workload-claims.ts';
 import { identityFromClaims } from './workload-claims.ts';
@@ -50,31 +49,12 @@ export async function createTokenVerifier(config: CaTokensConfig, deps: TokenVer
   return {
     async verify(token) {
       const checked = await check(token);
-      if ('problem' in checked) return refusalOf(checked);
+      if ('problem' in checked) return refuse(JWT_PROBLEM_CODES[checked.problem].ca, checked.reason);
       const identity = identityFromClaims(checked.payload, deps.trustDomain);
       if (typeof identity === 'string') return refuse('ca.token_claims', `token: ${identity}`);
       return { ok: true, issuer: checked.payload.iss!, ...identity };
     },
   };
-}
-
-/** The CA's reason for each way a token fails (ca-reasons.ts). */
-const REASONS: Readonly<Record<JwtProblem, CaReason>> = Object.freeze({
-  malformed: 'ca.token_malformed',
-  algorithm: 'ca.token_algorithm',
-  unsupported: 'ca.token_algorithm',
-  expired: 'ca.token_expired',
-  not_yet_valid: 'ca.token_not_yet_valid',
-  issuer: 'ca.token_issuer',
-  audience: 'ca.token_audience',
-  missing_claim: 'ca.token_claims',
-  invalid_claim: 'ca.token_claims',
-  signature: 'ca.token_signature',
-  keys_unavailable: 'ca.token_keys_unavailable',
-});
-
-function refusalOf(rejection: JwtRejection): CaRefusal {
-  return refuse(REASONS[rejection.problem], rejection.reason);
 }
 
 async function keySource(config: CaTokensConfig, deps: TokenVerifierDeps): Promise<JWTVerifyGetKey> {

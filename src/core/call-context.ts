@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ReasonCodeName } from './reason-codes.ts';
+import type { ReasonCode } from './reason-codes.ts';
 
 export type Direction = 'inbound' | 'outbound';
 
@@ -70,14 +70,14 @@ export type BodyRead =
       readonly kind: 'failed';
       readonly reason: string /** The listener's timer closed the request (limits.idleTimeout, requestTimeout), not the caller. */;
       readonly timedOut?: boolean /** The listener refused the rest of the request (its body did not parse) with this reason code. */;
-      readonly refused?: ReasonCodeName;
+      readonly refused?: ReasonCode<'data'>;
     }
   /** The sidecar-wide budget for buffered bodies (limits.maxBufferedBodies) is in use by other calls. */
   | { readonly kind: 'over_budget' };
 
 interface CallAnnotations {
   decision?: 'allow' | 'deny';
-  reason?: ReasonCodeName;
+  reason?: ReasonCode<'data'>;
   /** `namespace/policy#rule` that decided. */
   rule?: string;
   /** Id of the decision, quoted in deny bodies and logs so an operator can find the trail. */

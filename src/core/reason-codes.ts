@@ -1,12 +1,32 @@
 /**
- * Every reason code meshgate puts in a deny or error reply, with the HTTP
- * status and gRPC status it maps to. Codes are part of the contract: users
- * alert on them. A unit test checks each is documented in the README.
+ * Every reason code meshgate answers with, in one table: what it means and
+ * the status it maps to on the surface that answers with it. Codes are part
+ * of the contract (users alert on them, scripts branch on them); a unit test
+ * checks that the README documents each with its statuses.
+ *
+ * One section per surface, each code in exactly one:
+ * - data: the sidecars' deny and error replies, to HTTP callers (`http`) and
+ *   gRPC callers (`grpc`, in a trailers-only reply);
+ * - ca: the CA's refusals of a signing, gRPC only (the code also in the
+ *   `meshgate-reason` trailer and the audit record);
+ * - admin: the admin listeners' and the policy server's admin API errors,
+ *   HTTP only (`{code, reason}` as JSON).
  */
-export interface ReasonCode {
+
+interface DataPlaneEntry {
   readonly http: number;
   /** gRPC status code number (grpc/status.h). */
   readonly grpc: number;
+  readonly description: string;
+}
+
+interface CaEntry {
+  readonly grpc: number;
+  readonly description: string;
+}
+
+interface AdminEntry {
+  readonly http: number;
   readonly description: string;
 }
 
@@ -25,7 +45,7 @@ export const GrpcStatus = {
   UNAUTHENTICATED: 16,
 } as const;
 
-export const REASON_CODES = {
+const DATA = {
   'route.not_found': {
     http: 404,
     grpc: GrpcStatus.UNIMPLEMENTED,
@@ -242,15 +262,69 @@ export const REASON_CODES = {
     grpc: GrpcStatus.INTERNAL,
     description: 'A policy check could not be made; the call fails closed.',
   },
-} as const satisfies Record<string, ReasonCode>;
+} as const satisfies Record<string, DataPlaneEntry>;
 
-export type ReasonCodeName = keyof typeof REASON_CODES;
+const CA = {
+  'ca.token_missing': { grpc: GrpcStatus.UNAUTHENTICATED, description: 'No bearer token and no valid client certificate of this trust domain.' },
+  'ca.token_malformed': { grpc: GrpcStatus.UNAUTHENTICATED, description: 'The token is not a compact JWS.' },
+  'ca.token_algorithm': { grpc: GrpcStatus.UNAUTHENTICATED, description: "The token's `alg` is not in tokens.algorithms (`none` and HS* never are)." },
+  'ca.token_signature': { grpc: GrpcStatus.UNAUTHENTICATED, description: 'The token signature does not verify with any configured key.' },
+  'ca.token_expired': { grpc: GrpcStatus.UNAUTHENTICATED, description: "The token's `exp` is past (beyond tokens.clockSkew)." },
+  'ca.token_not_yet_valid': { grpc: GrpcStatus.UNAUTHENTICATED, description: "The token's `nbf` or `iat` is in the future (beyond tokens.clockSkew)." },
+  'ca.token_issuer': { grpc: GrpcStatus.UNAUTHENTICATED, description: "The token's `iss` is not in tokens.issuers." },
+  'ca.token_audience': { grpc: GrpcStatus.UNAUTHENTICATED, description: "The token's `aud` names none of tokens.audiences." },
+  'ca.token_claims': { grpc: GrpcStatus.UNAUTHENTICATED, description: 'The token lacks a required claim or names no valid namespace and service account.' },
+  'ca.token_keys_unavailable': { grpc: GrpcStatus.UNAVAILABLE, description: 'The JWKS at tokens.jwksUri could not be fetched.' },
+  'ca.peer_certificate': { grpc: GrpcStatus.UNAUTHENTICATED, description: 'Renewal refused: the client certificate is expired or not a workload certificate of this trust domain.' },
+  'ca.csr_malformed': { grpc: GrpcStatus.INVALID_ARGUMENT, description: 'The CSR is not a PEM PKCS#10 request.' },
+  'ca.csr_signature': { grpc: GrpcStatus.INVALID_ARGUMENT, description: "The CSR's signature does not verify with its own public key." },
+  'ca.csr_key_type': { grpc: GrpcStatus.INVALID_ARGUMENT, description: "The CSR's key type is not in leaf.keyTypes (EC P-256, RSA of 2048 to 8192 bits)." },
+  'ca.rate_limited': { grpc: GrpcStatus.RESOURCE_EXHAUSTED, description: 'The identity exceeded rateLimit.perIdentity.' },
+  'ca.internal': { grpc: GrpcStatus.INTERNAL, description: 'Signing or audit failed inside the CA; nothing was issued.' },
+} as const satisfies Record<`ca.${string}`, CaEntry>;
 
-/** Whether a string from outside (a peer's x-meshgate-reason, a log) is one of ours. */
-export function isReasonCodeName(code: string): code is ReasonCodeName {
-  return Object.hasOwn(REASON_CODES, code);
+const ADMIN = {
+  'admin.unauthenticated': { http: 401, description: 'No credentials, or a client certificate or bearer token that does not verify; `reason` says which.' },
+  'admin.forbidden': { http: 403, description: 'The caller has no role binding, or its role may not do this (a viewer writing, a developer writing to a production namespace).' },
+  'admin.invalid_document': { http: 400, description: 'The document does not validate or does not match the path; `errors` lists file, document, field and reason. Nothing was written.' },
+  // Every role's admin listener answers these two (src/admin/admin-server.ts), the policy server's admin API too.
+  'admin.not_found': { http: 404, description: 'No such document, or no such admin path.' },
+  'admin.method_not_allowed': { http: 405, description: 'The path exists but not with this method; `Allow` lists the methods.' },
+  'admin.bad_request': { http: 400, description: 'A malformed path segment or query parameter.' },
+  'admin.body_too_large': { http: 413, description: 'The request body exceeds `adminApi.maxBodyBytes`.' },
+  'admin.read_only': {
+    http: 409,
+    description: 'With `store: redis`, the document comes from the mounted policy folder (a ConfigMap), which the admin API does not write: change it there. Nothing was written.',
+  },
+  'admin.store_unavailable': { http: 503, description: 'With `store: redis`, Redis is unreachable (the replica is degraded): writes are refused until it is back. Nothing was written; retry.' },
+  'admin.audit_failed': { http: 500, description: 'The change attempt could not be recorded in the audit log; `applied` says whether the change took effect.' },
+  'admin.internal': { http: 500, description: 'An unexpected error; details are in the server log.' },
+} as const satisfies Record<`admin.${string}`, AdminEntry>;
+
+const SURFACES = { data: DATA, ca: CA, admin: ADMIN } as const;
+
+/** Who answers with a code: the data plane, the CA, or an admin API. */
+export type Surface = keyof typeof SURFACES;
+
+/** The name of a reason code: of one surface (`ReasonCode<'data'>` is what a Verdict carries), or of any. */
+export type ReasonCode<S extends Surface = Surface> = S extends Surface ? keyof (typeof SURFACES)[S] : never;
+
+/** The statuses a code maps to: HTTP and gRPC on the data plane, gRPC at the CA, HTTP on the admin APIs. */
+type EntryOf<C extends ReasonCode> = C extends ReasonCode<'data'> ? DataPlaneEntry : C extends ReasonCode<'ca'> ? CaEntry : AdminEntry;
+
+/** The one table: every surface's codes side by side (the `ca.` and `admin.` prefixes keep the sections apart). */
+export const REASON_CODES: { readonly [C in ReasonCode]: EntryOf<C> } = Object.freeze({ ...DATA, ...CA, ...ADMIN });
+
+/** Whether a string from outside (a peer's x-meshgate-reason, a log) is a code of `surface`. */
+export function isReasonCode<S extends Surface>(surface: S, code: string): code is ReasonCode<S> {
+  return Object.hasOwn(SURFACES[surface], code);
 }
 
-export function reasonCode(code: ReasonCodeName): ReasonCode {
+/** The codes of one surface, in table order. */
+export function codesOf<S extends Surface>(surface: S): ReasonCode<S>[] {
+  return Object.keys(SURFACES[surface]) as ReasonCode<S>[];
+}
+
+export function reasonCode<C extends ReasonCode>(code: C): EntryOf<C> {
   return REASON_CODES[code];
 }

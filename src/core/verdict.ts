@@ -1,4 +1,4 @@
-import type { ReasonCodeName } from './reason-codes.ts';
+import type { ReasonCode } from './reason-codes.ts';
 
 /**
  * The outcome of one per-call check. Results are values on the data path,
@@ -13,7 +13,7 @@ export interface ContinueVerdict {
 export interface RespondVerdict {
   readonly kind: 'respond';
   /** Stable reason code from src/core/reason-codes.ts, e.g. `authz.denied`: a code not in the table does not compile. */
-  readonly code: ReasonCodeName;
+  readonly code: ReasonCode<'data'>;
   /** Human-readable reason for the caller; never carries policy internals. */
   readonly reason: string;
   /** `namespace/policy#rule` that decided, when a rule decided. */
@@ -26,6 +26,6 @@ export interface RespondVerdict {
 
 export const CONTINUE: ContinueVerdict = Object.freeze({ kind: 'continue' });
 
-export function respond(code: ReasonCodeName, reason: string, extra: Omit<RespondVerdict, 'kind' | 'code' | 'reason'> = {}): RespondVerdict {
+export function respond(code: ReasonCode<'data'>, reason: string, extra: Omit<RespondVerdict, 'kind' | 'code' | 'reason'> = {}): RespondVerdict {
   return { kind: 'respond', code, reason, ...extra };
 }

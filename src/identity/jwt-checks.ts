@@ -1,18 +1,40 @@
 import type { JWTPayload, JWTVerifyGetKey } from 'jose';
 import { decodeProtectedHeader, jwtVerify } from 'jose';
 import type { Clock } from '../core/clock.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 
 /*
  * What the three JWT verifiers (bootstrap tokens at the CA, admin-API tokens
  * at the policy server, request tokens in the authn filter) share: the checks
- * before jose runs and one reading of jose's errors. Each verifier maps the
- * problem to its own reason codes; the wording a caller sees is the same.
+ * before jose runs, one reading of jose's errors, and one table from the
+ * problem found to each verifier's own reason code. The wording a caller sees
+ * is the same.
  */
 
 /** Far larger than any real token; bounds the work an unauthenticated caller can cause. */
 export const MAX_TOKEN_BYTES = 16_384;
 
 export type JwtProblem = 'malformed' | 'algorithm' | 'unsupported' | 'expired' | 'not_yet_valid' | 'issuer' | 'audience' | 'missing_claim' | 'invalid_claim' | 'signature' | 'keys_unavailable';
+
+/**
+ * The reason code of each problem at the CA (bootstrap tokens) and in the
+ * authn filter (request tokens), side by side so a problem is never mapped for
+ * one and forgotten for the other. Admin-API tokens answer every problem with
+ * admin.unauthenticated and the rejection's reason.
+ */
+export const JWT_PROBLEM_CODES = {
+  malformed: { ca: 'ca.token_malformed', authn: 'authn.jwt_invalid' },
+  algorithm: { ca: 'ca.token_algorithm', authn: 'authn.jwt_algorithm' },
+  unsupported: { ca: 'ca.token_algorithm', authn: 'authn.jwt_invalid' },
+  expired: { ca: 'ca.token_expired', authn: 'authn.jwt_expired' },
+  not_yet_valid: { ca: 'ca.token_not_yet_valid', authn: 'authn.jwt_not_yet_valid' },
+  issuer: { ca: 'ca.token_issuer', authn: 'authn.jwt_issuer' },
+  audience: { ca: 'ca.token_audience', authn: 'authn.jwt_audience' },
+  missing_claim: { ca: 'ca.token_claims', authn: 'authn.jwt_invalid' },
+  invalid_claim: { ca: 'ca.token_claims', authn: 'authn.jwt_invalid' },
+  signature: { ca: 'ca.token_signature', authn: 'authn.jwt_invalid' },
+  keys_unavailable: { ca: 'ca.token_keys_unavailable', authn: 'authn.jwks_unavailable' },
+} as const satisfies Record<JwtProblem, { readonly ca: ReasonCode<'ca'>; readonly authn: ReasonCode<'data'> }>;
 
 export interface JwtRejection {
   readonly problem: JwtProblem;

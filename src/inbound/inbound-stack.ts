@@ -3,11 +3,10 @@ import type { Filter } from '../core/filter.ts';
 import { runFilters } from '../core/filter.ts';
 import type { RespondVerdict, Verdict } from '../core/verdict.ts';
 import { respond } from '../core/verdict.ts';
-import { sendVerdict } from '../errors/reply.ts';
 import type { BodyBudget } from '../proxy/body-budget.ts';
 import { createCallContext, pathWithQuery, readRequestTarget } from '../proxy/call.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
-import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied } from '../proxy/call-telemetry.ts';
+import { beginCall, propagateTrace, recordCall, rejectMalformed, replyDenied, replyError } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
@@ -137,7 +136,7 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
       },
     },
     res,
-    (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
+    replyError(call, res),
   ).then((outcome: ForwardOutcome) => {
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);

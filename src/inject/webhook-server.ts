@@ -9,7 +9,7 @@ import tls from 'node:tls';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../core/clock.ts';
 import { listenOn } from '../core/listen.ts';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { AdmissionReviewError, decideAdmission } from './admission.ts';
 import type { InjectionSettings } from './pod-injection.ts';
@@ -180,7 +180,7 @@ function send(res: ServerResponse, status: number, type: string, body: string): 
 }
 
 /** The house error shape: a JSON {code, reason} and the x-meshgate-reason header. */
-function sendError(res: ServerResponse, status: number, code: ReasonCodeName, reason: string): void {
+function sendError(res: ServerResponse, status: number, code: ReasonCode<'data'>, reason: string): void {
   const body = JSON.stringify({ code, reason });
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-meshgate-reason': code });
   res.end(body);

@@ -1,11 +1,9 @@
 import type { Dispatcher } from 'undici';
 import { Agent } from 'undici';
 import type { CallContext } from '../core/call-context.ts';
-import { respond } from '../core/verdict.ts';
-import { sendVerdict } from '../errors/reply.ts';
 import { pathWithQuery, requestBody } from '../proxy/call.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
-import { propagateTrace, recordCall } from '../proxy/call-telemetry.ts';
+import { propagateTrace, recordCall, replyError } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse } from '../proxy/listener.ts';
@@ -68,7 +66,7 @@ export function createHttpPassthrough(opts: HttpPassthroughOptions): HttpPassthr
           pick: () => (picked ? undefined : ((picked = true), { dispatcher, label: `${host}:${dst.port}`, done: () => {} })),
         },
         res,
-        (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
+        replyError(call, res),
       ).then((outcome) => {
         call.annotations.upstream = outcome.upstream;
         recordCall(opts.telemetry, call, outcome, recording);

@@ -3,10 +3,9 @@ import type { CallContext } from '../core/call-context.ts';
 import type { Random } from '../core/clock.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
 import { respond } from '../core/verdict.ts';
-import { sendVerdict } from '../errors/reply.ts';
 import { createCallContext, pathWithQuery, readRequestTarget, requestBody } from '../proxy/call.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
-import { beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed, replyDenied, UNKNOWN_DESTINATION } from '../proxy/call-telemetry.ts';
+import { beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed, replyDenied, replyError, UNKNOWN_DESTINATION } from '../proxy/call-telemetry.ts';
 import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
@@ -125,7 +124,7 @@ function forwardCall(req: DownstreamRequest, res: DownstreamResponse, call: Call
       mutateResponseHeaders: (out) => relayedHead(out, picked, call, route, backend, deps.deprecations), // called once, for the head relayed
     },
     res,
-    (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id }),
+    replyError(call, res),
   ).then((outcome) => {
     call.annotations.upstream = outcome.upstream;
     call.annotations.retries = outcome.retries;

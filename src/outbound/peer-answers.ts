@@ -21,7 +21,7 @@
  * status alone. A code this table does not know (a newer peer) is too.
  */
 
-import { isReasonCodeName, reasonCode } from '../core/reason-codes.ts';
+import { isReasonCode, reasonCode } from '../core/reason-codes.ts';
 
 /** Answered alike by every endpoint: about the call or the caller, or a dependency all replicas share. */
 export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
@@ -91,7 +91,7 @@ export type AnswerKind =
 export function classifyAnswer(reason: string | undefined, fromPeerSidecar: boolean): AnswerKind {
   if (!fromPeerSidecar || reason === undefined) return 'by-status';
   if (SHARED_REFUSALS.has(reason)) return 'shared-refusal';
-  if (ENDPOINT_FAILURES.has(reason) && isReasonCodeName(reason) && reasonCode(reason).http >= 500) return 'endpoint-failure';
+  if (ENDPOINT_FAILURES.has(reason) && isReasonCode('data', reason) && reasonCode(reason).http >= 500) return 'endpoint-failure';
   return 'by-status';
 }
 

@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { sendAdminError, sendJson, sendText } from '../admin/admin-reply.ts';
 import type { AdminRole } from '../config/admin-api-schema.ts';
 import type { Clock } from '../core/clock.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import type { PolicyError } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { AdminAuthenticator, AdminCaller } from './admin-auth.ts';
 import { parseDocumentBody, readBody } from './admin-body.ts';
 import { documentDiff, documentYaml } from './admin-diff.ts';
-import type { AdminErrorCode } from './admin-errors.ts';
-import { sendAdminError, sendJson, sendText } from './admin-errors.ts';
 import { MAX_AUDIT_READ } from './audit-log.ts';
 import type { Actor, AuditEntry, AuditLog, DocumentStore, StoredDocument, SubscriberDirectory } from './contracts.ts';
 import type { Rbac } from './rbac.ts';
@@ -47,7 +47,7 @@ type Route =
   | { readonly name: 'documents' | 'errors' | 'sidecars' | 'registry' | 'audit' | 'whoami'; readonly methods: readonly string[] }
   | { readonly name: 'document'; readonly methods: readonly string[]; readonly kind: string; readonly namespace: string; readonly docName: string; readonly key: string };
 
-type RouteResult = Route | { readonly error: AdminErrorCode; readonly reason: string };
+type RouteResult = Route | { readonly error: ReasonCode<'admin'>; readonly reason: string };
 
 const COLLECTIONS = new Set(['documents', 'errors', 'sidecars', 'registry', 'audit', 'whoami']);
 
@@ -108,7 +108,7 @@ export function createAdminApi(deps: AdminApiDeps): AdminRequestHandler {
     return run;
   }
 
-  function fail(req: IncomingMessage, res: ServerResponse, code: AdminErrorCode, reason: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): void {
+  function fail(req: IncomingMessage, res: ServerResponse, code: ReasonCode<'admin'>, reason: string, extra: Record<string, unknown> = {}, headers: Record<string, string> = {}): void {
     // An unread body would otherwise have to be drained before the connection could carry another request.
     const close: Record<string, string> = req.complete ? {} : { connection: 'close' };
     sendAdminError(res, code, reason, extra, { ...headers, ...close });

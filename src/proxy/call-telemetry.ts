@@ -10,9 +10,11 @@ import type { AccessLog } from '../telemetry/access-log.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import type { Tracing } from '../telemetry/tracing.ts';
 import type { TargetRefusal } from './call.ts';
+import type { Rejection } from './connection-guard.ts';
+import { requestRejection } from './connection-guard.ts';
 import type { DownstreamRequest, DownstreamResponse } from './listener.ts';
 import { countRequestBytes } from './request-bytes.ts';
-import type { ForwardOutcome, UpstreamTarget } from './upstream-call.ts';
+import type { ErrorReply, ForwardOutcome, UpstreamTarget } from './upstream-call.ts';
 
 export interface CallTelemetry {
   readonly clock: Clock;
@@ -139,31 +141,17 @@ export function replyDenied(t: CallTelemetry, call: CallContext, res: Downstream
   recordCall(t, call, { status: res.statusCode, reason: verdict.code, bytesOut: 0 }, rec);
 }
 
+/** How forward() answers a call it could not complete (no endpoint, upstream timeout or reset); recordCall then logs and counts its outcome. */
+export function replyError(call: CallContext, res: DownstreamResponse): ErrorReply {
+  return (code, reason) => sendVerdict(res, respond(code, reason), { grpc: call.isGrpc, requestId: call.id });
+}
+
 /** A request whose target cannot be read (or whose path is refused) never becomes a call: 400, counted and logged, connection kept. */
 export function rejectMalformed(direction: Direction, req: DownstreamRequest, res: DownstreamResponse, refusal: TargetRefusal, t: CallTelemetry): void {
   const given = req.headers['x-request-id'];
   const requestId = typeof given === 'string' && given.length <= 128 ? given : 'none';
   sendVerdict(res, respond(refusal.code, refusal.reason), { grpc: false, requestId });
-  recordRejection(t, direction, {
-    status: res.statusCode,
-    code: refusal.code,
-    address: req.socket?.remoteAddress ?? '',
-    port: req.socket?.remotePort ?? 0,
-    protocol: req.httpVersion === '2.0' ? '2' : '1.1',
-    method: req.method,
-    requestId,
-  });
-}
-
-/** What is known of a request refused before it became a call. */
-export interface Rejection {
-  readonly status: number;
-  readonly code: string;
-  readonly address: string;
-  readonly port: number;
-  readonly protocol: '1.1' | '2';
-  readonly method?: string | undefined;
-  readonly requestId?: string;
+  recordRejection(t, direction, requestRejection(req, refusal.code, requestId));
 }
 
 const METHOD_TOKEN = /^[A-Z][A-Z0-9-]{0,31}$/;
@@ -175,7 +163,8 @@ const METHOD_TOKEN = /^[A-Z][A-Z0-9-]{0,31}$/;
  */
 export function recordRejection(t: CallTelemetry, direction: Direction, r: Rejection): void {
   try {
-    if (t.requestMetrics) t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: String(r.status), reason: r.code });
+    const status = reasonCode(r.code).http;
+    if (t.requestMetrics) t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: String(status), reason: r.code });
     const call: CallContext = {
       id: r.requestId ?? 'none',
       direction,
@@ -191,7 +180,7 @@ export function recordRejection(t: CallTelemetry, direction: Direction, r: Rejec
       destination: { service: '', namespace: '' },
       annotations: { retries: 0 },
     };
-    t.accessLog(call, { status: r.status, reason: r.code, durationMs: 0, bytesIn: 0, bytesOut: 0 });
+    t.accessLog(call, { status, reason: r.code, durationMs: 0, bytesIn: 0, bytesOut: 0 });
   } catch {
     // Telemetry never fails the listener.
   }

@@ -1,21 +1,37 @@
-import http from 'node:http';
 import type { Socket } from 'node:net';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
+import type { DownstreamRequest } from './downstream.ts';
 
 /**
  * Connection-level defences of a data listener, before any request reaches a
  * handler: the deadline for the first request head, the per-source connection
- * cap, and the raw replies for requests node's parser refused.
+ * cap, and what is known of a request refused before a handler ran.
  */
 
-/** What a listener refused before a handler ran; the sidecar logs and counts it like a call. */
-interface ListenerRejection {
-  readonly status: number;
-  /** Reason code (src/core/reason-codes.ts). */
-  readonly code: string;
+/**
+ * A request refused before it became a call (by the codec, the listener, or a
+ * target that cannot be read): logged and counted like a call, its status the
+ * code's in the reason-code table.
+ */
+export interface Rejection {
+  readonly code: ReasonCode<'data'>;
   readonly address: string;
   readonly port: number;
   readonly protocol: '1.1' | '2';
+  readonly method?: string | undefined;
+  readonly requestId?: string;
+}
+
+/** The rejection of a request whose head was read. */
+export function requestRejection(req: DownstreamRequest, code: ReasonCode<'data'>, requestId: string): Rejection {
+  return {
+    code,
+    address: req.socket?.remoteAddress ?? '',
+    port: req.socket?.remotePort ?? 0,
+    protocol: req.httpVersion === '2.0' ? '2' : '1.1',
+    method: req.method,
+    requestId,
+  };
 }
 
 /** Connection errors HTTP/2's codec found, as counted (./h2-codec-guard.ts classifies them). */
@@ -23,7 +39,7 @@ export type H2ConnectionErrorReason = 'http2_flood' | 'http2_flow_control' | 'ht
 
 export interface ListenerHooks {
   /** A request refused before a handler saw it: answered when a reply was possible, closed otherwise. Must not throw. */
-  onRejected?(rejection: ListenerRejection): void;
+  onRejected?(rejection: Rejection): void;
   /** A connection refused on accept: the listener is full (maxConnections) or its source address is (maxConnectionsPerSource). */
   onConnectionRefused?(reason: 'max_connections' | 'max_connections_per_source', address: string): void;
   /** A connection closed because its caller abused the protocol (http2_rapid_reset) or the HTTP/2 codec found a connection error (./h2-codec-guard.ts). */
@@ -88,36 +104,13 @@ export function connectionKey(socket: Socket): string {
   return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`;
 }
 
-/**
- * Answers on a socket no ServerResponse owns (a parse error, a head that did
- * not arrive in time) in our format, and closes it: after such an error the
- * byte stream cannot be trusted. Returns false when no reply was possible.
- */
-export function replyRaw(socket: Socket, status: number, code: string, reason: string, lingerMs: number): boolean {
-  // A response of this connection may have started: a raw reply would corrupt it.
-  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (!socket.writable || inFlight?.headersSent) {
-    socket.destroy();
-    return false;
-  }
-  const body = JSON.stringify({ code, reason });
-  socket.end(
-    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n` +
-      `x-meshgate-reason: ${code}\r\nconnection: close\r\n\r\n${body}`,
-  );
-  // Closed once the peer read the reply and hung up, or after `lingerMs` if it never does.
-  const linger = setTimeout(() => socket.destroy(), lingerMs);
-  socket.once('close', () => clearTimeout(linger));
-  return true;
-}
-
-/** How node's HTTP/1.1 parser errors are answered: status, reason code, and a reason without parser internals. */
-export function describeClientError(code: string | undefined): { status: number; code: ReasonCodeName; reason: string } {
-  if (code === 'HPE_HEADER_OVERFLOW') return { status: 431, code: 'request.headers_too_large', reason: 'request head larger than limits.maxHeaderSize' };
+/** How node's HTTP/1.1 parser errors are answered: reason code, and a reason without parser internals. */
+export function describeClientError(code: string | undefined): { code: ReasonCode<'data'>; reason: string } {
+  if (code === 'HPE_HEADER_OVERFLOW') return { code: 'request.headers_too_large', reason: 'request head larger than limits.maxHeaderSize or with more fields than limits.maxHeadersCount' };
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'HPE_HEADERS_TIMEOUT') {
-    return { status: 408, code: 'request.timeout', reason: 'request not received within limits.headersTimeout or limits.requestTimeout' };
+    return { code: 'request.timeout', reason: 'request not received within limits.headersTimeout or limits.requestTimeout' };
   }
-  return { status: 400, code: 'request.malformed', reason: 'request is not valid HTTP/1.1' };
+  return { code: 'request.malformed', reason: 'request is not valid HTTP/1.1' };
 }
 
 /** RFC 9112 §3: method SP request-target SP HTTP-version, separated by exactly one SP each. */

@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 
 /** A call as either codec hands it over. */
 export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
@@ -30,11 +30,9 @@ export class DownstreamTimeoutError extends Error {
 export class DownstreamRefusedError extends Error {
   override readonly name = 'DownstreamRefusedError';
   readonly code = 'MESHGATE_DOWNSTREAM_REFUSED';
-  readonly status: number;
-  readonly reasonCode: ReasonCodeName;
-  constructor(status: number, reasonCode: ReasonCodeName, reason: string) {
+  readonly reasonCode: ReasonCode<'data'>;
+  constructor(reasonCode: ReasonCode<'data'>, reason: string) {
     super(reason);
-    this.status = status;
     this.reasonCode = reasonCode;
   }
 }
@@ -65,7 +63,7 @@ function refusalOf(carrier: object | null | undefined): DownstreamRefusedError |
   // Node destroys an HTTP/2 session whose frames nghttp2 refused (DATA beyond its content-length, a flood),
   // and each of its streams with ERR_HTTP2_ERROR: the caller broke the protocol, it did not leave.
   if (isCallerProtocolError((carrier as { errored?: unknown } | null | undefined)?.errored)) {
-    return new DownstreamRefusedError(400, 'request.malformed', 'the HTTP/2 connection broke the protocol');
+    return new DownstreamRefusedError('request.malformed', 'the HTTP/2 connection broke the protocol');
   }
   return undefined;
 }

@@ -80,8 +80,8 @@ export function watchCodecRefusals(session: ServerHttp2Session, maxConcurrentStr
   const gap = (upTo: number): void => {
     const missing = Math.min(MAX_PER_GAP, (upTo - seen) / 2 - 1);
     if (missing <= 0) return; // the usual case: the next stream id, nothing skipped
-    const [status, code] = openAfterLast >= maxConcurrentStreams ? [503, 'request.refused_stream'] : [400, 'request.malformed'];
-    for (let i = 0; i < missing; i++) hooks.onRejected?.({ status, code, address, port, protocol: '2' });
+    const code = openAfterLast >= maxConcurrentStreams ? 'request.refused_stream' : 'request.malformed';
+    for (let i = 0; i < missing; i++) hooks.onRejected?.({ code, address, port, protocol: '2' });
   };
   session.on('stream', (stream: ServerHttp2Stream) => {
     const id = stream.id ?? seen;

@@ -5,10 +5,12 @@ import net from 'node:net';
 import type tls from 'node:tls';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { listenOn } from '../core/listen.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import { respond } from '../core/verdict.ts';
+import { replyRaw } from '../errors/raw-reply.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
-import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, replyRaw, startHeadDeadline } from './connection-guard.ts';
+import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, requestRejection, startHeadDeadline } from './connection-guard.ts';
 import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
 import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
@@ -92,8 +94,8 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   const counted: RequestHandler = (req, res) => {
     // Node drops header fields past maxHeadersCount silently; a request that hit the cap is refused instead.
     if (fieldCount(req) > limits.maxHeadersCount) {
-      const verdict = respond('request.headers_too_large', `more than ${limits.maxHeadersCount} header fields`);
-      sendVerdict(res, verdict, { grpc: false, requestId: 'none' });
+      sendVerdict(res, respond('request.headers_too_large', `more than ${limits.maxHeadersCount} header fields`), { grpc: false, requestId: 'none' });
+      hooks.onRejected?.(requestRejection(req, 'request.headers_too_large', 'none'));
       return;
     }
     // A stream the caller already reset has no session any more (rapid reset): nothing to track.
@@ -144,11 +146,10 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   // when the server emits 'listening'. This server never listens (sockets are handed to it): start it here.
   h1.emit('listening');
   const lingerMs = limits.headersTimeout;
-  const rejected = (socket: Socket, status: number, code: string, protocol: '1.1' | '2'): void =>
-    hooks.onRejected?.({ status, code, address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, protocol });
-  /** Answers on a socket no response owns (status 408, 400, 431), logs it, and closes. */
-  const refuseRaw = (socket: Socket, refusal: { status: number; code: string; reason: string }): void => {
-    if (replyRaw(socket, refusal.status, refusal.code, refusal.reason, lingerMs)) rejected(socket, refusal.status, refusal.code, '1.1');
+  const rejected = (socket: Socket, code: ReasonCode<'data'>, protocol: '1.1' | '2'): void => hooks.onRejected?.({ code, address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, protocol });
+  /** Answers on a socket no response owns (408, 400, 431), logs it, and closes. */
+  const refuseRaw = (socket: Socket, refusal: { code: ReasonCode<'data'>; reason: string }): void => {
+    if (replyRaw(socket, refusal.code, refusal.reason, lingerMs)) rejected(socket, refusal.code, '1.1');
   };
   h1.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     if (err.code === 'ECONNRESET' || err instanceof DownstreamTimeoutError) {
@@ -164,8 +165,8 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     const refusal = describeClientError(err.code);
     if (call && !call.writableEnded) {
       // The body of a call in flight did not parse: answered here, logged and counted once by the call.
-      markRefused(socket, new DownstreamRefusedError(refusal.status, refusal.code, refusal.reason));
-      if (!replyRaw(socket, refusal.status, refusal.code, refusal.reason, lingerMs)) socket.destroy();
+      markRefused(socket, new DownstreamRefusedError(refusal.code, refusal.reason));
+      if (!replyRaw(socket, refusal.code, refusal.reason, lingerMs)) socket.destroy();
       return;
     }
     refuseRaw(socket, refusal);
@@ -225,7 +226,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     deadline.onExpiry(() => {
       // No stream exists to answer on: the connection is closed (GOAWAY), and logged as the 408 it would get.
       const socket = session.socket as Socket;
-      rejected(socket, 408, 'request.timeout', '2');
+      rejected(socket, 'request.timeout', '2');
       session.destroy();
     });
   });
@@ -252,7 +253,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     deadline.onExpiry(() => refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT')));
     if (checkRequestLine(seen, limits.maxHeaderSize) === 'malformed') {
       deadline.clear();
-      refuseRaw(socket, { status: 400, code: 'request.malformed', reason: 'request line must be a method, a target and a version separated by single spaces' });
+      refuseRaw(socket, { code: 'request.malformed', reason: 'request line must be a method, a target and a version separated by single spaces' });
       socket.resume(); // nothing after it is read as a request; the caller's close ends the connection
       return;
     }

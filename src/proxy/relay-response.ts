@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
 import type { DownstreamResponse } from './downstream.ts';
 import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
@@ -30,7 +30,7 @@ export function relayResponse(
   let headSent = false;
   let bytesOut = 0;
 
-  const finish = (status: number, reason: ReasonCodeName | undefined): void => {
+  const finish = (status: number, reason: ReasonCode<'data'> | undefined): void => {
     if (settled) return;
     settled = true;
     res.off('close', onDownstreamClose);
@@ -38,7 +38,7 @@ export function relayResponse(
   };
   const fail = (failure: AttemptFailure): void => {
     const fate = downstreamFate(res);
-    if (fate instanceof DownstreamRefusedError) return finish(fate.status, fate.reasonCode);
+    if (fate instanceof DownstreamRefusedError) return finish(reasonCode(fate.reasonCode).http, fate.reasonCode);
     if (failure === 'aborted' || fate !== 'open') {
       // Nothing reaches the caller any more. 499 only if it left; if a listener timer closed it, that timeout.
       const code = fate instanceof DownstreamTimeoutError ? (fate.phase === 'request' ? 'request.timeout' : 'upstream.timeout') : 'request.cancelled';

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import type { downstreamFate } from './downstream.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
 
@@ -54,13 +54,13 @@ export interface ForwardRequest {
 export interface ForwardOutcome {
   readonly status: number;
   /** Reason code when meshgate, not the upstream, produced the reply. */
-  readonly reason: ReasonCodeName | undefined;
+  readonly reason: ReasonCode<'data'> | undefined;
   readonly upstream: string | undefined;
   readonly retries: number;
   readonly bytesOut: number;
 }
 
-export type ErrorReply = (code: ReasonCodeName, reason: string) => void;
+export type ErrorReply = (code: ReasonCode<'data'>, reason: string) => void;
 
 /** What the attempts stage tells the relay for the outcome: the endpoint last tried and the retries made. */
 export interface CallProgress {

@@ -1,4 +1,4 @@
-import type { ReasonCodeName } from '../core/reason-codes.ts';
+import type { ReasonCode } from '../core/reason-codes.ts';
 import type { downstreamFate } from './downstream.ts';
 import { DownstreamTimeoutError } from './downstream.ts';
 
@@ -84,7 +84,7 @@ export function classifyUpstreamError(err: unknown): AttemptFailure {
   return 'other';
 }
 
-export function reasonForFailure(failure: AttemptFailure): ReasonCodeName {
+export function reasonForFailure(failure: AttemptFailure): ReasonCode<'data'> {
   switch (failure) {
     case 'timeout':
       return 'upstream.timeout';

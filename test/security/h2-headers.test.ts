@@ -99,6 +99,17 @@ describe('HTTP/2 header blocks no conforming client sends', () => {
       await watch.refused({ reason: 'request.malformed', status: 400, direction, upstreamHits: 1 });
     });
 
+    it('more header fields than limits.maxHeadersCount (100): 431 request.headers_too_large from meshgate, canary answered', async () => {
+      const watch = await watchRefusal(sc, [app]);
+      const conn = await connectH2(port());
+      conn.write(requestFrame(1, withField(...Array.from({ length: 101 }, (_, i): Field => [`x-f${i}`, 'v']))));
+      expect(JSON.parse(await conn.body(1))).toMatchObject({ code: 'request.headers_too_large' });
+      await expectCanary(conn, 3);
+      expect(stillOpen(conn)).toBe(true);
+      conn.destroy();
+      await watch.refused({ reason: 'request.headers_too_large', status: 431, direction, upstreamHits: 1 }); // the canary only
+    });
+
     it('HPACK bomb: one dynamic-table entry referenced until the list is 250 times limits.maxHeaderSize: stream refused, canary answered', async () => {
       const watch = await watchRefusal(sc, [app]);
       const conn = await connectH2(port());

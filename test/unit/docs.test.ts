@@ -4,7 +4,7 @@ import { caConfigSchema } from '../../src/config/ca-schema.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { configReferenceSection, readConfigReference, renderConfigReference } from '../../src/config/reference.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
-import { REASON_CODES } from '../../src/core/reason-codes.ts';
+import { codesOf, REASON_CODES } from '../../src/core/reason-codes.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
 
 /*
@@ -47,12 +47,24 @@ describe('README', () => {
     );
   });
 
-  it.each(Object.entries(REASON_CODES))('documents reason code %s with its HTTP and gRPC status', (code, mapping) => {
+  // One table (src/core/reason-codes.ts): data-plane codes in the README's reason-code table (HTTP, gRPC),
+  // the CA's in its refusal table (gRPC), the admin APIs' in the admin API code table (HTTP).
+  it.each(Object.entries(REASON_CODES))('documents reason code %s with its statuses', (code, mapping) => {
     const cells = rows.get(code);
-    expect(cells, `README.md reason-code table has no row for \`${code}\``).toBeDefined();
-    const [http, grpc] = cells!;
-    expect(Number.parseInt(http ?? '', 10), `README.md: HTTP status of ${code}`).toBe(mapping.http);
-    expect(Number.parseInt(grpc ?? '', 10), `README.md: gRPC status of ${code}`).toBe(mapping.grpc);
+    expect(cells, `README.md has no reason-code table row for \`${code}\``).toBeDefined();
+    // Its status columns in order: HTTP, then gRPC, each where the code has one.
+    const expected = [...('http' in mapping ? [mapping.http] : []), ...('grpc' in mapping ? [mapping.grpc] : [])];
+    expect(
+      cells!.slice(0, expected.length).map((cell) => Number.parseInt(cell, 10)),
+      `README.md: statuses of ${code}`,
+    ).toEqual(expected);
+  });
+
+  it('lists the admin API codes in the admin API section', () => {
+    const start = readme.indexOf('## Policy server admin API');
+    expect(start, 'README.md lost its "Policy server admin API" section').toBeGreaterThanOrEqual(0);
+    const section = tableRows(readme.slice(start, readme.indexOf('\n## ', start + 1)));
+    expect(codesOf('admin').filter((code) => !section.has(code))).toEqual([]);
   });
 
   it('documents every metric the sidecar registers', () => {

@@ -1,17 +1,8 @@
 import type { RequestAuth } from '../../core/call-context.ts';
+import type { ReasonCode } from '../../core/reason-codes.ts';
 
-/** The reason codes the authentication filter answers with (see src/core/reason-codes.ts). */
-export type AuthnCode =
-  | 'authn.missing_token'
-  | 'authn.jwt_invalid'
-  | 'authn.jwt_expired'
-  | 'authn.jwt_not_yet_valid'
-  | 'authn.jwt_audience'
-  | 'authn.jwt_issuer'
-  | 'authn.jwt_algorithm'
-  | 'authn.jwks_unavailable'
-  | 'authn.token_inactive'
-  | 'authn.introspection_unavailable';
+/** The reason codes the authentication filter answers with: the `authn.` codes of src/core/reason-codes.ts. */
+export type AuthnCode = Extract<ReasonCode<'data'>, `authn.${string}`>;
 
 interface AuthnSuccess {
   readonly ok: true;

@@ -1,9 +1,9 @@
 import type { JWTPayload } from 'jose';
 import { jwtVerify } from 'jose';
 import type { Clock } from '../../core/clock.ts';
-import type { JwtProblem, JwtRejection } from '../../identity/jwt-checks.ts';
-import { isJwtRejection, joseRejection, readJwtHeader } from '../../identity/jwt-checks.ts';
-import type { AuthnCode, AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
+import type { JwtRejection } from '../../identity/jwt-checks.ts';
+import { isJwtRejection, JWT_PROBLEM_CODES, joseRejection, readJwtHeader } from '../../identity/jwt-checks.ts';
+import type { AuthnFailure, AuthnOutcome } from './authn-outcome.ts';
 import { authnFailure } from './authn-outcome.ts';
 import type { KeySource } from './jwks-keys.ts';
 import { createLruCache } from './lru-cache.ts';
@@ -120,21 +120,6 @@ function success(token: string, payload: JWTPayload, issuer: string): AuthnOutco
   };
 }
 
-/** The authn filter's reason codes for a rejected token. */
-const CODES: Readonly<Record<JwtProblem, AuthnCode>> = Object.freeze({
-  malformed: 'authn.jwt_invalid',
-  algorithm: 'authn.jwt_algorithm',
-  unsupported: 'authn.jwt_invalid',
-  expired: 'authn.jwt_expired',
-  not_yet_valid: 'authn.jwt_not_yet_valid',
-  issuer: 'authn.jwt_issuer',
-  audience: 'authn.jwt_audience',
-  missing_claim: 'authn.jwt_invalid',
-  invalid_claim: 'authn.jwt_invalid',
-  signature: 'authn.jwt_invalid',
-  keys_unavailable: 'authn.jwks_unavailable',
-});
-
 function failureOf(rejection: JwtRejection): AuthnFailure {
-  return authnFailure(CODES[rejection.problem], rejection.reason);
+  return authnFailure(JWT_PROBLEM_CODES[rejection.problem].authn, rejection.reason);
 }

@@ -1,6 +1,6 @@
 import type { CallContext } from '../../core/call-context.ts';
 import type { Clock } from '../../core/clock.ts';
-import type { ReasonCodeName } from '../../core/reason-codes.ts';
+import type { ReasonCode } from '../../core/reason-codes.ts';
 import { reasonCode } from '../../core/reason-codes.ts';
 import type { ClientAddressResult } from '../../proxy/client-address.ts';
 
@@ -70,7 +70,7 @@ export interface BanList {
    * other than ip.denied (an address the lists refuse gains nothing from a
    * ban) and ip.banned (a ban is not extended by knocking on it).
    */
-  recordDenial(call: CallContext, code: ReasonCodeName): void;
+  recordDenial(call: CallContext, code: ReasonCode<'data'>): void;
   /** Live bans, soonest expiry first. */
   list(): BanView[];
   /** Lifts the ban of `address` (canonical form); the removed ban, or undefined when there was none. */

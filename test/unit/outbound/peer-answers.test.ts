@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { RetryConfig } from '../../../src/config/sidecar-schema.ts';
 import { registryServiceSchema, sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
-import { REASON_CODES } from '../../../src/core/reason-codes.ts';
+import { codesOf, isReasonCode, reasonCode } from '../../../src/core/reason-codes.ts';
 import type { Cluster } from '../../../src/outbound/cluster.ts';
 import { createCluster } from '../../../src/outbound/cluster.ts';
 import { classifyAnswer, ENDPOINT_FAILURES, SHARED_REFUSALS } from '../../../src/outbound/peer-answers.ts';
@@ -64,11 +64,11 @@ function answer(c: Cluster, n: number, status: number, headers: Record<string, s
 
 describe('peer answers', () => {
   it('classifies every reason code meshgate can answer with, exactly once', () => {
-    for (const code of Object.keys(REASON_CODES)) {
+    for (const code of codesOf('data')) {
       expect([SHARED_REFUSALS.has(code), ENDPOINT_FAILURES.has(code)], code).toContain(true);
       expect(SHARED_REFUSALS.has(code) && ENDPOINT_FAILURES.has(code), code).toBe(false);
     }
-    for (const code of ENDPOINT_FAILURES) expect(REASON_CODES[code as keyof typeof REASON_CODES].http, code).toBeGreaterThanOrEqual(500);
+    for (const code of ENDPOINT_FAILURES) expect(isReasonCode('data', code) && reasonCode(code).http, code).toBeGreaterThanOrEqual(500);
   });
 
   it('believes the reason header only from a peer sidecar, and only for codes it knows', () => {

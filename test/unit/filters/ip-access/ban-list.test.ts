@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../../src/core/call-context.ts';
-import type { ReasonCodeName } from '../../../../src/core/reason-codes.ts';
+import type { ReasonCode } from '../../../../src/core/reason-codes.ts';
 import type { AutoBanSettings, BanView } from '../../../../src/filters/ip-access/ban-list.ts';
 import { createBanList } from '../../../../src/filters/ip-access/ban-list.ts';
 import { parseIp } from '../../../../src/proxy/client-address.ts';
@@ -40,7 +40,7 @@ function setup(settings: Partial<AutoBanSettings> = {}) {
     },
   });
   list.configure({ settings: { ...SETTINGS, ...settings }, clientAddress: (c) => parseIp(c.source.address) });
-  const deny = (address: string, code: ReasonCodeName = 'authz.denied', times = 1) => {
+  const deny = (address: string, code: ReasonCode<'data'> = 'authz.denied', times = 1) => {
     for (let i = 0; i < times; i++) list.recordDenial(call(address), code);
   };
   return { clock, list, log, banned, deny };
@@ -56,7 +56,7 @@ describe('ban list: threshold and window', () => {
     expect(banned).toEqual([{ address: '198.51.100.1', until: new Date(1_000_000 + 600_000).toISOString(), reason: 'request.body_too_large', count: 3 }]);
   });
 
-  const cases: Array<[string, Array<[number, ReasonCodeName?]>, boolean]> = [
+  const cases: Array<[string, Array<[number, ReasonCode<'data'>?]>, boolean]> = [
     ['three denials in a burst', [[0], [0], [0]], true],
     ['three denials within the window', [[0], [30_000], [59_999]], true],
     ['spread over two windows, weighted: too slow', [[0], [59_000], [119_000]], false],
