@@ -32,6 +32,8 @@ export interface RegexSafetyOptions {
   readonly timeoutMs?: number;
   /** Verdicts remembered (the same routes arrive in every snapshot). */
   readonly cacheSize?: number;
+  /** The analyser; default redos-detector's, loaded on the first pattern (tests count its calls). */
+  readonly isSafe?: typeof IsSafe;
 }
 
 export interface RegexSafetyChecker {
@@ -53,7 +55,7 @@ export function createRegexSafetyChecker(options: RegexSafetyOptions = {}): Rege
   const cacheSize = options.cacheSize ?? 4096;
   const cache = new Map<string, string | undefined>();
   // Loaded on the first pattern, not with the config schemas: most sidecars' configs hold no regex at all.
-  let isSafe: typeof IsSafe | undefined;
+  let isSafe = options.isSafe;
 
   const analyse = (source: string, flags: string): string | undefined => {
     let regex: RegExp;
