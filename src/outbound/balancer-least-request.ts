@@ -1,5 +1,6 @@
 import type { Random } from '../core/clock.ts';
 import type { Balancer, UpstreamEndpoint } from './endpoint.ts';
+import { untriedEndpoints } from './endpoint.ts';
 
 /**
  * Power of two choices (Mitzenmacher): comparing two random endpoints gets
@@ -12,12 +13,7 @@ export function createLeastRequestBalancer(random: Random): Balancer {
 
   return {
     pick(candidates: readonly UpstreamEndpoint[], exclude?: ReadonlySet<UpstreamEndpoint>): UpstreamEndpoint {
-      let pool = candidates;
-      if (exclude !== undefined && exclude.size > 0) {
-        const untried = candidates.filter((ep) => !exclude.has(ep));
-        // Every candidate was already tried: retrying one beats failing the call.
-        if (untried.length > 0) pool = untried;
-      }
+      const pool = untriedEndpoints(candidates, exclude);
       if (pool.length === 1) return pool[0]!;
       const i = index(pool.length);
       let j = index(pool.length - 1);

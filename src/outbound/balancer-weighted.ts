@@ -1,4 +1,5 @@
 import type { Balancer, UpstreamEndpoint } from './endpoint.ts';
+import { untriedEndpoints } from './endpoint.ts';
 
 /**
  * Smooth weighted round robin, nginx's algorithm (ngx_http_upstream_get_peer):
@@ -17,12 +18,7 @@ export function createWeightedBalancer(): Balancer {
 
   return {
     pick(candidates: readonly UpstreamEndpoint[], exclude?: ReadonlySet<UpstreamEndpoint>): UpstreamEndpoint {
-      let pool = candidates;
-      if (exclude !== undefined && exclude.size > 0) {
-        const untried = candidates.filter((ep) => !exclude.has(ep));
-        // Every candidate was already tried: retrying one beats failing the call.
-        if (untried.length > 0) pool = untried;
-      }
+      const pool = untriedEndpoints(candidates, exclude);
       let total = 0;
       let best: UpstreamEndpoint | undefined;
       let bestWeight = -Infinity;

@@ -26,6 +26,13 @@ export interface Balancer {
   pick(candidates: readonly UpstreamEndpoint[], exclude?: ReadonlySet<UpstreamEndpoint>): UpstreamEndpoint;
 }
 
+/** The candidates this call has not tried yet; all of them when it tried every one (retrying one beats failing the call). */
+export function untriedEndpoints(candidates: readonly UpstreamEndpoint[], exclude: ReadonlySet<UpstreamEndpoint> | undefined): readonly UpstreamEndpoint[] {
+  if (exclude === undefined || exclude.size === 0) return candidates;
+  const untried = candidates.filter((ep) => !exclude.has(ep));
+  return untried.length > 0 ? untried : candidates;
+}
+
 export function createEndpoint(address: string, weight = 1, labels: Record<string, string> = {}): UpstreamEndpoint {
   return { address, weight, labels: Object.freeze({ ...labels }), activeRequests: 0, healthy: true, ejectedUntil: 0, lastSuccessAt: 0 };
 }
