@@ -1,9 +1,10 @@
-import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
+import { nodeHttp as http } from '../core/node-http.ts';
 import type { AdminRoute } from './admin-reply.ts';
 import { sendAdminError, sendText } from './admin-reply.ts';
 import type { BanAdmin } from './ban-routes.ts';
@@ -16,7 +17,7 @@ interface ReadinessReport {
 }
 
 /** Extra admin paths, tried after the built-in ones: answers the requests it knows, returns false for the rest. */
-type AdminRoutes = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+type AdminRoutes = (req: IncomingMessage, res: ServerResponse) => boolean;
 
 export interface AdminDeps {
   /** `skipApp`: `/ready?skip=app`, readiness without the local app (a native sidecar's startup probe: the app starts after it). */
@@ -68,7 +69,7 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
     ['/config_dump', { methods: READ, handle: (_req, res) => sendText(res, 200, 'application/json', JSON.stringify(deps.configDump(), null, 2)) }],
   ]);
   const bans = deps.bans ? banRoutes(deps.bans) : undefined;
-  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+  const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const route = builtIn.get(path) ?? bans?.(path);
     if (route) {
@@ -95,7 +96,7 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
   };
 }
 
-function ready(deps: AdminDeps, req: http.IncomingMessage, res: http.ServerResponse): void {
+function ready(deps: AdminDeps, req: IncomingMessage, res: ServerResponse): void {
   const skipApp = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('skip') === 'app';
   // A readiness check that throws is an unready role, not a dropped connection.
   Promise.resolve()

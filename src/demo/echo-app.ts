@@ -1,5 +1,5 @@
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { nodeHttp as http } from '../core/node-http.ts';
 
 export interface EchoApp {
   readonly port: number;

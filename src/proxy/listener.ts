@@ -1,10 +1,11 @@
-import http from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { listenOn } from '../core/listen.ts';
+import { nodeHttp as http } from '../core/node-http.ts';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import { respond } from '../core/verdict.ts';
 import { replyRaw } from '../errors/raw-reply.ts';
@@ -156,7 +157,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       socket.destroy();
       return;
     }
-    const call = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+    const call = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
     if (call && err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
       // limits.requestTimeout while a call is in flight: the call logs it, as meshgate's timeout.
       socket.destroy(new DownstreamTimeoutError('request'));
@@ -174,13 +175,13 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   h1.timeout = limits.idleTimeout;
   // An idle timeout with a call in flight is meshgate's timeout, not a caller that left (see ./downstream.ts).
   h1.on('timeout', (socket: Socket) => {
-    const call = (socket as Socket & { _httpMessage?: http.ServerResponse })._httpMessage;
+    const call = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
     if (call && !call.writableEnded) socket.destroy(new DownstreamTimeoutError(call.req.complete ? 'response' : 'request'));
     else socket.destroy();
   });
   /** Deadlines for the first request head of connections handed to the HTTP/1.1 server. */
   const h1FirstHead = new WeakMap<object, HeadDeadline>();
-  h1.prependListener('request', (req: http.IncomingMessage) => h1FirstHead.get(req.socket)?.clear());
+  h1.prependListener('request', (req: IncomingMessage) => h1FirstHead.get(req.socket)?.clear());
 
   const h2 = http2.createServer(
     {

@@ -25,6 +25,7 @@ const OPTIONAL = {
   '@opentelemetry/exporter-trace-otlp-proto': 'the OTLP exporter (tracing off)',
   koffi: 'the FFI for original destinations (interception)',
   'redos-detector': 'the regex safety check of policy documents',
+  'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
 };
 
 let child: ChildProcess | undefined;
@@ -46,6 +47,9 @@ async function packagesLoadedBy(config: Record<string, unknown>): Promise<string
   });
   const admin = (config.listeners as { admin: { port: number } }).admin.port;
   await waitForLive(`http://127.0.0.1:${admin}/live`, 20_000);
+  const exited = new Promise((resolve) => child?.once('exit', resolve));
+  child.kill('SIGTERM'); // a drained exit runs the recorder's exit hook
+  await exited;
   return readFileSync(record, 'utf8').split('\n').filter(Boolean);
 }
 
