@@ -27,7 +27,8 @@ export function createWrkGenerator(group: ProcessGroup, binary: string, version:
     version,
     run: async (request: LoadRequest): Promise<LoadResult> => {
       const args = ['-t1', `-c${request.connections}`, `-d${request.durationS}s`, '--latency', '--timeout', '5s'];
-      for (const [name, value] of Object.entries(request.headers)) args.push('-H', `${name}: ${value}`);
+      // wrk adds its own `Host` unless one is spelled exactly so (its Lua table is case-sensitive): two Hosts get a 400.
+      for (const [name, value] of Object.entries(request.headers)) args.push('-H', `${name.toLowerCase() === 'host' ? 'Host' : name}: ${value}`);
       if (request.method !== undefined || request.body !== undefined) args.push('-s', scriptFor(request.method ?? 'GET', request.body ?? ''));
       args.push(request.url);
       const child = group.spawn({ name: 'wrk', command: binary, args });
