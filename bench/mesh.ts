@@ -70,7 +70,8 @@ interface RowState {
   fixedRateError?: string;
 }
 
-const log: Log = (message) => void process.stderr.write(`[bench:mesh] ${message}\n`);
+const startedAt = performance.now();
+const log: Log = (message) => void process.stderr.write(`[bench:mesh +${((performance.now() - startedAt) / 1000).toFixed(1)}s] ${message}\n`);
 
 function gitCommit(): { commit: string; dirty: boolean } {
   const head = spawnSync('git', ['rev-parse', 'HEAD'], { cwd: REPO_ROOT, encoding: 'utf8' });

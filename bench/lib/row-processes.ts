@@ -27,12 +27,12 @@ export interface MemoryKiB {
   readonly hwmKiB: number;
 }
 
-/** Sum over the group's processes (nginx: master and worker); undefined when /proc has none of them. */
-export function groupMemory(pgid: number): MemoryKiB | undefined {
+/** Sum over the group's processes (nginx: master and worker), or over `pids` when known; undefined when /proc has none of them. */
+export function groupMemory(pgid: number, pids: readonly number[] = groupPids(pgid)): MemoryKiB | undefined {
   let rssKiB = 0;
   let hwmKiB = 0;
   let found = false;
-  for (const pid of groupPids(pgid)) {
+  for (const pid of pids) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       rssKiB += Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
@@ -53,9 +53,11 @@ export interface RssSampler {
 /** Samples VmRSS of each group every `everyMs` (a GC can free memory between two samples; VmHWM catches the true peak). */
 export function sampleRss(pgids: readonly number[], everyMs: number): RssSampler {
   const peaks = new Map<number, number>();
+  // The members once (a scan of all of /proc): the groups do not fork under load, and the sampler must stay light.
+  const members = new Map(pgids.map((pgid) => [pgid, groupPids(pgid)]));
   const sample = (): void => {
     for (const pgid of pgids) {
-      const memory = groupMemory(pgid);
+      const memory = groupMemory(pgid, members.get(pgid));
       if (memory !== undefined) peaks.set(pgid, Math.max(peaks.get(pgid) ?? 0, memory.rssKiB));
     }
   };
