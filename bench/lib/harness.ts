@@ -130,17 +130,17 @@ export async function measureTarget(target: Target, context: TargetContext, load
     return { ...base, status: 'skipped', reason: start.reason };
   }
   const started = start.started;
-  const { url, headers } = started;
+  const { url, headers, method, body } = started;
   try {
     try {
-      const res = await probe(url, headers, 3000);
+      const res = await probe(url, headers, 3000, { method, body });
       if (res.status !== 200 || res.body !== ECHO_BODY) {
-        return failed(`pre-flight GET ${url} got HTTP ${res.status}, body ${JSON.stringify(res.body.slice(0, 120))}`);
+        return failed(`pre-flight ${method ?? 'GET'} ${url} got HTTP ${res.status}, body ${JSON.stringify(res.body.slice(0, 120))}`);
       }
     } catch (err) {
-      return failed(`pre-flight GET ${url}: ${(err as Error).message}`);
+      return failed(`pre-flight ${method ?? 'GET'} ${url}: ${(err as Error).message}`);
     }
-    const request = { url, headers, connections: settings.connections };
+    const request = { url, headers, method, body, connections: settings.connections };
     if (!options.cpuGroups && !options.beforeRuns) {
       const measured = await measureRuns(loadgen, request, settings, target.id, log);
       const notes = options.inspect ? await options.inspect(started, measured.runs) : undefined;

@@ -7,10 +7,15 @@ export interface ProbeResponse {
   readonly body: string;
 }
 
-/** One GET on a fresh connection; rejects on network error or after `timeoutMs`. */
-export function probe(url: string, headers: Readonly<Record<string, string>>, timeoutMs: number): Promise<ProbeResponse> {
+/** One request (GET unless `send` says otherwise) on a fresh connection; rejects on network error or after `timeoutMs`. */
+export function probe(
+  url: string,
+  headers: Readonly<Record<string, string>>,
+  timeoutMs: number,
+  send: { readonly method?: string | undefined; readonly body?: string | undefined } = {},
+): Promise<ProbeResponse> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'GET', headers, agent: false, timeout: timeoutMs }, (res) => {
+    const req = request(url, { method: send.method ?? 'GET', headers, agent: false, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
@@ -21,18 +26,18 @@ export function probe(url: string, headers: Readonly<Record<string, string>>, ti
     });
     req.on('timeout', () => req.destroy(new Error(`no response within ${timeoutMs}ms`)));
     req.on('error', reject);
-    req.end();
+    req.end(send.body);
   });
 }
 
 export type ReadyResult = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
 /**
- * Polls `url` until it answers 200, the child exits, or `deadlineMs` passes.
- * The failure reason names the child's first line of output, which is where a
- * CLI prints why it refused to start.
+ * Polls `url` every `pollMs` until it answers 200, the child exits, or
+ * `deadlineMs` passes. The failure reason names the child's first line of
+ * output, which is where a CLI prints why it refused to start.
  */
-export async function waitForHttpOk(child: Child, url: string, deadlineMs: number): Promise<ReadyResult> {
+export async function waitForHttpOk(child: Child, url: string, deadlineMs: number, pollMs = 100): Promise<ReadyResult> {
   const deadline = Date.now() + deadlineMs;
   let last = 'no answer';
   while (Date.now() < deadline) {
@@ -47,7 +52,7 @@ export async function waitForHttpOk(child: Child, url: string, deadlineMs: numbe
     } catch (err) {
       last = (err as Error).message;
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await new Promise((resolve) => setTimeout(resolve, pollMs));
   }
   const output = firstOutputLine(child);
   return { ok: false, reason: `${url} not 200 after ${deadlineMs / 1000}s (${last})${output ? `: ${output}` : ''}` };

@@ -34,6 +34,8 @@ export function createAutocannonGenerator(): LoadGenerator {
       const instance = autocannon({
         url: request.url,
         headers: request.headers,
+        ...(request.method ? { method: request.method } : {}),
+        ...(request.body !== undefined ? { body: request.body } : {}),
         connections: request.connections,
         duration: request.durationS,
         pipelining: 1,

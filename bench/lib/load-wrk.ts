@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { LoadGenerator, LoadRequest, LoadResult } from './load.ts';
 import type { ProcessGroup } from './processes.ts';
 import { describeExit, firstOutputLine, settlesWithin } from './processes.ts';
@@ -8,12 +10,26 @@ import { describeExit, firstOutputLine, settlesWithin } from './processes.ts';
  */
 
 export function createWrkGenerator(group: ProcessGroup, binary: string, version: string): LoadGenerator {
+  // One Lua script per distinct method and body (bench:mesh sends a POST with a JSON body).
+  const scripts = new Map<string, string>();
+  const scriptFor = (method: string, body: string): string => {
+    const key = `${method} ${body}`;
+    let file = scripts.get(key);
+    if (file === undefined) {
+      file = join(group.tempDir('meshgate-bench-wrk-'), 'request.lua');
+      writeFileSync(file, `wrk.method = ${luaString(method)}\nwrk.body = ${luaString(body)}\n`);
+      scripts.set(key, file);
+    }
+    return file;
+  };
   return {
     name: 'wrk',
     version,
     run: async (request: LoadRequest): Promise<LoadResult> => {
       const args = ['-t1', `-c${request.connections}`, `-d${request.durationS}s`, '--latency', '--timeout', '5s'];
-      for (const [name, value] of Object.entries(request.headers)) args.push('-H', `${name}: ${value}`);
+      // wrk adds its own `Host` unless one is spelled exactly so (its Lua table is case-sensitive): two Hosts get a 400.
+      for (const [name, value] of Object.entries(request.headers)) args.push('-H', `${name.toLowerCase() === 'host' ? 'Host' : name}: ${value}`);
+      if (request.method !== undefined || request.body !== undefined) args.push('-s', scriptFor(request.method ?? 'GET', request.body ?? ''));
       args.push(request.url);
       const child = group.spawn({ name: 'wrk', command: binary, args });
       // wrk stops itself after the duration; the margin covers start-up and its 5s request timeout.
@@ -28,6 +44,11 @@ export function createWrkGenerator(group: ProcessGroup, binary: string, version:
       return parseWrkOutput(child.stdout());
     },
   };
+}
+
+/** A Lua string literal of any bytes: every byte as a decimal escape, so nothing in the text can end it. */
+function luaString(text: string): string {
+  return `"${[...Buffer.from(text, 'utf8')].map((b) => `\\${b}`).join('')}"`;
 }
 
 const TIME_UNIT_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

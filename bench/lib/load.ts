@@ -5,6 +5,10 @@ export interface LoadRequest {
   readonly headers: Readonly<Record<string, string>>;
   readonly durationS: number;
   readonly connections: number;
+  /** GET when absent. */
+  readonly method?: string | undefined;
+  /** Request body sent with every request (bench:mesh: a small JSON document). */
+  readonly body?: string | undefined;
 }
 
 export interface LoadResult {

@@ -30,7 +30,10 @@ export const SETTINGS_HELP = `Environment:
   BENCH_TARGETS        comma list of target ids              (default: all)
   BENCH_START_TIMEOUT  seconds a proxy has to become ready   (default 15)`;
 
-export function readSettings(env: NodeJS.ProcessEnv): BenchSettings {
+/** Defaults an entry may change (bench:mesh's full and --quick modes); a BENCH_* variable still wins. */
+type Defaults = Pick<BenchSettings, 'durationS' | 'warmupS' | 'runs'>;
+
+export function readSettings(env: NodeJS.ProcessEnv, defaults: Defaults = { durationS: 8, warmupS: 2, runs: 3 }): BenchSettings {
   const loadGenerator = env['BENCH_LOADGEN']?.trim() || undefined;
   if (loadGenerator !== undefined && loadGenerator !== 'wrk' && loadGenerator !== 'autocannon') {
     throw new Error(`BENCH_LOADGEN: expected wrk or autocannon, got ${JSON.stringify(loadGenerator)}`);
@@ -40,10 +43,10 @@ export function readSettings(env: NodeJS.ProcessEnv): BenchSettings {
     .map((t) => t.trim())
     .filter((t) => t !== '');
   return {
-    durationS: seconds(env, 'BENCH_DURATION', 8, 1),
-    warmupS: seconds(env, 'BENCH_WARMUP', 2, 0),
+    durationS: seconds(env, 'BENCH_DURATION', defaults.durationS, 1),
+    warmupS: seconds(env, 'BENCH_WARMUP', defaults.warmupS, 0),
     connections: integer(env, 'BENCH_CONNECTIONS', 50, 1),
-    runs: integer(env, 'BENCH_RUNS', 3, 1),
+    runs: integer(env, 'BENCH_RUNS', defaults.runs, 1),
     loadGenerator,
     targets: targets && targets.length > 0 ? targets : undefined,
     startTimeoutMs: seconds(env, 'BENCH_START_TIMEOUT', 15, 1) * 1000,

@@ -1,5 +1,4 @@
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -9,17 +8,14 @@ import * as protoLoader from '@grpc/proto-loader';
 import type { CryptoKey } from 'jose';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { request } from 'undici';
-import { parse as parseYaml, stringify } from 'yaml';
-import { mintToken } from '../../src/ca/token-mint.ts';
-import { systemClock } from '../../src/core/clock.ts';
-import { waitForHttpOk } from './http-probe.ts';
+import type { MeshSidecar } from './mesh-parts.ts';
+import { startControlPlane, startMeshSidecar } from './mesh-parts.ts';
 import type { Child, ProcessGroup } from './processes.ts';
-import { freePorts } from './processes.ts';
 
 /*
- * The soak's mesh, built from the real parts as the e2e tests are: a CA
- * (`meshgate certs init` material, `meshgate ca`), a policy server watching a
- * folder, and three sidecars, every one a child process of the real CLI so its
+ * The soak's mesh, built from the real parts (lib/mesh-parts.ts) as the e2e
+ * tests are: a CA (`meshgate certs init` material, `meshgate ca`), a policy
+ * server watching a folder, and three sidecars, every one a child process of the real CLI so its
  * resident size and open files can be read from /proc. Calls go
  * client -> frontend sidecar (outbound) -> mTLS -> orders or echo sidecar
  * (inbound) -> app: an HTTP app (orders) and a gRPC app (echo), both here.
@@ -28,21 +24,13 @@ import { freePorts } from './processes.ts';
  */
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'bin', 'meshgate.js');
 const NS = 'shop';
 const ISSUER = 'https://soak-idp.example';
 /** Requests per second per caller on /limited (the RateLimitPolicy in force). */
 export const LIMITED_PER_SECOND = 5;
 const START_TIMEOUT_MS = 60_000;
 
-interface SoakSidecar {
-  readonly name: string;
-  readonly child: Child;
-  readonly pid: number;
-  readonly outbound: number;
-  readonly inbound: number;
-  readonly admin: number;
-}
+type SoakSidecar = MeshSidecar;
 
 export interface EchoClient extends grpc.Client {
   Unary(req: { message: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, reply?: { message: string }) => void): grpc.ClientUnaryCall;
@@ -163,120 +151,36 @@ async function startEchoApp(): Promise<{ port: number; close(): Promise<void> }>
   return { port, close: () => new Promise((resolve) => server.tryShutdown(() => resolve())) };
 }
 
-async function spawnRole(group: ProcessGroup, name: string, role: string, configFile: string, adminPort: number): Promise<Child> {
-  const child = group.spawn({ name, command: process.execPath, args: [CLI, role, '--config', configFile], cwd: ROOT });
-  const live = await waitForHttpOk(child, `http://127.0.0.1:${adminPort}/live`, START_TIMEOUT_MS);
-  if (!live.ok) throw new Error(`${name}: ${live.reason}\n${child.stderr().slice(-2000)}`);
-  return child;
-}
-
-/** Polls /ready until 200 (a sidecar needs its certificate, its policy and its app). */
-async function untilReady(name: string, adminPort: number): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  let last = '';
-  while (Date.now() < deadline) {
-    try {
-      const res = await request(`http://127.0.0.1:${adminPort}/ready`, { signal: AbortSignal.timeout(2000) });
-      last = await res.body.text();
-      if (res.statusCode === 200) return;
-    } catch (err) {
-      last = (err as Error).message;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`${name}: /ready not 200 within ${START_TIMEOUT_MS} ms: ${last}`);
-}
-
 export async function startSoakMesh(group: ProcessGroup, log: (line: string) => void): Promise<SoakMesh> {
-  const dir = group.tempDir('meshgate-soak-');
-  const caDir = join(dir, 'ca');
-  const made = spawnSync(process.execPath, [CLI, 'certs', 'init', '--out', caDir, '--intermediate'], { cwd: ROOT, encoding: 'utf8' });
-  if (made.status !== 0) throw new Error(`certs init: ${made.stderr}`);
-  const [caPort, caAdmin, psPort, psAdmin] = (await freePorts(4)) as [number, number, number, number];
-
-  const caConfig = {
-    ...(parseYaml(readFileSync(join(caDir, 'ca.yaml'), 'utf8')) as object),
-    listen: { address: '127.0.0.1', port: caPort },
-    admin: { address: '127.0.0.1', port: caAdmin },
-    leaf: { ttl: '2m', maxTtl: '1h', keyTypes: ['ecdsa-p256'] },
-    rateLimit: { perIdentity: { requests: 1000, window: '1m' } },
-    log: { level: 'warn' },
-  };
-  writeFileSync(join(caDir, 'ca-soak.yaml'), stringify(caConfig));
-  const ca = await spawnRole(group, 'ca', 'ca', join(caDir, 'ca-soak.yaml'), caAdmin);
-  log(`ca: 127.0.0.1:${caPort} (pid ${ca.process.pid})`);
-
-  const signingKey = readFileSync(join(caDir, 'token-signing.key'), 'utf8');
-  const writeToken = async (ns: string, sa: string): Promise<string> => {
-    const file = join(dir, `${ns}-${sa}.token`);
-    writeFileSync(file, await mintToken({ keyPem: signingKey, namespace: ns, serviceAccount: sa, ttlMs: 24 * 3_600_000, issuer: 'meshgate', audience: 'meshgate-ca', clock: systemClock }), {
-      mode: 0o600,
-    });
-    return file;
-  };
-  const identity = async (sa: string, ns = NS) => ({
-    trustDomain: 'cluster.local',
-    ca: { address: `127.0.0.1:${caPort}`, trustBundleFile: join(caDir, 'trust-bundle.pem'), serverName: 'localhost' },
-    tokenFile: await writeToken(ns, sa),
-  });
-
   // The IdP: an ES256 key whose public half is inline in the RequestAuthentication.
   const idp = await generateKeyPair('ES256', { extractable: true });
   const jwk = { ...(await exportJWK(idp.publicKey)), kid: 'soak', alg: 'ES256', use: 'sig' };
-  const folder = join(dir, 'policies');
-  mkdirSync(join(folder, NS), { recursive: true });
-  writeFileSync(join(folder, NS, 'soak.yaml'), policies(jwk));
-  writeFileSync(join(folder, NS, 'soak-push.yaml'), pushedPolicy(0));
-
-  const psConfigFile = join(dir, 'policy-server.yaml');
-  writeFileSync(
-    psConfigFile,
-    stringify({
-      identity: await identity('policy-server', 'meshgate-system'),
-      listen: { address: '127.0.0.1', port: psPort },
-      admin: { address: '127.0.0.1', port: psAdmin },
-      policies: { folder },
-      registry: { shared: { enabled: false } },
-      adminApi: { audit: { file: join(dir, 'policy-audit.jsonl') } },
-      log: { level: 'warn' },
-    }),
-  );
-  const policyServer = await spawnRole(group, 'policy-server', 'policy-server', psConfigFile, psAdmin);
-  log(`policy server: 127.0.0.1:${psPort} (pid ${policyServer.process.pid})`);
+  const plane = await startControlPlane(group, {
+    leafTtl: '2m',
+    maxLeafTtl: '1h',
+    policyFiles: { [`${NS}/soak.yaml`]: policies(jwk), [`${NS}/soak-push.yaml`]: pushedPolicy(0) },
+    startTimeoutMs: START_TIMEOUT_MS,
+    log,
+  });
+  const folder = plane.folder;
 
   const [orders, echo] = await Promise.all([startOrdersApp(), startEchoApp()]);
   const sidecars: SoakSidecar[] = [];
   const startSidecar = async (name: string, app: string, appProtocol: 'auto' | 'http2'): Promise<SoakSidecar> => {
-    const [outbound, inbound, admin] = (await freePorts(3)) as [number, number, number];
-    const file = join(dir, `${name}.yaml`);
-    writeFileSync(
-      file,
-      stringify({
-        workload: { service: name, namespace: NS },
-        listeners: { outbound: { address: '127.0.0.1', port: outbound }, inbound: { address: '127.0.0.1', port: inbound }, admin: { address: '127.0.0.1', port: admin } },
-        inbound: { app, appProtocol },
-        mtls: { mode: 'STRICT' },
-        identity: { ...(await identity(name)), ttl: '2m', renewFraction: 0.5 },
-        policy: { servers: [`127.0.0.1:${psPort}`], stateDir: join(dir, `state-${name}`) },
-        log: { level: 'warn', accessLog: false },
-      }),
-    );
-    const child = await spawnRole(group, name, 'sidecar', file, admin);
-    const sidecar = { name, child, pid: child.process.pid!, outbound, inbound, admin };
+    const sidecar = await startMeshSidecar(group, plane, { name, namespace: NS, app, appProtocol, identity: { ttl: '2m', renewFraction: 0.5 } });
     sidecars.push(sidecar);
-    log(`sidecar ${name}: outbound :${outbound} inbound :${inbound} admin :${admin} (pid ${sidecar.pid})`);
+    log(`sidecar ${name}: outbound :${sidecar.outbound} inbound :${sidecar.inbound} admin :${sidecar.admin} (pid ${sidecar.pid})`);
     return sidecar;
   };
   await startSidecar('orders', `http://127.0.0.1:${orders.port}`, 'auto');
   await startSidecar('echo', `http://127.0.0.1:${echo.port}`, 'http2');
   // frontend's own app is never called; orders' app stands in so /ready can check one.
   const frontend = await startSidecar('frontend', `http://127.0.0.1:${orders.port}`, 'auto');
-  await Promise.all(sidecars.map((s) => untilReady(s.name, s.admin)));
 
   return {
     sidecars,
     frontend,
-    controlPlane: [ca, policyServer],
+    controlPlane: [plane.ca, plane.policyServer],
     token: () =>
       new SignJWT({ sub: 'soak-user', aud: 'orders' })
         .setProtectedHeader({ alg: 'ES256', kid: 'soak' })

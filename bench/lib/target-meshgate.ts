@@ -58,11 +58,24 @@ function sidecarConfig(ports: SidecarPorts, upstreamPort: number): Record<string
   };
 }
 
+/** What "started" means for a row: the admin path polled and how often (bench:mesh times start to /ready closely). */
+interface Readiness {
+  readonly path: '/live' | '/ready';
+  readonly pollMs: number;
+}
+
 /**
  * One sidecar process for a row; `extra` replaces top-level sections of the
  * generated config (bench:telemetry turns telemetry on and off with it).
+ * The started target's `readyMs` is the time from spawn to the first 200 on
+ * `readiness.path`.
  */
-export async function startMeshgateSidecar(context: TargetContext, entry: 'inbound' | 'outbound', extra: Record<string, unknown> = {}): Promise<TargetStart> {
+export async function startMeshgateSidecar(
+  context: TargetContext,
+  entry: 'inbound' | 'outbound',
+  extra: Record<string, unknown> = {},
+  readiness: Readiness = { path: '/live', pollMs: 100 },
+): Promise<TargetStart> {
   const cli = join(context.repoRoot, 'bin', 'meshgate.js');
   if (!existsSync(cli)) return { ok: false, reason: 'bin/meshgate.js not found (CLI not written yet)' };
 
@@ -76,20 +89,22 @@ export async function startMeshgateSidecar(context: TargetContext, entry: 'inbou
   const invalid = await schemaProblem(yamlText, configFile);
   if (invalid !== undefined) return { ok: false, reason: `generated config rejected by src/config: ${invalid}` };
 
+  const spawnedAt = performance.now();
   const child = context.group.spawn({
     name: 'meshgate',
     command: process.execPath,
     args: [cli, 'sidecar', '--config', configFile],
     cwd: context.repoRoot,
   });
-  const ready = await waitForHttpOk(child, `http://127.0.0.1:${ports.admin}/live`, context.startTimeoutMs);
+  const ready = await waitForHttpOk(child, `http://127.0.0.1:${ports.admin}${readiness.path}`, context.startTimeoutMs, readiness.pollMs);
+  const readyMs = performance.now() - spawnedAt;
   if (!ready.ok) {
     await child.stop(1000);
     return { ok: false, reason: ready.reason };
   }
   const started: { url: string; headers: Record<string, string> } =
     entry === 'inbound' ? { url: `http://127.0.0.1:${ports.inbound}/`, headers: {} } : { url: `http://127.0.0.1:${ports.outbound}/`, headers: { Host: SERVICE } };
-  return { ok: true, started: { ...started, stop: () => child.stop(), pgid: child.process.pid, adminUrl: `http://127.0.0.1:${ports.admin}` } };
+  return { ok: true, started: { ...started, stop: () => child.stop(), pgid: child.process.pid, adminUrl: `http://127.0.0.1:${ports.admin}`, readyMs } };
 }
 
 /**

@@ -1,0 +1,205 @@
+import type { MeasuredRow } from './harness.ts';
+import type { OpenLoopReport } from './open-loop-client.ts';
+import { ratio, renderRatioTable } from './ratio-report.ts';
+import { median } from './stats.ts';
+
+/*
+ * bench:mesh output: the closed-loop table (wrk, ratios to direct and to the
+ * nginx mTLS pair), the fixed-rate table (latency added per proxy hop), the
+ * per-process table (CPU per request, memory, start-up) and the issue #13
+ * targets, each with the figure it is judged on and met / missed.
+ */
+
+export interface ProcessFigures {
+  readonly name: string;
+  readonly role: 'proxy' | 'support';
+  /** CPU µs per request over the wrk runs, and over the fixed-rate runs. */
+  readonly cpuUsPerRequest?: number | undefined;
+  readonly cpuUsPerRequestFixed?: number | undefined;
+  readonly rssIdleKiB?: number | undefined;
+  /** Largest VmRSS sampled during the wrk runs. */
+  readonly rssLoadKiB?: number | undefined;
+  /** VmHWM after the wrk runs: the peak since start. */
+  readonly hwmKiB?: number | undefined;
+  readonly readyMs?: readonly number[] | undefined;
+}
+
+export interface FixedRate {
+  readonly offered: number;
+  readonly runs: readonly OpenLoopReport[];
+  /** Medians of the runs. */
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly p999Ms: number;
+  readonly achievedRate: number;
+}
+
+export interface MeshRow extends MeasuredRow {
+  /** Proxy processes a request crosses (0 for direct). */
+  readonly hops: number;
+  readonly processes: readonly ProcessFigures[];
+  readonly fixedRate?: FixedRate | undefined;
+  readonly fixedRateError?: string | undefined;
+}
+
+export interface TargetCheck {
+  readonly target: string;
+  readonly row: string;
+  readonly measured: string;
+  readonly limit: string;
+  /** undefined: not measured in this run. */
+  readonly met: boolean | undefined;
+}
+
+const mib = (kib: number | undefined): string => (kib === undefined ? '-' : (kib / 1024).toFixed(1));
+const num = (value: number | undefined, digits: number): string => (value === undefined || !Number.isFinite(value) ? '-' : value.toFixed(digits));
+const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0);
+
+function table(header: readonly string[], body: readonly (readonly string[])[], textColumns: ReadonlySet<number>): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((cells) => cells[i]!.length)));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (textColumns.has(i) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  const rule = `| ${widths.map((w, i) => (textColumns.has(i) ? '-'.repeat(w) : `${'-'.repeat(w - 1)}:`)).join(' | ')} |`;
+  return [line(header), rule, ...body.map(line)].join('\n');
+}
+
+const proxies = (row: MeshRow): readonly ProcessFigures[] => row.processes.filter((p) => p.role === 'proxy');
+
+/** CPU µs per request of every proxy process of the row together; undefined without figures. */
+function proxyCpu(row: MeshRow, fixed = false): number | undefined {
+  const values = proxies(row).map((p) => (fixed ? p.cpuUsPerRequestFixed : p.cpuUsPerRequest));
+  if (values.length === 0 || values.some((v) => v === undefined)) return undefined;
+  return sum(values as number[]);
+}
+
+/** Latency this row adds per proxy hop at the fixed rate, over the direct row's. */
+function addedPerHop(row: MeshRow, direct: MeshRow | undefined, field: 'p50Ms' | 'p99Ms'): number | undefined {
+  if (row.hops === 0 || row.fixedRate === undefined || direct?.fixedRate === undefined) return undefined;
+  return (row.fixedRate[field] - direct.fixedRate[field]) / row.hops;
+}
+
+export function summarizeFixedRate(offered: number, runs: readonly OpenLoopReport[]): FixedRate {
+  return {
+    offered,
+    runs,
+    p50Ms: median(runs.map((r) => r.p50Ms)),
+    p99Ms: median(runs.map((r) => r.p99Ms)),
+    p999Ms: median(runs.map((r) => r.p999Ms)),
+    achievedRate: median(runs.map((r) => r.achievedRate)),
+  };
+}
+
+export function renderMeshTables(rows: readonly MeshRow[], checks: readonly TargetCheck[]): string {
+  const pair = rows.find((r) => r.id === 'nginx-mtls-pair' && r.status === 'ok');
+  const direct = rows.find((r) => r.id === 'direct' && r.status === 'ok');
+  const closed = renderRatioTable(rows, 'nginx-mtls-pair', [
+    { header: 'proxy CPU µs/req', cell: (r) => num(proxyCpu(r as MeshRow), 1) },
+    { header: 'CPU vs nginx pair', cell: (r) => (r.id === 'direct' ? '-' : ratio(proxyCpu(r as MeshRow), pair ? proxyCpu(pair) : undefined)) },
+  ]);
+
+  const fixedHeader = ['target', 'offered req/s', 'achieved req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'added p50 ms per hop', 'added p99 ms per hop', 'proxy CPU µs/req', 'notes'];
+  const fixedBody = rows.map((r) => {
+    const f = r.fixedRate;
+    if (r.status !== 'ok' || f === undefined) return [r.label, ...fixedHeader.slice(1, -1).map(() => '-'), r.fixedRateError ?? `${r.status}: ${r.reason ?? ''}`];
+    const failed = sum(f.runs.map((run) => run.errors + run.non200 + run.notSent));
+    const notes = [
+      `${r.hops} hop${r.hops === 1 ? '' : 's'}`,
+      `generator send lag p99 ${num(median(f.runs.map((run) => run.sendLagP99Ms)), 2)} ms`,
+      ...(failed > 0 ? [`${failed} failed or not sent: ${[...new Set(f.runs.flatMap((run) => run.errorSamples))].slice(0, 3).join('; ')}`] : []),
+    ];
+    return [
+      r.label,
+      String(f.offered),
+      num(f.achievedRate, 0),
+      num(f.p50Ms, 3),
+      num(f.p99Ms, 3),
+      num(f.p999Ms, 3),
+      num(addedPerHop(r, direct, 'p50Ms'), 3),
+      num(addedPerHop(r, direct, 'p99Ms'), 3),
+      num(proxyCpu(r, true), 1),
+      notes.join('; '),
+    ];
+  });
+  const fixed = table(fixedHeader, fixedBody, new Set([0, fixedHeader.length - 1]));
+
+  const processHeader = ['target', 'process', 'CPU µs/req (50 conns)', 'CPU µs/req (fixed rate)', 'RSS idle MiB', 'RSS peak at load MiB', 'VmHWM MiB', 'start to ready ms'];
+  const processBody = rows.flatMap((r) =>
+    r.processes.map((p) => [
+      r.label,
+      p.role === 'proxy' ? p.name : `${p.name} (control plane / sink)`,
+      num(p.cpuUsPerRequest, 1),
+      num(p.cpuUsPerRequestFixed, 1),
+      mib(p.rssIdleKiB),
+      mib(p.rssLoadKiB),
+      mib(p.hwmKiB),
+      p.readyMs === undefined ? '-' : p.readyMs.map((ms) => ms.toFixed(0)).join(', '),
+    ]),
+  );
+  const processes = table(processHeader, processBody, new Set([0, 1]));
+
+  const verdict = (met: boolean | undefined): string => (met === undefined ? 'not measured' : met ? 'met' : 'MISSED');
+  const targets = table(
+    ['issue #13 target', 'row', 'measured', 'limit', 'verdict'],
+    checks.map((c) => [c.target, c.row, c.measured, c.limit, verdict(c.met)]),
+    new Set([0, 1, 4]),
+  );
+  return [
+    '### At 50 connections (wrk, closed loop)',
+    closed,
+    '',
+    `### At a fixed ${rows.find((r) => r.fixedRate)?.fixedRate?.offered ?? '-'} req/s (open loop, latency from each request's scheduled send time)`,
+    fixed,
+    '',
+    '### Per process',
+    processes,
+    '',
+    '### Targets (issue #13)',
+    targets,
+  ].join('\n');
+}
+
+/** The issue's targets, each judged on this run's figures. */
+export function checkTargets(rows: readonly MeshRow[]): TargetCheck[] {
+  const ok = (id: string): MeshRow | undefined => rows.find((r) => r.id === id && r.status === 'ok');
+  const direct = ok('direct');
+  const pair = ok('nginx-mtls-pair');
+  const nginx = ok('nginx');
+  const oneHop = ok('meshgate-one-hop');
+  const checks: TargetCheck[] = [];
+  const atMost = (target: string, row: string, value: number | undefined, limit: number, unit: string, digits: number, limitText = `≤ ${limit} ${unit}`): void => {
+    checks.push({ target, row, measured: value === undefined ? '-' : `${value.toFixed(digits)} ${unit}`, limit: limitText, met: value === undefined ? undefined : value <= limit });
+  };
+
+  const meshRow = ok('mesh');
+  const filtersRow = ok('mesh-all-filters');
+  atMost('CPU per request, both sidecars (50 conns)', 'mesh', meshRow && proxyCpu(meshRow), 200, 'µs', 0);
+  const pairCpu = pair && proxyCpu(pair);
+  const meshCpu = meshRow && proxyCpu(meshRow);
+  atMost('CPU per request vs the nginx mTLS pair', 'mesh', meshCpu !== undefined && pairCpu ? meshCpu / pairCpu : undefined, 3, 'x', 2, '≤ 3x');
+  atMost('CPU per request, both sidecars, every filter on', 'mesh-all-filters', filtersRow && proxyCpu(filtersRow), 280, 'µs', 0);
+  const oneHopCpu = oneHop && proxyCpu(oneHop);
+  atMost('CPU per request, one hop, plaintext, no policy', 'meshgate-one-hop', oneHopCpu, 55, 'µs', 0);
+  const nginxCpu = nginx && proxyCpu(nginx);
+  atMost('CPU per request, one hop vs nginx one hop', 'meshgate-one-hop', oneHopCpu !== undefined && nginxCpu ? oneHopCpu / nginxCpu : undefined, 1.7, 'x', 2, '≤ 1.7x');
+
+  for (const row of [oneHop, meshRow, filtersRow]) {
+    if (row === undefined) continue;
+    atMost(`latency added per sidecar at ${row.fixedRate?.offered ?? '-'} req/s, p50`, row.id, addedPerHop(row, direct, 'p50Ms'), 0.15, 'ms', 3);
+    atMost(`latency added per sidecar at ${row.fixedRate?.offered ?? '-'} req/s, p99`, row.id, addedPerHop(row, direct, 'p99Ms'), 1, 'ms', 3);
+  }
+  for (const row of [oneHop, meshRow, filtersRow]) {
+    if (row === undefined) continue;
+    for (const p of proxies(row)) {
+      atMost(`RSS idle (${p.name})`, row.id, p.rssIdleKiB === undefined ? undefined : p.rssIdleKiB / 1024, 60, 'MiB', 1);
+      atMost(`RSS at load, VmHWM (${p.name}; at ${Math.round(row.rps ?? 0)} req/s, the issue says 5 000)`, row.id, p.hwmKiB === undefined ? undefined : p.hwmKiB / 1024, 90, 'MiB', 1);
+    }
+  }
+  const slowest = (row: MeshRow | undefined): number | undefined => {
+    const all = row ? proxies(row).flatMap((p) => p.readyMs ?? []) : [];
+    return all.length === 0 ? undefined : Math.max(...all);
+  };
+  const oneHopReady = oneHop ? proxies(oneHop).flatMap((p) => p.readyMs ?? []) : [];
+  atMost('start to /ready, plaintext (median of starts)', 'meshgate-one-hop', oneHopReady.length > 0 ? median(oneHopReady) : undefined, 300, 'ms', 0);
+  atMost('start to /ready, certificate from the CA (slowest sidecar)', 'mesh', slowest(meshRow), 500, 'ms', 0);
+  atMost('start to /ready, certificate from the CA (slowest sidecar)', 'mesh-all-filters', slowest(filtersRow), 500, 'ms', 0);
+  return checks;
+}
