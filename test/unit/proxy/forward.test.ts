@@ -264,3 +264,32 @@ describe('forward: deadlines', () => {
     expect(got.outcome).toMatchObject({ status: 200, reason: undefined, retries: 0 });
   });
 });
+
+describe('forward: a caller that left', () => {
+  it('before the call started (an HTTP/2 stream reset while the filters ran): nothing is sent upstream, 499 request.cancelled', async () => {
+    const app = await upstream(hang);
+    const target = endpoint(app);
+    let outcome!: Promise<ForwardOutcome>;
+    const started = new Promise<void>((resolve) => {
+      const server = http.createServer((req, res) => {
+        req.socket.destroy();
+        // The caller's 'close' has fired before forward() is called: it must not wait for it.
+        res.once('close', () => {
+          outcome = forward({ method: 'GET', path: req.url!, body: null, bodyTimeoutMs: 10_000, headers: {}, timeoutMs: 10_000, retry: undefined, pick: inOrder(target) }, res, () => {});
+          resolve();
+        });
+      });
+      server.listen(0, '127.0.0.1', () => void request(`http://127.0.0.1:${(server.address() as AddressInfo).port}/orders`).catch(() => undefined));
+      closers.push(async () => {
+        server.closeAllConnections();
+        await new Promise((r) => server.close(r));
+      });
+    });
+    await started;
+    // Before the fix the call went to the app that never answers, and never settled.
+    const settled = await Promise.race([outcome, new Promise<'unsettled'>((resolve) => setTimeout(() => resolve('unsettled'), 2_000))]);
+    expect(settled).toMatchObject({ status: 499, reason: 'request.cancelled', retries: 0 });
+    expect(app.hits()).toBe(0);
+    expect(target.results).toEqual([{ kind: 'failure', failure: 'aborted' }]); // the caller's doing: no mark against the endpoint
+  });
+});
