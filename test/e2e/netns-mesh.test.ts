@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { mintToken } from '../../src/ca/token-mint.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
+import { eventually } from '../helpers/eventually.ts';
 import { netnsUnavailable, sweepNetns } from '../helpers/netns.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
@@ -246,13 +247,11 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     await tcpdump.line((l) => l.includes('listening on'));
 
     // The registry push (orders' endpoint) and the policies reach the sidecars asynchronously.
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const reply = await appHttp('frontend', 'http://orders.shop/orders/0');
-      if (reply.status === 200) break;
-      if (Date.now() > deadline) throw new Error(`frontend never reached orders: ${JSON.stringify(reply)}\n${sidecars.get('frontend')!.output().slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await eventually(() => appHttp('frontend', 'http://orders.shop/orders/0'), { until: (reply) => reply.status === 200, timeoutMs: 20_000, intervalMs: 100, what: 'frontend to reach orders' }).catch(
+      (err: Error) => {
+        throw new Error(`${err.message}\n${sidecars.get('frontend')!.output().slice(-3000)}`);
+      },
+    );
     step('frontend reaches orders: mesh up');
   }, 150_000);
 

@@ -2,8 +2,6 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -15,6 +13,7 @@ import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
+import { startTcpGate } from '../helpers/tcp-gate.ts';
 import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from '../integration/policy-server-harness.ts';
 
@@ -51,41 +50,6 @@ interface PolicyServerHandle {
   readonly logs: Array<Record<string, unknown>>;
   /** The child: SIGKILL (its shared-registry file stays behind). In-process: close. */
   stop(): Promise<void>;
-}
-
-/** A TCP forwarder to `port` that refuses (accepts and closes) while shut. */
-async function startGate(port: number) {
-  let open = true;
-  const pairs = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    if (!open) return void client.destroy();
-    const upstream = net.connect(port, '127.0.0.1');
-    const end = (): void => {
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const s of [client, upstream]) {
-      pairs.add(s);
-      s.on('error', end);
-      s.on('close', () => {
-        pairs.delete(s);
-        end();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    set open(value: boolean) {
-      open = value;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of pairs) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 /** ~250 calls/s from frontend's app to orders, at most 64 in flight; statuses and reason codes counted. */
@@ -211,7 +175,7 @@ describe('policy server restarted after an outage longer than the registry lease
     port = await freePort();
     const stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-restart-'));
     cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
-    const gate = await startGate(port);
+    const gate = await startTcpGate(port);
     cleanups.push(() => gate.close());
     let ps = await startPolicyServer(opts.warmup);
     const sidecar = async (name: string, servers: string[], extra: Record<string, unknown>): Promise<TestSidecar> => {
@@ -239,7 +203,8 @@ describe('policy server restarted after an outage longer than the registry lease
     await eventually(() => load.ok() >= 100, 10_000, '100 calls answered before the fault');
     await ps.stop();
     gate.open = false;
-    // Down for three leases: the registry file the killed server left behind is stale by then.
+    // The outage itself lasts three leases (the fault's length, not a wait for an event): the registry
+    // file the killed server left behind is stale by then.
     await new Promise((resolve) => setTimeout(resolve, 900));
     ps = await startPolicyServer(opts.warmup);
     const restarted = ps.serverId;

@@ -10,6 +10,7 @@ import { startWorkloadIdentity } from '../../src/sidecar/workload-identity.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
+import { startTcpGate } from '../helpers/tcp-gate.ts';
 import { eventually } from './policy-server-harness.ts';
 
 /*
@@ -86,12 +87,18 @@ describe('identity retry while the CA is away', () => {
   it('a CA that answers but refuses gets the full backoff, not a retry per probe', async () => {
     const dir = await createCaMaterialDir();
     const ca = await caOn(dir, 0);
+    // The sidecar dials the CA through a gate that counts its dials: each probe is one.
+    const gate = await startTcpGate(ca.ca.grpcPort);
+    cleanups.push(() => gate.close());
     const tokenFile = path.join(dir, 'bad.token');
     await writeFile(tokenFile, 'not-a-jwt');
-    const sidecar = identityOf(ca.address, dir, tokenFile, { base: '2s', max: '30s', probeInterval: '50ms' });
+    const sidecar = identityOf(gate.address, dir, tokenFile, { base: '2s', max: '30s', probeInterval: '50ms' });
     await eventually(() => sidecar.failures().length > 0, 5_000, 'a refused signing');
-    // Twenty probe intervals later: every probe found the CA up, none was a reason to retry.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const failedAt = performance.now();
+    const dialsAtFailure = gate.connections();
+    // Ten probes later (about 0.5 s, well inside the backoff of 2 s or more): every one found the CA up, none was a reason to retry.
+    await eventually(() => gate.connections() - dialsAtFailure >= 10, 5_000, 'ten probes of the CA');
+    expect(performance.now() - failedAt).toBeLessThan(sidecar.failures()[0]!.retryInMs as number);
     expect(sidecar.failures()).toHaveLength(1);
     expect(sidecar.failures()[0]!.err).toMatch(/UNAUTHENTICATED|token/i);
   });

@@ -81,7 +81,7 @@ describe('bodies and heads over the limits', () => {
       const res = await request(`${sc.adminUrl}/ready`, { signal: AbortSignal.timeout(5_000) });
       await res.body.dump();
       slowest = Math.max(slowest, performance.now() - started);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, 20)); // the pace of the questions, not a wait for a state
     }
     await during;
     return slowest;

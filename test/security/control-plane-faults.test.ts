@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/core/clock.ts';
+import { eventually } from '../helpers/eventually.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
@@ -116,12 +117,13 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
       policy: undefined,
       services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }],
     });
-    // The policy reaches orders asynchronously (expect.poll is for tests only).
-    const deadline = Date.now() + 10_000;
-    while ((await call('/orders/1')).status !== 200 || (await call('/secret/1')).status !== 403) {
-      if (Date.now() > deadline) throw new Error('orders never enforced its policy');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    // The policy reaches orders asynchronously.
+    await eventually(async () => [(await call('/orders/1')).status, (await call('/secret/1')).status], {
+      until: ([orders, secret]) => orders === 200 && secret === 403,
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      what: 'orders to enforce its policy (/orders 200, /secret 403)',
+    });
   }, 30_000);
   afterAll(async () => {
     clearInterval(caClockSync);
@@ -176,12 +178,15 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
 
   it('a DENY removed from the folder while no server answers cannot reach the sidecar: the call stays denied', async () => {
     await rm(path.join(h.folder, 'shop/deny.yaml'));
-    // No event to wait for (nothing can arrive): calls spread over a second, past the subscriber's reconnect backoff (200 ms).
-    for (let i = 0; i < 10; i++) {
+    // Nothing can arrive, so the barrier is the subscriber trying: after each of its next reconnect
+    // attempts (each one a chance for a change to come in, each finding no server) the call is still denied.
+    const attempts = () => orders.logs.filter((l) => l.msg === 'policy server unreachable; keeping the current snapshot').length;
+    for (let i = 0; i < 4; i++) {
+      const before = attempts();
+      await eventually(attempts, { until: (n) => n > before, what: `reconnect attempt ${i + 1} after the removal` });
       const watch = await watchRefusal(orders, [app]);
       expect(await call(`/secret/removed-${i}`)).toEqual({ status: 403, reason: 'authz.denied' });
       await watch.refused({ reason: 'authz.denied', status: 403, direction: 'inbound' });
-      await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const dump = (await (await request(`${orders.adminUrl}/config_dump`)).body.json()) as { policy: { source: string } };
     expect(dump.policy.source).toBe('server'); // still the snapshot the server last sent
@@ -213,6 +218,7 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
       await watch.refused({ reason: 'upstream.unavailable', status: 503, direction: 'outbound' });
       expect(app.hits()).toBe(hits);
       // Renewal is not a tight loop against the CA: at most a few signings a second (backoff from retry.base).
+      // A rate, so the wait is its window: one second of a loop that must not spin.
       const issued = skewed.identity!.manager.stats().issued;
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       expect(skewed.identity!.manager.stats().issued - issued).toBeLessThan(20);

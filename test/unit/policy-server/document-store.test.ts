@@ -236,7 +236,7 @@ describe('folder document store', () => {
     await handle.truncate(0);
     for (let at = 0; at < after.length; at += 24) {
       await handle.write(after.slice(at, at + 24), at);
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await new Promise((resolve) => setTimeout(resolve, 10)); // the slow writer's pace: the scenario, not a wait
     }
     await handle.close();
     await unlink(file);
