@@ -46,6 +46,17 @@ export const denyPaths = (paths: string[] = ['/secret/*']): string =>
 /** frontend may call orders, any method and path. */
 export const allowFrontendCalls = policyYaml('AuthorizationPolicy', 'frontend-calls-orders', { selector: { services: ['orders'] }, action: 'ALLOW', rules: [{ from: [{ principals: [FRONTEND] }] }] });
 
+/**
+ * orders accepts ES256 tokens of `issuer`, keys from `jwksUri`, audience orders (rule shop/orders-users#idp),
+ * and passes their claims on in x-jwt-claims; `spec` and `rule` add to the document and to its rule.
+ */
+export const ordersUsers = (issuer: string, jwksUri: string, extra: { spec?: Record<string, unknown>; rule?: Record<string, unknown> } = {}): string =>
+  policyYaml('RequestAuthentication', 'orders-users', {
+    selector: { services: ['orders'] },
+    ...extra.spec,
+    jwtRules: [{ name: 'idp', issuer, jwksUri, audiences: ['orders'], algorithms: ['ES256'], ...extra.rule, forwardClaimsHeader: 'x-jwt-claims' }],
+  });
+
 /** orders' app for tests that count what got through: 200 "ok", and each call counted by its first path segment. */
 export function segmentCountingApp(): { reached: Map<string, number>; app: http.RequestListener } {
   const reached = new Map<string, number>();
