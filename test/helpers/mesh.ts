@@ -71,10 +71,12 @@ export function segmentCountingApp(): { reached: Map<string, number>; app: http.
 
 type Sections = Record<string, unknown>;
 type MeshSidecarBase = Awaited<ReturnType<typeof meshSidecarConfig>>;
-/** Config sections over a mesh sidecar's, or a function of its base config (to extend a section of it). */
-type SidecarExtra = Sections | ((base: MeshSidecarBase) => Sections);
+/** Config sections over a mesh sidecar's, or a function of its base config (to extend a section of it) and of the orders sidecar once it runs. */
+type SidecarExtra = Sections | ((base: MeshSidecarBase, orders: TestSidecar | undefined) => Sections);
 
 export interface MeshOptions {
+  /** Runs once the CA and the policy folder exist, before anything is signed or started. */
+  readonly prepare?: (h: PolicyHarness) => void | Promise<void>;
   /** Policy files written before the server starts: path under the policy folder -> YAML. */
   readonly policies?: Readonly<Record<string, string>>;
   /** Overrides of the policy server's config. */
@@ -130,11 +132,14 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
   let app: TestServer | undefined;
   const close = async (): Promise<void> => {
     for (const sc of started.reverse()) await sc.drain(200);
-    await h.close();
+    // A test may have closed the policy server or the CA already (the fault it is about).
+    await h.close().catch(() => undefined);
     await app?.close();
     if (stateDir) await rm(stateDir, { recursive: true, force: true });
   };
+  let orders: TestSidecar | undefined;
   try {
+    await opts.prepare?.(h);
     for (const [file, text] of Object.entries(opts.policies ?? {})) await h.write(file, text);
     const ps = await h.start(opts.server);
     app = await startHttpServer(opts.app ?? echoHandler('orders'));
@@ -143,7 +148,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
 
     const sidecar: Mesh['sidecar'] = async (name, extra = {}, sidecarOpts = {}) => {
       const base = await meshSidecarConfig(h, name, { servers: sidecarOpts.servers ?? [ps.address], stateDir: sidecarOpts.stateDir ?? (opts.stateDirPerSidecar ? path.join(dir, name) : dir) });
-      const sections = typeof extra === 'function' ? extra(base) : extra;
+      const sections = typeof extra === 'function' ? extra(base, orders) : extra;
       const sc = await startTestSidecar(
         { ...base, inbound: { app: 'http://127.0.0.1:1' }, log: { level: 'warn', accessLog: false }, ...opts.sidecars, ...sections } as Parameters<typeof startTestSidecar>[0],
         sidecarOpts.clock ? { clock: sidecarOpts.clock } : {},
@@ -154,7 +159,7 @@ export async function startMesh(opts: MeshOptions = {}): Promise<Mesh> {
       return tracked;
     };
     const ordersExtra = opts.orders ?? {};
-    const orders = await sidecar('orders', (base) => ({ inbound: { app: app!.url }, ...(typeof ordersExtra === 'function' ? ordersExtra(base) : ordersExtra) }));
+    orders = await sidecar('orders', (base) => ({ inbound: { app: app!.url }, ...(typeof ordersExtra === 'function' ? ordersExtra(base, undefined) : ordersExtra) }));
     // No static services: frontend finds orders through the registry the server pushes.
     const frontend = await sidecar('frontend', opts.frontend);
 
