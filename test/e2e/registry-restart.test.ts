@@ -1,14 +1,11 @@
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { freePort } from '../helpers/process.ts';
+import type { RunningMeshgate } from '../helpers/process.ts';
+import { freePort, spawnMeshgate } from '../helpers/process.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
@@ -31,7 +28,6 @@ import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from
  * first" happens every run instead of by the luck of the backoffs.
  */
 
-const BIN = path.join(import.meta.dirname, '../../bin/meshgate.js');
 const LEASE = '300ms';
 const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend`;
 const allowFrontend = `apiVersion: meshgate.dev/v1
@@ -93,7 +89,7 @@ describe('policy server restarted after an outage longer than the registry lease
   let h: PolicyHarness;
   let app: TestServer;
   let port: number;
-  const children: ChildProcess[] = [];
+  const children: RunningMeshgate[] = [];
   const cleanups: Array<() => Promise<unknown>> = [];
 
   beforeAll(async () => {
@@ -105,7 +101,7 @@ describe('policy server restarted after an outage longer than the registry lease
     for (const fn of cleanups.splice(0).reverse()) await fn().catch(() => undefined);
   });
   afterAll(async () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of children) await c.kill();
     await app?.close();
     await h?.close();
   });
@@ -125,32 +121,9 @@ describe('policy server restarted after an outage longer than the registry lease
         adminApi: { audit: { file: `audit-${port}.jsonl` } },
       }),
     );
-    const child = spawn(process.execPath, [BIN, 'policy-server', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    const logs: Array<Record<string, unknown>> = [];
-    let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    const serverId = await new Promise<string>((resolve, reject) => {
-      // A process start is seconds on an idle machine, far more on a busy one.
-      const timer = setTimeout(() => reject(new Error(`policy server not listening within 30 s: ${stderr}`)), 30_000);
-      child.once('exit', (code) => reject(new Error(`policy server exited ${code}: ${stderr}`)));
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg !== 'meshgate policy-server listening') return;
-        clearTimeout(timer);
-        resolve(entry.serverId as string);
-      });
-    });
-    return {
-      serverId,
-      logs,
-      async stop() {
-        const exited = once(child, 'exit');
-        child.kill('SIGKILL');
-        await exited;
-      },
-    };
+    const server = await spawnMeshgate(['policy-server', '--config', file], { listening: 'meshgate policy-server listening' });
+    children.push(server);
+    return { serverId: server.listening.serverId as string, logs: server.logs, stop: () => server.kill() };
   }
 
   /** The harness's in-process policy server on `port`: starts in a fraction of the time a process takes. */

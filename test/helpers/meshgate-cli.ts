@@ -1,10 +1,7 @@
 import { execFile } from 'node:child_process';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { main } from '../../src/cli/main.ts';
-
-/** The command users run: `node bin/meshgate.js ...`. */
-const MESHGATE_BIN = join(import.meta.dirname, '../../bin/meshgate.js');
+import { MESHGATE_BIN } from './process.ts';
 
 export interface CliResult {
   /** null when the child was killed (a hang past its timeout): it fails every expectation of an exit code. */
