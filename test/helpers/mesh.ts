@@ -96,7 +96,7 @@ export interface MeshOptions {
   readonly ready?: { readonly path?: string; readonly host?: string; readonly headers?: Record<string, string>; readonly timeoutMs?: number } | false;
 }
 
-export interface MeshCall {
+interface MeshCall {
   readonly status: number;
   readonly headers: IncomingHttpHeaders;
   readonly text: string;
