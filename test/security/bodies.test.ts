@@ -1,15 +1,13 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import http2 from 'node:http2';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { echoHandler } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import { policyDoc } from '../helpers/static-policy.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -31,36 +29,30 @@ function post(route: string, body: string, type = 'application/json'): string {
 }
 
 describe('bodies and heads over the limits', () => {
-  let stateDir: string;
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-bodies-'));
     // A schema that refers to itself is checked level by level: the nesting attack's target.
     const tree = { $ref: '#/$defs/node', $defs: { node: { type: 'object', additionalProperties: { $ref: '#/$defs/node' } } } };
-    await writeSnapshot(stateDir, { service: 'orders' }, [
-      policyDoc('ValidationPolicy', 'orders-input', {
-        selector: { services: ['orders'] },
-        rules: [
-          { name: 'upload', match: { paths: ['/upload'], methods: ['POST'] }, maxBodyBytes: '64KiB' },
-          { name: 'tree', match: { paths: ['/tree'], methods: ['POST'] }, jsonSchema: tree },
-          { name: 'bulk', match: { paths: ['/bulk'], methods: ['POST'] }, jsonSchema: { type: 'object', additionalProperties: { type: 'string' } } },
-        ],
-      }),
-    ]);
-    app = await startHttpServer(echoHandler('orders'));
-    sc = await startTestSidecar({
-      workload: { service: 'orders', namespace: 'shop' },
-      inbound: { app: app.url },
-      policy: { servers: ['127.0.0.1:1'], stateDir },
-      authorization: { allowWhenNoPolicy: true },
-      limits: { maxBodyBuffer: '4MiB', maxHeadersCount: 50, maxHeaderSize: 8192 },
+    pair = await startAppAndSidecar({
+      app: echoHandler('orders'),
+      policy: [
+        policyDoc('ValidationPolicy', 'orders-input', {
+          selector: { services: ['orders'] },
+          rules: [
+            { name: 'upload', match: { paths: ['/upload'], methods: ['POST'] }, maxBodyBytes: '64KiB' },
+            { name: 'tree', match: { paths: ['/tree'], methods: ['POST'] }, jsonSchema: tree },
+            { name: 'bulk', match: { paths: ['/bulk'], methods: ['POST'] }, jsonSchema: { type: 'object', additionalProperties: { type: 'string' } } },
+          ],
+        }),
+      ],
+      config: () => ({ limits: { maxBodyBuffer: '4MiB', maxHeadersCount: 50, maxHeaderSize: 8192 } }),
     });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   /** Sends `payload` on a new connection; resolves with the reply once the sidecar closed the connection or answered with a JSON body. */

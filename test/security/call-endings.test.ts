@@ -1,17 +1,15 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import type http from 'node:http';
 import http2 from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
-import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import { policyDoc } from '../helpers/static-policy.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -53,19 +51,22 @@ function misbehaving(): http.RequestListener {
 }
 
 describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => {
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    app = await startHttpServer(misbehaving());
-    sc = await startTestSidecar({
-      inbound: { app: app.url, timeout: '10s', appProtocol: 'http1' },
-      limits: { idleTimeout: `${IDLE_MS}ms`, headersTimeout: '1s', requestTimeout: '1s' },
-      services: [{ name: 'orders', endpoints: [{ address: app.address }], protocol: 'http1' }],
+    pair = await startAppAndSidecar({
+      app: misbehaving(),
+      config: (app) => ({
+        inbound: { app: app.url, timeout: '10s', appProtocol: 'http1' },
+        limits: { idleTimeout: `${IDLE_MS}ms`, headersTimeout: '1s', requestTimeout: '1s' },
+        services: [serviceTo(app, 'orders', { protocol: 'http1' })],
+      }),
     });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
+    await pair?.close();
   });
 
   it.each([
@@ -204,27 +205,19 @@ describe('who ended the call: HTTP/2 caller and h2c app', () => {
 });
 
 describe('who ended the call: a body a ValidationPolicy reads', () => {
-  let stateDir: string;
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-endings-'));
-    await writeSnapshot(stateDir, { service: 'orders' }, [
-      policyDoc('ValidationPolicy', 'orders-input', { rules: [{ name: 'create', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object' } }] }),
-    ]);
-    app = await startHttpServer(misbehaving());
-    sc = await startTestSidecar({
-      workload: { service: 'orders', namespace: 'shop' },
-      inbound: { app: app.url },
-      policy: { servers: ['127.0.0.1:1'], stateDir },
-      authorization: { allowWhenNoPolicy: true },
-      limits: { idleTimeout: `${IDLE_MS}ms` },
+    pair = await startAppAndSidecar({
+      app: misbehaving(),
+      policy: [policyDoc('ValidationPolicy', 'orders-input', { rules: [{ name: 'create', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object' } }] })],
+      config: () => ({ limits: { idleTimeout: `${IDLE_MS}ms` } }),
     });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('a caller that stops sending a body being validated is 408 request.timeout; one that leaves is 499', async () => {
