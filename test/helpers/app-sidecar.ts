@@ -36,9 +36,7 @@ type SidecarOverrides = Partial<SidecarConfigInput>;
  * makes the sidecar workload orders.shop enforcing these documents from the snapshot on its disk (no
  * policy server answers), and admitting what no AuthorizationPolicy covers.
  */
-export async function startAppAndSidecar(
-  opts: { app?: http.RequestListener; config?: (app: TestServer) => SidecarOverrides; edge?: boolean; policy?: PolicyDocument[] } = {},
-): Promise<AppAndSidecar> {
+export async function startAppAndSidecar(opts: { app?: http.RequestListener; config?: (app: TestServer) => SidecarOverrides; edge?: boolean; policy?: PolicyDocument[] } = {}): Promise<AppAndSidecar> {
   let stateDir: string | undefined;
   let policy: SidecarOverrides = {};
   if (opts.policy) {
@@ -80,3 +78,10 @@ export async function startAppAndSidecar(
 
 /** An outbound service `name` whose one endpoint is `app`. */
 export const serviceTo = (app: TestServer, name = 'orders', extra: Record<string, unknown> = {}) => ({ name, endpoints: [{ address: app.address }], ...extra });
+
+/** The sidecar's two plain listeners as `[direction, port]` rows, for cases that run on both (it.each). */
+export const bothListeners = (sc: () => TestSidecar) =>
+  [
+    ['inbound', () => sc().inbound.port],
+    ['outbound', () => sc().outbound.port],
+  ] as const;

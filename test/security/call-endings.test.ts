@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
-import { serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
@@ -69,10 +69,7 @@ describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => 
     await pair?.close();
   });
 
-  it.each([
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const)('%s: the idle timeout firing while the app has not answered is 504 upstream.timeout, not 499', async (direction, port) => {
+  it.each(bothListeners(() => sc))('%s: the idle timeout firing while the app has not answered is 504 upstream.timeout, not 499', async (direction, port) => {
     const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(port());
     conn.write('GET /slow-head HTTP/1.1\r\nHost: orders\r\n\r\n');
@@ -103,10 +100,7 @@ describe('who ended the call: HTTP/1.1 and HTTP/2 callers, HTTP/1.1 app', () => 
     await watch.refused({ reason: 'upstream.timeout', status: 504, direction: 'inbound', upstreamHits: 1, line: { path: '/stall-body', protocol: 'HTTP/1.1' } });
   });
 
-  it.each([
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const)('%s: a caller that hangs up halfway through its body is 499 request.cancelled, not 502 upstream.reset', async (direction, port) => {
+  it.each(bothListeners(() => sc))('%s: a caller that hangs up halfway through its body is 499 request.cancelled, not 502 upstream.reset', async (direction, port) => {
     const watch = await watchRefusal(sc, [app]);
     const hits = app.hits();
     const conn = await connectRaw(port());

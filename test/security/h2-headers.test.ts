@@ -1,7 +1,7 @@
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
-import { serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { Flag, FrameType, frame, headerBlock, hpackInt, rstCode } from '../helpers/h2-frames.ts';
 import type { Field } from '../helpers/h2-raw.ts';
 import { connectH2, requestFields, requestFrame, stillOpen } from '../helpers/h2-raw.ts';
@@ -59,10 +59,7 @@ describe('HTTP/2 header blocks no conforming client sends', () => {
   afterAll(async () => {
     await pair?.close();
   });
-  const listeners = [
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const;
+  const listeners = bothListeners(() => sc);
 
   describe.each(listeners)('%s', (direction, port) => {
     it.each(CODEC_REFUSED)('%s: RST_STREAM PROTOCOL_ERROR, logged as 400 request.malformed, canary answered', async (_case, fields) => {

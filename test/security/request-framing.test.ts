@@ -1,7 +1,7 @@
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
-import { serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
@@ -77,10 +77,7 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
   afterAll(async () => {
     await pair?.close();
   });
-  const listeners = [
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const;
+  const listeners = bothListeners(() => sc);
 
   describe.each(listeners)('%s', (direction, port) => {
     it.each([

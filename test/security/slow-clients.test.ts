@@ -3,7 +3,7 @@ import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
-import { serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
@@ -40,10 +40,7 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     await pair?.close();
   });
 
-  it.each([
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const)('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
+  it.each(bothListeners(() => sc))('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
     const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(port());
     conn.trickle(LINES, 50);
