@@ -1,7 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
@@ -10,6 +10,7 @@ import { startWorkloadIdentity } from '../../src/sidecar/workload-identity.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
+import { deferAfterEach } from '../helpers/cleanup.ts';
 import { startTcpGate } from '../helpers/tcp-gate.ts';
 import { eventually } from './policy-server-harness.ts';
 
@@ -19,14 +20,11 @@ import { eventually } from './policy-server-harness.ts';
  * backoff is cut short. Real CA, real gRPC over TLS, real TCP.
  */
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
+const defer = deferAfterEach();
 
 async function caOn(dir: string, port: number): Promise<TestCa> {
   const ca = await startTestCa({ dir, overrides: { listen: { address: '127.0.0.1', port } } });
-  cleanups.push(() => ca.close());
+  defer(() => ca.close());
   return ca;
 }
 
@@ -46,7 +44,7 @@ function identityOf(caAddress: string, dir: string, tokenFile: string, retry: Re
     },
   });
   const lifetime = new AbortController();
-  cleanups.push(() => lifetime.abort());
+  defer(() => lifetime.abort());
   const identity = startWorkloadIdentity(config.identity!, config.workload, {
     clock: systemClock,
     // The top of every jitter range: the backoff is as long as the config allows.
@@ -89,7 +87,7 @@ describe('identity retry while the CA is away', () => {
     const ca = await caOn(dir, 0);
     // The sidecar dials the CA through a gate that counts its dials: each probe is one.
     const gate = await startTcpGate(ca.ca.grpcPort);
-    cleanups.push(() => gate.close());
+    defer(() => gate.close());
     const tokenFile = path.join(dir, 'bad.token');
     await writeFile(tokenFile, 'not-a-jwt');
     const sidecar = identityOf(gate.address, dir, tokenFile, { base: '2s', max: '30s', probeInterval: '50ms' });
