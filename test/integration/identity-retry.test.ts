@@ -1,16 +1,15 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { startWorkloadIdentity } from '../../src/sidecar/workload-identity.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
 import { deferAfterEach } from '../helpers/cleanup.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
 import { startTcpGate } from '../helpers/tcp-gate.ts';
 import { eventually } from './policy-server-harness.ts';
 
@@ -36,20 +35,14 @@ function identityOf(caAddress: string, dir: string, tokenFile: string, retry: Re
     identity: { ca: { address: caAddress, trustBundleFile: path.join(dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile, retry },
   } as SidecarConfigInput;
   const config = parseConfigText(JSON.stringify(input), 'sidecar.yaml', sidecarConfigSchema);
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { logger, lines: logs } = captureLogs({ name: 'sidecar' });
   const lifetime = new AbortController();
   defer(() => lifetime.abort());
   const identity = startWorkloadIdentity(config.identity!, config.workload, {
     clock: systemClock,
     // The top of every jitter range: the backoff is as long as the config allows.
     random: () => 0.99,
-    logger: createLogger({ level: 'info', name: 'sidecar', destination: sink }),
+    logger,
     signal: lifetime.signal,
     handshakeTimeoutMs: 5_000,
   });

@@ -1,5 +1,4 @@
 import type http from 'node:http';
-import { Writable } from 'node:stream';
 import { Agent, request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
@@ -9,10 +8,10 @@ import { createOutboundStack } from '../../../src/outbound/outbound-stack.ts';
 import type { ServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { tracingOff } from '../../../src/telemetry/tracing.ts';
 import { deferAfterEach } from '../../helpers/cleanup.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 import type { TestServer } from '../../helpers/servers.ts';
 import { answer, startHttpServer } from '../../helpers/servers.ts';
 
@@ -47,14 +46,7 @@ async function outboundStack(services: unknown[]): Promise<Stack> {
     services,
   });
   const registry = createServiceRegistry(config.services, { clock: systemClock, random: () => 0, idleTimeoutMs: 5_000 });
-  const log: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) log.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  const logger = createLogger({ level: 'info', name: 'sidecar', destination: sink });
+  const { logger, lines: log } = captureLogs({ name: 'sidecar' });
   const handler = createOutboundStack({
     workload: config.workload,
     registry,

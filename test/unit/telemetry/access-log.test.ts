@@ -1,22 +1,10 @@
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 
-function capture(level = 'info') {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  // An empty write's callback runs after every write before it: the barrier before asserting what was (not) written.
-  const flushed = () => new Promise<void>((resolve) => sink.write('', () => resolve()));
-  return { lines, flushed, logger: createLogger({ level, name: 'sidecar', destination: sink }) };
-}
+const capture = (level = 'info') => captureLogs({ level, name: 'sidecar' });
 
 const call = (): CallContext => ({
   id: 'req-1',
