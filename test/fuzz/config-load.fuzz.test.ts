@@ -6,7 +6,7 @@ import { ConfigError, parseConfigText } from '../../src/config/load.ts';
 import { policyServerConfigSchema } from '../../src/config/policy-server-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
-import { aliasBombLines, editedText } from './text-arbitraries.ts';
+import { aliasBombLines, editedText, YAML_PIECES } from './text-arbitraries.ts';
 
 /*
  * Fuzzing the config loader (src/config/load.ts) with the schemas of the three
@@ -59,60 +59,30 @@ identity:
 };
 
 const TEXT_PIECES = [
-  '\n',
+  ...YAML_PIECES,
   '\r\n',
   '\r',
-  ' ',
-  '  ',
   '\t',
-  ':',
-  ': ',
-  '- ',
   '-',
-  '{',
-  '}',
-  '[',
-  ']',
-  ',',
-  '"',
-  "'",
-  '#',
-  '&a ',
-  '*a',
   '&b [*a, *a, *a]',
-  '!!binary ',
   '!!str ',
   '!!int ',
   '!!map ',
-  '!!set ',
   '!custom ',
-  '? ',
-  '|',
-  '>',
   '---\n',
   '...\n',
   '%YAML 1.2\n',
   '<<: *a',
-  '\u0000',
-  '\ufeff',
-  '\u2028',
   '\u0085',
-  'é',
-  '\ud800',
-  '~',
-  'null',
   'true',
   '0x1F',
-  '1e400',
   '-0',
   '.inf',
-  '.nan',
   '99999999999999999999',
   '0o17',
   '2001-12-14',
   '"\\u0000"',
   '"a\\nb"',
-  '__proto__',
   'constructor',
   'prototype',
 ];

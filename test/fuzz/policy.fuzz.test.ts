@@ -19,7 +19,7 @@ import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { checkEnvelope, policyModelValidator } from '../../src/sidecar/policy/subscriber-validate.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
-import { aliasBombLines, editedText } from './text-arbitraries.ts';
+import { aliasBombLines, editedText, YAML_PIECES } from './text-arbitraries.ts';
 
 /*
  * Fuzzing the policy decoder (YAML text -> validated documents, and the JSON
@@ -37,47 +37,7 @@ const validator = createPolicyValidator();
 
 // ---- inputs -------------------------------------------------------------------
 
-const TEXT_PIECES = [
-  '\n',
-  '\n---\n',
-  ' ',
-  '  ',
-  ':',
-  ': ',
-  '- ',
-  '{',
-  '}',
-  '[',
-  ']',
-  ',',
-  '"',
-  "'",
-  '#',
-  '&a ',
-  '*a',
-  '<<: *a\n',
-  '!!binary ',
-  '!!set ',
-  '!x ',
-  '? ',
-  '|',
-  '>',
-  '\u0000',
-  '\ufeff',
-  '\u2028',
-  'é',
-  '\ud800',
-  'null',
-  '~',
-  '1e400',
-  '.nan',
-  '0x10',
-  '__proto__',
-  '*',
-  '/',
-  '..',
-  '%2e',
-];
+const TEXT_PIECES = [...YAML_PIECES, '\n---\n', '<<: *a\n', '!x ', '0x10', '*', '/', '..', '%2e'];
 
 /** Strings and values that sit at the edges of what the schemas accept. */
 const ODD_VALUES: unknown[] = [

@@ -6,6 +6,41 @@ import fc from 'fast-check';
  * loader must refuse.
  */
 
+/** Fragments that mean something to a YAML parser: structure, anchors and aliases, tags, odd scalars and code points. */
+export const YAML_PIECES: readonly string[] = [
+  '\n',
+  ' ',
+  '  ',
+  ':',
+  ': ',
+  '- ',
+  '{',
+  '}',
+  '[',
+  ']',
+  ',',
+  '"',
+  "'",
+  '#',
+  '&a ',
+  '*a',
+  '!!binary ',
+  '!!set ',
+  '? ',
+  '|',
+  '>',
+  '\u0000',
+  '\ufeff',
+  '\u2028',
+  'é',
+  '\ud800',
+  '~',
+  'null',
+  '1e400',
+  '.nan',
+  '__proto__',
+];
+
 /**
  * `base` with 1 to `maxEdits` edits, each at a random place: up to `maxRemove`
  * characters removed and one of `pieces` (fragments that mean something to the
