@@ -10,6 +10,7 @@ import { stringify } from 'yaml';
 import { mintToken } from '../../src/ca/token-mint.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
 import { eventually } from '../helpers/eventually.ts';
+import { FRONTEND, policyYaml } from '../helpers/mesh.ts';
 import { netnsUnavailable, sweepNetns } from '../helpers/netns.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
@@ -38,43 +39,28 @@ const MESHGATE = `${ROOT}bin/meshgate.js`;
 const POD_APP = `${ROOT}test/fixtures/pod-app.ts`;
 const APP_UID = 1000;
 const PROXY_UID = 1337;
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 const HOSTS = '10.254.1.4 orders.shop orders-admin.shop\n10.254.1.6 payments.shop\n10.254.1.5 external.example\n';
 
 const skip = await netnsUnavailable(['iptables', 'iptables-restore', 'tcpdump', 'setpriv']);
 if (skip) console.log(`netns-mesh.test.ts skipped: ${skip}`);
 
 const policies = {
-  'shop/orders.yaml': `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-to-orders, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: reads
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET], paths: ["/orders/*", "/limited/*"] }]
----
-apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: orders-limits, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: limited
-      match: { paths: ["/limited/*"] }
-      key: [source.principal]
-      limit: { requests: 2, per: 1h }
-`,
-  'shop/payments.yaml': `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-to-payments, namespace: shop }
-spec:
-  selector: { services: [payments] }
-  action: ALLOW
-  rules: [{ name: any, from: [{ principals: ["${FRONTEND}"] }] }]
-`,
+  'shop/orders.yaml': [
+    policyYaml('AuthorizationPolicy', 'frontend-to-orders', {
+      selector: { services: ['orders'] },
+      action: 'ALLOW',
+      rules: [{ name: 'reads', from: [{ principals: [FRONTEND] }], to: [{ methods: ['GET'], paths: ['/orders/*', '/limited/*'] }] }],
+    }),
+    policyYaml('RateLimitPolicy', 'orders-limits', {
+      selector: { services: ['orders'] },
+      rules: [{ name: 'limited', match: { paths: ['/limited/*'] }, key: ['source.principal'], limit: { requests: 2, per: '1h' } }],
+    }),
+  ].join('---\n'),
+  'shop/payments.yaml': policyYaml('AuthorizationPolicy', 'frontend-to-payments', {
+    selector: { services: ['payments'] },
+    action: 'ALLOW',
+    rules: [{ name: 'any', from: [{ principals: [FRONTEND] }] }],
+  }),
 };
 
 interface HttpReply {

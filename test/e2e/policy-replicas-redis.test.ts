@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { FRONTEND, policyYaml } from '../helpers/mesh.ts';
 import type { RedisReplicaKit } from '../helpers/policy-redis.ts';
 import { adminCall, redisReplicaKit } from '../helpers/policy-redis.ts';
 import type { RunningMeshgate } from '../helpers/process.ts';
@@ -29,23 +30,13 @@ import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from
  */
 
 const skip = redisSkipReason();
-const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend`;
-const allow = (service: string): string => `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: ${service}-readers, namespace: shop }
-spec:
-  selector: { services: [${service}] }
-  action: ALLOW
-  rules: [{ from: [{ principals: ["${FRONTEND}"] }], to: [{ methods: [GET], paths: ["/orders/*", "/admin/*"] }] }]
-`;
-const DENY_ADMIN = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: orders-no-admin, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules: [{ to: [{ paths: ["/admin/*"] }] }]
-`;
+const allow = (service: string): string =>
+  policyYaml('AuthorizationPolicy', `${service}-readers`, {
+    selector: { services: [service] },
+    action: 'ALLOW',
+    rules: [{ from: [{ principals: [FRONTEND] }], to: [{ methods: ['GET'], paths: ['/orders/*', '/admin/*'] }] }],
+  });
+const DENY_ADMIN = policyYaml('AuthorizationPolicy', 'orders-no-admin', { selector: { services: ['orders'] }, action: 'DENY', rules: [{ to: [{ paths: ['/admin/*'] }] }] });
 const CONFIGMAP = { 'shop/orders.yaml': allow('orders'), 'shop/payments.yaml': allow('payments') };
 
 interface Replica {

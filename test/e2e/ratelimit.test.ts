@@ -4,7 +4,7 @@ import { eventually } from '../helpers/eventually.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestIdp } from '../helpers/jwks.ts';
 import type { Mesh } from '../helpers/mesh.ts';
-import { FRONTEND, ordersUsers, startMesh } from '../helpers/mesh.ts';
+import { FRONTEND, ordersUsers, policyYaml, startMesh } from '../helpers/mesh.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
@@ -26,21 +26,14 @@ import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 
 const ISSUER = 'https://idp.test';
 
-const ordersLimits = (tenantRequests: number) => `apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: orders-limits, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: per-tenant
-      match: { paths: ["/tenant/*"] }
-      key: ["claim:tenant"]
-      limit: { requests: ${tenantRequests}, per: 1h }
-    - name: writes
-      match: { methods: [POST], paths: ["/orders/*"] }
-      key: [source.principal]
-      limit: { requests: 2, per: 1h }
-`;
+const ordersLimits = (tenantRequests: number): string =>
+  policyYaml('RateLimitPolicy', 'orders-limits', {
+    selector: { services: ['orders'] },
+    rules: [
+      { name: 'per-tenant', match: { paths: ['/tenant/*'] }, key: ['claim:tenant'], limit: { requests: tenantRequests, per: '1h' } },
+      { name: 'writes', match: { methods: ['POST'], paths: ['/orders/*'] }, key: ['source.principal'], limit: { requests: 2, per: '1h' } },
+    ],
+  });
 
 describe('rate limiting through two sidecars', () => {
   let mesh: Mesh;
@@ -74,36 +67,18 @@ describe('rate limiting through two sidecars', () => {
       policies: {
         'shop/authn.yaml': ordersUsers(ISSUER, `${jwks.url}/jwks`, { spec: { onMissingToken: 'allow-anonymous' } }),
         'shop/orders-limits.yaml': ordersLimits(3),
-        'shop/trial.yaml': `apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: trial, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  mode: shadow
-  rules:
-    - name: tiny
-      match: { paths: ["/catalog/*"] }
-      key: [source.principal]
-      limit: { requests: 1, per: 1h }
-`,
-        'shop/payments.yaml': `apiVersion: meshgate.dev/v1
-kind: IPAccessPolicy
-metadata: { name: payments-edge, namespace: shop }
-spec:
-  selector: { services: [payments] }
-  autoBan: { threshold: 3, window: 1m, duration: 10m }
----
-apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: payments-limits, namespace: shop }
-spec:
-  selector: { services: [payments] }
-  rules:
-    - name: per-ip
-      match: { paths: ["/pay"] }
-      key: [source.ip]
-      limit: { requests: 1, per: 1h }
-`,
+        'shop/trial.yaml': policyYaml('RateLimitPolicy', 'trial', {
+          selector: { services: ['orders'] },
+          mode: 'shadow',
+          rules: [{ name: 'tiny', match: { paths: ['/catalog/*'] }, key: ['source.principal'], limit: { requests: 1, per: '1h' } }],
+        }),
+        'shop/payments.yaml': [
+          policyYaml('IPAccessPolicy', 'payments-edge', { selector: { services: ['payments'] }, autoBan: { threshold: 3, window: '1m', duration: '10m' } }),
+          policyYaml('RateLimitPolicy', 'payments-limits', {
+            selector: { services: ['payments'] },
+            rules: [{ name: 'per-ip', match: { paths: ['/pay'] }, key: ['source.ip'], limit: { requests: 1, per: '1h' } }],
+          }),
+        ].join('---\n'),
       },
       sidecars: { authorization: { allowWhenNoPolicy: true } },
       orders: { log: { level: 'info', accessLog: true } },

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { allowFrontendCalls } from '../helpers/mesh.ts';
 import type { RunningMeshgate } from '../helpers/process.ts';
 import { freePort, spawnMeshgate } from '../helpers/process.ts';
 import type { TestServer } from '../helpers/servers.ts';
@@ -29,15 +30,6 @@ import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from
  */
 
 const LEASE = '300ms';
-const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend`;
-const allowFrontend = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-calls-orders, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules: [{ from: [{ principals: ["${FRONTEND}"] }] }]
-`;
 
 /** A running policy server, in its own process or in this one. */
 interface PolicyServerHandle {
@@ -94,7 +86,7 @@ describe('policy server restarted after an outage longer than the registry lease
 
   beforeAll(async () => {
     h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allowFrontend);
+    await h.write('shop/allow.yaml', allowFrontendCalls);
     app = await startHttpServer(echoHandler('orders'));
   });
   afterEach(async () => {
