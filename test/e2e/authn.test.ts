@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestIdp } from '../helpers/jwks.ts';
 import type { Mesh } from '../helpers/mesh.ts';
-import { ordersUsers, startMesh } from '../helpers/mesh.ts';
+import { FRONTEND, ordersUsers, startMesh } from '../helpers/mesh.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 
@@ -38,17 +39,11 @@ describe('request authentication through two sidecars', () => {
     mesh = await startMesh({
       policies: {
         'shop/authn.yaml': ordersUsers(ISSUER, `${jwks.url}/jwks`, { rule: { fromHeaders: [{ name: 'authorization', prefix: 'Bearer ' }], fromParams: ['access_token'] } }),
-        'shop/authz.yaml': `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: orders-alice, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: alice-reads
-      from: [{ principals: ["spiffe://cluster.local/ns/shop/sa/frontend"], requestPrincipals: ["${ISSUER}/alice"] }]
-      to: [{ methods: [GET], paths: ["/orders/*"] }]
-`,
+        'shop/authz.yaml': policyYaml('AuthorizationPolicy', 'orders-alice', {
+          selector: { services: ['orders'] },
+          action: 'ALLOW',
+          rules: [{ name: 'alice-reads', from: [{ principals: [FRONTEND], requestPrincipals: [`${ISSUER}/alice`] }], to: [{ methods: ['GET'], paths: ['/orders/*'] }] }],
+        }),
       },
       ready: { headers: { authorization: `Bearer ${await token({ sub: 'alice' })}` } },
     });

@@ -5,6 +5,7 @@ import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
 import { eventually } from '../helpers/eventually.ts';
 import type { Mesh } from '../helpers/mesh.ts';
 import { FRONTEND, startMesh } from '../helpers/mesh.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 
 /*
@@ -17,26 +18,10 @@ import type { TestSidecar } from '../helpers/sidecar.ts';
  * normalizes on its own too, not only because the outbound side did.
  */
 
-const policies = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-public, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: public
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ paths: ["/public/*"] }]
----
-apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: no-admin, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules:
-    - name: admin
-      to: [{ paths: ["/admin*"] }]
-`;
+const policies = [
+  policyYaml('AuthorizationPolicy', 'frontend-public', { selector: { services: ['orders'] }, rules: [{ name: 'public', from: [{ principals: [FRONTEND] }], to: [{ paths: ['/public/*'] }] }] }),
+  policyYaml('AuthorizationPolicy', 'no-admin', { selector: { services: ['orders'] }, action: 'DENY', rules: [{ name: 'admin', to: [{ paths: ['/admin*'] }] }] }),
+].join('---\n');
 
 interface Reply {
   status: number;

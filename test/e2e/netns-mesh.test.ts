@@ -10,13 +10,14 @@ import { stringify } from 'yaml';
 import { mintToken } from '../../src/ca/token-mint.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
 import { eventually } from '../helpers/eventually.ts';
-import { FRONTEND, policyYaml } from '../helpers/mesh.ts';
+import { FRONTEND } from '../helpers/mesh.ts';
 import { netnsUnavailable, sweepNetns } from '../helpers/netns.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { tcpPayloads } from '../helpers/pcap.ts';
 import type { Pod, PodNetwork, PodProcess } from '../helpers/pod-network.ts';
 import { createPodNetwork, POD_NET_PREFIX } from '../helpers/pod-network.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 
 /*

@@ -4,12 +4,12 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
-import { stringify } from 'yaml';
 import type { PolicyServerConfigInput } from '../../src/config/policy-server-schema.ts';
 import type { Clock } from '../../src/core/clock.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
 import { createPolicyHarness, meshSidecarConfig, TRUST_DOMAIN } from '../integration/policy-server-harness.ts';
 import { eventually } from './eventually.ts';
+import { policyYaml } from './policy-yaml.ts';
 import type { TestServer } from './servers.ts';
 import { echoHandler, startHttpServer } from './servers.ts';
 import type { TestSidecar } from './sidecar.ts';
@@ -25,11 +25,6 @@ import { startTestSidecar } from './sidecar.ts';
  */
 
 export const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend`;
-
-/** A policy document as a user writes it (YAML), in namespace shop. */
-export function policyYaml(kind: string, name: string, spec: Record<string, unknown>): string {
-  return stringify({ apiVersion: 'meshgate.dev/v1', kind, metadata: { name, namespace: 'shop' }, spec });
-}
 
 /** frontend may GET from orders (rule shop/frontend-reads#reads), on `paths` when given. */
 export const allowFrontendReads = (paths?: string[]): string =>
