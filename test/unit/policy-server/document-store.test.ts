@@ -233,7 +233,7 @@ describe('folder document store', () => {
     }
     await handle.close();
     await unlink(file);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 10)); // gone for a moment, then back: the scenario, not a wait
     await writeFile(file, after);
     await store.rescan();
     expect(seen).toEqual([JSON.stringify([{ rules: [], action: 'DENY', selector: { services: ['orders'] }, mode: 'enforce' }])]);
