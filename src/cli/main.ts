@@ -152,7 +152,10 @@ Options:
   demo: `Usage: meshgate demo [--calls N]
 
 Starts two echo services, each behind its own sidecar on 127.0.0.1, and sends
-calls between them through both sidecars, printing each as it happens.`,
+calls between them through both sidecars, printing each as it happens.
+
+Options:
+  --calls N  how many calls to play, 1 to 1000 (default 8)`,
 };
 
 type Command = (args: string[]) => Promise<number>;
@@ -170,7 +173,10 @@ const COMMANDS: Record<string, Command> = {
     const running = await (await import('./inject-commands.ts')).startInjectorCommand(args);
     return untilSignal(running.logger, running.stop);
   },
-  demo: async (args) => (await import('../demo/demo.ts')).runDemo(args),
+  demo: async (args) => {
+    const calls = demoCalls(args);
+    return (await import('../demo/demo.ts')).runDemo(calls);
+  },
   help: async (args) => {
     process.stdout.write(`${HELP[args[0] ?? ''] ?? HELP['']!}\n`);
     return 0;
@@ -291,6 +297,14 @@ async function runPolicyCheck(args: string[]): Promise<number> {
   const count = result.documents.length;
   process.stdout.write(`${count} ${count === 1 ? 'document' : 'documents'} valid\n`);
   return 0;
+}
+
+/** `demo --calls N`: a bad count is a usage error, not a silent default. */
+function demoCalls(args: string[]): number {
+  const { values } = parseArgs({ args, options: { calls: { type: 'string', default: '8' } }, strict: true });
+  const calls = Number(values.calls);
+  if (!Number.isInteger(calls) || calls < 1 || calls > 1000) throw new UsageError(`meshgate demo: --calls: expected a whole number from 1 to 1000, got "${values.calls}"`);
+  return calls;
 }
 
 async function parseDurationFlag(command: string, flag: string, text: string): Promise<number> {

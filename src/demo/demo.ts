@@ -1,5 +1,4 @@
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { parseConfigText } from '../config/load.ts';
 import { sidecarConfigSchema } from '../config/sidecar-schema.ts';
@@ -25,9 +24,7 @@ interface DemoCall {
  * sits behind its own sidecar; the demo plays each app's outgoing calls through
  * that app's outbound listener, so every call crosses two sidecars.
  */
-export async function runDemo(args: string[]): Promise<number> {
-  const { values } = parseArgs({ args, options: { calls: { type: 'string', default: '8' } }, strict: true });
-  const rounds = Math.max(1, Math.min(1000, Number(values.calls) || 8));
+export async function runDemo(rounds: number): Promise<number> {
   const logger = createLogger({ level: 'error', name: 'demo' });
   const ca = await startDemoCa({ clock: systemClock, logger });
   const policyServer = await startDemoPolicyServer(ca, { clock: systemClock, random: Math.random, logger });

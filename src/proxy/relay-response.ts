@@ -54,15 +54,22 @@ export function relayResponse(
     replyError(code, `upstream ${failure}`);
     finish(res.statusCode, code);
   };
+  let callerGone = false;
   const onDownstreamClose = (): void => {
     // Not writableFinished: an Http2ServerResponse reports it once the caller reset the stream.
-    if (!res.writableEnded) controller?.abort(new DownstreamGoneError('caller went away'));
+    if (res.writableEnded) return;
+    callerGone = true;
+    controller?.abort(new DownstreamGoneError('caller went away'));
   };
-  res.once('close', onDownstreamClose);
+  // A caller can leave before the call goes upstream (an HTTP/2 stream reset while the filters ran):
+  // its 'close' has fired already, so the call starts aborted instead of waiting on an app for good.
+  if (downstreamFate(res) === 'open') res.once('close', onDownstreamClose);
+  else onDownstreamClose();
 
   return {
     onRequestStart(ctl) {
       controller = ctl;
+      if (callerGone) ctl.abort(new DownstreamGoneError('caller went away'));
     },
     onResponseStart(ctl, statusCode, headers) {
       headSent = true;

@@ -1,19 +1,14 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import type { JWTPayload } from 'jose';
 import { generateKeyPair, SignJWT } from 'jose';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../helpers/eventually.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestIdp } from '../helpers/jwks.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { FRONTEND, ordersUsers, startMesh } from '../helpers/mesh.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
+import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 
 /*
  * End to end: frontend's app -> frontend sidecar -> mTLS -> orders sidecar
@@ -25,84 +20,39 @@ import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-se
 const ISSUER = 'https://idp.test';
 
 describe('request authentication through two sidecars', () => {
+  let mesh: Mesh;
   let h: PolicyHarness;
-  let ps: TestPolicyServer;
-  let app: TestServer;
   let jwks: TestIdp;
-  let stateDir: string;
   let orders: TestSidecar;
-  let frontend: TestSidecar;
 
   const token = (claims: JWTPayload, lifetime = 300): Promise<string> => {
     const now = Math.floor(Date.now() / 1000);
     return jwks.sign({ iss: ISSUER, aud: 'orders', iat: now, exp: now + lifetime, ...claims });
   };
   const call = async (p: string, headers: Record<string, string> = {}) => {
-    const res = await request(`${frontend.outboundUrl}${p}`, { headers: { host: 'orders.shop', ...headers } });
-    const body = (await res.body.json()) as Record<string, unknown>;
-    return { status: res.statusCode, headers: res.headers, body };
+    const res = await mesh.call(p, { headers });
+    return { status: res.status, headers: res.headers, body: JSON.parse(res.text) as Record<string, unknown> };
   };
-
-  const sidecar = async (name: string, extra: Record<string, unknown> = {}): Promise<TestSidecar> =>
-    startTestSidecar({
-      ...(await meshSidecarConfig(h, name, { servers: [ps.address], stateDir })),
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-      ...extra,
-    } as Parameters<typeof startTestSidecar>[0]);
 
   beforeAll(async () => {
     jwks = await startTestIdp();
-    h = await createPolicyHarness();
-    await h.write(
-      'shop/authn.yaml',
-      `apiVersion: meshgate.dev/v1
-kind: RequestAuthentication
-metadata: { name: orders-users, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  jwtRules:
-    - name: idp
-      issuer: ${ISSUER}
-      jwksUri: ${jwks.url}/jwks
-      audiences: [orders]
-      algorithms: [ES256]
-      fromHeaders: [{ name: authorization, prefix: "Bearer " }]
-      fromParams: [access_token]
-      forwardClaimsHeader: x-jwt-claims
-`,
-    );
-    await h.write(
-      'shop/authz.yaml',
-      `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: orders-alice, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: alice-reads
-      from: [{ principals: ["spiffe://cluster.local/ns/shop/sa/frontend"], requestPrincipals: ["${ISSUER}/alice"] }]
-      to: [{ methods: [GET], paths: ["/orders/*"] }]
-`,
-    );
-    ps = await h.start();
-    app = await startHttpServer(echoHandler('orders'));
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-authn-'));
-    orders = await sidecar('orders', { inbound: { app: app.url } });
-    frontend = await sidecar('frontend');
-    const alice = await token({ sub: 'alice' });
-    await eventually(() => call('/orders/1', { authorization: `Bearer ${alice}` }), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/orders/1') to answer 200" });
+    mesh = await startMesh({
+      policies: {
+        'shop/authn.yaml': ordersUsers(ISSUER, `${jwks.url}/jwks`, { rule: { fromHeaders: [{ name: 'authorization', prefix: 'Bearer ' }], fromParams: ['access_token'] } }),
+        'shop/authz.yaml': policyYaml('AuthorizationPolicy', 'orders-alice', {
+          selector: { services: ['orders'] },
+          action: 'ALLOW',
+          rules: [{ name: 'alice-reads', from: [{ principals: [FRONTEND], requestPrincipals: [`${ISSUER}/alice`] }], to: [{ methods: ['GET'], paths: ['/orders/*'] }] }],
+        }),
+      },
+      ready: { headers: { authorization: `Bearer ${await token({ sub: 'alice' })}` } },
+    });
+    ({ h, orders } = mesh);
   }, 30_000);
 
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close().catch(() => {});
-    await app?.close();
+    await mesh?.close();
     await jwks?.close();
-    await h?.close();
-    if (stateDir) await rm(stateDir, { recursive: true, force: true });
   });
 
   it('a JWT-authenticated call is allowed by a requestPrincipals rule; the app gets the claims, not the token', async () => {

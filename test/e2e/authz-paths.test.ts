@@ -1,17 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import https from 'node:https';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkloadCredentials } from '../../src/identity/cert-manager.ts';
 import { eventually } from '../helpers/eventually.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startHttpServer } from '../helpers/servers.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { FRONTEND, startMesh } from '../helpers/mesh.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness } from '../integration/policy-server-harness.ts';
 
 /*
  * Path tricks end to end: frontend's app -> frontend sidecar (outbound) ->
@@ -23,28 +18,10 @@ import { createPolicyHarness } from '../integration/policy-server-harness.ts';
  * normalizes on its own too, not only because the outbound side did.
  */
 
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
-
-const policies = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-public, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: public
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ paths: ["/public/*"] }]
----
-apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: no-admin, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules:
-    - name: admin
-      to: [{ paths: ["/admin*"] }]
-`;
+const policies = [
+  policyYaml('AuthorizationPolicy', 'frontend-public', { selector: { services: ['orders'] }, rules: [{ name: 'public', from: [{ principals: [FRONTEND] }], to: [{ paths: ['/public/*'] }] }] }),
+  policyYaml('AuthorizationPolicy', 'no-admin', { selector: { services: ['orders'] }, action: 'DENY', rules: [{ name: 'admin', to: [{ paths: ['/admin*'] }] }] }),
+].join('---\n');
 
 interface Reply {
   status: number;
@@ -82,10 +59,7 @@ const TRICKS: Array<[string, { status: number; body: Record<string, unknown> }]>
 ];
 
 describe('path tricks through two sidecars', () => {
-  let h: PolicyHarness;
-  let ps: TestPolicyServer;
-  let app: TestServer;
-  let stateDir: string;
+  let mesh: Mesh;
   let orders: TestSidecar;
   let frontend: TestSidecar;
   let frontendId: WorkloadCredentials;
@@ -128,46 +102,24 @@ describe('path tricks through two sidecars', () => {
     });
 
   beforeAll(async () => {
-    h = await createPolicyHarness();
-    await h.write('shop/orders.yaml', policies);
-    ps = await h.start();
-    app = await startHttpServer((req, res) => {
-      received.push(req.url ?? '');
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ url: req.url }));
+    mesh = await startMesh({
+      policies: { 'shop/orders.yaml': policies },
+      app: (req, res) => {
+        received.push(req.url ?? '');
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ url: req.url }));
+      },
+      orders: { log: { level: 'info', accessLog: true } },
+      // No policy of its own: a static route to orders' inbound port.
+      frontend: (_base, ordersSidecar) => ({ policy: undefined, services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${ordersSidecar!.inbound.port}` }] }] }),
+      ready: false,
     });
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-authz-paths-'));
-    const identity = async (name: string) => {
-      const tokenFile = path.join(h.dir, `${name}.token`);
-      await writeFile(tokenFile, await h.ca.token('shop', name));
-      return { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile };
-    };
-    orders = await startTestSidecar({
-      workload: { service: 'orders', namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: await identity('orders'),
-      policy: { servers: [ps.address], stateDir, reconnect: { base: '50ms', max: '200ms' } },
-      inbound: { app: app.url },
-      log: { level: 'info', accessLog: true },
-    } as Parameters<typeof startTestSidecar>[0]);
-    frontend = await startTestSidecar({
-      workload: { service: 'frontend', namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: await identity('frontend'),
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-      services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }],
-    } as Parameters<typeof startTestSidecar>[0]);
-    frontendId = await h.identity('shop', 'frontend');
+    ({ orders, frontend } = mesh);
+    frontendId = await mesh.h.identity('shop', 'frontend');
     await eventually(() => viaMesh('/public/ready'), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "viaMesh('/public/ready') to answer 200" });
   });
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close().catch(() => {});
-    await app?.close();
-    await h?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await mesh?.close();
   });
 
   it('admits the allowed path and forwards the normalized spelling', async () => {

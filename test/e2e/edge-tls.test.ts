@@ -1,16 +1,14 @@
 import { X509Certificate } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
 import { Client } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
 import { issueCert } from '../helpers/mesh-pki.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 
 /** The serial of the certificate the edge listener shows right now. */
 function servedSerial(port: number): Promise<string> {
@@ -24,30 +22,17 @@ function servedSerial(port: number): Promise<string> {
 }
 
 describe('edge TLS for callers outside the mesh', () => {
-  let dir: string;
-  let app: TestServer;
+  let pair: AppAndSidecar;
   let sc: TestSidecar;
+  let dir: string;
   let first: TestCert;
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-edge-'));
-    first = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });
-    await writeFile(path.join(dir, 'tls.crt'), first.certPem);
-    await writeFile(path.join(dir, 'tls.key'), first.keyPem);
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({
-      inbound: { app: app.url },
-      listeners: {
-        outbound: { address: '127.0.0.1', port: 0 },
-        inbound: { address: '127.0.0.1', port: 0 },
-        admin: { address: '127.0.0.1', port: 0 },
-        edge: { address: '127.0.0.1', port: 0, certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key') },
-      },
-    });
+    pair = await startAppAndSidecar({ edge: true });
+    ({ sc } = pair);
+    ({ dir, cert: first } = pair.edge!);
   });
   afterAll(async () => {
-    await sc?.drain(200);
-    await app?.close();
-    await rm(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('serves a TLS caller without a client certificate through the inbound chain, with no principal', async () => {

@@ -1,15 +1,8 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../helpers/eventually.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { allowFrontendCalls, startMesh } from '../helpers/mesh.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig, TRUST_DOMAIN } from '../integration/policy-server-harness.ts';
 
 /*
  * #11: 404 route.not_found means "no such service". A service the sidecar
@@ -17,14 +10,6 @@ import { createPolicyHarness, meshSidecarConfig, TRUST_DOMAIN } from '../integra
  * endpoint right now is a 503 upstream.no_endpoint, so alerts on 5xx fire.
  */
 
-const allowFrontend = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-calls-orders, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules: [{ from: [{ principals: ["spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend"] }] }]
-`;
 // frontend's route to payments, whose sidecars never registered.
 const paymentsRoute = `apiVersion: meshgate.dev/v1
 kind: Route
@@ -36,50 +21,30 @@ spec:
 `;
 
 describe('a known service with no endpoint answers 503, an unknown one 404', () => {
-  let h: PolicyHarness;
-  let ps: TestPolicyServer;
-  let app: TestServer;
-  let stateDir: string;
+  let mesh: Mesh;
   let orders: TestSidecar | undefined;
   let frontend: TestSidecar;
 
   const call = async (host: string): Promise<{ status: number; code: string | undefined }> => {
-    const res = await request(`${frontend.outboundUrl}/x`, { headers: { host } });
-    const text = await res.body.text();
-    return { status: res.statusCode, code: res.statusCode === 200 ? undefined : (JSON.parse(text) as { code: string }).code };
+    const { status, text } = await mesh.call('/x', { host });
+    return { status, code: status === 200 ? undefined : (JSON.parse(text) as { code: string }).code };
   };
 
   beforeAll(async () => {
-    h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allowFrontend);
-    await h.write('shop/payments-route.yaml', paymentsRoute);
-    // No warm-up: this file is about what a complete registry says.
-    ps = await h.start({ registry: { warmup: '0s', static: [{ name: 'legacy', namespace: 'shop', endpoints: [] }] } });
-    app = await startHttpServer(echoHandler('orders'));
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-known-'));
-    const sidecar = async (name: string, extra: Record<string, unknown>): Promise<TestSidecar> => {
-      const base = await meshSidecarConfig(h, name, { servers: [ps.address], stateDir });
-      return startTestSidecar({ ...base, log: { level: 'warn', accessLog: false }, ...extra } as Parameters<typeof startTestSidecar>[0]);
-    };
-    orders = await sidecar('orders', { inbound: { app: app.url } });
-    const base = await meshSidecarConfig(h, 'frontend', { servers: [ps.address], stateDir });
-    frontend = await startTestSidecar({
-      ...base,
-      // No hold: orders' endpoint goes the moment the registry drops it.
-      policy: { ...base.policy, holdEndpoints: '0s', destinations: ['orders.shop', 'payments.shop', 'legacy.shop', 'billing.shop'] },
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-    } as Parameters<typeof startTestSidecar>[0]);
-    // The registry push (orders' endpoint) reaches frontend asynchronously.
-    await eventually(() => call('orders.shop'), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('orders.shop') to answer 200" });
+    mesh = await startMesh({
+      policies: { 'shop/allow.yaml': allowFrontendCalls, 'shop/payments-route.yaml': paymentsRoute },
+      // No warm-up: this file is about what a complete registry says.
+      server: { registry: { warmup: '0s', static: [{ name: 'legacy', namespace: 'shop', endpoints: [] }] } },
+      frontend: (base) => ({
+        // No hold: orders' endpoint goes the moment the registry drops it.
+        policy: { ...base.policy, holdEndpoints: '0s', destinations: ['orders.shop', 'payments.shop', 'legacy.shop', 'billing.shop'] },
+      }),
+      ready: { path: '/x' },
+    });
+    ({ orders, frontend } = mesh);
   });
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close();
-    await app?.close();
-    await h?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await mesh?.close();
   });
 
   it('a name nothing lists is 404 route.not_found', async () => {

@@ -9,12 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { mintToken } from '../../src/ca/token-mint.ts';
 import { createCaMaterialDir } from '../helpers/ca-fixture.ts';
+import { eventually } from '../helpers/eventually.ts';
+import { FRONTEND } from '../helpers/mesh.ts';
 import { netnsUnavailable, sweepNetns } from '../helpers/netns.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { tcpPayloads } from '../helpers/pcap.ts';
 import type { Pod, PodNetwork, PodProcess } from '../helpers/pod-network.ts';
 import { createPodNetwork, POD_NET_PREFIX } from '../helpers/pod-network.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 
 /*
@@ -37,43 +40,28 @@ const MESHGATE = `${ROOT}bin/meshgate.js`;
 const POD_APP = `${ROOT}test/fixtures/pod-app.ts`;
 const APP_UID = 1000;
 const PROXY_UID = 1337;
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 const HOSTS = '10.254.1.4 orders.shop orders-admin.shop\n10.254.1.6 payments.shop\n10.254.1.5 external.example\n';
 
 const skip = await netnsUnavailable(['iptables', 'iptables-restore', 'tcpdump', 'setpriv']);
 if (skip) console.log(`netns-mesh.test.ts skipped: ${skip}`);
 
 const policies = {
-  'shop/orders.yaml': `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-to-orders, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: reads
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET], paths: ["/orders/*", "/limited/*"] }]
----
-apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: orders-limits, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: limited
-      match: { paths: ["/limited/*"] }
-      key: [source.principal]
-      limit: { requests: 2, per: 1h }
-`,
-  'shop/payments.yaml': `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-to-payments, namespace: shop }
-spec:
-  selector: { services: [payments] }
-  action: ALLOW
-  rules: [{ name: any, from: [{ principals: ["${FRONTEND}"] }] }]
-`,
+  'shop/orders.yaml': [
+    policyYaml('AuthorizationPolicy', 'frontend-to-orders', {
+      selector: { services: ['orders'] },
+      action: 'ALLOW',
+      rules: [{ name: 'reads', from: [{ principals: [FRONTEND] }], to: [{ methods: ['GET'], paths: ['/orders/*', '/limited/*'] }] }],
+    }),
+    policyYaml('RateLimitPolicy', 'orders-limits', {
+      selector: { services: ['orders'] },
+      rules: [{ name: 'limited', match: { paths: ['/limited/*'] }, key: ['source.principal'], limit: { requests: 2, per: '1h' } }],
+    }),
+  ].join('---\n'),
+  'shop/payments.yaml': policyYaml('AuthorizationPolicy', 'frontend-to-payments', {
+    selector: { services: ['payments'] },
+    action: 'ALLOW',
+    rules: [{ name: 'any', from: [{ principals: [FRONTEND] }] }],
+  }),
 };
 
 interface HttpReply {
@@ -246,13 +234,11 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     await tcpdump.line((l) => l.includes('listening on'));
 
     // The registry push (orders' endpoint) and the policies reach the sidecars asynchronously.
-    const deadline = Date.now() + 20_000;
-    for (;;) {
-      const reply = await appHttp('frontend', 'http://orders.shop/orders/0');
-      if (reply.status === 200) break;
-      if (Date.now() > deadline) throw new Error(`frontend never reached orders: ${JSON.stringify(reply)}\n${sidecars.get('frontend')!.output().slice(-3000)}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await eventually(() => appHttp('frontend', 'http://orders.shop/orders/0'), { until: (reply) => reply.status === 200, timeoutMs: 20_000, intervalMs: 100, what: 'frontend to reach orders' }).catch(
+      (err: Error) => {
+        throw new Error(`${err.message}\n${sidecars.get('frontend')!.output().slice(-3000)}`);
+      },
+    );
     step('frontend reaches orders: mesh up');
   }, 150_000);
 

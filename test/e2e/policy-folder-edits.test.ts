@@ -1,16 +1,9 @@
-import { mkdtemp, open, rm } from 'node:fs/promises';
-import type http from 'node:http';
-import { tmpdir } from 'node:os';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../helpers/eventually.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startHttpServer } from '../helpers/servers.ts';
-import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { allowFrontendReads, denyPaths, segmentCountingApp, startMesh } from '../helpers/mesh.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * Edits an operator makes to the policy folder of a live mesh (CA, policy
@@ -18,47 +11,16 @@ import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-se
  * keep coming. What counts is what reaches orders' app: not one denied call.
  */
 
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
-
-const allowReads = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-reads, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: reads
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET], paths: ["/orders/*", "/secret/*", "/admin/*", "/marker/*"] }]
-`;
-/** The DENY document `no-secrets`, with the paths it denies. */
-const deny = (paths: string[]): string => `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: no-secrets, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules:
-    - name: secret
-      to:
-        - paths: [${paths.map((p) => `"${p}"`).join(', ')}]
-`;
+const deny = denyPaths;
 
 describe('policy folder edits on a live mesh never let a denied call through', () => {
+  let mesh: Mesh;
   let h: PolicyHarness;
   let ps: TestPolicyServer;
-  let app: TestServer;
-  let stateDir: string;
-  let orders: TestSidecar;
-  let frontend: TestSidecar;
   /** Calls that reached orders' app, by first path segment. */
-  const reached = new Map<string, number>();
+  const { reached, app } = segmentCountingApp();
 
-  const call = async (p: string): Promise<number> => {
-    const res = await request(`${frontend.outboundUrl}${p}`, { headers: { host: 'orders.shop' } });
-    await res.body.dump();
-    return res.statusCode;
-  };
+  const call = (p: string): Promise<number> => mesh.status(p);
   /** Calls /secret/x and /orders/x (one in ten to the denied path, as the operator's load) until stopped. */
   const load = () => {
     let stop = false;
@@ -83,37 +45,13 @@ describe('policy folder edits on a live mesh never let a denied call through', (
   };
 
   beforeAll(async () => {
-    h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allowReads);
-    await h.write('shop/deny.yaml', deny(['/secret/*']));
-    ps = await h.start();
-    app = await startHttpServer((req: http.IncomingMessage, res: http.ServerResponse) => {
-      const segment = (req.url ?? '/').split('/')[1] ?? '';
-      reached.set(segment, (reached.get(segment) ?? 0) + 1);
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok');
-    });
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-state-'));
-    const sidecar = async (name: string, appUrl: string) =>
-      startTestSidecar({
-        ...(await meshSidecarConfig(h, name, { servers: [ps.address], stateDir })),
-        inbound: { app: appUrl },
-        log: { level: 'warn', accessLog: false },
-      } as Parameters<typeof startTestSidecar>[0]);
-    orders = await sidecar('orders', app.url);
-    frontend = await sidecar('frontend', 'http://127.0.0.1:1');
-    // The registry push (orders' endpoint) and the policy reach frontend and orders asynchronously.
-    await eventually(() => call('/orders/1'), { until: (status) => status === 200, timeoutMs: 10_000, what: "call('/orders/1') to answer 200" });
+    mesh = await startMesh({ policies: { 'shop/allow.yaml': allowFrontendReads(['/orders/*', '/secret/*', '/admin/*', '/marker/*']), 'shop/deny.yaml': deny(['/secret/*']) }, app });
+    ({ h, ps } = mesh);
     if ((await call('/secret/1')) !== 403) throw new Error('the mesh did not come up with the DENY policy in force');
     reached.clear();
   });
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close();
-    await app?.close();
-    await h?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await mesh?.close();
   });
 
   it('a DENY file truncated and written again in place over 300 ms: 0 denied calls reach the app', async () => {

@@ -1,17 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import type http from 'node:http';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../helpers/eventually.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { allowFrontendReads, denyPaths, segmentCountingApp, startMesh } from '../helpers/mesh.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import { makeReadOnly, unwritableSupport } from '../helpers/unwritable.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * The operator's sequence on a live mesh (CA, policy server, two sidecars over
@@ -23,28 +18,9 @@ import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-se
  * denied path reaches the app.
  */
 
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 const support = await unwritableSupport();
 
-const allowReads = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-reads, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: reads
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET], paths: ["/orders/*", "/secret/*"] }]
-`;
-const denySecret = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: no-secrets, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules: [{ name: secret, to: [{ paths: ["/secret/*"] }] }]
-`;
+const denySecret = denyPaths(['/secret/*']);
 
 interface Dump {
   policy: {
@@ -55,25 +31,18 @@ interface Dump {
 }
 
 describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written', () => {
+  let mesh: Mesh;
   let h: PolicyHarness;
   let ps: TestPolicyServer | undefined;
   let app: TestServer;
   let stateDir: string;
   let orders: TestSidecar | undefined;
-  let frontend: TestSidecar;
   let undoReadOnly: (() => Promise<void>) | undefined;
   /** Calls that reached orders' app, by first path segment. */
-  const reached = new Map<string, number>();
+  const { reached, app: countingApp } = segmentCountingApp();
 
-  const sidecar = (name: string, appUrl: string) =>
-    meshSidecarConfig(h, name, { servers: [ps!.address], stateDir }).then((base) =>
-      startTestSidecar({ ...base, inbound: { app: appUrl }, log: { level: 'warn', accessLog: false } } as Parameters<typeof startTestSidecar>[0]),
-    );
-  const call = async (p: string): Promise<number> => {
-    const res = await request(`${frontend.outboundUrl}${p}`, { headers: { host: 'orders.shop' } });
-    await res.body.dump();
-    return res.statusCode;
-  };
+  const sidecar = (name: string, appUrl: string) => mesh.sidecar(name, { inbound: { app: appUrl } });
+  const call = (p: string): Promise<number> => mesh.status(p);
   const admin = async (sc: TestSidecar, p: string): Promise<{ status: number; text: string }> => {
     const res = await request(`${sc.adminUrl}${p}`);
     return { status: res.statusCode, text: await res.body.text() };
@@ -83,48 +52,18 @@ describe.skipIf(support.readOnly)('a last-known-good copy that cannot be written
     return line === undefined ? undefined : Number(line.split(' ')[1]);
   };
   /** frontend's identity calling one inbound port straight (frontend's registry still names the old orders). */
-  const directCaller = async (port: number) => {
-    const sc = await startTestSidecar({
-      workload: { service: 'frontend', namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile: path.join(h.dir, 'frontend.token') },
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-      services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${port}` }] }],
-    });
-    return {
-      async call(p: string): Promise<{ status: number; code: unknown }> {
-        const res = await request(`${sc.outboundUrl}${p}`, { headers: { host: 'orders.shop' } });
-        const text = await res.body.text();
-        return { status: res.statusCode, code: res.statusCode === 200 ? undefined : (JSON.parse(text) as { code: string }).code };
-      },
-      close: () => sc.drain(200),
-    };
-  };
+  const directCaller = (port: number) => mesh.directCaller(port);
 
   beforeAll(async () => {
-    h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allowReads);
-    ps = await h.start();
-    app = await startHttpServer((req: http.IncomingMessage, res: http.ServerResponse) => {
-      const segment = (req.url ?? '/').split('/')[1] ?? '';
-      reached.set(segment, (reached.get(segment) ?? 0) + 1);
-      res.writeHead(200, { 'content-type': 'text/plain' });
-      res.end('ok');
+    mesh = await startMesh({
+      policies: { 'shop/allow.yaml': allowFrontendReads(['/orders/*', '/secret/*']) },
+      app: countingApp,
     });
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-state-'));
-    orders = await sidecar('orders', app.url);
-    frontend = await sidecar('frontend', 'http://127.0.0.1:1');
-    await eventually(() => call('/orders/1'), { until: (status) => status === 200, timeoutMs: 10_000, what: "call('/orders/1') to answer 200" });
+    ({ h, ps, app, stateDir, orders } = mesh);
   });
   afterAll(async () => {
     await undoReadOnly?.();
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close();
-    await app?.close();
-    await h?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await mesh?.close();
   });
 
   it('shows in /ready, /metrics and /config_dump; after a server outage and a restart, 0 calls to the newly denied path reach the app', async () => {

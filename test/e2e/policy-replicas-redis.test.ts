@@ -1,16 +1,15 @@
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { FRONTEND } from '../helpers/mesh.ts';
 import type { RedisReplicaKit } from '../helpers/policy-redis.ts';
 import { adminCall, redisReplicaKit } from '../helpers/policy-redis.ts';
-import { freePort } from '../helpers/process.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
+import type { RunningMeshgate } from '../helpers/process.ts';
+import { freePort, spawnMeshgate } from '../helpers/process.ts';
 import type { TestRedis } from '../helpers/redis.ts';
 import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { TestServer } from '../helpers/servers.ts';
@@ -32,24 +31,13 @@ import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from
  */
 
 const skip = redisSkipReason();
-const BIN = path.join(import.meta.dirname, '../../bin/meshgate.js');
-const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend`;
-const allow = (service: string): string => `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: ${service}-readers, namespace: shop }
-spec:
-  selector: { services: [${service}] }
-  action: ALLOW
-  rules: [{ from: [{ principals: ["${FRONTEND}"] }], to: [{ methods: [GET], paths: ["/orders/*", "/admin/*"] }] }]
-`;
-const DENY_ADMIN = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: orders-no-admin, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules: [{ to: [{ paths: ["/admin/*"] }] }]
-`;
+const allow = (service: string): string =>
+  policyYaml('AuthorizationPolicy', `${service}-readers`, {
+    selector: { services: [service] },
+    action: 'ALLOW',
+    rules: [{ from: [{ principals: [FRONTEND] }], to: [{ methods: ['GET'], paths: ['/orders/*', '/admin/*'] }] }],
+  });
+const DENY_ADMIN = policyYaml('AuthorizationPolicy', 'orders-no-admin', { selector: { services: ['orders'] }, action: 'DENY', rules: [{ to: [{ paths: ['/admin/*'] }] }] });
 const CONFIGMAP = { 'shop/orders.yaml': allow('orders'), 'shop/payments.yaml': allow('payments') };
 
 interface Replica {
@@ -98,7 +86,7 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis, as process
   let stateDir: string;
   const apps: TestServer[] = [];
   const sidecars: TestSidecar[] = [];
-  const children: ChildProcess[] = [];
+  const children: RunningMeshgate[] = [];
   let a: Replica;
   let b: Replica;
   let frontend: TestSidecar;
@@ -121,32 +109,9 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis, as process
         ...overrides,
       }),
     );
-    const child = spawn(process.execPath, [BIN, 'policy-server', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    const logs: Array<Record<string, unknown>> = [];
-    let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    const adminPort = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`policy server not listening within 30 s: ${stderr}`)), 30_000);
-      child.once('exit', (code) => reject(new Error(`policy server exited ${code}: ${stderr}`)));
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg !== 'meshgate policy-server listening') return;
-        clearTimeout(timer);
-        resolve(entry.adminPort as number);
-      });
-    });
-    return {
-      grpc: `127.0.0.1:${port}`,
-      adminPort,
-      logs,
-      async kill() {
-        const exited = once(child, 'exit');
-        child.kill('SIGKILL');
-        await exited;
-      },
-    };
+    const server = await spawnMeshgate(['policy-server', '--config', file], { listening: 'meshgate policy-server listening' });
+    children.push(server);
+    return { grpc: `127.0.0.1:${port}`, adminPort: server.listening.adminPort as number, logs: server.logs, kill: () => server.kill() };
   }
 
   async function sidecar(name: string, servers: string[], app: string): Promise<TestSidecar> {
@@ -177,7 +142,7 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis, as process
   }, 90_000);
   afterAll(async () => {
     for (const sc of sidecars) await sc.drain(200).catch(() => undefined);
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of children) await c.kill();
     for (const app of apps) await app.close();
     await h?.close();
     await redis?.stop();

@@ -3,95 +3,32 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../helpers/eventually.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { allowFrontendReads, denyPaths, FRONTEND, startMesh } from '../helpers/mesh.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
-
-const allowReads = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-reads, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: reads
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET], paths: ["/orders/*", "/secret/*"] }]
-`;
-const denySecret = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: no-secrets, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules: [{ name: secret, to: [{ paths: ["/secret/*"] }] }]
-`;
+const denySecret = denyPaths(['/secret/*']);
 
 describe('policies from the policy server, enforced by sidecars', () => {
+  let mesh: Mesh;
   let h: PolicyHarness;
   let ps: TestPolicyServer;
   let app: TestServer;
-  let stateDir: string;
   let orders: TestSidecar | undefined;
   let frontend: TestSidecar;
 
-  const sidecar = async (name: string, extra: Record<string, unknown> = {}, servers = [ps.address], dir = stateDir): Promise<TestSidecar> =>
-    startTestSidecar({
-      ...(await meshSidecarConfig(h, name, { servers, stateDir: dir })),
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-      ...extra,
-    } as Parameters<typeof startTestSidecar>[0]);
-  /** A policy-less mesh caller (frontend identity) with a static route to one inbound port. */
-  const directCaller = async (port: number, service = 'orders') => {
-    const sc = await startTestSidecar({
-      workload: { service: 'frontend', namespace: 'shop' },
-      mtls: { mode: 'STRICT' },
-      identity: { ca: { address: h.ca.address, trustBundleFile: path.join(h.ca.dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile: path.join(h.dir, 'frontend.token') },
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-      services: [{ name: service, namespace: 'shop', endpoints: [{ address: `127.0.0.1:${port}` }] }],
-    });
-    return {
-      async status(p: string): Promise<{ status: number; code: unknown }> {
-        const res = await request(`${sc.outboundUrl}${p}`, { headers: { host: `${service}.shop` } });
-        const text = await res.body.text();
-        return { status: res.statusCode, code: res.statusCode === 200 ? undefined : (JSON.parse(text) as { code: string }).code };
-      },
-      close: () => sc.drain(200),
-    };
-  };
-  const call = async (p: string): Promise<number> => {
-    const res = await request(`${frontend.outboundUrl}${p}`, { headers: { host: 'orders.shop' } });
-    await res.body.dump();
-    return res.statusCode;
-  };
+  const sidecar = (name: string, extra: Record<string, unknown> = {}, servers?: string[], stateDir?: string): Promise<TestSidecar> => mesh.sidecar(name, extra, { servers, stateDir });
+  const call = (p: string): Promise<number> => mesh.status(p);
+  const directCaller = (port: number, service?: string) => mesh.directCaller(port, service);
 
   beforeAll(async () => {
-    h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allowReads);
-    ps = await h.start();
-    app = await startHttpServer(echoHandler('orders'));
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-state-'));
-    orders = await sidecar('orders', { inbound: { app: app.url } });
-    // No static services: frontend finds orders through the registry the server pushes.
-    frontend = await sidecar('frontend');
-    // The registry push (orders' endpoint) and the policy reach frontend and orders asynchronously.
-    await eventually(() => call('/orders/1'), { until: (status) => status === 200, timeoutMs: 5_000, what: "call('/orders/1') to answer 200" });
+    mesh = await startMesh({ policies: { 'shop/allow.yaml': allowFrontendReads(['/orders/*', '/secret/*']) }, ready: { timeoutMs: 5_000 } });
+    ({ h, ps, app, orders, frontend } = mesh);
   });
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close().catch(() => {});
-    await app?.close();
-    await h?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await mesh?.close();
   });
 
   it('enforces an ALLOW policy: the allowed call passes, anything else is denied with its reason code', async () => {
@@ -154,8 +91,8 @@ describe('policies from the policy server, enforced by sidecars', () => {
     // The registry in frontend still holds the old orders endpoint; call the new inbound directly over mTLS instead.
     const direct = await directCaller(orders.inbound.port);
     try {
-      expect(await direct.status('/orders/1')).toEqual({ status: 200, code: undefined });
-      expect(await direct.status('/secret/1')).toEqual({ status: 403, code: 'authz.denied' });
+      expect(await direct.call('/orders/1')).toEqual({ status: 200, code: undefined });
+      expect(await direct.call('/secret/1')).toEqual({ status: 403, code: 'authz.denied' });
     } finally {
       await direct.close();
     }
@@ -166,7 +103,7 @@ describe('policies from the policy server, enforced by sidecars', () => {
     const lonely = await sidecar('lonely', { inbound: { app: app.url } }, ['127.0.0.1:1'], emptyState);
     const direct = await directCaller(lonely.inbound.port, 'lonely');
     try {
-      expect(await direct.status('/orders/1')).toEqual({ status: 503, code: 'policy.unavailable' });
+      expect(await direct.call('/orders/1')).toEqual({ status: 503, code: 'policy.unavailable' });
       const ready = await request(`${lonely.adminUrl}/ready`);
       expect(ready.statusCode).toBe(503);
       expect(((await ready.body.json()) as { checks: { policy: string } }).checks.policy).toMatch(/^no-policy/);

@@ -1,18 +1,16 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
 import type { TestIdp } from '../helpers/jwks.ts';
 import { startTestIdp } from '../helpers/jwks.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { FRONTEND, ordersUsers, startMesh } from '../helpers/mesh.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
+import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 
 /*
  * End to end: frontend's app -> frontend sidecar -> mTLS -> orders (or
@@ -28,31 +26,22 @@ import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-se
  */
 
 const ISSUER = 'https://idp.test';
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 
-const ordersLimits = (tenantRequests: number) => `apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: orders-limits, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: per-tenant
-      match: { paths: ["/tenant/*"] }
-      key: ["claim:tenant"]
-      limit: { requests: ${tenantRequests}, per: 1h }
-    - name: writes
-      match: { methods: [POST], paths: ["/orders/*"] }
-      key: [source.principal]
-      limit: { requests: 2, per: 1h }
-`;
+const ordersLimits = (tenantRequests: number): string =>
+  policyYaml('RateLimitPolicy', 'orders-limits', {
+    selector: { services: ['orders'] },
+    rules: [
+      { name: 'per-tenant', match: { paths: ['/tenant/*'] }, key: ['claim:tenant'], limit: { requests: tenantRequests, per: '1h' } },
+      { name: 'writes', match: { methods: ['POST'], paths: ['/orders/*'] }, key: ['source.principal'], limit: { requests: 2, per: '1h' } },
+    ],
+  });
 
 describe('rate limiting through two sidecars', () => {
+  let mesh: Mesh;
   let h: PolicyHarness;
-  let ps: TestPolicyServer;
   let ordersApp: TestServer;
   let paymentsApp: TestServer;
   let jwks: TestIdp;
-  let stateDir: string;
   let orders: TestSidecar;
   let payments: TestSidecar;
   let frontend: TestSidecar;
@@ -73,95 +62,40 @@ describe('rate limiting through two sidecars', () => {
   const bearer = async (tenant: string) => ({ authorization: `Bearer ${await token(tenant)}` });
   const metrics = async (sidecar: TestSidecar) => parsePrometheusText(await (await request(`${sidecar.adminUrl}/metrics`)).body.text());
 
-  const sidecar = async (name: string, extra: Record<string, unknown> = {}): Promise<TestSidecar> =>
-    startTestSidecar({
-      ...(await meshSidecarConfig(h, name, { servers: [ps.address], stateDir })),
-      authorization: { allowWhenNoPolicy: true },
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'warn', accessLog: false },
-      ...extra,
-    } as Parameters<typeof startTestSidecar>[0]);
-
   beforeAll(async () => {
     jwks = await startTestIdp();
-    h = await createPolicyHarness();
-    await h.write(
-      'shop/authn.yaml',
-      `apiVersion: meshgate.dev/v1
-kind: RequestAuthentication
-metadata: { name: orders-users, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  onMissingToken: allow-anonymous
-  jwtRules:
-    - name: idp
-      issuer: ${ISSUER}
-      jwksUri: ${jwks.url}/jwks
-      audiences: [orders]
-      algorithms: [ES256]
-      forwardClaimsHeader: x-jwt-claims
-`,
-    );
-    await h.write('shop/orders-limits.yaml', ordersLimits(3));
-    await h.write(
-      'shop/trial.yaml',
-      `apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: trial, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  mode: shadow
-  rules:
-    - name: tiny
-      match: { paths: ["/catalog/*"] }
-      key: [source.principal]
-      limit: { requests: 1, per: 1h }
-`,
-    );
-    await h.write(
-      'shop/payments.yaml',
-      `apiVersion: meshgate.dev/v1
-kind: IPAccessPolicy
-metadata: { name: payments-edge, namespace: shop }
-spec:
-  selector: { services: [payments] }
-  autoBan: { threshold: 3, window: 1m, duration: 10m }
----
-apiVersion: meshgate.dev/v1
-kind: RateLimitPolicy
-metadata: { name: payments-limits, namespace: shop }
-spec:
-  selector: { services: [payments] }
-  rules:
-    - name: per-ip
-      match: { paths: ["/pay"] }
-      key: [source.ip]
-      limit: { requests: 1, per: 1h }
-`,
-    );
-    ps = await h.start();
-    ordersApp = await startHttpServer(echoHandler('orders'));
+    mesh = await startMesh({
+      policies: {
+        'shop/authn.yaml': ordersUsers(ISSUER, `${jwks.url}/jwks`, { spec: { onMissingToken: 'allow-anonymous' } }),
+        'shop/orders-limits.yaml': ordersLimits(3),
+        'shop/trial.yaml': policyYaml('RateLimitPolicy', 'trial', {
+          selector: { services: ['orders'] },
+          mode: 'shadow',
+          rules: [{ name: 'tiny', match: { paths: ['/catalog/*'] }, key: ['source.principal'], limit: { requests: 1, per: '1h' } }],
+        }),
+        'shop/payments.yaml': [
+          policyYaml('IPAccessPolicy', 'payments-edge', { selector: { services: ['payments'] }, autoBan: { threshold: 3, window: '1m', duration: '10m' } }),
+          policyYaml('RateLimitPolicy', 'payments-limits', {
+            selector: { services: ['payments'] },
+            rules: [{ name: 'per-ip', match: { paths: ['/pay'] }, key: ['source.ip'], limit: { requests: 1, per: '1h' } }],
+          }),
+        ].join('---\n'),
+      },
+      sidecars: { authorization: { allowWhenNoPolicy: true } },
+      orders: { log: { level: 'info', accessLog: true } },
+      // /health matches no rule: it spends no budget while the snapshots and the registry arrive.
+      ready: { path: '/health' },
+    });
+    ({ h, app: ordersApp, orders, frontend } = mesh);
     paymentsApp = await startHttpServer(echoHandler('payments'));
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-ratelimit-'));
-    orders = await sidecar('orders', { inbound: { app: ordersApp.url }, log: { level: 'info', accessLog: true } });
-    payments = await sidecar('payments', { inbound: { app: paymentsApp.url } });
-    frontend = await sidecar('frontend');
-    // /health matches no rule: it spends no budget while the snapshots and the registry arrive.
-    for (const host of ['orders.shop', 'payments.shop']) {
-      await eventually(() => call('/health', { host }), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/health') to answer 200" });
-    }
+    payments = await mesh.sidecar('payments', { inbound: { app: paymentsApp.url } });
+    await eventually(() => call('/health', { host: 'payments.shop' }), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/health') to payments to answer 200" });
   }, 30_000);
 
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await payments?.drain(200);
-    await ps?.close().catch(() => {});
-    await ordersApp?.close();
+    await mesh?.close();
     await paymentsApp?.close();
     await jwks?.close();
-    await h?.close();
-    if (stateDir) await rm(stateDir, { recursive: true, force: true });
   });
 
   it('a tenant keyed by a verified claim gets its limit, then 429 ratelimit.exceeded with retry-after and RateLimit headers; other tenants are admitted', async () => {

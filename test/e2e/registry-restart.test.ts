@@ -1,20 +1,17 @@
-import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import type { AddressInfo } from 'node:net';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { Agent, request } from 'undici';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { freePort } from '../helpers/process.ts';
+import { allowFrontendCalls } from '../helpers/mesh.ts';
+import type { RunningMeshgate } from '../helpers/process.ts';
+import { freePort, spawnMeshgate } from '../helpers/process.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
+import { startTcpGate } from '../helpers/tcp-gate.ts';
 import type { PolicyHarness } from '../integration/policy-server-harness.ts';
 import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from '../integration/policy-server-harness.ts';
 
@@ -32,17 +29,7 @@ import { createPolicyHarness, eventually, meshSidecarConfig, TRUST_DOMAIN } from
  * first" happens every run instead of by the luck of the backoffs.
  */
 
-const BIN = path.join(import.meta.dirname, '../../bin/meshgate.js');
 const LEASE = '300ms';
-const FRONTEND = `spiffe://${TRUST_DOMAIN}/ns/shop/sa/frontend`;
-const allowFrontend = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-calls-orders, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules: [{ from: [{ principals: ["${FRONTEND}"] }] }]
-`;
 
 /** A running policy server, in its own process or in this one. */
 interface PolicyServerHandle {
@@ -51,41 +38,6 @@ interface PolicyServerHandle {
   readonly logs: Array<Record<string, unknown>>;
   /** The child: SIGKILL (its shared-registry file stays behind). In-process: close. */
   stop(): Promise<void>;
-}
-
-/** A TCP forwarder to `port` that refuses (accepts and closes) while shut. */
-async function startGate(port: number) {
-  let open = true;
-  const pairs = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    if (!open) return void client.destroy();
-    const upstream = net.connect(port, '127.0.0.1');
-    const end = (): void => {
-      client.destroy();
-      upstream.destroy();
-    };
-    for (const s of [client, upstream]) {
-      pairs.add(s);
-      s.on('error', end);
-      s.on('close', () => {
-        pairs.delete(s);
-        end();
-      });
-    }
-    client.pipe(upstream).pipe(client);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    address: `127.0.0.1:${(server.address() as AddressInfo).port}`,
-    set open(value: boolean) {
-      open = value;
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of pairs) s.destroy();
-        server.close(() => resolve());
-      }),
-  };
 }
 
 /** ~250 calls/s from frontend's app to orders, at most 64 in flight; statuses and reason codes counted. */
@@ -129,19 +81,19 @@ describe('policy server restarted after an outage longer than the registry lease
   let h: PolicyHarness;
   let app: TestServer;
   let port: number;
-  const children: ChildProcess[] = [];
+  const children: RunningMeshgate[] = [];
   const cleanups: Array<() => Promise<unknown>> = [];
 
   beforeAll(async () => {
     h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allowFrontend);
+    await h.write('shop/allow.yaml', allowFrontendCalls);
     app = await startHttpServer(echoHandler('orders'));
   });
   afterEach(async () => {
     for (const fn of cleanups.splice(0).reverse()) await fn().catch(() => undefined);
   });
   afterAll(async () => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const c of children) await c.kill();
     await app?.close();
     await h?.close();
   });
@@ -161,32 +113,9 @@ describe('policy server restarted after an outage longer than the registry lease
         adminApi: { audit: { file: `audit-${port}.jsonl` } },
       }),
     );
-    const child = spawn(process.execPath, [BIN, 'policy-server', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(child);
-    const logs: Array<Record<string, unknown>> = [];
-    let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    const serverId = await new Promise<string>((resolve, reject) => {
-      // A process start is seconds on an idle machine, far more on a busy one.
-      const timer = setTimeout(() => reject(new Error(`policy server not listening within 30 s: ${stderr}`)), 30_000);
-      child.once('exit', (code) => reject(new Error(`policy server exited ${code}: ${stderr}`)));
-      createInterface({ input: child.stdout! }).on('line', (line) => {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        logs.push(entry);
-        if (entry.msg !== 'meshgate policy-server listening') return;
-        clearTimeout(timer);
-        resolve(entry.serverId as string);
-      });
-    });
-    return {
-      serverId,
-      logs,
-      async stop() {
-        const exited = once(child, 'exit');
-        child.kill('SIGKILL');
-        await exited;
-      },
-    };
+    const server = await spawnMeshgate(['policy-server', '--config', file], { listening: 'meshgate policy-server listening' });
+    children.push(server);
+    return { serverId: server.listening.serverId as string, logs: server.logs, stop: () => server.kill() };
   }
 
   /** The harness's in-process policy server on `port`: starts in a fraction of the time a process takes. */
@@ -211,7 +140,7 @@ describe('policy server restarted after an outage longer than the registry lease
     port = await freePort();
     const stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-restart-'));
     cleanups.push(() => rm(stateDir, { recursive: true, force: true }));
-    const gate = await startGate(port);
+    const gate = await startTcpGate(port);
     cleanups.push(() => gate.close());
     let ps = await startPolicyServer(opts.warmup);
     const sidecar = async (name: string, servers: string[], extra: Record<string, unknown>): Promise<TestSidecar> => {
@@ -239,7 +168,8 @@ describe('policy server restarted after an outage longer than the registry lease
     await eventually(() => load.ok() >= 100, 10_000, '100 calls answered before the fault');
     await ps.stop();
     gate.open = false;
-    // Down for three leases: the registry file the killed server left behind is stale by then.
+    // The outage itself lasts three leases (the fault's length, not a wait for an event): the registry
+    // file the killed server left behind is stale by then.
     await new Promise((resolve) => setTimeout(resolve, 900));
     ps = await startPolicyServer(opts.warmup);
     const restarted = ps.serverId;

@@ -1,7 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import type { IncomingHttpHeaders } from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { SpanKind } from '@opentelemetry/api';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,16 +7,14 @@ import { resolveTracingSettings } from '../../src/config/telemetry-schema.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import type { Tracing } from '../../src/telemetry/tracing.ts';
 import { createTracing } from '../../src/telemetry/tracing.ts';
-import { eventually } from '../helpers/eventually.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { FRONTEND, startMesh } from '../helpers/mesh.ts';
 import type { OtlpReceiver, ReceivedSpan } from '../helpers/otlp-receiver.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
-import type { TestServer } from '../helpers/servers.ts';
-import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * frontend app -> frontend sidecar (outbound) -> mTLS -> orders sidecar
@@ -28,19 +23,11 @@ import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-se
  * real OTLP receiver, and the policy server deciding.
  */
 
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
-
-const allow = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-calls, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: reads-and-orders
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET, POST], paths: ["/orders/*"] }]
-`;
+const allow = policyYaml('AuthorizationPolicy', 'frontend-calls', {
+  selector: { services: ['orders'] },
+  action: 'ALLOW',
+  rules: [{ name: 'reads-and-orders', from: [{ principals: [FRONTEND] }], to: [{ methods: ['GET', 'POST'], paths: ['/orders/*'] }] }],
+});
 
 /** An instrumented app's own tracing, exporting to the same receiver. */
 async function appTracing(receiver: OtlpReceiver, serviceName: string): Promise<Tracing> {
@@ -51,25 +38,18 @@ async function appTracing(receiver: OtlpReceiver, serviceName: string): Promise<
 
 describe('telemetry of a call through two sidecars', () => {
   let receiver: OtlpReceiver;
+  let mesh: Mesh;
   let h: PolicyHarness;
   let ps: TestPolicyServer;
-  let stateDir: string;
   let frontendApp: Tracing;
   let ordersAppTracing: Tracing;
-  let ordersApp: TestServer;
   let orders: TestSidecar;
   let frontend: TestSidecar;
   /** Headers the orders app received, by x-request-id. */
   const seenByApp = new Map<string, IncomingHttpHeaders>();
 
-  const sidecar = async (name: string, tracing: Record<string, unknown>, extra: Record<string, unknown> = {}): Promise<TestSidecar> =>
-    startTestSidecar({
-      ...(await meshSidecarConfig(h, name, { servers: [ps.address], stateDir: path.join(stateDir, name) })),
-      inbound: { app: 'http://127.0.0.1:1' },
-      log: { level: 'info', accessLog: true },
-      telemetry: { tracing: { ...tracing, batch: { scheduledDelay: '20ms' } } },
-      ...extra,
-    } as Parameters<typeof startTestSidecar>[0]);
+  /** Each sidecar's tracing section: its exporter, batches leaving every 20 ms. */
+  const tracing = (exporter: Record<string, unknown>) => ({ telemetry: { tracing: { ...exporter, batch: { scheduledDelay: '20ms' } } } });
 
   let calls = 0;
   /** A call from the frontend app; its x-request-id finds it in the app's view and the logs. */
@@ -93,36 +73,34 @@ describe('telemetry of a call through two sidecars', () => {
     receiver = await startOtlpReceiver();
     frontendApp = await appTracing(receiver, 'frontend-app');
     ordersAppTracing = await appTracing(receiver, 'orders-app');
-    ordersApp = await startHttpServer((req, res) => {
-      // What an instrumented app does: its server span continues the trace the sidecar passed on.
-      const span = ordersAppTracing.tracer!.startSpan(`${req.method} /orders/{id}`, { kind: SpanKind.SERVER }, ordersAppTracing.extract(req.headers));
-      seenByApp.set(String(req.headers['x-request-id']), req.headers);
-      let bytes = 0;
-      req.on('data', (c: Buffer) => (bytes += c.length));
-      req.on('end', () => {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ ok: true, bytes }));
-        span.end();
-      });
+    mesh = await startMesh({
+      policies: { 'shop/allow.yaml': allow },
+      server: { telemetry: { tracing: { exporter: 'otlp-http', endpoint: receiver.httpUrl, batch: { scheduledDelay: '20ms' } } } },
+      app: (req, res) => {
+        // What an instrumented app does: its server span continues the trace the sidecar passed on.
+        const span = ordersAppTracing.tracer!.startSpan(`${req.method} /orders/{id}`, { kind: SpanKind.SERVER }, ordersAppTracing.extract(req.headers));
+        seenByApp.set(String(req.headers['x-request-id']), req.headers);
+        let bytes = 0;
+        req.on('data', (c: Buffer) => (bytes += c.length));
+        req.on('end', () => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ ok: true, bytes }));
+          span.end();
+        });
+      },
+      sidecars: { log: { level: 'info', accessLog: true } },
+      stateDirPerSidecar: true,
+      orders: tracing({ exporter: 'otlp-http', endpoint: receiver.httpUrl }),
+      frontend: tracing({ exporter: 'otlp-grpc', endpoint: receiver.grpcUrl }),
+      ready: { path: '/orders/0' },
     });
-    h = await createPolicyHarness();
-    await h.write('shop/allow.yaml', allow);
-    ps = await h.start({ telemetry: { tracing: { exporter: 'otlp-http', endpoint: receiver.httpUrl, batch: { scheduledDelay: '20ms' } } } });
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-telemetry-'));
-    orders = await sidecar('orders', { exporter: 'otlp-http', endpoint: receiver.httpUrl }, { inbound: { app: ordersApp.url } });
-    frontend = await sidecar('frontend', { exporter: 'otlp-grpc', endpoint: receiver.grpcUrl });
-    await eventually(() => call('/orders/0'), { until: (res) => res.status === 200, timeoutMs: 10_000, what: "call('/orders/0') to answer 200" });
+    ({ h, ps, orders, frontend } = mesh);
   });
   afterAll(async () => {
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close().catch(() => {});
-    await h?.close();
-    await ordersApp?.close();
+    await mesh?.close();
     await frontendApp?.shutdown();
     await ordersAppTracing?.shutdown();
     await receiver?.close();
-    if (stateDir) await rm(stateDir, { recursive: true, force: true });
   });
 
   it('is one trace: app client span -> frontend client span -> orders server span -> app server span', async () => {

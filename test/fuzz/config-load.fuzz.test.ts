@@ -6,6 +6,7 @@ import { ConfigError, parseConfigText } from '../../src/config/load.ts';
 import { policyServerConfigSchema } from '../../src/config/policy-server-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
+import { aliasBombLines, editedText, YAML_PIECES } from './text-arbitraries.ts';
 
 /*
  * Fuzzing the config loader (src/config/load.ts) with the schemas of the three
@@ -58,91 +59,40 @@ identity:
 };
 
 const TEXT_PIECES = [
-  '\n',
+  ...YAML_PIECES,
   '\r\n',
   '\r',
-  ' ',
-  '  ',
   '\t',
-  ':',
-  ': ',
-  '- ',
   '-',
-  '{',
-  '}',
-  '[',
-  ']',
-  ',',
-  '"',
-  "'",
-  '#',
-  '&a ',
-  '*a',
   '&b [*a, *a, *a]',
-  '!!binary ',
   '!!str ',
   '!!int ',
   '!!map ',
-  '!!set ',
   '!custom ',
-  '? ',
-  '|',
-  '>',
   '---\n',
   '...\n',
   '%YAML 1.2\n',
   '<<: *a',
-  '\u0000',
-  '\ufeff',
-  '\u2028',
   '\u0085',
-  'é',
-  '\ud800',
-  '~',
-  'null',
   'true',
   '0x1F',
-  '1e400',
   '-0',
   '.inf',
-  '.nan',
   '99999999999999999999',
   '0o17',
   '2001-12-14',
   '"\\u0000"',
   '"a\\nb"',
-  '__proto__',
   'constructor',
   'prototype',
 ];
 
 /** A valid file with random edits: insertions, deletions, a replaced range. */
-const mutatedText = (role: Role) =>
-  fc
-    .array(
-      fc.record({
-        at: fc.nat(),
-        remove: fc.nat({ max: 12 }),
-        insert: fc.oneof(fc.constantFrom(...TEXT_PIECES), fc.string({ unit: 'binary', maxLength: 8 })),
-      }),
-      { minLength: 1, maxLength: 8 },
-    )
-    .map((edits) => {
-      let text = VALID[role];
-      for (const { at, remove, insert } of edits) {
-        const i = at % (text.length + 1);
-        text = text.slice(0, i) + insert + text.slice(i + remove);
-      }
-      return text;
-    });
+const mutatedText = (role: Role) => editedText(VALID[role], { pieces: TEXT_PIECES, maxRemove: 12, maxInsert: 8, maxEdits: 8 });
 
 /** Documents that are hard on a loader: alias bombs, self-references, deep nesting, odd keys. */
 const hostileText = fc.oneof(
-  fc.integer({ min: 2, max: 12 }).map((width) => {
-    const lines = ['a0: &a0 [x, x]'];
-    for (let i = 1; i < 9; i++) lines.push(`a${i}: &a${i} [${Array.from({ length: width }, () => `*a${i - 1}`).join(', ')}]`);
-    return `${lines.join('\n')}\nworkload: *a8\n`;
-  }),
+  fc.integer({ min: 2, max: 12 }).map((width) => `${aliasBombLines(width).join('\n')}\nworkload: *a8\n`),
   fc.constantFrom('a: &a [*a]\n', 'workload: &w { service: *w }\n', 'x: &x { y: *x }\nworkload: *x\n', '<<: [*a]\n', 'a: &a {b: 1}\n<<: *a\n<<: *a\n'),
   fc.integer({ min: 10, max: 3000 }).map((depth) => `workload: ${'['.repeat(depth)}${']'.repeat(depth)}\n`),
   fc.integer({ min: 10, max: 3000 }).map((depth) => `workload: ${'{a: '.repeat(depth)}1${'}'.repeat(depth)}\n`),

@@ -1,9 +1,7 @@
 import fc from 'fast-check';
-import { afterAll, beforeAll, expect } from 'vitest';
 import { CLIENT_PREFACE, Flag, FrameType, frame, headerBlock, settingsPayload, u32 } from '../helpers/h2-frames.ts';
-import { fuzzTarget } from './fuzz-harness.ts';
-import type { LiveMesh, StoredConnection } from './live-mesh.ts';
-import { OUTBOUND_HOST, runBatch, startLiveMesh, toChunks } from './live-mesh.ts';
+import type { StoredConnection } from './live-mesh.ts';
+import { fuzzLiveMesh, OUTBOUND_HOST } from './live-mesh.ts';
 
 /*
  * A live sidecar (child process) fed random HTTP/2 frame sequences (h2c,
@@ -276,39 +274,4 @@ const connection: fc.Arbitrary<StoredConnection> = fc
     return chunks.map((c) => c.toString('base64'));
   });
 
-let mesh: LiveMesh;
-let batches = 0;
-/** Batches in which each app saw at least one request. */
-const reached = { inbound: 0, outbound: 0 };
-let failed = false;
-
-fuzzTarget<StoredConnection[]>(
-  {
-    name: 'listener-http2',
-    arbitrary: fc.array(connection, { minLength: 1, maxLength: 5 }),
-    shortRuns: 10,
-    shortMs: 5000,
-    async check(connections) {
-      batches++;
-      try {
-        const outcome = await runBatch(mesh, connections.map(toChunks));
-        if (outcome.inbound.length > 0) reached.inbound++;
-        if (outcome.outbound.length > 0) reached.outbound++;
-      } catch (err) {
-        failed = true;
-        throw err;
-      }
-    },
-  },
-  () => {
-    beforeAll(async () => {
-      mesh = await startLiveMesh();
-    }, 60_000);
-    afterAll(async () => {
-      await mesh?.close();
-      // Sanity of the generator: well-formed requests do get through.
-      // A fuzzer whose every input is refused at the door tests little.
-      if (batches >= 10 && !failed) expect({ inbound: reached.inbound / batches > 0.2, outbound: reached.outbound / batches > 0.2 }).toEqual({ inbound: true, outbound: true });
-    }, 60_000);
-  },
-);
+fuzzLiveMesh('listener-http2', connection, 5);

@@ -4,7 +4,9 @@ import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import fc from 'fast-check';
 import { request } from 'undici';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { normalizePath } from '../../src/core/path-normalize.ts';
@@ -13,6 +15,7 @@ import { createHttpListener } from '../../src/proxy/listener.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 import type { ChildMeshgate } from './child-process.ts';
 import { spawnMeshgate, stopChild } from './child-process.ts';
+import { fuzzTarget } from './fuzz-harness.ts';
 
 /*
  * A live sidecar for fuzzing its listeners, and what it is judged against.
@@ -79,7 +82,7 @@ async function startCountingApp(name: string, forbidden: RegExp | undefined): Pr
   });
 }
 
-export interface LiveMesh {
+interface LiveMesh {
   readonly sidecar: ChildMeshgate;
   readonly inboundApp: CountingApp;
   readonly outboundApp: CountingApp;
@@ -94,7 +97,7 @@ export interface LiveMesh {
 /** The host name the outbound listener routes to the outbound app. */
 export const OUTBOUND_HOST = 'backend';
 
-export async function startLiveMesh(): Promise<LiveMesh> {
+async function startLiveMesh(): Promise<LiveMesh> {
   const dir = await mkdtemp(join(tmpdir(), 'meshgate-fuzz-'));
   const inboundApp = await startCountingApp('inbound app', /^\/admin/);
   const outboundApp = await startCountingApp('outbound app', undefined);
@@ -208,7 +211,7 @@ async function readyStatus(adminPort: number, timeoutMs = 1000): Promise<number 
   }
 }
 
-export interface BatchOutcome {
+interface BatchOutcome {
   /** Requests the reference parsed from the batch. */
   readonly reference: Seen;
   readonly inbound: Seen;
@@ -221,7 +224,7 @@ export interface BatchOutcome {
  * wrong: a crash, /ready not 200 within 1 s, a malformed request at an app, or
  * a request an app saw that the reference did not parse.
  */
-export async function runBatch(mesh: LiveMesh, connections: ReadonlyArray<readonly Buffer[]>): Promise<BatchOutcome> {
+async function runBatch(mesh: LiveMesh, connections: ReadonlyArray<readonly Buffer[]>): Promise<BatchOutcome> {
   mesh.referenceSeen.length = 0;
   await Promise.all(connections.map((chunks) => exchange(mesh.referencePort, chunks)));
   const reference = mesh.referenceSeen.splice(0);
@@ -253,4 +256,46 @@ export async function runBatch(mesh: LiveMesh, connections: ReadonlyArray<readon
 /** How a connection's bytes are kept in a stored input: base64 chunks (split points included). */
 export type StoredConnection = string[];
 
-export const toChunks = (connection: StoredConnection): Buffer[] => connection.map((c) => Buffer.from(c, 'base64'));
+const toChunks = (connection: StoredConnection): Buffer[] => connection.map((c) => Buffer.from(c, 'base64'));
+
+/**
+ * Registers a listener fuzz target against one live mesh: each input is a batch of connections
+ * (at most `maxConnections`), run through runBatch. After the run, the generator's sanity: the
+ * well-formed seeds and light mutations do reach the apps (a fuzzer whose every input is refused
+ * at the door tests little).
+ */
+export function fuzzLiveMesh(name: 'listener-http1' | 'listener-http2', connection: fc.Arbitrary<StoredConnection>, maxConnections: number): void {
+  let mesh: LiveMesh;
+  let batches = 0;
+  /** Batches in which each app saw at least one request. */
+  const reached = { inbound: 0, outbound: 0 };
+  let failed = false;
+  fuzzTarget<StoredConnection[]>(
+    {
+      name,
+      arbitrary: fc.array(connection, { minLength: 1, maxLength: maxConnections }),
+      shortRuns: 10,
+      shortMs: 5000,
+      async check(connections) {
+        batches++;
+        try {
+          const outcome = await runBatch(mesh, connections.map(toChunks));
+          if (outcome.inbound.length > 0) reached.inbound++;
+          if (outcome.outbound.length > 0) reached.outbound++;
+        } catch (err) {
+          failed = true;
+          throw err;
+        }
+      },
+    },
+    () => {
+      beforeAll(async () => {
+        mesh = await startLiveMesh();
+      }, 60_000);
+      afterAll(async () => {
+        await mesh?.close();
+        if (batches >= 10 && !failed) expect({ inbound: reached.inbound / batches > 0.2, outbound: reached.outbound / batches > 0.2 }).toEqual({ inbound: true, outbound: true });
+      }, 60_000);
+    },
+  );
+}

@@ -19,6 +19,7 @@ import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { checkEnvelope, policyModelValidator } from '../../src/sidecar/policy/subscriber-validate.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 import { fuzzTarget, timeBudgetMs, timed } from './fuzz-harness.ts';
+import { aliasBombLines, editedText, YAML_PIECES } from './text-arbitraries.ts';
 
 /*
  * Fuzzing the policy decoder (YAML text -> validated documents, and the JSON
@@ -36,47 +37,7 @@ const validator = createPolicyValidator();
 
 // ---- inputs -------------------------------------------------------------------
 
-const TEXT_PIECES = [
-  '\n',
-  '\n---\n',
-  ' ',
-  '  ',
-  ':',
-  ': ',
-  '- ',
-  '{',
-  '}',
-  '[',
-  ']',
-  ',',
-  '"',
-  "'",
-  '#',
-  '&a ',
-  '*a',
-  '<<: *a\n',
-  '!!binary ',
-  '!!set ',
-  '!x ',
-  '? ',
-  '|',
-  '>',
-  '\u0000',
-  '\ufeff',
-  '\u2028',
-  'é',
-  '\ud800',
-  'null',
-  '~',
-  '1e400',
-  '.nan',
-  '0x10',
-  '__proto__',
-  '*',
-  '/',
-  '..',
-  '%2e',
-];
+const TEXT_PIECES = [...YAML_PIECES, '\n---\n', '<<: *a\n', '!x ', '0x10', '*', '/', '..', '%2e'];
 
 /** Strings and values that sit at the edges of what the schemas accept. */
 const ODD_VALUES: unknown[] = [
@@ -218,24 +179,11 @@ const mutatedDocument = fc.tuple(fc.nat({ max: SEED_DOCS.length - 1 }), fc.array
 });
 
 /** The corpus text with random character edits. */
-const mutatedText = fc
-  .array(fc.record({ at: fc.nat(), remove: fc.nat({ max: 16 }), insert: fc.oneof(fc.constantFrom(...TEXT_PIECES), fc.string({ unit: 'binary', maxLength: 6 })) }), { minLength: 1, maxLength: 10 })
-  .map((edits) => {
-    let text = CORPUS;
-    for (const { at, remove, insert } of edits) {
-      const i = at % (text.length + 1);
-      text = text.slice(0, i) + insert + text.slice(i + remove);
-    }
-    return text;
-  });
+const mutatedText = editedText(CORPUS, { pieces: TEXT_PIECES, maxRemove: 16, maxInsert: 6, maxEdits: 10 });
 
 /** Texts past the limits: alias bombs, deep nesting, huge lists and strings, many documents. */
 const hostileText = fc.oneof(
-  fc.integer({ min: 2, max: 10 }).map((width) => {
-    const lines = ['a0: &a0 [x, x]'];
-    for (let i = 1; i < 9; i++) lines.push(`a${i}: &a${i} [${Array.from({ length: width }, () => `*a${i - 1}`).join(', ')}]`);
-    return `apiVersion: meshgate.dev/v1\nkind: IPAccessPolicy\nmetadata: { name: a, namespace: b }\nspec: { deny: *a8 }\n${lines.join('\n')}\n`;
-  }),
+  fc.integer({ min: 2, max: 10 }).map((width) => `apiVersion: meshgate.dev/v1\nkind: IPAccessPolicy\nmetadata: { name: a, namespace: b }\nspec: { deny: *a8 }\n${aliasBombLines(width).join('\n')}\n`),
   fc.constantFrom('spec: &s { rules: [*s] }\nkind: AuthorizationPolicy\n', 'a: &a [*a]\n', '&a [*a]\n'),
   fc.integer({ min: 30, max: 5000 }).map((depth) => `apiVersion: meshgate.dev/v1\nkind: Route\nmetadata: { name: a, namespace: b }\nspec: ${'['.repeat(depth)}${']'.repeat(depth)}\n`),
   fc

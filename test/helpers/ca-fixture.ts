@@ -1,7 +1,6 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { parse as parseYaml } from 'yaml';
 import type { RunningCa } from '../../src/ca/ca-server.ts';
@@ -16,9 +15,9 @@ import type { Clock } from '../../src/core/clock.ts';
 import type { CaClient } from '../../src/identity/ca-api.ts';
 import { bearerMetadata, createCaClient } from '../../src/identity/ca-api.ts';
 import type { KeyType } from '../../src/identity/x509.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import { startTracing } from '../../src/telemetry/tracing.ts';
 import { createFakeClock } from './fake-clock.ts';
+import { captureLogs } from './log-capture.ts';
 
 /**
  * Writes fresh CA material with `certs init` into a temporary folder (never
@@ -65,13 +64,6 @@ export interface TestCa {
 export async function startTestCa(opts: { keyType?: KeyType; intermediate?: boolean; dir?: string; overrides?: Partial<CaConfigInput> } = {}): Promise<TestCa> {
   const clock = createFakeClock(Date.now());
   const dir = opts.dir ?? (await createCaMaterialDir({ ...opts, clock }));
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
   const auditFile = path.join(dir, 'audit.jsonl');
   const input: CaConfigInput = {
     ...(await rawYaml(path.join(dir, 'ca.yaml'))),
@@ -82,7 +74,7 @@ export async function startTestCa(opts: { keyType?: KeyType; intermediate?: bool
     ...opts.overrides,
   } as CaConfigInput;
   const config = parseConfigText(JSON.stringify(input), 'test-ca.yaml', caConfigSchema);
-  const logger = createLogger({ level: config.log.level, name: 'ca', destination: sink });
+  const { logger, lines: logs } = captureLogs({ level: config.log.level, name: 'ca' });
   const tracing = await startTracing(config.telemetry.tracing, {}, { logger, ...CA_ROLE.tracing(config) });
   const ca = await startCa(config, { logger, clock, configDir: dir, configFile: 'test-ca.yaml', tracing });
   const rootsPem = ca.trustBundlePem.join('');

@@ -44,3 +44,11 @@ export function echoHandler(name: string): http.RequestListener {
     });
   };
 }
+
+/** Answers every request `status` with `body` as text/plain (and `headers`). */
+export const answer =
+  (status: number, body: string, headers: Record<string, string> = {}): http.RequestListener =>
+  (_req, res) => {
+    res.writeHead(status, { 'content-type': 'text/plain', ...headers });
+    res.end(body);
+  };

@@ -1,4 +1,3 @@
-import { Writable } from 'node:stream';
 import { SIDECAR_ROLE } from '../../src/cli/roles.ts';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
@@ -7,8 +6,8 @@ import type { Clock } from '../../src/core/clock.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import type { RunningSidecar } from '../../src/sidecar/sidecar.ts';
 import { startSidecar } from '../../src/sidecar/sidecar.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import { startTracing } from '../../src/telemetry/tracing.ts';
+import { captureLogs } from './log-capture.ts';
 
 export interface TestSidecar extends RunningSidecar {
   /** Log lines written so far, parsed. */
@@ -23,13 +22,6 @@ export interface TestSidecar extends RunningSidecar {
  * YAML document as an object; listeners default to port 0 on 127.0.0.1.
  */
 export async function startTestSidecar(overrides: Partial<SidecarConfigInput> & Pick<SidecarConfigInput, 'inbound'>, deps: { clock?: Clock; random?: () => number } = {}): Promise<TestSidecar> {
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
   const input: SidecarConfigInput = {
     workload: { service: 'test', namespace: 'default' },
     listeners: {
@@ -43,7 +35,7 @@ export async function startTestSidecar(overrides: Partial<SidecarConfigInput> & 
     ...overrides,
   };
   const config = parseConfigText(JSON.stringify(input), 'test-sidecar.yaml', sidecarConfigSchema);
-  const logger = createLogger({ level: config.log.level, name: 'sidecar', destination: sink });
+  const { logger, lines: logs } = captureLogs({ level: config.log.level, name: 'sidecar' });
   // As the CLI does, without the OTEL_* environment: off unless the test's config turns it on.
   const tracing = await startTracing(config.telemetry.tracing, {}, { logger, ...SIDECAR_ROLE.tracing(config) });
   const running = await startSidecar(config, { logger, clock: deps.clock ?? systemClock, random: deps.random ?? Math.random, tracing });

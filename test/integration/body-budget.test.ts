@@ -1,14 +1,11 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import { echoHandler } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
-import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
+import { policyDoc } from '../helpers/static-policy.ts';
 
 /*
  * limits.maxBufferedBodies through a real sidecar: slow callers parked on
@@ -20,29 +17,19 @@ import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 const KiB = 1024;
 
 describe('sidecar-wide budget for buffered request bodies', () => {
-  let stateDir: string;
-  let app: TestServer;
+  let pair: AppAndSidecar;
   let sidecar: TestSidecar;
 
   beforeAll(async () => {
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-budget-'));
-    await writeSnapshot(stateDir, { service: 'orders' }, [
-      policyDoc('ValidationPolicy', 'orders-input', { rules: [{ name: 'create', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object' } }] }),
-    ]);
-    app = await startHttpServer(echoHandler('orders'));
-    sidecar = await startTestSidecar({
-      workload: { service: 'orders', namespace: 'shop' },
-      inbound: { app: app.url },
-      policy: { servers: ['127.0.0.1:1'], stateDir },
-      authorization: { allowWhenNoPolicy: true },
-      limits: { maxBodyBuffer: '64KiB', maxBufferedBodies: '64KiB' },
-      log: { level: 'warn', accessLog: false },
+    pair = await startAppAndSidecar({
+      app: echoHandler('orders'),
+      policy: [policyDoc('ValidationPolicy', 'orders-input', { rules: [{ name: 'create', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object' } }] })],
+      config: () => ({ limits: { maxBodyBuffer: '64KiB', maxBufferedBodies: '64KiB' }, log: { level: 'warn', accessLog: false } }),
     });
+    ({ sc: sidecar } = pair);
   });
   afterAll(async () => {
-    await sidecar?.drain(200);
-    await app?.close();
-    await rm(stateDir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   const post = async (p: string, body: string) => {

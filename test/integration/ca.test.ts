@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import type { webcrypto } from 'node:crypto';
 import { createPrivateKey, generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -6,7 +5,6 @@ import type { AddressInfo } from 'node:net';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { decodeProtectedHeader, importSPKI, jwtVerify, SignJWT, UnsecuredJWT } from 'jose';
 import { request } from 'undici';
@@ -18,9 +16,9 @@ import type { KeyType } from '../../src/identity/x509.ts';
 import { createCsr, generateKeyPair, privateKeyToPem, x509 } from '../../src/identity/x509.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
+import { meshgateChild as meshgate } from '../helpers/meshgate-cli.ts';
 
 const HOUR = 3_600_000;
-const BIN = path.join(import.meta.dirname, '../../bin/meshgate.js');
 
 async function workload(type: KeyType = 'ecdsa-p256'): Promise<{ keyPem: string; csr: string; keys: webcrypto.CryptoKeyPair }> {
   const keys = (await generateKeyPair(type)) as webcrypto.CryptoKeyPair;
@@ -495,14 +493,3 @@ describe('meshgate certs init and meshgate token', () => {
     }
   });
 });
-
-const run = promisify(execFile);
-async function meshgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { timeout: 20_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}

@@ -1,26 +1,13 @@
-import { execFile, execFileSync, spawn } from 'node:child_process';
-import { once } from 'node:events';
+import { execFileSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { issueCert } from '../helpers/mesh-pki.ts';
+import { meshgateChild } from '../helpers/meshgate-cli.ts';
+import { spawnMeshgate } from '../helpers/process.ts';
 
-const run = promisify(execFile);
-const BIN = join(import.meta.dirname, '../../bin/meshgate.js');
-
-async function meshgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    // A killed run (a hang) has code null, so it fails every expectation of an exit code.
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { timeout: 15_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+const meshgate = (args: string[]) => meshgateChild(args, { timeoutMs: 15_000 });
 
 const VALID = `workload: { service: orders }\ninbound: { app: "http://127.0.0.1:8080" }\nmtls: { mode: DISABLE }\n`;
 
@@ -189,19 +176,8 @@ describe('meshgate: every bad input is one line per problem naming file and fiel
     const file = join(folder, 'sidecar.yaml');
     await writeFile(file, `${VALID}listeners: { ${ports}, edge: { address: 127.0.0.1, port: 0, certFile: edge.pem, keyFile: edge.key } }\n`);
     // Started from another folder (the test's temporary root), where edge.pem does not exist.
-    const child = spawn(process.execPath, [BIN, 'sidecar', '--config', 'etc/sidecar.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const exited = once(child, 'exit');
-    const listening = new Promise<boolean>((resolve) => {
-      createInterface({ input: child.stdout }).on('line', (line) => {
-        if (line.includes('"sidecar listening"')) resolve(true);
-      });
-      void exited.then(() => resolve(false));
-    });
-    expect(await listening, stderr).toBe(true);
-    child.kill('SIGTERM');
-    await exited;
+    const sidecar = await spawnMeshgate(['sidecar', '--config', 'etc/sidecar.yaml'], { listening: 'sidecar listening', cwd: dir });
+    await sidecar.kill();
 
     await writeFile(file, `${VALID}listeners: { ${ports}, edge: { address: 127.0.0.1, port: 0, certFile: missing.pem, keyFile: edge.key } }\n`);
     const missing = await meshgate(['sidecar', '--config', file]);

@@ -1,6 +1,8 @@
 import net from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
@@ -41,19 +43,15 @@ function bodyOf(reply: string): string {
 }
 
 describe('header hygiene and hardening', () => {
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({
-      inbound: { app: app.url },
-      limits: { maxHeadersCount: 20 },
-      services: [{ name: 'orders', endpoints: [{ address: app.address }] }],
-    });
+    pair = await startAppAndSidecar({ config: (app) => ({ limits: { maxHeadersCount: 20 }, services: [serviceTo(app)] }) });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc.drain(200);
-    await app.close();
+    await pair?.close();
   });
 
   it('removes hop-by-hop headers and those named in Connection, keeps the caller request id', async () => {

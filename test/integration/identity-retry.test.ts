@@ -1,15 +1,16 @@
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../../src/config/load.ts';
 import type { SidecarConfigInput } from '../../src/config/sidecar-schema.ts';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../src/core/clock.ts';
 import { startWorkloadIdentity } from '../../src/sidecar/workload-identity.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { createCaMaterialDir, startTestCa } from '../helpers/ca-fixture.ts';
+import { deferAfterEach } from '../helpers/cleanup.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
+import { startTcpGate } from '../helpers/tcp-gate.ts';
 import { eventually } from './policy-server-harness.ts';
 
 /*
@@ -18,14 +19,11 @@ import { eventually } from './policy-server-harness.ts';
  * backoff is cut short. Real CA, real gRPC over TLS, real TCP.
  */
 
-const cleanups: Array<() => Promise<void> | void> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
+const defer = deferAfterEach();
 
 async function caOn(dir: string, port: number): Promise<TestCa> {
   const ca = await startTestCa({ dir, overrides: { listen: { address: '127.0.0.1', port } } });
-  cleanups.push(() => ca.close());
+  defer(() => ca.close());
   return ca;
 }
 
@@ -37,20 +35,14 @@ function identityOf(caAddress: string, dir: string, tokenFile: string, retry: Re
     identity: { ca: { address: caAddress, trustBundleFile: path.join(dir, 'trust-bundle.pem'), serverName: 'localhost' }, tokenFile, retry },
   } as SidecarConfigInput;
   const config = parseConfigText(JSON.stringify(input), 'sidecar.yaml', sidecarConfigSchema);
-  const logs: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
+  const { logger, lines: logs } = captureLogs({ name: 'sidecar' });
   const lifetime = new AbortController();
-  cleanups.push(() => lifetime.abort());
+  defer(() => lifetime.abort());
   const identity = startWorkloadIdentity(config.identity!, config.workload, {
     clock: systemClock,
     // The top of every jitter range: the backoff is as long as the config allows.
     random: () => 0.99,
-    logger: createLogger({ level: 'info', name: 'sidecar', destination: sink }),
+    logger,
     signal: lifetime.signal,
     handshakeTimeoutMs: 5_000,
   });
@@ -86,12 +78,18 @@ describe('identity retry while the CA is away', () => {
   it('a CA that answers but refuses gets the full backoff, not a retry per probe', async () => {
     const dir = await createCaMaterialDir();
     const ca = await caOn(dir, 0);
+    // The sidecar dials the CA through a gate that counts its dials: each probe is one.
+    const gate = await startTcpGate(ca.ca.grpcPort);
+    defer(() => gate.close());
     const tokenFile = path.join(dir, 'bad.token');
     await writeFile(tokenFile, 'not-a-jwt');
-    const sidecar = identityOf(ca.address, dir, tokenFile, { base: '2s', max: '30s', probeInterval: '50ms' });
+    const sidecar = identityOf(gate.address, dir, tokenFile, { base: '2s', max: '30s', probeInterval: '50ms' });
     await eventually(() => sidecar.failures().length > 0, 5_000, 'a refused signing');
-    // Twenty probe intervals later: every probe found the CA up, none was a reason to retry.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const failedAt = performance.now();
+    const dialsAtFailure = gate.connections();
+    // Ten probes later (about 0.5 s, well inside the backoff of 2 s or more): every one found the CA up, none was a reason to retry.
+    await eventually(() => gate.connections() - dialsAtFailure >= 10, 5_000, 'ten probes of the CA');
+    expect(performance.now() - failedAt).toBeLessThan(sidecar.failures()[0]!.retryInMs as number);
     expect(sidecar.failures()).toHaveLength(1);
     expect(sidecar.failures()[0]!.err).toMatch(/UNAUTHENTICATED|token/i);
   });

@@ -1,36 +1,23 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { parseIptablesFlags } from '../../src/interception/iptables-flags.ts';
+import { meshgateChild } from '../helpers/meshgate-cli.ts';
 
 /*
  * `meshgate inject` as a user runs it: golden files for every workload kind.
  * UPDATE_GOLDEN=1 rewrites the golden file (review the diff before committing it).
  */
 
-const execFileP = promisify(execFile);
 const ROOT = join(import.meta.dirname, '../..');
-const BIN = join(ROOT, 'bin/meshgate.js');
 const FIXTURES = join(ROOT, 'test/fixtures/inject');
 const CONFIG = join(FIXTURES, 'injector.yaml');
 
-async function meshgate(args: string[], opts: { cwd?: string; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = execFileP(process.execPath, [BIN, ...args], { timeout: 15_000, cwd: opts.cwd ?? ROOT, maxBuffer: 16 * 1024 * 1024 });
-  if (opts.input !== undefined) child.child.stdin!.end(opts.input);
-  else child.child.stdin!.end();
-  try {
-    const { stdout, stderr } = await child;
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+/** The CLI from the repository root (the fixtures' paths are relative to it) unless `cwd`. */
+const meshgate = (args: string[], opts: { cwd?: string; input?: string } = {}) => meshgateChild(args, { timeoutMs: 15_000, ...opts, cwd: opts.cwd ?? ROOT });
 
 /** Pod templates of an injected stream, by `Kind/name`. */
 function templates(text: string): Map<string, { metadata: Record<string, any>; spec: Record<string, any> }> {

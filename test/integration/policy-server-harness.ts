@@ -1,7 +1,6 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import type * as grpc from '@grpc/grpc-js';
 import { POLICY_SERVER_ROLE } from '../../src/cli/roles.ts';
 import { parseConfigText } from '../../src/config/load.ts';
@@ -14,11 +13,11 @@ import type { ClientIdentity, DocumentError, Hello, PolicyClient, PolicyStream, 
 import { ackRequest, createPolicyClient, helloRequest, policyChannelCredentials, policyServerSpiffeId } from '../../src/policy/policy-api.ts';
 import type { PolicyServerDeps, RunningPolicyServer } from '../../src/policy-server/policy-server.ts';
 import { startPolicyServer } from '../../src/policy-server/policy-server.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import { startTracing } from '../../src/telemetry/tracing.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import { eventually as waitUntil } from '../helpers/eventually.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
 
 /*
  * In-process policy servers for the integration tests: a test CA, a policy
@@ -111,14 +110,7 @@ export async function createPolicyHarness(): Promise<PolicyHarness> {
         ...overrides,
       };
       const config = parseConfigText(JSON.stringify(input), 'test-policy-server.yaml', policyServerConfigSchema);
-      const logs: Array<Record<string, unknown>> = [];
-      const sink = new Writable({
-        write(chunk: Buffer, _enc, done) {
-          for (const line of chunk.toString('utf8').split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-          done();
-        },
-      });
-      const logger = createLogger({ level: config.log.level, name: 'policy-server', destination: sink });
+      const { logger, lines: logs } = captureLogs({ level: config.log.level, name: 'policy-server' });
       const tracing = deps.tracing ?? (await startTracing(config.telemetry.tracing, {}, { logger, ...POLICY_SERVER_ROLE.tracing(config) }));
       const server = await startPolicyServer(config, { logger, clock: systemClock, random: Math.random, configDir: dir, defaultServerId: `replica-${n}`, ...deps, tracing });
       const address = `127.0.0.1:${server.grpcPort}`;

@@ -141,7 +141,8 @@ describe.skipIf(skip !== undefined)('policy-server replicas on Redis (store: red
     const refused = await adminCall(a.server.adminPort, token, 'PUT', '/api/v1/documents/AuthorizationPolicy/shop/late', authz('shop', 'late', ['orders']));
     expect(refused.status).toBe(503);
     expect(refused.json).toMatchObject({ code: 'admin.store_unavailable' });
-    // Three leases without Redis: A still serves B's sidecar and the admin DENY.
+    // Three leases without Redis: A still serves B's sidecar and the admin DENY. The outage's length is
+    // the point (while Redis is away no renewal runs, so no event marks a lease passing): a fixed span.
     await new Promise((resolve) => setTimeout(resolve, 2_700));
     const lateFrontend = a.subscribe(ids.frontend!, { sidecarId: 'frontend-during-outage' });
     const during = await lateFrontend.next();

@@ -3,7 +3,6 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { PolicySubscriberConfigInput } from '../../src/config/policy-subscriber-schema.ts';
@@ -20,11 +19,11 @@ import type { PolicySnapshotStore } from '../../src/sidecar/policy/snapshot-stor
 import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
 import type { EffectiveSnapshot, PolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
 import { createPolicySubscriber } from '../../src/sidecar/policy/subscriber.ts';
-import { createLogger } from '../../src/telemetry/logger.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import { eventually } from '../helpers/eventually.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
+import { captureLogs } from '../helpers/log-capture.ts';
 
 /*
  * The sidecar's policy subscriber against a small in-process PolicyDiscovery
@@ -139,14 +138,7 @@ async function waitFor<T>(what: string, probe: () => T | undefined | false, time
 }
 
 function capturingLogger() {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: createLogger({ level: 'debug', name: 'sidecar', destination: sink }), lines };
+  return captureLogs({ level: 'debug', name: 'sidecar' });
 }
 
 describe('policy subscriber over mutual TLS', () => {

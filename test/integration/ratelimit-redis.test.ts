@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRedisStore } from '../../src/filters/ratelimit/redis-store.ts';
+import { eventually } from '../helpers/eventually.ts';
 import type { TestRedis } from '../helpers/redis.ts';
 import { redisSkipReason, startTestRedis } from '../helpers/redis.ts';
 import type { TestServer } from '../helpers/servers.ts';
@@ -87,12 +88,8 @@ describe.skipIf(skip !== undefined)('global rate limits in Redis', () => {
   /** Calls until one is admitted (polling: nothing outside the sidecar says when Redis is counted again). */
   const firstAdmitted = async (sidecar: TestSidecar, p: string, withinMs: number) => {
     const startedAt = performance.now();
-    let last = await call(sidecar, p);
-    while (last.status !== 200 && performance.now() - startedAt < withinMs) {
-      await new Promise((r) => setTimeout(r, 5));
-      last = await call(sidecar, p);
-    }
-    return { ...last, afterMs: performance.now() - startedAt };
+    const admitted = await eventually(() => call(sidecar, p), { until: (c) => c.status === 200, timeoutMs: withinMs, intervalMs: 5, what: `${p} to be admitted` });
+    return { ...admitted, afterMs: performance.now() - startedAt };
   };
 
   beforeAll(async () => {

@@ -1,25 +1,23 @@
 import { request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { deferAfterEach } from '../helpers/cleanup.ts';
 import { createFakeClock } from '../helpers/fake-clock.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
+const defer = deferAfterEach();
 
 async function server(handler: Parameters<typeof startHttpServer>[0]): Promise<TestServer> {
   const s = await startHttpServer(handler);
-  cleanups.push(() => s.close());
+  defer(() => s.close());
   return s;
 }
 
 async function sidecar(...args: Parameters<typeof startTestSidecar>): Promise<TestSidecar> {
   const s = await startTestSidecar(...args);
-  cleanups.push(async () => void (await s.drain(200)));
+  defer(async () => void (await s.drain(200)));
   return s;
 }
 
@@ -191,7 +189,7 @@ describe('timeouts', () => {
   it('answers 504 upstream.timeout when the upstream is slower than the route timeout', async () => {
     const pending: Array<() => void> = [];
     const slow = await server((_req, res) => pending.push(() => res.end('late')));
-    cleanups.push(async () => pending.forEach((f) => f()));
+    defer(async () => pending.forEach((f) => f()));
     const sc = await sidecar({
       inbound: { app: 'http://127.0.0.1:1' },
       services: [{ name: 'orders', endpoints: [{ address: slow.address }], routes: [{ timeout: '150ms' }] }],

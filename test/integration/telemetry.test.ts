@@ -68,7 +68,7 @@ describe('telemetry of the other roles, the CLI and the degraded modes', () => {
         const res = await request(`${sc.inboundUrl}/x${i}`);
         await res.body.dump();
         expect(res.statusCode).toBe(200);
-        await new Promise((r) => setTimeout(r, 5));
+        await new Promise((r) => setTimeout(r, 5)); // paced, so the spans leave in several batches (scheduledDelay 10 ms)
       }
       const failed = async () => sumOf(parsePrometheusText(await (await request(`${sc.adminUrl}/metrics`)).body.text()), 'meshgate_trace_spans_total', { result: 'failed' });
       await expect.poll(failed, { timeout: 5_000 }).toBeGreaterThanOrEqual(20);

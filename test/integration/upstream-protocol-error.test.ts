@@ -1,7 +1,8 @@
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
 import { request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
+import { deferAfterEach } from '../helpers/cleanup.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 
@@ -10,10 +11,7 @@ import { startTestSidecar } from '../helpers/sidecar.ts';
  * named reason, upstream.protocol_error (502), not "upstream other".
  */
 
-const cleanups: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  for (const fn of cleanups.splice(0).reverse()) await fn();
-});
+const defer = deferAfterEach();
 
 /** A TCP server that answers every request with `reply` and closes. */
 async function brokenApp(reply: string): Promise<string> {
@@ -22,13 +20,13 @@ async function brokenApp(reply: string): Promise<string> {
     socket.on('error', () => {});
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  cleanups.push(() => new Promise((resolve) => server.close(() => resolve())));
+  defer(() => new Promise<void>((resolve) => server.close(() => resolve())));
   return `127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
 async function sidecar(config: Parameters<typeof startTestSidecar>[0]): Promise<TestSidecar> {
   const sc = await startTestSidecar({ log: { level: 'info', accessLog: true }, ...config });
-  cleanups.push(async () => void (await sc.drain(200)));
+  defer(async () => void (await sc.drain(200)));
   return sc;
 }
 

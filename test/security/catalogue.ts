@@ -35,6 +35,8 @@ interface RefusalExpectation {
   readonly message?: RegExp;
   /** Upstream requests allowed during the case (a canary sent behind the attack); default 0. */
   readonly upstreamHits?: number;
+  /** Fields the one log line also has (the path, the protocol, the caller's address). */
+  readonly line?: Record<string, unknown>;
 }
 
 export interface RefusalWatch {
@@ -80,6 +82,7 @@ export async function watchRefusal(sc: TestSidecar, upstreams: ReadonlyArray<Cou
       await expect.poll(() => matching().length, { timeout: 3000 }).toBe(1);
       const line = matching()[0]!;
       if (e.status !== undefined && line.log === 'access') expect(line.status).toBe(e.status);
+      if (e.line) expect(line).toMatchObject(e.line);
       expect(upstreams.reduce((sum, u, i) => sum + u.hits() - hitsBefore[i]!, 0)).toBe(e.upstreamHits ?? 0);
       return line;
     },

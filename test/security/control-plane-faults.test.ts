@@ -1,15 +1,14 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/core/clock.ts';
+import { eventually } from '../helpers/eventually.ts';
+import type { Mesh } from '../helpers/mesh.ts';
+import { allowFrontendReads, denyPaths, startMesh } from '../helpers/mesh.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
-import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -23,50 +22,25 @@ import { watchRefusal } from './catalogue.ts';
  * The cases run in order: the servers they kill stay dead.
  */
 
-const FRONTEND = 'spiffe://cluster.local/ns/shop/sa/frontend';
 const CERT_TTL = '6s';
 
-const allowReads = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: frontend-reads, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules: [{ name: reads, from: [{ principals: ["${FRONTEND}"] }], to: [{ methods: [GET] }] }]
-`;
-const denySecret = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: no-secrets, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: DENY
-  rules: [{ name: secret, to: [{ paths: ["/secret/*"] }] }]
-`;
+const allowReads = allowFrontendReads();
+const denySecret = denyPaths(['/secret/*']);
 
 describe('control-plane faults: the data plane keeps its last policy and certificate, and fails closed where it cannot check', () => {
+  let mesh: Mesh;
   let h: PolicyHarness;
   let ps: TestPolicyServer;
   let app: TestServer;
-  let stateDir: string;
   let orders: TestSidecar;
   let frontend: TestSidecar;
   const agent = new Agent({ connections: 4 });
   let caClockSync: NodeJS.Timeout | undefined;
 
+  /** 6 s certificates, renewed with a short backoff. */
+  const shortLived = (base: { identity: Record<string, unknown> }) => ({ identity: { ...base.identity, ttl: CERT_TTL, retry: { base: '100ms', max: '500ms' } } });
   /** A mesh sidecar of the harness; `clock` skews it. */
-  async function meshSidecar(name: string, extra: Record<string, unknown>, clock?: Clock): Promise<TestSidecar> {
-    const base = await meshSidecarConfig(h, name, { servers: [ps.address], stateDir });
-    return startTestSidecar(
-      {
-        ...base,
-        identity: { ...base.identity, ttl: CERT_TTL, retry: { base: '100ms', max: '500ms' } },
-        inbound: { app: 'http://127.0.0.1:1' },
-        log: { level: 'info', accessLog: true },
-        ...extra,
-      } as Parameters<typeof startTestSidecar>[0],
-      clock ? { clock } : {},
-    );
-  }
+  const meshSidecar = (name: string, extra: Record<string, unknown>, clock?: Clock): Promise<TestSidecar> => mesh.sidecar(name, (base) => ({ ...shortLived(base), ...extra }), { clock });
 
   const call = async (p: string, via = frontend): Promise<{ status: number; reason: unknown }> => {
     const res = await request(`${via.outboundUrl}${p}`, { dispatcher: agent, headers: { host: 'orders.shop' } });
@@ -101,37 +75,34 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
   }
 
   beforeAll(async () => {
-    h = await createPolicyHarness();
-    // The harness CA's clock moves only when told: here it follows real time, or every certificate it
-    // signs after the first 6 s would be born expired.
-    caClockSync = setInterval(() => h.ca.clock.advance(Date.now() - h.ca.clock.now()), 50);
-    await h.write('shop/allow.yaml', allowReads);
-    await h.write('shop/deny.yaml', denySecret);
-    ps = await h.start();
-    app = await startHttpServer(echoHandler('orders'));
-    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-cp-faults-'));
-    orders = await meshSidecar('orders', { inbound: { app: app.url } });
-    // The caller enforces no policy of its own: a static route to orders' inbound port.
-    frontend = await meshSidecar('frontend', {
-      policy: undefined,
-      services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${orders.inbound.port}` }] }],
+    mesh = await startMesh({
+      // The harness CA's clock moves only when told: here it follows real time, or every certificate it
+      // signs after the first 6 s would be born expired.
+      prepare: (harness) => void (caClockSync = setInterval(() => harness.ca.clock.advance(Date.now() - harness.ca.clock.now()), 50)),
+      policies: { 'shop/allow.yaml': allowReads, 'shop/deny.yaml': denySecret },
+      sidecars: { log: { level: 'info', accessLog: true } },
+      orders: shortLived,
+      // The caller enforces no policy of its own: a static route to orders' inbound port.
+      frontend: (base, ordersSidecar) => ({
+        ...shortLived(base),
+        policy: undefined,
+        services: [{ name: 'orders', namespace: 'shop', endpoints: [{ address: `127.0.0.1:${ordersSidecar!.inbound.port}` }] }],
+      }),
+      ready: false,
     });
-    // The policy reaches orders asynchronously (expect.poll is for tests only).
-    const deadline = Date.now() + 10_000;
-    while ((await call('/orders/1')).status !== 200 || (await call('/secret/1')).status !== 403) {
-      if (Date.now() > deadline) throw new Error('orders never enforced its policy');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    ({ h, ps, app, orders, frontend } = mesh);
+    // The policy reaches orders asynchronously.
+    await eventually(async () => [(await call('/orders/1')).status, (await call('/secret/1')).status], {
+      until: ([orders, secret]) => orders === 200 && secret === 403,
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      what: 'orders to enforce its policy (/orders 200, /secret 403)',
+    });
   }, 30_000);
   afterAll(async () => {
     clearInterval(caClockSync);
     await agent.close();
-    await frontend?.drain(200);
-    await orders?.drain(200);
-    await ps?.close().catch(() => {});
-    await app?.close();
-    await h?.close().catch(() => {});
-    await rm(stateDir, { recursive: true, force: true });
+    await mesh?.close();
   });
 
   it('a malformed push is rejected with file, field and reason, counted; the last good policy keeps serving', async () => {
@@ -176,12 +147,15 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
 
   it('a DENY removed from the folder while no server answers cannot reach the sidecar: the call stays denied', async () => {
     await rm(path.join(h.folder, 'shop/deny.yaml'));
-    // No event to wait for (nothing can arrive): calls spread over a second, past the subscriber's reconnect backoff (200 ms).
-    for (let i = 0; i < 10; i++) {
+    // Nothing can arrive, so the barrier is the subscriber trying: after each of its next reconnect
+    // attempts (each one a chance for a change to come in, each finding no server) the call is still denied.
+    const attempts = () => orders.logs.filter((l) => l.msg === 'policy server unreachable; keeping the current snapshot').length;
+    for (let i = 0; i < 4; i++) {
+      const before = attempts();
+      await eventually(attempts, { until: (n) => n > before, what: `reconnect attempt ${i + 1} after the removal` });
       const watch = await watchRefusal(orders, [app]);
       expect(await call(`/secret/removed-${i}`)).toEqual({ status: 403, reason: 'authz.denied' });
       await watch.refused({ reason: 'authz.denied', status: 403, direction: 'inbound' });
-      await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const dump = (await (await request(`${orders.adminUrl}/config_dump`)).body.json()) as { policy: { source: string } };
     expect(dump.policy.source).toBe('server'); // still the snapshot the server last sent
@@ -213,6 +187,7 @@ describe('control-plane faults: the data plane keeps its last policy and certifi
       await watch.refused({ reason: 'upstream.unavailable', status: 503, direction: 'outbound' });
       expect(app.hits()).toBe(hits);
       // Renewal is not a tight loop against the CA: at most a few signings a second (backoff from retry.base).
+      // A rate, so the wait is its window: one second of a loop that must not spin.
       const issued = skewed.identity!.manager.stats().issued;
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       expect(skewed.identity!.manager.stats().issued - issued).toBeLessThan(20);

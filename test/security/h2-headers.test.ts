@@ -1,12 +1,13 @@
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { Flag, FrameType, frame, headerBlock, hpackInt, rstCode } from '../helpers/h2-frames.ts';
 import type { Field } from '../helpers/h2-raw.ts';
 import { connectH2, requestFields, requestFrame, stillOpen } from '../helpers/h2-raw.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
+import { echoHandler } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -48,20 +49,17 @@ async function expectCanary(conn: Awaited<ReturnType<typeof connectH2>>, streamI
 }
 
 describe('HTTP/2 header blocks no conforming client sends', () => {
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({ inbound: { app: app.url }, services: [{ name: AUTHORITY, protocol: 'http1', endpoints: [{ address: app.address }] }] });
+    pair = await startAppAndSidecar({ config: (app) => ({ services: [serviceTo(app, AUTHORITY, { protocol: 'http1' })] }) });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
+    await pair?.close();
   });
-  const listeners = [
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const;
+  const listeners = bothListeners(() => sc);
 
   describe.each(listeners)('%s', (direction, port) => {
     it.each(CODEC_REFUSED)('%s: RST_STREAM PROTOCOL_ERROR, logged as 400 request.malformed, canary answered', async (_case, fields) => {
@@ -129,25 +127,24 @@ describe('HTTP/2 header blocks no conforming client sends', () => {
 });
 
 describe('HTTP/2 streams past SETTINGS_MAX_CONCURRENT_STREAMS', () => {
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   const held: Array<() => void> = [];
   beforeAll(async () => {
     const echo = echoHandler('app');
-    app = await startHttpServer((req, res) => {
-      if (req.url === '/hold') held.push(() => res.end('released'));
-      else echo(req, res);
+    pair = await startAppAndSidecar({
+      app: (req, res) => {
+        if (req.url === '/hold') held.push(() => res.end('released'));
+        else echo(req, res);
+      },
+      config: (app) => ({ services: [serviceTo(app, AUTHORITY, { protocol: 'http1' })], limits: { http2MaxConcurrentStreams: 5 } }),
     });
-    sc = await startTestSidecar({
-      inbound: { app: app.url },
-      services: [{ name: AUTHORITY, protocol: 'http1', endpoints: [{ address: app.address }] }],
-      limits: { http2MaxConcurrentStreams: 5 },
-    });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
     for (const release of held.splice(0)) release();
-    await sc?.drain(100);
-    await app?.close();
+    await pair?.close();
   });
 
   it.each(['inbound', 'outbound'] as const)('%s: the sixth open stream is refused (REFUSED_STREAM), logged as 503 request.refused_stream; canary answered once the five end', async (direction) => {

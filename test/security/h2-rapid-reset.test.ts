@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import http2 from 'node:http2';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../helpers/eventually.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
@@ -29,13 +30,17 @@ async function connect(url: string) {
 describe('HTTP/2 rapid reset is bounded per connection', () => {
   let app: TestServer;
   let appCalls = 0;
+  let appOpen = 0;
   let sidecar: TestSidecar;
 
   beforeAll(async () => {
-    app = await startHttpServer((_req, res) => {
+    app = await startHttpServer((req, res) => {
       appCalls++;
-      // Slow enough that a reset always comes before the answer.
-      setTimeout(() => res.end('ok'), 50);
+      appOpen++;
+      res.once('close', () => appOpen--);
+      // The reset calls are never answered, so a reset always comes before the answer (no race with a timer).
+      if (req.url?.startsWith('/r/')) return;
+      res.end('ok');
     });
     sidecar = await startTestSidecar({ workload: { service: 'orders' }, inbound: { app: app.url }, limits: { http2RapidResetMinStreams: 100 } });
   });
@@ -64,6 +69,8 @@ describe('HTTP/2 rapid reset is bounded per connection', () => {
     expect(sidecar.logs.filter((l) => String(l.msg).startsWith('connection closed: the caller abused the protocol') && l.reason === 'http2_rapid_reset')).toHaveLength(1);
     expect(appCalls).toBeLessThan(300);
     expect(opened).toBeGreaterThan(0);
+    // The cut-off connection's calls are not left waiting on the app (it never answers them): each is cancelled upstream.
+    await eventually(() => appOpen, { until: (n) => n === 0, what: 'no call of the cut-off connection left open at the app' });
     const ready = await request(`${sidecar.adminUrl}/ready`);
     await ready.body.dump();
     expect(ready.statusCode).toBe(200);

@@ -30,10 +30,15 @@ async function startSilentH2App() {
   const server = http2.createServer();
   const seen = new EventEmitter();
   let streamsSeen = 0;
+  let streamsClosed = 0;
   server.on('stream', (stream) => {
     streamsSeen++;
     seen.emit('stream');
     stream.on('error', () => {});
+    stream.on('close', () => {
+      streamsClosed++;
+      seen.emit('close');
+    });
     stream.resume();
   });
   server.listen(0, '127.0.0.1');
@@ -44,7 +49,16 @@ async function startSilentH2App() {
     async streamsOpen(count: number): Promise<void> {
       while (streamsSeen < count) await once(seen, 'stream');
     },
-    resetCount: () => void (streamsSeen = 0),
+    /** Resolves once every stream the app was sent has been closed: the sidecar's teardown reached it. */
+    async allClosed(timeoutMs = 5_000): Promise<void> {
+      const signal = AbortSignal.timeout(timeoutMs);
+      while (streamsClosed < streamsSeen) {
+        await once(seen, 'close', { signal }).catch(() => {
+          throw new Error(`${streamsSeen - streamsClosed} of ${streamsSeen} upstream streams still open ${timeoutMs} ms on`);
+        });
+      }
+    },
+    resetCount: () => void (streamsSeen = streamsClosed = 0),
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
@@ -54,6 +68,7 @@ function watchReady(adminPort: number) {
   let slowest = 0;
   let failure: string | undefined;
   let running = true;
+  const answered = new EventEmitter();
   const loop = (async () => {
     while (running) {
       const started = performance.now();
@@ -66,10 +81,19 @@ function watchReady(adminPort: number) {
         failure ??= `/ready did not answer within ${5 * READY_WITHIN_MS} ms (${(err as Error).name})`;
       }
       slowest = Math.max(slowest, performance.now() - started);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      answered.emit('answer', started);
+      await new Promise((resolve) => setTimeout(resolve, 100)); // the pace of the questions, not a wait for a state
     }
   })();
   return {
+    /** Resolves once a /ready asked from now on has been answered (or has failed). */
+    async answerAfterNow(): Promise<void> {
+      const now = performance.now();
+      for (;;) {
+        const [started] = (await once(answered, 'answer')) as [number];
+        if (started >= now) return;
+      }
+    },
     async stop(): Promise<number> {
       running = false;
       await loop;
@@ -158,8 +182,9 @@ describe.skipIf(process.platform !== 'linux')('HTTP/2 stream teardown with an HT
         for (const s of statuses) counts[String(s)] = (counts[String(s)] ?? 0) + 1;
         expect(counts).toEqual({ 504: STREAMS });
       }
-      // A little longer than one turn of teardown work, while /ready keeps being asked.
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      // The teardown reached the app (every upstream stream closed), then /ready was asked and answered once more.
+      await app.allClosed();
+      await ready.answerAfterNow();
       const slowest = await ready.stop();
       expect(slowest).toBeLessThan(READY_WITHIN_MS);
 

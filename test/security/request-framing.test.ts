@@ -1,14 +1,10 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import http2 from 'node:http2';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueCert } from '../helpers/mesh-pki.ts';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
 import type { TestServer } from '../helpers/servers.ts';
-import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
-import { startTestSidecar } from '../helpers/sidecar.ts';
 import { watchRefusal } from './catalogue.ts';
 
 /*
@@ -71,20 +67,17 @@ async function sendWithCanary(port: number, payload: string): Promise<{ replies:
 }
 
 describe('request framing: HTTP/1.1 on both listeners', () => {
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({ inbound: { app: app.url }, services: [{ name: 'orders', endpoints: [{ address: app.address }] }] });
+    pair = await startAppAndSidecar({ config: (app) => ({ services: [serviceTo(app)] }) });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
+    await pair?.close();
   });
-  const listeners = [
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const;
+  const listeners = bothListeners(() => sc);
 
   describe.each(listeners)('%s', (direction, port) => {
     it.each([
@@ -152,8 +145,7 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       const { replies: got } = await sendWithCanary(port(), 'OPTIONS * HTTP/1.1\r\nHost: orders\r\n\r\n');
       expect(got.map((r) => r.status)).toEqual([501, 200]);
       expect(JSON.parse(got[0]!.body)).toMatchObject({ code: 'request.unsupported' });
-      const line = await watch.refused({ reason: 'request.unsupported', status: 501, direction, upstreamHits: 1 });
-      expect(line).toMatchObject({ method: 'OPTIONS' });
+      await watch.refused({ reason: 'request.unsupported', status: 501, direction, upstreamHits: 1, line: { method: 'OPTIONS' } });
     });
   });
 
@@ -182,8 +174,7 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       expect(headers[':status']).toBe(400);
       expect(JSON.parse(body)).toMatchObject({ code: 'request.malformed' });
       expect(JSON.parse(body).reason).not.toContain('evil');
-      const line = await watch.refused({ reason: 'request.malformed', status: 400, direction: 'inbound' });
-      expect(line).toMatchObject({ protocol: 'HTTP/2' });
+      await watch.refused({ reason: 'request.malformed', status: 400, direction: 'inbound', line: { protocol: 'HTTP/2' } });
     } finally {
       client.close();
     }
@@ -191,29 +182,15 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
 });
 
 describe('request framing over TLS (edge listener)', () => {
-  let dir: string;
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-framing-'));
-    const cert = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });
-    await writeFile(path.join(dir, 'tls.crt'), cert.certPem);
-    await writeFile(path.join(dir, 'tls.key'), cert.keyPem);
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({
-      inbound: { app: app.url },
-      listeners: {
-        outbound: { address: '127.0.0.1', port: 0 },
-        inbound: { address: '127.0.0.1', port: 0 },
-        admin: { address: '127.0.0.1', port: 0 },
-        edge: { address: '127.0.0.1', port: 0, certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key') },
-      },
-    });
+    pair = await startAppAndSidecar({ edge: true });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
-    await rm(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('a request line with two spaces is refused, the canary behind it never answered; a clean one is served', async () => {

@@ -1,8 +1,9 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { bothListeners, serviceTo, startAppAndSidecar } from '../helpers/app-sidecar.ts';
 import type { TestCa } from '../helpers/ca-fixture.ts';
 import { startTestCa } from '../helpers/ca-fixture.ts';
 import type { TestCert } from '../helpers/mesh-pki.ts';
@@ -28,25 +29,18 @@ const CLOSED_BY_MS = 2_000;
 const LINES = ['GET / HTTP/1.1\r\n', 'Host: test\r\n', 'X-A: 1\r\n', 'X-B: 2\r\n', 'X-C: 3\r\n', 'X-D: 4\r\n', 'X-E: 5\r\n', 'X-F: 6\r\n', 'X-G: 7\r\n', 'X-H: 8\r\n'];
 
 describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({
-      inbound: { app: app.url },
-      limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' },
-      services: [{ name: 'orders', endpoints: [{ address: app.address }] }],
-    });
+    pair = await startAppAndSidecar({ config: (app) => ({ limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' }, services: [serviceTo(app)] }) });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
+    await pair?.close();
   });
 
-  it.each([
-    ['inbound', () => sc.inbound.port],
-    ['outbound', () => sc.outbound.port],
-  ] as const)('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
+  it.each(bothListeners(() => sc))('%s: a head trickled one line at a time is answered 408 request.timeout at the deadline', async (direction, port) => {
     const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(port());
     conn.trickle(LINES, 50);
@@ -56,8 +50,7 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     expect(JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4))).toMatchObject({ code: 'request.timeout' });
     expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction });
-    expect(line).toMatchObject({ protocol: 'HTTP/1.1', source_address: '127.0.0.1' });
+    await watch.refused({ reason: 'request.timeout', status: 408, direction, line: { protocol: 'HTTP/1.1', source_address: '127.0.0.1' } });
   });
 
   it('a partial head followed by silence gets 408, not the idle timeout', async () => {
@@ -104,8 +97,7 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     const { afterMs } = await conn.closed;
     expect(afterMs).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 5);
     expect(afterMs).toBeLessThan(CLOSED_BY_MS);
-    const line = await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
-    expect(line).toMatchObject({ protocol: 'HTTP/2' });
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound', line: { protocol: 'HTTP/2' } });
   });
 
   it('a request head sent in time is served: the deadline is not a request time limit', async () => {
@@ -116,30 +108,15 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
 });
 
 describe('slow clients: TLS (edge listener; the mTLS listener shares its code)', () => {
-  let dir: string;
+  let pair: AppAndSidecar;
   let app: TestServer;
   let sc: TestSidecar;
   beforeAll(async () => {
-    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-slow-'));
-    const cert = await issueCert({ spiffeId: 'spiffe://edge.example/ns/x/sa/gateway' });
-    await writeFile(path.join(dir, 'tls.crt'), cert.certPem);
-    await writeFile(path.join(dir, 'tls.key'), cert.keyPem);
-    app = await startHttpServer(echoHandler('app'));
-    sc = await startTestSidecar({
-      inbound: { app: app.url },
-      limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' },
-      listeners: {
-        outbound: { address: '127.0.0.1', port: 0 },
-        inbound: { address: '127.0.0.1', port: 0 },
-        admin: { address: '127.0.0.1', port: 0 },
-        edge: { address: '127.0.0.1', port: 0, certFile: path.join(dir, 'tls.crt'), keyFile: path.join(dir, 'tls.key') },
-      },
-    });
+    pair = await startAppAndSidecar({ edge: true, config: () => ({ limits: { headersTimeout: `${HEADERS_TIMEOUT_MS}ms`, idleTimeout: '30s' } }) });
+    ({ app, sc } = pair);
   });
   afterAll(async () => {
-    await sc?.drain(100);
-    await app?.close();
-    await rm(dir, { recursive: true, force: true });
+    await pair?.close();
   });
 
   it('a TLS handshake trickled byte by byte is cut at its own deadline and counted', async () => {

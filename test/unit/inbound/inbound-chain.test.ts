@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import { runFilters } from '../../../src/core/filter.ts';
 import { buildInboundChain, createInboundRuntimes } from '../../../src/inbound/inbound-chain.ts';
+import { callContext } from '../../helpers/call-context.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
 import { policyDoc } from '../../helpers/static-policy.ts';
 
@@ -11,22 +12,8 @@ import { policyDoc } from '../../helpers/static-policy.ts';
  * next to their code (test/unit/filters).
  */
 
-const call = (over: Partial<CallContext> = {}): CallContext => ({
-  id: 'req-1',
-  direction: 'inbound',
-  startedAt: 0,
-  method: 'GET',
-  path: '/orders/1',
-  query: '',
-  authority: 'orders.shop',
-  headers: {},
-  httpVersion: '1.1',
-  isGrpc: false,
-  source: { address: '10.0.0.5', port: 1234, principal: 'spiffe://cluster.local/ns/shop/sa/frontend' },
-  destination: { service: 'orders', namespace: 'shop' },
-  annotations: { retries: 0 },
-  ...over,
-});
+const call = (over: Partial<CallContext> = {}): CallContext =>
+  callContext({ authority: 'orders.shop', source: { address: '10.0.0.5', port: 1234, principal: 'spiffe://cluster.local/ns/shop/sa/frontend' }, ...over });
 
 const runtimes = (allowWhenNoAuthzPolicy = false) => createInboundRuntimes({ clock: createFakeClock(), random: () => 0.5, allowWhenNoAuthzPolicy });
 

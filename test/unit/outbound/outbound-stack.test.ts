@@ -1,8 +1,6 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { Writable } from 'node:stream';
+import type http from 'node:http';
 import { Agent, request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
@@ -10,11 +8,12 @@ import { createOutboundStack } from '../../../src/outbound/outbound-stack.ts';
 import type { ServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { tracingOff } from '../../../src/telemetry/tracing.ts';
+import { deferAfterEach } from '../../helpers/cleanup.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 import type { TestServer } from '../../helpers/servers.ts';
-import { startHttpServer } from '../../helpers/servers.ts';
+import { answer, startHttpServer } from '../../helpers/servers.ts';
 
 /*
  * The outbound stack on its own, in process: a node:http server running
@@ -24,23 +23,13 @@ import { startHttpServer } from '../../helpers/servers.ts';
  * cluster's retry budget has no slot left taken.
  */
 
-const closers: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const defer = deferAfterEach();
 
 async function upstream(handler: http.RequestListener): Promise<TestServer> {
   const server = await startHttpServer(handler);
-  closers.push(() => server.close());
+  defer(() => server.close());
   return server;
 }
-
-const answer =
-  (status: number, body: string): http.RequestListener =>
-  (_req, res) => {
-    res.writeHead(status, { 'content-type': 'text/plain' });
-    res.end(body);
-  };
 
 interface Stack {
   readonly registry: ServiceRegistry;
@@ -57,14 +46,7 @@ async function outboundStack(services: unknown[]): Promise<Stack> {
     services,
   });
   const registry = createServiceRegistry(config.services, { clock: systemClock, random: () => 0, idleTimeoutMs: 5_000 });
-  const log: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) log.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  const logger = createLogger({ level: 'info', name: 'sidecar', destination: sink });
+  const { logger, lines: log } = captureLogs({ name: 'sidecar' });
   const handler = createOutboundStack({
     workload: config.workload,
     registry,
@@ -78,16 +60,10 @@ async function outboundStack(services: unknown[]): Promise<Stack> {
     },
     random: () => 0,
   });
-  const server = http.createServer(handler);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  defer(() => Promise.all(registry.services().map((s) => s.cluster.close())));
+  const { url } = await upstream(handler);
   const agent = new Agent();
-  closers.push(async () => {
-    await agent.destroy();
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-    await Promise.all(registry.services().map((s) => s.cluster.close()));
-  });
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  defer(() => agent.destroy());
   return {
     registry,
     log,
@@ -98,6 +74,15 @@ async function outboundStack(services: unknown[]): Promise<Stack> {
     },
   };
 }
+
+/** Service orders.shop, round robin over `endpoints` in order, with `routes`. */
+const roundRobinOrders = (endpoints: TestServer[], routes: unknown[]) => ({
+  name: 'orders',
+  namespace: 'shop',
+  loadBalancer: 'round_robin',
+  endpoints: endpoints.map((e) => ({ address: e.address })),
+  routes,
+});
 
 /** The access log line of the only call made; it is written once the call is recorded, after the reply. */
 async function lastCall(stack: Stack): Promise<Record<string, unknown>> {
@@ -136,15 +121,7 @@ describe('outbound stack', () => {
   it('routes, picks an endpoint, retries a 503 on the other one and relays its answer; the retry budget is given back', async () => {
     const busy = await upstream(answer(503, 'busy'));
     const ok = await upstream(answer(200, 'ok'));
-    const stack = await outboundStack([
-      {
-        name: 'orders',
-        namespace: 'shop',
-        loadBalancer: 'round_robin',
-        endpoints: [{ address: busy.address }, { address: ok.address }],
-        routes: [{ name: 'all', retries: { attempts: 2, retryOn: ['5xx'], backoff: { base: '1ms', max: '1ms' } } }],
-      },
-    ]);
+    const stack = await outboundStack([roundRobinOrders([busy, ok], [{ name: 'all', retries: { attempts: 2, retryOn: ['5xx'], backoff: { base: '1ms', max: '1ms' } } }])]);
     const got = await stack.call('/orders/1', { host: 'orders' });
     expect(got).toMatchObject({ status: 200, body: 'ok' });
     expect([busy.hits(), ok.hits()]).toEqual([1, 1]);
@@ -155,15 +132,7 @@ describe('outbound stack', () => {
   it('ends a call whose route timeout passes with 504 upstream.timeout, without a further attempt', async () => {
     const hang = await upstream(() => {});
     const ok = await upstream(answer(200, 'ok'));
-    const stack = await outboundStack([
-      {
-        name: 'orders',
-        namespace: 'shop',
-        loadBalancer: 'round_robin',
-        endpoints: [{ address: hang.address }, { address: ok.address }],
-        routes: [{ name: 'all', timeout: '150ms', retries: { attempts: 2, retryOn: ['5xx', 'reset'] } }],
-      },
-    ]);
+    const stack = await outboundStack([roundRobinOrders([hang, ok], [{ name: 'all', timeout: '150ms', retries: { attempts: 2, retryOn: ['5xx', 'reset'] } }])]);
     expect(await stack.call('/orders/1', { host: 'orders' })).toMatchObject({ status: 504, reason: 'upstream.timeout' });
     expect(ok.hits()).toBe(0);
     expect(await lastCall(stack)).toMatchObject({ status: 504, reason: 'upstream.timeout', retries: 0 });
@@ -174,13 +143,7 @@ describe('outbound stack', () => {
     const hang = await upstream(() => {});
     const ok = await upstream(answer(200, 'ok'));
     const stack = await outboundStack([
-      {
-        name: 'orders',
-        namespace: 'shop',
-        loadBalancer: 'round_robin',
-        endpoints: [{ address: hang.address }, { address: ok.address }],
-        routes: [{ name: 'all', timeout: '5s', retries: { attempts: 1, perTryTimeout: '100ms', retryOn: ['5xx'], backoff: { base: '1ms', max: '1ms' } } }],
-      },
+      roundRobinOrders([hang, ok], [{ name: 'all', timeout: '5s', retries: { attempts: 1, perTryTimeout: '100ms', retryOn: ['5xx'], backoff: { base: '1ms', max: '1ms' } } }]),
     ]);
     expect(await stack.call('/orders/1', { host: 'orders' })).toMatchObject({ status: 200, body: 'ok' });
     expect(await lastCall(stack)).toMatchObject({ status: 200, retries: 1, upstream: ok.address });

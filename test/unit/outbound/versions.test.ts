@@ -1,12 +1,11 @@
-import { Writable } from 'node:stream';
 import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { deprecationHeaders, headerSafeMessage, MESSAGE_HEADER_LIMIT } from '../../../src/outbound/deprecation-headers.ts';
 import { createDeprecationReporter, DEPRECATION_LOG_INTERVAL_MS } from '../../../src/outbound/deprecation-reporter.ts';
 import type { VersionConfig } from '../../../src/outbound/versions.ts';
 import { compileVersions, pinnedVersion } from '../../../src/outbound/versions.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 
 const V1: VersionConfig = { name: 'v1', subset: { version: 'v1' }, deprecated: { sunset: '2026-06-30', message: 'v1 goes away; use v2' } };
 const V2: VersionConfig = { name: 'v2', subset: { version: 'v2' } };
@@ -100,16 +99,10 @@ describe('deprecation header values', () => {
 describe('deprecation reporter', () => {
   const setup = (start = Date.UTC(2026, 5, 1)) => {
     const clock = createFakeClock(start);
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    });
+    const { logger, lines } = captureLogs({ name: 't' });
     const registry = new Registry();
     const counter = new Counter({ name: 'meshgate_deprecated_calls_total', help: 'h', labelNames: ['destination_service', 'version'] as const, registers: [registry] });
-    const reporter = createDeprecationReporter({ caller: { service: 'frontend', namespace: 'shop' }, counter, clock, logger: createLogger({ level: 'info', name: 't', destination: sink }) });
+    const reporter = createDeprecationReporter({ caller: { service: 'frontend', namespace: 'shop' }, counter, clock, logger });
     const count = async (version: string) => (await counter.get()).values.filter((v) => v.labels.version === version).reduce((sum, v) => sum + v.value, 0);
     return { clock, lines, reporter, count };
   };

@@ -1,14 +1,13 @@
 import { mkdir, mkdtemp, open as openFile, readdir, readFile, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import type { PolicyDocument, PolicyError } from '../../../src/policy/types.ts';
 import type { FolderDocumentStore, PolicyModel } from '../../../src/policy-server/document-store.ts';
 import { openDocumentStore } from '../../../src/policy-server/document-store.ts';
 import { createPolicyServerMetrics } from '../../../src/policy-server/policy-server-metrics.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 import { digestOf, fakeValidate } from '../../helpers/policy-fakes.ts';
 
 /** The store's seam to the policy model, filled with the fakes' envelope validation. */
@@ -40,13 +39,7 @@ describe('folder document store', () => {
   let metrics: ReturnType<typeof createPolicyServerMetrics>;
 
   const open = async (pollMs = 0, settleMs = 0): Promise<FolderDocumentStore> => {
-    const sink = new Writable({
-      write(chunk: Buffer, _e, done) {
-        for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    });
-    store = await openDocumentStore({ folder: dir, debounceMs: 10, pollMs, settleMs }, model, { logger: createLogger({ level: 'info', name: 't', destination: sink }), metrics });
+    store = await openDocumentStore({ folder: dir, debounceMs: 10, pollMs, settleMs }, model, { logger: captureLogs({ name: 't', into: logs }).logger, metrics });
     return store;
   };
   const changed = (): Promise<void> => new Promise((resolve) => store.onChange(resolve));
@@ -236,11 +229,11 @@ describe('folder document store', () => {
     await handle.truncate(0);
     for (let at = 0; at < after.length; at += 24) {
       await handle.write(after.slice(at, at + 24), at);
-      await new Promise((resolve) => setTimeout(resolve, 10));
+      await new Promise((resolve) => setTimeout(resolve, 10)); // the slow writer's pace: the scenario, not a wait
     }
     await handle.close();
     await unlink(file);
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await new Promise((resolve) => setTimeout(resolve, 10)); // gone for a moment, then back: the scenario, not a wait
     await writeFile(file, after);
     await store.rescan();
     expect(seen).toEqual([JSON.stringify([{ rules: [], action: 'DENY', selector: { services: ['orders'] }, mode: 'enforce' }])]);

@@ -1,14 +1,13 @@
 import { mkdtemp, readdir, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createPolicyServerMetrics } from '../../../src/policy-server/policy-server-metrics.ts';
 import { createRegistryShare } from '../../../src/policy-server/registry-share.ts';
 import type { RegisteredEndpoint } from '../../../src/policy-server/service-registry.ts';
 import { createServiceRegistry } from '../../../src/policy-server/service-registry.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 
 const ep = (address: string, serverId: string): RegisteredEndpoint => ({
   streamId: `${serverId}#1`,
@@ -24,17 +23,7 @@ const ep = (address: string, serverId: string): RegisteredEndpoint => ({
 describe('registry shared between replicas', () => {
   let dir: string;
   let logs: Array<Record<string, unknown>>;
-  const logger = () =>
-    createLogger({
-      level: 'info',
-      name: 't',
-      destination: new Writable({
-        write(chunk: Buffer, _e, done) {
-          for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line) as Record<string, unknown>);
-          done();
-        },
-      }),
-    });
+  const logger = () => captureLogs({ name: 't', into: logs }).logger;
   beforeEach(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'meshgate-share-'));
     logs = [];

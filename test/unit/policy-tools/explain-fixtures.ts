@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { JWK } from 'jose';
 import { parsePolicyFolder } from '../../../src/policy/parse-documents.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
+import { policyYaml } from '../../helpers/policy-yaml.ts';
 
 /* The small policy set of the explain and diff tests, written to a folder at test start. */
 
@@ -11,53 +12,34 @@ export const BILLING = 'spiffe://cluster.local/ns/shop/sa/billing';
 export const IDP = 'https://idp.example';
 export const ORDERS = { service: 'orders', namespace: 'shop' } as const;
 
-const ALLOW = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: allow-frontend, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  action: ALLOW
-  rules:
-    - name: frontend-orders
-      from: [{ principals: ["${FRONTEND}"] }]
-      to: [{ methods: [GET, POST], paths: ["/orders/*"] }]
-    - name: idp-reports
-      from: [{ requestPrincipals: ["${IDP}/*"] }]
-      to: [{ paths: ["/reports*"] }]
-`;
+const allow = (frontendPrincipals: string[]): string =>
+  policyYaml('AuthorizationPolicy', 'allow-frontend', {
+    selector: { services: ['orders'] },
+    action: 'ALLOW',
+    rules: [
+      { name: 'frontend-orders', from: [{ principals: frontendPrincipals }], to: [{ methods: ['GET', 'POST'], paths: ['/orders/*'] }] },
+      { name: 'idp-reports', from: [{ requestPrincipals: [`${IDP}/*`] }], to: [{ paths: ['/reports*'] }] },
+    ],
+  });
+const deny = (writesToo: boolean): string =>
+  policyYaml('AuthorizationPolicy', 'deny-admin', {
+    action: 'DENY',
+    rules: [{ name: 'admin', to: [{ paths: ['/admin*'] }] }, ...(writesToo ? [{ name: 'no-writes', to: [{ methods: ['POST'], paths: ['/orders/*'] }] }] : [])],
+  });
 
-const DENY = `apiVersion: meshgate.dev/v1
-kind: AuthorizationPolicy
-metadata: { name: deny-admin, namespace: shop }
-spec:
-  action: DENY
-  rules:
-    - name: admin
-      to: [{ paths: ["/admin*"] }]
-`;
-
-const IP = `apiVersion: meshgate.dev/v1
-kind: IPAccessPolicy
-metadata: { name: blocklist, namespace: shop }
-spec:
-  deny: [203.0.113.0/24, "2001:db8::/32"]
-`;
+const ALLOW = allow([FRONTEND]);
+const DENY = deny(false);
+const IP = policyYaml('IPAccessPolicy', 'blocklist', { deny: ['203.0.113.0/24', '2001:db8::/32'] });
 
 /** The new set: billing may now read orders; POST /orders/* is denied. */
-const ALLOW_NEW = ALLOW.replace(`principals: ["${FRONTEND}"]`, `principals: ["${FRONTEND}", "${BILLING}"]`);
-const DENY_NEW = `${DENY}    - name: no-writes
-      to: [{ methods: [POST], paths: ["/orders/*"] }]
-`;
+const ALLOW_NEW = allow([FRONTEND, BILLING]);
+const DENY_NEW = deny(true);
 
-function requestAuthentication(jwk: JWK): string {
-  return `apiVersion: meshgate.dev/v1
-kind: RequestAuthentication
-metadata: { name: idp, namespace: shop }
-spec:
-  onMissingToken: allow-anonymous
-  jwtRules: [{ name: idp, issuer: "${IDP}", audiences: [orders], algorithms: [ES256], jwks: { keys: [${JSON.stringify(jwk)}] } }]
-`;
-}
+const requestAuthentication = (jwk: JWK): string =>
+  policyYaml('RequestAuthentication', 'idp', {
+    onMissingToken: 'allow-anonymous',
+    jwtRules: [{ name: 'idp', issuer: IDP, audiences: ['orders'], algorithms: ['ES256'], jwks: { keys: [jwk] } }],
+  });
 
 /** Writes `old/` and `new/` under `dir` (plus one invalid document in `old/`); returns their paths. */
 export async function writePolicySets(dir: string, jwk: JWK): Promise<{ old: string; new: string }> {

@@ -1,13 +1,13 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import { Agent, Pool, request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { respond } from '../../../src/core/verdict.ts';
 import { sendVerdict } from '../../../src/errors/reply.ts';
 import { forward } from '../../../src/proxy/forward.ts';
 import type { AttemptResult, ForwardOutcome, ForwardRequest, RetryPlan, UpstreamTarget } from '../../../src/proxy/upstream-call.ts';
+import { deferAfterEach } from '../../helpers/cleanup.ts';
 import type { TestServer } from '../../helpers/servers.ts';
-import { startHttpServer } from '../../helpers/servers.ts';
+import { answer, startHttpServer } from '../../helpers/servers.ts';
 
 /*
  * The stages of one upstream call (src/proxy/forward.ts: route deadline,
@@ -18,25 +18,16 @@ import { startHttpServer } from '../../helpers/servers.ts';
  * told, and that every retry-budget slot taken was given back.
  */
 
-const closers: Array<() => Promise<unknown>> = [];
-afterEach(async () => {
-  for (const close of closers.splice(0).reverse()) await close();
-});
+const defer = deferAfterEach();
 
 async function upstream(handler: http.RequestListener): Promise<TestServer> {
   const server = await startHttpServer(handler);
-  closers.push(() => server.close());
+  defer(() => server.close());
   return server;
 }
 
 /** Never answers: the attempt waits for a deadline. */
 const hang: http.RequestListener = () => {};
-const answer =
-  (status: number, body: string, headers: Record<string, string> = {}): http.RequestListener =>
-  (_req, res) => {
-    res.writeHead(status, { 'content-type': 'text/plain', ...headers });
-    res.end(body);
-  };
 
 interface Endpoint extends UpstreamTarget {
   readonly results: AttemptResult[];
@@ -44,7 +35,7 @@ interface Endpoint extends UpstreamTarget {
 
 function endpoint(server: TestServer): Endpoint {
   const pool = new Pool(server.url);
-  closers.push(() => pool.destroy());
+  defer(() => pool.destroy());
   const results: AttemptResult[] = [];
   return { dispatcher: pool, label: server.address, results, done: (r) => results.push(r) };
 }
@@ -77,21 +68,16 @@ interface Caller {
 
 async function caller(call: Omit<ForwardRequest, 'method' | 'path' | 'headers' | 'body' | 'bodyTimeoutMs'> & { headers?: Record<string, string> }): Promise<Caller> {
   const outcomes: Array<Promise<ForwardOutcome>> = [];
-  const server = http.createServer((req, res) => {
+  const server = await upstream((req, res) => {
     outcomes.push(
       forward({ method: 'GET', path: req.url!, body: null, bodyTimeoutMs: 10_000, ...call, headers: { 'x-request-id': 'test', ...call.headers } }, res, (code, reason) =>
         sendVerdict(res, respond(code, reason), { grpc: false, requestId: 'test' }),
       ),
     );
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const agent = new Agent();
-  closers.push(async () => {
-    await agent.destroy();
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/orders`;
+  defer(() => agent.destroy());
+  const url = `${server.url}/orders`;
   return {
     async get() {
       const res = await request(url, { dispatcher: agent });
@@ -262,5 +248,30 @@ describe('forward: deadlines', () => {
     const got = await (await caller({ timeoutMs: 100, retry: plan({ perTryTimeoutMs: 50 }), pick: inOrder(a) })).get();
     expect(got).toMatchObject({ status: 200, body: 'first last' });
     expect(got.outcome).toMatchObject({ status: 200, reason: undefined, retries: 0 });
+  });
+});
+
+describe('forward: a caller that left', () => {
+  it('before the call started (an HTTP/2 stream reset while the filters ran): nothing is sent upstream, 499 request.cancelled', async () => {
+    const app = await upstream(hang);
+    const target = endpoint(app);
+    let outcome!: Promise<ForwardOutcome>;
+    let started!: () => void;
+    const forwarding = new Promise<void>((resolve) => (started = resolve));
+    const server = await upstream((req, res) => {
+      req.socket.destroy();
+      // The caller's 'close' has fired before forward() is called: it must not wait for it.
+      res.once('close', () => {
+        outcome = forward({ method: 'GET', path: req.url!, body: null, bodyTimeoutMs: 10_000, headers: {}, timeoutMs: 10_000, retry: undefined, pick: inOrder(target) }, res, () => {});
+        started();
+      });
+    });
+    void request(`${server.url}/orders`).catch(() => undefined);
+    await forwarding;
+    // Before the fix the call went to the app that never answers, and never settled.
+    const settled = await Promise.race([outcome, new Promise<'unsettled'>((resolve) => setTimeout(() => resolve('unsettled'), 2_000))]);
+    expect(settled).toMatchObject({ status: 499, reason: 'request.cancelled', retries: 0 });
+    expect(app.hits()).toBe(0);
+    expect(target.results).toEqual([{ kind: 'failure', failure: 'aborted' }]); // the caller's doing: no mark against the endpoint
   });
 });

@@ -1,20 +1,10 @@
-import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 
-function capture(level = 'info') {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { lines, logger: createLogger({ level, name: 'sidecar', destination: sink }) };
-}
+const capture = (level = 'info') => captureLogs({ level, name: 'sidecar' });
 
 const call = (): CallContext => ({
   id: 'req-1',
@@ -35,9 +25,9 @@ const ok: CallOutcome = { status: 200, reason: undefined, durationMs: 1.23456, b
 
 describe('access log', () => {
   it('writes the documented fields and nothing from headers but the user agent', async () => {
-    const { lines, logger } = capture();
+    const { lines, logger, flushed } = capture();
     createAccessLog(logger, { enabled: true, sampling: 1, random: Math.random })(call(), ok);
-    await new Promise((r) => setImmediate(r));
+    await flushed();
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({
       log: 'access',
@@ -67,8 +57,8 @@ describe('access log', () => {
     expect(JSON.stringify(lines)).not.toMatch(/SECRET/);
   });
 
-  it('samples successful calls and always logs errors and meshgate replies', () => {
-    const { lines, logger } = capture();
+  it('samples successful calls and always logs errors and meshgate replies', async () => {
+    const { lines, logger, flushed } = capture();
     const draws = [0.9, 0.05, 0.9, 0.9, 0.9];
     const log = createAccessLog(logger, { enabled: true, sampling: 0.1, random: () => draws.shift() ?? 0.9 });
     log(call(), ok); // 0.9 >= 0.1: skipped
@@ -76,26 +66,18 @@ describe('access log', () => {
     log(call(), { ...ok, status: 503 });
     log(call(), { ...ok, status: 404 });
     log(call(), { ...ok, status: 200, reason: 'policy.shadow' });
-    return new Promise<void>((resolve) =>
-      setImmediate(() => {
-        expect(lines.map((l) => l.status)).toEqual([200, 503, 404, 200]);
-        resolve();
-      }),
-    );
+    await flushed();
+    expect(lines.map((l) => l.status)).toEqual([200, 503, 404, 200]);
   });
 
-  it('is written whatever the process log level, and not at all when off', () => {
+  it('is written whatever the process log level, and not at all when off', async () => {
     const quiet = capture('error');
     createAccessLog(quiet.logger, { enabled: true, sampling: 1, random: Math.random })(call(), ok);
     quiet.logger.info('process chatter');
     const off = capture();
     createAccessLog(off.logger, { enabled: false, sampling: 1, random: Math.random })(call(), ok);
-    return new Promise<void>((resolve) =>
-      setImmediate(() => {
-        expect(quiet.lines.map((l) => l.log ?? l.msg)).toEqual(['access']);
-        expect(off.lines).toEqual([]);
-        resolve();
-      }),
-    );
+    await Promise.all([quiet.flushed(), off.flushed()]);
+    expect(quiet.lines.map((l) => l.log ?? l.msg)).toEqual(['access']);
+    expect(off.lines).toEqual([]);
   });
 });

@@ -1,4 +1,3 @@
-import { Writable } from 'node:stream';
 import { SpanKind, trace } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import { ExportResultCode } from '@opentelemetry/core';
@@ -7,19 +6,12 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import type { TracingSettings } from '../../../src/config/telemetry-schema.ts';
 import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
-import { createLogger } from '../../../src/telemetry/logger.ts';
 import { createTracing, startTracing } from '../../../src/telemetry/tracing.ts';
 import { registerTracingMetrics } from '../../../src/telemetry/tracing-metrics.ts';
+import { captureLogs } from '../../helpers/log-capture.ts';
 
 function capture() {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { lines, logger: createLogger({ level: 'info', name: 'test', destination: sink }) };
+  return captureLogs();
 }
 
 /** An exporter whose answers the test decides. */

@@ -4,6 +4,7 @@ import type { CryptoKey, JWK, JWTPayload } from 'jose';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT } from 'jose';
 import type { CallContext } from '../../../../src/core/call-context.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
+import { callContext } from '../../../helpers/call-context.ts';
 import { doc, validDocument } from '../../policy/helpers.ts';
 
 export const ISSUER = 'https://idp.example';
@@ -111,19 +112,5 @@ export function authnDoc(spec: string, name = 'users'): PolicyDocument {
 }
 
 export function makeCall(over: { headers?: Record<string, string>; query?: string } = {}): CallContext {
-  return {
-    id: 'req-1',
-    direction: 'inbound',
-    startedAt: 0,
-    method: 'GET',
-    path: '/orders/1',
-    query: over.query ?? '',
-    authority: 'orders',
-    headers: over.headers ?? {},
-    httpVersion: '1.1',
-    isGrpc: false,
-    source: { address: '10.0.0.5', port: 1234, principal: undefined },
-    destination: { service: 'orders', namespace: 'shop' },
-    annotations: { retries: 0 },
-  };
+  return callContext({ query: over.query ?? '', headers: over.headers ?? {} });
 }

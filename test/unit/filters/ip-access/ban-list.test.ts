@@ -4,25 +4,10 @@ import type { ReasonCode } from '../../../../src/core/reason-codes.ts';
 import type { AutoBanSettings, BanView } from '../../../../src/filters/ip-access/ban-list.ts';
 import { createBanList } from '../../../../src/filters/ip-access/ban-list.ts';
 import { parseIp } from '../../../../src/proxy/client-address.ts';
+import { callContext } from '../../../helpers/call-context.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
 
-function call(address: string): CallContext {
-  return {
-    id: 'r1',
-    direction: 'inbound',
-    startedAt: 0,
-    method: 'GET',
-    path: '/',
-    query: '',
-    authority: 'orders',
-    headers: {},
-    httpVersion: '1.1',
-    isGrpc: false,
-    source: { address, port: 1234, principal: undefined },
-    destination: { service: 'orders', namespace: 'shop' },
-    annotations: { retries: 0 },
-  };
-}
+const call = (address: string): CallContext => callContext({ id: 'r1', path: '/', source: { address, port: 1234, principal: undefined } });
 
 const SETTINGS: AutoBanSettings = { threshold: 3, window: 60_000, duration: 600_000, maxEntries: 100 };
 

@@ -5,6 +5,7 @@ import { createBanList } from '../../../../src/filters/ip-access/ban-list.ts';
 import { createIPAccessFilter } from '../../../../src/filters/ip-access/ip-access-filter.ts';
 import type { PolicyDocument } from '../../../../src/policy/types.ts';
 import { createPolicyValidator } from '../../../../src/policy/validate.ts';
+import { callContext } from '../../../helpers/call-context.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
 import { ipAccessRuntime } from '../../../helpers/filter-runtimes.ts';
 
@@ -17,23 +18,8 @@ function policy(name: string, spec: Record<string, unknown>): PolicyDocument {
   return result.document.document;
 }
 
-function call(address: string, xff?: string): CallContext {
-  return {
-    id: 'r1',
-    direction: 'inbound',
-    startedAt: 0,
-    method: 'GET',
-    path: '/',
-    query: '',
-    authority: 'orders',
-    headers: xff === undefined ? {} : { 'x-forwarded-for': xff },
-    httpVersion: '1.1',
-    isGrpc: false,
-    source: { address, port: 1234, principal: undefined },
-    destination: { service: 'orders', namespace: 'shop' },
-    annotations: { retries: 0 },
-  };
-}
+const call = (address: string, xff?: string): CallContext =>
+  callContext({ id: 'r1', path: '/', headers: xff === undefined ? {} : { 'x-forwarded-for': xff }, source: { address, port: 1234, principal: undefined } });
 
 const outcome = (v: Verdict | Promise<Verdict>): string => {
   if (v instanceof Promise) throw new Error('ip-access must answer synchronously');

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../../../../src/policy/snapshot.ts';
 import type { RegistryService } from '../../../../src/policy/types.ts';
@@ -11,20 +10,13 @@ import type { PolicySnapshotStore, ReceivedSnapshot } from '../../../../src/side
 import { createPolicySnapshotStore, snapshotFileFor } from '../../../../src/sidecar/policy/snapshot-store.ts';
 import type { DocumentEnvelope, DocumentValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
 import { policyModelValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
-import { createLogger } from '../../../../src/telemetry/logger.ts';
+import { captureLogs } from '../../../helpers/log-capture.ts';
 import { makeReadOnly, mountTinyDisk, unwritableSupport } from '../../../helpers/unwritable.ts';
 
 const support = await unwritableSupport();
 
 function capturingLogger() {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-      done();
-    },
-  });
-  return { logger: createLogger({ level: 'debug', name: 'test', destination: sink }), lines };
+  return captureLogs({ level: 'debug' });
 }
 
 const model = createPolicyValidator();

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { PolicySubscriberConfigInput } from '../../../../src/config/policy-subscriber-schema.ts';
 import { policySubscriberConfigSchema } from '../../../../src/config/policy-subscriber-schema.ts';
@@ -12,8 +11,8 @@ import { createPolicySnapshotStore } from '../../../../src/sidecar/policy/snapsh
 import type { EffectiveSnapshot } from '../../../../src/sidecar/policy/subscriber.ts';
 import { createPolicySubscriber } from '../../../../src/sidecar/policy/subscriber.ts';
 import type { DocumentEnvelope } from '../../../../src/sidecar/policy/subscriber-validate.ts';
-import { createLogger } from '../../../../src/telemetry/logger.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
+import { captureLogs } from '../../../helpers/log-capture.ts';
 
 /*
  * The subscriber without a network: what it enforces and reports before any
@@ -38,14 +37,7 @@ describe('policy subscriber before any server answers', () => {
   });
 
   function setup(config: Partial<PolicySubscriberConfigInput> = {}, now = 10_000_000) {
-    const lines: Array<Record<string, unknown>> = [];
-    const sink = new Writable({
-      write(chunk: Buffer, _enc, done) {
-        for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
-        done();
-      },
-    });
-    const logger = createLogger({ level: 'debug', name: 'sidecar', destination: sink });
+    const { logger, lines } = captureLogs({ level: 'debug', name: 'sidecar' });
     const clock = createFakeClock(now);
     const store = createPolicySnapshotStore({ file: path.join(dir, 'snap.json'), logger });
     stores.push(store);

@@ -1,23 +1,9 @@
-import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { doc } from './helpers.ts';
-
-const run = promisify(execFile);
-const BIN = join(import.meta.dirname, '../../../bin/meshgate.js');
-
-async function meshgate(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { timeout: 20_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
-    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
-  }
-}
+import { meshgateInProcess as meshgate } from '../../helpers/meshgate-cli.ts';
+import { doc } from '../policy/helpers.ts';
 
 describe('meshgate policy check', () => {
   let dir: string;
