@@ -4,11 +4,9 @@ import { createAdminServer } from '../admin/admin-server.ts';
 import { ConfigError } from '../config/load.ts';
 import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
 import type { IdentityConfig, SidecarConfig } from '../config/sidecar-schema.ts';
-import { describeTracingSettings } from '../config/telemetry-schema.ts';
 import type { Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import { createLogGate } from '../core/log-gate.ts';
-import { redactRedisUrl } from '../core/redis-url.ts';
 import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
@@ -33,7 +31,7 @@ import { startInterception } from './interception.ts';
 import type { WorkloadIdentity } from './mesh-identity.ts';
 import type { PolicyEnforcement } from './policy-enforcement.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
-import { advertisedAddress, describeCertificate } from './sidecar-facts.ts';
+import { advertisedAddress, describeCertificate, describeConfig } from './sidecar-facts.ts';
 import type { WorkloadPolicy } from './workload-policy.ts';
 
 export interface SidecarDeps extends RoleDeps {
@@ -164,16 +162,11 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     },
     configDump: () => ({
       workload: config.workload,
-      config: {
-        ...config,
-        telemetry: { ...config.telemetry, tracing: describeTracingSettings(tracing.settings) }, // export headers may hold a key
-        rateLimit: { ...config.rateLimit, redis: config.rateLimit.redis && { ...config.rateLimit.redis, url: redactRedisUrl(config.rateLimit.redis.url) } }, // a URL may hold a password
-      },
+      config: describeConfig(config, tracing),
       rateLimit: rateLimiting?.describe() ?? null,
       interception: interception?.describe() ?? null,
       policy: policyRef.current?.describe() ?? { source: 'none' },
       certificate: describeCertificate(identity),
-      ...(worker ? { worker: { pid: process.pid, workers: worker.workers } } : {}),
       endpoints: registry?.services().map((s) => ({
         service: s.cluster.key,
         endpoints: s.cluster.endpoints().map((ep) => ({
@@ -202,7 +195,8 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
       signal: lifetime.signal,
       handshakeTimeoutMs: config.limits.headersTimeout,
     });
-  } else {
+  } else if (!worker) {
+    // A worker's primary has said it once for the pod.
     logger.warn('mtls.mode is DISABLE: sidecar-to-sidecar traffic is plaintext and carries no identity');
   }
 
@@ -252,7 +246,7 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     }
   }
   policyRef.current = policy;
-  if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
+  if (!policy && !worker) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
   const noFilters: readonly Filter[] = [];
   const inboundFilters = (): readonly Filter[] => policy?.inboundFilters() ?? noFilters;
   const inboundTls =
