@@ -28,6 +28,7 @@ export const SIDECAR_ROLE: RoleDescriptor<SidecarConfig, SidecarHandle> = {
   start: async (config, deps) =>
     config.workers > 1 ? (await import('../sidecar/workers/primary.ts')).startSidecarPrimary(config, deps) : (await import('../sidecar/sidecar.ts')).startSidecar(config, deps),
   failure: (sidecar) => sidecar.fatal,
+  sharedStdout: (config) => config.workers > 1,
   async stop(sidecar, { signal, logger, config }) {
     logger.info({ signal, timeoutMs: config.drain.timeout }, 'draining');
     const { completed } = await sidecar.drain();

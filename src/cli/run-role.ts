@@ -41,6 +41,8 @@ export interface RoleDescriptor<C extends RoleConfig, R> {
   /** grpc-js diagnostics go to the JSON log (the roles that serve gRPC). */
   readonly grpc?: boolean;
   tracing(config: C): TracingIdentity;
+  /** Other processes write to this one's stdout (a sidecar's workers): see createLogger's sharedStdout. */
+  sharedStdout?(config: C): boolean;
   start(config: C, deps: RoleDeps): Promise<R>;
   /** After SIGTERM or SIGINT: drain or close; tracing is shut down after it. */
   stop(running: R, ctx: { readonly signal: string; readonly logger: Logger; readonly config: C }): Promise<void>;
@@ -62,7 +64,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
   const loaded = await loadConfigFile(configFile, schema);
   const config = role.withFlags ? role.withFlags(loaded, values) : loaded;
   const [{ systemClock }, { createLogger }, { startTracing }] = await Promise.all([import('../core/clock.ts'), import('../telemetry/logger.ts'), import('../telemetry/tracing.ts')]);
-  const logger = createLogger({ level: config.log.level, name: role.name });
+  const logger = createLogger({ level: config.log.level, name: role.name, sharedStdout: role.sharedStdout?.(config) ?? false });
   if (role.grpc) await grpcDiagnosticsToLog(logger);
   // The CLI is the one place that reads the environment: OTEL_* joins the file's section here.
   const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...role.tracing(config) });

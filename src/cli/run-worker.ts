@@ -25,12 +25,13 @@ export async function runSidecarWorker(): Promise<number> {
     import('./roles.ts'),
   ]);
   // Every line of a worker says which one wrote it: the workers share stdout.
-  const logger = createLogger({ level: config.log.level, name: 'sidecar' }).child({ worker: init.worker });
+  const logger = createLogger({ level: config.log.level, name: 'sidecar', sharedStdout: true }).child({ worker: init.worker });
   const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...SIDECAR_ROLE.tracing(config) });
-  try {
-    return await link.serve({ logger, clock: systemClock, random: Math.random, tracing, defaultMetrics: true });
-  } finally {
-    await tracing.shutdown();
-    logger.flush();
-  }
+  const code = await link.serve({ logger, clock: systemClock, random: Math.random, tracing, defaultMetrics: true });
+  await tracing.shutdown(); // the last calls' spans leave before exit
+  logger.flush();
+  // Drained: closing the channel ends the process (node:cluster exits a worker on disconnect; pino flushes on exit).
+  // A failed start returns 1 instead, for the CLI to exit with.
+  if (code === 0) process.disconnect?.();
+  return code;
 }

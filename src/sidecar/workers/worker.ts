@@ -10,7 +10,7 @@ import { isToWorker } from './protocol.ts';
 import { createRelayedCertificateManager, createRelayedPolicy } from './relayed.ts';
 
 /** The worker's end of the IPC channel: `process` in a cluster worker. */
-export type PrimaryChannel = Pick<NodeJS.Process, 'on' | 'send' | 'connected' | 'disconnect'>;
+export type PrimaryChannel = Pick<NodeJS.Process, 'on' | 'send' | 'connected'>;
 
 interface WorkerDeps {
   readonly logger: Logger;
@@ -33,15 +33,17 @@ export interface PrimaryLink {
  * One worker process: says hello, takes the primary's init, starts the
  * sidecar's data path with the primary's certificate and policy (no admin
  * listener, ports shared with the other workers), then keeps both current
- * and answers the primary's admin questions. It drains when the primary asks,
- * when it is told to stop, or when the primary is gone (fail closed: no
- * worker serves on without the process that renews its certificate).
+ * and answers the primary's admin questions. It drains when the primary asks
+ * or when it is told to stop.
  */
 export function connectToPrimary(channel: PrimaryChannel): PrimaryLink {
-  const send = (message: FromWorker): void => {
-    // A callback: a closed channel is an error passed here, not an 'error' event that would crash the worker.
-    if (channel.connected) channel.send?.(message, undefined, undefined, () => {});
-  };
+  /** Resolves once the message left (or could not): the last ones must be out before the process exits. */
+  const send = (message: FromWorker): Promise<void> =>
+    new Promise((resolve) => {
+      // A callback: a closed channel is an error passed here, not an 'error' event that would crash the worker.
+      if (channel.connected) channel.send?.(message, undefined, undefined, () => resolve());
+      else resolve();
+    });
   // What arrived last, whatever state the sidecar is in: a worker starts with the newest, not the init's.
   const latest: { credentials?: WorkloadCredentials; policy?: PolicyState } = {};
   const relay: { install?: (creds: WorkloadCredentials) => void; apply?: (state: PolicyState) => void } = {};
@@ -96,8 +98,8 @@ export function connectToPrimary(channel: PrimaryChannel): PrimaryLink {
         return;
       case 'meshgate:ask':
         answer(message.question).then(
-          (value) => send({ type: 'meshgate:answer', id: message.id, ok: true, value }),
-          (err: unknown) => send({ type: 'meshgate:answer', id: message.id, ok: false, error: (err as Error).message }),
+          (value) => void send({ type: 'meshgate:answer', id: message.id, ok: true, value }),
+          (err: unknown) => void send({ type: 'meshgate:answer', id: message.id, ok: false, error: (err as Error).message }),
         );
         return;
       case 'meshgate:drain':
@@ -105,8 +107,9 @@ export function connectToPrimary(channel: PrimaryChannel): PrimaryLink {
         return;
     }
   });
-  channel.on('disconnect', () => stop());
-  send({ type: 'meshgate:hello' });
+  // No 'disconnect' handler: node:cluster ends a worker whose primary went away at once (fail closed: no worker
+  // serves on without the process that renews its certificate and follows the policy).
+  void send({ type: 'meshgate:hello' });
 
   return {
     init,
@@ -134,19 +137,18 @@ export function connectToPrimary(channel: PrimaryChannel): PrimaryLink {
           },
         );
       } catch (err) {
-        send({ type: 'meshgate:failed', error: failureReport(err) });
+        await send({ type: 'meshgate:failed', error: failureReport(err) });
         return 1;
       }
       const sidecar = running;
-      send({ type: 'meshgate:listening', ports: { outbound: sidecar.outbound.port, inbound: sidecar.inbound.port, edge: sidecar.edge?.port } });
+      void send({ type: 'meshgate:listening', ports: { outbound: sidecar.outbound.port, inbound: sidecar.inbound.port, edge: sidecar.edge?.port } });
       const timeoutMs = await new Promise<number | undefined>((resolve) => {
         stopWith = resolve;
         if (stopAsked !== null) resolve(stopAsked);
       });
       const { completed } = await sidecar.drain(timeoutMs ?? config.drain.timeout);
       logger.info({ completed }, 'worker drained');
-      send({ type: 'meshgate:drained', completed });
-      if (channel.connected) channel.disconnect?.();
+      await send({ type: 'meshgate:drained', completed });
       return 0;
     },
   };
