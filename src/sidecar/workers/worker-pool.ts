@@ -172,9 +172,16 @@ export function createWorkerPool(opts: WorkerPoolOptions): WorkerPool {
     }
     opts.exited?.(pid);
     for (const wake of exits) wake();
+    if (stopping) {
+      slot.state = 'stopped';
+      return;
+    }
+    // A worker of the first start that never listened fails the start (no restart: the sidecar does not come up);
+    // one that listened and died while its siblings were still starting is restarted like any other.
+    const failedStart = !started && slot.settle !== undefined;
     slot.settle?.(startFailure(slot, code, signal));
-    if (stopping || !started) {
-      slot.state = stopping ? 'stopped' : 'failed';
+    if (failedStart) {
+      slot.state = 'failed';
       return;
     }
     if (clock.monotonic() - slot.startedAt >= restart.stableMs) slot.inRow = 0;
