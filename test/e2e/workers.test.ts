@@ -60,6 +60,13 @@ spec:
     - name: private
       to: [{ paths: ["/private*"] }]
 `;
+const AUTO_BAN = `apiVersion: meshgate.dev/v1
+kind: IPAccessPolicy
+metadata: { name: autoban, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  autoBan: { threshold: 2, window: 1m, duration: 10m, maxEntries: 100 }
+`;
 /** Enough calls on new connections that both workers get some (all on one: 2 in 2^15). */
 const SPREAD = 16;
 
@@ -280,6 +287,29 @@ describe('a sidecar with workers: 2', () => {
     const metrics = parsePrometheusText((await admin('/metrics')).body);
     expect(sumOf(metrics, 'meshgate_worker_restarts_total')).toBe(1);
     expect(sumOf(metrics, 'meshgate_workers_ready')).toBe(2);
+  });
+
+  it("bans are per worker: /bans lists every worker's, DELETE lifts the address on all", async () => {
+    const before = (await dump()).policy.version;
+    await writeFile(path.join(dir, 'policies', 'autoban.yaml'), AUTO_BAN);
+    await eventually(dump, { until: (d) => d.policy.version !== before && d.workers.every((w) => w.policy?.version === d.policy.version), timeoutMs: 10_000, what: 'autoBan in every worker' });
+    // Refused calls spread over both workers; each bans 127.0.0.1 after its second refusal (another round in the unlikely case one got fewer).
+    const refused: Reply[] = [];
+    const bans = await eventually(
+      async () => {
+        refused.push(...(await spread('/private/again')));
+        return JSON.parse((await admin('/bans')).body) as Array<{ address: string; worker: number }>;
+      },
+      { until: (list) => list.length === 2, what: 'a ban in each worker' },
+    );
+    expect(new Set(refused.map((r) => r.reason))).toEqual(new Set(['authz.denied', 'ip.banned']));
+    expect(bans.map((b) => `${b.address} ${b.worker}`).sort()).toEqual(['127.0.0.1 1', '127.0.0.1 2']);
+    const res = await request(`${sidecar.adminUrl}/bans/127.0.0.1`, { method: 'DELETE' });
+    expect(res.statusCode).toBe(200);
+    await res.body.dump();
+    expect(JSON.parse((await admin('/bans')).body)).toEqual([]);
+    const after = await spread('/public/again');
+    expect(after.map((r) => r.status)).toEqual(Array(SPREAD).fill(200));
   });
 
   it('SIGTERM drains both workers: the call in flight completes, then every process exits 0', async () => {
