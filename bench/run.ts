@@ -11,7 +11,7 @@ import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { Target } from './lib/target.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createHttpProxyTarget } from './lib/target-http-proxy.ts';
-import { createMeshgateInboundTarget, createMeshgateTwoHopTarget } from './lib/target-meshgate.ts';
+import { createMeshgateInboundTarget, createMeshgateTwoHopTarget, createMeshgateWorkersTarget } from './lib/target-meshgate.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
 
 /*
@@ -24,7 +24,14 @@ import { createNginxTarget } from './lib/target-nginx.ts';
 
 const RESULTS_FILE = fileURLToPath(new URL('results/latest.json', import.meta.url));
 
-const ALL_TARGETS: readonly Target[] = [createDirectTarget(), createNginxTarget(), createHttpProxyTarget(), createMeshgateInboundTarget(), createMeshgateTwoHopTarget()];
+const allTargets = (settings: BenchSettings): readonly Target[] => [
+  createDirectTarget(),
+  createNginxTarget(),
+  createHttpProxyTarget(),
+  createMeshgateInboundTarget(),
+  createMeshgateWorkersTarget(settings.workers),
+  createMeshgateTwoHopTarget(),
+];
 
 function log(message: string): void {
   process.stderr.write(`[bench] ${message}\n`);
@@ -39,7 +46,7 @@ async function main(): Promise<number> {
   let targets: readonly Target[];
   try {
     settings = readSettings(process.env);
-    targets = selectTargets(ALL_TARGETS, settings);
+    targets = selectTargets(allTargets(settings), settings);
   } catch (err) {
     process.stderr.write(`bench: ${(err as Error).message}\n\n${SETTINGS_HELP}\n`);
     return 2;
@@ -75,7 +82,8 @@ async function main(): Promise<number> {
 
     const measured: RowResult[] = [];
     for (const target of targets) {
-      const row = await measureTarget(target, context, loadgen, settings, log);
+      // CPU of each proxy's whole process group (nginx's master and worker, a sidecar's primary and workers).
+      const row = await measureTarget(target, context, loadgen, settings, log, { cpuGroups: (started) => (started.pgid === undefined ? {} : { proxy: started.pgid }) });
       // Killed children make failed rows; an interrupted run must not pass them off as results.
       if (interrupt.signal.aborted) return 130;
       measured.push(row);

@@ -19,6 +19,8 @@ export interface BenchSettings {
   readonly targets: readonly string[] | undefined;
   /** How long a proxy under test has to become ready. */
   readonly startTimeoutMs: number;
+  /** Worker processes of the meshgate-inbound-workers row. */
+  readonly workers: number;
 }
 
 export const SETTINGS_HELP = `Environment:
@@ -28,7 +30,8 @@ export const SETTINGS_HELP = `Environment:
   BENCH_RUNS           runs per target; the median is shown  (default 3)
   BENCH_LOADGEN        wrk | autocannon                      (default: wrk if installed)
   BENCH_TARGETS        comma list of target ids              (default: all)
-  BENCH_START_TIMEOUT  seconds a proxy has to become ready   (default 15)`;
+  BENCH_START_TIMEOUT  seconds a proxy has to become ready   (default 15)
+  BENCH_WORKERS        workers of meshgate-inbound-workers   (default 2)`;
 
 /** Defaults an entry may change (bench:mesh's full and --quick modes); a BENCH_* variable still wins. */
 type Defaults = Pick<BenchSettings, 'durationS' | 'warmupS' | 'runs'>;
@@ -50,6 +53,7 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: Defaults = { dura
     loadGenerator,
     targets: targets && targets.length > 0 ? targets : undefined,
     startTimeoutMs: seconds(env, 'BENCH_START_TIMEOUT', 15, 1) * 1000,
+    workers: integer(env, 'BENCH_WORKERS', 2, 2),
   };
 }
 

@@ -12,6 +12,9 @@ import type { Target, TargetContext, TargetStart } from './target.ts';
  *  - inbound (1 hop):            client -> inbound listener -> app
  *  - outbound+inbound (2 hops):  client -> outbound listener (Host: bench)
  *                                  -> the same sidecar's inbound listener -> app
+ *  - inbound, N workers:         the 1-hop row with `workers: N` (a primary and N
+ *                                  worker processes sharing the port); ready once
+ *                                  its /ready answers 200 (every worker listening)
  *
  * When the CLI is missing or the sidecar does not come up, the row is reported
  * as skipped with the sidecar's first line of output.
@@ -24,6 +27,15 @@ export function createMeshgateInboundTarget(): Target {
     id: 'meshgate-inbound',
     label: 'meshgate inbound (1 hop)',
     start: (context) => startMeshgateSidecar(context, 'inbound'),
+  };
+}
+
+/** The 1-hop row with `workers` worker processes (BENCH_WORKERS). */
+export function createMeshgateWorkersTarget(workers: number): Target {
+  return {
+    id: 'meshgate-inbound-workers',
+    label: `meshgate inbound (1 hop, ${workers} workers)`,
+    start: (context) => startMeshgateSidecar(context, 'inbound', { workers }),
   };
 }
 
@@ -96,7 +108,9 @@ export async function startMeshgateSidecar(
     args: [cli, 'sidecar', '--config', configFile],
     cwd: context.repoRoot,
   });
-  const ready = await waitForHttpOk(child, `http://127.0.0.1:${ports.admin}${readiness.path}`, context.startTimeoutMs, readiness.pollMs);
+  // A primary's admin listener is live before its workers listen: with workers, wait for /ready.
+  const readinessPath = extra.workers && readiness.path === '/live' ? '/ready' : readiness.path;
+  const ready = await waitForHttpOk(child, `http://127.0.0.1:${ports.admin}${readinessPath}`, context.startTimeoutMs, readiness.pollMs);
   const readyMs = performance.now() - spawnedAt;
   if (!ready.ok) {
     await child.stop(1000);

@@ -24,7 +24,8 @@ export interface AdminDeps {
   readiness(opts?: { readonly skipApp: boolean }): ReadinessReport | Promise<ReadinessReport>;
   /** Effective configuration and state; must never contain a key or a token. */
   configDump(): unknown;
-  readonly registry: Registry;
+  /** What /metrics serves: a role's registry, or a sidecar primary's sum over its workers. */
+  readonly registry: Pick<Registry, 'metrics' | 'contentType'>;
   /** The sidecar's auto-ban list: `GET /bans`, `DELETE /bans/{address}`. Absent: those paths are 404. */
   readonly bans?: BanAdmin;
   /** A role's own paths (the policy server's admin API under /api/v1/). */
@@ -66,7 +67,20 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
           ),
       },
     ],
-    ['/config_dump', { methods: READ, handle: (_req, res) => sendText(res, 200, 'application/json', JSON.stringify(deps.configDump(), null, 2)) }],
+    [
+      '/config_dump',
+      {
+        methods: READ,
+        // A sidecar primary asks its workers (a promise); a failure is a 500, not a dropped connection.
+        handle: (_req, res) =>
+          void Promise.resolve()
+            .then(() => deps.configDump())
+            .then(
+              (dump) => sendText(res, 200, 'application/json', JSON.stringify(dump, null, 2)),
+              () => sendText(res, 500, 'text/plain', 'config dump unavailable\n'),
+            ),
+      },
+    ],
   ]);
   const bans = deps.bans ? banRoutes(deps.bans) : undefined;
   const handler = (req: IncomingMessage, res: ServerResponse): void => {

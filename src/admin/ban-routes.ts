@@ -3,15 +3,26 @@ import type { AdminRoute } from './admin-reply.ts';
 import { sendText } from './admin-reply.ts';
 
 export interface BanAdmin {
-  /** Live bans as JSON values (`{address, until, reason, count}`). */
-  list(): readonly unknown[];
+  /** Live bans as JSON values (`{address, until, reason, count}`); a sidecar primary asks its workers (a promise). */
+  list(): readonly unknown[] | Promise<readonly unknown[]>;
   /** Lifts one ban; `address` as the operator wrote it. */
-  remove(address: string): { readonly status: 'removed'; readonly ban: unknown } | { readonly status: 'not_found' | 'invalid' };
+  remove(address: string): BanRemoval | Promise<BanRemoval>;
 }
+
+type BanRemoval = { readonly status: 'removed'; readonly ban: unknown } | { readonly status: 'not_found' | 'invalid' };
 
 /** The sidecar's ban paths: `GET /bans` and `DELETE /bans/{address}`; undefined for any other path. */
 export function banRoutes(bans: BanAdmin): (path: string) => AdminRoute | undefined {
-  const list: AdminRoute = { methods: ['GET', 'HEAD'], handle: (_req, res) => sendJsonLine(res, 200, bans.list()) };
+  const list: AdminRoute = {
+    methods: ['GET', 'HEAD'],
+    handle: (_req, res) =>
+      void Promise.resolve()
+        .then(() => bans.list())
+        .then(
+          (all) => sendJsonLine(res, 200, all),
+          (err: unknown) => sendJsonLine(res, 503, { error: `bans unavailable: ${(err as Error).message}` }),
+        ),
+  };
   const one: AdminRoute = { methods: ['DELETE'], handle: (req, res, path) => deleteBan(bans, path.slice('/bans/'.length), req, res) };
   return (path) => (path === '/bans' ? list : path.startsWith('/bans/') ? one : undefined);
 }
@@ -29,10 +40,16 @@ function deleteBan(bans: BanAdmin, encoded: string, req: http.IncomingMessage, r
   } catch {
     return sendJsonLine(res, 400, { error: 'expected /bans/{address}' });
   }
-  const result = bans.remove(address);
-  if (result.status === 'removed') return sendJsonLine(res, 200, result.ban);
-  if (result.status === 'invalid') return sendJsonLine(res, 400, { error: `not an IP address: ${address}` });
-  return sendJsonLine(res, 404, { error: `${address} is not banned` });
+  void Promise.resolve()
+    .then(() => bans.remove(address))
+    .then(
+      (result) => {
+        if (result.status === 'removed') return sendJsonLine(res, 200, result.ban);
+        if (result.status === 'invalid') return sendJsonLine(res, 400, { error: `not an IP address: ${address}` });
+        return sendJsonLine(res, 404, { error: `${address} is not banned` });
+      },
+      (err: unknown) => sendJsonLine(res, 503, { error: `bans unavailable: ${(err as Error).message}` }),
+    );
 }
 
 function sendJsonLine(res: http.ServerResponse, status: number, body: unknown): void {

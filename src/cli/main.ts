@@ -315,6 +315,9 @@ async function parseDurationFlag(command: string, flag: string, text: string): P
 }
 
 export async function main(argv: string[]): Promise<number> {
+  // A worker of a sidecar with `workers: N` runs this same entry point (node:cluster forks it); the variable is
+  // src/sidecar/workers/protocol.ts's WORKER_ENV, read here without importing it so no other command loads it.
+  if (process.env.MESHGATE_SIDECAR_WORKER !== undefined) return (await import('./run-worker.ts')).runSidecarWorker();
   const [command = 'help', ...rest] = argv;
   if (command === '--help' || command === '-h') return COMMANDS.help!([]);
   if (command === '--version') {

@@ -3,13 +3,19 @@ import type { CaConfig } from '../config/ca-schema.ts';
 import type { PolicyServerConfig } from '../config/policy-server-schema.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import type { RunningPolicyServer } from '../policy-server/policy-server.ts';
-import type { RunningSidecar } from '../sidecar/sidecar.ts';
+
 import type { RoleDescriptor } from './run-role.ts';
 import { UsageError } from './usage-error.ts';
 
 /** The three long-running roles, as runRole (run-role.ts) runs them. */
 
-export const SIDECAR_ROLE: RoleDescriptor<SidecarConfig, RunningSidecar> = {
+/** A running sidecar as the CLI stops it: one process, or a primary with `workers` worker processes. */
+interface SidecarHandle {
+  drain(timeoutMs?: number): Promise<{ completed: boolean }>;
+  readonly fatal?: Promise<Error>;
+}
+
+export const SIDECAR_ROLE: RoleDescriptor<SidecarConfig, SidecarHandle> = {
   name: 'sidecar',
   flags: { 'workload-host': { type: 'string' } },
   schema: async () => (await import('../config/sidecar-schema.ts')).sidecarConfigSchema,
@@ -18,7 +24,11 @@ export const SIDECAR_ROLE: RoleDescriptor<SidecarConfig, RunningSidecar> = {
     serviceName: `${config.workload.service}.${config.workload.namespace}`,
     resource: { 'service.namespace': config.workload.namespace, 'meshgate.role': 'sidecar', 'meshgate.workload': config.workload.service },
   }),
-  start: async (config, deps) => (await import('../sidecar/sidecar.ts')).startSidecar(config, deps),
+  // workers: 1 is the one process it always was: no cluster, no IPC, nothing more loaded.
+  start: async (config, deps) =>
+    config.workers > 1 ? (await import('../sidecar/workers/primary.ts')).startSidecarPrimary(config, deps) : (await import('../sidecar/sidecar.ts')).startSidecar(config, deps),
+  failure: (sidecar) => sidecar.fatal,
+  sharedStdout: (config) => config.workers > 1,
   async stop(sidecar, { signal, logger, config }) {
     logger.info({ signal, timeoutMs: config.drain.timeout }, 'draining');
     const { completed } = await sidecar.drain();

@@ -41,9 +41,13 @@ export interface RoleDescriptor<C extends RoleConfig, R> {
   /** grpc-js diagnostics go to the JSON log (the roles that serve gRPC). */
   readonly grpc?: boolean;
   tracing(config: C): TracingIdentity;
+  /** Other processes write to this one's stdout (a sidecar's workers): see createLogger's sharedStdout. */
+  sharedStdout?(config: C): boolean;
   start(config: C, deps: RoleDeps): Promise<R>;
   /** After SIGTERM or SIGINT: drain or close; tracing is shut down after it. */
   stop(running: R, ctx: { readonly signal: string; readonly logger: Logger; readonly config: C }): Promise<void>;
+  /** Resolves when the running role cannot go on (a sidecar's worker that keeps dying): it is stopped and the exit code is 1. */
+  failure?(running: R): Promise<Error> | undefined;
 }
 
 /**
@@ -60,7 +64,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
   const loaded = await loadConfigFile(configFile, schema);
   const config = role.withFlags ? role.withFlags(loaded, values) : loaded;
   const [{ systemClock }, { createLogger }, { startTracing }] = await Promise.all([import('../core/clock.ts'), import('../telemetry/logger.ts'), import('../telemetry/tracing.ts')]);
-  const logger = createLogger({ level: config.log.level, name: role.name });
+  const logger = createLogger({ level: config.log.level, name: role.name, sharedStdout: role.sharedStdout?.(config) ?? false });
   if (role.grpc) await grpcDiagnosticsToLog(logger);
   // The CLI is the one place that reads the environment: OTEL_* joins the file's section here.
   const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...role.tracing(config) });
@@ -79,10 +83,14 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
     await tracing.shutdown();
     throw err;
   }
-  return untilSignal(logger, async (signal) => {
-    await role.stop(running, { signal, logger, config });
-    await tracing.shutdown(); // the last calls' spans leave before exit
-  });
+  return untilSignal(
+    logger,
+    async (signal) => {
+      await role.stop(running, { signal, logger, config });
+      await tracing.shutdown(); // the last calls' spans leave before exit
+    },
+    role.failure?.(running),
+  );
 }
 
 /**
@@ -98,19 +106,24 @@ async function grpcDiagnosticsToLog(logger: Logger): Promise<void> {
 /**
  * Runs until SIGTERM or SIGINT, then `stop` once (a second signal is ignored), flushes the
  * log and resolves with exit code 0: the shutdown every long-running command shares.
+ * When `failure` resolves first, the same stop, logged, and exit code 1.
  */
-export function untilSignal(logger: { flush(): void }, stop: (signal: string) => Promise<void>): Promise<number> {
+export function untilSignal(logger: { flush(): void; error(fields: object, message: string): void }, stop: (signal: string) => Promise<void>, failure?: Promise<Error>): Promise<number> {
   return new Promise<number>((resolve) => {
     let stopping = false;
-    const onSignal = (signal: string): void => {
+    const onSignal = (signal: string, code = 0): void => {
       if (stopping) return;
       stopping = true;
       void stop(signal).finally(() => {
         logger.flush();
-        resolve(0);
+        resolve(code);
       });
     };
     process.once('SIGTERM', () => onSignal('SIGTERM'));
     process.once('SIGINT', () => onSignal('SIGINT'));
+    void failure?.then((err) => {
+      logger.error({ err: err.message }, 'stopping: the role cannot go on');
+      onSignal('failure', 1);
+    });
   });
 }

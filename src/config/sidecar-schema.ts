@@ -221,6 +221,15 @@ export const sidecarConfigSchema = z
       })
       .prefault({})
       .describe('Graceful shutdown.'),
+    workers: z
+      .number()
+      .int()
+      .min(1)
+      .max(64)
+      .default(1)
+      .describe(
+        'Processes serving the listeners, for a sidecar given more than one core. 1: one process, as without this field. N > 1: a primary process holds the CA client, the policy subscription and the admin listener, and hands each certificate and policy snapshot to N worker processes, which share the data ports (SO_REUSEPORT, Linux). Local rate limits are divided among the workers; auto-bans are per worker (see "Several workers").',
+      ),
     identity: identity.optional().describe('Workload identity: certificates from the meshgate CA. Required unless mtls.mode is DISABLE.'),
     mtls: z
       .strictObject({

@@ -4,12 +4,16 @@ import { isIP } from 'node:net';
 /**
  * Binds `server` and resolves with the bound address (for port 0, the port the
  * OS chose); a bind error (EADDRINUSE, EACCES) rejects instead of crashing the
- * process as an unhandled 'error' event would.
+ * process as an unhandled 'error' event would. `reusePort`: several processes
+ * bind the same port and the kernel spreads connections among them (Linux
+ * SO_REUSEPORT); `exclusive` with it, or a cluster worker would ask its primary
+ * for a shared handle instead of binding its own.
  */
-export function listenOn(server: Server, port: number, host: string): Promise<AddressInfo> {
+export function listenOn(server: Server, port: number, host: string, opts: { readonly reusePort?: boolean } = {}): Promise<AddressInfo> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    const options = opts.reusePort ? { port, host, reusePort: true, exclusive: true } : { port, host };
+    server.listen(options, () => {
       server.off('error', reject);
       resolve(server.address() as AddressInfo);
     });

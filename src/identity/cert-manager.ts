@@ -63,6 +63,11 @@ export interface CertificateManager {
   stats(): { readonly issued: number; readonly failures: number; readonly lastError: string | undefined };
 }
 
+/** Whether `creds` may be used at `nowMs`: within its validity, with a minute of slack for a CA clock running ahead. */
+export function validAt(creds: WorkloadCredentials, nowMs: number): boolean {
+  return nowMs < creds.facts.notAfter.getTime() && nowMs >= creds.facts.notBefore.getTime() - 60_000;
+}
+
 /**
  * The sidecar's certificate loop, shaped like linkerd2-proxy's certify loop:
  * a fresh key and CSR per attempt, renewal at a fraction of the lifetime with
@@ -133,7 +138,7 @@ export function createCertificateManager(signer: CertificateSigner, opts: Certif
 
   return {
     current: () => creds,
-    valid: () => creds !== undefined && deps.clock.now() < creds.facts.notAfter.getTime() && deps.clock.now() >= creds.facts.notBefore.getTime() - 60_000,
+    valid: () => creds !== undefined && validAt(creds, deps.clock.now()),
     onRotate: (listener) => void listeners.push(listener),
     onExpire: (listener) => void expireListeners.push(listener),
     first(signal) {

@@ -35,7 +35,8 @@ const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
 export interface HttpListener {
   readonly name: string;
-  listen(port: number, host: string): Promise<net.AddressInfo>;
+  /** `reusePort`: the port is shared with the sidecar's other worker processes (see core/listen.ts). */
+  listen(port: number, host: string, opts?: { readonly reusePort?: boolean }): Promise<net.AddressInfo>;
   /** Stop accepting; idle keep-alive connections close, in-flight calls go on. */
   stopAccepting(): Promise<void>;
   /** Close everything that is left, now. */
@@ -367,7 +368,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
 
   return {
     name,
-    listen: (port, host) => listenOn(server, port, host),
+    listen: (port, host, opts) => listenOn(server, port, host, opts),
     stopAccepting() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       h1.closeIdleConnections();

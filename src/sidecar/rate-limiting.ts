@@ -33,6 +33,8 @@ export async function startRateLimiting(
     logger: Logger;
     /** Endpoints of this sidecar's own service in the registry, for failureMode local with localFallback split. */
     replicas?: () => number;
+    /** Worker processes of this sidecar (config `workers`), each with its own buckets: local limits are divided among them. */
+    workers?: number | undefined;
   },
 ): Promise<SidecarRateLimiting> {
   const replicas = (): number => Math.max(1, deps.replicas?.() ?? 1);
@@ -57,9 +59,10 @@ export async function startRateLimiting(
     if (!(await store.whenReady(REDIS_START_WAIT_MS))) logger.warn({ redis: url }, 'rate-limit store not reachable at start; listeners open anyway');
   }
   return {
-    runtime: createRateLimitRuntime({ local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas }),
+    runtime: createRateLimitRuntime({ local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas, workers: deps.workers }),
     describe: () => ({
       localBuckets: local.size,
+      ...(deps.workers !== undefined && deps.workers > 1 ? { localShare: `1/${deps.workers} of each local limit (one of ${deps.workers} workers)` } : {}),
       replicas: replicas(), // what a split local fallback divides by
       redis: redisConfig ? { url: redactRedisUrl(redisConfig.url), status: store?.status() } : null,
     }),

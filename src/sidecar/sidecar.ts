@@ -1,14 +1,12 @@
 import type { AddressInfo } from 'node:net';
-import { hostname } from 'node:os';
+import type { AdminDeps } from '../admin/admin-server.ts';
 import { createAdminServer } from '../admin/admin-server.ts';
 import { ConfigError } from '../config/load.ts';
 import { resolveSidecarPaths } from '../config/sidecar-paths.ts';
-import type { SidecarConfig } from '../config/sidecar-schema.ts';
-import { describeTracingSettings } from '../config/telemetry-schema.ts';
+import type { IdentityConfig, SidecarConfig } from '../config/sidecar-schema.ts';
 import type { Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
 import { createLogGate } from '../core/log-gate.ts';
-import { redactRedisUrl } from '../core/redis-url.ts';
 import { createIPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import { createAppH2cProbe } from '../inbound/app-h2c-probe.ts';
 import { createInboundStack } from '../inbound/inbound-stack.ts';
@@ -30,12 +28,33 @@ import { registerTracingMetrics } from '../telemetry/tracing-metrics.ts';
 import { probeApp } from './app-probe.ts';
 import type { SidecarInterception } from './interception.ts';
 import { startInterception } from './interception.ts';
+import type { WorkloadIdentity } from './mesh-identity.ts';
+import type { PolicyEnforcement } from './policy-enforcement.ts';
 import type { SidecarRateLimiting } from './rate-limiting.ts';
-import type { WorkloadIdentity } from './workload-identity.ts';
+import { advertisedAddress, describeCertificate, describeConfig } from './sidecar-facts.ts';
 import type { WorkloadPolicy } from './workload-policy.ts';
 
 export interface SidecarDeps extends RoleDeps {
   readonly random: Random;
+}
+
+/**
+ * A worker process of a sidecar with `workers: N` (src/sidecar/workers/):
+ * certificates and policy snapshots come from its primary, which runs the
+ * only CA client and policy subscriber, instead of from its own.
+ */
+export interface WorkerSources {
+  /** Worker processes in all: local rate limits are divided among them. */
+  readonly workers: number;
+  identity(config: IdentityConfig, deps: { handshakeTimeoutMs: number }): WorkloadIdentity;
+  /** Snapshots from the primary, enforced by `enforcement`. */
+  policy(enforcement: PolicyEnforcement): WorkloadPolicy;
+}
+
+/** A sidecar process: a worker has no admin listener (its primary serves /ready, /metrics... with what adminApi answers). */
+export interface SidecarProcess extends Omit<RunningSidecar, 'admin'> {
+  readonly admin: AddressInfo | undefined;
+  readonly adminApi: AdminDeps;
 }
 
 export interface RunningSidecar {
@@ -56,6 +75,13 @@ export interface RunningSidecar {
  * is missing), then the workload certificate, then the data listeners.
  */
 export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Promise<RunningSidecar> {
+  const { admin, ...running } = await startSidecarProcess(loaded, deps);
+  if (!admin) throw new Error('unreachable: a sidecar without a worker role has an admin listener');
+  return { ...running, admin };
+}
+
+/** startSidecar, or with `worker` one worker process of a sidecar with several. */
+export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDeps, worker?: WorkerSources): Promise<SidecarProcess> {
   const config = deps.configDir === undefined ? loaded : resolveSidecarPaths(loaded, deps.configDir);
   const { logger, clock, random } = deps;
   const listeners: { inbound?: HttpListener; outbound?: HttpListener } = {};
@@ -110,7 +136,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   let rateLimiting: SidecarRateLimiting | undefined;
   let interception: SidecarInterception | undefined;
 
-  const admin = createAdminServer({
+  const adminApi: AdminDeps = {
     registry: metrics.registry,
     bans: {
       list: () => banList.list(),
@@ -136,11 +162,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
     },
     configDump: () => ({
       workload: config.workload,
-      config: {
-        ...config,
-        telemetry: { ...config.telemetry, tracing: describeTracingSettings(tracing.settings) }, // export headers may hold a key
-        rateLimit: { ...config.rateLimit, redis: config.rateLimit.redis && { ...config.rateLimit.redis, url: redactRedisUrl(config.rateLimit.redis.url) } }, // a URL may hold a password
-      },
+      config: describeConfig(config, tracing),
       rateLimit: rateLimiting?.describe() ?? null,
       interception: interception?.describe() ?? null,
       policy: policyRef.current?.describe() ?? { source: 'none' },
@@ -155,12 +177,16 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
         })),
       })),
     }),
-  });
-  const adminAddress = await admin.listen(config.listeners.admin.port, config.listeners.admin.address);
+  };
+  // A worker's admin questions come from its primary over IPC; the primary serves the port.
+  const admin = worker ? undefined : createAdminServer(adminApi);
+  const adminAddress = await admin?.listen(config.listeners.admin.port, config.listeners.admin.address);
 
   // What is not configured is not loaded: certificates (x509, the CA's gRPC client), policy (the kinds' schemas,
   // the subscriber's gRPC, the filters' libraries), Redis and edge TLS are imported only when their section is set.
-  if (config.identity) {
+  if (config.identity && worker) {
+    identity = worker.identity(config.identity, { handshakeTimeoutMs: config.limits.headersTimeout });
+  } else if (config.identity) {
     const { startWorkloadIdentity } = await import('./workload-identity.ts');
     identity = await startWorkloadIdentity(config.identity, config.workload, {
       clock,
@@ -169,7 +195,8 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       signal: lifetime.signal,
       handshakeTimeoutMs: config.limits.headersTimeout,
     });
-  } else {
+  } else if (!worker) {
+    // A worker's primary has said it once for the pod.
     logger.warn('mtls.mode is DISABLE: sidecar-to-sidecar traffic is plaintext and carries no identity');
   }
 
@@ -204,25 +231,22 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   // With a policy source, the chain follows the snapshot in force (the disk copy before any listener opens).
   let policy: WorkloadPolicy | undefined;
   if (config.policy) {
-    const [{ startRateLimiting }, { startWorkloadPolicy }, { createSidecarFilterRuntimes }] = await Promise.all([
-      import('./rate-limiting.ts'),
-      import('./workload-policy.ts'),
-      import('./filter-runtimes.ts'),
-    ]);
-    const started = await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas });
+    const [{ startRateLimiting }, { createSidecarFilterRuntimes }] = await Promise.all([import('./rate-limiting.ts'), import('./filter-runtimes.ts')]);
+    const started = await startRateLimiting(config.rateLimit, { metrics, clock, random, logger, replicas, workers: worker?.workers });
     rateLimiting = started;
-    policy = await startWorkloadPolicy(config, {
-      registry: services,
-      credentials: () => identity?.manager.current(),
-      metrics,
-      clock,
-      random,
-      logger,
-      runtimes: createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: started.runtime }),
-    });
+    const runtimes = createSidecarFilterRuntimes(config, { clock, random, logger, metrics, ipAccess, rateLimit: started.runtime });
+    const parts = { registry: services, metrics, clock, random, logger, runtimes, signal: lifetime.signal };
+    if (worker) {
+      // A worker compiles and enforces what its primary's subscriber accepted; it loads no subscriber (no gRPC).
+      const { createPolicyEnforcement } = await import('./policy-enforcement.ts');
+      policy = worker.policy(createPolicyEnforcement(config, { ...parts, logger: logger.child({ component: 'policy' }) }));
+    } else {
+      const { startWorkloadPolicy } = await import('./workload-policy.ts');
+      policy = await startWorkloadPolicy(config, { ...parts, credentials: () => identity?.manager.current() });
+    }
   }
   policyRef.current = policy;
-  if (!policy) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
+  if (!policy && !worker) logger.warn('no policy section: the sidecar enforces no per-call policy (mTLS still applies)');
   const noFilters: readonly Filter[] = [];
   const inboundFilters = (): readonly Filter[] => policy?.inboundFilters() ?? noFilters;
   const inboundTls =
@@ -249,7 +273,7 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
     },
   });
 
-  const ownPorts = [adminAddress.port]; // the data listeners' ports join once they are bound
+  const ownPorts = [adminAddress?.port ?? config.listeners.admin.port]; // a worker's config carries its primary's bound port; the data ports join once bound
   // Captured connections (config `interception`): koffi is loaded here only when the section is set.
   const captured = await startInterception(config, {
     telemetry,
@@ -328,10 +352,12 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
     listenerHooks('outbound'),
     captured?.outbound,
   );
+  // Workers share each port; the kernel spreads new connections among them.
+  const shared = { reusePort: worker !== undefined };
   const bound = {
-    outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address),
-    inbound: await inbound.listen(config.listeners.inbound.port, config.listeners.inbound.address),
-    edge: edge && edgeConfig ? await edge.listen(edgeConfig.port, edgeConfig.address) : undefined,
+    outbound: await outbound.listen(config.listeners.outbound.port, config.listeners.outbound.address, shared),
+    inbound: await inbound.listen(config.listeners.inbound.port, config.listeners.inbound.address, shared),
+    edge: edge && edgeConfig ? await edge.listen(edgeConfig.port, edgeConfig.address, shared) : undefined,
     admin: adminAddress,
   };
   ownPorts.push(bound.outbound.port, bound.inbound.port, ...(bound.edge ? [bound.edge.port] : []));
@@ -339,10 +365,12 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
   listeners.outbound = outbound;
   services.start(lifetime.signal);
   await policy?.subscribe(advertisedAddress(config.listeners.inbound.address, bound.inbound.port), lifetime.signal);
-  logger.info({ outbound: bound.outbound.port, inbound: bound.inbound.port, admin: bound.admin.port, mtls: config.mtls.mode, spiffeId: identity?.spiffeId }, 'sidecar listening');
+  const listening = { outbound: bound.outbound.port, inbound: bound.inbound.port, admin: bound.admin?.port, mtls: config.mtls.mode, spiffeId: identity?.spiffeId };
+  logger.info(listening, worker ? 'worker listening' : 'sidecar listening');
 
   return {
     ...bound,
+    adminApi,
     metrics,
     identity,
     async drain(timeoutMs = config.drain.timeout) {
@@ -356,29 +384,8 @@ export async function startSidecar(loaded: SidecarConfig, deps: SidecarDeps): Pr
       edgeTls?.close();
       await stopped;
       lifetime.abort();
-      await Promise.all([services.close(), app.close(), admin.close(), rateLimiting?.close(), interception?.close()]);
+      await Promise.all([services.close(), app.close(), admin?.close(), rateLimiting?.close(), interception?.close()]);
       return { completed };
     },
-  };
-}
-
-/** host:port peers use to reach this workload: the bound address, or the hostname behind a wildcard bind. */
-function advertisedAddress(bindAddress: string, port: number): string {
-  const host = bindAddress === '0.0.0.0' || bindAddress === '::' ? hostname() : bindAddress;
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-/** What /config_dump shows of the certificate: identity and dates, never the key. */
-function describeCertificate(identity: WorkloadIdentity | undefined): unknown {
-  const creds = identity?.manager.current();
-  if (!identity || !creds) return identity ? { spiffeId: identity.spiffeId, state: 'waiting' } : null;
-  return {
-    spiffeId: creds.facts.spiffeId,
-    serial: creds.facts.serial,
-    notBefore: creds.facts.notBefore.toISOString(),
-    notAfter: creds.facts.notAfter.toISOString(),
-    valid: identity.manager.valid(),
-    trustBundleRoots: creds.trustBundlePem.length,
-    renewals: identity.manager.stats().issued,
   };
 }

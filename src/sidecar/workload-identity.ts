@@ -1,37 +1,33 @@
-import tls from 'node:tls';
-import type { IdentityConfig, ServiceConfig } from '../config/sidecar-schema.ts';
+import type { IdentityConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
-import { formatSpiffeId } from '../core/spiffe-id.ts';
 import { identityRetry } from '../identity/ca-probe.ts';
 import { createCaSigner } from '../identity/ca-signer.ts';
 import type { CertificateManager, WorkloadCredentials } from '../identity/cert-manager.ts';
 import { createCertificateManager } from '../identity/cert-manager.ts';
-import { createMeshTlsServer, expectIdentity, meshSecureContextOptions, rotateServerCredentials, verifyMeshPeer } from '../identity/mesh-tls.ts';
-import type { ListenerTls } from '../proxy/listener.ts';
-import type { UpstreamTls } from '../proxy/upstream-pool.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import type { WorkloadIdentity } from './mesh-identity.ts';
+import { meshIdentity, workloadSpiffeId } from './mesh-identity.ts';
 
-export interface WorkloadIdentity {
-  readonly spiffeId: string;
-  readonly manager: CertificateManager;
-  /** Mutual TLS for the inbound listener. */
-  listenerTls(mode: 'STRICT' | 'PERMISSIVE', onRefused: ListenerTls['onRefused']): ListenerTls;
-  /** Mutual TLS towards one service, checking the identities it may present. */
-  upstreamTls(service: ServiceConfig): UpstreamTls;
+export type { WorkloadIdentity } from './mesh-identity.ts';
+
+interface IdentityDeps {
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+  signal: AbortSignal;
 }
 
 /**
- * Gets the first certificate (retrying while the CA is away) and keeps every
- * consumer current: the inbound TLS server's context is swapped in place and
- * upstream pools read the cached client context per new connection, so a
- * rotation drops no connection.
+ * The certificate loop of this workload, signing through `meshgate ca`, with
+ * its first certificate (retried while the CA is away). A sidecar with
+ * several workers runs it in its primary only.
  */
-export async function startWorkloadIdentity(
+export async function startCertificateManager(
   config: IdentityConfig,
   workload: { service: string; namespace: string },
-  deps: { clock: Clock; random: Random; logger: Logger; signal: AbortSignal; handshakeTimeoutMs: number },
-): Promise<WorkloadIdentity> {
-  const spiffeId = formatSpiffeId({ trustDomain: config.trustDomain, namespace: workload.namespace, serviceAccount: config.serviceAccount ?? workload.service });
+  deps: IdentityDeps,
+): Promise<{ spiffeId: string; manager: CertificateManager; first: WorkloadCredentials }> {
+  const spiffeId = workloadSpiffeId(config, workload);
   const manager = createCertificateManager(
     createCaSigner(config, deps.clock.now),
     {
@@ -46,30 +42,11 @@ export async function startWorkloadIdentity(
   );
   void manager.run(deps.signal);
   const first = await manager.first(deps.signal);
+  return { spiffeId, manager, first };
+}
 
-  let clientContext = tls.createSecureContext(meshSecureContextOptions(first));
-  const server = createMeshTlsServer(first, { handshakeTimeoutMs: deps.handshakeTimeoutMs });
-  manager.onRotate((creds: WorkloadCredentials) => {
-    clientContext = tls.createSecureContext(meshSecureContextOptions(creds));
-    rotateServerCredentials(server, creds);
-  });
-
-  return {
-    spiffeId,
-    manager,
-    listenerTls: (mode, onRefused) => ({
-      mode,
-      server,
-      verifyPeer: (socket) => verifyMeshPeer(socket, config.trustDomain),
-      onRefused,
-    }),
-    upstreamTls(service) {
-      const expected = new Set(service.identities ?? [formatSpiffeId({ trustDomain: config.trustDomain, namespace: service.namespace, serviceAccount: service.name })]);
-      return {
-        // Fail closed: with an expired certificate no new mesh connection is made.
-        secureContext: () => (manager.valid() ? clientContext : undefined),
-        checkServerIdentity: expectIdentity(expected),
-      };
-    },
-  };
+/** Gets the first certificate and keeps every TLS consumer of this process current (mesh-identity.ts). */
+export async function startWorkloadIdentity(config: IdentityConfig, workload: { service: string; namespace: string }, deps: IdentityDeps & { handshakeTimeoutMs: number }): Promise<WorkloadIdentity> {
+  const { spiffeId, manager, first } = await startCertificateManager(config, workload, deps);
+  return meshIdentity(manager, first, config, spiffeId, deps);
 }

@@ -1,25 +1,18 @@
 import { hostname } from 'node:os';
-import type { RouteConfig, ServiceConfig, SidecarConfig } from '../config/sidecar-schema.ts';
-import { registryServiceSchema } from '../config/sidecar-schema.ts';
+import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Filter } from '../core/filter.ts';
-import { respond } from '../core/verdict.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
-import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
-import type { VersionConfig } from '../outbound/versions.ts';
-import type { PolicyDocument, RegistryService } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 import type { PersistenceStatus } from './policy/snapshot-store.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from './policy/snapshot-store.ts';
 import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from './policy/subscriber.ts';
 import { createPolicySubscriber } from './policy/subscriber.ts';
-import { createRegistryKeeper } from './registry-keeper.ts';
-
-/** Kinds whose loss could turn a deny into an allow. */
-const ENFORCING_KINDS = new Set(['AuthorizationPolicy', 'RequestAuthentication', 'IPAccessPolicy', 'RateLimitPolicy', 'ValidationPolicy']);
+import type { PolicyEnforcer } from './policy-enforcement.ts';
+import { createPolicyEnforcement } from './policy-enforcement.ts';
 
 export interface WorkloadPolicy {
   /** The inbound chain of the snapshot in force (fail-closed chain before any). */
@@ -27,84 +20,56 @@ export interface WorkloadPolicy {
   /** Opens the stream once the inbound listener's address is known. */
   subscribe(inboundAddress: string, signal: AbortSignal): Promise<void>;
   ready(): PolicyReadiness;
-  /** False when the policy in force would not survive a restart (meshgate_policy_snapshot_persisted). */
-  persisted(): boolean;
+  /** False when the policy in force would not survive a restart (meshgate_policy_snapshot_persisted); undefined: not this process's concern. */
+  persisted(): boolean | undefined;
   describe(): unknown;
 }
 
+/** The policy of a process that gets its snapshots from the policy server itself: all of WorkloadPolicy but the chain. */
+export type PolicySource = Omit<WorkloadPolicy, 'inboundFilters'>;
+
+interface SourceDeps {
+  credentials: () => WorkloadCredentials | undefined;
+  metrics: SidecarMetrics;
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+}
+
 /**
- * Keeps the sidecar's enforcement and registry on the policy in force: the disk
- * copy at boot (before any listener opens), then every snapshot the stream
- * brings. Each snapshot is compiled once into a new filter chain and swapped in
- * with one assignment, so a call runs entirely on one version.
+ * The sidecar's policy, in one process: snapshots from this process's
+ * subscriber (policy-source below) compiled and enforced here (policy-enforcement.ts).
  */
 export async function startWorkloadPolicy(
   config: SidecarConfig,
-  deps: {
+  deps: SourceDeps & {
     registry: ServiceRegistry;
-    credentials: () => WorkloadCredentials | undefined;
-    metrics: SidecarMetrics;
-    clock: Clock;
-    random: Random;
-    logger: Logger;
     /** The filters' state, created once by the sidecar: every snapshot's chain is compiled against it. */
     runtimes: InboundRuntimes;
+    signal: AbortSignal;
   },
 ): Promise<WorkloadPolicy> {
+  const enforcement = createPolicyEnforcement(config, { ...deps, logger: deps.logger.child({ component: 'policy' }) });
+  const source = await startPolicySource(config, { ...deps, enforcer: enforcement });
+  return { ...source, inboundFilters: enforcement.inboundFilters };
+}
+
+/**
+ * Where the policy in force comes from: the disk copy at boot (installed
+ * before any listener opens), then every snapshot the stream brings, each
+ * handed to `enforcer`. A sidecar with several workers runs this in its
+ * primary only, whose enforcer hands each snapshot to every worker.
+ */
+export async function startPolicySource(config: SidecarConfig, deps: SourceDeps & { enforcer: PolicyEnforcer }): Promise<PolicySource> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
-  const chainOptions = { onNoPolicy: policyConfig.onNoPolicy, runtimes: deps.runtimes };
-  let filters = buildInboundChain(undefined, chainOptions);
   let inForce: EffectiveSnapshot | undefined;
-  const holdMs = policyConfig.holdEndpoints;
-  const keeper = createRegistryKeeper({
-    holdMs,
-    clock: deps.clock,
-    working: (name, namespace) => {
-      const since = deps.clock.monotonic() - holdMs;
-      return (
-        deps.registry
-          .cluster(name, namespace)
-          ?.endpoints()
-          .some((ep) => ep.lastSuccessAt > 0 && ep.lastSuccessAt >= since) ?? false
-      );
-    },
-    events: {
-      held: (service, endpoints, forMs) =>
-        logger.warn({ service, endpoints, holdMs: forMs }, 'registry update left a service with no endpoint; keeping its endpoints that answered recently (policy.holdEndpoints)'),
-      released: (service, why) => logger.info({ service, why }, 'held endpoints released'),
-    },
-  });
-  let recheck: NodeJS.Timeout | undefined;
-
-  // The registry part of a snapshot; run again when a hold ends, with the same snapshot.
-  const applyRegistry = (snapshot: EffectiveSnapshot): void => {
-    clearTimeout(recheck);
-    const kept = keeper.resolve(snapshot.services, snapshot.registryWarming === true);
-    const merged = mergeServices(kept.services, snapshot.documents, config, logger);
-    deps.registry.update(merged.services, merged.versions);
-    if (kept.recheckInMs !== undefined) {
-      recheck = setTimeout(() => {
-        if (inForce) applyRegistry(inForce);
-      }, kept.recheckInMs + 1);
-      recheck.unref();
-    }
-  };
 
   const install = (snapshot: EffectiveSnapshot): void => {
     // The subscriber's boot hands over the disk copy this sidecar already installed before its listeners opened.
     if (snapshot.source === 'disk' && inForce?.source === 'disk' && inForce.version === snapshot.version && inForce.receivedAt === snapshot.receivedAt) return;
-    const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
-    if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
-    filters = buildInboundChain(snapshot.documents, chainOptions, missing);
+    deps.enforcer.install(snapshot);
     inForce = snapshot;
-    applyRegistry(snapshot);
-    deps.metrics.policyVersion.reset();
-    deps.metrics.policyVersion.set({ version: snapshot.version, source: snapshot.source }, 1);
-    logger.info(
-      { version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length, registryWarming: snapshot.registryWarming === true },
-      'policy in force',
-    );
   };
 
   const store = createPolicySnapshotStore({
@@ -117,9 +82,7 @@ export async function startWorkloadPolicy(
   });
   let subscriber: PolicySubscriber | undefined;
   const booted = await store.load();
-  const refusedCopy = store.persistence().refusedAtBoot;
-  // A copy that may be older than the policy last in force is not enforced, whatever onNoPolicy says: it is not "no policy".
-  if (!booted && refusedCopy) filters = [refusedCopyFilter];
+  if (!booted && store.persistence().refusedAtBoot) deps.enforcer.distrustCopy();
   if (booted) {
     install({
       version: booted.version,
@@ -132,7 +95,6 @@ export async function startWorkloadPolicy(
   }
 
   return {
-    inboundFilters: () => filters,
     async subscribe(inboundAddress, signal) {
       subscriber = createPolicySubscriber(policyConfig, {
         credentials: deps.credentials,
@@ -148,7 +110,6 @@ export async function startWorkloadPolicy(
       });
       subscriber.onSnapshot(install);
       signal.addEventListener('abort', () => store.close(), { once: true });
-      signal.addEventListener('abort', () => clearTimeout(recheck), { once: true });
       await subscriber.boot();
       void subscriber.run(signal);
     },
@@ -179,12 +140,6 @@ export async function startWorkloadPolicy(
   };
 }
 
-/** Admits nothing while the only policy at hand is a persisted copy that may be older than the one last in force. */
-const refusedCopyFilter: Filter = {
-  name: 'untrusted-policy-copy',
-  onRequest: () => respond('policy.unavailable', 'the persisted policy snapshot may be outdated; admitting nothing until a policy server answers'),
-};
-
 /**
  * /ready's policy check with persistence folded in. A snapshot that could not
  * be persisted is `degraded` but still ready (200): the sidecar enforces it
@@ -210,56 +165,4 @@ function withPersistence(base: PolicyReadiness, inForce: boolean, p: Persistence
     state: base.state === 'no-policy' ? base.state : 'degraded',
     detail: `${base.detail}; not persisted: cannot write ${p.file}${since} (${p.lastError ?? 'unknown error'}), retrying; ${onRestart}`,
   };
-}
-
-/**
- * The registry the outbound stack uses: services pushed by the policy server
- * (as the registry keeper serves them), routes from Route documents, services
- * known without endpoints (Route destinations, policy.destinations), and the
- * static `services:` of the config file on top (an operator's override wins).
- * A Route's versions apply to its destination wherever the endpoints come
- * from: they only name label subsets, and a static entry has no versions of
- * its own to override them with.
- */
-function mergeServices(
-  pushed: readonly RegistryService[],
-  documents: readonly PolicyDocument[],
-  config: SidecarConfig,
-  logger: Logger,
-): { services: ServiceConfig[]; versions: Map<string, VersionConfig[]> } {
-  const routes = new Map<string, RouteConfig[]>();
-  const versions = new Map<string, VersionConfig[]>();
-  for (const doc of documents) {
-    if (doc.kind !== 'Route') continue;
-    const ref = String(doc.spec.service);
-    const key = ref.includes('.') ? ref : `${ref}.${doc.metadata.namespace}`;
-    routes.set(key, doc.spec.routes as RouteConfig[]); // PolicyRoute fits RouteConfig (test/unit/policy/kinds.test.ts checks it at compile time)
-    // The same document as the routes (the last one wins for both), validated by the Route schema.
-    versions.set(key, (doc.spec.versions as VersionConfig[] | undefined) ?? []);
-  }
-  const byKey = new Map<string, ServiceConfig>();
-  for (const svc of pushed) {
-    const key = `${svc.name}.${svc.namespace}`;
-    const parsed = registryServiceSchema.safeParse({
-      name: svc.name,
-      namespace: svc.namespace,
-      endpoints: svc.endpoints.map((e) => ({ address: e.address, labels: e.labels, weight: e.weight || 1 })),
-      ...(svc.identities.length > 0 ? { identities: svc.identities } : {}),
-      tls: svc.external ? 'none' : 'auto',
-    });
-    // Routes join after parsing: the Route schema already validated and defaulted them, with durations
-    // as milliseconds, which the config file's duration syntax ("15s") would refuse, dropping the service.
-    if (parsed.success) byKey.set(key, { ...parsed.data, routes: routes.get(key) ?? [] });
-    else logger.warn({ service: key, error: parsed.error.issues[0]?.message }, 'registry entry ignored');
-  }
-  // Known without a registry entry: the destination of a Route in force, or a service the config says the
-  // workload calls. With no endpoint, a call to one gets 503 upstream.no_endpoint, not 404 "no such service".
-  for (const key of [...routes.keys(), ...(config.policy?.destinations ?? [])]) {
-    if (byKey.has(key)) continue;
-    const dot = key.indexOf('.');
-    const parsed = registryServiceSchema.safeParse({ name: key.slice(0, dot), namespace: key.slice(dot + 1), endpoints: [] });
-    if (parsed.success) byKey.set(key, { ...parsed.data, routes: routes.get(key) ?? [] });
-  }
-  for (const svc of config.services) byKey.set(`${svc.name}.${svc.namespace}`, svc);
-  return { services: [...byKey.values()], versions };
 }

@@ -8,8 +8,10 @@ export type { Logger };
  * loop; secrets are redacted by path as a second line of defence (the access
  * log never reads them in the first place).
  */
-export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream }): Logger {
-  const stream = opts.destination ?? pino.destination({ sync: false });
+export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean }): Logger {
+  // sharedStdout: other processes write to the same stdout (a sidecar's workers). Each write then holds whole lines and at
+  // most PIPE_BUF (4096) bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
+  const stream = opts.destination ?? pino.destination({ sync: false, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
   return pino(
     {
       name: opts.name,

@@ -147,11 +147,14 @@ export function createSidecarMetrics(opts: {
       help: 'The policy snapshot in force: 1 for its version (content digest) and source (server or disk); compare across sidecars for version skew.',
       labelNames: ['version', 'source'],
       registers,
+      // Summed over a sidecar's worker processes (src/sidecar/workers/), 1 per version any of them enforces.
+      aggregator: 'max',
     }),
     policyPersisted: new Gauge({
       name: 'meshgate_policy_snapshot_persisted',
       help: 'Whether the policy snapshot in force is persisted in policy.stateDir (1) or not (0: writes fail, or the copy found at boot was not trusted); a restart without a policy server needs it. Alert when 0.',
       registers,
+      aggregator: 'min',
       collect() {
         const persisted = opts.policyPersisted?.();
         if (persisted === undefined) this.reset();
@@ -225,6 +228,8 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_cert_expiry_timestamp_seconds',
       help: 'notAfter of the workload certificate, in seconds since the epoch; absent without one.',
       registers,
+      // Over a sidecar's worker processes: the one that would expire first.
+      aggregator: 'min',
       collect() {
         const notAfter = opts.certNotAfterMs?.();
         if (notAfter === undefined) this.reset();

@@ -113,12 +113,16 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
   const nextId = runtime.nextDecisionId;
   const log = throttledLog(runtime, clock);
 
-  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision, shape = rule.shape): RuleOutcome => {
+  // With several worker processes, each has its own buckets: each takes its share of a local limit, so the pod
+  // as a whole never admits more than the rule says (a caller held to one worker gets only that share).
+  const workers = Math.max(1, Math.floor(runtime.workers));
+  const localShape = (rule: CompiledRule): BucketShape => (workers === 1 ? rule.shape : splitShape(rule.shape, workers));
+  const takeLocal = (rule: CompiledRule, value: string, decisionIfAllowed: RateLimitDecision, decisionIfLimited: RateLimitDecision, shape = localShape(rule)): RuleOutcome => {
     const result = local.take(localBucketKey(rule.bucketPrefix, value), shape, clock.monotonic());
     return { rule, result, decision: result.allowed ? decisionIfAllowed : decisionIfLimited };
   };
   const fallbackShape = (rule: CompiledRule): BucketShape => {
-    const replicas = rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas())) : 1;
+    const replicas = (rule.localFallback === 'split' ? Math.max(1, Math.floor(runtime.replicas())) : 1) * workers;
     return replicas === 1 ? rule.shape : splitShape(rule.shape, replicas);
   };
 

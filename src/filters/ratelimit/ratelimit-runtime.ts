@@ -40,6 +40,8 @@ export interface RateLimitRuntimeDeps extends FilterDeps {
    * limit by it while Redis is away. 1 when absent.
    */
   readonly replicas?: () => number;
+  /** Worker processes of this sidecar, each with its own local buckets: local limits are divided by it. 1 when absent. */
+  readonly workers?: number | undefined;
   /** Limited and shadow-limited calls, at most one line per rule per second (a flood must not become a log flood). */
   readonly logger?: RateLimitLogger;
 }
@@ -57,6 +59,7 @@ export interface RateLimitRuntime {
   readonly nextDecisionId: () => string;
   readonly metrics: RateLimitMetrics | undefined;
   readonly replicas: () => number;
+  readonly workers: number;
   readonly logger: RateLimitLogger | undefined;
 }
 
@@ -69,6 +72,7 @@ export function createRateLimitRuntime(deps: RateLimitRuntimeDeps): RateLimitRun
     nextDecisionId: createDecisionIds(deps.random),
     metrics: deps.metrics,
     replicas: replicas ? () => replicas() : () => 1,
+    workers: deps.workers ?? 1,
     logger: deps.logger,
   };
 }

@@ -158,7 +158,7 @@ describe('untilSignal', () => {
     const before: SignalListeners = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') };
     const events: string[] = [];
     let finishStop!: () => void;
-    const exit = untilSignal({ flush: () => events.push('flush') }, (signal) => {
+    const exit = untilSignal({ flush: () => events.push('flush'), error: () => {} }, (signal) => {
       events.push(`stop ${signal}`);
       return new Promise<void>((resolve) => (finishStop = resolve));
     });

@@ -42,7 +42,7 @@ function fakeStore(clock: { monotonic(): number }) {
   return store;
 }
 
-function setup(withStore = false) {
+function setup(withStore = false, workers = 1) {
   const clock = createFakeClock(0);
   const counts: Record<string, number> = {};
   const shadow: string[] = [];
@@ -58,6 +58,7 @@ function setup(withStore = false) {
       shadowDenials: { inc: ({ policy, rule }) => void shadow.push(`${policy}#${rule}`) },
     },
     logger: { info: (fields, message) => void logs.push({ fields: fields as Record<string, unknown>, message }) },
+    workers,
   });
   return { clock, counts, shadow, logs, store, runtime };
 }
@@ -91,6 +92,19 @@ describe('rate-limit filter', () => {
     expect((verdict as { decisionId?: string }).decisionId).toMatch(/^[0-9a-z]{12}$/);
     expect(c.annotations.rateLimit).toBe('limited');
     expect(counts).toEqual({ 'shop/limits#per-caller:allowed': 3, 'shop/limits#per-caller:limited': 1 });
+  });
+
+  it('with several worker processes, each admits its share of a local limit, so the pod never admits more than the rule', async () => {
+    // 4 calls a second for the pod, burst 4: each of 2 workers (own buckets) holds 2, refilled every 500 ms.
+    const [one, two] = [setup(false, 2), setup(false, 2)];
+    const rule = perCaller({ limit: { requests: 4, per: '1s' } });
+    const filters = [createRateLimitFilter([rateLimitPolicy('limits', rule)], one.runtime), createRateLimitFilter([rateLimitPolicy('limits', rule)], two.runtime)];
+    const frontend = () => call({ principal: FRONTEND });
+    for (const filter of filters) expect(await codes(filter, [frontend(), frontend(), frontend()])).toEqual(['ok', 'ok', 'ratelimit.exceeded']);
+    one.clock.advance(250);
+    expect(await codes(filters[0]!, [frontend()])).toEqual(['ratelimit.exceeded']);
+    one.clock.advance(250);
+    expect(await codes(filters[0]!, [frontend(), frontend()])).toEqual(['ok', 'ratelimit.exceeded']);
   });
 
   it('answers synchronously for local rules (no promise on the hot path)', () => {
@@ -247,6 +261,13 @@ describe('rate-limit filter', () => {
       const filter = createRateLimitFilter([rateLimitPolicy('limits', global({ failureMode: 'local' }))], runtime);
       expect(await codes(filter, [call({ principal: FRONTEND }), call({ principal: FRONTEND }), call({ principal: FRONTEND })])).toEqual(['ok', 'ok', 'ratelimit.exceeded']);
       expect(counts).toEqual({ 'shop/limits#shared:fallback_allowed': 2, 'shop/limits#shared:fallback_limited': 1 });
+    });
+
+    it('store down, failureMode local with several workers: each counts its share of the limit', async () => {
+      const { runtime, store } = setup(true, 2);
+      store!.down = true;
+      const filter = createRateLimitFilter([rateLimitPolicy('limits', global({ failureMode: 'local' }))], runtime);
+      expect(await codes(filter, [call({ principal: FRONTEND }), call({ principal: FRONTEND })])).toEqual(['ok', 'ratelimit.exceeded']);
     });
 
     it('no Redis configured: fails closed by default', async () => {
