@@ -40,7 +40,8 @@ export interface Cluster {
   /** New connections for later calls (after a certificate rotation); in-flight calls are untouched. */
   refreshConnections(): void;
   start(signal: AbortSignal): void;
-  close(): Promise<void>;
+  /** Waits for calls in flight; `force` ends them (a drain whose time ran out must not hang on an upstream). */
+  close(opts?: { readonly force?: boolean }): Promise<void>;
 }
 
 function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
@@ -180,8 +181,8 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
       );
       void checker.run(signal);
     },
-    async close() {
-      await Promise.all([...pools.values()].map((p) => p.close()));
+    async close(opts) {
+      await Promise.all([...pools.values()].map((p) => (opts?.force ? p.destroy() : p.close())));
     },
   };
 }

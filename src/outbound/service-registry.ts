@@ -30,7 +30,8 @@ export interface ServiceRegistry {
   update(configs: readonly ServiceConfig[], versions?: ReadonlyMap<string, readonly VersionConfig[]>): void;
   refreshConnections(): void;
   start(signal: AbortSignal): void;
-  close(): Promise<void>;
+  /** Waits for calls in flight; `force` ends them (see Cluster.close). */
+  close(opts?: { readonly force?: boolean }): Promise<void>;
 }
 
 interface Entry extends RegisteredService {
@@ -114,9 +115,9 @@ export function createServiceRegistry(
       signal = s;
       for (const service of byKey.values()) startCluster(service.cluster);
     },
-    async close() {
+    async close(opts) {
       for (const controller of lifetimes.values()) controller.abort();
-      await Promise.all([...byKey.values()].map((s) => s.cluster.close()));
+      await Promise.all([...byKey.values()].map((s) => s.cluster.close(opts)));
     },
   };
 }

@@ -384,7 +384,8 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
       edgeTls?.close();
       await stopped;
       lifetime.abort();
-      await Promise.all([services.close(), app.close(), admin?.close(), rateLimiting?.close(), interception?.close()]);
+      // Out of time: upstream calls still open are ended, so no upstream that never answers can hold the exit.
+      await Promise.all([services.close({ force: !completed }), completed ? app.close() : app.destroy(), admin?.close(), rateLimiting?.close(), interception?.close()]);
       return { completed };
     },
   };

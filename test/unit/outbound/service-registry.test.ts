@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import type { ServiceConfig } from '../../../src/config/sidecar-schema.ts';
 import { registryServiceSchema } from '../../../src/config/sidecar-schema.ts';
@@ -46,5 +47,39 @@ describe('service registry updates (registry pushes)', () => {
     registry.update([svc('orders', ['127.0.0.1:1001'])], new Map([['orders.shop', []]]));
     expect(registry.lookup('orders', 'shop')!.versions).toBeUndefined();
     await registry.close();
+  });
+});
+
+describe('service registry close', () => {
+  it('waits for a call in flight, and with force ends it: a drain out of time cannot hang on an upstream that never answers', async () => {
+    const seen = new Set<net.Socket>();
+    let requestSeen!: () => void;
+    const arrived = new Promise<void>((resolve) => (requestSeen = resolve));
+    const silent = net.createServer((socket) => {
+      seen.add(socket);
+      socket.once('data', () => requestSeen()); // reads the request, never answers
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as net.AddressInfo;
+    const registry = createServiceRegistry([svc('orders', [`127.0.0.1:${port}`])], { clock: systemClock, random: Math.random, idleTimeoutMs: 60_000 });
+    try {
+      const target = registry.cluster('orders', 'shop')!.pick('http1', undefined, new Set())!;
+      const call = target.dispatcher.request({ origin: `http://127.0.0.1:${port}`, path: '/orders', method: 'GET', headersTimeout: 0, bodyTimeout: 0 });
+      const settled = call.then(
+        () => 'answered',
+        () => 'ended',
+      );
+      await arrived;
+      let closed = false;
+      const polite = registry.close().then(() => (closed = true));
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(closed).toBe(false); // the call is still in flight: a plain close waits for it
+      await registry.close({ force: true });
+      expect(await settled).toBe('ended');
+      await polite;
+    } finally {
+      for (const socket of seen) socket.destroy();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 });
