@@ -11,13 +11,13 @@ import type { ServiceVersion } from './versions.ts';
  */
 
 /** A scheduled brown-out, as a Route document gives it: ISO 8601 dates, a bare date is midnight UTC. */
-export interface BrownoutConfig {
+interface BrownoutConfig {
   readonly start: string;
   readonly end: string;
 }
 
 /** Where callers of a retired version should go: another version of the same Route, a URL, or both. */
-export interface SuccessorConfig {
+interface SuccessorConfig {
   readonly version?: string | undefined;
   readonly link?: string | undefined;
 }
