@@ -16,7 +16,7 @@ import { createRetryPlan } from './retry-plan.ts';
 import type { CompiledRoute } from './router.ts';
 import { pickBackend } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
-import { retirementVerdict } from './version-retirement.ts';
+import { callRetirement } from './version-retirement.ts';
 import type { ServiceVersion, VersionTable } from './versions.ts';
 import { pinnedVersion } from './versions.ts';
 
@@ -105,15 +105,14 @@ function chooseBackend(service: RegisteredService, route: CompiledRoute, call: C
 
 /**
  * 410 when the call resolves to a version that is retired or in a brown-out
- * window now (the injected clock): the pinned one, else the version the
- * chosen backend's subset lies within. A backend without a subset (plain load
+ * window now (the injected clock): the pinned one, else a version the chosen
+ * backend's subset lies within. A backend without a subset (plain load
  * balancing) resolves to no version and is not refused.
  */
 function retiredVersionRefusal(backend: Backend, deps: OutboundStackDeps): RespondVerdict | undefined {
   const { versions } = backend;
   if (!versions?.anyRetiring) return undefined;
-  const version = backend.version ?? versions.retiringVersionOf(backend.subset);
-  return version ? retirementVerdict(backend.cluster.key, version, deps.telemetry.clock.now()) : undefined;
+  return callRetirement(backend.cluster.key, versions, backend.version, backend.subset, deps.telemetry.clock.now())?.verdict;
 }
 
 /** Picks an endpoint per attempt and forwards with the route's deadline and retries; the answering endpoint's version shapes the relayed head. */

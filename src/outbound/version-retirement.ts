@@ -1,7 +1,7 @@
 import type { RespondVerdict } from '../core/verdict.ts';
 import { respond } from '../core/verdict.ts';
 import { parsePolicyDate } from './deprecation-headers.ts';
-import type { ServiceVersion } from './versions.ts';
+import type { ServiceVersion, VersionTable } from './versions.ts';
 
 /*
  * Retiring a Route version: brown-out windows (scheduled periods in which
@@ -88,4 +88,24 @@ function successorHint(successor: SuccessorConfig | undefined): string {
   if (successor?.version !== undefined) hints.push(`use version ${successor.version} (x-meshgate-version: ${successor.version})`);
   if (successor?.link !== undefined) hints.push(`see ${successor.link}`);
   return hints.length > 0 ? hints.join('; ') : 'no successor is named';
+}
+
+/**
+ * The 410 for a call, with the version that refused it: the pinned version,
+ * else (un-pinned) the first version, in document order, that the route
+ * backend's subset lies within and that refuses at `nowMs`. A backend without
+ * a subset resolves to no version.
+ */
+export function callRetirement(
+  destination: string,
+  versions: VersionTable,
+  pinned: ServiceVersion | undefined,
+  subset: Readonly<Record<string, string>> | undefined,
+  nowMs: number,
+): { readonly version: ServiceVersion; readonly verdict: RespondVerdict } | undefined {
+  for (const version of pinned ? [pinned] : versions.retiringVersionsOf(subset)) {
+    const verdict = retirementVerdict(destination, version, nowMs);
+    if (verdict) return { version, verdict };
+  }
+  return undefined;
 }

@@ -48,11 +48,11 @@ export interface VersionTable {
   /** False when no version is deprecated: the stack then skips the per-call check. */
   readonly anyDeprecated: boolean;
   /**
-   * The version a route backend's subset lies within (its endpoints are all
-   * in the version's subset): the first, in document order, that is retired
-   * or has a brown-out window. Undefined for a backend without a subset.
+   * The versions a route backend's subset lies within (its endpoints are all
+   * in each version's subset) that are retired or have a brown-out window, in
+   * document order. None for a backend without a subset.
    */
-  retiringVersionOf(subset: Readonly<Record<string, string>> | undefined): ServiceVersion | undefined;
+  retiringVersionsOf(subset: Readonly<Record<string, string>> | undefined): readonly ServiceVersion[];
   /** False when no version is retired or has a brown-out window: the stack then skips that check. */
   readonly anyRetiring: boolean;
 }
@@ -98,7 +98,7 @@ export function compileVersions(configs: readonly VersionConfig[]): VersionTable
     deprecatedVersionOf,
     anyRetiring: retiring.length > 0,
     // A route's subsets are few and fixed per update: a scan, no cache.
-    retiringVersionOf: (subset) => (subset === undefined ? undefined : retiring.find((v) => contains(subset, v.subset))),
+    retiringVersionsOf: (subset) => (subset === undefined ? [] : retiring.filter((v) => contains(subset, v.subset))),
     versionOf(labels, preferred) {
       if (preferred) return preferred;
       let found = anyCache.get(labels);

@@ -3,7 +3,7 @@ import type { CallContext } from '../core/call-context.ts';
 import { parseSpiffeId } from '../core/spiffe-id.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
 import { compileRoute } from '../outbound/router.ts';
-import { retirementAt, retirementVerdict } from '../outbound/version-retirement.ts';
+import { callRetirement, retirementAt, retirementVerdict } from '../outbound/version-retirement.ts';
 import type { ServiceVersion, VersionConfig } from '../outbound/versions.ts';
 import { compileVersions, pinnedVersion } from '../outbound/versions.ts';
 import { resolveServiceRef } from '../policy/kinds/route.ts';
@@ -79,8 +79,9 @@ function splitTrail(
   const verdicts: RespondVerdict[] = [];
   for (const b of weighted) {
     const own = b.service === to.service && b.namespace === to.namespace;
-    const version = own ? table.retiringVersionOf(b.subset) : undefined;
-    const verdict = version ? retirementVerdict(destination, version, atMs) : undefined;
+    const refusal = own ? callRetirement(destination, table, undefined, b.subset, atMs) : undefined;
+    const version = refusal?.version ?? (own ? table.retiringVersionsOf(b.subset)[0] : undefined);
+    const verdict = refusal?.verdict;
     if (verdict) verdicts.push(verdict);
     if (version)
       entries.push({

@@ -2,7 +2,7 @@ import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { deprecationHeaders, headerSafeMessage, MESSAGE_HEADER_LIMIT } from '../../../src/outbound/deprecation-headers.ts';
 import { createDeprecationReporter, DEPRECATION_LOG_INTERVAL_MS } from '../../../src/outbound/deprecation-reporter.ts';
-import { compileRetirement, retirementAt } from '../../../src/outbound/version-retirement.ts';
+import { callRetirement, compileRetirement, retirementAt } from '../../../src/outbound/version-retirement.ts';
 import type { VersionConfig } from '../../../src/outbound/versions.ts';
 import { compileVersions, pinnedVersion } from '../../../src/outbound/versions.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
@@ -172,8 +172,20 @@ describe('retirement state at an instant', () => {
     expect(compileVersions([V1, V2]).anyRetiring).toBe(false);
     const table = compileVersions([V2, { ...V1, retired: true }]);
     expect(table.anyRetiring).toBe(true);
-    expect(table.retiringVersionOf({ version: 'v1', zone: 'a' })?.name).toBe('v1');
-    expect(table.retiringVersionOf({ zone: 'a' })).toBeUndefined();
-    expect(table.retiringVersionOf(undefined)).toBeUndefined();
+    expect(table.retiringVersionsOf({ version: 'v1', zone: 'a' }).map((v) => v.name)).toEqual(['v1']);
+    expect(table.retiringVersionsOf({ zone: 'a' })).toEqual([]);
+    expect(table.retiringVersionsOf(undefined)).toEqual([]);
+  });
+
+  it('an un-pinned backend within two retiring versions is refused by whichever refuses now', () => {
+    const later: VersionConfig = { name: 'later', subset: { version: 'v1' }, brownouts: [{ start: '2030-01-01', end: '2030-01-02' }] };
+    const now: VersionConfig = { name: 'now', subset: { version: 'v1' }, brownouts: [{ start: '2026-05-05', end: '2026-05-06' }] };
+    const table = compileVersions([later, now, V2]);
+    const refused = callRetirement('orders.shop', table, undefined, { version: 'v1' }, Date.parse('2026-05-05T12:00:00Z'));
+    expect(refused?.version.name).toBe('now');
+    expect(refused?.verdict.code).toBe('route.version_brownout');
+    expect(callRetirement('orders.shop', table, undefined, { version: 'v1' }, Date.parse('2026-05-07T00:00:00Z'))).toBeUndefined();
+    // Pinned: only the pinned version counts.
+    expect(callRetirement('orders.shop', table, table.byName('later'), { version: 'v1' }, Date.parse('2026-05-05T12:00:00Z'))).toBeUndefined();
   });
 });
