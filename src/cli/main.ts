@@ -118,6 +118,7 @@ A missing or unreadable DIR or FILE (or one that is not a regular file) exits 2.
 Also: meshgate policy explain --help, meshgate policy diff --help.`,
   'policy explain': `Usage: meshgate policy explain --policies DIR --from PRINCIPAL --to SERVICE[.NS]
          --method M --path P [--header k=v]... [--claims JSON | --jwt TOKEN] [--ip ADDR]
+         [--at DATE]
 
 Evaluates one inbound call against the policy documents of DIR with the code
 the sidecar runs: the documents that apply to the workload SERVICE.NS (NS
@@ -132,7 +133,10 @@ Options:
   --from PRINCIPAL        peer SPIFFE ID (omit, or "none", for a caller without one)
   --method M              HTTP method (default GET)
   --authority HOST        authority as sent (default SERVICE.NS)
-  --header k=v            request header, repeatable
+  --header k=v            request header, repeatable (x-meshgate-version=v1 pins a
+                          version: the caller's Route, read from --from, decides first)
+  --at DATE               the instant of the call, ISO 8601 (default now): brown-out
+                          windows, retired versions and token expiry are judged at it
   --allow-when-no-policy  the sidecar's authorization.allowWhenNoPolicy switch
   --json                  print the decision and the trail as JSON`,
   'policy diff': `Usage: meshgate policy diff --old DIR --new DIR --requests ACCESS_LOG

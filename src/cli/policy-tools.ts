@@ -45,6 +45,7 @@ export async function runPolicyExplain(args: string[]): Promise<number> {
       claims: { type: 'string' },
       jwt: { type: 'string' },
       ip: { type: 'string' },
+      at: { type: 'string' },
       'allow-when-no-policy': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
     },
@@ -61,6 +62,8 @@ export async function runPolicyExplain(args: string[]): Promise<number> {
   if (!values.path.startsWith('/')) return fail(`--path: expected a path starting with /, got "${values.path}"`);
   if (!/^[A-Za-z][A-Za-z0-9-]{0,31}$/.test(values.method)) return fail(`--method: expected an HTTP method, got "${values.method}"`);
   if (values.ip !== undefined && isIP(values.ip) === 0) return fail(`--ip: expected an IPv4 or IPv6 address, got "${values.ip}"`);
+  const at = values.at === undefined ? undefined : parseInstant(values.at);
+  if (Number.isNaN(at)) return fail(`--at: expected an ISO 8601 date like 2026-06-30 or 2026-06-30T10:00:00Z, got "${values.at}"`);
   const headers: Record<string, string> = {};
   for (const h of values.header) {
     const eq = h.indexOf('=');
@@ -97,11 +100,17 @@ export async function runPolicyExplain(args: string[]): Promise<number> {
       ...(claims ? { claims } : {}),
       ...(values.jwt !== undefined ? { jwt: values.jwt } : {}),
     },
-    { allowWhenNoPolicy: values['allow-when-no-policy'] },
+    { allowWhenNoPolicy: values['allow-when-no-policy'], ...(at !== undefined ? { at } : {}) },
   );
   if (values.json) process.stdout.write(`${JSON.stringify({ verdict: verdictLine(explanation), ...explanation, code: explanation.code ?? null, rule: explanation.rule ?? null }, null, 2)}\n`);
   else process.stdout.write(`${[verdictLine(explanation), ...formatTrail(explanation.trail)].join('\n')}\n`);
   return explanation.allow ? 0 : 1;
+}
+
+/** An instant as Route dates are written (a bare date is midnight UTC); NaN for anything else. */
+function parseInstant(text: string): number {
+  if (!/^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2}))?$/.test(text)) return Number.NaN;
+  return Date.parse(text.length === 10 ? `${text}T00:00:00Z` : text);
 }
 
 export async function runPolicyDiff(args: string[]): Promise<number> {

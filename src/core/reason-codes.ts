@@ -58,6 +58,19 @@ const DATA = {
     grpc: GrpcStatus.NOT_FOUND,
     description: 'The call pins a version (x-meshgate-version) that the Route of its destination does not declare; the reply does not list the versions.',
   },
+  'route.version_retired': {
+    // 410 Gone: the version existed and is gone for good; not 404, which says it never did.
+    http: 410,
+    grpc: GrpcStatus.NOT_FOUND,
+    description:
+      'The call resolves to a Route version marked retired (pinned with x-meshgate-version, or the route backend\'s subset lies within it); the reply names the successor when the Route gives one (Link rel="successor-version" for a URL).',
+  },
+  'route.version_brownout': {
+    // 410 like a retired version: a brown-out rehearses the retirement so callers notice; NOT_FOUND, not UNAVAILABLE, so gRPC clients do not retry it.
+    http: 410,
+    grpc: GrpcStatus.NOT_FOUND,
+    description: 'The call resolves to a Route version inside one of its scheduled brown-out windows; the reply says until when and names the successor when the Route gives one.',
+  },
   'request.malformed': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,

@@ -16,6 +16,7 @@ import { createRetryPlan } from './retry-plan.ts';
 import type { CompiledRoute } from './router.ts';
 import { pickBackend } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
+import { callRetirement } from './version-retirement.ts';
 import type { ServiceVersion, VersionTable } from './versions.ts';
 import { pinnedVersion } from './versions.ts';
 
@@ -94,9 +95,24 @@ function chooseBackend(service: RegisteredService, route: CompiledRoute, call: C
     if (!cluster) return respond('upstream.no_endpoint', `no endpoint of ${split.service}.${split.namespace} is registered`);
     backend = { cluster, subset: split.subset, version: undefined, versions: cluster === service.cluster ? service.versions : undefined };
   }
+  // Before the endpoint check: a retired version's endpoints may be gone, and its callers must hear 410, not 503.
+  const retired = retiredVersionRefusal(backend, deps);
+  if (retired) return retired;
   // A known service with nothing to call: 503, so alerts on 5xx fire; 404 stays "no such service".
   if (backend.cluster.endpoints().length === 0) return respond('upstream.no_endpoint', `no endpoint of ${backend.cluster.key} is registered`);
   return backend;
+}
+
+/**
+ * 410 when the call resolves to a version that is retired or in a brown-out
+ * window now (the injected clock): the pinned one, else a version the chosen
+ * backend's subset lies within. A backend without a subset (plain load
+ * balancing) resolves to no version and is not refused.
+ */
+function retiredVersionRefusal(backend: Backend, deps: OutboundStackDeps): RespondVerdict | undefined {
+  const { versions } = backend;
+  if (!versions?.anyRetiring) return undefined;
+  return callRetirement(backend.cluster.key, versions, backend.version, backend.subset, deps.telemetry.clock.now())?.verdict;
 }
 
 /** Picks an endpoint per attempt and forwards with the route's deadline and retries; the answering endpoint's version shapes the relayed head. */

@@ -27,6 +27,9 @@ import { isReasonCode, reasonCode } from '../core/reason-codes.ts';
 export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'route.not_found',
   'route.unknown_version',
+  // A retired or browned-out version is refused by the caller's sidecar, for every endpoint alike.
+  'route.version_retired',
+  'route.version_brownout',
   'request.malformed',
   'request.invalid_path',
   'request.headers_too_large',

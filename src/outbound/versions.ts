@@ -1,12 +1,14 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { DeprecationConfig, DeprecationHeaders } from './deprecation-headers.ts';
 import { deprecationHeaders, parsePolicyDate } from './deprecation-headers.ts';
+import type { Retirement, RetirementConfig } from './version-retirement.ts';
+import { compileRetirement } from './version-retirement.ts';
 
 /** The request header a calling app pins a version with. Forwarded as sent: the destination app may want to know. */
 const VERSION_HEADER = 'x-meshgate-version';
 
 /** One named version of a destination, as a Route document's `versions` gives it. */
-export interface VersionConfig {
+export interface VersionConfig extends RetirementConfig {
   readonly name: string;
   readonly subset: Readonly<Record<string, string>>;
   readonly deprecated?: DeprecationConfig | undefined;
@@ -22,6 +24,8 @@ export interface ServiceVersion {
   readonly name: string;
   readonly subset: Readonly<Record<string, string>>;
   readonly deprecation: Deprecation | undefined;
+  /** Brown-out windows and `retired` (./version-retirement.ts); undefined when it has neither. */
+  readonly retirement: Retirement | undefined;
 }
 
 /** A destination's versions, compiled once per registry update. */
@@ -43,6 +47,14 @@ export interface VersionTable {
   versionOf(labels: Readonly<Record<string, string>>, preferred?: ServiceVersion): ServiceVersion | undefined;
   /** False when no version is deprecated: the stack then skips the per-call check. */
   readonly anyDeprecated: boolean;
+  /**
+   * The versions a route backend's subset lies within (its endpoints are all
+   * in each version's subset) that are retired or have a brown-out window, in
+   * document order. None for a backend without a subset.
+   */
+  retiringVersionsOf(subset: Readonly<Record<string, string>> | undefined): readonly ServiceVersion[];
+  /** False when no version is retired or has a brown-out window: the stack then skips that check. */
+  readonly anyRetiring: boolean;
 }
 
 function contains(labels: Readonly<Record<string, string>>, subset: Readonly<Record<string, string>>): boolean {
@@ -54,15 +66,18 @@ export function compileVersions(configs: readonly VersionConfig[]): VersionTable
   const byName = new Map<string, ServiceVersion>();
   const all: ServiceVersion[] = [];
   const deprecated: ServiceVersion[] = [];
+  const retiring: ServiceVersion[] = [];
   for (const config of configs) {
     const version: ServiceVersion = {
       name: config.name,
       subset: Object.freeze({ ...config.subset }),
       deprecation: config.deprecated ? { sunsetMs: parsePolicyDate(config.deprecated.sunset), message: config.deprecated.message, headers: deprecationHeaders(config.deprecated) } : undefined,
+      retirement: compileRetirement(config),
     };
     byName.set(version.name, version);
     all.push(version);
     if (version.deprecation) deprecated.push(version);
+    if (version.retirement) retiring.push(version);
   }
   // Endpoint labels are frozen per endpoint (./endpoint.ts) and replaced, never mutated, so the
   // object is a sound cache key; the table and its cache are dropped at the next registry update.
@@ -81,6 +96,9 @@ export function compileVersions(configs: readonly VersionConfig[]): VersionTable
     byName: (name) => byName.get(name),
     anyDeprecated: deprecated.length > 0,
     deprecatedVersionOf,
+    anyRetiring: retiring.length > 0,
+    // A route's subsets are few and fixed per update: a scan, no cache.
+    retiringVersionsOf: (subset) => (subset === undefined ? [] : retiring.filter((v) => contains(subset, v.subset))),
     versionOf(labels, preferred) {
       if (preferred) return preferred;
       let found = anyCache.get(labels);

@@ -102,7 +102,7 @@ export async function diffPolicies(oldDocuments: readonly PolicyDocument[], newD
   const changed: ChangedCall[] = [];
   for (const { line, call } of calls) {
     // The log keeps no headers: ValidationPolicy would refuse every replayed call that must carry one.
-    const replay: ExplainOptions = { ...opts, validation: false };
+    const replay: ExplainOptions = { ...opts, validation: false, versions: false };
     const [before, after] = await Promise.all([explainCall(oldDocuments, call, replay), explainCall(newDocuments, call, replay)]);
     if (before.allow === after.allow) continue;
     const outcome = (e: typeof before): Outcome => ({ allow: e.allow, code: e.code, rule: e.rule, reason: e.reason });

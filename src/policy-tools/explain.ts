@@ -14,6 +14,7 @@ import { selectDocuments } from '../policy/selector.ts';
 import { isGrpcRequest } from '../proxy/headers.ts';
 import type { TrailEntry, TrailStage } from './explain-stages.ts';
 import { rateLimitTrail, validateTrail } from './explain-stages.ts';
+import { versionTrail } from './explain-version.ts';
 
 export type { TrailEntry } from './explain-stages.ts';
 
@@ -23,7 +24,8 @@ import type { PolicyDocument, WorkloadRef } from '../policy/types.ts';
  * `meshgate policy explain`: one call description against a set of policy
  * documents, evaluated by the code the sidecar runs (the same filters and the
  * same authorization engine, src/inbound/inbound-chain.ts order: ip-access,
- * authn, authz, rate limit, validate; the last two in explain-stages.ts) and
+ * authn, authz, rate limit, validate; the last two in explain-stages.ts),
+ * after the caller's Route versions at an instant (explain-version.ts), and
  * reported with the trail of rules that matched or not.
  * Pure apart from JWT verification against a `jwksUri` (fetched as the
  * sidecar would); no listener, no policy server.
@@ -56,11 +58,18 @@ export interface ExplainOptions {
   readonly authnRuntime?: AuthnRuntime;
   /** Evaluate ValidationPolicy (default true). `policy diff` turns it off: the access log keeps no headers to check. */
   readonly validation?: boolean;
+  /**
+   * The instant the call is made, epoch milliseconds (default now): brown-out
+   * windows, retired versions and token expiry are judged at it.
+   */
+  readonly at?: number;
+  /** Evaluate the caller's Route versions (default true). `policy diff` replays inbound lines: their callers' sidecars already let them through. */
+  readonly versions?: boolean;
 }
 
 export interface Explanation {
   readonly allow: boolean;
-  /** Reason code of the refusal (authz.denied, ip.denied, authn.*, validate.*, request.invalid_path). */
+  /** Reason code of the refusal (authz.denied, ip.denied, authn.*, validate.*, request.invalid_path, route.version_*). */
   readonly code: string | undefined;
   /** The rule that decided, when one did. */
   readonly rule: string | undefined;
@@ -215,8 +224,18 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
   if (path !== rawPath) trail.push({ stage: 'path', rule: '', matched: false, note: `normalized ${rawPath} -> ${path}` });
   const ctx = callContextOf(call, path, q < 0 ? '' : call.path.slice(q + 1));
 
-  // An offline tool at the edge, like the CLI: the real clock (token expiry) and randomness (decision ids).
-  const deps: FilterDeps = { clock: systemClock, random: Math.random };
+  // The caller's sidecar decides first: a retired or browned-out version never reaches the destination's chain.
+  const at = opts.at;
+  if (opts.versions !== false) {
+    const version = versionTrail(documents, ctx, call.from, call.to, at ?? systemClock.now());
+    trail.push(...version.entries);
+    // No Route for the destination names no rule: the default decided.
+    if (version.refusal) return { allow: false, ...version.refusal, rule: version.refusal.rule || undefined, path, trail };
+  }
+
+  // An offline tool at the edge, like the CLI: the real clock (token expiry), or the instant asked for, and randomness (decision ids).
+  const clock = at === undefined ? systemClock : { now: () => at, monotonic: systemClock.monotonic };
+  const deps: FilterDeps = { clock, random: Math.random };
   const runtimes = createInboundRuntimes({ ...deps, allowWhenNoAuthzPolicy: opts.allowWhenNoPolicy ?? false });
   const chain = buildInboundChain(selected, { onNoPolicy: 'deny', runtimes: opts.authnRuntime ? { ...runtimes, authn: opts.authnRuntime } : runtimes });
   let decision: StageOutcome['decision'];

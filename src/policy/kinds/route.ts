@@ -11,6 +11,16 @@ import { documentSchema, refineUniqueNames, ruleName, schemaParts, serviceRef } 
  * plus named versions (label subsets) with optional deprecation.
  */
 
+/** Brown-out windows per version: a schedule, not a calendar; each call scans them. */
+const MAX_BROWNOUTS = 32;
+
+/** Sent in a Link header between < and >: an absolute http(s) URL of visible ASCII, nothing that would end the target. */
+const successorLink = z
+  .string()
+  .max(2048)
+  .regex(/^https?:\/\/[\x21-\x7e]+$/, 'expected an absolute http or https URL of visible ASCII (percent-encode the rest)')
+  .refine((text) => !/[<>"]/.test(text) && URL.canParse(text), 'expected an absolute http or https URL without <, > or "');
+
 function routeSpecSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
   // The sidecar config's route schema, with this document's bounds; its regexes are checked per document (routeRegexes).
@@ -40,6 +50,28 @@ function routeSpecSchema(limits: PolicyLimits) {
       })
       .optional()
       .describe('Marks the version deprecated: calls still work and are answered with Deprecation and Sunset headers.'),
+    brownouts: z
+      .array(
+        z
+          .strictObject({
+            start: isoDate.describe('When the brown-out begins (a bare date is midnight UTC).'),
+            end: isoDate.describe('When it ends: calls work again from this instant.'),
+          })
+          // A date that is no date has its own error already.
+          .refine((w) => !(parsePolicyDate(w.end) <= parsePolicyDate(w.start)), { message: 'end must be later than start', path: ['end'] }),
+      )
+      .max(MAX_BROWNOUTS)
+      .optional()
+      .describe(`Scheduled periods (at most ${MAX_BROWNOUTS}) in which calls to the version get 410 route.version_brownout with a pointer to the successor, so callers notice before it is retired.`),
+    retired: z.boolean().optional().describe('true: every call to the version gets 410 route.version_retired with a pointer to the successor.'),
+    successor: z
+      .strictObject({
+        version: ruleName.optional().describe('Another version of this Route that callers should pin instead (named in the 410 reply).'),
+        link: successorLink.optional().describe('An http(s) URL about the successor, sent as `Link: <URL>; rel="successor-version"` on the 410 reply.'),
+      })
+      .refine((s) => s.version !== undefined || s.link !== undefined, 'expected version, link or both')
+      .optional()
+      .describe('Where callers of a retired or browned-out version should go.'),
   });
 
   return z
@@ -51,6 +83,14 @@ function routeSpecSchema(limits: PolicyLimits) {
     })
     .superRefine((spec, ctx) => {
       if (spec.versions) refineUniqueNames(spec.versions, ctx, 'versions', 'version name');
+      spec.versions?.forEach((v, i) => {
+        const next = v.successor?.version;
+        if (next === undefined) return;
+        // A successor is a version of this Route: a name callers can pin here.
+        if (next === v.name) ctx.addIssue({ code: 'custom', message: 'a version cannot be its own successor', path: ['versions', i, 'successor', 'version'] });
+        else if (!spec.versions!.some((other) => other.name === next))
+          ctx.addIssue({ code: 'custom', message: `no version named ${next} in this Route`, path: ['versions', i, 'successor', 'version'] });
+      });
     });
 }
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { exportJWK, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { meshgateInProcess as meshgate } from '../../helpers/meshgate-cli.ts';
-import { BILLING, FRONTEND, IDP, writePolicySets } from '../policy-tools/explain-fixtures.ts';
+import { BILLING, FRONTEND, IDP, writePolicySets, writeVersionsSet } from '../policy-tools/explain-fixtures.ts';
 
 describe('meshgate policy explain and diff', () => {
   let dir: string;
@@ -47,6 +47,30 @@ describe('meshgate policy explain and diff', () => {
     const { code, stdout } = await explain('--path', '/reports/q', '--claims', JSON.stringify({ iss: IDP, sub: 'alice' }), '--json');
     expect(code).toBe(0);
     expect(JSON.parse(stdout)).toMatchObject({ verdict: 'ALLOW', allow: true, code: null, rule: 'shop/allow-frontend#idp-reports', path: '/reports/q' });
+  });
+
+  it('--at: what a call pinned to a version gets on a given date', async () => {
+    const versions = await writeVersionsSet(dir);
+    const ask = (when: string) =>
+      meshgate(['policy', 'explain', '--policies', versions, '--from', FRONTEND, '--to', 'orders.shop', '--path', '/orders/1', '--header', 'x-meshgate-version=v1', '--at', when]);
+    const monday = await ask('2026-05-04');
+    expect(monday.code).toBe(0);
+    expect(monday.stdout.split('\n').slice(0, 2)).toEqual([
+      'ALLOW',
+      '  version   shop/orders-versions#v1 answers at 2026-05-04T00:00:00.000Z; next brown-out 2026-05-05T10:00:00.000Z to 2026-05-05T11:00:00.000Z',
+    ]);
+    const tuesday = await ask('2026-05-05T10:15:00+00:00');
+    expect(tuesday.code).toBe(1);
+    expect(tuesday.stdout.split('\n')).toEqual([
+      'DENY (route.version_brownout) by shop/orders-versions#v1',
+      '  version   shop/orders-versions#v1 route.version_brownout: version v1 of orders.shop is browned out until 2026-05-05T11:00:00.000Z before it is retired: use version v2 (x-meshgate-version: v2); see https://docs.example/orders/v2 <- decides',
+      '',
+    ]);
+    expect(await ask('next tuesday')).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: 'meshgate policy explain: --at: expected an ISO 8601 date like 2026-06-30 or 2026-06-30T10:00:00Z, got "next tuesday"\n',
+    });
   });
 
   it.each([

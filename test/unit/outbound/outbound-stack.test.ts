@@ -3,14 +3,17 @@ import { Agent, request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../../src/config/sidecar-schema.ts';
 import { TRACING_OFF_SETTINGS } from '../../../src/config/telemetry-schema.ts';
+import type { Clock } from '../../../src/core/clock.ts';
 import { systemClock } from '../../../src/core/clock.ts';
 import { createOutboundStack } from '../../../src/outbound/outbound-stack.ts';
 import type { ServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
+import type { VersionConfig } from '../../../src/outbound/versions.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { tracingOff } from '../../../src/telemetry/tracing.ts';
 import { deferAfterEach } from '../../helpers/cleanup.ts';
+import { createFakeClock } from '../../helpers/fake-clock.ts';
 import { captureLogs } from '../../helpers/log-capture.ts';
 import type { TestServer } from '../../helpers/servers.ts';
 import { answer, startHttpServer } from '../../helpers/servers.ts';
@@ -34,26 +37,34 @@ async function upstream(handler: http.RequestListener): Promise<TestServer> {
 interface Stack {
   readonly registry: ServiceRegistry;
   readonly log: Array<Record<string, unknown>>;
-  call(path: string, headers: Record<string, string>): Promise<{ status: number; reason: string | undefined; body: string }>;
+  call(path: string, headers: Record<string, string>): Promise<{ status: number; reason: string | undefined; body: string; headers: http.IncomingHttpHeaders }>;
+  /** meshgate_requests_total of outbound calls refused with this reason. */
+  refusals(reason: string): Promise<number>;
 }
 
-/** An outbound stack for workload frontend.shop over these services (the sidecar config's `services` section). */
-async function outboundStack(services: unknown[]): Promise<Stack> {
+/**
+ * An outbound stack for workload frontend.shop over these services (the sidecar config's `services` section),
+ * with Route `versions` keyed `name.namespace` as a registry update brings them, on `clock`.
+ */
+async function outboundStack(services: unknown[], opts: { clock?: Clock; versions?: ReadonlyMap<string, readonly VersionConfig[]> } = {}): Promise<Stack> {
+  const clock = opts.clock ?? systemClock;
   const config = sidecarConfigSchema.parse({
     workload: { service: 'frontend', namespace: 'shop' },
     inbound: { app: 'http://127.0.0.1:1' },
     mtls: { mode: 'DISABLE' },
     services,
   });
-  const registry = createServiceRegistry(config.services, { clock: systemClock, random: () => 0, idleTimeoutMs: 5_000 });
+  const registry = createServiceRegistry(config.services, { clock, random: () => 0, idleTimeoutMs: 5_000 });
+  if (opts.versions) registry.update(config.services, opts.versions);
+  const metrics = createSidecarMetrics({ defaultMetrics: false });
   const { logger, lines: log } = captureLogs({ name: 'sidecar' });
   const handler = createOutboundStack({
     workload: config.workload,
     registry,
     idleTimeoutMs: 5_000,
     telemetry: {
-      clock: systemClock,
-      metrics: createSidecarMetrics({ defaultMetrics: false }),
+      clock,
+      metrics,
       accessLog: createAccessLog(logger, { enabled: true, sampling: 1, random: () => 0 }),
       tracing: tracingOff(TRACING_OFF_SETTINGS),
       requestMetrics: true,
@@ -70,7 +81,11 @@ async function outboundStack(services: unknown[]): Promise<Stack> {
     async call(path, headers) {
       const res = await request(`${url}${path}`, { dispatcher: agent, headers });
       const body = await res.body.text();
-      return { status: res.statusCode, reason: res.headers['x-meshgate-reason'] as string | undefined, body };
+      return { status: res.statusCode, reason: res.headers['x-meshgate-reason'] as string | undefined, body, headers: res.headers as http.IncomingHttpHeaders };
+    },
+    async refusals(reason) {
+      const { values } = await metrics.requestsTotal.get();
+      return values.filter((v) => v.labels.direction === 'outbound' && v.labels.reason === reason).reduce((sum, v) => sum + v.value, 0);
     },
   };
 }
@@ -147,5 +162,102 @@ describe('outbound stack', () => {
     ]);
     expect(await stack.call('/orders/1', { host: 'orders' })).toMatchObject({ status: 200, body: 'ok' });
     expect(await lastCall(stack)).toMatchObject({ status: 200, retries: 1, upstream: ok.address });
+  });
+});
+
+describe('retiring versions (fake clock)', () => {
+  const T0 = Date.UTC(2026, 4, 5, 9, 0); // 2026-05-05T09:00Z
+  const HOUR = 3_600_000;
+  const V2: VersionConfig = { name: 'v2', subset: { version: 'v2' } };
+
+  /** orders.shop with one v1 and one v2 endpoint, v1 declared as given; calls pinned to v1 unless a route sends them. */
+  async function ordersWithV1(v1: Omit<VersionConfig, 'name' | 'subset'>, routes: unknown[] = []) {
+    const one = await upstream(answer(200, 'v1'));
+    const two = await upstream(answer(200, 'v2'));
+    const clock = createFakeClock(T0);
+    const versions = new Map([['orders.shop', [{ name: 'v1', subset: { version: 'v1' }, ...v1 }, V2]]]);
+    const stack = await outboundStack(
+      [
+        {
+          name: 'orders',
+          namespace: 'shop',
+          loadBalancer: 'round_robin',
+          endpoints: [
+            { address: one.address, labels: { version: 'v1' } },
+            { address: two.address, labels: { version: 'v2' } },
+          ],
+          routes,
+        },
+      ],
+      { clock, versions },
+    );
+    return { stack, clock, one, two };
+  }
+
+  it('a brown-out window answers 410 with the successor only while it lasts: before, inside, at its end', async () => {
+    const { stack, clock, one } = await ordersWithV1({
+      deprecated: { sunset: '2026-06-30', message: 'v1 goes away' },
+      brownouts: [{ start: '2026-05-05T10:00:00Z', end: '2026-05-05T11:00:00Z' }],
+      successor: { version: 'v2', link: 'https://docs.example/orders/v2' },
+    });
+    const pinned = { host: 'orders', 'x-meshgate-version': 'v1' };
+    clock.advance(HOUR - 1); // 09:59:59.999
+    expect(await stack.call('/o', pinned)).toMatchObject({ status: 200, body: 'v1' });
+    clock.advance(1); // 10:00: the window starts
+    const inside = await stack.call('/o', pinned);
+    expect(inside).toMatchObject({ status: 410, reason: 'route.version_brownout' });
+    expect(inside.headers.link).toBe('<https://docs.example/orders/v2>; rel="successor-version"');
+    expect(inside.headers.sunset).toBe('Tue, 30 Jun 2026 00:00:00 GMT'); // still announced on the refusal
+    expect(JSON.parse(inside.body)).toMatchObject({
+      code: 'route.version_brownout',
+      reason: 'version v1 of orders.shop is browned out until 2026-05-05T11:00:00.000Z before it is retired: use version v2 (x-meshgate-version: v2); see https://docs.example/orders/v2',
+    });
+    expect(one.hits()).toBe(1); // the refused call never left
+    expect(await stack.refusals('route.version_brownout')).toBe(1);
+    expect(stack.log.filter((l) => l.log === 'access' && l.reason === 'route.version_brownout')).toMatchObject([{ status: 410, direction: 'outbound' }]);
+    clock.advance(HOUR - 1); // 10:59:59.999: still inside
+    expect(await stack.call('/o', pinned)).toMatchObject({ status: 410 });
+    clock.advance(1); // 11:00: over
+    expect(await stack.call('/o', pinned)).toMatchObject({ status: 200, body: 'v1' });
+    // The successor itself answers all along.
+    expect(await stack.call('/o', { host: 'orders', 'x-meshgate-version': 'v2' })).toMatchObject({ status: 200, body: 'v2' });
+    expect(await stack.refusals('route.version_brownout')).toBe(2);
+  });
+
+  it('a retired version answers 410 route.version_retired at any time, with the successor link', async () => {
+    const { stack, clock, one } = await ordersWithV1({ retired: true, successor: { link: 'https://docs.example/orders/v2' } });
+    for (const step of [0, 365 * 24 * HOUR]) {
+      clock.advance(step);
+      const res = await stack.call('/o', { host: 'orders', 'x-meshgate-version': 'v1' });
+      expect(res).toMatchObject({ status: 410, reason: 'route.version_retired' });
+      expect(res.headers.link).toBe('<https://docs.example/orders/v2>; rel="successor-version"');
+      expect(JSON.parse(res.body).reason).toBe('version v1 of orders.shop is retired: see https://docs.example/orders/v2');
+    }
+    expect(one.hits()).toBe(0);
+    expect(await stack.refusals('route.version_retired')).toBe(2);
+  });
+
+  it('a retired version without a successor gets 410 without a Link', async () => {
+    const { stack } = await ordersWithV1({ retired: true });
+    const res = await stack.call('/o', { host: 'orders', 'x-meshgate-version': 'v1' });
+    expect(res).toMatchObject({ status: 410, reason: 'route.version_retired' });
+    expect(res.headers.link).toBeUndefined();
+    expect(res.headers.sunset).toBeUndefined(); // not deprecated: nothing to announce
+    expect(JSON.parse(res.body).reason).toBe('version v1 of orders.shop is retired: no successor is named');
+  });
+
+  it('an un-pinned call whose route backend lies within a retired version is refused; one balanced over all endpoints is not', async () => {
+    const routes = [
+      { name: 'old', match: { path: { prefix: '/old' } }, backends: [{ subset: { version: 'v1', zone: 'a' } }] },
+      { name: 'all', match: { path: { prefix: '/' } } },
+    ];
+    const { stack } = await ordersWithV1({ retired: true, successor: { version: 'v2' } }, routes);
+    expect(await stack.call('/old/1', { host: 'orders' })).toMatchObject({ status: 410, reason: 'route.version_retired' });
+    // Round robin over both endpoints: the call is not for a version, so not refused (route it away or remove the endpoints).
+    const answers = [await stack.call('/new/1', { host: 'orders' }), await stack.call('/new/2', { host: 'orders' })];
+    expect(answers.map((a) => [a.status, a.body]).sort()).toEqual([
+      [200, 'v1'],
+      [200, 'v2'],
+    ]);
   });
 });

@@ -2,6 +2,7 @@ import { Counter, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { deprecationHeaders, headerSafeMessage, MESSAGE_HEADER_LIMIT } from '../../../src/outbound/deprecation-headers.ts';
 import { createDeprecationReporter, DEPRECATION_LOG_INTERVAL_MS } from '../../../src/outbound/deprecation-reporter.ts';
+import { callRetirement, compileRetirement, retirementAt } from '../../../src/outbound/version-retirement.ts';
 import type { VersionConfig } from '../../../src/outbound/versions.ts';
 import { compileVersions, pinnedVersion } from '../../../src/outbound/versions.ts';
 import { createFakeClock } from '../../helpers/fake-clock.ts';
@@ -146,5 +147,45 @@ describe('deprecation reporter', () => {
     reporter.report('orders.shop', table.byName('v2')!);
     expect(await count('v2')).toBe(0);
     expect(lines).toHaveLength(0);
+  });
+});
+
+describe('retirement state at an instant', () => {
+  const at = (iso: string) => Date.parse(iso);
+  const windows = compileRetirement({
+    brownouts: [
+      { start: '2026-05-05T12:00:00Z', end: '2026-05-05T13:00:00Z' },
+      { start: '2026-05-05T10:00:00Z', end: '2026-05-05T12:30:00Z' }, // written out of order, overlapping the other
+    ],
+  })!;
+
+  it('is open outside every window, and in one until the latest end of those in force', () => {
+    expect(retirementAt(windows, at('2026-05-05T09:59:59.999Z'))).toBeUndefined();
+    expect(retirementAt(windows, at('2026-05-05T10:00:00Z'))).toEqual({ kind: 'brownout', endMs: at('2026-05-05T12:30:00Z') });
+    expect(retirementAt(windows, at('2026-05-05T12:15:00Z'))).toEqual({ kind: 'brownout', endMs: at('2026-05-05T13:00:00Z') });
+    expect(retirementAt(windows, at('2026-05-05T13:00:00Z'))).toBeUndefined();
+  });
+
+  it('retired wins over any window; a version with neither has nothing to check', () => {
+    expect(retirementAt(compileRetirement({ retired: true, brownouts: [{ start: '2030-01-01', end: '2030-01-02' }] })!, 0)).toEqual({ kind: 'retired' });
+    expect(compileRetirement({ retired: false, brownouts: [] })).toBeUndefined();
+    expect(compileVersions([V1, V2]).anyRetiring).toBe(false);
+    const table = compileVersions([V2, { ...V1, retired: true }]);
+    expect(table.anyRetiring).toBe(true);
+    expect(table.retiringVersionsOf({ version: 'v1', zone: 'a' }).map((v) => v.name)).toEqual(['v1']);
+    expect(table.retiringVersionsOf({ zone: 'a' })).toEqual([]);
+    expect(table.retiringVersionsOf(undefined)).toEqual([]);
+  });
+
+  it('an un-pinned backend within two retiring versions is refused by whichever refuses now', () => {
+    const later: VersionConfig = { name: 'later', subset: { version: 'v1' }, brownouts: [{ start: '2030-01-01', end: '2030-01-02' }] };
+    const now: VersionConfig = { name: 'now', subset: { version: 'v1' }, brownouts: [{ start: '2026-05-05', end: '2026-05-06' }] };
+    const table = compileVersions([later, now, V2]);
+    const refused = callRetirement('orders.shop', table, undefined, { version: 'v1' }, Date.parse('2026-05-05T12:00:00Z'));
+    expect(refused?.version.name).toBe('now');
+    expect(refused?.verdict.code).toBe('route.version_brownout');
+    expect(callRetirement('orders.shop', table, undefined, { version: 'v1' }, Date.parse('2026-05-07T00:00:00Z'))).toBeUndefined();
+    // Pinned: only the pinned version counts.
+    expect(callRetirement('orders.shop', table, table.byName('later'), { version: 'v1' }, Date.parse('2026-05-05T12:00:00Z'))).toBeUndefined();
   });
 });

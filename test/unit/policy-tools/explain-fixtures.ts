@@ -57,6 +57,38 @@ export async function writePolicySets(dir: string, jwk: JWK): Promise<{ old: str
   return { old, new: next };
 }
 
+/**
+ * frontend's Route to orders: v1 browned out on 2026-05-05 10:00-11:00 UTC (then again on 2026-06-01), retired v0,
+ * successor v2; route `legacy` sends /orders/legacy* to v1 only. With an ALLOW for frontend, so only the version decides.
+ */
+const VERSIONS_ROUTE = policyYaml('Route', 'orders-versions', {
+  selector: { services: ['frontend'] },
+  service: 'orders',
+  routes: [{ name: 'legacy', match: { path: { prefix: '/orders/legacy' } }, backends: [{ subset: { version: 'v1' } }] }, { name: 'rest' }],
+  versions: [
+    {
+      name: 'v1',
+      subset: { version: 'v1' },
+      deprecated: { sunset: '2026-06-30', message: 'v1 goes away' },
+      brownouts: [
+        { start: '2026-05-05T10:00:00Z', end: '2026-05-05T11:00:00Z' },
+        { start: '2026-06-01', end: '2026-06-02' },
+      ],
+      successor: { version: 'v2', link: 'https://docs.example/orders/v2' },
+    },
+    { name: 'v0', subset: { version: 'v0' }, retired: true },
+    { name: 'v2', subset: { version: 'v2' } },
+  ],
+});
+
+/** Writes the versions set (the Route and an ALLOW for frontend) to `dir/versions`; returns its path. */
+export async function writeVersionsSet(dir: string): Promise<string> {
+  const folder = join(dir, 'versions');
+  await mkdir(folder, { recursive: true });
+  await writeFile(join(folder, 'route.yaml'), `${VERSIONS_ROUTE}---\n${ALLOW}`);
+  return folder;
+}
+
 export async function load(dir: string): Promise<PolicyDocument[]> {
   return (await parsePolicyFolder(dir)).documents.map((d) => d.document);
 }

@@ -8,7 +8,7 @@ import { parsePolicyFolder } from '../../../src/policy/parse-documents.ts';
 import type { PolicyDocument } from '../../../src/policy/types.ts';
 import type { ExplainCall } from '../../../src/policy-tools/explain.ts';
 import { explainCall, formatTrail, parseWorkload, verdictLine } from '../../../src/policy-tools/explain.ts';
-import { FRONTEND, IDP, load, ORDERS, writePolicySets } from './explain-fixtures.ts';
+import { BILLING, FRONTEND, IDP, load, ORDERS, writePolicySets, writeVersionsSet } from './explain-fixtures.ts';
 
 let dir: string;
 let docs: PolicyDocument[];
@@ -237,5 +237,56 @@ spec:
     expect(parseWorkload('orders.shop')).toEqual(ORDERS);
     expect(parseWorkload('orders')).toEqual({ service: 'orders', namespace: 'default' });
     expect(parseWorkload('Orders')).toBeUndefined();
+  });
+});
+
+describe("explainCall: the caller's Route versions at an instant (--at)", () => {
+  let versionDocs: PolicyDocument[];
+  beforeAll(async () => {
+    versionDocs = await load(await writeVersionsSet(dir));
+  });
+  const at = (iso: string) => ({ at: Date.parse(iso) });
+  const pinned = (version: string, over: Partial<ExplainCall> = {}) => call({ headers: { 'x-meshgate-version': version }, ...over });
+
+  it('a pinned version answers before a brown-out window, is refused inside it, and answers at its end', async () => {
+    const before = await explainCall(versionDocs, pinned('v1'), at('2026-05-05T09:59:59Z'));
+    expect(verdictLine(before)).toBe('ALLOW');
+    expect(before.trail[0]).toEqual({
+      stage: 'version',
+      rule: 'shop/orders-versions#v1',
+      matched: true,
+      note: 'answers at 2026-05-05T09:59:59.000Z; next brown-out 2026-05-05T10:00:00.000Z to 2026-05-05T11:00:00.000Z',
+    });
+    const inside = await explainCall(versionDocs, pinned('v1'), at('2026-05-05T10:30:00Z'));
+    expect(verdictLine(inside)).toBe('DENY (route.version_brownout) by shop/orders-versions#v1');
+    expect(inside.reason).toBe(
+      'version v1 of orders.shop is browned out until 2026-05-05T11:00:00.000Z before it is retired: use version v2 (x-meshgate-version: v2); see https://docs.example/orders/v2',
+    );
+    expect(inside.trail.map((t) => t.stage)).toEqual(['version']); // decided on the caller's side: the destination's chain never runs
+    expect(verdictLine(await explainCall(versionDocs, pinned('v1'), at('2026-05-05T11:00:00Z')))).toBe('ALLOW');
+    expect(verdictLine(await explainCall(versionDocs, pinned('v1'), at('2026-06-01T12:00:00Z')))).toBe('DENY (route.version_brownout) by shop/orders-versions#v1');
+  });
+
+  it('a retired version is refused at any instant; an undeclared one is unknown', async () => {
+    for (const when of ['2020-01-01', '2030-01-01']) expect(verdictLine(await explainCall(versionDocs, pinned('v0'), at(when)))).toBe('DENY (route.version_retired) by shop/orders-versions#v0');
+    expect((await explainCall(versionDocs, pinned('v0'), at('2030-01-01'))).reason).toBe('version v0 of orders.shop is retired: no successor is named');
+    expect(verdictLine(await explainCall(versionDocs, pinned('v9')))).toBe('DENY (route.unknown_version) by shop/orders-versions');
+  });
+
+  it('an un-pinned call is refused only when every backend of its route resolves to a version refused then', async () => {
+    const legacy = await explainCall(versionDocs, call({ path: '/orders/legacy' }), at('2026-05-05T10:30:00Z'));
+    expect(verdictLine(legacy)).toBe('DENY (route.version_brownout) by shop/orders-versions#v1');
+    expect(verdictLine(await explainCall(versionDocs, call({ path: '/orders/legacy' }), at('2026-05-05T12:00:00Z')))).toBe('ALLOW');
+    // Route `rest` balances over all endpoints: no version to refuse.
+    expect(verdictLine(await explainCall(versionDocs, call({ path: '/orders/1' }), at('2026-05-05T10:30:00Z')))).toBe('ALLOW');
+  });
+
+  it('takes the Route of the caller named by --from, and says so when there is none to read', async () => {
+    // billing has no Route to orders: its sidecar knows no version, whatever frontend's Route says.
+    expect(verdictLine(await explainCall(versionDocs, pinned('v1', { from: BILLING }), at('2026-05-05T10:30:00Z')))).toBe(
+      'DENY (route.unknown_version) by default: orders.shop has no version of that name',
+    );
+    const anonymous = await explainCall(versionDocs, pinned('v1', { from: undefined }), at('2026-05-05T10:30:00Z'));
+    expect(anonymous.trail[0]).toMatchObject({ stage: 'version', note: 'not evaluated (no --from with a mesh SPIFFE ID: whose Route applies is unknown)' });
   });
 });

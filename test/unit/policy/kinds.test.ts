@@ -314,6 +314,48 @@ const INVALID: readonly Case[] = [
     `${KEY(ROUTE)}: spec.versions[1].name: version name "v1" is already used by versions[0]`,
   ],
   ['an empty subset', ROUTE, 'service: orders\nversions: [{ name: v1, subset: {} }]', `${KEY(ROUTE)}: spec.versions[0].subset: expected at least one label`],
+  [
+    'a brown-out that ends before it starts',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, brownouts: [{ start: "2026-05-05T10:00:00Z", end: "2026-05-05T10:00:00Z" }] }]',
+    `${KEY(ROUTE)}: spec.versions[0].brownouts[0].end: end must be later than start`,
+  ],
+  [
+    'a brown-out that is no date',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, brownouts: [{ start: tuesday, end: 2026-05-06 }] }]',
+    `${KEY(ROUTE)}: spec.versions[0].brownouts[0].start: expected an ISO 8601 date like 2026-06-30 or 2026-06-30T00:00:00Z, got "tuesday"`,
+  ],
+  [
+    'thirty-three brown-outs',
+    ROUTE,
+    `service: orders\nversions: [{ name: v1, subset: { version: v1 }, brownouts: [${Array.from({ length: 33 }, (_, i) => `{ start: 2026-01-${String((i % 28) + 1).padStart(2, '0')}, end: 2026-03-01 }`).join(', ')}] }]`,
+    `${KEY(ROUTE)}: spec.versions[0].brownouts: too many entries: at most 32 (got 33)`,
+  ],
+  [
+    'a successor that is not a version of the Route',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, retired: true, successor: { version: v3 } }, { name: v2, subset: { version: v2 } }]',
+    `${KEY(ROUTE)}: spec.versions[0].successor.version: no version named v3 in this Route`,
+  ],
+  [
+    'a version its own successor',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, retired: true, successor: { version: v1 } }]',
+    `${KEY(ROUTE)}: spec.versions[0].successor.version: a version cannot be its own successor`,
+  ],
+  [
+    'a successor link that would break its header',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, retired: true, successor: { link: "https://docs.example/v2>; rel=x" } }]',
+    `${KEY(ROUTE)}: spec.versions[0].successor.link: expected an absolute http or https URL of visible ASCII (percent-encode the rest), got "https://docs.example/v2>; rel=x"`,
+  ],
+  [
+    'an empty successor',
+    ROUTE,
+    'service: orders\nversions: [{ name: v1, subset: { version: v1 }, retired: true, successor: {} }]',
+    `${KEY(ROUTE)}: spec.versions[0].successor: expected version, link or both`,
+  ],
 ];
 
 describe('policy kinds: invalid fields', () => {
@@ -480,6 +522,29 @@ versions:
     expect(route.requestHeaders).toEqual({ set: {}, add: {}, remove: [] });
     expect(d.spec.versions![0]!.deprecated!.sunset).toBe('2026-06-30');
     expect(d.spec.versions![0]!.deprecated!.since).toBe('2026-01-15T09:00:00Z');
+  });
+
+  it('Route: versions with brown-out windows, retired, and a successor', () => {
+    const d = validDocument(
+      doc(
+        ROUTE,
+        `service: orders
+versions:
+  - name: v1
+    subset: { version: v1 }
+    brownouts: [{ start: "2026-05-05T10:00:00Z", end: "2026-05-05T11:00:00Z" }, { start: 2026-06-01, end: 2026-06-02 }]
+    successor: { version: v2, link: "https://docs.example/orders/v2" }
+  - { name: v0, subset: { version: v0 }, retired: true }
+  - { name: v2, subset: { version: v2 } }`,
+      ),
+    );
+    if (!isKind(d, 'Route')) throw new Error('kind');
+    expect(d.spec.versions![0]!.brownouts).toEqual([
+      { start: '2026-05-05T10:00:00Z', end: '2026-05-05T11:00:00Z' },
+      { start: '2026-06-01', end: '2026-06-02' },
+    ]);
+    expect(d.spec.versions![0]!.successor).toEqual({ version: 'v2', link: 'https://docs.example/orders/v2' });
+    expect(d.spec.versions![1]!.retired).toBe(true);
   });
 
   it('validates its own output to the same document (the sidecar validates again)', () => {
