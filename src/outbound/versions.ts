@@ -1,8 +1,8 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { DeprecationConfig, DeprecationHeaders } from './deprecation-headers.ts';
 import { deprecationHeaders, parsePolicyDate } from './deprecation-headers.ts';
-import type { Retirement, RetirementConfig } from './version-retirement.ts';
-import { compileRetirement } from './version-retirement.ts';
+import type { Retirement, RetirementConfig } from './retirement-windows.ts';
+import { compileRetirement } from './retirement-windows.ts';
 
 /** The request header a calling app pins a version with. Forwarded as sent: the destination app may want to know. */
 const VERSION_HEADER = 'x-meshgate-version';
