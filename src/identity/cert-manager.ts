@@ -2,6 +2,7 @@ import { runBackgroundLoop } from '../core/background-loop.ts';
 import { sleep } from '../core/backoff.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { createExpiryTimer } from './expiry-timer.ts';
 import type { CertificateFacts, KeyType } from './x509.ts';
 import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
 
@@ -78,7 +79,6 @@ export function createCertificateManager(signer: CertificateSigner, opts: Certif
   let creds: WorkloadCredentials | undefined;
   const listeners: Array<(c: WorkloadCredentials) => void> = [];
   const expireListeners: Array<() => void> = [];
-  let expiryTimer: NodeJS.Timeout | undefined;
   const waiters: Array<(c: WorkloadCredentials) => void> = [];
   let issued = 0;
   let failures = 0;
@@ -107,25 +107,18 @@ export function createCertificateManager(signer: CertificateSigner, opts: Certif
     return Math.max(0, lifetime * opts.renewFraction + jitter);
   };
 
-  // setTimeout holds at most 2^31-1 ms (~24.8 days); longer lifetimes re-arm on the way.
-  const scheduleExpiry = (c: WorkloadCredentials): void => {
-    clearTimeout(expiryTimer);
-    const remaining = c.facts.notAfter.getTime() - deps.clock.now();
-    expiryTimer = setTimeout(
-      () => {
-        if (creds !== c) return;
-        if (deps.clock.now() < c.facts.notAfter.getTime()) scheduleExpiry(c);
-        else for (const listener of expireListeners) listener();
-      },
-      Math.min(Math.max(0, remaining), 2_147_483_647),
-    );
-    expiryTimer.unref();
-  };
+  const expiry = createExpiryTimer(
+    deps.clock,
+    () => creds,
+    () => {
+      for (const listener of expireListeners) listener();
+    },
+  );
 
   const install = (next: WorkloadCredentials): void => {
     creds = next;
     issued++;
-    scheduleExpiry(next);
+    expiry.watch(next);
     for (const listener of listeners) {
       try {
         listener(next);
@@ -178,7 +171,7 @@ export function createCertificateManager(signer: CertificateSigner, opts: Certif
           ref: true, // the sidecar runs for its certificate: this loop is what keeps it going
         },
       );
-      clearTimeout(expiryTimer);
+      expiry.stop();
     },
     stats: () => ({ issued, failures, lastError }),
   };

@@ -2,6 +2,7 @@ import type { SidecarConfig } from '../../config/sidecar-schema.ts';
 import type { Clock } from '../../core/clock.ts';
 import type { CertificateManager, WorkloadCredentials } from '../../identity/cert-manager.ts';
 import { validAt } from '../../identity/cert-manager.ts';
+import { createExpiryTimer } from '../../identity/expiry-timer.ts';
 import type { Logger } from '../../telemetry/logger.ts';
 import type { PolicyReadiness } from '../policy/subscriber.ts';
 import type { PolicyEnforcement } from '../policy-enforcement.ts';
@@ -14,9 +15,6 @@ import type { PolicyState } from './protocol.ts';
  * sidecar's own would use, so the TLS contexts and the filter chain are
  * swapped exactly as on a rotation or a snapshot install in one process.
  */
-
-/** setTimeout holds at most 2^31-1 ms (~24.8 days); longer waits re-arm on the way. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * A CertificateManager whose certificates come from the primary. Validity is
@@ -34,22 +32,15 @@ export function createRelayedCertificateManager(first: WorkloadCredentials, deps
   let issued = 1;
   const rotateListeners: Array<(c: WorkloadCredentials) => void> = [];
   const expireListeners: Array<() => void> = [];
-  let expiryTimer: NodeJS.Timeout | undefined;
 
-  const scheduleExpiry = (c: WorkloadCredentials): void => {
-    clearTimeout(expiryTimer);
-    const remaining = c.facts.notAfter.getTime() - deps.clock.now();
-    expiryTimer = setTimeout(
-      () => {
-        if (creds !== c) return;
-        if (deps.clock.now() < c.facts.notAfter.getTime()) scheduleExpiry(c);
-        else for (const listener of expireListeners) listener();
-      },
-      Math.min(Math.max(0, remaining), MAX_TIMER_MS),
-    );
-    expiryTimer.unref();
-  };
-  scheduleExpiry(first);
+  const expiry = createExpiryTimer(
+    deps.clock,
+    () => creds,
+    () => {
+      for (const listener of expireListeners) listener();
+    },
+  );
+  expiry.watch(first);
 
   return {
     current: () => creds,
@@ -63,7 +54,7 @@ export function createRelayedCertificateManager(first: WorkloadCredentials, deps
     install(next) {
       creds = next;
       issued++;
-      scheduleExpiry(next);
+      expiry.watch(next);
       for (const listener of rotateListeners) {
         try {
           listener(next);
