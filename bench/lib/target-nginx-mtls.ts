@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { findExecutable, firstOutputLine, freePorts } from './processes.ts';
 import type { OnRowStarted } from './row-processes.ts';
 import type { StartedTarget, Target, TargetContext } from './target.ts';
-import { NGINX_MISSING, nginxMainConfig, startNginx } from './target-nginx.ts';
+import { keepaliveUpstream, NGINX_MISSING, nginxMainConfig, startNginx } from './target-nginx.ts';
 
 /*
  * The C data plane on the mesh's path: two nginx instances (one worker each),
@@ -59,12 +59,7 @@ function backConfig(dir: string, certs: string, port: number, upstreamPort: numb
   return nginxMainConfig(
     dir,
     `
-  upstream app {
-    server 127.0.0.1:${upstreamPort};
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-  }
+${keepaliveUpstream('app', upstreamPort)}
 
   server {
     listen 127.0.0.1:${port} ssl;
@@ -87,12 +82,7 @@ function frontConfig(dir: string, certs: string, port: number, backPort: number)
   return nginxMainConfig(
     dir,
     `
-  upstream orders {
-    server 127.0.0.1:${backPort};
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-  }
+${keepaliveUpstream('orders', backPort)}
 
   server {
     listen 127.0.0.1:${port};

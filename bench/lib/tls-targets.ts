@@ -5,6 +5,7 @@ import { stringify } from 'yaml';
 import { waitForHttpOk } from './http-probe.ts';
 import type { Child, ProcessGroup } from './processes.ts';
 import { describeExit, findExecutable, firstOutputLine, freePorts } from './processes.ts';
+import { keepaliveUpstream } from './target-nginx.ts';
 import { connectOnce } from './tls-connection.ts';
 import type { BenchPki } from './tls-pki.ts';
 import { BENCH_NAMESPACE, TRUST_DOMAIN } from './tls-pki.ts';
@@ -175,12 +176,7 @@ http {
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
 
-  upstream app {
-    server 127.0.0.1:${opts.upstreamPort};
-    keepalive 128;
-    keepalive_requests 1000000;
-    keepalive_timeout 60s;
-  }
+${keepaliveUpstream('app', opts.upstreamPort)}
 
   server {
     listen 127.0.0.1:${opts.port} ssl;
