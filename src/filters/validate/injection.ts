@@ -1,0 +1,192 @@
+import type { CallContext } from '../../core/call-context.ts';
+import { normalizeValue } from './injection-decode.ts';
+import type { InjectionClass } from './injection-signatures.ts';
+import { createMatchScratch, matchSignatures, SIGNATURE_WEIGHTS } from './injection-signatures.ts';
+
+/*
+ * Injection detection for one call and one rule: the values a rule inspects
+ * (the path, each query parameter's name and value, the headers it names,
+ * each string and key of a JSON body, each field of a form body, a text body
+ * whole) are decoded and matched against the signatures; each signature that
+ * matches adds its weight once per call, CRS-style, and the call's score is
+ * compared with the rule's threshold. The bytes inspected per call are
+ * capped: past the cap the rest is not read and the call fails closed.
+ */
+
+export type InjectionMode = 'block' | 'log' | 'shadow';
+
+export interface InjectionSettings {
+  /** block: refuse at the threshold (shadow when the document is); log: log and count only; shadow: as a shadow document. */
+  readonly mode: InjectionMode;
+  readonly threshold: number;
+  readonly classes: ReadonlySet<InjectionClass>;
+  readonly path: boolean;
+  readonly query: boolean;
+  readonly body: boolean;
+  /** Lower-case header names; `cookie` is read as name=value pairs. */
+  readonly headers: readonly string[];
+  readonly maxInspectBytes: number;
+}
+
+export interface InjectionFinding {
+  readonly score: number;
+  /** The class with the most weight among the matches. */
+  readonly cls: InjectionClass;
+  /** Matched signature ids, heaviest first. */
+  readonly signatures: readonly string[];
+  /** Where the heaviest match was: `path`, `query:NAME`, `header:NAME`, `body:/json/pointer`, `body`. */
+  readonly location: string;
+  /** The start of the value it was found in, cut: never the whole payload. */
+  readonly sample: string;
+}
+
+/** What a scan concluded: nothing, a score (at or above the threshold or not), or more text than the cap. */
+export type InjectionVerdict = { readonly kind: 'clean' } | { readonly kind: 'scored'; readonly finding: InjectionFinding } | { readonly kind: 'over_limit'; readonly inspected: number };
+
+const SAMPLE_CHARS = 48;
+const LOCATION_CHARS = 96;
+/** Repeated values (an enum, a name in every item) are matched once per call: values this short, this many. */
+const MEMO_CHARS = 256;
+const MEMO_VALUES = 4096;
+
+/** A value with nothing but letters, digits, `_ . @ -`: no signature can match it, so it is not decoded. */
+const PLAIN = /^[\w.@-]*$/;
+
+/** The running score of one call against one rule's settings. */
+export class InjectionScan {
+  readonly #settings: InjectionSettings;
+  /** Stop at the threshold (the sidecar), or collect every match (policy explain). */
+  readonly #exhaustive: boolean;
+  readonly #matched = new Set<string>();
+  readonly #scratch = createMatchScratch();
+  /** Values already matched in this call (a signature counts once per call, so a repeat adds nothing). */
+  readonly #seen = new Set<string>();
+  #score = 0;
+  #inspected = 0;
+  #over = false;
+  #bestWeight = 0;
+  #location = '';
+  #sample = '';
+
+  constructor(settings: InjectionSettings, exhaustive = false) {
+    this.#settings = settings;
+    this.#exhaustive = exhaustive;
+  }
+
+  /** Whether more values are worth scanning: not decided yet, and under the cap. */
+  get open(): boolean {
+    return !this.#over && (this.#exhaustive || this.#score < this.#settings.threshold);
+  }
+
+  /** Inspects one value; `location` is called only when the value matched (it may build a JSON pointer). */
+  value(raw: string, location: string | (() => string), plus = false): void {
+    if (!this.open) return;
+    this.#inspected += raw.length;
+    if (this.#inspected > this.#settings.maxInspectBytes) {
+      this.#over = true;
+      return;
+    }
+    if (raw.length === 0 || PLAIN.test(raw)) return;
+    if (raw.length <= MEMO_CHARS) {
+      if (this.#seen.has(raw)) return;
+      if (this.#seen.size < MEMO_VALUES) this.#seen.add(raw);
+    }
+    const text = normalizeValue(raw, plus);
+    let heaviest = 0;
+    matchSignatures(text, this.#settings.classes, this.#scratch, (id) => {
+      if (this.#matched.has(id)) return;
+      this.#matched.add(id);
+      const weight = SIGNATURE_WEIGHTS[id] ?? 0;
+      this.#score += weight;
+      heaviest = Math.max(heaviest, weight);
+    });
+    if (heaviest > this.#bestWeight) {
+      this.#bestWeight = heaviest;
+      this.#location = (typeof location === 'string' ? location : location()).slice(0, LOCATION_CHARS);
+      this.#sample = raw.length > SAMPLE_CHARS ? `${raw.slice(0, SAMPLE_CHARS)}…` : raw;
+    }
+  }
+
+  /** The name=value pairs of a query string or a form body, each name and value on its own. */
+  pairs(raw: string, where: string): void {
+    let from = 0;
+    while (from <= raw.length && this.open) {
+      let to = raw.indexOf('&', from);
+      if (to < 0) to = raw.length;
+      const eq = raw.indexOf('=', from);
+      const cut = eq >= 0 && eq < to ? eq : to;
+      const name = raw.slice(from, cut);
+      this.value(name, () => `${where}:${name}`, true);
+      if (cut < to) this.value(raw.slice(cut + 1, to), () => `${where}:${name}`, true);
+      from = to + 1;
+    }
+  }
+
+  /** Every string and key of a parsed JSON value. */
+  json(value: unknown): void {
+    const path: string[] = [];
+    const pointer = () => `body:/${path.map((p) => p.replaceAll('~', '~0').replaceAll('/', '~1')).join('/')}`;
+    const walk = (node: unknown): void => {
+      if (!this.open) return;
+      if (typeof node === 'string') {
+        this.value(node, pointer);
+      } else if (Array.isArray(node)) {
+        for (let i = 0; i < node.length && this.open; i++) {
+          path.push(String(i));
+          walk(node[i]);
+          path.pop();
+        }
+      } else if (node !== null && typeof node === 'object') {
+        for (const key of Object.keys(node)) {
+          path.push(key);
+          this.value(key, pointer);
+          walk((node as Record<string, unknown>)[key]);
+          path.pop();
+          if (!this.open) return;
+        }
+      }
+    };
+    walk(value);
+  }
+
+  /** The path, query and headers of a call, as the settings select them. */
+  head(call: Pick<CallContext, 'path' | 'query' | 'headers'>): void {
+    const s = this.#settings;
+    if (s.path) this.value(call.path, 'path');
+    if (s.query && call.query !== '') this.pairs(call.query, 'query');
+    for (const name of s.headers) {
+      const raw = call.headers[name];
+      if (raw === undefined) continue;
+      for (const value of Array.isArray(raw) ? raw : [raw]) {
+        if (name === 'cookie') this.#cookies(value);
+        else this.value(value, `header:${name}`);
+      }
+    }
+  }
+
+  #cookies(header: string): void {
+    for (const pair of header.split(';')) {
+      const eq = pair.indexOf('=');
+      const name = (eq < 0 ? pair : pair.slice(0, eq)).trim();
+      this.value(eq < 0 ? pair : pair.slice(eq + 1), `header:cookie:${name}`);
+    }
+  }
+
+  get verdict(): InjectionVerdict {
+    if (this.#over) return { kind: 'over_limit', inspected: this.#inspected };
+    if (this.#score === 0) return { kind: 'clean' };
+    const signatures = [...this.#matched].sort((a, b) => (SIGNATURE_WEIGHTS[b] ?? 0) - (SIGNATURE_WEIGHTS[a] ?? 0));
+    const byClass = new Map<InjectionClass, number>();
+    for (const id of signatures) {
+      const cls = id.slice(0, id.indexOf('.')) as InjectionClass;
+      byClass.set(cls, (byClass.get(cls) ?? 0) + (SIGNATURE_WEIGHTS[id] ?? 0));
+    }
+    let cls = signatures[0]!.slice(0, signatures[0]!.indexOf('.')) as InjectionClass;
+    for (const [c, w] of byClass) if (w > (byClass.get(cls) ?? 0)) cls = c;
+    return { kind: 'scored', finding: { score: this.#score, cls, signatures, location: this.#location, sample: this.#sample } };
+  }
+
+  get threshold(): number {
+    return this.#settings.threshold;
+  }
+}
