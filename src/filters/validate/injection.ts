@@ -40,6 +40,29 @@ export interface InjectionFinding {
   readonly sample: string;
 }
 
+/** A rule's `injection` as the policy schema outputs it. */
+interface InjectionSpec {
+  readonly mode: InjectionMode;
+  readonly threshold: number;
+  readonly classes: readonly InjectionClass[];
+  readonly inspect: readonly ('path' | 'query' | 'body')[];
+  readonly headers: readonly string[];
+  readonly maxInspectBytes: number;
+}
+
+export function compileInjection(spec: InjectionSpec): InjectionSettings {
+  return {
+    mode: spec.mode,
+    threshold: spec.threshold,
+    classes: new Set(spec.classes),
+    path: spec.inspect.includes('path'),
+    query: spec.inspect.includes('query'),
+    body: spec.inspect.includes('body'),
+    headers: spec.headers.map((h) => h.toLowerCase()),
+    maxInspectBytes: spec.maxInspectBytes,
+  };
+}
+
 /** What a scan concluded: nothing, a score (at or above the threshold or not), or more text than the cap. */
 export type InjectionVerdict = { readonly kind: 'clean' } | { readonly kind: 'scored'; readonly finding: InjectionFinding } | { readonly kind: 'over_limit'; readonly inspected: number };
 
@@ -189,4 +212,36 @@ export class InjectionScan {
   get threshold(): number {
     return this.#settings.threshold;
   }
+
+  get maxInspectBytes(): number {
+    return this.#settings.maxInspectBytes;
+  }
 }
+
+/**
+ * The failure a scan amounts to, once its score reaches the threshold or it
+ * ran past the cap; its mode says whether it refuses. 403: the request is well
+ * formed and was understood, and policy refuses what it carries (as WAFs and
+ * CRS answer); a 400 would tell the caller to fix a request that is an attack.
+ */
+export function injectionFailure(scan: InjectionScan, mode: InjectionMode): { code: 'validate.injection' | 'validate.body_too_large'; reason: string; mode?: 'log' | 'shadow'; detail: Record<string, unknown> } | undefined {
+  const verdict = scan.verdict;
+  const own = mode === 'block' ? {} : { mode };
+  if (verdict.kind === 'over_limit') {
+    return {
+      code: 'validate.body_too_large',
+      reason: `the call carries more than ${scan.maxInspectBytes} bytes of text to inspect for injection (maxInspectBytes): refused unread`,
+      ...own,
+      detail: { injection_inspected: verdict.inspected },
+    };
+  }
+  if (verdict.kind !== 'scored' || verdict.finding.score < scan.threshold) return undefined;
+  const f = verdict.finding;
+  return {
+    code: 'validate.injection',
+    reason: `the request looks like an injection attack (${f.cls}, score ${f.score}, threshold ${scan.threshold})`,
+    ...own,
+    detail: { injection_class: f.cls, injection_score: f.score, injection_signatures: f.signatures, injection_location: f.location, injection_sample: f.sample },
+  };
+}
+

@@ -27,11 +27,6 @@ export interface JsonLimits {
   readonly unsafeNumbers: 'refuse' | 'allow';
 }
 
-export const DEFAULT_JSON_LIMITS: JsonLimits = Object.freeze({ maxDepth: 64, maxObjectMembers: 1000, maxArrayItems: 10_000, unsafeNumbers: 'refuse' });
-
-/** The largest depth a rule may allow: ajv checks a recursive schema by recursion (10 000 levels overflowed the stack). */
-export const MAX_JSON_DEPTH = 1000;
-
 export type SafeJsonCode = 'validate.json_duplicate_key' | 'validate.json_too_deep' | 'validate.json_too_many_members' | 'validate.json_unsafe_number' | 'validate.json_invalid_utf8';
 
 export interface SafeJsonFailure {
@@ -199,9 +194,10 @@ export function scanJson(bytes: Buffer, limits: JsonLimits): JsonScan {
     if (pendingItem && !item()) return result();
     if ((b >= 0x30 && b <= 0x39) || b === 0x2d) {
       let end = i + 1;
-      while (end < n && isNumberByte(bytes[end]!)) end++;
-      // 15 characters or fewer always read back exactly and never overflow.
-      if (end - i > 15 && unsafeNumberAt === undefined && isUnsafeNumber(bytes.toString('latin1', i, end))) unsafeNumberAt = i;
+      let exponent = false;
+      for (; end < n && isNumberByte(bytes[end]!); end++) if ((bytes[end]! | 0x20) === 0x65) exponent = true;
+      // Without an exponent, 15 digits or fewer always read back exactly.
+      if ((exponent || end - i > 15) && unsafeNumberAt === undefined && isUnsafeNumber(bytes.toString('latin1', i, end))) unsafeNumberAt = i;
       i = end - 1;
     }
   }
