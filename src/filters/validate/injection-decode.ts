@@ -253,3 +253,6 @@ export function sqlView(text: string): string {
   out += text.slice(from);
   return out.replaceAll('*/', ' ');
 }
+
+/** The regexes of this file: each must pass the ReDoS check (tested). */
+export const DECODE_REGEXES: readonly RegExp[] = [HAS_ESCAPE, NEEDS_FOLDING];

@@ -1,4 +1,4 @@
-import { AMP, BACKTICK, BSLASH, COLON, DOLLAR, DOT, hasAny, isIdentChar, isLetter, NL, NUL, needles, PAREN, PIPE, QUOTE, SEMI, SLASH } from './injection-text.ts';
+import { AMP, BACKTICK, BRACE, BSLASH, COLON, DOLLAR, DOT, hasAny, isIdentChar, isLetter, NL, NUL, needles, PAREN, PIPE, QUOTE, SEMI, SLASH } from './injection-text.ts';
 
 /*
  * Path traversal and command injection signatures (weights:
@@ -312,6 +312,11 @@ export function commandSignals(text: string, mask: number, hit: (id: string) => 
       if (text.startsWith(' |', end)) continue;
     }
     if (isCommand(text, p)) hit(id);
+  }
+  // {cat,/etc/passwd}: bash brace expansion runs a command without a space.
+  for (let p = mask & BRACE ? text.indexOf('{') : -1; p >= 0; p = text.indexOf('{', p + 1)) {
+    const [word, end] = commandAt(text, p + 1);
+    if (text.charCodeAt(end) === 44 /* , */ && (STRONG_COMMANDS.has(word) || WORD_COMMANDS.has(word))) hit('brace_expansion');
   }
   if (mask & DOLLAR && (text.includes('$ifs') || text.includes('{ifs}'))) hit('shell_variable');
   for (let p = mask & PAREN ? text.indexOf('()') : -1; p >= 0; p = text.indexOf('()', p + 2)) {

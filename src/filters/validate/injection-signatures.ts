@@ -91,6 +91,7 @@ export const SIGNATURE_WEIGHTS: Readonly<Record<string, number>> = Object.freeze
   'command.inline_code': 3,
   'command.separator_command': 5,
   'command.leading_command': 3,
+  'command.brace_expansion': 5,
   'command.shell_variable': 5,
   'command.shellshock': 5,
   'command.dev_tcp': 5,

@@ -75,6 +75,9 @@ const MEMO_VALUES = 4096;
 /** A value with nothing but letters, digits, `_ . @ -`: no signature can match it, so it is not decoded. */
 const PLAIN = /^[\w.@-]*$/;
 
+/** The regexes of this file: each must pass the ReDoS check (tested). */
+export const INSPECT_REGEXES: readonly RegExp[] = [PLAIN];
+
 /** The running score of one call against one rule's settings. */
 export class InjectionScan {
   readonly #settings: InjectionSettings;
@@ -224,7 +227,10 @@ export class InjectionScan {
  * formed and was understood, and policy refuses what it carries (as WAFs and
  * CRS answer); a 400 would tell the caller to fix a request that is an attack.
  */
-export function injectionFailure(scan: InjectionScan, mode: InjectionMode): { code: 'validate.injection' | 'validate.body_too_large'; reason: string; mode?: 'log' | 'shadow'; detail: Record<string, unknown> } | undefined {
+export function injectionFailure(
+  scan: InjectionScan,
+  mode: InjectionMode,
+): { code: 'validate.injection' | 'validate.body_too_large'; reason: string; mode?: 'log' | 'shadow'; detail: Record<string, unknown> } | undefined {
   const verdict = scan.verdict;
   const own = mode === 'block' ? {} : { mode };
   if (verdict.kind === 'over_limit') {
@@ -244,4 +250,3 @@ export function injectionFailure(scan: InjectionScan, mode: InjectionMode): { co
     detail: { injection_class: f.cls, injection_score: f.score, injection_signatures: f.signatures, injection_location: f.location, injection_sample: f.sample },
   };
 }
-

@@ -89,17 +89,18 @@ export function createValidateFilter(documents: readonly PolicyDocument[], runti
   }
   if (rules.length === 0) return { name: 'validate', onRequest: () => CONTINUE };
 
-  const count = (rule: CompiledValidationRule, decision: Decision): void => {
+  /** One decision per rule evaluated; a shadow failure also in meshgate_shadow_denials_total, unless a shadow check counted it already. */
+  const count = (rule: CompiledValidationRule, decision: Decision, shadowCounted = false): void => {
     try {
       metrics?.validationDecisions.inc({ policy: rule.policy, rule: rule.name, decision });
-      if (decision === 'shadow_failed') metrics?.shadowDenials.inc({ policy: rule.policy, rule: rule.name });
+      if (decision === 'shadow_failed' && !shadowCounted) metrics?.shadowDenials.inc({ policy: rule.policy, rule: rule.name });
     } catch {
       // A broken metric must not fail the call.
     }
   };
 
   /** A rule that raised no refusal: counted once, as passed or as what a soft check found. */
-  const settle = (run: RuleRun): void => count(run.rule, run.soft ?? 'passed');
+  const settle = (run: RuleRun): void => count(run.rule, run.soft ?? 'passed', run.soft === 'shadow_failed');
 
   /**
    * A check failed: the verdict that refuses the call, or undefined when it
@@ -232,7 +233,7 @@ export function createValidateFilter(documents: readonly PolicyDocument[], runti
       let state: CallState | undefined;
       let pending: RuleRun[] | undefined;
       // Only the rules that could match a call are looked at; every one that matches applies, in rule order.
-      rules: for (const rule of index.matching(call.method, matchPath)) {
+      for (const rule of index.matching(call.method, matchPath)) {
         state ??= {
           call,
           body: { present: call.body ? call.body.present : hasBodyHeaders(call), declaredLength: call.body?.declaredLength, bufferLimit: maxBodyBuffer },
@@ -254,7 +255,7 @@ export function createValidateFilter(documents: readonly PolicyDocument[], runti
           if (found) {
             const outcome = failed(s, run, found);
             if (outcome.verdict) return outcome.verdict;
-            if (outcome.stop) continue rules;
+            if (outcome.stop) continue;
           }
         }
         if (bodyNeed(rule, call, s.body) === undefined) settle(run);

@@ -6,8 +6,8 @@ import type { CallMatchEntry, CallMatchIndex } from '../../policy/call-match-ind
 import { createCallMatchIndex } from '../../policy/call-match-index.ts';
 import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
 import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
-import { isKind } from '../../policy/typed-documents.ts';
 import { DEFAULT_JSON_LIMITS } from '../../policy/kinds/validation-policy.ts';
+import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { InjectionSettings } from './injection.ts';
 import { compileInjection } from './injection.ts';

@@ -39,8 +39,18 @@ describe('safe JSON in the validate filter', () => {
   it.each<[string, string, string, string]>([
     ['a duplicate key', '{"items":[],"role":"user","role":"admin"}', 'validate.json_duplicate_key', 'request body repeats a key in one object (at byte 26)'],
     ['nesting past the default 64 levels', `{"items":[]${',"x":'.repeat(1)}${'['.repeat(70)}${']'.repeat(70)}}`, 'validate.json_too_deep', 'request body nests JSON deeper than 64 levels'],
-    ['an object past the default 1000 members', `{${Array.from({ length: 1001 }, (_, i) => `"k${i}":${i}`).join(',')}}`, 'validate.json_too_many_members', 'request body has an object with more than 1000 members'],
-    ['an integer past 2^53', '{"items":[],"id":9007199254740993}', 'validate.json_unsafe_number', 'request body has a number that JSON parsers cannot hold exactly (beyond 2^53 or out of range, at byte 17)'],
+    [
+      'an object past the default 1000 members',
+      `{${Array.from({ length: 1001 }, (_, i) => `"k${i}":${i}`).join(',')}}`,
+      'validate.json_too_many_members',
+      'request body has an object with more than 1000 members',
+    ],
+    [
+      'an integer past 2^53',
+      '{"items":[],"id":9007199254740993}',
+      'validate.json_unsafe_number',
+      'request body has a number that JSON parsers cannot hold exactly (beyond 2^53 or out of range, at byte 17)',
+    ],
     ['an escaped lone surrogate', '{"items":["\\udfff"]}', 'validate.json_invalid_utf8', 'request body escapes a lone surrogate (\\udfff) at byte 11'],
   ])('%s: refused 400 with its own code, and the schema never runs', async (_name, body, code, reason) => {
     const { verdict, schemaRuns, decisions } = await run([schemaRule], { headers: json, body });
