@@ -238,7 +238,8 @@ const DATA = {
   'validate.malformed_json': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'A ValidationPolicy rule that reads the body as JSON (a jsonSchema or json limits; injection detection on a JSON content type) matched, and the body is not JSON (or absent or empty where a jsonSchema or json requires one).',
+    description:
+      'A ValidationPolicy rule that reads the body as JSON (a jsonSchema or json limits; injection detection on a JSON content type) matched, and the body is not JSON (or absent or empty where a jsonSchema or json requires one).',
   },
   'validate.json_duplicate_key': {
     http: 400,
@@ -253,12 +254,14 @@ const DATA = {
   'validate.json_too_many_members': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: "A JSON body a ValidationPolicy rule reads has an object with more members than json.maxObjectMembers (default 1000) or an array with more items than json.maxArrayItems (default 10000).",
+    description:
+      'A JSON body a ValidationPolicy rule reads has an object with more members than json.maxObjectMembers (default 1000) or an array with more items than json.maxArrayItems (default 10000).',
   },
   'validate.json_unsafe_number': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'A JSON body a ValidationPolicy rule reads has an integer beyond 2^53 - 1 or a number that overflows, which JSON parsers do not hold exactly (json.unsafeNumbers: refuse, the default).',
+    description:
+      'A JSON body a ValidationPolicy rule reads has an integer beyond 2^53 - 1 or a number that overflows, which JSON parsers do not hold exactly (json.unsafeNumbers: refuse, the default).',
   },
   'validate.json_invalid_utf8': {
     http: 400,

@@ -104,8 +104,15 @@ function validationPolicySpecSchema(limits: PolicyLimits) {
       .default('block')
       .describe('block: refuse at the threshold (validate.injection; shadow in a shadow document); log: log the finding only; shadow: as a shadow rule, for this check alone.'),
     threshold: z.number().int().min(1).max(100).default(5).describe('Anomaly score at which the call is refused (each matching signature adds 2 to 5).'),
-    classes: p.list(z.enum(INJECTION_CLASSES)).min(1).default([...INJECTION_CLASSES]).describe('Which signature classes run.'),
-    inspect: p.list(z.enum(INSPECT_PARTS)).default([...INSPECT_PARTS]).describe('The path, the query parameters, the body (JSON strings and keys, form fields, a text body).'),
+    classes: p
+      .list(z.enum(INJECTION_CLASSES))
+      .min(1)
+      .default([...INJECTION_CLASSES])
+      .describe('Which signature classes run.'),
+    inspect: p
+      .list(z.enum(INSPECT_PARTS))
+      .default([...INSPECT_PARTS])
+      .describe('The path, the query parameters, the body (JSON strings and keys, form fields, a text body).'),
     headers: p.list(headerName).default([]).describe('Headers whose values are inspected too (cookie: each cookie value).'),
     maxInspectBytes: byteSize
       .default(65_536)
