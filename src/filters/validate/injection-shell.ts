@@ -239,8 +239,10 @@ function commandAt(text: string, p: number): [string, number] {
     j++;
   }
   const word = text.slice(p, j);
+  // An absolute path runs its last part (/usr/bin/id is id); a relative one (../etc/passwd) is a file, not a command.
   const slash = Math.max(word.lastIndexOf('/'), word.lastIndexOf('\\'));
-  return [slash >= 0 ? word.slice(slash + 1) : word, j];
+  if (slash < 0) return [word, j];
+  return [word.charCodeAt(0) === 47 || word.charCodeAt(0) === 92 ? word.slice(slash + 1) : '', j];
 }
 
 function isCommand(text: string, p: number): boolean {
