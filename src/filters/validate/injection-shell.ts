@@ -32,55 +32,67 @@ function traversalHops(text: string): number {
   return hops;
 }
 
-const UNIX_SECRET_FILES = needles(['/etc/passwd', '/etc/shadow', '/etc/master.passwd', '/etc/sudoers', '/etc/gshadow', '/proc/self/environ', '/proc/self/cmdline', '/proc/self/fd/']);
-const UNIX_SYSTEM_FILES = needles([
-  '/etc/group',
-  '/etc/hosts',
-  '/etc/issue',
-  '/etc/motd',
-  '/etc/crontab',
-  '/etc/fstab',
-  '/etc/hostname',
-  '/etc/resolv.conf',
-  '/etc/profile',
-  '/etc/bashrc',
-  '/etc/ssh/',
-  '/etc/httpd/',
-  '/etc/apache2/',
-  '/etc/nginx/',
-  '/etc/mysql/',
-  '/etc/php',
-  '/proc/self/',
-  '/proc/version',
-  '/proc/cpuinfo',
-  '/var/log/',
-  '/var/mail/',
-  '/var/spool/',
-  '/root/.',
-  '/usr/local/etc/',
-]);
-const WINDOWS_FILES = needles(['/boot.ini', '/win.ini', '/system.ini', '/windows/system32', '/winnt/system32', '/windows/repair', '/windows/debug', 'system32/config/']);
-const SECRET_FILES = needles([
-  '/.htaccess',
-  '/.htpasswd',
-  '/.env',
-  '/.git/config',
-  '/.git/head',
-  '/.ssh/',
-  '/.aws/credentials',
-  '/.docker/config.json',
-  '/web.config',
-  '/wp-config.php',
-  '/.bash_history',
-  '/.npmrc',
-  '/.pgpass',
-  '/.netrc',
-  '/id_rsa',
-  '/id_dsa',
-  '/id_ecdsa',
-  '/id_ed25519',
-  '/authorized_keys',
-]);
+const UNIX_SECRET_FILES = needles(
+  ['/etc/', '/proc/self/'],
+  ['/etc/passwd', '/etc/shadow', '/etc/master.passwd', '/etc/sudoers', '/etc/gshadow', '/proc/self/environ', '/proc/self/cmdline', '/proc/self/fd/'],
+);
+const UNIX_SYSTEM_FILES = needles(
+  ['/etc/', '/proc/', '/var/', '/root/', '/usr/local/'],
+  [
+    '/etc/group',
+    '/etc/hosts',
+    '/etc/issue',
+    '/etc/motd',
+    '/etc/crontab',
+    '/etc/fstab',
+    '/etc/hostname',
+    '/etc/resolv.conf',
+    '/etc/profile',
+    '/etc/bashrc',
+    '/etc/ssh/',
+    '/etc/httpd/',
+    '/etc/apache2/',
+    '/etc/nginx/',
+    '/etc/mysql/',
+    '/etc/php',
+    '/proc/self/',
+    '/proc/version',
+    '/proc/cpuinfo',
+    '/var/log/',
+    '/var/mail/',
+    '/var/spool/',
+    '/root/.',
+    '/usr/local/etc/',
+  ],
+);
+const WINDOWS_FILES = needles(
+  ['.ini', 'system32', '/windows/'],
+  ['/boot.ini', '/win.ini', '/system.ini', '/windows/system32', '/winnt/system32', '/windows/repair', '/windows/debug', 'system32/config/'],
+);
+const SECRET_FILES = needles(
+  ['/.', 'config', '/id_', '/authorized_keys'],
+  [
+    '/.htaccess',
+    '/.htpasswd',
+    '/.env',
+    '/.git/config',
+    '/.git/head',
+    '/.ssh/',
+    '/.aws/credentials',
+    '/.docker/config.json',
+    '/web.config',
+    '/wp-config.php',
+    '/.bash_history',
+    '/.npmrc',
+    '/.pgpass',
+    '/.netrc',
+    '/id_rsa',
+    '/id_dsa',
+    '/id_ecdsa',
+    '/id_ed25519',
+    '/authorized_keys',
+  ],
+);
 const FILE_SCHEMES = new Set(['file', 'php', 'phar', 'expect', 'zip', 'glob', 'jar', 'netdoc', 'gopher', 'dict', 'zlib', 'ogg', 'rar', 'ssh2']);
 
 export function traversalSignals(text: string, mask: number, hit: (id: string) => void): void {
@@ -94,12 +106,11 @@ export function traversalSignals(text: string, mask: number, hit: (id: string) =
     let path = `/${text.includes('\\') ? text.replaceAll('\\', '/') : text}`;
     if (path.includes('//')) path = path.replace(REPEATED_SLASH, '/');
     if (path.includes('/./')) path = path.replaceAll('/./', '/').replaceAll('/./', '/');
-    const pathMask = mask | SLASH;
-    if (hasAny(path, pathMask, UNIX_SECRET_FILES)) hit('unix_secret_file');
-    if (hasAny(path, pathMask, UNIX_SYSTEM_FILES)) hit('unix_system_file');
-    if (hasAny(path, pathMask, WINDOWS_FILES)) hit('windows_file');
+    if (hasAny(path, UNIX_SECRET_FILES)) hit('unix_secret_file');
+    if (hasAny(path, UNIX_SYSTEM_FILES)) hit('unix_system_file');
+    if (hasAny(path, WINDOWS_FILES)) hit('windows_file');
     if (WINDOWS_ROOT.test(path)) hit('windows_root');
-    if (hasAny(path, pathMask, SECRET_FILES)) hit('secret_file');
+    if (hasAny(path, SECRET_FILES)) hit('secret_file');
   }
   for (let p = mask & COLON ? text.indexOf('://') : -1; p >= 0; p = text.indexOf('://', p + 3)) {
     let b = p;
@@ -251,39 +262,15 @@ function isCommand(text: string, p: number): boolean {
   return WORD_COMMANDS.has(word) && shellFollows(text, end, word);
 }
 
-const REVERSE_SHELLS = needles([
-  ' -e /bin/',
-  ' -e sh',
-  ' -e bash',
-  ' -e cmd',
-  'sh -i',
-  'bash -i',
-  'bash -c',
-  'sh -c ',
-  'mkfifo /',
-  '0<&196',
-  'exec 5<>',
-  '/bin/sh -i',
-  'socket.socket(',
-  'pty.spawn(',
-  'fsockopen(',
-]);
-const SHELL_PATHS = needles([
-  '/bin/sh',
-  '/bin/bash',
-  '/bin/zsh',
-  '/bin/dash',
-  '/bin/busybox',
-  'cmd.exe',
-  'cmd /c',
-  'cmd /k',
-  'powershell -e',
-  'powershell -nop',
-  'powershell -c',
-  'powershell.exe',
-  'powershell -w',
-]);
-const REDIRECTS = needles(['> /tmp/', '>/tmp/', '> /var/www', '>/var/www', '> /dev/shm', '>/dev/shm', '>> /etc/', '>>/etc/', '> /etc/', '>/etc/']);
+const REVERSE_SHELLS = needles(
+  [' -', 'mkfifo', '<&', '<>', 'socket', 'pty', 'fsockopen'],
+  [' -e /bin/', ' -e sh', ' -e bash', ' -e cmd', 'sh -i', 'bash -i', 'bash -c', 'sh -c ', 'mkfifo /', '0<&196', 'exec 5<>', '/bin/sh -i', 'socket.socket(', 'pty.spawn(', 'fsockopen('],
+);
+const SHELL_PATHS = needles(
+  ['/bin/', 'cmd', 'powershell'],
+  ['/bin/sh', '/bin/bash', '/bin/zsh', '/bin/dash', '/bin/busybox', 'cmd.exe', 'cmd /c', 'cmd /k', 'powershell -e', 'powershell -nop', 'powershell -c', 'powershell.exe', 'powershell -w'],
+);
+const REDIRECTS = needles(['>'], ['> /tmp/', '>/tmp/', '> /var/www', '>/var/www', '> /dev/shm', '>/dev/shm', '>> /etc/', '>>/etc/', '> /etc/', '>/etc/']);
 
 export function commandSignals(text: string, mask: number, hit: (id: string) => void): void {
   if (isCommand(text, 0)) hit('leading_command');
@@ -327,8 +314,8 @@ export function commandSignals(text: string, mask: number, hit: (id: string) => 
     if (rest.startsWith('{:;};') || rest.startsWith('{;};')) hit('shellshock');
   }
   if (mask & SLASH && (text.includes('/dev/tcp/') || text.includes('/dev/udp/'))) hit('dev_tcp');
-  if (hasAny(text, mask, REVERSE_SHELLS)) hit('reverse_shell');
-  if (hasAny(text, mask, SHELL_PATHS)) hit('shell_path');
-  if (hasAny(text, mask, REDIRECTS)) hit('redirect_file');
+  if (hasAny(text, REVERSE_SHELLS)) hit('reverse_shell');
+  if (hasAny(text, SHELL_PATHS)) hit('shell_path');
+  if (hasAny(text, REDIRECTS)) hit('redirect_file');
   if (mask & QUOTE && mask & (SEMI | PIPE | AMP | NL) && QUOTE_SEPARATOR.test(text)) hit('quote_separator');
 }

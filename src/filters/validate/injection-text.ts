@@ -82,23 +82,24 @@ export function isIdentChar(c: number): boolean {
   return isLetter(c) || (c >= 48 && c <= 57) || c === 95 || c === 36;
 }
 
-/** A literal to look for, with the one of its characters (CHAR_BITS) rarest in text: it is looked for only where that character is. */
-export interface Needle {
-  readonly text: string;
-  readonly bit: number;
+/**
+ * Literals to look for, behind a few gates: substrings every one of them
+ * contains. Most values hold no gate, and cost a handful of native searches
+ * instead of one per literal.
+ */
+export interface Needles {
+  readonly gates: readonly string[];
+  readonly list: readonly string[];
 }
 
-const RARITY = [NUL, BACKTICK, DOLLAR, BRACKET, BRACE, LT, GT, PIPE, AT, HASH, STAR, EQ, PAREN, SEMI, BSLASH, SLASH, COLON, UNDERSCORE, AMP, QUOTE, DASH, DIGIT, DOT];
-
-export function needles(list: readonly string[]): readonly Needle[] {
-  return list.map((text) => {
-    const bits = charMask(text);
-    return { text, bit: RARITY.find((bit) => bits & bit) ?? 0 };
-  });
+export function needles(gates: readonly string[], list: readonly string[]): Needles {
+  const ungated = list.filter((text) => !gates.some((gate) => text.includes(gate)));
+  if (ungated.length > 0) throw new Error(`injection signatures: no gate for ${ungated.join(', ')}`);
+  return { gates, list };
 }
 
-/** Whether `text` (whose characters are `mask`) contains any of `list`. */
-export function hasAny(text: string, mask: number, list: readonly Needle[]): boolean {
-  for (const needle of list) if ((needle.bit === 0 || mask & needle.bit) && text.includes(needle.text)) return true;
-  return false;
+/** Whether `text` contains any of the literals. */
+export function hasAny(text: string, needles: Needles): boolean {
+  if (!needles.gates.some((gate) => text.includes(gate))) return false;
+  return needles.list.some((needle) => text.includes(needle));
 }

@@ -75,27 +75,30 @@ const MARKUP_TAGS = new Set([
 const SINKS = new Set(['alert', 'prompt', 'confirm', 'eval', 'execscript', 'settimeout', 'setinterval', 'fetch', 'print']);
 const SCRIPT_SCHEMES = ['javascript', 'vbscript', 'livescript', 'mocha'];
 const DATA_TYPES = ['text/html', 'image/svg+xml', 'application/javascript', 'application/x-javascript', 'application/ecmascript', 'application/xhtml+xml', 'text/javascript', 'text/xml'];
-const DOM_ACCESS = needles([
-  'document.cookie',
-  'document.domain',
-  'document.write',
-  'document.location',
-  'window.location',
-  'window.name',
-  'window.open',
-  'location.href',
-  'location.hash',
-  '.innerhtml=',
-  '.innerhtml =',
-  '.outerhtml=',
-  'fromcharcode(',
-  'atob(',
-  'constructor.constructor',
-  'self[',
-  'top[',
-  'parent[',
-]);
-const CSS_EXPRESSIONS = needles(['expression(', 'expression (', '-moz-binding', 'behavior:url', 'behavior: url', 'behavior :', '@import']);
+const DOM_ACCESS = needles(
+  ['document', 'window', 'location', 'html', 'charcode', 'atob', 'constructor', '['],
+  [
+    'document.cookie',
+    'document.domain',
+    'document.write',
+    'document.location',
+    'window.location',
+    'window.name',
+    'window.open',
+    'location.href',
+    'location.hash',
+    '.innerhtml=',
+    '.innerhtml =',
+    '.outerhtml=',
+    'fromcharcode(',
+    'atob(',
+    'constructor.constructor',
+    'self[',
+    'top[',
+    'parent[',
+  ],
+);
+const CSS_EXPRESSIONS = needles(['expression', 'binding', 'behavior', '@import'], ['expression(', 'expression (', '-moz-binding', 'behavior:url', 'behavior: url', 'behavior :', '@import']);
 const ATTRIBUTE_SINKS = ['srcdoc', 'formaction', 'xlink:href', 'dynsrc', 'lowsrc'];
 const TEMPLATE_PAYLOADS = ['constructor', '$on', '$eval', 'alert(', 'prompt('];
 
@@ -193,8 +196,8 @@ export function xssSignals(text: string, mask: number, hit: (id: string) => void
     const q = k >= 0 ? text.charCodeAt(k) : 0;
     if (q === 34 || q === 39 || q === 96) hit('breakout_sink');
   }
-  if (hasAny(text, mask, DOM_ACCESS)) hit('dom_access');
-  if (hasAny(text, mask, CSS_EXPRESSIONS)) hit('css_expression');
+  if (hasAny(text, DOM_ACCESS)) hit('dom_access');
+  if (hasAny(text, CSS_EXPRESSIONS)) hit('css_expression');
   for (const name of mask & EQ ? ATTRIBUTE_SINKS : []) {
     const p = text.indexOf(name);
     if (p < 0) continue;

@@ -84,7 +84,7 @@ export class InjectionScan {
   /** Stop at the threshold (the sidecar), or collect every match (policy explain). */
   readonly #exhaustive: boolean;
   readonly #matched = new Set<string>();
-  readonly #scratch = createMatchScratch();
+  #scratch: ReturnType<typeof createMatchScratch> | undefined; // made for the first value that needs matching
   /** Values already matched in this call (a signature counts once per call, so a repeat adds nothing). */
   readonly #seen = new Set<string>();
   #score = 0;
@@ -112,14 +112,17 @@ export class InjectionScan {
       this.#over = true;
       return;
     }
-    if (raw.length === 0 || PLAIN.test(raw)) return;
+    if (raw.length === 0) return;
+    // Repeats first (keys and enums recur in every item of a list), then values no signature can match.
     if (raw.length <= MEMO_CHARS) {
-      if (this.#seen.has(raw)) return;
-      if (this.#seen.size < MEMO_VALUES) this.#seen.add(raw);
+      const memo = plus ? `+${raw}` : raw; // `+` decodes to a space in a query: another value
+      if (this.#seen.has(memo)) return;
+      if (this.#seen.size < MEMO_VALUES) this.#seen.add(memo);
     }
+    if (PLAIN.test(raw)) return;
     const text = normalizeValue(raw, plus);
     let heaviest = 0;
-    matchSignatures(text, this.#settings.classes, this.#scratch, (id) => {
+    matchSignatures(text, this.#settings.classes, (this.#scratch ??= createMatchScratch()), (id) => {
       if (this.#matched.has(id)) return;
       this.#matched.add(id);
       const weight = SIGNATURE_WEIGHTS[id] ?? 0;
@@ -163,7 +166,8 @@ export class InjectionScan {
           path.pop();
         }
       } else if (node !== null && typeof node === 'object') {
-        for (const key of Object.keys(node)) {
+        // JSON.parse makes plain objects: for-in sees their own keys only, without Object.keys' array.
+        for (const key in node) {
           path.push(key);
           this.value(key, pointer);
           walk((node as Record<string, unknown>)[key]);
