@@ -13,7 +13,7 @@ import type { PolicyDocument } from '../src/policy/types.ts';
 import { createPolicyValidator } from '../src/policy/validate.ts';
 import { installExitHooks, runBench, startEchoUpstream, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
-import { createProcessGroup } from './lib/processes.ts';
+import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import { readSettings } from './lib/settings.ts';
 import { median } from './lib/stats.ts';
 import type { TargetContext } from './lib/target.ts';
@@ -144,7 +144,7 @@ interface SidecarRow {
 }
 
 /** req/s through one sidecar for POSTs of the body, with wrk and a Lua script carrying it. */
-async function throughSidecar(context: TargetContext, injection: boolean, luaFile: string, settings: ReturnType<typeof readSettings>): Promise<SidecarRow> {
+async function throughSidecar(context: TargetContext, injection: boolean, wrk: string, luaFile: string, settings: ReturnType<typeof readSettings>): Promise<SidecarRow> {
   const id = injection ? 'schema+injection' : 'schema only';
   // No AuthorizationPolicy in the snapshot: allow, so the rows differ by the validate filter alone.
   const { start } = await startMeshgateWithPolicy(
@@ -157,7 +157,7 @@ async function throughSidecar(context: TargetContext, injection: boolean, luaFil
   try {
     const runs: { rps: number; p99: number; non2xx: number }[] = [];
     for (let r = 0; r < settings.runs; r++) {
-      const out = spawnSync('wrk', ['-t1', `-c${settings.connections}`, `-d${settings.durationS}s`, '--latency', '-s', luaFile, new URL('/orders', start.started.url).href], {
+      const out = spawnSync(wrk, ['-t1', `-c${settings.connections}`, `-d${settings.durationS}s`, '--latency', '-s', luaFile, new URL('/orders', start.started.url).href], {
         encoding: 'utf8',
         timeout: (settings.durationS + 30) * 1000,
       });
@@ -189,9 +189,9 @@ async function main(): Promise<number> {
       `  validate filter, jsonSchema + injection  ${micro.filterSchemaInjectionUs!.toFixed(1)}\n`,
   );
   const rows: SidecarRow[] = [];
-  const hasWrk = spawnSync('wrk', ['--version'], { encoding: 'utf8' }).error === undefined;
-  if (process.env.BENCH_INPROCESS_ONLY === '1' || !hasWrk) {
-    log(hasWrk ? 'BENCH_INPROCESS_ONLY=1: no sidecar rows' : 'no wrk on PATH: no sidecar rows');
+  const wrk = findExecutable('wrk', process.env.PATH);
+  if (process.env.BENCH_INPROCESS_ONLY === '1' || wrk === undefined) {
+    log(wrk ? 'BENCH_INPROCESS_ONLY=1: no sidecar rows' : 'no wrk on PATH (apt-get install -y wrk): no sidecar rows');
   } else {
     const group = createProcessGroup();
     installExitHooks(group, new AbortController(), log);
@@ -201,7 +201,7 @@ async function main(): Promise<number> {
       writeFileSync(lua, `wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.headers["Host"] = "bench"\nwrk.body = [==[${body(false)}]==]\n`);
       for (const injection of [false, true]) {
         log(`sidecar, ${injection ? 'jsonSchema + injection' : 'jsonSchema only'}: ${settings.runs} x ${settings.durationS}s, ${settings.connections} connections`);
-        rows.push(await throughSidecar(upstream.context, injection, lua, settings));
+        rows.push(await throughSidecar(upstream.context, injection, wrk, lua, settings));
       }
       await upstream.stop();
     } finally {

@@ -3,8 +3,8 @@
  * percent-encoding (also %uXXXX, overlong UTF-8 such as %c0%af for "/", and
  * encoded twice or three times), HTML character references (&lt; &#60;
  * &#x3c, with or without the semicolon), JavaScript escapes (\x3c \u003c),
- * full-width forms (＜script＞), case, runs of white space, and for SQL the
- * comments that stand in for a space (UNION/**\/SELECT, /*!50000SELECT*\/).
+ * full-width forms (＜script＞), case, runs of white space. (SQL comments that
+ * stand in for a space are handled by the SQL tokenizer, injection-sql-tokens.ts.)
  *
  * Every step is one pass over its input and never makes it longer, and the
  * decoding rounds are bounded: a value costs O(length), whatever it holds.
@@ -225,33 +225,6 @@ export function normalizeValue(raw: string, plus = false): string {
     s = next;
   }
   return fold(s.toLowerCase());
-}
-
-/**
- * The SQL view of a normalized value: comments that stand in for a space
- * (`/*...*\/`) become one; a MySQL executable comment (`/*!50000 select*\/`)
- * keeps its text. A comment left open runs to the end, as in SQL.
- */
-export function sqlView(text: string): string {
-  if (!text.includes('/*')) return text;
-  let out = '';
-  let from = 0;
-  let i = text.indexOf('/*');
-  while (i >= 0) {
-    out += `${text.slice(from, i)} `;
-    if (text.charCodeAt(i + 2) === 33 /* ! */) {
-      // Executable: drop the opener and its version number, keep what follows; its "*/" is dropped below.
-      let j = i + 3;
-      while (j < text.length && j - i < 9 && text.charCodeAt(j) >= 48 && text.charCodeAt(j) <= 57) j++;
-      from = j;
-    } else {
-      const end = text.indexOf('*/', i + 2);
-      from = end < 0 ? text.length : end + 2;
-    }
-    i = text.indexOf('/*', from);
-  }
-  out += text.slice(from);
-  return out.replaceAll('*/', ' ');
 }
 
 /** The regexes of this file: each must pass the ReDoS check (tested). */

@@ -21,7 +21,7 @@ const INJECTION_CLASSES = ['sql', 'xss', 'traversal', 'command'] as const;
 export const DEFAULT_JSON_LIMITS = Object.freeze({ maxDepth: 64, maxObjectMembers: 1000, maxArrayItems: 10_000, unsafeNumbers: 'refuse' as const });
 
 /** The deepest a rule may allow: ajv checks a recursive schema by recursion (10 000 levels overflowed the stack). */
-export const MAX_JSON_DEPTH = 1000;
+const MAX_JSON_DEPTH = 1000;
 const INSPECT_PARTS = ['path', 'query', 'body'] as const;
 
 /** Members whose values are data, not sub-schemas: a `pattern` key inside them is not a regex. */
