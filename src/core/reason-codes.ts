@@ -225,7 +225,8 @@ const DATA = {
   'validate.body_too_large': {
     http: 413,
     grpc: GrpcStatus.RESOURCE_EXHAUSTED,
-    description: "A ValidationPolicy rule's maxBodyBytes is exceeded (by the declared Content-Length or by the bytes read), or a body a rule must read is larger than limits.maxBodyBuffer.",
+    description:
+      "A ValidationPolicy rule's maxBodyBytes is exceeded (by the declared Content-Length or by the bytes read), a body a rule must read is larger than limits.maxBodyBuffer, or a call carries more text than the rule's injection.maxInspectBytes.",
   },
   'validate.content_type': {
     http: 415,
@@ -250,7 +251,42 @@ const DATA = {
   'validate.malformed_json': {
     http: 400,
     grpc: GrpcStatus.INVALID_ARGUMENT,
-    description: 'A ValidationPolicy rule with a jsonSchema matched, and the body is absent, empty, not UTF-8, not JSON, or nested more than 1000 levels deep.',
+    description:
+      'A ValidationPolicy rule that reads the body as JSON (a jsonSchema or json limits; injection detection on a JSON content type) matched, and the body is not JSON (or absent or empty where a jsonSchema or json requires one).',
+  },
+  'validate.json_duplicate_key': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: 'A JSON body a ValidationPolicy rule reads repeats a key in one object (JSON.parse would keep the last; a validator reading the first would disagree).',
+  },
+  'validate.json_too_deep': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: "A JSON body a ValidationPolicy rule reads nests objects and arrays deeper than the rule's json.maxDepth (default 64).",
+  },
+  'validate.json_too_many_members': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description:
+      'A JSON body a ValidationPolicy rule reads has an object with more members than json.maxObjectMembers (default 1000) or an array with more items than json.maxArrayItems (default 10000).',
+  },
+  'validate.json_unsafe_number': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description:
+      'A JSON body a ValidationPolicy rule reads has an integer beyond 2^53 - 1 or a number that overflows, which JSON parsers do not hold exactly (json.unsafeNumbers: refuse, the default).',
+  },
+  'validate.json_invalid_utf8': {
+    http: 400,
+    grpc: GrpcStatus.INVALID_ARGUMENT,
+    description: 'A JSON body a ValidationPolicy rule reads is not valid UTF-8, or escapes a lone surrogate (\\ud800) that no UTF-8 text can hold.',
+  },
+  'validate.injection': {
+    // 403 as WAFs answer: the request is understood and refused for what it carries; a 400 would ask the caller to "fix" an attack.
+    http: 403,
+    grpc: GrpcStatus.PERMISSION_DENIED,
+    description:
+      "A ValidationPolicy rule's injection detection scored the call at or above its threshold: SQL injection, cross-site scripting, path traversal or command injection signatures in the path, query, listed headers or body. The log line has the class, score and signatures; the reply never echoes the payload.",
   },
   'policy.unavailable': {
     http: 503,

@@ -64,6 +64,12 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'validate.headers_too_large',
   'validate.schema',
   'validate.malformed_json',
+  'validate.json_duplicate_key',
+  'validate.json_too_deep',
+  'validate.json_too_many_members',
+  'validate.json_unsafe_number',
+  'validate.json_invalid_utf8',
+  'validate.injection',
 ]);
 
 /** About the endpoint that answered: its sidecar, its policy state or its app. */

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { CallContext } from '../core/call-context.ts';
-import type { BodyFacts } from '../filters/validate/validate-rules.ts';
+import { InjectionScan, injectionFailure } from '../filters/validate/injection.ts';
+import type { BodyFacts, CompiledValidationRule } from '../filters/validate/validate-rules.ts';
 import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
 import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
 import { isKind } from '../policy/typed-documents.ts';
@@ -64,9 +65,11 @@ export function rateLimitTrail(documents: readonly PolicyDocument[], method: str
 /**
  * ValidationPolicy rules, in the validate filter's order, with its head checks
  * (validate-rules.ts checkHead: required headers, header size, content type, a
- * declared Content-Length above maxBodyBytes). The first failing enforcing rule
- * refuses, as in the sidecar, and later rules are not checked. The body is
- * never described: checks that read it are listed, not evaluated.
+ * declared Content-Length above maxBodyBytes), then injection detection on the
+ * path, query and headers, with its score and the signatures that matched. The
+ * first failing enforcing rule refuses, as in the sidecar, and later rules are
+ * not checked. The body is never described: checks that read it are listed,
+ * not evaluated.
  */
 export function validateTrail(documents: readonly PolicyDocument[], ctx: CallContext): { entries: TrailEntry[]; refusal: StageRefusal | undefined } {
   const { rules } = compileValidationRules(documents);
@@ -89,16 +92,51 @@ export function validateTrail(documents: readonly PolicyDocument[], ctx: CallCon
       return { entries, refusal: { code: failure.code, rule: rule.id, reason: failure.reason } };
     }
     const notes = [failure ? `shadow: would refuse (${failure.code}: ${failure.reason})` : 'header checks pass'];
+    if (!failure && rule.injection) {
+      const injection = injectionNote(rule, ctx);
+      if (injection.refusal) {
+        entries.push({ stage: 'validate', rule: rule.id, mode, matched: true, decides: true, note: injection.note });
+        return { entries, refusal: { ...injection.refusal, rule: rule.id } };
+      }
+      notes.push(injection.note);
+    }
     if (rule.contentTypes && !body.present) notes.push('contentTypes not checked: no body described (--header content-type or content-length)');
     // gRPC bodies are never read by the sidecar: no body check applies to them.
     if (!failure && !ctx.isGrpc) {
-      const needBody = [...(rule.hasSchema ? ['jsonSchema'] : []), ...(rule.maxBodyBytes !== undefined && declaredLength === undefined ? ['maxBodyBytes'] : [])];
+      const needBody = [
+        ...(rule.hasSchema ? ['jsonSchema'] : []),
+        ...(rule.jsonConfigured ? ['json'] : []),
+        ...(rule.injection?.body ? ['injection in the body'] : []),
+        ...(rule.maxBodyBytes !== undefined && declaredLength === undefined ? ['maxBodyBytes'] : []),
+      ];
       if (needBody.length > 0)
         notes.push(`${needBody.join(', ')} need${needBody.length === 1 ? 's' : ''} the body: not evaluated offline${rule.hasSchema ? ' (a call without a body gets validate.malformed_json)' : ''}`);
     }
     entries.push({ stage: 'validate', rule: rule.id, mode, matched: true, note: notes.join('; ') });
   }
   return { entries, refusal: undefined };
+}
+
+/**
+ * What a rule's injection detection makes of the call's path, query and
+ * headers (all signatures, not only up to the threshold), and the refusal an
+ * enforcing `block` finding is.
+ */
+function injectionNote(rule: CompiledValidationRule, ctx: CallContext): { note: string; refusal?: { code: string; reason: string } } {
+  const settings = rule.injection!;
+  const scan = new InjectionScan(settings, true);
+  scan.head(ctx);
+  const verdict = scan.verdict;
+  const found = injectionFailure(scan, settings.mode);
+  const what =
+    verdict.kind === 'over_limit'
+      ? `${verdict.inspected} bytes of text, more than maxInspectBytes`
+      : verdict.kind === 'scored'
+        ? `score ${verdict.finding.score} of ${settings.threshold} (${verdict.finding.cls}): ${verdict.finding.signatures.join(', ')} at ${verdict.finding.location}`
+        : `score 0 of ${settings.threshold}`;
+  if (found && !rule.shadow && !found.mode) return { note: `${found.code}: ${found.reason}; injection in the path, query and headers: ${what}`, refusal: { code: found.code, reason: found.reason } };
+  const outcome = found ? (found.mode === 'log' ? ' (log mode: would be logged, not refused)' : ' (shadow: would refuse)') : '';
+  return { note: `injection in the path, query and headers: ${what}${outcome}` };
 }
 
 /**

@@ -97,7 +97,7 @@ export function createSidecarMetrics(opts: {
     }),
     validationDecisions: new Counter({
       name: 'meshgate_validation_decisions_total',
-      help: 'ValidationPolicy rules evaluated for a call, by policy (namespace/name), rule and decision (passed, failed, shadow_failed).',
+      help: 'ValidationPolicy rules evaluated for a call, by policy (namespace/name), rule and decision (passed, failed, shadow_failed, logged: an injection finding in log mode).',
       labelNames: ['policy', 'rule', 'decision'],
       registers,
     }),

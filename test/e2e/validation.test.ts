@@ -8,11 +8,15 @@ import { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PolicyDocument } from '../../src/policy/types.ts';
+import { eventually } from '../helpers/eventually.ts';
+import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
 import { policyDoc, writeSnapshot as writeStaticSnapshot } from '../helpers/static-policy.ts';
+import type { PolicyHarness, TestPolicyServer } from '../integration/policy-server-harness.ts';
+import { createPolicyHarness, meshSidecarConfig } from '../integration/policy-server-harness.ts';
 
 /*
  * Input validation through the real inbound listener. The policy is a
@@ -191,5 +195,128 @@ describe('ValidationPolicy through the inbound listener', () => {
     const text = await metrics();
     expect(text).toMatch(/meshgate_shadow_denials_total\{policy="shop\/next-version",rule="api-version"\} [1-9]/);
     expect(text).toMatch(/meshgate_validation_decisions_total\{policy="shop\/next-version",rule="api-version",decision="shadow_failed"\} [1-9]/);
+  });
+});
+
+const GUARD = `apiVersion: meshgate.dev/v1
+kind: ValidationPolicy
+metadata: { name: guard, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  rules:
+    - name: api
+      match: { paths: ["/api/*"] }
+      injection: { headers: [user-agent, cookie] }
+      json: { maxDepth: 16, maxArrayItems: 1000 }
+    - name: watch
+      match: { paths: ["/watch/*"] }
+      injection: { mode: log }
+`;
+
+describe('injection detection and safe JSON, from a policy server, through the inbound listener', () => {
+  let h: PolicyHarness;
+  let ps: TestPolicyServer;
+  let app: TestServer;
+  let stateDir: string;
+  let sidecar: TestSidecar;
+
+  const send = async (p: string, opts: { method?: 'GET' | 'POST'; body?: string; headers?: Record<string, string> } = {}) => {
+    const res = await request(`${sidecar.inboundUrl}${p}`, {
+      method: opts.method ?? (opts.body === undefined ? 'GET' : 'POST'),
+      headers: { host: 'orders.shop', ...(opts.body === undefined ? {} : { 'content-type': 'application/json' }), ...opts.headers },
+      ...(opts.body === undefined ? {} : { body: opts.body }),
+    });
+    return { status: res.statusCode, headers: res.headers, json: (await res.body.json()) as Record<string, unknown> };
+  };
+  const metrics = async (): Promise<string> => await (await request(`${sidecar.adminUrl}/metrics`)).body.text();
+  const counted = async (name: string, labels: Record<string, string>) => sumOf(parsePrometheusText(await metrics()), name, labels);
+  const refusals = (reason: string) => counted('meshgate_requests_total', { reason });
+
+  beforeAll(async () => {
+    h = await createPolicyHarness();
+    await h.write('shop/guard.yaml', GUARD);
+    ps = await h.start();
+    app = await startHttpServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ body: Buffer.concat(chunks).toString('utf8') }));
+      });
+    });
+    stateDir = await mkdtemp(path.join(tmpdir(), 'meshgate-inject-'));
+    sidecar = await startTestSidecar({
+      ...(await meshSidecarConfig(h, 'orders', { servers: [ps.address], stateDir })),
+      mtls: { mode: 'PERMISSIVE' }, // plaintext callers too: the test calls the inbound port directly
+      inbound: { app: app.url, appProtocol: 'http1' },
+      authorization: { allowWhenNoPolicy: true },
+      log: { level: 'info', accessLog: true },
+    } as Parameters<typeof startTestSidecar>[0]);
+    // The pushed document is in force once an attack is refused.
+    await eventually(async () => (await send('/api/x?q=%3Cscript%3E')).status, { until: (status) => status === 403, timeoutMs: 10_000, what: 'the pushed ValidationPolicy to refuse an attack' });
+  });
+  afterAll(async () => {
+    await sidecar?.drain(200);
+    await ps?.close().catch(() => {});
+    await app?.close();
+    await h?.close();
+    await rm(stateDir, { recursive: true, force: true });
+  });
+
+  it('benign JSON with quotes, SQL words and markup reaches the app byte for byte', async () => {
+    const body = JSON.stringify({ name: "Conan O'Brien", note: 'Please select the best option from the menu -- thanks!', html: '&lt;b&gt;hi&lt;/b&gt;' });
+    expect(await send('/api/profile?q=O%27Brien', { body, headers: { 'user-agent': 'Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0' } })).toMatchObject({
+      status: 200,
+      json: { body },
+    });
+  });
+
+  it('an attack in the query, a header or the JSON body is refused 403 validate.injection: logged with class and score, counted, never at the app', async () => {
+    const hits = app.hits();
+    const [refusedBefore, failedBefore] = [await refusals('validate.injection'), await counted('meshgate_validation_decisions_total', { rule: 'api', decision: 'failed' })];
+    const query = await send('/api/users?id=1%27%20UNION%20SELECT%20password%20FROM%20users--', { headers: { 'x-request-id': 'inj-1' } });
+    expect(query).toMatchObject({
+      status: 403,
+      json: { code: 'validate.injection', rule: 'shop/guard#api', reason: expect.stringMatching(/^the request looks like an injection attack \(sql, score \d+, threshold 5\)$/) },
+    });
+    expect(query.headers['x-meshgate-reason']).toBe('validate.injection');
+    expect(JSON.stringify(query.json)).not.toContain('UNION');
+    expect((await send('/api/x', { headers: { cookie: 'a=1; f=..%2F..%2F..%2Fetc%2Fpasswd' } })).json).toMatchObject({ code: 'validate.injection' });
+    expect((await send('/api/hosts', { body: JSON.stringify({ target: { host: '127.0.0.1 && whoami' } }) })).json).toMatchObject({ code: 'validate.injection' });
+    expect(app.hits()).toBe(hits);
+
+    const line = sidecar.logs.find((l) => l.msg === 'validation refused the call' && l.request_id === 'inj-1');
+    expect(line).toMatchObject({
+      code: 'validate.injection',
+      rule: 'shop/guard#api',
+      injection_class: 'sql',
+      injection_location: 'query:id',
+      injection_signatures: expect.arrayContaining(['sql.union_select']),
+    });
+    expect(sidecar.logs.find((l) => l.log === 'access' && l.request_id === 'inj-1')).toMatchObject({ status: 403, reason: 'validate.injection' });
+    // One count per refusal, like every other reason.
+    expect((await refusals('validate.injection')) - refusedBefore).toBe(3);
+    expect((await counted('meshgate_validation_decisions_total', { rule: 'api', decision: 'failed' })) - failedBefore).toBe(3);
+  });
+
+  it('safe JSON: a duplicate key, a deep body and a huge array are refused 400 with their own codes', async () => {
+    const hits = app.hits();
+    expect(await send('/api/orders', { body: '{"role":"user","role":"admin"}' })).toMatchObject({ status: 400, json: { code: 'validate.json_duplicate_key' } });
+    expect(await send('/api/orders', { body: `${'['.repeat(17)}${']'.repeat(17)}` })).toMatchObject({
+      status: 400,
+      json: { code: 'validate.json_too_deep', reason: 'request body nests JSON deeper than 16 levels' },
+    });
+    expect(await send('/api/orders', { body: `[${'0,'.repeat(5000)}0]` })).toMatchObject({ status: 400, json: { code: 'validate.json_too_many_members' } });
+    expect(await send('/api/orders', { body: '{"id":12345678901234567890}' })).toMatchObject({ status: 400, json: { code: 'validate.json_unsafe_number' } });
+    expect(app.hits()).toBe(hits);
+    expect(await refusals('validate.json_duplicate_key')).toBe(1);
+    expect(await refusals('validate.json_too_deep')).toBe(1);
+  });
+
+  it('log mode: the attack reaches the app, the finding is logged and counted as logged', async () => {
+    const res = await send('/watch/search?q=%3Cscript%3Ealert(1)%3C%2Fscript%3E', { headers: { 'x-request-id': 'inj-log' } });
+    expect(res.status).toBe(200);
+    expect(sidecar.logs.find((l) => l.request_id === 'inj-log' && l.log_only === true)).toMatchObject({ code: 'validate.injection', injection_class: 'xss' });
+    expect(await metrics()).toContain('meshgate_validation_decisions_total{policy="shop/guard",rule="watch",decision="logged"} 1');
   });
 });

@@ -42,8 +42,12 @@ describe('bodies and heads over the limits', () => {
           selector: { services: ['orders'] },
           rules: [
             { name: 'upload', match: { paths: ['/upload'], methods: ['POST'] }, maxBodyBytes: '64KiB' },
-            { name: 'tree', match: { paths: ['/tree'], methods: ['POST'] }, jsonSchema: tree },
-            { name: 'bulk', match: { paths: ['/bulk'], methods: ['POST'] }, jsonSchema: { type: 'object', additionalProperties: { type: 'string' } } },
+            // The deepest and widest a rule may allow, so the schema itself is what these cases push.
+            { name: 'tree', match: { paths: ['/tree'], methods: ['POST'] }, jsonSchema: tree, json: { maxDepth: 1000 } },
+            { name: 'bulk', match: { paths: ['/bulk'], methods: ['POST'] }, jsonSchema: { type: 'object', additionalProperties: { type: 'string' } }, json: { maxObjectMembers: 1_000_000 } },
+            // The safe-JSON defaults (depth 64, 1000 members, 10 000 items) in front of a quadratic schema keyword.
+            { name: 'orders', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object', properties: { items: { type: 'array', uniqueItems: true } } } },
+            { name: 'search', match: { paths: ['/search'] }, injection: {} },
           ],
         }),
       ],
@@ -104,15 +108,15 @@ describe('bodies and heads over the limits', () => {
     await watch.refused({ reason: 'validate.body_too_large', status: 413, direction: 'inbound' });
   });
 
-  it('a JSON body nested 10 000 deep on a self-referring schema: 400 validate.malformed_json, no stack overflow; /ready answers meanwhile', async () => {
+  it('a JSON body nested 10 000 deep on a self-referring schema: 400 validate.json_too_deep, no stack overflow; /ready answers meanwhile', async () => {
     const watch = await watchRefusal(sc, [app]);
     const sent = send(post('/tree', nested(10_000)));
     const slowest = await readyWhile(sent);
     const { status, reason, text } = await sent;
-    expect({ status, reason }).toEqual({ status: 400, reason: 'validate.malformed_json' });
+    expect({ status, reason }).toEqual({ status: 400, reason: 'validate.json_too_deep' });
     expect(text).toContain('request body nests JSON deeper than 1000 levels');
     expect(slowest).toBeLessThan(1_000);
-    await watch.refused({ reason: 'validate.malformed_json', status: 400, direction: 'inbound' });
+    await watch.refused({ reason: 'validate.json_too_deep', status: 400, direction: 'inbound' });
   });
 
   it('a JSON body nested 1 000 deep (the limit) is checked against the schema and reaches the app', async () => {
@@ -134,6 +138,40 @@ describe('bodies and heads over the limits', () => {
     expect(text).toContain('JSON body at /k0: must be string');
     expect(slowest).toBeLessThan(1_000);
     await watch.refused({ reason: 'validate.schema', status: 400, direction: 'inbound' });
+  });
+
+  it('a JSON bomb of 500 000 items on a uniqueItems schema: 400 validate.json_too_many_members before the schema runs; /ready within 1 s', async () => {
+    const watch = await watchRefusal(sc, [app]);
+    const sent = send(post('/orders', `{"items":[${'0,'.repeat(499_999)}0]}`));
+    const slowest = await readyWhile(sent);
+    const { status, reason, text } = await sent;
+    expect({ status, reason }).toEqual({ status: 400, reason: 'validate.json_too_many_members' });
+    expect(text).toContain('request body has an array with more than 10000 items');
+    expect(slowest).toBeLessThan(1_000);
+    await watch.refused({ reason: 'validate.json_too_many_members', status: 400, direction: 'inbound' });
+  });
+
+  it.each([
+    ['a repeated key (the app would read the last "role")', '{"items":[],"role":"user","role":"admin"}', 'validate.json_duplicate_key'],
+    ['an id past 2^53 (the app would read another id)', '{"items":[],"id":9007199254740993}', 'validate.json_unsafe_number'],
+    ['an escaped lone surrogate', '{"items":["\\ud800"]}', 'validate.json_invalid_utf8'],
+  ])('%s: 400 with its own code, the app untouched', async (_case, body, code) => {
+    const watch = await watchRefusal(sc, [app]);
+    const { status, reason } = await send(post('/orders', body));
+    expect({ status, reason }).toEqual({ status: 400, reason: code });
+    await watch.refused({ reason: code, status: 400, direction: 'inbound' });
+  });
+
+  it.each([
+    ['SQL injection in the query', `GET /search?q=1%27%20OR%20%271%27%3D%271 HTTP/1.1\r\n${H}\r\n`],
+    ['a script tag in a form body', post('/search', 'q=%3Cscript%3Ealert(1)%3C%2Fscript%3E', 'application/x-www-form-urlencoded')],
+    ['path traversal, double-encoded, in a JSON string', post('/search', '{"file":"..%252f..%252f..%252fetc%252fpasswd"}')],
+  ])('%s: 403 validate.injection, the app untouched', async (_case, payload) => {
+    const watch = await watchRefusal(sc, [app]);
+    const { status, reason, text } = await send(payload);
+    expect({ status, reason }).toEqual({ status: 403, reason: 'validate.injection' });
+    expect(text).not.toMatch(/script|passwd|OR/);
+    await watch.refused({ reason: 'validate.injection', status: 403, direction: 'inbound' });
   });
 
   it.each([

@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { BodyRead, CallContext } from '../../core/call-context.ts';
 import type { CallMatch } from '../../policy/call-match.ts';
 import { compileCallMatch } from '../../policy/call-match.ts';
@@ -5,22 +6,44 @@ import type { CallMatchEntry, CallMatchIndex } from '../../policy/call-match-ind
 import { createCallMatchIndex } from '../../policy/call-match-index.ts';
 import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
 import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
+import { DEFAULT_JSON_LIMITS } from '../../policy/kinds/validation-policy.ts';
 import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
+import type { InjectionSettings } from './injection.ts';
+import { compileInjection } from './injection.ts';
+import type { JsonLimits, JsonScan, SafeJsonCode } from './safe-json.ts';
+import { checkJsonScan, scanJson } from './safe-json.ts';
 
 /*
  * ValidationPolicy rules compiled once per snapshot, and the checks of one
  * rule. Checks are split by what they need: the head (headers, a declared
  * Content-Length), run synchronously and first; and the body (a JSON Schema,
- * or a size limit on a body of unknown length), which the filter reads only
- * when a matching rule has such a check.
+ * safe-JSON limits, injection detection in the body, or a size limit on a
+ * body of unknown length), which the filter reads only when a matching rule
+ * has such a check. A JSON body a rule reads is checked in this order: safe
+ * JSON (safe-json.ts: UTF-8, duplicate keys, depth, members, numbers) on the
+ * bytes, then parsed, then injection, then the schema: a JSON bomb is refused
+ * before the parser or the schema runs.
  */
 
-type ValidateCode = 'validate.body_too_large' | 'validate.content_type' | 'validate.missing_header' | 'validate.headers_too_large' | 'validate.schema' | 'validate.malformed_json' | 'filter.error';
+type ValidateCode =
+  | 'validate.body_too_large'
+  | 'validate.content_type'
+  | 'validate.missing_header'
+  | 'validate.headers_too_large'
+  | 'validate.schema'
+  | 'validate.malformed_json'
+  | 'validate.injection'
+  | SafeJsonCode
+  | 'filter.error';
 
 export interface RuleFailure {
   readonly code: ValidateCode;
   readonly reason: string;
+  /** A check with its own mode (injection `log` or `shadow`): it does not refuse, and the rule's other checks still run. */
+  readonly mode?: 'log' | 'shadow';
+  /** Extra fields for the log line (never the payload: cut samples only). */
+  readonly detail?: Readonly<Record<string, unknown>>;
 }
 
 export interface CompiledValidationRule {
@@ -38,6 +61,11 @@ export interface CompiledValidationRule {
   readonly hasSchema: boolean;
   /** Undefined with a jsonSchema ajv could not compile: the rule then fails closed (filter.error). */
   readonly schema: JsonSchemaCheck | undefined;
+  /** Safe-JSON limits for a JSON body the rule reads (the rule's `json`, or the defaults). */
+  readonly json: JsonLimits;
+  /** The rule has a `json` field: it reads a JSON body even without a schema. */
+  readonly jsonConfigured: boolean;
+  readonly injection: InjectionSettings | undefined;
 }
 
 interface CompileProblem {
@@ -54,7 +82,8 @@ export interface CompiledValidation {
 }
 
 /** Compiles every ValidationPolicy among the workload's documents (the sidecar already selected them). */
-export function compileValidationRules(documents: readonly PolicyDocument[]): CompiledValidation {
+/** `makeCompiler`: the JSON Schema compiler's factory (tests wrap it to see when a schema runs). */
+export function compileValidationRules(documents: readonly PolicyDocument[], makeCompiler = createJsonSchemaCompiler): CompiledValidation {
   const entries: CallMatchEntry<CompiledValidationRule>[] = [];
   const problems: CompileProblem[] = [];
   let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined;
@@ -67,7 +96,7 @@ export function compileValidationRules(documents: readonly PolicyDocument[]): Co
       let schema: JsonSchemaCheck | undefined;
       if (rule.jsonSchema) {
         try {
-          compile ??= createJsonSchemaCompiler();
+          compile ??= makeCompiler();
           schema = compile(rule.jsonSchema);
         } catch (err) {
           problems.push({ rule: id, error: (err as Error).message });
@@ -86,6 +115,9 @@ export function compileValidationRules(documents: readonly PolicyDocument[]): Co
         maxHeaderBytes: rule.maxHeaderBytes,
         hasSchema: rule.jsonSchema !== undefined,
         schema,
+        json: rule.json ?? DEFAULT_JSON_LIMITS,
+        jsonConfigured: rule.json !== undefined,
+        injection: rule.injection ? compileInjection(rule.injection) : undefined,
       };
       entries.push({ rule: compiled, match, spec: rule.match });
     }
@@ -123,11 +155,29 @@ export function checkHead(rule: CompiledValidationRule, call: CallContext, body:
   if (rule.maxBodyBytes !== undefined && body.declaredLength !== undefined && body.declaredLength > rule.maxBodyBytes) {
     return { code: 'validate.body_too_large', reason: `request body of ${body.declaredLength} bytes exceeds ${rule.maxBodyBytes}` };
   }
-  if (rule.hasSchema && !call.isGrpc) {
-    if (!body.present) return { code: 'validate.malformed_json', reason: 'expected a JSON body' };
-    if (body.declaredLength !== undefined && body.declaredLength > body.bufferLimit) return overBuffer(body.bufferLimit);
-  }
+  if (rule.hasSchema && !call.isGrpc && !body.present) return { code: 'validate.malformed_json', reason: 'expected a JSON body' };
+  if (readsBody(rule, call) && body.present && body.declaredLength !== undefined && body.declaredLength > body.bufferLimit) return overBuffer(body.bufferLimit);
   return undefined;
+}
+
+/** How a body of this content type is inspected for injection: JSON strings, form fields, the text, or not at all (binary, multipart). */
+export function bodyForm(call: CallContext): 'json' | 'form' | 'text' | undefined {
+  const media = mediaTypeOf(call.headers['content-type']);
+  if (media === 'application/json' || media.endsWith('+json')) return 'json';
+  if (media === 'application/x-www-form-urlencoded') return 'form';
+  if (media === '' || media.startsWith('text/')) return 'text';
+  return undefined;
+}
+
+/** Whether the rule reads the body as JSON: a schema or `json` limits always, injection detection when the content type says JSON. */
+export function readsJson(rule: CompiledValidationRule, call: CallContext): boolean {
+  return rule.hasSchema || rule.jsonConfigured || (rule.injection?.body === true && bodyForm(call) === 'json');
+}
+
+/** Whether the rule's checks read the body at all (gRPC bodies never). */
+function readsBody(rule: CompiledValidationRule, call: CallContext): boolean {
+  if (call.isGrpc) return false;
+  return rule.hasSchema || rule.jsonConfigured || (rule.injection?.body === true && bodyForm(call) !== undefined);
 }
 
 /**
@@ -138,64 +188,57 @@ export function checkHead(rule: CompiledValidationRule, call: CallContext, body:
 export function bodyNeed(rule: CompiledValidationRule, call: CallContext, body: BodyFacts): number | undefined {
   if (call.isGrpc || !body.present) return undefined;
   const sizeUnknown = rule.maxBodyBytes !== undefined && body.declaredLength === undefined;
-  if (!rule.hasSchema && !sizeUnknown) return undefined;
+  if (!readsBody(rule, call) && !sizeUnknown) return undefined;
   return Math.min(rule.maxBodyBytes ?? Infinity, body.bufferLimit);
 }
 
 /** A parsed body, shared by the rules of one call: parsed at most once. */
 export type ParsedJson = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly reason: string };
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
-
 /**
- * Deepest JSON nesting a body may have. JSON.parse takes any depth, but a
- * recursive schema ($ref to itself) is checked by recursion: 10 000 levels
- * overflowed the stack, answered 500 filter.error as if the sidecar had failed.
+ * A body as the rules of one call read it, each view made at most once: the
+ * safe-JSON pass (under the loosest limits of the rules reading it as JSON),
+ * the parsed value, the text.
  */
-const MAX_JSON_DEPTH = 1000;
+export class CallBody {
+  readonly bytes: Buffer;
+  readonly #limits: JsonLimits;
+  #scan: JsonScan | undefined;
+  #parsed: ParsedJson | undefined;
+  #text: string | undefined;
 
-const OPEN_BRACE = 0x7b;
-const OPEN_BRACKET = 0x5b;
-const CLOSE_BRACE = 0x7d;
-const CLOSE_BRACKET = 0x5d;
-const QUOTE = 0x22;
-const BACKSLASH = 0x5c;
-
-/** Whether `bytes` opens more than `max` objects or arrays inside each other (strings skipped); one pass, no allocation. */
-function nestsDeeperThan(bytes: Buffer, max: number): boolean {
-  let depth = 0;
-  let inString = false;
-  for (let i = 0; i < bytes.length; i++) {
-    const b = bytes[i];
-    if (inString) {
-      if (b === BACKSLASH) i++;
-      else if (b === QUOTE) inString = false;
-    } else if (b === QUOTE) inString = true;
-    else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
-      if (++depth > max) return true;
-    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) depth--;
+  constructor(bytes: Buffer, limits: JsonLimits) {
+    this.bytes = bytes;
+    this.#limits = limits;
   }
-  return false;
-}
 
-export function parseJsonBody(bytes: Buffer): ParsedJson {
-  if (nestsDeeperThan(bytes, MAX_JSON_DEPTH)) return { ok: false, reason: `request body nests JSON deeper than ${MAX_JSON_DEPTH} levels` };
-  let text: string;
-  try {
-    text = UTF8.decode(bytes);
-  } catch {
-    return { ok: false, reason: 'request body is not valid UTF-8' };
+  get scan(): JsonScan {
+    this.#scan ??= scanJson(this.bytes, this.#limits);
+    return this.#scan;
   }
-  try {
-    return { ok: true, value: JSON.parse(text) as unknown };
-  } catch {
-    // V8's message quotes the input: never sent back to the caller.
-    return { ok: false, reason: 'request body is not valid JSON' };
+
+  /** Parsed once, and only after the safe-JSON pass let it through (checkJson). */
+  get parsed(): ParsedJson {
+    if (!this.#parsed) {
+      try {
+        this.#parsed = { ok: true, value: JSON.parse(this.text) as unknown };
+      } catch {
+        // V8's message quotes the input: never sent back to the caller.
+        this.#parsed = { ok: false, reason: 'request body is not valid JSON' };
+      }
+    }
+    return this.#parsed;
+  }
+
+  /** UTF-8, or Latin-1 when it is not (an injection signature is ASCII either way). */
+  get text(): string {
+    this.#text ??= this.bytes.toString(isUtf8(this.bytes) ? 'utf8' : 'latin1');
+    return this.#text;
   }
 }
 
-/** The checks on the body as read (`read` covers at least `bodyNeed(rule)` bytes). */
-export function checkBody(rule: CompiledValidationRule, read: BodyRead, body: BodyFacts, json: () => ParsedJson): RuleFailure | undefined {
+/** The size checks on the body as read (`read` covers at least `bodyNeed(rule)` bytes). */
+export function checkBodySize(rule: CompiledValidationRule, read: BodyRead, body: BodyFacts): RuleFailure | undefined {
   if (read.kind === 'failed' || read.kind === 'over_budget') return undefined; // the filter answers for the call itself
   const ownLimit = Math.min(rule.maxBodyBytes ?? Infinity, body.bufferLimit);
   const size = read.kind === 'complete' ? read.bytes.length : Infinity;
@@ -204,11 +247,24 @@ export function checkBody(rule: CompiledValidationRule, read: BodyRead, body: Bo
       ? { code: 'validate.body_too_large', reason: `request body exceeds ${rule.maxBodyBytes} bytes` }
       : overBuffer(body.bufferLimit);
   }
-  if (!rule.hasSchema || read.kind !== 'complete') return undefined;
-  if (!rule.schema) return { code: 'filter.error', reason: 'the JSON Schema of this rule could not be compiled' };
-  if (read.bytes.length === 0) return { code: 'validate.malformed_json', reason: 'expected a JSON body' };
-  const parsed = json();
-  if (!parsed.ok) return { code: 'validate.malformed_json', reason: parsed.reason };
+  return undefined;
+}
+
+/** Safe JSON on the bytes, then a parse, for a rule that reads the body as JSON: before any signature or schema sees it. */
+export function checkJson(rule: CompiledValidationRule, body: CallBody): RuleFailure | undefined {
+  if (rule.hasSchema && !rule.schema) return { code: 'filter.error', reason: 'the JSON Schema of this rule could not be compiled' };
+  if (body.bytes.length === 0) return rule.hasSchema || rule.jsonConfigured ? { code: 'validate.malformed_json', reason: 'expected a JSON body' } : undefined;
+  const unsafe = checkJsonScan(body.scan, rule.json);
+  if (unsafe) return unsafe;
+  const parsed = body.parsed;
+  return parsed.ok ? undefined : { code: 'validate.malformed_json', reason: parsed.reason };
+}
+
+/** The schema, on a body checkJson let through. */
+export function checkSchema(rule: CompiledValidationRule, body: CallBody): RuleFailure | undefined {
+  if (!rule.schema || body.bytes.length === 0) return undefined;
+  const parsed = body.parsed;
+  if (!parsed.ok) return undefined;
   const violation = rule.schema(parsed.value);
   return violation ? { code: 'validate.schema', reason: `JSON body at ${violation.pointer}: ${violation.message}` } : undefined;
 }

@@ -13,7 +13,16 @@ import { byteSize, documentSchema, headerName, mode, refineUniqueNames, ruleName
  * refused here, so it never reaches a sidecar.
  */
 
-const CHECK_FIELDS = ['maxBodyBytes', 'contentTypes', 'requiredHeaders', 'maxHeaderBytes', 'jsonSchema'] as const;
+const CHECK_FIELDS = ['maxBodyBytes', 'contentTypes', 'requiredHeaders', 'maxHeaderBytes', 'jsonSchema', 'json', 'injection'] as const;
+
+const INJECTION_CLASSES = ['sql', 'xss', 'traversal', 'command'] as const;
+
+/** Safe-JSON limits of a rule without a `json` field (src/filters/validate/safe-json.ts applies them). */
+export const DEFAULT_JSON_LIMITS = Object.freeze({ maxDepth: 64, maxObjectMembers: 1000, maxArrayItems: 10_000, unsafeNumbers: 'refuse' as const });
+
+/** The deepest a rule may allow: ajv checks a recursive schema by recursion (10 000 levels overflowed the stack). */
+const MAX_JSON_DEPTH = 1000;
+const INSPECT_PARTS = ['path', 'query', 'body'] as const;
 
 /** Members whose values are data, not sub-schemas: a `pattern` key inside them is not a regex. */
 const DATA_MEMBERS = new Set(['enum', 'const', 'examples', 'default']);
@@ -80,6 +89,36 @@ function validationPolicySpecSchema(limits: PolicyLimits) {
       ctx.addIssue({ code: 'custom', message: `not a JSON Schema ajv can compile: ${(err as Error).message.slice(0, 200)}` });
     }
   });
+  const safeJson = z.strictObject({
+    maxDepth: z.number().int().min(1).max(MAX_JSON_DEPTH).default(DEFAULT_JSON_LIMITS.maxDepth).describe('Objects and arrays inside each other (validate.json_too_deep).'),
+    maxObjectMembers: z.number().int().min(1).max(1_000_000).default(DEFAULT_JSON_LIMITS.maxObjectMembers).describe('Members of one object (validate.json_too_many_members).'),
+    maxArrayItems: z.number().int().min(1).max(1_000_000).default(DEFAULT_JSON_LIMITS.maxArrayItems).describe('Items of one array (validate.json_too_many_members).'),
+    unsafeNumbers: z
+      .enum(['refuse', 'allow'])
+      .default(DEFAULT_JSON_LIMITS.unsafeNumbers)
+      .describe('Integers beyond 2^53 - 1 and numbers that overflow: refuse (validate.json_unsafe_number) or allow.'),
+  });
+  const injection = z.strictObject({
+    mode: z
+      .enum(['block', 'log', 'shadow'])
+      .default('block')
+      .describe('block: refuse at the threshold (validate.injection; shadow in a shadow document); log: log the finding only; shadow: as a shadow rule, for this check alone.'),
+    threshold: z.number().int().min(1).max(100).default(5).describe('Anomaly score at which the call is refused (each matching signature adds 2 to 5).'),
+    classes: p
+      .list(z.enum(INJECTION_CLASSES))
+      .min(1)
+      .default([...INJECTION_CLASSES])
+      .describe('Which signature classes run.'),
+    inspect: p
+      .list(z.enum(INSPECT_PARTS))
+      .default([...INSPECT_PARTS])
+      .describe('The path, the query parameters, the body (JSON strings and keys, form fields, a text body).'),
+    headers: p.list(headerName).default([]).describe('Headers whose values are inspected too (cookie: each cookie value).'),
+    maxInspectBytes: byteSize
+      .default(65_536)
+      .refine((n) => n >= 1024 && n <= 16_777_216, 'expected 1KiB to 16MiB')
+      .describe('Most text inspected per call; a call carrying more is refused (validate.body_too_large): no signature scan runs unbounded.'),
+  });
   const rule = z
     .strictObject({
       name: ruleName.describe('Rule name in decision ids and logs.'),
@@ -89,6 +128,8 @@ function validationPolicySpecSchema(limits: PolicyLimits) {
       requiredHeaders: p.list(headerName).min(1).optional().describe('Headers that must be present.'),
       maxHeaderBytes: byteSize.optional().describe('Largest total size of the request headers.'),
       jsonSchema: jsonSchema.optional().describe('JSON Schema the JSON body must satisfy; local $ref only, regexes checked for catastrophic backtracking.'),
+      json: safeJson.optional().describe('Limits on a JSON body the rule reads (jsonSchema, injection on a JSON body, or this field alone), checked before it is parsed.'),
+      injection: injection.optional().describe('Injection detection: SQL, XSS, path traversal and command injection signatures, scored per call (OWASP CRS style).'),
     })
     .refine((r) => CHECK_FIELDS.some((f) => r[f] !== undefined), `expected at least one check: ${CHECK_FIELDS.join(', ')}`);
   return z

@@ -221,6 +221,46 @@ spec:
     expect((await explainCall([...docs, ...input], call(), { validation: false })).allow).toBe(true);
   });
 
+  it('scores injection in the path, query and headers, and shows the signatures that matched', async () => {
+    const guard = await validDocs(`apiVersion: meshgate.dev/v1
+kind: ValidationPolicy
+metadata: { name: guard, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  rules:
+    - name: api
+      match: { paths: ["/orders/*"] }
+      injection: { headers: [user-agent] }
+---
+apiVersion: meshgate.dev/v1
+kind: ValidationPolicy
+metadata: { name: watch, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  rules: [{ name: log, injection: { mode: log } }]
+`);
+    const attack = await explainCall([...docs, ...guard], call({ path: '/orders/1?id=1%27%20UNION%20SELECT%20password%20FROM%20users--' }));
+    expect(verdictLine(attack)).toBe('DENY (validate.injection) by shop/guard#api');
+    expect(attack.reason).toBe('the request looks like an injection attack (sql, score 9, threshold 5)');
+    expect(formatTrail(attack.trail.filter((t) => t.stage === 'validate'))).toEqual([
+      '  validate  shop/guard#api validate.injection: the request looks like an injection attack (sql, score 9, threshold 5); injection in the path, query and headers: score 9 of 5 (sql): sql.union_select, sql.quote_keyword, sql.select_from at query:id <- decides',
+    ]);
+    // Clean: the score, and the body listed as not evaluated; a log-mode finding only notes what it would log.
+    const clean = await explainCall([...docs, ...guard], call({ method: 'POST', path: '/orders/1?q=O%27Brien', headers: { 'content-type': 'application/json', 'user-agent': '<script>' } }));
+    expect(clean.code).toBe('validate.injection');
+    const fine = await explainCall([...docs, ...guard], call({ method: 'POST', path: '/orders/1?q=O%27Brien', headers: { 'content-type': 'application/json' } }));
+    expect(verdictLine(fine)).toBe('ALLOW');
+    expect(fine.trail.find((t) => t.rule === 'shop/guard#api')?.note).toBe(
+      'header checks pass; injection in the path, query and headers: score 0 of 5; injection in the body needs the body: not evaluated offline',
+    );
+    const watch = guard.filter((d) => d.metadata.name === 'watch');
+    const logged = await explainCall([...docs, ...watch], call({ path: '/orders/1?f=..%2F..%2Fetc%2Fpasswd' }));
+    expect(logged.allow).toBe(true);
+    expect(logged.trail.find((t) => t.rule === 'shop/watch#log')?.note).toContain(
+      'injection in the path, query and headers: score 10 of 5 (traversal): traversal.dot_dot_slash, traversal.unix_secret_file at query:f (log mode: would be logged, not refused)',
+    );
+  });
+
   it('formats one trail line per entry', async () => {
     const lines = formatTrail((await explainCall(docs, call({ path: '/orders/../admin', address: '10.0.0.1' }))).trail);
     expect(lines).toEqual([

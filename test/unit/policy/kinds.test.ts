@@ -234,7 +234,7 @@ const INVALID: readonly Case[] = [
     'a rule with no check',
     VALIDATION,
     'rules: [{ name: a }]',
-    `${KEY(VALIDATION)}: spec.rules[0]: expected at least one check: maxBodyBytes, contentTypes, requiredHeaders, maxHeaderBytes, jsonSchema`,
+    `${KEY(VALIDATION)}: spec.rules[0]: expected at least one check: maxBodyBytes, contentTypes, requiredHeaders, maxHeaderBytes, jsonSchema, json, injection`,
   ],
   [
     'a bad media type',

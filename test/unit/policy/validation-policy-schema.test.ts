@@ -33,3 +33,37 @@ describe('ValidationPolicy jsonSchema: compiled when the document is validated',
     ).not.toThrow();
   });
 });
+
+describe('ValidationPolicy json and injection', () => {
+  const one = (fields: string) => doc('ValidationPolicy', `rules: [{ name: a, ${fields} }]`);
+
+  it('fills the defaults, and what it outputs validates again unchanged', () => {
+    const out = validDocument(one('injection: {}, json: {}'));
+    const spec = out.spec as { rules: Record<string, unknown>[] };
+    expect(spec.rules[0]).toMatchObject({
+      json: { maxDepth: 64, maxObjectMembers: 1000, maxArrayItems: 10_000, unsafeNumbers: 'refuse' },
+      injection: { mode: 'block', threshold: 5, classes: ['sql', 'xss', 'traversal', 'command'], inspect: ['path', 'query', 'body'], headers: [], maxInspectBytes: 65_536 },
+    });
+    // JSON is YAML: the sidecar re-validates what the server output.
+    expect(validDocument(JSON.stringify(out))).toEqual(out);
+  });
+
+  it('a rule with only json or only injection is a rule with a check', () => {
+    expect(() => validDocument(one('json: { maxDepth: 8 }'))).not.toThrow();
+    expect(() => validDocument(one('injection: { mode: log, headers: [User-Agent], maxInspectBytes: 8KiB }'))).not.toThrow();
+  });
+
+  it.each([
+    ['an unknown mode', 'injection: { mode: deny }', /^spec\.rules\[0\]\.injection\.mode: /],
+    ['an unknown class', 'injection: { classes: [ldap] }', /^spec\.rules\[0\]\.injection\.classes\[0\]: /],
+    ['no class', 'injection: { classes: [] }', /^spec\.rules\[0\]\.injection\.classes: /],
+    ['a threshold of 0', 'injection: { threshold: 0 }', /^spec\.rules\[0\]\.injection\.threshold: /],
+    ['a cap past 16 MiB', 'injection: { maxInspectBytes: 64MiB }', /^spec\.rules\[0\]\.injection\.maxInspectBytes: expected 1KiB to 16MiB/],
+    ['a depth past 1000', 'json: { maxDepth: 5000 }', /^spec\.rules\[0\]\.json\.maxDepth: /],
+    ['an unknown field', 'json: { maxKeys: 5 }', /^spec\.rules\[0\]\.json\.maxKeys: unknown field/],
+  ])('refuses %s', (_name, fields, reason) => {
+    const lines = errorLines(one(fields));
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.slice(KEY.length + 2)).toMatch(reason);
+  });
+});

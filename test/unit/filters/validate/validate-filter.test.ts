@@ -74,7 +74,7 @@ describe('validate filter: each check passing and failing', () => {
     ['a required property missing', { headers: json, body: JSON.stringify({ item: 'ABC-1' }) }, { code: 'validate.schema', reason: "JSON body at /: must have required property 'qty'" }],
     ['a format', { headers: json, body: JSON.stringify({ item: 'ABC-1', qty: 1, email: 'nope' }) }, { code: 'validate.schema', reason: 'JSON body at /email: must match format "email"' }],
     ['malformed JSON', { headers: json, body: '{"item": "ABC-1", qty: 1}' }, { code: 'validate.malformed_json', reason: 'request body is not valid JSON' }],
-    ['a body that is not UTF-8', { headers: json, body: Buffer.from([0x22, 0xff, 0xfe, 0x22]) }, { code: 'validate.malformed_json', reason: 'request body is not valid UTF-8' }],
+    ['a body that is not UTF-8', { headers: json, body: Buffer.from([0x22, 0xff, 0xfe, 0x22]) }, { code: 'validate.json_invalid_utf8', reason: 'request body is not valid UTF-8' }],
     ['no body where the schema expects one', { headers: json }, { code: 'validate.malformed_json', reason: 'expected a JSON body' }],
   ])('%s', async (_name, input, expected) => {
     const { verdict } = await run([orders], input);
