@@ -339,6 +339,10 @@ const ADMIN = {
   // Every role's admin listener answers these two (src/admin/admin-server.ts), the policy server's admin API too.
   'admin.not_found': { http: 404, description: 'No such document, or no such admin path.' },
   'admin.method_not_allowed': { http: 405, description: 'The path exists but not with this method; `Allow` lists the methods.' },
+  'admin.local_only': {
+    http: 403,
+    description: '`/config_dump` and `/bans` answer only callers on the same host or pod (loopback), even when the admin listener is bound wider for probes and scraping.',
+  },
   'admin.bad_request': { http: 400, description: 'A malformed path segment or query parameter.' },
   'admin.body_too_large': { http: 413, description: 'The request body exceeds `adminApi.maxBodyBytes`.' },
   'admin.read_only': {

@@ -206,6 +206,8 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
           identity: { ca: trust, tokenFile: await token('shop', name) },
           policy: { servers: ['10.254.1.2:15010'], stateDir, reconnect: { base: '50ms', max: '200ms' } },
           inbound: { app: 'http://127.0.0.1:8080' },
+          // As injected pods bind it, so the kubelet and Prometheus reach it from the pod network.
+          ...(name === 'orders' ? { listeners: { admin: { address: '0.0.0.0', port: 15000 } } } : {}),
           interception: { appPorts, protocolDetectionTimeout: '300ms', outboundTrafficPolicy: name === 'payments' ? 'REGISTRY_ONLY' : 'ALLOW_ANY' },
           telemetry: { tracing: { exporter: 'otlp-http', endpoint: 'http://10.254.1.2:4318', batch: { scheduledDelay: '20ms' } } },
           log: { level: 'info', accessLog: false },
@@ -332,6 +334,19 @@ describe.skipIf(skip !== undefined)('pods as network namespaces: interception en
     expect(other.received).toBe('');
     const after = sumOf(await metricsOf('orders'), 'meshgate_interception_refusals_total', { direction: 'inbound', reason: 'not_app_port' });
     expect(after - before).toBe(1);
+  });
+
+  it('an admin listener bound for probes answers /live and /metrics to the pod network, /config_dump and /bans only on loopback', async () => {
+    expect((await appHttp('external', 'http://10.254.1.4:15000/live')).status).toBe(200);
+    expect((await appHttp('external', 'http://10.254.1.4:15000/metrics')).status).toBe(200);
+    for (const adminPath of ['/config_dump', '/bans']) {
+      const remote = await appHttp('external', `http://10.254.1.4:15000${adminPath}`);
+      expect(remote.status, adminPath).toBe(403);
+      expect(JSON.parse(remote.body!), adminPath).toMatchObject({ code: 'admin.local_only' });
+    }
+    const local = await appHttp('orders', 'http://127.0.0.1:15000/config_dump');
+    expect(local.status).toBe(200);
+    expect(JSON.parse(local.body!)).toMatchObject({ workload: { service: 'orders' } });
   });
 
   it('a capture on the orders veth shows TLS records only: no request line or Host header in plaintext', async () => {
