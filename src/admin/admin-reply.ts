@@ -5,6 +5,8 @@ import { reasonCode } from '../core/reason-codes.ts';
 /** A path the admin listener routes itself: the methods it takes (405 with `Allow` for the others) and its answer. */
 export interface AdminRoute {
   readonly methods: readonly string[];
+  /** Answered only to loopback callers (403 admin.local_only otherwise): what dumps the config or lifts bans stays on the pod, however wide the listener is bound. */
+  readonly localOnly?: boolean;
   handle(req: IncomingMessage, res: ServerResponse, path: string): void;
 }
 

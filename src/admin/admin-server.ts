@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
+import { isLoopbackAddress } from '../core/loopback.ts';
 import { nodeHttp as http } from '../core/node-http.ts';
 import type { AdminRoute } from './admin-reply.ts';
 import { sendAdminError, sendText } from './admin-reply.ts';
@@ -52,13 +53,6 @@ const DEFAULT_LIMITS = { maxHeaderSize: 8192, requestTimeout: 10_000, headersTim
  * path is 404 and a known path with another method 405 with `Allow`, both
  * `{code, reason}` as JSON, whichever role answers.
  */
-/** 127.0.0.0/8, ::1 and their IPv4-mapped form. */
-function isLoopbackAddress(address: string | undefined): boolean {
-  if (address === undefined) return false;
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
-  return v4.startsWith('127.') || address === '::1';
-}
-
 export function createAdminServer(deps: AdminDeps): AdminServer {
   const builtIn = new Map<string, AdminRoute>([
     ['/live', { methods: READ, handle: (_req, res) => sendText(res, 200, 'text/plain', 'live\n') }],
@@ -78,6 +72,7 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
       '/config_dump',
       {
         methods: READ,
+        localOnly: true,
         // A sidecar primary asks its workers (a promise); a failure is a 500, not a dropped connection.
         handle: (_req, res) =>
           void Promise.resolve()
@@ -93,8 +88,7 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
   const handler = (req: IncomingMessage, res: ServerResponse): void => {
     const path = (req.url ?? '/').split('?')[0] ?? '/';
     const route = builtIn.get(path) ?? bans?.(path);
-    // The listener may be bound wider so the kubelet and Prometheus reach it: what dumps the config or lifts bans stays on the pod.
-    if (route && (path === '/config_dump' || path === '/bans' || path.startsWith('/bans/')) && !isLoopbackAddress(req.socket.remoteAddress)) {
+    if (route?.localOnly && !isLoopbackAddress(req.socket.remoteAddress)) {
       return sendAdminError(res, 'admin.local_only', `${path} answers only callers on this host or pod (loopback); use kubectl port-forward or exec`);
     }
     if (route) {

@@ -15,6 +15,7 @@ type BanRemoval = { readonly status: 'removed'; readonly ban: unknown } | { read
 export function banRoutes(bans: BanAdmin): (path: string) => AdminRoute | undefined {
   const list: AdminRoute = {
     methods: ['GET', 'HEAD'],
+    localOnly: true,
     handle: (_req, res) =>
       void Promise.resolve()
         .then(() => bans.list())
@@ -23,7 +24,7 @@ export function banRoutes(bans: BanAdmin): (path: string) => AdminRoute | undefi
           (err: unknown) => sendJsonLine(res, 503, { error: `bans unavailable: ${(err as Error).message}` }),
         ),
   };
-  const one: AdminRoute = { methods: ['DELETE'], handle: (req, res, path) => deleteBan(bans, path.slice('/bans/'.length), req, res) };
+  const one: AdminRoute = { methods: ['DELETE'], localOnly: true, handle: (req, res, path) => deleteBan(bans, path.slice('/bans/'.length), req, res) };
   return (path) => (path === '/bans' ? list : path.startsWith('/bans/') ? one : undefined);
 }
 

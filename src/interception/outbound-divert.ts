@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import net from 'node:net';
 import { networkInterfaces } from 'node:os';
+import { isLoopbackAddress } from '../core/loopback.ts';
 import type { ConnectionDivert } from '../proxy/listener.ts';
 import type { OriginalDestination, OriginalDstReader } from './original-dst.ts';
 import { plainAddress, tagOriginalDestination } from './original-dst.ts';
@@ -137,7 +138,7 @@ export function createOutboundDivert(opts: OutboundDivertOptions): OutboundDiver
 
 /** Loopback, or an address of one of this host's (this pod's) interfaces. */
 function isLocalAddress(address: string): boolean {
-  if (address.startsWith('127.') || address === '::1') return true;
+  if (isLoopbackAddress(address)) return true;
   for (const list of Object.values(networkInterfaces())) {
     for (const info of list ?? []) if (info.address === address) return true;
   }
