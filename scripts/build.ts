@@ -1,4 +1,4 @@
-import { rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
 import { build } from 'rolldown';
 
@@ -43,5 +43,4 @@ await build({
     chunkFileNames: '[name]-[hash].js',
   },
 });
-await writeFile(path.join(OUT, 'package.json'), `${JSON.stringify({ type: 'module', private: true })}\n`);
 process.stdout.write(`meshgate bundled into ${path.relative(ROOT, OUT)}/ in ${Math.round(performance.now() - started)} ms\n`);
