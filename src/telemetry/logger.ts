@@ -7,11 +7,22 @@ export type { Logger };
  * The process logger. Writes asynchronously so logging never blocks the event
  * loop; secrets are redacted by path as a second line of defence (the access
  * log never reads them in the first place).
+ *
+ * Lines are batched: one write per ~4 KiB or per FLUSH_INTERVAL_MS, whichever
+ * comes first, instead of one write (a libuv thread-pool round trip) per line.
+ * On the mesh path (bench:mesh's two sidecars, access log on, 50 connections)
+ * that cut the CPU per request by about a quarter (~650 -> ~480 µs).
+ * The trade, like Envoy's access_log_flush_interval: a line reaches stdout up
+ * to FLUSH_INTERVAL_MS late, and a SIGKILLed process loses at most that much;
+ * a normal exit, a crash or process.exit() flushes synchronously (pino's exit hook).
  */
+const FLUSH_INTERVAL_MS = 100;
+// Below PIPE_BUF (4096): with sharedStdout every write must stay <= maxWrite, and minLength must be below it.
+const BATCH_BYTES = 4000;
 export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean }): Logger {
   // sharedStdout: other processes write to the same stdout (a sidecar's workers). Each write then holds whole lines and at
   // most PIPE_BUF (4096) bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
-  const stream = opts.destination ?? pino.destination({ sync: false, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
+  const stream = opts.destination ?? pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
   return pino(
     {
       name: opts.name,

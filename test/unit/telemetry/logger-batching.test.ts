@@ -1,0 +1,55 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+/*
+ * The process logger batches its writes (telemetry/logger.ts). What an
+ * operator relies on: a quiet process still gets its line out promptly, and
+ * nothing written before an exit is lost.
+ */
+const LOGGER = fileURLToPath(new URL('../../../src/telemetry/logger.ts', import.meta.url));
+
+function runChild(script: string): { lines: string[]; firstLine: Promise<number>; exited: Promise<void>; kill: () => void; started: number } {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const lines: string[] = [];
+  const started = performance.now();
+  let pending = '';
+  const firstLine = new Promise<number>((resolve) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      const parts = pending.split('\n');
+      pending = parts.pop() ?? '';
+      lines.push(...parts);
+      if (lines.length > 0) resolve(performance.now() - started);
+    });
+  });
+  const exited = once(child, 'exit').then(() => undefined);
+  return { lines, firstLine, exited, kill: () => child.kill('SIGKILL'), started };
+}
+
+describe('process logger batching', () => {
+  it('a lone line reaches stdout within a fraction of a second, not when the batch fills', async () => {
+    const child = runChild(`import { createLogger } from ${JSON.stringify(LOGGER)};
+      const log = createLogger({ level: 'info', name: 't' });
+      log.info('lone line');
+      setInterval(() => {}, 1000);`);
+    try {
+      const after = await child.firstLine;
+      expect(JSON.parse(child.lines[0]!).msg).toBe('lone line');
+      // The start of a Node child takes part of this; the flush interval is 100 ms.
+      expect(after).toBeLessThan(5000);
+    } finally {
+      child.kill();
+    }
+  });
+
+  it('every line written before process.exit() is on stdout, in order', async () => {
+    const child = runChild(`import { createLogger } from ${JSON.stringify(LOGGER)};
+      const log = createLogger({ level: 'info', name: 't' });
+      for (let i = 0; i < 500; i++) log.info({ i }, 'line');
+      process.exit(3);`);
+    await child.exited;
+    expect(child.lines.map((l) => JSON.parse(l).i)).toEqual(Array.from({ length: 500 }, (_, i) => i));
+  });
+});
