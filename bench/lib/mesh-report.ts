@@ -17,6 +17,8 @@ export interface ProcessFigures {
   readonly cpuUsPerRequest?: number | undefined;
   readonly cpuUsPerRequestFixed?: number | undefined;
   readonly rssIdleKiB?: number | undefined;
+  /** RssAnon at idle: the process's own pages, without the node binary's shared ones (row-processes.ts). */
+  readonly anonIdleKiB?: number | undefined;
   /** Largest VmRSS sampled during the wrk runs. */
   readonly rssLoadKiB?: number | undefined;
   /** VmHWM after the wrk runs: the peak since start. */
@@ -121,7 +123,7 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
   });
   const fixed = table(fixedHeader, fixedBody, new Set([0, fixedHeader.length - 1]));
 
-  const processHeader = ['target', 'process', 'CPU µs/req (50 conns)', 'CPU µs/req (fixed rate)', 'RSS idle MiB', 'RSS peak at load MiB', 'VmHWM MiB', 'start to ready ms'];
+  const processHeader = ['target', 'process', 'CPU µs/req (50 conns)', 'CPU µs/req (fixed rate)', 'RSS idle MiB', 'own (RssAnon) idle MiB', 'RSS peak at load MiB', 'VmHWM MiB', 'start to ready ms'];
   const processBody = rows.flatMap((r) =>
     r.processes.map((p) => [
       r.label,
@@ -129,6 +131,7 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
       num(p.cpuUsPerRequest, 1),
       num(p.cpuUsPerRequestFixed, 1),
       mib(p.rssIdleKiB),
+      mib(p.anonIdleKiB),
       mib(p.rssLoadKiB),
       mib(p.hwmKiB),
       p.readyMs === undefined ? '-' : p.readyMs.map((ms) => ms.toFixed(0)).join(', '),

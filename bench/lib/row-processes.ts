@@ -25,24 +25,33 @@ export interface MemoryKiB {
   readonly rssKiB: number;
   /** VmHWM: the peak resident size since the process started. */
   readonly hwmKiB: number;
+  /**
+   * RssAnon now: the process's own pages. The rest of VmRSS is mostly the
+   * node binary's pages, mapped from one file and shared by every Node
+   * process on the machine (every sidecar on a Kubernetes node), so this is
+   * what one more pod adds.
+   */
+  readonly anonKiB: number;
 }
 
 /** Sum over the group's processes (nginx: master and worker), or over `pids` when known; undefined when /proc has none of them. */
 export function groupMemory(pgid: number, pids: readonly number[] = groupPids(pgid)): MemoryKiB | undefined {
   let rssKiB = 0;
   let hwmKiB = 0;
+  let anonKiB = 0;
   let found = false;
   for (const pid of pids) {
     try {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8');
       rssKiB += Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
       hwmKiB += Number(/^VmHWM:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
+      anonKiB += Number(/^RssAnon:\s+(\d+) kB/m.exec(status)?.[1] ?? 0);
       found = true;
     } catch {
       // exited meanwhile
     }
   }
-  return found ? { rssKiB, hwmKiB } : undefined;
+  return found ? { rssKiB, hwmKiB, anonKiB } : undefined;
 }
 
 export interface RssSampler {
