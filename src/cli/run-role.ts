@@ -104,9 +104,11 @@ async function grpcDiagnosticsToLog(logger: Logger): Promise<void> {
 }
 
 /**
- * Runs until SIGTERM or SIGINT, then `stop` once (a second signal is ignored), flushes the
+ * Runs until SIGTERM or SIGINT, then `stop` once (a second signal during the stop is ignored), flushes the
  * log and resolves with exit code 0: the shutdown every long-running command shares.
- * When `failure` resolves first, the same stop, logged, and exit code 1.
+ * When `failure` resolves first, the same stop, logged, and exit code 1. A stop that fails is logged
+ * and gives exit code 1 too, instead of an unhandled rejection. Its signal listeners are gone once it
+ * resolves, so a process (or a test) that runs several roles does not collect them.
  */
 export function untilSignal(logger: { flush(): void; error(fields: object, message: string): void }, stop: (signal: string) => Promise<void>, failure?: Promise<Error>): Promise<number> {
   return new Promise<number>((resolve) => {
@@ -114,13 +116,27 @@ export function untilSignal(logger: { flush(): void; error(fields: object, messa
     const onSignal = (signal: string, code = 0): void => {
       if (stopping) return;
       stopping = true;
-      void stop(signal).finally(() => {
-        logger.flush();
-        resolve(code);
-      });
+      stop(signal)
+        .then(
+          () => code,
+          (err: unknown) => {
+            logger.error({ err: err instanceof Error ? err.message : String(err) }, 'stop failed');
+            return 1;
+          },
+        )
+        .then((exitCode) => {
+          process.removeListener('SIGTERM', onTerm);
+          process.removeListener('SIGINT', onInt);
+          logger.flush();
+          resolve(exitCode);
+        });
     };
-    process.once('SIGTERM', () => onSignal('SIGTERM'));
-    process.once('SIGINT', () => onSignal('SIGINT'));
+    // Kept until the stop is over (not `once`): a second signal during the drain is swallowed here instead
+    // of killing the process with the default action.
+    const onTerm = (): void => onSignal('SIGTERM');
+    const onInt = (): void => onSignal('SIGINT');
+    process.on('SIGTERM', onTerm);
+    process.on('SIGINT', onInt);
     void failure?.then((err) => {
       logger.error({ err: err.message }, 'stopping: the role cannot go on');
       onSignal('failure', 1);

@@ -52,7 +52,7 @@ function fakeRole(trace: Trace, overrides: Partial<RoleDescriptor<FakeConfig, st
 type Listener = (...args: never) => unknown;
 type SignalListeners = { SIGTERM: Listener[]; SIGINT: Listener[] };
 
-/** Signal listeners runRole leaves behind (untilSignal takes both with `once`; one remains after the other fired). */
+/** Signal listeners added since `before` (untilSignal holds one per signal while it waits and stops). */
 function signalListenersSince(before: SignalListeners): Array<['SIGTERM' | 'SIGINT', Listener]> {
   return (['SIGTERM', 'SIGINT'] as const).flatMap((signal) =>
     process
@@ -169,7 +169,32 @@ describe('untilSignal', () => {
       finishStop();
       expect(await exit).toBe(0);
       expect(events).toEqual(['stop SIGTERM', 'flush']);
+      expect(signalListenersSince(before)).toEqual([]);
     } finally {
+      for (const [signal, listener] of signalListenersSince(before)) process.removeListener(signal, listener as () => void);
+    }
+  });
+
+  it('a stop that fails is logged and exits 1, not an unhandled rejection', async () => {
+    const before: SignalListeners = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') };
+    const errors: Array<{ fields: object; message: string }> = [];
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown): void => {
+      unhandled.push(reason);
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const exit = untilSignal({ flush: () => {}, error: (fields, message) => errors.push({ fields, message }) }, async () => {
+        throw new Error('drain broke');
+      });
+      process.emit('SIGINT', 'SIGINT');
+      expect(await exit).toBe(1);
+      expect(errors).toEqual([{ fields: { err: 'drain broke' }, message: 'stop failed' }]);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).toEqual([]);
+      expect(signalListenersSince(before)).toEqual([]);
+    } finally {
+      process.removeListener('unhandledRejection', onUnhandled);
       for (const [signal, listener] of signalListenersSince(before)) process.removeListener(signal, listener as () => void);
     }
   });
