@@ -19,6 +19,8 @@ export const ANNOTATIONS = {
   proxyMemory: 'meshgate.dev/proxy-memory',
   proxyCpuLimit: 'meshgate.dev/proxy-cpu-limit',
   proxyMemoryLimit: 'meshgate.dev/proxy-memory-limit',
+  /** Worker processes of the sidecar (`workers`); default: from its CPU and memory limits (sidecar-workers.ts). */
+  proxyWorkers: 'meshgate.dev/proxy-workers',
 } as const;
 
 /** Written by the injector. */

@@ -4,6 +4,7 @@ import { ANNOTATIONS, INJECTED, NAMES, PROXY_UID, SIDECAR_PORTS } from './annota
 import { buildIptablesArgs } from './iptables-args.ts';
 import { initContainer, injectedVolumes, sidecarContainer } from './pod-parts.ts';
 import { sidecarConfigYaml } from './sidecar-config.ts';
+import { sidecarWorkers } from './sidecar-workers.ts';
 
 /*
  * The one code path of injection, shared by `meshgate inject` (files) and the
@@ -75,6 +76,13 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   };
   const appPort = resolveAppPort(annotations[ANNOTATIONS.appPort], containers, problems);
   const resources = sidecarResources(settings.config, annotations, problems);
+  const limits = asObject(resources.limits);
+  const workers = sidecarWorkers(
+    { cpu: typeof limits.cpu === 'string' ? limits.cpu : undefined, memory: typeof limits.memory === 'string' ? limits.memory : undefined },
+    annotations[ANNOTATIONS.proxyWorkers],
+    problems,
+    ANNOTATIONS.proxyWorkers,
+  );
   for (const container of [...containers, ...initContainers]) {
     for (const p of asArray(container.ports).map(asObject)) {
       if (Object.values(SIDECAR_PORTS).includes(p.containerPort as never)) {
@@ -106,7 +114,7 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   }
   const serviceAccount = typeof spec.serviceAccountName === 'string' ? spec.serviceAccountName : typeof spec.serviceAccount === 'string' ? spec.serviceAccount : 'default';
   const version = labels.version ?? labels['app.kubernetes.io/version'];
-  const sidecarConfig = sidecarConfigYaml({ service, namespace: input.namespace, serviceAccount, appPort, labels: version !== undefined ? { version } : {} }, settings.config);
+  const sidecarConfig = sidecarConfigYaml({ service, namespace: input.namespace, serviceAccount, appPort, labels: version !== undefined ? { version } : {}, workers }, settings.config);
   if ('problem' in sidecarConfig) return { status: 'refused', message: sidecarConfig.problem };
 
   const iptablesArgs = buildIptablesArgs({

@@ -15,6 +15,8 @@ export interface SidecarWorkload {
   readonly appPort: number | undefined;
   /** Registered with the endpoint (route subsets), e.g. { version: v2 }. */
   readonly labels: Readonly<Record<string, string>>;
+  /** Worker processes (sidecar-workers.ts); 1 writes no `workers` field. */
+  readonly workers: number;
 }
 
 /** Port named in inbound.app of a pod that serves nothing: no inbound call is redirected to it. */
@@ -48,6 +50,7 @@ export function sidecarConfigYaml(workload: SidecarWorkload, config: InjectorCon
     mtls: { mode: config.sidecar.mtlsMode },
     ...(config.mesh.policyServers.length > 0 ? { policy: { servers: [...config.mesh.policyServers], stateDir: PATHS.stateDir } } : {}),
     ...(config.mesh.redisUrl ? { rateLimit: { redis: { url: config.mesh.redisUrl } } } : {}),
+    ...(workload.workers > 1 ? { workers: workload.workers } : {}),
     log: { level: config.sidecar.logLevel },
     ...(config.mesh.tracing ? { telemetry: { tracing: stripUndefined(config.mesh.tracing) as TracingInput } } : {}),
   };

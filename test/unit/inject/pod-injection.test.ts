@@ -90,4 +90,30 @@ describe('injectPod', () => {
     expect(initContainers.map((c: any) => c.name)).toEqual(['meshgate-init', 'meshgate-proxy', 'migrate']);
     expect(input.metadata.annotations).toEqual({ team: 'payments', 'prometheus.io/scrape': 'true', 'prometheus.io/port': '9090' }); // not modified
   });
+
+  describe('worker processes of the sidecar', () => {
+    const workersOf = (annotations: Record<string, string>): number | undefined => {
+      const config = parse(injected(injectPod(pod({ annotations }), settings)).annotations['meshgate.dev/sidecar-config']);
+      expect(sidecarConfigSchema.safeParse(config).success).toBe(true);
+      return config.workers;
+    };
+
+    it.each([
+      ['the default limits (1 core, 512Mi): one process', {}, undefined],
+      ['two cores and the default 512Mi: two workers', { 'meshgate.dev/proxy-cpu-limit': '2' }, 2],
+      ['two cores but 256Mi: a primary and two workers would not fit', { 'meshgate.dev/proxy-cpu-limit': '2', 'meshgate.dev/proxy-memory-limit': '256Mi' }, undefined],
+      ['2500m and 1Gi: two (whole cores)', { 'meshgate.dev/proxy-cpu-limit': '2500m', 'meshgate.dev/proxy-memory-limit': '1Gi' }, 2],
+      ['four cores and 512Mi: as many as the memory holds (three)', { 'meshgate.dev/proxy-cpu-limit': '4' }, 3],
+      ['32 cores and 16Gi: at most eight derived', { 'meshgate.dev/proxy-cpu-limit': '32', 'meshgate.dev/proxy-memory-limit': '16Gi' }, 8],
+      ['the annotation wins', { 'meshgate.dev/proxy-workers': '3' }, 3],
+      ['the annotation may ask for one on a big limit', { 'meshgate.dev/proxy-cpu-limit': '4', 'meshgate.dev/proxy-memory-limit': '2Gi', 'meshgate.dev/proxy-workers': '1' }, undefined],
+    ])('%s', (_name, annotations, expected) => {
+      expect(workersOf(annotations)).toBe(expected);
+    });
+
+    it.each(['0', '65', 'two', '1.5'])('refuses meshgate.dev/proxy-workers %j with the reason', (value) => {
+      const outcome = injectPod(pod({ annotations: { 'meshgate.dev/proxy-workers': value } }), settings);
+      expect(outcome).toEqual({ status: 'refused', message: `meshgate.dev/proxy-workers: expected a whole number of worker processes from 1 to 64, got ${JSON.stringify(value)}` });
+    });
+  });
 });
