@@ -10,9 +10,9 @@ import { QUANTITY } from '../config/injector-schema.ts';
  */
 
 /** Memory one sidecar process holds under load (bench:mesh: VmHWM 117-128 MiB at 50 connections with the image's --max-semi-space-size=4). */
-export const MEMORY_PER_PROCESS_BYTES = 128 * 1024 * 1024;
+const MEMORY_PER_PROCESS_BYTES = 128 * 1024 * 1024;
 /** Beyond this the primary's fan-out of certificates and snapshots, and the memory, outweigh another core for one pod's traffic. */
-export const MAX_DERIVED_WORKERS = 8;
+const MAX_DERIVED_WORKERS = 8;
 /** The sidecar schema's own bound. */
 const MAX_WORKERS = 64;
 
@@ -34,7 +34,7 @@ const SUFFIX: Readonly<Record<string, number>> = {
 };
 
 /** A Kubernetes quantity (`500m`, `2`, `256Mi`) as a number; undefined when it is not one. */
-export function quantityValue(text: string): number | undefined {
+function quantityValue(text: string): number | undefined {
   if (!QUANTITY.test(text)) return undefined;
   const match = /^(\d+(?:\.\d+)?)(.*)$/.exec(text)!;
   return Number(match[1]) * SUFFIX[match[2]!]!;
