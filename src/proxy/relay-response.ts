@@ -18,7 +18,7 @@ import { DispatchRefusedError, DownstreamGoneError, failureOf, reasonForFailure 
  */
 export function relayResponse(
   downstream: DownstreamResponse,
-  request: Pick<ForwardRequest, 'mutateResponseHeaders'>,
+  request: Pick<ForwardRequest, 'mutateResponseHeaders' | 'responseTap'>,
   replyError: ErrorReply,
   progress: CallProgress,
   settle: (outcome: ForwardOutcome) => void,
@@ -66,14 +66,27 @@ export function relayResponse(
   if (downstreamFate(res) === 'open') res.once('close', onDownstreamClose);
   else onDownstreamClose();
 
+  const tap = request.responseTap;
+  /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
+  const refuse = (ctl: Dispatcher.DispatchController, code: ReasonCode<'data'>, midStream: boolean): void => {
+    if (midStream) res.destroy();
+    else replyError(code, 'the response was refused by the route (see the reason code)');
+    finish(midStream ? reasonCode(code).http : res.statusCode, code);
+    ctl.abort(new DownstreamGoneError(`response refused: ${code}`));
+  };
+
   return {
     onRequestStart(ctl) {
       controller = ctl;
       if (callerGone) ctl.abort(new DownstreamGoneError('caller went away'));
     },
     onResponseStart(ctl, statusCode, headers) {
-      headSent = true;
       const out = downstreamResponseHeaders(headers as Record<string, string | string[]>);
+      if (tap !== undefined) {
+        const refused = tap.head(statusCode, out);
+        if (refused !== undefined) return refuse(ctl, refused, false);
+      }
+      headSent = true;
       request.mutateResponseHeaders?.(out);
       try {
         if (out['grpc-status'] === undefined) {
@@ -90,6 +103,10 @@ export function relayResponse(
       }
     },
     onResponseData(ctl, chunk) {
+      if (tap !== undefined) {
+        const cut = tap.data(chunk);
+        if (cut !== undefined) return refuse(ctl, cut, true);
+      }
       bytesOut += chunk.length;
       if (!res.write(chunk)) {
         ctl.pause();
@@ -98,11 +115,14 @@ export function relayResponse(
     },
     onResponseEnd(_ctl, trailers) {
       const relayed = downstreamResponseHeaders(trailers as Record<string, string | string[]>);
-      if (Object.keys(relayed).length > 0) res.addTrailers(relayed as Record<string, string>);
+      const hasTrailers = Object.keys(relayed).length > 0;
+      if (hasTrailers) res.addTrailers(relayed as Record<string, string>);
       res.end();
+      tap?.end(hasTrailers);
       finish(res.statusCode, undefined);
     },
     onResponseError(_ctl, err) {
+      if (settled) return; // the tap refused the response: already answered (refuse below)
       if (err instanceof DispatchRefusedError) {
         replyError('request.malformed', err.message);
         return finish(res.statusCode, 'request.malformed');

@@ -1,0 +1,162 @@
+import type http from 'node:http';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
+import { startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
+import { policyDoc } from '../helpers/static-policy.ts';
+
+/*
+ * Issue #15, response side: the inbound response cache of a Route's
+ * `responses` rules, through a real sidecar in front of a real app. The app
+ * numbers its answers per path, so a body says whether the app was reached.
+ */
+
+/** The app: answers per path, each answer numbered by how often the app answered that path. */
+function cachingApp(): http.RequestListener {
+  const served = new Map<string, number>();
+  return (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const n = (served.get(url.pathname) ?? 0) + 1;
+    served.set(url.pathname, n);
+    const body = (text: string) => `${text} #${n}`;
+    switch (url.pathname) {
+      case '/catalog':
+        res.writeHead(200, { 'cache-control': 'public, max-age=60', 'content-type': 'text/plain' });
+        return res.end(body(`catalog${url.search}`));
+      case '/greeting':
+        res.writeHead(200, { 'cache-control': 'max-age=60', vary: 'Accept-Language', 'content-type': 'text/plain' });
+        return res.end(body(req.headers['accept-language'] === 'fr' ? 'bonjour' : 'hello'));
+      case '/anything':
+        res.writeHead(200, { 'cache-control': 'max-age=60', vary: '*' });
+        return res.end(body('any'));
+      case '/private':
+        res.writeHead(200, { 'cache-control': 'private, max-age=60' });
+        return res.end(body('mine'));
+      case '/account':
+      case '/profile':
+        // A per-caller answer the app (wrongly or not) marks shareable: only the route's rules keep callers apart.
+        res.writeHead(200, { 'cache-control': 'public, s-maxage=60' });
+        return res.end(body(`account of ${req.headers.authorization ?? 'nobody'}`));
+      default:
+        res.writeHead(404);
+        return res.end();
+    }
+  };
+}
+
+describe('inbound response cache (Route responses[].cache)', () => {
+  let pair: AppAndSidecar;
+  beforeAll(async () => {
+    pair = await startAppAndSidecar({
+      app: cachingApp(),
+      policy: [
+        policyDoc('Route', 'orders', {
+          service: 'orders',
+          responses: [
+            { name: 'profile', match: { paths: ['/profile'] }, cache: { cacheAuthenticated: true } },
+            { name: 'public', match: { paths: ['/catalog', '/greeting', '/anything', '/private', '/account'], methods: ['GET', 'HEAD'] }, cache: {} },
+          ],
+        }),
+      ],
+    });
+  });
+  afterAll(async () => {
+    await pair?.close();
+  });
+
+  const get = async (path: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') => {
+    const res = await request(`${pair.sc.inboundUrl}${path}`, { method, headers: { host: 'orders.shop', ...headers } });
+    return { status: res.statusCode, headers: res.headers, body: await res.body.text() };
+  };
+  const accessLines = (path: string) => pair.sc.logs.filter((l) => l.log === 'access' && l.path === path);
+  const metrics = async () => parsePrometheusText(await (await request(`${pair.sc.adminUrl}/metrics`)).body.text());
+
+  it('serves a second GET from the cache, with Age, without reaching the app; the access log says hit', async () => {
+    const hitsBefore = pair.app.hits();
+    const first = await get('/catalog?page=1');
+    const second = await get('/catalog?page=1');
+    expect(first).toMatchObject({ status: 200, body: 'catalog?page=1 #1' });
+    expect(first.headers.age).toBeUndefined();
+    expect(second).toMatchObject({ status: 200, body: 'catalog?page=1 #1' });
+    expect(Number(second.headers.age)).toBeGreaterThanOrEqual(0);
+    expect(second.headers['cache-control']).toBe('public, max-age=60');
+    expect(pair.app.hits() - hitsBefore).toBe(1);
+    expect(accessLines('/catalog').map((l) => l.cache)).toEqual(['miss', 'hit']);
+    // The query is part of the key.
+    expect((await get('/catalog?page=2')).body).toBe('catalog?page=2 #2');
+    const m = await metrics();
+    expect(sumOf(m, 'meshgate_response_cache_lookups_total', { rule: 'shop/orders#public', result: 'hit' })).toBeGreaterThanOrEqual(1);
+    expect(sumOf(m, 'meshgate_response_cache_stores_total', { rule: 'shop/orders#public', result: 'stored' })).toBeGreaterThanOrEqual(2);
+    expect(sumOf(m, 'meshgate_response_cache_bytes')).toBeGreaterThan(0);
+  });
+
+  it('answers a HEAD from the GET entry, without a body', async () => {
+    const hitsBefore = pair.app.hits();
+    const head = await get('/catalog?page=1', {}, 'HEAD');
+    expect(head).toMatchObject({ status: 200, body: '' });
+    expect(head.headers['content-length']).toBe(String('catalog?page=1 #1'.length));
+    expect(head.headers.age).toBeDefined();
+    expect(pair.app.hits()).toBe(hitsBefore);
+  });
+
+  it('keeps two variants of a Vary header apart and serves each its own', async () => {
+    const en1 = await get('/greeting', { 'accept-language': 'en' });
+    const fr1 = await get('/greeting', { 'accept-language': 'fr' });
+    const en2 = await get('/greeting', { 'accept-language': 'en' });
+    const fr2 = await get('/greeting', { 'accept-language': 'fr' });
+    expect([en1.body, fr1.body, en2.body, fr2.body]).toEqual(['hello #1', 'bonjour #2', 'hello #1', 'bonjour #2']);
+    expect(en2.headers.age).toBeDefined();
+    expect(fr2.headers.age).toBeDefined();
+  });
+
+  it('never serves Vary: * or private answers from the cache', async () => {
+    expect((await get('/anything')).body).toBe('any #1');
+    expect((await get('/anything')).body).toBe('any #2');
+    expect((await get('/private')).body).toBe('mine #1');
+    expect((await get('/private')).body).toBe('mine #2');
+    const m = await metrics();
+    expect(sumOf(m, 'meshgate_response_cache_stores_total', { result: 'skipped', reason: 'vary_star' })).toBe(2);
+    expect(sumOf(m, 'meshgate_response_cache_stores_total', { result: 'skipped', reason: 'private' })).toBe(2);
+  });
+
+  it("honours a request's no-cache (refetched, then stored) and no-store (neither served nor stored)", async () => {
+    await get('/catalog?fresh');
+    const refreshed = await get('/catalog?fresh', { 'cache-control': 'no-cache' });
+    expect(refreshed.body).toMatch(/#\d+$/);
+    expect(refreshed.headers.age).toBeUndefined();
+    // The refreshed answer replaced the entry.
+    expect((await get('/catalog?fresh')).body).toBe(refreshed.body);
+    const noStore = await get('/catalog?fresh', { 'cache-control': 'no-store' });
+    expect(noStore.headers.age).toBeUndefined();
+    expect(noStore.body).not.toBe(refreshed.body);
+    expect(accessLines('/catalog').slice(-4).map((l) => l.cache)).toEqual(['miss', 'bypass:request_no_cache', 'hit', 'bypass:request_no_store']);
+  });
+
+  it('bypasses the cache for a call with credentials when the route does not say otherwise', async () => {
+    const alice = await get('/account', { authorization: 'Bearer alice' });
+    const bob = await get('/account', { authorization: 'Bearer bob' });
+    const again = await get('/account', { authorization: 'Bearer alice' });
+    expect([alice.body, bob.body, again.body]).toEqual(['account of Bearer alice #1', 'account of Bearer bob #2', 'account of Bearer alice #3']);
+    // Nor does an anonymous call get an authenticated caller's answer (none was stored).
+    expect((await get('/account')).body).toBe('account of nobody #4');
+    expect(accessLines('/account').slice(0, 3).map((l) => l.cache)).toEqual(['bypass:authenticated', 'bypass:authenticated', 'bypass:authenticated']);
+    // The access log never carries the credential.
+    expect(JSON.stringify(pair.sc.logs)).not.toContain('Bearer alice');
+  });
+
+  it("with cacheAuthenticated, caches per caller: one caller's answer is never served to another", async () => {
+    const alice1 = await get('/profile', { authorization: 'Bearer alice' });
+    const bob1 = await get('/profile', { authorization: 'Bearer bob' });
+    const anonymous = await get('/profile');
+    const alice2 = await get('/profile', { authorization: 'Bearer alice' });
+    const bob2 = await get('/profile', { authorization: 'Bearer bob' });
+    expect(alice1.body).toBe('account of Bearer alice #1');
+    expect(bob1.body).toBe('account of Bearer bob #2');
+    expect(anonymous.body).toBe('account of nobody #3');
+    expect(alice2.body).toBe(alice1.body);
+    expect(bob2.body).toBe(bob1.body);
+    expect(alice2.headers.age).toBeDefined();
+    expect(accessLines('/profile').map((l) => l.cache)).toEqual(['miss', 'miss', 'miss', 'hit', 'hit']);
+  });
+});
