@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import http2 from 'node:http2';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
@@ -58,6 +59,8 @@ describe('inbound response cache (Route responses[].cache)', () => {
             { name: 'public', match: { paths: ['/catalog', '/greeting', '/anything', '/private', '/account'], methods: ['GET', 'HEAD'] }, cache: {} },
           ],
         }),
+        // The cache sits after the checks: a refused call is refused even when its answer is cached.
+        policyDoc('AuthorizationPolicy', 'no-blocked', { action: 'DENY', rules: [{ name: 'blocked', when: [{ key: 'request.headers[x-blocked]', values: ['yes'] }] }] }),
       ],
     });
   });
@@ -89,6 +92,40 @@ describe('inbound response cache (Route responses[].cache)', () => {
     expect(sumOf(m, 'meshgate_response_cache_lookups_total', { rule: 'shop/orders#public', result: 'hit' })).toBeGreaterThanOrEqual(1);
     expect(sumOf(m, 'meshgate_response_cache_stores_total', { rule: 'shop/orders#public', result: 'stored' })).toBeGreaterThanOrEqual(2);
     expect(sumOf(m, 'meshgate_response_cache_bytes')).toBeGreaterThan(0);
+  });
+
+  it('refuses a call the checks refuse even though its answer is cached', async () => {
+    await get('/catalog?page=blocked');
+    const hitsBefore = pair.app.hits();
+    expect((await get('/catalog?page=blocked')).headers.age).toBeDefined();
+    const refused = await get('/catalog?page=blocked', { 'x-blocked': 'yes' });
+    expect(refused.status).toBe(403);
+    expect(refused.headers['x-meshgate-reason']).toBe('authz.denied');
+    expect(refused.body).not.toContain('catalog');
+    expect(accessLines('/catalog').at(-1)).toMatchObject({ status: 403, reason: 'authz.denied' });
+    expect(accessLines('/catalog').at(-1)!.cache).toBeUndefined();
+    expect(pair.app.hits()).toBe(hitsBefore);
+  });
+
+  it('serves HTTP/2 callers from the same cache', async () => {
+    const first = await get('/catalog?h2');
+    const client = http2.connect(pair.sc.inboundUrl);
+    try {
+      const { headers, body } = await new Promise<{ headers: http2.IncomingHttpHeaders; body: string }>((resolve, reject) => {
+        const stream = client.request({ ':path': '/catalog?h2', ':authority': 'orders.shop' });
+        let text = '';
+        stream.setEncoding('utf8');
+        stream.on('data', (chunk: string) => (text += chunk));
+        stream.on('response', (h) => stream.on('end', () => resolve({ headers: h, body: text })));
+        stream.on('error', reject);
+        stream.end();
+      });
+      expect(headers[':status']).toBe(200);
+      expect(headers.age).toBeDefined();
+      expect(body).toBe(first.body);
+    } finally {
+      client.close();
+    }
   });
 
   it('answers a HEAD from the GET entry, without a body', async () => {
