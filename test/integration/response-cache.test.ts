@@ -4,6 +4,8 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AppAndSidecar } from '../helpers/app-sidecar.ts';
 import { startAppAndSidecar } from '../helpers/app-sidecar.ts';
+import type { TestIdp } from '../helpers/jwks.ts';
+import { startTestIdp } from '../helpers/jwks.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import { policyDoc } from '../helpers/static-policy.ts';
 
@@ -195,5 +197,70 @@ describe('inbound response cache (Route responses[].cache)', () => {
     expect(bob2.body).toBe(bob1.body);
     expect(alice2.headers.age).toBeDefined();
     expect(accessLines('/profile').map((l) => l.cache)).toEqual(['miss', 'miss', 'miss', 'hit', 'hit']);
+  });
+});
+
+describe('inbound response cache and verified request principals (RequestAuthentication)', () => {
+  let pair: AppAndSidecar;
+  let idp: TestIdp;
+  beforeAll(async () => {
+    idp = await startTestIdp();
+    pair = await startAppAndSidecar({
+      // Answers with the subject of the verified claims the sidecar forwards (the token itself is stripped).
+      app: (req, res) => {
+        const claims = req.headers['x-claims'];
+        const sub = typeof claims === 'string' ? (JSON.parse(Buffer.from(claims, 'base64url').toString()) as { sub: string }).sub : 'nobody';
+        res.writeHead(200, { 'cache-control': 'public, max-age=60' });
+        res.end(`${req.url} for ${sub}`);
+      },
+      policy: [
+        policyDoc('RequestAuthentication', 'idp', {
+          onMissingToken: 'allow-anonymous',
+          // A token in the query: no Authorization header tells the cache this call is authenticated, only the verified principal does.
+          jwtRules: [{ name: 'idp', issuer: 'https://idp.test', jwksUri: `${idp.url}/jwks`, fromParams: ['access_token'], forwardClaimsHeader: 'x-claims' }],
+        }),
+        policyDoc('Route', 'orders', {
+          service: 'orders',
+          responses: [
+            { name: 'mine', match: { paths: ['/mine'] }, cache: { cacheAuthenticated: true } },
+            { name: 'shared', match: { paths: ['/shared'] }, cache: {} },
+          ],
+        }),
+      ],
+    });
+  });
+  afterAll(async () => {
+    await pair?.close();
+    await idp?.close();
+  });
+
+  const token = (sub: string, jti: string) => idp.sign({ iss: 'https://idp.test', sub, jti, exp: Math.floor(Date.now() / 1000) + 600 });
+  const get = async (path: string) => {
+    const res = await request(`${pair.sc.inboundUrl}${path}`, { headers: { host: 'orders.shop' } });
+    return { status: res.statusCode, age: res.headers.age, body: await res.body.text() };
+  };
+
+  it('bypasses the cache for a call whose only credential is a verified token in the query', async () => {
+    const hitsBefore = pair.app.hits();
+    const alice = await token('alice', '1');
+    expect(await get(`/shared?access_token=${alice}`)).toMatchObject({ status: 200, body: '/shared for alice', age: undefined });
+    // Nothing stored: an anonymous caller gets its own answer, not alice's.
+    expect(await get('/shared')).toMatchObject({ status: 200, body: '/shared for nobody', age: undefined });
+    expect(pair.app.hits() - hitsBefore).toBe(2);
+    expect(pair.sc.logs.filter((l) => l.log === 'access' && l.path === '/shared').map((l) => l.cache)).toEqual(['bypass:authenticated', 'miss']);
+  });
+
+  it('with cacheAuthenticated, keys by the verified principal: a caller gets its own answer whatever its token, never another caller\'s', async () => {
+    const [alice1, alice2, bob] = await Promise.all([token('alice', 'a1'), token('alice', 'a2'), token('bob', 'b1')]);
+    expect(await get(`/mine?access_token=${alice1}`)).toMatchObject({ body: '/mine for alice', age: undefined });
+    expect(await get(`/mine?access_token=${bob}`)).toMatchObject({ body: '/mine for bob', age: undefined });
+    expect(await get('/mine')).toMatchObject({ body: '/mine for nobody', age: undefined });
+    const hitsBefore = pair.app.hits();
+    const again = await get(`/mine?access_token=${alice2}`);
+    expect(again.body).toBe('/mine for alice');
+    expect(again.age).toBeDefined();
+    expect((await get(`/mine?access_token=${bob}`)).body).toBe('/mine for bob');
+    expect((await get('/mine')).body).toBe('/mine for nobody');
+    expect(pair.app.hits()).toBe(hitsBefore);
   });
 });
