@@ -29,11 +29,13 @@ export function relayResponse(
   let settled = false;
   let headSent = false;
   let bytesOut = 0;
+  const tap = request.responseTap;
 
   const finish = (status: number, reason: ReasonCode<'data'> | undefined): void => {
     if (settled) return;
     settled = true;
     res.off('close', onDownstreamClose);
+    if (reason !== undefined) tap?.end('failed'); // what the tap holds for this call goes
     settle({ status, reason, upstream: progress.upstream, retries: progress.retries, bytesOut });
   };
   const fail = (failure: AttemptFailure): void => {
@@ -66,7 +68,6 @@ export function relayResponse(
   if (downstreamFate(res) === 'open') res.once('close', onDownstreamClose);
   else onDownstreamClose();
 
-  const tap = request.responseTap;
   /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
   const refuse = (ctl: Dispatcher.DispatchController, code: ReasonCode<'data'>, midStream: boolean): void => {
     if (midStream) res.destroy();
@@ -118,7 +119,7 @@ export function relayResponse(
       const hasTrailers = Object.keys(relayed).length > 0;
       if (hasTrailers) res.addTrailers(relayed as Record<string, string>);
       res.end();
-      tap?.end(hasTrailers);
+      tap?.end(hasTrailers ? 'trailers' : 'whole');
       finish(res.statusCode, undefined);
     },
     onResponseError(_ctl, err) {

@@ -63,8 +63,8 @@ export interface ResponseTap {
   /** The head as relayed (hop-by-hop fields removed), before mutateResponseHeaders. */
   head(status: number, headers: OutgoingHttpHeaders): ReasonCode<'data'> | undefined;
   data(chunk: Buffer): ReasonCode<'data'> | undefined;
-  /** The body ended whole; `trailers`: whether any were relayed. */
-  end(trailers: boolean): void;
+  /** Once per call: the body ended whole (`trailers` if any were relayed), or the relay `failed` (refused, reset, caller gone). */
+  end(how: 'whole' | 'trailers' | 'failed'): void;
 }
 
 export interface ForwardOutcome {

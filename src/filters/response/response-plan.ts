@@ -46,6 +46,12 @@ export interface ResponseRuntime {
   /** Undefined when limits.maxResponseCache is 0. */
   readonly store: ResponseCacheStore | undefined;
   readonly events: ResponseCacheEvents | undefined;
+  /**
+   * Bytes of answers being copied for the cache right now, by every call:
+   * at most limits.maxResponseCache together, so many concurrent misses
+   * cannot hold more than the cache itself (a copy past it is dropped).
+   */
+  readonly copies: { bytes: number; readonly max: number };
 }
 
 export function createResponseRuntime(deps: ResponseRuntimeDeps): ResponseRuntime {
@@ -55,6 +61,7 @@ export function createResponseRuntime(deps: ResponseRuntimeDeps): ResponseRuntim
     clock: deps.clock,
     store: deps.maxCacheBytes > 0 ? createResponseCacheStore({ maxBytes: deps.maxCacheBytes, clock: deps.clock, onEvict: events && (() => events.evicted()) }) : undefined,
     events,
+    copies: { bytes: 0, max: deps.maxCacheBytes },
   };
 }
 

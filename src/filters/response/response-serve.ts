@@ -104,8 +104,9 @@ const NO_BODY = (status: number): boolean => status === 204 || status === 304 ||
  * The relay's tap for a call with a plan: the size cap (Content-Length up
  * front, then counted as it streams) and, when `slot` is set, a copy of the
  * answer stored at its end if RFC 9111 lets a shared cache keep it. The copy
- * holds at most the rule's maxEntryBytes: past that it is dropped and the
- * rest only streams through. Undefined when there is nothing to watch.
+ * holds at most the rule's maxEntryBytes, and all calls' copies together at
+ * most limits.maxResponseCache: past either it is dropped and the rest only
+ * streams through. Undefined when there is nothing to watch.
  */
 export function createResponseTap(plan: ResponsePlan, call: CallContext, slot: CacheSlot | undefined): ResponseTap | undefined {
   const cap = plan.hardening?.maxResponseBytes;
@@ -118,6 +119,13 @@ export function createResponseTap(plan: ResponsePlan, call: CallContext, slot: C
   let relayed = 0;
   let copy: { chunks: Buffer[]; bytes: number; status: number; headers: OutgoingHttpHeaders; lifetimeMs: number; initialAgeMs: number; storedAt: number; vary: readonly string[] } | undefined;
   const isHead = call.method === 'HEAD';
+  const copies = runtime.copies;
+  /** Gives the copy's bytes back to the runtime's budget (they are in the store now, or gone). */
+  const drop = (): void => {
+    if (copy === undefined) return;
+    copies.bytes -= copy.bytes;
+    copy = undefined;
+  };
   return {
     head(status, headers): ReasonCode<'data'> | undefined {
       const declared = headers['content-length'] === undefined ? undefined : Number(headers['content-length']);
@@ -136,24 +144,28 @@ export function createResponseTap(plan: ResponsePlan, call: CallContext, slot: C
     },
     data(chunk): ReasonCode<'data'> | undefined {
       relayed += chunk.length;
-      if (cap !== undefined && relayed > cap) {
-        copy = undefined;
-        return 'response.too_large';
-      }
+      if (cap !== undefined && relayed > cap) return 'response.too_large'; // the relay ends the call: end('failed') drops the copy
       if (copy !== undefined) {
-        copy.bytes += chunk.length;
-        if (copy.bytes > plan.cache!.maxEntryBytes) {
-          copy = undefined;
+        if (copy.bytes + chunk.length > plan.cache!.maxEntryBytes) {
+          drop();
           skipped('too_large');
-        } else copy.chunks.push(chunk);
+        } else if (copies.bytes + chunk.length > copies.max) {
+          drop();
+          skipped('copy_budget');
+        } else {
+          copy.bytes += chunk.length;
+          copies.bytes += chunk.length;
+          copy.chunks.push(chunk);
+        }
       }
       return undefined;
     },
-    end(trailers) {
+    end(how) {
       if (copy === undefined || slot === undefined) return;
       const kept = copy;
-      copy = undefined;
-      if (trailers) return skipped('trailers');
+      drop();
+      if (how === 'failed') return;
+      if (how === 'trailers') return skipped('trailers');
       const body = Buffer.concat(kept.chunks, kept.bytes);
       const response: CachedResponse = { status: kept.status, headers: kept.headers, body, storedAt: kept.storedAt, initialAgeMs: kept.initialAgeMs, lifetimeMs: kept.lifetimeMs };
       const store = runtime.store!;

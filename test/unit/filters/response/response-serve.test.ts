@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../../src/core/call-context.ts';
 import type { ResponseCacheEvents, ResponsePlan } from '../../../../src/filters/response/response-plan.ts';
 import { compileResponseFilter, createResponseRuntime, responsePlanOf } from '../../../../src/filters/response/response-plan.ts';
+import type { CacheSlot } from '../../../../src/filters/response/response-serve.ts';
 import { createResponseTap, lookupCache } from '../../../../src/filters/response/response-serve.ts';
 import { callContext } from '../../../helpers/call-context.ts';
 import { createFakeClock } from '../../../helpers/fake-clock.ts';
@@ -42,8 +43,14 @@ function callThrough(planFor: (c: CallContext) => ResponsePlan | undefined, call
   const headers = { 'cache-control': 'max-age=60', ...app.headers };
   expect(tap?.head(app.status ?? 200, headers)).toBeUndefined();
   expect(tap?.data(Buffer.from(app.body))).toBeUndefined();
-  tap?.end(false);
+  tap?.end('whole');
   return { from: 'app', body: app.body, age: undefined, log: call.annotations.cache };
+}
+
+/** The slot a missed lookup gives for `call`. */
+function slotOf(plan: ResponsePlan, call: CallContext): CacheSlot | undefined {
+  const found = lookupCache(plan, call, call.path);
+  return found.kind === 'miss' ? found.slot : undefined;
 }
 
 const get = (path: string, over: Partial<CallContext> = {}) => callContext({ path, authority: 'orders.shop', ...over, annotations: { retries: 0, ...over.annotations } });
@@ -131,21 +138,46 @@ describe('response cache per call', () => {
   it('relays but does not keep a body over maxEntryBytes, a HEAD answer, or one with trailers', () => {
     const { planFor, counted } = setup([{ name: 'c', cache: { maxEntryBytes: 8 } }]);
     const big = get('/big');
-    const tap = createResponseTap(planFor(big)!, big, (lookupCache(planFor(big)!, big, '/big') as { slot: never }).slot)!;
+    const tap = createResponseTap(planFor(big)!, big, slotOf(planFor(big)!, big))!;
     expect(tap.head(200, { 'cache-control': 'max-age=60' })).toBeUndefined();
     expect(tap.data(Buffer.from('123456'))).toBeUndefined();
     expect(tap.data(Buffer.from('789'))).toBeUndefined(); // over 8 bytes: still relayed, no longer kept
-    tap.end(false);
+    tap.end('whole');
     expect(callThrough(planFor, get('/big'), { body: 'fresh' }).from).toBe('app');
     expect(callThrough(planFor, get('/head', { method: 'HEAD' }), { body: '' }).from).toBe('app');
     expect(callThrough(planFor, get('/head', { method: 'HEAD' }), { body: '' }).from).toBe('app');
     const t = get('/trailers');
-    const tt = createResponseTap(planFor(t)!, t, (lookupCache(planFor(t)!, t, '/trailers') as { slot: never }).slot)!;
+    const tt = createResponseTap(planFor(t)!, t, slotOf(planFor(t)!, t))!;
     tt.head(200, { 'cache-control': 'max-age=60' });
     tt.data(Buffer.from('x'));
-    tt.end(true);
+    tt.end('trailers');
     expect(callThrough(planFor, get('/trailers'), { body: 'y' }).from).toBe('app');
     expect(counted).toEqual(expect.arrayContaining(['store shop/orders#c skipped too_large', 'store shop/orders#c skipped head', 'store shop/orders#c skipped trailers']));
+  });
+
+  it('holds at most limits.maxResponseCache in copies of answers still streaming, and gives the bytes back however a call ends', () => {
+    const { planFor, runtime, counted } = setup([{ name: 'c', cache: {} }], { maxCacheBytes: 1000 });
+    const start = (path: string) => {
+      const call = get(path);
+      const tap = createResponseTap(planFor(call)!, call, slotOf(planFor(call)!, call))!;
+      tap.head(200, { 'cache-control': 'max-age=60' });
+      return tap;
+    };
+    const a = start('/a');
+    const b = start('/b');
+    expect(a.data(Buffer.alloc(600))).toBeUndefined();
+    expect(b.data(Buffer.alloc(600))).toBeUndefined(); // relayed all the same, but not copied: 1200 > 1000
+    expect(counted).toContain('store shop/orders#c skipped copy_budget');
+    expect(runtime.copies.bytes).toBe(600);
+    a.end('failed'); // the upstream reset: nothing stored, the budget back
+    expect(runtime.copies.bytes).toBe(0);
+    b.end('whole');
+    const c = start('/c');
+    c.data(Buffer.alloc(10));
+    c.end('whole');
+    expect(runtime.copies.bytes).toBe(0);
+    expect(callThrough(planFor, get('/c'), { body: 'x' }).from).toBe('cache');
+    expect(callThrough(planFor, get('/a'), { body: 'x' }).from).toBe('app');
   });
 
   it('bypasses when limits.maxResponseCache is 0', () => {
