@@ -174,7 +174,7 @@ function mutateAppResponse(call: CallContext, out: Record<string, string | strin
   delete out['x-meshgate-reason'];
   const added = call.annotations.responseHeaders; // e.g. RateLimit fields of an admitted call
   if (added) for (const [name, value] of Object.entries(added)) out[name] = appendField(out[name], value);
-  const hardening = call.annotations.responsePlan === undefined ? undefined : responsePlanOf(call)?.hardening;
+  const hardening = responsePlanOf(call)?.hardening; // a Route responses[].hardening rule covers the call
   if (hardening) hardenHeaders(out, hardening);
 }
 

@@ -71,7 +71,7 @@ export function relayResponse(
   /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
   const refuse = (ctl: Dispatcher.DispatchController, code: ReasonCode<'data'>, midStream: boolean): void => {
     if (midStream) res.destroy();
-    else replyError(code, 'the response was refused by the route (see the reason code)');
+    else replyError(code, "the app's response exceeds what its route allows");
     finish(midStream ? reasonCode(code).http : res.statusCode, code);
     ctl.abort(new DownstreamGoneError(`response refused: ${code}`));
   };

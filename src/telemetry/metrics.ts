@@ -237,7 +237,7 @@ export function createSidecarMetrics(opts: {
     }),
     responseCacheStores: new Counter({
       name: 'meshgate_response_cache_stores_total',
-      help: "App answers to missed calls, by rule and result: stored, or skipped with the reason (status, no_store, private, no_cache, set_cookie, vary_star, no_freshness, stale, too_large, copy_budget, trailers, head).",
+      help: 'App answers to missed calls, by rule and result: stored, or skipped with the reason (status, no_store, private, no_cache, set_cookie, vary_star, no_freshness, stale, too_large, copy_budget, trailers, head).',
       labelNames: ['rule', 'result', 'reason'],
       registers,
     }),

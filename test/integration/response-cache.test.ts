@@ -169,7 +169,11 @@ describe('inbound response cache (Route responses[].cache)', () => {
     const noStore = await get('/catalog?fresh', { 'cache-control': 'no-store' });
     expect(noStore.headers.age).toBeUndefined();
     expect(noStore.body).not.toBe(refreshed.body);
-    expect(accessLines('/catalog').slice(-4).map((l) => l.cache)).toEqual(['miss', 'bypass:request_no_cache', 'hit', 'bypass:request_no_store']);
+    expect(
+      accessLines('/catalog')
+        .slice(-4)
+        .map((l) => l.cache),
+    ).toEqual(['miss', 'bypass:request_no_cache', 'hit', 'bypass:request_no_store']);
   });
 
   it('bypasses the cache for a call with credentials when the route does not say otherwise', async () => {
@@ -179,7 +183,11 @@ describe('inbound response cache (Route responses[].cache)', () => {
     expect([alice.body, bob.body, again.body]).toEqual(['account of Bearer alice #1', 'account of Bearer bob #2', 'account of Bearer alice #3']);
     // Nor does an anonymous call get an authenticated caller's answer (none was stored).
     expect((await get('/account')).body).toBe('account of nobody #4');
-    expect(accessLines('/account').slice(0, 3).map((l) => l.cache)).toEqual(['bypass:authenticated', 'bypass:authenticated', 'bypass:authenticated']);
+    expect(
+      accessLines('/account')
+        .slice(0, 3)
+        .map((l) => l.cache),
+    ).toEqual(['bypass:authenticated', 'bypass:authenticated', 'bypass:authenticated']);
     // The access log never carries the credential.
     expect(JSON.stringify(pair.sc.logs)).not.toContain('Bearer alice');
   });
@@ -250,7 +258,7 @@ describe('inbound response cache and verified request principals (RequestAuthent
     expect(pair.sc.logs.filter((l) => l.log === 'access' && l.path === '/shared').map((l) => l.cache)).toEqual(['bypass:authenticated', 'miss']);
   });
 
-  it('with cacheAuthenticated, keys by the verified principal: a caller gets its own answer whatever its token, never another caller\'s', async () => {
+  it("with cacheAuthenticated, keys by the verified principal: a caller gets its own answer whatever its token, never another caller's", async () => {
     const [alice1, alice2, bob] = await Promise.all([token('alice', 'a1'), token('alice', 'a2'), token('bob', 'b1')]);
     expect(await get(`/mine?access_token=${alice1}`)).toMatchObject({ body: '/mine for alice', age: undefined });
     expect(await get(`/mine?access_token=${bob}`)).toMatchObject({ body: '/mine for bob', age: undefined });

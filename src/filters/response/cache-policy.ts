@@ -32,7 +32,7 @@ export function parseCacheControl(value: string | string[] | number | undefined)
 }
 
 /** Seconds of a delta-seconds argument; undefined when absent or not one (RFC 9111 §1.2.2: then it is invalid). */
-export function deltaSeconds(directives: Directives, name: string): number | undefined {
+function deltaSeconds(directives: Directives, name: string): number | undefined {
   if (!directives.has(name)) return undefined;
   const arg = directives.get(name);
   if (arg === undefined || !/^\d+$/.test(arg)) return undefined;
@@ -136,7 +136,7 @@ export function varyValues(names: readonly string[], headers: IncomingHttpHeader
 }
 
 /** Milliseconds since the epoch of an HTTP-date (IMF-fixdate and the obsolete forms Date.parse reads); undefined when invalid. */
-export function httpDate(value: string | string[] | number | undefined): number | undefined {
+function httpDate(value: string | string[] | number | undefined): number | undefined {
   if (typeof value !== 'string' || value.length > 64) return undefined;
   const ms = Date.parse(value);
   return Number.isNaN(ms) ? undefined : ms;

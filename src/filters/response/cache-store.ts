@@ -36,7 +36,7 @@ interface Primary {
   readonly variants: Map<string, Entry>;
 }
 
-export interface CacheLookup {
+interface CacheLookup {
   readonly response: CachedResponse;
   /** Current age in whole seconds, for the Age header. */
   readonly ageSeconds: number;

@@ -7,7 +7,7 @@ import type { RouteResponseRule } from '../../policy/kinds/route-responses.ts';
 import { DEFAULT_STRIPPED_HEADERS } from '../../policy/kinds/route-responses.ts';
 import { isRouteDestination } from '../../policy/selector.ts';
 import type { PolicyDocument, WorkloadRef } from '../../policy/types.ts';
-import type { FilterDeps, FilterKind } from '../filter-kind.ts';
+import type { FilterDeps } from '../filter-kind.ts';
 import type { ResponseCacheStore } from './cache-store.ts';
 import { createResponseCacheStore } from './cache-store.ts';
 
@@ -20,7 +20,7 @@ import { createResponseCacheStore } from './cache-store.ts';
  * call no rule matches gets no plan: both cost nothing on the response path.
  */
 
-export type CacheLookupResult = 'hit' | 'miss' | 'bypass';
+type CacheLookupResult = 'hit' | 'miss' | 'bypass';
 
 /** The counters the cache feeds (SidecarMetrics has them); `rule` comes from policy documents only. */
 export interface ResponseCacheEvents {
@@ -65,7 +65,7 @@ export function createResponseRuntime(deps: ResponseRuntimeDeps): ResponseRuntim
   };
 }
 
-export interface CachePlan {
+interface CachePlan {
   readonly maxEntryBytes: number;
   readonly cacheAuthenticated: boolean;
 }
@@ -126,7 +126,7 @@ export function compileResponseFilter(documents: readonly PolicyDocument[], runt
   }
   if (rules.length === 0) return undefined;
   return {
-    name: responseKind.name,
+    name: 'response',
     onRequest(call) {
       const path = matchPathOf(call.path);
       for (const rule of rules) {
@@ -138,9 +138,3 @@ export function compileResponseFilter(documents: readonly PolicyDocument[], runt
     },
   };
 }
-
-/** As the other kinds; compile gives a filter that does nothing when no rule applies (the chain uses compileResponseFilter and leaves it out). */
-export const responseKind: FilterKind<ResponseRuntime> = {
-  name: 'response',
-  compile: (documents, runtime) => compileResponseFilter(documents, runtime) ?? { name: 'response', onRequest: () => CONTINUE },
-};

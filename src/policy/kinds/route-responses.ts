@@ -13,10 +13,19 @@ import { byteSize, headerName, ruleName, schemaParts } from './common.ts';
  */
 
 /** Largest response body one cache entry may hold when a rule does not say. */
-export const DEFAULT_MAX_ENTRY_BYTES = 1_048_576;
+const DEFAULT_MAX_ENTRY_BYTES = 1_048_576;
 
 /** Headers that name the server or its framework, stripped by every hardening rule. */
-export const DEFAULT_STRIPPED_HEADERS: readonly string[] = Object.freeze(['server', 'x-powered-by', 'x-aspnet-version', 'x-aspnetmvc-version', 'x-runtime', 'x-generator', 'x-drupal-cache', 'x-varnish-backend']);
+export const DEFAULT_STRIPPED_HEADERS: readonly string[] = Object.freeze([
+  'server',
+  'x-powered-by',
+  'x-aspnet-version',
+  'x-aspnetmvc-version',
+  'x-runtime',
+  'x-generator',
+  'x-drupal-cache',
+  'x-varnish-backend',
+]);
 
 export function routeResponsesSchema(limits: PolicyLimits) {
   const p = schemaParts(limits);
@@ -35,7 +44,7 @@ export function routeResponsesSchema(limits: PolicyLimits) {
       .boolean()
       .default(false)
       .describe(
-        'true: calls with an Authorization header or a verified request principal are cached too, each under its caller (the verified principal, else the credential) so one caller is never served another caller\'s answer. false (default): such calls bypass the cache.',
+        "true: calls with an Authorization header or a verified request principal are cached too, each under its caller (the verified principal, else the credential) so one caller is never served another caller's answer. false (default): such calls bypass the cache.",
       ),
   });
 
@@ -47,7 +56,9 @@ export function routeResponsesSchema(limits: PolicyLimits) {
     maxResponseBytes: byteSize
       .refine((n) => n > 0, 'must be more than 0')
       .optional()
-      .describe('Largest response body relayed: a larger Content-Length gets 502 response.too_large instead; a body that grows past it while streaming is cut off (the caller reset) and logged with that reason.'),
+      .describe(
+        'Largest response body relayed: a larger Content-Length gets 502 response.too_large instead; a body that grows past it while streaming is cut off (the caller reset) and logged with that reason.',
+      ),
     securityHeaders: z
       .record(headerName, headerValue)
       .refine((r) => Object.keys(r).length <= limits.maxListValues, `at most ${limits.maxListValues} headers`)

@@ -104,7 +104,11 @@ export function routeSchema(limits: PolicyLimits) {
     if (doc.spec.responses === undefined || doc.metadata.namespace === MESH_ROOT_NAMESPACE) return;
     const target = resolveServiceRef(doc.spec.service, doc.metadata.namespace);
     if (target.namespace !== doc.metadata.namespace)
-      ctx.addIssue({ code: 'custom', path: ['spec', 'responses'], message: `responses apply on ${doc.spec.service}'s own sidecar: only a Route in namespace ${target.namespace} (or ${MESH_ROOT_NAMESPACE}) may set them` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['spec', 'responses'],
+        message: `responses apply on ${doc.spec.service}'s own sidecar: only a Route in namespace ${target.namespace} (or ${MESH_ROOT_NAMESPACE}) may set them`,
+      });
   });
 }
 
