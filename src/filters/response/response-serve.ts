@@ -92,8 +92,14 @@ export function writeCached(downstream: DownstreamResponse, call: CallContext, h
   out['content-length'] = String(hit.response.body.length);
   mutate(out);
   const body = call.method === 'HEAD' ? undefined : hit.response.body;
-  res.writeHead(hit.response.status, out as Record<string, string | string[]>);
-  res.end(body);
+  try {
+    res.writeHead(hit.response.status, out as Record<string, string | string[]>);
+    res.end(body);
+  } catch {
+    // The caller's stream is gone (an HTTP/2 reset while the checks ran): nothing to answer.
+    res.destroy();
+    return 0;
+  }
   return body?.length ?? 0;
 }
 
