@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
 import type { DownstreamResponse } from './downstream.ts';
-import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate, resetDownstream } from './downstream.ts';
 import { downstreamResponseHeaders } from './headers.ts';
 import type { CallHandler, CallProgress, ErrorReply, ForwardOutcome, ForwardRequest } from './upstream-call.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
@@ -50,7 +50,7 @@ export function relayResponse(
     if (headSent) {
       // Mid-stream failure: reset the caller so it cannot mistake a truncated body for a whole one.
       // Logged with the reason's status (502, 504), not the 200 the caller saw before the reset.
-      res.destroy();
+      resetDownstream(res);
       return finish(reasonCode(code).http, code);
     }
     replyError(code, `upstream ${failure}`);
@@ -70,7 +70,7 @@ export function relayResponse(
 
   /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
   const refuse = (ctl: Dispatcher.DispatchController, code: ReasonCode<'data'>, midStream: boolean): void => {
-    if (midStream) res.destroy();
+    if (midStream) resetDownstream(res);
     else replyError(code, "the app's response exceeds what its route allows");
     finish(midStream ? reasonCode(code).http : res.statusCode, code);
     ctl.abort(new DownstreamGoneError(`response refused: ${code}`));

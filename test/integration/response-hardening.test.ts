@@ -165,7 +165,46 @@ describe('response hardening (Route responses[].hardening)', () => {
     expect(closed.text).toMatch(/^HTTP\/1\.1 200 /);
     expect(closed.text).not.toMatch(/\r\n0\r\n\r\n$/);
     expect(closed.text).not.toContain('b'.repeat(16));
-    const lines = pair.sc.logs.filter((l) => l.path === '/streamed-big');
+    const lines = pair.sc.logs.filter((l) => l.path === '/streamed-big' && l.protocol === 'HTTP/1.1');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ status: 502, reason: 'response.too_large' });
+    expect(sumOf(await metrics(), 'meshgate_requests_total', { reason: 'response.too_large' }) - before).toBe(1);
+  });
+
+  it('resets an HTTP/2 stream whose body grows past the cap, and only that stream', async () => {
+    const before = sumOf(await metrics(), 'meshgate_requests_total', { reason: 'response.too_large' });
+    const client = http2.connect(pair.sc.inboundUrl);
+    try {
+      const outcome = await new Promise<{ status: number | undefined; received: number; error: string | undefined }>((resolve) => {
+        const stream = client.request({ ':path': '/streamed-big', ':authority': 'orders.shop' });
+        let status: number | undefined;
+        let received = 0;
+        stream.on('response', (h) => (status = h[':status']));
+        stream.on('data', (chunk: Buffer) => {
+          received += chunk.length;
+          if (received >= CAP / 2) streamed.sendRest?.(); // the first part arrived: now the app sends the rest
+        });
+        stream.on('error', (err: Error & { code?: string }) => resolve({ status, received, error: `${err.code} rst ${stream.rstCode}` }));
+        // A reset with NO_ERROR would read as a whole body: the caller must see an error code.
+        stream.on('close', () => resolve({ status, received, error: stream.rstCode === http2.constants.NGHTTP2_NO_ERROR ? undefined : `rst ${stream.rstCode}` }));
+        stream.end();
+      });
+      expect(outcome.status).toBe(200);
+      expect(outcome.received).toBeLessThanOrEqual(CAP);
+      expect(outcome.error).toBe(`ERR_HTTP2_STREAM_ERROR rst ${http2.constants.NGHTTP2_INTERNAL_ERROR}`);
+      // The connection still serves other calls.
+      const next = await new Promise<number | undefined>((resolve, reject) => {
+        const stream = client.request({ ':path': '/page', ':authority': 'orders.shop' });
+        stream.on('response', (h) => resolve(h[':status']));
+        stream.on('error', reject);
+        stream.resume();
+        stream.end();
+      });
+      expect(next).toBe(200);
+    } finally {
+      client.close();
+    }
+    const lines = pair.sc.logs.filter((l) => l.path === '/streamed-big' && l.protocol === 'HTTP/2');
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({ status: 502, reason: 'response.too_large' });
     expect(sumOf(await metrics(), 'meshgate_requests_total', { reason: 'response.too_large' }) - before).toBe(1);
