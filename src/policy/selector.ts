@@ -16,6 +16,11 @@ import { MESH_ROOT_NAMESPACE } from './types.ts';
  */
 export function documentApplies(doc: PolicyDocument, workload: WorkloadRef): boolean {
   if (doc.kind === 'Route' && doc.spec.responses !== undefined && isRouteDestination(doc, workload)) return true;
+  return selectorApplies(doc, workload);
+}
+
+/** Whether a document's namespace and selector pick a workload (for a Route: as a caller). */
+export function selectorApplies(doc: PolicyDocument, workload: WorkloadRef): boolean {
   const namespace = doc.metadata.namespace;
   if (namespace !== workload.namespace && namespace !== MESH_ROOT_NAMESPACE) return false;
   const services = doc.spec.selector?.services;

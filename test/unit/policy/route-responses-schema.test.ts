@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { documentApplies, selectorApplies } from '../../../src/policy/selector.ts';
 import { compileSnapshot } from '../../../src/policy/snapshot.ts';
 import { createPolicyValidator } from '../../../src/policy/validate.ts';
 import { doc, errorLines, validDocument } from './helpers.ts';
@@ -59,6 +60,14 @@ describe('Route responses: delivery', () => {
     expect(compileSnapshot([withResponses], [], orders).documents).toHaveLength(1);
     expect(compileSnapshot([withResponses], [], { service: 'frontend', namespace: 'shop' }).documents).toHaveLength(1);
     expect(compileSnapshot([withResponses], [], { service: 'users', namespace: 'shop' }).documents).toHaveLength(0);
+  });
+
+  it('applies to the destination only for its responses: its selector still names the callers whose routes it sets', () => {
+    const d = selectorOnlyFrontend('\nresponses: [{ name: a, cache: {} }]');
+    expect(documentApplies(d, orders)).toBe(true);
+    // The destination's sidecar installs no routes or versions from it (src/sidecar/policy-enforcement.ts asks this).
+    expect(selectorApplies(d, orders)).toBe(false);
+    expect(selectorApplies(d, { service: 'frontend', namespace: 'shop' })).toBe(true);
   });
 
   it('leaves a Route without responses where its selector puts it (snapshots of other workloads unchanged)', () => {
