@@ -212,6 +212,9 @@ export const sidecarConfigSchema = z
         maxBufferedBodies: byteSize
           .default(33_554_432)
           .describe('Request body bytes all calls together may hold in memory while filters read them; past it a call that needs its body read gets 503 sidecar.overloaded. At least maxBodyBuffer.'),
+        maxResponseCache: byteSize
+          .default(33_554_432)
+          .describe('Response bytes the inbound response cache (Route responses[].cache) holds, all entries together; the least recently used go first. 0 turns caching off.'),
       })
       .prefault({})
       .describe('Hardening limits, set explicitly on every listener.'),

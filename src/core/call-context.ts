@@ -112,6 +112,19 @@ interface CallAnnotations {
    * same name. Applied by the inbound stack.
    */
   responseHeaders?: Record<string, string>;
+  /**
+   * The Route `responses` rule matched by this call (cache, hardening), set by
+   * the response filter only when one matches; its shape is
+   * src/filters/response/response-plan.ts's. Applied by the inbound stack.
+   */
+  responsePlan?: ResponsePlanHandle;
+  /** What the response cache did with the call, for the access log: `hit`, `miss`, or `bypass:<why>`. */
+  cache?: string;
+}
+
+/** What core knows of a response plan: its rule id (`namespace/route#rule`); the rest is the response filter's. */
+export interface ResponsePlanHandle {
+  readonly rule: string;
 }
 
 export interface UpstreamRequestEdits {

@@ -141,6 +141,13 @@ const DATA = {
     description:
       'The upstream answered with something that is not valid HTTP: a malformed status line, header or chunk, headers beyond the parser limit, or a body that does not match its Content-Length.',
   },
+  'response.too_large': {
+    http: 502,
+    // As gRPC itself answers a message over its size limit.
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description:
+      "The app's response is larger than its Route's `responses[].hardening.maxResponseBytes`: refused with this 502 when its Content-Length says so, or cut off (the caller reset) when it grows past the cap while streaming; either way logged and counted once with this reason.",
+  },
   'upstream.overloaded': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,

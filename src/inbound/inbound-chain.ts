@@ -11,6 +11,8 @@ import { createIPAccessRuntime, ipAccessKind } from '../filters/ip-access/ip-acc
 import { rateLimitKind } from '../filters/ratelimit/ratelimit-filter.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
+import type { ResponseRuntime } from '../filters/response/response-plan.ts';
+import { compileResponseFilter } from '../filters/response/response-plan.ts';
 import type { ValidateRuntime } from '../filters/validate/validate-filter.ts';
 import { createValidateRuntime, validateKind } from '../filters/validate/validate-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
@@ -26,6 +28,8 @@ export interface InboundRuntimes {
   readonly authz: AuthzRuntime;
   readonly rateLimit: RateLimitRuntime;
   readonly validate: ValidateRuntime;
+  /** Route `responses` (cache, hardening) of this workload; without it none apply (policy explain, benches). */
+  readonly response?: ResponseRuntime;
 }
 
 export interface InboundChainOptions {
@@ -78,11 +82,16 @@ export function buildInboundChain(
   // A DENY rule we could not read must not turn into an allow: admit nothing until it is fixed.
   if (missing.length > 0) return [unusablePolicy(missing)];
   const r = opts.runtimes;
-  return [
+  const chain = [
     ipAccessKind.compile(documents, r.ipAccess), // ip-access: cheapest refusal, before any token is parsed
     authnKind.compile(documents, r.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
     authzKind.compile(documents, r.authz), // authz: needs the identities above
     rateLimitKind.compile(documents, r.rateLimit), // rate-limit: after authz, so denied callers spend no budget
-    validateKind.compile(documents, r.validate), // validate: last, since it may read and buffer the body (only when a matching rule needs it)
+    validateKind.compile(documents, r.validate), // validate: last check, since it may read and buffer the body (only when a matching rule needs it)
   ];
+  // response: marks calls a Route `responses` rule covers (cache, hardening); only after every check, so a cached answer
+  // goes only to calls the checks admitted. Absent when no rule applies to this workload.
+  const response = r.response && compileResponseFilter(documents, r.response);
+  if (response) chain.push(response);
+  return chain;
 }

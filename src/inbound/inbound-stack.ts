@@ -3,6 +3,8 @@ import type { Filter } from '../core/filter.ts';
 import { runFilters } from '../core/filter.ts';
 import type { RespondVerdict, Verdict } from '../core/verdict.ts';
 import { respond } from '../core/verdict.ts';
+import { responsePlanOf } from '../filters/response/response-plan.ts';
+import { createResponseTap, hardenHeaders, lookupCache, writeCached } from '../filters/response/response-serve.ts';
 import type { BodyBudget } from '../proxy/body-budget.ts';
 import { createCallContext, pathWithQuery, readRequestTarget } from '../proxy/call.ts';
 import type { CallRecording, CallTelemetry } from '../proxy/call-telemetry.ts';
@@ -12,7 +14,7 @@ import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { ForwardableBody } from '../proxy/request-body.ts';
 import { createRequestBody } from '../proxy/request-body.ts';
-import type { ForwardOutcome, UpstreamTarget } from '../proxy/upstream-call.ts';
+import type { ForwardOutcome, ResponseTap, UpstreamTarget } from '../proxy/upstream-call.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
 import type { AppH2cProbe } from './app-h2c-probe.ts';
 
@@ -92,17 +94,38 @@ function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody
     deps.onRefused?.(call, verdict);
     return;
   }
+  // A Route `responses` rule covers the call (none: no plan, nothing more done here).
+  const plan = responsePlanOf(call);
+  let tap: ResponseTap | undefined;
+  if (plan !== undefined) {
+    const cached = lookupCache(plan, call, appPathOf(call));
+    if (cached.kind === 'hit') {
+      const bytesOut = writeCached(res, call, cached, (out) => mutateAppResponse(call, out));
+      recordCall(deps.telemetry, call, { status: res.statusCode, reason: undefined, bytesOut }, recording);
+      return;
+    }
+    tap = createResponseTap(plan, call, cached.slot);
+  }
   const protocol = deps.appProtocol !== 'auto' ? deps.appProtocol : call.httpVersion === '2' && (call.isGrpc || !deps.edge) ? 'http2' : 'http1';
   // auto, an HTTP/2 caller, not gRPC: mirror it only if the app speaks h2c (asked once, then cached).
   const h2c = protocol === 'http2' && deps.appProtocol === 'auto' && !call.isGrpc ? deps.appH2c?.speaksH2c() : undefined;
   if (h2c instanceof Promise) {
-    h2c.then((speaks) => forwardToApp(speaks ? 'http2' : 'http1', call, body, res, deps, recording, app));
+    h2c.then((speaks) => forwardToApp(speaks ? 'http2' : 'http1', call, body, res, deps, recording, app, tap));
     return;
   }
-  forwardToApp(h2c === false ? 'http1' : protocol, call, body, res, deps, recording, app);
+  forwardToApp(h2c === false ? 'http1' : protocol, call, body, res, deps, recording, app, tap);
 }
 
-function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, pool: UpstreamPool): void {
+function forwardToApp(
+  protocol: 'http1' | 'http2',
+  call: CallContext,
+  body: ForwardableBody,
+  res: DownstreamResponse,
+  deps: InboundStackDeps,
+  recording: CallRecording,
+  pool: UpstreamPool,
+  tap: ResponseTap | undefined,
+): void {
   const app: UpstreamTarget = { dispatcher: pool.dispatcher(protocol), label: pool.origin, done: () => {} };
   let picked = false;
   const headers = upstreamRequestHeaders(call.headers, {
@@ -120,20 +143,15 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
   forward(
     {
       method: call.method,
-      path: edits?.query === undefined ? pathWithQuery(call) : edits.query === '' ? call.path : `${call.path}?${edits.query}`,
+      path: appPathOf(call),
       headers,
       body: body.forwardable(), // the bytes a filter buffered, then the rest; the live stream when none did
       timeoutMs: deps.appTimeoutMs,
       bodyTimeoutMs: call.isGrpc ? 0 : deps.idleTimeoutMs,
       retry: undefined, // the app is local: a retry would only hide its failure
       pick: () => (picked ? undefined : ((picked = true), app)),
-      mutateResponseHeaders: (out) => {
-        // Only this sidecar's own replies carry a reason code: callers' sidecars trust it to tell a
-        // policy refusal from an endpoint failure (src/outbound/peer-answers.ts), so an app cannot say one.
-        delete out['x-meshgate-reason'];
-        const added = call.annotations.responseHeaders; // e.g. RateLimit fields of an admitted call
-        if (added) for (const [name, value] of Object.entries(added)) out[name] = appendField(out[name], value);
-      },
+      mutateResponseHeaders: (out) => mutateAppResponse(call, out),
+      responseTap: tap,
     },
     res,
     replyError(call, res),
@@ -141,6 +159,23 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);
   });
+}
+
+/** The path and query the app receives: a filter may have rewritten the query (authn took a token out). */
+function appPathOf(call: CallContext): string {
+  const query = call.annotations.upstreamEdits?.query;
+  return query === undefined ? pathWithQuery(call) : query === '' ? call.path : `${call.path}?${query}`;
+}
+
+/** The sidecar's changes to the app's response head, relayed or served from the cache. */
+function mutateAppResponse(call: CallContext, out: Record<string, string | string[] | number | undefined>): void {
+  // Only this sidecar's own replies carry a reason code: callers' sidecars trust it to tell a
+  // policy refusal from an endpoint failure (src/outbound/peer-answers.ts), so an app cannot say one.
+  delete out['x-meshgate-reason'];
+  const added = call.annotations.responseHeaders; // e.g. RateLimit fields of an admitted call
+  if (added) for (const [name, value] of Object.entries(added)) out[name] = appendField(out[name], value);
+  const hardening = responsePlanOf(call)?.hardening; // a Route responses[].hardening rule covers the call
+  if (hardening) hardenHeaders(out, hardening);
 }
 
 /** A list field's members after the app's own (RFC 9110 §5.3: one field line per value). */

@@ -70,6 +70,8 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'validate.json_unsafe_number',
   'validate.json_invalid_utf8',
   'validate.injection',
+  // The destination's Route caps its answers: every replica's app gives the same oversize answer to the same call.
+  'response.too_large',
 ]);
 
 /** About the endpoint that answered: its sidecar, its policy state or its app. */

@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import http2 from 'node:http2';
 import type { ReasonCode } from '../core/reason-codes.ts';
 
 /** A call as either codec hands it over. */
@@ -94,4 +95,20 @@ export function requestTimedOut(req: DownstreamRequest): boolean {
 /** The listener's refusal of this request's remaining bytes, if it made one (read while its body is read). */
 export function requestRefused(req: DownstreamRequest): DownstreamRefusedError | undefined {
   return refusalOf(req.httpVersion === '2.0' ? (req as Http2ServerRequest).stream : req.socket);
+}
+
+/**
+ * Ends a call whose head went out but whose body cannot be whole: HTTP/1.1
+ * closes the connection (no last chunk, or fewer bytes than Content-Length);
+ * HTTP/2 resets the stream with INTERNAL_ERROR. A bare destroy() of an
+ * HTTP/2 response sends RST_STREAM NO_ERROR, which node's client reads as a
+ * clean end: the caller would take a truncated body for a whole one.
+ */
+export function resetDownstream(res: DownstreamResponse): void {
+  const stream = (res as Http2ServerResponse).stream as Http2ServerResponse['stream'] | undefined;
+  if (stream === undefined) {
+    res.destroy();
+    return;
+  }
+  if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
 }

@@ -3,7 +3,7 @@ import type { Dispatcher } from 'undici';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
 import type { DownstreamResponse } from './downstream.ts';
-import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate } from './downstream.ts';
+import { DownstreamRefusedError, DownstreamTimeoutError, downstreamFate, resetDownstream } from './downstream.ts';
 import { downstreamResponseHeaders } from './headers.ts';
 import type { CallHandler, CallProgress, ErrorReply, ForwardOutcome, ForwardRequest } from './upstream-call.ts';
 import type { AttemptFailure } from './upstream-errors.ts';
@@ -18,7 +18,7 @@ import { DispatchRefusedError, DownstreamGoneError, failureOf, reasonForFailure 
  */
 export function relayResponse(
   downstream: DownstreamResponse,
-  request: Pick<ForwardRequest, 'mutateResponseHeaders'>,
+  request: Pick<ForwardRequest, 'mutateResponseHeaders' | 'responseTap'>,
   replyError: ErrorReply,
   progress: CallProgress,
   settle: (outcome: ForwardOutcome) => void,
@@ -29,11 +29,13 @@ export function relayResponse(
   let settled = false;
   let headSent = false;
   let bytesOut = 0;
+  const tap = request.responseTap;
 
   const finish = (status: number, reason: ReasonCode<'data'> | undefined): void => {
     if (settled) return;
     settled = true;
     res.off('close', onDownstreamClose);
+    if (reason !== undefined) tap?.end('failed'); // what the tap holds for this call goes
     settle({ status, reason, upstream: progress.upstream, retries: progress.retries, bytesOut });
   };
   const fail = (failure: AttemptFailure): void => {
@@ -48,7 +50,7 @@ export function relayResponse(
     if (headSent) {
       // Mid-stream failure: reset the caller so it cannot mistake a truncated body for a whole one.
       // Logged with the reason's status (502, 504), not the 200 the caller saw before the reset.
-      res.destroy();
+      resetDownstream(res);
       return finish(reasonCode(code).http, code);
     }
     replyError(code, `upstream ${failure}`);
@@ -66,14 +68,26 @@ export function relayResponse(
   if (downstreamFate(res) === 'open') res.once('close', onDownstreamClose);
   else onDownstreamClose();
 
+  /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
+  const refuse = (ctl: Dispatcher.DispatchController, code: ReasonCode<'data'>, midStream: boolean): void => {
+    if (midStream) resetDownstream(res);
+    else replyError(code, "the app's response exceeds what its route allows");
+    finish(midStream ? reasonCode(code).http : res.statusCode, code);
+    ctl.abort(new DownstreamGoneError(`response refused: ${code}`));
+  };
+
   return {
     onRequestStart(ctl) {
       controller = ctl;
       if (callerGone) ctl.abort(new DownstreamGoneError('caller went away'));
     },
     onResponseStart(ctl, statusCode, headers) {
-      headSent = true;
       const out = downstreamResponseHeaders(headers as Record<string, string | string[]>);
+      if (tap !== undefined) {
+        const refused = tap.head(statusCode, out);
+        if (refused !== undefined) return refuse(ctl, refused, false);
+      }
+      headSent = true;
       request.mutateResponseHeaders?.(out);
       try {
         if (out['grpc-status'] === undefined) {
@@ -90,6 +104,10 @@ export function relayResponse(
       }
     },
     onResponseData(ctl, chunk) {
+      if (tap !== undefined) {
+        const cut = tap.data(chunk);
+        if (cut !== undefined) return refuse(ctl, cut, true);
+      }
       bytesOut += chunk.length;
       if (!res.write(chunk)) {
         ctl.pause();
@@ -98,11 +116,14 @@ export function relayResponse(
     },
     onResponseEnd(_ctl, trailers) {
       const relayed = downstreamResponseHeaders(trailers as Record<string, string | string[]>);
-      if (Object.keys(relayed).length > 0) res.addTrailers(relayed as Record<string, string>);
+      const hasTrailers = Object.keys(relayed).length > 0;
+      if (hasTrailers) res.addTrailers(relayed as Record<string, string>);
       res.end();
+      tap?.end(hasTrailers ? 'trailers' : 'whole');
       finish(res.statusCode, undefined);
     },
     onResponseError(_ctl, err) {
+      if (settled) return; // the tap refused the response: already answered (refuse below)
       if (err instanceof DispatchRefusedError) {
         replyError('request.malformed', err.message);
         return finish(res.statusCode, 'request.malformed');

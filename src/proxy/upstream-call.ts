@@ -49,6 +49,22 @@ export interface ForwardRequest {
   readonly retry: RetryPlan | undefined;
   pick(tried: ReadonlySet<string>): UpstreamTarget | undefined;
   mutateResponseHeaders?(headers: OutgoingHttpHeaders): void;
+  /** Sees the response as it is relayed (response cache, size cap: src/filters/response/); absent for most calls, at no cost. */
+  readonly responseTap?: ResponseTap | undefined;
+}
+
+/**
+ * An observer of the relayed response. A reason code from `head` refuses the
+ * response before any of it is relayed (the caller gets meshgate's reply
+ * with that code instead); from `data`, it ends the relay (the caller is
+ * reset, since part of the body went out). Either aborts the upstream call.
+ */
+export interface ResponseTap {
+  /** The head as relayed (hop-by-hop fields removed), before mutateResponseHeaders. */
+  head(status: number, headers: OutgoingHttpHeaders): ReasonCode<'data'> | undefined;
+  data(chunk: Buffer): ReasonCode<'data'> | undefined;
+  /** Once per call: the body ended whole (`trailers` if any were relayed), or the relay `failed` (refused, reset, caller gone). */
+  end(how: 'whole' | 'trailers' | 'failed'): void;
 }
 
 export interface ForwardOutcome {

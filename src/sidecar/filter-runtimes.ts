@@ -4,6 +4,7 @@ import { createAuthnRuntime } from '../filters/authn/authn-runtime.ts';
 import { createAuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { IPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
+import { createResponseRuntime } from '../filters/response/response-plan.ts';
 import { createValidateRuntime } from '../filters/validate/validate-filter.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -27,5 +28,18 @@ export function createSidecarFilterRuntimes(
     authz: createAuthzRuntime({ clock, random, allowWhenNoPolicy: config.authorization.allowWhenNoPolicy, metrics, logger: logger.child({ component: 'authz' }) }),
     rateLimit: deps.rateLimit,
     validate: createValidateRuntime({ clock, random, maxBodyBuffer: config.limits.maxBodyBuffer, metrics, logger: logger.child({ component: 'validate' }) }),
+    // The response cache outlives snapshots too; its entries are this workload's app's answers.
+    response: createResponseRuntime({
+      clock,
+      random,
+      workload: config.workload,
+      maxCacheBytes: config.limits.maxResponseCache,
+      events: {
+        lookup: (rule, result, reason) => metrics.responseCacheLookups.inc({ rule, result, reason }),
+        store: (rule, result, reason) => metrics.responseCacheStores.inc({ rule, result, reason }),
+        evicted: () => metrics.responseCacheEvictions.inc(),
+        resized: (bytes) => metrics.responseCacheBytes.set(bytes),
+      },
+    }),
   };
 }

@@ -7,6 +7,7 @@ import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import { buildInboundChain } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
 import type { VersionConfig } from '../outbound/versions.ts';
+import { selectorApplies } from '../policy/selector.ts';
 import type { PolicyDocument, RegistryService } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
@@ -137,7 +138,8 @@ function mergeServices(
   const routes = new Map<string, RouteConfig[]>();
   const versions = new Map<string, VersionConfig[]>();
   for (const doc of documents) {
-    if (doc.kind !== 'Route') continue;
+    // A Route whose selector does not pick this workload came only for its responses (this is its destination).
+    if (doc.kind !== 'Route' || !selectorApplies(doc, config.workload)) continue;
     const ref = String(doc.spec.service);
     const key = ref.includes('.') ? ref : `${ref}.${doc.metadata.namespace}`;
     routes.set(key, doc.spec.routes as RouteConfig[]); // PolicyRoute fits RouteConfig (test/unit/policy/kinds.test.ts checks it at compile time)

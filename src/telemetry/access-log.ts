@@ -70,6 +70,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessL
       version: a.version,
       upstream: a.upstream,
       retries: a.retries,
+      cache: a.cache, // hit, miss or bypass:<why> on calls a Route responses[].cache rule covers
     });
   };
 }

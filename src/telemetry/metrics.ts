@@ -42,6 +42,11 @@ export interface SidecarMetrics {
   readonly outboundPassthrough: Counter<'reason'>;
   /** Captured connections refused; direction inbound|outbound, reason values in src/interception/. */
   readonly interceptionRefusals: Counter<'direction' | 'reason'>;
+  /** Inbound response cache (Route responses[].cache); `rule` from policy documents, result and reason from src/filters/response/. */
+  readonly responseCacheLookups: Counter<'rule' | 'result' | 'reason'>;
+  readonly responseCacheStores: Counter<'rule' | 'result' | 'reason'>;
+  readonly responseCacheEvictions: Counter;
+  readonly responseCacheBytes: Gauge;
 }
 
 export function createSidecarMetrics(opts: {
@@ -222,6 +227,28 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_interception_refusals_total',
       help: 'Captured connections (or HTTP calls) refused: inbound not_app_port; outbound registry_only (REGISTRY_ONLY), loop (the destination is the sidecar itself), connect_failed (the original destination did not answer).',
       labelNames: ['direction', 'reason'],
+      registers,
+    }),
+    responseCacheLookups: new Counter({
+      name: 'meshgate_response_cache_lookups_total',
+      help: 'Calls a Route responses[].cache rule covered, by rule (namespace/route#rule) and result: hit (answered from the cache), miss (sent to the app), bypass (sent to the app, not looked up; reason says why).',
+      labelNames: ['rule', 'result', 'reason'],
+      registers,
+    }),
+    responseCacheStores: new Counter({
+      name: 'meshgate_response_cache_stores_total',
+      help: 'App answers to missed calls, by rule and result: stored, or skipped with the reason (status, no_store, private, no_cache, set_cookie, vary_star, no_freshness, stale, too_large, copy_budget, trailers, head).',
+      labelNames: ['rule', 'result', 'reason'],
+      registers,
+    }),
+    responseCacheEvictions: new Counter({
+      name: 'meshgate_response_cache_evictions_total',
+      help: 'Cached responses dropped to stay within limits.maxResponseCache (least recently used first).',
+      registers,
+    }),
+    responseCacheBytes: new Gauge({
+      name: 'meshgate_response_cache_bytes',
+      help: 'Bytes the inbound response cache holds now (bodies, headers and keys), at most limits.maxResponseCache.',
       registers,
     }),
     certExpiry: new Gauge({

@@ -1,8 +1,10 @@
 import { z } from 'zod';
 import { routeSchema as configRouteSchema } from '../../config/route-schema.ts';
 import type { PolicyLimits } from '../limits.ts';
+import { MESH_ROOT_NAMESPACE } from '../types.ts';
 import type { RegexUse } from './common.ts';
 import { documentSchema, refineUniqueNames, ruleName, schemaParts, serviceRef } from './common.ts';
+import { routeResponsesSchema } from './route-responses.ts';
 
 /*
  * Route: how the callers picked by `selector` reach `service`: routes tried in
@@ -80,9 +82,11 @@ function routeSpecSchema(limits: PolicyLimits) {
       service: serviceRef.describe('Destination `name[.namespace]`; namespace defaults to the document namespace.'),
       routes: p.ruleList(route).default([]).describe('Routes tried in order; when none matches (or none is given) calls go to all endpoints.'),
       versions: p.ruleList(version).optional().describe('Named versions of the destination.'),
+      responses: routeResponsesSchema(limits),
     })
     .superRefine((spec, ctx) => {
       if (spec.versions) refineUniqueNames(spec.versions, ctx, 'versions', 'version name');
+      if (spec.responses) refineUniqueNames(spec.responses, ctx, 'responses', 'rule name');
       spec.versions?.forEach((v, i) => {
         const next = v.successor?.version;
         if (next === undefined) return;
@@ -95,7 +99,17 @@ function routeSpecSchema(limits: PolicyLimits) {
 }
 
 export function routeSchema(limits: PolicyLimits) {
-  return documentSchema('Route', schemaParts(limits), routeSpecSchema(limits));
+  return documentSchema('Route', schemaParts(limits), routeSpecSchema(limits)).superRefine((doc, ctx) => {
+    // Responses are the destination's: only its own namespace (or the mesh root) may change them.
+    if (doc.spec.responses === undefined || doc.metadata.namespace === MESH_ROOT_NAMESPACE) return;
+    const target = resolveServiceRef(doc.spec.service, doc.metadata.namespace);
+    if (target.namespace !== doc.metadata.namespace)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['spec', 'responses'],
+        message: `responses apply on ${doc.spec.service}'s own sidecar: only a Route in namespace ${target.namespace} (or ${MESH_ROOT_NAMESPACE}) may set them`,
+      });
+  });
 }
 
 type RouteSpec = z.output<ReturnType<typeof routeSpecSchema>>;
