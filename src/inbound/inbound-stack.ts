@@ -76,9 +76,21 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
     const app = deps.appFor?.(req) ?? deps.app;
     const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
     if (verdict instanceof Promise) {
+      // A filter may hold the call in a queue (throttle, concurrency limits): a caller that leaves meanwhile leaves it.
+      const gone = (): void => {
+        call.annotations.callerGone = true;
+        call.annotations.onCallerGone?.();
+      };
+      res.once('close', gone);
       verdict.then(
-        (v) => afterFilters(v, call, body, res, deps, recording, app),
-        () => afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording, app),
+        (v) => {
+          res.off('close', gone);
+          afterFilters(v, call, body, res, deps, recording, app);
+        },
+        () => {
+          res.off('close', gone);
+          afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording, app);
+        },
       );
     } else {
       afterFilters(verdict, call, body, res, deps, recording, app);
@@ -88,6 +100,7 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
 
 function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, app: UpstreamPool): void {
   if (verdict.kind === 'respond') {
+    call.annotations.onCallEnd?.(); // e.g. a concurrency slot taken before a later check refused the call
     replyDenied(deps.telemetry, call, res, verdict, recording);
     deps.onRefused?.(call, verdict);
     return;
@@ -138,6 +151,7 @@ function forwardToApp(protocol: 'http1' | 'http2', call: CallContext, body: Forw
     res,
     replyError(call, res),
   ).then((outcome: ForwardOutcome) => {
+    call.annotations.onCallEnd?.(); // the call is over, whatever ended it (response end, upstream error, caller gone, timeout)
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);
   });
