@@ -21,9 +21,9 @@ export interface ConcurrencyLimits {
 }
 
 /** Gives the slot back; safe to call more than once (only the first counts). */
-export type Release = () => void;
+type Release = () => void;
 
-export type ConcurrencyAnswer =
+type ConcurrencyAnswer =
   | { readonly kind: 'admitted'; readonly release: Release }
   /** `admitted` settles with a slot, 'timeout' after maxWait, or 'gone' once `leave` was called. */
   | { readonly kind: 'queued'; readonly admitted: Promise<Release | 'timeout' | 'gone'>; leave(): void }

@@ -4,7 +4,7 @@ import { CONTINUE } from '../../core/verdict.ts';
 import { localBucketKey } from './bucket-key.ts';
 import type { ConcurrencyLimits } from './concurrency-slots.ts';
 import type { BucketShape } from './gcra.ts';
-import type { CompiledRule, RuleOutcome } from './ratelimit-filter.ts';
+import type { CompiledRule, RuleOutcome } from './ratelimit-rule.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
 
 /*

@@ -10,16 +10,14 @@ import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { FilterKind } from '../filter-kind.ts';
-import type { ClientAddress, KeyPart } from './bucket-key.ts';
+import type { ClientAddress } from './bucket-key.ts';
 import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
-import type { ConcurrencyLimits } from './concurrency-slots.ts';
-import type { BucketShape, TakeResult } from './gcra.ts';
+import type { BucketShape } from './gcra.ts';
 import { bucketShape } from './gcra.ts';
 import { createQueuedEvaluation } from './queued-rules.ts';
-import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
 import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
+import type { CompiledRule, RuleOutcome } from './ratelimit-rule.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
-import type { QueueOwner, ThrottleBounds } from './throttle-queues.ts';
 
 /*
  * RateLimitPolicy enforcement, after authz (a denied caller spends no budget).
@@ -31,38 +29,6 @@ import type { QueueOwner, ThrottleBounds } from './throttle-queues.ts';
  * The RateLimit fields (ratelimit-headers.ts) go on refusals and, unless a
  * rule says otherwise, on admitted calls, so a client can slow down first.
  */
-
-export interface CompiledRule {
-  /** `namespace/policy#rule`. */
-  readonly id: string;
-  readonly policy: string;
-  readonly name: string;
-  /** The labels of its queue and in-flight gauges. */
-  readonly owner: QueueOwner;
-  readonly shadow: boolean;
-  readonly global: boolean;
-  readonly failureMode: 'deny' | 'allow' | 'local';
-  /** failureMode local: the limit divided by the replicas (split) or whole on each (per-replica). */
-  readonly localFallback: 'split' | 'per-replica';
-  readonly key: KeyPart;
-  readonly shape: BucketShape;
-  /** The rule and its shape: a changed limit starts new buckets. */
-  readonly bucketPrefix: string;
-  /** Its `ratelimit-policy` item (draft-ietf-httpapi-ratelimit-headers). */
-  readonly policyItem: string;
-  /** Which responses carry its fields; shadow rules' never do (they refuse nothing). */
-  readonly headers: RateLimitHeaderMode;
-  /** A rate rule whose callers over the rate wait (scope local only). */
-  readonly throttle: ThrottleBounds | undefined;
-  /** A concurrency rule (no bucket: `shape` and `policyItem` unused, headers none). */
-  readonly concurrency: ConcurrencyLimits | undefined;
-}
-
-export interface RuleOutcome {
-  readonly rule: CompiledRule;
-  readonly decision: RateLimitDecision;
-  readonly result: TakeResult | undefined;
-}
 
 /** Every rule of the snapshot's RateLimitPolicy documents, in document and rule order, with its `match` block for the index. */
 function compileRules(documents: readonly PolicyDocument[]): CallMatchEntry<CompiledRule>[] {

@@ -65,7 +65,7 @@ export interface RateLimitRuntimeDeps extends FilterDeps {
 }
 
 /** One rule's calls in flight (concurrency rules) and waiting (throttle and concurrency), for the gauges. */
-export interface RuleUsage {
+interface RuleUsage {
   readonly owner: QueueOwner;
   inFlight: number;
   queued: number;

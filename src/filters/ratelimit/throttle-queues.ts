@@ -32,7 +32,7 @@ export interface QueueOwner {
   readonly rule: string;
 }
 
-export type ThrottleAnswer =
+type ThrottleAnswer =
   /** A token at once: the call goes on. */
   | { readonly kind: 'admitted'; readonly result: TakeResult }
   /** Queued: `released` settles with the token's take, or 'gone' once `leave` was called. */
