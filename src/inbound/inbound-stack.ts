@@ -74,21 +74,17 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
     });
     const recording = beginCall(telemetry, call, req, destinationLabel); // server span (parent: the caller's trace context), bytes in
     const app = deps.appFor?.(req) ?? deps.app;
-    const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
+    const filters = deps.filters();
+    const verdict = runFilters(filters, call); // ip-access -> authn -> authz -> rate-limit -> validate
     if (verdict instanceof Promise) {
-      // A filter may hold the call in a queue (throttle, concurrency limits): a caller that leaves meanwhile leaves it.
-      const gone = (): void => {
-        call.annotations.callerGone = true;
-        call.annotations.onCallerGone?.();
-      };
-      res.once('close', gone);
+      const stopWatching = mayQueue(filters) ? watchCallerLeaving(call, res) : undefined;
       verdict.then(
         (v) => {
-          res.off('close', gone);
+          stopWatching?.();
           afterFilters(v, call, body, res, deps, recording, app);
         },
         () => {
-          res.off('close', gone);
+          stopWatching?.();
           afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording, app);
         },
       );
@@ -96,6 +92,21 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
       afterFilters(verdict, call, body, res, deps, recording, app);
     }
   };
+}
+
+function mayQueue(filters: readonly Filter[]): boolean {
+  for (let i = 0; i < filters.length; i++) if (filters[i]!.queues) return true;
+  return false;
+}
+
+/** A filter may hold the call in a queue (throttle, concurrency limits): a caller that leaves meanwhile leaves it. */
+function watchCallerLeaving(call: CallContext, res: DownstreamResponse): () => void {
+  const gone = (): void => {
+    call.annotations.callerGone = true;
+    call.annotations.onCallerGone?.();
+  };
+  res.once('close', gone);
+  return () => res.off('close', gone);
 }
 
 function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, app: UpstreamPool): void {

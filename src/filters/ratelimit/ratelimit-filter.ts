@@ -180,7 +180,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
 
   if (entries.some((e) => e.rule.throttle || e.rule.concurrency)) {
     const evaluate = createQueuedEvaluation({ runtime, localShape, takeLocal, takeGlobal, conclude });
-    return { name: 'ratelimit', onRequest: (call) => evaluate(call, rules.matching(call.method, matchPathOf(call.path))) };
+    return { name: 'ratelimit', queues: true, onRequest: (call) => evaluate(call, rules.matching(call.method, matchPathOf(call.path))) };
   }
 
   return {
