@@ -138,7 +138,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
         log(rule, call, 'rate limit: shadow rule would refuse');
       } else if (decision === 'delayed') {
         delayed = true;
-      } else if (REFUSING.has(decision)) {
+      } else if (decision !== 'allowed' && REFUSING.has(decision)) {
         // The first refusing rule names the refusal; Retry-After waits for every empty bucket.
         refusal ??= outcome;
         retryAfterMs = Math.max(retryAfterMs, outcome.result?.retryAfterMs ?? 1000);
