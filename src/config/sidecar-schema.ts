@@ -277,6 +277,15 @@ export const sidecarConfigSchema = z
           .max(10_000_000)
           .default(100_000)
           .describe('Most per-caller buckets kept in memory; the least recently used is dropped first (a dropped bucket starts full).'),
+        maxQueuedCalls: z
+          .number()
+          .int()
+          .min(1)
+          .max(1_000_000)
+          .default(10_000)
+          .describe(
+            'Most calls waiting at once in the queues of RateLimitPolicy throttle and concurrency rules, all rules together (per worker); past it a call that would wait is refused as if its queue were full.',
+          ),
       })
       .prefault({})
       .describe('Rate limiting (RateLimitPolicy): local buckets in this sidecar, global ones in Redis.'),

@@ -96,6 +96,21 @@ interface CallAnnotations {
    * the outbound stack when that endpoint belongs to a declared version.
    */
   version?: string;
+  /**
+   * Set by a filter that holds something for the call (a concurrency slot):
+   * the inbound stack calls it once when the call is over, whatever ended it
+   * (the response's end, a refusal by a later filter, an upstream error, the
+   * caller leaving, a timeout). Filters compose: call the one already set.
+   */
+  onCallEnd?: () => void;
+  /**
+   * Set by a filter while the call waits in one of its queues (throttle,
+   * concurrency): the inbound stack calls it if the caller leaves meanwhile,
+   * so the call leaves the queue at once.
+   */
+  onCallerGone?: () => void;
+  /** Set by the inbound stack when the caller left while the filters ran: a filter must not queue such a call. */
+  callerGone?: boolean;
   /** The verified request credential (JWT or OAuth2 introspection), set by the authn filter. */
   auth?: RequestAuth;
   /** Rules in shadow mode that would have denied this call (`namespace/policy#rule`). */

@@ -10,6 +10,12 @@ import { CONTINUE } from './verdict.ts';
 export interface Filter {
   readonly name: string;
   onRequest(call: CallContext): Verdict | Promise<Verdict>;
+  /**
+   * True when the filter may hold a call in a queue (rate-limit throttle and
+   * concurrency rules): only then does the stack watch for the caller leaving
+   * while the chain runs (CallAnnotations.onCallerGone).
+   */
+  readonly queues?: boolean;
 }
 
 /**

@@ -173,6 +173,29 @@ const DATA = {
     grpc: GrpcStatus.RESOURCE_EXHAUSTED,
     description: "A RateLimitPolicy rule's bucket for this caller is empty; retry-after says when a call will be admitted again.",
   },
+  'ratelimit.throttle_queue_full': {
+    http: 429,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description:
+      "A RateLimitPolicy rule with throttle: the caller's bucket is empty and its queue already holds throttle.queue callers (or the sidecar holds rateLimit.maxQueuedCalls waiting calls); retry-after says when a call would have its turn.",
+  },
+  'ratelimit.throttle_delay_exceeded': {
+    http: 429,
+    grpc: GrpcStatus.RESOURCE_EXHAUSTED,
+    description:
+      "A RateLimitPolicy rule with throttle: the caller's turn in its bucket's queue would come later than throttle.maxDelay, so it is refused at once instead of waiting; retry-after says when its turn would have come.",
+  },
+  'ratelimit.concurrency_exceeded': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description:
+      "A RateLimitPolicy concurrency rule: concurrency.max calls (of this key) are in flight and the rule's queue is full (or it has none, or the sidecar holds rateLimit.maxQueuedCalls waiting calls).",
+  },
+  'ratelimit.concurrency_timeout': {
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description: 'A RateLimitPolicy concurrency rule: the call waited concurrency.maxWait in its queue and no call in flight finished.',
+  },
   'ratelimit.unavailable': {
     http: 503,
     grpc: GrpcStatus.UNAVAILABLE,

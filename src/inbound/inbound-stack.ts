@@ -76,11 +76,19 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
     });
     const recording = beginCall(telemetry, call, req, destinationLabel); // server span (parent: the caller's trace context), bytes in
     const app = deps.appFor?.(req) ?? deps.app;
-    const verdict = runFilters(deps.filters(), call); // ip-access -> authn -> authz -> rate-limit -> validate
+    const filters = deps.filters();
+    const verdict = runFilters(filters, call); // ip-access -> authn -> authz -> rate-limit -> validate
     if (verdict instanceof Promise) {
+      const stopWatching = mayQueue(filters) ? watchCallerLeaving(call, res) : undefined;
       verdict.then(
-        (v) => afterFilters(v, call, body, res, deps, recording, app),
-        () => afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording, app),
+        (v) => {
+          stopWatching?.();
+          afterFilters(v, call, body, res, deps, recording, app);
+        },
+        () => {
+          stopWatching?.();
+          afterFilters(respond('filter.error', 'a policy check failed'), call, body, res, deps, recording, app);
+        },
       );
     } else {
       afterFilters(verdict, call, body, res, deps, recording, app);
@@ -88,8 +96,24 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
   };
 }
 
+function mayQueue(filters: readonly Filter[]): boolean {
+  for (let i = 0; i < filters.length; i++) if (filters[i]!.queues) return true;
+  return false;
+}
+
+/** A filter may hold the call in a queue (throttle, concurrency limits): a caller that leaves meanwhile leaves it. */
+function watchCallerLeaving(call: CallContext, res: DownstreamResponse): () => void {
+  const gone = (): void => {
+    call.annotations.callerGone = true;
+    call.annotations.onCallerGone?.();
+  };
+  res.once('close', gone);
+  return () => res.off('close', gone);
+}
+
 function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, app: UpstreamPool): void {
   if (verdict.kind === 'respond') {
+    call.annotations.onCallEnd?.(); // e.g. a concurrency slot taken before a later check refused the call
     replyDenied(deps.telemetry, call, res, verdict, recording);
     deps.onRefused?.(call, verdict);
     return;
@@ -156,6 +180,7 @@ function forwardToApp(
     res,
     replyError(call, res),
   ).then((outcome: ForwardOutcome) => {
+    call.annotations.onCallEnd?.(); // the call is over, whatever ended it (response end, upstream error, caller gone, timeout)
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);
   });

@@ -45,6 +45,8 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   // A ban or an empty bucket is about the caller: another endpoint must not be asked to ignore it.
   'ip.banned',
   'ratelimit.exceeded',
+  'ratelimit.throttle_queue_full',
+  'ratelimit.throttle_delay_exceeded',
   // The counters' Redis is shared: every replica fails closed alike while it is down.
   'ratelimit.unavailable',
   'authn.missing_token',
@@ -86,6 +88,9 @@ export const ENDPOINT_FAILURES: ReadonlySet<string> = new Set([
   'upstream.no_endpoint',
   'policy.unavailable',
   'sidecar.overloaded',
+  // A concurrency limit is this endpoint's capacity (its calls in flight): another replica may have room.
+  'ratelimit.concurrency_exceeded',
+  'ratelimit.concurrency_timeout',
   'filter.error',
 ]);
 

@@ -4,6 +4,7 @@ import { InjectionScan, injectionFailure } from '../filters/validate/injection.t
 import type { BodyFacts, CompiledValidationRule } from '../filters/validate/validate-rules.ts';
 import { checkHead, compileValidationRules, headerBytesOf } from '../filters/validate/validate-rules.ts';
 import { compileCallMatch, matchPathOf } from '../policy/call-match.ts';
+import type { RateLimitRule } from '../policy/kinds/rate-limit-policy.ts';
 import { isKind } from '../policy/typed-documents.ts';
 import type { PolicyDocument } from '../policy/types.ts';
 import { declaredLengthOf } from '../proxy/request-body.ts';
@@ -38,7 +39,7 @@ export interface StageRefusal {
   readonly reason: string;
 }
 
-/** The RateLimitPolicy rules the call would take a token from (counts are live state, not in the policy: never a refusal). */
+/** The RateLimitPolicy rules that would count the call, with their limits (counts are live state, not in the policy: never a refusal). */
 export function rateLimitTrail(documents: readonly PolicyDocument[], method: string, path: string): TrailEntry[] {
   const entries: TrailEntry[] = [];
   const matchPath = matchPathOf(path);
@@ -47,19 +48,30 @@ export function rateLimitTrail(documents: readonly PolicyDocument[], method: str
     const spec = doc.spec;
     for (const rule of spec.rules) {
       const matched = compileCallMatch(rule.match)(method, matchPath);
-      const burst = rule.burst ?? rule.limit.requests;
       entries.push({
         stage: 'ratelimit',
         rule: `${doc.metadata.namespace}/${doc.metadata.name}#${rule.name}`,
         mode: spec.mode,
         matched,
-        note: matched
-          ? `takes a token: ${rule.limit.requests} per ${rule.limit.per} ms, burst ${burst}, per ${rule.key.join(' + ')}, ${rule.scope}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}`
-          : undefined,
+        note: matched ? `${rateLimitNote(rule)}${spec.mode === 'shadow' ? ' (shadow: never refuses)' : ''}` : undefined,
       });
     }
   }
   return entries;
+}
+
+/** What one rule does to a call it matches, with its limits. */
+function rateLimitNote(rule: RateLimitRule): string {
+  const per = rule.key ? `per ${rule.key.join(' + ')}` : 'one limit for every call it matches';
+  const c = rule.concurrency;
+  if (c) {
+    const queue = c.queue > 0 ? `then up to ${c.queue} wait at most ${c.maxWait} ms (503 ratelimit.concurrency_timeout)` : 'no queue';
+    return `concurrency limit: at most ${c.max} calls in flight, ${queue}, then 503 ratelimit.concurrency_exceeded; ${per}`;
+  }
+  const limit = rule.limit!;
+  const burst = rule.burst ?? limit.requests;
+  const throttle = rule.throttle ? `; over the rate, up to ${rule.throttle.queue} callers wait at most ${rule.throttle.maxDelay} ms (then 429)` : '';
+  return `takes a token: ${limit.requests} per ${limit.per} ms, burst ${burst}, ${per}, ${rule.scope}${throttle}`;
 }
 
 /**

@@ -59,7 +59,17 @@ export async function startRateLimiting(
     if (!(await store.whenReady(REDIS_START_WAIT_MS))) logger.warn({ redis: url }, 'rate-limit store not reachable at start; listeners open anyway');
   }
   return {
-    runtime: createRateLimitRuntime({ local, store, clock: deps.clock, random: deps.random, metrics: deps.metrics, logger, replicas, workers: deps.workers }),
+    runtime: createRateLimitRuntime({
+      local,
+      store,
+      clock: deps.clock,
+      random: deps.random,
+      metrics: deps.metrics,
+      logger,
+      replicas,
+      workers: deps.workers,
+      maxQueuedCalls: config.maxQueuedCalls,
+    }),
     describe: () => ({
       localBuckets: local.size,
       ...(deps.workers !== undefined && deps.workers > 1 ? { localShare: `1/${deps.workers} of each local limit (one of ${deps.workers} workers)` } : {}),

@@ -92,6 +92,7 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     certNotAfterMs: () => identity?.manager.current()?.facts.notAfter.getTime(),
     bannedAddresses: () => banList.size(),
     localBuckets: () => rateLimiting?.runtime.local.size ?? 0,
+    rateLimitUsage: () => rateLimiting?.runtime.usage().values(),
     bufferedBodyBytes: () => bodyBudget.inUse(),
     policyPersisted: () => policyRef.current?.persisted(),
   });

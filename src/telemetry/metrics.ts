@@ -37,6 +37,10 @@ export interface SidecarMetrics {
   readonly rateLimitDecisions: Counter<'policy' | 'rule' | 'decision'>;
   readonly rateLimitBucketEvictions: Counter;
   readonly rateLimitLocalBuckets: Gauge;
+  /** Calls holding a slot of a RateLimitPolicy concurrency rule, per rule; read at scrape time. */
+  readonly rateLimitInFlight: Gauge<'policy' | 'rule'>;
+  /** Calls waiting in a throttle or concurrency queue, per rule; read at scrape time. */
+  readonly rateLimitQueued: Gauge<'policy' | 'rule'>;
   readonly bufferedBodyBytes: Gauge;
   /** Captured outbound traffic sent on to its original destination unrouted; reason values in src/interception/outbound-divert.ts. */
   readonly outboundPassthrough: Counter<'reason'>;
@@ -59,6 +63,8 @@ export function createSidecarMetrics(opts: {
   bannedAddresses?: () => number;
   /** Local rate-limit buckets in memory right now, read at scrape time. */
   localBuckets?: () => number;
+  /** Per RateLimitPolicy rule with a call in flight (concurrency rules) or waiting (throttle and concurrency), read at scrape time. */
+  rateLimitUsage?: () => Iterable<{ readonly owner: { readonly policy: string; readonly rule: string }; readonly inFlight: number; readonly queued: number }> | undefined;
   /** Request body bytes held for filters right now (limits.maxBufferedBodies), read at scrape time. */
   bufferedBodyBytes?: () => number;
   /** Whether the policy in force is persisted; undefined (no policy section): the gauge is absent. */
@@ -192,7 +198,7 @@ export function createSidecarMetrics(opts: {
     }),
     rateLimitDecisions: new Counter({
       name: 'meshgate_ratelimit_decisions_total',
-      help: 'RateLimitPolicy rules that matched a call, by policy (namespace/name), rule and decision (allowed, limited, shadow_limited, unavailable_denied, unavailable_allowed, fallback_allowed, fallback_limited).',
+      help: 'RateLimitPolicy rules that matched a call, by policy (namespace/name), rule and decision (allowed, limited, shadow_limited, unavailable_denied, unavailable_allowed, fallback_allowed, fallback_limited, delayed, throttle_queue_full, throttle_delay_exceeded, concurrency_exceeded, concurrency_timeout, cancelled).',
       labelNames: ['policy', 'rule', 'decision'],
       registers,
     }),
@@ -207,6 +213,26 @@ export function createSidecarMetrics(opts: {
       registers,
       collect() {
         this.set(opts.localBuckets?.() ?? 0);
+      },
+    }),
+    rateLimitInFlight: new Gauge({
+      name: 'meshgate_ratelimit_in_flight',
+      help: 'Calls holding a slot of a RateLimitPolicy concurrency rule now, by policy (namespace/name) and rule; a rule with none is absent.',
+      labelNames: ['policy', 'rule'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of opts.rateLimitUsage?.() ?? []) if (u.inFlight > 0) this.set({ policy: u.owner.policy, rule: u.owner.rule }, u.inFlight);
+      },
+    }),
+    rateLimitQueued: new Gauge({
+      name: 'meshgate_ratelimit_queued',
+      help: 'Calls waiting now in the queues of a RateLimitPolicy throttle or concurrency rule, by policy (namespace/name) and rule; a rule with none is absent.',
+      labelNames: ['policy', 'rule'],
+      registers,
+      collect() {
+        this.reset();
+        for (const u of opts.rateLimitUsage?.() ?? []) if (u.queued > 0) this.set({ policy: u.owner.policy, rule: u.owner.rule }, u.queued);
       },
     }),
     bufferedBodyBytes: new Gauge({

@@ -10,12 +10,13 @@ import { isKind } from '../../policy/typed-documents.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import { createClientAddressResolver } from '../../proxy/client-address.ts';
 import type { FilterKind } from '../filter-kind.ts';
-import type { ClientAddress, KeyPart } from './bucket-key.ts';
+import type { ClientAddress } from './bucket-key.ts';
 import { compileKey, globalBucketKey, localBucketKey } from './bucket-key.ts';
-import type { BucketShape, TakeResult } from './gcra.ts';
+import type { BucketShape } from './gcra.ts';
 import { bucketShape } from './gcra.ts';
-import type { RateLimitHeaderMode } from './ratelimit-headers.ts';
+import { createQueuedEvaluation } from './queued-rules.ts';
 import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
+import type { CompiledRule, RuleOutcome } from './ratelimit-rule.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
 
 /*
@@ -29,32 +30,6 @@ import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts
  * rule says otherwise, on admitted calls, so a client can slow down first.
  */
 
-interface CompiledRule {
-  /** `namespace/policy#rule`. */
-  readonly id: string;
-  readonly policy: string;
-  readonly name: string;
-  readonly shadow: boolean;
-  readonly global: boolean;
-  readonly failureMode: 'deny' | 'allow' | 'local';
-  /** failureMode local: the limit divided by the replicas (split) or whole on each (per-replica). */
-  readonly localFallback: 'split' | 'per-replica';
-  readonly key: KeyPart;
-  readonly shape: BucketShape;
-  /** The rule and its shape: a changed limit starts new buckets. */
-  readonly bucketPrefix: string;
-  /** Its `ratelimit-policy` item (draft-ietf-httpapi-ratelimit-headers). */
-  readonly policyItem: string;
-  /** Which responses carry its fields; shadow rules' never do (they refuse nothing). */
-  readonly headers: RateLimitHeaderMode;
-}
-
-interface RuleOutcome {
-  readonly rule: CompiledRule;
-  readonly decision: RateLimitDecision;
-  readonly result: TakeResult | undefined;
-}
-
 /** Every rule of the snapshot's RateLimitPolicy documents, in document and rule order, with its `match` block for the index. */
 function compileRules(documents: readonly PolicyDocument[]): CallMatchEntry<CompiledRule>[] {
   const rules: CallMatchEntry<CompiledRule>[] = [];
@@ -64,22 +39,29 @@ function compileRules(documents: readonly PolicyDocument[]): CallMatchEntry<Comp
     const policy = `${doc.metadata.namespace}/${doc.metadata.name}`;
     const clientAddress = clientAddressOf(spec.trustedProxies);
     spec.rules.forEach((rule) => {
-      const shape = bucketShape(rule.limit, rule.burst);
+      // A concurrency rule has no limit (validated): a one-token shape nothing takes from.
+      const limit = rule.limit ?? { requests: 1, per: 1000 };
+      const shape = bucketShape(limit, rule.burst);
       const id = `${policy}#${rule.name}`;
       const match = compileCallMatch(rule.match);
+      const concurrency = rule.concurrency;
       const compiled: CompiledRule = {
         id,
         policy,
         name: rule.name,
+        owner: { policy, rule: rule.name },
         shadow: spec.mode === 'shadow',
         global: rule.scope === 'global',
         failureMode: rule.failureMode ?? 'deny',
         localFallback: rule.localFallback ?? 'split',
-        key: compileKey(rule.key, clientAddress),
+        // Without a key, a concurrency rule is one limit for every call it matches (per route).
+        key: rule.key ? compileKey(rule.key, clientAddress) : () => '',
         shape,
         bucketPrefix: `${id}@${Math.round(shape.intervalMs * 1000)}/${shape.burst}`,
-        policyItem: policyItem(rule.name, rule.limit, shape.burst),
-        headers: spec.mode === 'shadow' ? 'none' : (rule.responseHeaders ?? 'all'),
+        policyItem: policyItem(rule.name, limit, shape.burst),
+        headers: spec.mode === 'shadow' || concurrency ? 'none' : (rule.responseHeaders ?? 'all'),
+        throttle: rule.throttle ? { queue: rule.throttle.queue, maxDelayMs: rule.throttle.maxDelay } : undefined,
+        concurrency: concurrency ? { max: concurrency.max, queue: concurrency.queue, maxWaitMs: concurrency.maxWait ?? 0 } : undefined,
       };
       rules.push({ rule: compiled, match, spec: rule.match });
     });
@@ -137,6 +119,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     let refusal: RuleOutcome | undefined;
     let retryAfterMs = 0;
     let shadowLimited = false;
+    let delayed = false;
     for (const outcome of outcomes) {
       const { rule, decision } = outcome;
       try {
@@ -153,28 +136,52 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
           // as above
         }
         log(rule, call, 'rate limit: shadow rule would refuse');
-      } else if (decision === 'limited' || decision === 'fallback_limited' || decision === 'unavailable_denied') {
+      } else if (decision === 'delayed') {
+        delayed = true;
+      } else if (decision !== 'allowed' && REFUSING.has(decision)) {
         // The first refusing rule names the refusal; Retry-After waits for every empty bucket.
         refusal ??= outcome;
         retryAfterMs = Math.max(retryAfterMs, outcome.result?.retryAfterMs ?? 1000);
       }
     }
     if (!refusal) {
-      call.annotations.rateLimit = shadowLimited ? 'shadow_limited' : 'allowed';
+      call.annotations.rateLimit = shadowLimited ? 'shadow_limited' : delayed ? 'delayed' : 'allowed';
       const fields = rateLimitFields(outcomes, false);
       if (fields) call.annotations.responseHeaders = { ...call.annotations.responseHeaders, ...fields };
       return CONTINUE;
     }
     call.annotations.rateLimit = refusal.decision;
+    if (refusal.decision === 'cancelled') return respond('request.cancelled', 'the caller went away while its call waited in a queue');
     const decisionId = (call.annotations.decisionId ??= nextId());
     const retryAfter = String(Math.max(1, Math.ceil(retryAfterMs / 1000)));
     const headers = { 'retry-after': retryAfter, ...rateLimitFields(outcomes, true) };
-    if (refusal.decision === 'unavailable_denied') {
-      return respond('ratelimit.unavailable', 'the rate-limit counter store did not answer; the call fails closed', { rule: refusal.rule.id, decisionId, headers });
+    const rule = refusal.rule;
+    const extra = { rule: rule.id, decisionId, headers };
+    switch (refusal.decision) {
+      case 'unavailable_denied':
+        return respond('ratelimit.unavailable', 'the rate-limit counter store did not answer; the call fails closed', extra);
+      case 'throttle_queue_full':
+        log(rule, call, 'rate limited: throttle queue full');
+        return respond('ratelimit.throttle_queue_full', `rate limit ${rule.name} exceeded and its queue is full; retry after ${retryAfter} s`, extra);
+      case 'throttle_delay_exceeded':
+        log(rule, call, 'rate limited: throttle delay exceeded');
+        return respond('ratelimit.throttle_delay_exceeded', `rate limit ${rule.name} exceeded; the wait would be longer than its maxDelay; retry after ${retryAfter} s`, extra);
+      case 'concurrency_exceeded':
+        log(rule, call, 'concurrency limit: refused');
+        return respond('ratelimit.concurrency_exceeded', `concurrency limit ${rule.name}: too many calls in flight; retry after ${retryAfter} s`, extra);
+      case 'concurrency_timeout':
+        log(rule, call, 'concurrency limit: waited too long');
+        return respond('ratelimit.concurrency_timeout', `concurrency limit ${rule.name}: no call finished within its maxWait; retry after ${retryAfter} s`, extra);
+      default:
+        log(rule, call, 'rate limited');
+        return respond('ratelimit.exceeded', `rate limit ${rule.name} exceeded; retry after ${retryAfter} s`, extra);
     }
-    log(refusal.rule, call, 'rate limited');
-    return respond('ratelimit.exceeded', `rate limit ${refusal.rule.name} exceeded; retry after ${retryAfter} s`, { rule: refusal.rule.id, decisionId, headers });
   };
+
+  if (entries.some((e) => e.rule.throttle || e.rule.concurrency)) {
+    const evaluate = createQueuedEvaluation({ runtime, localShape, takeLocal, takeGlobal, conclude });
+    return { name: 'ratelimit', queues: true, onRequest: (call) => evaluate(call, rules.matching(call.method, matchPathOf(call.path))) };
+  }
 
   return {
     name: 'ratelimit',
@@ -200,6 +207,18 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     },
   };
 }
+
+/** Decisions that refuse the call (the first one names the refusal). */
+const REFUSING: ReadonlySet<RateLimitDecision> = new Set<RateLimitDecision>([
+  'limited',
+  'fallback_limited',
+  'unavailable_denied',
+  'throttle_queue_full',
+  'throttle_delay_exceeded',
+  'concurrency_exceeded',
+  'concurrency_timeout',
+  'cancelled',
+]);
 
 /** Rate limiting: after authz, so denied callers spend no budget. */
 export const rateLimitKind: FilterKind<RateLimitRuntime> = { name: 'ratelimit', compile: createRateLimitFilter };

@@ -1,9 +1,13 @@
 import type { Clock } from '../../core/clock.ts';
 import { createDecisionIds } from '../../core/decision-id.ts';
 import type { FilterDeps } from '../filter-kind.ts';
+import type { ConcurrencySlots } from './concurrency-slots.ts';
+import { createConcurrencySlots } from './concurrency-slots.ts';
 import type { LocalBuckets } from './local-buckets.ts';
 import { createLocalBuckets } from './local-buckets.ts';
 import type { RateLimitStore } from './redis-store.ts';
+import type { QueueOwner, ThrottleQueues } from './throttle-queues.ts';
+import { createThrottleQueues } from './throttle-queues.ts';
 
 /** What rate limiting did for one rule on one call; the `decision` label of meshgate_ratelimit_decisions_total. */
 export type RateLimitDecision =
@@ -16,7 +20,19 @@ export type RateLimitDecision =
   | 'unavailable_allowed'
   /** scope global, Redis did not answer: failureMode local counted it here and admitted it. */
   | 'fallback_allowed'
-  | 'fallback_limited';
+  | 'fallback_limited'
+  /** throttle or concurrency: admitted after waiting in the rule's queue. */
+  | 'delayed'
+  /** throttle: refused, the bucket's queue (or the sidecar's budget of waiting calls) is full. */
+  | 'throttle_queue_full'
+  /** throttle: refused, the caller's turn would come after maxDelay. */
+  | 'throttle_delay_exceeded'
+  /** concurrency: refused, max calls in flight and the queue full (or none). */
+  | 'concurrency_exceeded'
+  /** concurrency: refused after waiting maxWait for a slot. */
+  | 'concurrency_timeout'
+  /** throttle or concurrency: the caller left while it waited. */
+  | 'cancelled';
 
 /** The counters the filter feeds (SidecarMetrics has them); labels come from policy documents only. */
 interface RateLimitMetrics {
@@ -44,6 +60,15 @@ export interface RateLimitRuntimeDeps extends FilterDeps {
   readonly workers?: number | undefined;
   /** Limited and shadow-limited calls, at most one line per rule per second (a flood must not become a log flood). */
   readonly logger?: RateLimitLogger;
+  /** Calls that may wait in throttle and concurrency queues at once, all rules together (rateLimit.maxQueuedCalls); 10 000 when absent. */
+  readonly maxQueuedCalls?: number;
+}
+
+/** One rule's calls in flight (concurrency rules) and waiting (throttle and concurrency), for the gauges. */
+interface RuleUsage {
+  readonly owner: QueueOwner;
+  inFlight: number;
+  queued: number;
 }
 
 /**
@@ -61,12 +86,22 @@ export interface RateLimitRuntime {
   readonly replicas: () => number;
   readonly workers: number;
   readonly logger: RateLimitLogger | undefined;
+  /** Queues of throttle rules, per local bucket. */
+  readonly throttle: ThrottleQueues;
+  /** Slots of concurrency rules, per rule and key. */
+  readonly concurrency: ConcurrencySlots;
+  /** Per rule with a call in flight or waiting, read at scrape time. */
+  usage(): Map<string, RuleUsage>;
 }
 
 export function createRateLimitRuntime(deps: RateLimitRuntimeDeps): RateLimitRuntime {
   const replicas = deps.replicas;
+  const local = deps.local ?? createLocalBuckets(100_000);
+  const budget = { max: deps.maxQueuedCalls ?? 10_000, used: 0 };
+  const throttle = createThrottleQueues(local, () => deps.clock.monotonic(), budget);
+  const concurrency = createConcurrencySlots(budget);
   return {
-    local: deps.local ?? createLocalBuckets(100_000),
+    local,
     store: deps.store,
     clock: deps.clock,
     nextDecisionId: createDecisionIds(deps.random),
@@ -74,5 +109,19 @@ export function createRateLimitRuntime(deps: RateLimitRuntimeDeps): RateLimitRun
     replicas: replicas ? () => replicas() : () => 1,
     workers: deps.workers ?? 1,
     logger: deps.logger,
+    throttle,
+    concurrency,
+    usage() {
+      const byRule = new Map<string, RuleUsage>();
+      concurrency.usage(byRule);
+      const queued = new Map<string, { owner: QueueOwner; queued: number }>();
+      throttle.waiting(queued);
+      for (const [id, q] of queued) {
+        const sum = byRule.get(id);
+        if (sum) sum.queued += q.queued;
+        else byRule.set(id, { owner: q.owner, inFlight: 0, queued: q.queued });
+      }
+      return byRule;
+    },
   };
 }

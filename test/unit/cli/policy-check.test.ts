@@ -50,6 +50,20 @@ describe('meshgate policy check', () => {
     });
   });
 
+  it('refuses throttle on a global RateLimitPolicy rule, naming the file, the field and why', async () => {
+    await mkdir(join(dir, 'throttle'));
+    const file = join(dir, 'throttle', 'limits.yaml');
+    await writeFile(
+      file,
+      doc('RateLimitPolicy', 'rules: [{ name: shared, key: [source.ip], limit: { requests: 10, per: 1s }, scope: global, throttle: { queue: 5, maxDelay: 1s } }]', '{ name: limits, namespace: shop }'),
+    );
+    expect(await meshgate(['policy', 'check', join(dir, 'throttle')])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `${file}: document 0 (RateLimitPolicy/shop/limits): spec.rules[0].throttle: only applies to scope: local (a global bucket is shared through Redis; its callers cannot wait in one sidecar's queue)\n`,
+    });
+  });
+
   it.each([
     ['no DIR', ['policy', 'check'], 'meshgate policy check: missing DIR\n'],
     ['a missing DIR', ['policy', 'check', '/nonexistent/policies'], 'meshgate policy check: /nonexistent/policies: no such file or folder\n'],

@@ -143,6 +143,27 @@ spec:
     expect(denied.trail.some((t) => t.stage === 'ratelimit')).toBe(false);
   });
 
+  it('says which throttle and concurrency rules apply to a call, with their limits', async () => {
+    const limits = await validDocs(`apiVersion: meshgate.dev/v1
+kind: RateLimitPolicy
+metadata: { name: guard, namespace: shop }
+spec:
+  selector: { services: [orders] }
+  rules:
+    - { name: paced, key: [source.principal], limit: { requests: 10, per: 1s }, throttle: { queue: 20, maxDelay: 2s } }
+    - { name: orders-in-flight, match: { paths: ["/orders/*"] }, concurrency: { max: 4, queue: 10, maxWait: 5s } }
+    - { name: per-tenant, key: ["claim:tenant"], concurrency: { max: 2 } }
+    - { name: reports, match: { paths: ["/reports/*"] }, concurrency: { max: 1 } }
+`);
+    const e = await explainCall([...docs, ...limits], call());
+    expect(formatTrail(e.trail.filter((t) => t.stage === 'ratelimit'))).toEqual([
+      '  ratelimit shop/guard#paced takes a token: 10 per 1000 ms, burst 10, per source.principal, local; over the rate, up to 20 callers wait at most 2000 ms (then 429)',
+      '  ratelimit shop/guard#orders-in-flight concurrency limit: at most 4 calls in flight, then up to 10 wait at most 5000 ms (503 ratelimit.concurrency_timeout), then 503 ratelimit.concurrency_exceeded; one limit for every call it matches',
+      '  ratelimit shop/guard#per-tenant concurrency limit: at most 2 calls in flight, no queue, then 503 ratelimit.concurrency_exceeded; per claim:tenant',
+      '  ratelimit shop/guard#reports no match',
+    ]);
+  });
+
   const VALIDATION = `apiVersion: meshgate.dev/v1
 kind: ValidationPolicy
 metadata: { name: input, namespace: shop }

@@ -210,7 +210,7 @@ const INVALID: readonly Case[] = [
     'rules: [{ name: a, key: [source.ip], limit: { requests: 1, per: 1s }, scope: cluster }]',
     `${KEY(RATE)}: spec.rules[0].scope: expected one of local, global, got "cluster"`,
   ],
-  ['a rule without key', RATE, 'rules: [{ name: a, limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].key: missing required field (expected array)`],
+  ['a rule without key', RATE, 'rules: [{ name: a, limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].key: required with limit: what each bucket is per`],
   ['a rule without name', RATE, 'rules: [{ key: [source.ip], limit: { requests: 1, per: 1s } }]', `${KEY(RATE)}: spec.rules[0].name: missing required field (expected string)`],
   [
     'a local fallback without failureMode local',
