@@ -125,6 +125,7 @@ function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody
     const cached = lookupCache(plan, call, appPathOf(call));
     if (cached.kind === 'hit') {
       const bytesOut = writeCached(res, call, cached, (out) => mutateAppResponse(call, out));
+      call.annotations.onCallEnd?.(); // served: a concurrency slot the call holds goes back as after a forward
       recordCall(deps.telemetry, call, { status: res.statusCode, reason: undefined, bytesOut }, recording);
       return;
     }

@@ -63,6 +63,8 @@ describe('inbound response cache (Route responses[].cache)', () => {
         }),
         // The cache sits after the checks: a refused call is refused even when its answer is cached.
         policyDoc('AuthorizationPolicy', 'no-blocked', { action: 'DENY', rules: [{ name: 'blocked', when: [{ key: 'request.headers[x-blocked]', values: ['yes'] }] }] }),
+        // One call at a time on /catalog: a call served from the cache gives its slot back like a forwarded one.
+        policyDoc('RateLimitPolicy', 'catalog-one-at-a-time', { rules: [{ name: 'catalog', match: { paths: ['/catalog'] }, concurrency: { max: 1 } }] }),
       ],
     });
   });
@@ -205,6 +207,14 @@ describe('inbound response cache (Route responses[].cache)', () => {
     expect(bob2.body).toBe(bob1.body);
     expect(alice2.headers.age).toBeDefined();
     expect(accessLines('/profile').map((l) => l.cache)).toEqual(['miss', 'miss', 'miss', 'hit', 'hit']);
+  });
+
+  it('a call served from the cache gives back the concurrency slot it held', async () => {
+    // max 1 on /catalog: without the release a first hit would hold the slot and the next call get 503.
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await get('/catalog?slot=1')).status);
+    expect(statuses).toEqual([200, 200, 200, 200]);
+    expect(accessLines('/catalog').filter((l) => l.cache === 'hit').length).toBeGreaterThanOrEqual(3);
   });
 });
 
