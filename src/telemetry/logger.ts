@@ -17,12 +17,20 @@ export type { Logger };
  * a normal exit, a crash or process.exit() flushes synchronously (pino's exit hook).
  */
 const FLUSH_INTERVAL_MS = 100;
+/**
+ * Lines waiting for stdout, at most: when whoever reads it (the container
+ * runtime) stalls, later lines are dropped instead of piling up in the heap
+ * until the sidecar is OOM-killed. 16 MiB is ~40 000 access-log lines, over
+ * ten seconds of a busy sidecar's log.
+ */
+const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 // Below PIPE_BUF (4096): with sharedStdout every write must stay <= maxWrite, and minLength must be below it.
 const BATCH_BYTES = 4000;
 export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean }): Logger {
   // sharedStdout: other processes write to the same stdout (a sidecar's workers). Each write then holds whole lines and at
   // most PIPE_BUF (4096) bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
-  const stream = opts.destination ?? pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
+  const stream =
+    opts.destination ?? pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
   return pino(
     {
       name: opts.name,

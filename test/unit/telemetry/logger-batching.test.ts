@@ -53,3 +53,39 @@ describe('process logger batching', () => {
     expect(child.lines.map((l) => JSON.parse(l).i)).toEqual(Array.from({ length: 500 }, (_, i) => i));
   });
 });
+
+describe('process logger bound', () => {
+  it('drops lines instead of holding them when nobody reads stdout', async () => {
+    // ~90 MB of lines into a pipe nobody reads: only the bound (16 MiB) may stay in the heap.
+    const child = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { createLogger } from ${JSON.stringify(LOGGER)};
+        const log = createLogger({ level: 'info', name: 't' });
+        const filler = 'x'.repeat(250);
+        const before = process.memoryUsage().heapUsed;
+        for (let round = 0; round < 30; round++) {
+          for (let i = 0; i < 10000; i++) log.info({ filler, round, i }, 'line');
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+        globalThis.gc?.();
+        process.stderr.write(JSON.stringify({ grewMiB: (process.memoryUsage().heapUsed - before) / 1048576 }) + '\\n');
+        process.exit(0);`,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    child.stdout.pause(); // nobody reads: the pipe fills, then the logger's own buffer
+    let err = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      err += chunk.toString('utf8');
+      // Measured: now read, so the exit's synchronous flush of what is left can finish.
+      if (err.includes('\n')) child.stdout.resume();
+    });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code).toBe(0);
+    const { grewMiB } = JSON.parse(err.trim().split('\n').at(-1)!) as { grewMiB: number };
+    expect(grewMiB).toBeLessThan(40);
+  }, 30_000);
+});
