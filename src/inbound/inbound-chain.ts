@@ -11,6 +11,8 @@ import { createIPAccessRuntime, ipAccessKind } from '../filters/ip-access/ip-acc
 import { rateLimitKind } from '../filters/ratelimit/ratelimit-filter.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
+import type { UserFilterRuntime } from '../filters/user-filter/user-filter.ts';
+import { createUserFilterRuntime } from '../filters/user-filter/user-filter.ts';
 import type { ValidateRuntime } from '../filters/validate/validate-filter.ts';
 import { createValidateRuntime, validateKind } from '../filters/validate/validate-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
@@ -26,6 +28,8 @@ export interface InboundRuntimes {
   readonly authz: AuthzRuntime;
   readonly rateLimit: RateLimitRuntime;
   readonly validate: ValidateRuntime;
+  /** Checks of your own (Filter documents): their compiled programs, shared by the snapshots that use them. */
+  readonly userFilters: UserFilterRuntime;
 }
 
 export interface InboundChainOptions {
@@ -47,6 +51,7 @@ export function createInboundRuntimes(deps: FilterDeps & { readonly allowWhenNoA
     authz: createAuthzRuntime({ ...base, allowWhenNoPolicy: deps.allowWhenNoAuthzPolicy }),
     rateLimit: createRateLimitRuntime(base),
     validate: createValidateRuntime(base),
+    userFilters: createUserFilterRuntime(base),
   };
 }
 
@@ -78,11 +83,17 @@ export function buildInboundChain(
   // A DENY rule we could not read must not turn into an allow: admit nothing until it is fixed.
   if (missing.length > 0) return [unusablePolicy(missing)];
   const r = opts.runtimes;
+  // Checks of your own join at their stage, and only when a Filter document has one there: no cost otherwise.
+  const own = r.userFilters.compile(documents);
+  const at = (stage: keyof typeof own): Filter[] => (own[stage] ? [own[stage]] : []);
   return [
     ipAccessKind.compile(documents, r.ipAccess), // ip-access: cheapest refusal, before any token is parsed
     authnKind.compile(documents, r.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
+    ...at('after-authn'),
     authzKind.compile(documents, r.authz), // authz: needs the identities above
+    ...at('after-authz'),
     rateLimitKind.compile(documents, r.rateLimit), // rate-limit: after authz, so denied callers spend no budget
+    ...at('before-validate'),
     validateKind.compile(documents, r.validate), // validate: last, since it may read and buffer the body (only when a matching rule needs it)
   ];
 }
