@@ -19,7 +19,7 @@ export type StripResult = { readonly ok: true; readonly js: string } | { readonl
  */
 export function stripTypes(source: string): StripResult {
   try {
-    return { ok: true, js: stripTypeScriptTypes(source, { mode: 'strip' }) };
+    return { ok: true, js: withoutExperimentalWarning(() => stripTypeScriptTypes(source, { mode: 'strip' })) };
   } catch (err) {
     return { ok: false, problem: syntaxProblem(err as Error) };
   }
@@ -38,4 +38,23 @@ function syntaxProblem(err: Error): SourceProblem {
   const line = lineMatch ? Number(lineMatch[1]) : 1;
   const column = caret > 0 ? lines[caret]!.indexOf('^') + 1 : 1;
   return { line, column, message };
+}
+
+/**
+ * Node 24 marks stripTypeScriptTypes experimental and warns on stderr the
+ * first time it runs: noise in `policy check`'s one-line-per-error output and
+ * in a sidecar's log for a function Node itself uses to run our sources.
+ */
+function withoutExperimentalWarning<T>(fn: () => T): T {
+  const emit = process.emitWarning;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const text = typeof warning === 'string' ? warning : warning.message;
+    if (text.includes('stripTypeScriptTypes')) return;
+    (emit as (...args: unknown[]) => void).call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    return fn();
+  } finally {
+    process.emitWarning = emit;
+  }
 }
