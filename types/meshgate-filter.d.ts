@@ -7,10 +7,24 @@
  *   }
  *
  * The check runs in a QuickJS sandbox inside the sidecar: the language's
- * built-ins (JSON, Math, Date, RegExp, Map, Promise, typed arrays...) and
- * nothing else: no require, import of other modules, process, fetch, timers
- * or console. `import type` lines are erased before it runs.
+ * built-ins (JSON, Math, Date, RegExp, Map, Promise, typed arrays...), the
+ * global `meshgate` below, and nothing else: no require, import of other
+ * modules, process, fetch, timers or console. `import type` lines are erased
+ * before it runs.
  */
+
+/** What the host computes for a check: pure functions, no I/O. */
+export interface MeshgateHost {
+  /** HMAC-SHA256 of `message` (UTF-8) under the key given in hex; lower-case hex. Key up to 1024 hex characters, message up to 64 KiB. */
+  hmacSha256(keyHex: string, message: string): string;
+  /** SHA-256 of `message` (UTF-8), lower-case hex. */
+  sha256(message: string): string;
+}
+
+declare global {
+  /** The host's capabilities, the only global a check gets beyond the language's own. */
+  const meshgate: MeshgateHost;
+}
 
 /** The read-only view of one inbound call a check gets (frozen: assigning to it throws). */
 export interface Call {

@@ -28,12 +28,16 @@ export function isFilterDocument(doc: PolicyDocument): doc is PolicyDocument & F
   return doc.kind === 'Filter';
 }
 
+/** The fields of the call view a check gets (src/filters/user-filter/call-view.ts builds it; types/meshgate-filter.d.ts publishes it). */
+export const CALL_VIEW_FIELDS: readonly string[] = Object.freeze(['method', 'path', 'query', 'headers', 'source', 'destination', 'auth', 'route']);
+
 /** What the sandbox gets for a Filter document: its name, source, config and budget. */
 export function programSpecOf(doc: FilterDocument) {
   return {
     name: `${doc.metadata.namespace}/${doc.metadata.name}.ts`,
     source: doc.spec.source ?? '',
     configJson: JSON.stringify(doc.spec.config),
+    fields: CALL_VIEW_FIELDS,
     budget: { cpuMs: doc.spec.budget.cpuMs, memoryBytes: doc.spec.budget.memoryMiB * 1024 * 1024 },
   };
 }

@@ -1,8 +1,11 @@
+import { createHash, createHmac } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SandboxEngine, SandboxProgram } from '../../../src/sandbox/quickjs-sandbox.ts';
 import { loadSandboxEngine } from '../../../src/sandbox/quickjs-sandbox.ts';
 
 const BUDGET = { cpuMs: 50, memoryBytes: 16 * 1024 * 1024 };
+/** The fields the tests' calls carry. */
+const FIELDS = ['path', 'loop'];
 
 let engine: SandboxEngine;
 const programs: SandboxProgram[] = [];
@@ -14,7 +17,7 @@ afterAll(() => {
 });
 
 async function program(source: string, config: unknown = {}): Promise<SandboxProgram> {
-  const compiled = await engine.compile({ name: 'Filter/test/check', source, configJson: JSON.stringify(config), budget: BUDGET });
+  const compiled = await engine.compile({ name: 'Filter/test/check', source, configJson: JSON.stringify(config), budget: BUDGET, fields: FIELDS });
   if (!compiled.ok) throw new Error(`did not compile: ${JSON.stringify(compiled.problem)}`);
   programs.push(compiled.program);
   return compiled.program;
@@ -38,10 +41,17 @@ describe('the QuickJS sandbox', () => {
     expect(check.call('{"path":"/p"}')).toEqual({ ok: true, value: { deny: { status: 403, code: 'x', reason: '/p' } } });
   });
 
-  it('gives the check a frozen call view and config: it cannot change what the next call sees', async () => {
-    const check = await program(`export default function check(call, config) { call.path = 'x'; return {}; }`);
-    const outcome = check.call('{"path":"/p"}');
-    expect(outcome).toMatchObject({ ok: false, failure: { kind: 'threw' } });
+  it('gives the check a read-only call and a frozen config', async () => {
+    const check = await program(
+      `export default function check(call, config) {
+         const refused = [];
+         try { call.path = 'changed'; } catch { refused.push('call'); }
+         try { config.limit = 0; } catch { refused.push('config'); }
+         return { deny: { code: refused.join('+'), reason: call.path + ' ' + JSON.stringify(call) } };
+       }`,
+      { limit: 1 },
+    );
+    expect(check.call('{"path":"/a"}')).toEqual({ ok: true, value: { deny: { code: 'call+config', reason: '/a {"path":"/a"}' } } });
   });
 
   it('reports a check that throws as a failure with its message', async () => {
@@ -76,6 +86,18 @@ describe('the QuickJS sandbox', () => {
     expect(check.call('{}')).toEqual({ ok: true, value: ['undefined', 'undefined', 'undefined', 'undefined', 'undefined', 'undefined'] });
   });
 
+  it("offers the host's HMAC-SHA256 and SHA-256 (node:crypto's results), refusing bad input as a throw in the guest", async () => {
+    const check = await program(`export default (call) => [meshgate.hmacSha256('0011', call.path), meshgate.sha256(call.path), Object.isFrozen(meshgate)];`);
+    expect(check.call('{"path":"/p"}')).toEqual({
+      ok: true,
+      value: [createHmac('sha256', Buffer.from('0011', 'hex')).update('/p').digest('hex'), createHash('sha256').update('/p').digest('hex'), true],
+    });
+    const bad = await program(`export default () => meshgate.hmacSha256('not hex', 'x');`);
+    expect(bad.call('{}')).toEqual({ ok: false, failure: { kind: 'threw', message: 'TypeError: hmacSha256 key: expected hex' } });
+    const big = await program(`export default () => meshgate.sha256('x'.repeat(100000));`);
+    expect(big.call('{}')).toMatchObject({ ok: false, failure: { kind: 'threw', message: expect.stringContaining('at most') } });
+  });
+
   it('keeps a prototype polluted in the guest inside the guest', async () => {
     const check = await program(
       `export default function check() { Object.prototype.polluted = 'yes'; Array.prototype.push = null; return JSON.parse('{"__proto__": {"polluted": "yes"}, "allow": true}'); }`,
@@ -93,14 +115,14 @@ describe('the QuickJS sandbox', () => {
   });
 
   it('refuses source that does not compile, with line and column', async () => {
-    const outcome = await engine.compile({ name: 'Filter/test/bad', source: 'const a = 1;\nexport default function check(call: string { }', configJson: '{}', budget: BUDGET });
+    const outcome = await engine.compile({ name: 'Filter/test/bad', source: 'const a = 1;\nexport default function check(call: string { }', configJson: '{}', budget: BUDGET, fields: FIELDS });
     expect(outcome).toEqual({ ok: false, problem: { line: 2, column: 44, message: "Expected ',', got '{'" } });
   });
 
   it('refuses a module that does not export a function, and one that imports', async () => {
-    const none = await engine.compile({ name: 'Filter/test/none', source: 'export const x = 1;', configJson: '{}', budget: BUDGET });
+    const none = await engine.compile({ name: 'Filter/test/none', source: 'export const x = 1;', configJson: '{}', budget: BUDGET, fields: FIELDS });
     expect(none).toMatchObject({ ok: false, problem: { message: expect.stringContaining('must export its check as a function') } });
-    const imports = await engine.compile({ name: 'Filter/test/imports', source: 'import fs from "fs";\nexport default () => 1;', configJson: '{}', budget: BUDGET });
+    const imports = await engine.compile({ name: 'Filter/test/imports', source: 'import fs from "fs";\nexport default () => 1;', configJson: '{}', budget: BUDGET, fields: FIELDS });
     expect(imports).toMatchObject({ ok: false, problem: { message: expect.stringContaining("could not load module 'fs'") } });
   });
 
