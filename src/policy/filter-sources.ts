@@ -29,7 +29,7 @@ export function isFilterDocument(doc: PolicyDocument): doc is PolicyDocument & F
 }
 
 /** The fields of the call view a check gets (src/filters/user-filter/call-view.ts builds it; types/meshgate-filter.d.ts publishes it). */
-export const CALL_VIEW_FIELDS: readonly string[] = Object.freeze(['method', 'path', 'query', 'headers', 'source', 'destination', 'auth', 'route']);
+const CALL_VIEW_FIELDS: readonly string[] = Object.freeze(['method', 'path', 'query', 'headers', 'source', 'destination', 'auth', 'route']);
 
 /** What the sandbox gets for a Filter document: its name, source, config and budget. */
 export function programSpecOf(doc: FilterDocument) {

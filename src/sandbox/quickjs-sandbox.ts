@@ -34,7 +34,7 @@ import { stripTypes } from './typescript.ts';
  * a sidecar whose policy has no Filter document never imports it.
  */
 
-export interface SandboxBudget {
+interface SandboxBudget {
   /** Wall time one call may run (the guest is synchronous code on this thread, so wall time is its CPU time). */
   readonly cpuMs: number;
   /** The guest heap's cap. */
@@ -43,13 +43,13 @@ export interface SandboxBudget {
 
 export type SandboxFailureKind = 'threw' | 'timeout' | 'memory' | 'bad_result' | 'unsettled';
 
-export interface SandboxFailure {
+interface SandboxFailure {
   readonly kind: SandboxFailureKind;
   /** One line for logs; from the guest (its error message) or from us. Never sent to a caller. */
   readonly message: string;
 }
 
-export type RunOutcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly failure: SandboxFailure };
+type RunOutcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly failure: SandboxFailure };
 
 export interface SandboxProgram {
   /** Calls the check with `input` (JSON text of the argument); the result is the check's return value, through JSON. */
@@ -59,7 +59,7 @@ export interface SandboxProgram {
   readonly disposed: boolean;
 }
 
-export interface ProgramSpec {
+interface ProgramSpec {
   /** Name in guest stack traces and errors, e.g. `Filter/ns/name`. */
   readonly name: string;
   /** TypeScript or JavaScript module source exporting the function. */
@@ -71,7 +71,7 @@ export interface ProgramSpec {
   readonly budget: SandboxBudget;
 }
 
-export type CompileOutcome = { readonly ok: true; readonly program: SandboxProgram } | { readonly ok: false; readonly problem: SourceProblem };
+type CompileOutcome = { readonly ok: true; readonly program: SandboxProgram } | { readonly ok: false; readonly problem: SourceProblem };
 
 export interface SandboxEngine {
   /** Strips types, evaluates the module in a fresh instance and runtime and finds its function. Never rejects for bad source. */

@@ -12,11 +12,11 @@ import { documentSchema, mode, schemaParts } from './common.ts';
  * sandbox engine, loaded asynchronously): src/policy/filter-sources.ts.
  */
 
-export const FILTER_STAGES = ['after-authn', 'after-authz', 'before-validate'] as const;
+const FILTER_STAGES = ['after-authn', 'after-authz', 'before-validate'] as const;
 export type FilterStage = (typeof FILTER_STAGES)[number];
 
 /** Budget bounds: the default fits a check that looks at a few headers; the caps keep one document from costing a sidecar much. */
-export const FILTER_BUDGET = Object.freeze({ defaultCpuMs: 10, maxCpuMs: 1000, defaultMemoryMiB: 16, maxMemoryMiB: 64 });
+const FILTER_BUDGET = Object.freeze({ defaultCpuMs: 10, maxCpuMs: 1000, defaultMemoryMiB: 16, maxMemoryMiB: 64 });
 
 /** Longest inline source (characters): within the document size limit, past the limit on other strings. */
 export const MAX_FILTER_SOURCE = 200_000;
