@@ -70,6 +70,9 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'validate.json_unsafe_number',
   'validate.json_invalid_utf8',
   'validate.injection',
+  // A check of your own runs the same on every replica: its deny, or its failure mode, would be the same elsewhere.
+  'filter.denied',
+  'filter.user_check_failed',
 ]);
 
 /** About the endpoint that answered: its sidecar, its policy state or its app. */

@@ -102,7 +102,9 @@ const INVOKER_FACTORY = `(function (check, configJson, fields) {
   for (const k of parse(fields)) Object.defineProperty(Call.prototype, k, { get() { return value(this)[k]; }, enumerable: true });
   Object.defineProperty(Call.prototype, 'toJSON', { value() { return value(this); } });
   const ALLOW = '{"allow":true}';
-  const finish = (r) => r !== null && typeof r === 'object' && r.allow === true && r.headers === undefined && r.deny === undefined ? ALLOW : stringify(r === undefined ? null : r);
+  // Only an own 'allow' alone takes the short cut: what JSON would carry, whatever the check did to Object.prototype.
+  const isAllow = (r) => { if (r === null || typeof r !== 'object' || r.allow !== true) return false; const k = keys(r); return k.length === 1 && k[0] === 'allow'; };
+  const finish = (r) => isAllow(r) ? ALLOW : stringify(r === undefined ? null : r);
   return function (callJson) {
     const r = check(new Call(callJson), config);
     if (r !== null && typeof r === 'object' && typeof r.then === 'function') return r.then(finish);

@@ -74,7 +74,7 @@ describe('checks of your own through two sidecars', () => {
       expect(ready.statusCode).toBe(200);
       expect(await mesh.status('/orders/1')).toBe(200);
     }
-    // A polluted prototype stays in the guest: its {} is no verdict (failure mode), and the host's objects are untouched.
+    // A polluted prototype stays in the guest: its {} is no verdict (failure mode) even with Object.prototype.allow set, and the host's objects are untouched.
     expect((await mesh.call('/hostile/pollute')).status).toBe(503);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(await mesh.status('/orders/1')).toBe(200);

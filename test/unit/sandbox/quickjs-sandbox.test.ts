@@ -107,6 +107,9 @@ describe('the QuickJS sandbox', () => {
     expect(({} as { polluted?: string }).polluted).toBeUndefined();
     expect(Object.prototype).not.toHaveProperty('polluted');
     expect(typeof [].push).toBe('function');
+    // An inherited allow is not an allow: the verdict is what JSON carries.
+    const inherited = await program(`export default function check() { Object.prototype.allow = true; return {}; }`);
+    expect(inherited.call('{}')).toEqual({ ok: true, value: {} });
   });
 
   it('refuses a promise that can never settle (the guest has nothing to wait for)', async () => {
