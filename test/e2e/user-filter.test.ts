@@ -82,4 +82,19 @@ describe('checks of your own through two sidecars', () => {
     expect(sumOf(metrics, 'meshgate_user_filter_decisions_total', { policy: 'shop/hostile', decision: 'failed_deny', code: 'timeout' })).toBe(1);
     expect(sumOf(metrics, 'meshgate_user_filter_decisions_total', { policy: 'shop/hostile', decision: 'failed_deny' })).toBe(4);
   }, 60_000);
+
+  it('the policy server refuses a new version that does not compile, with file, line and column; the sidecars keep the last good one', async () => {
+    await mesh.h.write('api-key-denylist.ts', 'export default function check(call: { headers: Record<string, string> } {\n  return { allow: true };\n}\n');
+    // The YAML naming the source reloads it (the folder watch follows YAML files).
+    await mesh.h.write('shop/api-key-denylist.yaml', `${await readFile(path.join(EXAMPLES, 'api-key-denylist.yaml'), 'utf8')}\n# edited\n`);
+    const errors = await eventually(() => mesh.ps.server.store.errors().filter((e) => e.document === 'Filter/shop/revoked-api-keys'), {
+      until: (found) => found.length > 0,
+      timeoutMs: 15_000,
+      what: 'the policy server to refuse the broken source',
+    });
+    expect(errors[0]).toMatchObject({ field: 'spec.sourceFile', reason: "api-key-denylist.ts: line 1, column 73: Expected ',', got '{'" });
+    // The last good copy stays in force.
+    const denied = await mesh.call('/orders/1', { headers: { 'x-api-key': 'ak_live_7Hq2secretsecret' } });
+    expect(JSON.parse(denied.text)).toMatchObject({ code: 'filter.denied', rule: 'shop/revoked-api-keys#api_key_revoked' });
+  }, 60_000);
 });
