@@ -7,7 +7,6 @@ import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts
 import { createUserFilterRuntime } from '../filters/user-filter/user-filter.ts';
 import { createValidateRuntime } from '../filters/validate/validate-filter.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
-import type { SandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
 
@@ -19,7 +18,7 @@ import type { SidecarMetrics } from '../telemetry/metrics.ts';
  */
 export function createSidecarFilterRuntimes(
   config: SidecarConfig,
-  deps: { clock: Clock; random: Random; logger: Logger; metrics: SidecarMetrics; ipAccess: IPAccessRuntime; rateLimit: RateLimitRuntime; sandbox?: SandboxLoader },
+  deps: { clock: Clock; random: Random; logger: Logger; metrics: SidecarMetrics; ipAccess: IPAccessRuntime; rateLimit: RateLimitRuntime },
 ): InboundRuntimes {
   const { clock, random, logger, metrics } = deps;
   return {
@@ -29,6 +28,6 @@ export function createSidecarFilterRuntimes(
     authz: createAuthzRuntime({ clock, random, allowWhenNoPolicy: config.authorization.allowWhenNoPolicy, metrics, logger: logger.child({ component: 'authz' }) }),
     rateLimit: deps.rateLimit,
     validate: createValidateRuntime({ clock, random, maxBodyBuffer: config.limits.maxBodyBuffer, metrics, logger: logger.child({ component: 'validate' }) }),
-    userFilters: createUserFilterRuntime({ clock, random, metrics, logger: logger.child({ component: 'user-filter' }), ...(deps.sandbox ? { sandbox: deps.sandbox } : {}) }),
+    userFilters: createUserFilterRuntime({ clock, random, metrics, logger: logger.child({ component: 'user-filter' }) }),
   };
 }

@@ -5,6 +5,7 @@ import type { Filter } from '../core/filter.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
+import type { SandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import { createSandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
@@ -53,7 +54,7 @@ export async function startWorkloadPolicy(
   },
 ): Promise<WorkloadPolicy> {
   const enforcement = createPolicyEnforcement(config, { ...deps, logger: deps.logger.child({ component: 'policy' }) });
-  const source = await startPolicySource(config, { ...deps, enforcer: enforcement });
+  const source = await startPolicySource(config, { ...deps, enforcer: enforcement, sandbox: deps.runtimes.userFilters.sandbox });
   return { ...source, inboundFilters: enforcement.inboundFilters };
 }
 
@@ -63,7 +64,7 @@ export async function startWorkloadPolicy(
  * handed to `enforcer`. A sidecar with several workers runs this in its
  * primary only, whose enforcer hands each snapshot to every worker.
  */
-export async function startPolicySource(config: SidecarConfig, deps: SourceDeps & { enforcer: PolicyEnforcer }): Promise<PolicySource> {
+export async function startPolicySource(config: SidecarConfig, deps: SourceDeps & { enforcer: PolicyEnforcer; sandbox?: SandboxLoader }): Promise<PolicySource> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
   let inForce: EffectiveSnapshot | undefined;
@@ -78,7 +79,7 @@ export async function startPolicySource(config: SidecarConfig, deps: SourceDeps 
 
   // Filter sources are compiled in the sandbox before a snapshot applies, so one that does not compile is NACKed.
   const base = policyModelValidator();
-  const filterSources = createFilterSourceChecks(createSandboxLoader(), base);
+  const filterSources = createFilterSourceChecks(deps.sandbox ?? createSandboxLoader(), base);
   const store = createPolicySnapshotStore({
     file: snapshotFileFor(policyConfig.stateDir, config.workload),
     validate: filterSources.validator(base),

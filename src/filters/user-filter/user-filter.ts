@@ -59,6 +59,8 @@ interface Entry {
 }
 
 export interface UserFilterRuntime {
+  /** The engine it compiles with (shared with the sidecar's source checks: one engine per process). */
+  readonly sandbox: SandboxLoader;
   /** Compiles the programs of `documents`' Filters not compiled yet; undefined when there is nothing to wait for. Never rejects. */
   prepare(documents: readonly PolicyDocument[]): Promise<void> | undefined;
   /** One filter per stage that has Filter documents, for one snapshot; empty stages are absent. */
@@ -200,6 +202,7 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
   };
 
   return {
+    sandbox,
     prepare(documents) {
       const todo = documents.filter(isFilterDocument).filter((doc) => !entries.has(documentDigest(doc)));
       if (todo.length === 0) return undefined;
