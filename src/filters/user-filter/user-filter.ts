@@ -56,6 +56,8 @@ interface Entry {
   problem: string | undefined;
   /** Live chains (stage filters) that hold this program. */
   holders: number;
+  /** Set while compiling. */
+  ready: Promise<void> | undefined;
 }
 
 export interface UserFilterRuntime {
@@ -89,7 +91,7 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
 
   const sweep = (): void => {
     for (const [key, entry] of entries) {
-      if (entry.holders > 0 || current.has(key) || (entry.program === undefined && entry.problem === undefined)) continue;
+      if (entry.holders > 0 || current.has(key) || entry.ready) continue;
       entry.program?.dispose();
       entries.delete(key);
     }
@@ -98,6 +100,18 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     for (const entry of held) entry.holders--;
     sweep();
   });
+
+  /** Compiles one document's program into its entry. Never rejects: a failure is the entry's problem. */
+  const compileEntry = async (doc: FilterDocument, entry: Entry): Promise<void> => {
+    try {
+      const compiled = await (await sandbox.load()).compile(programSpecOf(doc));
+      if (compiled.ok) entry.program = compiled.program;
+      else entry.problem = `line ${compiled.problem.line}, column ${compiled.problem.column}: ${compiled.problem.message}`;
+    } catch (err) {
+      entry.problem = `the sandbox failed: ${(err as Error).message}`;
+    }
+    if (entry.problem) logger?.error({ policy: `${doc.metadata.namespace}/${doc.metadata.name}`, error: entry.problem }, 'check of your own does not compile; its calls get its failureMode');
+  };
 
   const count = (policy: string, decision: Decision, code: string): void => {
     try {
@@ -204,31 +218,23 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
   return {
     sandbox,
     prepare(documents) {
-      const todo = documents.filter(isFilterDocument).filter((doc) => !entries.has(documentDigest(doc)));
-      if (todo.length === 0) return undefined;
-      return (async () => {
-        let engine: Awaited<ReturnType<SandboxLoader['load']>>;
-        try {
-          engine = await sandbox.load();
-        } catch (err) {
-          logger?.error({ err: (err as Error).message }, 'the sandbox for checks of your own could not be loaded; their calls get their failureMode');
-          return;
+      // Entries are made at once, so a later snapshot that needs a version still compiling waits for the same compile.
+      const waits: Promise<void>[] = [];
+      for (const doc of documents.filter(isFilterDocument)) {
+        const key = documentDigest(doc);
+        const known = entries.get(key);
+        if (known) {
+          if (known.ready) waits.push(known.ready);
+          continue;
         }
-        for (const doc of todo) {
-          const key = documentDigest(doc);
-          if (entries.has(key)) continue;
-          const entry: Entry = { program: undefined, problem: undefined, holders: 0 };
-          entries.set(key, entry);
-          try {
-            const compiled = await engine.compile(programSpecOf(doc));
-            if (compiled.ok) entry.program = compiled.program;
-            else entry.problem = `line ${compiled.problem.line}, column ${compiled.problem.column}: ${compiled.problem.message}`;
-          } catch (err) {
-            entry.problem = `the sandbox failed: ${(err as Error).message}`;
-          }
-          if (entry.problem) logger?.error({ policy: `${doc.metadata.namespace}/${doc.metadata.name}`, error: entry.problem }, 'check of your own does not compile; its calls get its failureMode');
-        }
-      })();
+        const entry: Entry = { program: undefined, problem: undefined, holders: 0, ready: undefined };
+        entries.set(key, entry);
+        entry.ready = compileEntry(doc, entry).finally(() => {
+          entry.ready = undefined;
+        });
+        waits.push(entry.ready);
+      }
+      return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
     },
     compile(documents) {
       const filters = documents.filter(isFilterDocument).sort((a, b) => (a.metadata.namespace + '/' + a.metadata.name < b.metadata.namespace + '/' + b.metadata.name ? -1 : 1));

@@ -112,6 +112,19 @@ describe('checks of your own in the chain', () => {
     expect(filter.onRequest(callContext())).toMatchObject({ code: 'filter.user_check_failed' });
   });
 
+  it('a second snapshot that needs a version still compiling waits for that compile', async () => {
+    const runtime = createUserFilterRuntime({ clock: createFakeClock(), random: () => 0.5 });
+    const doc = filterDocument({ source: 'export default () => ({ deny: { code: "compiled" } })' });
+    const first = runtime.prepare([doc]);
+    const second = runtime.prepare([doc]);
+    expect(second).toBeDefined();
+    await second;
+    expect(runtime.compile([doc])['after-authz']!.onRequest(callContext())).toMatchObject({ rule: 'shop/check#compiled' });
+    await first;
+    expect(runtime.programs()).toBe(1);
+    expect(runtime.prepare([doc])).toBeUndefined();
+  });
+
   it('places each stage in the inbound chain, and adds nothing without a Filter document', async () => {
     const runtimes = createInboundRuntimes({ clock: createFakeClock(), random: () => 0.5, allowWhenNoAuthzPolicy: true });
     expect(buildInboundChain([], { onNoPolicy: 'deny', runtimes }).map((f) => f.name)).toEqual(['ip-access', 'authn', 'authz', 'ratelimit', 'validate']);
