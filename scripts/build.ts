@@ -17,7 +17,8 @@ import { build } from 'rolldown';
  * The output sits two folders below the package root, like src/<concern>/, so
  * the `new URL('../../proto/...', import.meta.url)` of the gRPC API loaders
  * finds proto/ from either place. koffi loads a native binary by path and
- * stays in node_modules.
+ * stays in node_modules; so do the QuickJS packages, whose WebAssembly file
+ * is read from beside their own modules (the sandbox of Filter documents).
  */
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -32,7 +33,7 @@ await build({
     'parse-worker': path.join(ROOT, 'src/policy/parse-worker.ts'),
   },
   platform: 'node',
-  external: ['koffi'],
+  external: ['koffi', 'quickjs-emscripten-core', '@jitl/quickjs-wasmfile-release-sync'],
   logLevel: 'warn',
   output: {
     dir: OUT,

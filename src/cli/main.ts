@@ -296,6 +296,10 @@ async function runPolicyCheck(args: string[]): Promise<number> {
     if (typeof code !== 'string') throw err;
     throw new UsageError(`meshgate policy check: ${target}: ${code === 'ENOENT' ? 'no such file or folder' : `cannot read (${code})`}`);
   }
+  // Filter sources: read from the folder and compiled in the sandbox, as the policy server does (loaded only for a Filter).
+  const [{ checkFilterDocuments }, { createSandboxLoader }, { dirname }] = await Promise.all([import('../policy/filter-sources.ts'), import('../sandbox/quickjs-sandbox.ts'), import('node:path')]);
+  const folder = (await stat(target)).isDirectory() ? target : dirname(target);
+  result = await checkFilterDocuments(result, { sandbox: createSandboxLoader(), folder });
   for (const error of result.errors) process.stderr.write(`${formatPolicyError(error)}\n`);
   if (result.errors.length > 0) return 1;
   const count = result.documents.length;

@@ -1,8 +1,10 @@
 import { parseArgs } from 'node:util';
 import { readTextFile } from '../config/text-file.ts';
+import { checkFilterDocuments } from '../policy/filter-sources.ts';
 import { parsePolicyFolder } from '../policy/parse-documents.ts';
 import { formatPolicyError } from '../policy/policy-error.ts';
 import type { PolicyDocument } from '../policy/types.ts';
+import { createSandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 
 /*
  * `meshgate policy explain` and `meshgate policy diff` (logic: src/policy-tools/explain.ts
@@ -27,6 +29,7 @@ async function loadPolicies(flag: string, dir: string): Promise<PolicyDocument[]
     if (typeof code !== 'string') throw err;
     throw new ToolUsage(`--${flag} ${dir}: ${code === 'ENOENT' ? 'no such folder' : code === 'ENOTDIR' ? 'not a folder' : `cannot read (${code})`}`);
   }
+  parsed = await checkFilterDocuments(parsed, { sandbox: createSandboxLoader(), folder: dir });
   for (const error of parsed.errors) process.stderr.write(`${formatPolicyError(error)}\n`);
   return parsed.documents.map((d) => d.document);
 }

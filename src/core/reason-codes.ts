@@ -341,6 +341,18 @@ const DATA = {
     grpc: GrpcStatus.INTERNAL,
     description: 'A policy check could not be made; the call fails closed.',
   },
+  'filter.denied': {
+    http: 403,
+    grpc: GrpcStatus.PERMISSION_DENIED,
+    description: "A check of your own (a Filter document) denied the call. `rule` names the document and the check's own code (`namespace/name#code`); `reason` is the check's reason.",
+  },
+  'filter.user_check_failed': {
+    // 503 as policy.unavailable: the call was not judged, it was refused because it could not be.
+    http: 503,
+    grpc: GrpcStatus.UNAVAILABLE,
+    description:
+      'A check of your own (a Filter document with failureMode: deny, the default) threw, ran past its CPU budget, ran out of memory, returned something that is not a verdict, or could not be compiled on this sidecar. The log line names the document and what went wrong.',
+  },
 } as const satisfies Record<string, DataPlaneEntry>;
 
 const CA = {

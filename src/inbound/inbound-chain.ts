@@ -13,6 +13,8 @@ import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts
 import { createRateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import type { ResponseRuntime } from '../filters/response/response-plan.ts';
 import { compileResponseFilter } from '../filters/response/response-plan.ts';
+import type { UserFilterRuntime } from '../filters/user-filter/user-filter.ts';
+import { createUserFilterRuntime } from '../filters/user-filter/user-filter.ts';
 import type { ValidateRuntime } from '../filters/validate/validate-filter.ts';
 import { createValidateRuntime, validateKind } from '../filters/validate/validate-filter.ts';
 import type { PolicyDocument } from '../policy/types.ts';
@@ -30,6 +32,8 @@ export interface InboundRuntimes {
   readonly validate: ValidateRuntime;
   /** Route `responses` (cache, hardening) of this workload; without it none apply (policy explain, benches). */
   readonly response?: ResponseRuntime;
+  /** Checks of your own (Filter documents): their compiled programs, shared by the snapshots that use them. */
+  readonly userFilters: UserFilterRuntime;
 }
 
 export interface InboundChainOptions {
@@ -51,6 +55,7 @@ export function createInboundRuntimes(deps: FilterDeps & { readonly allowWhenNoA
     authz: createAuthzRuntime({ ...base, allowWhenNoPolicy: deps.allowWhenNoAuthzPolicy }),
     rateLimit: createRateLimitRuntime(base),
     validate: createValidateRuntime(base),
+    userFilters: createUserFilterRuntime(base),
   };
 }
 
@@ -82,12 +87,18 @@ export function buildInboundChain(
   // A DENY rule we could not read must not turn into an allow: admit nothing until it is fixed.
   if (missing.length > 0) return [unusablePolicy(missing)];
   const r = opts.runtimes;
+  // Checks of your own join at their stage, and only when a Filter document has one there: no cost otherwise.
+  const own = r.userFilters.compile(documents);
+  const at = (stage: keyof typeof own): Filter[] => (own[stage] ? [own[stage]] : []);
   const chain = [
     ipAccessKind.compile(documents, r.ipAccess), // ip-access: cheapest refusal, before any token is parsed
     authnKind.compile(documents, r.authn), // authn: JWT and OAuth2 credentials (the mTLS peer is verified by the listener); before authz, which matches requestPrincipals
+    ...at('after-authn'),
     authzKind.compile(documents, r.authz), // authz: needs the identities above
+    ...at('after-authz'),
     rateLimitKind.compile(documents, r.rateLimit), // rate-limit: after authz, so denied callers spend no budget
-    validateKind.compile(documents, r.validate), // validate: last check, since it may read and buffer the body (only when a matching rule needs it)
+    ...at('before-validate'),
+    validateKind.compile(documents, r.validate), // validate: last, since it may read and buffer the body (only when a matching rule needs it)
   ];
   // response: marks calls a Route `responses` rule covers (cache, hardening); only after every check, so a cached answer
   // goes only to calls the checks admitted. Absent when no rule applies to this workload.

@@ -74,6 +74,9 @@ export const SHARED_REFUSALS: ReadonlySet<string> = new Set([
   'validate.injection',
   // The destination's Route caps its answers: every replica's app gives the same oversize answer to the same call.
   'response.too_large',
+  // A check of your own runs the same on every replica: its deny, or its failure mode, would be the same elsewhere.
+  'filter.denied',
+  'filter.user_check_failed',
 ]);
 
 /** About the endpoint that answered: its sidecar, its policy state or its app. */

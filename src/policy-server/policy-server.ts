@@ -70,7 +70,7 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   const configFile = deps.configFile ?? 'config';
   const resolvePath = (file: string): string => path.resolve(deps.configDir ?? process.cwd(), file);
   const serverId = config.serverId ?? deps.defaultServerId ?? `${hostname()}-${process.pid}`;
-  const ownModel = deps.model ? undefined : await defaultModel();
+  const ownModel = deps.model ? undefined : await defaultModel(resolvePath(config.policies.folder));
   const model = deps.model ?? ownModel!;
   const metrics = createPolicyServerMetrics({ defaultMetrics: deps.defaultMetrics ?? false });
   const { tracing } = deps;
@@ -251,9 +251,9 @@ export async function startPolicyServer(config: PolicyServerConfig, deps: Policy
   }
 }
 
-async function defaultModel(): Promise<PolicyServerModel & { close(): Promise<void> }> {
+async function defaultModel(folder: string): Promise<PolicyServerModel & { close(): Promise<void> }> {
   const { policyServerModel } = await import('./policy-model.ts');
-  return policyServerModel();
+  return policyServerModel({ folder });
 }
 
 function describeCertificate(manager: CertificateManager): unknown {

@@ -17,7 +17,7 @@ import { declaredLengthOf } from '../proxy/request-body.ts';
  */
 
 /** One line of an explanation's trail. */
-export type TrailStage = 'path' | 'version' | 'ip-access' | 'authn' | 'authz' | 'ratelimit' | 'validate';
+export type TrailStage = 'path' | 'version' | 'ip-access' | 'authn' | 'authz' | 'filter' | 'ratelimit' | 'validate';
 
 export interface TrailEntry {
   readonly stage: TrailStage;

@@ -141,6 +141,34 @@ interface StageInput {
   readonly deps: FilterDeps;
 }
 
+/** A stage of checks of your own: one trail line per document run, the deciding one marked. */
+async function explainUserFilters({ filter, ctx, selected }: StageInput): Promise<StageOutcome> {
+  const stage = filter.name.slice('user-filter:'.length);
+  const shadowBefore = ctx.annotations.shadowDenials?.length ?? 0;
+  const verdict = await filter.onRequest(ctx);
+  const docs = selected
+    .filter((d) => d.kind === 'Filter' && d.spec.stage === stage)
+    .map(docId)
+    .sort();
+  const shadows = (ctx.annotations.shadowDenials ?? []).slice(shadowBefore);
+  const edits = ctx.annotations.upstreamEdits;
+  const entries: TrailEntry[] = [];
+  for (const id of docs) {
+    const decided = verdict.kind === 'respond' && (verdict.rule === id || verdict.rule?.startsWith(`${id}#`));
+    const shadow = shadows.find((s) => s.startsWith(`${id}#`));
+    if (decided) {
+      entries.push({ stage: 'filter', rule: verdict.rule ?? id, matched: true, decides: true, note: `${verdict.code}: ${verdict.reason}` });
+      break; // later checks of the stage do not run
+    }
+    entries.push({ stage: 'filter', rule: shadow ?? id, matched: shadow !== undefined, note: shadow ? 'shadow: would deny' : 'allowed' });
+  }
+  if (edits && verdict.kind === 'continue' && (edits.removeHeaders.length > 0 || Object.keys(edits.setHeaders).length > 0)) {
+    const set = Object.entries(edits.setHeaders).map(([k, v]) => `${k}: ${v}`);
+    entries.push({ stage: 'filter', rule: '', matched: true, note: `request to the app: ${[...set.map((s) => `set ${s}`), ...edits.removeHeaders.map((h) => `remove ${h}`)].join(', ')}` });
+  }
+  return { entries, ...(verdict.kind === 'respond' ? { refusal: fromVerdict(verdict) } : {}) };
+}
+
 function fromVerdict(verdict: RespondVerdict): StageOutcome['refusal'] {
   return { code: verdict.code, rule: verdict.rule, reason: verdict.reason };
 }
@@ -192,6 +220,11 @@ const STAGES: Readonly<Record<string, (input: StageInput) => Promise<StageOutcom
     return { entries, decision: outcome, ...(verdict.kind === 'respond' ? { refusal: { code: verdict.code, rule: outcome.rule, reason: outcome.reason } } : {}) };
   },
 
+  // Checks of your own run for real, in the sandbox, on the described call: their verdict is the one a sidecar would reach.
+  'user-filter:after-authn': explainUserFilters,
+  'user-filter:after-authz': explainUserFilters,
+  'user-filter:before-validate': explainUserFilters,
+
   // Which buckets the call would take a token from: counts are live state, not in the policy, so never a refusal.
   async ratelimit({ ctx, selected }) {
     return { entries: rateLimitTrail(selected, ctx.method, ctx.path) };
@@ -237,7 +270,27 @@ export async function explainCall(documents: readonly PolicyDocument[], call: Ex
   const clock = at === undefined ? systemClock : { now: () => at, monotonic: systemClock.monotonic };
   const deps: FilterDeps = { clock, random: Math.random };
   const runtimes = createInboundRuntimes({ ...deps, allowWhenNoAuthzPolicy: opts.allowWhenNoPolicy ?? false });
-  const chain = buildInboundChain(selected, { onNoPolicy: 'deny', runtimes: opts.authnRuntime ? { ...runtimes, authn: opts.authnRuntime } : runtimes });
+  // Checks of your own are compiled before the chain is built, as a sidecar does when a snapshot arrives.
+  await runtimes.userFilters.prepare(selected);
+  try {
+    return await runChain(buildInboundChain(selected, { onNoPolicy: 'deny', runtimes: opts.authnRuntime ? { ...runtimes, authn: opts.authnRuntime } : runtimes }), {
+      ctx,
+      call,
+      selected,
+      opts,
+      deps,
+      trail,
+      path,
+    });
+  } finally {
+    runtimes.userFilters.close();
+  }
+}
+
+async function runChain(
+  chain: readonly Filter[],
+  { ctx, call, selected, opts, deps, trail, path }: Omit<StageInput, 'filter'> & { readonly trail: TrailEntry[]; readonly path: string },
+): Promise<Explanation> {
   let decision: StageOutcome['decision'];
   for (const filter of chain) {
     const stage = STAGES[filter.name];

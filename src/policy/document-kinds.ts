@@ -1,6 +1,7 @@
 import type { z } from 'zod';
 import { authorizationPolicySchema } from './kinds/authorization-policy.ts';
 import type { RegexUse } from './kinds/common.ts';
+import { filterSchema } from './kinds/filter.ts';
 import { ipAccessPolicySchema } from './kinds/ip-access-policy.ts';
 import { rateLimitPolicySchema } from './kinds/rate-limit-policy.ts';
 import { requestAuthenticationSchema } from './kinds/request-authentication.ts';
@@ -26,5 +27,6 @@ export function createKindDefinitions(limits: PolicyLimits): Readonly<Record<Pol
     IPAccessPolicy: { schema: ipAccessPolicySchema(limits), regexes: none },
     ValidationPolicy: { schema: validationPolicySchema(limits), regexes: validationPolicyRegexes },
     Route: { schema: routeSchema(limits), regexes: routeRegexes },
+    Filter: { schema: filterSchema(limits), regexes: none },
   });
 }

@@ -1,4 +1,5 @@
 import type { AuthorizationPolicyDocument } from './kinds/authorization-policy.ts';
+import type { FilterDocument } from './kinds/filter.ts';
 import type { IPAccessPolicyDocument } from './kinds/ip-access-policy.ts';
 import type { RateLimitPolicyDocument } from './kinds/rate-limit-policy.ts';
 import type { RequestAuthenticationDocument } from './kinds/request-authentication.ts';
@@ -13,7 +14,14 @@ import type { PolicyDocument, PolicyKind } from './types.ts';
  */
 
 /** A validated document with its spec typed by kind: narrow with `isKind`. */
-export type TypedPolicyDocument = AuthorizationPolicyDocument | RequestAuthenticationDocument | RateLimitPolicyDocument | IPAccessPolicyDocument | ValidationPolicyDocument | RouteDocument;
+export type TypedPolicyDocument =
+  | AuthorizationPolicyDocument
+  | RequestAuthenticationDocument
+  | RateLimitPolicyDocument
+  | IPAccessPolicyDocument
+  | ValidationPolicyDocument
+  | RouteDocument
+  | FilterDocument;
 
 export type DocumentOfKind<K extends PolicyKind> = Extract<TypedPolicyDocument, { kind: K }>;
 

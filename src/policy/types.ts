@@ -6,7 +6,7 @@
 
 export const POLICY_API_VERSION = 'meshgate.dev/v1';
 
-export const POLICY_KINDS = ['AuthorizationPolicy', 'RequestAuthentication', 'RateLimitPolicy', 'IPAccessPolicy', 'ValidationPolicy', 'Route'] as const;
+export const POLICY_KINDS = ['AuthorizationPolicy', 'RequestAuthentication', 'RateLimitPolicy', 'IPAccessPolicy', 'ValidationPolicy', 'Route', 'Filter'] as const;
 
 export type PolicyKind = (typeof POLICY_KINDS)[number];
 

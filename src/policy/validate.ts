@@ -67,10 +67,12 @@ function rawKey(raw: Record<string, unknown>): DocumentKey | undefined {
  */
 function structuralErrors(raw: unknown, limits: PolicyLimits, max: number): { path: (string | number)[]; reason: string }[] {
   const found: { path: (string | number)[]; reason: string }[] = [];
+  // A Filter's source is code, not a value: its own bound (MAX_FILTER_SOURCE) applies, within maxDocumentBytes.
+  const isSource = (path: (string | number)[]): boolean => path.length === 2 && path[0] === 'spec' && path[1] === 'source' && isPlainObject(raw) && raw.kind === 'Filter';
   const walk = (node: unknown, path: (string | number)[]): void => {
     if (found.length >= max) return;
     if (typeof node === 'string') {
-      if (node.length > limits.maxStringLength) found.push({ path, reason: `too long: at most ${limits.maxStringLength} characters (got ${node.length})` });
+      if (node.length > limits.maxStringLength && !isSource(path)) found.push({ path, reason: `too long: at most ${limits.maxStringLength} characters (got ${node.length})` });
       return;
     }
     if (node === null || typeof node !== 'object') return;

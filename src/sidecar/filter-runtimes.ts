@@ -5,6 +5,7 @@ import { createAuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { IPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createResponseRuntime } from '../filters/response/response-plan.ts';
+import { createUserFilterRuntime } from '../filters/user-filter/user-filter.ts';
 import { createValidateRuntime } from '../filters/validate/validate-filter.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -41,5 +42,6 @@ export function createSidecarFilterRuntimes(
         resized: (bytes) => metrics.responseCacheBytes.set(bytes),
       },
     }),
+    userFilters: createUserFilterRuntime({ clock, random, metrics, logger: logger.child({ component: 'user-filter' }) }),
   };
 }

@@ -15,12 +15,16 @@ import type { EffectiveSnapshot } from './policy/subscriber.ts';
 import { createRegistryKeeper } from './registry-keeper.ts';
 
 /** Kinds whose loss could turn a deny into an allow. */
-const ENFORCING_KINDS = new Set(['AuthorizationPolicy', 'RequestAuthentication', 'IPAccessPolicy', 'RateLimitPolicy', 'ValidationPolicy']);
+const ENFORCING_KINDS = new Set(['AuthorizationPolicy', 'RequestAuthentication', 'IPAccessPolicy', 'RateLimitPolicy', 'ValidationPolicy', 'Filter']);
 
 /** What the policy source (workload-policy.ts) tells the process that serves calls. */
 export interface PolicyEnforcer {
-  /** A snapshot is in force from now on. */
-  install(snapshot: EffectiveSnapshot): void;
+  /**
+   * A snapshot is in force from now on; or, when it has checks of your own
+   * still to compile, once they are (the promise), unless a later snapshot
+   * was installed meanwhile. Calls keep the snapshot in force until then.
+   */
+  install(snapshot: EffectiveSnapshot): void | Promise<void>;
   /** The persisted copy found at boot was not trusted and nothing else is in force: admit nothing. */
   distrustCopy(): void;
 }
@@ -91,19 +95,32 @@ export function createPolicyEnforcement(
     }
   };
 
+  let installs = 0;
+  const installNow = (snapshot: EffectiveSnapshot): void => {
+    const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
+    if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
+    filters = buildInboundChain(snapshot.documents, chainOptions, missing);
+    inForce = snapshot;
+    applyRegistry(snapshot);
+    deps.metrics.policyVersion.reset();
+    deps.metrics.policyVersion.set({ version: snapshot.version, source: snapshot.source }, 1);
+    logger.info(
+      { version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length, registryWarming: snapshot.registryWarming === true },
+      'policy in force',
+    );
+  };
+
   return {
     install(snapshot) {
-      const missing = snapshot.refused.filter((r) => !r.kept && ENFORCING_KINDS.has(r.key.split('/')[0]!)).map((r) => r.key);
-      if (missing.length > 0) logger.error({ version: snapshot.version, documents: missing }, 'policy documents could not be applied and have no earlier copy: admitting nothing');
-      filters = buildInboundChain(snapshot.documents, chainOptions, missing);
-      inForce = snapshot;
-      applyRegistry(snapshot);
-      deps.metrics.policyVersion.reset();
-      deps.metrics.policyVersion.set({ version: snapshot.version, source: snapshot.source }, 1);
-      logger.info(
-        { version: snapshot.version, source: snapshot.source, documents: snapshot.documents.length, services: snapshot.services.length, registryWarming: snapshot.registryWarming === true },
-        'policy in force',
-      );
+      const seq = ++installs;
+      const compiling = deps.runtimes.userFilters.prepare(snapshot.documents);
+      if (!compiling) return installNow(snapshot);
+      return compiling
+        .then(() => {
+          // A later snapshot was installed while these compiled: it is the one in force.
+          if (seq === installs && !deps.signal.aborted) installNow(snapshot);
+        })
+        .catch((err: unknown) => logger.error({ err: (err as Error).message, version: snapshot.version }, 'installing a policy snapshot failed'));
     },
     distrustCopy() {
       // A copy that may be older than the policy last in force is not enforced, whatever onNoPolicy says: it is not "no policy".

@@ -5,12 +5,16 @@ import type { Filter } from '../core/filter.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
+import type { SandboxLoader } from '../sandbox/quickjs-sandbox.ts';
+import { createSandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
+import { createFilterSourceChecks } from './policy/filter-source-checks.ts';
 import type { PersistenceStatus } from './policy/snapshot-store.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from './policy/snapshot-store.ts';
 import type { EffectiveSnapshot, PolicyReadiness, PolicySubscriber } from './policy/subscriber.ts';
 import { createPolicySubscriber } from './policy/subscriber.ts';
+import { policyModelValidator } from './policy/subscriber-validate.ts';
 import type { PolicyEnforcer } from './policy-enforcement.ts';
 import { createPolicyEnforcement } from './policy-enforcement.ts';
 
@@ -50,7 +54,7 @@ export async function startWorkloadPolicy(
   },
 ): Promise<WorkloadPolicy> {
   const enforcement = createPolicyEnforcement(config, { ...deps, logger: deps.logger.child({ component: 'policy' }) });
-  const source = await startPolicySource(config, { ...deps, enforcer: enforcement });
+  const source = await startPolicySource(config, { ...deps, enforcer: enforcement, sandbox: deps.runtimes.userFilters.sandbox });
   return { ...source, inboundFilters: enforcement.inboundFilters };
 }
 
@@ -60,20 +64,26 @@ export async function startWorkloadPolicy(
  * handed to `enforcer`. A sidecar with several workers runs this in its
  * primary only, whose enforcer hands each snapshot to every worker.
  */
-export async function startPolicySource(config: SidecarConfig, deps: SourceDeps & { enforcer: PolicyEnforcer }): Promise<PolicySource> {
+export async function startPolicySource(config: SidecarConfig, deps: SourceDeps & { enforcer: PolicyEnforcer; sandbox?: SandboxLoader }): Promise<PolicySource> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
   let inForce: EffectiveSnapshot | undefined;
 
-  const install = (snapshot: EffectiveSnapshot): void => {
+  const install = (snapshot: EffectiveSnapshot): void | Promise<void> => {
     // The subscriber's boot hands over the disk copy this sidecar already installed before its listeners opened.
     if (snapshot.source === 'disk' && inForce?.source === 'disk' && inForce.version === snapshot.version && inForce.receivedAt === snapshot.receivedAt) return;
-    deps.enforcer.install(snapshot);
     inForce = snapshot;
+    // With checks of your own to compile first, the promise settles once the snapshot is in force.
+    return deps.enforcer.install(snapshot);
   };
 
+  // Filter sources are compiled in the sandbox before a snapshot applies, so one that does not compile is NACKed.
+  const base = policyModelValidator();
+  const filterSources = createFilterSourceChecks(deps.sandbox ?? createSandboxLoader(), base);
   const store = createPolicySnapshotStore({
     file: snapshotFileFor(policyConfig.stateDir, config.workload),
+    validate: filterSources.validator(base),
+    prepare: filterSources.prepare,
     logger,
     now: () => deps.clock.now(),
     onWrite: (ok) => {
@@ -84,7 +94,8 @@ export async function startPolicySource(config: SidecarConfig, deps: SourceDeps 
   const booted = await store.load();
   if (!booted && store.persistence().refusedAtBoot) deps.enforcer.distrustCopy();
   if (booted) {
-    install({
+    // Awaited: the disk copy is in force before any listener opens, checks of your own compiled.
+    await install({
       version: booted.version,
       receivedAt: booted.receivedAt,
       source: 'disk',

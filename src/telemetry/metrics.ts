@@ -14,6 +14,8 @@ export interface SidecarMetrics {
   readonly shadowDenials: Counter<'policy' | 'rule'>;
   /** One per ValidationPolicy rule that matched a call and was evaluated (decision: passed | failed | shadow_failed). */
   readonly validationDecisions: Counter<'policy' | 'rule' | 'decision'>;
+  /** One per Filter document (a check of your own) run on a call; policy is its namespace/name, code the check's own code or the failure kind. */
+  readonly userFilterDecisions: Counter<'policy' | 'decision' | 'code'>;
   readonly requestsTotal: Counter<'direction' | 'source_principal' | 'destination_service' | 'response_code' | 'reason'>;
   readonly requestDuration: Histogram<'direction' | 'destination_service'>;
   readonly upstreamRetries: Counter<'destination_service'>;
@@ -110,6 +112,12 @@ export function createSidecarMetrics(opts: {
       name: 'meshgate_validation_decisions_total',
       help: 'ValidationPolicy rules evaluated for a call, by policy (namespace/name), rule and decision (passed, failed, shadow_failed, logged: an injection finding in log mode).',
       labelNames: ['policy', 'rule', 'decision'],
+      registers,
+    }),
+    userFilterDecisions: new Counter({
+      name: 'meshgate_user_filter_decisions_total',
+      help: "Checks of your own (Filter documents) run on a call, by policy (namespace/name), decision (allow, deny, edit, shadow_deny, failed_deny, failed_allow) and code (the check's deny code, or the failure: threw, timeout, memory, bad_result, unsettled, not_compiled).",
+      labelNames: ['policy', 'decision', 'code'],
       registers,
     }),
     outlierEjections: new Counter({

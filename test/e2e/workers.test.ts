@@ -273,6 +273,20 @@ describe('a sidecar with workers: 2', () => {
     expect((await call('/public')).status).toBe(200);
   });
 
+  it('a check of your own pushed by the policy server is compiled and enforced by both workers', async () => {
+    const before = (await dump()).policy.version;
+    const check = `export default (call) => call.path.startsWith('/checked/') ? { deny: { code: 'checked', reason: 'no' } } : { allow: true };`;
+    await writeFile(
+      path.join(dir, 'policies', 'filter.yaml'),
+      `apiVersion: meshgate.dev/v1\nkind: Filter\nmetadata: { name: own-check, namespace: shop }\nspec:\n  source: ${JSON.stringify(check)}\n`,
+    );
+    await eventually(dump, { until: (d) => d.policy.version !== before && d.workers.every((w) => w.policy?.version === d.policy.version), timeoutMs: 15_000, what: 'the new version in every worker' });
+    const denied = await spread('/checked');
+    expect(denied.map((r) => `${r.status} ${r.reason}`)).toEqual(Array(SPREAD).fill('403 filter.denied'));
+    expect(await workersOf(denied)).toEqual(new Set([1, 2]));
+    expect((await call('/public')).status).toBe(200);
+  });
+
   it('a killed worker is restarted, /ready returns to 200 and its calls stay counted', async () => {
     await everyCallCounted(); // the scrape the counters of a dying worker are kept from
     const victim = (await dump()).workers[1]!;

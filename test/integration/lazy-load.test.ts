@@ -2,9 +2,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { eventually } from '../helpers/eventually.ts';
 import { freePort, waitForLive } from '../helpers/process.ts';
+import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
  * A sidecar's memory and start-up are paid once per pod: what its config does
@@ -25,6 +28,8 @@ const OPTIONAL = {
   '@opentelemetry/exporter-trace-otlp-proto': 'the OTLP exporter (tracing off)',
   koffi: 'the FFI for original destinations (interception)',
   'redos-detector': 'the regex safety check of policy documents',
+  'quickjs-emscripten-core': 'the sandbox of checks of your own (Filter documents)',
+  '@jitl/quickjs-wasmfile-release-sync': 'the QuickJS WebAssembly engine (Filter documents)',
   'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
 };
 
@@ -35,7 +40,7 @@ afterEach(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function packagesLoadedBy(config: Record<string, unknown>): Promise<string[]> {
+async function packagesLoadedBy(config: Record<string, unknown>, settled?: () => Promise<unknown>): Promise<string[]> {
   dir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-'));
   const configFile = path.join(dir, 'sidecar.yaml');
   const record = path.join(dir, 'loaded.txt');
@@ -47,6 +52,7 @@ async function packagesLoadedBy(config: Record<string, unknown>): Promise<string
   });
   const admin = (config.listeners as { admin: { port: number } }).admin.port;
   await waitForLive(`http://127.0.0.1:${admin}/live`, 20_000);
+  await settled?.();
   const exited = new Promise((resolve) => child?.once('exit', resolve));
   child.kill('SIGTERM'); // a drained exit runs the recorder's exit hook
   await exited;
@@ -70,6 +76,30 @@ describe('what a sidecar imports', () => {
     expect(loaded).toContain('undici'); // the recorder works: the data path's client is always there
     const unexpected = loaded.filter((name) => name in OPTIONAL).map((name) => `${name} (${OPTIONAL[name as keyof typeof OPTIONAL]})`);
     expect(unexpected).toEqual([]);
+  });
+
+  it('a policy loads the QuickJS sandbox only when it has a Filter document', async () => {
+    const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2]): Promise<string[]> => {
+      const config = await plaintextSidecar();
+      const stateDir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-state-'));
+      try {
+        await writeSnapshot(stateDir, { service: 'orders', namespace: 'default' }, documents);
+        // The admin listener opens first; the inbound one once the disk copy is in force (its Filter compiled).
+        const inbound = (config.listeners as { inbound: { port: number } }).inbound.port;
+        const answers = () =>
+          eventually(() => request(`http://127.0.0.1:${inbound}/`).then((res) => res.body.dump().then(() => res.statusCode)), { until: (s) => s > 0, timeoutMs: 20_000, what: 'the inbound listener' });
+        return await packagesLoadedBy({ ...config, policy: { servers: ['127.0.0.1:1'], stateDir }, authorization: { allowWhenNoPolicy: true } }, answers);
+      } finally {
+        rmSync(stateDir, { recursive: true, force: true });
+      }
+    };
+    const allow = policyDoc('AuthorizationPolicy', 'all', { action: 'ALLOW', rules: [{}] }, 'default');
+    const without = await withPolicy([allow]);
+    expect(without).toContain('ajv'); // the recorder saw the policy's own packages
+    expect(without.filter((name) => name.includes('quickjs'))).toEqual([]);
+    const filter = policyDoc('Filter', 'own', { source: 'export default () => ({ allow: true });' }, 'default');
+    const withFilter = await withPolicy([allow, filter]);
+    expect(withFilter).toEqual(expect.arrayContaining(['quickjs-emscripten-core', '@jitl/quickjs-wasmfile-release-sync']));
   });
 
   it('tracing turned on loads the SDK and its exporter, and only then', async () => {

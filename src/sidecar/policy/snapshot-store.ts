@@ -46,6 +46,8 @@ export interface PolicySnapshotStore {
    * latest state first (see flush()).
    */
   apply(received: ReceivedSnapshot, receivedAt: number): ApplyResult;
+  /** Work `apply` needs done first (checks of your own compiled in the sandbox); undefined when none. Never rejects. */
+  prepare(received: ReceivedSnapshot): Promise<void> | undefined;
   current(): StoredSnapshot | undefined;
   /** Resolves when every state applied so far is on disk (or its write failed, logged; it is retried later). */
   flush(): Promise<void>;
@@ -101,6 +103,8 @@ export function createPolicySnapshotStore(opts: {
   logger: Logger;
   /** Default: the policy model's validator with default limits. */
   validate?: DocumentValidator;
+  /** Asynchronous work before documents are validated (compiling Filter sources for `validate` to read). */
+  prepare?: (envelopes: readonly DocumentEnvelope[]) => Promise<void> | undefined;
   /** First retry of a failed write after this long, doubling up to 30 s. Default 1 s. */
   retryMs?: number;
   now?: () => number;
@@ -236,6 +240,8 @@ export function createPolicySnapshotStore(opts: {
       diskCopy = 'outdated-set-aside';
       return refuse(versionOf(aside), 'the persisted copy was set aside as outdated: a newer policy could not be written before the restart');
     }
+    const early = parsePersisted(text);
+    if (typeof early !== 'string') await opts.prepare?.(early.documents);
     const loaded = readPersisted(text, file, validate, logger);
     if (loaded === undefined) return refuse(undefined, `${file} is corrupt`);
     diskCopy = 'outdated';
@@ -260,6 +266,7 @@ export function createPolicySnapshotStore(opts: {
   return {
     file,
     load: () => (loading ??= boot()),
+    prepare: (received) => opts.prepare?.(received.documents),
     apply(received, receivedAt) {
       const previous = new Map((state?.documents ?? []).map((d) => [d.key, d]));
       const seen = new Set<DocumentKey>();

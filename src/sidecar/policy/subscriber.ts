@@ -197,9 +197,10 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
   const applySnapshot = (
     address: string,
     msg: WireSnapshot,
+    received: ReceivedSnapshot,
     ack: (a: { version: string; accepted: boolean; errors: readonly { document: string; field: string; reason: string }[] }) => void,
   ): void => {
-    const result = store.apply(fromWire(msg), clock.now());
+    const result = store.apply(received, clock.now());
     ack(result.ack);
     if (result.ack.accepted) {
       acks++;
@@ -265,16 +266,31 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
       signal.addEventListener('abort', onAbort, { once: true });
       const firstSnapshotTimer = setTimeout(() => finish(new Error(`no snapshot from ${address} within ${config.connectTimeout}ms`)), config.connectTimeout);
 
+      // Snapshots apply in the order they came; one with checks of your own waits for their compile (and those after it wait for it).
+      let applying: Promise<void> | undefined;
       stream.on('data', (msg: WireSnapshot) => {
         if (settled) return;
         clearTimeout(firstSnapshotTimer);
         synced = true;
-        try {
-          applySnapshot(address, msg, (ack) => stream.write(ackRequest(ack.version, ack.accepted, ack.errors)));
-        } catch (err) {
-          logger.error({ err: (err as Error).message, version: msg.version }, 'applying a policy snapshot failed');
-          finish(err as Error);
-        }
+        const received = fromWire(msg);
+        const apply = (): void => {
+          if (settled) return;
+          try {
+            applySnapshot(address, msg, received, (ack) => stream.write(ackRequest(ack.version, ack.accepted, ack.errors)));
+          } catch (err) {
+            logger.error({ err: (err as Error).message, version: msg.version }, 'applying a policy snapshot failed');
+            finish(err as Error);
+          }
+        };
+        const compiling = store.prepare(received);
+        if (!compiling && !applying) return apply();
+        const next: Promise<void> = (applying ?? Promise.resolve())
+          .then(() => compiling)
+          .then(apply)
+          .finally(() => {
+            if (applying === next) applying = undefined;
+          });
+        applying = next;
       });
       stream.on('error', (err: grpc.ServiceError) => finish(new Error(`${address}: ${err.details || err.message}`)));
       stream.on('end', () => finish(new Error(`${address} ended the stream`)));

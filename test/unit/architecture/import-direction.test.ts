@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 
 const FLOORS: ReadonlyArray<readonly string[]> = [
   ['core'],
-  ['config', 'errors'],
+  ['config', 'errors', 'sandbox'],
   ['policy', 'telemetry', 'admin'],
   ['proxy', 'identity'],
   ['filters', 'outbound', 'ca', 'policy-server', 'interception', 'inject'],

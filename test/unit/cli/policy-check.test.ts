@@ -64,6 +64,20 @@ describe('meshgate policy check', () => {
     });
   });
 
+  it('checks the examples of checks of your own, and names file, line and column of one that does not compile', async () => {
+    const examples = join(import.meta.dirname, '../../../deploy/examples/filters');
+    expect(await meshgate(['policy', 'check', examples])).toEqual({ code: 0, stdout: '4 documents valid\n', stderr: '' });
+    await mkdir(join(dir, 'filters'));
+    await writeFile(join(dir, 'filters', 'check.ts'), 'export default function check(call: { path: string }) {\n  return { allow: call.path.startsWith("/" };\n}\n');
+    await writeFile(join(dir, 'filters', 'check.yaml'), doc('Filter', 'sourceFile: check.ts', '{ name: own, namespace: shop }'));
+    // One file checked alone reads its source file beside it.
+    expect(await meshgate(['policy', 'check', join(dir, 'filters', 'check.yaml')])).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `${join(dir, 'filters', 'check.yaml')}: document 0 (Filter/shop/own): spec.sourceFile: check.ts: line 2, column 44: Expected ',', got '}'\n`,
+    });
+  });
+
   it.each([
     ['no DIR', ['policy', 'check'], 'meshgate policy check: missing DIR\n'],
     ['a missing DIR', ['policy', 'check', '/nonexistent/policies'], 'meshgate policy check: /nonexistent/policies: no such file or folder\n'],

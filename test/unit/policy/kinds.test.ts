@@ -370,7 +370,7 @@ describe('policy kinds: the envelope', () => {
     [
       'an unknown kind',
       doc('Gateway', '{}'),
-      'p.yaml: document 0 (Gateway/shop/p1): kind: expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, IPAccessPolicy, ValidationPolicy, Route, got "Gateway"',
+      'p.yaml: document 0 (Gateway/shop/p1): kind: expected one of AuthorizationPolicy, RequestAuthentication, RateLimitPolicy, IPAccessPolicy, ValidationPolicy, Route, Filter, got "Gateway"',
     ],
     [
       'a name that is no DNS label',

@@ -1,0 +1,61 @@
+import { checkFilterSource, isFilterDocument } from '../../policy/filter-sources.ts';
+import { documentDigest } from '../../policy/snapshot.ts';
+import type { SandboxLoader } from '../../sandbox/quickjs-sandbox.ts';
+import type { DocumentValidator } from './subscriber-validate.ts';
+
+/** Results kept: a policy has a handful of Filter documents; old versions age out. */
+const MAX_RESULTS = 256;
+
+export interface FilterSourceChecks {
+  /** Compiles the Filter sources among `envelopes` not checked yet; undefined when there is nothing to wait for. Never rejects. */
+  prepare(envelopes: readonly { readonly kind: string; readonly json: string }[]): Promise<void> | undefined;
+  /** `base`, refusing a Filter document whose source did not compile (or was not checked: fail closed). */
+  validator(base: DocumentValidator): DocumentValidator;
+}
+
+/**
+ * A sidecar's own check of the Filter sources it receives, so it NACKs one
+ * that does not compile (with its line and column) instead of enforcing its
+ * failure mode on every call. The validator is synchronous and the sandbox
+ * is not: the subscriber awaits `prepare` for a snapshot before it applies
+ * it, and the validator reads the verdicts. The sandbox loads on the first
+ * Filter document, never for a policy without one.
+ */
+export function createFilterSourceChecks(sandbox: SandboxLoader, base: DocumentValidator): FilterSourceChecks {
+  const results = new Map<string, { field: string; reason: string } | null>();
+
+  return {
+    prepare(envelopes) {
+      const docs = envelopes.flatMap((envelope) => {
+        if (envelope.kind !== 'Filter') return [];
+        let raw: unknown;
+        try {
+          raw = JSON.parse(envelope.json);
+        } catch {
+          return []; // refused by the validator, with the reason
+        }
+        const checked = base(raw);
+        return checked.ok && isFilterDocument(checked.document) && !results.has(documentDigest(checked.document)) ? [checked.document] : [];
+      });
+      if (docs.length === 0) return undefined;
+      return (async () => {
+        const engine = await sandbox.load().catch(() => undefined);
+        for (const doc of docs) {
+          const key = documentDigest(doc);
+          const problem = engine ? await checkFilterSource(doc, engine).catch((err: Error) => ({ field: 'spec.source', reason: `the sandbox failed: ${err.message}` })) : undefined;
+          results.set(key, problem ?? (engine ? null : { field: 'spec.source', reason: 'the sandbox could not be loaded on this sidecar' }));
+          if (results.size > MAX_RESULTS) results.delete(results.keys().next().value!);
+        }
+      })();
+    },
+    validator(inner) {
+      return (raw) => {
+        const result = inner(raw);
+        if (!result.ok || !isFilterDocument(result.document)) return result;
+        const problem = results.get(documentDigest(result.document));
+        if (problem === null) return result;
+        return { ok: false, errors: [problem ?? { field: 'spec.source', reason: 'the source was not checked in the sandbox before the snapshot applied' }] };
+      };
+    },
+  };
+}

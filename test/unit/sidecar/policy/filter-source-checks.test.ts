@@ -1,0 +1,69 @@
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { canonicalJson } from '../../../../src/policy/snapshot.ts';
+import { createPolicyValidator } from '../../../../src/policy/validate.ts';
+import { createSandboxLoader } from '../../../../src/sandbox/quickjs-sandbox.ts';
+import { createFilterSourceChecks } from '../../../../src/sidecar/policy/filter-source-checks.ts';
+import { createPolicySnapshotStore } from '../../../../src/sidecar/policy/snapshot-store.ts';
+import type { DocumentEnvelope } from '../../../../src/sidecar/policy/subscriber-validate.ts';
+import { policyModelValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
+import { captureLogs } from '../../../helpers/log-capture.ts';
+
+const model = createPolicyValidator();
+
+function filterEnvelope(name: string, source: string): DocumentEnvelope {
+  const raw = { apiVersion: 'meshgate.dev/v1', kind: 'Filter', metadata: { name, namespace: 'shop' }, spec: { source } };
+  const checked = model.validate(raw, { file: 'test', index: 0 });
+  if (!checked.ok) throw new Error(JSON.stringify(checked.errors));
+  const json = canonicalJson(checked.document.document);
+  return { kind: 'Filter', namespace: 'shop', name, json, digest: createHash('sha256').update(json).digest('hex') };
+}
+
+let dir: string | undefined;
+afterEach(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe("a sidecar's check of the Filter sources it receives", () => {
+  it('NACKs a source that does not compile, with line and column, and applies the rest', async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-fsc-'));
+    const base = policyModelValidator();
+    const checks = createFilterSourceChecks(createSandboxLoader(), base);
+    const store = createPolicySnapshotStore({ file: path.join(dir, 'snap.json'), logger: captureLogs().logger, validate: checks.validator(base), prepare: checks.prepare });
+    const received = {
+      version: 'v1',
+      documents: [filterEnvelope('good', 'export default () => ({ allow: true });'), filterEnvelope('bad', 'export default function (call: {a: string} {\n}')],
+      services: [],
+    };
+    await store.prepare(received);
+    const result = store.apply(received, 0);
+    expect(result.ack.accepted).toBe(false);
+    expect(result.ack.errors).toEqual([{ document: 'Filter/shop/bad', field: 'spec.source', reason: "line 1, column 44: Expected ',', got '{'" }]);
+    expect(result.snapshot.documents.map((d) => d.key)).toEqual(['Filter/shop/good']);
+    store.close();
+    await store.flush();
+  });
+
+  it('needs nothing for a snapshot without a Filter document (the sandbox is not loaded)', () => {
+    let loads = 0;
+    const checks = createFilterSourceChecks(
+      createSandboxLoader(async () => {
+        loads++;
+        throw new Error('not expected');
+      }),
+      policyModelValidator(),
+    );
+    expect(checks.prepare([{ kind: 'AuthorizationPolicy', json: '{}' }])).toBeUndefined();
+    expect(loads).toBe(0);
+  });
+
+  it('refuses a Filter it could not check (fail closed)', () => {
+    const base = policyModelValidator();
+    const validate = createFilterSourceChecks(createSandboxLoader(), base).validator(base);
+    const result = validate(JSON.parse(filterEnvelope('unchecked', 'export default () => ({ allow: true });').json));
+    expect(result).toMatchObject({ ok: false, errors: [{ field: 'spec.source', reason: expect.stringContaining('not checked') }] });
+  });
+});

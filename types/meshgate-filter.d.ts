@@ -1,0 +1,85 @@
+/**
+ * Types for checks of your own (meshgate `Filter` documents):
+ *
+ *   import type { Call, Verdict } from 'meshgate/filter';
+ *   export default function check(call: Call, config: { prefix: string }): Verdict {
+ *     return call.path.startsWith(config.prefix) ? { allow: true } : { deny: { code: 'wrong_prefix', reason: 'not here' } };
+ *   }
+ *
+ * The check runs in a QuickJS sandbox inside the sidecar: the language's
+ * built-ins (JSON, Math, Date, RegExp, Map, Promise, typed arrays...), the
+ * global `meshgate` below, and nothing else: no require, import of other
+ * modules, process, fetch, timers or console. `import type` lines are erased
+ * before it runs.
+ */
+
+/** What the host computes for a check: pure functions, no I/O. */
+export interface MeshgateHost {
+  /** HMAC-SHA256 of `message` (UTF-8) under the key given in hex; lower-case hex. Key up to 1024 hex characters, message up to 64 KiB. */
+  hmacSha256(keyHex: string, message: string): string;
+  /** SHA-256 of `message` (UTF-8), lower-case hex. */
+  sha256(message: string): string;
+}
+
+declare global {
+  /** The host's capabilities, the only global a check gets beyond the language's own. */
+  const meshgate: MeshgateHost;
+}
+
+/** The read-only view of one inbound call a check gets (frozen: assigning to it throws). */
+export interface Call {
+  readonly method: string;
+  /** The normalized path, without the query ("//" merged, "." and ".." resolved, percent-decoding of unreserved characters). */
+  readonly path: string;
+  /** The raw query string without "?" ('' for none). */
+  readonly query: string;
+  /** Request headers, lower-case names; a repeated header's values joined with ", ". */
+  readonly headers: Readonly<Record<string, string>>;
+  readonly source: {
+    /** The caller's address (the connection's, or x-forwarded-for from a trusted proxy). */
+    readonly address: string;
+    /** The caller's SPIFFE ID from its mTLS certificate, null without one. */
+    readonly principal: string | null;
+  };
+  /** This workload. */
+  readonly destination: { readonly service: string; readonly namespace: string };
+  /** The verified credential (RequestAuthentication: a JWT or an introspected token), null when the call has none. */
+  readonly auth: {
+    /** `issuer/subject`. */
+    readonly principal: string;
+    readonly issuer: string;
+    readonly subject: string;
+    readonly claims: Readonly<Record<string, unknown>>;
+  } | null;
+  /** The matched route's name, when one was matched; null otherwise. */
+  readonly route: string | null;
+}
+
+/** Changes to the request the app receives (applied only when the call goes through). */
+export interface HeaderEdits {
+  /** Header name -> value (one line); replaces any value the caller sent. */
+  readonly set?: Readonly<Record<string, string>>;
+  /** Header names to drop. Framing headers (host, content-length, transfer-encoding, connection...) cannot be set or removed. */
+  readonly remove?: readonly string[];
+}
+
+export interface Deny {
+  /**
+   * Reserved: meshgate answers 403 (`filter.denied`) whatever is asked here.
+   * The status travels in the reason code, which callers and alerts key on.
+   */
+  readonly status?: number;
+  /** Your code, in the deny body's `rule` (`namespace/name#code`), the log and the metrics: letters, digits, "-", "_", "." (at most 63). */
+  readonly code?: string;
+  /** One line for the caller (at most 200 characters; never put a secret in it). */
+  readonly reason?: string;
+}
+
+/** What a check returns (or resolves to: it may be async, within its CPU budget). */
+export type Verdict =
+  | { readonly allow: true; readonly headers?: HeaderEdits }
+  | { readonly headers: HeaderEdits }
+  | { readonly allow?: false; readonly deny: Deny };
+
+/** The shape of the module's default export (or of an export named `check`). */
+export type Check<Config = Readonly<Record<string, unknown>>> = (call: Call, config: Config) => Verdict | Promise<Verdict>;
