@@ -65,8 +65,10 @@ export interface HeaderEdits {
 
 export interface Deny {
   /**
-   * Reserved: meshgate answers 403 (`filter.denied`) whatever is asked here.
-   * The status travels in the reason code, which callers and alerts key on.
+   * HTTP status of the answer, 400 to 499 (default 403); anything else is a
+   * failing check (the document's failure mode). The reason code stays
+   * `filter.denied` (`x-meshgate-reason`), which callers and alerts key on;
+   * gRPC callers get PERMISSION_DENIED whatever the status.
    */
   readonly status?: number;
   /** Your code, in the deny body's `rule` (`namespace/name#code`), the log and the metrics: letters, digits, "-", "_", "." (at most 63). */

@@ -22,6 +22,12 @@ export interface RespondVerdict {
   readonly decisionId?: string;
   /** Extra response headers (e.g. `retry-after`). */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * HTTP status instead of the code's own, when the rule that decided chose
+   * one (a check of your own: a 4xx). gRPC callers still get the code's
+   * grpc-status, and the reason code stays what callers and alerts key on.
+   */
+  readonly status?: number;
 }
 
 export const CONTINUE: ContinueVerdict = Object.freeze({ kind: 'continue' });

@@ -40,7 +40,7 @@ export function sendVerdict(res: AnyResponse, verdict: RespondVerdict, opts: { g
     ...(verdict.rule ? { rule: verdict.rule } : {}),
     request_id: opts.requestId,
   });
-  res.statusCode = mapping.http;
+  res.statusCode = verdict.status ?? mapping.http;
   res.setHeader('content-type', 'application/json');
   res.setHeader('content-length', Buffer.byteLength(body));
   res.end(body);

@@ -47,9 +47,9 @@ describe('checks of your own through two sidecars', () => {
     await mesh?.close();
   });
 
-  it('enforces the examples: a revoked API key is denied with the document and code, a canary user is tagged for the app', async () => {
+  it('enforces the examples: a revoked API key is denied with the status, document and code the check chose, a canary user is tagged for the app', async () => {
     const denied = await mesh.call('/orders/1', { headers: { 'x-api-key': 'ak_live_7Hq2secretsecret' } });
-    expect(denied.status).toBe(403);
+    expect(denied.status).toBe(401);
     expect(denied.headers['x-meshgate-reason']).toBe('filter.denied');
     expect(JSON.parse(denied.text)).toMatchObject({ code: 'filter.denied', rule: 'shop/revoked-api-keys#api_key_revoked', reason: 'this API key was revoked' });
     const tagged = await mesh.call('/orders/1', { headers: { 'x-canary-opt-in': '1' } });

@@ -17,7 +17,7 @@ export default function check(call: Call, config: Config): Verdict {
   const key = call.headers[config.header];
   if (key === undefined) return { allow: true };
   for (const prefix of config.revoked) {
-    if (prefix.length >= 12 && key.startsWith(prefix)) return { deny: { code: 'api_key_revoked', reason: 'this API key was revoked' } };
+    if (prefix.length >= 12 && key.startsWith(prefix)) return { deny: { status: 401, code: 'api_key_revoked', reason: 'this API key was revoked' } };
   }
   return { allow: true };
 }

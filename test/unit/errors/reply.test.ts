@@ -29,6 +29,15 @@ describe('sendVerdict: the one place that turns a refusal into a reply', () => {
     expect(await res.body.json()).toEqual({ code: 'authz.denied', reason: 'denied by policy', decision_id: 'd-1', rule: 'shop/deny#admin', request_id: 'r-1' });
   });
 
+  it('answers with the status the deciding rule chose (a check of your own), the reason code unchanged', async () => {
+    const srv = await answering((res) => sendVerdict(res, respond('filter.denied', 'this API key was revoked', { rule: 'shop/keys#revoked', status: 401 }), { grpc: false, requestId: 'r-3' }));
+    close = srv.close;
+    const res = await request(srv.url);
+    expect(res.statusCode).toBe(401);
+    expect(res.headers['x-meshgate-reason']).toBe('filter.denied');
+    expect(await res.body.json()).toMatchObject({ code: 'filter.denied', rule: 'shop/keys#revoked' });
+  });
+
   it('answers a gRPC caller trailers-only: HTTP 200, grpc-status of the code, the decision id in grpc-message', async () => {
     const srv = await answering((res) => sendVerdict(res, respond('ratelimit.exceeded', 'slow down', { decisionId: 'd-2', headers: { 'retry-after': '1' } }), { grpc: true, requestId: 'r-2' }));
     close = srv.close;

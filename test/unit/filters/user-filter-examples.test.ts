@@ -74,7 +74,7 @@ describe('example: HMAC request signatures (hmac-signature.yaml)', () => {
 
 describe('example: revoked API keys (api-key-denylist.yaml)', () => {
   it('denies a revoked key and admits others and calls without a key', () => {
-    expect(run('revoked-api-keys', callContext({ headers: { 'x-api-key': 'ak_live_7Hq2abcdefgh' } }))).toMatchObject({ rule: 'shop/revoked-api-keys#api_key_revoked' });
+    expect(run('revoked-api-keys', callContext({ headers: { 'x-api-key': 'ak_live_7Hq2abcdefgh' } }))).toMatchObject({ rule: 'shop/revoked-api-keys#api_key_revoked', status: 401 });
     expect(run('revoked-api-keys', callContext({ headers: { 'x-api-key': 'ak_live_good0000000' } })).kind).toBe('continue');
     expect(run('revoked-api-keys', callContext()).kind).toBe('continue');
   });

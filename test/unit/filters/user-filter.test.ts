@@ -49,6 +49,15 @@ describe('checks of your own in the chain', () => {
     expect(await counted(m, { policy: 'shop/check', decision: 'deny', code: 'tenant_mismatch' })).toBe(1);
   });
 
+  it('answers a deny with the status the check chose (a 4xx), and fails a check that asks for another', async () => {
+    const { filter } = await stage({ source: `export default (call: { path: string }) => ({ deny: { status: call.path === '/bad' ? 503 : 429, code: 'slow_down' } });` });
+    expect(filter.onRequest(callContext({ path: '/x' }))).toMatchObject({ kind: 'respond', code: 'filter.denied', status: 429, rule: 'shop/check#slow_down' });
+    // A 5xx would tell the caller's sidecar that this endpoint failed: not a check's to say.
+    expect(filter.onRequest(callContext({ path: '/bad' }))).toMatchObject({ kind: 'respond', code: 'filter.user_check_failed' });
+    const { filter: plain } = await stage({ source: TENANT });
+    expect(plain.onRequest(callContext({ path: '/t/acme/x' }))).not.toHaveProperty('status'); // filter.denied's own 403
+  });
+
   it('lets an allowed call through with its header edits for the app', async () => {
     const m = metrics();
     const { filter } = await stage({ source: TENANT }, { metrics: m });
