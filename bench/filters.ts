@@ -5,7 +5,7 @@ import { ECHO_BODY } from './lib/echo-body.ts';
 import { createFiltersPolicy } from './lib/filters-policy.ts';
 import type { FiltersRow } from './lib/filters-report.ts';
 import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
-import { createFiltersOffTarget, createFiltersOnTarget } from './lib/filters-targets.ts';
+import { createFiltersOffTarget, createFiltersOnTarget, createUserCheckTarget } from './lib/filters-targets.ts';
 import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { createProcessGroup } from './lib/processes.ts';
@@ -25,7 +25,7 @@ import { createDirectTarget } from './lib/target-direct.ts';
 
 const RESULTS_FILE = fileURLToPath(new URL('results/filters-latest.json', import.meta.url));
 
-const ROWS: readonly Target[] = [createDirectTarget(), createFiltersOffTarget(), createFiltersOnTarget()];
+const ROWS: readonly Target[] = [createDirectTarget(), createFiltersOffTarget(), createFiltersOnTarget(), createUserCheckTarget(false), createUserCheckTarget(true)];
 
 function log(message: string): void {
   process.stderr.write(`[bench:filters] ${message}\n`);
