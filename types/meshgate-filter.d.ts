@@ -13,10 +13,17 @@
  * before it runs.
  */
 
-/** What the host computes for a check: pure functions, no I/O. */
+/** What the host computes for a check: pure functions of their arguments, and one HMAC under a key only the sidecar holds. */
 export interface MeshgateHost {
   /** HMAC-SHA256 of `message` (UTF-8) under the key given in hex; lower-case hex. Key up to 1024 hex characters, message up to 64 KiB. */
   hmacSha256(keyHex: string, message: string): string;
+  /**
+   * HMAC-SHA256 of `message` (UTF-8) under the key in file `name` of the
+   * sidecar's userFilters.secretsDir, lower-case hex. The document must list
+   * `name` in spec.secrets; the key never enters the sandbox. Throws when the
+   * name is not listed or the file cannot be read (the failure mode applies).
+   */
+  hmacSha256Secret(name: string, message: string): string;
   /** SHA-256 of `message` (UTF-8), lower-case hex. */
   sha256(message: string): string;
 }

@@ -10,7 +10,7 @@ import type { SidecarConfig } from './sidecar-schema.ts';
  */
 export function resolveSidecarPaths(config: SidecarConfig, dir: string): SidecarConfig {
   const at = (file: string): string => path.resolve(dir, file);
-  const { identity, listeners, policy, rateLimit } = config;
+  const { identity, listeners, policy, rateLimit, userFilters } = config;
   return deepFreeze({
     ...config,
     listeners: listeners.edge ? { ...listeners, edge: { ...listeners.edge, certFile: at(listeners.edge.certFile), keyFile: at(listeners.edge.keyFile) } } : listeners,
@@ -20,6 +20,7 @@ export function resolveSidecarPaths(config: SidecarConfig, dir: string): Sidecar
       ...(identity.tokenFile === undefined ? {} : { tokenFile: at(identity.tokenFile) }),
     },
     policy: policy && { ...policy, stateDir: at(policy.stateDir) },
+    userFilters: userFilters.secretsDir === undefined ? userFilters : { ...userFilters, secretsDir: at(userFilters.secretsDir) },
     rateLimit:
       rateLimit.redis === undefined
         ? rateLimit

@@ -244,6 +244,18 @@ export const sidecarConfigSchema = z
       .prefault({})
       .describe('Mutual TLS between sidecars.'),
     policy: policySubscriberConfigSchema.optional().describe('Policy from `meshgate policy-server` (authorization and the service registry). Without it the sidecar enforces no per-call policy.'),
+    userFilters: z
+      .strictObject({
+        secretsDir: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            "Folder of secret files (a mounted Kubernetes Secret) that checks of your own may sign with, by file name, through meshgate.hmacSha256Secret: the key stays in the sidecar, never in the check's sandbox. A Filter document names the files it may use in spec.secrets. Unset: no check can use a secret.",
+          ),
+      })
+      .prefault({})
+      .describe('Checks of your own (Filter documents): what the sidecar lends them.'),
     authorization: z
       .strictObject({
         allowWhenNoPolicy: z.boolean().default(false).describe('Mesh-wide switch: admit calls to a workload that no ALLOW AuthorizationPolicy selects. Default false: deny by default.'),

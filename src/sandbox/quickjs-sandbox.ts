@@ -69,6 +69,11 @@ interface ProgramSpec {
   /** The top-level fields of the first argument: read from its JSON text on first use. */
   readonly fields: readonly string[];
   readonly budget: SandboxBudget;
+  /**
+   * The key of a secret the check may sign with (meshgate.hmacSha256Secret),
+   * by name; undefined for a name it may not use. The key stays on the host.
+   */
+  readonly secretKey?: (name: string) => Buffer | undefined;
 }
 
 type CompileOutcome = { readonly ok: true; readonly program: SandboxProgram } | { readonly ok: false; readonly problem: SourceProblem };
@@ -188,7 +193,7 @@ function createEngine(instantiate: (memory: WasmMemory) => Promise<QuickJSWASMMo
         runtime.dispose();
         return { ok: false, problem };
       };
-      installHost(ctx);
+      installHost(ctx, spec.secretKey);
       // Without a module loader an `import` fails to compile: a check is one file.
       clock.deadline = performance.now() + COMPILE_MS;
       const evaluated = ctx.evalCode(stripped.js, spec.name, { type: 'module' });
@@ -240,9 +245,11 @@ const MAX_HMAC_MESSAGE = 64 * 1024;
  * input): nothing of the host is reachable through them. Why: the same HMAC in
  * plain JavaScript runs ~500 us per call in QuickJS's interpreter, ~100 times
  * the host's (bench/user-filter.ts), and signature checks are a common reason
- * to write a check of your own.
+ * to write a check of your own. `meshgate.hmacSha256Secret(name, message)`
+ * signs with a key the host holds (spec.secretKey): the guest names it and
+ * never sees it, so a key need not travel in the policy.
  */
-function installHost(ctx: QuickJSContext): void {
+function installHost(ctx: QuickJSContext, secretKey: ((name: string) => Buffer | undefined) | undefined): void {
   const text = (handle: QuickJSHandle, what: string, max: number): string => {
     if (ctx.typeof(handle) !== 'string') throw new TypeError(`${what}: expected a string`);
     const value = ctx.getString(handle);
@@ -259,6 +266,17 @@ function installHost(ctx: QuickJSContext): void {
         .digest('hex'),
     );
   });
+  // The same HMAC with a key the guest names but never holds: a mounted Secret of the sidecar (userFilters.secretsDir).
+  const hmacSecret = ctx.newFunction('hmacSha256Secret', (nameHandle, messageHandle) => {
+    const name = text(nameHandle, 'hmacSha256Secret name', 255);
+    const key = secretKey?.(name);
+    if (key === undefined) throw new Error(`hmacSha256Secret: no secret ${JSON.stringify(name)} for this check (spec.secrets and the sidecar's userFilters.secretsDir)`);
+    return ctx.newString(
+      createHmac('sha256', key)
+        .update(text(messageHandle, 'hmacSha256Secret message', MAX_HMAC_MESSAGE), 'utf8')
+        .digest('hex'),
+    );
+  });
   const sha = ctx.newFunction('sha256', (messageHandle) =>
     ctx.newString(
       createHash('sha256')
@@ -268,9 +286,11 @@ function installHost(ctx: QuickJSContext): void {
   );
   ctx.setProp(host, 'hmacSha256', hmac);
   ctx.setProp(host, 'sha256', sha);
+  ctx.setProp(host, 'hmacSha256Secret', hmacSecret);
   ctx.defineProp(ctx.global, 'meshgate', { value: host, configurable: false, enumerable: false });
   hmac.dispose();
   sha.dispose();
+  hmacSecret.dispose();
   host.dispose();
   const frozen = ctx.evalCode('Object.freeze(globalThis.meshgate)', 'meshgate:host', { type: 'global' });
   (frozen.error ?? frozen.value).dispose();

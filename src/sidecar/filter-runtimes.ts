@@ -5,6 +5,7 @@ import { createAuthzRuntime } from '../filters/authz/authz-filter.ts';
 import type { IPAccessRuntime } from '../filters/ip-access/ip-access-filter.ts';
 import type { RateLimitRuntime } from '../filters/ratelimit/ratelimit-runtime.ts';
 import { createResponseRuntime } from '../filters/response/response-plan.ts';
+import { createSecretFiles } from '../filters/user-filter/secret-files.ts';
 import { createUserFilterRuntime } from '../filters/user-filter/user-filter.ts';
 import { createValidateRuntime } from '../filters/validate/validate-filter.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
@@ -22,6 +23,8 @@ export function createSidecarFilterRuntimes(
   deps: { clock: Clock; random: Random; logger: Logger; metrics: SidecarMetrics; ipAccess: IPAccessRuntime; rateLimit: RateLimitRuntime },
 ): InboundRuntimes {
   const { clock, random, logger, metrics } = deps;
+  const userFilterLog = logger.child({ component: 'user-filter' });
+  const secretsDir = config.userFilters.secretsDir;
   return {
     ipAccess: deps.ipAccess,
     // Key sets and introspection answers outlive snapshots; shadow denials count in authz's metric.
@@ -42,6 +45,14 @@ export function createSidecarFilterRuntimes(
         resized: (bytes) => metrics.responseCacheBytes.set(bytes),
       },
     }),
-    userFilters: createUserFilterRuntime({ clock, random, metrics, logger: logger.child({ component: 'user-filter' }) }),
+    userFilters: createUserFilterRuntime({
+      clock,
+      random,
+      metrics,
+      logger: userFilterLog,
+      ...(secretsDir !== undefined
+        ? { secrets: createSecretFiles({ dir: secretsDir, clock, onError: (name, problem) => userFilterLog.warn({ secret: name, problem }, 'a secret for checks of your own cannot be read') }) }
+        : {}),
+    }),
   };
 }

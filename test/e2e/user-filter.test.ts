@@ -1,4 +1,6 @@
-import { readFile } from 'node:fs/promises';
+import { createHmac } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -97,4 +99,37 @@ describe('checks of your own through two sidecars', () => {
     const denied = await mesh.call('/orders/1', { headers: { 'x-api-key': 'ak_live_7Hq2secretsecret' } });
     expect(JSON.parse(denied.text)).toMatchObject({ code: 'filter.denied', rule: 'shop/revoked-api-keys#api_key_revoked' });
   }, 60_000);
+});
+
+describe('a check signing with a key from a mounted secret (userFilters.secretsDir)', () => {
+  let mesh: Mesh;
+  let secrets: string;
+  const KEY = Buffer.from('a mounted secret, never in the policy');
+  beforeAll(async () => {
+    secrets = await mkdtemp(path.join(tmpdir(), 'meshgate-e2e-secrets-'));
+    await writeFile(path.join(secrets, 'orders-hmac-key'), KEY);
+    const source = await readFile(path.join(EXAMPLES, 'hmac-signature.ts'), 'utf8');
+    mesh = await startMesh({ orders: { userFilters: { secretsDir: secrets } }, policies: { 'shop/allow.yaml': allowFrontendCalls } });
+    // Pushed once the mesh answers (its start waits for a plain call to pass, which this check refuses).
+    await mesh.h.write(
+      'shop/signed.yaml',
+      policyYaml('Filter', 'signed-requests', { selector: { services: ['orders'] }, secrets: ['orders-hmac-key'], config: { keySecret: 'orders-hmac-key', windowSeconds: 300 }, source }),
+    );
+    await eventually(() => mesh.call('/orders/1'), { until: (r) => r.status === 403, timeoutMs: 15_000, what: 'the signature check to be in force' });
+  }, 60_000);
+  afterAll(async () => {
+    await mesh?.close();
+    await rm(secrets, { recursive: true, force: true });
+  });
+
+  it('admits a call signed with the mounted key and denies one signed with another, the key nowhere in the policy', async () => {
+    const timestamp = String(Math.floor(Date.now() / 1000));
+    const sign = (key: Buffer) => createHmac('sha256', key).update(`GET\n/orders/1\n\n${timestamp}`).digest('hex');
+    const good = await mesh.call('/orders/1', { headers: { 'x-timestamp': timestamp, 'x-signature': sign(KEY) } });
+    expect(good.status).toBe(200);
+    const forged = await mesh.call('/orders/1', { headers: { 'x-timestamp': timestamp, 'x-signature': sign(Buffer.from('another key')) } });
+    expect({ status: forged.status, body: JSON.parse(forged.text) }).toMatchObject({ status: 403, body: { rule: 'shop/signed-requests#signature_invalid' } });
+    const dump = await request(`${mesh.orders.adminUrl}/config_dump`);
+    expect(await dump.body.text()).not.toContain(KEY.toString());
+  });
 });

@@ -12,14 +12,20 @@ import type { Call, Verdict } from 'meshgate/filter';
  * JavaScript it works too (bench/fixtures/hmac-signature-plain-js.ts) but
  * costs ~500 us a call in QuickJS's interpreter, against a few here.
  *
- * Key: `config.key` (hex). The policy is where the key lives, so whoever reads
- * the policy (its folder, the admin API, a sidecar's /config_dump) reads the
- * key: give each caller its own key and rotate it by editing the document.
+ * Key: a file of the sidecar's `userFilters.secretsDir` (a mounted Kubernetes
+ * Secret), named by `config.keySecret` and listed in the document's
+ * `spec.secrets`: `meshgate.hmacSha256Secret` signs with it on the host, so
+ * the key is never in the policy nor in the sandbox, and a rotated Secret is
+ * used within seconds. `config.key` (hex) puts the key in the policy instead:
+ * whoever reads the policy (its folder, the admin API, a sidecar's
+ * /config_dump) reads it.
  */
 
 interface Config {
-  /** The shared key, hex. */
-  readonly key: string;
+  /** The key's file name in the sidecar's userFilters.secretsDir (listed in spec.secrets). */
+  readonly keySecret?: string;
+  /** Or the shared key itself, hex, in the policy. */
+  readonly key?: string;
   /** Seconds a signature stays valid either side of now. */
   readonly windowSeconds: number;
 }
@@ -38,7 +44,8 @@ export default function check(call: Call, config: Config): Verdict {
   if (!/^\d{1,12}$/.test(timestamp) || Math.abs(Date.now() / 1000 - Number(timestamp)) > config.windowSeconds) {
     return { deny: { code: 'signature_expired', reason: 'x-timestamp is outside the signature window' } };
   }
-  const expected = meshgate.hmacSha256(config.key, `${call.method}\n${call.path}\n${call.query}\n${timestamp}`);
+  const signed = `${call.method}\n${call.path}\n${call.query}\n${timestamp}`;
+  const expected = config.keySecret !== undefined ? meshgate.hmacSha256Secret(config.keySecret, signed) : meshgate.hmacSha256(config.key ?? '', signed);
   if (!sameText(signature.toLowerCase(), expected)) return { deny: { code: 'signature_invalid', reason: 'the request signature does not verify' } };
   return { allow: true };
 }

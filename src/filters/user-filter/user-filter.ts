@@ -11,6 +11,7 @@ import type { SandboxFailureKind, SandboxLoader, SandboxProgram } from '../../sa
 import { createSandboxLoader } from '../../sandbox/quickjs-sandbox.ts';
 import type { FilterDeps } from '../filter-kind.ts';
 import { callViewOf } from './call-view.ts';
+import type { SecretFiles } from './secret-files.ts';
 import type { HeaderEdits } from './verdict-of.ts';
 import { verdictOf } from './verdict-of.ts';
 
@@ -48,6 +49,8 @@ export interface UserFilterRuntimeDeps extends FilterDeps {
   readonly logger?: UserFilterLogger;
   /** Shares one engine with other owners (the sidecar's source checks); default: one of its own, loaded on first use. */
   readonly sandbox?: SandboxLoader;
+  /** Keys checks may sign with by name (sidecar userFilters.secretsDir); none without it. */
+  readonly secrets?: SecretFiles;
 }
 
 interface Entry {
@@ -104,7 +107,8 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
   /** Compiles one document's program into its entry. Never rejects: a failure is the entry's problem. */
   const compileEntry = async (doc: FilterDocument, entry: Entry): Promise<void> => {
     try {
-      const compiled = await (await sandbox.load()).compile(programSpecOf(doc));
+      const secretKey = deps.secrets?.forDocument(doc.spec.secrets);
+      const compiled = await (await sandbox.load()).compile({ ...programSpecOf(doc), ...(secretKey ? { secretKey } : {}) });
       if (compiled.ok) entry.program = compiled.program;
       else entry.problem = `line ${compiled.problem.line}, column ${compiled.problem.column}: ${compiled.problem.message}`;
     } catch (err) {

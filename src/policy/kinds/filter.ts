@@ -21,6 +21,9 @@ const FILTER_BUDGET = Object.freeze({ defaultCpuMs: 10, maxCpuMs: 1000, defaultM
 /** Longest inline source (characters): within the document size limit, past the limit on other strings. */
 export const MAX_FILTER_SOURCE = 200_000;
 
+/** A file name inside the sidecar's secrets folder: no path, no dot files (Kubernetes keeps its own `..data` links there). */
+const SECRET_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$/;
+const MAX_FILTER_SECRETS = 8;
 const SOURCE_FILE_RE = /^(?!\/)(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9._/-]+\.(ts|mts|js|mjs)$/;
 
 function filterSpecSchema(limits: PolicyLimits) {
@@ -45,6 +48,13 @@ function filterSpecSchema(limits: PolicyLimits) {
         .record(z.string(), z.unknown())
         .default({})
         .describe("Free-form settings handed to the check as its second argument (frozen); not secret: it is in the policy and the sidecar's config dump."),
+      secrets: z
+        .array(z.string().regex(SECRET_NAME_RE, 'expected a file name of the sidecar\'s userFilters.secretsDir: letters, digits, "-", "_", "." (not starting with ".")'))
+        .max(MAX_FILTER_SECRETS)
+        .default([])
+        .describe(
+          'Secret files of the sidecar (userFilters.secretsDir) this check may sign with, by name, through meshgate.hmacSha256Secret(name, message). The key never enters the sandbox; a name not listed here, or not in the folder, makes the call throw.',
+        ),
       budget: z
         .strictObject({
           cpuMs: z.number().int().min(1).max(FILTER_BUDGET.maxCpuMs).default(FILTER_BUDGET.defaultCpuMs).describe('Time one call of the check may run.'),

@@ -1,9 +1,12 @@
 import { createHmac } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { Filter } from '../../../src/core/filter.ts';
 import type { Verdict } from '../../../src/core/verdict.ts';
+import { createSecretFiles } from '../../../src/filters/user-filter/secret-files.ts';
 import { createUserFilterRuntime } from '../../../src/filters/user-filter/user-filter.ts';
 import { checkFilterDocuments } from '../../../src/policy/filter-sources.ts';
 import { parsePolicyFolder } from '../../../src/policy/parse-documents.ts';
@@ -19,16 +22,26 @@ import { createFakeClock } from '../../helpers/fake-clock.ts';
 
 const FOLDER = path.resolve(import.meta.dirname, '../../../deploy/examples/filters');
 const filters = new Map<string, Filter>();
+/** The payments sidecars' mounted Secret: the HMAC example's key, as raw bytes. */
+const HMAC_KEY = Buffer.from('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex');
+let secretsDir: string;
 
 beforeAll(async () => {
+  secretsDir = await mkdtemp(path.join(tmpdir(), 'meshgate-filter-secrets-'));
+  await writeFile(path.join(secretsDir, 'payments-hmac-key'), HMAC_KEY);
   const parsed = await checkFilterDocuments(await parsePolicyFolder(FOLDER), { sandbox: createSandboxLoader(), folder: FOLDER });
   expect(parsed.errors).toEqual([]);
   for (const { document } of parsed.documents) {
-    const runtime = createUserFilterRuntime({ clock: createFakeClock(), random: () => 0.5 });
+    const clock = createFakeClock();
+    const runtime = createUserFilterRuntime({ clock, random: () => 0.5, secrets: createSecretFiles({ dir: secretsDir, clock }) });
     await runtime.prepare([document as PolicyDocument]);
     const stages = runtime.compile([document]);
     filters.set(document.metadata.name, Object.values(stages)[0]!);
   }
+});
+
+afterAll(async () => {
+  await rm(secretsDir, { recursive: true, force: true });
 });
 
 function run(name: string, call: CallContext): Verdict {
@@ -50,7 +63,7 @@ describe('example: tenant isolation (tenant.yaml)', () => {
 });
 
 describe('example: HMAC request signatures (hmac-signature.yaml)', () => {
-  const KEY = Buffer.from('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex');
+  const KEY = HMAC_KEY;
   const signed = (over: { method?: string; path?: string; query?: string; timestamp?: number; signature?: string }) => {
     const method = over.method ?? 'POST';
     const p = over.path ?? '/payments/42';
@@ -69,6 +82,20 @@ describe('example: HMAC request signatures (hmac-signature.yaml)', () => {
     expect(run('signed-requests', signed({ signature: 'ab'.repeat(32) }))).toMatchObject({ rule: 'shop/signed-requests#signature_invalid' });
     expect(run('signed-requests', signed({ timestamp: Math.floor(Date.now() / 1000) - 3600 }))).toMatchObject({ rule: 'shop/signed-requests#signature_expired' });
     expect(run('signed-requests', callContext())).toMatchObject({ rule: 'shop/signed-requests#signature_missing' });
+  });
+  it('signs with the mounted key only: without the secrets folder, or for a document that does not list the name, the check fails closed', async () => {
+    const parsed = await checkFilterDocuments(await parsePolicyFolder(FOLDER), { sandbox: createSandboxLoader(), folder: FOLDER });
+    const doc = parsed.documents.map((d) => d.document).find((d) => d.metadata.name === 'signed-requests')! as PolicyDocument & { spec: { secrets: string[] } };
+    const unlisted = { ...doc, spec: { ...doc.spec, secrets: [] } } as PolicyDocument;
+    for (const [what, document, secrets] of [
+      ['no secrets folder', doc, undefined],
+      ['the name not in spec.secrets', unlisted, createSecretFiles({ dir: secretsDir, clock: createFakeClock() })],
+    ] as const) {
+      const runtime = createUserFilterRuntime({ clock: createFakeClock(), random: () => 0.5, ...(secrets ? { secrets } : {}) });
+      await runtime.prepare([document]);
+      const filter = Object.values(runtime.compile([document]))[0]!;
+      expect({ what, verdict: filter.onRequest(signed({})) }).toMatchObject({ what, verdict: { code: 'filter.user_check_failed' } });
+    }
   });
 });
 
