@@ -21,6 +21,8 @@ export const ANNOTATIONS = {
   proxyMemoryLimit: 'meshgate.dev/proxy-memory-limit',
   /** Worker processes of the sidecar (`workers`); default: from its CPU and memory limits (sidecar-workers.ts). */
   proxyWorkers: 'meshgate.dev/proxy-workers',
+  /** A Secret of the pod's namespace mounted in the sidecar for checks of your own to sign with (userFilters.secretsDir). */
+  filterSecrets: 'meshgate.dev/filter-secrets',
 } as const;
 
 /** Written by the injector. */
@@ -43,6 +45,7 @@ export const NAMES = {
   configVolume: 'meshgate-config',
   tokenVolume: 'meshgate-token',
   stateVolume: 'meshgate-state',
+  filterSecretsVolume: 'meshgate-filter-secrets',
 } as const;
 
 /** Where the injected volumes are mounted in the sidecar. */
@@ -53,6 +56,7 @@ export const PATHS = {
   tokenDir: '/var/run/secrets/meshgate/tokens',
   tokenFile: '/var/run/secrets/meshgate/tokens/meshgate-ca-token',
   stateDir: '/var/lib/meshgate',
+  filterSecretsDir: '/var/run/secrets/meshgate/filters',
 } as const;
 
 /** Ports of the injected sidecar; an app container that declares one of them cannot be injected. */

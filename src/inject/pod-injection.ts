@@ -1,6 +1,6 @@
 import type { InjectorConfig } from '../config/injector-schema.ts';
 import { isCidr, QUANTITY } from '../config/injector-schema.ts';
-import { ANNOTATIONS, INJECTED, NAMES, PROXY_UID, SIDECAR_PORTS } from './annotations.ts';
+import { ANNOTATIONS, INJECTED, NAMES, PATHS, PROXY_UID, SIDECAR_PORTS } from './annotations.ts';
 import { buildIptablesArgs } from './iptables-args.ts';
 import { initContainer, injectedVolumes, sidecarContainer } from './pod-parts.ts';
 import { sidecarConfigYaml } from './sidecar-config.ts';
@@ -45,6 +45,8 @@ export interface InjectionSettings {
 }
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+/** A Kubernetes object name (DNS subdomain, RFC 1123). */
+const SECRET_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 export function injectPod(input: InjectionInput, settings: InjectionSettings): InjectionOutcome {
   const metadata = asObject(input.metadata);
@@ -76,6 +78,10 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   };
   const appPort = resolveAppPort(annotations[ANNOTATIONS.appPort], containers, problems);
   const resources = sidecarResources(settings.config, annotations, problems);
+  const filterSecret = annotations[ANNOTATIONS.filterSecrets];
+  if (filterSecret !== undefined && !SECRET_NAME.test(filterSecret)) {
+    problems.push(`${ANNOTATIONS.filterSecrets}: expected the name of a Secret in the pod's namespace (a DNS subdomain), got ${JSON.stringify(filterSecret)}`);
+  }
   const limits = asObject(resources.limits);
   const workers = sidecarWorkers(
     { cpu: typeof limits.cpu === 'string' ? limits.cpu : undefined, memory: typeof limits.memory === 'string' ? limits.memory : undefined },
@@ -114,7 +120,18 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   }
   const serviceAccount = typeof spec.serviceAccountName === 'string' ? spec.serviceAccountName : typeof spec.serviceAccount === 'string' ? spec.serviceAccount : 'default';
   const version = labels.version ?? labels['app.kubernetes.io/version'];
-  const sidecarConfig = sidecarConfigYaml({ service, namespace: input.namespace, serviceAccount, appPort, labels: version !== undefined ? { version } : {}, workers }, settings.config);
+  const sidecarConfig = sidecarConfigYaml(
+    {
+      service,
+      namespace: input.namespace,
+      serviceAccount,
+      appPort,
+      labels: version !== undefined ? { version } : {},
+      workers,
+      ...(filterSecret !== undefined ? { filterSecretsDir: PATHS.filterSecretsDir } : {}),
+    },
+    settings.config,
+  );
   if ('problem' in sidecarConfig) return { status: 'refused', message: sidecarConfig.problem };
 
   const iptablesArgs = buildIptablesArgs({
@@ -127,7 +144,7 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
     excludeOutboundCidrs: unique([...settings.config.interception.excludeOutboundCidrs, ...lists.excludeOutboundCidrs]),
   });
   const newAnnotations: Json = { ...asObject(metadata.annotations) };
-  newAnnotations[INJECTED.status] = JSON.stringify({ containers: [NAMES.initContainer, NAMES.sidecarContainer], volumes: injectedVolumes(settings.config).map((v) => v.name) });
+  newAnnotations[INJECTED.status] = JSON.stringify({ containers: [NAMES.initContainer, NAMES.sidecarContainer], volumes: injectedVolumes(settings.config, filterSecret).map((v) => v.name) });
   newAnnotations[INJECTED.sidecarConfig] = sidecarConfig.yaml;
   newAnnotations[INJECTED.trustBundle] = settings.trustBundlePem;
   // Scrape the sidecar unless the pod already points Prometheus at its own metrics.
@@ -152,9 +169,9 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
       {
         path: ['spec', 'initContainers'],
         // First, in this order: the redirect rules exist before anything runs, and the sidecar is up before the other init containers and the app.
-        value: [initContainer(settings.config, iptablesArgs), sidecarContainer(settings.config, resources), ...asArray(spec.initContainers)],
+        value: [initContainer(settings.config, iptablesArgs), sidecarContainer(settings.config, resources, filterSecret), ...asArray(spec.initContainers)],
       },
-      { path: ['spec', 'volumes'], value: [...asArray(spec.volumes), ...injectedVolumes(settings.config)] },
+      { path: ['spec', 'volumes'], value: [...asArray(spec.volumes), ...injectedVolumes(settings.config, filterSecret)] },
     ],
   };
 }

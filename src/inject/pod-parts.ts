@@ -38,7 +38,7 @@ export function initContainer(config: InjectorConfig, iptablesArgs: readonly str
 }
 
 /** The sidecar as a native sidecar (an init container that keeps running), uid 1337, nothing writable but its state folder. */
-export function sidecarContainer(config: InjectorConfig, resources: Json): Json {
+export function sidecarContainer(config: InjectorConfig, resources: Json, filterSecret?: string): Json {
   const admin = SIDECAR_PORTS.admin;
   return {
     name: NAMES.sidecarContainer,
@@ -74,12 +74,13 @@ export function sidecarContainer(config: InjectorConfig, resources: Json): Json 
       { name: NAMES.configVolume, mountPath: PATHS.configDir, readOnly: true },
       { name: NAMES.tokenVolume, mountPath: PATHS.tokenDir, readOnly: true },
       { name: NAMES.stateVolume, mountPath: PATHS.stateDir },
+      ...(filterSecret !== undefined ? [{ name: NAMES.filterSecretsVolume, mountPath: PATHS.filterSecretsDir, readOnly: true }] : []),
     ],
   };
 }
 
 /** The config and trust bundle (from the pod's own annotations), the bootstrap token, and the last-known-good policy folder. */
-export function injectedVolumes(config: InjectorConfig): Json[] {
+export function injectedVolumes(config: InjectorConfig, filterSecret?: string): Json[] {
   const annotation = (key: string): Json => ({ fieldRef: { fieldPath: `metadata.annotations['${key}']` } });
   return [
     {
@@ -98,5 +99,7 @@ export function injectedVolumes(config: InjectorConfig): Json[] {
       },
     },
     { name: NAMES.stateVolume, emptyDir: { sizeLimit: '64Mi' } },
+    // Keys for checks of your own (meshgate.hmacSha256Secret), mounted in the sidecar only.
+    ...(filterSecret !== undefined ? [{ name: NAMES.filterSecretsVolume, secret: { secretName: filterSecret, defaultMode: 0o444 } }] : []),
   ];
 }

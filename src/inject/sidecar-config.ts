@@ -17,6 +17,8 @@ export interface SidecarWorkload {
   readonly labels: Readonly<Record<string, string>>;
   /** Worker processes (sidecar-workers.ts); 1 writes no `workers` field. */
   readonly workers: number;
+  /** Where the pod's meshgate.dev/filter-secrets Secret is mounted, when it names one. */
+  readonly filterSecretsDir?: string;
 }
 
 /** Port named in inbound.app of a pod that serves nothing: no inbound call is redirected to it. */
@@ -51,6 +53,7 @@ export function sidecarConfigYaml(workload: SidecarWorkload, config: InjectorCon
     ...(config.mesh.policyServers.length > 0 ? { policy: { servers: [...config.mesh.policyServers], stateDir: PATHS.stateDir } } : {}),
     ...(config.mesh.redisUrl ? { rateLimit: { redis: { url: config.mesh.redisUrl } } } : {}),
     ...(workload.workers > 1 ? { workers: workload.workers } : {}),
+    ...(workload.filterSecretsDir !== undefined ? { userFilters: { secretsDir: workload.filterSecretsDir } } : {}),
     log: { level: config.sidecar.logLevel },
     ...(config.mesh.tracing ? { telemetry: { tracing: stripUndefined(config.mesh.tracing) as TracingInput } } : {}),
   };

@@ -116,4 +116,30 @@ describe('injectPod', () => {
       expect(outcome).toEqual({ status: 'refused', message: `meshgate.dev/proxy-workers: expected a whole number of worker processes from 1 to 64, got ${JSON.stringify(value)}` });
     });
   });
+
+  describe('a Secret for checks of your own (meshgate.dev/filter-secrets)', () => {
+    it('mounts the named Secret read-only in the sidecar only, and points userFilters.secretsDir at it', () => {
+      const outcome = injectPod(pod({ annotations: { 'meshgate.dev/filter-secrets': 'payments-hmac' } }), settings);
+      const { annotations, initContainers, volumes } = injected(outcome);
+      expect(volumes.find((v: any) => v.name === 'meshgate-filter-secrets')).toEqual({ name: 'meshgate-filter-secrets', secret: { secretName: 'payments-hmac', defaultMode: 0o444 } });
+      const sidecar = initContainers.find((c: any) => c.name === 'meshgate-proxy');
+      expect(sidecar.volumeMounts).toContainEqual({ name: 'meshgate-filter-secrets', mountPath: '/var/run/secrets/meshgate/filters', readOnly: true });
+      const config = sidecarConfigSchema.parse(parse(annotations['meshgate.dev/sidecar-config']));
+      expect(config.userFilters.secretsDir).toBe('/var/run/secrets/meshgate/filters');
+      expect(JSON.parse(annotations['meshgate.dev/status']).volumes).toContain('meshgate-filter-secrets');
+    });
+
+    it('adds nothing without the annotation', () => {
+      const { annotations, volumes } = injected(injectPod(pod(), settings));
+      expect(volumes.map((v: any) => v.name)).not.toContain('meshgate-filter-secrets');
+      expect(sidecarConfigSchema.parse(parse(annotations['meshgate.dev/sidecar-config'])).userFilters.secretsDir).toBeUndefined();
+    });
+
+    it.each(['Payments', '../etc', 'a/b', ''])('refuses %j, which names no Secret', (value) => {
+      expect(injectPod(pod({ annotations: { 'meshgate.dev/filter-secrets': value } }), settings)).toEqual({
+        status: 'refused',
+        message: `meshgate.dev/filter-secrets: expected the name of a Secret in the pod's namespace (a DNS subdomain), got ${JSON.stringify(value)}`,
+      });
+    });
+  });
 });
