@@ -98,8 +98,8 @@ interface CallAnnotations {
   version?: string;
   /**
    * Set by a filter that holds something for the call (a concurrency slot):
-   * the inbound stack calls it once when the call is over, whatever ended it
-   * (the response's end, a refusal by a later filter, an upstream error, the
+   * recordCall (proxy/call-telemetry.ts) calls it once when the call is over, whatever ended it
+   * (the response's end, a refusal, an answer from the cache, an upstream error, the
    * caller leaving, a timeout). Filters compose: call the one already set.
    */
   onCallEnd?: () => void;

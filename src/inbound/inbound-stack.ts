@@ -113,7 +113,6 @@ function watchCallerLeaving(call: CallContext, res: DownstreamResponse): () => v
 
 function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody, res: DownstreamResponse, deps: InboundStackDeps, recording: CallRecording, app: UpstreamPool): void {
   if (verdict.kind === 'respond') {
-    call.annotations.onCallEnd?.(); // e.g. a concurrency slot taken before a later check refused the call
     replyDenied(deps.telemetry, call, res, verdict, recording);
     deps.onRefused?.(call, verdict);
     return;
@@ -125,7 +124,6 @@ function afterFilters(verdict: Verdict, call: CallContext, body: ForwardableBody
     const cached = lookupCache(plan, call, appPathOf(call));
     if (cached.kind === 'hit') {
       const bytesOut = writeCached(res, call, cached, (out) => mutateAppResponse(call, out));
-      call.annotations.onCallEnd?.(); // served: a concurrency slot the call holds goes back as after a forward
       recordCall(deps.telemetry, call, { status: res.statusCode, reason: undefined, bytesOut }, recording);
       return;
     }
@@ -181,7 +179,6 @@ function forwardToApp(
     res,
     replyError(call, res),
   ).then((outcome: ForwardOutcome) => {
-    call.annotations.onCallEnd?.(); // the call is over, whatever ended it (response end, upstream error, caller gone, timeout)
     call.annotations.upstream = outcome.upstream;
     recordCall(deps.telemetry, call, outcome, recording);
   });

@@ -100,8 +100,15 @@ export function observeAttempt(rec: CallRecording, target: UpstreamTarget | unde
   };
 }
 
-/** Ends a call's telemetry: metrics, span, access log. Never throws into the data path (STYLE.md #8). */
+/**
+ * Ends a call: what a filter holds for it goes back (CallAnnotations.onCallEnd,
+ * e.g. a concurrency slot), then its telemetry: metrics, span, access log.
+ * Every call ends here exactly once, whatever ended it (a refusal, a cached
+ * answer, the forward's end, an upstream error, the caller leaving, a timeout).
+ * Never throws into the data path (STYLE.md #8).
+ */
 export function recordCall(t: CallTelemetry, call: CallContext, outcome: Pick<ForwardOutcome, 'status' | 'reason' | 'bytesOut'>, rec: CallRecording): void {
+  call.annotations.onCallEnd?.();
   try {
     const durationMs = t.clock.monotonic() - call.startedAt;
     const destination = rec.destinationLabel;
