@@ -212,7 +212,7 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
           call.annotations.decision = 'deny';
           call.annotations.rule = rule;
           call.annotations.decisionId = decisionId;
-          return respond('filter.denied', result.reason, { rule, decisionId, ...(result.status !== 403 ? { status: result.status } : {}) });
+          return respond('filter.denied', result.reason, { rule, decisionId, ...(result.status !== undefined ? { status: result.status } : {}) });
         }
         return CONTINUE;
       },

@@ -7,7 +7,8 @@
 
 export type CheckResult =
   | { readonly kind: 'allow'; readonly edits: HeaderEdits | undefined }
-  | { readonly kind: 'deny'; readonly code: string; readonly reason: string; readonly status: number }
+  /** status: the check's own (a 4xx); undefined answers filter.denied's. */
+  | { readonly kind: 'deny'; readonly code: string; readonly reason: string; readonly status: number | undefined }
   | { readonly kind: 'invalid'; readonly message: string };
 
 export interface HeaderEdits {
@@ -20,8 +21,6 @@ const HEADER_NAME_RE = /^[!#$%&'*+.^_`|~0-9a-z-]{1,128}$/;
 /** Headers that frame the request or belong to the proxy: a check may not set or remove them. */
 const RESERVED = new Set(['host', 'content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection', 'expect', 'http2-settings']);
 const MAX_EDITS = 32;
-/** What a deny without a status answers (filter.denied's own). */
-const DEFAULT_DENY_STATUS = 403;
 const MAX_VALUE = 8192;
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -69,11 +68,11 @@ export function verdictOf(value: unknown): CheckResult {
     const deny = isRecord(value.deny) ? value.deny : {};
     const code = typeof deny.code === 'string' && CODE_RE.test(deny.code) ? deny.code : 'denied';
     // A refusal is about the call: a 4xx. A 5xx would tell the caller's sidecar this endpoint failed.
-    const status = deny.status ?? DEFAULT_DENY_STATUS;
-    if (!Number.isInteger(status) || (status as number) < 400 || (status as number) > 499) {
-      return { kind: 'invalid', message: `deny.status must be an HTTP status from 400 to 499, got ${JSON.stringify(deny.status)?.slice(0, 20)}` };
+    const status = deny.status;
+    if (status !== undefined && (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 499)) {
+      return { kind: 'invalid', message: `deny.status must be an HTTP status from 400 to 499, got ${JSON.stringify(status)?.slice(0, 20)}` };
     }
-    return { kind: 'deny', code, reason: reasonText(deny.reason), status: status as number };
+    return { kind: 'deny', code, reason: reasonText(deny.reason), status };
   }
   if (value.allow !== true && value.headers === undefined) return { kind: 'invalid', message: 'expected {allow: true}, {deny: {...}} or {headers: {...}}' };
   if (value.headers === undefined) return { kind: 'allow', edits: undefined };
