@@ -82,13 +82,7 @@ export function injectPod(input: InjectionInput, settings: InjectionSettings): I
   if (filterSecret !== undefined && !SECRET_NAME.test(filterSecret)) {
     problems.push(`${ANNOTATIONS.filterSecrets}: expected the name of a Secret in the pod's namespace (a DNS subdomain), got ${JSON.stringify(filterSecret)}`);
   }
-  const limits = asObject(resources.limits);
-  const workers = sidecarWorkers(
-    { cpu: typeof limits.cpu === 'string' ? limits.cpu : undefined, memory: typeof limits.memory === 'string' ? limits.memory : undefined },
-    annotations[ANNOTATIONS.proxyWorkers],
-    problems,
-    ANNOTATIONS.proxyWorkers,
-  );
+  const workers = sidecarWorkers(resources.limits, annotations[ANNOTATIONS.proxyWorkers], problems, ANNOTATIONS.proxyWorkers);
   for (const container of [...containers, ...initContainers]) {
     for (const p of asArray(container.ports).map(asObject)) {
       if (Object.values(SIDECAR_PORTS).includes(p.containerPort as never)) {
@@ -210,14 +204,16 @@ function probeTargets(container: Json, detailed?: true): unknown[] {
   return detailed ? out : out.map((t) => t.port);
 }
 
-function sidecarResources(config: InjectorConfig, annotations: Readonly<Record<string, string>>, problems: string[]): Json {
+type ResourcePair = { cpu?: string; memory?: string };
+
+function sidecarResources(config: InjectorConfig, annotations: Readonly<Record<string, string>>, problems: string[]): { requests: ResourcePair; limits: ResourcePair } {
   const pick = (annotation: string, fallback: string | undefined): string | undefined => {
     const value = annotations[annotation];
     if (value === undefined) return fallback;
     if (!QUANTITY.test(value)) problems.push(`${annotation}: expected a quantity like 100m, 1, 128Mi or 1Gi, got ${JSON.stringify(value)}`);
     return value;
   };
-  const pair = (cpu: string | undefined, memory: string | undefined): Json => ({ ...(cpu !== undefined ? { cpu } : {}), ...(memory !== undefined ? { memory } : {}) });
+  const pair = (cpu: string | undefined, memory: string | undefined): ResourcePair => ({ ...(cpu !== undefined ? { cpu } : {}), ...(memory !== undefined ? { memory } : {}) });
   const { requests, limits } = config.sidecar.resources;
   return {
     requests: pair(pick(ANNOTATIONS.proxyCpu, requests.cpu), pick(ANNOTATIONS.proxyMemory, requests.memory)),

@@ -48,7 +48,7 @@ function quantityValue(text: string): number | undefined {
  * so N is the largest that fits the memory limit at MEMORY_PER_PROCESS_BYTES
  * each, and 1 when even two do not fit.
  */
-export function sidecarWorkers(limits: { readonly cpu: string | undefined; readonly memory: string | undefined }, override: string | undefined, problems: string[], annotation: string): number {
+export function sidecarWorkers(limits: { readonly cpu?: string | undefined; readonly memory?: string | undefined }, override: string | undefined, problems: string[], annotation: string): number {
   if (override !== undefined) {
     const n = Number(override);
     if (/^\d{1,2}$/.test(override) && n >= 1 && n <= MAX_WORKERS) return n;
