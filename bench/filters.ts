@@ -4,8 +4,8 @@ import { measureChainCost, renderChainCost } from './lib/chain-cost.ts';
 import { ECHO_BODY } from './lib/echo-body.ts';
 import { createFiltersPolicy } from './lib/filters-policy.ts';
 import type { FiltersRow } from './lib/filters-report.ts';
-import { filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
-import { createFiltersOffTarget, createFiltersOnTarget, createUserCheckTarget } from './lib/filters-targets.ts';
+import { checksSummary, filtersSummary, renderFiltersTable } from './lib/filters-report.ts';
+import { createFiltersOffTarget, createFiltersOnTarget, createHmacCheckTarget, createUserCheckTarget } from './lib/filters-targets.ts';
 import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { createProcessGroup } from './lib/processes.ts';
@@ -25,7 +25,7 @@ import { createDirectTarget } from './lib/target-direct.ts';
 
 const RESULTS_FILE = fileURLToPath(new URL('results/filters-latest.json', import.meta.url));
 
-const ROWS: readonly Target[] = [createDirectTarget(), createFiltersOffTarget(), createFiltersOnTarget(), createUserCheckTarget(false), createUserCheckTarget(true)];
+const ROWS: readonly Target[] = [createDirectTarget(), createFiltersOffTarget(), createFiltersOnTarget(), createUserCheckTarget(false), createUserCheckTarget(true), createHmacCheckTarget()];
 
 function log(message: string): void {
   process.stderr.write(`[bench:filters] ${message}\n`);
@@ -61,7 +61,8 @@ async function main(): Promise<number> {
     const context = upstream.context;
     const rows: FiltersRow[] = [];
     for (const target of rowsToRun) {
-      const row = await measureTarget(target, context, loadgen, settings, log);
+      // CPU of the sidecar's process group from /proc, per request: steadier than req/s on a shared machine.
+      const row = await measureTarget(target, context, loadgen, settings, log, { cpuGroups: (started) => (started.pgid === undefined ? {} : { sidecar: started.pgid }) });
       // Killed children make failed rows; an interrupted run must not pass them off as results.
       if (interrupt.signal.aborted) return 130;
       rows.push(row);
@@ -70,7 +71,7 @@ async function main(): Promise<number> {
     log('inbound chain in process: one filter added per row');
     const chain = await measureChainCost(await createFiltersPolicy(), { runs: Math.max(3, settings.runs), calls: 20_000 });
 
-    const summary = filtersSummary(rows);
+    const summary = [filtersSummary(rows), checksSummary(rows)].filter((line) => line !== undefined).join('\n');
     const busyNote = busy > 0.1 ? `warning: the machine was ${(busy * 100).toFixed(0)}% busy before the run; figures are noisy\n` : '';
     process.stdout.write(`\n${describe}\n${busyNote}\n${renderFiltersTable(rows)}\n\n${summary ? `${summary}\n\n` : ''}${renderChainCost(chain)}\n\n`);
     const environment = { node: process.version, cpus: cpus().length, loadGenerator: `${loadgen.name} ${loadgen.version}`, busyCpuBeforeRun: busy };

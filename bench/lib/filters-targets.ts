@@ -1,3 +1,5 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { createFiltersPolicy } from './filters-policy.ts';
 import { probe } from './http-probe.ts';
 import type { Target } from './target.ts';
@@ -84,6 +86,53 @@ export function createUserCheckTarget(withCheck: boolean): Target {
         return { ok: false, reason: `check not in force (${snapshot.file}): a call with x-bench-deny got ${refused.status}, expected 403 filter.denied` };
       }
       return start;
+    },
+  };
+}
+
+/** The HMAC example's window in the row: longer than any run, so one signature made at start stays valid (the example keeps no replay cache, so every call is verified in full). */
+const HMAC_WINDOW_SECONDS = 3600;
+
+/**
+ * "allow-rule" plus the HMAC request-signature example of
+ * deploy/examples/filters (the key in its config, hex), on every call: the
+ * load carries x-timestamp and x-signature signed once at start, which the
+ * check verifies on every call (the host's meshgate.hmacSha256), so wrk can
+ * drive it although it cannot sign each request.
+ */
+export function createHmacCheckTarget(): Target {
+  return {
+    id: 'hmac-check',
+    label: 'meshgate inbound (one ALLOW rule + the HMAC signature example)',
+    async start(context) {
+      const selector = { services: ['bench'] };
+      const key = randomBytes(32);
+      const source = await readFile(new URL('../../deploy/examples/filters/hmac-signature.ts', import.meta.url), 'utf8');
+      const documents = [
+        {
+          apiVersion: 'meshgate.dev/v1',
+          kind: 'Filter',
+          metadata: { name: 'hmac', namespace: 'default' },
+          spec: { selector, source, config: { key: key.toString('hex'), windowSeconds: HMAC_WINDOW_SECONDS } },
+        },
+        {
+          apiVersion: 'meshgate.dev/v1',
+          kind: 'AuthorizationPolicy',
+          metadata: { name: 'allow', namespace: 'default' },
+          spec: { selector, action: 'ALLOW', rules: [{ name: 'load', to: [{ paths: ['/'] }] }] },
+        },
+      ];
+      const { start, snapshot } = await startMeshgateWithPolicy(context, documents, 'bench/lib/filters-targets.ts');
+      if (!start.ok) return start;
+      const { url, headers, stop } = start.started;
+      const timestamp = String(Math.floor(Date.now() / 1000));
+      const signature = createHmac('sha256', key).update(`GET\n/\n\n${timestamp}`).digest('hex');
+      const unsigned = await probe(url, headers, 3000).catch((err: Error) => ({ status: `error ${err.message}` }));
+      if (unsigned.status !== 403) {
+        await stop();
+        return { ok: false, reason: `check not in force (${snapshot.file}): an unsigned call got ${unsigned.status}, expected 403 filter.denied` };
+      }
+      return { ok: true, started: { ...start.started, headers: { ...headers, 'x-timestamp': timestamp, 'x-signature': signature } } };
     },
   };
 }

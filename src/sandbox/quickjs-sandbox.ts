@@ -2,6 +2,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import type { QuickJSContext, QuickJSHandle, QuickJSRuntime, QuickJSSyncVariant, QuickJSWASMModule } from 'quickjs-emscripten-core';
+import { guestCallFor } from './guest-call.ts';
 import type { SourceProblem } from './typescript.ts';
 import { stripTypes } from './typescript.ts';
 
@@ -57,6 +58,8 @@ export interface SandboxProgram {
   /** Frees the QuickJS runtime; later calls fail. Idempotent. */
   dispose(): void;
   readonly disposed: boolean;
+  /** Whether calls take the direct path into the engine (guest-call.ts), not the slower public API. */
+  readonly directCalls: boolean;
 }
 
 interface ProgramSpec {
@@ -336,37 +339,47 @@ function settle(ctx: QuickJSContext, runtime: QuickJSRuntime, handle: QuickJSHan
 
 function createProgram(ctx: QuickJSContext, runtime: QuickJSRuntime, invoker: QuickJSHandle, clock: { deadline: number }, budget: SandboxBudget, guest: GuestMemory): SandboxProgram {
   let disposed = false;
+  const guestCall = guestCallFor(ctx);
+  /** The JSON text of what the check returned -> the outcome. */
+  const fromText = (text: string): RunOutcome => {
+    if (text.length > MAX_RESULT_CHARS) return { ok: false, failure: { kind: 'bad_result', message: `returned ${text.length} characters of JSON (at most ${MAX_RESULT_CHARS})` } };
+    return { ok: true, value: text === ALLOW_TEXT ? ALLOW_VALUE : (JSON.parse(text) as unknown) };
+  };
   const program: SandboxProgram = {
     get disposed() {
       return disposed;
     },
+    get directCalls() {
+      return guestCall.direct;
+    },
     call(input) {
       if (disposed) return { ok: false, failure: { kind: 'threw', message: 'the check was disposed' } };
-      const arg = ctx.newString(input);
       clock.deadline = performance.now() + budget.cpuMs;
       try {
-        const result = ctx.callFunction(invoker, ctx.undefined, arg);
-        if (result.error) {
+        const result = guestCall.call(invoker, input);
+        if (result.kind === 'text') return fromText(result.text);
+        if (result.kind === 'no_memory') return { ok: false, failure: { kind: 'memory', message: 'ran out of its memory budget' } };
+        if (result.kind === 'error') {
           const described = describeError(ctx, result.error);
           result.error.dispose();
           return { ok: false, failure: classify(described, guest) };
         }
-        const settled = ctx.typeof(result.value) === 'string' ? ({ ok: true, value: result.value } as const) : settle(ctx, runtime, result.value, guest);
+        // A promise (an async check): its jobs run now, within the same deadline.
+        const settled = settle(ctx, runtime, result.value, guest);
         if (!settled.ok) return settled;
         const kind = ctx.typeof(settled.value);
         const text = kind === 'string' ? ctx.getString(settled.value) : undefined;
         settled.value.dispose();
         if (text === undefined) return { ok: false, failure: { kind: 'bad_result', message: `returned a value JSON cannot carry (${kind})` } };
-        if (text.length > MAX_RESULT_CHARS) return { ok: false, failure: { kind: 'bad_result', message: `returned ${text.length} characters of JSON (at most ${MAX_RESULT_CHARS})` } };
-        return { ok: true, value: text === ALLOW_TEXT ? ALLOW_VALUE : (JSON.parse(text) as unknown) };
+        return fromText(text);
       } finally {
         clock.deadline = Number.POSITIVE_INFINITY;
-        arg.dispose();
       }
     },
     dispose() {
       if (disposed) return;
       disposed = true;
+      guestCall.dispose();
       invoker.dispose();
       ctx.dispose();
       runtime.dispose();
