@@ -14,7 +14,7 @@
  *
  * Options: --seconds S (per column, default 1)   --json FILE
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { cpus } from 'node:os';
 import { parseArgs } from 'node:util';
@@ -37,6 +37,8 @@ const seconds = Number(values.seconds);
 
 const KEY_HEX = '00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff';
 const KEY = Buffer.from(KEY_HEX, 'hex');
+/** The built-in twin imports its key once, as the sandbox's host does (a raw Buffer key costs ~8 us more per HMAC). */
+const KEY_OBJECT = createSecretKey(KEY);
 
 function filterDoc(name: string, source: string, config: Record<string, unknown> = {}): FilterDocument {
   const raw = { apiVersion: 'meshgate.dev/v1', kind: 'Filter', metadata: { name, namespace: 'bench' }, spec: { source, config, budget: { cpuMs: 100 } } };
@@ -94,7 +96,7 @@ const builtInHmac: Filter = {
     const signature = call.headers['x-signature'];
     if (typeof timestamp !== 'string' || typeof signature !== 'string') return respond('filter.denied', 'missing');
     if (Math.abs(Date.now() / 1000 - Number(timestamp)) > 300) return respond('filter.denied', 'expired');
-    const expected = createHmac('sha256', KEY).update(`${call.method}\n${call.path}\n${call.query}\n${timestamp}`).digest();
+    const expected = createHmac('sha256', KEY_OBJECT).update(`${call.method}\n${call.path}\n${call.query}\n${timestamp}`).digest();
     const given = Buffer.from(signature, 'hex');
     return given.length === expected.length && timingSafeEqual(given, expected) ? CONTINUE : respond('filter.denied', 'invalid');
   },

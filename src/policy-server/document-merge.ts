@@ -6,6 +6,8 @@ import type { StoredDocument } from './contracts.ts';
 export interface ParsedFile {
   readonly documents: ReadonlyArray<{ readonly index: number; readonly document: PolicyDocument; readonly digest: string }>;
   readonly errors: readonly PolicyError[];
+  /** Other files its documents read (a Filter's sourceFile) -> their stamp then: a change of one means the file is read again. */
+  readonly sourceFiles?: ReadonlyMap<string, string>;
 }
 
 /** A document as served, with its place in its file. */

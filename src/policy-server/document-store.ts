@@ -2,6 +2,7 @@ import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { runBackgroundLoop } from '../core/background-loop.ts';
+import { sourceFileStamp } from '../policy/filter-sources.ts';
 import { TOP_LEVEL_FIELD } from '../policy/policy-error.ts';
 import type { DocumentKey, PolicyDocument, PolicyError } from '../policy/types.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -114,9 +115,13 @@ function createDocumentStore(opts: DocumentStoreOptions, model: PolicyModel, dep
   let writes: Promise<unknown> = Promise.resolve();
   let folderFailing = false;
 
+  /** Whether a source file one of the file's documents read (a Filter's sourceFile) is not the version it read. */
+  async function sourcesChanged(state: FileState): Promise<boolean> {
+    for (const [source, stamp] of state.parsed.sourceFiles ?? []) if ((await sourceFileStamp(opts.folder, source)) !== stamp) return true;
+    return false;
+  }
+
   async function loadFile(rel: string, entry: ListedFile, stamp: string): Promise<FileState> {
-    const known = files.get(rel);
-    if (known && known.stamp === stamp) return known;
     const fileError = (reason: string): FileState => ({
       stamp,
       mtimeMs: entry.stats?.mtimeMs ?? 0,
@@ -211,7 +216,8 @@ function createDocumentStore(opts: DocumentStoreOptions, model: PolicyModel, dep
     }
     for (const [rel, entry] of listing.files) {
       const stamp = stampOf(entry);
-      if (files.get(rel)?.stamp === stamp) {
+      const known = files.get(rel);
+      if (known?.stamp === stamp && !(await sourcesChanged(known))) {
         settle.unchanged(rel);
         continue;
       }

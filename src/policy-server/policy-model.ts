@@ -36,6 +36,7 @@ export function policyServerModel(options: { readonly folder?: string } = {}): P
   const toParsedFile = (parsed: ParsedDocuments): ParsedFile => ({
     documents: parsed.documents.map((d) => ({ index: d.source.index, document: d.document, digest: d.digest })),
     errors: parsed.errors,
+    ...(parsed.sourceFiles ? { sourceFiles: parsed.sourceFiles } : {}),
   });
   return {
     maxFileBytes: limits.maxFileBytes,

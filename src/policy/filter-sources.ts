@@ -57,6 +57,22 @@ export async function checkFilterSource(doc: FilterDocument, engine: SandboxEngi
 }
 
 /** `rel` under `folder`, refusing a path (or a symlink) that leads out of it. */
+/**
+ * What identifies one version of a source file (the policy server reads a
+ * Filter document again when it changes): mtime, ctime, size and inode, as the
+ * policy server stamps its YAML files; `missing:CODE` when it cannot be read.
+ * Taken before the read, so a write that races the read is seen as a change
+ * on the next scan, never lost.
+ */
+export async function sourceFileStamp(folder: string, rel: string): Promise<string> {
+  try {
+    const info = await stat(path.resolve(folder, rel));
+    return `${info.mtimeMs}:${info.ctimeMs}:${info.size}:${info.ino}`;
+  } catch (err) {
+    return `missing:${(err as NodeJS.ErrnoException).code ?? 'error'}`;
+  }
+}
+
 async function readSourceFile(folder: string, rel: string): Promise<{ ok: true; text: string } | { ok: false; reason: string }> {
   try {
     const root = await realpath(folder);
@@ -89,6 +105,7 @@ export async function checkFilterDocuments(parsed: ParsedDocuments, opts: Filter
   const engine = await opts.sandbox.load();
   const documents: ValidDocument[] = [];
   const errors: PolicyError[] = [...parsed.errors];
+  const sourceFiles = new Map<string, string>();
   for (const valid of parsed.documents) {
     const doc = valid.document;
     if (!isFilterDocument(doc)) {
@@ -102,6 +119,7 @@ export async function checkFilterDocuments(parsed: ParsedDocuments, opts: Filter
         refuse('spec.sourceFile', `${doc.spec.sourceFile}: only documents of the policy folder may name a source file`);
         continue;
       }
+      sourceFiles.set(doc.spec.sourceFile, await sourceFileStamp(opts.folder, doc.spec.sourceFile));
       const read = await readSourceFile(opts.folder, doc.spec.sourceFile);
       if (!read.ok) {
         refuse('spec.sourceFile', read.reason);
@@ -116,5 +134,5 @@ export async function checkFilterDocuments(parsed: ParsedDocuments, opts: Filter
     }
     documents.push(resolved === doc ? valid : { ...valid, document: resolved as PolicyDocument, digest: documentDigest(resolved as PolicyDocument) });
   }
-  return { documents, errors };
+  return sourceFiles.size > 0 ? { documents, errors, sourceFiles } : { documents, errors };
 }

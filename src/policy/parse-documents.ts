@@ -28,6 +28,8 @@ export interface ParseOptions {
 export interface ParsedDocuments {
   readonly documents: readonly ValidDocument[];
   readonly errors: readonly PolicyError[];
+  /** Files the documents read besides their own (a Filter's sourceFile), relative to the policy folder -> their stamp when read. */
+  readonly sourceFiles?: ReadonlyMap<string, string>;
 }
 
 export interface PolicyFileText {

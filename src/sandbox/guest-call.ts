@@ -23,7 +23,7 @@ import type { QuickJSContext, QuickJSHandle } from 'quickjs-emscripten-core';
  * rather than slowing every check.
  */
 
-export type GuestCallResult =
+type GuestCallResult =
   /** The function returned a string (the invoker's JSON text). */
   | { readonly kind: 'text'; readonly text: string }
   /** It returned something else (a promise); the caller owns the handle. */

@@ -98,6 +98,26 @@ describe('the QuickJS sandbox', () => {
     expect(big.call('{}')).toMatchObject({ ok: false, failure: { kind: 'threw', message: expect.stringContaining('at most') } });
   });
 
+  it('signs with each key it is given, also when keys change between calls (a hex key per call, a rotated secret file)', async () => {
+    const hmac = (key: Buffer, message: string) => createHmac('sha256', key).update(message).digest('hex');
+    const byHex = await program(`export default (call) => meshgate.hmacSha256(call.path, 'msg');`);
+    for (const keyHex of ['0011', 'aabbcc', '0011']) expect(byHex.call(JSON.stringify({ path: keyHex }))).toEqual({ ok: true, value: hmac(Buffer.from(keyHex, 'hex'), 'msg') });
+    let file = Buffer.from('first key');
+    const compiled = await engine.compile({
+      name: 'Filter/test/secret',
+      source: `export default () => meshgate.hmacSha256Secret('signing', 'msg');`,
+      configJson: '{}',
+      budget: BUDGET,
+      fields: FIELDS,
+      secretKey: (name) => (name === 'signing' ? file : undefined),
+    });
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.problem));
+    programs.push(compiled.program);
+    expect(compiled.program.call('{}')).toEqual({ ok: true, value: hmac(Buffer.from('first key'), 'msg') });
+    file = Buffer.from('rotated key'); // secret-files hands out a new Buffer when the file was read again
+    expect(compiled.program.call('{}')).toEqual({ ok: true, value: hmac(Buffer.from('rotated key'), 'msg') });
+  });
+
   it('keeps a prototype polluted in the guest inside the guest', async () => {
     const check = await program(
       `export default function check() { Object.prototype.polluted = 'yes'; Array.prototype.push = null; return JSON.parse('{"__proto__": {"polluted": "yes"}, "allow": true}'); }`,
