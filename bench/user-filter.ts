@@ -1,8 +1,9 @@
 /*
  * npm run bench:user-filter — what a check of your own (a Filter document,
  * run in the QuickJS sandbox) costs per call, in process, next to the same
- * check built in (plain TypeScript on the host). Three checks: a trivial one
- * (`() => ({ allow: true })`), the HMAC-SHA256 signature example of
+ * check built in (plain TypeScript on the host). Four checks: a trivial one
+ * (`() => ({ allow: true })`), one that reads a header (what bench:filters'
+ * user-check row runs through a sidecar), the HMAC-SHA256 signature example of
  * deploy/examples/filters (the host's meshgate.hmacSha256), and the same
  * example with SHA-256 and HMAC in plain JavaScript inside the sandbox
  * (bench/fixtures); built in: node:crypto.
@@ -89,6 +90,7 @@ function measure(run: () => unknown): number {
 }
 
 const builtInTrivial: Filter = { name: 'built-in', onRequest: () => CONTINUE };
+const builtInReadsHeader: Filter = { name: 'built-in', onRequest: (call) => (call.headers['x-bench-deny'] === undefined ? CONTINUE : respond('filter.denied', 'bench')) };
 const builtInHmac: Filter = {
   name: 'built-in',
   onRequest(call) {
@@ -108,6 +110,12 @@ async function main(): Promise<void> {
   const plainJsSource = await readFile(new URL('fixtures/hmac-signature-plain-js.ts', import.meta.url), 'utf8');
   const checks = [
     { name: 'trivial', doc: filterDoc('trivial', 'export default () => ({ allow: true });'), builtIn: builtInTrivial },
+    // bench:filters' user-check row: reading any field of the call parses the call view's JSON in the guest, once per call.
+    {
+      name: 'reads a header',
+      doc: filterDoc('reads', "export default (call) => call.headers['x-bench-deny'] === undefined ? { allow: true } : { deny: { code: 'bench' } };"),
+      builtIn: builtInReadsHeader,
+    },
     { name: 'hmac example', doc: filterDoc('hmac', hmacSource, { key: KEY_HEX, windowSeconds: 300 }), builtIn: builtInHmac },
     { name: 'hmac plain JS', doc: filterDoc('hmac-js', plainJsSource, { key: KEY_HEX, windowSeconds: 300 }), builtIn: builtInHmac },
   ];

@@ -20,7 +20,11 @@ export function renderFiltersTable(rows: readonly FiltersRow[]): string {
   return renderRatioTable(rows, 'off', [cpuColumn]);
 }
 
-/** What each check of your own adds per call: its row's sidecar CPU per request minus the "allow-rule" row's (the same sidecar and policy without it). */
+/**
+ * What each check of your own adds per call: its row's sidecar CPU per request
+ * minus the "allow-rule" row's (the same sidecar and policy without it). Rows
+ * run one after another: on a shared machine the difference carries its drift.
+ */
 export function checksSummary(rows: readonly FiltersRow[]): string | undefined {
   const cpu = (id: string) => rows.find((r) => r.id === id && r.status === 'ok')?.cpuUsPerRequest?.sidecar;
   const base = cpu('allow-rule');
@@ -30,7 +34,9 @@ export function checksSummary(rows: readonly FiltersRow[]): string | undefined {
     ['hmac-check', 'the HMAC signature example'],
   ].flatMap(([id, what]) => {
     const v = cpu(id!);
-    return v === undefined ? [] : [`${what}: ${(v - base).toFixed(1)} µs of sidecar CPU per call (${v.toFixed(1)} vs ${base.toFixed(1)} µs/req with the ALLOW rule alone)`];
+    return v === undefined
+      ? []
+      : [`${what}: ${(v - base).toFixed(1)} µs of sidecar CPU per call (${v.toFixed(1)} vs ${base.toFixed(1)} µs/req with the ALLOW rule alone; rows measured one after another)`];
   });
   return lines.length === 0 ? undefined : lines.join('\n');
 }
