@@ -58,8 +58,14 @@ export interface Call {
     readonly subject: string;
     readonly claims: Readonly<Record<string, unknown>>;
   } | null;
-  /** The matched route's name, when one was matched; null otherwise. */
-  readonly route: string | null;
+  /**
+   * The route the caller's sidecar matched for this call (its `name`, or
+   * `service#index` for an unnamed one) and the endpoint labels of the version
+   * it sent the call to (the backend's subset, e.g. `{ version: 'v2' }`; empty
+   * without one). Null when the caller has no verified mesh identity: only a
+   * peer sidecar's word is taken.
+   */
+  readonly route: { readonly name: string; readonly labels: Readonly<Record<string, string>> } | null;
 }
 
 /** Changes to the request the app receives (applied only when the call goes through). */

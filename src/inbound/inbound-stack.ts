@@ -14,6 +14,7 @@ import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { ForwardableBody } from '../proxy/request-body.ts';
 import { createRequestBody } from '../proxy/request-body.ts';
+import { ROUTE_HEADER } from '../proxy/route-header.ts';
 import type { ForwardOutcome, ResponseTap, UpstreamTarget } from '../proxy/upstream-call.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
 import type { AppH2cProbe } from './app-h2c-probe.ts';
@@ -161,6 +162,7 @@ function forwardToApp(
   if (edits) mutateHeaders(headers, { remove: edits.removeHeaders, set: edits.setHeaders, add: {} });
   // Only this sidecar may tell the app who called: a caller-supplied value is dropped, never passed on.
   delete headers[XFCC];
+  delete headers[ROUTE_HEADER]; // for this sidecar's checks (the call view), not for the app
   if (call.source.principal) headers[XFCC] = `By=${deps.ownPrincipal ?? ''};URI=${call.source.principal}`;
   propagateTrace(deps.telemetry, recording, headers); // the app's spans become children of the server span
   forward(

@@ -30,6 +30,8 @@ export interface Cluster {
   readonly budget: RetryBudget;
   /** Calls in flight to this service (all endpoints). */
   active(): number;
+  /** Whether its endpoints are peer sidecars reached over mesh mTLS (not plain apps or external hosts). */
+  readonly peerSidecars: boolean;
   /** How a response head from one of its endpoints counts: a peer sidecar's x-meshgate-reason is believed only over mesh mTLS. */
   classify(headers: Readonly<Record<string, string | string[] | undefined>>): AnswerKind;
   /** Picks an endpoint for one attempt, or undefined when none is left to try. */
@@ -128,6 +130,7 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
     config,
     budget,
     active: () => active,
+    peerSidecars,
     classify,
     endpoints: () => endpoints,
     pick(protocol, subset, tried) {

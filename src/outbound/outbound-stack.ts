@@ -9,6 +9,7 @@ import { beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed,
 import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import { formatRouteHeader, ROUTE_HEADER } from '../proxy/route-header.ts';
 import type { Cluster, ClusterTarget } from './cluster.ts';
 import type { DeprecationReporter } from './deprecation-reporter.ts';
 import { destinationOf } from './destination.ts';
@@ -121,6 +122,9 @@ function forwardCall(req: DownstreamRequest, res: DownstreamResponse, call: Call
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
   mutateHeaders(headers, route.requestHeaders);
+  // The destination's sidecar learns the route and version labels from us alone (its checks of your own see them); never from the app, never off the mesh.
+  delete headers[ROUTE_HEADER];
+  if (cluster.peerSidecars) headers[ROUTE_HEADER] = formatRouteHeader(route.name, subset);
   propagateTrace(deps.telemetry, recording, headers); // W3C out: the next hop's spans become children of the client span
   const retry = route.retries
     ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs, classify: cluster.classify }, cluster.budget, cluster.active, deps.random)

@@ -31,6 +31,9 @@ const HOSTILE = `export default function check(call) {
   }
 }`;
 
+/** Denies /route/echo with the route it sees as the reason: what the caller's sidecar told orders'. */
+const ROUTE_ECHO = `export default (call) => call.path === '/route/echo' ? { deny: { code: 'route_seen', reason: JSON.stringify(call.route) } } : { allow: true };`;
+
 describe('checks of your own through two sidecars', () => {
   let mesh: Mesh;
   beforeAll(async () => {
@@ -61,6 +64,19 @@ describe('checks of your own through two sidecars', () => {
     expect(JSON.parse(forged.text).headers['x-canary']).toBeUndefined();
   });
 
+  it("shows a check the route frontend's sidecar matched, never one the app claims, and keeps the header from orders' app", async () => {
+    await mesh.h.write('shop/route-echo.yaml', policyYaml('Filter', 'route-echo', { selector: { services: ['orders'] }, source: ROUTE_ECHO }));
+    const seen = await eventually(() => mesh.call('/route/echo', { headers: { 'x-meshgate-route': 'forged;version=v9' } }), {
+      until: (r) => r.status === 403,
+      timeoutMs: 15_000,
+      what: 'the route-echo check to be in force',
+    });
+    expect(JSON.parse(JSON.parse(seen.text).reason)).toEqual({ name: 'orders#default', labels: {} });
+    const passed = await mesh.call('/orders/1', { headers: { 'x-meshgate-route': 'forged' } });
+    expect(passed.status).toBe(200);
+    expect(JSON.parse(passed.text).headers['x-meshgate-route']).toBeUndefined();
+  }, 60_000);
+
   it('contains a hostile check: every attack gets the failure mode, and the sidecar keeps answering', async () => {
     await mesh.h.write('shop/hostile.yaml', policyYaml('Filter', 'hostile', { selector: { services: ['orders'] }, source: HOSTILE, budget: { cpuMs: 50, memoryMiB: 8 } }));
     await eventually(() => mesh.call('/hostile/reach'), { until: (r) => r.status === 403, timeoutMs: 15_000, what: 'the hostile check to be in force' });
@@ -87,8 +103,7 @@ describe('checks of your own through two sidecars', () => {
 
   it('the policy server refuses a new version that does not compile, with file, line and column; the sidecars keep the last good one', async () => {
     await mesh.h.write('api-key-denylist.ts', 'export default function check(call: { headers: Record<string, string> } {\n  return { allow: true };\n}\n');
-    // The YAML naming the source reloads it (the folder watch follows YAML files).
-    await mesh.h.write('shop/api-key-denylist.yaml', `${await readFile(path.join(EXAMPLES, 'api-key-denylist.yaml'), 'utf8')}\n# edited\n`);
+    // Saving the source alone is enough: the policy server follows it as it follows the YAML naming it.
     const errors = await eventually(() => mesh.ps.server.store.errors().filter((e) => e.document === 'Filter/shop/revoked-api-keys'), {
       until: (found) => found.length > 0,
       timeoutMs: 15_000,
