@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import type { ZodType } from 'zod';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
-import type { Logger } from '../telemetry/logger.ts';
+import type { LogDrops, Logger } from '../telemetry/logger.ts';
 import type { Tracing, TracingIdentity } from '../telemetry/tracing.ts';
 import { UsageError } from './usage-error.ts';
 
@@ -18,6 +18,7 @@ interface RoleDeps {
   readonly configDir: string;
   /** Started here from `telemetry.tracing` and the OTEL_* environment; shut down here after `stop`. */
   readonly tracing: Tracing;
+  readonly logDrops: LogDrops;
 }
 
 /** Config fields runRole reads itself; every role's schema has them. */
@@ -63,8 +64,9 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
   const [{ loadConfigFile }, schema] = await Promise.all([import('../config/load.ts'), role.schema()]);
   const loaded = await loadConfigFile(configFile, schema);
   const config = role.withFlags ? role.withFlags(loaded, values) : loaded;
-  const [{ systemClock }, { createLogger }, { startTracing }] = await Promise.all([import('../core/clock.ts'), import('../telemetry/logger.ts'), import('../telemetry/tracing.ts')]);
-  const logger = createLogger({ level: config.log.level, name: role.name, sharedStdout: role.sharedStdout?.(config) ?? false });
+  const [{ systemClock }, { createLogger, createLogDrops }, { startTracing }] = await Promise.all([import('../core/clock.ts'), import('../telemetry/logger.ts'), import('../telemetry/tracing.ts')]);
+  const logDrops = createLogDrops();
+  const logger = createLogger({ level: config.log.level, name: role.name, sharedStdout: role.sharedStdout?.(config) ?? false, drops: logDrops.add });
   if (role.grpc) await grpcDiagnosticsToLog(logger);
   // The CLI is the one place that reads the environment: OTEL_* joins the file's section here.
   const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...role.tracing(config) });
@@ -78,6 +80,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
       configFile,
       configDir: path.dirname(path.resolve(configFile)),
       tracing,
+      logDrops,
     });
   } catch (err) {
     await tracing.shutdown();

@@ -95,6 +95,7 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     rateLimitUsage: () => rateLimiting?.runtime.usage().values(),
     bufferedBodyBytes: () => bodyBudget.inUse(),
     policyPersisted: () => policyRef.current?.persisted(),
+    ...(deps.logDrops ? { droppedLogLines: deps.logDrops.lines } : {}),
   });
   // One memory bound for the request bodies filters read, shared by the mesh and edge listeners.
   const bodyBudget = createBodyBudget(config.limits.maxBufferedBodies);

@@ -26,11 +26,20 @@ const FLUSH_INTERVAL_MS = 100;
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
 // Below PIPE_BUF (4096): with sharedStdout every write must stay <= maxWrite, and minLength must be below it.
 const BATCH_BYTES = 4000;
-export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean }): Logger {
+/** Log lines dropped because stdout was not read (MAX_BUFFERED_BYTES were waiting): meshgate_log_lines_dropped_total. */
+export interface LogDrops {
+  lines(): number;
+}
+
+export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean; drops?: (lines: number) => void }): Logger {
   // sharedStdout: other processes write to the same stdout (a sidecar's workers). Each write then holds whole lines and at
   // most PIPE_BUF (4096) bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
-  const stream =
-    opts.destination ?? pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
+  const destination = opts.destination
+    ? undefined
+    : pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
+  // A dropped batch is whole lines (pino writes one line at a time); counted so a stalled log reader shows on a dashboard.
+  if (destination && opts.drops) destination.on('drop', (data: string | Buffer) => opts.drops?.(countLines(data)));
+  const stream = opts.destination ?? destination!;
   return pino(
     {
       name: opts.name,
@@ -44,4 +53,22 @@ export function createLogger(opts: { level: string; name: string; destination?: 
     },
     stream,
   );
+}
+
+function countLines(data: string | Buffer): number {
+  const text = typeof data === 'string' ? data : data.toString('latin1');
+  let lines = 0;
+  for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) lines++;
+  return lines;
+}
+
+/** A counter of dropped log lines to hand createLogger, read by the role's metrics. */
+export function createLogDrops(): LogDrops & { add(lines: number): void } {
+  let dropped = 0;
+  return {
+    add: (lines) => {
+      dropped += lines;
+    },
+    lines: () => dropped,
+  };
 }

@@ -71,10 +71,24 @@ export function createSidecarMetrics(opts: {
   bufferedBodyBytes?: () => number;
   /** Whether the policy in force is persisted; undefined (no policy section): the gauge is absent. */
   policyPersisted?: () => boolean | undefined;
+  /** Log lines dropped so far because stdout was not read, read at scrape time. */
+  droppedLogLines?: () => number;
 }): SidecarMetrics {
   const registry = new Registry();
   if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
   const registers = [registry];
+  if (opts.droppedLogLines) {
+    const dropped = opts.droppedLogLines;
+    new Counter({
+      name: 'meshgate_log_lines_dropped_total',
+      help: 'Log lines (access log included) this sidecar dropped because 16 MiB were already waiting for stdout: whoever reads it stalled. Alert when it grows.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(dropped());
+      },
+    });
+  }
   return {
     registry,
     requestsTotal: new Counter({

@@ -1,5 +1,5 @@
 import type { Clock } from '../core/clock.ts';
-import type { Logger } from './logger.ts';
+import type { LogDrops, Logger } from './logger.ts';
 import type { Tracing } from './tracing.ts';
 
 /** What the CLI hands every role (sidecar, CA, policy server) when it runs one: its telemetry, its clock and where its config came from. */
@@ -14,4 +14,6 @@ export interface RoleDeps {
   readonly configDir?: string;
   /** Made by the CLI from `telemetry.tracing` and the OTEL_* environment; the caller flushes and shuts it down after the role stops. */
   readonly tracing: Tracing;
+  /** Log lines this process dropped because stdout was not read (telemetry/logger.ts), for its metrics. */
+  readonly logDrops?: LogDrops;
 }

@@ -213,6 +213,10 @@ describe('telemetry of the other roles, the CLI and the degraded modes', () => {
       await waitForLive(`http://127.0.0.1:${admin}/live`, 15_000);
       const res = await request(`http://127.0.0.1:${inbound}/cli`);
       await res.body.dump();
+      // The process logger's dropped lines are counted (none while stdout is read).
+      const families = parsePrometheusText(await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text());
+      expect(sumOf(families, 'meshgate_log_lines_dropped_total', {})).toBe(0);
+      expect(families.has('meshgate_log_lines_dropped_total')).toBe(true);
       // SIGTERM: the drain, then the last spans are flushed before exit.
       child.kill('SIGTERM');
       const [code] = await exited;

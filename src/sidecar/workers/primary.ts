@@ -53,6 +53,7 @@ export async function startSidecarPrimary(loaded: SidecarConfig, deps: SidecarDe
     defaultMetrics: deps.defaultMetrics ?? false,
     certNotAfterMs: () => cert?.manager.current()?.facts.notAfter.getTime(),
     policyPersisted: () => source?.persisted(),
+    ...(deps.logDrops ? { droppedLogLines: deps.logDrops.lines } : {}),
   });
   const restarts = new Counter({ name: 'meshgate_worker_restarts_total', help: 'Worker processes restarted after one exited (config workers > 1).', registers: [metrics.registry] });
   const pool = createWorkerPool({

@@ -1,6 +1,6 @@
 import type { Clock, Random } from '../../core/clock.ts';
 import type { WorkloadCredentials } from '../../identity/cert-manager.ts';
-import type { Logger } from '../../telemetry/logger.ts';
+import type { LogDrops, Logger } from '../../telemetry/logger.ts';
 import type { Tracing } from '../../telemetry/tracing.ts';
 import { meshIdentity, workloadSpiffeId } from '../mesh-identity.ts';
 import type { SidecarProcess } from '../sidecar.ts';
@@ -18,6 +18,7 @@ interface WorkerDeps {
   readonly random: Random;
   readonly tracing: Tracing;
   readonly defaultMetrics: boolean;
+  readonly logDrops?: LogDrops;
 }
 
 export interface PrimaryLink {

@@ -55,15 +55,18 @@ describe('process logger batching', () => {
 });
 
 describe('process logger bound', () => {
-  it('drops lines instead of holding them when nobody reads stdout', async () => {
+  it('drops lines instead of holding them when nobody reads stdout, and counts every line it drops', async () => {
     // ~90 MB of lines into a pipe nobody reads: only the bound (16 MiB) may stay in the heap.
     const child = spawn(
       process.execPath,
       [
+        // gc() before measuring: the bound is on what is held, not on garbage not collected yet.
+        '--expose-gc',
         '--input-type=module',
         '-e',
-        `import { createLogger } from ${JSON.stringify(LOGGER)};
-        const log = createLogger({ level: 'info', name: 't' });
+        `import { createLogger, createLogDrops } from ${JSON.stringify(LOGGER)};
+        const drops = createLogDrops();
+        const log = createLogger({ level: 'info', name: 't', drops: drops.add });
         const filler = 'x'.repeat(250);
         const before = process.memoryUsage().heapUsed;
         for (let round = 0; round < 30; round++) {
@@ -71,11 +74,17 @@ describe('process logger bound', () => {
           await new Promise((resolve) => setImmediate(resolve));
         }
         globalThis.gc?.();
-        process.stderr.write(JSON.stringify({ grewMiB: (process.memoryUsage().heapUsed - before) / 1048576 }) + '\\n');
-        process.exit(0);`,
+        process.stderr.write(JSON.stringify({ grewMiB: (process.memoryUsage().heapUsed - before) / 1048576, dropped: drops.lines() }) + '\\n');
+        // As a role's stop does: wait for the writes, the one in flight included (process.exit alone would cut it off).
+        log.flush(() => process.exit(0));`,
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
+    let received = 0;
+    const ended = once(child.stdout, 'end');
+    child.stdout.on('data', (chunk: Buffer) => {
+      for (const byte of chunk) if (byte === 10) received++;
+    });
     child.stdout.pause(); // nobody reads: the pipe fills, then the logger's own buffer
     let err = '';
     child.stderr.on('data', (chunk: Buffer) => {
@@ -85,7 +94,11 @@ describe('process logger bound', () => {
     });
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code).toBe(0);
-    const { grewMiB } = JSON.parse(err.trim().split('\n').at(-1)!) as { grewMiB: number };
+    await ended;
+    const { grewMiB, dropped } = JSON.parse(err.trim().split('\n').at(-1)!) as { grewMiB: number; dropped: number };
     expect(grewMiB).toBeLessThan(40);
+    // Every line either reached stdout or was counted as dropped (meshgate_log_lines_dropped_total).
+    expect(dropped).toBeGreaterThan(0);
+    expect(received + dropped).toBe(300_000);
   }, 30_000);
 });
