@@ -3,8 +3,8 @@ import { sleep } from '../core/backoff.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { createExpiryTimer } from './expiry-timer.ts';
-import type { CertificateFacts, KeyType } from './x509.ts';
-import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './x509.ts';
+import type { CertificateFacts, KeyType } from './key-material.ts';
+import { certificateFacts, createCsr, generateKeyPair, privateKeyToPem } from './key-material.ts';
 
 /** What a workload holds after a successful signing. The key never leaves this process. */
 export interface WorkloadCredentials {
