@@ -78,8 +78,8 @@ describe('what a sidecar imports', () => {
     expect(unexpected).toEqual([]);
   });
 
-  it('a policy loads the QuickJS sandbox only when it has a Filter document', async () => {
-    const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2]): Promise<string[]> => {
+  it('a policy loads the QuickJS sandbox only when it has a Filter document, and the Redis client only with rateLimit.redis', async () => {
+    const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2], extra: Record<string, unknown> = {}): Promise<string[]> => {
       const config = await plaintextSidecar();
       const stateDir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-state-'));
       try {
@@ -88,7 +88,7 @@ describe('what a sidecar imports', () => {
         const inbound = (config.listeners as { inbound: { port: number } }).inbound.port;
         const answers = () =>
           eventually(() => request(`http://127.0.0.1:${inbound}/`).then((res) => res.body.dump().then(() => res.statusCode)), { until: (s) => s > 0, timeoutMs: 20_000, what: 'the inbound listener' });
-        return await packagesLoadedBy({ ...config, policy: { servers: ['127.0.0.1:1'], stateDir }, authorization: { allowWhenNoPolicy: true } }, answers);
+        return await packagesLoadedBy({ ...config, ...extra, policy: { servers: ['127.0.0.1:1'], stateDir }, authorization: { allowWhenNoPolicy: true } }, answers);
       } finally {
         rmSync(stateDir, { recursive: true, force: true });
       }
@@ -97,6 +97,9 @@ describe('what a sidecar imports', () => {
     const without = await withPolicy([allow]);
     expect(without).toContain('ajv'); // the recorder saw the policy's own packages
     expect(without.filter((name) => name.includes('quickjs'))).toEqual([]);
+    expect(without).not.toContain('ioredis');
+    // Nothing answers on port 1: the sidecar waits its 2 s for Redis, then opens its listeners anyway.
+    expect(await withPolicy([allow], { rateLimit: { redis: { url: 'redis://127.0.0.1:1' } } })).toContain('ioredis');
     const filter = policyDoc('Filter', 'own', { source: 'export default () => ({ allow: true });' }, 'default');
     const withFilter = await withPolicy([allow, filter]);
     expect(withFilter).toEqual(expect.arrayContaining(['quickjs-emscripten-core', '@jitl/quickjs-wasmfile-release-sync']));
