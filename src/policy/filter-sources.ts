@@ -56,7 +56,6 @@ export async function checkFilterSource(doc: FilterDocument, engine: SandboxEngi
     : { field: 'spec.sourceFile', reason: `${doc.spec.sourceFile}: line ${line}, column ${column}: ${message}` };
 }
 
-/** `rel` under `folder`, refusing a path (or a symlink) that leads out of it. */
 /**
  * What identifies one version of a source file (the policy server reads a
  * Filter document again when it changes): mtime, ctime, size and inode, as the
@@ -73,6 +72,7 @@ export async function sourceFileStamp(folder: string, rel: string): Promise<stri
   }
 }
 
+/** `rel` under `folder`, refusing a path (or a symlink) that leads out of it. */
 async function readSourceFile(folder: string, rel: string): Promise<{ ok: true; text: string } | { ok: false; reason: string }> {
   try {
     const root = await realpath(folder);

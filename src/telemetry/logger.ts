@@ -34,12 +34,14 @@ export interface LogDrops {
 export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean; drops?: (lines: number) => void }): Logger {
   // sharedStdout: other processes write to the same stdout (a sidecar's workers). Each write then holds whole lines and at
   // most PIPE_BUF (4096) bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
-  const destination = opts.destination
-    ? undefined
-    : pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
-  // A dropped batch is whole lines (pino writes one line at a time); counted so a stalled log reader shows on a dashboard.
-  if (destination && opts.drops) destination.on('drop', (data: string | Buffer) => opts.drops?.(countLines(data)));
-  const stream = opts.destination ?? destination!;
+  let stream: NodeJS.WritableStream | ReturnType<typeof pino.destination> | undefined = opts.destination;
+  if (!stream) {
+    const stdout = pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
+    // A dropped write is whole lines (pino writes one line at a time); counted so a stalled log reader shows on a dashboard.
+    const drops = opts.drops;
+    if (drops) stdout.on('drop', (data: string | Buffer) => drops(countLines(data)));
+    stream = stdout;
+  }
   return pino(
     {
       name: opts.name,
