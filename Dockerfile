@@ -42,7 +42,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
 COPY bin/ bin/
 # No src/ in the image: bin/meshgate.js runs the bundle when there are no sources beside it.
-# koffi (interception's FFI) is the one package the bundle loads from node_modules.
+# The bundle loads a few packages from node_modules, each only when the config needs it: koffi
+# (interception's FFI), QuickJS (Filter documents), ajv and ajv-formats (a ValidationPolicy jsonSchema rule).
 COPY --from=build /src/dist/ dist/
 # The glob lets the build work while proto/ is still empty (git keeps no empty folders).
 COPY prot[o]/ proto/

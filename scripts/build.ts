@@ -18,7 +18,9 @@ import { build } from 'rolldown';
  * the `new URL('../../proto/...', import.meta.url)` of the gRPC API loaders
  * finds proto/ from either place. koffi loads a native binary by path and
  * stays in node_modules; so do the QuickJS packages, whose WebAssembly file
- * is read from beside their own modules (the sandbox of Filter documents).
+ * is read from beside their own modules (the sandbox of Filter documents),
+ * and ajv with ajv-formats, which src/policy/json-schema.ts requires on the
+ * first JSON Schema it compiles (synchronously, so it cannot be a split point).
  */
 
 const ROOT = path.resolve(import.meta.dirname, '..');

@@ -1,6 +1,5 @@
-import type { ErrorObject } from 'ajv';
-import { Ajv } from 'ajv';
-import addFormats from 'ajv-formats';
+import { createRequire } from 'node:module';
+import type { Ajv, ErrorObject } from 'ajv';
 
 /** The first way a JSON value fails its schema: where (a JSON pointer) and what ajv says. */
 interface SchemaViolation {
@@ -25,15 +24,15 @@ const MAX_MESSAGE = 160;
  * `compile` throws when ajv cannot compile a schema.
  */
 export function createJsonSchemaCompiler(): (schema: Readonly<Record<string, unknown>>) => JsonSchemaCheck {
-  const ajv = new Ajv({
+  const { Ajv: AjvClass, addFormats } = loadAjv();
+  const ajv = new AjvClass({
     strict: false, // unknown keywords (x-*, OpenAPI's) are ignored, as most JSON Schema tools do
     allErrors: false, // the first failure is all a deny names; stopping there is cheaper
     logger: false, // never write to the console; compile errors are thrown and logged by the caller
     addUsedSchema: false, // schemas are not registered by $id, so two rules may share one
     validateFormats: true,
   });
-  // ajv-formats is CommonJS: its default import is the plugin itself at run time.
-  (addFormats as unknown as (a: Ajv) => Ajv)(ajv);
+  addFormats(ajv);
   return (schema) => {
     const validate = ajv.compile(schema);
     return (value) => {
@@ -42,6 +41,19 @@ export function createJsonSchemaCompiler(): (schema: Readonly<Record<string, unk
       return first ? violationOf(first) : { pointer: '/', message: 'does not match the schema' };
     };
   };
+}
+
+/**
+ * ajv and ajv-formats, loaded on the first compiler made: only a policy with a
+ * ValidationPolicy `jsonSchema` rule makes one, and every other sidecar with a
+ * policy would load ~60 modules for nothing (issue #13: what is not configured
+ * is not loaded). Synchronous (both are CommonJS) because policy validation is:
+ * a schema is compiled inside the validator's refinement.
+ */
+function loadAjv(): { Ajv: typeof Ajv; addFormats: (ajv: Ajv) => Ajv } {
+  const require = createRequire(import.meta.url);
+  // ajv-formats' module.exports is the plugin itself.
+  return { Ajv: (require('ajv') as { Ajv: typeof Ajv }).Ajv, addFormats: require('ajv-formats') as (ajv: Ajv) => Ajv };
 }
 
 function violationOf(error: ErrorObject): SchemaViolation {

@@ -78,7 +78,7 @@ describe('what a sidecar imports', () => {
     expect(unexpected).toEqual([]);
   });
 
-  it('a policy loads the QuickJS sandbox only when it has a Filter document, and the Redis client only with rateLimit.redis', async () => {
+  it('a policy loads the QuickJS sandbox only with a Filter document, the JSON Schema compiler only with a jsonSchema rule, the Redis client only with rateLimit.redis', async () => {
     const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2], extra: Record<string, unknown> = {}): Promise<string[]> => {
       const config = await plaintextSidecar();
       const stateDir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-state-'));
@@ -95,7 +95,8 @@ describe('what a sidecar imports', () => {
     };
     const allow = policyDoc('AuthorizationPolicy', 'all', { action: 'ALLOW', rules: [{}] }, 'default');
     const without = await withPolicy([allow]);
-    expect(without).toContain('ajv'); // the recorder saw the policy's own packages
+    expect(without).toContain('@grpc/grpc-js'); // the recorder saw the policy's own packages (the subscriber)
+    expect(without).not.toContain('ajv'); // no JSON Schema rule, no JSON Schema compiler
     expect(without.filter((name) => name.includes('quickjs'))).toEqual([]);
     expect(without).not.toContain('ioredis');
     // Nothing answers on port 1: the sidecar waits its 2 s for Redis, then opens its listeners anyway.
@@ -103,6 +104,8 @@ describe('what a sidecar imports', () => {
     const filter = policyDoc('Filter', 'own', { source: 'export default () => ({ allow: true });' }, 'default');
     const withFilter = await withPolicy([allow, filter]);
     expect(withFilter).toEqual(expect.arrayContaining(['quickjs-emscripten-core', '@jitl/quickjs-wasmfile-release-sync']));
+    const schema = policyDoc('ValidationPolicy', 'input', { rules: [{ name: 'body', jsonSchema: { type: 'object' } }] }, 'default');
+    expect(await withPolicy([allow, schema])).toEqual(expect.arrayContaining(['ajv', 'ajv-formats']));
   });
 
   it('tracing turned on loads the SDK and its exporter, and only then', async () => {
