@@ -35,13 +35,14 @@ export function parseRouteHeader(value: string | string[] | undefined): CallRout
   try {
     const name = decodeURIComponent(parts[0]!);
     if (name.length === 0) return undefined;
-    const labels: Record<string, string> = Object.create(null) as Record<string, string>;
+    const labels: [string, string][] = [];
     for (const part of parts.slice(1)) {
       const eq = part.indexOf('=');
       if (eq <= 0) return undefined;
-      labels[decodeURIComponent(part.slice(0, eq))] = decodeURIComponent(part.slice(eq + 1));
+      labels.push([decodeURIComponent(part.slice(0, eq)), decodeURIComponent(part.slice(eq + 1))]);
     }
-    return { name, labels: { ...labels } };
+    // fromEntries defines own properties: a `__proto__` label is a label, not a prototype.
+    return { name, labels: Object.fromEntries(labels) };
   } catch {
     return undefined; // a broken percent-encoding
   }

@@ -5,6 +5,7 @@ import { localBucketKey } from './bucket-key.ts';
 import type { ConcurrencyLimits } from './concurrency-slots.ts';
 import type { BucketShape } from './gcra.ts';
 import type { CompiledRule, RuleOutcome } from './ratelimit-rule.ts';
+import { REFUSING } from './ratelimit-rule.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
 
 /*
@@ -35,8 +36,6 @@ interface Progress {
   refused: boolean;
 }
 
-const WAITED_OUT = new Set<RateLimitDecision>(['limited', 'throttle_queue_full', 'throttle_delay_exceeded', 'concurrency_exceeded', 'concurrency_timeout', 'cancelled']);
-
 /** Holds `release` until the call is over: the inbound stack calls onCallEnd once, whatever ended the call. */
 function holdUntilEnd(call: CallContext, release: () => void): void {
   const before = call.annotations.onCallEnd;
@@ -57,11 +56,15 @@ function whileWaiting<T>(call: CallContext, settled: Promise<T>, leave: () => vo
   });
 }
 
-/** Per-worker share of a concurrency limit, as local rates are divided: at least one slot, and one place in a queue if it has one. */
+/** Per-worker share of a queue, as local rates are divided: one place at least if it has any. */
+function queueShare(queue: number, workers: number): number {
+  return queue === 0 || workers === 1 ? queue : Math.max(1, Math.floor(queue / workers));
+}
+
+/** Per-worker share of a concurrency limit: at least one slot. */
 function shareOf(limits: ConcurrencyLimits, workers: number): ConcurrencyLimits {
   if (workers === 1) return limits;
-  const queue = limits.queue === 0 ? 0 : Math.max(1, Math.floor(limits.queue / workers));
-  return { max: Math.max(1, Math.floor(limits.max / workers)), queue, maxWaitMs: limits.maxWaitMs };
+  return { max: Math.max(1, Math.floor(limits.max / workers)), queue: queueShare(limits.queue, workers), maxWaitMs: limits.maxWaitMs };
 }
 
 export function createQueuedEvaluation(deps: QueuedEvaluationDeps): (call: CallContext, matched: readonly CompiledRule[]) => Verdict | Promise<Verdict> {
@@ -71,8 +74,7 @@ export function createQueuedEvaluation(deps: QueuedEvaluationDeps): (call: CallC
 
   const throttled = (call: CallContext, rule: CompiledRule, value: string, bounds: NonNullable<CompiledRule['throttle']>): RuleOutcome | Promise<RuleOutcome> => {
     if (call.annotations.callerGone) return cancelled(rule);
-    const queue = workers === 1 ? bounds.queue : Math.max(1, Math.floor(bounds.queue / workers));
-    const answer = runtime.throttle.take(localBucketKey(rule.bucketPrefix, value), localShape(rule), { queue, maxDelayMs: bounds.maxDelayMs }, rule.owner);
+    const answer = runtime.throttle.take(localBucketKey(rule.bucketPrefix, value), localShape(rule), { queue: queueShare(bounds.queue, workers), maxDelayMs: bounds.maxDelayMs }, rule.owner);
     if (answer.kind === 'admitted') return { rule, result: answer.result, decision: 'allowed' };
     if (answer.kind === 'shed') {
       const result = { allowed: false, remaining: 0, retryAfterMs: answer.retryAfterMs, resetMs: answer.retryAfterMs };
@@ -106,7 +108,7 @@ export function createQueuedEvaluation(deps: QueuedEvaluationDeps): (call: CallC
 
   const record = (progress: Progress, outcome: RuleOutcome): void => {
     progress.outcomes.push(outcome);
-    if (WAITED_OUT.has(outcome.decision)) progress.refused = true;
+    if (REFUSING.has(outcome.decision)) progress.refused = true;
   };
 
   const evaluate = (call: CallContext, matched: readonly CompiledRule[], from: number, progress: Progress): Verdict | Promise<Verdict> => {

@@ -17,6 +17,7 @@ import { bucketShape } from './gcra.ts';
 import { createQueuedEvaluation } from './queued-rules.ts';
 import { policyItem, refusedItem, serviceLimitItem } from './ratelimit-headers.ts';
 import type { CompiledRule, RuleOutcome } from './ratelimit-rule.ts';
+import { REFUSING } from './ratelimit-rule.ts';
 import type { RateLimitDecision, RateLimitRuntime } from './ratelimit-runtime.ts';
 
 /*
@@ -138,7 +139,7 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
         log(rule, call, 'rate limit: shadow rule would refuse');
       } else if (decision === 'delayed') {
         delayed = true;
-      } else if (decision !== 'allowed' && REFUSING.has(decision)) {
+      } else if (REFUSING.has(decision)) {
         // The first refusing rule names the refusal; Retry-After waits for every empty bucket.
         refusal ??= outcome;
         retryAfterMs = Math.max(retryAfterMs, outcome.result?.retryAfterMs ?? 1000);
@@ -207,18 +208,6 @@ export function createRateLimitFilter(documents: readonly PolicyDocument[], runt
     },
   };
 }
-
-/** Decisions that refuse the call (the first one names the refusal). */
-const REFUSING: ReadonlySet<RateLimitDecision> = new Set<RateLimitDecision>([
-  'limited',
-  'fallback_limited',
-  'unavailable_denied',
-  'throttle_queue_full',
-  'throttle_delay_exceeded',
-  'concurrency_exceeded',
-  'concurrency_timeout',
-  'cancelled',
-]);
 
 /** Rate limiting: after authz, so denied callers spend no budget. */
 export const rateLimitKind: FilterKind<RateLimitRuntime> = { name: 'ratelimit', compile: createRateLimitFilter };

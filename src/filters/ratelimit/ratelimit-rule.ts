@@ -38,3 +38,15 @@ export interface RuleOutcome {
   readonly decision: RateLimitDecision;
   readonly result: TakeResult | undefined;
 }
+
+/** Decisions that refuse the call (the first one names the refusal). */
+export const REFUSING: ReadonlySet<RateLimitDecision> = new Set<RateLimitDecision>([
+  'limited',
+  'fallback_limited',
+  'unavailable_denied',
+  'throttle_queue_full',
+  'throttle_delay_exceeded',
+  'concurrency_exceeded',
+  'concurrency_timeout',
+  'cancelled',
+]);
