@@ -151,7 +151,10 @@ export function createPolicyValidator(options: PolicyValidatorOptions = {}): Pol
         return fail(key, source, errors);
       }
       const definition = kinds[kind as PolicyKind];
-      const parsed = definition.schema.safeParse(raw);
+      // jitless: zod's compiled fast path (new Function per object schema) costs more to build than a sidecar's few documents
+      // repay (first AuthorizationPolicy parsed: 7.6-12.5 -> 3.6-5.7 ms); 10 000 documents at once on the policy server cost
+      // ~10% more (227-291 -> 243-325 ms), once per reload.
+      const parsed = definition.schema.safeParse(raw, { jitless: true });
       if (!parsed.success) return { ok: false, key, errors: issuesToErrors(parsed.error.issues, raw, source, key, maxErrors) };
 
       const regexProblems = regexErrors(definition, parsed.data);
