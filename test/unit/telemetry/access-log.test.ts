@@ -1,7 +1,9 @@
+import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
+import { createLogger } from '../../../src/telemetry/logger.ts';
 import { captureLogs } from '../../helpers/log-capture.ts';
 
 const capture = (level = 'info') => captureLogs({ level, name: 'sidecar' });
@@ -79,5 +81,88 @@ describe('access log', () => {
     await Promise.all([quiet.flushed(), off.flushed()]);
     expect(quiet.lines.map((l) => l.log ?? l.msg)).toEqual(['access']);
     expect(off.lines).toEqual([]);
+  });
+
+  it('writes the line pino writes for the same fields: order, escaping, left-out fields, the time', async () => {
+    // The access log builds its line by hand for speed; pino's own output for the documented fields is the reference.
+    const raw = (): { logger: ReturnType<typeof createLogger>; text: () => string; flushed: () => Promise<void> } => {
+      let text = '';
+      const sink = new Writable({
+        write(chunk: Buffer, _enc, done) {
+          text += chunk.toString('utf8');
+          done();
+        },
+      });
+      return { logger: createLogger({ level: 'info', name: 'sidecar', destination: sink }), text: () => text, flushed: () => new Promise((r) => sink.write('', () => r())) };
+    };
+    const odd = call();
+    const tricky: CallContext = {
+      ...odd,
+      method: 'GET',
+      path: '/caf\u00e9/"quoted"\\back\nline\u0001\u2028',
+      authority: '',
+      headers: { 'user-agent': 'agent "x" \t \ud83d\ude00' },
+      source: { address: '::1', port: 1, principal: undefined },
+      destination: { service: '', namespace: '' },
+      annotations: { retries: 0, shadowDenials: ['shop/a#r1', 'shop/"b"#r2'], route: 'orders#default', cache: 'bypass:authorization' },
+    };
+    const outcomes: [CallContext, CallOutcome][] = [
+      [call(), ok],
+      [tricky, { status: 502, reason: 'upstream.reset', durationMs: Number.NaN, bytesIn: 0, bytesOut: 0 }],
+      [tricky, { status: 200, reason: undefined, durationMs: 0.0004, bytesIn: 1e21, bytesOut: 3 }],
+    ];
+    const ours = raw();
+    const log = createAccessLog(ours.logger, { enabled: true, sampling: 1, random: Math.random });
+    const reference = raw();
+    const pinoChild = reference.logger.child({ log: 'access' });
+    for (const [c, o] of outcomes) {
+      log(c, o);
+      const a = c.annotations;
+      pinoChild.info({
+        direction: c.direction,
+        method: c.method,
+        authority: c.authority,
+        path: c.path,
+        protocol: c.httpVersion === '2' ? 'HTTP/2' : 'HTTP/1.1',
+        status: o.status,
+        reason: o.reason,
+        duration_ms: Math.round(o.durationMs * 1000) / 1000,
+        bytes_in: o.bytesIn,
+        bytes_out: o.bytesOut,
+        source_address: c.source.address,
+        source_principal: c.source.principal,
+        destination_service: c.destination.service === '' ? undefined : `${c.destination.service}.${c.destination.namespace}`,
+        user_agent: c.headers['user-agent'],
+        request_id: c.id,
+        trace_id: o.traceId,
+        span_id: o.spanId,
+        decision: a.decision,
+        rule: a.rule,
+        decision_id: a.decisionId,
+        ratelimit: a.rateLimit,
+        shadow_denials: a.shadowDenials,
+        route: a.route,
+        version: a.version,
+        upstream: a.upstream,
+        retries: a.retries,
+        cache: a.cache,
+      });
+    }
+    await Promise.all([ours.flushed(), reference.flushed()]);
+    const withoutTime = (text: string) =>
+      text
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+    const mine = withoutTime(ours.text());
+    const theirs = withoutTime(reference.text());
+    expect(mine).toHaveLength(3);
+    for (const [i, line] of mine.entries()) {
+      expect(Date.parse(line.time as string)).toBeGreaterThan(Date.now() - 60_000);
+      expect(Object.keys(line)).toEqual(Object.keys(theirs[i]!)); // same fields in the same order
+      expect({ ...line, time: 0 }).toEqual({ ...theirs[i], time: 0 });
+    }
+    expect(mine[1]).toMatchObject({ path: '/caf\u00e9/"quoted"\\back\nline\u0001\u2028', duration_ms: null, shadow_denials: ['shop/a#r1', 'shop/"b"#r2'] });
+    expect(mine[1]).not.toHaveProperty('destination_service');
   });
 });
