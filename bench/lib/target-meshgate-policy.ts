@@ -1,3 +1,4 @@
+import { filterJavaScript } from '../../src/policy/filter-sources.ts';
 import { documentDigest } from '../../src/policy/snapshot.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
@@ -33,7 +34,9 @@ async function writePolicySnapshot(stateDir: string, rawDocuments: readonly unkn
     const result = validator.validate(raw, { file: source, index });
     if (!result.ok) throw new Error(`bench policy document ${index} rejected by src/policy: ${result.errors.map((e) => `${e.field}: ${e.reason}`).join('; ')}`);
     const doc = result.document.document;
-    return { kind: doc.kind, namespace: doc.metadata.namespace, name: doc.metadata.name, json: JSON.stringify(doc), digest: documentDigest(doc) };
+    // As a policy server sends it: a Filter with its JavaScript, so the sidecar does not strip types itself.
+    const javascript = filterJavaScript(doc);
+    return { kind: doc.kind, namespace: doc.metadata.namespace, name: doc.metadata.name, json: JSON.stringify(doc), digest: documentDigest(doc), ...(javascript ? { javascript } : {}) };
   });
   const store = createPolicySnapshotStore({
     file: snapshotFileFor(stateDir, BENCH_WORKLOAD),

@@ -1,3 +1,4 @@
+import { filterJavaScript } from '../policy/filter-sources.ts';
 import type { WireDocument, WireSnapshot } from '../policy/policy-api.ts';
 import { encodeService } from '../policy/policy-api.ts';
 import type { PolicyDocument, PolicySnapshot, RegistryService, WorkloadRef } from '../policy/types.ts';
@@ -64,7 +65,16 @@ export function createSnapshotBuilder(
   const wireDoc = (d: StoredDocument): WireDocument => {
     let w = wireDocs.get(d.digest);
     if (!w) {
-      w = { kind: d.document.kind, namespace: d.document.metadata.namespace, name: d.document.metadata.name, json: model.canonicalJson(d.document), digest: d.digest };
+      // Filter documents: types stripped here once for every sidecar (filterJavaScript says why).
+      const javascript = filterJavaScript(d.document);
+      w = {
+        kind: d.document.kind,
+        namespace: d.document.metadata.namespace,
+        name: d.document.metadata.name,
+        json: model.canonicalJson(d.document),
+        digest: d.digest,
+        ...(javascript ? { javascript } : {}),
+      };
       wireDocs.set(d.digest, w);
     }
     return w;

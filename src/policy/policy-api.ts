@@ -76,6 +76,8 @@ export interface WireDocument {
   readonly json: string;
   /** Content digest of `json`. */
   readonly digest: string;
+  /** Filter documents: the source with its types stripped by the server (src/sandbox/typescript.ts); '' or absent otherwise. */
+  readonly javascript?: string;
 }
 
 /** A registry service on the wire: the same fields as in the policy model. */

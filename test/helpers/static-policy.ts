@@ -1,3 +1,4 @@
+import { filterJavaScript } from '../../src/policy/filter-sources.ts';
 import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
 import type { PolicyDocument, RegistryService } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
@@ -20,13 +21,23 @@ export function policyDoc(kind: string, name: string, spec: Record<string, unkno
 }
 
 /** `services` stands in for the registry a policy server would push (Route routes apply to those, not to static `services:`). */
-export async function writeSnapshot(stateDir: string, workload: { service: string; namespace?: string }, documents: PolicyDocument[], services: RegistryService[] = []): Promise<void> {
+export async function writeSnapshot(
+  stateDir: string,
+  workload: { service: string; namespace?: string },
+  documents: PolicyDocument[],
+  services: RegistryService[] = [],
+  /** As the policy server sends them: Filter documents with their JavaScript (false: as an older server, without). */
+  opts: { javascript?: boolean } = {},
+): Promise<void> {
   const namespace = workload.namespace ?? 'shop';
   const store = createPolicySnapshotStore({ file: snapshotFileFor(stateDir, { service: workload.service, namespace }), logger: createLogger({ level: 'silent', name: 'test' }) });
   store.apply(
     {
       version: `static-${workload.service}`,
-      documents: documents.map((d) => ({ kind: d.kind, namespace: d.metadata.namespace, name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d) })),
+      documents: documents.map((d) => {
+        const javascript = opts.javascript === false ? undefined : filterJavaScript(d);
+        return { kind: d.kind, namespace: d.metadata.namespace, name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d), ...(javascript ? { javascript } : {}) };
+      }),
       services,
     },
     Date.now(),

@@ -31,6 +31,7 @@ const OPTIONAL = {
   'quickjs-emscripten-core': 'the sandbox of checks of your own (Filter documents)',
   '@jitl/quickjs-wasmfile-release-sync': 'the QuickJS WebAssembly engine (Filter documents)',
   'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
+  'node:internal/amaro': "Node's TypeScript stripper (a Filter source the policy server sent without its JavaScript)",
 };
 
 let child: ChildProcess | undefined;
@@ -79,11 +80,11 @@ describe('what a sidecar imports', () => {
   });
 
   it('a policy loads the QuickJS sandbox only with a Filter document, the JSON Schema compiler only with a jsonSchema rule, the Redis client only with rateLimit.redis', async () => {
-    const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2], extra: Record<string, unknown> = {}): Promise<string[]> => {
+    const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2], extra: Record<string, unknown> = {}, javascript = true): Promise<string[]> => {
       const config = await plaintextSidecar();
       const stateDir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-state-'));
       try {
-        await writeSnapshot(stateDir, { service: 'orders', namespace: 'default' }, documents);
+        await writeSnapshot(stateDir, { service: 'orders', namespace: 'default' }, documents, [], { javascript });
         // The admin listener opens first; the inbound one once the disk copy is in force (its Filter compiled).
         const inbound = (config.listeners as { inbound: { port: number } }).inbound.port;
         const answers = () =>
@@ -104,6 +105,10 @@ describe('what a sidecar imports', () => {
     const filter = policyDoc('Filter', 'own', { source: 'export default () => ({ allow: true });' }, 'default');
     const withFilter = await withPolicy([allow, filter]);
     expect(withFilter).toEqual(expect.arrayContaining(['quickjs-emscripten-core', '@jitl/quickjs-wasmfile-release-sync']));
+    // The policy server sends a Filter's JavaScript: the sidecar never loads Node's TypeScript stripper ...
+    expect(withFilter).not.toContain('node:internal/amaro');
+    // ... which an older server's snapshot (source only) still needs.
+    expect(await withPolicy([allow, filter], {}, false)).toContain('node:internal/amaro');
     const schema = policyDoc('ValidationPolicy', 'input', { rules: [{ name: 'body', jsonSchema: { type: 'object' } }] }, 'default');
     expect(await withPolicy([allow, schema])).toEqual(expect.arrayContaining(['ajv', 'ajv-formats']));
   });

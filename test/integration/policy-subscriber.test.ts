@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -220,6 +220,18 @@ describe('policy subscriber over mutual TLS', () => {
     expect(seen.at(-1)!.documents.map((d) => d.metadata.name)).toEqual(['allow-frontend']);
     // proto3 weight 0 means "unset".
     expect(seen.at(-1)!.services[0]!.endpoints[0]).toEqual({ address: '127.0.0.1:15006', labels: { version: 'v1' }, weight: 1 });
+  });
+
+  it("receives a Filter's JavaScript with the document over gRPC and keeps it in the disk copy", async () => {
+    const s = await server();
+    const { store } = await subscriber([s.address]);
+    await waitFor('the first ACK', () => s.acks[0]);
+    const javascript = 'export default (call         ) => ({ allow: true });';
+    s.push(wireSnapshot('v2', [{ ...doc('Filter', 'own', { source: 'export default (call: unknown) => ({ allow: true });' }), javascript }]));
+    expect(await waitFor('the ACK of v2', () => s.acks[1])).toMatchObject({ version: 'v2', accepted: true });
+    await store.flush();
+    const persisted = JSON.parse(await readFile(snapshotFileFor(stateDir!, { service: 'frontend', namespace: 'shop' }), 'utf8')) as { documents: Array<{ kind: string; javascript?: string }> };
+    expect(persisted.documents).toEqual([expect.objectContaining({ kind: 'Filter', javascript })]);
   });
 
   it('NACKs an invalid document with its reason, keeps its last good copy and applies the rest', async () => {

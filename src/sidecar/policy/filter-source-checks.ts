@@ -8,7 +8,7 @@ const MAX_RESULTS = 256;
 
 export interface FilterSourceChecks {
   /** Compiles the Filter sources among `envelopes` not checked yet; undefined when there is nothing to wait for. Never rejects. */
-  prepare(envelopes: readonly { readonly kind: string; readonly json: string }[]): Promise<void> | undefined;
+  prepare(envelopes: readonly { readonly kind: string; readonly json: string; readonly javascript?: string }[]): Promise<void> | undefined;
   /** `base`, refusing a Filter document whose source did not compile (or was not checked: fail closed). */
   validator(base: DocumentValidator): DocumentValidator;
 }
@@ -35,6 +35,10 @@ export function createFilterSourceChecks(sandbox: SandboxLoader, base: DocumentV
           return []; // refused by the validator, with the reason
         }
         const checked = base(raw);
+        // The server's JavaScript for this source: the checks below and the runtime compile it without stripping types here.
+        if (checked.ok && isFilterDocument(checked.document) && checked.document.spec.source !== undefined && envelope.javascript) {
+          sandbox.knowJavaScript(checked.document.spec.source, envelope.javascript);
+        }
         return checked.ok && isFilterDocument(checked.document) && !results.has(documentDigest(checked.document)) ? [checked.document] : [];
       });
       if (docs.length === 0) return undefined;

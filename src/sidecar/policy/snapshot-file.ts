@@ -99,7 +99,7 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 function isEnvelope(v: unknown): v is DocumentEnvelope {
-  return isRecord(v) && ['kind', 'namespace', 'name', 'json', 'digest'].every((k) => typeof v[k] === 'string');
+  return isRecord(v) && ['kind', 'namespace', 'name', 'json', 'digest'].every((k) => typeof v[k] === 'string') && (v.javascript === undefined || typeof v.javascript === 'string');
 }
 
 function isStringRecord(v: unknown): v is Record<string, string> {

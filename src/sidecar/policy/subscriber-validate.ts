@@ -17,6 +17,8 @@ export interface DocumentEnvelope {
   readonly name: string;
   readonly json: string;
   readonly digest: string;
+  /** Filter documents: the source as JavaScript, types stripped by the policy server (compiled for that exact source only). */
+  readonly javascript?: string;
 }
 
 /**

@@ -405,7 +405,7 @@ export function createPolicySubscriber(config: PolicySubscriberConfig, deps: Pol
 function fromWire(msg: WireSnapshot): ReceivedSnapshot {
   return {
     version: msg.version,
-    documents: msg.documents.map((d) => ({ kind: d.kind, namespace: d.namespace, name: d.name, json: d.json, digest: d.digest })),
+    documents: msg.documents.map((d) => ({ kind: d.kind, namespace: d.namespace, name: d.name, json: d.json, digest: d.digest, ...(d.javascript ? { javascript: d.javascript } : {}) })),
     services: msg.services.map((s) => ({
       name: s.name,
       namespace: s.namespace,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -65,5 +65,35 @@ describe("a sidecar's check of the Filter sources it receives", () => {
     const validate = createFilterSourceChecks(createSandboxLoader(), base).validator(base);
     const result = validate(JSON.parse(filterEnvelope('unchecked', 'export default () => ({ allow: true });').json));
     expect(result).toMatchObject({ ok: false, errors: [{ field: 'spec.source', reason: expect.stringContaining('not checked') }] });
+  });
+
+  it("compiles the policy server's JavaScript for the exact source it came with, strips other sources itself, and keeps it in the disk copy", async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-fsc-'));
+    const sandbox = createSandboxLoader();
+    const base = policyModelValidator();
+    const checks = createFilterSourceChecks(sandbox, base);
+    const file = path.join(dir, 'snap.json');
+    const store = createPolicySnapshotStore({ file, logger: captureLogs().logger, validate: checks.validator(base), prepare: checks.prepare });
+    const source = 'export default (call: unknown) => ({ allow: true });';
+    // Not what the source strips to: proof of which text runs.
+    const javascript = "export default () => ({ deny: { status: 403, code: 'server-js', reason: 'compiled from the server JavaScript' } });";
+    const shipped = { ...filterEnvelope('shipped', source), javascript };
+    const received = { version: 'v1', documents: [shipped], services: [] };
+    await store.prepare(received);
+    expect(store.apply(received, 0).ack.accepted).toBe(true);
+    const engine = await sandbox.load();
+    const run = async (text: string) => {
+      const compiled = await engine.compile({ name: 'x', source: text, configJson: '{}', fields: [], budget: { cpuMs: 100, memoryBytes: 16 * 1024 * 1024 } });
+      if (!compiled.ok) throw new Error(compiled.problem.message);
+      const outcome = compiled.program.call('{}');
+      compiled.program.dispose();
+      return outcome;
+    };
+    expect(await run(source)).toEqual({ ok: true, value: { deny: { status: 403, code: 'server-js', reason: 'compiled from the server JavaScript' } } });
+    expect(await run(`${source}\n`)).toEqual({ ok: true, value: { allow: true } }); // another text: its own types stripped here
+    store.close();
+    await store.flush();
+    const persisted = JSON.parse(await readFile(file, 'utf8')) as { documents: DocumentEnvelope[] };
+    expect(persisted.documents.map((d) => d.javascript)).toEqual([javascript]);
   });
 });
