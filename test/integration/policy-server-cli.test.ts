@@ -123,7 +123,8 @@ describe('meshgate policy-server (CLI)', () => {
           { timeout: 5_000 },
         )
         .toBe(true);
-      expect(survivor.logs.some((l) => l.msg === 'removed the shared registry file of a replica gone for two leases')).toBe(true);
+      // Its stdout is written in batches (up to 100 ms late): the line may follow the deletion.
+      await expect.poll(() => survivor.logs.some((l) => l.msg === 'removed the shared registry file of a replica gone for two leases'), { timeout: 2_000 }).toBe(true);
     } finally {
       await survivor.close();
     }
