@@ -60,16 +60,23 @@ export function filterJavaScript(document: PolicyDocument): string | undefined {
 
 /** Compiles a Filter document's source once to see that it can run; the program is thrown away. */
 export async function checkFilterSource(doc: FilterDocument, engine: SandboxEngine): Promise<FilterSourceProblem | undefined> {
+  return checkFilterSourceWith(doc, async (spec) => {
+    const compiled = await engine.compile(spec);
+    if (compiled.ok) {
+      compiled.program.dispose();
+      return undefined;
+    }
+    const { line, column, message } = compiled.problem;
+    return `line ${line}, column ${column}: ${message}`;
+  });
+}
+
+/** The same check with another compiler: `compile` says why the program does not compile (`line L, column C: message`), or undefined. */
+export async function checkFilterSourceWith(doc: FilterDocument, compile: (spec: ReturnType<typeof programSpecOf>) => Promise<string | undefined>): Promise<FilterSourceProblem | undefined> {
   if (doc.spec.source === undefined) return { field: 'spec.sourceFile', reason: `${doc.spec.sourceFile}: not read: only the policy server reads source files; a sidecar needs the source inline` };
-  const compiled = await engine.compile(programSpecOf(doc));
-  if (compiled.ok) {
-    compiled.program.dispose();
-    return undefined;
-  }
-  const { line, column, message } = compiled.problem;
-  return doc.spec.sourceFile === undefined
-    ? { field: 'spec.source', reason: `line ${line}, column ${column}: ${message}` }
-    : { field: 'spec.sourceFile', reason: `${doc.spec.sourceFile}: line ${line}, column ${column}: ${message}` };
+  const problem = await compile(programSpecOf(doc));
+  if (problem === undefined) return undefined;
+  return doc.spec.sourceFile === undefined ? { field: 'spec.source', reason: problem } : { field: 'spec.sourceFile', reason: `${doc.spec.sourceFile}: ${problem}` };
 }
 
 /**

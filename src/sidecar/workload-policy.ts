@@ -5,6 +5,7 @@ import type { Filter } from '../core/filter.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
+import type { FilterDocument } from '../policy/kinds/filter.ts';
 import type { SandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import { createSandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -54,7 +55,9 @@ export async function startWorkloadPolicy(
   },
 ): Promise<WorkloadPolicy> {
   const enforcement = createPolicyEnforcement(config, { ...deps, logger: deps.logger.child({ component: 'policy' }) });
-  const source = await startPolicySource(config, { ...deps, enforcer: enforcement, sandbox: deps.runtimes.userFilters.sandbox });
+  const filters = deps.runtimes.userFilters;
+  // One process: the source check compiles each program where the chain will run it.
+  const source = await startPolicySource(config, { ...deps, enforcer: enforcement, sandbox: filters.sandbox, compileFilter: (doc) => filters.check(doc) });
   return { ...source, inboundFilters: enforcement.inboundFilters };
 }
 
@@ -64,7 +67,10 @@ export async function startWorkloadPolicy(
  * handed to `enforcer`. A sidecar with several workers runs this in its
  * primary only, whose enforcer hands each snapshot to every worker.
  */
-export async function startPolicySource(config: SidecarConfig, deps: SourceDeps & { enforcer: PolicyEnforcer; sandbox?: SandboxLoader }): Promise<PolicySource> {
+export async function startPolicySource(
+  config: SidecarConfig,
+  deps: SourceDeps & { enforcer: PolicyEnforcer; sandbox?: SandboxLoader; compileFilter?: (doc: FilterDocument) => Promise<string | undefined> },
+): Promise<PolicySource> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
   let inForce: EffectiveSnapshot | undefined;
@@ -79,7 +85,7 @@ export async function startPolicySource(config: SidecarConfig, deps: SourceDeps 
 
   // Filter sources are compiled in the sandbox before a snapshot applies, so one that does not compile is NACKed.
   const base = policyModelValidator();
-  const filterSources = createFilterSourceChecks(deps.sandbox ?? createSandboxLoader(), base);
+  const filterSources = createFilterSourceChecks(deps.sandbox ?? createSandboxLoader(), base, deps.compileFilter);
   const store = createPolicySnapshotStore({
     file: snapshotFileFor(policyConfig.stateDir, config.workload),
     validate: filterSources.validator(base),

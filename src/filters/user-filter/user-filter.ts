@@ -68,6 +68,12 @@ export interface UserFilterRuntime {
   readonly sandbox: SandboxLoader;
   /** Compiles the programs of `documents`' Filters not compiled yet; undefined when there is nothing to wait for. Never rejects. */
   prepare(documents: readonly PolicyDocument[]): Promise<void> | undefined;
+  /**
+   * Compiles `doc`'s program as prepare does and says why it failed (`line L, column C: message`),
+   * or undefined when it compiled: the sidecar's check of a received source, so the program it
+   * compiles is the one the chain then runs (one compile per version, not one to check and one to run).
+   */
+  check(doc: FilterDocument): Promise<string | undefined>;
   /** One filter per stage that has Filter documents, for one snapshot; empty stages are absent. */
   compile(documents: readonly PolicyDocument[]): Partial<Record<FilterStage, Filter>>;
   /** Disposes every program (the sidecar is stopping). */
@@ -219,7 +225,7 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     };
   };
 
-  return {
+  const runtime: UserFilterRuntime = {
     sandbox,
     prepare(documents) {
       // Entries are made at once, so a later snapshot that needs a version still compiling waits for the same compile.
@@ -239,6 +245,11 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
         waits.push(entry.ready);
       }
       return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
+    },
+    async check(doc) {
+      await runtime.prepare([doc]);
+      // Swept like any program no snapshot uses, should the snapshot that brought it be refused.
+      return entries.get(documentDigest(doc))?.problem;
     },
     compile(documents) {
       const filters = documents.filter(isFilterDocument).sort((a, b) => (a.metadata.namespace + '/' + a.metadata.name < b.metadata.namespace + '/' + b.metadata.name ? -1 : 1));
@@ -268,4 +279,5 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     },
     programs: () => [...entries.values()].filter((e) => e.program && !e.program.disposed).length,
   };
+  return runtime;
 }

@@ -1,4 +1,6 @@
-import { checkFilterSource, isFilterDocument } from '../../policy/filter-sources.ts';
+import type { FilterSourceProblem } from '../../policy/filter-sources.ts';
+import { checkFilterSource, checkFilterSourceWith, isFilterDocument } from '../../policy/filter-sources.ts';
+import type { FilterDocument } from '../../policy/kinds/filter.ts';
 import { documentDigest } from '../../policy/snapshot.ts';
 import type { SandboxLoader } from '../../sandbox/quickjs-sandbox.ts';
 import type { DocumentValidator } from './subscriber-validate.ts';
@@ -21,7 +23,16 @@ export interface FilterSourceChecks {
  * it, and the validator reads the verdicts. The sandbox loads on the first
  * Filter document, never for a policy without one.
  */
-export function createFilterSourceChecks(sandbox: SandboxLoader, base: DocumentValidator): FilterSourceChecks {
+export function createFilterSourceChecks(
+  sandbox: SandboxLoader,
+  base: DocumentValidator,
+  /**
+   * Compiles a document's program where it will run (the sidecar's own filter runtime, which keeps
+   * it) and says why it failed; without it, a program is compiled to check the source and thrown away
+   * (a sidecar's primary, whose workers run the programs).
+   */
+  compileInRuntime?: (doc: FilterDocument) => Promise<string | undefined>,
+): FilterSourceChecks {
   const results = new Map<string, { field: string; reason: string } | null>();
 
   return {
@@ -42,13 +53,22 @@ export function createFilterSourceChecks(sandbox: SandboxLoader, base: DocumentV
         return checked.ok && isFilterDocument(checked.document) && !results.has(documentDigest(checked.document)) ? [checked.document] : [];
       });
       if (docs.length === 0) return undefined;
+      const remember = (doc: FilterDocument, problem: FilterSourceProblem | null): void => {
+        results.set(documentDigest(doc), problem);
+        if (results.size > MAX_RESULTS) results.delete(results.keys().next().value!);
+      };
+      if (compileInRuntime) {
+        return (async () => {
+          for (const doc of docs) remember(doc, (await checkFilterSourceWith(doc, () => compileInRuntime(doc))) ?? null);
+        })();
+      }
       return (async () => {
         const engine = await sandbox.load().catch(() => undefined);
         for (const doc of docs) {
-          const key = documentDigest(doc);
-          const problem = engine ? await checkFilterSource(doc, engine).catch((err: Error) => ({ field: 'spec.source', reason: `the sandbox failed: ${err.message}` })) : undefined;
-          results.set(key, problem ?? (engine ? null : { field: 'spec.source', reason: 'the sandbox could not be loaded on this sidecar' }));
-          if (results.size > MAX_RESULTS) results.delete(results.keys().next().value!);
+          const problem = engine
+            ? await checkFilterSource(doc, engine).catch((err: Error): FilterSourceProblem => ({ field: 'spec.source', reason: `the sandbox failed: ${err.message}` }))
+            : undefined;
+          remember(doc, problem ?? (engine ? null : ({ field: 'spec.source', reason: 'the sandbox could not be loaded on this sidecar' } as const)));
         }
       })();
     },

@@ -3,13 +3,15 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createUserFilterRuntime } from '../../../../src/filters/user-filter/user-filter.ts';
 import { canonicalJson } from '../../../../src/policy/snapshot.ts';
 import { createPolicyValidator } from '../../../../src/policy/validate.ts';
-import { createSandboxLoader } from '../../../../src/sandbox/quickjs-sandbox.ts';
+import { createSandboxLoader, loadSandboxEngine } from '../../../../src/sandbox/quickjs-sandbox.ts';
 import { createFilterSourceChecks } from '../../../../src/sidecar/policy/filter-source-checks.ts';
 import { createPolicySnapshotStore } from '../../../../src/sidecar/policy/snapshot-store.ts';
 import type { DocumentEnvelope } from '../../../../src/sidecar/policy/subscriber-validate.ts';
 import { policyModelValidator } from '../../../../src/sidecar/policy/subscriber-validate.ts';
+import { createFakeClock } from '../../../helpers/fake-clock.ts';
 import { captureLogs } from '../../../helpers/log-capture.ts';
 
 const model = createPolicyValidator();
@@ -95,5 +97,44 @@ describe("a sidecar's check of the Filter sources it receives", () => {
     await store.flush();
     const persisted = JSON.parse(await readFile(file, 'utf8')) as { documents: DocumentEnvelope[] };
     expect(persisted.documents.map((d) => d.javascript)).toEqual([javascript]);
+  });
+
+  it('in one process, compiles each version once: the program the check compiled is the one the chain runs', async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'meshgate-fsc-'));
+    const engine = await loadSandboxEngine();
+    let compiles = 0;
+    const sandbox = createSandboxLoader(async () => ({
+      compile: (spec) => {
+        compiles++;
+        return engine.compile(spec);
+      },
+    }));
+    const runtime = createUserFilterRuntime({ clock: createFakeClock(), random: () => 0.5, sandbox });
+    const base = policyModelValidator();
+    const checks = createFilterSourceChecks(sandbox, base, (doc) => runtime.check(doc));
+    const store = createPolicySnapshotStore({ file: path.join(dir, 'snap.json'), logger: captureLogs().logger, validate: checks.validator(base), prepare: checks.prepare });
+    const received = {
+      version: 'v1',
+      documents: [
+        filterEnvelope('good', "export default () => ({ deny: { status: 403, code: 'once', reason: 'compiled once' } });"),
+        filterEnvelope('bad', 'export default function (call: {a: string} {\n}'),
+      ],
+      services: [],
+    };
+    await store.prepare(received);
+    const result = store.apply(received, 0);
+    // The same refusal as a check that compiles apart, with line and column.
+    expect(result.ack.errors).toEqual([{ document: 'Filter/shop/bad', field: 'spec.source', reason: "line 1, column 44: Expected ',', got '{'" }]);
+    expect(compiles).toBe(2);
+    // What the enforcement does next: nothing left to compile, and the chain runs the checked program.
+    const documents = result.snapshot.documents.map((d) => d.document);
+    expect(runtime.prepare(documents)).toBeUndefined();
+    const filter = runtime.compile(documents)['after-authz'];
+    expect(compiles).toBe(2);
+    expect(runtime.programs()).toBe(1);
+    expect(filter).toBeDefined();
+    runtime.close();
+    store.close();
+    await store.flush();
   });
 });
