@@ -110,8 +110,11 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     sweep();
   });
 
-  /** Compiles one document's program into its entry. Never rejects: a failure is the entry's problem. */
-  const compileEntry = async (doc: FilterDocument, entry: Entry): Promise<void> => {
+  /**
+   * Compiles one document's program into its entry. Never rejects: a failure is the entry's problem,
+   * logged when `report` (a program the chain will run; the sidecar's source check reports its own).
+   */
+  const compileEntry = async (doc: FilterDocument, entry: Entry, report: boolean): Promise<void> => {
     try {
       const secretKey = deps.secrets?.forDocument(doc.spec.secrets);
       const compiled = await (await sandbox.load()).compile({ ...programSpecOf(doc), ...(secretKey ? { secretKey } : {}) });
@@ -120,7 +123,7 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     } catch (err) {
       entry.problem = `the sandbox failed: ${(err as Error).message}`;
     }
-    if (entry.problem) logger?.error({ policy: `${doc.metadata.namespace}/${doc.metadata.name}`, error: entry.problem }, 'check of your own does not compile; its calls get its failureMode');
+    if (entry.problem && report) logger?.error({ policy: `${doc.metadata.namespace}/${doc.metadata.name}`, error: entry.problem }, 'check of your own does not compile; its calls get its failureMode');
   };
 
   const count = (policy: string, decision: Decision, code: string): void => {
@@ -225,29 +228,32 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     };
   };
 
-  const runtime: UserFilterRuntime = {
-    sandbox,
-    prepare(documents) {
-      // Entries are made at once, so a later snapshot that needs a version still compiling waits for the same compile.
-      const waits: Promise<void>[] = [];
-      for (const doc of documents.filter(isFilterDocument)) {
-        const key = documentDigest(doc);
-        const known = entries.get(key);
-        if (known) {
-          if (known.ready) waits.push(known.ready);
-          continue;
-        }
-        const entry: Entry = { program: undefined, problem: undefined, holders: 0, ready: undefined };
-        entries.set(key, entry);
-        entry.ready = compileEntry(doc, entry).finally(() => {
-          entry.ready = undefined;
-        });
-        waits.push(entry.ready);
+  /** Entries are made at once, so a later snapshot that needs a version still compiling waits for the same compile. */
+  const prepareEntries = (documents: readonly PolicyDocument[], report: boolean): Promise<void> | undefined => {
+    const waits: Promise<void>[] = [];
+    for (const doc of documents.filter(isFilterDocument)) {
+      const key = documentDigest(doc);
+      const known = entries.get(key);
+      if (known) {
+        if (known.ready) waits.push(known.ready);
+        continue;
       }
-      return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
-    },
+      const entry: Entry = { program: undefined, problem: undefined, holders: 0, ready: undefined };
+      entries.set(key, entry);
+      entry.ready = compileEntry(doc, entry, report).finally(() => {
+        entry.ready = undefined;
+      });
+      waits.push(entry.ready);
+    }
+    return waits.length === 0 ? undefined : Promise.all(waits).then(() => undefined);
+  };
+
+  return {
+    sandbox,
+    prepare: (documents) => prepareEntries(documents, true),
     async check(doc) {
-      await runtime.prepare([doc]);
+      // Not logged here: the source check refuses the document (a NACK with line and column) and it never runs.
+      await prepareEntries([doc], false);
       // Swept like any program no snapshot uses, should the snapshot that brought it be refused.
       return entries.get(documentDigest(doc))?.problem;
     },
@@ -279,5 +285,4 @@ export function createUserFilterRuntime(deps: UserFilterRuntimeDeps): UserFilter
     },
     programs: () => [...entries.values()].filter((e) => e.program && !e.program.disposed).length,
   };
-  return runtime;
 }

@@ -109,7 +109,8 @@ describe("a sidecar's check of the Filter sources it receives", () => {
         return engine.compile(spec);
       },
     }));
-    const runtime = createUserFilterRuntime({ clock: createFakeClock(), random: () => 0.5, sandbox });
+    const runtimeLog = captureLogs({ name: 'sidecar' });
+    const runtime = createUserFilterRuntime({ clock: createFakeClock(), random: () => 0.5, sandbox, logger: runtimeLog.logger });
     const base = policyModelValidator();
     const checks = createFilterSourceChecks(sandbox, base, (doc) => runtime.check(doc));
     const store = createPolicySnapshotStore({ file: path.join(dir, 'snap.json'), logger: captureLogs().logger, validate: checks.validator(base), prepare: checks.prepare });
@@ -132,6 +133,9 @@ describe("a sidecar's check of the Filter sources it receives", () => {
     const filter = runtime.compile(documents)['after-authz'];
     expect(compiles).toBe(2);
     expect(runtime.programs()).toBe(1);
+    // The refused source is the check's NACK, not a runtime error about calls getting its failureMode.
+    await runtimeLog.flushed();
+    expect(runtimeLog.lines.filter((l) => l.level === 50)).toEqual([]);
     expect(filter).toBeDefined();
     runtime.close();
     store.close();
