@@ -1,4 +1,4 @@
-import { filterJavaScript } from '../../src/policy/filter-sources.ts';
+import { wireDocumentOf } from '../../src/policy/policy-api.ts';
 import { documentDigest } from '../../src/policy/snapshot.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
 import { createPolicySnapshotStore, snapshotFileFor } from '../../src/sidecar/policy/snapshot-store.ts';
@@ -34,9 +34,8 @@ async function writePolicySnapshot(stateDir: string, rawDocuments: readonly unkn
     const result = validator.validate(raw, { file: source, index });
     if (!result.ok) throw new Error(`bench policy document ${index} rejected by src/policy: ${result.errors.map((e) => `${e.field}: ${e.reason}`).join('; ')}`);
     const doc = result.document.document;
-    // As a policy server sends it: a Filter with its JavaScript, so the sidecar does not strip types itself.
-    const javascript = filterJavaScript(doc);
-    return { kind: doc.kind, namespace: doc.metadata.namespace, name: doc.metadata.name, json: JSON.stringify(doc), digest: documentDigest(doc), ...(javascript ? { javascript } : {}) };
+    // As a policy server sends it (a Filter with its JavaScript, so the sidecar does not strip types itself).
+    return wireDocumentOf(doc, JSON.stringify(doc), documentDigest(doc));
   });
   const store = createPolicySnapshotStore({
     file: snapshotFileFor(stateDir, BENCH_WORKLOAD),

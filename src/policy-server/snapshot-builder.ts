@@ -1,6 +1,5 @@
-import { filterJavaScript } from '../policy/filter-sources.ts';
 import type { WireDocument, WireSnapshot } from '../policy/policy-api.ts';
-import { encodeService } from '../policy/policy-api.ts';
+import { encodeService, wireDocumentOf } from '../policy/policy-api.ts';
 import type { PolicyDocument, PolicySnapshot, RegistryService, WorkloadRef } from '../policy/types.ts';
 import type { StoredDocument } from './contracts.ts';
 
@@ -65,16 +64,7 @@ export function createSnapshotBuilder(
   const wireDoc = (d: StoredDocument): WireDocument => {
     let w = wireDocs.get(d.digest);
     if (!w) {
-      // Filter documents: types stripped here once for every sidecar (filterJavaScript says why).
-      const javascript = filterJavaScript(d.document);
-      w = {
-        kind: d.document.kind,
-        namespace: d.document.metadata.namespace,
-        name: d.document.metadata.name,
-        json: model.canonicalJson(d.document),
-        digest: d.digest,
-        ...(javascript ? { javascript } : {}),
-      };
+      w = wireDocumentOf(d.document, model.canonicalJson(d.document), d.digest);
       wireDocs.set(d.digest, w);
     }
     return w;

@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { GrpcApi } from '../core/grpc-api.ts';
 import { loadGrpcApi } from '../core/grpc-api.ts';
 import { formatSpiffeId, spiffeIdOfCertificate } from '../core/spiffe-id.ts';
+import { filterJavaScript } from './filter-sources.ts';
 import type { PolicyDocument, RegistryService } from './types.ts';
 import { MESH_ROOT_NAMESPACE } from './types.ts';
 
@@ -78,6 +79,12 @@ export interface WireDocument {
   readonly digest: string;
   /** Filter documents: the source with its types stripped by the server (src/sandbox/typescript.ts); '' or absent otherwise. */
   readonly javascript?: string;
+}
+
+/** A document as the server sends it: its canonical `json` and `digest`, and a Filter's source as JavaScript (filterJavaScript says why). */
+export function wireDocumentOf(document: PolicyDocument, json: string, digest: string): WireDocument {
+  const javascript = filterJavaScript(document);
+  return { kind: document.kind, namespace: document.metadata.namespace, name: document.metadata.name, json, digest, ...(javascript ? { javascript } : {}) };
 }
 
 /** A registry service on the wire: the same fields as in the policy model. */

@@ -1,4 +1,4 @@
-import { filterJavaScript } from '../../src/policy/filter-sources.ts';
+import { wireDocumentOf } from '../../src/policy/policy-api.ts';
 import { canonicalJson, documentDigest } from '../../src/policy/snapshot.ts';
 import type { PolicyDocument, RegistryService } from '../../src/policy/types.ts';
 import { createPolicyValidator } from '../../src/policy/validate.ts';
@@ -35,8 +35,10 @@ export async function writeSnapshot(
     {
       version: `static-${workload.service}`,
       documents: documents.map((d) => {
-        const javascript = opts.javascript === false ? undefined : filterJavaScript(d);
-        return { kind: d.kind, namespace: d.metadata.namespace, name: d.metadata.name, json: canonicalJson(d), digest: documentDigest(d), ...(javascript ? { javascript } : {}) };
+        const wire = wireDocumentOf(d, canonicalJson(d), documentDigest(d));
+        if (opts.javascript !== false) return wire;
+        const { javascript: _, ...sourceOnly } = wire;
+        return sourceOnly;
       }),
       services,
     },
