@@ -35,10 +35,12 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: Forw
   const out: Record<string, string | string[]> = {};
   for (const name of Object.keys(headers)) {
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
-    if (HOP_BY_HOP.has(name) || listed?.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'expect') continue;
     const value = headers[name];
     if (value !== undefined) out[name] = value;
   }
+  // `expect` is not forwarded: node:http answers `Expect: 100-continue` itself (the caller sends its body
+  // on the sidecar's 100) and refuses any other expectation with 417, as Envoy does by default.
   if (typeof headers.te === 'string' && /(^|,)\s*trailers\s*(,|$)/i.test(headers.te)) out.te = 'trailers';
   out.host = facts.authority;
   out['x-request-id'] = facts.requestId;
