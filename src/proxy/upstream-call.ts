@@ -18,7 +18,8 @@ export type AttemptResult =
 
 /** One endpoint chosen for one attempt; `done` tells its cluster how it went. */
 export interface UpstreamTarget {
-  readonly dispatcher: Dispatcher;
+  /** Only `dispatch` is used: an undici dispatcher or the sidecar's own HTTP/1.1 pool (src/proxy/h1-pool.ts). */
+  readonly dispatcher: Pick<Dispatcher, 'dispatch'>;
   readonly label: string;
   done(result: AttemptResult): void;
 }

@@ -19,12 +19,12 @@ const RESET_CODES = new Set([
 ]);
 
 /**
- * The upstream answered, but not in HTTP: a response head or body undici's
- * parser refuses (llhttp's HPE_* errors; undici 8 leaves `code` unset on some
+ * The upstream answered, but not in HTTP: a response head or body the
+ * sidecar's HTTP/1.1 parser (src/proxy/h1-response-parser.ts) or undici's refuses (llhttp's HPE_* errors; undici 8 leaves `code` unset on some
  * of them, hence the name check too), headers beyond its limit, or a body
  * longer or shorter than its Content-Length.
  */
-const PROTOCOL_CODES = new Set(['UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'UND_ERR_HEADERS_OVERFLOW']);
+const PROTOCOL_CODES = new Set(['UND_ERR_RES_CONTENT_LENGTH_MISMATCH', 'UND_ERR_HEADERS_OVERFLOW', 'MESHGATE_UPSTREAM_PROTOCOL']);
 
 /** OpenSSL verification failures of the upstream's certificate: the request never left. */
 const TLS_VERIFY_CODES = new Set([

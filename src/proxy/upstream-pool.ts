@@ -1,6 +1,9 @@
+import net from 'node:net';
 import tls from 'node:tls';
 import type { buildConnector, Dispatcher } from 'undici';
-import { Client, H2CClient, Pool } from 'undici';
+import { Client, H2CClient } from 'undici';
+import type { Connect, UpstreamDispatcher } from './h1-pool.ts';
+import { createH1Pool } from './h1-pool.ts';
 import { iterableRequestBodies } from './h2-iterable-body.ts';
 
 export type UpstreamProtocol = 'http1' | 'http2';
@@ -29,7 +32,7 @@ export interface UpstreamTls {
  */
 export interface UpstreamPool {
   readonly origin: string;
-  dispatcher(protocol: UpstreamProtocol): Dispatcher;
+  dispatcher(protocol: UpstreamProtocol): UpstreamDispatcher;
   /**
    * Later calls get fresh connections; calls in flight finish on the old ones,
    * which then close. Used after a certificate rotation so new handshakes
@@ -42,7 +45,7 @@ export interface UpstreamPool {
 
 export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, mtls?: UpstreamTls): UpstreamPool {
   const origin = `${mtls ? 'https' : 'http'}://${address}`;
-  let h1: Pool | undefined;
+  let h1: UpstreamDispatcher | undefined;
   let h2: Dispatcher | undefined;
   const common = { keepAliveTimeout: opts.keepAliveTimeoutMs };
   return {
@@ -56,11 +59,11 @@ export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, m
         ).compose(iterableRequestBodies);
         return h2;
       }
-      h1 ??= new Pool(origin, {
-        ...common,
-        connections: opts.maxConnections,
-        pipelining: 1,
-        connect: mtls ? meshConnector(mtls, ['http/1.1'], opts.connectTimeoutMs) : { timeout: opts.connectTimeoutMs },
+      h1 ??= createH1Pool({
+        connect: mtls ? meshConnect(address, mtls, opts.connectTimeoutMs) : plainConnect(address, opts.connectTimeoutMs),
+        maxConnections: opts.maxConnections,
+        keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
+        maxHeadBytes: MAX_RESPONSE_HEAD_BYTES,
       });
       return h1;
     },
@@ -77,6 +80,43 @@ export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, m
       await Promise.all([h1?.destroy(), h2?.destroy()]);
     },
   };
+}
+
+/** node:http's limit on a head (--max-http-header-size) and undici's default. */
+const MAX_RESPONSE_HEAD_BYTES = 16 * 1024;
+
+function hostAndPort(address: string): { host: string; port: number } {
+  const url = new URL(`http://${address}`);
+  return { host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80) };
+}
+
+function plainConnect(address: string, timeoutMs: number): Connect {
+  const { host, port } = hostAndPort(address);
+  return (done) => {
+    const socket = net.connect({ host, port });
+    const timer = setTimeout(() => finish(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), timeoutMs);
+    let settled = false;
+    const finish = (err: Error | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off('connect', onConnect);
+      socket.off('error', finish);
+      if (err) {
+        socket.destroy();
+        done(err, null);
+      } else done(null, socket);
+    };
+    const onConnect = (): void => finish(null);
+    socket.once('connect', onConnect);
+    socket.once('error', finish);
+  };
+}
+
+function meshConnect(address: string, mtls: UpstreamTls, timeoutMs: number): Connect {
+  const { host, port } = hostAndPort(address);
+  const connector = meshConnector(mtls, ['http/1.1'], timeoutMs);
+  return (done) => connector({ hostname: host, port: String(port) } as buildConnector.Options, (err, socket) => done(err, socket as net.Socket | null));
 }
 
 /** undici connector for mesh mTLS: our certificate, the mesh roots, the expected SPIFFE ID, a connect deadline. */

@@ -64,10 +64,11 @@ describe('service registry close', () => {
     const registry = createServiceRegistry([svc('orders', [`127.0.0.1:${port}`])], { clock: systemClock, random: Math.random, idleTimeoutMs: 60_000 });
     try {
       const target = registry.cluster('orders', 'shop')!.pick('http1', undefined, new Set())!;
-      const call = target.dispatcher.request({ origin: `http://127.0.0.1:${port}`, path: '/orders', method: 'GET', headersTimeout: 0, bodyTimeout: 0 });
-      const settled = call.then(
-        () => 'answered',
-        () => 'ended',
+      const settled = new Promise<string>((resolve) =>
+        target.dispatcher.dispatch(
+          { path: '/orders', method: 'GET', headers: { host: 'orders' }, headersTimeout: 0, bodyTimeout: 0 },
+          { onResponseEnd: () => resolve('answered'), onResponseError: () => resolve('ended') },
+        ),
       );
       await arrived;
       let closed = false;

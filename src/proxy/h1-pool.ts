@@ -1,0 +1,405 @@
+import type { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { chunkedBody, requestHead } from './h1-request-head.ts';
+import { ResponseParser, UpstreamProtocolError } from './h1-response-parser.ts';
+
+/*
+ * HTTP/1.1 keep-alive connections to one upstream, for the data path only:
+ * one request per connection at a time, the request streamed with
+ * backpressure, the response handed to an undici-style handler (the stages of
+ * src/proxy/forward.ts are written against undici's DispatchHandler, so
+ * HTTP/2 upstreams keep undici). Why not undici's Pool here: per call it costs
+ * a plaintext hop more CPU than all of meshgate's own code (bench/README.md,
+ * "Cost per pod"); what it does beyond this (pipelining, redirects, retries,
+ * upgrade, fetch) the sidecar does not use on this path.
+ */
+
+export type Connect = (done: (err: Error | null, socket: Socket | null) => void) => void;
+
+export interface H1PoolOptions {
+  readonly connect: Connect;
+  readonly maxConnections: number;
+  /** Idle connections are closed after this, or sooner when the upstream's `Keep-Alive: timeout` says so. */
+  readonly keepAliveTimeoutMs: number;
+  /** A response head larger than this is refused (502 upstream.protocol_error); node:http's default is 16 KiB. */
+  readonly maxHeadBytes: number;
+}
+
+/** What the data path asks of a connection pool: undici's dispatch, close and destroy. */
+export type UpstreamDispatcher = Pick<Dispatcher, 'dispatch' | 'close' | 'destroy'>;
+
+/** A socket closed or failed before the response was whole (a reset for retries and outlier detection). */
+class UpstreamClosedError extends Error {
+  override readonly name = 'UpstreamClosedError';
+  readonly code: string;
+  constructor(message: string, code = 'UND_ERR_SOCKET') {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** A keep-alive hint is honoured less this margin, so the upstream never closes a connection the pool is about to use. */
+const KEEP_ALIVE_MARGIN_MS = 1_000;
+
+export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
+  const idle: Connection[] = [];
+  const queue: Call[] = [];
+  const open = new Set<Connection>();
+  let connecting = 0;
+  let closed = false;
+  let drained: (() => void) | undefined;
+  const whenDrained = (): Promise<void> => {
+    if (open.size === 0 && connecting === 0 && queue.length === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const before = drained;
+      drained = () => {
+        before?.();
+        resolve();
+      };
+    });
+  };
+  const checkDrained = (): void => {
+    if (closed && drained && open.size === 0 && connecting === 0 && queue.length === 0) {
+      const done = drained;
+      drained = undefined;
+      done();
+    }
+  };
+
+  const release = (conn: Connection): void => {
+    const next = queue.shift();
+    if (next) return conn.send(next);
+    if (closed) return conn.end();
+    idle.push(conn);
+    conn.idleSince(options.keepAliveTimeoutMs);
+  };
+  const forget = (conn: Connection): void => {
+    open.delete(conn);
+    const at = idle.indexOf(conn);
+    if (at >= 0) idle.splice(at, 1);
+    // A freed slot goes to the next queued call.
+    const next = queue.shift();
+    if (next) start(next);
+    checkDrained();
+  };
+  const start = (call: Call): void => {
+    if (call.aborted) return;
+    const conn = idle.pop();
+    if (conn) return conn.send(call);
+    if (open.size + connecting >= options.maxConnections) {
+      queue.push(call);
+      return;
+    }
+    connecting++;
+    options.connect((err, socket) => {
+      connecting--;
+      if (err || !socket) {
+        call.fail(err ?? new UpstreamClosedError('connect failed'));
+        const next = queue.shift();
+        if (next) start(next);
+        checkDrained();
+        return;
+      }
+      const fresh = new Connection(socket, options.maxHeadBytes, release, forget);
+      open.add(fresh);
+      if (closed) {
+        call.fail(new UpstreamClosedError('pool closed', 'UND_ERR_CLOSED'));
+        fresh.end();
+        return;
+      }
+      fresh.send(call);
+    });
+  };
+
+  return {
+    dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+      if (closed) throw new UpstreamClosedError('pool closed', 'UND_ERR_CLOSED');
+      // Built before anything is sent, so a field that cannot be written refuses the call at once (a throw: 400).
+      const head = requestHead(opts.method, opts.path, opts.headers as Record<string, string | string[]> | null, opts.body as Readable | null | undefined);
+      const call = new Call(opts, head, handler, (c) => {
+        const at = queue.indexOf(c);
+        if (at >= 0) queue.splice(at, 1);
+      });
+      handler.onRequestStart?.(call, {});
+      if (!call.aborted) start(call);
+      return true;
+    },
+    /** Calls in flight and queued finish, then their connections close; idle ones close now. */
+    close(): Promise<void> {
+      closed = true;
+      for (const conn of idle.splice(0)) conn.end();
+      return whenDrained();
+    },
+    /** Every call still in flight or queued fails, every connection closes. */
+    destroy(): Promise<void> {
+      closed = true;
+      for (const call of queue.splice(0)) call.fail(new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED'));
+      for (const conn of [...open]) conn.destroy(new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED'));
+      return whenDrained();
+    },
+  } as UpstreamDispatcher;
+}
+
+/** One request and its handler; also the controller the handler pauses, resumes and aborts. */
+class Call implements Dispatcher.DispatchController {
+  readonly opts: Dispatcher.DispatchOptions;
+  readonly head: string;
+  readonly handler: Dispatcher.DispatchHandler;
+  #reason: Error | null = null;
+  #paused = false;
+  #settled = false;
+  /** The connection carrying the call, once it has one. */
+  connection: Connection | undefined;
+  readonly #unqueue: (call: Call) => void;
+
+  constructor(opts: Dispatcher.DispatchOptions, head: string, handler: Dispatcher.DispatchHandler, unqueue: (call: Call) => void) {
+    this.opts = opts;
+    this.head = head;
+    this.handler = handler;
+    this.#unqueue = unqueue;
+  }
+  get aborted(): boolean {
+    return this.#reason !== null;
+  }
+  get paused(): boolean {
+    return this.#paused;
+  }
+  get reason(): Error | null {
+    return this.#reason;
+  }
+  abort(reason: Error): void {
+    if (this.#settled || this.#reason) return;
+    this.#reason = reason;
+    this.#unqueue(this);
+    // The connection is mid-exchange: it cannot carry another request, so it goes.
+    if (this.connection) this.connection.destroy(reason);
+    else this.fail(reason);
+  }
+  pause(): void {
+    this.#paused = true;
+    this.connection?.pauseReading();
+  }
+  resume(): void {
+    this.#paused = false;
+    this.connection?.resumeReading();
+  }
+  /** Settles the call with an error, once; later events are dropped. */
+  fail(err: Error): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.handler.onResponseError?.(this, err);
+  }
+  end(trailers: Record<string, string | string[]>): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.handler.onResponseEnd?.(this, trailers);
+  }
+  get settled(): boolean {
+    return this.#settled;
+  }
+}
+
+class Connection {
+  readonly #socket: Socket;
+  readonly #parser: ResponseParser;
+  #call: Call | undefined;
+  #bodySent = true;
+  #reusable = false;
+  #gone = false;
+  #keepAliveHintMs: number | undefined;
+  /** Why the upstream's bytes were refused; the call fails with it a moment later (see the 'data' handler). */
+  #refusal: Error | undefined;
+  #bodyTimer: NodeJS.Timeout | undefined;
+  readonly #release: (conn: Connection) => void;
+  readonly #forget: (conn: Connection) => void;
+
+  constructor(socket: Socket, maxHeadBytes: number, release: (conn: Connection) => void, forget: (conn: Connection) => void) {
+    this.#socket = socket;
+    this.#release = release;
+    this.#forget = forget;
+    socket.setNoDelay(true);
+    this.#parser = new ResponseParser(
+      {
+        // A handler may abort its call from inside a callback (the response tap refuses a head or a chunk):
+        // the connection is gone then, and what the parser still reads from this buffer goes nowhere.
+        onHead: (status, headers, statusText) => {
+          const call = this.#call;
+          if (!call) return;
+          const hint = headers['keep-alive'];
+          if (typeof hint === 'string') {
+            const seconds = /(?:^|,)\s*timeout\s*=\s*(\d+)/i.exec(hint)?.[1];
+            if (seconds !== undefined) this.#keepAliveHintMs = Number(seconds) * 1000 - KEEP_ALIVE_MARGIN_MS;
+          }
+          // Silence between body chunks is bounded from the head on; before it, meshgate's route deadlines apply.
+          const bodyTimeoutMs = call.opts.bodyTimeout ?? 0;
+          if (bodyTimeoutMs > 0) {
+            this.#bodyTimer = setTimeout(() => this.destroy(new UpstreamClosedError('the response body stalled', 'UND_ERR_BODY_TIMEOUT')), bodyTimeoutMs);
+            this.#bodyTimer.unref();
+          }
+          call.handler.onResponseStart?.(call, status, headers, statusText);
+          if (call.paused) this.pauseReading();
+        },
+        onData: (chunk) => {
+          const call = this.#call;
+          if (!call) return;
+          this.#bodyTimer?.refresh();
+          call.handler.onResponseData?.(call, chunk);
+        },
+        onEnd: (trailers, reusable) => {
+          this.#reusable = reusable;
+          this.#finish(trailers);
+        },
+      },
+      maxHeadBytes,
+    );
+    socket.on('data', (chunk: Buffer) => {
+      if (this.#refusal) return;
+      if (!this.#call) {
+        // Nothing was asked: an idle upstream that speaks first is not one to reuse.
+        this.destroy(new UpstreamProtocolError('bytes from the upstream while no request was in flight'));
+        return;
+      }
+      try {
+        this.#parser.execute(chunk);
+      } catch (err) {
+        // What came before the bad bytes was handed on in this same tick and still sits in the caller's
+        // socket buffer: failing the call after it is written lets the caller see it, then the reset.
+        this.#refusal = err as Error;
+        socket.pause();
+        setImmediate(() => this.destroy(err as Error));
+      }
+    });
+    socket.on('end', () => {
+      // The upstream half-closed: an until-close body ends here; anything else unfinished failed.
+      if (this.#call && this.#parser.readsUntilClose) this.#parser.close();
+      this.destroy(new UpstreamClosedError('the upstream closed the connection'));
+    });
+    socket.on('error', (err) => this.destroy(err));
+    socket.on('timeout', () => this.destroy(undefined)); // idle past its keep-alive time (idleSince)
+    socket.on('close', () => this.destroy(new UpstreamClosedError('the upstream closed the connection')));
+  }
+
+  send(call: Call): void {
+    if (call.aborted) return this.#release(this);
+    this.#socket.setTimeout(0);
+    this.#call = call;
+    call.connection = this;
+    this.#reusable = false;
+    const { opts, head } = call;
+    this.#parser.expect(opts.method === 'HEAD');
+    if (call.paused) this.pauseReading();
+    const body = opts.body as Readable | null | undefined;
+    if (body === null || body === undefined) {
+      this.#bodySent = true;
+      this.#socket.write(head, 'latin1'); // field bytes as node:http read them (latin1), as undici writes them
+      return;
+    }
+    this.#bodySent = false;
+    this.#socket.cork();
+    this.#socket.write(head, 'latin1'); // field bytes as node:http read them (latin1), as undici writes them
+    this.#stream(body, chunkedBody(opts.headers as Record<string, unknown> | null));
+    process.nextTick(() => this.#socket.uncork());
+  }
+
+  /** Sends the request body with backpressure, chunk-encoded when its length is not declared. */
+  #stream(body: Readable, chunked: boolean): void {
+    const socket = this.#socket;
+    const call = this.#call!;
+    const onDrain = (): void => {
+      body.resume();
+    };
+    const onData = (chunk: Buffer): void => {
+      if (this.#call !== call) return;
+      if (chunked && chunk.length === 0) return;
+      let ok: boolean;
+      if (chunked) {
+        socket.cork();
+        socket.write(`${chunk.length.toString(16)}\r\n`);
+        socket.write(chunk);
+        ok = socket.write('\r\n');
+        socket.uncork();
+      } else ok = socket.write(chunk);
+      if (!ok) body.pause();
+    };
+    const cleanup = (): void => {
+      body.off('data', onData);
+      body.off('end', onEnd);
+      body.off('error', onError);
+      body.off('close', onClose);
+      socket.off('drain', onDrain);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      if (this.#call !== call) return;
+      if (chunked) socket.write('0\r\n\r\n');
+      this.#bodySent = true;
+      // The response may have ended first (an early 413): the connection waited for the body.
+      if (this.#parser.done) this.#finish(undefined);
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      if (this.#call === call) this.destroy(err);
+    };
+    const onClose = (): void => {
+      if (!body.readableEnded) onError(new UpstreamClosedError('the request body ended early', 'UND_ERR_ABORTED'));
+    };
+    body.on('data', onData);
+    body.once('end', onEnd);
+    body.once('error', onError);
+    body.once('close', onClose);
+    socket.on('drain', onDrain);
+  }
+
+  #finish(trailers: Record<string, string | string[]> | undefined): void {
+    const call = this.#call;
+    if (!call) return;
+    if (trailers !== undefined) call.end(trailers);
+    if (!this.#bodySent) {
+      // The upstream answered before the request body was sent: this connection's framing is unknown now.
+      if (trailers !== undefined) this.destroy(new UpstreamClosedError('answered before the request body ended'));
+      return;
+    }
+    clearTimeout(this.#bodyTimer);
+    this.#bodyTimer = undefined;
+    call.connection = undefined;
+    this.#call = undefined;
+    if (!this.#reusable || this.#gone) return this.destroy(undefined);
+    this.resumeReading();
+    this.#release(this);
+  }
+
+  idleSince(keepAliveTimeoutMs: number): void {
+    const hint = this.#keepAliveHintMs;
+    const ms = hint !== undefined && hint < keepAliveTimeoutMs ? hint : keepAliveTimeoutMs;
+    if (ms <= 0) return this.destroy(undefined);
+    this.#socket.setTimeout(ms);
+  }
+
+  pauseReading(): void {
+    this.#socket.pause();
+  }
+  resumeReading(): void {
+    this.#socket.resume();
+  }
+
+  /** Closes gracefully once idle (pool closing). */
+  end(): void {
+    this.destroy(undefined);
+  }
+
+  destroy(err: Error | undefined): void {
+    if (this.#gone) {
+      if (err && this.#call) this.#call.fail(err);
+      return;
+    }
+    this.#gone = true;
+    err = this.#refusal ?? err;
+    clearTimeout(this.#bodyTimer);
+    const call = this.#call;
+    this.#call = undefined;
+    this.#socket.destroy();
+    this.#forget(this);
+    if (call && !call.settled) call.fail(err ?? new UpstreamClosedError('the connection closed'));
+  }
+}

@@ -1,0 +1,55 @@
+import type { Readable } from 'node:stream';
+
+/*
+ * The head of a request src/proxy/h1-pool.ts writes upstream. The fields come
+ * from node:http's parser and the filters' header changes; each is checked
+ * again here, since one CR or LF in a value would let a caller write a second
+ * request on a connection other callers share (request splitting).
+ */
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
+/** Fields the pool writes itself or a proxy must not forward (hop-by-hop); src/proxy/headers.ts strips them before. */
+const REFUSED_FIELDS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect']);
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+
+/** The request line and fields of an HTTP/1.1 request; throws (the caller's request is malformed: 400) on what cannot be written safely. */
+export function requestHead(method: string, path: string, headers: Record<string, string | string[]> | null, body: Readable | null | undefined): string {
+  if (!TOKEN.test(method)) throw new DispatchFieldError('invalid method');
+  if (!/^[\x21-\xff]+$/.test(path)) throw new DispatchFieldError('invalid request target');
+  let head = `${method} ${path} HTTP/1.1\r\n`;
+  let hasLength = false;
+  if (headers) {
+    for (const name in headers) {
+      const value = headers[name]!;
+      const lower = name.toLowerCase();
+      if (!TOKEN.test(name) || REFUSED_FIELDS.has(lower)) throw new DispatchFieldError(`header ${name} cannot be sent`);
+      if (lower === 'content-length') hasLength = true;
+      if (typeof value === 'string') {
+        if (VALUE_INVALID.test(value)) throw new DispatchFieldError(`invalid value of header ${name}`);
+        head += `${name}: ${value}\r\n`;
+      } else {
+        for (const one of value) {
+          if (VALUE_INVALID.test(one)) throw new DispatchFieldError(`invalid value of header ${name}`);
+          head += `${name}: ${one}\r\n`;
+        }
+      }
+    }
+  }
+  if (body !== null && body !== undefined) {
+    if (!hasLength) head += 'transfer-encoding: chunked\r\n';
+  } else if (!hasLength && BODY_METHODS.has(method)) head += 'content-length: 0\r\n';
+  return `${head}\r\n`;
+}
+
+export function chunkedBody(headers: Record<string, unknown> | null): boolean {
+  if (!headers) return true;
+  for (const name in headers) if (name.toLowerCase() === 'content-length') return false;
+  return true;
+}
+
+/** A field or request line the pool will not write (undici throws InvalidArgumentError for the same). */
+class DispatchFieldError extends Error {
+  override readonly name = 'DispatchFieldError';
+  readonly code = 'UND_ERR_INVALID_ARG';
+}
