@@ -1,4 +1,4 @@
-import { type Dispatcher, request } from 'undici';
+import type { Dispatcher } from 'undici';
 import { runBackgroundLoop } from '../core/background-loop.ts';
 import { sleep as defaultSleep } from '../core/backoff.ts';
 import type { UpstreamEndpoint } from './endpoint.ts';
@@ -100,6 +100,8 @@ export function createHttpProbe(opts: HttpProbeOptions = {}): HealthProbe {
   const timeout = opts.timeoutMs ?? 1_000;
   return async (ep, path, signal) => {
     try {
+      // Loaded with the first probe: only services with a health check need undici for it.
+      const { request } = await import('undici');
       const res = await request(`http://${ep.address}${path}`, {
         method: 'GET',
         signal,

@@ -1,10 +1,10 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { buildConnector, Dispatcher } from 'undici';
-import { Client, H2CClient } from 'undici';
 import type { Connect, UpstreamDispatcher } from './h1-pool.ts';
 import { createH1Pool } from './h1-pool.ts';
 import { iterableRequestBodies } from './h2-iterable-body.ts';
+import { DispatchRefusedError } from './upstream-errors.ts';
 
 export type UpstreamProtocol = 'http1' | 'http2';
 
@@ -46,17 +46,18 @@ export interface UpstreamPool {
 export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, mtls?: UpstreamTls): UpstreamPool {
   const origin = `${mtls ? 'https' : 'http'}://${address}`;
   let h1: UpstreamDispatcher | undefined;
-  let h2: Dispatcher | undefined;
+  let h2: UpstreamDispatcher | undefined;
   const common = { keepAliveTimeout: opts.keepAliveTimeoutMs };
   return {
     origin,
     dispatcher(protocol) {
       if (protocol === 'http2') {
-        h2 ??= (
-          mtls
+        h2 ??= loadedOnFirstCall(({ Client, H2CClient }) =>
+          (mtls
             ? new Client(origin, { ...common, allowH2: true, connect: meshConnector(mtls, ['h2'], opts.connectTimeoutMs) })
             : new H2CClient(origin, { ...common, connect: { timeout: opts.connectTimeoutMs } })
-        ).compose(iterableRequestBodies);
+          ).compose(iterableRequestBodies),
+        );
         return h2;
       }
       h1 ??= createH1Pool({
@@ -80,6 +81,38 @@ export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, m
       await Promise.all([h1?.destroy(), h2?.destroy()]);
     },
   };
+}
+
+/**
+ * An HTTP/2 dispatcher made on the first call: undici is loaded only by a sidecar that has an HTTP/2
+ * upstream to talk to (its import is ~0.7 MB of source held by V8 and tens of milliseconds of start-up).
+ * Calls made while it loads wait for it; a field undici refuses fails the call as `dispatch` would throw.
+ */
+function loadedOnFirstCall(create: (undici: typeof import('undici')) => Dispatcher): UpstreamDispatcher {
+  let ready: Dispatcher | undefined;
+  let loading: Promise<Dispatcher> | undefined;
+  const load = (): Promise<Dispatcher> => {
+    loading ??= import('undici').then((undici) => (ready = create(undici)));
+    return loading;
+  };
+  return {
+    dispatch(opts, handler) {
+      if (ready) return ready.dispatch(opts, handler);
+      load().then(
+        (dispatcher) => {
+          try {
+            dispatcher.dispatch(opts, handler);
+          } catch (err) {
+            handler.onResponseError?.(undefined as never, new DispatchRefusedError((err as Error).message));
+          }
+        },
+        (err: Error) => handler.onResponseError?.(undefined as never, err),
+      );
+      return true;
+    },
+    close: () => (loading ? loading.then((d) => d.close()) : Promise.resolve()),
+    destroy: () => (loading ? loading.then((d) => d.destroy()) : Promise.resolve()),
+  } as UpstreamDispatcher;
 }
 
 /** node:http's limit on a head (--max-http-header-size) and undici's default. */

@@ -1,5 +1,4 @@
 import net from 'node:net';
-import { request } from 'undici';
 
 /**
  * Whether the local app answers: a GET of `readinessPath` when configured
@@ -9,6 +8,8 @@ export async function probeApp(appUrl: string, readinessPath: string | undefined
   const url = new URL(appUrl);
   if (readinessPath) {
     try {
+      // undici only for a configured readiness path: a sidecar whose upstreams all speak HTTP/1.1 never loads it.
+      const { request } = await import('undici');
       const res = await request(new URL(readinessPath, url), { method: 'GET', signal: AbortSignal.timeout(timeoutMs) });
       await res.body.dump();
       return res.statusCode < 500 ? 'ok' : `app answered ${res.statusCode} on ${readinessPath}`;

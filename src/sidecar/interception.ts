@@ -1,7 +1,6 @@
 import { ConfigError } from '../config/load.ts';
 import type { SidecarConfig } from '../config/sidecar-schema.ts';
 import type { Clock } from '../core/clock.ts';
-import { createHttpPassthrough } from '../interception/http-passthrough.ts';
 import { createInboundDivert } from '../interception/inbound-divert.ts';
 import { InterceptionUnavailableError, loadOriginalDstReader, originalDestinationOf } from '../interception/original-dst.ts';
 import { createOutboundDivert } from '../interception/outbound-divert.ts';
@@ -44,6 +43,8 @@ export interface InterceptionDeps {
 export async function startInterception(config: SidecarConfig, deps: InterceptionDeps): Promise<SidecarInterception | undefined> {
   const section = config.interception;
   if (!section) return undefined;
+  // Here, not at the top: the passthrough's undici Agent is for captured calls only.
+  const { createHttpPassthrough } = await import('../interception/http-passthrough.ts');
   let reader;
   try {
     reader = await loadOriginalDstReader();

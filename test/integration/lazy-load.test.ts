@@ -30,6 +30,7 @@ const OPTIONAL = {
   'redos-detector': 'the regex safety check of policy documents',
   'quickjs-emscripten-core': 'the sandbox of checks of your own (Filter documents)',
   '@jitl/quickjs-wasmfile-release-sync': 'the QuickJS WebAssembly engine (Filter documents)',
+  undici: 'the HTTP/2 client (an HTTP/2 upstream), or a readiness path or health check to probe over HTTP',
   'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
   'node:internal/amaro': "Node's TypeScript stripper (a Filter source the policy server sent without its JavaScript)",
 };
@@ -74,7 +75,7 @@ async function plaintextSidecar(): Promise<Record<string, unknown>> {
 describe('what a sidecar imports', () => {
   it('a plaintext sidecar with no policy, tracing off, loads none of the optional packages', async () => {
     const loaded = await packagesLoadedBy(await plaintextSidecar());
-    expect(loaded).toContain('undici'); // the recorder works: the data path's client is always there
+    expect(loaded).toContain('pino'); // the recorder works: the logger is always there
     const unexpected = loaded.filter((name) => name in OPTIONAL).map((name) => `${name} (${OPTIONAL[name as keyof typeof OPTIONAL]})`);
     expect(unexpected).toEqual([]);
   });
@@ -100,6 +101,7 @@ describe('what a sidecar imports', () => {
     expect(without).not.toContain('ajv'); // no JSON Schema rule, no JSON Schema compiler
     expect(without.filter((name) => name.includes('quickjs'))).toEqual([]);
     expect(without).not.toContain('ioredis');
+    expect(without).not.toContain('undici'); // no JWKS or introspection URL to fetch, no HTTP/2 upstream called
     // Nothing answers on port 1: the sidecar waits its 2 s for Redis, then opens its listeners anyway.
     expect(await withPolicy([allow], { rateLimit: { redis: { url: 'redis://127.0.0.1:1' } } })).toContain('ioredis');
     const filter = policyDoc('Filter', 'own', { source: 'export default () => ({ allow: true });' }, 'default');

@@ -1,5 +1,4 @@
 import type { Dispatcher } from 'undici';
-import { request } from 'undici';
 
 export interface HttpJsonRequest {
   readonly method: 'GET' | 'POST';
@@ -19,6 +18,8 @@ export type HttpJsonResult = { readonly ok: true; readonly status: number; reado
  */
 export async function fetchJson(url: string, req: HttpJsonRequest): Promise<HttpJsonResult> {
   try {
+    // Loaded with the first JWKS or introspection fetch: a policy with neither never loads undici.
+    const { request } = await import('undici');
     const res = await request(url, {
       method: req.method,
       headers: req.headers,
