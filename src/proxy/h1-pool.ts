@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { chunkedBody, requestHead } from './h1-request-head.ts';
 import { ResponseParser, UpstreamProtocolError } from './h1-response-parser.ts';
+import { ControllerState } from './upstream-call.ts';
 
 /*
  * HTTP/1.1 keep-alive connections to one upstream, for the data path only:
@@ -142,46 +143,36 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
 }
 
 /** One request and its handler; also the controller the handler pauses, resumes and aborts. */
-class Call implements Dispatcher.DispatchController {
+class Call extends ControllerState implements Dispatcher.DispatchController {
   readonly opts: Dispatcher.DispatchOptions;
   readonly head: string;
   readonly handler: Dispatcher.DispatchHandler;
-  #reason: Error | null = null;
-  #paused = false;
   #settled = false;
   /** The connection carrying the call, once it has one. */
   connection: Connection | undefined;
   readonly #unqueue: (call: Call) => void;
 
   constructor(opts: Dispatcher.DispatchOptions, head: string, handler: Dispatcher.DispatchHandler, unqueue: (call: Call) => void) {
+    super();
     this.opts = opts;
     this.head = head;
     this.handler = handler;
     this.#unqueue = unqueue;
   }
-  get aborted(): boolean {
-    return this.#reason !== null;
-  }
-  get paused(): boolean {
-    return this.#paused;
-  }
-  get reason(): Error | null {
-    return this.#reason;
-  }
   abort(reason: Error): void {
-    if (this.#settled || this.#reason) return;
-    this.#reason = reason;
+    if (this.#settled || this.abortReason) return;
+    this.abortReason = reason;
     this.#unqueue(this);
     // The connection is mid-exchange: it cannot carry another request, so it goes.
     if (this.connection) this.connection.destroy(reason);
     else this.fail(reason);
   }
   pause(): void {
-    this.#paused = true;
+    this.pausedNow = true;
     this.connection?.pauseReading();
   }
   resume(): void {
-    this.#paused = false;
+    this.pausedNow = false;
     this.connection?.resumeReading();
   }
   /** Settles the call with an error, once; later events are dropped. */

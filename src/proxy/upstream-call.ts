@@ -103,42 +103,46 @@ export type CallHandler = Required<Pick<Dispatcher.DispatchHandler, 'onRequestSt
 
 export type Dispatch<O> = (opts: O, handler: CallHandler) => void;
 
+/** What every dispatch controller reports: whether it was aborted (and why) and whether it is paused. */
+export abstract class ControllerState {
+  protected pausedNow = false;
+  protected abortReason: Error | null = null;
+
+  get aborted(): boolean {
+    return this.abortReason !== null;
+  }
+  get paused(): boolean {
+    return this.pausedNow;
+  }
+  get reason(): Error | null {
+    return this.abortReason;
+  }
+}
+
 /**
  * A controller handed out before the one it stands for exists: undici hands its own over only once
  * the request starts, and the attempts stage hands one to the stages above for all attempts (as
  * undici's RetryHandler does). An abort meanwhile is kept and applied when a controller is attached.
  */
-export class HandOverController implements Dispatcher.DispatchController {
+export class HandOverController extends ControllerState implements Dispatcher.DispatchController {
   #target: Dispatcher.DispatchController | undefined;
-  #paused = false;
-  #reason: Error | null = null;
-
-  get aborted(): boolean {
-    return this.#reason !== null;
-  }
-  get paused(): boolean {
-    return this.#paused;
-  }
-  get reason(): Error | null {
-    return this.#reason;
-  }
   /** Stands for `target` from now on; undefined between attempts, when an abort is only kept. */
   attach(target: Dispatcher.DispatchController | undefined): void {
     this.#target = target;
     if (!target) return;
-    if (this.#reason) target.abort(this.#reason);
-    else if (this.#paused) target.pause();
+    if (this.abortReason) target.abort(this.abortReason);
+    else if (this.pausedNow) target.pause();
   }
   abort(reason: Error): void {
-    this.#reason ??= reason;
+    this.abortReason ??= reason;
     this.#target?.abort(reason);
   }
   pause(): void {
-    this.#paused = true;
+    this.pausedNow = true;
     this.#target?.pause();
   }
   resume(): void {
-    this.#paused = false;
+    this.pausedNow = false;
     this.#target?.resume();
   }
 }
