@@ -28,8 +28,6 @@ export class UpstreamProtocolError extends Error {
 
 const CRLF = Buffer.from('\r\n');
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
-const FIELD_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[\t ]*(.*?)[\t ]*$/;
-const FIELD_VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
 const CONTENT_LENGTH = /^\d{1,15}$/;
 /** A chunk-size line with its extensions; llhttp and Node allow no more in practice. */
@@ -144,7 +142,7 @@ export class ResponseParser {
             this.#keep(chunk, at, this.#maxHeadBytes, 'trailer section');
             return;
           }
-          const trailers = parseFields(chunk.toString('latin1', at, end).split('\r\n'), 0);
+          const trailers = parseFields(chunk.toString('latin1', at, end), 0);
           at = end + 4;
           this.#end(trailers);
           break;
@@ -164,11 +162,11 @@ export class ResponseParser {
 
   /** Parses one head; true when it was an informational (1xx) response, skipped as undici does. */
   #head(text: string): boolean {
-    const lines = text.split('\r\n');
-    const status = STATUS_LINE.exec(lines[0]!);
+    const lineEnd = text.indexOf('\r\n');
+    const status = STATUS_LINE.exec(lineEnd < 0 ? text : text.slice(0, lineEnd));
     if (!status) throw new UpstreamProtocolError('invalid status line');
     const code = Number(status[2]);
-    const headers = parseFields(lines, 1);
+    const headers = lineEnd < 0 ? {} : parseFields(text, lineEnd + 2);
     if (code < 200) {
       // 101 would switch protocols on a connection meshgate did not ask to upgrade.
       if (code === 101) throw new UpstreamProtocolError('unrequested protocol switch (101)');
@@ -210,16 +208,39 @@ export class ResponseParser {
   }
 }
 
-/** Field lines from `from` on into node:http's shape: lower-case names, repeated fields as arrays (set-cookie, too). */
-function parseFields(lines: string[], from: number): Record<string, string | string[]> {
+/** RFC 9110 tchar, by character code: what a field name is made of. */
+const TOKEN_CHARS = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN_CHARS[c.charCodeAt(0)] = 1;
+
+/**
+ * Field lines of `text` (latin1, CRLF between lines, none at the end) from `from` on, into node:http's
+ * shape: lower-case names, repeated fields as arrays (set-cookie, too). Scanned by character code, not
+ * with a regular expression per line: a response head is parsed on every call.
+ */
+function parseFields(text: string, from: number): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  for (let i = from; i < lines.length; i++) {
-    const match = FIELD_LINE.exec(lines[i]!);
-    // Also refuses obs-fold (a line that starts with whitespace) and a space before the colon.
-    if (!match) throw new UpstreamProtocolError('invalid header line');
-    const value = match[2]!;
-    if (FIELD_VALUE_INVALID.test(value)) throw new UpstreamProtocolError('invalid character in a header value');
-    const name = match[1]!.toLowerCase();
+  let at = from;
+  while (at < text.length) {
+    let eol = text.indexOf('\r\n', at);
+    if (eol < 0) eol = text.length;
+    const colon = text.indexOf(':', at);
+    // Also refuses obs-fold (a line that starts with whitespace) and whitespace before the colon.
+    if (colon <= at || colon > eol) throw new UpstreamProtocolError('invalid header line');
+    for (let i = at; i < colon; i++) {
+      const c = text.charCodeAt(i);
+      if (c > 127 || TOKEN_CHARS[c] === 0) throw new UpstreamProtocolError('invalid header line');
+    }
+    let start = colon + 1;
+    let end = eol;
+    while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;
+    while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--;
+    for (let i = start; i < end; i++) {
+      const c = text.charCodeAt(i);
+      // CTLs but HTAB (a bare CR or LF among them) and DEL; obs-text (0x80-0xFF) is allowed.
+      if ((c < 32 && c !== 9) || c === 127) throw new UpstreamProtocolError('invalid character in a header value');
+    }
+    const name = text.slice(at, colon).toLowerCase();
+    const value = text.slice(start, end);
     const existing = out[name];
     if (existing === undefined) out[name] = value;
     else if (name === 'content-length') {
@@ -227,6 +248,7 @@ function parseFields(lines: string[], from: number): Record<string, string | str
       if (existing !== value) throw new UpstreamProtocolError('conflicting Content-Length values');
     } else if (Array.isArray(existing)) existing.push(value);
     else out[name] = [existing, value];
+    at = eol + 2;
   }
   return out;
 }

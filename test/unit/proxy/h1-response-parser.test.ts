@@ -67,6 +67,12 @@ describe('HTTP/1.1 responses the sidecar reads from its upstreams', () => {
     }
   });
 
+  it('trims the whitespace around a field value and keeps obs-text bytes (latin1) as node:http does', () => {
+    const r = parse('HTTP/1.1 200\r\nx-a: \t spaced \t \r\nx-b:\r\nx-name: Ren\u00e9\r\ncontent-length: 0\r\n\r\n');
+    expect(r.statusText).toBe('');
+    expect(r.headers).toMatchObject({ 'x-a': 'spaced', 'x-b': '', 'x-name': 'Ren\u00e9' });
+  });
+
   it('skips informational responses and reads the final one', () => {
     const r = parse('HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok', { step: 5 });
     expect(r).toMatchObject({ status: 200, body: 'ok', ends: 1 });
@@ -101,6 +107,9 @@ describe('HTTP/1.1 responses the sidecar reads from its upstreams', () => {
     expect(refused('HTTP/1.1 200 OK\r\nbad header : x\r\ncontent-length: 0\r\n\r\n')).toMatch(/header line/);
     expect(refused('HTTP/1.1 200 OK\r\nx: a\u0000b\r\ncontent-length: 0\r\n\r\n')).toMatch(/header value/);
     expect(refused('HTTP/1.1 200 OK\ncontent-length: 0\n\n\r\n\r\n')).toMatch(/status line|header line/);
+    expect(refused('HTTP/1.1 200 OK\r\nx-a: 1\ncontent-length: 5\r\n\r\nhello')).toMatch(/header value/);
+    expect(refused('HTTP/1.1 200 OK\r\nx-a: 1\rcontent-length: 5\r\n\r\nhello')).toMatch(/header value/);
+    expect(refused('HTTP/1.1 200 OK\r\n: no name\r\n\r\n')).toMatch(/header line/);
     expect(refused('HTTP/2 200\r\n\r\n')).toMatch(/status line/);
     expect(refused('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n')).toMatch(/101/);
   });
