@@ -49,6 +49,7 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
   const open = new Set<Connection>();
   let connecting = 0;
   let closed = false;
+  let destroyed = false;
   let drained: (() => void) | undefined;
   const whenDrained = (): Promise<void> => {
     if (open.size === 0 && connecting === 0 && queue.length === 0) return Promise.resolve();
@@ -102,13 +103,15 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
         checkDrained();
         return;
       }
-      const fresh = new Connection(socket, options.maxHeadBytes, release, forget);
-      open.add(fresh);
-      if (closed) {
-        call.fail(new UpstreamClosedError('pool closed', 'UND_ERR_CLOSED'));
-        fresh.end();
+      if (destroyed) {
+        socket.destroy();
+        call.fail(new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED'));
+        checkDrained();
         return;
       }
+      // Also after close(): the call was taken before it; its connection closes when the call is done.
+      const fresh = new Connection(socket, options.maxHeadBytes, release, forget);
+      open.add(fresh);
       fresh.send(call);
     });
   };
@@ -135,6 +138,7 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
     /** Every call still in flight or queued fails, every connection closes. */
     destroy(): Promise<void> {
       closed = true;
+      destroyed = true;
       for (const call of queue.splice(0)) call.fail(new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED'));
       for (const conn of [...open]) conn.destroy(new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED'));
       return whenDrained();

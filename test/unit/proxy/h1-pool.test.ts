@@ -236,6 +236,28 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     expect(server.connections()).toBe(2);
   });
 
+  it('a call still connecting when close() comes is carried; one still connecting when destroy() comes fails and its socket goes', async () => {
+    const server = await rawServer((socket) => socket.write(OK('made it')));
+    const slowConnect = (port: number) => (done: (err: Error | null, socket: net.Socket | null) => void) => {
+      setTimeout(() => {
+        const socket = net.connect(port, '127.0.0.1');
+        socket.once('connect', () => done(null, socket));
+        socket.once('error', (err) => done(err, null));
+      }, 30);
+    };
+    const p = pool(server.port, { connect: slowConnect(server.port) });
+    const carried = call(p, {});
+    await p.close();
+    expect(await carried).toMatchObject({ body: 'made it' });
+
+    const q = pool(server.port, { connect: slowConnect(server.port) });
+    const failed = call(q, {}).catch((e: unknown) => e);
+    await q.destroy();
+    expect(((await failed) as { code?: string }).code).toBe('UND_ERR_DESTROYED');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(server.sockets.size).toBe(0); // every socket closed: neither pool holds one
+  });
+
   it('close() waits for calls in flight; destroy() fails them', async () => {
     const held: net.Socket[] = [];
     const server = await rawServer((socket) => held.push(socket));
