@@ -94,7 +94,10 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
       return;
     }
     connecting++;
+    let answered = false;
     options.connect((err, socket) => {
+      if (answered) return; // a connector that reports twice (a late socket error) must not settle the call again
+      answered = true;
       connecting--;
       if (err || !socket) {
         call.fail(err ?? new UpstreamClosedError('connect failed'));
@@ -206,6 +209,8 @@ class Connection {
   /** Why the upstream's bytes were refused; the call fails with it a moment later (see the 'data' handler). */
   #refusal: Error | undefined;
   #bodyTimer: NodeJS.Timeout | undefined;
+  /** Stops sending the request body and lets the rest of it drain (the call ended first); set while it streams. */
+  #dropBody: (() => void) | undefined;
   readonly #release: (conn: Connection) => void;
   readonly #forget: (conn: Connection) => void;
 
@@ -318,6 +323,7 @@ class Connection {
       if (!ok) body.pause();
     };
     const cleanup = (): void => {
+      this.#dropBody = undefined;
       body.off('data', onData);
       body.off('end', onEnd);
       body.off('error', onError);
@@ -344,6 +350,13 @@ class Connection {
     body.once('error', onError);
     body.once('close', onClose);
     socket.on('drain', onDrain);
+    // A body held back by this connection's backpressure would otherwise stay paused, and the caller's
+    // connection with it, until a request timeout: node:http reads and drops the rest, as for any body
+    // nobody reads.
+    this.#dropBody = () => {
+      cleanup();
+      body.resume();
+    };
   }
 
   #finish(trailers: Record<string, string | string[]> | undefined): void {
@@ -393,6 +406,7 @@ class Connection {
     clearTimeout(this.#bodyTimer);
     const call = this.#call;
     this.#call = undefined;
+    this.#dropBody?.();
     this.#socket.destroy();
     this.#forget(this);
     if (call && !call.settled) call.fail(err ?? new UpstreamClosedError('the connection closed'));

@@ -55,8 +55,12 @@ function pool(port: number, overrides: Partial<Parameters<typeof createH1Pool>[0
   const created = createH1Pool({
     connect: (done) => {
       const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => done(null, socket));
-      socket.once('error', (err) => done(err, null));
+      const failed = (err: Error): void => done(err, null);
+      socket.once('connect', () => {
+        socket.off('error', failed);
+        done(null, socket);
+      });
+      socket.once('error', failed);
     },
     maxConnections: 8,
     keepAliveTimeoutMs: 30_000,
@@ -256,6 +260,42 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     expect(((await failed) as { code?: string }).code).toBe('UND_ERR_DESTROYED');
     await new Promise((resolve) => setTimeout(resolve, 20));
     expect(server.sockets.size).toBe(0); // every socket closed: neither pool holds one
+  });
+
+  it('lets a request body held back by backpressure flow again when its call fails, so the caller is not stuck', async () => {
+    // Takes the head, reads nothing more, then goes away.
+    const server = await rawServer((socket) => {
+      socket.pause();
+      setTimeout(() => socket.destroy(), 50);
+    });
+    const body = new PassThrough({ highWaterMark: 16 * 1024 });
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const feeding = setInterval(() => body.write(chunk), 1); // a caller that keeps uploading
+    try {
+      const err = await call(pool(server.port), { method: 'POST', body }).catch((e: unknown) => e);
+      expect(classifyUpstreamError(err)).toBe('reset');
+      expect(body.isPaused()).toBe(false);
+      expect(body.listenerCount('data')).toBe(0);
+    } finally {
+      clearInterval(feeding);
+      body.destroy();
+    }
+  });
+
+  it('takes only the first answer of a connector that reports twice (a late socket error after the connect)', async () => {
+    const server = await rawServer((socket) => socket.write(OK('once')));
+    const p = pool(server.port, {
+      maxConnections: 1,
+      connect: (done) => {
+        const socket = net.connect(server.port, '127.0.0.1');
+        socket.once('connect', () => {
+          done(null, socket);
+          done(new Error('reported again'), null);
+        });
+      },
+    });
+    expect(await Promise.all([call(p, {}), call(p, {}), call(p, {})])).toMatchObject([{ body: 'once' }, { body: 'once' }, { body: 'once' }]);
+    expect(server.connections()).toBe(1); // the second answer did not free a slot that was never freed
   });
 
   it('close() waits for calls in flight; destroy() fails them', async () => {
