@@ -123,7 +123,7 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
     dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
       if (closed) throw new UpstreamClosedError('pool closed', 'UND_ERR_CLOSED');
       // Built before anything is sent, so a field that cannot be written refuses the call at once (a throw: 400).
-      const head = requestHead(opts.method, opts.path, opts.headers as Record<string, string | string[]> | null, opts.body as Readable | null | undefined);
+      const head = requestHead(opts.method, opts.path, opts.headers as Record<string, string | string[] | number | undefined> | null, opts.body as Readable | null | undefined);
       const call = new Call(opts, head, handler, (c) => {
         const at = queue.indexOf(c);
         if (at >= 0) queue.splice(at, 1);

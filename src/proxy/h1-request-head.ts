@@ -14,25 +14,23 @@ const REFUSED_FIELDS = new Set(['connection', 'keep-alive', 'transfer-encoding',
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
 /** The request line and fields of an HTTP/1.1 request; throws (the caller's request is malformed: 400) on what cannot be written safely. */
-export function requestHead(method: string, path: string, headers: Record<string, string | string[]> | null, body: Readable | null | undefined): string {
+export function requestHead(method: string, path: string, headers: Record<string, string | string[] | number | undefined> | null, body: Readable | null | undefined): string {
   if (!TOKEN.test(method)) throw new DispatchFieldError('invalid method');
   if (!/^[\x21-\xff]+$/.test(path)) throw new DispatchFieldError('invalid request target');
   let head = `${method} ${path} HTTP/1.1\r\n`;
   let hasLength = false;
   if (headers) {
     for (const name in headers) {
-      const value = headers[name]!;
+      const value = headers[name];
+      // As undici: a field set to undefined is not sent, a number is written as its digits.
+      if (value === undefined || value === null) continue;
       const lower = name.toLowerCase();
       if (!TOKEN.test(name) || REFUSED_FIELDS.has(lower)) throw new DispatchFieldError(`header ${name} cannot be sent`);
       if (lower === 'content-length') hasLength = true;
-      if (typeof value === 'string') {
-        if (VALUE_INVALID.test(value)) throw new DispatchFieldError(`invalid value of header ${name}`);
-        head += `${name}: ${value}\r\n`;
-      } else {
-        for (const one of value) {
-          if (VALUE_INVALID.test(one)) throw new DispatchFieldError(`invalid value of header ${name}`);
-          head += `${name}: ${one}\r\n`;
-        }
+      for (const one of Array.isArray(value) ? value : [value]) {
+        const text = String(one);
+        if (VALUE_INVALID.test(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
+        head += `${name}: ${text}\r\n`;
       }
     }
   }
@@ -44,7 +42,7 @@ export function requestHead(method: string, path: string, headers: Record<string
 
 export function chunkedBody(headers: Record<string, unknown> | null): boolean {
   if (!headers) return true;
-  for (const name in headers) if (name.toLowerCase() === 'content-length') return false;
+  for (const name in headers) if (name.toLowerCase() === 'content-length' && headers[name] !== undefined && headers[name] !== null) return false;
   return true;
 }
 

@@ -161,6 +161,17 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     expect(requestHead).toContain('x-name: Ren\u00e9'); // UTF-8 would read back as 'RenÃ©'
   });
 
+  it('skips a field set to undefined and writes a number as its digits, as undici did', async () => {
+    let requestHead = '';
+    const server = await rawServer((socket, request) => {
+      requestHead = request;
+      socket.write(OK('x'));
+    });
+    await call(pool(server.port), { headers: { 'x-gone': undefined, 'x-count': 3 } as unknown as Record<string, string> });
+    expect(requestHead).not.toContain('x-gone');
+    expect(requestHead).toContain('x-count: 3');
+  });
+
   it('relays chunked trailers (gRPC status lives there)', async () => {
     const server = await rawServer((socket) => socket.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\ngrpc-status: 0\r\n\r\n'));
     expect(await call(pool(server.port), {})).toMatchObject({ body: 'ok', trailers: { 'grpc-status': '0' } });
