@@ -104,6 +104,7 @@ export class ResponseParser {
             this.#keep(chunk, at, MAX_CHUNK_LINE, 'chunk-size line');
             return;
           }
+          if (end - at > MAX_CHUNK_LINE) throw new UpstreamProtocolError(`chunk-size line longer than ${MAX_CHUNK_LINE} bytes`);
           const match = CHUNK_SIZE.exec(chunk.toString('latin1', at, end));
           if (!match) throw new UpstreamProtocolError('invalid chunk size line');
           this.#remaining = Number.parseInt(match[1]!, 16);
@@ -142,6 +143,8 @@ export class ResponseParser {
             this.#keep(chunk, at, this.#maxHeadBytes, 'trailer section');
             return;
           }
+          // Bounded whether it arrived in pieces (#keep) or in one read.
+          if (end - at > this.#maxHeadBytes) throw new UpstreamProtocolError(`trailer section longer than ${this.#maxHeadBytes} bytes`);
           const trailers = parseFields(chunk.toString('latin1', at, end), 0);
           at = end + 4;
           this.#end(trailers);

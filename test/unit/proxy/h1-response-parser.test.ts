@@ -123,5 +123,8 @@ describe('HTTP/1.1 responses the sidecar reads from its upstreams', () => {
     expect(refused(`HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(2000)}\r\ncontent-length: 0\r\n\r\n`)).toMatch(/larger than 1024/);
     expect(refused(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;${'e'.repeat(5000)}`)).toMatch(/chunk-size line/);
     expect(refused(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nx: ${'t'.repeat(2000)}`)).toMatch(/trailer section/);
+    // The same, whole in one read.
+    expect(refused(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;${'e'.repeat(5000)}\r\nx\r\n0\r\n\r\n`)).toMatch(/chunk-size line/);
+    expect(refused(`HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\nx: ${'t'.repeat(2000)}\r\n\r\n`)).toMatch(/trailer section/);
   });
 });
