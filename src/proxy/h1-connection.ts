@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { chunkedBody } from './h1-request-head.ts';
+import type { RequestHead } from './h1-request-head.ts';
 import { ResponseParser, UpstreamProtocolError } from './h1-response-parser.ts';
 import { ControllerState } from './upstream-call.ts';
 
@@ -27,17 +27,17 @@ const KEEP_ALIVE_MARGIN_MS = 1_000;
 /** One request and its handler; also the controller the handler pauses, resumes and aborts. */
 export class Call extends ControllerState implements Dispatcher.DispatchController {
   readonly opts: Dispatcher.DispatchOptions;
-  readonly head: string;
+  readonly request: RequestHead;
   readonly handler: Dispatcher.DispatchHandler;
   #settled = false;
   /** The connection carrying the call, once it has one. */
   connection: Connection | undefined;
   readonly #unqueue: (call: Call) => void;
 
-  constructor(opts: Dispatcher.DispatchOptions, head: string, handler: Dispatcher.DispatchHandler, unqueue: (call: Call) => void) {
+  constructor(opts: Dispatcher.DispatchOptions, request: RequestHead, handler: Dispatcher.DispatchHandler, unqueue: (call: Call) => void) {
     super();
     this.opts = opts;
-    this.head = head;
+    this.request = request;
     this.handler = handler;
     this.#unqueue = unqueue;
   }
@@ -161,7 +161,8 @@ export class Connection {
     this.#call = call;
     call.connection = this;
     this.#reusable = false;
-    const { opts, head } = call;
+    const { opts } = call;
+    const { head, chunked } = call.request;
     this.#parser.expect(opts.method === 'HEAD');
     if (call.paused) this.pauseReading();
     const body = opts.body as Readable | null | undefined;
@@ -173,19 +174,18 @@ export class Connection {
     this.#bodySent = false;
     this.#socket.cork();
     this.#socket.write(head, 'latin1'); // field bytes as node:http read them (latin1), as undici writes them
-    this.#stream(body, chunkedBody(opts.headers as Record<string, unknown> | null));
+    this.#stream(body, chunked);
     process.nextTick(() => this.#socket.uncork());
   }
 
   /** Sends the request body with backpressure, chunk-encoded when its length is not declared. */
   #stream(body: Readable, chunked: boolean): void {
     const socket = this.#socket;
-    const call = this.#call!;
     const onDrain = (): void => {
       body.resume();
     };
+    // Listeners go (cleanup) before the call leaves this connection: #finish runs once the body ended, destroy drops it.
     const onData = (chunk: Buffer): void => {
-      if (this.#call !== call) return;
       if (chunked && chunk.length === 0) return;
       let ok: boolean;
       if (chunked) {
@@ -207,7 +207,6 @@ export class Connection {
     };
     const onEnd = (): void => {
       cleanup();
-      if (this.#call !== call) return;
       if (chunked) socket.write('0\r\n\r\n');
       this.#bodySent = true;
       // The response may have ended first (an early 413): the connection waited for the body.
@@ -215,7 +214,7 @@ export class Connection {
     };
     const onError = (err: Error): void => {
       cleanup();
-      if (this.#call === call) this.destroy(err);
+      this.destroy(err);
     };
     const onClose = (): void => {
       if (!body.readableEnded) onError(new UpstreamClosedError('the request body ended early', 'UND_ERR_ABORTED'));
@@ -266,16 +265,8 @@ export class Connection {
     this.#socket.resume();
   }
 
-  /** Closes gracefully once idle (pool closing). */
-  end(): void {
-    this.destroy(undefined);
-  }
-
   destroy(err: Error | undefined): void {
-    if (this.#gone) {
-      if (err && this.#call) this.#call.fail(err);
-      return;
-    }
+    if (this.#gone) return;
     this.#gone = true;
     err = this.#refusal ?? err;
     clearTimeout(this.#bodyTimer);

@@ -29,6 +29,9 @@ export interface H1PoolOptions {
 /** What the data path asks of a connection pool: undici's dispatch, close and destroy. */
 export type UpstreamDispatcher = Pick<Dispatcher, 'dispatch' | 'close' | 'destroy'>;
 
+/** The context undici hands onRequestStart; the pool has none to give. Shared: nothing per call. */
+const NO_CONTEXT: object = Object.freeze({});
+
 export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
   const idle: Connection[] = [];
   const queue: Call[] = [];
@@ -58,18 +61,25 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
   const release = (conn: Connection): void => {
     const next = queue.shift();
     if (next) return conn.send(next);
-    if (closed) return conn.end();
+    if (closed) return conn.destroy(undefined);
     idle.push(conn);
     conn.idleSince(options.keepAliveTimeoutMs);
+  };
+  /** A connection slot is free: it goes to the next queued call. */
+  const slotFreed = (): void => {
+    const next = queue.shift();
+    if (next) start(next);
+    checkDrained();
   };
   const forget = (conn: Connection): void => {
     open.delete(conn);
     const at = idle.indexOf(conn);
     if (at >= 0) idle.splice(at, 1);
-    // A freed slot goes to the next queued call.
-    const next = queue.shift();
-    if (next) start(next);
-    checkDrained();
+    slotFreed();
+  };
+  const unqueue = (call: Call): void => {
+    const at = queue.indexOf(call);
+    if (at >= 0) queue.splice(at, 1);
   };
   const start = (call: Call): void => {
     if (call.aborted) return;
@@ -85,17 +95,10 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
       if (answered) return; // a connector that reports twice (a late socket error) must not settle the call again
       answered = true;
       connecting--;
-      if (err || !socket) {
-        call.fail(err ?? new UpstreamClosedError('connect failed'));
-        const next = queue.shift();
-        if (next) start(next);
-        checkDrained();
-        return;
-      }
-      if (destroyed) {
-        socket.destroy();
-        call.fail(new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED'));
-        checkDrained();
+      if (err || !socket || destroyed) {
+        socket?.destroy();
+        call.fail(destroyed ? new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED') : (err ?? new UpstreamClosedError('connect failed')));
+        slotFreed();
         return;
       }
       // Also after close(): the call was taken before it; its connection closes when the call is done.
@@ -109,19 +112,16 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
     dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
       if (closed) throw new UpstreamClosedError('pool closed', 'UND_ERR_CLOSED');
       // Built before anything is sent, so a field that cannot be written refuses the call at once (a throw: 400).
-      const head = requestHead(opts.method, opts.path, opts.headers as Record<string, string | string[] | number | undefined> | null, opts.body as Readable | null | undefined);
-      const call = new Call(opts, head, handler, (c) => {
-        const at = queue.indexOf(c);
-        if (at >= 0) queue.splice(at, 1);
-      });
-      handler.onRequestStart?.(call, {});
+      const request = requestHead(opts.method, opts.path, opts.headers as Record<string, string | string[] | number | undefined> | null, opts.body as Readable | null | undefined);
+      const call = new Call(opts, request, handler, unqueue);
+      handler.onRequestStart?.(call, NO_CONTEXT);
       if (!call.aborted) start(call);
       return true;
     },
     /** Calls in flight and queued finish, then their connections close; idle ones close now. */
     close(): Promise<void> {
       closed = true;
-      for (const conn of idle.splice(0)) conn.end();
+      for (const conn of idle.splice(0)) conn.destroy(undefined);
       return whenDrained();
     },
     /** Every call still in flight or queued fails, every connection closes. */

@@ -13,8 +13,14 @@ const VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
 const REFUSED_FIELDS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect']);
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
+/** A request head and whether its body goes chunk-encoded (it has one and no declared length). */
+export interface RequestHead {
+  readonly head: string;
+  readonly chunked: boolean;
+}
+
 /** The request line and fields of an HTTP/1.1 request; throws (the caller's request is malformed: 400) on what cannot be written safely. */
-export function requestHead(method: string, path: string, headers: Record<string, string | string[] | number | undefined> | null, body: Readable | null | undefined): string {
+export function requestHead(method: string, path: string, headers: Record<string, string | string[] | number | undefined> | null, body: Readable | null | undefined): RequestHead {
   if (!TOKEN.test(method)) throw new DispatchFieldError('invalid method');
   if (!/^[\x21-\xff]+$/.test(path)) throw new DispatchFieldError('invalid request target');
   let head = `${method} ${path} HTTP/1.1\r\n`;
@@ -34,16 +40,10 @@ export function requestHead(method: string, path: string, headers: Record<string
       }
     }
   }
-  if (body !== null && body !== undefined) {
-    if (!hasLength) head += 'transfer-encoding: chunked\r\n';
-  } else if (!hasLength && BODY_METHODS.has(method)) head += 'content-length: 0\r\n';
-  return `${head}\r\n`;
-}
-
-export function chunkedBody(headers: Record<string, unknown> | null): boolean {
-  if (!headers) return true;
-  for (const name in headers) if (name.toLowerCase() === 'content-length' && headers[name] !== undefined && headers[name] !== null) return false;
-  return true;
+  const chunked = body !== null && body !== undefined && !hasLength;
+  if (chunked) head += 'transfer-encoding: chunked\r\n';
+  else if ((body === null || body === undefined) && !hasLength && BODY_METHODS.has(method)) head += 'content-length: 0\r\n';
+  return { head: `${head}\r\n`, chunked };
 }
 
 /** A field or request line the pool will not write (undici throws InvalidArgumentError for the same). */

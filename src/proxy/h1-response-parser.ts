@@ -26,7 +26,8 @@ export class UpstreamProtocolError extends Error {
   readonly code = 'MESHGATE_UPSTREAM_PROTOCOL';
 }
 
-const CRLF = Buffer.from('\r\n');
+/** The trailers of a response that has none: one shared object, nothing allocated per call (sinks only read it). */
+const NO_TRAILERS: Readonly<Record<string, string | string[]>> = Object.freeze({});
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
 const CONTENT_LENGTH = /^\d{1,15}$/;
@@ -39,7 +40,6 @@ export class ResponseParser {
   #state: State = 'head';
   #buffer: Buffer | undefined;
   #remaining = 0;
-  #headBytes = 0;
   #noBody = false;
   #reusable = false;
   readonly #sink: ResponseSink;
@@ -54,7 +54,6 @@ export class ResponseParser {
   expect(noBody: boolean): void {
     this.#state = 'head';
     this.#buffer = undefined;
-    this.#headBytes = 0;
     this.#noBody = noBody;
   }
 
@@ -75,16 +74,10 @@ export class ResponseParser {
     while (at < chunk.length) {
       switch (this.#state) {
         case 'head': {
-          const end = chunk.indexOf('\r\n\r\n', at, 'latin1');
-          if (end < 0) {
-            this.#keep(chunk, at, this.#maxHeadBytes, 'response head');
-            return;
-          }
-          this.#headBytes += end + 4 - at;
-          if (this.#headBytes > this.#maxHeadBytes) throw new UpstreamProtocolError(`response head larger than ${this.#maxHeadBytes} bytes`);
-          const informational = this.#head(chunk.toString('latin1', at, end));
+          const end = this.#find(chunk, at, '\r\n\r\n', this.#maxHeadBytes, 'response head');
+          if (end < 0) return;
+          this.#head(chunk.toString('latin1', at, end));
           at = end + 4;
-          if (informational) this.#headBytes = 0;
           break;
         }
         case 'length': {
@@ -92,25 +85,20 @@ export class ResponseParser {
           this.#remaining -= take;
           this.#sink.onData(chunk.subarray(at, at + take));
           at += take;
-          if (this.#remaining === 0) this.#end({});
+          if (this.#remaining === 0) this.#end(NO_TRAILERS);
           break;
         }
         case 'until-close':
           this.#sink.onData(at === 0 ? chunk : chunk.subarray(at));
           return;
         case 'chunk-size': {
-          const end = chunk.indexOf(CRLF, at);
-          if (end < 0) {
-            this.#keep(chunk, at, MAX_CHUNK_LINE, 'chunk-size line');
-            return;
-          }
-          if (end - at > MAX_CHUNK_LINE) throw new UpstreamProtocolError(`chunk-size line longer than ${MAX_CHUNK_LINE} bytes`);
+          const end = this.#find(chunk, at, '\r\n', MAX_CHUNK_LINE, 'chunk-size line');
+          if (end < 0) return;
           const match = CHUNK_SIZE.exec(chunk.toString('latin1', at, end));
           if (!match) throw new UpstreamProtocolError('invalid chunk size line');
           this.#remaining = Number.parseInt(match[1]!, 16);
           at = end + 2;
           this.#state = this.#remaining === 0 ? 'trailers' : 'chunk-data';
-          this.#headBytes = 0;
           break;
         }
         case 'chunk-data': {
@@ -135,16 +123,11 @@ export class ResponseParser {
           // Either CRLF at once (no trailers) or field lines ending with an empty line.
           if (chunk.length - at >= 2 && chunk[at] === 13 && chunk[at + 1] === 10) {
             at += 2;
-            this.#end({});
+            this.#end(NO_TRAILERS);
             break;
           }
-          const end = chunk.indexOf('\r\n\r\n', at, 'latin1');
-          if (end < 0) {
-            this.#keep(chunk, at, this.#maxHeadBytes, 'trailer section');
-            return;
-          }
-          // Bounded whether it arrived in pieces (#keep) or in one read.
-          if (end - at > this.#maxHeadBytes) throw new UpstreamProtocolError(`trailer section longer than ${this.#maxHeadBytes} bytes`);
+          const end = this.#find(chunk, at, '\r\n\r\n', this.#maxHeadBytes, 'trailer section');
+          if (end < 0) return;
           const trailers = parseFields(chunk.toString('latin1', at, end), 0);
           at = end + 4;
           this.#end(trailers);
@@ -156,6 +139,21 @@ export class ResponseParser {
     }
   }
 
+  /**
+   * Where `terminator` ends the line or section that starts at `at`, or -1 when it has not arrived yet
+   * (the rest is held). Bounded whether it comes in pieces or in one read: an upstream cannot grow it
+   * without end.
+   */
+  #find(chunk: Buffer, at: number, terminator: string, limit: number, what: string): number {
+    const end = chunk.indexOf(terminator, at, 'latin1');
+    if (end < 0) {
+      this.#keep(chunk, at, limit, what);
+      return -1;
+    }
+    if (end - at > limit) throw new UpstreamProtocolError(`${what} larger than ${limit} bytes`);
+    return end;
+  }
+
   /** Holds an unfinished line or head, bounded: an upstream cannot grow it without end. */
   #keep(chunk: Buffer, at: number, limit: number, what: string): void {
     const rest = chunk.length - at;
@@ -163,8 +161,8 @@ export class ResponseParser {
     if (rest > 0) this.#buffer = at === 0 ? chunk : chunk.subarray(at);
   }
 
-  /** Parses one head; true when it was an informational (1xx) response, skipped as undici does. */
-  #head(text: string): boolean {
+  /** Parses one head; an informational (1xx) one is skipped as undici does (the state stays 'head'). */
+  #head(text: string): void {
     const lineEnd = text.indexOf('\r\n');
     const status = STATUS_LINE.exec(lineEnd < 0 ? text : text.slice(0, lineEnd));
     if (!status) throw new UpstreamProtocolError('invalid status line');
@@ -173,7 +171,7 @@ export class ResponseParser {
     if (code < 200) {
       // 101 would switch protocols on a connection meshgate did not ask to upgrade.
       if (code === 101) throw new UpstreamProtocolError('unrequested protocol switch (101)');
-      return true;
+      return;
     }
     const http10 = status[1] === '0';
     const connection = headers.connection;
@@ -184,20 +182,19 @@ export class ResponseParser {
     if (te !== undefined && cl !== undefined) throw new UpstreamProtocolError('both Transfer-Encoding and Content-Length');
     this.#sink.onHead(code, headers, status[3] ?? '');
     if (this.#noBody || code === 204 || code === 304) {
-      this.#end({});
+      this.#end(NO_TRAILERS);
     } else if (te !== undefined) {
       if (typeof te !== 'string' || te.toLowerCase() !== 'chunked' || http10) throw new UpstreamProtocolError('unsupported Transfer-Encoding');
       this.#state = 'chunk-size';
     } else if (cl !== undefined) {
       if (typeof cl !== 'string' || !CONTENT_LENGTH.test(cl)) throw new UpstreamProtocolError('invalid Content-Length');
       this.#remaining = Number(cl);
-      if (this.#remaining === 0) this.#end({});
+      if (this.#remaining === 0) this.#end(NO_TRAILERS);
       else this.#state = 'length';
     } else {
       this.#reusable = false;
       this.#state = 'until-close';
     }
-    return false;
   }
 
   #end(trailers: Record<string, string | string[]>): void {
@@ -207,7 +204,7 @@ export class ResponseParser {
 
   /** The connection closed: ends an until-close body; any other unfinished response is an error. */
   close(): void {
-    if (this.#state === 'until-close') this.#end({});
+    if (this.#state === 'until-close') this.#end(NO_TRAILERS);
   }
 }
 
