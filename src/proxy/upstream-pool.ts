@@ -125,25 +125,7 @@ function hostAndPort(address: string): { host: string; port: number } {
 
 function plainConnect(address: string, timeoutMs: number): Connect {
   const { host, port } = hostAndPort(address);
-  return (done) => {
-    const socket = net.connect({ host, port });
-    const timer = setTimeout(() => finish(Object.assign(new Error('connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), timeoutMs);
-    let settled = false;
-    const finish = (err: Error | null): void => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      socket.off('connect', onConnect);
-      socket.off('error', finish);
-      if (err) {
-        socket.destroy();
-        done(err, null);
-      } else done(null, socket);
-    };
-    const onConnect = (): void => finish(null);
-    socket.once('connect', onConnect);
-    socket.once('error', finish);
-  };
+  return (done) => settleConnect(net.connect({ host, port }), 'connect', timeoutMs, 'connect timeout', done);
 }
 
 function meshConnect(address: string, mtls: UpstreamTls, timeoutMs: number): Connect {
@@ -160,30 +142,35 @@ function meshConnector(mtls: UpstreamTls, alpn: string[], timeoutMs: number): bu
       callback(Object.assign(new Error('no workload certificate yet'), { code: 'ERR_TLS_NO_CERTIFICATE' }), null);
       return;
     }
-    let done = false;
-    const connectOptions: tls.ConnectionOptions = {
+    const socket = tls.connect({
       host: options.hostname,
       port: Number(options.port),
       secureContext,
       ALPNProtocols: alpn,
       rejectUnauthorized: true,
       checkServerIdentity: mtls.checkServerIdentity,
-    };
-    const socket = tls.connect(connectOptions);
+    });
     socket.setNoDelay(true);
-    const timer = setTimeout(() => finish(Object.assign(new Error('mTLS connect timeout'), { code: 'UND_ERR_CONNECT_TIMEOUT' })), timeoutMs);
-    const finish = (err: Error | null): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      if (err) {
-        socket.destroy();
-        callback(err, null);
-      } else {
-        callback(null, socket);
-      }
-    };
-    socket.once('secureConnect', () => finish(null));
-    socket.once('error', (err) => finish(err));
+    settleConnect(socket, 'secureConnect', timeoutMs, 'mTLS connect timeout', (err, connected) => (err ? callback(err, null) : callback(null, connected!)));
   };
+}
+
+/**
+ * Hands `socket` over once `ready` fires, or its error (or UND_ERR_CONNECT_TIMEOUT after `timeoutMs`),
+ * exactly once; a failed socket is destroyed and the listeners for the attempt are removed.
+ */
+function settleConnect<S extends net.Socket>(socket: S, ready: 'connect' | 'secureConnect', timeoutMs: number, timeoutMessage: string, done: (err: Error | null, socket: S | null) => void): void {
+  const finish = (err: Error | null): void => {
+    clearTimeout(timer);
+    socket.off(ready, onReady);
+    socket.off('error', finish);
+    if (err) {
+      socket.destroy();
+      done(err, null);
+    } else done(null, socket);
+  };
+  const onReady = (): void => finish(null);
+  const timer = setTimeout(() => finish(Object.assign(new Error(timeoutMessage), { code: 'UND_ERR_CONNECT_TIMEOUT' })), timeoutMs);
+  socket.once(ready, onReady);
+  socket.once('error', finish);
 }
