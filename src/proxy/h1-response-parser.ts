@@ -80,14 +80,10 @@ export class ResponseParser {
           at = end + 4;
           break;
         }
-        case 'length': {
-          const take = Math.min(this.#remaining, chunk.length - at);
-          this.#remaining -= take;
-          this.#sink.onData(chunk.subarray(at, at + take));
-          at += take;
+        case 'length':
+          at = this.#take(chunk, at);
           if (this.#remaining === 0) this.#end(NO_TRAILERS);
           break;
-        }
         case 'until-close':
           this.#sink.onData(at === 0 ? chunk : chunk.subarray(at));
           return;
@@ -101,14 +97,10 @@ export class ResponseParser {
           this.#state = this.#remaining === 0 ? 'trailers' : 'chunk-data';
           break;
         }
-        case 'chunk-data': {
-          const take = Math.min(this.#remaining, chunk.length - at);
-          this.#remaining -= take;
-          this.#sink.onData(chunk.subarray(at, at + take));
-          at += take;
+        case 'chunk-data':
+          at = this.#take(chunk, at);
           if (this.#remaining === 0) this.#state = 'chunk-end';
           break;
-        }
         case 'chunk-end': {
           if (chunk.length - at < 2) {
             this.#keep(chunk, at, 2, 'chunk end');
@@ -137,6 +129,14 @@ export class ResponseParser {
           throw new UpstreamProtocolError('bytes after the end of the response');
       }
     }
+  }
+
+  /** Hands on up to #remaining body bytes from `at`; returns where the next unread byte is. */
+  #take(chunk: Buffer, at: number): number {
+    const take = Math.min(this.#remaining, chunk.length - at);
+    this.#remaining -= take;
+    this.#sink.onData(chunk.subarray(at, at + take));
+    return at + take;
   }
 
   /**
