@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
@@ -6,17 +7,29 @@ import { describe, expect, it } from 'vitest';
 /*
  * The process logger batches its writes (telemetry/logger.ts). What an
  * operator relies on: a quiet process still gets its line out promptly, and
- * nothing written before an exit is lost.
+ * nothing written before an exit is lost. Each case runs with stdout as a
+ * container runtime gives it (a pipe: telemetry/stdout-pipe.ts writes it)
+ * and as node:child_process gives it (a socket: sonic-boom writes it).
  */
 const LOGGER = fileURLToPath(new URL('../../../src/telemetry/logger.ts', import.meta.url));
 
-function runChild(script: string): { lines: string[]; firstLine: Promise<number>; exited: Promise<void>; kill: () => void; started: number } {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+type Stdout = 'pipe' | 'socket';
+const KINDS: readonly Stdout[] = ['pipe', 'socket'];
+
+/** A Node child running `script`; with 'pipe', its stdout is a pipe into `cat` (whose own stdout is ours). */
+function spawnNode(stdout: Stdout, nodeArgs: string[], stderr: 'inherit' | 'pipe', consumer = 'cat'): ChildProcess {
+  if (stdout === 'socket') return spawn(process.execPath, nodeArgs, { stdio: ['ignore', 'pipe', stderr], detached: true });
+  // pipefail: the exit code is node's, not the consumer's.
+  return spawn('bash', ['-c', `set -o pipefail; "$@" | ${consumer}`, 'bash', process.execPath, ...nodeArgs], { stdio: ['ignore', 'pipe', stderr], detached: true });
+}
+
+function runChild(script: string, stdout: Stdout): { lines: string[]; firstLine: Promise<number>; exited: Promise<void>; kill: () => void; started: number } {
+  const child = spawnNode(stdout, ['--input-type=module', '-e', script], 'inherit');
   const lines: string[] = [];
   const started = performance.now();
   let pending = '';
   const firstLine = new Promise<number>((resolve) => {
-    child.stdout.on('data', (chunk: Buffer) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
       const parts = pending.split('\n');
       pending = parts.pop() ?? '';
@@ -25,15 +38,19 @@ function runChild(script: string): { lines: string[]; firstLine: Promise<number>
     });
   });
   const exited = once(child, 'exit').then(() => undefined);
-  return { lines, firstLine, exited, kill: () => child.kill('SIGKILL'), started };
+  // The whole process group: with a pipe, node is bash's child.
+  return { lines, firstLine, exited, kill: () => process.kill(-child.pid!, 'SIGKILL'), started };
 }
 
-describe('process logger batching', () => {
+describe.each(KINDS)('process logger batching, stdout a %s', (stdout) => {
   it('a lone line reaches stdout without waiting for the batch to fill', async () => {
-    const child = runChild(`import { createLogger } from ${JSON.stringify(LOGGER)};
+    const child = runChild(
+      `import { createLogger } from ${JSON.stringify(LOGGER)};
       const log = createLogger({ level: 'info', name: 't' });
       log.info('lone line');
-      setInterval(() => {}, 1000);`);
+      setInterval(() => {}, 1000);`,
+      stdout,
+    );
     try {
       const after = await child.firstLine;
       expect(JSON.parse(child.lines[0]!).msg).toBe('lone line');
@@ -45,20 +62,23 @@ describe('process logger batching', () => {
   });
 
   it('every line written before process.exit() is on stdout, in order', async () => {
-    const child = runChild(`import { createLogger } from ${JSON.stringify(LOGGER)};
+    const child = runChild(
+      `import { createLogger } from ${JSON.stringify(LOGGER)};
       const log = createLogger({ level: 'info', name: 't' });
       for (let i = 0; i < 500; i++) log.info({ i }, 'line');
-      process.exit(3);`);
+      process.exit(3);`,
+      stdout,
+    );
     await child.exited;
     expect(child.lines.map((l) => JSON.parse(l).i)).toEqual(Array.from({ length: 500 }, (_, i) => i));
   });
 });
 
-describe('process logger bound', () => {
+describe.each(KINDS)('process logger bound, stdout a %s', (stdout) => {
   it('drops lines instead of holding them when nobody reads stdout, and counts every line it drops', async () => {
     // ~90 MB of lines into a pipe nobody reads: only the bound (16 MiB) may stay in the heap.
-    const child = spawn(
-      process.execPath,
+    const child = spawnNode(
+      stdout,
       [
         // gc() before measuring: the bound is on what is held, not on garbage not collected yet.
         '--expose-gc',
@@ -78,19 +98,19 @@ describe('process logger bound', () => {
         // As a role's stop does: wait for the writes, the one in flight included (process.exit alone would cut it off).
         log.flush(() => process.exit(0));`,
       ],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+      'pipe',
     );
     let received = 0;
-    const ended = once(child.stdout, 'end');
-    child.stdout.on('data', (chunk: Buffer) => {
+    const ended = once(child.stdout!, 'end');
+    child.stdout!.on('data', (chunk: Buffer) => {
       for (const byte of chunk) if (byte === 10) received++;
     });
-    child.stdout.pause(); // nobody reads: the pipe fills, then the logger's own buffer
+    child.stdout!.pause(); // nobody reads: the pipe fills, then the logger's own buffer
     let err = '';
-    child.stderr.on('data', (chunk: Buffer) => {
+    child.stderr!.on('data', (chunk: Buffer) => {
       err += chunk.toString('utf8');
       // Measured: now read, so the exit's synchronous flush of what is left can finish.
-      if (err.includes('\n')) child.stdout.resume();
+      if (err.includes('\n')) child.stdout!.resume();
     });
     const [code] = (await once(child, 'exit')) as [number | null];
     expect(code).toBe(0);
@@ -100,5 +120,74 @@ describe('process logger bound', () => {
     // Every line either reached stdout or was counted as dropped (meshgate_log_lines_dropped_total).
     expect(dropped).toBeGreaterThan(0);
     expect(received + dropped).toBe(300_000);
+  }, 30_000);
+});
+
+describe('process logger on a pipe whose reader is gone', () => {
+  it('goes on without its log, and counts the lines it could not write', async () => {
+    // `head` reads the first KiB and exits: every later write finds the pipe closed (EPIPE).
+    const child = spawnNode(
+      'pipe',
+      [
+        '--input-type=module',
+        '-e',
+        `import { createLogger, createLogDrops } from ${JSON.stringify(LOGGER)};
+        const drops = createLogDrops();
+        const log = createLogger({ level: 'info', name: 't', drops: drops.add });
+        const filler = 'x'.repeat(200);
+        for (let round = 0; round < 40; round++) {
+          for (let i = 0; i < 250; i++) log.info({ filler, round, i }, 'line');
+          await new Promise((resolve) => setTimeout(resolve, 5));
+        }
+        process.stderr.write(JSON.stringify({ dropped: drops.lines() }) + '\\n');
+        log.flush(() => process.exit(0));`,
+      ],
+      'pipe',
+      'head -c 1024 >/dev/null',
+    );
+    let err = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      err += chunk.toString('utf8');
+    });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code).toBe(0);
+    const { dropped } = JSON.parse(err.trim().split('\n').at(-1)!) as { dropped: number };
+    // Most of the 10 000 lines came after the reader left; each is counted (meshgate_log_lines_dropped_total).
+    expect(dropped).toBeGreaterThan(5_000);
+    expect(dropped).toBeLessThanOrEqual(10_000);
+  }, 30_000);
+});
+
+describe('process logger on a pipe shared with other processes (a sidecar and its workers)', () => {
+  it('never lets another process cut into a line', async () => {
+    const writer = `import { createLogger } from ${JSON.stringify(LOGGER)};
+      const log = createLogger({ level: 'info', name: 't', sharedStdout: true });
+      for (let round = 0; round < 40; round++) {
+        // Lines of different lengths, so batches do not line up by chance.
+        for (let i = 0; i < 500; i++) log.info({ filler: 'y'.repeat((i * 37) % 900), pid: process.pid, round, i }, 'line');
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      log.flush(() => process.exit(0));`;
+    // Two writers on one pipe: a write of more than PIPE_BUF bytes may be split and interleaved with the other's.
+    const child = spawn('bash', ['-c', `set -o pipefail; ( "$0" --input-type=module -e "$1" & "$0" --input-type=module -e "$1" & wait ) | cat`, process.execPath, writer], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let text = '';
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      text += chunk;
+    });
+    const [code] = (await once(child, 'exit')) as [number | null];
+    expect(code).toBe(0);
+    const lines = text.trimEnd().split('\n');
+    const broken = lines.filter((line) => {
+      try {
+        JSON.parse(line);
+        return false;
+      } catch {
+        return true;
+      }
+    });
+    expect(broken).toEqual([]);
+    expect(lines).toHaveLength(40_000);
   }, 30_000);
 });
