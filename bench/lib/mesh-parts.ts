@@ -45,7 +45,7 @@ export interface ControlPlane {
 }
 
 async function spawnRole(group: ProcessGroup, name: string, role: string, configFile: string, adminPort: number, startTimeoutMs: number): Promise<Child> {
-  const child = group.spawn({ name, command: process.execPath, args: [CLI, role, '--config', configFile], cwd: ROOT });
+  const child = group.spawn({ name, command: process.execPath, args: [CLI, role, '--config', configFile], cwd: ROOT, pipeStdout: true });
   const live = await waitForHttpOk(child, `http://127.0.0.1:${adminPort}/live`, startTimeoutMs);
   if (!live.ok) throw new Error(`${name}: ${live.reason}\n${child.stderr().slice(-2000)}`);
   return child;
@@ -155,7 +155,7 @@ export async function startMeshSidecar(group: ProcessGroup, plane: ControlPlane,
     }),
   );
   const spawnedAt = performance.now();
-  const child = group.spawn({ name, command: process.execPath, args: [CLI, 'sidecar', '--config', file], cwd: ROOT });
+  const child = group.spawn({ name, command: process.execPath, args: [CLI, 'sidecar', '--config', file], cwd: ROOT, pipeStdout: true });
   const ready = await waitForHttpOk(child, `http://127.0.0.1:${admin}/ready`, plane.startTimeoutMs, READY_POLL_MS);
   const readyMs = performance.now() - spawnedAt;
   if (!ready.ok) throw new Error(`${name}: ${ready.reason}\n${child.stderr().slice(-2000)}`);

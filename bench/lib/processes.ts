@@ -1,8 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { accessSync, closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
 import type { Server } from 'node:net';
-import { createServer } from 'node:net';
+import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 
@@ -44,6 +44,11 @@ interface SpawnOptions {
   readonly ipc?: boolean;
   /** Called with each complete stdout line. */
   readonly onStdoutLine?: (line: string) => void;
+  /**
+   * stdout as a container runtime gives it, a pipe, rather than the socket node:child_process makes:
+   * meshgate writes a pipe differently (src/telemetry/stdout-pipe.ts), and the bench measures the deployed path.
+   */
+  readonly pipeStdout?: boolean;
 }
 
 export interface ProcessGroup {
@@ -59,14 +64,17 @@ export function createProcessGroup(): ProcessGroup {
   const tempDirs = new Set<string>();
 
   function spawnChild(options: SpawnOptions): Child {
-    const stdio: ('ignore' | 'pipe' | 'ipc')[] = ['ignore', 'pipe', 'pipe'];
+    const pipe = options.pipeStdout ? openStdoutPipe() : undefined;
+    const stdio: ('ignore' | 'pipe' | 'ipc' | number)[] = ['ignore', pipe?.writeFd ?? 'pipe', 'pipe'];
     if (options.ipc) stdio.push('ipc');
     const proc = spawn(options.command, options.args, { cwd: options.cwd, stdio, detached: true });
+    if (pipe) closeSync(pipe.writeFd); // the child holds the write end now: its exit ends the reader
+    const stdout = pipe?.reader ?? proc.stdout;
     let out = '';
     let err = '';
     let pendingLine = '';
     let exitInfo: ChildExit | undefined;
-    proc.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout?.setEncoding('utf8').on('data', (chunk: string) => {
       if (out.length < OUTPUT_LIMIT) out += chunk;
       if (options.onStdoutLine) {
         pendingLine += chunk;
@@ -224,4 +232,20 @@ export function firstOutputLine(child: Child): string | undefined {
 
 export function describeExit(exit: ChildExit): string {
   return exit.signal !== null ? `killed by ${exit.signal}` : `exit code ${exit.code ?? 'unknown'}`;
+}
+
+/** A pipe for a child's stdout: a FIFO made and unlinked at once (Node has no pipe(2)), read here through its read end. */
+function openStdoutPipe(): { writeFd: number; reader: Socket } {
+  const dir = mkdtempSync(join(tmpdir(), 'meshgate-stdout-'));
+  try {
+    const path = join(dir, 'stdout');
+    const made = spawnSync('mkfifo', ['-m', '600', path], { encoding: 'utf8' });
+    if (made.status !== 0) throw new Error(`mkfifo: ${made.stderr || made.error?.message}`);
+    // The read end first, non-blocking: opening the write end then finds a reader and does not wait.
+    const readFd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writeFd = openSync(path, constants.O_WRONLY);
+    return { writeFd, reader: new Socket({ fd: readFd, readable: true, writable: false }) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -107,6 +107,7 @@ export async function startMeshgateSidecar(
     command: process.execPath,
     args: [cli, 'sidecar', '--config', configFile],
     cwd: context.repoRoot,
+    pipeStdout: true,
   });
   // A primary's admin listener is live before its workers listen: with workers, wait for /ready.
   const readinessPath = extra.workers && readiness.path === '/live' ? '/ready' : readiness.path;
