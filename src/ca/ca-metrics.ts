@@ -1,4 +1,5 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../telemetry/process-metrics.ts';
 
 export interface CaMetrics {
   readonly registry: Registry;
@@ -13,7 +14,7 @@ const BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 /** The CA's metrics, on a registry owned by this instance (never prom-client's global one). */
 export function createCaMetrics(opts: { defaultMetrics: boolean }): CaMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics) collectProcessMetrics(registry);
   const registers = [registry];
   return {
     registry,

@@ -6,11 +6,12 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../core/clock.ts';
 import { listenOn } from '../core/listen.ts';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { collectProcessMetrics } from '../telemetry/process-metrics.ts';
 import { AdmissionReviewError, decideAdmission } from './admission.ts';
 import type { InjectionSettings } from './pod-injection.ts';
 
@@ -44,7 +45,7 @@ export interface InjectorServer {
 
 export function createInjectorServer(opts: InjectorServerOptions): InjectorServer {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics) collectProcessMetrics(registry);
   const reviews = new Counter({
     name: 'meshgate_injector_reviews_total',
     help: 'AdmissionReviews answered, by result (injected, skipped, refused, ignored, malformed) and dry_run.',

@@ -1,4 +1,5 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../telemetry/process-metrics.ts';
 
 export interface PolicyServerMetrics {
   readonly registry: Registry;
@@ -26,7 +27,7 @@ export interface PolicyServerMetrics {
 /** Metrics of one policy-server instance, on a registry of its own (never prom-client's global one). */
 export function createPolicyServerMetrics(opts: { defaultMetrics: boolean }): PolicyServerMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics) collectProcessMetrics(registry);
   const registers = [registry];
   return {
     registry,

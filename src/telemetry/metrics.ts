@@ -1,4 +1,5 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from './process-metrics.ts';
 
 /** Latency buckets (seconds): sub-millisecond hops up to slow upstreams. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -75,7 +76,7 @@ export function createSidecarMetrics(opts: {
   droppedLogLines?: () => number;
 }): SidecarMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry });
+  if (opts.defaultMetrics) collectProcessMetrics(registry);
   const registers = [registry];
   if (opts.droppedLogLines) {
     const dropped = opts.droppedLogLines;

@@ -128,18 +128,21 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
     }
     settleFlushes();
   };
-  let started = false;
-  /** On the first line: a logger that never writes (level silent) holds no timer and no exit hook. */
-  const start = (): void => {
-    started = true;
-    // Unref'd: a quiet process is not kept alive for its log; the exit hook writes what waits.
-    setInterval(drain, opts.flushIntervalMs).unref();
-    process.once('exit', () => pipe.flushSync());
+  let hooked = false;
+  /** Armed while lines wait for their batch, so an idle process has no timer waking it up. */
+  let flushTimer: NodeJS.Timeout | undefined;
+  const onFlushTimer = (): void => {
+    flushTimer = undefined;
+    drain();
   };
 
   const pipe: StdoutPipe = {
     write(line) {
-      if (!started) start();
+      if (!hooked) {
+        // On the first line: a logger that never writes (level silent) adds no exit hook.
+        hooked = true;
+        process.once('exit', () => pipe.flushSync());
+      }
       if (broken) {
         drop(1);
         return false;
@@ -153,6 +156,8 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
       lineBytes.push(bytes);
       waitingBytes += bytes;
       if (waitingBytes >= opts.batchBytes) drain();
+      // Unref'd: a quiet process is not kept alive for its log; the exit hook writes what waits.
+      else flushTimer ??= setTimeout(onFlushTimer, opts.flushIntervalMs).unref();
       return true;
     },
     flush(done) {

@@ -191,3 +191,27 @@ describe('process logger on a pipe shared with other processes (a sidecar and it
     expect(lines).toHaveLength(40_000);
   }, 30_000);
 });
+
+describe.skipIf(process.platform !== 'linux')('process logger on a pipe, idle', () => {
+  it('sets no timer once its lines are out: a waiting process is not woken for its log', async () => {
+    // The child counts its own main-thread wake-ups over a second after its last line left.
+    const child = runChild(
+      `import { readFileSync } from 'node:fs';
+      import { createLogger } from ${JSON.stringify(LOGGER)};
+      const wakeups = () => Number(/^voluntary_ctxt_switches:\\s+(\\d+)$/m.exec(readFileSync('/proc/thread-self/status', 'utf8'))[1]);
+      const log = createLogger({ level: 'info', name: 't' });
+      log.info('the only line');
+      setTimeout(() => {
+        const before = wakeups();
+        setTimeout(() => {
+          log.info({ wakeups: wakeups() - before }, 'idle second');
+        }, 1000);
+      }, 300);`,
+      'pipe',
+    );
+    await child.exited;
+    const idle = child.lines.map((line) => JSON.parse(line) as { msg: string; wakeups?: number }).find((entry) => entry.msg === 'idle second');
+    // A flush timer every 100 ms would add ~10.
+    expect(idle?.wakeups).toBeLessThan(5);
+  });
+});
