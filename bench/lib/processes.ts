@@ -64,7 +64,7 @@ export function createProcessGroup(): ProcessGroup {
   const tempDirs = new Set<string>();
 
   function spawnChild(options: SpawnOptions): Child {
-    const pipe = options.pipeStdout ? openStdoutPipe() : undefined;
+    const pipe = options.pipeStdout ? makeStdoutFifo() : undefined;
     const stdio: ('ignore' | 'pipe' | 'ipc' | number)[] = ['ignore', pipe?.writeFd ?? 'pipe', 'pipe'];
     if (options.ipc) stdio.push('ipc');
     const proc = spawn(options.command, options.args, { cwd: options.cwd, stdio, detached: true });
@@ -235,7 +235,7 @@ export function describeExit(exit: ChildExit): string {
 }
 
 /** A pipe for a child's stdout: a FIFO made and unlinked at once (Node has no pipe(2)), read here through its read end. */
-function openStdoutPipe(): { writeFd: number; reader: Socket } {
+function makeStdoutFifo(): { writeFd: number; reader: Socket } {
   const dir = mkdtempSync(join(tmpdir(), 'meshgate-stdout-'));
   try {
     const path = join(dir, 'stdout');

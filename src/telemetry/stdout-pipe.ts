@@ -60,8 +60,10 @@ export function openStdoutPipe(opts: StdoutPipeOptions, fd = 1): StdoutPipe | un
 }
 
 function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
-  const lines: string[] = [];
-  const lineBytes: number[] = [];
+  // Lines waiting, from `head` on: taken by index, so draining a long backlog in PIPE_BUF chunks never shifts the arrays.
+  let lines: string[] = [];
+  let lineBytes: number[] = [];
+  let head = 0;
   let waitingBytes = 0;
   /** The part of a chunk the pipe did not take yet. */
   let carry: Buffer | undefined;
@@ -76,32 +78,42 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
   /** The next chunk to write: whole lines, at most maxWrite bytes when the pipe is shared (a longer line alone). */
   const nextChunk = (): Buffer | undefined => {
     if (carry) return carry;
-    if (lines.length === 0) return undefined;
-    let count = lines.length;
+    if (head === lines.length) return undefined;
+    let end = lines.length;
     let bytes = waitingBytes;
     if (opts.maxWrite !== undefined) {
-      count = 1;
-      bytes = lineBytes[0]!;
-      while (count < lines.length && bytes + lineBytes[count]! <= opts.maxWrite) bytes += lineBytes[count++]!;
+      end = head + 1;
+      bytes = lineBytes[head]!;
+      while (end < lines.length && bytes + lineBytes[end]! <= opts.maxWrite) bytes += lineBytes[end++]!;
     }
-    const text = count === 1 ? lines[0]! : lines.slice(0, count).join('');
-    lines.splice(0, count);
-    lineBytes.splice(0, count);
+    const text = end === head + 1 ? lines[head]! : lines.slice(head, end).join('');
+    head = end;
     waitingBytes -= bytes;
+    if (head === lines.length) clearLines();
+    else if (head > 1024 && head * 2 > lines.length) {
+      // A backlog the pipe never quite drains: lines already written must not stay referenced.
+      lines = lines.slice(head);
+      lineBytes = lineBytes.slice(head);
+      head = 0;
+    }
     return Buffer.from(text, 'utf8');
   };
+  const clearLines = (): void => {
+    lines = [];
+    lineBytes = [];
+    head = 0;
+  };
   const settleFlushes = (err?: Error): void => {
-    if (flushed.length === 0 || (!err && (carry || lines.length > 0))) return;
+    if (flushed.length === 0 || (!err && (carry || head < lines.length))) return;
     const callbacks = flushed;
     flushed = [];
     for (const done of callbacks) process.nextTick(done, err);
   };
   const giveUp = (err: Error): void => {
     broken = true;
-    drop(countLines(carry) + lines.length);
+    drop(countLines(carry) + lines.length - head);
     carry = undefined;
-    lines.length = 0;
-    lineBytes.length = 0;
+    clearLines();
     waitingBytes = 0;
     settleFlushes(err);
   };
@@ -118,6 +130,7 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
       }
       if (written < chunk.length) {
         carry = chunk.subarray(written);
+        // Ref'd: lines waiting for a full pipe keep the process until they leave, as sonic-boom's write in flight did.
         retry = setTimeout(() => {
           retry = undefined;
           drain();
@@ -170,7 +183,7 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
       retry = undefined;
       const deadline = performance.now() + EXIT_FLUSH_MS;
       const pause = new Int32Array(new SharedArrayBuffer(4));
-      while (!broken && (carry || lines.length > 0)) {
+      while (!broken && (carry || head < lines.length)) {
         drain();
         if (retry === undefined) break;
         clearTimeout(retry);

@@ -74,7 +74,14 @@ describe.each(KINDS)('process logger batching, stdout a %s', (stdout) => {
   });
 });
 
-describe.each(KINDS)('process logger bound, stdout a %s', (stdout) => {
+// Shared: every write at most PIPE_BUF bytes, so a backlog drains in many small chunks.
+const BOUND_CASES: ReadonlyArray<{ stdout: Stdout; shared: boolean }> = [
+  { stdout: 'pipe', shared: false },
+  { stdout: 'pipe', shared: true },
+  { stdout: 'socket', shared: false },
+];
+
+describe.each(BOUND_CASES)('process logger bound, stdout a $stdout, shared $shared', ({ stdout, shared }) => {
   it('drops lines instead of holding them when nobody reads stdout, and counts every line it drops', async () => {
     // ~90 MB of lines into a pipe nobody reads: only the bound (16 MiB) may stay in the heap.
     const child = spawnNode(
@@ -86,7 +93,7 @@ describe.each(KINDS)('process logger bound, stdout a %s', (stdout) => {
         '-e',
         `import { createLogger, createLogDrops } from ${JSON.stringify(LOGGER)};
         const drops = createLogDrops();
-        const log = createLogger({ level: 'info', name: 't', drops: drops.add });
+        const log = createLogger({ level: 'info', name: 't', drops: drops.add, sharedStdout: ${shared} });
         const filler = 'x'.repeat(250);
         const before = process.memoryUsage().heapUsed;
         for (let round = 0; round < 30; round++) {
