@@ -170,7 +170,7 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
       waitingBytes += bytes;
       if (waitingBytes >= opts.batchBytes) drain();
       // Unref'd: a quiet process is not kept alive for its log; the exit hook writes what waits.
-      else flushTimer ??= setTimeout(onFlushTimer, opts.flushIntervalMs).unref();
+      else if (flushTimer === undefined) flushTimer = setTimeout(onFlushTimer, opts.flushIntervalMs).unref();
       return true;
     },
     flush(done) {
