@@ -14,8 +14,8 @@ import { runOpenLoop } from './lib/open-loop.ts';
 import type { OpenLoopReport } from './lib/open-loop-client.ts';
 import type { ProcessGroup } from './lib/processes.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
-import type { MemoryKiB, RowProcess, RssSampler } from './lib/row-processes.ts';
-import { groupMemory, sampleRss } from './lib/row-processes.ts';
+import type { IdleCost, MemoryKiB, RowProcess, RssSampler } from './lib/row-processes.ts';
+import { groupMemory, measureIdleCost, sampleRss } from './lib/row-processes.ts';
 import type { BenchSettings } from './lib/settings.ts';
 import { readSettings, SETTINGS_HELP } from './lib/settings.ts';
 import type { StartedTarget, Target } from './lib/target.ts';
@@ -51,6 +51,8 @@ ${SETTINGS_HELP}
 
 /** Seconds of settling between /ready and the idle RSS reading (lazy start-up work, a first GC). */
 const IDLE_SETTLE_MS = 1000;
+/** How long idle CPU and wake-ups are counted: a tick is 10 ms, so 10 s reads to 0.1% of a core. */
+const IDLE_WINDOW_MS = 10_000;
 const RSS_SAMPLE_MS = 250;
 
 interface FixedRateSettings {
@@ -63,6 +65,7 @@ interface FixedRateSettings {
 interface RowState {
   readonly processes: RowProcess[];
   readonly idle: Map<number, MemoryKiB>;
+  readonly idleCost: Map<number, IdleCost>;
   sampler?: RssSampler;
   loadPeaks?: Map<number, number>;
   hwm?: Map<number, number>;
@@ -132,6 +135,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const quick = args.quick;
+  const idleWindowMs = quick ? IDLE_WINDOW_MS / 5 : IDLE_WINDOW_MS;
   const fixed: FixedRateSettings = quick ? { rate, warmupS: 1, durationS: 3, runs: 1 } : { rate, warmupS: 1, durationS: 8, runs: 2 };
   let settings: BenchSettings;
   try {
@@ -153,7 +157,7 @@ async function main(): Promise<number> {
         const memory = groupMemory(p.pgid);
         if (memory !== undefined) idle.set(p.pgid, memory);
       }
-      states.set(id, { processes: [...processes], idle });
+      states.set(id, { processes: [...processes], idle, idleCost: await measureIdleCost(processes, idleWindowMs) });
     };
   const policy = await createMeshPolicy();
   const rowDefs: ReadonlyArray<{ target: Target; hops: number }> = [
@@ -225,7 +229,7 @@ async function main(): Promise<number> {
       const hops = rowDefs.find((d) => d.target.id === target.id)!.hops;
       const stateOf = (): RowState => {
         let state = states.get(target.id);
-        if (state === undefined) states.set(target.id, (state = { processes: [], idle: new Map() }));
+        if (state === undefined) states.set(target.id, (state = { processes: [], idle: new Map(), idleCost: new Map() }));
         return state;
       };
       const measured = await measureTarget(target, upstream.context, loadgen, settings, log, {
@@ -260,6 +264,8 @@ async function main(): Promise<number> {
         cpuUsPerRequestFixed: state?.fixedCpuUs?.get(p.pgid),
         rssIdleKiB: state?.idle.get(p.pgid)?.rssKiB,
         anonIdleKiB: state?.idle.get(p.pgid)?.anonKiB,
+        idleCpuPercent: state?.idleCost.get(p.pgid)?.cpuPercent,
+        idleWakeupsPerS: state?.idleCost.get(p.pgid)?.wakeupsPerS,
         rssLoadKiB: state?.loadPeaks?.get(p.pgid),
         hwmKiB: state?.hwm?.get(p.pgid),
         readyMs: p.readyMs,

@@ -19,6 +19,9 @@ export interface ProcessFigures {
   readonly rssIdleKiB?: number | undefined;
   /** RssAnon at idle: the process's own pages, without the node binary's shared ones (row-processes.ts). */
   readonly anonIdleKiB?: number | undefined;
+  /** Idle, before the first request: CPU in % of one core and thread wake-ups a second (lib/row-processes.ts). */
+  readonly idleCpuPercent?: number | undefined;
+  readonly idleWakeupsPerS?: number | undefined;
   /** Largest VmRSS sampled during the wrk runs. */
   readonly rssLoadKiB?: number | undefined;
   /** VmHWM after the wrk runs: the peak since start. */
@@ -123,7 +126,19 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
   });
   const fixed = table(fixedHeader, fixedBody, new Set([0, fixedHeader.length - 1]));
 
-  const processHeader = ['target', 'process', 'CPU µs/req (50 conns)', 'CPU µs/req (fixed rate)', 'RSS idle MiB', 'own (RssAnon) idle MiB', 'RSS peak at load MiB', 'VmHWM MiB', 'start to ready ms'];
+  const processHeader = [
+    'target',
+    'process',
+    'CPU µs/req (50 conns)',
+    'CPU µs/req (fixed rate)',
+    'RSS idle MiB',
+    'own (RssAnon) idle MiB',
+    'RSS peak at load MiB',
+    'VmHWM MiB',
+    'idle CPU % of a core',
+    'idle wake-ups /s',
+    'start to ready ms',
+  ];
   const processBody = rows.flatMap((r) =>
     r.processes.map((p) => [
       r.label,
@@ -134,6 +149,8 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
       mib(p.anonIdleKiB),
       mib(p.rssLoadKiB),
       mib(p.hwmKiB),
+      num(p.idleCpuPercent, 2),
+      num(p.idleWakeupsPerS, 0),
       p.readyMs === undefined ? '-' : p.readyMs.map((ms) => ms.toFixed(0)).join(', '),
     ]),
   );

@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { groupPids } from './tls-cpu.ts';
+import { readdirSync, readFileSync } from 'node:fs';
+import { groupCpuMs, groupPids } from './tls-cpu.ts';
 
 /*
  * The processes of one bench:mesh row (sidecars, nginx instances, the control
@@ -79,4 +79,48 @@ export function sampleRss(pgids: readonly number[], everyMs: number): RssSampler
       return peaks;
     },
   };
+}
+
+/** What a waiting process costs its node: every pod's proxy pays it while no call comes. */
+export interface IdleCost {
+  /** CPU of the process group, in % of one core. */
+  readonly cpuPercent: number;
+  /** Times the group's threads were woken (voluntary context switches): timers, keepalives, samplers. */
+  readonly wakeupsPerS: number;
+}
+
+/** Idle CPU and wake-ups of each group over `windowMs` of no traffic. */
+export async function measureIdleCost(processes: readonly RowProcess[], windowMs: number): Promise<Map<number, IdleCost>> {
+  const read = (pgid: number): { cpuMs: number; wakeups: number } | undefined => {
+    const cpuMs = groupCpuMs(pgid);
+    const wakeups = groupWakeups(pgid);
+    return cpuMs === undefined || wakeups === undefined ? undefined : { cpuMs, wakeups };
+  };
+  const before = new Map(processes.map((p) => [p.pgid, read(p.pgid)]));
+  await new Promise((resolve) => setTimeout(resolve, windowMs));
+  const costs = new Map<number, IdleCost>();
+  for (const p of processes) {
+    const a = before.get(p.pgid);
+    const b = read(p.pgid);
+    if (a && b) costs.set(p.pgid, { cpuPercent: ((b.cpuMs - a.cpuMs) / windowMs) * 100, wakeupsPerS: ((b.wakeups - a.wakeups) * 1000) / windowMs });
+  }
+  return costs;
+}
+
+/** Voluntary context switches of every thread of the group's processes; undefined without /proc. */
+function groupWakeups(pgid: number): number | undefined {
+  let total = 0;
+  let found = false;
+  for (const pid of groupPids(pgid)) {
+    try {
+      for (const tid of readdirSync(`/proc/${pid}/task`)) {
+        const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+        total += Number(/^voluntary_ctxt_switches:\s+(\d+)$/m.exec(status)?.[1] ?? 0);
+        found = true;
+      }
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return found ? total : undefined;
 }
