@@ -18,7 +18,8 @@ export type { Logger };
  * else through sonic-boom's thread-pool writes.
  * The trade, like Envoy's access_log_flush_interval: a line reaches stdout up
  * to FLUSH_INTERVAL_MS late, and a SIGKILLed process loses at most that much;
- * a normal exit, a crash or process.exit() flushes synchronously (pino's exit hook).
+ * a normal exit, a crash or process.exit() flushes synchronously (an exit hook:
+ * stdout-pipe.ts's own, or sonic-boom's through pino).
  */
 const FLUSH_INTERVAL_MS = 100;
 /**
