@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import pino from 'pino';
 import type { StdoutPipe } from './stdout-pipe.ts';
-import { openStdoutPipe } from './stdout-pipe.ts';
+import { countLines, openStdoutPipe } from './stdout-pipe.ts';
 
 export type { Logger };
 
@@ -29,7 +29,9 @@ const FLUSH_INTERVAL_MS = 100;
  * ten seconds of a busy sidecar's log.
  */
 const MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
-// Below PIPE_BUF (4096): with sharedStdout every write must stay <= maxWrite, and minLength must be below it.
+/** The most a pipe writes whole (Linux): with sharedStdout, every write is whole lines and at most this. */
+const PIPE_BUF = 4096;
+// Below PIPE_BUF: with sharedStdout every write must stay <= maxWrite, and minLength must be below it.
 const BATCH_BYTES = 4000;
 /** Log lines dropped because stdout was not read (MAX_BUFFERED_BYTES were waiting): meshgate_log_lines_dropped_total. */
 export interface LogDrops {
@@ -38,14 +40,15 @@ export interface LogDrops {
 
 export function createLogger(opts: { level: string; name: string; destination?: NodeJS.WritableStream; sharedStdout?: boolean; drops?: (lines: number) => void }): Logger {
   // sharedStdout: other processes write to the same stdout (a sidecar's workers). Each write then holds whole lines and at
-  // most PIPE_BUF (4096) bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
+  // most PIPE_BUF bytes, which a pipe never interleaves with another process's write: no line is cut by another's.
   let stream: NodeJS.WritableStream | ReturnType<typeof pino.destination> | StdoutPipe | undefined = opts.destination;
+  const maxWrite = opts.sharedStdout ? PIPE_BUF : undefined;
   if (!stream) {
     // A pipe (a container's stdout): written without the thread pool (./stdout-pipe.ts); anything else through sonic-boom.
-    stream = openStdoutPipe({ batchBytes: BATCH_BYTES, flushIntervalMs: FLUSH_INTERVAL_MS, maxBufferedBytes: MAX_BUFFERED_BYTES, maxWrite: opts.sharedStdout ? 4096 : undefined, onDrop: opts.drops });
+    stream = openStdoutPipe({ batchBytes: BATCH_BYTES, flushIntervalMs: FLUSH_INTERVAL_MS, maxBufferedBytes: MAX_BUFFERED_BYTES, maxWrite, onDrop: opts.drops });
   }
   if (!stream) {
-    const stdout = pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(opts.sharedStdout ? { maxWrite: 4096 } : {}) });
+    const stdout = pino.destination({ sync: false, minLength: BATCH_BYTES, periodicFlush: FLUSH_INTERVAL_MS, maxLength: MAX_BUFFERED_BYTES, ...(maxWrite ? { maxWrite } : {}) });
     // A dropped write is whole lines (pino writes one line at a time); counted so a stalled log reader shows on a dashboard.
     const drops = opts.drops;
     if (drops) stdout.on('drop', (data: string | Buffer) => drops(countLines(data)));
@@ -64,13 +67,6 @@ export function createLogger(opts: { level: string; name: string; destination?: 
     },
     stream,
   );
-}
-
-function countLines(data: string | Buffer): number {
-  const text = typeof data === 'string' ? data : data.toString('latin1');
-  let lines = 0;
-  for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) lines++;
-  return lines;
 }
 
 /** A counter of dropped log lines to hand createLogger, read by the role's metrics. */

@@ -199,9 +199,10 @@ function createPipeWriter(fd: number, opts: StdoutPipeOptions): StdoutPipe {
   return pipe;
 }
 
-function countLines(chunk: Buffer | undefined): number {
-  if (!chunk) return 0;
+/** Whole lines in `data` (each ends with a newline): what a dropped write held, for the drop counter. */
+export function countLines(data: string | Buffer | undefined): number {
+  if (data === undefined) return 0;
   let count = 0;
-  for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) count++;
+  for (let at = data.indexOf('\n'); at !== -1; at = data.indexOf('\n', at + 1)) count++;
   return count;
 }
