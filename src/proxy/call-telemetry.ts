@@ -50,12 +50,11 @@ export function beginCall(t: CallTelemetry, call: CallContext, req: DownstreamRe
   let span: Span | undefined;
   try {
     bytesIn = countRequestBytes(req);
-    const tracer = t.tracing.tracer;
-    if (tracer) {
+    if (t.tracing.tracer) {
       const inbound = call.direction === 'inbound';
-      span = tracer.startSpan(inbound ? call.method : `${call.method} ${destinationLabel}`, { kind: inbound ? SpanKind.SERVER : SpanKind.CLIENT }, t.tracing.extract(call.headers));
+      span = t.tracing.startCallSpan(inbound ? call.method : `${call.method} ${destinationLabel}`, inbound ? SpanKind.SERVER : SpanKind.CLIENT, call.headers);
       // The samplers here never read attributes: an unsampled call (most, at low ratios) builds none.
-      if (span.isRecording()) span.setAttributes(startAttributes(call, inbound));
+      if (span?.isRecording()) span.setAttributes(startAttributes(call, inbound));
     }
   } catch {
     // Telemetry never fails a call (STYLE.md #8).

@@ -1,12 +1,14 @@
 import type { Meter, MeterProvider } from '@opentelemetry/api';
 import { createNoopMeter, ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
-import { ExportResultCode, SDK_INFO, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { ExportResultCode, SDK_INFO } from '@opentelemetry/core';
 import { B3Propagator } from '@opentelemetry/propagator-b3';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import { BatchSpanProcessor, ParentBasedSampler, TraceIdRatioBasedSampler, TracerProvider } from '@opentelemetry/sdk-trace';
 import type { TracingSettings } from '../config/telemetry-schema.ts';
-import type { HeaderCarrier, Tracing, TracingDeps } from './tracing-types.ts';
+import { createCallSpanStarter, remoteParent } from './call-spans.ts';
+import { createTraceIds } from './trace-ids.ts';
+import type { Tracing, TracingDeps } from './tracing-types.ts';
 
 /*
  * Loaded only when tracing is on (tracing.ts imports it on demand): the SDK,
@@ -15,15 +17,6 @@ import type { HeaderCarrier, Tracing, TracingDeps } from './tracing-types.ts';
  */
 
 const B3_HEADERS = ['b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags'] as const;
-
-const headerGetter = {
-  get(carrier: HeaderCarrier, key: string): string | string[] | undefined {
-    return carrier[key];
-  },
-  keys(carrier: HeaderCarrier): string[] {
-    return Object.keys(carrier);
-  },
-};
 
 /**
  * The SDK part of a role's tracing (provider, batch processor, propagators,
@@ -74,6 +67,8 @@ export async function createSdkTracing(settings: TracingSettings, deps: TracingD
     forceFlush: () => inner.forceFlush?.().catch(() => {}) ?? Promise.resolve(),
   };
 
+  const ids = createTraceIds();
+  const rootSampler = new TraceIdRatioBasedSampler(settings.samplingRatio);
   const provider = new TracerProvider({
     resource: resourceFromAttributes({
       'telemetry.sdk.name': SDK_INFO['telemetry.sdk.name'] ?? 'opentelemetry',
@@ -83,7 +78,8 @@ export async function createSdkTracing(settings: TracingSettings, deps: TracingD
       ...deps.resource,
       'service.name': settings.serviceName,
     }),
-    sampler: new ParentBasedSampler({ root: new TraceIdRatioBasedSampler(settings.samplingRatio) }),
+    sampler: new ParentBasedSampler({ root: rootSampler }),
+    idGenerator: ids,
     spanLimits: { attributeValueLengthLimit: 1024 },
     spanProcessors: [
       new BatchSpanProcessor({
@@ -101,24 +97,16 @@ export async function createSdkTracing(settings: TracingSettings, deps: TracingD
     ],
   });
   const tracer = provider.getTracer('meshgate');
-  const w3c = new W3CTraceContextPropagator();
   const b3 = new B3Propagator();
   let closed: Promise<void> | undefined;
   return {
     tracer,
     settings,
     extract(headers) {
-      try {
-        if (headers.traceparent !== undefined) {
-          const ctx = w3c.extract(ROOT_CONTEXT, headers, headerGetter);
-          if (trace.getSpanContext(ctx)) return ctx;
-        }
-        if (headers.b3 !== undefined || headers['x-b3-traceid'] !== undefined) return b3.extract(ROOT_CONTEXT, headers, headerGetter);
-      } catch {
-        // A malformed header starts a new trace; it never fails the call.
-      }
-      return ROOT_CONTEXT;
+      const parent = remoteParent(headers, b3);
+      return parent ? trace.setSpanContext(ROOT_CONTEXT, parent) : ROOT_CONTEXT;
     },
+    startCallSpan: createCallSpanStarter(tracer, rootSampler, ids, b3),
     inject(span, headers) {
       // Written by hand rather than through the propagator: no Context allocated per call, and no
       // `delete` of absent names (which pushes V8 objects into slow mode) on the hot path.

@@ -1,4 +1,4 @@
-import type { Context, Span, Tracer } from '@opentelemetry/api';
+import type { Context, Span, SpanKind, Tracer } from '@opentelemetry/api';
 import type { SpanExporter } from '@opentelemetry/sdk-trace';
 import type { TracingSettings } from '../config/telemetry-schema.ts';
 import type { Logger } from './logger.ts';
@@ -29,6 +29,13 @@ export interface Tracing {
    * else B3 (single `b3` header or `x-b3-*`). An invalid header is ignored.
    */
   extract(headers: HeaderCarrier): Context;
+  /**
+   * A proxied call's span (server inbound, client outbound) under the
+   * caller's context as `extract` reads it, sampled as the provider's sampler
+   * would; undefined when tracing is off. Unsampled calls get a
+   * non-recording span without the SDK's per-span work.
+   */
+  startCallSpan(name: string, kind: SpanKind, headers: HeaderCarrier): Span | undefined;
   /**
    * Writes `span` as the parent of the next hop: W3C `traceparent` and
    * `tracestate`, replacing any the caller sent, and drops B3 headers so the

@@ -13,6 +13,7 @@ export function tracingOff(settings: TracingSettings): Tracing {
     tracer: undefined,
     settings,
     extract: () => ROOT_CONTEXT,
+    startCallSpan: () => undefined,
     inject: () => {},
     stats: () => NO_STATS,
     forceFlush: () => Promise.resolve(),

@@ -75,6 +75,80 @@ describe('propagation', () => {
   });
 });
 
+describe('call spans: sampled before the SDK is asked', () => {
+  const T = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const P = '00f067aa0ba902b7';
+
+  it('a caller that did not sample gets a non-recording span in its trace, fresh span ID, tracestate kept, nothing exported', async () => {
+    const { logger } = capture();
+    const sink = scriptedExporter();
+    const tracing = await createTracing(settings({ samplingRatio: 1 }), { logger, exporter: sink.exporter });
+    const span = tracing.startCallSpan('GET', SpanKind.SERVER, { traceparent: `00-${T}-${P}-00`, tracestate: 'vendor=x' })!;
+    expect(span.isRecording()).toBe(false);
+    const sc = span.spanContext();
+    expect(sc).toMatchObject({ traceId: T, traceFlags: 0 });
+    expect(sc.spanId).toMatch(/^[0-9a-f]{16}$/);
+    expect(sc.spanId).not.toBe(P);
+    const next: Record<string, string | string[] | undefined> = {};
+    tracing.inject(span, next);
+    expect(next).toEqual({ traceparent: `00-${T}-${sc.spanId}-00`, tracestate: 'vendor=x' });
+    span.end();
+    await tracing.forceFlush();
+    expect(sink.received.flat()).toHaveLength(0);
+    await tracing.shutdown();
+  });
+
+  it('a caller that sampled gets a recording child, exported with its parent (W3C and B3), even at ratio 0', async () => {
+    const { logger } = capture();
+    const sink = scriptedExporter();
+    const tracing = await createTracing(settings({ samplingRatio: 0 }), { logger, exporter: sink.exporter });
+    tracing.startCallSpan('GET', SpanKind.SERVER, { traceparent: `00-${T}-${P}-01` })!.end();
+    tracing.startCallSpan('POST orders.shop', SpanKind.CLIENT, { b3: `${T}-${P}-1` })!.end();
+    await tracing.forceFlush();
+    const spans = sink.received.flat();
+    expect(spans.map((s) => [s.name, s.kind, s.spanContext().traceId, s.parentSpanContext?.spanId])).toEqual([
+      ['GET', SpanKind.SERVER, T, P],
+      ['POST orders.shop', SpanKind.CLIENT, T, P],
+    ]);
+    await tracing.shutdown();
+  });
+
+  it('a new trace is sampled at the ratio, each sampled span exported under the trace ID it was sampled by', async () => {
+    const { logger } = capture();
+    const sink = scriptedExporter();
+    const tracing = await createTracing(settings({ samplingRatio: 0.5, batch: { maxQueueSize: 4096, maxExportBatchSize: 512, scheduledDelayMs: 5 } }), {
+      logger,
+      exporter: sink.exporter,
+    });
+    const calls = 2000;
+    const started = Array.from({ length: calls }, () => tracing.startCallSpan('GET', SpanKind.SERVER, {})!);
+    const sampled = started.filter((s) => s.isRecording());
+    for (const span of started) span.end();
+    await tracing.forceFlush();
+    // The SDK samples again by the trace ID it draws: a root sampled here but given a fresh ID would be kept at ratio² (~500 of 2 000).
+    expect(sampled.length).toBeGreaterThan(calls * 0.4);
+    expect(sampled.length).toBeLessThan(calls * 0.6);
+    const exported = sink.received.flat();
+    expect(exported.map((s) => s.spanContext().spanId).sort()).toEqual(sampled.map((s) => s.spanContext().spanId).sort());
+    const unsampledIds = new Set(started.filter((s) => !sampled.includes(s)).map((s) => s.spanContext().traceId));
+    expect(unsampledIds.size).toBe(calls - sampled.length); // every new trace its own random ID
+    for (const s of exported) expect(unsampledIds.has(s.spanContext().traceId)).toBe(false);
+    await tracing.shutdown();
+  });
+
+  it('a malformed traceparent starts a new trace; tracing off starts no span', async () => {
+    const { logger } = capture();
+    const tracing = await createTracing(settings({ samplingRatio: 0 }), { logger, exporter: scriptedExporter().exporter });
+    const span = tracing.startCallSpan('GET', SpanKind.SERVER, { traceparent: `00-${T}-${'0'.repeat(16)}-01` })!;
+    expect(span.isRecording()).toBe(false);
+    expect(span.spanContext().traceId).not.toBe(T);
+    expect(span.spanContext().traceId).toMatch(/^(?!0{32})[0-9a-f]{32}$/);
+    await tracing.shutdown();
+    const off = await createTracing(TRACING_OFF_SETTINGS, { logger });
+    expect(off.startCallSpan('GET', SpanKind.SERVER, { traceparent: `00-${T}-${P}-01` })).toBeUndefined();
+  });
+});
+
 describe('degraded modes: never a throw, one warning, a count', () => {
   it('a collector that fails is reported once until it recovers; every failed span is counted', async () => {
     const { lines, logger } = capture();
