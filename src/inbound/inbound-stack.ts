@@ -21,6 +21,11 @@ import type { AppH2cProbe } from './app-h2c-probe.ts';
 
 /** Envoy's header for the verified caller identity; apps and tools already read it. */
 const XFCC = 'x-forwarded-client-cert';
+/**
+ * Never passed from the caller to the app: who called (only this sidecar may say, in XFCC) and the
+ * caller's route (for this sidecar's checks, the call view).
+ */
+const NOT_FROM_CALLER: ReadonlySet<string> = new Set([XFCC, ROUTE_HEADER]);
 
 export interface InboundStackDeps {
   readonly workload: { readonly service: string; readonly namespace: string };
@@ -152,17 +157,17 @@ function forwardToApp(
 ): void {
   const app: UpstreamTarget = { dispatcher: pool.dispatcher(protocol), label: pool.origin, done: () => {} };
   let picked = false;
-  const headers = upstreamRequestHeaders(call.headers, {
-    clientAddress: call.source.address,
-    proto: 'http',
-    requestId: call.id,
-    authority: call.authority,
-  });
   const edits = call.annotations.upstreamEdits; // e.g. authn: credential stripped, verified claims set
-  if (edits) mutateHeaders(headers, { remove: edits.removeHeaders, set: edits.setHeaders, add: {} });
-  // Only this sidecar may tell the app who called: a caller-supplied value is dropped, never passed on.
-  delete headers[XFCC];
-  delete headers[ROUTE_HEADER]; // for this sidecar's checks (the call view), not for the app
+  // Left out while copying rather than deleted afterwards (headers.ts says why): what the edits remove, and
+  // what the app never gets from the caller.
+  const omit = edits && edits.removeHeaders.length > 0 ? new Set([...NOT_FROM_CALLER, ...edits.removeHeaders.map((name) => name.toLowerCase())]) : NOT_FROM_CALLER;
+  const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority }, omit);
+  if (edits) {
+    // Its removals are no-ops now, but for a header this sidecar writes itself (as before); its settings
+    // cannot say who called or which route was taken either.
+    mutateHeaders(headers, { remove: edits.removeHeaders, set: edits.setHeaders, add: {} });
+    for (const name of NOT_FROM_CALLER) if (headers[name] !== undefined) delete headers[name];
+  }
   if (call.source.principal) headers[XFCC] = `By=${deps.ownPrincipal ?? ''};URI=${call.source.principal}`;
   propagateTrace(deps.telemetry, recording, headers); // the app's spans become children of the server span
   forward(

@@ -29,13 +29,17 @@ export interface ForwardedFacts {
  * Headers sent upstream: hop-by-hop and pseudo headers dropped, `host` carrying
  * the original authority, `x-forwarded-for` and `forwarded` appended,
  * `x-request-id` set. `te: trailers` survives because gRPC over HTTP/2 needs it.
+ * Names in `omit` are not copied: a caller's value the sidecar must not pass on
+ * is left out here rather than deleted afterwards, since deleting a property
+ * that is not the last one added turns the object into a slower dictionary-mode
+ * map, which the request head then walks on every call.
  */
-export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardedFacts): Record<string, string | string[]> {
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardedFacts, omit?: ReadonlySet<string>): Record<string, string | string[]> {
   const listed = connectionListed(headers);
   const out: Record<string, string | string[]> = {};
   for (const name of Object.keys(headers)) {
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
-    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'expect') continue;
+    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'expect' || omit?.has(name)) continue;
     const value = headers[name];
     if (value !== undefined) out[name] = value;
   }
