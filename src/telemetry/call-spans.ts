@@ -1,4 +1,4 @@
-import type { Span, SpanContext, SpanKind, TextMapPropagator, Tracer } from '@opentelemetry/api';
+import type { Attributes, Link, Span, SpanContext, SpanKind, TextMapPropagator, Tracer } from '@opentelemetry/api';
 import { ROOT_CONTEXT, TraceFlags, trace } from '@opentelemetry/api';
 import { parseTraceParent, TraceState } from '@opentelemetry/core';
 import type { Sampler } from '@opentelemetry/sdk-trace';
@@ -28,9 +28,11 @@ export function remoteParent(headers: HeaderCarrier, b3: TextMapPropagator): Spa
       // The W3C propagator's own parser (version, all-zero IDs, the `ff` version), without the Context it would build around it.
       const parsed = typeof value === 'string' ? parseTraceParent(value) : null;
       if (parsed) {
+        // A fresh object from the parser, completed in place as the propagator does: no copy per call.
+        parsed.isRemote = true;
         const state = headers.tracestate;
-        const traceState = state === undefined || state === '' ? undefined : new TraceState(Array.isArray(state) ? state.join(',') : state);
-        return { ...parsed, isRemote: true, traceState };
+        if (state !== undefined && state !== '') parsed.traceState = new TraceState(Array.isArray(state) ? state.join(',') : state);
+        return parsed;
       }
     }
     if (headers.b3 !== undefined || headers['x-b3-traceid'] !== undefined) return trace.getSpanContext(b3.extract(ROOT_CONTEXT, headers, headerGetter));
@@ -39,6 +41,10 @@ export function remoteParent(headers: HeaderCarrier, b3: TextMapPropagator): Spa
   }
   return undefined;
 }
+
+/** What the root sampler is shown: the samplers here read only the trace ID, so nothing is built per call. */
+const NO_ATTRIBUTES: Attributes = Object.freeze({});
+const NO_LINKS: Link[] = [];
 
 export type CallSpanStarter = (name: string, kind: SpanKind, headers: HeaderCarrier) => Span;
 
@@ -59,7 +65,7 @@ export function createCallSpanStarter(tracer: Tracer, rootSampler: Sampler, ids:
       return trace.wrapSpanContext({ traceId: parent.traceId, spanId: ids.spanId(), traceFlags: TraceFlags.NONE, traceState: parent.traceState });
     }
     const traceId = ids.traceId();
-    if (rootSampler.shouldSample(ROOT_CONTEXT, traceId, name, kind, {}, []).decision !== SamplingDecision.RECORD_AND_SAMPLED) {
+    if (rootSampler.shouldSample(ROOT_CONTEXT, traceId, name, kind, NO_ATTRIBUTES, NO_LINKS).decision !== SamplingDecision.RECORD_AND_SAMPLED) {
       return trace.wrapSpanContext({ traceId, spanId: ids.spanId(), traceFlags: TraceFlags.NONE });
     }
     // The SDK draws the root's trace ID itself; it must be this one, which its sampler then samples again.
