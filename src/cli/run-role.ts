@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import type { ZodType } from 'zod';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { releaseStartupHeapWhenQuiet } from '../core/startup-heap.ts';
 import type { LogDrops, Logger } from '../telemetry/logger.ts';
 import type { Tracing, TracingIdentity } from '../telemetry/tracing.ts';
 import { UsageError } from './usage-error.ts';
@@ -86,14 +87,27 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
     await tracing.shutdown();
     throw err;
   }
+  const stopRelease = releaseStartupHeapSoon(logger);
   return untilSignal(
     logger,
     async (signal) => {
+      stopRelease();
       await role.stop(running, { signal, logger, config });
       await tracing.shutdown(); // the last calls' spans leave before exit
     },
     role.failure?.(running),
   );
+}
+
+/**
+ * Start-up is over: its heap goes back to the OS at the first quiet moment (src/core/startup-heap.ts).
+ * Returns a cancel function (a role that stops first).
+ */
+export function releaseStartupHeapSoon(logger: Pick<Logger, 'debug'>): () => void {
+  return releaseStartupHeapWhenQuiet((blockedMs) => {
+    if (blockedMs === undefined) logger.debug('start-up heap not released: never quiet, or V8 offered no gc function');
+    else logger.debug({ blockedMs: Math.round(blockedMs) }, 'start-up heap released');
+  });
 }
 
 /**

@@ -19,6 +19,8 @@ interface WorkerDeps {
   readonly tracing: Tracing;
   readonly defaultMetrics: boolean;
   readonly logDrops?: LogDrops;
+  /** Once the worker listens and told its primary so (the CLI releases the start-up heap then). */
+  readonly onStarted?: () => void;
 }
 
 export interface PrimaryLink {
@@ -143,6 +145,7 @@ export function connectToPrimary(channel: PrimaryChannel): PrimaryLink {
       }
       const sidecar = running;
       void send({ type: 'meshgate:listening', ports: { outbound: sidecar.outbound.port, inbound: sidecar.inbound.port, edge: sidecar.edge?.port } });
+      deps.onStarted?.();
       const timeoutMs = await new Promise<number | undefined>((resolve) => {
         stopWith = resolve;
         if (stopAsked !== null) resolve(stopAsked);
