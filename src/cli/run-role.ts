@@ -42,6 +42,12 @@ export interface RoleDescriptor<C extends RoleConfig, R> {
   withFlags?(config: C, values: Readonly<Record<string, unknown>>): C;
   /** grpc-js diagnostics go to the JSON log (the roles that serve gRPC). */
   readonly grpc?: boolean;
+  /**
+   * Gives start-up's heap back once quiet (src/core/startup-heap.ts): the sidecar, whose memory every pod
+   * pays. Not the control plane: its collection would pause the CA or the policy server while sidecars
+   * that start with it wait for a certificate or a snapshot (bench:mesh's mesh rows start them together).
+   */
+  readonly releasesStartupHeap?: boolean;
   tracing(config: C): TracingIdentity;
   /** Other processes write to this one's stdout (a sidecar's workers): see createLogger's sharedStdout. */
   sharedStdout?(config: C): boolean;
@@ -87,7 +93,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
     await tracing.shutdown();
     throw err;
   }
-  const stopRelease = releaseStartupHeapSoon(logger);
+  const stopRelease = role.releasesStartupHeap ? releaseStartupHeapSoon(logger) : () => {};
   return untilSignal(
     logger,
     async (signal) => {
