@@ -111,7 +111,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
  */
 export function releaseStartupHeapSoon(logger: Pick<Logger, 'debug'>): () => void {
   return releaseStartupHeapWhenQuiet((blockedMs) => {
-    if (blockedMs === undefined) logger.debug('start-up heap not released: never quiet, or V8 offered no gc function');
+    if (blockedMs === undefined) logger.debug('start-up heap not released: never quiet, or V8 gave no gc function or refused the call');
     else logger.debug({ blockedMs: Math.round(blockedMs) }, 'start-up heap released');
   });
 }

@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 
 /*
- * releaseStartupHeap runs once after a role starts (src/cli/run-role.ts): an
+ * releaseStartupHeap runs once after a sidecar starts (src/cli/run-role.ts): an
  * idle sidecar gives back the young generation its start-up grew and the pages
  * V8 pooled. Run in a fresh process with the image's young-generation bound,
  * so the heap it reads is the one it grew itself, not the test runner's.
