@@ -160,8 +160,7 @@ function forwardToApp(
   const edits = call.annotations.upstreamEdits; // e.g. authn: credential stripped, verified claims set
   // Left out while copying rather than deleted afterwards (headers.ts says why): what the edits remove, and
   // what the app never gets from the caller.
-  const omit = edits && edits.removeHeaders.length > 0 ? new Set([...NOT_FROM_CALLER, ...edits.removeHeaders.map((name) => name.toLowerCase())]) : NOT_FROM_CALLER;
-  const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority }, omit);
+  const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority }, NOT_FROM_CALLER, edits?.removeHeaders);
   if (edits) {
     // Its removals are no-ops now, but for a header this sidecar writes itself (as before); its settings
     // cannot say who called or which route was taken either.

@@ -29,17 +29,18 @@ export interface ForwardedFacts {
  * Headers sent upstream: hop-by-hop and pseudo headers dropped, `host` carrying
  * the original authority, `x-forwarded-for` and `forwarded` appended,
  * `x-request-id` set. `te: trailers` survives because gRPC over HTTP/2 needs it.
- * Names in `omit` are not copied: a caller's value the sidecar must not pass on
- * is left out here rather than deleted afterwards, since deleting a property
- * that is not the last one added turns the object into a slower dictionary-mode
- * map, which the request head then walks on every call.
+ * Names in `omit` and `alsoOmit` (a call's own removals: lower-case, usually one
+ * or two) are not copied: a caller's value the sidecar must not pass on is left
+ * out here rather than deleted afterwards, since deleting a property that is not
+ * the last one added turns the object into a slower dictionary-mode map, which
+ * the request head then walks on every call.
  */
-export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardedFacts, omit?: ReadonlySet<string>): Record<string, string | string[]> {
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardedFacts, omit?: ReadonlySet<string>, alsoOmit?: readonly string[]): Record<string, string | string[]> {
   const listed = connectionListed(headers);
   const out: Record<string, string | string[]> = {};
   for (const name of Object.keys(headers)) {
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
-    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'expect' || omit?.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || listed?.has(name) || name === 'expect' || omit?.has(name) || alsoOmit?.includes(name)) continue;
     const value = headers[name];
     if (value !== undefined) out[name] = value;
   }
