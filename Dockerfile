@@ -34,6 +34,12 @@ ENV NODE_ENV=production
 # held ~170 MB RSS with the default and ~127 MB with 4 MB, at no CPU per request we could measure
 # (bench/README.md, "Cost per pod"). Paid once per pod, so it is the image's default.
 ENV NODE_OPTIONS=--max-semi-space-size=4
+# glibc gives each thread that calls malloc under contention an arena of its own (up to 8 per core);
+# under load a sidecar's V8 helper threads (GC, compiler) filled two more besides the main one. With
+# at most two, bench:mesh's sidecars peaked at a median VmHWM of 124.5 MiB against 130.5 (14 and 20
+# samples after 16 s of wrk -c50) at no CPU per request we could measure (one hop, ABBA 0.975); one
+# arena took 11 MiB off but cost the one hop ~7% CPU (bench/README.md, "Cost per pod").
+ENV MALLOC_ARENA_MAX=2
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables \
  && rm -rf /var/lib/apt/lists/*
