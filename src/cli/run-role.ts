@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import type { ZodType } from 'zod';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
-import { releaseStartupHeapWhenQuiet } from '../core/startup-heap.ts';
+import { releaseHeapWhenQuiet } from '../core/heap-release.ts';
 import type { LogDrops, Logger } from '../telemetry/logger.ts';
 import type { Tracing, TracingIdentity } from '../telemetry/tracing.ts';
 import { UsageError } from './usage-error.ts';
@@ -43,11 +43,12 @@ export interface RoleDescriptor<C extends RoleConfig, R> {
   /** grpc-js diagnostics go to the JSON log (the roles that serve gRPC). */
   readonly grpc?: boolean;
   /**
-   * Gives start-up's heap back once quiet (src/core/startup-heap.ts): the sidecar, whose memory every pod
-   * pays. Not the control plane: its collection would pause the CA or the policy server while sidecars
-   * that start with it wait for a certificate or a snapshot (bench:mesh's mesh rows start them together).
+   * Gives its grown heap back when quiet, after start and after load (src/core/heap-release.ts): the
+   * sidecar, whose memory every pod pays. Not the control plane: its collection would pause the CA or
+   * the policy server while sidecars that start with it wait for a certificate or a snapshot
+   * (bench:mesh's mesh rows start them together).
    */
-  readonly releasesStartupHeap?: boolean;
+  readonly releasesHeapWhenQuiet?: boolean;
   tracing(config: C): TracingIdentity;
   /** Other processes write to this one's stdout (a sidecar's workers): see createLogger's sharedStdout. */
   sharedStdout?(config: C): boolean;
@@ -93,7 +94,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
     await tracing.shutdown();
     throw err;
   }
-  const stopRelease = role.releasesStartupHeap ? releaseStartupHeapSoon(logger) : () => {};
+  const stopRelease = role.releasesHeapWhenQuiet ? releaseHeapWhenQuietLogged(logger) : () => {};
   return untilSignal(
     logger,
     async (signal) => {
@@ -106,13 +107,13 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
 }
 
 /**
- * Start-up is over: its heap goes back to the OS at the first quiet moment (src/core/startup-heap.ts).
- * Returns a cancel function (a role that stops first).
+ * Start-up is over: its heap, and later what load grows it by, goes back to the OS at quiet moments
+ * (src/core/heap-release.ts). Returns a cancel function (a role that stops first).
  */
-export function releaseStartupHeapSoon(logger: Pick<Logger, 'debug'>): () => void {
-  return releaseStartupHeapWhenQuiet((blockedMs) => {
-    if (blockedMs === undefined) logger.debug('start-up heap not released: never quiet, or V8 gave no gc function or refused the call');
-    else logger.debug({ blockedMs: Math.round(blockedMs) }, 'start-up heap released');
+export function releaseHeapWhenQuietLogged(logger: Pick<Logger, 'debug'>): () => void {
+  return releaseHeapWhenQuiet((release) => {
+    if (release === undefined) logger.debug('heap not released: V8 gave no gc function or refused the call');
+    else logger.debug({ blockedMs: Math.round(release.blockedMs), heapBytesBefore: release.heapBytesBefore, heapBytesAfter: release.heapBytesAfter }, 'heap released');
   });
 }
 

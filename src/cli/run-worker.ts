@@ -18,7 +18,7 @@ export async function runSidecarWorker(): Promise<number> {
   process.once('SIGTERM', () => link.stop());
   const init = await link.init;
   const config = init.config;
-  const [{ systemClock }, { createLogger, createLogDrops }, { startTracing }, { SIDECAR_ROLE }, { releaseStartupHeapSoon }] = await Promise.all([
+  const [{ systemClock }, { createLogger, createLogDrops }, { startTracing }, { SIDECAR_ROLE }, { releaseHeapWhenQuietLogged }] = await Promise.all([
     import('../core/clock.ts'),
     import('../telemetry/logger.ts'),
     import('../telemetry/tracing.ts'),
@@ -29,7 +29,7 @@ export async function runSidecarWorker(): Promise<number> {
   const logDrops = createLogDrops();
   const logger = createLogger({ level: config.log.level, name: 'sidecar', sharedStdout: true, drops: logDrops.add }).child({ worker: init.worker });
   const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...SIDECAR_ROLE.tracing(config) });
-  const code = await link.serve({ logger, clock: systemClock, random: Math.random, tracing, defaultMetrics: true, logDrops, onStarted: () => releaseStartupHeapSoon(logger) });
+  const code = await link.serve({ logger, clock: systemClock, random: Math.random, tracing, defaultMetrics: true, logDrops, onStarted: () => releaseHeapWhenQuietLogged(logger) });
   await tracing.shutdown(); // the last calls' spans leave before exit
   logger.flush();
   // Drained: closing the channel ends the process (node:cluster exits a worker on disconnect; pino flushes on exit).

@@ -19,7 +19,7 @@ interface WorkerDeps {
   readonly tracing: Tracing;
   readonly defaultMetrics: boolean;
   readonly logDrops?: LogDrops;
-  /** Once the worker listens and told its primary so (the CLI releases the start-up heap then). */
+  /** Once the worker listens and told its primary so (the CLI starts watching for quiet moments to release its heap then). */
   readonly onStarted?: () => void;
 }
 
