@@ -18,7 +18,9 @@ import { runInNewContext } from 'node:vm';
  * generation to its start size and returns pooled pages. It blocks the event
  * loop (29-39 ms idle after start, 51-130 ms after load), so it waits for a
  * quiet moment, and after the first one it comes back only when the heap has
- * grown well past what the last one left, at most once a minute.
+ * grown well past what the last one left and stays so through 15 quiet
+ * seconds (V8's own memory reducer often shrinks it by then), at most once
+ * a minute.
  *
  * Node has no API for it. V8 reads --expose-gc when it creates a context, so
  * the gc function of a context created while the flag is set is the one route
@@ -64,6 +66,11 @@ export interface HeapReleasePolicy {
   readonly regrowthBytes: number;
   /** The least time from one release to the next. */
   readonly minIntervalMs: number;
+  /**
+   * Quiet windows in a row before a release of a regrown heap, which then must still be grown: V8's
+   * own memory reducer often shrinks a heap a few seconds after load, without this pause.
+   */
+  readonly settleWindows: number;
 }
 
 /**
@@ -74,7 +81,15 @@ export interface HeapReleasePolicy {
  * between releases the heap is looked at every 5 s (0.2 wake-ups a second). A process busy from the
  * start keeps looking (4 wake-ups a second, beside its traffic) and releases when its load ebbs.
  */
-export const QUIET_RELEASE: HeapReleasePolicy = { windowMs: 250, maxUtilization: 0.02, checkMs: 5000, regrowthBytes: 16 * 1024 * 1024, minIntervalMs: 60_000 };
+export const QUIET_RELEASE: HeapReleasePolicy = {
+  windowMs: 250,
+  maxUtilization: 0.02,
+  checkMs: 5000,
+  regrowthBytes: 16 * 1024 * 1024,
+  minIntervalMs: 60_000,
+  // 15 s: V8's reducer shrank a mesh sidecar's heap ~6 s after 8 s of load (bench/README.md).
+  settleWindows: 60,
+};
 
 export interface HeapRelease {
   /** How long the collection blocked the event loop. */
@@ -92,10 +107,10 @@ export interface HeapReleaseOptions {
 }
 
 /**
- * releaseHeap at the first quiet moment after start, and at the first quiet moment after the heap has
- * grown back by policy.regrowthBytes (at least policy.minIntervalMs apart): the collection blocks the
- * event loop, which should land neither on a readiness probe that follows the start closely nor on
- * traffic. `released` gets each release, or undefined once when V8 gave no gc function or refused
+ * releaseHeap at the first quiet moment after start, and when the heap has grown back by
+ * policy.regrowthBytes and is still grown after policy.settleWindows quiet windows in a row (at least
+ * policy.minIntervalMs apart): the collection blocks the event loop, which should land neither on a
+ * readiness probe that follows the start closely nor on traffic. `released` gets each release, or undefined once when V8 gave no gc function or refused
  * (then it stops). Returns a cancel function; its timers never hold the process open.
  */
 export function releaseHeapWhenQuiet(released: (release: HeapRelease | undefined) => void, options: HeapReleaseOptions = {}): () => void {
@@ -106,14 +121,23 @@ export function releaseHeapWhenQuiet(released: (release: HeapRelease | undefined
   let lastReleaseAt = 0;
   let baselineBytes = 0;
 
-  const watchForQuiet = (): void => {
+  const grown = (): boolean => heapBytes() - baselineBytes >= policy.regrowthBytes;
+
+  /** `windows`: quiet windows in a row it takes; a `regrown` heap must still be grown after them. */
+  const watchForQuiet = (windows: number, regrown: boolean): void => {
     let previous = performance.eventLoopUtilization();
+    let quiet = 0;
     timer = setInterval(() => {
       const current = performance.eventLoopUtilization();
       const busy = performance.eventLoopUtilization(current, previous).utilization;
       previous = current;
-      if (busy > policy.maxUtilization) return;
+      quiet = busy > policy.maxUtilization ? 0 : quiet + 1;
+      if (quiet < windows) return;
       clearInterval(timer);
+      if (regrown && !grown()) {
+        watchForRegrowth();
+        return;
+      }
       const heapBytesBefore = heapBytes();
       const blockedMs = release();
       if (blockedMs === undefined) {
@@ -130,13 +154,13 @@ export function releaseHeapWhenQuiet(released: (release: HeapRelease | undefined
 
   const watchForRegrowth = (): void => {
     timer = setInterval(() => {
-      if (performance.now() - lastReleaseAt < policy.minIntervalMs || heapBytes() - baselineBytes < policy.regrowthBytes) return;
+      if (performance.now() - lastReleaseAt < policy.minIntervalMs || !grown()) return;
       clearInterval(timer);
-      watchForQuiet();
+      watchForQuiet(policy.settleWindows, true);
     }, policy.checkMs);
     timer.unref();
   };
 
-  watchForQuiet();
+  watchForQuiet(1, false);
   return () => clearInterval(timer);
 }
