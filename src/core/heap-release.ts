@@ -16,7 +16,7 @@ import { runInNewContext } from 'node:vm';
  * "Cost per pod"). A collection of the "last resort" flavour is what V8 runs
  * on a low-memory notification: it collects everything, shrinks the young
  * generation to its start size and returns pooled pages. It blocks the event
- * loop (29-39 ms idle after start, 51-130 ms after load), so it waits for a
+ * loop (29-39 ms idle after start, 52-130 ms after load), so it waits for a
  * quiet moment, and after the first one it comes back only when the heap has
  * grown well past what the last one left and stays so through 15 quiet
  * seconds (V8's own memory reducer often shrinks it by then), at most once
@@ -81,7 +81,7 @@ export interface HeapReleasePolicy {
  * between releases the heap is looked at every 5 s (0.2 wake-ups a second). A process busy from the
  * start keeps looking (4 wake-ups a second, beside its traffic) and releases when its load ebbs.
  */
-export const QUIET_RELEASE: HeapReleasePolicy = {
+const QUIET_RELEASE: HeapReleasePolicy = {
   windowMs: 250,
   maxUtilization: 0.02,
   checkMs: 5000,
@@ -110,8 +110,9 @@ export interface HeapReleaseOptions {
  * releaseHeap at the first quiet moment after start, and when the heap has grown back by
  * policy.regrowthBytes and is still grown after policy.settleWindows quiet windows in a row (at least
  * policy.minIntervalMs apart): the collection blocks the event loop, which should land neither on a
- * readiness probe that follows the start closely nor on traffic. `released` gets each release, or undefined once when V8 gave no gc function or refused
- * (then it stops). Returns a cancel function; its timers never hold the process open.
+ * readiness probe that follows the start closely nor on traffic. `released` gets each release, or
+ * undefined once when V8 gave no gc function or refused (then it stops). Returns a cancel function;
+ * its timers never hold the process open.
  */
 export function releaseHeapWhenQuiet(released: (release: HeapRelease | undefined) => void, options: HeapReleaseOptions = {}): () => void {
   const policy = options.policy ?? QUIET_RELEASE;
