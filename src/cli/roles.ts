@@ -17,7 +17,7 @@ interface SidecarHandle {
 
 export const SIDECAR_ROLE: RoleDescriptor<SidecarConfig, SidecarHandle> = {
   name: 'sidecar',
-  releasesHeapWhenQuiet: true,
+  releasesHeapWhenQuiet: (config) => config.memory.releaseWhenQuiet,
   flags: { 'workload-host': { type: 'string' } },
   schema: async () => (await import('../config/sidecar-schema.ts')).sidecarConfigSchema,
   withFlags: (config, values) => withWorkloadHost(config, values['workload-host'] as string | undefined),

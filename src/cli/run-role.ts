@@ -48,7 +48,7 @@ export interface RoleDescriptor<C extends RoleConfig, R> {
    * the policy server while sidecars that start with it wait for a certificate or a snapshot
    * (bench:mesh's mesh rows start them together).
    */
-  readonly releasesHeapWhenQuiet?: boolean;
+  releasesHeapWhenQuiet?(config: C): boolean;
   tracing(config: C): TracingIdentity;
   /** Other processes write to this one's stdout (a sidecar's workers): see createLogger's sharedStdout. */
   sharedStdout?(config: C): boolean;
@@ -94,7 +94,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
     await tracing.shutdown();
     throw err;
   }
-  const stopRelease = role.releasesHeapWhenQuiet ? releaseHeapWhenQuietLogged(logger) : () => {};
+  const stopRelease = role.releasesHeapWhenQuiet?.(config) ? releaseHeapWhenQuietLogged(logger) : () => {};
   return untilSignal(
     logger,
     async (signal) => {

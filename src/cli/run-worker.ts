@@ -29,7 +29,15 @@ export async function runSidecarWorker(): Promise<number> {
   const logDrops = createLogDrops();
   const logger = createLogger({ level: config.log.level, name: 'sidecar', sharedStdout: true, drops: logDrops.add }).child({ worker: init.worker });
   const tracing = await startTracing(config.telemetry.tracing, process.env, { logger, ...SIDECAR_ROLE.tracing(config) });
-  const code = await link.serve({ logger, clock: systemClock, random: Math.random, tracing, defaultMetrics: true, logDrops, onStarted: () => releaseHeapWhenQuietLogged(logger) });
+  const code = await link.serve({
+    logger,
+    clock: systemClock,
+    random: Math.random,
+    tracing,
+    defaultMetrics: true,
+    logDrops,
+    onStarted: SIDECAR_ROLE.releasesHeapWhenQuiet?.(config) ? () => releaseHeapWhenQuietLogged(logger) : undefined,
+  });
   await tracing.shutdown(); // the last calls' spans leave before exit
   logger.flush();
   // Drained: closing the channel ends the process (node:cluster exits a worker on disconnect; pino flushes on exit).
