@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
 import type { SidecarProcess } from '../helpers/sidecar-process.ts';
-import { startSidecarProcess } from '../helpers/sidecar-process.ts';
+import { plaintextSidecarConfig, startSidecarProcess } from '../helpers/sidecar-process.ts';
 
 /*
  * A quiet sidecar gives its heap back to the OS (src/core/heap-release.ts), which
@@ -38,14 +38,7 @@ describe('a quiet sidecar releases its heap', () => {
   let releasing: SidecarProcess;
   let keeping: SidecarProcess;
 
-  const config = (memory: Record<string, unknown>): Record<string, unknown> => ({
-    workload: { service: 'orders', namespace: 'shop' },
-    listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
-    inbound: { app: app.url },
-    mtls: { mode: 'DISABLE' },
-    log: { level: 'debug', accessLog: false },
-    memory,
-  });
+  const config = (memory: Record<string, unknown>): Record<string, unknown> => plaintextSidecarConfig(app.url, { log: { level: 'debug', accessLog: false }, memory });
 
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'meshgate-heap-'));

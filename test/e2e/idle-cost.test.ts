@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
 import type { SidecarProcess } from '../helpers/sidecar-process.ts';
-import { startSidecarProcess } from '../helpers/sidecar-process.ts';
+import { plaintextSidecarConfig, startSidecarProcess } from '../helpers/sidecar-process.ts';
 
 /*
  * What an idle sidecar costs a fleet: every pod has one, and most wait most of
@@ -30,16 +30,7 @@ describe.skipIf(process.platform !== 'linux')('an idle sidecar', () => {
   beforeAll(async () => {
     dir = await mkdtemp(path.join(tmpdir(), 'meshgate-idle-'));
     app = await startHttpServer((_req, res) => res.end('ok'));
-    sidecar = await startSidecarProcess(
-      {
-        workload: { service: 'orders', namespace: 'shop' },
-        listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
-        inbound: { app: app.url },
-        mtls: { mode: 'DISABLE' },
-        log: { level: 'info', accessLog: true },
-      },
-      dir,
-    );
+    sidecar = await startSidecarProcess(plaintextSidecarConfig(app.url, { log: { level: 'info', accessLog: true } }), dir);
   });
 
   afterAll(async () => {

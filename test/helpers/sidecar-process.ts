@@ -53,3 +53,14 @@ export async function startSidecarProcess(config: Record<string, unknown>, dir: 
   const ports = { outbound: Number(line.outbound), inbound: Number(line.inbound), admin: Number(line.admin) };
   return { child, logs, stderr: () => stderr, ports, adminUrl: `http://127.0.0.1:${ports.admin}`, exited };
 }
+
+/** A plaintext sidecar in front of `appUrl` on free loopback ports: the config most process tests start from. */
+export function plaintextSidecarConfig(appUrl: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    workload: { service: 'orders', namespace: 'shop' },
+    listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
+    inbound: { app: appUrl },
+    mtls: { mode: 'DISABLE' },
+    ...extra,
+  };
+}
