@@ -38,7 +38,8 @@ ENV NODE_OPTIONS=--max-semi-space-size=4
 # under load a sidecar's V8 helper threads (GC, compiler) filled two more besides the main one. With
 # at most two, bench:mesh's sidecars peaked at a median VmHWM of 124.5 MiB against 130.5 (14 and 20
 # samples after 16 s of wrk -c50) at no CPU per request we could measure (one hop, ABBA 0.975); one
-# arena took 11 MiB off but cost the one hop ~7% CPU (bench/README.md, "Cost per pod").
+# arena took 11 MiB off but looked ~7% dearer in CPU on one hop (median of 6 ABBA rounds, 5 above 1;
+# bench/README.md, "Cost per pod").
 ENV MALLOC_ARENA_MAX=2
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables \
