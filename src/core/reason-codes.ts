@@ -85,7 +85,8 @@ const DATA = {
   'request.unsupported': {
     http: 501,
     grpc: GrpcStatus.UNIMPLEMENTED,
-    description: 'The request has a form meshgate does not forward: OPTIONS * (asterisk-form), which asks about the server as a whole rather than a resource.',
+    description:
+      'The request has a form meshgate does not forward: OPTIONS * (asterisk-form), which asks about the server as a whole rather than a resource, or CONNECT, a tunnel meshgate does not open.',
   },
   'request.headers_too_large': {
     http: 431,

@@ -1,9 +1,15 @@
-import type { ServerResponse } from 'node:http';
-import type { Http2ServerResponse } from 'node:http2';
 import { reasonCode } from '../core/reason-codes.ts';
 import type { RespondVerdict } from '../core/verdict.ts';
 
-export type AnyResponse = ServerResponse | Http2ServerResponse;
+/** What a reply is written with: node's ServerResponse and Http2ServerResponse, and the listener's own HTTP/1.1 response (src/proxy/h1-server-response.ts). */
+export interface AnyResponse {
+  readonly headersSent: boolean;
+  statusCode: number;
+  setHeader(name: string, value: string | number): unknown;
+  end(): unknown;
+  end(body: string): unknown;
+  destroy(): unknown;
+}
 
 /**
  * The one place that turns a deny or an error into bytes on the wire.

@@ -101,7 +101,7 @@ export function requestBody(req: DownstreamRequest): Readable | null {
   if (req.httpVersion === '2.0') {
     return (req as Http2ServerRequest).stream.endAfterHeaders ? null : (req as unknown as Readable);
   }
-  const h1 = req as IncomingMessage;
+  const h1 = req as Exclude<DownstreamRequest, Http2ServerRequest>;
   if (h1.headers['transfer-encoding'] !== undefined) return h1;
   const length = h1.headers['content-length'];
   return length === undefined || length === '0' ? null : h1;

@@ -104,31 +104,5 @@ export function connectionKey(socket: Socket): string {
   return `${socket.remoteAddress}|${socket.remotePort}|${socket.localAddress}|${socket.localPort}`;
 }
 
-/** How node's HTTP/1.1 parser errors are answered: reason code, and a reason without parser internals. */
-export function describeClientError(code: string | undefined): { code: ReasonCode<'data'>; reason: string } {
-  if (code === 'HPE_HEADER_OVERFLOW') return { code: 'request.headers_too_large', reason: 'request head larger than limits.maxHeaderSize or with more fields than limits.maxHeadersCount' };
-  if (code === 'ERR_HTTP_REQUEST_TIMEOUT' || code === 'HPE_HEADERS_TIMEOUT') {
-    return { code: 'request.timeout', reason: 'request not received within limits.headersTimeout or limits.requestTimeout' };
-  }
-  return { code: 'request.malformed', reason: 'request is not valid HTTP/1.1' };
-}
-
-/** RFC 9112 §3: method SP request-target SP HTTP-version, separated by exactly one SP each. */
-const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ [^\x00-\x20\x7f]+ HTTP\/\d\.\d\r?$/;
-const LF = 0x0a;
-
-/**
- * Checks a connection's first request line, which node's parser would accept
- * with repeated or other whitespace between its parts (a lenient parse RFC
- * 9112 §3 allows and warns can be used to smuggle past a front proxy that
- * reads the line differently). `incomplete` until a line feed arrives or
- * `limit` bytes did (then node's parser answers 431).
- */
-export function checkRequestLine(head: Buffer, limit: number): 'incomplete' | 'ok' | 'malformed' {
-  let start = 0;
-  // At least one empty line before the request line is ignored (RFC 9112 §2.2), as node's parser does.
-  while (start < head.length && (head[start] === 0x0d || head[start] === LF)) start++;
-  const end = head.indexOf(LF, start);
-  if (end < 0) return head.length >= limit ? 'ok' : 'incomplete';
-  return REQUEST_LINE.test(head.toString('latin1', start, end)) ? 'ok' : 'malformed';
-}
+/** A request head (or a connection's first bytes) that did not arrive within limits.headersTimeout, or a request within limits.requestTimeout. */
+export const HEAD_TIMED_OUT = Object.freeze({ code: 'request.timeout', reason: 'request not received within limits.headersTimeout or limits.requestTimeout' } as const);

@@ -2,10 +2,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import http2 from 'node:http2';
 import type { ReasonCode } from '../core/reason-codes.ts';
+import type { H1Request } from './h1-server-request.ts';
+import type { H1Response } from './h1-server-response.ts';
 
-/** A call as either codec hands it over. */
-export type DownstreamRequest = IncomingMessage | Http2ServerRequest;
-export type DownstreamResponse = ServerResponse | Http2ServerResponse;
+/**
+ * A call as either codec hands it over: meshgate's own for HTTP/1.1
+ * (./h1-server-connection.ts), node's for HTTP/2. node:http's own pair is
+ * accepted too (the shape meshgate's HTTP/1.1 objects keep), so a stack can
+ * also be mounted on a plain node:http server.
+ */
+export type DownstreamRequest = H1Request | IncomingMessage | Http2ServerRequest;
+export type DownstreamResponse = H1Response | ServerResponse | Http2ServerResponse;
 
 /**
  * The listener closes a connection (HTTP/1.1) or stream (HTTP/2) with this
@@ -25,7 +32,7 @@ export class DownstreamTimeoutError extends Error {
 
 /**
  * The listener answered a call's connection itself because the rest of its
- * request did not parse (a chunk extension beyond node's limit, a bad chunk):
+ * request did not parse (a chunk-size line beyond 4 KiB, a bad chunk):
  * that refusal is the call's outcome, logged and counted once, by the call.
  */
 export class DownstreamRefusedError extends Error {
@@ -77,8 +84,8 @@ function refusalOf(carrier: object | null | undefined): DownstreamRefusedError |
  */
 export function downstreamFate(res: DownstreamResponse): 'open' | 'gone' | DownstreamTimeoutError | DownstreamRefusedError {
   const stream = (res as Http2ServerResponse).stream as (NodeJS.ReadableStream & { destroyed: boolean; errored: Error | null }) | undefined;
-  // The request's socket, not the response's: a pipelined response gets its socket only when its turn comes.
-  const carrier = stream ?? (res as ServerResponse).req?.socket;
+  // The request's socket, not the response's: node:http's pipelined responses get theirs only when their turn comes.
+  const carrier = stream ?? (res as H1Response).req?.socket;
   if (!carrier) return 'open';
   const refused = refusalOf(carrier);
   if (refused) return refused;

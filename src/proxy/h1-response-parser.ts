@@ -209,7 +209,7 @@ export class ResponseParser {
 }
 
 /** RFC 9110 tchar, by character code: what a field name is made of. */
-const TOKEN_CHARS = new Uint8Array(128);
+export const TOKEN_CHARS = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN_CHARS[c.charCodeAt(0)] = 1;
 
 /**

@@ -1,19 +1,18 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import net from 'node:net';
 import type tls from 'node:tls';
 import type { LimitsConfig } from '../config/sidecar-schema.ts';
 import { listenOn } from '../core/listen.ts';
-import { nodeHttp as http } from '../core/node-http.ts';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import { respond } from '../core/verdict.ts';
 import { replyRaw } from '../errors/raw-reply.ts';
 import { sendVerdict } from '../errors/reply.ts';
 import type { HeadDeadline, ListenerHooks } from './connection-guard.ts';
-import { checkRequestLine, connectionKey, createSourceCounter, describeClientError, requestRejection, startHeadDeadline } from './connection-guard.ts';
+import { connectionKey, createSourceCounter, HEAD_TIMED_OUT, requestRejection, startHeadDeadline } from './connection-guard.ts';
 import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
-import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
+import { DownstreamTimeoutError } from './downstream.ts';
+import { createH1Server } from './h1-server-connection.ts';
 import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
 import { createResetFloodGuard } from './h2-reset-guard.ts';
 
@@ -94,8 +93,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   /** Calls in flight per HTTP/2 session, so an idle timeout can tell each how it ended. */
   const h2Calls = new WeakMap<object, Set<http2.Http2ServerRequest>>();
   const counted: RequestHandler = (req, res) => {
-    // Node drops header fields past maxHeadersCount silently; a request that hit the cap is refused instead.
-    if (fieldCount(req) > limits.maxHeadersCount) {
+    // HTTP/2: node drops header fields past maxHeaderListPairs silently; a request that hit the cap is refused instead.
+    // (HTTP/1.1's parser refuses them itself, ./h1-request-parser.ts.)
+    if (req.httpVersion === '2.0' && fieldCount(req) > limits.maxHeadersCount) {
       sendVerdict(res, respond('request.headers_too_large', `more than ${limits.maxHeadersCount} header fields`), { grpc: false, requestId: 'none' });
       hooks.onRejected?.(requestRejection(req, 'request.headers_too_large', 'none'));
       return;
@@ -129,60 +129,13 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     handler(req, res);
   };
 
-  const h1 = http.createServer(
-    {
-      maxHeaderSize: limits.maxHeaderSize,
-      headersTimeout: limits.headersTimeout,
-      requestTimeout: limits.requestTimeout,
-      keepAliveTimeout: limits.idleTimeout,
-      insecureHTTPParser: false,
-      // A missing Host is refused by readRequestTarget (./call.ts), with the JSON reply node's own 400 lacks.
-      requireHostHeader: false,
-      joinDuplicateHeaders: true,
-      connectionsCheckingInterval: checkingInterval(limits.headersTimeout),
-    },
-    counted,
-  );
-  h1.maxHeadersCount = limits.maxHeadersCount + 1;
-  // Node enforces headersTimeout and requestTimeout only on connections it tracks, and starts tracking
-  // when the server emits 'listening'. This server never listens (sockets are handed to it): start it here.
-  h1.emit('listening');
   const lingerMs = limits.headersTimeout;
   const rejected = (socket: Socket, code: ReasonCode<'data'>, protocol: '1.1' | '2'): void => hooks.onRejected?.({ code, address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0, protocol });
   /** Answers on a socket no response owns (408, 400, 431), logs it, and closes. */
   const refuseRaw = (socket: Socket, refusal: { code: ReasonCode<'data'>; reason: string }): void => {
     if (replyRaw(socket, refusal.code, refusal.reason, lingerMs)) rejected(socket, refusal.code, '1.1');
   };
-  h1.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
-    if (err.code === 'ECONNRESET' || err instanceof DownstreamTimeoutError) {
-      socket.destroy();
-      return;
-    }
-    const call = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-    if (call && err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      // limits.requestTimeout while a call is in flight: the call logs it, as meshgate's timeout.
-      socket.destroy(new DownstreamTimeoutError('request'));
-      return;
-    }
-    const refusal = describeClientError(err.code);
-    if (call && !call.writableEnded) {
-      // The body of a call in flight did not parse: answered here, logged and counted once by the call.
-      markRefused(socket, new DownstreamRefusedError(refusal.code, refusal.reason));
-      if (!replyRaw(socket, refusal.code, refusal.reason, lingerMs)) socket.destroy();
-      return;
-    }
-    refuseRaw(socket, refusal);
-  });
-  h1.timeout = limits.idleTimeout;
-  // An idle timeout with a call in flight is meshgate's timeout, not a caller that left (see ./downstream.ts).
-  h1.on('timeout', (socket: Socket) => {
-    const call = (socket as Socket & { _httpMessage?: ServerResponse })._httpMessage;
-    if (call && !call.writableEnded) socket.destroy(new DownstreamTimeoutError(call.req.complete ? 'response' : 'request'));
-    else socket.destroy();
-  });
-  /** Deadlines for the first request head of connections handed to the HTTP/1.1 server. */
-  const h1FirstHead = new WeakMap<object, HeadDeadline>();
-  h1.prependListener('request', (req: IncomingMessage) => h1FirstHead.get(req.socket)?.clear());
+  const h1 = createH1Server(limits, { onRequest: counted, refuse: refuseRaw });
 
   const h2 = http2.createServer(
     {
@@ -250,21 +203,11 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       handshakePrincipal = undefined;
     }
   };
-  /** Hands an HTTP/1.1 connection whose first bytes (its request line) are buffered in `seen` to the server. */
-  const toH1 = (socket: Socket, deadline: HeadDeadline, seen: Buffer): void => {
-    deadline.onExpiry(() => refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT')));
-    if (checkRequestLine(seen, limits.maxHeaderSize) === 'malformed') {
-      deadline.clear();
-      refuseRaw(socket, { code: 'request.malformed', reason: 'request line must be a method, a target and a version separated by single spaces' });
-      socket.resume(); // nothing after it is read as a request; the caller's close ends the connection
-      return;
-    }
-    h1FirstHead.set(socket, deadline);
-    h1.emit('connection', socket);
-    socket.resume();
+  /** Hands an HTTP/1.1 connection to the codec; its first head keeps the connection's deadline. */
+  const toH1 = (socket: Socket, deadline: HeadDeadline): void => {
+    deadline.onExpiry(() => refuseRaw(socket, HEAD_TIMED_OUT));
+    h1.serve(socket, () => deadline.clear());
   };
-  /** Whether `seen` is enough to check an HTTP/1.1 connection's request line. */
-  const requestLineIn = (seen: Buffer): boolean => checkRequestLine(seen, limits.maxHeaderSize) !== 'incomplete';
 
   /** Raw sockets in their TLS handshake, by connection: the handshake has a deadline of its own. */
   const handshakes = new Map<string, HeadDeadline>();
@@ -281,10 +224,10 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       }
       if (verdict.principal !== undefined) socketPrincipals.set(tlsSocket, verdict.principal);
       // The request head gets its own headersTimeout once the handshake is done.
-      const deadline = startHeadDeadline(limits.headersTimeout, () => refuseRaw(tlsSocket, describeClientError('HPE_HEADERS_TIMEOUT')));
+      const deadline = startHeadDeadline(limits.headersTimeout, () => refuseRaw(tlsSocket, HEAD_TIMED_OUT));
       tlsSocket.once('close', () => deadline.clear());
       if (tlsSocket.alpnProtocol === 'h2') toH2(tlsSocket, deadline, verdict.principal);
-      else readUntil(tlsSocket, requestLineIn, (seen) => toH1(tlsSocket, deadline, seen));
+      else toH1(tlsSocket, deadline);
     });
     tlsOptions.server.on('tlsClientError', (err: NodeJS.ErrnoException, tlsSocket: tls.TLSSocket) => {
       // With TLS 1.3 a refused client certificate often surfaces as a hang-up; the socket keeps the real reason.
@@ -298,12 +241,12 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     if (firstByte === TLS_HANDSHAKE) return 'tls';
     return tlsOptions.mode === 'PERMISSIVE' ? 'plain' : 'refuse';
   };
-  /** Enough of a new connection's first bytes to route it: TLS by its first byte, HTTP/2 by its preface, HTTP/1.1 by its request line. */
+  /** Enough of a new connection's first bytes to route it: TLS by its first byte, HTTP/2 by its preface, HTTP/1.1 by anything else. */
   const decided = (seen: Buffer): boolean => {
     if (seen[0] === TLS_HANDSHAKE) return true;
     const n = Math.min(seen.length, H2_PREFACE.length);
     if (seen.subarray(0, n).equals(H2_PREFACE.subarray(0, n))) return seen.length >= H2_PREFACE.length;
-    return route(seen[0]!) === 'refuse' || requestLineIn(seen);
+    return true; // anything else is HTTP/1.1 (or refused): its parser judges every byte
   };
   const handshakeTimedOut = (socket: Socket): void => {
     tlsOptions!.onRefused('handshake_timeout', `no TLS handshake within limits.headersTimeout (${limits.headersTimeout} ms)`);
@@ -317,7 +260,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     const deadline = startHeadDeadline(limits.headersTimeout, () => {
       // Nothing decided yet: a client that sent nothing (or part of a request line) on a port that takes plaintext gets a 408.
       if (tlsOptions?.mode === 'STRICT') handshakeTimedOut(socket);
-      else refuseRaw(socket, describeClientError('HPE_HEADERS_TIMEOUT'));
+      else refuseRaw(socket, HEAD_TIMED_OUT);
     });
     socket.once('close', () => deadline.clear());
     readUntil(socket, decided, (seen) => {
@@ -340,7 +283,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       }
       // The HTTP/2 session drains bytes already buffered on the socket itself.
       if (isH2Preface(seen)) toH2(socket, deadline);
-      else toH1(socket, deadline, seen);
+      else toH1(socket, deadline);
     });
   };
   const sources = createSourceCounter(limits.maxConnectionsPerSource);
@@ -371,15 +314,13 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     listen: (port, host, opts) => listenOn(server, port, host, opts),
     stopAccepting() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      h1.closeIdleConnections();
+      h1.closeIdle();
       // HTTP/1.1 connections close after their current response (Connection: close).
-      h1.on('request', (_req, res) => res.setHeader('connection', 'close'));
+      h1.closeAfterEachResponse();
       for (const session of sessions) session.close();
       return closed;
     },
     destroy() {
-      h1.closeAllConnections();
-      h1.close(); // stops node's connection checking interval
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
     },
@@ -417,11 +358,6 @@ function readUntil(socket: Socket, enough: (seen: Buffer) => boolean, dispatch: 
 
 function isH2Preface(seen: Buffer): boolean {
   return seen.length >= H2_PREFACE.length && seen.subarray(0, H2_PREFACE.length).equals(H2_PREFACE);
-}
-
-/** Interval of node's check of headersTimeout and requestTimeout: a tenth of headersTimeout, within 25 ms to 1 s. */
-function checkingInterval(headersTimeout: number): number {
-  return Math.min(1_000, Math.max(25, Math.floor(headersTimeout / 10)));
 }
 
 /** Bounded reasons for the handshake error counter (never raw OpenSSL strings as labels). */

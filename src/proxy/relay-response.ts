@@ -23,8 +23,8 @@ export function relayResponse(
   progress: CallProgress,
   settle: (outcome: ForwardOutcome) => void,
 ): CallHandler {
-  // Http2ServerResponse mirrors ServerResponse's API; TypeScript cannot unify their overloads.
-  const res = downstream as ServerResponse;
+  // H1Response and Http2ServerResponse mirror ServerResponse's API; TypeScript cannot unify their overloads.
+  const res = downstream as unknown as ServerResponse;
   let controller: Dispatcher.DispatchController | undefined;
   let settled = false;
   let headSent = false;
@@ -39,7 +39,7 @@ export function relayResponse(
     settle({ status, reason, upstream: progress.upstream, retries: progress.retries, bytesOut });
   };
   const fail = (failure: AttemptFailure): void => {
-    const fate = downstreamFate(res);
+    const fate = downstreamFate(downstream);
     if (fate instanceof DownstreamRefusedError) return finish(reasonCode(fate.reasonCode).http, fate.reasonCode);
     if (failure === 'aborted' || fate !== 'open') {
       // Nothing reaches the caller any more. 499 only if it left; if a listener timer closed it, that timeout.
@@ -50,7 +50,7 @@ export function relayResponse(
     if (headSent) {
       // Mid-stream failure: reset the caller so it cannot mistake a truncated body for a whole one.
       // Logged with the reason's status (502, 504), not the 200 the caller saw before the reset.
-      resetDownstream(res);
+      resetDownstream(downstream);
       return finish(reasonCode(code).http, code);
     }
     replyError(code, `upstream ${failure}`);
@@ -65,12 +65,12 @@ export function relayResponse(
   };
   // A caller can leave before the call goes upstream (an HTTP/2 stream reset while the filters ran):
   // its 'close' has fired already, so the call starts aborted instead of waiting on an app for good.
-  if (downstreamFate(res) === 'open') res.once('close', onDownstreamClose);
+  if (downstreamFate(downstream) === 'open') res.once('close', onDownstreamClose);
   else onDownstreamClose();
 
   /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
   const refuse = (ctl: Dispatcher.DispatchController, code: ReasonCode<'data'>, midStream: boolean): void => {
-    if (midStream) resetDownstream(res);
+    if (midStream) resetDownstream(downstream);
     else replyError(code, "the app's response exceeds what its route allows");
     finish(midStream ? reasonCode(code).http : res.statusCode, code);
     ctl.abort(new DownstreamGoneError(`response refused: ${code}`));
@@ -128,7 +128,7 @@ export function relayResponse(
         replyError('request.malformed', err.message);
         return finish(res.statusCode, 'request.malformed');
       }
-      fail(failureOf(err, downstreamFate(res)));
+      fail(failureOf(err, downstreamFate(downstream)));
     },
   };
 }

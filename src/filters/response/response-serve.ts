@@ -87,7 +87,7 @@ function callerKey(call: CallContext): string | undefined {
  * unless the call is a HEAD. Returns the body bytes sent.
  */
 export function writeCached(downstream: DownstreamResponse, call: CallContext, hit: { response: CachedResponse; ageSeconds: number }, mutate: (out: OutgoingHttpHeaders) => void): number {
-  const res = downstream as ServerResponse;
+  const res = downstream as unknown as ServerResponse;
   const out: OutgoingHttpHeaders = { ...hit.response.headers, age: String(hit.ageSeconds) };
   out['content-length'] = String(hit.response.body.length);
   mutate(out);

@@ -1,0 +1,204 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
+import type { DownstreamRequest, DownstreamResponse, HttpListener } from '../../src/proxy/listener.ts';
+import { createHttpListener } from '../../src/proxy/listener.ts';
+import { connectRaw } from '../helpers/raw-socket.ts';
+
+/*
+ * The listener's own HTTP/1.1 codec (src/proxy/h1-server-connection.ts) with a
+ * handler of the test's: what a caller sees on the wire for pipelining, early
+ * answers, 100-continue, response framing, HTTP/1.0 and draining.
+ */
+
+const limits = sidecarConfigSchema.parse({
+  workload: { service: 'frontend' },
+  inbound: { app: 'http://127.0.0.1:1' },
+  mtls: { mode: 'DISABLE' },
+  limits: { headersTimeout: '300ms', requestTimeout: '2s', idleTimeout: '5s' },
+}).limits;
+
+type Handler = (req: DownstreamRequest, res: DownstreamResponse & { end(body?: string): unknown }) => void;
+
+describe('HTTP/1.1 on a data listener', () => {
+  let listener: HttpListener;
+  let port: number;
+  let handler: Handler = () => {};
+  beforeAll(async () => {
+    listener = createHttpListener('test', limits, (req, res) => handler(req, res as Parameters<Handler>[1]));
+    port = (await listener.listen(0, '127.0.0.1')).port;
+  });
+  afterAll(() => listener?.destroy());
+
+  /** Statuses, in the order they came. */
+  const statuses = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+
+  it('answers pipelined requests in order, one call at a time', async () => {
+    let active = 0;
+    let mostActive = 0;
+    handler = (req, res) => {
+      active++;
+      mostActive = Math.max(mostActive, active);
+      // The first answer is the slowest: a second call running beside it would answer first.
+      setTimeout(
+        () => {
+          active--;
+          res.end(`reply ${req.url}`);
+        },
+        req.url === '/1' ? 50 : 0,
+      );
+    };
+    const conn = await connectRaw(port);
+    conn.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n');
+    const text = await conn.waitFor(/reply \/3/);
+    expect([...text.matchAll(/reply (\/\d)/g)].map((m) => m[1])).toEqual(['/1', '/2', '/3']);
+    expect(text).toContain('content-length: 8\r\n');
+    expect(mostActive).toBe(1);
+    conn.destroy();
+  });
+
+  it('reads and drops the body of a call answered before it, and serves the next request on the connection', async () => {
+    handler = (req, res) => {
+      if (req.url === '/early') res.end('no thanks');
+      else res.end('next');
+    };
+    const conn = await connectRaw(port);
+    conn.write('POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: 200000\r\n\r\n');
+    await conn.waitFor(/no thanks/);
+    conn.write(Buffer.alloc(200_000, 'x'));
+    conn.write('GET /n HTTP/1.1\r\nHost: a\r\n\r\n');
+    await conn.waitFor(/next$/);
+    expect(statuses(conn.text())).toEqual([200, 200]);
+    conn.destroy();
+  });
+
+  it('sends 100 Continue to a caller that waits for it, then reads its body', async () => {
+    handler = (req, res) => {
+      let got = '';
+      req.on('data', (c: Buffer) => {
+        got += c.toString();
+      });
+      req.on('end', () => res.end(`got ${got}`));
+    };
+    const conn = await connectRaw(port);
+    conn.write('PUT /c HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n');
+    await conn.waitFor(/^HTTP\/1\.1 100 Continue\r\n\r\n$/);
+    conn.write('hello');
+    await conn.waitFor(/got hello$/);
+    expect(statuses(conn.text())).toEqual([100, 200]);
+    conn.destroy();
+  });
+
+  it('frames what a handler writes: a length for a whole body, chunks and trailers for a streamed one, nothing for HEAD and 204', async () => {
+    handler = (req, res) => {
+      const r = res as unknown as import('node:http').ServerResponse;
+      if (req.url === '/stream') {
+        r.writeHead(200, { 'content-type': 'text/plain' });
+        r.write('ab');
+        setImmediate(() => {
+          r.addTrailers({ 'x-sum': '2' });
+          r.end('c');
+        });
+      } else if (req.url === '/empty') {
+        r.writeHead(204, {});
+        r.end();
+      } else r.end('whole');
+    };
+    const conn = await connectRaw(port);
+    conn.write('GET /stream HTTP/1.1\r\nHost: a\r\n\r\n');
+    const streamed = await conn.waitFor(/0\r\nx-sum: 2\r\n\r\n$/);
+    expect(streamed).toMatch(/transfer-encoding: chunked\r\n/);
+    expect(streamed).toMatch(/\r\n\r\n2\r\nab\r\n1\r\nc\r\n0\r\n/);
+    conn.write('HEAD /whole HTTP/1.1\r\nHost: a\r\n\r\nGET /empty HTTP/1.1\r\nHost: a\r\n\r\nGET /whole HTTP/1.1\r\nHost: a\r\n\r\n');
+    const all = await conn.waitFor(/\r\n\r\nwhole$/);
+    const rest = all.slice(streamed.length);
+    expect(statuses(rest)).toEqual([200, 204, 200]);
+    // The HEAD reply has no body bytes: the 204 follows its head at once; the 204 has no framing field.
+    expect(rest).toMatch(/\r\n\r\nHTTP\/1\.1 204 No Content\r\ndate: [^\r]+\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    expect(rest.match(/whole/g)).toHaveLength(1);
+    conn.destroy();
+  });
+
+  it('refuses a header value that would split the response, so nothing of it reaches the wire', async () => {
+    let thrown: unknown;
+    handler = (_req, res) => {
+      try {
+        (res as unknown as import('node:http').ServerResponse).setHeader('x-a', 'ok\r\nx-injected: 1');
+      } catch (err) {
+        thrown = err;
+      }
+      res.end('safe');
+    };
+    const conn = await connectRaw(port);
+    conn.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    const text = await conn.waitFor(/safe$/);
+    expect((thrown as { code?: string }).code).toBe('ERR_INVALID_CHAR');
+    expect(text).not.toContain('x-injected');
+    conn.destroy();
+  });
+
+  it('closes an HTTP/1.0 connection after its response unless the caller asked to keep it', async () => {
+    handler = (_req, res) => res.end('one');
+    const plain = await connectRaw(port);
+    plain.write('GET / HTTP/1.0\r\nHost: a\r\n\r\n');
+    const { text } = await plain.closed;
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(text).toContain('connection: close\r\n');
+    const kept = await connectRaw(port);
+    kept.write('GET / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n');
+    await kept.waitFor(/one$/);
+    expect(kept.text()).toContain('connection: keep-alive\r\n');
+    kept.write('GET / HTTP/1.0\r\nHost: a\r\n\r\n');
+    await kept.closed;
+    expect(statuses(kept.text())).toEqual([200, 200]);
+  });
+
+  it('answers CONNECT with 501 request.unsupported and closes: meshgate opens no tunnels', async () => {
+    let called = false;
+    handler = (_req, res) => {
+      called = true;
+      res.end('tunnel?');
+    };
+    const conn = await connectRaw(port);
+    conn.write('CONNECT orders:443 HTTP/1.1\r\nHost: orders:443\r\n\r\n');
+    const { text } = await conn.closed;
+    expect(statuses(text)).toEqual([501]);
+    expect(text).toContain('x-meshgate-reason: request.unsupported');
+    expect(called).toBe(false);
+  });
+
+  it('gives a second request head on a kept connection limits.headersTimeout too: 408, then closed', async () => {
+    handler = (_req, res) => res.end('first');
+    const conn = await connectRaw(port);
+    conn.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    await conn.waitFor(/first$/);
+    conn.write('GET /slow HTTP/1.1\r\nHost: a\r\n'); // never finished
+    const { text } = await conn.closed;
+    expect(statuses(text)).toEqual([200, 408]);
+    expect(text).toContain('x-meshgate-reason: request.timeout');
+  });
+});
+
+describe('draining an HTTP/1.1 listener', () => {
+  it('closes idle connections at once and a busy one after its response, which says connection: close', async () => {
+    let answer: (() => void) | undefined;
+    const listener = createHttpListener('drain', limits, (_req, res) => {
+      answer = () => (res as unknown as { end(body: string): void }).end('done');
+    });
+    const { port } = await listener.listen(0, '127.0.0.1');
+    try {
+      const idle = await connectRaw(port);
+      const busy = await connectRaw(port);
+      busy.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+      while (answer === undefined) await new Promise((resolve) => setImmediate(resolve));
+      const stopped = listener.stopAccepting();
+      await idle.closed;
+      answer();
+      const { text } = await busy.closed;
+      expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+      expect(text).toContain('connection: close\r\n');
+      await stopped;
+    } finally {
+      listener.destroy();
+    }
+  });
+});
