@@ -283,7 +283,8 @@ class H1ServerConnection implements RequestSink, ResponseOwner {
 
   checkDeadlines(now: number): void {
     const limits = this.#shared.limits;
-    if (this.#headStartedAt !== 0 && now - this.#headStartedAt >= limits.headersTimeout && this.#parser.inHead) {
+    // Set from the first byte after a request until the next head is in, empty lines before it included.
+    if (this.#headStartedAt !== 0 && now - this.#headStartedAt >= limits.headersTimeout) {
       this.#headStartedAt = 0;
       this.#broken = true;
       this.#shared.hooks.refuse(this.#socket, HEAD_TIMED_OUT);

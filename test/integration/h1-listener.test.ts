@@ -152,6 +152,20 @@ describe('HTTP/1.1 on a data listener', () => {
     expect(statuses(kept.text())).toEqual([200, 200]);
   });
 
+  it('counts empty lines before a head against limits.headersTimeout: a stream of CRLFs does not hold a connection', async () => {
+    handler = (_req, res) => res.end('first');
+    const conn = await connectRaw(port);
+    conn.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    await conn.waitFor(/first$/);
+    conn.trickle(
+      Array.from({ length: 100 }, () => '\r\n'),
+      20,
+    ); // 2 s of them, past the 300 ms limit
+    const { text, afterMs } = await conn.closed;
+    expect(statuses(text)).toEqual([200, 408]);
+    expect(afterMs).toBeLessThan(1_500);
+  });
+
   it('answers CONNECT with 501 request.unsupported and closes: meshgate opens no tunnels', async () => {
     let called = false;
     handler = (_req, res) => {

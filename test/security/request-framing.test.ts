@@ -110,6 +110,30 @@ describe('request framing: HTTP/1.1 on both listeners', () => {
       await watch.refused({ reason: 'request.malformed', status: 400, direction });
     });
 
+    it.each([
+      // Node's parser was strict about these on the first request line only; every request is read by meshgate's own now.
+      ['a second request line with two spaces, after a clean request', 'GET /first HTTP/1.1\r\nHost: orders\r\n\r\nGET  /x HTTP/1.1\r\nHost: orders\r\n\r\n', [200, 400], 1],
+      ['a header line ended by a bare LF', 'GET /x HTTP/1.1\r\nHost: orders\nX-Hidden: 1\r\n\r\n', [400], 0],
+      ['Content-Length twice with the same value', 'POST /x HTTP/1.1\r\nHost: orders\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello', [400], 0],
+      ['a transfer coding before chunked', 'POST /x HTTP/1.1\r\nHost: orders\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n', [400], 0],
+    ] as const)('%s: 400 request.malformed, connection closed, canary never answered', async (_case, payload, statuses, hits) => {
+      const watch = await watchRefusal(sc, [app]);
+      const { replies: got, closed } = await sendWithCanary(port(), payload);
+      expect(closed).toBe(true);
+      expect(got.map((r) => r.status)).toEqual(statuses);
+      expect(JSON.parse(got.at(-1)!.body)).toMatchObject({ code: 'request.malformed' });
+      await watch.refused({ reason: 'request.malformed', status: 400, direction, upstreamHits: hits });
+    });
+
+    it('CONNECT: 501 request.unsupported (meshgate opens no tunnels), connection closed, canary never answered', async () => {
+      const watch = await watchRefusal(sc, [app]);
+      const { replies: got, closed } = await sendWithCanary(port(), 'CONNECT orders:443 HTTP/1.1\r\nHost: orders:443\r\n\r\n');
+      expect(closed).toBe(true);
+      expect(got.map((r) => r.status)).toEqual([501]);
+      expect(got[0]!.headers).toContain('x-meshgate-reason: request.unsupported');
+      await watch.refused({ reason: 'request.unsupported', status: 501, direction });
+    });
+
     it('a missing Host gets the JSON reason body like every other 400', async () => {
       const watch = await watchRefusal(sc, [app]);
       const { replies: got } = await sendWithCanary(port(), 'GET /x HTTP/1.1\r\nX-A: 1\r\n\r\n');
