@@ -5,6 +5,7 @@ import { HEAD_TIMED_OUT } from './connection-guard.ts';
 import { DownstreamRefusedError, DownstreamTimeoutError, markRefused } from './downstream.ts';
 import type { RequestHead, RequestSink } from './h1-request-parser.ts';
 import { RequestFramingError, RequestParser } from './h1-request-parser.ts';
+import type { BodySource } from './h1-server-request.ts';
 import { H1Request } from './h1-server-request.ts';
 import type { ResponseOwner } from './h1-server-response.ts';
 import { H1Response } from './h1-server-response.ts';
@@ -54,6 +55,7 @@ export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks): H1
   const shared: ConnectionShared = {
     limits,
     hooks,
+    keepAliveField: `keep-alive: timeout=${Math.floor(limits.idleTimeout / 1000)}\r\n`,
     closing: () => closing,
     date() {
       const now = Date.now();
@@ -96,12 +98,13 @@ export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks): H1
 interface ConnectionShared {
   readonly limits: H1ServerLimits;
   readonly hooks: H1ServerHooks;
+  readonly keepAliveField: string;
   closing(): boolean;
   date(): string;
   gone(connection: H1ServerConnection): void;
 }
 
-class H1ServerConnection implements RequestSink, ResponseOwner {
+class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
   readonly #socket: Socket;
   readonly #shared: ConnectionShared;
   readonly #parser: RequestParser;
@@ -149,7 +152,7 @@ class H1ServerConnection implements RequestSink, ResponseOwner {
     this.#requestStartedAt = this.#headStartedAt || Date.now();
     this.#headStartedAt = 0;
     this.#keepAlive = head.keepAlive;
-    const req = new H1Request(head, socket, () => this.#bodyWanted());
+    const req = new H1Request(head, socket, this);
     const res = new H1Response(req, socket, this);
     this.#req = req;
     this.#res = res;
@@ -174,7 +177,7 @@ class H1ServerConnection implements RequestSink, ResponseOwner {
       this.#nextRequest();
       return;
     }
-    req.push(null);
+    req.ended();
   }
 
   // ---- ResponseOwner: the response's questions and its end.
@@ -188,12 +191,16 @@ class H1ServerConnection implements RequestSink, ResponseOwner {
   }
 
   ended(): void {
-    // After the response's own writes (it may end inside the parser's onHead): the next request starts on the next tick.
-    process.nextTick(() => this.#afterResponse());
+    // Called on the tick after the response's end, with its bytes flushed (it may have ended inside the parser's onHead).
+    this.#afterResponse();
   }
 
   date(): string {
     return this.#shared.date();
+  }
+
+  get keepAliveField(): string {
+    return this.#shared.keepAliveField;
   }
 
   // ---- The connection's own steps.
@@ -226,7 +233,7 @@ class H1ServerConnection implements RequestSink, ResponseOwner {
     this.#socket.pause();
   }
 
-  #bodyWanted(): void {
+  bodyWanted(): void {
     if (!this.#bodyPaused) return;
     this.#bodyPaused = false;
     if (this.#held === undefined && !this.#broken) this.#socket.resume();

@@ -2,6 +2,11 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import type { RequestHead } from './h1-request-parser.ts';
 
+/** Where a request's body comes from: asked for more once its reader drained what it had. */
+export interface BodySource {
+  bodyWanted(): void;
+}
+
 /**
  * An HTTP/1.1 request as the listener hands it to the stacks: the members of
  * node:http's IncomingMessage meshgate reads (method, url, headers,
@@ -20,9 +25,13 @@ export class H1Request extends Readable {
   readonly socket: Socket;
   /** The whole body arrived. */
   complete = false;
-  readonly #wantMore: () => void;
+  readonly #source: BodySource;
+  /** A reader asked for bytes (the next ones go straight to it). */
+  #asked = false;
+  /** The request has no body and no reader asked yet: its end is pushed when one does. */
+  #endWhenAsked = false;
 
-  constructor(head: RequestHead, socket: Socket, wantMore: () => void) {
+  constructor(head: RequestHead, socket: Socket, source: BodySource) {
     // Body chunks are handed on as they arrived, so 64 KiB as node:http's IncomingMessage.
     super({ highWaterMark: 64 * 1024 });
     this.method = head.method;
@@ -32,11 +41,26 @@ export class H1Request extends Readable {
     this.httpVersionMinor = head.minorVersion;
     this.httpVersion = head.minorVersion === 1 ? '1.1' : '1.0';
     this.socket = socket;
-    this.#wantMore = wantMore;
+    this.#source = source;
+  }
+
+  /**
+   * The body is over. Most requests have none and nobody reads them: ending
+   * the stream then would schedule its 'end' for no one, on every call.
+   */
+  ended(): void {
+    if (this.#asked || this.readableLength > 0) this.push(null);
+    else this.#endWhenAsked = true;
   }
 
   override _read(): void {
-    this.#wantMore();
+    if (this.#endWhenAsked) {
+      this.#endWhenAsked = false;
+      this.push(null);
+      return;
+    }
+    this.#asked = true;
+    this.#source.bodyWanted();
   }
 
   /** As node's IncomingMessage: an error (the caller left mid-body) is only emitted to a reader that listens for one. */

@@ -11,10 +11,12 @@ export interface ResponseOwner {
   closesAfter(): boolean;
   /** The response will not keep the connection open: framed by close, or a `connection: close` set on it. */
   closeAfter(): void;
-  /** Everything of the response is queued on the socket: the connection goes on. */
+  /** Everything of the response is written to the socket (on the tick after its end): the connection goes on. */
   ended(): void;
   /** The Date header's value, formatted once a second. */
   date(): string;
+  /** `keep-alive: timeout=<idle seconds>` and its line end, sent on a response that keeps the connection. */
+  readonly keepAliveField: string;
 }
 
 type Value = string | string[];
@@ -81,6 +83,7 @@ export class H1Response extends EventEmitter {
   #noBody = false;
   #corked = false;
   #needDrain = false;
+  #endReported = false;
 
   constructor(req: H1Request, socket: Socket, owner: ResponseOwner) {
     super();
@@ -210,6 +213,11 @@ export class H1Response extends EventEmitter {
       process.nextTick(() => {
         this.#corked = false;
         socket.uncork();
+        // The connection goes on once the end is flushed, on this same tick (one tick per response, not two).
+        if (this.writableEnded && !this.#endReported) {
+          this.#endReported = true;
+          this.#owner.ended();
+        }
       });
     }
     let ok = true;
@@ -225,7 +233,6 @@ export class H1Response extends EventEmitter {
       const done = (): void => this.#finished();
       if (this.#chunked) socket.write(`0\r\n${this.#trailerLines()}\r\n`, 'latin1', done);
       else socket.write(EMPTY, done);
-      this.#owner.ended();
     }
     return ok;
   }
@@ -273,7 +280,11 @@ export class H1Response extends EventEmitter {
     if (connection !== undefined && /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i.test(String(connection))) this.#owner.closeAfter();
     else if (this.#owner.closesAfter()) {
       if (connection === undefined) head += 'connection: close\r\n';
-    } else if (this.req.httpVersionMinor === 0 && connection === undefined) head += 'connection: keep-alive\r\n';
+    } else {
+      if (this.req.httpVersionMinor === 0 && connection === undefined) head += 'connection: keep-alive\r\n';
+      // As node:http did: a client that keeps the connection learns when we close it, and stops reusing it before.
+      if (!fields.has('keep-alive')) head += this.#owner.keepAliveField;
+    }
     return `${head}\r\n`;
   }
 }

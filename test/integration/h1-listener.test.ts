@@ -52,6 +52,8 @@ describe('HTTP/1.1 on a data listener', () => {
     const text = await conn.waitFor(/reply \/3/);
     expect([...text.matchAll(/reply (\/\d)/g)].map((m) => m[1])).toEqual(['/1', '/2', '/3']);
     expect(text).toContain('content-length: 8\r\n');
+    // limits.idleTimeout is 5 s: a client closes an idle connection before the listener does.
+    expect(text).toContain('keep-alive: timeout=5\r\n');
     expect(mostActive).toBe(1);
     conn.destroy();
   });
@@ -113,7 +115,7 @@ describe('HTTP/1.1 on a data listener', () => {
     const rest = all.slice(streamed.length);
     expect(statuses(rest)).toEqual([200, 204, 200]);
     // The HEAD reply has no body bytes: the 204 follows its head at once; the 204 has no framing field.
-    expect(rest).toMatch(/\r\n\r\nHTTP\/1\.1 204 No Content\r\ndate: [^\r]+\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    expect(rest).toMatch(/\r\n\r\nHTTP\/1\.1 204 No Content\r\ndate: [^\r]+\r\nkeep-alive: timeout=5\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
     expect(rest.match(/whole/g)).toHaveLength(1);
     conn.destroy();
   });
