@@ -1,4 +1,3 @@
-import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { CallContext, Direction, RequestBody } from '../core/call-context.ts';

@@ -1,5 +1,6 @@
 import type { ReasonCode } from '../core/reason-codes.ts';
-import { TOKEN_CHARS } from './h1-response-parser.ts';
+import type { BodyFraming, FramingFault } from './h1-message-parser.ts';
+import { CONTENT_LENGTH, forEachField, H1MessageParser } from './h1-message-parser.ts';
 
 /*
  * The HTTP/1.1 request parser of the sidecar's listeners (./h1-server-connection.ts),
@@ -60,142 +61,45 @@ export interface RequestParserLimits {
 /** RFC 9112 §3: method SP request-target SP HTTP-version, one space each; HTTP/1.0 and HTTP/1.1 only. */
 const REQUEST_LINE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
 const TARGET_FORM = /^(?:\/|[A-Za-z][A-Za-z0-9+.-]*:\/\/|\*$)/;
-const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
-const CONTENT_LENGTH = /^\d{1,15}$/;
-/** A chunk-size line with its extensions (node's parser refuses extensions beyond 16 KiB; we stop earlier). */
-const MAX_CHUNK_LINE = 4096;
 
 const malformed = (reason: string): RequestFramingError => new RequestFramingError('request.malformed', reason);
 
-type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'done';
-
-export class RequestParser {
-  #state: State = 'head';
-  #buffer: Buffer | undefined;
-  #remaining = 0;
+export class RequestParser extends H1MessageParser {
   readonly #sink: RequestSink;
-  readonly #limits: RequestParserLimits;
+  readonly #maxHeadersCount: number;
 
   constructor(sink: RequestSink, limits: RequestParserLimits) {
+    super(limits.maxHeaderSize, 'request');
+    this.skipsLeadingEmptyLines = true;
     this.#sink = sink;
-    this.#limits = limits;
-  }
-
-  /** Whether the current request is whole (the parser takes no more bytes until `next`). */
-  get done(): boolean {
-    return this.#state === 'done';
-  }
-
-  /** Whether part of a head has arrived (for the head's deadline). */
-  get inHead(): boolean {
-    return this.#state === 'head' && this.#buffer !== undefined;
+    this.#maxHeadersCount = limits.maxHeadersCount;
   }
 
   /** Ready for the next request on the connection. */
   next(): void {
-    this.#state = 'head';
+    this.restart();
   }
 
-  /**
-   * Feeds bytes; throws RequestFramingError. Stops where the current request
-   * ends and returns the bytes after it (a pipelined request), which the
-   * caller hands back once it is ready for them.
-   */
-  execute(input: Buffer): Buffer | undefined {
-    const chunk = this.#buffer === undefined ? input : Buffer.concat([this.#buffer, input]);
-    this.#buffer = undefined;
-    let at = 0;
-    while (at < chunk.length) {
-      switch (this.#state) {
-        case 'head': {
-          // At least one empty line before a request line is ignored (RFC 9112 §2.2).
-          while (at < chunk.length && (chunk[at] === 13 || chunk[at] === 10)) {
-            if (chunk[at] === 13 && at + 1 < chunk.length && chunk[at + 1] !== 10) throw malformed('bare CR');
-            at++;
-          }
-          if (at === chunk.length) return undefined;
-          const end = this.#find(chunk, at, '\r\n\r\n', this.#limits.maxHeaderSize, 'request head', 'request.headers_too_large');
-          if (end < 0) return undefined;
-          const head = this.#head(chunk.toString('latin1', at, end));
-          at = end + 4;
-          this.#sink.onHead(head);
-          // #head set the state: 'done' for a request without a body.
-          if ((this.#state as State) === 'done') this.#sink.onComplete();
-          break;
-        }
-        case 'length':
-          at = this.#take(chunk, at);
-          if (this.#remaining === 0) this.#complete();
-          break;
-        case 'chunk-size': {
-          const end = this.#find(chunk, at, '\r\n', MAX_CHUNK_LINE, 'chunk-size line', 'request.malformed');
-          if (end < 0) return undefined;
-          const match = CHUNK_SIZE.exec(chunk.toString('latin1', at, end));
-          if (!match) throw malformed('invalid chunk size line');
-          this.#remaining = Number.parseInt(match[1]!, 16);
-          at = end + 2;
-          this.#state = this.#remaining === 0 ? 'trailers' : 'chunk-data';
-          break;
-        }
-        case 'chunk-data':
-          at = this.#take(chunk, at);
-          if (this.#remaining === 0) this.#state = 'chunk-end';
-          break;
-        case 'chunk-end':
-          if (chunk.length - at < 2) {
-            this.#buffer = chunk.subarray(at);
-            return undefined;
-          }
-          if (chunk[at] !== 13 || chunk[at + 1] !== 10) throw malformed('chunk data not followed by CRLF');
-          at += 2;
-          this.#state = 'chunk-size';
-          break;
-        case 'trailers': {
-          if (chunk.length - at >= 2 && chunk[at] === 13 && chunk[at + 1] === 10) {
-            at += 2;
-            this.#complete();
-            break;
-          }
-          const end = this.#find(chunk, at, '\r\n\r\n', this.#limits.maxHeaderSize, 'trailer section', 'request.headers_too_large');
-          if (end < 0) return undefined;
-          // Checked like any field line (a bad one is as suspect here), then dropped.
-          readFields(chunk.toString('latin1', at, end), 0, this.#limits.maxHeadersCount, []);
-          at = end + 4;
-          this.#complete();
-          break;
-        }
-        case 'done':
-          return at === 0 ? chunk : chunk.subarray(at);
-      }
-    }
-    return undefined;
+  protected fault(kind: FramingFault, reason: string): Error {
+    return new RequestFramingError(kind === 'too_large' ? 'request.headers_too_large' : 'request.malformed', reason);
   }
 
-  #complete(): void {
-    this.#state = 'done';
+  /** A pipelined request: handed back to the connection, which feeds it once the answer before it is out. */
+  protected afterEnd(rest: Buffer): Buffer | undefined {
+    return rest;
+  }
+
+  protected readData(chunk: Buffer): void {
+    this.#sink.onBody(chunk);
+  }
+
+  protected readEnd(trailers: string | undefined): void {
+    // Checked like any field line (a bad one is as suspect here), then dropped.
+    if (trailers !== undefined) readFields(trailers, 0, this.#maxHeadersCount, []);
     this.#sink.onComplete();
   }
 
-  #take(chunk: Buffer, at: number): number {
-    const take = Math.min(this.#remaining, chunk.length - at);
-    this.#remaining -= take;
-    this.#sink.onBody(take === chunk.length ? chunk : chunk.subarray(at, at + take));
-    return at + take;
-  }
-
-  /** Where `terminator` ends what starts at `at`, or -1 when it has not arrived yet (the rest is held, bounded by `limit`). */
-  #find(chunk: Buffer, at: number, terminator: string, limit: number, what: string, code: ReasonCode<'data'>): number {
-    const end = chunk.indexOf(terminator, at, 'latin1');
-    if (end < 0) {
-      if (chunk.length - at > limit) throw new RequestFramingError(code, `${what} larger than ${limit} bytes`);
-      this.#buffer = at === 0 ? chunk : chunk.subarray(at);
-      return -1;
-    }
-    if (end - at > limit) throw new RequestFramingError(code, `${what} larger than ${limit} bytes`);
-    return end;
-  }
-
-  #head(text: string): RequestHead {
+  protected readHead(text: string): BodyFraming {
     let lineEnd = text.indexOf('\r\n');
     if (lineEnd < 0) lineEnd = text.length;
     const line = REQUEST_LINE.exec(text.slice(0, lineEnd));
@@ -205,32 +109,27 @@ export class RequestParser {
     // Origin-form, absolute-form or asterisk-form (RFC 9112 §3.2); anything else is not a request we can frame.
     if (!TARGET_FORM.test(line[2]!)) throw malformed('request target must be a path, an absolute URL or *');
     const rawHeaders: string[] = [];
-    const headers = readFields(text, lineEnd + 2, this.#limits.maxHeadersCount, rawHeaders);
+    const headers = readFields(text, lineEnd + 2, this.#maxHeadersCount, rawHeaders);
     const minorVersion = line[3] === '1' ? 1 : 0;
-    const method = line[1]!;
     const te = headers['transfer-encoding'];
     const cl = headers['content-length'];
-    let hasBody = false;
+    let framing: BodyFraming = { kind: 'none' };
     if (te !== undefined) {
       if (cl !== undefined) throw malformed('both Transfer-Encoding and Content-Length');
       if (minorVersion === 0) throw malformed('Transfer-Encoding in an HTTP/1.0 request');
       if (typeof te !== 'string' || te.toLowerCase() !== 'chunked') throw malformed('Transfer-Encoding other than chunked');
-      this.#state = 'chunk-size';
-      hasBody = true;
+      framing = { kind: 'chunked' };
     } else if (cl !== undefined) {
       if (typeof cl !== 'string' || !CONTENT_LENGTH.test(cl)) throw malformed('invalid Content-Length');
-      this.#remaining = Number(cl);
-      hasBody = this.#remaining > 0;
-      this.#state = hasBody ? 'length' : 'done';
-    } else {
-      this.#state = 'done';
+      framing = { kind: 'length', length: Number(cl) };
     }
+    const hasBody = framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0);
     const connection = headers.connection;
     const tokens = connection === undefined ? '' : (typeof connection === 'string' ? connection : connection.join(',')).toLowerCase();
     const keepAlive = minorVersion === 1 ? !/(?:^|,)[\t ]*close[\t ]*(?:,|$)/.test(tokens) : /(?:^|,)[\t ]*keep-alive[\t ]*(?:,|$)/.test(tokens);
     const expect = headers.expect;
-    return {
-      method,
+    this.#sink.onHead({
+      method: line[1]!,
       url: line[2]!,
       minorVersion,
       rawHeaders,
@@ -238,43 +137,22 @@ export class RequestParser {
       hasBody,
       keepAlive,
       expectsContinue: hasBody && typeof expect === 'string' && expect.toLowerCase() === '100-continue',
-    };
+    });
+    return framing;
   }
 }
 
 /**
- * Field lines of `text` (latin1, CRLF between lines, none at the end) from
- * `from` on: pushed to `raw` as sent, and returned in node:http's shape.
- * Scanned by character code, as the response parser's (a head is parsed on
- * every call). Two Content-Length fields are refused even when equal: the
- * request is the caller's, and a sender that repeats it is not one we trust.
+ * Field lines of `text` from `from` on (./h1-message-parser.ts checks them):
+ * pushed to `raw` as sent, and returned in node:http's shape. Two
+ * Content-Length fields are refused even when equal: the request is the
+ * caller's, and a sender that repeats it is not one we trust.
  */
 function readFields(text: string, from: number, maxCount: number, raw: string[]): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
-  let at = from;
   let count = 0;
-  while (at < text.length) {
-    let eol = text.indexOf('\r\n', at);
-    if (eol < 0) eol = text.length;
+  forEachField(text, from, malformed, (name, value) => {
     if (++count > maxCount) throw new RequestFramingError('request.headers_too_large', `more than ${maxCount} header fields`);
-    const colon = text.indexOf(':', at);
-    // Also refuses obs-fold (a line that starts with whitespace), whitespace before the colon and a bare LF.
-    if (colon <= at || colon > eol) throw malformed('invalid header line');
-    for (let i = at; i < colon; i++) {
-      const c = text.charCodeAt(i);
-      if (c > 127 || TOKEN_CHARS[c] === 0) throw malformed('invalid header name');
-    }
-    let start = colon + 1;
-    let end = eol;
-    while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;
-    while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--;
-    for (let i = start; i < end; i++) {
-      const c = text.charCodeAt(i);
-      // CTLs but HTAB (a bare CR or LF among them) and DEL; obs-text (0x80-0xFF) is allowed.
-      if ((c < 32 && c !== 9) || c === 127) throw malformed('invalid character in a header value');
-    }
-    const name = text.slice(at, colon);
-    const value = text.slice(start, end);
     raw.push(name, value);
     const lower = name.toLowerCase();
     const existing = out[lower];
@@ -282,7 +160,6 @@ function readFields(text: string, from: number, maxCount: number, raw: string[])
     else if (lower === 'content-length') throw malformed('more than one Content-Length');
     else if (Array.isArray(existing)) existing.push(value);
     else out[lower] = `${existing}${lower === 'cookie' ? '; ' : ', '}${value}`;
-    at = eol + 2;
-  }
+  });
   return out;
 }

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { nodeHttp as http } from '../core/node-http.ts';
-import { TOKEN_CHARS } from './h1-response-parser.ts';
+import { TOKEN_CHARS } from './h1-message-parser.ts';
 import type { H1Request } from './h1-server-request.ts';
 
 /** What a response needs from its connection (./h1-server-connection.ts). */

@@ -1,0 +1,232 @@
+/*
+ * What HTTP/1.1 requests and responses share on the wire (RFC 9112): a head
+ * ended by an empty line, then a body framed by Content-Length, by chunks, or
+ * (responses only) by the connection's close. The request parser of the
+ * listeners (./h1-request-parser.ts) and the response parser of the upstream
+ * connections (./h1-response-parser.ts) read heads their own way and share
+ * the rest here: the buffering, bounded wherever it waits for a line end, and
+ * the body states, strict where two parsers could disagree on where a message
+ * ends (CRLF after chunk data, one chunk-size grammar, bounded lines).
+ */
+
+/** How the body after a head is framed; `skip`: the head was informational (1xx), another head follows. */
+export type BodyFraming = { readonly kind: 'none' | 'chunked' | 'until-close' | 'skip' } | { readonly kind: 'length'; readonly length: number };
+
+/** Why bytes were refused: `too_large` for a head or trailer section over its limit, `malformed` for the rest. */
+export type FramingFault = 'too_large' | 'malformed';
+
+/** RFC 9110 tchar, by character code: what a field name is made of. */
+export const TOKEN_CHARS = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN_CHARS[c.charCodeAt(0)] = 1;
+
+const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
+/** A chunk-size line with its extensions; llhttp and Node allow no more in practice. */
+const MAX_CHUNK_LINE = 4096;
+export const CONTENT_LENGTH = /^\d{1,15}$/;
+
+/**
+ * Calls `field` for each field line of `text` (latin1, CRLF between lines,
+ * none at the end) from `from` on, checked first: a token name right before
+ * the colon (no obs-fold, no whitespace before it), no control character but
+ * HTAB in the value (a bare CR or LF among them), obs-text allowed; the value
+ * without its surrounding whitespace. Scanned by character code, not with a
+ * regular expression per line: a head is parsed on every call.
+ */
+export function forEachField(text: string, from: number, fail: (reason: string) => Error, field: (name: string, value: string) => void): void {
+  let at = from;
+  while (at < text.length) {
+    let eol = text.indexOf('\r\n', at);
+    if (eol < 0) eol = text.length;
+    const colon = text.indexOf(':', at);
+    if (colon <= at || colon > eol) throw fail('invalid header line');
+    for (let i = at; i < colon; i++) {
+      const c = text.charCodeAt(i);
+      if (c > 127 || TOKEN_CHARS[c] === 0) throw fail('invalid header line');
+    }
+    let start = colon + 1;
+    let end = eol;
+    while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;
+    while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--;
+    for (let i = start; i < end; i++) {
+      const c = text.charCodeAt(i);
+      if ((c < 32 && c !== 9) || c === 127) throw fail('invalid character in a header value');
+    }
+    field(text.slice(at, colon), text.slice(start, end));
+    at = eol + 2;
+  }
+}
+
+type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'trailers' | 'until-close' | 'done';
+
+export abstract class H1MessageParser {
+  #state: State = 'head';
+  #buffer: Buffer | undefined;
+  #remaining = 0;
+  readonly #maxHeadBytes: number;
+  readonly #what: string;
+
+  /** `what`: the message's name in refusals ('request' or 'response'). */
+  constructor(maxHeadBytes: number, what: string) {
+    this.#maxHeadBytes = maxHeadBytes;
+    this.#what = what;
+  }
+
+  /** The error a refusal throws. */
+  protected abstract fault(kind: FramingFault, reason: string): Error;
+  /** Reads a head (its text without the empty line that ends it) and says how its body is framed. */
+  protected abstract readHead(text: string): BodyFraming;
+  protected abstract readData(chunk: Buffer): void;
+  /** The message is whole; `trailers`: the trailer section's text, when there was one. */
+  protected abstract readEnd(trailers: string | undefined): void;
+  /** Bytes after the end of the message: handed back by `execute`, or refused. */
+  protected abstract afterEnd(rest: Buffer): Buffer | undefined;
+  /** Requests: at least one empty line before a request line is ignored (RFC 9112 §2.2). */
+  protected skipsLeadingEmptyLines = false;
+
+  /** Whether the current message is whole. */
+  get done(): boolean {
+    return this.#state === 'done';
+  }
+
+  /** Whether part of a head is held. */
+  get inHead(): boolean {
+    return this.#state === 'head' && this.#buffer !== undefined;
+  }
+
+  /** Whether the bytes so far leave the message unfinished only because more may come (a close now ends an until-close body). */
+  get readsUntilClose(): boolean {
+    return this.#state === 'until-close';
+  }
+
+  /** Ready for the next message's head. */
+  protected restart(): void {
+    this.#state = 'head';
+    this.#buffer = undefined;
+  }
+
+  /** The connection closed: ends an until-close body; any other unfinished message is left as it is. */
+  close(): void {
+    if (this.#state === 'until-close') this.#finish(undefined);
+  }
+
+  /** Feeds bytes; throws `fault`'s error. Stops where the message ends and returns what `afterEnd` makes of the rest. */
+  execute(input: Buffer): Buffer | undefined {
+    const chunk = this.#buffer === undefined ? input : Buffer.concat([this.#buffer, input]);
+    this.#buffer = undefined;
+    let at = 0;
+    while (at < chunk.length) {
+      switch (this.#state) {
+        case 'head': {
+          if (this.skipsLeadingEmptyLines) {
+            while (at < chunk.length && (chunk[at] === 13 || chunk[at] === 10)) {
+              if (chunk[at] === 13 && at + 1 < chunk.length && chunk[at + 1] !== 10) throw this.fault('malformed', 'bare CR');
+              at++;
+            }
+            if (at === chunk.length) return undefined;
+          }
+          const end = this.#find(chunk, at, '\r\n\r\n', this.#maxHeadBytes, `${this.#what} head`, 'too_large');
+          if (end < 0) return undefined;
+          const framing = this.readHead(chunk.toString('latin1', at, end));
+          at = end + 4;
+          this.#frame(framing);
+          break;
+        }
+        case 'length':
+          at = this.#take(chunk, at);
+          if (this.#remaining === 0) this.#finish(undefined);
+          break;
+        case 'until-close':
+          this.readData(at === 0 ? chunk : chunk.subarray(at));
+          return undefined;
+        case 'chunk-size': {
+          const end = this.#find(chunk, at, '\r\n', MAX_CHUNK_LINE, 'chunk-size line', 'malformed');
+          if (end < 0) return undefined;
+          const match = CHUNK_SIZE.exec(chunk.toString('latin1', at, end));
+          if (!match) throw this.fault('malformed', 'invalid chunk size line');
+          this.#remaining = Number.parseInt(match[1]!, 16);
+          at = end + 2;
+          this.#state = this.#remaining === 0 ? 'trailers' : 'chunk-data';
+          break;
+        }
+        case 'chunk-data':
+          at = this.#take(chunk, at);
+          if (this.#remaining === 0) this.#state = 'chunk-end';
+          break;
+        case 'chunk-end':
+          if (chunk.length - at < 2) {
+            this.#buffer = chunk.subarray(at);
+            return undefined;
+          }
+          if (chunk[at] !== 13 || chunk[at + 1] !== 10) throw this.fault('malformed', 'chunk data not followed by CRLF');
+          at += 2;
+          this.#state = 'chunk-size';
+          break;
+        case 'trailers': {
+          // Either CRLF at once (no trailers) or field lines ending with an empty line.
+          if (chunk.length - at >= 2 && chunk[at] === 13 && chunk[at + 1] === 10) {
+            at += 2;
+            this.#finish(undefined);
+            break;
+          }
+          const end = this.#find(chunk, at, '\r\n\r\n', this.#maxHeadBytes, 'trailer section', 'too_large');
+          if (end < 0) return undefined;
+          const trailers = chunk.toString('latin1', at, end);
+          at = end + 4;
+          this.#finish(trailers);
+          break;
+        }
+        case 'done':
+          return this.afterEnd(at === 0 ? chunk : chunk.subarray(at));
+      }
+    }
+    return undefined;
+  }
+
+  #frame(framing: BodyFraming): void {
+    switch (framing.kind) {
+      case 'skip':
+        return; // still 'head'
+      case 'none':
+        return this.#finish(undefined);
+      case 'chunked':
+        this.#state = 'chunk-size';
+        return;
+      case 'until-close':
+        this.#state = 'until-close';
+        return;
+      case 'length':
+        this.#remaining = framing.length;
+        if (framing.length === 0) this.#finish(undefined);
+        else this.#state = 'length';
+    }
+  }
+
+  #finish(trailers: string | undefined): void {
+    this.#state = 'done';
+    this.readEnd(trailers);
+  }
+
+  /** Hands on up to #remaining body bytes from `at`; returns where the next unread byte is. */
+  #take(chunk: Buffer, at: number): number {
+    const take = Math.min(this.#remaining, chunk.length - at);
+    this.#remaining -= take;
+    this.readData(take === chunk.length ? chunk : chunk.subarray(at, at + take));
+    return at + take;
+  }
+
+  /**
+   * Where `terminator` ends the line or section that starts at `at`, or -1 when it has not arrived yet
+   * (the rest is held). Bounded whether it comes in pieces or in one read: a peer cannot grow it
+   * without end.
+   */
+  #find(chunk: Buffer, at: number, terminator: string, limit: number, what: string, kind: FramingFault): number {
+    const end = chunk.indexOf(terminator, at, 'latin1');
+    if (end < 0) {
+      if (chunk.length - at > limit) throw this.fault(kind, `${what} longer than ${limit} bytes`);
+      this.#buffer = at === 0 ? chunk : chunk.subarray(at);
+      return -1;
+    }
+    if (end - at > limit) throw this.fault(kind, `${what} larger than ${limit} bytes`);
+    return end;
+  }
+}
