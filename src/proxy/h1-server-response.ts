@@ -262,7 +262,9 @@ export class H1Response extends EventEmitter {
     const status = this.statusCode;
     this.#noBody = this.#bodiless();
     const fields = this.#fields;
-    let head = `HTTP/1.1 ${status} ${this.statusMessage || http.STATUS_CODES[status] || 'unknown'}\r\n`;
+    // A reason phrase assigned directly (writeHead checks its own) must not split the head either.
+    const phrase = this.statusMessage !== '' && !VALUE_INVALID.test(this.statusMessage) ? this.statusMessage : http.STATUS_CODES[status] || 'unknown';
+    let head = `HTTP/1.1 ${status} ${phrase}\r\n`;
     for (const { name, value } of fields.values()) {
       if (typeof value === 'string') head += `${name}: ${value}\r\n`;
       else for (const one of value) head += `${name}: ${one}\r\n`;

@@ -128,6 +128,8 @@ describe('HTTP/1.1 on a data listener', () => {
       } catch (err) {
         thrown = err;
       }
+      // A reason phrase assigned directly is not checked on assignment: the head falls back to the standard one.
+      (res as unknown as import('node:http').ServerResponse).statusMessage = 'OK\r\nx-injected: 2';
       res.end('safe');
     };
     const conn = await connectRaw(port);
@@ -135,6 +137,7 @@ describe('HTTP/1.1 on a data listener', () => {
     const text = await conn.waitFor(/safe$/);
     expect((thrown as { code?: string }).code).toBe('ERR_INVALID_CHAR');
     expect(text).not.toContain('x-injected');
+    expect(text).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
     conn.destroy();
   });
 
