@@ -4,16 +4,15 @@ import type { ReasonCode } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
 
 /**
- * sendVerdict's sibling for a socket no response object owns (a head node's
+ * sendVerdict's sibling for a socket no response object owns (a head the
  * parser refused, one that did not arrive in time): the same `{code, reason}`
  * JSON and x-meshgate-reason, the status from the reason-code table, written
  * as raw HTTP/1.1, and the connection closed: after such an error the byte
  * stream cannot be trusted. Returns false when no reply was possible.
  */
 export function replyRaw(socket: Socket, code: ReasonCode<'data'>, reason: string, lingerMs: number): boolean {
-  // A response of this connection may have started: a raw reply would corrupt it.
-  const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
-  if (!socket.writable || inFlight?.headersSent) {
+  // Callers check that no response of this connection started (a raw reply would corrupt it).
+  if (!socket.writable) {
     socket.destroy();
     return false;
   }

@@ -206,7 +206,8 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
   // ---- The connection's own steps.
 
   #onData(chunk: Buffer): void {
-    if (this.#broken) return;
+    // Refused (or answered 408 by the listener's first-head deadline, which ends the socket): nothing more is read.
+    if (this.#broken || !this.#socket.writable) return;
     // The current request is whole and its response not yet ended: a pipelined request waits.
     if (this.#parser.done) {
       this.#hold(chunk);

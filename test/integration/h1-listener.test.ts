@@ -171,6 +171,21 @@ describe('HTTP/1.1 on a data listener', () => {
     expect(afterMs).toBeLessThan(1_500);
   });
 
+  it('reads nothing after a 408 for a first head that did not arrive in time', async () => {
+    let called = false;
+    handler = (_req, res) => {
+      called = true;
+      res.end('late');
+    };
+    const conn = await connectRaw(port);
+    conn.write('GET /slow HTTP/1.1\r\n'); // never finished
+    await conn.waitFor(/request\.timeout/);
+    conn.write('Host: a\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n');
+    const { text } = await conn.closed;
+    expect(statuses(text)).toEqual([408]);
+    expect(called).toBe(false);
+  });
+
   it('answers CONNECT with 501 request.unsupported and closes: meshgate opens no tunnels', async () => {
     let called = false;
     handler = (_req, res) => {

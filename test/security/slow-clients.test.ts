@@ -63,6 +63,18 @@ describe('slow clients: plaintext HTTP/1.1 and h2c', () => {
     await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' });
   });
 
+  it('a head finished after its 408 is not read: the app never sees it', async () => {
+    const watch = await watchRefusal(sc, [app]);
+    const conn = await connectRaw(sc.inbound.port);
+    conn.write('GET /late HTTP/1.1\r\n');
+    await conn.waitFor(/request\.timeout/);
+    conn.write('Host: test\r\n\r\n'); // the rest of it, and a whole request behind, while the 408 lingers
+    conn.write('GET /canary HTTP/1.1\r\nHost: test\r\n\r\n');
+    const { text } = await conn.closed;
+    expect(text.match(/^HTTP\/1.1 \d{3}/gm)).toEqual(['HTTP/1.1 408']);
+    await watch.refused({ reason: 'request.timeout', status: 408, direction: 'inbound' }); // upstream hits: 0
+  });
+
   it('a connection that sends nothing gets 408 at the deadline', async () => {
     const watch = await watchRefusal(sc, [app]);
     const conn = await connectRaw(sc.inbound.port);
