@@ -84,6 +84,7 @@ export class H1Response extends EventEmitter {
   #corked = false;
   #needDrain = false;
   #endReported = false;
+  #closeEmitted = false;
 
   constructor(req: H1Request, socket: Socket, owner: ResponseOwner) {
     super();
@@ -196,7 +197,9 @@ export class H1Response extends EventEmitter {
 
   /** The connection closed before the response was whole. */
   closed(): void {
-    if (!this.writableFinished) this.emit('close');
+    if (this.writableFinished || this.#closeEmitted) return;
+    this.#closeEmitted = true;
+    this.emit('close');
   }
 
   /** Writes the head (first time), `data` framed, and on `last` the end of the body; returns the socket's backpressure signal. */
@@ -244,8 +247,10 @@ export class H1Response extends EventEmitter {
   }
 
   #finished(): void {
-    if (this.writableFinished) return;
+    // Once closed early (the caller left), a later end finishes nothing: no 'finish' after 'close', as node.
+    if (this.writableFinished || this.#closeEmitted) return;
     this.writableFinished = true;
+    this.#closeEmitted = true;
     this.emit('finish');
     this.emit('close');
   }

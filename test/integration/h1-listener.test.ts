@@ -186,6 +186,29 @@ describe('HTTP/1.1 on a data listener', () => {
     expect(called).toBe(false);
   });
 
+  it("tells a call whose caller left once: 'close', and no 'finish' for an answer written after it", async () => {
+    const events: string[] = [];
+    let closed: () => void = () => {};
+    const wasClosed = new Promise<void>((resolve) => (closed = resolve));
+    let late: (() => void) | undefined;
+    handler = (_req, res) => {
+      res.on('finish', () => events.push('finish'));
+      res.on('close', () => {
+        events.push('close');
+        closed();
+      });
+      late = () => res.end('too late');
+    };
+    const conn = await connectRaw(port);
+    conn.write('GET /slow HTTP/1.1\r\nHost: a\r\n\r\n');
+    while (late === undefined) await new Promise((resolve) => setImmediate(resolve));
+    conn.destroy();
+    await wasClosed;
+    late();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(events).toEqual(['close']);
+  });
+
   it('answers CONNECT with 501 request.unsupported and closes: meshgate opens no tunnels', async () => {
     let called = false;
     handler = (_req, res) => {
