@@ -119,7 +119,14 @@ export abstract class H1MessageParser {
         case 'head': {
           if (this.skipsLeadingEmptyLines) {
             while (at < chunk.length && (chunk[at] === 13 || chunk[at] === 10)) {
-              if (chunk[at] === 13 && at + 1 < chunk.length && chunk[at + 1] !== 10) throw this.fault('malformed', 'bare CR');
+              if (chunk[at] === 13) {
+                // A CR at the end of a read waits for the next byte: a split must not decide whether it is bare.
+                if (at + 1 === chunk.length) {
+                  this.#buffer = chunk.subarray(at);
+                  return undefined;
+                }
+                if (chunk[at + 1] !== 10) throw this.fault('malformed', 'bare CR');
+              }
               at++;
             }
             if (at === chunk.length) return undefined;

@@ -80,6 +80,12 @@ describe('HTTP/1.1 requests the sidecar reads from its callers', () => {
     expect(parse('GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n').heads[0]!.expectsContinue).toBe(false);
   });
 
+  it('refuses a bare CR before the request line however the bytes are split', () => {
+    for (const step of [1, 2, 100]) {
+      expect(() => parse('\r\n\rGET / HTTP/1.1\r\nHost: a\r\n\r\n', step)).toThrow(RequestFramingError);
+    }
+  });
+
   it.each([
     ['two spaces in the request line', 'GET  / HTTP/1.1\r\n\r\n'],
     ['a tab in the request line', 'GET\t/ HTTP/1.1\r\n\r\n'],
