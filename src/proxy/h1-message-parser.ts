@@ -12,17 +12,78 @@
 /** How the body after a head is framed; `skip`: the head was informational (1xx), another head follows. */
 export type BodyFraming = { readonly kind: 'none' | 'chunked' | 'until-close' | 'skip' } | { readonly kind: 'length'; readonly length: number };
 
+/** The framings that carry no length: one shared object each, nothing allocated per message. */
+export const FRAMING = Object.freeze({
+  none: Object.freeze({ kind: 'none' }),
+  chunked: Object.freeze({ kind: 'chunked' }),
+  untilClose: Object.freeze({ kind: 'until-close' }),
+  skip: Object.freeze({ kind: 'skip' }),
+} as const);
+
 /** Why bytes were refused: `too_large` for a head or trailer section over its limit, `malformed` for the rest. */
 export type FramingFault = 'too_large' | 'malformed';
 
 /** RFC 9110 tchar, by character code: what a field name is made of. */
-export const TOKEN_CHARS = new Uint8Array(128);
+const TOKEN_CHARS = new Uint8Array(128);
 for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") TOKEN_CHARS[c.charCodeAt(0)] = 1;
+
+/** Whether `text[from, to)` is a token (RFC 9110 §5.6.2): a field name or a method. */
+export function isToken(text: string, from = 0, to = text.length): boolean {
+  if (to <= from) return false;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c > 127 || TOKEN_CHARS[c] === 0) return false;
+  }
+  return true;
+}
+
+/**
+ * A character no field value (nor reason phrase) may hold: a control
+ * character but HTAB (a CR or LF among them, which would split a message),
+ * or one beyond latin1. obs-text (0x80-0xFF) is allowed.
+ */
+export const INVALID_FIELD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+
+const CLOSE = /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i;
+const KEEP_ALIVE = /(?:^|,)[\t ]*keep-alive[\t ]*(?:,|$)/i;
+
+/**
+ * Whether a message's `Connection` field lets its connection carry another
+ * message (RFC 9112 §9.3): HTTP/1.1 unless it says close, HTTP/1.0 only if it
+ * says keep-alive.
+ */
+export function keepsConnection(connection: string | readonly string[] | undefined, http10: boolean): boolean {
+  const value = connection === undefined ? '' : typeof connection === 'string' ? connection : connection.join(',');
+  return http10 ? KEEP_ALIVE.test(value) : !CLOSE.test(value);
+}
+
+/**
+ * How the body of a message with these framing fields is delimited, or
+ * undefined when it declares none (RFC 9112 §6.3). Strict where two parsers
+ * could disagree: not both fields, `chunked` as the only transfer coding and
+ * only in HTTP/1.1, one Content-Length of digits.
+ */
+export function declaredFraming(
+  transferEncoding: string | string[] | undefined,
+  contentLength: string | string[] | undefined,
+  http10: boolean,
+  fail: (reason: string) => Error,
+): BodyFraming | undefined {
+  if (transferEncoding !== undefined) {
+    if (contentLength !== undefined) throw fail('both Transfer-Encoding and Content-Length');
+    if (http10) throw fail('Transfer-Encoding in an HTTP/1.0 message');
+    if (typeof transferEncoding !== 'string' || transferEncoding.toLowerCase() !== 'chunked') throw fail('Transfer-Encoding other than chunked');
+    return FRAMING.chunked;
+  }
+  if (contentLength === undefined) return undefined;
+  if (typeof contentLength !== 'string' || !CONTENT_LENGTH.test(contentLength)) throw fail('invalid Content-Length');
+  return { kind: 'length', length: Number(contentLength) };
+}
 
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,12})[\t ]*(?:;[\t\x20-\x7e\x80-\xff]*)?$/;
 /** A chunk-size line with its extensions; llhttp and Node allow no more in practice. */
 const MAX_CHUNK_LINE = 4096;
-export const CONTENT_LENGTH = /^\d{1,15}$/;
+const CONTENT_LENGTH = /^\d{1,15}$/;
 
 /**
  * Calls `field` for each field line of `text` (latin1, CRLF between lines,
@@ -38,11 +99,7 @@ export function forEachField(text: string, from: number, fail: (reason: string) 
     let eol = text.indexOf('\r\n', at);
     if (eol < 0) eol = text.length;
     const colon = text.indexOf(':', at);
-    if (colon <= at || colon > eol) throw fail('invalid header line');
-    for (let i = at; i < colon; i++) {
-      const c = text.charCodeAt(i);
-      if (c > 127 || TOKEN_CHARS[c] === 0) throw fail('invalid header line');
-    }
+    if (colon <= at || colon > eol || !isToken(text, at, colon)) throw fail('invalid header line');
     let start = colon + 1;
     let end = eol;
     while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;

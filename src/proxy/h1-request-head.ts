@@ -1,14 +1,13 @@
 import type { Readable } from 'node:stream';
+import { INVALID_FIELD_VALUE, isToken } from './h1-message-parser.ts';
 
 /*
  * The head of a request src/proxy/h1-pool.ts writes upstream. The fields come
- * from node:http's parser and the filters' header changes; each is checked
+ * from the listener's parsers and the filters' header changes; each is checked
  * again here, since one CR or LF in a value would let a caller write a second
  * request on a connection other callers share (request splitting).
  */
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-const VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
 /** Fields the pool writes itself or a proxy must not forward (hop-by-hop); src/proxy/headers.ts strips them before. */
 const REFUSED_FIELDS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect']);
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
@@ -21,7 +20,7 @@ export interface RequestHead {
 
 /** The request line and fields of an HTTP/1.1 request; throws (the caller's request is malformed: 400) on what cannot be written safely. */
 export function requestHead(method: string, path: string, headers: Record<string, string | string[] | number | undefined> | null, body: Readable | null | undefined): RequestHead {
-  if (!TOKEN.test(method)) throw new DispatchFieldError('invalid method');
+  if (!isToken(method)) throw new DispatchFieldError('invalid method');
   if (!/^[\x21-\xff]+$/.test(path)) throw new DispatchFieldError('invalid request target');
   let head = `${method} ${path} HTTP/1.1\r\n`;
   let hasLength = false;
@@ -31,11 +30,11 @@ export function requestHead(method: string, path: string, headers: Record<string
       // As undici: a field set to undefined is not sent, a number is written as its digits.
       if (value === undefined || value === null) continue;
       const lower = name.toLowerCase();
-      if (!TOKEN.test(name) || REFUSED_FIELDS.has(lower)) throw new DispatchFieldError(`header ${name} cannot be sent`);
+      if (!isToken(name) || REFUSED_FIELDS.has(lower)) throw new DispatchFieldError(`header ${name} cannot be sent`);
       if (lower === 'content-length') hasLength = true;
       for (const one of Array.isArray(value) ? value : [value]) {
         const text = String(one);
-        if (VALUE_INVALID.test(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
+        if (INVALID_FIELD_VALUE.test(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
         head += `${name}: ${text}\r\n`;
       }
     }

@@ -1,6 +1,6 @@
 import type { ReasonCode } from '../core/reason-codes.ts';
 import type { BodyFraming, FramingFault } from './h1-message-parser.ts';
-import { CONTENT_LENGTH, forEachField, H1MessageParser } from './h1-message-parser.ts';
+import { declaredFraming, FRAMING, forEachField, H1MessageParser, keepsConnection } from './h1-message-parser.ts';
 
 /*
  * The HTTP/1.1 request parser of the sidecar's listeners (./h1-server-connection.ts),
@@ -111,22 +111,10 @@ export class RequestParser extends H1MessageParser {
     const rawHeaders: string[] = [];
     const headers = readFields(text, lineEnd + 2, this.#maxHeadersCount, rawHeaders);
     const minorVersion = line[3] === '1' ? 1 : 0;
-    const te = headers['transfer-encoding'];
-    const cl = headers['content-length'];
-    let framing: BodyFraming = { kind: 'none' };
-    if (te !== undefined) {
-      if (cl !== undefined) throw malformed('both Transfer-Encoding and Content-Length');
-      if (minorVersion === 0) throw malformed('Transfer-Encoding in an HTTP/1.0 request');
-      if (typeof te !== 'string' || te.toLowerCase() !== 'chunked') throw malformed('Transfer-Encoding other than chunked');
-      framing = { kind: 'chunked' };
-    } else if (cl !== undefined) {
-      if (typeof cl !== 'string' || !CONTENT_LENGTH.test(cl)) throw malformed('invalid Content-Length');
-      framing = { kind: 'length', length: Number(cl) };
-    }
+    const http10 = minorVersion === 0;
+    const framing = declaredFraming(headers['transfer-encoding'], headers['content-length'], http10, malformed) ?? FRAMING.none;
     const hasBody = framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0);
-    const connection = headers.connection;
-    const tokens = connection === undefined ? '' : (typeof connection === 'string' ? connection : connection.join(',')).toLowerCase();
-    const keepAlive = minorVersion === 1 ? !/(?:^|,)[\t ]*close[\t ]*(?:,|$)/.test(tokens) : /(?:^|,)[\t ]*keep-alive[\t ]*(?:,|$)/.test(tokens);
+    const keepAlive = keepsConnection(headers.connection, http10);
     const expect = headers.expect;
     this.#sink.onHead({
       method: line[1]!,

@@ -14,7 +14,7 @@
  */
 
 import type { BodyFraming, FramingFault } from './h1-message-parser.ts';
-import { CONTENT_LENGTH, forEachField, H1MessageParser } from './h1-message-parser.ts';
+import { declaredFraming, FRAMING, forEachField, H1MessageParser, keepsConnection } from './h1-message-parser.ts';
 
 export interface ResponseSink {
   onHead(status: number, headers: Record<string, string | string[]>, statusText: string): void;
@@ -77,27 +77,20 @@ export class ResponseParser extends H1MessageParser {
     if (code < 200) {
       // 101 would switch protocols on a connection meshgate did not ask to upgrade.
       if (code === 101) throw fault('unrequested protocol switch (101)');
-      return { kind: 'skip' };
+      return FRAMING.skip;
     }
     const http10 = status[1] === '0';
-    const connection = headers.connection;
-    const tokens = typeof connection === 'string' ? connection.toLowerCase() : Array.isArray(connection) ? connection.join(',').toLowerCase() : '';
-    this.#reusable = http10 ? /(^|,)\s*keep-alive\s*(,|$)/.test(tokens) : !/(^|,)\s*close\s*(,|$)/.test(tokens);
+    this.#reusable = keepsConnection(headers.connection, http10);
     const te = headers['transfer-encoding'];
     const cl = headers['content-length'];
+    // Checked before a body-less response too: the pair is how a smuggled response starts.
     if (te !== undefined && cl !== undefined) throw fault('both Transfer-Encoding and Content-Length');
     this.#sink.onHead(code, headers, status[3] ?? '');
-    if (this.#noBody || code === 204 || code === 304) return { kind: 'none' };
-    if (te !== undefined) {
-      if (typeof te !== 'string' || te.toLowerCase() !== 'chunked' || http10) throw fault('unsupported Transfer-Encoding');
-      return { kind: 'chunked' };
-    }
-    if (cl !== undefined) {
-      if (typeof cl !== 'string' || !CONTENT_LENGTH.test(cl)) throw fault('invalid Content-Length');
-      return { kind: 'length', length: Number(cl) };
-    }
+    if (this.#noBody || code === 204 || code === 304) return FRAMING.none;
+    const framing = declaredFraming(te, cl, http10, fault);
+    if (framing !== undefined) return framing;
     this.#reusable = false;
-    return { kind: 'until-close' };
+    return FRAMING.untilClose;
   }
 }
 

@@ -38,10 +38,8 @@ export interface H1ServerHooks {
 export interface H1Server {
   /** Takes a connection over; `onFirstHead` runs once its first request head is in. */
   serve(socket: Socket, onFirstHead?: () => void): void;
-  /** Closes connections between requests; the others close after their current response. */
-  closeIdle(): void;
-  /** Every response from now on closes its connection. */
-  closeAfterEachResponse(): void;
+  /** Draining: connections between requests close now, the others after their current response (which says `connection: close`). */
+  drain(): void;
 }
 
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
@@ -86,11 +84,9 @@ export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks): H1
       }, interval).unref();
       connection.start();
     },
-    closeIdle() {
-      for (const c of connections) c.closeIfIdle();
-    },
-    closeAfterEachResponse() {
+    drain() {
       closing = true;
+      for (const c of connections) c.closeIfIdle();
     },
   };
 }

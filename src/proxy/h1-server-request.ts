@@ -20,7 +20,6 @@ export class H1Request extends Readable {
   readonly headers: Record<string, string | string[]>;
   readonly rawHeaders: string[];
   readonly httpVersion: '1.1' | '1.0';
-  readonly httpVersionMajor = 1;
   readonly httpVersionMinor: number;
   readonly socket: Socket;
   /** The whole body arrived. */

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { nodeHttp as http } from '../core/node-http.ts';
-import { TOKEN_CHARS } from './h1-message-parser.ts';
+import { INVALID_FIELD_VALUE, isToken, keepsConnection } from './h1-message-parser.ts';
 import type { H1Request } from './h1-server-request.ts';
 
 /** What a response needs from its connection (./h1-server-connection.ts). */
@@ -21,18 +21,17 @@ export interface ResponseOwner {
 
 type Value = string | string[];
 const EMPTY = Buffer.alloc(0);
-const VALUE_INVALID = /[^\t\x20-\x7e\x80-\xff]/;
 
 function checkName(name: string): void {
-  if (name.length === 0) throw headerError('ERR_INVALID_HTTP_TOKEN', 'Header name must be a valid HTTP token');
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c > 127 || TOKEN_CHARS[c] === 0) throw headerError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${name}"]`);
-  }
+  if (!isToken(name)) throw headerError('ERR_INVALID_HTTP_TOKEN', `Header name must be a valid HTTP token ["${name}"]`);
 }
 
-function toBuffer(chunk: string | Uint8Array, encoding: BufferEncoding | (() => void) | undefined): Buffer {
-  if (typeof chunk === 'string') return Buffer.from(chunk, typeof encoding === 'string' ? encoding : 'utf8');
+function checkValue(name: string, value: string): void {
+  if (INVALID_FIELD_VALUE.test(value)) throw headerError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
+}
+
+function toBuffer(chunk: string | Uint8Array): Buffer {
+  if (typeof chunk === 'string') return Buffer.from(chunk);
   return Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
 }
 
@@ -58,9 +57,9 @@ export interface H1Response {
 
 /**
  * The response to an H1Request: the members of node:http's ServerResponse
- * meshgate writes with (statusCode, setHeader, writeHead, write, end,
- * addTrailers, headersSent, writableEnded, destroy; 'drain', 'finish' and
- * 'close'). Header names and values are checked as node checks them, so no
+ * meshgate writes with (statusCode, statusMessage, setHeader, writeHead,
+ * write, end, addTrailers, headersSent, writableEnded, destroy; 'drain',
+ * 'finish' and 'close'), and no others. Header names and values are checked as node checks them, so no
  * field from an app or a filter can split the response. The head is written
  * with the first bytes of the body (one system call): a body given whole to
  * `end` gets a Content-Length, a streamed one without is chunked.
@@ -96,90 +95,51 @@ export class H1Response extends EventEmitter {
   setHeader(name: string, value: string | number | readonly string[]): this {
     if (this.headersSent) throw headerError('ERR_HTTP_HEADERS_SENT', 'Cannot set headers after they are sent to the client');
     checkName(name);
-    const checked = Array.isArray(value) ? value.map(String) : String(value);
-    for (const one of Array.isArray(checked) ? checked : [checked]) {
-      if (VALUE_INVALID.test(one)) throw headerError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
+    let checked: Value;
+    if (Array.isArray(value)) {
+      checked = value.map(String);
+      for (const one of checked) checkValue(name, one);
+    } else {
+      checked = String(value);
+      checkValue(name, checked);
     }
     this.#fields.set(name.toLowerCase(), { name, value: checked });
     return this;
   }
 
-  getHeader(name: string): Value | undefined {
-    return this.#fields.get(name.toLowerCase())?.value;
-  }
-
-  hasHeader(name: string): boolean {
-    return this.#fields.has(name.toLowerCase());
-  }
-
-  removeHeader(name: string): void {
-    if (this.headersSent) throw headerError('ERR_HTTP_HEADERS_SENT', 'Cannot remove headers after they are sent to the client');
-    this.#fields.delete(name.toLowerCase());
-  }
-
-  getHeaders(): Record<string, Value> {
-    const out: Record<string, Value> = {};
-    for (const [lower, field] of this.#fields) out[lower] = field.value;
-    return out;
-  }
-
-  writeHead(
-    statusCode: number,
-    reasonOrHeaders?: string | Record<string, string | number | readonly string[] | undefined>,
-    maybeHeaders?: Record<string, string | number | readonly string[] | undefined>,
-  ): this {
+  writeHead(statusCode: number, headers?: Record<string, string | number | readonly string[] | undefined>): this {
     if (this.headersSent) throw headerError('ERR_HTTP_HEADERS_SENT', 'Cannot write headers after they are sent to the client');
     if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 999) throw Object.assign(new RangeError(`Invalid status code: ${statusCode}`), { code: 'ERR_HTTP_INVALID_STATUS_CODE' });
-    const headers = typeof reasonOrHeaders === 'string' ? maybeHeaders : reasonOrHeaders;
-    if (typeof reasonOrHeaders === 'string') {
-      if (VALUE_INVALID.test(reasonOrHeaders)) throw headerError('ERR_INVALID_CHAR', 'Invalid character in statusMessage');
-      this.statusMessage = reasonOrHeaders;
-    }
     if (headers) for (const name in headers) if (headers[name] !== undefined) this.setHeader(name, headers[name]!);
     this.statusCode = statusCode;
     this.headersSent = true;
     return this;
   }
 
-  /** Sends the head now (with no body bytes). */
-  flushHeaders(): void {
-    this.#send(undefined, false);
-  }
-
   addTrailers(trailers: Record<string, string>): void {
     for (const name in trailers) {
       checkName(name);
-      if (VALUE_INVALID.test(trailers[name]!)) throw headerError('ERR_INVALID_CHAR', `Invalid character in trailer content ["${name}"]`);
+      checkValue(name, trailers[name]!);
     }
     this.#trailers = { ...this.#trailers, ...trailers };
   }
 
-  write(chunk: string | Uint8Array, callback?: (err?: Error | null) => void): boolean;
-  write(chunk: string | Uint8Array, encoding: BufferEncoding, callback?: (err?: Error | null) => void): boolean;
-  write(chunk: string | Uint8Array, encodingOrCallback?: BufferEncoding | (() => void), callback?: () => void): boolean {
+  write(chunk: string | Uint8Array): boolean {
     if (this.writableEnded) return false;
-    const data = toBuffer(chunk, encodingOrCallback);
-    const ok = this.#send(data, false);
-    const cb = typeof encodingOrCallback === 'function' ? encodingOrCallback : callback;
-    if (cb) process.nextTick(cb);
+    const ok = this.#send(toBuffer(chunk), false);
     if (!ok) this.#needDrain = true;
     return ok;
   }
 
-  end(callback?: () => void): this;
-  end(chunk: string | Uint8Array, callback?: () => void): this;
-  end(chunk: string | Uint8Array, encoding: BufferEncoding, callback?: () => void): this;
-  end(chunk?: string | Uint8Array | (() => void), encodingOrCallback?: BufferEncoding | (() => void), callback?: () => void): this {
+  end(chunk?: string | Uint8Array): this {
     if (this.writableEnded) return this;
-    const cb = typeof chunk === 'function' ? chunk : typeof encodingOrCallback === 'function' ? encodingOrCallback : callback;
-    const body = typeof chunk === 'function' || chunk === undefined ? undefined : toBuffer(chunk, encodingOrCallback);
+    const body = chunk === undefined ? undefined : toBuffer(chunk);
     if (!this.#headWritten && !this.#bodiless() && !this.#fields.has('content-length') && !this.#fields.has('transfer-encoding')) {
       // A body given whole has a length; node:http sets it too.
       this.#fields.set('content-length', { name: 'content-length', value: String(body?.length ?? 0) });
     }
     this.writableEnded = true;
     this.#send(body, true);
-    if (cb) this.once('finish', cb);
     return this;
   }
 
@@ -268,7 +228,7 @@ export class H1Response extends EventEmitter {
     this.#noBody = this.#bodiless();
     const fields = this.#fields;
     // A reason phrase assigned directly (writeHead checks its own) must not split the head either.
-    const phrase = this.statusMessage !== '' && !VALUE_INVALID.test(this.statusMessage) ? this.statusMessage : http.STATUS_CODES[status] || 'unknown';
+    const phrase = this.statusMessage !== '' && !INVALID_FIELD_VALUE.test(this.statusMessage) ? this.statusMessage : http.STATUS_CODES[status] || 'unknown';
     let head = `HTTP/1.1 ${status} ${phrase}\r\n`;
     for (const { name, value } of fields.values()) {
       if (typeof value === 'string') head += `${name}: ${value}\r\n`;
@@ -284,7 +244,7 @@ export class H1Response extends EventEmitter {
       } else this.#owner.closeAfter(); // HTTP/1.0: the body ends when the connection does
     }
     const connection = fields.get('connection')?.value;
-    if (connection !== undefined && /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i.test(String(connection))) this.#owner.closeAfter();
+    if (connection !== undefined && !keepsConnection(connection, false)) this.#owner.closeAfter();
     else if (this.#owner.closesAfter()) {
       if (connection === undefined) head += 'connection: close\r\n';
     } else {

@@ -314,9 +314,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     listen: (port, host, opts) => listenOn(server, port, host, opts),
     stopAccepting() {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      h1.closeIdle();
-      // HTTP/1.1 connections close after their current response (Connection: close).
-      h1.closeAfterEachResponse();
+      h1.drain();
       for (const session of sessions) session.close();
       return closed;
     },
