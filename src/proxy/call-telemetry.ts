@@ -112,14 +112,7 @@ export function recordCall(t: CallTelemetry, call: CallContext, outcome: Pick<Fo
     const durationMs = t.clock.monotonic() - call.startedAt;
     const destination = rec.destinationLabel;
     if (t.requestMetrics) {
-      t.metrics.requestsTotal.inc({
-        direction: call.direction,
-        source_principal: call.source.principal ?? '',
-        destination_service: destination,
-        response_code: String(outcome.status),
-        reason: outcome.reason ?? '',
-      });
-      t.metrics.requestDuration.observe({ direction: call.direction, destination_service: destination }, durationMs / 1000);
+      t.metrics.calls.record(call.direction, call.source.principal ?? '', destination, outcome.status, outcome.reason ?? '', durationMs / 1000);
       if (call.annotations.retries > 0) t.metrics.upstreamRetries.inc({ destination_service: destination }, call.annotations.retries);
     }
     const span = rec.span;
@@ -170,7 +163,7 @@ const METHOD_TOKEN = /^[A-Z][A-Z0-9-]{0,31}$/;
 export function recordRejection(t: CallTelemetry, direction: Direction, r: Rejection): void {
   try {
     const status = reasonCode(r.code).http;
-    if (t.requestMetrics) t.metrics.requestsTotal.inc({ direction, source_principal: '', destination_service: '', response_code: String(status), reason: r.code });
+    if (t.requestMetrics) t.metrics.calls.count(direction, '', '', status, r.code);
     const call: CallContext = {
       id: r.requestId ?? 'none',
       direction,

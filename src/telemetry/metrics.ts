@@ -1,4 +1,6 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import type { CallMetrics } from './call-metrics.ts';
+import { DurationHistogram, RequestCounts } from './call-metrics.ts';
 import { collectProcessMetrics } from './process-metrics.ts';
 
 /** Latency buckets (seconds): sub-millisecond hops up to slow upstreams. */
@@ -17,8 +19,11 @@ export interface SidecarMetrics {
   readonly validationDecisions: Counter<'policy' | 'rule' | 'decision'>;
   /** One per Filter document (a check of your own) run on a call; policy is its namespace/name, code the check's own code or the failure kind. */
   readonly userFilterDecisions: Counter<'policy' | 'decision' | 'code'>;
+  /** Read through the registry or get(); the data path counts into it through `calls`. */
   readonly requestsTotal: Counter<'direction' | 'source_principal' | 'destination_service' | 'response_code' | 'reason'>;
-  readonly requestDuration: Histogram<'direction' | 'destination_service'>;
+  readonly requestDuration: DurationHistogram;
+  /** What every call records (requestsTotal, requestDuration), at a data path's cost. */
+  readonly calls: CallMetrics;
   readonly upstreamRetries: Counter<'destination_service'>;
   readonly outlierEjections: Counter<'destination_service'>;
   /** Calls answered by a deprecated version of a Route; both labels come from the registry and policy documents, never from requests. */
@@ -90,21 +95,31 @@ export function createSidecarMetrics(opts: {
       },
     });
   }
+  const counts = new RequestCounts();
+  const requestsTotal = new Counter({
+    name: 'meshgate_requests_total',
+    help: 'Calls handled, by direction, caller, destination, status and meshgate reason code (empty when the upstream answered).',
+    labelNames: ['direction', 'source_principal', 'destination_service', 'response_code', 'reason'],
+    registers,
+    collect() {
+      counts.flushInto(this);
+    },
+  });
+  const requestDuration = new DurationHistogram('meshgate_request_duration_seconds', 'Time from the request head to the end of the response.', DURATION_BUCKETS);
+  requestDuration.registerIn(registry);
   return {
     registry,
-    requestsTotal: new Counter({
-      name: 'meshgate_requests_total',
-      help: 'Calls handled, by direction, caller, destination, status and meshgate reason code (empty when the upstream answered).',
-      labelNames: ['direction', 'source_principal', 'destination_service', 'response_code', 'reason'],
-      registers,
-    }),
-    requestDuration: new Histogram({
-      name: 'meshgate_request_duration_seconds',
-      help: 'Time from the request head to the end of the response.',
-      labelNames: ['direction', 'destination_service'],
-      buckets: DURATION_BUCKETS,
-      registers,
-    }),
+    requestsTotal,
+    requestDuration,
+    calls: {
+      record(direction, principal, destination, status, reason, seconds) {
+        counts.add(direction, principal, destination, status, reason);
+        requestDuration.observe(direction, destination, seconds);
+      },
+      count(direction, principal, destination, status, reason) {
+        counts.add(direction, principal, destination, status, reason);
+      },
+    },
     upstreamRetries: new Counter({
       name: 'meshgate_upstream_retries_total',
       help: 'Retries sent to upstream services.',
