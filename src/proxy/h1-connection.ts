@@ -84,6 +84,8 @@ export class Connection {
   /** Why the upstream's bytes were refused; the call fails with it a moment later (see the 'data' handler). */
   #refusal: Error | undefined;
   #bodyTimer: NodeJS.Timeout | undefined;
+  /** While idle in the pool: when it stops being reused (performance.now() ms). */
+  #idleUntil = Number.POSITIVE_INFINITY;
   /** Stops sending the request body and lets the rest of it drain (the call ended first); set while it streams. */
   #dropBody: (() => void) | undefined;
   readonly #release: (conn: Connection) => void;
@@ -151,13 +153,11 @@ export class Connection {
       this.destroy(new UpstreamClosedError('the upstream closed the connection'));
     });
     socket.on('error', (err) => this.destroy(err));
-    socket.on('timeout', () => this.destroy(undefined)); // idle past its keep-alive time (idleSince)
     socket.on('close', () => this.destroy(new UpstreamClosedError('the upstream closed the connection')));
   }
 
   send(call: Call): void {
     if (call.aborted) return this.#release(this);
-    this.#socket.setTimeout(0);
     this.#call = call;
     call.connection = this;
     this.#reusable = false;
@@ -251,11 +251,25 @@ export class Connection {
     this.#release(this);
   }
 
-  idleSince(keepAliveTimeoutMs: number): void {
+  /**
+   * The connection went idle at `now` (performance.now() ms): it may carry
+   * another call until its keep-alive time is up, or the upstream's hint if
+   * shorter. The pool checks `expired` when it takes it and in its sweep
+   * (why not a socket timeout: ./h1-pool.ts). False when it closed at once.
+   */
+  idleSince(now: number, keepAliveTimeoutMs: number): boolean {
     const hint = this.#keepAliveHintMs;
     const ms = hint !== undefined && hint < keepAliveTimeoutMs ? hint : keepAliveTimeoutMs;
-    if (ms <= 0) return this.destroy(undefined);
-    this.#socket.setTimeout(ms);
+    if (ms <= 0) {
+      this.destroy(undefined);
+      return false;
+    }
+    this.#idleUntil = now + ms;
+    return true;
+  }
+
+  expired(now: number): boolean {
+    return now >= this.#idleUntil;
   }
 
   pauseReading(): void {

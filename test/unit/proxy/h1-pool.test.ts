@@ -185,6 +185,24 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     expect(server.connections()).toBe(2);
   });
 
+  it('closes a connection left idle past keepAliveTimeoutMs, and the next call opens a fresh one', async () => {
+    const server = await rawServer((socket) => socket.write(OK('x')));
+    const p = pool(server.port, { keepAliveTimeoutMs: 60 });
+    await call(p, {});
+    const [upstreamSide] = server.sockets;
+    await once(upstreamSide!, 'close');
+    await call(p, {});
+    expect(server.connections()).toBe(2);
+  });
+
+  it('reuses an idle connection within its keep-alive time, the upstream hint included', async () => {
+    const server = await rawServer((socket) => socket.write(OK('x', 'keep-alive: timeout=5\r\n')));
+    const p = pool(server.port, { keepAliveTimeoutMs: 30_000 });
+    await call(p, {});
+    await call(p, {});
+    expect(server.connections()).toBe(1);
+  });
+
   it('fails a call whose response body stalls past bodyTimeout, as a timeout', async () => {
     const server = await rawServer((socket) => socket.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf'));
     const err = await call(pool(server.port), { bodyTimeout: 50 }).catch((e: unknown) => e);
