@@ -13,6 +13,8 @@ export interface ResponseOwner {
   closeAfter(): void;
   /** Everything of the response is written to the socket (on the tick after its end): the connection goes on. */
   ended(): void;
+  /** Bytes of the response are being written: the connection is not idle. */
+  sent(): void;
   /** The Date header's value, formatted once a second. */
   date(): string;
   /** `keep-alive: timeout=<idle seconds>` and its line end, sent on a response that keeps the connection. */
@@ -169,6 +171,7 @@ export class H1Response extends EventEmitter {
       if (last) this.#finished();
       return false;
     }
+    this.#owner.sent();
     // Corked until the end of this tick: head, body and the end of a chunked body leave in one writev.
     if (!this.#corked) {
       this.#corked = true;

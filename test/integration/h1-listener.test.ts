@@ -261,3 +261,33 @@ describe('draining an HTTP/1.1 listener', () => {
     }
   });
 });
+
+describe('the idle timeout of an HTTP/1.1 listener', () => {
+  it('closes a kept connection once nothing moved on it for limits.idleTimeout, and not while its response keeps writing', async () => {
+    const idleMs = 200;
+    const listener = createHttpListener('idle', { ...limits, idleTimeout: idleMs }, (_req, res) => {
+      const streamed = res as unknown as { write(chunk: string): void; end(): void };
+      // 8 chunks 60 ms apart: the response runs twice the idle timeout, never idle for it.
+      let sent = 0;
+      const tick = setInterval(() => {
+        streamed.write(`chunk ${sent}\n`);
+        if (++sent === 8) {
+          clearInterval(tick);
+          streamed.end();
+        }
+      }, 60);
+    });
+    const { port } = await listener.listen(0, '127.0.0.1');
+    try {
+      const conn = await connectRaw(port);
+      conn.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+      const text = await conn.waitFor(/\r\n0\r\n\r\n$/);
+      expect(text).toContain('chunk 7\n');
+      const answeredAfterMs = performance.now();
+      await conn.closed;
+      expect(performance.now() - answeredAfterMs).toBeGreaterThanOrEqual(idleMs - 50);
+    } finally {
+      listener.destroy();
+    }
+  });
+});
