@@ -188,7 +188,7 @@ export const sidecarConfigSchema = z
             'Time a client has to send the whole request head (HTTP/2: its first HEADERS frame), from accept or, on TLS, from the end of the handshake; the TLS handshake gets as long again. Past it: 408 request.timeout, or the connection closed when no reply is possible.',
           ),
         requestTimeout: duration.default(300_000).describe('Time a client has to send the whole request.'),
-        idleTimeout: duration.default(60_000).describe('Idle keep-alive connection or HTTP/2 session closed after this.'),
+        idleTimeout: duration.default(60_000).describe('Idle keep-alive connection or HTTP/2 session closed after this (an HTTP/1.1 connection up to a tenth of it later, at most 1 s).'),
         maxConnections: z.number().int().min(1).default(10_000).describe('Connections per listener; more are refused.'),
         maxConnectionsPerSource: z
           .number()
