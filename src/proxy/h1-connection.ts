@@ -21,6 +21,12 @@ export class UpstreamClosedError extends Error {
   }
 }
 
+/** A request body that may be had whole, as one buffer, instead of read as a stream (the listener's H1Request). */
+interface WholeBody {
+  /** The whole body if it is all here and nobody read from the stream yet; the stream then gives nothing more. */
+  takeWhole(): Buffer | undefined;
+}
+
 /** A keep-alive hint is honoured less this margin, so the upstream never closes a connection the pool is about to use. */
 const KEEP_ALIVE_MARGIN_MS = 1_000;
 
@@ -165,10 +171,23 @@ export class Connection {
     const { head, chunked } = call.request;
     this.#parser.expect(opts.method === 'HEAD');
     if (call.paused) this.pauseReading();
-    const body = opts.body as Readable | null | undefined;
+    const body = opts.body as (Readable & Partial<WholeBody>) | null | undefined;
     if (body === null || body === undefined) {
       this.#bodySent = true;
       this.#socket.write(head, 'latin1'); // field bytes as node:http read them (latin1), as undici writes them
+      return;
+    }
+    const whole = body.takeWhole?.();
+    if (whole !== undefined) {
+      // Head and body in one write, without the stream's events (most request bodies are this small).
+      this.#bodySent = true;
+      const socket = this.#socket;
+      socket.cork();
+      socket.write(head, 'latin1');
+      if (chunked) socket.write(`${whole.length.toString(16)}\r\n`, 'latin1');
+      socket.write(whole);
+      if (chunked) socket.write('\r\n0\r\n\r\n', 'latin1');
+      socket.uncork();
       return;
     }
     this.#bodySent = false;

@@ -10,7 +10,11 @@
  */
 
 /** How the body after a head is framed; `skip`: the head was informational (1xx), another head follows. */
-export type BodyFraming = { readonly kind: 'none' | 'chunked' | 'until-close' | 'skip' } | { readonly kind: 'length'; readonly length: number };
+export type BodyFraming =
+  | { readonly kind: 'none' | 'chunked' | 'until-close' | 'skip' }
+  | { readonly kind: 'length'; readonly length: number }
+  /** The head's reader took the whole body (`length` bytes right after the head) with the head: skipped, the message ends. */
+  | { readonly kind: 'taken'; readonly length: number };
 
 /** The framings that carry no length: one shared object each, nothing allocated per message. */
 export const FRAMING = Object.freeze({
@@ -130,8 +134,11 @@ export abstract class H1MessageParser {
 
   /** The error a refusal throws. */
   protected abstract fault(kind: FramingFault, reason: string): Error;
-  /** Reads a head (its text without the empty line that ends it) and says how its body is framed. */
-  protected abstract readHead(text: string): BodyFraming;
+  /**
+   * Reads a head (its text without the empty line that ends it) and says how its body is framed;
+   * `input` from `bodyAt` on holds what came after the head in the same read.
+   */
+  protected abstract readHead(text: string, input: Buffer, bodyAt: number): BodyFraming;
   protected abstract readData(chunk: Buffer): void;
   /** The message is whole; `trailers`: the trailer section's text, when there was one. */
   protected abstract readEnd(trailers: string | undefined): void;
@@ -190,9 +197,12 @@ export abstract class H1MessageParser {
           }
           const end = this.#find(chunk, at, '\r\n\r\n', this.#maxHeadBytes, `${this.#what} head`, 'too_large');
           if (end < 0) return undefined;
-          const framing = this.readHead(chunk.toString('latin1', at, end));
+          const framing = this.readHead(chunk.toString('latin1', at, end), chunk, end + 4);
           at = end + 4;
-          this.#frame(framing);
+          if (framing.kind === 'taken') {
+            at += framing.length;
+            this.#finish(undefined);
+          } else this.#frame(framing);
           break;
         }
         case 'length':

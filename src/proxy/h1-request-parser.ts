@@ -42,6 +42,11 @@ export interface RequestHead {
   readonly keepAlive: boolean;
   /** `Expect: 100-continue`: the caller waits for a 100 before it sends the body. */
   readonly expectsContinue: boolean;
+  /**
+   * The whole body (of a declared length), when it came in the same read as the head: most small
+   * requests. Nothing goes through onBody then; onComplete follows the head.
+   */
+  readonly wholeBody: Buffer | undefined;
 }
 
 export interface RequestSink {
@@ -99,7 +104,7 @@ export class RequestParser extends H1MessageParser {
     this.#sink.onComplete();
   }
 
-  protected readHead(text: string): BodyFraming {
+  protected readHead(text: string, input: Buffer, bodyAt: number): BodyFraming {
     let lineEnd = text.indexOf('\r\n');
     if (lineEnd < 0) lineEnd = text.length;
     const line = REQUEST_LINE.exec(text.slice(0, lineEnd));
@@ -116,17 +121,11 @@ export class RequestParser extends H1MessageParser {
     const hasBody = framing.kind === 'chunked' || (framing.kind === 'length' && framing.length > 0);
     const keepAlive = keepsConnection(headers.connection, http10);
     const expect = headers.expect;
-    this.#sink.onHead({
-      method: line[1]!,
-      url: line[2]!,
-      minorVersion,
-      rawHeaders,
-      headers,
-      hasBody,
-      keepAlive,
-      expectsContinue: hasBody && typeof expect === 'string' && expect.toLowerCase() === '100-continue',
-    });
-    return framing;
+    const expectsContinue = hasBody && typeof expect === 'string' && expect.toLowerCase() === '100-continue';
+    // A view of the read's own buffer, which node allocates per read: nothing else writes to it.
+    const wholeBody = framing.kind === 'length' && framing.length > 0 && input.length - bodyAt >= framing.length ? input.subarray(bodyAt, bodyAt + framing.length) : undefined;
+    this.#sink.onHead({ method: line[1]!, url: line[2]!, minorVersion, rawHeaders, headers, hasBody, keepAlive, expectsContinue, wholeBody });
+    return wholeBody === undefined ? framing : { kind: 'taken', length: wholeBody.length };
   }
 }
 

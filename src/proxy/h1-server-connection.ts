@@ -167,7 +167,7 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
 
   onBody(chunk: Buffer): void {
     if (this.#dropping) return;
-    if (!this.#req!.push(chunk)) {
+    if (!this.#req!.received(chunk)) {
       this.#bodyPaused = true;
       this.#socket.pause();
     }

@@ -24,7 +24,11 @@ export class H1Request extends Readable {
   readonly socket: Socket;
   /** The whole body arrived. */
   complete = false;
+  /** Body bytes received from the caller so far (the access log's bytes_in), whoever reads them. */
+  bodyBytes = 0;
   readonly #source: BodySource;
+  /** The whole body, when it came with the head: handed on as one buffer (takeWhole) or pushed when a reader asks. */
+  #whole: Buffer | undefined;
   /** A reader asked for bytes (the next ones go straight to it). */
   #asked = false;
   /** The request has no body and no reader asked yet: its end is pushed when one does. */
@@ -41,6 +45,27 @@ export class H1Request extends Readable {
     this.httpVersion = head.minorVersion === 1 ? '1.1' : '1.0';
     this.socket = socket;
     this.#source = source;
+    this.#whole = head.wholeBody;
+    if (head.wholeBody !== undefined) this.bodyBytes = head.wholeBody.length;
+  }
+
+  /** Body bytes from the connection, in order; false when the reader's buffer is full. */
+  received(chunk: Buffer): boolean {
+    this.bodyBytes += chunk.length;
+    return this.push(chunk);
+  }
+
+  /**
+   * The whole body as one buffer, if it came with the head and no reader has
+   * asked for it: the upstream connection writes it with the request head
+   * (one write, no stream events per call). The stream then ends empty for
+   * anyone who reads it later.
+   */
+  takeWhole(): Buffer | undefined {
+    const whole = this.#whole;
+    if (whole === undefined || this.#asked) return undefined;
+    this.#whole = undefined;
+    return whole;
   }
 
   /**
@@ -53,6 +78,11 @@ export class H1Request extends Readable {
   }
 
   override _read(): void {
+    const whole = this.#whole;
+    if (whole !== undefined) {
+      this.#whole = undefined;
+      this.push(whole);
+    }
     if (this.#endWhenAsked) {
       this.#endWhenAsked = false;
       this.push(null);

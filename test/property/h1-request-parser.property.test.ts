@@ -23,7 +23,11 @@ function parseAll(wire: Buffer, cuts: number[]): Outcome {
   const out: Outcome = { heads: [], body: '', completes: 0 };
   const parser = new RequestParser(
     {
-      onHead: (head) => out.heads.push({ method: head.method, url: head.url, rawHeaders: head.rawHeaders }),
+      onHead: (head) => {
+        out.heads.push({ method: head.method, url: head.url, rawHeaders: head.rawHeaders });
+        // A body that came in the same read as its head comes with it, not through onBody.
+        if (head.wholeBody !== undefined) out.body += head.wholeBody.toString('latin1');
+      },
       onBody: (chunk) => {
         out.body += chunk.toString('latin1');
       },

@@ -134,10 +134,16 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     await call(p, { method: 'POST', headers: { 'content-length': '11' }, body: Readable.from([Buffer.from('hello '), Buffer.from('world')]) });
     await call(p, { method: 'POST', body: Readable.from([Buffer.from('chunk'), Buffer.from('ed')]) });
     await call(p, { method: 'POST' });
+    // A body the listener has whole (its H1Request's takeWhole) leaves with the head, framed the same way.
+    const whole = (text: string): Readable => Object.assign(Readable.from([]), { takeWhole: () => Buffer.from(text) });
+    await call(p, { method: 'POST', headers: { 'content-length': '5' }, body: whole('whole') });
+    await call(p, { method: 'POST', body: whole('whole, chunked') });
     expect(seen).toEqual([
       { te: undefined, length: '11', body: 'hello world' },
       { te: 'chunked', length: undefined, body: 'chunked' },
       { te: undefined, length: '0', body: '' },
+      { te: undefined, length: '5', body: 'whole' },
+      { te: 'chunked', length: undefined, body: 'whole, chunked' },
     ]);
   });
 

@@ -17,7 +17,10 @@ function parse(wire: string, step?: number): Parsed {
   const out: Parsed = { heads: [], body: '', completes: 0, rest: '' };
   const parser = new RequestParser(
     {
-      onHead: (head) => out.heads.push(head),
+      onHead: (head) => {
+        out.heads.push(head);
+        if (head.wholeBody !== undefined) out.body += head.wholeBody.toString('latin1');
+      },
       onBody: (chunk) => {
         out.body += chunk.toString('latin1');
       },
@@ -69,6 +72,17 @@ describe('HTTP/1.1 requests the sidecar reads from its callers', () => {
     expect(fixed.heads[0]!.hasBody).toBe(true);
     const chunked = 'POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\nGET /';
     for (const step of [1, 4, chunked.length]) expect(parse(chunked, step)).toMatchObject({ body: 'hello world', completes: 1, rest: 'GET /' });
+  });
+
+  it('hands a body that came in the read of its head whole with the head, and one split from it through onBody', () => {
+    const wire = 'POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\n\r\n';
+    const whole = parse(wire);
+    expect(whole.heads[0]!.wholeBody?.toString()).toBe('hello');
+    expect(whole).toMatchObject({ body: 'hello', completes: 1, rest: 'GET /next HTTP/1.1\r\n\r\n' });
+    // The body's last byte in the next read: streamed as before.
+    const split = parse(wire, wire.indexOf('hello') + 4);
+    expect(split.heads[0]!.wholeBody).toBeUndefined();
+    expect(split).toMatchObject({ body: 'hello', completes: 1, rest: 'GET /next HTTP/1.1\r\n\r\n' });
   });
 
   it('takes an empty line before a request line, HTTP/1.0 and its keep-alive, Connection: close, Expect: 100-continue', () => {
