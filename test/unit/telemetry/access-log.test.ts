@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
@@ -57,6 +58,23 @@ describe('access log', () => {
       retries: 1,
     });
     expect(JSON.stringify(lines)).not.toMatch(/SECRET/);
+  });
+
+  it('writes any value a caller sends as the same JSON string: quotes, backslashes, control characters, lone surrogates', async () => {
+    // Any UTF-16 code unit, weighted towards the ones JSON escapes.
+    const unit = fc.oneof(
+      fc.constantFrom('"', '\\', '\n', '\u0000', '\u001f', '\u007f', '\ud800', '\udc00', '\ud83d\ude00', 'é'),
+      fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+      fc.constantFrom('a', '/', '-'),
+    );
+    const values = fc.array(fc.string({ unit, maxLength: 12 }), { minLength: 3, maxLength: 3 });
+    const { lines, logger, flushed } = capture();
+    const log = createAccessLog(logger, { enabled: true, sampling: 1, random: Math.random });
+    const sent = fc.sample(values, 300);
+    for (const [path, authority, agent] of sent) log({ ...call(), path: path!, authority: authority!, headers: { 'user-agent': agent! } }, ok);
+    await flushed();
+    // A lone surrogate cannot be written as UTF-8: JSON.stringify escapes it, so it reads back as it was sent.
+    expect(lines.map((l) => [l.path, l.authority, l.user_agent])).toEqual(sent);
   });
 
   it('samples successful calls and always logs errors and meshgate replies', async () => {
