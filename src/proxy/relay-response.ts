@@ -115,8 +115,9 @@ export function relayResponse(
       }
     },
     onResponseEnd(_ctl, trailers) {
-      const relayed = downstreamResponseHeaders(trailers as Record<string, string | string[]>);
-      const hasTrailers = Object.keys(relayed).length > 0;
+      // Most responses have none: nothing is copied or counted for them.
+      const relayed = hasField(trailers) ? downstreamResponseHeaders(trailers as Record<string, string | string[]>) : undefined;
+      const hasTrailers = relayed !== undefined && hasField(relayed);
       if (hasTrailers) res.addTrailers(relayed as Record<string, string>);
       res.end();
       tap?.end(hasTrailers ? 'trailers' : 'whole');
@@ -131,4 +132,9 @@ export function relayResponse(
       fail(failureOf(err, downstreamFate(downstream)));
     },
   };
+}
+
+function hasField(fields: object | null | undefined): boolean {
+  for (const _ in fields) return true;
+  return false;
 }

@@ -8,6 +8,9 @@ import { DispatchRefusedError, DownstreamGoneError, failureOf, isRouteTimeout, N
 /** Responses dropped before a retry are drained up to this size to keep the connection. */
 const DISCARD_LIMIT = 64 * 1024;
 
+/** What the first attempt has tried: nothing. A call's own set is made only if it retries (most never do). */
+const NONE_TRIED: ReadonlySet<string> = new Set();
+
 /**
  * The attempts of one call, like undici's retry interceptor: picks an endpoint
  * for each (another one when there is), replays the request body, tells the
@@ -22,7 +25,13 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
     const { request, progress } = opts;
     const retry = request.retry;
     const replay = retry && retry.attempts > 0 && request.body ? createReplayableBody(request.body, retry.bufferLimit) : undefined;
-    const tried = new Set<string>();
+    // The endpoints tried so far: the first one's label alone until a retry needs the set.
+    let firstTried: string | undefined;
+    let tried: Set<string> | undefined;
+    const triedSoFar = (): ReadonlySet<string> => {
+      if (tried === undefined && firstTried !== undefined) tried = new Set([firstTried]);
+      return tried ?? NONE_TRIED;
+    };
     const controller = new HandOverController();
     let committed = false; // a response head went on to the caller: no attempt after this one
     caller.onRequestStart(controller, undefined);
@@ -46,13 +55,15 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
     };
 
     const attempt = (holdsBudget: boolean): void => {
-      const target = request.pick(tried);
+      const target = request.pick(triedSoFar());
       if (!target) {
         if (holdsBudget) retry!.release();
         caller.onResponseError(controller, new NoEndpointError('no endpoint left to try'));
         return;
       }
-      tried.add(target.label);
+      if (tried !== undefined) tried.add(target.label);
+      else if (firstTried === undefined) firstTried = target.label;
+      else tried = new Set([firstTried, target.label]);
       progress.upstream = target.label;
       let mode: 'waiting' | 'relay' | 'discard' = 'waiting';
       let discarded = 0;
