@@ -57,7 +57,8 @@ const KEEP_ALIVE = /(?:^|,)[\t ]*keep-alive[\t ]*(?:,|$)/i;
  * says keep-alive.
  */
 export function keepsConnection(connection: string | readonly string[] | undefined, http10: boolean): boolean {
-  const value = connection === undefined ? '' : typeof connection === 'string' ? connection : connection.join(',');
+  if (connection === undefined) return !http10; // most messages: no field, no pattern to run
+  const value = typeof connection === 'string' ? connection : connection.join(',');
   return http10 ? KEEP_ALIVE.test(value) : !CLOSE.test(value);
 }
 

@@ -31,7 +31,6 @@ export class UpstreamProtocolError extends Error {
 
 /** The trailers of a response that has none: one shared object, nothing allocated per call (sinks only read it). */
 const NO_TRAILERS: Readonly<Record<string, string | string[]>> = Object.freeze({});
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([\t\x20-\x7e\x80-\xff]*))?$/;
 const fault = (reason: string): UpstreamProtocolError => new UpstreamProtocolError(reason);
 
 export class ResponseParser extends H1MessageParser {
@@ -70,22 +69,22 @@ export class ResponseParser extends H1MessageParser {
   /** Parses one head; an informational (1xx) one is skipped as undici does (another head follows). */
   protected readHead(text: string): BodyFraming {
     const lineEnd = text.indexOf('\r\n');
-    const status = STATUS_LINE.exec(lineEnd < 0 ? text : text.slice(0, lineEnd));
-    if (!status) throw fault('invalid status line');
-    const code = Number(status[2]);
+    const end = lineEnd < 0 ? text.length : lineEnd;
+    const code = statusCodeOf(text, end);
+    if (code < 0) throw fault('invalid status line');
     const headers = lineEnd < 0 ? {} : parseFields(text, lineEnd + 2);
     if (code < 200) {
       // 101 would switch protocols on a connection meshgate did not ask to upgrade.
       if (code === 101) throw fault('unrequested protocol switch (101)');
       return FRAMING.skip;
     }
-    const http10 = status[1] === '0';
+    const http10 = text.charCodeAt(7) === 48; // HTTP/1.0
     this.#reusable = keepsConnection(headers.connection, http10);
     const te = headers['transfer-encoding'];
     const cl = headers['content-length'];
     // Checked before a body-less response too: the pair is how a smuggled response starts.
     if (te !== undefined && cl !== undefined) throw fault('both Transfer-Encoding and Content-Length');
-    this.#sink.onHead(code, headers, status[3] ?? '');
+    this.#sink.onHead(code, headers, end > 13 ? text.slice(13, end) : '');
     if (this.#noBody || code === 204 || code === 304) return FRAMING.none;
     const framing = declaredFraming(te, cl, http10, fault);
     if (framing !== undefined) return framing;
@@ -111,4 +110,28 @@ function parseFields(text: string, from: number): Record<string, string | string
     else out[name] = [existing, value];
   });
   return out;
+}
+
+/**
+ * The code of the status line `text[0, end)`, or -1 if it is not one (RFC 9112 §4): `HTTP/1.0` or
+ * `HTTP/1.1`, a space, three digits from 100, then nothing, or a space and a reason phrase of HTAB,
+ * SP, visible and obs-text characters. By character code rather than a regular expression and its
+ * match array: a response head is read on every call.
+ */
+export function statusCodeOf(text: string, end: number): number {
+  if (end < 12 || !text.startsWith('HTTP/1.')) return -1;
+  const minor = text.charCodeAt(7);
+  if ((minor !== 48 && minor !== 49) || text.charCodeAt(8) !== 32) return -1;
+  const hundreds = text.charCodeAt(9) - 48;
+  const tens = text.charCodeAt(10) - 48;
+  const units = text.charCodeAt(11) - 48;
+  if (hundreds < 1 || hundreds > 9 || tens < 0 || tens > 9 || units < 0 || units > 9) return -1;
+  if (end > 12) {
+    if (text.charCodeAt(12) !== 32) return -1;
+    for (let i = 13; i < end; i++) {
+      const c = text.charCodeAt(i);
+      if ((c < 32 && c !== 9) || c === 127 || c > 255) return -1;
+    }
+  }
+  return hundreds * 100 + tens * 10 + units;
 }

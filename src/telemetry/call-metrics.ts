@@ -9,8 +9,8 @@ import type { Direction } from '../core/call-context.ts';
  * Why not prom-client's inc() and observe() per call: each validates its
  * labels, builds a string key from them and looks it up, and the histogram
  * turns the bucket bound (a double) into a property name twice: ~5% of a
- * one-hop sidecar's user CPU in a perf profile (2026-12-06, bench/README.md
- * "Per-call metrics" has the paired figures). Here a call is a few Map
+ * one-hop sidecar's user CPU in a perf profile (2026-12-06; bench/README.md,
+ * "Cost per pod", has the paired figures). Here a call is a few Map
  * lookups on strings the call already holds and an array increment.
  */
 export interface CallMetrics {
