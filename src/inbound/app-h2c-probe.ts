@@ -1,4 +1,3 @@
-import http2 from 'node:http2';
 import type { Clock } from '../core/clock.ts';
 
 /*
@@ -26,7 +25,8 @@ export function createAppH2cProbe(appUrl: string, opts: { readonly clock: Clock;
 
   const probe = (): Promise<boolean> =>
     new Promise<boolean>((resolve) => {
-      const session = http2.connect(appUrl);
+      // Loaded here, on the first question: a sidecar whose callers never speak HTTP/2 never loads node:http2.
+      const session = process.getBuiltinModule('node:http2').connect(appUrl);
       let settled = false;
       const done = (h2c: boolean): void => {
         if (settled) return;

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import http2 from 'node:http2';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import type { H1Request } from './h1-server-request.ts';
 import type { H1Response } from './h1-server-response.ts';
+import { NGHTTP2_INTERNAL_ERROR } from './h2-error-codes.ts';
 
 /**
  * A call as either codec hands it over: meshgate's own for HTTP/1.1
@@ -117,5 +117,5 @@ export function resetDownstream(res: DownstreamResponse): void {
     res.destroy();
     return;
   }
-  if (!stream.destroyed) stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+  if (!stream.destroyed) stream.close(NGHTTP2_INTERNAL_ERROR);
 }

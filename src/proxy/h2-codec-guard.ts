@@ -1,6 +1,6 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
-import http2 from 'node:http2';
 import type { H2ConnectionErrorReason, ListenerHooks } from './connection-guard.ts';
+import { NGHTTP2_ENHANCE_YOUR_CALM } from './h2-error-codes.ts';
 import type { ResetFloodGuard } from './h2-reset-guard.ts';
 /** Why the HTTP/2 codec (nghttp2, or node around it) closed a connection: a bounded label set. */
 
@@ -120,7 +120,7 @@ export function watchCodecRefusals(session: ServerHttp2Session, maxConcurrentStr
       if (reason !== undefined && !reported) {
         reported = true;
         hooks.onAbuse?.(reason, address);
-        if (reason === 'http2_flood' && code === undefined) code = http2.constants.NGHTTP2_ENHANCE_YOUR_CALM;
+        if (reason === 'http2_flood' && code === undefined) code = NGHTTP2_ENHANCE_YOUR_CALM;
       }
     }
     destroy(error, code);

@@ -1,5 +1,5 @@
 import type { ServerHttp2Session, ServerHttp2Stream } from 'node:http2';
-import http2 from 'node:http2';
+import { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR } from './h2-error-codes.ts';
 
 /** A stream the caller resets sooner than this after opening it counts as a premature reset. */
 const PREMATURE_MS = 1_000;
@@ -40,7 +40,7 @@ export function createResetFloodGuard(session: ServerHttp2Session, minStreams: n
       // Streams ended by the connection going away are no resets: Node closes them with NO_ERROR
       // when the socket ends, sometimes before the session knows, so only an error code counts.
       // A caller resetting with NO_ERROR is left to nghttp2's own limit. A destroyed session takes no GOAWAY.
-      if (cut || !stream.aborted || stream.rstCode === http2.constants.NGHTTP2_NO_ERROR || session.destroyed || session.closed) return;
+      if (cut || !stream.aborted || stream.rstCode === NGHTTP2_NO_ERROR || session.destroyed || session.closed) return;
       if (performance.now() - openedAt >= PREMATURE_MS) return;
       premature++;
       if (opened >= minStreams && premature * 2 >= opened) {
@@ -48,7 +48,7 @@ export function createResetFloodGuard(session: ServerHttp2Session, minStreams: n
         onFlood();
         // The GOAWAY is queued before destroy() flushes and closes; destroy(code) alone would
         // also emit the code as a session error.
-        session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
         session.destroy();
       }
     },

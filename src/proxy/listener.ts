@@ -1,4 +1,4 @@
-import http2 from 'node:http2';
+import type * as http2 from 'node:http2';
 import type { Socket } from 'node:net';
 import net from 'node:net';
 import type tls from 'node:tls';
@@ -14,6 +14,7 @@ import type { DownstreamRequest, DownstreamResponse } from './downstream.ts';
 import { DownstreamTimeoutError } from './downstream.ts';
 import { createH1Server } from './h1-server-connection.ts';
 import { H2_CODEC_BOUNDS, watchCodecRefusals } from './h2-codec-guard.ts';
+import { NGHTTP2_NO_ERROR } from './h2-error-codes.ts';
 import { createResetFloodGuard } from './h2-reset-guard.ts';
 
 export type { ListenerHooks } from './connection-guard.ts';
@@ -68,7 +69,7 @@ export interface ListenerTls {
  * nobody read.
  */
 function endUnfinishedRequest(stream: http2.ServerHttp2Stream): void {
-  if (!stream.destroyed && !stream.closed && stream.state.remoteClose === 0) stream.close(http2.constants.NGHTTP2_NO_ERROR);
+  if (!stream.destroyed && !stream.closed && stream.state.remoteClose === 0) stream.close(NGHTTP2_NO_ERROR);
 }
 
 /**
@@ -137,67 +138,73 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   };
   const h1 = createH1Server(limits, { onRequest: counted, refuse: refuseRaw });
 
-  const h2 = http2.createServer(
-    {
-      maxSessionMemory: limits.http2MaxSessionMemory,
-      maxHeaderListPairs: limits.maxHeadersCount + 1 + PSEUDO_HEADERS,
-      settings: {
-        maxConcurrentStreams: limits.http2MaxConcurrentStreams,
-        maxHeaderListSize: limits.maxHeaderSize,
-        enablePush: false,
-      },
-      // PING and SETTINGS floods meet nghttp2's limit of 1 000 unanswered control frames, CONTINUATION
-      // floods its limit per header block, invalid frames and refused streams ours (h2-codec-guard.ts);
-      // rapid reset is ours too (h2-reset-guard.ts), with nghttp2's own reset limit behind it.
-      ...H2_CODEC_BOUNDS,
-    },
-    counted,
-  );
-  h2.setTimeout(limits.idleTimeout);
+  // The HTTP/2 server is made for the first HTTP/2 connection: node:http2 (and node:http, which it loads)
+  // costs a sidecar ~4.8 MB of RSS and ~8 ms of start-up, and many sidecars never get an HTTP/2 caller.
+  let h2: http2.Http2Server | undefined;
   const sessions = new Set<http2.ServerHttp2Session>();
-  h2.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-    const resets = createResetFloodGuard(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
-    watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks, resets);
-  });
-
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
   const socketPrincipals = new WeakMap<object, string>();
   const sessionPrincipals = new WeakMap<object, string>();
   let handshakePrincipal: string | undefined;
-  h2.on('session', (session) => {
-    // 'session' fires synchronously inside h2.emit('connection'), while handshakePrincipal is set.
-    if (handshakePrincipal !== undefined) sessionPrincipals.set(session, handshakePrincipal);
-  });
-
   // Until its first HEADERS frame is in, an HTTP/2 connection has its head deadline; then the idle timeout applies.
   let handingOff: HeadDeadline | undefined;
-  h2.on('session', (session) => {
-    const deadline = handingOff; // set around h2.emit('connection'), like handshakePrincipal
-    if (!deadline) return;
-    session.once('stream', () => deadline.clear());
-    session.once('close', () => deadline.clear());
-    deadline.onExpiry(() => {
-      // No stream exists to answer on: the connection is closed (GOAWAY), and logged as the 408 it would get.
-      const socket = session.socket as Socket;
-      rejected(socket, 'request.timeout', '2');
+  const h2Server = (): http2.Http2Server => h2 ?? (h2 = createH2Server());
+  const createH2Server = (): http2.Http2Server => {
+    const server = process.getBuiltinModule('node:http2').createServer(
+      {
+        maxSessionMemory: limits.http2MaxSessionMemory,
+        maxHeaderListPairs: limits.maxHeadersCount + 1 + PSEUDO_HEADERS,
+        settings: {
+          maxConcurrentStreams: limits.http2MaxConcurrentStreams,
+          maxHeaderListSize: limits.maxHeaderSize,
+          enablePush: false,
+        },
+        // PING and SETTINGS floods meet nghttp2's limit of 1 000 unanswered control frames, CONTINUATION
+        // floods its limit per header block, invalid frames and refused streams ours (h2-codec-guard.ts);
+        // rapid reset is ours too (h2-reset-guard.ts), with nghttp2's own reset limit behind it.
+        ...H2_CODEC_BOUNDS,
+      },
+      counted,
+    );
+    server.setTimeout(limits.idleTimeout);
+    server.on('session', (session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+      const resets = createResetFloodGuard(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
+      watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks, resets);
+    });
+    server.on('session', (session) => {
+      // 'session' fires synchronously inside server.emit('connection'), while handshakePrincipal is set.
+      if (handshakePrincipal !== undefined) sessionPrincipals.set(session, handshakePrincipal);
+    });
+    server.on('session', (session) => {
+      const deadline = handingOff; // set around server.emit('connection'), like handshakePrincipal
+      if (!deadline) return;
+      session.once('stream', () => deadline.clear());
+      session.once('close', () => deadline.clear());
+      deadline.onExpiry(() => {
+        // No stream exists to answer on: the connection is closed (GOAWAY), and logged as the 408 it would get.
+        const socket = session.socket as Socket;
+        rejected(socket, 'request.timeout', '2');
+        session.destroy();
+      });
+    });
+    server.on('timeout', (session: http2.ServerHttp2Session) => {
+      // Idle with calls in flight: each is closed as meshgate's timeout, not as a caller that left (see ./downstream.ts).
+      for (const req of h2Calls.get(session) ?? []) {
+        const phase = req.stream.state?.remoteClose ? 'response' : 'request';
+        req.stream.destroy(new DownstreamTimeoutError(phase));
+      }
       session.destroy();
     });
-  });
-  h2.on('timeout', (session: http2.ServerHttp2Session) => {
-    // Idle with calls in flight: each is closed as meshgate's timeout, not as a caller that left (see ./downstream.ts).
-    for (const req of h2Calls.get(session) ?? []) {
-      const phase = req.stream.state?.remoteClose ? 'response' : 'request';
-      req.stream.destroy(new DownstreamTimeoutError(phase));
-    }
-    session.destroy();
-  });
+    return server;
+  };
   const toH2 = (socket: Socket, deadline: HeadDeadline, principal?: string): void => {
+    const server = h2Server();
     handingOff = deadline;
     handshakePrincipal = principal;
     try {
-      h2.emit('connection', socket);
+      server.emit('connection', socket);
     } finally {
       handingOff = undefined;
       handshakePrincipal = undefined;

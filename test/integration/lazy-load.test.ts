@@ -1,5 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
@@ -33,6 +35,7 @@ const OPTIONAL = {
   undici: 'the HTTP/2 client (an HTTP/2 upstream), or a readiness path or health check to probe over HTTP',
   'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
   'node:internal/amaro': "Node's TypeScript stripper (a Filter source the policy server sent without its JavaScript)",
+  'node:http2': "Node's HTTP/2, with node:http (an HTTP/2 caller, an HTTP/2 upstream, or gRPC to a CA or policy server)",
 };
 
 let child: ChildProcess | undefined;
@@ -113,6 +116,23 @@ describe('what a sidecar imports', () => {
     expect(await withPolicy([allow, filter], {}, false)).toContain('node:internal/amaro');
     const schema = policyDoc('ValidationPolicy', 'input', { rules: [{ name: 'body', jsonSchema: { type: 'object' } }] }, 'default');
     expect(await withPolicy([allow, schema])).toEqual(expect.arrayContaining(['ajv', 'ajv-formats']));
+  });
+
+  it("loads Node's HTTP/2 when the first caller speaks it, not before", async () => {
+    const config = await plaintextSidecar();
+    const inbound = (config.listeners as { inbound: { port: number } }).inbound.port;
+    const h2Call = async (): Promise<void> => {
+      const session = http2.connect(`http://127.0.0.1:${inbound}`);
+      session.on('error', () => {});
+      const stream = session.request({ ':path': '/' });
+      stream.on('error', () => {});
+      stream.resume();
+      // The app on port 1 is down: 503 from the sidecar, over HTTP/2.
+      const [headers] = (await once(stream, 'response')) as [http2.IncomingHttpHeaders];
+      expect(headers[':status']).toBe(503);
+      session.close();
+    };
+    expect(await packagesLoadedBy(config, h2Call)).toContain('node:http2');
   });
 
   it('tracing turned on loads the SDK and its exporter, and only then', async () => {
