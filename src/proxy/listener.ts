@@ -138,8 +138,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   };
   const h1 = createH1Server(limits, { onRequest: counted, refuse: refuseRaw });
 
-  // The HTTP/2 server is made for the first HTTP/2 connection: node:http2 (and node:http, which it loads)
-  // costs a sidecar ~4.8 MB of RSS and ~8 ms of start-up, and many sidecars never get an HTTP/2 caller.
+  // The HTTP/2 server is made for the first HTTP/2 connection: loading node:http2 (and node:http, which it
+  // loads) cost a plaintext sidecar ~15 ms of start-up (bench/README.md, "Cost per pod"), and many sidecars
+  // never get an HTTP/2 caller.
   let h2: http2.Http2Server | undefined;
   const sessions = new Set<http2.ServerHttp2Session>();
   // Peers are verified once per connection; requests find their principal by socket (HTTP/1.1) or session (HTTP/2).
