@@ -32,8 +32,13 @@ const MiB = 1024 * 1024;
  */
 const SIZE = 96 * MiB;
 const CHUNK = 64 * 1024;
-/** Growth allowed while a transfer is held mid-way; a sidecar holding the body would exceed it several times over. */
-const STALLED_KIB = 16 * 1024;
+/**
+ * Growth allowed while a transfer is held mid-way: a sidecar holding what the producer got ahead (at
+ * least 80 MiB of the 96 unless backpressure held it) would exceed it three times over. RSS after a
+ * forced GC still carries freed pages malloc kept: 16 MiB was exceeded now and then (17 and 20 MiB seen,
+ * the second with the producer 34 MiB ahead), with nothing held.
+ */
+const STALLED_KIB = 24 * 1024;
 /** Growth allowed once it is over: a leak check. V8 and malloc keep some freed pages (up to ~14 MiB seen). */
 const AFTER_KIB = 24 * 1024;
 
