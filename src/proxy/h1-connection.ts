@@ -27,6 +27,20 @@ interface WholeBody {
   takeWhole(): Buffer | undefined;
 }
 
+/** The end of a chunked request body: the last chunk and no trailers. */
+const LAST_CHUNK = '0\r\n\r\n';
+
+/** Writes request body bytes, as one chunk when the body is chunk-encoded; returns the socket's backpressure signal. */
+function writeBodyBytes(socket: Socket, bytes: Buffer, chunked: boolean): boolean {
+  if (!chunked) return socket.write(bytes);
+  socket.cork();
+  socket.write(`${bytes.length.toString(16)}\r\n`, 'latin1');
+  socket.write(bytes);
+  const ok = socket.write('\r\n', 'latin1');
+  socket.uncork();
+  return ok;
+}
+
 /** A keep-alive hint is honoured less this margin, so the upstream never closes a connection the pool is about to use. */
 const KEEP_ALIVE_MARGIN_MS = 1_000;
 
@@ -184,9 +198,8 @@ export class Connection {
       const socket = this.#socket;
       socket.cork();
       socket.write(head, 'latin1');
-      if (chunked) socket.write(`${whole.length.toString(16)}\r\n`, 'latin1');
-      socket.write(whole);
-      if (chunked) socket.write('\r\n0\r\n\r\n', 'latin1');
+      writeBodyBytes(socket, whole, chunked);
+      if (chunked) socket.write(LAST_CHUNK, 'latin1');
       socket.uncork();
       return;
     }
@@ -206,15 +219,7 @@ export class Connection {
     // Listeners go (cleanup) before the call leaves this connection: #finish runs once the body ended, destroy drops it.
     const onData = (chunk: Buffer): void => {
       if (chunked && chunk.length === 0) return;
-      let ok: boolean;
-      if (chunked) {
-        socket.cork();
-        socket.write(`${chunk.length.toString(16)}\r\n`);
-        socket.write(chunk);
-        ok = socket.write('\r\n');
-        socket.uncork();
-      } else ok = socket.write(chunk);
-      if (!ok) body.pause();
+      if (!writeBodyBytes(socket, chunk, chunked)) body.pause();
     };
     const cleanup = (): void => {
       this.#dropBody = undefined;
@@ -226,7 +231,7 @@ export class Connection {
     };
     const onEnd = (): void => {
       cleanup();
-      if (chunked) socket.write('0\r\n\r\n');
+      if (chunked) socket.write(LAST_CHUNK, 'latin1');
       this.#bodySent = true;
       // The response may have ended first (an early 413): the connection waited for the body.
       if (this.#parser.done) this.#finish(undefined);

@@ -42,11 +42,18 @@ export function isToken(text: string, from = 0, to = text.length): boolean {
 }
 
 /**
- * A character no field value (nor reason phrase) may hold: a control
- * character but HTAB (a CR or LF among them, which would split a message),
- * or one beyond latin1. obs-text (0x80-0xFF) is allowed.
+ * Whether `text[from, to)` may stand in a field value or a reason phrase: no
+ * control character but HTAB (a CR or LF among them would split a message),
+ * nothing beyond latin1; obs-text (0x80-0xFF) is allowed. By character code:
+ * heads are read and written on every call.
  */
-export const INVALID_FIELD_VALUE = /[^\t\x20-\x7e\x80-\xff]/;
+export function isFieldText(text: string, from = 0, to = text.length): boolean {
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if ((c < 32 && c !== 9) || c === 127 || c > 255) return false;
+  }
+  return true;
+}
 
 const CLOSE = /(?:^|,)[\t ]*close[\t ]*(?:,|$)/i;
 const KEEP_ALIVE = /(?:^|,)[\t ]*keep-alive[\t ]*(?:,|$)/i;
@@ -109,10 +116,7 @@ export function forEachField(text: string, from: number, fail: (reason: string) 
     let end = eol;
     while (start < end && (text.charCodeAt(start) === 32 || text.charCodeAt(start) === 9)) start++;
     while (end > start && (text.charCodeAt(end - 1) === 32 || text.charCodeAt(end - 1) === 9)) end--;
-    for (let i = start; i < end; i++) {
-      const c = text.charCodeAt(i);
-      if ((c < 32 && c !== 9) || c === 127) throw fail('invalid character in a header value');
-    }
+    if (!isFieldText(text, start, end)) throw fail('invalid character in a header value');
     field(text.slice(at, colon), text.slice(start, end));
     at = eol + 2;
   }

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { INVALID_FIELD_VALUE, isToken } from './h1-message-parser.ts';
+import { isFieldText, isToken } from './h1-message-parser.ts';
 
 /*
  * The head of a request src/proxy/h1-pool.ts writes upstream. The fields come
@@ -34,7 +34,7 @@ export function requestHead(method: string, path: string, headers: Record<string
       if (lower === 'content-length') hasLength = true;
       for (const one of Array.isArray(value) ? value : [value]) {
         const text = String(one);
-        if (INVALID_FIELD_VALUE.test(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
+        if (!isFieldText(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
         head += `${name}: ${text}\r\n`;
       }
     }

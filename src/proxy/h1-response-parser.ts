@@ -14,7 +14,7 @@
  */
 
 import type { BodyFraming, FramingFault } from './h1-message-parser.ts';
-import { declaredFraming, FRAMING, forEachField, H1MessageParser, keepsConnection } from './h1-message-parser.ts';
+import { declaredFraming, FRAMING, forEachField, H1MessageParser, isFieldText, keepsConnection } from './h1-message-parser.ts';
 
 export interface ResponseSink {
   onHead(status: number, headers: Record<string, string | string[]>, statusText: string): void;
@@ -126,12 +126,6 @@ export function statusCodeOf(text: string, end: number): number {
   const tens = text.charCodeAt(10) - 48;
   const units = text.charCodeAt(11) - 48;
   if (hundreds < 1 || hundreds > 9 || tens < 0 || tens > 9 || units < 0 || units > 9) return -1;
-  if (end > 12) {
-    if (text.charCodeAt(12) !== 32) return -1;
-    for (let i = 13; i < end; i++) {
-      const c = text.charCodeAt(i);
-      if ((c < 32 && c !== 9) || c === 127 || c > 255) return -1;
-    }
-  }
+  if (end > 12 && (text.charCodeAt(12) !== 32 || !isFieldText(text, 13, end))) return -1;
   return hundreds * 100 + tens * 10 + units;
 }

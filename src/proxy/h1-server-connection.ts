@@ -141,7 +141,6 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
     // Errors end in 'close' (our own timeouts destroy the socket with one); nothing to add here.
     socket.on('error', () => {});
     socket.once('close', () => this.#onClose());
-    this.#lastActive = Date.now();
     socket.resume();
   }
 

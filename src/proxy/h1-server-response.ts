@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { nodeHttp as http } from '../core/node-http.ts';
-import { INVALID_FIELD_VALUE, isToken, keepsConnection } from './h1-message-parser.ts';
+import { isFieldText, isToken, keepsConnection } from './h1-message-parser.ts';
 import type { H1Request } from './h1-server-request.ts';
 
 /** What a response needs from its connection (./h1-server-connection.ts). */
@@ -29,7 +29,7 @@ function checkName(name: string): void {
 }
 
 function checkValue(name: string, value: string): void {
-  if (INVALID_FIELD_VALUE.test(value)) throw headerError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
+  if (!isFieldText(value)) throw headerError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
 }
 
 function toBuffer(chunk: string | Uint8Array): Buffer {
@@ -231,7 +231,7 @@ export class H1Response extends EventEmitter {
     this.#noBody = this.#bodiless();
     const fields = this.#fields;
     // A reason phrase assigned directly (writeHead checks its own) must not split the head either.
-    const phrase = this.statusMessage !== '' && !INVALID_FIELD_VALUE.test(this.statusMessage) ? this.statusMessage : http.STATUS_CODES[status] || 'unknown';
+    const phrase = this.statusMessage !== '' && isFieldText(this.statusMessage) ? this.statusMessage : http.STATUS_CODES[status] || 'unknown';
     let head = `HTTP/1.1 ${status} ${phrase}\r\n`;
     for (const { name, value } of fields.values()) {
       if (typeof value === 'string') head += `${name}: ${value}\r\n`;

@@ -149,7 +149,6 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   let handshakePrincipal: string | undefined;
   // Until its first HEADERS frame is in, an HTTP/2 connection has its head deadline; then the idle timeout applies.
   let handingOff: HeadDeadline | undefined;
-  const h2Server = (): http2.Http2Server => h2 ?? (h2 = createH2Server());
   const createH2Server = (): http2.Http2Server => {
     const server = process.getBuiltinModule('node:http2').createServer(
       {
@@ -173,13 +172,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
       session.once('close', () => sessions.delete(session));
       const resets = createResetFloodGuard(session, limits.http2RapidResetMinStreams, () => hooks.onAbuse?.('http2_rapid_reset', session.socket?.remoteAddress));
       watchCodecRefusals(session, limits.http2MaxConcurrentStreams, hooks, resets);
-    });
-    server.on('session', (session) => {
-      // 'session' fires synchronously inside server.emit('connection'), while handshakePrincipal is set.
+      // 'session' fires synchronously inside server.emit('connection'), while handshakePrincipal and handingOff are set.
       if (handshakePrincipal !== undefined) sessionPrincipals.set(session, handshakePrincipal);
-    });
-    server.on('session', (session) => {
-      const deadline = handingOff; // set around server.emit('connection'), like handshakePrincipal
+      const deadline = handingOff;
       if (!deadline) return;
       session.once('stream', () => deadline.clear());
       session.once('close', () => deadline.clear());
@@ -201,7 +196,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
     return server;
   };
   const toH2 = (socket: Socket, deadline: HeadDeadline, principal?: string): void => {
-    const server = h2Server();
+    const server = (h2 ??= createH2Server());
     handingOff = deadline;
     handshakePrincipal = principal;
     try {

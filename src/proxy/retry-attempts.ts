@@ -25,13 +25,9 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
     const { request, progress } = opts;
     const retry = request.retry;
     const replay = retry && retry.attempts > 0 && request.body ? createReplayableBody(request.body, retry.bufferLimit) : undefined;
-    // The endpoints tried so far: the first one's label alone until a retry needs the set.
+    // The endpoints tried so far: the first one's label alone until a retry needs the set (attempts are sequential).
     let firstTried: string | undefined;
     let tried: Set<string> | undefined;
-    const triedSoFar = (): ReadonlySet<string> => {
-      if (tried === undefined && firstTried !== undefined) tried = new Set([firstTried]);
-      return tried ?? NONE_TRIED;
-    };
     const controller = new HandOverController();
     let committed = false; // a response head went on to the caller: no attempt after this one
     caller.onRequestStart(controller, undefined);
@@ -55,15 +51,15 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
     };
 
     const attempt = (holdsBudget: boolean): void => {
-      const target = request.pick(triedSoFar());
+      if (tried === undefined && firstTried !== undefined) tried = new Set([firstTried]);
+      const target = request.pick(tried ?? NONE_TRIED);
       if (!target) {
         if (holdsBudget) retry!.release();
         caller.onResponseError(controller, new NoEndpointError('no endpoint left to try'));
         return;
       }
       if (tried !== undefined) tried.add(target.label);
-      else if (firstTried === undefined) firstTried = target.label;
-      else tried = new Set([firstTried, target.label]);
+      else firstTried = target.label;
       progress.upstream = target.label;
       let mode: 'waiting' | 'relay' | 'discard' = 'waiting';
       let discarded = 0;

@@ -1,11 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { RequestHead } from '../../../src/proxy/h1-request-parser.ts';
 import { RequestFramingError, RequestParser } from '../../../src/proxy/h1-request-parser.ts';
+import type { RecordedRequests } from '../../helpers/request-sink.ts';
+import { recordingSink } from '../../helpers/request-sink.ts';
 
-interface Parsed {
-  heads: RequestHead[];
-  body: string;
-  completes: number;
+interface Parsed extends RecordedRequests {
   /** Bytes handed back after the first request ended (a pipelined request). */
   rest: string;
 }
@@ -15,21 +13,7 @@ const LIMITS = { maxHeaderSize: 1024, maxHeadersCount: 8 };
 /** Feeds `wire` in pieces of `step` bytes (every split point is a place a TCP read can end); stops at the first request's end. */
 function parse(wire: string, step?: number): Parsed {
   const out: Parsed = { heads: [], body: '', completes: 0, rest: '' };
-  const parser = new RequestParser(
-    {
-      onHead: (head) => {
-        out.heads.push(head);
-        if (head.wholeBody !== undefined) out.body += head.wholeBody.toString('latin1');
-      },
-      onBody: (chunk) => {
-        out.body += chunk.toString('latin1');
-      },
-      onComplete: () => {
-        out.completes++;
-      },
-    },
-    LIMITS,
-  );
+  const parser = new RequestParser(recordingSink(out), LIMITS);
   const bytes = Buffer.from(wire, 'latin1');
   const size = step ?? bytes.length;
   for (let at = 0; at < bytes.length; at += size) {
