@@ -64,6 +64,9 @@ async function closeRole(running: { close(): Promise<void> }, { signal, logger }
 function withWorkloadHost(config: SidecarConfig, host: string | undefined): SidecarConfig {
   if (host === undefined) return config;
   if (!/^([A-Za-z0-9.-]+|[0-9a-fA-F:.]+)$/.test(host)) throw new UsageError(`meshgate sidecar: --workload-host: expected a host name or IP address, got "${host}"`);
+  // Port 0 is chosen when the listener binds, after this address is made: peers would be told to dial port 0.
+  if (config.listeners.inbound.port === 0)
+    throw new UsageError('meshgate sidecar: --workload-host needs a fixed listeners.inbound.port (peers dial HOST:PORT; 0 is not known before the listener binds)');
   const address = host.includes(':') ? `[${host}]:${config.listeners.inbound.port}` : `${host}:${config.listeners.inbound.port}`;
   return Object.freeze({ ...config, workload: Object.freeze({ ...config.workload, address }) });
 }

@@ -7,7 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { eventually } from './eventually.ts';
 
-/** A port the OS says is free right now (for child processes that need a number up front). */
+/**
+ * A port the OS says is free right now, for a child process that needs a number up front. Racy: any
+ * connection on the machine may take it as its ephemeral port before the child binds it, so a
+ * sidecar's own listeners take port 0 and report what they bound (`startSidecarProcess`).
+ */
 export async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -21,12 +21,19 @@ export interface SidecarProcess {
 /**
  * Writes `config` (the YAML document as an object) to `dir` and starts a
  * sidecar on it; resolves once it logs 'sidecar listening', rejects with its
- * stderr when it exits first.
+ * stderr when it exits first. Give its listeners port 0: the line says what
+ * they bound, and no other process can take a port between test and child.
+ * The line is an info one: `log.level` must let it through.
  */
-export async function startSidecarProcess(config: Record<string, unknown>, dir: string, timeoutMs = 30_000): Promise<SidecarProcess> {
+export async function startSidecarProcess(
+  config: Record<string, unknown>,
+  dir: string,
+  timeoutMs = 30_000,
+  options: { readonly env?: NodeJS.ProcessEnv; readonly nodeArgs?: readonly string[]; readonly args?: readonly string[] } = {},
+): Promise<SidecarProcess> {
   const file = path.join(dir, `sidecar-${Date.now()}.yaml`);
   await writeFile(file, stringify(config));
-  const child = spawn(process.execPath, [BIN, 'sidecar', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(options.nodeArgs ?? []), BIN, 'sidecar', '--config', file, ...(options.args ?? [])], { env: options.env, stdio: ['ignore', 'pipe', 'pipe'] });
   const logs: Array<Record<string, unknown>> = [];
   let stderr = '';
   let partial = '';

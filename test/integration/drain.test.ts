@@ -1,15 +1,11 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, waitForLive } from '../helpers/process.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
-
-const BIN = join(import.meta.dirname, '../../bin/meshgate.js');
+import { plaintextSidecarConfig, startSidecarProcess } from '../helpers/sidecar-process.ts';
 
 describe('SIGTERM drains the sidecar', () => {
   let dir: string;
@@ -33,26 +29,12 @@ describe('SIGTERM drains the sidecar', () => {
   });
 
   it('finishes the in-flight call, refuses new connections, and exits 0', async () => {
-    const [inbound, admin, outbound] = await Promise.all([freePort(), freePort(), freePort()]);
-    const file = join(dir, 'sidecar.yaml');
-    await writeFile(
-      file,
-      [
-        'workload: { service: orders }',
-        `listeners: { inbound: { address: 127.0.0.1, port: ${inbound} }, outbound: { port: ${outbound} }, admin: { port: ${admin} } }`,
-        `inbound: { app: "${app.url}" }`,
-        'drain: { timeout: 10s }',
-        'mtls: { mode: DISABLE }',
-        'log: { level: warn }',
-      ].join('\n'),
-    );
-    const child = spawn(process.execPath, [BIN, 'sidecar', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const exited = once(child, 'exit');
+    const sidecar = await startSidecarProcess(plaintextSidecarConfig(app.url, { workload: { service: 'orders' }, drain: { timeout: '10s' }, log: { level: 'info' } }), dir);
+    const inbound = sidecar.ports.inbound;
     try {
-      await waitForLive(`http://127.0.0.1:${admin}/live`, 10_000);
       const slow = request(`http://127.0.0.1:${inbound}/slow`).then(async (r) => ({ status: r.statusCode, text: await r.body.text() }));
       await slowCallArrived;
-      child.kill('SIGTERM');
+      sidecar.child.kill('SIGTERM');
       // Readiness drops and the listener stops accepting while the slow call is still open.
       await expect
         .poll(
@@ -66,10 +48,9 @@ describe('SIGTERM drains the sidecar', () => {
         .toBe('ECONNREFUSED');
       release.shift()!();
       expect(await slow).toEqual({ status: 200, text: 'finished' });
-      const [code] = await exited;
-      expect(code).toBe(0);
+      expect(await sidecar.exited).toBe(0);
     } finally {
-      child.kill('SIGKILL');
+      sidecar.child.kill('SIGKILL');
     }
   });
 });

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import http2 from 'node:http2';
@@ -6,9 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { afterEach, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
 import { eventually } from '../helpers/eventually.ts';
-import { freePort, waitForLive } from '../helpers/process.ts';
+import { type SidecarProcess, startSidecarProcess } from '../helpers/sidecar-process.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -38,46 +36,45 @@ const OPTIONAL = {
   'node:http2': "Node's HTTP/2, with node:http (an HTTP/2 caller, an HTTP/2 upstream, or gRPC to a CA or policy server)",
 };
 
-let child: ChildProcess | undefined;
-let dir: string | undefined;
+let sidecar: SidecarProcess | undefined;
 afterEach(() => {
-  child?.kill('SIGKILL');
-  if (dir) rmSync(dir, { recursive: true, force: true });
+  sidecar?.child.kill('SIGKILL');
 });
 
-async function packagesLoadedBy(config: Record<string, unknown>, settled?: () => Promise<unknown>): Promise<string[]> {
-  dir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-'));
-  const configFile = path.join(dir, 'sidecar.yaml');
-  const record = path.join(dir, 'loaded.txt');
-  writeFileSync(record, '');
-  writeFileSync(configFile, stringify(config));
-  child = spawn(process.execPath, ['--import', path.join(REPO, 'test/fixtures/record-packages.mjs'), path.join(REPO, 'bin/meshgate.js'), 'sidecar', '--config', configFile], {
-    env: { ...process.env, MESHGATE_LOAD_RECORD: record },
-    stdio: 'ignore',
-  });
-  const admin = (config.listeners as { admin: { port: number } }).admin.port;
-  await waitForLive(`http://127.0.0.1:${admin}/live`, 20_000);
-  await settled?.();
-  const exited = new Promise((resolve) => child?.once('exit', resolve));
-  child.kill('SIGTERM'); // a drained exit runs the recorder's exit hook
-  await exited;
-  return readFileSync(record, 'utf8').split('\n').filter(Boolean);
+type Ports = SidecarProcess['ports'];
+
+async function packagesLoadedBy(config: Record<string, unknown>, settled?: (ports: Ports) => Promise<unknown>): Promise<string[]> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-'));
+  try {
+    const record = path.join(dir, 'loaded.txt');
+    writeFileSync(record, '');
+    sidecar = await startSidecarProcess(config, dir, 30_000, {
+      nodeArgs: ['--import', path.join(REPO, 'test/fixtures/record-packages.mjs')],
+      env: { ...process.env, MESHGATE_LOAD_RECORD: record },
+    });
+    await settled?.(sidecar.ports);
+    sidecar.child.kill('SIGTERM'); // a drained exit runs the recorder's exit hook
+    await sidecar.exited;
+    return readFileSync(record, 'utf8').split('\n').filter(Boolean);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
-async function plaintextSidecar(): Promise<Record<string, unknown>> {
-  const [outbound, inbound, admin] = [await freePort(), await freePort(), await freePort()];
+/** Port 0 everywhere: the sidecar's 'sidecar listening' line (an info one) says what it bound. */
+function plaintextSidecar(): Record<string, unknown> {
   return {
     workload: { service: 'orders', namespace: 'default' },
-    listeners: { outbound: { address: '127.0.0.1', port: outbound }, inbound: { address: '127.0.0.1', port: inbound }, admin: { address: '127.0.0.1', port: admin } },
+    listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
     inbound: { app: 'http://127.0.0.1:1' },
     mtls: { mode: 'DISABLE' },
-    log: { level: 'error' },
+    log: { level: 'info' },
   };
 }
 
 describe('what a sidecar imports', () => {
   it('a plaintext sidecar with no policy, tracing off, loads none of the optional packages', async () => {
-    const loaded = await packagesLoadedBy(await plaintextSidecar());
+    const loaded = await packagesLoadedBy(plaintextSidecar());
     expect(loaded).toContain('pino'); // the recorder works: the logger is always there
     const unexpected = loaded.filter((name) => name in OPTIONAL).map((name) => `${name} (${OPTIONAL[name as keyof typeof OPTIONAL]})`);
     expect(unexpected).toEqual([]);
@@ -85,14 +82,17 @@ describe('what a sidecar imports', () => {
 
   it('a policy loads the QuickJS sandbox only with a Filter document, the JSON Schema compiler only with a jsonSchema rule, the Redis client only with rateLimit.redis', async () => {
     const withPolicy = async (documents: Parameters<typeof writeSnapshot>[2], extra: Record<string, unknown> = {}, javascript = true): Promise<string[]> => {
-      const config = await plaintextSidecar();
+      const config = plaintextSidecar();
       const stateDir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-state-'));
       try {
         await writeSnapshot(stateDir, { service: 'orders', namespace: 'default' }, documents, [], { javascript });
-        // The admin listener opens first; the inbound one once the disk copy is in force (its Filter compiled).
-        const inbound = (config.listeners as { inbound: { port: number } }).inbound.port;
-        const answers = () =>
-          eventually(() => request(`http://127.0.0.1:${inbound}/`).then((res) => res.body.dump().then(() => res.statusCode)), { until: (s) => s > 0, timeoutMs: 20_000, what: 'the inbound listener' });
+        // The inbound listener opens once the disk copy is in force (its Filter compiled); it answers a call.
+        const answers = (ports: Ports) =>
+          eventually(() => request(`http://127.0.0.1:${ports.inbound}/`).then((res) => res.body.dump().then(() => res.statusCode)), {
+            until: (s) => s > 0,
+            timeoutMs: 20_000,
+            what: 'the inbound listener',
+          });
         return await packagesLoadedBy({ ...config, ...extra, policy: { servers: ['127.0.0.1:1'], stateDir }, authorization: { allowWhenNoPolicy: true } }, answers);
       } finally {
         rmSync(stateDir, { recursive: true, force: true });
@@ -119,10 +119,8 @@ describe('what a sidecar imports', () => {
   });
 
   it("loads Node's HTTP/2 when the first caller speaks it, not before", async () => {
-    const config = await plaintextSidecar();
-    const inbound = (config.listeners as { inbound: { port: number } }).inbound.port;
-    const h2Call = async (): Promise<void> => {
-      const session = http2.connect(`http://127.0.0.1:${inbound}`);
+    const h2Call = async (ports: Ports): Promise<void> => {
+      const session = http2.connect(`http://127.0.0.1:${ports.inbound}`);
       session.on('error', () => {});
       const stream = session.request({ ':path': '/' });
       stream.on('error', () => {});
@@ -132,12 +130,11 @@ describe('what a sidecar imports', () => {
       expect(headers[':status']).toBe(503);
       session.close();
     };
-    expect(await packagesLoadedBy(config, h2Call)).toContain('node:http2');
+    expect(await packagesLoadedBy(plaintextSidecar(), h2Call)).toContain('node:http2');
   });
 
   it('tracing turned on loads the SDK and its exporter, and only then', async () => {
-    const config = await plaintextSidecar();
-    const loaded = await packagesLoadedBy({ ...config, telemetry: { tracing: { exporter: 'otlp-http', endpoint: 'http://127.0.0.1:1/v1/traces' } } });
+    const loaded = await packagesLoadedBy({ ...plaintextSidecar(), telemetry: { tracing: { exporter: 'otlp-http', endpoint: 'http://127.0.0.1:1/v1/traces' } } });
     expect(loaded).toEqual(expect.arrayContaining(['@opentelemetry/sdk-trace', '@opentelemetry/exporter-trace-otlp-proto']));
   });
 });

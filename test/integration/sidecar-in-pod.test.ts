@@ -1,12 +1,11 @@
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { describe, expect, it } from 'vitest';
-import { freePort, waitForLive } from '../helpers/process.ts';
+import { freePort } from '../helpers/process.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
+import { plaintextSidecarConfig, startSidecarProcess } from '../helpers/sidecar-process.ts';
 
 /*
  * What an injected pod needs from the sidecar: a readiness without the app for
@@ -31,20 +30,20 @@ describe('the sidecar in a pod', () => {
 
   it('meshgate sidecar --workload-host advertises HOST:<inbound port> (IPv6 in brackets)', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'meshgate-pod-'));
-    const [admin, inbound] = [await freePort(), await freePort()];
-    await writeFile(
-      join(dir, 'sidecar.yaml'),
-      `workload: { service: orders, namespace: shop }\ninbound: { app: "http://127.0.0.1:1" }\nmtls: { mode: DISABLE }\n` +
-        `listeners: { outbound: { port: 0 }, inbound: { address: 127.0.0.1, port: ${inbound} }, admin: { port: ${admin} } }\nlog: { level: silent }\n`,
-    );
-    const child = spawn(process.execPath, [join(import.meta.dirname, '../../bin/meshgate.js'), 'sidecar', '--config', join(dir, 'sidecar.yaml'), '--workload-host', 'fd00::a:5'], { stdio: 'ignore' });
     try {
-      await waitForLive(`http://127.0.0.1:${admin}/live`, 15_000);
-      const dump = (await (await request(`http://127.0.0.1:${admin}/config_dump`)).body.json()) as { workload: { address: string } };
-      expect(dump.workload.address).toBe(`[fd00::a:5]:${inbound}`);
+      // The one port fixed up front: --workload-host refuses port 0 (the address is made before the listener binds).
+      const inbound = await freePort();
+      const config = plaintextSidecarConfig('http://127.0.0.1:1', { log: { level: 'info' } });
+      const listeners = { ...(config.listeners as Record<string, unknown>), inbound: { address: '127.0.0.1', port: inbound } };
+      const sidecar = await startSidecarProcess({ ...config, listeners }, dir, 30_000, { args: ['--workload-host', 'fd00::a:5'] });
+      try {
+        const dump = (await (await request(`${sidecar.adminUrl}/config_dump`)).body.json()) as { workload: { address: string } };
+        expect(dump.workload.address).toBe(`[fd00::a:5]:${sidecar.ports.inbound}`);
+      } finally {
+        sidecar.child.kill('SIGTERM');
+        await sidecar.exited;
+      }
     } finally {
-      child.kill('SIGTERM');
-      await once(child, 'exit');
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,13 +10,12 @@ import { createCsr, generateKeyPair } from '../../src/identity/x509.ts';
 import { bearerMetadata, startTestCa } from '../helpers/ca-fixture.ts';
 import type { OtlpReceiver } from '../helpers/otlp-receiver.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
-import { freePort, waitForLive } from '../helpers/process.ts';
+import { freePort } from '../helpers/process.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { echoHandler, startHttpServer } from '../helpers/servers.ts';
 import { startTestSidecar } from '../helpers/sidecar.ts';
-
-const BIN = join(import.meta.dirname, '../../bin/meshgate.js');
+import { plaintextSidecarConfig, type SidecarProcess, startSidecarProcess } from '../helpers/sidecar-process.ts';
 
 describe('telemetry of the other roles, the CLI and the degraded modes', () => {
   let receiver: OtlpReceiver;
@@ -192,39 +190,25 @@ describe('telemetry of the other roles, the CLI and the degraded modes', () => {
 
   it('the CLI reads the standard OTEL_* variables: meshgate sidecar exports to OTEL_EXPORTER_OTLP_ENDPOINT', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'meshgate-otel-env-'));
-    const [inbound, admin, outbound] = await Promise.all([freePort(), freePort(), freePort()]);
-    const file = join(dir, 'sidecar.yaml');
-    await writeFile(
-      file,
-      [
-        'workload: { service: cli-traced, namespace: shop }',
-        `listeners: { inbound: { address: 127.0.0.1, port: ${inbound} }, outbound: { port: ${outbound} }, admin: { port: ${admin} } }`,
-        `inbound: { app: "${app.url}" }`,
-        'mtls: { mode: DISABLE }',
-        'log: { level: warn, accessLog: false }',
-      ].join('\n'),
-    );
-    const child = spawn(process.execPath, [BIN, 'sidecar', '--config', file], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.httpUrl, OTEL_BSP_SCHEDULE_DELAY: '20', OTEL_SERVICE_NAME: 'cli-from-env' },
-    });
-    const exited = once(child, 'exit');
+    const config = plaintextSidecarConfig(app.url, { workload: { service: 'cli-traced', namespace: 'shop' }, log: { level: 'info', accessLog: false } });
+    let sidecar: SidecarProcess | undefined;
     try {
-      await waitForLive(`http://127.0.0.1:${admin}/live`, 15_000);
-      const res = await request(`http://127.0.0.1:${inbound}/cli`);
+      sidecar = await startSidecarProcess(config, dir, 30_000, {
+        env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.httpUrl, OTEL_BSP_SCHEDULE_DELAY: '20', OTEL_SERVICE_NAME: 'cli-from-env' },
+      });
+      const res = await request(`http://127.0.0.1:${sidecar.ports.inbound}/cli`);
       await res.body.dump();
       // The process logger's dropped lines are counted (none while stdout is read).
-      const families = parsePrometheusText(await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text());
+      const families = parsePrometheusText(await (await request(`${sidecar.adminUrl}/metrics`)).body.text());
       expect(sumOf(families, 'meshgate_log_lines_dropped_total', {})).toBe(0);
       expect(families.has('meshgate_log_lines_dropped_total')).toBe(true);
       // SIGTERM: the drain, then the last spans are flushed before exit.
-      child.kill('SIGTERM');
-      const [code] = await exited;
-      expect(code).toBe(0);
+      sidecar.child.kill('SIGTERM');
+      expect(await sidecar.exited).toBe(0);
       const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === 'cli-from-env'));
       expect(spans.find((s) => s.resource['service.name'] === 'cli-from-env')).toMatchObject({ kind: 2, attributes: { 'url.path': '/cli', 'http.response.status_code': 200 } });
     } finally {
-      child.kill('SIGKILL');
+      sidecar?.child.kill('SIGKILL');
       await rm(dir, { recursive: true, force: true });
     }
   });

@@ -47,6 +47,12 @@ describe('meshgate sidecar --workload-host', () => {
     expect(() => withHost(sidecarConfig(), host)).toThrow(new UsageError(`meshgate sidecar: --workload-host: expected a host name or IP address, got "${host}"`));
   });
 
+  it('refuses an inbound listener on port 0: the address would tell peers to dial port 0', () => {
+    expect(() => withHost(sidecarConfig('listeners: { inbound: { port: 0 } }\n'), '10.1.2.3')).toThrow(
+      new UsageError('meshgate sidecar: --workload-host needs a fixed listeners.inbound.port (peers dial HOST:PORT; 0 is not known before the listener binds)'),
+    );
+  });
+
   describe('from the command line', () => {
     let dir: string;
     beforeAll(async () => {
