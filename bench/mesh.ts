@@ -167,7 +167,14 @@ async function main(): Promise<number> {
     { target: withRequest(createOneHopTarget(onStartedFor('meshgate-one-hop'), quick ? 1 : 3), policy.request), hops: 1 },
     {
       target: withRequest(
-        createMeshTarget({ id: 'mesh', label: 'mesh: 2 sidecars, mTLS, 1 AuthorizationPolicy, access log, 1% traces', policyFiles: policy.folders.mesh, onStarted: onStartedFor('mesh'), log }),
+        createMeshTarget({
+          id: 'mesh',
+          label: 'mesh: 2 sidecars, mTLS, 1 AuthorizationPolicy, access log, 1% traces',
+          policyFiles: policy.folders.mesh,
+          onStarted: onStartedFor('mesh'),
+          log,
+          startups: quick ? 1 : 3,
+        }),
         policy.request,
       ),
       hops: 2,
@@ -180,6 +187,7 @@ async function main(): Promise<number> {
           policyFiles: policy.folders.allFilters,
           onStarted: onStartedFor('mesh-all-filters'),
           log,
+          startups: quick ? 1 : 3,
         }),
         policy.request,
       ),

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
@@ -120,6 +120,11 @@ export interface MeshSidecarOptions {
   readonly identity?: Readonly<Record<string, unknown>>;
   /** Top-level sections replacing the generated ones (log, telemetry). */
   readonly extra?: Readonly<Record<string, unknown>>;
+  /**
+   * A state dir of its own, as a new pod has: a sidecar started again on the same one boots from the
+   * snapshot the last one saved, whose registry may still name endpoints that are gone.
+   */
+  readonly freshState?: boolean;
 }
 
 export interface MeshSidecar {
@@ -149,7 +154,10 @@ export async function startMeshSidecar(group: ProcessGroup, plane: ControlPlane,
       inbound: { app: options.app, appProtocol: options.appProtocol },
       mtls: { mode: 'STRICT' },
       identity: { ...(await plane.identity(name, namespace)), ...options.identity },
-      policy: { servers: [`127.0.0.1:${plane.policyServerPort}`], stateDir: join(plane.dir, `state-${namespace}-${name}`) },
+      policy: {
+        servers: [`127.0.0.1:${plane.policyServerPort}`],
+        stateDir: options.freshState ? mkdtempSync(join(plane.dir, `state-${namespace}-${name}-`)) : join(plane.dir, `state-${namespace}-${name}`),
+      },
       log: { level: 'warn', accessLog: false },
       ...options.extra,
     }),

@@ -213,13 +213,14 @@ export function checkTargets(rows: readonly MeshRow[]): TargetCheck[] {
       atMost(`RSS at load, VmHWM (${p.name}; at ${Math.round(row.rps ?? 0)} req/s, the issue says 5 000)`, row.id, p.hwmKiB === undefined ? undefined : p.hwmKiB / 1024, 90, 'MiB', 1);
     }
   }
+  /** The slower sidecar's median start: each sidecar of a mesh row is started several times. */
   const slowest = (row: MeshRow | undefined): number | undefined => {
-    const all = row ? proxies(row).flatMap((p) => p.readyMs ?? []) : [];
-    return all.length === 0 ? undefined : Math.max(...all);
+    const medians = row ? proxies(row).flatMap((p) => (p.readyMs && p.readyMs.length > 0 ? [median(p.readyMs)] : [])) : [];
+    return medians.length === 0 ? undefined : Math.max(...medians);
   };
   const oneHopReady = oneHop ? proxies(oneHop).flatMap((p) => p.readyMs ?? []) : [];
   atMost('start to /ready, plaintext (median of starts)', 'meshgate-one-hop', oneHopReady.length > 0 ? median(oneHopReady) : undefined, 300, 'ms', 0);
-  atMost('start to /ready, certificate from the CA (slowest sidecar)', 'mesh', slowest(meshRow), 500, 'ms', 0);
-  atMost('start to /ready, certificate from the CA (slowest sidecar)', 'mesh-all-filters', slowest(filtersRow), 500, 'ms', 0);
+  atMost('start to /ready, certificate from the CA (slower sidecar, median of starts)', 'mesh', slowest(meshRow), 500, 'ms', 0);
+  atMost('start to /ready, certificate from the CA (slower sidecar, median of starts)', 'mesh-all-filters', slowest(filtersRow), 500, 'ms', 0);
   return checks;
 }
