@@ -118,7 +118,11 @@ export function routeSchema(bounds: RouteSchemaBounds) {
       .describe('Conditions; an empty match matches every call.'),
     backends: list(backend).min(1).optional().describe('Weighted split between backends; defaults to all endpoints of the service.'),
     timeout: duration.default(15_000).describe('Whole-call timeout until the response head, all attempts included.'),
-    retries: retryPolicy.optional().describe('Retry policy; only idempotent methods and gRPC calls with a retryable status are retried.'),
+    retries: retryPolicy
+      .optional()
+      .describe(
+        'Retry policy: a connect failure (nothing was sent) for any method; answers and resets only for idempotent methods and gRPC calls with a retryable status. Without it, connect failures alone are retried, twice, on other endpoints; `attempts: 0` turns retries off.',
+      ),
     requestHeaders: headerMutation.prefault({}).describe('Request header changes.'),
     responseHeaders: headerMutation.prefault({}).describe('Response header changes.'),
   });

@@ -41,6 +41,7 @@ export function createRetryPlan(
     attempts: config.attempts,
     perTryTimeoutMs: config.perTryTimeout ?? call.routeTimeoutMs,
     bufferLimit: config.bufferLimit,
+    replaysBody: true,
     shouldRetryResponse(status: number, headers: IncomingHttpHeaders) {
       if (call.classify?.(headers) === 'shared-refusal') return false;
       if (call.isGrpc) {
@@ -62,6 +63,34 @@ export function createRetryPlan(
       return false;
     },
     backoffMs: (retry) => backoffDelay(retry - 1, { baseMs: config.backoff.base, maxMs: config.backoff.max }, random),
+    acquire: () => budget.tryAcquire(activeRequests()),
+    release: () => budget.release(),
+  };
+}
+
+/** Retries of a route with no `retries` section: connect failures only, up to this many. */
+const CONNECT_RETRIES = 2;
+const CONNECT_BACKOFF = { baseMs: 25, maxMs: 250 };
+
+/**
+ * The plan of a route that sets no retries: a connect failure (a refused or
+ * unreachable endpoint, a failed handshake, a peer of the wrong identity) is
+ * tried again on another endpoint, as Istio does by default. Nothing of the
+ * call reached a server, so this is safe for any method; and since no attempt
+ * has read the body then, nothing is buffered for a replay: an endpoint gone
+ * since the registry last said so (a restarted sidecar's snapshot from disk,
+ * a pod that just died) costs a retry, not a 503. `retries: { attempts: 0 }`
+ * turns it off. One plan per cluster, shared by its calls.
+ */
+export function createConnectRetryPlan(budget: RetryBudget, activeRequests: () => number, random: Random, routeTimeoutMs = Number.POSITIVE_INFINITY): RetryPlan {
+  return {
+    attempts: CONNECT_RETRIES,
+    perTryTimeoutMs: routeTimeoutMs,
+    bufferLimit: 0,
+    replaysBody: false,
+    shouldRetryResponse: () => false,
+    shouldRetryFailure: (failure) => failure === 'connect-failure' || failure === 'identity',
+    backoffMs: (retry) => backoffDelay(retry - 1, CONNECT_BACKOFF, random),
     acquire: () => budget.tryAcquire(activeRequests()),
     release: () => budget.release(),
   };

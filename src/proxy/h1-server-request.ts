@@ -33,6 +33,8 @@ export class H1Request extends Readable {
   #asked = false;
   /** The request has no body and no reader asked yet: its end is pushed when one does. */
   #endWhenAsked = false;
+  /** takeWhole handed the body on. */
+  #taken = false;
 
   constructor(head: RequestHead, socket: Socket, source: BodySource) {
     // Body chunks are handed on as they arrived, so 64 KiB as node:http's IncomingMessage.
@@ -65,7 +67,13 @@ export class H1Request extends Readable {
     const whole = this.#whole;
     if (whole === undefined || this.#asked) return undefined;
     this.#whole = undefined;
+    this.#taken = true;
     return whole;
+  }
+
+  /** No byte of the body went to anyone yet, as one piece or as a stream (a connect failure's retry needs no replay then). */
+  get untouched(): boolean {
+    return !this.#taken && !this.#asked && !this.readableDidRead && !this.destroyed;
   }
 
   /**

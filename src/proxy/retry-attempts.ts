@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
 import { sleep } from '../core/backoff.ts';
 import { createReplayableBody } from './replayable-body.ts';
 import type { AttemptOptions, AttemptResult, CallHandler, CallOptions, Dispatch } from './upstream-call.ts';
@@ -10,6 +11,14 @@ const DISCARD_LIMIT = 64 * 1024;
 
 /** What the first attempt has tried: nothing. A call's own set is made only if it retries (most never do). */
 const NONE_TRIED: ReadonlySet<string> = new Set();
+
+/**
+ * No attempt has read a byte of the body (a plan without replay retries only then). A body may say so
+ * itself (H1Request: a whole body handed on in one piece is read without stream events).
+ */
+function bodyUntouched(body: Readable): boolean {
+  return (body as { readonly untouched?: boolean }).untouched ?? (!body.readableDidRead && !body.destroyed);
+}
 
 /**
  * The attempts of one call, like undici's retry interceptor: picks an endpoint
@@ -24,7 +33,7 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
   return (opts, caller) => {
     const { request, progress } = opts;
     const retry = request.retry;
-    const replay = retry && retry.attempts > 0 && request.body ? createReplayableBody(request.body, retry.bufferLimit) : undefined;
+    const replay = retry && retry.attempts > 0 && retry.replaysBody && request.body ? createReplayableBody(request.body, retry.bufferLimit) : undefined;
     // The endpoints tried so far: the first one's label alone until a retry needs the set (attempts are sequential).
     let firstTried: string | undefined;
     let tried: Set<string> | undefined;
@@ -32,7 +41,7 @@ export function retryAttempts(next: Dispatch<AttemptOptions>): Dispatch<CallOpti
     let committed = false; // a response head went on to the caller: no attempt after this one
     caller.onRequestStart(controller, undefined);
 
-    const canRetry = (): boolean => retry !== undefined && progress.retries < retry.attempts && !committed && (request.body === null || (replay?.replayable() ?? false));
+    const canRetry = (): boolean => retry !== undefined && progress.retries < retry.attempts && !committed && (request.body === null || (replay ? replay.replayable() : bodyUntouched(request.body)));
 
     /** Call only after `retry.acquire()` succeeded; the retried attempt releases it. */
     const scheduleRetry = (): void => {

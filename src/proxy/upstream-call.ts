@@ -29,6 +29,11 @@ export interface RetryPlan {
   readonly attempts: number;
   readonly perTryTimeoutMs: number;
   readonly bufferLimit: number;
+  /**
+   * Whether attempts replay the request body (kept up to bufferLimit). A plan that retries only
+   * failures before any byte left (connect failures) does not: it retries while no attempt has read the body.
+   */
+  readonly replaysBody: boolean;
   shouldRetryResponse(status: number, headers: IncomingHttpHeaders): boolean;
   shouldRetryFailure(failure: AttemptFailure): boolean;
   backoffMs(retry: number): number;

@@ -48,6 +48,7 @@ function plan(over: Partial<RetryPlan> = {}): RetryPlan & { acquired: () => numb
     attempts: 1,
     perTryTimeoutMs: 10_000,
     bufferLimit: 64 * 1024,
+    replaysBody: true,
     shouldRetryResponse: (status) => status === 503,
     shouldRetryFailure: (failure) => failure === 'timeout' || failure === 'reset' || failure === 'connect-failure',
     backoffMs: () => 0,
