@@ -63,10 +63,10 @@ export function createMeshTarget(options: MeshRowOptions): Target {
         };
         const ordersReady: number[] = [];
         const frontendReady: number[] = [];
+        // Each start is a new pod's: no snapshot on disk from the start before (its registry would name the stopped orders).
+        const fresh = { extra, freshState: true };
         for (let i = 1; ; i++) {
           // One after the other: each start-up is timed alone.
-          // Each start is a new pod's: no snapshot on disk from the start before (its registry would name the stopped orders).
-          const fresh = { extra, freshState: true };
           const orders = await startMeshSidecar(context.group, plane, { name: 'orders', namespace: NAMESPACE, app: context.upstreamUrl, appProtocol: 'auto', ...fresh });
           children.push(orders.child);
           // frontend's own app is never called; the upstream stands in so /ready can check one.

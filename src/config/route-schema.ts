@@ -121,7 +121,7 @@ export function routeSchema(bounds: RouteSchemaBounds) {
     retries: retryPolicy
       .optional()
       .describe(
-        'Retry policy: a connect failure (nothing was sent) for any method; answers and resets only for idempotent methods and gRPC calls with a retryable status. Without it, connect failures alone are retried, twice, on other endpoints; `attempts: 0` turns retries off.',
+        'Retry policy: a connect failure (nothing was sent) for any method; answers and resets only for idempotent methods and gRPC calls with a retryable status. Without it, connect failures alone are retried, twice, on another endpoint when there is one; `attempts: 0` turns retries off.',
       ),
     requestHeaders: headerMutation.prefault({}).describe('Request header changes.'),
     responseHeaders: headerMutation.prefault({}).describe('Response header changes.'),

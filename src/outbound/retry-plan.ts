@@ -75,17 +75,17 @@ const CONNECT_BACKOFF = { baseMs: 25, maxMs: 250 };
 /**
  * The plan of a route that sets no retries: a connect failure (a refused or
  * unreachable endpoint, a failed handshake, a peer of the wrong identity) is
- * tried again on another endpoint, as Istio does by default. Nothing of the
+ * tried again, on another endpoint when there is one, as Istio does by default. Nothing of the
  * call reached a server, so this is safe for any method; and since no attempt
  * has read the body then, nothing is buffered for a replay: an endpoint gone
  * since the registry last said so (a restarted sidecar's snapshot from disk,
  * a pod that just died) costs a retry, not a 503. `retries: { attempts: 0 }`
  * turns it off. One plan per cluster, shared by its calls.
  */
-export function createConnectRetryPlan(budget: RetryBudget, activeRequests: () => number, random: Random, routeTimeoutMs = Number.POSITIVE_INFINITY): RetryPlan {
+export function createConnectRetryPlan(budget: RetryBudget, activeRequests: () => number, random: Random): RetryPlan {
   return {
     attempts: CONNECT_RETRIES,
-    perTryTimeoutMs: routeTimeoutMs,
+    perTryTimeoutMs: Number.POSITIVE_INFINITY, // no per-try timeout: the route's own covers every attempt
     bufferLimit: 0,
     replaysBody: false,
     shouldRetryResponse: () => false,
