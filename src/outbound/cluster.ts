@@ -1,6 +1,6 @@
 import type { EndpointConfig, ServiceConfig } from '../config/sidecar-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
-import type { AttemptResult, UpstreamTarget } from '../proxy/upstream-call.ts';
+import type { AttemptResult, RetryPlan, UpstreamTarget } from '../proxy/upstream-call.ts';
 import type { UpstreamPool, UpstreamProtocol, UpstreamTls } from '../proxy/upstream-pool.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createBalancer } from './balancer.ts';
@@ -12,6 +12,7 @@ import type { AnswerKind } from './peer-answers.ts';
 import { classifyAnswer, reasonOf } from './peer-answers.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { createRetryBudget } from './retry-budget.ts';
+import { createConnectRetryPlan } from './retry-plan.ts';
 
 export interface ClusterEvents {
   onEject?(service: string, endpoint: string, untilMs: number): void;
@@ -28,6 +29,8 @@ export interface Cluster {
   readonly key: string;
   readonly config: ServiceConfig;
   readonly budget: RetryBudget;
+  /** The retries of its routes that set none: connect failures only, within `budget` (./retry-plan.ts). */
+  readonly connectRetry: RetryPlan;
   /** Calls in flight to this service (all endpoints). */
   active(): number;
   /** Whether its endpoints are peer sidecars reached over mesh mTLS (not plain apps or external hosts). */
@@ -129,6 +132,7 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
     key,
     config,
     budget,
+    connectRetry: createConnectRetryPlan(budget, () => active, deps.random),
     active: () => active,
     peerSidecars,
     classify,

@@ -10,11 +10,10 @@ import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import { formatRouteHeader, ROUTE_HEADER } from '../proxy/route-header.ts';
-import type { RetryPlan } from '../proxy/upstream-call.ts';
 import type { Cluster, ClusterTarget } from './cluster.ts';
 import type { DeprecationReporter } from './deprecation-reporter.ts';
 import { destinationOf } from './destination.ts';
-import { createConnectRetryPlan, createRetryPlan } from './retry-plan.ts';
+import { createRetryPlan } from './retry-plan.ts';
 import type { CompiledRoute } from './router.ts';
 import { pickBackend } from './router.ts';
 import type { RegisteredService, ServiceRegistry } from './service-registry.ts';
@@ -54,16 +53,6 @@ interface Backend {
  */
 export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
   const { telemetry } = deps;
-  // A route without `retries` retries connect failures; one plan per cluster (its budget), made on first use.
-  const connectRetries = new WeakMap<Cluster, RetryPlan>();
-  const connectRetry = (cluster: Cluster): RetryPlan => {
-    let plan = connectRetries.get(cluster);
-    if (plan === undefined) {
-      plan = createConnectRetryPlan(cluster.budget, cluster.active, deps.random);
-      connectRetries.set(cluster, plan);
-    }
-    return plan;
-  };
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // origin-form or absolute-form (HTTP proxy mode)
@@ -81,7 +70,7 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     call.annotations.route = route.name;
     const backend = chooseBackend(service, route, call, deps); // pinned version or weighted backend split
     if ('code' in backend) return replyDenied(telemetry, call, res, backend, recording);
-    forwardCall(req, res, call, route, backend, deps, recording, connectRetry); // pick endpoint -> forward with deadline and retries -> relay
+    forwardCall(req, res, call, route, backend, deps, recording); // pick endpoint -> forward with deadline and retries -> relay
   };
 }
 
@@ -128,16 +117,7 @@ function retiredVersionRefusal(backend: Backend, deps: OutboundStackDeps): Respo
 }
 
 /** Picks an endpoint per attempt and forwards with the route's deadline and retries; the answering endpoint's version shapes the relayed head. */
-function forwardCall(
-  req: DownstreamRequest,
-  res: DownstreamResponse,
-  call: CallContext,
-  route: CompiledRoute,
-  backend: Backend,
-  deps: OutboundStackDeps,
-  recording: CallRecording,
-  connectRetry: (cluster: Cluster) => RetryPlan,
-): void {
+function forwardCall(req: DownstreamRequest, res: DownstreamResponse, call: CallContext, route: CompiledRoute, backend: Backend, deps: OutboundStackDeps, recording: CallRecording): void {
   const { cluster, subset } = backend;
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
@@ -148,7 +128,7 @@ function forwardCall(
   propagateTrace(deps.telemetry, recording, headers); // W3C out: the next hop's spans become children of the client span
   const retry = route.retries
     ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs, classify: cluster.classify }, cluster.budget, cluster.active, deps.random)
-    : connectRetry(cluster);
+    : cluster.connectRetry; // a route without `retries`: connect failures only
   let picked: ClusterTarget | undefined; // attempts are sequential: the last pick is the one whose response head is relayed
   let attempts = 0;
   forward(

@@ -71,9 +71,9 @@ export class H1Request extends Readable {
     return whole;
   }
 
-  /** No byte of the body went to anyone yet, as one piece or as a stream (a connect failure's retry needs no replay then). */
-  get untouched(): boolean {
-    return !this.#taken && !this.#asked && !this.readableDidRead && !this.destroyed;
+  /** A reader asked for the body, or took it whole: what the stream's own state does not show (takeWhole emits nothing). */
+  get readStarted(): boolean {
+    return this.#taken || this.#asked;
   }
 
   /**

@@ -13,11 +13,12 @@ const DISCARD_LIMIT = 64 * 1024;
 const NONE_TRIED: ReadonlySet<string> = new Set();
 
 /**
- * No attempt has read a byte of the body (a plan without replay retries only then). A body may say so
- * itself (H1Request: a whole body handed on in one piece is read without stream events).
+ * No attempt has begun to read the body (a plan without replay retries only then): no consumer
+ * attached (`readableFlowing` is null until one pipes or listens), nothing read, not destroyed, and,
+ * for an H1Request, no read asked for and no whole body taken (./h1-server-request.ts).
  */
 function bodyUntouched(body: Readable): boolean {
-  return (body as { readonly untouched?: boolean }).untouched ?? (!body.readableDidRead && !body.destroyed);
+  return body.readableFlowing === null && !body.readableDidRead && !body.destroyed && (body as { readonly readStarted?: boolean }).readStarted !== true;
 }
 
 /**

@@ -1,6 +1,6 @@
-import net from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../helpers/process.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
@@ -13,15 +13,6 @@ import { startTestSidecar } from '../helpers/sidecar.ts';
  * other endpoint, POSTs with their bodies too; `retries: { attempts: 0 }`
  * gives the old behaviour, where half the calls get 503.
  */
-
-/** host:port where nothing listens: a port the OS gave out, closed again. */
-async function goneAddress(): Promise<string> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return `127.0.0.1:${port}`;
-}
 
 describe('a registered endpoint that is gone', () => {
   let app: TestServer;
@@ -39,7 +30,7 @@ describe('a registered endpoint that is gone', () => {
     startTestSidecar({
       workload: { service: 'frontend', namespace: 'shop' },
       inbound: { app: 'http://127.0.0.1:1' },
-      services: [{ name: 'orders', namespace: 'shop', loadBalancer: 'round_robin', endpoints: [{ address: await goneAddress() }, { address: app.address }], routes: [route] }],
+      services: [{ name: 'orders', namespace: 'shop', loadBalancer: 'round_robin', endpoints: [{ address: `127.0.0.1:${await freePort()}` }, { address: app.address }], routes: [route] }],
     });
 
   const postAll = async (outboundUrl: string, count: number): Promise<number[]> => {

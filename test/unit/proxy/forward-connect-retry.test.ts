@@ -1,5 +1,5 @@
 import type http from 'node:http';
-import net from 'node:net';
+import { PassThrough, type Readable } from 'node:stream';
 import { Agent, Pool, request } from 'undici';
 import { describe, expect, it } from 'vitest';
 import { respond } from '../../../src/core/verdict.ts';
@@ -9,6 +9,7 @@ import { createConnectRetryPlan } from '../../../src/outbound/retry-plan.ts';
 import { forward } from '../../../src/proxy/forward.ts';
 import type { AttemptResult, ForwardOutcome, RetryPlan, UpstreamTarget } from '../../../src/proxy/upstream-call.ts';
 import { deferAfterEach } from '../../helpers/cleanup.ts';
+import { freePort } from '../../helpers/process.ts';
 import { startHttpServer } from '../../helpers/servers.ts';
 
 /*
@@ -33,12 +34,9 @@ function endpointAt(origin: string, label: string): Endpoint {
   return { dispatcher: pool, label, results, done: (r) => results.push(r) };
 }
 
-/** An address where nothing listens: a port the OS gave out and was closed again. */
+/** An address where nothing listens (a port the OS gave out and took back). */
 async function deadEndpoint(): Promise<Endpoint> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const port = await freePort();
   return endpointAt(`http://127.0.0.1:${port}`, `127.0.0.1:${port}`);
 }
 
@@ -59,7 +57,12 @@ async function echoEndpoint(): Promise<{ endpoint: Endpoint; bodies: string[] }>
 }
 
 /** POSTs `body` through forward() with `retry`, picking the first endpoint not tried yet. */
-async function post(retry: RetryPlan | undefined, endpoints: Endpoint[], body: string): Promise<{ status: number; text: string; outcome: ForwardOutcome }> {
+async function post(
+  retry: RetryPlan | undefined,
+  endpoints: Endpoint[],
+  body: string,
+  bodyOf: (req: http.IncomingMessage) => Readable = (req) => req,
+): Promise<{ status: number; text: string; outcome: ForwardOutcome }> {
   let outcome: Promise<ForwardOutcome> | undefined;
   const relay = await startHttpServer((req: http.IncomingMessage, res: http.ServerResponse) => {
     outcome = forward(
@@ -67,7 +70,7 @@ async function post(retry: RetryPlan | undefined, endpoints: Endpoint[], body: s
         method: 'POST',
         path: req.url!,
         headers: { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)) },
-        body: req,
+        body: bodyOf(req),
         timeoutMs: 5_000,
         bodyTimeoutMs: 5_000,
         retry,
@@ -121,6 +124,19 @@ describe('a route without retries: connect failures go to another endpoint', () 
     );
     expect(got.outcome).toMatchObject({ status: 200, retries: 2 });
     expect(live.bodies).toEqual(['order #3']);
+  });
+
+  it('a body some other reader already consumes is not sent to a second endpoint: nothing was kept to replay', async () => {
+    const dead = await deadEndpoint();
+    const live = await echoEndpoint();
+    const plan = createConnectRetryPlan(budget(), () => 1, noJitter);
+    // A consumer attached before the call, and no byte of the body here yet: it is no longer the call's alone.
+    const watched = new PassThrough();
+    watched.on('data', () => {});
+    defer(() => watched.end());
+    const got = await post(plan, [dead, live.endpoint], 'order #5', () => watched);
+    expect(got.status).toBe(503);
+    expect(live.bodies).toEqual([]);
   });
 
   it('a failure after the body left is not retried, even by a plan that would retry it: nothing was kept to replay', async () => {
