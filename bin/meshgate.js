@@ -7,12 +7,14 @@ if (major < REQUIRED_MAJOR) {
   process.exit(1);
 }
 // Caches compiled code between runs (Node 22.1+): start-up matters for CLI commands and restarts.
-const { enableCompileCache } = await import('node:module');
+// process.getBuiltinModule, not import(): an import builds each module's ESM namespace, and node:fs's
+// reads its `promises` getter, which loads fs/promises with readline and the REPL history (~1 MiB RSS).
+const { enableCompileCache } = process.getBuiltinModule('node:module');
 enableCompileCache?.();
 // The bundle (`npm run build`, dist/meshgate/) where there are no sources beside it, as in the container
 // image, or when MESHGATE_BUNDLE=1 asks for it; the TypeScript sources otherwise, so a checkout never runs
 // a stale bundle.
-const { existsSync } = await import('node:fs');
+const { existsSync } = process.getBuiltinModule('node:fs');
 const bundled = !existsSync(new URL('../src/cli/main.ts', import.meta.url)) || process.env.MESHGATE_BUNDLE === '1';
 const { main } = await import(bundled ? '../dist/meshgate/main.js' : '../src/cli/main.ts');
 const code = await main(process.argv.slice(2));

@@ -7,6 +7,7 @@ import { createCallContext } from '../../src/proxy/call.ts';
 import type { CallTelemetry } from '../../src/proxy/call-telemetry.ts';
 import { beginCall, propagateTrace, recordCall } from '../../src/proxy/call-telemetry.ts';
 import type { DownstreamRequest } from '../../src/proxy/listener.ts';
+import { createRequestIds } from '../../src/proxy/request-ids.ts';
 import { createAccessLog } from '../../src/telemetry/access-log.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
@@ -57,15 +58,28 @@ function fakeRequest(headers: Record<string, string>): DownstreamRequest {
 }
 
 const TARGET = { method: 'GET', path: '/orders/1', query: '', authority: 'bench' };
+const newRequestId = createRequestIds();
 
 function oneRequest(t: CallTelemetry): void {
   const outReq = fakeRequest({ host: 'bench', 'user-agent': 'wrk', accept: '*/*' });
-  const out = createCallContext(outReq, TARGET, { direction: 'outbound', startedAt: systemClock.monotonic(), destination: { service: 'bench', namespace: 'default' }, principal: undefined });
+  const out = createCallContext(outReq, TARGET, {
+    direction: 'outbound',
+    startedAt: systemClock.monotonic(),
+    destination: { service: 'bench', namespace: 'default' },
+    principal: undefined,
+    newRequestId,
+  });
   const outRec = beginCall(t, out, outReq, 'bench.default');
   const forwarded: Record<string, string | string[]> = { host: 'bench', 'user-agent': 'wrk', accept: '*/*', 'x-request-id': out.id };
   propagateTrace(t, outRec, forwarded);
   const inReq = fakeRequest(forwarded as Record<string, string>);
-  const inb = createCallContext(inReq, TARGET, { direction: 'inbound', startedAt: systemClock.monotonic(), destination: { service: 'bench', namespace: 'default' }, principal: undefined });
+  const inb = createCallContext(inReq, TARGET, {
+    direction: 'inbound',
+    startedAt: systemClock.monotonic(),
+    destination: { service: 'bench', namespace: 'default' },
+    principal: undefined,
+    newRequestId,
+  });
   const inRec = beginCall(t, inb, inReq, 'bench.default');
   propagateTrace(t, inRec, { host: 'bench' });
   inb.annotations.upstream = '127.0.0.1:8080';

@@ -1,5 +1,4 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
@@ -102,11 +101,13 @@ export function createAdminServer(deps: AdminDeps): AdminServer {
     sendAdminError(res, 'admin.not_found', `no admin path ${path}`);
   };
   const limits = deps.limits ?? DEFAULT_LIMITS;
-  const server = deps.tls ? https.createServer({ ...deps.tls, ...limits }, handler) : http.createServer(limits, handler);
+  // node:https (and with it TLS) only when the admin listener serves TLS: a plaintext sidecar never loads it.
+  const httpsServer = deps.tls ? process.getBuiltinModule('node:https').createServer({ ...deps.tls, ...limits }, handler) : undefined;
+  const server = httpsServer ?? http.createServer(limits, handler);
   return {
     listen: (port, host) => listenOn(server, port, host),
     updateTls(context) {
-      if (server instanceof https.Server) server.setSecureContext(context);
+      httpsServer?.setSecureContext(context);
     },
     close() {
       server.closeAllConnections();

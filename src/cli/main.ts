@@ -1,10 +1,12 @@
-import { parseArgs } from 'node:util';
 import { ConfigError } from '../config/load.ts';
-import { INJECT_HELP } from './inject-commands.ts';
-import { IPTABLES_HELP } from './iptables.ts';
+import { nodeUtil } from '../core/node-builtins.ts';
+import { INJECT_HELP } from './inject-help.ts';
+import { IPTABLES_HELP } from './iptables-help.ts';
 import { CA_ROLE, POLICY_SERVER_ROLE, SIDECAR_ROLE } from './roles.ts';
 import { runRole, untilSignal } from './run-role.ts';
 import { UsageError } from './usage-error.ts';
+
+const { parseArgs } = nodeUtil;
 
 const HELP: Record<string, string> = {
   '': `meshgate: a service-mesh sidecar proxy and its control plane

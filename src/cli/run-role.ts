@@ -1,13 +1,15 @@
 import path from 'node:path';
 import type { ParseArgsOptionsConfig } from 'node:util';
-import { parseArgs } from 'node:util';
 import type { ZodType } from 'zod';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
 import { releaseHeapWhenQuiet } from '../core/heap-release.ts';
+import { nodeUtil } from '../core/node-builtins.ts';
 import type { LogDrops, Logger } from '../telemetry/logger.ts';
 import type { Tracing, TracingIdentity } from '../telemetry/tracing.ts';
 import { UsageError } from './usage-error.ts';
+
+const { parseArgs } = nodeUtil;
 
 /** What every role's `start` is given: the same for the sidecar, the CA and the policy server. */
 interface RoleDeps {

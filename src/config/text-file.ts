@@ -1,5 +1,12 @@
-import { constants } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { nodeFs, nodeUtil } from '../core/node-builtins.ts';
+
+const { close, constants, fstat, open, read } = nodeFs;
+// node:fs's callbacks, not node:fs/promises, which loads Node's readline and REPL history code with it
+// (~1 MiB RSS): a sidecar reads its config file with this and needs nothing else of that module.
+const openFile = nodeUtil.promisify(open);
+const statOf = nodeUtil.promisify(fstat);
+const readInto = nodeUtil.promisify(read);
+const closeFile = nodeUtil.promisify(close);
 
 /*
  * Reading a file the user named (a config file, a policy file) without
@@ -18,14 +25,14 @@ export type TextFileResult = { readonly ok: true; readonly text: string } | { re
  * device) cannot make it read more.
  */
 export async function readTextFile(file: string, maxBytes: number): Promise<TextFileResult> {
-  let handle;
+  let fd: number;
   try {
-    handle = await open(file, constants.O_RDONLY | constants.O_NONBLOCK);
+    fd = await openFile(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     return { ok: false, reason: cannotRead(err) };
   }
   try {
-    const st = await handle.stat();
+    const st = await statOf(fd);
     if (st.isDirectory()) return { ok: false, reason: 'is a folder, expected a file' };
     if (!st.isFile()) return { ok: false, reason: `not a regular file (${fileKind(st)})` };
     if (st.size > maxBytes) return { ok: false, reason: tooLarge(maxBytes, st.size) };
@@ -33,7 +40,7 @@ export async function readTextFile(file: string, maxBytes: number): Promise<Text
     const buffer = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
     let length = 0;
     while (length < buffer.length) {
-      const { bytesRead } = await handle.read(buffer, length, buffer.length - length, null);
+      const { bytesRead } = await readInto(fd, buffer, length, buffer.length - length, null);
       if (bytesRead === 0) break;
       length += bytesRead;
     }
@@ -42,7 +49,7 @@ export async function readTextFile(file: string, maxBytes: number): Promise<Text
   } catch (err) {
     return { ok: false, reason: cannotRead(err) };
   } finally {
-    await handle.close().catch(() => undefined);
+    await closeFile(fd).catch(() => undefined);
   }
 }
 

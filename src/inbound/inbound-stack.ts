@@ -14,6 +14,7 @@ import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import type { ForwardableBody } from '../proxy/request-body.ts';
 import { createRequestBody } from '../proxy/request-body.ts';
+import { createRequestIds } from '../proxy/request-ids.ts';
 import { ROUTE_HEADER } from '../proxy/route-header.ts';
 import type { ForwardOutcome, ResponseTap, UpstreamTarget } from '../proxy/upstream-call.ts';
 import type { UpstreamPool } from '../proxy/upstream-pool.ts';
@@ -67,6 +68,7 @@ export interface InboundStackDeps {
 export function createInboundStack(deps: InboundStackDeps): RequestHandler {
   const { telemetry } = deps;
   const destinationLabel = `${deps.workload.service}.${deps.workload.namespace}`;
+  const newRequestId = createRequestIds();
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // codec: method, path, authority
@@ -79,6 +81,7 @@ export function createInboundStack(deps: InboundStackDeps): RequestHandler {
       destination: deps.workload,
       principal: deps.peerPrincipal(req), // TLS identity, verified by the listener
       body,
+      newRequestId,
     });
     const recording = beginCall(telemetry, call, req, destinationLabel); // server span (parent: the caller's trace context), bytes in
     const app = deps.appFor?.(req) ?? deps.app;

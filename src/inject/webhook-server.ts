@@ -6,12 +6,12 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import tls from 'node:tls';
-import { Counter, Histogram, Registry } from 'prom-client';
 import type { Clock } from '../core/clock.ts';
 import { listenOn } from '../core/listen.ts';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import { collectProcessMetrics } from '../telemetry/process-metrics.ts';
+import { Counter, Histogram, Registry } from '../telemetry/prom-client.ts';
 import { AdmissionReviewError, decideAdmission } from './admission.ts';
 import type { InjectionSettings } from './pod-injection.ts';
 

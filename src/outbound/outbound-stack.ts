@@ -9,6 +9,7 @@ import { beginCall, observeAttempt, propagateTrace, recordCall, rejectMalformed,
 import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
+import { createRequestIds } from '../proxy/request-ids.ts';
 import { formatRouteHeader, ROUTE_HEADER } from '../proxy/route-header.ts';
 import type { Cluster, ClusterTarget } from './cluster.ts';
 import type { DeprecationReporter } from './deprecation-reporter.ts';
@@ -53,6 +54,7 @@ interface Backend {
  */
 export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
   const { telemetry } = deps;
+  const newRequestId = createRequestIds();
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // origin-form or absolute-form (HTTP proxy mode)
@@ -60,7 +62,7 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     const dest = destinationOf(target.authority); // orders, orders.shop, orders.shop.svc.cluster.local[:port]
     const namespace = dest.namespace ?? deps.workload.namespace;
     const service = deps.registry.lookup(dest.name, namespace); // registry lookup
-    const call = createCallContext(req, target, { direction: 'outbound', startedAt, destination: { service: dest.name, namespace }, principal: undefined }); // the caller is the local app
+    const call = createCallContext(req, target, { direction: 'outbound', startedAt, destination: { service: dest.name, namespace }, principal: undefined, newRequestId }); // the caller is the local app
     // Client span (parent: the app's trace context) and bytes in; the app picks authorities, so unregistered ones share one label.
     const recording = beginCall(telemetry, call, req, service ? `${dest.name}.${namespace}` : UNKNOWN_DESTINATION);
     if (!service && deps.unregistered?.(req, res, call, recording)) return; // interception: passthrough to where the app dialled

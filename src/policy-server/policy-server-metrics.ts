@@ -1,5 +1,5 @@
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../telemetry/process-metrics.ts';
+import { Counter, Gauge, Histogram, Registry } from '../telemetry/prom-client.ts';
 
 export interface PolicyServerMetrics {
   readonly registry: Registry;

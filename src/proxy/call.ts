@@ -116,10 +116,12 @@ export function createCallContext(
     principal: string | undefined;
     /** The body accessor (./request-body.ts); the stack forwards what it hands back. */
     body?: RequestBody;
+    /** Makes the request id of a call that brings none (the stack's ./request-ids.ts). */
+    newRequestId: () => string;
   },
 ): CallContext {
   return {
-    id: requestIdOf(req.headers),
+    id: requestIdOf(req.headers, opts.newRequestId),
     direction: opts.direction,
     startedAt: opts.startedAt,
     method: target.method,

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 
 /** RFC 9110 §7.6.1 connection-specific fields, plus the legacy proxy ones. */
@@ -72,10 +71,10 @@ export function downstreamResponseHeaders(headers: Record<string, string | strin
   return out;
 }
 
-/** Keeps a caller's request id when it is sane; otherwise makes one. */
-export function requestIdOf(headers: IncomingHttpHeaders): string {
+/** Keeps a caller's request id when it is sane; otherwise makes one with `newId` (./request-ids.ts). */
+export function requestIdOf(headers: IncomingHttpHeaders, newId: () => string): string {
   const given = headers['x-request-id'];
-  return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
+  return typeof given === 'string' && REQUEST_ID.test(given) ? given : newId();
 }
 
 /** Authority of a request: `:authority` (HTTP/2) or `host` (HTTP/1.1). */

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 import type { buildConnector, Dispatcher } from 'undici';
 import type { Connect, UpstreamDispatcher } from './h1-pool.ts';
 import { createH1Pool } from './h1-pool.ts';
@@ -142,7 +142,8 @@ function meshConnector(mtls: UpstreamTls, alpn: string[], timeoutMs: number): bu
       callback(Object.assign(new Error('no workload certificate yet'), { code: 'ERR_TLS_NO_CERTIFICATE' }), null);
       return;
     }
-    const socket = tls.connect({
+    // node:tls is taken on the first mTLS connect: a plaintext sidecar never loads TLS (~3.5 MiB RSS; bench/README.md, "Cost per pod").
+    const socket = process.getBuiltinModule('node:tls').connect({
       host: options.hostname,
       port: Number(options.port),
       secureContext,

@@ -1,7 +1,7 @@
-import { Counter, Gauge, Registry } from 'prom-client';
 import type { CallMetrics } from './call-metrics.ts';
 import { DurationHistogram, RequestCounts } from './call-metrics.ts';
 import { collectProcessMetrics } from './process-metrics.ts';
+import { Counter, Gauge, Registry } from './prom-client.ts';
 
 /** Latency buckets (seconds): sub-millisecond hops up to slow upstreams. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];

@@ -1,5 +1,5 @@
 import type { Registry } from 'prom-client';
-import { collectDefaultMetrics } from 'prom-client';
+import { collectDefaultMetrics } from './prom-client.ts';
 
 /**
  * How often the event-loop delay is sampled for nodejs_eventloop_lag_*.

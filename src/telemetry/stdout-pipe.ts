@@ -1,4 +1,4 @@
-import fs from 'node:fs';
+import { nodeFs as fs } from '../core/node-builtins.ts';
 
 /**
  * stdout for the process logger when it is a pipe, as a container runtime

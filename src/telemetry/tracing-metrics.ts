@@ -1,5 +1,5 @@
 import type { Registry } from 'prom-client';
-import { Counter } from 'prom-client';
+import { Counter } from './prom-client.ts';
 import type { Tracing } from './tracing.ts';
 
 /**

@@ -34,6 +34,9 @@ const OPTIONAL = {
   'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
   'node:internal/amaro': "Node's TypeScript stripper (a Filter source the policy server sent without its JavaScript)",
   'node:http2': "Node's HTTP/2, with node:http (an HTTP/2 caller, an HTTP/2 upstream, or gRPC to a CA or policy server)",
+  'node:tls': "Node's TLS (mTLS, a TLS admin listener, gRPC to a CA or policy server)",
+  'node:crypto': "Node's crypto, OpenSSL (certificates, JWT, hashing; request ids are read from /dev/urandom)",
+  'node:fs/promises': 'fs/promises with readline and the REPL history, which an ES import of node:fs loads (src/core/node-builtins.ts)',
 };
 
 let sidecar: SidecarProcess | undefined;
@@ -73,8 +76,17 @@ function plaintextSidecar(): Record<string, unknown> {
 }
 
 describe('what a sidecar imports', () => {
-  it('a plaintext sidecar with no policy, tracing off, loads none of the optional packages', async () => {
-    const loaded = await packagesLoadedBy(plaintextSidecar());
+  it('a plaintext sidecar with no policy, tracing off, loads none of the optional packages, also once calls went through', async () => {
+    const calls = async (ports: Ports): Promise<void> => {
+      // Each gets a request id (no x-request-id sent) and an answer: the app is gone, the name unknown.
+      const inbound = await request(`http://127.0.0.1:${ports.inbound}/orders`);
+      await inbound.body.dump();
+      expect(inbound.statusCode).toBe(503);
+      const outbound = await request(`http://127.0.0.1:${ports.outbound}/x`, { headers: { host: 'nowhere' } });
+      await outbound.body.dump();
+      expect(outbound.statusCode).toBe(404);
+    };
+    const loaded = await packagesLoadedBy(plaintextSidecar(), calls);
     expect(loaded).toContain('pino'); // the recorder works: the logger is always there
     const unexpected = loaded.filter((name) => name in OPTIONAL).map((name) => `${name} (${OPTIONAL[name as keyof typeof OPTIONAL]})`);
     expect(unexpected).toEqual([]);
@@ -101,6 +113,7 @@ describe('what a sidecar imports', () => {
     const allow = policyDoc('AuthorizationPolicy', 'all', { action: 'ALLOW', rules: [{}] }, 'default');
     const without = await withPolicy([allow]);
     expect(without).toContain('@grpc/grpc-js'); // the recorder saw the policy's own packages (the subscriber)
+    expect(without).toEqual(expect.arrayContaining(['node:tls', 'node:crypto'])); // and Node's, for mTLS to the policy server
     expect(without).not.toContain('ajv'); // no JSON Schema rule, no JSON Schema compiler
     expect(without.filter((name) => name.includes('quickjs'))).toEqual([]);
     expect(without).not.toContain('ioredis');

@@ -30,7 +30,7 @@ describe('outbound -> inbound -> app', () => {
     const seen = (await res.body.json()) as { url: string; headers: Record<string, string> };
     expect(seen.url).toBe('/orders/1?x=1');
     expect(seen.headers.host).toBe('orders');
-    expect(seen.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
+    expect(seen.headers['x-request-id']).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/); // a random UUID (version 4)
     expect(seen.headers['x-forwarded-for']).toBe('127.0.0.1, 127.0.0.1');
   });
 

@@ -1,6 +1,6 @@
 import type { Registry } from 'prom-client';
-import { AggregatorRegistry } from 'prom-client';
 import type { Logger } from '../../telemetry/logger.ts';
+import { AggregatorRegistry } from '../../telemetry/prom-client.ts';
 import type { Answer } from './worker-pool.ts';
 
 type MetricsJson = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;

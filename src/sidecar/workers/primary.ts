@@ -1,11 +1,11 @@
 import type { AddressInfo } from 'node:net';
-import { Counter, Gauge } from 'prom-client';
 import type { AdminDeps } from '../../admin/admin-server.ts';
 import { createAdminServer } from '../../admin/admin-server.ts';
 import { resolveSidecarPaths } from '../../config/sidecar-paths.ts';
 import type { SidecarConfig } from '../../config/sidecar-schema.ts';
 import type { CertificateManager } from '../../identity/cert-manager.ts';
 import { createSidecarMetrics } from '../../telemetry/metrics.ts';
+import { Counter, Gauge } from '../../telemetry/prom-client.ts';
 import { probeApp } from '../app-probe.ts';
 import type { SidecarDeps } from '../sidecar.ts';
 import { advertisedAddress, describeCertificate, describeConfig } from '../sidecar-facts.ts';
