@@ -60,26 +60,18 @@ function fakeRequest(headers: Record<string, string>): DownstreamRequest {
 const TARGET = { method: 'GET', path: '/orders/1', query: '', authority: 'bench' };
 const newRequestId = createRequestIds();
 
+function benchCall(req: DownstreamRequest, direction: 'outbound' | 'inbound'): ReturnType<typeof createCallContext> {
+  return createCallContext(req, TARGET, { direction, startedAt: systemClock.monotonic(), destination: { service: 'bench', namespace: 'default' }, principal: undefined, newRequestId });
+}
+
 function oneRequest(t: CallTelemetry): void {
   const outReq = fakeRequest({ host: 'bench', 'user-agent': 'wrk', accept: '*/*' });
-  const out = createCallContext(outReq, TARGET, {
-    direction: 'outbound',
-    startedAt: systemClock.monotonic(),
-    destination: { service: 'bench', namespace: 'default' },
-    principal: undefined,
-    newRequestId,
-  });
+  const out = benchCall(outReq, 'outbound');
   const outRec = beginCall(t, out, outReq, 'bench.default');
   const forwarded: Record<string, string | string[]> = { host: 'bench', 'user-agent': 'wrk', accept: '*/*', 'x-request-id': out.id };
   propagateTrace(t, outRec, forwarded);
   const inReq = fakeRequest(forwarded as Record<string, string>);
-  const inb = createCallContext(inReq, TARGET, {
-    direction: 'inbound',
-    startedAt: systemClock.monotonic(),
-    destination: { service: 'bench', namespace: 'default' },
-    principal: undefined,
-    newRequestId,
-  });
+  const inb = benchCall(inReq, 'inbound');
   const inRec = beginCall(t, inb, inReq, 'bench.default');
   propagateTrace(t, inRec, { host: 'bench' });
   inb.annotations.upstream = '127.0.0.1:8080';
