@@ -68,7 +68,16 @@ export function kernelRandomFill(device = '/dev/urandom'): RandomFill {
     } catch {
       process.getBuiltinModule('node:crypto').randomFillSync(pool);
     } finally {
-      if (fd !== undefined) nodeFs.closeSync(fd);
+      // A read-only descriptor that fails to close costs nothing worth failing a call for.
+      if (fd !== undefined) closeQuietly(fd);
     }
   };
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    nodeFs.closeSync(fd);
+  } catch {
+    // nothing to do: see above
+  }
 }
