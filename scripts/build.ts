@@ -1,6 +1,6 @@
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { build } from 'rolldown';
+import { build, type Plugin, RolldownMagicString } from 'rolldown';
 
 /*
  * `npm run build`: meshgate as one minified ES module graph in dist/meshgate/,
@@ -23,6 +23,41 @@ import { build } from 'rolldown';
  * first JSON Schema it compiles (synchronously, so it cannot be a split point).
  */
 
+/*
+ * The OTLP HTTP exporter (@opentelemetry/otlp-exporter-base) takes node:http
+ * and node:https with `import("http")` on its first export. An ES import of
+ * node:http makes Node build the module's namespace, whose WebSocket,
+ * CloseEvent and MessageEvent getters load Node's own copy of undici: in a
+ * mesh sidecar with tracing on, a ~50 ms stall of the event loop at its first
+ * export, in the middle of traffic, and ~2 MiB (bench/README.md, "Cost per
+ * pod"; src/core/node-http.ts avoids the same for meshgate's own imports). The bundle hands the exporter the CommonJS module,
+ * as process.getBuiltinModule does, which it only destructures. The build
+ * fails if the exporter no longer imports them this way, so an upgrade is
+ * looked at rather than silently slower.
+ */
+const OTLP_HTTP_FILES = /@opentelemetry[\\/]otlp-exporter-base[\\/].*[\\/](http-exporter-transport|otlp-node-http-configuration)\.mjs$/;
+
+function otlpHttpWithoutNamespaces(): Plugin {
+  const rewritten = new Set<string>();
+  return {
+    name: 'meshgate:otlp-http-without-namespaces',
+    transform(code, id) {
+      if (!OTLP_HTTP_FILES.test(id)) return null;
+      // Through a MagicString, so the bundle's source map still points into the exporter's file.
+      const edited = new RolldownMagicString(code);
+      for (const found of code.matchAll(/import\("(https?)"\)/g)) {
+        edited.overwrite(found.index, found.index + found[0].length, `Promise.resolve(process.getBuiltinModule("node:${found[1]}"))`);
+      }
+      if (!edited.hasChanged()) this.error(`${id}: no import("http") to rewrite (scripts/build.ts, otlpHttpWithoutNamespaces)`);
+      rewritten.add(path.basename(id));
+      return { code: edited };
+    },
+    buildEnd() {
+      if (rewritten.size !== 2) this.error(`the OTLP exporter's http imports were not all rewritten (${[...rewritten].join(', ') || 'none'}): see scripts/build.ts`);
+    },
+  };
+}
+
 const ROOT = path.resolve(import.meta.dirname, '..');
 const OUT = path.join(ROOT, 'dist', 'meshgate');
 
@@ -35,6 +70,7 @@ await build({
     'parse-worker': path.join(ROOT, 'src/policy/parse-worker.ts'),
   },
   platform: 'node',
+  plugins: [otlpHttpWithoutNamespaces()],
   external: ['koffi', 'quickjs-emscripten-core', '@jitl/quickjs-wasmfile-release-sync'],
   logLevel: 'warn',
   output: {
