@@ -30,7 +30,7 @@ import { build, type Plugin, RolldownMagicString } from 'rolldown';
  * CloseEvent and MessageEvent getters load Node's own copy of undici: in a
  * mesh sidecar with tracing on, a ~50 ms stall of the event loop at its first
  * export, in the middle of traffic, and ~2 MiB (bench/README.md, "Cost per
- * pod"; src/core/node-http.ts avoids the same for meshgate's own imports). The bundle hands the exporter the CommonJS module,
+ * pod"; src/core/node-builtins.ts avoids the same for meshgate's own imports). The bundle hands the exporter the CommonJS module,
  * as process.getBuiltinModule does, which it only destructures. The build
  * fails if the exporter no longer imports them this way, so an upgrade is
  * looked at rather than silently slower.

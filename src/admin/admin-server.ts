@@ -4,7 +4,7 @@ import type { SecureContextOptions, TlsOptions } from 'node:tls';
 import type { Registry } from 'prom-client';
 import { listenOn } from '../core/listen.ts';
 import { isLoopbackAddress } from '../core/loopback.ts';
-import { nodeHttp as http } from '../core/node-http.ts';
+import { nodeHttp as http } from '../core/node-builtins.ts';
 import type { AdminRoute } from './admin-reply.ts';
 import { sendAdminError, sendText } from './admin-reply.ts';
 import type { BanAdmin } from './ban-routes.ts';

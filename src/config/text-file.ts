@@ -2,7 +2,7 @@ import { nodeFs, nodeUtil } from '../core/node-builtins.ts';
 
 const { close, constants, fstat, open, read } = nodeFs;
 // node:fs's callbacks, not node:fs/promises, which loads Node's readline and REPL history code with it
-// (~1 MiB RSS): a sidecar reads its config file with this and needs nothing else of that module.
+// (src/core/node-builtins.ts): a sidecar reads its config file with this and needs nothing else of that module.
 const openFile = nodeUtil.promisify(open);
 const statOf = nodeUtil.promisify(fstat);
 const readInto = nodeUtil.promisify(read);

@@ -1,5 +1,5 @@
 import type { AddressInfo } from 'node:net';
-import { nodeHttp as http } from '../core/node-http.ts';
+import { nodeHttp as http } from '../core/node-builtins.ts';
 
 export interface EchoApp {
   readonly port: number;

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { nodeHttp as http } from '../core/node-http.ts';
+import { nodeHttp as http } from '../core/node-builtins.ts';
 import type { ReasonCode } from '../core/reason-codes.ts';
 import { reasonCode } from '../core/reason-codes.ts';
 

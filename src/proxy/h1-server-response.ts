@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import { nodeHttp as http } from '../core/node-http.ts';
+import { nodeHttp as http } from '../core/node-builtins.ts';
 import { isFieldText, isToken, keepsConnection } from './h1-message-parser.ts';
 import type { H1Request } from './h1-server-request.ts';
 

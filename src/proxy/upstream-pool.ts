@@ -142,7 +142,7 @@ function meshConnector(mtls: UpstreamTls, alpn: string[], timeoutMs: number): bu
       callback(Object.assign(new Error('no workload certificate yet'), { code: 'ERR_TLS_NO_CERTIFICATE' }), null);
       return;
     }
-    // node:tls is taken on the first mTLS connect: a plaintext sidecar never loads TLS (~3.5 MiB RSS; bench/README.md, "Cost per pod").
+    // node:tls is taken on the first mTLS connect: a plaintext sidecar never loads TLS (with src/telemetry/prom-client.ts, 2.8 MiB of its RSS; bench/README.md, "Cost per pod").
     const socket = process.getBuiltinModule('node:tls').connect({
       host: options.hostname,
       port: Number(options.port),

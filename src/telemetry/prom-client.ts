@@ -1,8 +1,9 @@
 /*
  * prom-client's classes, each from its own file. The package's index also
  * loads its Pushgateway, which requires node:https (and with it node:tls) and
- * node:zlib: ~3.5 MiB of RSS in a plaintext sidecar that uses none of them
- * (bench/README.md, "Cost per pod"). Types still come from the package
+ * node:zlib, which a plaintext sidecar does not use: with node:tls taken on
+ * first use (src/proxy/upstream-pool.ts), 2.8 MiB of its RSS (bench/README.md,
+ * "Cost per pod"). Types still come from the package
  * (prom-client-parts.d.ts). A prom-client release that moves these files
  * fails at import in every test, not silently.
  */

@@ -1,12 +1,12 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { request } from 'undici';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { packagesLoadedBy } from '../helpers/load-record.ts';
 import { startOtlpReceiver } from '../helpers/otlp-receiver.ts';
-import { plaintextSidecarConfig, startSidecarProcess } from '../helpers/sidecar-process.ts';
+import { plaintextSidecarConfig } from '../helpers/sidecar-process.ts';
 
 /*
  * The container image runs the bundle (scripts/build.ts), not the sources:
@@ -69,32 +69,21 @@ describe('the bundle', () => {
 
   it("exports spans over OTLP/HTTP without loading Node's own undici (scripts/build.ts hands the exporter node:http as process.getBuiltinModule does)", async () => {
     const receiver = await startOtlpReceiver();
-    const dir = mkdtempSync(path.join(tmpdir(), 'meshgate-bundle-'));
     try {
-      const record = path.join(dir, 'loaded.txt');
-      writeFileSync(record, '');
       const config = plaintextSidecarConfig('http://127.0.0.1:1', {
         log: { level: 'info' },
         telemetry: { tracing: { exporter: 'otlp-http', endpoint: receiver.httpUrl, batch: { scheduledDelay: '10ms' } } },
       });
-      const sidecar = await startSidecarProcess(config, dir, 30_000, {
-        nodeArgs: ['--import', path.join(ROOT, 'test/fixtures/record-packages.mjs')],
-        env: { ...process.env, MESHGATE_BUNDLE: '1', MESHGATE_LOAD_RECORD: record },
-      });
-      try {
-        const res = await request(`http://127.0.0.1:${sidecar.ports.inbound}/orders`);
+      const traceOneCall = async (ports: { readonly inbound: number }): Promise<void> => {
+        const res = await request(`http://127.0.0.1:${ports.inbound}/orders`);
         await res.body.dump();
         expect(res.statusCode).toBe(503); // the app is gone; the call is traced all the same
         await receiver.waitFor((spans) => spans.length > 0, 10_000);
-      } finally {
-        sidecar.child.kill('SIGTERM'); // a drained exit runs the recorder's exit hook
-        await sidecar.exited;
-      }
-      const loaded = readFileSync(record, 'utf8').split('\n');
+      };
+      const loaded = await packagesLoadedBy(config, { settled: traceOneCall, env: { MESHGATE_BUNDLE: '1' } });
       expect(loaded).toContain('node:crypto'); // the recorder's exit hook ran (trace ids come from node:crypto)
       expect(loaded).not.toContain('node:internal/undici');
     } finally {
-      rmSync(dir, { recursive: true, force: true });
       await receiver.close();
     }
   }, 40_000);

@@ -1,12 +1,13 @@
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http2 from 'node:http2';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
-import { type SidecarProcess, startSidecarProcess } from '../helpers/sidecar-process.ts';
+import { packagesLoadedBy } from '../helpers/load-record.ts';
+import { plaintextSidecarConfig, type SidecarProcess } from '../helpers/sidecar-process.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 
 /*
@@ -16,7 +17,6 @@ import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
  * every sidecar loads would bring it back, and this test names it.
  */
 
-const REPO = path.resolve(import.meta.dirname, '../..');
 const OPTIONAL = {
   '@grpc/grpc-js': 'gRPC: the policy subscriber and the CA client',
   '@grpc/proto-loader': 'gRPC service definitions',
@@ -31,7 +31,7 @@ const OPTIONAL = {
   'quickjs-emscripten-core': 'the sandbox of checks of your own (Filter documents)',
   '@jitl/quickjs-wasmfile-release-sync': 'the QuickJS WebAssembly engine (Filter documents)',
   undici: 'the HTTP/2 client (an HTTP/2 upstream), or a readiness path or health check to probe over HTTP',
-  'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-http.ts)",
+  'node:internal/undici': "Node's own undici, which an ES import of node:http loads (src/core/node-builtins.ts)",
   'node:internal/amaro': "Node's TypeScript stripper (a Filter source the policy server sent without its JavaScript)",
   'node:http2': "Node's HTTP/2, with node:http (an HTTP/2 caller, an HTTP/2 upstream, or gRPC to a CA or policy server)",
   'node:tls': "Node's TLS (mTLS, a TLS admin listener, gRPC to a CA or policy server)",
@@ -39,40 +39,11 @@ const OPTIONAL = {
   'node:fs/promises': 'fs/promises with readline and the REPL history, which an ES import of node:fs loads (src/core/node-builtins.ts)',
 };
 
-let sidecar: SidecarProcess | undefined;
-afterEach(() => {
-  sidecar?.child.kill('SIGKILL');
-});
-
 type Ports = SidecarProcess['ports'];
 
-async function packagesLoadedBy(config: Record<string, unknown>, settled?: (ports: Ports) => Promise<unknown>): Promise<string[]> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'meshgate-lazy-'));
-  try {
-    const record = path.join(dir, 'loaded.txt');
-    writeFileSync(record, '');
-    sidecar = await startSidecarProcess(config, dir, 30_000, {
-      nodeArgs: ['--import', path.join(REPO, 'test/fixtures/record-packages.mjs')],
-      env: { ...process.env, MESHGATE_LOAD_RECORD: record },
-    });
-    await settled?.(sidecar.ports);
-    sidecar.child.kill('SIGTERM'); // a drained exit runs the recorder's exit hook
-    await sidecar.exited;
-    return readFileSync(record, 'utf8').split('\n').filter(Boolean);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/** Port 0 everywhere: the sidecar's 'sidecar listening' line (an info one) says what it bound. */
+/** Port 0 everywhere (the sidecar's 'sidecar listening' line, an info one, says what it bound); the app is gone. */
 function plaintextSidecar(): Record<string, unknown> {
-  return {
-    workload: { service: 'orders', namespace: 'default' },
-    listeners: { outbound: { address: '127.0.0.1', port: 0 }, inbound: { address: '127.0.0.1', port: 0 }, admin: { address: '127.0.0.1', port: 0 } },
-    inbound: { app: 'http://127.0.0.1:1' },
-    mtls: { mode: 'DISABLE' },
-    log: { level: 'info' },
-  };
+  return plaintextSidecarConfig('http://127.0.0.1:1', { workload: { service: 'orders', namespace: 'default' }, log: { level: 'info' } });
 }
 
 describe('what a sidecar imports', () => {
@@ -86,7 +57,7 @@ describe('what a sidecar imports', () => {
       await outbound.body.dump();
       expect(outbound.statusCode).toBe(404);
     };
-    const loaded = await packagesLoadedBy(plaintextSidecar(), calls);
+    const loaded = await packagesLoadedBy(plaintextSidecar(), { settled: calls });
     expect(loaded).toContain('pino'); // the recorder works: the logger is always there
     const unexpected = loaded.filter((name) => name in OPTIONAL).map((name) => `${name} (${OPTIONAL[name as keyof typeof OPTIONAL]})`);
     expect(unexpected).toEqual([]);
@@ -105,7 +76,7 @@ describe('what a sidecar imports', () => {
             timeoutMs: 20_000,
             what: 'the inbound listener',
           });
-        return await packagesLoadedBy({ ...config, ...extra, policy: { servers: ['127.0.0.1:1'], stateDir }, authorization: { allowWhenNoPolicy: true } }, answers);
+        return await packagesLoadedBy({ ...config, ...extra, policy: { servers: ['127.0.0.1:1'], stateDir }, authorization: { allowWhenNoPolicy: true } }, { settled: answers });
       } finally {
         rmSync(stateDir, { recursive: true, force: true });
       }
@@ -143,7 +114,7 @@ describe('what a sidecar imports', () => {
       expect(headers[':status']).toBe(503);
       session.close();
     };
-    expect(await packagesLoadedBy(plaintextSidecar(), h2Call)).toContain('node:http2');
+    expect(await packagesLoadedBy(plaintextSidecar(), { settled: h2Call })).toContain('node:http2');
   });
 
   it('tracing turned on loads the SDK and its exporter, and only then', async () => {

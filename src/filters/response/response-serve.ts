@@ -72,7 +72,7 @@ function callerKey(call: CallContext): string | undefined {
   const { authorization, cookie } = call.headers;
   const principal = call.annotations.auth?.principal;
   if (authorization === undefined && cookie === undefined && principal === undefined) return undefined;
-  // node:crypto from here, not imported: a sidecar whose calls never reach this loads no OpenSSL (~1 MiB RSS).
+  // node:crypto from here, not imported: a sidecar whose calls never reach this loads no OpenSSL (~0.8 MiB RSS).
   const digest = process
     .getBuiltinModule('node:crypto')
     .createHash('sha256')
