@@ -22,14 +22,16 @@ import type { StartedTarget, Target } from './lib/target.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
 import { createNginxMtlsPairTarget } from './lib/target-nginx-mtls.ts';
+import { createNodePipePairTarget } from './lib/target-node-pipes.ts';
 import { groupCpuMs } from './lib/tls-cpu.ts';
 
 /*
  * npm run bench:mesh [-- --quick] (issue #13): what the mesh path costs per
- * request and per pod, next to direct, nginx and two nginx over mTLS, in one
- * run. Per row: req/s and latency at 50 connections (wrk), latency at a fixed
- * rate (open loop, lib/open-loop-client.ts), CPU per request of each proxy
- * process, RSS idle and under load, start to /ready. See bench/README.md.
+ * request and per pod, next to direct, nginx, two nginx over mTLS and two Node
+ * byte pipes over mTLS (Node's floor), in one run. Per row: req/s and latency
+ * at 50 connections (wrk), latency at a fixed rate (open loop,
+ * lib/open-loop-client.ts), CPU per request of each proxy process, RSS idle
+ * and under load, start to /ready. See bench/README.md.
  *
  * Progress goes to stderr; the tables (stdout) and bench/results/mesh-latest.json
  * are the output.
@@ -46,7 +48,7 @@ const HELP = `usage: npm run bench:mesh [-- --quick] [-- --rate N]
   --rate N   the fixed (open-loop) rate, requests per second (default 1000)
 
 ${SETTINGS_HELP}
-  BENCH_TARGETS ids: direct, nginx, nginx-mtls-pair, meshgate-one-hop, mesh, mesh-all-filters
+  BENCH_TARGETS ids: direct, nginx, nginx-mtls-pair, node-pipe-pair, meshgate-one-hop, mesh, mesh-all-filters
 `;
 
 /** Seconds of settling between /ready and the idle RSS reading (lazy start-up work, a first GC). */
@@ -164,6 +166,7 @@ async function main(): Promise<number> {
     { target: withRequest(createDirectTarget(), policy.request), hops: 0 },
     { target: withRequest(createNginxTarget(), policy.request, { name: 'nginx', onStarted: onStartedFor('nginx') }), hops: 1 },
     { target: withRequest(createNginxMtlsPairTarget(onStartedFor('nginx-mtls-pair')), policy.request), hops: 2 },
+    { target: withRequest(createNodePipePairTarget(onStartedFor('node-pipe-pair')), policy.request), hops: 2 },
     { target: withRequest(createOneHopTarget(onStartedFor('meshgate-one-hop'), quick ? 1 : 3), policy.request), hops: 1 },
     {
       target: withRequest(

@@ -24,8 +24,8 @@ function openssl(binary: string, dir: string, args: readonly string[]): void {
   if (result.status !== 0) throw new Error(`openssl ${args[0]}: ${(result.stderr || result.stdout || 'failed').trim().split('\n')[0]}`);
 }
 
-/** CA, server (back) and client (front) certificates for a day, in `dir`. */
-function makeCertificates(binary: string, dir: string): void {
+/** CA, server (back) and client (front) certificates for a day, in `dir` (the Node pipe pair uses them too). */
+export function makeCertificates(binary: string, dir: string): void {
   const key = (name: string) => openssl(binary, dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`]);
   key('ca');
   openssl(binary, dir, [
