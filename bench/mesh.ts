@@ -43,8 +43,8 @@ const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HELP = `usage: npm run bench:mesh [-- --quick] [-- --rate N]
 
   --quick    5 s of warm-up, 1 run of 3 s per row at 50 connections and 3 s at the fixed rate:
-             about a minute and a half (default: 15 s of warm-up, 3 runs of 6 s and 2 of 8 s: about
-             7 minutes)
+             about two minutes (default: 15 s of warm-up, 3 runs of 6 s and 2 of 8 s: about
+             8 minutes)
   --rate N   the fixed (open-loop) rate, requests per second (default 1000)
 
 ${SETTINGS_HELP}
