@@ -24,8 +24,8 @@ function openssl(binary: string, dir: string, args: readonly string[]): void {
   if (result.status !== 0) throw new Error(`openssl ${args[0]}: ${(result.stderr || result.stdout || 'failed').trim().split('\n')[0]}`);
 }
 
-/** CA, server (back) and client (front) certificates for a day, in `dir` (the Node pipe pair uses them too). */
-export function makeCertificates(binary: string, dir: string): void {
+/** CA, server (back) and client (front) certificates for a day, in `dir`. */
+function makeCertificates(binary: string, dir: string): void {
   const key = (name: string) => openssl(binary, dir, ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', `${name}.key`]);
   key('ca');
   openssl(binary, dir, [
@@ -53,6 +53,18 @@ export function makeCertificates(binary: string, dir: string): void {
   };
   leaf('orders', 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:orders\n');
   leaf('frontend', 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=DNS:frontend\n');
+}
+
+/**
+ * The pair's certificates in a temp dir of the row (`prefix`): its path, or why
+ * the row is skipped. The Node pipe pair (./target-node-pipes.ts) uses the same.
+ */
+export function pairCertificates(context: TargetContext, prefix: string): string | { readonly ok: false; readonly reason: string } {
+  const opensslBinary = findExecutable('openssl', context.pathEnv);
+  if (opensslBinary === undefined) return { ok: false, reason: 'openssl not installed (apt-get install -y openssl)' };
+  const certs = context.group.tempDir(prefix);
+  makeCertificates(opensslBinary, certs);
+  return certs;
 }
 
 function backConfig(dir: string, certs: string, port: number, upstreamPort: number): string {
@@ -111,10 +123,8 @@ export function createNginxMtlsPairTarget(onStarted: OnRowStarted): Target {
     start: async (context: TargetContext) => {
       const nginx = findExecutable('nginx', context.pathEnv);
       if (nginx === undefined) return { ok: false, reason: NGINX_MISSING };
-      const opensslBinary = findExecutable('openssl', context.pathEnv);
-      if (opensslBinary === undefined) return { ok: false, reason: 'openssl not installed (apt-get install -y openssl)' };
-      const certs = context.group.tempDir('meshgate-bench-nginx-mtls-');
-      makeCertificates(opensslBinary, certs);
+      const certs = pairCertificates(context, 'meshgate-bench-nginx-mtls-');
+      if (typeof certs !== 'string') return certs;
       const [frontPort, backPort] = (await freePorts(2)) as [number, number];
       // Each instance has its own dir (pid file, temp paths, error log); both read the certificates from `certs`.
       const backDir = context.group.tempDir('meshgate-bench-nginx-back-');

@@ -1,8 +1,7 @@
 import { startNodeServer } from './node-server.ts';
-import { findExecutable } from './processes.ts';
 import type { OnRowStarted } from './row-processes.ts';
 import type { StartedTarget, Target, TargetContext } from './target.ts';
-import { makeCertificates } from './target-nginx-mtls.ts';
+import { pairCertificates } from './target-nginx-mtls.ts';
 
 /*
  * Node's floor on the mesh path, next to the nginx pair: two byte pipes
@@ -16,10 +15,8 @@ export function createNodePipePairTarget(onStarted: OnRowStarted): Target {
     id: 'node-pipe-pair',
     label: 'two Node byte pipes over mTLS (floor)',
     start: async (context: TargetContext) => {
-      const opensslBinary = findExecutable('openssl', context.pathEnv);
-      if (opensslBinary === undefined) return { ok: false, reason: 'openssl not installed (apt-get install -y openssl)' };
-      const certs = context.group.tempDir('meshgate-bench-node-pipes-');
-      makeCertificates(opensslBinary, certs);
+      const certs = pairCertificates(context, 'meshgate-bench-node-pipes-');
+      if (typeof certs !== 'string') return certs;
       let back: Awaited<ReturnType<typeof startNodeServer>>;
       let front: Awaited<ReturnType<typeof startNodeServer>>;
       try {
