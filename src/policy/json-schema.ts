@@ -9,6 +9,16 @@ interface SchemaViolation {
 
 export type JsonSchemaCheck = (value: unknown) => SchemaViolation | undefined;
 
+export interface JsonSchemaCompilerOptions {
+  /** A configured ajv instance (tests count them); the default is meshgate's settings below. */
+  readonly newAjv?: () => Ajv;
+  /** Compiles before the compiler moves to a fresh instance (see createJsonSchemaCompiler). */
+  readonly compilesPerInstance?: number;
+}
+
+/** ~5 KB each (one small object schema): an instance holds at most ~0.3 MB of compiled schemas. */
+const COMPILES_PER_INSTANCE = 64;
+
 /** Pointers and messages name parts of the caller's body: cut so a deny never echoes much of it. */
 const MAX_POINTER = 120;
 const MAX_MESSAGE = 160;
@@ -22,8 +32,37 @@ const MAX_MESSAGE = 160;
  * regex for catastrophic backtracking; ajv gets no `loadSchema`, so a
  * reference it cannot resolve fails the compile instead of being fetched.
  * `compile` throws when ajv cannot compile a schema.
+ *
+ * An ajv instance keeps every schema it compiled, and the generated function,
+ * for its whole life (its code scope; `removeSchema` only clears the cache), so
+ * a compiler that lives as long as the process (the policy validator, which
+ * sees every document of every update) moves to a fresh instance after
+ * `compilesPerInstance` compiles: ~5 KB per schema kept at most that many times,
+ * against one meta-schema compile (~20-40 ms) per new instance. Checks made
+ * earlier keep working: each holds its own function.
  */
-export function createJsonSchemaCompiler(): (schema: Readonly<Record<string, unknown>>) => JsonSchemaCheck {
+export function createJsonSchemaCompiler(options: JsonSchemaCompilerOptions = {}): (schema: Readonly<Record<string, unknown>>) => JsonSchemaCheck {
+  const newAjv = options.newAjv ?? defaultAjv;
+  const compilesPerInstance = options.compilesPerInstance ?? COMPILES_PER_INSTANCE;
+  let ajv: Ajv | undefined;
+  let compiles = 0;
+  return (schema) => {
+    if (ajv === undefined || compiles >= compilesPerInstance) {
+      ajv = newAjv();
+      compiles = 0;
+    }
+    compiles++;
+    const validate = ajv.compile(schema);
+    return (value) => {
+      if (validate(value)) return undefined;
+      const first = validate.errors?.[0];
+      return first ? violationOf(first) : { pointer: '/', message: 'does not match the schema' };
+    };
+  };
+}
+
+/** An ajv instance with meshgate's settings and the standard formats. */
+export function defaultAjv(): Ajv {
   const { Ajv: AjvClass, addFormats } = loadAjv();
   const ajv = new AjvClass({
     strict: false, // unknown keywords (x-*, OpenAPI's) are ignored, as most JSON Schema tools do
@@ -33,14 +72,7 @@ export function createJsonSchemaCompiler(): (schema: Readonly<Record<string, unk
     validateFormats: true,
   });
   addFormats(ajv);
-  return (schema) => {
-    const validate = ajv.compile(schema);
-    return (value) => {
-      if (validate(value)) return undefined;
-      const first = validate.errors?.[0];
-      return first ? violationOf(first) : { pointer: '/', message: 'does not match the schema' };
-    };
-  };
+  return ajv;
 }
 
 /**
