@@ -17,18 +17,15 @@ export function createNodePipePairTarget(onStarted: OnRowStarted): Target {
     start: async (context: TargetContext) => {
       const certs = pairCertificates(context, 'meshgate-bench-node-pipes-');
       if (typeof certs !== 'string') return certs;
-      let back: Awaited<ReturnType<typeof startNodeServer>>;
-      let front: Awaited<ReturnType<typeof startNodeServer>>;
-      try {
-        back = await startNodeServer(context.group, 'pipe-back', 'byte-pipe.mjs', ['back', certs, String(context.upstreamPort)], context.startTimeoutMs);
-      } catch (err) {
-        return { ok: false, reason: (err as Error).message };
-      }
-      try {
-        front = await startNodeServer(context.group, 'pipe-front', 'byte-pipe.mjs', ['front', certs, String(back.port)], context.startTimeoutMs);
-      } catch (err) {
+      // startNodeServer throws (and stops its own child) when a pipe does not come up: the row is skipped with why.
+      const start = (side: 'front' | 'back', targetPort: number) =>
+        startNodeServer(context.group, `pipe-${side}`, 'byte-pipe.mjs', [side, certs, String(targetPort)], context.startTimeoutMs).catch((err: Error) => err);
+      const back = await start('back', context.upstreamPort);
+      if (back instanceof Error) return { ok: false, reason: back.message };
+      const front = await start('front', back.port);
+      if (front instanceof Error) {
         await back.child.stop(1000);
-        return { ok: false, reason: (err as Error).message };
+        return { ok: false, reason: front.message };
       }
       await onStarted([
         { name: 'pipe-front', pgid: front.child.process.pid!, role: 'proxy' },

@@ -83,7 +83,7 @@ describe('policy validator with ValidationPolicy JSON Schemas', () => {
     heapAfter(200, 0);
     const before = heapUsedAfterGc();
     const after = heapAfter(1_000, 200);
-    // Kept by ajv before the fix: ~4.8 KB per validated schema, ~4.7 MB for these 1 000.
+    // Without the move to fresh instances ajv kept ~5 KB per validated schema (2 000 documents: heap 16.1 -> 26.1 MiB).
     expect(after - before).toBeLessThan(1.5 * 1024 * 1024);
   });
 });
