@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import type { JsonSchemaCompiler } from './json-schema.ts';
 import { authorizationPolicySchema } from './kinds/authorization-policy.ts';
 import type { RegexUse } from './kinds/common.ts';
 import { filterSchema } from './kinds/filter.ts';
@@ -24,14 +25,14 @@ export interface KindDefinition {
  * a sidecar's policy usually holds two or three kinds (AuthorizationPolicy
  * alone: ~8 ms).
  */
-export function createKindDefinitions(limits: PolicyLimits): Readonly<Record<PolicyKind, KindDefinition>> {
+export function createKindDefinitions(limits: PolicyLimits, jsonSchemaCompiler?: JsonSchemaCompiler): Readonly<Record<PolicyKind, KindDefinition>> {
   const none = (): RegexUse[] => [];
   const build: Record<PolicyKind, () => KindDefinition> = {
     AuthorizationPolicy: () => ({ schema: authorizationPolicySchema(limits), regexes: none }),
     RequestAuthentication: () => ({ schema: requestAuthenticationSchema(limits), regexes: none }),
     RateLimitPolicy: () => ({ schema: rateLimitPolicySchema(limits), regexes: none }),
     IPAccessPolicy: () => ({ schema: ipAccessPolicySchema(limits), regexes: none }),
-    ValidationPolicy: () => ({ schema: validationPolicySchema(limits), regexes: validationPolicyRegexes }),
+    ValidationPolicy: () => ({ schema: validationPolicySchema(limits, jsonSchemaCompiler), regexes: validationPolicyRegexes }),
     Route: () => ({ schema: routeSchema(limits), regexes: routeRegexes }),
     Filter: () => ({ schema: filterSchema(limits), regexes: none }),
   };

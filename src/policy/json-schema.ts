@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Ajv, ErrorObject } from 'ajv';
+import type { Ajv, ErrorObject, ValidateFunction } from 'ajv';
 
 /** The first way a JSON value fails its schema: where (a JSON pointer) and what ajv says. */
 interface SchemaViolation {
@@ -8,6 +8,9 @@ interface SchemaViolation {
 }
 
 export type JsonSchemaCheck = (value: unknown) => SchemaViolation | undefined;
+
+/** Compiles one JSON Schema into a check; throws when ajv cannot compile it. */
+export type JsonSchemaCompiler = (schema: Readonly<Record<string, unknown>>) => JsonSchemaCheck;
 
 export interface JsonSchemaCompilerOptions {
   /** A configured ajv instance (tests count them); the default is meshgate's settings below. */
@@ -24,41 +27,58 @@ const MAX_POINTER = 120;
 const MAX_MESSAGE = 160;
 
 /**
- * A compiler of ValidationPolicy JSON Schemas: the policy validator compiles
- * each schema once to refuse what ajv cannot compile, and the validate filter
- * makes one per snapshot to check bodies against them (an ajv instance's
- * first compile also compiles the meta-schema: 42-44 ms for a process's first
- * instance, 14-31 ms for later ones; each schema then about one). The
+ * A compiler of ValidationPolicy JSON Schemas. A sidecar makes one and gives
+ * it to both its policy validator, which compiles each schema of a received
+ * document to refuse what ajv cannot compile, and its validate filter, which
+ * checks bodies against the same schemas: the filter gets the function the
+ * validator compiled a moment before. An ajv instance's first compile also
+ * compiles the meta-schema (42-44 ms for a process's first instance, 14-31 ms
+ * for later ones; each schema then about one), so sharing takes one instance,
+ * and a schema's second compile, off every sidecar that validates bodies. The
  * policy validator already allows only local `$ref` ("#...") and checks every
  * regex for catastrophic backtracking; ajv gets no `loadSchema`, so a
  * reference it cannot resolve fails the compile instead of being fetched.
  * `compile` throws when ajv cannot compile a schema.
  *
+ * The instance's compiled functions are kept by the schema's JSON text: every
+ * snapshot brings every document again (new objects, mostly the same text),
+ * so a schema that did not change is not compiled again.
+ *
  * An ajv instance keeps every schema it compiled, and the generated function,
  * for its whole life (its code scope; `removeSchema` only clears the cache), so
- * a compiler that lives as long as the process (the policy validator, which
- * sees every document of every update) moves to a fresh instance after
- * `compilesPerInstance` compiles: ~5 KB per schema kept at most that many times,
- * against one meta-schema compile per new instance. Checks made
- * earlier keep working: each holds its own function.
+ * a compiler that lives as long as the process moves to a fresh instance after
+ * `compilesPerInstance` compiles (and forgets the old one's functions): ~5 KB
+ * per schema kept at most that many times, against one meta-schema compile per
+ * new instance. Checks made earlier keep working: each holds its own function.
  */
-export function createJsonSchemaCompiler(options: JsonSchemaCompilerOptions = {}): (schema: Readonly<Record<string, unknown>>) => JsonSchemaCheck {
+export function createJsonSchemaCompiler(options: JsonSchemaCompilerOptions = {}): JsonSchemaCompiler {
   const newAjv = options.newAjv ?? defaultAjv;
   const compilesPerInstance = options.compilesPerInstance ?? COMPILES_PER_INSTANCE;
   let ajv: Ajv | undefined;
   let compiles = 0;
+  let compiled = new Map<string, ValidateFunction>();
   return (schema) => {
-    if (ajv === undefined || compiles >= compilesPerInstance) {
-      ajv = newAjv();
-      compiles = 0;
+    const text = JSON.stringify(schema);
+    let validate = compiled.get(text);
+    if (validate === undefined) {
+      if (ajv === undefined || compiles >= compilesPerInstance) {
+        ajv = newAjv();
+        compiles = 0;
+        compiled = new Map();
+      }
+      compiles++; // a schema ajv refuses counts too: it may have registered parts of it
+      validate = ajv.compile(schema);
+      compiled.set(text, validate);
     }
-    compiles++;
-    const validate = ajv.compile(schema);
-    return (value) => {
-      if (validate(value)) return undefined;
-      const first = validate.errors?.[0];
-      return first ? violationOf(first) : { pointer: '/', message: 'does not match the schema' };
-    };
+    return checkOf(validate);
+  };
+}
+
+function checkOf(validate: ValidateFunction): JsonSchemaCheck {
+  return (value) => {
+    if (validate(value)) return undefined;
+    const first = validate.errors?.[0];
+    return first ? violationOf(first) : { pointer: '/', message: 'does not match the schema' };
   };
 }
 

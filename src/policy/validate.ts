@@ -3,6 +3,7 @@ import type { RegexSafetyChecker, RegexSafetyOptions } from '../config/regex-saf
 import { createRegexSafetyChecker } from '../config/regex-safety.ts';
 import type { KindDefinition } from './document-kinds.ts';
 import { createKindDefinitions } from './document-kinds.ts';
+import type { JsonSchemaCompiler } from './json-schema.ts';
 import type { PolicyLimits } from './limits.ts';
 import { resolvePolicyLimits } from './limits.ts';
 import { capErrors, documentKeyOf, formatFieldPath, issuesToErrors } from './policy-error.ts';
@@ -40,6 +41,8 @@ export interface PolicyValidatorOptions {
   readonly regex?: RegexSafetyOptions;
   /** Shares regex verdicts between validators (e.g. old and new limits during a config reload). */
   readonly regexChecker?: RegexSafetyChecker;
+  /** Compiles ValidationPolicy JSON Schemas; a sidecar shares its validate filter's, which then reuses each function compiled here. */
+  readonly jsonSchemaCompiler?: JsonSchemaCompiler;
 }
 
 function documentKey(doc: { readonly kind: string; readonly metadata: { readonly namespace: string; readonly name: string } }): DocumentKey {
@@ -93,7 +96,7 @@ function structuralErrors(raw: unknown, limits: PolicyLimits, max: number): { pa
 
 export function createPolicyValidator(options: PolicyValidatorOptions = {}): PolicyValidator {
   const limits = resolvePolicyLimits(options.limits);
-  const kinds = createKindDefinitions(limits);
+  const kinds = createKindDefinitions(limits, options.jsonSchemaCompiler);
   const regexChecker = options.regexChecker ?? createRegexSafetyChecker(options.regex);
   const maxErrors = limits.maxErrorsPerDocument;
 

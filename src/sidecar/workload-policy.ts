@@ -5,7 +5,9 @@ import type { Filter } from '../core/filter.ts';
 import type { WorkloadCredentials } from '../identity/cert-manager.ts';
 import type { InboundRuntimes } from '../inbound/inbound-chain.ts';
 import type { ServiceRegistry } from '../outbound/service-registry.ts';
+import type { JsonSchemaCompiler } from '../policy/json-schema.ts';
 import type { FilterDocument } from '../policy/kinds/filter.ts';
+import { createPolicyValidator } from '../policy/validate.ts';
 import type { SandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import { createSandboxLoader } from '../sandbox/quickjs-sandbox.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -56,8 +58,15 @@ export async function startWorkloadPolicy(
 ): Promise<WorkloadPolicy> {
   const enforcement = createPolicyEnforcement(config, { ...deps, logger: deps.logger.child({ component: 'policy' }) });
   const filters = deps.runtimes.userFilters;
-  // One process: the source check compiles each program where the chain will run it.
-  const source = await startPolicySource(config, { ...deps, enforcer: enforcement, sandbox: filters.sandbox, compileFilter: (doc) => filters.check(doc) });
+  // One process: the source check compiles each program where the chain will run it,
+  // and the validator compiles each JSON Schema with the compiler the validate filter then finds it in.
+  const source = await startPolicySource(config, {
+    ...deps,
+    enforcer: enforcement,
+    sandbox: filters.sandbox,
+    compileFilter: (doc) => filters.check(doc),
+    jsonSchemaCompiler: deps.runtimes.validate.schemaCompiler,
+  });
   return { ...source, inboundFilters: enforcement.inboundFilters };
 }
 
@@ -69,7 +78,7 @@ export async function startWorkloadPolicy(
  */
 export async function startPolicySource(
   config: SidecarConfig,
-  deps: SourceDeps & { enforcer: PolicyEnforcer; sandbox?: SandboxLoader; compileFilter?: (doc: FilterDocument) => Promise<string | undefined> },
+  deps: SourceDeps & { enforcer: PolicyEnforcer; sandbox?: SandboxLoader; compileFilter?: (doc: FilterDocument) => Promise<string | undefined>; jsonSchemaCompiler?: JsonSchemaCompiler },
 ): Promise<PolicySource> {
   const policyConfig = config.policy!;
   const logger = deps.logger.child({ component: 'policy' });
@@ -84,7 +93,7 @@ export async function startPolicySource(
   };
 
   // Filter sources are compiled in the sandbox before a snapshot applies, so one that does not compile is NACKed.
-  const base = policyModelValidator();
+  const base = policyModelValidator(createPolicyValidator(deps.jsonSchemaCompiler ? { jsonSchemaCompiler: deps.jsonSchemaCompiler } : {}));
   const filterSources = createFilterSourceChecks(deps.sandbox ?? createSandboxLoader(), base, deps.compileFilter);
   const store = createPolicySnapshotStore({
     file: snapshotFileFor(policyConfig.stateDir, config.workload),

@@ -4,7 +4,8 @@ import type { Filter } from '../../core/filter.ts';
 import type { Verdict } from '../../core/verdict.ts';
 import { CONTINUE, respond } from '../../core/verdict.ts';
 import { matchPathOf } from '../../policy/call-match.ts';
-import type { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
+import type { JsonSchemaCompiler } from '../../policy/json-schema.ts';
+import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
 import type { PolicyDocument } from '../../policy/types.ts';
 import type { FilterDeps, FilterKind } from '../filter-kind.ts';
 import { InjectionScan, injectionFailure } from './injection.ts';
@@ -31,8 +32,11 @@ export interface ValidateRuntimeDeps extends FilterDeps {
   readonly metrics?: ValidateMetrics;
   /** Refusals and shadow failures are logged with their decision id; schemas ajv cannot compile, once per snapshot. */
   readonly logger?: ValidateLogger;
-  /** The JSON Schema compiler's factory; ajv's by default (tests wrap it to see when a schema runs). */
-  readonly schemaCompiler?: typeof createJsonSchemaCompiler;
+  /**
+   * Compiles each snapshot's JSON Schemas; one of its own by default. The sidecar passes the compiler its
+   * policy validator uses, so each schema the validator just compiled is not compiled again (json-schema.ts).
+   */
+  readonly schemaCompiler?: JsonSchemaCompiler;
 }
 
 /** What outlives every snapshot's filter: created once per sidecar. */
@@ -41,11 +45,17 @@ export interface ValidateRuntime {
   readonly nextDecisionId: () => string;
   readonly metrics: ValidateMetrics | undefined;
   readonly logger: ValidateLogger | undefined;
-  readonly schemaCompiler: typeof createJsonSchemaCompiler | undefined;
+  readonly schemaCompiler: JsonSchemaCompiler;
 }
 
 export function createValidateRuntime(deps: ValidateRuntimeDeps): ValidateRuntime {
-  return { maxBodyBuffer: deps.maxBodyBuffer ?? 1_048_576, nextDecisionId: createDecisionIds(deps.random), metrics: deps.metrics, logger: deps.logger, schemaCompiler: deps.schemaCompiler };
+  return {
+    maxBodyBuffer: deps.maxBodyBuffer ?? 1_048_576,
+    nextDecisionId: createDecisionIds(deps.random),
+    metrics: deps.metrics,
+    logger: deps.logger,
+    schemaCompiler: deps.schemaCompiler ?? createJsonSchemaCompiler(),
+  };
 }
 
 /** Per call: a header size computed at most once, a decision id made only when a rule fails. */

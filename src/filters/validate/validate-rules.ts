@@ -4,7 +4,7 @@ import type { CallMatch } from '../../policy/call-match.ts';
 import { compileCallMatch } from '../../policy/call-match.ts';
 import type { CallMatchEntry, CallMatchIndex } from '../../policy/call-match-index.ts';
 import { createCallMatchIndex } from '../../policy/call-match-index.ts';
-import type { JsonSchemaCheck } from '../../policy/json-schema.ts';
+import type { JsonSchemaCheck, JsonSchemaCompiler } from '../../policy/json-schema.ts';
 import { createJsonSchemaCompiler } from '../../policy/json-schema.ts';
 import { DEFAULT_JSON_LIMITS } from '../../policy/kinds/validation-policy.ts';
 import { isKind } from '../../policy/typed-documents.ts';
@@ -81,12 +81,13 @@ export interface CompiledValidation {
   readonly problems: readonly CompileProblem[];
 }
 
-/** Compiles every ValidationPolicy among the workload's documents (the sidecar already selected them). */
-/** `makeCompiler`: the JSON Schema compiler's factory (tests wrap it to see when a schema runs). */
-export function compileValidationRules(documents: readonly PolicyDocument[], makeCompiler = createJsonSchemaCompiler): CompiledValidation {
+/**
+ * Compiles every ValidationPolicy among the workload's documents (the sidecar already selected them).
+ * `compile`: the JSON Schema compiler (ajv is loaded on its first schema; a sidecar's is its policy validator's too).
+ */
+export function compileValidationRules(documents: readonly PolicyDocument[], compile: JsonSchemaCompiler = createJsonSchemaCompiler()): CompiledValidation {
   const entries: CallMatchEntry<CompiledValidationRule>[] = [];
   const problems: CompileProblem[] = [];
-  let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined;
   for (const doc of documents) {
     if (!isKind(doc, 'ValidationPolicy')) continue;
     const spec = doc.spec;
@@ -96,7 +97,6 @@ export function compileValidationRules(documents: readonly PolicyDocument[], mak
       let schema: JsonSchemaCheck | undefined;
       if (rule.jsonSchema) {
         try {
-          compile ??= makeCompiler();
           schema = compile(rule.jsonSchema);
         } catch (err) {
           problems.push({ rule: id, error: (err as Error).message });

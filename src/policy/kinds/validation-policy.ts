@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import type { JsonSchemaCompiler } from '../json-schema.ts';
 import { createJsonSchemaCompiler } from '../json-schema.ts';
 import type { PolicyLimits } from '../limits.ts';
 import type { RegexUse } from './common.ts';
@@ -63,9 +64,8 @@ function compiles(source: string): boolean {
   }
 }
 
-function validationPolicySpecSchema(limits: PolicyLimits) {
+function validationPolicySpecSchema(limits: PolicyLimits, compile: JsonSchemaCompiler) {
   const p = schemaParts(limits);
-  let compile: ReturnType<typeof createJsonSchemaCompiler> | undefined; // made on the first schema: most validators see none
   const jsonSchema = z.record(z.string(), z.unknown()).superRefine((schema, ctx) => {
     let safe = true;
     walkJsonSchema(schema, [], (key, value, path) => {
@@ -83,7 +83,6 @@ function validationPolicySpecSchema(limits: PolicyLimits) {
     });
     if (!safe) return;
     try {
-      compile ??= createJsonSchemaCompiler();
       compile(schema);
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: `not a JSON Schema ajv can compile: ${(err as Error).message.slice(0, 200)}` });
@@ -141,8 +140,9 @@ function validationPolicySpecSchema(limits: PolicyLimits) {
     .superRefine((spec, ctx) => refineUniqueNames(spec.rules, ctx, 'rules', 'rule name'));
 }
 
-export function validationPolicySchema(limits: PolicyLimits) {
-  return documentSchema('ValidationPolicy', schemaParts(limits), validationPolicySpecSchema(limits));
+/** `compile`: the JSON Schema compiler that checks each `jsonSchema` compiles (ajv is loaded on its first schema). */
+export function validationPolicySchema(limits: PolicyLimits, compile: JsonSchemaCompiler = createJsonSchemaCompiler()) {
+  return documentSchema('ValidationPolicy', schemaParts(limits), validationPolicySpecSchema(limits, compile));
 }
 
 type ValidationPolicySpec = z.output<ReturnType<typeof validationPolicySpecSchema>>;

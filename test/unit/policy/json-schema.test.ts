@@ -56,6 +56,30 @@ describe('createJsonSchemaCompiler', () => {
     expect(counting.compiledBy).toEqual([64, 64, 2]);
   });
 
+  it('compiles a schema it has compiled before only once: a new object with the same text gets the same function', () => {
+    const counting = countingAjv();
+    const compile = createJsonSchemaCompiler({ newAjv: counting.newAjv });
+    const first = compile(orderSchema(1));
+    // Each snapshot brings its documents as new objects: the same schema, parsed again.
+    const again = compile(JSON.parse(JSON.stringify(orderSchema(1))) as Record<string, unknown>);
+    compile(orderSchema(2));
+    expect(counting.compiledBy).toEqual([2]);
+    expect(again({ item: 'x'.repeat(11) })).toBeUndefined();
+    expect(again({ item: 'x'.repeat(12) })).toEqual({ pointer: '/item', message: 'must NOT have more than 11 characters' });
+    expect(first({ item: 'x'.repeat(12) })).toEqual(again({ item: 'x'.repeat(12) }));
+  });
+
+  it('forgets what an instance compiled when it moves to a fresh one', () => {
+    const counting = countingAjv();
+    const compile = createJsonSchemaCompiler({ newAjv: counting.newAjv, compilesPerInstance: 2 });
+    compile(orderSchema(1));
+    compile(orderSchema(2));
+    compile(orderSchema(3)); // the move
+    compile(orderSchema(1)); // compiled again, in the new instance
+    compile(orderSchema(3));
+    expect(counting.compiledBy).toEqual([2, 2]);
+  });
+
   it('counts a schema ajv refuses like any other compile, and still throws it', () => {
     const counting = countingAjv();
     const compile = createJsonSchemaCompiler({ newAjv: counting.newAjv, compilesPerInstance: 2 });

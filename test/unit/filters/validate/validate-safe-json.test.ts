@@ -15,14 +15,12 @@ const json = { 'content-type': 'application/json' };
 async function run(documents: PolicyDocument[], input: CallInput) {
   const rec = recordingMetrics();
   let schemaRuns = 0;
-  const schemaCompiler = () => {
-    const compile = createJsonSchemaCompiler();
-    return (schema: Readonly<Record<string, unknown>>) => {
-      const check = compile(schema);
-      return (value: unknown) => {
-        schemaRuns++;
-        return check(value);
-      };
+  const compile = createJsonSchemaCompiler();
+  const schemaCompiler = (schema: Readonly<Record<string, unknown>>) => {
+    const check = compile(schema);
+    return (value: unknown) => {
+      schemaRuns++;
+      return check(value);
     };
   };
   const filter = createValidateFilter(documents, validateRuntime({ metrics: rec.metrics, random: () => 0.5, schemaCompiler }));
