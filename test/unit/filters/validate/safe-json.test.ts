@@ -52,6 +52,18 @@ describe('safe JSON: one pass over the bytes', () => {
     expect(check('[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]')?.code).toBe('validate.json_too_deep');
   });
 
+  it("keeps every level's facts while a body nests past the levels it tracks at first (16)", () => {
+    const deep = (levels: number) => `${'{"k":'.repeat(levels)}1${'}'.repeat(levels)}`;
+    expect(check(`{"a":1,"b":${deep(40)},"c":2}`)).toBeUndefined();
+    // The top object's keys, counts and kind are still there once the deep part closes.
+    expect(check(`{"a":1,"b":${deep(40)},"a":2}`)?.code).toBe('validate.json_duplicate_key');
+    expect(check(`{"a":1,"b":${deep(40)},"c":2,"d":3}`, { ...DEFAULT_JSON_LIMITS, maxObjectMembers: 3 })?.code).toBe('validate.json_too_many_members');
+    expect(check(`[1,${deep(40)},2,3,4]`, { ...DEFAULT_JSON_LIMITS, maxArrayItems: 4 })?.code).toBe('validate.json_too_many_members');
+    expect(check(`[1,${deep(40)},2,3]`, { ...DEFAULT_JSON_LIMITS, maxArrayItems: 4 })).toBeUndefined();
+    expect(check(deep(40), { ...DEFAULT_JSON_LIMITS, maxDepth: 40 })).toBeUndefined();
+    expect(check(deep(41), { ...DEFAULT_JSON_LIMITS, maxDepth: 40 })?.code).toBe('validate.json_too_deep');
+  });
+
   it('caps members per object and items per array, each on its own', () => {
     const limits = { ...DEFAULT_JSON_LIMITS, maxObjectMembers: 3, maxArrayItems: 4 };
     expect(check('{"a":1,"b":2,"c":3}', limits)).toBeUndefined();
