@@ -1,5 +1,6 @@
 import type { CallMetrics } from './call-metrics.ts';
 import { DurationHistogram, RequestCounts } from './call-metrics.ts';
+import { createPerCallCounter } from './per-call-counter.ts';
 import { collectProcessMetrics } from './process-metrics.ts';
 import { Counter, Gauge, Registry } from './prom-client.ts';
 
@@ -126,25 +127,25 @@ export function createSidecarMetrics(opts: {
       labelNames: ['destination_service'],
       registers,
     }),
-    authzDecisions: new Counter({
+    authzDecisions: createPerCallCounter({
       name: 'meshgate_authz_decisions_total',
       help: 'AuthorizationPolicy decisions: decision=allow|deny, plus decision=audit per matching AUDIT rule; policy=namespace/name and rule of the deciding rule (empty for deny or allow by default).',
       labelNames: ['decision', 'policy', 'rule'],
       registers,
     }),
-    shadowDenials: new Counter({
+    shadowDenials: createPerCallCounter({
       name: 'meshgate_shadow_denials_total',
       help: 'Allowed calls that a rule in shadow mode would have denied, per policy (namespace/name) and rule (empty: a shadow ALLOW policy none of whose rules matched).',
       labelNames: ['policy', 'rule'],
       registers,
     }),
-    validationDecisions: new Counter({
+    validationDecisions: createPerCallCounter({
       name: 'meshgate_validation_decisions_total',
       help: 'ValidationPolicy rules evaluated for a call, by policy (namespace/name), rule and decision (passed, failed, shadow_failed, logged: an injection finding in log mode).',
       labelNames: ['policy', 'rule', 'decision'],
       registers,
     }),
-    userFilterDecisions: new Counter({
+    userFilterDecisions: createPerCallCounter({
       name: 'meshgate_user_filter_decisions_total',
       help: "Checks of your own (Filter documents) run on a call, by policy (namespace/name), decision (allow, deny, edit, shadow_deny, failed_deny, failed_allow) and code (the check's deny code, or the failure: threw, timeout, memory, bad_result, unsettled, not_compiled).",
       labelNames: ['policy', 'decision', 'code'],
@@ -156,7 +157,7 @@ export function createSidecarMetrics(opts: {
       labelNames: ['destination_service'],
       registers,
     }),
-    deprecatedCalls: new Counter({
+    deprecatedCalls: createPerCallCounter({
       name: 'meshgate_deprecated_calls_total',
       help: 'Outbound calls answered by an endpoint of a deprecated version (Route versions[].deprecated), by destination (name.namespace) and version name.',
       labelNames: ['destination_service', 'version'],
@@ -234,7 +235,7 @@ export function createSidecarMetrics(opts: {
         this.set(opts.bannedAddresses?.() ?? 0);
       },
     }),
-    rateLimitDecisions: new Counter({
+    rateLimitDecisions: createPerCallCounter({
       name: 'meshgate_ratelimit_decisions_total',
       help: 'RateLimitPolicy rules that matched a call, by policy (namespace/name), rule and decision (allowed, limited, shadow_limited, unavailable_denied, unavailable_allowed, fallback_allowed, fallback_limited, delayed, throttle_queue_full, throttle_delay_exceeded, concurrency_exceeded, concurrency_timeout, cancelled).',
       labelNames: ['policy', 'rule', 'decision'],
@@ -293,13 +294,13 @@ export function createSidecarMetrics(opts: {
       labelNames: ['direction', 'reason'],
       registers,
     }),
-    responseCacheLookups: new Counter({
+    responseCacheLookups: createPerCallCounter({
       name: 'meshgate_response_cache_lookups_total',
       help: 'Calls a Route responses[].cache rule covered, by rule (namespace/route#rule) and result: hit (answered from the cache), miss (sent to the app), bypass (sent to the app, not looked up; reason says why).',
       labelNames: ['rule', 'result', 'reason'],
       registers,
     }),
-    responseCacheStores: new Counter({
+    responseCacheStores: createPerCallCounter({
       name: 'meshgate_response_cache_stores_total',
       help: 'App answers to missed calls, by rule and result: stored, or skipped with the reason (status, no_store, private, no_cache, set_cookie, vary_star, no_freshness, stale, too_large, copy_budget, trailers, head).',
       labelNames: ['rule', 'result', 'reason'],
