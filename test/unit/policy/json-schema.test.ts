@@ -1,9 +1,8 @@
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import type { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import { createJsonSchemaCompiler, defaultAjv } from '../../../src/policy/json-schema.ts';
 import { createPolicyValidator } from '../../../src/policy/validate.ts';
+import { heapUsedAfterGc } from '../../helpers/heap.ts';
 
 /* The JSON Schema compiler of ValidationPolicy: what it answers, and that a long-lived one does not keep every schema. */
 
@@ -111,11 +110,3 @@ describe('policy validator with ValidationPolicy JSON Schemas', () => {
     expect(after - before).toBeLessThan(1.5 * 1024 * 1024);
   });
 });
-
-/** V8's full collection, reachable without --expose-gc on the command line (vitest's workers have none). */
-function heapUsedAfterGc(): number {
-  setFlagsFromString('--expose-gc');
-  const gc = runInNewContext('gc') as () => void;
-  gc();
-  return process.memoryUsage().heapUsed;
-}

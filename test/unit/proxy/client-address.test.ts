@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { compileAddressSet, connectionAddress, createClientAddressResolver, MAX_FORWARDED_HOPS, parseForwardedEntry, parseIp } from '../../../src/proxy/client-address.ts';
+import { heapUsedAfterGc } from '../../helpers/heap.ts';
 
 describe('parseIp: one canonical spelling per address', () => {
   const cases: Array<[string, string | undefined, string?]> = [
@@ -72,6 +73,31 @@ describe('compileAddressSet: IPv4, IPv6 and mapped CIDRs', () => {
     expect(all6.has('2001:db8::1', 'ipv6')).toBe(true);
     const all4 = compileAddressSet(['0.0.0.0/0']);
     expect(all4.has('2001:db8::1', 'ipv6')).toBe(false);
+  });
+
+  it('keeps a bounded number of answers: 100 000 sprayed IPv6 addresses leave the heap where it was', () => {
+    const set = compileAddressSet(['2001:db8::/32']);
+    const spray = (from: number) => {
+      for (let i = from; i < from + 100_000; i++) set.has(`2001:db8:${(i >>> 16).toString(16)}::${(i & 0xffff).toString(16)}`, 'ipv6');
+    };
+    spray(0);
+    const before = heapUsedAfterGc();
+    spray(100_000);
+    // Kept without a bound, each answer held its address: ~10 MiB for these.
+    expect(heapUsedAfterGc() - before).toBeLessThan(1024 * 1024);
+  });
+
+  it('answers each address the same however often and in whatever order it comes, past the answers it keeps', () => {
+    const set = compileAddressSet(['10.0.0.0/24', '2001:db8::/120']);
+    // 3 024 distinct addresses, in and out of the set, twice: the kept answers (1 024) are forgotten on the way.
+    const v4 = Array.from({ length: 2_000 }, (_, i) => ({ text: `10.0.${i % 8}.${Math.floor(i / 8)}`, inside: i % 8 === 0 }));
+    const v6 = Array.from({ length: 1_024 }, (_, i) => ({ text: `2001:db8::${i.toString(16)}`, inside: i < 0x100 }));
+    for (let round = 0; round < 2; round++) {
+      for (const { text, inside } of [...v4, ...v6]) {
+        const parsed = parseIp(text)!;
+        expect(set.has(parsed.address, parsed.family), text).toBe(inside);
+      }
+    }
   });
 });
 
