@@ -59,6 +59,9 @@ export function authzRequestOf(call: CallContext): AuthzRequest {
   const address = call.source.address.startsWith('::ffff:') ? call.source.address.slice(7) : call.source.address;
   const path = pathForMatching(call.path);
   const auth = call.annotations.auth;
+  // Read only by rules that name namespaces: parsing the SPIFFE ID (four regular expressions) on every
+  // call was ~2.7 µs of the bench:mesh orders sidecar's CPU per call in context (--cpu-prof).
+  let namespace: string | undefined | null = null;
   return {
     method: call.method,
     path,
@@ -66,7 +69,10 @@ export function authzRequestOf(call: CallContext): AuthzRequest {
     host,
     port,
     principal,
-    namespace: principal ? parseSpiffeId(principal)?.namespace : undefined,
+    get namespace() {
+      if (namespace === null) namespace = principal ? parseSpiffeId(principal)?.namespace : undefined;
+      return namespace;
+    },
     address,
     // The socket's peer or a forwarded address client-address.ts checked: an IP or ''. Only IPv6 has a colon;
     // node's isIPv6 runs a long regular expression, on every call (0.6% of a mesh sidecar's CPU).
