@@ -42,14 +42,25 @@ export function createLocalBuckets(maxEntries: number, events: LocalBucketEvents
     }
   };
 
+  // The key inserted last, which is last in the Map's order already: a caller taking again and again
+  // (the common case) updates its value in place instead of a delete and a re-insert, which cost the
+  // Map a hole and, every few calls, a rehash of all its entries (scratch-tmp/bucketvar.mjs: 71 ns in
+  // a one-key table, 478 ns with 200 keys). The order stays exactly least recently used.
+  let mostRecent: string | undefined;
+
   return {
     take(key, shape, now) {
       const tat = tats.get(key);
       const outcome = takeToken(tat, now, shape);
+      if (tat !== undefined && key === mostRecent) {
+        tats.set(key, outcome.tat);
+        return outcome;
+      }
       if (tat !== undefined)
         tats.delete(key); // re-inserted below: most recently used
       else if (tats.size >= maxEntries) makeRoom(now);
       tats.set(key, outcome.tat);
+      mostRecent = key;
       return outcome;
     },
     get size() {

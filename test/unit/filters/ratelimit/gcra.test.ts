@@ -85,4 +85,13 @@ describe('local bucket table', () => {
     expect(buckets.take('f', shape, 5_000).allowed).toBe(false);
     expect(buckets.take('e', shape, 5_000).allowed).toBe(false);
   });
+
+  it('a caller taking again and again keeps its place; the one used least recently goes first', () => {
+    const buckets = createLocalBuckets(3);
+    for (const key of ['a', 'b', 'c', 'c', 'c', 'a']) buckets.take(key, shape, 0); // order of use now: b, c, a
+    buckets.take('d', shape, 0); // none is full again: b, the least recently used, goes
+    expect(buckets.take('b', shape, 0).allowed).toBe(true); // a full bucket again (c went for it)
+    expect(buckets.take('a', shape, 0).allowed).toBe(false);
+    expect(buckets.take('d', shape, 0).allowed).toBe(false);
+  });
 });
