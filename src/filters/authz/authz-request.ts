@@ -58,9 +58,10 @@ export function authzRequestOf(call: CallContext): AuthzRequest {
 
 /**
  * A class, not an object literal: `namespace` is read only by rules that name namespaces, so it is a
- * getter that parses the SPIFFE ID (four regular expressions, ~250 ns in a loop, ~2.7 µs per call of
+ * getter that parses the SPIFFE ID (four regular expressions, ~250 ns in a loop, ~2.4 µs per call of
  * the bench:mesh orders sidecar in context) on first read, and a getter in an object literal makes V8
- * build each object through its slow path (~700-900 ns a call in a loop; on a class prototype, ~10 ns).
+ * build each object through its slow path (670-940 ns per object in a loop, scratch-tmp/getter.mjs; 4-10 ns
+ * with the getter on a class prototype).
  */
 class CallAuthzRequest implements AuthzRequest {
   readonly method: string;
