@@ -16,6 +16,21 @@ describe('LRU cache', () => {
     expect(c.size).toBe(1);
   });
 
+  it('an entry asked for again and again stays the most recently used; the least recently used goes', () => {
+    const c = createLruCache<number>(3);
+    c.set('a', 1);
+    c.set('b', 2);
+    c.set('c', 3);
+    for (let i = 0; i < 3; i++) expect(c.get('a')).toBe(1); // order of use: b, c, a
+    c.set('d', 4); // b goes
+    expect([c.get('b'), c.get('c'), c.get('a'), c.get('d')]).toEqual([undefined, 3, 1, 4]);
+    c.delete('d');
+    expect(c.get('c')).toBe(3); // order: a, c
+    c.set('e', 5);
+    c.set('f', 6); // a goes
+    expect([c.get('a'), c.get('c'), c.get('e'), c.get('f')]).toEqual([undefined, 3, 5, 6]);
+  });
+
   it('refuses a size that is not a positive integer', () => {
     expect(() => createLruCache(0)).toThrow(RangeError);
   });
