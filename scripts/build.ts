@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { copyFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { build, type Plugin, RolldownMagicString } from 'rolldown';
 
@@ -86,4 +86,6 @@ await build({
     chunkFileNames: '[name]-[hash].js',
   },
 });
+// Loaded by src/policy/json-schema.ts with a require beside its own module, which is a chunk here.
+await copyFile(path.join(ROOT, 'src/policy/json-schema-meta.cjs'), path.join(OUT, 'json-schema-meta.cjs'));
 process.stdout.write(`meshgate bundled into ${path.relative(ROOT, OUT)}/ in ${Math.round(performance.now() - started)} ms\n`);

@@ -82,7 +82,8 @@ describe('createJsonSchemaCompiler', () => {
   it('counts a schema ajv refuses like any other compile, and still throws it', () => {
     const counting = countingAjv();
     const compile = createJsonSchemaCompiler({ newAjv: counting.newAjv, compilesPerInstance: 2 });
-    expect(() => compile({ type: 'no-such-type' })).toThrow();
+    expect(() => compile({ type: 'no-such-type' })).toThrow('schema is invalid'); // refused before ajv: not counted
+    expect(() => compile({ properties: { a: { $ref: '#/$defs/missing' } } })).toThrow("can't resolve reference");
     compile(orderSchema(1));
     compile(orderSchema(2));
     expect(counting.compiledBy).toEqual([2, 1]);
