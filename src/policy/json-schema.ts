@@ -43,10 +43,9 @@ const MAX_MESSAGE = 160;
  * it to both its policy validator, which compiles each schema of a received
  * document to refuse what ajv cannot compile, and its validate filter, which
  * checks bodies against the same schemas: the filter gets the function the
- * validator compiled a moment before. An ajv instance's first compile also
- * compiles the meta-schema (42-44 ms for a process's first instance, 14-31 ms
- * for later ones; each schema then about one), so sharing takes one instance,
- * and a schema's second compile, off every sidecar that validates bodies. The
+ * validator compiled a moment before, and no second ajv instance is made
+ * (each schema compiles in about a millisecond). Each schema is checked
+ * against the JSON Schema meta-schema first (loadMetaSchemaValidator). The
  * policy validator already allows only local `$ref` ("#...") and checks every
  * regex for catastrophic backtracking; ajv gets no `loadSchema`, so a
  * reference it cannot resolve fails the compile instead of being fetched.
@@ -60,8 +59,8 @@ const MAX_MESSAGE = 160;
  * for its whole life (its code scope; `removeSchema` only clears the cache), so
  * a compiler that lives as long as the process moves to a fresh instance after
  * `compilesPerInstance` compiles (and forgets the old one's functions): ~5 KB
- * per schema kept at most that many times, against one meta-schema compile per
- * new instance. Checks made earlier keep working: each holds its own function.
+ * per schema kept at most that many times. Checks made earlier keep working:
+ * each holds its own function.
  */
 export function createJsonSchemaCompiler(options: JsonSchemaCompilerOptions = {}): JsonSchemaCompiler {
   const newAjv = options.newAjv ?? defaultAjv;
