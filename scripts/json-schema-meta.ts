@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { jsonSchemaMetaSource } from '../src/policy/json-schema-meta-source.ts';
+import { jsonSchemaMetaSource } from './json-schema-meta-source.ts';
 
 /*
  * `npm run gen:json-schema-meta`: writes src/policy/json-schema-meta.cjs, the

@@ -64,7 +64,8 @@ export class RequestCounts {
   }
 }
 
-function getOrAdd<K, V extends Map<unknown, unknown>>(map: Map<K, V>, key: K): V {
+/** The map under `key`, made empty on first use: one level of a table keyed label by label. */
+export function getOrAdd<K, V extends Map<unknown, unknown>>(map: Map<K, V>, key: K): V {
   let inner = map.get(key);
   if (inner === undefined) {
     inner = new Map() as V;

@@ -1,4 +1,5 @@
 import type { Counter, CounterConfiguration, LabelValues } from 'prom-client';
+import { getOrAdd } from './call-metrics.ts';
 import { Counter as PromCounter } from './prom-client.ts';
 
 /**
@@ -12,9 +13,9 @@ import { Counter as PromCounter } from './prom-client.ts';
  * them and looks it up on every call, ~2-3 µs per call in a sidecar under
  * load (the authz decision counter of the bench:mesh orders sidecar,
  * --cpu-prof), where these lookups hash label strings that are the same
- * objects call after call (call-metrics.ts does the same for the two
- * metrics every call records). Label names are checked once per label set,
- * when its first count arrives.
+ * objects call after call. call-metrics.ts does the same for the two metrics
+ * every call records, with positional labels and no label object. Label names
+ * are checked once per label set, when its first count arrives.
  */
 export function createPerCallCounter<T extends string>(config: CounterConfiguration<T>): Counter<T> {
   const labelNames = (config.labelNames ?? []) as readonly T[];
@@ -43,15 +44,7 @@ export function createPerCallCounter<T extends string>(config: CounterConfigurat
 
   function slotOf(labels: LabelValues<T>): Slot<T> {
     let level = root;
-    for (let i = 0; i < labelNames.length - 1; i++) {
-      const value = labels[labelNames[i]!];
-      let next = level.get(value) as Map<unknown, unknown> | undefined;
-      if (next === undefined) {
-        next = new Map();
-        level.set(value, next);
-      }
-      level = next;
-    }
+    for (let i = 0; i < labelNames.length - 1; i++) level = getOrAdd(level as Map<unknown, Map<unknown, unknown>>, labels[labelNames[i]!]);
     const last = labelNames.length > 0 ? labels[labelNames[labelNames.length - 1]!] : undefined;
     let slot = level.get(last) as Slot<T> | undefined;
     if (slot === undefined) {

@@ -7,6 +7,7 @@ import { request } from 'undici';
 import type { MockInstance } from 'vitest';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { eventually } from '../helpers/eventually.ts';
+import { policyYaml } from '../helpers/policy-yaml.ts';
 import type { TestServer } from '../helpers/servers.ts';
 import { startHttpServer } from '../helpers/servers.ts';
 import type { TestSidecar } from '../helpers/sidecar.ts';
@@ -22,27 +23,12 @@ import { createPolicyHarness, meshSidecarConfig } from './policy-server-harness.
  * snapshot that brings it again compiles nothing.
  */
 
-const ORDERS_BODY = `apiVersion: meshgate.dev/v1
-kind: ValidationPolicy
-metadata: { name: orders-body, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: create
-      match: { paths: ["/orders"], methods: [POST] }
-      jsonSchema: { type: object, required: [item], properties: { item: { type: string, maxLength: 8 } } }
-`;
-
-const UPLOADS = `apiVersion: meshgate.dev/v1
-kind: ValidationPolicy
-metadata: { name: uploads, namespace: shop }
-spec:
-  selector: { services: [orders] }
-  rules:
-    - name: tenant
-      match: { paths: ["/uploads/*"] }
-      requiredHeaders: [x-tenant]
-`;
+const selector = { services: ['orders'] };
+const ORDERS_BODY = policyYaml('ValidationPolicy', 'orders-body', {
+  selector,
+  rules: [{ name: 'create', match: { paths: ['/orders'], methods: ['POST'] }, jsonSchema: { type: 'object', required: ['item'], properties: { item: { type: 'string', maxLength: 8 } } } }],
+});
+const UPLOADS = policyYaml('ValidationPolicy', 'uploads', { selector, rules: [{ name: 'tenant', match: { paths: ['/uploads/*'] }, requiredHeaders: ['x-tenant'] }] });
 
 /** ajv's compile, on the class that defines it: every instance's calls, with the instance each was made on. */
 function spyOnAjvCompile(): MockInstance<Ajv['compile']> {

@@ -3,38 +3,6 @@ import type { CallContext } from '../../core/call-context.ts';
 import { pathForMatching } from '../../core/path-normalize.ts';
 import { parseSpiffeId } from '../../core/spiffe-id.ts';
 
-/**
- * What AuthorizationPolicy rules read about one call, derived once per call so
- * no rule repeats the work (parsing the SPIFFE ID, the port, the gRPC method).
- * Plain data: the offline tools build one without a live call.
- */
-export interface AuthzRequest {
-  /** Upper-case HTTP method (POST for gRPC). */
-  readonly method: string;
-  /** The normalized path without `;` parameters (src/core/path-normalize.ts). */
-  readonly path: string;
-  /** Lower-cased authority as sent, with its port if any. */
-  readonly authority: string;
-  /** `authority` without the port. */
-  readonly host: string;
-  /** Port of the authority; 80 when it has none. */
-  readonly port: number;
-  /** Verified SPIFFE ID of the peer (mTLS), if any. */
-  readonly principal: string | undefined;
-  /** Namespace of `principal`, if it is a meshgate SPIFFE ID. */
-  readonly namespace: string | undefined;
-  /** Source address of the connection, IPv4-mapped IPv6 unwrapped. */
-  readonly address: string;
-  readonly family: 'ipv4' | 'ipv6';
-  /** Verified JWT `iss/sub`, set by the authn filter. */
-  readonly requestPrincipal: string | undefined;
-  /** Verified JWT claims, set by the authn filter. */
-  readonly claims: Readonly<Record<string, unknown>> | undefined;
-  readonly headers: IncomingHttpHeaders;
-  /** `package.Service` and `Method` of a gRPC call's path `/package.Service/Method`. */
-  readonly grpc: { readonly service: string; readonly method: string } | undefined;
-}
-
 const DEFAULT_PORT = 80;
 
 function splitAuthority(authority: string): { host: string; port: number } {
@@ -53,29 +21,43 @@ function grpcTarget(path: string): AuthzRequest['grpc'] {
 }
 
 export function authzRequestOf(call: CallContext): AuthzRequest {
-  return new CallAuthzRequest(call);
+  return new AuthzRequest(call);
 }
 
 /**
- * A class, not an object literal: `namespace` is read only by rules that name namespaces, so it is a
- * getter that parses the SPIFFE ID (four regular expressions, ~250 ns in a loop, ~2.4 µs per call of
- * the bench:mesh orders sidecar in context) on first read, and a getter in an object literal makes V8
- * build each object through its slow path (670-940 ns per object in a loop, scratch-tmp/getter.mjs; 4-10 ns
- * with the getter on a class prototype).
+ * What AuthorizationPolicy rules read about one call, derived once per call so
+ * no rule repeats the work (the port, the gRPC method); the offline tools make
+ * one from a call they build (authzRequestOf). A class, not an object literal:
+ * `namespace` is read only by rules that name namespaces, so it is a getter
+ * that parses the SPIFFE ID (four regular expressions, ~250 ns in a loop, ~2.4
+ * µs per call of the bench:mesh orders sidecar in context) on first read, and
+ * a getter in an object literal makes V8 build each object through its slow
+ * path (670-940 ns per object in a loop, scratch-tmp/getter.mjs; 4-10 ns with
+ * the getter on a class prototype).
  */
-class CallAuthzRequest implements AuthzRequest {
+export class AuthzRequest {
+  /** Upper-case HTTP method (POST for gRPC). */
   readonly method: string;
+  /** The normalized path without `;` parameters (src/core/path-normalize.ts). */
   readonly path: string;
+  /** Lower-cased authority as sent, with its port if any. */
   readonly authority: string;
+  /** `authority` without the port. */
   readonly host: string;
+  /** Port of the authority; 80 when it has none. */
   readonly port: number;
+  /** Verified SPIFFE ID of the peer (mTLS), if any. */
   readonly principal: string | undefined;
+  /** Source address of the connection, IPv4-mapped IPv6 unwrapped. */
   readonly address: string;
   readonly family: 'ipv4' | 'ipv6';
+  /** Verified JWT `iss/sub`, set by the authn filter. */
   readonly requestPrincipal: string | undefined;
+  /** Verified JWT claims, set by the authn filter. */
   readonly claims: Readonly<Record<string, unknown>> | undefined;
   readonly headers: IncomingHttpHeaders;
-  readonly grpc: AuthzRequest['grpc'];
+  /** `package.Service` and `Method` of a gRPC call's path `/package.Service/Method`. */
+  readonly grpc: { readonly service: string; readonly method: string } | undefined;
   #namespace: string | undefined | null = null;
 
   constructor(call: CallContext) {
@@ -97,6 +79,7 @@ class CallAuthzRequest implements AuthzRequest {
     this.grpc = call.isGrpc ? grpcTarget(this.path) : undefined;
   }
 
+  /** Namespace of `principal`, if it is a meshgate SPIFFE ID. */
   get namespace(): string | undefined {
     if (this.#namespace === null) this.#namespace = this.principal ? parseSpiffeId(this.principal)?.namespace : undefined;
     return this.#namespace;

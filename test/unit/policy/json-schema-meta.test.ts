@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
+import { jsonSchemaMetaSource } from '../../../scripts/json-schema-meta-source.ts';
 import { AJV_OPTIONS, createJsonSchemaCompiler } from '../../../src/policy/json-schema.ts';
-import { jsonSchemaMetaSource } from '../../../src/policy/json-schema-meta-source.ts';
 
 /*
  * The meta-schema check runs from a validator generated ahead (src/policy/json-schema-meta.cjs) instead

@@ -1,13 +1,13 @@
 import { createRequire } from 'node:module';
 import type { Ajv, AnySchemaObject } from 'ajv';
-import { AJV_OPTIONS, DRAFT_07 } from './json-schema.ts';
+import { AJV_OPTIONS, DRAFT_07 } from '../src/policy/json-schema.ts';
 
 /**
  * The source of src/policy/json-schema-meta.cjs: ajv's standalone code for
  * the draft-07 meta-schema, compiled with meshgate's ajv options, as ajv
  * compiles it at run time when `validateSchema` is on. Used by the generator
- * (scripts/json-schema-meta.ts) and by the test that the file is current;
- * never by a running process.
+ * (./json-schema-meta.ts) and by the test that the file is current; build-time
+ * tooling, so it lives here and not in src/.
  */
 export function jsonSchemaMetaSource(): string {
   const require = createRequire(import.meta.url);
