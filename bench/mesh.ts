@@ -22,13 +22,14 @@ import type { StartedTarget, Target } from './lib/target.ts';
 import { createDirectTarget } from './lib/target-direct.ts';
 import { createNginxTarget } from './lib/target-nginx.ts';
 import { createNginxMtlsPairTarget } from './lib/target-nginx-mtls.ts';
-import { createNodePipePairTarget } from './lib/target-node-pipes.ts';
+import { createNodeHttpPairTarget, createNodePipePairTarget } from './lib/target-node-pipes.ts';
 import { groupCpuMs } from './lib/tls-cpu.ts';
 
 /*
  * npm run bench:mesh [-- --quick] (issue #13): what the mesh path costs per
- * request and per pod, next to direct, nginx, two nginx over mTLS and two Node
- * byte pipes over mTLS (Node's floor), in one run. Per row: req/s and latency
+ * request and per pod, next to direct, nginx, two nginx over mTLS, two Node
+ * byte pipes over mTLS (Node's floor) and two minimal Node HTTP/1.1 relays over
+ * mTLS (Node's floor for a proxy that reads calls), in one run. Per row: req/s and latency
  * at 50 connections (wrk), latency at a fixed rate (open loop,
  * lib/open-loop-client.ts), CPU per request of each proxy process, RSS idle
  * and under load, start to /ready. See bench/README.md.
@@ -48,7 +49,7 @@ const HELP = `usage: npm run bench:mesh [-- --quick] [-- --rate N]
   --rate N   the fixed (open-loop) rate, requests per second (default 1000)
 
 ${SETTINGS_HELP}
-  BENCH_TARGETS ids: direct, nginx, nginx-mtls-pair, node-pipe-pair, meshgate-one-hop, mesh, mesh-all-filters
+  BENCH_TARGETS ids: direct, nginx, nginx-mtls-pair, node-pipe-pair, node-http-pair, meshgate-one-hop, mesh, mesh-all-filters
 `;
 
 /** Seconds of settling between /ready and the idle RSS reading (lazy start-up work, a first GC). */
@@ -167,6 +168,7 @@ async function main(): Promise<number> {
     { target: withRequest(createNginxTarget(), policy.request, { name: 'nginx', onStarted: onStartedFor('nginx') }), hops: 1 },
     { target: withRequest(createNginxMtlsPairTarget(onStartedFor('nginx-mtls-pair')), policy.request), hops: 2 },
     { target: withRequest(createNodePipePairTarget(onStartedFor('node-pipe-pair')), policy.request), hops: 2 },
+    { target: withRequest(createNodeHttpPairTarget(onStartedFor('node-http-pair')), policy.request), hops: 2 },
     { target: withRequest(createOneHopTarget(onStartedFor('meshgate-one-hop'), quick ? 1 : 3), policy.request), hops: 1 },
     {
       target: withRequest(

@@ -4,22 +4,33 @@ import type { StartedTarget, Target, TargetContext } from './target.ts';
 import { pairCertificates } from './target-nginx-mtls.ts';
 
 /*
- * Node's floor on the mesh path, next to the nginx pair: two byte pipes
- * (servers/byte-pipe.mjs) chained over mutual TLS 1.3 with the same
- * certificates, so the row shows what node:net and node:tls cost a Node data
- * plane before it parses a byte of HTTP. Not a proxy anyone would deploy: it
- * forwards without reading, so it has nothing to check or route.
+ * Node's floors on the mesh path, next to the nginx pair: two relays chained
+ * over mutual TLS 1.3 with the same certificates.
+ *  - node-pipe-pair: byte pipes (servers/byte-pipe.mjs), what node:net and
+ *    node:tls cost a Node data plane before it parses a byte of HTTP;
+ *  - node-http-pair: minimal HTTP/1.1 relays (servers/http-pipe.mjs), which
+ *    also parse each request and response and write them again: the least
+ *    a Node proxy that reads calls (to route, check or log them) pays.
+ * Neither is a proxy anyone would deploy: nothing is checked, routed or logged.
  */
 export function createNodePipePairTarget(onStarted: OnRowStarted): Target {
+  return pairTarget('node-pipe-pair', 'two Node byte pipes over mTLS (floor)', 'byte-pipe.mjs', 'pipe', onStarted);
+}
+
+export function createNodeHttpPairTarget(onStarted: OnRowStarted): Target {
+  return pairTarget('node-http-pair', 'two minimal Node HTTP/1.1 relays over mTLS (floor with HTTP)', 'http-pipe.mjs', 'relay', onStarted);
+}
+
+function pairTarget(id: string, label: string, script: string, name: string, onStarted: OnRowStarted): Target {
   return {
-    id: 'node-pipe-pair',
-    label: 'two Node byte pipes over mTLS (floor)',
+    id,
+    label,
     start: async (context: TargetContext) => {
-      const certs = pairCertificates(context, 'meshgate-bench-node-pipes-');
+      const certs = pairCertificates(context, `meshgate-bench-${id}-`);
       if (typeof certs !== 'string') return certs;
-      // startNodeServer throws (and stops its own child) when a pipe does not come up: the row is skipped with why.
+      // startNodeServer throws (and stops its own child) when a relay does not come up: the row is skipped with why.
       const start = (side: 'front' | 'back', targetPort: number) =>
-        startNodeServer(context.group, `pipe-${side}`, 'byte-pipe.mjs', [side, certs, String(targetPort)], context.startTimeoutMs).catch((err: Error) => err);
+        startNodeServer(context.group, `${name}-${side}`, script, [side, certs, String(targetPort)], context.startTimeoutMs).catch((err: Error) => err);
       const back = await start('back', context.upstreamPort);
       if (back instanceof Error) return { ok: false, reason: back.message };
       const front = await start('front', back.port);
@@ -28,8 +39,8 @@ export function createNodePipePairTarget(onStarted: OnRowStarted): Target {
         return { ok: false, reason: front.message };
       }
       await onStarted([
-        { name: 'pipe-front', pgid: front.child.process.pid!, role: 'proxy' },
-        { name: 'pipe-back', pgid: back.child.process.pid!, role: 'proxy' },
+        { name: `${name}-front`, pgid: front.child.process.pid!, role: 'proxy' },
+        { name: `${name}-back`, pgid: back.child.process.pid!, role: 'proxy' },
       ]);
       const stop = async (): Promise<void> => {
         await Promise.all([front.child.stop(), back.child.stop()]);
