@@ -199,6 +199,42 @@ describe('process logger on a pipe shared with other processes (a sidecar and it
   }, 30_000);
 });
 
+describe.skipIf(process.platform !== 'linux')('process logger on a pipe, busy', () => {
+  it('writes a busy log in few large writes, each of which wakes the reader', async () => {
+    // 2 000 lines of ~330 bytes (an access log's size); the child counts the writes its logger makes
+    // to its own descriptor of the pipe (the one stdout-pipe.ts opens, above 2).
+    const child = runChild(
+      `import { createLogger } from ${JSON.stringify(LOGGER)};
+      const fs = process.getBuiltinModule('node:fs');
+      const writeSync = fs.writeSync;
+      let writes = 0;
+      fs.writeSync = (fd, ...rest) => {
+        if (fd > 2) writes++;
+        return writeSync(fd, ...rest);
+      };
+      const log = createLogger({ level: 'info', name: 't' });
+      const filler = 'z'.repeat(250);
+      for (let round = 0; round < 20; round++) {
+        // A busy sidecar's pace: ~33 KB of lines between two turns of its event loop, which the reader keeps up with.
+        for (let i = 0; i < 100; i++) log.info({ filler, round, i }, 'line');
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      log.flush(() => {
+        log.info({ writes }, 'counted');
+        log.flush(() => process.exit(0));
+      });`,
+      'pipe',
+    );
+    await child.exited;
+    const entries = child.lines.map((line) => JSON.parse(line) as { msg: string; writes?: number });
+    expect(entries.filter((entry) => entry.msg === 'line')).toHaveLength(2000);
+    const made = entries.find((entry) => entry.msg === 'counted')?.writes;
+    // ~660 KB: two writes of 16 KB per round (40); in 4 KB writes, eight (160).
+    expect(made).toBeGreaterThan(0);
+    expect(made).toBeLessThan(80);
+  });
+});
+
 describe.skipIf(process.platform !== 'linux')('process logger on a pipe, idle', () => {
   it('sets no timer once its lines are out: a waiting process is not woken for its log', async () => {
     // The child counts its own main-thread wake-ups over a second after its last line left.
