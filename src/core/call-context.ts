@@ -58,6 +58,13 @@ export interface RequestBody {
    * the rest of the stream, so a call that continues loses no byte.
    */
   read(limit: number): Promise<BodyRead>;
+  /**
+   * What `read(limit)` gives, now, when it needs no waiting (the whole body
+   * came with the request head, or a read settled before); undefined when
+   * the body must be waited for (read() then waits for it). A filter that
+   * gets an answer here can decide without going asynchronous.
+   */
+  readNow?(limit: number): BodyRead | undefined;
 }
 
 export type BodyRead =

@@ -71,6 +71,14 @@ export class H1Request extends Readable {
     return whole;
   }
 
+  /**
+   * The whole body, if it came with the head and nobody read or took it, left where it is: a filter
+   * reads it in place (./request-body.ts) and the upstream connection still takes it whole.
+   */
+  peekWhole(): Buffer | undefined {
+    return this.#asked ? undefined : this.#whole;
+  }
+
   /** A reader asked for the body, or took it whole: what the stream's own state does not show (takeWhole emits nothing). */
   get readStarted(): boolean {
     return this.#taken || this.#asked;

@@ -24,14 +24,25 @@ const NO_BODY: ForwardableBody = Object.freeze({
   present: false,
   declaredLength: undefined,
   read: () => Promise.resolve(EMPTY),
+  readNow: () => EMPTY,
   forwardable: () => null,
 });
+
+/** A body that may be read where it is when it came whole with its head (the listener's H1Request). */
+interface WholeBodySource {
+  peekWhole(): Buffer | undefined;
+}
+
+function wholeBodySource(live: Readable): WholeBodySource | undefined {
+  return typeof (live as Partial<WholeBodySource>).peekWhole === 'function' ? (live as unknown as WholeBodySource) : undefined;
+}
 
 /**
  * Lazily buffered request body. Nothing is read unless a filter calls `read`,
  * so calls no rule needs the body of stay streaming. `read` stops at the
  * first chunk beyond the limit and pauses the stream there: at most `limit`
  * plus one codec chunk (64 KiB for HTTP/1.1, a DATA frame for HTTP/2) is held.
+ * A body that came whole with its head is read where it is (readAtOnce).
  */
 export function createRequestBody(
   req: DownstreamRequest,
@@ -56,7 +67,10 @@ export function createRequestBody(
     return true;
   };
   const declaredLength = declaredLengthOf(req.headers);
+  const inPlace = wholeBodySource(live);
   let result: Promise<BodyRead> | undefined;
+  /** The read's outcome once known: at once for a body read in place. */
+  let settled: BodyRead | undefined;
   // Invariant: `chunks` holds every byte consumed from `live` until forwardable() hands them on.
   let chunks: Buffer[] = [];
   let state: 'untouched' | 'reading' | 'complete' | 'partial' | 'failed' = 'untouched';
@@ -75,6 +89,7 @@ export function createRequestBody(
         source.off('error', onError);
         source.off('close', onClose);
         state = next;
+        settled = outcome;
         resolve(outcome);
       };
       const onData = (chunk: Buffer): void => {
@@ -107,13 +122,39 @@ export function createRequestBody(
       source.once('close', onClose);
     });
 
+  /**
+   * The read without waiting, when it needs none: a declared length above the limit (refused without
+   * reading a byte), or a body that came whole with its head, read where it is. Nothing is taken from
+   * the stream then (its state stays untouched), so forwardable() hands on the request itself and the
+   * upstream connection writes the body with the head, as for a call no filter read; the bytes count
+   * in the budget as those read from the stream do. Undefined when the body must be waited for.
+   */
+  const readAtOnce = (limit: number): BodyRead | undefined => {
+    if (declaredLength !== undefined && declaredLength > limit) return { kind: 'too_large', received: 0 };
+    const whole = inPlace?.peekWhole();
+    if (whole === undefined) return undefined;
+    if (!reserve(whole.length)) return { kind: 'over_budget' };
+    return whole.length > limit ? { kind: 'too_large', received: whole.length } : { kind: 'complete', bytes: whole };
+  };
+  /** The first read decides; true when it was settled at once. */
+  const readInPlace = (limit: number): boolean => {
+    const now = readAtOnce(limit);
+    if (now === undefined) return false;
+    settled = now;
+    result = Promise.resolve(now);
+    return true;
+  };
+
   return {
     present: live !== null,
     declaredLength,
     read(limit) {
-      // A declared length above the limit is refused without reading a byte.
-      result ??= declaredLength !== undefined && declaredLength > limit ? Promise.resolve({ kind: 'too_large', received: 0 }) : readOnce(live, limit);
-      return result;
+      if (result === undefined && !readInPlace(limit)) result = readOnce(live, limit);
+      return result!;
+    },
+    readNow(limit) {
+      if (result === undefined) readInPlace(limit);
+      return settled;
     },
     forwardable() {
       if (state === 'untouched') return live;

@@ -208,7 +208,12 @@ export function createValidateFilter(documents: readonly PolicyDocument[], runti
     return undefined;
   };
 
-  const checkBodies = async (state: CallState, pending: readonly RuleRun[]): Promise<Verdict> => {
+  /**
+   * Synchronous when the body is at hand (it came whole with the request head, as most small bodies
+   * do): the chain then goes on without a promise, and the body stays in the request for the
+   * upstream write. A check that throws rejects, as it did when this was always asynchronous.
+   */
+  const checkBodies = (state: CallState, pending: readonly RuleRun[]): Verdict | Promise<Verdict> => {
     const reader = state.call.body;
     if (!reader) {
       // A call built outside a stack cannot be read: refuse rather than skip an enforcing check.
@@ -220,7 +225,16 @@ export function createValidateFilter(documents: readonly PolicyDocument[], runti
     }
     let limit = 0;
     for (const run of pending) limit = Math.max(limit, bodyNeed(run.rule, state.call, state.body)!);
-    const read: BodyRead = await reader.read(limit);
+    const now = reader.readNow?.(limit);
+    if (now === undefined) return reader.read(limit).then((read) => checkRead(state, pending, read));
+    try {
+      return checkRead(state, pending, now);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  };
+
+  const checkRead = (state: CallState, pending: readonly RuleRun[], read: BodyRead): Verdict => {
     if (read.kind === 'failed') return respond(read.refused ?? (read.timedOut ? 'request.timeout' : 'request.cancelled'), read.reason);
     if (read.kind === 'over_budget') {
       // The check cannot be made now: an enforcing rule fails closed (retryable), shadow rules let it pass unchecked.
