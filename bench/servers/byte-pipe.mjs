@@ -1,61 +1,14 @@
-import { readFileSync } from 'node:fs';
-import { connect as netConnect, createServer as netServer } from 'node:net';
-import { join } from 'node:path';
-import { connect as tlsConnect, createServer as tlsServer } from 'node:tls';
+import { closeTogether, servePairSide } from './pair-side.mjs';
 
 /*
  * Node's floor on the mesh path: one side of a pair of byte pipes, the least
  * a Node.js data plane can do per call. No HTTP parsing, no pooling, no checks:
  * each caller connection gets its own upstream connection and the bytes are
  * piped both ways (node:net and node:tls streams, as any Node proxy uses).
- *
- *   front <certs> <back port>: plain listener -> mTLS 1.3 client (frontend.pem, server name `orders`)
- *   back <certs> <app port>:   mTLS 1.3 listener (orders.pem, client certificate required) -> app
- *
- * The certificates are the nginx pair's (lib/target-nginx-mtls.ts makes them).
- * Prints {"port": N} once listening, like the other bench servers. Plain
- * JavaScript, unlike them: a .ts entry loads Node's TypeScript stripper, which
- * would count in this row's memory columns.
+ * Sides, arguments and output: ./pair-side.mjs.
  */
-
-const [side, certs, target] = process.argv.slice(2);
-const targetPort = Number(target);
-if ((side !== 'front' && side !== 'back') || !certs || !Number.isInteger(targetPort)) {
-  process.stderr.write('usage: byte-pipe.mjs front|back <certificate dir> <target port>\n');
-  process.exit(2);
-}
-const read = (name) => readFileSync(join(certs, name));
-const ca = read('ca.pem');
-const own = side === 'front' ? { cert: read('frontend.pem'), key: read('frontend.key') } : { cert: read('orders.pem'), key: read('orders.key') };
-
-/** @param {import('node:net').Socket} a @param {import('node:net').Socket} b */
-function pipeBoth(a, b) {
-  a.pipe(b);
-  b.pipe(a);
-  // Either side failing or closing ends the other: nothing is left half-open.
-  for (const [one, other] of [
-    [a, b],
-    [b, a],
-  ]) {
-    one.on('error', () => other.destroy());
-    one.on('close', () => other.destroy());
-  }
-}
-
-const server =
-  side === 'front'
-    ? netServer({ noDelay: true }, (caller) => {
-        const upstream = tlsConnect({ host: '127.0.0.1', port: targetPort, servername: 'orders', ca, ...own, minVersion: 'TLSv1.3' });
-        upstream.setNoDelay(true);
-        pipeBoth(caller, upstream);
-      })
-    : tlsServer({ ca, ...own, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (caller) => {
-        caller.setNoDelay(true);
-        pipeBoth(caller, netConnect({ host: '127.0.0.1', port: targetPort, noDelay: true }));
-      });
-server.listen(0, '127.0.0.1', () => {
-  const address = server.address();
-  process.stdout.write(`${JSON.stringify({ port: typeof address === 'object' && address ? address.port : 0 })}\n`);
+servePairSide('byte-pipe.mjs', (caller, upstream) => {
+  caller.pipe(upstream);
+  upstream.pipe(caller);
+  closeTogether(caller, upstream);
 });
-process.on('disconnect', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));

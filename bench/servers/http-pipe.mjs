@@ -1,7 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { connect as netConnect, createServer as netServer } from 'node:net';
-import { join } from 'node:path';
-import { connect as tlsConnect, createServer as tlsServer } from 'node:tls';
+import { closeTogether, servePairSide } from './pair-side.mjs';
 
 /*
  * Node's floor on the mesh path for a proxy that reads HTTP: one side of a
@@ -13,23 +10,8 @@ import { connect as tlsConnect, createServer as tlsServer } from 'node:tls';
  * does at the least, and nothing more. No checks, no routing, no pooling, no
  * timeouts, no telemetry, no chunked bodies (the bench's request and the echo
  * app's answer both carry a Content-Length): not a proxy anyone would deploy.
- *
- *   front <certs> <back port>: plain listener -> mTLS 1.3 client (frontend.pem, server name `orders`)
- *   back <certs> <app port>:   mTLS 1.3 listener (orders.pem, client certificate required) -> app
- *
- * Prints {"port": N} once listening, like the other bench servers; plain
- * JavaScript for the reason byte-pipe.mjs gives.
+ * Sides, arguments and output: ./pair-side.mjs.
  */
-
-const [side, certs, target] = process.argv.slice(2);
-const targetPort = Number(target);
-if ((side !== 'front' && side !== 'back') || !certs || !Number.isInteger(targetPort)) {
-  process.stderr.write('usage: http-pipe.mjs front|back <certificate dir> <target port>\n');
-  process.exit(2);
-}
-const read = (name) => readFileSync(join(certs, name));
-const ca = read('ca.pem');
-const own = side === 'front' ? { cert: read('frontend.pem'), key: read('frontend.key') } : { cert: read('orders.pem'), key: read('orders.key') };
 
 /** A head over this is refused (the connection closed): bounded like any proxy's. */
 const MAX_HEAD = 64 * 1024;
@@ -91,34 +73,8 @@ function relayMessages(from, to) {
   };
 }
 
-/** @param {import('node:net').Socket} caller @param {import('node:net').Socket} upstream */
-function relayBoth(caller, upstream) {
+servePairSide('http-pipe.mjs', (caller, upstream) => {
   relayMessages(caller, upstream);
   relayMessages(upstream, caller);
-  // Either side failing or closing ends the other: nothing is left half-open.
-  for (const [one, other] of [
-    [caller, upstream],
-    [upstream, caller],
-  ]) {
-    one.on('error', () => other.destroy());
-    one.on('close', () => other.destroy());
-  }
-}
-
-const server =
-  side === 'front'
-    ? netServer({ noDelay: true }, (caller) => {
-        const upstream = tlsConnect({ host: '127.0.0.1', port: targetPort, servername: 'orders', ca, ...own, minVersion: 'TLSv1.3' });
-        upstream.setNoDelay(true);
-        relayBoth(caller, upstream);
-      })
-    : tlsServer({ ca, ...own, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (caller) => {
-        caller.setNoDelay(true);
-        relayBoth(caller, netConnect({ host: '127.0.0.1', port: targetPort, noDelay: true }));
-      });
-server.listen(0, '127.0.0.1', () => {
-  const address = server.address();
-  process.stdout.write(`${JSON.stringify({ port: typeof address === 'object' && address ? address.port : 0 })}\n`);
+  closeTogether(caller, upstream);
 });
-process.on('disconnect', () => process.exit(0));
-process.on('SIGTERM', () => process.exit(0));
