@@ -14,9 +14,9 @@ export type { Logger };
  * FLUSH_INTERVAL_MS, whichever comes first, instead of one write per line.
  * On the mesh path (bench:mesh's two sidecars, access log on, 50
  * connections) batching at 4 KB cut the CPU per request by about a quarter
- * (~650 -> ~480 µs), and 16 KB instead of 4 KB by another 7-21%. A pipe (a container's stdout) is
- * written from the event loop without blocking (./stdout-pipe.ts), anything
- * else through sonic-boom's thread-pool writes.
+ * (~650 -> ~480 µs), and 16 KB instead of 4 KB by another 7-21%. A pipe (a
+ * container's stdout) is written from the event loop without blocking
+ * (./stdout-pipe.ts), anything else through sonic-boom's thread-pool writes.
  * The trade, like Envoy's access_log_flush_interval: a line reaches stdout up
  * to FLUSH_INTERVAL_MS late, and a SIGKILLed process loses at most that much;
  * a normal exit, a crash or process.exit() flushes synchronously (an exit hook:
