@@ -112,16 +112,27 @@ describe('policy-server replicas', () => {
     const first = client.snapshots[0]!;
     expect(first.via).toBe(`127.0.0.1:${a.server.grpcPort}`);
     expect(first.serverId).toBe(a.server.serverId);
-    await eventually(() => a.server.directory.subscribers().find((s) => s.sidecarId === 'orders-failover')?.ackedVersion === first.version);
+    // The client's own endpoint reaches the services it is sent a moment after it registered (through the
+    // replicas' shared registry), so a first snapshot may be followed by one that lists it: the settled one.
+    const listsItself = (snapshot: WireSnapshot): boolean => snapshot.services.some((service) => service.name === 'orders' && service.endpoints.some((e) => e.address === '10.0.0.7:15006'));
+    const inSync = (replica: TestPolicyServer) => () => {
+      const sub = replica.server.directory.subscribers().find((s) => s.sidecarId === 'orders-failover');
+      return sub?.ackedVersion !== undefined && sub.ackedVersion === sub.sentVersion;
+    };
+    await eventually(() => listsItself(client.snapshots.at(-1)!), 5_000, 'a snapshot from A listing the client');
+    await eventually(inSync(a));
+    const lastFromA = client.snapshots.at(-1)!;
 
     // Replica A goes away: it ends every stream with UNAVAILABLE.
     await a.close();
-    await eventually(() => client.snapshots.some((s) => s.serverId === b.server.serverId), 5_000, 'snapshot from B');
-    const second = client.snapshots.find((s) => s.serverId === b.server.serverId)!;
-    expect(second.version).toBe(first.version);
-    expect(second.documents).toEqual(first.documents);
-    expect(second.services).toEqual(first.services);
-    await eventually(() => b.server.directory.subscribers().find((s) => s.sidecarId === 'orders-failover')?.ackedVersion === first.version);
+    const fromB = () => client.snapshots.filter((s) => s.serverId === b.server.serverId).at(-1);
+    await eventually(() => fromB() !== undefined && listsItself(fromB()!), 5_000, 'a snapshot from B listing the client');
+    const second = fromB()!;
+    expect(second.version).toBe(lastFromA.version);
+    expect(second.documents).toEqual(lastFromA.documents);
+    expect(second.services).toEqual(lastFromA.services);
+    await eventually(inSync(b));
+    expect(b.server.directory.subscribers().find((s) => s.sidecarId === 'orders-failover')?.ackedVersion).toBe(lastFromA.version);
     // Its endpoint moved with it: B registered it from the new stream, A's file is gone.
     expect(
       b.server.directory
