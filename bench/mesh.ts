@@ -29,8 +29,8 @@ import { groupCpuMs } from './lib/tls-cpu.ts';
  * npm run bench:mesh [-- --quick] (issue #13): what the mesh path costs per
  * request and per pod, next to direct, nginx, two nginx over mTLS, two Node
  * byte pipes over mTLS (Node's floor) and two minimal Node HTTP/1.1 relays over
- * mTLS (Node's floor for a proxy that reads calls), in one run. Per row: req/s and latency
- * at 50 connections (wrk), latency at a fixed rate (open loop,
+ * mTLS (Node's floor for a proxy that reads calls), in one run. Per row: req/s
+ * and latency at 50 connections (wrk), latency at a fixed rate (open loop,
  * lib/open-loop-client.ts), CPU per request of each proxy process, RSS idle
  * and under load, start to /ready. See bench/README.md.
  *
