@@ -18,7 +18,14 @@ import { freePorts } from './processes.ts';
  */
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const CLI = join(ROOT, 'bin', 'meshgate.js');
+
+/** Which checkout's `bin/meshgate.js` runs the parts: this one unless another is named (bench:pair's baseline). */
+export interface MeshCheckout {
+  readonly root: string;
+}
+
+const THIS_CHECKOUT: MeshCheckout = { root: ROOT };
+const cliOf = (checkout: MeshCheckout): string => join(checkout.root, 'bin', 'meshgate.js');
 const TRUST_DOMAIN = 'cluster.local';
 
 export interface ControlPlaneOptions {
@@ -30,6 +37,8 @@ export interface ControlPlaneOptions {
   /** How long each process has to answer /live (or a sidecar /ready). */
   readonly startTimeoutMs: number;
   readonly log: (line: string) => void;
+  /** Default: this checkout. */
+  readonly checkout?: MeshCheckout;
 }
 
 export interface ControlPlane {
@@ -40,12 +49,13 @@ export interface ControlPlane {
   readonly policyServer: Child;
   readonly policyServerPort: number;
   readonly startTimeoutMs: number;
+  readonly checkout: MeshCheckout;
   /** The `identity` section of a sidecar config for namespace/serviceAccount, with a fresh bootstrap token file. */
   identity(serviceAccount: string, namespace: string): Promise<Record<string, unknown>>;
 }
 
-async function spawnRole(group: ProcessGroup, name: string, role: string, configFile: string, adminPort: number, startTimeoutMs: number): Promise<Child> {
-  const child = group.spawn({ name, command: process.execPath, args: [CLI, role, '--config', configFile], cwd: ROOT, pipeStdout: true });
+async function spawnRole(group: ProcessGroup, checkout: MeshCheckout, name: string, role: string, configFile: string, adminPort: number, startTimeoutMs: number): Promise<Child> {
+  const child = group.spawn({ name, command: process.execPath, args: [cliOf(checkout), role, '--config', configFile], cwd: checkout.root, pipeStdout: true });
   const live = await waitForHttpOk(child, `http://127.0.0.1:${adminPort}/live`, startTimeoutMs);
   if (!live.ok) throw new Error(`${name}: ${live.reason}\n${child.stderr().slice(-2000)}`);
   return child;
@@ -53,9 +63,10 @@ async function spawnRole(group: ProcessGroup, name: string, role: string, config
 
 /** CA material, `meshgate ca` and `meshgate policy-server` on a folder holding `policyFiles`, on free loopback ports. */
 export async function startControlPlane(group: ProcessGroup, options: ControlPlaneOptions): Promise<ControlPlane> {
+  const checkout = options.checkout ?? THIS_CHECKOUT;
   const dir = group.tempDir('meshgate-mesh-');
   const caDir = join(dir, 'ca');
-  const made = spawnSync(process.execPath, [CLI, 'certs', 'init', '--out', caDir, '--intermediate'], { cwd: ROOT, encoding: 'utf8' });
+  const made = spawnSync(process.execPath, [cliOf(checkout), 'certs', 'init', '--out', caDir, '--intermediate'], { cwd: checkout.root, encoding: 'utf8' });
   if (made.status !== 0) throw new Error(`certs init: ${made.stderr}`);
   const [caPort, caAdmin, psPort, psAdmin] = (await freePorts(4)) as [number, number, number, number];
 
@@ -68,7 +79,7 @@ export async function startControlPlane(group: ProcessGroup, options: ControlPla
     log: { level: 'warn' },
   };
   writeFileSync(join(caDir, 'ca-mesh.yaml'), stringify(caConfig));
-  const ca = await spawnRole(group, 'ca', 'ca', join(caDir, 'ca-mesh.yaml'), caAdmin, options.startTimeoutMs);
+  const ca = await spawnRole(group, checkout, 'ca', 'ca', join(caDir, 'ca-mesh.yaml'), caAdmin, options.startTimeoutMs);
   options.log(`ca: 127.0.0.1:${caPort} (pid ${ca.process.pid})`);
 
   const signingKey = readFileSync(join(caDir, 'token-signing.key'), 'utf8');
@@ -104,9 +115,9 @@ export async function startControlPlane(group: ProcessGroup, options: ControlPla
       log: { level: 'warn' },
     }),
   );
-  const policyServer = await spawnRole(group, 'policy-server', 'policy-server', psConfigFile, psAdmin, options.startTimeoutMs);
+  const policyServer = await spawnRole(group, checkout, 'policy-server', 'policy-server', psConfigFile, psAdmin, options.startTimeoutMs);
   options.log(`policy server: 127.0.0.1:${psPort} (pid ${policyServer.process.pid})`);
-  return { dir, folder, ca, policyServer, policyServerPort: psPort, startTimeoutMs: options.startTimeoutMs, identity };
+  return { dir, folder, ca, policyServer, policyServerPort: psPort, startTimeoutMs: options.startTimeoutMs, checkout, identity };
 }
 
 export interface MeshSidecarOptions {
@@ -163,7 +174,7 @@ export async function startMeshSidecar(group: ProcessGroup, plane: ControlPlane,
     }),
   );
   const spawnedAt = performance.now();
-  const child = group.spawn({ name, command: process.execPath, args: [CLI, 'sidecar', '--config', file], cwd: ROOT, pipeStdout: true });
+  const child = group.spawn({ name, command: process.execPath, args: [cliOf(plane.checkout), 'sidecar', '--config', file], cwd: plane.checkout.root, pipeStdout: true });
   const ready = await waitForHttpOk(child, `http://127.0.0.1:${admin}/ready`, plane.startTimeoutMs, READY_POLL_MS);
   const readyMs = performance.now() - spawnedAt;
   if (!ready.ok) throw new Error(`${name}: ${ready.reason}\n${child.stderr().slice(-2000)}`);

@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { ECHO_BODY } from './echo-body.ts';
 import { probe } from './http-probe.ts';
+import type { MeshCheckout } from './mesh-parts.ts';
 import { startControlPlane, startMeshSidecar } from './mesh-parts.ts';
 import type { MeshRequest } from './mesh-policy.ts';
 import { NAMESPACE } from './mesh-policy.ts';
@@ -38,6 +39,8 @@ export interface MeshRowOptions {
    * busy 2-core VM swings by a fifth, so the start-up verdict reads the median of each sidecar's starts.
    */
   readonly startups: number;
+  /** Whose `bin/meshgate.js` runs the row (bench:pair's baseline); default: this checkout. */
+  readonly checkout?: MeshCheckout;
 }
 
 export function createMeshTarget(options: MeshRowOptions): Target {
@@ -53,7 +56,14 @@ export function createMeshTarget(options: MeshRowOptions): Target {
       try {
         const sink = await startNodeServer(context.group, 'otlp-sink', 'otlp-sink.ts', [], context.startTimeoutMs);
         children.push(sink.child);
-        const plane = await startControlPlane(context.group, { leafTtl: '24h', maxLeafTtl: '24h', policyFiles: options.policyFiles, startTimeoutMs: context.startTimeoutMs, log: options.log });
+        const plane = await startControlPlane(context.group, {
+          leafTtl: '24h',
+          maxLeafTtl: '24h',
+          policyFiles: options.policyFiles,
+          startTimeoutMs: context.startTimeoutMs,
+          log: options.log,
+          ...(options.checkout ? { checkout: options.checkout } : {}),
+        });
         children.push(plane.ca, plane.policyServer);
         const extra = {
           log: { level: 'warn', accessLog: true },
