@@ -8,6 +8,7 @@ import { createMeshPolicy } from './lib/mesh-policy.ts';
 import { createMeshTarget, withRequest } from './lib/mesh-targets.ts';
 import { createProcessGroup } from './lib/processes.ts';
 import { readSettings } from './lib/settings.ts';
+import { median } from './lib/stats.ts';
 import type { StartedTarget } from './lib/target.ts';
 import { groupCpuMs } from './lib/tls-cpu.ts';
 
@@ -98,12 +99,6 @@ function baselineCheckout(baseline: string, scratch: string, log: (line: string)
   }
   return { checkout: { root: dir }, label: `${baseline} (${commit.slice(0, 10)})`, remove };
 }
-
-const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-};
 
 async function main(): Promise<number> {
   let args: PairArgs;

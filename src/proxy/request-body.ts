@@ -30,11 +30,7 @@ const NO_BODY: ForwardableBody = Object.freeze({
 
 /** A body that may be read where it is when it came whole with its head (the listener's H1Request). */
 interface WholeBodySource {
-  peekWhole(): Buffer | undefined;
-}
-
-function wholeBodySource(live: Readable): WholeBodySource | undefined {
-  return typeof (live as Partial<WholeBodySource>).peekWhole === 'function' ? (live as unknown as WholeBodySource) : undefined;
+  peekWhole?(): Buffer | undefined;
 }
 
 /**
@@ -42,7 +38,7 @@ function wholeBodySource(live: Readable): WholeBodySource | undefined {
  * so calls no rule needs the body of stay streaming. `read` stops at the
  * first chunk beyond the limit and pauses the stream there: at most `limit`
  * plus one codec chunk (64 KiB for HTTP/1.1, a DATA frame for HTTP/2) is held.
- * A body that came whole with its head is read where it is (readAtOnce).
+ * A body that came whole with its head is read where it is (readInPlace).
  */
 export function createRequestBody(
   req: DownstreamRequest,
@@ -67,7 +63,6 @@ export function createRequestBody(
     return true;
   };
   const declaredLength = declaredLengthOf(req.headers);
-  const inPlace = wholeBodySource(live);
   let result: Promise<BodyRead> | undefined;
   /** The read's outcome once known: at once for a body read in place. */
   let settled: BodyRead | undefined;
@@ -123,23 +118,22 @@ export function createRequestBody(
     });
 
   /**
-   * The read without waiting, when it needs none: a declared length above the limit (refused without
-   * reading a byte), or a body that came whole with its head, read where it is. Nothing is taken from
-   * the stream then (its state stays untouched), so forwardable() hands on the request itself and the
-   * upstream connection writes the body with the head, as for a call no filter read; the bytes count
-   * in the budget as those read from the stream do. Undefined when the body must be waited for.
+   * Settles the first read at once when it needs no waiting (true then): a declared length above the
+   * limit (refused without reading a byte), or a body that came whole with its head, read where it is.
+   * Nothing is taken from the stream then (its state stays untouched), so forwardable() hands on the
+   * request itself and the upstream connection writes the body with the head, as for a call no filter
+   * read; the bytes count in the budget as those read from the stream do.
    */
-  const readAtOnce = (limit: number): BodyRead | undefined => {
-    if (declaredLength !== undefined && declaredLength > limit) return { kind: 'too_large', received: 0 };
-    const whole = inPlace?.peekWhole();
-    if (whole === undefined) return undefined;
-    if (!reserve(whole.length)) return { kind: 'over_budget' };
-    return whole.length > limit ? { kind: 'too_large', received: whole.length } : { kind: 'complete', bytes: whole };
-  };
-  /** The first read decides; true when it was settled at once. */
   const readInPlace = (limit: number): boolean => {
-    const now = readAtOnce(limit);
-    if (now === undefined) return false;
+    let now: BodyRead;
+    if (declaredLength !== undefined && declaredLength > limit) now = { kind: 'too_large', received: 0 };
+    else {
+      const whole = (live as WholeBodySource).peekWhole?.();
+      if (whole === undefined) return false;
+      // A whole body has a Content-Length, checked above; its own length is checked all the same.
+      if (!reserve(whole.length)) now = { kind: 'over_budget' };
+      else now = whole.length > limit ? { kind: 'too_large', received: whole.length } : { kind: 'complete', bytes: whole };
+    }
     settled = now;
     result = Promise.resolve(now);
     return true;
