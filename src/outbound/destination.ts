@@ -33,3 +33,24 @@ export function destinationOf(authority: string): Destination {
   if (parts.length === 2) return { name: parts[0]!, namespace: parts[1]! };
   return { name: host, namespace: undefined };
 }
+
+/** Authorities kept by createDestinationCache: more than an app calls services by; the app picks them, so the cache is bounded. */
+const DESTINATION_CACHE_SIZE = 256;
+
+/**
+ * destinationOf with the answers kept: an app calls a few services, by the same authority on every
+ * call, and reading one (lower-casing, the suffixes, a split) cost ~1 µs of a call in a profile of
+ * the mesh's frontend sidecar. Emptied when full (a caller cycling through names only reads them again).
+ */
+export function createDestinationCache(): (authority: string) => Destination {
+  const known = new Map<string, Destination>();
+  return (authority) => {
+    let dest = known.get(authority);
+    if (dest === undefined) {
+      if (known.size >= DESTINATION_CACHE_SIZE) known.clear();
+      dest = Object.freeze(destinationOf(authority));
+      known.set(authority, dest);
+    }
+    return dest;
+  };
+}

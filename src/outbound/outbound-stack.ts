@@ -10,10 +10,10 @@ import { forward } from '../proxy/forward.ts';
 import { mutateHeaders, upstreamRequestHeaders } from '../proxy/headers.ts';
 import type { DownstreamRequest, DownstreamResponse, RequestHandler } from '../proxy/listener.ts';
 import { createRequestIds } from '../proxy/request-ids.ts';
-import { formatRouteHeader, ROUTE_HEADER } from '../proxy/route-header.ts';
+import { createRouteHeaderCache, ROUTE_HEADER } from '../proxy/route-header.ts';
 import type { Cluster, ClusterTarget } from './cluster.ts';
 import type { DeprecationReporter } from './deprecation-reporter.ts';
-import { destinationOf } from './destination.ts';
+import { createDestinationCache } from './destination.ts';
 import { createRetryPlan } from './retry-plan.ts';
 import type { CompiledRoute } from './router.ts';
 import { pickBackend } from './router.ts';
@@ -55,6 +55,8 @@ interface Backend {
 export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
   const { telemetry } = deps;
   const newRequestId = createRequestIds();
+  const destinationOf = createDestinationCache();
+  const routeHeaderOf = createRouteHeaderCache();
   return (req, res) => {
     const startedAt = telemetry.clock.monotonic();
     const target = readRequestTarget(req); // origin-form or absolute-form (HTTP proxy mode)
@@ -72,7 +74,7 @@ export function createOutboundStack(deps: OutboundStackDeps): RequestHandler {
     call.annotations.route = route.name;
     const backend = chooseBackend(service, route, call, deps); // pinned version or weighted backend split
     if ('code' in backend) return replyDenied(telemetry, call, res, backend, recording);
-    forwardCall(req, res, call, route, backend, deps, recording); // pick endpoint -> forward with deadline and retries -> relay
+    forwardCall(req, res, call, route, backend, deps, recording, routeHeaderOf); // pick endpoint -> forward with deadline and retries -> relay
   };
 }
 
@@ -119,14 +121,23 @@ function retiredVersionRefusal(backend: Backend, deps: OutboundStackDeps): Respo
 }
 
 /** Picks an endpoint per attempt and forwards with the route's deadline and retries; the answering endpoint's version shapes the relayed head. */
-function forwardCall(req: DownstreamRequest, res: DownstreamResponse, call: CallContext, route: CompiledRoute, backend: Backend, deps: OutboundStackDeps, recording: CallRecording): void {
+function forwardCall(
+  req: DownstreamRequest,
+  res: DownstreamResponse,
+  call: CallContext,
+  route: CompiledRoute,
+  backend: Backend,
+  deps: OutboundStackDeps,
+  recording: CallRecording,
+  routeHeaderOf: ReturnType<typeof createRouteHeaderCache>,
+): void {
   const { cluster, subset } = backend;
   const protocol = cluster.config.protocol === 'auto' ? (call.httpVersion === '2' ? 'http2' : 'http1') : cluster.config.protocol;
   const headers = upstreamRequestHeaders(call.headers, { clientAddress: call.source.address, proto: 'http', requestId: call.id, authority: call.authority });
   mutateHeaders(headers, route.requestHeaders);
   // The destination's sidecar learns the route and version labels from us alone (its checks of your own see them); never from the app, never off the mesh.
   delete headers[ROUTE_HEADER];
-  if (cluster.peerSidecars) headers[ROUTE_HEADER] = formatRouteHeader(route.name, subset);
+  if (cluster.peerSidecars) headers[ROUTE_HEADER] = routeHeaderOf(route, subset);
   propagateTrace(deps.telemetry, recording, headers); // W3C out: the next hop's spans become children of the client span
   const retry = route.retries
     ? createRetryPlan(route.retries, { method: call.method, isGrpc: call.isGrpc, routeTimeoutMs: route.timeoutMs, classify: cluster.classify }, cluster.budget, cluster.active, deps.random)

@@ -5,10 +5,19 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'pro
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/**
+ * What nearly every message's `Connection` says, as the set connectionListed makes of it: one shared
+ * set each instead of a split, a trim and a set per message (every keep-alive response of a Node app
+ * says `keep-alive`). Never changed: only read with `has`.
+ */
+const KEEP_ALIVE_LISTED: ReadonlySet<string> = new Set(['keep-alive']);
+const CLOSE_LISTED: ReadonlySet<string> = new Set(['close']);
+
 /** Names listed in `Connection` are hop-by-hop too (RFC 9110 §7.6.1). */
-function connectionListed(headers: IncomingHttpHeaders): Set<string> | undefined {
-  const value = headers.connection;
+function connectionListed(value: string | undefined): ReadonlySet<string> | undefined {
   if (!value) return undefined;
+  if (value.length === 10 && value.toLowerCase() === 'keep-alive') return KEEP_ALIVE_LISTED;
+  if (value.length === 5 && value.toLowerCase() === 'close') return CLOSE_LISTED;
   return new Set(
     value
       .split(',')
@@ -35,7 +44,7 @@ export interface ForwardedFacts {
  * the request head then walks on every call.
  */
 export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: ForwardedFacts, omit?: ReadonlySet<string>, alsoOmit?: readonly string[]): Record<string, string | string[]> {
-  const listed = connectionListed(headers);
+  const listed = connectionListed(headers.connection);
   const out: Record<string, string | string[]> = {};
   for (const name in headers) {
     if (name.charCodeAt(0) === 58 /* ':' */) continue;
@@ -59,7 +68,7 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, facts: Forw
 
 /** Response headers safe to relay on either protocol (HTTP/2 forbids connection headers). */
 export function downstreamResponseHeaders(headers: Record<string, string | string[] | undefined>): OutgoingHttpHeaders {
-  const listed = typeof headers.connection === 'string' ? connectionListed({ connection: headers.connection }) : undefined;
+  const listed = typeof headers.connection === 'string' ? connectionListed(headers.connection) : undefined;
   const out: OutgoingHttpHeaders = {};
   // for-in, not Object.keys: no array per call (two per response: its head and its trailers).
   for (const name in headers) {

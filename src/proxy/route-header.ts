@@ -27,6 +27,23 @@ export function formatRouteHeader(name: string, labels: Readonly<Record<string, 
   return value;
 }
 
+/**
+ * formatRouteHeader's value per route and label subset, made once: both come from the routes
+ * compiled from a policy (the subset of a weighted backend or of a version), so the same few values
+ * are written on every call. Weakly held: a policy's new routes replace the old ones, which go with their values.
+ */
+export function createRouteHeaderCache(): (route: { readonly name: string }, labels: Readonly<Record<string, string>> | undefined) => string {
+  const byRoute = new WeakMap<object, { plain?: string; bySubset: WeakMap<object, string> }>();
+  return (route, labels) => {
+    let values = byRoute.get(route);
+    if (values === undefined) byRoute.set(route, (values = { bySubset: new WeakMap() }));
+    if (labels === undefined) return (values.plain ??= formatRouteHeader(route.name, undefined));
+    let value = values.bySubset.get(labels);
+    if (value === undefined) values.bySubset.set(labels, (value = formatRouteHeader(route.name, labels)));
+    return value;
+  };
+}
+
 /** The route of a header value, or undefined for one that is absent, repeated, too long or malformed. */
 export function parseRouteHeader(value: string | string[] | undefined): CallRoute | undefined {
   if (typeof value !== 'string' || value.length === 0 || value.length > MAX_ROUTE_HEADER) return undefined;

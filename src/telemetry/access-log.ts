@@ -65,7 +65,7 @@ export function createAccessLog(logger: Logger, opts: AccessLogOptions): AccessL
     // Built by concatenation: no per-call object or array beyond the line itself.
     let line = `${prefix}${clock()}"${bindings},"direction":"${call.direction}","method":${str(call.method)},"authority":${str(call.authority)},"path":${str(call.path)}`;
     line += `,"protocol":"${call.httpVersion === '2' ? 'HTTP/2' : 'HTTP/1.1'}","status":${num(outcome.status)}${opt('reason', outcome.reason)}`;
-    line += `,"duration_ms":${num(Math.round(outcome.durationMs * 1000) / 1000)},"bytes_in":${num(outcome.bytesIn)},"bytes_out":${num(outcome.bytesOut)}`;
+    line += `,"duration_ms":${millis(outcome.durationMs)},"bytes_in":${num(outcome.bytesIn)},"bytes_out":${num(outcome.bytesOut)}`;
     line += `,"source_address":${str(call.source.address)}${opt('source_principal', call.source.principal)}`;
     if (call.destination.service !== '') line += `,"destination_service":${str(`${call.destination.service}.${call.destination.namespace}`)}`;
     line += `${opt('user_agent', call.headers['user-agent'])},"request_id":${str(call.id)}${opt('trace_id', outcome.traceId)}${opt('span_id', outcome.spanId)}`;
@@ -104,6 +104,24 @@ function str(value: string): string {
 
 function num(value: number): string {
   return Number.isFinite(value) ? String(value) : 'null';
+}
+
+/**
+ * Milliseconds rounded to the microsecond, as JSON: the text String(Math.round(ms * 1000) / 1000)
+ * gives, put together from the whole microseconds instead. V8 turns a fraction into text with its
+ * shortest-round-trip algorithm, ~1 µs of CPU per line in a profile of a mesh sidecar (one call per
+ * line); a whole number is formatted from a cache. The same text: the quotient of two integers
+ * below 2^53 is the double nearest to that decimal, and no shorter decimal reads back as it.
+ */
+export function millis(ms: number): string {
+  const micros = Math.round(ms * 1000);
+  if (!(micros >= 0 && micros <= Number.MAX_SAFE_INTEGER)) return num(micros / 1000); // never from a monotonic clock
+  const frac = micros % 1000;
+  const whole = (micros - frac) / 1000;
+  if (frac === 0) return String(whole);
+  // Three digits, then without trailing zeros: 0.5 ms is "0.5", as String writes it.
+  const digits = frac % 10 !== 0 ? (frac < 10 ? `00${frac}` : frac < 100 ? `0${frac}` : String(frac)) : frac % 100 !== 0 ? (frac < 100 ? `0${frac / 10}` : String(frac / 10)) : String(frac / 100);
+  return `${whole}.${digits}`;
 }
 
 function opt(name: string, value: string | undefined): string {

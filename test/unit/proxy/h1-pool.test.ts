@@ -151,6 +151,10 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     const server = await rawServer((socket) => socket.write(OK('x')));
     const p = pool(server.port);
     expect(() => p.dispatch({ method: 'GET', path: '/', headers: { 'x-a': 'a\r\nx-injected: 1' } }, {})).toThrow(/invalid value of header x-a/);
+    // Each member of a repeated field, any control character but HTAB, and anything beyond latin1.
+    for (const bad of [['ok', 'b\nx-injected: 1'], 'a\rb', 'nul\u0000', 'del\u007f', 'bell\u0007', 'wide\u0100', 'emoji \ud83d\ude00']) {
+      expect(() => p.dispatch({ method: 'GET', path: '/', headers: { 'x-b': bad } }, {})).toThrow(/invalid value of header x-b/);
+    }
     expect(() => p.dispatch({ method: 'GET', path: '/a b', headers: {} }, {})).toThrow(/request target/);
     expect(() => p.dispatch({ method: 'GET', path: '/', headers: { 'transfer-encoding': 'chunked' } }, {})).toThrow(/cannot be sent/);
     expect(server.connections()).toBe(0);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { upstreamRequestHeaders } from '../../../src/proxy/headers.ts';
+import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../../src/proxy/headers.ts';
 
 /*
  * What the app is sent of a caller's headers. The names a sidecar must not
@@ -23,5 +23,24 @@ describe('upstreamRequestHeaders', () => {
     expect(out.connection).toBeUndefined();
     expect(out.accept).toBe('text/plain');
     expect(out['x-request-id']).toBe('req-1');
+  });
+
+  it('drops what Connection names, whichever way it is written, and nothing else', () => {
+    const sent = { 'keep-alive': 'timeout=5', close: 'a field named close', 'x-hop': 'h', 'x-end': 'e' };
+    const cases: [string, string[]][] = [
+      ['keep-alive', ['keep-alive']],
+      ['Keep-Alive', ['keep-alive']],
+      ['close', ['keep-alive', 'close']],
+      ['CLOSE', ['keep-alive', 'close']],
+      ['keep-alive, x-hop', ['keep-alive', 'x-hop']],
+      [' close ,X-Hop', ['keep-alive', 'close', 'x-hop']],
+    ];
+    for (const [connection, dropped] of cases) {
+      for (const out of [upstreamRequestHeaders({ ...sent, connection }, FACTS), downstreamResponseHeaders({ ...sent, connection })] as Record<string, unknown>[]) {
+        const kept = Object.keys(sent).filter((name) => out[name] !== undefined);
+        expect(kept, connection).toEqual(Object.keys(sent).filter((name) => !dropped.includes(name)));
+        expect(out.connection).toBeUndefined();
+      }
+    }
   });
 });

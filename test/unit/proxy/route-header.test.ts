@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import { callViewOf } from '../../../src/filters/user-filter/call-view.ts';
-import { formatRouteHeader, parseRouteHeader, ROUTE_HEADER } from '../../../src/proxy/route-header.ts';
+import { createRouteHeaderCache, formatRouteHeader, parseRouteHeader, ROUTE_HEADER } from '../../../src/proxy/route-header.ts';
 
 describe('the route a caller sidecar names (x-meshgate-route)', () => {
   it('carries the route name and the version labels across, whatever characters they hold', () => {
@@ -9,6 +9,20 @@ describe('the route a caller sidecar names (x-meshgate-route)', () => {
     expect(value).not.toMatch(/[ ]/);
     expect(parseRouteHeader(value)).toEqual({ name: 'orders api;v2', labels: { version: 'v2', 'team/name': 'a=b c' } });
     expect(parseRouteHeader(formatRouteHeader('orders#default', undefined))).toEqual({ name: 'orders#default', labels: {} });
+  });
+
+  it('is the same value when kept per route and subset, and a new route (a new policy) gets its own', () => {
+    const routeHeaderOf = createRouteHeaderCache();
+    const v1 = { version: 'v1' };
+    const v2 = { version: 'v2', team: 'a=b c' };
+    const route = { name: 'orders api' };
+    for (let i = 0; i < 2; i++) {
+      expect(routeHeaderOf(route, undefined)).toBe(formatRouteHeader('orders api', undefined));
+      expect(routeHeaderOf(route, v1)).toBe(formatRouteHeader('orders api', v1));
+      expect(routeHeaderOf(route, v2)).toBe(formatRouteHeader('orders api', v2));
+    }
+    expect(routeHeaderOf({ name: 'orders-next' }, v1)).toBe(formatRouteHeader('orders-next', v1));
+    expect(routeHeaderOf({ name: 'orders-next' }, undefined)).toBe('orders-next');
   });
 
   it('takes nothing from a value that is repeated, empty, too long, malformed or badly encoded', () => {

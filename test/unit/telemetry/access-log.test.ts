@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
-import { createAccessLog } from '../../../src/telemetry/access-log.ts';
+import { createAccessLog, millis } from '../../../src/telemetry/access-log.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { captureLogs } from '../../helpers/log-capture.ts';
 
@@ -182,5 +182,21 @@ describe('access log', () => {
     }
     expect(mine[1]).toMatchObject({ path: '/caf\u00e9/"quoted"\\back\nline\u0001\u2028', duration_ms: null, shadow_denials: ['shop/a#r1', 'shop/"b"#r2'] });
     expect(mine[1]).not.toHaveProperty('destination_service');
+  });
+});
+
+describe('duration_ms', () => {
+  it('is written as JSON writes the rounded milliseconds, digit for digit', () => {
+    const json = (ms: number) => JSON.stringify(Math.round(ms * 1000) / 1000);
+    const values = [0, 0.0004, 0.0005, 0.001, 0.01, 0.05, 0.1, 0.5, 1, 1.5, 10, 100.05, 12.3456, 999.9999, 1000, 123_456.789, 86_400_000.001, 9e12, Number.NaN, Infinity];
+    // Every microsecond of the first 200 ms (where nearly all calls end), then a spread of larger values from a fixed sequence.
+    for (let us = 0; us < 200_000; us++) values.push(us / 1000);
+    let seed = 12345;
+    for (let i = 0; i < 20_000; i++) {
+      seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31;
+      values.push((seed / 2 ** 31) * 10 ** ((i % 10) - 2));
+    }
+    const wrong = values.filter((ms) => millis(ms) !== json(ms)).map((ms) => `${ms}: ${millis(ms)} != ${json(ms)}`);
+    expect(wrong).toEqual([]);
   });
 });
