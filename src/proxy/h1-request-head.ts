@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { isToken } from './h1-message-parser.ts';
+import { isFieldValue, isToken } from './h1-message-parser.ts';
 
 /*
  * The head of a request src/proxy/h1-pool.ts writes upstream. The fields come
@@ -42,17 +42,8 @@ export function requestHead(method: string, path: string, headers: Record<string
   return { head: `${head}\r\n`, chunked };
 }
 
-/**
- * What a field value may not hold (as isFieldText): a control character but HTAB, DEL, anything beyond latin1.
- * A regular expression here rather than isFieldText's loop: most values are slices of the head they were
- * parsed from, which a loop of charCodeAt reads one indirection at a time, and the longest (a bearer token,
- * a trace context) are scanned faster in the expression's compiled code (~0.55 against ~0.9 µs for an
- * Authorization, a traceparent and a content type in a micro-benchmark).
- */
-const NOT_FIELD_TEXT = /[\x00-\x08\x0a-\x1f\x7f\u0100-\uffff]/;
-
 function fieldLine(name: string, text: string): string {
-  if (NOT_FIELD_TEXT.test(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
+  if (!isFieldValue(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
   return `${name}: ${text}\r\n`;
 }
 
