@@ -3,7 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import type { CallContext } from '../../../src/core/call-context.ts';
 import type { CallOutcome } from '../../../src/telemetry/access-log.ts';
-import { createAccessLog, millis } from '../../../src/telemetry/access-log.ts';
+import { createAccessLog, isoClock, millis } from '../../../src/telemetry/access-log.ts';
 import { createLogger } from '../../../src/telemetry/logger.ts';
 import { captureLogs } from '../../helpers/log-capture.ts';
 
@@ -197,6 +197,23 @@ describe('duration_ms', () => {
       values.push((seed / 2 ** 31) * 10 ** ((i % 10) - 2));
     }
     const wrong = values.filter((ms) => millis(ms) !== json(ms)).map((ms) => `${ms}: ${millis(ms)} != ${json(ms)}`);
+    expect(wrong).toEqual([]);
+  });
+});
+
+describe('the access line time', () => {
+  it("is Date#toISOString's text for every millisecond, across seconds, repeats and a clock that steps back", () => {
+    let t = 0;
+    const clock = isoClock(() => t);
+    const times = [1_796_639_895_998, 1_796_639_895_998, 1_796_639_895_999, 1_796_639_896_000, 1_796_639_896_007, 1_796_639_896_070, 1_796_639_895_500, 1_796_639_896_700];
+    for (let ms = 0; ms < 2_500; ms++) times.push(1_796_639_900_000 + ms);
+    times.push(0, 999, 1_000, -1, -1_001, 86_399_999, 253_402_300_799_999, 253_402_300_800_000);
+    const wrong: string[] = [];
+    for (const at of times) {
+      t = at;
+      const text = clock();
+      if (text !== new Date(at).toISOString()) wrong.push(`${at}: ${text}`);
+    }
     expect(wrong).toEqual([]);
   });
 });
