@@ -125,8 +125,9 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
         idleWaiters = [];
       }
     };
-    res.once('close', finish);
-    res.once('finish', finish);
+    // on, not once: finish runs once by itself, and once's wrapper (a bound function and its state) would be made twice per call.
+    res.on('close', finish);
+    res.on('finish', finish);
     handler(req, res);
   };
 

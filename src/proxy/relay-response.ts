@@ -65,7 +65,8 @@ export function relayResponse(
   };
   // A caller can leave before the call goes upstream (an HTTP/2 stream reset while the filters ran):
   // its 'close' has fired already, so the call starts aborted instead of waiting on an app for good.
-  if (downstreamFate(downstream) === 'open') res.once('close', onDownstreamClose);
+  // on, not once: finish takes it off, and a second run would find the call ended (no once wrapper made per call).
+  if (downstreamFate(downstream) === 'open') res.on('close', onDownstreamClose);
   else onDownstreamClose();
 
   /** The tap refused the response: meshgate's reply if nothing went out yet, else a reset; the upstream call aborted. */
