@@ -230,7 +230,7 @@ export const sidecarConfigSchema = z
           .boolean()
           .default(true)
           .describe(
-            "Give the heap back to the OS when the sidecar goes quiet (a quarter second under 2% busy): once after start, and again when load has grown V8's heap by 16 MiB and it is still grown after 15 quiet seconds, at most once a minute. Each release blocks the sidecar once (measured on a 2-core VM: 29-39 ms after start, 52-130 ms after load). false keeps that memory instead (V8 gives some of it back by itself).",
+            "Give the heap back to the OS when the sidecar goes quiet (a quarter second under 2% busy): once after start, and again when load has grown V8's heap by 16 MiB and it is still grown after 15 quiet seconds, at most once a minute. Each release blocks the sidecar once (measured on a 2-core VM: 29-39 ms after start, 52-130 ms after load), and a release after load also drops optimized code, so the first second of the next burst costs more CPU per call (61-105 against ~47 µs in a one-hop sidecar). false keeps that memory instead (V8 gives some of it back by itself).",
           ),
       })
       .prefault({})
