@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { isFieldValue, isToken } from './h1-message-parser.ts';
+import { isFieldText, isToken } from './h1-message-parser.ts';
 
 /*
  * The head of a request src/proxy/h1-pool.ts writes upstream. The fields come
@@ -43,7 +43,7 @@ export function requestHead(method: string, path: string, headers: Record<string
 }
 
 function fieldLine(name: string, text: string): string {
-  if (!isFieldValue(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
+  if (!isFieldText(text)) throw new DispatchFieldError(`invalid value of header ${name}`);
   return `${name}: ${text}\r\n`;
 }
 

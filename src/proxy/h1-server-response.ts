@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { nodeHttp as http } from '../core/node-builtins.ts';
-import { isFieldText, isFieldValue, isToken, keepsConnection } from './h1-message-parser.ts';
+import { isFieldText, isToken, keepsConnection } from './h1-message-parser.ts';
 import type { H1Request } from './h1-server-request.ts';
 
 /** What a response needs from its connection (./h1-server-connection.ts). */
@@ -29,7 +29,7 @@ function checkName(name: string): void {
 }
 
 function checkValue(name: string, value: string): void {
-  if (!isFieldValue(value)) throw headerError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
+  if (!isFieldText(value)) throw headerError('ERR_INVALID_CHAR', `Invalid character in header content ["${name}"]`);
 }
 
 function toBuffer(chunk: string | Uint8Array): Buffer {
