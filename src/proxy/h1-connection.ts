@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import type { RequestHead } from './h1-request-head.ts';
 import { ResponseParser, UpstreamProtocolError } from './h1-response-parser.ts';
+import type { SocketReads } from './socket-reads.ts';
 import { ControllerState } from './upstream-call.ts';
 
 /*
@@ -111,7 +112,7 @@ export class Connection {
   readonly #release: (conn: Connection) => void;
   readonly #forget: (conn: Connection) => void;
 
-  constructor(socket: Socket, maxHeadBytes: number, release: (conn: Connection) => void, forget: (conn: Connection) => void) {
+  constructor(socket: Socket, reads: SocketReads, maxHeadBytes: number, release: (conn: Connection) => void, forget: (conn: Connection) => void) {
     this.#socket = socket;
     this.#release = release;
     this.#forget = forget;
@@ -141,7 +142,8 @@ export class Connection {
           const call = this.#call;
           if (!call) return;
           this.#bodyTimer?.refresh();
-          call.handler.onResponseData?.(call, chunk);
+          // Its own copy: the read buffer is the pool's and is read into again (./socket-reads.ts).
+          call.handler.onResponseData?.(call, Buffer.from(chunk));
         },
         onEnd: (trailers, reusable) => {
           this.#reusable = reusable;
@@ -150,7 +152,7 @@ export class Connection {
       },
       maxHeadBytes,
     );
-    socket.on('data', (chunk: Buffer) => {
+    reads.deliverTo((chunk) => {
       if (this.#refusal) return;
       if (!this.#call) {
         // Nothing was asked: an idle upstream that speaks first is not one to reuse.
@@ -159,6 +161,7 @@ export class Connection {
       }
       try {
         this.#parser.execute(chunk);
+        this.#parser.detachInput();
       } catch (err) {
         // What came before the bad bytes was handed on in this same tick and still sits in the caller's
         // socket buffer: failing the call after it is written lets the caller see it, then the reset.

@@ -177,6 +177,14 @@ export abstract class H1MessageParser {
     return this.#state === 'until-close';
   }
 
+  /**
+   * The bytes last given to `execute` are about to be overwritten (a read buffer used again for the next
+   * read): what waits here for more bytes gets its own copy.
+   */
+  detachInput(): void {
+    if (this.#buffer !== undefined) this.#buffer = Buffer.from(this.#buffer);
+  }
+
   /** Ready for the next message's head. */
   protected restart(): void {
     this.#state = 'head';

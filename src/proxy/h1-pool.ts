@@ -1,8 +1,9 @@
-import type { Socket } from 'node:net';
+import type { OnReadOpts, Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Call, Connection, UpstreamClosedError } from './h1-connection.ts';
 import { requestHead } from './h1-request-head.ts';
+import { READ_BUFFER_BYTES, SocketReads } from './socket-reads.ts';
 
 /*
  * HTTP/1.1 keep-alive connections to one upstream, for the data path only:
@@ -15,7 +16,8 @@ import { requestHead } from './h1-request-head.ts';
  * upgrade, fetch) the sidecar does not use on this path.
  */
 
-export type Connect = (done: (err: Error | null, socket: Socket | null) => void) => void;
+/** Makes a socket with `onread` (its reads go to the connection that takes it: ./socket-reads.ts) and hands it over once connected. */
+export type Connect = (onread: OnReadOpts, done: (err: Error | null, socket: Socket | null) => void) => void;
 
 export interface H1PoolOptions {
   readonly connect: Connect;
@@ -36,6 +38,8 @@ const NO_CONTEXT: object = Object.freeze({});
 const SWEEP_MS = 1_000;
 
 export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
+  /** Every connection's reads land here in turn (./socket-reads.ts); touched as far as the largest read. */
+  const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   const idle: Connection[] = [];
   const queue: Call[] = [];
   const open = new Set<Connection>();
@@ -118,7 +122,8 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
     }
     connecting++;
     let answered = false;
-    options.connect((err, socket) => {
+    const reads = new SocketReads(readBuffer);
+    options.connect(reads.onread, (err, socket) => {
       if (answered) return; // a connector that reports twice (a late socket error) must not settle the call again
       answered = true;
       connecting--;
@@ -129,7 +134,7 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
         return;
       }
       // Also after close(): the call was taken before it; its connection closes when the call is done.
-      const fresh = new Connection(socket, options.maxHeadBytes, release, forget);
+      const fresh = new Connection(socket, reads, options.maxHeadBytes, release, forget);
       open.add(fresh);
       fresh.send(call);
     });

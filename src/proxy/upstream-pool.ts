@@ -125,35 +125,46 @@ function hostAndPort(address: string): { host: string; port: number } {
 
 function plainConnect(address: string, timeoutMs: number): Connect {
   const { host, port } = hostAndPort(address);
-  return (done) => settleConnect(net.connect({ host, port }), 'connect', timeoutMs, 'connect timeout', done);
+  return (onread, done) => settleConnect(net.connect({ host, port, onread }), 'connect', timeoutMs, 'connect timeout', done);
 }
 
 function meshConnect(address: string, mtls: UpstreamTls, timeoutMs: number): Connect {
   const { host, port } = hostAndPort(address);
-  const connector = meshConnector(mtls, ['http/1.1'], timeoutMs);
-  return (done) => connector({ hostname: host, port: String(port) } as buildConnector.Options, (err, socket) => done(err, socket as net.Socket | null));
+  return (onread, done) => meshSocket(mtls, ['http/1.1'], host, port, timeoutMs, onread, done);
 }
 
-/** undici connector for mesh mTLS: our certificate, the mesh roots, the expected SPIFFE ID, a connect deadline. */
+/** undici connector for mesh mTLS (HTTP/2 upstreams): see meshSocket. */
 function meshConnector(mtls: UpstreamTls, alpn: string[], timeoutMs: number): buildConnector.connector {
-  return (options, callback) => {
-    const secureContext = mtls.secureContext();
-    if (!secureContext) {
-      callback(Object.assign(new Error('no workload certificate yet'), { code: 'ERR_TLS_NO_CERTIFICATE' }), null);
-      return;
-    }
-    // node:tls is taken on the first mTLS connect: a plaintext sidecar never loads TLS (with src/telemetry/prom-client.ts, 2.8 MiB of its RSS; bench/README.md, "Cost per pod").
-    const socket = process.getBuiltinModule('node:tls').connect({
-      host: options.hostname,
-      port: Number(options.port),
-      secureContext,
-      ALPNProtocols: alpn,
-      rejectUnauthorized: true,
-      checkServerIdentity: mtls.checkServerIdentity,
-    });
-    socket.setNoDelay(true);
-    settleConnect(socket, 'secureConnect', timeoutMs, 'mTLS connect timeout', (err, connected) => (err ? callback(err, null) : callback(null, connected!)));
-  };
+  return (options, callback) => meshSocket(mtls, alpn, options.hostname, Number(options.port), timeoutMs, undefined, (err, socket) => (err ? callback(err, null) : callback(null, socket!)));
+}
+
+/** An mTLS socket to a peer sidecar: our certificate, the mesh roots, the expected SPIFFE ID, a connect deadline. */
+function meshSocket(
+  mtls: UpstreamTls,
+  alpn: string[],
+  host: string,
+  port: number,
+  timeoutMs: number,
+  onread: net.OnReadOpts | undefined,
+  done: (err: Error | null, socket: net.Socket | null) => void,
+): void {
+  const secureContext = mtls.secureContext();
+  if (!secureContext) {
+    done(Object.assign(new Error('no workload certificate yet'), { code: 'ERR_TLS_NO_CERTIFICATE' }), null);
+    return;
+  }
+  // node:tls is taken on the first mTLS connect: a plaintext sidecar never loads TLS (with src/telemetry/prom-client.ts, 2.8 MiB of its RSS; bench/README.md, "Cost per pod").
+  const socket = process.getBuiltinModule('node:tls').connect({
+    host,
+    port,
+    secureContext,
+    ALPNProtocols: alpn,
+    rejectUnauthorized: true,
+    checkServerIdentity: mtls.checkServerIdentity,
+    ...(onread && { onread }),
+  });
+  socket.setNoDelay(true);
+  settleConnect(socket, 'secureConnect', timeoutMs, 'mTLS connect timeout', done);
 }
 
 /**

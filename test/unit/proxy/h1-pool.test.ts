@@ -53,8 +53,8 @@ async function rawServer(answer: (socket: net.Socket, request: string) => void):
 
 function pool(port: number, overrides: Partial<Parameters<typeof createH1Pool>[0]> = {}): UpstreamDispatcher {
   const created = createH1Pool({
-    connect: (done) => {
-      const socket = net.connect(port, '127.0.0.1');
+    connect: (onread, done) => {
+      const socket = net.connect({ port, host: '127.0.0.1', onread });
       const failed = (err: Error): void => done(err, null);
       socket.once('connect', () => {
         socket.off('error', failed);
@@ -281,9 +281,9 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
 
   it('a call still connecting when close() comes is carried; one still connecting when destroy() comes fails and its socket goes', async () => {
     const server = await rawServer((socket) => socket.write(OK('made it')));
-    const slowConnect = (port: number) => (done: (err: Error | null, socket: net.Socket | null) => void) => {
+    const slowConnect = (port: number) => (onread: net.OnReadOpts, done: (err: Error | null, socket: net.Socket | null) => void) => {
       setTimeout(() => {
-        const socket = net.connect(port, '127.0.0.1');
+        const socket = net.connect({ port, host: '127.0.0.1', onread });
         socket.once('connect', () => done(null, socket));
         socket.once('error', (err) => done(err, null));
       }, 30);
@@ -325,8 +325,8 @@ describe("the sidecar's HTTP/1.1 upstream connections", () => {
     const server = await rawServer((socket) => socket.write(OK('once')));
     const p = pool(server.port, {
       maxConnections: 1,
-      connect: (done) => {
-        const socket = net.connect(server.port, '127.0.0.1');
+      connect: (onread, done) => {
+        const socket = net.connect({ port: server.port, host: '127.0.0.1', onread });
         socket.once('connect', () => {
           done(null, socket);
           done(new Error('reported again'), null);

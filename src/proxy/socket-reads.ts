@@ -1,0 +1,46 @@
+import type { OnReadOpts } from 'node:net';
+
+/*
+ * An upstream socket's reads taken with Node's `onread` option: libuv reads
+ * into one buffer that every connection of the pool shares, and the bytes go
+ * straight to the connection's parser, instead of through the socket's
+ * Readable stream (a buffer allocated and shrunk per read, push, 'data', and a
+ * maybeReadMore tick per read: 4-7 µs per read in a 1 KiB ping-pong, plaintext
+ * or TLS; bench/README.md, "Upstream reads without the stream"). Sharing one
+ * buffer is safe because each read is handed on synchronously on the one
+ * thread: whoever keeps bytes past the call copies them (the connection copies
+ * body chunks, the parser a head still incomplete).
+ */
+
+/** libuv asks for 64 KiB per read on a stream socket; the same here, so a read takes what it took before. */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+export class SocketReads {
+  readonly onread: OnReadOpts;
+  #sink: ((bytes: Buffer) => void) | undefined;
+  /** Copies of bytes that came before a connection took the socket (a TLS record read with the handshake's end). */
+  #early: Buffer[] | undefined;
+
+  /** `buffer`: the pool's read buffer, shared by all its sockets. */
+  constructor(buffer: Buffer) {
+    this.onread = {
+      buffer,
+      // `buffer` is the memory read into (Node passes it back as a Uint8Array); true: go on reading.
+      callback: (length) => {
+        const bytes = buffer.subarray(0, length);
+        const sink = this.#sink;
+        if (sink) sink(bytes);
+        else (this.#early ??= []).push(Buffer.from(bytes));
+        return true;
+      },
+    };
+  }
+
+  /** From now on the socket's bytes go to `sink`, those read before first; each is valid only during the call. */
+  deliverTo(sink: (bytes: Buffer) => void): void {
+    this.#sink = sink;
+    const early = this.#early;
+    this.#early = undefined;
+    if (early) for (const bytes of early) sink(bytes);
+  }
+}
