@@ -5,7 +5,7 @@ import type { OnReadOpts } from 'node:net';
  * into one buffer that every connection of the pool shares, and the bytes go
  * straight to the connection's parser, instead of through the socket's
  * Readable stream (a buffer allocated and shrunk per read, push, 'data', and a
- * maybeReadMore tick per read: 4-7 µs per read in a 1 KiB ping-pong, plaintext
+ * maybeReadMore tick per read: 3-7 µs per read in a 1 KiB ping-pong, plaintext
  * or TLS; bench/README.md, "Upstream reads without the stream"). Sharing one
  * buffer is safe because each read is handed on synchronously on the one
  * thread: whoever keeps bytes past the call copies them (the connection copies
