@@ -65,6 +65,8 @@ export interface ClusterDeps {
   readonly random: Random;
   readonly events?: ClusterEvents;
   readonly idleTimeoutMs: number;
+  /** The sidecar's one buffer upstream sockets read into (src/proxy/socket-reads.ts). */
+  readonly readBuffer: Buffer;
   /** Mutual TLS to this service's endpoints; undefined for plaintext. */
   readonly tls?: UpstreamTls;
 }
@@ -82,6 +84,7 @@ export function createCluster(config: ServiceConfig, deps: ClusterDeps): Cluster
         connectTimeoutMs: config.connectTimeout,
         maxConnections: config.maxConnectionsPerEndpoint,
         keepAliveTimeoutMs: Math.min(deps.idleTimeoutMs, 30_000),
+        readBuffer: deps.readBuffer,
       },
       deps.tls,
     );

@@ -57,6 +57,8 @@ export function createServiceRegistry(
     random: Random;
     events?: ClusterEvents;
     idleTimeoutMs: number;
+    /** The sidecar's one buffer upstream sockets read into (src/proxy/socket-reads.ts). */
+    readBuffer: Buffer;
     /** mTLS settings for a service, or undefined when it is reached in plaintext. */
     tlsFor?: (service: ServiceConfig) => UpstreamTls | undefined;
   },

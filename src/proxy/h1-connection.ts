@@ -142,7 +142,7 @@ export class Connection {
           const call = this.#call;
           if (!call) return;
           this.#bodyTimer?.refresh();
-          // Its own copy: the read buffer is the pool's and is read into again (./socket-reads.ts).
+          // Its own copy: the read buffer is the sidecar's and is read into again (./socket-reads.ts).
           call.handler.onResponseData?.(call, Buffer.from(chunk));
         },
         onEnd: (trailers, reusable) => {

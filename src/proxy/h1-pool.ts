@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Call, Connection, UpstreamClosedError } from './h1-connection.ts';
 import { requestHead } from './h1-request-head.ts';
-import { READ_BUFFER_BYTES, SocketReads } from './socket-reads.ts';
+import { SocketReads } from './socket-reads.ts';
 
 /*
  * HTTP/1.1 keep-alive connections to one upstream, for the data path only:
@@ -26,6 +26,8 @@ export interface H1PoolOptions {
   readonly keepAliveTimeoutMs: number;
   /** A response head larger than this is refused (502 upstream.protocol_error); node:http's default is 16 KiB. */
   readonly maxHeadBytes: number;
+  /** What every connection reads into, in turn (./socket-reads.ts): the sidecar's one read buffer. */
+  readonly readBuffer: Buffer;
 }
 
 /** What the data path asks of a connection pool: undici's dispatch, close and destroy. */
@@ -38,8 +40,6 @@ const NO_CONTEXT: object = Object.freeze({});
 const SWEEP_MS = 1_000;
 
 export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
-  /** Every connection's reads land here in turn (./socket-reads.ts); touched as far as the largest read. */
-  const readBuffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   const idle: Connection[] = [];
   const queue: Call[] = [];
   const open = new Set<Connection>();
@@ -122,7 +122,7 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
     }
     connecting++;
     let answered = false;
-    const reads = new SocketReads(readBuffer);
+    const reads = new SocketReads(options.readBuffer);
     options.connect(reads.onread, (err, socket) => {
       if (answered) return; // a connector that reports twice (a late socket error) must not settle the call again
       answered = true;

@@ -2,7 +2,8 @@ import type { OnReadOpts } from 'node:net';
 
 /*
  * An upstream socket's reads taken with Node's `onread` option: libuv reads
- * into one buffer that every connection of the pool shares, and the bytes go
+ * into one buffer that every upstream connection of the sidecar shares (made
+ * once by the role, createReadBuffer), and the bytes go
  * straight to the connection's parser, instead of through the socket's
  * Readable stream (a buffer allocated and shrunk per read, push, 'data', and a
  * maybeReadMore tick per read: 3-7 µs per read in a 1 KiB ping-pong, plaintext
@@ -13,7 +14,15 @@ import type { OnReadOpts } from 'node:net';
  */
 
 /** libuv asks for 64 KiB per read on a stream socket; the same here, so a read takes what it took before. */
-export const READ_BUFFER_BYTES = 64 * 1024;
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * The buffer a sidecar's upstream HTTP/1.1 sockets read into, one per process: one per pool would keep
+ * up to 64 KiB resident for each endpoint that ever sent a large response.
+ */
+export function createReadBuffer(): Buffer {
+  return Buffer.allocUnsafe(READ_BUFFER_BYTES);
+}
 
 export class SocketReads {
   readonly onread: OnReadOpts;
@@ -21,7 +30,7 @@ export class SocketReads {
   /** Copies of bytes that came before a connection took the socket (a TLS record read with the handshake's end). */
   #early: Buffer[] | undefined;
 
-  /** `buffer`: the pool's read buffer, shared by all its sockets. */
+  /** `buffer`: the sidecar's read buffer (createReadBuffer), shared by all its upstream sockets. */
   constructor(buffer: Buffer) {
     this.onread = {
       buffer,

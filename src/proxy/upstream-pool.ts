@@ -13,6 +13,8 @@ export interface UpstreamPoolOptions {
   readonly maxConnections: number;
   /** Idle upstream connections are closed after this. */
   readonly keepAliveTimeoutMs: number;
+  /** The sidecar's one buffer its HTTP/1.1 upstream sockets read into (./socket-reads.ts, createReadBuffer). */
+  readonly readBuffer: Buffer;
 }
 
 /** Mutual TLS to the upstream (a peer sidecar). */
@@ -65,6 +67,7 @@ export function createUpstreamPool(address: string, opts: UpstreamPoolOptions, m
         maxConnections: opts.maxConnections,
         keepAliveTimeoutMs: opts.keepAliveTimeoutMs,
         maxHeadBytes: MAX_RESPONSE_HEAD_BYTES,
+        readBuffer: opts.readBuffer,
       });
       return h1;
     },

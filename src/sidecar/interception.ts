@@ -35,6 +35,8 @@ export interface InterceptionDeps {
   readonly clock: Clock;
   /** The pool of inbound.app, reused for its port. */
   readonly app: UpstreamPool;
+  /** The sidecar's one buffer upstream sockets read into (src/proxy/socket-reads.ts), for the other app ports' pools. */
+  readonly readBuffer: Buffer;
   /** Ports the sidecar listens on (read per captured connection: they are known only once bound). */
   readonly ownPorts: () => readonly number[];
   readonly configFile?: string;
@@ -61,7 +63,12 @@ export async function startInterception(config: SidecarConfig, deps: Interceptio
       port,
       port === defaultPort
         ? deps.app
-        : createUpstreamPool(`${appUrl.hostname}:${port}`, { connectTimeoutMs: 2_000, maxConnections: 256, keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000) }),
+        : createUpstreamPool(`${appUrl.hostname}:${port}`, {
+            connectTimeoutMs: 2_000,
+            maxConnections: 256,
+            keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
+            readBuffer: deps.readBuffer,
+          }),
     );
   }
   const report = createInterceptionReporter({ metrics: deps.telemetry.metrics, logger: deps.logger, clock: deps.clock });

@@ -19,6 +19,7 @@ import { recordRejection } from '../proxy/call-telemetry.ts';
 import { parseIp } from '../proxy/client-address.ts';
 import type { HttpListener, ListenerHooks } from '../proxy/listener.ts';
 import { createHttpListener } from '../proxy/listener.ts';
+import { createReadBuffer } from '../proxy/socket-reads.ts';
 import { createUpstreamPool } from '../proxy/upstream-pool.ts';
 import { createAccessLog } from '../telemetry/access-log.ts';
 import type { SidecarMetrics } from '../telemetry/metrics.ts';
@@ -202,10 +203,13 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     logger.warn('mtls.mode is DISABLE: sidecar-to-sidecar traffic is plaintext and carries no identity');
   }
 
+  // Every upstream HTTP/1.1 socket of this process reads into it, one read at a time (src/proxy/socket-reads.ts).
+  const readBuffer = createReadBuffer();
   const services = createServiceRegistry(config.services, {
     clock,
     random,
     idleTimeoutMs: config.limits.idleTimeout,
+    readBuffer,
     tlsFor: (service) => (identity && service.tls !== 'none' ? identity.upstreamTls(service) : undefined),
     events: {
       onEject: (service, endpoint, until) => {
@@ -227,6 +231,7 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     connectTimeoutMs: 2_000,
     maxConnections: 256,
     keepAliveTimeoutMs: Math.min(config.limits.idleTimeout, 30_000),
+    readBuffer,
   });
   // Replicas of this workload's service as the registry lists them: a split local fallback divides limits by it.
   const replicas = (): number => services.lookup(config.workload.service, config.workload.namespace)?.cluster.endpoints().length ?? 1;
@@ -282,6 +287,7 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
     logger,
     clock,
     app,
+    readBuffer,
     configFile: deps.configFile,
     ownPorts: () => ownPorts,
   });

@@ -9,6 +9,7 @@ import { createOutboundStack } from '../../../src/outbound/outbound-stack.ts';
 import type { ServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
 import type { VersionConfig } from '../../../src/outbound/versions.ts';
+import { createReadBuffer } from '../../../src/proxy/socket-reads.ts';
 import { createAccessLog } from '../../../src/telemetry/access-log.ts';
 import { createSidecarMetrics } from '../../../src/telemetry/metrics.ts';
 import { tracingOff } from '../../../src/telemetry/tracing.ts';
@@ -54,7 +55,7 @@ async function outboundStack(services: unknown[], opts: { clock?: Clock; version
     mtls: { mode: 'DISABLE' },
     services,
   });
-  const registry = createServiceRegistry(config.services, { clock, random: () => 0, idleTimeoutMs: 5_000 });
+  const registry = createServiceRegistry(config.services, { clock, random: () => 0, idleTimeoutMs: 5_000, readBuffer: createReadBuffer() });
   if (opts.versions) registry.update(config.services, opts.versions);
   const metrics = createSidecarMetrics({ defaultMetrics: false });
   const { logger, lines: log } = captureLogs({ name: 'sidecar' });

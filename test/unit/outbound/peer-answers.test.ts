@@ -8,6 +8,7 @@ import { createCluster } from '../../../src/outbound/cluster.ts';
 import { classifyAnswer, ENDPOINT_FAILURES, SHARED_REFUSALS } from '../../../src/outbound/peer-answers.ts';
 import { createRetryBudget } from '../../../src/outbound/retry-budget.ts';
 import { createRetryPlan } from '../../../src/outbound/retry-plan.ts';
+import { createReadBuffer } from '../../../src/proxy/socket-reads.ts';
 import type { UpstreamTls } from '../../../src/proxy/upstream-pool.ts';
 
 /*
@@ -28,7 +29,7 @@ function cluster(tls: UpstreamTls | undefined): Cluster {
     loadBalancer: 'round_robin',
     outlierDetection: { consecutive5xx: 3, maxEjectionPercent: 50 },
   });
-  return createCluster(config, { clock: systemClock, random: Math.random, idleTimeoutMs: 1000, tls });
+  return createCluster(config, { clock: systemClock, random: Math.random, idleTimeoutMs: 1000, readBuffer: createReadBuffer(), tls });
 }
 
 /** A route's retries block, parsed with its defaults as the sidecar reads it. */

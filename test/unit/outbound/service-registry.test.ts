@@ -4,13 +4,14 @@ import type { ServiceConfig } from '../../../src/config/sidecar-schema.ts';
 import { registryServiceSchema } from '../../../src/config/sidecar-schema.ts';
 import { systemClock } from '../../../src/core/clock.ts';
 import { createServiceRegistry } from '../../../src/outbound/service-registry.ts';
+import { createReadBuffer } from '../../../src/proxy/socket-reads.ts';
 
 const svc = (name: string, addresses: string[], extra: Record<string, unknown> = {}): ServiceConfig =>
   registryServiceSchema.parse({ name, namespace: 'shop', endpoints: addresses.map((address) => ({ address })), ...extra });
 
 describe('service registry updates (registry pushes)', () => {
   it('adds and removes endpoints in place, keeping the cluster and the endpoints that stay', async () => {
-    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001', '127.0.0.1:1002'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000 });
+    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001', '127.0.0.1:1002'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000, readBuffer: createReadBuffer() });
     const cluster = registry.cluster('orders', 'shop')!;
     const kept = cluster.endpoints().find((e) => e.address === '127.0.0.1:1002')!;
     registry.update([svc('orders', ['127.0.0.1:1002', '127.0.0.1:1003'])]);
@@ -26,7 +27,12 @@ describe('service registry updates (registry pushes)', () => {
   });
 
   it('replaces a service whose settings changed, adds new services and drops missing ones', async () => {
-    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001']), svc('billing', ['127.0.0.1:2001'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000 });
+    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001']), svc('billing', ['127.0.0.1:2001'])], {
+      clock: systemClock,
+      random: Math.random,
+      idleTimeoutMs: 1000,
+      readBuffer: createReadBuffer(),
+    });
     const before = registry.cluster('orders', 'shop');
     registry.update([svc('orders', ['127.0.0.1:1001'], { loadBalancer: 'round_robin' }), svc('payments', [])]);
     expect(registry.cluster('orders', 'shop')).not.toBe(before);
@@ -38,7 +44,7 @@ describe('service registry updates (registry pushes)', () => {
   });
 
   it('compiles the versions given with an update, keeping the cluster when only they change', async () => {
-    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000 });
+    const registry = createServiceRegistry([svc('orders', ['127.0.0.1:1001'])], { clock: systemClock, random: Math.random, idleTimeoutMs: 1000, readBuffer: createReadBuffer() });
     const cluster = registry.cluster('orders', 'shop');
     expect(registry.lookup('orders', 'shop')!.versions).toBeUndefined();
     registry.update([svc('orders', ['127.0.0.1:1001'])], new Map([['orders.shop', [{ name: 'v1', subset: { version: 'v1' } }]]]));
@@ -61,7 +67,7 @@ describe('service registry close', () => {
     });
     await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
     const { port } = silent.address() as net.AddressInfo;
-    const registry = createServiceRegistry([svc('orders', [`127.0.0.1:${port}`])], { clock: systemClock, random: Math.random, idleTimeoutMs: 60_000 });
+    const registry = createServiceRegistry([svc('orders', [`127.0.0.1:${port}`])], { clock: systemClock, random: Math.random, idleTimeoutMs: 60_000, readBuffer: createReadBuffer() });
     try {
       const target = registry.cluster('orders', 'shop')!.pick('http1', undefined, new Set())!;
       const settled = new Promise<string>((resolve) =>

@@ -5,6 +5,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { UpstreamDispatcher } from '../../../src/proxy/h1-pool.ts';
 import { createH1Pool } from '../../../src/proxy/h1-pool.ts';
+import { createReadBuffer } from '../../../src/proxy/socket-reads.ts';
 import { classifyUpstreamError } from '../../../src/proxy/upstream-errors.ts';
 
 interface Answer {
@@ -65,6 +66,7 @@ function pool(port: number, overrides: Partial<Parameters<typeof createH1Pool>[0
     maxConnections: 8,
     keepAliveTimeoutMs: 30_000,
     maxHeadBytes: 16 * 1024,
+    readBuffer: createReadBuffer(),
     ...overrides,
   });
   cleanups.push(() => created.destroy());

@@ -2,10 +2,10 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createH1Pool } from '../../../src/proxy/h1-pool.ts';
-import { SocketReads } from '../../../src/proxy/socket-reads.ts';
+import { createReadBuffer, SocketReads } from '../../../src/proxy/socket-reads.ts';
 
 /*
- * Every upstream connection of a pool reads into one shared buffer
+ * Every upstream connection of a sidecar reads into one shared buffer
  * (src/proxy/socket-reads.ts): what a call keeps past a read must be its own.
  */
 
@@ -53,6 +53,7 @@ describe('upstream reads into a shared buffer', () => {
       maxConnections: 2,
       keepAliveTimeoutMs: 30_000,
       maxHeadBytes: 16 * 1024,
+      readBuffer: createReadBuffer(),
     });
     closers.push(() => void pool.destroy());
     const start = (path: string): Kept => {
