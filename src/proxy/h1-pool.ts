@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Call, Connection, UpstreamClosedError } from './h1-connection.ts';
 import { requestHead } from './h1-request-head.ts';
+import { UpstreamProtocolError } from './h1-response-parser.ts';
 import { SocketReads } from './socket-reads.ts';
 
 /*
@@ -127,9 +128,15 @@ export function createH1Pool(options: H1PoolOptions): UpstreamDispatcher {
       if (answered) return; // a connector that reports twice (a late socket error) must not settle the call again
       answered = true;
       connecting--;
-      if (err || !socket || destroyed) {
+      if (err || !socket || destroyed || reads.spokeFirst) {
         socket?.destroy();
-        call.fail(destroyed ? new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED') : (err ?? new UpstreamClosedError('connect failed')));
+        call.fail(
+          destroyed
+            ? new UpstreamClosedError('pool destroyed', 'UND_ERR_DESTROYED')
+            : reads.spokeFirst
+              ? new UpstreamProtocolError('the upstream sent bytes before it was asked anything')
+              : (err ?? new UpstreamClosedError('connect failed')),
+        );
         slotFreed();
         return;
       }

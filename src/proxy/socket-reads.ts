@@ -27,8 +27,7 @@ export function createReadBuffer(): Buffer {
 export class SocketReads {
   readonly onread: OnReadOpts;
   #sink: ((bytes: Buffer) => void) | undefined;
-  /** Copies of bytes that came before a connection took the socket (a TLS record read with the handshake's end). */
-  #early: Buffer[] | undefined;
+  #spokeFirst = false;
 
   /** `buffer`: the sidecar's read buffer (createReadBuffer), shared by all its upstream sockets. */
   constructor(buffer: Buffer) {
@@ -36,20 +35,26 @@ export class SocketReads {
       buffer,
       // `buffer` is the memory read into (Node passes it back as a Uint8Array); true: go on reading.
       callback: (length) => {
-        const bytes = buffer.subarray(0, length);
         const sink = this.#sink;
-        if (sink) sink(bytes);
-        else (this.#early ??= []).push(Buffer.from(bytes));
-        return true;
+        if (sink) {
+          sink(buffer.subarray(0, length));
+          return true;
+        }
+        // Before any connection took the socket (application data read with the TLS handshake's end):
+        // nothing was asked yet. Reading stops; the pool refuses the socket (spokeFirst).
+        this.#spokeFirst = true;
+        return false;
       },
     };
   }
 
-  /** From now on the socket's bytes go to `sink`, those read before first; each is valid only during the call. */
+  /** Whether the upstream sent bytes before a connection took its socket, i.e. before it was asked anything. */
+  get spokeFirst(): boolean {
+    return this.#spokeFirst;
+  }
+
+  /** From now on the socket's bytes go to `sink`; each is valid only during the call. */
   deliverTo(sink: (bytes: Buffer) => void): void {
     this.#sink = sink;
-    const early = this.#early;
-    this.#early = undefined;
-    if (early) for (const bytes of early) sink(bytes);
   }
 }

@@ -2,7 +2,9 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createH1Pool } from '../../../src/proxy/h1-pool.ts';
-import { createReadBuffer, SocketReads } from '../../../src/proxy/socket-reads.ts';
+import { UpstreamProtocolError } from '../../../src/proxy/h1-response-parser.ts';
+import { createReadBuffer } from '../../../src/proxy/socket-reads.ts';
+import { classifyUpstreamError, reasonForFailure } from '../../../src/proxy/upstream-errors.ts';
 
 /*
  * Every upstream connection of a sidecar reads into one shared buffer
@@ -96,18 +98,43 @@ describe('upstream reads into a shared buffer', () => {
     expect(Buffer.concat(b.chunks).toString()).toBe('BBBB');
   });
 
-  it('keeps bytes read before a connection takes the socket, in order, and hands them over first', () => {
-    const buffer = Buffer.alloc(16);
-    const reads = new SocketReads(buffer);
-    const read = (text: string): void => {
-      buffer.write(text, 'latin1');
-      reads.onread.callback(text.length, buffer);
-    };
-    read('first');
-    read('second');
-    const seen: string[] = [];
-    reads.deliverTo((bytes) => seen.push(bytes.toString('latin1')));
-    read('third');
-    expect(seen).toEqual(['first', 'second', 'third']);
+  it("fails a call at once, as a protocol error, when its new connection's upstream sent bytes before it was asked anything", async () => {
+    const { port } = await upstream();
+    let sockets = 0;
+    const pool = createH1Pool({
+      // As when application data comes in the same read as the end of a TLS handshake: read before the socket is handed over.
+      connect: (onread, done) => {
+        const socket = net.connect({ port, host: '127.0.0.1', onread });
+        sockets++;
+        socket.once('connect', () => {
+          const into = onread.buffer as Buffer;
+          const stopped = onread.callback(into.write('HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n', 'latin1'), into) === false;
+          expect(stopped).toBe(true); // reading stops: nothing more is taken from that socket
+          done(null, socket);
+        });
+      },
+      maxConnections: 1,
+      keepAliveTimeoutMs: 30_000,
+      maxHeadBytes: 16 * 1024,
+      readBuffer: createReadBuffer(),
+    });
+    closers.push(() => void pool.destroy());
+    const failure = await new Promise<Error>((resolve, reject) =>
+      pool.dispatch(
+        { method: 'GET', path: '/', headers: { host: 'app' } },
+        { onResponseStart: () => reject(new Error('answered')), onResponseData: () => {}, onResponseEnd: () => reject(new Error('answered')), onResponseError: (_ctl, err) => resolve(err) },
+      ),
+    );
+    expect(failure).toBeInstanceOf(UpstreamProtocolError);
+    expect(failure.message).toMatch(/before it was asked/);
+    expect(reasonForFailure(classifyUpstreamError(failure))).toBe('upstream.protocol_error'); // 502 to the caller
+    // The slot it held is free again: the next call connects anew (and meets the same upstream).
+    await new Promise<Error>((resolve) =>
+      pool.dispatch(
+        { method: 'GET', path: '/', headers: { host: 'app' } },
+        { onResponseStart: () => {}, onResponseData: () => {}, onResponseEnd: () => {}, onResponseError: (_ctl, err) => resolve(err) },
+      ),
+    );
+    expect(sockets).toBe(2);
   });
 });
