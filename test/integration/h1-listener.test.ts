@@ -1,3 +1,5 @@
+import { once } from 'node:events';
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import type { DownstreamRequest, DownstreamResponse, HttpListener } from '../../src/proxy/listener.ts';
@@ -7,7 +9,7 @@ import { connectRaw } from '../helpers/raw-socket.ts';
 /*
  * The listener's own HTTP/1.1 codec (src/proxy/h1-server-connection.ts) with a
  * handler of the test's: what a caller sees on the wire for pipelining, early
- * answers, 100-continue, response framing, HTTP/1.0 and draining.
+ * answers, 100-continue, response framing and backpressure, HTTP/1.0 and draining.
  */
 
 const limits = sidecarConfigSchema.parse({
@@ -17,7 +19,7 @@ const limits = sidecarConfigSchema.parse({
   limits: { headersTimeout: '300ms', requestTimeout: '2s', idleTimeout: '5s' },
 }).limits;
 
-type Handler = (req: DownstreamRequest, res: DownstreamResponse & { end(body?: string): unknown }) => void;
+type Handler = (req: DownstreamRequest, res: DownstreamResponse & { end(body?: string): unknown; write(chunk: Buffer): boolean }) => void;
 
 describe('HTTP/1.1 on a data listener', () => {
   let listener: HttpListener;
@@ -66,6 +68,80 @@ describe('HTTP/1.1 on a data listener', () => {
     expect(text).toContain('keep-alive: timeout=5\r\n');
     expect(mostActive).toBe(1);
     conn.destroy();
+  });
+
+  it('answers pipelined requests that the handler ends at once (inside the parse), in order and each once', async () => {
+    handler = (req, res) => res.end(`reply ${req.url}`);
+    const conn = await connectRaw(port);
+    conn.write('GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n');
+    const text = await conn.waitFor(/reply \/3/);
+    expect([...text.matchAll(/reply (\/\d)/g)].map((m) => m[1])).toEqual(['/1', '/2', '/3']);
+    expect(text.match(/HTTP\/1\.1 200 /g)).toHaveLength(3);
+    conn.write('GET /4 HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect(await conn.waitFor(/reply \/4/)).toContain('reply /4');
+    conn.destroy();
+  });
+
+  it("holds a streamed body to the caller's pace: write() says wait before the socket buffers much, 'drain' says go on, and every byte arrives in order", async () => {
+    const chunk = 64 * 1024;
+    const total = 64; // chunks: 4 MiB
+    let writtenAtFirstWait = -1;
+    const waited = Promise.withResolvers<void>();
+    handler = (_req, res) => {
+      let sent = 0;
+      const pump = (): void => {
+        while (sent < total) {
+          const ok = res.write(Buffer.alloc(chunk, sent % 256));
+          sent++;
+          if (!ok) {
+            if (writtenAtFirstWait < 0) {
+              writtenAtFirstWait = sent * chunk;
+              waited.resolve();
+            }
+            res.once('drain', pump);
+            return;
+          }
+        }
+        waited.resolve(); // never told to wait: the assertion below says so
+        res.end();
+      };
+      pump();
+    };
+    const socket = net.connect(port, '127.0.0.1');
+    await once(socket, 'connect');
+    socket.pause(); // a caller that does not read yet
+    socket.write('GET /big HTTP/1.1\r\nHost: a\r\n\r\n');
+    await waited.promise;
+    // The kernel's socket buffers take a few MiB at most; the rest waits in the handler, not in meshgate.
+    expect(writtenAtFirstWait).toBeGreaterThan(0);
+    expect(writtenAtFirstWait).toBeLessThan((total / 2) * chunk);
+    const received: Buffer[] = [];
+    let bytes = 0;
+    let tail = '';
+    const whole = new Promise<void>((resolve) => {
+      socket.on('data', (part: Buffer) => {
+        received.push(part);
+        bytes += part.length;
+        tail = (tail + part.subarray(-5).toString('latin1')).slice(-5);
+        if (tail === '0\r\n\r\n' && bytes > total * chunk) resolve();
+      });
+    });
+    socket.resume();
+    await whole;
+    socket.destroy();
+    const response = Buffer.concat(received).toString('latin1');
+    const body = response.slice(response.indexOf('\r\n\r\n') + 4);
+    // Chunked framing: the payload is every chunk, in order.
+    let payload = '';
+    for (let at = 0; ; ) {
+      const eol = body.indexOf('\r\n', at);
+      const size = Number.parseInt(body.slice(at, eol), 16);
+      if (size === 0) break;
+      payload += body.slice(eol + 2, eol + 2 + size);
+      at = eol + 2 + size + 2;
+    }
+    expect(payload.length).toBe(total * chunk);
+    for (let i = 0; i < total; i++) expect(payload.charCodeAt(i * chunk)).toBe(i % 256);
   });
 
   it('reads and drops the body of a call answered before it, and serves the next request on the connection', async () => {
