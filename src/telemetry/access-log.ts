@@ -98,7 +98,7 @@ export function isoClock(now: () => number = Date.now): () => string {
       secondText = text.slice(0, -4);
       return text;
     }
-    text = `${secondText}${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}Z`;
+    text = `${secondText}${threeDigits(ms)}Z`;
     return text;
   };
 }
@@ -133,8 +133,13 @@ export function millis(ms: number): string {
   const whole = (micros - frac) / 1000;
   if (frac === 0) return String(whole);
   // Three digits, then without trailing zeros: 0.5 ms is "0.5", as String writes it.
-  const digits = frac % 10 !== 0 ? (frac < 10 ? `00${frac}` : frac < 100 ? `0${frac}` : String(frac)) : frac % 100 !== 0 ? (frac < 100 ? `0${frac / 10}` : String(frac / 10)) : String(frac / 100);
-  return `${whole}.${digits}`;
+  const digits = threeDigits(frac);
+  return `${whole}.${frac % 10 !== 0 ? digits : frac % 100 !== 0 ? digits.slice(0, 2) : digits.slice(0, 1)}`;
+}
+
+/** 0-999 as three digits, zeros in front: the milliseconds of a time, the thousandths of a duration. */
+function threeDigits(n: number): string {
+  return n < 10 ? `00${n}` : n < 100 ? `0${n}` : String(n);
 }
 
 function opt(name: string, value: string | undefined): string {
