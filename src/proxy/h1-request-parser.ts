@@ -122,8 +122,8 @@ export class RequestParser extends H1MessageParser {
     const keepAlive = keepsConnection(headers.connection, http10);
     const expect = headers.expect;
     const expectsContinue = hasBody && typeof expect === 'string' && expect.toLowerCase() === '100-continue';
-    // A view of the read's own buffer, which node allocates per read: nothing else writes to it.
-    const wholeBody = framing.kind === 'length' && framing.length > 0 && input.length - bodyAt >= framing.length ? input.subarray(bodyAt, bodyAt + framing.length) : undefined;
+    // Copied: the read's buffer is the listeners' shared one, read into again for the next read (./socket-reads.ts).
+    const wholeBody = framing.kind === 'length' && framing.length > 0 && input.length - bodyAt >= framing.length ? Buffer.from(input.subarray(bodyAt, bodyAt + framing.length)) : undefined;
     this.#sink.onHead({ method: line[1]!, url: line[2]!, minorVersion, rawHeaders, headers, hasBody, keepAlive, expectsContinue, wholeBody });
     return wholeBody === undefined ? framing : { kind: 'taken', length: wholeBody.length };
   }

@@ -9,6 +9,7 @@ import type { BodySource } from './h1-server-request.ts';
 import { H1Request } from './h1-server-request.ts';
 import type { ResponseOwner } from './h1-server-response.ts';
 import { H1Response } from './h1-server-response.ts';
+import { readWithoutStream } from './socket-reads.ts';
 
 /*
  * The HTTP/1.1 side of a listener, in place of node:http's server (why:
@@ -44,7 +45,8 @@ export interface H1Server {
 
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
 
-export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks): H1Server {
+/** `readBuffer`: what its connections read into, one read at a time (./socket-reads.ts, readWithoutStream). */
+export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks, readBuffer: Buffer): H1Server {
   const connections = new Set<H1ServerConnection>();
   let closing = false;
   let dateSecond = -1;
@@ -53,6 +55,7 @@ export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks): H1
   const shared: ConnectionShared = {
     limits,
     hooks,
+    readBuffer,
     keepAliveField: `keep-alive: timeout=${Math.floor(limits.idleTimeout / 1000)}\r\n`,
     closing: () => closing,
     date() {
@@ -97,6 +100,7 @@ export function createH1Server(limits: H1ServerLimits, hooks: H1ServerHooks): H1
 interface ConnectionShared {
   readonly limits: H1ServerLimits;
   readonly hooks: H1ServerHooks;
+  readonly readBuffer: Buffer;
   readonly keepAliveField: string;
   closing(): boolean;
   date(): string;
@@ -133,7 +137,11 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
 
   start(): void {
     const socket = this.#socket;
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    const onData = (chunk: Buffer): void => this.#onData(chunk);
+    // 'data' for what the stream holds already (the first bytes, read to route the connection); the rest is read into
+    // the listeners' shared buffer, so what is kept past a read is copied (onBody, #hold, the parser's detachInput).
+    socket.on('data', onData);
+    readWithoutStream(socket, this.#shared.readBuffer, onData);
     socket.on('drain', () => {
       this.#lastActive = Date.now();
       this.#res?.drained();
@@ -166,7 +174,7 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
 
   onBody(chunk: Buffer): void {
     if (this.#dropping) return;
-    if (!this.#req!.received(chunk)) {
+    if (!this.#req!.received(Buffer.from(chunk))) {
       this.#bodyPaused = true;
       this.#socket.pause();
     }
@@ -235,10 +243,11 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
       return;
     }
     if (rest !== undefined) this.#hold(rest);
+    else this.#parser.detachInput();
   }
 
   #hold(chunk: Buffer): void {
-    this.#held = this.#held === undefined ? chunk : Buffer.concat([this.#held, chunk]);
+    this.#held = this.#held === undefined ? Buffer.from(chunk) : Buffer.concat([this.#held, chunk]);
     this.#socket.pause();
   }
 

@@ -82,13 +82,26 @@ export type ConnectionDivert = (socket: Socket, serve: (socket: Socket) => void)
 /** TLS records start with a handshake content type byte (RFC 8446 §5.1). */
 const TLS_HANDSHAKE = 0x16;
 
+export interface ListenerOptions {
+  /** Mutual TLS on the port; none: cleartext. */
+  readonly tls?: ListenerTls;
+  readonly hooks?: ListenerHooks;
+  readonly divert?: ConnectionDivert;
+  /**
+   * What its HTTP/1.1 connections read into, one read at a time: the role makes one for all its listeners
+   * (./socket-reads.ts, createReadBuffer), apart from its upstream sockets' one.
+   */
+  readonly readBuffer: Buffer;
+}
+
 /**
  * A cleartext listener that serves HTTP/1.1 and HTTP/2 with prior knowledge
  * (h2c) on one port. Node has no server that does both without TLS, so we peek
  * at the first bytes for the HTTP/2 connection preface (RFC 9113 §3.4) and hand
  * the socket to the matching server. Every hardening limit is set explicitly.
  */
-export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, tlsOptions?: ListenerTls, hooks: ListenerHooks = {}, divert?: ConnectionDivert): HttpListener {
+export function createHttpListener(name: string, limits: LimitsConfig, handler: RequestHandler, options: ListenerOptions): HttpListener {
+  const { tls: tlsOptions, hooks = {}, divert, readBuffer } = options;
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
   /** Calls in flight per HTTP/2 session, so an idle timeout can tell each how it ended. */
@@ -137,7 +150,7 @@ export function createHttpListener(name: string, limits: LimitsConfig, handler: 
   const refuseRaw = (socket: Socket, refusal: { code: ReasonCode<'data'>; reason: string }): void => {
     if (replyRaw(socket, refusal.code, refusal.reason, lingerMs)) rejected(socket, refusal.code, '1.1');
   };
-  const h1 = createH1Server(limits, { onRequest: counted, refuse: refuseRaw });
+  const h1 = createH1Server(limits, { onRequest: counted, refuse: refuseRaw }, readBuffer);
 
   // The HTTP/2 server is made for the first HTTP/2 connection: loading node:http2 (and node:http, which it
   // loads) cost a plaintext sidecar ~15 ms of start-up (bench/README.md, "Cost per pod"), and many sidecars

@@ -313,7 +313,14 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
       onRefused: (call, verdict) => banList.recordDenial(call, verdict.code), // every filter's refusals count toward auto-ban
       appFor: edge ? undefined : captured?.appFor,
     });
-  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), inboundTls, listenerHooks('inbound'), captured?.inbound);
+  // Every listener's HTTP/1.1 connections read into this one; the upstream sockets into their own (src/proxy/socket-reads.ts).
+  const listenerReadBuffer = createReadBuffer();
+  const inbound: HttpListener = createHttpListener('inbound', config.limits, inboundStackFor(false), {
+    tls: inboundTls,
+    hooks: listenerHooks('inbound'),
+    divert: captured?.inbound,
+    readBuffer: listenerReadBuffer,
+  });
   // Edge callers get their own port so the mesh port never relaxes its client-certificate rule.
   const edgeConfig = config.listeners.edge;
   const edgeTls = edgeConfig
@@ -325,11 +332,8 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
       })
     : undefined;
   const edge = edgeTls
-    ? createHttpListener(
-        'edge',
-        config.limits,
-        inboundStackFor(true),
-        {
+    ? createHttpListener('edge', config.limits, inboundStackFor(true), {
+        tls: {
           mode: 'STRICT',
           server: edgeTls.server,
           verifyPeer: () => ({ principal: undefined }),
@@ -340,8 +344,9 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
             if (heldBack !== undefined) logger.warn({ listener: 'edge', reason, detail, heldBack }, 'edge TLS connection refused (see meshgate_tls_handshake_errors_total)');
           },
         },
-        listenerHooks('edge'),
-      )
+        hooks: listenerHooks('edge'),
+        readBuffer: listenerReadBuffer,
+      })
     : undefined;
   const outbound = createHttpListener(
     'outbound',
@@ -356,9 +361,7 @@ export async function startSidecarProcess(loaded: SidecarConfig, deps: SidecarDe
       deprecations: createDeprecationReporter({ caller: config.workload, counter: metrics.deprecatedCalls, clock, logger: logger.child({ component: 'versions' }) }),
       unregistered: captured?.unregistered,
     }),
-    undefined,
-    listenerHooks('outbound'),
-    captured?.outbound,
+    { hooks: listenerHooks('outbound'), divert: captured?.outbound, readBuffer: listenerReadBuffer },
   );
   // Workers share each port; the kernel spreads new connections among them.
   const shared = { reusePort: worker !== undefined };

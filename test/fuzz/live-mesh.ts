@@ -12,6 +12,7 @@ import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import { normalizePath } from '../../src/core/path-normalize.ts';
 import { readRequestTarget } from '../../src/proxy/call.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
+import { createReadBuffer } from '../../src/proxy/socket-reads.ts';
 import { policyDoc, writeSnapshot } from '../helpers/static-policy.ts';
 import type { ChildMeshgate } from './child-process.ts';
 import { spawnMeshgate, stopChild } from './child-process.ts';
@@ -123,12 +124,17 @@ async function startLiveMesh(): Promise<LiveMesh> {
   // The reference: the listener code with the sidecar's own limits, answering every request itself.
   const { limits } = parseConfigText(JSON.stringify(config), 'fuzz.yaml', sidecarConfigSchema);
   const referenceSeen: Seen = [];
-  const reference = createHttpListener('reference', limits, (req, res) => {
-    const target = readRequestTarget(req);
-    if (!('code' in target)) referenceSeen.push(`${target.method} ${target.query === '' ? target.path : `${target.path}?${target.query}`}`);
-    req.resume();
-    res.end('ok');
-  });
+  const reference = createHttpListener(
+    'reference',
+    limits,
+    (req, res) => {
+      const target = readRequestTarget(req);
+      if (!('code' in target)) referenceSeen.push(`${target.method} ${target.query === '' ? target.path : `${target.path}?${target.query}`}`);
+      req.resume();
+      res.end('ok');
+    },
+    { readBuffer: createReadBuffer() },
+  );
   const { port: referencePort } = await reference.listen(0, '127.0.0.1');
 
   return {

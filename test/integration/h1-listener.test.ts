@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import type { DownstreamRequest, DownstreamResponse, HttpListener } from '../../src/proxy/listener.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
+import { createReadBuffer } from '../../src/proxy/socket-reads.ts';
 import { connectRaw } from '../helpers/raw-socket.ts';
 
 /*
@@ -26,7 +27,7 @@ describe('HTTP/1.1 on a data listener', () => {
   let port: number;
   let handler: Handler = () => {};
   beforeAll(async () => {
-    listener = createHttpListener('test', limits, (req, res) => handler(req, res as Parameters<Handler>[1]));
+    listener = createHttpListener('test', limits, (req, res) => handler(req, res as Parameters<Handler>[1]), { readBuffer: createReadBuffer() });
     port = (await listener.listen(0, '127.0.0.1')).port;
   });
   afterAll(() => listener?.destroy());
@@ -316,9 +317,14 @@ describe('HTTP/1.1 on a data listener', () => {
 describe('draining an HTTP/1.1 listener', () => {
   it('closes idle connections at once and a busy one after its response, which says connection: close', async () => {
     let answer: (() => void) | undefined;
-    const listener = createHttpListener('drain', limits, (_req, res) => {
-      answer = () => (res as unknown as { end(body: string): void }).end('done');
-    });
+    const listener = createHttpListener(
+      'drain',
+      limits,
+      (_req, res) => {
+        answer = () => (res as unknown as { end(body: string): void }).end('done');
+      },
+      { readBuffer: createReadBuffer() },
+    );
     const { port } = await listener.listen(0, '127.0.0.1');
     try {
       const idle = await connectRaw(port);
@@ -342,19 +348,24 @@ describe('the idle timeout of an HTTP/1.1 listener', () => {
   it('closes a kept connection once nothing moved on it for limits.idleTimeout, and not while its response keeps writing', async () => {
     const idleMs = 200;
     let endedAt = 0;
-    const listener = createHttpListener('idle', { ...limits, idleTimeout: idleMs }, (_req, res) => {
-      const streamed = res as unknown as { write(chunk: string): void; end(): void };
-      // 8 chunks 60 ms apart: the response runs twice the idle timeout, never idle for it.
-      let sent = 0;
-      const tick = setInterval(() => {
-        streamed.write(`chunk ${sent}\n`);
-        if (++sent === 8) {
-          clearInterval(tick);
-          streamed.end();
-          endedAt = performance.now(); // the listener's last byte: the idle time counts from here
-        }
-      }, 60);
-    });
+    const listener = createHttpListener(
+      'idle',
+      { ...limits, idleTimeout: idleMs },
+      (_req, res) => {
+        const streamed = res as unknown as { write(chunk: string): void; end(): void };
+        // 8 chunks 60 ms apart: the response runs twice the idle timeout, never idle for it.
+        let sent = 0;
+        const tick = setInterval(() => {
+          streamed.write(`chunk ${sent}\n`);
+          if (++sent === 8) {
+            clearInterval(tick);
+            streamed.end();
+            endedAt = performance.now(); // the listener's last byte: the idle time counts from here
+          }
+        }, 60);
+      },
+      { readBuffer: createReadBuffer() },
+    );
     const { port } = await listener.listen(0, '127.0.0.1');
     try {
       const conn = await connectRaw(port);

@@ -8,6 +8,7 @@ import { createOutboundDivert } from '../../src/interception/outbound-divert.ts'
 import { createInterceptionReporter } from '../../src/interception/reporter.ts';
 import type { HttpListener } from '../../src/proxy/listener.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
+import { createReadBuffer } from '../../src/proxy/socket-reads.ts';
 import { createLogger } from '../../src/telemetry/logger.ts';
 import { createSidecarMetrics } from '../../src/telemetry/metrics.ts';
 import { parsePrometheusText, sumOf } from '../helpers/prom-text.ts';
@@ -64,7 +65,7 @@ describe('outbound interception on a listener', () => {
       ownPorts: () => [port],
       report: createInterceptionReporter({ metrics, clock: systemClock, logger: createLogger({ level: 'silent', name: 'test' }) }),
     });
-    listener = createHttpListener('outbound', limits, (_req, res) => res.end('served over HTTP'), undefined, undefined, divert.divert);
+    listener = createHttpListener('outbound', limits, (_req, res) => res.end('served over HTTP'), { divert: divert.divert, readBuffer: createReadBuffer() });
     port = (await listener.listen(0, '127.0.0.1')).port;
   });
   afterAll(async () => {

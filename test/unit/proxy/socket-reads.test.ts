@@ -1,14 +1,18 @@
 import { once } from 'node:events';
 import net from 'node:net';
+import tls from 'node:tls';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createH1Pool } from '../../../src/proxy/h1-pool.ts';
 import { UpstreamProtocolError } from '../../../src/proxy/h1-response-parser.ts';
-import { createReadBuffer } from '../../../src/proxy/socket-reads.ts';
+import { createReadBuffer, readWithoutStream } from '../../../src/proxy/socket-reads.ts';
 import { classifyUpstreamError, reasonForFailure } from '../../../src/proxy/upstream-errors.ts';
+import { issueCert } from '../../helpers/mesh-pki.ts';
 
 /*
  * Every upstream connection of a sidecar reads into one shared buffer
  * (src/proxy/socket-reads.ts): what a call keeps past a read must be its own.
+ * The listeners' connections read into another (their copies:
+ * test/integration/listener-reads.test.ts).
  */
 
 const closers: Array<() => void> = [];
@@ -136,5 +140,36 @@ describe('upstream reads into a shared buffer', () => {
       ),
     );
     expect(sockets).toBe(2);
+  });
+});
+
+describe('accepted sockets reading without the stream (readWithoutStream)', () => {
+  /** Accepts one connection from `connect`, takes its reads over, and returns what arrived each way. */
+  async function accepted(server: net.Server, connect: (port: number) => net.Socket): Promise<{ taken: boolean; read: string; data: number }> {
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    closers.push(() => server.close());
+    const client = connect((server.address() as net.AddressInfo).port);
+    closers.push(() => client.destroy());
+    const [socket] = (await once(server, server instanceof tls.Server ? 'secureConnection' : 'connection')) as [net.Socket];
+    closers.push(() => socket.destroy());
+    let read = '';
+    let data = 0;
+    socket.on('data', () => data++);
+    const taken = readWithoutStream(socket, createReadBuffer(), (bytes) => void (read += bytes.toString('latin1')));
+    client.write('over the shared buffer');
+    await until(() => read.length >= 22);
+    return { taken, read, data };
+  }
+
+  // Node's internals this leans on are checked here: a Node that names them otherwise fails this, not a user's pod.
+  it('takes over an accepted plaintext socket on this Node: its bytes come to the sink, no data event', async () => {
+    expect(await accepted(net.createServer(), (port) => net.connect(port, '127.0.0.1'))).toEqual({ taken: true, read: 'over the shared buffer', data: 0 });
+  });
+
+  it('takes over an accepted TLS socket the same way', async () => {
+    const cert = await issueCert({ spiffeId: 'spiffe://test.local/ns/default/sa/reads' });
+    const server = tls.createServer({ key: cert.keyPem, cert: cert.certPem });
+    expect(await accepted(server, (port) => tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }))).toEqual({ taken: true, read: 'over the shared buffer', data: 0 });
   });
 });
