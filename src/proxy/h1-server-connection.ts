@@ -139,7 +139,8 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
     const socket = this.#socket;
     const onData = (chunk: Buffer): void => this.#onData(chunk);
     // 'data' for what the stream holds already (the first bytes, read to route the connection); the rest is read into
-    // the listeners' shared buffer, so what is kept past a read is copied (onBody, #hold, the parser's detachInput).
+    // the listeners' shared buffer, so what is kept past a read is copied (onBody, #hold, the parser's detachInput,
+    // and a body that came with its head: ./h1-request-parser.ts).
     socket.on('data', onData);
     readWithoutStream(socket, this.#shared.readBuffer, onData);
     socket.on('drain', () => {
