@@ -1,5 +1,5 @@
 import tls from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { sidecarConfigSchema } from '../../src/config/sidecar-schema.ts';
 import type { DownstreamRequest, HttpListener } from '../../src/proxy/listener.ts';
 import { createHttpListener } from '../../src/proxy/listener.ts';
@@ -77,6 +77,12 @@ async function bodies(conn: RawConnection, count: number): Promise<string[]> {
 /** B's request: long enough that its read covers every byte of the buffer that A's requests used. */
 const OVERWRITE = `GET /echo HTTP/1.1\r\nHost: b\r\nx-echo: b\r\nx-pad: ${'Z'.repeat(400)}\r\n\r\n`;
 
+/** Has connection `b`'s next request read into the shared buffer, over what A's used, and answered. */
+async function readOver(b: RawConnection): Promise<void> {
+  b.write(OVERWRITE);
+  await bodies(b, 2);
+}
+
 describe.each([
   ['plaintext', false],
   ['TLS', true],
@@ -98,62 +104,57 @@ describe.each([
   });
   afterAll(() => listener?.destroy());
 
+  const open: RawConnection[] = [];
+  afterEach(() => {
+    for (const conn of open.splice(0)) conn.destroy();
+  });
+
   /** Two connections, each past its first request: their reads from then on go into the shared buffer. */
   async function twoCallers(): Promise<[RawConnection, RawConnection]> {
     app = createApp();
     const a = await connectRaw(port, clientTls);
     const b = await connectRaw(port, clientTls);
+    open.push(a, b);
     for (const conn of [a, b]) conn.write('GET /echo HTTP/1.1\r\nHost: a\r\nx-echo: first\r\n\r\n');
     await Promise.all([bodies(a, 1), bodies(b, 1)]);
     return [a, b];
   }
 
-  it('keeps a head that arrives in two reads whole while another connection is read in between', async () => {
+  /**
+   * A sends `first`; once the listener keeps part of it (`kept`, or one event-loop turn for bytes it cannot be
+   * asked about), B's next request is read into the shared buffer over it. Returns A.
+   */
+  async function keepThenReadOver(first: string, kept?: () => boolean): Promise<RawConnection> {
     const [a, b] = await twoCallers();
-    a.write('GET /echo HTTP/1.1\r\nHost: a\r\nx-echo: the-head-of-');
-    await turn();
-    b.write(OVERWRITE);
-    await bodies(b, 2);
+    a.write(first);
+    await (kept ? until(kept) : turn());
+    await readOver(b);
+    return a;
+  }
+
+  it('keeps a head that arrives in two reads whole while another connection is read in between', async () => {
+    const a = await keepThenReadOver('GET /echo HTTP/1.1\r\nHost: a\r\nx-echo: the-head-of-');
     a.write('connection-a\r\n\r\n');
     expect((await bodies(a, 2))[1]).toBe('the-head-of-connection-a');
-    a.destroy();
-    b.destroy();
   });
 
   it("keeps a body chunk a reader holds while another connection's request is read over it", async () => {
-    const [a, b] = await twoCallers();
-    a.write('POST /body HTTP/1.1\r\nHost: a\r\ncontent-length: 8\r\n\r\nAAAA');
-    await until(() => app.chunks.length > 0);
-    b.write(OVERWRITE);
-    await bodies(b, 2);
+    const a = await keepThenReadOver('POST /body HTTP/1.1\r\nHost: a\r\ncontent-length: 8\r\n\r\nAAAA', () => app.chunks.length > 0);
     a.write('BBBB');
     expect((await bodies(a, 2))[1]).toBe('AAAABBBB');
     expect(Buffer.concat(app.chunks).toString()).toBe('AAAABBBB');
-    a.destroy();
-    b.destroy();
   });
 
   it('keeps a body that came with its head until the handler reads it', async () => {
-    const [a, b] = await twoCallers();
-    a.write('POST /later-body HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\n\r\nAAAA');
-    await until(() => app.held.length > 0);
-    b.write(OVERWRITE);
-    await bodies(b, 2);
+    const a = await keepThenReadOver('POST /later-body HTTP/1.1\r\nHost: a\r\ncontent-length: 4\r\n\r\nAAAA', () => app.held.length > 0);
     app.release();
     expect((await bodies(a, 2))[1]).toBe('AAAA');
-    a.destroy();
-    b.destroy();
   });
 
   it('keeps a pipelined request intact while the response before it is pending and another connection is read', async () => {
-    const [a, b] = await twoCallers();
-    a.write('GET /hold HTTP/1.1\r\nHost: a\r\nx-echo: one\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\nx-echo: the-pipelined-request\r\n\r\n');
-    await until(() => app.held.length > 0);
-    b.write(OVERWRITE);
-    await bodies(b, 2);
+    const pipelined = 'GET /hold HTTP/1.1\r\nHost: a\r\nx-echo: one\r\n\r\nGET /echo HTTP/1.1\r\nHost: a\r\nx-echo: the-pipelined-request\r\n\r\n';
+    const a = await keepThenReadOver(pipelined, () => app.held.length > 0);
     app.release();
     expect((await bodies(a, 3)).slice(1)).toEqual(['one', 'the-pipelined-request']);
-    a.destroy();
-    b.destroy();
   });
 });
