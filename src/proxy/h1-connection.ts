@@ -142,8 +142,7 @@ export class Connection {
           const call = this.#call;
           if (!call) return;
           this.#bodyTimer?.refresh();
-          // Its own copy: the read buffer is the sidecar's and is read into again (./socket-reads.ts).
-          call.handler.onResponseData?.(call, Buffer.from(chunk));
+          call.handler.onResponseData?.(call, chunk);
         },
         onEnd: (trailers, reusable) => {
           this.#reusable = reusable;
@@ -161,7 +160,6 @@ export class Connection {
       }
       try {
         this.#parser.execute(chunk);
-        this.#parser.detachInput();
       } catch (err) {
         // What came before the bad bytes was handed on in this same tick and still sits in the caller's
         // socket buffer: failing the call after it is written lets the caller see it, then the reset.

@@ -154,6 +154,7 @@ export abstract class H1MessageParser {
    * `input` from `bodyAt` on holds what came after the head in the same read.
    */
   protected abstract readHead(text: string, input: Buffer, bodyAt: number): BodyFraming;
+  /** A body chunk, the parser's own copy (execute's input is borrowed). */
   protected abstract readData(chunk: Buffer): void;
   /** The message is whole; `trailers`: the trailer section's text, when there was one. */
   protected abstract readEnd(trailers: string | undefined): void;
@@ -177,14 +178,6 @@ export abstract class H1MessageParser {
     return this.#state === 'until-close';
   }
 
-  /**
-   * The bytes last given to `execute` are about to be overwritten (a read buffer used again for the next
-   * read): what waits here for more bytes gets its own copy.
-   */
-  detachInput(): void {
-    if (this.#buffer !== undefined) this.#buffer = Buffer.from(this.#buffer);
-  }
-
   /** Ready for the next message's head. */
   protected restart(): void {
     this.#state = 'head';
@@ -196,8 +189,19 @@ export abstract class H1MessageParser {
     if (this.#state === 'until-close') this.#finish(undefined);
   }
 
-  /** Feeds bytes; throws `fault`'s error. Stops where the message ends and returns what `afterEnd` makes of the rest. */
+  /**
+   * Feeds bytes; throws `fault`'s error. Stops where the message ends and returns what `afterEnd` makes of
+   * the rest. `input` is borrowed, valid only during the call (a read buffer shared by many sockets and read
+   * into again: ./socket-reads.ts): body chunks are handed on as copies and what waits here for more bytes
+   * (a head, a chunk line) is copied before the call returns; what `afterEnd` gets is a view.
+   */
   execute(input: Buffer): Buffer | undefined {
+    const rest = this.#run(input);
+    if (this.#buffer !== undefined) this.#buffer = Buffer.from(this.#buffer);
+    return rest;
+  }
+
+  #run(input: Buffer): Buffer | undefined {
     const chunk = this.#buffer === undefined ? input : Buffer.concat([this.#buffer, input]);
     this.#buffer = undefined;
     let at = 0;
@@ -233,7 +237,7 @@ export abstract class H1MessageParser {
           if (this.#remaining === 0) this.#finish(undefined);
           break;
         case 'until-close':
-          this.readData(at === 0 ? chunk : chunk.subarray(at));
+          this.readData(Buffer.from(at === 0 ? chunk : chunk.subarray(at)));
           return undefined;
         case 'chunk-size': {
           const end = this.#find(chunk, at, '\r\n', MAX_CHUNK_LINE, 'chunk-size line', 'malformed');
@@ -307,7 +311,7 @@ export abstract class H1MessageParser {
   #take(chunk: Buffer, at: number): number {
     const take = Math.min(this.#remaining, chunk.length - at);
     this.#remaining -= take;
-    this.readData(take === chunk.length ? chunk : chunk.subarray(at, at + take));
+    this.readData(Buffer.from(take === chunk.length ? chunk : chunk.subarray(at, at + take)));
     return at + take;
   }
 

@@ -139,8 +139,8 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
     const socket = this.#socket;
     const onData = (chunk: Buffer): void => this.#onData(chunk);
     // 'data' for what the stream holds already (the first bytes, read to route the connection); the rest is read into
-    // the listeners' shared buffer, so what is kept past a read is copied (onBody, #hold, the parser's detachInput,
-    // and a body that came with its head: ./h1-request-parser.ts).
+    // the listeners' shared buffer, so what is kept past a read is copied: by the parser what it hands on or keeps
+    // (H1MessageParser.execute), here the bytes #hold keeps.
     socket.on('data', onData);
     readWithoutStream(socket, this.#shared.readBuffer, onData);
     socket.on('drain', () => {
@@ -175,7 +175,7 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
 
   onBody(chunk: Buffer): void {
     if (this.#dropping) return;
-    if (!this.#req!.received(Buffer.from(chunk))) {
+    if (!this.#req!.received(chunk)) {
       this.#bodyPaused = true;
       this.#socket.pause();
     }
@@ -244,7 +244,6 @@ class H1ServerConnection implements RequestSink, ResponseOwner, BodySource {
       return;
     }
     if (rest !== undefined) this.#hold(rest);
-    else this.#parser.detachInput();
   }
 
   #hold(chunk: Buffer): void {

@@ -48,35 +48,40 @@ interface Kept {
   ended: Promise<void>;
 }
 
+/** Calls through a pool of two connections reading into one buffer, each keeping its chunks as handed over. */
+function callsTo(port: number): (path: string) => Kept {
+  const pool = createH1Pool({
+    connect: (onread, done) => {
+      const socket = net.connect({ port, host: '127.0.0.1', onread });
+      socket.once('connect', () => done(null, socket));
+    },
+    maxConnections: 2,
+    keepAliveTimeoutMs: 30_000,
+    maxHeadBytes: 16 * 1024,
+    readBuffer: createReadBuffer(),
+  });
+  closers.push(() => void pool.destroy());
+  return (path: string): Kept => {
+    const kept: Kept = { headers: {}, chunks: [], ended: Promise.resolve() };
+    kept.ended = new Promise((resolve, reject) => {
+      pool.dispatch(
+        { method: 'GET', path, headers: { host: 'app' } },
+        {
+          onResponseStart: (_ctl, _status, headers) => void (kept.headers = headers),
+          onResponseData: (_ctl, chunk) => void kept.chunks.push(chunk),
+          onResponseEnd: () => resolve(),
+          onResponseError: (_ctl, err) => reject(err),
+        },
+      );
+    });
+    return kept;
+  };
+}
+
 describe('upstream reads into a shared buffer', () => {
   it("keeps each call's head and body chunks intact while another connection's bytes are read into the same buffer", async () => {
     const { port, asked } = await upstream();
-    const pool = createH1Pool({
-      connect: (onread, done) => {
-        const socket = net.connect({ port, host: '127.0.0.1', onread });
-        socket.once('connect', () => done(null, socket));
-      },
-      maxConnections: 2,
-      keepAliveTimeoutMs: 30_000,
-      maxHeadBytes: 16 * 1024,
-      readBuffer: createReadBuffer(),
-    });
-    closers.push(() => void pool.destroy());
-    const start = (path: string): Kept => {
-      const kept: Kept = { headers: {}, chunks: [], ended: Promise.resolve() };
-      kept.ended = new Promise((resolve, reject) => {
-        pool.dispatch(
-          { method: 'GET', path, headers: { host: 'app' } },
-          {
-            onResponseStart: (_ctl, _status, headers) => void (kept.headers = headers),
-            onResponseData: (_ctl, chunk) => void kept.chunks.push(chunk),
-            onResponseEnd: () => resolve(),
-            onResponseError: (_ctl, err) => reject(err),
-          },
-        );
-      });
-      return kept;
-    };
+    const start = callsTo(port);
     const a = start('/a');
     const b = start('/b');
     await until(() => asked.size === 2);
@@ -100,6 +105,22 @@ describe('upstream reads into a shared buffer', () => {
 
     expect(Buffer.concat(a.chunks).toString()).toBe('AAAAZZZZ');
     expect(Buffer.concat(b.chunks).toString()).toBe('BBBB');
+  });
+
+  it('keeps the chunks of a body that runs until the upstream closes the same way', async () => {
+    const { port, asked } = await upstream();
+    const start = callsTo(port);
+    const a = start('/a');
+    const b = start('/b');
+    await until(() => asked.size === 2);
+    asked.get('/a')!.write('HTTP/1.1 200 OK\r\n\r\nAAAA');
+    await until(() => a.chunks.length > 0);
+    // a's first chunk is held as handed over; b's answer is read over the same bytes of the buffer.
+    asked.get('/b')!.write('HTTP/1.1 200 OK\r\ncontent-length: 4\r\nx-from: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb\r\n\r\nBBBB');
+    await b.ended;
+    asked.get('/a')!.end('ZZZZ');
+    await a.ended;
+    expect(Buffer.concat(a.chunks).toString()).toBe('AAAAZZZZ');
   });
 
   it("fails a call at once, as a protocol error, when its new connection's upstream sent bytes before it was asked anything", async () => {
