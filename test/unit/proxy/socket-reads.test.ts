@@ -78,13 +78,19 @@ function callsTo(port: number): (path: string) => Kept {
   };
 }
 
+/** Calls /a and /b in flight on two connections of one pool, their upstream sockets by path. */
+async function twoCalls(): Promise<{ a: Kept; b: Kept; asked: Map<string, net.Socket>; start: (path: string) => Kept }> {
+  const { port, asked } = await upstream();
+  const start = callsTo(port);
+  const a = start('/a');
+  const b = start('/b');
+  await until(() => asked.size === 2);
+  return { a, b, asked, start };
+}
+
 describe('upstream reads into a shared buffer', () => {
   it("keeps each call's head and body chunks intact while another connection's bytes are read into the same buffer", async () => {
-    const { port, asked } = await upstream();
-    const start = callsTo(port);
-    const a = start('/a');
-    const b = start('/b');
-    await until(() => asked.size === 2);
+    const { a, b, asked, start } = await twoCalls();
 
     // a's head stops halfway; b's whole answer is read over the same bytes of the buffer.
     asked.get('/a')!.write('HTTP/1.1 200 OK\r\ncontent-length: 8\r\nx-from: upstre');
@@ -108,11 +114,7 @@ describe('upstream reads into a shared buffer', () => {
   });
 
   it('keeps the chunks of a body that runs until the upstream closes the same way', async () => {
-    const { port, asked } = await upstream();
-    const start = callsTo(port);
-    const a = start('/a');
-    const b = start('/b');
-    await until(() => asked.size === 2);
+    const { a, b, asked } = await twoCalls();
     asked.get('/a')!.write('HTTP/1.1 200 OK\r\n\r\nAAAA');
     await until(() => a.chunks.length > 0);
     // a's first chunk is held as handed over; b's answer is read over the same bytes of the buffer.
