@@ -175,8 +175,8 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
     '### Targets (issue #13)',
     targets,
     '',
-    // The rows run one after another: nginx one hop read 27.0 µs per request in a full run and 19.1 in one of
-    // two rows the same hour, enough to turn the one hop's 1.7x verdict (bench/README.md, "Latest run").
+    // The rows run one after another: nginx one hop read 19.1 to 27.7 µs per request in runs of the same two
+    // hours, enough to turn the one hop's 1.7x verdict (bench/README.md, "Latest run").
     'The two ratios to nginx divide rows measured minutes apart; `npm run bench:pair -- nginx` (the mesh row) and `-- nginx --row one-hop` pair them round by round.',
   ].join('\n');
 }
