@@ -12,6 +12,8 @@ import { checkTargets, renderMeshTables, summarizeFixedRate } from './lib/mesh-r
 import { createMeshTarget, createOneHopTarget, withRequest } from './lib/mesh-targets.ts';
 import { runOpenLoop } from './lib/open-loop.ts';
 import type { OpenLoopReport } from './lib/open-loop-client.ts';
+import type { PairedRounds, PairRow, StartedSide } from './lib/paired-rounds.ts';
+import { runPairedRounds, startSide } from './lib/paired-rounds.ts';
 import type { ProcessGroup } from './lib/processes.ts';
 import { createProcessGroup, findExecutable } from './lib/processes.ts';
 import type { IdleCost, MemoryKiB, RowProcess, RssSampler } from './lib/row-processes.ts';
@@ -214,7 +216,9 @@ async function main(): Promise<number> {
   const interrupt = new AbortController();
   installExitHooks(group, interrupt, log);
   // Beyond the harness's per-row budget: the fixed-rate runs, and a mesh's five processes starting.
-  startWatchdog(group, settings, targets.length, log, targets.length * (fixed.runs * (fixed.warmupS + fixed.durationS + 30) + 4 * (settings.startTimeoutMs / 1000)));
+  const pairing = quick ? { warmupS: 5, seconds: 2, rounds: 2 } : { warmupS: 15, seconds: 4, rounds: 8 };
+  const pairingS = 2 * (2 * pairing.warmupS + 2 * pairing.rounds * pairing.seconds + 4 * (settings.startTimeoutMs / 1000));
+  startWatchdog(group, settings, targets.length, log, pairingS + targets.length * (fixed.runs * (fixed.warmupS + fixed.durationS + 30) + 4 * (settings.startTimeoutMs / 1000)));
   try {
     const loadgen = chooseLoadGenerator(group, settings, log);
     const nginx = findExecutable('nginx', process.env['PATH']);
@@ -285,12 +289,36 @@ async function main(): Promise<number> {
       }));
       rows.push({ ...measured, hops, processes, fixedRate: state?.fixedRate, fixedRateError: state?.fixedRateError });
     }
+    // The two ratio targets once more, paired: the rows above ran minutes apart, and nginx's CPU per request
+    // moved by a third between such minutes on the reference VM (bench/README.md, "Latest run").
+    const paired: { mesh?: PairedRounds; oneHop?: PairedRounds } = {};
+    const ran = (id: string): boolean => rows.some((r) => r.id === id && r.status === 'ok');
+    const pairs: ReadonlyArray<readonly ['mesh' | 'oneHop', PairRow, string, string]> = [
+      ['oneHop', 'one-hop', 'nginx', 'meshgate-one-hop'],
+      ['mesh', 'mesh', 'nginx-mtls-pair', 'mesh'],
+    ];
+    for (const [key, row, nginxId, meshgateId] of pairs) {
+      if (interrupt.signal.aborted || loadgen.name !== 'wrk' || !ran(nginxId) || !ran(meshgateId)) continue;
+      log(`${meshgateId}: paired with ${nginxId}, ${pairing.rounds} rounds of ${pairing.seconds}s after ${pairing.warmupS}s of warm-up each`);
+      const sides: StartedSide[] = [];
+      try {
+        const mesh = { folder: policy.folders.mesh, request: policy.request, log };
+        sides.push(await startSide(nginxId, row, { kind: 'nginx' }, mesh, upstream.context));
+        sides.push(await startSide(meshgateId, row, { kind: 'meshgate' }, mesh, upstream.context));
+        paired[key] = await runPairedRounds(loadgen, [sides[0]!, sides[1]!], { ...pairing, connections: settings.connections }, log);
+      } catch (err) {
+        log(`${meshgateId}: pairing with ${nginxId} failed (${(err as Error).message.split('\n')[0]})`);
+      } finally {
+        for (const side of sides) await side.started.stop();
+      }
+    }
+    if (interrupt.signal.aborted) return 130;
     await upstream.stop();
 
-    const checks = checkTargets(rows);
+    const checks = checkTargets(rows, paired);
     const loadAfter = loadavg();
     const busyNote = busy > 0.1 ? `\nwarning: the machine was ${(busy * 100).toFixed(0)}% busy before the run; figures are noisy\n` : '';
-    process.stdout.write(`\n${describe}; load average after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n${busyNote}\n${renderMeshTables(rows, checks)}\n\n`);
+    process.stdout.write(`\n${describe}; load average after ${loadAfter.map((l) => l.toFixed(2)).join(' ')}\n${busyNote}\n${renderMeshTables(rows, checks, paired)}\n\n`);
     writeReport(
       RESULTS_FILE,
       {
@@ -302,6 +330,7 @@ async function main(): Promise<number> {
         request: { ...policy.request, headers: { ...policy.request.headers, authorization: 'Bearer <JWT, not recorded>' } },
         upstreamBodyBytes: ECHO_BODY.length,
         rows,
+        paired: Object.fromEntries(Object.entries(paired).map(([key, p]) => [key, { ...p, over: key === 'mesh' ? 'nginx-mtls-pair' : 'nginx' }])),
         targets: checks,
       },
       log,

@@ -5,15 +5,11 @@ import { fileURLToPath } from 'node:url';
 import { chooseLoadGenerator, installExitHooks, runBench, startEchoUpstream, writeReport } from './lib/harness.ts';
 import type { MeshCheckout } from './lib/mesh-parts.ts';
 import { createMeshPolicy } from './lib/mesh-policy.ts';
-import { createMeshTarget, createOneHopTarget, withRequest } from './lib/mesh-targets.ts';
+import type { PairSideKind } from './lib/paired-rounds.ts';
+import { runPairedRounds, startSide } from './lib/paired-rounds.ts';
 import { createProcessGroup } from './lib/processes.ts';
-import type { OnRowStarted } from './lib/row-processes.ts';
 import { readSettings } from './lib/settings.ts';
 import { median } from './lib/stats.ts';
-import type { StartedTarget, Target } from './lib/target.ts';
-import { createNginxTarget } from './lib/target-nginx.ts';
-import { createNginxMtlsPairTarget } from './lib/target-nginx-mtls.ts';
-import { groupCpuMs } from './lib/tls-cpu.ts';
 
 /*
  * npm run bench:pair -- <baseline> [--row mesh|mesh-all-filters|one-hop] [--rounds N] [--seconds S] [--warmup S]
@@ -119,28 +115,6 @@ function baselineCheckout(baseline: string, scratch: string, log: (line: string)
   return { checkout: { root: dir }, label: `${baseline} (${commit.slice(0, 10)})`, remove };
 }
 
-/** One side of a pair: the row run by a meshgate checkout (this one without `checkout`), or its nginx counterpart. */
-type Side = { readonly kind: 'nginx' } | { readonly kind: 'meshgate'; readonly checkout?: MeshCheckout };
-
-/** The row's target for one side, reporting its proxy processes to `onStarted`; `repoRoot` is where a one-hop sidecar's checkout is. */
-function sideTarget(row: PairArgs['row'], side: Side, mesh: { folder: Readonly<Record<string, string>>; log: (line: string) => void }, onStarted: OnRowStarted): { target: Target; repoRoot?: string } {
-  if (side.kind === 'nginx') return { target: row === 'one-hop' ? withNginxName(createNginxTarget(), onStarted) : createNginxMtlsPairTarget(onStarted) };
-  if (row === 'one-hop') return { target: createOneHopTarget(onStarted, 1), ...(side.checkout ? { repoRoot: side.checkout.root } : {}) };
-  return { target: createMeshTarget({ id: row, label: row, policyFiles: mesh.folder, startups: 1, log: mesh.log, ...(side.checkout ? { checkout: side.checkout } : {}), onStarted }) };
-}
-
-/** nginx reports no processes of its own: its process group is the one proxy. */
-function withNginxName(target: Target, onStarted: OnRowStarted): Target {
-  return {
-    ...target,
-    start: async (context) => {
-      const start = await target.start(context);
-      if (start.ok && start.started.pgid !== undefined) await onStarted([{ name: 'nginx', pgid: start.started.pgid, role: 'proxy' }]);
-      return start;
-    },
-  };
-}
-
 async function main(): Promise<number> {
   let args: PairArgs;
   try {
@@ -160,54 +134,27 @@ async function main(): Promise<number> {
   }
   const baseline =
     args.baseline === NGINX
-      ? { side: { kind: 'nginx' } as Side, label: args.row === 'one-hop' ? 'nginx (1 worker)' : 'two nginx over mTLS (1 worker each)', remove: () => {} }
+      ? { side: { kind: 'nginx' } as PairSideKind, label: args.row === 'one-hop' ? 'nginx (1 worker)' : 'two nginx over mTLS (1 worker each)', remove: () => {} }
       : (() => {
           const made = baselineCheckout(args.baseline, group.tempDir('meshgate-bench-pair-'), log);
-          return { side: { kind: 'meshgate', checkout: made.checkout } as Side, label: made.label, remove: made.remove };
+          return { side: { kind: 'meshgate', checkout: made.checkout } as PairSideKind, label: made.label, remove: made.remove };
         })();
   try {
     const upstream = await startEchoUpstream(group, settings);
     const policy = await createMeshPolicy();
     const folder = args.row === 'mesh' ? policy.folders.mesh : policy.folders.allFilters;
-    const sides: Array<{ name: string; started: StartedTarget; proxies: number[]; usPerRequest: number[] }> = [];
-    for (const [name, side] of [
-      ['baseline', baseline.side],
-      ['this checkout', { kind: 'meshgate' }],
-    ] as const) {
-      const proxies: number[] = [];
-      const { target, repoRoot } = sideTarget(args.row, side, { folder, log }, async (processes) => {
-        for (const p of processes) if (p.role === 'proxy') proxies.push(p.pgid);
-      });
-      const start = await withRequest(target, policy.request).start({ ...upstream.context, ...(repoRoot ? { repoRoot } : {}) });
-      if (!start.ok) throw new Error(`${name}: ${start.reason}`);
-      sides.push({ name, started: start.started, proxies, usPerRequest: [] });
-    }
-    const load = async (side: (typeof sides)[number], durationS: number): Promise<number> => {
-      const cpu = (): number => side.proxies.reduce((sum, pgid) => sum + (groupCpuMs(pgid) ?? Number.NaN), 0);
-      const before = cpu();
-      const s = side.started;
-      const result = await loadgen.run({ url: s.url, headers: s.headers, method: s.method, body: s.body, durationS, connections: settings.connections });
-      if (result.errors + result.non2xx > result.requests / 1000) throw new Error(`${side.name}: ${result.errors} errors and ${result.non2xx} non-2xx of ${result.requests}`);
-      return ((cpu() - before) * 1000) / result.requests;
-    };
-    for (const side of sides) await load(side, settings.warmupS);
-    const ratios: number[] = [];
-    for (let round = 1; round <= args.rounds; round++) {
-      // A B, then B A: neither side always runs first (or right after the other warmed the caches).
-      for (const side of round % 2 === 1 ? sides : [...sides].reverse()) side.usPerRequest.push(await load(side, args.seconds));
-      const [base, current] = [sides[0]!.usPerRequest.at(-1)!, sides[1]!.usPerRequest.at(-1)!];
-      ratios.push(current / base);
-      log(`round ${round}/${args.rounds}: baseline ${base.toFixed(1)} µs/req, this checkout ${current.toFixed(1)}, ratio ${(current / base).toFixed(3)}`);
-    }
+    const mesh = { folder, request: policy.request, log };
+    const sides = [await startSide('baseline', args.row, baseline.side, mesh, upstream.context), await startSide('this checkout', args.row, { kind: 'meshgate' }, mesh, upstream.context)] as const;
+    const paired = await runPairedRounds(loadgen, sides, { warmupS: settings.warmupS, seconds: args.seconds, rounds: args.rounds, connections: settings.connections }, log);
     const limit = args.baseline === NGINX ? NGINX_RATIO_LIMITS[args.row] : undefined;
     const summary = {
       row: args.row,
       baseline: baseline.label,
       rounds: args.rounds,
       secondsPerRun: args.seconds,
-      medianUsPerRequest: { baseline: median(sides[0]!.usPerRequest), thisCheckout: median(sides[1]!.usPerRequest) },
-      ratio: { median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), below1: ratios.filter((r) => r < 1).length },
-      perRound: ratios.map((ratio, i) => ({ baseline: sides[0]!.usPerRequest[i], thisCheckout: sides[1]!.usPerRequest[i], ratio })),
+      medianUsPerRequest: { baseline: median(paired.usPerRequest[0]), thisCheckout: median(paired.usPerRequest[1]) },
+      ratio: { median: paired.median, min: paired.min, max: paired.max, below1: paired.ratios.filter((r) => r < 1).length },
+      perRound: paired.ratios.map((ratio, i) => ({ baseline: paired.usPerRequest[0][i], thisCheckout: paired.usPerRequest[1][i], ratio })),
     };
     process.stdout.write(
       `${args.row}: CPU per request of the row's proxies, this checkout over ${baseline.label}: median ratio ${summary.ratio.median.toFixed(3)} ` +

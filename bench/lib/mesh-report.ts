@@ -1,5 +1,6 @@
 import type { MeasuredRow } from './harness.ts';
 import type { OpenLoopReport } from './open-loop-client.ts';
+import type { PairedRounds } from './paired-rounds.ts';
 import { ratio, renderRatioTable } from './ratio-report.ts';
 import { median } from './stats.ts';
 
@@ -93,7 +94,13 @@ export function summarizeFixedRate(offered: number, runs: readonly OpenLoopRepor
   };
 }
 
-export function renderMeshTables(rows: readonly MeshRow[], checks: readonly TargetCheck[]): string {
+/** The two ratio targets measured in paired rounds (./paired-rounds.ts): each row over its nginx counterpart. */
+export interface PairedRatios {
+  readonly mesh?: PairedRounds | undefined;
+  readonly oneHop?: PairedRounds | undefined;
+}
+
+export function renderMeshTables(rows: readonly MeshRow[], checks: readonly TargetCheck[], paired: PairedRatios = {}): string {
   const pair = rows.find((r) => r.id === 'nginx-mtls-pair' && r.status === 'ok');
   const direct = rows.find((r) => r.id === 'direct' && r.status === 'ok');
   const closed = renderRatioTable(rows, 'nginx-mtls-pair', [
@@ -177,12 +184,19 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
     '',
     // The rows run one after another: nginx one hop read 19.1 to 27.7 µs per request in runs of the same two
     // hours, enough to turn the one hop's 1.7x verdict (bench/README.md, "Latest run").
-    'The two ratios to nginx divide rows measured minutes apart; `npm run bench:pair -- nginx` (the mesh row) and `-- nginx --row one-hop` pair them round by round.',
+    paired.mesh || paired.oneHop
+      ? `The ratios to nginx are medians of paired rounds (${pairedText(paired)}): each row and its nginx counterpart up side by side and loaded in turn, as \`npm run bench:pair -- nginx\` does; the tables above divide rows measured minutes apart.`
+      : 'The two ratios to nginx divide rows measured minutes apart; `npm run bench:pair -- nginx` (the mesh row) and `-- nginx --row one-hop` pair them round by round.',
   ].join('\n');
 }
 
-/** The issue's targets, each judged on this run's figures. */
-export function checkTargets(rows: readonly MeshRow[]): TargetCheck[] {
+function pairedText(paired: PairedRatios): string {
+  const one = (name: string, p: PairedRounds | undefined): string | undefined => p && `${name} ${p.median.toFixed(2)}x, ${p.min.toFixed(2)}-${p.max.toFixed(2)} over ${p.rounds}`;
+  return [one('mesh', paired.mesh), one('one hop', paired.oneHop)].filter((t) => t !== undefined).join('; ');
+}
+
+/** The issue's targets, each judged on this run's figures; the two ratios to nginx on paired rounds where there are some. */
+export function checkTargets(rows: readonly MeshRow[], paired: PairedRatios = {}): TargetCheck[] {
   const ok = (id: string): MeshRow | undefined => rows.find((r) => r.id === id && r.status === 'ok');
   const direct = ok('direct');
   const pair = ok('nginx-mtls-pair');
@@ -198,12 +212,14 @@ export function checkTargets(rows: readonly MeshRow[]): TargetCheck[] {
   atMost('CPU per request, both sidecars (50 conns)', 'mesh', meshRow && proxyCpu(meshRow), 200, 'µs', 0);
   const pairCpu = pair && proxyCpu(pair);
   const meshCpu = meshRow && proxyCpu(meshRow);
-  atMost('CPU per request vs the nginx mTLS pair', 'mesh', meshCpu !== undefined && pairCpu ? meshCpu / pairCpu : undefined, 3, 'x', 2, '≤ 3x');
+  if (paired.mesh) atMost('CPU per request vs the nginx mTLS pair', 'mesh', paired.mesh.median, 3, 'x paired', 2, '≤ 3x');
+  else atMost('CPU per request vs the nginx mTLS pair', 'mesh', meshCpu !== undefined && pairCpu ? meshCpu / pairCpu : undefined, 3, 'x', 2, '≤ 3x');
   atMost('CPU per request, both sidecars, every filter on', 'mesh-all-filters', filtersRow && proxyCpu(filtersRow), 280, 'µs', 0);
   const oneHopCpu = oneHop && proxyCpu(oneHop);
   atMost('CPU per request, one hop, plaintext, no policy', 'meshgate-one-hop', oneHopCpu, 55, 'µs', 0);
   const nginxCpu = nginx && proxyCpu(nginx);
-  atMost('CPU per request, one hop vs nginx one hop', 'meshgate-one-hop', oneHopCpu !== undefined && nginxCpu ? oneHopCpu / nginxCpu : undefined, 1.7, 'x', 2, '≤ 1.7x');
+  if (paired.oneHop) atMost('CPU per request, one hop vs nginx one hop', 'meshgate-one-hop', paired.oneHop.median, 1.7, 'x paired', 2, '≤ 1.7x');
+  else atMost('CPU per request, one hop vs nginx one hop', 'meshgate-one-hop', oneHopCpu !== undefined && nginxCpu ? oneHopCpu / nginxCpu : undefined, 1.7, 'x', 2, '≤ 1.7x');
 
   for (const row of [oneHop, meshRow, filtersRow]) {
     if (row === undefined) continue;
