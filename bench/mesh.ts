@@ -46,8 +46,8 @@ const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const HELP = `usage: npm run bench:mesh [-- --quick] [-- --rate N]
 
   --quick    5 s of warm-up, 1 run of 3 s per row at 50 connections and 3 s at the fixed rate:
-             about two minutes (default: 15 s of warm-up, 3 runs of 6 s and 2 of 8 s: about
-             8 minutes)
+             about three minutes (default: 15 s of warm-up, 3 runs of 6 s and 2 of 8 s, then the two
+             ratio targets in 8 paired rounds of 4 s: about 12 minutes)
   --rate N   the fixed (open-loop) rate, requests per second (default 1000)
 
 ${SETTINGS_HELP}
