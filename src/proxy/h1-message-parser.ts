@@ -137,6 +137,8 @@ type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-end' | 'tr
 export abstract class H1MessageParser {
   #state: State = 'head';
   #buffer: Buffer | undefined;
+  /** Whether the bytes being parsed are execute's input itself (borrowed), not a join of held bytes and it (the parser's own). */
+  #borrowed = false;
   #remaining = 0;
   readonly #maxHeadBytes: number;
   readonly #what: string;
@@ -193,16 +195,24 @@ export abstract class H1MessageParser {
    * Feeds bytes; throws `fault`'s error. Stops where the message ends and returns what `afterEnd` makes of
    * the rest. `input` is borrowed, valid only during the call (a read buffer shared by many sockets and read
    * into again: ./socket-reads.ts): body chunks are handed on as copies and what waits here for more bytes
-   * (a head, a chunk line) is copied before the call returns; what `afterEnd` gets is a view.
+   * (a head, a chunk line) is copied before the call returns, both only where they are still views of
+   * `input` (after held bytes the parser joins them with it into a buffer of its own); what `afterEnd`
+   * gets is a view.
    */
   execute(input: Buffer): Buffer | undefined {
     const rest = this.#run(input);
-    if (this.#buffer !== undefined) this.#buffer = Buffer.from(this.#buffer);
+    if (this.#buffer !== undefined) this.#buffer = this.#own(this.#buffer);
     return rest;
   }
 
+  /** A view of the bytes being parsed, as bytes that outlive execute: copied when they are its borrowed input. */
+  #own(view: Buffer): Buffer {
+    return this.#borrowed ? Buffer.from(view) : view;
+  }
+
   #run(input: Buffer): Buffer | undefined {
-    const chunk = this.#buffer === undefined ? input : Buffer.concat([this.#buffer, input]);
+    this.#borrowed = this.#buffer === undefined;
+    const chunk = this.#borrowed ? input : Buffer.concat([this.#buffer!, input]);
     this.#buffer = undefined;
     let at = 0;
     while (at < chunk.length) {
@@ -237,7 +247,7 @@ export abstract class H1MessageParser {
           if (this.#remaining === 0) this.#finish(undefined);
           break;
         case 'until-close':
-          this.readData(Buffer.from(at === 0 ? chunk : chunk.subarray(at)));
+          this.readData(this.#own(at === 0 ? chunk : chunk.subarray(at)));
           return undefined;
         case 'chunk-size': {
           const end = this.#find(chunk, at, '\r\n', MAX_CHUNK_LINE, 'chunk-size line', 'malformed');
@@ -311,7 +321,7 @@ export abstract class H1MessageParser {
   #take(chunk: Buffer, at: number): number {
     const take = Math.min(this.#remaining, chunk.length - at);
     this.#remaining -= take;
-    this.readData(Buffer.from(take === chunk.length ? chunk : chunk.subarray(at, at + take)));
+    this.readData(this.#own(take === chunk.length ? chunk : chunk.subarray(at, at + take)));
     return at + take;
   }
 
