@@ -7,7 +7,7 @@ import type { Log } from './lib/harness.ts';
 import { chooseLoadGenerator, installExitHooks, measureTarget, runBench, selectTargets, startEchoUpstream, startWatchdog, versionOf, writeReport } from './lib/harness.ts';
 import { busyShare } from './lib/machine-load.ts';
 import { createMeshPolicy } from './lib/mesh-policy.ts';
-import type { FixedRate, MeshRow, ProcessFigures } from './lib/mesh-report.ts';
+import type { FixedRate, MeshRow, PairedRatios, ProcessFigures } from './lib/mesh-report.ts';
 import { checkTargets, renderMeshTables, summarizeFixedRate } from './lib/mesh-report.ts';
 import { createMeshTarget, createOneHopTarget, withRequest } from './lib/mesh-targets.ts';
 import { runOpenLoop } from './lib/open-loop.ts';
@@ -291,27 +291,24 @@ async function main(): Promise<number> {
     }
     // The two ratio targets once more, paired: the rows above ran minutes apart, and nginx's CPU per request
     // moved by a third between such minutes on the reference VM (bench/README.md, "Latest run").
-    const paired: { mesh?: PairedRounds; oneHop?: PairedRounds } = {};
     const ran = (id: string): boolean => rows.some((r) => r.id === id && r.status === 'ok');
-    const pairs: ReadonlyArray<readonly ['mesh' | 'oneHop', PairRow, string, string]> = [
-      ['oneHop', 'one-hop', 'nginx', 'meshgate-one-hop'],
-      ['mesh', 'mesh', 'nginx-mtls-pair', 'mesh'],
-    ];
-    for (const [key, row, nginxId, meshgateId] of pairs) {
-      if (interrupt.signal.aborted || loadgen.name !== 'wrk' || !ran(nginxId) || !ran(meshgateId)) continue;
+    const pairWithNginx = async (row: PairRow, nginxId: string, meshgateId: string): Promise<PairedRounds | undefined> => {
+      if (interrupt.signal.aborted || loadgen.name !== 'wrk' || !ran(nginxId) || !ran(meshgateId)) return undefined;
       log(`${meshgateId}: paired with ${nginxId}, ${pairing.rounds} rounds of ${pairing.seconds}s after ${pairing.warmupS}s of warm-up each`);
       const sides: StartedSide[] = [];
       try {
         const mesh = { folder: policy.folders.mesh, request: policy.request, log };
         sides.push(await startSide(nginxId, row, { kind: 'nginx' }, mesh, upstream.context));
         sides.push(await startSide(meshgateId, row, { kind: 'meshgate' }, mesh, upstream.context));
-        paired[key] = await runPairedRounds(loadgen, [sides[0]!, sides[1]!], { ...pairing, connections: settings.connections }, log);
+        return await runPairedRounds(loadgen, [sides[0]!, sides[1]!], { ...pairing, connections: settings.connections }, log);
       } catch (err) {
         log(`${meshgateId}: pairing with ${nginxId} failed (${(err as Error).message.split('\n')[0]})`);
+        return undefined;
       } finally {
         for (const side of sides) await side.started.stop();
       }
-    }
+    };
+    const paired: PairedRatios = { 'one-hop': await pairWithNginx('one-hop', 'nginx', 'meshgate-one-hop'), mesh: await pairWithNginx('mesh', 'nginx-mtls-pair', 'mesh') };
     if (interrupt.signal.aborted) return 130;
     await upstream.stop();
 
@@ -330,7 +327,7 @@ async function main(): Promise<number> {
         request: { ...policy.request, headers: { ...policy.request.headers, authorization: 'Bearer <JWT, not recorded>' } },
         upstreamBodyBytes: ECHO_BODY.length,
         rows,
-        paired: Object.fromEntries(Object.entries(paired).map(([key, p]) => [key, { ...p, over: key === 'mesh' ? 'nginx-mtls-pair' : 'nginx' }])),
+        paired,
         targets: checks,
       },
       log,

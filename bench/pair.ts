@@ -5,8 +5,9 @@ import { fileURLToPath } from 'node:url';
 import { chooseLoadGenerator, installExitHooks, runBench, startEchoUpstream, writeReport } from './lib/harness.ts';
 import type { MeshCheckout } from './lib/mesh-parts.ts';
 import { createMeshPolicy } from './lib/mesh-policy.ts';
-import type { PairSideKind } from './lib/paired-rounds.ts';
-import { runPairedRounds, startSide } from './lib/paired-rounds.ts';
+import { NGINX_RATIO_LIMITS } from './lib/mesh-report.ts';
+import type { PairRow, PairSideKind } from './lib/paired-rounds.ts';
+import { PAIR_ROWS, runPairedRounds, startSide } from './lib/paired-rounds.ts';
 import { createProcessGroup } from './lib/processes.ts';
 import { readSettings } from './lib/settings.ts';
 import { median } from './lib/stats.ts';
@@ -36,15 +37,12 @@ import { median } from './lib/stats.ts';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const RESULTS_FILE = join(ROOT, 'bench', 'results', 'pair-latest.json');
 const USAGE = 'usage: npm run bench:pair -- <git ref, checkout path or nginx> [--row mesh|mesh-all-filters|one-hop] [--rounds N] [--seconds S] [--warmup S]';
-const ROWS = ['mesh', 'mesh-all-filters', 'one-hop'] as const;
 /** The baseline that is not a meshgate checkout: the row's nginx counterpart. */
 const NGINX = 'nginx';
-/** Issue #13's limits on a row's CPU per request over its nginx counterpart's (none for the every-filter row). */
-const NGINX_RATIO_LIMITS: Readonly<Record<(typeof ROWS)[number], number | undefined>> = { mesh: 3, 'mesh-all-filters': undefined, 'one-hop': 1.7 };
 
 interface PairArgs {
   readonly baseline: string;
-  readonly row: (typeof ROWS)[number];
+  readonly row: PairRow;
   readonly rounds: number;
   readonly seconds: number;
   /** Load before the rounds, each side: 5 s when both sides are meshgate (they tier up alike), 15 s against nginx (bench:mesh's, V8's steady state). */
@@ -66,8 +64,8 @@ function parseArgs(argv: readonly string[]): PairArgs {
     };
     if (arg === '--row') {
       const r = value();
-      const known = ROWS.find((name) => name === r);
-      if (known === undefined) throw new Error(`--row: ${ROWS.join(', ')}; got ${r}`);
+      const known = PAIR_ROWS.find((name) => name === r);
+      if (known === undefined) throw new Error(`--row: ${PAIR_ROWS.join(', ')}; got ${r}`);
       row = known;
     } else if (arg === '--rounds') rounds = positive(arg, value());
     else if (arg === '--seconds') seconds = positive(arg, value());

@@ -19,7 +19,8 @@ import { groupCpuMs } from './tls-cpu.ts';
  * targets, whose rows it otherwise measures minutes apart.
  */
 
-export type PairRow = 'mesh' | 'mesh-all-filters' | 'one-hop';
+export const PAIR_ROWS = ['mesh', 'mesh-all-filters', 'one-hop'] as const;
+export type PairRow = (typeof PAIR_ROWS)[number];
 
 /** One side of a pair: the row run by a meshgate checkout (this one without `checkout`), or its nginx counterpart. */
 export type PairSideKind = { readonly kind: 'nginx' } | { readonly kind: 'meshgate'; readonly checkout?: MeshCheckout };
@@ -32,6 +33,8 @@ export interface StartedSide {
 }
 
 export interface PairedRounds {
+  /** The sides' names: [baseline, other]. */
+  readonly sides: readonly [string, string];
   readonly rounds: number;
   /** CPU µs per request of each run, per side: [baseline, other]. */
   readonly usPerRequest: readonly [readonly number[], readonly number[]];
@@ -63,26 +66,19 @@ export async function startSide(
   };
   let target: Target;
   let repoRoot: string | undefined;
-  if (side.kind === 'nginx') target = row === 'one-hop' ? withNginxName(createNginxTarget(), onStarted) : createNginxMtlsPairTarget(onStarted);
+  if (side.kind === 'nginx' && row === 'one-hop') target = withRequest(createNginxTarget(), mesh.request, { name: 'nginx', onStarted });
+  else if (side.kind === 'nginx') target = withRequest(createNginxMtlsPairTarget(onStarted), mesh.request);
   else if (row === 'one-hop') {
-    target = createOneHopTarget(onStarted, 1);
+    target = withRequest(createOneHopTarget(onStarted, 1), mesh.request);
     repoRoot = side.checkout?.root;
-  } else target = createMeshTarget({ id: row, label: row, policyFiles: mesh.folder, startups: 1, log: mesh.log, ...(side.checkout ? { checkout: side.checkout } : {}), onStarted });
-  const start = await withRequest(target, mesh.request).start({ ...context, ...(repoRoot ? { repoRoot } : {}) });
+  } else
+    target = withRequest(
+      createMeshTarget({ id: row, label: row, policyFiles: mesh.folder, startups: 1, log: mesh.log, ...(side.checkout ? { checkout: side.checkout } : {}), onStarted }),
+      mesh.request,
+    );
+  const start = await target.start({ ...context, ...(repoRoot ? { repoRoot } : {}) });
   if (!start.ok) throw new Error(`${name}: ${start.reason}`);
   return { name, started: start.started, proxies };
-}
-
-/** nginx reports no processes of its own: its process group is the one proxy. */
-function withNginxName(target: Target, onStarted: OnRowStarted): Target {
-  return {
-    ...target,
-    start: async (context) => {
-      const start = await target.start(context);
-      if (start.ok && start.started.pgid !== undefined) await onStarted([{ name: 'nginx', pgid: start.started.pgid, role: 'proxy' }]);
-      return start;
-    },
-  };
 }
 
 /** Warms both sides, then runs the rounds; each round's ratio is the second side's CPU per request over the first's. */
@@ -105,5 +101,5 @@ export async function runPairedRounds(loadgen: LoadGenerator, sides: readonly [S
     ratios.push(other / base);
     log(`round ${round}/${options.rounds}: ${sides[0].name} ${base.toFixed(1)} µs/req, ${sides[1].name} ${other.toFixed(1)}, ratio ${(other / base).toFixed(3)}`);
   }
-  return { rounds: options.rounds, usPerRequest: perSide, ratios, median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) };
+  return { sides: [sides[0].name, sides[1].name], rounds: options.rounds, usPerRequest: perSide, ratios, median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios) };
 }
