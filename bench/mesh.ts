@@ -290,7 +290,7 @@ async function main(): Promise<number> {
       rows.push({ ...measured, hops, processes, fixedRate: state?.fixedRate, fixedRateError: state?.fixedRateError });
     }
     // The two ratio targets once more, paired: the rows above ran minutes apart, and nginx's CPU per request
-    // moved by a third between such minutes on the reference VM (bench/README.md, "Latest run").
+    // moved from 19.1 to 27.7 µs between such minutes on the reference VM (bench/README.md, "Latest run").
     const ran = (id: string): boolean => rows.some((r) => r.id === id && r.status === 'ok');
     const pairWithNginx = async (row: PairRow, nginxId: string, meshgateId: string): Promise<PairedRounds | undefined> => {
       if (interrupt.signal.aborted || loadgen.name !== 'wrk' || !ran(nginxId) || !ran(meshgateId)) return undefined;
