@@ -8,6 +8,8 @@ import { median } from './stats.ts';
 import type { StartedTarget, Target, TargetContext } from './target.ts';
 import { createNginxTarget } from './target-nginx.ts';
 import { createNginxMtlsPairTarget } from './target-nginx-mtls.ts';
+import type { NodeRelay } from './target-node-pipes.ts';
+import { createNodeHttpPairTarget, createNodeOneHopTarget, createNodePipePairTarget } from './target-node-pipes.ts';
 import { groupCpuMs } from './tls-cpu.ts';
 
 /*
@@ -22,8 +24,11 @@ import { groupCpuMs } from './tls-cpu.ts';
 export const PAIR_ROWS = ['mesh', 'mesh-all-filters', 'one-hop'] as const;
 export type PairRow = (typeof PAIR_ROWS)[number];
 
-/** One side of a pair: the row run by a meshgate checkout (this one without `checkout`), or its nginx counterpart. */
-export type PairSideKind = { readonly kind: 'nginx' } | { readonly kind: 'meshgate'; readonly checkout?: MeshCheckout };
+/**
+ * One side of a pair: the row run by a meshgate checkout (this one without `checkout`), its nginx
+ * counterpart, or Node's floor for it (./target-node-pipes.ts: relays that check and log nothing).
+ */
+export type PairSideKind = { readonly kind: 'nginx' } | { readonly kind: 'meshgate'; readonly checkout?: MeshCheckout } | { readonly kind: 'node-floor'; readonly relay: NodeRelay };
 
 export interface StartedSide {
   readonly name: string;
@@ -68,6 +73,8 @@ export async function startSide(
   let repoRoot: string | undefined;
   if (side.kind === 'nginx' && row === 'one-hop') target = withRequest(createNginxTarget(), mesh.request, { name: 'nginx', onStarted });
   else if (side.kind === 'nginx') target = withRequest(createNginxMtlsPairTarget(onStarted), mesh.request);
+  else if (side.kind === 'node-floor' && row === 'one-hop') target = withRequest(createNodeOneHopTarget(side.relay, onStarted), mesh.request);
+  else if (side.kind === 'node-floor') target = withRequest((side.relay === 'pipe' ? createNodePipePairTarget : createNodeHttpPairTarget)(onStarted), mesh.request);
   else if (row === 'one-hop') {
     target = withRequest(createOneHopTarget(onStarted, 1), mesh.request);
     repoRoot = side.checkout?.root;

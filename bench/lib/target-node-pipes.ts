@@ -12,6 +12,8 @@ import { pairCertificates } from './target-nginx-mtls.ts';
  *    also parse each request and response and write them again: the least
  *    a Node proxy that reads calls (to route, check or log them) pays.
  * Neither is a proxy anyone would deploy: nothing is checked, routed or logged.
+ * bench:pair also runs either as one plaintext hop (side `plain`), next to
+ * one nginx: Node's floor for the one-hop row.
  */
 export function createNodePipePairTarget(onStarted: OnRowStarted): Target {
   return pairTarget('node-pipe-pair', 'two Node byte pipes over mTLS (floor)', 'byte-pipe.mjs', 'pipe', onStarted);
@@ -20,6 +22,27 @@ export function createNodePipePairTarget(onStarted: OnRowStarted): Target {
 export function createNodeHttpPairTarget(onStarted: OnRowStarted): Target {
   return pairTarget('node-http-pair', 'two minimal Node HTTP/1.1 relays over mTLS (floor with HTTP)', 'http-pipe.mjs', 'relay', onStarted);
 }
+
+/** Node's floor for the one hop: one relay, plaintext both ways, between the load and the app. */
+export function createNodeOneHopTarget(relay: NodeRelay, onStarted: OnRowStarted): Target {
+  const script = RELAY_SCRIPTS[relay];
+  const name = `node-${relay}`;
+  return {
+    id: `${name}-one-hop`,
+    label: `one Node ${relay === 'pipe' ? 'byte pipe' : 'minimal HTTP/1.1 relay'}, plaintext (floor)`,
+    start: async (context: TargetContext) => {
+      const relayed = await startNodeServer(context.group, name, script, ['plain', '-', String(context.upstreamPort)], context.startTimeoutMs).catch((err: Error) => err);
+      if (relayed instanceof Error) return { ok: false, reason: relayed.message };
+      await onStarted([{ name, pgid: relayed.child.process.pid!, role: 'proxy' }]);
+      const started: StartedTarget = { url: `http://127.0.0.1:${relayed.port}/`, headers: {}, stop: () => relayed.child.stop() };
+      return { ok: true, started };
+    },
+  };
+}
+
+/** Node's two floors: bytes piped, or each message parsed and written again. */
+export type NodeRelay = 'pipe' | 'http';
+const RELAY_SCRIPTS: Readonly<Record<NodeRelay, string>> = { pipe: 'byte-pipe.mjs', http: 'http-pipe.mjs' };
 
 function pairTarget(id: string, label: string, script: string, name: string, onStarted: OnRowStarted): Target {
   return {

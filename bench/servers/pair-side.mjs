@@ -10,6 +10,7 @@ import { connect as tlsConnect, createServer as tlsServer } from 'node:tls';
  *
  *   front <certs> <back port>: plain listener -> mTLS 1.3 client (frontend.pem, server name `orders`)
  *   back <certs> <app port>:   mTLS 1.3 listener (orders.pem, client certificate required) -> app
+ *   plain - <app port>:        plain listener -> app (Node's floor for the one hop, next to one nginx)
  *
  * The certificates are the nginx pair's (lib/target-nginx-mtls.ts makes them).
  * Prints {"port": N} once listening, like the other bench servers. Plain
@@ -22,15 +23,17 @@ import { connect as tlsConnect, createServer as tlsServer } from 'node:tls';
 export function servePairSide(script, relay) {
   const [side, certs, target] = process.argv.slice(2);
   const targetPort = Number(target);
-  if ((side !== 'front' && side !== 'back') || !certs || !Number.isInteger(targetPort)) {
-    process.stderr.write(`usage: ${script} front|back <certificate dir> <target port>\n`);
+  if ((side !== 'front' && side !== 'back' && side !== 'plain') || !certs || !Number.isInteger(targetPort)) {
+    process.stderr.write(`usage: ${script} front|back|plain <certificate dir, - for plain> <target port>\n`);
     process.exit(2);
   }
   const read = (name) => readFileSync(join(certs, name));
-  const ca = read('ca.pem');
-  const own = side === 'front' ? { cert: read('frontend.pem'), key: read('frontend.key') } : { cert: read('orders.pem'), key: read('orders.key') };
+  const ca = side === 'plain' ? undefined : read('ca.pem');
+  const own = side === 'plain' ? {} : side === 'front' ? { cert: read('frontend.pem'), key: read('frontend.key') } : { cert: read('orders.pem'), key: read('orders.key') };
   const server =
-    side === 'front'
+    side === 'plain'
+      ? netServer({ noDelay: true }, (caller) => relay(caller, netConnect({ host: '127.0.0.1', port: targetPort, noDelay: true })))
+      : side === 'front'
       ? netServer({ noDelay: true }, (caller) => {
           const upstream = tlsConnect({ host: '127.0.0.1', port: targetPort, servername: 'orders', ca, ...own, minVersion: 'TLSv1.3' });
           upstream.setNoDelay(true);
