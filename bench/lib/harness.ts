@@ -100,6 +100,8 @@ export interface MeasuredRow {
 export interface MeasureOptions {
   /** Process groups whose CPU time is divided by the requests of the measured runs (Linux /proc). */
   readonly cpuGroups?: (started: StartedTarget) => Readonly<Record<string, number | undefined>>;
+  /** Runs once the pre-flight request was answered, before the warm-up: the target as fresh as a just-started one. */
+  readonly afterPreflight?: (started: StartedTarget) => Promise<void>;
   /** Runs after the warm-up, right before the measured runs (e.g. to reset a server's counters). */
   readonly beforeRuns?: (started: StartedTarget) => Promise<void>;
   /** Runs after the measured runs, before the target stops; its lines go to the row's notes. */
@@ -141,6 +143,7 @@ export async function measureTarget(target: Target, context: TargetContext, load
       return failed(`pre-flight ${method ?? 'GET'} ${url}: ${(err as Error).message}`);
     }
     const request = { url, headers, method, body, connections: settings.connections };
+    await options.afterPreflight?.(started);
     if (!options.cpuGroups && !options.beforeRuns) {
       const measured = await measureRuns(loadgen, request, settings, target.id, log);
       const notes = options.inspect ? await options.inspect(started, measured.runs) : undefined;

@@ -25,8 +25,10 @@ export interface ProcessFigures {
   readonly idleWakeupsPerS?: number | undefined;
   /** Largest VmRSS sampled during the wrk runs. */
   readonly rssLoadKiB?: number | undefined;
-  /** VmHWM after the wrk runs: the peak since start. */
+  /** VmHWM after the wrk runs: the peak since start, at saturation. */
   readonly hwmKiB?: number | undefined;
+  /** VmHWM after the open-loop run at MemoryAtRate's rate from a fresh start (before wrk). */
+  readonly hwmAtRateKiB?: number | undefined;
   readonly readyMs?: readonly number[] | undefined;
 }
 
@@ -40,12 +42,21 @@ export interface FixedRate {
   readonly achievedRate: number;
 }
 
+/** The open-loop run that issue #13's memory-at-load target is read after. */
+export interface MemoryAtRate {
+  readonly offered: number;
+  readonly achievedRate: number;
+  /** Requests that failed, were refused or were never sent. */
+  readonly failed: number;
+}
+
 export interface MeshRow extends MeasuredRow {
   /** Proxy processes a request crosses (0 for direct). */
   readonly hops: number;
   readonly processes: readonly ProcessFigures[];
   readonly fixedRate?: FixedRate | undefined;
   readonly fixedRateError?: string | undefined;
+  readonly memoryAtRate?: MemoryAtRate | undefined;
 }
 
 export interface TargetCheck {
@@ -53,8 +64,9 @@ export interface TargetCheck {
   readonly row: string;
   readonly measured: string;
   readonly limit: string;
-  /** undefined: not measured in this run. */
+  /** undefined: not measured in this run, or (with `unjudged`) measured where it cannot be judged. */
   readonly met: boolean | undefined;
+  readonly unjudged?: string;
 }
 
 const mib = (kib: number | undefined): string => (kib === undefined ? '-' : (kib / 1024).toFixed(1));
@@ -141,7 +153,8 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
     'RSS idle MiB',
     'own (RssAnon) idle MiB',
     'RSS peak at load MiB',
-    'VmHWM MiB',
+    `VmHWM at ${rows.find((r) => r.memoryAtRate)?.memoryAtRate?.offered ?? '-'} req/s MiB`,
+    'VmHWM after wrk MiB',
     'idle CPU % of a core',
     'idle wake-ups /s',
     'start to ready ms',
@@ -155,6 +168,7 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
       mib(p.rssIdleKiB),
       mib(p.anonIdleKiB),
       mib(p.rssLoadKiB),
+      mib(p.hwmAtRateKiB),
       mib(p.hwmKiB),
       num(p.idleCpuPercent, 2),
       num(p.idleWakeupsPerS, 0),
@@ -163,10 +177,10 @@ export function renderMeshTables(rows: readonly MeshRow[], checks: readonly Targ
   );
   const processes = table(processHeader, processBody, new Set([0, 1]));
 
-  const verdict = (met: boolean | undefined): string => (met === undefined ? 'not measured' : met ? 'met' : 'MISSED');
+  const verdict = (c: TargetCheck): string => (c.met === undefined ? (c.unjudged ?? 'not measured') : c.met ? 'met' : 'MISSED');
   const targets = table(
     ['issue #13 target', 'row', 'measured', 'limit', 'verdict'],
-    checks.map((c) => [c.target, c.row, c.measured, c.limit, verdict(c.met)]),
+    checks.map((c) => [c.target, c.row, c.measured, c.limit, verdict(c)]),
     new Set([0, 1, 4]),
   );
   return [
@@ -230,11 +244,28 @@ export function checkTargets(rows: readonly MeshRow[], paired: PairedRatios = {}
     atMost(`latency added per sidecar at ${row.fixedRate?.offered ?? '-'} req/s, p50`, row.id, addedPerHop(row, direct, 'p50Ms'), 0.15, 'ms', 3);
     atMost(`latency added per sidecar at ${row.fixedRate?.offered ?? '-'} req/s, p99`, row.id, addedPerHop(row, direct, 'p99Ms'), 1, 'ms', 3);
   }
+  // At the issue's 5 000 req/s, offered open loop from a fresh start. A row that carried less (under 95%) is judged
+  // only when it is over the limit already: at a lower rate the peak is no higher than it would have been.
+  const atLoad = (row: MeshRow, p: ProcessFigures): void => {
+    const run = row.memoryAtRate;
+    const target = `RSS at load, VmHWM (${p.name}; ${run?.offered ?? '-'} req/s offered open loop from a fresh start${run ? `, ${Math.round(run.achievedRate)} carried` : ''})`;
+    const hwm = p.hwmAtRateKiB === undefined || !Number.isFinite(p.hwmAtRateKiB) ? undefined : p.hwmAtRateKiB / 1024;
+    const carried = run !== undefined && run.achievedRate >= run.offered * 0.95;
+    const limit = 90;
+    checks.push({
+      target,
+      row: row.id,
+      measured: hwm === undefined ? '-' : `${hwm.toFixed(1)} MiB`,
+      limit: `≤ ${limit} MiB`,
+      met: hwm === undefined || (!carried && hwm <= limit) ? undefined : hwm <= limit,
+      ...(hwm !== undefined && !carried && hwm <= limit ? { unjudged: 'rate not reached' } : {}),
+    });
+  };
   for (const row of [oneHop, meshRow, filtersRow]) {
     if (row === undefined) continue;
     for (const p of proxies(row)) {
       atMost(`RSS idle (${p.name})`, row.id, p.rssIdleKiB === undefined ? undefined : p.rssIdleKiB / 1024, 60, 'MiB', 1);
-      atMost(`RSS at load, VmHWM (${p.name}; at ${Math.round(row.rps ?? 0)} req/s, the issue says 5 000)`, row.id, p.hwmKiB === undefined ? undefined : p.hwmKiB / 1024, 90, 'MiB', 1);
+      atLoad(row, p);
     }
   }
   /** The slower sidecar's median start: each sidecar of a mesh row is started several times. */
