@@ -42,7 +42,7 @@ ENV NODE_OPTIONS=--max-semi-space-size=4
 # bench/README.md, "Cost per pod").
 ENV MALLOC_ARENA_MAX=2
 # The third memory setting, a V8 flag (--no-maglev-destroy-on-background: 6-9 MiB off a sidecar's peak),
-# is set by bin/meshgate.js itself, as NODE_OPTIONS takes no such flag: keep the ENTRYPOINT on it.
+# is set by the sidecar itself once it has started (src/core/compiler-memory.ts says why not here).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends iptables \
  && rm -rf /var/lib/apt/lists/*

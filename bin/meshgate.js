@@ -6,13 +6,6 @@ if (major < REQUIRED_MAJOR) {
   process.stderr.write(`meshgate: Node.js ${REQUIRED_MAJOR} or newer is required (this is ${process.version}); run it through npm scripts or install Node ${REQUIRED_MAJOR} LTS\n`);
   process.exit(1);
 }
-// V8's Maglev compiler frees each finished compile job's working memory at once on this thread instead
-// of in a later background task: a sidecar's peak RSS under load 6-9 MiB lower (one hop at 5 000 req/s
-// 89.1-92.8 -> 84.0-85.8 MiB, the mesh row's sidecars a median of 114.7 -> 105.9), for 0.5-1 MiB more
-// at idle on a mesh sidecar and CPU per request the same within noise (paired: 1.021, 0.976, 0.931).
-// Set before any code is compiled; V8 flags cannot go in NODE_OPTIONS. bench/README.md, "What malloc
-// keeps after load".
-process.getBuiltinModule('node:v8').setFlagsFromString('--no-maglev-destroy-on-background');
 // Caches compiled code between runs (Node 22.1+): start-up matters for CLI commands and restarts.
 // process.getBuiltinModule, not import(): an import builds each module's ESM namespace, and node:fs's
 // reads its `promises` getter, which loads fs/promises with readline and the REPL history (+1.1 MiB RSS in a bare process serving HTTP).

@@ -3,6 +3,7 @@ import type { ParseArgsOptionsConfig } from 'node:util';
 import type { ZodType } from 'zod';
 import type { TracingConfig } from '../config/telemetry-schema.ts';
 import type { Clock, Random } from '../core/clock.ts';
+import { freeCompileMemoryPromptly } from '../core/compiler-memory.ts';
 import { releaseHeapWhenQuiet } from '../core/heap-release.ts';
 import { nodeUtil } from '../core/node-builtins.ts';
 import type { LogDrops, Logger } from '../telemetry/logger.ts';
@@ -96,7 +97,7 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
     await tracing.shutdown();
     throw err;
   }
-  const stopRelease = role.releasesHeapWhenQuiet?.(config) ? releaseHeapWhenQuietLogged(logger) : () => {};
+  const stopRelease = role.releasesHeapWhenQuiet?.(config) ? releaseMemoryAfterStart(logger) : () => {};
   return untilSignal(
     logger,
     async (signal) => {
@@ -109,10 +110,12 @@ export async function runRole<C extends RoleConfig, R>(role: RoleDescriptor<C, R
 }
 
 /**
- * Start-up is over: its heap, and later what load grows it by, goes back to the OS at quiet moments
- * (src/core/heap-release.ts). Returns a cancel function (a role that stops first).
+ * Start-up is over: from now on each optimizing compile's working memory is freed as it ends
+ * (src/core/compiler-memory.ts), and the heap, with what load later grows it by, goes back to the OS
+ * at quiet moments (src/core/heap-release.ts). Returns a cancel function (a role that stops first).
  */
-export function releaseHeapWhenQuietLogged(logger: Pick<Logger, 'debug'>): () => void {
+export function releaseMemoryAfterStart(logger: Pick<Logger, 'debug'>): () => void {
+  freeCompileMemoryPromptly();
   return releaseHeapWhenQuiet((release) => {
     if (release === undefined) logger.debug('heap not released: V8 gave no gc function or refused the call');
     else logger.debug({ blockedMs: Math.round(release.blockedMs), heapBytesBefore: release.heapBytesBefore, heapBytesAfter: release.heapBytesAfter }, 'heap released');

@@ -18,7 +18,7 @@ export async function runSidecarWorker(): Promise<number> {
   process.once('SIGTERM', () => link.stop());
   const init = await link.init;
   const config = init.config;
-  const [{ systemClock }, { createLogger, createLogDrops }, { startTracing }, { SIDECAR_ROLE }, { releaseHeapWhenQuietLogged }] = await Promise.all([
+  const [{ systemClock }, { createLogger, createLogDrops }, { startTracing }, { SIDECAR_ROLE }, { releaseMemoryAfterStart }] = await Promise.all([
     import('../core/clock.ts'),
     import('../telemetry/logger.ts'),
     import('../telemetry/tracing.ts'),
@@ -36,7 +36,7 @@ export async function runSidecarWorker(): Promise<number> {
     tracing,
     defaultMetrics: true,
     logDrops,
-    onStarted: SIDECAR_ROLE.releasesHeapWhenQuiet?.(config) ? () => releaseHeapWhenQuietLogged(logger) : undefined,
+    onStarted: SIDECAR_ROLE.releasesHeapWhenQuiet?.(config) ? () => releaseMemoryAfterStart(logger) : undefined,
   });
   await tracing.shutdown(); // the last calls' spans leave before exit
   logger.flush();
