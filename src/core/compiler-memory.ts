@@ -2,9 +2,9 @@ import { setFlagsFromString } from 'node:v8';
 
 /*
  * V8's Maglev compiler hands each finished compile job to a later background
- * task to be destroyed, and the job's zone (the compile's working memory, most
- * of what a sidecar's peak RSS under load holds above Node's own floor) stays
- * allocated until that task runs. With --no-maglev-destroy-on-background the
+ * task to be destroyed, and the job's zone (the compile's working memory, a
+ * large part of what a sidecar's peak RSS under load holds above Node's own
+ * floor) stays allocated until that task runs. With --no-maglev-destroy-on-background the
  * main thread frees it when it installs the code: a sidecar's VmHWM under load
  * 6-9 MiB lower (one hop at 5 000 req/s 89.1-92.8 -> 84.0-85.8 MiB, the mesh
  * row's sidecars a median of 114.7 -> 105.9), CPU per request the same within
