@@ -86,7 +86,9 @@ interface RowState {
   fixedCpuUs?: Map<number, number>;
   fixedRate?: FixedRate;
   fixedRateError?: string;
-  memoryAtRate?: MemoryAtRate & { readonly hwmKiB: Map<number, number> };
+  memoryAtRate?: MemoryAtRate;
+  /** VmHWM of each process after the MEMORY_RATE run. */
+  hwmAtRate?: Map<number, number>;
 }
 
 const startedAt = performance.now();
@@ -98,23 +100,23 @@ function gitCommit(): { commit: string; dirty: boolean } {
   return { commit: head.stdout?.trim() || 'unknown', dirty: (status.stdout ?? '').trim() !== '' };
 }
 
+/** The row's request sent open loop at `rate` (lib/open-loop-client.ts), in a process of its own. */
+function openLoopAt(group: ProcessGroup, started: StartedTarget, load: { rate: number; warmupS: number; durationS: number; connections: number }): Promise<OpenLoopReport> {
+  return runOpenLoop(group, { url: started.url, method: started.method ?? 'GET', headers: started.headers, body: started.body, ...load, maxInFlight: 2000, timeoutMs: 5000 });
+}
+
+/** Each process's VmHWM now: the peak since it started. */
+function hwmByProcess(processes: readonly RowProcess[]): Map<number, number> {
+  return new Map(processes.map((p) => [p.pgid, groupMemory(p.pgid)?.hwmKiB ?? Number.NaN]));
+}
+
 /** MEMORY_RATE open loop from a fresh start, then each process's VmHWM. */
 async function memoryAtRateRun(group: ProcessGroup, started: StartedTarget, state: RowState, durationS: number, id: string): Promise<void> {
   try {
-    const report = await runOpenLoop(group, {
-      url: started.url,
-      method: started.method ?? 'GET',
-      headers: started.headers,
-      body: started.body,
-      rate: MEMORY_RATE,
-      warmupS: 1,
-      durationS,
-      connections: 50,
-      maxInFlight: 2000,
-      timeoutMs: 5000,
-    });
-    const hwmKiB = new Map(state.processes.map((p) => [p.pgid, groupMemory(p.pgid)?.hwmKiB ?? Number.NaN]));
-    state.memoryAtRate = { offered: MEMORY_RATE, achievedRate: report.achievedRate, failed: report.errors + report.non200 + report.notSent, hwmKiB };
+    const report = await openLoopAt(group, started, { rate: MEMORY_RATE, warmupS: 1, durationS, connections: 50 });
+    const failed = report.errors + report.non200 + report.notSent;
+    state.hwmAtRate = hwmByProcess(state.processes);
+    state.memoryAtRate = { offered: MEMORY_RATE, achievedRate: report.achievedRate, failed };
     log(`${id}: ${MEMORY_RATE} req/s open loop for ${durationS}s from a fresh start: ${report.achievedRate.toFixed(0)} req/s carried, p99 ${report.p99Ms.toFixed(2)} ms`);
   } catch (err) {
     log(`${id}: ${MEMORY_RATE} req/s run failed: ${(err as Error).message.split('\n')[0]}`);
@@ -127,18 +129,7 @@ async function fixedRateRuns(group: ProcessGroup, started: StartedTarget, state:
   const before = new Map(procs.map((p) => [p.pgid, groupCpuMs(p.pgid)]));
   const runs: OpenLoopReport[] = [];
   for (let i = 1; i <= fixed.runs; i++) {
-    const report = await runOpenLoop(group, {
-      url: started.url,
-      method: started.method ?? 'GET',
-      headers: started.headers,
-      body: started.body,
-      rate: fixed.rate,
-      warmupS: fixed.warmupS,
-      durationS: fixed.durationS,
-      connections: 16,
-      maxInFlight: 2000,
-      timeoutMs: 5000,
-    });
+    const report = await openLoopAt(group, started, { rate: fixed.rate, warmupS: fixed.warmupS, durationS: fixed.durationS, connections: 16 });
     runs.push(report);
     log(
       `${id}: fixed ${fixed.rate} req/s run ${i}/${fixed.runs}: p50 ${report.p50Ms.toFixed(3)} ms, p99 ${report.p99Ms.toFixed(3)} ms, p99.9 ${report.p999Ms.toFixed(3)} ms` +
@@ -298,7 +289,7 @@ async function main(): Promise<number> {
         inspect: async (started) => {
           const state = stateOf();
           state.loadPeaks = state.sampler?.stop();
-          state.hwm = new Map(state.processes.map((p) => [p.pgid, groupMemory(p.pgid)?.hwmKiB ?? Number.NaN]));
+          state.hwm = hwmByProcess(state.processes);
           try {
             await fixedRateRuns(group, started, state, fixed, target.id);
           } catch (err) {
@@ -322,11 +313,10 @@ async function main(): Promise<number> {
         idleWakeupsPerS: state?.idleCost.get(p.pgid)?.wakeupsPerS,
         rssLoadKiB: state?.loadPeaks?.get(p.pgid),
         hwmKiB: state?.hwm?.get(p.pgid),
-        hwmAtRateKiB: state?.memoryAtRate?.hwmKiB.get(p.pgid),
+        hwmAtRateKiB: state?.hwmAtRate?.get(p.pgid),
         readyMs: p.readyMs,
       }));
-      const memoryAtRate = state?.memoryAtRate && { offered: state.memoryAtRate.offered, achievedRate: state.memoryAtRate.achievedRate, failed: state.memoryAtRate.failed };
-      rows.push({ ...measured, hops, processes, fixedRate: state?.fixedRate, fixedRateError: state?.fixedRateError, memoryAtRate });
+      rows.push({ ...measured, hops, processes, fixedRate: state?.fixedRate, fixedRateError: state?.fixedRateError, memoryAtRate: state?.memoryAtRate });
     }
     // The two ratio targets once more, paired: the rows above ran minutes apart, and nginx's CPU per request
     // moved from 19.1 to 27.7 µs between such minutes on the reference VM (bench/README.md, "Latest run").

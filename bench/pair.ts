@@ -12,6 +12,7 @@ import { createProcessGroup } from './lib/processes.ts';
 import { readSettings } from './lib/settings.ts';
 import { median } from './lib/stats.ts';
 import type { NodeRelay } from './lib/target-node-pipes.ts';
+import { NODE_RELAYS } from './lib/target-node-pipes.ts';
 
 /*
  * npm run bench:pair -- <baseline> [--row mesh|mesh-all-filters|one-hop] [--floor pipe|http] [--rounds N] [--seconds S] [--warmup S]
@@ -44,7 +45,6 @@ import type { NodeRelay } from './lib/target-node-pipes.ts';
 const ROOT = fileURLToPath(new URL('../', import.meta.url));
 const RESULTS_FILE = join(ROOT, 'bench', 'results', 'pair-latest.json');
 const USAGE = 'usage: npm run bench:pair -- <git ref, checkout path or nginx> [--row mesh|mesh-all-filters|one-hop] [--floor pipe|http] [--rounds N] [--seconds S] [--warmup S]';
-const FLOORS: readonly NodeRelay[] = ['pipe', 'http'];
 /** The baseline that is not a meshgate checkout: the row's nginx counterpart. */
 const NGINX = 'nginx';
 
@@ -80,8 +80,8 @@ function parseArgs(argv: readonly string[]): PairArgs {
       row = known;
     } else if (arg === '--floor') {
       const f = value();
-      floor = FLOORS.find((name) => name === f);
-      if (floor === undefined) throw new Error(`--floor: ${FLOORS.join(', ')}; got ${f}`);
+      floor = NODE_RELAYS.find((name) => name === f);
+      if (floor === undefined) throw new Error(`--floor: ${NODE_RELAYS.join(', ')}; got ${f}`);
     } else if (arg === '--rounds') rounds = positive(arg, value());
     else if (arg === '--seconds') seconds = positive(arg, value());
     else if (arg === '--warmup') warmupS = positive(arg, value());

@@ -41,7 +41,8 @@ export function createNodeOneHopTarget(relay: NodeRelay, onStarted: OnRowStarted
 }
 
 /** Node's two floors: bytes piped, or each message parsed and written again. */
-export type NodeRelay = 'pipe' | 'http';
+export const NODE_RELAYS = ['pipe', 'http'] as const;
+export type NodeRelay = (typeof NODE_RELAYS)[number];
 const RELAY_SCRIPTS: Readonly<Record<NodeRelay, string>> = { pipe: 'byte-pipe.mjs', http: 'http-pipe.mjs' };
 
 function pairTarget(id: string, label: string, script: string, name: string, onStarted: OnRowStarted): Target {
